@@ -1,0 +1,23 @@
+"""Suite-wide rules.
+
+In CI (`DSV4_REQUIRE_E2E=1`, set by `.ci/run`) an e2e test that skips is turned into a failure:
+the e2e layer must really run there. Elsewhere e2e tests may skip, with a reason naming what is
+missing.
+"""
+
+import os
+
+import pytest
+
+REQUIRE_E2E = os.environ.get("DSV4_REQUIRE_E2E") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Fail, instead of skip, an e2e test that skipped while e2e is required."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if REQUIRE_E2E and report.skipped and item.get_closest_marker("e2e") is not None:
+        report.outcome = "failed"
+        report.longrepr = f"e2e test skipped while DSV4_REQUIRE_E2E=1: {report.longrepr}"
+    return None
