@@ -7,13 +7,24 @@ values are only ever added, never renamed.
 from typing import Literal, get_args
 
 __all__ = [
+    "AUTOSCALING_MODES",
+    "CONDITION_TYPES",
     "GPU_TYPE_NAMES",
     "KV_CACHE_DTYPES",
     "MODEL_NAMES",
+    "ROUTED_EXPERTS",
     "WEIGHTS_FORMATS",
+    "AutoscalingMode",
+    "ConditionStatus",
+    "ConditionType",
     "GpuTypeName",
+    "GpuVendor",
     "KvCacheDtype",
     "ModelName",
+    "ServiceType",
+    "SpeculativeMethod",
+    "TaintEffect",
+    "TolerationOperator",
     "WeightsFormat",
 ]
 
@@ -56,3 +67,44 @@ MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 WEIGHTS_FORMATS: tuple[str, ...] = get_args(WeightsFormat)
 KV_CACHE_DTYPES: tuple[str, ...] = get_args(KvCacheDtype)
 GPU_TYPE_NAMES: tuple[str, ...] = get_args(GpuTypeName)
+
+ROUTED_EXPERTS: dict[str, int] = {"flash": 256, "pro": 384}
+"""Routed experts per MoE layer (`n_routed_experts` in each model's config.json; see
+`deepseek-v4-facts.md`). An expert-parallel size must divide it."""
+
+AutoscalingMode = Literal["native", "keda", "hpa"]
+"""Who drives `spec.replicas`: `native` (the operator's own token-rate loop through `/scale`),
+`keda` (a KEDA ScaledObject on the token-rate metric), or `hpa` (a HorizontalPodAutoscaler on the
+same metric through a metrics adapter; cannot scale to zero)."""
+
+ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
+"""Kubernetes Service type of the OpenAI-compatible endpoint."""
+
+SpeculativeMethod = Literal["mtp"]
+"""Speculative decoding method: `mtp`, DeepSeek-V4's own multi-token-prediction layer."""
+
+GpuVendor = Literal["nvidia", "amd"]
+"""GPU vendor: decides the device plugin resource (`nvidia.com/gpu`, `amd.com/gpu`) and kernels."""
+
+TolerationOperator = Literal["Exists", "Equal"]
+"""Operator of a Kubernetes toleration."""
+
+TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+"""Taint effect matched by a Kubernetes toleration."""
+
+ConditionType = Literal["Ready", "Planned", "Progressing", "Available", "Degraded", "ScalingActive"]
+"""Condition types in `status.conditions`.
+
+- `Ready`: the summary; False with reason `InvalidSpec` when the spec fails validation.
+- `Planned`: a GPU type and layout were found for the spec (`status.plan`).
+- `Progressing`: a rollout is creating or replacing replica groups.
+- `Available`: at least one replica serves requests.
+- `Degraded`: fewer ready replicas than wanted, or a replica group keeps failing.
+- `ScalingActive`: the autoscaler is able to compute and apply replica counts.
+"""
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+"""Status of a condition, as in Kubernetes' `metav1.Condition`."""
+
+AUTOSCALING_MODES: tuple[str, ...] = get_args(AutoscalingMode)
+CONDITION_TYPES: tuple[str, ...] = get_args(ConditionType)

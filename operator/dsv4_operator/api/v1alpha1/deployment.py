@@ -1,0 +1,84 @@
+"""The DeepSeekV4Deployment resource and the operator's entry points to parse it."""
+
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+from pydantic import Field, ValidationError
+
+from dsv4_operator.api.errors import InvalidSpecError
+from dsv4_operator.api.meta import ApiModel
+from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
+from dsv4_operator.api.v1alpha1.status import DeepSeekV4DeploymentStatus
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "SHORT_NAMES",
+    "SINGULAR",
+    "VERSION",
+    "DeepSeekV4Deployment",
+    "parse_deployment",
+    "parse_spec",
+]
+
+GROUP: Final = "dsv4.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "DeepSeekV4Deployment"
+PLURAL: Final = "deepseekv4deployments"
+SINGULAR: Final = "deepseekv4deployment"
+SHORT_NAMES: Final = ("dsv4", "dsv4d")
+
+
+class DeepSeekV4Deployment(ApiModel):
+    """A DeepSeek-V4 (Flash or Pro) inference service: planned, rolled out and scaled."""
+
+    api_version: Literal["dsv4.io/v1alpha1"] = "dsv4.io/v1alpha1"
+    """API group and version: dsv4.io/v1alpha1."""
+    kind: Literal["DeepSeekV4Deployment"] = "DeepSeekV4Deployment"
+    """Kind: DeepSeekV4Deployment."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Standard Kubernetes object metadata (not validated here)."""
+    spec: DeepSeekV4DeploymentSpec
+    """Desired state."""
+    status: DeepSeekV4DeploymentStatus | None = None
+    """Observed state, written by the operator."""
+
+
+def parse_spec(spec: Mapping[str, Any]) -> DeepSeekV4DeploymentSpec:
+    """Parse a resource's `spec` (camelCase keys, as the API server returns it).
+
+    Args:
+        spec: the `spec` mapping of a DeepSeekV4Deployment (e.g. kopf's `spec` kwarg).
+
+    Returns:
+        The frozen, validated spec.
+
+    Raises:
+        InvalidSpecError: a field is missing, has the wrong type, breaks a bound or a cross-field
+            rule; the message names each field path (`spec.gpu.gpusPerNode`) and the limit.
+    """
+    try:
+        return DeepSeekV4DeploymentSpec.model_validate(dict(spec), by_alias=True, by_name=False)
+    except ValidationError as error:
+        raise InvalidSpecError.from_validation_error(error, prefix="spec") from None
+
+
+def parse_deployment(body: Mapping[str, Any]) -> DeepSeekV4Deployment:
+    """Parse a whole DeepSeekV4Deployment object (apiVersion, kind, metadata, spec, status).
+
+    Args:
+        body: the object as the API server returns it (e.g. kopf's `body`).
+
+    Returns:
+        The frozen, validated resource.
+
+    Raises:
+        InvalidSpecError: as `parse_spec`, with paths from the object root (`spec.replicas`).
+    """
+    try:
+        return DeepSeekV4Deployment.model_validate(dict(body), by_alias=True, by_name=False)
+    except ValidationError as error:
+        raise InvalidSpecError.from_validation_error(error) from None

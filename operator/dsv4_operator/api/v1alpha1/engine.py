@@ -1,0 +1,146 @@
+"""`spec.engine`, `spec.resources` and `spec.speculativeDecoding`: how the vLLM server is run."""
+
+from typing import Annotated, Final
+
+from pydantic import Field, field_validator
+
+from dsv4_operator.api.meta import ApiModel, with_cel_rules
+from dsv4_operator.api.v1alpha1.enums import SpeculativeMethod
+from dsv4_operator.api.v1alpha1.quantities import Quantity
+from dsv4_operator.api.v1alpha1.source import SecretKeyRef
+
+__all__ = [
+    "OPERATOR_OWNED_FLAGS",
+    "EngineSpec",
+    "EnvVar",
+    "EnvVarSource",
+    "ResourceRequirements",
+    "SpeculativeDecoding",
+]
+
+OPERATOR_OWNED_FLAGS: Final = (
+    "--model",
+    "--port",
+    "--host",
+    "--tensor-parallel-size",
+    "--data-parallel-size",
+    "--data-parallel-size-local",
+    "--data-parallel-start-rank",
+    "--data-parallel-address",
+    "--data-parallel-rpc-port",
+    "--pipeline-parallel-size",
+    "--enable-expert-parallel",
+    "--headless",
+    "--max-model-len",
+    "--max-num-seqs",
+    "--max-num-batched-tokens",
+    "--kv-cache-dtype",
+    "--gpu-memory-utilization",
+    "--speculative-config",
+)
+"""vLLM flags the operator derives from the spec (vLLM `vllm/engine/arg_utils.py` names); setting
+one in `extraArgs` would contradict the plan, so it is rejected."""
+
+FLAG_PATTERN: Final = r"^--[a-z0-9][a-z0-9-]*(=.*)?$"
+"""A long vLLM flag, alone (`--enforce-eager`) or with its value (`--block-size=64`)."""
+
+_OWNED_CEL: Final = "[" + ", ".join(f"'{flag}'" for flag in OPERATOR_OWNED_FLAGS) + "]"
+
+QuantityMap = Annotated[dict[str, Quantity], Field(max_length=16)]
+
+
+class ResourceRequirements(ApiModel):
+    """CPU, memory and other resources of each worker pod (GPUs are set from the plan)."""
+
+    requests: QuantityMap = Field(default_factory=dict)
+    """Resources reserved per worker pod, e.g. `cpu: "32"`, `memory: 512Gi` (quantities)."""
+    limits: QuantityMap = Field(default_factory=dict)
+    """Resource caps per worker pod (quantities); memory should cover /dev/shm."""
+
+
+class EnvVarSource(ApiModel):
+    """Where an environment variable's value comes from."""
+
+    secret_key_ref: SecretKeyRef | None = None
+    """A key of a Secret in the resource's namespace."""
+    config_map_key_ref: SecretKeyRef | None = None
+    """A key of a ConfigMap in the resource's namespace (same fields as a Secret key ref)."""
+
+
+class EnvVar(ApiModel):
+    """An environment variable of the engine container."""
+
+    name: Annotated[
+        str, Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    ]
+    """Variable name (letters, digits, `_`, `-`, `.`; not starting with a digit)."""
+    value: Annotated[str, Field(max_length=32768)] | None = None
+    """Literal value."""
+    value_from: EnvVarSource | None = None
+    """Take the value from a Secret or ConfigMap key instead."""
+
+
+class EngineSpec(ApiModel):
+    """The inference engine (vLLM with our runtime) that worker pods run."""
+
+    model_config = with_cel_rules(
+        {
+            "rule": (
+                "!has(self.extraArgs) || self.extraArgs.all(a, !"
+                + _OWNED_CEL
+                + ".exists(f, a == f || a.startsWith(f + '=')))"
+            ),
+            "message": (
+                "spec.engine.extraArgs must not set flags the operator derives from the "
+                "spec (" + ", ".join(OPERATOR_OWNED_FLAGS) + "); use the spec fields"
+            ),
+        }
+    )
+
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^\S+$")] | None = None
+    """Container image of the worker pods; unset uses the operator's default runtime image."""
+    version: (
+        Annotated[
+            str,
+            Field(max_length=64, pattern=r"^v?[0-9]+\.[0-9]+(\.[0-9]+)?([.+-][0-9A-Za-z.+-]+)?$"),
+        ]
+        | None
+    ) = None
+    """vLLM version inside the image (e.g. `0.19.1`): pins metric names and flags; unset uses
+    the operator's default."""
+    extra_args: Annotated[
+        tuple[Annotated[str, Field(max_length=4096, pattern=FLAG_PATTERN)], ...],
+        Field(max_length=64, json_schema_extra={"x-kubernetes-list-type": "atomic"}),
+    ] = ()
+    """Extra vLLM flags as `--flag` or `--flag=value` (at most 64); flags the operator derives
+    from the spec (parallel sizes, max-model-len, kv-cache-dtype, ...) are refused."""
+    env: Annotated[
+        tuple[EnvVar, ...],
+        Field(
+            max_length=64,
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+        ),
+    ] = ()
+    """Extra environment variables of the engine container (at most 64, unique names)."""
+
+    @field_validator("extra_args")
+    @classmethod
+    def _not_owned(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for arg in value:
+            flag = arg.split("=", 1)[0]
+            if flag in OPERATOR_OWNED_FLAGS:
+                msg = f"{flag} is set by the operator from the spec; use the spec field instead"
+                raise ValueError(msg)
+        return value
+
+
+class SpeculativeDecoding(ApiModel):
+    """Speculative decoding with DeepSeek-V4's multi-token-prediction (MTP) layer."""
+
+    method: SpeculativeMethod = "mtp"
+    """Method: `mtp` (the checkpoint's own MTP layer; no draft model needed)."""
+    num_speculative_tokens: int = Field(default=1, ge=1, le=4)
+    """Tokens proposed per step, 1 to 4 (vLLM `num_speculative_tokens`)."""

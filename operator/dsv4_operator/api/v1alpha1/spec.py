@@ -1,0 +1,356 @@
+"""`spec` of a DeepSeekV4Deployment: what to serve, on which GPUs, at what load.
+
+Cross-field rules live twice, on purpose: as CEL (`x-kubernetes-validations`, enforced by the API
+server on Kubernetes >= 1.25) and as pydantic validators (enforced by the operator's parse on any
+cluster). Tests check both against the same malformed resources.
+"""
+
+from typing import Annotated, Final, Literal
+
+from pydantic import Field, PlainValidator, WithJsonSchema, field_validator, model_validator
+
+from dsv4_operator.api.meta import ApiModel, CelRule, with_cel_rules
+from dsv4_operator.api.v1alpha1.engine import EngineSpec, ResourceRequirements, SpeculativeDecoding
+from dsv4_operator.api.v1alpha1.enums import (
+    ROUTED_EXPERTS,
+    KvCacheDtype,
+    ModelName,
+    ServiceType,
+    WeightsFormat,
+)
+from dsv4_operator.api.v1alpha1.gpu import GPU_NAME_PATTERN, GpuSpec
+from dsv4_operator.api.v1alpha1.quantities import Quantity, UsdAmount, quantity_bytes, usd_micros
+from dsv4_operator.api.v1alpha1.scaling import Autoscaling, Rollout
+from dsv4_operator.api.v1alpha1.source import ModelSource
+
+__all__ = [
+    "MAX_MODEL_LEN_LIMIT",
+    "CostSpec",
+    "DeepSeekV4DeploymentSpec",
+    "GpuPrice",
+    "LoadTarget",
+    "Parallelism",
+    "ServiceSpec",
+]
+
+MAX_MODEL_LEN_LIMIT: Final = 1_048_576
+"""Longest context DeepSeek-V4 supports, in tokens (`max_position_embeddings` = 1,048,576 in both
+models' config.json; see `deepseek-v4-facts.md`)."""
+
+SHM_MIN_BYTES: Final = 64 * 2**20
+SHM_MAX_BYTES: Final = 2**40
+
+
+def _check_max_model_len(value: object) -> int | Literal["auto"]:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f'must be an integer number of tokens (1 to {MAX_MODEL_LEN_LIMIT}) or "auto"'
+        raise ValueError(msg)
+    if not 1 <= value <= MAX_MODEL_LEN_LIMIT:
+        msg = f"must be between 1 and {MAX_MODEL_LEN_LIMIT} tokens (1M), got {value}"
+        raise ValueError(msg)
+    return value
+
+
+MaxModelLen = Annotated[
+    int | Literal["auto"],
+    PlainValidator(_check_max_model_len),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "minimum": 1,
+            "maximum": MAX_MODEL_LEN_LIMIT,
+            "pattern": "^auto$",
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]
+
+
+class LoadTarget(ApiModel):
+    """The load the deployment must carry in total; the planner and cost estimate use it."""
+
+    model_config = with_cel_rules(
+        {
+            "rule": "has(self.concurrency) || has(self.tokensPerSecond)",
+            "message": "spec.load must set concurrency, tokensPerSecond, or both",
+        }
+    )
+
+    concurrency: int | None = Field(default=None, ge=1, le=1_000_000)
+    """Concurrent sequences in flight across all replicas (a count, 1 to 10^6)."""
+    tokens_per_second: int | None = Field(default=None, ge=1, le=1_000_000_000)
+    """Generated (output) tokens per second across all replicas (1 to 10^9 tokens/s)."""
+
+    @model_validator(mode="after")
+    def _one_set(self) -> "LoadTarget":
+        if self.concurrency is None and self.tokens_per_second is None:
+            msg = "set concurrency, tokensPerSecond, or both"
+            raise ValueError(msg)
+        return self
+
+
+class Parallelism(ApiModel):
+    """Pinned parallel sizes of one replica; each unset size is chosen by the planner."""
+
+    tensor: int | None = Field(default=None, ge=1, le=16)
+    """Tensor-parallel size (vLLM `--tensor-parallel-size`), 1 to 16; must divide
+    spec.gpu.gpusPerNode (tensor parallelism stays inside a node)."""
+    data: int | None = Field(default=None, ge=1, le=1024)
+    """Data-parallel size per replica (vLLM `--data-parallel-size`), 1 to 1024."""
+    pipeline: int | None = Field(default=None, ge=1, le=64)
+    """Pipeline-parallel size (vLLM `--pipeline-parallel-size`), 1 to 64."""
+    expert: int | None = Field(default=None, ge=1, le=1024)
+    """Expert-parallel size, 1 (off) or tensor x data (vLLM's EP size with
+    `--enable-expert-parallel`); must divide the routed experts (256 flash, 384 pro)."""
+
+
+class ServiceSpec(ApiModel):
+    """The Service in front of the replicas' OpenAI-compatible HTTP endpoint."""
+
+    type: ServiceType = "ClusterIP"
+    """Service type: ClusterIP, NodePort or LoadBalancer."""
+    port: int = Field(default=8000, ge=1, le=65535)
+    """Service port (TCP, 1 to 65535) for the OpenAI-compatible API."""
+
+
+class GpuPrice(ApiModel):
+    """Price of one GPU type."""
+
+    gpu_type: Annotated[str, Field(max_length=63, pattern=GPU_NAME_PATTERN)]
+    """GPU type name (as in spec.gpu.types, case-insensitive)."""
+    usd_per_gpu_hour: UsdAmount
+    """US dollars per GPU per hour as a decimal string, e.g. `2.49` (at most 4 decimals)."""
+
+    @property
+    def micro_usd_per_gpu_hour(self) -> int:
+        """Micro-dollars (10^-6 USD) per GPU-hour, exact."""
+        return usd_micros(self.usd_per_gpu_hour)
+
+
+class CostSpec(ApiModel):
+    """GPU prices used for status.cost ($ per million tokens, GPU-hours per day)."""
+
+    gpu_hourly_prices: Annotated[
+        tuple[GpuPrice, ...],
+        Field(
+            max_length=32,
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["gpuType"],
+            },
+        ),
+    ] = ()
+    """USD per GPU-hour per GPU type (at most 32 entries, one per type)."""
+
+    def micro_usd_per_gpu_hour(self, gpu_type: str) -> int | None:
+        """Micro-dollars per GPU-hour of `gpu_type` (case-insensitive), or None if not priced."""
+        for price in self.gpu_hourly_prices:
+            if price.gpu_type.lower() == gpu_type.lower():
+                return price.micro_usd_per_gpu_hour
+        return None
+
+
+_SPEC_RULES: Final[list[CelRule]] = [
+    {
+        "rule": (
+            "!has(self.parallelism) || !has(self.parallelism.tensor) || "
+            "self.gpu.gpusPerNode % self.parallelism.tensor == 0"
+        ),
+        "message": (
+            "spec.parallelism.tensor must divide spec.gpu.gpusPerNode "
+            "(tensor parallelism stays inside one node)"
+        ),
+    },
+    {
+        "rule": (
+            "!has(self.parallelism) || !has(self.parallelism.tensor) || "
+            "!has(self.parallelism.data) || !has(self.parallelism.pipeline) || "
+            "self.parallelism.tensor * self.parallelism.data * self.parallelism.pipeline <= "
+            "self.gpu.gpusPerNode * self.gpu.maxNodes"
+        ),
+        "message": (
+            "spec.parallelism: tensor x data x pipeline (GPUs per replica) must be <= "
+            "spec.gpu.gpusPerNode x spec.gpu.maxNodes"
+        ),
+    },
+    {
+        "rule": (
+            "!has(self.parallelism) || !has(self.parallelism.tensor) || "
+            "!has(self.parallelism.data) || !has(self.parallelism.pipeline) || "
+            "(self.parallelism.tensor * self.parallelism.data * self.parallelism.pipeline) "
+            "% self.gpu.gpusPerNode == 0 || self.gpu.gpusPerNode % "
+            "(self.parallelism.tensor * self.parallelism.data * self.parallelism.pipeline) == 0"
+        ),
+        "message": (
+            "spec.parallelism: tensor x data x pipeline (GPUs per replica) must be a multiple "
+            "or a divisor of spec.gpu.gpusPerNode (whole nodes, or part of one node)"
+        ),
+    },
+    {
+        "rule": (
+            "!has(self.parallelism) || !has(self.parallelism.expert) || "
+            "self.parallelism.expert == 1 || !has(self.parallelism.tensor) || "
+            "!has(self.parallelism.data) || "
+            "self.parallelism.expert == self.parallelism.tensor * self.parallelism.data"
+        ),
+        "message": (
+            "spec.parallelism.expert must be 1 or tensor x data (vLLM's expert-parallel size)"
+        ),
+    },
+    {
+        "rule": (
+            "!has(self.parallelism) || !has(self.parallelism.expert) || "
+            "(self.model == 'flash' ? "
+            f"{ROUTED_EXPERTS['flash']} : {ROUTED_EXPERTS['pro']}) % self.parallelism.expert == 0"
+        ),
+        "message": (
+            "spec.parallelism.expert must divide the routed experts "
+            f"({ROUTED_EXPERTS['flash']} for flash, {ROUTED_EXPERTS['pro']} for pro)"
+        ),
+    },
+    {
+        "rule": (
+            "!has(self.autoscaling) || !self.autoscaling.enabled || "
+            "(self.replicas >= self.autoscaling.minReplicas && "
+            "self.replicas <= self.autoscaling.maxReplicas)"
+        ),
+        "message": (
+            "spec.replicas must be within spec.autoscaling.minReplicas and "
+            "spec.autoscaling.maxReplicas when autoscaling is enabled"
+        ),
+    },
+]
+
+
+class DeepSeekV4DeploymentSpec(ApiModel):
+    """Desired state: a DeepSeek-V4 model served by vLLM on Kubernetes GPU nodes."""
+
+    model_config = with_cel_rules(*_SPEC_RULES)
+
+    model: Annotated[
+        ModelName,
+        Field(
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "self == oldSelf",
+                        "message": (
+                            "spec.model is immutable: create a new DeepSeekV4Deployment to "
+                            "switch between flash and pro"
+                        ),
+                    }
+                ]
+            }
+        ),
+    ]
+    """Model: flash (DeepSeek-V4-Flash, 284B total / 13B active parameters) or pro
+    (DeepSeek-V4-Pro, 1.6T / 49B). Immutable."""
+    model_source: ModelSource | None = None
+    """Where the checkpoint comes from; unset downloads the official deepseek-ai repository of
+    the model and weightsFormat from the Hugging Face Hub."""
+    weights_format: WeightsFormat = "official"
+    """Checkpoint format: official (FP4 experts + FP8), nvfp4, fp8, bf16 or int4."""
+    kv_cache_dtype: KvCacheDtype = "fp8"
+    """KV cache dtype: fp8 (vLLM fp8_ds_mla, 584 bytes per entry) or bf16 (1024 bytes)."""
+    max_model_len: MaxModelLen = "auto"
+    """Longest sequence (prompt + output) in tokens, 1 to 1048576, or "auto" for the longest
+    that fits the plan."""
+    max_num_seqs: int | None = Field(default=None, ge=1, le=16_384)
+    """Most sequences one engine runs at once (vLLM `--max-num-seqs`), 1 to 16384; unset lets
+    the planner choose."""
+    max_num_batched_tokens: int | None = Field(default=None, ge=64, le=MAX_MODEL_LEN_LIMIT)
+    """Most tokens in one scheduler step (vLLM `--max-num-batched-tokens`), 64 to 1048576;
+    unset lets the planner choose."""
+    gpu_memory_utilization_percent: int = Field(default=90, ge=10, le=99)
+    """Percent of each GPU's memory vLLM may use (vLLM `--gpu-memory-utilization` x 100), 10 to
+    99."""
+    load: LoadTarget | None = None
+    """Target load (concurrency and/or tokens per second) for sizing and cost."""
+    gpu: GpuSpec
+    """GPU types (ordered fallback), counts per node and replica, and placement."""
+    parallelism: Parallelism | None = None
+    """Pinned tensor/data/pipeline/expert parallel sizes; unset sizes are planned."""
+    replicas: int = Field(default=1, ge=0, le=1000)
+    """Replicas (each a LeaderWorkerSet group of 1 to maxNodes pods), 0 to 1000; the scale
+    subresource writes it."""
+    speculative_decoding: SpeculativeDecoding | None = None
+    """MTP speculative decoding; unset disables it."""
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    """Engine image, version, extra vLLM flags and environment."""
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    """CPU and memory requests/limits of each worker pod (GPUs come from the plan)."""
+    shm_size: Quantity | None = None
+    """Size of /dev/shm per worker pod as a quantity (64Mi to 1Ti, e.g. `16Gi`); unset uses the
+    planned size."""
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    """Token-throughput autoscaling of replicas."""
+    rollout: Rollout = Field(default_factory=Rollout)
+    """How updates replace replica groups."""
+    service: ServiceSpec = Field(default_factory=ServiceSpec)
+    """The Service exposing the OpenAI-compatible API."""
+    cost: CostSpec = Field(default_factory=CostSpec)
+    """GPU prices for the cost estimate in status."""
+    paused: bool = False
+    """When true the operator stops reconciling (no rollout, no scaling) until set false."""
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm_in_range(cls, value: str | None) -> str | None:
+        if value is not None and not SHM_MIN_BYTES <= quantity_bytes(value) <= SHM_MAX_BYTES:
+            msg = f"must be between 64Mi and 1Ti, got {value} ({quantity_bytes(value)} bytes)"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "DeepSeekV4DeploymentSpec":
+        problems = self._problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _problems(self) -> list[str]:
+        problems = []
+        p, gpu = self.parallelism, self.gpu
+        if p is not None and p.tensor is not None and gpu.gpus_per_node % p.tensor:
+            problems.append(
+                f"parallelism.tensor ({p.tensor}) must divide gpu.gpusPerNode "
+                f"({gpu.gpus_per_node}): tensor parallelism stays inside one node"
+            )
+        if p is not None and None not in (p.tensor, p.data, p.pipeline):
+            per_replica = (p.tensor or 1) * (p.data or 1) * (p.pipeline or 1)
+            limit = gpu.gpus_per_node * gpu.max_nodes
+            if per_replica > limit:
+                problems.append(
+                    f"parallelism: tensor x data x pipeline = {per_replica} GPUs per replica "
+                    f"exceeds gpu.gpusPerNode x gpu.maxNodes = {limit}"
+                )
+            if per_replica % gpu.gpus_per_node and gpu.gpus_per_node % per_replica:
+                problems.append(
+                    f"parallelism: tensor x data x pipeline = {per_replica} GPUs per replica must"
+                    f" be a multiple or a divisor of gpu.gpusPerNode ({gpu.gpus_per_node})"
+                )
+        if p is not None and p.expert is not None and p.expert != 1:
+            if p.tensor is not None and p.data is not None and p.expert != p.tensor * p.data:
+                problems.append(
+                    f"parallelism.expert ({p.expert}) must be 1 or tensor x data "
+                    f"({p.tensor * p.data})"
+                )
+            if ROUTED_EXPERTS[self.model] % p.expert:
+                problems.append(
+                    f"parallelism.expert ({p.expert}) must divide the {ROUTED_EXPERTS[self.model]}"
+                    f" routed experts of {self.model}"
+                )
+        scaling = self.autoscaling
+        if scaling.enabled and not scaling.min_replicas <= self.replicas <= scaling.max_replicas:
+            problems.append(
+                f"replicas ({self.replicas}) must be within autoscaling.minReplicas "
+                f"({scaling.min_replicas}) and autoscaling.maxReplicas ({scaling.max_replicas})"
+            )
+        return problems
+
+    @property
+    def shm_bytes(self) -> int | None:
+        """The /dev/shm override in bytes, or None when the planner sizes it."""
+        return None if self.shm_size is None else quantity_bytes(self.shm_size)
