@@ -1,0 +1,135 @@
+"""`dsv4-runtime`: the worker pod's entry point.
+
+`dsv4-runtime <RuntimeConfig.to_args()>` parses the operator's arguments, reads the LWS role,
+runs the preflight checks, builds the engine's command lines and supervises the engine until it
+drains. Exit statuses: 0 after a clean drain; 2 for bad arguments, LWS environment or extra engine
+arguments; 3 for a failed preflight check; otherwise the engine's own status (see `supervisor`).
+Failures before launch are also written to the Kubernetes termination log, so `kubectl describe
+pod` and the operator see the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from dsv4_runtime.config import ConfigError, RuntimeConfig
+from dsv4_runtime.distributed import (
+    Resolver,
+    RoleError,
+    resolve_leader_ip,
+    role_from_env,
+    system_resolver,
+)
+from dsv4_runtime.engine import build_launch, engine_base_url
+from dsv4_runtime.metrics import RuntimeMetrics
+from dsv4_runtime.preflight import PreflightError, Probes, run_preflight
+from dsv4_runtime.server import RuntimeState
+from dsv4_runtime.supervisor import Supervisor
+from dsv4_runtime.vllm_args import ExtraArgsError
+
+__all__ = ["EXIT_PREFLIGHT", "EXIT_USAGE", "main", "run"]
+
+EXIT_USAGE = 2
+"""Bad arguments, LWS environment or extra engine arguments."""
+EXIT_PREFLIGHT = 3
+"""A preflight check failed (shm, GPUs, versions)."""
+
+log = logging.getLogger("dsv4_runtime")
+
+
+def _fail(message: str, status: int, termination_log: Path | None) -> int:
+    print(f"dsv4-runtime: error: {message}", file=sys.stderr, flush=True)
+    if termination_log is not None and termination_log.parent.is_dir():
+        with contextlib.suppress(OSError):
+            termination_log.write_text(message + "\n", encoding="utf-8")
+    return status
+
+
+def run(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    probes: Probes | None = None,
+    resolver: Resolver = system_resolver,
+) -> int:
+    """Run the runtime to completion.
+
+    Args:
+        argv: arguments without the program name.
+        env: environment (LWS variables).
+        probes: machine probes for preflight (tests replace them).
+        resolver: DNS resolver for the leader address (tests replace it).
+
+    Returns:
+        The process exit status (see the module docstring).
+    """
+    try:
+        config = RuntimeConfig.from_args(list(argv))
+    except ConfigError as error:
+        return _fail(str(error), EXIT_USAGE, None)
+    try:
+        role = role_from_env(env, config)
+        leader_ip = (
+            resolve_leader_ip(role.leader_address, resolver) if config.nodes > 1 else "127.0.0.1"
+        )
+        launch = build_launch(config, role, leader_ip)
+    except (RoleError, ExtraArgsError) as error:
+        return _fail(str(error), EXIT_USAGE, config.termination_log)
+    try:
+        report = run_preflight(config, probes)
+    except PreflightError as error:
+        return _fail(f"preflight {error.check}: {error}", EXIT_PREFLIGHT, config.termination_log)
+    for warning in report.warnings:
+        log.warning("%s", warning)
+    metrics = RuntimeMetrics()
+    metrics.info.info(
+        {
+            "engine": config.engine,
+            "role": "leader" if role.is_leader else "worker",
+            "worker_index": str(role.worker_index),
+            "served_model_name": config.served_model_name,
+            "tensor_parallel_size": str(config.tensor_parallel_size),
+            "pipeline_parallel_size": str(config.pipeline_parallel_size),
+            "data_parallel_size": str(config.data_parallel_size),
+            "data_parallel_size_local": str(config.data_parallel_size_local),
+        }
+    )
+    metrics.shm_stale_entries_removed.set(report.stale_entries_removed)
+    metrics.shm_stale_bytes_removed.set(report.stale_bytes_removed)
+    log.info(
+        "role %s %d/%d, removed %d stale shm entries (%d bytes)",
+        "leader" if role.is_leader else "worker",
+        role.worker_index,
+        role.group_size,
+        report.stale_entries_removed,
+        report.stale_bytes_removed,
+    )
+    base_url = engine_base_url(config)
+    state = RuntimeState(
+        metrics=metrics,
+        engine_metrics_url=base_url + "/metrics" if launch.serves_api else None,
+    )
+    supervisor = Supervisor(
+        launch,
+        state,
+        engine_url=base_url,
+        host=config.host,
+        admin_port=config.admin_port,
+        drain_timeout_seconds=config.drain_timeout_seconds,
+        stop_grace_seconds=config.engine_stop_grace_seconds,
+    )
+    return asyncio.run(supervisor.run())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console script `dsv4-runtime`: exits with `run`'s status."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s dsv4-runtime %(levelname)s %(message)s"
+    )
+    sys.exit(run(sys.argv[1:] if argv is None else argv, os.environ))

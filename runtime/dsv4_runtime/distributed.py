@@ -1,0 +1,170 @@
+"""This pod's place in its LeaderWorkerSet group, from the LWS environment.
+
+LWS sets, in every pod of a group (kubernetes-sigs/lws, `pkg/utils/pod`):
+`LWS_LEADER_ADDRESS` (the leader pod's DNS name on the group's headless Service),
+`LWS_GROUP_SIZE` (pods in the group) and `LWS_WORKER_INDEX` (0 = leader).
+
+vLLM's DP coordination runs over ZMQ, which does not resolve DNS names, so the leader's address is
+resolved to an IP here (`resolve_leader_ip`) before it goes into `--data-parallel-address`
+(design-lessons lesson 2). The headless Service LWS creates publishes not-ready addresses, so the
+name resolves while the leader is still loading; DNS may still lag pod start by a few seconds,
+hence the retries.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from dsv4_runtime.config import RuntimeConfig
+
+__all__ = [
+    "LWS_GROUP_SIZE",
+    "LWS_LEADER_ADDRESS",
+    "LWS_WORKER_INDEX",
+    "RESOLVE_RETRY_SECONDS",
+    "RESOLVE_TIMEOUT_SECONDS",
+    "Resolver",
+    "Role",
+    "RoleError",
+    "resolve_leader_ip",
+    "role_from_env",
+]
+
+LWS_LEADER_ADDRESS = "LWS_LEADER_ADDRESS"
+LWS_GROUP_SIZE = "LWS_GROUP_SIZE"
+LWS_WORKER_INDEX = "LWS_WORKER_INDEX"
+
+RESOLVE_TIMEOUT_SECONDS = 300.0
+"""How long to wait for the leader's name to resolve (DNS lags pod creation)."""
+RESOLVE_RETRY_SECONDS = 2.0
+"""Pause between resolution attempts."""
+
+Resolver = Callable[[str], str]
+"""Maps a host name to one IP address string; raises `OSError` if it does not resolve."""
+
+
+class RoleError(RuntimeError):
+    """The LWS environment is missing, malformed or disagrees with the plan."""
+
+
+@dataclass(frozen=True)
+class Role:
+    """Where this pod sits in its group.
+
+    Attributes:
+        worker_index: `LWS_WORKER_INDEX`, 0 for the leader.
+        group_size: `LWS_GROUP_SIZE` (= the plan's `nodes`).
+        leader_address: `LWS_LEADER_ADDRESS` as given (a DNS name or an IP).
+    """
+
+    worker_index: int
+    group_size: int
+    leader_address: str
+
+    @property
+    def is_leader(self) -> bool:
+        """True for worker index 0, the pod that serves the API."""
+        return self.worker_index == 0
+
+
+def role_from_env(env: Mapping[str, str], config: RuntimeConfig) -> Role:
+    """Read this pod's role from the LWS variables and check it against the plan.
+
+    A single-node plan runs without LWS variables (leader, address 127.0.0.1).
+
+    Raises:
+        RoleError: a variable is missing (multi-node), not an integer, out of range, or
+            `LWS_GROUP_SIZE` differs from `--nodes`; the message names both values.
+    """
+    present = [
+        name for name in (LWS_LEADER_ADDRESS, LWS_GROUP_SIZE, LWS_WORKER_INDEX) if name in env
+    ]
+    if not present and config.nodes == 1:
+        return Role(worker_index=0, group_size=1, leader_address="127.0.0.1")
+    missing = [n for n in (LWS_LEADER_ADDRESS, LWS_GROUP_SIZE, LWS_WORKER_INDEX) if n not in env]
+    if missing:
+        raise RoleError(
+            f"the plan has --nodes {config.nodes} but the LeaderWorkerSet variable(s) "
+            f"{', '.join(missing)} are not set: run the pod from the operator's LeaderWorkerSet"
+        )
+    group_size = _int_var(env, LWS_GROUP_SIZE)
+    worker_index = _int_var(env, LWS_WORKER_INDEX)
+    if group_size != config.nodes:
+        raise RoleError(
+            f"{LWS_GROUP_SIZE}={group_size} but the plan expects --nodes {config.nodes}: "
+            "the LeaderWorkerSet size and the runtime arguments come from different plans"
+        )
+    if not 0 <= worker_index < group_size:
+        raise RoleError(f"{LWS_WORKER_INDEX}={worker_index} is outside [0, {group_size - 1}]")
+    address = env[LWS_LEADER_ADDRESS].strip()
+    if not address:
+        raise RoleError(f"{LWS_LEADER_ADDRESS} is empty")
+    return Role(worker_index=worker_index, group_size=group_size, leader_address=address)
+
+
+def _int_var(env: Mapping[str, str], name: str) -> int:
+    raw = env[name]
+    try:
+        return int(raw)
+    except ValueError:
+        raise RoleError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def system_resolver(host: str) -> str:
+    """Resolve `host` with the system resolver, preferring IPv4 (ZMQ `tcp://` URIs, vLLM DP).
+
+    Raises:
+        OSError: the name does not resolve.
+    """
+    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"{host} resolved to no address")
+    infos.sort(key=lambda info: 0 if info[0] == socket.AF_INET else 1)
+    return str(infos[0][4][0])
+
+
+def resolve_leader_ip(
+    address: str,
+    resolver: Resolver = system_resolver,
+    *,
+    timeout_seconds: float = RESOLVE_TIMEOUT_SECONDS,
+    retry_seconds: float = RESOLVE_RETRY_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """Turn the leader's address into an IP, retrying while DNS catches up.
+
+    Args:
+        address: `LWS_LEADER_ADDRESS`; an IP literal is returned unchanged.
+        resolver: name → IP (injectable for tests).
+        timeout_seconds: give up after this long.
+        retry_seconds: pause between attempts.
+        sleep: injectable sleep.
+        clock: injectable monotonic clock.
+
+    Returns:
+        The IP address as a string.
+
+    Raises:
+        RoleError: the name did not resolve within `timeout_seconds` (names the last error).
+    """
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        pass
+    deadline = clock() + timeout_seconds
+    while True:
+        try:
+            ip = resolver(address)
+            return str(ipaddress.ip_address(ip))
+        except (OSError, ValueError) as error:
+            if clock() >= deadline:
+                raise RoleError(
+                    f"{LWS_LEADER_ADDRESS}={address} did not resolve to an IP within "
+                    f"{timeout_seconds:g} s ({error}); vLLM's DP coordination (ZMQ) needs an IP"
+                ) from error
+        sleep(retry_seconds)

@@ -1,0 +1,116 @@
+"""The runtime's admin HTTP server: `/health`, `/ready`, `/metrics` (aiohttp).
+
+- `/health` (liveness): 200 while the runtime process runs, also while the model loads and while
+  draining, so a liveness probe never kills a loading or draining engine (lesson 6).
+- `/ready` (readiness): 200 only when the engine is ready and no SIGTERM has arrived; 503 with a
+  JSON reason otherwise. It turns 503 the moment SIGTERM is handled, so the pod leaves the
+  Service's endpoints while in-flight requests finish.
+- `/metrics`: `dsv4_runtime_*` followed by the engine's own `/metrics` (read on each scrape, on
+  the leader; workers without an API serve only ours).
+
+Inference traffic does not pass through here: the Service targets the engine's API port
+directly, so the runtime adds no hop and no per-token work to the serving path.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from dsv4_runtime.metrics import CONTENT_TYPE, RuntimeMetrics, merge_exposition
+
+__all__ = ["ENGINE_SCRAPE_TIMEOUT_SECONDS", "RuntimeState", "build_app", "fetch_engine_metrics"]
+
+ENGINE_SCRAPE_TIMEOUT_SECONDS = 5.0
+"""Time allowed for the engine's /metrics; a slower engine is reported as a scrape error."""
+
+
+@dataclass
+class RuntimeState:
+    """Mutable state shared by the supervisor and the HTTP handlers (one event loop).
+
+    Attributes:
+        metrics: the runtime's metrics.
+        engine_metrics_url: the engine's `/metrics` URL, or None when the engine has no API.
+        engine_ready: the engine has loaded (leader: `/health` and `/v1/models` answer 200).
+        draining: SIGTERM has arrived.
+        session: HTTP client for engine scrapes (set while the server runs).
+    """
+
+    metrics: RuntimeMetrics
+    engine_metrics_url: str | None
+    engine_ready: bool = False
+    draining: bool = False
+    session: aiohttp.ClientSession | None = None
+
+    def set_engine_ready(self, ready: bool) -> None:
+        """Record engine readiness (and its gauge)."""
+        self.engine_ready = ready
+        self.metrics.engine_ready.set(1 if ready else 0)
+
+    def start_draining(self) -> None:
+        """Mark the drain: `/ready` answers 503 from now on."""
+        self.draining = True
+        self.metrics.draining.set(1)
+
+    @property
+    def ready(self) -> bool:
+        """Ready for traffic: the engine is ready and no drain has started."""
+        return self.engine_ready and not self.draining
+
+
+_STATE_KEY = web.AppKey("state", RuntimeState)
+
+
+async def fetch_engine_metrics(state: RuntimeState) -> str | None:
+    """Read the engine's exposition and feed the tokens/s meter; None on any failure."""
+    if state.engine_metrics_url is None or state.session is None:
+        return None
+    try:
+        async with state.session.get(
+            state.engine_metrics_url,
+            headers={"Accept": "text/plain"},
+            timeout=aiohttp.ClientTimeout(total=ENGINE_SCRAPE_TIMEOUT_SECONDS),
+        ) as response:
+            if response.status != 200:
+                state.metrics.engine_scrape_errors.inc()
+                return None
+            text = await response.text()
+        state.metrics.observe_engine(time.monotonic(), text)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        state.metrics.engine_scrape_errors.inc()
+        return None
+    return text
+
+
+async def _health(request: web.Request) -> web.Response:
+    state = request.app[_STATE_KEY]
+    return web.json_response({"status": "alive", "draining": state.draining})
+
+
+async def _ready(request: web.Request) -> web.Response:
+    state = request.app[_STATE_KEY]
+    if state.ready:
+        return web.json_response({"ready": True})
+    reason = "draining" if state.draining else "engine not ready"
+    return web.json_response({"ready": False, "reason": reason}, status=503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    state = request.app[_STATE_KEY]
+    engine_text = await fetch_engine_metrics(state) if state.engine_ready else None
+    body = merge_exposition(state.metrics.render(), engine_text)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def build_app(state: RuntimeState) -> web.Application:
+    """The aiohttp application serving `/health`, `/ready` and `/metrics` from `state`."""
+    app = web.Application()
+    app[_STATE_KEY] = state
+    app.router.add_get("/health", _health)
+    app.router.add_get("/ready", _ready)
+    app.router.add_get("/metrics", _metrics)
+    return app

@@ -1,0 +1,219 @@
+"""Run the engine, watch it become ready, and drain it on SIGTERM.
+
+Timeline of one pod:
+
+1. The admin server starts (so `/health` answers while the model loads).
+2. Prelaunch commands run (Ray head on a PP leader), then the engine starts in its own session
+   (process group) with the runtime's environment; its output goes to the container log.
+3. Readiness: an engine with an API is ready when its `/health` and `/v1/models` answer 200
+   (vLLM starts its API server only after every DP rank, local and remote, has loaded); an engine
+   without one (headless worker) is ready while its process runs.
+4. SIGTERM (or SIGINT): `/ready` turns 503 at once; SIGTERM goes to the engine's main process
+   only (vLLM's parent coordinates its children, RFC vllm #24885); the engine rejects new
+   requests and lets in-flight ones finish for `--drain-timeout-seconds` (vLLM
+   `--shutdown-timeout`, PR #36666). The runtime waits `drain + --engine-stop-grace-seconds`
+   before it kills the engine's process group, so no running request is cut inside the grace
+   period. The pod's `terminationGracePeriodSeconds` must cover preStop + drain + grace.
+5. The runtime exits 0 after a clean drain, with the engine's status when the engine stops by
+   itself (1 if that status was 0: an engine must not stop on its own), and 1 after a kill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Sequence
+
+import aiohttp
+from aiohttp import web
+
+from dsv4_runtime.launch import Launch
+from dsv4_runtime.server import RuntimeState, build_app, fetch_engine_metrics
+
+__all__ = [
+    "EXIT_ENGINE_KILLED",
+    "METRICS_POLL_SECONDS",
+    "READY_POLL_SECONDS",
+    "Supervisor",
+]
+
+log = logging.getLogger("dsv4_runtime")
+
+READY_POLL_SECONDS = 0.5
+"""How often the engine's /health and /v1/models are polled until ready."""
+METRICS_POLL_SECONDS = 5.0
+"""How often the engine's /metrics is read to keep the tokens/s gauge current between scrapes."""
+EXIT_ENGINE_KILLED = 1
+"""Runtime exit status when the engine had to be killed after the grace period."""
+
+
+class Supervisor:
+    """Owns the engine process and the admin server for one runtime lifetime.
+
+    Args:
+        launch: the engine's command lines.
+        state: shared state read by the HTTP handlers.
+        engine_url: base URL of the engine's API (probed when `launch.serves_api`).
+        host: admin server bind address.
+        admin_port: admin server port.
+        drain_timeout_seconds: in-flight time after SIGTERM.
+        stop_grace_seconds: extra time for the engine to exit before SIGKILL.
+    """
+
+    def __init__(
+        self,
+        launch: Launch,
+        state: RuntimeState,
+        *,
+        engine_url: str,
+        host: str,
+        admin_port: int,
+        drain_timeout_seconds: int,
+        stop_grace_seconds: int,
+    ) -> None:
+        self._launch = launch
+        self._state = state
+        self._engine_url = engine_url
+        self._host = host
+        self._admin_port = admin_port
+        self._drain_s = drain_timeout_seconds
+        self._grace_s = stop_grace_seconds
+        self._stop = asyncio.Event()
+        self._process: asyncio.subprocess.Process | None = None
+
+    def request_drain(self) -> None:
+        """Start the drain (signal handler): `/ready` fails from this call on."""
+        if not self._state.draining:
+            log.info("SIGTERM: readiness off, draining for up to %d s", self._drain_s)
+            self._state.start_draining()
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Serve, launch, supervise and drain; returns the runtime's exit status."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_drain)
+        runner = web.AppRunner(build_app(self._state), handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._admin_port)
+        await site.start()
+        self._state.session = aiohttp.ClientSession()
+        try:
+            return await self._supervise()
+        finally:
+            await self._kill_group()
+            await self._state.session.close()
+            await runner.cleanup()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    async def _supervise(self) -> int:
+        for command in self._launch.prelaunch:
+            status = await self._run_to_end(command)
+            if self._stop.is_set():
+                return 0
+            if status != 0:
+                log.error("prelaunch %s exited with status %d", " ".join(command), status)
+                return status
+        started = time.monotonic()
+        self._process = await asyncio.create_subprocess_exec(
+            *self._launch.argv, start_new_session=True
+        )
+        log.info("engine started (pid %d): %s", self._process.pid, " ".join(self._launch.argv))
+        background = [
+            asyncio.create_task(self._watch_ready(started)),
+            asyncio.create_task(self._poll_metrics()),
+        ]
+        exited = asyncio.create_task(self._process.wait())
+        stopping = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not exited.done():
+                return await self._drain(exited)
+            status = exited.result()
+            self._state.set_engine_ready(False)
+            if self._state.draining:
+                return 0
+            log.error("engine exited on its own with status %d", status)
+            return status if status > 0 else 1
+        finally:
+            for task in (*background, stopping, exited):
+                task.cancel()
+            await asyncio.gather(*background, stopping, exited, return_exceptions=True)
+
+    async def _drain(self, exited: asyncio.Task[int]) -> int:
+        assert self._process is not None
+        with contextlib.suppress(ProcessLookupError):
+            self._process.send_signal(signal.SIGTERM)
+        deadline = self._drain_s + self._grace_s
+        try:
+            status = await asyncio.wait_for(asyncio.shield(exited), timeout=deadline)
+        except TimeoutError:
+            log.error(
+                "engine still running %d s after SIGTERM: killing its process group", deadline
+            )
+            await self._kill_group()
+            return EXIT_ENGINE_KILLED
+        finally:
+            self._state.set_engine_ready(False)
+        log.info("engine drained and exited with status %d", status)
+        return 0
+
+    async def _kill_group(self) -> None:
+        """SIGKILL whatever is left of the engine's process group (children of vLLM too)."""
+        process = self._process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if process.returncode is None:
+            await process.wait()
+
+    async def _run_to_end(self, command: Sequence[str]) -> int:
+        process = await asyncio.create_subprocess_exec(*command, start_new_session=True)
+        waiting = asyncio.create_task(process.wait())
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not waiting.done():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        return await waiting
+
+    async def _watch_ready(self, started: float) -> None:
+        if not self._launch.serves_api:
+            self._state.set_engine_ready(True)
+            return
+        while not self._state.draining:
+            if await self._engine_answers():
+                self._state.set_engine_ready(True)
+                self._state.metrics.startup_seconds.set(time.monotonic() - started)
+                log.info("engine ready after %.1f s", time.monotonic() - started)
+                return
+            await asyncio.sleep(READY_POLL_SECONDS)
+
+    async def _engine_answers(self) -> bool:
+        session = self._state.session
+        if session is None:
+            return False
+        timeout = aiohttp.ClientTimeout(total=READY_POLL_SECONDS * 4)
+        try:
+            for path in ("/health", "/v1/models"):
+                async with session.get(self._engine_url + path, timeout=timeout) as response:
+                    if response.status != 200:
+                        return False
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+        return True
+
+    async def _poll_metrics(self) -> None:
+        if not self._launch.serves_api:
+            return
+        while True:
+            await asyncio.sleep(METRICS_POLL_SECONDS)
+            if self._state.engine_ready:
+                await fetch_engine_metrics(self._state)

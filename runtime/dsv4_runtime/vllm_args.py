@@ -1,0 +1,300 @@
+"""`vllm serve` command lines for the leader and the workers of one LWS group.
+
+Multi-node DP+EP is launched the way vLLM documents it (docs "Data Parallel Deployment", and
+design-lessons lesson 2): every node runs `vllm serve` with the same engine arguments; the leader
+(LWS worker index 0) serves the API and coordinates on `--data-parallel-address` (its IP) and
+`--data-parallel-rpc-port`; each other node adds `--headless` and `--data-parallel-start-rank` =
+worker index × `--data-parallel-size-local`. Ray is used only when the plan has pipeline
+parallelism (`--distributed-executor-backend ray`): the leader starts a Ray head, the workers join
+it with `ray start --block`, and only the leader runs `vllm serve`.
+
+Every flag is a vLLM 0.33.0 `vllm serve` option (checked in tests against vLLM's own parser dump,
+`fixtures/vllm/vllm-0.33.0-serve-flags.json`). DeepSeek-V4 recipe flags (`RECIPE_FLAGS`) come
+from the vLLM recipes (deepseek-v4-facts §5.1 [R1][R2]).
+
+User extra arguments come last. One that names a flag the runtime sets from the plan is dropped
+if it repeats the plan's value and rejected (`ExtraArgsError`) if it contradicts it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dsv4_runtime.config import RuntimeConfig
+from dsv4_runtime.distributed import Role
+from dsv4_runtime.launch import Launch
+
+__all__ = [
+    "OWNED_FLAGS",
+    "RECIPE_FLAGS",
+    "ExtraArgsError",
+    "OwnedFlag",
+    "merge_extra_args",
+    "vllm_launch",
+    "vllm_serve_argv",
+]
+
+RECIPE_FLAGS: tuple[str, ...] = (
+    "--trust-remote-code",
+    "--tokenizer-mode", "deepseek_v4",
+    "--tool-call-parser", "deepseek_v4",
+    "--enable-auto-tool-choice",
+    "--reasoning-parser", "deepseek_v4",
+)  # fmt: skip
+"""Flags every DeepSeek-V4 vLLM launch passes (recipes [R1][R2], facts §5.1)."""
+
+
+@dataclass(frozen=True)
+class OwnedFlag:
+    """A `vllm serve` option the runtime sets itself.
+
+    Attributes:
+        name: canonical long option.
+        aliases: other spellings vLLM 0.33.0 accepts (from its parser).
+        negations: spellings that turn a boolean flag off.
+        kind: `bool` (no value), `int`, `float`, `json`, `str`, or `list` (nargs='+').
+    """
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    negations: tuple[str, ...] = ()
+    kind: str = "str"
+
+
+OWNED_FLAGS: tuple[OwnedFlag, ...] = (
+    OwnedFlag("--model", kind="str"),
+    OwnedFlag("--served-model-name", kind="list"),
+    OwnedFlag("--host"),
+    OwnedFlag("--port", kind="int"),
+    OwnedFlag("--headless", kind="bool"),
+    OwnedFlag("--tensor-parallel-size", ("-tp",), kind="int"),
+    OwnedFlag("--pipeline-parallel-size", ("-pp",), kind="int"),
+    OwnedFlag("--data-parallel-size", ("-dp",), kind="int"),
+    OwnedFlag("--data-parallel-size-local", ("-dpl",), kind="int"),
+    OwnedFlag("--data-parallel-address", ("-dpa",)),
+    OwnedFlag("--data-parallel-rpc-port", ("-dpp",), kind="int"),
+    OwnedFlag("--data-parallel-start-rank", ("-dpr",), kind="int"),
+    OwnedFlag("--data-parallel-rank", ("-dpn",), kind="int"),
+    OwnedFlag(
+        "--data-parallel-hybrid-lb", ("-dph",), ("--no-data-parallel-hybrid-lb",), kind="bool"
+    ),
+    OwnedFlag(
+        "--data-parallel-external-lb", ("-dpe",), ("--no-data-parallel-external-lb",), kind="bool"
+    ),
+    OwnedFlag("--nnodes", ("-n",), kind="int"),
+    OwnedFlag("--node-rank", ("-r",), kind="int"),
+    OwnedFlag("--distributed-executor-backend"),
+    OwnedFlag("--enable-expert-parallel", ("-ep",), ("--disable-expert-parallel",), kind="bool"),
+    OwnedFlag("--kv-cache-dtype"),
+    OwnedFlag("--block-size", kind="int"),
+    OwnedFlag("--max-model-len", kind="int"),
+    OwnedFlag("--max-num-seqs", kind="int"),
+    OwnedFlag("--max-num-batched-tokens", kind="int"),
+    OwnedFlag("--gpu-memory-utilization", ("--device-memory-utilization",), kind="float"),
+    OwnedFlag("--speculative-config", ("-sc",), kind="json"),
+    OwnedFlag("--shutdown-timeout", kind="int"),
+    OwnedFlag("--trust-remote-code", negations=("--no-trust-remote-code",), kind="bool"),
+    OwnedFlag("--tokenizer-mode"),
+    OwnedFlag("--tool-call-parser"),
+    OwnedFlag("--enable-auto-tool-choice", negations=("--disable-auto-tool-choice",), kind="bool"),
+    OwnedFlag("--reasoning-parser"),
+)
+"""Options set from the plan, the layout or the recipe; extra arguments may not change them."""
+
+_BY_SPELLING: dict[str, tuple[OwnedFlag, bool]] = {}
+for _flag in OWNED_FLAGS:
+    for _spelling in (_flag.name, *_flag.aliases):
+        _BY_SPELLING[_spelling] = (_flag, True)
+    for _spelling in _flag.negations:
+        _BY_SPELLING[_spelling] = (_flag, False)
+
+
+class ExtraArgsError(ValueError):
+    """A user extra engine argument contradicts the plan (names the flag and both values)."""
+
+
+def vllm_serve_argv(config: RuntimeConfig, role: Role, leader_ip: str) -> list[str]:
+    """The `vllm serve` command line for this pod, extra arguments merged in.
+
+    Args:
+        config: the operator's plan for the group.
+        role: this pod's LWS role.
+        leader_ip: the leader's IP (`resolve_leader_ip`), for `--data-parallel-address`.
+
+    Returns:
+        argv starting with `vllm serve <weights or model>`.
+
+    Raises:
+        ExtraArgsError: an extra argument contradicts a flag the plan sets.
+    """
+    argv = ["vllm", "serve", config.weights if config.weights is not None else config.model]
+    if not role.is_leader and config.pipeline_parallel_size == 1:
+        argv.append("--headless")
+    argv += ["--served-model-name", config.served_model_name]
+    argv += ["--host", config.host, "--port", str(config.api_port)]
+    argv += ["--tensor-parallel-size", str(config.tensor_parallel_size)]
+    if config.pipeline_parallel_size > 1:
+        argv += ["--pipeline-parallel-size", str(config.pipeline_parallel_size)]
+        argv += ["--distributed-executor-backend", "ray"]
+    else:
+        argv += ["--data-parallel-size", str(config.data_parallel_size)]
+        argv += ["--data-parallel-size-local", str(config.data_parallel_size_local)]
+        if not role.is_leader:
+            start_rank = role.worker_index * config.data_parallel_size_local
+            argv += ["--data-parallel-start-rank", str(start_rank)]
+        if config.nodes > 1:
+            argv += ["--data-parallel-address", leader_ip]
+            argv += ["--data-parallel-rpc-port", str(config.data_parallel_rpc_port)]
+    if config.expert_parallel:
+        argv.append("--enable-expert-parallel")
+    argv += [
+        "--kv-cache-dtype", config.kv_cache_dtype,
+        "--block-size", str(config.block_size),
+        "--max-model-len", str(config.max_model_len),
+        "--max-num-seqs", str(config.max_num_seqs),
+        "--max-num-batched-tokens", str(config.max_num_batched_tokens),
+        "--gpu-memory-utilization", repr(config.gpu_memory_utilization),
+    ]  # fmt: skip
+    if config.num_speculative_tokens > 0:
+        speculative = {"method": "mtp", "num_speculative_tokens": config.num_speculative_tokens}
+        argv += ["--speculative-config", json.dumps(speculative, separators=(",", ":"))]
+    argv += ["--shutdown-timeout", str(config.drain_timeout_seconds)]
+    argv += RECIPE_FLAGS
+    return argv + merge_extra_args(argv, config.extra_engine_args)
+
+
+def vllm_launch(config: RuntimeConfig, role: Role, leader_ip: str) -> Launch:
+    """The processes this pod runs for the `vllm` engine.
+
+    Without PP: `vllm serve` on every pod (leader serves the API, workers are headless). With PP:
+    the leader starts a Ray head and runs `vllm serve`; workers run `ray start --block`.
+
+    Raises:
+        ExtraArgsError: see `vllm_serve_argv`.
+    """
+    if config.pipeline_parallel_size == 1:
+        argv = vllm_serve_argv(config, role, leader_ip)
+        return Launch(prelaunch=(), argv=tuple(argv), serves_api=role.is_leader)
+    if role.is_leader:
+        ray_head = ("ray", "start", "--head", f"--port={config.ray_port}")
+        argv = vllm_serve_argv(config, role, leader_ip)
+        return Launch(prelaunch=(ray_head,), argv=tuple(argv), serves_api=True)
+    ray_worker = ("ray", "start", f"--address={leader_ip}:{config.ray_port}", "--block")
+    return Launch(prelaunch=(), argv=ray_worker, serves_api=False)
+
+
+def merge_extra_args(planned: Sequence[str], extra: Sequence[str]) -> list[str]:
+    """Check user extra arguments against the planned command line.
+
+    Args:
+        planned: the runtime's own `vllm serve` argv.
+        extra: the user's extra arguments, in order.
+
+    Returns:
+        `extra` without the options that repeat a planned value.
+
+    Raises:
+        ExtraArgsError: an extra option sets an owned flag to another value than the plan, or
+            sets an owned flag the plan leaves unset for this pod (e.g. `--headless` on the
+            leader), or uses a dotted sub-key of an owned flag (`--speculative-config.method`).
+    """
+    ours = _owned_values(planned)
+    kept: list[str] = []
+    i = 0
+    while i < len(extra):
+        token = extra[i]
+        owned, enabled, inline, dotted = _lookup(token)
+        if owned is None:
+            kept.append(token)
+            i += 1
+            continue
+        if dotted:
+            raise ExtraArgsError(
+                f"extra engine argument {token!r} changes {owned.name}, which the runtime sets "
+                "from the plan; change the plan instead"
+            )
+        values, i = _take_values(owned, enabled, inline, extra, i + 1)
+        theirs = _normalise(owned, values)
+        mine = ours.get(owned.name)
+        if mine is None:
+            mine = ("false",) if owned.kind == "bool" else None
+        if mine != theirs:
+            planned_text = "not set" if mine is None else " ".join(mine)
+            raise ExtraArgsError(
+                f"extra engine argument {token} {' '.join(values)} contradicts the plan: "
+                f"{owned.name} is {planned_text} for this pod (set it through the plan)".replace(
+                    "  ", " "
+                )
+            )
+    return kept
+
+
+def _lookup(token: str) -> tuple[OwnedFlag | None, bool, str | None, bool]:
+    """(owned flag, enabling spelling?, inline `=value`, dotted sub-key?) for one token."""
+    if not token.startswith("-"):
+        return None, True, None, False
+    option, sep, value = token.partition("=")
+    inline = value if sep else None
+    head, dot, _ = option.partition(".")
+    dashes = len(head) - len(head.lstrip("-"))
+    normalised = head[:dashes] + head[dashes:].replace("_", "-")
+    found = _BY_SPELLING.get(normalised)
+    if found is None:
+        return None, True, None, False
+    return found[0], found[1], inline, bool(dot)
+
+
+def _take_values(
+    owned: OwnedFlag, enabled: bool, inline: str | None, tokens: Sequence[str], start: int
+) -> tuple[list[str], int]:
+    """The values of an owned option starting at `tokens[start]`, and the next index."""
+    if owned.kind == "bool":
+        if inline is not None:
+            return [inline], start
+        return ["true" if enabled else "false"], start
+    if inline is not None:
+        return [inline], start
+    if owned.kind == "list":
+        end = start
+        while end < len(tokens) and not tokens[end].startswith("-"):
+            end += 1
+        return list(tokens[start:end]), end
+    if start >= len(tokens):
+        raise ExtraArgsError(f"extra engine argument {owned.name} has no value")
+    return [tokens[start]], start + 1
+
+
+def _normalise(owned: OwnedFlag, values: Sequence[str]) -> tuple[str, ...] | None:
+    """Values in a comparable form (ints, floats and JSON parsed, booleans lower-cased)."""
+    try:
+        if owned.kind == "int":
+            return tuple(str(int(v)) for v in values)
+        if owned.kind == "float":
+            return tuple(repr(float(v)) for v in values)
+        if owned.kind == "json":
+            return tuple(json.dumps(json.loads(v), sort_keys=True) for v in values)
+        if owned.kind == "bool":
+            return tuple("true" if v.lower() in {"true", "1", "yes"} else "false" for v in values)
+    except ValueError:
+        return tuple(values)
+    return tuple(values)
+
+
+def _owned_values(planned: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Owned flag name → normalised values, as set in the planned argv (model positional too)."""
+    ours: dict[str, tuple[str, ...]] = {}
+    if len(planned) >= 3 and planned[:2] == ["vllm", "serve"]:
+        ours["--model"] = (planned[2],)
+    i = 3
+    while i < len(planned):
+        owned, enabled, inline, _ = _lookup(planned[i])
+        if owned is None:
+            i += 1
+            continue
+        values, i = _take_values(owned, enabled, inline, planned, i + 1)
+        normalised = _normalise(owned, values)
+        if normalised is not None:
+            ours[owned.name] = normalised
+    return ours
