@@ -1,5 +1,6 @@
 """The DeepSeekV4Deployment resource and the operator's entry points to parse it."""
 
+import json
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
@@ -47,6 +48,11 @@ class DeepSeekV4Deployment(ApiModel):
     """Observed state, written by the operator."""
 
 
+def _json(obj: Mapping[str, Any]) -> str:
+    """Serialise as the API server would send it (timestamps and other scalars as strings)."""
+    return json.dumps(dict(obj), default=str)
+
+
 def parse_spec(spec: Mapping[str, Any]) -> DeepSeekV4DeploymentSpec:
     """Parse a resource's `spec` (camelCase keys, as the API server returns it).
 
@@ -56,12 +62,17 @@ def parse_spec(spec: Mapping[str, Any]) -> DeepSeekV4DeploymentSpec:
     Returns:
         The frozen, validated spec.
 
+    Parsing is strict, in JSON mode: no type coercion (`"8"` for an integer is refused), as the
+    CRD schema would refuse it.
+
     Raises:
         InvalidSpecError: a field is missing, has the wrong type, breaks a bound or a cross-field
             rule; the message names each field path (`spec.gpu.gpusPerNode`) and the limit.
     """
     try:
-        return DeepSeekV4DeploymentSpec.model_validate(dict(spec), by_alias=True, by_name=False)
+        return DeepSeekV4DeploymentSpec.model_validate_json(
+            _json(spec), strict=True, by_alias=True, by_name=False
+        )
     except ValidationError as error:
         raise InvalidSpecError.from_validation_error(error, prefix="spec") from None
 
@@ -79,6 +90,8 @@ def parse_deployment(body: Mapping[str, Any]) -> DeepSeekV4Deployment:
         InvalidSpecError: as `parse_spec`, with paths from the object root (`spec.replicas`).
     """
     try:
-        return DeepSeekV4Deployment.model_validate(dict(body), by_alias=True, by_name=False)
+        return DeepSeekV4Deployment.model_validate_json(
+            _json(body), strict=True, by_alias=True, by_name=False
+        )
     except ValidationError as error:
         raise InvalidSpecError.from_validation_error(error) from None

@@ -1,0 +1,560 @@
+"""Malformed DeepSeekV4Deployments: each is refused with a message naming the field and the limit.
+
+Every case goes through both gates the operator has:
+
+- the API server (offline: defaults + JSON Schema + CEL, see conftest.py), where `crd` lists
+  substrings its message must contain, or None when the schema lets the resource through;
+- the operator's pydantic parse (`parse_deployment`), which must refuse every case, since on a
+  cluster without CEL (Kubernetes < 1.25) it is the only cross-field check; `py` lists substrings
+  of its `InvalidSpecError` message.
+"""
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from dsv4_operator.api import InvalidSpecError, parse_deployment
+
+DELETE = object()
+
+BASE: dict[str, Any] = {
+    "apiVersion": "dsv4.io/v1alpha1",
+    "kind": "DeepSeekV4Deployment",
+    "metadata": {"name": "bad", "namespace": "default"},
+    "spec": {"model": "flash", "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8}},
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A malformed resource: `patch` maps dotted paths to values (or DELETE) on BASE."""
+
+    id: str
+    patch: dict[str, Any]
+    crd: tuple[str, ...] | None
+    py: tuple[str, ...]
+
+    def body(self) -> dict[str, Any]:
+        body = copy.deepcopy(BASE)
+        for dotted, value in self.patch.items():
+            *parents, leaf = dotted.split(".")
+            node = body
+            for part in parents:
+                node = node.setdefault(part, {})
+            if value is DELETE:
+                del node[leaf]
+            else:
+                node[leaf] = value
+        return body
+
+
+S = "spec"
+CASES = [
+    # --- model, format, context
+    Case(
+        "unknown-model",
+        {"spec.model": "ultra"},
+        ("spec.model", "not one of ['flash', 'pro']"),
+        ("spec.model", "'flash' or 'pro'"),
+    ),
+    Case(
+        "missing-model",
+        {"spec.model": DELETE},
+        ("spec", "'model' is a required property"),
+        ("spec.model", "Field required"),
+    ),
+    Case(
+        "unknown-weights-format",
+        {"spec.weightsFormat": "fp16"},
+        ("spec.weightsFormat", "not one of"),
+        ("spec.weightsFormat", "'int4'"),
+    ),
+    Case(
+        "unknown-kv-dtype",
+        {"spec.kvCacheDtype": "int8"},
+        ("spec.kvCacheDtype", "not one of"),
+        ("spec.kvCacheDtype", "'fp8' or 'bf16'"),
+    ),
+    Case(
+        "context-over-1m",
+        {"spec.maxModelLen": 1_048_577},
+        ("spec.maxModelLen", "greater than the maximum of 1048576"),
+        ("spec.maxModelLen", "1048576"),
+    ),
+    Case(
+        "context-zero",
+        {"spec.maxModelLen": 0},
+        ("spec.maxModelLen", "less than the minimum of 1"),
+        ("spec.maxModelLen", "between 1 and 1048576"),
+    ),
+    Case(
+        "context-word",
+        {"spec.maxModelLen": "max"},
+        ("spec.maxModelLen", "'^auto$'"),
+        ("spec.maxModelLen", '"auto"'),
+    ),
+    Case(
+        "context-float",
+        {"spec.maxModelLen": 1.5},
+        ("spec.maxModelLen", "not valid under any"),
+        ("spec.maxModelLen", "1048576"),
+    ),
+    Case(
+        "max-num-seqs-zero",
+        {"spec.maxNumSeqs": 0},
+        ("spec.maxNumSeqs", "minimum of 1"),
+        ("spec.maxNumSeqs", "greater than or equal to 1"),
+    ),
+    Case(
+        "max-num-batched-tokens-small",
+        {"spec.maxNumBatchedTokens": 32},
+        ("spec.maxNumBatchedTokens", "minimum of 64"),
+        ("spec.maxNumBatchedTokens", "greater than or equal to 64"),
+    ),
+    Case(
+        "gpu-util-100",
+        {"spec.gpuMemoryUtilizationPercent": 100},
+        ("spec.gpuMemoryUtilizationPercent", "maximum of 99"),
+        ("spec.gpuMemoryUtilizationPercent", "less than or equal to 99"),
+    ),
+    Case(
+        "gpu-util-fraction",
+        {"spec.gpuMemoryUtilizationPercent": 0.9},
+        ("spec.gpuMemoryUtilizationPercent", "not of type 'integer'"),
+        ("spec.gpuMemoryUtilizationPercent", "valid integer"),
+    ),
+    # --- unknown fields and wrong types
+    Case(
+        "unknown-spec-field",
+        {"spec.gpus": 8},
+        ("spec", "'gpus' was unexpected"),
+        ("spec.gpus", "unknown field"),
+    ),
+    Case(
+        "unknown-gpu-field",
+        {"spec.gpu.count": 8},
+        ("spec.gpu", "'count' was unexpected"),
+        ("spec.gpu.count", "unknown field"),
+    ),
+    Case(
+        "snake-case-field",
+        {"spec.max_model_len": 4096},
+        ("spec", "'max_model_len' was unexpected"),
+        ("spec.max_model_len", "unknown field"),
+    ),
+    Case(
+        "replicas-string",
+        {"spec.replicas": "two"},
+        ("spec.replicas", "not of type 'integer'"),
+        ("spec.replicas", "valid integer"),
+    ),
+    Case(
+        "replicas-negative",
+        {"spec.replicas": -1},
+        ("spec.replicas", "minimum of 0"),
+        ("spec.replicas", "greater than or equal to 0"),
+    ),
+    Case(
+        "paused-string",
+        {"spec.paused": "yes"},
+        ("spec.paused", "not of type 'boolean'"),
+        ("spec.paused", "valid boolean"),
+    ),
+    # --- gpu
+    Case(
+        "missing-gpu",
+        {"spec.gpu": DELETE},
+        ("spec", "'gpu' is a required property"),
+        ("spec.gpu", "Field required"),
+    ),
+    Case(
+        "gpu-types-empty",
+        {"spec.gpu.types": []},
+        ("spec.gpu.types", "non-empty"),
+        ("spec.gpu.types", "at least 1 item"),
+    ),
+    Case(
+        "gpu-type-unknown",
+        {"spec.gpu.types": ["h100-81gb"]},
+        ("spec.gpu", "built-in GPU type", "h100-80gb", "customTypes"),
+        ("spec.gpu", "h100-81gb", "unknown"),
+    ),
+    Case(
+        "gpu-type-bad-name",
+        {"spec.gpu.types": ["H100_80GB"]},
+        ("spec.gpu.types[0]", "does not match"),
+        ("spec.gpu.types[0]", "pattern"),
+    ),
+    Case(
+        "gpu-type-duplicate",
+        {"spec.gpu.types": ["h100-80gb", "H100-80GB"]},
+        None,
+        ("spec.gpu", "unique"),
+    ),
+    Case(
+        "gpus-per-node-zero",
+        {"spec.gpu.gpusPerNode": 0},
+        ("spec.gpu.gpusPerNode", "minimum of 1"),
+        ("spec.gpu.gpusPerNode", "greater than or equal to 1"),
+    ),
+    Case(
+        "gpus-per-node-32",
+        {"spec.gpu.gpusPerNode": 32},
+        ("spec.gpu.gpusPerNode", "maximum of 16"),
+        ("spec.gpu.gpusPerNode", "less than or equal to 16"),
+    ),
+    Case(
+        "gpus-per-node-string",
+        {"spec.gpu.gpusPerNode": "8"},
+        ("spec.gpu.gpusPerNode", "not of type 'integer'"),
+        ("spec.gpu.gpusPerNode", "valid integer"),
+    ),
+    Case(
+        "max-nodes-zero",
+        {"spec.gpu.maxNodes": 0},
+        ("spec.gpu.maxNodes", "minimum of 1"),
+        ("spec.gpu.maxNodes", "greater than or equal to 1"),
+    ),
+    Case(
+        "budget-zero",
+        {"spec.gpu.budget": 0},
+        ("spec.gpu.budget", "minimum of 1"),
+        ("spec.gpu.budget", "greater than or equal to 1"),
+    ),
+    Case(
+        "custom-type-shadows-catalog",
+        {
+            "spec.gpu.customTypes": [
+                {
+                    "name": "h100-80gb",
+                    "memory": "80Gi",
+                    "memoryBandwidthGbps": 3350,
+                    "denseBf16Tflops": 989,
+                }
+            ]
+        },
+        ("spec.gpu.customTypes", "must not be a built-in GPU type name"),
+        ("spec.gpu", "built-in GPU type names"),
+    ),
+    Case(
+        "custom-type-tiny-memory",
+        {
+            "spec.gpu.types": ["my-gpu"],
+            "spec.gpu.customTypes": [
+                {
+                    "name": "my-gpu",
+                    "memory": "4Gi",
+                    "memoryBandwidthGbps": 900,
+                    "denseBf16Tflops": 100,
+                }
+            ],
+        },
+        None,
+        ("spec.gpu.customTypes[0].memory", "between 8Gi and 1Ti"),
+    ),
+    Case(
+        "custom-type-missing-bandwidth",
+        {
+            "spec.gpu.types": ["my-gpu"],
+            "spec.gpu.customTypes": [{"name": "my-gpu", "memory": "48Gi", "denseBf16Tflops": 100}],
+        },
+        ("spec.gpu.customTypes[0]", "'memoryBandwidthGbps' is a required property"),
+        ("spec.gpu.customTypes[0].memoryBandwidthGbps", "Field required"),
+    ),
+    Case(
+        "toleration-bad-operator",
+        {"spec.gpu.tolerations": [{"key": "k", "operator": "Maybe"}]},
+        ("spec.gpu.tolerations[0].operator", "not one of ['Exists', 'Equal']"),
+        ("spec.gpu.tolerations[0].operator", "'Exists' or 'Equal'"),
+    ),
+    Case(
+        "node-selector-bad-key",
+        {"spec.gpu.nodeSelector": {"bad key!": "x"}},
+        None,
+        ("spec.gpu.nodeSelector", "not a Kubernetes label key"),
+    ),
+    # --- parallelism
+    Case(
+        "tensor-not-dividing-node",
+        {"spec.parallelism": {"tensor": 3}},
+        ("spec", "spec.parallelism.tensor must divide spec.gpu.gpusPerNode"),
+        ("spec", "parallelism.tensor (3) must divide gpu.gpusPerNode (8)"),
+    ),
+    Case(
+        "tensor-zero",
+        {"spec.parallelism": {"tensor": 0}},
+        ("spec.parallelism.tensor", "minimum of 1"),
+        ("spec.parallelism.tensor", "greater than or equal to 1"),
+    ),
+    Case(
+        "layout-exceeds-nodes",
+        {"spec.gpu.maxNodes": 2, "spec.parallelism": {"tensor": 8, "data": 4, "pipeline": 1}},
+        ("spec", "<= spec.gpu.gpusPerNode x spec.gpu.maxNodes"),
+        ("spec", "32 GPUs per replica exceeds gpu.gpusPerNode x gpu.maxNodes = 16"),
+    ),
+    Case(
+        "layout-partial-nodes",
+        {"spec.gpu.maxNodes": 2, "spec.parallelism": {"tensor": 4, "data": 3, "pipeline": 1}},
+        ("spec", "multiple or a divisor of spec.gpu.gpusPerNode"),
+        ("spec", "12 GPUs per replica must be a multiple or a divisor of gpu.gpusPerNode (8)"),
+    ),
+    Case(
+        "expert-not-tp-times-dp",
+        {"spec.parallelism": {"tensor": 1, "data": 8, "expert": 16}},
+        ("spec", "spec.parallelism.expert must be 1 or tensor x data"),
+        ("spec", "parallelism.expert (16) must be 1 or tensor x data (8)"),
+    ),
+    Case(
+        "expert-not-dividing-experts",
+        {"spec.parallelism": {"expert": 5}},
+        ("spec", "must divide the routed experts (256 for flash, 384 for pro)"),
+        ("spec", "must divide the 256 routed experts of flash"),
+    ),
+    # --- autoscaling
+    Case(
+        "min-over-max",
+        {
+            "spec.autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 2},
+            "spec.replicas": 3,
+        },
+        ("spec.autoscaling", "minReplicas must be <= spec.autoscaling.maxReplicas"),
+        ("spec.autoscaling", "minReplicas (3) must be <= maxReplicas (2)"),
+    ),
+    Case(
+        "replicas-above-autoscaling-max",
+        {
+            "spec.autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 4},
+            "spec.replicas": 5,
+        },
+        ("spec", "spec.replicas must be within spec.autoscaling.minReplicas"),
+        ("spec", "replicas (5) must be within autoscaling.minReplicas (1)"),
+    ),
+    Case(
+        "scale-to-zero-without-idle-window",
+        {"spec.autoscaling": {"enabled": True, "minReplicas": 0, "maxReplicas": 2}},
+        ("spec.autoscaling", "needs spec.autoscaling.scaleToZeroIdleSeconds"),
+        ("spec.autoscaling", "scaleToZeroIdleSeconds"),
+    ),
+    Case(
+        "hpa-scale-to-zero",
+        {
+            "spec.autoscaling": {
+                "enabled": True,
+                "mode": "hpa",
+                "minReplicas": 0,
+                "maxReplicas": 2,
+                "scaleToZeroIdleSeconds": 600,
+            }
+        },
+        ("spec.autoscaling", "hpa cannot scale to zero"),
+        ("spec.autoscaling", "hpa cannot scale to zero"),
+    ),
+    Case(
+        "autoscaling-unknown-mode",
+        {"spec.autoscaling": {"mode": "vpa"}},
+        ("spec.autoscaling.mode", "not one of ['native', 'keda', 'hpa']"),
+        ("spec.autoscaling.mode", "'native', 'keda' or 'hpa'"),
+    ),
+    Case(
+        "kv-threshold-over-100",
+        {"spec.autoscaling": {"kvCacheUsagePercentThreshold": 120}},
+        ("spec.autoscaling.kvCacheUsagePercentThreshold", "maximum of 100"),
+        ("spec.autoscaling.kvCacheUsagePercentThreshold", "less than or equal to 100"),
+    ),
+    Case(
+        "negative-stabilization",
+        {"spec.autoscaling": {"scaleDownStabilizationSeconds": -5}},
+        ("spec.autoscaling.scaleDownStabilizationSeconds", "minimum of 0"),
+        ("spec.autoscaling.scaleDownStabilizationSeconds", "greater than or equal to 0"),
+    ),
+    Case(
+        "idle-window-too-short",
+        {"spec.autoscaling": {"minReplicas": 0, "scaleToZeroIdleSeconds": 10}},
+        ("spec.autoscaling.scaleToZeroIdleSeconds", "minimum of 60"),
+        ("spec.autoscaling.scaleToZeroIdleSeconds", "greater than or equal to 60"),
+    ),
+    # --- rollout
+    Case(
+        "rollout-cannot-progress",
+        {"spec.rollout": {"maxSurge": 0, "maxUnavailable": "0%"}},
+        ("spec.rollout", "must not both be 0"),
+        ("spec.rollout", "must not both be 0"),
+    ),
+    Case(
+        "rollout-percent-over-100",
+        {"spec.rollout": {"maxUnavailable": "150%"}},
+        ("spec.rollout.maxUnavailable", "does not match"),
+        ("spec.rollout.maxUnavailable", "0% to 100%"),
+    ),
+    Case(
+        "rollout-negative-surge",
+        {"spec.rollout": {"maxSurge": -1}},
+        ("spec.rollout.maxSurge", "minimum of 0"),
+        ("spec.rollout.maxSurge", ">= 0"),
+    ),
+    Case(
+        "rollout-negative-partition",
+        {"spec.rollout": {"partition": -1}},
+        ("spec.rollout.partition", "minimum of 0"),
+        ("spec.rollout.partition", "greater than or equal to 0"),
+    ),
+    # --- quantities
+    Case(
+        "shm-not-a-quantity",
+        {"spec.shmSize": "16 GB"},
+        ("spec.shmSize", "does not match"),
+        ("spec.shmSize", "not a Kubernetes quantity"),
+    ),
+    Case("shm-too-small", {"spec.shmSize": "1Mi"}, None, ("spec.shmSize", "between 64Mi and 1Ti")),
+    Case("shm-negative", {"spec.shmSize": "-1Gi"}, None, ("spec.shmSize", "between 64Mi and 1Ti")),
+    Case(
+        "memory-request-not-a-quantity",
+        {"spec.resources": {"requests": {"memory": "lots"}}},
+        ("spec.resources.requests.memory", "does not match"),
+        ("spec.resources.requests.memory", "not a Kubernetes quantity"),
+    ),
+    # --- engine, speculative decoding, service, cost, load
+    Case(
+        "extra-arg-owned-flag",
+        {"spec.engine": {"extraArgs": ["--tensor-parallel-size=4"]}},
+        ("spec.engine", "must not set flags the operator derives", "--tensor-parallel-size"),
+        ("spec.engine.extraArgs", "--tensor-parallel-size is set by the operator"),
+    ),
+    Case(
+        "extra-arg-short-flag",
+        {"spec.engine": {"extraArgs": ["-tp", "4"]}},
+        ("spec.engine.extraArgs[0]", "does not match"),
+        ("spec.engine.extraArgs[0]", "pattern"),
+    ),
+    Case(
+        "engine-image-with-space",
+        {"spec.engine": {"image": "my image"}},
+        ("spec.engine.image", "does not match"),
+        ("spec.engine.image", "pattern"),
+    ),
+    Case(
+        "env-without-name",
+        {"spec.engine": {"env": [{"value": "1"}]}},
+        ("spec.engine.env[0]", "'name' is a required property"),
+        ("spec.engine.env[0].name", "Field required"),
+    ),
+    Case(
+        "unknown-speculative-method",
+        {"spec.speculativeDecoding": {"method": "eagle"}},
+        ("spec.speculativeDecoding.method", "not one of ['mtp']"),
+        ("spec.speculativeDecoding.method", "'mtp'"),
+    ),
+    Case(
+        "too-many-speculative-tokens",
+        {"spec.speculativeDecoding": {"numSpeculativeTokens": 9}},
+        ("spec.speculativeDecoding.numSpeculativeTokens", "maximum of 4"),
+        ("spec.speculativeDecoding.numSpeculativeTokens", "less than or equal to 4"),
+    ),
+    Case(
+        "service-port-70000",
+        {"spec.service": {"port": 70000}},
+        ("spec.service.port", "maximum of 65535"),
+        ("spec.service.port", "less than or equal to 65535"),
+    ),
+    Case(
+        "service-type-ingress",
+        {"spec.service": {"type": "Ingress"}},
+        ("spec.service.type", "not one of"),
+        ("spec.service.type", "'LoadBalancer'"),
+    ),
+    Case(
+        "price-with-dollar-sign",
+        {"spec.cost": {"gpuHourlyPrices": [{"gpuType": "h100-80gb", "usdPerGpuHour": "$2.49"}]}},
+        ("spec.cost.gpuHourlyPrices[0].usdPerGpuHour", "does not match"),
+        ("spec.cost.gpuHourlyPrices[0].usdPerGpuHour", "pattern"),
+    ),
+    Case(
+        "price-as-float",
+        {"spec.cost": {"gpuHourlyPrices": [{"gpuType": "h100-80gb", "usdPerGpuHour": 2.49}]}},
+        ("spec.cost.gpuHourlyPrices[0].usdPerGpuHour", "not of type 'string'"),
+        ("spec.cost.gpuHourlyPrices[0].usdPerGpuHour", "valid string"),
+    ),
+    Case(
+        "load-empty",
+        {"spec.load": {}},
+        ("spec.load", "must set concurrency, tokensPerSecond, or both"),
+        ("spec.load", "set concurrency, tokensPerSecond, or both"),
+    ),
+    Case(
+        "load-negative-concurrency",
+        {"spec.load": {"concurrency": -1}},
+        ("spec.load.concurrency", "minimum of 1"),
+        ("spec.load.concurrency", "greater than or equal to 1"),
+    ),
+    # --- model source
+    Case(
+        "two-model-sources",
+        {"spec.modelSource": {"hostPath": {"path": "/models"}, "pvc": {"claimName": "weights"}}},
+        ("spec.modelSource", "exactly one of huggingFace, pvc, hostPath"),
+        ("spec.modelSource", "exactly one of huggingFace, pvc, hostPath (got 2)"),
+    ),
+    Case(
+        "no-model-source",
+        {"spec.modelSource": {}},
+        ("spec.modelSource", "exactly one of huggingFace, pvc, hostPath"),
+        ("spec.modelSource", "exactly one of huggingFace, pvc, hostPath (got 0)"),
+    ),
+    Case(
+        "bad-hf-repo",
+        {"spec.modelSource": {"huggingFace": {"repo": "not a repo"}}},
+        ("spec.modelSource.huggingFace.repo", "does not match"),
+        ("spec.modelSource.huggingFace.repo", "pattern"),
+    ),
+    Case(
+        "relative-pvc-path",
+        {"spec.modelSource": {"pvc": {"claimName": "weights", "path": "models"}}},
+        ("spec.modelSource.pvc.path", "does not match"),
+        ("spec.modelSource.pvc.path", "pattern"),
+    ),
+    Case(
+        "bad-secret-name",
+        {
+            "spec.modelSource": {
+                "huggingFace": {
+                    "repo": "deepseek-ai/DeepSeek-V4-Flash",
+                    "tokenSecretRef": {"name": "Bad_Name"},
+                }
+            }
+        },
+        ("spec.modelSource.huggingFace.tokenSecretRef.name", "does not match"),
+        ("spec.modelSource.huggingFace.tokenSecretRef.name", "pattern"),
+    ),
+]
+
+
+def test_there_are_at_least_40_cases_with_unique_ids() -> None:
+    assert len(CASES) >= 40
+    assert len({case.id for case in CASES}) == len(CASES)
+
+
+def test_the_base_resource_is_valid(validate: Any) -> None:
+    assert validate(BASE) == []
+    assert parse_deployment(BASE).spec.gpu.gpus_per_node == 8
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_api_server_refuses_with_field_and_limit(case: Case, validate: Any) -> None:
+    errors = validate(case.body())
+    if case.crd is None:
+        assert errors == [], "expected the schema to let this through to the pydantic parse"
+        return
+    matching = [error for error in errors if all(part in error for part in case.crd)]
+    assert matching, f"no error contains {case.crd}: {errors}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_operator_parse_refuses_with_field_and_limit(case: Case) -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_deployment(case.body())
+    message = str(caught.value)
+    assert all(part in message for part in case.py), message
+    assert caught.value.reason == "InvalidSpec"
+    assert caught.value.errors
+    assert all(error.path.startswith(S) for error in caught.value.errors)
