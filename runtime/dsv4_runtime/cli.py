@@ -1,9 +1,10 @@
 """`dsv4-runtime`: the worker pod's entry point.
 
 `dsv4-runtime <RuntimeConfig.to_args()>` parses the operator's arguments, reads the LWS role,
-runs the preflight checks, builds the engine's command lines and supervises the engine until it
-drains. Exit statuses: 0 after a clean drain; 2 for bad arguments, LWS environment or extra engine
-arguments; 3 for a failed preflight check; otherwise the engine's own status (see `supervisor`).
+runs the preflight checks, resolves the leader's IP, builds the engine's command lines and
+supervises the engine until it drains. Exit statuses: 0 after a clean drain; 2 for bad arguments,
+LWS environment or extra engine arguments; 3 for a failed preflight check; otherwise the
+engine's own status (see `supervisor`).
 Failures before launch are also written to the Kubernetes termination log, so `kubectl describe
 pod` and the operator see the reason.
 """
@@ -75,16 +76,19 @@ def run(
         return _fail(str(error), EXIT_USAGE, None)
     try:
         role = role_from_env(env, config)
+    except RoleError as error:
+        return _fail(str(error), EXIT_USAGE, config.termination_log)
+    try:
+        report = run_preflight(config, probes)
+    except PreflightError as error:
+        return _fail(f"preflight {error.check}: {error}", EXIT_PREFLIGHT, config.termination_log)
+    try:
         leader_ip = (
             resolve_leader_ip(role.leader_address, resolver) if config.nodes > 1 else "127.0.0.1"
         )
         launch = build_launch(config, role, leader_ip)
     except (RoleError, ExtraArgsError) as error:
         return _fail(str(error), EXIT_USAGE, config.termination_log)
-    try:
-        report = run_preflight(config, probes)
-    except PreflightError as error:
-        return _fail(f"preflight {error.check}: {error}", EXIT_PREFLIGHT, config.termination_log)
     for warning in report.warnings:
         log.warning("%s", warning)
     metrics = RuntimeMetrics()

@@ -39,6 +39,7 @@ __all__ = [
     "ConfigError",
     "EngineName",
     "RuntimeConfig",
+    "parser_help",
 ]
 
 EngineName = Literal["vllm", "reference"]

@@ -1,0 +1,99 @@
+"""`dsv4-runtime` fails fast, before launching anything, with the reason in the termination log."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dsv4_runtime.cli import EXIT_PREFLIGHT, EXIT_USAGE, run
+from dsv4_runtime.config import RuntimeConfig, parser_help
+from dsv4_runtime.preflight import GpuInfo, GpuProbeResult, Probes
+
+
+def _config(tmp_path: Path, **changes: object) -> RuntimeConfig:
+    return RuntimeConfig(
+        engine="vllm",
+        model="deepseek-ai/DeepSeek-V4-Flash",
+        served_model_name="flash",
+        nodes=2,
+        data_parallel_size=8,
+        data_parallel_size_local=4,
+        expected_gpus=4,
+        shm_path=tmp_path / "shm",
+        termination_log=tmp_path / "termination-log",
+    ).replace(**changes)
+
+
+LWS_WORKER = {"LWS_LEADER_ADDRESS": "10.0.0.5", "LWS_GROUP_SIZE": "2", "LWS_WORKER_INDEX": "1"}
+
+
+def test_bad_argument_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["--engine", "sglang"], {}) == EXIT_USAGE
+    assert "argument --engine: invalid choice: 'sglang'" in capsys.readouterr().err
+
+
+def test_missing_lws_env_exits_2_and_writes_the_termination_log(tmp_path: Path) -> None:
+    assert run(_config(tmp_path).to_args(), {}) == EXIT_USAGE
+    assert "LWS_LEADER_ADDRESS, LWS_GROUP_SIZE, LWS_WORKER_INDEX are not set" in (
+        (tmp_path / "termination-log").read_text()
+    )
+
+
+def test_contradicting_extra_args_exit_2(tmp_path: Path) -> None:
+    config = _config(tmp_path, extra_engine_args=("-tp", "8"))
+    gpus = GpuProbeResult(tuple(GpuInfo(i, "NVIDIA H200", 143_771 << 20) for i in range(4)), "t")
+    probes = Probes(
+        package_version={"vllm": "0.33.0", "transformers": "4.57.1"}.get, gpus=lambda: gpus
+    )
+    assert run(config.to_args(), LWS_WORKER, probes=probes) == EXIT_USAGE
+    assert "extra engine argument -tp 8 contradicts the plan: --tensor-parallel-size is 1" in (
+        (tmp_path / "termination-log").read_text()
+    )
+
+
+def test_old_vllm_exits_3_before_launch(tmp_path: Path) -> None:
+    probes = Probes(package_version={"vllm": "0.19.1", "transformers": "4.57.1"}.get)
+    assert run(_config(tmp_path).to_args(), LWS_WORKER, probes=probes) == EXIT_PREFLIGHT
+    message = (tmp_path / "termination-log").read_text()
+    assert message.startswith("preflight versions: vLLM >= 0.20.0 is required")
+    assert "found 0.19.1" in message
+
+
+def test_wrong_shm_size_exits_fast_as_a_process(tmp_path: Path) -> None:
+    (tmp_path / "shm").mkdir()
+    (tmp_path / "shm" / "nccl-stale").write_bytes(b"x")
+    config = RuntimeConfig(
+        engine="reference",
+        model="tiny",
+        served_model_name="tiny",
+        expected_shm_bytes=1 << 60,
+        shm_path=tmp_path / "shm",
+        termination_log=tmp_path / "termination-log",
+    )
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "dsv4_runtime", *config.to_args()],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    elapsed = time.monotonic() - start
+    assert done.returncode == EXIT_PREFLIGHT, done.stderr
+    assert "dsv4-runtime: error: preflight shm-size: shared memory" in done.stderr
+    assert "expected at least 1152921504606846976 bytes" in done.stderr
+    assert not (tmp_path / "shm" / "nccl-stale").exists()
+    assert elapsed < 10
+    print(f"failed in {elapsed:.2f} s")
+
+
+def test_help_lists_every_argument() -> None:
+    text = parser_help()
+    for flag in RuntimeConfig(engine="vllm", model="m", served_model_name="m").to_args():
+        if flag.startswith("--"):
+            assert flag in text
+    assert "--no-expert-parallel" in text

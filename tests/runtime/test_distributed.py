@@ -1,0 +1,89 @@
+"""LWS role from the environment and leader-address resolution."""
+
+from __future__ import annotations
+
+import pytest
+
+from dsv4_runtime.config import RuntimeConfig
+from dsv4_runtime.distributed import Role, RoleError, resolve_leader_ip, role_from_env
+
+TWO_NODES = RuntimeConfig(
+    engine="vllm",
+    model="m",
+    served_model_name="m",
+    nodes=2,
+    data_parallel_size=16,
+    data_parallel_size_local=8,
+)
+LWS = {"LWS_LEADER_ADDRESS": "dsv4-0.dsv4.ns", "LWS_GROUP_SIZE": "2", "LWS_WORKER_INDEX": "1"}
+
+
+def test_worker_role_from_lws_env() -> None:
+    assert role_from_env(LWS, TWO_NODES) == Role(1, 2, "dsv4-0.dsv4.ns")
+    assert not role_from_env(LWS, TWO_NODES).is_leader
+    assert role_from_env({**LWS, "LWS_WORKER_INDEX": "0"}, TWO_NODES).is_leader
+
+
+def test_single_node_runs_without_lws() -> None:
+    one = TWO_NODES.replace(nodes=1, data_parallel_size=8)
+    assert role_from_env({}, one) == Role(0, 1, "127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "--nodes 2 but the LeaderWorkerSet variable(s) LWS_LEADER_ADDRESS, LWS_GROUP_SIZE"),
+        ({**LWS, "LWS_GROUP_SIZE": "3"}, "LWS_GROUP_SIZE=3 but the plan expects --nodes 2"),
+        ({**LWS, "LWS_WORKER_INDEX": "2"}, "LWS_WORKER_INDEX=2 is outside [0, 1]"),
+        ({**LWS, "LWS_WORKER_INDEX": "one"}, "LWS_WORKER_INDEX must be an integer, got 'one'"),
+        ({**LWS, "LWS_LEADER_ADDRESS": " "}, "LWS_LEADER_ADDRESS is empty"),
+    ],
+)
+def test_bad_lws_env(env: dict[str, str], message: str) -> None:
+    with pytest.raises(RoleError) as caught:
+        role_from_env(env, TWO_NODES)
+    assert message in str(caught.value)
+
+
+def test_ip_literal_is_returned_without_resolving() -> None:
+    def never(host: str) -> str:
+        raise AssertionError(host)
+
+    assert resolve_leader_ip("10.1.2.3", never) == "10.1.2.3"
+
+
+def test_resolution_retries_until_dns_answers() -> None:
+    answers: list[str | OSError] = [OSError("NXDOMAIN"), OSError("NXDOMAIN"), "10.9.8.7"]
+    slept: list[float] = []
+
+    def resolver(host: str) -> str:
+        assert host == "dsv4-0.dsv4.ns"
+        answer = answers.pop(0)
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
+
+    ip = resolve_leader_ip("dsv4-0.dsv4.ns", resolver, sleep=slept.append, clock=lambda: 0.0)
+    assert ip == "10.9.8.7"
+    assert slept == [2.0, 2.0]
+
+
+def test_resolution_gives_up_with_a_clear_message() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    def resolver(host: str) -> str:
+        raise OSError(f"{host}: Name or service not known")
+
+    with pytest.raises(RoleError) as caught:
+        resolve_leader_ip(
+            "leader.x", resolver, timeout_seconds=10, sleep=sleep, clock=lambda: now[0]
+        )
+    assert "LWS_LEADER_ADDRESS=leader.x did not resolve to an IP within 10 s" in str(caught.value)
+    assert now[0] == 10.0
+
+
+def test_system_resolver_resolves_localhost() -> None:
+    assert resolve_leader_ip("localhost") in {"127.0.0.1", "::1"}

@@ -1,0 +1,273 @@
+"""Exact `vllm serve` command lines per layout, every flag checked against vLLM 0.33.0's parser."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dsv4_runtime.config import RuntimeConfig
+from dsv4_runtime.distributed import Role
+from dsv4_runtime.engine import build_launch
+from dsv4_runtime.launch import Launch
+from dsv4_runtime.vllm_args import ExtraArgsError, merge_extra_args, vllm_serve_argv
+
+LEADER_IP = "10.42.0.17"
+MODEL = "/models/DeepSeek-V4-Pro"
+
+# Flags after the layout flags, for the plan used below (fp8 KV, 200K context, MTP 1, drain 120 s).
+PLAN_TAIL = [
+    "--enable-expert-parallel",
+    "--kv-cache-dtype", "fp8",
+    "--block-size", "256",
+    "--max-model-len", "200000",
+    "--max-num-seqs", "16",
+    "--max-num-batched-tokens", "8192",
+    "--gpu-memory-utilization", "0.95",
+    "--speculative-config", '{"method":"mtp","num_speculative_tokens":1}',
+    "--shutdown-timeout", "120",
+    "--trust-remote-code",
+    "--tokenizer-mode", "deepseek_v4",
+    "--tool-call-parser", "deepseek_v4",
+    "--enable-auto-tool-choice",
+    "--reasoning-parser", "deepseek_v4",
+]  # fmt: skip
+HEAD = ["vllm", "serve", MODEL]
+NAME_AND_PORT = ["--served-model-name", "dsv4-pro", "--host", "0.0.0.0", "--port", "8000"]
+
+
+def _plan(nodes: int, tp: int, local: int, **more: Any) -> RuntimeConfig:
+    return RuntimeConfig(
+        engine="vllm",
+        model="deepseek-ai/DeepSeek-V4-Pro",
+        served_model_name="dsv4-pro",
+        weights=MODEL,
+        nodes=nodes,
+        tensor_parallel_size=tp,
+        data_parallel_size=nodes * local,
+        data_parallel_size_local=local,
+        expected_gpus=tp * local,
+        max_model_len=200_000,
+        max_num_seqs=16,
+        max_num_batched_tokens=8192,
+        gpu_memory_utilization=0.95,
+        num_speculative_tokens=1,
+        drain_timeout_seconds=120,
+        **more,
+    )
+
+
+def _argv(config: RuntimeConfig, index: int) -> list[str]:
+    role = Role(worker_index=index, group_size=config.nodes, leader_address="leader.dsv4")
+    return vllm_serve_argv(config, role, LEADER_IP)
+
+
+# (nodes, TP, DP local) → exact argv of each pod, leader first.
+LAYOUTS: dict[str, tuple[RuntimeConfig, list[list[str]]]] = {
+    "1-node-dp8-ep": (
+        _plan(1, 1, 8),
+        [
+            [*HEAD, *NAME_AND_PORT, "--tensor-parallel-size", "1", "--data-parallel-size", "8",
+             "--data-parallel-size-local", "8", *PLAN_TAIL],
+        ],
+    ),
+    "2-node-dp16-ep": (
+        _plan(2, 1, 8),
+        [
+            [*HEAD, *NAME_AND_PORT, "--tensor-parallel-size", "1", "--data-parallel-size", "16",
+             "--data-parallel-size-local", "8", "--data-parallel-address", LEADER_IP,
+             "--data-parallel-rpc-port", "13345", *PLAN_TAIL],
+            [*HEAD, "--headless", *NAME_AND_PORT, "--tensor-parallel-size", "1",
+             "--data-parallel-size", "16", "--data-parallel-size-local", "8",
+             "--data-parallel-start-rank", "8", "--data-parallel-address", LEADER_IP,
+             "--data-parallel-rpc-port", "13345", *PLAN_TAIL],
+        ],
+    ),
+    "3-node-dp24-ep": (
+        _plan(3, 1, 8),
+        [
+            [*HEAD, *NAME_AND_PORT, "--tensor-parallel-size", "1", "--data-parallel-size", "24",
+             "--data-parallel-size-local", "8", "--data-parallel-address", LEADER_IP,
+             "--data-parallel-rpc-port", "13345", *PLAN_TAIL],
+            [*HEAD, "--headless", *NAME_AND_PORT, "--tensor-parallel-size", "1",
+             "--data-parallel-size", "24", "--data-parallel-size-local", "8",
+             "--data-parallel-start-rank", "8", "--data-parallel-address", LEADER_IP,
+             "--data-parallel-rpc-port", "13345", *PLAN_TAIL],
+            [*HEAD, "--headless", *NAME_AND_PORT, "--tensor-parallel-size", "1",
+             "--data-parallel-size", "24", "--data-parallel-size-local", "8",
+             "--data-parallel-start-rank", "16", "--data-parallel-address", LEADER_IP,
+             "--data-parallel-rpc-port", "13345", *PLAN_TAIL],
+        ],
+    ),
+    "4-node-tp2-dp16-ep": (
+        _plan(4, 2, 4),
+        [
+            [*HEAD, *NAME_AND_PORT, "--tensor-parallel-size", "2", "--data-parallel-size", "16",
+             "--data-parallel-size-local", "4", "--data-parallel-address", LEADER_IP,
+             "--data-parallel-rpc-port", "13345", *PLAN_TAIL],
+            *[
+                [*HEAD, "--headless", *NAME_AND_PORT, "--tensor-parallel-size", "2",
+                 "--data-parallel-size", "16", "--data-parallel-size-local", "4",
+                 "--data-parallel-start-rank", str(4 * index), "--data-parallel-address",
+                 LEADER_IP, "--data-parallel-rpc-port", "13345", *PLAN_TAIL]
+                for index in (1, 2, 3)
+            ],
+        ],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_exact_command_lines(name: str) -> None:
+    config, expected = LAYOUTS[name]
+    actual = [_argv(config, index) for index in range(config.nodes)]
+    assert actual == expected
+    # The runtime's own args survive the operator → pod → runtime trip unchanged.
+    reparsed = RuntimeConfig.from_args(config.to_args())
+    assert [_argv(reparsed, index) for index in range(config.nodes)] == expected
+
+
+def _check_against_vllm(argv: list[str], flags: dict[str, dict[str, Any]]) -> list[str]:
+    """Walk argv like vLLM's parser would; return the options used. Fails on anything unknown."""
+    assert argv[:2] == ["vllm", "serve"]
+    assert not argv[2].startswith("-"), "the model is the positional argument"
+    used: list[str] = []
+    i = 3
+    while i < len(argv):
+        option = argv[i]
+        assert option in flags, f"{option} is not a vllm serve 0.33.0 option"
+        entry = flags[option]
+        used.append(option)
+        i += 1
+        if entry["nargs"] == 0:
+            continue
+        value = argv[i]
+        assert not value.startswith("--"), f"{option} needs a value"
+        if entry["type"] == "int":
+            int(value)
+        elif entry["type"] == "float":
+            float(value)
+        if entry["choices"] is not None:
+            assert value in entry["choices"], f"{option} {value} not in {entry['choices']}"
+        i += 1
+    return used
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_every_flag_is_a_vllm_option(name: str, vllm_flags: dict[str, dict[str, Any]]) -> None:
+    config, _ = LAYOUTS[name]
+    for index in range(config.nodes):
+        used = _check_against_vllm(_argv(config, index), vllm_flags)
+        assert len(used) == len(set(used)), f"duplicate flags in {used}"
+
+
+def test_pipeline_parallel_uses_ray(vllm_flags: dict[str, dict[str, Any]]) -> None:
+    config = RuntimeConfig(
+        engine="vllm",
+        model="deepseek-ai/DeepSeek-V4-Flash",
+        served_model_name="flash",
+        nodes=3,
+        tensor_parallel_size=8,
+        pipeline_parallel_size=3,
+        expected_gpus=8,
+        max_model_len=65536,
+        max_num_seqs=32,
+        max_num_batched_tokens=4096,
+        drain_timeout_seconds=60,
+    )
+    launches = [
+        build_launch(config, Role(index, 3, "leader.dsv4"), LEADER_IP) for index in range(3)
+    ]
+    assert launches[0] == Launch(
+        prelaunch=(("ray", "start", "--head", "--port=6379"),),
+        argv=(
+            "vllm", "serve", "deepseek-ai/DeepSeek-V4-Flash",
+            "--served-model-name", "flash", "--host", "0.0.0.0", "--port", "8000",
+            "--tensor-parallel-size", "8", "--pipeline-parallel-size", "3",
+            "--distributed-executor-backend", "ray", "--enable-expert-parallel",
+            "--kv-cache-dtype", "fp8", "--block-size", "256", "--max-model-len", "65536",
+            "--max-num-seqs", "32", "--max-num-batched-tokens", "4096",
+            "--gpu-memory-utilization", "0.9", "--shutdown-timeout", "60",
+            "--trust-remote-code", "--tokenizer-mode", "deepseek_v4",
+            "--tool-call-parser", "deepseek_v4", "--enable-auto-tool-choice",
+            "--reasoning-parser", "deepseek_v4",
+        ),
+        serves_api=True,
+    )  # fmt: skip
+    for launch in launches[1:]:
+        assert launch == Launch(
+            prelaunch=(),
+            argv=("ray", "start", f"--address={LEADER_IP}:6379", "--block"),
+            serves_api=False,
+        )
+    _check_against_vllm(list(launches[0].argv), vllm_flags)
+
+
+def test_recipe_and_layout_flags_are_known_to_vllm(vllm_flags: dict[str, dict[str, Any]]) -> None:
+    from dsv4_runtime.vllm_args import OWNED_FLAGS
+
+    for owned in OWNED_FLAGS:
+        for spelling in (owned.name, *owned.aliases, *owned.negations):
+            assert spelling in vllm_flags, spelling
+        assert set(vllm_flags[owned.name]["options"]) == {
+            owned.name,
+            *owned.aliases,
+            *owned.negations,
+        }, f"alias table of {owned.name} differs from vLLM's"
+
+
+def test_extra_args_pass_through_and_duplicates_drop() -> None:
+    config = _plan(
+        2,
+        1,
+        8,
+        extra_engine_args=(
+            "--compilation-config", '{"mode":0,"cudagraph_mode":"FULL_DECODE_ONLY"}',
+            "--tensor_parallel_size=1",
+            "-dp", "16",
+            "--gpu-memory-utilization", "0.950",
+            "--enable-expert-parallel",
+            "--attention_config.use_fp4_indexer_cache=True",
+        ),
+    )  # fmt: skip
+    argv = _argv(config, 0)
+    assert argv[-3:] == [
+        "--compilation-config",
+        '{"mode":0,"cudagraph_mode":"FULL_DECODE_ONLY"}',
+        "--attention_config.use_fp4_indexer_cache=True",
+    ]
+    assert argv.count("--tensor-parallel-size") == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "index", "message"),
+    [
+        (["--tensor-parallel-size", "4"], 0,
+         "extra engine argument --tensor-parallel-size 4 contradicts the plan: "
+         "--tensor-parallel-size is 1 for this pod"),
+        (["-tp=2"], 0, "--tensor-parallel-size is 1"),
+        (["--max-model-len", "-1"], 0, "--max-model-len is 200000"),
+        (["--headless"], 0, "--headless is false for this pod"),
+        (["--data-parallel-start-rank", "0"], 1, "--data-parallel-start-rank is 8"),
+        (["--data-parallel-rank", "3"], 1, "--data-parallel-rank is not set"),
+        (["--disable-expert-parallel"], 0, "--enable-expert-parallel is true"),
+        (["--served-model-name", "other", "alias"], 0, "--served-model-name is dsv4-pro"),
+        (["--speculative-config", '{"method":"mtp","num_speculative_tokens":3}'], 0,
+         "--speculative-config is"),
+        (["--speculative-config.num_speculative_tokens", "3"], 0,
+         "changes --speculative-config, which the runtime sets from the plan"),
+        (["--distributed-executor-backend", "ray"], 0, "is not set for this pod"),
+        (["--model", "deepseek-ai/DeepSeek-V4-Flash"], 0, f"--model is {MODEL}"),
+    ],
+)  # fmt: skip
+def test_contradicting_extra_args_are_rejected(extra: list[str], index: int, message: str) -> None:
+    config = _plan(2, 1, 8, extra_engine_args=tuple(extra))
+    with pytest.raises(ExtraArgsError) as caught:
+        _argv(config, index)
+    assert message in str(caught.value)
+
+
+def test_same_speculative_config_in_another_spelling_is_a_duplicate() -> None:
+    planned = _argv(_plan(1, 1, 8), 0)
+    extra = ["-sc", '{"num_speculative_tokens": 1, "method": "mtp"}', "--seed", "3"]
+    assert merge_extra_args(planned, extra) == ["--seed", "3"]
