@@ -164,6 +164,32 @@ def test_preserve_unknown_fields_only_where_intended() -> None:
     assert preserved == ["spec.gpu.affinity"]
 
 
+def test_values_under_cel_rules_are_bounded() -> None:
+    """Kubernetes estimates each rule's cost from maxItems/maxLength/maxProperties and refuses a
+    CRD whose rules could exceed the budget; bound every list, string and map they may reach."""
+    unbounded: list[str] = []
+
+    def walk(node: Schema, path: str, under_rule: bool) -> None:
+        under_rule = under_rule or bool(node.get("x-kubernetes-validations"))
+        if under_rule:
+            kind = node.get("type")
+            if kind == "array" and "maxItems" not in node:
+                unbounded.append(f"{path}: array without maxItems")
+            is_string = kind == "string" or node.get("x-kubernetes-int-or-string")
+            if is_string and not {"maxLength", "enum"} & set(node) and "format" not in node:
+                unbounded.append(f"{path}: string without maxLength")
+            if isinstance(node.get("additionalProperties"), dict) and "maxProperties" not in node:
+                unbounded.append(f"{path}: map without maxProperties")
+        for name, child in node.get("properties", {}).items():
+            walk(child, f"{path}.{name}", under_rule)
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                walk(node[key], f"{path}[*]", under_rule)
+
+    walk(crd_schema(), "", False)
+    assert unbounded == []
+
+
 def test_no_floats_in_the_api() -> None:
     assert [path for path, node in _nodes(crd_schema()) if node.get("type") == "number"] == []
 

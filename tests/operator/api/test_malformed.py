@@ -270,6 +270,18 @@ CASES = [
         ("spec.gpu.tolerations[0].operator", "'Exists' or 'Equal'"),
     ),
     Case(
+        "toleration-empty-key-equal",
+        {"spec.gpu.tolerations": [{"operator": "Equal", "value": "x"}]},
+        ("spec.gpu.tolerations[0]", "an empty key needs operator Exists"),
+        ("spec.gpu.tolerations[0]", "an empty key needs operator Exists"),
+    ),
+    Case(
+        "toleration-exists-with-value",
+        {"spec.gpu.tolerations": [{"key": "k", "operator": "Exists", "value": "x"}]},
+        ("spec.gpu.tolerations[0]", "operator Exists takes no value"),
+        ("spec.gpu.tolerations[0]", "operator Exists takes no value"),
+    ),
+    Case(
         "node-selector-bad-key",
         {"spec.gpu.nodeSelector": {"bad key!": "x"}},
         None,

@@ -109,10 +109,11 @@ class EngineSpec(ApiModel):
     """vLLM version inside the image (e.g. `0.19.1`): pins metric names and flags; unset uses
     the operator's default."""
     extra_args: Annotated[
-        tuple[Annotated[str, Field(max_length=4096, pattern=FLAG_PATTERN)], ...],
+        tuple[Annotated[str, Field(max_length=1024, pattern=FLAG_PATTERN)], ...],
         Field(max_length=64, json_schema_extra={"x-kubernetes-list-type": "atomic"}),
     ] = ()
-    """Extra vLLM flags as `--flag` or `--flag=value` (at most 64); flags the operator derives
+    """Extra vLLM flags as `--flag` or `--flag=value` (at most 64, each at most 1024 characters,
+    e.g. `--block-size=256`); flags the operator derives
     from the spec (parallel sizes, max-model-len, kv-cache-dtype, ...) are refused."""
     env: Annotated[
         tuple[EnvVar, ...],

@@ -79,6 +79,17 @@ class CustomGpuType(ApiModel):
 class Toleration(ApiModel):
     """A Kubernetes toleration (the fields of core/v1 Toleration) for the worker pods."""
 
+    model_config = with_cel_rules(
+        {
+            "rule": "has(self.key) || self.operator == 'Exists'",
+            "message": "spec.gpu.tolerations: an empty key needs operator Exists",
+        },
+        {
+            "rule": "self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            "message": "spec.gpu.tolerations: operator Exists takes no value",
+        },
+    )
+
     key: Annotated[str, Field(max_length=316)] | None = None
     """Taint key to tolerate; empty with operator Exists tolerates every taint."""
     operator: TolerationOperator = "Equal"
@@ -89,6 +100,16 @@ class Toleration(ApiModel):
     """Taint effect to match: NoSchedule, PreferNoSchedule or NoExecute; empty matches all."""
     toleration_seconds: int | None = Field(default=None, ge=0)
     """With effect NoExecute: seconds the pod stays bound after the taint appears (>= 0)."""
+
+    @model_validator(mode="after")
+    def _operator_fits(self) -> "Toleration":
+        if self.key is None and self.operator != "Exists":
+            msg = "an empty key needs operator Exists"
+            raise ValueError(msg)
+        if self.operator == "Exists" and self.value:
+            msg = "operator Exists takes no value"
+            raise ValueError(msg)
+        return self
 
 
 Affinity = Annotated[

@@ -135,6 +135,7 @@ Quantity = Annotated[
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "maxLength": 64,
             "pattern": QUANTITY_PATTERN,
             "x-kubernetes-int-or-string": True,
         }
@@ -162,6 +163,7 @@ IntOrPercent = Annotated[
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "maxLength": 4,
             "minimum": 0,
             "pattern": PERCENT_PATTERN,
             "x-kubernetes-int-or-string": True,

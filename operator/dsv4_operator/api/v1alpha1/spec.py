@@ -59,6 +59,7 @@ MaxModelLen = Annotated[
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "maxLength": 4,
             "minimum": 1,
             "maximum": MAX_MODEL_LEN_LIMIT,
             "pattern": "^auto$",
