@@ -87,8 +87,10 @@ class Rollout(ApiModel):
     model_config = with_cel_rules(
         {
             "rule": (
-                "!(self.maxSurge == 0 || self.maxSurge == '0%') || "
-                "!(self.maxUnavailable == 0 || self.maxUnavailable == '0%')"
+                # int-or-string values are dyn in Kubernetes CEL: test the type first
+                "!(type(self.maxSurge) == int ? self.maxSurge == 0 : self.maxSurge == '0%') || "
+                "!(type(self.maxUnavailable) == int ? self.maxUnavailable == 0 "
+                ": self.maxUnavailable == '0%')"
             ),
             "message": ("spec.rollout.maxSurge and spec.rollout.maxUnavailable must not both be 0"),
         }
