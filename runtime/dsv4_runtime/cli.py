@@ -127,6 +127,9 @@ def run(
         admin_port=config.admin_port,
         drain_timeout_seconds=config.drain_timeout_seconds,
         stop_grace_seconds=config.engine_stop_grace_seconds,
+        engine_term_delay_seconds=(
+            config.drain_timeout_seconds if config.engine == "vllm" and not role.is_leader else 0
+        ),
     )
     return asyncio.run(supervisor.run())
 

@@ -7,13 +7,17 @@ Timeline of one pod:
    (process group) with the runtime's environment; its output goes to the container log.
 3. Readiness: an engine with an API is ready when its `/health` and `/v1/models` answer 200
    (vLLM starts its API server only after every DP rank, local and remote, has loaded); an engine
-   without one (headless worker) is ready while its process runs.
+   without one (headless worker) is ready while its process runs. A ready engine is checked
+   every 5 s; three failed checks in a row (10 s timeout each) make it not ready again.
 4. SIGTERM (or SIGINT): `/ready` turns 503 at once; SIGTERM goes to the engine's main process
    only (vLLM's parent coordinates its children, RFC vllm #24885); the engine rejects new
    requests and lets in-flight ones finish for `--drain-timeout-seconds` (vLLM
-   `--shutdown-timeout`, PR #36666). The runtime waits `drain + --engine-stop-grace-seconds`
-   before it kills the engine's process group, so no running request is cut inside the grace
-   period. The pod's `terminationGracePeriodSeconds` must cover preStop + drain + grace.
+   `--shutdown-timeout`, PR #36666). On vLLM workers SIGTERM is held back for the drain timeout
+   (or until the engine stops on its own): their DP ranks or pipeline stages still carry the
+   leader's in-flight requests while the whole group drains. The runtime waits
+   `drain + --engine-stop-grace-seconds` after SIGTERM arrives before it kills the engine's
+   process group, so no running request is cut inside the grace period. The pod's
+   `terminationGracePeriodSeconds` must cover preStop + drain + grace.
 5. The runtime exits 0 after a clean drain, with the engine's status when the engine stops by
    itself (1 if that status was 0: an engine must not stop on its own), and 1 after a kill.
 """
@@ -36,6 +40,9 @@ from dsv4_runtime.server import RuntimeState, build_app, fetch_engine_metrics
 
 __all__ = [
     "EXIT_ENGINE_KILLED",
+    "HEALTH_FAILURES",
+    "HEALTH_POLL_SECONDS",
+    "HEALTH_TIMEOUT_SECONDS",
     "METRICS_POLL_SECONDS",
     "READY_POLL_SECONDS",
     "Supervisor",
@@ -45,6 +52,12 @@ log = logging.getLogger("dsv4_runtime")
 
 READY_POLL_SECONDS = 0.5
 """How often the engine's /health and /v1/models are polled until ready."""
+HEALTH_POLL_SECONDS = 5.0
+"""After ready: how often the engine's /health and /v1/models are checked."""
+HEALTH_TIMEOUT_SECONDS = 10.0
+"""Time allowed for one health check of a ready engine (a busy engine answers slowly)."""
+HEALTH_FAILURES = 3
+"""Consecutive failed checks before a ready engine is reported not ready (no flapping)."""
 METRICS_POLL_SECONDS = 5.0
 """How often the engine's /metrics is read to keep the tokens/s gauge current between scrapes."""
 EXIT_ENGINE_KILLED = 1
@@ -62,6 +75,9 @@ class Supervisor:
         admin_port: admin server port.
         drain_timeout_seconds: in-flight time after SIGTERM.
         stop_grace_seconds: extra time for the engine to exit before SIGKILL.
+        engine_term_delay_seconds: how long to wait for the engine to stop on its own before
+            passing SIGTERM on (0 on the leader; the drain timeout on vLLM workers, whose DP
+            ranks or pipeline stages still serve the leader's in-flight requests).
     """
 
     def __init__(
@@ -74,6 +90,7 @@ class Supervisor:
         admin_port: int,
         drain_timeout_seconds: int,
         stop_grace_seconds: int,
+        engine_term_delay_seconds: int = 0,
     ) -> None:
         self._launch = launch
         self._state = state
@@ -82,6 +99,7 @@ class Supervisor:
         self._admin_port = admin_port
         self._drain_s = drain_timeout_seconds
         self._grace_s = stop_grace_seconds
+        self._term_delay_s = min(engine_term_delay_seconds, drain_timeout_seconds)
         self._stop = asyncio.Event()
         self._process: asyncio.subprocess.Process | None = None
 
@@ -147,17 +165,28 @@ class Supervisor:
 
     async def _drain(self, exited: asyncio.Task[int]) -> int:
         assert self._process is not None
-        with contextlib.suppress(ProcessLookupError):
-            self._process.send_signal(signal.SIGTERM)
-        deadline = self._drain_s + self._grace_s
+        deadline = time.monotonic() + self._drain_s + self._grace_s
         try:
-            status = await asyncio.wait_for(asyncio.shield(exited), timeout=deadline)
-        except TimeoutError:
-            log.error(
-                "engine still running %d s after SIGTERM: killing its process group", deadline
-            )
-            await self._kill_group()
-            return EXIT_ENGINE_KILLED
+            if self._term_delay_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    status = await asyncio.wait_for(
+                        asyncio.shield(exited), timeout=self._term_delay_s
+                    )
+                    log.info("engine exited with status %d before it needed SIGTERM", status)
+                    return 0
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(signal.SIGTERM)
+            try:
+                status = await asyncio.wait_for(
+                    asyncio.shield(exited), timeout=max(0.0, deadline - time.monotonic())
+                )
+            except TimeoutError:
+                log.error(
+                    "engine still running %d s after SIGTERM: killing its process group",
+                    self._drain_s + self._grace_s,
+                )
+                await self._kill_group()
+                return EXIT_ENGINE_KILLED
         finally:
             self._state.set_engine_ready(False)
         log.info("engine drained and exited with status %d", status)
@@ -189,18 +218,26 @@ class Supervisor:
             self._state.set_engine_ready(True)
             return
         while not self._state.draining:
-            if await self._engine_answers():
+            if await self._engine_answers(READY_POLL_SECONDS * 4):
                 self._state.set_engine_ready(True)
                 self._state.metrics.startup_seconds.set(time.monotonic() - started)
                 log.info("engine ready after %.1f s", time.monotonic() - started)
-                return
+                break
             await asyncio.sleep(READY_POLL_SECONDS)
+        failures = 0
+        while not self._state.draining:
+            await asyncio.sleep(HEALTH_POLL_SECONDS)
+            healthy = await self._engine_answers(HEALTH_TIMEOUT_SECONDS)
+            failures = 0 if healthy else failures + 1
+            if healthy != self._state.engine_ready and (healthy or failures >= HEALTH_FAILURES):
+                log.warning("engine %s", "healthy again" if healthy else "unhealthy: not ready")
+                self._state.set_engine_ready(healthy)
 
-    async def _engine_answers(self) -> bool:
+    async def _engine_answers(self, timeout_seconds: float) -> bool:
         session = self._state.session
         if session is None:
             return False
-        timeout = aiohttp.ClientTimeout(total=READY_POLL_SECONDS * 4)
+        timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         try:
             for path in ("/health", "/v1/models"):
                 async with session.get(self._engine_url + path, timeout=timeout) as response:

@@ -1,0 +1,141 @@
+"""Supervisor in-process: workers hold SIGTERM back, prelaunch failures stop, health re-checks."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from dsv4_runtime import supervisor as supervisor_module
+from dsv4_runtime.launch import Launch
+from dsv4_runtime.metrics import RuntimeMetrics
+from dsv4_runtime.server import RuntimeState
+from dsv4_runtime.supervisor import Supervisor
+
+
+def _engine(marker: Path, exit_after: float | None = None) -> tuple[str, ...]:
+    """A process that records when SIGTERM reaches it (monotonic clock) and then exits 0."""
+    code = (
+        "import pathlib, signal, sys, time\n"
+        f"marker = pathlib.Path({str(marker)!r})\n"
+        "def term(*_):\n"
+        "    marker.write_text(repr(time.monotonic()))\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, term)\n"
+        f"exit_after = {exit_after!r}\n"
+        "if exit_after is None:\n"
+        "    signal.pause()\n"
+        "time.sleep(exit_after)\n"
+    )
+    return (sys.executable, "-c", code)
+
+
+def _supervisor(launch: Launch, admin_port: int, **timing: int) -> tuple[Supervisor, RuntimeState]:
+    state = RuntimeState(metrics=RuntimeMetrics(), engine_metrics_url=None)
+    supervisor = Supervisor(
+        launch,
+        state,
+        engine_url="http://127.0.0.1:9",
+        host="127.0.0.1",
+        admin_port=admin_port,
+        drain_timeout_seconds=timing.get("drain", 1),
+        stop_grace_seconds=timing.get("grace", 2),
+        engine_term_delay_seconds=timing.get("delay", 0),
+    )
+    return supervisor, state
+
+
+async def _until(condition: Callable[[], bool], within: float) -> None:
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110  (polls state the supervisor sets)
+            await asyncio.sleep(0.02)
+
+
+async def test_worker_passes_sigterm_on_only_after_the_drain_timeout(
+    tmp_path: Path, ports: list[int]
+) -> None:
+    marker = tmp_path / "term"
+    launch = Launch(prelaunch=(), argv=_engine(marker), serves_api=False)
+    supervisor, state = _supervisor(launch, ports[1], drain=1, grace=2, delay=1)
+    running = asyncio.create_task(supervisor.run())
+    await _until(lambda: state.engine_ready, 5)
+    await asyncio.sleep(0.3)  # let the engine install its SIGTERM handler
+    asked = time.monotonic()
+    supervisor.request_drain()
+    assert not state.ready
+    assert await running == 0
+    held_back = float(marker.read_text()) - asked
+    assert 1.0 <= held_back < 2.0, f"SIGTERM reached the worker engine after {held_back:.2f} s"
+
+
+async def test_worker_engine_that_stops_with_the_group_gets_no_sigterm(
+    tmp_path: Path, ports: list[int]
+) -> None:
+    marker = tmp_path / "term"
+    launch = Launch(prelaunch=(), argv=_engine(marker, exit_after=1.0), serves_api=False)
+    supervisor, state = _supervisor(launch, ports[1], drain=5, delay=5)
+    running = asyncio.create_task(supervisor.run())
+    await _until(lambda: state.engine_ready, 5)
+    supervisor.request_drain()
+    assert await asyncio.wait_for(running, 4) == 0
+    assert not marker.exists()
+
+
+async def test_failed_prelaunch_stops_the_launch(tmp_path: Path, ports: list[int]) -> None:
+    marker = tmp_path / "term"
+    launch = Launch(
+        prelaunch=((sys.executable, "-c", "raise SystemExit(5)"),),
+        argv=_engine(marker),
+        serves_api=False,
+    )
+    supervisor, state = _supervisor(launch, ports[1])
+    assert await asyncio.wait_for(supervisor.run(), 5) == 5
+    assert not state.engine_ready
+
+
+async def test_ready_engine_that_turns_unhealthy_is_not_ready(
+    tmp_path: Path, ports: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor_module, "HEALTH_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(supervisor_module, "READY_POLL_SECONDS", 0.05)
+    healthy = [True]
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(status=200 if healthy[0] else 500)
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", health)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", ports[0]).start()
+    try:
+        launch = Launch(prelaunch=(), argv=_engine(tmp_path / "term"), serves_api=True)
+        state = RuntimeState(metrics=RuntimeMetrics(), engine_metrics_url=None)
+        supervisor = Supervisor(
+            launch,
+            state,
+            engine_url=f"http://127.0.0.1:{ports[0]}",
+            host="127.0.0.1",
+            admin_port=ports[1],
+            drain_timeout_seconds=1,
+            stop_grace_seconds=1,
+        )
+        running = asyncio.create_task(supervisor.run())
+        await _until(lambda: state.engine_ready, 5)
+        healthy[0] = False
+        await asyncio.sleep(0.08)
+        assert state.engine_ready, "one failed check must not flip readiness"
+        await _until(lambda: not state.engine_ready, 2)
+        healthy[0] = True
+        await _until(lambda: state.engine_ready, 2)
+        await asyncio.sleep(0.3)
+        supervisor.request_drain()
+        assert await asyncio.wait_for(running, 5) == 0
+    finally:
+        await runner.cleanup()
