@@ -26,20 +26,25 @@ OPERATOR_OWNED_FLAGS: Final = (
     "--data-parallel-size",
     "--data-parallel-size-local",
     "--data-parallel-start-rank",
+    "--data-parallel-rank",
     "--data-parallel-address",
     "--data-parallel-rpc-port",
     "--pipeline-parallel-size",
     "--enable-expert-parallel",
+    "--disable-expert-parallel",
     "--headless",
     "--max-model-len",
     "--max-num-seqs",
     "--max-num-batched-tokens",
     "--kv-cache-dtype",
     "--gpu-memory-utilization",
+    "--device-memory-utilization",
     "--speculative-config",
 )
-"""vLLM flags the operator derives from the spec (vLLM `vllm/engine/arg_utils.py` names); setting
-one in `extraArgs` would contradict the plan, so it is rejected."""
+"""vLLM flags (with their long aliases) the operator derives from the spec, as named by `vllm serve`
+(`vllm/engine/arg_utils.py`; checked against the vLLM 0.33.0 flag list in the fixtures). Setting
+one in `extraArgs` would contradict the plan, so it is rejected; short aliases (`-tp`) and
+underscore spellings (`--max_model_len`) already fail `FLAG_PATTERN`."""
 
 FLAG_PATTERN: Final = r"^--[a-z0-9][a-z0-9-]*(=.*)?$"
 """A long vLLM flag, alone (`--enforce-eager`) or with its value (`--block-size=64`)."""

@@ -1,0 +1,36 @@
+"""The flags refused in spec.engine.extraArgs are real vLLM flags, aliases included."""
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dsv4_operator.api.v1alpha1.engine import FLAG_PATTERN, OPERATOR_OWNED_FLAGS
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+FIXTURES = Path(os.environ.get("DSV4_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+FLAGS_FILE = FIXTURES / "vllm" / "vllm-0.33.0-serve-flags.json"
+
+
+@pytest.fixture(scope="module")
+def vllm_options() -> dict[str, list[str]]:
+    if not FLAGS_FILE.is_file():
+        pytest.skip(f"vLLM flag list fixture missing: {FLAGS_FILE} (set DSV4_FIXTURES)")
+    flags: list[dict[str, Any]] = json.loads(FLAGS_FILE.read_text())["flags"]
+    return {option: flag["options"] for flag in flags for option in flag["options"]}
+
+
+def test_owned_flags_exist_in_vllm(vllm_options: dict[str, list[str]]) -> None:
+    assert [flag for flag in OPERATOR_OWNED_FLAGS if flag not in vllm_options] == []
+
+
+def test_every_long_alias_of_an_owned_flag_is_owned(vllm_options: dict[str, list[str]]) -> None:
+    aliases = {alias for flag in OPERATOR_OWNED_FLAGS for alias in vllm_options[flag]}
+    long_aliases = {alias for alias in aliases if re.fullmatch(FLAG_PATTERN, alias)}
+    assert long_aliases - set(OPERATOR_OWNED_FLAGS) == set()
+    assert all(
+        alias.startswith("-") and not alias.startswith("--") for alias in aliases - long_aliases
+    )
