@@ -12,8 +12,9 @@ In order, failing fast at the first problem:
    design-lessons lesson 3). An entry that cannot be deleted fails the start.
 3. Shared-memory size: the mount's total size >= the plan's `--expected-shm-bytes`.
 4. GPUs: at least `--expected-gpus` GPUs, each with total memory >= `--expected-gpu-memory-bytes`
-   (nvidia-smi when present, else torch in a child process so no CUDA context stays behind in
-   the runtime; no probe at all while GPUs are expected is a failure).
+   less `GPU_MEMORY_TOLERANCE_PERCENT` (nvidia-smi when present, else torch in a child process so
+   no CUDA context stays behind in the runtime; no probe at all while GPUs are expected is a
+   failure).
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from packaging.version import InvalidVersion, Version
 from dsv4_runtime.config import RuntimeConfig
 
 __all__ = [
+    "GPU_MEMORY_TOLERANCE_PERCENT",
     "MIN_TRANSFORMERS_EXCLUSIVE",
     "MIN_VLLM",
     "GpuInfo",
+    "GpuProbeResult",
     "PreflightError",
     "PreflightReport",
     "Probes",
@@ -43,6 +46,7 @@ __all__ = [
     "check_shm_size",
     "check_versions",
     "clean_shm",
+    "probe_gpus",
     "run_preflight",
 ]
 
@@ -50,6 +54,12 @@ MIN_VLLM = Version("0.20.0")
 """First vLLM with DeepSeek-V4 (recipes `min_vllm_version`, PR #40760; facts §5.1)."""
 MIN_TRANSFORMERS_EXCLUSIVE = Version("4.51.1")
 """transformers must be newer than this (issue 5: older ones fail on V4's config)."""
+
+GPU_MEMORY_TOLERANCE_PERCENT = 2
+"""How far below the plan's per-GPU memory a GPU may report and still pass. nvidia-smi's
+`memory.total` is the usable framebuffer, below the nominal size a catalogue may list (H100 80 GB:
+81,559 MiB = 79.65 GiB, 0.44 % under 80 GiB; H200: 143,771 MiB, 0.42 % under 141 GiB); GPU types
+that could be confused differ by far more (H100 80 GB vs 94 GB: 15 %)."""
 
 _MIB = 1 << 20
 _GIB = 1 << 30
@@ -281,14 +291,17 @@ def check_gpus(config: RuntimeConfig, probes: Probes) -> tuple[str, ...]:
             "pod's nvidia.com/gpu limit and the node's GPU driver.",
         )
     if config.expected_gpu_memory_bytes > 0:
+        expected = config.expected_gpu_memory_bytes
+        floor = expected - expected * GPU_MEMORY_TOLERANCE_PERCENT // 100
         for gpu in found.gpus:
-            if gpu.memory_bytes < config.expected_gpu_memory_bytes:
+            if gpu.memory_bytes < floor:
                 raise PreflightError(
                     "gpus",
-                    f"GPU {gpu.index} ({gpu.name}): expected at least "
-                    f"{_bytes(config.expected_gpu_memory_bytes)} of memory per GPU (the plan's "
-                    f"--expected-gpu-memory-bytes), actual {_bytes(gpu.memory_bytes)} "
-                    f"({found.source}). The pod landed on a different GPU type than planned.",
+                    f"GPU {gpu.index} ({gpu.name}): expected {_bytes(expected)} of memory per "
+                    f"GPU (the plan's --expected-gpu-memory-bytes; at least {floor} bytes with "
+                    f"the {GPU_MEMORY_TOLERANCE_PERCENT} % tolerance), actual "
+                    f"{_bytes(gpu.memory_bytes)} ({found.source}). The pod landed on a "
+                    "different GPU type than planned.",
                 )
     if len(found.gpus) > config.expected_gpus:
         return (

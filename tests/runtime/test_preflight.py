@@ -129,9 +129,30 @@ def test_gpu_with_too_little_memory(tmp_path: Path) -> None:
     with pytest.raises(PreflightError) as caught:
         run_preflight(_config(tmp_path), _probes(gpus=lambda: _gpus(*[H200_BYTES] * 3, H100_BYTES)))
     assert (
-        "GPU 3 (NVIDIA H200): expected at least 150754820096 bytes (140.40 GiB) of memory per "
-        "GPU (the plan's --expected-gpu-memory-bytes), actual 85520809984 bytes (79.65 GiB)"
+        "GPU 3 (NVIDIA H200): expected 150754820096 bytes (140.40 GiB) of memory per GPU (the "
+        "plan's --expected-gpu-memory-bytes; at least 147739723695 bytes with the 2 % tolerance),"
+        " actual 85520809984 bytes (79.65 GiB)"
     ) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("nominal", "reported", "passes"),
+    [
+        (80 << 30, H100_BYTES, True),  # catalogue 80 GiB, nvidia-smi 81,559 MiB
+        (141 << 30, H200_BYTES, True),  # catalogue 141 GiB, nvidia-smi 143,771 MiB
+        (94 << 30, H100_BYTES, False),  # planned an H100 NVL 94 GB, got an 80 GB card
+        (100_000, 97_999, False),  # just under the 2 % floor (98,000)
+        (100_000, 98_000, True),
+    ],
+)
+def test_gpu_memory_tolerance(tmp_path: Path, nominal: int, reported: int, passes: bool) -> None:
+    config = _config(tmp_path, expected_gpu_memory_bytes=nominal)
+    probes = _probes(gpus=lambda: _gpus(*[reported] * 4))
+    if passes:
+        run_preflight(config, probes)
+    else:
+        with pytest.raises(PreflightError, match="The pod landed on a different GPU type"):
+            run_preflight(config, probes)
 
 
 def test_extra_gpus_are_a_warning(tmp_path: Path) -> None:
