@@ -8,6 +8,7 @@ operator's own parse agree.
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -152,3 +153,28 @@ def test_scaling_rules_agree_with_pydantic(validate: Any, case: dict[str, Any]) 
     )
     crd_ok, parse_ok = _verdicts(validate, body)
     assert crd_ok == parse_ok, (body["spec"], validate(body))
+
+
+def test_env_from_a_secret_is_accepted(validate: Any) -> None:
+    env = [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+        {"name": "VLLM_LOGGING_LEVEL", "value": "INFO"},
+    ]
+    assert validate(_with_spec(engine={"env": env})) == []
+    both = [
+        {
+            "name": "A",
+            "valueFrom": {
+                "secretKeyRef": {"name": "s", "key": "k"},
+                "configMapKeyRef": {"name": "c", "key": "k"},
+            },
+        }
+    ]
+    assert validate(_with_spec(engine={"env": both})) == [
+        "spec.engine.env[0].valueFrom: spec.engine.env: valueFrom must set exactly one of "
+        "secretKeyRef, configMapKeyRef"
+    ]
+    with pytest.raises(
+        InvalidSpecError, match=r"spec\.engine\.env\[0\]\.valueFrom: set exactly one"
+    ):
+        parse_deployment(_with_spec(engine={"env": both}))

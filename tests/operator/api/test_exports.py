@@ -68,6 +68,7 @@ V1ALPHA1_EXPORTS = {
     "GpuTypeRejection",
     "HostPathSource",
     "HuggingFaceSource",
+    "KeyRef",
     "LoadTarget",
     "MemoryBreakdown",
     "ModelSource",

@@ -453,6 +453,28 @@ CASES = [
         ("spec.engine.env[0].name", "Field required"),
     ),
     Case(
+        "env-value-and-value-from",
+        {
+            "spec.engine": {
+                "env": [
+                    {
+                        "name": "HF_TOKEN",
+                        "value": "x",
+                        "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}},
+                    }
+                ]
+            }
+        },
+        ("spec.engine.env[0]", "set value or valueFrom, not both"),
+        ("spec.engine.env[0]", "set value or valueFrom, not both"),
+    ),
+    Case(
+        "env-value-from-without-key",
+        {"spec.engine": {"env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "c"}}}]}},
+        ("spec.engine.env[0].valueFrom.configMapKeyRef", "'key' is a required property"),
+        ("spec.engine.env[0].valueFrom.configMapKeyRef.key", "Field required"),
+    ),
+    Case(
         "unknown-speculative-method",
         {"spec.speculativeDecoding": {"method": "eagle"}},
         ("spec.speculativeDecoding.method", "not one of ['mtp']"),

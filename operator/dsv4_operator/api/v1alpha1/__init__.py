@@ -17,6 +17,7 @@ from dsv4_operator.api.v1alpha1.engine import (
     EngineSpec,
     EnvVar,
     EnvVarSource,
+    KeyRef,
     ResourceRequirements,
     SpeculativeDecoding,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "GpuTypeRejection",
     "HostPathSource",
     "HuggingFaceSource",
+    "KeyRef",
     "LoadTarget",
     "MemoryBreakdown",
     "ModelSource",

@@ -2,18 +2,19 @@
 
 from typing import Annotated, Final
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from dsv4_operator.api.meta import ApiModel, with_cel_rules
 from dsv4_operator.api.v1alpha1.enums import SpeculativeMethod
 from dsv4_operator.api.v1alpha1.quantities import Quantity
-from dsv4_operator.api.v1alpha1.source import SecretKeyRef
+from dsv4_operator.api.v1alpha1.source import ObjectName
 
 __all__ = [
     "OPERATOR_OWNED_FLAGS",
     "EngineSpec",
     "EnvVar",
     "EnvVarSource",
+    "KeyRef",
     "ResourceRequirements",
     "SpeculativeDecoding",
 ]
@@ -63,17 +64,49 @@ class ResourceRequirements(ApiModel):
     """Resource caps per worker pod (quantities); memory should cover /dev/shm."""
 
 
-class EnvVarSource(ApiModel):
-    """Where an environment variable's value comes from."""
+class KeyRef(ApiModel):
+    """A key of a Secret or ConfigMap in the resource's namespace."""
 
-    secret_key_ref: SecretKeyRef | None = None
+    name: ObjectName
+    """Name of the Secret or ConfigMap (a Kubernetes object name, at most 253 characters)."""
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+    """Key inside it whose value is used (at most 253 characters)."""
+
+
+class EnvVarSource(ApiModel):
+    """Where an environment variable's value comes from: exactly one of the two refs."""
+
+    model_config = with_cel_rules(
+        {
+            "rule": "has(self.secretKeyRef) != has(self.configMapKeyRef)",
+            "message": (
+                "spec.engine.env: valueFrom must set exactly one of secretKeyRef, configMapKeyRef"
+            ),
+        }
+    )
+
+    secret_key_ref: KeyRef | None = None
     """A key of a Secret in the resource's namespace."""
-    config_map_key_ref: SecretKeyRef | None = None
-    """A key of a ConfigMap in the resource's namespace (same fields as a Secret key ref)."""
+    config_map_key_ref: KeyRef | None = None
+    """A key of a ConfigMap in the resource's namespace."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "EnvVarSource":
+        if (self.secret_key_ref is None) == (self.config_map_key_ref is None):
+            msg = "set exactly one of secretKeyRef, configMapKeyRef"
+            raise ValueError(msg)
+        return self
 
 
 class EnvVar(ApiModel):
     """An environment variable of the engine container."""
+
+    model_config = with_cel_rules(
+        {
+            "rule": "!has(self.value) || !has(self.valueFrom)",
+            "message": "spec.engine.env: set value or valueFrom, not both",
+        }
+    )
 
     name: Annotated[
         str, Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
@@ -83,6 +116,13 @@ class EnvVar(ApiModel):
     """Literal value."""
     value_from: EnvVarSource | None = None
     """Take the value from a Secret or ConfigMap key instead."""
+
+    @model_validator(mode="after")
+    def _one_value(self) -> "EnvVar":
+        if self.value is not None and self.value_from is not None:
+            msg = "set value or valueFrom, not both"
+            raise ValueError(msg)
+        return self
 
 
 class EngineSpec(ApiModel):
@@ -111,7 +151,7 @@ class EngineSpec(ApiModel):
         ]
         | None
     ) = None
-    """vLLM version inside the image (e.g. `0.19.1`): pins metric names and flags; unset uses
+    """vLLM version inside the image (e.g. `0.33.0`): pins metric names and flags; unset uses
     the operator's default."""
     extra_args: Annotated[
         tuple[Annotated[str, Field(max_length=1024, pattern=FLAG_PATTERN)], ...],

@@ -6,7 +6,15 @@ from pydantic import Field, model_validator
 
 from dsv4_operator.api.meta import ApiModel, with_cel_rules
 
-__all__ = ["HostPathSource", "HuggingFaceSource", "ModelSource", "PvcSource", "SecretKeyRef"]
+__all__ = [
+    "AbsolutePath",
+    "HostPathSource",
+    "HuggingFaceSource",
+    "ModelSource",
+    "ObjectName",
+    "PvcSource",
+    "SecretKeyRef",
+]
 
 DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 """A Kubernetes object name (RFC 1123 subdomain)."""
@@ -24,7 +32,7 @@ class SecretKeyRef(ApiModel):
     name: ObjectName
     """Name of the Secret (a Kubernetes object name, at most 253 characters)."""
     key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "token"
-    """Key inside the Secret whose value is used (default `token`)."""
+    """Key inside the Secret whose value is the token (default `token`)."""
 
 
 class HuggingFaceSource(ApiModel):
