@@ -1,0 +1,215 @@
+"""The `dsv4` command line: `dsv4 plan`, `dsv4 crdgen`, `dsv4 operator run`.
+
+`dsv4 plan` exit codes: 0 the plan fits, 1 it does not (the plan is still printed, `fits: false`),
+2 the input is invalid (the message names the field and the limit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from dsv4_operator.api.errors import InvalidSpecError
+from dsv4_operator.api.v1alpha1.deployment import parse_deployment
+from dsv4_operator.planning import PlanningError, PlanRequest, plan, plan_to_dict
+from dsv4_operator.planning.from_spec import request_from_spec
+from dsv4_operator.planning.planner import Plan
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="dsv4",
+    help="Plan, deploy and scale DeepSeek-V4 on Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+operator_app = typer.Typer(help="Run the operator.", no_args_is_help=True)
+app.add_typer(operator_app, name="operator")
+
+_GB = 10**9
+_GIB = 1 << 30
+_WIDTH = 100
+
+
+class Output(StrEnum):
+    """Output formats of `dsv4 plan`."""
+
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+def _load_request(path: Path | None) -> PlanRequest:
+    if path is None:
+        return PlanRequest()
+    try:
+        body = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise PlanningError("file", f"{path}: {e}") from None
+    if not isinstance(body, dict):
+        raise PlanningError("file", f"{path}: not a DeepSeekV4Deployment mapping")
+    try:
+        return request_from_spec(parse_deployment(body).spec)
+    except InvalidSpecError as e:
+        raise PlanningError("file", f"{path}: {e}") from None
+
+
+def _max_model_len(value: str | None) -> int | str | None:
+    if value is None:
+        return "keep"
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise PlanningError(
+            "max_model_len", f"{value!r} is neither an integer nor 'auto'"
+        ) from None
+
+
+def _table(p: Plan, console: Console) -> None:
+    c = p.chosen
+    mem, lay = c.memory, c.layout
+    verdict = "[green]fits[/green]" if p.fits else "[red]does not fit[/red]"
+    console.print(
+        f"[bold]DeepSeek-V4-{p.model.name.capitalize()}[/bold] {p.weights_format} weights "
+        f"({p.checkpoint_bytes / _GB:,.1f} GB), KV {p.request.kv_cache_dtype}: {verdict}"
+    )
+    console.print(
+        f"{lay.gpus}x {c.gpu.name} = {lay.nodes} node(s) x {lay.gpus_per_node}; "
+        f"{lay.describe()}; max-model-len {c.max_model_len:,}; max-num-seqs {c.max_num_seqs}; "
+        f"mnbt {c.max_num_batched_tokens:,}"
+    )
+    t = Table(title="Per GPU", title_justify="left", width=_WIDTH)
+    t.add_column("item")
+    t.add_column("bytes", justify="right")
+    t.add_column("GB", justify="right")
+    rows = [
+        (f"budget ({mem.gpu_memory_utilization} x {mem.memory_bytes:,})", mem.budget_bytes),
+        ("weights: routed experts", mem.weights.expert_bytes),
+        ("weights: TP-sharded", mem.weights.sharded_bytes),
+        ("weights: replicated", mem.weights.replicated_bytes),
+        ("activations", mem.activation_bytes),
+        ("CUDA graphs", mem.cuda_graph_bytes),
+        ("non-torch overhead", mem.overhead_bytes),
+        ("KV cache pool", mem.kv_cache_bytes),
+    ]
+    for name, value in rows:
+        t.add_row(name, f"{value:,}", f"{value / _GB:,.2f}")
+    console.print(t)
+    console.print(
+        f"KV: {p.geometry.bytes_per_token:,.2f} B/token "
+        f"({p.geometry.block_bytes:,} B per 256-token block); "
+        f"{c.kv_tokens_per_replica:,} tokens per replica; {c.max_concurrency} concurrent "
+        f"{c.max_model_len:,}-token requests; ~{c.tokens_per_second:,} tokens/s (estimate)"
+    )
+    console.print(
+        f"/dev/shm {p.shm.size_bytes // _GIB} GiB; first boot budget {p.startup_budget_seconds:,} s"
+    )
+    for w in p.warnings:
+        console.print(f"[yellow]{w.code}[/yellow]: {w.message}", soft_wrap=False)
+    console.print("[bold]Why[/bold]")
+    for line in p.reasons:
+        console.print(f"- {line}")
+    if p.rejected:
+        console.print(f"{len(p.rejected)} candidate layouts rejected (see --output json)")
+
+
+@app.command("plan")
+def plan_command(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="A DeepSeekV4Deployment YAML; flags override its values."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="flash or pro.")] = None,
+    weights: Annotated[str | None, typer.Option(help="official, nvfp4, fp8, bf16 or int4.")] = None,
+    kv_cache_dtype: Annotated[str | None, typer.Option(help="fp8 or bf16.")] = None,
+    gpu: Annotated[
+        list[str] | None,
+        typer.Option(help="GPU type; repeat in order of preference (e.g. h100-80gb)."),
+    ] = None,
+    gpus_per_node: Annotated[int | None, typer.Option(help="GPUs per node.")] = None,
+    nodes: Annotated[int | None, typer.Option(help="Most nodes per replica.")] = None,
+    tensor_parallel: Annotated[int | None, typer.Option(help="Pin TP.")] = None,
+    data_parallel: Annotated[int | None, typer.Option(help="Pin DP.")] = None,
+    pipeline_parallel: Annotated[int | None, typer.Option(help="Pin PP.")] = None,
+    expert_parallel: Annotated[
+        bool | None, typer.Option("--expert-parallel/--no-expert-parallel", help="Pin EP.")
+    ] = None,
+    max_model_len: Annotated[str | None, typer.Option(help="Tokens, or auto.")] = None,
+    max_num_seqs: Annotated[int | None, typer.Option(help="Sequences per DP rank.")] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option(help="Tokens per step.")] = None,
+    gpu_memory_utilization: Annotated[
+        float | None, typer.Option(help="Fraction of GPU memory vLLM may use.")
+    ] = None,
+    speculative_tokens: Annotated[int | None, typer.Option(help="MTP draft tokens.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Target concurrent requests.")] = None,
+    tokens_per_second: Annotated[int | None, typer.Option(help="Target tokens/s.")] = None,
+    output: Annotated[Output, typer.Option(help="table, json or yaml.")] = Output.table,
+) -> None:
+    """Plan GPUs, nodes, layout, KV cache and /dev/shm for DeepSeek-V4."""
+    console = Console(width=_WIDTH, stderr=False)
+    try:
+        req = _load_request(file)
+        mml = _max_model_len(max_model_len)
+        overrides: dict[str, Any] = {
+            "model": model,
+            "weights_format": weights,
+            "kv_cache_dtype": kv_cache_dtype,
+            "gpu_types": tuple(g.lower() for g in gpu) if gpu else None,
+            "gpus_per_node": gpus_per_node,
+            "max_nodes": nodes,
+            "tensor_parallel": tensor_parallel,
+            "data_parallel": data_parallel,
+            "pipeline_parallel": pipeline_parallel,
+            "expert_parallel": expert_parallel,
+            "max_num_seqs": max_num_seqs,
+            "max_num_batched_tokens": max_num_batched_tokens,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "speculative_tokens": speculative_tokens,
+            "concurrency": concurrency,
+            "tokens_per_second": tokens_per_second,
+        }
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        if mml != "keep":
+            changes["max_model_len"] = mml
+        result = plan(dataclasses.replace(req, **changes))
+    except PlanningError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    data = plan_to_dict(result)
+    if output is Output.json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    elif output is Output.yaml:
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+    else:
+        _table(result, console)
+    if not result.fits:
+        raise typer.Exit(1)
+
+
+@app.command("crdgen")
+def crdgen_command(
+    root: Annotated[
+        Path | None, typer.Option(help="Repository root to write crds/ and charts/ under.")
+    ] = None,
+) -> None:
+    """Regenerate the CRD (crds/ and the chart's crds/) from the pydantic types."""
+    from dsv4_operator import crdgen  # noqa: PLC0415  (keeps `dsv4 plan` start-up light)
+
+    raise typer.Exit(crdgen.main(["--root", str(root)] if root else []))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,164 @@
+"""Engine-version-dependent constants of the memory model, each named, with its source.
+
+vLLM measures memory while profiling (facts §5.3); the planner must predict that measurement before
+any GPU is bought. Everything that varies by engine version is a field of `EngineProfile` with a
+documented default, never a literal in the arithmetic, so a newer engine is a new profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["VLLM_0_33", "EngineProfile", "SchedulingDefaults", "parse_version"]
+
+_GIB = 1 << 30
+_MIB = 1 << 20
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """Numeric release tuple of a version string (`0.20.0rc1+cu130` -> (0, 20, 0)).
+
+    Raises:
+        ValueError: when the string does not start with a number.
+    """
+    parts: list[int] = []
+    for piece in text.split("+", maxsplit=1)[0].split("."):
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+        if len(digits) != len(piece):
+            break
+    if not parts:
+        msg = f"not a version: {text!r}"
+        raise ValueError(msg)
+    return tuple(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulingDefaults:
+    """vLLM's scheduling defaults for one accelerator memory tier (`vllm serve` context).
+
+    Attributes:
+        min_memory_bytes: smallest device memory of the tier, bytes.
+        max_num_batched_tokens: default `--max-num-batched-tokens`, tokens.
+        max_num_seqs: default `--max-num-seqs`, sequences.
+        max_cudagraph_capture_size: largest batch size captured in a CUDA graph.
+        excludes_a100: A100s are kept in the compact tier whatever their memory (vLLM PR #17885).
+    """
+
+    min_memory_bytes: int
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    max_cudagraph_capture_size: int
+    excludes_a100: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EngineProfile:
+    """Memory and behaviour constants of one inference engine version.
+
+    Attributes:
+        name: engine name (`vllm`).
+        version: engine version the constants were read from.
+        default_gpu_memory_utilization: `--gpu-memory-utilization` default (0.92 in vLLM
+            0.33.0's `vllm serve` parser, shared/fixtures/vllm/vllm-0.33.0-serve-flags.json).
+        scheduling: memory tiers, largest first, as vLLM's `infer_accelerator_scheduling_defaults`
+            (vllm `config/scheduler` hardware defaults: >= 70 GiB and not A100: 8192 tokens, 1024
+            seqs, graphs to 512; >= 40 GiB and not A100: 4096, 512, 256; else 2048, 256, 128).
+        workspace_bytes: activation peak that does not scale with the batch (MoE, GEMM and attention
+            workspaces), bytes. Calibrated so that the Pro TP8 MI355X recipe's published peaks (8.9
+            GiB
+            at mnbt 8192, 11.44 GiB at 16384; facts §5.2) are reproduced within 5 % together with
+            the
+            per-token, sampler, gather and top-k terms: 3 GiB.
+        sampler_copies: vocabulary-sized fp32 buffers per sequence alive at the sampler's peak
+            (logits, probabilities, sort values and int64 indices, top-p cumsum, noise): 8.
+        cuda_graph_bytes_per_size: memory per captured CUDA-graph batch size beyond the shared pool,
+            bytes (vLLM's estimate since v0.21, PR #30515; 8 MiB is conservative for 60-layer MoE).
+        nontorch_base_bytes: cuBLAS/cuDNN workspaces and allocator slack outside torch, bytes.
+        nccl_bytes: NCCL communicator buffers when the world size exceeds 1, bytes.
+        all2all_bytes: expert-parallel dispatch/combine buffers when EP > 1, bytes.
+        pipeline_parallel: whether the engine supports PP for DeepseekV4ForCausalLM (vLLM 0.33: no).
+        min_version: first engine release with DeepseekV4ForCausalLM (vLLM 0.20.0, PR #40760).
+        min_transformers_exclusive: transformers must be newer than this (4.51.1), else
+            "Unrecognized model architecture".
+        mtp_hang_max_model_len: above this max-model-len, MTP speculation hangs on one published
+            engine image (facts §5.1, recipes #832): 65,536 tokens.
+        mtp_safe_max_model_len: the cap recommended instead when keeping MTP: 32,768 tokens.
+        warmup_seconds: first-boot kernel JIT/compile and CUDA-graph capture on big layouts, s
+            (10+ minutes reported for DeepSeek-V4; OME allows about 20 min).
+        load_bytes_per_s: weight read rate per node from a PVC or node-local cache, bytes/s.
+        decode_bandwidth_efficiency: fraction of peak memory bandwidth a decode step reaches; used
+            only to rank layouts by expected throughput (FlashMLA-class kernels reach 0.3-0.98 of
+            it,
+            shared/docs/kernel-yardstick.md; 0.5 is a middle value).
+        min_auto_max_model_len: `max-model-len auto` is refused below this many tokens (4,096): a
+            layout that only holds shorter requests is reported as not fitting.
+    """
+
+    name: str
+    version: str
+    default_gpu_memory_utilization: float
+    scheduling: tuple[SchedulingDefaults, ...]
+    workspace_bytes: int
+    sampler_copies: int
+    cuda_graph_bytes_per_size: int
+    nontorch_base_bytes: int
+    nccl_bytes: int
+    all2all_bytes: int
+    pipeline_parallel: bool
+    min_version: str
+    min_transformers_exclusive: str
+    mtp_hang_max_model_len: int
+    mtp_safe_max_model_len: int
+    warmup_seconds: int
+    load_bytes_per_s: int
+    decode_bandwidth_efficiency: float
+    min_auto_max_model_len: int
+
+    def scheduling_defaults(self, memory_bytes: int, gpu_name: str) -> SchedulingDefaults:
+        """The tier vLLM picks for a device of `memory_bytes` named `gpu_name`."""
+        is_a100 = "a100" in gpu_name.lower()
+        for tier in self.scheduling:
+            if memory_bytes >= tier.min_memory_bytes and not (is_a100 and tier.excludes_a100):
+                return tier
+        return self.scheduling[-1]
+
+    @staticmethod
+    def cudagraph_capture_sizes(max_num_seqs: int, tier: SchedulingDefaults) -> int:
+        """Number of batch sizes captured: 1, 2, 4, then every 8 up to min(2 x seqs, tier cap)."""
+        largest = min(2 * max_num_seqs, tier.max_cudagraph_capture_size)
+        return sum(1 for s in (1, 2, 4) if s <= largest) + largest // 8
+
+
+VLLM_0_33 = EngineProfile(
+    name="vllm",
+    version="0.33.0",
+    default_gpu_memory_utilization=0.92,
+    scheduling=(
+        SchedulingDefaults(70 * _GIB, 8192, 1024, 512),
+        SchedulingDefaults(40 * _GIB, 4096, 512, 256),
+        SchedulingDefaults(0, 2048, 256, 128, excludes_a100=False),
+    ),
+    workspace_bytes=3 * _GIB,
+    sampler_copies=8,
+    cuda_graph_bytes_per_size=8 * _MIB,
+    nontorch_base_bytes=512 * _MIB,
+    nccl_bytes=512 * _MIB,
+    all2all_bytes=1 * _GIB,
+    pipeline_parallel=False,
+    min_version="0.20.0",
+    min_transformers_exclusive="4.51.1",
+    mtp_hang_max_model_len=65_536,
+    mtp_safe_max_model_len=32_768,
+    warmup_seconds=600,
+    load_bytes_per_s=2_000_000_000,
+    decode_bandwidth_efficiency=0.5,
+    min_auto_max_model_len=4096,
+)
+"""The engine the runtime image pins (vLLM 0.33.0)."""

@@ -1,0 +1,401 @@
+"""Evaluate one (GPU type, layout) candidate: structural rules, memory, KV capacity, throughput.
+
+Structural rules (a candidate that breaks one is rejected before any memory arithmetic):
+
+- PP only where the engine supports it for DeepseekV4ForCausalLM (vLLM 0.33: not at all).
+- TP stays inside a node, divides the query heads and the output groups (`wo_a` is grouped).
+- TP never splits a quantisation block: every TP-split dimension of a block-quantised linear (the
+  shared expert's and, without EP, the routed experts' intermediate size) must stay a multiple of
+  128 (block-FP8 128x128, int4 group 128) or 32 (MXFP4). Public reports show a block-FP8
+  DeepSeek failing to load at TP=32 (2048/32 = 64); such layouts are never proposed.
+- EP = TP x DP divides the routed experts.
+
+Memory: `memory.py`. KV capacity: `kvcache.py`. A request at `max-model-len` must fit the KV pool as
+vLLM's startup check sizes it (compressed blocks + admission state); the concurrency target is
+checked
+with the same per-request size, so the plan never promises more than vLLM reports as "maximum
+concurrency".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from dsv4_operator.planning.engine import SchedulingDefaults
+from dsv4_operator.planning.findings import Code, Finding
+from dsv4_operator.planning.hardware import GpuType
+from dsv4_operator.planning.kvcache import BLOCK_TOKENS, KvGeometry
+from dsv4_operator.planning.memory import (
+    Layout,
+    MemoryBreakdown,
+    activation_bytes,
+    budget_bytes,
+    cuda_graph_bytes,
+    overhead_bytes,
+)
+from dsv4_operator.planning.models import LayerKind, ModelSpec
+from dsv4_operator.planning.request import PlanRequest
+from dsv4_operator.planning.weights import WeightBreakdown, per_gpu_weight_bytes
+
+__all__ = ["Evaluation", "evaluate", "structural_problems"]
+
+_GB = 10**9
+
+
+def _gb(n: int) -> str:
+    return f"{n / _GB:,.1f} GB"
+
+
+def _block_width(weights_format: str) -> int:
+    """Width of the quantisation block along a TP-split dimension (0 = unquantised)."""
+    return {"official": 128, "nvfp4": 128, "fp8": 128, "int4": 128}.get(weights_format, 0)
+
+
+def structural_problems(
+    model: ModelSpec, layout: Layout, req: PlanRequest, weights_format: str, per_node: int
+) -> tuple[Finding, ...]:
+    """Rules a layout must satisfy before memory is considered (module docstring).
+
+    Args:
+        model: catalog entry.
+        layout: candidate layout.
+        req: the request (engine, GPU budget).
+        weights_format: format held in GPU memory.
+        per_node: GPUs per node of the pool.
+
+    Returns:
+        Findings; empty when the layout is structurally valid.
+    """
+    tp, problems = layout.tensor_parallel, []
+    if layout.pipeline_parallel > 1 and not req.engine.pipeline_parallel:
+        problems.append(
+            Finding(
+                Code.PIPELINE_PARALLEL_UNSUPPORTED,
+                f"PP={layout.pipeline_parallel}: {req.engine.name} {req.engine.version} does not "
+                "support pipeline parallelism for DeepseekV4ForCausalLM",
+            )
+        )
+    if tp > per_node:
+        problems.append(
+            Finding(Code.TP_EXCEEDS_NODE, f"TP={tp} exceeds the {per_node} GPUs of one node")
+        )
+    if model.num_heads % tp:
+        problems.append(
+            Finding(Code.TP_NOT_DIVIDING_HEADS, f"TP={tp} does not divide {model.num_heads} heads")
+        )
+    if model.o_groups % tp:
+        problems.append(
+            Finding(
+                Code.TP_NOT_DIVIDING_OUTPUT_GROUPS,
+                f"TP={tp} does not divide the {model.o_groups} output groups of wo_a",
+            )
+        )
+    block = _block_width(weights_format)
+    inter = model.moe_intermediate_size
+    if block and (inter % tp or (inter // tp) % block):
+        problems.append(
+            Finding(
+                Code.TP_SPLITS_QUANT_BLOCK,
+                f"TP={tp} splits the {block}-wide quantisation blocks of the expert intermediate "
+                f"dimension ({inter}/{tp} = {inter / tp:g} columns); a block-FP8 DeepSeek at this "
+                "TP fails to load",
+            )
+        )
+    ep = layout.expert_parallel_size
+    if layout.expert_parallel and model.n_routed_experts % ep:
+        problems.append(
+            Finding(
+                Code.EP_NOT_DIVIDING_EXPERTS,
+                f"EP={ep} does not divide the {model.n_routed_experts} routed experts",
+            )
+        )
+    if req.gpu_budget is not None and layout.gpus > req.gpu_budget:
+        problems.append(
+            Finding(
+                Code.GPU_BUDGET_EXCEEDED,
+                f"{layout.gpus} GPUs exceed the GPU budget of {req.gpu_budget}",
+            )
+        )
+    return tuple(problems)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """A memory-evaluated candidate.
+
+    Attributes:
+        gpu: GPU type.
+        layout: parallel layout.
+        memory: per-GPU memory breakdown.
+        max_model_len: context cap, tokens (resolved when `auto`).
+        max_num_seqs: sequences per DP rank.
+        max_num_batched_tokens: tokens per engine step.
+        request_bytes: KV bytes one max-model-len request reserves (vLLM admission size).
+        kv_tokens_per_replica: KV pool in tokens of compressed-block growth, all DP ranks.
+        max_concurrency: max-model-len requests the replica holds at once (all DP ranks).
+        tokens_per_second: expected decode throughput of one replica, tokens/s (ranking only).
+        replicas_for_target: replicas needed for the tokens/s target, or None without a target.
+        problems: why the candidate does not fit; empty when it fits.
+    """
+
+    gpu: GpuType
+    layout: Layout
+    memory: MemoryBreakdown
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    request_bytes: int
+    kv_tokens_per_replica: int
+    max_concurrency: int
+    tokens_per_second: int
+    replicas_for_target: int | None
+    problems: tuple[Finding, ...]
+
+    @property
+    def fits(self) -> bool:
+        """True when nothing prevents this candidate from serving the target."""
+        return not self.problems
+
+    @property
+    def total_gpus(self) -> int:
+        """GPUs over all replicas needed for the target (one replica without a tokens/s target)."""
+        return self.layout.gpus * (self.replicas_for_target or 1)
+
+
+def _memory(
+    model: ModelSpec,
+    gpu: GpuType,
+    layout: Layout,
+    req: PlanRequest,
+    weights: WeightBreakdown,
+    tier: SchedulingDefaults,
+    *,
+    max_model_len: int,
+    max_num_seqs: int,
+    mnbt: int,
+) -> MemoryBreakdown:
+    util = req.gpu_memory_utilization or req.engine.default_gpu_memory_utilization
+    return MemoryBreakdown(
+        memory_bytes=gpu.memory_bytes,
+        gpu_memory_utilization=util,
+        budget_bytes=budget_bytes(gpu.memory_bytes, util),
+        weights=weights,
+        activation_bytes=activation_bytes(
+            model,
+            layout,
+            req.engine,
+            max_num_batched_tokens=mnbt,
+            max_num_seqs=max_num_seqs,
+            max_model_len=max(max_model_len, 1),
+            mtp=req.speculative_tokens > 0,
+        ),
+        cuda_graph_bytes=cuda_graph_bytes(req.engine, max_num_seqs, tier),
+        overhead_bytes=overhead_bytes(req.engine, layout),
+    )
+
+
+def _min_util_text(mem: MemoryBreakdown, geometry: KvGeometry, length: int, state: int) -> str:
+    """`minimum gpu-memory-utilization for one N-token request: u` (or why none exists)."""
+    need = mem.min_utilization(geometry.request_bytes(length, state))
+    head = f"minimum gpu-memory-utilization for one {length:,}-token request"
+    if need > 1:
+        return f"{head} would be {need}: no utilization fits on this GPU"
+    return f"{head}: {need}"
+
+
+def _offloaded(weights: WeightBreakdown, offload: int) -> WeightBreakdown:
+    """Weights left on the GPU after `--cpu-offload-gb` moves `offload` bytes to host memory."""
+    if offload <= 0:
+        return weights
+    moved = min(offload, weights.expert_bytes)
+    return WeightBreakdown(
+        expert_bytes=weights.expert_bytes - moved,
+        sharded_bytes=weights.sharded_bytes,
+        replicated_bytes=weights.replicated_bytes,
+    )
+
+
+def _decode_tokens_per_second(
+    model: ModelSpec,
+    gpu: GpuType,
+    layout: Layout,
+    weights: WeightBreakdown,
+    *,
+    batch_per_rank: int,
+    context: int,
+    efficiency: float,
+    kv_entry_bytes: int,
+    index_entry_bytes: int,
+) -> int:
+    """Decode tokens/s of one replica from bytes moved per step (a ranking heuristic).
+
+    Step bytes per GPU = non-expert weights + the experts the batch touches + KV read for the batch
+    (window + top-k or all compressed entries + indexer keys, at `context` tokens).
+    """
+    if batch_per_rank <= 0:
+        return 0
+    tokens = batch_per_rank * layout.data_parallel
+    untouched = (1 - Fraction(model.experts_per_token, model.n_routed_experts)) ** min(tokens, 64)
+    experts = int(weights.expert_bytes * (1 - untouched))
+    w = model.sliding_window
+    entries = 0
+    index_keys = 0
+    for kind in model.layer_kinds:
+        entries += min(w, context)
+        if kind is LayerKind.CSA:
+            entries += min(model.index_topk, context // 4)
+            index_keys += context // 4
+        elif kind is LayerKind.HCA:
+            entries += context // 128
+    kv = batch_per_rank * (entries * kv_entry_bytes + index_keys * index_entry_bytes)
+    step_bytes = weights.sharded_bytes + weights.replicated_bytes + experts + kv
+    seconds = step_bytes / (gpu.bandwidth_bytes_per_s * efficiency)
+    return int(tokens / seconds)
+
+
+def evaluate(
+    model: ModelSpec,
+    gpu: GpuType,
+    layout: Layout,
+    req: PlanRequest,
+    weights_format: str,
+    geometry: KvGeometry,
+    kv_entry_bytes: int,
+    index_entry_bytes: int,
+) -> Evaluation:
+    """Memory, KV capacity and throughput of one structurally valid candidate.
+
+    `max-model-len auto` resolves to the largest context whose admission size fits the pool
+    (capped at `max_position_embeddings`); `max-num-seqs` left open resolves to the concurrency
+    target per DP rank, or to what the pool holds at max-model-len (at most the engine default).
+
+    Returns:
+        The evaluation; `problems` says why it does not fit.
+    """
+    eng = req.engine
+    tier = eng.scheduling_defaults(gpu.memory_bytes, gpu.name)
+    mnbt = req.max_num_batched_tokens or tier.max_num_batched_tokens
+    dp = layout.data_parallel
+    weights = _offloaded(
+        per_gpu_weight_bytes(
+            model,
+            weights_format,
+            tensor_parallel=layout.tensor_parallel,
+            data_parallel=dp,
+            expert_parallel=layout.expert_parallel,
+        ),
+        req.cpu_offload_bytes,
+    )
+    state = geometry.admission_state_bytes(mnbt, model.sliding_window)
+    target_per_rank = -(-req.concurrency // dp) if req.concurrency else None
+    pinned_seqs = req.max_num_seqs or target_per_rank
+
+    def memory(length: int, seqs: int) -> MemoryBreakdown:
+        return _memory(
+            model,
+            gpu,
+            layout,
+            req,
+            weights,
+            tier,
+            max_model_len=length,
+            max_num_seqs=seqs,
+            mnbt=mnbt,
+        )
+
+    # 1. max-model-len: as given, or the largest whose admission size fits the pool (`auto`).
+    length = req.max_model_len or model.max_position_embeddings
+    if req.max_model_len is None:
+        # The prefill gather workspace grows with max-model-len, so search the largest block count
+        # whose request fits the pool left at that length (both sides are monotone).
+        lo, hi = 0, length // BLOCK_TOKENS
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            pool = memory(mid * BLOCK_TOKENS, pinned_seqs or 1).kv_cache_bytes
+            if mid * geometry.block_bytes + state <= pool:
+                lo = mid
+            else:
+                hi = mid - 1
+        length = lo * BLOCK_TOKENS
+    request_bytes = geometry.request_bytes(max(length, 1), state)
+    # 2. max-num-seqs: as given, the concurrency target, or what the pool holds (engine tier cap).
+    seqs = pinned_seqs or 1
+    if pinned_seqs is None:
+        held = max(memory(length, 1).kv_cache_bytes, 0) // request_bytes
+        seqs = max(1, min(tier.max_num_seqs, held))
+        held = max(memory(length, seqs).kv_cache_bytes, 0) // request_bytes
+        seqs = max(1, min(seqs, held))
+    mem = memory(length, seqs)
+    problems: list[Finding] = []
+    pool = mem.kv_cache_bytes
+    if pool <= 0:
+        short = -pool
+        problems.append(
+            Finding(
+                Code.WEIGHTS_EXCEED_BUDGET,
+                f"weights {_gb(weights.total_bytes)} + activations {_gb(mem.activation_bytes)} + "
+                f"CUDA graphs {_gb(mem.cuda_graph_bytes)} + overhead {_gb(mem.overhead_bytes)} per "
+                f"GPU exceed the budget {_gb(mem.budget_bytes)} ({gpu.name} "
+                f"{_gb(gpu.memory_bytes)} x {mem.gpu_memory_utilization}) by {short:,} B; "
+                + _min_util_text(mem, geometry, max(length, eng.min_auto_max_model_len), state),
+            )
+        )
+    elif req.max_model_len is None and length < eng.min_auto_max_model_len:
+        problems.append(
+            Finding(
+                Code.CONTEXT_TOO_SHORT,
+                f"the KV pool ({pool:,} B per GPU) holds a request of only {length:,} tokens, "
+                f"under the {eng.min_auto_max_model_len:,}-token minimum for max-model-len auto",
+            )
+        )
+    elif request_bytes > pool:
+        fit = max(0, (pool - state) // geometry.block_bytes * BLOCK_TOKENS)
+        problems.append(
+            Finding(
+                Code.MAX_MODEL_LEN_EXCEEDS_KV_POOL,
+                f"one {length:,}-token request needs {request_bytes:,} B of KV (blocks + admission "
+                f"state at mnbt {mnbt:,}) but the pool holds {pool:,} B per GPU; largest "
+                f"max-model-len that fits: {fit:,}; "
+                + _min_util_text(mem, geometry, length, state),
+            )
+        )
+    per_rank = max(0, pool) // request_bytes
+    if not problems and target_per_rank and per_rank < target_per_rank:
+        problems.append(
+            Finding(
+                Code.CONCURRENCY_EXCEEDS_KV_POOL,
+                f"the target of {req.concurrency} concurrent {length:,}-token requests needs "
+                f"{target_per_rank} per DP rank; the pool holds {per_rank} ({pool:,} B per GPU, "
+                f"{request_bytes:,} B per request)",
+            )
+        )
+    batch = min(seqs, per_rank)
+    tps = _decode_tokens_per_second(
+        model,
+        gpu,
+        layout,
+        weights,
+        batch_per_rank=batch,
+        context=max(length, 1) // 2,
+        efficiency=eng.decode_bandwidth_efficiency,
+        kv_entry_bytes=kv_entry_bytes,
+        index_entry_bytes=index_entry_bytes,
+    )
+    replicas = None
+    if req.tokens_per_second:
+        replicas = -(-req.tokens_per_second // tps) if tps > 0 else None
+    return Evaluation(
+        gpu=gpu,
+        layout=layout,
+        memory=mem,
+        max_model_len=length,
+        max_num_seqs=seqs,
+        max_num_batched_tokens=mnbt,
+        request_bytes=request_bytes,
+        kv_tokens_per_replica=dp * (max(0, pool) // geometry.block_bytes) * BLOCK_TOKENS,
+        max_concurrency=dp * per_rank,
+        tokens_per_second=tps,
+        replicas_for_target=replicas,
+        problems=tuple(problems),
+    )

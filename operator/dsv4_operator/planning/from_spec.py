@@ -1,0 +1,80 @@
+"""Turn a DeepSeekV4Deployment spec into a planner request (the operator and `dsv4 plan FILE`).
+
+Mapping: `spec.gpu.types` -> preference list; `spec.gpu.customTypes` -> inline GPU types;
+`spec.gpu.budget` is for all replicas, so one replica may use `budget // replicas` GPUs;
+`spec.load.concurrency` is for all replicas, so one replica carries `ceil(concurrency / replicas)`;
+`spec.parallelism.expert` > 1 turns expert parallel on (EP = TP x DP), 1 turns it off;
+`gpuMemoryUtilizationPercent` / 100 is vLLM's `--gpu-memory-utilization`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from dsv4_operator.api.v1alpha1.gpu import CustomGpuType
+from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
+from dsv4_operator.planning.hardware import GpuType
+from dsv4_operator.planning.request import PlanRequest
+
+__all__ = ["custom_gpu", "request_from_spec"]
+
+
+def custom_gpu(c: CustomGpuType, gpus_per_node: int) -> GpuType:
+    """Planner view of a GPU type described inline in the spec."""
+    nvidia = c.vendor == "nvidia"
+    label_key = "nvidia.com/gpu.product" if nvidia else "amd.com/gpu.product-name"
+    return GpuType(
+        name=c.name.lower(),
+        memory_bytes=c.memory_bytes,
+        bandwidth_bytes_per_s=c.memory_bandwidth_gbps * 10**9,
+        gpus_per_node=gpus_per_node,
+        nvlink_domain=gpus_per_node if c.interconnect_gbps >= 200 else 1,
+        fp8=c.fp8,
+        fp4=c.fp4,
+        arch="custom",
+        vendor="nvidia" if nvidia else "amd",
+        label_key=label_key,
+        label=c.node_selector.get(label_key, c.name),
+        resource="nvidia.com/gpu" if nvidia else "amd.com/gpu",
+    )
+
+
+def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
+    """Build the planner request for one replica of a validated spec."""
+    replicas = max(spec.replicas, 1)
+    par = spec.parallelism
+    expert = None if par is None or par.expert is None else par.expert > 1
+    load = spec.load
+    concurrency = None
+    if load is not None and load.concurrency is not None:
+        concurrency = -(-load.concurrency // replicas)
+    prices = {
+        p.gpu_type.lower(): str(Decimal(p.usd_per_gpu_hour)) for p in spec.cost.gpu_hourly_prices
+    }
+    return PlanRequest(
+        model=spec.model,
+        weights_format=spec.weights_format,
+        kv_cache_dtype=spec.kv_cache_dtype,
+        gpu_types=tuple(t.lower() for t in spec.gpu.types),
+        custom_gpus=tuple(custom_gpu(c, spec.gpu.gpus_per_node) for c in spec.gpu.custom_types),
+        gpus_per_node=spec.gpu.gpus_per_node,
+        max_nodes=spec.gpu.max_nodes,
+        gpu_budget=None if spec.gpu.budget is None else max(spec.gpu.budget // replicas, 1),
+        tensor_parallel=None if par is None else par.tensor,
+        data_parallel=None if par is None else par.data,
+        pipeline_parallel=None if par is None else par.pipeline,
+        expert_parallel=expert,
+        max_model_len=None if spec.max_model_len == "auto" else spec.max_model_len,
+        max_num_seqs=spec.max_num_seqs,
+        max_num_batched_tokens=spec.max_num_batched_tokens,
+        gpu_memory_utilization=spec.gpu_memory_utilization_percent / 100,
+        speculative_tokens=(
+            0
+            if spec.speculative_decoding is None
+            else spec.speculative_decoding.num_speculative_tokens
+        ),
+        concurrency=concurrency,
+        tokens_per_second=None if load is None else load.tokens_per_second,
+        usd_per_gpu_hour=prices,
+        engine_version=spec.engine.version,
+    )

@@ -1,0 +1,200 @@
+"""Per-GPU memory budget, as vLLM computes it (facts §5.3).
+
+    budget     = total device memory x gpu-memory-utilization
+    KV pool    = budget - weight shard - activation peak(mnbt) - CUDA-graph estimate - non-torch
+    one request (startup check) = compressed blocks for max-model-len + admission state(mnbt)
+
+Activation peak at `max-num-batched-tokens` (mnbt) tokens, bytes:
+
+    engine workspace                                   EngineProfile.workspace_bytes
+    + mnbt x per-token bytes                           see `activation_bytes_per_token`
+    + V4 prefill gather 4 x (ceil(T/4) + 128 + mnbt) x 512 x 2     (S2, T = max-model-len)
+    + top-k indices [mnbt, index_topk] int32                       (S1)
+    + sampler: max-num-seqs x vocab x 4 B x sampler_copies
+    + MTP hidden buffer [mnbt, 4H] bf16 when speculating           (S1)
+
+Per-token bytes follow the tensors alive at the peak: the mHC residual (3 live copies of
+`[hc_mult, H]` bf16, facts §3), the sublayer input/output `[H]`, attention (below), MoE caches per
+chosen expert (`[2I']` gate/up, `[I']` activation,
+`[H]` output, I' = I/TP when experts are split by TP), fp32 router logits and indexer queries.
+Attention keeps two `[heads/TP, 512]` bf16 buffers alive (queries and the attention output, which is
+also the grouped output projection's input).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from dsv4_operator.planning.engine import EngineProfile, SchedulingDefaults
+from dsv4_operator.planning.models import ModelSpec
+from dsv4_operator.planning.weights import WeightBreakdown
+
+__all__ = [
+    "Layout",
+    "MemoryBreakdown",
+    "activation_bytes",
+    "activation_bytes_per_token",
+    "budget_bytes",
+    "cuda_graph_bytes",
+    "overhead_bytes",
+]
+
+_BF16 = 2
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Layout:
+    """A parallel layout of one replica.
+
+    Attributes:
+        nodes: nodes per replica (LeaderWorkerSet group size).
+        gpus_per_node: GPUs used on each node.
+        tensor_parallel: TP size (inside one node).
+        data_parallel: DP size (attention data parallel ranks).
+        expert_parallel: routed experts divided by EP = TP x DP.
+        pipeline_parallel: PP size (1: the engine does not support PP for this model).
+    """
+
+    nodes: int
+    gpus_per_node: int
+    tensor_parallel: int
+    data_parallel: int
+    expert_parallel: bool
+    pipeline_parallel: int = 1
+
+    @property
+    def gpus(self) -> int:
+        """GPUs per replica."""
+        return self.nodes * self.gpus_per_node
+
+    @property
+    def expert_parallel_size(self) -> int:
+        """EP size: TP x DP with expert parallel on, else 1."""
+        return self.tensor_parallel * self.data_parallel if self.expert_parallel else 1
+
+    @property
+    def data_parallel_local(self) -> int:
+        """DP ranks on one node (`--data-parallel-size-local`)."""
+        return self.gpus_per_node // self.tensor_parallel
+
+    def describe(self) -> str:
+        """Short human form, e.g. `2x8 TP8 DP2 EP16`."""
+        ep = f" EP{self.expert_parallel_size}" if self.expert_parallel else ""
+        pp = f" PP{self.pipeline_parallel}" if self.pipeline_parallel > 1 else ""
+        return (
+            f"{self.nodes}x{self.gpus_per_node} TP{self.tensor_parallel} "
+            f"DP{self.data_parallel}{ep}{pp}"
+        )
+
+
+def budget_bytes(memory_bytes: int, gpu_memory_utilization: float) -> int:
+    """`memory_bytes x gpu_memory_utilization`, floored to whole bytes (decimal-exact)."""
+    frac = Fraction(str(gpu_memory_utilization))
+    return memory_bytes * frac.numerator // frac.denominator
+
+
+def activation_bytes_per_token(model: ModelSpec, layout: Layout) -> int:
+    """Activation bytes per batched token on one GPU (module docstring lists the terms)."""
+    h, tp = model.hidden_size, layout.tensor_parallel
+    inter = (
+        model.moe_intermediate_size if layout.expert_parallel else model.moe_intermediate_size // tp
+    )
+    residual = 3 * model.hc_mult * h * _BF16
+    sublayer = 2 * h * _BF16
+    attention = 2 * (model.num_heads // tp) * model.head_dim * _BF16
+    moe = model.experts_per_token * (3 * inter + h) * _BF16
+    router = model.n_routed_experts * 4
+    indexer = model.index_n_heads * model.index_head_dim * _BF16
+    return residual + sublayer + attention + moe + router + indexer
+
+
+def activation_bytes(
+    model: ModelSpec,
+    layout: Layout,
+    engine: EngineProfile,
+    *,
+    max_num_batched_tokens: int,
+    max_num_seqs: int,
+    max_model_len: int,
+    mtp: bool,
+) -> int:
+    """Peak activation bytes on one GPU while vLLM profiles a batch of mnbt tokens.
+
+    Args:
+        model: catalog entry.
+        layout: parallel layout.
+        engine: engine constants.
+        max_num_batched_tokens: mnbt, tokens.
+        max_num_seqs: sequences per DP rank.
+        max_model_len: context cap, tokens.
+        mtp: MTP speculative decoding on.
+
+    Returns:
+        Bytes.
+    """
+    m = max_num_batched_tokens
+    gather = 4 * (-(-max_model_len // 4) + model.sliding_window + m) * model.head_dim * _BF16
+    topk = m * model.index_topk * 4
+    sampler = max_num_seqs * model.vocab_size * 4 * engine.sampler_copies
+    mtp_buffer = m * model.hc_mult * model.hidden_size * _BF16 if mtp else 0
+    per_token = activation_bytes_per_token(model, layout)
+    return engine.workspace_bytes + m * per_token + gather + topk + sampler + mtp_buffer
+
+
+def cuda_graph_bytes(engine: EngineProfile, max_num_seqs: int, tier: SchedulingDefaults) -> int:
+    """VLLM's CUDA-graph memory estimate: bytes per captured batch size x sizes."""
+    return engine.cudagraph_capture_sizes(max_num_seqs, tier) * engine.cuda_graph_bytes_per_size
+
+
+def overhead_bytes(engine: EngineProfile, layout: Layout) -> int:
+    """Non-torch memory: library workspaces, NCCL buffers, EP all-to-all buffers, bytes."""
+    total = engine.nontorch_base_bytes
+    if layout.gpus > 1:
+        total += engine.nccl_bytes
+        if layout.expert_parallel:
+            total += engine.all2all_bytes
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBreakdown:
+    """Where one GPU's memory goes under a layout, bytes.
+
+    Attributes:
+        memory_bytes: total device memory.
+        gpu_memory_utilization: fraction of it vLLM may use.
+        budget_bytes: memory_bytes x gpu_memory_utilization.
+        weights: weight bytes by placement.
+        activation_bytes: activation peak at mnbt.
+        cuda_graph_bytes: CUDA-graph estimate.
+        overhead_bytes: non-torch memory.
+    """
+
+    memory_bytes: int
+    gpu_memory_utilization: float
+    budget_bytes: int
+    weights: WeightBreakdown
+    activation_bytes: int
+    cuda_graph_bytes: int
+    overhead_bytes: int
+
+    @property
+    def non_kv_bytes(self) -> int:
+        """Everything but the KV pool, bytes."""
+        return (
+            self.weights.total_bytes
+            + self.activation_bytes
+            + self.cuda_graph_bytes
+            + self.overhead_bytes
+        )
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        """KV pool, bytes (negative when the rest does not fit the budget)."""
+        return self.budget_bytes - self.non_kv_bytes
+
+    def min_utilization(self, kv_bytes_needed: int) -> float:
+        """Smallest gpu-memory-utilization (rounded up to 1e-4) leaving `kv_bytes_needed` of KV."""
+        need = Fraction(self.non_kv_bytes + kv_bytes_needed, self.memory_bytes)
+        return float(-(-need * 10_000 // 1)) / 10_000

@@ -1,0 +1,152 @@
+"""The plan as data: the stable `dsv4 plan --output json` contract.
+
+Keys guaranteed (tests pin them; later versions only add keys):
+`model, weights_format, kv_cache_dtype, fits, gpu.type, gpu.memory_bytes,
+layout.{nodes,gpus_per_node,gpus,tensor_parallel,data_parallel,pipeline_parallel,expert_parallel},
+memory_per_gpu.{budget_bytes,weights_bytes,activation_bytes,cuda_graph_bytes,overhead_bytes,kv_cache_bytes},
+kv_cache.{bytes_per_token,tokens_per_replica,max_concurrency}, max_model_len, max_num_seqs,
+shm_size_bytes, engine_args, warnings[{code,message}], reasons[]`.
+
+`layout.expert_parallel` is the EP size (1 = off). All byte values are integers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dsv4_operator.planning.evaluate import Evaluation
+from dsv4_operator.planning.planner import Plan
+
+__all__ = ["engine_args", "plan_to_dict"]
+
+
+def engine_args(plan: Plan) -> dict[str, Any]:
+    """VLLM engine arguments (argparse `dest` names) that realise the plan.
+
+    The worker runtime renders these as `vllm serve` flags; it never re-plans.
+    """
+    c, req = plan.chosen, plan.request
+    lay = c.layout
+    args: dict[str, Any] = {
+        "tensor_parallel_size": lay.tensor_parallel,
+        "data_parallel_size": lay.data_parallel,
+        "data_parallel_size_local": lay.data_parallel_local,
+        "enable_expert_parallel": lay.expert_parallel,
+        "kv_cache_dtype": "fp8" if req.kv_cache_dtype == "fp8" else "bfloat16",
+        "block_size": 256,
+        "max_model_len": c.max_model_len,
+        "max_num_seqs": c.max_num_seqs,
+        "max_num_batched_tokens": c.max_num_batched_tokens,
+        "gpu_memory_utilization": c.memory.gpu_memory_utilization,
+    }
+    if lay.pipeline_parallel > 1:
+        args["pipeline_parallel_size"] = lay.pipeline_parallel
+    if req.speculative_tokens > 0:
+        args["speculative_config"] = {
+            "method": "mtp",
+            "num_speculative_tokens": req.speculative_tokens,
+        }
+    if req.cpu_offload_bytes:
+        args["cpu_offload_gb"] = req.cpu_offload_bytes / (1 << 30)
+    if req.indexer_cache_dtype == "mxfp4":
+        args["attention_config"] = {"indexer_kv_dtype": "mxfp4"}
+    return args
+
+
+def _layout(e: Evaluation) -> dict[str, int]:
+    lay = e.layout
+    return {
+        "nodes": lay.nodes,
+        "gpus_per_node": lay.gpus_per_node,
+        "gpus": lay.gpus,
+        "tensor_parallel": lay.tensor_parallel,
+        "data_parallel": lay.data_parallel,
+        "pipeline_parallel": lay.pipeline_parallel,
+        "expert_parallel": lay.expert_parallel_size,
+    }
+
+
+def _candidate(e: Evaluation) -> dict[str, Any]:
+    return {
+        "gpu": e.gpu.name,
+        "layout": _layout(e),
+        "kv_tokens_per_replica": e.kv_tokens_per_replica,
+        "max_concurrency": e.max_concurrency,
+        "max_model_len": e.max_model_len,
+        "estimated_tokens_per_second": e.tokens_per_second,
+    }
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """The JSON-ready plan (module docstring lists the guaranteed keys)."""
+    c = plan.chosen
+    mem = c.memory
+    w = mem.weights
+    geo = plan.geometry
+    return {
+        "model": plan.model.name,
+        "weights_format": plan.weights_format,
+        "weights_format_in_gpu": plan.weights_format_in_gpu,
+        "kv_cache_dtype": plan.request.kv_cache_dtype,
+        "indexer_cache_dtype": plan.request.indexer_cache_dtype,
+        "fits": plan.fits,
+        "gpu": {
+            "type": c.gpu.name,
+            "memory_bytes": c.gpu.memory_bytes,
+            "node_label": {c.gpu.label_key: c.gpu.label},
+            "resource": c.gpu.resource,
+        },
+        "layout": _layout(c),
+        "memory_per_gpu": {
+            "budget_bytes": mem.budget_bytes,
+            "gpu_memory_utilization": mem.gpu_memory_utilization,
+            "weights_bytes": w.total_bytes,
+            "weights_expert_bytes": w.expert_bytes,
+            "weights_sharded_bytes": w.sharded_bytes,
+            "weights_replicated_bytes": w.replicated_bytes,
+            "activation_bytes": mem.activation_bytes,
+            "cuda_graph_bytes": mem.cuda_graph_bytes,
+            "overhead_bytes": mem.overhead_bytes,
+            "kv_cache_bytes": max(mem.kv_cache_bytes, 0),
+            "shortfall_bytes": max(-mem.kv_cache_bytes, 0),
+        },
+        "kv_cache": {
+            "bytes_per_token": geo.bytes_per_token,
+            "raw_bytes_per_token": geo.raw_bytes_per_token,
+            "block_bytes": geo.block_bytes,
+            "request_bytes": c.request_bytes,
+            "tokens_per_replica": c.kv_tokens_per_replica,
+            "max_concurrency": c.max_concurrency,
+        },
+        "max_model_len": c.max_model_len,
+        "max_num_seqs": c.max_num_seqs,
+        "max_num_batched_tokens": c.max_num_batched_tokens,
+        "shm_size_bytes": plan.shm.size_bytes,
+        "checkpoint_bytes": plan.checkpoint_bytes,
+        "startup_budget_seconds": plan.startup_budget_seconds,
+        "throughput": {
+            "estimated_tokens_per_second": c.tokens_per_second,
+            "replicas_for_target": c.replicas_for_target,
+        },
+        "engine": {"name": plan.request.engine.name, "version": plan.request.engine.version},
+        "engine_args": engine_args(plan),
+        "warnings": [f.as_dict() for f in plan.warnings],
+        "reasons": list(plan.reasons),
+        "runners_up": [_candidate(e) for e in plan.runners_up],
+        "rejected": [
+            {
+                "gpu": r.gpu,
+                "layout": {
+                    "nodes": r.layout.nodes,
+                    "gpus_per_node": r.layout.gpus_per_node,
+                    "gpus": r.layout.gpus,
+                    "tensor_parallel": r.layout.tensor_parallel,
+                    "data_parallel": r.layout.data_parallel,
+                    "pipeline_parallel": r.layout.pipeline_parallel,
+                    "expert_parallel": r.layout.expert_parallel_size,
+                },
+                "reasons": [f.as_dict() for f in r.reasons],
+            }
+            for r in plan.rejected
+        ],
+    }

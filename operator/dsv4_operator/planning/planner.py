@@ -1,0 +1,471 @@
+"""Layout search: the cheapest feasible layout, the runners-up, and every rejection with its reason.
+
+For each GPU type in the request's order, every layout of up to `max_nodes` nodes is enumerated:
+one node with 1, 2, 4... up to its GPUs, or several full nodes; TP divides the GPUs of a node; DP is
+the rest; expert parallel on and off (EP = TP x DP). Pinned dimensions restrict the enumeration, so
+a
+fully pinned request evaluates one layout. Candidates are ranked by
+
+1. GPU type: the first type in the preference list (the list is a fallback order), unless a price is
+   given for every type, in which case by cost per hour of all replicas needed;
+2. GPUs needed (per replica, times the replicas a tokens/s target needs);
+3. KV capacity per replica, tokens (DP attention multiplies it: every DP rank has its own pool);
+4. expected decode throughput.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+
+from dsv4_operator.planning.engine import parse_version
+from dsv4_operator.planning.evaluate import Evaluation, evaluate, structural_problems
+from dsv4_operator.planning.findings import Code, Finding, PlanningError
+from dsv4_operator.planning.hardware import GpuType, get_gpu
+from dsv4_operator.planning.kvcache import (
+    INDEXER_ENTRY_BYTES,
+    MAIN_ENTRY_BYTES,
+    KvGeometry,
+    kv_geometry,
+)
+from dsv4_operator.planning.memory import Layout
+from dsv4_operator.planning.models import ModelSpec, get_model
+from dsv4_operator.planning.request import PlanRequest
+from dsv4_operator.planning.shm import ShmPlan, shm_bytes
+from dsv4_operator.planning.weights import (
+    BYTES_PER_ELEMENT,
+    checkpoint_bytes,
+    in_gpu_format,
+    repack_rule,
+)
+
+__all__ = ["Plan", "Rejection", "plan"]
+
+_GIB = 1 << 30
+_GB = 10**9
+_RUNNERS_UP = 3
+_EXPLAIN_MAX_NODES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A candidate layout that was not chosen because it breaks a rule or does not fit.
+
+    Attributes:
+        gpu: GPU type name.
+        layout: the layout.
+        reasons: coded reasons.
+    """
+
+    gpu: str
+    layout: Layout
+    reasons: tuple[Finding, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The planner's answer.
+
+    Attributes:
+        model: catalog entry planned for.
+        request: the request, as given.
+        weights_format: checkpoint format.
+        weights_format_in_gpu: format held in GPU memory on the chosen GPU.
+        checkpoint_bytes: all weights in the checkpoint format, bytes.
+        geometry: KV cache sizes.
+        chosen: the best candidate (the closest one when nothing fits).
+        fits: True when the chosen candidate serves the request.
+        runners_up: the next best feasible candidates.
+        rejected: every candidate that broke a rule or did not fit, with reasons.
+        warnings: guards and warnings on the chosen plan.
+        reasons: human explanation, one line each.
+        shm: /dev/shm size for the chosen layout.
+        startup_budget_seconds: first-boot time to allow (weight load + kernel warm-up), s.
+    """
+
+    model: ModelSpec
+    request: PlanRequest
+    weights_format: str
+    weights_format_in_gpu: str
+    checkpoint_bytes: int
+    geometry: KvGeometry
+    chosen: Evaluation
+    fits: bool
+    runners_up: tuple[Evaluation, ...]
+    rejected: tuple[Rejection, ...]
+    warnings: tuple[Finding, ...]
+    reasons: tuple[str, ...]
+    shm: ShmPlan
+    startup_budget_seconds: int
+
+
+def _validate(req: PlanRequest) -> ModelSpec:
+    try:
+        model = get_model(req.model)
+    except KeyError as e:
+        raise PlanningError("model", str(e.args[0])) from None
+    if req.weights_format not in BYTES_PER_ELEMENT:
+        raise PlanningError(
+            "weights_format",
+            f"unknown format {req.weights_format!r}: "
+            f"expected one of {', '.join(BYTES_PER_ELEMENT)}",
+        )
+    if req.kv_cache_dtype not in MAIN_ENTRY_BYTES:
+        raise PlanningError("kv_cache_dtype", f"{req.kv_cache_dtype!r}: expected fp8 or bf16")
+    if req.indexer_cache_dtype not in INDEXER_ENTRY_BYTES:
+        raise PlanningError(
+            "indexer_cache_dtype", f"{req.indexer_cache_dtype!r}: expected fp8, mxfp4 or bf16"
+        )
+    if not req.gpu_types:
+        raise PlanningError("gpu_types", "at least one GPU type is required")
+    limit = model.max_position_embeddings
+    if req.max_model_len is not None and not 1 <= req.max_model_len <= limit:
+        raise PlanningError("max_model_len", f"{req.max_model_len} is outside 1..{limit:,} tokens")
+    util = req.gpu_memory_utilization
+    if util is not None and not 0 < util <= 1:
+        raise PlanningError("gpu_memory_utilization", f"{util} is outside (0, 1]")
+    positive = {
+        "max_nodes": req.max_nodes,
+        "gpus_per_node": req.gpus_per_node,
+        "gpu_budget": req.gpu_budget,
+        "tensor_parallel": req.tensor_parallel,
+        "data_parallel": req.data_parallel,
+        "pipeline_parallel": req.pipeline_parallel,
+        "max_num_seqs": req.max_num_seqs,
+        "max_num_batched_tokens": req.max_num_batched_tokens,
+        "concurrency": req.concurrency,
+        "tokens_per_second": req.tokens_per_second,
+    }
+    for name, value in positive.items():
+        if value is not None and value < 1:
+            raise PlanningError(name, f"{value} must be at least 1")
+    if req.speculative_tokens < 0 or req.cpu_offload_bytes < 0:
+        raise PlanningError("speculative_tokens", "must not be negative")
+    return model
+
+
+def _node_shapes(req: PlanRequest, per_node: int) -> Iterator[tuple[int, int]]:
+    """(nodes, GPUs used per node): partial single nodes, or several full nodes."""
+    for local in sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k < per_node} | {per_node}):
+        yield 1, local
+    for nodes in range(2, req.max_nodes + 1):
+        yield nodes, per_node
+
+
+def _layouts(req: PlanRequest, per_node: int) -> Iterator[Layout]:
+    pp = req.pipeline_parallel or 1
+    eps = (req.expert_parallel,) if req.expert_parallel is not None else (True, False)
+    for nodes, local in _node_shapes(req, per_node):
+        total = nodes * local
+        tps = (
+            [req.tensor_parallel]
+            if req.tensor_parallel
+            else [t for t in range(1, local + 1) if local % t == 0]
+        )
+        for tp in tps:
+            if total % (tp * pp):
+                continue
+            dp = total // (tp * pp)
+            if req.data_parallel is not None and dp != req.data_parallel:
+                continue
+            for ep in eps:
+                if not ep and tp * dp == 1 and req.expert_parallel is None:
+                    continue  # EP on and off are the same layout on one GPU
+                yield Layout(nodes, local, tp, dp, ep, pp)
+
+
+def _type_key(req: PlanRequest, e: Evaluation, order: dict[str, int]) -> tuple[Decimal, int]:
+    prices = req.usd_per_gpu_hour
+    if prices and all(t.lower() in {k.lower() for k in prices} for t in req.gpu_types):
+        lookup = {k.lower(): v for k, v in prices.items()}
+        return Decimal(lookup[e.gpu.name]) * e.total_gpus, order[e.gpu.name]
+    return Decimal(order[e.gpu.name]), 0
+
+
+def _rank_key(
+    req: PlanRequest, e: Evaluation, order: dict[str, int]
+) -> tuple[Decimal, int, int, int, int, Layout]:
+    t = _type_key(req, e, order)
+    return (t[0], t[1], e.total_gpus, -e.kv_tokens_per_replica, -e.tokens_per_second, e.layout)
+
+
+def _check_prices(req: PlanRequest) -> None:
+    for gpu, price in req.usd_per_gpu_hour.items():
+        try:
+            if Decimal(price) < 0:
+                raise PlanningError("usd_per_gpu_hour", f"{gpu}: {price} is negative")
+        except InvalidOperation:
+            raise PlanningError("usd_per_gpu_hour", f"{gpu}: {price!r} is not a number") from None
+
+
+def _search(
+    req: PlanRequest, model: ModelSpec
+) -> tuple[list[Evaluation], list[Rejection], list[Evaluation], dict[str, GpuType]]:
+    custom = {g.name.lower(): g for g in req.custom_gpus}
+    feasible: list[Evaluation] = []
+    unfit: list[Evaluation] = []
+    rejected: list[Rejection] = []
+    gpus: dict[str, GpuType] = {}
+    mtp = req.speculative_tokens > 0
+    geometry = kv_geometry(model, req.kv_cache_dtype, req.indexer_cache_dtype, mtp=mtp)
+    e_main = MAIN_ENTRY_BYTES[req.kv_cache_dtype]
+    e_idx = INDEXER_ENTRY_BYTES[req.indexer_cache_dtype]
+    for name in req.gpu_types:
+        try:
+            gpu = get_gpu(name, custom)
+        except KeyError as e:
+            raise PlanningError("gpu_types", str(e.args[0])) from None
+        gpus[gpu.name] = gpu
+        per_node = req.gpus_per_node or gpu.gpus_per_node
+        fmt = in_gpu_format(req.weights_format, gpu)
+        seen = False
+        for layout in _layouts(req, per_node):
+            seen = True
+            problems = structural_problems(model, layout, req, fmt, per_node)
+            if problems:
+                rejected.append(Rejection(gpu.name, layout, problems))
+                continue
+            ev = evaluate(model, gpu, layout, req, fmt, geometry, e_main, e_idx)
+            (feasible if ev.fits else unfit).append(ev)
+            if not ev.fits:
+                rejected.append(Rejection(gpu.name, layout, ev.problems))
+        if not seen:
+            tp, dp = req.tensor_parallel or 1, req.data_parallel or 1
+            layout = Layout(
+                1, per_node, tp, dp, bool(req.expert_parallel), req.pipeline_parallel or 1
+            )
+            problems = structural_problems(model, layout, req, fmt, per_node) or (
+                Finding(
+                    Code.PINNED_LAYOUT_MISMATCH,
+                    f"pinned TP={tp} x DP={dp} x PP={req.pipeline_parallel or 1} does not fill "
+                    f"whole nodes of {per_node} GPUs within {req.max_nodes} node(s)",
+                ),
+            )
+            rejected.append(Rejection(gpu.name, layout, problems))
+    return feasible, rejected, unfit, gpus
+
+
+def _explain_no_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> Finding:
+    mem = closest.memory
+    needed = mem.non_kv_bytes + closest.request_bytes - mem.budget_bytes
+    short = max(needed, 0)
+    gpus = closest.layout.gpus
+    parts = [
+        f"{model.name} ({req.weights_format}) does not fit on {gpus}x {closest.gpu.name} "
+        f"({closest.layout.describe()}): short by {short:,} B per GPU ({short * gpus:,} B in all)"
+    ]
+    options = []
+    if 0 < short <= mem.weights.expert_bytes:
+        gib = -(-short // _GIB)
+        options.append(f"CPU offload of {gib} GiB per GPU (--cpu-offload-gb {gib}; slow)")
+    wider = replace(
+        req,
+        gpu_types=(closest.gpu.name,),
+        gpus_per_node=max(req.gpus_per_node or 0, closest.gpu.gpus_per_node),
+        max_nodes=_EXPLAIN_MAX_NODES,
+        gpu_budget=None,
+        tensor_parallel=None,
+        data_parallel=None,
+        pipeline_parallel=None,
+        expert_parallel=None,
+    )
+    more, _, _, _ = _search(wider, model)
+    if more:
+        best = min(more, key=lambda e: (e.total_gpus, -e.kv_tokens_per_replica))
+        options.append(f"at least {best.layout.gpus} GPUs of this type ({best.layout.describe()})")
+    else:
+        options.append(f"more than {_EXPLAIN_MAX_NODES} nodes of this type, or a larger GPU")
+    parts.append("what would fit: " + " or ".join(options))
+    return Finding(Code.NO_FEASIBLE_LAYOUT, "; ".join(parts))
+
+
+def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) -> list[Finding]:
+    eng, out = req.engine, []
+    if req.engine_version and parse_version(req.engine_version) < parse_version(eng.min_version):
+        out.append(
+            Finding(
+                Code.ENGINE_TOO_OLD,
+                f"{eng.name} {req.engine_version} is older than {eng.min_version}, the first "
+                "release with DeepseekV4ForCausalLM: it fails with "
+                "'Unrecognized model architecture'",
+            )
+        )
+    floor = parse_version(eng.min_transformers_exclusive)
+    if req.transformers_version and parse_version(req.transformers_version) <= floor:
+        out.append(
+            Finding(
+                Code.TRANSFORMERS_TOO_OLD,
+                f"transformers {req.transformers_version} must be newer than "
+                f"{eng.min_transformers_exclusive}, else 'Unrecognized model architecture'",
+            )
+        )
+    if req.speculative_tokens > 0 and chosen.max_model_len > eng.mtp_hang_max_model_len:
+        out.append(
+            Finding(
+                Code.MTP_LONG_CONTEXT_HANG,
+                f"MTP speculative decoding with max-model-len {chosen.max_model_len:,} > "
+                f"{eng.mtp_hang_max_model_len:,} hangs on a published engine image: disable "
+                f"speculation or cap max-model-len at {eng.mtp_safe_max_model_len:,}",
+            )
+        )
+    rule = repack_rule(req.weights_format, chosen.gpu)
+    if rule:
+        out.append(Finding(Code.WEIGHTS_REPACKED, rule))
+    if not chosen.gpu.fp8 and fmt in {"official", "nvfp4", "fp8"}:
+        out.append(
+            Finding(
+                Code.FP8_WEIGHT_ONLY,
+                f"{chosen.gpu.name} ({chosen.gpu.arch}) has no FP8 tensor cores: FP8 weights run "
+                "as weight-only FP8 (Marlin w8a16): memory as planned, throughput lower",
+            )
+        )
+    return out
+
+
+def plan_limit(req: PlanRequest) -> int:
+    """The model's context limit, tokens."""
+    return get_model(req.model).max_position_embeddings
+
+
+def _startup_seconds(req: PlanRequest, chosen: Evaluation) -> int:
+    per_node = chosen.memory.weights.total_bytes * chosen.layout.gpus_per_node
+    load = -(-per_node // req.engine.load_bytes_per_s)
+    warmup = (
+        req.engine.warmup_seconds if chosen.layout.gpus >= 8 else req.engine.warmup_seconds // 2
+    )
+    return warmup + load
+
+
+def _reasons(
+    req: PlanRequest, plan_fits: bool, chosen: Evaluation, ranked: list[Evaluation], fmt: str
+) -> list[str]:
+    lay, mem = chosen.layout, chosen.memory
+    w = mem.weights
+    lines = []
+    if plan_fits:
+        first_ok = chosen.gpu.name
+        skipped = [t for t in req.gpu_types if t.lower() != first_ok][
+            : req.gpu_types.index(next(t for t in req.gpu_types if t.lower() == first_ok))
+        ]
+        why = "first type in the preference list with a feasible layout"
+        if req.usd_per_gpu_hour:
+            why = "cheapest feasible type at the given prices"
+        lines.append(
+            f"GPU {chosen.gpu.name}: {why}"
+            + (f" ({', '.join(skipped)} did not fit)" if skipped else "")
+        )
+        lines.append(
+            f"layout {lay.describe()}: the fewest GPUs ({lay.gpus}) that hold the weights and "
+            f"{'the target' if req.concurrency else 'a max-model-len request'}; among equal GPU "
+            "counts the most KV capacity, then the most expected throughput"
+        )
+    if req.max_model_len is None:
+        lines.append(
+            f"max-model-len auto: {chosen.max_model_len:,} tokens, the longest request whose KV "
+            f"blocks and admission state fit the pool (model limit "
+            f"{plan_limit(req):,})"
+        )
+    split = (
+        f"/{lay.expert_parallel_size} EP" if lay.expert_parallel else f"/{lay.tensor_parallel} TP"
+    )
+    lines.append(
+        f"weights per GPU {w.total_bytes / _GB:,.1f} GB ({fmt} in GPU memory): experts "
+        f"{w.expert_bytes / _GB:,.1f} GB ({split}), TP-sharded {w.sharded_bytes / _GB:,.2f} GB "
+        f"(/{lay.tensor_parallel}), replicated {w.replicated_bytes / _GB:,.2f} GB"
+    )
+    lines.append(
+        f"KV pool {max(mem.kv_cache_bytes, 0) / _GB:,.2f} GB per GPU = budget "
+        f"{mem.budget_bytes / _GB:,.2f} GB - weights - activations "
+        f"{mem.activation_bytes / _GB:,.2f} GB - CUDA graphs "
+        f"{mem.cuda_graph_bytes / _GB:,.2f} GB - overhead "
+        f"{mem.overhead_bytes / _GB:,.2f} GB"
+    )
+    if lay.tensor_parallel > 1:
+        lines.append(
+            f"one KV head: each of the {lay.tensor_parallel} TP ranks holds the full KV of its "
+            "requests; each of the "
+            f"{lay.data_parallel} DP ranks has its own pool"
+        )
+    for other in ranked[1 : 1 + _RUNNERS_UP]:
+        lines.append(
+            f"runner-up {other.gpu.name} {other.layout.describe()}: {other.layout.gpus} GPUs, "
+            f"{other.kv_tokens_per_replica:,} KV tokens, ~{other.tokens_per_second:,} tokens/s"
+        )
+    return lines
+
+
+def plan(req: PlanRequest) -> Plan:
+    """Plan a DeepSeek-V4 replica: GPU type, layout, per-GPU memory, KV capacity, /dev/shm.
+
+    Args:
+        req: the request.
+
+    Returns:
+        The plan; `fits` is False (and `chosen` is the closest candidate) when nothing fits.
+
+    Raises:
+        PlanningError: when the request itself is invalid (names the field and the limit).
+    """
+    model = _validate(req)
+    _check_prices(req)
+    feasible, rejected, unfit, gpus = _search(req, model)
+    order = {g: i for i, g in enumerate(gpus)}
+    geometry = kv_geometry(
+        model, req.kv_cache_dtype, req.indexer_cache_dtype, mtp=req.speculative_tokens > 0
+    )
+    warnings: list[Finding] = []
+    if feasible:
+        ranked = sorted(feasible, key=lambda e: _rank_key(req, e, order))
+        chosen, fits = ranked[0], True
+    elif unfit:
+        ranked = []
+        chosen = max(unfit, key=lambda e: (e.memory.kv_cache_bytes, e.layout.gpus))
+        fits = False
+        warnings.append(_explain_no_fit(req, model, chosen))
+        warnings.extend(chosen.problems)
+    else:
+        detail = "; ".join(dict.fromkeys(f.message for r in rejected for f in r.reasons))
+        raise PlanningError("layout", f"no layout can be evaluated: {detail}")
+    fmt = in_gpu_format(req.weights_format, chosen.gpu)
+    guards = _guards(req, model, chosen, fmt)
+    if any(g.code in {Code.ENGINE_TOO_OLD, Code.TRANSFORMERS_TOO_OLD} for g in guards):
+        fits = False
+    warnings.extend(guards)
+    startup = _startup_seconds(req, chosen)
+    if chosen.layout.gpus >= 8:
+        node_bytes = chosen.memory.weights.total_bytes * chosen.layout.gpus_per_node
+        warnings.append(
+            Finding(
+                Code.FIRST_BOOT_WARMUP,
+                f"first boot loads {node_bytes / _GB:,.0f} GB per node and compiles kernels "
+                f"for 10+ minutes: allow {startup:,} s before "
+                "declaring the group failed",
+            )
+        )
+    shm = shm_bytes(
+        chosen.layout,
+        nvlink=chosen.gpu.nvlink_domain > 1,
+        max_num_seqs=chosen.max_num_seqs,
+        max_model_len=chosen.max_model_len,
+        cpu_offload_bytes=0,
+    )
+    if len(shm.reasons) > 1:
+        warnings.append(Finding(Code.SHM_LONG_CONTEXT, shm.reasons[-1]))
+    reasons = _reasons(req, fits, chosen, ranked, fmt) + list(shm.reasons)
+    return Plan(
+        model=model,
+        request=req,
+        weights_format=req.weights_format,
+        weights_format_in_gpu=fmt,
+        checkpoint_bytes=checkpoint_bytes(model, req.weights_format),
+        geometry=geometry,
+        chosen=chosen,
+        fits=fits,
+        runners_up=tuple(ranked[1 : 1 + _RUNNERS_UP]),
+        rejected=tuple(rejected),
+        warnings=tuple(warnings),
+        reasons=tuple(reasons),
+        shm=shm,
+        startup_budget_seconds=startup,
+    )

@@ -1,0 +1,85 @@
+"""What the planner is asked: model, formats, targets, GPU pools and optional pinned layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dsv4_operator.planning.engine import VLLM_0_33, EngineProfile
+from dsv4_operator.planning.hardware import GpuType
+
+__all__ = ["DEFAULT_MAX_NODES", "PlanRequest"]
+
+DEFAULT_MAX_NODES = 4
+"""Nodes per replica searched when the request does not say (`--nodes`, `spec.gpu.maxNodes`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRequest:
+    """Inputs of one planning run. `None` means "planner's choice" or "engine default".
+
+    Attributes:
+        model: `flash` or `pro`.
+        weights_format: `official`, `nvfp4`, `fp8`, `bf16` or `int4`.
+        kv_cache_dtype: `fp8` (fp8_ds_mla) or `bf16`.
+        indexer_cache_dtype: lightning-indexer key cache: `fp8` (default), `mxfp4`, `bf16`.
+        gpu_types: GPU type names in order of preference (fallback list).
+        custom_gpus: GPU types described inline, matched before the catalog.
+        gpus_per_node: GPUs per node; None = the type's typical node.
+        max_nodes: largest number of nodes per replica to consider.
+        gpu_budget: most GPUs one replica may use; None = unbounded.
+        tensor_parallel: pinned TP size.
+        data_parallel: pinned DP size.
+        pipeline_parallel: pinned PP size.
+        expert_parallel: pinned expert parallel on/off.
+        max_model_len: context cap, tokens; None = `auto` (largest that fits, up to 1,048,576).
+        max_num_seqs: sequences per DP rank; None = from the concurrency target or capacity.
+        max_num_batched_tokens: tokens per engine step; None = engine default.
+        gpu_memory_utilization: fraction of device memory vLLM may use; None = engine default.
+        speculative_tokens: MTP draft tokens (0 = off).
+        concurrency: target concurrent requests at max-model-len per replica.
+        tokens_per_second: target generation throughput, tokens/s (over all replicas).
+        cpu_offload_bytes: weights offloaded to host memory per GPU (`--cpu-offload-gb`), bytes.
+        usd_per_gpu_hour: price per GPU type (decimal strings), used to rank across types.
+        engine: engine constants.
+        engine_version: engine version that will run, checked against the engine's floor.
+        transformers_version: transformers version in the image, checked against its floor.
+    """
+
+    model: str = "flash"
+    weights_format: str = "official"
+    kv_cache_dtype: str = "fp8"
+    indexer_cache_dtype: str = "fp8"
+    gpu_types: tuple[str, ...] = ("h100-80gb",)
+    custom_gpus: tuple[GpuType, ...] = ()
+    gpus_per_node: int | None = None
+    max_nodes: int = DEFAULT_MAX_NODES
+    gpu_budget: int | None = None
+    tensor_parallel: int | None = None
+    data_parallel: int | None = None
+    pipeline_parallel: int | None = None
+    expert_parallel: bool | None = None
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    speculative_tokens: int = 0
+    concurrency: int | None = None
+    tokens_per_second: int | None = None
+    cpu_offload_bytes: int = 0
+    usd_per_gpu_hour: dict[str, str] = field(default_factory=dict)
+    engine: EngineProfile = VLLM_0_33
+    engine_version: str | None = None
+    transformers_version: str | None = None
+
+    @property
+    def pinned(self) -> bool:
+        """True when any layout dimension is pinned."""
+        return any(
+            x is not None
+            for x in (
+                self.tensor_parallel,
+                self.data_parallel,
+                self.pipeline_parallel,
+                self.expert_parallel,
+            )
+        )

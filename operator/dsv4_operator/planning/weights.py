@@ -1,0 +1,195 @@
+"""Weight formats: bytes per tensor family (scales included), on disk and in GPU memory.
+
+Bytes per element, as exact fractions so that every byte count is an integer (facts §4, §7.1).
+MXFP4 = e2m1 + one UE8M0 scale per 32 values; NVFP4 = e2m1 + one e4m3 scale per 16; block-FP8 = e4m3
++ one UE8M0 scale per 128x128 block.
+
+| storage / format | official | nvfp4 | fp8 | bf16 | int4 (w4a16) |
+|---|---|---|---|---|---|
+| routed experts | MXFP4 17/32 | NVFP4 9/16 | 16385/16384 | 2 | 33/64 |
+| other linears | FP8 16385/16384 | same | same | 2 | 33/64 |
+| embeddings, router, compressor/indexer projections, norms | 2 | 2 | 2 | 2 | 2 |
+| mHC, positional bias, sinks, router bias | 4 | 4 | 4 | 4 | 4 |
+| hash-routing table tid2eid | 8 | 8 | 8 | 8 | 8 |
+
+`int4` is w4a16 with group size 128 and one BF16 scale per group (0.5 + 2/128 B), applied to the
+routed experts and every linear that is FP8 in the official checkpoint.
+NVFP4 adds two fp32 per-tensor scales (`weight_scale_2`, `input_scale`) to each expert matrix.
+
+In-GPU format (the rule per GPU architecture, `repack_rule`): an engine keeps a format it has
+kernels
+for, natively or weight-only:
+
+- FP8 linears stay FP8 everywhere in the catalog: natively on sm89/sm90/sm100/sm120 and CDNA3/4
+  (e4m3fn is converted in place to e4m3fnuz on gfx942, same bytes), as weight-only FP8 Marlin
+  (w8a16)
+  on sm80/sm86, which keeps 1 B per weight.
+- MXFP4/NVFP4 experts stay packed on every NVIDIA GPU: natively on sm100/sm120, as weight-only FP4
+  Marlin (w4a16) on sm80-sm90, same bytes.
+- On AMD GPUs without FP4 (gfx942, MI300X) there is no FP4 MoE path: FP4 experts are dequantised to
+  block-FP8 on load (16385/16384 B per weight). gfx950 (MI355X) runs MXFP4 natively.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+from dsv4_operator.planning.models import ModelSpec, ParamGroup, Placement, Storage
+
+if TYPE_CHECKING:
+    from dsv4_operator.api.v1alpha1.enums import WeightsFormat
+    from dsv4_operator.planning.hardware import GpuType
+
+__all__ = [
+    "BYTES_PER_ELEMENT",
+    "WeightBreakdown",
+    "checkpoint_bytes",
+    "element_bytes",
+    "in_gpu_format",
+    "per_gpu_weight_bytes",
+    "repack_rule",
+]
+
+_FP8_BLOCK = Fraction(16385, 16384)  # 1 B + one UE8M0 scale byte per 128x128 block
+_MXFP4 = Fraction(17, 32)  # 0.5 B + one UE8M0 scale byte per 32 values
+_NVFP4 = Fraction(9, 16)  # 0.5 B + one e4m3 scale byte per 16 values
+_INT4_G128 = Fraction(33, 64)  # 0.5 B + one BF16 scale (2 B) per 128 values
+
+BYTES_PER_ELEMENT: dict[str, dict[Storage, Fraction]] = {
+    "official": {Storage.EXPERT: _MXFP4, Storage.LINEAR: _FP8_BLOCK},
+    "nvfp4": {Storage.EXPERT: _NVFP4, Storage.LINEAR: _FP8_BLOCK},
+    "fp8": {Storage.EXPERT: _FP8_BLOCK, Storage.LINEAR: _FP8_BLOCK},
+    "bf16": {Storage.EXPERT: Fraction(2), Storage.LINEAR: Fraction(2)},
+    "int4": {Storage.EXPERT: _INT4_G128, Storage.LINEAR: _INT4_G128},
+}
+"""Bytes per element of the quantised storage classes, per weights format."""
+
+_FIXED: dict[Storage, Fraction] = {
+    Storage.BF16: Fraction(2),
+    Storage.FP32: Fraction(4),
+    Storage.INT64: Fraction(8),
+}
+_NVFP4_TENSOR_SCALE_BYTES = 2 * 4  # weight_scale_2 + input_scale, fp32, per expert matrix
+
+
+def element_bytes(weights_format: str, storage: Storage) -> Fraction:
+    """Bytes per element of one storage class in one weights format.
+
+    Raises:
+        KeyError: for an unknown weights format.
+    """
+    if storage in _FIXED:
+        return _FIXED[storage]
+    return BYTES_PER_ELEMENT[weights_format][storage]
+
+
+def in_gpu_format(weights_format: WeightsFormat | str, gpu: GpuType) -> str:
+    """Format the engine holds in GPU memory for a checkpoint format on one GPU type.
+
+    Returns `fp8` for FP4 checkpoints on GPUs that have neither native FP4 nor a weight-only FP4
+    path (AMD gfx942); the checkpoint format otherwise. See the module docstring for the rule.
+    """
+    if weights_format in {"official", "nvfp4"} and not gpu.fp4 and gpu.vendor == "amd":
+        return "fp8"
+    return str(weights_format)
+
+
+def repack_rule(weights_format: WeightsFormat | str, gpu: GpuType) -> str | None:
+    """A sentence explaining a repack on load, or None when the checkpoint format is kept."""
+    held = in_gpu_format(weights_format, gpu)
+    if held == weights_format:
+        return None
+    return (
+        f"{gpu.name} ({gpu.arch}) has no FP4 MoE kernels: the engine dequantises the FP4 routed "
+        f"experts to block-FP8 on load, so weights take {held} size in GPU memory"
+    )
+
+
+def _group_bytes(group: ParamGroup, weights_format: str, model: ModelSpec) -> int:
+    size = group.elements * element_bytes(weights_format, group.storage)
+    total = -(-size.numerator // size.denominator)  # ceil to whole bytes
+    if weights_format == "nvfp4" and group.storage is Storage.EXPERT:
+        layers = group.elements // model.expert_elements_per_layer
+        total += layers * model.n_routed_experts * 3 * _NVFP4_TENSOR_SCALE_BYTES
+    return total
+
+
+def checkpoint_bytes(model: ModelSpec, weights_format: str, *, include_mtp: bool = True) -> int:
+    """Total bytes of all weights in a format, scales included (the checkpoint's `total_size`).
+
+    Args:
+        model: catalog entry.
+        weights_format: `official`, `nvfp4`, `fp8`, `bf16` or `int4`.
+        include_mtp: count the MTP layer (the published checkpoints contain it).
+
+    Returns:
+        Bytes (int).
+    """
+    return sum(
+        _group_bytes(g, weights_format, model)
+        for g in model.parameter_groups()
+        if include_mtp or not g.mtp
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WeightBreakdown:
+    """Weight bytes held by one GPU, by placement.
+
+    Attributes:
+        expert_bytes: this rank's share of the routed experts.
+        sharded_bytes: this rank's share of TP-sharded tensors.
+        replicated_bytes: tensors every rank holds in full.
+    """
+
+    expert_bytes: int
+    sharded_bytes: int
+    replicated_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of weights on this GPU."""
+        return self.expert_bytes + self.sharded_bytes + self.replicated_bytes
+
+
+def per_gpu_weight_bytes(
+    model: ModelSpec,
+    weights_format: str,
+    *,
+    tensor_parallel: int,
+    data_parallel: int,
+    expert_parallel: bool,
+    include_mtp: bool = True,
+) -> WeightBreakdown:
+    """Weight bytes on one GPU of a layout (vLLM placement, facts §4 and §7.1).
+
+    Routed experts are divided by EP = TP x DP when expert parallel is on; otherwise each expert is
+    split by TP and the whole set is replicated on every DP rank. Sharded tensors (wq_b, wo_a, wo_b,
+    shared expert, vocab-parallel embedding and head) are split by TP; the rest is replicated.
+
+    Args:
+        model: catalog entry.
+        weights_format: the format held in GPU memory (see `in_gpu_format`).
+        tensor_parallel: TP size.
+        data_parallel: DP size (attention data parallel).
+        expert_parallel: whether routed experts are divided by EP = TP x DP.
+        include_mtp: whether the MTP layer is loaded (always, in vLLM, for this architecture).
+
+    Returns:
+        The per-GPU breakdown in bytes (ceil of each share).
+    """
+    expert_div = tensor_parallel * data_parallel if expert_parallel else tensor_parallel
+    exp = shard = rep = 0
+    for g in model.parameter_groups():
+        if g.mtp and not include_mtp:
+            continue
+        b = _group_bytes(g, weights_format, model)
+        if g.placement is Placement.EXPERT:
+            exp += -(-b // expert_div)
+        elif g.placement is Placement.SHARDED:
+            shard += -(-b // tensor_parallel)
+        else:
+            rep += b
+    return WeightBreakdown(expert_bytes=exp, sharded_bytes=shard, replicated_bytes=rep)

@@ -1,0 +1,118 @@
+"""`dsv4 plan` end to end through typer's runner."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dsv4_operator.cli import app
+
+ROOT = Path(__file__).resolve().parents[3]
+runner = CliRunner()
+
+
+def test_json_output_and_exit_zero_when_it_fits() -> None:
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            "--model",
+            "pro",
+            "--max-model-len",
+            "1048576",
+            "--nodes",
+            "3",
+            "--output",
+            "json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["fits"] is True
+    assert data["gpu"]["type"] == "h100-80gb"
+
+
+def test_unfit_plan_prints_json_and_exits_one() -> None:
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            "--model",
+            "flash",
+            "--gpu",
+            "RTX-5090-32GB",
+            "--gpus-per-node",
+            "2",
+            "--nodes",
+            "1",
+            "--output",
+            "json",
+        ],
+    )
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["fits"] is False
+    assert data["gpu"]["type"] == "rtx-5090-32gb"
+
+
+def test_invalid_input_exits_two_naming_the_field() -> None:
+    result = runner.invoke(app, ["plan", "--gpu", "h900-80gb"])
+    assert result.exit_code == 2
+    assert "gpu_types" in result.output
+    result = runner.invoke(app, ["plan", "--max-model-len", "lots"])
+    assert result.exit_code == 2
+    assert "max_model_len" in result.output
+
+
+def test_table_fits_in_100_columns() -> None:
+    result = runner.invoke(
+        app, ["plan", "--model", "pro", "--max-model-len", "1048576", "--nodes", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "Why" in result.stdout
+    assert max(len(line) for line in lines) <= 100
+
+
+def test_yaml_output_parses() -> None:
+    import yaml
+
+    result = runner.invoke(
+        app, ["plan", "--model", "flash", "--gpu", "h200-141gb", "--output", "yaml"]
+    )
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout)["model"] == "flash"
+
+
+@pytest.mark.parametrize("flag", ["--expert-parallel", "--no-expert-parallel"])
+def test_pinned_expert_parallel_flag(flag: str) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            "--model",
+            "flash",
+            "--gpu",
+            "h200-141gb",
+            "--tensor-parallel",
+            "8",
+            flag,
+            "--output",
+            "json",
+        ],
+    )
+    data = json.loads(result.stdout)
+    assert (data["layout"]["expert_parallel"] > 1) is (flag == "--expert-parallel")
+
+
+def test_file_argument_with_flag_override() -> None:
+    example = ROOT / "examples" / "pro-1m-h100.yaml"
+    result = runner.invoke(app, ["plan", str(example), "--output", "json"])
+    assert result.exit_code in (0, 1), result.output
+    data = json.loads(result.stdout)
+    assert data["model"] == "pro"
+    over = runner.invoke(
+        app, ["plan", str(example), "--max-model-len", "65536", "--output", "json"]
+    )
+    assert json.loads(over.stdout)["max_model_len"] == 65536

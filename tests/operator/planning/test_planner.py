@@ -1,0 +1,220 @@
+"""Acceptance cases of the planner (issue 2): the seed's table and public reports."""
+
+import dataclasses
+
+import pytest
+
+from dsv4_operator.planning import Code, GpuType, PlanningError, PlanRequest, plan
+from dsv4_operator.planning.engine import VLLM_0_33
+
+GIB = 2**30
+
+
+def codes(p: object) -> set[str]:
+    return {str(w.code) for w in p.warnings}  # type: ignore[attr-defined]
+
+
+def test_pro_official_1m_on_h100_nodes() -> None:
+    p = plan(
+        PlanRequest(model="pro", max_model_len=1_048_576, gpu_types=("h100-80gb",), max_nodes=3)
+    )
+    assert p.fits
+    assert p.checkpoint_bytes == pytest.approx(865e9, rel=0.01)
+    lay = p.chosen.layout
+    assert 16 <= lay.gpus <= 24
+    assert lay.gpus_per_node == 8
+    assert lay.nodes in (2, 3)
+    assert p.chosen.max_model_len == 1_048_576
+    assert p.reasons
+    # Every 16-GPU layout was considered and rejected with a coded reason.
+    sixteen = [r for r in p.rejected if r.layout.gpus == 16]
+    assert sixteen
+    assert all(r.reasons for r in sixteen)
+
+
+def test_flash_all_fp8_fits_on_four_h100() -> None:
+    p = plan(
+        PlanRequest(
+            model="flash",
+            weights_format="fp8",
+            gpu_types=("h100-80gb",),
+            gpus_per_node=4,
+            max_nodes=1,
+            gpu_memory_utilization=0.95,
+            max_num_batched_tokens=2048,
+        )
+    )
+    assert p.checkpoint_bytes == pytest.approx(292.5e9, rel=0.01)
+    assert p.fits
+    assert p.chosen.layout.gpus == 4
+
+
+def test_flash_int4_fits_on_eight_rtx_4090_at_a_reduced_context() -> None:
+    p = plan(
+        PlanRequest(
+            model="flash",
+            weights_format="int4",
+            gpu_types=("rtx-4090-24gb",),
+            gpus_per_node=8,
+            max_nodes=1,
+            gpu_memory_utilization=0.97,
+            max_num_batched_tokens=512,
+        )
+    )
+    assert p.fits
+    assert p.chosen.layout.gpus == 8
+    assert VLLM_0_33.min_auto_max_model_len <= p.chosen.max_model_len < 1_048_576
+    assert p.chosen.max_model_len % 256 == 0
+
+
+def test_flash_on_two_rtx_5090_does_not_fit_and_says_what_would() -> None:
+    p = plan(PlanRequest(model="flash", gpu_types=("rtx-5090-32gb",), gpus_per_node=2, max_nodes=1))
+    assert not p.fits
+    no_fit = next(w for w in p.warnings if w.code is Code.NO_FEASIBLE_LAYOUT)
+    short = p.chosen.memory.non_kv_bytes + p.chosen.request_bytes - p.chosen.memory.budget_bytes
+    assert f"short by {short:,} B per GPU" in no_fit.message
+    assert "CPU offload of" in no_fit.message
+    assert "GPUs of this type" in no_fit.message
+
+
+def test_pro_on_eight_h200_dp8_ep8_at_0_88_names_the_minimum_utilization() -> None:
+    # Public report: 125.65 GiB of weights per GPU, so 0.88 leaves no KV pool (0.9113 minimum).
+    p = plan(
+        PlanRequest(
+            model="pro",
+            gpu_types=("h200-141gb",),
+            gpus_per_node=8,
+            max_nodes=1,
+            tensor_parallel=1,
+            data_parallel=8,
+            expert_parallel=True,
+            gpu_memory_utilization=0.88,
+        )
+    )
+    assert not p.fits
+    assert p.chosen.memory.weights.total_bytes == pytest.approx(125.65 * GIB, rel=0.02)
+    msg = next(w for w in p.warnings if w.code is Code.WEIGHTS_EXCEED_BUDGET).message
+    assert "minimum gpu-memory-utilization" in msg
+    minimum = float(msg.rsplit(": ", 1)[1])
+    assert 0.88 < minimum <= 1.0
+
+
+def test_never_tp32_for_block_fp8() -> None:
+    big = GpuType(
+        name="big-node",
+        memory_bytes=200 * GIB,
+        bandwidth_bytes_per_s=8 * 10**12,
+        gpus_per_node=32,
+        nvlink_domain=32,
+        fp8=True,
+        fp4=True,
+        arch="custom",
+        vendor="nvidia",
+        label_key="nvidia.com/gpu.product",
+        label="big",
+        resource="nvidia.com/gpu",
+    )
+    for model in ("flash", "pro"):
+        p = plan(PlanRequest(model=model, gpu_types=("big-node",), custom_gpus=(big,), max_nodes=1))
+        considered = [p.chosen, *p.runners_up]
+        assert all(e.layout.tensor_parallel != 32 for e in considered)
+        tp32 = [r for r in p.rejected if r.layout.tensor_parallel == 32]
+        assert tp32
+        assert all(any(f.code is Code.TP_SPLITS_QUANT_BLOCK for f in r.reasons) for r in tp32)
+
+
+def test_pipeline_parallel_only_request_cannot_be_planned() -> None:
+    with pytest.raises(PlanningError, match="does not support pipeline parallelism") as e:
+        plan(
+            PlanRequest(model="flash", gpu_types=("h200-141gb",), pipeline_parallel=2, max_nodes=2)
+        )
+    assert str(e.value).count("pipeline parallelism") == 1
+
+
+def test_pinned_layout_evaluates_that_layout_only() -> None:
+    p = plan(
+        PlanRequest(
+            model="flash",
+            gpu_types=("h200-141gb",),
+            tensor_parallel=4,
+            data_parallel=2,
+            expert_parallel=True,
+        )
+    )
+    seen = {(e.layout.tensor_parallel, e.layout.data_parallel) for e in (p.chosen, *p.runners_up)}
+    seen |= {(r.layout.tensor_parallel, r.layout.data_parallel) for r in p.rejected}
+    assert seen == {(4, 2)}
+
+
+def test_mtp_over_64k_warns_with_the_safe_cap() -> None:
+    p = plan(
+        PlanRequest(
+            model="flash", gpu_types=("h200-141gb",), max_model_len=131_072, speculative_tokens=1
+        )
+    )
+    assert Code.MTP_LONG_CONTEXT_HANG in codes(p)
+    assert p.fits
+    short = plan(dataclasses.replace(p.request, max_model_len=32_768))
+    assert Code.MTP_LONG_CONTEXT_HANG not in codes(short)
+
+
+def test_engine_floors() -> None:
+    old = plan(PlanRequest(model="flash", gpu_types=("h200-141gb",), engine_version="0.19.1"))
+    assert not old.fits
+    assert Code.ENGINE_TOO_OLD in codes(old)
+    tf = plan(PlanRequest(model="flash", gpu_types=("h200-141gb",), transformers_version="4.51.1"))
+    assert Code.TRANSFORMERS_TOO_OLD in codes(tf)
+    ok = plan(
+        PlanRequest(
+            model="flash",
+            gpu_types=("h200-141gb",),
+            engine_version="0.20.0",
+            transformers_version="4.52.0",
+        )
+    )
+    assert ok.fits
+
+
+def test_long_context_concurrency_raises_shm_to_16_gib() -> None:
+    p = plan(
+        PlanRequest(model="flash", gpu_types=("h200-141gb",), max_model_len=131_072, concurrency=16)
+    )
+    assert p.fits
+    assert p.shm.size_bytes >= 16 * GIB
+    assert Code.SHM_LONG_CONTEXT in codes(p)
+    small = plan(
+        PlanRequest(model="flash", gpu_types=("h200-141gb",), max_model_len=32_768, concurrency=16)
+    )
+    assert small.shm.size_bytes < 16 * GIB
+
+
+def test_gpu_type_fallback_order_and_prices() -> None:
+    # H100 x 4 cannot hold Flash FP8 at defaults, so the fallback H200 is chosen.
+    req = PlanRequest(
+        model="flash",
+        weights_format="fp8",
+        gpu_types=("h100-80gb", "h200-141gb"),
+        gpus_per_node=4,
+        max_nodes=1,
+    )
+    p = plan(req)
+    assert p.fits
+    assert p.chosen.gpu.name == "h200-141gb"
+    # With prices for every type, the cheapest feasible replica wins.
+    priced = plan(
+        dataclasses.replace(
+            req, gpus_per_node=None, usd_per_gpu_hour={"h100-80gb": "1.00", "h200-141gb": "9.00"}
+        )
+    )
+    assert priced.chosen.gpu.name == "h100-80gb"
+
+
+def test_invalid_requests_name_the_field() -> None:
+    with pytest.raises(PlanningError, match="gpu_types: unknown GPU type 'h900'"):
+        plan(PlanRequest(gpu_types=("h900",)))
+    with pytest.raises(PlanningError, match=r"max_model_len: 2000000 is outside 1..1,048,576"):
+        plan(PlanRequest(max_model_len=2_000_000))
+    with pytest.raises(PlanningError, match="weights_format"):
+        plan(PlanRequest(weights_format="fp6"))
+    with pytest.raises(PlanningError, match="gpu_memory_utilization"):
+        plan(PlanRequest(gpu_memory_utilization=1.5))

@@ -1,0 +1,89 @@
+"""Weight formats and per-GPU shards."""
+
+import pytest
+
+from dsv4_operator.planning.hardware import GPUS
+from dsv4_operator.planning.models import FLASH, PRO, ModelSpec
+from dsv4_operator.planning.weights import (
+    checkpoint_bytes,
+    in_gpu_format,
+    per_gpu_weight_bytes,
+    repack_rule,
+)
+
+FLASH_INDEX_TOTAL_SIZE = 159_609_485_896  # model.safetensors.index.json total_size (facts W1)
+
+
+def test_flash_official_checkpoint_size() -> None:
+    assert checkpoint_bytes(FLASH, "official") == pytest.approx(FLASH_INDEX_TOTAL_SIZE, rel=0.005)
+
+
+def test_pro_official_checkpoint_size() -> None:
+    assert checkpoint_bytes(PRO, "official") == pytest.approx(864.7e9, rel=0.01)
+
+
+def test_pro_nvfp4_against_the_published_repack() -> None:
+    assert checkpoint_bytes(PRO, "nvfp4") == pytest.approx(913.09e9, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "flash_gb", "pro_gb"),
+    [("fp8", 292.5, 1602.0), ("bf16", 582, 3198), ("nvfp4", 168.4, 913.8)],
+)
+def test_other_formats_match_the_facts_table(fmt: str, flash_gb: float, pro_gb: float) -> None:
+    assert checkpoint_bytes(FLASH, fmt) == pytest.approx(flash_gb * 1e9, rel=0.005)
+    assert checkpoint_bytes(PRO, fmt) == pytest.approx(pro_gb * 1e9, rel=0.005)
+
+
+def test_int4_is_about_160_gb_for_flash() -> None:
+    assert 145e9 < checkpoint_bytes(FLASH, "int4") < 165e9
+
+
+@pytest.mark.parametrize(
+    ("model", "tp", "dp", "ep", "gb"),
+    [
+        (FLASH, 4, 1, True, 40.9),
+        (FLASH, 1, 4, True, 46.6),
+        (FLASH, 8, 1, True, 21.1),
+        (FLASH, 1, 8, True, 27.8),
+        (PRO, 4, 1, True, 218.9),
+        (PRO, 1, 4, True, 238.0),
+        (PRO, 8, 1, True, 111.3),
+        (PRO, 1, 8, True, 133.6),
+    ],
+)
+def test_per_gpu_weights_match_the_facts_table(
+    model: ModelSpec, tp: int, dp: int, ep: bool, gb: float
+) -> None:
+    w = per_gpu_weight_bytes(
+        model, "official", tensor_parallel=tp, data_parallel=dp, expert_parallel=ep
+    )
+    assert w.total_bytes == pytest.approx(gb * 1e9, rel=0.02)
+
+
+def test_routed_experts_are_divided_by_ep_not_replicated() -> None:
+    one = per_gpu_weight_bytes(
+        PRO, "official", tensor_parallel=1, data_parallel=1, expert_parallel=True
+    )
+    eight = per_gpu_weight_bytes(
+        PRO, "official", tensor_parallel=1, data_parallel=8, expert_parallel=True
+    )
+    sixteen = per_gpu_weight_bytes(
+        PRO, "official", tensor_parallel=2, data_parallel=8, expert_parallel=True
+    )
+    assert eight.expert_bytes == pytest.approx(one.expert_bytes / 8, abs=8)
+    assert sixteen.expert_bytes == pytest.approx(one.expert_bytes / 16, abs=16)
+    # Without EP every DP rank holds every expert (split only by TP).
+    no_ep = per_gpu_weight_bytes(
+        PRO, "official", tensor_parallel=1, data_parallel=8, expert_parallel=False
+    )
+    assert no_ep.expert_bytes == one.expert_bytes
+
+
+def test_fp4_experts_are_repacked_on_gfx942_only() -> None:
+    assert in_gpu_format("official", GPUS["mi300x-192gb"]) == "fp8"
+    assert repack_rule("official", GPUS["mi300x-192gb"]) is not None
+    for name in ("h100-80gb", "a100-80gb", "b200-180gb", "mi355x-288gb", "rtx-4090-24gb"):
+        assert in_gpu_format("official", GPUS[name]) == "official"
+        assert repack_rule("official", GPUS[name]) is None
+    assert in_gpu_format("int4", GPUS["mi300x-192gb"]) == "int4"
