@@ -32,6 +32,7 @@ __all__ = [
     "RoleError",
     "resolve_leader_ip",
     "role_from_env",
+    "system_resolver",
 ]
 
 LWS_LEADER_ADDRESS = "LWS_LEADER_ADDRESS"
