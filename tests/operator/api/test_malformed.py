@@ -592,3 +592,20 @@ def test_operator_parse_refuses_with_field_and_limit(case: Case) -> None:
     assert caught.value.reason == "InvalidSpec"
     assert caught.value.errors
     assert all(error.path.startswith(S) for error in caught.value.errors)
+
+
+def test_null_means_default_as_on_the_api_server() -> None:
+    body = copy.deepcopy(BASE)
+    body["spec"]["replicas"] = None
+    body["spec"]["gpu"]["maxNodes"] = None
+    spec = parse_deployment(body).spec
+    assert (spec.replicas, spec.gpu.max_nodes) == (1, 1)
+
+
+def test_parse_spec_paths_start_at_spec() -> None:
+    from dsv4_operator.api import parse_spec
+
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec({"model": "flash", "gpu": {"types": ["h100-80gb"], "gpusPerNode": 0}})
+    assert [error.path for error in caught.value.errors] == ["spec.gpu.gpusPerNode"]
+    assert str(caught.value) == "spec.gpu.gpusPerNode: Input should be greater than or equal to 1"

@@ -48,9 +48,21 @@ class DeepSeekV4Deployment(ApiModel):
     """Observed state, written by the operator."""
 
 
+def _prune_nulls(value: Any) -> Any:
+    """Drop null-valued keys, as the API server does for non-nullable fields (all of ours).
+
+    The server prunes such nulls before defaulting, so `replicas: null` means "use the default".
+    """
+    if isinstance(value, Mapping):
+        return {key: _prune_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list | tuple):
+        return [_prune_nulls(item) for item in value]
+    return value
+
+
 def _json(obj: Mapping[str, Any]) -> str:
     """Serialise as the API server would send it (timestamps and other scalars as strings)."""
-    return json.dumps(dict(obj), default=str)
+    return json.dumps(_prune_nulls(obj), default=str)
 
 
 def parse_spec(spec: Mapping[str, Any]) -> DeepSeekV4DeploymentSpec:
