@@ -5,8 +5,9 @@ design-lessons lesson 2): every node runs `vllm serve` with the same engine argu
 (LWS worker index 0) serves the API and coordinates on `--data-parallel-address` (its IP) and
 `--data-parallel-rpc-port`; each other node adds `--headless` and `--data-parallel-start-rank` =
 worker index × `--data-parallel-size-local`. Ray is used only when the plan has pipeline
-parallelism (`--distributed-executor-backend ray`): the leader starts a Ray head, the workers join
-it with `ray start --block`, and only the leader runs `vllm serve`.
+parallelism (`--distributed-executor-backend ray`): the leader starts a Ray head and waits for
+every pod to join, the workers wait for the head and join it with `ray start --block`, and only
+the leader runs `vllm serve` (the LWS multi-node vLLM example's scheme).
 
 Every flag is a vLLM 0.33.0 `vllm serve` option (checked in tests against vLLM's own parser dump,
 `fixtures/vllm/vllm-0.33.0-serve-flags.json`). DeepSeek-V4 recipe flags (`RECIPE_FLAGS`) come
@@ -19,6 +20,7 @@ if it repeats the plan's value and rejected (`ExtraArgsError`) if it contradicts
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,7 +30,10 @@ from dsv4_runtime.launch import Launch
 
 __all__ = [
     "OWNED_FLAGS",
+    "RAY_JOIN_TIMEOUT_SECONDS",
+    "RAY_WAIT_FOR_NODES",
     "RECIPE_FLAGS",
+    "WAIT_FOR_PORT",
     "ExtraArgsError",
     "OwnedFlag",
     "merge_extra_args",
@@ -165,11 +170,47 @@ def vllm_serve_argv(config: RuntimeConfig, role: Role, leader_ip: str) -> list[s
     return argv + merge_extra_args(argv, config.extra_engine_args)
 
 
+RAY_JOIN_TIMEOUT_SECONDS = 600
+"""How long the PP leader waits for every pod to join its Ray cluster (and a worker for the
+leader's Ray head to listen) before giving up; pods of one group start within minutes of each
+other, image pulls included, when gang-scheduled."""
+
+RAY_WAIT_FOR_NODES = (
+    "import sys, time, ray\n"
+    "want, limit = int(sys.argv[1]), float(sys.argv[2])\n"
+    "deadline = time.monotonic() + limit\n"
+    "ray.init(address='auto', logging_level='ERROR')\n"
+    "while (alive := sum(1 for n in ray.nodes() if n['Alive'])) < want:\n"
+    "    if time.monotonic() > deadline:\n"
+    "        sys.exit(f'Ray cluster has {alive} of {want} nodes after {limit:g} s')\n"
+    "    time.sleep(2)\n"
+)
+"""Leader prelaunch step: wait until `argv[1]` Ray nodes are alive (vLLM's Ray executor needs
+all TP × PP GPUs in the cluster when it creates its placement group)."""
+
+WAIT_FOR_PORT = (
+    "import socket, sys, time\n"
+    "host, port, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])\n"
+    "deadline = time.monotonic() + limit\n"
+    "while True:\n"
+    "    try:\n"
+    "        socket.create_connection((host, port), timeout=2).close()\n"
+    "        break\n"
+    "    except OSError as error:\n"
+    "        if time.monotonic() > deadline:\n"
+    "            sys.exit(f'{host}:{port} not reachable after {limit:g} s: {error}')\n"
+    "        time.sleep(2)\n"
+)
+"""Worker prelaunch step: wait until the leader's Ray head accepts connections, so
+`ray start --address` does not fail (and restart the container) while the leader is starting."""
+
+
 def vllm_launch(config: RuntimeConfig, role: Role, leader_ip: str) -> Launch:
     """The processes this pod runs for the `vllm` engine.
 
     Without PP: `vllm serve` on every pod (leader serves the API, workers are headless). With PP:
-    the leader starts a Ray head and runs `vllm serve`; workers run `ray start --block`.
+    the leader starts a Ray head, waits for every pod to join, and runs `vllm serve`; workers
+    wait for the head and run `ray start --block`.
 
     Raises:
         ExtraArgsError: see `vllm_serve_argv`.
@@ -177,12 +218,15 @@ def vllm_launch(config: RuntimeConfig, role: Role, leader_ip: str) -> Launch:
     if config.pipeline_parallel_size == 1:
         argv = vllm_serve_argv(config, role, leader_ip)
         return Launch(prelaunch=(), argv=tuple(argv), serves_api=role.is_leader)
+    timeout = str(RAY_JOIN_TIMEOUT_SECONDS)
     if role.is_leader:
         ray_head = ("ray", "start", "--head", f"--port={config.ray_port}")
+        join = (sys.executable, "-c", RAY_WAIT_FOR_NODES, str(config.nodes), timeout)
         argv = vllm_serve_argv(config, role, leader_ip)
-        return Launch(prelaunch=(ray_head,), argv=tuple(argv), serves_api=True)
+        return Launch(prelaunch=(ray_head, join), argv=tuple(argv), serves_api=True)
+    wait = (sys.executable, "-c", WAIT_FOR_PORT, leader_ip, str(config.ray_port), timeout)
     ray_worker = ("ray", "start", f"--address={leader_ip}:{config.ray_port}", "--block")
-    return Launch(prelaunch=(), argv=ray_worker, serves_api=False)
+    return Launch(prelaunch=(wait,), argv=ray_worker, serves_api=False)
 
 
 def merge_extra_args(planned: Sequence[str], extra: Sequence[str]) -> list[str]:

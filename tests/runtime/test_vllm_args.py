@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -10,7 +13,13 @@ from dsv4_runtime.config import RuntimeConfig
 from dsv4_runtime.distributed import Role
 from dsv4_runtime.engine import build_launch
 from dsv4_runtime.launch import Launch
-from dsv4_runtime.vllm_args import ExtraArgsError, merge_extra_args, vllm_serve_argv
+from dsv4_runtime.vllm_args import (
+    RAY_WAIT_FOR_NODES,
+    WAIT_FOR_PORT,
+    ExtraArgsError,
+    merge_extra_args,
+    vllm_serve_argv,
+)
 
 LEADER_IP = "10.42.0.17"
 MODEL = "/models/DeepSeek-V4-Pro"
@@ -179,7 +188,10 @@ def test_pipeline_parallel_uses_ray(vllm_flags: dict[str, dict[str, Any]]) -> No
         build_launch(config, Role(index, 3, "leader.dsv4"), LEADER_IP) for index in range(3)
     ]
     assert launches[0] == Launch(
-        prelaunch=(("ray", "start", "--head", "--port=6379"),),
+        prelaunch=(
+            ("ray", "start", "--head", "--port=6379"),
+            (sys.executable, "-c", RAY_WAIT_FOR_NODES, "3", "600"),
+        ),
         argv=(
             "vllm", "serve", "deepseek-ai/DeepSeek-V4-Flash",
             "--served-model-name", "flash", "--host", "0.0.0.0", "--port", "8000",
@@ -196,7 +208,7 @@ def test_pipeline_parallel_uses_ray(vllm_flags: dict[str, dict[str, Any]]) -> No
     )  # fmt: skip
     for launch in launches[1:]:
         assert launch == Launch(
-            prelaunch=(),
+            prelaunch=((sys.executable, "-c", WAIT_FOR_PORT, LEADER_IP, "6379", "600"),),
             argv=("ray", "start", f"--address={LEADER_IP}:6379", "--block"),
             serves_api=False,
         )
@@ -271,3 +283,34 @@ def test_same_speculative_config_in_another_spelling_is_a_duplicate() -> None:
     planned = _argv(_plan(1, 1, 8), 0)
     extra = ["-sc", '{"num_speculative_tokens": 1, "method": "mtp"}', "--seed", "3"]
     assert merge_extra_args(planned, extra) == ["--seed", "3"]
+
+
+def test_wait_for_port_script_waits_then_connects_or_gives_up() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", WAIT_FOR_PORT, "127.0.0.1", str(port), "5"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        listener.close()
+    done = subprocess.run(
+        [sys.executable, "-c", WAIT_FOR_PORT, "127.0.0.1", str(port), "0"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"127.0.0.1:{port} not reachable after 0 s" in done.stderr
+
+
+def test_ray_wait_script_compiles() -> None:
+    compile(RAY_WAIT_FOR_NODES, "<ray-wait>", "exec")
