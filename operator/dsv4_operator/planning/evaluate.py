@@ -32,6 +32,7 @@ from dsv4_operator.planning.memory import (
     activation_bytes,
     budget_bytes,
     cuda_graph_bytes,
+    gather_workspace_bytes,
     overhead_bytes,
 )
 from dsv4_operator.planning.models import LayerKind, ModelSpec
@@ -309,10 +310,11 @@ def evaluate(
     if req.max_model_len is None:
         # The prefill gather workspace grows with max-model-len, so search the largest block count
         # whose request fits the pool left at that length (both sides are monotone).
+        base = memory(1, pinned_seqs or 1).kv_cache_bytes + gather_workspace_bytes(model, 1, mnbt)
         lo, hi = 0, length // BLOCK_TOKENS
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            pool = memory(mid * BLOCK_TOKENS, pinned_seqs or 1).kv_cache_bytes
+            pool = base - gather_workspace_bytes(model, mid * BLOCK_TOKENS, mnbt)
             if mid * geometry.block_bytes + state <= pool:
                 lo = mid
             else:

@@ -37,6 +37,7 @@ __all__ = [
     "activation_bytes_per_token",
     "budget_bytes",
     "cuda_graph_bytes",
+    "gather_workspace_bytes",
     "overhead_bytes",
 ]
 
@@ -109,6 +110,14 @@ def activation_bytes_per_token(model: ModelSpec, layout: Layout) -> int:
     return residual + sublayer + attention + moe + router + indexer
 
 
+def gather_workspace_bytes(
+    model: ModelSpec, max_model_len: int, max_num_batched_tokens: int
+) -> int:
+    """V4 prefill gather workspace `4 x (ceil(T/4) + W + mnbt) x 512 x 2` bytes (S2)."""
+    entries = -(-max_model_len // 4) + model.sliding_window + max_num_batched_tokens
+    return 4 * entries * model.head_dim * _BF16
+
+
 def activation_bytes(
     model: ModelSpec,
     layout: Layout,
@@ -134,7 +143,7 @@ def activation_bytes(
         Bytes.
     """
     m = max_num_batched_tokens
-    gather = 4 * (-(-max_model_len // 4) + model.sliding_window + m) * model.head_dim * _BF16
+    gather = gather_workspace_bytes(model, max_model_len, m)
     topk = m * model.index_topk * 4
     sampler = max_num_seqs * model.vocab_size * 4 * engine.sampler_copies
     mtp_buffer = m * model.hc_mult * model.hidden_size * _BF16 if mtp else 0

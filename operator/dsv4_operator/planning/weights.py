@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from dsv4_operator.planning.models import ModelSpec, ParamGroup, Placement, Storage
@@ -182,14 +183,23 @@ def per_gpu_weight_bytes(
     """
     expert_div = tensor_parallel * data_parallel if expert_parallel else tensor_parallel
     exp = shard = rep = 0
-    for g in model.parameter_groups():
-        if g.mtp and not include_mtp:
-            continue
-        b = _group_bytes(g, weights_format, model)
-        if g.placement is Placement.EXPERT:
+    for placement, b in _placed_bytes(model, weights_format, include_mtp=include_mtp):
+        if placement is Placement.EXPERT:
             exp += -(-b // expert_div)
-        elif g.placement is Placement.SHARDED:
+        elif placement is Placement.SHARDED:
             shard += -(-b // tensor_parallel)
         else:
             rep += b
     return WeightBreakdown(expert_bytes=exp, sharded_bytes=shard, replicated_bytes=rep)
+
+
+@lru_cache(maxsize=64)
+def _placed_bytes(
+    model: ModelSpec, weights_format: str, *, include_mtp: bool
+) -> tuple[tuple[Placement, int], ...]:
+    """(placement, bytes) of every tensor family; cached: the layout search asks per candidate."""
+    return tuple(
+        (g.placement, _group_bytes(g, weights_format, model))
+        for g in model.parameter_groups()
+        if include_mtp or not g.mtp
+    )
