@@ -6,9 +6,10 @@ In order, failing fast at the first problem:
    (`min_vllm_version 0.20.0`, vLLM PR #40760; facts §5.1), and transformers > 4.51.1. An older
    engine would otherwise die late with "Unrecognized model architecture". Versions are read from
    package metadata; vLLM is never imported here.
-2. Stale shared memory: every entry under the shm mount is deleted. The mount is the pod's own
-   (`emptyDir: {medium: Memory}`), nothing runs yet, so anything there is left over from a
-   previous container of this pod (NCCL/vLLM segments after a crash: llm-d #352, vllm #54002,
+2. Stale shared memory (only inside a Kubernetes pod): every entry under the shm mount is
+   deleted. The mount is the pod's own (`emptyDir: {medium: Memory}`; the operator never sets
+   `hostIPC`), nothing runs yet, so anything there is left over from a previous container of
+   this pod (NCCL/vLLM segments after a crash: llm-d #352, vllm #54002,
    design-lessons lesson 3). An entry that cannot be deleted fails the start.
 3. Shared-memory size: the mount's total size >= the plan's `--expected-shm-bytes`.
 4. GPUs: at least `--expected-gpus` GPUs, each with total memory >= `--expected-gpu-memory-bytes`
@@ -35,6 +36,7 @@ from dsv4_runtime.config import RuntimeConfig
 
 __all__ = [
     "GPU_MEMORY_TOLERANCE_PERCENT",
+    "IN_POD_VARIABLE",
     "MIN_TRANSFORMERS_EXCLUSIVE",
     "MIN_VLLM",
     "GpuInfo",
@@ -60,6 +62,10 @@ GPU_MEMORY_TOLERANCE_PERCENT = 2
 `memory.total` is the usable framebuffer, below the nominal size a catalogue may list (H100 80 GB:
 81,559 MiB = 79.65 GiB, 0.44 % under 80 GiB; H200: 143,771 MiB, 0.42 % under 141 GiB); GPU types
 that could be confused differ by far more (H100 80 GB vs 94 GB: 15 %)."""
+
+IN_POD_VARIABLE = "KUBERNETES_SERVICE_HOST"
+"""Set by the kubelet in every pod. Only inside a pod is the shm mount the runtime's own (the
+pod's emptyDir); run by hand on a host, /dev/shm belongs to everyone and is left alone."""
 
 _MIB = 1 << 20
 _GIB = 1 << 30
@@ -101,6 +107,10 @@ def _default_package_version(name: str) -> str | None:
 def _default_shm_size(path: Path) -> int:
     stat = os.statvfs(path)
     return stat.f_blocks * stat.f_frsize
+
+
+def _default_in_pod() -> bool:
+    return IN_POD_VARIABLE in os.environ
 
 
 def _default_remove(path: Path) -> None:
@@ -158,6 +168,7 @@ class Probes:
     package_version: Callable[[str], str | None] = _default_package_version
     shm_size_bytes: Callable[[Path], int] = _default_shm_size
     remove: Callable[[Path], None] = _default_remove
+    in_pod: Callable[[], bool] = _default_in_pod
     gpus: Callable[[], GpuProbeResult] = probe_gpus
 
 
@@ -324,7 +335,15 @@ def run_preflight(config: RuntimeConfig, probes: Probes | None = None) -> Prefli
     probes = probes or Probes()
     if config.engine == "vllm":
         check_versions(probes)
-    removed, removed_bytes = clean_shm(config.shm_path, probes.remove)
+    warnings: tuple[str, ...] = ()
+    if probes.in_pod():
+        removed, removed_bytes = clean_shm(config.shm_path, probes.remove)
+    else:
+        removed = removed_bytes = 0
+        warnings += (
+            f"not in a Kubernetes pod ({IN_POD_VARIABLE} unset): {config.shm_path} may be shared "
+            "with other programs, so stale files were not removed",
+        )
     check_shm_size(config.shm_path, config.expected_shm_bytes, probes)
-    warnings = check_gpus(config, probes)
+    warnings += check_gpus(config, probes)
     return PreflightReport(removed, removed_bytes, warnings)

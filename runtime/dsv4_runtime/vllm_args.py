@@ -329,7 +329,7 @@ def _normalise(owned: OwnedFlag, values: Sequence[str]) -> tuple[str, ...] | Non
 def _owned_values(planned: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """Owned flag name → normalised values, as set in the planned argv (model positional too)."""
     ours: dict[str, tuple[str, ...]] = {}
-    if len(planned) >= 3 and planned[:2] == ["vllm", "serve"]:
+    if len(planned) >= 3 and list(planned[:2]) == ["vllm", "serve"]:
         ours["--model"] = (planned[2],)
     i = 3
     while i < len(planned):

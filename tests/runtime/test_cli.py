@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -77,6 +78,7 @@ def test_wrong_shm_size_exits_fast_as_a_process(tmp_path: Path) -> None:
     start = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "dsv4_runtime", *config.to_args()],
+        env={**os.environ, "KUBERNETES_SERVICE_HOST": "10.96.0.1"},  # as in a pod
         capture_output=True,
         text=True,
         timeout=30,

@@ -51,6 +51,7 @@ def _probes(**parts: object) -> Probes:
         "package_version": {"vllm": "0.33.0", "transformers": "4.57.1"}.get,
         "shm_size_bytes": lambda _: 4 << 30,
         "gpus": lambda: _gpus(*[H200_BYTES] * 4),
+        "in_pod": lambda: True,
     }
     base.update(parts)
     return Probes(**base)  # type: ignore[arg-type]
@@ -221,3 +222,14 @@ def test_failing_nvidia_smi_reports_its_error(
     result = probe_gpus()
     assert result.gpus == ()
     assert result.source.startswith("nvidia-smi failed: NVIDIA-SMI has failed")
+
+
+def test_outside_a_pod_shm_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "someone-elses-segment").write_bytes(b"keep")
+    report = run_preflight(_config(tmp_path), _probes(in_pod=lambda: False))
+    assert (tmp_path / "someone-elses-segment").read_bytes() == b"keep"
+    assert report.stale_entries_removed == 0
+    assert report.warnings == (
+        f"not in a Kubernetes pod (KUBERNETES_SERVICE_HOST unset): {tmp_path} may be shared "
+        "with other programs, so stale files were not removed",
+    )
