@@ -28,6 +28,7 @@ from tests.support.cluster import (
     REPO_ROOT,
     UPSTREAM_CRD_FILES,
     ControlPlane,
+    InstalledCrd,
     KubeletStandIn,
     TransformReport,
     load_upstream_crd,
@@ -133,12 +134,16 @@ def generated_crd_path() -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def dsv4_crd(control_plane: ControlPlane) -> str:
-    """Install the generated DeepSeekV4Deployment CRD from `crds/`; returns the CRD's name."""
+def dsv4_crd(control_plane: ControlPlane) -> InstalledCrd:
+    """Install the generated DeepSeekV4Deployment CRD from `crds/` (minus CEL, see InstalledCrd)."""
     path = generated_crd_path()
     if path is None:
         pytest.skip("no crds/*deepseekv4deployments*.yaml (run: make generate)")
-    name = str(yaml.safe_load(path.read_text())["metadata"]["name"])
-    control_plane.kubectl("apply", "--server-side", "--field-manager", "dsv4-e2e", "-f", str(path))
+    generated = yaml.safe_load(path.read_text())
+    installed, report = transform_crd_for_1_20(
+        generated, drop_empty_defaults=False, atomic_list_maps=False
+    )
+    name = str(generated["metadata"]["name"])
+    control_plane.apply(installed)
     control_plane.wait_crd_established(name)
-    return name
+    return InstalledCrd(name, path, generated, installed, report.validations_dropped)

@@ -377,7 +377,12 @@ class TransformReport:
     list_map_keys_made_atomic: int = 0
 
 
-def transform_crd_for_1_20(crd: Mapping[str, Any]) -> tuple[Json, TransformReport]:
+def transform_crd_for_1_20(
+    crd: Mapping[str, Any],
+    *,
+    drop_empty_defaults: bool = True,
+    atomic_list_maps: bool = True,
+) -> tuple[Json, TransformReport]:
     """A copy of an upstream CRD that Kubernetes 1.20 accepts (test-cluster.md §2.8).
 
     Three edits, applied throughout every version's schema:
@@ -387,7 +392,9 @@ def transform_crd_for_1_20(crd: Mapping[str, Any]) -> tuple[Json, TransformRepor
       3. where a list declares `x-kubernetes-list-map-keys`, drop the keys and make the list
          `x-kubernetes-list-type: atomic` (1.20 requires map keys to be required or defaulted).
 
-    The input is not modified. Only for the test server: validate rendered objects against the
+    Edits 2 and 3 can be turned off (`drop_empty_defaults`, `atomic_list_maps`) to apply only
+    what a given CRD needs; edit 1 is always made. The input is not modified. Only for the test
+    server: validate rendered objects against the
     untransformed schema offline, so that this looser copy hides nothing.
     """
     out: Json = copy.deepcopy(dict(crd))
@@ -397,10 +404,10 @@ def transform_crd_for_1_20(crd: Mapping[str, Any]) -> tuple[Json, TransformRepor
         if isinstance(node, dict):
             if node.pop("x-kubernetes-validations", None) is not None:
                 report.validations_dropped += 1
-            if "default" in node and node["default"] in ("", None):
+            if drop_empty_defaults and "default" in node and node["default"] in ("", None):
                 del node["default"]
                 report.empty_defaults_dropped += 1
-            if node.pop("x-kubernetes-list-map-keys", None) is not None:
+            if atomic_list_maps and node.pop("x-kubernetes-list-map-keys", None) is not None:
                 node["x-kubernetes-list-type"] = "atomic"
                 report.list_map_keys_made_atomic += 1
             for value in node.values():
@@ -419,6 +426,27 @@ def load_upstream_crd(file_name: str) -> Json:
     path = fixtures_dir() / "crds" / file_name
     loaded: Json = yaml.safe_load(path.read_text())
     return loaded
+
+
+@dataclass(frozen=True)
+class InstalledCrd:
+    """The generated CRD as installed on the 1.20 test server.
+
+    Attributes:
+        name: the CRD's name (`deepseekv4deployments.dsv4.io`).
+        path: the generated file in `crds/`.
+        generated: the file's CRD, untouched.
+        installed: what was sent to the server: `generated` minus `x-kubernetes-validations`
+            (1.20 has no CEL: its typed server-side apply refuses the unknown field, and kubectl's
+            client-side check too). The CEL rules are tested offline with a Python CEL evaluator.
+        cel_rules_dropped: how many `x-kubernetes-validations` lists were removed.
+    """
+
+    name: str
+    path: Path
+    generated: Json
+    installed: Json
+    cel_rules_dropped: int
 
 
 # ---------------------------------------------------------------------------------------------
