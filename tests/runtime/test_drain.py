@@ -124,6 +124,7 @@ def test_sigterm_drains_held_requests_and_refuses_new_ones(
             lambda: _status(f"{runtime.admin}/ready") == 503, 1.0, "/ready 503", runtime
         )
         assert not_ready_after < 1.0
+        print(f"/ready answered 503 {not_ready_after * 1000:.0f} ms after SIGTERM")
         assert httpx.get(f"{runtime.admin}/health", timeout=1.0).status_code == 200
         refused = _complete(runtime.api, 1)
         assert refused.status_code == 503
