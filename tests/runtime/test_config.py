@@ -172,3 +172,10 @@ def test_everything_after_the_separator_is_extra() -> None:
     parsed = RuntimeConfig.from_args(args)
     assert parsed.extra_engine_args == ("--max-cudagraph-capture-size", "128", "--", "x")
     assert parsed.shm_path == Path("/dev/shm")
+
+
+def test_readme_documents_every_argument() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "runtime/dsv4_runtime/README.md").read_text()
+    config = FLASH_ONE_NODE.replace(weights="/models/x")
+    for flag in [a for a in config.to_args() if a.startswith("--")] + ["--no-expert-parallel"]:
+        assert f"`{flag}" in readme, f"{flag} is not documented in runtime/dsv4_runtime/README.md"
