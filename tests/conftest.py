@@ -6,10 +6,24 @@ missing.
 """
 
 import os
+from pathlib import Path
 
 import pytest
 
 REQUIRE_E2E = os.environ.get("DSV4_REQUIRE_E2E") == "1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """Upstream fixtures: `$DSV4_FIXTURES`, default `../shared/fixtures` from the repository root.
+
+    Skips (with the path in the reason) when the folder is missing.
+    """
+    path = Path(os.environ.get("DSV4_FIXTURES") or REPO_ROOT.parent / "shared" / "fixtures")
+    if not path.is_dir():
+        pytest.skip(f"fixtures folder missing: {path} (set DSV4_FIXTURES)")
+    return path
 
 
 @pytest.hookimpl(hookwrapper=True)

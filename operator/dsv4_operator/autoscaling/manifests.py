@@ -1,0 +1,192 @@
+"""KEDA ScaledObject and autoscaling/v2 HPA for `spec.autoscaling.mode` keda and hpa.
+
+Both scale the DeepSeekV4Deployment itself through its scale subresource (`spec.replicas`), so the
+operator stays the only writer of the LeaderWorkerSet. Queries select the replica leaders' series:
+leader pods of a LeaderWorkerSet are named `<lws>-<group index>` (workers `<lws>-<group>-<worker>`),
+and only leaders run the OpenAI server that exports vLLM's metrics.
+
+KEDA (Prometheus scaler, like production-stack's operator): tokens/s per replica as AverageValue,
+plus the guard rails: the fullest KV cache as a Value trigger (HPA raises replicas by
+usage/threshold), waiting requests per replica as AverageValue. HPA mode expects prometheus-adapter
+external metrics `dsv4_generation_tokens_per_second`, `dsv4_kv_cache_usage` and
+`dsv4_requests_waiting`, labelled `namespace` and `deployment` (README gives the adapter rules).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dsv4_operator.api.v1alpha1.deployment import API_VERSION, KIND
+from dsv4_operator.api.v1alpha1.scaling import Autoscaling
+
+__all__ = ["hpa", "leader_selector", "scaled_object"]
+
+_RATE_WINDOW = "2m"
+
+
+def leader_selector(namespace: str, lws_name: str) -> str:
+    """PromQL label matchers for the leader pods of one LeaderWorkerSet."""
+    return f'namespace="{namespace}",pod=~"{lws_name}-[0-9]+"'
+
+
+def _behavior(a: Autoscaling, period_seconds: int) -> dict[str, Any]:
+    return {
+        "scaleUp": {
+            "stabilizationWindowSeconds": a.scale_up_stabilization_seconds,
+            "policies": [
+                {"type": "Pods", "value": a.scale_up_max_step, "periodSeconds": period_seconds}
+            ],
+        },
+        "scaleDown": {
+            "stabilizationWindowSeconds": a.scale_down_stabilization_seconds,
+            "policies": [
+                {"type": "Pods", "value": a.scale_down_max_step, "periodSeconds": period_seconds}
+            ],
+        },
+    }
+
+
+def scaled_object(
+    *,
+    name: str,
+    namespace: str,
+    lws_name: str,
+    autoscaling: Autoscaling,
+    target_tokens_per_second: int,
+    max_replicas: int,
+    prometheus_url: str,
+    labels: dict[str, str],
+    polling_seconds: int = 15,
+) -> dict[str, Any]:
+    """A `keda.sh/v1alpha1` ScaledObject scaling the DeepSeekV4Deployment on tokens/s.
+
+    Args:
+        name: the DeepSeekV4Deployment's name (also the ScaledObject's).
+        namespace: its namespace.
+        lws_name: the LeaderWorkerSet whose leaders export the metrics.
+        autoscaling: `spec.autoscaling`.
+        target_tokens_per_second: generated tokens/s per replica.
+        max_replicas: most replicas, already bounded by the GPU budget.
+        prometheus_url: Prometheus server address KEDA queries.
+        labels: labels for the object.
+        polling_seconds: KEDA polling interval, s.
+
+    Returns:
+        The manifest.
+    """
+    sel = leader_selector(namespace, lws_name)
+    a = autoscaling
+    triggers = [
+        {
+            "type": "prometheus",
+            "name": "generation-tokens-per-second",
+            "metricType": "AverageValue",
+            "metadata": {
+                "serverAddress": prometheus_url,
+                "query": f"sum(rate(vllm:generation_tokens_total{{{sel}}}[{_RATE_WINDOW}]))",
+                "threshold": str(target_tokens_per_second),
+                "activationThreshold": "0",
+            },
+        },
+        {
+            "type": "prometheus",
+            "name": "kv-cache-usage",
+            "metricType": "Value",
+            "metadata": {
+                "serverAddress": prometheus_url,
+                "query": f"max(vllm:kv_cache_usage_perc{{{sel}}})",
+                "threshold": f"{a.kv_cache_usage_percent_threshold / 100:g}",
+            },
+        },
+        {
+            "type": "prometheus",
+            "name": "requests-waiting",
+            "metricType": "AverageValue",
+            "metadata": {
+                "serverAddress": prometheus_url,
+                "query": f"sum(vllm:num_requests_waiting{{{sel}}})",
+                "threshold": str(a.queue_length_threshold),
+            },
+        },
+    ]
+    spec: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": API_VERSION, "kind": KIND, "name": name},
+        "pollingInterval": polling_seconds,
+        "minReplicaCount": a.min_replicas,
+        "maxReplicaCount": max_replicas,
+        "advanced": {
+            "horizontalPodAutoscalerConfig": {"behavior": _behavior(a, polling_seconds)},
+        },
+        "triggers": triggers,
+    }
+    if a.min_replicas == 0 and a.scale_to_zero_idle_seconds is not None:
+        spec["cooldownPeriod"] = a.scale_to_zero_idle_seconds
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": spec,
+    }
+
+
+def hpa(
+    *,
+    name: str,
+    namespace: str,
+    autoscaling: Autoscaling,
+    target_tokens_per_second: int,
+    max_replicas: int,
+    labels: dict[str, str],
+    api_version: str = "autoscaling/v2",
+) -> dict[str, Any]:
+    """An HPA on the DeepSeekV4Deployment's scale subresource with prometheus-adapter metrics.
+
+    Args:
+        name: the DeepSeekV4Deployment's name (also the HPA's).
+        namespace: its namespace.
+        autoscaling: `spec.autoscaling` (mode hpa needs minReplicas >= 1).
+        target_tokens_per_second: generated tokens/s per replica.
+        max_replicas: most replicas, already bounded by the GPU budget.
+        labels: labels for the object.
+        api_version: `autoscaling/v2` (or `autoscaling/v2beta2` on old clusters, from discovery).
+
+    Returns:
+        The manifest.
+    """
+    a = autoscaling
+    selector = {"matchLabels": {"namespace": namespace, "deployment": name}}
+
+    def external(metric: str, target: dict[str, str]) -> dict[str, Any]:
+        return {
+            "type": "External",
+            "external": {"metric": {"name": metric, "selector": selector}, "target": target},
+        }
+
+    return {
+        "apiVersion": api_version,
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": API_VERSION, "kind": KIND, "name": name},
+            "minReplicas": max(a.min_replicas, 1),
+            "maxReplicas": max_replicas,
+            "metrics": [
+                external(
+                    "dsv4_generation_tokens_per_second",
+                    {"type": "AverageValue", "averageValue": str(target_tokens_per_second)},
+                ),
+                external(
+                    "dsv4_kv_cache_usage",
+                    {
+                        "type": "Value",
+                        "value": f"{a.kv_cache_usage_percent_threshold * 10}m",
+                    },
+                ),
+                external(
+                    "dsv4_requests_waiting",
+                    {"type": "AverageValue", "averageValue": str(a.queue_length_threshold)},
+                ),
+            ],
+            "behavior": _behavior(a, 60),
+        },
+    }

@@ -1,0 +1,319 @@
+"""The native autoscaler's decision: replicas (whole LeaderWorkerSet groups) from token throughput.
+
+One call of `decide` per scrape. Rules, in order:
+
+1. Load = generated tokens/s of the serving groups (+ prompt tokens/s x a weight).
+   Recommendation = ceil(load / target tokens/s per replica).
+2. Guard rails force a scale-up: a serving group at or above the KV-usage threshold or with at least
+   the queue threshold of waiting requests asks for one more group than runs, unless a group is
+   already starting, which counts as the fix (no overshoot while a 20-minute load is in progress).
+   A forced scale-up skips the scale-up stabilization window.
+3. Bounds: at least `min_replicas` (1 when `min_replicas` is 0 until the deployment has been idle,
+   no load and no request, for the scale-to-zero window), at most `max_replicas` and the GPU budget
+   (budget // GPUs per replica). With no group and requests waiting at the gateway: at least 1.
+4. Stabilization as the HPA does it: a scale-up goes to the smallest recommendation of the scale-up
+   window, a scale-down to the largest of the scale-down window; steps are limited; a change
+   opposite to the last one waits for the new direction's window (at most one change of direction per
+   window).
+5. Scale-down safety: after removing the groups, the remaining ones must stay under the guard rails
+   (load per group within target, KV usage and queue under their thresholds); otherwise hold.
+6. Drain first: LeaderWorkerSet removes the highest-index groups. Those are drained (their
+   runtime stops admitting, in-flight requests finish) and the replica count drops only when no
+   request runs on them. If load returns meanwhile, the drain is cancelled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+__all__ = [
+    "AutoscalerConfig",
+    "AutoscalerState",
+    "Decision",
+    "GroupSample",
+    "Observation",
+    "decide",
+]
+
+Action = Literal["scale", "drain", "undrain", "hold"]
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalerConfig:
+    """Autoscaling settings (from `spec.autoscaling`, the plan and `spec.gpu.budget`).
+
+    Attributes:
+        min_replicas: fewest replicas (0 allows scale to zero).
+        max_replicas: most replicas.
+        target_tokens_per_second: generated tokens/s one replica should carry.
+        kv_usage_threshold: KV-cache usage fraction (0..1) that forces a scale-up.
+        queue_threshold: waiting requests per group that force a scale-up.
+        scale_up_window_seconds: scale-up stabilization window, s.
+        scale_down_window_seconds: scale-down stabilization window, s.
+        scale_up_max_step: most replicas added per decision.
+        scale_down_max_step: most replicas removed per decision.
+        scale_to_zero_idle_seconds: idle time before the last replica goes (None: never).
+        gpus_per_replica: GPUs of one group.
+        gpu_budget: most GPUs all replicas may hold (None: unbounded).
+        prompt_token_weight: weight of prompt tokens/s in the load (0 = generated tokens only).
+    """
+
+    min_replicas: int
+    max_replicas: int
+    target_tokens_per_second: float
+    kv_usage_threshold: float = 0.8
+    queue_threshold: int = 5
+    scale_up_window_seconds: float = 300
+    scale_down_window_seconds: float = 1800
+    scale_up_max_step: int = 1
+    scale_down_max_step: int = 1
+    scale_to_zero_idle_seconds: float | None = None
+    gpus_per_replica: int = 8
+    gpu_budget: int | None = None
+    prompt_token_weight: float = 0.0
+
+    @property
+    def ceiling(self) -> int:
+        """Most replicas allowed by `max_replicas` and the GPU budget."""
+        if self.gpu_budget is None:
+            return self.max_replicas
+        return min(self.max_replicas, self.gpu_budget // self.gpus_per_replica)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSample:
+    """What one replica group reported at a scrape.
+
+    Attributes:
+        index: LeaderWorkerSet group index.
+        ready: the group serves (leader ready).
+        starting: the group exists but is not ready yet (pulling, loading, warming up).
+        draining: the group was told to stop admitting requests.
+        generation_tps: generated tokens/s.
+        prompt_tps: prompt tokens/s.
+        kv_usage: KV-cache usage fraction, 0..1.
+        running: requests running.
+        waiting: requests waiting.
+    """
+
+    index: int
+    ready: bool
+    starting: bool = False
+    draining: bool = False
+    generation_tps: float = 0.0
+    prompt_tps: float = 0.0
+    kv_usage: float = 0.0
+    running: int = 0
+    waiting: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One scrape of all groups.
+
+    Attributes:
+        time: seconds (monotonic).
+        replicas: the current `spec.replicas`.
+        groups: per-group samples.
+        pending_outside: requests waiting in front of the Service (gateway metric), used to scale
+            from zero.
+    """
+
+    time: float
+    replicas: int
+    groups: tuple[GroupSample, ...]
+    pending_outside: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the autoscaler decided at one scrape.
+
+    Attributes:
+        time: seconds.
+        action: `scale` (set replicas), `drain` / `undrain` (groups), or `hold`.
+        replicas_from: replicas before.
+        replicas_to: replicas after (equal to `replicas_from` unless `action` is `scale`).
+        groups: groups drained or undrained.
+        load_tokens_per_second: the load that was measured.
+        reason: one sentence with the numbers.
+    """
+
+    time: float
+    action: Action
+    replicas_from: int
+    replicas_to: int
+    groups: tuple[int, ...]
+    load_tokens_per_second: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalerState:
+    """Memory between decisions (kept by the operator per deployment).
+
+    Attributes:
+        recommendations: (time, recommended replicas) within the longest window.
+        last_change: (time, +1 or -1) of the last replica change.
+        idle_since: when the deployment became idle (no load, no request), or None while busy.
+        draining: groups being drained.
+    """
+
+    recommendations: tuple[tuple[float, int], ...] = ()
+    last_change: tuple[float, int] | None = None
+    idle_since: float | None = None
+    draining: tuple[int, ...] = field(default=())
+
+
+def _hold(obs: Observation, load: float, reason: str) -> Decision:
+    return Decision(obs.time, "hold", obs.replicas, obs.replicas, (), load, reason)
+
+
+def _safe_after(cfg: AutoscalerConfig, serving: list[GroupSample], load: float, n: int) -> str:
+    """Why removing groups down to `n` would break a guard rail ('' when it is safe)."""
+    if n == 0:
+        busy = any(g.running or g.waiting for g in serving)
+        return "requests are still running" if busy or load > 0 else ""
+    if load / n > cfg.target_tokens_per_second:
+        return f"{load:.0f} tokens/s over {n} replicas exceeds the target"
+    kv = sum(g.kv_usage for g in serving) / n
+    if kv >= cfg.kv_usage_threshold:
+        return f"KV usage would reach {kv:.0%} on {n} replicas"
+    waiting = sum(g.waiting for g in serving) / n
+    if waiting >= cfg.queue_threshold:
+        return f"{waiting:.1f} waiting requests per replica on {n} replicas"
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """What one observation says, before stabilization."""
+
+    load: float
+    desired: int
+    urgent: bool
+    saturated: tuple[int, ...]
+    serving: tuple[GroupSample, ...]
+
+
+def _read(cfg: AutoscalerConfig, obs: Observation, idle_since: float | None) -> _Reading:
+    """Rules 1-3: load, guard rails and bounds give the recommended replicas."""
+    current = obs.replicas
+    serving = tuple(g for g in obs.groups if g.ready and not g.draining)
+    starting = sum(1 for g in obs.groups if g.starting)
+    load = sum(g.generation_tps + cfg.prompt_token_weight * g.prompt_tps for g in serving)
+    requests = sum(g.running + g.waiting for g in obs.groups) + obs.pending_outside
+    raw = math.ceil(load / cfg.target_tokens_per_second) if load > 0 else 0
+    saturated = tuple(
+        g.index
+        for g in serving
+        if g.kv_usage >= cfg.kv_usage_threshold or g.waiting >= cfg.queue_threshold
+    )
+    urgent = False
+    if saturated and starting == 0:
+        raw, urgent = max(raw, current + 1), True
+    elif saturated:
+        raw = max(raw, current)
+    if current == 0 and requests > 0:
+        raw, urgent = max(raw, 1), True
+    floor = cfg.min_replicas
+    idle_long = (
+        cfg.scale_to_zero_idle_seconds is not None
+        and idle_since is not None
+        and obs.time - idle_since >= cfg.scale_to_zero_idle_seconds
+    )
+    if floor == 0 and not idle_long:
+        floor = 1 if (load > 0 or requests > 0 or current > 0) else 0
+    desired = max(floor, min(raw, cfg.ceiling))
+    return _Reading(load, desired, urgent, saturated, serving)
+
+
+def _scale_up(
+    cfg: AutoscalerConfig, state: AutoscalerState, obs: Observation, r: _Reading
+) -> tuple[Decision, bool]:
+    """Rule 4 upwards; returns the decision and whether replicas changed."""
+    t, current = obs.time, obs.replicas
+    window = [n for ts, n in state.recommendations if ts > t - cfg.scale_up_window_seconds]
+    target = r.desired if r.urgent else min(window)
+    target = min(max(target, current), current + cfg.scale_up_max_step, cfg.ceiling)
+    last = state.last_change
+    if last and last[1] < 0 and t - last[0] < cfg.scale_up_window_seconds and not r.urgent:
+        return _hold(
+            obs, r.load, "scale-up waits for the scale-up window after a scale-down"
+        ), False
+    if target <= current:
+        return _hold(obs, r.load, f"recommendation {r.desired} not yet stable"), False
+    why = f"guard rail on groups {list(r.saturated)}" if r.urgent and r.saturated else "token load"
+    reason = f"{why}: {r.load:.0f} tokens/s, {r.desired} replicas wanted"
+    return Decision(t, "scale", current, target, (), r.load, reason), True
+
+
+def _scale_down(
+    cfg: AutoscalerConfig, state: AutoscalerState, obs: Observation, r: _Reading
+) -> tuple[Decision, tuple[int, ...] | None]:
+    """Rules 4-6 downwards; returns the decision and the groups now draining (None: unchanged)."""
+    t, current = obs.time, obs.replicas
+    window = [n for ts, n in state.recommendations if ts > t - cfg.scale_down_window_seconds]
+    target = max(*window, current - cfg.scale_down_max_step)
+    last = state.last_change
+    if target >= current:
+        return _hold(obs, r.load, f"recommendation {r.desired} not yet stable"), None
+    if last and last[1] > 0 and t - last[0] < cfg.scale_down_window_seconds:
+        return _hold(obs, r.load, "scale-down waits for the scale-down window after a scale-up"), (
+            None
+        )
+    unsafe = _safe_after(cfg, list(r.serving), r.load, target)
+    if unsafe:
+        return _hold(obs, r.load, f"not removing groups: {unsafe}"), None
+    victims = tuple(range(target, current))
+    by_index = {g.index: g for g in obs.groups}
+    undrained = [i for i in victims if i in by_index and not by_index[i].draining]
+    if undrained and any(by_index[i].ready for i in undrained):
+        reason = f"draining groups {undrained} before scaling {current} -> {target}"
+        return Decision(t, "drain", current, current, tuple(undrained), r.load, reason), victims
+    in_flight = [i for i in victims if i in by_index and by_index[i].running > 0]
+    if in_flight:
+        return _hold(obs, r.load, f"groups {in_flight} still finish requests"), None
+    reason = f"{r.load:.0f} tokens/s fits {target} replicas; drained groups {list(victims)}"
+    return Decision(t, "scale", current, target, victims, r.load, reason), ()
+
+
+def decide(
+    cfg: AutoscalerConfig, state: AutoscalerState, obs: Observation
+) -> tuple[Decision, AutoscalerState]:
+    """One autoscaling decision (module docstring gives the rules).
+
+    Args:
+        cfg: settings.
+        state: memory from the previous decision.
+        obs: this scrape.
+
+    Returns:
+        The decision and the new state.
+    """
+    t, current = obs.time, obs.replicas
+    busy = any(g.generation_tps > 0 or g.running or g.waiting for g in obs.groups)
+    busy = busy or obs.pending_outside > 0
+    idle_since = None if busy else (state.idle_since if state.idle_since is not None else t)
+    r = _read(cfg, obs, idle_since)
+    horizon = max(cfg.scale_up_window_seconds, cfg.scale_down_window_seconds)
+    recs = (*((ts, n) for ts, n in state.recommendations if ts > t - horizon), (t, r.desired))
+    state = replace(state, recommendations=recs, idle_since=idle_since)
+
+    if state.draining and r.desired >= current:
+        reason = f"load {r.load:.0f} tokens/s needs {r.desired} replicas: drain cancelled"
+        decision = Decision(t, "undrain", current, current, state.draining, r.load, reason)
+        return decision, replace(state, draining=())
+    if r.desired > current:
+        decision, changed = _scale_up(cfg, state, obs, r)
+        return decision, replace(state, last_change=(t, +1)) if changed else state
+    if r.desired < current:
+        decision, draining = _scale_down(cfg, state, obs, r)
+        if draining is None:
+            return decision, state
+        if decision.action == "scale":
+            return decision, replace(state, last_change=(t, -1), draining=())
+        return decision, replace(state, draining=draining)
+    return _hold(obs, r.load, f"{current} replicas match {r.load:.0f} tokens/s"), state

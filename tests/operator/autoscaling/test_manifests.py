@@ -1,0 +1,119 @@
+"""KEDA ScaledObject and HPA output, validated against the real schemas."""
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import latest_version
+
+from dsv4_operator.api.v1alpha1.scaling import Autoscaling
+from dsv4_operator.autoscaling.manifests import hpa, scaled_object
+
+AUTO = Autoscaling(
+    enabled=True,
+    mode="keda",
+    min_replicas=0,
+    max_replicas=4,
+    scale_to_zero_idle_seconds=900,
+    target_tokens_per_second_per_replica=2500,
+)
+LABELS = {"app.kubernetes.io/name": "dsv4", "app.kubernetes.io/instance": "flash"}
+
+
+def crd_schema(fixtures_dir: Path, name: str) -> dict[str, Any]:
+    crd = yaml.safe_load((fixtures_dir / "crds" / name).read_text())
+    version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
+    return dict(version["schema"]["openAPIV3Schema"])
+
+
+def strict(schema: Any) -> Any:
+    """Forbid unknown fields wherever the CRD lists properties (kubectl's strict field check)."""
+    if isinstance(schema, dict):
+        out = {k: strict(v) for k, v in schema.items() if k != "x-kubernetes-validations"}
+        if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out.setdefault("additionalProperties", False)
+        return out
+    if isinstance(schema, list):
+        return [strict(x) for x in schema]
+    return schema
+
+
+def test_scaled_object_is_valid_against_the_keda_crd(fixtures_dir: Path) -> None:
+    obj = scaled_object(
+        name="flash",
+        namespace="llm",
+        lws_name="flash",
+        autoscaling=AUTO,
+        target_tokens_per_second=2500,
+        max_replicas=3,
+        prometheus_url="http://prometheus.monitoring:9090",
+        labels=LABELS,
+    )
+    jsonschema.validate(obj, strict(crd_schema(fixtures_dir, "keda.sh_scaledobjects.yaml")))
+    spec = obj["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "dsv4.io/v1alpha1",
+        "kind": "DeepSeekV4Deployment",
+        "name": "flash",
+    }
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["cooldownPeriod"]) == (0, 3, 900)
+    queries = [t["metadata"]["query"] for t in spec["triggers"]]
+    assert (
+        'sum(rate(vllm:generation_tokens_total{namespace="llm",pod=~"flash-[0-9]+"}[2m]))'
+        in queries
+    )
+    assert {t["metadata"]["threshold"] for t in spec["triggers"]} == {"2500", "0.8", "5"}
+
+
+def test_scaled_object_schema_catches_a_bad_field(fixtures_dir: Path) -> None:
+    obj = scaled_object(
+        name="x",
+        namespace="y",
+        lws_name="x",
+        autoscaling=AUTO,
+        target_tokens_per_second=1,
+        max_replicas=1,
+        prometheus_url="http://p:9090",
+        labels={},
+    )
+    obj["spec"]["pollingInterval"] = "often"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(obj, strict(crd_schema(fixtures_dir, "keda.sh_scaledobjects.yaml")))
+
+
+def test_hpa_is_valid_autoscaling_v2() -> None:
+    a = Autoscaling(enabled=True, mode="hpa", min_replicas=1, max_replicas=4)
+    obj = hpa(
+        name="pro",
+        namespace="llm",
+        autoscaling=a,
+        target_tokens_per_second=4000,
+        max_replicas=4,
+        labels=LABELS,
+    )
+    kubernetes_validate.validate(obj, latest_version(), strict=True)
+    names = [m["external"]["metric"]["name"] for m in obj["spec"]["metrics"]]
+    assert names == [
+        "dsv4_generation_tokens_per_second",
+        "dsv4_kv_cache_usage",
+        "dsv4_requests_waiting",
+    ]
+    assert obj["spec"]["metrics"][1]["external"]["target"]["value"] == "800m"
+
+
+def test_hpa_schema_catches_a_bad_field() -> None:
+    a = Autoscaling(enabled=True, mode="hpa", min_replicas=1, max_replicas=4)
+    obj = hpa(
+        name="pro",
+        namespace="llm",
+        autoscaling=a,
+        target_tokens_per_second=4000,
+        max_replicas=4,
+        labels=LABELS,
+    )
+    obj["spec"]["maxReplicas"] = "four"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(obj, latest_version(), strict=True)
