@@ -13,8 +13,8 @@ One call of `decide` per scrape. Rules, in order:
    (budget // GPUs per replica). With no group and requests waiting at the gateway: at least 1.
 4. Stabilization as the HPA does it: a scale-up goes to the smallest recommendation of the scale-up
    window, a scale-down to the largest of the scale-down window; steps are limited; a change
-   opposite to the last one waits for the new direction's window (at most one change of direction per
-   window).
+   opposite to the last one waits for the new direction's window (at most one change of direction
+   per window).
 5. Scale-down safety: after removing the groups, the remaining ones must stay under the guard rails
    (load per group within target, KV usage and queue under their thresholds); otherwise hold.
 6. Drain first: LeaderWorkerSet removes the highest-index groups. Those are drained (their
