@@ -219,8 +219,15 @@ spawn() {  # spawn NAME ARGS...: start $BIN/NAME detached, log to $STATE/NAME.lo
     local name=$1
     shift
     setsid "$BIN/$name" "$@" >"$STATE/$name.log" 2>&1 </dev/null &
-    echo $! >"$STATE/$name.pid"
-    log "started $name (pid $!, log $STATE/$name.log)"
+    local pid=$! i
+    echo "$pid" >"$STATE/$name.pid"
+    # Until setsid has exec'd the binary, /proc/PID/exe is still bash or setsid.
+    for ((i = 0; i < 100; i++)); do
+        pid_alive "$name" && break
+        [[ -d /proc/$pid ]] || break
+        sleep 0.02
+    done
+    log "started $name (pid $pid, log $STATE/$name.log)"
 }
 
 cmd_start() {

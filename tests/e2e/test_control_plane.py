@@ -8,6 +8,7 @@ controller, RBAC with impersonation, API discovery, and the test-only kubelet st
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -367,6 +368,50 @@ def test_rbac_impersonation(control_plane: ControlPlane, namespace: str) -> None
     denied = control_plane.kubectl("get", "pods", "-n", namespace, "--as", sa, check=False)
     assert denied.returncode != 0
     assert "forbidden" in denied.stderr.lower()
+
+
+@pytest.mark.e2e
+def test_service_account_token_kubeconfig_has_only_its_rbac(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    control_plane.kubectl("create", "serviceaccount", "op", "-n", namespace)
+    control_plane.kubectl(
+        "create", "role", "cm-writer", "-n", namespace, "--verb=create,get", "--resource=configmaps"
+    )
+    control_plane.kubectl(
+        "create",
+        "rolebinding",
+        "op-cm",
+        "-n",
+        namespace,
+        "--role=cm-writer",
+        f"--serviceaccount={namespace}:op",
+    )
+    kubeconfig = control_plane.service_account_kubeconfig(
+        namespace, "op", tmp_path / "op.kubeconfig"
+    )
+    whoami = control_plane.kubectl(
+        "--kubeconfig", str(kubeconfig), "create", "configmap", "by-op", "-n", namespace
+    )
+    assert "configmap/by-op created" in whoami.stdout
+    denied = control_plane.kubectl(
+        "--kubeconfig", str(kubeconfig), "get", "pods", "-n", namespace, check=False
+    )
+    assert denied.returncode != 0
+    assert f"system:serviceaccount:{namespace}:op" in denied.stderr
+    # The Python client honours it too (what kopf and the operator use).
+    from kubernetes import client, config
+
+    new_client: Any = config.new_client_from_config
+    api = new_client(config_file=str(kubeconfig))
+    try:
+        core = client.CoreV1Api(api)
+        assert core.read_namespaced_config_map("by-op", namespace).data is None
+        with pytest.raises(client.ApiException) as forbidden:
+            core.list_namespaced_config_map(namespace)  # only create and get are granted
+        assert forbidden.value.status == 403
+    finally:
+        api.close()
 
 
 @pytest.mark.e2e
