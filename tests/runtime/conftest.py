@@ -57,8 +57,8 @@ def free_ports(count: int) -> list[int]:
 
 @pytest.fixture
 def ports() -> list[int]:
-    """Two free loopback ports: [api_port, admin_port]."""
-    return free_ports(2)
+    """Three distinct free loopback ports: [api_port, admin_port, second admin_port]."""
+    return free_ports(3)
 
 
 @pytest.fixture

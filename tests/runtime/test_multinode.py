@@ -1,0 +1,141 @@
+"""Two runtimes as the leader and a worker of a 2-node vLLM group, with a stand-in `vllm` binary.
+
+The stand-in records its argv and then acts like vLLM: `vllm serve` on the leader becomes the
+engine double (API, health, metrics); `vllm serve --headless` on the worker idles until SIGTERM.
+Package metadata for vllm 0.33.0 and transformers 4.57.1 is provided on PYTHONPATH, so the whole
+production path runs: arguments, LWS env, preflight, leader-address resolution, command lines,
+supervision, drain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from dsv4_runtime.config import RuntimeConfig
+from dsv4_runtime.distributed import Role
+from dsv4_runtime.vllm_args import vllm_serve_argv
+
+FAKE_VLLM = """\
+import json, os, signal, sys
+with open(os.environ["DSV4_FAKE_VLLM_RECORD"], "w") as record:
+    json.dump(sys.argv[1:], record)
+args = sys.argv[1:]
+if "--headless" in args:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.pause()
+value = lambda flag: args[args.index(flag) + 1]
+os.execv(sys.executable, [sys.executable, "-m", "engine_double", "--host", value("--host"),
+         "--port", value("--port"), "--served-model-name", value("--served-model-name")])
+"""
+
+
+def _install_fakes(root: Path) -> tuple[Path, Path]:
+    bin_dir, site = root / "bin", root / "site"
+    bin_dir.mkdir()
+    for name, version in (("vllm", "0.33.0"), ("transformers", "4.57.1")):
+        info = site / f"{name}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    vllm = bin_dir / "vllm"
+    vllm.write_text(f"#!{sys.executable}\n{FAKE_VLLM}")
+    vllm.chmod(0o755)
+    return bin_dir, site
+
+
+def _wait_ready(url: str, log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} never ready\n{log.read_text()}")
+
+
+def test_leader_and_worker_launch_vllm_and_drain(
+    tmp_path: Path, double_env: dict[str, str], ports: list[int]
+) -> None:
+    bin_dir, site = _install_fakes(tmp_path)
+    api, leader_admin, worker_admin = ports
+    config = RuntimeConfig(
+        engine="vllm",
+        model="deepseek-ai/DeepSeek-V4-Flash",
+        served_model_name="flash",
+        nodes=2,
+        data_parallel_size=8,
+        data_parallel_size_local=4,
+        host="127.0.0.1",
+        api_port=api,
+        admin_port=leader_admin,
+        drain_timeout_seconds=2,
+        engine_stop_grace_seconds=3,
+        shm_path=tmp_path / "shm",
+        termination_log=tmp_path / "termination-log",
+        extra_engine_args=("--max-cudagraph-capture-size", "128"),
+    )
+    env = {
+        **double_env,
+        "PATH": f"{bin_dir}{os.pathsep}{double_env['PATH']}",
+        "PYTHONPATH": f"{site}{os.pathsep}{double_env['PYTHONPATH']}",
+        "LWS_LEADER_ADDRESS": "localhost",
+        "LWS_GROUP_SIZE": "2",
+    }
+    pods = []
+    for index, admin in ((0, leader_admin), (1, worker_admin)):
+        log = tmp_path / f"pod-{index}.log"
+        pod_env = {
+            **env,
+            "LWS_WORKER_INDEX": str(index),
+            "DSV4_FAKE_VLLM_RECORD": str(tmp_path / f"argv-{index}.json"),
+        }
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "dsv4_runtime", *config.replace(admin_port=admin).to_args()],
+                env=pod_env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        pods.append((process, admin, log))
+    try:
+        for _, admin, log in pods:
+            _wait_ready(f"http://127.0.0.1:{admin}/ready", log)
+        for index, (_, admin, _) in enumerate(pods):
+            recorded = json.loads((tmp_path / f"argv-{index}.json").read_text())
+            role = Role(worker_index=index, group_size=2, leader_address="localhost")
+            expected = vllm_serve_argv(config.replace(admin_port=admin), role, "127.0.0.1")
+            assert ["vllm", *recorded] == expected
+        assert "--headless" not in json.loads((tmp_path / "argv-0.json").read_text())
+        worker_argv = json.loads((tmp_path / "argv-1.json").read_text())
+        assert worker_argv[worker_argv.index("--data-parallel-start-rank") + 1] == "4"
+        assert worker_argv[worker_argv.index("--data-parallel-address") + 1] == "127.0.0.1"
+        answer = httpx.post(
+            f"http://127.0.0.1:{api}/v1/completions",
+            json={"model": "flash", "prompt": "hi", "max_tokens": 3},
+            timeout=5.0,
+        )
+        assert answer.status_code == 200
+        sent = time.monotonic()
+        for process, _, _ in pods:
+            process.send_signal(signal.SIGTERM)
+        leader, worker = pods[0][0], pods[1][0]
+        assert leader.wait(timeout=8) == 0, pods[0][2].read_text()
+        assert worker.wait(timeout=8) == 0, pods[1][2].read_text()
+        worker_done = time.monotonic() - sent
+        assert worker_done >= 2.0, "the worker must keep its ranks up for the drain timeout"
+        print(f"worker engine stopped {worker_done:.2f} s after SIGTERM (drain timeout 2 s)")
+    finally:
+        for process, _, _ in pods:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
