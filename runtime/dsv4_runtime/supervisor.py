@@ -115,7 +115,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_drain)
-        runner = web.AppRunner(build_app(self._state), handle_signals=False)
+        runner = web.AppRunner(build_app(self._state), handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._admin_port)
         await site.start()
