@@ -314,6 +314,27 @@ def test_deployment_becomes_available_with_kubelet_standin(
         "deployment/web 2/2 available",
         timeout=60,
     )
+    # Deleting a bound pod leaves it Terminating until the stand-in's final delete; the
+    # ReplicaSet controller then creates a replacement that the stand-in starts again.
+    victim = pods[0]["metadata"]["name"]
+    control_plane.kubectl("delete", "pod", victim, "-n", namespace, "--wait=false")
+    assert (
+        "deletionTimestamp"
+        in control_plane.kubectl_json("get", "pod", victim, "-n", namespace)["metadata"]
+    )
+    assert victim in kubelet.reap_terminating(namespace)
+
+    def replaced() -> bool:
+        kubelet.run_pending(namespace)
+        items = control_plane.kubectl_json("get", "pods", "-n", namespace)["items"]
+        names = {p["metadata"]["name"] for p in items}
+        return (
+            victim not in names
+            and len(names) == 2
+            and all(p["status"].get("phase") == "Running" for p in items)
+        )
+
+    control_plane.wait_for(replaced, "deleted pod replaced and Running", timeout=60)
 
 
 @pytest.mark.e2e

@@ -574,9 +574,11 @@ class KubeletStandIn:
         """Bind and start every Pending, unbound pod in `namespace` that fits a Node.
 
         Returns the names of the pods it started (pods whose nodeSelector matches no Node stay
-        Pending, as with a real scheduler).
+        Pending, as with a real scheduler). Also finishes the deletion of bound pods that are
+        terminating (`reap_terminating`), as a kubelet would once their containers stopped.
         """
         started: list[str] = []
+        self.reap_terminating(namespace)
         pods = self.core.list_namespaced_pod(namespace).items
         for pod in pods:
             if pod.metadata.deletion_timestamp is not None:
@@ -603,6 +605,27 @@ class KubeletStandIn:
             )
             started.append(pod.metadata.name)
         return started
+
+    def reap_terminating(self, namespace: str) -> list[str]:
+        """Delete, with grace period 0, every bound pod in `namespace` that is terminating.
+
+        Without a kubelet, a pod bound to a Node stays `Terminating` forever after its deletion
+        (the API server waits for the kubelet's final delete); this is that final delete.
+        Returns the names of the pods it removed.
+        """
+        reaped: list[str] = []
+        for pod in self.core.list_namespaced_pod(namespace).items:
+            if pod.metadata.deletion_timestamp is None or pod.spec.node_name is None:
+                continue
+            try:
+                self.core.delete_namespaced_pod(
+                    pod.metadata.name, namespace, grace_period_seconds=0
+                )
+            except self._client_mod.ApiException as exc:
+                if exc.status != 404:
+                    raise
+            reaped.append(pod.metadata.name)
+        return reaped
 
     def _running_status(self, pod: Any) -> Json:
         now = _utc_now()
