@@ -210,6 +210,51 @@ def crdgen_command(
     raise typer.Exit(crdgen.main(["--root", str(root)] if root else []))
 
 
+@operator_app.command("run")
+def operator_run_command(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Namespace to watch; repeat. Default: all."),
+    ] = None,
+    peering: Annotated[
+        str | None,
+        typer.Option(help="kopf peering object for HA (replicas need distinct --priority)."),
+    ] = None,
+    priority: Annotated[int, typer.Option(help="kopf peering priority.")] = 0,
+    runtime_image: Annotated[
+        str | None, typer.Option(help="Worker image when spec.engine.image is unset.")
+    ] = None,
+    resync_seconds: Annotated[
+        float | None, typer.Option(help="Periodic resync interval, seconds.")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Prometheus /metrics port (0: off).")
+    ] = None,
+    liveness_port: Annotated[int | None, typer.Option(help="kopf /healthz port (0: off).")] = None,
+    verbose: Annotated[bool, typer.Option(help="Log at DEBUG level.")] = False,
+) -> None:
+    """Run the operator (kopf): reconcile DeepSeekV4Deployments into LeaderWorkerSets.
+
+    Flags override the DSV4_OPERATOR_* environment variables.
+    """
+    # Imported here: kopf and the Kubernetes client stay out of `dsv4 plan`'s start-up.
+    from dsv4_operator.handlers import run  # noqa: PLC0415
+    from dsv4_operator.settings import OperatorSettings  # noqa: PLC0415
+
+    flags: dict[str, Any] = {
+        "namespaces": tuple(namespace) if namespace else None,
+        "peering": peering,
+        "priority": priority or None,
+        "runtime_image": runtime_image,
+        "resync_seconds": resync_seconds,
+        "metrics_port": metrics_port,
+        "liveness_port": liveness_port,
+    }
+    base = OperatorSettings.from_env()
+    config = base.model_copy(update={k: v for k, v in flags.items() if v is not None})
+    run(OperatorSettings.model_validate(config.model_dump()), verbose=verbose)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,1 +1,26 @@
-"""Package."""
+"""The only package that talks to the API server: reads, server-side apply, status, discovery."""
+
+from dsv4_operator.kube.apply import AppliedChild, apply_children, contains
+from dsv4_operator.kube.client import (
+    ApiError,
+    KubeClient,
+    TransientApiError,
+    WriteCounter,
+    build_api_client,
+    resource_path,
+)
+from dsv4_operator.kube.discovery import ClusterApis, discover
+
+__all__ = [
+    "ApiError",
+    "AppliedChild",
+    "ClusterApis",
+    "KubeClient",
+    "TransientApiError",
+    "WriteCounter",
+    "apply_children",
+    "build_api_client",
+    "contains",
+    "discover",
+    "resource_path",
+]

@@ -1,0 +1,69 @@
+"""kopf handlers of DeepSeekV4Deployment: thin adapters around `Reconciler.reconcile`.
+
+- create / update (spec) / resume: reconcile; a transient API failure becomes
+  `kopf.TemporaryError(delay=...)` (kopf retries with that delay), a spec that cannot be rolled
+  out (invalid, unplannable, refused) becomes `kopf.PermanentError` after `Ready=False` and an
+  Event were written: kopf stops retrying until the spec changes, and the operator keeps running.
+- a timer every `resync_seconds`: the same reconcile, which writes nothing when nothing changed;
+  it refreshes replicas from the LeaderWorkerSet status and repairs drifted children.
+- delete: nothing to do (children carry ownerReferences; the garbage collector removes them);
+  the handler only updates the metrics and adds no finalizer (`optional=True`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from dsv4_operator.api import GROUP, PLURAL, VERSION
+from dsv4_operator.handlers.reconciler import EmitFn, Outcome, Reconciler
+from dsv4_operator.settings import OperatorSettings
+
+__all__ = ["register_deployment_handlers"]
+
+
+def _emitter(body: kopf.Body) -> EmitFn:
+    def emit(kind: str, reason: str, message: str) -> None:
+        kopf.event(body, type=kind, reason=reason, message=message[:1024])
+
+    return emit
+
+
+def _run(memo: kopf.Memo, body: kopf.Body) -> Outcome:
+    reconciler: Reconciler = memo.reconciler
+    return reconciler.reconcile(
+        str(body.metadata.namespace), str(body.metadata.name), _emitter(body)
+    )
+
+
+def register_deployment_handlers(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
+    """Register the DeepSeekV4Deployment handlers on `registry` with `config`'s resync interval."""
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        outcome = _run(memo, body)
+        if outcome.retry_after is not None:
+            raise kopf.TemporaryError(outcome.message, delay=outcome.retry_after)
+        if outcome.failed:
+            raise kopf.PermanentError(outcome.message)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=config.resync_seconds,
+        initial_delay=config.resync_seconds,
+        registry=registry,
+    )
+    def resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+        outcome = _run(memo, body)
+        if outcome.retry_after is not None:
+            logger.warning("resync: %s (next resync retries)", outcome.message)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
+    def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        reconciler: Reconciler = memo.reconciler
+        reconciler.metrics.forget(f"{body.metadata.namespace}/{body.metadata.name}")

@@ -1,0 +1,248 @@
+"""One reconcile of a DeepSeekV4Deployment: parse -> plan -> render -> apply -> report.
+
+Kept free of kopf so it can be tested with a fake client; `handlers.deployment` adapts it to
+kopf (TemporaryError / PermanentError, Events through kopf's poster).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from dsv4_operator.api import API_VERSION, KIND, InvalidSpecError, parse_spec
+from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
+from dsv4_operator.kube import (
+    ApiError,
+    ClusterApis,
+    KubeClient,
+    TransientApiError,
+    apply_children,
+    discover,
+)
+from dsv4_operator.metrics import OperatorMetrics
+from dsv4_operator.planning import Plan, PlanningError, plan
+from dsv4_operator.planning.from_spec import request_from_spec
+from dsv4_operator.render import (
+    Observation,
+    Owner,
+    desired_status,
+    endpoint,
+    render_children,
+    status_patch,
+)
+from dsv4_operator.render.status import APPLY_FAILED
+
+__all__ = ["EmitFn", "Outcome", "Reconciler"]
+
+EmitFn = Callable[[str, str, str], None]
+"""Posts an Event on the resource: (type `Normal`/`Warning`, reason, message)."""
+
+Result = Literal[
+    "applied", "unchanged", "invalid_spec", "plan_failed", "paused", "transient_error", "error"
+]
+
+INVALID_SPEC: Final = "InvalidSpec"
+PLAN_FAILED: Final = "PlanFailed"
+INSUFFICIENT_CAPACITY: Final = "InsufficientCapacity"
+_WARNING_REASONS: Final = frozenset(
+    {INVALID_SPEC, PLAN_FAILED, INSUFFICIENT_CAPACITY, APPLY_FAILED, "LeaderWorkerSetMissing"}
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one reconcile.
+
+    Attributes:
+        result: the metrics label (`applied`, `unchanged`, `invalid_spec`...).
+        message: the error, when there was one.
+        retry_after: seconds before a retry when the failure was transient, else None.
+        writes: write requests this reconcile sent through the operator's client.
+    """
+
+    result: Result
+    message: str = ""
+    retry_after: float | None = None
+    writes: int = 0
+
+    @property
+    def failed(self) -> bool:
+        """The spec cannot be rolled out as it is (invalid, not plannable, refused)."""
+        return self.result in {"invalid_spec", "plan_failed", "error"}
+
+
+def _plan_summary(status: Mapping[str, Any] | None) -> tuple[str, int] | None:
+    plan_status = (status or {}).get("plan") or {}
+    layout = plan_status.get("layout") or {}
+    if "gpuType" not in plan_status or "gpusPerReplica" not in layout:
+        return None
+    return str(plan_status["gpuType"]), int(layout["gpusPerReplica"])
+
+
+def _ready(status: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    for condition in (status or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return dict(condition)
+    return {}
+
+
+@dataclass
+class Reconciler:
+    """Reconciles DeepSeekV4Deployments with one API client (shared by kopf's worker threads).
+
+    Args:
+        kube: the API client.
+        metrics: the operator's metrics.
+        image: worker image used when `spec.engine.image` is unset.
+        retry_delay_seconds: delay before retrying after a transient API error.
+        clock: returns the current UTC time (tests pin it).
+    """
+
+    kube: KubeClient
+    metrics: OperatorMetrics
+    image: str
+    retry_delay_seconds: float = 10.0
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    apis: ClusterApis | None = None
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def cluster_apis(self) -> ClusterApis:
+        """Discovery result, cached; asked again while the LWS API is missing."""
+        if self.apis is None or not self.apis.lws:
+            self.apis = discover(self.kube)
+        return self.apis
+
+    def reconcile(self, namespace: str, name: str, emit: EmitFn) -> Outcome:
+        """Bring the children and status of `namespace/name` in line with its spec.
+
+        Reads the resource fresh (so concurrent triggers see each other's status), and
+        serializes reconciles of one resource.
+
+        Returns:
+            The outcome; transient API failures are returned (with `retry_after`), not raised.
+        """
+        key = f"{namespace}/{name}"
+        started, writes_before = time.monotonic(), self.kube.writes.total
+        with self._lock(key):
+            try:
+                outcome = self._reconcile(namespace, name, emit)
+            except TransientApiError as error:
+                delay = error.retry_after or self.retry_delay_seconds
+                emit("Warning", "ApiRetry", f"{error}; retrying in {delay:g} s")
+                outcome = Outcome("transient_error", str(error), retry_after=delay)
+        writes = self.kube.writes.total - writes_before
+        self.metrics.observe(key, outcome.result, time.monotonic() - started)
+        return Outcome(outcome.result, outcome.message, outcome.retry_after, writes)
+
+    def _reconcile(self, namespace: str, name: str, emit: EmitFn) -> Outcome:
+        body = self.kube.get(API_VERSION, KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return Outcome("unchanged")
+        owner = Owner.from_body(body)
+        status = body.get("status") or {}
+        try:
+            spec = parse_spec(body.get("spec") or {})
+        except InvalidSpecError as error:
+            obs = Observation(owner, error_reason=INVALID_SPEC, error_message=str(error))
+            return self._report(obs, status, emit, "invalid_spec", str(error))
+        if spec.paused:
+            return self._report(Observation(owner, spec=spec, paused=True), status, emit, "paused")
+        try:
+            planned = plan(request_from_spec(spec))
+        except PlanningError as error:
+            obs = Observation(owner, error_reason=PLAN_FAILED, error_message=str(error))
+            return self._report(obs, status, emit, "plan_failed", str(error))
+        if not planned.fits:
+            message = _no_fit_message(planned)
+            obs = Observation(owner, error_reason=INSUFFICIENT_CAPACITY, error_message=message)
+            self.metrics.set_plan(f"{namespace}/{name}", None, 0)
+            return self._report(obs, status, emit, "plan_failed", message)
+        return self._roll_out(owner, spec, planned, status, emit)
+
+    def _roll_out(
+        self,
+        owner: Owner,
+        spec: DeepSeekV4DeploymentSpec,
+        planned: Plan,
+        status: Mapping[str, Any],
+        emit: EmitFn,
+    ) -> Outcome:
+        apis = self.cluster_apis()
+        children = render_children(
+            owner, spec, planned, image=self.image, pdb_api_version=apis.pdb_api_version
+        )
+        if not apis.lws:
+            children = [c for c in children if c["kind"] != "LeaderWorkerSet"]
+        try:
+            applied = apply_children(self.kube, children)
+        except TransientApiError:
+            raise
+        except ApiError as error:
+            obs = Observation(owner, spec=spec, error_reason=APPLY_FAILED, error_message=str(error))
+            return self._report(obs, status, emit, "error", str(error))
+        lws = next((a.live for a in applied if a.kind == "LeaderWorkerSet"), None)
+        obs = Observation(
+            owner,
+            spec=spec,
+            plan=planned,
+            lws_api=apis.lws,
+            lws_status=(lws or {}).get("status"),
+            endpoint=endpoint(owner, spec),
+        )
+        gpus = planned.chosen.layout.gpus
+        self.metrics.set_plan(
+            f"{owner.namespace}/{owner.name}", planned.chosen.gpu.name, gpus * spec.replicas
+        )
+        old = _plan_summary(status)
+        new = (planned.chosen.gpu.name, gpus)
+        if old != new:
+            before = "none" if old is None else f"{old[1]} x {old[0]}"
+            emit(
+                "Normal",
+                "PlanChanged",
+                f"GPUs per replica: {before} -> {gpus} x {new[0]} "
+                f"({planned.chosen.layout.describe()}); {spec.replicas} replica(s), "
+                f"{gpus * spec.replicas} GPUs in total",
+            )
+        changed = any(a.action != "unchanged" for a in applied)
+        return self._report(obs, status, emit, "applied" if changed else "unchanged")
+
+    def _report(
+        self,
+        obs: Observation,
+        status: Mapping[str, Any],
+        emit: EmitFn,
+        result: Result,
+        message: str = "",
+    ) -> Outcome:
+        desired = desired_status(obs, status, self.clock())
+        patch = status_patch(desired, status)
+        if patch:
+            self.kube.patch_status(API_VERSION, KIND, obs.owner.namespace, obs.owner.name, patch)
+            if result == "unchanged":
+                result = "applied"
+        before, after = _ready(status), _ready(desired)
+        warning = after.get("reason") in _WARNING_REASONS
+        fields = ("reason", "status", "message") if warning else ("reason", "status")
+        if after and any(after.get(f) != before.get(f) for f in fields):
+            kind = "Warning" if warning else "Normal"
+            emit(kind, str(after["reason"]), str(after.get("message", "")))
+        return Outcome(result, message)
+
+
+def _no_fit_message(planned: Plan) -> str:
+    problems = "; ".join(f.message for f in planned.chosen.problems[:3])
+    c = planned.chosen
+    return (
+        f"no layout of {', '.join(planned.request.gpu_types)} within spec.gpu fits: closest is "
+        f"{c.layout.gpus} x {c.gpu.name} ({c.layout.describe()}): {problems}"
+    )

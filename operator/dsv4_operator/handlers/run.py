@@ -1,0 +1,41 @@
+"""Start the operator: register the handlers on a fresh registry and run kopf with our settings."""
+
+from __future__ import annotations
+
+import kopf
+
+from dsv4_operator.handlers.deployment import register_deployment_handlers
+from dsv4_operator.handlers.lifecycle import register_lifecycle_handlers
+from dsv4_operator.settings import OperatorSettings
+
+__all__ = ["build_registry", "run"]
+
+
+def build_registry(
+    config: OperatorSettings, registry: kopf.OperatorRegistry | None = None
+) -> kopf.OperatorRegistry:
+    """Register every handler of the operator on `registry` (a new one when None)."""
+    target = registry if registry is not None else kopf.OperatorRegistry()
+    register_lifecycle_handlers(target, config)
+    register_deployment_handlers(target, config)
+    return target
+
+
+def run(config: OperatorSettings, *, verbose: bool = False) -> None:
+    """Run the operator until it is signalled to stop (blocks).
+
+    Watches `config.namespaces`, or every namespace when empty. With `config.peering` set, kopf
+    peering is on (the highest-priority operator runs, others pause: HA with distinct
+    priorities); otherwise the operator runs standalone.
+    """
+    kopf.configure(verbose=verbose)
+    liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
+    kopf.run(
+        registry=build_registry(config),
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        standalone=config.peering is None,
+        peering_name=config.peering,
+        priority=config.priority,
+        liveness_endpoint=liveness,
+    )

@@ -1,0 +1,247 @@
+"""The one place that sends HTTP requests to the API server (the `kubernetes` package's client).
+
+`KubeClient` is a thin, typed wrapper over `kubernetes.client.ApiClient` for the handful of calls
+the operator makes: GET an object, server-side apply (PATCH `application/apply-patch+yaml`),
+merge-patch a status subresource, and API discovery. Failures become `TransientApiError`
+(409 conflict, 429 throttling, 5xx, connection errors: retry later) or `ApiError` (anything else).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+__all__ = [
+    "ApiError",
+    "KubeClient",
+    "TransientApiError",
+    "WriteCounter",
+    "build_api_client",
+    "resource_path",
+]
+
+_TRANSIENT: Final = frozenset({409, 429, 500, 502, 503, 504})
+"""Statuses worth retrying: conflict (another writer won), throttling, server errors."""
+_TIMEOUT_SECONDS: Final = 30
+PLURALS: Final = {
+    "ConfigMap": "configmaps",
+    "Service": "services",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "LeaderWorkerSet": "leaderworkersets",
+    "DeepSeekV4Deployment": "deepseekv4deployments",
+    "Event": "events",
+}
+"""Plural resource names of the kinds the operator touches."""
+
+
+class ApiError(RuntimeError):
+    """An API request failed for a reason retrying will not fix (e.g. 403, 404, 422).
+
+    Attributes:
+        status: the HTTP status (0 when no response arrived).
+        reason: the API server's message.
+    """
+
+    def __init__(self, status: int, reason: str, what: str) -> None:
+        super().__init__(f"{what}: HTTP {status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class TransientApiError(ApiError):
+    """A request failed with 409, 429, 5xx or a connection error: retry after a delay.
+
+    Attributes:
+        retry_after: the server's Retry-After in seconds, when it sent one.
+    """
+
+    def __init__(self, status: int, reason: str, what: str, retry_after: float | None) -> None:
+        super().__init__(status, reason, what)
+        self.retry_after = retry_after
+
+
+def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    """REST path of a namespaced object (or its collection when `name` is None)."""
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{base}/namespaces/{namespace}/{PLURALS[kind]}"
+    return path if name is None else f"{path}/{name}"
+
+
+def build_api_client() -> Any:
+    """An `ApiClient` from the in-cluster service account, else `$KUBECONFIG` (read now).
+
+    Reading `$KUBECONFIG` at call time (not import time) matters for tests that set it late.
+    """
+    configuration = k8s.Configuration()
+    # Any: the kubernetes package's config loaders are untyped.
+    incluster: Any = k8s_config.load_incluster_config
+    kubeconfig: Any = k8s_config.load_kube_config
+    try:
+        incluster(client_configuration=configuration)
+    except k8s_config.ConfigException:
+        path = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+        kubeconfig(config_file=path, client_configuration=configuration)
+    return k8s.ApiClient(configuration)
+
+
+@dataclass
+class WriteCounter:
+    """Counts the write requests this client sent, by verb and kind (for metrics and tests)."""
+
+    on_write: Callable[[str, str], None] | None = None
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def add(self, verb: str, kind: str) -> None:
+        """Count one request (and tell `on_write`, e.g. a Prometheus counter)."""
+        self.counts[verb, kind] = self.counts.get((verb, kind), 0) + 1
+        if self.on_write is not None:
+            self.on_write(verb, kind)
+
+    @property
+    def total(self) -> int:
+        """All writes so far."""
+        return sum(self.counts.values())
+
+
+class KubeClient:
+    """Typed access to the few API calls the operator makes.
+
+    Args:
+        api_client: a `kubernetes.client.ApiClient` (closed by `close`).
+        field_manager: server-side-apply field manager.
+        on_write: called with (verb, kind) for every write request.
+    """
+
+    def __init__(
+        self,
+        api_client: Any,
+        field_manager: str,
+        on_write: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._api = api_client
+        self.field_manager = field_manager
+        self.writes = WriteCounter(on_write)
+
+    def close(self) -> None:
+        """Close the underlying connection pool."""
+        self._api.close()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        what = f"{method} {path}"
+        try:
+            serialized = self._api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = self._api.call_api(*serialized, _request_timeout=_TIMEOUT_SECONDS)
+            response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise TransientApiError(0, str(error), what, None) from None
+        if not 200 <= response.status < 300:
+            reason = _reason(response.data)
+            if response.status in _TRANSIENT:
+                retry = response.getheader("Retry-After")
+                delay = float(retry) if retry and retry.isdigit() else None
+                raise TransientApiError(response.status, reason, what, delay)
+            raise ApiError(response.status, reason, what)
+        return json.loads(response.data) if response.data else None
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist (404).
+
+        Raises:
+            TransientApiError: a retryable failure.
+            ApiError: any other failure.
+        """
+        try:
+            found: dict[str, Any] = self._request(
+                "GET", resource_path(api_version, kind, namespace, name)
+            )
+        except ApiError as error:
+            if error.status == 404 and not isinstance(error, TransientApiError):
+                return None
+            raise
+        return found
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply `obj` (force: the operator owns these fields); returns the result.
+
+        Raises:
+            TransientApiError: a retryable failure (409, 429, 5xx).
+            ApiError: any other failure (e.g. 422 invalid, 404 kind not served).
+        """
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        query = [("fieldManager", self.field_manager), ("force", "true")]
+        self.writes.add("apply", str(obj["kind"]))
+        applied: dict[str, Any] = self._request(
+            "PATCH",
+            path,
+            query=query,
+            body=json.dumps(obj),
+            content_type="application/apply-patch+yaml",
+        )
+        return applied
+
+    def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """JSON-merge-patch the `status` subresource with `status` (keys set to None are removed).
+
+        Raises:
+            TransientApiError: a retryable failure.
+            ApiError: any other failure.
+        """
+        path = resource_path(api_version, kind, namespace, name) + "/status"
+        self.writes.add("patch-status", kind)
+        patched: dict[str, Any] = self._request(
+            "PATCH",
+            path,
+            body={"status": dict(status)},
+            content_type="application/merge-patch+json",
+        )
+        return patched
+
+    def served_kinds(self, api_version: str) -> set[str] | None:
+        """Kinds served in `api_version` (e.g. `policy/v1`), or None when it is not served."""
+        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        try:
+            found = self._request("GET", base)
+        except ApiError as error:
+            if error.status == 404 and not isinstance(error, TransientApiError):
+                return None
+            raise
+        return {r["kind"] for r in found.get("resources", []) if "/" not in r["name"]}
+
+
+def _reason(data: bytes | None) -> str:
+    if not data:
+        return ""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return data.decode(errors="replace")[:512]
+    return str(doc.get("message", "")) if isinstance(doc, dict) else str(doc)[:512]

@@ -1,0 +1,258 @@
+"""The LeaderWorkerSet (`leaderworkerset.x-k8s.io/v1`) that runs a DeepSeekV4Deployment.
+
+One LWS group is one model replica: `size` = nodes per replica from the plan; the leader (worker
+index 0) serves the OpenAI API, the other pods run vLLM headless (the runtime reads its role from
+the LWS environment). Every pod runs `dsv4-runtime` with the plan's arguments.
+
+Choices, with their sources:
+
+- `startupPolicy: LeaderReady`: workers start after the leader is ready to accept their DP
+  connections (LWS API; design-lessons lesson 2).
+- `restartPolicy: RecreateGroupAfterStart`: the LWS CRD (fixture) allows `RecreateGroupOnPodRestart`
+  (its default), `RecreateGroupAfterStart`, `None` and the deprecated `Default`. With the default,
+  a pod that fails while its peers are still pulling a 20 GB image or downloading 160-865 GB of
+  weights recreates the whole group, which restarts the pulls and loops forever (lws #726, #167).
+  `RecreateGroupAfterStart` recreates a group only once all of its pods have started (been Ready),
+  so a slow first start is never restarted as a group, while a failure in a running group still
+  restarts it as a unit, which vLLM's multi-node DP needs (a lone restarted rank cannot rejoin).
+  `None` would leave a running group half-dead after a pod failure.
+- /dev/shm: a memory-backed emptyDir with `sizeLimit` = the plan's size (or `spec.shmSize`); tmpfs
+  pages count against the pod's memory, so the size is added to the memory request (and limit).
+- Probes on the runtime's admin port: startup on `/ready` with a budget of the plan's
+  `startup_budget_seconds` (weight load + first-boot kernel warm-up), readiness on `/ready`,
+  liveness on `/health` (200 while loading and draining, so it never kills a loading engine).
+- preStop sleep + `terminationGracePeriodSeconds` covering the runtime's drain (runtime_args).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Final
+
+from dsv4_operator.api.v1alpha1.quantities import quantity_bytes
+from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
+from dsv4_operator.planning import Plan
+from dsv4_operator.render.labels import LABEL_ROLE, Owner, child_names, standard_labels
+from dsv4_operator.render.runtime_args import (
+    ADMIN_PORT,
+    API_PORT,
+    HEALTH_PATH,
+    MODEL_MOUNT_PATH,
+    PRESTOP_SLEEP_SECONDS,
+    READY_PATH,
+    SHM_PATH,
+    TERMINATION_GRACE_SECONDS,
+    runtime_args,
+    shm_size_bytes,
+)
+
+__all__ = [
+    "LWS_API_VERSION",
+    "RESTART_POLICY",
+    "STARTUP_PERIOD_SECONDS",
+    "STARTUP_POLICY",
+    "bytes_quantity",
+    "leaderworkerset",
+    "rollout_strategy",
+]
+
+LWS_API_VERSION: Final = "leaderworkerset.x-k8s.io/v1"
+"""LeaderWorkerSet API version (the fixture CRD serves and stores only v1)."""
+RESTART_POLICY: Final = "RecreateGroupAfterStart"
+"""Group restart policy (module docstring explains the choice)."""
+STARTUP_POLICY: Final = "LeaderReady"
+"""Workers are created once the leader is ready."""
+STARTUP_PERIOD_SECONDS: Final = 10
+"""startupProbe period; failureThreshold = ceil(budget / period)."""
+CONTAINER: Final = "engine"
+"""Name of the runtime container."""
+_KI: Final = 1 << 10
+
+
+def bytes_quantity(size: int) -> str:
+    """A byte count as the shortest exact Kubernetes quantity (`16Gi`, `1536Mi`, `1000`)."""
+    for suffix, unit in (("Ti", _KI**4), ("Gi", _KI**3), ("Mi", _KI**2), ("Ki", _KI)):
+        if size and size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
+
+
+def _resources(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
+    shm = shm_size_bytes(spec, plan)
+    gpu = plan.chosen.gpu
+    gpus = str(plan.chosen.layout.gpus_per_node)
+    requests: dict[str, str] = dict(spec.resources.requests)
+    limits: dict[str, str] = dict(spec.resources.limits)
+    requests["memory"] = bytes_quantity(quantity_bytes(requests.get("memory", "0")) + shm)
+    if "memory" in limits:
+        limits["memory"] = bytes_quantity(quantity_bytes(limits["memory"]) + shm)
+    requests[gpu.resource] = gpus
+    limits[gpu.resource] = gpus
+    return {"requests": requests, "limits": limits}
+
+
+def _env(spec: DeepSeekV4DeploymentSpec) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = []
+    source = spec.model_source
+    if source is not None and source.hugging_face is not None:
+        token = source.hugging_face.token_secret_ref
+        if token is not None:
+            ref = {"name": token.name, "key": token.key}
+            env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
+    for var in spec.engine.env:
+        if var.value_from is not None:
+            secret, config_map = var.value_from.secret_key_ref, var.value_from.config_map_key_ref
+            if secret is not None:
+                ref_from = {"secretKeyRef": {"name": secret.name, "key": secret.key}}
+                env.append({"name": var.name, "valueFrom": ref_from})
+            elif config_map is not None:  # the API parse enforces exactly one of the two
+                ref_from = {"configMapKeyRef": {"name": config_map.name, "key": config_map.key}}
+                env.append({"name": var.name, "valueFrom": ref_from})
+        else:
+            env.append({"name": var.name, "value": var.value or ""})
+    return env
+
+
+def _volumes(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> tuple[list[Any], list[Any]]:
+    shm = bytes_quantity(shm_size_bytes(spec, plan))
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}}
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": SHM_PATH}]
+    source = spec.model_source
+    if source is not None and source.pvc is not None:
+        claim = {"claimName": source.pvc.claim_name, "readOnly": True}
+        volumes.append({"name": "model", "persistentVolumeClaim": claim})
+        mounts.append({"name": "model", "mountPath": MODEL_MOUNT_PATH, "readOnly": True})
+    elif source is not None and source.host_path is not None:
+        host = {"path": source.host_path.path, "type": "Directory"}
+        volumes.append({"name": "model", "hostPath": host})
+        mounts.append({"name": "model", "mountPath": MODEL_MOUNT_PATH, "readOnly": True})
+    return volumes, mounts
+
+
+def _probe(path: str, period: int, failures: int, timeout: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "admin"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout,
+    }
+
+
+def _pod_spec(spec: DeepSeekV4DeploymentSpec, plan: Plan, image: str) -> dict[str, Any]:
+    volumes, mounts = _volumes(spec, plan)
+    startup_failures = max(1, math.ceil(plan.startup_budget_seconds / STARTUP_PERIOD_SECONDS))
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.engine.image or image,
+        "args": runtime_args(spec, plan),
+        "ports": [
+            {"name": "http", "containerPort": API_PORT, "protocol": "TCP"},
+            {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
+        ],
+        "env": _env(spec),
+        "resources": _resources(spec, plan),
+        "volumeMounts": mounts,
+        "startupProbe": _probe(READY_PATH, STARTUP_PERIOD_SECONDS, startup_failures, 5),
+        "readinessProbe": _probe(READY_PATH, 10, 3, 5),
+        "livenessProbe": _probe(HEALTH_PATH, 15, 4, 10),
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SLEEP_SECONDS)]}}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if not container["env"]:
+        del container["env"]
+    gpu = plan.chosen.gpu
+    pod: dict[str, Any] = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "nodeSelector": {gpu.label_key: gpu.label, **spec.gpu.node_selector},
+        "volumes": volumes,
+    }
+    if spec.gpu.tolerations:
+        pod["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True, mode="json")
+            for t in spec.gpu.tolerations
+        ]
+    if spec.gpu.affinity:
+        pod["affinity"] = dict(spec.gpu.affinity)
+    return pod
+
+
+def _surge_groups(value: int | str, replicas: int) -> int:
+    if isinstance(value, int):
+        return value
+    return math.ceil(int(value.rstrip("%")) * replicas / 100)
+
+
+def rollout_strategy(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
+    """LWS rolloutStrategy from `spec.rollout`, with the surge capped by `spec.gpu.budget`.
+
+    A surge group costs a whole replica's GPUs (8-32 for V4), so maxSurge is lowered until
+    `(replicas + surge) x GPUs per replica <= budget`; when that leaves no surge and
+    maxUnavailable is 0, maxUnavailable becomes 1 (a rollout must be able to make progress).
+    """
+    rollout = spec.rollout
+    max_surge: int | str = rollout.max_surge
+    max_unavailable: int | str = rollout.max_unavailable
+    budget = spec.gpu.budget
+    if budget is not None:
+        allowed = max(0, budget // plan.chosen.layout.gpus - spec.replicas)
+        if _surge_groups(max_surge, spec.replicas) > allowed:
+            max_surge = allowed
+    if _surge_groups(max_surge, spec.replicas) == 0 and max_unavailable in (0, "0%"):
+        max_unavailable = 1
+    return {
+        "type": "RollingUpdate",
+        "rollingUpdateConfiguration": {
+            "maxSurge": max_surge,
+            "maxUnavailable": max_unavailable,
+            "partition": rollout.partition,
+        },
+    }
+
+
+def leaderworkerset(
+    owner: Owner, spec: DeepSeekV4DeploymentSpec, plan: Plan, *, image: str
+) -> dict[str, Any]:
+    """The LeaderWorkerSet of a planned DeepSeekV4Deployment.
+
+    Args:
+        owner: the owning resource (name, namespace, uid).
+        spec: the parsed spec.
+        plan: a plan that fits.
+        image: worker image when `spec.engine.image` is unset.
+
+    Returns:
+        The manifest as a dict (apiVersion, kind, metadata with ownerReferences, spec).
+    """
+    labels = standard_labels(owner, spec.model, "inference")
+    pod = _pod_spec(spec, plan, image)
+    return {
+        "apiVersion": LWS_API_VERSION,
+        "kind": "LeaderWorkerSet",
+        "metadata": {
+            "name": child_names(owner).leaderworkerset,
+            "namespace": owner.namespace,
+            "labels": labels,
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "replicas": spec.replicas,
+            "startupPolicy": STARTUP_POLICY,
+            "rolloutStrategy": rollout_strategy(spec, plan),
+            "leaderWorkerTemplate": {
+                "size": plan.chosen.layout.nodes,
+                "restartPolicy": RESTART_POLICY,
+                "leaderTemplate": {
+                    "metadata": {"labels": {**labels, LABEL_ROLE: "leader"}},
+                    "spec": pod,
+                },
+                "workerTemplate": {
+                    "metadata": {"labels": {**labels, LABEL_ROLE: "worker"}},
+                    "spec": copy.deepcopy(pod),
+                },
+            },
+        },
+    }

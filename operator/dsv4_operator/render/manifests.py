@@ -1,0 +1,49 @@
+"""Every child object of a DeepSeekV4Deployment, in apply order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
+from dsv4_operator.planning import Plan
+from dsv4_operator.render.labels import Owner
+from dsv4_operator.render.leaderworkerset import leaderworkerset
+from dsv4_operator.render.service import (
+    PDB_API_VERSION,
+    plan_config_map,
+    pod_disruption_budget,
+    service,
+)
+
+__all__ = ["render_children"]
+
+
+def render_children(
+    owner: Owner,
+    spec: DeepSeekV4DeploymentSpec,
+    plan: Plan,
+    *,
+    image: str,
+    pdb_api_version: str = PDB_API_VERSION,
+) -> list[dict[str, Any]]:
+    """The ConfigMap, Service, PodDisruptionBudget and LeaderWorkerSet, in that order.
+
+    The plan ConfigMap comes first and the LeaderWorkerSet last, so pods never start before the
+    plan they run is recorded.
+
+    Args:
+        owner: the owning resource; every child gets its ownerReference.
+        spec: the parsed spec.
+        plan: a plan that fits (`plan.fits`).
+        image: worker image when `spec.engine.image` is unset.
+        pdb_api_version: `policy/v1`, or `policy/v1beta1` on servers older than 1.21.
+
+    Returns:
+        Plain dict manifests, each with apiVersion, kind and metadata (name, namespace).
+    """
+    return [
+        plan_config_map(owner, spec, plan),
+        service(owner, spec),
+        pod_disruption_budget(owner, spec, plan, api_version=pdb_api_version),
+        leaderworkerset(owner, spec, plan, image=image),
+    ]

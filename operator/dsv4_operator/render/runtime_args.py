@@ -1,0 +1,215 @@
+"""The operator side of the operator <-> runtime contract: `dsv4-runtime` arguments from a plan.
+
+The worker image's entrypoint is `tini -- dsv4-runtime` (runtime/Dockerfile); the pod's `args`
+are exactly the list `runtime_args` returns, in the order of `dsv4_runtime.config.RuntimeConfig.
+to_args()`, every field explicit, so `kubectl get pod -o yaml` shows the whole launch and the
+runtime never re-plans. A round-trip test parses this list with `RuntimeConfig.from_args` and
+compares every value with the plan. The operator never imports `dsv4_runtime` (import-linter).
+
+Ports, probe paths and drain timings below mirror `runtime/dsv4_runtime/config.py` and
+`server.py`; the same test pins them to the runtime's values.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Final
+
+from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
+from dsv4_operator.planning import Plan, engine_args
+
+__all__ = [
+    "ADMIN_PORT",
+    "API_PORT",
+    "DRAIN_TIMEOUT_SECONDS",
+    "ENGINE_STOP_GRACE_SECONDS",
+    "HEALTH_PATH",
+    "MODEL_MOUNT_PATH",
+    "PRESTOP_SLEEP_SECONDS",
+    "READY_PATH",
+    "SHM_PATH",
+    "TERMINATION_GRACE_SECONDS",
+    "TERMINATION_LOG",
+    "RuntimeLaunch",
+    "runtime_args",
+    "runtime_launch",
+    "served_model_name",
+    "shm_size_bytes",
+]
+
+API_PORT: Final = 8000
+"""Engine's OpenAI API port (RuntimeConfig.api_port default; vLLM `--port`)."""
+ADMIN_PORT: Final = 8081
+"""Runtime's `/health`, `/ready`, `/metrics` port (RuntimeConfig.admin_port default)."""
+HEALTH_PATH: Final = "/health"
+"""Liveness: 200 while the runtime runs, also while loading and draining (runtime server.py)."""
+READY_PATH: Final = "/ready"
+"""Readiness: 200 once the engine serves and before SIGTERM, else 503 (runtime server.py)."""
+DATA_PARALLEL_RPC_PORT: Final = 13345
+"""Leader's DP coordination port (RuntimeConfig.data_parallel_rpc_port default)."""
+RAY_PORT: Final = 6379
+"""Ray head port, used only with PP > 1 (RuntimeConfig.ray_port default)."""
+DRAIN_TIMEOUT_SECONDS: Final = 30
+"""In-flight time after SIGTERM (`--drain-timeout-seconds`, vLLM `--shutdown-timeout`; the
+runtime's default)."""
+ENGINE_STOP_GRACE_SECONDS: Final = 15
+"""Time for the engine to exit after the drain before the runtime kills it (runtime default)."""
+PRESTOP_SLEEP_SECONDS: Final = 5
+"""preStop sleep before SIGTERM reaches the runtime, so endpoint removal reaches every router
+first (KServe's drain pattern, design-lessons lesson 6)."""
+TERMINATION_GRACE_SECONDS: Final = (
+    PRESTOP_SLEEP_SECONDS + DRAIN_TIMEOUT_SECONDS + ENGINE_STOP_GRACE_SECONDS + 5
+)
+"""terminationGracePeriodSeconds: preStop + drain + engine stop grace + 5 s margin, so the kubelet
+never SIGKILLs a runtime that is still inside its drain (runtime supervisor.py)."""
+SHM_PATH: Final = "/dev/shm"  # noqa: S108  (the pod's shared-memory mount, not a temp file)
+"""Mount path of the memory-backed emptyDir the plan sizes."""
+TERMINATION_LOG: Final = "/dev/termination-log"
+"""Kubernetes' default terminationMessagePath: preflight failures land in `kubectl describe`."""
+MODEL_MOUNT_PATH: Final = "/models"
+"""Where a PVC or node-local checkpoint is mounted (read-only)."""
+_REFERENCE_CONFIG: Final = "tiny"
+_REFERENCE_MODULE: Final = "dsv4_runtime.reference"
+
+
+def served_model_name(spec: DeepSeekV4DeploymentSpec) -> str:
+    """Name clients put in the OpenAI `model` field: `deepseek-v4-flash` or `deepseek-v4-pro`."""
+    return f"deepseek-v4-{spec.model}"
+
+
+def shm_size_bytes(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> int:
+    """Size of the shared-memory mount per worker pod in bytes: `spec.shmSize`, else the plan's."""
+    override = spec.shm_bytes
+    return plan.shm.size_bytes if override is None else override
+
+
+def _weights_path(spec: DeepSeekV4DeploymentSpec) -> str | None:
+    source = spec.model_source
+    if source is None or source.hugging_face is not None:
+        return None
+    if source.pvc is not None:
+        return posixpath.normpath(MODEL_MOUNT_PATH + "/" + source.pvc.path)
+    return MODEL_MOUNT_PATH
+
+
+def _model_id(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> str:
+    source = spec.model_source
+    if source is not None and source.hugging_face is not None:
+        return source.hugging_face.repo
+    return plan.model.hf_repo
+
+
+def _extra_args(spec: DeepSeekV4DeploymentSpec) -> tuple[str, ...]:
+    extra = tuple(spec.engine.extra_args)
+    source = spec.model_source
+    if source is not None and source.hugging_face is not None:
+        revision = source.hugging_face.revision
+        if revision != "main":
+            extra += (f"--revision={revision}",)
+    return extra
+
+
+@dataclass(frozen=True)
+class RuntimeLaunch:
+    """The values rendered into `dsv4-runtime` arguments (one field per argument).
+
+    Attributes mirror `dsv4_runtime.config.RuntimeConfig`; sizes in bytes, times in seconds.
+    """
+
+    model: str
+    served_model_name: str
+    weights: str | None
+    nodes: int
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    data_parallel_size: int
+    data_parallel_size_local: int
+    expert_parallel: bool
+    kv_cache_dtype: str
+    block_size: int
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    gpu_memory_utilization: float
+    num_speculative_tokens: int
+    expected_shm_bytes: int
+    expected_gpus: int
+    expected_gpu_memory_bytes: int
+    extra_engine_args: tuple[str, ...]
+
+
+def runtime_launch(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> RuntimeLaunch:
+    """The launch values of one worker pod, all taken from the plan and the spec."""
+    args = engine_args(plan)
+    lay = plan.chosen.layout
+    return RuntimeLaunch(
+        model=_model_id(spec, plan),
+        served_model_name=served_model_name(spec),
+        weights=_weights_path(spec),
+        nodes=lay.nodes,
+        tensor_parallel_size=lay.tensor_parallel,
+        pipeline_parallel_size=lay.pipeline_parallel,
+        data_parallel_size=lay.data_parallel,
+        data_parallel_size_local=lay.data_parallel_local,
+        expert_parallel=lay.expert_parallel,
+        kv_cache_dtype=str(args["kv_cache_dtype"]),
+        block_size=int(args["block_size"]),
+        max_model_len=plan.chosen.max_model_len,
+        max_num_seqs=plan.chosen.max_num_seqs,
+        max_num_batched_tokens=plan.chosen.max_num_batched_tokens,
+        gpu_memory_utilization=float(plan.chosen.memory.gpu_memory_utilization),
+        num_speculative_tokens=plan.request.speculative_tokens,
+        expected_shm_bytes=shm_size_bytes(spec, plan),
+        expected_gpus=lay.gpus_per_node,
+        expected_gpu_memory_bytes=plan.chosen.gpu.memory_bytes,
+        extra_engine_args=_extra_args(spec),
+    )
+
+
+def runtime_args(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> list[str]:
+    """`dsv4-runtime` arguments of every pod of a replica (leader and workers alike).
+
+    The pod's role comes from the LWS environment (`LWS_WORKER_INDEX`), not from arguments, so
+    leader and worker templates carry the same list.
+
+    Returns:
+        The argument list in `RuntimeConfig.to_args()` order; floats with `repr`.
+    """
+    r = runtime_launch(spec, plan)
+    out = ["--engine", "vllm", "--model", r.model, "--served-model-name", r.served_model_name]
+    if r.weights is not None:
+        out += ["--weights", r.weights]
+    out += [
+        "--nodes", str(r.nodes),
+        "--tensor-parallel-size", str(r.tensor_parallel_size),
+        "--pipeline-parallel-size", str(r.pipeline_parallel_size),
+        "--data-parallel-size", str(r.data_parallel_size),
+        "--data-parallel-size-local", str(r.data_parallel_size_local),
+        "--expert-parallel" if r.expert_parallel else "--no-expert-parallel",
+        "--kv-cache-dtype", r.kv_cache_dtype,
+        "--block-size", str(r.block_size),
+        "--max-model-len", str(r.max_model_len),
+        "--max-num-seqs", str(r.max_num_seqs),
+        "--max-num-batched-tokens", str(r.max_num_batched_tokens),
+        "--gpu-memory-utilization", repr(r.gpu_memory_utilization),
+        "--num-speculative-tokens", str(r.num_speculative_tokens),
+        "--drain-timeout-seconds", str(DRAIN_TIMEOUT_SECONDS),
+        "--engine-stop-grace-seconds", str(ENGINE_STOP_GRACE_SECONDS),
+        "--expected-shm-bytes", str(r.expected_shm_bytes),
+        "--expected-gpus", str(r.expected_gpus),
+        "--expected-gpu-memory-bytes", str(r.expected_gpu_memory_bytes),
+        "--host", "0.0.0.0",  # noqa: S104  (pods listen on all interfaces; Services select them)
+        "--api-port", str(API_PORT),
+        "--admin-port", str(ADMIN_PORT),
+        "--data-parallel-rpc-port", str(DATA_PARALLEL_RPC_PORT),
+        "--ray-port", str(RAY_PORT),
+        "--seed", "0",
+        "--reference-config", _REFERENCE_CONFIG,
+        "--reference-module", _REFERENCE_MODULE,
+        "--shm-path", SHM_PATH,
+        "--termination-log", TERMINATION_LOG,
+    ]  # fmt: skip
+    if r.extra_engine_args:
+        out += ["--", *r.extra_engine_args]
+    return out

@@ -1,0 +1,282 @@
+"""The status the operator wants a DeepSeekV4Deployment to show (pure: inputs in, dict out).
+
+The operator owns `observedGeneration`, `plan`, `replicas`, `readyReplicas`, `selector`,
+`endpoint`, `cost` and the conditions Ready, Planned, Progressing, Available and Degraded. Other
+keys (the autoscaler's `recentScalingDecisions`, the ScalingActive condition, kopf's own keys) are
+left as they are. `status_patch` returns only the keys that differ, so an unchanged resource
+gets no write at all.
+
+A condition's `lastTransitionTime` changes only when its `status` changes (Kubernetes API
+conventions), so repeated reconciles of an unchanged resource render identical conditions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
+from dsv4_operator.planning import Plan
+from dsv4_operator.render.labels import LABEL_ROLE, Owner, pod_selector
+from dsv4_operator.render.runtime_args import shm_size_bytes
+
+__all__ = [
+    "APPLY_FAILED",
+    "OWNED_CONDITIONS",
+    "OWNED_KEYS",
+    "Observation",
+    "desired_status",
+    "plan_status",
+    "status_patch",
+]
+
+APPLY_FAILED: Final = "ApplyFailed"
+"""Reason when the API server refused a rendered child for a non-transient cause (e.g. 422)."""
+OWNED_CONDITIONS: Final = ("Ready", "Planned", "Progressing", "Available", "Degraded")
+"""Condition types this operator writes (ScalingActive belongs to the autoscaler)."""
+OWNED_KEYS: Final = (
+    "observedGeneration",
+    "conditions",
+    "plan",
+    "replicas",
+    "readyReplicas",
+    "selector",
+    "endpoint",
+    "cost",
+)
+"""Top-level status keys the operator writes."""
+_TEXT_MAX: Final = 1024
+_MAX_USD: Final = Decimal("999999.9999")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one reconcile found, as input to `desired_status`.
+
+    Attributes:
+        owner: the resource (its generation becomes observedGeneration).
+        spec: the parsed spec, or None when it failed to parse.
+        plan: the plan (fitting), or None when planning failed or was skipped.
+        error_reason: `InvalidSpec`, `PlanFailed` or `InsufficientCapacity` when the spec cannot
+            be rolled out, `ApplyFailed` when the API server refused a child; None otherwise.
+        error_message: the error, naming the field and the limit.
+        paused: spec.paused is true: nothing was changed.
+        lws_api: the LeaderWorkerSet API is served by the cluster.
+        lws_status: the LeaderWorkerSet's `.status` (None when absent).
+        endpoint: base URL of the OpenAI API.
+    """
+
+    owner: Owner
+    spec: DeepSeekV4DeploymentSpec | None = None
+    plan: Plan | None = None
+    error_reason: str | None = None
+    error_message: str = ""
+    paused: bool = False
+    lws_api: bool = True
+    lws_status: Mapping[str, Any] | None = None
+    endpoint: str = ""
+
+
+def _text(value: str) -> str:
+    return value if len(value) <= _TEXT_MAX else value[: _TEXT_MAX - 3] + "..."
+
+
+def plan_status(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
+    """`status.plan`: GPU type and why, rejected earlier types, layout, per-GPU memory, shm."""
+    c = plan.chosen
+    lay, mem = c.layout, c.memory
+    rejected: dict[str, str] = {}
+    for rejection in plan.rejected:
+        if rejection.gpu != c.gpu.name and rejection.gpu not in rejected and rejection.reasons:
+            rejected[rejection.gpu] = _text(rejection.reasons[0].message)
+    return {
+        "gpuType": c.gpu.name,
+        "reason": _text(plan.reasons[0] if plan.reasons else f"{c.gpu.name} fits"),
+        "rejected": [{"gpuType": g, "reason": r} for g, r in list(rejected.items())[:8]],
+        "layout": {
+            "nodesPerReplica": lay.nodes,
+            "gpusPerNode": lay.gpus_per_node,
+            "gpusPerReplica": lay.gpus,
+            "tensor": lay.tensor_parallel,
+            "data": lay.data_parallel,
+            "pipeline": lay.pipeline_parallel,
+            "expert": lay.expert_parallel_size,
+        },
+        "memoryPerGpu": {
+            "capacityBytes": c.gpu.memory_bytes,
+            "budgetBytes": mem.budget_bytes,
+            "weightsBytes": mem.weights.total_bytes,
+            "kvCacheBytes": max(mem.kv_cache_bytes, 0),
+            "activationsBytes": mem.activation_bytes,
+            "overheadBytes": mem.overhead_bytes + mem.cuda_graph_bytes,
+        },
+        "maxModelLen": c.max_model_len,
+        "kvCacheTokens": c.kv_tokens_per_replica,
+        "maxConcurrency": c.max_concurrency,
+        "shmBytes": shm_size_bytes(spec, plan),
+        "warnings": [_text(f"{w.code}: {w.message}") for w in plan.warnings][:32],
+    }
+
+
+def _usd(value: Decimal) -> str | None:
+    if value > _MAX_USD:
+        return None
+    text = f"{value.quantize(Decimal('0.0001')):f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def _cost(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
+    gpus = plan.chosen.layout.gpus * spec.replicas
+    out: dict[str, Any] = {"gpuHoursPerDay": gpus * 24}
+    micro = spec.cost.micro_usd_per_gpu_hour(plan.chosen.gpu.name)
+    if micro is None:
+        return out
+    per_hour = Decimal(micro * gpus) / 10**6
+    if (text := _usd(per_hour)) is not None:
+        out["usdPerHour"] = text
+    load = spec.load
+    if load is not None and load.tokens_per_second:
+        per_million = per_hour / (Decimal(load.tokens_per_second) * 3600 / 10**6)
+        if (text := _usd(per_million)) is not None:
+            out["usdPerMillionTokens"] = text
+    return out
+
+
+def _selector(owner: Owner) -> str:
+    labels = {**pod_selector(owner), LABEL_ROLE: "leader"}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def _planned(obs: Observation) -> tuple[DeepSeekV4DeploymentSpec, Plan]:
+    """The spec and plan of an observation without an error (both are set by contract).
+
+    Raises:
+        ValueError: the observation has neither an error nor a spec and plan.
+    """
+    if obs.spec is None or obs.plan is None:
+        msg = "an Observation without error_reason or paused needs spec and plan"
+        raise ValueError(msg)
+    return obs.spec, obs.plan
+
+
+def _conditions(obs: Observation) -> dict[str, tuple[str, str, str]]:
+    """Owned conditions as type -> (status, reason, message); absent types are left alone."""
+    if obs.error_reason == APPLY_FAILED:
+        message = _text(obs.error_message)
+        return {
+            "Ready": ("False", APPLY_FAILED, message),
+            "Degraded": ("True", APPLY_FAILED, message),
+        }
+    if obs.error_reason is not None:
+        message = _text(obs.error_message)
+        return {
+            "Ready": ("False", obs.error_reason, message),
+            "Planned": ("False", obs.error_reason, message),
+        }
+    if obs.paused:
+        return {"Progressing": ("False", "Paused", "spec.paused is true: no changes are made")}
+    spec, plan = _planned(obs)
+    lay = plan.chosen.layout
+    planned = (
+        f"{lay.gpus} x {plan.chosen.gpu.name} per replica ({lay.describe()}), "
+        f"{spec.replicas} replica(s)"
+    )
+    out = {"Planned": ("True", "PlanReady", planned)}
+    if not obs.lws_api:
+        missing = (
+            "the LeaderWorkerSet API (leaderworkerset.x-k8s.io/v1) is not served: "
+            "install LWS (https://github.com/kubernetes-sigs/lws)"
+        )
+        out |= {
+            "Ready": ("False", "LeaderWorkerSetMissing", missing),
+            "Degraded": ("True", "LeaderWorkerSetMissing", missing),
+            "Progressing": ("False", "LeaderWorkerSetMissing", missing),
+            "Available": ("False", "LeaderWorkerSetMissing", missing),
+        }
+        return out
+    st = obs.lws_status or {}
+    want = spec.replicas
+    have, ready = int(st.get("replicas") or 0), int(st.get("readyReplicas") or 0)
+    updated = int(st.get("updatedReplicas") or 0)
+    rolled = have == want and updated >= want
+    counts = f"{ready}/{want} replicas ready, {updated} updated"
+    if rolled and ready >= want:
+        out["Progressing"] = ("False", "RolloutComplete", counts)
+        out["Ready"] = ("True", "AllReplicasReady", counts)
+    else:
+        out["Progressing"] = ("True", "RollingOut", counts)
+        out["Ready"] = ("False", "ReplicasNotReady", counts)
+    if want == 0:
+        out["Available"] = ("False", "ScaledToZero", "spec.replicas is 0")
+    elif ready >= 1:
+        out["Available"] = ("True", "MinimumReplicasAvailable", counts)
+    else:
+        out["Available"] = ("False", "NoReplicaReady", counts)
+    if rolled and ready < want:
+        out["Degraded"] = ("True", "ReplicasUnavailable", counts)
+    else:
+        out["Degraded"] = ("False", "AsExpected", counts)
+    return out
+
+
+def _merge_conditions(
+    previous: list[Mapping[str, Any]],
+    wanted: dict[str, tuple[str, str, str]],
+    obs: Observation,
+    now: str,
+) -> list[dict[str, Any]]:
+    by_type = {str(c.get("type")): dict(c) for c in previous}
+    for ctype, (status, reason, message) in wanted.items():
+        old = by_type.get(ctype)
+        changed = old is None or old.get("status") != status
+        by_type[ctype] = {
+            "type": ctype,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now if changed or old is None else old["lastTransitionTime"],
+            "observedGeneration": obs.owner.generation,
+        }
+    order = [*OWNED_CONDITIONS, "ScalingActive"]
+    return sorted(by_type.values(), key=lambda c: [*order, c["type"]].index(c["type"]))
+
+
+def desired_status(
+    obs: Observation, previous: Mapping[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    """The owned status keys as they should be after this reconcile.
+
+    Args:
+        obs: what the reconcile found.
+        previous: the resource's current `.status` (None when empty).
+        now: the time of a condition transition (whole seconds are kept).
+
+    Returns:
+        A dict with (a subset of) `OWNED_KEYS`; keys not returned are left untouched.
+    """
+    prev = dict(previous or {})
+    stamp = now.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    conditions = _merge_conditions(list(prev.get("conditions") or []), _conditions(obs), obs, stamp)
+    out: dict[str, Any] = {"observedGeneration": obs.owner.generation, "conditions": conditions}
+    if obs.error_reason is not None or obs.paused:
+        return out
+    spec, plan = _planned(obs)
+    st = obs.lws_status or {}
+    out |= {
+        "plan": plan_status(spec, plan),
+        "replicas": int(st.get("replicas") or 0),
+        "readyReplicas": int(st.get("readyReplicas") or 0),
+        "selector": _selector(obs.owner),
+        "endpoint": obs.endpoint,
+        "cost": _cost(spec, plan),
+    }
+    return out
+
+
+def status_patch(desired: Mapping[str, Any], current: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keys of `desired` whose value differs from `current` (empty: nothing to write)."""
+    cur = current or {}
+    return {k: v for k, v in desired.items() if cur.get(k) != v}
