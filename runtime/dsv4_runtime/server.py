@@ -7,6 +7,9 @@
   Service's endpoints while in-flight requests finish.
 - `/metrics`: `dsv4_runtime_*` followed by the engine's own `/metrics` (read on each scrape, on
   the leader; workers without an API serve only ours).
+- `POST /drain`, `POST /undrain`: the autoscaler takes a group out of (and back into) service
+  before a scale-down: `/ready` answers 503 while drained, so the Service stops sending new
+  requests, and the running ones finish; the engine keeps running.
 
 Inference traffic does not pass through here: the Service targets the engine's API port
 directly, so the runtime adds no hop and no per-token work to the serving path.
@@ -37,6 +40,7 @@ class RuntimeState:
         engine_metrics_url: the engine's `/metrics` URL, or None when the engine has no API.
         engine_ready: the engine has loaded (leader: `/health` and `/v1/models` answer 200).
         draining: SIGTERM has arrived.
+        held: the autoscaler drained this group (`POST /drain`) ahead of a scale-down.
         session: HTTP client for engine scrapes (set while the server runs).
     """
 
@@ -44,6 +48,7 @@ class RuntimeState:
     engine_metrics_url: str | None
     engine_ready: bool = False
     draining: bool = False
+    held: bool = False
     session: aiohttp.ClientSession | None = None
 
     def set_engine_ready(self, ready: bool) -> None:
@@ -58,8 +63,8 @@ class RuntimeState:
 
     @property
     def ready(self) -> bool:
-        """Ready for traffic: the engine is ready and no drain has started."""
-        return self.engine_ready and not self.draining
+        """Ready for traffic: the engine is ready, no drain has started, not held out."""
+        return self.engine_ready and not self.draining and not self.held
 
 
 _STATE_KEY = web.AppKey("state", RuntimeState)
@@ -96,7 +101,21 @@ async def _ready(request: web.Request) -> web.Response:
     if state.ready:
         return web.json_response({"ready": True})
     reason = "draining" if state.draining else "engine not ready"
+    if state.held and not state.draining:
+        reason = "drained by the autoscaler"
     return web.json_response({"ready": False, "reason": reason}, status=503)
+
+
+async def _drain(request: web.Request) -> web.Response:
+    state = request.app[_STATE_KEY]
+    state.held = True
+    return web.json_response({"held": True})
+
+
+async def _undrain(request: web.Request) -> web.Response:
+    state = request.app[_STATE_KEY]
+    state.held = False
+    return web.json_response({"held": False})
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -113,4 +132,6 @@ def build_app(state: RuntimeState) -> web.Application:
     app.router.add_get("/health", _health)
     app.router.add_get("/ready", _ready)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_post("/drain", _drain)
+    app.router.add_post("/undrain", _undrain)
     return app
