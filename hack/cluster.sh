@@ -175,7 +175,8 @@ pid_alive() {  # pid_alive NAME: the recorded process NAME runs and is the binar
     [[ -f $f ]] || return 1
     pid=$(<"$f")
     [[ -d /proc/$pid ]] || return 1
-    [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$BIN/$1"* ]]
+    # Compare resolved paths ($DSV4_CACHE may sit behind a symlink); " (deleted)" may follow.
+    [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$(readlink -f "$BIN/$1")"* ]]
 }
 
 stop_one() {
