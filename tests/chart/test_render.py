@@ -1,0 +1,240 @@
+"""`helm lint --strict` and `helm template` of the chart with the real helm 4 binary.
+
+Every rendered object, with the default values and with each file in tests/chart/values/, is
+validated against the official Kubernetes schemas (kubernetes-validate, its newest version,
+strict: unknown fields are errors); the custom kinds against their CRDs (the upstream
+ServiceMonitor CRD fixture, kopf's peering CRDs as the chart ships them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+from kubernetes_validate.utils import latest_version
+from tests.chart.chart_support import (
+    CHART_DIR,
+    CRD_FILE,
+    VALUES_DIR,
+    Json,
+    by_kind,
+    helm,
+    load_crd_file,
+    one,
+    template,
+    upstream_crd,
+)
+
+SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+CASES: list[tuple[str, list[Path], list[str]]] = [
+    ("defaults", [], []),
+    ("defaults-with-prometheus-operator", [], [SERVICE_MONITOR_API]),
+    *((p.stem, [p], [SERVICE_MONITOR_API]) for p in sorted(VALUES_DIR.glob("*.yaml"))),
+]
+CUSTOM_KINDS = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
+
+
+def _draft4(node: Mapping[str, Any]) -> Json:
+    """A structural CRD schema as JSON Schema Draft 4, unknown fields refused (kubectl strict)."""
+    out: Json = {k: v for k, v in node.items() if not k.startswith("x-kubernetes")}
+    if node.get("x-kubernetes-int-or-string"):
+        out["type"] = ["integer", "string"]
+    if node.get("nullable"):
+        out["type"] = [out.get("type"), "null"]
+        out.pop("nullable")
+    if "properties" in node:
+        out["properties"] = {k: _draft4(v) for k, v in node["properties"].items()}
+        if not node.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            out[key] = _draft4(node[key])
+    for key in ("anyOf", "allOf", "oneOf"):
+        if key in node:
+            out[key] = [_draft4(v) for v in node[key]]
+    return out
+
+
+def _crd_validator(crd: Mapping[str, Any]) -> jsonschema.Draft4Validator:
+    schema = dict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    props = dict(schema.get("properties", {}))
+    props.setdefault("apiVersion", {"type": "string"})
+    props.setdefault("kind", {"type": "string"})
+    props.setdefault("metadata", {"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+    schema["properties"] = props
+    return jsonschema.Draft4Validator(_draft4(schema))
+
+
+_VALID: set[str] = set()
+"""Objects (as sorted JSON) already found valid: the CRD alone takes ~0.4 s to validate."""
+
+
+def _validate_builtin(obj: Json) -> None:
+    key = json.dumps(obj, sort_keys=True)
+    if key not in _VALID:
+        kubernetes_validate.validate(obj, latest_version(), strict=True)
+        _VALID.add(key)
+
+
+@pytest.fixture(scope="module")
+def custom_validators() -> dict[str, jsonschema.Draft4Validator]:
+    peering_crds = by_kind(template(), "CustomResourceDefinition")
+    crds = [upstream_crd("monitoring.coreos.com_servicemonitors.yaml"), *peering_crds]
+    return {crd["spec"]["names"]["kind"]: _crd_validator(crd) for crd in crds}
+
+
+def test_helm_lint_strict() -> None:
+    proc = helm("lint", "--strict", str(CHART_DIR))
+    assert "1 chart(s) linted, 0 chart(s) failed" in proc.stdout
+    assert "[WARNING]" not in proc.stdout
+    assert "[ERROR]" not in proc.stdout
+
+
+@pytest.mark.parametrize("values", sorted(VALUES_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_helm_lint_strict_with_values(values: Path) -> None:
+    helm("lint", "--strict", str(CHART_DIR), "--values", str(values))
+
+
+@pytest.mark.parametrize(("case", "files", "apis"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("upgrade", [False, True], ids=["install", "upgrade"])
+def test_every_rendered_object_is_valid(
+    case: str,
+    files: list[Path],
+    apis: list[str],
+    upgrade: bool,
+    custom_validators: dict[str, jsonschema.Draft4Validator],
+) -> None:
+    objects = template(values_files=files, api_versions=apis, is_upgrade=upgrade, include_crds=True)
+    assert objects
+    for obj in objects:
+        what = f"{obj['kind']}/{obj['metadata']['name']}"
+        if obj["kind"] in CUSTOM_KINDS:
+            errors = [e.message for e in custom_validators[obj["kind"]].iter_errors(obj)]
+            assert errors == [], what
+        else:
+            _validate_builtin(obj)
+        for key, value in obj["metadata"].get("labels", {}).items():
+            assert len(value) <= 63, f"{what}: label {key}={value!r}"
+
+
+def test_defaults_render_the_expected_objects() -> None:
+    objects = template()
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Service",
+            "Deployment",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "ClusterKopfPeering",
+        ]
+    )
+    # crds/ holds the generated CRD; on install Helm applies it, on upgrade a hook does.
+    crd_names = {
+        c["metadata"]["name"]
+        for c in by_kind(template(include_crds=True), "CustomResourceDefinition")
+    }
+    assert load_crd_file()["metadata"]["name"] in crd_names
+
+
+def test_deployment_runs_the_operator_non_root_with_our_settings() -> None:
+    deployment = one(template(namespace="ops", release="r1"), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/dsv4/dsv4-operator:0.1.0"
+    assert container["command"][:2] == ["/bin/sh", "-c"]
+    assert 'exec dsv4 operator run "$@"' in container["command"][2]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["DSV4_OPERATOR_NAMESPACES"] == ""
+    assert env["DSV4_OPERATOR_PEERING"] == "dsv4-operator"
+    assert env["DSV4_OPERATOR_METRICS_PORT"] == "8080"
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert pod["serviceAccountName"] == "r1-dsv4-operator"
+    assert container["livenessProbe"]["httpGet"]["port"] == "health"
+
+
+def test_namespaced_mode_grants_namespaced_rights_only_in_watched_namespaces() -> None:
+    objects = template(values_files=[VALUES_DIR / "namespaced-ha.yaml"], namespace="ops")
+    cluster_rules = one(objects, "ClusterRole")["rules"]
+    cluster_resources = {r for rule in cluster_rules for r in rule["resources"]}
+    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
+    roles = by_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    bindings = by_kind(objects, "RoleBinding")
+    assert all(b["subjects"][0]["namespace"] == "ops" for b in bindings)
+    peerings = by_kind(objects, "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
+    assert by_kind(objects, "ClusterKopfPeering") == []
+    env = {
+        e["name"]: e.get("value")
+        for e in one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["DSV4_OPERATOR_NAMESPACES"] == "team-a,team-b"
+
+
+def test_service_monitor_only_when_the_api_is_served() -> None:
+    values = [VALUES_DIR / "namespaced-ha.yaml"]
+    assert by_kind(template(values_files=values), "ServiceMonitor") == []
+    monitor = one(
+        template(values_files=values, api_versions=[SERVICE_MONITOR_API]), "ServiceMonitor"
+    )
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_dashboard_configmap_holds_the_dashboard_json() -> None:
+    objects = template(values_files=[VALUES_DIR / "namespaced-ha.yaml"])
+    (config_map,) = [
+        c for c in by_kind(objects, "ConfigMap") if "dashboard" in c["metadata"]["name"]
+    ]
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = (CHART_DIR / "dashboards" / "dsv4-overview.json").read_text(encoding="utf-8")
+    assert config_map["data"]["dsv4-overview.json"] == shipped.rstrip("\n")
+
+
+def test_upgrade_renders_the_crd_as_a_pre_upgrade_hook() -> None:
+    install = template()
+    upgrade = template(is_upgrade=True)
+    name = load_crd_file()["metadata"]["name"]
+    assert name not in {c["metadata"]["name"] for c in by_kind(install, "CustomResourceDefinition")}
+    (hook,) = [
+        c for c in by_kind(upgrade, "CustomResourceDefinition") if c["metadata"]["name"] == name
+    ]
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-upgrade"
+    assert "helm.sh/hook-delete-policy" not in hook["metadata"]["annotations"]
+    generated = load_crd_file()
+    assert hook["spec"] == generated["spec"]
+    off = template(is_upgrade=True, sets=["crds.upgrade=false"])
+    assert name not in {c["metadata"]["name"] for c in by_kind(off, "CustomResourceDefinition")}
+    assert CRD_FILE.is_file()
+
+
+def test_bring_your_own_renders_no_rbac_no_service_account() -> None:
+    objects = template(values_files=[VALUES_DIR / "bring-your-own.yaml"])
+    kinds = {o["kind"] for o in objects}
+    assert kinds == {"Deployment", "ClusterKopfPeering"}
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "dsv4-operator-admin-managed"
+
+
+def test_digest_pins_the_image() -> None:
+    deployment = one(template(values_files=[VALUES_DIR / "pinned.yaml"]), "Deployment")
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == (
+        "registry.example.com/ml/dsv4-operator@sha256:"
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    )
+    assert deployment["metadata"]["name"] == "dsv4"

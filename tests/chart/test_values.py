@@ -1,0 +1,124 @@
+"""The chart's values: pydantic model, generated values.schema.json, values.yaml, Chart.yaml.
+
+Bad values must be refused by the schema that Helm 4 itself checks (`helm template` / `install`
+exit non-zero naming the value), and by the pydantic model the schema comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+from tests.chart.chart_support import CHART_DIR, VALUES_DIR, helm, template
+from tests.support.cluster import REPO_ROOT
+
+import dsv4_operator
+from dsv4_operator import chart_values
+from dsv4_operator.chart_values import ChartValues
+
+GOOD_VALUES = sorted(VALUES_DIR.glob("*.yaml"))
+
+BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
+    ("replicas-zero", {"replicas": 0}, "/replicas"),
+    ("replicas-string", {"replicas": "two"}, "/replicas"),
+    ("unknown-top-level-key", {"replica": 2}, "replica"),
+    ("unknown-nested-key", {"metrics": {"serviceMonitor": {"enable": True}}}, "enable"),
+    ("log-level", {"logLevel": "verbose"}, "/logLevel"),
+    ("pull-policy", {"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    ("namespace-name", {"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),
+    ("root-user", {"podSecurityContext": {"runAsUser": 0}}, "/podSecurityContext/runAsUser"),
+    (
+        "run-as-root-allowed",
+        {"podSecurityContext": {"runAsNonRoot": False}},
+        "/podSecurityContext/runAsNonRoot",
+    ),
+    (
+        "privilege-escalation",
+        {"securityContext": {"allowPrivilegeEscalation": True}},
+        "/securityContext/allowPrivilegeEscalation",
+    ),
+    ("metrics-port", {"metrics": {"port": 70000}}, "/metrics/port"),
+    (
+        "scrape-interval",
+        {"metrics": {"serviceMonitor": {"interval": "soon"}}},
+        "/metrics/serviceMonitor/interval",
+    ),
+    ("memory-quantity", {"resources": {"limits": {"memory": "lots"}}}, "/resources/limits"),
+    ("digest", {"image": {"digest": "latest"}}, "/image/digest"),
+    (
+        "seccomp-unconfined",
+        {"podSecurityContext": {"seccompProfile": {"type": "Unconfined"}}},
+        "/podSecurityContext/seccompProfile/type",
+    ),
+]
+
+
+def test_schema_file_is_generated_from_the_model() -> None:
+    committed = (REPO_ROOT / chart_values.SCHEMA_FILE).read_text(encoding="utf-8")
+    assert committed == chart_values.render_schema(), (
+        "values.schema.json is stale: run python -m dsv4_operator.chart_values"
+    )
+
+
+def test_check_mode_reports_a_stale_schema(tmp_path: Path) -> None:
+    assert chart_values.main(["--root", str(tmp_path), "--check"]) == 1
+    assert chart_values.main(["--root", str(tmp_path)]) == 0
+    assert chart_values.main(["--root", str(tmp_path), "--check"]) == 0
+    path = tmp_path / chart_values.SCHEMA_FILE
+    path.write_text(path.read_text() + " ", encoding="utf-8")
+    assert chart_values.main(["--root", str(tmp_path), "--check"]) == 1
+
+
+def test_values_yaml_holds_exactly_the_model_defaults() -> None:
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
+    defaults = ChartValues().model_dump(by_alias=True, exclude_none=True)
+    assert defaults == values
+
+
+def test_chart_app_version_is_the_package_version() -> None:
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text(encoding="utf-8"))
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert chart["appVersion"] == dsv4_operator.__version__ == project["project"]["version"]
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == CHART_DIR.name
+
+
+@pytest.mark.parametrize("path", GOOD_VALUES, ids=lambda p: p.stem)
+def test_example_values_files_are_valid(path: Path) -> None:
+    ChartValues.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize(("case", "values", "where"), BAD_VALUES, ids=[c[0] for c in BAD_VALUES])
+def test_bad_values_are_refused_by_the_model(case: str, values: dict[str, Any], where: str) -> None:
+    with pytest.raises(ValidationError):
+        ChartValues.model_validate(values)
+
+
+@pytest.mark.parametrize(("case", "values", "where"), BAD_VALUES, ids=[c[0] for c in BAD_VALUES])
+def test_bad_values_are_refused_by_helm(
+    case: str, values: dict[str, Any], where: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    proc = helm("template", "dsv4", str(CHART_DIR), "--values", str(path), check=False)
+    assert proc.returncode != 0
+    assert "values don't meet the specifications of the schema" in proc.stderr
+    assert where in proc.stderr
+
+
+def test_good_values_render_with_helm() -> None:
+    assert template(sets=["replicas=3", "logLevel=warning"])
+
+
+def test_schema_is_draft_2020_12_and_closed() -> None:
+    schema = json.loads((REPO_ROOT / chart_values.SCHEMA_FILE).read_text(encoding="utf-8"))
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == {
+        field.alias or name for name, field in ChartValues.model_fields.items()
+    }
