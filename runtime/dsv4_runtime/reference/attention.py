@@ -23,8 +23,9 @@ from typing_extensions import override
 
 from .config import CSA_RATIO, ModelConfig
 from .kvcache import CompressorState, SequenceKV, dtype_of
+from .kvquant import quantize_index_queries, round_index_keys, round_main_kv
 from .layers import Linear, RMSNorm, Rope, rms_scale
-from .ops import AttentionOps
+from .ops import AttentionOps, CompressArgs
 
 
 class Compressor(nn.Module):
@@ -63,42 +64,36 @@ class Compressor(nn.Module):
         *,
         ops: AttentionOps,
         rope: Rope,
+        bf16_rounding: bool,
     ) -> torch.Tensor:
         """Feed the projections of tokens start..start+n-1; return the entries they complete.
 
-        Returns (e, head_dim) entries, e = (start + n) // ratio - start // ratio, normalised and
-        RoPE'd; updates `state` to keep only rows still needed.
+        Returns (e, head_dim) entries in the model dtype, e = (start + n) // ratio - start //
+        ratio; updates `state` to keep only the rows still needed (the current window, and for
+        ratio 4 the previous one).
         """
-        r, d, n = self.ratio, self.head_dim, kv.shape[0]
-        pos = torch.arange(start, start + n, device=kv.device)
-        score = score + self.ape[pos % r]
+        r, n = self.ratio, kv.shape[0]
         all_kv = torch.cat((state.kv, kv))
         all_score = torch.cat((state.score, score))
-        base = state.start // r
         first, last = start // r, (start + n) // r
-        entries = torch.zeros(0, d, dtype=self.dtype, device=kv.device)
+        entries = torch.zeros(0, self.head_dim, dtype=self.dtype, device=kv.device)
         if last > first:
-            rows = all_kv.shape[0]
-            nb = -(-rows // r)
-            pad = nb * r - rows
-            kv_b = torch.cat((all_kv, all_kv.new_zeros(pad, all_kv.shape[1]))).view(nb, r, -1)
-            sc_b = torch.cat(
-                (all_score, all_score.new_full((pad, all_score.shape[1]), float("-inf")))
-            ).view(nb, r, -1)
-            j = torch.arange(first, last, device=kv.device) - base
-            if self.overlap:
-                prev = (j - 1).clamp_min(0)
-                has_prev = (j - 1 >= 0).view(-1, 1, 1)
-                prev_kv = torch.where(has_prev, kv_b[prev][..., :d], 0.0)
-                prev_sc = torch.where(has_prev, sc_b[prev][..., :d], float("-inf"))
-                win_kv = torch.cat((prev_kv, kv_b[j][..., d:]), dim=1)
-                win_sc = torch.cat((prev_sc, sc_b[j][..., d:]), dim=1)
-            else:
-                win_kv, win_sc = kv_b[j], sc_b[j]
-            pooled = ops.compress_pool(win_kv, win_sc)
-            entries = self.norm(pooled.to(self.dtype))
-            positions = torch.arange(first, last, device=kv.device) * r
-            entries = rope.apply(entries, positions)
+            a, b = first * r - state.start, last * r - state.start
+            prev = None
+            if self.overlap and first > 0:
+                p = a - r
+                prev = (all_kv[p:a], all_score[p:a])
+            cos, sin = rope.cos_sin(torch.arange(first, last, device=kv.device) * r)
+            args = CompressArgs(
+                ape=self.ape,
+                norm_weight=self.norm.weight,
+                eps=self.norm.eps,
+                cos=cos,
+                sin=sin,
+                ratio=r,
+                bf16_rounding=bf16_rounding,
+            )
+            entries = ops.compress(all_kv[a:b], all_score[a:b], prev, args).to(self.dtype)
         keep_from = max(0, (last - (1 if self.overlap else 0)) * r)
         cut = keep_from - state.start
         state.kv, state.score, state.start = all_kv[cut:], all_score[cut:], keep_from
@@ -145,6 +140,7 @@ class Attention(nn.Module):
         self.window = config.sliding_window
         self.ratio = config.compress_ratios[layer_id]
         self.eps = config.rms_norm_eps
+        self.fp8 = config.kv_cache_dtype == "fp8_ds_mla"
         dtype = dtype_of(config.dtype)
         self.attn_sink = nn.Parameter(torch.zeros(self.n_heads))
         self.wq_a = Linear(config.hidden_size, config.q_lora_rank, dtype=dtype)
@@ -204,10 +200,14 @@ class Attention(nn.Module):
             (T, hidden) attention output.
         """
         t_total = x.shape[0]
+        fp8 = self.fp8
         qr = self.q_norm(self.wq_a(x))
         q = self.wq_b(qr).view(t_total, self.n_heads, self.head_dim)
         q = self.rope.apply(rms_scale(q, self.eps), positions)
         kv = self.rope.apply(self.kv_norm(self.wkv(x)), positions)
+        if fp8:  # bf16 queries, FP8-cache KV rows (kvquant.py)
+            q = q.to(torch.bfloat16).to(q.dtype)
+            kv = round_main_kv(kv, self.rope_dim)
         proj = _Projections()
         if self.compressor is not None:
             proj.comp = self.compressor.project(x)
@@ -215,26 +215,33 @@ class Attention(nn.Module):
             idx_q = self.indexer.wq_b(qr).view(t_total, self.indexer.n_heads, -1)
             proj.idx_q = self.rope.apply(idx_q, positions)
             proj.idx_w = self.indexer.weights_proj(x).float() * self.indexer.scale
+            if fp8:
+                proj.idx_q, proj.idx_w = quantize_index_queries(proj.idx_q, proj.idx_w)
             proj.idx = self.indexer.compressor.project(x)
-        window = torch.arange(self.window, device=x.device)
         out = torch.empty_like(q)
         for sl, seq in seqs:
             state = seq.layers[self.layer_id]
             pos = positions[sl]
-            start = int(pos[0])
             local = torch.cat((state.window, kv[sl]))
-            offsets = pos.unsqueeze(1) - self.window + 1 + window
-            idxs = torch.where(offsets >= 0, offsets - state.window_start, -1)
-            kv_all = local
+            chosen, entries = None, local[:0]
             if self.compressor is not None:
-                comp_idx, main = self._compressed(seq, sl, pos, proj, ops)
-                idxs = torch.cat(
-                    (idxs, torch.where(comp_idx >= 0, comp_idx + local.shape[0], -1)), 1
-                )
-                kv_all = torch.cat((local, main.to(local.dtype)))
-            out[sl] = ops.sparse_attn(q[sl], kv_all, self.attn_sink, idxs, self.scale)
+                chosen, entries = self._compressed(seq, sl, pos, proj, ops)
+            out[sl] = ops.attend(
+                q[sl],
+                pos,
+                local,
+                state.window_start,
+                entries,
+                chosen,
+                ratio=self.ratio,
+                sink=self.attn_sink,
+                scale=self.scale,
+                window=self.window,
+            )
             state.window = local[-self.window :]
-            state.window_start = start + pos.shape[0] - state.window.shape[0]
+            state.window_start = int(pos[-1]) + 1 - state.window.shape[0]
+        if fp8:
+            out = out.to(torch.bfloat16).to(q.dtype)
         o = self.rope.apply(out, positions, inverse=True)
         o = o.view(t_total, self.n_groups, -1)
         wo_a = self.wo_a.weight.view(self.n_groups, self.o_lora_rank, -1)
@@ -249,33 +256,47 @@ class Attention(nn.Module):
         pos: torch.Tensor,
         proj: _Projections,
         ops: AttentionOps,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Extend the compressed cache; return (chosen entry ids (n, K), all entries (m, d))."""
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Extend the compressed cache; return (chosen entry ids (n, K) or None, entries (m, d))."""
         state = seq.layers[self.layer_id]
         start = int(pos[0])
         if self.compressor is None or state.compressor is None or proj.comp is None:
             msg = f"layer {self.layer_id} has no compressor state"
             raise RuntimeError(msg)
         entries = self.compressor.append(
-            state.compressor, proj.comp[0][sl], proj.comp[1][sl], start, ops=ops, rope=self.rope
+            state.compressor,
+            proj.comp[0][sl],
+            proj.comp[1][sl],
+            start,
+            ops=ops,
+            rope=self.rope,
+            bf16_rounding=self.fp8,
         )
+        if self.fp8:
+            entries = round_main_kv(entries, self.rope_dim)
         index_keys = None
         if self.indexer is not None and proj.idx is not None and state.indexer is not None:
             index_keys = self.indexer.compressor.append(
-                state.indexer, proj.idx[0][sl], proj.idx[1][sl], start, ops=ops, rope=self.rope
+                state.indexer,
+                proj.idx[0][sl],
+                proj.idx[1][sl],
+                start,
+                ops=ops,
+                rope=self.rope,
+                bf16_rounding=self.fp8,
             )
+            if self.fp8:
+                index_keys = round_index_keys(index_keys)
         seq.write(self.layer_id, entries, index_keys)
         main, keys = seq.read(self.layer_id)
-        if self.indexer is not None and keys is not None:
-            if proj.idx_q is None or proj.idx_w is None:
-                msg = f"layer {self.layer_id}: indexer projections missing"
-                raise RuntimeError(msg)
-            chosen = ops.indexer_topk(
-                proj.idx_q[sl], proj.idx_w[sl], keys, pos, ratio=self.ratio, topk=self.indexer.topk
-            )
-        else:
-            ar = torch.arange(main.shape[0], device=pos.device).unsqueeze(0)
-            chosen = torch.where(ar < ((pos + 1) // self.ratio).unsqueeze(1), ar, -1)
+        if self.indexer is None or keys is None:
+            return None, main
+        if proj.idx_q is None or proj.idx_w is None:
+            msg = f"layer {self.layer_id}: indexer projections missing"
+            raise RuntimeError(msg)
+        chosen = ops.indexer_topk(
+            proj.idx_q[sl], proj.idx_w[sl], keys, pos, ratio=self.ratio, topk=self.indexer.topk
+        )
         return chosen, main
 
 

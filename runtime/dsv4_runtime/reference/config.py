@@ -25,7 +25,9 @@ class ModelConfig:
 
     `compress_ratios` has one entry per layer plus one per MTP layer (facts §1): 0 = sliding window
     only, 4 = CSA, 128 = HCA. Sizes are element counts; `dtype` is the compute/storage dtype of
-    activations and the KV cache ("float32" or "bfloat16").
+    activations and the KV cache ("float32" or "bfloat16"). `kv_cache_dtype` (not in the official
+    config): "fp8_ds_mla" rounds KV values as vLLM's FP8 cache stores them (see `kvquant.py`),
+    "auto" keeps them in `dtype`.
 
     Raises:
         ValueError: from `validate` when a field breaks an architectural rule; the message names the
@@ -69,6 +71,7 @@ class ModelConfig:
     bos_token_id: int = 0
     eos_token_id: int = 1
     dtype: str = "bfloat16"
+    kv_cache_dtype: str = "fp8_ds_mla"
 
     def validate(self) -> ModelConfig:
         """Check the architectural rules; return self.
@@ -110,6 +113,12 @@ class ModelConfig:
             raise ValueError(msg)
         if self.dtype not in ("float32", "bfloat16"):
             msg = f"dtype must be float32 or bfloat16, got {self.dtype!r}"
+            raise ValueError(msg)
+        if self.kv_cache_dtype not in ("fp8_ds_mla", "auto"):
+            msg = f"kv_cache_dtype must be fp8_ds_mla or auto, got {self.kv_cache_dtype!r}"
+            raise ValueError(msg)
+        if self.kv_cache_dtype == "fp8_ds_mla" and (self.head_dim - self.qk_rope_head_dim) % 64:
+            msg = "kv_cache_dtype fp8_ds_mla needs head_dim - qk_rope_head_dim divisible by 64"
             raise ValueError(msg)
         if self.scoring_func != "sqrtsoftplus":
             msg = f"scoring_func must be sqrtsoftplus (DeepSeek-V4), got {self.scoring_func!r}"
@@ -171,14 +180,15 @@ class ModelConfig:
 #: Byte-level tokenizer size used by `tiny` and `mid`: 256 bytes + BOS + EOS (see tokenizer.py).
 BYTE_VOCAB_SIZE = 258
 
-#: CPU test model: 5 layers covering SWA, CSA and HCA, 3 hash layers, 8 experts (top-2), float32.
+#: CPU test model: 5 layers covering SWA, CSA and HCA, 3 hash layers, 8 experts (top-2), float32;
+#: attention keeps V4's per-head sizes (512 = 448 NoPE + 64 RoPE, indexer 128) so the kernels run.
 TINY = ModelConfig(
     vocab_size=BYTE_VOCAB_SIZE,
     hidden_size=64,
     num_hidden_layers=5,
     num_attention_heads=4,
-    head_dim=64,
-    qk_rope_head_dim=16,
+    head_dim=512,
+    qk_rope_head_dim=64,
     q_lora_rank=32,
     o_groups=2,
     o_lora_rank=32,
@@ -188,8 +198,8 @@ TINY = ModelConfig(
     num_hash_layers=3,
     routed_scaling_factor=1.5,
     compress_ratios=(0, 4, 128, 4, 128, 0),
-    index_n_heads=4,
-    index_head_dim=32,
+    index_n_heads=16,
+    index_head_dim=128,
     index_topk=16,
     bos_token_id=256,
     eos_token_id=257,

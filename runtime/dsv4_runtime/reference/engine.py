@@ -131,6 +131,20 @@ class Engine:
         """Queue a request.
 
         Raises:
+            ValueError: see `validate`.
+        """
+        self.validate(req)
+        seed = req.params.seed if req.params.seed is not None else self.seed + self._counter
+        self._counter += 1
+        req.generator = torch.Generator().manual_seed(seed)
+        req.arrival = self.clock()
+        self.waiting.append(req)
+        self._update_gauges()
+
+    def validate(self, req: Request) -> None:
+        """Check a request against the engine's limits without queueing it.
+
+        Raises:
             ValueError: empty prompt, prompt + max_tokens above `max_model_len`, `max_tokens` < 1,
                 a token id outside the vocabulary, or more blocks than the whole pool.
         """
@@ -157,12 +171,6 @@ class Engine:
                 f"blocks; the pool has {self.pool.num_blocks}"
             )
             raise ValueError(msg)
-        seed = req.params.seed if req.params.seed is not None else self.seed + self._counter
-        self._counter += 1
-        req.generator = torch.Generator().manual_seed(seed)
-        req.arrival = self.clock()
-        self.waiting.append(req)
-        self._update_gauges()
 
     def abort(self, request_id: str) -> bool:
         """Drop a request (client gone); True when it was queued or running."""

@@ -36,11 +36,16 @@ def test_tiny_covers_every_layer_type() -> None:
     assert TINY.hc_sinkhorn_iters == 20
 
 
-def test_decode_with_cache_equals_full_recomputation(tiny_model: Transformer) -> None:
+@pytest.mark.parametrize(("kv_cache_dtype", "atol"), [("auto", 1e-4), ("fp8_ds_mla", 2e-2)])
+def test_decode_with_cache_equals_full_recomputation(kv_cache_dtype: str, atol: float) -> None:
     """Prefill, decode, prefill a chunk, decode: at every checked position the logits and the
     greedy choice equal a from-scratch pass over the same prefix. The run crosses the 128-token
     window and both HCA window ends (127, 255), so SWA, CSA (with top-k selection: 16 of up to 65
-    entries) and HCA entries all take part."""
+    entries) and HCA entries all take part. Without KV quantisation ("auto") the logits agree to
+    float32 rounding; with the FP8 cache a value near a rounding boundary may round differently
+    after a different summation order, so logits agree to 2e-2 and the greedy token exactly."""
+    tiny_model = Transformer(dataclasses.replace(TINY, kv_cache_dtype=kv_cache_dtype))
+    tiny_model.init_random(0).eval()
     ids = random_ids(262)
     pool = KVBlockPool(TINY, 8)
     seq = SequenceKV(pool)
@@ -55,7 +60,7 @@ def test_decode_with_cache_equals_full_recomputation(tiny_model: Transformer) ->
             )
             if b - 1 in checked_at:
                 full = _full_logits(tiny_model, ids[:b])
-                torch.testing.assert_close(step.logits[0], full, atol=1e-4, rtol=1e-4)
+                torch.testing.assert_close(step.logits[0], full, atol=atol, rtol=0)
                 assert int(step.logits[0].argmax()) == int(full.argmax())
                 checked += 1
     assert checked == len(checked_at)

@@ -1,0 +1,61 @@
+"""FP8 KV-cache numerics (`kv_cache_dtype = "fp8_ds_mla"`), simulated in the model's dtype.
+
+The official reference simulates FP8 on the KV NoPE dims (`act_quant(kv[..., :-rd], 64,
+scale_fmt="ue8m0")`, QAT) and vLLM stores `fp8_ds_mla` entries: 448 NoPE dims as e4m3 with one
+UE8M0 scale per 64-wide tile, the 64 RoPE dims as bf16 (facts doc §2.1, 584 B). The lightning
+indexer's keys are FP8 with one float32 scale (amax / 448) per key (132 B) and its queries FP8
+with one scale per token and head, folded into the head weights (vLLM / DeepGEMM
+`fp8_mqa_logits`). These functions round values to exactly what such a cache would return, so the
+PyTorch path and the `dsv4_kernels` path (real FP8 bytes) see the same numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FP8_MAX = 448.0
+AMAX_FLOOR = 1e-4
+TILE = 64
+
+
+def _e4m3(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).float()
+
+
+def round_main_kv(x: torch.Tensor, rope_dim: int) -> torch.Tensor:
+    """Round KV rows (..., D) as an fp8_ds_mla cache stores them; same dtype as x.
+
+    Raises:
+        ValueError: when the NoPE width D - rope_dim is not a multiple of 64.
+    """
+    nope_dim = x.shape[-1] - rope_dim
+    if nope_dim % TILE:
+        msg = f"NoPE width {nope_dim} must be a multiple of {TILE} for the FP8 KV cache"
+        raise ValueError(msg)
+    xf = x.float()
+    nope = xf[..., :nope_dim].reshape(*x.shape[:-1], nope_dim // TILE, TILE)
+    amax = nope.abs().amax(dim=-1, keepdim=True).clamp_min(AMAX_FLOOR)
+    scale = torch.exp2(torch.ceil(torch.log2(amax / FP8_MAX)))
+    nope = (_e4m3(nope / scale) * scale).reshape(*x.shape[:-1], nope_dim)
+    rope = xf[..., nope_dim:].to(torch.bfloat16).float()
+    return torch.cat((nope, rope), dim=-1).to(x.dtype)
+
+
+def round_index_keys(k: torch.Tensor) -> torch.Tensor:
+    """Round indexer keys (m, d) as FP8 with one float32 scale (amax / 448) per key."""
+    kf = k.float()
+    scale = kf.abs().amax(dim=-1, keepdim=True).clamp_min(AMAX_FLOOR) / FP8_MAX
+    return (_e4m3(kf / scale) * scale).to(k.dtype)
+
+
+def quantize_index_queries(
+    q: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FP8 queries (n, h, d) as float32 e4m3 values, and weights (n, h) times the query scales.
+
+    relu(s·q·k) = s·relu(q·k) for s > 0, so folding the per-(token, head) scale into the weight
+    is exact.
+    """
+    qf = q.float()
+    scale = qf.abs().amax(dim=-1).clamp_min(AMAX_FLOOR) / FP8_MAX
+    return _e4m3(qf / scale.unsqueeze(-1)), weights.float() * scale
