@@ -6,6 +6,7 @@ Counters are exposed with `_total` (`vllm:generation_tokens_total`, `vllm:prompt
 
 from __future__ import annotations
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
@@ -21,6 +22,8 @@ class EngineMetrics:
     """
 
     def __init__(self, model_name: str) -> None:
+        # vLLM exposes no `*_created` series (it calls this too, `vllm/v1/metrics/prometheus.py`)
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         labels = ["model_name", "engine"]
         values = {"model_name": model_name, "engine": "0"}
