@@ -1,0 +1,29 @@
+"""Choosing between the Triton kernel and the plain PyTorch reference."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from dsv4_kernels.triton_fp8 import INTERPRET
+
+Impl = Literal["auto", "triton", "reference"]
+"""`"reference"`: plain PyTorch, any device; `"triton"`: the kernel (CUDA, or CPU under
+TRITON_INTERPRET=1); `"auto"`: Triton when the inputs are on CUDA (or the interpreter is on),
+else the reference."""
+
+
+def use_triton(impl: Impl, device: torch.device) -> bool:
+    """Whether `impl` resolves to the Triton kernel for tensors on `device`.
+
+    Raises:
+        ValueError: `impl` is not one of "auto", "triton", "reference".
+    """
+    if impl == "reference":
+        return False
+    if impl == "triton":
+        return True
+    if impl == "auto":
+        return device.type == "cuda" or INTERPRET
+    raise ValueError(f"impl must be 'auto', 'triton' or 'reference', got {impl!r}")

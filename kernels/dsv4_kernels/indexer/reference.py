@@ -1,0 +1,92 @@
+"""Plain PyTorch reference of the V4 lightning indexer and its top-k.
+
+For query token t (sequence `seq_ids[t]`, position p = positions[t]) and each complete
+compressed entry j < n_valid = (p + 1) // ratio:
+
+    logit[t, j] = Σ_h w[t, h] * relu(q[t, h] · k_j),   k_j = e4m3(k_j) * scale_j
+
+(DeepGEMM `fp8_mqa_logits` semantics), then the `topk` largest logits are selected.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dsv4_kernels.kv_format import INDEX_DIM, INDEX_KEY_BYTES
+
+
+def index_logits_reference(
+    q: torch.Tensor,
+    weights: torch.Tensor,
+    key_pages: torch.Tensor,
+    block_table: torch.Tensor,
+    positions: torch.Tensor,
+    seq_ids: torch.Tensor,
+    page_size: int = 64,
+    ratio: int = 4,
+) -> torch.Tensor:
+    """All logits (the tensor the fused kernel never writes).
+
+    Args:
+        q: [T, H, 128], float8_e4m3fn (or its uint8 bytes), index queries.
+        weights: [T, H], float32, per-head weights.
+        key_pages: [P, page_size * 132], uint8, FP8 index keys (layout in `kv_format`).
+        block_table: [B, max_pages], int32.
+        positions: [T], int, absolute positions.
+        seq_ids: [T], int.
+        page_size: keys per page.
+        ratio: compression ratio of the keys (4).
+
+    Returns:
+        [T, N_max], float32, N_max = max over t of n_valid; -inf at j >= n_valid[t].
+    """
+    qf = (q.view(torch.float8_e4m3fn) if q.dtype == torch.uint8 else q).float()
+    n_valid = (positions.long() + 1) // ratio
+    t_count = q.shape[0]
+    n_max = int(n_valid.max()) if t_count else 0
+    out = torch.full((t_count, n_max), float("-inf"), dtype=torch.float32, device=q.device)
+    kb = key_pages[:, : page_size * INDEX_DIM].contiguous().view(torch.float8_e4m3fn)
+    kb = kb.reshape(-1, page_size, INDEX_DIM)
+    ks = key_pages[:, page_size * INDEX_DIM :].contiguous().view(torch.float32)
+    for t in range(t_count):
+        n = int(n_valid[t])
+        if n == 0:
+            continue
+        j = torch.arange(n, device=q.device)
+        pg = block_table[int(seq_ids[t])].long()[j // page_size]
+        keys = kb[pg, j % page_size].float() * ks[pg, j % page_size][:, None]  # [n, 128]
+        s = torch.relu(qf[t] @ keys.T)  # [H, n]
+        out[t, :n] = (weights[t].float()[:, None] * s).sum(dim=0)
+    return out
+
+
+def index_topk_reference(
+    q: torch.Tensor,
+    weights: torch.Tensor,
+    key_pages: torch.Tensor,
+    block_table: torch.Tensor,
+    positions: torch.Tensor,
+    seq_ids: torch.Tensor,
+    topk: int,
+    page_size: int = 64,
+    ratio: int = 4,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits, then `torch.topk`; arguments as `index_logits_reference`.
+
+    Returns:
+        (indices: [T, topk], int32, entry ids, -1 where fewer than topk entries exist;
+        values: [T, topk], float32, their logits, -inf at -1), sorted by descending logit.
+    """
+    logits = index_logits_reference(
+        q, weights, key_pages, block_table, positions, seq_ids, page_size, ratio
+    )
+    t_count, n_max = logits.shape
+    if n_max < topk:
+        pad = torch.full((t_count, topk - n_max), float("-inf"), device=logits.device)
+        logits = torch.cat([logits, pad], dim=1)
+    vals, idx = torch.topk(logits, topk, dim=1)
+    idx = torch.where(torch.isfinite(vals), idx, -1).to(torch.int32)
+    return idx, vals
+
+
+__all__ = ["INDEX_KEY_BYTES", "index_logits_reference", "index_topk_reference"]

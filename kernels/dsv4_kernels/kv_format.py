@@ -1,0 +1,161 @@
+"""Byte layouts of the DeepSeek-V4 caches, with plain PyTorch (de)quantisation.
+
+fp8_ds_mla main-KV entry, 584 bytes (FlashMLA "MODEL1" / vLLM `fp8_ds_mla`; sizes from
+`../shared/docs/deepseek-v4-facts.md` §2.1, our byte order):
+
+| bytes     | content                                                                 |
+|-----------|-------------------------------------------------------------------------|
+| 0..447    | NoPE dims 0..447 as float8 e4m3 (OCP e4m3fn, max 448)                   |
+| 448..575  | RoPE dims 448..511 as 64 bfloat16, little-endian                        |
+| 576..582  | 7 UE8M0 scales, one per 64-wide NoPE tile: scale = 2 ** (byte - 127)    |
+| 583       | pad (0)                                                                 |
+
+Value of NoPE dim d: `e4m3[d] * 2 ** (scales[d // 64] - 127)`. The scale of a tile is the
+smallest power of two with `amax / scale <= 448` (amax floored at 1e-4), as DeepSeek's
+`act_quant` with `scale_fmt="ue8m0"` and block 64 does.
+
+Indexer key page (FP8, 132 bytes per key, DeepGEMM / vLLM paged layout): a page of P keys is
+`P * 128` e4m3 bytes (key-major) followed by `P` float32 scales; value = e4m3 * scale.
+"""
+
+from __future__ import annotations
+
+import torch
+
+HEAD_DIM = 512
+"""q = k = v head dim of V4 (model config `head_dim`)."""
+ROPE_DIM = 64
+"""RoPE part, the last 64 dims (`qk_rope_head_dim`)."""
+NOPE_DIM = HEAD_DIM - ROPE_DIM
+"""NoPE part, 448 dims."""
+QUANT_TILE = 64
+"""Width of one UE8M0-scaled NoPE tile."""
+N_SCALES = NOPE_DIM // QUANT_TILE
+"""7 scales per entry."""
+ENTRY_BYTES = NOPE_DIM + 2 * ROPE_DIM + N_SCALES + 1
+"""584 bytes per fp8_ds_mla entry."""
+ROPE_OFFSET = NOPE_DIM
+"""Byte offset of the bf16 RoPE part (448)."""
+SCALE_OFFSET = NOPE_DIM + 2 * ROPE_DIM
+"""Byte offset of the 7 UE8M0 scales (576)."""
+FP8_MAX = 448.0
+"""Largest finite float8 e4m3fn value."""
+AMAX_FLOOR = 1e-4
+"""amax floor of DeepSeek's act_quant (keeps all-zero tiles finite)."""
+INDEX_DIM = 128
+"""Indexer head dim (`index_head_dim`)."""
+INDEX_KEY_BYTES = INDEX_DIM + 4
+"""132 bytes per FP8 index key (128 e4m3 + one float32 scale)."""
+
+assert ENTRY_BYTES == 584
+
+
+def ue8m0_scale_exponent(amax: torch.Tensor) -> torch.Tensor:
+    """Exponent e of the UE8M0 scale 2**e for tiles whose absolute maximum is ``amax``.
+
+    Args:
+        amax: [...], float32, the per-tile max |x| (>= 0).
+
+    Returns:
+        [...], int32: ``ceil(log2(max(amax, 1e-4) / 448))``, computed exactly from the float bits.
+    """
+    y = torch.clamp(amax.float(), min=AMAX_FLOOR) / FP8_MAX
+    bits = y.view(torch.int32)
+    exp = ((bits >> 23) & 0xFF) - 127
+    return (exp + ((bits & 0x7FFFFF) != 0).to(torch.int32)).to(torch.int32)
+
+
+def quantize_fp8_ds_mla(kv: torch.Tensor) -> torch.Tensor:
+    """Pack bf16/fp32 KV rows into the 584-byte fp8_ds_mla layout (module docstring).
+
+    Args:
+        kv: [..., 512], bfloat16 or float32; dims 448..511 are the (already rotated) RoPE part.
+
+    Returns:
+        [..., 584], uint8.
+    """
+    if kv.shape[-1] != HEAD_DIM:
+        raise ValueError(f"kv last dim must be {HEAD_DIM}, got {kv.shape[-1]}")
+    lead = kv.shape[:-1]
+    x = kv.float()
+    nope = x[..., :NOPE_DIM].reshape(*lead, N_SCALES, QUANT_TILE)
+    exp = ue8m0_scale_exponent(nope.abs().amax(dim=-1))
+    scaled = nope * torch.pow(2.0, -exp.float()).unsqueeze(-1)
+    q8 = torch.clamp(scaled, -FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    out = torch.zeros(*lead, ENTRY_BYTES, dtype=torch.uint8, device=kv.device)
+    out[..., :NOPE_DIM] = q8.reshape(*lead, NOPE_DIM).view(torch.uint8)
+    rope = x[..., NOPE_DIM:].to(torch.bfloat16).contiguous()
+    out[..., ROPE_OFFSET:SCALE_OFFSET] = rope.view(torch.uint8).reshape(*lead, 2 * ROPE_DIM)
+    out[..., SCALE_OFFSET : SCALE_OFFSET + N_SCALES] = (exp + 127).to(torch.uint8)
+    return out
+
+
+def dequantize_fp8_ds_mla(entries: torch.Tensor) -> torch.Tensor:
+    """Unpack fp8_ds_mla entries to float32 rows (exact: every stored value is representable).
+
+    Args:
+        entries: [..., 584], uint8.
+
+    Returns:
+        [..., 512], float32.
+    """
+    if entries.shape[-1] != ENTRY_BYTES or entries.dtype != torch.uint8:
+        raise ValueError(f"entries must be [..., {ENTRY_BYTES}] uint8, got {entries.shape}")
+    lead = entries.shape[:-1]
+    e = entries.contiguous()
+    nope = e[..., :NOPE_DIM].view(torch.float8_e4m3fn).float()
+    exp = e[..., SCALE_OFFSET : SCALE_OFFSET + N_SCALES].to(torch.int32) - 127
+    scale = torch.pow(2.0, exp.float()).repeat_interleave(QUANT_TILE, dim=-1)
+    rope = e[..., ROPE_OFFSET:SCALE_OFFSET].contiguous().view(torch.bfloat16).float()
+    return torch.cat([nope * scale, rope], dim=-1).reshape(*lead, HEAD_DIM)
+
+
+def quantize_index_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantise index keys to FP8 with one float32 scale per key (amax / 448, floored).
+
+    Args:
+        keys: [N, 128], float32 or bfloat16.
+
+    Returns:
+        (k8: [N, 128], float8_e4m3fn; scale: [N], float32) with keys ≈ k8 * scale.
+    """
+    x = keys.float()
+    scale = torch.clamp(x.abs().amax(dim=-1), min=AMAX_FLOOR) / FP8_MAX
+    k8 = torch.clamp(x / scale[:, None], -FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return k8, scale
+
+
+def pack_index_pages(k8: torch.Tensor, scale: torch.Tensor, page_size: int) -> torch.Tensor:
+    """Lay out FP8 index keys in pages: ``page_size*128`` e4m3 bytes, then the float32 scales.
+
+    Args:
+        k8: [N, 128], float8_e4m3fn, with N a multiple of page_size.
+        scale: [N], float32.
+        page_size: keys per page (vLLM C4 block: 64 entries).
+
+    Returns:
+        [N // page_size, page_size * 132], uint8.
+    """
+    n = k8.shape[0]
+    if n % page_size:
+        raise ValueError(f"number of keys {n} is not a multiple of page_size {page_size}")
+    pages = n // page_size
+    kb = k8.contiguous().view(torch.uint8).reshape(pages, page_size * INDEX_DIM)
+    sb = scale.float().contiguous().view(torch.uint8).reshape(pages, page_size * 4)
+    return torch.cat([kb, sb], dim=1).contiguous()
+
+
+def unpack_index_pages(pages: torch.Tensor, page_size: int) -> torch.Tensor:
+    """Dequantise paged FP8 index keys.
+
+    Args:
+        pages: [P, page_size * 132], uint8.
+        page_size: keys per page.
+
+    Returns:
+        [P * page_size, 128], float32.
+    """
+    p = pages.shape[0]
+    kb = pages[:, : page_size * INDEX_DIM].contiguous().view(torch.float8_e4m3fn).float()
+    sb = pages[:, page_size * INDEX_DIM :].contiguous().view(torch.float32)
+    return (kb.reshape(p, page_size, INDEX_DIM) * sb[:, :, None]).reshape(-1, INDEX_DIM)

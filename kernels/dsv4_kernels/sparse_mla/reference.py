@@ -1,0 +1,126 @@
+"""Plain PyTorch reference of V4 sparse MLA attention over [window | compressed entries].
+
+Each query token t (sequence `seq_ids[t]`, absolute position `positions[t]`, so it sees
+L = positions[t] + 1 tokens) attends, with all H heads sharing one 512-d KV head (K = V):
+
+- the window: raw tokens max(0, L - window) .. L - 1 of the SWA cache;
+- compressed entries: all n_c = L // ratio complete entries (HCA, `comp_indices` None), or the
+  listed entry ids (CSA top-k), -1 = no entry, ids >= n_c are ignored (not yet complete).
+
+    s_j = softmax_scale * q · k_j
+    out = Σ_j exp(s_j) k_j / (exp(sink_h) + Σ_j exp(s_j));   lse = log(exp(sink_h) + Σ_j exp(s_j))
+
+Caches are paged: token (or entry) i of a sequence lives in slot
+`block_table[seq, i // page] * page + i % page` of a [slots, 584] uint8 fp8_ds_mla tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dsv4_kernels.kv_format import dequantize_fp8_ds_mla
+
+
+def window_slots(
+    positions: torch.Tensor,
+    seq_ids: torch.Tensor,
+    block_table: torch.Tensor,
+    page: int,
+    window: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cache slots of each query token's window.
+
+    Args:
+        positions: [T], int, absolute position of each query token.
+        seq_ids: [T], int, sequence (block-table row) of each query token.
+        block_table: [B, max_pages], int32, page ids of the SWA cache.
+        page: tokens per SWA page.
+        window: window length (128 in V4).
+
+    Returns:
+        (slots: [T, window], int64, 0 where invalid; valid: [T, window], bool).
+    """
+    pos = positions.long()[:, None] - window + 1 + torch.arange(window, device=positions.device)
+    valid = pos >= 0
+    pos = pos.clamp(min=0)
+    pages = block_table.long()[seq_ids.long()[:, None], pos // page]
+    return torch.where(valid, pages * page + pos % page, 0), valid
+
+
+def entry_slots(
+    entries: torch.Tensor,
+    n_valid: torch.Tensor,
+    seq_ids: torch.Tensor,
+    block_table: torch.Tensor,
+    page: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cache slots of compressed entry ids (-1 or >= n_valid: invalid).
+
+    Args:
+        entries: [T, K], int, logical entry ids per query token.
+        n_valid: [T], int, complete entries for each query token.
+        seq_ids: [T], int.
+        block_table: [B, max_pages], int32, page ids of the compressed cache.
+        page: entries per compressed page.
+
+    Returns:
+        (slots: [T, K], int64, 0 where invalid; valid: [T, K], bool).
+    """
+    e = entries.long()
+    valid = (e >= 0) & (e < n_valid.long()[:, None])
+    e = torch.where(valid, e, 0)
+    pages = block_table.long()[seq_ids.long()[:, None], e // page]
+    return torch.where(valid, pages * page + e % page, 0), valid
+
+
+def sparse_mla_reference(
+    q: torch.Tensor,
+    positions: torch.Tensor,
+    seq_ids: torch.Tensor,
+    swa_cache: torch.Tensor,
+    swa_block_table: torch.Tensor,
+    swa_page: int,
+    comp_cache: torch.Tensor,
+    comp_block_table: torch.Tensor,
+    comp_page: int,
+    ratio: int,
+    comp_indices: torch.Tensor | None,
+    sink: torch.Tensor | None,
+    softmax_scale: float,
+    window: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference attention; argument meanings as `dsv4_kernels.sparse_mla.sparse_mla_attention`.
+
+    Returns:
+        (out: [T, H, 512], bfloat16; lse: [T, H], float32, natural log, sink included).
+    """
+    t_count = q.shape[0]
+    dev = q.device
+    n_c = (positions.long() + 1) // ratio
+    w_slots, w_valid = window_slots(positions, seq_ids, swa_block_table, swa_page, window)
+    if comp_indices is None:
+        nc_max = int(n_c.max()) if t_count else 0
+        ent = torch.arange(nc_max, device=dev).expand(t_count, nc_max)
+    else:
+        ent = comp_indices
+    c_slots, c_valid = entry_slots(ent, n_c, seq_ids, comp_block_table, comp_page)
+    kv = torch.cat(
+        [
+            dequantize_fp8_ds_mla(swa_cache[w_slots]),
+            dequantize_fp8_ds_mla(comp_cache[c_slots]),
+        ],
+        dim=1,
+    )  # [T, N, 512]
+    valid = torch.cat([w_valid, c_valid], dim=1)  # [T, N]
+    scores = torch.einsum("thd,tnd->thn", q.float(), kv) * softmax_scale
+    scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
+    sink_logit = (
+        sink.float()[None, :, None].expand(t_count, -1, 1)
+        if sink is not None
+        else torch.full((t_count, q.shape[1], 1), float("-inf"), device=dev)
+    )
+    allz = torch.cat([scores, sink_logit], dim=-1)
+    lse = torch.logsumexp(allz, dim=-1)  # [T, H]
+    probs = torch.exp(scores - torch.where(torch.isfinite(lse), lse, 0.0)[..., None])
+    out = torch.einsum("thn,tnd->thd", probs, kv)
+    return out.to(torch.bfloat16), lse

@@ -1,0 +1,754 @@
+"""Triton sparse MLA attention over [SWA window | compressed entries] on fp8_ds_mla caches.
+
+Grid: (head blocks, KV splits, query tokens). A program loads its query tile [BLOCK_H, 512]
+once, then walks its share of the token list in tiles of BLOCK_N entries: gathers the 584-byte
+rows, dequantises them once for all BLOCK_H heads (e4m3 * 2**(ue8m0 - 127), bf16 RoPE), and
+runs an online softmax (base 2) with bf16 tensor-core dots, fp32 accumulation. With one split
+the sink and normalisation happen in place; with several, partial (out, lse) pairs go to a
+float32 workspace and `_combine_kernel` merges them with the sink.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from dsv4_kernels.kv_format import ENTRY_BYTES, HEAD_DIM
+from dsv4_kernels.triton_fp8 import (
+    NATIVE_FP8,
+    decode_e4m3,
+    mma,
+    pow2_from_exponent,
+    round_bf16,
+)
+
+LOG2E = 1.4426950408889634
+LAST_KERNEL: dict[str, object] = {}
+"""The last compiled kernel launched per op (for register / spill reports in the benchmarks)."""
+LN2 = 0.6931471805599453
+
+
+@triton.jit
+def _load_kv_cols(
+    cache_u8,
+    cache_bf16,
+    slots,
+    valid,
+    BLOCK_N: tl.constexpr,
+    C0: tl.constexpr,
+    NT: tl.constexpr,
+    NATIVE: tl.constexpr,
+    DEQ: tl.constexpr,
+):
+    """[BLOCK_N, NT*64] bf16 KV columns 64*C0 .. 64*(C0+NT) of fp8_ds_mla entries at `slots`.
+
+    Column tile 7 is the bf16 RoPE part; tiles 0..6 are e4m3 * 2**(ue8m0 - 127). DEQ selects
+    the dequantisation: 0 = hardware e4m3 -> bf16 -> f32 multiply; 1 = bit placement
+    (e4m3 bits moved into a bf16 pattern that is the value * 2**-120, exact for subnormals
+    too), then one float32 multiply by 2**(120 + scale exponent).
+    """
+    tile = C0 + tl.arange(0, NT)
+    col = tl.arange(0, 64)
+    row = slots.to(tl.int64) * 584
+    is_nope = tile < 7
+    raw = tl.load(
+        cache_u8 + row[:, None, None] + tile[None, :, None] * 64 + col[None, None, :],
+        mask=valid[:, None, None] & is_nope[None, :, None],
+        other=0,
+    )
+    sc = tl.load(
+        cache_u8 + row[:, None] + 576 + tile[None, :],
+        mask=valid[:, None] & is_nope[None, :],
+        other=127,
+    ).to(tl.int32)
+    if DEQ == 0:
+        scale = pow2_from_exponent(sc - 127)
+        nope = decode_e4m3(raw, NATIVE).to(tl.float32) * scale[:, :, None]
+    else:
+        b = raw.to(tl.int32)
+        bits = ((b & 0x80) << 24) | ((b & 0x7F) << 20)
+        scale = pow2_from_exponent(sc - 7)  # 2**(120 + sc - 127)
+        nope = bits.to(tl.float32, bitcast=True) * scale[:, :, None]
+    if C0 + NT > 7:
+        rope = tl.load(
+            cache_bf16 + (slots.to(tl.int64) * 292 + 224)[:, None] + col[None, :],
+            mask=valid[:, None],
+            other=0.0,
+        )
+        k3 = tl.where((tile == 7)[None, :, None], rope.to(tl.float32)[:, None, :], nope)
+    else:
+        k3 = nope
+    return tl.reshape(k3, (BLOCK_N, NT * 64)).to(tl.bfloat16)
+
+
+@triton.jit
+def _attend_tile(
+    cache_u8,
+    cache_bf16,
+    slots,
+    valid,
+    q_lo,
+    q_hi,
+    m,
+    lsum,
+    acc,
+    qk_scale,
+    dv,
+    BLOCK_N: tl.constexpr,
+    DV_SPLIT: tl.constexpr,
+    NATIVE: tl.constexpr,
+    DEQ: tl.constexpr,
+):
+    """One online-softmax step (base 2) over a KV tile for a block of heads.
+
+    DV_SPLIT == 1: q_lo is the whole [BLOCK_H, 512] query, acc [BLOCK_H, 512].
+    DV_SPLIT == 2: q_lo / q_hi are dims 0..255 / 256..511; this program accumulates only the
+    output half `dv` (acc [BLOCK_H, 256]); scores use both halves.
+    """
+    if DV_SPLIT == 1:
+        kt = _load_kv_cols(cache_u8, cache_bf16, slots, valid, BLOCK_N, 0, 8, NATIVE, DEQ)
+        zero = tl.zeros((q_lo.shape[0], BLOCK_N), tl.float32)
+        s = mma(q_lo, tl.trans(kt), zero, NATIVE)
+    else:
+        k_lo = _load_kv_cols(cache_u8, cache_bf16, slots, valid, BLOCK_N, 0, 4, NATIVE, DEQ)
+        k_hi = _load_kv_cols(cache_u8, cache_bf16, slots, valid, BLOCK_N, 4, 4, NATIVE, DEQ)
+        zero = tl.zeros((q_lo.shape[0], BLOCK_N), tl.float32)
+        s = mma(q_lo, tl.trans(k_lo), zero, NATIVE)
+        s = mma(q_hi, tl.trans(k_hi), s, NATIVE)
+    s = s * qk_scale
+    s = tl.where(valid[None, :], s, float("-inf"))
+    m_new = tl.maximum(m, tl.max(s, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m - m_safe)
+    p = tl.exp2(s - m_safe[:, None])
+    lsum = lsum * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None]
+    pb = p.to(tl.bfloat16)
+    if DV_SPLIT == 1:
+        acc = mma(pb, kt, acc, NATIVE)
+    else:
+        if dv == 0:
+            acc = mma(pb, k_lo, acc, NATIVE)
+        else:
+            acc = mma(pb, k_hi, acc, NATIVE)
+    return m_new, lsum, acc
+
+
+@triton.jit
+def _sparse_mla_kernel(
+    q_ptr,
+    pos_ptr,
+    seq_ptr,
+    swa_u8,
+    swa_bf16,
+    swa_bt,
+    swa_bt_stride,
+    comp_u8,
+    comp_bf16,
+    comp_bt,
+    comp_bt_stride,
+    idx_ptr,
+    idx_stride,
+    sink_ptr,
+    out_ptr,
+    lse_ptr,
+    part_o_ptr,
+    part_lse_ptr,
+    H,
+    n_comp_list,
+    qk_scale,
+    WINDOW: tl.constexpr,
+    SWA_PAGE: tl.constexpr,
+    COMP_PAGE: tl.constexpr,
+    RATIO: tl.constexpr,
+    DENSE: tl.constexpr,
+    HAS_SINK: tl.constexpr,
+    N_SPLIT: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    DV_SPLIT: tl.constexpr,
+    NATIVE: tl.constexpr,
+    DEQ: tl.constexpr,
+):
+    pid0 = tl.program_id(0)
+    hb = pid0 // DV_SPLIT
+    dv = pid0 % DV_SPLIT
+    split = tl.program_id(1)
+    t = tl.program_id(2)
+    D: tl.constexpr = 512
+    DO: tl.constexpr = 512 // DV_SPLIT
+    offs_h = hb * BLOCK_H + tl.arange(0, BLOCK_H)
+    hmask = offs_h < H
+    t64 = t.to(tl.int64)
+    q_row = q_ptr + (t64 * H + offs_h[:, None]) * D
+    if DV_SPLIT == 1:
+        q_lo = tl.load(q_row + tl.arange(0, D)[None, :], mask=hmask[:, None], other=0.0)
+        q_hi = q_lo
+    else:
+        q_lo = tl.load(q_row + tl.arange(0, 256)[None, :], mask=hmask[:, None], other=0.0)
+        q_hi = tl.load(q_row + 256 + tl.arange(0, 256)[None, :], mask=hmask[:, None], other=0.0)
+    p = tl.load(pos_ptr + t)
+    seq = tl.load(seq_ptr + t).to(tl.int64)
+    n_c = (p + 1) // RATIO
+    m = tl.full((BLOCK_H,), float("-inf"), tl.float32)
+    lsum = tl.zeros((BLOCK_H,), tl.float32)
+    acc = tl.zeros((BLOCK_H, DO), tl.float32)
+    WT: tl.constexpr = WINDOW // BLOCK_N
+    if DENSE:
+        n_list = n_c
+    else:
+        n_list = n_comp_list
+    n_tiles = WT + tl.cdiv(n_list, BLOCK_N)
+    per = tl.cdiv(n_tiles, N_SPLIT)
+    t0 = split * per
+    t1 = tl.minimum(t0 + per, n_tiles)
+    offs_n = tl.arange(0, BLOCK_N)
+    for ti in range(t0, tl.minimum(t1, WT)):
+        tok = p - WINDOW + 1 + ti * BLOCK_N + offs_n
+        valid = tok >= 0
+        tok = tl.maximum(tok, 0)
+        pg = tl.load(swa_bt + seq * swa_bt_stride + tok // SWA_PAGE, mask=valid, other=0)
+        slots = pg * SWA_PAGE + tok % SWA_PAGE
+        m, lsum, acc = _attend_tile(
+            swa_u8,
+            swa_bf16,
+            slots,
+            valid,
+            q_lo,
+            q_hi,
+            m,
+            lsum,
+            acc,
+            qk_scale,
+            dv,
+            BLOCK_N,
+            DV_SPLIT,
+            NATIVE,
+            DEQ,
+        )
+    for ti in range(tl.maximum(t0, WT), t1):
+        j = (ti - WT) * BLOCK_N + offs_n
+        if DENSE:
+            e = j
+            valid = j < n_c
+        else:
+            e = tl.load(idx_ptr + t64 * idx_stride + j, mask=j < n_list, other=-1)
+            valid = (e >= 0) & (e < n_c)
+        e = tl.where(valid, e, 0)
+        pg = tl.load(comp_bt + seq * comp_bt_stride + e // COMP_PAGE, mask=valid, other=0)
+        slots = pg * COMP_PAGE + e % COMP_PAGE
+        m, lsum, acc = _attend_tile(
+            comp_u8,
+            comp_bf16,
+            slots,
+            valid,
+            q_lo,
+            q_hi,
+            m,
+            lsum,
+            acc,
+            qk_scale,
+            dv,
+            BLOCK_N,
+            DV_SPLIT,
+            NATIVE,
+            DEQ,
+        )
+    offs_o = dv * DO + tl.arange(0, DO)
+    if N_SPLIT == 1:
+        if HAS_SINK:
+            sink2 = tl.load(sink_ptr + offs_h, mask=hmask, other=0.0) * 1.4426950408889634
+        else:
+            sink2 = tl.full((BLOCK_H,), float("-inf"), tl.float32)
+        mm = tl.maximum(m, sink2)
+        mm_safe = tl.where(mm == float("-inf"), 0.0, mm)
+        den = lsum * tl.exp2(m - mm_safe) + tl.exp2(sink2 - mm_safe)
+        scale_o = tl.where(den > 0, tl.exp2(m - mm_safe) / den, 0.0)
+        o = acc * scale_o[:, None]
+        lse = (mm_safe + tl.log2(tl.maximum(den, 1e-30))) * 0.6931471805599453
+        lse = tl.where(den > 0, lse, float("-inf"))
+        tl.store(
+            out_ptr + (t64 * H + offs_h[:, None]) * D + offs_o[None, :],
+            round_bf16(o),
+            mask=hmask[:, None],
+        )
+        if dv == 0:
+            tl.store(lse_ptr + t64 * H + offs_h, lse, mask=hmask)
+    else:
+        o = acc / tl.where(lsum > 0, lsum, 1.0)[:, None]
+        lse2 = tl.where(lsum > 0, m + tl.log2(tl.maximum(lsum, 1e-30)), float("-inf"))
+        row = (t64 * N_SPLIT + split) * H + offs_h
+        tl.store(part_o_ptr + row[:, None] * D + offs_o[None, :], o, mask=hmask[:, None])
+        if dv == 0:
+            tl.store(part_lse_ptr + row, lse2, mask=hmask)
+
+
+@triton.jit
+def _load_kv_chunk(
+    cache_u8, cache_bf16, slots, valid, C: tl.constexpr, NATIVE: tl.constexpr, DEQ: tl.constexpr
+):
+    """[BLOCK_N, 64] bf16 column tile C (0..6 NoPE e4m3 * scale, 7 RoPE) of the entries."""
+    col = tl.arange(0, 64)
+    if C < 7:
+        row = slots.to(tl.int64) * 584
+        raw = tl.load(cache_u8 + row[:, None] + C * 64 + col[None, :], mask=valid[:, None], other=0)
+        sc = tl.load(cache_u8 + row + 576 + C, mask=valid, other=127).to(tl.int32)
+        if DEQ == 0:
+            k = decode_e4m3(raw, NATIVE).to(tl.float32) * pow2_from_exponent(sc - 127)[:, None]
+        else:
+            b = raw.to(tl.int32)
+            bits = ((b & 0x80) << 24) | ((b & 0x7F) << 20)
+            k = bits.to(tl.float32, bitcast=True) * pow2_from_exponent(sc - 7)[:, None]
+        return k.to(tl.bfloat16)
+    else:
+        return tl.load(
+            cache_bf16 + (slots.to(tl.int64) * 292 + 224)[:, None] + col[None, :],
+            mask=valid[:, None],
+            other=0.0,
+        )
+
+
+@triton.jit
+def _attend_tile_chunked(
+    cache_u8,
+    cache_bf16,
+    slots,
+    valid,
+    q_row,
+    hmask,
+    m,
+    lsum,
+    a0,
+    a1,
+    a2,
+    a3,
+    a4,
+    a5,
+    a6,
+    a7,
+    qk_scale,
+    BLOCK_H: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    NATIVE: tl.constexpr,
+    DEQ: tl.constexpr,
+):
+    """Online-softmax step that dequantises the tile in 64-column chunks, twice (scores, then
+    values), so only one [BLOCK_N, 64] chunk is live: fewer registers, more ALU."""
+    col = tl.arange(0, 64)
+    s = tl.zeros((BLOCK_H, BLOCK_N), tl.float32)
+    for c in tl.static_range(8):
+        qc = tl.load(q_row + c * 64 + col[None, :], mask=hmask[:, None], other=0.0)
+        kc = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, c, NATIVE, DEQ)
+        s = mma(qc, tl.trans(kc), s, NATIVE)
+    s = s * qk_scale
+    s = tl.where(valid[None, :], s, float("-inf"))
+    m_new = tl.maximum(m, tl.max(s, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m - m_safe)
+    p = tl.exp2(s - m_safe[:, None])
+    lsum = lsum * alpha + tl.sum(p, axis=1)
+    pb = p.to(tl.bfloat16)
+    al = alpha[:, None]
+    a0 = mma(
+        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 0, NATIVE, DEQ), a0 * al, NATIVE
+    )
+    a1 = mma(
+        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 1, NATIVE, DEQ), a1 * al, NATIVE
+    )
+    a2 = mma(
+        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 2, NATIVE, DEQ), a2 * al, NATIVE
+    )
+    a3 = mma(
+        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 3, NATIVE, DEQ), a3 * al, NATIVE
+    )
+    a4 = mma(
+        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 4, NATIVE, DEQ), a4 * al, NATIVE
+    )
+    a5 = mma(
+        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 5, NATIVE, DEQ), a5 * al, NATIVE
+    )
+    a6 = mma(
+        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 6, NATIVE, DEQ), a6 * al, NATIVE
+    )
+    a7 = mma(
+        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 7, NATIVE, DEQ), a7 * al, NATIVE
+    )
+    return m_new, lsum, a0, a1, a2, a3, a4, a5, a6, a7
+
+
+@triton.jit
+def _store_chunk(ptr, acc, scale, hmask, C: tl.constexpr, ROUND: tl.constexpr):
+    """Store acc * scale[:, None] ([BLOCK_H, 64]) into columns 64*C.. of rows at `ptr`."""
+    col = C * 64 + tl.arange(0, 64)
+    o = acc * scale[:, None]
+    if ROUND:
+        tl.store(ptr + col[None, :], round_bf16(o), mask=hmask[:, None])
+    else:
+        tl.store(ptr + col[None, :], o, mask=hmask[:, None])
+
+
+@triton.jit
+def _sparse_mla_chunked_kernel(
+    q_ptr,
+    pos_ptr,
+    seq_ptr,
+    swa_u8,
+    swa_bf16,
+    swa_bt,
+    swa_bt_stride,
+    comp_u8,
+    comp_bf16,
+    comp_bt,
+    comp_bt_stride,
+    idx_ptr,
+    idx_stride,
+    sink_ptr,
+    out_ptr,
+    lse_ptr,
+    part_o_ptr,
+    part_lse_ptr,
+    H,
+    n_comp_list,
+    qk_scale,
+    WINDOW: tl.constexpr,
+    SWA_PAGE: tl.constexpr,
+    COMP_PAGE: tl.constexpr,
+    RATIO: tl.constexpr,
+    DENSE: tl.constexpr,
+    HAS_SINK: tl.constexpr,
+    N_SPLIT: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    NATIVE: tl.constexpr,
+    DEQ: tl.constexpr,
+):
+    hb = tl.program_id(0)
+    split = tl.program_id(1)
+    t = tl.program_id(2)
+    offs_h = hb * BLOCK_H + tl.arange(0, BLOCK_H)
+    hmask = offs_h < H
+    t64 = t.to(tl.int64)
+    q_row = q_ptr + (t64 * H + offs_h[:, None]) * 512
+    p = tl.load(pos_ptr + t)
+    seq = tl.load(seq_ptr + t).to(tl.int64)
+    n_c = (p + 1) // RATIO
+    m = tl.full((BLOCK_H,), float("-inf"), tl.float32)
+    lsum = tl.zeros((BLOCK_H,), tl.float32)
+    a0 = tl.zeros((BLOCK_H, 64), tl.float32)
+    a1 = tl.zeros((BLOCK_H, 64), tl.float32)
+    a2 = tl.zeros((BLOCK_H, 64), tl.float32)
+    a3 = tl.zeros((BLOCK_H, 64), tl.float32)
+    a4 = tl.zeros((BLOCK_H, 64), tl.float32)
+    a5 = tl.zeros((BLOCK_H, 64), tl.float32)
+    a6 = tl.zeros((BLOCK_H, 64), tl.float32)
+    a7 = tl.zeros((BLOCK_H, 64), tl.float32)
+    WT: tl.constexpr = WINDOW // BLOCK_N
+    if DENSE:
+        n_list = n_c
+    else:
+        n_list = n_comp_list
+    n_tiles = WT + tl.cdiv(n_list, BLOCK_N)
+    per = tl.cdiv(n_tiles, N_SPLIT)
+    t0 = split * per
+    t1 = tl.minimum(t0 + per, n_tiles)
+    offs_n = tl.arange(0, BLOCK_N)
+    for ti in range(t0, tl.minimum(t1, WT)):
+        tok = p - WINDOW + 1 + ti * BLOCK_N + offs_n
+        valid = tok >= 0
+        tok = tl.maximum(tok, 0)
+        pg = tl.load(swa_bt + seq * swa_bt_stride + tok // SWA_PAGE, mask=valid, other=0)
+        slots = pg * SWA_PAGE + tok % SWA_PAGE
+        m, lsum, a0, a1, a2, a3, a4, a5, a6, a7 = _attend_tile_chunked(
+            swa_u8,
+            swa_bf16,
+            slots,
+            valid,
+            q_row,
+            hmask,
+            m,
+            lsum,
+            a0,
+            a1,
+            a2,
+            a3,
+            a4,
+            a5,
+            a6,
+            a7,
+            qk_scale,
+            BLOCK_H,
+            BLOCK_N,
+            NATIVE,
+            DEQ,
+        )
+    for ti in range(tl.maximum(t0, WT), t1):
+        j = (ti - WT) * BLOCK_N + offs_n
+        if DENSE:
+            e = j
+            valid = j < n_c
+        else:
+            e = tl.load(idx_ptr + t64 * idx_stride + j, mask=j < n_list, other=-1)
+            valid = (e >= 0) & (e < n_c)
+        e = tl.where(valid, e, 0)
+        pg = tl.load(comp_bt + seq * comp_bt_stride + e // COMP_PAGE, mask=valid, other=0)
+        slots = pg * COMP_PAGE + e % COMP_PAGE
+        m, lsum, a0, a1, a2, a3, a4, a5, a6, a7 = _attend_tile_chunked(
+            comp_u8,
+            comp_bf16,
+            slots,
+            valid,
+            q_row,
+            hmask,
+            m,
+            lsum,
+            a0,
+            a1,
+            a2,
+            a3,
+            a4,
+            a5,
+            a6,
+            a7,
+            qk_scale,
+            BLOCK_H,
+            BLOCK_N,
+            NATIVE,
+            DEQ,
+        )
+    if N_SPLIT == 1:
+        if HAS_SINK:
+            sink2 = tl.load(sink_ptr + offs_h, mask=hmask, other=0.0) * 1.4426950408889634
+        else:
+            sink2 = tl.full((BLOCK_H,), float("-inf"), tl.float32)
+        mm = tl.maximum(m, sink2)
+        mm_safe = tl.where(mm == float("-inf"), 0.0, mm)
+        den = lsum * tl.exp2(m - mm_safe) + tl.exp2(sink2 - mm_safe)
+        sc = tl.where(den > 0, tl.exp2(m - mm_safe) / den, 0.0)
+        lse = (mm_safe + tl.log2(tl.maximum(den, 1e-30))) * 0.6931471805599453
+        tl.store(lse_ptr + t64 * H + offs_h, tl.where(den > 0, lse, float("-inf")), mask=hmask)
+        optr = out_ptr + (t64 * H + offs_h[:, None]) * 512
+        rnd: tl.constexpr = True
+    else:
+        sc = 1.0 / tl.where(lsum > 0, lsum, 1.0)
+        lse2 = tl.where(lsum > 0, m + tl.log2(tl.maximum(lsum, 1e-30)), float("-inf"))
+        row = (t64 * N_SPLIT + split) * H + offs_h
+        tl.store(part_lse_ptr + row, lse2, mask=hmask)
+        optr = part_o_ptr + row[:, None] * 512
+        rnd: tl.constexpr = False
+    _store_chunk(optr, a0, sc, hmask, 0, rnd)
+    _store_chunk(optr, a1, sc, hmask, 1, rnd)
+    _store_chunk(optr, a2, sc, hmask, 2, rnd)
+    _store_chunk(optr, a3, sc, hmask, 3, rnd)
+    _store_chunk(optr, a4, sc, hmask, 4, rnd)
+    _store_chunk(optr, a5, sc, hmask, 5, rnd)
+    _store_chunk(optr, a6, sc, hmask, 6, rnd)
+    _store_chunk(optr, a7, sc, hmask, 7, rnd)
+
+
+@triton.jit
+def _combine_kernel(
+    part_o_ptr,
+    part_lse_ptr,
+    sink_ptr,
+    out_ptr,
+    lse_ptr,
+    H,
+    HAS_SINK: tl.constexpr,
+    N_SPLIT: tl.constexpr,
+    SPLIT_P2: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    h = tl.program_id(0)
+    t = tl.program_id(1).to(tl.int64)
+    offs_s = tl.arange(0, SPLIT_P2)
+    smask = offs_s < N_SPLIT
+    lse2 = tl.load(part_lse_ptr + (t * N_SPLIT + offs_s) * H + h, mask=smask, other=float("-inf"))
+    if HAS_SINK:
+        sink2 = tl.load(sink_ptr + h) * 1.4426950408889634
+    else:
+        sink2 = float("-inf")
+    mm = tl.maximum(tl.max(lse2, axis=0), sink2)
+    mm_safe = tl.where(mm == float("-inf"), 0.0, mm)
+    w = tl.exp2(lse2 - mm_safe)
+    den = tl.sum(w, axis=0) + tl.exp2(sink2 - mm_safe)
+    w = tl.where(den > 0, w / den, 0.0)
+    for d0 in range(0, 512, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        po = tl.load(
+            part_o_ptr + ((t * N_SPLIT + offs_s[:, None]) * H + h) * 512 + offs_d[None, :],
+            mask=smask[:, None],
+            other=0.0,
+        )
+        o = tl.sum(po * w[:, None], axis=0)
+        tl.store(out_ptr + (t * H + h) * 512 + offs_d, round_bf16(o))
+    lse = (mm_safe + tl.log2(tl.maximum(den, 1e-30))) * 0.6931471805599453
+    tl.store(lse_ptr + t * H + h, tl.where(den > 0, lse, float("-inf")))
+
+
+def choose_splits(n_query_tokens: int, n_head_blocks: int, n_list_max: int, block_n: int) -> int:
+    """KV splits (flash-decoding) so that the grid covers the 132 SMs of an H200 about once.
+
+    A power of two (measured on the H200: B=64, L=1M: 2 splits 563 µs, 3 splits 777 µs, 4
+    splits 609 µs), at most one per 4 tiles of the longest list.
+
+    Args:
+        n_query_tokens: T.
+        n_head_blocks: ceil(H / BLOCK_H).
+        n_list_max: most entries any query attends to (window + compressed list).
+        block_n: entries per tile.
+
+    Returns:
+        Splits, >= 1.
+    """
+    programs = max(n_query_tokens * n_head_blocks, 1)
+    want = math.ceil(132 / programs)
+    if want <= 1:
+        return 1
+    pow2 = 1 << (want.bit_length() - 1)
+    tiles = math.ceil(n_list_max / block_n)
+    return max(1, min(pow2, tiles // 4 or 1))
+
+
+def sparse_mla_triton(
+    q: torch.Tensor,
+    positions: torch.Tensor,
+    seq_ids: torch.Tensor,
+    swa_cache: torch.Tensor,
+    swa_block_table: torch.Tensor,
+    swa_page: int,
+    comp_cache: torch.Tensor,
+    comp_block_table: torch.Tensor,
+    comp_page: int,
+    ratio: int,
+    comp_indices: torch.Tensor | None,
+    sink: torch.Tensor | None,
+    softmax_scale: float,
+    window: int = 128,
+    max_comp: int | None = None,
+    n_split: int | None = None,
+    block_h: int = 64,
+    block_n: int = 64,
+    num_warps: int = 8,
+    num_stages: int = 1,
+    dv_split: int = 1,
+    deq: int = 0,
+    out: torch.Tensor | None = None,
+    lse_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton form of `sparse_mla_reference` (API: `dsv4_kernels.sparse_mla.sparse_mla_attention`).
+
+    Tuning: `n_split` KV splits (None: `choose_splits`), `block_h` heads and `block_n` entries
+    per tile, `num_warps`, `num_stages`, `dv_split` (1; 2 = two programs per head block, each
+    owning half of the output dims; 0 = one program, tile dequantised per 64-column chunk), `deq` (dequantisation variant, see `_load_kv_cols`). `out` [T, H, 512] bf16 and `lse_out` [T, H] float32
+    optionally receive the results.
+
+    Raises:
+        ValueError: head dim not 512, or block_n not dividing the window.
+    """
+    t_count, h, d = q.shape
+    if d != HEAD_DIM:
+        raise ValueError(f"q head dim must be {HEAD_DIM}, got {d}")
+    if window % block_n:
+        raise ValueError(f"block_n={block_n} must divide window={window}")
+    dev = q.device
+    q = q.to(torch.bfloat16).contiguous()
+    positions = positions.to(torch.int32).contiguous()
+    seq_ids = seq_ids.to(torch.int32).contiguous()
+    swa_bt = swa_block_table.to(torch.int32).contiguous()
+    comp_bt = comp_block_table.to(torch.int32).contiguous()
+    dense = comp_indices is None
+    if dense:
+        if max_comp is None:
+            max_comp = int(((positions.long() + 1) // ratio).max()) if t_count else 0
+        idx = positions  # unused
+        idx_stride = 0
+        n_comp_list = max_comp
+    else:
+        assert comp_indices is not None
+        idx = comp_indices.to(torch.int32).contiguous()
+        idx_stride = idx.shape[1]
+        n_comp_list = idx.shape[1]
+    if out is None:
+        out = torch.empty(t_count, h, d, dtype=torch.bfloat16, device=dev)
+    lse = (
+        lse_out if lse_out is not None else torch.empty(t_count, h, dtype=torch.float32, device=dev)
+    )
+    if t_count == 0:
+        return out, lse
+    n_hb = triton.cdiv(h, block_h)
+    if n_split is None:
+        n_split = choose_splits(t_count, n_hb, window + n_comp_list, block_n)
+    if n_split > 1:
+        part_o = torch.empty(t_count, n_split, h, d, dtype=torch.float32, device=dev)
+        part_lse = torch.empty(t_count, n_split, h, dtype=torch.float32, device=dev)
+    else:  # unused; distinct tensors (the interpreter copies aliased arguments back in turn)
+        part_o = torch.empty(1, dtype=torch.float32, device=dev)
+        part_lse = torch.empty(1, dtype=torch.float32, device=dev)
+    sink_t = (
+        sink.float().contiguous()
+        if sink is not None
+        else torch.zeros(1, dtype=torch.float32, device=dev)
+    )
+    swa_u8 = swa_cache.contiguous()
+    comp_u8 = comp_cache.contiguous()
+    kern = _sparse_mla_chunked_kernel if dv_split == 0 else _sparse_mla_kernel
+    extra = {} if dv_split == 0 else {"DV_SPLIT": dv_split}
+    kernel = kern[(n_hb * max(dv_split, 1), n_split, t_count)](
+        q,
+        positions,
+        seq_ids,
+        swa_u8,
+        swa_u8.view(torch.bfloat16),
+        swa_bt,
+        swa_bt.stride(0),
+        comp_u8,
+        comp_u8.view(torch.bfloat16),
+        comp_bt,
+        comp_bt.stride(0),
+        idx,
+        idx_stride,
+        sink_t,
+        out,
+        lse,
+        part_o,
+        part_lse,
+        h,
+        n_comp_list,
+        softmax_scale * LOG2E,
+        WINDOW=window,
+        SWA_PAGE=swa_page,
+        COMP_PAGE=comp_page,
+        RATIO=ratio,
+        DENSE=dense,
+        HAS_SINK=sink is not None,
+        N_SPLIT=n_split,
+        BLOCK_H=block_h,
+        BLOCK_N=block_n,
+        NATIVE=NATIVE_FP8,
+        DEQ=deq,
+        num_warps=num_warps,
+        num_stages=num_stages,
+        **extra,
+    )
+    LAST_KERNEL["sparse_mla"] = kernel
+    if n_split > 1:
+        _combine_kernel[(h, t_count)](
+            part_o,
+            part_lse,
+            sink_t,
+            out,
+            lse,
+            h,
+            HAS_SINK=sink is not None,
+            N_SPLIT=n_split,
+            SPLIT_P2=triton.next_power_of_2(n_split),
+            BLOCK_D=128,
+            num_warps=4,
+        )
+    return out, lse
+
+
+__all__ = ["ENTRY_BYTES", "choose_splits", "sparse_mla_triton"]

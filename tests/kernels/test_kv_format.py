@@ -1,0 +1,82 @@
+"""fp8_ds_mla packing and the exact e4m3 / bf16 helpers the kernels use under the interpreter."""
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from dsv4_kernels.kv_format import (
+    ENTRY_BYTES,
+    dequantize_fp8_ds_mla,
+    pack_index_pages,
+    quantize_fp8_ds_mla,
+    quantize_index_keys,
+    ue8m0_scale_exponent,
+    unpack_index_pages,
+)
+from dsv4_kernels.testing import poisoned_like, rel_err
+from dsv4_kernels.triton_fp8 import e4m3_bits_to_f32, f32_to_e4m3_bits, round_bf16
+
+
+@triton.jit
+def _codec_kernel(x_ptr, codes_ptr, dec_ptr, bf_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    x = tl.load(x_ptr + offs, mask=m, other=0.0)
+    codes = f32_to_e4m3_bits(x)
+    tl.store(codes_ptr + offs, codes.to(tl.uint8), mask=m)
+    tl.store(dec_ptr + offs, e4m3_bits_to_f32(offs & 0xFF), mask=m)
+    tl.store(bf_ptr + offs, round_bf16(x), mask=m)
+
+
+def test_ds_mla_entry_is_584_bytes_and_round_trips(device: torch.device) -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(37, 512, generator=gen).to(device) * torch.logspace(-3, 2, 37)[:, None].to(
+        device
+    )
+    packed = quantize_fp8_ds_mla(x)
+    assert packed.shape == (37, ENTRY_BYTES)
+    back = dequantize_fp8_ds_mla(packed)
+    # RoPE is bf16 (rel 2**-9); NoPE is e4m3 with a power-of-two tile scale (rel <= 2**-4).
+    assert rel_err(back[:, 448:], x[:, 448:]) < 4e-3
+    assert rel_err(back[:, :448], x[:, :448]) < 6e-2
+    assert int(packed[:, 583].max()) == 0
+    # Every tile fits: |x| / scale <= 448 for the chosen power of two, and half of it would not.
+    amax = x[:, :448].reshape(37, 7, 64).abs().amax(-1)
+    e = ue8m0_scale_exponent(amax)
+    assert bool((amax / torch.pow(2.0, e.float()) <= 448).all())
+    assert bool((amax / torch.pow(2.0, e.float() - 1) > 448).all())
+
+
+def test_index_pages_round_trip(device: torch.device) -> None:
+    gen = torch.Generator().manual_seed(2)
+    keys = torch.randn(3 * 16, 128, generator=gen).to(device)
+    k8, sc = quantize_index_keys(keys)
+    back = unpack_index_pages(pack_index_pages(k8, sc, 16), 16)
+    assert rel_err(back, keys) < 6e-2
+    with pytest.raises(ValueError, match="multiple of page_size"):
+        pack_index_pages(k8[:5], sc[:5], 16)
+
+
+def test_triton_e4m3_and_bf16_helpers_are_exact(device: torch.device) -> None:
+    gen = torch.Generator().manual_seed(3)
+    x = torch.cat(
+        [
+            torch.randn(700, generator=gen) * 30,
+            torch.randn(300, generator=gen) * 0.01,  # subnormal e4m3 range
+            torch.tensor([0.0, -0.0, 448.0, -448.0, 0.001953125, 0.0009765625, 240.0, 232.0]),
+        ]
+    ).clamp(-448, 448)
+    n = x.numel()
+    xd = x.to(device)
+    codes = poisoned_like(torch.empty(n, dtype=torch.uint8, device=device))
+    dec = poisoned_like(torch.empty(n, dtype=torch.float32, device=device))
+    bf = poisoned_like(torch.empty(n, dtype=torch.bfloat16, device=device))
+    _codec_kernel[(triton.cdiv(n, 256),)](xd, codes, dec, bf, n, BLOCK=256)
+    ref_codes = x.to(torch.float8_e4m3fn).view(torch.uint8)
+    assert torch.equal(codes.cpu(), ref_codes)
+    all_codes = (torch.arange(n) & 0xFF).to(torch.uint8)
+    ref_dec = all_codes.view(torch.float8_e4m3fn).float()
+    finite = torch.isfinite(ref_dec)
+    assert torch.equal(dec.cpu()[finite], ref_dec[finite])
+    assert torch.equal(bf.cpu(), x.to(torch.bfloat16))
