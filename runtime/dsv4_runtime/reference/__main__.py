@@ -83,8 +83,9 @@ def build(args: argparse.Namespace) -> EngineServer:
         config = preset(args.config)
         if args.dtype:
             config = dataclasses.replace(config, dtype=args.dtype)
-        torch.manual_seed(args.seed)
-        model = Transformer(config).init_random(args.seed).to(device).eval()
+        with torch.device(device):  # build in place: `mid` is 16 GiB of bf16 weights
+            model = Transformer(config)
+        model.init_random(args.seed).eval()
     config = model.config
     per_seq = -(-args.max_model_len // args.block_size)
     num_blocks = args.num_kv_blocks or args.max_num_seqs * per_seq

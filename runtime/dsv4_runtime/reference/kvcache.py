@@ -84,6 +84,7 @@ class KVBlockPool:
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.dtype = dtype_of(config.dtype)
+        self.device = torch.device(device)
         self.main: dict[int, torch.Tensor] = {}
         self.index: dict[int, torch.Tensor] = {}
         for layer, ratio in enumerate(config.layer_ratios):
@@ -152,7 +153,7 @@ class SequenceKV:
         config = pool.config
         self.blocks: list[int] = []
         self.num_tokens = 0
-        device = next(iter(pool.main.values())).device if pool.main else torch.device("cpu")
+        device = pool.device
         self.layers: list[LayerState] = []
         for ratio in config.compress_ratios:  # main layers, then MTP layers (window only)
             state = LayerState(
@@ -188,8 +189,9 @@ class SequenceKV:
 
     def _slots(self, layer: int, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         per_block = self.pool.main[layer].shape[1]
-        idx = torch.arange(start, start + count)
-        table = torch.tensor(self.blocks, dtype=torch.long)
+        device = self.pool.main[layer].device
+        idx = torch.arange(start, start + count, device=device)
+        table = torch.tensor(self.blocks, dtype=torch.long, device=device)
         return table[idx // per_block], idx % per_block
 
     def write(self, layer: int, main: torch.Tensor, index: torch.Tensor | None) -> None:

@@ -134,21 +134,28 @@ class Transformer(nn.Module):
 
         mHC params start small so the streams stay close to a plain residual; attention sinks 0.
         """
-        gen = torch.Generator().manual_seed(seed)
+        gens: dict[torch.device, torch.Generator] = {}
         c = self.config
         with torch.no_grad():
             for name, p in self.named_parameters():
+                if p.device not in gens:  # draw on the parameter's device (no host copy)
+                    gens[p.device] = torch.Generator(device=p.device).manual_seed(seed)
+                gen = gens[p.device]
                 if name.endswith("tid2eid"):
-                    p.copy_(torch.randint(0, c.n_routed_experts, p.shape, generator=gen))
+                    p.copy_(
+                        torch.randint(
+                            0, c.n_routed_experts, p.shape, generator=gen, device=p.device
+                        )
+                    )
                 elif name.endswith("norm.weight"):
                     p.fill_(1.0)
                 elif name.endswith(("_scale", "attn_sink", "gate.bias", "_base")) or ".ape" in name:
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+                    p.copy_(torch.randn(p.shape, generator=gen, device=p.device) * 0.1)
                 elif p.dim() == 2:
                     std = 1.0 if name == "embed.weight" else 1.0 / math.sqrt(p.shape[1])
-                    p.copy_(torch.randn(p.shape, generator=gen) * std)
+                    p.copy_(torch.randn(p.shape, generator=gen, device=p.device) * std)
                 else:
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+                    p.copy_(torch.randn(p.shape, generator=gen, device=p.device) * 0.1)
         return self
 
     def forward_step(
