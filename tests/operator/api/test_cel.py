@@ -178,3 +178,16 @@ def test_env_from_a_secret_is_accepted(validate: Any) -> None:
         InvalidSpecError, match=r"spec\.engine\.env\[0\]\.valueFrom: set exactly one"
     ):
         parse_deployment(_with_spec(engine={"env": both}))
+
+
+def test_default_model_source_per_format() -> None:
+    pro_fp8 = parse_deployment(_with_spec(model="pro", weightsFormat="fp8")).spec
+    source = pro_fp8.effective_model_source.hugging_face
+    assert source is not None
+    assert (source.repo, source.revision) == ("sgl-project/DeepSeek-V4-Pro-FP8", "main")
+    flash = parse_deployment(_with_spec()).spec.effective_model_source.hugging_face
+    assert flash is not None
+    assert flash.repo == "deepseek-ai/DeepSeek-V4-Flash"
+    pvc = {"pvc": {"claimName": "w"}}
+    own = parse_deployment(_with_spec(weightsFormat="bf16", modelSource=pvc)).spec
+    assert own.effective_model_source.pvc is not None

@@ -536,6 +536,12 @@ CASES = [
         ("spec.modelSource", "exactly one of huggingFace, pvc, hostPath (got 0)"),
     ),
     Case(
+        "int4-without-model-source",
+        {"spec.weightsFormat": "int4"},
+        ("spec", "spec.modelSource is required unless spec.weightsFormat is one of fp8, nvfp4"),
+        ("spec", "modelSource is required for weightsFormat int4"),
+    ),
+    Case(
         "bad-hf-repo",
         {"spec.modelSource": {"huggingFace": {"repo": "not a repo"}}},
         ("spec.modelSource.huggingFace.repo", "does not match"),

@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 from dsv4_operator.api.meta import ApiModel, with_cel_rules
 
 __all__ = [
+    "DEFAULT_HUGGING_FACE_REPOS",
     "AbsolutePath",
     "HostPathSource",
     "HuggingFaceSource",
@@ -21,6 +22,18 @@ DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 
 ABSOLUTE_PATH_PATTERN: Final = r"^/[^\x00]*$"
 """An absolute POSIX path."""
+
+DEFAULT_HUGGING_FACE_REPOS: Final[dict[tuple[str, str], str]] = {
+    ("flash", "official"): "deepseek-ai/DeepSeek-V4-Flash",
+    ("pro", "official"): "deepseek-ai/DeepSeek-V4-Pro",
+    ("flash", "nvfp4"): "nvidia/DeepSeek-V4-Flash-NVFP4",
+    ("pro", "nvfp4"): "nvidia/DeepSeek-V4-Pro-NVFP4",
+    ("flash", "fp8"): "sgl-project/DeepSeek-V4-Flash-FP8",
+    ("pro", "fp8"): "sgl-project/DeepSeek-V4-Pro-FP8",
+}
+"""Hugging Face repository per (model, weightsFormat) used when spec.modelSource is unset
+(deepseek-v4-facts.md §4: official checkpoints, NVIDIA's NVFP4 and sgl-project's FP8 repacks).
+bf16 and int4 have no public checkpoint, so they need an explicit modelSource."""
 
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
 AbsolutePath = Annotated[str, Field(min_length=1, max_length=4096, pattern=ABSOLUTE_PATH_PATTERN)]

@@ -21,7 +21,11 @@ from dsv4_operator.api.v1alpha1.enums import (
 from dsv4_operator.api.v1alpha1.gpu import GPU_NAME_PATTERN, GpuSpec
 from dsv4_operator.api.v1alpha1.quantities import Quantity, UsdAmount, quantity_bytes, usd_micros
 from dsv4_operator.api.v1alpha1.scaling import Autoscaling, Rollout
-from dsv4_operator.api.v1alpha1.source import ModelSource
+from dsv4_operator.api.v1alpha1.source import (
+    DEFAULT_HUGGING_FACE_REPOS,
+    HuggingFaceSource,
+    ModelSource,
+)
 
 __all__ = [
     "MAX_MODEL_LEN_LIMIT",
@@ -153,7 +157,21 @@ class CostSpec(ApiModel):
         return None
 
 
+_DOWNLOADABLE_FORMATS: Final = sorted({fmt for _, fmt in DEFAULT_HUGGING_FACE_REPOS})
+
 _SPEC_RULES: Final[list[CelRule]] = [
+    {
+        "rule": (
+            "has(self.modelSource) || self.weightsFormat in ["
+            + ", ".join(f"'{fmt}'" for fmt in _DOWNLOADABLE_FORMATS)
+            + "]"
+        ),
+        "message": (
+            "spec.modelSource is required unless spec.weightsFormat is one of "
+            + ", ".join(_DOWNLOADABLE_FORMATS)
+            + " (no public checkpoint to download)"
+        ),
+    },
     {
         "rule": (
             "!has(self.parallelism) || !has(self.parallelism.tensor) || "
@@ -249,8 +267,9 @@ class DeepSeekV4DeploymentSpec(ApiModel):
     """Model: flash (DeepSeek-V4-Flash, 284B total / 13B active parameters) or pro
     (DeepSeek-V4-Pro, 1.6T / 49B). Immutable."""
     model_source: ModelSource | None = None
-    """Where the checkpoint comes from; unset downloads the official deepseek-ai repository of
-    the model and weightsFormat from the Hugging Face Hub."""
+    """Where the checkpoint comes from; unset downloads from the Hugging Face Hub:
+    deepseek-ai/DeepSeek-V4-{Flash,Pro} (official), nvidia/DeepSeek-V4-{Flash,Pro}-NVFP4 (nvfp4),
+    sgl-project/DeepSeek-V4-{Flash,Pro}-FP8 (fp8); required for bf16 and int4."""
     weights_format: WeightsFormat = "official"
     """Checkpoint format: official (FP4 experts + FP8), nvfp4, fp8, bf16 or int4."""
     kv_cache_dtype: KvCacheDtype = "fp8"
@@ -313,6 +332,11 @@ class DeepSeekV4DeploymentSpec(ApiModel):
 
     def _problems(self) -> list[str]:
         problems = []
+        if self.model_source is None and self.weights_format not in _DOWNLOADABLE_FORMATS:
+            problems.append(
+                f"modelSource is required for weightsFormat {self.weights_format} (no public "
+                f"checkpoint to download; downloadable: {', '.join(_DOWNLOADABLE_FORMATS)})"
+            )
         p, gpu = self.parallelism, self.gpu
         if p is not None and p.tensor is not None and gpu.gpus_per_node % p.tensor:
             problems.append(
@@ -350,6 +374,14 @@ class DeepSeekV4DeploymentSpec(ApiModel):
                 f"({scaling.min_replicas}) and autoscaling.maxReplicas ({scaling.max_replicas})"
             )
         return problems
+
+    @property
+    def effective_model_source(self) -> ModelSource:
+        """`model_source`, or the default Hugging Face repository of (model, weightsFormat)."""
+        if self.model_source is not None:
+            return self.model_source
+        repo = DEFAULT_HUGGING_FACE_REPOS[(self.model, self.weights_format)]
+        return ModelSource(hugging_face=HuggingFaceSource(repo=repo))
 
     @property
     def shm_bytes(self) -> int | None:
