@@ -165,6 +165,25 @@ async def test_chat_completions_stream(base_url: str) -> None:
     assert plain["object"] == "chat.completion"
 
 
+async def test_client_disconnect_aborts_the_request(base_url: str) -> None:
+    body = {"model": MODEL, "prompt": "bye", "max_tokens": 200, "ignore_eos": True, "stream": True}
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        async with client.stream("POST", "/v1/completions", json=body) as r:
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    break  # one token, then hang up
+        for _ in range(200):
+            m = await _metrics(client)
+            if m.get("vllm:num_requests_running") == 0 and m.get("vllm:kv_cache_usage_perc") == 0:
+                break
+            await asyncio.sleep(0.05)
+        text = (await client.get("/metrics")).text
+    assert m["vllm:num_requests_running"] == 0
+    assert m["vllm:kv_cache_usage_perc"] == 0
+    assert 'finished_reason="abort"' in text
+    assert m["vllm:generation_tokens_total"] < 200
+
+
 async def test_bad_requests_get_openai_errors(base_url: str) -> None:
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
         r = await client.post("/v1/completions", json={"model": "other", "prompt": "a"})
