@@ -187,6 +187,9 @@ class Reconciler:
         except TransientApiError:
             raise
         except ApiError as error:
+            if error.status == 403 and "being terminated" in error.reason:
+                # The namespace is being deleted: its objects go away with it; nothing to report.
+                return Outcome("unchanged")
             obs = Observation(owner, spec=spec, error_reason=APPLY_FAILED, error_message=str(error))
             return self._report(obs, status, emit, "error", str(error))
         lws = next((a.live for a in applied if a.kind == "LeaderWorkerSet"), None)

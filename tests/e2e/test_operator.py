@@ -1,0 +1,437 @@
+"""The operator against the real control plane (kube-apiserver + etcd + kube-controller-manager).
+
+One operator (kopf's KopfRunner, in this process, all namespaces) serves every test in this
+module; each test has its own namespace. The only stand-in is the TEST-ONLY `LwsStatusStandIn`,
+which writes LeaderWorkerSet status as the (absent) LWS controller would.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+from prometheus_client.parser import text_string_to_metric_families
+from tests.support.cluster import REPO_ROOT, ControlPlane
+from tests.support.operator_e2e import (
+    Cluster,
+    LwsStatusStandIn,
+    apiserver_write_counts,
+    operator_env,
+    wait_until,
+)
+
+from dsv4_operator.api import parse_deployment, quantity_bytes
+from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
+from dsv4_operator.planning import Plan, plan, plan_to_dict
+from dsv4_operator.planning.from_spec import request_from_spec
+from dsv4_runtime.config import RuntimeConfig
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+LWS_V = "leaderworkerset.x-k8s.io/v1"
+RESYNC_SECONDS = 1.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _expected(body: dict[str, Any]) -> tuple[DeepSeekV4DeploymentSpec, Plan]:
+    spec = parse_deployment(body).spec
+    return spec, plan(request_from_spec(spec))
+
+
+@pytest.fixture(scope="module")
+def metrics_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane,
+    upstream_crds: object,
+    dsv4_crd: object,
+    metrics_port: int,
+) -> Iterator[KopfRunner]:
+    """The operator under test, watching every namespace, resync every second."""
+    env = operator_env(
+        control_plane.kubeconfig,
+        resync_seconds=RESYNC_SECONDS,
+        retry_delay_seconds=1,
+        metrics_port=metrics_port,
+        runtime_image="dsv4-runtime:e2e",
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        args = ["run", "-A", "--standalone", "-m", "dsv4_operator.handlers.registered"]
+        with KopfRunner(args, timeout=60) as runner:
+            wait_until(lambda: _scrape(metrics_port) is not None, "operator metrics up", 30)
+            yield runner
+    failure: BaseException | None = runner.exception  # kopf types it as never None
+    assert failure is None, runner.output[-4000:]
+    assert runner.exit_code == 0, runner.output[-4000:]
+
+
+@pytest.fixture
+def cluster(kube_api: Any) -> Cluster:
+    return Cluster(kube_api)
+
+
+def _scrape(port: int) -> dict[str, float] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = sample.name + json.dumps(sample.labels, sort_keys=True)
+            out[key] = sample.value
+    return out
+
+
+def _operator_writes(port: int) -> float:
+    samples = _scrape(port) or {}
+    return sum(v for k, v in samples.items() if k.startswith("dsv4_operator_api_writes_total"))
+
+
+def _apply(plane: ControlPlane, namespace: str, doc: dict[str, Any] | Path) -> None:
+    if isinstance(doc, Path):
+        plane.kubectl("apply", "-n", namespace, "-f", str(doc))
+    else:
+        plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(doc))
+
+
+def _children(cluster: Cluster, ns: str, name: str, pdb_version: str) -> dict[str, Any]:
+    return {
+        "ConfigMap": cluster.get("v1", "configmaps", ns, f"{name}-plan"),
+        "Service": cluster.get("v1", "services", ns, f"{name}-api"),
+        "PodDisruptionBudget": cluster.get(pdb_version, "poddisruptionbudgets", ns, name),
+        "LeaderWorkerSet": cluster.get(LWS_V, "leaderworkersets", ns, name),
+    }
+
+
+def _container(lws: dict[str, Any], template: str) -> dict[str, Any]:
+    pod = lws["spec"]["leaderWorkerTemplate"][template]["spec"]
+    container: dict[str, Any] = pod["containers"][0]
+    return container
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_rolls_out_with_owned_children(
+    operator: KopfRunner,
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    example: Path,
+) -> None:
+    body = yaml.safe_load(example.read_text())
+    name = body["metadata"]["name"]
+    spec, expected = _expected(body)
+    _apply(control_plane, namespace, example)
+    pdb_version = control_plane.pdb_api_version()
+    if not expected.fits:
+        # An example the planner cannot fit is reported, not rolled out.
+        ready = cluster.wait_condition(namespace, name, "Ready", "False", "InsufficientCapacity")
+        assert "no layout" in ready["message"]
+        assert cluster.get(LWS_V, "leaderworkersets", namespace, name) is None
+        return
+    cluster.wait_condition(namespace, name, "Planned", "True", "PlanReady")
+    children = wait_until(
+        lambda: (c := _children(cluster, namespace, name, pdb_version)) and all(c.values()) and c,
+        "all four children",
+    )
+    cr = cluster.dsv4(namespace, name)
+    assert cr is not None
+    for kind, child in children.items():
+        refs = child["metadata"]["ownerReferences"]
+        assert [(r["uid"], r["controller"], r["kind"]) for r in refs] == [
+            (cr["metadata"]["uid"], True, "DeepSeekV4Deployment")
+        ], kind
+        labels = child["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "dsv4-operator", kind
+        assert labels["app.kubernetes.io/instance"] == name, kind
+
+    want = plan_to_dict(expected)
+    lws = children["LeaderWorkerSet"]
+    group = lws["spec"]["leaderWorkerTemplate"]
+    assert lws["spec"]["replicas"] == spec.replicas
+    assert group["size"] == want["layout"]["nodes"]
+    assert group["restartPolicy"] == "RecreateGroupAfterStart"
+    assert lws["spec"]["startupPolicy"] == "LeaderReady"
+    for template in ("leaderTemplate", "workerTemplate"):
+        container = _container(lws, template)
+        limits = container["resources"]["limits"]
+        assert limits[want["gpu"]["resource"]] == str(want["layout"]["gpus_per_node"])
+        pod = group[template]["spec"]
+        shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+        shm_bytes = spec.shm_bytes or want["shm_size_bytes"]
+        assert shm["emptyDir"]["medium"] == "Memory"
+        assert quantity_bytes(shm["emptyDir"]["sizeLimit"]) == shm_bytes
+        assert quantity_bytes(container["resources"]["requests"]["memory"]) >= shm_bytes
+        assert pod["nodeSelector"].items() >= want["gpu"]["node_label"].items()
+        config = RuntimeConfig.from_args(container["args"])
+        assert (
+            config.nodes,
+            config.tensor_parallel_size,
+            config.data_parallel_size,
+            config.max_model_len,
+            config.max_num_seqs,
+            config.expected_gpus,
+            config.expected_shm_bytes,
+        ) == (
+            want["layout"]["nodes"],
+            want["layout"]["tensor_parallel"],
+            want["layout"]["data_parallel"],
+            want["max_model_len"],
+            want["max_num_seqs"],
+            want["layout"]["gpus_per_node"],
+            shm_bytes,
+        )
+    assert json.loads(children["ConfigMap"]["data"]["plan.json"]) == json.loads(json.dumps(want))
+    assert children["Service"]["spec"]["selector"]["dsv4.io/role"] == "leader"
+
+    status = cluster.dsv4(namespace, name)["status"]  # type: ignore[index]
+    assert status["plan"]["gpuType"] == want["gpu"]["type"]
+    assert status["plan"]["layout"]["gpusPerReplica"] == want["layout"]["gpus"]
+    assert status["endpoint"] == f"http://{name}-api.{namespace}.svc:{spec.service.port}/v1"
+    assert status["observedGeneration"] == cr["metadata"]["generation"]
+    cluster.wait_condition(namespace, name, "Ready", "False", "ReplicasNotReady")
+
+    LwsStatusStandIn(cluster).report(namespace, name)
+    cluster.wait_condition(namespace, name, "Ready", "True", "AllReplicasReady", timeout=15)
+    final = cluster.dsv4(namespace, name)["status"]  # type: ignore[index]
+    assert (final["replicas"], final["readyReplicas"]) == (spec.replicas, spec.replicas)
+    planned = [e for e in cluster.events(namespace, name) if e["reason"] == "PlanChanged"]
+    assert planned, "no PlanChanged Event"
+    assert f"none -> {want['layout']['gpus']} x {want['gpu']['type']}" in planned[0]["message"]
+
+
+def _fitting_example() -> tuple[dict[str, Any], str]:
+    for path in EXAMPLES:
+        body = yaml.safe_load(path.read_text())
+        if _expected(body)[1].fits:
+            return body, body["metadata"]["name"]
+    pytest.fail("no example plans (dsv4 plan examples/*.yaml all exit non-zero)")
+
+
+def test_spec_change_rerenders_and_reports_the_plan_change(
+    operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
+) -> None:
+    body, name = _fitting_example()
+    body["spec"]["replicas"] = 1
+    body["spec"].pop("autoscaling", None)
+    _apply(control_plane, namespace, body)
+    cluster.wait_condition(namespace, name, "Planned", "True")
+    wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS")
+    LwsStatusStandIn(cluster).report(namespace, name)
+    cluster.wait_condition(namespace, name, "Ready", "True")
+
+    changed = json.loads(json.dumps(body))
+    changed["spec"]["replicas"] = 2
+    changed["spec"]["maxModelLen"] = 32768
+    _, new_plan = _expected(changed)
+    assert new_plan.fits
+    _apply(control_plane, namespace, changed)
+
+    def rerendered() -> bool:
+        lws = cluster.get(LWS_V, "leaderworkersets", namespace, name) or {}
+        args = _container(lws, "leaderTemplate")["args"] if lws else []
+        return lws.get("spec", {}).get("replicas") == 2 and "32768" in args
+
+    wait_until(rerendered, "LWS re-rendered with replicas 2 and --max-model-len 32768")
+    cluster.wait_condition(namespace, name, "Ready", "False", "ReplicasNotReady")
+    LwsStatusStandIn(cluster).report(namespace, name, ready=1)
+    cluster.wait_condition(namespace, name, "Degraded", "True", "ReplicasUnavailable")
+    LwsStatusStandIn(cluster).report(namespace, name)
+    cluster.wait_condition(namespace, name, "Ready", "True")
+    status = cluster.dsv4(namespace, name)["status"]  # type: ignore[index]
+    assert status["observedGeneration"] == 2
+    assert (status["replicas"], status["readyReplicas"]) == (2, 2)
+    assert status["plan"]["maxModelLen"] == 32768
+
+
+def test_gpu_type_change_emits_old_and_new_gpu_counts(
+    operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
+) -> None:
+    body, name = _fitting_example()
+    _, first = _expected(body)
+    _apply(control_plane, namespace, body)
+    cluster.wait_condition(namespace, name, "Planned", "True")
+    alternatives = ["h200-141gb", "b200-180gb", "h100-80gb", "mi300x-192gb"]
+    changed = json.loads(json.dumps(body))
+    for gpu in alternatives:
+        if gpu == first.chosen.gpu.name:
+            continue
+        changed["spec"]["gpu"]["types"] = [gpu]
+        changed["spec"].pop("cost", None)
+        if _expected(changed)[1].fits:
+            break
+    _, second = _expected(changed)
+    assert second.fits
+    assert second.chosen.gpu.name != first.chosen.gpu.name
+    _apply(control_plane, namespace, changed)
+    old = f"{first.chosen.layout.gpus} x {first.chosen.gpu.name}"
+    new = f"{second.chosen.layout.gpus} x {second.chosen.gpu.name}"
+
+    def event() -> bool:
+        return any(
+            e["reason"] == "PlanChanged" and f"{old} -> {new}" in e["message"]
+            for e in cluster.events(namespace, name)
+        )
+
+    wait_until(event, f"PlanChanged Event {old} -> {new}")
+    lws = cluster.get(LWS_V, "leaderworkersets", namespace, name)
+    assert lws is not None
+    label = second.chosen.gpu.label
+    assert label in _lws_pod(lws)["nodeSelector"].values()
+
+
+def _lws_pod(lws: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]
+    return pod
+
+
+def test_delete_garbage_collects_every_child(
+    operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
+) -> None:
+    body, name = _fitting_example()
+    _apply(control_plane, namespace, body)
+    pdb_version = control_plane.pdb_api_version()
+    wait_until(lambda: all(_children(cluster, namespace, name, pdb_version).values()), "children")
+    control_plane.kubectl("delete", "dsv4", name, "-n", namespace, "--wait=false")
+    wait_until(
+        lambda: not any(_children(cluster, namespace, name, pdb_version).values()),
+        "every child garbage-collected",
+        timeout=60,
+    )
+    assert cluster.dsv4(namespace, name) is None
+
+
+def test_invalid_and_unplannable_crs_report_while_valid_ones_reconcile(
+    operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
+) -> None:
+    good, good_name = _fitting_example()
+    # Passes the 1.20 server's schema (it has no CEL) but fails the operator's parse: TP 3 does
+    # not divide 8 GPUs per node.
+    invalid: dict[str, Any] = {
+        "apiVersion": "dsv4.io/v1alpha1",
+        "kind": "DeepSeekV4Deployment",
+        "metadata": {"name": "bad-tp"},
+        "spec": {
+            "model": "flash",
+            "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8},
+            "parallelism": {"tensor": 3},
+        },
+    }
+    too_small = {
+        "apiVersion": "dsv4.io/v1alpha1",
+        "kind": "DeepSeekV4Deployment",
+        "metadata": {"name": "pro-on-one-4090"},
+        "spec": {
+            "model": "pro",
+            "gpu": {"types": ["rtx-4090-24gb"], "gpusPerNode": 1, "maxNodes": 1},
+        },
+    }
+    for doc in (invalid, too_small, good):
+        _apply(control_plane, namespace, doc)
+    ready = cluster.wait_condition(namespace, "bad-tp", "Ready", "False", "InvalidSpec")
+    assert "spec.parallelism.tensor" in ready["message"] or "parallelism.tensor" in ready["message"]
+    assert "gpusPerNode" in ready["message"]
+    cluster.wait_condition(namespace, "pro-on-one-4090", "Ready", "False", "InsufficientCapacity")
+    cluster.wait_condition(namespace, good_name, "Planned", "True")
+    warnings = {
+        (e["involvedObject"]["name"], e["reason"])
+        for name in ("bad-tp", "pro-on-one-4090")
+        for e in cluster.events(namespace, name)
+        if e["type"] == "Warning"
+    }
+    assert ("bad-tp", "InvalidSpec") in warnings
+    assert ("pro-on-one-4090", "InsufficientCapacity") in warnings
+    assert cluster.get(LWS_V, "leaderworkersets", namespace, "bad-tp") is None
+
+    # Fixing the spec recovers it: the operator did not give up on the resource.
+    invalid["spec"]["parallelism"] = {"tensor": 4}
+    invalid["spec"]["gpu"]["gpusPerNode"] = 8
+    if _expected(invalid)[1].fits:
+        _apply(control_plane, namespace, invalid)
+        cluster.wait_condition(namespace, "bad-tp", "Planned", "True")
+
+
+def test_paused_stops_changes(
+    operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
+) -> None:
+    body, name = _fitting_example()
+    body["spec"].pop("autoscaling", None)
+    body["spec"]["replicas"] = 1
+    _apply(control_plane, namespace, body)
+    wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS")
+    paused = json.loads(json.dumps(body))
+    paused["spec"]["paused"] = True
+    paused["spec"]["replicas"] = 3
+    _apply(control_plane, namespace, paused)
+    cluster.wait_condition(namespace, name, "Progressing", "False", "Paused")
+    time.sleep(3 * RESYNC_SECONDS)
+    lws = cluster.get(LWS_V, "leaderworkersets", namespace, name)
+    assert lws is not None
+    assert lws["spec"]["replicas"] == 1
+    paused["spec"]["paused"] = False
+    _apply(control_plane, namespace, paused)
+    wait_until(
+        lambda: (
+            (cluster.get(LWS_V, "leaderworkersets", namespace, name) or {})["spec"]["replicas"] == 3
+        ),
+        "LWS scaled to 3 after unpausing",
+    )
+
+
+def test_noop_resync_writes_nothing(
+    operator: KopfRunner,
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    metrics_port: int,
+) -> None:
+    body, name = _fitting_example()
+    _apply(control_plane, namespace, body)
+    wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS")
+    LwsStatusStandIn(cluster).report(namespace, name)
+    cluster.wait_condition(namespace, name, "Ready", "True")
+    # Earlier tests' namespaces are deleted without waiting; their deletion writes (kopf's
+    # bookkeeping on the dying resources) are not part of this resync.
+    wait_until(
+        lambda: (
+            not any(
+                ns["status"].get("phase") == "Terminating"
+                for ns in control_plane.kubectl_json("get", "namespaces")["items"]
+            )
+        ),
+        "earlier namespaces deleted",
+        timeout=60,
+    )
+    time.sleep(2 * RESYNC_SECONDS)  # let in-flight reconciles finish
+    ours = {"deepseekv4deployments", "leaderworkersets", "configmaps", "services"}
+    ours |= {"poddisruptionbudgets", "events"}
+    before = (_operator_writes(metrics_port), apiserver_write_counts(control_plane, ours))
+    resynced = _scrape(metrics_port) or {}
+    time.sleep(4 * RESYNC_SECONDS)
+    after = (_operator_writes(metrics_port), apiserver_write_counts(control_plane, ours))
+    reconciles = _scrape(metrics_port) or {}
+    count = sum(v for k, v in reconciles.items() if k.startswith("dsv4_operator_reconciles_total"))
+    count -= sum(v for k, v in resynced.items() if k.startswith("dsv4_operator_reconciles_total"))
+    assert count >= 3, "the resync timer did not run"
+    assert after == before, f"writes during a no-op resync: operator {before} -> {after}"

@@ -1,0 +1,227 @@
+"""Shared code of the operator's e2e tests and benchmark: kubeconfigs, waits, the LWS stand-in.
+
+`LwsStatusStandIn` is TEST-ONLY: there is no LeaderWorkerSet controller on the test control
+plane (and no kubelet to run its pods), so it only writes what the LWS controller would report in
+a LeaderWorkerSet's status once its groups are up. Nothing else in the flow is faked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tests.support.cluster import REPO_ROOT, ControlPlane
+
+Json = dict[str, Any]
+GROUP, VERSION, PLURAL = "dsv4.io", "v1alpha1", "deepseekv4deployments"
+LWS = ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets")
+
+
+def plane_credentials(plane: ControlPlane) -> tuple[str, str, str]:
+    """(server URL, bearer token, CA file) of the plane's admin kubeconfig."""
+    doc = yaml.safe_load(plane.kubeconfig.read_text())
+    cluster = doc["clusters"][0]["cluster"]
+    return cluster["server"], doc["users"][0]["user"]["token"], cluster["certificate-authority"]
+
+
+def write_kubeconfig(path: Path, server: str, token: str, ca_file: str | None = None) -> Path:
+    """Write a one-context kubeconfig (CA only for https servers)."""
+    cluster: Json = {"server": server}
+    if ca_file is not None:
+        cluster["certificate-authority"] = ca_file
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def operator_env(kubeconfig: Path, **settings: object) -> dict[str, str]:
+    """Environment for an operator process: KUBECONFIG and `DSV4_OPERATOR_*` settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSV4_OPERATOR_")}
+    env["KUBECONFIG"] = str(kubeconfig)
+    for name, value in settings.items():
+        env[f"DSV4_OPERATOR_{name.upper()}"] = str(value)
+    return env
+
+
+@contextmanager
+def operator_process(env: Mapping[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`dsv4 operator run ARGS` as a child process (killed, if still running, on exit)."""
+    dsv4 = Path(sys.executable).parent / "dsv4"
+    proc = subprocess.Popen(
+        [str(dsv4), "operator", "run", *args],
+        env=dict(env),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    """Poll `predicate` every 0.2 s until it returns something truthy; return that.
+
+    Raises:
+        TimeoutError: still falsy after `timeout` seconds; the message names `what`.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not true after {timeout} s")
+        time.sleep(0.2)
+
+
+class Cluster:
+    """Reads and writes the test objects through the Python client."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self.api_client = api_client
+        self.errors = client.ApiException
+        self.custom: Any = client.CustomObjectsApi(api_client)
+        self.core: Any = client.CoreV1Api(api_client)
+
+    def _raw(self, method: str, path: str) -> Any:
+        response = self.api_client.call_api(
+            *self.api_client.param_serialize(
+                method=method,
+                resource_path=path,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+            )
+        )
+        response.read()
+        if response.status == 404:
+            return None
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path}: HTTP {response.status}: {response.data!r}")
+        return json.loads(response.data)
+
+    def get(self, api_version: str, plural: str, namespace: str, name: str) -> Json | None:
+        """Any namespaced object by apiVersion and plural; None when absent."""
+        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        found: Json | None = self._raw("GET", f"{base}/namespaces/{namespace}/{plural}/{name}")
+        return found
+
+    def objects(self, api_version: str, plural: str, namespace: str) -> list[Json]:
+        """All objects of a kind in a namespace."""
+        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        found = self._raw("GET", f"{base}/namespaces/{namespace}/{plural}") or {}
+        items: list[Json] = found.get("items", [])
+        return items
+
+    def dsv4(self, namespace: str, name: str) -> Json | None:
+        """The DeepSeekV4Deployment, or None."""
+        return self.get(f"{GROUP}/{VERSION}", PLURAL, namespace, name)
+
+    def condition(self, namespace: str, name: str, ctype: str) -> Json:
+        """The condition of that type ({} when absent or the object is gone)."""
+        body = self.dsv4(namespace, name) or {}
+        for c in (body.get("status") or {}).get("conditions") or []:
+            if c.get("type") == ctype:
+                return dict(c)
+        return {}
+
+    def wait_condition(
+        self,
+        namespace: str,
+        name: str,
+        ctype: str,
+        status: str,
+        reason: str | None = None,
+        timeout: float = 30,
+    ) -> Json:
+        """Wait until condition `ctype` has `status` (and `reason`); return it."""
+
+        def check() -> Json | None:
+            c = self.condition(namespace, name, ctype)
+            ok = c.get("status") == status and (reason is None or c.get("reason") == reason)
+            return c if ok else None
+
+        found: Json = wait_until(check, f"{namespace}/{name} {ctype}={status} {reason}", timeout)
+        return found
+
+    def events(self, namespace: str, name: str) -> list[Json]:
+        """Events whose involvedObject is the named DeepSeekV4Deployment."""
+        return [
+            e
+            for e in self.objects("v1", "events", namespace)
+            if e.get("involvedObject", {}).get("name") == name
+            and e.get("involvedObject", {}).get("kind") == "DeepSeekV4Deployment"
+        ]
+
+
+class LwsStatusStandIn:
+    """TEST-ONLY stand-in for the LWS controller: writes LeaderWorkerSet status, nothing else."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def report(self, namespace: str, name: str, ready: int | None = None) -> Json:
+        """Report every group as created and updated, and `ready` (default: all) as ready."""
+        lws = self.cluster.get("/".join(LWS[:2]), LWS[2], namespace, name)
+        if lws is None:
+            raise LookupError(f"no LeaderWorkerSet {namespace}/{name}")
+        replicas = int(lws["spec"].get("replicas", 1))
+        status = {
+            "replicas": replicas,
+            "readyReplicas": replicas if ready is None else ready,
+            "updatedReplicas": replicas,
+            "hpaPodSelector": f"leaderworkerset.sigs.k8s.io/name={name}",
+            "observedGeneration": lws["metadata"].get("generation", 1),
+        }
+        patched: Json = self.cluster.custom.patch_namespaced_custom_object_status(
+            LWS[0], LWS[1], namespace, LWS[2], name, {"status": status}
+        )
+        return patched
+
+
+def apiserver_write_counts(plane: ControlPlane, resources: set[str]) -> dict[str, int]:
+    """Successful (2xx) POST/PUT/PATCH requests on `resources` by verb/resource/subresource, from
+    the apiserver's `apiserver_request_total`: every writer counts, not only the operator.
+
+    DELETE is left out: the operator never deletes (the garbage collector and the namespace
+    controller do, e.g. while earlier tests' namespaces are being removed).
+    """
+    text = plane.kubectl("get", "--raw", "/metrics").stdout
+    total: dict[str, int] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(
+            part.split("=", 1) for part in line[line.index("{") + 1 : line.index("}")].split(",")
+        )
+        verb = labels.get("verb", "").strip('"')
+        resource = labels.get("resource", "").strip('"')
+        code = labels.get("code", "").strip('"')
+        write = verb in {"POST", "PUT", "PATCH", "APPLY"} and code.startswith("2")
+        if write and resource in resources:
+            key = f"{verb} {resource}/{labels.get('subresource', '').strip(chr(34))}"
+            total[key] = total.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return total
