@@ -22,7 +22,7 @@ import torch
 from aiohttp import web
 
 from .checkpoint import load_checkpoint
-from .config import PRESETS, preset
+from .config import PRESETS, ModelConfig, preset
 from .engine import Engine
 from .kvcache import DEFAULT_BLOCK_SIZE, KVBlockPool
 from .metrics import EngineMetrics
@@ -52,7 +52,14 @@ def parser() -> argparse.ArgumentParser:
         "--num-kv-blocks",
         type=int,
         default=None,
-        help="KV pool blocks (default: max-num-seqs × blocks of max-model-len)",
+        help="KV pool blocks (default: max-num-seqs × blocks of max-model-len, within "
+        "--kv-cache-memory)",
+    )
+    p.add_argument(
+        "--kv-cache-memory",
+        type=int,
+        default=None,
+        help="bytes for the paged KV pool (default: 1 GiB on CPU, 40%% of free GPU memory)",
     )
     p.add_argument("--max-num-batched-tokens", type=int, default=2048)
     p.add_argument("--torch-threads", type=int, default=None, help="CPU threads (default 1 on CPU)")
@@ -72,6 +79,36 @@ def attention_ops(impl: str) -> AttentionOps:
     return TorchOps()
 
 
+def kv_blocks(args: argparse.Namespace, config: ModelConfig, device: str) -> int:
+    """Blocks of the KV pool.
+
+    Enough for `--max-num-seqs` requests of `--max-model-len` tokens, capped by
+    `--kv-cache-memory`; `--num-kv-blocks` overrides.
+
+    Raises:
+        ValueError: when not even one `--max-model-len` request fits (names the flags).
+    """
+    per_seq = -(-args.max_model_len // args.block_size)
+    if args.num_kv_blocks:
+        return int(args.num_kv_blocks)
+    block_bytes = KVBlockPool(config, 1, args.block_size, device="meta").bytes_per_block
+    budget = args.kv_cache_memory
+    if budget is None:
+        if device.startswith("cuda"):
+            free, _total = torch.cuda.mem_get_info(torch.device(device))
+            budget = int(free * 0.4)
+        else:
+            budget = 2**30
+    cap = budget // max(block_bytes, 1)
+    if cap < per_seq:
+        msg = (
+            f"--kv-cache-memory {budget} B holds {cap} blocks of {block_bytes} B; one "
+            f"--max-model-len {args.max_model_len} request needs {per_seq}"
+        )
+        raise ValueError(msg)
+    return int(min(args.max_num_seqs * per_seq, cap))
+
+
 def build(args: argparse.Namespace) -> EngineServer:
     """Model, KV pool, engine and server from parsed arguments."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -87,8 +124,7 @@ def build(args: argparse.Namespace) -> EngineServer:
             model = Transformer(config)
         model.init_random(args.seed).eval()
     config = model.config
-    per_seq = -(-args.max_model_len // args.block_size)
-    num_blocks = args.num_kv_blocks or args.max_num_seqs * per_seq
+    num_blocks = kv_blocks(args, config, device)
     pool = KVBlockPool(config, num_blocks, args.block_size, device=device)
     name = args.served_model_name or f"deepseek-v4-reference-{args.config}"
     metrics = EngineMetrics(name)

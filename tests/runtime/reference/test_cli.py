@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import torch
 
 from dsv4_runtime.reference.__main__ import build, parser
@@ -114,3 +115,19 @@ def test_build_with_checkpoint_and_kernel_flag(tmp_path: Path, tiny_model: Trans
     original = tiny_model.state_dict()["layers.0.attn.wq_a.weight"]
     assert float((loaded - original).abs().max()) <= float(original.abs().max()) / 14
     assert not torch.equal(loaded, original)  # it really went through FP8
+
+
+def test_kv_pool_is_capped_by_kv_cache_memory(tiny_model: Transformer) -> None:
+    from dsv4_runtime.reference.__main__ import kv_blocks
+    from dsv4_runtime.reference.config import TINY
+    from dsv4_runtime.reference.kvcache import KVBlockPool
+
+    block = KVBlockPool(TINY, 1).bytes_per_block
+    base = ["--max-num-seqs", "64", "--max-model-len", "8192"]
+    args = parser().parse_args([*base, "--kv-cache-memory", str(100 * block)])
+    assert kv_blocks(args, TINY, "cpu") == 100  # not 64 × 32
+    args = parser().parse_args([*base, "--kv-cache-memory", str(10**12)])
+    assert kv_blocks(args, TINY, "cpu") == 64 * 32
+    args = parser().parse_args([*base, "--kv-cache-memory", str(31 * block)])
+    with pytest.raises(ValueError, match="--max-model-len 8192 request needs 32"):
+        kv_blocks(args, TINY, "cpu")
