@@ -283,9 +283,9 @@ class DeepSeekV4DeploymentSpec(ApiModel):
     max_num_batched_tokens: int | None = Field(default=None, ge=64, le=MAX_MODEL_LEN_LIMIT)
     """Most tokens in one scheduler step (vLLM `--max-num-batched-tokens`), 64 to 1048576;
     unset lets the planner choose."""
-    gpu_memory_utilization_percent: int = Field(default=90, ge=10, le=99)
+    gpu_memory_utilization_percent: int = Field(default=92, ge=10, le=99)
     """Percent of each GPU's memory vLLM may use (vLLM `--gpu-memory-utilization` x 100), 10 to
-    99."""
+    99; the default 92 is vLLM 0.33's own."""
     load: LoadTarget | None = None
     """Target load (concurrency and/or tokens per second) for sizing and cost."""
     gpu: GpuSpec
