@@ -113,6 +113,10 @@ class FaultingProxy:
             return web.json_response(body, status=fault.status, headers=headers)
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
+            if request.transport is None or request.transport.is_closing():
+                # The client died while its request was held: it never reaches the server.
+                self._record(request.method, request.path, 0, True)
+                return web.Response(status=499)
         session: aiohttp.ClientSession = request.app[_SESSION]
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         headers["Authorization"] = f"Bearer {self.token}"
@@ -143,7 +147,7 @@ class FaultingProxy:
         app = web.Application()
         app[_SESSION] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -170,13 +174,13 @@ class FaultingProxy:
     async def _stop(self) -> None:
         if self._runner is not None:
             session: aiohttp.ClientSession = self._runner.app[_SESSION]
+            await session.close()  # ends the forwarded watch streams first
             await self._runner.cleanup()
-            await session.close()
 
     def stop(self) -> None:
         if self._loop is None:
             return
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)

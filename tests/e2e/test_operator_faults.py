@@ -1,0 +1,152 @@
+"""The operator under faults, against the real control plane: API errors and a killed operator.
+
+The operator runs as `dsv4 operator run` (a child process, so it can be SIGKILLed) and talks to
+the apiserver through the TEST-ONLY `FaultingProxy`, which answers chosen requests with 409, 429
+or 500, or holds one back, and forwards everything else unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.support.cluster import REPO_ROOT, ControlPlane
+from tests.support.faulting_proxy import Fault, FaultingProxy
+from tests.support.operator_e2e import (
+    Cluster,
+    operator_env,
+    operator_process,
+    plane_credentials,
+    wait_until,
+    write_kubeconfig,
+)
+
+from dsv4_operator.api import parse_deployment
+from dsv4_operator.planning import plan
+from dsv4_operator.planning.from_spec import request_from_spec
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+LWS_V = "leaderworkerset.x-k8s.io/v1"
+KINDS = (
+    ("v1", "configmaps"),
+    ("v1", "services"),
+    (LWS_V, "leaderworkersets"),
+)
+
+
+def _fitting_example() -> dict[str, Any]:
+    for path in sorted((REPO_ROOT / "examples").glob("*.yaml")):
+        body: dict[str, Any] = yaml.safe_load(path.read_text())
+        if plan(request_from_spec(parse_deployment(body).spec)).fits:
+            return body
+    pytest.fail("no example plans (dsv4 plan examples/*.yaml all exit non-zero)")
+
+
+@pytest.fixture
+def proxy(control_plane: ControlPlane) -> Iterator[FaultingProxy]:
+    server, token, ca = plane_credentials(control_plane)
+    running = FaultingProxy(upstream=server, ca_file=ca, token=token).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def proxied_env(
+    proxy: FaultingProxy, tmp_path: Path, upstream_crds: object, dsv4_crd: object
+) -> dict[str, str]:
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", proxy.url, "unused-proxy-adds-it")
+    return operator_env(
+        kubeconfig, resync_seconds=1, retry_delay_seconds=1, metrics_port=0, runtime_image="e2e"
+    )
+
+
+@pytest.fixture
+def cluster(kube_api: Any) -> Cluster:
+    return Cluster(kube_api)
+
+
+def _owned(cluster: Cluster, namespace: str, uid: str, pdb: str) -> dict[str, list[str]]:
+    """Names of the operator-managed objects per plural; fails on any not owned by `uid`."""
+    out: dict[str, list[str]] = {}
+    for api_version, plural in (*KINDS, (pdb, "poddisruptionbudgets")):
+        for item in cluster.objects(api_version, plural, namespace):
+            meta = item["metadata"]
+            if (meta.get("labels") or {}).get("app.kubernetes.io/managed-by") != "dsv4-operator":
+                continue
+            assert [r["uid"] for r in meta.get("ownerReferences", [])] == [uid], meta["name"]
+            out.setdefault(plural, []).append(meta["name"])
+    return out
+
+
+def test_killed_mid_reconcile_then_restarted_converges_without_duplicates(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    proxy: FaultingProxy,
+    proxied_env: dict[str, str],
+) -> None:
+    body = _fitting_example()
+    name = body["metadata"]["name"]
+    # Hold the first LeaderWorkerSet apply for 5 s: the operator is killed while it waits.
+    held = proxy.add(Fault("PATCH", rf"/namespaces/{namespace}/leaderworkersets/", 0, delay=5))
+    with operator_process(proxied_env, "--namespace", namespace) as first:
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        wait_until(lambda: held.hits == 1, "operator mid-reconcile (LWS apply in flight)", 60)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+    assert cluster.get("v1", "configmaps", namespace, f"{name}-plan") is not None
+    wait_until(lambda: proxy.records("PATCH", r"/leaderworkersets/"), "held request dropped", 10)
+    assert cluster.get(LWS_V, "leaderworkersets", namespace, name) is None
+
+    with operator_process(proxied_env, "--namespace", namespace):
+        cluster.wait_condition(namespace, name, "Planned", "True", timeout=60)
+        wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 30)
+        cr = cluster.dsv4(namespace, name)
+        assert cr is not None
+        owned = _owned(cluster, namespace, cr["metadata"]["uid"], control_plane.pdb_api_version())
+    assert owned == {
+        "configmaps": [f"{name}-plan"],
+        "services": [f"{name}-api"],
+        "leaderworkersets": [name],
+        "poddisruptionbudgets": [name],
+    }
+
+
+def test_conflicts_throttling_and_server_errors_are_retried(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    proxy: FaultingProxy,
+    proxied_env: dict[str, str],
+) -> None:
+    body = _fitting_example()
+    name = body["metadata"]["name"]
+    lws_path = rf"/namespaces/{namespace}/leaderworkersets/{name}$"
+    proxy.add(Fault("PATCH", lws_path, 409, times=2))
+    proxy.add(Fault("PATCH", rf"/namespaces/{namespace}/configmaps/", 429, retry_after=1))
+    proxy.add(Fault("PATCH", rf"/namespaces/{namespace}/deepseekv4deployments/{name}/status", 500))
+    with operator_process(proxied_env, "--namespace", namespace):
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        cluster.wait_condition(namespace, name, "Planned", "True", timeout=60)
+        wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 30)
+    for path, status in (
+        (lws_path, 409),
+        (rf"/namespaces/{namespace}/configmaps/", 429),
+        (rf"/deepseekv4deployments/{name}/status", 500),
+    ):
+        seen = [(r.status, r.injected) for r in proxy.records("PATCH", path)]
+        assert (status, True) in seen, (path, seen)
+        first_ok = next(i for i, (code, injected) in enumerate(seen) if not injected)
+        assert all(injected for _, injected in seen[:first_ok]), seen
+        assert 200 <= seen[first_ok][0] < 300, seen
+    retries = [e for e in cluster.events(namespace, name) if e["reason"] == "ApiRetry"]
+    assert retries, "no ApiRetry Event for the injected errors"
+    assert any("HTTP 409" in e["message"] for e in retries)
