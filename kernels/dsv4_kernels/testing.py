@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+from dsv4_kernels.kv_format import N_SCALES, NOPE_DIM, ROPE_DIM, ROPE_OFFSET, SCALE_OFFSET
 
 POISON_BYTE = 0xFF
 """Byte written into uint8 outputs before a kernel runs (0xFF is NaN in e4m3 and bf16 pairs)."""
@@ -71,13 +75,13 @@ def random_fp8_bytes(
 
 
 def random_kv_entries(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """n random fp8_ds_mla entries, drawn on `device` with `gen` (a generator there) (NoPE ~ N(0,1) clipped at 4, scales 2**-6 or 2**-5, N(0,1) RoPE).
+    """Random fp8_ds_mla entries, n of them, drawn on `device` with `gen` (a generator there).
+
+    NoPE ~ N(0, 1) clipped at 4, scales 2**-6 or 2**-5, RoPE ~ N(0, 1).
 
     Returns:
         [n, 584], uint8; NoPE values ~ O(1), so attention scores are well spread.
     """
-    from dsv4_kernels.kv_format import N_SCALES, NOPE_DIM, ROPE_DIM, ROPE_OFFSET, SCALE_OFFSET
-
     out = torch.zeros(n, 584, dtype=torch.uint8, device=device)
     nope = torch.randn(n, NOPE_DIM, generator=gen, device=device).clamp(-4, 4)
     exp = torch.randint(-6, -4, (n, N_SCALES), generator=gen, device=device)
@@ -147,7 +151,7 @@ def make_attention_case(
     window: int = 128,
     swa_page: int = 64,
     comp_page: int | None = None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Random inputs for `dsv4_kernels.sparse_mla.sparse_mla_attention` (keyword arguments).
 
     Sequence b has `lengths[b]` tokens; its `queries_per_seq` query tokens sit at the last
@@ -215,7 +219,7 @@ def make_index_case(
     page: int = 64,
     ratio: int = 4,
     queries_per_seq: int = 1,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Random inputs for `dsv4_kernels.indexer.index_topk` (keyword arguments except topk).
 
     Returns:

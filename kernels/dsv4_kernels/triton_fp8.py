@@ -91,8 +91,11 @@ def round_bf16(x):
 
 @triton.jit
 def mma(a, b, acc, NATIVE: tl.constexpr):
-    """acc + a @ b with float32 accumulation. Under the interpreter, bf16 dots return garbage
-    (Triton 3.9), so the operands (exact in float32) are widened there first."""
+    """Return acc + a @ b with float32 accumulation.
+
+    Under the interpreter, bf16 dots return garbage (Triton 3.9), so the operands (exact in
+    float32) are widened there first.
+    """
     if NATIVE:
         return tl.dot(a, b, acc)
     else:

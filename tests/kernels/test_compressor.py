@@ -1,5 +1,7 @@
 """KV compressor: Triton vs the PyTorch reference (ratio 4 overlapping, ratio 128)."""
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -15,7 +17,9 @@ BF16_REL = 4e-3
 FP8_REL = 2e-2
 
 
-def _inputs(b: int, t: int, ratio: int, d: int, prev: bool, device: torch.device, seed: int):
+def _inputs(
+    b: int, t: int, ratio: int, d: int, prev: bool, device: torch.device, seed: int
+) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(seed)
     c = 2 if ratio == 4 else 1
 
@@ -26,17 +30,17 @@ def _inputs(b: int, t: int, ratio: int, d: int, prev: bool, device: torch.device
     ang = torch.rand(b, g, 32, generator=gen).to(device) * 6.28
     pk = rnd(b, ratio, c * d) if prev else None
     ps = rnd(b, ratio, c * d) if prev else None
-    return (
-        rnd(b, t, c * d),
-        rnd(b, t, c * d, s=2.0),
-        rnd(ratio, c * d, s=0.5),
-        rnd(d).abs() + 0.5,
-        ang.cos(),
-        ang.sin(),
-        ratio,
-        pk,
-        ps,
-    )
+    return {
+        "kv": rnd(b, t, c * d),
+        "score": rnd(b, t, c * d, s=2.0),
+        "ape": rnd(ratio, c * d, s=0.5),
+        "norm_weight": rnd(d).abs() + 0.5,
+        "cos": ang.cos(),
+        "sin": ang.sin(),
+        "ratio": ratio,
+        "prev_kv": pk,
+        "prev_score": ps,
+    }
 
 
 @pytest.mark.parametrize(
@@ -53,8 +57,8 @@ def test_compress_bf16_matches_reference(
 ) -> None:
     args = _inputs(b, t, ratio, d, prev, device, seed=ratio + d + t)
     out = poisoned_like(torch.empty(b, t // ratio, d, dtype=torch.bfloat16, device=device))
-    compress_triton(*args, out=out)
-    ref = compress_reference(*args)
+    compress_triton(**args, out=out)
+    ref = compress_reference(**args)
     assert_close(out.float(), ref.float(), BF16_REL, "compressed entries")
 
 
@@ -64,8 +68,8 @@ def test_compress_fp8_ds_mla_matches_reference(
 ) -> None:
     args = _inputs(2, t, ratio, 512, prev, device, seed=7 * ratio)
     out = poisoned_like(torch.empty(2, t // ratio, 584, dtype=torch.uint8, device=device))
-    compress_triton(*args, out_format="fp8_ds_mla", out=out)
-    ref = compress_reference_fp8(*args)
+    compress_triton(**args, out_format="fp8_ds_mla", out=out)
+    ref = compress_reference_fp8(**args)
     assert int(out[..., 583].max()) == 0  # pad byte written
     assert_close(dequantize_fp8_ds_mla(out), dequantize_fp8_ds_mla(ref), FP8_REL, "fp8 entries")
     # Scales are powers of two chosen from the same bf16 values: all bytes agree.
@@ -73,20 +77,16 @@ def test_compress_fp8_ds_mla_matches_reference(
 
 
 def test_overlap_uses_previous_window() -> None:
-    args = list(_inputs(1, 8, 4, 512, True, torch.device("cpu"), seed=5))
-    with_prev = compress(*args, impl="reference")
-    args[7] = args[8] = None
-    without = compress(*args, impl="reference")
+    args = _inputs(1, 8, 4, 512, True, torch.device("cpu"), seed=5)
+    with_prev = compress(**args, impl="reference")
+    without = compress(**dict(args, prev_kv=None, prev_score=None), impl="reference")
     assert not torch.equal(with_prev[:, 0], without[:, 0])  # entry 0 sees the previous window
     assert torch.equal(with_prev[:, 1], without[:, 1])  # entry 1 sees only tokens 0..7
 
 
 def test_compress_rejects_bad_ratio_and_length() -> None:
-    args = list(_inputs(1, 8, 4, 512, False, torch.device("cpu"), seed=1))
-    args[6] = 8
+    args = _inputs(1, 8, 4, 512, False, torch.device("cpu"), seed=1)
     with pytest.raises(ValueError, match="ratio must be 4 or 128"):
-        compress(*args)
-    args = list(_inputs(1, 8, 4, 512, False, torch.device("cpu"), seed=1))
-    args[0] = args[0][:, :6]
+        compress(**dict(args, ratio=8))
     with pytest.raises(ValueError, match="not a multiple of ratio"):
-        compress(*args)
+        compress(**dict(args, kv=args["kv"][:, :6]))

@@ -4,9 +4,16 @@ from typing import Any
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from dsv4_kernels.indexer import index_logits_reference, index_topk, index_topk_reference
-from dsv4_kernels.indexer.triton_indexer import choose_chunk, index_topk_triton
+from dsv4_kernels.indexer.triton_indexer import (
+    _select_topk,
+    _select_topk_radix,
+    choose_chunk,
+    index_topk_triton,
+)
 from dsv4_kernels.testing import make_index_case, poisoned_like
 
 # Logits, relative to the largest |logit|: under the interpreter the same fp8 products are
@@ -20,7 +27,7 @@ def check_topk(case: dict[str, Any], topk: int, idx: torch.Tensor, val: torch.Te
     """Same selected values as torch.topk, every id distinct, valid, and scored as stated."""
     rel = LOGIT_REL_GPU if idx.is_cuda else LOGIT_REL_CPU
     logits = index_logits_reference(**case)
-    ref_idx, ref_val = index_topk_reference(**case, topk=topk)
+    _ref_idx, ref_val = index_topk_reference(**case, topk=topk)
     got = val.sort(dim=1, descending=True).values
     fin = torch.isfinite(ref_val)
     assert torch.equal(torch.isfinite(got), fin), "number of valid entries differs"
@@ -29,24 +36,33 @@ def check_topk(case: dict[str, Any], topk: int, idx: torch.Tensor, val: torch.Te
     assert float((got[fin] - ref_val[fin]).abs().max() / scale) < rel
     for t in range(idx.shape[0]):
         ids = idx[t][idx[t] >= 0].long()
-        assert ids.unique().numel() == ids.numel()
+        assert torch.unique(ids).numel() == ids.numel()
         if ids.numel():
             s = logits[t, ids]
             assert float((s - val[t][idx[t] >= 0]).abs().max() / scale) < rel
 
 
-@pytest.mark.parametrize(("chunk", "group"), [(64, 2), (128, 8)])
-def test_fused_topk_matches_torch_topk(chunk: int, group: int, device: torch.device) -> None:
+@pytest.mark.parametrize(("chunk", "group", "select"), [(64, 2, 0), (128, 8, 0), (64, 4, 1)])
+def test_fused_topk_matches_torch_topk(
+    chunk: int, group: int, select: int, device: torch.device
+) -> None:
     # Entries per query: 0 (3 tokens), 20 (< top-k), 250, 1000 (16 chunks of 64 -> 3 merges).
     case = make_index_case([3, 81, 1001, 4000], 21, device, heads=64, page=16)
     topk = 32
     idx = poisoned_like(torch.empty(4, topk, dtype=torch.int32, device=device))
     val = poisoned_like(torch.empty(4, topk, dtype=torch.float32, device=device))
     index_topk_triton(
-        **case, topk=topk, chunk=chunk, merge_group=group, out_indices=idx, out_values=val
+        **case,
+        topk=topk,
+        chunk=chunk,
+        merge_group=group,
+        select=select,
+        out_indices=idx,
+        out_values=val,
     )
     check_topk(case, topk, idx, val)
-    assert int((idx[0] >= 0).sum()) == 0 and int((idx[1] >= 0).sum()) == 20
+    assert int((idx[0] >= 0).sum()) == 0
+    assert int((idx[1] >= 0).sum()) == 20
 
 
 def test_prefill_queries_see_only_complete_entries(device: torch.device) -> None:
@@ -67,3 +83,32 @@ def test_topk_must_be_power_of_two(device: torch.device) -> None:
     case = make_index_case([100], 23, device, heads=64, page=16)
     with pytest.raises(ValueError, match="power of two"):
         index_topk_triton(**case, topk=24)
+
+
+@triton.jit
+def _select_kernel(
+    v_ptr, i_ptr, ov_ptr, oi_ptr, N: tl.constexpr, K: tl.constexpr, SEL: tl.constexpr
+):
+    vals = tl.load(v_ptr + tl.arange(0, N))
+    ids = tl.load(i_ptr + tl.arange(0, N))
+    if SEL == 0:
+        _select_topk(vals, ids, K, ov_ptr, oi_ptr)
+    else:
+        _select_topk_radix(vals, ids, K, ov_ptr, oi_ptr)
+
+
+@pytest.mark.parametrize("select", [0, 1])
+def test_selection_with_ties_and_infinities(select: int, device: torch.device) -> None:
+    gen = torch.Generator().manual_seed(24)
+    n, k = 256, 32
+    # Heavy ties (4 distinct values), -inf padding, negative values and -0.0.
+    vals = torch.tensor([3.0, -0.0, -2.5, float("-inf")])[torch.randint(0, 4, (n,), generator=gen)]
+    vals[:5] = 7.0
+    ids = torch.randperm(n, generator=gen).to(torch.int32)
+    ov = poisoned_like(torch.empty(k, device=device))
+    oi = poisoned_like(torch.empty(k, dtype=torch.int32, device=device))
+    _select_kernel[(1,)](vals.to(device), ids.to(device), ov, oi, N=n, K=k, SEL=select)
+    ref = torch.topk(vals, k).values
+    assert torch.equal(ov.cpu().sort(descending=True).values, ref)
+    assert torch.equal(vals[torch.argsort(ids)][oi.cpu().long()], ov.cpu())
+    assert torch.unique(oi).numel() == k

@@ -41,7 +41,7 @@ def rope_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
     Returns:
         [..., R], float32.
     """
-    pairs = x.unflatten(-1, (-1, 2))
+    pairs = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
     x0, x1 = pairs[..., 0], pairs[..., 1]
     return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
 
@@ -119,6 +119,6 @@ def compress_reference_fp8(
     prev_score: torch.Tensor | None = None,
     eps: float = 1e-6,
 ) -> torch.Tensor:
-    """As `compress_reference` (D = 512), packed as fp8_ds_mla entries: [B, T // ratio, 584] uint8."""
+    """As `compress_reference` (D = 512), as fp8_ds_mla entries: [B, T // ratio, 584] uint8."""
     y = compress_reference(kv, score, ape, norm_weight, cos, sin, ratio, prev_kv, prev_score, eps)
     return quantize_fp8_ds_mla(y)

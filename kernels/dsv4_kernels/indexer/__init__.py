@@ -55,7 +55,7 @@ def index_topk(
         sorted by descending logit; ties at the K-th value may pick different ids.
     """
     if use_triton(impl, q.device):
-        from dsv4_kernels.indexer.triton_indexer import index_topk_triton
+        from dsv4_kernels.indexer.triton_indexer import index_topk_triton  # noqa: PLC0415  (triton loads only when the kernel runs)
 
         return index_topk_triton(
             q, weights, key_pages, block_table, positions, seq_ids, topk, page_size, ratio, max_keys

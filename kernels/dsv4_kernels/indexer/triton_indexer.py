@@ -46,6 +46,37 @@ def _select_topk(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr):
 
 
 @triton.jit
+def _select_topk_radix(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr):
+    """As `_select_topk`, by a 4-pass radix select (8 bits a pass, one histogram each)."""
+    u = vals.to(tl.int32, bitcast=True)
+    key = u ^ ((u >> 31) & 0x7FFFFFFF)
+    ukey = key.to(tl.int64) + 2147483648  # order-preserving, 0 .. 2**32 - 1
+    bins = tl.arange(0, 512)
+    real = bins < 256
+    prefix = tl.sum(ukey * 0, axis=0)  # int64 zero scalar
+    kk = tl.sum(ids * 0, axis=0) + K  # rank still to place, from the top
+    for p in tl.static_range(4):
+        shift: tl.constexpr = 24 - 8 * p
+        digit = ((ukey >> shift) & 255).to(tl.int32)
+        if p == 0:  # noqa: SIM108  (triton.jit: constexpr branch)
+            d = digit
+        else:
+            d = tl.where((ukey >> (shift + 8)) == prefix, digit, 256)
+        h = tl.where(real, tl.histogram(d, 512), 0)
+        ge = tl.sum(h, axis=0) - tl.cumsum(h, axis=0) + h  # count(digit >= bin)
+        dstar = tl.sum(((ge >= kk) & real).to(tl.int32), axis=0) - 1
+        kk = kk - tl.sum(tl.where(bins > dstar, h, 0), axis=0)
+        prefix = prefix * 256 + dstar
+    gt = ukey > prefix
+    eq = ukey == prefix
+    eq_rank = tl.cumsum(eq.to(tl.int32), axis=0) - 1
+    take = gt | (eq & (eq_rank < kk))
+    pos = tl.cumsum(take.to(tl.int32), axis=0) - 1
+    tl.store(out_val_ptr + pos, vals, mask=take)
+    tl.store(out_id_ptr + pos, ids, mask=take)
+
+
+@triton.jit
 def _score_select_kernel(
     q_ptr,
     w_ptr,
@@ -66,6 +97,7 @@ def _score_select_kernel(
     K: tl.constexpr,
     RATIO: tl.constexpr,
     NATIVE: tl.constexpr,
+    SELECT: tl.constexpr,
 ):
     c = tl.program_id(0)
     t = tl.program_id(1).to(tl.int64)
@@ -86,7 +118,7 @@ def _score_select_kernel(
         q8 = qraw.to(tl.float8e4nv, bitcast=True)
     else:
         qf = e4m3_bits_to_f32(qraw)
-    for i in range(0, n_tiles):
+    for i in range(n_tiles):
         # Only the page-id gather and the key bytes are loaded in the loop (both pipelined
         # into the dot); the per-key scales are applied once after it (scale > 0 commutes
         # with the ReLU).
@@ -116,7 +148,10 @@ def _score_select_kernel(
     vals = tl.where(ok_all, tl.where(ok_all, tl.reshape(buf, (CHUNK,)), 0.0) * ks, float("-inf"))
     ids = tl.where(ok_all, ent, -1)
     base = (t * n_chunks + c) * K
-    _select_topk(vals, ids, K, cand_val_ptr + base, cand_id_ptr + base)
+    if SELECT == 0:
+        _select_topk(vals, ids, K, cand_val_ptr + base, cand_id_ptr + base)
+    else:
+        _select_topk_radix(vals, ids, K, cand_val_ptr + base, cand_id_ptr + base)
 
 
 @triton.jit
@@ -129,6 +164,7 @@ def _merge_kernel(
     n_out,
     K: tl.constexpr,
     GROUP: tl.constexpr,
+    SELECT: tl.constexpr,
 ):
     g = tl.program_id(0)
     t = tl.program_id(1).to(tl.int64)
@@ -139,12 +175,18 @@ def _merge_kernel(
     vals = tl.load(in_val_ptr + src, mask=m, other=float("-inf"))
     ids = tl.load(in_id_ptr + src, mask=m, other=-1)
     base = (t * n_out + g) * K
-    _select_topk(vals, ids, K, out_val_ptr + base, out_id_ptr + base)
+    if SELECT == 0:
+        _select_topk(vals, ids, K, out_val_ptr + base, out_id_ptr + base)
+    else:
+        _select_topk_radix(vals, ids, K, out_val_ptr + base, out_id_ptr + base)
 
 
 def choose_chunk(n_tokens: int, n_keys_max: int, topk: int, page_size: int) -> int:
-    """Keys per program of pass 1: a power of two >= max(2*topk, 1024), <= 8192, that gives
-    about four programs per SM of an H200 (132 SMs)."""
+    """Keys per program of pass 1.
+
+    A power of two >= max(2*topk, 1024) and <= 8192 that gives about four programs per SM of
+    an H200 (132 SMs).
+    """
     lo = max(2 * topk, 1024, page_size)
     want = math.ceil(max(n_keys_max, 1) * max(n_tokens, 1) / (4 * 132))
     c = 1 << max(want - 1, 1).bit_length()
@@ -165,8 +207,10 @@ def index_topk_triton(
     chunk: int | None = None,
     merge_group: int = 16,
     block_k: int = 128,
-    num_warps: int = 8,
+    num_warps: int = 4,
     num_stages: int = 3,
+    select: int = 0,
+    pass1_only: bool = False,
     out_indices: torch.Tensor | None = None,
     out_values: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,8 +218,10 @@ def index_topk_triton(
 
     Tuning: `chunk` keys per pass-1 program (None: `choose_chunk`), `block_k` keys per
     iteration (any page size: each key finds its page), `num_warps`/`num_stages` of pass 1,
-    `merge_group` candidate lists per merge program. `out_indices` [T, K] int32 / `out_values` [T, K] float32
-    optionally receive the results.
+    `merge_group` candidate lists per merge program, `select` (0: 32-step binary search for
+    the K-th key, 1: 4-pass radix select with histograms). `pass1_only` stops after pass 1
+    (timing breakdown; the result is then not the top-k). `out_indices` [T, K] int32 /
+    `out_values` [T, K] float32 optionally receive the results.
 
     Returns:
         (indices [T, topk] int32, values [T, topk] float32), in no particular order.
@@ -200,7 +246,7 @@ def index_topk_triton(
     if chunk is None:
         chunk = choose_chunk(t_count, max_keys, topk, page_size)
     if chunk < topk or chunk & (chunk - 1):
-        raise ValueError(f"chunk={chunk} must be a power of two >= topk and a page multiple")
+        raise ValueError(f"chunk={chunk} must be a power of two >= topk")
     n_chunks = max(1, math.ceil(max_keys / chunk))
     out_val = (
         out_values
@@ -239,10 +285,11 @@ def index_topk_triton(
         K=topk,
         RATIO=ratio,
         NATIVE=NATIVE_FP8,
+        SELECT=select,
         num_warps=num_warps,
         num_stages=num_stages,
     )
-    n_in = n_chunks
+    n_in = 1 if pass1_only else n_chunks
     while n_in > 1:
         group = min(merge_group, triton.next_power_of_2(n_in))
         n_out = math.ceil(n_in / group)
@@ -260,6 +307,7 @@ def index_topk_triton(
             n_out,
             K=topk,
             GROUP=group,
+            SELECT=select,
             num_warps=16 if group * topk >= 8192 else 8,
         )
         cv, ci, n_in = nv, ni, n_out

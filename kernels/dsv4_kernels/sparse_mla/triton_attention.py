@@ -129,16 +129,15 @@ def _attend_tile(
     pb = p.to(tl.bfloat16)
     if DV_SPLIT == 1:
         acc = mma(pb, kt, acc, NATIVE)
+    elif dv == 0:
+        acc = mma(pb, k_lo, acc, NATIVE)
     else:
-        if dv == 0:
-            acc = mma(pb, k_lo, acc, NATIVE)
-        else:
-            acc = mma(pb, k_hi, acc, NATIVE)
+        acc = mma(pb, k_hi, acc, NATIVE)
     return m_new, lsum, acc
 
 
 @triton.jit
-def _sparse_mla_kernel(
+def _sparse_mla_kernel(  # noqa: PLR0912, PLR0915  (one kernel = one launch)
     q_ptr,
     pos_ptr,
     seq_ptr,
@@ -197,7 +196,7 @@ def _sparse_mla_kernel(
     lsum = tl.zeros((BLOCK_H,), tl.float32)
     acc = tl.zeros((BLOCK_H, DO), tl.float32)
     WT: tl.constexpr = WINDOW // BLOCK_N
-    if DENSE:
+    if DENSE:  # noqa: SIM108  (triton.jit: constexpr branch)
         n_list = n_c
     else:
         n_list = n_comp_list
@@ -335,8 +334,11 @@ def _attend_tile_chunked(
     NATIVE: tl.constexpr,
     DEQ: tl.constexpr,
 ):
-    """Online-softmax step that dequantises the tile in 64-column chunks, twice (scores, then
-    values), so only one [BLOCK_N, 64] chunk is live: fewer registers, more ALU."""
+    """Online-softmax step dequantising the tile in 64-column chunks.
+
+    Each chunk is dequantised twice (scores, then values), so only one [BLOCK_N, 64] chunk is
+    live: fewer registers, more ALU.
+    """
     col = tl.arange(0, 64)
     s = tl.zeros((BLOCK_H, BLOCK_N), tl.float32)
     for c in tl.static_range(8):
@@ -391,7 +393,7 @@ def _store_chunk(ptr, acc, scale, hmask, C: tl.constexpr, ROUND: tl.constexpr):
 
 
 @triton.jit
-def _sparse_mla_chunked_kernel(
+def _sparse_mla_chunked_kernel(  # noqa: PLR0915  (one kernel = one launch)
     q_ptr,
     pos_ptr,
     seq_ptr,
@@ -446,7 +448,7 @@ def _sparse_mla_chunked_kernel(
     a6 = tl.zeros((BLOCK_H, 64), tl.float32)
     a7 = tl.zeros((BLOCK_H, 64), tl.float32)
     WT: tl.constexpr = WINDOW // BLOCK_N
-    if DENSE:
+    if DENSE:  # noqa: SIM108  (triton.jit: constexpr branch)
         n_list = n_c
     else:
         n_list = n_comp_list
@@ -530,14 +532,13 @@ def _sparse_mla_chunked_kernel(
         lse = (mm_safe + tl.log2(tl.maximum(den, 1e-30))) * 0.6931471805599453
         tl.store(lse_ptr + t64 * H + offs_h, tl.where(den > 0, lse, float("-inf")), mask=hmask)
         optr = out_ptr + (t64 * H + offs_h[:, None]) * 512
-        rnd: tl.constexpr = True
     else:
         sc = 1.0 / tl.where(lsum > 0, lsum, 1.0)
         lse2 = tl.where(lsum > 0, m + tl.log2(tl.maximum(lsum, 1e-30)), float("-inf"))
         row = (t64 * N_SPLIT + split) * H + offs_h
         tl.store(part_lse_ptr + row, lse2, mask=hmask)
         optr = part_o_ptr + row[:, None] * 512
-        rnd: tl.constexpr = False
+    rnd: tl.constexpr = N_SPLIT == 1
     _store_chunk(optr, a0, sc, hmask, 0, rnd)
     _store_chunk(optr, a1, sc, hmask, 1, rnd)
     _store_chunk(optr, a2, sc, hmask, 2, rnd)
@@ -566,7 +567,7 @@ def _combine_kernel(
     offs_s = tl.arange(0, SPLIT_P2)
     smask = offs_s < N_SPLIT
     lse2 = tl.load(part_lse_ptr + (t * N_SPLIT + offs_s) * H + h, mask=smask, other=float("-inf"))
-    if HAS_SINK:
+    if HAS_SINK:  # noqa: SIM108  (triton.jit: constexpr branch)
         sink2 = tl.load(sink_ptr + h) * 1.4426950408889634
     else:
         sink2 = float("-inf")
@@ -642,8 +643,9 @@ def sparse_mla_triton(
 
     Tuning: `n_split` KV splits (None: `choose_splits`), `block_h` heads and `block_n` entries
     per tile, `num_warps`, `num_stages`, `dv_split` (1; 2 = two programs per head block, each
-    owning half of the output dims; 0 = one program, tile dequantised per 64-column chunk), `deq` (dequantisation variant, see `_load_kv_cols`). `out` [T, H, 512] bf16 and `lse_out` [T, H] float32
-    optionally receive the results.
+    owning half of the output dims; 0 = one program, tile dequantised per 64-column chunk),
+    `deq` (dequantisation variant, see `_load_kv_cols`). `out` [T, H, 512] bf16 and `lse_out`
+    [T, H] float32 optionally receive the results.
 
     Raises:
         ValueError: head dim not 512, or block_n not dividing the window.
