@@ -117,6 +117,15 @@ def test_compressed_cache_grows_as_the_planner_predicts(
     for ratio, state in zip(TINY.layer_ratios, seq.layers[: TINY.num_hidden_layers], strict=True):
         assert state.entries == (tokens // ratio if ratio else 0)
         assert state.window.shape[0] == 128
+    # fixed per request (facts §2.2): the 128-row window in every layer, and at a 128-token
+    # boundary the CSA rings hold the previous 4-token window (main 2·512 and indexer 2·128
+    # features, kv + score, fp32) while the HCA rings are empty
+    d, di = TINY.head_dim, TINY.index_head_dim
+    csa_layers = sum(1 for r in TINY.layer_ratios if r == 4)
+    expected_state = TINY.num_hidden_layers * 128 * e_main + csa_layers * 4 * 2 * 4 * (
+        2 * d + 2 * di
+    )
+    assert seq.state_bytes() == expected_state
 
 
 def test_flash_growth_matches_facts_doc() -> None:
@@ -217,3 +226,23 @@ def test_mid_config_is_defined_and_fits_one_h200(capsys: pytest.CaptureFixture[s
     assert MID.head_dim == 512
     assert 7e9 < params < 10e9
     assert weight_bytes < 40 * 2**30  # leaves > 90 GiB of the H200's 141 GB for KV and activations
+
+
+def test_flash_parameter_count_matches_the_facts_doc(capsys: pytest.CaptureFixture[str]) -> None:
+    """Our Flash architecture has the facts doc's 290.9B parameters (MTP included, §1/§7.1).
+
+    Built on the meta device with 6 experts per layer; the other 250 experts per layer (w1, w2,
+    w3 and their gate rows and score biases) are added arithmetically.
+    """
+    flash = preset("flash")
+    few = dataclasses.replace(flash, n_routed_experts=6)
+    with torch.device("meta"):
+        model = Transformer(few)
+    h, i = flash.hidden_size, flash.moe_intermediate_size
+    layers = flash.num_hidden_layers + flash.num_nextn_predict_layers
+    score_layers = layers - flash.num_hash_layers
+    extra = (flash.n_routed_experts - 6) * (layers * (3 * h * i + h) + score_layers)
+    total = model.param_count() + extra
+    with capsys.disabled():
+        print(f"\nflash: {total / 1e9:.2f}B parameters (facts doc: 290.9B with MTP)")
+    assert total == pytest.approx(290.9e9, rel=5e-4)
