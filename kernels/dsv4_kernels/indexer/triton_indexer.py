@@ -56,7 +56,7 @@ def _select_topk_radix(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr):
     prefix = tl.sum(ukey * 0, axis=0)  # int64 zero scalar
     kk = tl.sum(ids * 0, axis=0) + K  # rank still to place, from the top
     for p in tl.static_range(4):
-        shift: tl.constexpr = 24 - 8 * p
+        shift = 24 - 8 * p
         digit = ((ukey >> shift) & 255).to(tl.int32)
         if p == 0:  # noqa: SIM108  (triton.jit: constexpr branch)
             d = digit
