@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -18,11 +19,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from dsv4_operator.api.errors import InvalidSpecError
-from dsv4_operator.api.v1alpha1.deployment import parse_deployment
 from dsv4_operator.planning import PlanningError, PlanRequest, plan, plan_to_dict
-from dsv4_operator.planning.from_spec import request_from_spec
-from dsv4_operator.planning.planner import Plan
+from dsv4_operator.planning.planner import Plan, shortfall_bytes
 
 __all__ = ["app", "main"]
 
@@ -32,6 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"max_content_width": 100},
 )
 operator_app = typer.Typer(help="Run the operator.", no_args_is_help=True)
 app.add_typer(operator_app, name="operator")
@@ -58,6 +57,11 @@ def _load_request(path: Path | None) -> PlanRequest:
         raise PlanningError("file", f"{path}: {e}") from None
     if not isinstance(body, dict):
         raise PlanningError("file", f"{path}: not a DeepSeekV4Deployment mapping")
+    # The API types (pydantic, the CRD) load only when a file is given: keeps flag-only runs fast.
+    from dsv4_operator.api.errors import InvalidSpecError  # noqa: PLC0415
+    from dsv4_operator.api.v1alpha1.deployment import parse_deployment  # noqa: PLC0415
+    from dsv4_operator.planning.from_spec import request_from_spec  # noqa: PLC0415
+
     try:
         return request_from_spec(parse_deployment(body).spec)
     except InvalidSpecError as e:
@@ -67,7 +71,7 @@ def _load_request(path: Path | None) -> PlanRequest:
 def _max_model_len(value: str | None) -> int | str | None:
     if value is None:
         return "keep"
-    if value == "auto":
+    if value.strip().lower() == "auto":
         return None
     try:
         return int(value)
@@ -86,10 +90,17 @@ def _table(p: Plan, console: Console) -> None:
         f"({p.checkpoint_bytes / _GB:,.1f} GB), KV {p.request.kv_cache_dtype}: {verdict}"
     )
     console.print(
-        f"{lay.gpus}x {c.gpu.name} = {lay.nodes} node(s) x {lay.gpus_per_node}; "
-        f"{lay.describe()}; max-model-len {c.max_model_len:,}; max-num-seqs {c.max_num_seqs}; "
-        f"mnbt {c.max_num_batched_tokens:,}"
+        f"{lay.gpus}x {c.gpu.name} = {lay.nodes} node(s) x {lay.gpus_per_node}; {lay.describe()}"
     )
+    console.print(
+        f"max-model-len {c.max_model_len:,}; max-num-seqs {c.max_num_seqs}; "
+        f"max-num-batched-tokens {c.max_num_batched_tokens:,}"
+    )
+    if c.replicas_for_target:
+        console.print(
+            f"{p.request.tokens_per_second:,} tokens/s needs {c.replicas_for_target} replicas "
+            f"({c.total_gpus} GPUs) at ~{c.tokens_per_second:,} tokens/s each"
+        )
     t = Table(title="Per GPU", title_justify="left", width=_WIDTH)
     t.add_column("item")
     t.add_column("bytes", justify="right")
@@ -102,8 +113,11 @@ def _table(p: Plan, console: Console) -> None:
         ("activations", mem.activation_bytes),
         ("CUDA graphs", mem.cuda_graph_bytes),
         ("non-torch overhead", mem.overhead_bytes),
-        ("KV cache pool", mem.kv_cache_bytes),
+        ("KV cache pool", max(mem.kv_cache_bytes, 0)),
     ]
+    short = shortfall_bytes(c)
+    if short:
+        rows.append((f"short for one {c.max_model_len:,}-token request", short))
     for name, value in rows:
         t.add_row(name, f"{value:,}", f"{value / _GB:,.2f}")
     console.print(t)
@@ -155,6 +169,9 @@ def plan_command(
     speculative_tokens: Annotated[int | None, typer.Option(help="MTP draft tokens.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Target concurrent requests.")] = None,
     tokens_per_second: Annotated[int | None, typer.Option(help="Target tokens/s.")] = None,
+    cpu_offload_gb: Annotated[
+        float | None, typer.Option(help="Weights offloaded to host memory per GPU, GiB.")
+    ] = None,
     output: Annotated[Output, typer.Option(help="table, json or yaml.")] = Output.table,
 ) -> None:
     """Plan GPUs, nodes, layout, KV cache and /dev/shm for DeepSeek-V4."""
@@ -164,8 +181,11 @@ def plan_command(
         mml = _max_model_len(max_model_len)
         overrides: dict[str, Any] = {
             "model": model,
-            "weights_format": weights,
-            "kv_cache_dtype": kv_cache_dtype,
+            "weights_format": weights.lower() if weights else None,
+            "kv_cache_dtype": kv_cache_dtype.lower() if kv_cache_dtype else None,
+            "cpu_offload_bytes": None
+            if cpu_offload_gb is None
+            else int(cpu_offload_gb * (1 << 30)),
             "gpu_types": tuple(g.lower() for g in gpu) if gpu else None,
             "gpus_per_node": gpus_per_node,
             "max_nodes": nodes,
@@ -188,12 +208,16 @@ def plan_command(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     data = plan_to_dict(result)
-    if output is Output.json:
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
-    elif output is Output.yaml:
-        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
-    else:
-        _table(result, console)
+    try:
+        if output is Output.json:
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        elif output is Output.yaml:
+            sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+        else:
+            _table(result, console)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `dsv4 plan ... | head`: the reader left, not an error of the plan
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (stop the flush at exit)
     if not result.fits:
         raise typer.Exit(1)
 

@@ -16,13 +16,16 @@ _MIB = 1 << 20
 
 
 def parse_version(text: str) -> tuple[int, ...]:
-    """Numeric release tuple of a version string (`0.20.0rc1+cu130` -> (0, 20, 0)).
+    """Numeric release tuple, padded to three parts (`v0.20rc1+cu130` -> (0, 20, 0)).
+
+    A leading `v` is allowed (the CRD accepts it); missing parts count as zero, so `0.20` equals
+    `0.20.0`.
 
     Raises:
         ValueError: when the string does not start with a number.
     """
     parts: list[int] = []
-    for piece in text.split("+", maxsplit=1)[0].split("."):
+    for piece in text.strip().removeprefix("v").split("+", maxsplit=1)[0].split("."):
         digits = ""
         for ch in piece:
             if not ch.isdigit():
@@ -36,7 +39,7 @@ def parse_version(text: str) -> tuple[int, ...]:
     if not parts:
         msg = f"not a version: {text!r}"
         raise ValueError(msg)
-    return tuple(parts)
+    return tuple(parts + [0] * (3 - len(parts)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,15 +94,20 @@ def structural_problems(
         )
     block = _block_width(weights_format)
     inter = model.moe_intermediate_size
-    if block and (inter % tp or (inter // tp) % block):
-        problems.append(
-            Finding(
-                Code.TP_SPLITS_QUANT_BLOCK,
-                f"TP={tp} splits the {block}-wide quantisation blocks of the expert intermediate "
-                f"dimension ({inter}/{tp} = {inter / tp:g} columns); a block-FP8 DeepSeek at this "
-                "TP fails to load",
+    # The shared expert is split by TP; routed experts without EP by the flattened TP x DP group.
+    splits = {("TP", tp)}
+    if not layout.expert_parallel:
+        splits.add(("TP x DP", tp * layout.data_parallel))
+    for label, n in sorted(splits):
+        if block and (inter % n or (inter // n) % block):
+            problems.append(
+                Finding(
+                    Code.TP_SPLITS_QUANT_BLOCK,
+                    f"{label}={n} splits the {block}-wide quantisation blocks of the expert "
+                    f"intermediate dimension ({inter}/{n} = {inter / n:g} columns); a block-FP8 "
+                    "DeepSeek split this way fails to load",
+                )
             )
-        )
     ep = layout.expert_parallel_size
     if layout.expert_parallel and model.n_routed_experts % ep:
         problems.append(
@@ -178,9 +183,9 @@ def _memory(
 ) -> MemoryBreakdown:
     util = req.gpu_memory_utilization or req.engine.default_gpu_memory_utilization
     return MemoryBreakdown(
-        memory_bytes=gpu.memory_bytes,
+        memory_bytes=gpu.cuda_total_bytes,
         gpu_memory_utilization=util,
-        budget_bytes=budget_bytes(gpu.memory_bytes, util),
+        budget_bytes=budget_bytes(gpu.cuda_total_bytes, util),
         weights=weights,
         activation_bytes=activation_bytes(
             model,
@@ -275,8 +280,7 @@ def evaluate(
         The evaluation; `problems` says why it does not fit.
     """
     eng = req.engine
-    tier = eng.scheduling_defaults(gpu.memory_bytes, gpu.name)
-    mnbt = req.max_num_batched_tokens or tier.max_num_batched_tokens
+    tier = eng.scheduling_defaults(gpu.cuda_total_bytes, gpu.name)
     dp = layout.data_parallel
     weights = _offloaded(
         per_gpu_weight_bytes(
@@ -288,83 +292,172 @@ def evaluate(
         ),
         req.cpu_offload_bytes,
     )
-    state = geometry.admission_state_bytes(mnbt, model.sliding_window)
+    ctx = _Context(model, gpu, layout, req, weights, tier, geometry)
     target_per_rank = -(-req.concurrency // dp) if req.concurrency else None
-    pinned_seqs = req.max_num_seqs or target_per_rank
+    length = req.max_model_len or ctx.auto_length(target_per_rank or 1)
+    seqs = ctx.resolve_seqs(length, target_per_rank)
+    mem = ctx.memory(length, seqs)
+    request_bytes = ctx.request_bytes(length)
+    problems = _problems(ctx, mem, length, seqs, target_per_rank)
+    per_rank = max(0, mem.kv_cache_bytes) // request_bytes
+    tps = _decode_tokens_per_second(
+        model,
+        gpu,
+        layout,
+        weights,
+        batch_per_rank=min(seqs, per_rank),
+        context=max(length, 1) // 2,
+        efficiency=eng.decode_bandwidth_efficiency,
+        kv_entry_bytes=kv_entry_bytes,
+        index_entry_bytes=index_entry_bytes,
+    )
+    replicas = None
+    if req.tokens_per_second and tps > 0:
+        replicas = -(-req.tokens_per_second // tps)
+        problems += _replica_problems(req, layout, replicas, tps)
+    return Evaluation(
+        gpu=gpu,
+        layout=layout,
+        memory=mem,
+        max_model_len=length,
+        max_num_seqs=seqs,
+        max_num_batched_tokens=ctx.mnbt,
+        request_bytes=request_bytes,
+        kv_tokens_per_replica=dp
+        * (max(0, mem.kv_cache_bytes) // geometry.block_bytes)
+        * BLOCK_TOKENS,
+        max_concurrency=dp * per_rank,
+        tokens_per_second=tps,
+        replicas_for_target=replicas,
+        problems=tuple(problems),
+    )
 
-    def memory(length: int, seqs: int) -> MemoryBreakdown:
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """One candidate's fixed inputs, with the memory arithmetic that varies by length and seqs."""
+
+    model: ModelSpec
+    gpu: GpuType
+    layout: Layout
+    req: PlanRequest
+    weights: WeightBreakdown
+    tier: SchedulingDefaults
+    geometry: KvGeometry
+
+    @property
+    def mnbt(self) -> int:
+        """`--max-num-batched-tokens`: as given, or the engine's default for this GPU tier."""
+        return self.req.max_num_batched_tokens or self.tier.max_num_batched_tokens
+
+    def memory(self, length: int, seqs: int) -> MemoryBreakdown:
+        """Per-GPU breakdown at a max-model-len and max-num-seqs."""
         return _memory(
-            model,
-            gpu,
-            layout,
-            req,
-            weights,
-            tier,
+            self.model,
+            self.gpu,
+            self.layout,
+            self.req,
+            self.weights,
+            self.tier,
             max_model_len=length,
             max_num_seqs=seqs,
-            mnbt=mnbt,
+            mnbt=self.mnbt,
         )
 
-    # 1. max-model-len: as given, or the largest whose admission size fits the pool (`auto`).
-    length = req.max_model_len or model.max_position_embeddings
-    if req.max_model_len is None:
-        # The prefill gather workspace grows with max-model-len, so search the largest block count
-        # whose request fits the pool left at that length (both sides are monotone).
-        base = memory(1, pinned_seqs or 1).kv_cache_bytes + gather_workspace_bytes(model, 1, mnbt)
-        lo, hi = 0, length // BLOCK_TOKENS
+    def state(self, length: int) -> int:
+        """Admission state bytes of one request at this max-model-len."""
+        return self.geometry.admission_state_bytes(
+            self.mnbt, self.model.sliding_window, max(length, 1)
+        )
+
+    def request_bytes(self, length: int) -> int:
+        """KV bytes vLLM reserves for one max-model-len request (blocks + admission state)."""
+        return self.geometry.request_bytes(max(length, 1), self.state(length))
+
+    def auto_length(self, requests: int) -> int:
+        """`max-model-len auto`: the longest context at which `requests` requests fit one pool.
+
+        Capped at the model's limit, and at the engine's safe length when MTP speculation is on.
+        The prefill gather workspace grows with the length, so the search is over block counts
+        with the pool recomputed at each (both sides are monotone).
+        """
+        cap = self.model.max_position_embeddings
+        if self.req.speculative_tokens > 0:
+            cap = min(cap, self.req.engine.mtp_safe_max_model_len)
+        seqs = self.req.max_num_seqs or requests
+        base = self.memory(1, seqs).kv_cache_bytes + gather_workspace_bytes(
+            self.model, 1, self.mnbt
+        )
+        lo, hi = 0, cap // BLOCK_TOKENS
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            pool = base - gather_workspace_bytes(model, mid * BLOCK_TOKENS, mnbt)
-            if mid * geometry.block_bytes + state <= pool:
+            tokens = mid * BLOCK_TOKENS
+            pool = base - gather_workspace_bytes(self.model, tokens, self.mnbt)
+            if requests * self.request_bytes(tokens) <= pool:
                 lo = mid
             else:
                 hi = mid - 1
-        length = lo * BLOCK_TOKENS
-    request_bytes = geometry.request_bytes(max(length, 1), state)
-    # 2. max-num-seqs: as given, the concurrency target, or what the pool holds (engine tier cap).
-    seqs = pinned_seqs or 1
-    if pinned_seqs is None:
-        held = max(memory(length, 1).kv_cache_bytes, 0) // request_bytes
-        seqs = max(1, min(tier.max_num_seqs, held))
-        held = max(memory(length, seqs).kv_cache_bytes, 0) // request_bytes
-        seqs = max(1, min(seqs, held))
-    mem = memory(length, seqs)
-    problems: list[Finding] = []
-    pool = mem.kv_cache_bytes
+        return lo * BLOCK_TOKENS
+
+    def resolve_seqs(self, length: int, target_per_rank: int | None) -> int:
+        """`--max-num-seqs`: as given, the target per DP rank, or what the pool holds.
+
+        The planner's own choice never exceeds the engine tier's default nor `mnbt` (vLLM refuses
+        max-num-batched-tokens below max-num-seqs).
+        """
+        pinned = self.req.max_num_seqs or target_per_rank
+        if pinned is not None:
+            return pinned
+        per_request = self.request_bytes(length)
+        held = max(self.memory(length, 1).kv_cache_bytes, 0) // per_request
+        seqs = max(1, min(self.tier.max_num_seqs, self.mnbt, held))
+        held = max(self.memory(length, seqs).kv_cache_bytes, 0) // per_request
+        return max(1, min(seqs, held))
+
+
+def _problems(
+    ctx: _Context, mem: MemoryBreakdown, length: int, seqs: int, target_per_rank: int | None
+) -> list[Finding]:
+    """Why a candidate does not serve the request (empty when it does)."""
+    req, eng, pool = ctx.req, ctx.req.engine, mem.kv_cache_bytes
+    request_bytes = ctx.request_bytes(length)
+    out: list[Finding] = []
     if pool <= 0:
-        short = -pool
-        problems.append(
+        shown = max(length, eng.min_auto_max_model_len)
+        out.append(
             Finding(
                 Code.WEIGHTS_EXCEED_BUDGET,
-                f"weights {_gb(weights.total_bytes)} + activations {_gb(mem.activation_bytes)} + "
-                f"CUDA graphs {_gb(mem.cuda_graph_bytes)} + overhead {_gb(mem.overhead_bytes)} per "
-                f"GPU exceed the budget {_gb(mem.budget_bytes)} ({gpu.name} "
-                f"{_gb(gpu.memory_bytes)} x {mem.gpu_memory_utilization}) by {short:,} B; "
-                + _min_util_text(mem, geometry, max(length, eng.min_auto_max_model_len), state),
+                f"weights {_gb(mem.weights.total_bytes)} + activations {_gb(mem.activation_bytes)}"
+                f" + CUDA graphs {_gb(mem.cuda_graph_bytes)} + overhead "
+                f"{_gb(mem.overhead_bytes)} per GPU exceed the budget {_gb(mem.budget_bytes)} "
+                f"({ctx.gpu.name} {_gb(mem.memory_bytes)} visible to CUDA x "
+                f"{mem.gpu_memory_utilization}) by {-pool:,} B; "
+                + _min_util_text(mem, ctx.geometry, shown, ctx.state(shown)),
             )
         )
     elif req.max_model_len is None and length < eng.min_auto_max_model_len:
-        problems.append(
+        out.append(
             Finding(
                 Code.CONTEXT_TOO_SHORT,
-                f"the KV pool ({pool:,} B per GPU) holds a request of only {length:,} tokens, "
-                f"under the {eng.min_auto_max_model_len:,}-token minimum for max-model-len auto",
+                f"the KV pool ({pool:,} B per GPU) holds {target_per_rank or 1} request(s) of only "
+                f"{length:,} tokens, under the {eng.min_auto_max_model_len:,}-token minimum for "
+                "max-model-len auto",
             )
         )
     elif request_bytes > pool:
-        fit = max(0, (pool - state) // geometry.block_bytes * BLOCK_TOKENS)
-        problems.append(
+        fit = ctx.auto_length(1) if pool > 0 else 0
+        out.append(
             Finding(
                 Code.MAX_MODEL_LEN_EXCEEDS_KV_POOL,
                 f"one {length:,}-token request needs {request_bytes:,} B of KV (blocks + admission "
-                f"state at mnbt {mnbt:,}) but the pool holds {pool:,} B per GPU; largest "
+                f"state at mnbt {ctx.mnbt:,}) but the pool holds {pool:,} B per GPU; largest "
                 f"max-model-len that fits: {fit:,}; "
-                + _min_util_text(mem, geometry, length, state),
+                + _min_util_text(mem, ctx.geometry, length, ctx.state(length)),
             )
         )
     per_rank = max(0, pool) // request_bytes
-    if not problems and target_per_rank and per_rank < target_per_rank:
-        problems.append(
+    if not out and target_per_rank and per_rank < target_per_rank:
+        out.append(
             Finding(
                 Code.CONCURRENCY_EXCEEDS_KV_POOL,
                 f"the target of {req.concurrency} concurrent {length:,}-token requests needs "
@@ -372,32 +465,44 @@ def evaluate(
                 f"{request_bytes:,} B per request)",
             )
         )
-    batch = min(seqs, per_rank)
-    tps = _decode_tokens_per_second(
-        model,
-        gpu,
-        layout,
-        weights,
-        batch_per_rank=batch,
-        context=max(length, 1) // 2,
-        efficiency=eng.decode_bandwidth_efficiency,
-        kv_entry_bytes=kv_entry_bytes,
-        index_entry_bytes=index_entry_bytes,
-    )
-    replicas = None
-    if req.tokens_per_second:
-        replicas = -(-req.tokens_per_second // tps) if tps > 0 else None
-    return Evaluation(
-        gpu=gpu,
-        layout=layout,
-        memory=mem,
-        max_model_len=length,
-        max_num_seqs=seqs,
-        max_num_batched_tokens=mnbt,
-        request_bytes=request_bytes,
-        kv_tokens_per_replica=dp * (max(0, pool) // geometry.block_bytes) * BLOCK_TOKENS,
-        max_concurrency=dp * per_rank,
-        tokens_per_second=tps,
-        replicas_for_target=replicas,
-        problems=tuple(problems),
-    )
+    dp = ctx.layout.data_parallel
+    if req.concurrency and seqs * dp < req.concurrency:
+        out.append(
+            Finding(
+                Code.CONCURRENCY_EXCEEDS_MAX_NUM_SEQS,
+                f"max-num-seqs {seqs} x {dp} DP ranks = {seqs * dp} concurrent requests, under "
+                f"the target of {req.concurrency}",
+            )
+        )
+    if seqs > ctx.mnbt:
+        out.append(
+            Finding(
+                Code.MAX_NUM_SEQS_EXCEEDS_BATCHED_TOKENS,
+                f"max-num-seqs {seqs} exceeds max-num-batched-tokens {ctx.mnbt:,}: vLLM refuses "
+                "to start (raise max-num-batched-tokens or lower the concurrency per DP rank)",
+            )
+        )
+    return out
+
+
+def _replica_problems(req: PlanRequest, layout: Layout, replicas: int, tps: int) -> list[Finding]:
+    """A tokens/s target that needs more replicas or GPUs than allowed."""
+    out = []
+    if req.max_replicas is not None and replicas > req.max_replicas:
+        out.append(
+            Finding(
+                Code.TOKENS_TARGET_EXCEEDS_REPLICAS,
+                f"{req.tokens_per_second:,} tokens/s at ~{tps:,} tokens/s per replica needs "
+                f"{replicas} replicas; at most {req.max_replicas} are allowed",
+            )
+        )
+    total = replicas * layout.gpus
+    if req.total_gpu_budget is not None and total > req.total_gpu_budget:
+        out.append(
+            Finding(
+                Code.TOKENS_TARGET_EXCEEDS_REPLICAS,
+                f"{req.tokens_per_second:,} tokens/s needs {replicas} replicas x {layout.gpus} "
+                f"GPUs = {total} GPUs, over the GPU budget of {req.total_gpu_budget}",
+            )
+        )
+    return out

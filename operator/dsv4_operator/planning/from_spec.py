@@ -3,6 +3,8 @@
 Mapping: `spec.gpu.types` -> preference list; `spec.gpu.customTypes` -> inline GPU types;
 `spec.gpu.budget` is for all replicas, so one replica may use `budget // replicas` GPUs;
 `spec.load.concurrency` is for all replicas, so one replica carries `ceil(concurrency / replicas)`;
+a tokens/s target may use up to `autoscaling.maxReplicas` replicas when autoscaling is on, else
+`spec.replicas`, and `spec.gpu.budget` GPUs in all;
 `spec.parallelism.expert` > 1 turns expert parallel on (EP = TP x DP), 1 turns it off;
 `gpuMemoryUtilizationPercent` / 100 is vLLM's `--gpu-memory-utilization`.
 """
@@ -75,6 +77,10 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         ),
         concurrency=concurrency,
         tokens_per_second=None if load is None else load.tokens_per_second,
+        max_replicas=(
+            spec.autoscaling.max_replicas if spec.autoscaling.enabled else spec.replicas or None
+        ),
+        total_gpu_budget=spec.gpu.budget,
         usd_per_gpu_hour=prices,
         engine_version=spec.engine.version,
     )

@@ -133,21 +133,30 @@ class KvGeometry:
             + self.hca_layers * _STEADY_HCA_PAGES * self.hca_state_page_bytes
         )
 
-    def admission_state_bytes(self, max_num_batched_tokens: int, sliding_window: int) -> int:
+    def admission_state_bytes(
+        self, max_num_batched_tokens: int, sliding_window: int, max_model_len: int | None = None
+    ) -> int:
         """Fixed bytes vLLM reserves per request at admission (`max_admission_blocks_per_request`).
+
+        Each window/state group is sized for `min(span - 1 + m, max_model_len)` tokens plus one
+        block, where the span is the window (128) for window pages and HCA rings and 8 for CSA
+        rings.
 
         Args:
             max_num_batched_tokens: `--max-num-batched-tokens` m, tokens.
             sliding_window: window length, tokens (128).
+            max_model_len: context cap, tokens (None: no cap).
 
         Returns:
-            `L(ceil((W-1+m)/64)+1) win + n4(ceil((7+m)/4)+1) csa_state + n128(ceil((W-1+m)/8)+1)
-            hca_state`, bytes (facts §7.3).
+            `L(ceil(a/64)+1) win + n4(ceil(b/4)+1) csa_state + n128(ceil(a/8)+1) hca_state` with
+            `a = min(W-1+m, T)`, `b = min(7+m, T)`, bytes (facts §5.3 item 6, §7.3).
         """
         m, w = max_num_batched_tokens, sliding_window
-        win = (-(-(w - 1 + m) // _WINDOW_PAGE_TOKENS) + 1) * self.window_page_bytes
-        csa = (-(-(7 + m) // _CSA_STATE_SLOTS) + 1) * self.csa_state_page_bytes
-        hca = (-(-(w - 1 + m) // _HCA_STATE_SLOTS) + 1) * self.hca_state_page_bytes
+        cap = max_model_len if max_model_len is not None else w + 7 + m
+        a, b = min(w - 1 + m, cap), min(7 + m, cap)
+        win = (-(-a // _WINDOW_PAGE_TOKENS) + 1) * self.window_page_bytes
+        csa = (-(-b // _CSA_STATE_SLOTS) + 1) * self.csa_state_page_bytes
+        hca = (-(-a // _HCA_STATE_SLOTS) + 1) * self.hca_state_page_bytes
         return self.window_layers * win + self.csa_layers * csa + self.hca_layers * hca
 
     def request_bytes(self, tokens: int, state_bytes: int) -> int:

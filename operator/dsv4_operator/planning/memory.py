@@ -15,8 +15,8 @@ Activation peak at `max-num-batched-tokens` (mnbt) tokens, bytes:
 
 Per-token bytes follow the tensors alive at the peak: the mHC residual (3 live copies of
 `[hc_mult, H]` bf16, facts §3), the sublayer input/output `[H]`, attention (below), MoE caches per
-chosen expert (`[2I']` gate/up, `[I']` activation,
-`[H]` output, I' = I/TP when experts are split by TP), fp32 router logits and indexer queries.
+chosen expert (`[2I']` gate/up, `[I']` activation, `[H]` output, I' = I/(TP x DP) when experts are
+split rather than placed whole), fp32 router logits and indexer queries.
 Attention keeps two `[heads/TP, 512]` bf16 buffers alive (queries and the attention output, which is
 also the grouped output projection's input).
 """
@@ -98,9 +98,9 @@ def budget_bytes(memory_bytes: int, gpu_memory_utilization: float) -> int:
 def activation_bytes_per_token(model: ModelSpec, layout: Layout) -> int:
     """Activation bytes per batched token on one GPU (module docstring lists the terms)."""
     h, tp = model.hidden_size, layout.tensor_parallel
-    inter = (
-        model.moe_intermediate_size if layout.expert_parallel else model.moe_intermediate_size // tp
-    )
+    inter = model.moe_intermediate_size
+    if not layout.expert_parallel:
+        inter //= tp * layout.data_parallel  # vLLM flattens DP x TP for MoE without EP
     residual = 3 * model.hc_mult * h * _BF16
     sublayer = 2 * h * _BF16
     attention = 2 * (model.num_heads // tp) * model.head_dim * _BF16
@@ -171,7 +171,7 @@ class MemoryBreakdown:
     """Where one GPU's memory goes under a layout, bytes.
 
     Attributes:
-        memory_bytes: total device memory.
+        memory_bytes: total device memory as the CUDA runtime reports it (what vLLM multiplies).
         gpu_memory_utilization: fraction of it vLLM may use.
         budget_bytes: memory_bytes x gpu_memory_utilization.
         weights: weight bytes by placement.

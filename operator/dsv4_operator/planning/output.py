@@ -8,6 +8,8 @@ kv_cache.{bytes_per_token,tokens_per_replica,max_concurrency}, max_model_len, ma
 shm_size_bytes, engine_args, warnings[{code,message}], reasons[]`.
 
 `layout.expert_parallel` is the EP size (1 = off). All byte values are integers.
+`memory_per_gpu.shortfall_bytes` is what one GPU lacks for the weights, activations and one
+max-model-len request (0 when that fits).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from dsv4_operator.planning.evaluate import Evaluation
-from dsv4_operator.planning.planner import Plan
+from dsv4_operator.planning.planner import Plan, shortfall_bytes
 
 __all__ = ["engine_args", "plan_to_dict"]
 
@@ -108,7 +110,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             "cuda_graph_bytes": mem.cuda_graph_bytes,
             "overhead_bytes": mem.overhead_bytes,
             "kv_cache_bytes": max(mem.kv_cache_bytes, 0),
-            "shortfall_bytes": max(-mem.kv_cache_bytes, 0),
+            "shortfall_bytes": shortfall_bytes(c),
         },
         "kv_cache": {
             "bytes_per_token": geo.bytes_per_token,

@@ -40,7 +40,7 @@ from dsv4_operator.planning.weights import (
     repack_rule,
 )
 
-__all__ = ["Plan", "Rejection", "plan"]
+__all__ = ["Plan", "Rejection", "plan", "shortfall_bytes"]
 
 _GIB = 1 << 30
 _GB = 10**9
@@ -105,6 +105,13 @@ def _validate(req: PlanRequest) -> ModelSpec:
         model = get_model(req.model)
     except KeyError as e:
         raise PlanningError("model", str(e.args[0])) from None
+    if req.engine_version is not None:
+        try:
+            parse_version(req.engine_version)
+        except ValueError:
+            raise PlanningError(
+                "engine_version", f"{req.engine_version!r} is not a version (e.g. 0.33.0)"
+            ) from None
     if req.weights_format not in BYTES_PER_ELEMENT:
         raise PlanningError(
             "weights_format",
@@ -119,12 +126,33 @@ def _validate(req: PlanRequest) -> ModelSpec:
         )
     if not req.gpu_types:
         raise PlanningError("gpu_types", "at least one GPU type is required")
-    limit = model.max_position_embeddings
+    _validate_numbers(req, model.max_position_embeddings)
+    return model
+
+
+def _validate_numbers(req: PlanRequest, limit: int) -> None:
+    """Range checks of every numeric request field (the CRD's limits).
+
+    Raises:
+        PlanningError: naming the field and the limit.
+    """
     if req.max_model_len is not None and not 1 <= req.max_model_len <= limit:
         raise PlanningError("max_model_len", f"{req.max_model_len} is outside 1..{limit:,} tokens")
     util = req.gpu_memory_utilization
     if util is not None and not 0 < util <= 1:
         raise PlanningError("gpu_memory_utilization", f"{util} is outside (0, 1]")
+    bounded = {
+        "max_nodes": (req.max_nodes, 64),
+        "gpus_per_node": (req.gpus_per_node, 64),
+        "speculative_tokens": (req.speculative_tokens, 4),
+        "max_num_seqs": (req.max_num_seqs, 16_384),
+        "concurrency": (req.concurrency, 1_000_000),
+        "tokens_per_second": (req.tokens_per_second, 1_000_000_000),
+        "max_num_batched_tokens": (req.max_num_batched_tokens, limit),
+    }
+    for name, (value, most) in bounded.items():
+        if value is not None and value > most:
+            raise PlanningError(name, f"{value} exceeds the limit of {most:,}")
     positive = {
         "max_nodes": req.max_nodes,
         "gpus_per_node": req.gpus_per_node,
@@ -140,17 +168,23 @@ def _validate(req: PlanRequest) -> ModelSpec:
     for name, value in positive.items():
         if value is not None and value < 1:
             raise PlanningError(name, f"{value} must be at least 1")
-    if req.speculative_tokens < 0 or req.cpu_offload_bytes < 0:
-        raise PlanningError("speculative_tokens", "must not be negative")
-    return model
+    if req.speculative_tokens < 0:
+        raise PlanningError("speculative_tokens", f"{req.speculative_tokens} must not be negative")
+    if req.cpu_offload_bytes < 0:
+        raise PlanningError("cpu_offload_bytes", f"{req.cpu_offload_bytes} must not be negative")
 
 
 def _node_shapes(req: PlanRequest, per_node: int) -> Iterator[tuple[int, int]]:
-    """(nodes, GPUs used per node): partial single nodes, or several full nodes."""
-    for local in sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k < per_node} | {per_node}):
-        yield 1, local
-    for nodes in range(2, req.max_nodes + 1):
-        yield nodes, per_node
+    """(nodes, GPUs used per node): every node count, each using all or a power of two of its GPUs.
+
+    Using part of each node keeps layouts reachable when the node's GPU count suits no layout
+    (10-GPU servers: EP=10 or 20 divides no expert count), so adding nodes or GPUs per node never
+    removes a layout.
+    """
+    locals_ = sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k < per_node} | {per_node})
+    for nodes in range(1, req.max_nodes + 1):
+        for local in locals_:
+            yield nodes, local
 
 
 def _layouts(req: PlanRequest, per_node: int) -> Iterator[Layout]:
@@ -175,10 +209,15 @@ def _layouts(req: PlanRequest, per_node: int) -> Iterator[Layout]:
                 yield Layout(nodes, local, tp, dp, ep, pp)
 
 
+def _all_priced(req: PlanRequest) -> bool:
+    """True when every GPU type of the request has a price (prices then rank the types)."""
+    priced = {k.lower() for k in req.usd_per_gpu_hour}
+    return bool(priced) and all(t.lower() in priced for t in req.gpu_types)
+
+
 def _type_key(req: PlanRequest, e: Evaluation, order: dict[str, int]) -> tuple[Decimal, int]:
-    prices = req.usd_per_gpu_hour
-    if prices and all(t.lower() in {k.lower() for k in prices} for t in req.gpu_types):
-        lookup = {k.lower(): v for k, v in prices.items()}
+    if _all_priced(req):
+        lookup = {k.lower(): v for k, v in req.usd_per_gpu_hour.items()}
         return Decimal(lookup[e.gpu.name]) * e.total_gpus, order[e.gpu.name]
     return Decimal(order[e.gpu.name]), 0
 
@@ -211,7 +250,7 @@ def _search(
     geometry = kv_geometry(model, req.kv_cache_dtype, req.indexer_cache_dtype, mtp=mtp)
     e_main = MAIN_ENTRY_BYTES[req.kv_cache_dtype]
     e_idx = INDEXER_ENTRY_BYTES[req.indexer_cache_dtype]
-    for name in req.gpu_types:
+    for name in dict.fromkeys(t.lower() for t in req.gpu_types):
         try:
             gpu = get_gpu(name, custom)
         except KeyError as e:
@@ -246,15 +285,54 @@ def _search(
     return feasible, rejected, unfit, gpus
 
 
+_FIELD_OF_CODE = {
+    Code.PIPELINE_PARALLEL_UNSUPPORTED: "pipeline_parallel",
+    Code.TP_EXCEEDS_NODE: "tensor_parallel",
+    Code.TP_NOT_DIVIDING_HEADS: "tensor_parallel",
+    Code.TP_NOT_DIVIDING_OUTPUT_GROUPS: "tensor_parallel",
+    Code.TP_SPLITS_QUANT_BLOCK: "tensor_parallel",
+    Code.EP_NOT_DIVIDING_EXPERTS: "expert_parallel",
+    Code.GPU_BUDGET_EXCEEDED: "gpu_budget",
+    Code.PINNED_LAYOUT_MISMATCH: "data_parallel",
+}
+
+
+def _no_layout_error(req: PlanRequest, rejected: list[Rejection]) -> PlanningError:
+    """The error when every candidate broke a structural rule, naming the field most at fault."""
+    codes = [f.code for r in rejected for f in r.reasons]
+    common = [
+        c for c in dict.fromkeys(codes) if all(c in {f.code for f in r.reasons} for r in rejected)
+    ]
+    focus = common or list(dict.fromkeys(codes))
+    field = _FIELD_OF_CODE.get(focus[0], "layout")
+    detail = "; ".join(
+        dict.fromkeys(f.message for r in rejected for f in r.reasons if f.code in focus[:1])
+    )
+    return PlanningError(field, f"no layout can be evaluated: {detail}")
+
+
+def shortfall_bytes(e: Evaluation) -> int:
+    """Bytes per GPU missing for the weights, activations and one max-model-len request."""
+    need = e.memory.non_kv_bytes + e.request_bytes - e.memory.budget_bytes
+    return max(need, 0)
+
+
 def _explain_no_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> Finding:
     mem = closest.memory
-    needed = mem.non_kv_bytes + closest.request_bytes - mem.budget_bytes
-    short = max(needed, 0)
+    short = shortfall_bytes(closest)
     gpus = closest.layout.gpus
-    parts = [
+    head = (
         f"{model.name} ({req.weights_format}) does not fit on {gpus}x {closest.gpu.name} "
-        f"({closest.layout.describe()}): short by {short:,} B per GPU ({short * gpus:,} B in all)"
-    ]
+        f"({closest.layout.describe()})"
+    )
+    if short > 0:
+        head += (
+            f": short by {short:,} B per GPU ({short * gpus:,} B in all) for the weights, "
+            f"activations and one {closest.max_model_len:,}-token request"
+        )
+    else:
+        head += f": {closest.problems[0].message}"
+    parts = [head]
     options = []
     if 0 < short <= mem.weights.expert_bytes:
         gib = -(-short // _GIB)
@@ -273,7 +351,12 @@ def _explain_no_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> 
     more, _, _, _ = _search(wider, model)
     if more:
         best = min(more, key=lambda e: (e.total_gpus, -e.kv_tokens_per_replica))
-        options.append(f"at least {best.layout.gpus} GPUs of this type ({best.layout.describe()})")
+        if best.layout.gpus <= gpus:
+            options.append(f"another layout of these GPUs ({best.layout.describe()})")
+        else:
+            options.append(
+                f"at least {best.layout.gpus} GPUs of this type ({best.layout.describe()})"
+            )
     else:
         options.append(f"more than {_EXPLAIN_MAX_NODES} nodes of this type, or a larger GPU")
     parts.append("what would fit: " + " or ".join(options))
@@ -349,16 +432,22 @@ def _reasons(
             : req.gpu_types.index(next(t for t in req.gpu_types if t.lower() == first_ok))
         ]
         why = "first type in the preference list with a feasible layout"
-        if req.usd_per_gpu_hour:
+        if _all_priced(req):
             why = "cheapest feasible type at the given prices"
         lines.append(
             f"GPU {chosen.gpu.name}: {why}"
             + (f" ({', '.join(skipped)} did not fit)" if skipped else "")
         )
+        if chosen.replicas_for_target:
+            total = f"{chosen.replicas_for_target} replicas x {lay.gpus} = {chosen.total_gpus}"
+            held = f"the {req.tokens_per_second:,} tokens/s target ({total} GPUs)"
+        elif req.concurrency:
+            held = f"{req.concurrency} concurrent requests"
+        else:
+            held = "a max-model-len request"
         lines.append(
-            f"layout {lay.describe()}: the fewest GPUs ({lay.gpus}) that hold the weights and "
-            f"{'the target' if req.concurrency else 'a max-model-len request'}; among equal GPU "
-            "counts the most KV capacity, then the most expected throughput"
+            f"layout {lay.describe()}: the fewest GPUs in all that hold the weights and {held}; "
+            "among equal GPU counts the most KV capacity, then the most expected throughput"
         )
     if req.max_model_len is None:
         lines.append(
@@ -425,8 +514,7 @@ def plan(req: PlanRequest) -> Plan:
         warnings.append(_explain_no_fit(req, model, chosen))
         warnings.extend(chosen.problems)
     else:
-        detail = "; ".join(dict.fromkeys(f.message for r in rejected for f in r.reasons))
-        raise PlanningError("layout", f"no layout can be evaluated: {detail}")
+        raise _no_layout_error(req, rejected)
     fmt = in_gpu_format(req.weights_format, chosen.gpu)
     guards = _guards(req, model, chosen, fmt)
     if any(g.code in {Code.ENGINE_TOO_OLD, Code.TRANSFORMERS_TOO_OLD} for g in guards):

@@ -38,6 +38,8 @@ class PlanRequest:
         speculative_tokens: MTP draft tokens (0 = off).
         concurrency: target concurrent requests at max-model-len per replica.
         tokens_per_second: target generation throughput, tokens/s (over all replicas).
+        max_replicas: most replicas the tokens/s target may use (None: unbounded).
+        total_gpu_budget: most GPUs all replicas may hold (None: unbounded).
         cpu_offload_bytes: weights offloaded to host memory per GPU (`--cpu-offload-gb`), bytes.
         usd_per_gpu_hour: price per GPU type (decimal strings), used to rank across types.
         engine: engine constants.
@@ -65,6 +67,8 @@ class PlanRequest:
     speculative_tokens: int = 0
     concurrency: int | None = None
     tokens_per_second: int | None = None
+    max_replicas: int | None = None
+    total_gpu_budget: int | None = None
     cpu_offload_bytes: int = 0
     usd_per_gpu_hour: dict[str, str] = field(default_factory=dict)
     engine: EngineProfile = VLLM_0_33

@@ -166,22 +166,26 @@ def per_gpu_weight_bytes(
 ) -> WeightBreakdown:
     """Weight bytes on one GPU of a layout (vLLM placement, facts §4 and §7.1).
 
-    Routed experts are divided by EP = TP x DP when expert parallel is on; otherwise each expert is
-    split by TP and the whole set is replicated on every DP rank. Sharded tensors (wq_b, wo_a, wo_b,
-    shared expert, vocab-parallel embedding and head) are split by TP; the rest is replicated.
+    Routed experts are spread over all TP x DP ranks either way: whole experts with expert parallel
+    on (EP = TP x DP), or each expert's intermediate dimension split over a flattened TP group of
+    size TP x DP without it (vLLM `FusedMoEParallelConfig`: "expert layers form a tensor parallel
+    group of size DP x TP"). Sharded tensors (wq_b, wo_a, wo_b, shared expert, vocab-parallel
+    embedding and head) are split by the attention TP; the rest is replicated.
 
     Args:
         model: catalog entry.
         weights_format: the format held in GPU memory (see `in_gpu_format`).
         tensor_parallel: TP size.
         data_parallel: DP size (attention data parallel).
-        expert_parallel: whether routed experts are divided by EP = TP x DP.
+        expert_parallel: whether routed experts are placed whole (EP) or split (flattened TP);
+            the bytes per GPU are the same.
         include_mtp: whether the MTP layer is loaded (always, in vLLM, for this architecture).
 
     Returns:
         The per-GPU breakdown in bytes (ceil of each share).
     """
-    expert_div = tensor_parallel * data_parallel if expert_parallel else tensor_parallel
+    del expert_parallel  # same bytes: whole experts over EP ranks or slices over TP x DP ranks
+    expert_div = tensor_parallel * data_parallel
     exp = shard = rep = 0
     for placement, b in _placed_bytes(model, weights_format, include_mtp=include_mtp):
         if placement is Placement.EXPERT:

@@ -116,3 +116,46 @@ def test_file_argument_with_flag_override() -> None:
         app, ["plan", str(example), "--max-model-len", "65536", "--output", "json"]
     )
     assert json.loads(over.stdout)["max_model_len"] == 65536
+
+
+def test_flags_are_case_insensitive_and_cpu_offload_is_a_flag() -> None:
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            "--model",
+            "FLASH",
+            "--weights",
+            "FP8",
+            "--kv-cache-dtype",
+            "FP8",
+            "--gpu",
+            "H200-141GB",
+            "--max-model-len",
+            "AUTO",
+            "--output",
+            "json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["weights_format"] == "fp8"
+    offload = runner.invoke(
+        app,
+        [
+            "plan",
+            "--model",
+            "flash",
+            "--gpu",
+            "rtx-5090-32gb",
+            "--gpus-per-node",
+            "8",
+            "--nodes",
+            "1",
+            "--cpu-offload-gb",
+            "4",
+            "--output",
+            "json",
+        ],
+    )
+    data = json.loads(offload.stdout)
+    assert data["engine_args"]["cpu_offload_gb"] == 4.0

@@ -57,7 +57,7 @@ def test_flash_int4_fits_on_eight_rtx_4090_at_a_reduced_context() -> None:
             gpu_types=("rtx-4090-24gb",),
             gpus_per_node=8,
             max_nodes=1,
-            gpu_memory_utilization=0.97,
+            gpu_memory_utilization=0.98,
             max_num_batched_tokens=512,
         )
     )

@@ -73,11 +73,11 @@ def test_routed_experts_are_divided_by_ep_not_replicated() -> None:
     )
     assert eight.expert_bytes == pytest.approx(one.expert_bytes / 8, abs=8)
     assert sixteen.expert_bytes == pytest.approx(one.expert_bytes / 16, abs=16)
-    # Without EP every DP rank holds every expert (split only by TP).
+    # Without EP vLLM splits every expert over a flattened TP group of size TP x DP: same bytes.
     no_ep = per_gpu_weight_bytes(
         PRO, "official", tensor_parallel=1, data_parallel=8, expert_parallel=False
     )
-    assert no_ep.expert_bytes == one.expert_bytes
+    assert no_ep.expert_bytes == eight.expert_bytes
 
 
 def test_fp4_experts_are_repacked_on_gfx942_only() -> None:
