@@ -132,12 +132,18 @@ class Reconciler:
         """
         key = f"{namespace}/{name}"
         started, writes_before = time.monotonic(), self.kube.writes.total
+
+        def counted(kind: str, reason: str, message: str) -> None:
+            # kopf posts the Event; it is one more write to the API server.
+            self.kube.writes.add("post", "Event")
+            emit(kind, reason, message)
+
         with self._lock(key):
             try:
-                outcome = self._reconcile(namespace, name, emit)
+                outcome = self._reconcile(namespace, name, counted)
             except TransientApiError as error:
                 delay = error.retry_after or self.retry_delay_seconds
-                emit("Warning", "ApiRetry", f"{error}; retrying in {delay:g} s")
+                counted("Warning", "ApiRetry", f"{error}; retrying in {delay:g} s")
                 outcome = Outcome("transient_error", str(error), retry_after=delay)
         writes = self.kube.writes.total - writes_before
         self.metrics.observe(key, outcome.result, time.monotonic() - started)

@@ -1,12 +1,12 @@
 """Rendering (pure): a parsed spec and its plan -> child manifests and the desired status.
 
-No kopf, no Kubernetes client, no I/O: dicts in the shape the API server takes.
+No kopf, no Kubernetes client, no I/O: dicts in the shape the API server takes. The
+`dsv4-runtime` arguments (the operator <-> runtime contract) are in `render.runtime_args`.
 """
 
 from dsv4_operator.render.labels import FIELD_MANAGER, Owner, child_names, standard_labels
 from dsv4_operator.render.leaderworkerset import LWS_API_VERSION, leaderworkerset
 from dsv4_operator.render.manifests import render_children
-from dsv4_operator.render.runtime_args import runtime_args
 from dsv4_operator.render.service import (
     PDB_API_VERSION,
     endpoint,
@@ -32,7 +32,6 @@ __all__ = [
     "plan_status",
     "pod_disruption_budget",
     "render_children",
-    "runtime_args",
     "service",
     "standard_labels",
     "status_patch",

@@ -1,0 +1,180 @@
+"""One reconcile, end to end through the real KubeClient against an in-memory API (FakeApi)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+from tests.operator.kube.fake_api import FakeApi
+
+from dsv4_operator.handlers.reconciler import Reconciler
+from dsv4_operator.kube import KubeClient
+from dsv4_operator.metrics import OperatorMetrics
+
+CR_PATH = "/apis/dsv4.io/v1alpha1/namespaces/ns/deepseekv4deployments/d"
+LWS_PATH = "/apis/leaderworkerset.x-k8s.io/v1/namespaces/ns/leaderworkersets/d"
+SPEC: dict[str, Any] = {
+    "model": "flash",
+    "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8},
+    "replicas": 1,
+}
+
+
+class Events(list[tuple[str, str, str]]):
+    def __call__(self, kind: str, reason: str, message: str) -> None:
+        self.append((kind, reason, message))
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self]
+
+
+def _setup(spec: dict[str, Any] | None = None, **api: Any) -> tuple[FakeApi, Reconciler]:
+    fake = FakeApi(**api)
+    fake.objects[CR_PATH] = {
+        "apiVersion": "dsv4.io/v1alpha1",
+        "kind": "DeepSeekV4Deployment",
+        "metadata": {"name": "d", "namespace": "ns", "uid": "u-1", "generation": 1},
+        "spec": copy.deepcopy(spec or SPEC),
+    }
+    reconciler = Reconciler(
+        KubeClient(fake, "dsv4-operator"),
+        OperatorMetrics(),
+        "img",
+        clock=lambda: datetime(2026, 11, 29, tzinfo=UTC),
+    )
+    return fake, reconciler
+
+
+def _conditions(fake: FakeApi) -> dict[str, tuple[str, str]]:
+    status = fake.objects[CR_PATH].get("status") or {}
+    return {c["type"]: (c["status"], c["reason"]) for c in status.get("conditions", [])}
+
+
+def test_valid_spec_rolls_out_once_then_resyncs_without_writes() -> None:
+    fake, reconciler = _setup()
+    events = Events()
+    first = reconciler.reconcile("ns", "d", events)
+    assert first.result == "applied"
+    # 4 children + status + Events: PlanChanged and Ready=False (ReplicasNotReady)
+    assert first.writes == 7
+    assert events.reasons() == ["PlanChanged", "ReplicasNotReady"]
+    assert events[0][2].startswith("GPUs per replica: none -> ")
+    assert "x h200-141gb" in events[0][2]
+    assert _conditions(fake)["Planned"] == ("True", "PlanReady")
+    assert fake.objects[LWS_PATH]["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    second = reconciler.reconcile("ns", "d", events)
+    assert (second.result, second.writes) == ("unchanged", 0)
+    assert len(events) == 2
+    fake.objects[LWS_PATH]["status"] = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}
+    third = reconciler.reconcile("ns", "d", events)
+    assert (third.result, third.writes) == ("applied", 2)  # status + the Ready Event
+    assert _conditions(fake)["Ready"] == ("True", "AllReplicasReady")
+    assert events.reasons()[-1] == "AllReplicasReady"
+    text = generate_latest(reconciler.metrics.registry).decode()
+    assert 'dsv4_operator_reconciles_total{result="unchanged"} 1.0' in text
+    assert "dsv4_operator_managed_deployments 1.0" in text
+    assert 'dsv4_operator_planned_gpus{gpu_type="h200-141gb"}' in text
+
+
+def test_invalid_spec_reports_once_and_keeps_going() -> None:
+    fake, reconciler = _setup(
+        {**SPEC, "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8}, "parallelism": {"tensor": 3}}
+    )
+    events = Events()
+    outcome = reconciler.reconcile("ns", "d", events)
+    assert outcome.result == "invalid_spec"
+    assert outcome.failed
+    assert _conditions(fake)["Ready"] == ("False", "InvalidSpec")
+    assert events[0][:2] == ("Warning", "InvalidSpec")
+    assert "parallelism.tensor (3) must divide gpu.gpusPerNode (8)" in events[0][2]
+    assert LWS_PATH not in fake.objects
+    again = reconciler.reconcile("ns", "d", events)
+    assert (again.result, again.writes, len(events)) == ("invalid_spec", 0, 1)
+    fake.objects[CR_PATH]["spec"] = copy.deepcopy(SPEC)
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    assert _conditions(fake)["Planned"] == ("True", "PlanReady")
+
+
+def test_unplannable_spec_is_insufficient_capacity() -> None:
+    fake, reconciler = _setup(
+        {"model": "pro", "gpu": {"types": ["rtx-4090-24gb"], "gpusPerNode": 1, "maxNodes": 1}}
+    )
+    events = Events()
+    assert reconciler.reconcile("ns", "d", events).result == "plan_failed"
+    assert _conditions(fake)["Ready"] == ("False", "InsufficientCapacity")
+    assert events.reasons() == ["InsufficientCapacity"]
+
+
+def test_plan_change_event_names_old_and_new_gpu_counts() -> None:
+    fake, reconciler = _setup()
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    fake.objects[CR_PATH]["spec"]["gpu"] = {"types": ["h100-80gb"], "gpusPerNode": 8}
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    reconciler.reconcile("ns", "d", events)
+    changes = [m for _, r, m in events if r == "PlanChanged"]
+    assert len(changes) == 2
+    assert "x h200-141gb -> " in changes[1]
+    assert "x h100-80gb" in changes[1]
+
+
+def test_transient_error_is_returned_with_a_delay_and_an_event() -> None:
+    fake, reconciler = _setup(fail=[("PATCH", "/leaderworkersets/", 409)])
+    events = Events()
+    outcome = reconciler.reconcile("ns", "d", events)
+    assert outcome.result == "transient_error"
+    assert outcome.retry_after == 2.0  # the server's Retry-After
+    assert events.reasons()[-1] == "ApiRetry"
+    assert "HTTP 409" in events[-1][2]
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    assert LWS_PATH in fake.objects
+
+
+def test_non_transient_apply_failure_is_reported() -> None:
+    fake, reconciler = _setup(fail=[("PATCH", "/services/", 422)])
+    events = Events()
+    outcome = reconciler.reconcile("ns", "d", events)
+    assert outcome.result == "error"
+    assert _conditions(fake)["Ready"] == ("False", "ApplyFailed")
+    assert events[-1][:2] == ("Warning", "ApplyFailed")
+
+
+def test_paused_changes_nothing() -> None:
+    fake, reconciler = _setup()
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    lws_before = copy.deepcopy(fake.objects[LWS_PATH])
+    fake.objects[CR_PATH]["spec"].update(paused=True, replicas=3)
+    assert reconciler.reconcile("ns", "d", events).result == "paused"
+    assert fake.objects[LWS_PATH] == lws_before
+    assert _conditions(fake)["Progressing"] == ("False", "Paused")
+
+
+def test_missing_lws_api_is_reported_and_rechecked() -> None:
+    fake, reconciler = _setup(served={"/apis/policy/v1": ["PodDisruptionBudget"]})
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Degraded"] == ("True", "LeaderWorkerSetMissing")
+    assert ("Warning", "LeaderWorkerSetMissing") in [e[:2] for e in events]
+    assert LWS_PATH not in fake.objects
+    fake.served["/apis/leaderworkerset.x-k8s.io/v1"] = ["LeaderWorkerSet"]
+    reconciler.reconcile("ns", "d", events)
+    assert LWS_PATH in fake.objects
+    assert _conditions(fake)["Degraded"] == ("False", "AsExpected")
+
+
+def test_deleted_resource_is_left_alone() -> None:
+    fake, reconciler = _setup()
+    del fake.objects[CR_PATH]
+    outcome = reconciler.reconcile("ns", "d", Events())
+    assert (outcome.result, outcome.writes) == ("unchanged", 0)
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_status_write_errors_are_transient(status: int) -> None:
+    _, reconciler = _setup(fail=[("PATCH", "/status", status)])
+    assert reconciler.reconcile("ns", "d", Events()).result == "transient_error"

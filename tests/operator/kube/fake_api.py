@@ -1,0 +1,92 @@
+"""An in-memory stand-in for `kubernetes.client.ApiClient` at the HTTP level (unit tests only).
+
+It answers the requests `KubeClient` sends (GET, apply PATCH, status merge PATCH, discovery) from a
+dict of objects, so the real `KubeClient` code runs; `fail` queues error statuses per method.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class FakeResponse:
+    status: int
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def read(self) -> bytes:
+        return self.data
+
+    def getheader(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+
+@dataclass
+class FakeApi:
+    """Objects by path; `served` maps a group/version path to its kinds."""
+
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    served: dict[str, list[str]] = field(
+        default_factory=lambda: {
+            "/apis/leaderworkerset.x-k8s.io/v1": ["LeaderWorkerSet"],
+            "/apis/policy/v1": ["PodDisruptionBudget"],
+        }
+    )
+    fail: list[tuple[str, str, int]] = field(default_factory=list)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    closed: bool = False
+    generation: int = 0
+
+    def param_serialize(self, **kw: Any) -> tuple[Any, ...]:
+        query = "&".join(f"{k}={v}" for k, v in kw.get("query_params") or [])
+        url = kw["resource_path"] + (f"?{query}" if query else "")
+        return (kw["method"], url, kw.get("header_params"), kw.get("body"), None)
+
+    def call_api(
+        self, method: str, url: str, headers: Any, body: Any, post: Any, **_: Any
+    ) -> FakeResponse:
+        path = url.split("?", 1)[0]
+        self.requests.append((method, path))
+        for i, (m, fragment, code) in enumerate(self.fail):
+            if m == method and fragment in path:
+                del self.fail[i]
+                return self._json(code, {"message": f"injected {code}"}, {"Retry-After": "2"})
+        if method == "GET" and path in self.served:
+            resources = [{"name": k.lower() + "s", "kind": k} for k in self.served[path]]
+            return self._json(200, {"resources": resources})
+        if method == "GET":
+            if path in self.objects:
+                return self._json(200, self.objects[path])
+            return self._json(404, {"message": "not found"})
+        if method == "PATCH" and path.endswith("/status"):
+            obj = self.objects[path.removesuffix("/status")]
+            patch = body if isinstance(body, dict) else json.loads(body)
+            status = dict(obj.get("status") or {})
+            for key, value in patch["status"].items():
+                if value is None:
+                    status.pop(key, None)
+                else:
+                    status[key] = value
+            obj["status"] = status
+            return self._json(200, obj)
+        if method == "PATCH":
+            applied = json.loads(body)
+            live = self.objects.get(path)
+            obj = copy.deepcopy(applied)
+            obj["metadata"].setdefault("uid", f"uid-{len(self.objects)}")
+            if live is not None:
+                obj["status"] = live.get("status")
+            self.objects[path] = obj
+            return self._json(200 if live else 201, obj)
+        raise AssertionError(f"unexpected {method} {path}")
+
+    @staticmethod
+    def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> FakeResponse:
+        return FakeResponse(status, json.dumps(doc).encode(), headers or {})
+
+    def close(self) -> None:
+        self.closed = True

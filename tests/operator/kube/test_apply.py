@@ -1,0 +1,152 @@
+"""Server-side apply that skips unchanged children; the drift comparison; error mapping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.operator.kube.fake_api import FakeApi
+
+from dsv4_operator.kube import (
+    ApiError,
+    KubeClient,
+    TransientApiError,
+    apply_children,
+    contains,
+    discover,
+    resource_path,
+)
+
+
+def _cm(value: str = "1") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "c", "namespace": "ns", "labels": {"a": "b"}},
+        "data": {"k": value},
+    }
+
+
+def test_contains_ignores_extra_live_fields_and_compares_quantities() -> None:
+    desired: dict[str, Any] = {
+        "spec": {
+            "replicas": 2,
+            "template": {
+                "containers": [
+                    {"resources": {"requests": {"memory": "1024Mi", "nvidia.com/gpu": "8"}}}
+                ],
+                "volumes": [{"emptyDir": {"sizeLimit": "2Gi", "medium": "Memory"}}],
+            },
+        }
+    }
+    live: dict[str, Any] = {
+        "metadata": {"resourceVersion": "7"},
+        "spec": {
+            "replicas": 2,
+            "template": {
+                "containers": [
+                    {
+                        "resources": {"requests": {"memory": "1Gi", "nvidia.com/gpu": "8"}},
+                        "imagePullPolicy": "IfNotPresent",
+                    }
+                ],
+                "volumes": [{"emptyDir": {"sizeLimit": "2048Mi", "medium": "Memory"}}],
+            },
+        },
+        "status": {},
+    }
+    assert contains(live, desired)
+    live["spec"]["template"]["containers"][0]["resources"]["requests"]["memory"] = "2Gi"
+    assert not contains(live, desired)
+
+
+@pytest.mark.parametrize(
+    ("live", "desired", "expected"),
+    [
+        ({"a": [1, 2]}, {"a": [1]}, False),  # list length differs
+        ({"a": 1}, {"a": True}, False),  # bool is not int
+        ({"a": "1Gi"}, {"a": "1024Mi"}, False),  # quantities only where quantities live
+        ({"a": {"b": 1}}, {"a": {"b": 1, "c": 2}}, False),  # desired key missing
+        ({"a": None}, {"a": {}}, False),
+        ({"a": "x", "b": 2}, {"a": "x"}, True),
+    ],
+)
+def test_contains_cases(live: Any, desired: Any, expected: bool) -> None:
+    assert contains(live, desired) is expected
+
+
+def test_apply_creates_then_skips_then_repairs_drift() -> None:
+    api = FakeApi()
+    kube = KubeClient(api, "dsv4-operator")
+    (first,) = apply_children(kube, [_cm()])
+    assert first.action == "created"
+    assert ("PATCH", "/api/v1/namespaces/ns/configmaps/c") in api.requests
+    (second,) = apply_children(kube, [_cm()])
+    assert second.action == "unchanged"
+    assert kube.writes.total == 1
+    api.objects["/api/v1/namespaces/ns/configmaps/c"]["data"]["k"] = "edited by hand"
+    (third,) = apply_children(kube, [_cm()])
+    assert third.action == "updated"
+    assert api.objects["/api/v1/namespaces/ns/configmaps/c"]["data"]["k"] == "1"
+    assert kube.writes.counts == {("apply", "ConfigMap"): 2}
+
+
+def test_apply_sends_server_side_apply_with_our_field_manager() -> None:
+    api = FakeApi()
+    seen: list[tuple[str, str]] = []
+    kube = KubeClient(api, "dsv4-operator", on_write=lambda verb, kind: seen.append((verb, kind)))
+    captured: dict[str, Any] = {}
+    original = api.param_serialize
+
+    def spy(**kw: Any) -> tuple[Any, ...]:
+        if kw["method"] == "PATCH":
+            captured.update(kw)
+        return original(**kw)
+
+    api.param_serialize = spy  # type: ignore[method-assign]
+    kube.apply(_cm())
+    assert captured["header_params"]["Content-Type"] == "application/apply-patch+yaml"
+    assert ("fieldManager", "dsv4-operator") in captured["query_params"]
+    assert ("force", "true") in captured["query_params"]
+    assert seen == [("apply", "ConfigMap")]
+
+
+@pytest.mark.parametrize("status", [409, 429, 500, 503])
+def test_transient_statuses_raise_transient(status: int) -> None:
+    api = FakeApi(fail=[("PATCH", "/configmaps/", status)])
+    kube = KubeClient(api, "m")
+    with pytest.raises(TransientApiError) as caught:
+        apply_children(kube, [_cm()])
+    assert caught.value.status == status
+    assert caught.value.retry_after == 2.0
+    (retried,) = apply_children(kube, [_cm()])
+    assert retried.action == "created"
+
+
+@pytest.mark.parametrize("status", [403, 422])
+def test_other_statuses_raise_api_error(status: int) -> None:
+    kube = KubeClient(FakeApi(fail=[("PATCH", "/configmaps/", status)]), "m")
+    with pytest.raises(ApiError) as caught:
+        apply_children(kube, [_cm()])
+    assert not isinstance(caught.value, TransientApiError)
+    assert f"HTTP {status}" in str(caught.value)
+
+
+def test_get_absent_is_none_and_discovery() -> None:
+    api = FakeApi()
+    kube = KubeClient(api, "m")
+    assert kube.get("v1", "ConfigMap", "ns", "nope") is None
+    apis = discover(kube)
+    assert (apis.lws, apis.pdb_api_version) == (True, "policy/v1")
+    old = KubeClient(FakeApi(served={}), "m")
+    assert (discover(old).lws, discover(old).pdb_api_version) == (False, "policy/v1beta1")
+    kube.close()
+    assert api.closed
+
+
+def test_resource_paths() -> None:
+    assert resource_path("v1", "Service", "ns", "s") == "/api/v1/namespaces/ns/services/s"
+    assert (
+        resource_path("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "ns")
+        == "/apis/leaderworkerset.x-k8s.io/v1/namespaces/ns/leaderworkersets"
+    )

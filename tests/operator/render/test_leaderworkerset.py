@@ -1,0 +1,143 @@
+"""The LeaderWorkerSet's group shape, resources, probes, placement and rollout."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tests.operator.render.conftest import Case
+
+from dsv4_operator.api import parse_spec, quantity_bytes
+from dsv4_operator.planning import plan, plan_to_dict
+from dsv4_operator.planning.from_spec import request_from_spec
+from dsv4_operator.render import leaderworkerset
+from dsv4_operator.render import runtime_args as ra
+from dsv4_operator.render.leaderworkerset import RESTART_POLICY, bytes_quantity, rollout_strategy
+
+
+def _pod(lws: dict[str, Any], template: str = "leaderTemplate") -> dict[str, Any]:
+    pod: dict[str, Any] = lws["spec"]["leaderWorkerTemplate"][template]["spec"]
+    return pod
+
+
+def test_group_shape_and_policies(case: Case, lws_schema: dict[str, Any]) -> None:
+    lws = leaderworkerset(case.owner, case.spec, case.plan, image="img")
+    want = plan_to_dict(case.plan)
+    group = lws["spec"]["leaderWorkerTemplate"]
+    assert lws["spec"]["replicas"] == case.spec.replicas
+    assert group["size"] == want["layout"]["nodes"]
+    assert lws["spec"]["startupPolicy"] == "LeaderReady"
+    template = lws_schema["properties"]["spec"]["properties"]["leaderWorkerTemplate"]
+    enum = template["properties"]["restartPolicy"]["enum"]
+    assert RESTART_POLICY in enum
+    assert group["restartPolicy"] == "RecreateGroupAfterStart"
+    assert lws["metadata"]["ownerReferences"] == [case.owner.reference()]
+    leader, worker = _pod(lws), _pod(lws, "workerTemplate")
+    assert leader == worker  # the role comes from LWS_WORKER_INDEX, not from the template
+    assert leader is not worker
+
+
+def test_resources_shm_and_probes(case: Case) -> None:
+    lws = leaderworkerset(case.owner, case.spec, case.plan, image="img")
+    pod = _pod(lws)
+    (container,) = pod["containers"]
+    want = plan_to_dict(case.plan)
+    resource = want["gpu"]["resource"]
+    gpus = str(want["layout"]["gpus_per_node"])
+    assert container["resources"]["limits"][resource] == gpus
+    assert container["resources"]["requests"][resource] == gpus
+    shm = case.spec.shm_bytes or want["shm_size_bytes"]
+    (dshm,) = [v for v in pod["volumes"] if v["name"] == "dshm"]
+    assert dshm["emptyDir"] == {"medium": "Memory", "sizeLimit": bytes_quantity(shm)}
+    user = quantity_bytes(case.spec.resources.requests.get("memory", "0"))
+    assert quantity_bytes(container["resources"]["requests"]["memory"]) == user + shm
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    startup = container["startupProbe"]
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert want["startup_budget_seconds"] <= budget < want["startup_budget_seconds"] + 10
+    assert startup["httpGet"]["path"] == ra.READY_PATH
+    assert container["readinessProbe"]["httpGet"]["path"] == ra.READY_PATH
+    assert container["livenessProbe"]["httpGet"]["path"] == ra.HEALTH_PATH
+    assert pod["terminationGracePeriodSeconds"] == ra.TERMINATION_GRACE_SECONDS
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == [
+        "sleep",
+        str(ra.PRESTOP_SLEEP_SECONDS),
+    ]
+    node_label = want["gpu"]["node_label"]
+    assert pod["nodeSelector"] == {**node_label, **case.spec.gpu.node_selector}
+
+
+def test_memory_limit_covers_shm_and_placement_passes_through() -> None:
+    spec = parse_spec(
+        {
+            "model": "flash",
+            "gpu": {
+                "types": ["h200-141gb"],
+                "nodeSelector": {"pool": "a"},
+                "tolerations": [{"key": "gpu", "operator": "Equal", "value": "x"}],
+                "affinity": {
+                    "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}
+                },
+            },
+            "resources": {"requests": {"memory": "100Gi"}, "limits": {"memory": "200Gi"}},
+            "shmSize": "20Gi",
+            "engine": {"image": "my/image:1", "env": [{"name": "A", "value": "b"}]},
+            "modelSource": {
+                "huggingFace": {"repo": "a/b", "tokenSecretRef": {"name": "hf", "key": "t"}}
+            },
+        }
+    )
+    planned = plan(request_from_spec(spec))
+    pod = _pod(leaderworkerset(_owner(), spec, planned, image="default"))
+    (c,) = pod["containers"]
+    assert c["image"] == "my/image:1"
+    assert c["resources"]["requests"]["memory"] == "120Gi"
+    assert c["resources"]["limits"]["memory"] == "220Gi"
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Equal", "value": "x"}]
+    assert pod["affinity"] == {
+        "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}
+    }
+    assert pod["nodeSelector"]["pool"] == "a"
+    assert c["env"] == [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}},
+        {"name": "A", "value": "b"},
+    ]
+
+
+def _owner() -> Any:
+    from dsv4_operator.render import Owner
+
+    return Owner("x", "ns", "uid")
+
+
+def test_gpu_budget_caps_the_surge() -> None:
+    raw: dict[str, Any] = {
+        "model": "flash",
+        "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8, "budget": 16},
+        "parallelism": {"tensor": 1, "data": 8, "pipeline": 1},
+        "replicas": 2,
+        "rollout": {"maxSurge": 2, "maxUnavailable": 0},
+    }
+    spec = parse_spec(raw)
+    planned = plan(request_from_spec(spec))
+    assert planned.chosen.layout.gpus == 8
+    # 2 replicas x 8 GPUs already use the budget of 16: no surge group fits, so the rollout
+    # replaces one group at a time instead.
+    assert rollout_strategy(spec, planned)["rollingUpdateConfiguration"] == {
+        "maxSurge": 0,
+        "maxUnavailable": 1,
+        "partition": 0,
+    }
+    roomy = parse_spec({**raw, "gpu": {**raw["gpu"], "budget": 24}})
+    assert rollout_strategy(roomy, planned)["rollingUpdateConfiguration"]["maxSurge"] == 1
+    percent = parse_spec(
+        {**raw, "gpu": {**raw["gpu"], "budget": 100}, "rollout": {"maxSurge": "50%"}}
+    )
+    assert rollout_strategy(percent, planned)["rollingUpdateConfiguration"]["maxSurge"] == "50%"
+
+
+def test_bytes_quantity_is_exact() -> None:
+    for size in (1, 1000, 1024, 3 * 2**20, 16 * 2**30, 2**40, 2**30 + 1):
+        assert quantity_bytes(bytes_quantity(size)) == size
+    assert bytes_quantity(16 * 2**30) == "16Gi"
+    assert math.isclose(quantity_bytes("1536Mi"), 1.5 * 2**30)

@@ -1,0 +1,50 @@
+"""Service (leaders only), PodDisruptionBudget and plan ConfigMap."""
+
+from __future__ import annotations
+
+import json
+
+from tests.operator.render.conftest import Case
+
+from dsv4_operator.planning import plan_to_dict
+from dsv4_operator.render import endpoint, plan_config_map, pod_disruption_budget, service
+from dsv4_operator.render.runtime_args import runtime_args
+
+
+def test_service_selects_leaders_on_the_openai_port(case: Case) -> None:
+    svc = service(case.owner, case.spec)
+    assert svc["spec"]["selector"]["dsv4.io/role"] == "leader"
+    assert svc["spec"]["selector"]["dsv4.io/deployment"] == case.owner.name
+    http = svc["spec"]["ports"][0]
+    assert (http["name"], http["port"], http["targetPort"]) == (
+        "http",
+        case.spec.service.port,
+        8000,
+    )
+    assert svc["spec"]["type"] == case.spec.service.type
+    assert svc["metadata"]["name"] != case.owner.name  # LWS names its headless Service NAME
+    url = endpoint(case.owner, case.spec)
+    assert url == f"http://{case.owner.name}-api.inference.svc:{case.spec.service.port}/v1"
+
+
+def test_pdb_counts_whole_groups(case: Case) -> None:
+    pdb = pod_disruption_budget(case.owner, case.spec, case.plan)
+    size = case.plan.chosen.layout.nodes
+    assert pdb["spec"]["maxUnavailable"] % size == 0
+    assert pdb["spec"]["maxUnavailable"] >= size
+    assert pdb["spec"]["selector"]["matchLabels"]["dsv4.io/deployment"] == case.owner.name
+    assert (
+        pod_disruption_budget(case.owner, case.spec, case.plan, api_version="policy/v1beta1")[
+            "apiVersion"
+        ]
+        == "policy/v1beta1"
+    )
+
+
+def test_config_map_holds_the_plan_json_and_args(case: Case) -> None:
+    cm = plan_config_map(case.owner, case.spec, case.plan)
+    assert json.loads(cm["data"]["plan.json"]) == json.loads(json.dumps(plan_to_dict(case.plan)))
+    assert json.loads(cm["data"]["runtime-args.json"]) == runtime_args(case.spec, case.plan)
+    assert cm["metadata"]["labels"]["app.kubernetes.io/component"] == "plan"
+    # Stable bytes for an unchanged plan: the no-op resync compares and writes nothing.
+    assert plan_config_map(case.owner, case.spec, case.plan) == cm

@@ -1,0 +1,129 @@
+"""The desired status: conditions per situation, stable transition times, minimal patches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from tests.operator.render.conftest import Case
+
+from dsv4_operator.api import DeepSeekV4DeploymentStatus, InvalidSpecError, parse_spec
+from dsv4_operator.render import Observation, Owner, desired_status, status_patch
+
+T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+OWNER = Owner("d", "ns", "uid", generation=4)
+
+
+def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def _obs(case: Case, lws: dict[str, Any] | None = None, **kw: Any) -> Observation:
+    return Observation(
+        case.owner, spec=case.spec, plan=case.plan, lws_status=lws, endpoint="http://e/v1", **kw
+    )
+
+
+def test_rolling_out_then_ready(case: Case) -> None:
+    want = case.spec.replicas
+    first = desired_status(_obs(case), None, T0)
+    assert _conditions(first) == {
+        "Ready": ("False", "ReplicasNotReady"),
+        "Planned": ("True", "PlanReady"),
+        "Progressing": ("True", "RollingOut"),
+        "Available": ("False", "NoReplicaReady" if want else "ScaledToZero"),
+        "Degraded": ("False", "AsExpected"),
+    }
+    assert first["observedGeneration"] == case.owner.generation
+    assert first["plan"]["gpuType"] == case.plan.chosen.gpu.name
+    DeepSeekV4DeploymentStatus.model_validate(first)
+    up = {"replicas": want, "readyReplicas": want, "updatedReplicas": want}
+    ready = desired_status(_obs(case, up), first, T0 + timedelta(seconds=30))
+    assert _conditions(ready)["Ready"] == ("True", "AllReplicasReady")
+    assert _conditions(ready)["Progressing"] == ("False", "RolloutComplete")
+    assert (ready["replicas"], ready["readyReplicas"]) == (want, want)
+    by_type = {c["type"]: c for c in ready["conditions"]}
+    assert by_type["Planned"]["lastTransitionTime"] == "2026-11-29T12:00:00Z"  # unchanged status
+    assert by_type["Ready"]["lastTransitionTime"] == "2026-11-29T12:00:30Z"  # flipped
+    # The same observation again changes nothing: nothing to write.
+    again = desired_status(_obs(case, up), ready, T0 + timedelta(seconds=90))
+    assert status_patch(again, ready) == {}
+    DeepSeekV4DeploymentStatus.model_validate(ready)
+
+
+def test_degraded_when_a_rolled_out_replica_is_not_ready(case: Case) -> None:
+    if case.spec.replicas == 0:
+        pytest.skip("no replica to lose with spec.replicas 0")
+    want = case.spec.replicas
+    lost = {"replicas": want, "readyReplicas": want - 1, "updatedReplicas": want}
+    status = desired_status(_obs(case, lost), None, T0)
+    assert _conditions(status)["Degraded"] == ("True", "ReplicasUnavailable")
+    assert _conditions(status)["Ready"] == ("False", "ReplicasNotReady")
+
+
+def test_invalid_spec_keeps_the_rest_of_the_status(case: Case) -> None:
+    good = desired_status(_obs(case), None, T0)
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec({"model": "flash", "gpu": {"types": ["h100-80gb"], "gpusPerNode": 99}})
+    obs = Observation(OWNER, error_reason="InvalidSpec", error_message=str(caught.value))
+    bad = desired_status(obs, good, T0)
+    assert set(bad) == {"observedGeneration", "conditions"}
+    conditions = {c["type"]: c for c in bad["conditions"]}
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == (
+        "False",
+        "InvalidSpec",
+    )
+    assert "spec.gpu.gpusPerNode" in conditions["Ready"]["message"]
+    assert conditions["Planned"]["reason"] == "InvalidSpec"
+    assert (
+        conditions["Available"] == {c["type"]: c for c in good["conditions"]}["Available"]
+    )  # left as it was
+    patch = status_patch(bad, good)
+    assert "conditions" in patch
+    assert set(patch) <= {"observedGeneration", "conditions"}
+
+
+def test_lws_missing_and_paused(case: Case) -> None:
+    missing = desired_status(_obs(case, lws_api=False), None, T0)
+    assert _conditions(missing)["Degraded"] == ("True", "LeaderWorkerSetMissing")
+    assert _conditions(missing)["Ready"] == ("False", "LeaderWorkerSetMissing")
+    paused = desired_status(Observation(case.owner, spec=case.spec, paused=True), missing, T0)
+    assert _conditions(paused)["Progressing"] == ("False", "Paused")
+    assert "plan" not in paused
+
+
+def test_other_owners_conditions_are_kept(case: Case) -> None:
+    scaling = {
+        "type": "ScalingActive",
+        "status": "True",
+        "reason": "TokenRate",
+        "message": "",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+        "observedGeneration": 1,
+    }
+    status = desired_status(_obs(case), {"conditions": [scaling]}, T0)
+    assert status["conditions"][-1] == scaling
+    assert [c["type"] for c in status["conditions"]][:5] == [
+        "Ready",
+        "Planned",
+        "Progressing",
+        "Available",
+        "Degraded",
+    ]
+
+
+def test_cost_from_prices(case: Case) -> None:
+    status = desired_status(_obs(case), None, T0)
+    gpus = case.plan.chosen.layout.gpus * case.spec.replicas
+    assert status["cost"]["gpuHoursPerDay"] == gpus * 24
+    price = case.spec.cost.micro_usd_per_gpu_hour(case.plan.chosen.gpu.name)
+    if price is None:
+        assert "usdPerHour" not in status["cost"]
+    else:
+        assert float(status["cost"]["usdPerHour"]) == pytest.approx(price * gpus / 1e6, abs=1e-4)
+
+
+def test_observation_without_plan_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs spec and plan"):
+        desired_status(Observation(OWNER), None, T0)
