@@ -1,6 +1,8 @@
-"""Shared fixtures of the reference-engine tests: one tiny model per session."""
+"""Shared fixtures of the reference-engine tests: one tiny model per session, one CPU thread."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -8,7 +10,14 @@ import torch
 from dsv4_runtime.reference.config import TINY
 from dsv4_runtime.reference.model import Transformer
 
-torch.set_num_threads(1)  # tiny ops: threads only add contention on the 2-core CI machine
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny ops gain nothing from threads and contend on the 2-core CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
