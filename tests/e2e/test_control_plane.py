@@ -8,14 +8,19 @@ controller, RBAC with impersonation, API discovery, and the test-only kubelet st
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.support.cluster import (
+    CLUSTER_SCRIPT,
     ControlPlane,
     KubectlError,
     KubeletStandIn,
+    free_port_triple,
     load_upstream_crd,
     transform_crd_for_1_20,
 )
@@ -443,3 +448,58 @@ def test_discovery_picks_pdb_and_hpa_versions(control_plane: ControlPlane) -> No
     assert control_plane.hpa_api_version() == "autoscaling/v2beta2"
     assert control_plane.served_api_version("apps", "Deployment", ["v1"]) == "apps/v1"
     assert control_plane.served_api_version("policy", "NoSuchKind", ["v1", "v1beta1"]) is None
+
+
+@pytest.mark.e2e
+def test_cluster_script_stops_exactly_its_processes(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """hack/cluster.sh start/status/env/stop on a second plane, and its watchdog."""
+    watched = subprocess.Popen(["sleep", "120"])  # stands in for a test run that dies
+    env = {
+        **os.environ,
+        "DSV4_CLUSTER_DIR": str(tmp_path / "second"),
+        "DSV4_CLUSTER_PORT": str(free_port_triple()),
+        "DSV4_CLUSTER_CM": "0",
+        "DSV4_CLUSTER_WATCH_PID": str(watched.pid),
+    }
+
+    def script(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(CLUSTER_SCRIPT), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    try:
+        started = script("start")
+        assert started.returncode == 0, started.stderr
+        status = script("status").stdout
+        assert "etcd: running" in status
+        assert "kube-apiserver: running" in status
+        exported = script("env").stdout
+        assert f"export KUBECONFIG={tmp_path / 'second' / 'kubeconfig'}" in exported
+        pids = [
+            int((tmp_path / "second" / f"{n}.pid").read_text()) for n in ("etcd", "kube-apiserver")
+        ]
+        assert not set(pids) & set(control_plane.pids().values())
+        # The watched process dies: the watchdog stops the second plane, and only it.
+        watched.kill()
+        watched.wait()
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        assert "etcd: stopped" in script("status").stdout
+        control_plane.kubectl("get", "ns", "default")  # the session's plane is untouched
+        assert set(control_plane.rss_bytes()) == {
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+        }
+    finally:
+        watched.kill()
+        script("stop")
