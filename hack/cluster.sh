@@ -152,6 +152,16 @@ build_cli() {
 
 cmd_build() {
     local t0=$SECONDS need_kube need_cli
+    mkdir -p "$CACHE"
+    # One build at a time per cache (several test runs may share it); the second one waits and
+    # then finds the binaries present.
+    if command -v flock >/dev/null; then
+        exec 9>"$CACHE/build.lock"
+        if ! flock -n 9; then
+            log "another build holds $CACHE/build.lock: waiting for it"
+            flock 9
+        fi
+    fi
     need_kube=$(missing "${K8S_BINS[@]}")
     need_cli=$(missing "${CLI_BINS[@]}")
     if [[ -z $need_kube && -z $need_cli ]]; then
