@@ -237,10 +237,8 @@ class ChartValues(_Values):
     watch_namespaces: list[Namespace] = Field(default_factory=list, alias="watchNamespaces")
     """Namespaces to watch; empty means all (cluster-wide RBAC). With a list, the namespaced
     permissions are Roles in those namespaces only."""
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        default="info", alias="logLevel"
-    )
-    """Operator log level."""
+    log_level: Literal["info", "debug"] = Field(default="info", alias="logLevel")
+    """Operator log level: info, or debug (`dsv4 operator run --verbose`)."""
     health_port: Port = Field(default=8081, alias="healthPort")
     """Port of kopf's liveness endpoint `/healthz`."""
     peering: PeeringValues = Field(default_factory=PeeringValues)

@@ -238,3 +238,18 @@ def test_digest_pins_the_image() -> None:
         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
     )
     assert deployment["metadata"]["name"] == "dsv4"
+
+
+def test_names_fit_their_limits_with_the_longest_release_name() -> None:
+    release = "r" * 53  # Helm's limit on release names
+    objects = template(
+        release=release,
+        values_files=[VALUES_DIR / "namespaced-ha.yaml"],
+        api_versions=[SERVICE_MONITOR_API],
+    )
+    for obj in objects:
+        limit = 63 if obj["kind"] == "Service" else 253
+        assert len(obj["metadata"]["name"]) <= limit, obj["kind"]
+        for value in obj["metadata"].get("labels", {}).values():
+            assert len(value) <= 63
+    assert one(objects, "Service")["metadata"]["name"].endswith("-metrics")

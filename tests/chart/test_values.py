@@ -112,7 +112,7 @@ def test_bad_values_are_refused_by_helm(
 
 
 def test_good_values_render_with_helm() -> None:
-    assert template(sets=["replicas=3", "logLevel=warning"])
+    assert template(sets=["replicas=3", "logLevel=debug"])
 
 
 def test_schema_is_draft_2020_12_and_closed() -> None:

@@ -57,3 +57,8 @@ app.kubernetes.io/component: operator
 {{- define "dsv4-operator.clusterWide" -}}
 {{- if not .Values.watchNamespaces }}true{{ end }}
 {{- end }}
+
+{{/* The metrics Service: a DNS-1035 label, so at most 63 characters with its suffix. */}}
+{{- define "dsv4-operator.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "dsv4-operator.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}

@@ -1,7 +1,7 @@
 {{/*
-Cluster-scoped permissions, always granted by the ClusterRole.
-- kopf scans CRDs and namespaces to find what to watch (kopf docs: deployment RBAC).
-- ClusterKopfPeering: kopf's keep-alives when the operator watches every namespace.
+Cluster-scoped permissions, always granted by the ClusterRole: kopf scans CRDs and namespaces to
+find what to serve, and keeps its ClusterKopfPeering record when it watches every namespace
+(kopf docs: deployment RBAC; kopf/_core/engines/peering.py).
 */}}
 {{- define "dsv4-operator.clusterRules" -}}
 - apiGroups: [apiextensions.k8s.io]
@@ -13,13 +13,15 @@ Cluster-scoped permissions, always granted by the ClusterRole.
 {{- if include "dsv4-operator.clusterWide" . }}
 - apiGroups: [kopf.dev]
   resources: [clusterkopfpeerings]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 {{- end }}
 {{- end }}
 
 {{/*
-Namespaced permissions: cluster-wide (ClusterRole) when watchNamespaces is empty, else a Role in
-each watched namespace.
+Namespaced permissions: by the ClusterRole when watchNamespaces is empty, else by a Role in each
+watched namespace. Our client (operator/dsv4_operator/kube/client.py) reads the resource, patches
+its status, and reads + server-side applies each child (apply needs create for a new object);
+kopf watches the resource, patches its progress annotations and posts Events.
 */}}
 {{- define "dsv4-operator.namespacedRules" -}}
 - apiGroups: [dsv4.io]
@@ -27,22 +29,22 @@ each watched namespace.
   verbs: [get, list, watch, patch]
 - apiGroups: [dsv4.io]
   resources: [deepseekv4deployments/status]
-  verbs: [get, patch]
+  verbs: [patch]
 - apiGroups: [leaderworkerset.x-k8s.io]
   resources: [leaderworkersets]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [configmaps, services]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, create, patch]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
 {{- if not (include "dsv4-operator.clusterWide" .) }}
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 {{- end }}
 {{- end }}

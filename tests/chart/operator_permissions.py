@@ -1,0 +1,132 @@
+"""Every API permission the operator needs, derived from its code, for the chart's RBAC tests.
+
+Two sources, both read from code rather than restated by hand where possible:
+
+1. Our client, `dsv4_operator.kube.KubeClient`, the only code that sends requests (an
+   import-linter contract). `CLIENT_METHOD_VERBS` maps each of its public methods to the RBAC
+   verbs its HTTP request needs; a test fails when the client gains a method that is not mapped
+   here. The kinds come from the client's `PLURALS` and from what `render_children` renders:
+   each child is read (`get`) and server-side applied (`patch`, plus `create` when it does not
+   exist yet: the API server authorizes an apply that creates as `create`).
+2. kopf itself (kopf docs, "Deployment" RBAC example; kopf 1.45 `_core/reactor/observation.py`,
+   `_core/engines/peering.py`): it lists/watches the CRDs and namespaces to find resources,
+   lists/watches and patches the resource it serves (its progress annotations), posts Events,
+   and watches and patches its peering object (the docs' example also grants `get` on it; kopf's
+   code never reads it singly, so the chart does not).
+
+The e2e test (tests/e2e/test_chart.py) checks each permission with `kubectl auth can-i --as` the
+chart's ServiceAccount, and records every request the operator sends while it runs as that
+account: a request outside this list, or any 403, fails it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from dsv4_operator.api import GROUP, PLURAL
+from dsv4_operator.kube import KubeClient
+from dsv4_operator.kube.client import PLURALS
+
+Scope = Literal["cluster", "namespace"]
+
+KIND_GROUPS: Final = {
+    "ConfigMap": "",
+    "Service": "",
+    "Event": "",
+    "PodDisruptionBudget": "policy",
+    "LeaderWorkerSet": "leaderworkerset.x-k8s.io",
+    "DeepSeekV4Deployment": GROUP,
+}
+"""API group of each kind in `PLURALS` (a new kind there fails a test until it is added)."""
+
+CLIENT_METHOD_VERBS: Final[dict[str, tuple[str, ...]]] = {
+    "get": ("get",),
+    "apply": ("create", "patch"),
+    "patch_status": ("patch",),
+    "served_kinds": (),
+    "close": (),
+}
+"""RBAC verbs of each public `KubeClient` method. `served_kinds` reads discovery documents
+(`/apis/GROUP/VERSION`), which every authenticated user may read (role `system:discovery`)."""
+
+OWN_KIND: Final = "DeepSeekV4Deployment"
+
+
+@dataclass(frozen=True, order=True)
+class Permission:
+    """One RBAC permission: a verb on a resource (`plural` or `plural/subresource`)."""
+
+    group: str
+    resource: str
+    verb: str
+    scope: Scope
+    why: str = field(default="", compare=False)
+
+    @property
+    def kubectl_resource(self) -> str:
+        """The resource as `kubectl auth can-i` takes it: `plural[.group]` (no subresource)."""
+        plural = self.resource.split("/")[0]
+        return f"{plural}.{self.group}" if self.group else plural
+
+    @property
+    def subresource(self) -> str:
+        """The subresource, or "" for the resource itself."""
+        return self.resource.partition("/")[2]
+
+
+def client_methods() -> set[str]:
+    """Public methods of `KubeClient` (what the operator can ask the API server)."""
+    return {
+        name
+        for name, member in inspect.getmembers(KubeClient, inspect.isfunction)
+        if not name.startswith("_")
+    }
+
+
+def child_kinds() -> set[str]:
+    """Kinds the reconciler reads and applies: every kind the client knows but ours and Event."""
+    return set(PLURALS) - {OWN_KIND, "Event"}
+
+
+def client_permissions() -> set[Permission]:
+    """What `KubeClient`'s calls need, namespaced, per the reconciler's use of them."""
+    needs: set[Permission] = set()
+    for kind in sorted(child_kinds()):
+        group, plural = KIND_GROUPS[kind], PLURALS[kind]
+        for verb in (*CLIENT_METHOD_VERBS["get"], *CLIENT_METHOD_VERBS["apply"]):
+            needs.add(Permission(group, plural, verb, "namespace", f"read and apply {kind}"))
+    needs.add(Permission(GROUP, PLURAL, "get", "namespace", "reconciler reads the resource"))
+    for verb in CLIENT_METHOD_VERBS["patch_status"]:
+        needs.add(Permission(GROUP, f"{PLURAL}/status", verb, "namespace", "status patch"))
+    return needs
+
+
+def kopf_permissions(*, clusterwide: bool) -> set[Permission]:
+    """What kopf itself needs (kopf docs' RBAC example), for a cluster-wide or namespaced run."""
+    needs = {
+        Permission("apiextensions.k8s.io", "customresourcedefinitions", v, "cluster", "kopf scan")
+        for v in ("list", "watch")
+    }
+    needs |= {Permission("", "namespaces", v, "cluster", "kopf scan") for v in ("list", "watch")}
+    needs |= {
+        Permission(GROUP, PLURAL, v, "namespace", "kopf watch and annotations")
+        for v in ("list", "watch", "patch")
+    }
+    needs.add(Permission("", "events", "create", "namespace", "kopf.event"))
+    peering = (
+        Permission("kopf.dev", "clusterkopfpeerings", "", "cluster")
+        if clusterwide
+        else Permission("kopf.dev", "kopfpeerings", "", "namespace")
+    )
+    needs |= {
+        Permission(peering.group, peering.resource, v, peering.scope, "kopf peering")
+        for v in ("list", "watch", "patch")
+    }
+    return needs
+
+
+def operator_permissions(*, clusterwide: bool) -> set[Permission]:
+    """Everything the operator needs: our client's calls plus kopf's."""
+    return client_permissions() | kopf_permissions(clusterwide=clusterwide)

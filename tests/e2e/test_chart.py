@@ -1,0 +1,521 @@
+"""The Helm chart with the real helm 4 binary against the real test kube-apiserver (issue 8).
+
+- install (namespaced mode) -> every permission the operator needs is granted to the chart's
+  ServiceAccount (`kubectl auth can-i --as=system:serviceaccount:NS:SA`), and the operator,
+  started with the chart's own container command and environment and only that account's
+  token, reconciles an example into its children. A recording proxy in front of the API server
+  shows every request it sent was allowed and is in tests/chart/operator_permissions.py. Then a
+  rule is taken away and the operator's next reconcile fails with 403: a missing permission
+  shows up in a test.
+- install (cluster-wide mode) -> every permission granted cluster-wide; uninstall.
+- upgrade from a "previous" chart version (a copy with version 0.0.9 and an older CRD that lacks
+  `spec.cost`) -> the CRD is upgraded (by the chart's pre-upgrade hook, or by the documented
+  `kubectl apply --server-side` step with crds.upgrade=false), the operator image follows the
+  new appVersion; uninstall keeps the CRD and the DeepSeekV4Deployments.
+
+The test server is Kubernetes 1.20, whose CRD schema has no `x-kubernetes-validations` (CEL, from
+1.25), so server-side apply of the generated CRD fails there ("field not declared in schema").
+The charts installed here are copies whose crds/ holds the generated CRD minus its CEL rules
+(`transform_crd_for_1_20`, as the `dsv4_crd` fixture installs it); nothing else differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.chart.api_recorder import ApiRecorder, Recorded
+from tests.chart.chart_support import CRD_FILE, Json, by_kind, copy_chart, one
+from tests.chart.operator_permissions import Permission, operator_permissions
+from tests.support.cluster import REPO_ROOT, ControlPlane, transform_crd_for_1_20
+
+import dsv4_operator
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLE = REPO_ROOT / "examples" / "flash-4x-h100.yaml"
+CRD_NAME = "deepseekv4deployments.dsv4.io"
+OLD_CRD_DROPS = "cost"
+"""The spec property the "previous" chart's CRD lacks."""
+
+
+def crd_for_1_20(crd: Json) -> Json:
+    """The generated CRD without CEL rules (the 1.20 test server cannot store them)."""
+    out, _ = transform_crd_for_1_20(crd, drop_empty_defaults=False, atomic_list_maps=False)
+    return out
+
+
+def old_crd_for_1_20(crd: Json) -> Json:
+    """An "older" CRD: the 1.20 copy without `spec.cost`."""
+    out = crd_for_1_20(crd)
+    spec = out["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    del spec["properties"][OLD_CRD_DROPS]
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def crd_spec_properties(plane: ControlPlane) -> set[str]:
+    crd = plane.kubectl_json("get", "crd", CRD_NAME)
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return set(schema["properties"]["spec"]["properties"])
+
+
+def manifest(plane: ControlPlane, release: str, namespace: str) -> list[Json]:
+    out = plane.helm("get", "manifest", release, "-n", namespace).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def can_i(plane: ControlPlane, account: str, need: Permission, namespace: str | None) -> bool:
+    args = ["auth", "can-i", need.verb, need.kubectl_resource, f"--as={account}"]
+    if need.subresource:
+        args.append(f"--subresource={need.subresource}")
+    args += ["-n", namespace] if namespace else ["--all-namespaces"]
+    proc = plane.kubectl(*args, check=False)
+    return proc.stdout.strip() == "yes"
+
+
+def denied(
+    plane: ControlPlane, account: str, needs: set[Permission], namespaces: list[str]
+) -> list[str]:
+    """Needs that `kubectl auth can-i --as=account` answers "no" to (in each namespace)."""
+    out = []
+    for need in sorted(needs):
+        where: list[str | None] = [None] if need.scope == "cluster" else list(namespaces)
+        out += [
+            f"{need.verb} {need.resource} ({ns or 'cluster'})"
+            for ns in where
+            if not can_i(plane, account, need, ns)
+        ]
+    return out
+
+
+def sa_kubeconfig(plane: ControlPlane, path: Path, server: str, namespace: str, sa: str) -> Path:
+    """A kubeconfig with only the ServiceAccount's token (TokenRequest), for `server`."""
+    token = plane.kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
+    cluster: Json = {"server": server}
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [
+            {"name": "c", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}
+        ],
+        "current-context": "c",
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def admin_server_and_ca(plane: ControlPlane) -> tuple[str, str]:
+    doc = yaml.safe_load(plane.kubeconfig.read_text())
+    cluster = doc["clusters"][0]["cluster"]
+    return str(cluster["server"]), str(cluster["certificate-authority"])
+
+
+@contextmanager
+def chart_container(
+    deployment: Json, kubeconfig: Path, pod_name: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run the chart's operator container command + env as a local process (no kubelet here)."""
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSV4_OPERATOR_")}
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            assert item["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, item
+            env[item["name"]] = pod_name
+    env["HOSTNAME"] = pod_name
+    env["KUBECONFIG"] = str(kubeconfig)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    argv = [*container["command"], *container.get("args", [])]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+
+
+def http_ok(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            body: bytes = response.read()
+            return body.decode()
+    except OSError:
+        return None
+
+
+def condition(obj: Json | None, ctype: str) -> Json:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype:
+            found: Json = cond
+            return found
+    return {}
+
+
+def get_json(plane: ControlPlane, *args: str) -> Json | None:
+    proc = plane.kubectl("get", *args, "-o", "json", check=False)
+    if proc.returncode != 0:
+        return None
+    found: Json = json.loads(proc.stdout)
+    return found
+
+
+def wait_or_explain(
+    plane: ControlPlane, check: Any, what: str, timeout: float, log: Path, recorder: ApiRecorder
+) -> float:
+    """`plane.wait_for`, failing with the operator's log and its requests when it times out."""
+    try:
+        return plane.wait_for(check, what, timeout=timeout)
+    except TimeoutError as error:
+        requests = "\n".join(summary(recorder.snapshot()))
+        raise AssertionError(
+            f"{error}\noperator log (tail):\n{log.read_text()[-6000:]}\nrequests:\n{requests}"
+        ) from None
+
+
+def summary(records: list[Recorded]) -> list[str]:
+    """Distinct `verb group/resource` of resource requests (with the status when >= 400)."""
+    lines = set()
+    for r in records:
+        if r.group is not None:
+            failed = f" -> {r.status}" if r.status >= 400 else ""
+            lines.add(f"{r.verb} {r.group or 'core'}/{r.resource}{failed}")
+    return sorted(lines)
+
+
+def test_install_namespaced_operator_reconciles_with_only_the_chart_permissions(
+    control_plane: ControlPlane,
+    upstream_crds: dict[str, Any],
+    dsv4_crd: Any,
+    namespace: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plane = control_plane
+    watched = f"{namespace}-w"
+    plane.kubectl("create", "namespace", watched)
+    chart = copy_chart(tmp_path / "chart", crd=crd_for_1_20)
+    release = namespace
+    metrics_port, health_port = free_port(), free_port()
+    try:
+        plane.helm(
+            "install",
+            release,
+            str(chart),
+            "-n",
+            namespace,
+            "--set",
+            f"watchNamespaces[0]={watched}",
+            "--set",
+            f"metrics.port={metrics_port}",
+            "--set",
+            f"healthPort={health_port}",
+        )
+        objects = manifest(plane, release, namespace)
+        deployment = one(objects, "Deployment")
+        sa = one(objects, "ServiceAccount")["metadata"]["name"]
+        account = f"system:serviceaccount:{namespace}:{sa}"
+        role = one(objects, "Role")
+        assert role["metadata"]["namespace"] == watched
+        assert by_kind(objects, "ClusterRole")
+
+        # Every permission the operator's code needs is granted, and only where it should be.
+        needs = operator_permissions(clusterwide=False)
+        assert denied(plane, account, needs, [watched]) == []
+        lws_create = Permission(
+            "leaderworkerset.x-k8s.io", "leaderworkersets", "create", "namespace"
+        )
+        assert not can_i(plane, account, lws_create, namespace)
+        for verb, resource in [
+            ("delete", "leaderworkersets.leaderworkerset.x-k8s.io"),
+            ("get", "secrets"),
+            ("list", "pods"),
+        ]:
+            no = plane.kubectl(
+                "auth", "can-i", verb, resource, f"--as={account}", "-n", watched, check=False
+            )
+            assert no.stdout.strip() == "no", (verb, resource)
+        peering = plane.kubectl_json("get", "kopfpeering", "dsv4-operator", "-n", watched)
+        assert peering["metadata"]["name"] == "dsv4-operator"
+
+        # The operator, as the chart runs it, with only the ServiceAccount's token.
+        server, ca = admin_server_and_ca(plane)
+        recorder = ApiRecorder(server, ca)
+        url = recorder.start()
+        kubeconfig = sa_kubeconfig(plane, tmp_path / "sa.kubeconfig", url, namespace, sa)
+        pod = f"{release}-dsv4-operator-7d9f-abcde"
+        log = tmp_path / "operator.log"
+        example = yaml.safe_load(EXAMPLE.read_text())
+        name = example["metadata"]["name"]
+        try:
+            with chart_container(deployment, kubeconfig, pod, log) as proc:
+                plane.apply(example, namespace=watched)
+
+                def reconciled() -> bool:
+                    assert proc.poll() is None, log.read_text()[-4000:]
+                    lws = get_json(
+                        plane, "leaderworkersets.leaderworkerset.x-k8s.io", name, "-n", watched
+                    )
+                    cr = get_json(plane, "deepseekv4deployments.dsv4.io", name, "-n", watched)
+                    return lws is not None and condition(cr, "Planned").get("status") == "True"
+
+                seconds = wait_or_explain(
+                    plane, reconciled, f"{name} reconciled", 90, log, recorder
+                )
+                cr = get_json(plane, "deepseekv4deployments.dsv4.io", name, "-n", watched)
+                assert cr is not None
+                uid = cr["metadata"]["uid"]
+                for kind in (
+                    "configmaps",
+                    "services",
+                    "poddisruptionbudgets.policy",
+                    "leaderworkersets.leaderworkerset.x-k8s.io",
+                ):
+                    items = plane.kubectl_json("get", kind, "-n", watched)["items"]
+                    owned = [
+                        i
+                        for i in items
+                        if any(o["uid"] == uid for o in i["metadata"].get("ownerReferences", []))
+                    ]
+                    assert owned, kind
+                health = wait_or_explain(
+                    plane,
+                    lambda: http_ok(f"http://127.0.0.1:{health_port}/healthz") is not None,
+                    "healthz",
+                    30,
+                    log,
+                    recorder,
+                )
+                metrics = http_ok(f"http://127.0.0.1:{metrics_port}/metrics") or ""
+                assert "dsv4_operator_reconciles_total" in metrics
+
+                def announced() -> bool:
+                    peers = plane.kubectl_json("get", "kopfpeering", "dsv4-operator", "-n", watched)
+                    record = (peers.get("status") or {}).get(pod) or {}
+                    return int(record.get("priority", 0)) > 0
+
+                wait_or_explain(plane, announced, "peering record", 30, log, recorder)
+                allowed_phase = recorder.snapshot()
+
+                # Take one rule away: the next reconcile is refused (403) and reported.
+                live_role = plane.kubectl_json(
+                    "get", "role", role["metadata"]["name"], "-n", watched
+                )
+                live_role["rules"] = [
+                    r for r in live_role["rules"] if "poddisruptionbudgets" not in r["resources"]
+                ]
+                plane.kubectl("replace", "-f", "-", stdin=json.dumps(live_role))
+                pdb_get = Permission("policy", "poddisruptionbudgets", "get", "namespace")
+                plane.wait_for(lambda: not can_i(plane, account, pdb_get, watched), "rule gone")
+                second = {**example, "metadata": {"name": f"{name}-2"}}
+                plane.apply(second, namespace=watched)
+
+                def refused() -> bool:
+                    cr2 = get_json(
+                        plane, "deepseekv4deployments.dsv4.io", f"{name}-2", "-n", watched
+                    )
+                    return any(
+                        c.get("reason") == "ApplyFailed"
+                        for c in ((cr2 or {}).get("status") or {}).get("conditions") or []
+                    )
+
+                wait_or_explain(plane, refused, "second CR: ApplyFailed", 60, log, recorder)
+        finally:
+            recorder.stop()
+
+        forbidden = [r for r in allowed_phase if r.status == 403]
+        assert forbidden == [], log.read_text()[-4000:]
+        wanted = {(n.group, n.resource, n.verb) for n in needs}
+        unlisted = sorted(
+            {
+                f"{r.verb} {r.group}/{r.resource}"
+                for r in allowed_phase
+                if r.group is not None and (r.group, r.resource, r.verb) not in wanted
+            }
+        )
+        assert unlisted == []
+        late = recorder.snapshot()[len(allowed_phase) :]
+        refused_requests = {(r.group, r.resource, r.verb) for r in late if r.status == 403}
+        assert refused_requests == {("policy", "poddisruptionbudgets", "get")}
+        with capsys.disabled():
+            sys.stdout.write(
+                f"\n[chart] operator as {account}: reconciled in {seconds:.1f} s, healthz after "
+                f"{health:.1f} s; {len(allowed_phase)} requests, all allowed:\n  "
+                + "\n  ".join(summary(allowed_phase))
+                + "\n"
+            )
+
+        plane.helm("uninstall", release, "-n", namespace)
+        for kind, ns in [
+            ("deployment", namespace),
+            ("serviceaccount", namespace),
+            ("role", watched),
+            ("rolebinding", watched),
+            ("clusterrole", None),
+            ("clusterrolebinding", None),
+        ]:
+            args = ["get", kind, "-l", f"app.kubernetes.io/instance={release}", "-o", "name"]
+            left = plane.kubectl(*args, *(["-n", ns] if ns else [])).stdout.strip()
+            assert left == "", (kind, left)
+        assert get_json(plane, "crd", CRD_NAME) is not None
+        assert get_json(plane, "deepseekv4deployments.dsv4.io", name, "-n", watched) is not None
+    finally:
+        plane.helm("uninstall", release, "-n", namespace, check=False)
+        plane.kubectl("delete", "namespace", watched, "--wait=false", check=False)
+
+
+def test_install_cluster_wide_grants_every_permission_and_uninstalls(
+    control_plane: ControlPlane,
+    upstream_crds: dict[str, Any],
+    dsv4_crd: Any,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    plane = control_plane
+    chart = copy_chart(tmp_path / "chart", crd=crd_for_1_20)
+    release = namespace
+    try:
+        out = plane.helm("install", release, str(chart), "-n", namespace).stdout
+        assert "kubectl apply --server-side" not in out  # NOTES: the hook upgrades the CRD
+        assert "watches all namespaces" in out
+        objects = manifest(plane, release, namespace)
+        assert by_kind(objects, "Role") == []
+        sa = one(objects, "ServiceAccount")["metadata"]["name"]
+        account = f"system:serviceaccount:{namespace}:{sa}"
+        needs = operator_permissions(clusterwide=True)
+        assert denied(plane, account, needs, [namespace, "default"]) == []
+        assert get_json(plane, "clusterkopfpeering", "dsv4-operator") is not None
+        plane.helm("uninstall", release, "-n", namespace)
+        assert not can_i(plane, account, sorted(needs)[0], None)
+        assert plane.helm("status", release, "-n", namespace, check=False).returncode != 0
+    finally:
+        plane.helm("uninstall", release, "-n", namespace, check=False)
+
+
+@pytest.mark.parametrize("path", ["hook", "kubectl"])
+def test_upgrade_from_the_previous_chart_version_upgrades_the_crd(
+    control_plane: ControlPlane,
+    upstream_crds: dict[str, Any],
+    dsv4_crd: Any,
+    namespace: str,
+    tmp_path: Path,
+    path: str,
+) -> None:
+    plane = control_plane
+    previous = copy_chart(
+        tmp_path / "prev", version="0.0.9", app_version="0.0.9", crd=old_crd_for_1_20
+    )
+    current = copy_chart(tmp_path / "new", crd=crd_for_1_20)
+    release = namespace
+    # The cluster as the previous version left it: its CRD exactly (replace, so no field of the
+    # current CRD survives under another manager); after its install, only Helm owns the CRD's
+    # fields, as when `helm install` of 0.0.9 created it from crds/.
+    old_crd = yaml.safe_load((previous / "crds" / CRD_FILE.name).read_text())
+    plane.kubectl("replace", "-f", "-", stdin=json.dumps(old_crd))
+    try:
+        plane.helm(
+            "install",
+            release,
+            str(previous),
+            "-n",
+            namespace,
+            "--set",
+            f"watchNamespaces[0]={namespace}",
+        )
+        assert OLD_CRD_DROPS not in crd_spec_properties(plane)
+        got = plane.kubectl_json("get", "crd", CRD_NAME, "--show-managed-fields")
+        fields = got["metadata"]["managedFields"]
+        helm_owned = [f for f in fields if f["manager"] == "helm" and f["operation"] == "Apply"]
+        assert helm_owned, fields
+        reset = {"metadata": {"managedFields": helm_owned}}
+        plane.kubectl("patch", "crd", CRD_NAME, "--type=merge", "-p", json.dumps(reset))
+        example = yaml.safe_load(EXAMPLE.read_text())
+        name = example["metadata"]["name"]
+        # Server-side only (kubectl's client-side check reads an OpenAPI document that lags).
+        apply = ["apply", "--server-side", "--validate=false", "-n", namespace, "-f", "-"]
+        plane.kubectl(*apply, stdin=json.dumps(example))
+        stored = plane.kubectl_json("get", "deepseekv4deployments.dsv4.io", name, "-n", namespace)
+        assert OLD_CRD_DROPS not in stored["spec"]  # pruned: the old schema lacks it
+
+        upgrade = ["upgrade", release, str(current), "-n", namespace, "--reuse-values"]
+        if path == "kubectl":
+            # The documented manual step (README, NOTES) when the hook is off.
+            upgrade += ["--set", "crds.upgrade=false"]
+            plane.kubectl(
+                "apply", "--server-side", "--force-conflicts", "-f", str(current / "crds")
+            )
+        t0 = time.monotonic()
+        plane.helm(*upgrade)
+        seconds = time.monotonic() - t0
+        assert OLD_CRD_DROPS in crd_spec_properties(plane)
+
+        def kept() -> bool:  # the API server swaps in the new schema moments after Established
+            plane.kubectl(*apply, stdin=json.dumps(example))
+            stored = plane.kubectl_json(
+                "get", "deepseekv4deployments.dsv4.io", name, "-n", namespace
+            )
+            return bool(stored["spec"].get(OLD_CRD_DROPS) == example["spec"][OLD_CRD_DROPS])
+
+        plane.wait_for(kept, f"spec.{OLD_CRD_DROPS} kept under the upgraded CRD", timeout=30)
+
+        history = json.loads(plane.helm("history", release, "-n", namespace, "-o", "json").stdout)
+        assert [h["chart"] for h in history] == [
+            "dsv4-operator-0.0.9",
+            f"dsv4-operator-{dsv4_operator.__version__}",
+        ]
+        assert history[-1]["status"] == "deployed"
+        image = one(manifest(plane, release, namespace), "Deployment")["spec"]["template"]["spec"][
+            "containers"
+        ][0]["image"]
+        assert image.endswith(f":{dsv4_operator.__version__}")
+        assert plane.kubectl_json("get", "kopfpeering", "dsv4-operator", "-n", namespace)
+        # A later upgrade with the hook on still applies the CRD without a field-manager conflict.
+        plane.helm(
+            "upgrade",
+            release,
+            str(current),
+            "-n",
+            namespace,
+            "--reuse-values",
+            "--set",
+            "crds.upgrade=true",
+        )
+        sys.stdout.write(
+            f"\n[chart] upgrade 0.0.9 -> {dsv4_operator.__version__} ({path}): {seconds:.1f} s\n"
+        )
+
+        plane.helm("uninstall", release, "-n", namespace)
+        assert get_json(plane, "crd", CRD_NAME) is not None
+        assert get_json(plane, "deepseekv4deployments.dsv4.io", name, "-n", namespace) is not None
+    finally:
+        plane.helm("uninstall", release, "-n", namespace, check=False)
+        current_crd = crd_for_1_20(yaml.safe_load(CRD_FILE.read_text()))
+        restore = ["apply", "--server-side", "--force-conflicts", "--field-manager", "dsv4-e2e"]
+        plane.kubectl(*restore, "-f", "-", stdin=json.dumps(current_crd))
+        plane.wait_crd_established(CRD_NAME)
