@@ -74,9 +74,10 @@ def test_prefill_queries_see_only_complete_entries(device: torch.device) -> None
 
 
 def test_choose_chunk_bounds() -> None:
-    assert choose_chunk(1, 262144, 512, 64) >= 1024
-    assert choose_chunk(64, 262144, 512, 64) == 8192
-    assert choose_chunk(1, 100, 1024, 64) == 2048
+    assert choose_chunk(1, 262144, 512, 64) == 2048
+    assert choose_chunk(64, 262144, 1024, 64) == 2048
+    assert choose_chunk(1, 100, 1024, 64) == 1024
+    assert choose_chunk(1, 700, 64, 16) == 1024
 
 
 def test_topk_must_be_power_of_two(device: torch.device) -> None:
