@@ -1,5 +1,8 @@
 """HCA / CSA attention (the shared sparse MLA kernel) vs the PyTorch reference."""
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -98,3 +101,27 @@ def test_choose_splits_fills_the_gpu() -> None:
     assert choose_splits(64, 1, 8320, 64) == 2
     assert choose_splits(1, 1, 8320, 64) == 32
     assert choose_splits(1, 1, 128, 64) == 1
+
+
+def test_reference_path_needs_no_triton() -> None:
+    # The reference engine runs these on CPU hosts: impl="reference" must not import triton.
+    code = (
+        "import sys, torch\n"
+        "from dsv4_kernels.hca import hca_attention_reference\n"
+        "from dsv4_kernels.indexer import index_topk\n"
+        "from dsv4_kernels.compressor import compress\n"
+        "from dsv4_kernels.testing import make_attention_case, make_index_case\n"
+        "c = make_attention_case([300], 2, 128, None, 1, torch.device('cpu'))\n"
+        "a = {k: v for k, v in c.items() if k not in ('ratio', 'comp_indices')}\n"
+        "hca_attention_reference(**a)\n"
+        "i = make_index_case([400], 2, torch.device('cpu'), heads=4, page=16)\n"
+        "index_topk(**i, topk=8, impl='reference')\n"
+        "assert 'triton' not in sys.modules, 'triton imported'\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "ok"
