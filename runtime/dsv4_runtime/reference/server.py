@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,6 +31,9 @@ from .tokenizer import ByteTokenizer, IncrementalDecoder
 
 #: OpenAI's default `max_tokens` for completions.
 DEFAULT_MAX_TOKENS = 16
+#: Token id of the event that ends every open request when the engine loop fails.
+ERROR_TOKEN = -1
+log = logging.getLogger(__name__)
 
 
 class BadRequestError(Exception):
@@ -84,7 +88,7 @@ class EngineServer:
         self._task = asyncio.create_task(self._run())
         yield
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # a failure is logged in _run
             await self._task
         self._executor.shutdown(wait=True)
 
@@ -103,9 +107,21 @@ class EngineServer:
             return
 
     def _busy(self) -> bool:
+        if self._task is not None and self._task.done():  # a failed engine has nothing to finish
+            return bool(self._streams)
         return bool(self._pending or self._streams or self.engine.has_work)
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except Exception:
+            # the engine is broken: end every open request with an error; /health turns 503
+            log.exception("engine step failed; the engine loop stops")
+            for rid, queue in self._streams.items():
+                queue.put_nowait(TokenEvent(rid, ERROR_TOKEN, "error", 0, 0))
+            raise
+
+    async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not (self._pending or self._aborts or self.engine.has_work):
@@ -236,6 +252,8 @@ class EngineServer:
             return _error(400, str(err), "BadRequestError")
         if self.draining:
             return _error(503, "the server is shutting down", "ServiceUnavailableError")
+        if self._task is None or self._task.done():
+            return _error(503, "the engine is not running", "ServiceUnavailableError")
         queue = self._submit(req)
         stream = bool(body.get("stream", False))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage", False))
@@ -290,11 +308,14 @@ class EngineServer:
         ev: TokenEvent | None = None
         while ev is None or ev.finish_reason is None:
             ev = await queue.get()
+            if ev.token_id == ERROR_TOKEN:
+                await send({"error": {"message": "engine failure", "type": "InternalServerError"}})
+                break
             text = decoder.feed(ev.token_id)
             if ev.finish_reason is not None:
                 text += decoder.flush()
             await send(self._chunk(req, chat, text, ev.finish_reason))
-        if include_usage:
+        if include_usage and ev.token_id != ERROR_TOKEN:
             usage = self._chunk(req, chat, None, None)
             usage["choices"] = []
             usage["usage"] = _usage(ev)
@@ -310,6 +331,8 @@ class EngineServer:
         ev: TokenEvent | None = None
         while ev is None or ev.finish_reason is None:
             ev = await queue.get()
+            if ev.token_id == ERROR_TOKEN:
+                return _error(500, "engine failure", "InternalServerError")
             ids.append(ev.token_id)
         text = self.tokenizer.decode(ids)
         choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": ev.finish_reason}

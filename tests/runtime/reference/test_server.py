@@ -34,12 +34,16 @@ REQUIRED = [
 
 
 @pytest.fixture
-async def base_url(tiny_model: Transformer) -> AsyncIterator[str]:
+def server(tiny_model: Transformer) -> EngineServer:
     metrics = EngineMetrics(MODEL)
     engine = Engine(
         tiny_model, KVBlockPool(TINY, 8), max_num_seqs=4, max_model_len=512, metrics=metrics
     )
-    server = EngineServer(engine, metrics, MODEL)
+    return EngineServer(engine, metrics, MODEL)
+
+
+@pytest.fixture
+async def base_url(server: EngineServer) -> AsyncIterator[str]:
     runner = web.AppRunner(server.app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -221,3 +225,21 @@ async def test_metric_names_are_vllms(base_url: str) -> None:
     assert "vllm:generation_tokens_total{" in text
     assert "vllm:prompt_tokens_total{" in text
     assert f'model_name="{MODEL}"' in text
+
+
+async def test_engine_failure_ends_requests_and_health(
+    base_url: str, server: EngineServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> list[object]:
+        raise RuntimeError("simulated device failure")
+
+    server.engine.step = broken  # type: ignore[method-assign,assignment]
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 4}
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        r = await client.post("/v1/completions", json=body)
+        assert r.status_code == 500
+        assert r.json()["error"]["type"] == "InternalServerError"
+        assert (await client.get("/health")).status_code == 503
+        r = await client.post("/v1/completions", json=body)  # nothing hangs afterwards either
+        assert r.status_code == 503
+    assert "simulated device failure" in caplog.text
