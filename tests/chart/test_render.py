@@ -9,6 +9,8 @@ ServiceMonitor CRD fixture, kopf's peering CRDs as the chart ships them).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,10 @@ from tests.chart.chart_support import (
     template,
     upstream_crd,
 )
+from typer.testing import CliRunner
+
+from dsv4_operator.cli import app
+from dsv4_operator.settings import ENV_PREFIX, OperatorSettings
 
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
 CASES: list[tuple[str, list[Path], list[str]]] = [
@@ -253,3 +259,56 @@ def test_names_fit_their_limits_with_the_longest_release_name() -> None:
         for value in obj["metadata"].get("labels", {}).values():
             assert len(value) <= 63
     assert one(objects, "Service")["metadata"]["name"].endswith("-metrics")
+
+
+def test_container_command_starts_dsv4_operator_run_with_distinct_priorities(
+    tmp_path: Path,
+) -> None:
+    # A stand-in `dsv4` on PATH prints what the real one would receive.
+    fake = tmp_path / "dsv4"
+    fake.write_text('#!/bin/sh\necho "$DSV4_OPERATOR_PRIORITY $*"\n', encoding="utf-8")
+    fake.chmod(0o755)
+    deployment = one(template(sets=["replicas=3", "logLevel=debug"]), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    argv = [*container["command"], *container["args"]]
+    priorities = set()
+    for pod in ("dsv4-dsv4-operator-5f7c9d-abcde", "dsv4-dsv4-operator-5f7c9d-fghij"):
+        env = {"PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}", "HOSTNAME": pod}
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+        priority, rest = out.split(" ", 1)
+        assert rest.strip() == "operator run --verbose"
+        assert 1 <= int(priority) <= 2**31 - 1
+        priorities.add(int(priority))
+    assert len(priorities) == 2
+
+
+def test_container_env_is_what_the_operator_settings_read() -> None:
+    objects = template(sets=["watchNamespaces[0]=a", "watchNamespaces[1]=b", "metrics.port=9100"])
+    (container,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    ours = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    names = {k.removeprefix(ENV_PREFIX).lower() for k in ours}
+    assert names <= set(OperatorSettings.model_fields)
+    settings = OperatorSettings.from_env(ours)
+    assert settings.namespaces == ("a", "b")
+    assert settings.peering == "dsv4-operator"
+    assert settings.metrics_port == 9100
+    assert settings.liveness_port == 8081
+    assert container["ports"][0]["containerPort"] == settings.metrics_port
+    disabled = _env(template(sets=["metrics.enabled=false"]))
+    assert OperatorSettings.from_env(disabled).metrics_port == 0
+
+
+def _env(objects: list[Json]) -> dict[str, str]:
+    (container,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return {
+        e["name"]: e["value"]
+        for e in container["env"]
+        if "value" in e and e["name"].startswith(ENV_PREFIX)
+    }
+
+
+def test_operator_cli_takes_the_flags_the_chart_passes() -> None:
+    result = CliRunner().invoke(app, ["operator", "run", "--help"])
+    assert result.exit_code == 0
+    assert "--verbose" in result.output

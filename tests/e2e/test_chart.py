@@ -384,7 +384,24 @@ def test_install_namespaced_operator_reconciles_with_only_the_chart_permissions(
             left = plane.kubectl(*args, *(["-n", ns] if ns else [])).stdout.strip()
             assert left == "", (kind, left)
         assert get_json(plane, "crd", CRD_NAME) is not None
-        assert get_json(plane, "deepseekv4deployments.dsv4.io", name, "-n", watched) is not None
+        kept = get_json(plane, "deepseekv4deployments.dsv4.io", name, "-n", watched)
+        assert kept is not None
+        # kopf's finalizer (the operator's resync timer needs one) stays after uninstall, so the
+        # README says to delete DeepSeekV4Deployments first, or to clear it like this:
+        assert "kopf.zalando.org/KopfFinalizerMarker" in kept["metadata"].get("finalizers", [])
+        unblock = json.dumps({"metadata": {"finalizers": None}})
+        for cr_name in (name, f"{name}-2"):
+            plane.kubectl(
+                "patch",
+                "deepseekv4deployments.dsv4.io",
+                cr_name,
+                "-n",
+                watched,
+                "--type=merge",
+                "-p",
+                unblock,
+            )
+        plane.kubectl("delete", "deepseekv4deployments.dsv4.io", "--all", "-n", watched, timeout=30)
     finally:
         plane.helm("uninstall", release, "-n", namespace, check=False)
         plane.kubectl("delete", "namespace", watched, "--wait=false", check=False)
@@ -401,7 +418,22 @@ def test_install_cluster_wide_grants_every_permission_and_uninstalls(
     chart = copy_chart(tmp_path / "chart", crd=crd_for_1_20)
     release = namespace
     try:
-        out = plane.helm("install", release, str(chart), "-n", namespace).stdout
+        install = ["install", release, str(chart), "-n", namespace]
+        extras = ["--set", "metrics.serviceMonitor.enabled=true", "--set", "dashboard.enabled=true"]
+        out = plane.helm(*install, *extras).stdout
+        # The test server serves monitoring.coreos.com/v1 (upstream_crds): Helm's .Capabilities
+        # sees it, so the ServiceMonitor is rendered and accepted.
+        monitors = plane.kubectl_json(
+            "get", "servicemonitors.monitoring.coreos.com", "-n", namespace
+        )
+        assert [m["metadata"]["name"] for m in monitors["items"]] == [
+            f"{release}-dsv4-operator"[:63]
+        ]
+        dashboards = plane.kubectl_json(
+            "get", "configmaps", "-n", namespace, "-l", "grafana_dashboard=1"
+        )
+        assert len(dashboards["items"]) == 1
+        assert "A ServiceMonitor scrapes it" in out
         assert "kubectl apply --server-side" not in out  # NOTES: the hook upgrades the CRD
         assert "watches all namespaces" in out
         objects = manifest(plane, release, namespace)
