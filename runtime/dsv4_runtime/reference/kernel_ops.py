@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 
 from dsv4_kernels.compressor import compress
+from dsv4_kernels.csa import CSA_RATIO, csa_attention
+from dsv4_kernels.hca import HCA_RATIO, hca_attention
 from dsv4_kernels.indexer import index_topk
 from dsv4_kernels.kv_format import (
     HEAD_DIM,
@@ -120,7 +122,10 @@ class KernelOps:
         scale: float,
         window: int,
     ) -> torch.Tensor:
-        """`dsv4_kernels.sparse_mla.sparse_mla_attention` for one request → (n, h, 512).
+        """Attention of one request through the kernels → (n, h, 512).
+
+        `dsv4_kernels.hca.hca_attention` for HCA layers, `csa.csa_attention` for CSA layers, the
+        shared `sparse_mla.sparse_mla_attention` for window-only layers.
 
         Raises:
             ValueError: when head_dim is not 512.
@@ -141,26 +146,24 @@ class KernelOps:
         comp_rows = entries.float() if m else window_rows.new_zeros(1, HEAD_DIM).float()
         comp_cache = quantize_fp8_ds_mla(comp_rows)
         comp_table = torch.zeros(1, 1, dtype=torch.int32, device=dev)
-        comp_indices: torch.Tensor | None
-        if ratio == 0:  # window only: a CSA-style call with no entry chosen
-            kernel_ratio, comp_indices = 4, torch.full((n, 1), -1, dtype=torch.int32, device=dev)
-        else:
-            kernel_ratio = ratio
-            comp_indices = None if chosen is None else chosen.to(torch.int32)
-        out, _ = sparse_mla_attention(
-            q.to(torch.bfloat16),
-            positions.to(torch.int32),
-            torch.zeros(n, dtype=torch.int32, device=dev),
-            swa_cache,
-            swa_table.to(torch.int32)[None],
-            1,
-            comp_cache,
-            comp_table,
-            max(m, 1),
-            kernel_ratio,
-            comp_indices,
-            sink.float(),
-            scale,
-            window=window,
-        )
+        swa = (swa_cache, swa_table.to(torch.int32)[None], 1)
+        comp = (comp_cache, comp_table, max(m, 1))
+        seq_ids = torch.zeros(n, dtype=torch.int32, device=dev)
+        pos32 = positions.to(torch.int32)
+        if ratio == HCA_RATIO:
+            out, _ = hca_attention(
+                q.to(torch.bfloat16), pos32, seq_ids, *swa, *comp, sink.float(), scale,
+                window=window, max_comp=m,
+            )  # fmt: skip
+        elif ratio == CSA_RATIO and chosen is not None:
+            out, _ = csa_attention(
+                q.to(torch.bfloat16), pos32, seq_ids, *swa, *comp, chosen.to(torch.int32),
+                sink.float(), scale, window=window,
+            )  # fmt: skip
+        else:  # window only: the shared kernel with no compressed entry chosen
+            none = torch.full((n, 1), -1, dtype=torch.int32, device=dev)
+            out, _ = sparse_mla_attention(
+                q.to(torch.bfloat16), pos32, seq_ids, *swa, *comp, CSA_RATIO, none,
+                sink.float(), scale, window=window,
+            )  # fmt: skip
         return out.to(q.dtype)
