@@ -6,8 +6,10 @@ Counters are exposed with `_total` (`vllm:generation_tokens_total`, `vllm:prompt
 
 from __future__ import annotations
 
-import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
                     2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)  # fmt: skip
@@ -22,8 +24,6 @@ class EngineMetrics:
     """
 
     def __init__(self, model_name: str) -> None:
-        # vLLM exposes no `*_created` series (it calls this too, `vllm/v1/metrics/prometheus.py`)
-        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         labels = ["model_name", "engine"]
         values = {"model_name": model_name, "engine": "0"}
@@ -81,6 +81,28 @@ class EngineMetrics:
         """Count one finished request ("stop", "length" or "abort")."""
         self._success.labels(**self._values, finished_reason=finished_reason).inc()
 
+    def exposition(self) -> bytes:
+        """The Prometheus text exposition, without `*_created` series.
+
+        vLLM exposes none (it calls `prometheus_client.disable_created_metrics()`, a process-wide
+        switch; here they are filtered per registry so other registries in the process keep
+        theirs).
+        """
+        return generate_latest(_WithoutCreated(self.registry))
+
     def metric_names(self) -> set[str]:
         """Names of all families in the registry (without the `_total` suffix of counters)."""
         return {m.name for m in self.registry.collect()}
+
+
+class _WithoutCreated:
+    """A collector view of a registry that drops `*_created` samples."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        """The registry's families, each without its `_created` samples."""
+        for family in self.registry.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from .engine import Engine, Request, SamplingParams, TokenEvent
 from .metrics import EngineMetrics
@@ -378,7 +378,7 @@ class EngineServer:
     async def metrics_handler(self, _request: web.Request) -> web.Response:
         """`GET /metrics` in the Prometheus text format."""
         return web.Response(
-            body=generate_latest(self.metrics.registry),
+            body=self.metrics.exposition(),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
 
