@@ -92,12 +92,15 @@ def test_killed_mid_reconcile_then_restarted_converges_without_duplicates(
     namespace: str,
     proxy: FaultingProxy,
     proxied_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     body = _fitting_example()
     name = body["metadata"]["name"]
     # Hold the first LeaderWorkerSet apply for 5 s: the operator is killed while it waits.
     held = proxy.add(Fault("PATCH", rf"/namespaces/{namespace}/leaderworkersets/", 0, delay=5))
-    with operator_process(proxied_env, "--namespace", namespace) as first:
+    with operator_process(
+        proxied_env, "--namespace", namespace, log=tmp_path / "operator.log"
+    ) as first:
         control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
         wait_until(lambda: held.hits == 1, "operator mid-reconcile (LWS apply in flight)", 60)
         os.kill(first.pid, signal.SIGKILL)
@@ -106,7 +109,7 @@ def test_killed_mid_reconcile_then_restarted_converges_without_duplicates(
     wait_until(lambda: proxy.records("PATCH", r"/leaderworkersets/"), "held request dropped", 10)
     assert cluster.get(LWS_V, "leaderworkersets", namespace, name) is None
 
-    with operator_process(proxied_env, "--namespace", namespace):
+    with operator_process(proxied_env, "--namespace", namespace, log=tmp_path / "operator.log"):
         cluster.wait_condition(namespace, name, "Planned", "True", timeout=60)
         wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 30)
         cr = cluster.dsv4(namespace, name)
@@ -126,6 +129,7 @@ def test_conflicts_throttling_and_server_errors_are_retried(
     namespace: str,
     proxy: FaultingProxy,
     proxied_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     body = _fitting_example()
     name = body["metadata"]["name"]
@@ -133,7 +137,7 @@ def test_conflicts_throttling_and_server_errors_are_retried(
     proxy.add(Fault("PATCH", lws_path, 409, times=2))
     proxy.add(Fault("PATCH", rf"/namespaces/{namespace}/configmaps/", 429, retry_after=1))
     proxy.add(Fault("PATCH", rf"/namespaces/{namespace}/deepseekv4deployments/{name}/status", 500))
-    with operator_process(proxied_env, "--namespace", namespace):
+    with operator_process(proxied_env, "--namespace", namespace, log=tmp_path / "operator.log"):
         control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
         cluster.wait_condition(namespace, name, "Planned", "True", timeout=60)
         wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 30)

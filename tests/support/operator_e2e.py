@@ -59,25 +59,30 @@ def operator_env(kubeconfig: Path, **settings: object) -> dict[str, str]:
 
 
 @contextmanager
-def operator_process(env: Mapping[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
-    """`dsv4 operator run ARGS` as a child process (killed, if still running, on exit)."""
+def operator_process(
+    env: Mapping[str, str], *args: str, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`dsv4 operator run ARGS` as a child process (killed, if still running, on exit).
+
+    Its output goes to `log` (appended), or is discarded: never to an unread pipe, which fills
+    up and blocks the operator's logging.
+    """
     dsv4 = Path(sys.executable).parent / "dsv4"
-    proc = subprocess.Popen(
-        [str(dsv4), "operator", "run", *args],
-        env=dict(env),
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    sink = open(log, "ab") if log is not None else open(os.devnull, "wb")  # noqa: SIM115
+    with sink:
+        proc = subprocess.Popen(
+            [str(dsv4), "operator", "run", *args],
+            env=dict(env),
+            cwd=REPO_ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
 
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 30) -> Any:

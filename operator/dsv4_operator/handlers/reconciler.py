@@ -241,8 +241,11 @@ class Reconciler:
                 result = "applied"
         before, after = _ready(status), _ready(desired)
         warning = after.get("reason") in _WARNING_REASONS
+        # Events: every error (again when its message changes), and Ready turning True; a
+        # rollout in progress (Ready=False, ReplicasNotReady) is not news.
         fields = ("reason", "status", "message") if warning else ("reason", "status")
-        if after and any(after.get(f) != before.get(f) for f in fields):
+        newsworthy = warning or after.get("status") == "True"
+        if after and newsworthy and any(after.get(f) != before.get(f) for f in fields):
             kind = "Warning" if warning else "Normal"
             emit(kind, str(after["reason"]), str(after.get("message", "")))
         return Outcome(result, message)
