@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,8 @@ def test_deployment_runs_the_operator_non_root_with_our_settings() -> None:
     assert pod["securityContext"]["runAsUser"] != 0
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["serviceAccountName"] == "r1-dsv4-operator"
     assert container["livenessProbe"]["httpGet"]["port"] == "health"
 
@@ -312,3 +315,12 @@ def test_operator_cli_takes_the_flags_the_chart_passes() -> None:
     result = CliRunner().invoke(app, ["operator", "run", "--help"])
     assert result.exit_code == 0
     assert "--verbose" in result.output
+
+
+def test_packaged_chart_holds_crds_dashboard_and_schema(tmp_path: Path) -> None:
+    helm("package", str(CHART_DIR), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("dsv4-operator-*.tgz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    for part in ("crds/" + CRD_FILE.name, "dashboards/dsv4-overview.json", "values.schema.json"):
+        assert f"dsv4-operator/{part}" in names
