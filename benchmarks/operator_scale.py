@@ -35,15 +35,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.support.cluster import (  # noqa: E402  (needs the repo root on sys.path)
-    UPSTREAM_CRD_FILES,
     ControlPlane,
-    load_upstream_crd,
     missing_binaries,
-    transform_crd_for_1_20,
 )
 from tests.support.operator_e2e import (  # noqa: E402
     Cluster,
     apiserver_write_counts,
+    crds_for_local_plane,
     operator_env,
     operator_process,
 )
@@ -67,15 +65,9 @@ def _free_port() -> int:
 
 
 def _install_crds(plane: ControlPlane) -> None:
-    lws = "leaderworkerset.x-k8s.io_leaderworkersets.yaml"
-    assert lws in UPSTREAM_CRD_FILES
-    crd, _ = transform_crd_for_1_20(load_upstream_crd(lws))
-    generated = yaml.safe_load(
-        next((REPO_ROOT / "crds").glob("*deepseekv4deployments*.yaml")).read_text()
-    )
-    ours, _ = transform_crd_for_1_20(generated, drop_empty_defaults=False, atomic_list_maps=False)
-    plane.apply(crd, ours)
-    plane.wait_crd_established(crd["metadata"]["name"], ours["metadata"]["name"])
+    crds = crds_for_local_plane()
+    plane.apply(*crds)
+    plane.wait_crd_established(*(c["metadata"]["name"] for c in crds))
 
 
 def _bodies(count: int) -> list[dict[str, Any]]:

@@ -230,3 +230,36 @@ def apiserver_write_counts(plane: ControlPlane, resources: set[str]) -> dict[str
             key = f"{verb} {resource}/{labels.get('subresource', '').strip(chr(34))}"
             total[key] = total.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))
     return total
+
+
+def crds_for_local_plane() -> list[Json]:
+    """The DeepSeekV4Deployment CRD (`crds/`) and the upstream LWS CRD, adapted to the 1.20 server.
+
+    As the e2e fixtures do (test-cluster.md §2.8): CEL rules dropped from both; the LWS CRD also
+    loses empty-string defaults and list-map keys. For the local plane only, never for a cluster.
+    """
+    from tests.support.cluster import load_upstream_crd, transform_crd_for_1_20
+
+    lws, _ = transform_crd_for_1_20(
+        load_upstream_crd("leaderworkerset.x-k8s.io_leaderworkersets.yaml")
+    )
+    generated = yaml.safe_load(
+        next((REPO_ROOT / "crds").glob("*deepseekv4deployments*.yaml")).read_text()
+    )
+    ours, _ = transform_crd_for_1_20(generated, drop_empty_defaults=False, atomic_list_maps=False)
+    return [ours, lws]
+
+
+def _install_crds_main() -> int:
+    """`python -m tests.support.operator_e2e install-crds`: apply both CRDs with `kubectl`."""
+    docs = yaml.safe_dump_all(crds_for_local_plane(), sort_keys=False)
+    apply = ["kubectl", "apply", "--server-side", "--field-manager", "dsv4-local", "-f", "-"]
+    done = subprocess.run(apply, input=docs, text=True, check=False)
+    return done.returncode
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["install-crds"]:
+        print("usage: python -m tests.support.operator_e2e install-crds", file=sys.stderr)
+        raise SystemExit(2)
+    raise SystemExit(_install_crds_main())
