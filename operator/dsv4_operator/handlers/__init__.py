@@ -5,6 +5,6 @@ registers on kopf's default registry for `kopf run -m dsv4_operator.handlers.reg
 """
 
 from dsv4_operator.handlers.reconciler import Outcome, Reconciler
-from dsv4_operator.handlers.run import build_registry, run
+from dsv4_operator.handlers.runner import build_registry, run
 
 __all__ = ["Outcome", "Reconciler", "build_registry", "run"]

@@ -7,7 +7,7 @@ from the `DSV4_OPERATOR_*` environment variables (`OperatorSettings.from_env`).
 
 import kopf
 
-from dsv4_operator.handlers.run import build_registry
+from dsv4_operator.handlers.runner import build_registry
 from dsv4_operator.settings import OperatorSettings
 
 __all__: list[str] = []

@@ -1,0 +1,121 @@
+"""Settings, the kopf wiring of `run`, `dsv4 operator run`, and the operator metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import pytest
+from prometheus_client import generate_latest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from dsv4_operator import cli
+from dsv4_operator.handlers import build_registry
+from dsv4_operator.handlers import runner as run_module
+from dsv4_operator.metrics import OperatorMetrics
+from dsv4_operator.settings import DEFAULT_RUNTIME_IMAGE, OperatorSettings
+
+
+def test_settings_from_env_round_trip() -> None:
+    env = {
+        "DSV4_OPERATOR_NAMESPACES": "team-a, team-b",
+        "DSV4_OPERATOR_PEERING": "dsv4",
+        "DSV4_OPERATOR_PRIORITY": "7",
+        "DSV4_OPERATOR_RESYNC_SECONDS": "2.5",
+        "DSV4_OPERATOR_METRICS_PORT": "0",
+        "UNRELATED": "x",
+    }
+    settings = OperatorSettings.from_env(env)
+    assert settings.namespaces == ("team-a", "team-b")
+    assert (settings.peering, settings.priority, settings.resync_seconds) == ("dsv4", 7, 2.5)
+    assert settings.runtime_image == DEFAULT_RUNTIME_IMAGE
+    assert OperatorSettings.from_env(settings.to_env()) == settings
+    with pytest.raises(ValidationError, match="resync_seconds"):
+        OperatorSettings.from_env({"DSV4_OPERATOR_RESYNC_SECONDS": "-1"})
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (
+            OperatorSettings(),
+            {"clusterwide": True, "namespaces": (), "standalone": True, "peering_name": None},
+        ),
+        (
+            OperatorSettings(namespaces=("a", "b"), peering="dsv4", priority=5, liveness_port=8081),
+            {
+                "clusterwide": False,
+                "namespaces": ("a", "b"),
+                "standalone": False,
+                "peering_name": "dsv4",
+                "priority": 5,
+                "liveness_endpoint": "http://0.0.0.0:8081/healthz",
+            },
+        ),
+    ],
+)
+def test_run_passes_settings_to_kopf(
+    monkeypatch: pytest.MonkeyPatch, settings: OperatorSettings, expected: dict[str, Any]
+) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(kopf, "configure", lambda **kw: None)
+    run_module.run(settings)
+    assert {k: seen[k] for k in expected} == expected
+    assert isinstance(seen["registry"], kopf.OperatorRegistry)
+
+
+def test_registry_has_the_handlers() -> None:
+    registry = build_registry(OperatorSettings(resync_seconds=3))
+    resource = kopf.Resource("dsv4.io", "v1alpha1", "deepseekv4deployments")
+    changing = registry._changing.get_all_handlers()
+    names = {h.id for h in changing}
+    assert any("reconcile" in n for n in names), names
+    assert any("forget" in n for n in names), names
+    timers: list[Any] = list(registry._spawning.get_all_handlers())
+    assert [h.interval for h in timers] == [3]
+    handlers: list[Any] = [*changing, *timers]
+    assert all(h.selector.check(resource) for h in handlers)
+    assert registry._activities.get_all_handlers()
+
+
+def test_cli_operator_run_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[OperatorSettings, bool]] = []
+    monkeypatch.setattr(kopf, "run", lambda **kw: None)
+    from dsv4_operator import handlers
+
+    monkeypatch.setattr(handlers, "run", lambda s, verbose=False: seen.append((s, verbose)))
+    monkeypatch.setenv("DSV4_OPERATOR_RESYNC_SECONDS", "30")
+    monkeypatch.setenv("DSV4_OPERATOR_RUNTIME_IMAGE", "env/image:1")
+    result = CliRunner().invoke(
+        cli.app,
+        ["operator", "run", "-n", "a", "-n", "b", "--peering", "p", "--priority", "3",
+         "--metrics-port", "0", "--verbose"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ((settings, verbose),) = seen
+    assert settings.namespaces == ("a", "b")
+    assert (settings.peering, settings.priority, settings.metrics_port) == ("p", 3, 0)
+    assert (settings.resync_seconds, settings.runtime_image) == (30.0, "env/image:1")
+    assert verbose
+
+
+def test_metrics_by_result_and_gpu_type() -> None:
+    metrics = OperatorMetrics()
+    metrics.observe("ns/a", "applied", 0.2)
+    metrics.observe("ns/b", "invalid_spec", 0.01)
+    metrics.set_plan("ns/a", "h100-80gb", 24)
+    metrics.set_plan("ns/b", "h100-80gb", 8)
+    text = generate_latest(metrics.registry).decode()
+    assert 'dsv4_operator_reconciles_total{result="applied"} 1.0' in text
+    assert 'dsv4_operator_reconciles_total{result="invalid_spec"} 1.0' in text
+    assert "dsv4_operator_reconcile_duration_seconds_count 2.0" in text
+    assert "dsv4_operator_managed_deployments 2.0" in text
+    assert 'dsv4_operator_planned_gpus{gpu_type="h100-80gb"} 32.0' in text
+    metrics.set_plan("ns/a", "h200-141gb", 16)
+    metrics.forget("ns/b")
+    text = generate_latest(metrics.registry).decode()
+    assert 'dsv4_operator_planned_gpus{gpu_type="h100-80gb"} 0.0' in text
+    assert 'dsv4_operator_planned_gpus{gpu_type="h200-141gb"} 16.0' in text
+    assert "dsv4_operator_managed_deployments 1.0" in text
