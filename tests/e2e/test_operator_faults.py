@@ -154,3 +154,33 @@ def test_conflicts_throttling_and_server_errors_are_retried(
     retries = [e for e in cluster.events(namespace, name) if e["reason"] == "ApiRetry"]
     assert retries, "no ApiRetry Event for the injected errors"
     assert any("HTTP 409" in e["message"] for e in retries)
+
+
+def test_missing_lws_api_is_reported_then_picked_up(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    proxy: FaultingProxy,
+    proxied_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Discovery of leaderworkerset.x-k8s.io/v1 answers 404 (LWS not installed) until it is."""
+    body = _fitting_example()
+    name = body["metadata"]["name"]
+    hidden = proxy.add(Fault("GET", r"^/apis/leaderworkerset\.x-k8s\.io/v1$", 404, times=10**6))
+    log = tmp_path / "operator.log"
+    with operator_process(proxied_env, "--namespace", namespace, log=log):
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        degraded = cluster.wait_condition(
+            namespace, name, "Degraded", "True", "LeaderWorkerSetMissing", timeout=60
+        )
+        assert "leaderworkerset.x-k8s.io/v1" in degraded["message"]
+        assert cluster.condition(namespace, name, "Ready")["reason"] == "LeaderWorkerSetMissing"
+        assert cluster.get("v1", "configmaps", namespace, f"{name}-plan") is not None
+        assert cluster.get(LWS_V, "leaderworkersets", namespace, name) is None
+        warnings = [e for e in cluster.events(namespace, name) if e["type"] == "Warning"]
+        assert any(e["reason"] == "LeaderWorkerSetMissing" for e in warnings)
+        assert "LeaderWorkerSet API" in log.read_text()  # the startup log says it clearly
+        hidden.times = hidden.hits  # "install" LWS: discovery answers again
+        wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 30)
+        cluster.wait_condition(namespace, name, "Degraded", "False", timeout=30)
