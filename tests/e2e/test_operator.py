@@ -20,13 +20,7 @@ import yaml
 from kopf.testing import KopfRunner
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support.cluster import REPO_ROOT, ControlPlane
-from tests.support.operator_e2e import (
-    Cluster,
-    LwsStatusStandIn,
-    apiserver_write_counts,
-    operator_env,
-    wait_until,
-)
+from tests.support.operator_e2e import Cluster, LwsStatusStandIn, operator_env, wait_until
 
 from dsv4_operator.api import parse_deployment, quantity_bytes
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
@@ -102,11 +96,6 @@ def _scrape(port: int) -> dict[str, float] | None:
             key = sample.name + json.dumps(sample.labels, sort_keys=True)
             out[key] = sample.value
     return out
-
-
-def _operator_writes(port: int) -> float:
-    samples = _scrape(port) or {}
-    return sum(v for k, v in samples.items() if k.startswith("dsv4_operator_api_writes_total"))
 
 
 def _apply(plane: ControlPlane, namespace: str, doc: dict[str, Any] | Path) -> None:
@@ -397,41 +386,3 @@ def test_paused_stops_changes(
         ),
         "LWS scaled to 3 after unpausing",
     )
-
-
-def test_noop_resync_writes_nothing(
-    operator: KopfRunner,
-    control_plane: ControlPlane,
-    cluster: Cluster,
-    namespace: str,
-    metrics_port: int,
-) -> None:
-    body, name = _fitting_example()
-    _apply(control_plane, namespace, body)
-    wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS")
-    LwsStatusStandIn(cluster).report(namespace, name)
-    cluster.wait_condition(namespace, name, "Ready", "True")
-    # Earlier tests' namespaces are deleted without waiting; their deletion writes (kopf's
-    # bookkeeping on the dying resources) are not part of this resync.
-    wait_until(
-        lambda: (
-            not any(
-                ns["status"].get("phase") == "Terminating"
-                for ns in control_plane.kubectl_json("get", "namespaces")["items"]
-            )
-        ),
-        "earlier namespaces deleted",
-        timeout=60,
-    )
-    time.sleep(2 * RESYNC_SECONDS)  # let in-flight reconciles finish
-    ours = {"deepseekv4deployments", "leaderworkersets", "configmaps", "services"}
-    ours |= {"poddisruptionbudgets", "events"}
-    before = (_operator_writes(metrics_port), apiserver_write_counts(control_plane, ours))
-    resynced = _scrape(metrics_port) or {}
-    time.sleep(4 * RESYNC_SECONDS)
-    after = (_operator_writes(metrics_port), apiserver_write_counts(control_plane, ours))
-    reconciles = _scrape(metrics_port) or {}
-    count = sum(v for k, v in reconciles.items() if k.startswith("dsv4_operator_reconciles_total"))
-    count -= sum(v for k, v in resynced.items() if k.startswith("dsv4_operator_reconciles_total"))
-    assert count >= 3, "the resync timer did not run"
-    assert after == before, f"writes during a no-op resync: operator {before} -> {after}"

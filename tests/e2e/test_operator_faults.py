@@ -1,14 +1,16 @@
-"""The operator under faults, against the real control plane: API errors and a killed operator.
+"""The operator through a recording, fault-injecting proxy, against the real control plane.
 
-The operator runs as `dsv4 operator run` (a child process, so it can be SIGKILLed) and talks to
-the apiserver through the TEST-ONLY `FaultingProxy`, which answers chosen requests with 409, 429
-or 500, or holds one back, and forwards everything else unchanged.
+The operator runs as `dsv4 operator run` (a child process, so it can be SIGKILLed), watches only
+the test's namespace, and talks to the apiserver through the TEST-ONLY `FaultingProxy`, which
+records every request, answers chosen ones with 409, 429 or 500 (or holds one back), and forwards
+everything else unchanged. Every request the operator sends (kopf's included) is in the record.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from tests.support.cluster import REPO_ROOT, ControlPlane
 from tests.support.faulting_proxy import Fault, FaultingProxy
 from tests.support.operator_e2e import (
     Cluster,
+    LwsStatusStandIn,
     operator_env,
     operator_process,
     plane_credentials,
@@ -184,3 +187,29 @@ def test_missing_lws_api_is_reported_then_picked_up(
         hidden.times = hidden.hits  # "install" LWS: discovery answers again
         wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 30)
         cluster.wait_condition(namespace, name, "Degraded", "False", timeout=30)
+
+
+def test_noop_resync_sends_no_write_requests(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    proxy: FaultingProxy,
+    proxied_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    body = _fitting_example()
+    name = body["metadata"]["name"]
+    log = tmp_path / "operator.log"
+    with operator_process(proxied_env, "--namespace", namespace, log=log):
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 60)
+        LwsStatusStandIn(cluster).report(namespace, name)
+        cluster.wait_condition(namespace, name, "Ready", "True", timeout=30)
+        time.sleep(2)  # resyncs (every 1 s) pick up the final state
+        start = len(proxy.log)
+        time.sleep(5)
+        window = proxy.log[start:]
+    reads = [r for r in window if r.method == "GET" and "/leaderworkersets/" in r.path]
+    writes = [(r.method, r.path) for r in window if r.method in {"POST", "PUT", "PATCH", "DELETE"}]
+    assert len(reads) >= 3, "the resync did not run (no LWS reads in 5 s)"
+    assert writes == []

@@ -158,6 +158,7 @@ class Reconciler:
         try:
             spec = parse_spec(body.get("spec") or {})
         except InvalidSpecError as error:
+            self.metrics.set_plan(f"{namespace}/{name}", None, 0)
             obs = Observation(owner, error_reason=INVALID_SPEC, error_message=str(error))
             return self._report(obs, status, emit, "invalid_spec", str(error))
         if spec.paused:
@@ -165,6 +166,7 @@ class Reconciler:
         try:
             planned = plan(request_from_spec(spec))
         except PlanningError as error:
+            self.metrics.set_plan(f"{namespace}/{name}", None, 0)
             obs = Observation(owner, error_reason=PLAN_FAILED, error_message=str(error))
             return self._report(obs, status, emit, "plan_failed", str(error))
         if not planned.fits:

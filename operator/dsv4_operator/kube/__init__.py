@@ -1,6 +1,12 @@
 """The only package that talks to the API server: reads, server-side apply, status, discovery."""
 
-from dsv4_operator.kube.apply import AppliedChild, apply_children, contains
+from dsv4_operator.kube.apply import (
+    RENDERED_HASH,
+    AppliedChild,
+    apply_children,
+    contains,
+    with_rendered_hash,
+)
 from dsv4_operator.kube.client import (
     ApiError,
     KubeClient,
@@ -12,6 +18,7 @@ from dsv4_operator.kube.client import (
 from dsv4_operator.kube.discovery import ClusterApis, discover
 
 __all__ = [
+    "RENDERED_HASH",
     "ApiError",
     "AppliedChild",
     "ClusterApis",
@@ -23,4 +30,5 @@ __all__ = [
     "contains",
     "discover",
     "resource_path",
+    "with_rendered_hash",
 ]

@@ -4,10 +4,17 @@ A no-op resync must write nothing, so each child is read first and applied only 
 we render differs from the live object (`contains`). The live object may carry more (defaults,
 other managers' fields, status); only our fields count. Quantities are compared by value, since
 the API server rewrites them in canonical form (`1024Mi` is stored as `1Gi`).
+
+A field we stop rendering (a toleration removed from the spec) is still "contained", so each
+child also carries the hash of what was rendered (`dsv4.io/rendered-hash`): a different hash
+means a different rendering, and server-side apply then drops the fields we no longer own.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -15,7 +22,10 @@ from typing import Any, Final, Literal
 from dsv4_operator.api.v1alpha1.quantities import parse_quantity
 from dsv4_operator.kube.client import KubeClient
 
-__all__ = ["AppliedChild", "apply_children", "contains"]
+__all__ = ["RENDERED_HASH", "AppliedChild", "apply_children", "contains", "with_rendered_hash"]
+
+RENDERED_HASH: Final = "dsv4.io/rendered-hash"
+"""Annotation holding the SHA-256 (first 16 hex digits) of the rendered child."""
 
 _QUANTITY_MAPS: Final = frozenset({"requests", "limits"})
 """Keys of mappings whose values are quantities (container resources)."""
@@ -77,6 +87,15 @@ class AppliedChild:
     live: dict[str, Any]
 
 
+def with_rendered_hash(child: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `child` with `RENDERED_HASH` set to the hash of its JSON (sorted keys)."""
+    digest = hashlib.sha256(json.dumps(child, sort_keys=True).encode()).hexdigest()[:16]
+    out = copy.deepcopy(dict(child))
+    meta = out["metadata"]
+    meta["annotations"] = {**(meta.get("annotations") or {}), RENDERED_HASH: digest}
+    return out
+
+
 def _is_current(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     if live.get("metadata", {}).get("deletionTimestamp"):
         return False
@@ -100,7 +119,8 @@ def apply_children(kube: KubeClient, children: Sequence[Mapping[str, Any]]) -> l
         ApiError: any other failure.
     """
     results: list[AppliedChild] = []
-    for child in children:
+    for rendered in children:
+        child = with_rendered_hash(rendered)
         meta = child["metadata"]
         kind, name = str(child["kind"]), str(meta["name"])
         live = kube.get(child["apiVersion"], kind, meta["namespace"], name)

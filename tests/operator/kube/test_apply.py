@@ -8,6 +8,7 @@ import pytest
 from tests.operator.kube.fake_api import FakeApi
 
 from dsv4_operator.kube import (
+    RENDERED_HASH,
     ApiError,
     KubeClient,
     TransientApiError,
@@ -15,6 +16,7 @@ from dsv4_operator.kube import (
     contains,
     discover,
     resource_path,
+    with_rendered_hash,
 )
 
 
@@ -150,3 +152,20 @@ def test_resource_paths() -> None:
         resource_path("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "ns")
         == "/apis/leaderworkerset.x-k8s.io/v1/namespaces/ns/leaderworkersets"
     )
+
+
+def test_a_field_no_longer_rendered_is_applied_away() -> None:
+    api = FakeApi()
+    kube = KubeClient(api, "m")
+    with_label = _cm()
+    with_label["metadata"]["labels"]["extra"] = "yes"
+    apply_children(kube, [with_label])
+    # The live object still "contains" the smaller rendering; the hash tells them apart.
+    (result,) = apply_children(kube, [_cm()])
+    assert result.action == "updated"
+    live = api.objects["/api/v1/namespaces/ns/configmaps/c"]
+    assert (
+        live["metadata"]["annotations"][RENDERED_HASH]
+        == (with_rendered_hash(_cm())["metadata"]["annotations"][RENDERED_HASH])
+    )
+    assert apply_children(kube, [_cm()])[0].action == "unchanged"
