@@ -46,8 +46,18 @@ pytestmark = pytest.mark.e2e
 
 EXAMPLE = REPO_ROOT / "examples" / "flash-4x-h100.yaml"
 CRD_NAME = "deepseekv4deployments.dsv4.io"
-OLD_CRD_DROPS = "cost"
-"""The spec property the "previous" chart's CRD lacks."""
+
+
+def _droppable_field() -> str:
+    """An optional spec field the example sets (alphabetically first): the old CRD lacks it."""
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    example = yaml.safe_load(EXAMPLE.read_text())["spec"]
+    return sorted(set(example) - set(spec.get("required", [])))[0]
+
+
+OLD_CRD_DROPS = _droppable_field()
+"""The spec property the "previous" chart's CRD lacks (`cost` with today's API and example)."""
 
 
 def crd_for_1_20(crd: Json) -> Json:
