@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 __all__ = [
     "CHART_DIR",
     "SCHEMA_FILE",
+    "CapabilitiesValues",
     "ChartValues",
     "CrdValues",
     "DashboardValues",
@@ -32,6 +33,7 @@ __all__ = [
     "PodSecurityContextValues",
     "RbacValues",
     "ResourcesValues",
+    "SeccompProfileValues",
     "SecurityContextValues",
     "ServiceAccountValues",
     "ServiceMonitorValues",

@@ -122,3 +122,13 @@ def test_schema_is_draft_2020_12_and_closed() -> None:
     assert set(schema["properties"]) == {
         field.alias or name for name, field in ChartValues.model_fields.items()
     }
+
+
+def test_module_exports_every_public_name() -> None:
+    public = {
+        name
+        for name, obj in vars(chart_values).items()
+        if not name.startswith("_") and getattr(obj, "__module__", None) == chart_values.__name__
+    }
+    assert public <= set(chart_values.__all__)
+    assert all(hasattr(chart_values, name) for name in chart_values.__all__)
