@@ -20,7 +20,13 @@ import yaml
 from kopf.testing import KopfRunner
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support.cluster import REPO_ROOT, ControlPlane
-from tests.support.operator_e2e import Cluster, LwsStatusStandIn, operator_env, wait_until
+from tests.support.operator_e2e import (
+    Cluster,
+    LwsStatusStandIn,
+    operator_env,
+    wait_event,
+    wait_until,
+)
 
 from dsv4_operator.api import parse_deployment, quantity_bytes
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
@@ -205,9 +211,8 @@ def test_example_rolls_out_with_owned_children(
     cluster.wait_condition(namespace, name, "Ready", "True", "AllReplicasReady", timeout=15)
     final = cluster.dsv4(namespace, name)["status"]  # type: ignore[index]
     assert (final["replicas"], final["readyReplicas"]) == (spec.replicas, spec.replicas)
-    planned = [e for e in cluster.events(namespace, name) if e["reason"] == "PlanChanged"]
-    assert planned, "no PlanChanged Event"
-    assert f"none -> {want['layout']['gpus']} x {want['gpu']['type']}" in planned[0]["message"]
+    first = f"none -> {want['layout']['gpus']} x {want['gpu']['type']}"
+    assert wait_event(cluster, namespace, name, "PlanChanged", first)["type"] == "Normal"
 
 
 def _fitting_example() -> tuple[dict[str, Any], str]:
@@ -277,13 +282,7 @@ def test_gpu_type_change_emits_old_and_new_gpu_counts(
     old = f"{first.chosen.layout.gpus} x {first.chosen.gpu.name}"
     new = f"{second.chosen.layout.gpus} x {second.chosen.gpu.name}"
 
-    def event() -> bool:
-        return any(
-            e["reason"] == "PlanChanged" and f"{old} -> {new}" in e["message"]
-            for e in cluster.events(namespace, name)
-        )
-
-    wait_until(event, f"PlanChanged Event {old} -> {new}")
+    wait_event(cluster, namespace, name, "PlanChanged", f"{old} -> {new}")
     lws = cluster.get(LWS_V, "leaderworkersets", namespace, name)
     assert lws is not None
     label = second.chosen.gpu.label
@@ -343,14 +342,9 @@ def test_invalid_and_unplannable_crs_report_while_valid_ones_reconcile(
     assert "gpusPerNode" in ready["message"]
     cluster.wait_condition(namespace, "pro-on-one-4090", "Ready", "False", "InsufficientCapacity")
     cluster.wait_condition(namespace, good_name, "Planned", "True")
-    warnings = {
-        (e["involvedObject"]["name"], e["reason"])
-        for name in ("bad-tp", "pro-on-one-4090")
-        for e in cluster.events(namespace, name)
-        if e["type"] == "Warning"
-    }
-    assert ("bad-tp", "InvalidSpec") in warnings
-    assert ("pro-on-one-4090", "InsufficientCapacity") in warnings
+    assert wait_event(cluster, namespace, "bad-tp", "InvalidSpec")["type"] == "Warning"
+    too_small_event = wait_event(cluster, namespace, "pro-on-one-4090", "InsufficientCapacity")
+    assert too_small_event["type"] == "Warning"
     assert cluster.get(LWS_V, "leaderworkersets", namespace, "bad-tp") is None
 
     # Fixing the spec recovers it: the operator did not give up on the resource.

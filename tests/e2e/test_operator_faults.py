@@ -25,6 +25,7 @@ from tests.support.operator_e2e import (
     operator_env,
     operator_process,
     plane_credentials,
+    wait_event,
     wait_until,
     write_kubeconfig,
 )
@@ -154,9 +155,7 @@ def test_conflicts_throttling_and_server_errors_are_retried(
         first_ok = next(i for i, (code, injected) in enumerate(seen) if not injected)
         assert all(injected for _, injected in seen[:first_ok]), seen
         assert 200 <= seen[first_ok][0] < 300, seen
-    retries = [e for e in cluster.events(namespace, name) if e["reason"] == "ApiRetry"]
-    assert retries, "no ApiRetry Event for the injected errors"
-    assert any("HTTP 409" in e["message"] for e in retries)
+    assert wait_event(cluster, namespace, name, "ApiRetry", "HTTP 409")["type"] == "Warning"
 
 
 def test_missing_lws_api_is_reported_then_picked_up(
@@ -181,8 +180,8 @@ def test_missing_lws_api_is_reported_then_picked_up(
         assert cluster.condition(namespace, name, "Ready")["reason"] == "LeaderWorkerSetMissing"
         assert cluster.get("v1", "configmaps", namespace, f"{name}-plan") is not None
         assert cluster.get(LWS_V, "leaderworkersets", namespace, name) is None
-        warnings = [e for e in cluster.events(namespace, name) if e["type"] == "Warning"]
-        assert any(e["reason"] == "LeaderWorkerSetMissing" for e in warnings)
+        event = wait_event(cluster, namespace, name, "LeaderWorkerSetMissing")
+        assert event["type"] == "Warning"
         assert "LeaderWorkerSet API" in log.read_text()  # the startup log says it clearly
         hidden.times = hidden.hits  # "install" LWS: discovery answers again
         wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 30)

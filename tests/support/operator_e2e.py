@@ -182,6 +182,24 @@ class Cluster:
         ]
 
 
+def wait_event(
+    cluster: Cluster, namespace: str, name: str, reason: str, text: str = "", timeout: float = 30
+) -> Json:
+    """Wait for an Event on the DeepSeekV4Deployment with `reason` whose message has `text`.
+
+    kopf posts Events from a queue, so they may land a moment after the status they go with.
+    """
+
+    def find() -> Json | None:
+        for event in cluster.events(namespace, name):
+            if event.get("reason") == reason and text in event.get("message", ""):
+                return event
+        return None
+
+    found: Json = wait_until(find, f"Event {reason!r} on {namespace}/{name}", timeout)
+    return found
+
+
 class LwsStatusStandIn:
     """TEST-ONLY stand-in for the LWS controller: writes LeaderWorkerSet status, nothing else."""
 
