@@ -23,6 +23,7 @@ from tests.support.cluster import REPO_ROOT, ControlPlane
 from tests.support.operator_e2e import (
     Cluster,
     LwsStatusStandIn,
+    collect_leaked_transports,
     operator_env,
     wait_event,
     wait_until,
@@ -80,6 +81,7 @@ def operator(
         with KopfRunner(args, timeout=60) as runner:
             wait_until(lambda: _scrape(metrics_port) is not None, "operator metrics up", 30)
             yield runner
+    collect_leaked_transports()
     failure: BaseException | None = runner.exception  # kopf types it as never None
     assert failure is None, runner.output[-4000:]
     assert runner.exit_code == 0, runner.output[-4000:]

@@ -22,6 +22,7 @@ from tests.support.faulting_proxy import Fault, FaultingProxy
 from tests.support.operator_e2e import (
     Cluster,
     LwsStatusStandIn,
+    collect_leaked_transports,
     operator_env,
     operator_process,
     plane_credentials,
@@ -60,6 +61,7 @@ def proxy(control_plane: ControlPlane) -> Iterator[FaultingProxy]:
         yield running
     finally:
         running.stop()
+        collect_leaked_transports()
 
 
 @pytest.fixture

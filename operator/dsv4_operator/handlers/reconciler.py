@@ -61,7 +61,8 @@ class Outcome:
         result: the metrics label (`applied`, `unchanged`, `invalid_spec`...).
         message: the error, when there was one.
         retry_after: seconds before a retry when the failure was transient, else None.
-        writes: write requests this reconcile sent through the operator's client.
+        writes: write requests sent through the operator's client (Events included) while this
+            reconcile ran; exact when reconciles do not overlap (the client is shared).
     """
 
     result: Result
@@ -100,6 +101,7 @@ class Reconciler:
         image: worker image used when `spec.engine.image` is unset.
         retry_delay_seconds: delay before retrying after a transient API error.
         clock: returns the current UTC time (tests pin it).
+        apis: discovery result (filled on first use; asked again while LWS is missing).
     """
 
     kube: KubeClient
