@@ -213,6 +213,7 @@ def test_example_rolls_out_with_owned_children(
     cluster.wait_condition(namespace, name, "Ready", "True", "AllReplicasReady", timeout=15)
     final = cluster.dsv4(namespace, name)["status"]  # type: ignore[index]
     assert (final["replicas"], final["readyReplicas"]) == (spec.replicas, spec.replicas)
+    assert final["selector"] == f"leaderworkerset.sigs.k8s.io/name={name}"  # from LWS status
     first = f"none -> {want['layout']['gpus']} x {want['gpu']['type']}"
     assert wait_event(cluster, namespace, name, "PlanChanged", first)["type"] == "Normal"
 

@@ -269,7 +269,9 @@ def desired_status(
         "plan": plan_status(spec, plan),
         "replicas": int(st.get("replicas") or 0),
         "readyReplicas": int(st.get("readyReplicas") or 0),
-        "selector": _selector(obs.owner),
+        # The LWS controller's leader selector when it reports one (what HPA/KEDA count), else
+        # the same selection by our labels.
+        "selector": str(st.get("hpaPodSelector") or _selector(obs.owner)),
         "endpoint": obs.endpoint,
         "cost": _cost(spec, plan),
     }

@@ -43,6 +43,14 @@ def test_rolling_out_then_ready(case: Case) -> None:
     assert _conditions(ready)["Ready"] == ("True", "AllReplicasReady")
     assert _conditions(ready)["Progressing"] == ("False", "RolloutComplete")
     assert (ready["replicas"], ready["readyReplicas"]) == (want, want)
+    assert first["selector"] == (
+        f"app.kubernetes.io/instance={case.owner.name},app.kubernetes.io/name=deepseek-v4,"
+        f"dsv4.io/deployment={case.owner.name},dsv4.io/role=leader"
+    )
+    lws_selector = {**up, "hpaPodSelector": "leaderworkerset.sigs.k8s.io/name=x"}
+    assert desired_status(_obs(case, lws_selector), ready, T0)["selector"] == (
+        "leaderworkerset.sigs.k8s.io/name=x"
+    )
     by_type = {c["type"]: c for c in ready["conditions"]}
     assert by_type["Planned"]["lastTransitionTime"] == "2026-11-29T12:00:00Z"  # unchanged status
     assert by_type["Ready"]["lastTransitionTime"] == "2026-11-29T12:00:30Z"  # flipped
