@@ -353,9 +353,10 @@ def test_invalid_and_unplannable_crs_report_while_valid_ones_reconcile(
     # Fixing the spec recovers it: the operator did not give up on the resource.
     invalid["spec"]["parallelism"] = {"tensor": 4}
     invalid["spec"]["gpu"]["gpusPerNode"] = 8
-    if _expected(invalid)[1].fits:
-        _apply(control_plane, namespace, invalid)
-        cluster.wait_condition(namespace, "bad-tp", "Planned", "True")
+    assert _expected(invalid)[1].fits
+    _apply(control_plane, namespace, invalid)
+    cluster.wait_condition(namespace, "bad-tp", "Planned", "True")
+    wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, "bad-tp"), "LWS")
 
 
 def test_paused_stops_changes(
