@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import sys
@@ -97,6 +98,12 @@ def _rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, seconds (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _operator_counters(port: int) -> dict[str, float]:
@@ -189,6 +196,7 @@ def _rollout(cluster: Cluster, namespace: str, bodies: list[dict[str, Any]], pid
     print(f"per resource create -> reconciled: p50 {p50:.2f} s, p99 {p99:.2f} s")
     print(f"LeaderWorkerSets: {len(lws)}")
     print(f"operator RSS after reconciling: {_rss_bytes(pid) / 2**20:.0f} MiB")
+    print(f"operator CPU time so far: {_cpu_seconds(pid):.1f} s (2 cores shared with the plane)")
     return True
 
 
