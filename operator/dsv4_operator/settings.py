@@ -42,6 +42,10 @@ class OperatorSettings(BaseModel):
     replica a distinct one (kopf `docs/peering.rst`)."""
     resync_seconds: float = Field(default=60.0, gt=0, le=86_400)
     """Interval of the periodic resync (re-reads LWS status, repairs drifted children), s."""
+    progress_seconds: float = Field(default=10.0, gt=0, le=86_400)
+    """Interval of the faster resync while a rollout is in progress (Ready=False with reason
+    ReplicasNotReady), so readiness shows up in status without waiting for the full resync;
+    not used when it is not shorter than `resync_seconds`, s."""
     retry_delay_seconds: float = Field(default=10.0, gt=0, le=3600)
     """Delay before retrying after a transient API error (409, 429, 5xx), s."""
     metrics_port: int = Field(default=8080, ge=0, le=65535)

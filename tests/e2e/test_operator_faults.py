@@ -214,3 +214,33 @@ def test_noop_resync_sends_no_write_requests(
     writes = [(r.method, r.path) for r in window if r.method in {"POST", "PUT", "PATCH", "DELETE"}]
     assert len(reads) >= 3, "the resync did not run (no LWS reads in 5 s)"
     assert writes == []
+
+
+def test_progress_timer_reports_readiness_then_stops(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    proxy: FaultingProxy,
+    proxied_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """With a 60 s resync, readiness still shows within seconds (the 1 s progress timer)."""
+    body = _fitting_example()
+    name = body["metadata"]["name"]
+    env = {
+        **proxied_env,
+        "DSV4_OPERATOR_RESYNC_SECONDS": "60",
+        "DSV4_OPERATOR_PROGRESS_SECONDS": "1",
+    }
+    with operator_process(env, "--namespace", namespace, log=tmp_path / "operator.log"):
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        cluster.wait_condition(namespace, name, "Ready", "False", "ReplicasNotReady", timeout=60)
+        LwsStatusStandIn(cluster).report(namespace, name)
+        # Nothing about the DeepSeekV4Deployment changed: only a timer can notice.
+        cluster.wait_condition(namespace, name, "Ready", "True", timeout=15)
+        time.sleep(2)
+        start = len(proxy.log)
+        time.sleep(4)
+        window = proxy.log[start:]
+    lws_reads = [r for r in window if r.method == "GET" and "/leaderworkersets/" in r.path]
+    assert lws_reads == [], "the progress timer kept running after Ready=True"

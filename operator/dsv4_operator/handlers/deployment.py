@@ -6,12 +6,17 @@
   Event were written: kopf stops retrying until the spec changes, and the operator keeps running.
 - a timer every `resync_seconds`: the same reconcile, which writes nothing when nothing changed;
   it refreshes replicas from the LeaderWorkerSet status and repairs drifted children.
+- a faster timer every `progress_seconds`, running only while a rollout is in progress
+  (`Ready=False`, reason `ReplicasNotReady`; kopf starts and stops it as that filter changes),
+  so groups turning ready show up in status soon. (Watching LeaderWorkerSets instead would need
+  list/watch rights on them, which the operator otherwise does not need.)
 - delete: nothing to do (children carry ownerReferences; the garbage collector removes them);
   the handler only updates the metrics and adds no finalizer (`optional=True`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -20,7 +25,7 @@ from dsv4_operator.api import GROUP, PLURAL, VERSION
 from dsv4_operator.handlers.reconciler import EmitFn, Outcome, Reconciler
 from dsv4_operator.settings import OperatorSettings
 
-__all__ = ["register_deployment_handlers"]
+__all__ = ["register_deployment_handlers", "rolling_out"]
 
 
 def _emitter(body: kopf.Body) -> EmitFn:
@@ -35,6 +40,16 @@ def _run(memo: kopf.Memo, body: kopf.Body) -> Outcome:
     return reconciler.reconcile(
         str(body.metadata.namespace), str(body.metadata.name), _emitter(body)
     )
+
+
+def rolling_out(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> bool:
+    """Kopf filter: the resource is rolling out (not paused; Ready=False, ReplicasNotReady)."""
+    if spec.get("paused"):
+        return False
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(condition.get("reason") == "ReplicasNotReady")
+    return False
 
 
 def register_deployment_handlers(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
@@ -62,6 +77,23 @@ def register_deployment_handlers(registry: kopf.OperatorRegistry, config: Operat
         outcome = _run(memo, body)
         if outcome.retry_after is not None:
             logger.warning("resync: %s (next resync retries)", outcome.message)
+
+    if config.progress_seconds < config.resync_seconds:
+
+        @kopf.timer(
+            GROUP,
+            VERSION,
+            PLURAL,
+            id="progress",
+            interval=config.progress_seconds,
+            initial_delay=config.progress_seconds,
+            when=rolling_out,
+            registry=registry,
+        )
+        def progress(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+            outcome = _run(memo, body)
+            if outcome.retry_after is not None:
+                logger.warning("progress check: %s (retried on the next one)", outcome.message)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
     def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

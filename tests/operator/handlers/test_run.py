@@ -74,7 +74,10 @@ def test_registry_has_the_handlers() -> None:
     assert any("reconcile" in n for n in names), names
     assert any("forget" in n for n in names), names
     timers: list[Any] = list(registry._spawning.get_all_handlers())
-    assert [h.interval for h in timers] == [3]
+    assert sorted(h.interval for h in timers) == [3]  # progress (10 s) is not faster: not added
+    fast = build_registry(OperatorSettings(resync_seconds=60, progress_seconds=5))
+    fast_timers: list[Any] = list(fast._spawning.get_all_handlers())
+    assert sorted(h.interval for h in fast_timers) == [5, 60]
     handlers: list[Any] = [*changing, *timers]
     assert all(h.selector.check(resource) for h in handlers)
     assert registry._activities.get_all_handlers()
@@ -119,3 +122,18 @@ def test_metrics_by_result_and_gpu_type() -> None:
     assert 'dsv4_operator_planned_gpus{gpu_type="h100-80gb"} 0.0' in text
     assert 'dsv4_operator_planned_gpus{gpu_type="h200-141gb"} 16.0' in text
     assert "dsv4_operator_managed_deployments 1.0" in text
+
+
+def _ready(reason: str) -> dict[str, Any]:
+    return {"conditions": [{"type": "Ready", "status": "False", "reason": reason}]}
+
+
+def test_progress_timer_filter() -> None:
+    from dsv4_operator.handlers.deployment import rolling_out
+
+    assert rolling_out(spec={}, status=_ready("ReplicasNotReady"))
+    assert not rolling_out(spec={"paused": True}, status=_ready("ReplicasNotReady"))
+    assert not rolling_out(spec={}, status=_ready("InvalidSpec"))
+    assert not rolling_out(spec={}, status={})
+    ready = {"conditions": [{"type": "Ready", "status": "True", "reason": "AllReplicasReady"}]}
+    assert not rolling_out(spec={}, status=ready)
