@@ -251,6 +251,9 @@ def operator_run_command(
     resync_seconds: Annotated[
         float | None, typer.Option(help="Periodic resync interval, seconds.")
     ] = None,
+    progress_seconds: Annotated[
+        float | None, typer.Option(help="Faster resync while a rollout is in progress, seconds.")
+    ] = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="Prometheus /metrics port (0: off).")
     ] = None,
@@ -271,6 +274,7 @@ def operator_run_command(
         "priority": priority or None,
         "runtime_image": runtime_image,
         "resync_seconds": resync_seconds,
+        "progress_seconds": progress_seconds,
         "metrics_port": metrics_port,
         "liveness_port": liveness_port,
     }

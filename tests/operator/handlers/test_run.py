@@ -94,13 +94,14 @@ def test_cli_operator_run_flags_override_env(monkeypatch: pytest.MonkeyPatch) ->
     result = CliRunner().invoke(
         cli.app,
         ["operator", "run", "-n", "a", "-n", "b", "--peering", "p", "--priority", "3",
-         "--metrics-port", "0", "--verbose"],
+         "--metrics-port", "0", "--progress-seconds", "4", "--verbose"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     ((settings, verbose),) = seen
     assert settings.namespaces == ("a", "b")
     assert (settings.peering, settings.priority, settings.metrics_port) == ("p", 3, 0)
     assert (settings.resync_seconds, settings.runtime_image) == (30.0, "env/image:1")
+    assert settings.progress_seconds == 4.0
     assert verbose
 
 
