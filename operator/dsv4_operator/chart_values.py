@@ -235,8 +235,7 @@ class ChartValues(_Values):
     image_pull_secrets: list[dict[str, str]] = Field(default_factory=list, alias="imagePullSecrets")
     """Pull secrets, e.g. `[{name: regcred}]`."""
     replicas: int = Field(default=1, ge=1, le=5)
-    """Operator pods; more than one gives hot standbys through kopf peering (one reconciles;
-    README: a kopf 1.45 caveat on how soon a lower-priority newcomer pauses)."""
+    """Operator pods; more than one gives hot standbys through kopf peering (one reconciles)."""
     watch_namespaces: list[Namespace] = Field(default_factory=list, alias="watchNamespaces")
     """Namespaces to watch; empty means all (cluster-wide RBAC). With a list, the namespaced
     permissions are Roles in those namespaces only."""
