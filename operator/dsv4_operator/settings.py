@@ -54,6 +54,8 @@ class OperatorSettings(BaseModel):
     """Port of kopf's `/healthz` liveness endpoint (0: not served)."""
     workers: int = Field(default=16, ge=1, le=256)
     """Thread-pool size for the (synchronous) handlers."""
+    autoscale_seconds: float = Field(default=15.0, gt=0, le=3600)
+    """Scrape-and-decide interval of the native autoscaler (`spec.autoscaling.mode: native`), s."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:

@@ -45,6 +45,7 @@ CLIENT_METHOD_VERBS: Final[dict[str, tuple[str, ...]]] = {
     "get": ("get",),
     "apply": ("create", "patch"),
     "patch_status": ("patch",),
+    "patch_replicas": ("patch",),
     "served_kinds": (),
     "close": (),
 }

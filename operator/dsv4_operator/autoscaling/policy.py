@@ -235,7 +235,7 @@ def _scale_up(
 ) -> tuple[Decision, bool]:
     """Rule 4 upwards; returns the decision and whether replicas changed."""
     t, current = obs.time, obs.replicas
-    window = [n for ts, n in state.recommendations if ts > t - cfg.scale_up_window_seconds]
+    window = [n for ts, n in state.recommendations if ts >= t - cfg.scale_up_window_seconds]
     target = r.desired if r.urgent else min(window)
     target = min(max(target, current), current + cfg.scale_up_max_step, cfg.ceiling)
     last = state.last_change
@@ -255,7 +255,7 @@ def _scale_down(
 ) -> tuple[Decision, tuple[int, ...] | None]:
     """Rules 4-6 downwards; returns the decision and the groups now draining (None: unchanged)."""
     t, current = obs.time, obs.replicas
-    window = [n for ts, n in state.recommendations if ts > t - cfg.scale_down_window_seconds]
+    window = [n for ts, n in state.recommendations if ts >= t - cfg.scale_down_window_seconds]
     target = max(*window, current - cfg.scale_down_max_step)
     last = state.last_change
     if target >= current:

@@ -22,7 +22,9 @@ from typing import Any
 import kopf
 
 from dsv4_operator.api import GROUP, PLURAL, VERSION
+from dsv4_operator.handlers.autoscaler import Autoscaler
 from dsv4_operator.handlers.reconciler import EmitFn, Outcome, Reconciler
+from dsv4_operator.kube import ApiError
 from dsv4_operator.settings import OperatorSettings
 
 __all__ = ["register_deployment_handlers", "rolling_out"]
@@ -50,6 +52,12 @@ def rolling_out(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) ->
         if condition.get("type") == "Ready":
             return bool(condition.get("reason") == "ReplicasNotReady")
     return False
+
+
+def native_autoscaling(spec: Mapping[str, Any], **_: Any) -> bool:
+    """Kopf `when=` filter: `spec.autoscaling` is enabled in native mode."""
+    auto = spec.get("autoscaling") or {}
+    return bool(auto.get("enabled")) and auto.get("mode", "native") == "native"
 
 
 def register_deployment_handlers(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
@@ -94,6 +102,23 @@ def register_deployment_handlers(registry: kopf.OperatorRegistry, config: Operat
             outcome = _run(memo, body)
             if outcome.retry_after is not None:
                 logger.warning("progress check: %s (retried on the next one)", outcome.message)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        id="autoscale",
+        interval=config.autoscale_seconds,
+        initial_delay=config.autoscale_seconds,
+        when=native_autoscaling,
+        registry=registry,
+    )
+    def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+        autoscaler: Autoscaler = memo.autoscaler
+        try:
+            autoscaler.step(str(body.metadata.namespace), str(body.metadata.name), _emitter(body))
+        except ApiError as error:
+            logger.warning("autoscaler: %s (the next tick tries again)", error)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
     def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import kopf
 
+from dsv4_operator.handlers.autoscaler import Autoscaler, AutoscalerMetrics
 from dsv4_operator.handlers.reconciler import Reconciler
 from dsv4_operator.kube import ApiError, KubeClient, build_api_client
 from dsv4_operator.metrics import OperatorMetrics
@@ -46,6 +47,7 @@ def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: Operato
             kube, metrics, config.runtime_image, retry_delay_seconds=config.retry_delay_seconds
         )
         memo.reconciler = reconciler
+        memo.autoscaler = Autoscaler(kube, AutoscalerMetrics(metrics.registry))
         try:
             apis = reconciler.cluster_apis()
         except ApiError as error:

@@ -225,6 +225,25 @@ class KubeClient:
         )
         return patched
 
+    def patch_replicas(
+        self, api_version: str, kind: str, namespace: str, name: str, replicas: int
+    ) -> dict[str, Any]:
+        """JSON-merge-patch `spec.replicas` (the field the scale subresource serves).
+
+        Raises:
+            TransientApiError: a retryable failure.
+            ApiError: any other failure.
+        """
+        path = resource_path(api_version, kind, namespace, name)
+        self.writes.add("patch", kind)
+        patched: dict[str, Any] = self._request(
+            "PATCH",
+            path,
+            body={"spec": {"replicas": replicas}},
+            content_type="application/merge-patch+json",
+        )
+        return patched
+
     def served_kinds(self, api_version: str) -> set[str] | None:
         """Kinds served in `api_version` (e.g. `policy/v1`), or None when it is not served."""
         base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"

@@ -74,10 +74,11 @@ def test_registry_has_the_handlers() -> None:
     assert any("reconcile" in n for n in names), names
     assert any("forget" in n for n in names), names
     timers: list[Any] = list(registry._spawning.get_all_handlers())
-    assert sorted(h.interval for h in timers) == [3]  # progress (10 s) is not faster: not added
+    # resync (3 s) and the native autoscaler (15 s); progress (10 s) is not faster: not added
+    assert sorted(h.interval for h in timers) == [3, 15]
     fast = build_registry(OperatorSettings(resync_seconds=60, progress_seconds=5))
     fast_timers: list[Any] = list(fast._spawning.get_all_handlers())
-    assert sorted(h.interval for h in fast_timers) == [5, 60]
+    assert sorted(h.interval for h in fast_timers) == [5, 15, 60]
     handlers: list[Any] = [*changing, *timers]
     assert all(h.selector.check(resource) for h in handlers)
     assert registry._activities.get_all_handlers()

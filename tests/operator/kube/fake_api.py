@@ -46,7 +46,7 @@ class FakeApi:
         url = kw["resource_path"] + (f"?{query}" if query else "")
         return (kw["method"], url, kw.get("header_params"), kw.get("body"), None)
 
-    def call_api(
+    def call_api(  # noqa: PLR0911  (one return per emulated request kind)
         self, method: str, url: str, headers: Any, body: Any, post: Any, **_: Any
     ) -> FakeResponse:
         path = url.split("?", 1)[0]
@@ -73,6 +73,8 @@ class FakeApi:
                     status[key] = value
             obj["status"] = status
             return self._json(200, obj)
+        if method == "PATCH" and isinstance(body, dict):  # JSON merge patch of the spec
+            return self._merge_spec(path, body)
         if method == "PATCH":
             applied = json.loads(body)
             live = self.objects.get(path)
@@ -83,6 +85,11 @@ class FakeApi:
             self.objects[path] = obj
             return self._json(200 if live else 201, obj)
         raise AssertionError(f"unexpected {method} {path}")
+
+    def _merge_spec(self, path: str, body: dict[str, Any]) -> FakeResponse:
+        merged = self.objects[path]
+        merged["spec"] = {**merged.get("spec", {}), **body.get("spec", {})}
+        return self._json(200, merged)
 
     @staticmethod
     def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> FakeResponse:

@@ -1,0 +1,253 @@
+"""The native autoscaler loop: scrape each replica's leader, decide, apply (issue 9, mode native).
+
+One `step` per DeepSeekV4Deployment per scrape interval (a kopf timer):
+
+1. read the resource; act only when `spec.autoscaling.enabled`, mode `native`, not paused, and
+   the spec plans;
+2. for each group `i < spec.replicas`, ask the leader's runtime admin server, addressed by the
+   LeaderWorkerSet's stable DNS name `<lws>-<i>.<lws>.<namespace>` (the same name the workers use
+   as `LWS_LEADER_ADDRESS`), for `/ready` and `/metrics`: ready groups report tokens/s (counter
+   deltas, resets handled), KV usage, running and waiting requests; a group the autoscaler drained
+   reports so in `/ready`'s reason; a group that does not answer is starting;
+3. `autoscaling.decide` (pure) returns the decision;
+4. scale by patching `spec.replicas` (the same field the scale subresource serves), drain or
+   undrain groups through their runtime (`POST /drain`, `/undrain`), record the last 10 replica
+   changes in `status.recentScalingDecisions`, post an Event, and export `dsv4_autoscaler_*`
+   metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from dsv4_operator.api import API_VERSION, KIND, InvalidSpecError, parse_spec
+from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
+from dsv4_operator.autoscaling import (
+    AutoscalerConfig,
+    AutoscalerState,
+    CounterSample,
+    Decision,
+    GroupSample,
+    Observation,
+    counter_rate,
+    decide,
+    parse_snapshot,
+)
+from dsv4_operator.handlers.reconciler import EmitFn
+from dsv4_operator.kube import KubeClient
+from dsv4_operator.planning import PlanningError, plan
+from dsv4_operator.planning.from_spec import request_from_spec
+from dsv4_operator.planning.planner import Plan
+from dsv4_operator.render.labels import Owner, child_names
+from dsv4_operator.render.runtime_args import ADMIN_PORT
+
+__all__ = ["Autoscaler", "AutoscalerMetrics", "HttpCall", "config_from", "http_call"]
+
+HttpCall = Callable[[str, str], tuple[int, str] | None]
+"""(method, url) -> (status, body), or None when the peer does not answer."""
+
+HELD_REASON = "drained by the autoscaler"
+"""`/ready`'s reason while a group is drained (dsv4_runtime.server)."""
+_TIMEOUT_SECONDS = 2.0
+_DECISIONS_KEPT = 10
+
+
+def http_call(method: str, url: str) -> tuple[int, str] | None:
+    """One HTTP request with a short timeout; None when the peer cannot be reached."""
+    request = urllib.request.Request(url, method=method)  # noqa: S310  (http URLs we build)
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_SECONDS) as response:  # noqa: S310
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return None
+
+
+def config_from(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> AutoscalerConfig:
+    """Autoscaler settings from the spec; the plan gives GPUs per replica and a default target."""
+    a = spec.autoscaling
+    target = a.target_tokens_per_second_per_replica or max(planned.chosen.tokens_per_second, 1)
+    return AutoscalerConfig(
+        min_replicas=a.min_replicas,
+        max_replicas=a.max_replicas,
+        target_tokens_per_second=float(target),
+        kv_usage_threshold=a.kv_cache_usage_percent_threshold / 100,
+        queue_threshold=a.queue_length_threshold,
+        scale_up_window_seconds=a.scale_up_stabilization_seconds,
+        scale_down_window_seconds=a.scale_down_stabilization_seconds,
+        scale_up_max_step=a.scale_up_max_step,
+        scale_down_max_step=a.scale_down_max_step,
+        scale_to_zero_idle_seconds=a.scale_to_zero_idle_seconds,
+        gpus_per_replica=planned.chosen.layout.gpus,
+        gpu_budget=spec.gpu.budget,
+    )
+
+
+@dataclass
+class AutoscalerMetrics:
+    """`dsv4_autoscaler_*` metrics, registered on the operator's registry."""
+
+    registry: CollectorRegistry
+
+    def __post_init__(self) -> None:
+        self.desired = Gauge(
+            "dsv4_autoscaler_replicas",
+            "Replicas after the autoscaler's last decision.",
+            ["deployment"],
+            registry=self.registry,
+        )
+        self.load = Gauge(
+            "dsv4_autoscaler_load_tokens_per_second",
+            "Generated tokens per second measured over the serving groups.",
+            ["deployment"],
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "dsv4_autoscaler_decisions",
+            "Autoscaler actions taken (scale, drain, undrain).",
+            ["action"],
+            registry=self.registry,
+        )
+        self.scrape_failures = Counter(
+            "dsv4_autoscaler_scrape_failures",
+            "Leader scrapes that got no answer.",
+            registry=self.registry,
+        )
+
+
+def _scaling_reason(d: Decision) -> str:
+    if d.replicas_to == 0:
+        return "Idle"
+    if d.replicas_to > d.replicas_from:
+        return "GuardRail" if d.reason.startswith("guard rail") else "TokenRateHigh"
+    return "TokenRateLow"
+
+
+@dataclass
+class Autoscaler:
+    """The native autoscaler's state across timer calls, per deployment.
+
+    Args:
+        kube: the API client.
+        metrics: `dsv4_autoscaler_*` metrics.
+        http: HTTP transport to the runtimes (tests inject one).
+        clock: monotonic seconds.
+        now: wall-clock time for status.
+    """
+
+    kube: KubeClient
+    metrics: AutoscalerMetrics
+    http: HttpCall = http_call
+    clock: Callable[[], float] = time.monotonic
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _states: dict[str, AutoscalerState] = field(default_factory=dict)
+    _counters: dict[tuple[str, int], CounterSample] = field(default_factory=dict)
+
+    def _group(self, key: str, base: str, index: int, t: float) -> GroupSample:
+        ready = self.http("GET", f"{base}/ready")
+        if ready is None:
+            self.metrics.scrape_failures.inc()
+            return GroupSample(index, ready=False, starting=True)
+        status, text = ready
+        held = status != 200 and HELD_REASON in text
+        if status != 200 and not held:
+            return GroupSample(index, ready=False, starting=True)
+        scraped = self.http("GET", f"{base}/metrics")
+        if scraped is None or scraped[0] != 200:
+            self.metrics.scrape_failures.inc()
+            return GroupSample(index, ready=True, draining=held)
+        snap = parse_snapshot(scraped[1])
+        sample = CounterSample(t, snap.generation_tokens)
+        rate = counter_rate(self._counters.get((key, index)), sample)
+        self._counters[(key, index)] = sample
+        return GroupSample(
+            index,
+            ready=True,
+            draining=held,
+            generation_tps=rate,
+            kv_usage=snap.kv_usage,
+            running=snap.running,
+            waiting=snap.waiting,
+        )
+
+    def step(self, namespace: str, name: str, emit: EmitFn) -> Decision | None:
+        """One scrape-decide-apply round for `namespace/name`; None when it does not apply.
+
+        Raises:
+            TransientApiError: a retryable API failure (the next tick tries again).
+            ApiError: any other API failure.
+        """
+        body = self.kube.get(API_VERSION, KIND, namespace, name)
+        if body is None:
+            return None
+        try:
+            spec = parse_spec(body.get("spec") or {})
+            planned = plan(request_from_spec(spec))
+        except (InvalidSpecError, PlanningError):
+            return None
+        a = spec.autoscaling
+        if not (a.enabled and a.mode == "native") or spec.paused or not planned.fits:
+            return None
+        key = f"{namespace}/{name}"
+        lws = child_names(Owner.from_body(body)).leaderworkerset
+        t = self.clock()
+        groups = tuple(
+            self._group(key, f"http://{lws}-{i}.{lws}.{namespace}:{ADMIN_PORT}", i, t)
+            for i in range(spec.replicas)
+        )
+        obs = Observation(t, spec.replicas, groups)
+        decision, state = decide(
+            config_from(spec, planned), self._states.get(key, AutoscalerState()), obs
+        )
+        self._states[key] = state
+        self.metrics.load.labels(deployment=key).set(decision.load_tokens_per_second)
+        self.metrics.desired.labels(deployment=key).set(decision.replicas_to)
+        if decision.action != "hold":
+            self.metrics.decisions.labels(action=decision.action).inc()
+            self._apply(namespace, name, lws, decision, body.get("status") or {}, emit)
+        return decision
+
+    def _apply(
+        self,
+        namespace: str,
+        name: str,
+        lws: str,
+        d: Decision,
+        status: dict[str, Any],
+        emit: EmitFn,
+    ) -> None:
+        if d.action in {"drain", "undrain"}:
+            for i in d.groups:
+                self.http("POST", f"http://{lws}-{i}.{lws}.{namespace}:{ADMIN_PORT}/{d.action}")
+            verb = "Draining" if d.action == "drain" else "DrainCancelled"
+            emit("Normal", verb, f"groups {list(d.groups)}: {d.reason}")
+            return
+        self.kube.patch_replicas(API_VERSION, KIND, namespace, name, d.replicas_to)
+        record = {
+            "time": self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "fromReplicas": d.replicas_from,
+            "toReplicas": d.replicas_to,
+            "reason": _scaling_reason(d),
+            "message": d.reason[:1024],
+        }
+        kept = [*list(status.get("recentScalingDecisions") or []), record][-_DECISIONS_KEPT:]
+        self.kube.patch_status(API_VERSION, KIND, namespace, name, {"recentScalingDecisions": kept})
+        direction = "ScaledUp" if d.replicas_to > d.replicas_from else "ScaledDown"
+        load = (
+            f"{d.load_tokens_per_second:,.0f}" if math.isfinite(d.load_tokens_per_second) else "?"
+        )
+        emit(
+            "Normal",
+            direction,
+            f"{d.replicas_from} -> {d.replicas_to} replicas at {load} tokens/s: {d.reason}",
+        )

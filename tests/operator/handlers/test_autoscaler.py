@@ -1,0 +1,176 @@
+"""The native autoscaler loop through the real KubeClient against an in-memory API and runtimes."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from tests.operator.kube.fake_api import FakeApi
+
+from dsv4_operator.handlers.autoscaler import Autoscaler, AutoscalerMetrics
+from dsv4_operator.handlers.deployment import native_autoscaling
+from dsv4_operator.kube import KubeClient
+
+CR_PATH = "/apis/dsv4.io/v1alpha1/namespaces/ns/deepseekv4deployments/d"
+SPEC: dict[str, Any] = {
+    "model": "flash",
+    "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8, "budget": 24},
+    "replicas": 1,
+    "autoscaling": {
+        "enabled": True,
+        "mode": "native",
+        "minReplicas": 1,
+        "maxReplicas": 5,
+        "targetTokensPerSecondPerReplica": 1000,
+        "scaleUpStabilizationSeconds": 0,
+        "scaleDownStabilizationSeconds": 60,
+    },
+}
+
+
+@dataclass
+class Runtimes:
+    """Leader admin servers answering by URL: tokens counter, KV usage, running, waiting, held."""
+
+    tokens: dict[int, float] = field(default_factory=dict)
+    kv: dict[int, float] = field(default_factory=dict)
+    running: dict[int, int] = field(default_factory=dict)
+    held: set[int] = field(default_factory=set)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def __call__(self, method: str, url: str) -> tuple[int, str] | None:
+        self.calls.append((method, url))
+        group = int(url.split("//d-", 1)[1].split(".", 1)[0])
+        if group not in self.tokens:
+            return None  # not started yet
+        if method == "POST":
+            (self.held.add if url.endswith("/drain") else self.held.discard)(group)
+            return 200, "{}"
+        if url.endswith("/ready"):
+            if group in self.held:
+                return 503, '{"ready": false, "reason": "drained by the autoscaler"}'
+            return 200, '{"ready": true}'
+        return 200, (
+            f'vllm:generation_tokens_total{{engine="0"}} {self.tokens[group]}\n'
+            f'vllm:kv_cache_usage_perc{{engine="0"}} {self.kv.get(group, 0.1)}\n'
+            f'vllm:num_requests_running{{engine="0"}} {self.running.get(group, 0)}\n'
+            'vllm:num_requests_waiting{engine="0"} 0\n'
+        )
+
+
+class Events(list[tuple[str, str, str]]):
+    def __call__(self, kind: str, reason: str, message: str) -> None:
+        self.append((kind, reason, message))
+
+
+def setup(spec: dict[str, Any] | None = None) -> tuple[FakeApi, Runtimes, Autoscaler, list[float]]:
+    fake = FakeApi()
+    fake.objects[CR_PATH] = {
+        "apiVersion": "dsv4.io/v1alpha1",
+        "kind": "DeepSeekV4Deployment",
+        "metadata": {"name": "d", "namespace": "ns", "uid": "u-1", "generation": 1},
+        "spec": copy.deepcopy(spec or SPEC),
+    }
+    runtimes = Runtimes(tokens={0: 0.0})
+    clock = [0.0]
+    scaler = Autoscaler(
+        KubeClient(fake, "dsv4-operator"),
+        AutoscalerMetrics(CollectorRegistry()),
+        http=runtimes,
+        clock=lambda: clock[0],
+        now=lambda: datetime(2026, 11, 29, tzinfo=UTC),
+    )
+    return fake, runtimes, scaler, clock
+
+
+def tick(scaler: Autoscaler, clock: list[float], events: Events, seconds: float = 15.0) -> Any:
+    clock[0] += seconds
+    return scaler.step("ns", "d", events)
+
+
+def test_token_rate_scales_up_records_the_decision_and_exports_metrics() -> None:
+    fake, rt, scaler, clock = setup()
+    events = Events()
+    assert tick(scaler, clock, events).action == "hold"  # first scrape: no rate yet
+    rt.tokens[0] += 2500 * 15  # 2,500 tokens/s against a target of 1,000 per replica
+    decision = tick(scaler, clock, events)
+    assert decision.action == "scale"
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 2
+    record = fake.objects[CR_PATH]["status"]["recentScalingDecisions"][-1]
+    assert (record["fromReplicas"], record["toReplicas"], record["reason"]) == (
+        1,
+        2,
+        "TokenRateHigh",
+    )
+    assert events[-1][:2] == ("Normal", "ScaledUp")
+    text = generate_latest(scaler.metrics.registry).decode()
+    assert 'dsv4_autoscaler_replicas{deployment="ns/d"} 2.0' in text
+    assert 'dsv4_autoscaler_decisions_total{action="scale"} 1.0' in text
+    # Group 1 is still starting (its leader does not answer): a saturated group 0 adds nothing,
+    # the starting group is the fix.
+    rt.tokens[0] += 1800 * 15
+    rt.kv[0] = 0.95
+    assert tick(scaler, clock, events).action == "hold"
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 2
+
+
+def test_scale_down_drains_the_last_group_first() -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 2
+    fake, rt, scaler, clock = setup(spec)
+    rt.tokens = {0: 0.0, 1: 0.0}
+    rt.running = {0: 1, 1: 3}
+    events = Events()
+    actions = []
+    for _ in range(12):
+        rt.tokens[0] += 300 * 15
+        rt.tokens[1] += 0 if 1 in rt.held else 300 * 15
+        if 1 in rt.held:
+            rt.running[1] = 0  # the drained group finished its requests
+        actions.append(tick(scaler, clock, events).action)
+    assert "drain" in actions
+    assert actions.index("drain") < actions.index("scale")
+    assert ("POST", "http://d-1.d.ns:8081/drain") in rt.calls
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 1
+    assert fake.objects[CR_PATH]["status"]["recentScalingDecisions"][-1]["reason"] == "TokenRateLow"
+
+
+def test_not_native_or_paused_does_nothing() -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["autoscaling"]["mode"] = "keda"
+    _, rt, scaler, clock = setup(spec)
+    assert tick(scaler, clock, Events()) is None
+    assert rt.calls == []
+    assert not native_autoscaling(spec)
+    assert native_autoscaling(SPEC)
+    paused = copy.deepcopy(SPEC)
+    paused["paused"] = True
+    _, rt, scaler, clock = setup(paused)
+    assert tick(scaler, clock, Events()) is None
+
+
+def test_decisions_keep_the_last_ten() -> None:
+    fake, _, scaler, clock = setup()
+    fake.objects[CR_PATH]["status"] = {
+        "recentScalingDecisions": [
+            {
+                "time": "2026-11-28T00:00:00Z",
+                "fromReplicas": 1,
+                "toReplicas": 2,
+                "reason": "Old",
+                "message": "",
+            }
+        ]
+        * 10
+    }
+    runtimes = scaler.http
+    assert isinstance(runtimes, Runtimes)
+    tick(scaler, clock, Events())
+    runtimes.tokens[0] += 5000 * 15
+    tick(scaler, clock, Events())
+    kept = fake.objects[CR_PATH]["status"]["recentScalingDecisions"]
+    assert len(kept) == 10
+    assert kept[-1]["reason"] == "TokenRateHigh"
