@@ -12,6 +12,8 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
+
 __all__ = ["DEFAULT_RUNTIME_IMAGE", "ENV_PREFIX", "OperatorSettings"]
 
 DEFAULT_RUNTIME_IMAGE: Final = "ghcr.io/dsv4/dsv4-runtime:0.1.0"
@@ -54,6 +56,8 @@ class OperatorSettings(BaseModel):
     """Port of kopf's `/healthz` liveness endpoint (0: not served)."""
     workers: int = Field(default=16, ge=1, le=256)
     """Thread-pool size for the (synchronous) handlers."""
+    prometheus_url: str = Field(default=DEFAULT_PROMETHEUS_URL, min_length=1)
+    """Prometheus address the KEDA ScaledObjects query (`spec.autoscaling.mode: keda`)."""
     autoscale_seconds: float = Field(default=15.0, gt=0, le=3600)
     """Scrape-and-decide interval of the native autoscaler (`spec.autoscaling.mode: native`), s."""
 

@@ -38,6 +38,8 @@ KIND_GROUPS: Final = {
     "PodDisruptionBudget": "policy",
     "LeaderWorkerSet": "leaderworkerset.x-k8s.io",
     "DeepSeekV4Deployment": GROUP,
+    "ScaledObject": "keda.sh",
+    "HorizontalPodAutoscaler": "autoscaling",
 }
 """API group of each kind in `PLURALS` (a new kind there fails a test until it is added)."""
 
@@ -101,6 +103,8 @@ def client_permissions() -> set[Permission]:
     needs.add(Permission(GROUP, PLURAL, "get", "namespace", "reconciler reads the resource"))
     for verb in CLIENT_METHOD_VERBS["patch_status"]:
         needs.add(Permission(GROUP, f"{PLURAL}/status", verb, "namespace", "status patch"))
+    for verb in CLIENT_METHOD_VERBS["patch_replicas"]:
+        needs.add(Permission(GROUP, PLURAL, verb, "namespace", "autoscaler sets spec.replicas"))
     return needs
 
 

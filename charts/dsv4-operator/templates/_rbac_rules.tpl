@@ -20,7 +20,8 @@ find what to serve, and keeps its ClusterKopfPeering record when it watches ever
 {{/*
 Namespaced permissions: by the ClusterRole when watchNamespaces is empty, else by a Role in each
 watched namespace. Our client (operator/dsv4_operator/kube/client.py) reads the resource, patches
-its status, and reads + server-side applies each child (apply needs create for a new object);
+its status and (native autoscaler) its spec.replicas, and reads + server-side applies each child,
+the KEDA ScaledObject or HPA included (apply needs create for a new object);
 kopf watches the resource, patches its progress annotations and posts Events.
 */}}
 {{- define "dsv4-operator.namespacedRules" -}}
@@ -38,6 +39,12 @@ kopf watches the resource, patches its progress annotations and posts Events.
   verbs: [get, create, patch]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
+  verbs: [get, create, patch]
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [get, create, patch]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
   verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [events]

@@ -44,7 +44,11 @@ def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: Operato
 
         kube = KubeClient(build_api_client(), FIELD_MANAGER, on_write=count)
         reconciler = Reconciler(
-            kube, metrics, config.runtime_image, retry_delay_seconds=config.retry_delay_seconds
+            kube,
+            metrics,
+            config.runtime_image,
+            retry_delay_seconds=config.retry_delay_seconds,
+            prometheus_url=config.prometheus_url,
         )
         memo.reconciler = reconciler
         memo.autoscaler = Autoscaler(kube, AutoscalerMetrics(metrics.registry))

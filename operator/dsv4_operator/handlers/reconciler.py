@@ -34,6 +34,7 @@ from dsv4_operator.render import (
     render_children,
     status_patch,
 )
+from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
 from dsv4_operator.render.status import APPLY_FAILED
 
 __all__ = ["EmitFn", "Outcome", "Reconciler"]
@@ -100,6 +101,7 @@ class Reconciler:
         metrics: the operator's metrics.
         image: worker image used when `spec.engine.image` is unset.
         retry_delay_seconds: delay before retrying after a transient API error.
+        prometheus_url: Prometheus address for KEDA ScaledObjects (mode keda).
         clock: returns the current UTC time (tests pin it).
         apis: discovery result (filled on first use; asked again while LWS is missing).
     """
@@ -108,6 +110,7 @@ class Reconciler:
     metrics: OperatorMetrics
     image: str
     retry_delay_seconds: float = 10.0
+    prometheus_url: str = DEFAULT_PROMETHEUS_URL
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     apis: ClusterApis | None = None
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
@@ -188,10 +191,18 @@ class Reconciler:
     ) -> Outcome:
         apis = self.cluster_apis()
         children = render_children(
-            owner, spec, planned, image=self.image, pdb_api_version=apis.pdb_api_version
+            owner,
+            spec,
+            planned,
+            image=self.image,
+            pdb_api_version=apis.pdb_api_version,
+            prometheus_url=self.prometheus_url,
+            hpa_api_version=apis.hpa_api_version,
         )
         if not apis.lws:
             children = [c for c in children if c["kind"] != "LeaderWorkerSet"]
+        if not apis.keda:  # mode keda without KEDA installed: nothing to scale with
+            children = [c for c in children if c["kind"] != "ScaledObject"]
         try:
             applied = apply_children(self.kube, children)
         except TransientApiError:

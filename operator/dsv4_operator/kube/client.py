@@ -38,6 +38,8 @@ PLURALS: Final = {
     "LeaderWorkerSet": "leaderworkersets",
     "DeepSeekV4Deployment": "deepseekv4deployments",
     "Event": "events",
+    "ScaledObject": "scaledobjects",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
 }
 """Plural resource names of the kinds the operator touches."""
 

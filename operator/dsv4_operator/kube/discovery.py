@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from dsv4_operator.kube.client import KubeClient
 from dsv4_operator.render import LWS_API_VERSION, PDB_API_VERSION
+from dsv4_operator.render.autoscaler import HPA_API_VERSION
+
+KEDA_API_VERSION = "keda.sh/v1alpha1"
 
 __all__ = ["ClusterApis", "discover"]
 
@@ -20,10 +23,14 @@ class ClusterApis:
     Attributes:
         lws: the LeaderWorkerSet kind is served in `leaderworkerset.x-k8s.io/v1`.
         pdb_api_version: `policy/v1` when served, else `policy/v1beta1`.
+        keda: KEDA's ScaledObject is served in `keda.sh/v1alpha1`.
+        hpa_api_version: `autoscaling/v2` when served, else `autoscaling/v2beta2`.
     """
 
     lws: bool
     pdb_api_version: str
+    keda: bool = False
+    hpa_api_version: str = "autoscaling/v2"
 
 
 def discover(kube: KubeClient) -> ClusterApis:
@@ -35,7 +42,12 @@ def discover(kube: KubeClient) -> ClusterApis:
     """
     lws_kinds = kube.served_kinds(LWS_API_VERSION) or set()
     pdb_kinds = kube.served_kinds(PDB_API_VERSION) or set()
+    hpa_kinds = kube.served_kinds(HPA_API_VERSION) or set()
     return ClusterApis(
         lws="LeaderWorkerSet" in lws_kinds,
         pdb_api_version=PDB_API_VERSION if "PodDisruptionBudget" in pdb_kinds else _PDB_FALLBACK,
+        keda="ScaledObject" in (kube.served_kinds(KEDA_API_VERSION) or set()),
+        hpa_api_version=(
+            HPA_API_VERSION if "HorizontalPodAutoscaler" in hpa_kinds else "autoscaling/v2beta2"
+        ),
     )

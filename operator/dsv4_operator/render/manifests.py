@@ -6,6 +6,11 @@ from typing import Any
 
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.planning import Plan
+from dsv4_operator.render.autoscaler import (
+    DEFAULT_PROMETHEUS_URL,
+    HPA_API_VERSION,
+    autoscaler_children,
+)
 from dsv4_operator.render.labels import Owner
 from dsv4_operator.render.leaderworkerset import leaderworkerset
 from dsv4_operator.render.service import (
@@ -25,8 +30,10 @@ def render_children(
     *,
     image: str,
     pdb_api_version: str = PDB_API_VERSION,
+    prometheus_url: str = DEFAULT_PROMETHEUS_URL,
+    hpa_api_version: str = HPA_API_VERSION,
 ) -> list[dict[str, Any]]:
-    """The ConfigMap, Service, PodDisruptionBudget and LeaderWorkerSet, in that order.
+    """The ConfigMap, Service, PodDisruptionBudget, LeaderWorkerSet, then the autoscaler child.
 
     The plan ConfigMap comes first and the LeaderWorkerSet last, so pods never start before the
     plan they run is recorded.
@@ -37,6 +44,8 @@ def render_children(
         plan: a plan that fits (`plan.fits`).
         image: worker image when `spec.engine.image` is unset.
         pdb_api_version: `policy/v1`, or `policy/v1beta1` on servers older than 1.21.
+        prometheus_url: Prometheus address for a KEDA ScaledObject (mode keda).
+        hpa_api_version: HPA version for mode hpa (`autoscaling/v2`, or `v2beta2` before 1.23).
 
     Returns:
         Plain dict manifests, each with apiVersion, kind and metadata (name, namespace).
@@ -46,4 +55,7 @@ def render_children(
         service(owner, spec),
         pod_disruption_budget(owner, spec, plan, api_version=pdb_api_version),
         leaderworkerset(owner, spec, plan, image=image),
+        *autoscaler_children(
+            owner, spec, plan, prometheus_url=prometheus_url, hpa_api_version=hpa_api_version
+        ),
     ]

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import re
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import referencing
+import yaml
 from kubernetes_validate import utils as kv_utils
 from tests.operator.render.conftest import Case
 
@@ -44,6 +46,28 @@ def _kube_errors(obj: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
+def keda_validator(fixtures_dir: Path) -> jsonschema.Draft7Validator:
+    crd = yaml.safe_load((fixtures_dir / "crds" / "keda.sh_scaledobjects.yaml").read_text())
+    version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
+    return jsonschema.Draft7Validator(version["schema"]["openAPIV3Schema"])
+
+
+def test_hpa_mode_renders_a_valid_hpa(case: Case) -> None:
+    auto = case.spec.autoscaling.model_copy(
+        update={"enabled": True, "mode": "hpa", "min_replicas": 1, "max_replicas": 4}
+    )
+    spec = case.spec.model_copy(update={"autoscaling": auto})
+    children = render_children(case.owner, spec, case.plan, image="dsv4-runtime:test")
+    hpa = children[-1]
+    assert hpa["kind"] == "HorizontalPodAutoscaler"
+    assert _kube_errors(hpa) == []
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "DeepSeekV4Deployment"
+    budget = spec.gpu.budget
+    if budget is not None:
+        assert hpa["spec"]["maxReplicas"] * case.plan.chosen.layout.gpus <= budget
+
+
+@pytest.fixture(scope="module")
 def lws_validator(lws_schema: dict[str, Any]) -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(lws_schema)
 
@@ -53,14 +77,32 @@ def test_newest_kubernetes_schemas_are_used() -> None:
     assert tuple(int(x) for x in KUBE_VERSION.split(".")) >= (1, 37)
 
 
-def test_children_validate(case: Case, lws_validator: jsonschema.Draft7Validator) -> None:
+def test_children_validate(
+    case: Case,
+    lws_validator: jsonschema.Draft7Validator,
+    keda_validator: jsonschema.Draft7Validator,
+) -> None:
     children = render_children(case.owner, case.spec, case.plan, image="dsv4-runtime:test")
+    scaler = {"keda": ["ScaledObject"], "hpa": ["HorizontalPodAutoscaler"]}
+    auto = case.spec.autoscaling
+    extra = scaler.get(auto.mode, []) if auto.enabled else []
     assert [c["kind"] for c in children] == [
         "ConfigMap",
         "Service",
         "PodDisruptionBudget",
         "LeaderWorkerSet",
+        *extra,
     ]
+    for child in children[4:]:
+        owner_refs = child["metadata"]["ownerReferences"]
+        assert owner_refs[0]["uid"] == case.owner.uid
+        if child["kind"] == "ScaledObject":
+            errors = [
+                f"{list(e.absolute_path)}: {e.message}" for e in keda_validator.iter_errors(child)
+            ]
+            assert errors == []
+        else:
+            assert _kube_errors(child) == []
     for child in children[:3]:
         assert _kube_errors(child) == [], child["kind"]
         # The library's own entry point agrees (first error only, raises on failure).
