@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from dsv4_operator.planning.evaluate import Evaluation
+from dsv4_operator.planning.memory import Layout
 from dsv4_operator.planning.planner import Plan, shortfall_bytes
 
 __all__ = ["engine_args", "plan_to_dict"]
@@ -55,8 +56,7 @@ def engine_args(plan: Plan) -> dict[str, Any]:
     return args
 
 
-def _layout(e: Evaluation) -> dict[str, int]:
-    lay = e.layout
+def _layout(lay: Layout) -> dict[str, int]:
     return {
         "nodes": lay.nodes,
         "gpus_per_node": lay.gpus_per_node,
@@ -71,7 +71,7 @@ def _layout(e: Evaluation) -> dict[str, int]:
 def _candidate(e: Evaluation) -> dict[str, Any]:
     return {
         "gpu": e.gpu.name,
-        "layout": _layout(e),
+        "layout": _layout(e.layout),
         "kv_tokens_per_replica": e.kv_tokens_per_replica,
         "max_concurrency": e.max_concurrency,
         "max_model_len": e.max_model_len,
@@ -98,7 +98,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             "node_label": {c.gpu.label_key: c.gpu.label},
             "resource": c.gpu.resource,
         },
-        "layout": _layout(c),
+        "layout": _layout(c.layout),
         "memory_per_gpu": {
             "budget_bytes": mem.budget_bytes,
             "gpu_memory_utilization": mem.gpu_memory_utilization,
@@ -138,15 +138,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "rejected": [
             {
                 "gpu": r.gpu,
-                "layout": {
-                    "nodes": r.layout.nodes,
-                    "gpus_per_node": r.layout.gpus_per_node,
-                    "gpus": r.layout.gpus,
-                    "tensor_parallel": r.layout.tensor_parallel,
-                    "data_parallel": r.layout.data_parallel,
-                    "pipeline_parallel": r.layout.pipeline_parallel,
-                    "expert_parallel": r.layout.expert_parallel_size,
-                },
+                "layout": _layout(r.layout),
                 "reasons": [f.as_dict() for f in r.reasons],
             }
             for r in plan.rejected
