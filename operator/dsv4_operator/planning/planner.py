@@ -406,11 +406,6 @@ def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) ->
     return out
 
 
-def plan_limit(req: PlanRequest) -> int:
-    """The model's context limit, tokens."""
-    return get_model(req.model).max_position_embeddings
-
-
 def _startup_seconds(req: PlanRequest, chosen: Evaluation) -> int:
     per_node = chosen.memory.weights.total_bytes * chosen.layout.gpus_per_node
     load = -(-per_node // req.engine.load_bytes_per_s)
@@ -427,10 +422,8 @@ def _reasons(
     w = mem.weights
     lines = []
     if plan_fits:
-        first_ok = chosen.gpu.name
-        skipped = [t for t in req.gpu_types if t.lower() != first_ok][
-            : req.gpu_types.index(next(t for t in req.gpu_types if t.lower() == first_ok))
-        ]
+        types = list(dict.fromkeys(t.lower() for t in req.gpu_types))
+        skipped = types[: types.index(chosen.gpu.name)] if chosen.gpu.name in types else []
         why = "first type in the preference list with a feasible layout"
         if _all_priced(req):
             why = "cheapest feasible type at the given prices"
@@ -453,7 +446,7 @@ def _reasons(
         lines.append(
             f"max-model-len auto: {chosen.max_model_len:,} tokens, the longest request whose KV "
             f"blocks and admission state fit the pool (model limit "
-            f"{plan_limit(req):,})"
+            f"{get_model(req.model).max_position_embeddings:,})"
         )
     split = (
         f"/{lay.expert_parallel_size} EP" if lay.expert_parallel else f"/{lay.tensor_parallel} TP"
