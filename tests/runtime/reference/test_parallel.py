@@ -1,0 +1,166 @@
+"""TP and DP+EP sharding of the reference engine on 2 CPU ranks (gloo) equal the single process.
+
+Each case starts two `python -m dsv4_runtime.reference.parallel_check` processes with torchrun's
+variables (RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1, a free MASTER_PORT); each builds `tiny` from
+seed 0, shards it and decodes the prompts greedily (a 140-token prompt, crossing the 128-token
+window and the first HCA window end, and a 37-token one; prefill + 12 decode steps). The single-
+process model decodes the same prompts here. Tokens must be equal; logits agree within float
+rounding (kv_cache_dtype "auto": 1e-4) or, with the FP8 KV cache, within 2e-2 — a value near an
+FP8 rounding boundary may round differently after an all-reduce changed its summation order, the
+same tolerance as `test_model.py::test_decode_with_cache_equals_full_recomputation`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dsv4_runtime.reference.config import TINY
+from dsv4_runtime.reference.model import Transformer
+from dsv4_runtime.reference.parallel import Rendezvous, rendezvous_from_env
+from dsv4_runtime.reference.parallel_check import GreedyResult, greedy_decode, make_prompts
+
+PROMPT_LENS = (140, 37)
+PROMPT_SEED = 1
+STEPS = 12
+RANK_TIMEOUT_S = 120
+ATOL = {"auto": 1e-4, "fp8_ds_mla": 2e-2}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _run_ranks(out: Path, extra: list[str], world: int = 2) -> list[dict[str, object]]:
+    """Start `world` ranks of parallel_check, wait (bounded), return their saved records."""
+    port = _free_port()
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ)
+        env.update(
+            RANK=str(rank),
+            WORLD_SIZE=str(world),
+            LOCAL_RANK=str(rank),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+        )
+        cmd = [sys.executable, "-m", "dsv4_runtime.reference.parallel_check", "--out", str(out)]
+        cmd += ["--prompt-lens", *map(str, PROMPT_LENS), "--prompt-seed", str(PROMPT_SEED)]
+        cmd += ["--steps", str(STEPS), "--timeout-s", "60", *extra]
+        procs.append(
+            subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
+    logs = []
+    try:
+        for p in procs:
+            text, _ = p.communicate(timeout=RANK_TIMEOUT_S)
+            logs.append(text)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, text in zip(procs, logs, strict=True):
+        assert p.returncode == 0, text
+    print(*logs, sep="")  # the ranks' token counts and all-to-all share
+    return [torch.load(out / f"rank{r}.pt") for r in range(world)]
+
+
+@pytest.fixture(scope="module")
+def single_process() -> dict[str, GreedyResult]:
+    """Greedy decode of the prompts by the unsharded `tiny` model, per kv_cache_dtype."""
+    prompts = make_prompts(PROMPT_LENS, PROMPT_SEED)
+    results = {}
+    for kv in ATOL:
+        model = Transformer(dataclasses.replace(TINY, kv_cache_dtype=kv)).init_random(0).eval()
+        results[kv] = greedy_decode(model, prompts, STEPS)
+    return results
+
+
+@pytest.mark.parametrize("kv", ["fp8_ds_mla", "auto"])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        pytest.param(["--tp", "2", "--engine"], id="tp2"),
+        pytest.param(["--dp", "2", "--expert-parallel"], id="dp2-ep2"),
+    ],
+)
+def test_sharded_greedy_decode_equals_single_process(
+    layout: list[str], kv: str, single_process: dict[str, GreedyResult], tmp_path: Path
+) -> None:
+    """TP=2 (heads, expert widths, vocabulary split; every rank decodes both prompts) and DP=2
+    attention + EP=2 (each rank decodes one prompt, 4 of 8 experts per rank, all-to-all) give the
+    single-process tokens exactly and its logits within ATOL[kv]."""
+    ref = single_process[kv]
+    records = _run_ranks(tmp_path, [*layout, "--kv-cache-dtype", kv])
+    full_params = Transformer(TINY).param_count()
+    for rec in records:
+        ids = rec["request_ids"]
+        assert isinstance(ids, list)
+        tokens, logits = rec["tokens"], rec["logits"]
+        assert isinstance(logits, torch.Tensor)
+        assert tokens == [ref.tokens[i] for i in ids]
+        diff = (logits - ref.logits[:, ids]).abs().max().item()
+        print(f"rank {rec['rank']} requests {ids}: max |Δlogit| = {diff:.2e} (atol {ATOL[kv]})")
+        assert diff <= ATOL[kv]
+        param_count = rec["param_count"]
+        assert isinstance(param_count, int)
+        assert param_count < full_params  # this rank holds only its shard
+        if "--tp" in layout:
+            assert ids == [0, 1]
+            assert rec["engine_tokens"] == ref.tokens  # the unchanged Engine over the TP model
+        else:
+            assert ids == [rec["rank"]]  # DP attention: one prompt per rank
+            assert rec["local_experts"] == [TINY.n_routed_experts // 2] * (
+                TINY.num_hidden_layers + TINY.num_nextn_predict_layers
+            )
+            sent, remote = rec["pairs_sent"], rec["pairs_remote"]
+            assert isinstance(sent, int)
+            assert isinstance(remote, int)
+            assert 0 < remote < sent  # the all-to-all moved rows both ways
+
+
+def test_rendezvous_from_torchrun_env() -> None:
+    env = {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "10.0.0.5", "LOCAL_RANK": "1"}
+    assert rendezvous_from_env(env) == Rendezvous(1, 2, "10.0.0.5", 29500, 1)
+    assert rendezvous_from_env({**env, "MASTER_PORT": "1234"}).master_port == 1234
+
+
+def test_rendezvous_from_lws_env() -> None:
+    """Pod 1 of a 2-pod LWS group with 4 ranks per pod: LOCAL_RANK 3 is global rank 7 of 8."""
+    env = {
+        "LWS_LEADER_ADDRESS": " leader.svc ",
+        "LWS_GROUP_SIZE": "2",
+        "LWS_WORKER_INDEX": "1",
+        "LOCAL_RANK": "3",
+    }
+    got = rendezvous_from_env(env, procs_per_pod=4, master_port=29600)
+    assert got == Rendezvous(7, 8, "leader.svc", 29600, 3)
+    assert rendezvous_from_env({}) == Rendezvous(0, 1, "127.0.0.1", 29500, 0)
+
+
+@pytest.mark.parametrize(
+    ("env", "procs", "message"),
+    [
+        ({"RANK": "0", "MASTER_ADDR": "h"}, 1, "WORLD_SIZE"),
+        ({"RANK": "x", "WORLD_SIZE": "2", "MASTER_ADDR": "h"}, 1, "RANK='x'"),
+        ({"RANK": "2", "WORLD_SIZE": "2", "MASTER_ADDR": "h"}, 1, r"rank=2 is outside \[0, 1\]"),
+        ({"LOCAL_RANK": "2"}, 2, "LOCAL_RANK=2"),
+        ({"LWS_WORKER_INDEX": "0", "LWS_GROUP_SIZE": "2"}, 1, "LWS_LEADER_ADDRESS"),
+    ],
+)
+def test_rendezvous_errors_name_the_variable(env: dict[str, str], procs: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        rendezvous_from_env(env, procs_per_pod=procs)
