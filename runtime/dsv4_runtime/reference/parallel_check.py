@@ -31,6 +31,7 @@ from .config import preset
 from .engine import Engine, SamplingParams
 from .kvcache import KVBlockPool, SequenceKV
 from .model import Transformer
+from .ops import AttentionOps, TorchOps
 from .parallel import build_groups, init_distributed, rendezvous_from_env
 from .parallel_shard import ExpertParallelMoE, shard_model
 
@@ -59,7 +60,11 @@ def make_prompts(lengths: Sequence[int], seed: int) -> list[list[int]]:
 
 
 def greedy_decode(
-    model: Transformer, prompts: list[list[int]], steps: int, device: torch.device | str = "cpu"
+    model: Transformer,
+    prompts: list[list[int]],
+    steps: int,
+    device: torch.device | str = "cpu",
+    ops: AttentionOps | None = None,
 ) -> GreedyResult:
     """Prefill all prompts in one step, then `steps` batched decode steps, greedy (argmax).
 
@@ -85,6 +90,7 @@ def greedy_decode(
                 torch.tensor(ids, device=device),
                 torch.tensor(pos, device=device),
                 list(zip(slices, seqs, strict=True)),
+                ops,
             )
             nxt = out.logits.argmax(-1).tolist()
             times.append(time.perf_counter() - t0)
@@ -95,6 +101,15 @@ def greedy_decode(
             lengths = [n + 1 for n in lengths]
             slices = [slice(i, i + 1) for i in range(len(prompts))]
     return GreedyResult(tokens=tokens, logits=torch.stack(logits), step_seconds=times)
+
+
+def _attention_ops(impl: str) -> AttentionOps:
+    """`TorchOps` or, for "kernels", `dsv4_kernels` through `KernelOps` (as `--attention-impl`)."""
+    if impl == "kernels":
+        from .kernel_ops import KernelOps  # noqa: PLC0415  (optional dependency on the kernels)
+
+        return KernelOps()
+    return TorchOps()
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -110,6 +125,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--prompt-lens", type=int, nargs="+", default=[140, 37])
     p.add_argument("--prompt-seed", type=int, default=1)
     p.add_argument("--steps", type=int, default=12, help="decode steps after the prefill")
+    p.add_argument("--attention-impl", choices=["torch", "kernels"], default="torch")
     p.add_argument("--engine", action="store_true", help="also decode through Engine (dp 1)")
     p.add_argument("--timeout-s", type=float, default=300.0, help="collective timeout")
     p.add_argument("--torch-threads", type=int, default=1)
@@ -140,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with torch.device(device):
             model = Transformer(config)
         shard_model(model.init_random(args.seed).eval(), groups)
-        result = greedy_decode(model, [prompts[i] for i in mine], args.steps, device)
+        ops = _attention_ops(args.attention_impl)
+        result = greedy_decode(model, [prompts[i] for i in mine], args.steps, device, ops)
         record: dict[str, object] = {
             "rank": groups.rank,
             "request_ids": mine,
@@ -164,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, flush=True)
         if args.engine and args.dp == 1:
             pool = KVBlockPool(model.config, 4 * len(prompts), device=device)
-            engine = Engine(model, pool, max_num_seqs=len(prompts), max_model_len=1024)
+            engine = Engine(model, pool, max_num_seqs=len(prompts), max_model_len=1024, ops=ops)
             params = SamplingParams(max_tokens=args.steps + 1, ignore_eos=True)
             record["engine_tokens"] = engine.generate(prompts, params)
         args.out.mkdir(parents=True, exist_ok=True)

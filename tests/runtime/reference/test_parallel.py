@@ -164,3 +164,21 @@ def test_rendezvous_from_lws_env() -> None:
 def test_rendezvous_errors_name_the_variable(env: dict[str, str], procs: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         rendezvous_from_env(env, procs_per_pod=procs)
+
+
+def test_tp2_kernel_path_equals_single_process_torch_path(
+    single_process: dict[str, GreedyResult], tmp_path: Path
+) -> None:
+    """TP=2 with `--attention-impl kernels` (each rank's 2 heads through `dsv4_kernels`, their
+    PyTorch references on CPU), decoding and through the Engine: the single-process torch-path
+    tokens, logits within the FP8 tolerance."""
+    ref = single_process["fp8_ds_mla"]
+    records = _run_ranks(tmp_path, ["--tp", "2", "--engine", "--attention-impl", "kernels"])
+    for rec in records:
+        logits = rec["logits"]
+        assert isinstance(logits, torch.Tensor)
+        assert rec["tokens"] == ref.tokens
+        assert rec["engine_tokens"] == ref.tokens
+        diff = (logits - ref.logits).abs().max().item()
+        print(f"rank {rec['rank']} kernels: max |Δlogit| = {diff:.2e}")
+        assert diff <= ATOL["fp8_ds_mla"]
