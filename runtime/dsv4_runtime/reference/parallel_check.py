@@ -32,8 +32,8 @@ from .engine import Engine, SamplingParams
 from .kvcache import KVBlockPool, SequenceKV
 from .model import Transformer
 from .ops import AttentionOps, TorchOps
-from .parallel import build_groups, init_distributed, rendezvous_from_env
-from .parallel_shard import ExpertParallelMoE, shard_model
+from .parallel import ParallelGroups, build_groups, init_distributed, rendezvous_from_env
+from .parallel_shard import ExpertParallelMoE, idle_step, shard_model
 
 
 @dataclasses.dataclass
@@ -126,11 +126,75 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--prompt-seed", type=int, default=1)
     p.add_argument("--steps", type=int, default=12, help="decode steps after the prefill")
     p.add_argument("--attention-impl", choices=["torch", "kernels"], default="torch")
+    p.add_argument(
+        "--stagger",
+        action="store_true",
+        help="DP rank r idles r steps before decoding and dp-1-r after (tests idle EP steps)",
+    )
     p.add_argument("--engine", action="store_true", help="also decode through Engine (dp 1)")
     p.add_argument("--timeout-s", type=float, default=300.0, help="collective timeout")
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True, help="directory for rank<R>.pt")
     return p.parse_args(argv)
+
+
+def _build(args: argparse.Namespace, groups: ParallelGroups, device: torch.device) -> Transformer:
+    """The full model from `--config`/`--seed`, sharded for `groups`."""
+    config = preset(args.config)
+    if args.kv_cache_dtype:
+        config = dataclasses.replace(config, kv_cache_dtype=args.kv_cache_dtype)
+    with torch.device(device):
+        model = Transformer(config)
+    return shard_model(model.init_random(args.seed).eval(), groups)
+
+
+def _idle(model: Transformer, steps: int) -> None:
+    with torch.inference_mode():
+        for _ in range(steps):
+            idle_step(model)
+
+
+def _run_rank(
+    args: argparse.Namespace, groups: ParallelGroups, device: torch.device
+) -> dict[str, object]:
+    """Decode this rank's prompts; return the record saved as rank<R>.pt."""
+    prompts = make_prompts(args.prompt_lens, args.prompt_seed)
+    if len(prompts) < args.dp:
+        msg = f"{len(prompts)} prompts for dp={args.dp}: every DP rank needs one"
+        raise ValueError(msg)
+    mine = list(range(groups.dp_rank, len(prompts), args.dp))
+    model = _build(args, groups, device)
+    ops = _attention_ops(args.attention_impl)
+    _idle(model, groups.dp_rank if args.stagger else 0)
+    moes = [m for m in model.modules() if isinstance(m, ExpertParallelMoE)]
+    for m in moes:  # count the decode steps only
+        m.pairs_sent, m.pairs_remote, m.comm_seconds = 0, 0, 0.0
+    result = greedy_decode(model, [prompts[i] for i in mine], args.steps, device, ops)
+    step_s = sum(result.step_seconds)
+    record: dict[str, object] = {
+        "rank": groups.rank,
+        "request_ids": mine,
+        "tokens": result.tokens,
+        "logits": result.logits,
+        "step_seconds": result.step_seconds,
+        "param_count": model.param_count(),
+    }
+    line = f"rank {groups.rank}: {sum(len(t) for t in result.tokens)} tokens in {step_s:.3f} s"
+    if moes:
+        a2a_s = sum(m.comm_seconds for m in moes)
+        record["local_experts"] = [m.n_local for m in moes]
+        record["pairs_sent"] = sum(m.pairs_sent for m in moes)
+        record["pairs_remote"] = sum(m.pairs_remote for m in moes)
+        record["all_to_all_seconds"] = a2a_s
+        line += f", all-to-all {100 * a2a_s / step_s:.1f} % of step time"
+    print(line, flush=True)
+    _idle(model, args.dp - 1 - groups.dp_rank if args.stagger else 0)
+    if args.engine and args.dp == 1:
+        pool = KVBlockPool(model.config, 4 * len(prompts), device=device)
+        engine = Engine(model, pool, max_num_seqs=len(prompts), max_model_len=1024, ops=ops)
+        params = SamplingParams(max_tokens=args.steps + 1, ignore_eos=True)
+        record["engine_tokens"] = engine.generate(prompts, params)
+    return record
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,45 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     init_distributed(rdzv, backend=args.backend, timeout_s=args.timeout_s)
     try:
         groups = build_groups(args.tp, args.dp, expert_parallel=args.expert_parallel)
-        prompts = make_prompts(args.prompt_lens, args.prompt_seed)
-        if len(prompts) < args.dp:
-            msg = f"{len(prompts)} prompts for dp={args.dp}: every DP rank needs one"
-            raise ValueError(msg)
-        mine = list(range(groups.dp_rank, len(prompts), args.dp))
-        config = preset(args.config)
-        if args.kv_cache_dtype:
-            config = dataclasses.replace(config, kv_cache_dtype=args.kv_cache_dtype)
-        with torch.device(device):
-            model = Transformer(config)
-        shard_model(model.init_random(args.seed).eval(), groups)
-        ops = _attention_ops(args.attention_impl)
-        result = greedy_decode(model, [prompts[i] for i in mine], args.steps, device, ops)
-        record: dict[str, object] = {
-            "rank": groups.rank,
-            "request_ids": mine,
-            "tokens": result.tokens,
-            "logits": result.logits,
-            "step_seconds": result.step_seconds,
-            "param_count": model.param_count(),
-        }
-        moes = [m for m in model.modules() if isinstance(m, ExpertParallelMoE)]
-        if moes:
-            record["local_experts"] = [m.n_local for m in moes]
-            record["pairs_sent"] = sum(m.pairs_sent for m in moes)
-            record["pairs_remote"] = sum(m.pairs_remote for m in moes)
-            record["all_to_all_seconds"] = sum(m.comm_seconds for m in moes)
-        step_s = sum(result.step_seconds)
-        tokens = sum(len(t) for t in result.tokens)
-        line = f"rank {groups.rank}: {tokens} tokens in {step_s:.3f} s"
-        if moes:
-            share = float(record["all_to_all_seconds"]) / step_s  # type: ignore[arg-type]
-            line += f", all-to-all {100 * share:.1f} % of step time"
-        print(line, flush=True)
-        if args.engine and args.dp == 1:
-            pool = KVBlockPool(model.config, 4 * len(prompts), device=device)
-            engine = Engine(model, pool, max_num_seqs=len(prompts), max_model_len=1024, ops=ops)
-            params = SamplingParams(max_tokens=args.steps + 1, ignore_eos=True)
-            record["engine_tokens"] = engine.generate(prompts, params)
+        record = _run_rank(args, groups, device)
         args.out.mkdir(parents=True, exist_ok=True)
         torch.save(record, args.out / f"rank{groups.rank}.pt")
         dist.barrier()

@@ -288,3 +288,19 @@ def shard_model(model: Transformer, groups: ParallelGroups) -> Transformer:
         model.embed = VocabParallelEmbedding(model.embed, groups)  # type: ignore[assignment]
         model.head = VocabParallelHead(model.head, groups)  # type: ignore[assignment]
     return model
+
+
+def idle_step(model: Transformer) -> None:
+    """An idle DP rank's part of one step: the EP all-to-alls of every main layer with 0 tokens.
+
+    Under DP attention + EP every rank must enter each layer's all-to-alls in every step; a rank
+    with no scheduled tokens calls this instead of `forward_step` (attention is rank-local under
+    DP, so only the MoE layers take part). No-op without EP.
+    """
+    for block in model.layers:
+        assert isinstance(block, Block)
+        if isinstance(block.ffn, ExpertParallelMoE):
+            dev = block.ffn.gate.weight.device
+            x = torch.zeros((0, model.config.hidden_size), dtype=block.ffn.gate.weight.dtype)
+            ids = torch.zeros(0, dtype=torch.int64, device=dev)
+            block.ffn(x.to(dev), ids)

@@ -95,6 +95,7 @@ def single_process() -> dict[str, GreedyResult]:
     [
         pytest.param(["--tp", "2", "--engine"], id="tp2"),
         pytest.param(["--dp", "2", "--expert-parallel"], id="dp2-ep2"),
+        pytest.param(["--dp", "2", "--expert-parallel", "--stagger"], id="dp2-ep2-idle"),
     ],
 )
 def test_sharded_greedy_decode_equals_single_process(
@@ -102,7 +103,9 @@ def test_sharded_greedy_decode_equals_single_process(
 ) -> None:
     """TP=2 (heads, expert widths, vocabulary split; every rank decodes both prompts) and DP=2
     attention + EP=2 (each rank decodes one prompt, 4 of 8 experts per rank, all-to-all) give the
-    single-process tokens exactly and its logits within ATOL[kv]."""
+    single-process tokens exactly and its logits within ATOL[kv]. In "dp2-ep2-idle" rank 1 first
+    runs one idle step (`idle_step`: the all-to-alls with no tokens) and rank 0 one at the end, so
+    every step pairs a prefill or decode with a different one or with an idle rank."""
     ref = single_process[kv]
     records = _run_ranks(tmp_path, [*layout, "--kv-cache-dtype", kv])
     full_params = Transformer(TINY).param_count()
