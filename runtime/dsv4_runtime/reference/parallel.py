@@ -193,12 +193,13 @@ def build_groups(
     Args:
         tp_size: ranks per TP group (consecutive global ranks).
         dp_size: number of TP groups (DP attention ranks when tp_size = 1).
-        expert_parallel: split the routed experts over the whole world with all-to-all dispatch.
-            Supported with tp_size = 1 (DP attention + EP); TP attention with EP is not built yet.
+        expert_parallel: split the routed experts over the whole world: with tp_size = 1 (DP
+            attention) by all-to-all dispatch/combine; with dp_size = 1 (TP attention, tokens
+            replicated) each rank runs its experts on all tokens and the TP all-reduce combines.
 
     Raises:
         RuntimeError: torch.distributed is not initialised.
-        ValueError: tp_size × dp_size differs from the world size, or EP with tp_size > 1.
+        ValueError: tp_size × dp_size differs from the world size, or EP with both > 1.
     """
     if not dist.is_initialized():
         msg = "call init_distributed first"
@@ -207,8 +208,11 @@ def build_groups(
     if tp_size < 1 or dp_size < 1 or tp_size * dp_size != world:
         msg = f"tp_size × dp_size = {tp_size} × {dp_size} must equal the world size {world}"
         raise ValueError(msg)
-    if expert_parallel and tp_size > 1:
-        msg = f"expert_parallel needs tp_size = 1 (DP attention + EP), got tp_size={tp_size}"
+    if expert_parallel and tp_size > 1 and dp_size > 1:
+        msg = (
+            "expert_parallel needs tp_size = 1 (DP attention + EP) or dp_size = 1 (TP attention"
+            f" + EP), got tp_size={tp_size}, dp_size={dp_size}"
+        )
         raise ValueError(msg)
     tp_group = None
     for g in range(dp_size):  # new_group is collective: every rank creates every group

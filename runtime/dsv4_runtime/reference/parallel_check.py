@@ -92,7 +92,7 @@ def greedy_decode(
                 list(zip(slices, seqs, strict=True)),
                 ops,
             )
-            nxt = out.logits.argmax(-1).tolist()
+            nxt = out.logits.argmax(-1).tolist()  # the host copy synchronises a GPU
             times.append(time.perf_counter() - t0)
             logits.append(out.logits.float().cpu())
             for i, t in enumerate(nxt):
@@ -119,7 +119,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--kv-cache-dtype", default=None, help="override: fp8_ds_mla or auto")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size")
     p.add_argument("--dp", type=int, default=1, help="data-parallel (DP attention) size")
-    p.add_argument("--expert-parallel", action="store_true", help="EP over all ranks (tp 1)")
+    p.add_argument("--expert-parallel", action="store_true", help="EP over all ranks")
     p.add_argument("--backend", default="gloo", help="gloo (CPU) or nccl (GPU)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (rank's GPU = LOCAL_RANK)")
     p.add_argument("--prompt-lens", type=int, nargs="+", default=[140, 37])
@@ -166,7 +166,7 @@ def _run_rank(
     model = _build(args, groups, device)
     ops = _attention_ops(args.attention_impl)
     _idle(model, groups.dp_rank if args.stagger else 0)
-    moes = [m for m in model.modules() if isinstance(m, ExpertParallelMoE)]
+    moes = [m for m in model.modules() if isinstance(m, ExpertParallelMoE)]  # all-to-all
     for m in moes:  # count the decode steps only
         m.pairs_sent, m.pairs_remote, m.comm_seconds = 0, 0, 0.0
     result = greedy_decode(model, [prompts[i] for i in mine], args.steps, device, ops)

@@ -13,6 +13,8 @@ collectives; the forward code of `attention.py`, `moe.py` and `model.py` is unch
 - **MoE, TP** (no EP): every routed expert and the shared expert split by intermediate size:
   `w1`/`w3` column-parallel, `w2` row-parallel, one all-reduce of the layer output. The gate is
   replicated (routing is computed identically on every rank).
+- **MoE, TP + EP** (dp = 1): tokens are replicated, so each rank runs its range of routed experts
+  on the tokens routed there plus its TP slice of the shared expert; one all-reduce combines.
 - **MoE, EP** (DP attention, tp = 1): routed experts split in contiguous ranges of
   n_routed_experts / ep_size; each rank routes its own tokens, sends every (token, expert) pair
   to the expert's rank with an all-to-all (rows, expert ids, weights), runs its local experts and
@@ -212,6 +214,48 @@ class ExpertParallelMoE(nn.Module):
         return y.to(x.dtype)
 
 
+class TensorExpertParallelMoE(nn.Module):
+    """MoE under TP attention with EP = TP: tokens are replicated, so no dispatch is needed.
+
+    Each rank runs its contiguous range of routed experts (`experts`, local index i = global
+    expert first_expert + i) on the tokens routed to them and its TP slice of the shared expert;
+    one fp32 all-reduce over the group sums the experts' outputs.
+
+    Raises:
+        ValueError: no TP/EP group, or ep_size does not divide n_routed_experts or tp_size the
+            intermediate size.
+    """
+
+    def __init__(self, moe: MoE, groups: ParallelGroups) -> None:
+        super().__init__()
+        if groups.ep_group is None or groups.tp_group is None:
+            msg = "TensorExpertParallelMoE needs tp_size > 1 and expert_parallel"
+            raise ValueError(msg)
+        span = _span(moe.n_experts, groups.ep_rank, groups.ep_size, "n_routed_experts")
+        self.group = groups.tp_group
+        self.n_local = span.stop - span.start
+        self.first_expert = span.start
+        self.gate: Gate = moe.gate
+        self.experts = nn.ModuleList(moe.experts[span])
+        inter = moe.shared_experts.w1.out_features
+        _shard_expert(moe.shared_experts, _span(inter, groups.tp_rank, groups.tp_size, "moe_inter"))
+        self.shared_experts: Expert = moe.shared_experts
+
+    @override
+    def forward(self, x: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """X (T, hidden), input_ids (T,), the same on every rank of the group → (T, hidden)."""
+        weights, indices = self.gate(x, input_ids)
+        local = indices - self.first_expert
+        y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        for e in range(self.n_local):
+            rows, slot = torch.where(local == e)
+            if rows.numel():
+                y.index_add_(0, rows, self.experts[e](x[rows], weights[rows, slot, None]).float())
+        y += self.shared_experts(x).float()
+        dist.all_reduce(y, group=self.group)
+        return y.to(x.dtype)
+
+
 class VocabParallelEmbedding(nn.Module):
     """`embed` split by vocabulary rows over the TP group: weight (ceil(V/tp), hidden), zero-padded.
 
@@ -268,9 +312,10 @@ class VocabParallelHead(nn.Module):
 def shard_model(model: Transformer, groups: ParallelGroups) -> Transformer:
     """Shard `model` (built with the full config and weights on every rank) for `groups`; in place.
 
-    TP > 1: attention heads, expert widths, embedding and head split over the TP group. EP on:
-    routed experts split over the world with all-to-all (each rank then runs its own requests:
-    DP attention). The MTP block is sharded the same way. Returns the model.
+    TP > 1: attention heads, expert widths (or with EP, whole experts: `TensorExpertParallelMoE`),
+    embedding and head split over the TP group. EP with tp = 1: routed experts split over the
+    world with all-to-all (each rank then runs its own requests: DP attention). The MTP block is
+    sharded the same way. Returns the model.
 
     Raises:
         ValueError: a parallel size does not divide the dimension it splits (named in the message).
@@ -279,7 +324,10 @@ def shard_model(model: Transformer, groups: ParallelGroups) -> Transformer:
     for block in blocks:
         assert isinstance(block, Block)
         shard_attention(block.attn, groups)
-        if groups.ep_group is not None:
+        if groups.ep_group is not None and groups.tp_size > 1:
+            assert isinstance(block.ffn, MoE)
+            block.ffn = TensorExpertParallelMoE(block.ffn, groups)  # type: ignore[assignment]
+        elif groups.ep_group is not None:
             assert isinstance(block.ffn, MoE)
             block.ffn = ExpertParallelMoE(block.ffn, groups)  # type: ignore[assignment]
         else:
