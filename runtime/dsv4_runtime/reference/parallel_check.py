@@ -179,7 +179,11 @@ def _run_rank(
         "step_seconds": result.step_seconds,
         "param_count": model.param_count(),
     }
+    decode_s = sum(result.step_seconds[1:])
     line = f"rank {groups.rank}: {sum(len(t) for t in result.tokens)} tokens in {step_s:.3f} s"
+    if decode_s > 0:
+        record["decode_tokens_per_s"] = len(mine) * args.steps / decode_s
+        line += f" (decode {len(mine) * args.steps / decode_s:.1f} tokens/s)"
     if moes:
         a2a_s = sum(m.comm_seconds for m in moes)
         record["local_experts"] = [m.n_local for m in moes]
