@@ -41,8 +41,13 @@ def _free_port() -> int:
         return port
 
 
-def _run_ranks(out: Path, extra: list[str], world: int = 2) -> list[dict[str, object]]:
-    """Start `world` ranks of parallel_check, wait (bounded), return their saved records."""
+def _run_ranks(
+    out: Path, extra: list[str], world: int = 2, timeout_s: int = RANK_TIMEOUT_S
+) -> list[dict[str, object]]:
+    """Start `world` ranks of parallel_check, wait up to `timeout_s`, return their records.
+
+    Collectives time out after half of it, so a lost rank fails the others first.
+    """
     port = _free_port()
     procs = []
     for rank in range(world):
@@ -56,7 +61,7 @@ def _run_ranks(out: Path, extra: list[str], world: int = 2) -> list[dict[str, ob
         )
         cmd = [sys.executable, "-m", "dsv4_runtime.reference.parallel_check", "--out", str(out)]
         cmd += ["--prompt-lens", *map(str, PROMPT_LENS), "--prompt-seed", str(PROMPT_SEED)]
-        cmd += ["--steps", str(STEPS), "--timeout-s", "60", *extra]
+        cmd += ["--steps", str(STEPS), "--timeout-s", str(timeout_s // 2), *extra]
         procs.append(
             subprocess.Popen(
                 cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -65,7 +70,7 @@ def _run_ranks(out: Path, extra: list[str], world: int = 2) -> list[dict[str, ob
     logs = []
     try:
         for p in procs:
-            text, _ = p.communicate(timeout=RANK_TIMEOUT_S)
+            text, _ = p.communicate(timeout=timeout_s)
             logs.append(text)
     finally:
         for p in procs:
