@@ -33,6 +33,7 @@ from .kvcache import KVBlockPool, SequenceKV
 from .model import Transformer
 from .ops import AttentionOps, TorchOps
 from .parallel import ParallelGroups, build_groups, init_distributed, rendezvous_from_env
+from .parallel_follow import StepLeader, follow
 from .parallel_shard import ExpertParallelMoE, idle_step, shard_model
 
 
@@ -132,6 +133,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="DP rank r idles r steps before decoding and dp-1-r after (tests idle EP steps)",
     )
     p.add_argument("--engine", action="store_true", help="also decode through Engine (dp 1)")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="with --engine: only TP rank 0 schedules, the others replay its steps",
+    )
+    p.add_argument("--engine-blocks", type=int, default=None, help="KV blocks of the engine")
     p.add_argument("--timeout-s", type=float, default=300.0, help="collective timeout")
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True, help="directory for rank<R>.pt")
@@ -194,11 +201,30 @@ def _run_rank(
     print(line, flush=True)
     _idle(model, args.dp - 1 - groups.dp_rank if args.stagger else 0)
     if args.engine and args.dp == 1:
-        pool = KVBlockPool(model.config, 4 * len(prompts), device=device)
-        engine = Engine(model, pool, max_num_seqs=len(prompts), max_model_len=1024, ops=ops)
-        params = SamplingParams(max_tokens=args.steps + 1, ignore_eos=True)
-        record["engine_tokens"] = engine.generate(prompts, params)
+        record.update(_run_engine(args, model, groups, prompts, ops))
     return record
+
+
+def _run_engine(
+    args: argparse.Namespace,
+    model: Transformer,
+    groups: ParallelGroups,
+    prompts: list[list[int]],
+    ops: AttentionOps,
+) -> dict[str, object]:
+    """`Engine.generate` on every rank in lockstep, or with `--follow` on TP rank 0 only."""
+    blocks = args.engine_blocks or 4 * len(prompts)
+    pool = KVBlockPool(model.config, blocks, device=next(model.parameters()).device)
+    if args.follow and groups.tp_rank > 0:
+        return {"follower_steps": follow(model, groups, pool, ops)}
+    leader = StepLeader(model, groups) if args.follow else None
+    engine = Engine(model, pool, max_num_seqs=len(prompts), max_model_len=1024, ops=ops)
+    params = SamplingParams(max_tokens=args.steps + 1, ignore_eos=True)
+    out: dict[str, object] = {"engine_tokens": engine.generate(prompts, params)}
+    if leader is not None:
+        leader.stop()
+        out["leader_steps"] = leader.steps
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,12 +18,15 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from dsv4_runtime.reference.config import TINY
-from dsv4_runtime.reference.model import Transformer
+from dsv4_runtime.reference.engine import Engine, Request, SamplingParams
+from dsv4_runtime.reference.kvcache import KVBlockPool
+from dsv4_runtime.reference.model import StepOutput, Transformer
 from dsv4_runtime.reference.parallel import Rendezvous, rendezvous_from_env
 from dsv4_runtime.reference.parallel_check import GreedyResult, greedy_decode, make_prompts
 
@@ -215,3 +218,39 @@ def test_tp2_with_ep2_equals_single_process(
         print(f"rank {rec['rank']} tp2+ep2: max |Δlogit| = {diff:.2e}")
         assert diff <= ATOL["auto"]
         assert param_count < full_params
+
+
+def test_tp2_leader_follower_engine_equals_single_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serving under TP: only rank 0 runs the Engine (`StepLeader`), rank 1 replays its steps
+    (`follow`). Three 250-token prompts and a 30-token one in a 3-block pool: admission waits for
+    blocks and requests crossing token 256 preempt others, so the follower must free and
+    recreate caches exactly when the leader does. Rank 0 produces the single-process Engine's
+    tokens and both ranks run the same number of steps."""
+    lens, max_tokens, blocks = ["250", "250", "250", "30"], 10, 3
+    model = Transformer(TINY).init_random(0).eval()
+    engine = Engine(model, KVBlockPool(TINY, blocks), max_num_seqs=4, max_model_len=1024)
+    preemptions, steps = [0], [0]
+    preempt, forward = engine._preempt, model.forward_step
+
+    def counting_preempt(victim: Request) -> None:
+        preemptions[0] += 1
+        preempt(victim)
+
+    def counting_forward(*args: Any, **kwargs: Any) -> StepOutput:
+        steps[0] += 1
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_preempt", counting_preempt)
+    monkeypatch.setattr(model, "forward_step", counting_forward)
+    prompts = make_prompts([int(n) for n in lens], PROMPT_SEED)
+    ref = engine.generate(prompts, SamplingParams(max_tokens=max_tokens, ignore_eos=True))
+    assert preemptions[0] > 0
+    args = ["--tp", "2", "--engine", "--follow", "--engine-blocks", str(blocks)]
+    args += ["--prompt-lens", *lens, "--steps", str(max_tokens - 1)]
+    leader, follower = _run_ranks(tmp_path, args)
+    print(f"{preemptions[0]} preemptions, {steps[0]} steps")
+    assert leader["engine_tokens"] == ref
+    assert leader["leader_steps"] == follower["follower_steps"] == steps[0]
+    assert "engine_tokens" not in follower
