@@ -14,21 +14,26 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import torch
 
+from dsv4_runtime.reference.__main__ import build, parser
 from dsv4_runtime.reference.config import TINY
 from dsv4_runtime.reference.engine import Engine, Request, SamplingParams
 from dsv4_runtime.reference.kvcache import KVBlockPool
 from dsv4_runtime.reference.model import StepOutput, Transformer
 from dsv4_runtime.reference.parallel import Rendezvous, rendezvous_from_env
 from dsv4_runtime.reference.parallel_check import GreedyResult, greedy_decode, make_prompts
+from dsv4_runtime.reference.tokenizer import ByteTokenizer
 
 PROMPT_LENS = (140, 37)
 PROMPT_SEED = 1
@@ -254,3 +259,66 @@ def test_tp2_leader_follower_engine_equals_single_process(
     assert leader["engine_tokens"] == ref
     assert leader["leader_steps"] == follower["follower_steps"] == steps[0]
     assert "engine_tokens" not in follower
+
+
+def _wait_healthy(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), "a rank exited early"
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("rank 0 did not become healthy")
+
+
+def test_tp2_server_completes_as_the_single_process_engine(tmp_path: Path) -> None:
+    """`python -m dsv4_runtime.reference.parallel_serve --tensor-parallel-size 2` on 2 gloo ranks:
+    rank 0 serves /v1/completions with the single-process greedy text, then drains on SIGTERM,
+    stops the follower, and both exit 0."""
+    common = ["--config", "tiny", "--served-model-name", "tiny-tp", "--max-num-seqs", "2"]
+    common += ["--max-model-len", "512", "--seed", "0"]
+    prompt, max_tokens = "tensor parallel " * 10, 12
+    tok = ByteTokenizer()
+    single = build(parser().parse_args(common))
+    ids = single.engine.generate(
+        [tok.encode(prompt)], SamplingParams(max_tokens=max_tokens, ignore_eos=True)
+    )[0]
+    expected = tok.decode(ids)
+    port, http_port = _free_port(), _free_port()
+    procs, logs = [], []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        cmd = [sys.executable, "-m", "dsv4_runtime.reference.parallel_serve", *common]
+        cmd += ["--host", "127.0.0.1", "--port", str(http_port), "--tensor-parallel-size", "2"]
+        cmd += ["--dist-timeout", "60"]
+        logs.append(tmp_path / f"rank{rank}.log")
+        with logs[-1].open("wb") as out:
+            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
+    try:
+        url = f"http://127.0.0.1:{http_port}"
+        _wait_healthy(url, procs)
+        body = {
+            "model": "tiny-tp",
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "ignore_eos": True,
+        }
+        r = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == expected
+        procs[0].send_signal(signal.SIGTERM)
+        for p in procs:
+            assert p.wait(timeout=RANK_TIMEOUT_S) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    follower_log = logs[1].read_text()
+    print(follower_log.splitlines()[-1])
+    assert "leader stopped after" in follower_log

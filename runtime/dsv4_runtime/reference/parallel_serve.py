@@ -1,0 +1,86 @@
+"""`python -m dsv4_runtime.reference.parallel_serve`: the reference server at tensor parallelism N.
+
+Start one process per rank (torchrun, or the LWS variables, see `parallel.rendezvous_from_env`)
+with the reference CLI's flags plus `--tensor-parallel-size N` and `--backend gloo|nccl`. Every
+rank builds the model and the KV pool as `python -m dsv4_runtime.reference` does, then shards it
+(`parallel_shard.shard_model`); TP rank 0 serves the API with a `StepLeader` and the other ranks
+replay its steps (`parallel_follow.follow`) in their own pools of the same size. On SIGTERM rank 0
+drains as the single-process server does, then stops the followers; all exit 0. With
+`--device cuda` each rank uses the GPU `LOCAL_RANK`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+
+from .__main__ import build, parser, serve
+from .parallel import build_groups, init_distributed, rendezvous_from_env
+from .parallel_follow import StepLeader, follow
+from .parallel_shard import shard_model
+
+log = logging.getLogger("dsv4_runtime.reference.parallel_serve")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = parser()
+    p.prog = "python -m dsv4_runtime.reference.parallel_serve"
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="TP ranks (= world)")
+    p.add_argument("--backend", default="gloo", help="gloo (CPU ranks) or nccl (one GPU each)")
+    p.add_argument("--dist-timeout", type=float, default=300.0, help="collective timeout, s")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status (2 when the setup is invalid)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = _parser().parse_args(argv)
+    try:
+        rdzv = rendezvous_from_env(os.environ)
+    except ValueError as err:
+        log.error("cannot start: %s", err)
+        return 2
+    if args.device == "cuda":
+        torch.cuda.set_device(rdzv.local_rank)  # "cuda" below means this rank's GPU
+    init_distributed(rdzv, backend=args.backend, timeout_s=args.dist_timeout)
+    try:
+        groups = build_groups(args.tensor_parallel_size)
+        server = build(args)
+        engine = server.engine
+        shard_model(engine.model, groups)
+        blocks = torch.tensor([engine.pool.num_blocks], device=engine.device)
+        dist.all_reduce(blocks, op=dist.ReduceOp.MIN)
+        if int(blocks) != engine.pool.num_blocks:
+            msg = f"KV pools differ across ranks (smallest {int(blocks)}): set --num-kv-blocks"
+            raise ValueError(msg)
+        if groups.tp_rank > 0:
+            steps = follow(engine.model, groups, engine.pool, engine.ops)
+            log.info("rank %d: leader stopped after %d steps", groups.rank, steps)
+        else:
+            leader = StepLeader(engine.model, groups)
+            try:
+                asyncio.run(serve(server, args.host, args.port))
+            finally:
+                leader.stop()
+            log.info(
+                "rank 0: stopped %d follower(s) after %d steps", groups.tp_size - 1, leader.steps
+            )
+    except (ValueError, OSError, KeyError) as err:
+        log.error("cannot start: %s", err)
+        return 2
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
