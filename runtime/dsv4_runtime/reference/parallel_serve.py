@@ -22,7 +22,12 @@ import torch
 import torch.distributed as dist
 
 from .__main__ import build, parser, serve
-from .parallel import build_groups, init_distributed, rendezvous_from_env
+from .parallel import (
+    DEFAULT_MASTER_PORT,
+    build_groups,
+    init_distributed,
+    rendezvous_from_env,
+)
 from .parallel_follow import StepLeader, follow
 from .parallel_shard import shard_model
 
@@ -35,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="TP ranks (= world)")
     p.add_argument("--backend", default="gloo", help="gloo (CPU ranks) or nccl (one GPU each)")
     p.add_argument("--dist-timeout", type=float, default=300.0, help="collective timeout, s")
+    p.add_argument(
+        "--procs-per-pod", type=int, default=1, help="ranks per LWS pod (without torchrun's RANK)"
+    )
+    p.add_argument(
+        "--master-port", type=int, default=DEFAULT_MASTER_PORT, help="TCP store port under LWS"
+    )
     return p
 
 
@@ -45,7 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = _parser().parse_args(argv)
     try:
-        rdzv = rendezvous_from_env(os.environ)
+        rdzv = rendezvous_from_env(
+            os.environ, procs_per_pod=args.procs_per_pod, master_port=args.master_port
+        )
     except ValueError as err:
         log.error("cannot start: %s", err)
         return 2
