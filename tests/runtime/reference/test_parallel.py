@@ -288,6 +288,8 @@ def test_tp2_server_completes_as_the_single_process_engine(tmp_path: Path) -> No
     )[0]
     expected = tok.decode(ids)
     port, http_port = _free_port(), _free_port()
+    while http_port == port:
+        http_port = _free_port()
     procs, logs = [], []
     for rank in range(2):
         env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
