@@ -297,7 +297,8 @@ def evaluate(
     length = req.max_model_len or ctx.auto_length(target_per_rank or 1)
     seqs = ctx.resolve_seqs(length, target_per_rank)
     mem = ctx.memory(length, seqs)
-    request_bytes = ctx.request_bytes(length)
+    # With `auto` and no room at all, size the shortfall for the shortest useful request.
+    request_bytes = ctx.request_bytes(length or eng.min_auto_max_model_len)
     problems = _problems(ctx, mem, length, seqs, target_per_rank)
     per_rank = max(0, mem.kv_cache_bytes) // request_bytes
     tps = _decode_tokens_per_second(

@@ -328,7 +328,8 @@ def _explain_no_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> 
     if short > 0:
         head += (
             f": short by {short:,} B per GPU ({short * gpus:,} B in all) for the weights, "
-            f"activations and one {closest.max_model_len:,}-token request"
+            f"activations and one "
+            f"{closest.max_model_len or req.engine.min_auto_max_model_len:,}-token request"
         )
     else:
         head += f": {closest.problems[0].message}"
