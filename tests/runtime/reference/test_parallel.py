@@ -60,6 +60,10 @@ def _run_ranks(
     procs = []
     for rank in range(world):
         env = dict(os.environ)
+        # tests/kernels/conftest.py turns the Triton interpreter on for the whole session; the
+        # ranks run the kernels' PyTorch references on CPU (the interpreter is far too slow for
+        # two processes decoding a model; the kernels' own tests cover the interpreted kernels).
+        env.pop("TRITON_INTERPRET", None)
         env.update(
             RANK=str(rank),
             WORLD_SIZE=str(world),
