@@ -13,7 +13,8 @@ One `step` per DeepSeekV4Deployment per scrape interval (a kopf timer):
 4. scale by patching `spec.replicas` (the same field the scale subresource serves), drain or
    undrain groups through their runtime (`POST /drain`, `/undrain`), record the last 10 replica
    changes in `status.recentScalingDecisions`, post an Event, and export `dsv4_autoscaler_*`
-   metrics.
+   metrics; the ScalingActive condition says whether any group reports metrics (written only
+   when it changes).
 """
 
 from __future__ import annotations
@@ -206,6 +207,7 @@ class Autoscaler:
             for i in range(spec.replicas)
         )
         obs = Observation(t, spec.replicas, groups)
+        self._report_active(body, groups)
         decision, state = decide(
             config_from(spec, planned), self._states.get(key, AutoscalerState()), obs
         )
@@ -216,6 +218,35 @@ class Autoscaler:
             self.metrics.decisions.labels(action=decision.action).inc()
             self._apply(namespace, name, lws, decision, body.get("status") or {}, emit)
         return decision
+
+    def _report_active(self, body: dict[str, Any], groups: tuple[GroupSample, ...]) -> None:
+        """Set the ScalingActive condition when its status or reason changes (no write otherwise).
+
+        True/`TokenThroughput` while at least one group reports metrics; False/`NoMetrics` when
+        none does (all starting, or unreachable).
+        """
+        reporting = sum(1 for g in groups if g.ready)
+        status, reason = ("True", "TokenThroughput") if reporting else ("False", "NoMetrics")
+        message = f"{reporting} of {len(groups)} replica groups report metrics"
+        meta, current = body["metadata"], body.get("status") or {}
+        conditions = [dict(c) for c in current.get("conditions") or []]
+        old = next((c for c in conditions if c.get("type") == "ScalingActive"), None)
+        if old is not None and (old.get("status"), old.get("reason")) == (status, reason):
+            return
+        conditions = [c for c in conditions if c.get("type") != "ScalingActive"]
+        conditions.append(
+            {
+                "type": "ScalingActive",
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "observedGeneration": int(meta.get("generation") or 0),
+            }
+        )
+        self.kube.patch_status(
+            API_VERSION, KIND, meta["namespace"], meta["name"], {"conditions": conditions}
+        )
 
     def _apply(
         self,

@@ -174,3 +174,36 @@ def test_decisions_keep_the_last_ten() -> None:
     kept = fake.objects[CR_PATH]["status"]["recentScalingDecisions"]
     assert len(kept) == 10
     assert kept[-1]["reason"] == "TokenRateHigh"
+
+
+def test_scaling_active_condition_is_written_only_on_change() -> None:
+    fake, rt, scaler, clock = setup()
+    fake.objects[CR_PATH]["status"] = {
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Ready",
+                "message": "",
+                "lastTransitionTime": "2026-11-28T00:00:00Z",
+                "observedGeneration": 1,
+            }
+        ]
+    }
+
+    def active() -> tuple[str, str]:
+        conds = {c["type"]: c for c in fake.objects[CR_PATH]["status"]["conditions"]}
+        assert conds["Ready"]["status"] == "True"  # the reconciler's conditions are kept
+        return conds["ScalingActive"]["status"], conds["ScalingActive"]["reason"]
+
+    def status_writes() -> int:
+        return sum(1 for m, p in fake.requests if m == "PATCH" and p.endswith("/status"))
+
+    tick(scaler, clock, Events())
+    assert active() == ("True", "TokenThroughput")
+    writes = status_writes()
+    tick(scaler, clock, Events())
+    assert status_writes() == writes  # unchanged: no write
+    rt.tokens.clear()  # the leader stops answering
+    tick(scaler, clock, Events())
+    assert active() == ("False", "NoMetrics")
