@@ -169,38 +169,6 @@ class Evaluation:
         return self.layout.gpus * (self.replicas_for_target or 1)
 
 
-def _memory(
-    model: ModelSpec,
-    gpu: GpuType,
-    layout: Layout,
-    req: PlanRequest,
-    weights: WeightBreakdown,
-    tier: SchedulingDefaults,
-    *,
-    max_model_len: int,
-    max_num_seqs: int,
-    mnbt: int,
-) -> MemoryBreakdown:
-    util = req.gpu_memory_utilization or req.engine.default_gpu_memory_utilization
-    return MemoryBreakdown(
-        memory_bytes=gpu.cuda_total_bytes,
-        gpu_memory_utilization=util,
-        budget_bytes=budget_bytes(gpu.cuda_total_bytes, util),
-        weights=weights,
-        activation_bytes=activation_bytes(
-            model,
-            layout,
-            req.engine,
-            max_num_batched_tokens=mnbt,
-            max_num_seqs=max_num_seqs,
-            max_model_len=max(max_model_len, 1),
-            mtp=req.speculative_tokens > 0,
-        ),
-        cuda_graph_bytes=cuda_graph_bytes(req.engine, max_num_seqs, tier),
-        overhead_bytes=overhead_bytes(req.engine, layout),
-    )
-
-
 def _min_util_text(mem: MemoryBreakdown, geometry: KvGeometry, length: int, state: int) -> str:
     """`minimum gpu-memory-utilization for one N-token request: u` (or why none exists)."""
     need = mem.min_utilization(geometry.request_bytes(length, state))
@@ -353,16 +321,24 @@ class _Context:
 
     def memory(self, length: int, seqs: int) -> MemoryBreakdown:
         """Per-GPU breakdown at a max-model-len and max-num-seqs."""
-        return _memory(
-            self.model,
-            self.gpu,
-            self.layout,
-            self.req,
-            self.weights,
-            self.tier,
-            max_model_len=length,
-            max_num_seqs=seqs,
-            mnbt=self.mnbt,
+        req, gpu = self.req, self.gpu
+        util = req.gpu_memory_utilization or req.engine.default_gpu_memory_utilization
+        return MemoryBreakdown(
+            memory_bytes=gpu.cuda_total_bytes,
+            gpu_memory_utilization=util,
+            budget_bytes=budget_bytes(gpu.cuda_total_bytes, util),
+            weights=self.weights,
+            activation_bytes=activation_bytes(
+                self.model,
+                self.layout,
+                req.engine,
+                max_num_batched_tokens=self.mnbt,
+                max_num_seqs=seqs,
+                max_model_len=max(length, 1),
+                mtp=req.speculative_tokens > 0,
+            ),
+            cuda_graph_bytes=cuda_graph_bytes(req.engine, seqs, self.tier),
+            overhead_bytes=overhead_bytes(req.engine, self.layout),
         )
 
     def state(self, length: int) -> int:
