@@ -50,6 +50,7 @@ from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.planning.planner import Plan
 from dsv4_operator.render.labels import Owner, child_names
 from dsv4_operator.render.runtime_args import ADMIN_PORT
+from dsv4_operator.render.status import rfc3339
 
 __all__ = ["Autoscaler", "AutoscalerMetrics", "HttpCall", "config_from", "http_call"]
 
@@ -240,7 +241,7 @@ class Autoscaler:
                 "status": status,
                 "reason": reason,
                 "message": message,
-                "lastTransitionTime": self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "lastTransitionTime": rfc3339(self.now()),
                 "observedGeneration": int(meta.get("generation") or 0),
             }
         )
@@ -265,7 +266,7 @@ class Autoscaler:
             return
         self.kube.patch_replicas(API_VERSION, KIND, namespace, name, d.replicas_to)
         record = {
-            "time": self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "time": rfc3339(self.now()),
             "fromReplicas": d.replicas_from,
             "toReplicas": d.replicas_to,
             "reason": _scaling_reason(d),

@@ -30,6 +30,7 @@ __all__ = [
     "Observation",
     "desired_status",
     "plan_status",
+    "rfc3339",
     "status_patch",
 ]
 
@@ -244,6 +245,11 @@ def _merge_conditions(
     return sorted(by_type.values(), key=lambda c: [*order, c["type"]].index(c["type"]))
 
 
+def rfc3339(now: datetime) -> str:
+    """A UTC time as the API writes it in status: `2026-11-29T13:00:00Z` (whole seconds)."""
+    return now.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def desired_status(
     obs: Observation, previous: Mapping[str, Any] | None, now: datetime
 ) -> dict[str, Any]:
@@ -258,7 +264,7 @@ def desired_status(
         A dict with (a subset of) `OWNED_KEYS`; keys not returned are left untouched.
     """
     prev = dict(previous or {})
-    stamp = now.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = rfc3339(now)
     conditions = _merge_conditions(list(prev.get("conditions") or []), _conditions(obs), obs, stamp)
     out: dict[str, Any] = {"observedGeneration": obs.owner.generation, "conditions": conditions}
     if obs.error_reason is not None or obs.paused:
