@@ -87,7 +87,7 @@ def run(
             resolve_leader_ip(role.leader_address, resolver) if config.nodes > 1 else "127.0.0.1"
         )
         launch = build_launch(config, role, leader_ip)
-    except (RoleError, ExtraArgsError) as error:
+    except (RoleError, ExtraArgsError, ConfigError) as error:
         return _fail(str(error), EXIT_USAGE, config.termination_log)
     for warning in report.warnings:
         log.warning("%s", warning)
@@ -128,7 +128,9 @@ def run(
         drain_timeout_seconds=config.drain_timeout_seconds,
         stop_grace_seconds=config.engine_stop_grace_seconds,
         engine_term_delay_seconds=(
-            config.drain_timeout_seconds if config.engine == "vllm" and not role.is_leader else 0
+            config.drain_timeout_seconds
+            if not role.is_leader and (config.engine == "vllm" or config.reference_world_size > 1)
+            else 0
         ),
     )
     return asyncio.run(supervisor.run())

@@ -20,7 +20,8 @@ whole launch; `--weights` only when set; extra engine arguments after a lone `--
     --expected-gpus N                  --expected-gpu-memory-bytes BYTES
     --host ADDR   --api-port PORT   --admin-port PORT   --data-parallel-rpc-port PORT
     --ray-port PORT   --seed N   --reference-config NAME   --reference-module MODULE
-    --shm-path DIR   --termination-log FILE   [-- EXTRA ENGINE ARGS...]
+    --reference-device {cpu,cuda}   --shm-path DIR   --termination-log FILE
+    [-- EXTRA ENGINE ARGS...]
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ __all__ = [
     "DEEPSEEK_V4_BLOCK_SIZE",
     "ConfigError",
     "EngineName",
+    "ReferenceDevice",
     "RuntimeConfig",
     "parser_help",
 ]
+
+ReferenceDevice = Literal["cpu", "cuda"]
+"""Where the reference engine's ranks run: CPU (gloo) or one GPU each (NCCL)."""
 
 EngineName = Literal["vllm", "reference"]
 """Engines behind the runtime: `vllm` (production) and `reference` (ours, CPU, for CI/demos)."""
@@ -139,6 +144,8 @@ class RuntimeConfig:
     """Reference engine model size (`python -m dsv4_runtime.reference --config`)."""
     reference_module: str = "dsv4_runtime.reference"
     """Python module run as the reference engine (tests point it at an engine double)."""
+    reference_device: ReferenceDevice = "cpu"
+    """Reference engine ranks on CPU (gloo) or one GPU each (NCCL); see `reference_world_size`."""
     shm_path: Path = Path("/dev/shm")  # noqa: S108  (the pod's shared-memory mount, not a temp file)
     """Shared-memory mount cleaned and measured before start."""
     termination_log: Path = Path("/dev/termination-log")
@@ -189,6 +196,12 @@ class RuntimeConfig:
                 f"got {self.max_num_batched_tokens}",
             )
         self._check_layout()
+        if self.reference_device not in get_args(ReferenceDevice):
+            _fail(
+                "--reference-device",
+                f"must be one of {', '.join(get_args(ReferenceDevice))}, "
+                f"got {self.reference_device!r}",
+            )
 
     def _int_fields(self) -> list[tuple[str, int, int]]:
         """(flag, value, lowest allowed) for every integer field."""
@@ -257,6 +270,40 @@ class RuntimeConfig:
                     f"{self.nodes * self.expected_gpus}",
                 )
 
+    def check_reference_layout(self) -> None:
+        """Check that the reference engine can run this layout (called at its launch).
+
+        Its ranks are TP × DP (no PP); expert parallelism pairs with TP or with DP, not both.
+
+        Raises:
+            ConfigError: naming the flag and the limit.
+        """
+        if self.pipeline_parallel_size > 1:
+            _fail(
+                "--pipeline-parallel-size",
+                f"must be 1 for the reference engine (no pipeline parallelism), "
+                f"got {self.pipeline_parallel_size}",
+            )
+        if self.expert_parallel and self.tensor_parallel_size > 1 and self.data_parallel_size > 1:
+            _fail(
+                "--expert-parallel",
+                "needs --tensor-parallel-size 1 (DP attention + EP) or --data-parallel-size 1 "
+                f"(TP + EP) for the reference engine, got TP {self.tensor_parallel_size} and DP "
+                f"{self.data_parallel_size} (use --no-expert-parallel)",
+            )
+
+    @property
+    def reference_world_size(self) -> int:
+        """Ranks of a reference-engine group: TP × DP (1 runs the single-process engine)."""
+        return self.tensor_parallel_size * self.data_parallel_size
+
+    @property
+    def procs_per_pod(self) -> int:
+        """Engine ranks (GPUs) one pod runs: TP × DP_local, or TP × PP / nodes under PP."""
+        if self.pipeline_parallel_size > 1:
+            return self.tensor_parallel_size * self.pipeline_parallel_size // self.nodes
+        return self.tensor_parallel_size * self.data_parallel_size_local
+
     def to_args(self) -> list[str]:
         """Render the `dsv4-runtime` argument list (the operator renders the identical list).
 
@@ -294,6 +341,7 @@ class RuntimeConfig:
             "--seed", str(self.seed),
             "--reference-config", self.reference_config,
             "--reference-module", self.reference_module,
+            "--reference-device", self.reference_device,
             "--shm-path", str(self.shm_path),
             "--termination-log", str(self.termination_log),
         ]  # fmt: skip
@@ -393,6 +441,12 @@ def _parser() -> _RaisingParser:
         p.add_argument(flag, type=int, default=getattr(defaults, _dest(flag)), help=text)
     p.add_argument("--reference-config", default=defaults.reference_config)
     p.add_argument("--reference-module", default=defaults.reference_module)
+    p.add_argument(
+        "--reference-device",
+        default=defaults.reference_device,
+        choices=get_args(ReferenceDevice),
+        help="reference ranks on cpu (gloo) or one GPU each (nccl)",
+    )
     p.add_argument("--shm-path", default=str(defaults.shm_path))
     p.add_argument("--termination-log", default=str(defaults.termination_log))
     return p

@@ -80,7 +80,8 @@ def test_to_args_order_is_the_documented_contract() -> None:
         "--num-speculative-tokens", "--drain-timeout-seconds", "--engine-stop-grace-seconds",
         "--expected-shm-bytes", "--expected-gpus", "--expected-gpu-memory-bytes", "--host",
         "--api-port", "--admin-port", "--data-parallel-rpc-port", "--ray-port", "--seed",
-        "--reference-config", "--reference-module", "--shm-path", "--termination-log",
+        "--reference-config", "--reference-module", "--reference-device", "--shm-path",
+        "--termination-log",
     ]  # fmt: skip
     assert "--weights" not in args
 

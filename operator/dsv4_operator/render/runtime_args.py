@@ -207,6 +207,7 @@ def runtime_args(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> list[str]:
         "--seed", "0",
         "--reference-config", _REFERENCE_CONFIG,
         "--reference-module", _REFERENCE_MODULE,
+        "--reference-device", "cpu",
         "--shm-path", SHM_PATH,
         "--termination-log", TERMINATION_LOG,
     ]  # fmt: skip

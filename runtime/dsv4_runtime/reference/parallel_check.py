@@ -132,11 +132,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="DP rank r idles r steps before decoding and dp-1-r after (tests idle EP steps)",
     )
-    p.add_argument("--engine", action="store_true", help="also decode through Engine (dp 1)")
+    p.add_argument(
+        "--engine", action="store_true", help="also decode through Engine (dp 1, or --follow)"
+    )
     p.add_argument(
         "--follow",
         action="store_true",
-        help="with --engine: only TP rank 0 schedules, the others replay its steps",
+        help="with --engine: only rank 0 schedules, the others replay its steps (TP and DP)",
     )
     p.add_argument("--engine-blocks", type=int, default=None, help="KV blocks of the engine")
     p.add_argument("--timeout-s", type=float, default=300.0, help="collective timeout")
@@ -200,7 +202,7 @@ def _run_rank(
         line += f", all-to-all {100 * a2a_s / step_s:.1f} % of step time"
     print(line, flush=True)
     _idle(model, args.dp - 1 - groups.dp_rank if args.stagger else 0)
-    if args.engine and args.dp == 1:
+    if args.engine and (args.dp == 1 or args.follow):
         record.update(_run_engine(args, model, groups, prompts, ops))
     return record
 
@@ -212,10 +214,10 @@ def _run_engine(
     prompts: list[list[int]],
     ops: AttentionOps,
 ) -> dict[str, object]:
-    """`Engine.generate` on every rank in lockstep, or with `--follow` on TP rank 0 only."""
+    """`Engine.generate` on every rank in lockstep (dp 1), or with `--follow` on rank 0 only."""
     blocks = args.engine_blocks or 4 * len(prompts)
     pool = KVBlockPool(model.config, blocks, device=next(model.parameters()).device)
-    if args.follow and groups.tp_rank > 0:
+    if args.follow and groups.rank > 0:
         return {"follower_steps": follow(model, groups, pool, ops)}
     leader = StepLeader(model, groups) if args.follow else None
     engine = Engine(model, pool, max_num_seqs=len(prompts), max_model_len=1024, ops=ops)

@@ -1,12 +1,14 @@
-"""`python -m dsv4_runtime.reference.parallel_serve`: the reference server at tensor parallelism N.
+"""`python -m dsv4_runtime.reference.parallel_serve`: the reference server over TP × DP ranks.
 
 Start one process per rank (torchrun, or the LWS variables, see `parallel.rendezvous_from_env`)
-with the reference CLI's flags plus `--tensor-parallel-size N` and `--backend gloo|nccl`. Every
-rank builds the model and the KV pool as `python -m dsv4_runtime.reference` does, then shards it
-(`parallel_shard.shard_model`); TP rank 0 serves the API with a `StepLeader` and the other ranks
-replay its steps (`parallel_follow.follow`) in their own pools of the same size. On SIGTERM rank 0
-drains as the single-process server does, then stops the followers; all exit 0. With
-`--device cuda` each rank uses the GPU `LOCAL_RANK`.
+with the reference CLI's flags plus `--tensor-parallel-size N`, `--data-parallel-size M`,
+optionally `--enable-expert-parallel`, and `--backend gloo|nccl`; the world must have N × M ranks
+(`dsv4-runtime --engine reference` starts them through torchrun, one per GPU). Every rank builds
+the model and the KV pool as `python -m dsv4_runtime.reference` does, then shards it
+(`parallel_shard.shard_model`); global rank 0 serves the API with a `StepLeader` and the other
+ranks replay its steps (`parallel_follow.follow`: their DP rank's requests, or idle EP steps) in
+their own pools of the same size. On SIGTERM rank 0 drains as the single-process server does, then
+stops the followers; all exit 0. With `--device cuda` each rank uses the GPU `LOCAL_RANK`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,11 @@ log = logging.getLogger("dsv4_runtime.reference.parallel_serve")
 def _parser() -> argparse.ArgumentParser:
     p = parser()
     p.prog = "python -m dsv4_runtime.reference.parallel_serve"
-    p.add_argument("--tensor-parallel-size", type=int, default=1, help="TP ranks (= world)")
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="TP ranks per DP rank")
+    p.add_argument("--data-parallel-size", type=int, default=1, help="DP (attention) ranks")
+    p.add_argument(
+        "--enable-expert-parallel", action="store_true", help="routed experts split over the world"
+    )
     p.add_argument("--backend", default="gloo", help="gloo (CPU ranks) or nccl (one GPU each)")
     p.add_argument("--dist-timeout", type=float, default=300.0, help="collective timeout, s")
     p.add_argument(
@@ -66,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.cuda.set_device(rdzv.local_rank)  # "cuda" below means this rank's GPU
     init_distributed(rdzv, backend=args.backend, timeout_s=args.dist_timeout)
     try:
-        groups = build_groups(args.tensor_parallel_size)
+        groups = build_groups(
+            args.tensor_parallel_size,
+            args.data_parallel_size,
+            expert_parallel=args.enable_expert_parallel,
+        )
         server = build(args)
         engine = server.engine
         shard_model(engine.model, groups)
@@ -75,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if int(blocks) != engine.pool.num_blocks:
             msg = f"KV pools differ across ranks (smallest {int(blocks)}): set --num-kv-blocks"
             raise ValueError(msg)
-        if groups.tp_rank > 0:
+        if groups.rank > 0:
             steps = follow(engine.model, groups, engine.pool, engine.ops)
             log.info("rank %d: leader stopped after %d steps", groups.rank, steps)
         else:
@@ -85,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 leader.stop()
             log.info(
-                "rank 0: stopped %d follower(s) after %d steps", groups.tp_size - 1, leader.steps
+                "rank 0: stopped %d follower(s) after %d steps", groups.world_size - 1, leader.steps
             )
     except (ValueError, OSError, KeyError) as err:
         log.error("cannot start: %s", err)

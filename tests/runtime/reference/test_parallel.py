@@ -229,14 +229,22 @@ def test_tp2_with_ep2_equals_single_process(
         assert param_count < full_params
 
 
-def test_tp2_leader_follower_engine_equals_single_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "layout",
+    [
+        pytest.param(["--tp", "2"], id="tp2"),
+        pytest.param(["--dp", "2", "--expert-parallel"], id="dp2-ep2"),
+    ],
+)
+def test_leader_follower_engine_equals_single_process(
+    layout: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Serving under TP: only rank 0 runs the Engine (`StepLeader`), rank 1 replays its steps
-    (`follow`). Three 250-token prompts and a 30-token one in a 3-block pool: admission waits for
-    blocks and requests crossing token 256 preempt others, so the follower must free and
-    recreate caches exactly when the leader does. Rank 0 produces the single-process Engine's
-    tokens and both ranks run the same number of steps."""
+    """Serving under TP or DP+EP: only rank 0 runs the Engine (`StepLeader`), rank 1 replays its
+    steps (`follow`): under TP all of them, under DP the requests placed on DP rank 1 (idle EP
+    steps when it has none). Three 250-token prompts and a 30-token one in a 3-block pool:
+    admission waits for blocks and requests crossing token 256 preempt others, so the follower
+    must free and recreate caches exactly when the leader does. Rank 0 produces the single-process
+    Engine's tokens and both ranks run the same number of steps."""
     lens, max_tokens, blocks = ["250", "250", "250", "30"], 10, 3
     model = Transformer(TINY).init_random(0).eval()
     engine = Engine(model, KVBlockPool(TINY, blocks), max_num_seqs=4, max_model_len=1024)
@@ -256,7 +264,7 @@ def test_tp2_leader_follower_engine_equals_single_process(
     prompts = make_prompts([int(n) for n in lens], PROMPT_SEED)
     ref = engine.generate(prompts, SamplingParams(max_tokens=max_tokens, ignore_eos=True))
     assert preemptions[0] > 0
-    args = ["--tp", "2", "--engine", "--follow", "--engine-blocks", str(blocks)]
+    args = [*layout, "--engine", "--follow", "--engine-blocks", str(blocks)]
     args += ["--prompt-lens", *lens, "--steps", str(max_tokens - 1)]
     leader, follower = _run_ranks(tmp_path, args)
     print(f"{preemptions[0]} preemptions, {steps[0]} steps")
