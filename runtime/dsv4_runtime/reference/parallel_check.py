@@ -118,6 +118,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--config", default="tiny", help="model preset (tiny, mid)")
     p.add_argument("--seed", type=int, default=0, help="weight seed (same on every rank)")
     p.add_argument("--kv-cache-dtype", default=None, help="override: fp8_ds_mla or auto")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="override")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size")
     p.add_argument("--dp", type=int, default=1, help="data-parallel (DP attention) size")
     p.add_argument("--expert-parallel", action="store_true", help="EP over all ranks")
@@ -152,6 +153,8 @@ def _build(args: argparse.Namespace, groups: ParallelGroups, device: torch.devic
     config = preset(args.config)
     if args.kv_cache_dtype:
         config = dataclasses.replace(config, kv_cache_dtype=args.kv_cache_dtype)
+    if args.dtype:
+        config = dataclasses.replace(config, dtype=args.dtype)
     with torch.device(device):
         model = Transformer(config)
     return shard_model(model.init_random(args.seed).eval(), groups)

@@ -171,6 +171,8 @@ def _start_pod(
 ) -> Pod:
     env = dict(os.environ)
     env.pop("TRITON_INTERPRET", None)  # the ranks run the PyTorch attention path
+    if config.reference_device == "cuda" and config.nodes > 1:
+        env["CUDA_VISIBLE_DEVICES"] = str(index)  # as the device plugin gives each pod its GPU
     if config.nodes > 1:
         env.update(
             LWS_LEADER_ADDRESS="127.0.0.1", LWS_GROUP_SIZE=str(config.nodes),
