@@ -9,7 +9,9 @@ import triton.language as tl
 
 from dsv4_kernels.indexer import index_logits_reference, index_topk, index_topk_reference
 from dsv4_kernels.indexer.triton_indexer import (
+    _order_key,
     _select_topk,
+    _select_topk_fast,
     _select_topk_radix,
     choose_chunk,
     index_topk_triton,
@@ -113,3 +115,19 @@ def test_selection_with_ties_and_infinities(select: int, device: torch.device) -
     assert torch.equal(ov.cpu().sort(descending=True).values, ref)
     assert torch.equal(vals[torch.argsort(ids)][oi.cpu().long()], ov.cpu())
     assert torch.unique(oi).numel() == k
+
+
+@triton.jit
+def fast_select_kernel(v_ptr, i_ptr, ov_ptr, oi_ptr, lo_ptr, tau, N: tl.constexpr, K: tl.constexpr):
+    """Harness: `_select_topk_fast` on one [N] list (test_indexer_variants)."""
+    vals = tl.load(v_ptr + tl.arange(0, N))
+    ids = tl.load(i_ptr + tl.arange(0, N))
+    lo, n_ge = _select_topk_fast(vals, ids, K, ov_ptr, oi_ptr, tau)
+    tl.store(lo_ptr, lo)
+    tl.store(lo_ptr + 1, n_ge)
+
+
+@triton.jit
+def order_key_kernel(v_ptr, k_ptr, N: tl.constexpr):
+    """Harness: `_order_key` of [N] floats."""
+    tl.store(k_ptr + tl.arange(0, N), _order_key(tl.load(v_ptr + tl.arange(0, N))))

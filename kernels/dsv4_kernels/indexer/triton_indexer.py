@@ -12,6 +12,7 @@ C=4096, K=512), never the logits themselves.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -19,6 +20,76 @@ import triton.language as tl
 
 from dsv4_kernels.kv_format import INDEX_DIM
 from dsv4_kernels.triton_fp8 import NATIVE_FP8, e4m3_bits_to_f32
+
+INT32_MIN = -2147483648
+INT32_MAX = 2147483647
+
+
+@triton.jit
+def _order_key(vals):
+    """float32 -> int32 whose signed order is the float order (an involution on the bits)."""
+    u = vals.to(tl.int32, bitcast=True)
+    return u ^ ((u >> 31) & 0x7FFFFFFF)
+
+
+@triton.jit
+def _key_to_f32(k):
+    """Inverse of `_order_key` (int32 key -> float32)."""
+    return (k ^ ((k >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _select_topk_fast(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr, tau):
+    """Exact top-K of `vals` ([N] float32, N >= K) with early exit and a lower bound `tau`.
+
+    Bisection for the K-th largest order-preserving int32 key whose midpoints are taken in the
+    float domain for the first 24 steps (values cluster, so the K-th / K+1-th gap is found in
+    ~12-16 steps instead of 32) and which stops as soon as exactly K keys lie at or above the
+    probe. `tau` (int32 key; -2**31 = none) is a known lower bound of the value the caller
+    needs (every value < tau can be dropped): when at most K keys are >= tau no search runs,
+    those keys are written and the rest of the K slots padded with (-inf, -1).
+
+    Returns:
+        (lo, n_ge): lo (int32 key) bounds what was dropped (every dropped key is <= lo and
+        every written finite key is >= lo); n_ge = number of keys >= lo (K after a search:
+        then lo is a lower bound of the K-th largest and may be published as a threshold).
+    """
+    key = _order_key(vals)
+    kmin = tl.min(key, axis=0)
+    hi = tl.max(key, axis=0)
+    lo = tl.maximum(kmin, tau)
+    cnt_lo = tl.sum((key >= lo).to(tl.int32), axis=0)
+    step = cnt_lo * 0
+    while (lo < hi) & (cnt_lo > K):
+        lo64 = lo.to(tl.int64)
+        int_mid = (lo64 + (hi.to(tl.int64) - lo64 + 1) // 2).to(tl.int32)
+        flo = _key_to_f32(lo)
+        fhi = _key_to_f32(hi)
+        fkm = _order_key(flo * 0.5 + fhi * 0.5)
+        finite = (flo > float("-inf")) & (fhi < float("inf"))
+        use_f = (step < 24) & finite & (fkm > lo) & (fkm <= hi)
+        mid = tl.where(use_f, fkm, int_mid)
+        c = tl.sum((key >= mid).to(tl.int32), axis=0)
+        ok = c >= K
+        lo = tl.where(ok, mid, lo)
+        cnt_lo = tl.where(ok, c, cnt_lo)
+        hi = tl.where(ok, hi, mid - 1)
+        step += 1
+    gt = key > lo
+    eq = key == lo
+    n_gt = tl.sum(gt.to(tl.int32), axis=0)
+    eq_rank = tl.cumsum(eq.to(tl.int32), axis=0) - 1
+    take = gt | (eq & (eq_rank < K - n_gt))
+    pos = tl.cumsum(take.to(tl.int32), axis=0) - 1
+    tl.store(out_val_ptr + pos, vals, mask=take)
+    tl.store(out_id_ptr + pos, ids, mask=take)
+    n_take = tl.sum(take.to(tl.int32), axis=0)
+    if n_take < K:  # only after a threshold skip: pad the list
+        offs_k = tl.arange(0, K)
+        pad = offs_k >= n_take
+        tl.store(out_val_ptr + offs_k, tl.full((K,), float("-inf"), tl.float32), mask=pad)
+        tl.store(out_id_ptr + offs_k, tl.full((K,), -1, tl.int32), mask=pad)
+    return lo, cnt_lo
 
 
 @triton.jit
@@ -77,7 +148,9 @@ def _select_topk_radix(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr):
 
 
 @triton.jit
-def _score_select_kernel(
+def _score_select_body(  # noqa: PLR0912  (constexpr variant dispatch)
+    c,
+    t,
     q_ptr,
     w_ptr,
     pages_u8,
@@ -88,6 +161,8 @@ def _score_select_kernel(
     seq_ptr,
     cand_val_ptr,
     cand_id_ptr,
+    thr_ptr,
+    kth_ptr,
     n_chunks,
     H: tl.constexpr,
     D: tl.constexpr,
@@ -98,9 +173,10 @@ def _score_select_kernel(
     RATIO: tl.constexpr,
     NATIVE: tl.constexpr,
     SELECT: tl.constexpr,
+    SCORE_ONLY: tl.constexpr,
+    THRESH: tl.constexpr,
+    STORE_KTH: tl.constexpr,
 ):
-    c = tl.program_id(0)
-    t = tl.program_id(1).to(tl.int64)
     p = tl.load(pos_ptr + t)
     seq = tl.load(seq_ptr + t).to(tl.int64)
     n_valid = (p + 1) // RATIO
@@ -148,10 +224,96 @@ def _score_select_kernel(
     vals = tl.where(ok_all, tl.where(ok_all, tl.reshape(buf, (CHUNK,)), 0.0) * ks, float("-inf"))
     ids = tl.where(ok_all, ent, -1)
     base = (t * n_chunks + c) * K
-    if SELECT == 0:
+    if SCORE_ONLY:
+        # Diagnostic (not a top-k): the chunk's largest logit, so the scoring stream can be
+        # timed without the selection.
+        tl.store(cand_val_ptr + base, tl.max(vals, axis=0))
+    elif SELECT == 0:
         _select_topk(vals, ids, K, cand_val_ptr + base, cand_id_ptr + base)
-    else:
+    elif SELECT == 1:
         _select_topk_radix(vals, ids, K, cand_val_ptr + base, cand_id_ptr + base)
+    else:
+        if THRESH:  # noqa: SIM108  (triton.jit: constexpr branch)
+            tau = tl.load(thr_ptr + t, volatile=True)
+        else:
+            tau = -2147483648  # no bound
+        lo, n_ge = _select_topk_fast(vals, ids, K, cand_val_ptr + base, cand_id_ptr + base, tau)
+        if THRESH:
+            # K keys >= lo exist, so lo is a lower bound of the token's K-th largest logit.
+            tl.atomic_max(thr_ptr + t, tl.where(n_ge >= K, lo, -2147483648))
+        if STORE_KTH:
+            tl.store(kth_ptr + t * n_chunks + c, lo)
+
+
+@triton.jit
+def _score_select_kernel(
+    q_ptr,
+    w_ptr,
+    pages_u8,
+    pages_f32,
+    bt_ptr,
+    bt_stride,
+    pos_ptr,
+    seq_ptr,
+    cand_val_ptr,
+    cand_id_ptr,
+    thr_ptr,
+    kth_ptr,
+    flag_ptr,
+    n_chunks,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    PAGE: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    K: tl.constexpr,
+    RATIO: tl.constexpr,
+    NATIVE: tl.constexpr,
+    SELECT: tl.constexpr,
+    SCORE_ONLY: tl.constexpr,
+    THRESH: tl.constexpr,
+    STORE_KTH: tl.constexpr,
+    USE_FLAG: tl.constexpr,
+):
+    """Pass 1: score one chunk of keys for one query token, write its top-K candidates.
+
+    USE_FLAG: run only where flag[t] != 0 (the exact fallback of the truncated-list mode).
+    """
+    c = tl.program_id(0)
+    t = tl.program_id(1).to(tl.int64)
+    run = True
+    if USE_FLAG:
+        run = tl.load(flag_ptr + t) != 0
+    if run:
+        _score_select_body(
+            c,
+            t,
+            q_ptr,
+            w_ptr,
+            pages_u8,
+            pages_f32,
+            bt_ptr,
+            bt_stride,
+            pos_ptr,
+            seq_ptr,
+            cand_val_ptr,
+            cand_id_ptr,
+            thr_ptr,
+            kth_ptr,
+            n_chunks,
+            H,
+            D,
+            PAGE,
+            CHUNK,
+            BLOCK_K,
+            K,
+            RATIO,
+            NATIVE,
+            SELECT,
+            SCORE_ONLY,
+            THRESH,
+            STORE_KTH,
+        )
 
 
 @triton.jit
@@ -160,25 +322,64 @@ def _merge_kernel(
     in_id_ptr,
     out_val_ptr,
     out_id_ptr,
+    thr_ptr,
+    kth_ptr,
+    flag_ptr,
     n_in,
     n_out,
+    n_kth,
+    KIN: tl.constexpr,
     K: tl.constexpr,
     GROUP: tl.constexpr,
     SELECT: tl.constexpr,
+    THRESH: tl.constexpr,
+    VERIFY: tl.constexpr,
+    USE_FLAG: tl.constexpr,
 ):
+    """Pass 2: the top-K of GROUP candidate lists of KIN entries each.
+
+    VERIFY (last level of the truncated-list mode, one program per token): flag[t] = 1 when
+    some chunk dropped a key above the K-th value found here (kth[t, c] > it), else 0.
+    USE_FLAG: run only where flag[t] != 0.
+    """
     g = tl.program_id(0)
     t = tl.program_id(1).to(tl.int64)
-    offs = tl.arange(0, GROUP * K)
-    lst = g * GROUP + offs // K
-    m = lst < n_in
-    src = (t * n_in + g * GROUP) * K + offs
-    vals = tl.load(in_val_ptr + src, mask=m, other=float("-inf"))
-    ids = tl.load(in_id_ptr + src, mask=m, other=-1)
-    base = (t * n_out + g) * K
-    if SELECT == 0:
-        _select_topk(vals, ids, K, out_val_ptr + base, out_id_ptr + base)
-    else:
-        _select_topk_radix(vals, ids, K, out_val_ptr + base, out_id_ptr + base)
+    run = True
+    if USE_FLAG:
+        run = tl.load(flag_ptr + t) != 0
+    if run:
+        offs = tl.arange(0, GROUP * KIN)
+        lst = g * GROUP + offs // KIN
+        m = lst < n_in
+        src = (t * n_in + g * GROUP) * KIN + offs
+        vals = tl.load(in_val_ptr + src, mask=m, other=float("-inf"))
+        ids = tl.load(in_id_ptr + src, mask=m, other=-1)
+        base = (t * n_out + g) * K
+        if SELECT == 0:
+            _select_topk(vals, ids, K, out_val_ptr + base, out_id_ptr + base)
+        elif SELECT == 1:
+            _select_topk_radix(vals, ids, K, out_val_ptr + base, out_id_ptr + base)
+        else:
+            if THRESH:  # noqa: SIM108  (triton.jit: constexpr branch)
+                tau = tl.load(thr_ptr + t, volatile=True)
+            else:
+                tau = -2147483648  # no bound
+            lo, n_ge = _select_topk_fast(vals, ids, K, out_val_ptr + base, out_id_ptr + base, tau)
+            if THRESH:
+                tl.atomic_max(thr_ptr + t, tl.where(n_ge >= K, lo, -2147483648))
+            if VERIFY:
+                # Written keys are >= lo, so lo <= the K-th value of the union: a chunk whose
+                # dropped keys are all <= lo (kth <= lo) lost nothing of the top-K.
+                offs_c = tl.arange(0, 256)
+                viol = tl.sum(offs_c * 0, axis=0)
+                for s0 in range(0, n_kth, 256):
+                    kv = tl.load(
+                        kth_ptr + t * n_kth + s0 + offs_c,
+                        mask=s0 + offs_c < n_kth,
+                        other=-2147483648,
+                    )
+                    viol += tl.sum((kv > lo).to(tl.int32), axis=0)
+                tl.store(flag_ptr + t, (viol > 0).to(tl.int32))
 
 
 def choose_chunk(n_tokens: int, n_keys_max: int, topk: int, page_size: int) -> int:
@@ -205,7 +406,130 @@ def choose_chunk(n_tokens: int, n_keys_max: int, topk: int, page_size: int) -> i
     return max(topk, min(c, fit))
 
 
-def index_topk_triton(
+@dataclass(frozen=True)
+class _Pass1:
+    """Tensors and settings shared by the pass-1 launches of one call."""
+
+    qb: torch.Tensor
+    w: torch.Tensor
+    pages: torch.Tensor
+    bt: torch.Tensor
+    pos: torch.Tensor
+    seq: torch.Tensor
+    h: int
+    d: int
+    page_size: int
+    ratio: int
+    block_k: int
+    num_warps: int
+    num_stages: int
+
+
+def _pass1(
+    a: _Pass1,
+    t_count: int,
+    chunk: int,
+    k: int,
+    n_chunks: int,
+    cv: torch.Tensor,
+    ci: torch.Tensor,
+    select: int,
+    score_only: bool = False,
+    thr: torch.Tensor | None = None,
+    kth: torch.Tensor | None = None,
+    flag: torch.Tensor | None = None,
+) -> None:
+    dummy = a.pos
+    _score_select_kernel[(n_chunks, t_count)](
+        a.qb,
+        a.w,
+        a.pages,
+        a.pages.view(torch.float32),
+        a.bt,
+        a.bt.stride(0),
+        a.pos,
+        a.seq,
+        cv,
+        ci,
+        thr if thr is not None else dummy,
+        kth if kth is not None else dummy,
+        flag if flag is not None else dummy,
+        n_chunks,
+        H=a.h,
+        D=a.d,
+        PAGE=a.page_size,
+        CHUNK=chunk,
+        BLOCK_K=min(a.block_k, chunk),
+        K=k,
+        RATIO=a.ratio,
+        NATIVE=NATIVE_FP8,
+        SELECT=select,
+        SCORE_ONLY=score_only,
+        THRESH=thr is not None,
+        STORE_KTH=kth is not None,
+        USE_FLAG=flag is not None,
+        num_warps=a.num_warps,
+        num_stages=a.num_stages,
+    )
+
+
+def _merges(
+    cv: torch.Tensor,
+    ci: torch.Tensor,
+    n_in: int,
+    kin: int,
+    topk: int,
+    out_val: torch.Tensor,
+    out_id: torch.Tensor,
+    merge_width: int,
+    select: int,
+    merge_warps: int | None,
+    thr: torch.Tensor | None = None,
+    kth: torch.Tensor | None = None,
+    flag: torch.Tensor | None = None,
+    verify: bool = False,
+) -> None:
+    """Reduce n_in candidate lists of `kin` per token to one list of topk in out_*."""
+    t_count = out_val.shape[0]
+    dev = out_val.device
+    dummy = out_id
+    n_kth = kth.shape[1] if kth is not None else 0
+    while True:
+        group = max(topk // kin, min(merge_width // kin, triton.next_power_of_2(n_in)))
+        n_out = math.ceil(n_in / group)
+        last = n_out == 1
+        if last:
+            nv, ni = out_val, out_id
+        else:
+            nv = torch.empty(t_count, n_out, topk, dtype=torch.float32, device=dev)
+            ni = torch.empty(t_count, n_out, topk, dtype=torch.int32, device=dev)
+        width = group * kin
+        _merge_kernel[(n_out, t_count)](
+            cv,
+            ci,
+            nv,
+            ni,
+            thr if thr is not None else dummy,
+            kth if kth is not None else dummy,
+            flag if flag is not None else dummy,
+            n_in,
+            n_out,
+            n_kth,
+            KIN=kin,
+            K=topk,
+            GROUP=group,
+            SELECT=select,
+            THRESH=thr is not None,
+            VERIFY=verify and last,
+            USE_FLAG=flag is not None and not verify,
+            num_warps=merge_warps or (16 if width >= 8192 else 8),
+        )
+        if last:
+            return
+        cv, ci, n_in, kin = nv, ni, n_out, topk
+
+
+def index_topk_triton(  # noqa: PLR0912  (variant selection, documented above)
     q: torch.Tensor,
     weights: torch.Tensor,
     key_pages: torch.Tensor,
@@ -225,41 +549,88 @@ def index_topk_triton(
     pass1_only: bool = False,
     out_indices: torch.Tensor | None = None,
     out_values: torch.Tensor | None = None,
+    score_only: bool = False,
+    threshold: bool = False,
+    cand: int | None = None,
+    merge_warps: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused indexer + top-k (API: `dsv4_kernels.indexer.index_topk`).
 
     Tuning: `chunk` keys per pass-1 program (None: `choose_chunk`), `block_k` keys per
     iteration (any page size: each key finds its page), `num_warps`/`num_stages` of pass 1,
-    `merge_group` candidate lists per merge program, `select` (0: 32-step binary search for
-    the K-th key, 1: 4-pass radix select with histograms). `pass1_only` stops after pass 1
-    (timing breakdown; the result is then not the top-k). `out_indices` [T, K] int32 /
-    `out_values` [T, K] float32 optionally receive the results.
+    `merge_group` candidate lists of topk per merge program (merge programs hold
+    merge_group * topk candidates; `merge_warps` their warps, None: 16 from 8,192 candidates,
+    else 8), `select` (0: 32-step binary search for the K-th key; 1: 4-pass radix select with
+    histograms; 2: bisection with float-domain midpoints and early exit once exactly K keys
+    lie above the probe, `_select_topk_fast`).
+
+    Exact variants (same top-k values as the reference, ties aside):
+
+    - `threshold=True` (implies select=2): a per-token lower bound of the K-th largest logit
+      (int32 order key, `tl.atomic_max`) is raised by every pass-1/merge program after its
+      search (the K-th of any subset is <= the K-th of all); a program with at most K keys at
+      or above the bound skips its search and pads its list with (-inf, -1). One extra fill
+      launch ([T] int32).
+    - `cand=M` (a power of two < topk, implies select=2 in pass 1 and the merges): pass 1
+      writes only each chunk's top-M (and the bound of what it dropped), so the merges read
+      M/topk of the candidates (at L=1M, chunk 2048, M <= 64: one merge launch). The last
+      merge verifies that no chunk dropped a key above the K-th value found; tokens where one
+      did (top keys clustered in a few chunks, or fewer than topk keys in total while a
+      chunk truncated) are redone by the full path, whose launches exit at once for the
+      other tokens (one pass-1 and the merge launches, all nearly empty normally). `chunk`
+      may then be as small as M.
+
+    Diagnostics (the result is then NOT the top-k): `pass1_only` stops after pass 1;
+    `score_only` also skips the selection: pass 1 only writes each chunk's largest logit,
+    returned as values[t, c * topk] of a [T, n_chunks * topk] tensor (ids undefined).
+
+    `out_indices` [T, K] int32 / `out_values` [T, K] float32 optionally receive the results.
 
     Returns:
         (indices [T, topk] int32, values [T, topk] float32), in no particular order.
 
     Raises:
-        ValueError: topk not a power of two, or q not [T, H, 128].
+        ValueError: topk, chunk or cand not a power of two, chunk below topk (below cand in
+            the cand mode), cand >= topk, or q not [T, H, 128].
     """
     t_count, h, d = q.shape
     if d != INDEX_DIM:
         raise ValueError(f"q must be [T, H, {INDEX_DIM}], got {tuple(q.shape)}")
     if topk & (topk - 1):
         raise ValueError(f"topk must be a power of two (512 Flash, 1024 Pro), got {topk}")
+    if cand is not None and (cand < 1 or cand & (cand - 1) or cand >= topk):
+        raise ValueError(f"cand={cand} must be a power of two below topk={topk}")
     dev = q.device
-    qb = q.contiguous().view(torch.uint8)
-    w = weights.float().contiguous()
-    pages = key_pages.contiguous()
-    bt = block_table.to(torch.int32).contiguous()
-    pos = positions.to(torch.int32).contiguous()
-    seq = seq_ids.to(torch.int32).contiguous()
+    a = _Pass1(
+        qb=q.contiguous().view(torch.uint8),
+        w=weights.float().contiguous(),
+        pages=key_pages.contiguous(),
+        bt=block_table.to(torch.int32).contiguous(),
+        pos=positions.to(torch.int32).contiguous(),
+        seq=seq_ids.to(torch.int32).contiguous(),
+        h=h,
+        d=d,
+        page_size=page_size,
+        ratio=ratio,
+        block_k=block_k,
+        num_warps=num_warps,
+        num_stages=num_stages,
+    )
     if max_keys is None:
-        max_keys = int(((pos.long() + 1) // ratio).max()) if t_count else 0
-    if chunk is None:
-        chunk = choose_chunk(t_count, max_keys, topk, page_size)
-    if chunk < topk or chunk & (chunk - 1):
-        raise ValueError(f"chunk={chunk} must be a power of two >= topk")
-    n_chunks = max(1, math.ceil(max_keys / chunk))
+        max_keys = int(((a.pos.long() + 1) // ratio).max()) if t_count else 0
+    full_chunk = choose_chunk(t_count, max_keys, topk, page_size) if chunk is None else chunk
+    if full_chunk & (full_chunk - 1) or full_chunk < (cand or topk):
+        raise ValueError(
+            f"chunk={full_chunk} must be a power of two >= topk ({topk}; >= cand in cand mode)"
+        )
+    n_chunks = max(1, math.ceil(max_keys / full_chunk))
+    # Truncated lists only pay off with several chunks; one chunk selects topk directly.
+    m = cand if cand is not None and n_chunks > 1 else None
+    if m is None and full_chunk < topk:
+        full_chunk = topk
+        n_chunks = max(1, math.ceil(max_keys / full_chunk))
+    if threshold or m is not None:
+        select = 2
     out_val = (
         out_values
         if out_values is not None
@@ -272,55 +643,49 @@ def index_topk_triton(
     )
     if t_count == 0:
         return out_id, out_val
-    if n_chunks == 1:
+    kin = m or topk
+    direct = n_chunks == 1 and not score_only
+    if direct:
         cv, ci = out_val, out_id
     else:
-        cv = torch.empty(t_count, n_chunks, topk, dtype=torch.float32, device=dev)
-        ci = torch.empty(t_count, n_chunks, topk, dtype=torch.int32, device=dev)
-    _score_select_kernel[(n_chunks, t_count)](
-        qb,
-        w,
-        pages,
-        pages.view(torch.float32),
-        bt,
-        bt.stride(0),
-        pos,
-        seq,
+        cv = torch.empty(t_count, n_chunks, kin, dtype=torch.float32, device=dev)
+        ci = torch.empty(t_count, n_chunks, kin, dtype=torch.int32, device=dev)
+    thr = torch.full((t_count,), INT32_MIN, dtype=torch.int32, device=dev) if threshold else None
+    kth = torch.empty(t_count, n_chunks, dtype=torch.int32, device=dev) if m is not None else None
+    _pass1(a, t_count, full_chunk, kin, n_chunks, cv, ci, select, score_only, thr, kth)
+    if score_only:
+        return ci.view(t_count, -1), cv.view(t_count, -1)
+    if pass1_only or direct:
+        return out_id, out_val
+    width = merge_group * topk
+    flag = torch.empty(t_count, dtype=torch.int32, device=dev) if m is not None else None
+    _merges(
         cv,
         ci,
         n_chunks,
-        H=h,
-        D=d,
-        PAGE=page_size,
-        CHUNK=chunk,
-        BLOCK_K=min(block_k, chunk),
-        K=topk,
-        RATIO=ratio,
-        NATIVE=NATIVE_FP8,
-        SELECT=select,
-        num_warps=num_warps,
-        num_stages=num_stages,
+        kin,
+        topk,
+        out_val,
+        out_id,
+        width,
+        select,
+        merge_warps,
+        thr,
+        kth,
+        flag,
+        verify=m is not None,
     )
-    n_in = 1 if pass1_only else n_chunks
-    while n_in > 1:
-        group = min(merge_group, triton.next_power_of_2(n_in))
-        n_out = math.ceil(n_in / group)
-        if n_out == 1:
-            nv, ni = out_val, out_id
-        else:
-            nv = torch.empty(t_count, n_out, topk, dtype=torch.float32, device=dev)
-            ni = torch.empty(t_count, n_out, topk, dtype=torch.int32, device=dev)
-        _merge_kernel[(n_out, t_count)](
-            cv,
-            ci,
-            nv,
-            ni,
-            n_in,
-            n_out,
-            K=topk,
-            GROUP=group,
-            SELECT=select,
-            num_warps=16 if group * topk >= 8192 else 8,
-        )
-        cv, ci, n_in = nv, ni, n_out
+    if flag is None:
+        return out_id, out_val
+    # Exact fallback: the full path for the tokens the last merge flagged (its launches exit
+    # at once for the others).
+    fb_chunk = max(full_chunk, topk)
+    n_fb = max(1, math.ceil(max_keys / fb_chunk))
+    if n_fb == 1:
+        _pass1(a, t_count, fb_chunk, topk, 1, out_val, out_id, 2, flag=flag)
+        return out_id, out_val
+    fv = torch.empty(t_count, n_fb, topk, dtype=torch.float32, device=dev)
+    fi = torch.empty(t_count, n_fb, topk, dtype=torch.int32, device=dev)
+    _pass1(a, t_count, fb_chunk, topk, n_fb, fv, fi, 2, flag=flag)
+    _merges(fv, fi, n_fb, topk, topk, out_val, out_id, width, 2, merge_warps, flag=flag)
     return out_id, out_val

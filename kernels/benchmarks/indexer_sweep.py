@@ -1,0 +1,304 @@
+"""Sweep of the fused indexer + top-k variants at V4 L=1M on one GPU (H200), in one run.
+
+Shapes: V4-Flash (K=512) B=1, 8, 32 and V4-Pro (K=1024) B=32, each 262,144 index keys per query
+token (L = 1M, ratio 4). For every variant (keyword arguments of `index_topk_triton`) the
+result is first checked against `index_topk_reference` at that shape (sorted top-k values,
+relative 2e-3: fp8 tensor-core accumulation, tests/kernels/test_indexer.py); a FAIL or ERROR
+row prints no time. Then: median µs (`triton.testing.do_bench`, 256 MB L2 flush before every
+run), at B=1 also CUDA-graph µs (bench.py `bench_graph`), key-stream TB/s (132 B per key, as
+bench.py counts it) and the speed-up over torch scores + `torch.topk` timed the same way.
+Diagnostic rows (`pass1_only`, `score_only`) are not a top-k: they are timed after the check of
+the same configuration without the diagnostic switch, and say so. Rows with truncated lists
+(`cand`) report how many tokens the last merge sent to the exact fallback in the check run.
+
+Run (from the repository root; < 5 min on the H200 incl. compilation):
+    PYTHONPATH=kernels python3 kernels/benchmarks/indexer_sweep.py --out OUT
+Options: --shapes b1,b8,b32,pro32 (subset), --budget-s 270 (configs after that are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import bench  # type: ignore[import-not-found]  # kernels/benchmarks/bench.py: this script's folder is on sys.path
+import torch
+
+from dsv4_kernels.indexer import triton_indexer
+from dsv4_kernels.indexer.reference import index_topk_reference
+from dsv4_kernels.indexer.triton_indexer import index_topk_triton
+from dsv4_kernels.testing import make_index_case
+
+M1 = 1048576
+N_KEYS = M1 // 4
+TOL = 2e-3
+DIAG = ("pass1_only", "score_only")
+
+B1: list[tuple[str, dict[str, Any]]] = [
+    ("base (default)", {}),
+    ("select2", {"select": 2}),
+    ("threshold", {"threshold": True}),
+    ("cand64", {"cand": 64}),
+    ("cand32", {"cand": 32}),
+    ("cand16", {"cand": 16}),
+    ("cand32 chunk1024", {"chunk": 1024, "cand": 32}),
+    ("cand16 chunk1024", {"chunk": 1024, "cand": 16}),
+    ("cand16 chunk512", {"chunk": 512, "cand": 16}),
+    ("cand32 merge8w", {"cand": 32, "merge_warps": 8}),
+    ("cand32 bk256 w8", {"cand": 32, "block_k": 256, "num_warps": 8}),
+    ("DIAG score only", {"score_only": True}),
+    ("DIAG pass1 only cand32", {"cand": 32, "pass1_only": True}),
+]
+B8: list[tuple[str, dict[str, Any]]] = [
+    ("base (default)", {}),
+    ("select2", {"select": 2}),
+    ("threshold", {"threshold": True}),
+    ("cand32", {"cand": 32}),
+    ("cand32 chunk1024", {"chunk": 1024, "cand": 32}),
+    ("threshold bk256 w8", {"threshold": True, "block_k": 256, "num_warps": 8}),
+]
+B32: list[tuple[str, dict[str, Any]]] = [
+    ("base (default)", {}),
+    ("select2", {"select": 2}),
+    ("threshold", {"threshold": True}),
+    ("cand32", {"cand": 32}),
+    ("cand64", {"cand": 64}),
+    ("threshold stages4", {"threshold": True, "num_stages": 4}),
+    ("threshold bk256 w8", {"threshold": True, "block_k": 256, "num_warps": 8}),
+    ("threshold bk64 stages4", {"threshold": True, "block_k": 64, "num_stages": 4}),
+    ("cand32 bk256 w8", {"cand": 32, "block_k": 256, "num_warps": 8}),
+    ("DIAG score only", {"score_only": True}),
+    ("DIAG score only bk256 w8", {"score_only": True, "block_k": 256, "num_warps": 8}),
+    ("DIAG score only stages4", {"score_only": True, "num_stages": 4}),
+    ("DIAG pass1 only base", {"pass1_only": True}),
+    ("DIAG pass1 only threshold", {"threshold": True, "pass1_only": True}),
+    ("DIAG pass1 only cand32", {"cand": 32, "pass1_only": True}),
+]
+PRO32: list[tuple[str, dict[str, Any]]] = [
+    ("base (default)", {}),
+    ("select2", {"select": 2}),
+    ("threshold", {"threshold": True}),
+    ("cand32", {"cand": 32}),
+    ("cand64", {"cand": 64}),
+]
+SHAPES: dict[str, tuple[str, int, int, list[tuple[str, dict[str, Any]]]]] = {
+    "b1": ("V4-Flash", 1, 512, B1),
+    "b8": ("V4-Flash", 8, 512, B8),
+    "b32": ("V4-Flash", 32, 512, B32),
+    "pro32": ("V4-Pro", 32, 1024, PRO32),
+}
+
+
+class _FlagSpy:
+    """Counts the tokens sent to the exact fallback (flag != 0) by `cand` runs."""
+
+    def __init__(self) -> None:
+        self.flags: list[torch.Tensor] = []
+        self.orig = triton_indexer._pass1
+
+    def __enter__(self) -> _FlagSpy:
+        def spy(*args: Any, **kw: Any) -> None:
+            if kw.get("flag") is not None:
+                self.flags.append(kw["flag"])
+            self.orig(*args, **kw)
+
+        triton_indexer._pass1 = spy
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        triton_indexer._pass1 = self.orig
+
+    def flagged(self) -> int | None:
+        """Flagged tokens of the spied calls (None: no fallback launched)."""
+        return int(sum(int((f != 0).sum()) for f in self.flags)) if self.flags else None
+
+
+def check(
+    case: dict[str, Any], topk: int, cfg: dict[str, Any], ref_val: torch.Tensor
+) -> tuple[bool, str]:
+    """Run the configuration without its diagnostic switches and compare with the reference."""
+    run = {k: v for k, v in cfg.items() if k not in DIAG}
+    with _FlagSpy() as spy:
+        _i, val = index_topk_triton(**case, topk=topk, max_keys=N_KEYS, **run)
+        torch.cuda.synchronize()
+    got = val.sort(dim=1, descending=True).values
+    fin = torch.isfinite(ref_val)
+    if not torch.equal(torch.isfinite(got), fin):
+        return False, "FAIL valid-entry count differs"
+    scale = float(ref_val[fin].abs().max())
+    err = float((got[fin] - ref_val[fin]).abs().max()) / scale
+    ids_ok = bool((_i >= 0).all())  # L=1M: every slot holds a real key
+    note = f"rel {err:.1e}"
+    if spy.flagged() is not None:
+        note += f", fallback tokens {spy.flagged()}"
+    ok = err <= TOL and ids_ok
+    return ok, ("ok " if ok else "FAIL ") + note + ("" if ids_ok else ", id -1 present")
+
+
+def sweep_shape(key: str, deadline: float, graph_b1: bool) -> list[dict[str, Any]]:
+    """Check and time every variant of one shape; returns the rows."""
+    model, b, topk, configs = SHAPES[key]
+    shape = f"{model} B={b} L=1M K={topk}"
+    print(f"== {shape}", flush=True)
+    case = make_index_case([M1] * b, 202, bench.DEV)
+    key_bytes = float(b * N_KEYS * 132)
+    _ri, ref_val = index_topk_reference(**case, topk=topk)
+    del _ri
+    use_graph = graph_b1 and b == 1
+    base: dict[str, float] = {}
+    try:
+        lg = bench.torch_scores(case, N_KEYS)
+        base["scores"] = bench.bench(lambda: bench.torch_scores(case, N_KEYS), rep_ms=100)
+        base["topk"] = bench.bench(lambda: torch.topk(lg, topk, dim=1), rep_ms=100)
+        if use_graph:
+            base["scores_g"] = bench.bench_graph(lambda: bench.torch_scores(case, N_KEYS))
+            base["topk_g"] = bench.bench_graph(lambda: torch.topk(lg, topk, dim=1))
+    except torch.OutOfMemoryError:
+        print("baseline OOM", flush=True)
+    lg = torch.empty(0)
+    torch.cuda.empty_cache()
+    ref_us = base.get("scores", math.nan) + base.get("topk", math.nan)
+    ref_g = base.get("scores_g", math.nan) + base.get("topk_g", math.nan)
+    rows: list[dict[str, Any]] = [
+        {
+            "shape": shape,
+            "variant": "scores+torch.topk (baseline)",
+            "config": "",
+            "check": "-",
+            "us": ref_us,
+            "us_graph": ref_g if use_graph else None,
+            "key_tbs": key_bytes / (ref_us * 1e-6) / 1e12,
+            "speedup": 1.0,
+            "speedup_graph": 1.0 if use_graph else None,
+            "note": f"torch.topk alone {base.get('topk', math.nan):.1f} µs",
+        }
+    ]
+    print_row(rows[-1])
+    for name, cfg in configs:
+        row: dict[str, Any] = {
+            "shape": shape,
+            "variant": name,
+            "config": ",".join(f"{k}={v}" for k, v in cfg.items()),
+            "us": None,
+            "us_graph": None,
+            "key_tbs": None,
+            "speedup": None,
+            "speedup_graph": None,
+            "note": "NOT a top-k (diagnostic)" if any(k in cfg for k in DIAG) else "",
+        }
+        if time.time() > deadline:
+            row["check"] = "SKIPPED (time budget)"
+            rows.append(row)
+            print_row(row)
+            continue
+        try:
+            ok, msg = check(case, topk, cfg, ref_val)
+            row["check"] = msg
+            if ok:
+
+                def fn(cfg: dict[str, Any] = cfg) -> object:
+                    return index_topk_triton(**case, topk=topk, max_keys=N_KEYS, **cfg)
+
+                us = bench.bench(fn, rep_ms=100)
+                row["us"] = us
+                row["key_tbs"] = key_bytes / (us * 1e-6) / 1e12
+                row["speedup"] = ref_us / us
+                if use_graph:
+                    ug = bench.bench_graph(fn)
+                    row["us_graph"] = ug
+                    row["speedup_graph"] = ref_g / ug
+        except Exception as exc:  # a variant that does not compile must not stop the sweep
+            row["check"] = f"ERROR {type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
+            traceback.print_exc(limit=3)
+        rows.append(row)
+        print_row(row)
+        torch.cuda.empty_cache()
+    return rows
+
+
+def _f(x: float | None, fmt: str) -> str:
+    return "—" if x is None or math.isnan(x) else format(x, fmt)
+
+
+def print_row(r: dict[str, Any]) -> None:
+    """One progress line."""
+    print(
+        f"  {r['variant']:<28} {_f(r['us'], '.1f'):>8} µs  graph {_f(r['us_graph'], '.1f'):>7}"
+        f"  {_f(r['key_tbs'], '.2f'):>5} TB/s  x{_f(r['speedup'], '.1f'):>5}"
+        f"  {r['check']}  {r['config']}  {r['note']}",
+        flush=True,
+    )
+
+
+def render(rows: list[dict[str, Any]], header: str) -> str:
+    """Markdown table."""
+    lines = [
+        header,
+        "",
+        "| shape | variant | µs (do_bench) | µs (CUDA graph) | key stream TB/s | × vs scores+"
+        "torch.topk | × (graph) | check | config | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['shape']} | {r['variant']} | {_f(r['us'], '.1f')} | {_f(r['us_graph'], '.1f')} "
+            f"| {_f(r['key_tbs'], '.2f')} | {_f(r['speedup'], '.1f')} "
+            f"| {_f(r['speedup_graph'], '.1f')} | {r['check']} | {r['config']} | {r['note']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--shapes", default="b1,b8,b32,pro32")
+    ap.add_argument("--budget-s", type=float, default=270.0)
+    ap.add_argument("--no-graph", action="store_true", help="skip CUDA-graph timing at B=1")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("needs CUDA", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = bench.environment()
+    header = "## Indexer + top-k variant sweep\n\n" + " · ".join(f"{k} {v}" for k, v in env.items())
+    t0 = time.time()
+    deadline = t0 + args.budget_s
+    rows: list[dict[str, Any]] = []
+    for key in args.shapes.split(","):
+        try:
+            rows += sweep_shape(key, deadline, not args.no_graph)
+        except Exception:  # a whole shape failing (e.g. OOM in the reference) is reported
+            traceback.print_exc()
+            rows.append(
+                {
+                    "shape": key,
+                    "variant": "(shape)",
+                    "config": "",
+                    "check": "ERROR (see log)",
+                    "us": None,
+                    "us_graph": None,
+                    "key_tbs": None,
+                    "speedup": None,
+                    "speedup_graph": None,
+                    "note": "",
+                }
+            )
+        (args.out / "indexer_sweep.md").write_text(render(rows, header) + "\n")
+        print(f"[{time.time() - t0:.0f}s]", flush=True)
+    text = render(rows, header)
+    (args.out / "indexer_sweep.md").write_text(text + "\n")
+    (args.out / "indexer_sweep.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1))
+    print(text)
+    print(f"total {time.time() - t0:.0f}s")
+    return 1 if any(str(r["check"]).startswith(("FAIL", "ERROR")) for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
