@@ -40,8 +40,19 @@ def _run(case: dict[str, Any], topk: int, **kw: Any) -> tuple[torch.Tensor, torc
         {"chunk": 64, "merge_group": 2, "cand": 8},
         {"chunk": 16, "merge_group": 4, "cand": 4},
         {"chunk": 32, "merge_group": 16, "cand": 16, "merge_warps": 4},
+        {"chunk": 64, "merge_group": 2, "cand": 8, "tiered": True},
+        {"chunk": 32, "merge_group": 4, "cand": 4, "tiered": True, "threshold": True},
     ],
-    ids=["select2", "threshold", "threshold-c128", "cand8", "cand4-c16", "cand16-1merge"],
+    ids=[
+        "select2",
+        "threshold",
+        "threshold-c128",
+        "cand8",
+        "cand4-c16",
+        "cand16-1merge",
+        "tiered8",
+        "tiered4-threshold",
+    ],
 )
 def test_variant_matches_reference(kw: dict[str, Any], device: torch.device) -> None:
     case = make_index_case(LENGTHS, 41, device, heads=64, page=16, queries_per_seq=2)
@@ -58,8 +69,9 @@ def test_variant_matches_reference(kw: dict[str, Any], device: torch.device) -> 
         (512, {"chunk": 256, "cand": 64, "merge_group": 2}),
         (512, {"chunk": 512, "threshold": True}),
         (1024, {"chunk": 256, "cand": 64}),
+        (1024, {"chunk": 1024, "cand": 32, "tiered": True, "threshold": True}),
     ],
-    ids=["k512-cand64", "k512-threshold", "k1024-cand64-fallback"],
+    ids=["k512-cand64", "k512-threshold", "k1024-cand64-fallback", "k1024-tiered32-fallback"],
 )
 def test_v4_topk_sizes_at_small_length(topk: int, kw: dict[str, Any], device: torch.device) -> None:
     # 2,500 and 625 entries: K=512 keeps 1/5 of the long one; with K=1024 the 10 chunks x 64
@@ -83,6 +95,8 @@ def test_cand_fallback_when_top_keys_cluster(device: torch.device) -> None:
     assert int(logits[0].topk(16).indices.max()) < 32  # the premise: top-16 inside chunk 0
     idx, val = _run(case, 16, chunk=32, cand=4, merge_group=8)
     check_topk(case, 16, idx, val)
+    idx, val = _run(case, 16, chunk=32, cand=4, merge_group=2, tiered=True, threshold=True)
+    check_topk(case, 16, idx, val)
 
 
 def test_score_only_writes_each_chunk_max(device: torch.device) -> None:
@@ -104,6 +118,8 @@ def test_cand_and_chunk_validation(device: torch.device) -> None:
         index_topk_triton(**case, topk=64, cand=48)
     with pytest.raises(ValueError, match="cand=64"):
         index_topk_triton(**case, topk=64, cand=64)
+    with pytest.raises(ValueError, match="tiered=True"):
+        index_topk_triton(**case, topk=64, cand=8, threshold=True)
     with pytest.raises(ValueError, match="chunk=32"):
         index_topk_triton(**case, topk=64, chunk=32)
 

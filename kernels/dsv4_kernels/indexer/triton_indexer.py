@@ -39,25 +39,18 @@ def _key_to_f32(k):
 
 
 @triton.jit
-def _select_topk_fast(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr, tau):
-    """Exact top-K of `vals` ([N] float32, N >= K) with early exit and a lower bound `tau`.
+def _bisect(key, K: tl.constexpr, lo, hi):
+    """Raise `lo` towards the K-th largest of `key` ([N] int32 order keys) by bisection.
 
-    Bisection for the K-th largest order-preserving int32 key whose midpoints are taken in the
-    float domain for the first 24 steps (values cluster, so the K-th / K+1-th gap is found in
-    ~12-16 steps instead of 32) and which stops as soon as exactly K keys lie at or above the
-    probe. `tau` (int32 key; -2**31 = none) is a known lower bound of the value the caller
-    needs (every value < tau can be dropped): when at most K keys are >= tau no search runs,
-    those keys are written and the rest of the K slots padded with (-inf, -1).
+    `lo` starts where count(key >= lo) >= K (else nothing is done); the search stops early
+    once exactly K keys lie at or above it. Midpoints are taken in the float domain for the
+    first 24 steps (values cluster, so the K-th / K+1-th gap is reached in ~12-16 steps
+    instead of 32), then in the integer key domain (at most 56 steps in all).
 
     Returns:
-        (lo, n_ge): lo (int32 key) bounds what was dropped (every dropped key is <= lo and
-        every written finite key is >= lo); n_ge = number of keys >= lo (K after a search:
-        then lo is a lower bound of the K-th largest and may be published as a threshold).
+        (lo, count(key >= lo)): either that count is <= K (then every key >= lo is in the top-K)
+        or lo == the K-th largest key (ties at it).
     """
-    key = _order_key(vals)
-    kmin = tl.min(key, axis=0)
-    hi = tl.max(key, axis=0)
-    lo = tl.maximum(kmin, tau)
     cnt_lo = tl.sum((key >= lo).to(tl.int32), axis=0)
     step = cnt_lo * 0
     while (lo < hi) & (cnt_lo > K):
@@ -75,11 +68,36 @@ def _select_topk_fast(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr, tau):
         cnt_lo = tl.where(ok, c, cnt_lo)
         hi = tl.where(ok, hi, mid - 1)
         step += 1
+    return lo, cnt_lo
+
+
+@triton.jit
+def _take(key, lo, K: tl.constexpr):
+    """Mask of the keys > lo plus, in index order, as many keys == lo as fit in K."""
     gt = key > lo
     eq = key == lo
     n_gt = tl.sum(gt.to(tl.int32), axis=0)
     eq_rank = tl.cumsum(eq.to(tl.int32), axis=0) - 1
-    take = gt | (eq & (eq_rank < K - n_gt))
+    return gt | (eq & (eq_rank < K - n_gt))
+
+
+@triton.jit
+def _select_topk_fast(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr, tau):
+    """Exact top-K of `vals` ([N] float32, N >= K) with early exit and a lower bound `tau`.
+
+    `_bisect` for the K-th largest order key. `tau` (int32 key; -2**31 = none) is a known lower
+    bound of the value the caller needs (every value < tau can be dropped): when at most K keys
+    are >= tau no search runs, those keys are written and the rest of the K slots padded with
+    (-inf, -1).
+
+    Returns:
+        (lo, n_ge): lo (int32 key) bounds what was dropped (every dropped key is <= lo and
+        every written finite key is >= lo); n_ge = number of keys >= lo (K after a search:
+        then lo is a lower bound of the K-th largest and may be published as a threshold).
+    """
+    key = _order_key(vals)
+    lo, cnt_lo = _bisect(key, K, tl.maximum(tl.min(key, axis=0), tau), tl.max(key, axis=0))
+    take = _take(key, lo, K)
     pos = tl.cumsum(take.to(tl.int32), axis=0) - 1
     tl.store(out_val_ptr + pos, vals, mask=take)
     tl.store(out_id_ptr + pos, ids, mask=take)
@@ -90,6 +108,41 @@ def _select_topk_fast(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr, tau):
         tl.store(out_val_ptr + offs_k, tl.full((K,), float("-inf"), tl.float32), mask=pad)
         tl.store(out_id_ptr + offs_k, tl.full((K,), -1, tl.int32), mask=pad)
     return lo, cnt_lo
+
+
+@triton.jit
+def _select_tiered(vals, ids, K: tl.constexpr, M: tl.constexpr, out_val_ptr, out_id_ptr, tau):
+    """As `_select_topk_fast`, but the written list is in two tiers.
+
+    Slots [0, M) hold the top-M, [M, K) the rest of the top-K (each tier padded with
+    (-inf, -1) where short).
+
+    Returns:
+        (lo_k, n_ge_k, lo_m): `_select_topk_fast`'s (lo, n_ge) of the K list, and lo_m >= every
+        key left out of the first tier.
+    """
+    key = _order_key(vals)
+    hi = tl.max(key, axis=0)
+    lo_k, cnt_k = _bisect(key, K, tl.maximum(tl.min(key, axis=0), tau), hi)
+    take_k = _take(key, lo_k, K)
+    lo_m, _cnt_m = _bisect(key, M, lo_k, hi)
+    take_m = _take(key, lo_m, M) & take_k
+    tier2 = take_k & (~take_m)
+    pos = tl.where(
+        take_m,
+        tl.cumsum(take_m.to(tl.int32), axis=0) - 1,
+        M + tl.cumsum(tier2.to(tl.int32), axis=0) - 1,
+    )
+    tl.store(out_val_ptr + pos, vals, mask=take_k)
+    tl.store(out_id_ptr + pos, ids, mask=take_k)
+    n1 = tl.sum(take_m.to(tl.int32), axis=0)
+    n2 = tl.sum(tier2.to(tl.int32), axis=0)
+    if (n1 < M) | (n2 < K - M):
+        offs_k = tl.arange(0, K)
+        pad = ((offs_k >= n1) & (offs_k < M)) | (offs_k >= M + n2)
+        tl.store(out_val_ptr + offs_k, tl.full((K,), float("-inf"), tl.float32), mask=pad)
+        tl.store(out_id_ptr + offs_k, tl.full((K,), -1, tl.int32), mask=pad)
+    return lo_k, cnt_k, lo_m
 
 
 @triton.jit
@@ -148,7 +201,7 @@ def _select_topk_radix(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr):
 
 
 @triton.jit
-def _score_select_body(  # noqa: PLR0912  (constexpr variant dispatch)
+def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
     c,
     t,
     q_ptr,
@@ -176,6 +229,7 @@ def _score_select_body(  # noqa: PLR0912  (constexpr variant dispatch)
     SCORE_ONLY: tl.constexpr,
     THRESH: tl.constexpr,
     STORE_KTH: tl.constexpr,
+    TIER_M: tl.constexpr,
 ):
     p = tl.load(pos_ptr + t)
     seq = tl.load(seq_ptr + t).to(tl.int64)
@@ -237,12 +291,18 @@ def _score_select_body(  # noqa: PLR0912  (constexpr variant dispatch)
             tau = tl.load(thr_ptr + t, volatile=True)
         else:
             tau = -2147483648  # no bound
-        lo, n_ge = _select_topk_fast(vals, ids, K, cand_val_ptr + base, cand_id_ptr + base, tau)
+        if TIER_M > 0:
+            lo, n_ge, kth = _select_tiered(
+                vals, ids, K, TIER_M, cand_val_ptr + base, cand_id_ptr + base, tau
+            )
+        else:
+            lo, n_ge = _select_topk_fast(vals, ids, K, cand_val_ptr + base, cand_id_ptr + base, tau)
+            kth = lo
         if THRESH:
             # K keys >= lo exist, so lo is a lower bound of the token's K-th largest logit.
             tl.atomic_max(thr_ptr + t, tl.where(n_ge >= K, lo, -2147483648))
         if STORE_KTH:
-            tl.store(kth_ptr + t * n_chunks + c, lo)
+            tl.store(kth_ptr + t * n_chunks + c, kth)
 
 
 @triton.jit
@@ -273,6 +333,7 @@ def _score_select_kernel(
     SCORE_ONLY: tl.constexpr,
     THRESH: tl.constexpr,
     STORE_KTH: tl.constexpr,
+    TIER_M: tl.constexpr,
     USE_FLAG: tl.constexpr,
 ):
     """Pass 1: score one chunk of keys for one query token, write its top-K candidates.
@@ -313,6 +374,7 @@ def _score_select_kernel(
             SCORE_ONLY,
             THRESH,
             STORE_KTH,
+            TIER_M,
         )
 
 
@@ -329,6 +391,7 @@ def _merge_kernel(
     n_out,
     n_kth,
     KIN: tl.constexpr,
+    STRIDE: tl.constexpr,
     K: tl.constexpr,
     GROUP: tl.constexpr,
     SELECT: tl.constexpr,
@@ -336,7 +399,7 @@ def _merge_kernel(
     VERIFY: tl.constexpr,
     USE_FLAG: tl.constexpr,
 ):
-    """Pass 2: the top-K of GROUP candidate lists of KIN entries each.
+    """Pass 2: the top-K of GROUP candidate lists (the first KIN entries of lists STRIDE apart).
 
     VERIFY (last level of the truncated-list mode, one program per token): flag[t] = 1 when
     some chunk dropped a key above the K-th value found here (kth[t, c] > it), else 0.
@@ -351,7 +414,7 @@ def _merge_kernel(
         offs = tl.arange(0, GROUP * KIN)
         lst = g * GROUP + offs // KIN
         m = lst < n_in
-        src = (t * n_in + g * GROUP) * KIN + offs
+        src = (t * n_in + lst) * STRIDE + offs % KIN
         vals = tl.load(in_val_ptr + src, mask=m, other=float("-inf"))
         ids = tl.load(in_id_ptr + src, mask=m, other=-1)
         base = (t * n_out + g) * K
@@ -438,6 +501,7 @@ def _pass1(
     thr: torch.Tensor | None = None,
     kth: torch.Tensor | None = None,
     flag: torch.Tensor | None = None,
+    tier_m: int = 0,
 ) -> None:
     dummy = a.pos
     _score_select_kernel[(n_chunks, t_count)](
@@ -467,6 +531,7 @@ def _pass1(
         SCORE_ONLY=score_only,
         THRESH=thr is not None,
         STORE_KTH=kth is not None,
+        TIER_M=tier_m,
         USE_FLAG=flag is not None,
         num_warps=a.num_warps,
         num_stages=a.num_stages,
@@ -488,8 +553,9 @@ def _merges(
     kth: torch.Tensor | None = None,
     flag: torch.Tensor | None = None,
     verify: bool = False,
+    stride: int | None = None,
 ) -> None:
-    """Reduce n_in candidate lists of `kin` per token to one list of topk in out_*."""
+    """Reduce n_in candidate lists (first `kin` of every `stride`) per token to topk in out_*."""
     t_count = out_val.shape[0]
     dev = out_val.device
     dummy = out_id
@@ -516,6 +582,7 @@ def _merges(
             n_out,
             n_kth,
             KIN=kin,
+            STRIDE=stride or kin,
             K=topk,
             GROUP=group,
             SELECT=select,
@@ -526,10 +593,10 @@ def _merges(
         )
         if last:
             return
-        cv, ci, n_in, kin = nv, ni, n_out, topk
+        cv, ci, n_in, kin, stride = nv, ni, n_out, topk, topk
 
 
-def index_topk_triton(  # noqa: PLR0912  (variant selection, documented above)
+def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, documented above)
     q: torch.Tensor,
     weights: torch.Tensor,
     key_pages: torch.Tensor,
@@ -553,6 +620,7 @@ def index_topk_triton(  # noqa: PLR0912  (variant selection, documented above)
     threshold: bool = False,
     cand: int | None = None,
     merge_warps: int | None = None,
+    tiered: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused indexer + top-k (API: `dsv4_kernels.indexer.index_topk`).
 
@@ -579,6 +647,10 @@ def index_topk_triton(  # noqa: PLR0912  (variant selection, documented above)
       chunk truncated) are redone by the full path, whose launches exit at once for the
       other tokens (one pass-1 and the merge launches, all nearly empty normally). `chunk`
       may then be as small as M.
+    - `cand=M, tiered=True`: pass 1 writes full top-topk lists ordered in two tiers (top-M
+      first; a second search per chunk) and the merge reads the first tier only, verified as
+      above; flagged tokens are finished by merging the full lists (no rescoring: robust when
+      real top keys cluster, e.g. in the most recent chunk). Combines with `threshold`.
 
     Diagnostics (the result is then NOT the top-k): `pass1_only` stops after pass 1;
     `score_only` also skips the selection: pass 1 only writes each chunk's largest logit,
@@ -591,7 +663,8 @@ def index_topk_triton(  # noqa: PLR0912  (variant selection, documented above)
 
     Raises:
         ValueError: topk, chunk or cand not a power of two, chunk below topk (below cand in
-            the cand mode), cand >= topk, or q not [T, H, 128].
+            the untiered cand mode), cand >= topk, threshold with untiered cand, or q not
+            [T, H, 128].
     """
     t_count, h, d = q.shape
     if d != INDEX_DIM:
@@ -600,6 +673,8 @@ def index_topk_triton(  # noqa: PLR0912  (variant selection, documented above)
         raise ValueError(f"topk must be a power of two (512 Flash, 1024 Pro), got {topk}")
     if cand is not None and (cand < 1 or cand & (cand - 1) or cand >= topk):
         raise ValueError(f"cand={cand} must be a power of two below topk={topk}")
+    if threshold and cand is not None and not tiered:
+        raise ValueError("threshold=True needs full lists: with cand, also pass tiered=True")
     dev = q.device
     a = _Pass1(
         qb=q.contiguous().view(torch.uint8),
@@ -626,7 +701,7 @@ def index_topk_triton(  # noqa: PLR0912  (variant selection, documented above)
     n_chunks = max(1, math.ceil(max_keys / full_chunk))
     # Truncated lists only pay off with several chunks; one chunk selects topk directly.
     m = cand if cand is not None and n_chunks > 1 else None
-    if m is None and full_chunk < topk:
+    if (m is None or tiered) and full_chunk < topk:
         full_chunk = topk
         n_chunks = max(1, math.ceil(max_keys / full_chunk))
     if threshold or m is not None:
@@ -643,7 +718,8 @@ def index_topk_triton(  # noqa: PLR0912  (variant selection, documented above)
     )
     if t_count == 0:
         return out_id, out_val
-    kin = m or topk
+    tier_m = m if m is not None and tiered else 0
+    kin = topk if m is None or tiered else m
     direct = n_chunks == 1 and not score_only
     if direct:
         cv, ci = out_val, out_id
@@ -652,18 +728,23 @@ def index_topk_triton(  # noqa: PLR0912  (variant selection, documented above)
         ci = torch.empty(t_count, n_chunks, kin, dtype=torch.int32, device=dev)
     thr = torch.full((t_count,), INT32_MIN, dtype=torch.int32, device=dev) if threshold else None
     kth = torch.empty(t_count, n_chunks, dtype=torch.int32, device=dev) if m is not None else None
-    _pass1(a, t_count, full_chunk, kin, n_chunks, cv, ci, select, score_only, thr, kth)
+    _pass1(
+        a, t_count, full_chunk, kin, n_chunks, cv, ci, select, score_only, thr, kth, None, tier_m
+    )
     if score_only:
         return ci.view(t_count, -1), cv.view(t_count, -1)
     if pass1_only or direct:
         return out_id, out_val
     width = merge_group * topk
-    flag = torch.empty(t_count, dtype=torch.int32, device=dev) if m is not None else None
+    if m is None:
+        _merges(cv, ci, n_chunks, topk, topk, out_val, out_id, width, select, merge_warps, thr)
+        return out_id, out_val
+    flag = torch.empty(t_count, dtype=torch.int32, device=dev)
     _merges(
         cv,
         ci,
         n_chunks,
-        kin,
+        m,
         topk,
         out_val,
         out_id,
@@ -673,12 +754,16 @@ def index_topk_triton(  # noqa: PLR0912  (variant selection, documented above)
         thr,
         kth,
         flag,
-        verify=m is not None,
+        verify=True,
+        stride=kin,
     )
-    if flag is None:
+    # Exact fallback for the tokens the last merge flagged (these launches exit at once for
+    # the others): tiered, merge the full lists; else redo the token on the full path.
+    if tiered:
+        _merges(
+            cv, ci, n_chunks, topk, topk, out_val, out_id, width, 2, merge_warps, thr, None, flag
+        )
         return out_id, out_val
-    # Exact fallback: the full path for the tokens the last merge flagged (its launches exit
-    # at once for the others).
     fb_chunk = max(full_chunk, topk)
     n_fb = max(1, math.ceil(max_keys / fb_chunk))
     if n_fb == 1:
