@@ -42,6 +42,8 @@ def _run(case: dict[str, Any], topk: int, **kw: Any) -> tuple[torch.Tensor, torc
         {"chunk": 32, "merge_group": 16, "cand": 16, "merge_warps": 4},
         {"chunk": 64, "merge_group": 2, "cand": 8, "tiered": True},
         {"chunk": 32, "merge_group": 4, "cand": 4, "tiered": True, "threshold": True},
+        {"chunk": 64, "merge_group": 4, "threshold": True, "lean": True, "maxnreg": 128},
+        {"chunk": 32, "cand": 8, "lean": True, "block_k": 16, "num_stages": 5},
     ],
     ids=[
         "select2",
@@ -52,6 +54,8 @@ def _run(case: dict[str, Any], topk: int, **kw: Any) -> tuple[torch.Tensor, torc
         "cand16-1merge",
         "tiered8",
         "tiered4-threshold",
+        "lean-threshold",
+        "lean-cand8-bk16",
     ],
 )
 def test_variant_matches_reference(kw: dict[str, Any], device: torch.device) -> None:
@@ -69,9 +73,9 @@ def test_variant_matches_reference(kw: dict[str, Any], device: torch.device) -> 
         (512, {"chunk": 256, "cand": 64, "merge_group": 2}),
         (512, {"chunk": 512, "threshold": True}),
         (1024, {"chunk": 256, "cand": 64}),
-        (1024, {"chunk": 1024, "cand": 32, "tiered": True, "threshold": True}),
+        (1024, {"chunk": 1024, "cand": 32, "tiered": True, "threshold": True, "lean": True}),
     ],
-    ids=["k512-cand64", "k512-threshold", "k1024-cand64-fallback", "k1024-tiered32-fallback"],
+    ids=["k512-cand64", "k512-threshold", "k1024-cand64-fallback", "k1024-lean-tiered32-fallback"],
 )
 def test_v4_topk_sizes_at_small_length(topk: int, kw: dict[str, Any], device: torch.device) -> None:
     # 2,500 and 625 entries: K=512 keeps 1/5 of the long one; with K=1024 the 10 chunks x 64
@@ -96,6 +100,8 @@ def test_cand_fallback_when_top_keys_cluster(device: torch.device) -> None:
     idx, val = _run(case, 16, chunk=32, cand=4, merge_group=8)
     check_topk(case, 16, idx, val)
     idx, val = _run(case, 16, chunk=32, cand=4, merge_group=2, tiered=True, threshold=True)
+    check_topk(case, 16, idx, val)
+    idx, val = _run(case, 16, chunk=32, cand=4, lean=True)
     check_topk(case, 16, idx, val)
 
 
