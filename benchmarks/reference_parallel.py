@@ -57,6 +57,8 @@ def _run(
     cmd += ["--steps", str(args.steps)]
     if args.dtype:
         cmd += ["--dtype", args.dtype]
+    if args.kv_cache_dtype:
+        cmd += ["--kv-cache-dtype", args.kv_cache_dtype]
     cmd += ["--prompt-lens", *map(str, lens), "--out", str(out), *layout]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -137,6 +139,7 @@ def main() -> int:
     ap.add_argument("--prompt-len", type=int, default=512)
     ap.add_argument("--port", type=int, default=29517)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="override")
+    ap.add_argument("--kv-cache-dtype", choices=["fp8_ds_mla", "auto"], default=None)
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: smoke test")
     ap.add_argument("--work", type=Path, default=Path("/tmp/reference_parallel"))
     args = ap.parse_args()
@@ -162,7 +165,9 @@ def main() -> int:
         )
         or "cpu",
         "torch": torch.__version__,
-        "config": args.config + (f" ({args.dtype})" if args.dtype else ""),
+        "config": args.config,
+        "dtype": args.dtype or "the config's",
+        "kv cache": args.kv_cache_dtype or "the config's",
         "prompt lengths": f"{args.prompt_len} - 37 × (i mod 5)",
         "NCCL_NVLS_ENABLE": os.environ.get("NCCL_NVLS_ENABLE", "(unset)"),
     }
