@@ -42,54 +42,56 @@ TOL = 2e-3
 DIAG = ("pass1_only", "score_only")
 
 TH = {"threshold": True}
-LN = {"lean": True}
+LN = {"lean": 2}
 ST5 = {"num_stages": 5}
 MR = {"maxnreg": 128}
+B64S7 = {"block_k": 64, "num_stages": 7}
 B1: list[tuple[str, dict[str, Any]]] = [
     ("base (default)", {}),
-    ("lean", LN),
-    ("lean cand32", {"cand": 32, **LN}),
-    ("lean cand16 chunk1024", {"chunk": 1024, "cand": 16, **LN}),
-    ("lean cand16 chunk512", {"chunk": 512, "cand": 16, **LN}),
-    ("lean cand16 chunk512 st5", {"chunk": 512, "cand": 16, **LN, **ST5}),
-    ("lean tiered32 thr", {"cand": 32, "tiered": True, **TH, **LN}),
-    ("lean cand32 chunk1024 mr128", {"chunk": 1024, "cand": 32, **LN, **MR}),
+    ("lean2", LN),
+    ("lean2 cand32 st5", {"cand": 32, **LN, **ST5}),
+    ("lean2 cand16 chunk1024 st5", {"chunk": 1024, "cand": 16, **LN, **ST5}),
+    ("lean2 cand16 chunk512", {"chunk": 512, "cand": 16, **LN}),
+    ("lean2 cand16 chunk512 st5", {"chunk": 512, "cand": 16, **LN, **ST5}),
+    ("lean2 tiered32 thr st5", {"cand": 32, "tiered": True, **TH, **LN, **ST5}),
+    ("lean2 cand32 chunk1024 bk64 st7 mr128", {"chunk": 1024, "cand": 32, **LN, **B64S7, **MR}),
     ("cand32", {"cand": 32}),
     ("select2", {"select": 2}),
-    ("DIAG score only lean", {"score_only": True, **LN}),
-    ("DIAG pass1 only lean cand16 c512", {"chunk": 512, "cand": 16, "pass1_only": True, **LN}),
+    ("DIAG score only lean2 st5", {"score_only": True, **LN, **ST5}),
+    ("DIAG pass1 only lean2 cand16 c512", {"chunk": 512, "cand": 16, "pass1_only": True, **LN}),
 ]
 B8: list[tuple[str, dict[str, Any]]] = [
     ("base (default)", {}),
-    ("lean thr", {**TH, **LN}),
-    ("lean thr st5", {**TH, **LN, **ST5}),
-    ("lean tiered32 thr st5", {"cand": 32, "tiered": True, **TH, **LN, **ST5}),
-    ("lean cand32 chunk1024", {"chunk": 1024, "cand": 32, **LN}),
+    ("lean2 thr st5", {**TH, **LN, **ST5}),
+    ("lean2 thr bk64 st7 mr128", {**TH, **LN, **B64S7, **MR}),
+    ("lean2 tiered32 thr st5", {"cand": 32, "tiered": True, **TH, **LN, **ST5}),
+    ("lean2 cand32 chunk1024 st5", {"chunk": 1024, "cand": 32, **LN, **ST5}),
 ]
 B32: list[tuple[str, dict[str, Any]]] = [
     ("base (default)", {}),
     ("threshold", TH),
-    ("lean thr", {**TH, **LN}),
-    ("lean thr st4", {"num_stages": 4, **TH, **LN}),
-    ("lean thr st5", {**TH, **LN, **ST5}),
-    ("lean thr st5 mr128", {**TH, **LN, **ST5, **MR}),
-    ("lean thr mr128", {**TH, **LN, **MR}),
-    ("lean tiered32 thr st5", {"cand": 32, "tiered": True, **TH, **LN, **ST5}),
-    ("lean cand32 st5", {"cand": 32, **LN, **ST5}),
-    ("lean thr bk64 st5", {"block_k": 64, **TH, **LN, **ST5}),
-    ("lean thr bk256 w8", {"block_k": 256, "num_warps": 8, **TH, **LN}),
+    ("lean2 thr", {**TH, **LN}),
+    ("lean2 thr st5", {**TH, **LN, **ST5}),
+    ("lean1 thr st5", {**TH, "lean": 1, **ST5}),
+    ("lean2 thr bk64 st7", {**TH, **LN, **B64S7}),
+    ("lean2 thr bk64 st7 mr128", {**TH, **LN, **B64S7, **MR}),
+    ("lean2 thr bk256 w8 st5", {"block_k": 256, "num_warps": 8, **TH, **LN, **ST5}),
+    ("lean2 tiered32 thr st5", {"cand": 32, "tiered": True, **TH, **LN, **ST5}),
+    ("lean2 cand32 st5", {"cand": 32, **LN, **ST5}),
+    ("lean2 thr st4", {"num_stages": 4, **TH, **LN}),
     ("cand32", {"cand": 32}),
     ("DIAG score only base", {"score_only": True}),
-    ("DIAG score only lean st5", {"score_only": True, **LN, **ST5}),
+    ("DIAG score only lean2 st5", {"score_only": True, **LN, **ST5}),
+    ("DIAG score only lean2 bk64 st7 mr128", {"score_only": True, **LN, **B64S7, **MR}),
     ("DIAG pass1 only base", {"pass1_only": True}),
-    ("DIAG pass1 only lean thr st5", {"pass1_only": True, **TH, **LN, **ST5}),
+    ("DIAG pass1 only lean2 thr st5", {"pass1_only": True, **TH, **LN, **ST5}),
 ]
 PRO32: list[tuple[str, dict[str, Any]]] = [
     ("base (default)", {}),
-    ("lean thr", {**TH, **LN}),
-    ("lean thr st5", {**TH, **LN, **ST5}),
-    ("lean tiered32 thr st5", {"cand": 32, "tiered": True, **TH, **LN, **ST5}),
-    ("lean cand32 st5", {"cand": 32, **LN, **ST5}),
+    ("lean2 thr st5", {**TH, **LN, **ST5}),
+    ("lean2 thr bk64 st7 mr128", {**TH, **LN, **B64S7, **MR}),
+    ("lean2 tiered32 thr st5", {"cand": 32, "tiered": True, **TH, **LN, **ST5}),
+    ("lean2 cand32 st5", {"cand": 32, **LN, **ST5}),
 ]
 SHAPES: dict[str, tuple[str, int, int, list[tuple[str, dict[str, Any]]]]] = {
     "b1": ("V4-Flash", 1, 512, B1),

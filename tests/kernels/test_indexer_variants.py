@@ -42,8 +42,9 @@ def _run(case: dict[str, Any], topk: int, **kw: Any) -> tuple[torch.Tensor, torc
         {"chunk": 32, "merge_group": 16, "cand": 16, "merge_warps": 4},
         {"chunk": 64, "merge_group": 2, "cand": 8, "tiered": True},
         {"chunk": 32, "merge_group": 4, "cand": 4, "tiered": True, "threshold": True},
-        {"chunk": 64, "merge_group": 4, "threshold": True, "lean": True, "maxnreg": 128},
-        {"chunk": 32, "cand": 8, "lean": True, "block_k": 16, "num_stages": 5},
+        {"chunk": 64, "merge_group": 4, "threshold": True, "lean": 2, "maxnreg": 128},
+        {"chunk": 32, "cand": 8, "lean": 1, "block_k": 16, "num_stages": 5},
+        {"chunk": 64, "cand": 8, "tiered": True, "lean": 2, "block_k": 32, "maxnreg": 128},
     ],
     ids=[
         "select2",
@@ -56,6 +57,7 @@ def _run(case: dict[str, Any], topk: int, **kw: Any) -> tuple[torch.Tensor, torc
         "tiered4-threshold",
         "lean-threshold",
         "lean-cand8-bk16",
+        "lean2-tiered8",
     ],
 )
 def test_variant_matches_reference(kw: dict[str, Any], device: torch.device) -> None:
@@ -73,7 +75,7 @@ def test_variant_matches_reference(kw: dict[str, Any], device: torch.device) -> 
         (512, {"chunk": 256, "cand": 64, "merge_group": 2}),
         (512, {"chunk": 512, "threshold": True}),
         (1024, {"chunk": 256, "cand": 64}),
-        (1024, {"chunk": 1024, "cand": 32, "tiered": True, "threshold": True, "lean": True}),
+        (1024, {"chunk": 1024, "cand": 32, "tiered": True, "threshold": True, "lean": 2}),
     ],
     ids=["k512-cand64", "k512-threshold", "k1024-cand64-fallback", "k1024-lean-tiered32-fallback"],
 )
@@ -101,7 +103,7 @@ def test_cand_fallback_when_top_keys_cluster(device: torch.device) -> None:
     check_topk(case, 16, idx, val)
     idx, val = _run(case, 16, chunk=32, cand=4, merge_group=2, tiered=True, threshold=True)
     check_topk(case, 16, idx, val)
-    idx, val = _run(case, 16, chunk=32, cand=4, lean=True)
+    idx, val = _run(case, 16, chunk=32, cand=4, lean=2)
     check_topk(case, 16, idx, val)
 
 

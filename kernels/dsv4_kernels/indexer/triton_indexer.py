@@ -251,7 +251,32 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
         q8 = qraw.to(tl.float8e4nv, bitcast=True)
     else:
         qf = e4m3_bits_to_f32(qraw)
-    if LEAN:
+    if LEAN == 2:
+        # As LEAN == 1, with the page ids gathered as a [BLOCK_K, 1] column (no 1-D -> 2-D
+        # layout conversion of the addresses) and the chunk's logits kept as [BLOCK_K, TILES]
+        # columns in the MMA's row layout (no conversion per tile); transposed once after.
+        if NATIVE:  # noqa: SIM108  (triton.jit: constexpr branch)
+            qt = tl.trans(q8)
+        else:
+            qt = tl.trans(qf)
+        cols = tl.arange(0, TILES)
+        buf_t = tl.full((BLOCK_K, TILES), float("-inf"), tl.float32)
+        for i in range(n_tiles):
+            e2 = e_first + i * BLOCK_K + offs_n[:, None]
+            pg2 = tl.load(bt_ptr + seq * bt_stride + e2 // PAGE, mask=e2 < n_valid, other=0)
+            if IDX32:
+                row2 = pg2 * (PAGE * (D + 4)) + (e2 % PAGE) * D
+            else:
+                row2 = pg2.to(tl.int64) * (PAGE * (D + 4)) + (e2 % PAGE) * D
+            kk = tl.load(pages_u8 + row2 + offs_d[None, :])
+            if NATIVE:
+                s = tl.dot(kk, qt)
+            else:
+                s = tl.dot(e4m3_bits_to_f32(kk), qt, input_precision="ieee")
+            part = tl.sum(tl.maximum(s, 0.0) * w[None, :], axis=1)
+            buf_t = tl.where(cols[None, :] == i, part[:, None], buf_t)
+        buf = tl.trans(buf_t)
+    elif LEAN:
         # The query operand transposed once; keys loaded without a mask (a key past the end
         # reads page 0, row e % PAGE: real memory, masked to -inf after the loop) and, on
         # the GPU, through a float8 pointer so the MMA can read them from shared memory.
@@ -518,7 +543,7 @@ class _Pass1:
     block_k: int
     num_warps: int
     num_stages: int
-    lean: bool = False
+    lean: int = 0
     maxnreg: int | None = None
 
 
@@ -539,7 +564,7 @@ def _pass1(
 ) -> None:
     dummy = a.pos
     extra: dict[str, Any] = {} if a.maxnreg is None else {"maxnreg": a.maxnreg}
-    lean_fp8 = a.lean and NATIVE_FP8
+    lean_fp8 = bool(a.lean) and NATIVE_FP8
     _score_select_kernel[(n_chunks, t_count)](
         a.qb,
         a.w,
@@ -569,8 +594,8 @@ def _pass1(
         STORE_KTH=kth is not None,
         TIER_M=tier_m,
         USE_FLAG=flag is not None,
-        LEAN=a.lean,
-        IDX32=a.lean and a.pages.numel() < 2**31,
+        LEAN=int(a.lean),
+        IDX32=bool(a.lean) and a.pages.numel() < 2**31,
         num_warps=a.num_warps,
         num_stages=a.num_stages,
         **extra,
@@ -660,7 +685,7 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     cand: int | None = None,
     merge_warps: int | None = None,
     tiered: bool = False,
-    lean: bool = False,
+    lean: int = 0,
     maxnreg: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused indexer + top-k (API: `dsv4_kernels.indexer.index_topk`).
@@ -693,13 +718,16 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
       above; flagged tokens are finished by merging the full lists (no rescoring: robust when
       real top keys cluster, e.g. in the most recent chunk). Combines with `threshold`.
 
-    Pass-1 code generation (same result): `lean=True` transposes the query operand once, loads
+    Pass-1 code generation (same result): `lean=1` transposes the query operand once, loads
     the keys without a mask (past the end: page 0, masked after the loop) through a float8
     pointer on the GPU, so the MMA reads both operands from shared memory (Triton 3.9, sm_90a:
     135 instead of 186 registers per thread, i.e. 3 instead of 2 CTAs per SM, and a second
     key buffer; num_stages=5 gives three buffers with two tiles in flight), and uses int32
-    offsets when the key cache is under 2 GiB. `maxnreg` caps pass-1 registers per thread
-    (128: four 4-warp CTAs per SM; no spills with lean at Triton 3.9).
+    offsets when the key cache is under 2 GiB. `lean=2` also gathers the page ids as a
+    [block_k, 1] column and keeps the chunk's logits as [block_k, tiles] columns, which removes
+    two of the three layout conversions (shared-memory round trips) per tile (none left at
+    block_k=64; num_stages=7 there keeps three 64-key tiles in flight). `maxnreg` caps pass-1
+    registers per thread (128: four 4-warp CTAs per SM; no spills with lean at Triton 3.9).
 
     Diagnostics (the result is then NOT the top-k): `pass1_only` stops after pass 1;
     `score_only` also skips the selection: pass 1 only writes each chunk's largest logit,
@@ -739,7 +767,7 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
         block_k=block_k,
         num_warps=num_warps,
         num_stages=num_stages,
-        lean=lean,
+        lean=int(lean),
         maxnreg=maxnreg,
     )
     if max_keys is None:
@@ -815,7 +843,7 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
             cv, ci, n_chunks, topk, topk, out_val, out_id, width, 2, merge_warps, thr, None, flag
         )
         return out_id, out_val
-    fb_chunk = max(full_chunk, topk)
+    fb_chunk = max(full_chunk, choose_chunk(t_count, max_keys, topk, page_size))
     n_fb = max(1, math.ceil(max_keys / fb_chunk))
     if n_fb == 1:
         _pass1(a, t_count, fb_chunk, topk, 1, out_val, out_id, 2, flag=flag)
