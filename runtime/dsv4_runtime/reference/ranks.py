@@ -74,13 +74,16 @@ def _status(code: int) -> int:
 
 
 def supervise(procs: Sequence[subprocess.Popen[bytes]], kill_grace_s: float) -> int:
-    """Wait for `procs`; on the first failure stop the rest. Returns the exit status."""
+    """Wait for `procs`; on the first failure stop the rest. Returns the exit status.
+
+    The status is 0 when every process exited 0, else the first failure's (128 + N for signal N;
+    the lowest local rank among failures seen in the same poll), also when that failure was the
+    last process to exit (a pod with one rank, or all ranks dying at once).
+    """
     failed: int | None = None
     deadline: float | None = None
     while True:
         codes = [p.poll() for p in procs]
-        if all(c is not None for c in codes):
-            return failed if failed is not None else 0
         bad = [c for c in codes if c not in (None, 0)]
         if bad and failed is None:
             failed = _status(bad[0])
@@ -88,6 +91,8 @@ def supervise(procs: Sequence[subprocess.Popen[bytes]], kill_grace_s: float) -> 
                 if p.poll() is None:
                     p.terminate()
             deadline = time.monotonic() + kill_grace_s
+        if all(c is not None for c in codes):
+            return failed if failed is not None else 0
         if deadline is not None and time.monotonic() > deadline:
             for p in procs:
                 if p.poll() is None:

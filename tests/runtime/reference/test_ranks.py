@@ -64,3 +64,20 @@ def test_a_failing_rank_stops_the_others_and_sets_the_status(tmp_path: Path) -> 
     proc = _launch(tmp_path, "fail")
     assert proc.wait(timeout=30) == 3
     assert (tmp_path / "term0").exists()  # rank 0 was terminated, not left running
+
+
+def _pod_of_one(tmp_path: Path, script: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "dsv4_runtime.reference.ranks", "--nnodes", "1"]
+    cmd += ["--node-rank", "0", "--nproc-per-node", "1", "--master-addr", "h"]
+    cmd += ["--master-port", "1", "--kill-grace-s", "5", "--", "-c", script]
+    return subprocess.Popen(cmd)
+
+
+def test_the_status_of_a_pods_only_rank_is_kept(tmp_path: Path) -> None:
+    """With one rank per pod (DP=2 over 2 pods) its failure is also the last exit: the launcher
+    must still report it, not 0 (the runtime logged "engine exited ... with status 0" after the
+    rank was killed)."""
+    assert _pod_of_one(tmp_path, "import sys; sys.exit(3)").wait(timeout=30) == 3
+    killed = _pod_of_one(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    assert killed.wait(timeout=30) == 128 + signal.SIGKILL
+    assert _pod_of_one(tmp_path, "pass").wait(timeout=30) == 0
