@@ -22,12 +22,25 @@ run out first. The price: with DP the group caches no more tokens than one rank.
 
 Messages are int64 tensors on the model's device (NCCL needs GPU tensors): a 3-element header
 (tokens, requests, releases), then ids, positions, (start, stop, key, dp rank) per request,
-released keys. A header with -1 tokens stops the followers (`StepLeader.stop`).
+released keys. A header with -1 tokens stops the followers (`StepLeader.stop`); one with -2 is a
+keepalive. Either carries the keys released since the last message (then only those follow).
+
+Idle periods: a follower waits for the next header inside a collective, which fails after the
+process group's timeout (`--dist-timeout`, 300 s by default). So while the engine has nothing to
+run, the leader's keepalive thread (`keepalive_s`) sends a keepalive header whenever no message
+went out for `keepalive_s` seconds; without it an idle server lost every follower after the
+timeout. A failed collective (a rank died: gloo reports the closed connection at once) is kept in
+`StepLeader.failure`, so the server can stop instead of serving with a broken group; the
+keepalive finds it while idle too.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import logging
+import threading
+import time
 import weakref
 from collections.abc import Callable
 
@@ -48,6 +61,10 @@ Forward = Callable[
 _HEADER = 3
 _PER_REQUEST = 4
 _SRC = 0
+_STOP = -1
+_KEEPALIVE = -2
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,16 +144,33 @@ class StepLeader:
     The wrapped call returns logits (requests, vocab) float32 for all of the engine's requests, in
     its order; `hidden` holds only rank 0's own tokens' streams (the engine does not use them).
 
+    Args:
+        model: rank 0's sharded model.
+        groups: the world's groups (this must be global rank 0).
+        keepalive_s: with a value, a daemon thread sends a keepalive header whenever no message
+            went out for this many seconds (keep it well below the process group's timeout);
+            None sends none (callers that step without pauses, as `Engine.generate`).
+
+    Attributes:
+        failure: the first error of a collective (a step or a keepalive), else None; the group is
+            then unusable and `stop` sends nothing.
+        steps: steps broadcast so far.
+
     Raises:
-        ValueError: not global rank 0, or a world of one rank.
+        ValueError: not global rank 0, a world of one rank, or `keepalive_s` ≤ 0.
     """
 
-    def __init__(self, model: Transformer, groups: ParallelGroups) -> None:
+    def __init__(
+        self, model: Transformer, groups: ParallelGroups, keepalive_s: float | None = None
+    ) -> None:
         if groups.rank != _SRC:
             msg = f"StepLeader belongs on global rank 0, this is rank {groups.rank}"
             raise ValueError(msg)
         if groups.world_size < 2:
             msg = "leader/follower stepping needs a world of at least 2 ranks"
+            raise ValueError(msg)
+        if keepalive_s is not None and keepalive_s <= 0:
+            msg = f"keepalive_s must be > 0 seconds, got {keepalive_s}"
             raise ValueError(msg)
         self.model = model
         self.groups = groups
@@ -146,9 +180,21 @@ class StepLeader:
         self._dp_of: dict[int, int] = {}
         self._load = [0] * groups.dp_size
         self._next_key = 0
-        self._released: list[int] = []
+        # (id, key) of dropped caches; appended by finalizers on any thread, drained under _lock
+        self._drops: collections.deque[tuple[int, int]] = collections.deque()
+        self._lock = threading.Lock()  # one message (and its step's collectives) at a time
+        self._last_send = time.monotonic()
+        self._halt = threading.Event()
+        self._stopped = False
+        self.failure: BaseException | None = None
         self.steps = 0
         model.forward_step = self.forward_step  # type: ignore[method-assign]
+        self._thread: threading.Thread | None = None
+        if keepalive_s is not None:
+            self._thread = threading.Thread(
+                target=self._keep_alive, args=(keepalive_s,), name="step-keepalive", daemon=True
+            )
+            self._thread.start()
 
     def _key(self, seq: SequenceKV) -> int:
         key = self._keys.get(id(seq))
@@ -159,17 +205,47 @@ class StepLeader:
             dp = min(range(self.groups.dp_size), key=lambda r: (self._load[r], r))
             self._dp_of[key] = dp
             self._load[dp] += 1
-            weakref.finalize(seq, self._dropped, id(seq), key)
+            weakref.finalize(seq, self._drops.append, (id(seq), key))
         return key
 
-    def _dropped(self, seq_id: int, key: int) -> None:
-        self._keys.pop(seq_id, None)
-        self._load[self._dp_of.pop(key)] -= 1
-        self._released.append(key)
+    def _released(self) -> list[int]:
+        """Keys whose caches were dropped since the last message (call with `_lock` held)."""
+        keys = []
+        while self._drops:
+            seq_id, key = self._drops.popleft()
+            if self._keys.get(seq_id) == key:
+                del self._keys[seq_id]
+            self._load[self._dp_of.pop(key)] -= 1
+            keys.append(key)
+        return keys
 
     def _send(self, n_tokens: int, n_requests: int, released: list[int]) -> None:
         header = [n_tokens, n_requests, len(released)]
         dist.broadcast(torch.tensor(header, device=self.device), _SRC)
+        self._last_send = time.monotonic()
+
+    def _send_control(self, code: int) -> None:
+        """A stop or keepalive header, then its released keys (call with `_lock` held)."""
+        released = self._released()
+        self._send(code, 0, released)
+        if released:
+            dist.broadcast(torch.tensor(released, dtype=torch.int64, device=self.device), _SRC)
+
+    def _keep_alive(self, interval_s: float) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # a new thread starts on GPU 0
+        while not self._halt.wait(interval_s / 4):
+            with self._lock:
+                if self._stopped or self.failure is not None:
+                    return
+                if time.monotonic() - self._last_send < interval_s:
+                    continue
+                try:
+                    self._send_control(_KEEPALIVE)
+                except Exception as err:  # any collective error: record it, send no more
+                    self.failure = err
+                    log.error("keepalive to the followers failed: %s", err)
+                    return
 
     def forward_step(
         self,
@@ -180,15 +256,35 @@ class StepLeader:
     ) -> StepOutput:
         """Broadcast the step, run rank 0's share (same contract as `Transformer.forward_step`).
 
+        Any error of the step is kept in `failure` (the followers are then out of step).
+
         Raises:
             MemoryError: rank 0's pool is short for the step (as `Transformer.forward_step`).
+            RuntimeError: the group failed now (torch.distributed's error) or earlier.
         """
+        with self._lock:
+            if self.failure is not None:
+                msg = f"the rank group failed earlier: {self.failure}"
+                raise RuntimeError(msg) from self.failure
+            try:
+                return self._step(input_ids, positions, seqs, ops)
+            except Exception as err:  # after the broadcast, the followers are out of step
+                self.failure = err
+                raise
+
+    def _step(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        seqs: list[tuple[slice, SequenceKV]],
+        ops: AttentionOps | None,
+    ) -> StepOutput:
+        released = self._released()  # first: a dropped cache's id may be reused by a new one
         keys = [self._key(seq) for _, seq in seqs]
         table = [
             (sl.start, sl.stop, key, self._dp_of[key])
             for (sl, _), key in zip(seqs, keys, strict=True)
         ]
-        released, self._released = self._released, []
         self._send(input_ids.shape[0], len(table), released)
         flat = [v for row in table for v in row]
         payload = torch.cat(
@@ -221,8 +317,29 @@ class StepLeader:
         return StepOutput(logits=torch.stack(rows), hidden=torch.empty(0, device=self.device))
 
     def stop(self) -> None:
-        """Tell the followers to return."""
-        self._send(-1, 0, [])
+        """Stop the keepalive and tell the followers to return (with the last released keys).
+
+        Sends nothing when the group has failed (`failure`). Idempotent.
+
+        Raises:
+            RuntimeError: torch.distributed's error when the stop message cannot be sent.
+        """
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            if self._stopped or self.failure is not None:
+                return
+            self._stopped = True
+            self._send_control(_STOP)
+
+
+def _release(live: dict[int, SequenceKV], keys: list[int]) -> None:
+    """Free the caches of `keys` that this rank holds (others ran on another DP rank)."""
+    for key in keys:
+        seq = live.pop(key, None)
+        if seq is not None:
+            seq.release()
 
 
 def follow(
@@ -231,11 +348,15 @@ def follow(
     """Replay rank 0's steps on this rank until it stops; return the number of steps.
 
     Runs the requests rank 0 placed on this rank's DP rank, in `pool` (at least as many blocks
-    as rank 0's, same block size), or an idle EP step when there are none.
+    as rank 0's, same block size), or an idle EP step when there are none. Keepalives are not
+    steps. Released keys free their caches before the step that comes with them, and those sent
+    with the stop too, so once rank 0 has finished every request `pool` is wholly free again.
 
     Raises:
         ValueError: this is rank 0.
         MemoryError: this rank's pool is smaller than rank 0's.
+        RuntimeError: a collective failed (torch.distributed's error: the leader died, or sent
+            nothing for the process group's timeout).
     """
     if groups.rank == _SRC:
         msg = "rank 0 leads (StepLeader); follow runs on the other ranks"
@@ -248,8 +369,14 @@ def follow(
         header = torch.empty(_HEADER, dtype=torch.int64, device=device)
         dist.broadcast(header, _SRC)
         n_tok, n_seq, n_rel = header.tolist()
-        if n_tok < 0:
-            return steps
+        if n_tok < 0:  # stop or keepalive: only released keys follow
+            if n_rel:
+                keys = torch.empty(n_rel, dtype=torch.int64, device=device)
+                dist.broadcast(keys, _SRC)
+                _release(live, keys.tolist())
+            if n_tok == _STOP:
+                return steps
+            continue
         payload = torch.empty(
             2 * n_tok + _PER_REQUEST * n_seq + n_rel, dtype=torch.int64, device=device
         )
@@ -261,10 +388,7 @@ def follow(
             for i in range(0, len(flat), _PER_REQUEST)
         ]
         step = _Step(payload[:n_tok], payload[n_tok : 2 * n_tok], table)
-        for key in released:
-            seq = live.pop(key, None)
-            if seq is not None:
-                seq.release()
+        _release(live, released)
         for _, _, key, dp in table:
             if dp == groups.dp_rank and key not in live:
                 live[key] = SequenceKV(pool)

@@ -9,6 +9,13 @@ the model and the KV pool as `python -m dsv4_runtime.reference` does, then shard
 ranks replay its steps (`parallel_follow.follow`: their DP rank's requests, or idle EP steps) in
 their own pools of the same size. On SIGTERM rank 0 drains as the single-process server does, then
 stops the followers; all exit 0. With `--device cuda` each rank uses the GPU `LOCAL_RANK`.
+
+While idle, rank 0 sends a keepalive every `min(5 s, --dist-timeout / 4)` (followers wait for
+the next step inside a collective, which would fail after `--dist-timeout`). When a collective
+fails (a rank died, or one went silent for `--dist-timeout`) the group cannot serve any more, as
+vLLM's API server shuts down when an engine core dies: rank 0 stops serving (open requests end
+with an error, then the server stops as on SIGTERM) and every rank exits 1, so the launcher
+(`reference.ranks`) and the runtime report the failure instead of a server that answers 500.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -32,8 +40,31 @@ from .parallel import (
 )
 from .parallel_follow import StepLeader, follow
 from .parallel_shard import shard_model
+from .server import EngineServer
 
 log = logging.getLogger("dsv4_runtime.reference.parallel_serve")
+
+#: Longest pause between two messages of rank 0 to the followers while idle, seconds.
+KEEPALIVE_S = 5.0
+#: How often rank 0 checks whether its group failed, seconds.
+FAILURE_POLL_S = 0.5
+
+
+def keepalive_seconds(dist_timeout_s: float) -> float:
+    """Rank 0's keepalive period: `KEEPALIVE_S`, or a quarter of a shorter collective timeout."""
+    return min(KEEPALIVE_S, dist_timeout_s / 4)
+
+
+async def _lead(server: EngineServer, leader: StepLeader, host: str, port: int) -> None:
+    """Serve (`serve`) until SIGTERM/SIGINT, or until the group fails (`leader.failure`)."""
+    serving = asyncio.create_task(serve(server, host, port))
+    while not serving.done():
+        if leader.failure is not None:
+            log.error("rank 0: the rank group failed (%s); stopping the server", leader.failure)
+            signal.raise_signal(signal.SIGTERM)  # serve's own stop: open requests have ended
+            break
+        await asyncio.wait({serving}, timeout=FAILURE_POLL_S)
+    await serving
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,29 +111,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = build(args)
         engine = server.engine
         shard_model(engine.model, groups)
-        blocks = torch.tensor([engine.pool.num_blocks], device=engine.device)
-        dist.all_reduce(blocks, op=dist.ReduceOp.MIN)
-        if int(blocks) != engine.pool.num_blocks:
-            msg = f"KV pools differ across ranks (smallest {int(blocks)}): set --num-kv-blocks"
+        n = engine.pool.num_blocks
+        blocks = torch.tensor([n, -n], device=engine.device)
+        dist.all_reduce(blocks, op=dist.ReduceOp.MIN)  # every rank learns smallest and largest
+        smallest, largest = int(blocks[0]), -int(blocks[1])
+        if smallest != largest:  # all ranks stop, not only those above the smallest
+            msg = (
+                f"KV pools differ across ranks ({smallest} to {largest} blocks): set "
+                "--num-kv-blocks"
+            )
             raise ValueError(msg)
+    except (ValueError, OSError, KeyError) as err:
+        log.error("cannot start: %s", err)
+        dist.destroy_process_group()
+        return 2
+    try:
         if groups.rank > 0:
             steps = follow(engine.model, groups, engine.pool, engine.ops)
             log.info("rank %d: leader stopped after %d steps", groups.rank, steps)
-        else:
-            leader = StepLeader(engine.model, groups)
-            try:
-                asyncio.run(serve(server, args.host, args.port))
-            finally:
-                leader.stop()
-            log.info(
-                "rank 0: stopped %d follower(s) after %d steps", groups.world_size - 1, leader.steps
-            )
-    except (ValueError, OSError, KeyError) as err:
-        log.error("cannot start: %s", err)
-        return 2
+            return 0
+        leader = StepLeader(engine.model, groups, keepalive_s=keepalive_seconds(args.dist_timeout))
+        try:
+            asyncio.run(_lead(server, leader, args.host, args.port))
+        finally:
+            leader.stop()
+        if leader.failure is not None:
+            return 1
+        log.info(
+            "rank 0: stopped %d follower(s) after %d steps", groups.world_size - 1, leader.steps
+        )
+        return 0
+    except RuntimeError as err:  # torch.distributed's errors: a rank died or went silent
+        log.error("rank %d: the rank group failed: %s", groups.rank, err)
+        return 1
     finally:
         dist.destroy_process_group()
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,148 @@
+"""Faults of multi-rank reference serving on 2 CPU ranks (gloo): aborts, idle time, a dead rank.
+
+- Aborts and preemptions under DP=2 (with and without EP): rank 0's outputs equal the
+  single-process engine's with the same aborts, both ranks take the same steps, and once every
+  request is done the follower's pool is wholly free (every dropped cache reached it, the last
+  ones with the stop message).
+- `parallel_serve`: an idle group outlives its collective timeout (rank 0's keepalive), and when
+  a follower dies rank 0 stops serving and exits 1 by itself, without waiting for a request or
+  the timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dsv4_runtime.reference.config import TINY
+from dsv4_runtime.reference.engine import Engine, Request
+from dsv4_runtime.reference.kvcache import KVBlockPool
+from dsv4_runtime.reference.model import Transformer
+from dsv4_runtime.reference.parallel_check import make_prompts
+
+from .follow_ranks import MAX_MODEL_LEN, PROMPT_SEED, scenario
+from .test_parallel import _free_port, _wait_healthy
+
+SCRIPT = Path(__file__).with_name("follow_ranks.py")
+RANK_TIMEOUT_S = 120
+LENS, MAX_TOKENS, BLOCKS = (250, 250, 250, 30), 10, 3
+# request 1 (placed on DP rank 1) and later request 2 leave mid-decode; the 250-token prompts
+# crossing token 256 preempt each other (3 blocks of 256 tokens); the last to finish, request 3,
+# runs on DP rank 1, so its release travels with the stop message
+ABORTS = {3: 1, 9: 2}
+
+
+def _rank_env(rank: int, port: int) -> dict[str, str]:
+    env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    env.pop("TRITON_INTERPRET", None)  # the ranks run the PyTorch attention path
+    return env
+
+
+@pytest.mark.parametrize("ep", [True, False], ids=["dp2-ep2", "dp2"])
+def test_aborts_and_preemptions_leave_the_follower_pool_free(
+    ep: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = Transformer(TINY).init_random(0).eval()
+    engine = Engine(model, KVBlockPool(TINY, BLOCKS), max_num_seqs=4, max_model_len=MAX_MODEL_LEN)
+    preemptions = [0]
+    preempt = engine._preempt
+
+    def counting_preempt(victim: Request) -> None:
+        preemptions[0] += 1
+        preempt(victim)
+
+    monkeypatch.setattr(engine, "_preempt", counting_preempt)
+    expected, _ = scenario(engine, make_prompts(LENS, PROMPT_SEED), MAX_TOKENS, ABORTS)
+    assert 0 < len(expected[1]) < MAX_TOKENS  # aborted mid-decode
+    assert 0 < len(expected[2]) < MAX_TOKENS
+    assert preemptions[0] > 0
+    port = _free_port()
+    cmd = [sys.executable, str(SCRIPT), str(tmp_path), "--dp", "2", "--blocks", str(BLOCKS)]
+    cmd += ["--prompt-lens", *map(str, LENS), "--max-tokens", str(MAX_TOKENS), "--abort"]
+    cmd += [f"{s}:{i}" for s, i in ABORTS.items()]
+    cmd += ["--expert-parallel"] if ep else []
+    procs = [
+        subprocess.Popen(
+            cmd, env=_rank_env(r, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for r in range(2)
+    ]
+    try:
+        logs = [p.communicate(timeout=RANK_TIMEOUT_S)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, text in zip(procs, logs, strict=True):
+        assert p.returncode == 0, text
+    leader, follower = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    print(f"leader {leader}\nfollower {follower}")
+    assert leader["outputs"] == expected
+    assert leader["steps"] == follower["steps"]
+    assert leader["free_blocks"] == follower["free_blocks"] == BLOCKS
+
+
+def _start_serving(
+    tmp_path: Path, dist_timeout_s: float
+) -> tuple[list[subprocess.Popen[bytes]], str]:
+    port, http_port = _free_port(), _free_port()
+    while http_port == port:
+        http_port = _free_port()
+    procs = []
+    for rank in range(2):
+        cmd = [sys.executable, "-m", "dsv4_runtime.reference.parallel_serve", "--config", "tiny"]
+        cmd += ["--served-model-name", "t", "--max-num-seqs", "2", "--max-model-len", "512"]
+        cmd += ["--host", "127.0.0.1", "--port", str(http_port), "--data-parallel-size", "2"]
+        cmd += ["--enable-expert-parallel", "--dist-timeout", str(dist_timeout_s)]
+        with (tmp_path / f"rank{rank}.log").open("wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    cmd, env=_rank_env(rank, port), stdout=out, stderr=subprocess.STDOUT
+                )
+            )
+    url = f"http://127.0.0.1:{http_port}"
+    _wait_healthy(url, procs)
+    return procs, url
+
+
+def _complete(url: str) -> str:
+    body = {"model": "t", "prompt": "idle ranks", "max_tokens": 4, "temperature": 0}
+    r = httpx.post(f"{url}/v1/completions", json={**body, "ignore_eos": True}, timeout=60)
+    assert r.status_code == 200, r.text
+    text: str = r.json()["choices"][0]["text"]
+    return text
+
+
+def test_an_idle_group_outlives_the_timeout_and_a_dead_follower_stops_rank_0(
+    tmp_path: Path,
+) -> None:
+    """Idle for 3 collective timeouts, the group still serves (before the keepalive, the
+    follower's wait for the next step timed out and the next request got 500). Then the follower
+    is killed while idle: rank 0 notices at its next keepalive and exits 1 (before, it kept
+    answering /health 200 and failed the next request, then lived on with 503)."""
+    timeout_s = 2.0
+    procs, url = _start_serving(tmp_path, timeout_s)
+    try:
+        first = _complete(url)
+        time.sleep(3 * timeout_s)
+        assert [p.poll() for p in procs] == [None, None]
+        assert _complete(url) == first
+        procs[1].send_signal(signal.SIGKILL)
+        assert procs[0].wait(timeout=RANK_TIMEOUT_S) == 1
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    log = (tmp_path / "rank0.log").read_text()
+    assert "rank 0: the rank group failed" in log
