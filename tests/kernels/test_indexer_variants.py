@@ -89,6 +89,15 @@ def test_v4_topk_sizes_at_small_length(topk: int, kw: dict[str, Any], device: to
     assert int((idx[1] >= 0).sum()) == min(topk, 625)
 
 
+def test_tiered_fallback_by_launches_when_many_groups(device: torch.device) -> None:
+    # 32 chunks in groups of 1 (> 16 groups): flagged tokens are finished by the merge
+    # launches over the full lists instead of inside the verifying merge.
+    case = make_index_case(LENGTHS, 47, device, heads=64, page=16)
+    idx, val = _run(case, 16, chunk=16, cand=4, tiered=True, merge_group=1)
+    check_topk(case, 16, idx, val)
+    assert int((idx[1] >= 0).sum()) == 16
+
+
 def test_cand_fallback_when_top_keys_cluster(device: torch.device) -> None:
     # Scales x1000 on the first 32 entries: the top-16 all lie in chunk 0, which keeps only
     # its top-4, so only the verified fallback can return the right set.

@@ -436,7 +436,7 @@ def _score_select_kernel(
 
 
 @triton.jit
-def _merge_kernel(
+def _merge_kernel(  # noqa: PLR0912  (constexpr variant dispatch)
     in_val_ptr,
     in_id_ptr,
     out_val_ptr,
@@ -444,6 +444,10 @@ def _merge_kernel(
     thr_ptr,
     kth_ptr,
     flag_ptr,
+    fb_val_ptr,
+    fb_id_ptr,
+    scr_val_ptr,
+    scr_id_ptr,
     n_in,
     n_out,
     n_kth,
@@ -455,11 +459,16 @@ def _merge_kernel(
     THRESH: tl.constexpr,
     VERIFY: tl.constexpr,
     USE_FLAG: tl.constexpr,
+    FB_GROUP: tl.constexpr,
+    FB_N2: tl.constexpr,
 ):
     """Pass 2: the top-K of GROUP candidate lists (the first KIN entries of lists STRIDE apart).
 
     VERIFY (last level of the truncated-list mode, one program per token): flag[t] = 1 when
     some chunk dropped a key above the K-th value found here (kth[t, c] > it), else 0.
+    FB_GROUP > 0 (tiered mode): a flagged token is finished here: groups of FB_GROUP of its
+    n_kth full lists (fb[t, c, :K]) are reduced one after the other into scr[t, :FB_N2] and
+    those into the output (no further launch; serial, so slow, but only when flagged).
     USE_FLAG: run only where flag[t] != 0.
     """
     g = tl.program_id(0)
@@ -500,6 +509,27 @@ def _merge_kernel(
                     )
                     viol += tl.sum((kv > lo).to(tl.int32), axis=0)
                 tl.store(flag_ptr + t, (viol > 0).to(tl.int32))
+                if FB_GROUP > 0:  # noqa: SIM102  (constexpr test, then a runtime one)
+                    if viol > 0:
+                        offs_f = tl.arange(0, FB_GROUP * K)
+                        n_grp = tl.cdiv(n_kth, FB_GROUP)
+                        for g2 in range(n_grp):
+                            lf = g2 * FB_GROUP + offs_f // K
+                            mf = lf < n_kth
+                            sf = (t * n_kth + lf) * K + offs_f % K
+                            vf = tl.load(fb_val_ptr + sf, mask=mf, other=float("-inf"))
+                            idf = tl.load(fb_id_ptr + sf, mask=mf, other=-1)
+                            so = (t * FB_N2 + g2) * K
+                            _select_topk_fast(vf, idf, K, scr_val_ptr + so, scr_id_ptr + so, tau)
+                        # The group lists (and the verified list's stores) are complete and
+                        # visible to the whole CTA before the final pass reads / overwrites.
+                        tl.debug_barrier()
+                        offs_2 = tl.arange(0, FB_N2 * K)
+                        m2 = offs_2 // K < n_grp
+                        s2 = t * FB_N2 * K + offs_2
+                        v2 = tl.load(scr_val_ptr + s2, mask=m2, other=float("-inf"))
+                        i2 = tl.load(scr_id_ptr + s2, mask=m2, other=-1)
+                        _select_topk_fast(v2, i2, K, out_val_ptr + base, out_id_ptr + base, tau)
 
 
 def choose_chunk(n_tokens: int, n_keys_max: int, topk: int, page_size: int) -> int:
@@ -618,14 +648,25 @@ def _merges(
     flag: torch.Tensor | None = None,
     verify: bool = False,
     stride: int | None = None,
+    fb_group: int = 0,
 ) -> None:
-    """Reduce n_in candidate lists (first `kin` of every `stride`) per token to topk in out_*."""
+    """Reduce n_in candidate lists (first `kin` of every `stride`) per token to topk in out_*.
+
+    fb_group > 0 (tiered mode): the verifying merge finishes flagged tokens itself from the
+    full lists cv/ci (groups of fb_group lists).
+    """
     t_count = out_val.shape[0]
     dev = out_val.device
     dummy = out_id
     n_kth = kth.shape[1] if kth is not None else 0
+    fb_n2 = triton.next_power_of_2(math.ceil(n_kth / fb_group)) if fb_group else 1
+    if fb_group:
+        scr_v = torch.empty(t_count, fb_n2, topk, dtype=torch.float32, device=dev)
+        scr_i = torch.empty(t_count, fb_n2, topk, dtype=torch.int32, device=dev)
+    fb_v, fb_i = cv, ci
     while True:
-        group = max(topk // kin, min(merge_width // kin, triton.next_power_of_2(n_in)))
+        # At least 2 lists per program, so that every level shrinks (merge_group=1 looped).
+        group = max(2, topk // kin, min(merge_width // kin, triton.next_power_of_2(n_in)))
         n_out = math.ceil(n_in / group)
         last = n_out == 1
         if last:
@@ -642,6 +683,10 @@ def _merges(
             thr if thr is not None else dummy,
             kth if kth is not None else dummy,
             flag if flag is not None else dummy,
+            fb_v,
+            fb_i,
+            scr_v if fb_group else dummy,
+            scr_i if fb_group else dummy,
             n_in,
             n_out,
             n_kth,
@@ -653,6 +698,8 @@ def _merges(
             THRESH=thr is not None,
             VERIFY=verify and last,
             USE_FLAG=flag is not None and not verify,
+            FB_GROUP=fb_group if verify and last else 0,
+            FB_N2=fb_n2,
             num_warps=merge_warps or (16 if width >= 8192 else 8),
         )
         if last:
@@ -819,6 +866,8 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
         _merges(cv, ci, n_chunks, topk, topk, out_val, out_id, width, select, merge_warps, thr)
         return out_id, out_val
     flag = torch.empty(t_count, dtype=torch.int32, device=dev)
+    # Tiered, up to 16 groups of full lists: the verifying merge finishes flagged tokens.
+    fb_group = merge_group if tiered and math.ceil(n_chunks / merge_group) <= 16 else 0
     _merges(
         cv,
         ci,
@@ -835,7 +884,10 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
         flag,
         verify=True,
         stride=kin,
+        fb_group=fb_group,
     )
+    if fb_group:
+        return out_id, out_val
     # Exact fallback for the tokens the last merge flagged (these launches exit at once for
     # the others): tiered, merge the full lists; else redo the token on the full path.
     if tiered:
