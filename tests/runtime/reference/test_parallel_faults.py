@@ -6,7 +6,9 @@
   ones with the stop message).
 - `parallel_serve`: an idle group outlives its collective timeout (rank 0's keepalive), and when
   a follower dies rank 0 stops serving and exits 1 by itself, without waiting for a request or
-  the timeout.
+  the timeout. `DSV4_REFERENCE_DEVICE=cuda` runs it on 2 GPUs over NCCL (the keepalive then
+  comes from a second thread; NCCL has no prompt peer-loss error, so rank 0 ends through the
+  NCCL watchdog after the timeout, with a non-zero status).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from dsv4_runtime.reference.config import TINY
 from dsv4_runtime.reference.engine import Engine, Request
@@ -38,6 +41,10 @@ LENS, MAX_TOKENS, BLOCKS = (250, 250, 250, 30), 10, 3
 # crossing token 256 preempt each other (3 blocks of 256 tokens); the last to finish, request 3,
 # runs on DP rank 1, so its release travels with the stop message
 ABORTS = {3: 1, 9: 2}
+
+
+def _device() -> str:
+    return os.environ.get("DSV4_REFERENCE_DEVICE", "cpu")
 
 
 def _rank_env(rank: int, port: int) -> dict[str, str]:
@@ -104,6 +111,8 @@ def _start_serving(
         cmd += ["--served-model-name", "t", "--max-num-seqs", "2", "--max-model-len", "512"]
         cmd += ["--host", "127.0.0.1", "--port", str(http_port), "--data-parallel-size", "2"]
         cmd += ["--enable-expert-parallel", "--dist-timeout", str(dist_timeout_s)]
+        if _device() == "cuda":
+            cmd += ["--device", "cuda", "--backend", "nccl"]
         with (tmp_path / f"rank{rank}.log").open("wb") as out:
             procs.append(
                 subprocess.Popen(
@@ -130,7 +139,9 @@ def test_an_idle_group_outlives_the_timeout_and_a_dead_follower_stops_rank_0(
     follower's wait for the next step timed out and the next request got 500). Then the follower
     is killed while idle: rank 0 notices at its next keepalive and exits 1 (before, it kept
     answering /health 200 and failed the next request, then lived on with 503)."""
-    timeout_s = 2.0
+    if _device() == "cuda" and torch.cuda.device_count() < 2:
+        pytest.skip("DSV4_REFERENCE_DEVICE=cuda needs 2 CUDA GPUs")
+    timeout_s = 2.0 if _device() == "cpu" else 10.0
     procs, url = _start_serving(tmp_path, timeout_s)
     try:
         first = _complete(url)
@@ -138,11 +149,15 @@ def test_an_idle_group_outlives_the_timeout_and_a_dead_follower_stops_rank_0(
         assert [p.poll() for p in procs] == [None, None]
         assert _complete(url) == first
         procs[1].send_signal(signal.SIGKILL)
-        assert procs[0].wait(timeout=RANK_TIMEOUT_S) == 1
+        status = procs[0].wait(timeout=RANK_TIMEOUT_S)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+    if _device() == "cuda":
+        assert status != 0
+        return
+    assert status == 1
     log = (tmp_path / "rank0.log").read_text()
     assert "rank 0: the rank group failed" in log
