@@ -1,6 +1,6 @@
 """Faults of multi-rank reference serving on 2 CPU ranks (gloo): aborts, idle time, a dead rank.
 
-- Aborts and preemptions under DP=2 (with and without EP): rank 0's outputs equal the
+- Aborts and preemptions under DP=2 (with and without EP) and TP=2: rank 0's outputs equal the
   single-process engine's with the same aborts, both ranks take the same steps, and once every
   request is done the follower's pool is wholly free (every dropped cache reached it, the last
   ones with the stop message).
@@ -54,9 +54,16 @@ def _rank_env(rank: int, port: int) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("ep", [True, False], ids=["dp2-ep2", "dp2"])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        pytest.param(["--dp", "2", "--expert-parallel"], id="dp2-ep2"),
+        pytest.param(["--dp", "2"], id="dp2"),
+        pytest.param(["--dp", "1"], id="tp2"),
+    ],
+)
 def test_aborts_and_preemptions_leave_the_follower_pool_free(
-    ep: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    layout: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = Transformer(TINY).init_random(0).eval()
     engine = Engine(model, KVBlockPool(TINY, BLOCKS), max_num_seqs=4, max_model_len=MAX_MODEL_LEN)
@@ -73,10 +80,9 @@ def test_aborts_and_preemptions_leave_the_follower_pool_free(
     assert 0 < len(expected[2]) < MAX_TOKENS
     assert preemptions[0] > 0
     port = _free_port()
-    cmd = [sys.executable, str(SCRIPT), str(tmp_path), "--dp", "2", "--blocks", str(BLOCKS)]
+    cmd = [sys.executable, str(SCRIPT), str(tmp_path), *layout, "--blocks", str(BLOCKS)]
     cmd += ["--prompt-lens", *map(str, LENS), "--max-tokens", str(MAX_TOKENS), "--abort"]
     cmd += [f"{s}:{i}" for s, i in ABORTS.items()]
-    cmd += ["--expert-parallel"] if ep else []
     procs = [
         subprocess.Popen(
             cmd, env=_rank_env(r, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
