@@ -67,6 +67,27 @@ async def _lead(server: EngineServer, leader: StepLeader, host: str, port: int) 
     await serving
 
 
+def check_layout(args: argparse.Namespace, world_size: int) -> None:
+    """Check the parallel flags against the world before joining it (every rank fails alike).
+
+    Raises:
+        ValueError: naming the flags and the limit.
+    """
+    tp, dp = args.tensor_parallel_size, args.data_parallel_size
+    if tp < 1 or dp < 1 or tp * dp != world_size:
+        msg = (
+            f"--tensor-parallel-size × --data-parallel-size = {tp} × {dp} must equal the world "
+            f"size {world_size} (WORLD_SIZE, or LWS_GROUP_SIZE × --procs-per-pod)"
+        )
+        raise ValueError(msg)
+    if args.enable_expert_parallel and tp > 1 and dp > 1:
+        msg = (
+            "--enable-expert-parallel needs --tensor-parallel-size 1 (DP attention + EP) or "
+            f"--data-parallel-size 1 (TP + EP), got {tp} and {dp}"
+        )
+        raise ValueError(msg)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = parser()
     p.prog = "python -m dsv4_runtime.reference.parallel_serve"
@@ -96,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rdzv = rendezvous_from_env(
             os.environ, procs_per_pod=args.procs_per_pod, master_port=args.master_port
         )
+        check_layout(args, rdzv.world_size)
     except ValueError as err:
         log.error("cannot start: %s", err)
         return 2

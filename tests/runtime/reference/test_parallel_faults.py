@@ -167,3 +167,34 @@ def test_an_idle_group_outlives_the_timeout_and_a_dead_follower_stops_rank_0(
     assert status == 1
     log = (tmp_path / "rank0.log").read_text()
     assert "rank 0: the rank group failed" in log
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tensor-parallel-size", "3"], "--tensor-parallel-size × --data-parallel-size = 3 × 1"),
+        (
+            [
+                "--tensor-parallel-size",
+                "2",
+                "--data-parallel-size",
+                "2",
+                "--enable-expert-parallel",
+            ],
+            "--enable-expert-parallel needs --tensor-parallel-size 1",
+        ),
+    ],
+    ids=["tp-times-dp-is-not-the-world", "ep-with-tp-and-dp"],
+)
+def test_a_layout_that_does_not_fit_the_world_fails_before_the_rendezvous(
+    flags: list[str], message: str
+) -> None:
+    """Rank 0 of a world of 4 alone: the bad flags end it at once with status 2 and a message
+    naming them (before, it waited in the rendezvous for ranks that would fail alike, up to
+    the timeout)."""
+    env = _rank_env(0, _free_port())
+    env["WORLD_SIZE"] = "4"
+    cmd = [sys.executable, "-m", "dsv4_runtime.reference.parallel_serve", *flags]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert message in done.stderr
