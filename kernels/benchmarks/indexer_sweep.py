@@ -48,24 +48,30 @@ MR = {"maxnreg": 128}
 B64S7 = {"block_k": 64, "num_stages": 7}
 B1: list[tuple[str, dict[str, Any]]] = [
     ("base (default)", {}),
-    ("lean2", LN),
+    ("lean2 st5", {**LN, **ST5}),
     ("lean2 cand32 st5", {"cand": 32, **LN, **ST5}),
     ("lean2 cand16 chunk1024 st5", {"chunk": 1024, "cand": 16, **LN, **ST5}),
-    ("lean2 cand16 chunk512", {"chunk": 512, "cand": 16, **LN}),
-    ("lean2 cand16 chunk512 st5", {"chunk": 512, "cand": 16, **LN, **ST5}),
-    ("lean2 tiered32 thr st5", {"cand": 32, "tiered": True, **TH, **LN, **ST5}),
-    ("lean2 cand32 chunk1024 bk64 st7 mr128", {"chunk": 1024, "cand": 32, **LN, **B64S7, **MR}),
-    ("cand32", {"cand": 32}),
-    ("select2", {"select": 2}),
+    ("lean2 cand16 chunk512 bk64 st7 mr128", {"chunk": 512, "cand": 16, **LN, **B64S7, **MR}),
+    ("lean2 tiered16 chunk1024 st5", {"chunk": 1024, "cand": 16, "tiered": True, **LN, **ST5}),
+    ("lean2 tiered32 st5", {"cand": 32, "tiered": True, **LN, **ST5}),
+    (
+        "lean2 tiered16 chunk1024 bk64 st7 mr128",
+        {"chunk": 1024, "cand": 16, "tiered": True, **LN, **B64S7, **MR},
+    ),
+    ("lean2 cand16 chunk1024 bk64 st7 mr128", {"chunk": 1024, "cand": 16, **LN, **B64S7, **MR}),
+    ("cand32 (old codegen)", {"cand": 32}),
     ("DIAG score only lean2 st5", {"score_only": True, **LN, **ST5}),
-    ("DIAG pass1 only lean2 cand16 c512", {"chunk": 512, "cand": 16, "pass1_only": True, **LN}),
+    (
+        "DIAG pass1 only lean2 tiered16 c1024",
+        {"chunk": 1024, "cand": 16, "tiered": True, "pass1_only": True, **LN, **ST5},
+    ),
 ]
 B8: list[tuple[str, dict[str, Any]]] = [
     ("base (default)", {}),
     ("lean2 thr st5", {**TH, **LN, **ST5}),
     ("lean2 thr bk64 st7 mr128", {**TH, **LN, **B64S7, **MR}),
     ("lean2 tiered32 thr st5", {"cand": 32, "tiered": True, **TH, **LN, **ST5}),
-    ("lean2 cand32 chunk1024 st5", {"chunk": 1024, "cand": 32, **LN, **ST5}),
+    ("lean2 tiered16 chunk1024 st5", {"chunk": 1024, "cand": 16, "tiered": True, **LN, **ST5}),
 ]
 B32: list[tuple[str, dict[str, Any]]] = [
     ("base (default)", {}),
