@@ -14,7 +14,8 @@ the same configuration without the diagnostic switch, and say so. Rows with trun
 Run (from the repository root; < 5 min on the H200 incl. compilation):
     PYTHONPATH=kernels python3 kernels/benchmarks/indexer_sweep.py --out OUT
 Options: --shapes b1,b32,b8,pro32 (order/subset), --budget-s 280 (later configs are skipped),
---no-graph.
+--no-graph. Without a GPU, `--compile-only 90` compiles every kernel the configurations launch
+for sm_90a and prints registers per thread and shared memory (occupancy) instead.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 import bench  # type: ignore[import-not-found]  # kernels/benchmarks/bench.py: this script's folder is on sys.path
 import torch
+import triton
 
 from dsv4_kernels.indexer import triton_indexer
 from dsv4_kernels.indexer.reference import index_topk_reference
@@ -266,6 +268,100 @@ def render(rows: list[dict[str, Any]], header: str) -> str:
     return "\n".join(lines)
 
 
+class _CompileOnly:
+    """Stands in for a @triton.jit kernel: compiles each launch for a GPU target, runs nothing."""
+
+    def __init__(self, kernel: Any, target: Any, log: list[str]) -> None:
+        self.kernel = kernel
+        self.target = target
+        self.log = log
+        self.seen: dict[tuple[str, ...], str] = {}
+
+    def __getitem__(self, grid: object) -> Any:
+        def launch(*args: Any, **kw: Any) -> None:
+            import subprocess  # noqa: PLC0415  (diagnostic mode only)
+            from tempfile import NamedTemporaryFile  # noqa: PLC0415  (diagnostic mode only)
+
+            from triton.compiler import ASTSource  # noqa: PLC0415  (diagnostic mode only)
+
+            opts = {k: kw.pop(k) for k in ("num_warps", "num_stages", "maxnreg") if k in kw}
+            dtypes = {
+                torch.float32: "*fp32",
+                torch.int32: "*i32",
+                torch.uint8: "*u8",
+                torch.float8_e4m3fn: "*fp8e4nv",
+            }
+            sig: dict[str, str] = {}
+            attrs: dict[tuple[int, ...], list[list[Any]]] = {}
+            for i, name in enumerate(self.kernel.arg_names):
+                if name in kw:
+                    sig[name] = "constexpr"
+                    continue
+                a = args[i]
+                sig[name] = dtypes[a.dtype] if isinstance(a, torch.Tensor) else "i32"
+                if isinstance(a, torch.Tensor) or a % 16 == 0:
+                    attrs[(i,)] = [["tt.divisibility", 16]]
+            every: dict[str, Any] = {**sig, **kw, **opts}
+            key = tuple(f"{k}={v}" for k, v in sorted(every.items()))
+            if key in self.seen:
+                return
+            t = time.time()
+            try:
+                src = ASTSource(self.kernel, sig, kw, attrs)
+                k = triton.compile(src, target=self.target, options=opts)
+                usage = "?"
+                tool = Path(triton.__file__).parent / "backends/nvidia/bin/cuobjdump"
+                with NamedTemporaryFile(suffix=".cubin") as fh:
+                    fh.write(k.asm["cubin"])
+                    fh.flush()
+                    out = subprocess.run(  # noqa: S603  (triton's own cuobjdump, our cubin)
+                        [str(tool), "--dump-resource-usage", fh.name],
+                        capture_output=True,
+                        text=True,
+                        check=False,
+                    ).stdout
+                    usage = " ".join(w for w in out.split() if w.startswith(("REG:", "STACK:")))
+                msg = f"ok {time.time() - t:.1f}s shared={k.metadata.shared} {usage}"
+            except Exception as exc:  # report every failing specialization, go on
+                msg = f"FAIL {type(exc).__name__}: {str(exc)[:300]}"
+            self.seen[key] = msg
+            short = {k: v for k, v in kw.items() if k not in ("H", "D", "RATIO", "NATIVE")}
+            self.log.append(f"    {self.kernel.fn.__name__} {opts} {short}: {msg}")
+
+        return launch
+
+
+def compile_only(keys: list[str], cc: int) -> int:
+    """Compile (no GPU needed) every kernel each configuration launches; print registers.
+
+    Registers per thread and shared memory decide how many pass-1 CTAs share an SM (65,536
+    registers and 228 KB per SM on the H100/H200): the numbers to read next to the timings.
+    """
+    from triton.backends.compiler import GPUTarget  # noqa: PLC0415  (diagnostic mode only)
+
+    setattr(triton_indexer, "NATIVE_FP8", True)  # noqa: B010  (the GPU code paths)
+    target = GPUTarget("cuda", cc, 32)
+    log: list[str] = []
+    p1, mg = triton_indexer._score_select_kernel, triton_indexer._merge_kernel
+    triton_indexer._score_select_kernel = _CompileOnly(p1, target, log)
+    triton_indexer._merge_kernel = _CompileOnly(mg, target, log)
+    try:
+        for key in keys:
+            model, b, topk, configs = SHAPES[key]
+            case = make_index_case([4096] * b, 1, torch.device("cpu"))  # grid from max_keys
+            for name, cfg in configs:
+                print(f"{model} B={b} K={topk} {name}:", flush=True)
+                log.clear()
+                try:
+                    index_topk_triton(**case, topk=topk, max_keys=N_KEYS, **cfg)
+                except Exception as exc:
+                    log.append(f"    wrapper: {type(exc).__name__}: {exc}")
+                print("\n".join(log) or "    (kernels as above)", flush=True)
+    finally:
+        triton_indexer._score_select_kernel, triton_indexer._merge_kernel = p1, mg
+    return 0
+
+
 def main() -> int:
     """Entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -273,7 +369,15 @@ def main() -> int:
     ap.add_argument("--shapes", default="b1,b32,b8,pro32")
     ap.add_argument("--budget-s", type=float, default=280.0)
     ap.add_argument("--no-graph", action="store_true", help="skip CUDA-graph timing at B=1")
+    ap.add_argument(
+        "--compile-only",
+        type=int,
+        metavar="CC",
+        help="no GPU: compile every kernel for sm_CC (90 = H200) and print registers/shared",
+    )
     args = ap.parse_args()
+    if args.compile_only:
+        return compile_only(args.shapes.split(","), args.compile_only)
     if not torch.cuda.is_available():
         print("needs CUDA", file=sys.stderr)
         return 2
