@@ -284,7 +284,9 @@ class _CompileOnly:
 
             from triton.compiler import ASTSource  # noqa: PLC0415  (diagnostic mode only)
 
-            opts = {k: kw.pop(k) for k in ("num_warps", "num_stages", "maxnreg") if k in kw}
+            opts: dict[str, Any] = {
+                k: kw.pop(k) for k in ("num_warps", "num_stages", "maxnreg") if k in kw
+            }
             dtypes = {
                 torch.float32: "*fp32",
                 torch.int32: "*i32",
