@@ -117,6 +117,28 @@ def test_cand_fallback_when_top_keys_cluster(device: torch.device) -> None:
     check_topk(case, 16, idx, val)
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"chunk": 64, "threshold": True, "merge_group": 2},
+        {"chunk": 64, "cand": 4},
+        {"chunk": 64, "cand": 4, "tiered": True, "threshold": True},
+        {"chunk": 64, "cand": 4, "tiered": True, "threshold": True, "merge_group": 1},
+    ],
+    ids=["threshold", "cand4", "tiered4-threshold", "tiered4-threshold-launches"],
+)
+def test_all_logits_equal(kw: dict[str, Any], device: torch.device) -> None:
+    # Zero head weights: every logit is 0.0 (ties everywhere). With tiers, four chunks x 4
+    # first-tier entries hold fewer than K=64 keys at or above the threshold: the verifying
+    # merge must flag the token and finish it from the full lists (64 real ids, not 16 and
+    # padding).
+    case = make_index_case([81, 1001], 48, device, heads=64, page=16)
+    case["weights"] = torch.zeros_like(case["weights"])
+    idx, val = _run(case, 64, **kw)
+    check_topk(case, 64, idx, val)
+    assert (idx >= 0).sum(dim=1).tolist() == [20, 64]
+
+
 def test_score_only_writes_each_chunk_max(device: torch.device) -> None:
     case = make_index_case([1001, 500], 44, device, heads=64, page=16)
     _ids, vals = index_topk_triton(**case, topk=32, chunk=64, score_only=True)

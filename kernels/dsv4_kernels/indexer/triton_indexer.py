@@ -436,7 +436,7 @@ def _score_select_kernel(
 
 
 @triton.jit
-def _merge_kernel(  # noqa: PLR0912  (constexpr variant dispatch)
+def _merge_kernel(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
     in_val_ptr,
     in_id_ptr,
     out_val_ptr,
@@ -508,6 +508,9 @@ def _merge_kernel(  # noqa: PLR0912  (constexpr variant dispatch)
                         other=-2147483648,
                     )
                     viol += tl.sum((kv > lo).to(tl.int32), axis=0)
+                # Fewer than K written (a threshold skip over the first tiers): the tiers hold
+                # fewer than K keys >= a bound of the K-th, so keys are missing (ties included).
+                viol += (n_ge < K).to(tl.int32)
                 tl.store(flag_ptr + t, (viol > 0).to(tl.int32))
                 if FB_GROUP > 0:  # noqa: SIM102  (constexpr test, then a runtime one)
                     if viol > 0:
