@@ -57,6 +57,10 @@ B1: list[tuple[str, dict[str, Any]]] = [
     ("lean2 tiered16 chunk1024 st5", {"chunk": 1024, "cand": 16, "tiered": True, **LN, **ST5}),
     ("lean2 tiered32 st5", {"cand": 32, "tiered": True, **LN, **ST5}),
     (
+        "lean2 tiered16 chunk1024 st5 mw16",
+        {"chunk": 1024, "cand": 16, "tiered": True, "merge_warps": 16, **LN, **ST5},
+    ),
+    (
         "lean2 tiered16 chunk1024 bk64 st7 mr128",
         {"chunk": 1024, "cand": 16, "tiered": True, **LN, **B64S7, **MR},
     ),
