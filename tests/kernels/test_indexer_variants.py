@@ -205,3 +205,35 @@ def test_fast_selection(case: str, device: torch.device) -> None:
     if case == "normal":  # a search ran: K keys >= lo, and lo <= the K-th value
         assert int(lo[1]) == k
         assert int(lo[0]) <= int(_keys(ref.to(device))[k - 1])
+
+
+GPU_VARIANTS = [
+    {"threshold": True, "lean": 2, "num_stages": 5},
+    {"cand": 32, "tiered": True, "threshold": True, "lean": 2, "num_stages": 5},
+    {"cand": 32, "lean": 2, "num_stages": 5},
+    {"chunk": 1024, "cand": 16, "tiered": True, "lean": 2, "num_stages": 5},
+    {"chunk": 512, "cand": 16, "lean": 2, "block_k": 64, "num_stages": 7, "maxnreg": 128},
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs CUDA: run `pytest -m gpu tests/kernels` on the H200",
+)
+@pytest.mark.parametrize(
+    ("topk", "lengths", "mtp"),
+    [(512, [2**20, 4000, 777], 1), (1024, [2**17, 300000], 2)],
+    ids=["flash-1m", "pro-mtp2"],
+)
+@pytest.mark.parametrize(
+    "kw", GPU_VARIANTS, ids=["lean-thr", "tiered32-thr", "cand32", "tiered16-c1024", "cand16-c512"]
+)
+def test_variants_at_v4_shapes(
+    kw: dict[str, Any], topk: int, lengths: list[int], mtp: int, device: torch.device
+) -> None:
+    # Short sequences (777, 4000 tokens) next to long ones: truncated lists flag them and the
+    # fallback runs on the GPU too.
+    case = make_index_case(lengths, 34, device, queries_per_seq=mtp)
+    idx, val = _run(case, topk, **kw)
+    check_topk(case, topk, idx, val)
