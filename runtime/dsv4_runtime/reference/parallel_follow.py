@@ -259,9 +259,13 @@ class StepLeader:
         Any error of the step is kept in `failure` (the followers are then out of step).
 
         Raises:
+            ValueError: no request in the step (nothing is sent; the group stays usable).
             MemoryError: rank 0's pool is short for the step (as `Transformer.forward_step`).
             RuntimeError: the group failed now (torch.distributed's error) or earlier.
         """
+        if not seqs or input_ids.shape[0] == 0:  # the Transformer has no empty step either
+            msg = "a step needs at least one request with at least one token"
+            raise ValueError(msg)
         with self._lock:
             if self.failure is not None:
                 msg = f"the rank group failed earlier: {self.failure}"
