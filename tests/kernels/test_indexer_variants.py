@@ -45,6 +45,7 @@ def _run(case: dict[str, Any], topk: int, **kw: Any) -> tuple[torch.Tensor, torc
         {"chunk": 64, "merge_group": 4, "threshold": True, "lean": 2, "maxnreg": 128},
         {"chunk": 32, "cand": 8, "lean": 1, "block_k": 16, "num_stages": 5},
         {"chunk": 64, "cand": 8, "tiered": True, "lean": 2, "block_k": 32, "maxnreg": 128},
+        {"chunk": 64, "cand": 8, "tiered": True, "threshold": True, "lean": 3},
     ],
     ids=[
         "select2",
@@ -58,6 +59,7 @@ def _run(case: dict[str, Any], topk: int, **kw: Any) -> tuple[torch.Tensor, torc
         "lean-threshold",
         "lean-cand8-bk16",
         "lean2-tiered8",
+        "lean3-tiered8-threshold",
     ],
 )
 def test_variant_matches_reference(kw: dict[str, Any], device: torch.device) -> None:

@@ -202,6 +202,29 @@ def _select_topk_radix(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr):
 
 
 @triton.jit
+def _chunk_scales(
+    bt_ptr,
+    seq,
+    bt_stride,
+    pages_f32,
+    ent,
+    ok_all,
+    PAGE: tl.constexpr,
+    D: tl.constexpr,
+    IDX32: tl.constexpr,
+):
+    """The float32 scales of keys `ent` ([CHUNK] entry ids; 0.0 where not ok_all)."""
+    pg_all = tl.load(bt_ptr + seq * bt_stride + ent // PAGE, mask=ok_all, other=0)
+    if not IDX32:
+        pg_all = pg_all.to(tl.int64)
+    return tl.load(
+        pages_f32 + pg_all * (PAGE * (D + 4) // 4) + PAGE * D // 4 + ent % PAGE,
+        mask=ok_all,
+        other=0.0,
+    )
+
+
+@triton.jit
 def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
     c,
     t,
@@ -251,7 +274,11 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
         q8 = qraw.to(tl.float8e4nv, bitcast=True)
     else:
         qf = e4m3_bits_to_f32(qraw)
-    if LEAN == 2:
+    if LEAN == 3:  # the scales' gather is issued first, its latency hidden by the tile loop
+        ent = e_first + tl.arange(0, CHUNK)
+        ok_all = ent < n_valid
+        ks = _chunk_scales(bt_ptr, seq, bt_stride, pages_f32, ent, ok_all, PAGE, D, IDX32)
+    if LEAN >= 2:
         # As LEAN == 1, with the page ids gathered as a [BLOCK_K, 1] column (no 1-D -> 2-D
         # layout conversion of the addresses) and the chunk's logits kept as [BLOCK_K, TILES]
         # columns in the MMA's row layout (no conversion per tile); transposed once after.
@@ -318,16 +345,10 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
                 s = tl.dot(e4m3_bits_to_f32(kraw), tl.trans(qf), input_precision="ieee")
             part = tl.sum(tl.maximum(s, 0.0) * w[None, :], axis=1)
             buf = tl.where(rows[:, None] == i, part[None, :], buf)
-    ent = e_first + tl.arange(0, CHUNK)
-    ok_all = ent < n_valid
-    pg_all = tl.load(bt_ptr + seq * bt_stride + ent // PAGE, mask=ok_all, other=0)
-    if not IDX32:
-        pg_all = pg_all.to(tl.int64)
-    ks = tl.load(
-        pages_f32 + pg_all * (PAGE * (D + 4) // 4) + PAGE * D // 4 + ent % PAGE,
-        mask=ok_all,
-        other=0.0,
-    )
+    if LEAN != 3:
+        ent = e_first + tl.arange(0, CHUNK)
+        ok_all = ent < n_valid
+        ks = _chunk_scales(bt_ptr, seq, bt_stride, pages_f32, ent, ok_all, PAGE, D, IDX32)
     vals = tl.where(ok_all, tl.where(ok_all, tl.reshape(buf, (CHUNK,)), 0.0) * ks, float("-inf"))
     ids = tl.where(ok_all, ent, -1)
     base = (t * n_chunks + c) * K
@@ -778,6 +799,8 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     two of the three layout conversions (shared-memory round trips) per tile (none left at
     block_k=64; num_stages=7 there keeps three 64-key tiles in flight). `maxnreg` caps pass-1
     registers per thread (128: four 4-warp CTAs per SM; no spills with lean at Triton 3.9).
+    `lean=3` is lean=2 with the chunk's scale gather issued before the tile loop (its latency
+    hidden behind the loop, at the cost of 16 more live registers).
 
     Diagnostics (the result is then NOT the top-k): `pass1_only` stops after pass 1;
     `score_only` also skips the selection: pass 1 only writes each chunk's largest logit,
