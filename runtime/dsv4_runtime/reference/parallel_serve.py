@@ -34,6 +34,7 @@ import torch.distributed as dist
 from .__main__ import build, parser, serve
 from .parallel import (
     DEFAULT_MASTER_PORT,
+    ParallelGroups,
     build_groups,
     init_distributed,
     rendezvous_from_env,
@@ -59,9 +60,10 @@ async def _lead(server: EngineServer, leader: StepLeader, host: str, port: int) 
     """Serve (`serve`) until SIGTERM/SIGINT, or until the group fails (`leader.failure`)."""
     serving = asyncio.create_task(serve(server, host, port))
     while not serving.done():
-        if leader.failure is not None:
+        # serve's own stop (SIGTERM) once its handler is in: open requests have ended in errors
+        if leader.failure is not None and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             log.error("rank 0: the rank group failed (%s); stopping the server", leader.failure)
-            signal.raise_signal(signal.SIGTERM)  # serve's own stop: open requests have ended
+            signal.raise_signal(signal.SIGTERM)
             break
         await asyncio.wait({serving}, timeout=FAILURE_POLL_S)
     await serving
@@ -148,26 +150,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         dist.destroy_process_group()
         return 2
     try:
-        if groups.rank > 0:
-            steps = follow(engine.model, groups, engine.pool, engine.ops)
-            log.info("rank %d: leader stopped after %d steps", groups.rank, steps)
-            return 0
-        leader = StepLeader(engine.model, groups, keepalive_s=keepalive_seconds(args.dist_timeout))
-        try:
-            asyncio.run(_lead(server, leader, args.host, args.port))
-        finally:
-            leader.stop()
-        if leader.failure is not None:
-            return 1
-        log.info(
-            "rank 0: stopped %d follower(s) after %d steps", groups.world_size - 1, leader.steps
-        )
-        return 0
+        return _run(args, groups, server)
     except RuntimeError as err:  # torch.distributed's errors: a rank died or went silent
         log.error("rank %d: the rank group failed: %s", groups.rank, err)
         return 1
+    except OSError as err:  # the API port (the followers were stopped)
+        log.error("cannot start: %s", err)
+        return 2
     finally:
         dist.destroy_process_group()
+
+
+def _run(args: argparse.Namespace, groups: ParallelGroups, server: EngineServer) -> int:
+    """Follow (ranks > 0) or serve with a `StepLeader` (rank 0); the exit status (1: failed)."""
+    engine = server.engine
+    if groups.rank > 0:
+        steps = follow(engine.model, groups, engine.pool, engine.ops)
+        log.info("rank %d: leader stopped after %d steps", groups.rank, steps)
+        return 0
+    leader = StepLeader(engine.model, groups, keepalive_s=keepalive_seconds(args.dist_timeout))
+    try:
+        asyncio.run(_lead(server, leader, args.host, args.port))
+    finally:
+        leader.stop()
+    if leader.failure is not None:
+        return 1
+    log.info("rank 0: stopped %d follower(s) after %d steps", groups.world_size - 1, leader.steps)
+    return 0
 
 
 if __name__ == "__main__":
