@@ -56,6 +56,10 @@ B1: list[tuple[str, dict[str, Any]]] = [
     ("lean2 cand16 chunk512 bk64 st7 mr128", {"chunk": 512, "cand": 16, **LN, **B64S7, **MR}),
     ("lean2 tiered16 chunk1024 st5", {"chunk": 1024, "cand": 16, "tiered": True, **LN, **ST5}),
     ("lean2 tiered32 st5", {"cand": 32, "tiered": True, **LN, **ST5}),
+    (
+        "lean2 tiered16 chunk1024 st5 w8",
+        {"chunk": 1024, "cand": 16, "tiered": True, **LN, **ST5, "num_warps": 8},
+    ),
     ("lean3 tiered16 chunk1024 st5", {"chunk": 1024, "cand": 16, "tiered": True, "lean": 3, **ST5}),
     (
         "lean2 tiered16 chunk1024 st5 mw16",
@@ -91,6 +95,8 @@ B32: list[tuple[str, dict[str, Any]]] = [
     ("lean2 thr bk256 w8 st5", {"block_k": 256, "num_warps": 8, **TH, **LN, **ST5}),
     ("lean2 tiered32 thr st5", {"cand": 32, "tiered": True, **TH, **LN, **ST5}),
     ("lean2 cand32 st5", {"cand": 32, **LN, **ST5}),
+    ("lean2 thr st5 w8", {**TH, **LN, **ST5, "num_warps": 8}),
+    ("lean2 tiered32 thr st5 w8", {"cand": 32, "tiered": True, **TH, **LN, **ST5, "num_warps": 8}),
     ("lean3 thr st5", {**TH, "lean": 3, **ST5}),
     ("lean3 tiered32 thr st5", {"cand": 32, "tiered": True, **TH, "lean": 3, **ST5}),
     ("lean2 thr st4", {"num_stages": 4, **TH, **LN}),
