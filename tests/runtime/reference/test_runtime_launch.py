@@ -240,7 +240,8 @@ def _complete(api: str, prompt: str) -> str:
     return text
 
 
-def _serve_and_drain(tmp_path: Path, config: RuntimeConfig, started: list[Pod]) -> None:
+def _group_config(config: RuntimeConfig) -> tuple[RuntimeConfig, list[int]]:
+    """`config` on free local ports, small limits and this run's device; the admin ports."""
     ports: set[int] = set()
     while len(ports) < 2 + config.nodes:
         ports.add(_free_port())
@@ -256,10 +257,15 @@ def _serve_and_drain(tmp_path: Path, config: RuntimeConfig, started: list[Pod]) 
         reference_device=_device(),
         data_parallel_rpc_port=rdzv_port,
     )
+    return config, admin_ports
+
+
+def _serve_and_drain(tmp_path: Path, config: RuntimeConfig, started: list[Pod]) -> None:
+    config, admin_ports = _group_config(config)
     expected = _expected_texts(config.reference_config, config.reference_device)
     pods = [_start_pod(tmp_path, config, i, port, started) for i, port in enumerate(admin_ports)]
     _wait_ready(pods[0], pods[1:])
-    api = f"http://127.0.0.1:{api_port}"
+    api = f"http://127.0.0.1:{config.api_port}"
     with ThreadPoolExecutor(len(PROMPTS)) as pool:  # concurrent: both DP ranks get one
         texts = list(pool.map(lambda p: _complete(api, p), PROMPTS))
     assert texts == expected
@@ -293,3 +299,32 @@ def test_two_pods_dp2_ep2_serve_as_the_single_process_engine(
         nodes=2, data_parallel_size=2, data_parallel_size_local=1, expert_parallel=True
     )
     _serve_and_drain(tmp_path, config, pods)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_a_killed_follower_rank_takes_down_both_pods(tmp_path: Path, pods: list[Pod]) -> None:
+    """DP=2 + EP=2 on two pods, idle: the worker pod's rank is SIGKILLed (an OOM kill). The
+    worker pod's runtime exits 137 (before, its one-rank launcher reported 0), and the leader pod
+    exits 1 by itself within seconds: rank 0's keepalive finds the group broken and the server
+    stops (before, it stayed up and ready until a request failed with 500, then stayed up
+    unready). So LWS sees both pods fail and recreates the group."""
+    if _device() == "cuda":
+        pytest.skip("NCCL reports no lost peer: rank 0 ends only after --dist-timeout (300 s)")
+    config, admin_ports = _group_config(
+        BASE.replace(
+            nodes=2, data_parallel_size=2, data_parallel_size_local=1, expert_parallel=True
+        )
+    )
+    group = [_start_pod(tmp_path, config, i, port, pods) for i, port in enumerate(admin_ports)]
+    _wait_ready(group[0], group[1:])
+    (launcher,) = _children(group[1].process.pid)
+    (rank,) = _children(launcher)
+    os.kill(rank, signal.SIGKILL)
+    assert group[1].process.wait(timeout=EXIT_TIMEOUT_S) == 128 + signal.SIGKILL
+    assert group[0].process.wait(timeout=EXIT_TIMEOUT_S) == 1, group[0].output()
+    leader_log = group[0].output()
+    assert "rank 0: the rank group failed" in leader_log
+    assert "engine exited on its own with status 1" in leader_log
