@@ -73,13 +73,20 @@ def _bisect(key, K: tl.constexpr, lo, hi):
 
 
 @triton.jit
-def _take(key, lo, K: tl.constexpr):
-    """Mask of the keys > lo plus, in index order, as many keys == lo as fit in K."""
-    gt = key > lo
-    eq = key == lo
-    n_gt = tl.sum(gt.to(tl.int32), axis=0)
-    eq_rank = tl.cumsum(eq.to(tl.int32), axis=0) - 1
-    return gt | (eq & (eq_rank < K - n_gt))
+def _take(key, lo, cnt_lo, K: tl.constexpr):
+    """Mask of the keys > lo plus, in index order, as many keys == lo as fit in K.
+
+    cnt_lo = count(key >= lo) (from `_bisect`): at most K (the usual early exit) means every
+    key >= lo fits, and the tie-rank scan is skipped.
+    """
+    take = key >= lo
+    if cnt_lo > K:
+        gt = key > lo
+        eq = key == lo
+        n_gt = tl.sum(gt.to(tl.int32), axis=0)
+        eq_rank = tl.cumsum(eq.to(tl.int32), axis=0) - 1
+        take = gt | (eq & (eq_rank < K - n_gt))
+    return take
 
 
 @triton.jit
@@ -98,7 +105,7 @@ def _select_topk_fast(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr, tau):
     """
     key = _order_key(vals)
     lo, cnt_lo = _bisect(key, K, tl.maximum(tl.min(key, axis=0), tau), tl.max(key, axis=0))
-    take = _take(key, lo, K)
+    take = _take(key, lo, cnt_lo, K)
     pos = tl.cumsum(take.to(tl.int32), axis=0) - 1
     tl.store(out_val_ptr + pos, vals, mask=take)
     tl.store(out_id_ptr + pos, ids, mask=take)
@@ -125,9 +132,9 @@ def _select_tiered(vals, ids, K: tl.constexpr, M: tl.constexpr, out_val_ptr, out
     key = _order_key(vals)
     hi = tl.max(key, axis=0)
     lo_k, cnt_k = _bisect(key, K, tl.maximum(tl.min(key, axis=0), tau), hi)
-    take_k = _take(key, lo_k, K)
-    lo_m, _cnt_m = _bisect(key, M, lo_k, hi)
-    take_m = _take(key, lo_m, M) & take_k
+    take_k = _take(key, lo_k, cnt_k, K)
+    lo_m, cnt_m = _bisect(key, M, lo_k, hi)
+    take_m = _take(key, lo_m, cnt_m, M) & take_k
     tier2 = take_k & (~take_m)
     pos = tl.where(
         take_m,
