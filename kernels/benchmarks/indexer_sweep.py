@@ -110,6 +110,7 @@ B32: list[tuple[str, dict[str, Any]]] = [
 PRO32: list[tuple[str, dict[str, Any]]] = [
     ("base (default)", {}),
     ("lean2 thr st5", {**TH, **LN, **ST5}),
+    ("lean2 thr st5 mg8", {**TH, **LN, **ST5, "merge_group": 8}),
     ("lean2 thr bk64 st7 mr128", {**TH, **LN, **B64S7, **MR}),
     ("lean2 tiered32 thr st5", {"cand": 32, "tiered": True, **TH, **LN, **ST5}),
     ("lean2 cand32 st5", {"cand": 32, **LN, **ST5}),

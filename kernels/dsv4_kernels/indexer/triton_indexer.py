@@ -899,8 +899,11 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
         _merges(cv, ci, n_chunks, topk, topk, out_val, out_id, width, select, merge_warps, thr)
         return out_id, out_val
     flag = torch.empty(t_count, dtype=torch.int32, device=dev)
-    # Tiered, up to 16 groups of full lists: the verifying merge finishes flagged tokens.
-    fb_group = merge_group if tiered and math.ceil(n_chunks / merge_group) <= 16 else 0
+    # Tiered: the verifying merge finishes flagged tokens itself when both of its fallback
+    # stages hold at most 8,192 candidates (more spill registers at Triton 3.9, sm_90a).
+    fb_group = min(merge_group, max(1, 8192 // topk))
+    fits = triton.next_power_of_2(math.ceil(n_chunks / fb_group)) * topk <= 8192
+    fb_group = fb_group if tiered and fits and fb_group >= 2 else 0
     _merges(
         cv,
         ci,
