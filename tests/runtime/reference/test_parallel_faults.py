@@ -199,3 +199,30 @@ def test_a_layout_that_does_not_fit_the_world_fails_before_the_rendezvous(
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def test_kv_pools_that_differ_stop_every_rank(tmp_path: Path) -> None:
+    """Rank 0 with 4 KV blocks, rank 1 with 5: both exit 2 naming --num-kv-blocks (before, only
+    the rank above the smallest pool did; rank 0 went on serving a group that had lost a rank)."""
+    port, http_port = _free_port(), _free_port()
+    procs = []
+    for rank, blocks in enumerate((4, 5)):
+        cmd = [sys.executable, "-m", "dsv4_runtime.reference.parallel_serve", "--config", "tiny"]
+        cmd += ["--host", "127.0.0.1", "--port", str(http_port), "--max-model-len", "512"]
+        cmd += ["--num-kv-blocks", str(blocks), "--tensor-parallel-size", "2"]
+        cmd += ["--dist-timeout", "30"]
+        procs.append(
+            subprocess.Popen(
+                cmd, env=_rank_env(rank, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+        )
+    try:
+        logs = [p.communicate(timeout=RANK_TIMEOUT_S)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, text in zip(procs, logs, strict=True):
+        assert p.returncode == 2, text
+        assert "KV pools differ across ranks (4 to 5 blocks): set --num-kv-blocks" in text
