@@ -79,6 +79,8 @@ B1: list[tuple[str, dict[str, Any]]] = [
 ]
 B8: list[tuple[str, dict[str, Any]]] = [
     ("base (default)", {}),
+    ("lean2 st5", {**LN, **ST5}),
+    ("lean2 tiered32 st5", {"cand": 32, "tiered": True, **LN, **ST5}),
     ("lean2 thr st5", {**TH, **LN, **ST5}),
     ("lean2 thr bk64 st7 mr128", {**TH, **LN, **B64S7, **MR}),
     ("lean2 tiered32 thr st5", {"cand": 32, "tiered": True, **TH, **LN, **ST5}),
@@ -86,6 +88,14 @@ B8: list[tuple[str, dict[str, Any]]] = [
 ]
 B32: list[tuple[str, dict[str, Any]]] = [
     ("base (default)", {}),
+    ("lean2 st5", {**LN, **ST5}),
+    ("lean2 st5 mg8", {**LN, **ST5, "merge_group": 8}),
+    ("lean2 bk64 st7 mr128", {**LN, **B64S7, **MR}),
+    ("lean2 tiered32 st5", {"cand": 32, "tiered": True, **LN, **ST5}),
+    ("lean2 tiered16 chunk1024 st5", {"chunk": 1024, "cand": 16, "tiered": True, **LN, **ST5}),
+    ("lean2 tiered32 chunk1024 st5", {"chunk": 1024, "cand": 32, "tiered": True, **LN, **ST5}),
+    ("DIAG pass1 only lean2 st5", {"pass1_only": True, **LN, **ST5}),
+    ("DIAG score only lean2 st5", {"score_only": True, **LN, **ST5}),
     ("threshold", TH),
     ("lean2 thr", {**TH, **LN}),
     ("lean2 thr st5", {**TH, **LN, **ST5}),
@@ -109,13 +119,44 @@ B32: list[tuple[str, dict[str, Any]]] = [
 ]
 PRO32: list[tuple[str, dict[str, Any]]] = [
     ("base (default)", {}),
+    ("lean2 st5", {**LN, **ST5}),
+    ("lean2 st5 mg8", {**LN, **ST5, "merge_group": 8}),
+    ("lean2 tiered32 st5", {"cand": 32, "tiered": True, **LN, **ST5}),
     ("lean2 thr st5", {**TH, **LN, **ST5}),
     ("lean2 thr st5 mg8", {**TH, **LN, **ST5, "merge_group": 8}),
     ("lean2 thr bk64 st7 mr128", {**TH, **LN, **B64S7, **MR}),
     ("lean2 tiered32 thr st5", {"cand": 32, "tiered": True, **TH, **LN, **ST5}),
     ("lean2 cand32 st5", {"cand": 32, **LN, **ST5}),
 ]
+CAND_GRID: list[tuple[str, dict[str, Any]]] = [
+    ("base (default)", {}),
+    ("lean2 cand32 st5 w8", {"cand": 32, **LN, **ST5, "num_warps": 8}),
+    ("lean2 cand16 st5 w8", {"cand": 16, **LN, **ST5, "num_warps": 8}),
+    ("lean2 cand32 st4", {"cand": 32, **LN, "num_stages": 4}),
+    ("lean2 cand32 st6", {"cand": 32, **LN, "num_stages": 6}),
+    ("lean2 cand32 st5 mr128", {"cand": 32, **LN, **ST5, **MR}),
+    (
+        "lean2 cand32 bk256 w8 st4",
+        {"cand": 32, **LN, "block_k": 256, "num_warps": 8, "num_stages": 4},
+    ),
+    ("lean3 cand32 st5", {"cand": 32, "lean": 3, **ST5}),
+    ("lean2 cand32 bk64 st8", {"cand": 32, **LN, "block_k": 64, "num_stages": 8}),
+    ("lean2 cand32 st5", {"cand": 32, **LN, **ST5}),
+    ("lean2 cand16 st5", {"cand": 16, **LN, **ST5}),
+    ("lean2 cand8 st5", {"cand": 8, **LN, **ST5}),
+    ("lean2 cand32 c4096 st5", {"cand": 32, "chunk": 4096, **LN, **ST5}),
+    ("lean2 cand16 c4096 st5", {"cand": 16, "chunk": 4096, **LN, **ST5}),
+    ("lean2 cand32 bk64 st7 mr128", {"cand": 32, **LN, **B64S7, **MR}),
+    ("lean2 cand16 bk64 st7 mr128", {"cand": 16, **LN, **B64S7, **MR}),
+    ("lean2 cand32 c4096 bk64 st7 mr128", {"cand": 32, "chunk": 4096, **LN, **B64S7, **MR}),
+    ("lean2 tiered16 c1024 st5", {"chunk": 1024, "cand": 16, "tiered": True, **LN, **ST5}),
+    ("lean2 tiered16 st5", {"cand": 16, "tiered": True, **LN, **ST5}),
+]
 SHAPES: dict[str, tuple[str, int, int, list[tuple[str, dict[str, Any]]]]] = {
+    "c1": ("V4-Flash", 1, 512, CAND_GRID),
+    "c8": ("V4-Flash", 8, 512, CAND_GRID),
+    "c32": ("V4-Flash", 32, 512, CAND_GRID),
+    "cpro32": ("V4-Pro", 32, 1024, CAND_GRID),
     "b1": ("V4-Flash", 1, 512, B1),
     "b8": ("V4-Flash", 8, 512, B8),
     "b32": ("V4-Flash", 32, 512, B32),
@@ -386,6 +427,11 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=280.0)
     ap.add_argument("--no-graph", action="store_true", help="skip CUDA-graph timing at B=1")
     ap.add_argument(
+        "--no-threshold",
+        action="store_true",
+        help="skip threshold=True rows (its atomic failed on the H200 with Triton 3.6)",
+    )
+    ap.add_argument(
         "--compile-only",
         type=int,
         metavar="CC",
@@ -403,6 +449,9 @@ def main() -> int:
     t0 = time.time()
     deadline = t0 + args.budget_s
     rows: list[dict[str, Any]] = []
+    if args.no_threshold:
+        for spec in SHAPES.values():
+            spec[3][:] = [(n, kw) for n, kw in spec[3] if not kw.get("threshold")]
     for key in args.shapes.split(","):
         try:
             rows += sweep_shape(key, deadline, not args.no_graph)

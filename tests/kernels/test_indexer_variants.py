@@ -31,6 +31,11 @@ def _run(case: dict[str, Any], topk: int, **kw: Any) -> tuple[torch.Tensor, torc
     return idx, val
 
 
+def _skip_threshold_on_gpu(kw: dict[str, Any], device: torch.device) -> None:
+    if kw.get("threshold") and device.type == "cuda":
+        pytest.skip("threshold=True is disabled on GPUs (see index_topk_triton); CPU CI runs it")
+
+
 @pytest.mark.parametrize(
     "kw",
     [
@@ -63,6 +68,7 @@ def _run(case: dict[str, Any], topk: int, **kw: Any) -> tuple[torch.Tensor, torc
     ],
 )
 def test_variant_matches_reference(kw: dict[str, Any], device: torch.device) -> None:
+    _skip_threshold_on_gpu(kw, device)
     # Two query tokens per sequence where the kernel variant matters most (MTP-like).
     mtp = 2 if kw.get("tiered") or kw.get("threshold") else 1
     case = make_index_case(LENGTHS, 41, device, heads=64, page=16, queries_per_seq=mtp)
@@ -83,6 +89,7 @@ def test_variant_matches_reference(kw: dict[str, Any], device: torch.device) -> 
     ids=["k512-cand64", "k512-threshold", "k1024-cand64-fallback", "k1024-lean-tiered32-fallback"],
 )
 def test_v4_topk_sizes_at_small_length(topk: int, kw: dict[str, Any], device: torch.device) -> None:
+    _skip_threshold_on_gpu(kw, device)
     # 2,500 and 625 entries: K=512 keeps 1/5 of the long one; with K=1024 the 10 chunks x 64
     # candidates cannot hold the top-1024, so the last merge flags the token and the full path
     # redoes it.
@@ -102,21 +109,27 @@ def test_tiered_fallback_by_launches_when_many_groups(device: torch.device) -> N
 
 
 def test_cand_fallback_when_top_keys_cluster(device: torch.device) -> None:
-    # Scales x1000 on the first 32 entries: the top-16 all lie in chunk 0, which keeps only
-    # its top-4, so only the verified fallback can return the right set.
+    # Scales x1000 on the entries of chunk 0 (the first 32) whose logit is positive: the top-K
+    # (K = 16, or 8 when fewer than 16 of them are positive) all lie in chunk 0, which keeps
+    # only its top-4, so only the verified fallback can return the right set.
     case = make_index_case([1001], 43, device, heads=64, page=16)
     pages = case["key_pages"]
-    for pg in case["block_table"][0, :2].tolist():
+    positive = index_logits_reference(**case)[0, :32] > 0
+    k = 16 if int(positive.sum()) >= 16 else 8
+    assert int(positive.sum()) >= k
+    for i, pg in enumerate(case["block_table"][0, :2].tolist()):
         sc = pages[pg, 16 * 128 :].view(torch.float32)
-        pages[pg, 16 * 128 :] = (sc * 1000).view(torch.uint8)
+        boost = torch.where(positive[16 * i : 16 * i + 16], 1000.0, 1.0)
+        pages[pg, 16 * 128 :] = (sc * boost).view(torch.uint8)
     logits = index_logits_reference(**case)
-    assert int(logits[0].topk(16).indices.max()) < 32  # the premise: top-16 inside chunk 0
-    idx, val = _run(case, 16, chunk=32, cand=4, merge_group=8)
-    check_topk(case, 16, idx, val)
-    idx, val = _run(case, 16, chunk=32, cand=4, merge_group=2, tiered=True, threshold=True)
-    check_topk(case, 16, idx, val)
-    idx, val = _run(case, 16, chunk=32, cand=4, lean=2)
-    check_topk(case, 16, idx, val)
+    assert int(logits[0].topk(k).indices.max()) < 32  # the premise: top-K inside chunk 0
+    idx, val = _run(case, k, chunk=32, cand=4, merge_group=8)
+    check_topk(case, k, idx, val)
+    if device.type == "cpu":  # threshold=True is disabled on GPUs
+        idx, val = _run(case, k, chunk=32, cand=4, merge_group=2, tiered=True, threshold=True)
+        check_topk(case, k, idx, val)
+    idx, val = _run(case, k, chunk=32, cand=4, lean=2)
+    check_topk(case, k, idx, val)
 
 
 @pytest.mark.parametrize(
@@ -130,6 +143,7 @@ def test_cand_fallback_when_top_keys_cluster(device: torch.device) -> None:
     ids=["threshold", "cand4", "tiered4-threshold", "tiered4-threshold-launches"],
 )
 def test_all_logits_equal(kw: dict[str, Any], device: torch.device) -> None:
+    _skip_threshold_on_gpu(kw, device)
     # Zero head weights: every logit is 0.0 (ties everywhere). With tiers, four chunks x 4
     # first-tier entries hold fewer than K=64 keys at or above the threshold: the verifying
     # merge must flag the token and finish it from the full lists (64 real ids, not 16 and
@@ -151,7 +165,8 @@ def test_score_only_writes_each_chunk_max(device: torch.device) -> None:
     got = vals.view(2, n_chunks, 32)[:, :, 0]
     fin = torch.isfinite(ref)
     assert torch.equal(torch.isfinite(got), fin)
-    assert float((got[fin] - ref[fin]).abs().max() / ref[fin].abs().max()) < 1e-5
+    rel = 1e-5 if device.type == "cpu" else 2e-3  # fp8 tensor-core accumulation on GPUs
+    assert float((got[fin] - ref[fin]).abs().max() / ref[fin].abs().max()) < rel
 
 
 def test_cand_and_chunk_validation(device: torch.device) -> None:
@@ -210,8 +225,6 @@ def test_fast_selection(case: str, device: torch.device) -> None:
 
 
 GPU_VARIANTS = [
-    {"threshold": True, "lean": 2, "num_stages": 5},
-    {"cand": 32, "tiered": True, "threshold": True, "lean": 2, "num_stages": 5},
     {"cand": 32, "lean": 2, "num_stages": 5},
     {"chunk": 1024, "cand": 16, "tiered": True, "lean": 2, "num_stages": 5},
     {"chunk": 512, "cand": 16, "lean": 2, "block_k": 64, "num_stages": 7, "maxnreg": 128},
@@ -228,9 +241,7 @@ GPU_VARIANTS = [
     [(512, [2**20, 4000, 777], 1), (1024, [2**17, 300000], 2)],
     ids=["flash-1m", "pro-mtp2"],
 )
-@pytest.mark.parametrize(
-    "kw", GPU_VARIANTS, ids=["lean-thr", "tiered32-thr", "cand32", "tiered16-c1024", "cand16-c512"]
-)
+@pytest.mark.parametrize("kw", GPU_VARIANTS, ids=["cand32", "tiered16-c1024", "cand16-c512"])
 def test_variants_at_v4_shapes(
     kw: dict[str, Any], topk: int, lengths: list[int], mtp: int, device: torch.device
 ) -> None:

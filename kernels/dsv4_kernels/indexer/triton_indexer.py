@@ -753,7 +753,7 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     merge_group: int = 16,
     block_k: int = 128,
     num_warps: int = 4,
-    num_stages: int = 3,
+    num_stages: int = 5,
     select: int = 0,
     pass1_only: bool = False,
     out_indices: torch.Tensor | None = None,
@@ -763,10 +763,18 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     cand: int | None = None,
     merge_warps: int | None = None,
     tiered: bool = False,
-    lean: int = 0,
+    lean: int = 2,
     maxnreg: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused indexer + top-k (API: `dsv4_kernels.indexer.index_topk`).
+
+    `select=1` always runs with `lean=0`: with lean=2 it returned wrong, non-finite values on
+    the H200 (Triton 3.6; `test_fused_topk_matches_torch_topk[64-4-1]`).
+
+    Defaults (`lean=2`, `num_stages=5`, chunk 2048, exact select, no candidate truncation):
+    the fastest configuration whose speed does not depend on the data, measured on the H200
+    (2026-11-29, V4-Flash L=1M K=512: B=32 539 → 453 µs, B=8 176 → 159 µs, B=1 75 → 65 µs
+    under a CUDA graph; V4-Pro B=32 591 → 504 µs; kernels/benchmarks/reports/).
 
     Tuning: `chunk` keys per pass-1 program (None: `choose_chunk`), `block_k` keys per
     iteration (any page size: each key finds its page), `num_warps`/`num_stages` of pass 1,
@@ -832,6 +840,14 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
         raise ValueError(f"cand={cand} must be a power of two below topk={topk}")
     if threshold and cand is not None and not tiered:
         raise ValueError("threshold=True needs full lists: with cand, also pass tiered=True")
+    if threshold and q.is_cuda:
+        raise ValueError(
+            "threshold=True is disabled on GPUs: on the H200 with Triton 3.6 it failed the "
+            "reference check at V4-Flash B=32 L=1M (rel 2.3e-3) and its atomic then faulted "
+            "(kernels/benchmarks/reports/2026-11-29-h200.md); it runs under TRITON_INTERPRET only"
+        )
+    if select == 1:
+        lean = 0  # radix select + lean=2 returned non-finite garbage on the H200 (Triton 3.6)
     dev = q.device
     a = _Pass1(
         qb=q.contiguous().view(torch.uint8),
