@@ -152,7 +152,21 @@ CAND_GRID: list[tuple[str, dict[str, Any]]] = [
     ("lean2 tiered16 c1024 st5", {"chunk": 1024, "cand": 16, "tiered": True, **LN, **ST5}),
     ("lean2 tiered16 st5", {"cand": 16, "tiered": True, **LN, **ST5}),
 ]
+SEL_GRID: list[tuple[str, dict[str, Any]]] = [
+    ("base (default)", {}),
+    ("default sel2", {"select": 2}),
+    ("default sel2 c4096", {"select": 2, "chunk": 4096}),
+    ("default sel2 c1024", {"select": 2, "chunk": 1024}),
+    ("default sel2 bk64 st7 mr128", {"select": 2, **B64S7, **MR}),
+    ("default c4096", {"chunk": 4096}),
+    ("default mg8", {"merge_group": 8}),
+    ("default sel2 mg8", {"select": 2, "merge_group": 8}),
+]
 SHAPES: dict[str, tuple[str, int, int, list[tuple[str, dict[str, Any]]]]] = {
+    "s1": ("V4-Flash", 1, 512, SEL_GRID),
+    "s8": ("V4-Flash", 8, 512, SEL_GRID),
+    "s32": ("V4-Flash", 32, 512, SEL_GRID),
+    "spro32": ("V4-Pro", 32, 1024, SEL_GRID),
     "c1": ("V4-Flash", 1, 512, CAND_GRID),
     "c8": ("V4-Flash", 8, 512, CAND_GRID),
     "c32": ("V4-Flash", 32, 512, CAND_GRID),

@@ -754,7 +754,7 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     block_k: int = 128,
     num_warps: int = 4,
     num_stages: int = 5,
-    select: int = 0,
+    select: int = 2,
     pass1_only: bool = False,
     out_indices: torch.Tensor | None = None,
     out_values: torch.Tensor | None = None,
@@ -771,10 +771,10 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     `select=1` always runs with `lean=0`: with lean=2 it returned wrong, non-finite values on
     the H200 (Triton 3.6; `test_fused_topk_matches_torch_topk[64-4-1]`).
 
-    Defaults (`lean=2`, `num_stages=5`, chunk 2048, exact select, no candidate truncation):
-    the fastest configuration whose speed does not depend on the data, measured on the H200
-    (2026-11-29, V4-Flash L=1M K=512: B=32 539 → 453 µs, B=8 176 → 159 µs, B=1 75 → 65 µs
-    under a CUDA graph; V4-Pro B=32 591 → 504 µs; kernels/benchmarks/reports/).
+    Defaults (`lean=2`, `num_stages=5`, `select=2`, chunk 2048, no candidate truncation): the
+    fastest configuration measured on the H200 whose work does not depend on where the top keys
+    lie (2026-11-29, V4-Flash L=1M K=512: B=32 539 → 362 µs, B=1 75 → 45 µs under a CUDA graph;
+    V4-Pro B=32 591 → 401 µs; kernels/benchmarks/reports/2026-11-29-h200.md).
 
     Tuning: `chunk` keys per pass-1 program (None: `choose_chunk`), `block_k` keys per
     iteration (any page size: each key finds its page), `num_warps`/`num_stages` of pass 1,
