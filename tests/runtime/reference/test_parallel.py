@@ -33,6 +33,7 @@ from dsv4_runtime.reference.kvcache import KVBlockPool
 from dsv4_runtime.reference.model import StepOutput, Transformer
 from dsv4_runtime.reference.parallel import Rendezvous, rendezvous_from_env
 from dsv4_runtime.reference.parallel_check import GreedyResult, greedy_decode, make_prompts
+from dsv4_runtime.reference.ranks import rank_env
 from dsv4_runtime.reference.tokenizer import ByteTokenizer
 
 PROMPT_LENS = (140, 37)
@@ -49,6 +50,42 @@ def _free_port() -> int:
         return port
 
 
+def _rank_env(rank: int, world: int, port: int) -> dict[str, str]:
+    """Local rank `rank` of a one-node world, as `reference.ranks` (torchrun's variables) sets it.
+
+    tests/kernels/conftest.py turns the Triton interpreter on for the whole session; the ranks
+    run the kernels' PyTorch references on CPU (the interpreter is far too slow for two processes
+    decoding a model; the kernels' own tests cover the interpreted kernels).
+    """
+    base = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    return rank_env(
+        base,
+        nnodes=1,
+        node_rank=0,
+        nproc_per_node=world,
+        local_rank=rank,
+        master_addr="127.0.0.1",
+        master_port=port,
+    )
+
+
+def _kill_leftovers(procs: list[subprocess.Popen[Any]]) -> None:
+    """Kill and reap the processes still running (a test's cleanup)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def _communicate(procs: list[subprocess.Popen[Any]], timeout_s: float) -> list[str]:
+    """Wait for each process (piped output) and return its output; kill what is left on error."""
+    try:
+        outs = [p.communicate(timeout=timeout_s)[0] for p in procs]
+    finally:
+        _kill_leftovers(procs)
+    return [o.decode() if isinstance(o, bytes) else o for o in outs]
+
+
 def _run_ranks(
     out: Path, extra: list[str], world: int = 2, timeout_s: int = RANK_TIMEOUT_S
 ) -> list[dict[str, object]]:
@@ -59,36 +96,19 @@ def _run_ranks(
     port = _free_port()
     procs = []
     for rank in range(world):
-        env = dict(os.environ)
-        # tests/kernels/conftest.py turns the Triton interpreter on for the whole session; the
-        # ranks run the kernels' PyTorch references on CPU (the interpreter is far too slow for
-        # two processes decoding a model; the kernels' own tests cover the interpreted kernels).
-        env.pop("TRITON_INTERPRET", None)
-        env.update(
-            RANK=str(rank),
-            WORLD_SIZE=str(world),
-            LOCAL_RANK=str(rank),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-        )
         cmd = [sys.executable, "-m", "dsv4_runtime.reference.parallel_check", "--out", str(out)]
         cmd += ["--prompt-lens", *map(str, PROMPT_LENS), "--prompt-seed", str(PROMPT_SEED)]
         cmd += ["--steps", str(STEPS), "--timeout-s", str(timeout_s // 2), *extra]
         procs.append(
             subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                cmd,
+                env=_rank_env(rank, world, port),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
         )
-    logs = []
-    try:
-        for p in procs:
-            text, _ = p.communicate(timeout=timeout_s)
-            logs.append(text)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    logs = _communicate(procs, timeout_s)
     for p, text in zip(procs, logs, strict=True):
         assert p.returncode == 0, text
     print(*logs, sep="")  # the ranks' token counts and all-to-all share
@@ -304,14 +324,16 @@ def test_tp2_server_completes_as_the_single_process_engine(tmp_path: Path) -> No
         http_port = _free_port()
     procs, logs = [], []
     for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
-        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         cmd = [sys.executable, "-m", "dsv4_runtime.reference.parallel_serve", *common]
         cmd += ["--host", "127.0.0.1", "--port", str(http_port), "--tensor-parallel-size", "2"]
         cmd += ["--dist-timeout", "60"]
         logs.append(tmp_path / f"rank{rank}.log")
         with logs[-1].open("wb") as out:
-            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    cmd, env=_rank_env(rank, 2, port), stdout=out, stderr=subprocess.STDOUT
+                )
+            )
     try:
         url = f"http://127.0.0.1:{http_port}"
         _wait_healthy(url, procs)
@@ -329,10 +351,7 @@ def test_tp2_server_completes_as_the_single_process_engine(tmp_path: Path) -> No
         for p in procs:
             assert p.wait(timeout=RANK_TIMEOUT_S) == 0
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        _kill_leftovers(procs)
     follower_log = logs[1].read_text()
     print(follower_log.splitlines()[-1])
     assert "leader stopped after" in follower_log

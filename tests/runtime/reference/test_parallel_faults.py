@@ -32,7 +32,7 @@ from dsv4_runtime.reference.model import Transformer
 from dsv4_runtime.reference.parallel_check import make_prompts
 
 from .follow_ranks import MAX_MODEL_LEN, PROMPT_SEED, scenario
-from .test_parallel import _free_port, _wait_healthy
+from .test_parallel import _communicate, _free_port, _kill_leftovers, _rank_env, _wait_healthy
 
 SCRIPT = Path(__file__).with_name("follow_ranks.py")
 RANK_TIMEOUT_S = 120
@@ -45,13 +45,6 @@ ABORTS = {3: 1, 9: 2}
 
 def _device() -> str:
     return os.environ.get("DSV4_REFERENCE_DEVICE", "cpu")
-
-
-def _rank_env(rank: int, port: int) -> dict[str, str]:
-    env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    env.pop("TRITON_INTERPRET", None)  # the ranks run the PyTorch attention path
-    return env
 
 
 @pytest.mark.parametrize(
@@ -85,17 +78,11 @@ def test_aborts_and_preemptions_leave_the_follower_pool_free(
     cmd += [f"{s}:{i}" for s, i in ABORTS.items()]
     procs = [
         subprocess.Popen(
-            cmd, env=_rank_env(r, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            cmd, env=_rank_env(r, 2, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         for r in range(2)
     ]
-    try:
-        logs = [p.communicate(timeout=RANK_TIMEOUT_S)[0].decode() for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    logs = _communicate(procs, RANK_TIMEOUT_S)
     for p, text in zip(procs, logs, strict=True):
         assert p.returncode == 0, text
     leader, follower = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
@@ -122,7 +109,7 @@ def _start_serving(
         with (tmp_path / f"rank{rank}.log").open("wb") as out:
             procs.append(
                 subprocess.Popen(
-                    cmd, env=_rank_env(rank, port), stdout=out, stderr=subprocess.STDOUT
+                    cmd, env=_rank_env(rank, 2, port), stdout=out, stderr=subprocess.STDOUT
                 )
             )
     url = f"http://127.0.0.1:{http_port}"
@@ -158,10 +145,7 @@ def test_an_idle_group_outlives_the_timeout_and_a_dead_follower_stops_rank_0(
         procs[1].send_signal(signal.SIGKILL)
         status = procs[0].wait(timeout=RANK_TIMEOUT_S)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        _kill_leftovers(procs)
     if _device() == "cuda":
         assert status != 0
         return
@@ -193,7 +177,7 @@ def test_a_layout_that_does_not_fit_the_world_fails_before_the_rendezvous(
     """Rank 0 of a world of 4 alone: the bad flags end it at once with status 2 and a message
     naming them (before, it waited in the rendezvous for ranks that would fail alike, up to
     the timeout)."""
-    env = _rank_env(0, _free_port())
+    env = _rank_env(0, 2, _free_port())
     env["WORLD_SIZE"] = "4"
     cmd = [sys.executable, "-m", "dsv4_runtime.reference.parallel_serve", *flags]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
@@ -213,16 +197,10 @@ def test_kv_pools_that_differ_stop_every_rank(tmp_path: Path) -> None:
         cmd += ["--dist-timeout", "30"]
         procs.append(
             subprocess.Popen(
-                cmd, env=_rank_env(rank, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                cmd, env=_rank_env(rank, 2, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
         )
-    try:
-        logs = [p.communicate(timeout=RANK_TIMEOUT_S)[0].decode() for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    logs = _communicate(procs, RANK_TIMEOUT_S)
     for p, text in zip(procs, logs, strict=True):
         assert p.returncode == 2, text
         assert "KV pools differ across ranks (4 to 5 blocks): set --num-kv-blocks" in text
