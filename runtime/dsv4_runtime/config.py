@@ -243,7 +243,7 @@ class RuntimeConfig:
                     f"{self.nodes} × {self.data_parallel_size_local} = "
                     f"{self.nodes * self.data_parallel_size_local}, got {self.data_parallel_size}",
                 )
-            gpus = self.tensor_parallel_size * self.data_parallel_size_local
+            gpus = self.procs_per_pod
             if self.expected_gpus and gpus != self.expected_gpus:
                 _fail(
                     "--expected-gpus",
@@ -299,9 +299,7 @@ class RuntimeConfig:
 
     @property
     def procs_per_pod(self) -> int:
-        """Engine ranks (GPUs) one pod runs: TP × DP_local, or TP × PP / nodes under PP."""
-        if self.pipeline_parallel_size > 1:
-            return self.tensor_parallel_size * self.pipeline_parallel_size // self.nodes
+        """Engine ranks (GPUs) one pod runs without PP: TP × DP_local."""
         return self.tensor_parallel_size * self.data_parallel_size_local
 
     def to_args(self) -> list[str]:
