@@ -162,17 +162,7 @@ SEL_GRID: list[tuple[str, dict[str, Any]]] = [
     ("default mg8", {"merge_group": 8}),
     ("default sel2 mg8", {"select": 2, "merge_group": 8}),
 ]
-TREE_GRID: list[tuple[str, dict[str, Any]]] = [
-    ("base (default)", {}),
-    ("tree4", {"tree": 4}),
-    ("tree4 mr168", {"tree": 4, "maxnreg": 168}),
-    ("tree4 mr128", {"tree": 4, "maxnreg": 128}),
-    ("tree4 c1024", {"tree": 4, "chunk": 1024}),
-    ("tree16 bk64 st7 mr128", {"tree": 16, **B64S7, **MR}),
-]
 SHAPES: dict[str, tuple[str, int, int, list[tuple[str, dict[str, Any]]]]] = {
-    "t1": ("V4-Flash", 1, 512, TREE_GRID),
-    "t32": ("V4-Flash", 32, 512, TREE_GRID),
     "s1": ("V4-Flash", 1, 512, SEL_GRID),
     "s8": ("V4-Flash", 8, 512, SEL_GRID),
     "s32": ("V4-Flash", 32, 512, SEL_GRID),

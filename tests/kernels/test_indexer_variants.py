@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dsv4_kernels.indexer import index_logits_reference
-from dsv4_kernels.indexer.triton_indexer import index_topk_triton, tree_slots
+from dsv4_kernels.indexer.triton_indexer import index_topk_triton
 from dsv4_kernels.testing import make_index_case, poisoned_like
 
 from .test_indexer import check_topk, fast_select_kernel, order_key_kernel
@@ -51,9 +51,6 @@ def _skip_threshold_on_gpu(kw: dict[str, Any], device: torch.device) -> None:
         {"chunk": 32, "cand": 8, "lean": 1, "block_k": 16, "num_stages": 5},
         {"chunk": 64, "cand": 8, "tiered": True, "lean": 2, "block_k": 32, "maxnreg": 128},
         {"chunk": 64, "cand": 8, "tiered": True, "threshold": True, "lean": 3},
-        {"chunk": 32, "tree": 2},
-        {"chunk": 32, "tree": 4, "lean": 2, "block_k": 16},
-        {"chunk": 64, "tree": 16, "lean": 0},
     ],
     ids=[
         "select2",
@@ -68,9 +65,6 @@ def _skip_threshold_on_gpu(kw: dict[str, Any], device: torch.device) -> None:
         "lean-cand8-bk16",
         "lean2-tiered8",
         "lean3-tiered8-threshold",
-        "tree2-depth4",
-        "lean2-tree4",
-        "tree16-root-only",
     ],
 )
 def test_variant_matches_reference(kw: dict[str, Any], device: torch.device) -> None:
@@ -91,17 +85,8 @@ def test_variant_matches_reference(kw: dict[str, Any], device: torch.device) -> 
         (512, {"chunk": 512, "threshold": True}),
         (1024, {"chunk": 256, "cand": 64}),
         (1024, {"chunk": 1024, "cand": 32, "tiered": True, "threshold": True, "lean": 2}),
-        (512, {"chunk": 512, "tree": 2}),
-        (1024, {"chunk": 1024, "tree": 4}),
     ],
-    ids=[
-        "k512-cand64",
-        "k512-threshold",
-        "k1024-cand64-fallback",
-        "k1024-lean-tiered32-fallback",
-        "k512-tree2",
-        "k1024-tree4",
-    ],
+    ids=["k512-cand64", "k512-threshold", "k1024-cand64-fallback", "k1024-lean-tiered32-fallback"],
 )
 def test_v4_topk_sizes_at_small_length(topk: int, kw: dict[str, Any], device: torch.device) -> None:
     _skip_threshold_on_gpu(kw, device)
@@ -154,15 +139,8 @@ def test_cand_fallback_when_top_keys_cluster(device: torch.device) -> None:
         {"chunk": 64, "cand": 4},
         {"chunk": 64, "cand": 4, "tiered": True, "threshold": True},
         {"chunk": 64, "cand": 4, "tiered": True, "threshold": True, "merge_group": 1},
-        {"chunk": 64, "tree": 2},
     ],
-    ids=[
-        "threshold",
-        "cand4",
-        "tiered4-threshold",
-        "tiered4-threshold-launches",
-        "tree2",
-    ],
+    ids=["threshold", "cand4", "tiered4-threshold", "tiered4-threshold-launches"],
 )
 def test_all_logits_equal(kw: dict[str, Any], device: torch.device) -> None:
     _skip_threshold_on_gpu(kw, device)
@@ -201,24 +179,6 @@ def test_cand_and_chunk_validation(device: torch.device) -> None:
         index_topk_triton(**case, topk=64, cand=8, threshold=True)
     with pytest.raises(ValueError, match="chunk=32"):
         index_topk_triton(**case, topk=64, chunk=32)
-    with pytest.raises(ValueError, match="tree=1"):
-        index_topk_triton(**case, topk=64, tree=1)
-    with pytest.raises(ValueError, match="tree=4"):
-        index_topk_triton(**case, topk=64, tree=4, cand=8)
-
-
-@pytest.mark.parametrize(
-    ("n_chunks", "group", "expected"),
-    [
-        (1, 4, (1, 0)),
-        (2, 4, (2, 1)),
-        (128, 4, (128 + 32 + 8 + 2, 32 + 8 + 2 + 1)),
-        (17, 2, (36, 20)),
-    ],
-)
-def test_tree_slots(n_chunks: int, group: int, expected: tuple[int, int]) -> None:
-    # Lists: chunks + inner nodes but the root; counters: every inner node.
-    assert tree_slots(n_chunks, group) == expected
 
 
 def _keys(vals: torch.Tensor) -> torch.Tensor:
@@ -227,7 +187,7 @@ def _keys(vals: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("case", ["ties", "normal", "tau-skip", "tau-above-all", "close"])
+@pytest.mark.parametrize("case", ["ties", "normal", "tau-skip", "tau-above-all"])
 def test_fast_selection(case: str, device: torch.device) -> None:
     gen = torch.Generator().manual_seed(46)
     n, k = 256, 32
@@ -236,9 +196,6 @@ def test_fast_selection(case: str, device: torch.device) -> None:
             torch.randint(0, 4, (n,), generator=gen)
         ]
         vals[:5] = 7.0
-    elif case == "close":  # adjacent floats around the K-th: the search ends in the key domain
-        vals = 1.0 + torch.arange(n, dtype=torch.float32) * torch.finfo(torch.float32).eps
-        vals = vals[torch.randperm(n, generator=gen)]
     else:
         vals = torch.randn(n, generator=gen)
         vals[200:] = float("-inf")
@@ -262,7 +219,7 @@ def test_fast_selection(case: str, device: torch.device) -> None:
     real = oi.cpu() >= 0
     assert torch.equal(vals[torch.argsort(ids)][oi.cpu()[real].long()], ov.cpu()[real])
     assert torch.unique(oi.cpu()[real]).numel() == int(real.sum())
-    if case in ("normal", "close"):  # a search ran: K keys >= lo, and lo <= the K-th value
+    if case == "normal":  # a search ran: K keys >= lo, and lo <= the K-th value
         assert int(lo[1]) == k
         assert int(lo[0]) <= int(_keys(ref.to(device))[k - 1])
 
@@ -271,8 +228,6 @@ GPU_VARIANTS = [
     {"cand": 32, "lean": 2, "num_stages": 5},
     {"chunk": 1024, "cand": 16, "tiered": True, "lean": 2, "num_stages": 5},
     {"chunk": 512, "cand": 16, "lean": 2, "block_k": 64, "num_stages": 7, "maxnreg": 128},
-    {"tree": 4},
-    {"tree": 8, "chunk": 1024},
 ]
 
 
@@ -286,17 +241,7 @@ GPU_VARIANTS = [
     [(512, [2**20, 4000, 777], 1), (1024, [2**17, 300000], 2)],
     ids=["flash-1m", "pro-mtp2"],
 )
-@pytest.mark.parametrize(
-    "kw",
-    GPU_VARIANTS,
-    ids=[
-        "cand32",
-        "tiered16-c1024",
-        "cand16-c512",
-        "tree4",
-        "tree8-c1024",
-    ],
-)
+@pytest.mark.parametrize("kw", GPU_VARIANTS, ids=["cand32", "tiered16-c1024", "cand16-c512"])
 def test_variants_at_v4_shapes(
     kw: dict[str, Any], topk: int, lengths: list[int], mtp: int, device: torch.device
 ) -> None:

@@ -247,7 +247,7 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
     cand_id_ptr,
     thr_ptr,
     kth_ptr,
-    n_lists,
+    n_chunks,
     H: tl.constexpr,
     D: tl.constexpr,
     PAGE: tl.constexpr,
@@ -358,7 +358,7 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
         ks = _chunk_scales(bt_ptr, seq, bt_stride, pages_f32, ent, ok_all, PAGE, D, IDX32)
     vals = tl.where(ok_all, tl.where(ok_all, tl.reshape(buf, (CHUNK,)), 0.0) * ks, float("-inf"))
     ids = tl.where(ok_all, ent, -1)
-    base = (t * n_lists + c) * K
+    base = (t * n_chunks + c) * K
     if SCORE_ONLY:
         # Diagnostic (not a top-k): the chunk's largest logit, so the scoring stream can be
         # timed without the selection.
@@ -383,65 +383,7 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
             # K keys >= lo exist, so lo is a lower bound of the token's K-th largest logit.
             tl.atomic_max(thr_ptr + t, tl.where(n_ge >= K, lo, -2147483648))
         if STORE_KTH:
-            tl.store(kth_ptr + t * n_lists + c, kth)
-
-
-@triton.jit
-def _tree_merge(
-    c,
-    t,
-    cand_val_ptr,
-    cand_id_ptr,
-    out_val_ptr,
-    out_id_ptr,
-    cnt_ptr,
-    n_lists,
-    n_chunks,
-    K: tl.constexpr,
-    G: tl.constexpr,
-):
-    """Merge the chunk lists of token t up a G-ary tree, inside pass 1 (no merge launches).
-
-    Level 0 are the n_chunks chunk lists (slots 0 .. n_chunks-1 of the token's n_lists), each
-    level's nodes follow the previous level's, and the root writes out[t, :K] (so n_lists =
-    n_chunks + the inner nodes but the root). After writing its list a program takes a ticket
-    at its parent's arrival counter (cnt[t, n_lists - n_chunks + 1] int32, one per inner
-    node, zero before the launch; acquire-release at GPU scope, after a CTA barrier so every
-    thread's stores are ordered before it); the last of the parent's children to arrive merges
-    their lists (`_select_topk_fast` of G * K candidates, loads bypassing L1) and climbs on.
-    Exact: a node holds the top-K of its subtree's keys, as the separate merge launches do.
-    """
-    offs = tl.arange(0, G * K)
-    child = offs // K
-    node = c
-    lvl_n = n_chunks  # nodes of the current level (runtime)
-    off = 0  # slot of the current level's first node
-    cnt_off = 0  # counter of the parent level's first node
-    go = lvl_n > 1
-    while go:
-        parent = node // G
-        n_par = (lvl_n + G - 1) // G
-        size = tl.minimum(lvl_n - parent * G, G)
-        tl.debug_barrier()
-        ticket = tl.atomic_add(cnt_ptr + t * (n_lists - n_chunks + 1) + cnt_off + parent, 1)
-        go = ticket == size - 1
-        if go:
-            tl.debug_barrier()
-            src = (t * n_lists + off + parent * G + child) * K + offs % K
-            m = child < size
-            vals = tl.load(cand_val_ptr + src, mask=m, other=float("-inf"), cache_modifier=".cg")
-            ids = tl.load(cand_id_ptr + src, mask=m, other=-1, cache_modifier=".cg")
-            none = -2147483648  # no lower bound
-            if n_par == 1:
-                _select_topk_fast(vals, ids, K, out_val_ptr + t * K, out_id_ptr + t * K, none)
-            else:
-                dst = (t * n_lists + off + lvl_n + parent) * K
-                _select_topk_fast(vals, ids, K, cand_val_ptr + dst, cand_id_ptr + dst, none)
-            node = parent
-            off += lvl_n
-            cnt_off += n_par
-            lvl_n = n_par
-            go = lvl_n > 1
+            tl.store(kth_ptr + t * n_chunks + c, kth)
 
 
 @triton.jit
@@ -459,10 +401,6 @@ def _score_select_kernel(
     thr_ptr,
     kth_ptr,
     flag_ptr,
-    out_val_ptr,
-    out_id_ptr,
-    cnt_ptr,
-    n_lists,
     n_chunks,
     H: tl.constexpr,
     D: tl.constexpr,
@@ -480,14 +418,10 @@ def _score_select_kernel(
     USE_FLAG: tl.constexpr,
     LEAN: tl.constexpr,
     IDX32: tl.constexpr,
-    TREE_G: tl.constexpr,
 ):
     """Pass 1: score one chunk of keys for one query token, write its top-K candidates.
 
     USE_FLAG: run only where flag[t] != 0 (the exact fallback of the truncated-list mode).
-    TREE_G > 0: the merges run in this launch (`_tree_merge`): candidate lists are n_lists
-    apart per token (chunks first, then the tree's inner nodes) and the root's list goes to
-    out_val/out_id [T, K]; cnt_ptr is [T, inner nodes] int32 zeros.
     """
     c = tl.program_id(0)
     t = tl.program_id(1).to(tl.int64)
@@ -510,7 +444,7 @@ def _score_select_kernel(
             cand_id_ptr,
             thr_ptr,
             kth_ptr,
-            n_lists,
+            n_chunks,
             H,
             D,
             PAGE,
@@ -527,20 +461,6 @@ def _score_select_kernel(
             LEAN,
             IDX32,
         )
-        if TREE_G > 0:
-            _tree_merge(
-                c,
-                t,
-                cand_val_ptr,
-                cand_id_ptr,
-                out_val_ptr,
-                out_id_ptr,
-                cnt_ptr,
-                n_lists,
-                n_chunks,
-                K,
-                TREE_G,
-            )
 
 
 @triton.jit
@@ -688,33 +608,6 @@ class _Pass1:
     maxnreg: int | None = None
 
 
-@dataclass(frozen=True)
-class _Tree:
-    """The in-launch merge tree of pass 1 (`_tree_merge`)."""
-
-    group: int
-    n_lists: int
-    out_val: torch.Tensor
-    out_id: torch.Tensor
-    cnt: torch.Tensor
-
-
-def tree_slots(n_chunks: int, group: int) -> tuple[int, int]:
-    """(candidate lists, arrival counters) per token of a `group`-ary merge tree.
-
-    Lists: the n_chunks chunk lists plus one per inner node except the root (which writes
-    the output); counters: one per inner node. Raises ValueError for group < 2.
-    """
-    if group < 2:
-        raise ValueError(f"tree group must be >= 2, got {group}")
-    lists, counters, n = n_chunks, 0, n_chunks
-    while n > 1:
-        n = math.ceil(n / group)
-        counters += n
-        lists += n if n > 1 else 0
-    return lists, counters
-
-
 def _pass1(
     a: _Pass1,
     t_count: int,
@@ -729,7 +622,6 @@ def _pass1(
     kth: torch.Tensor | None = None,
     flag: torch.Tensor | None = None,
     tier_m: int = 0,
-    tree: _Tree | None = None,
 ) -> None:
     dummy = a.pos
     extra: dict[str, Any] = {} if a.maxnreg is None else {"maxnreg": a.maxnreg}
@@ -748,10 +640,6 @@ def _pass1(
         thr if thr is not None else dummy,
         kth if kth is not None else dummy,
         flag if flag is not None else dummy,
-        tree.out_val if tree is not None else dummy,
-        tree.out_id if tree is not None else dummy,
-        tree.cnt if tree is not None else dummy,
-        tree.n_lists if tree is not None else n_chunks,
         n_chunks,
         H=a.h,
         D=a.d,
@@ -769,7 +657,6 @@ def _pass1(
         USE_FLAG=flag is not None,
         LEAN=int(a.lean),
         IDX32=bool(a.lean) and a.pages.numel() < 2**31,
-        TREE_G=tree.group if tree is not None else 0,
         num_warps=a.num_warps,
         num_stages=a.num_stages,
         **extra,
@@ -878,7 +765,6 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     tiered: bool = False,
     lean: int = 2,
     maxnreg: int | None = None,
-    tree: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused indexer + top-k (API: `dsv4_kernels.indexer.index_topk`).
 
@@ -931,11 +817,6 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     `lean=3` is lean=2 with the chunk's scale gather issued before the tile loop (its latency
     hidden behind the loop, at the cost of 16 more live registers).
 
-    `tree=G` (G >= 2; full lists only, not with `cand`): the merges run inside the pass-1
-    launch as a G-ary tree (`_tree_merge`): the last chunk of a group to finish merges the
-    group's G lists (G * topk candidates, in pass 1's warps), and so on up to the root, so
-    merges overlap other chunks' key streams and no merge launch follows. Same result.
-
     Diagnostics (the result is then NOT the top-k): `pass1_only` stops after pass 1;
     `score_only` also skips the selection: pass 1 only writes each chunk's largest logit,
     returned as values[t, c * topk] of a [T, n_chunks * topk] tensor (ids undefined).
@@ -947,8 +828,8 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
 
     Raises:
         ValueError: topk, chunk or cand not a power of two, chunk below topk (below cand in
-            the untiered cand mode), cand >= topk, threshold with untiered cand, tree below 2
-            or with cand / threshold, or q not [T, H, 128].
+            the untiered cand mode), cand >= topk, threshold with untiered cand, or q not
+            [T, H, 128].
     """
     t_count, h, d = q.shape
     if d != INDEX_DIM:
@@ -957,8 +838,6 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
         raise ValueError(f"topk must be a power of two (512 Flash, 1024 Pro), got {topk}")
     if cand is not None and (cand < 1 or cand & (cand - 1) or cand >= topk):
         raise ValueError(f"cand={cand} must be a power of two below topk={topk}")
-    if tree and (tree < 2 or cand is not None or threshold):
-        raise ValueError(f"tree={tree} must be >= 2 and is not combined with cand or threshold")
     if threshold and cand is not None and not tiered:
         raise ValueError("threshold=True needs full lists: with cand, also pass tiered=True")
     if threshold and q.is_cuda:
@@ -1017,14 +896,6 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     tier_m = m if m is not None and tiered else 0
     kin = topk if m is None or tiered else m
     direct = n_chunks == 1 and not score_only
-    if tree and m is None and not (direct or score_only or pass1_only):
-        n_lists, n_cnt = tree_slots(n_chunks, tree)
-        cv = torch.empty(t_count, n_lists, topk, dtype=torch.float32, device=dev)
-        ci = torch.empty(t_count, n_lists, topk, dtype=torch.int32, device=dev)
-        cnt = torch.zeros(t_count, n_cnt, dtype=torch.int32, device=dev)
-        plan = _Tree(tree, n_lists, out_val, out_id, cnt)
-        _pass1(a, t_count, full_chunk, topk, n_chunks, cv, ci, select, tree=plan)
-        return out_id, out_val
     if direct:
         cv, ci = out_val, out_id
     else:
