@@ -98,6 +98,10 @@ def test_public_api_paths_agree(device: torch.device) -> None:
 
 def test_choose_splits_fills_the_gpu() -> None:
     assert choose_splits(256, 1, 640, 64) == 1
+    # 128 programs already fill 128 of 132 SMs: 2 splits would only add a second wave.
+    assert choose_splits(128, 1, 640, 64) == 1
+    # 40 programs: 2 splits = 1 wave of half the work; 4 would be 2 waves of a quarter (a tie).
+    assert choose_splits(40, 1, 8320, 64) == 2
     assert choose_splits(64, 1, 8320, 64) == 2
     assert choose_splits(1, 1, 8320, 64) == 32
     assert choose_splits(1, 1, 128, 64) == 1

@@ -316,8 +316,14 @@ def _attend_tile_chunked(
     cache_bf16,
     slots,
     valid,
-    q_row,
-    hmask,
+    q0,
+    q1,
+    q2,
+    q3,
+    q4,
+    q5,
+    q6,
+    q7,
     m,
     lsum,
     a0,
@@ -334,17 +340,31 @@ def _attend_tile_chunked(
     NATIVE: tl.constexpr,
     DEQ: tl.constexpr,
 ):
-    """Online-softmax step dequantising the tile in 64-column chunks.
+    """Online-softmax step over a tile held as eight 64-column chunks.
 
-    Each chunk is dequantised twice (scores, then values), so only one [BLOCK_N, 64] chunk is
-    live: fewer registers, more ALU.
+    q0..q7: the query's [BLOCK_H, 64] column chunks (loaded once, before the tile loop);
+    a0..a7: the [BLOCK_H, 64] float32 output accumulators. Each KV chunk ([BLOCK_N, 64] bf16,
+    `_load_kv_chunk`) is gathered and dequantised once and serves both S = sum_c q_c k_c^T
+    and a_c += P k_c, so no [*, 512] tensor is assembled (no 3-D gather and reshape, and
+    their hoisted 64-bit offsets, which spilled most in the one-tile form).
     """
-    col = tl.arange(0, 64)
+    k0 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 0, NATIVE, DEQ)
+    k1 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 1, NATIVE, DEQ)
+    k2 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 2, NATIVE, DEQ)
+    k3 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 3, NATIVE, DEQ)
+    k4 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 4, NATIVE, DEQ)
+    k5 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 5, NATIVE, DEQ)
+    k6 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 6, NATIVE, DEQ)
+    k7 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 7, NATIVE, DEQ)
     s = tl.zeros((BLOCK_H, BLOCK_N), tl.float32)
-    for c in tl.static_range(8):
-        qc = tl.load(q_row + c * 64 + col[None, :], mask=hmask[:, None], other=0.0)
-        kc = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, c, NATIVE, DEQ)
-        s = mma(qc, tl.trans(kc), s, NATIVE)
+    s = mma(q0, tl.trans(k0), s, NATIVE)
+    s = mma(q1, tl.trans(k1), s, NATIVE)
+    s = mma(q2, tl.trans(k2), s, NATIVE)
+    s = mma(q3, tl.trans(k3), s, NATIVE)
+    s = mma(q4, tl.trans(k4), s, NATIVE)
+    s = mma(q5, tl.trans(k5), s, NATIVE)
+    s = mma(q6, tl.trans(k6), s, NATIVE)
+    s = mma(q7, tl.trans(k7), s, NATIVE)
     s = s * qk_scale
     s = tl.where(valid[None, :], s, float("-inf"))
     m_new = tl.maximum(m, tl.max(s, axis=1))
@@ -354,30 +374,14 @@ def _attend_tile_chunked(
     lsum = lsum * alpha + tl.sum(p, axis=1)
     pb = p.to(tl.bfloat16)
     al = alpha[:, None]
-    a0 = mma(
-        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 0, NATIVE, DEQ), a0 * al, NATIVE
-    )
-    a1 = mma(
-        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 1, NATIVE, DEQ), a1 * al, NATIVE
-    )
-    a2 = mma(
-        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 2, NATIVE, DEQ), a2 * al, NATIVE
-    )
-    a3 = mma(
-        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 3, NATIVE, DEQ), a3 * al, NATIVE
-    )
-    a4 = mma(
-        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 4, NATIVE, DEQ), a4 * al, NATIVE
-    )
-    a5 = mma(
-        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 5, NATIVE, DEQ), a5 * al, NATIVE
-    )
-    a6 = mma(
-        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 6, NATIVE, DEQ), a6 * al, NATIVE
-    )
-    a7 = mma(
-        pb, _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 7, NATIVE, DEQ), a7 * al, NATIVE
-    )
+    a0 = mma(pb, k0, a0 * al, NATIVE)
+    a1 = mma(pb, k1, a1 * al, NATIVE)
+    a2 = mma(pb, k2, a2 * al, NATIVE)
+    a3 = mma(pb, k3, a3 * al, NATIVE)
+    a4 = mma(pb, k4, a4 * al, NATIVE)
+    a5 = mma(pb, k5, a5 * al, NATIVE)
+    a6 = mma(pb, k6, a6 * al, NATIVE)
+    a7 = mma(pb, k7, a7 * al, NATIVE)
     return m_new, lsum, a0, a1, a2, a3, a4, a5, a6, a7
 
 
@@ -439,6 +443,14 @@ def _sparse_mla_chunked_kernel(  # noqa: PLR0915  (one kernel = one launch)
     n_c = (p + 1) // RATIO
     m = tl.full((BLOCK_H,), float("-inf"), tl.float32)
     lsum = tl.zeros((BLOCK_H,), tl.float32)
+    q0 = tl.load(q_row + 0 * 64 + tl.arange(0, 64)[None, :], mask=hmask[:, None], other=0.0)
+    q1 = tl.load(q_row + 1 * 64 + tl.arange(0, 64)[None, :], mask=hmask[:, None], other=0.0)
+    q2 = tl.load(q_row + 2 * 64 + tl.arange(0, 64)[None, :], mask=hmask[:, None], other=0.0)
+    q3 = tl.load(q_row + 3 * 64 + tl.arange(0, 64)[None, :], mask=hmask[:, None], other=0.0)
+    q4 = tl.load(q_row + 4 * 64 + tl.arange(0, 64)[None, :], mask=hmask[:, None], other=0.0)
+    q5 = tl.load(q_row + 5 * 64 + tl.arange(0, 64)[None, :], mask=hmask[:, None], other=0.0)
+    q6 = tl.load(q_row + 6 * 64 + tl.arange(0, 64)[None, :], mask=hmask[:, None], other=0.0)
+    q7 = tl.load(q_row + 7 * 64 + tl.arange(0, 64)[None, :], mask=hmask[:, None], other=0.0)
     a0 = tl.zeros((BLOCK_H, 64), tl.float32)
     a1 = tl.zeros((BLOCK_H, 64), tl.float32)
     a2 = tl.zeros((BLOCK_H, 64), tl.float32)
@@ -468,8 +480,14 @@ def _sparse_mla_chunked_kernel(  # noqa: PLR0915  (one kernel = one launch)
             swa_bf16,
             slots,
             valid,
-            q_row,
-            hmask,
+            q0,
+            q1,
+            q2,
+            q3,
+            q4,
+            q5,
+            q6,
+            q7,
             m,
             lsum,
             a0,
@@ -502,8 +520,14 @@ def _sparse_mla_chunked_kernel(  # noqa: PLR0915  (one kernel = one launch)
             comp_bf16,
             slots,
             valid,
-            q_row,
-            hmask,
+            q0,
+            q1,
+            q2,
+            q3,
+            q4,
+            q5,
+            q6,
+            q7,
             m,
             lsum,
             a0,
@@ -590,10 +614,14 @@ def _combine_kernel(
 
 
 def choose_splits(n_query_tokens: int, n_head_blocks: int, n_list_max: int, block_n: int) -> int:
-    """KV splits (flash-decoding) so that the grid covers the 132 SMs of an H200 about once.
+    """KV splits (flash-decoding): the power of two with the fewest waves per unit of work.
 
-    A power of two (measured on the H200: B=64, L=1M: 2 splits 563 µs, 3 splits 777 µs, 4
-    splits 609 µs), at most one per 4 tiles of the longest list.
+    With P = T x head blocks programs and n splits, the grid runs ceil(P * n / 132) waves
+    (132 SMs of an H200, one CTA each) of programs doing 1/n of the work: the cost
+    ceil(P * n / 132) / n is minimised over n = 1, 2, 4, ... up to the next power of two of
+    ceil(132 / P) and one split per 4 tiles of the longest list; ties keep fewer splits (no
+    combine launch). Measured on the H200 (V4-Flash CSA, L=128K, 2026-11-29): B=128 (P=128)
+    1 split 95.8 µs vs 2 splits 126.7 µs; B=64 2 splits 67.4 µs vs 1 split 89.4 µs (CUDA graph).
 
     Args:
         n_query_tokens: T.
@@ -604,13 +632,18 @@ def choose_splits(n_query_tokens: int, n_head_blocks: int, n_list_max: int, bloc
     Returns:
         Splits, >= 1.
     """
+    sms = 132
     programs = max(n_query_tokens * n_head_blocks, 1)
-    want = math.ceil(132 / programs)
-    if want <= 1:
-        return 1
-    pow2 = 1 << (want.bit_length() - 1)
     tiles = math.ceil(n_list_max / block_n)
-    return max(1, min(pow2, tiles // 4 or 1))
+    cap = min(1 << math.ceil(math.log2(math.ceil(sms / programs))), max(1, tiles // 4))
+    best, best_cost = 1, 1.0
+    n = 2
+    while n <= cap:
+        cost = math.ceil(programs * n / sms) / n
+        if cost < best_cost:
+            best, best_cost = n, cost
+        n *= 2
+    return best
 
 
 def sparse_mla_triton(
@@ -634,7 +667,7 @@ def sparse_mla_triton(
     block_n: int = 64,
     num_warps: int = 8,
     num_stages: int = 1,
-    dv_split: int = 1,
+    dv_split: int = 0,
     deq: int = 0,
     out: torch.Tensor | None = None,
     lse_out: torch.Tensor | None = None,
@@ -642,8 +675,9 @@ def sparse_mla_triton(
     """Triton form of `sparse_mla_reference` (API: `dsv4_kernels.sparse_mla.sparse_mla_attention`).
 
     Tuning: `n_split` KV splits (None: `choose_splits`), `block_h` heads and `block_n` entries
-    per tile, `num_warps`, `num_stages`, `dv_split` (1; 2 = two programs per head block, each
-    owning half of the output dims; 0 = one program, tile dequantised per 64-column chunk),
+    per tile, `num_warps`, `num_stages`, `dv_split` (0, the default: the tile as eight
+    64-column chunks, `_attend_tile_chunked`; 1: one [BLOCK_N, 512] tile; 2: two programs per
+    head block, each owning half of the output dims),
     `deq` (dequantisation variant, see `_load_kv_cols`). `out` [T, H, 512] bf16 and `lse_out`
     [T, H] float32 optionally receive the results.
 

@@ -1,0 +1,62 @@
+"""A/B timing of sparse-MLA attention configurations at the acceptance shapes (CUDA graphs).
+
+Each configuration is checked against `sparse_mla_reference` (relative 1e-2, as bench.py),
+then timed three times, interleaved with the others, with `bench.bench_graph` (L2 flushed
+before each call, host launch overhead excluded), so a drifting clock shows up as spread
+between repetitions instead of as a difference between configurations.
+
+Run (repository root, on the GPU): PYTHONPATH=kernels python3 kernels/benchmarks/attention_ab.py
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bench  # type: ignore[import-not-found]  # kernels/benchmarks/bench.py, this folder
+import torch
+
+from dsv4_kernels.sparse_mla.reference import sparse_mla_reference
+from dsv4_kernels.sparse_mla.triton_attention import sparse_mla_triton
+from dsv4_kernels.testing import make_attention_case, rel_err
+
+M1, K128 = 2**20, 2**17
+# (name, lengths, topk, query tokens per sequence, splits of the former choose_splits)
+SHAPES: list[tuple[str, list[int], int | None, int, int]] = [
+    ("hca B=64 L=128K", [K128] * 64, None, 1, 2),
+    ("hca B=64 L=1M", [M1] * 64, None, 1, 2),
+    ("csa B=128 s=1", [K128] * 128, 512, 1, 2),
+    ("csa B=64 s=1", [K128] * 64, 512, 1, 2),
+    ("csa B=128 s=2", [K128] * 128, 512, 2, 1),
+]
+
+
+def main() -> None:
+    """Print per-shape graph µs of the former default, the new default and their ratio."""
+    for name, lengths, topk, mtp, old_split in SHAPES:
+        ratio = 128 if topk is None else 4
+        case = make_attention_case(lengths, 64, ratio, topk, 101, torch.device("cuda"), mtp)
+        run = dict(case, max_comp=max(lengths) // 128) if topk is None else case
+        cfgs: dict[str, dict[str, Any]] = {
+            "former (dv_split=1, former splits)": {"dv_split": 1, "n_split": old_split},
+            "new default": {},
+        }
+        ref, _ = sparse_mla_reference(**case)
+        times: dict[str, list[float]] = {k: [] for k in cfgs}
+        for k, cfg in cfgs.items():
+            out, _lse = sparse_mla_triton(**run, **cfg)
+            err = rel_err(out.float(), ref.float())
+            if not err <= 1e-2:
+                print(f"{name} {k}: FAIL rel {err:.1e}", flush=True)
+                return
+        for _rep in range(3):
+            for k, cfg in cfgs.items():
+                times[k].append(
+                    bench.bench_graph(lambda cfg=cfg, run=run: sparse_mla_triton(**run, **cfg))
+                )
+        line = "; ".join(f"{k}: " + "/".join(f"{t:.1f}" for t in v) for k, v in times.items())
+        old, new = (min(v) for v in times.values())
+        print(f"{name}: {line} µs; best-of-3 speed-up {old / new:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
