@@ -172,8 +172,8 @@ cmd_build() {
         log "build done in $((SECONDS - t0)) s"
     fi
     "$BIN/kube-apiserver" --version >&2
-    "$BIN/etcd" --version 2>&1 | head -n1 >&2
-    "$BIN/kubectl" version --client 2>&1 | head -n1 >&2
+    "$BIN/etcd" --version 2>&1 | sed -n 1p >&2  # sed reads all: head could SIGPIPE the writer (exit 141 under pipefail)
+    "$BIN/kubectl" version --client 2>&1 | sed -n 1p >&2
     "$BIN/helm" version --short >&2
 }
 
