@@ -6,10 +6,12 @@ before each call, host launch overhead excluded), so a drifting clock shows up a
 between repetitions instead of as a difference between configurations.
 
 Run (repository root, on the GPU): PYTHONPATH=kernels python3 kernels/benchmarks/attention_ab.py
+[--splits: 1 vs 2 KV splits at 134-260 programs instead]
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import bench  # type: ignore[import-not-found]  # kernels/benchmarks/bench.py, this folder
@@ -30,8 +32,25 @@ SHAPES: list[tuple[str, list[int], int | None, int, int]] = [
 ]
 
 
+def splits() -> None:
+    """`--splits`: graph µs of 1 vs 2 KV splits where programs slightly exceed the 132 SMs."""
+    for b in (134, 140, 200, 260):
+        case = make_attention_case([K128] * b, 64, 4, 512, 101, torch.device("cuda"))
+        got: dict[int, float] = {}
+        for n in (1, 2):
+
+            def fn(n: int = n, case: dict[str, Any] = case) -> object:
+                return sparse_mla_triton(**case, n_split=n)
+
+            got[n] = min(bench.bench_graph(fn) for _ in range(2))
+        print(f"csa B={b} s=1 (P={b}): 1 split {got[1]:.1f} µs, 2 splits {got[2]:.1f} µs")
+
+
 def main() -> None:
     """Print per-shape graph µs of the former default, the new default and their ratio."""
+    if "--splits" in sys.argv:
+        splits()
+        return
     for name, lengths, topk, mtp, old_split in SHAPES:
         ratio = 128 if topk is None else 4
         case = make_attention_case(lengths, 64, ratio, topk, 101, torch.device("cuda"), mtp)

@@ -10,7 +10,7 @@ import torch
 
 from dsv4_kernels.csa import csa_attention, csa_attention_reference
 from dsv4_kernels.hca import hca_attention, hca_attention_reference
-from dsv4_kernels.sparse_mla import sparse_mla_reference
+from dsv4_kernels.sparse_mla import sparse_mla_reference, triton_attention
 from dsv4_kernels.sparse_mla.triton_attention import choose_splits, sparse_mla_triton
 from dsv4_kernels.testing import assert_close, make_attention_case, poisoned_like
 
@@ -53,6 +53,36 @@ def test_kernel_variants(dv_split: int, deq: int, block_h: int, device: torch.de
     case = make_attention_case([300, 129], 9, 128, None, 16, device, swa_page=64)
     out, lse = _run(case, n_split=2, block_h=block_h, block_n=32, dv_split=dv_split, deq=deq)
     _check(case, out, lse)
+
+
+@pytest.mark.parametrize("topk", [None, 16])
+def test_more_tokens_than_one_launch(
+    topk: int | None, monkeypatch: pytest.MonkeyPatch, device: torch.device
+) -> None:
+    # CUDA caps the grid's token axis at 65,535: beyond it the wrapper launches per slice.
+    # A limit of 2 makes 3 slices of 5 query tokens (prefill of 3 + decode of 2 sequences).
+    ratio = 128 if topk is None else 4
+    case = make_attention_case([300, 129], 9, ratio, topk, 17, device, queries_per_seq=3)
+    case["q"] = case["q"][:5]
+    case["positions"] = case["positions"][:5]
+    case["seq_ids"] = case["seq_ids"][:5]
+    if topk is not None:
+        case["comp_indices"] = case["comp_indices"][:5]
+    whole = _run(case, block_h=16, block_n=32)
+    monkeypatch.setattr(triton_attention, "MAX_TOKENS_PER_LAUNCH", 2)
+    sliced = _run(case, block_h=16, block_n=32)
+    _check(case, *sliced)
+    assert torch.equal(sliced[0], whole[0])
+    assert torch.equal(sliced[1], whole[1])
+    out, lse = sparse_mla_triton(**case, block_h=16, block_n=32)  # allocated by the wrapper
+    assert torch.equal(out, whole[0])
+    assert torch.equal(lse, whole[1])
+
+
+def test_dv_split_validation(device: torch.device) -> None:
+    case = make_attention_case([129], 9, 128, None, 18, device)
+    with pytest.raises(ValueError, match="dv_split=3"):
+        sparse_mla_triton(**case, dv_split=3)
 
 
 def test_hca_prefill_crosses_boundaries(device: torch.device) -> None:

@@ -1,5 +1,7 @@
 """Real V4-Flash / V4-Pro shapes on CUDA (`pytest -m gpu tests/kernels` on the H200)."""
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -99,3 +101,33 @@ def test_public_attention_api_on_cuda() -> None:
     _check(case, out, lse)
     assert LSE_ABS > 0
     assert OUT_REL > 0
+
+
+def _token_subset(case: dict[str, Any], rows: list[int]) -> dict[str, Any]:
+    """The case restricted to the query tokens `rows` (same caches and block tables)."""
+    keep = torch.tensor(rows, device=CUDA)
+    sub = dict(case)
+    for name in ("q", "weights", "positions", "seq_ids", "comp_indices"):
+        value = case.get(name)
+        if isinstance(value, torch.Tensor):
+            sub[name] = value.index_select(0, keep)
+    return sub
+
+
+def test_attention_over_more_tokens_than_one_launch() -> None:
+    # 65,635 prefill tokens of one 70,000-token sequence: more than a grid axis holds (65,535),
+    # so the wrapper launches twice; tokens at both ends and across the seam match the reference.
+    t = 65635
+    case = make_attention_case([70000], 16, 128, None, 35, CUDA, queries_per_seq=t)
+    out, lse = _run(case, block_h=16)
+    rows = [0, 1, 65534, 65535, 65536, t - 1]
+    sub = _token_subset(case, rows)
+    _check(sub, out[rows], lse[rows])
+
+
+def test_indexer_over_more_tokens_than_one_launch() -> None:
+    t = 65635
+    case = make_index_case([70000], 36, CUDA, queries_per_seq=t)
+    idx, val = index_topk_triton(**case, topk=512)
+    rows = [0, 65534, 65535, t - 1]
+    check_topk(_token_subset(case, rows), 512, idx[rows], val[rows])

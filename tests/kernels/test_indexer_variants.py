@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from dsv4_kernels.indexer import index_logits_reference
+from dsv4_kernels.indexer import index_logits_reference, triton_indexer
 from dsv4_kernels.indexer.triton_indexer import index_topk_triton
 from dsv4_kernels.testing import make_index_case, poisoned_like
 
@@ -167,6 +167,22 @@ def test_score_only_writes_each_chunk_max(device: torch.device) -> None:
     assert torch.equal(torch.isfinite(got), fin)
     rel = 1e-5 if device.type == "cpu" else 2e-3  # fp8 tensor-core accumulation on GPUs
     assert float((got[fin] - ref[fin]).abs().max() / ref[fin].abs().max()) < rel
+
+
+def test_more_tokens_than_one_launch(monkeypatch: pytest.MonkeyPatch, device: torch.device) -> None:
+    # CUDA caps the grid's token axis at 65,535: beyond it the wrapper calls itself per slice.
+    # A limit of 3 makes 3 slices of the 8 query tokens (4 sequences x 2, MTP-like).
+    case = make_index_case(LENGTHS, 49, device, heads=64, page=16, queries_per_seq=2)
+    whole = _run(case, 32, chunk=64)
+    monkeypatch.setattr(triton_indexer, "MAX_TOKENS_PER_LAUNCH", 3)
+    idx, val = _run(case, 32, chunk=64)
+    check_topk(case, 32, idx, val)
+    assert torch.equal(val.sort(dim=1).values, whole[1].sort(dim=1).values)
+    i2, v2 = index_topk_triton(**case, topk=32, chunk=64)  # allocated by the wrapper
+    assert torch.equal(v2.sort(dim=1).values, whole[1].sort(dim=1).values)
+    with pytest.raises(ValueError, match="diagnostics"):
+        index_topk_triton(**case, topk=32, chunk=64, score_only=True)
+    assert i2.shape == (8, 32)
 
 
 def test_cand_and_chunk_validation(device: torch.device) -> None:

@@ -22,6 +22,8 @@ import triton.language as tl
 from dsv4_kernels.kv_format import INDEX_DIM
 from dsv4_kernels.triton_fp8 import NATIVE_FP8, e4m3_bits_to_f32
 
+MAX_TOKENS_PER_LAUNCH = 65535
+"""Query tokens per launch: their grid axis is y, which CUDA caps at 65,535."""
 INT32_MIN = -2147483648
 INT32_MAX = 2147483647
 
@@ -826,12 +828,50 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     Returns:
         (indices [T, topk] int32, values [T, topk] float32), in no particular order.
 
+    More than `MAX_TOKENS_PER_LAUNCH` query tokens (the grid's token axis is y, which CUDA
+    caps at 65,535) run as consecutive calls over slices of the tokens.
+
     Raises:
         ValueError: topk, chunk or cand not a power of two, chunk below topk (below cand in
             the untiered cand mode), cand >= topk, threshold with untiered cand, or q not
-            [T, H, 128].
+            [T, H, 128]; a diagnostic (pass1_only, score_only) over more than
+            MAX_TOKENS_PER_LAUNCH tokens.
     """
+    params = dict(locals())
     t_count, h, d = q.shape
+    if t_count > MAX_TOKENS_PER_LAUNCH:
+        if pass1_only or score_only:
+            raise ValueError(
+                f"pass1_only/score_only are diagnostics for at most {MAX_TOKENS_PER_LAUNCH} "
+                f"query tokens, got {t_count}"
+            )
+        if max_keys is None:
+            max_keys = int(((positions.long() + 1) // ratio).max())
+        oi = (
+            out_indices
+            if out_indices is not None
+            else q.new_empty(t_count, topk, dtype=torch.int32)
+        )
+        ov = (
+            out_values
+            if out_values is not None
+            else q.new_empty(t_count, topk, dtype=torch.float32)
+        )
+        for i in range(0, t_count, MAX_TOKENS_PER_LAUNCH):
+            j = min(i + MAX_TOKENS_PER_LAUNCH, t_count)
+            index_topk_triton(
+                **{
+                    **params,
+                    "q": q[i:j],
+                    "weights": weights[i:j],
+                    "positions": positions[i:j],
+                    "seq_ids": seq_ids[i:j],
+                    "max_keys": max_keys,
+                    "out_indices": oi[i:j],
+                    "out_values": ov[i:j],
+                }
+            )
+        return oi, ov
     if d != INDEX_DIM:
         raise ValueError(f"q must be [T, H, {INDEX_DIM}], got {tuple(q.shape)}")
     if topk & (topk - 1):

@@ -26,6 +26,8 @@ from dsv4_kernels.triton_fp8 import (
 )
 
 LOG2E = 1.4426950408889634
+MAX_TOKENS_PER_LAUNCH = 65535
+"""Query tokens per launch: the grid's token axis is y or z, which CUDA caps at 65,535."""
 LAST_KERNEL: dict[str, object] = {}
 """The last compiled kernel launched per op (for register / spill reports in the benchmarks)."""
 LN2 = 0.6931471805599453
@@ -620,8 +622,11 @@ def choose_splits(n_query_tokens: int, n_head_blocks: int, n_list_max: int, bloc
     (132 SMs of an H200, one CTA each) of programs doing 1/n of the work: the cost
     ceil(P * n / 132) / n is minimised over n = 1, 2, 4, ... up to the next power of two of
     ceil(132 / P) and one split per 4 tiles of the longest list; ties keep fewer splits (no
-    combine launch). Measured on the H200 (V4-Flash CSA, L=128K, 2026-11-29): B=128 (P=128)
-    1 split 95.8 µs vs 2 splits 126.7 µs; B=64 2 splits 67.4 µs vs 1 split 89.4 µs (CUDA graph).
+    combine launch). Measured on the H200 (V4-Flash CSA, L=128K, 2026-11-29, CUDA graph, best
+    of 3): B=128 (P=128) 1 split 95.8 µs vs 2 splits 126.7 µs; B=64 2 splits 67.3 µs vs 1
+    split 89.1 µs. Above 132 programs the cap keeps 1 split: B=134 / 140 ran 2 % faster with 2
+    splits (165.2 vs 168.1, 167.9 vs 171.0 µs), B=200 / 260 25-34 % slower (221.5 vs 177.7,
+    244.6 vs 182.9 µs): the combine and the extra programs cost more than the model says.
 
     Args:
         n_query_tokens: T.
@@ -636,7 +641,7 @@ def choose_splits(n_query_tokens: int, n_head_blocks: int, n_list_max: int, bloc
     programs = max(n_query_tokens * n_head_blocks, 1)
     tiles = math.ceil(n_list_max / block_n)
     cap = min(1 << math.ceil(math.log2(math.ceil(sms / programs))), max(1, tiles // 4))
-    best, best_cost = 1, 1.0
+    best, best_cost = 1, 1.0  # n = 1: one wave whenever the loop below runs (P <= 132)
     n = 2
     while n <= cap:
         cost = math.ceil(programs * n / sms) / n
@@ -646,7 +651,7 @@ def choose_splits(n_query_tokens: int, n_head_blocks: int, n_list_max: int, bloc
     return best
 
 
-def sparse_mla_triton(
+def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one launch)
     q: torch.Tensor,
     positions: torch.Tensor,
     seq_ids: torch.Tensor,
@@ -679,16 +684,54 @@ def sparse_mla_triton(
     64-column chunks, `_attend_tile_chunked`; 1: one [BLOCK_N, 512] tile; 2: two programs per
     head block, each owning half of the output dims),
     `deq` (dequantisation variant, see `_load_kv_cols`). `out` [T, H, 512] bf16 and `lse_out`
-    [T, H] float32 optionally receive the results.
+    [T, H] float32 optionally receive the results. More than `MAX_TOKENS_PER_LAUNCH` query
+    tokens (a CUDA grid's y/z limit) run as consecutive launches over slices of the tokens.
 
     Raises:
-        ValueError: head dim not 512, or block_n not dividing the window.
+        ValueError: head dim not 512, block_n not dividing the window, or dv_split not 0, 1
+            or 2.
     """
     t_count, h, d = q.shape
     if d != HEAD_DIM:
         raise ValueError(f"q head dim must be {HEAD_DIM}, got {d}")
     if window % block_n:
         raise ValueError(f"block_n={block_n} must divide window={window}")
+    if dv_split not in (0, 1, 2):
+        raise ValueError(f"dv_split={dv_split} must be 0 (chunked tile), 1 or 2")
+    if t_count > MAX_TOKENS_PER_LAUNCH:
+        if comp_indices is None and max_comp is None:
+            max_comp = int(((positions.long() + 1) // ratio).max())
+        out = out if out is not None else q.new_empty(t_count, h, d, dtype=torch.bfloat16)
+        lse_out = lse_out if lse_out is not None else q.new_empty(t_count, h, dtype=torch.float32)
+        for i in range(0, t_count, MAX_TOKENS_PER_LAUNCH):
+            j = min(i + MAX_TOKENS_PER_LAUNCH, t_count)
+            sparse_mla_triton(
+                q[i:j],
+                positions[i:j],
+                seq_ids[i:j],
+                swa_cache,
+                swa_block_table,
+                swa_page,
+                comp_cache,
+                comp_block_table,
+                comp_page,
+                ratio,
+                comp_indices[i:j] if comp_indices is not None else None,
+                sink,
+                softmax_scale,
+                window,
+                max_comp,
+                n_split,
+                block_h,
+                block_n,
+                num_warps,
+                num_stages,
+                dv_split,
+                deq,
+                out[i:j],
+                lse_out[i:j],
+            )
+        return out, lse_out
     dev = q.device
     q = q.to(torch.bfloat16).contiguous()
     positions = positions.to(torch.int32).contiguous()
@@ -787,4 +830,4 @@ def sparse_mla_triton(
     return out, lse
 
 
-__all__ = ["ENTRY_BYTES", "choose_splits", "sparse_mla_triton"]
+__all__ = ["ENTRY_BYTES", "MAX_TOKENS_PER_LAUNCH", "choose_splits", "sparse_mla_triton"]
