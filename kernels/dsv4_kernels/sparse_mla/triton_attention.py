@@ -691,6 +691,7 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
         ValueError: head dim not 512, block_n not dividing the window, or dv_split not 0, 1
             or 2.
     """
+    params = dict(locals())
     t_count, h, d = q.shape
     if d != HEAD_DIM:
         raise ValueError(f"q head dim must be {HEAD_DIM}, got {d}")
@@ -705,31 +706,11 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
         lse_out = lse_out if lse_out is not None else q.new_empty(t_count, h, dtype=torch.float32)
         for i in range(0, t_count, MAX_TOKENS_PER_LAUNCH):
             j = min(i + MAX_TOKENS_PER_LAUNCH, t_count)
+            part = {"q": q[i:j], "positions": positions[i:j], "seq_ids": seq_ids[i:j]}
+            if comp_indices is not None:
+                part["comp_indices"] = comp_indices[i:j]
             sparse_mla_triton(
-                q[i:j],
-                positions[i:j],
-                seq_ids[i:j],
-                swa_cache,
-                swa_block_table,
-                swa_page,
-                comp_cache,
-                comp_block_table,
-                comp_page,
-                ratio,
-                comp_indices[i:j] if comp_indices is not None else None,
-                sink,
-                softmax_scale,
-                window,
-                max_comp,
-                n_split,
-                block_h,
-                block_n,
-                num_warps,
-                num_stages,
-                dv_split,
-                deq,
-                out[i:j],
-                lse_out[i:j],
+                **{**params, **part, "max_comp": max_comp, "out": out[i:j], "lse_out": lse_out[i:j]}
             )
         return out, lse_out
     dev = q.device
