@@ -839,14 +839,30 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     """
     params = dict(locals())
     t_count, h, d = q.shape
+    if d != INDEX_DIM:
+        raise ValueError(f"q must be [T, H, {INDEX_DIM}], got {tuple(q.shape)}")
+    if topk & (topk - 1):
+        raise ValueError(f"topk must be a power of two (512 Flash, 1024 Pro), got {topk}")
+    if cand is not None and (cand < 1 or cand & (cand - 1) or cand >= topk):
+        raise ValueError(f"cand={cand} must be a power of two below topk={topk}")
+    if threshold and cand is not None and not tiered:
+        raise ValueError("threshold=True needs full lists: with cand, also pass tiered=True")
+    if threshold and q.is_cuda:
+        raise ValueError(
+            "threshold=True is disabled on GPUs: on the H200 with Triton 3.6 it failed the "
+            "reference check at V4-Flash B=32 L=1M (rel 2.3e-3) and its atomic then faulted "
+            "(kernels/benchmarks/reports/2026-11-29-h200.md); it runs under TRITON_INTERPRET only"
+        )
+    if select == 1:
+        lean = 0  # radix select + lean=2 returned non-finite garbage on the H200 (Triton 3.6)
+    if max_keys is None:  # once, so token slices agree on it
+        max_keys = int(((positions.long() + 1) // ratio).max()) if t_count else 0
     if t_count > MAX_TOKENS_PER_LAUNCH:
         if pass1_only or score_only:
             raise ValueError(
                 f"pass1_only/score_only are diagnostics for at most {MAX_TOKENS_PER_LAUNCH} "
                 f"query tokens, got {t_count}"
             )
-        if max_keys is None:
-            max_keys = int(((positions.long() + 1) // ratio).max())
         oi = (
             out_indices
             if out_indices is not None
@@ -872,22 +888,6 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
                 }
             )
         return oi, ov
-    if d != INDEX_DIM:
-        raise ValueError(f"q must be [T, H, {INDEX_DIM}], got {tuple(q.shape)}")
-    if topk & (topk - 1):
-        raise ValueError(f"topk must be a power of two (512 Flash, 1024 Pro), got {topk}")
-    if cand is not None and (cand < 1 or cand & (cand - 1) or cand >= topk):
-        raise ValueError(f"cand={cand} must be a power of two below topk={topk}")
-    if threshold and cand is not None and not tiered:
-        raise ValueError("threshold=True needs full lists: with cand, also pass tiered=True")
-    if threshold and q.is_cuda:
-        raise ValueError(
-            "threshold=True is disabled on GPUs: on the H200 with Triton 3.6 it failed the "
-            "reference check at V4-Flash B=32 L=1M (rel 2.3e-3) and its atomic then faulted "
-            "(kernels/benchmarks/reports/2026-11-29-h200.md); it runs under TRITON_INTERPRET only"
-        )
-    if select == 1:
-        lean = 0  # radix select + lean=2 returned non-finite garbage on the H200 (Triton 3.6)
     dev = q.device
     a = _Pass1(
         qb=q.contiguous().view(torch.uint8),
@@ -906,8 +906,6 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
         lean=int(lean),
         maxnreg=maxnreg,
     )
-    if max_keys is None:
-        max_keys = int(((a.pos.long() + 1) // ratio).max()) if t_count else 0
     full_chunk = choose_chunk(t_count, max_keys, topk, page_size) if chunk is None else chunk
     if full_chunk & (full_chunk - 1) or full_chunk < (cand or topk):
         raise ValueError(

@@ -699,9 +699,9 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
         raise ValueError(f"block_n={block_n} must divide window={window}")
     if dv_split not in (0, 1, 2):
         raise ValueError(f"dv_split={dv_split} must be 0 (chunked tile), 1 or 2")
+    if comp_indices is None and max_comp is None:  # once, so token slices agree on it
+        max_comp = int(((positions.long() + 1) // ratio).max()) if t_count else 0
     if t_count > MAX_TOKENS_PER_LAUNCH:
-        if comp_indices is None and max_comp is None:
-            max_comp = int(((positions.long() + 1) // ratio).max())
         out = out if out is not None else q.new_empty(t_count, h, d, dtype=torch.bfloat16)
         lse_out = lse_out if lse_out is not None else q.new_empty(t_count, h, dtype=torch.float32)
         for i in range(0, t_count, MAX_TOKENS_PER_LAUNCH):
@@ -721,8 +721,7 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
     comp_bt = comp_block_table.to(torch.int32).contiguous()
     dense = comp_indices is None
     if dense:
-        if max_comp is None:
-            max_comp = int(((positions.long() + 1) // ratio).max()) if t_count else 0
+        assert max_comp is not None
         idx = positions  # unused
         idx_stride = 0
         n_comp_list = max_comp
