@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
@@ -29,3 +33,21 @@ def tiny_model() -> Transformer:
 def random_ids(n: int, seed: int = 1) -> list[int]:
     """n byte-range token ids from a fixed generator."""
     return torch.randint(0, 256, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def wait_healthy(
+    url: str, procs: list[subprocess.Popen[bytes]], log: Path | None = None, timeout: float = 90.0
+) -> None:
+    """Poll `url`/health until 200; fail at once if one of `procs` exits (showing `log`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), (
+            log.read_text() if log is not None else "a rank exited early"
+        )
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not become healthy")

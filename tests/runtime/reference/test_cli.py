@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,35 +12,17 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from tests.runtime.conftest import free_ports
 
 from dsv4_runtime.reference.__main__ import build, parser
 from dsv4_runtime.reference.checkpoint import save_checkpoint
 from dsv4_runtime.reference.model import Transformer
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(
-    url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server did not become healthy")
+from .conftest import wait_healthy
 
 
 def test_cli_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_ports(1)[0]
     url = f"http://127.0.0.1:{port}"
     cmd = [
         sys.executable,
@@ -58,7 +39,7 @@ def test_cli_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_healthy(url, proc, log)
+        wait_healthy(url, [proc], log)
         body = {
             "model": "tiny-cli",
             "prompt": "drain me",

@@ -15,16 +15,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import torch
+from tests.runtime.conftest import free_ports
 
 from dsv4_runtime.reference.__main__ import build, parser
 from dsv4_runtime.reference.config import TINY
@@ -36,18 +35,13 @@ from dsv4_runtime.reference.parallel_check import GreedyResult, greedy_decode, m
 from dsv4_runtime.reference.ranks import rank_env
 from dsv4_runtime.reference.tokenizer import ByteTokenizer
 
+from .conftest import wait_healthy
+
 PROMPT_LENS = (140, 37)
 PROMPT_SEED = 1
 STEPS = 12
 RANK_TIMEOUT_S = 120
 ATOL = {"auto": 1e-4, "fp8_ds_mla": 2e-2}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _rank_env(rank: int, world: int, port: int) -> dict[str, str]:
@@ -93,7 +87,7 @@ def _run_ranks(
 
     Collectives time out after half of it, so a lost rank fails the others first.
     """
-    port = _free_port()
+    port = free_ports(1)[0]
     procs = []
     for rank in range(world):
         cmd = [sys.executable, "-m", "dsv4_runtime.reference.parallel_check", "--out", str(out)]
@@ -293,19 +287,6 @@ def test_leader_follower_engine_equals_single_process(
     assert "engine_tokens" not in follower
 
 
-def _wait_healthy(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert all(p.poll() is None for p in procs), "a rank exited early"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("rank 0 did not become healthy")
-
-
 def test_tp2_server_completes_as_the_single_process_engine(tmp_path: Path) -> None:
     """`python -m dsv4_runtime.reference.parallel_serve --tensor-parallel-size 2` on 2 gloo ranks:
     rank 0 serves /v1/completions with the single-process greedy text, then drains on SIGTERM,
@@ -319,9 +300,7 @@ def test_tp2_server_completes_as_the_single_process_engine(tmp_path: Path) -> No
         [tok.encode(prompt)], SamplingParams(max_tokens=max_tokens, ignore_eos=True)
     )[0]
     expected = tok.decode(ids)
-    port, http_port = _free_port(), _free_port()
-    while http_port == port:
-        http_port = _free_port()
+    port, http_port = free_ports(2)
     procs, logs = [], []
     for rank in range(2):
         cmd = [sys.executable, "-m", "dsv4_runtime.reference.parallel_serve", *common]
@@ -336,7 +315,7 @@ def test_tp2_server_completes_as_the_single_process_engine(tmp_path: Path) -> No
             )
     try:
         url = f"http://127.0.0.1:{http_port}"
-        _wait_healthy(url, procs)
+        wait_healthy(url, procs)
         body = {
             "model": "tiny-tp",
             "prompt": prompt,

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from tests.runtime.conftest import free_ports
 
 from dsv4_runtime.reference.config import TINY
 from dsv4_runtime.reference.engine import Engine, Request
@@ -31,8 +32,9 @@ from dsv4_runtime.reference.kvcache import KVBlockPool
 from dsv4_runtime.reference.model import Transformer
 from dsv4_runtime.reference.parallel_check import make_prompts
 
+from .conftest import wait_healthy
 from .follow_ranks import MAX_MODEL_LEN, PROMPT_SEED, scenario
-from .test_parallel import _communicate, _free_port, _kill_leftovers, _rank_env, _wait_healthy
+from .test_parallel import _communicate, _kill_leftovers, _rank_env
 
 SCRIPT = Path(__file__).with_name("follow_ranks.py")
 RANK_TIMEOUT_S = 120
@@ -72,7 +74,7 @@ def test_aborts_and_preemptions_leave_the_follower_pool_free(
     assert 0 < len(expected[1]) < MAX_TOKENS  # aborted mid-decode
     assert 0 < len(expected[2]) < MAX_TOKENS
     assert preemptions[0] > 0
-    port = _free_port()
+    port = free_ports(1)[0]
     cmd = [sys.executable, str(SCRIPT), str(tmp_path), *layout, "--blocks", str(BLOCKS)]
     cmd += ["--prompt-lens", *map(str, LENS), "--max-tokens", str(MAX_TOKENS), "--abort"]
     cmd += [f"{s}:{i}" for s, i in ABORTS.items()]
@@ -95,9 +97,7 @@ def test_aborts_and_preemptions_leave_the_follower_pool_free(
 def _start_serving(
     tmp_path: Path, dist_timeout_s: float
 ) -> tuple[list[subprocess.Popen[bytes]], str]:
-    port, http_port = _free_port(), _free_port()
-    while http_port == port:
-        http_port = _free_port()
+    port, http_port = free_ports(2)
     procs = []
     for rank in range(2):
         cmd = [sys.executable, "-m", "dsv4_runtime.reference.parallel_serve", "--config", "tiny"]
@@ -113,7 +113,7 @@ def _start_serving(
                 )
             )
     url = f"http://127.0.0.1:{http_port}"
-    _wait_healthy(url, procs)
+    wait_healthy(url, procs)
     return procs, url
 
 
@@ -177,7 +177,7 @@ def test_a_layout_that_does_not_fit_the_world_fails_before_the_rendezvous(
     """Rank 0 of a world of 4 alone: the bad flags end it at once with status 2 and a message
     naming them (before, it waited in the rendezvous for ranks that would fail alike, up to
     the timeout)."""
-    env = _rank_env(0, 2, _free_port())
+    env = _rank_env(0, 2, free_ports(1)[0])
     env["WORLD_SIZE"] = "4"
     cmd = [sys.executable, "-m", "dsv4_runtime.reference.parallel_serve", *flags]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
@@ -188,7 +188,7 @@ def test_a_layout_that_does_not_fit_the_world_fails_before_the_rendezvous(
 def test_kv_pools_that_differ_stop_every_rank(tmp_path: Path) -> None:
     """Rank 0 with 4 KV blocks, rank 1 with 5: both exit 2 naming --num-kv-blocks (before, only
     the rank above the smallest pool did; rank 0 went on serving a group that had lost a rank)."""
-    port, http_port = _free_port(), _free_port()
+    port, http_port = free_ports(2)
     procs = []
     for rank, blocks in enumerate((4, 5)):
         cmd = [sys.executable, "-m", "dsv4_runtime.reference.parallel_serve", "--config", "tiny"]

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from tests.runtime.conftest import free_ports
 
 from dsv4_runtime.config import ConfigError, RuntimeConfig
 from dsv4_runtime.distributed import Role
@@ -33,8 +34,6 @@ from dsv4_runtime.reference.__main__ import build, parser
 from dsv4_runtime.reference.engine import SamplingParams
 from dsv4_runtime.reference.ranks import rank_env
 from dsv4_runtime.reference.tokenizer import ByteTokenizer
-
-from .test_parallel import _free_port
 
 BASE = RuntimeConfig(engine="reference", model="m", served_model_name="tiny")
 READY_TIMEOUT_S = 240.0
@@ -242,10 +241,7 @@ def _complete(api: str, prompt: str) -> str:
 
 def _group_config(config: RuntimeConfig) -> tuple[RuntimeConfig, list[int]]:
     """`config` on free local ports, small limits and this run's device; the admin ports."""
-    ports: set[int] = set()
-    while len(ports) < 2 + config.nodes:
-        ports.add(_free_port())
-    rdzv_port, api_port, *admin_ports = sorted(ports)
+    rdzv_port, api_port, *admin_ports = sorted(free_ports(2 + config.nodes))
     config = config.replace(
         host="127.0.0.1",
         api_port=api_port,
