@@ -38,6 +38,8 @@ from dsv4_kernels.indexer.reference import index_topk_reference
 from dsv4_kernels.indexer.triton_indexer import index_topk_triton
 from dsv4_kernels.testing import make_index_case
 
+GRAPH_ALL = False
+"""--graph-all: CUDA-graph timing at every batch size, not only B=1."""
 M1 = 1048576
 N_KEYS = M1 // 4
 TOL = 2e-3
@@ -162,7 +164,23 @@ SEL_GRID: list[tuple[str, dict[str, Any]]] = [
     ("default mg8", {"merge_group": 8}),
     ("default sel2 mg8", {"select": 2, "merge_group": 8}),
 ]
+SAMPLE_GRID: list[tuple[str, dict[str, Any]]] = [
+    ("base (default)", {}),
+    ("sample128", {"sample": 128}),
+    ("sample128 c1024", {"sample": 128, "chunk": 1024}),
+    ("sample128 c2048", {"sample": 128, "chunk": 2048}),
+    ("sample256", {"sample": 256}),
+    ("sample128 rank12", {"sample": 128, "sample_rank": 12}),
+    ("sample128 mw4", {"sample": 128, "merge_warps": 4}),
+]
 SHAPES: dict[str, tuple[str, int, int, list[tuple[str, dict[str, Any]]]]] = {
+    "x1": ("V4-Flash", 1, 512, SAMPLE_GRID),
+    "x8": ("V4-Flash", 8, 512, SAMPLE_GRID),
+    "x4": ("V4-Flash", 4, 512, SAMPLE_GRID),
+    "x32": ("V4-Flash", 32, 512, SAMPLE_GRID),
+    "x32c": ("V4-Flash", 32, 512, SAMPLE_GRID),
+    "xpro32": ("V4-Pro", 32, 1024, SAMPLE_GRID),
+    "xpro1": ("V4-Pro", 1, 1024, SAMPLE_GRID),
     "s1": ("V4-Flash", 1, 512, SEL_GRID),
     "s8": ("V4-Flash", 8, 512, SEL_GRID),
     "s32": ("V4-Flash", 32, 512, SEL_GRID),
@@ -179,11 +197,12 @@ SHAPES: dict[str, tuple[str, int, int, list[tuple[str, dict[str, Any]]]]] = {
 
 
 class _FlagSpy:
-    """Counts the tokens the verifying merge of a `cand` run sent to the exact fallback."""
+    """Counts the tokens that `cand`/`sample` runs sent to the exact fallback."""
 
     def __init__(self) -> None:
         self.flags: list[torch.Tensor] = []
         self.orig = triton_indexer._merges
+        self.orig_redo = triton_indexer._redo_flagged
 
     def __enter__(self) -> _FlagSpy:
         def spy(*args: Any, **kw: Any) -> None:
@@ -191,11 +210,17 @@ class _FlagSpy:
                 self.flags.append(kw["flag"] if "flag" in kw else args[12])
             self.orig(*args, **kw)
 
+        def spy_redo(*args: Any) -> None:
+            self.flags.append(args[6].clone())
+            self.orig_redo(*args)
+
         triton_indexer._merges = spy
+        triton_indexer._redo_flagged = spy_redo
         return self
 
     def __exit__(self, *exc: object) -> None:
         triton_indexer._merges = self.orig
+        triton_indexer._redo_flagged = self.orig_redo
 
     def flagged(self) -> int | None:
         """Flagged tokens of the spied calls (None: no verifying merge ran)."""
@@ -224,16 +249,20 @@ def check(
     return ok, ("ok " if ok else "FAIL ") + note + ("" if ids_ok else ", id -1 present")
 
 
-def sweep_shape(key: str, deadline: float, graph_b1: bool) -> list[dict[str, Any]]:
-    """Check and time every variant of one shape; returns the rows."""
-    model, b, topk, configs = SHAPES[key]
-    shape = f"{model} B={b} L=1M K={topk}"
-    print(f"== {shape}", flush=True)
-    case = make_index_case([M1] * b, 202, bench.DEV)
-    key_bytes = float(b * N_KEYS * 132)
-    _ri, ref_val = index_topk_reference(**case, topk=topk)
-    del _ri
-    use_graph = graph_b1 and b == 1
+def _cluster(case: dict[str, Any]) -> None:
+    """Give the last 4,096 keys of every sequence 100x scales (in place).
+
+    Each token's top-K then lies in its last chunks, like attention to recent tokens.
+    """
+    pages = case["key_pages"]
+    page = int(case["page_size"])
+    last = case["block_table"][:, : N_KEYS // page][:, -4096 // page :].reshape(-1).long()
+    sc = pages[last, page * 128 :].view(torch.float32) * 100.0
+    pages[last, page * 128 :] = sc.view(torch.uint8)
+
+
+def _baseline(case: dict[str, Any], topk: int, use_graph: bool) -> dict[str, float]:
+    """µs of torch scores and of torch.topk over them (do_bench; CUDA graph if asked)."""
     base: dict[str, float] = {}
     try:
         lg = bench.torch_scores(case, N_KEYS)
@@ -244,8 +273,24 @@ def sweep_shape(key: str, deadline: float, graph_b1: bool) -> list[dict[str, Any
             base["topk_g"] = bench.bench_graph(lambda: torch.topk(lg, topk, dim=1))
     except torch.OutOfMemoryError:
         print("baseline OOM", flush=True)
-    lg = torch.empty(0)
+    lg = torch.empty(0)  # free the logits before the variants run
     torch.cuda.empty_cache()
+    return base
+
+
+def sweep_shape(key: str, deadline: float, graph_b1: bool) -> list[dict[str, Any]]:
+    """Check and time every variant of one shape; returns the rows."""
+    model, b, topk, configs = SHAPES[key]
+    shape = f"{model} B={b} L=1M K={topk}" + (" clustered" if key.endswith("c") else "")
+    print(f"== {shape}", flush=True)
+    case = make_index_case([M1] * b, 202, bench.DEV)
+    if key.endswith("c"):
+        _cluster(case)
+    key_bytes = float(b * N_KEYS * 132)
+    _ri, ref_val = index_topk_reference(**case, topk=topk)
+    del _ri
+    use_graph = graph_b1 and (b == 1 or GRAPH_ALL)
+    base = _baseline(case, topk, use_graph)
     ref_us = base.get("scores", math.nan) + base.get("topk", math.nan)
     ref_g = base.get("scores_g", math.nan) + base.get("topk_g", math.nan)
     rows: list[dict[str, Any]] = [
@@ -440,6 +485,7 @@ def main() -> int:
     ap.add_argument("--shapes", default="b1,b32,b8,pro32")
     ap.add_argument("--budget-s", type=float, default=280.0)
     ap.add_argument("--no-graph", action="store_true", help="skip CUDA-graph timing at B=1")
+    ap.add_argument("--graph-all", action="store_true", help="CUDA-graph timing at every B")
     ap.add_argument(
         "--no-threshold",
         action="store_true",
@@ -452,6 +498,8 @@ def main() -> int:
         help="no GPU: compile every kernel for sm_CC (90 = H200) and print registers/shared",
     )
     args = ap.parse_args()
+    global GRAPH_ALL  # noqa: PLW0603  (a run-wide switch of this script)
+    GRAPH_ALL = args.graph_all
     if args.compile_only:
         return compile_only(args.shapes.split(","), args.compile_only)
     if not torch.cuda.is_available():

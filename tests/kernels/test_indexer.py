@@ -8,14 +8,13 @@ import triton
 import triton.language as tl
 
 from dsv4_kernels.indexer import index_logits_reference, index_topk, index_topk_reference
-from dsv4_kernels.indexer.triton_indexer import (
+from dsv4_kernels.indexer.selection import (
     _order_key,
     _select_topk,
     _select_topk_fast,
     _select_topk_radix,
-    choose_chunk,
-    index_topk_triton,
 )
+from dsv4_kernels.indexer.triton_indexer import choose_chunk, index_topk_triton
 from dsv4_kernels.testing import make_index_case, poisoned_like
 
 # Logits, relative to the largest |logit|: under the interpreter the same fp8 products are

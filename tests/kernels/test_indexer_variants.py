@@ -51,6 +51,9 @@ def _skip_threshold_on_gpu(kw: dict[str, Any], device: torch.device) -> None:
         {"chunk": 32, "cand": 8, "lean": 1, "block_k": 16, "num_stages": 5},
         {"chunk": 64, "cand": 8, "tiered": True, "lean": 2, "block_k": 32, "maxnreg": 128},
         {"chunk": 64, "cand": 8, "tiered": True, "threshold": True, "lean": 3},
+        {"chunk": 64, "sample": 4},
+        {"chunk": 32, "sample": 2, "sample_programs": 2, "block_k": 16},
+        {"chunk": 16, "sample": 8, "lean": 0, "merge_warps": 4},
     ],
     ids=[
         "select2",
@@ -65,12 +68,15 @@ def _skip_threshold_on_gpu(kw: dict[str, Any], device: torch.device) -> None:
         "lean-cand8-bk16",
         "lean2-tiered8",
         "lean3-tiered8-threshold",
+        "sample4",
+        "sample2-g2-bk16",
+        "sample8-c16-lean0",
     ],
 )
 def test_variant_matches_reference(kw: dict[str, Any], device: torch.device) -> None:
     _skip_threshold_on_gpu(kw, device)
     # Two query tokens per sequence where the kernel variant matters most (MTP-like).
-    mtp = 2 if kw.get("tiered") or kw.get("threshold") else 1
+    mtp = 2 if kw.get("tiered") or kw.get("threshold") or kw.get("sample") else 1
     case = make_index_case(LENGTHS, 41, device, heads=64, page=16, queries_per_seq=mtp)
     idx, val = _run(case, 32, **kw)
     check_topk(case, 32, idx, val)
@@ -130,6 +136,8 @@ def test_cand_fallback_when_top_keys_cluster(device: torch.device) -> None:
         check_topk(case, k, idx, val)
     idx, val = _run(case, k, chunk=32, cand=4, lean=2)
     check_topk(case, k, idx, val)
+    idx, val = _run(case, k, chunk=32, sample=4)
+    check_topk(case, k, idx, val)
 
 
 @pytest.mark.parametrize(
@@ -139,8 +147,17 @@ def test_cand_fallback_when_top_keys_cluster(device: torch.device) -> None:
         {"chunk": 64, "cand": 4},
         {"chunk": 64, "cand": 4, "tiered": True, "threshold": True},
         {"chunk": 64, "cand": 4, "tiered": True, "threshold": True, "merge_group": 1},
+        {"chunk": 64, "sample": 4},
+        {"chunk": 64, "sample": 4, "sample_cap": 64},
     ],
-    ids=["threshold", "cand4", "tiered4-threshold", "tiered4-threshold-launches"],
+    ids=[
+        "threshold",
+        "cand4",
+        "tiered4-threshold",
+        "tiered4-threshold-launches",
+        "sample4",
+        "sample4-overflow",
+    ],
 )
 def test_all_logits_equal(kw: dict[str, Any], device: torch.device) -> None:
     _skip_threshold_on_gpu(kw, device)
@@ -185,6 +202,63 @@ def test_more_tokens_than_one_launch(monkeypatch: pytest.MonkeyPatch, device: to
     assert i2.shape == (8, 32)
 
 
+class _Flags:
+    """Records the flag tensor of every exact-fallback call (`_redo_flagged`)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.flags: list[list[int]] = []
+        orig = triton_indexer._redo_flagged
+
+        def spy(*args: Any) -> None:
+            self.flags.append(args[6].tolist())
+            orig(*args)
+
+        monkeypatch.setattr(triton_indexer, "_redo_flagged", spy)
+
+
+@pytest.mark.parametrize(
+    ("kw", "flagged"),
+    [
+        ({}, [0, 0, 0, 0, 0]),
+        # 32 slots: the 250, 500 and 2,000-key tokens pass more keys than fit.
+        ({"sample_cap": 32}, [0, 0, 1, 1, 1]),
+        # rank 1 (the sample's maximum): fewer than K=32 keys pass where there are more.
+        ({"sample_rank": 1}, [0, 1, 1, 1, 1]),
+    ],
+    ids=["none", "overflow", "too-few"],
+)
+def test_sampled_fallback(
+    kw: dict[str, Any], flagged: list[int], monkeypatch: pytest.MonkeyPatch, device: torch.device
+) -> None:
+    # Keys per token: 0, 20, 250, 500, 2,000 (K = 32, one key in 4 sampled). A token whose list
+    # overflowed or got fewer than min(K, n) keys is flagged and redone on the full path.
+    spy = _Flags(monkeypatch)
+    case = make_index_case([*LENGTHS, 8001], 50, device, heads=64, page=16)
+    idx, val = _run(case, 32, chunk=64, sample=4, **kw)
+    check_topk(case, 32, idx, val)
+    assert spy.flags == [flagged]
+
+
+def test_sample_settings() -> None:
+    # V4-Flash at L = 1M: 262,144 keys, one in 128 sampled by 16 programs of 128; the 16th
+    # largest of the 2,048 sampled logits lets ~2,048 keys through.
+    st = triton_indexer.sample_settings(2**18, 512, 128)
+    assert (st.stride, st.programs, st.per_program, st.rank, st.cap, st.small) == (
+        128,
+        16,
+        128,
+        16,
+        8192,
+        4096,
+    )
+    # A token's sample is kept to 16,384 keys: the stride doubles (and R follows it).
+    st = triton_indexer.sample_settings(2**23, 1024, 128)
+    assert (st.stride, st.programs, st.rank) == (512, 128, 8)
+    assert triton_indexer.sample_settings(100, 32, 4, small=8192).small == 512  # <= cap
+    assert triton_indexer.choose_filter_chunk(1, 2**18, 132) == 1024
+    assert triton_indexer.choose_filter_chunk(32, 2**18, 132) == 2048
+
+
 def test_cand_and_chunk_validation(device: torch.device) -> None:
     case = make_index_case([1001], 45, device, heads=64, page=16)
     with pytest.raises(ValueError, match="cand=48"):
@@ -195,6 +269,12 @@ def test_cand_and_chunk_validation(device: torch.device) -> None:
         index_topk_triton(**case, topk=64, cand=8, threshold=True)
     with pytest.raises(ValueError, match="chunk=32"):
         index_topk_triton(**case, topk=64, chunk=32)
+    with pytest.raises(ValueError, match="sample=12 must be a power of two"):
+        index_topk_triton(**case, topk=64, sample=12)
+    with pytest.raises(ValueError, match="sample_cap=32 must be >= topk=64"):
+        index_topk_triton(**case, topk=64, sample=4, sample_cap=32)
+    with pytest.raises(ValueError, match="sample_rank=0"):
+        index_topk_triton(**case, topk=64, sample=4, sample_rank=0)
 
 
 def _keys(vals: torch.Tensor) -> torch.Tensor:
@@ -241,6 +321,7 @@ def test_fast_selection(case: str, device: torch.device) -> None:
 
 
 GPU_VARIANTS = [
+    {"sample": 128},
     {"cand": 32, "lean": 2, "num_stages": 5},
     {"chunk": 1024, "cand": 16, "tiered": True, "lean": 2, "num_stages": 5},
     {"chunk": 512, "cand": 16, "lean": 2, "block_k": 64, "num_stages": 7, "maxnreg": 128},
@@ -257,7 +338,9 @@ GPU_VARIANTS = [
     [(512, [2**20, 4000, 777], 1), (1024, [2**17, 300000], 2)],
     ids=["flash-1m", "pro-mtp2"],
 )
-@pytest.mark.parametrize("kw", GPU_VARIANTS, ids=["cand32", "tiered16-c1024", "cand16-c512"])
+@pytest.mark.parametrize(
+    "kw", GPU_VARIANTS, ids=["sample128", "cand32", "tiered16-c1024", "cand16-c512"]
+)
 def test_variants_at_v4_shapes(
     kw: dict[str, Any], topk: int, lengths: list[int], mtp: int, device: torch.device
 ) -> None:

@@ -19,6 +19,14 @@ import torch
 import triton
 import triton.language as tl
 
+from dsv4_kernels.indexer.sampled import _filtered_select_kernel, _sample_kernel, _threshold_kernel
+from dsv4_kernels.indexer.selection import (
+    _order_key,
+    _select_tiered,
+    _select_topk,
+    _select_topk_fast,
+    _select_topk_radix,
+)
 from dsv4_kernels.kv_format import INDEX_DIM
 from dsv4_kernels.triton_fp8 import NATIVE_FP8, e4m3_bits_to_f32
 
@@ -26,188 +34,6 @@ MAX_TOKENS_PER_LAUNCH = 65535
 """Query tokens per launch: their grid axis is y, which CUDA caps at 65,535."""
 INT32_MIN = -2147483648
 INT32_MAX = 2147483647
-
-
-@triton.jit
-def _order_key(vals):
-    """float32 -> int32 whose signed order is the float order (an involution on the bits)."""
-    u = vals.to(tl.int32, bitcast=True)
-    return u ^ ((u >> 31) & 0x7FFFFFFF)
-
-
-@triton.jit
-def _key_to_f32(k):
-    """Inverse of `_order_key` (int32 key -> float32)."""
-    return (k ^ ((k >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _bisect(key, K: tl.constexpr, lo, hi):
-    """Raise `lo` towards the K-th largest of `key` ([N] int32 order keys) by bisection.
-
-    `lo` starts where count(key >= lo) >= K (else nothing is done); the search stops early
-    once exactly K keys lie at or above it. Midpoints are taken in the float domain for the
-    first 24 steps (values cluster, so the K-th / K+1-th gap is reached in ~12-16 steps
-    instead of 32), then in the integer key domain (at most 56 steps in all).
-
-    Returns:
-        (lo, count(key >= lo)): either that count is <= K (then every key >= lo is in the top-K)
-        or lo == the K-th largest key (ties at it).
-    """
-    cnt_lo = tl.sum((key >= lo).to(tl.int32), axis=0)
-    step = cnt_lo * 0
-    while (lo < hi) & (cnt_lo > K):
-        lo64 = lo.to(tl.int64)
-        int_mid = (lo64 + (hi.to(tl.int64) - lo64 + 1) // 2).to(tl.int32)
-        flo = _key_to_f32(lo)
-        fhi = _key_to_f32(hi)
-        fkm = _order_key(flo * 0.5 + fhi * 0.5)
-        finite = (flo > float("-inf")) & (fhi < float("inf"))
-        use_f = (step < 24) & finite & (fkm > lo) & (fkm <= hi)
-        mid = tl.where(use_f, fkm, int_mid)
-        c = tl.sum((key >= mid).to(tl.int32), axis=0)
-        ok = c >= K
-        lo = tl.where(ok, mid, lo)
-        cnt_lo = tl.where(ok, c, cnt_lo)
-        hi = tl.where(ok, hi, mid - 1)
-        step += 1
-    return lo, cnt_lo
-
-
-@triton.jit
-def _take(key, lo, cnt_lo, K: tl.constexpr):
-    """Mask of the keys > lo plus, in index order, as many keys == lo as fit in K.
-
-    cnt_lo = count(key >= lo) (from `_bisect`): at most K (the usual early exit) means every
-    key >= lo fits, and the tie-rank scan is skipped.
-    """
-    take = key >= lo
-    if cnt_lo > K:
-        gt = key > lo
-        eq = key == lo
-        n_gt = tl.sum(gt.to(tl.int32), axis=0)
-        eq_rank = tl.cumsum(eq.to(tl.int32), axis=0) - 1
-        take = gt | (eq & (eq_rank < K - n_gt))
-    return take
-
-
-@triton.jit
-def _select_topk_fast(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr, tau):
-    """Exact top-K of `vals` ([N] float32, N >= K) with early exit and a lower bound `tau`.
-
-    `_bisect` for the K-th largest order key. `tau` (int32 key; -2**31 = none) is a known lower
-    bound of the value the caller needs (every value < tau can be dropped): when at most K keys
-    are >= tau no search runs, those keys are written and the rest of the K slots padded with
-    (-inf, -1).
-
-    Returns:
-        (lo, n_ge): lo (int32 key) bounds what was dropped (every dropped key is <= lo and
-        every written finite key is >= lo); n_ge = number of keys >= lo (K after a search:
-        then lo is a lower bound of the K-th largest and may be published as a threshold).
-    """
-    key = _order_key(vals)
-    lo, cnt_lo = _bisect(key, K, tl.maximum(tl.min(key, axis=0), tau), tl.max(key, axis=0))
-    take = _take(key, lo, cnt_lo, K)
-    pos = tl.cumsum(take.to(tl.int32), axis=0) - 1
-    tl.store(out_val_ptr + pos, vals, mask=take)
-    tl.store(out_id_ptr + pos, ids, mask=take)
-    n_take = tl.sum(take.to(tl.int32), axis=0)
-    if n_take < K:  # only after a threshold skip: pad the list
-        offs_k = tl.arange(0, K)
-        pad = offs_k >= n_take
-        tl.store(out_val_ptr + offs_k, tl.full((K,), float("-inf"), tl.float32), mask=pad)
-        tl.store(out_id_ptr + offs_k, tl.full((K,), -1, tl.int32), mask=pad)
-    return lo, cnt_lo
-
-
-@triton.jit
-def _select_tiered(vals, ids, K: tl.constexpr, M: tl.constexpr, out_val_ptr, out_id_ptr, tau):
-    """As `_select_topk_fast`, but the written list is in two tiers.
-
-    Slots [0, M) hold the top-M, [M, K) the rest of the top-K (each tier padded with
-    (-inf, -1) where short).
-
-    Returns:
-        (lo_k, n_ge_k, lo_m): `_select_topk_fast`'s (lo, n_ge) of the K list, and lo_m >= every
-        key left out of the first tier.
-    """
-    key = _order_key(vals)
-    hi = tl.max(key, axis=0)
-    lo_k, cnt_k = _bisect(key, K, tl.maximum(tl.min(key, axis=0), tau), hi)
-    take_k = _take(key, lo_k, cnt_k, K)
-    lo_m, cnt_m = _bisect(key, M, lo_k, hi)
-    take_m = _take(key, lo_m, cnt_m, M) & take_k
-    tier2 = take_k & (~take_m)
-    pos = tl.where(
-        take_m,
-        tl.cumsum(take_m.to(tl.int32), axis=0) - 1,
-        M + tl.cumsum(tier2.to(tl.int32), axis=0) - 1,
-    )
-    tl.store(out_val_ptr + pos, vals, mask=take_k)
-    tl.store(out_id_ptr + pos, ids, mask=take_k)
-    n1 = tl.sum(take_m.to(tl.int32), axis=0)
-    n2 = tl.sum(tier2.to(tl.int32), axis=0)
-    if (n1 < M) | (n2 < K - M):
-        offs_k = tl.arange(0, K)
-        pad = ((offs_k >= n1) & (offs_k < M)) | (offs_k >= M + n2)
-        tl.store(out_val_ptr + offs_k, tl.full((K,), float("-inf"), tl.float32), mask=pad)
-        tl.store(out_id_ptr + offs_k, tl.full((K,), -1, tl.int32), mask=pad)
-    return lo_k, cnt_k, lo_m
-
-
-@triton.jit
-def _select_topk(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr):
-    """Write the K largest of `vals` ([N] float32, N >= K) and their `ids` (any order)."""
-    u = vals.to(tl.int32, bitcast=True)
-    key = u ^ ((u >> 31) & 0x7FFFFFFF)  # order-preserving signed key
-    lo = tl.min(key, axis=0).to(tl.int64)
-    hi = tl.max(key, axis=0).to(tl.int64)
-    key64 = key.to(tl.int64)
-    for _ in range(32):
-        mid = lo + (hi - lo + 1) // 2
-        cnt = tl.sum((key64 >= mid).to(tl.int32), axis=0)
-        ok = cnt >= K
-        lo = tl.where(ok, mid, lo)
-        hi = tl.where(ok, hi, mid - 1)
-    gt = key64 > lo
-    eq = key64 == lo
-    n_gt = tl.sum(gt.to(tl.int32), axis=0)
-    eq_rank = tl.cumsum(eq.to(tl.int32), axis=0) - 1
-    take = gt | (eq & (eq_rank < K - n_gt))
-    pos = tl.cumsum(take.to(tl.int32), axis=0) - 1
-    tl.store(out_val_ptr + pos, vals, mask=take)
-    tl.store(out_id_ptr + pos, ids, mask=take)
-
-
-@triton.jit
-def _select_topk_radix(vals, ids, K: tl.constexpr, out_val_ptr, out_id_ptr):
-    """As `_select_topk`, by a 4-pass radix select (8 bits a pass, one histogram each)."""
-    u = vals.to(tl.int32, bitcast=True)
-    key = u ^ ((u >> 31) & 0x7FFFFFFF)
-    ukey = key.to(tl.int64) + 2147483648  # order-preserving, 0 .. 2**32 - 1
-    bins = tl.arange(0, 512)
-    real = bins < 256
-    prefix = tl.sum(ukey * 0, axis=0)  # int64 zero scalar
-    kk = tl.sum(ids * 0, axis=0) + K  # rank still to place, from the top
-    for p in tl.static_range(4):
-        shift = 24 - 8 * p
-        digit = ((ukey >> shift) & 255).to(tl.int32)
-        if p == 0:  # noqa: SIM108  (triton.jit: constexpr branch)
-            d = digit
-        else:
-            d = tl.where((ukey >> (shift + 8)) == prefix, digit, 256)
-        h = tl.where(real, tl.histogram(d, 512), 0)
-        ge = tl.sum(h, axis=0) - tl.cumsum(h, axis=0) + h  # count(digit >= bin)
-        dstar = tl.sum(((ge >= kk) & real).to(tl.int32), axis=0) - 1
-        kk = kk - tl.sum(tl.where(bins > dstar, h, 0), axis=0)
-        prefix = prefix * 256 + dstar
-    gt = ukey > prefix
-    eq = ukey == prefix
-    eq_rank = tl.cumsum(eq.to(tl.int32), axis=0) - 1
-    take = gt | (eq & (eq_rank < kk))
-    pos = tl.cumsum(take.to(tl.int32), axis=0) - 1
-    tl.store(out_val_ptr + pos, vals, mask=take)
-    tl.store(out_id_ptr + pos, ids, mask=take)
 
 
 @triton.jit
@@ -369,6 +195,18 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
         _select_topk(vals, ids, K, cand_val_ptr + base, cand_id_ptr + base)
     elif SELECT == 1:
         _select_topk_radix(vals, ids, K, cand_val_ptr + base, cand_id_ptr + base)
+    elif SELECT == 3:
+        # Sampled-threshold mode (`sampled.py`): append every key >= tau_t = thr[t] to the
+        # token's list of K (= its capacity) slots; kth_ptr holds the lists' counters.
+        tau = tl.load(thr_ptr + t)
+        take = ok_all & (_order_key(vals) >= tau)
+        n_take = tl.sum(take.to(tl.int32), axis=0)
+        if n_take > 0:
+            start = tl.atomic_add(kth_ptr + t, n_take)
+            slot = start + tl.cumsum(take.to(tl.int32), axis=0) - 1
+            keep = take & (slot < K)
+            tl.store(cand_val_ptr + t * K + slot, vals, mask=keep)
+            tl.store(cand_id_ptr + t * K + slot, ids, mask=keep)
     else:
         if THRESH:  # noqa: SIM108  (triton.jit: constexpr branch)
             tau = tl.load(thr_ptr + t, volatile=True)
@@ -589,6 +427,24 @@ def choose_chunk(n_tokens: int, n_keys_max: int, topk: int, page_size: int) -> i
     return max(topk, min(c, fit))
 
 
+def choose_filter_chunk(n_tokens: int, n_keys_max: int, n_sms: int) -> int:
+    """Keys per pass-1 program in the sampled-threshold mode (no per-chunk search there).
+
+    2,048, or 1,024 when that leaves fewer than 4 programs per SM. Measured on the H200
+    (2026-11-29, V4-Flash L=1M, CUDA graph): B=1 35.3 µs with 1,024 vs 39.3 µs with 2,048;
+    B=32 322.8 vs 317.8 µs (kernels/benchmarks/reports/2026-11-29-h200.md).
+
+    Args:
+        n_tokens: query tokens T.
+        n_keys_max: most keys any query scores.
+        n_sms: streaming multiprocessors of the GPU.
+
+    Returns:
+        1024 or 2048.
+    """
+    return 1024 if n_tokens * math.ceil(n_keys_max / 2048) < 4 * n_sms else 2048
+
+
 @dataclass(frozen=True)
 class _Pass1:
     """Tensors and settings shared by the pass-1 launches of one call."""
@@ -740,6 +596,178 @@ def _merges(
         cv, ci, n_in, kin, stride = nv, ni, n_out, topk, topk
 
 
+def _redo_flagged(
+    a: _Pass1,
+    chunk: int,
+    max_keys: int,
+    topk: int,
+    out_val: torch.Tensor,
+    out_id: torch.Tensor,
+    flag: torch.Tensor,
+    merge_width: int,
+    merge_warps: int | None,
+) -> None:
+    """Exact fallback: tokens with flag[t] != 0 rerun the full path (per-chunk top-K, merges).
+
+    Its launches always run (a fixed launch sequence, CUDA-graph safe) and exit at once for
+    unflagged tokens, so they are kept few and small: at most 32 chunks per token (chunks up
+    to 8,192 keys) and one merge level when the 32 lists hold at most 16,384 candidates.
+    """
+    t_count = out_val.shape[0]
+    fb_chunk = max(chunk, choose_chunk(t_count, max_keys, topk, a.page_size))
+    fb_chunk = max(fb_chunk, min(8192, triton.next_power_of_2(math.ceil(max_keys / 32))))
+    n_fb = max(1, math.ceil(max_keys / fb_chunk))
+    if n_fb * topk <= 16384:
+        merge_width = max(merge_width, triton.next_power_of_2(n_fb) * topk)
+    if n_fb == 1:
+        _pass1(a, t_count, fb_chunk, topk, 1, out_val, out_id, 2, flag=flag)
+        return
+    fv = torch.empty(t_count, n_fb, topk, dtype=torch.float32, device=out_val.device)
+    fi = torch.empty(t_count, n_fb, topk, dtype=torch.int32, device=out_val.device)
+    _pass1(a, t_count, fb_chunk, topk, n_fb, fv, fi, 2, flag=flag)
+    _merges(fv, fi, n_fb, topk, topk, out_val, out_id, merge_width, 2, merge_warps, flag=flag)
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """Settings of the sampled-threshold mode (`sampled.py`), resolved for one call.
+
+    Attributes:
+        stride: S, one key in S is sampled (power of two).
+        programs: G, sample programs per token (power of two).
+        per_program: sample slots of one program (power of two); U = G * per_program.
+        rank: R, the threshold is the R-th largest sampled logit (≈ R * S keys pass).
+        cap: candidate slots per token (power of two >= topk).
+        small: lists of at most this many candidates are searched in a block of this size.
+    """
+
+    stride: int
+    programs: int
+    per_program: int
+    rank: int
+    cap: int
+    small: int
+
+
+def _check_sample_args(
+    topk: int,
+    stride: int,
+    programs: int | None,
+    rank: int | None,
+    cap: int | None,
+    small: int | None,
+) -> None:
+    """Raise ValueError naming the first invalid sampled-mode argument (see sample_settings)."""
+    named = (("sample", stride), ("sample_programs", programs), ("sample_cap", cap))
+    for name, v in (*named, ("sample_small", small)):
+        if v is not None and (v < 1 or v & (v - 1)):
+            raise ValueError(f"{name}={v} must be a power of two")
+    for name, v in (("sample_cap", cap), ("sample_small", small)):
+        if v is not None and v < topk:
+            raise ValueError(f"{name}={v} must be >= topk={topk}")
+    if rank is not None and rank < 1:
+        raise ValueError(f"sample_rank={rank} must be >= 1")
+
+
+def sample_settings(
+    max_keys: int,
+    topk: int,
+    stride: int,
+    programs: int | None = None,
+    rank: int | None = None,
+    cap: int | None = None,
+    small: int | None = None,
+) -> SampleSettings:
+    """Defaults of the sampled-threshold mode for `max_keys` keys and top-`topk`.
+
+    S is raised (doubled) until a token's sample holds at most 16,384 keys; G = programs of
+    at most 128 samples; R = ceil(4 * topk / S), so ≈ 4 * topk keys pass (±1/sqrt(R));
+    cap = 16 * topk; small = 8 * topk.
+
+    Raises:
+        ValueError: stride, programs, cap or small not a power of two, cap or small below
+            topk, rank < 1.
+    """
+    _check_sample_args(topk, stride, programs, rank, cap, small)
+    while math.ceil(max_keys / stride) > 16384:
+        stride *= 2
+    n_samp = max(1, math.ceil(max_keys / stride))
+    g = programs or triton.next_power_of_2(math.ceil(n_samp / 128))
+    cap = cap or 16 * topk
+    return SampleSettings(
+        stride=stride,
+        programs=g,
+        per_program=max(16, triton.next_power_of_2(math.ceil(n_samp / g))),
+        rank=rank or math.ceil(4 * topk / stride),
+        cap=cap,
+        small=min(cap, small or 8 * topk),
+    )
+
+
+def _sampled_topk(
+    a: _Pass1,
+    chunk: int,
+    n_chunks: int,
+    max_keys: int,
+    topk: int,
+    st: SampleSettings,
+    out_val: torch.Tensor,
+    out_id: torch.Tensor,
+    merge_width: int,
+    merge_warps: int | None,
+) -> None:
+    """The sampled-threshold mode: sample, threshold, filtering pass 1, one selection launch."""
+    t_count = out_val.shape[0]
+    dev = out_val.device
+    u = st.programs * st.per_program
+    samp = torch.empty(t_count, u, dtype=torch.int32, device=dev)
+    _sample_kernel[(st.programs, t_count)](
+        a.qb,
+        a.w,
+        a.pages.view(torch.float8_e4m3fn) if NATIVE_FP8 else a.pages,
+        a.pages.view(torch.float32),
+        a.bt,
+        a.bt.stride(0),
+        a.pos,
+        a.seq,
+        samp,
+        H=a.h,
+        D=a.d,
+        PAGE=a.page_size,
+        RATIO=a.ratio,
+        STRIDE=st.stride,
+        G=st.programs,
+        SPB=st.per_program,
+        BLOCK=min(a.block_k, st.per_program),
+        NATIVE=NATIVE_FP8,
+        num_warps=4,
+    )
+    thr = torch.empty(t_count, dtype=torch.int32, device=dev)
+    count = torch.empty(t_count, dtype=torch.int32, device=dev)
+    _threshold_kernel[(t_count,)](
+        samp, thr, count, U=u, RANK=st.rank, num_warps=8 if u >= 4096 else 4
+    )
+    cv = torch.empty(t_count, st.cap, dtype=torch.float32, device=dev)
+    ci = torch.empty(t_count, st.cap, dtype=torch.int32, device=dev)
+    _pass1(a, t_count, chunk, st.cap, n_chunks, cv, ci, 3, thr=thr, kth=count)
+    flag = torch.empty(t_count, dtype=torch.int32, device=dev)
+    _filtered_select_kernel[(t_count,)](
+        cv,
+        ci,
+        count,
+        a.pos,
+        out_val,
+        out_id,
+        flag,
+        RATIO=a.ratio,
+        K=topk,
+        CAP=st.cap,
+        SMALL=st.small,
+        num_warps=merge_warps or (16 if st.small >= 8192 else 8),
+    )
+    _redo_flagged(a, chunk, max_keys, topk, out_val, out_id, flag, merge_width, merge_warps)
+
+
 def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, documented above)
     q: torch.Tensor,
     weights: torch.Tensor,
@@ -767,6 +795,11 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     tiered: bool = False,
     lean: int = 2,
     maxnreg: int | None = None,
+    sample: int = 0,
+    sample_programs: int | None = None,
+    sample_rank: int | None = None,
+    sample_cap: int | None = None,
+    sample_small: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused indexer + top-k (API: `dsv4_kernels.indexer.index_topk`).
 
@@ -853,6 +886,8 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
             "reference check at V4-Flash B=32 L=1M (rel 2.3e-3) and its atomic then faulted "
             "(kernels/benchmarks/reports/2026-11-29-h200.md); it runs under TRITON_INTERPRET only"
         )
+    if sample:
+        _check_sample_args(topk, sample, sample_programs, sample_rank, sample_cap, sample_small)
     if select == 1:
         lean = 0  # radix select + lean=2 returned non-finite garbage on the H200 (Triton 3.6)
     if max_keys is None:  # once, so token slices agree on it
@@ -907,14 +942,21 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
         maxnreg=maxnreg,
     )
     full_chunk = choose_chunk(t_count, max_keys, topk, page_size) if chunk is None else chunk
-    if full_chunk & (full_chunk - 1) or full_chunk < (cand or topk):
+    if full_chunk & (full_chunk - 1) or full_chunk < (cand or (1 if sample else topk)):
         raise ValueError(
             f"chunk={full_chunk} must be a power of two >= topk ({topk}; >= cand in cand mode)"
         )
     n_chunks = max(1, math.ceil(max_keys / full_chunk))
     # Truncated lists only pay off with several chunks; one chunk selects topk directly.
     m = cand if cand is not None and n_chunks > 1 else None
-    if (m is None or tiered) and full_chunk < topk:
+    # Sampled-threshold mode: only with several chunks and more keys than topk.
+    sampled = bool(sample) and m is None and max_keys > max(full_chunk, topk)
+    sampled = sampled and not (threshold or pass1_only or score_only)
+    if sampled and chunk is None:
+        sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 1
+        full_chunk = choose_filter_chunk(t_count, max_keys, sms)
+        n_chunks = max(1, math.ceil(max_keys / full_chunk))
+    if (m is None or tiered) and full_chunk < topk and not sampled:
         full_chunk = topk
         n_chunks = max(1, math.ceil(max_keys / full_chunk))
     if threshold or m is not None:
@@ -930,6 +972,15 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
         else torch.empty(t_count, topk, dtype=torch.int32, device=dev)
     )
     if t_count == 0:
+        return out_id, out_val
+    width = merge_group * topk
+    if sampled:
+        st = sample_settings(
+            max_keys, topk, sample, sample_programs, sample_rank, sample_cap, sample_small
+        )
+        _sampled_topk(
+            a, full_chunk, n_chunks, max_keys, topk, st, out_val, out_id, width, merge_warps
+        )
         return out_id, out_val
     tier_m = m if m is not None and tiered else 0
     kin = topk if m is None or tiered else m
@@ -948,7 +999,6 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
         return ci.view(t_count, -1), cv.view(t_count, -1)
     if pass1_only or direct:
         return out_id, out_val
-    width = merge_group * topk
     if m is None:
         _merges(cv, ci, n_chunks, topk, topk, out_val, out_id, width, select, merge_warps, thr)
         return out_id, out_val
@@ -985,13 +1035,5 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
             cv, ci, n_chunks, topk, topk, out_val, out_id, width, 2, merge_warps, thr, None, flag
         )
         return out_id, out_val
-    fb_chunk = max(full_chunk, choose_chunk(t_count, max_keys, topk, page_size))
-    n_fb = max(1, math.ceil(max_keys / fb_chunk))
-    if n_fb == 1:
-        _pass1(a, t_count, fb_chunk, topk, 1, out_val, out_id, 2, flag=flag)
-        return out_id, out_val
-    fv = torch.empty(t_count, n_fb, topk, dtype=torch.float32, device=dev)
-    fi = torch.empty(t_count, n_fb, topk, dtype=torch.int32, device=dev)
-    _pass1(a, t_count, fb_chunk, topk, n_fb, fv, fi, 2, flag=flag)
-    _merges(fv, fi, n_fb, topk, topk, out_val, out_id, width, 2, merge_warps, flag=flag)
+    _redo_flagged(a, full_chunk, max_keys, topk, out_val, out_id, flag, width, merge_warps)
     return out_id, out_val

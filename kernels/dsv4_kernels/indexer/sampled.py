@@ -1,0 +1,158 @@
+"""Sampled-threshold mode of the fused indexer + top-k (`index_topk_triton(sample=S)`).
+
+Instead of an exact top-K per pass-1 chunk followed by merges, three launches:
+
+1. `_sample_threshold_kernel` (grid (G, T)): program g of token t scores every S-th key of the
+   token (key j = b·S + h(b) for sample blocks b ≡ g mod G, h a fixed hash < S, so the
+   positions are spread like a random sample) and publishes the RANK-th largest logit of its
+   sample as thr[t, g]. Program 0 zeroes the token's candidate counter.
+2. Pass 1 with `SELECT=3` (`triton_indexer._score_select_body`): every chunk keeps the keys
+   whose logit is >= τ_t = min_g thr[t, g] and appends them to the token's candidate list
+   (one `atomic_add` on the counter per chunk that has any). No per-chunk search.
+3. `_filtered_select_kernel` (grid (T,)): the exact top-K of the token's candidates.
+
+Exact whatever the data: every key >= τ_t is a candidate, so when there are at least K of
+them (and no more than the list's capacity CAP) their top-K is the token's top-K. Otherwise
+(or when fewer than min(K, n) keys reached the list) the token is flagged and the full path
+(pass 1 with per-chunk top-K, merges) redoes it in launches that exit at once for the other
+tokens, so the call stays a fixed sequence of launches (CUDA-graph safe).
+
+How many keys pass: a program's sample holds ~n / (S·G) keys, so its RANK-th largest has about
+RANK·S·G keys of the token at or above it, whatever the logits' distribution (ranks of a
+random sample); τ_t is the lowest of G such thresholds. With the defaults (S=64, G chosen so a
+program samples <= 1024 keys, RANK = 4·K / (S·G), at least 2) the list gets ≈ 4–6·K keys,
+fewer than K with probability ~1e-12 and more than CAP = 16·K ~1e-8 per token at V4-Flash
+L=1M (Gamma tails of the sample's order statistics). Many keys tied at τ_t (e.g. logits that
+are exactly 0 for most keys) overflow CAP and take the fallback: exact, slower.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from dsv4_kernels.indexer.selection import _bisect, _order_key, _select_topk_fast
+from dsv4_kernels.triton_fp8 import e4m3_bits_to_f32
+
+
+@triton.jit
+def _sample_kernel(
+    q_ptr,
+    w_ptr,
+    pages_key,
+    pages_f32,
+    bt_ptr,
+    bt_stride,
+    pos_ptr,
+    seq_ptr,
+    samp_ptr,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    PAGE: tl.constexpr,
+    RATIO: tl.constexpr,
+    STRIDE: tl.constexpr,
+    G: tl.constexpr,
+    SPB: tl.constexpr,
+    BLOCK: tl.constexpr,
+    NATIVE: tl.constexpr,
+):
+    """samp[t, g·SPB + i] = order key of the logit of sample key i of program g of token t.
+
+    Sample i of program g is key j = b·STRIDE + h(b) of block b = i·G + g; INT32_MIN where
+    j >= the token's key count. SPB (a power of two, a multiple of BLOCK) slots per program.
+    """
+    g = tl.program_id(0)
+    t = tl.program_id(1).to(tl.int64)
+    p = tl.load(pos_ptr + t)
+    seq = tl.load(seq_ptr + t).to(tl.int64)
+    n_valid = (p + 1) // RATIO
+    offs_h = tl.arange(0, H)
+    offs_d = tl.arange(0, D)
+    offs_n = tl.arange(0, BLOCK)
+    qraw = tl.load(q_ptr + (t * H + offs_h[:, None]) * D + offs_d[None, :])
+    w = tl.load(w_ptr + t * H + offs_h)
+    if NATIVE:
+        qt = tl.trans(qraw.to(tl.float8e4nv, bitcast=True))
+    else:
+        qt = tl.trans(e4m3_bits_to_f32(qraw))
+    for i in tl.static_range(SPB // BLOCK):
+        b = (i * BLOCK + offs_n) * G + g
+        # Offset hash: 0x45D9F3B, a common 32-bit integer-hash multiplier.
+        off = ((b.to(tl.int64) * 73244475) >> 13) & (STRIDE - 1)
+        j = b.to(tl.int64) * STRIDE + off
+        ok = j < n_valid
+        pg = tl.load(bt_ptr + seq * bt_stride + j // PAGE, mask=ok, other=0).to(tl.int64)
+        # Unmasked: a sample past the end reads page 0 (real memory), dropped below.
+        kk = tl.load(
+            pages_key + (pg * (PAGE * (D + 4)) + (j % PAGE) * D)[:, None] + offs_d[None, :]
+        )
+        if NATIVE:  # noqa: SIM108  (triton.jit: constexpr branch)
+            s = tl.dot(kk, qt)
+        else:
+            s = tl.dot(e4m3_bits_to_f32(kk), qt, input_precision="ieee")
+        part = tl.sum(tl.maximum(s, 0.0) * w[None, :], axis=1)
+        sc = tl.load(
+            pages_f32 + pg * (PAGE * (D + 4) // 4) + PAGE * D // 4 + j % PAGE, mask=ok, other=0.0
+        )
+        key = tl.where(ok, _order_key(part * sc), -2147483648)
+        tl.store(samp_ptr + (t * G + g) * SPB + i * BLOCK + offs_n, key)
+
+
+@triton.jit
+def _threshold_kernel(samp_ptr, thr_ptr, count_ptr, U: tl.constexpr, RANK: tl.constexpr):
+    """thr[t] = a key with at least RANK of token t's U sample keys at or above it.
+
+    (`_bisect`: the RANK-th largest, or a lower key with exactly RANK above it.) INT32_MIN (no
+    filtering) when the sample holds fewer than RANK keys. Also zeroes count[t].
+    """
+    t = tl.program_id(0).to(tl.int64)
+    key = tl.load(samp_ptr + t * U + tl.arange(0, U))
+    valid = key > -2147483648
+    n_ok = tl.sum(valid.to(tl.int32), axis=0)
+    lo_start = tl.min(tl.where(valid, key, 2147483647), axis=0)
+    thr = n_ok * 0 + -2147483648
+    if n_ok >= RANK:
+        thr, _cnt = _bisect(key, RANK, lo_start, tl.max(key, axis=0))
+    tl.store(thr_ptr + t, thr)
+    tl.store(count_ptr + t, 0)
+
+
+@triton.jit
+def _filtered_select_kernel(
+    cand_val_ptr,
+    cand_id_ptr,
+    count_ptr,
+    pos_ptr,
+    out_val_ptr,
+    out_id_ptr,
+    flag_ptr,
+    RATIO: tl.constexpr,
+    K: tl.constexpr,
+    CAP: tl.constexpr,
+    SMALL: tl.constexpr,
+):
+    """Top-K of token t's candidate list ([CAP] slots, count[t] appended), or flag[t] = 1.
+
+    A list of at most SMALL (<= CAP, >= K) candidates is searched in a [SMALL] block.
+
+    Flagged (left to the fallback): more than CAP candidates (some were not stored), or fewer
+    than K while the token has more keys than that (τ_t was above its K-th logit).
+    """
+    t = tl.program_id(0).to(tl.int64)
+    cnt = tl.load(count_ptr + t)
+    n_valid = (tl.load(pos_ptr + t) + 1) // RATIO
+    ok = (cnt <= CAP) & ((cnt >= K) | (cnt >= n_valid))
+    tl.store(flag_ptr + t, (~ok).to(tl.int32))
+    if ok:
+        if cnt <= SMALL:  # the usual case: a smaller block, cheaper reductions
+            offs_s = tl.arange(0, SMALL)
+            ms = offs_s < cnt
+            vs = tl.load(cand_val_ptr + t * CAP + offs_s, mask=ms, other=float("-inf"))
+            i_s = tl.load(cand_id_ptr + t * CAP + offs_s, mask=ms, other=-1)
+            _select_topk_fast(vs, i_s, K, out_val_ptr + t * K, out_id_ptr + t * K, -2147483648)
+        else:
+            offs = tl.arange(0, CAP)
+            m = offs < cnt
+            vals = tl.load(cand_val_ptr + t * CAP + offs, mask=m, other=float("-inf"))
+            ids = tl.load(cand_id_ptr + t * CAP + offs, mask=m, other=-1)
+            _select_topk_fast(vals, ids, K, out_val_ptr + t * K, out_id_ptr + t * K, -2147483648)
