@@ -165,13 +165,13 @@ SEL_GRID: list[tuple[str, dict[str, Any]]] = [
     ("default sel2 mg8", {"select": 2, "merge_group": 8}),
 ]
 SAMPLE_GRID: list[tuple[str, dict[str, Any]]] = [
-    ("base (default)", {}),
-    ("sample128", {"sample": 128}),
+    ("default (sample=128)", {}),
+    ("full path (sample=0)", {"sample": 0}),
+    ("sample64", {"sample": 64}),
+    ("sample256", {"sample": 256}),
     ("sample128 c1024", {"sample": 128, "chunk": 1024}),
     ("sample128 c2048", {"sample": 128, "chunk": 2048}),
-    ("sample256", {"sample": 256}),
     ("sample128 rank12", {"sample": 128, "sample_rank": 12}),
-    ("sample128 mw4", {"sample": 128, "merge_warps": 4}),
 ]
 SHAPES: dict[str, tuple[str, int, int, list[tuple[str, dict[str, Any]]]]] = {
     "x1": ("V4-Flash", 1, 512, SAMPLE_GRID),

@@ -43,11 +43,15 @@ def check_topk(case: dict[str, Any], topk: int, idx: torch.Tensor, val: torch.Te
             assert float((s - val[t][idx[t] >= 0]).abs().max() / scale) < rel
 
 
-@pytest.mark.parametrize(("chunk", "group", "select"), [(64, 2, 0), (128, 8, 0), (64, 4, 1)])
+@pytest.mark.parametrize(
+    ("chunk", "group", "select", "sample"),
+    [(64, 2, 0, 0), (128, 8, 0, 0), (64, 4, 1, 0), (64, 16, 2, 128), (64, 16, 2, 8)],
+)
 def test_fused_topk_matches_torch_topk(
-    chunk: int, group: int, select: int, device: torch.device
+    chunk: int, group: int, select: int, sample: int, device: torch.device
 ) -> None:
-    # Entries per query: 0 (3 tokens), 20 (< top-k), 250, 1000 (16 chunks of 64 -> 3 merges).
+    # Entries per query: 0 (3 tokens), 20 (< top-k), 250, 1000 (16 chunks of 64 -> 3 merges
+    # on the full path, sample=0; sample > 0: the sampled-threshold mode, the default).
     case = make_index_case([3, 81, 1001, 4000], 21, device, heads=64, page=16)
     topk = 32
     idx = poisoned_like(torch.empty(4, topk, dtype=torch.int32, device=device))
@@ -58,6 +62,7 @@ def test_fused_topk_matches_torch_topk(
         chunk=chunk,
         merge_group=group,
         select=select,
+        sample=sample,
         out_indices=idx,
         out_values=val,
     )

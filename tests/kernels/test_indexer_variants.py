@@ -39,7 +39,7 @@ def _skip_threshold_on_gpu(kw: dict[str, Any], device: torch.device) -> None:
 @pytest.mark.parametrize(
     "kw",
     [
-        {"chunk": 64, "merge_group": 2, "select": 2},
+        {"chunk": 64, "merge_group": 2, "select": 2, "sample": 0},
         {"chunk": 64, "merge_group": 4, "threshold": True},
         {"chunk": 128, "merge_group": 8, "threshold": True, "block_k": 64},
         {"chunk": 64, "merge_group": 2, "cand": 8},
@@ -268,7 +268,9 @@ def test_cand_and_chunk_validation(device: torch.device) -> None:
     with pytest.raises(ValueError, match="tiered=True"):
         index_topk_triton(**case, topk=64, cand=8, threshold=True)
     with pytest.raises(ValueError, match="chunk=32"):
-        index_topk_triton(**case, topk=64, chunk=32)
+        index_topk_triton(**case, topk=64, chunk=32, sample=0)
+    with pytest.raises(ValueError, match="chunk=48"):
+        index_topk_triton(**case, topk=64, chunk=48)
     with pytest.raises(ValueError, match="sample=12 must be a power of two"):
         index_topk_triton(**case, topk=64, sample=12)
     with pytest.raises(ValueError, match="sample_cap=32 must be >= topk=64"):
@@ -321,7 +323,7 @@ def test_fast_selection(case: str, device: torch.device) -> None:
 
 
 GPU_VARIANTS = [
-    {"sample": 128},
+    {"sample": 0},
     {"cand": 32, "lean": 2, "num_stages": 5},
     {"chunk": 1024, "cand": 16, "tiered": True, "lean": 2, "num_stages": 5},
     {"chunk": 512, "cand": 16, "lean": 2, "block_k": 64, "num_stages": 7, "maxnreg": 128},
@@ -339,7 +341,7 @@ GPU_VARIANTS = [
     ids=["flash-1m", "pro-mtp2"],
 )
 @pytest.mark.parametrize(
-    "kw", GPU_VARIANTS, ids=["sample128", "cand32", "tiered16-c1024", "cand16-c512"]
+    "kw", GPU_VARIANTS, ids=["full-path", "cand32", "tiered16-c1024", "cand16-c512"]
 )
 def test_variants_at_v4_shapes(
     kw: dict[str, Any], topk: int, lengths: list[int], mtp: int, device: torch.device

@@ -795,7 +795,7 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     tiered: bool = False,
     lean: int = 2,
     maxnreg: int | None = None,
-    sample: int = 0,
+    sample: int = 128,
     sample_programs: int | None = None,
     sample_rank: int | None = None,
     sample_cap: int | None = None,
