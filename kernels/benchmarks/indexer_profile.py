@@ -9,7 +9,9 @@ listed). End to end: median µs of do_bench and of a CUDA graph (`bench.bench_gr
 
 Run (repository root, on the GPU):
     PYTHONPATH=kernels python3 kernels/benchmarks/indexer_profile.py --b 1,32
-    (options: --topk 512, --cfgs JSON list of configurations, default [{}])
+    (options: --topk 512, --cfgs JSON list of configurations, default [{}]; --ab N: instead,
+    N rounds of CUDA-graph timing that alternate the configurations, min / median / max each,
+    for differences below the run-to-run noise of a single timing)
 """
 
 from __future__ import annotations
@@ -74,13 +76,50 @@ def run(b: int, topk: int, cfg: dict[str, Any]) -> None:
         print(f"   {v:9.1f} us  {k}", flush=True)
 
 
+def ab(b: int, topk: int, cfgs: list[dict[str, Any]], rounds: int) -> None:
+    """Check every configuration, then time them alternately (CUDA graph) `rounds` times."""
+    case = make_index_case([M1] * b, seed=1, device=torch.device("cuda"))
+    n = M1 // 4
+    _ri, rval = index_topk_reference(topk=topk, **case)
+    fns = []
+    for cfg in cfgs:
+
+        def fn(cfg: dict[str, Any] = cfg) -> tuple[torch.Tensor, torch.Tensor]:
+            return index_topk_triton(topk=topk, max_keys=n, **case, **cfg)
+
+        got = torch.sort(fn()[1], dim=1, descending=True).values
+        rel = float((got - rval).abs().max() / rval.abs().max())
+        if not rel < TOL:
+            print(f"== B={b} topk={topk} cfg={cfg}: FAIL rel {rel:.2e}", flush=True)
+            return
+        fns.append(fn)
+    times: list[list[float]] = [[] for _ in cfgs]
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            times[i].append(bench.bench_graph(fn))
+    for cfg, ts in zip(cfgs, times, strict=True):
+        ts.sort()
+        med = ts[len(ts) // 2]
+        tbs = b * n * 132 / (med * 1e-6) / 1e12
+        print(
+            f"== B={b} topk={topk} cfg={cfg}: graph µs min {ts[0]:.1f} median {med:.1f} "
+            f"max {ts[-1]:.1f} over {rounds} ({tbs:.2f} TB/s at the median)",
+            flush=True,
+        )
+
+
 def main() -> None:
-    """Parse --b, --topk, --cfgs and run every configuration at every batch."""
+    """Parse --b, --topk, --cfgs, --ab and run every configuration at every batch."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--b", default="1,32")
     ap.add_argument("--topk", type=int, default=512)
     ap.add_argument("--cfgs", default="[{}]")
+    ap.add_argument("--ab", type=int, default=0, help="rounds of alternating graph timing")
     args = ap.parse_args()
+    if args.ab:
+        for b in [int(x) for x in args.b.split(",")]:
+            ab(b, args.topk, json.loads(args.cfgs), args.ab)
+        return
     for cfg in json.loads(args.cfgs):
         for b in [int(x) for x in args.b.split(",")]:
             run(b, args.topk, cfg)

@@ -172,6 +172,10 @@ SAMPLE_GRID: list[tuple[str, dict[str, Any]]] = [
     ("sample128 c1024", {"sample": 128, "chunk": 1024}),
     ("sample128 c2048", {"sample": 128, "chunk": 2048}),
     ("sample128 rank12", {"sample": 128, "sample_rank": 12}),
+    ("sample128 G32", {"sample": 128, "sample_programs": 32}),
+    ("sample128 st4", {"sample": 128, "num_stages": 4}),
+    ("sample128 st6", {"sample": 128, "num_stages": 6}),
+    ("sample128 w8 bk256 st4", {"sample": 128, "num_warps": 8, "block_k": 256, "num_stages": 4}),
 ]
 SHAPES: dict[str, tuple[str, int, int, list[tuple[str, dict[str, Any]]]]] = {
     "x1": ("V4-Flash", 1, 512, SAMPLE_GRID),
@@ -202,7 +206,7 @@ class _FlagSpy:
     def __init__(self) -> None:
         self.flags: list[torch.Tensor] = []
         self.orig = triton_indexer._merges
-        self.orig_redo = triton_indexer._redo_flagged
+        self.orig_sampled = triton_indexer._sampled_topk
 
     def __enter__(self) -> _FlagSpy:
         def spy(*args: Any, **kw: Any) -> None:
@@ -210,17 +214,18 @@ class _FlagSpy:
                 self.flags.append(kw["flag"] if "flag" in kw else args[12])
             self.orig(*args, **kw)
 
-        def spy_redo(*args: Any) -> None:
-            self.flags.append(args[6].clone())
-            self.orig_redo(*args)
+        def spy_sampled(*args: Any) -> torch.Tensor:
+            flag: torch.Tensor = self.orig_sampled(*args)
+            self.flags.append(flag.clone())
+            return flag
 
         triton_indexer._merges = spy
-        triton_indexer._redo_flagged = spy_redo
+        triton_indexer._sampled_topk = spy_sampled
         return self
 
     def __exit__(self, *exc: object) -> None:
         triton_indexer._merges = self.orig
-        triton_indexer._redo_flagged = self.orig_redo
+        triton_indexer._sampled_topk = self.orig_sampled
 
     def flagged(self) -> int | None:
         """Flagged tokens of the spied calls (None: no verifying merge ran)."""

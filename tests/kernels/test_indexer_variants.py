@@ -54,6 +54,7 @@ def _skip_threshold_on_gpu(kw: dict[str, Any], device: torch.device) -> None:
         {"chunk": 64, "sample": 4},
         {"chunk": 32, "sample": 2, "sample_programs": 2, "block_k": 16},
         {"chunk": 16, "sample": 8, "lean": 0, "merge_warps": 4},
+        {"chunk": 64, "sample": 4, "sample_programs": 1},
     ],
     ids=[
         "select2",
@@ -71,6 +72,7 @@ def _skip_threshold_on_gpu(kw: dict[str, Any], device: torch.device) -> None:
         "sample4",
         "sample2-g2-bk16",
         "sample8-c16-lean0",
+        "sample4-one-program",
     ],
 )
 def test_variant_matches_reference(kw: dict[str, Any], device: torch.device) -> None:
@@ -148,7 +150,7 @@ def test_cand_fallback_when_top_keys_cluster(device: torch.device) -> None:
         {"chunk": 64, "cand": 4, "tiered": True, "threshold": True},
         {"chunk": 64, "cand": 4, "tiered": True, "threshold": True, "merge_group": 1},
         {"chunk": 64, "sample": 4},
-        {"chunk": 64, "sample": 4, "sample_cap": 64},
+        {"chunk": 64, "sample": 4, "sample_cap": 128},
     ],
     ids=[
         "threshold",
@@ -203,25 +205,26 @@ def test_more_tokens_than_one_launch(monkeypatch: pytest.MonkeyPatch, device: to
 
 
 class _Flags:
-    """Records the flag tensor of every exact-fallback call (`_redo_flagged`)."""
+    """Records the flags (tokens redone by the selection launch) of every sampled-mode call."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.flags: list[list[int]] = []
-        orig = triton_indexer._redo_flagged
+        orig = triton_indexer._sampled_topk
 
-        def spy(*args: Any) -> None:
-            self.flags.append(args[6].tolist())
-            orig(*args)
+        def spy(*args: Any) -> torch.Tensor:
+            flag = orig(*args)
+            self.flags.append(flag.tolist())
+            return flag
 
-        monkeypatch.setattr(triton_indexer, "_redo_flagged", spy)
+        monkeypatch.setattr(triton_indexer, "_sampled_topk", spy)
 
 
 @pytest.mark.parametrize(
     ("kw", "flagged"),
     [
         ({}, [0, 0, 0, 0, 0]),
-        # 32 slots: the 250, 500 and 2,000-key tokens pass more keys than fit.
-        ({"sample_cap": 32}, [0, 0, 1, 1, 1]),
+        # 64 slots: the 250, 500 and 2,000-key tokens pass ~128 keys, more than fit.
+        ({"sample_cap": 64}, [0, 0, 1, 1, 1]),
         # rank 1 (the sample's maximum): fewer than K=32 keys pass where there are more.
         ({"sample_rank": 1}, [0, 1, 1, 1, 1]),
     ],
@@ -231,7 +234,8 @@ def test_sampled_fallback(
     kw: dict[str, Any], flagged: list[int], monkeypatch: pytest.MonkeyPatch, device: torch.device
 ) -> None:
     # Keys per token: 0, 20, 250, 500, 2,000 (K = 32, one key in 4 sampled). A token whose list
-    # overflowed or got fewer than min(K, n) keys is flagged and redone on the full path.
+    # overflowed or got fewer than min(K, n) keys is flagged and redone, chunk after chunk, by
+    # its selection program.
     spy = _Flags(monkeypatch)
     case = make_index_case([*LENGTHS, 8001], 50, device, heads=64, page=16)
     idx, val = _run(case, 32, chunk=64, sample=4, **kw)
@@ -273,8 +277,8 @@ def test_cand_and_chunk_validation(device: torch.device) -> None:
         index_topk_triton(**case, topk=64, chunk=48)
     with pytest.raises(ValueError, match="sample=12 must be a power of two"):
         index_topk_triton(**case, topk=64, sample=12)
-    with pytest.raises(ValueError, match="sample_cap=32 must be >= topk=64"):
-        index_topk_triton(**case, topk=64, sample=4, sample_cap=32)
+    with pytest.raises(ValueError, match="sample_cap=64 must be >= 2 \\* topk = 128"):
+        index_topk_triton(**case, topk=64, sample=4, sample_cap=64)
     with pytest.raises(ValueError, match="sample_rank=0"):
         index_topk_triton(**case, topk=64, sample=4, sample_rank=0)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from dsv4_kernels.indexer.scoring import _score_select_body
 from dsv4_kernels.indexer.selection import _bisect, _order_key, _select_topk_fast
 from dsv4_kernels.triton_fp8 import e4m3_bits_to_f32
 
@@ -46,6 +47,8 @@ def _sample_kernel(
     pos_ptr,
     seq_ptr,
     samp_ptr,
+    thr_ptr,
+    count_ptr,
     H: tl.constexpr,
     D: tl.constexpr,
     PAGE: tl.constexpr,
@@ -55,11 +58,14 @@ def _sample_kernel(
     SPB: tl.constexpr,
     BLOCK: tl.constexpr,
     NATIVE: tl.constexpr,
+    RANK: tl.constexpr,
 ):
     """samp[t, g·SPB + i] = order key of the logit of sample key i of program g of token t.
 
     Sample i of program g is key j = b·STRIDE + h(b) of block b = i·G + g; INT32_MIN where
     j >= the token's key count. SPB (a power of two, a multiple of BLOCK) slots per program.
+    G == 1 (one program holds the token's whole sample): the program also does
+    `_threshold_kernel`'s work (thr[t], count[t] = 0) and writes no samples.
     """
     g = tl.program_id(0)
     t = tl.program_id(1).to(tl.int64)
@@ -75,7 +81,10 @@ def _sample_kernel(
         qt = tl.trans(qraw.to(tl.float8e4nv, bitcast=True))
     else:
         qt = tl.trans(e4m3_bits_to_f32(qraw))
-    for i in tl.static_range(SPB // BLOCK):
+    TILES: tl.constexpr = SPB // BLOCK
+    rows = tl.arange(0, TILES)
+    buf = tl.full((TILES, BLOCK), -2147483648, tl.int32)
+    for i in range(TILES):
         b = (i * BLOCK + offs_n) * G + g
         # Offset hash: 0x45D9F3B, a common 32-bit integer-hash multiplier.
         off = ((b.to(tl.int64) * 73244475) >> 13) & (STRIDE - 1)
@@ -95,18 +104,28 @@ def _sample_kernel(
             pages_f32 + pg * (PAGE * (D + 4) // 4) + PAGE * D // 4 + j % PAGE, mask=ok, other=0.0
         )
         key = tl.where(ok, _order_key(part * sc), -2147483648)
-        tl.store(samp_ptr + (t * G + g) * SPB + i * BLOCK + offs_n, key)
+        if G == 1:
+            buf = tl.where(rows[:, None] == i, key[None, :], buf)
+        else:
+            tl.store(samp_ptr + (t * G + g) * SPB + i * BLOCK + offs_n, key)
+    if G == 1:
+        _store_threshold(tl.reshape(buf, (SPB,)), thr_ptr, count_ptr, t, RANK)
 
 
 @triton.jit
 def _threshold_kernel(samp_ptr, thr_ptr, count_ptr, U: tl.constexpr, RANK: tl.constexpr):
-    """thr[t] = a key with at least RANK of token t's U sample keys at or above it.
+    """`_store_threshold` of token t's U sample keys (G > 1 sample programs wrote them)."""
+    t = tl.program_id(0).to(tl.int64)
+    _store_threshold(tl.load(samp_ptr + t * U + tl.arange(0, U)), thr_ptr, count_ptr, t, RANK)
+
+
+@triton.jit
+def _store_threshold(key, thr_ptr, count_ptr, t, RANK: tl.constexpr):
+    """thr[t] = a key with at least RANK of the sample keys `key` ([U] int32) at or above it.
 
     (`_bisect`: the RANK-th largest, or a lower key with exactly RANK above it.) INT32_MIN (no
     filtering) when the sample holds fewer than RANK keys. Also zeroes count[t].
     """
-    t = tl.program_id(0).to(tl.int64)
-    key = tl.load(samp_ptr + t * U + tl.arange(0, U))
     valid = key > -2147483648
     n_ok = tl.sum(valid.to(tl.int32), axis=0)
     lo_start = tl.min(tl.where(valid, key, 2147483647), axis=0)
@@ -122,21 +141,40 @@ def _filtered_select_kernel(
     cand_val_ptr,
     cand_id_ptr,
     count_ptr,
-    pos_ptr,
     out_val_ptr,
     out_id_ptr,
     flag_ptr,
+    q_ptr,
+    w_ptr,
+    pages_key,
+    pages_f32,
+    bt_ptr,
+    bt_stride,
+    pos_ptr,
+    seq_ptr,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    PAGE: tl.constexpr,
     RATIO: tl.constexpr,
     K: tl.constexpr,
     CAP: tl.constexpr,
     SMALL: tl.constexpr,
+    FB_CHUNK: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    NATIVE: tl.constexpr,
+    LEAN: tl.constexpr,
+    IDX32: tl.constexpr,
 ):
-    """Top-K of token t's candidate list ([CAP] slots, count[t] appended), or flag[t] = 1.
+    """Top-K of token t's candidate list ([CAP] slots, count[t] appended) into out[t].
 
     A list of at most SMALL (<= CAP, >= K) candidates is searched in a [SMALL] block.
 
-    Flagged (left to the fallback): more than CAP candidates (some were not stored), or fewer
-    than K while the token has more keys than that (τ_t was above its K-th logit).
+    Flagged (flag[t] = 1): more than CAP candidates (some were not stored), or fewer than K
+    while the token has more keys than that (τ_t was above its K-th logit). This program then
+    redoes the token exactly by itself: chunk after chunk of FB_CHUNK keys (pass 1's
+    `_score_select_body`, then a top-K of the running list and the chunk's), with the token's
+    candidate slots as scratch. Serial, so slow (~1 ms at 262,144 keys), but no launch is
+    spent on it when nothing is flagged.
     """
     t = tl.program_id(0).to(tl.int64)
     cnt = tl.load(count_ptr + t)
@@ -156,3 +194,53 @@ def _filtered_select_kernel(
             vals = tl.load(cand_val_ptr + t * CAP + offs, mask=m, other=float("-inf"))
             ids = tl.load(cand_id_ptr + t * CAP + offs, mask=m, other=-1)
             _select_topk_fast(vals, ids, K, out_val_ptr + t * K, out_id_ptr + t * K, -2147483648)
+    else:
+        # Slots [0, K): the running top-K; [K, 2K): the current chunk's top-K.
+        run_v = cand_val_ptr + t * CAP
+        run_i = cand_id_ptr + t * CAP
+        offs_k = tl.arange(0, K)
+        offs_2k = tl.arange(0, 2 * K)
+        tl.store(run_v + offs_k, tl.full((K,), float("-inf"), tl.float32))
+        tl.store(run_i + offs_k, tl.full((K,), -1, tl.int32))
+        for c in range(tl.cdiv(n_valid, FB_CHUNK)):
+            # With n_chunks = 0 the body writes its K candidates at ptr + c*K: aim at [K, 2K).
+            _score_select_body(
+                c,
+                t,
+                q_ptr,
+                w_ptr,
+                pages_key,
+                pages_f32,
+                bt_ptr,
+                bt_stride,
+                pos_ptr,
+                seq_ptr,
+                run_v + K - c * K,
+                run_i + K - c * K,
+                pos_ptr,
+                pos_ptr,
+                0,
+                H,
+                D,
+                PAGE,
+                FB_CHUNK,
+                BLOCK_K,
+                K,
+                RATIO,
+                NATIVE,
+                2,
+                False,
+                False,
+                False,
+                0,
+                LEAN,
+                IDX32,
+            )
+            tl.debug_barrier()  # the chunk's list is written before it is read
+            v2 = tl.load(run_v + offs_2k)
+            i2 = tl.load(run_i + offs_2k)
+            tl.debug_barrier()  # and read before the running list is overwritten
+            _select_topk_fast(v2, i2, K, run_v, run_i, -2147483648)
+            tl.debug_barrier()
+        tl.store(out_val_ptr + t * K + offs_k, tl.load(run_v + offs_k))
+        tl.store(out_id_ptr + t * K + offs_k, tl.load(run_i + offs_k))
