@@ -243,6 +243,45 @@ def test_sampled_fallback(
     assert spy.flags == [flagged]
 
 
+def test_sampled_ties_at_the_threshold_need_no_fallback(
+    monkeypatch: pytest.MonkeyPatch, device: torch.device
+) -> None:
+    # Zero head weights: every logit is 0.0, so the threshold is 0.0 and every key ties at it
+    # (2,000 keys against 64 slots). Keys == the threshold go to their own K slots: the top-K
+    # (any K of the tied keys) comes out without the serial fallback.
+    spy = _Flags(monkeypatch)
+    case = make_index_case([8001, 81], 52, device, heads=64, page=16)
+    case["weights"] = torch.zeros_like(case["weights"])
+    idx, val = _run(case, 32, chunk=64, sample=4, sample_cap=64)
+    check_topk(case, 32, idx, val)
+    assert spy.flags == [[0, 0]]
+    assert (idx >= 0).sum(dim=1).tolist() == [32, 20]
+
+
+def test_sampled_few_keys_above_tied_threshold(
+    monkeypatch: pytest.MonkeyPatch, device: torch.device
+) -> None:
+    # Keys zeroed except the first 12 of the 2,000: logits are 0.0 for all but those (some
+    # positive, some negative). The threshold is 0.0: fewer than K keys lie above it, so the
+    # result is every key above it plus zero-logit keys (ties), no fallback.
+    spy = _Flags(monkeypatch)
+    case = make_index_case([8001], 53, device, heads=64, page=16)
+    pages = case["key_pages"]
+    bt = case["block_table"][0].long()
+    pages[bt, : 16 * 128] = 0
+    first = int(bt[0])
+    keys = make_index_case([8001], 54, device, heads=64, page=16)["key_pages"][0, : 12 * 128]
+    pages[first, : 12 * 128] = keys
+    logits = index_logits_reference(**case)[0]
+    n_pos = int((logits > 0).sum())
+    assert 0 < n_pos < 32  # the premise
+    assert int((logits == 0).sum()) > 1900
+    idx, val = _run(case, 32, chunk=64, sample=4)
+    check_topk(case, 32, idx, val)
+    assert spy.flags == [[0]]
+    assert int((val > 0).sum()) == n_pos
+
+
 def test_sample_settings() -> None:
     # V4-Flash at L = 1M: 262,144 keys, one in 128 sampled by 16 programs of 128; the 16th
     # largest of the 2,048 sampled logits lets ~2,048 keys through.

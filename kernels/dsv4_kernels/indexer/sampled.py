@@ -124,7 +124,7 @@ def _store_threshold(key, thr_ptr, count_ptr, t, RANK: tl.constexpr):
     """thr[t] = a key with at least RANK of the sample keys `key` ([U] int32) at or above it.
 
     (`_bisect`: the RANK-th largest, or a lower key with exactly RANK above it.) INT32_MIN (no
-    filtering) when the sample holds fewer than RANK keys. Also zeroes count[t].
+    filtering) when the sample holds fewer than RANK keys. Also zeroes count[t, 0:2].
     """
     valid = key > -2147483648
     n_ok = tl.sum(valid.to(tl.int32), axis=0)
@@ -133,7 +133,7 @@ def _store_threshold(key, thr_ptr, count_ptr, t, RANK: tl.constexpr):
     if n_ok >= RANK:
         thr, _cnt = _bisect(key, RANK, lo_start, tl.max(key, axis=0))
     tl.store(thr_ptr + t, thr)
-    tl.store(count_ptr + t, 0)
+    tl.store(count_ptr + 2 * t + tl.arange(0, 2), tl.zeros((2,), tl.int32))
 
 
 @triton.jit
@@ -165,39 +165,59 @@ def _filtered_select_kernel(
     LEAN: tl.constexpr,
     IDX32: tl.constexpr,
 ):
-    """Top-K of token t's candidate list ([CAP] slots, count[t] appended) into out[t].
+    """Top-K of token t's candidates into out[t].
 
-    A list of at most SMALL (<= CAP, >= K) candidates is searched in a [SMALL] block.
+    Row t of cand: CAP slots of keys > τ_t (count[t, 0] appended), then K slots of keys == τ_t
+    (count[t, 1] appended, the first K kept). At least K keys >= τ_t: the top-K is among
+    those (ties at τ_t: any of them). A list of at most SMALL (<= CAP, >= K) keys > τ_t is
+    searched in a [SMALL] block.
 
-    Flagged (flag[t] = 1): more than CAP candidates (some were not stored), or fewer than K
-    while the token has more keys than that (τ_t was above its K-th logit). This program then
-    redoes the token exactly by itself: chunk after chunk of FB_CHUNK keys (pass 1's
-    `_score_select_body`, then a top-K of the running list and the chunk's), with the token's
-    candidate slots as scratch. Serial, so slow (~1 ms at 262,144 keys), but no launch is
-    spent on it when nothing is flagged.
+    Flagged (flag[t] = 1): more than CAP keys > τ_t (some were not stored), or fewer than K
+    keys >= τ_t while the token has more keys than that (τ_t was above its K-th logit). This
+    program then redoes the token exactly by itself: chunk after chunk of FB_CHUNK keys (pass
+    1's `_score_select_body`, then a top-K of the running list and the chunk's), with the
+    token's candidate slots as scratch. Serial, so slow (2.8 ms for 262,144 keys on the H200,
+    against 31 µs unflagged), but no launch is spent on it when nothing is flagged; with the
+    default settings it is expected for ~1.5e-6 of tokens (`triton_indexer.sample_settings`).
     """
     t = tl.program_id(0).to(tl.int64)
-    cnt = tl.load(count_ptr + t)
+    n_gt = tl.load(count_ptr + 2 * t)
+    n_eq = tl.load(count_ptr + 2 * t + 1)
+    n_ge = n_gt + n_eq
     n_valid = (tl.load(pos_ptr + t) + 1) // RATIO
-    ok = (cnt <= CAP) & ((cnt >= K) | (cnt >= n_valid))
+    row = t * (CAP + K)
+    ok = (n_gt <= CAP) & ((n_ge >= K) | (n_ge >= n_valid))
     tl.store(flag_ptr + t, (~ok).to(tl.int32))
     if ok:
-        if cnt <= SMALL:  # the usual case: a smaller block, cheaper reductions
-            offs_s = tl.arange(0, SMALL)
-            ms = offs_s < cnt
-            vs = tl.load(cand_val_ptr + t * CAP + offs_s, mask=ms, other=float("-inf"))
-            i_s = tl.load(cand_id_ptr + t * CAP + offs_s, mask=ms, other=-1)
-            _select_topk_fast(vs, i_s, K, out_val_ptr + t * K, out_id_ptr + t * K, -2147483648)
-        else:
-            offs = tl.arange(0, CAP)
-            m = offs < cnt
-            vals = tl.load(cand_val_ptr + t * CAP + offs, mask=m, other=float("-inf"))
-            ids = tl.load(cand_id_ptr + t * CAP + offs, mask=m, other=-1)
-            _select_topk_fast(vals, ids, K, out_val_ptr + t * K, out_id_ptr + t * K, -2147483648)
+        if n_gt >= K:  # the top-K lies among the keys > tau_t
+            if n_gt <= SMALL:  # the usual case: a smaller block, cheaper reductions
+                offs_s = tl.arange(0, SMALL)
+                ms = offs_s < n_gt
+                vs = tl.load(cand_val_ptr + row + offs_s, mask=ms, other=float("-inf"))
+                i_s = tl.load(cand_id_ptr + row + offs_s, mask=ms, other=-1)
+                _select_topk_fast(vs, i_s, K, out_val_ptr + t * K, out_id_ptr + t * K, -2147483648)
+            else:
+                offs = tl.arange(0, CAP)
+                m = offs < n_gt
+                vals = tl.load(cand_val_ptr + row + offs, mask=m, other=float("-inf"))
+                ids = tl.load(cand_id_ptr + row + offs, mask=m, other=-1)
+                _select_topk_fast(
+                    vals, ids, K, out_val_ptr + t * K, out_id_ptr + t * K, -2147483648
+                )
+        else:  # every key > tau_t, then keys == tau_t (ties: any of them), then padding
+            offs_k = tl.arange(0, K)
+            in_gt = offs_k < n_gt
+            e = offs_k - n_gt
+            in_eq = (~in_gt) & (e < tl.minimum(n_eq, K))
+            src = tl.where(in_gt, offs_k, CAP + e)
+            v = tl.load(cand_val_ptr + row + src, mask=in_gt | in_eq, other=float("-inf"))
+            i = tl.load(cand_id_ptr + row + src, mask=in_gt | in_eq, other=-1)
+            tl.store(out_val_ptr + t * K + offs_k, v)
+            tl.store(out_id_ptr + t * K + offs_k, i)
     else:
         # Slots [0, K): the running top-K; [K, 2K): the current chunk's top-K.
-        run_v = cand_val_ptr + t * CAP
-        run_i = cand_id_ptr + t * CAP
+        run_v = cand_val_ptr + row
+        run_i = cand_id_ptr + row
         offs_k = tl.arange(0, K)
         offs_2k = tl.arange(0, 2 * K)
         tl.store(run_v + offs_k, tl.full((K,), float("-inf"), tl.float32))
@@ -235,6 +255,7 @@ def _filtered_select_kernel(
                 0,
                 LEAN,
                 IDX32,
+                0,
             )
             tl.debug_barrier()  # the chunk's list is written before it is read
             v2 = tl.load(run_v + offs_2k)

@@ -74,6 +74,7 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
     TIER_M: tl.constexpr,
     LEAN: tl.constexpr,
     IDX32: tl.constexpr,
+    EQ_SLOTS: tl.constexpr,
 ):
     p = tl.load(pos_ptr + t)
     seq = tl.load(seq_ptr + t).to(tl.int64)
@@ -179,17 +180,29 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
     elif SELECT == 1:
         _select_topk_radix(vals, ids, K, cand_val_ptr + base, cand_id_ptr + base)
     elif SELECT == 3:
-        # Sampled-threshold mode (`sampled.py`): append every key >= tau_t = thr[t] to the
-        # token's list of K (= its capacity) slots; kth_ptr holds the lists' counters.
+        # Sampled-threshold mode (`sampled.py`). Row t holds K (= the list's capacity) slots
+        # for the keys > tau_t = thr[t], then EQ_SLOTS (= topk) for keys == tau_t: however
+        # many keys tie at tau_t, at most topk of them can be needed. kth_ptr holds the two
+        # counters of each row ([T, 2]: keys > tau_t, keys == tau_t).
         tau = tl.load(thr_ptr + t)
-        take = ok_all & (_order_key(vals) >= tau)
-        n_take = tl.sum(take.to(tl.int32), axis=0)
-        if n_take > 0:
-            start = tl.atomic_add(kth_ptr + t, n_take)
-            slot = start + tl.cumsum(take.to(tl.int32), axis=0) - 1
-            keep = take & (slot < K)
-            tl.store(cand_val_ptr + t * K + slot, vals, mask=keep)
-            tl.store(cand_id_ptr + t * K + slot, ids, mask=keep)
+        key = _order_key(vals)
+        gt = ok_all & (key > tau)
+        eq = ok_all & (key == tau)
+        row = t * (K + EQ_SLOTS)
+        n_gt = tl.sum(gt.to(tl.int32), axis=0)
+        if n_gt > 0:
+            start = tl.atomic_add(kth_ptr + 2 * t, n_gt)
+            slot = start + tl.cumsum(gt.to(tl.int32), axis=0) - 1
+            keep = gt & (slot < K)
+            tl.store(cand_val_ptr + row + slot, vals, mask=keep)
+            tl.store(cand_id_ptr + row + slot, ids, mask=keep)
+        n_eq = tl.sum(eq.to(tl.int32), axis=0)
+        if n_eq > 0:
+            start_e = tl.atomic_add(kth_ptr + 2 * t + 1, n_eq)
+            slot_e = start_e + tl.cumsum(eq.to(tl.int32), axis=0) - 1
+            keep_e = eq & (slot_e < EQ_SLOTS)
+            tl.store(cand_val_ptr + row + K + slot_e, vals, mask=keep_e)
+            tl.store(cand_id_ptr + row + K + slot_e, ids, mask=keep_e)
     else:
         if THRESH:  # noqa: SIM108  (triton.jit: constexpr branch)
             tau = tl.load(thr_ptr + t, volatile=True)

@@ -63,6 +63,7 @@ def _score_select_kernel(
     USE_FLAG: tl.constexpr,
     LEAN: tl.constexpr,
     IDX32: tl.constexpr,
+    EQ_SLOTS: tl.constexpr,
 ):
     """Pass 1: score one chunk of keys for one query token, write its top-K candidates.
 
@@ -105,6 +106,7 @@ def _score_select_kernel(
             TIER_M,
             LEAN,
             IDX32,
+            EQ_SLOTS,
         )
 
 
@@ -285,6 +287,7 @@ def _pass1(
     kth: torch.Tensor | None = None,
     flag: torch.Tensor | None = None,
     tier_m: int = 0,
+    eq_slots: int = 0,
 ) -> None:
     dummy = a.pos
     extra: dict[str, Any] = {} if a.maxnreg is None else {"maxnreg": a.maxnreg}
@@ -320,6 +323,7 @@ def _pass1(
         USE_FLAG=flag is not None,
         LEAN=int(a.lean),
         IDX32=bool(a.lean) and a.pages.numel() < 2**31,
+        EQ_SLOTS=eq_slots,
         num_warps=a.num_warps,
         num_stages=a.num_stages,
         **extra,
@@ -531,7 +535,7 @@ def _sampled_topk(
     u = st.programs * st.per_program
     samp = torch.empty(t_count, u if st.programs > 1 else 1, dtype=torch.int32, device=dev)
     thr = torch.empty(t_count, dtype=torch.int32, device=dev)
-    count = torch.empty(t_count, dtype=torch.int32, device=dev)
+    count = torch.empty(t_count, 2, dtype=torch.int32, device=dev)
     _sample_kernel[(st.programs, t_count)](
         a.qb,
         a.w,
@@ -561,9 +565,9 @@ def _sampled_topk(
         _threshold_kernel[(t_count,)](
             samp, thr, count, U=u, RANK=st.rank, num_warps=8 if u >= 4096 else 4
         )
-    cv = torch.empty(t_count, st.cap, dtype=torch.float32, device=dev)
-    ci = torch.empty(t_count, st.cap, dtype=torch.int32, device=dev)
-    _pass1(a, t_count, chunk, st.cap, n_chunks, cv, ci, 3, thr=thr, kth=count)
+    cv = torch.empty(t_count, st.cap + topk, dtype=torch.float32, device=dev)
+    ci = torch.empty(t_count, st.cap + topk, dtype=torch.int32, device=dev)
+    _pass1(a, t_count, chunk, st.cap, n_chunks, cv, ci, 3, thr=thr, kth=count, eq_slots=topk)
     flag = torch.empty(t_count, dtype=torch.int32, device=dev)
     lean_fp8 = bool(a.lean) and NATIVE_FP8
     fb_chunk = choose_chunk(t_count, max_keys, topk, a.page_size)
