@@ -13,8 +13,10 @@ the same configuration without the diagnostic switch, and say so. Rows with trun
 
 Run (from the repository root; < 5 min on the H200 incl. compilation):
     PYTHONPATH=kernels python3 kernels/benchmarks/indexer_sweep.py --out OUT
-Options: --shapes b1,b32,b8,pro32 (order/subset), --budget-s 280 (later configs are skipped),
---no-graph. Without a GPU, `--compile-only 90` compiles every kernel the configurations launch
+Options: --shapes b1,b32,b8,pro32 (order/subset; x1, x4, x8, x32, xpro1, xpro32: the
+sampled-threshold grid; x32c: B=32 with each token's top keys clustered in its last 4,096
+keys), --budget-s 280 (later configs are skipped), --no-graph, --graph-all (CUDA-graph timing
+at every B). Without a GPU, `--compile-only 90` compiles every kernel the configurations launch
 for sm_90a and prints registers per thread and shared memory (occupancy) instead.
 """
 

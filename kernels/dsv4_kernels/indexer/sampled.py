@@ -1,29 +1,28 @@
 """Sampled-threshold mode of the fused indexer + top-k (`index_topk_triton(sample=S)`).
 
-Instead of an exact top-K per pass-1 chunk followed by merges, three launches:
+Instead of an exact top-K per pass-1 chunk followed by merges (the full path), four launches
+(three when one sample program per token suffices), the same for every input:
 
-1. `_sample_threshold_kernel` (grid (G, T)): program g of token t scores every S-th key of the
-   token (key j = b·S + h(b) for sample blocks b ≡ g mod G, h a fixed hash < S, so the
-   positions are spread like a random sample) and publishes the RANK-th largest logit of its
-   sample as thr[t, g]. Program 0 zeroes the token's candidate counter.
-2. Pass 1 with `SELECT=3` (`triton_indexer._score_select_body`): every chunk keeps the keys
-   whose logit is >= τ_t = min_g thr[t, g] and appends them to the token's candidate list
-   (one `atomic_add` on the counter per chunk that has any). No per-chunk search.
-3. `_filtered_select_kernel` (grid (T,)): the exact top-K of the token's candidates.
+1. `_sample_kernel` (grid (G, T)): program g of token t scores sample i = key b·S + h(b) of
+   block b = i·G + g (h a fixed hash < S, so the positions behave like a random sample of one
+   key in S) and stores the logits' order keys. With G = 1 it also does step 2 itself.
+2. `_threshold_kernel` (grid (T,)): τ_t = the R-th largest of the token's U sampled logits
+   (`_store_threshold`); zeroes the token's two list counters.
+3. Pass 1 with `SELECT=3` (`scoring._score_select_body`): every chunk appends its keys > τ_t to
+   the token's list (CAP slots) and its keys == τ_t to K more slots (at most K tied keys are
+   ever needed), one `atomic_add` per chunk and list. No per-chunk search, no merge.
+4. `_filtered_select_kernel` (grid (T,)): the exact top-K of the lists.
 
-Exact whatever the data: every key >= τ_t is a candidate, so when there are at least K of
-them (and no more than the list's capacity CAP) their top-K is the token's top-K. Otherwise
-(or when fewer than min(K, n) keys reached the list) the token is flagged and the full path
-(pass 1 with per-chunk top-K, merges) redoes it in launches that exit at once for the other
-tokens, so the call stays a fixed sequence of launches (CUDA-graph safe).
+Exact whatever the data: every key >= τ_t is a candidate, so when at least K keys are >= τ_t
+and at most CAP are > τ_t, their top-K is the token's top-K (ties at τ_t: any of them).
+Otherwise (or when fewer than min(K, n) keys reached the lists) the selection program redoes
+the token alone, chunk after chunk (exact, slow).
 
-How many keys pass: a program's sample holds ~n / (S·G) keys, so its RANK-th largest has about
-RANK·S·G keys of the token at or above it, whatever the logits' distribution (ranks of a
-random sample); τ_t is the lowest of G such thresholds. With the defaults (S=64, G chosen so a
-program samples <= 1024 keys, RANK = 4·K / (S·G), at least 2) the list gets ≈ 4–6·K keys,
-fewer than K with probability ~1e-12 and more than CAP = 16·K ~1e-8 per token at V4-Flash
-L=1M (Gamma tails of the sample's order statistics). Many keys tied at τ_t (e.g. logits that
-are exactly 0 for most keys) overflow CAP and take the fallback: exact, slower.
+How many keys pass: the R-th largest of a random 1/S sample has about R·S keys of the token
+at or above it, whatever the logits' distribution (ranks of a random sample; the count is
+≈ S·Gamma(R)). Defaults (`triton_indexer.sample_settings`): S = 128, R = 4·K / S (16 for
+K = 512), CAP = 16·K: fewer than K keys pass with probability P(Gamma(16) < 4) ≈ 1.5e-6 per
+token, more than CAP ≈ 1e-17; neither depends on where the top keys lie.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Triton lightning indexer with fused top-k: the logits never leave the chip.
 
+Default (`sample=128`): the sampled-threshold mode of `sampled.py` (a sampled threshold, a
+filtering pass 1 with `SELECT=3`, one selection launch; README.md beside this file). The full
+path below (`sample=0`) is the reference design and the variants' base.
+
 Pass 1 (`_score_select_kernel`, grid (chunks, T)): a program streams one chunk of C index keys
 (page-sized tiles of FP8 keys, fp8 tensor-core dot with the 64 x 128 query), reduces
 ReLU(q·k)·w over heads in registers into a [C] logit vector, then selects the chunk's top-K
@@ -238,8 +242,8 @@ def choose_filter_chunk(n_tokens: int, n_keys_max: int, n_sms: int) -> int:
     """Keys per pass-1 program in the sampled-threshold mode (no per-chunk search there).
 
     2,048, or 1,024 when that leaves fewer than 4 programs per SM. Measured on the H200
-    (2026-11-29, V4-Flash L=1M, CUDA graph): B=1 35.3 µs with 1,024 vs 39.3 µs with 2,048;
-    B=32 322.8 vs 317.8 µs (kernels/benchmarks/reports/2026-11-29-h200.md).
+    (2026-11-29, V4-Flash L=1M, CUDA graph, 1,024 vs 2,048): B=1 33.8 vs 37.8 µs, B=4 71.5 vs
+    78.7, B=8 112.3 vs 111.7, B=32 330.2 vs 319.4 (kernels/benchmarks/reports/2026-11-29-h200.md).
 
     Args:
         n_tokens: query tokens T.
@@ -646,6 +650,14 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     lie (2026-11-29, V4-Flash L=1M K=512: B=32 539 → 362 µs, B=1 75 → 45 µs under a CUDA graph;
     V4-Pro B=32 591 → 401 µs; kernels/benchmarks/reports/2026-11-29-h200.md).
 
+    Sampled-threshold mode (`sample=S` > 0, the default S=128; `sampled.py`): a 1/S sample
+    of each token's keys gives a threshold with ~4*topk keys at or above it; pass 1 appends
+    those keys (no per-chunk search, no merges) and one launch selects the top-k. Exact for
+    any input: a token whose list overflowed or got too few keys is redone inside the
+    selection launch. `sample_programs`, `sample_rank`, `sample_cap`, `sample_small` override
+    `sample_settings`; `chunk` None there means `choose_filter_chunk`. Used when the longest
+    key list exceeds both chunk and topk and no cand/threshold/diagnostic is asked for.
+
     Tuning: `chunk` keys per pass-1 program (None: `choose_chunk`), `block_k` keys per
     iteration (any page size: each key finds its page), `num_warps`/`num_stages` of pass 1,
     `merge_group` candidate lists of topk per merge program (merge programs hold
@@ -701,9 +713,10 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
 
     Raises:
         ValueError: topk, chunk or cand not a power of two, chunk below topk (below cand in
-            the untiered cand mode), cand >= topk, threshold with untiered cand, or q not
-            [T, H, 128]; a diagnostic (pass1_only, score_only) over more than
-            MAX_TOKENS_PER_LAUNCH tokens.
+            the untiered cand mode; any power of two in the sampled mode), cand >= topk,
+            threshold with untiered cand, or q not [T, H, 128]; a diagnostic (pass1_only,
+            score_only) over more than MAX_TOKENS_PER_LAUNCH tokens; invalid sample_*
+            arguments (`sample_settings`).
     """
     params = dict(locals())
     t_count, h, d = q.shape
