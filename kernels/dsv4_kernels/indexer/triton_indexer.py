@@ -276,6 +276,24 @@ class _Pass1:
     lean: int = 0
     maxnreg: int | None = None
 
+    def key_args(self, fp8_view: bool) -> tuple[torch.Tensor | int, ...]:
+        """The query and key-cache arguments every indexer kernel takes first, in order.
+
+        q, weights, key pages (viewed as float8_e4m3fn when `fp8_view`, else uint8), the same
+        pages as float32 (the scales), block table, its row stride, positions, seq_ids.
+        """
+        pages = self.pages.view(torch.float8_e4m3fn) if fp8_view else self.pages
+        return (
+            self.qb,
+            self.w,
+            pages,
+            self.pages.view(torch.float32),
+            self.bt,
+            self.bt.stride(0),
+            self.pos,
+            self.seq,
+        )
+
 
 def _pass1(
     a: _Pass1,
@@ -297,14 +315,7 @@ def _pass1(
     extra: dict[str, Any] = {} if a.maxnreg is None else {"maxnreg": a.maxnreg}
     lean_fp8 = bool(a.lean) and NATIVE_FP8
     _score_select_kernel[(n_chunks, t_count)](
-        a.qb,
-        a.w,
-        a.pages.view(torch.float8_e4m3fn) if lean_fp8 else a.pages,
-        a.pages.view(torch.float32),
-        a.bt,
-        a.bt.stride(0),
-        a.pos,
-        a.seq,
+        *a.key_args(lean_fp8),
         cv,
         ci,
         thr if thr is not None else dummy,
@@ -541,14 +552,7 @@ def _sampled_topk(
     thr = torch.empty(t_count, dtype=torch.int32, device=dev)
     count = torch.empty(t_count, 2, dtype=torch.int32, device=dev)
     _sample_kernel[(st.programs, t_count)](
-        a.qb,
-        a.w,
-        a.pages.view(torch.float8_e4m3fn) if NATIVE_FP8 else a.pages,
-        a.pages.view(torch.float32),
-        a.bt,
-        a.bt.stride(0),
-        a.pos,
-        a.seq,
+        *a.key_args(NATIVE_FP8),
         samp,
         thr,
         count,
@@ -582,14 +586,7 @@ def _sampled_topk(
         out_val,
         out_id,
         flag,
-        a.qb,
-        a.w,
-        a.pages.view(torch.float8_e4m3fn) if lean_fp8 else a.pages,
-        a.pages.view(torch.float32),
-        a.bt,
-        a.bt.stride(0),
-        a.pos,
-        a.seq,
+        *a.key_args(lean_fp8),
         H=a.h,
         D=a.d,
         PAGE=a.page_size,
