@@ -282,6 +282,48 @@ def test_sampled_few_keys_above_tied_threshold(
     assert int((val > 0).sum()) == n_pos
 
 
+@pytest.mark.parametrize("chunk", [128, 64])
+def test_sampled_identical_keys_need_no_fallback(
+    chunk: int, monkeypatch: pytest.MonkeyPatch, device: torch.device
+) -> None:
+    # Every key equal (same bytes, same scale): all logits of a token tie at a nonzero value.
+    # The sample kernel (128-key tiles) and pass 1 (min(128, chunk)-key tiles) may round that
+    # logit differently in the last bits (6 float steps under the interpreter at chunk 64);
+    # the +-64-step band around the threshold still catches every tied key.
+    spy = _Flags(monkeypatch)
+    case = make_index_case([8000, 1200], 2, device, heads=16, page=16)
+    pages = case["key_pages"]
+    pages[:, : 16 * 128] = pages[0, :128].repeat(16)
+    pages[:, 16 * 128 :] = pages[0, 16 * 128 : 16 * 128 + 4].repeat(16)
+    idx, val = _run(case, 32, chunk=chunk, sample=4, sample_cap=64)
+    check_topk(case, 32, idx, val)
+    assert spy.flags == [[0, 0]]
+
+
+@pytest.mark.parametrize(("topk", "flagged"), [(16, 1), (32, 0)])
+def test_sampled_band_of_unequal_keys(
+    topk: int, flagged: int, monkeypatch: pytest.MonkeyPatch, device: torch.device
+) -> None:
+    # Equal key bytes, scales one float step apart: ~1 key per step around the threshold, so
+    # its +-64-step band holds ~128 unequal keys. K=16: fewer than K keys lie above the band
+    # and the band cannot be cut exactly from K stored keys, so the token is redone alone;
+    # K=32: enough keys above the band. Both exact.
+    spy = _Flags(monkeypatch)
+    case = make_index_case([8001], 55, device, heads=64, page=16)
+    pages = case["key_pages"]
+    bt = case["block_table"][0].long()
+    pages[:, : 16 * 128] = pages[int(bt[0]), :128].repeat(16)
+    sc = [torch.tensor(0.004)]
+    for _ in range(1999):
+        sc.append(torch.nextafter(sc[-1], torch.tensor(1.0)))
+    scales = torch.stack(sc).to(device)
+    for j0 in range(0, 2000, 16):
+        pages[int(bt[j0 // 16]), 16 * 128 :] = scales[j0 : j0 + 16].view(torch.uint8)
+    idx, val = _run(case, topk, chunk=64, sample=4)
+    check_topk(case, topk, idx, val)
+    assert spy.flags == [[flagged]]
+
+
 def test_sample_settings() -> None:
     # V4-Flash at L = 1M: 262,144 keys, one in 128 sampled by 16 programs of 128; the 16th
     # largest of the 2,048 sampled logits lets ~2,048 keys through.

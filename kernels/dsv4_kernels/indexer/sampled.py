@@ -8,21 +8,27 @@ Instead of an exact top-K per pass-1 chunk followed by merges (the full path), f
    key in S) and stores the logits' order keys. With G = 1 it also does step 2 itself.
 2. `_threshold_kernel` (grid (T,)): τ_t = the R-th largest of the token's U sampled logits
    (`_store_threshold`); zeroes the token's two list counters.
-3. Pass 1 with `SELECT=3` (`scoring._score_select_body`): every chunk appends its keys > τ_t to
-   the token's list (CAP slots) and its keys == τ_t to K more slots (at most K tied keys are
-   ever needed), one `atomic_add` per chunk and list. No per-chunk search, no merge.
+3. Pass 1 with `SELECT=3` (`scoring._score_select_body`): every chunk appends its keys above
+   the band τ_t ± 64 order-key steps to the token's list (CAP slots) and its keys in the band
+   to K more slots (a tied block needs at most K), one `atomic_add` per chunk and list (and an
+   atomic min/max of the band's keys). No per-chunk search, no merge.
 4. `_filtered_select_kernel` (grid (T,)): the exact top-K of the lists.
 
-Exact whatever the data: every key >= τ_t is a candidate, so when at least K keys are >= τ_t
-and at most CAP are > τ_t, their top-K is the token's top-K (ties at τ_t: any of them).
-Otherwise (or when fewer than min(K, n) keys reached the lists) the selection program redoes
-the token alone, chunk after chunk (exact, slow).
+Exact whatever the data: every key at or above the band is a candidate. With K keys above
+the band (at most CAP) their top-K is the token's; with fewer, the rest comes from the band,
+exact when the band was stored whole (<= K keys) or all its keys are equal (ties). Otherwise
+(or when fewer than min(K, n) keys reached the lists) the selection program redoes the token
+alone, chunk after chunk (exact, slow).
 
 How many keys pass: the R-th largest of a random 1/S sample has about R·S keys of the token
 at or above it, whatever the logits' distribution (ranks of a random sample; the count is
 ≈ S·Gamma(R)). Defaults (`triton_indexer.sample_settings`): S = 128, R = 4·K / S (16 for
-K = 512), CAP = 16·K: fewer than K keys pass with probability P(Gamma(16) < 4) ≈ 1.5e-6 per
-token, more than CAP ≈ 1e-17; neither depends on where the top keys lie.
+K = 512), CAP = 16·K: fewer than K keys pass with probability P(Gamma(16) < 4) ≈ 4.9e-6 per
+token (K = 1024: P(Gamma(32) < 8) ≈ 1.3e-10), more than CAP ≈ 2e-13; neither depends on where
+the top keys lie. (The hashed strata make the sample stratified rather than purely random;
+these figures are estimates.) Keys whose logits equal, or lie within 64 float steps of, τ_t go
+to their own K slots, so a block of tied logits at τ_t (zeros, repeated keys) needs no
+fallback.
 """
 
 from __future__ import annotations
@@ -123,7 +129,8 @@ def _store_threshold(key, thr_ptr, count_ptr, t, RANK: tl.constexpr):
     """thr[t] = a key with at least RANK of the sample keys `key` ([U] int32) at or above it.
 
     (`_bisect`: the RANK-th largest, or a lower key with exactly RANK above it.) INT32_MIN (no
-    filtering) when the sample holds fewer than RANK keys. Also zeroes count[t, 0:2].
+    filtering) when the sample holds fewer than RANK keys. Also resets count[t] (two list
+    counters 0, the band's min / max order key INT32_MAX / INT32_MIN).
     """
     valid = key > -2147483648
     n_ok = tl.sum(valid.to(tl.int32), axis=0)
@@ -132,7 +139,9 @@ def _store_threshold(key, thr_ptr, count_ptr, t, RANK: tl.constexpr):
     if n_ok >= RANK:
         thr, _cnt = _bisect(key, RANK, lo_start, tl.max(key, axis=0))
     tl.store(thr_ptr + t, thr)
-    tl.store(count_ptr + 2 * t + tl.arange(0, 2), tl.zeros((2,), tl.int32))
+    c = tl.arange(0, 4)
+    init = tl.where(c == 2, 2147483647, tl.where(c == 3, -2147483648, 0))
+    tl.store(count_ptr + 4 * t + c, init)
 
 
 @triton.jit
@@ -166,29 +175,36 @@ def _filtered_select_kernel(
 ):
     """Top-K of token t's candidates into out[t].
 
-    Row t of cand: CAP slots of keys > τ_t (count[t, 0] appended), then K slots of keys == τ_t
-    (count[t, 1] appended, the first K kept). At least K keys >= τ_t: the top-K is among
-    those (ties at τ_t: any of them). A list of at most SMALL (<= CAP, >= K) keys > τ_t is
-    searched in a [SMALL] block.
+    Row t of cand: CAP slots of keys above the band τ_t ± 64 order-key steps (count[t, 0]
+    appended), then K slots of keys in the band (count[t, 1] appended, the first K kept;
+    count[t, 2:4] their smallest / largest order key). With K keys above the band the top-K
+    is among them (a list of at most SMALL, <= CAP and >= K, is searched in a [SMALL] block);
+    otherwise it is those plus the best of the band, exact when the whole band was stored or
+    all its keys are equal (then any of them are ties).
 
-    Flagged (flag[t] = 1): more than CAP keys > τ_t (some were not stored), or fewer than K
-    keys >= τ_t while the token has more keys than that (τ_t was above its K-th logit). This
+    Flagged (flag[t] = 1): more than CAP keys above the band (some were not stored); fewer
+    than K keys in or above it while the token has more keys than that (τ_t was above its
+    K-th logit); or a band of more than K unequal keys. This
     program then redoes the token exactly by itself: chunk after chunk of FB_CHUNK keys (pass
     1's `_score_select_body`, then a top-K of the running list and the chunk's), with the
     token's candidate slots as scratch. Serial, so slow (2.8 ms for 262,144 keys on the H200,
     against 31 µs unflagged), but no launch is spent on it when nothing is flagged; with the
-    default settings it is expected for ~1.5e-6 of tokens (`triton_indexer.sample_settings`).
+    default settings it is expected for ~5e-6 of tokens at K = 512 (module docstring).
     """
     t = tl.program_id(0).to(tl.int64)
-    n_gt = tl.load(count_ptr + 2 * t)
-    n_eq = tl.load(count_ptr + 2 * t + 1)
-    n_ge = n_gt + n_eq
+    n_gt = tl.load(count_ptr + 4 * t)
+    n_band = tl.load(count_ptr + 4 * t + 1)
+    tied = tl.load(count_ptr + 4 * t + 2) == tl.load(count_ptr + 4 * t + 3)
+    n_ge = n_gt + n_band
     n_valid = (tl.load(pos_ptr + t) + 1) // RATIO
     row = t * (CAP + K)
-    ok = (n_gt <= CAP) & ((n_ge >= K) | (n_ge >= n_valid))
+    # Enough: K keys above the band; or K above or in it, the band all stored or all equal
+    # (any of its keys then completes the top-K); or every key of the token stored.
+    enough = (n_gt >= K) | ((n_ge >= K) & ((n_band <= K) | tied)) | (n_ge >= n_valid)
+    ok = (n_gt <= CAP) & enough
     tl.store(flag_ptr + t, (~ok).to(tl.int32))
     if ok:
-        if n_gt >= K:  # the top-K lies among the keys > tau_t
+        if n_gt >= K:  # the top-K lies above the band
             if n_gt <= SMALL:  # the usual case: a smaller block, cheaper reductions
                 offs_s = tl.arange(0, SMALL)
                 ms = offs_s < n_gt
@@ -203,16 +219,14 @@ def _filtered_select_kernel(
                 _select_topk_fast(
                     vals, ids, K, out_val_ptr + t * K, out_id_ptr + t * K, -2147483648
                 )
-        else:  # every key > tau_t, then keys == tau_t (ties: any of them), then padding
-            offs_k = tl.arange(0, K)
-            in_gt = offs_k < n_gt
-            e = offs_k - n_gt
-            in_eq = (~in_gt) & (e < tl.minimum(n_eq, K))
-            src = tl.where(in_gt, offs_k, CAP + e)
-            v = tl.load(cand_val_ptr + row + src, mask=in_gt | in_eq, other=float("-inf"))
-            i = tl.load(cand_id_ptr + row + src, mask=in_gt | in_eq, other=-1)
-            tl.store(out_val_ptr + t * K + offs_k, v)
-            tl.store(out_id_ptr + t * K + offs_k, i)
+        else:  # every key above the band, completed from the band's stored keys (and padding)
+            offs_2k = tl.arange(0, 2 * K)
+            in_gt = offs_2k < n_gt
+            in_band = (offs_2k >= K) & (offs_2k - K < tl.minimum(n_band, K))
+            src = tl.where(offs_2k < K, offs_2k, CAP + offs_2k - K)
+            v = tl.load(cand_val_ptr + row + src, mask=in_gt | in_band, other=float("-inf"))
+            i = tl.load(cand_id_ptr + row + src, mask=in_gt | in_band, other=-1)
+            _select_topk_fast(v, i, K, out_val_ptr + t * K, out_id_ptr + t * K, -2147483648)
     else:
         # Slots [0, K): the running top-K; [K, 2K): the current chunk's top-K.
         run_v = cand_val_ptr + row

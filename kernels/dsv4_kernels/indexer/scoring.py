@@ -181,28 +181,33 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
         _select_topk_radix(vals, ids, K, cand_val_ptr + base, cand_id_ptr + base)
     elif SELECT == 3:
         # Sampled-threshold mode (`sampled.py`). Row t holds K (= the list's capacity) slots
-        # for the keys > tau_t = thr[t], then EQ_SLOTS (= topk) for keys == tau_t: however
-        # many keys tie at tau_t, at most topk of them can be needed. kth_ptr holds the two
-        # counters of each row ([T, 2]: keys > tau_t, keys == tau_t).
-        tau = tl.load(thr_ptr + t)
+        # for the keys above the band [tau_t - 64, tau_t + 64] (order keys, i.e. 64 float
+        # steps; tau_t = thr[t]), then EQ_SLOTS (= topk) slots for the keys in the band: a
+        # block of equal logits near tau_t lands there whatever the sample kernel's rounding
+        # of the same logit. kth_ptr holds each row's counters ([T, 4]: keys above the band,
+        # keys in it, the band keys' smallest and largest order key).
+        tau = tl.load(thr_ptr + t).to(tl.int64)
         key = _order_key(vals)
-        gt = ok_all & (key > tau)
-        eq = ok_all & (key == tau)
+        key64 = key.to(tl.int64)
+        gt = ok_all & (key64 > tau + 64)
+        band = ok_all & (key64 >= tau - 64) & (key64 <= tau + 64)
         row = t * (K + EQ_SLOTS)
         n_gt = tl.sum(gt.to(tl.int32), axis=0)
         if n_gt > 0:
-            start = tl.atomic_add(kth_ptr + 2 * t, n_gt)
+            start = tl.atomic_add(kth_ptr + 4 * t, n_gt)
             slot = start + tl.cumsum(gt.to(tl.int32), axis=0) - 1
             keep = gt & (slot < K)
             tl.store(cand_val_ptr + row + slot, vals, mask=keep)
             tl.store(cand_id_ptr + row + slot, ids, mask=keep)
-        n_eq = tl.sum(eq.to(tl.int32), axis=0)
-        if n_eq > 0:
-            start_e = tl.atomic_add(kth_ptr + 2 * t + 1, n_eq)
-            slot_e = start_e + tl.cumsum(eq.to(tl.int32), axis=0) - 1
-            keep_e = eq & (slot_e < EQ_SLOTS)
-            tl.store(cand_val_ptr + row + K + slot_e, vals, mask=keep_e)
-            tl.store(cand_id_ptr + row + K + slot_e, ids, mask=keep_e)
+        n_band = tl.sum(band.to(tl.int32), axis=0)
+        if n_band > 0:
+            start_b = tl.atomic_add(kth_ptr + 4 * t + 1, n_band)
+            slot_b = start_b + tl.cumsum(band.to(tl.int32), axis=0) - 1
+            keep_b = band & (slot_b < EQ_SLOTS)
+            tl.store(cand_val_ptr + row + K + slot_b, vals, mask=keep_b)
+            tl.store(cand_id_ptr + row + K + slot_b, ids, mask=keep_b)
+            tl.atomic_min(kth_ptr + 4 * t + 2, tl.min(tl.where(band, key, 2147483647), axis=0))
+            tl.atomic_max(kth_ptr + 4 * t + 3, tl.max(tl.where(band, key, -2147483648), axis=0))
     else:
         if THRESH:  # noqa: SIM108  (triton.jit: constexpr branch)
             tau = tl.load(thr_ptr + t, volatile=True)

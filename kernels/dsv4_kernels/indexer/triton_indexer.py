@@ -550,7 +550,7 @@ def _sampled_topk(
     u = st.programs * st.per_program
     samp = torch.empty(t_count, u if st.programs > 1 else 1, dtype=torch.int32, device=dev)
     thr = torch.empty(t_count, dtype=torch.int32, device=dev)
-    count = torch.empty(t_count, 2, dtype=torch.int32, device=dev)
+    count = torch.empty(t_count, 4, dtype=torch.int32, device=dev)
     _sample_kernel[(st.programs, t_count)](
         *a.key_args(NATIVE_FP8),
         samp,
