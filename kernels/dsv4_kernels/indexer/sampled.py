@@ -145,6 +145,16 @@ def _store_threshold(key, thr_ptr, count_ptr, t, RANK: tl.constexpr):
 
 
 @triton.jit
+def _select_list(val_ptr, id_ptr, n, BLOCK: tl.constexpr, K: tl.constexpr, out_val_ptr, out_id_ptr):
+    """Exact top-K of the first n (<= BLOCK, >= K) entries of a list, read as one [BLOCK] block."""
+    offs = tl.arange(0, BLOCK)
+    m = offs < n
+    vals = tl.load(val_ptr + offs, mask=m, other=float("-inf"))
+    ids = tl.load(id_ptr + offs, mask=m, other=-1)
+    _select_topk_fast(vals, ids, K, out_val_ptr, out_id_ptr, -2147483648)
+
+
+@triton.jit
 def _filtered_select_kernel(
     cand_val_ptr,
     cand_id_ptr,
@@ -184,12 +194,12 @@ def _filtered_select_kernel(
 
     Flagged (flag[t] = 1): more than CAP keys above the band (some were not stored); fewer
     than K keys in or above it while the token has more keys than that (τ_t was above its
-    K-th logit); or a band of more than K unequal keys. This
-    program then redoes the token exactly by itself: chunk after chunk of FB_CHUNK keys (pass
-    1's `_score_select_body`, then a top-K of the running list and the chunk's), with the
-    token's candidate slots as scratch. Serial, so slow (2.8 ms for 262,144 keys on the H200,
-    against 31 µs unflagged), but no launch is spent on it when nothing is flagged; with the
-    default settings it is expected for ~5e-6 of tokens at K = 512 (module docstring).
+    K-th logit); or a band of more than K unequal keys. This program then redoes the token
+    exactly by itself: chunk after chunk of FB_CHUNK keys (pass 1's `_score_select_body`, then
+    a top-K of the running list and the chunk's), with the token's candidate slots as scratch.
+    Serial, so slow (2.8 ms for 262,144 keys on the H200, against 31 µs unflagged), but no
+    launch is spent on it when nothing is flagged; with the default settings it is expected
+    for ~5e-6 of tokens at K = 512 (module docstring).
     """
     t = tl.program_id(0).to(tl.int64)
     n_gt = tl.load(count_ptr + 4 * t)
@@ -203,22 +213,14 @@ def _filtered_select_kernel(
     enough = (n_gt >= K) | ((n_ge >= K) & ((n_band <= K) | tied)) | (n_ge >= n_valid)
     ok = (n_gt <= CAP) & enough
     tl.store(flag_ptr + t, (~ok).to(tl.int32))
+    dst_v = out_val_ptr + t * K
+    dst_i = out_id_ptr + t * K
     if ok:
         if n_gt >= K:  # the top-K lies above the band
             if n_gt <= SMALL:  # the usual case: a smaller block, cheaper reductions
-                offs_s = tl.arange(0, SMALL)
-                ms = offs_s < n_gt
-                vs = tl.load(cand_val_ptr + row + offs_s, mask=ms, other=float("-inf"))
-                i_s = tl.load(cand_id_ptr + row + offs_s, mask=ms, other=-1)
-                _select_topk_fast(vs, i_s, K, out_val_ptr + t * K, out_id_ptr + t * K, -2147483648)
+                _select_list(cand_val_ptr + row, cand_id_ptr + row, n_gt, SMALL, K, dst_v, dst_i)
             else:
-                offs = tl.arange(0, CAP)
-                m = offs < n_gt
-                vals = tl.load(cand_val_ptr + row + offs, mask=m, other=float("-inf"))
-                ids = tl.load(cand_id_ptr + row + offs, mask=m, other=-1)
-                _select_topk_fast(
-                    vals, ids, K, out_val_ptr + t * K, out_id_ptr + t * K, -2147483648
-                )
+                _select_list(cand_val_ptr + row, cand_id_ptr + row, n_gt, CAP, K, dst_v, dst_i)
         else:  # every key above the band, completed from the band's stored keys (and padding)
             offs_2k = tl.arange(0, 2 * K)
             in_gt = offs_2k < n_gt
@@ -226,7 +228,7 @@ def _filtered_select_kernel(
             src = tl.where(offs_2k < K, offs_2k, CAP + offs_2k - K)
             v = tl.load(cand_val_ptr + row + src, mask=in_gt | in_band, other=float("-inf"))
             i = tl.load(cand_id_ptr + row + src, mask=in_gt | in_band, other=-1)
-            _select_topk_fast(v, i, K, out_val_ptr + t * K, out_id_ptr + t * K, -2147483648)
+            _select_topk_fast(v, i, K, dst_v, dst_i, -2147483648)
     else:
         # Slots [0, K): the running top-K; [K, 2K): the current chunk's top-K.
         run_v = cand_val_ptr + row
@@ -276,5 +278,5 @@ def _filtered_select_kernel(
             tl.debug_barrier()  # and read before the running list is overwritten
             _select_topk_fast(v2, i2, K, run_v, run_i, -2147483648)
             tl.debug_barrier()
-        tl.store(out_val_ptr + t * K + offs_k, tl.load(run_v + offs_k))
-        tl.store(out_id_ptr + t * K + offs_k, tl.load(run_i + offs_k))
+        tl.store(dst_v + offs_k, tl.load(run_v + offs_k))
+        tl.store(dst_i + offs_k, tl.load(run_i + offs_k))

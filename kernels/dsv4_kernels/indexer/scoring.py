@@ -43,6 +43,26 @@ def _chunk_scales(
 
 
 @triton.jit
+def _append(take, vals, ids, counter_ptr, val_ptr, id_ptr, SLOTS: tl.constexpr):
+    """Append the (vals, ids) where `take` to a shared list of SLOTS slots.
+
+    One `atomic_add` on the list's counter reserves consecutive slots (skipped when nothing is
+    taken); entries past SLOTS are counted but not stored.
+
+    Returns:
+        The number of entries taken (int32 scalar).
+    """
+    n = tl.sum(take.to(tl.int32), axis=0)
+    if n > 0:
+        start = tl.atomic_add(counter_ptr, n)
+        slot = start + tl.cumsum(take.to(tl.int32), axis=0) - 1
+        keep = take & (slot < SLOTS)
+        tl.store(val_ptr + slot, vals, mask=keep)
+        tl.store(id_ptr + slot, ids, mask=keep)
+    return n
+
+
+@triton.jit
 def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
     c,
     t,
@@ -192,20 +212,17 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
         gt = ok_all & (key64 > tau + 64)
         band = ok_all & (key64 >= tau - 64) & (key64 <= tau + 64)
         row = t * (K + EQ_SLOTS)
-        n_gt = tl.sum(gt.to(tl.int32), axis=0)
-        if n_gt > 0:
-            start = tl.atomic_add(kth_ptr + 4 * t, n_gt)
-            slot = start + tl.cumsum(gt.to(tl.int32), axis=0) - 1
-            keep = gt & (slot < K)
-            tl.store(cand_val_ptr + row + slot, vals, mask=keep)
-            tl.store(cand_id_ptr + row + slot, ids, mask=keep)
-        n_band = tl.sum(band.to(tl.int32), axis=0)
+        _append(gt, vals, ids, kth_ptr + 4 * t, cand_val_ptr + row, cand_id_ptr + row, K)
+        n_band = _append(
+            band,
+            vals,
+            ids,
+            kth_ptr + 4 * t + 1,
+            cand_val_ptr + row + K,
+            cand_id_ptr + row + K,
+            EQ_SLOTS,
+        )
         if n_band > 0:
-            start_b = tl.atomic_add(kth_ptr + 4 * t + 1, n_band)
-            slot_b = start_b + tl.cumsum(band.to(tl.int32), axis=0) - 1
-            keep_b = band & (slot_b < EQ_SLOTS)
-            tl.store(cand_val_ptr + row + K + slot_b, vals, mask=keep_b)
-            tl.store(cand_id_ptr + row + K + slot_b, ids, mask=keep_b)
             tl.atomic_min(kth_ptr + 4 * t + 2, tl.min(tl.where(band, key, 2147483647), axis=0))
             tl.atomic_max(kth_ptr + 4 * t + 3, tl.max(tl.where(band, key, -2147483648), axis=0))
     else:

@@ -276,6 +276,16 @@ class _Pass1:
     lean: int = 0
     maxnreg: int | None = None
 
+    @property
+    def lean_fp8(self) -> bool:
+        """Pass-1 code reads the keys as float8 (lean code generation, native fp8 GPU)."""
+        return bool(self.lean) and NATIVE_FP8
+
+    @property
+    def idx32(self) -> bool:
+        """Lean pass-1 code may use int32 key-cache offsets (cache under 2**31 bytes)."""
+        return bool(self.lean) and self.pages.numel() < 2**31
+
     def key_args(self, fp8_view: bool) -> tuple[torch.Tensor | int, ...]:
         """The query and key-cache arguments every indexer kernel takes first, in order.
 
@@ -313,9 +323,8 @@ def _pass1(
 ) -> None:
     dummy = a.pos
     extra: dict[str, Any] = {} if a.maxnreg is None else {"maxnreg": a.maxnreg}
-    lean_fp8 = bool(a.lean) and NATIVE_FP8
     _score_select_kernel[(n_chunks, t_count)](
-        *a.key_args(lean_fp8),
+        *a.key_args(a.lean_fp8),
         cv,
         ci,
         thr if thr is not None else dummy,
@@ -337,7 +346,7 @@ def _pass1(
         TIER_M=tier_m,
         USE_FLAG=flag is not None,
         LEAN=int(a.lean),
-        IDX32=bool(a.lean) and a.pages.numel() < 2**31,
+        IDX32=a.idx32,
         EQ_SLOTS=eq_slots,
         num_warps=a.num_warps,
         num_stages=a.num_stages,
@@ -577,7 +586,6 @@ def _sampled_topk(
     ci = torch.empty(t_count, st.cap + topk, dtype=torch.int32, device=dev)
     _pass1(a, t_count, chunk, st.cap, n_chunks, cv, ci, 3, thr=thr, kth=count, eq_slots=topk)
     flag = torch.empty(t_count, dtype=torch.int32, device=dev)
-    lean_fp8 = bool(a.lean) and NATIVE_FP8
     fb_chunk = choose_chunk(t_count, max_keys, topk, a.page_size)
     _filtered_select_kernel[(t_count,)](
         cv,
@@ -586,7 +594,7 @@ def _sampled_topk(
         out_val,
         out_id,
         flag,
-        *a.key_args(lean_fp8),
+        *a.key_args(a.lean_fp8),
         H=a.h,
         D=a.d,
         PAGE=a.page_size,
@@ -598,7 +606,7 @@ def _sampled_topk(
         BLOCK_K=min(a.block_k, fb_chunk),
         NATIVE=NATIVE_FP8,
         LEAN=int(a.lean),
-        IDX32=bool(a.lean) and a.pages.numel() < 2**31,
+        IDX32=a.idx32,
         num_warps=merge_warps or (16 if st.small >= 8192 else 8),
     )
     return flag
