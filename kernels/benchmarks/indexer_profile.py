@@ -11,7 +11,9 @@ Run (repository root, on the GPU):
     PYTHONPATH=kernels python3 kernels/benchmarks/indexer_profile.py --b 1,32
     (options: --topk 512, --cfgs JSON list of configurations, default [{}]; --ab N: instead,
     N rounds of CUDA-graph timing that alternate the configurations, min / median / max each,
-    for differences below the run-to-run noise of a single timing)
+    for differences below the run-to-run noise of a single timing; --timeline: instead, each
+    launch's start and end inside a CUDA-graph replay, in µs after the L2 flush, which shows
+    how launches overlap under programmatic dependent launch)
 """
 
 from __future__ import annotations
@@ -108,14 +110,64 @@ def ab(b: int, topk: int, cfgs: list[dict[str, Any]], rounds: int) -> None:
         )
 
 
+def timeline(b: int, topk: int, cfg: dict[str, Any], calls: int = 4) -> None:
+    """Print start / end / duration (µs after the preceding L2 flush) of every launch.
+
+    `calls` calls, each after a 256 MB flush, are captured in one CUDA graph; the last of
+    three profiled replays is printed, call by call (CUPTI kernel records of graph replays).
+    """
+    case = make_index_case([M1] * b, seed=1, device=torch.device("cuda"))
+    flush = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+
+    def fn() -> tuple[torch.Tensor, torch.Tensor]:
+        return index_topk_triton(topk=topk, max_keys=M1 // 4, **case, **cfg)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            flush.zero_()
+            fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            graph.replay()
+        torch.cuda.synchronize()
+    evs = [e for e in prof.events() if e.device_type.name == "CUDA"]
+    evs.sort(key=lambda e: e.time_range.start)
+    per_replay = len(evs) // 3
+    print(f"== B={b} topk={topk} cfg={cfg}: timeline of {calls} graph calls", flush=True)
+    t0 = evs[-per_replay].time_range.start
+    for e in evs[-per_replay:]:
+        if "elementwise" in e.name or "fill" in e.name.lower():  # the flush
+            t0 = e.time_range.end
+            print("   -- flush done", flush=True)
+            continue
+        start, end = e.time_range.start - t0, e.time_range.end - t0
+        print(f"   {e.name[:32]:32s} start {start:7.1f} end {end:7.1f} us ({end - start:.1f})")
+
+
 def main() -> None:
-    """Parse --b, --topk, --cfgs, --ab and run every configuration at every batch."""
+    """Parse --b, --topk, --cfgs, --ab, --timeline and run every configuration at every batch."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--b", default="1,32")
     ap.add_argument("--topk", type=int, default=512)
     ap.add_argument("--cfgs", default="[{}]")
     ap.add_argument("--ab", type=int, default=0, help="rounds of alternating graph timing")
+    ap.add_argument("--timeline", action="store_true", help="launch start/end in a graph")
     args = ap.parse_args()
+    if args.timeline:
+        for cfg in json.loads(args.cfgs):
+            for b in [int(x) for x in args.b.split(",")]:
+                timeline(b, args.topk, cfg)
+        return
     if args.ab:
         for b in [int(x) for x in args.b.split(",")]:
             ab(b, args.topk, json.loads(args.cfgs), args.ab)

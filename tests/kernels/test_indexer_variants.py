@@ -364,6 +364,20 @@ def test_cand_and_chunk_validation(device: torch.device) -> None:
         index_topk_triton(**case, topk=64, sample=4, sample_rank=0)
 
 
+def test_pdl_option(device: torch.device) -> None:
+    # Programmatic dependent launch: the default where the GPU has it (Hopper and later), a
+    # clear error where it is asked for without it (the CPU interpreter has no gdc_wait). Both
+    # launch modes give the exact top-k.
+    case = make_index_case([8001, 2001, 81], 55, device, heads=64, page=16)
+    if not triton_indexer.pdl_supported(device):
+        with pytest.raises(ValueError, match="pdl=True needs compiled kernels on a CUDA GPU"):
+            index_topk_triton(**case, topk=32, pdl=True)
+        return
+    for pdl in (True, False):
+        idx, val = _run(case, 32, chunk=64, sample=4, pdl=pdl)
+        check_topk(case, 32, idx, val)
+
+
 def _keys(vals: torch.Tensor) -> torch.Tensor:
     out = torch.empty(vals.numel(), dtype=torch.int32, device=vals.device)
     order_key_kernel[(1,)](vals, out, N=vals.numel())
@@ -408,6 +422,7 @@ def test_fast_selection(case: str, device: torch.device) -> None:
 
 
 GPU_VARIANTS = [
+    {"pdl": False},
     {"sample": 0},
     {"cand": 32, "lean": 2, "num_stages": 5},
     {"chunk": 1024, "cand": 16, "tiered": True, "lean": 2, "num_stages": 5},
@@ -426,7 +441,9 @@ GPU_VARIANTS = [
     ids=["flash-1m", "pro-mtp2"],
 )
 @pytest.mark.parametrize(
-    "kw", GPU_VARIANTS, ids=["full-path", "cand32", "tiered16-c1024", "cand16-c512"]
+    "kw",
+    GPU_VARIANTS,
+    ids=["sampled-no-pdl", "full-path", "cand32", "tiered16-c1024", "cand16-c512"],
 )
 def test_variants_at_v4_shapes(
     kw: dict[str, Any], topk: int, lengths: list[int], mtp: int, device: torch.device

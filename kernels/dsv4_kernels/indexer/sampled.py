@@ -29,12 +29,31 @@ the top keys lie. (The hashed strata make the sample stratified rather than pure
 these figures are estimates.) Keys whose logits equal, or lie within 64 float steps of, τ_t go
 to their own K slots, so a block of tied logits at τ_t (zeros, repeated keys) needs no
 fallback.
+
+Programmatic dependent launch (PDL, `pdl=True`: the default on Hopper and later GPUs): every
+launch of the mode is started with `launch_pdl`, so it becomes resident while the previous one
+runs, and waits (`gdc_wait`: the previous grid complete, its writes visible) before it reads
+what that one wrote. The order of `gdc_wait` and `gdc_launch_dependents` in each kernel is
+what makes this safe:
+
+- the sample kernel waits first, then lets the next launch start;
+- the threshold kernel lets pass 1 start at once, then waits for the samples;
+- pass 1 lets the selection launch start, streams and scores its chunk, and waits only then,
+  before it reads τ_t or writes anything. Its early reads of the query, weights and keys are
+  safe: pass 1 can start only once every threshold program has started, which happens only
+  after every sample program has passed its own wait, i.e. after the kernels before this
+  call completed;
+- the selection kernel waits first.
+
+Nothing is written before a kernel's wait, so no launch can overwrite what an earlier one
+still reads.
 """
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from dsv4_kernels.indexer.scoring import _score_select_body
 from dsv4_kernels.indexer.selection import _bisect, _order_key, _select_topk_fast
@@ -64,6 +83,7 @@ def _sample_kernel(
     BLOCK: tl.constexpr,
     NATIVE: tl.constexpr,
     RANK: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """samp[t, g·SPB + i] = order key of the logit of sample key i of program g of token t.
 
@@ -71,7 +91,14 @@ def _sample_kernel(
     j >= the token's key count. SPB (a power of two, a multiple of BLOCK) slots per program.
     G == 1 (one program holds the token's whole sample): the program also does
     `_threshold_kernel`'s work (thr[t], count[t] = 0) and writes no samples.
+
+    PDL (programmatic dependent launch): waits for the previous kernel before reading
+    anything, then lets the next launch start (the chain that lets pass 1 read its inputs
+    early rests on this order; `sampled` module docstring).
     """
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
     g = tl.program_id(0)
     t = tl.program_id(1).to(tl.int64)
     p = tl.load(pos_ptr + t)
@@ -118,8 +145,17 @@ def _sample_kernel(
 
 
 @triton.jit
-def _threshold_kernel(samp_ptr, thr_ptr, count_ptr, U: tl.constexpr, RANK: tl.constexpr):
-    """`_store_threshold` of token t's U sample keys (G > 1 sample programs wrote them)."""
+def _threshold_kernel(
+    samp_ptr, thr_ptr, count_ptr, U: tl.constexpr, RANK: tl.constexpr, PDL: tl.constexpr
+):
+    """`_store_threshold` of token t's U sample keys (G > 1 sample programs wrote them).
+
+    PDL: lets pass 1 launch at once (it streams its keys meanwhile), then waits for the
+    sample kernel before reading its samples.
+    """
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
     t = tl.program_id(0).to(tl.int64)
     _store_threshold(tl.load(samp_ptr + t * U + tl.arange(0, U)), thr_ptr, count_ptr, t, RANK)
 
@@ -182,6 +218,7 @@ def _filtered_select_kernel(
     NATIVE: tl.constexpr,
     LEAN: tl.constexpr,
     IDX32: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """Top-K of token t's candidates into out[t].
 
@@ -200,7 +237,12 @@ def _filtered_select_kernel(
     Serial, so slow (2.8 ms for 262,144 keys on the H200, against 31 µs unflagged), but no
     launch is spent on it when nothing is flagged; with the default settings it is expected
     for ~5e-6 of tokens at K = 512 (module docstring).
+
+    PDL: waits for pass 1 before reading anything (launched during pass 1's last wave).
     """
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
     t = tl.program_id(0).to(tl.int64)
     n_gt = tl.load(count_ptr + 4 * t)
     n_band = tl.load(count_ptr + 4 * t + 1)
@@ -271,6 +313,7 @@ def _filtered_select_kernel(
                 LEAN,
                 IDX32,
                 0,
+                False,
             )
             tl.debug_barrier()  # the chunk's list is written before it is read
             v2 = tl.load(run_v + offs_2k)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_wait
 
 from dsv4_kernels.indexer.selection import (
     _order_key,
@@ -95,7 +96,13 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
     LEAN: tl.constexpr,
     IDX32: tl.constexpr,
     EQ_SLOTS: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    """Score chunk c of token t's keys and select from it (SELECT); see the kernels using it.
+
+    PDL (SELECT == 3 only): the keys are streamed and scored first, then `gdc_wait` waits for
+    the threshold launch before thr/count are read or anything is written.
+    """
     p = tl.load(pos_ptr + t)
     seq = tl.load(seq_ptr + t).to(tl.int64)
     n_valid = (p + 1) // RATIO
@@ -206,7 +213,9 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
         # block of equal logits near tau_t lands there whatever the sample kernel's rounding
         # of the same logit. kth_ptr holds each row's counters ([T, 4]: keys above the band,
         # keys in it, the band keys' smallest and largest order key).
-        tau = tl.load(thr_ptr + t).to(tl.int64)
+        if PDL:
+            gdc_wait()
+        tau = tl.load(thr_ptr + t, volatile=True).to(tl.int64)
         key = _order_key(vals)
         key64 = key.to(tl.int64)
         gt = ok_all & (key64 > tau + 64)

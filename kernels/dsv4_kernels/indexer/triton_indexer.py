@@ -22,15 +22,22 @@ from typing import Any
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents
 
 from dsv4_kernels.indexer.sampled import _filtered_select_kernel, _sample_kernel, _threshold_kernel
 from dsv4_kernels.indexer.scoring import _score_select_body
 from dsv4_kernels.indexer.selection import _select_topk, _select_topk_fast, _select_topk_radix
 from dsv4_kernels.kv_format import INDEX_DIM
-from dsv4_kernels.triton_fp8 import NATIVE_FP8
+from dsv4_kernels.triton_fp8 import INTERPRET, NATIVE_FP8
 
 MAX_TOKENS_PER_LAUNCH = 65535
 """Query tokens per launch: their grid axis is y, which CUDA caps at 65,535."""
+SAMPLE_BLOCK = 64
+"""Sample keys per tile of `_sample_kernel` (launched with 4 warps, 2 stages). Lighter than
+pass 1's 128-key tiles, so pass 1's programs become resident beside the sample programs (with
+PDL) instead of after them. H200, V4 L=1M, CUDA graph, median of 7 alternating rounds
+(2026-11-29, against 128 keys and 3 stages): Flash B=32 311.7 vs 320.9 µs, B=1 27.1 vs 27.8;
+Pro B=32 313.8 vs 329.6 (5 rounds) (kernels/benchmarks/reports/2026-11-29-h200.md)."""
 INT32_MIN = -2147483648
 INT32_MAX = 2147483647
 
@@ -68,11 +75,17 @@ def _score_select_kernel(
     LEAN: tl.constexpr,
     IDX32: tl.constexpr,
     EQ_SLOTS: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """Pass 1: score one chunk of keys for one query token, write its top-K candidates.
 
     USE_FLAG: run only where flag[t] != 0 (the exact fallback of the truncated-list mode).
+    PDL (programmatic dependent launch, SELECT == 3 only): lets the selection launch start
+    during the last wave; `_score_select_body` waits for the threshold launch only after
+    scoring its chunk.
     """
+    if PDL:
+        gdc_launch_dependents()
     c = tl.program_id(0)
     t = tl.program_id(1).to(tl.int64)
     run = True
@@ -111,6 +124,7 @@ def _score_select_kernel(
             LEAN,
             IDX32,
             EQ_SLOTS,
+            PDL,
         )
 
 
@@ -275,6 +289,7 @@ class _Pass1:
     num_stages: int
     lean: int = 0
     maxnreg: int | None = None
+    pdl: bool = False
 
     @property
     def lean_fp8(self) -> bool:
@@ -305,6 +320,23 @@ class _Pass1:
         )
 
 
+def _pdl_launch(pdl: bool) -> dict[str, Any]:
+    """Launch options of a kernel started with programmatic dependent launch (or none)."""
+    return {"launch_pdl": True} if pdl else {}
+
+
+def pdl_supported(device: torch.device) -> bool:
+    """Whether kernels on `device` can use programmatic dependent launch (PDL).
+
+    Needs a CUDA GPU of compute capability 9.0 or later (Hopper; CUDA programming guide,
+    "Programmatic Dependent Launch and Synchronization") and compiled kernels: Triton's CPU
+    interpreter (TRITON_INTERPRET=1) has no `gdc_wait`.
+    """
+    if device.type != "cuda" or INTERPRET:
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
 def _pass1(
     a: _Pass1,
     t_count: int,
@@ -323,6 +355,8 @@ def _pass1(
 ) -> None:
     dummy = a.pos
     extra: dict[str, Any] = {} if a.maxnreg is None else {"maxnreg": a.maxnreg}
+    pdl = a.pdl and select == 3
+    extra.update(_pdl_launch(pdl))
     _score_select_kernel[(n_chunks, t_count)](
         *a.key_args(a.lean_fp8),
         cv,
@@ -348,6 +382,7 @@ def _pass1(
         LEAN=int(a.lean),
         IDX32=a.idx32,
         EQ_SLOTS=eq_slots,
+        PDL=pdl,
         num_warps=a.num_warps,
         num_stages=a.num_stages,
         **extra,
@@ -572,15 +607,24 @@ def _sampled_topk(
         STRIDE=st.stride,
         G=st.programs,
         SPB=st.per_program,
-        BLOCK=min(a.block_k, st.per_program),
+        BLOCK=min(SAMPLE_BLOCK, st.per_program),
         NATIVE=NATIVE_FP8,
         RANK=st.rank,
+        PDL=a.pdl,
         num_warps=4,
-        num_stages=3,
+        num_stages=2,
+        **_pdl_launch(a.pdl),
     )
     if st.programs > 1:
         _threshold_kernel[(t_count,)](
-            samp, thr, count, U=u, RANK=st.rank, num_warps=8 if u >= 4096 else 4
+            samp,
+            thr,
+            count,
+            U=u,
+            RANK=st.rank,
+            PDL=a.pdl,
+            num_warps=8 if u >= 4096 else 4,
+            **_pdl_launch(a.pdl),
         )
     cv = torch.empty(t_count, st.cap + topk, dtype=torch.float32, device=dev)
     ci = torch.empty(t_count, st.cap + topk, dtype=torch.int32, device=dev)
@@ -607,7 +651,9 @@ def _sampled_topk(
         NATIVE=NATIVE_FP8,
         LEAN=int(a.lean),
         IDX32=a.idx32,
+        PDL=a.pdl,
         num_warps=merge_warps or (16 if st.small >= 8192 else 8),
+        **_pdl_launch(a.pdl),
     )
     return flag
 
@@ -644,6 +690,7 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     sample_rank: int | None = None,
     sample_cap: int | None = None,
     sample_small: int | None = None,
+    pdl: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused indexer + top-k (API: `dsv4_kernels.indexer.index_topk`).
 
@@ -662,6 +709,10 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     selection launch. `sample_programs`, `sample_rank`, `sample_cap`, `sample_small` override
     `sample_settings`; `chunk` None there means `choose_filter_chunk`. Used when the longest
     key list exceeds both chunk and topk and no cand/threshold/diagnostic is asked for.
+    `pdl` (None: `pdl_supported`, i.e. on Hopper and later GPUs) launches its kernels with
+    programmatic dependent launch: each starts while the previous one finishes, and pass 1
+    streams and scores its keys while the sample and threshold launches still run (it waits
+    for the threshold only before its appends; `sampled.py`).
 
     Tuning: `chunk` keys per pass-1 program (None: `choose_chunk`), `block_k` keys per
     iteration (any page size: each key finds its page), `num_warps`/`num_stages` of pass 1,
@@ -721,7 +772,7 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
             the untiered cand mode; any power of two in the sampled mode), cand >= topk,
             threshold with untiered cand, or q not [T, H, 128]; a diagnostic (pass1_only,
             score_only) over more than MAX_TOKENS_PER_LAUNCH tokens; invalid sample_*
-            arguments (`sample_settings`).
+            arguments (`sample_settings`); pdl=True where `pdl_supported` is False.
     """
     params = dict(locals())
     t_count, h, d = q.shape
@@ -741,6 +792,11 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
         )
     if sample:
         _check_sample_args(topk, sample, sample_programs, sample_rank, sample_cap, sample_small)
+    if pdl and not pdl_supported(q.device):
+        raise ValueError(
+            f"pdl=True needs compiled kernels on a CUDA GPU of compute capability >= 9.0, "
+            f"got device {q.device} (TRITON_INTERPRET={int(INTERPRET)})"
+        )
     if select == 1:
         lean = 0  # radix select + lean=2 returned non-finite garbage on the H200 (Triton 3.6)
     if max_keys is None:  # once, so token slices agree on it
@@ -793,6 +849,7 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
         num_stages=num_stages,
         lean=int(lean),
         maxnreg=maxnreg,
+        pdl=pdl_supported(dev) if pdl is None else pdl,
     )
     full_chunk = choose_chunk(t_count, max_keys, topk, page_size) if chunk is None else chunk
     if full_chunk & (full_chunk - 1) or full_chunk < (cand or (1 if sample else topk)):
