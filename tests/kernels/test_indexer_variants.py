@@ -5,6 +5,8 @@ candidate lists with their verified fallback) must return the same top-k values 
 `index_topk_reference` (ties aside); tiny shapes, run under TRITON_INTERPRET=1 on CPU.
 """
 
+import math
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -223,8 +225,9 @@ class _Flags:
     ("kw", "flagged"),
     [
         ({}, [0, 0, 0, 0, 0]),
-        # 64 slots: the 250, 500 and 2,000-key tokens pass ~128 keys, more than fit.
-        ({"sample_cap": 64}, [0, 0, 1, 1, 1]),
+        # 64 slots, rank 32 (S = 4): the 250, 500 and 2,000-key tokens pass ~128 keys, more
+        # than fit.
+        ({"sample_cap": 64, "sample_rank": 32}, [0, 0, 1, 1, 1]),
         # rank 1 (the sample's maximum): fewer than K=32 keys pass where there are more.
         ({"sample_rank": 1}, [0, 1, 1, 1, 1]),
     ],
@@ -336,9 +339,28 @@ def test_sample_settings() -> None:
         8192,
         4096,
     )
+    # V4-Pro (K = 1024): R = 24, the smallest rank with P(Poisson(8) >= R) <= 5e-6.
+    assert triton_indexer.sample_settings(2**18, 1024, 128).rank == 24
     # A token's sample is kept to 16,384 keys: the stride doubles (and R follows it).
     st = triton_indexer.sample_settings(2**23, 1024, 128)
-    assert (st.stride, st.programs, st.rank) == (512, 128, 8)
+    assert (st.stride, st.programs, st.rank) == (512, 128, 12)
+
+
+@pytest.mark.parametrize(
+    ("topk", "stride"), [(512, 128), (1024, 128), (1024, 512), (32, 4), (1, 128)]
+)
+def test_sample_rank_is_the_smallest_within_the_fallback_rate(topk: int, stride: int) -> None:
+    # P(fewer than K keys pass) = P(Gamma(R) < K/S) = P(Poisson(K/S) >= R), summed here
+    # independently of the implementation (exact rational terms, then one float division).
+    x = Fraction(topk, stride)
+
+    def tail(r: int) -> float:  # P(Poisson(x) >= r)
+        below = sum(x**i / math.factorial(i) for i in range(r))
+        return 1.0 - math.exp(-float(x)) * float(below)
+
+    r = triton_indexer.sample_rank(topk, stride)
+    assert tail(r) <= triton_indexer.FALLBACK_RATE
+    assert r == 1 or tail(r - 1) > triton_indexer.FALLBACK_RATE
     assert triton_indexer.sample_settings(100, 32, 4, small=8192).small == 512  # <= cap
     assert triton_indexer.choose_filter_chunk(1, 2**18, 132) == 1024
     assert triton_indexer.choose_filter_chunk(32, 2**18, 132) == 2048

@@ -22,13 +22,14 @@ alone, chunk after chunk (exact, slow).
 
 How many keys pass: the R-th largest of a random 1/S sample has about R·S keys of the token
 at or above it, whatever the logits' distribution (ranks of a random sample; the count is
-≈ S·Gamma(R)). Defaults (`triton_indexer.sample_settings`): S = 128, R = 4·K / S (16 for
-K = 512), CAP = 16·K: fewer than K keys pass with probability P(Gamma(16) < 4) ≈ 4.9e-6 per
-token (K = 1024: P(Gamma(32) < 8) ≈ 1.3e-10), more than CAP ≈ 2e-13; neither depends on where
-the top keys lie. (The hashed strata make the sample stratified rather than purely random;
-these figures are estimates.) Keys whose logits equal, or lie within 64 float steps of, τ_t go
-to their own K slots, so a block of tied logits at τ_t (zeros, repeated keys) needs no
-fallback.
+≈ S·Gamma(R)). Defaults (`triton_indexer.sample_settings`): S = 128, R = the smallest rank
+with P(Gamma(R) < K / S) <= 5e-6 (`triton_indexer.sample_rank`: 16 for K = 512, 24 for
+K = 1024), CAP = 16·K: fewer than K keys pass with probability P(Gamma(16) < 4) ≈ 4.9e-6 per
+token (K = 1024: P(Gamma(24) < 8) ≈ 3.7e-6), more than CAP ≈ 2e-13 (K = 1024: far less);
+neither depends on where the top keys lie. (The hashed strata make the sample stratified
+rather than purely random; these figures are estimates.) Keys whose logits equal, or lie
+within 64 float steps of, τ_t go to their own K slots, so a block of tied logits at τ_t
+(zeros, repeated keys) needs no fallback.
 
 Programmatic dependent launch (PDL, `pdl=True`: the default on Hopper and later GPUs): every
 launch of the mode is started with `launch_pdl`, so it becomes resident while the previous one

@@ -538,6 +538,39 @@ def _check_sample_args(
         raise ValueError(f"sample_rank={rank} must be >= 1")
 
 
+FALLBACK_RATE = 5e-6
+"""Largest expected share of tokens whose sampled threshold lets fewer than K keys through
+(each is then redone serially, `sampled.py`): the rate of the first default, R = 16 at
+K = 512, S = 128 (P(Gamma(16) < 4) = 4.9e-6)."""
+
+
+def sample_rank(topk: int, stride: int) -> int:
+    """Smallest rank R whose threshold lets fewer than `topk` keys pass at most FALLBACK_RATE.
+
+    τ is the R-th largest of a 1/S sample, so about S * Gamma(R) keys lie at or above it
+    (ranks of a random sample; `sampled.py`): too few pass with probability
+    P(Gamma(R) < K / S) = P(Poisson(K / S) >= R). Values: K = 512, S = 128: 16 (4.9e-6);
+    K = 1024, S = 128: 24 (3.7e-6; the former ceil(4K/S) = 32 passed a third more keys);
+    K = 1024, S = 512: 12.
+
+    Args:
+        topk: K.
+        stride: S, one key in S sampled.
+
+    Returns:
+        R >= 1.
+    """
+    x = topk / stride
+    term = math.exp(-x)  # P(Poisson(x) = 0)
+    below = term  # P(Poisson(x) < r) for r = 1
+    r = 1
+    while 1.0 - below > FALLBACK_RATE:
+        term *= x / r
+        below += term
+        r += 1
+    return r
+
+
 def sample_settings(
     max_keys: int,
     topk: int,
@@ -550,8 +583,8 @@ def sample_settings(
     """Defaults of the sampled-threshold mode for `max_keys` keys and top-`topk`.
 
     S is raised (doubled) until a token's sample holds at most 16,384 keys; G = programs of
-    at most 128 samples; R = ceil(4 * topk / S), so ≈ 4 * topk keys pass (±1/sqrt(R));
-    cap = 16 * topk; small = 8 * topk.
+    at most 128 samples; R = `sample_rank(topk, S)` (16 for K = 512 and 24 for K = 1024 at
+    S = 128: ≈ R * S keys pass, ±1/sqrt(R)); cap = 16 * topk; small = 8 * topk.
 
     Raises:
         ValueError: stride, programs, cap or small not a power of two, cap below 2 * topk,
@@ -567,7 +600,7 @@ def sample_settings(
         stride=stride,
         programs=g,
         per_program=max(16, triton.next_power_of_2(math.ceil(n_samp / g))),
-        rank=rank or math.ceil(4 * topk / stride),
+        rank=rank or sample_rank(topk, stride),
         cap=cap,
         small=min(cap, small or 8 * topk),
     )
@@ -652,7 +685,9 @@ def _sampled_topk(
         LEAN=int(a.lean),
         IDX32=a.idx32,
         PDL=a.pdl,
-        num_warps=merge_warps or (16 if st.small >= 8192 else 8),
+        # 8 warps up to an 8,192-slot block (V4-Pro B=1 L=1M on the H200: 31.2 µs against
+        # 33.5 with 16; report 2026-11-29, fifth session).
+        num_warps=merge_warps or (16 if st.small > 8192 else 8),
         **_pdl_launch(a.pdl),
     )
     return flag
