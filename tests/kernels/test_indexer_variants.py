@@ -386,18 +386,40 @@ def test_cand_and_chunk_validation(device: torch.device) -> None:
         index_topk_triton(**case, topk=64, sample=4, sample_rank=0)
 
 
-def test_pdl_option(device: torch.device) -> None:
+def test_pdl_option(device: torch.device, monkeypatch: pytest.MonkeyPatch) -> None:
     # Programmatic dependent launch: the default where the GPU has it (Hopper and later), a
     # clear error where it is asked for without it (the CPU interpreter has no gdc_wait). Both
-    # launch modes give the exact top-k.
+    # launch modes give the exact top-k, and the launches really get (or do not get) the flag.
     case = make_index_case([8001, 2001, 81], 55, device, heads=64, page=16)
     if not triton_indexer.pdl_supported(device):
-        with pytest.raises(ValueError, match="pdl=True needs compiled kernels on a CUDA GPU"):
+        with pytest.raises(ValueError, match="pdl=True needs compiled kernels on an NVIDIA GPU"):
             index_topk_triton(**case, topk=32, pdl=True)
         return
-    for pdl in (True, False):
+    seen: list[bool] = []
+    orig = triton_indexer._pdl_launch
+
+    def spy(pdl: bool) -> dict[str, Any]:
+        seen.append(pdl)
+        return orig(pdl)
+
+    monkeypatch.setattr(triton_indexer, "_pdl_launch", spy)
+    for pdl in (None, True, False):
+        seen.clear()
         idx, val = _run(case, 32, chunk=64, sample=4, pdl=pdl)
         check_topk(case, 32, idx, val)
+        assert len(seen) >= 3  # sample, pass 1, selection (and threshold)
+        assert set(seen) == {pdl is not False}
+
+
+def test_pdl_is_off_on_rocm(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ROCm builds of PyTorch call AMD GPUs "cuda" and report capability 9.x (MI300X: 9.4);
+    # Triton's AMD backend has no launch_pdl, so PDL must stay off there.
+    monkeypatch.setattr(triton_indexer, "INTERPRET", False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _d=None: (9, 4))
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert triton_indexer.pdl_supported(torch.device("cuda", 0))  # as a CUDA 9.x GPU
+    monkeypatch.setattr(torch.version, "hip", "6.2.0")
+    assert not triton_indexer.pdl_supported(torch.device("cuda", 0))
 
 
 def _keys(vals: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,9 @@ what that one wrote. The order of `gdc_wait` and `gdc_launch_dependents` in each
 what makes this safe:
 
 - the sample kernel waits first, then lets the next launch start;
-- the threshold kernel lets pass 1 start at once, then waits for the samples;
+- the threshold kernel lets pass 1 start at once, then waits for the samples (with one
+  sample program per token there is no threshold launch: pass 1 follows the sample kernel,
+  which triggers only after its wait, so the argument below holds the same);
 - pass 1 lets the selection launch start, streams and scores its chunk, and waits only then,
   before it reads τ_t or writes anything. Its early reads of the query, weights and keys are
   safe: pass 1 can start only once every threshold program has started, which happens only
@@ -47,7 +49,10 @@ what makes this safe:
 - the selection kernel waits first.
 
 Nothing is written before a kernel's wait, so no launch can overwrite what an earlier one
-still reads.
+still reads. (The early reads rest on completion order in time: the kernels before the call
+completed and flushed before pass 1 was launched. The PTX memory model states visibility only
+for a grid that itself waited; a review helper judged this sound in practice, not formally
+promised. The compiled PTX keeps every global store and atomic after `griddepcontrol.wait`.)
 """
 
 from __future__ import annotations

@@ -101,7 +101,8 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
     """Score chunk c of token t's keys and select from it (SELECT); see the kernels using it.
 
     PDL (SELECT == 3 only): the keys are streamed and scored first, then `gdc_wait` waits for
-    the threshold launch before thr/count are read or anything is written.
+    the launch before pass 1 (threshold, or sample with one sample program per token) before
+    thr/count are read or anything is written.
     """
     p = tl.load(pos_ptr + t)
     seq = tl.load(seq_ptr + t).to(tl.int64)

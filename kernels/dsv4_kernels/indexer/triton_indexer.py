@@ -33,11 +33,12 @@ from dsv4_kernels.triton_fp8 import INTERPRET, NATIVE_FP8
 MAX_TOKENS_PER_LAUNCH = 65535
 """Query tokens per launch: their grid axis is y, which CUDA caps at 65,535."""
 SAMPLE_BLOCK = 64
-"""Sample keys per tile of `_sample_kernel` (launched with 4 warps, 2 stages). Lighter than
-pass 1's 128-key tiles, so pass 1's programs become resident beside the sample programs (with
-PDL) instead of after them. H200, V4 L=1M, CUDA graph, median of 7 alternating rounds
-(2026-11-29, against 128 keys and 3 stages): Flash B=32 311.7 vs 320.9 µs, B=1 27.1 vs 27.8;
-Pro B=32 313.8 vs 329.6 (5 rounds) (kernels/benchmarks/reports/2026-11-29-h200.md)."""
+"""Sample keys per tile of `_sample_kernel` with PDL (launched with 4 warps, 2 stages; without
+PDL: pass 1's 128-key tiles, 3 stages, as measured before). Lighter than 128-key tiles, so
+pass 1's programs become resident beside the sample programs instead of after them. H200,
+V4 L=1M, PDL, CUDA graph, median of 7 alternating rounds (2026-11-29, against 128 keys and 3
+stages): Flash B=32 311.7 vs 320.9 µs, B=1 27.1 vs 27.8; Pro B=32 313.8 vs 329.6 (5 rounds)
+(kernels/benchmarks/reports/2026-11-29-h200.md)."""
 INT32_MIN = -2147483648
 INT32_MAX = 2147483647
 
@@ -81,8 +82,9 @@ def _score_select_kernel(
 
     USE_FLAG: run only where flag[t] != 0 (the exact fallback of the truncated-list mode).
     PDL (programmatic dependent launch, SELECT == 3 only): lets the selection launch start
-    during the last wave; `_score_select_body` waits for the threshold launch only after
-    scoring its chunk.
+    during the last wave; `_score_select_body` waits for the launch before it (the threshold
+    launch, or the sample launch when that computes the threshold itself) only after scoring
+    its chunk.
     """
     if PDL:
         gdc_launch_dependents()
@@ -328,13 +330,24 @@ def _pdl_launch(pdl: bool) -> dict[str, Any]:
 def pdl_supported(device: torch.device) -> bool:
     """Whether kernels on `device` can use programmatic dependent launch (PDL).
 
-    Needs a CUDA GPU of compute capability 9.0 or later (Hopper; CUDA programming guide,
+    Needs an NVIDIA GPU of compute capability 9.0 or later (Hopper; CUDA programming guide,
     "Programmatic Dependent Launch and Synchronization") and compiled kernels: Triton's CPU
-    interpreter (TRITON_INTERPRET=1) has no `gdc_wait`.
+    interpreter (TRITON_INTERPRET=1) has no `gdc_wait`, and ROCm builds of PyTorch also call
+    AMD GPUs "cuda" (MI300X reports capability 9.4) while Triton's AMD backend has no
+    `launch_pdl`.
     """
-    if device.type != "cuda" or INTERPRET:
+    if device.type != "cuda" or INTERPRET or torch.version.hip is not None:
         return False
     return torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def _capability(device: torch.device) -> str:
+    """`device`'s compute capability as " (capability X.Y)", or "" off CUDA / ROCm."""
+    if device.type != "cuda":
+        return ""
+    major, minor = torch.cuda.get_device_capability(device)
+    hip = ", ROCm" if torch.version.hip is not None else ""
+    return f" (capability {major}.{minor}{hip})"
 
 
 def _pass1(
@@ -640,12 +653,12 @@ def _sampled_topk(
         STRIDE=st.stride,
         G=st.programs,
         SPB=st.per_program,
-        BLOCK=min(SAMPLE_BLOCK, st.per_program),
+        BLOCK=min(SAMPLE_BLOCK if a.pdl else a.block_k, st.per_program),
         NATIVE=NATIVE_FP8,
         RANK=st.rank,
         PDL=a.pdl,
         num_warps=4,
-        num_stages=2,
+        num_stages=2 if a.pdl else 3,
         **_pdl_launch(a.pdl),
     )
     if st.programs > 1:
@@ -744,10 +757,11 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     selection launch. `sample_programs`, `sample_rank`, `sample_cap`, `sample_small` override
     `sample_settings`; `chunk` None there means `choose_filter_chunk`. Used when the longest
     key list exceeds both chunk and topk and no cand/threshold/diagnostic is asked for.
-    `pdl` (None: `pdl_supported`, i.e. on Hopper and later GPUs) launches its kernels with
-    programmatic dependent launch: each starts while the previous one finishes, and pass 1
-    streams and scores its keys while the sample and threshold launches still run (it waits
-    for the threshold only before its appends; `sampled.py`).
+    `pdl` (None: `pdl_supported`, i.e. on Hopper and later NVIDIA GPUs) launches this mode's
+    kernels with programmatic dependent launch: each starts while the previous one finishes,
+    and pass 1 streams and scores its keys while the sample and threshold launches still run
+    (it waits for the threshold only before its appends; `sampled.py`). The other paths
+    (`sample=0`, cand, diagnostics) ignore it.
 
     Tuning: `chunk` keys per pass-1 program (None: `choose_chunk`), `block_k` keys per
     iteration (any page size: each key finds its page), `num_warps`/`num_stages` of pass 1,
@@ -829,8 +843,8 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
         _check_sample_args(topk, sample, sample_programs, sample_rank, sample_cap, sample_small)
     if pdl and not pdl_supported(q.device):
         raise ValueError(
-            f"pdl=True needs compiled kernels on a CUDA GPU of compute capability >= 9.0, "
-            f"got device {q.device} (TRITON_INTERPRET={int(INTERPRET)})"
+            f"pdl=True needs compiled kernels on an NVIDIA GPU of compute capability >= 9.0, "
+            f"got device {q.device}{_capability(q.device)} (TRITON_INTERPRET={int(INTERPRET)})"
         )
     if select == 1:
         lean = 0  # radix select + lean=2 returned non-finite garbage on the H200 (Triton 3.6)
