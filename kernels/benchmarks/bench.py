@@ -101,8 +101,12 @@ def bench_graph(fn: Callable[[], object], n: int = 20, reps: int = 10) -> float:
         return float("nan")
 
 
-def _bench_graph(fn: Callable[[], object], n: int, reps: int) -> float:
-    cache = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device=DEV)
+def flushed_graph(fn: Callable[[], object], cache: torch.Tensor, n: int) -> torch.cuda.CUDAGraph:
+    """A CUDA graph of n x (zero `cache`, i.e. flush L2; call fn), after 3 warm-up calls.
+
+    The warm-up runs on a side stream (as CUDA-graph capture requires); returns the graph
+    captured, not yet replayed.
+    """
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -110,11 +114,17 @@ def _bench_graph(fn: Callable[[], object], n: int, reps: int) -> float:
             fn()
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
-    g_all = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g_all):
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
         for _ in range(n):
             cache.zero_()
             fn()
+    return graph
+
+
+def _bench_graph(fn: Callable[[], object], n: int, reps: int) -> float:
+    cache = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device=DEV)
+    g_all = flushed_graph(fn, cache, n)
     g_flush = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g_flush):
         for _ in range(n):

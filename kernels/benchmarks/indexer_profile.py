@@ -122,18 +122,7 @@ def timeline(b: int, topk: int, cfg: dict[str, Any], calls: int = 4) -> None:
     def fn() -> tuple[torch.Tensor, torch.Tensor]:
         return index_topk_triton(topk=topk, max_keys=M1 // 4, **case, **cfg)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            flush.zero_()
-            fn()
+    graph = bench.flushed_graph(fn, flush, calls)
     graph.replay()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
