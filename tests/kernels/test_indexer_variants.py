@@ -396,13 +396,13 @@ def test_pdl_option(device: torch.device, monkeypatch: pytest.MonkeyPatch) -> No
             index_topk_triton(**case, topk=32, pdl=True)
         return
     seen: list[bool] = []
-    orig = triton_indexer._pdl_launch
+    orig = triton_indexer._pdl_args
 
     def spy(pdl: bool) -> dict[str, Any]:
         seen.append(pdl)
         return orig(pdl)
 
-    monkeypatch.setattr(triton_indexer, "_pdl_launch", spy)
+    monkeypatch.setattr(triton_indexer, "_pdl_args", spy)
     for pdl in (None, True, False):
         seen.clear()
         idx, val = _run(case, 32, chunk=64, sample=4, pdl=pdl)

@@ -61,7 +61,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from dsv4_kernels.indexer.scoring import _score_select_body
+from dsv4_kernels.indexer.scoring import _score_select_body, _token_query
 from dsv4_kernels.indexer.selection import _bisect, _order_key, _select_topk_fast
 from dsv4_kernels.triton_fp8 import e4m3_bits_to_f32
 
@@ -107,14 +107,9 @@ def _sample_kernel(
         gdc_launch_dependents()
     g = tl.program_id(0)
     t = tl.program_id(1).to(tl.int64)
-    p = tl.load(pos_ptr + t)
-    seq = tl.load(seq_ptr + t).to(tl.int64)
-    n_valid = (p + 1) // RATIO
-    offs_h = tl.arange(0, H)
+    seq, n_valid, qraw, w = _token_query(t, q_ptr, w_ptr, pos_ptr, seq_ptr, H, D, RATIO)
     offs_d = tl.arange(0, D)
     offs_n = tl.arange(0, BLOCK)
-    qraw = tl.load(q_ptr + (t * H + offs_h[:, None]) * D + offs_d[None, :])
-    w = tl.load(w_ptr + t * H + offs_h)
     if NATIVE:
         qt = tl.trans(qraw.to(tl.float8e4nv, bitcast=True))
     else:

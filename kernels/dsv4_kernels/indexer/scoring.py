@@ -44,6 +44,25 @@ def _chunk_scales(
 
 
 @triton.jit
+def _token_query(
+    t, q_ptr, w_ptr, pos_ptr, seq_ptr, H: tl.constexpr, D: tl.constexpr, RATIO: tl.constexpr
+):
+    """What every indexer program reads first about query token t.
+
+    Returns:
+        (seq: int64 block-table row, n_valid: the token's key count (position + 1) // RATIO,
+        qraw: [H, D] query bytes (e4m3), w: [H] float32 head weights).
+    """
+    p = tl.load(pos_ptr + t)
+    seq = tl.load(seq_ptr + t).to(tl.int64)
+    n_valid = (p + 1) // RATIO
+    offs_h = tl.arange(0, H)
+    qraw = tl.load(q_ptr + (t * H + offs_h[:, None]) * D + tl.arange(0, D)[None, :])
+    w = tl.load(w_ptr + t * H + offs_h)
+    return seq, n_valid, qraw, w
+
+
+@triton.jit
 def _append(take, vals, ids, counter_ptr, val_ptr, id_ptr, SLOTS: tl.constexpr):
     """Append the (vals, ids) where `take` to a shared list of SLOTS slots.
 
@@ -104,14 +123,9 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
     the launch before pass 1 (threshold, or sample with one sample program per token) before
     thr/count are read or anything is written.
     """
-    p = tl.load(pos_ptr + t)
-    seq = tl.load(seq_ptr + t).to(tl.int64)
-    n_valid = (p + 1) // RATIO
-    offs_h = tl.arange(0, H)
+    seq, n_valid, qraw, w = _token_query(t, q_ptr, w_ptr, pos_ptr, seq_ptr, H, D, RATIO)
     offs_d = tl.arange(0, D)
     offs_n = tl.arange(0, BLOCK_K)
-    qraw = tl.load(q_ptr + (t * H + offs_h[:, None]) * D + offs_d[None, :])
-    w = tl.load(w_ptr + t * H + offs_h)
     TILES: tl.constexpr = CHUNK // BLOCK_K
     rows = tl.arange(0, TILES)
     buf = tl.full((TILES, BLOCK_K), float("-inf"), tl.float32)

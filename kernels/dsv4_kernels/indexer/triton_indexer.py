@@ -303,6 +303,10 @@ class _Pass1:
         """Lean pass-1 code may use int32 key-cache offsets (cache under 2**31 bytes)."""
         return bool(self.lean) and self.pages.numel() < 2**31
 
+    def key_consts(self) -> dict[str, int]:
+        """The constexprs every indexer kernel takes with `key_args`: H, D, PAGE, RATIO."""
+        return {"H": self.h, "D": self.d, "PAGE": self.page_size, "RATIO": self.ratio}
+
     def key_args(self, fp8_view: bool) -> tuple[torch.Tensor | int, ...]:
         """The query and key-cache arguments every indexer kernel takes first, in order.
 
@@ -322,9 +326,13 @@ class _Pass1:
         )
 
 
-def _pdl_launch(pdl: bool) -> dict[str, Any]:
-    """Launch options of a kernel started with programmatic dependent launch (or none)."""
-    return {"launch_pdl": True} if pdl else {}
+def _pdl_args(pdl: bool) -> dict[str, Any]:
+    """The `PDL` constexpr and the launch option of an indexer kernel, set together.
+
+    A kernel started with `launch_pdl` must run its `gdc_wait` (PDL=True) before it reads what
+    the previous launch wrote, so the two never differ.
+    """
+    return {"PDL": True, "launch_pdl": True} if pdl else {"PDL": False}
 
 
 def pdl_supported(device: torch.device) -> bool:
@@ -368,8 +376,7 @@ def _pass1(
 ) -> None:
     dummy = a.pos
     extra: dict[str, Any] = {} if a.maxnreg is None else {"maxnreg": a.maxnreg}
-    pdl = a.pdl and select == 3
-    extra.update(_pdl_launch(pdl))
+    extra.update(_pdl_args(a.pdl and select == 3))
     _score_select_kernel[(n_chunks, t_count)](
         *a.key_args(a.lean_fp8),
         cv,
@@ -378,13 +385,10 @@ def _pass1(
         kth if kth is not None else dummy,
         flag if flag is not None else dummy,
         n_chunks,
-        H=a.h,
-        D=a.d,
-        PAGE=a.page_size,
+        **a.key_consts(),
         CHUNK=chunk,
         BLOCK_K=min(a.block_k, chunk),
         K=k,
-        RATIO=a.ratio,
         NATIVE=NATIVE_FP8,
         SELECT=select,
         SCORE_ONLY=score_only,
@@ -395,7 +399,6 @@ def _pass1(
         LEAN=int(a.lean),
         IDX32=a.idx32,
         EQ_SLOTS=eq_slots,
-        PDL=pdl,
         num_warps=a.num_warps,
         num_stages=a.num_stages,
         **extra,
@@ -646,20 +649,16 @@ def _sampled_topk(
         samp,
         thr,
         count,
-        H=a.h,
-        D=a.d,
-        PAGE=a.page_size,
-        RATIO=a.ratio,
+        **a.key_consts(),
         STRIDE=st.stride,
         G=st.programs,
         SPB=st.per_program,
         BLOCK=min(SAMPLE_BLOCK if a.pdl else a.block_k, st.per_program),
         NATIVE=NATIVE_FP8,
         RANK=st.rank,
-        PDL=a.pdl,
         num_warps=4,
         num_stages=2 if a.pdl else 3,
-        **_pdl_launch(a.pdl),
+        **_pdl_args(a.pdl),
     )
     if st.programs > 1:
         _threshold_kernel[(t_count,)](
@@ -668,9 +667,8 @@ def _sampled_topk(
             count,
             U=u,
             RANK=st.rank,
-            PDL=a.pdl,
             num_warps=8 if u >= 4096 else 4,
-            **_pdl_launch(a.pdl),
+            **_pdl_args(a.pdl),
         )
     cv = torch.empty(t_count, st.cap + topk, dtype=torch.float32, device=dev)
     ci = torch.empty(t_count, st.cap + topk, dtype=torch.int32, device=dev)
@@ -685,10 +683,7 @@ def _sampled_topk(
         out_id,
         flag,
         *a.key_args(a.lean_fp8),
-        H=a.h,
-        D=a.d,
-        PAGE=a.page_size,
-        RATIO=a.ratio,
+        **a.key_consts(),
         K=topk,
         CAP=st.cap,
         SMALL=st.small,
@@ -697,11 +692,10 @@ def _sampled_topk(
         NATIVE=NATIVE_FP8,
         LEAN=int(a.lean),
         IDX32=a.idx32,
-        PDL=a.pdl,
         # 8 warps up to an 8,192-slot block (V4-Pro B=1 L=1M on the H200: 31.2 µs against
         # 33.5 with 16; report 2026-11-29, fifth session).
         num_warps=merge_warps or (16 if st.small > 8192 else 8),
-        **_pdl_launch(a.pdl),
+        **_pdl_args(a.pdl),
     )
     return flag
 
