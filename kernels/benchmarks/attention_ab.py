@@ -1,4 +1,7 @@
-"""A/B timing of sparse-MLA attention configurations at the acceptance shapes (CUDA graphs).
+"""A/B timing of sparse-MLA attention kernels at the acceptance shapes (CUDA graphs).
+
+The Triton kernel (`warp_specialized=False`) against the default, which on sm_90 is the
+warp-specialised Gluon kernel (`gluon_attention`).
 
 Each configuration is checked against `sparse_mla_reference` (relative 1e-2, as bench.py),
 then timed three times, interleaved with the others, with `bench.bench_graph` (L2 flushed
@@ -47,17 +50,17 @@ def splits() -> None:
 
 
 def main() -> None:
-    """Print per-shape graph µs of the former default, the new default and their ratio."""
+    """Print per-shape graph µs of the Triton kernel, the default (Gluon on sm_90), their ratio."""
     if "--splits" in sys.argv:
         splits()
         return
-    for name, lengths, topk, mtp, old_split in SHAPES:
+    for name, lengths, topk, mtp, _old_split in SHAPES:
         ratio = 128 if topk is None else 4
         case = make_attention_case(lengths, 64, ratio, topk, 101, torch.device("cuda"), mtp)
         run = dict(case, max_comp=max(lengths) // 128) if topk is None else case
         cfgs: dict[str, dict[str, Any]] = {
-            "former (dv_split=1, former splits)": {"dv_split": 1, "n_split": old_split},
-            "new default": {},
+            "triton kernel": {"warp_specialized": False},
+            "default (gluon ws)": {},
         }
         ref, _ = sparse_mla_reference(**case)
         times: dict[str, list[float]] = {k: [] for k in cfgs}

@@ -300,6 +300,7 @@ def attention_rows(
     )
     bytes_, flops = attn_counts(case, heads, topk)
     out, lse = sparse_mla_triton(**case_run, **tune)
+    impl = _attention_impl()
     ref_out, ref_lse = sparse_mla_reference(**case)
     err = rel_err(out.float(), ref_out.float())
     fin = torch.isfinite(ref_lse)
@@ -308,10 +309,10 @@ def attention_rows(
     check = f"rel {err:.1e}, lse {lse_err:.1e}"
     del ref_out, ref_lse
     if not ok:
-        return [Row(op, model, shape, "triton", None, bytes_, flops, "FAIL " + check)]
+        return [Row(op, model, shape, impl, None, bytes_, flops, "FAIL " + check)]
     us = bench(lambda: sparse_mla_triton(**case_run, **tune))
     note = ",".join(f"{k}={v}" for k, v in tune.items())
-    rows = [Row(op, model, shape, "triton", us, bytes_, flops, "ok " + check, note)]
+    rows = [Row(op, model, shape, impl, us, bytes_, flops, "ok " + check, note)]
     if with_ref_time:
         try:
             rus = bench(lambda: sparse_mla_reference(**case), rep_ms=100)
@@ -320,6 +321,14 @@ def attention_rows(
             rows.append(Row(op, model, shape, "torch ref", None, bytes_, flops, "OOM"))
         torch.cuda.empty_cache()
     return rows
+
+
+def _attention_impl() -> str:
+    """Which attention kernel the last `sparse_mla_triton` call launched (impl column)."""
+    from dsv4_kernels.sparse_mla.triton_attention import LAST_KERNEL  # noqa: PLC0415
+
+    name = str(getattr(LAST_KERNEL.get("sparse_mla"), "name", ""))
+    return "gluon ws" if name == "_sparse_mla_ws_kernel" else "triton"
 
 
 def _fmt_len(lengths: list[int]) -> str:

@@ -37,9 +37,10 @@ M1 = 1048576
     [(64, [K128, M1, 70001, 129, 1]), (128, [M1, 4097])],
     ids=["flash", "pro"],
 )
-def test_hca_decode_v4(heads: int, lengths: list[int]) -> None:
+@pytest.mark.parametrize("ws", [None, False], ids=["default", "triton"])
+def test_hca_decode_v4(heads: int, lengths: list[int], ws: bool | None) -> None:
     case = make_attention_case(lengths, heads, 128, None, 31, CUDA)
-    out, lse = _run(case)
+    out, lse = _run(case, warp_specialized=ws)
     _check(case, out, lse)
 
 
@@ -54,9 +55,12 @@ def test_hca_prefill_v4_flash() -> None:
     [(64, 512, [K128, 1000, M1, 2049], 1), (128, 1024, [K128, 5000], 2)],
     ids=["flash", "pro-mtp2"],
 )
-def test_csa_decode_v4(heads: int, topk: int, lengths: list[int], mtp: int) -> None:
+@pytest.mark.parametrize("ws", [None, False], ids=["default", "triton"])
+def test_csa_decode_v4(
+    heads: int, topk: int, lengths: list[int], mtp: int, ws: bool | None
+) -> None:
     case = make_attention_case(lengths, heads, 4, topk, 33, CUDA, queries_per_seq=mtp)
-    out, lse = _run(case)
+    out, lse = _run(case, warp_specialized=ws)
     _check(case, out, lse)
 
 

@@ -1,0 +1,739 @@
+"""Warp-specialised sparse MLA attention for Hopper (Gluon), same contract as the Triton kernel.
+
+One CTA per (64-head block, KV split, query token); three partitions of one warpgroup each:
+
+- producer (the default partition): loads the query [64, 512] bf16 into shared memory once,
+  then keeps RAW_STAGES - 1 tiles of BLOCK_N raw fp8_ds_mla rows in flight with cp.async
+  (NoPE bytes, scales and RoPE of each entry), dequantises each tile (e4m3 * 2**(ue8m0 - 127),
+  RoPE as is) into eight [BLOCK_N, 64] bf16 chunks of a ring of STAGES shared-memory stages,
+  and signals `ready[stage]`. Entry ids are loaded two tiles ahead and page ids one tile ahead,
+  so their latency never stalls the loop.
+- two consumers (workers): both compute S = Q K^T [64, BLOCK_N] with wgmma (Q and K from
+  shared memory), run the online softmax (base 2) in registers, and consumer w accumulates
+  O[:, 256w:256w+256] += P K[:, 256w:256w+256] (P from registers); each arrives on
+  `empty[stage]` once its MMAs have read the stage.
+
+So the gather and dequantisation of later tiles overlap the tensor-core work of the current
+one, and the float32 output accumulator (64 x 512) is split over two warpgroups (128 registers
+per thread) that get 224 registers each via setmaxnreg -- what the Triton kernel, with one
+program doing gather, dequantisation and both MMAs in turn, cannot express (see the H200
+report, kernels/benchmarks/reports/2026-11-29-h200.md). Both consumers compute the scores (the
+QK^T MMA twice) so that they never exchange data.
+
+Grid, arguments, token list ([window | compressed list]), split-KV partials and sink are
+those of `triton_attention._sparse_mla_chunked_kernel`; `sparse_mla_triton` launches this
+kernel in its place where `supported` holds (see `warp_specialized` there).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dsv4_kernels.triton_fp8 import INTERPRET
+
+try:  # Gluon ships with Triton >= 3.5; without it the Triton kernel is used.
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        async_copy,
+        fence_async_shared,
+        mbarrier,
+        warpgroup_mma,
+        warpgroup_mma_wait,
+    )
+
+    HAVE_GLUON = True
+except ImportError:  # pragma: no cover - depends on the installed Triton
+    HAVE_GLUON = False
+
+BLOCK_H = 64
+"""Heads per CTA: one wgmma M tile (64 rows per warpgroup)."""
+BLOCK_N = 32
+"""Entries per tile. With BLOCK_N = 64 the query (64 KB) and two bf16 stages (64 KB each)
+would leave no room for raw stages in 227 KB."""
+SMEM_LIMIT = 232448
+"""Shared memory one CTA may use on sm_90 (227 KB; CUDA C++ Programming Guide, compute
+capability 9.0 table)."""
+MAX_REGS = 168
+"""Registers per thread at launch: 65,536 per SM over 12 warps (384 threads), rounded down
+to a multiple of 8; setmaxnreg then moves them between the partitions."""
+
+
+def shared_bytes(stages: int, raw_stages: int) -> int:
+    """Shared memory of one CTA in bytes (buffers; the barriers add 8 B each).
+
+    Query 64 x 512 bf16; per bf16 stage 8 chunks of BLOCK_N x 64 bf16; per raw stage BLOCK_N
+    x (448 NoPE bytes + 8 scale bytes + 64 bf16 RoPE).
+    """
+    kv = stages * 8 * BLOCK_N * 64 * 2
+    raw = raw_stages * BLOCK_N * (7 * 64 + 8 + 64 * 2)
+    return BLOCK_H * 512 * 2 + kv + raw + 8 * (2 * stages + raw_stages + 1)
+
+
+def unsupported_reason(  # noqa: PLR0911  (one return per reason)
+    device: torch.device, n_heads: int, window: int
+) -> str | None:
+    """Why the warp-specialised kernel cannot run here, or None when it can.
+
+    It needs Gluon, a compiled (not interpreted) NVIDIA sm_90 GPU (wgmma and setmaxnreg are
+    Hopper instructions; Blackwell has neither in this form), H a multiple of `BLOCK_H` and a
+    window that is a multiple of `BLOCK_N`.
+    """
+    if not HAVE_GLUON:
+        return "Triton has no Gluon (triton.experimental.gluon)"
+    if INTERPRET:
+        return "TRITON_INTERPRET=1 (Gluon kernels do not run in the interpreter)"
+    if device.type != "cuda" or torch.version.hip is not None:
+        return f"device {device} is not an NVIDIA GPU"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major != 9:
+        return f"device {device} has compute capability {major}.{minor}; the kernel needs 9.x"
+    if n_heads % BLOCK_H:
+        return f"H={n_heads} is not a multiple of {BLOCK_H}"
+    if window % BLOCK_N:
+        return f"window={window} is not a multiple of {BLOCK_N}"
+    return None
+
+
+if HAVE_GLUON:
+
+    @gluon.jit
+    def _tile_valid(
+        ti,
+        offs_n,
+        p,
+        n_c,
+        n_list,
+        t64,
+        idx_ptr,
+        idx_stride,
+        WT: gl.constexpr,
+        WINDOW: gl.constexpr,
+        BLOCK_N: gl.constexpr,
+        DENSE: gl.constexpr,
+    ):
+        """(entry or token ids, valid) of tile `ti` of the list [window | compressed]."""
+        if ti < WT:
+            tok = p - WINDOW + 1 + ti * BLOCK_N + offs_n
+            valid = tok >= 0
+            e = gl.maximum(tok, 0)
+        else:
+            j = (ti - WT) * BLOCK_N + offs_n
+            if DENSE:
+                valid = j < n_c
+                e = gl.where(valid, j, 0)
+            else:
+                e = gl.load(idx_ptr + t64 * idx_stride + j, mask=j < n_list, other=-1)
+                valid = (e >= 0) & (e < n_c)
+                e = gl.where(valid, e, 0)
+        return e, valid
+
+    @gluon.jit
+    def _tile_pages(
+        ti,
+        e,
+        valid,
+        seq,
+        swa_bt,
+        swa_bt_stride,
+        comp_bt,
+        comp_bt_stride,
+        WT: gl.constexpr,
+        SWA_PAGE: gl.constexpr,
+        COMP_PAGE: gl.constexpr,
+    ):
+        """Page ids of tile `ti`'s entries (window tiles: the SWA block table)."""
+        if ti < WT:
+            pg = gl.load(swa_bt + seq * swa_bt_stride + e // SWA_PAGE, mask=valid, other=0)
+        else:
+            pg = gl.load(comp_bt + seq * comp_bt_stride + e // COMP_PAGE, mask=valid, other=0)
+        return pg
+
+    @gluon.jit
+    def _issue_tile(
+        ti,
+        e,
+        valid,
+        pg,
+        rs,
+        nope_smem,
+        sc_smem,
+        rope_smem,
+        raw_ready,
+        swa_u8,
+        swa_bf16,
+        comp_u8,
+        comp_bf16,
+        WT: gl.constexpr,
+        SWA_PAGE: gl.constexpr,
+        COMP_PAGE: gl.constexpr,
+        NOPE_L: gl.constexpr,
+    ):
+        """cp.async the raw rows of tile `ti` into raw stage `rs`; raw_ready[rs] completes."""
+        if ti < WT:
+            slot = pg.to(gl.int64) * SWA_PAGE + e % SWA_PAGE
+            u8 = swa_u8
+            b16 = swa_bf16
+        else:
+            slot = pg.to(gl.int64) * COMP_PAGE + e % COMP_PAGE
+            u8 = comp_u8
+            b16 = comp_bf16
+        cols = gl.arange(0, 64, layout=gl.SliceLayout(0, NOPE_L))
+        row = u8 + slot * 584
+        for c in gl.static_range(7):
+            async_copy.async_copy_global_to_shared(
+                nope_smem[c].index(rs), row[:, None] + c * 64 + cols[None, :], mask=valid[:, None]
+            )
+        # Scales and RoPE use the NoPE copy layout too, so `slot` needs no layout conversion
+        # (a conversion goes through shared memory with a barrier); the [BLOCK_N, 8] scale tile
+        # is replicated over the column threads, which copy the same 8 bytes.
+        cs = gl.arange(0, 8, layout=gl.SliceLayout(0, NOPE_L))
+        async_copy.async_copy_global_to_shared(
+            sc_smem.index(rs), (row + 576)[:, None] + cs[None, :], mask=valid[:, None]
+        )
+        async_copy.async_copy_global_to_shared(
+            rope_smem.index(rs),
+            (b16 + slot * 292 + 224)[:, None] + cols[None, :],
+            mask=valid[:, None],
+        )
+        async_copy.mbarrier_arrive(raw_ready.index(rs), increment_count=False)
+
+    @gluon.jit
+    def _produce(  # noqa: PLR0915  (one partition = one argument list)
+        q_ptr,
+        pos_ptr,
+        seq_ptr,
+        swa_u8,
+        swa_bf16,
+        swa_bt,
+        swa_bt_stride,
+        comp_u8,
+        comp_bf16,
+        comp_bt,
+        comp_bt_stride,
+        idx_ptr,
+        idx_stride,
+        H,
+        n_comp_list,
+        q_smem,
+        kv_smem,
+        nope_smem,
+        sc_smem,
+        rope_smem,
+        raw_ready,
+        ready,
+        empty,
+        q_bar,
+        WINDOW: gl.constexpr,
+        SWA_PAGE: gl.constexpr,
+        COMP_PAGE: gl.constexpr,
+        RATIO: gl.constexpr,
+        DENSE: gl.constexpr,
+        N_SPLIT: gl.constexpr,
+        BLOCK_N: gl.constexpr,
+        STAGES: gl.constexpr,
+        RAW_STAGES: gl.constexpr,
+    ):
+        """Producer partition: cp.async raw rows RAW_STAGES - 1 tiles ahead, dequantise, publish.
+
+        Entry ids are loaded two tiles before their rows are issued and page ids one tile
+        before, so neither load's latency stalls the loop.
+        """
+        NOPE_L: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+        Q_L: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+        LA: gl.constexpr = RAW_STAGES - 1
+        hb = gl.program_id(0)
+        split = gl.program_id(1)
+        t = gl.program_id(2)
+        t64 = t.to(gl.int64)
+        rows_h = hb * 64 + gl.arange(0, 64, layout=gl.SliceLayout(1, Q_L))
+        qcols = gl.arange(0, 64, layout=gl.SliceLayout(0, Q_L))
+        q_row = q_ptr + (t64 * H + rows_h[:, None]) * 512
+        for c in gl.static_range(8):
+            q_smem.index(c).store(gl.load(q_row + c * 64 + qcols[None, :]))
+        fence_async_shared()
+        mbarrier.arrive(q_bar, count=1)
+
+        p = gl.load(pos_ptr + t)
+        seq = gl.load(seq_ptr + t).to(gl.int64)
+        n_c = (p + 1) // RATIO
+        WT: gl.constexpr = WINDOW // BLOCK_N
+        if DENSE:  # noqa: SIM108  (gluon.jit: constexpr branch)
+            n_list = n_c
+        else:
+            n_list = n_comp_list
+        n_tiles = WT + (n_list + BLOCK_N - 1) // BLOCK_N
+        per = (n_tiles + N_SPLIT - 1) // N_SPLIT
+        t0 = split * per
+        t1 = gl.minimum(t0 + per, n_tiles)
+        offs = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, NOPE_L))
+        csc = gl.arange(0, 8, layout=gl.SliceLayout(0, NOPE_L))
+
+        # Prologue: rows of tiles t0 .. t0+LA-1 in flight, pages of t0+LA, entries of t0+LA+1.
+        for pk in gl.static_range(LA):
+            e, v = _tile_valid(
+                t0 + pk, offs, p, n_c, n_list, t64, idx_ptr, idx_stride, WT, WINDOW, BLOCK_N, DENSE
+            )
+            v = v & (t0 + pk < t1)
+            pg = _tile_pages(
+                t0 + pk,
+                e,
+                v,
+                seq,
+                swa_bt,
+                swa_bt_stride,
+                comp_bt,
+                comp_bt_stride,
+                WT,
+                SWA_PAGE,
+                COMP_PAGE,
+            )
+            _issue_tile(
+                t0 + pk,
+                e,
+                v,
+                pg,
+                pk,
+                nope_smem,
+                sc_smem,
+                rope_smem,
+                raw_ready,
+                swa_u8,
+                swa_bf16,
+                comp_u8,
+                comp_bf16,
+                WT,
+                SWA_PAGE,
+                COMP_PAGE,
+                NOPE_L,
+            )
+        e_a, v_a = _tile_valid(
+            t0 + LA, offs, p, n_c, n_list, t64, idx_ptr, idx_stride, WT, WINDOW, BLOCK_N, DENSE
+        )
+        v_a = v_a & (t0 + LA < t1)
+        pg_a = _tile_pages(
+            t0 + LA,
+            e_a,
+            v_a,
+            seq,
+            swa_bt,
+            swa_bt_stride,
+            comp_bt,
+            comp_bt_stride,
+            WT,
+            SWA_PAGE,
+            COMP_PAGE,
+        )
+        e_b, v_b = _tile_valid(
+            t0 + LA + 1, offs, p, n_c, n_list, t64, idx_ptr, idx_stride, WT, WINDOW, BLOCK_N, DENSE
+        )
+        v_b = v_b & (t0 + LA + 1 < t1)
+        for ti in range(t0, t1):
+            i = ti - t0
+            # Issue tile ti+LA (its pages arrived during the previous iteration).
+            _issue_tile(
+                ti + LA,
+                e_a,
+                v_a,
+                pg_a,
+                (i + LA) % RAW_STAGES,
+                nope_smem,
+                sc_smem,
+                rope_smem,
+                raw_ready,
+                swa_u8,
+                swa_bf16,
+                comp_u8,
+                comp_bf16,
+                WT,
+                SWA_PAGE,
+                COMP_PAGE,
+                NOPE_L,
+            )
+            pg_a = _tile_pages(
+                ti + LA + 1,
+                e_b,
+                v_b,
+                seq,
+                swa_bt,
+                swa_bt_stride,
+                comp_bt,
+                comp_bt_stride,
+                WT,
+                SWA_PAGE,
+                COMP_PAGE,
+            )
+            e_a = e_b
+            v_a = v_b
+            e_b, v_b = _tile_valid(
+                ti + LA + 2,
+                offs,
+                p,
+                n_c,
+                n_list,
+                t64,
+                idx_ptr,
+                idx_stride,
+                WT,
+                WINDOW,
+                BLOCK_N,
+                DENSE,
+            )
+            v_b = v_b & (ti + LA + 2 < t1)
+            # Dequantise tile ti from raw stage i % RAW_STAGES into bf16 stage i % STAGES.
+            rs = i % RAW_STAGES
+            stage = i % STAGES
+            mbarrier.wait(raw_ready.index(rs), (i // RAW_STAGES) & 1)
+            mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1)
+            sc_all = sc_smem.index(rs).load(NOPE_L).to(gl.int32)
+            for c in gl.static_range(7):
+                raw = nope_smem[c].index(rs).load(NOPE_L)
+                sc = gl.sum(gl.where(csc[None, :] == c, sc_all, 0), axis=1)
+                scale = (sc << 23).to(gl.float32, bitcast=True)  # 2**(sc - 127), sc in 1..254
+                kb = raw.to(gl.float8e4nv, bitcast=True).to(gl.float32) * scale[:, None]
+                kv_smem[c].index(stage).store(kb.to(gl.bfloat16))
+            kv_smem[7].index(stage).store(rope_smem.index(rs).load(NOPE_L))
+            fence_async_shared()
+            mbarrier.arrive(ready.index(stage), count=1)
+
+    @gluon.jit
+    def _consume(  # noqa: PLR0915  (one partition = one argument list)
+        pos_ptr,
+        seq_ptr,
+        idx_ptr,
+        idx_stride,
+        sink_ptr,
+        out_ptr,
+        lse_ptr,
+        part_o_ptr,
+        part_lse_ptr,
+        H,
+        n_comp_list,
+        qk_scale,
+        q_smem,
+        kv_smem,
+        ready,
+        empty,
+        q_bar,
+        W: gl.constexpr,
+        WINDOW: gl.constexpr,
+        RATIO: gl.constexpr,
+        DENSE: gl.constexpr,
+        HAS_SINK: gl.constexpr,
+        N_SPLIT: gl.constexpr,
+        BLOCK_N: gl.constexpr,
+        STAGES: gl.constexpr,
+    ):
+        """Consumer partition W: scores, online softmax, output dims 256W .. 256W+255."""
+        s_l: gl.constexpr = gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16]
+        )
+        o_l: gl.constexpr = gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16]
+        )
+        p_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_l, k_width=2)
+        hb = gl.program_id(0)
+        split = gl.program_id(1)
+        t = gl.program_id(2)
+        t64 = t.to(gl.int64)
+        p = gl.load(pos_ptr + t)
+        n_c = (p + 1) // RATIO
+        WT: gl.constexpr = WINDOW // BLOCK_N
+        if DENSE:  # noqa: SIM108  (gluon.jit: constexpr branch)
+            n_list = n_c
+        else:
+            n_list = n_comp_list
+        n_tiles = WT + (n_list + BLOCK_N - 1) // BLOCK_N
+        per = (n_tiles + N_SPLIT - 1) // N_SPLIT
+        t0 = split * per
+        t1 = gl.minimum(t0 + per, n_tiles)
+        offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_l))
+        m = gl.full([64], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_l))
+        lsum = gl.zeros([64], gl.float32, layout=gl.SliceLayout(1, s_l))
+        o0 = gl.zeros([64, 64], gl.float32, layout=o_l)
+        o1 = gl.zeros([64, 64], gl.float32, layout=o_l)
+        o2 = gl.zeros([64, 64], gl.float32, layout=o_l)
+        o3 = gl.zeros([64, 64], gl.float32, layout=o_l)
+        mbarrier.wait(q_bar, 0)
+        for ti in range(t0, t1):
+            i = ti - t0
+            stage = i % STAGES
+            _, valid = _tile_valid(
+                ti, offs_n, p, n_c, n_list, t64, idx_ptr, idx_stride, WT, WINDOW, BLOCK_N, DENSE
+            )
+            mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
+            s = gl.zeros([64, BLOCK_N], gl.float32, layout=s_l)
+            for c in gl.static_range(8):
+                s = warpgroup_mma(
+                    q_smem.index(c), kv_smem[c].index(stage).permute((1, 0)), s, is_async=True
+                )
+            s = warpgroup_mma_wait(0, deps=[s])
+            s = s * qk_scale
+            s = gl.where(valid[None, :], s, float("-inf"))
+            m_new = gl.maximum(m, gl.max(s, axis=1))
+            m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = gl.exp2(m - m_safe)
+            pr = gl.exp2(s - m_safe[:, None])
+            lsum = lsum * alpha + gl.sum(pr, axis=1)
+            m = m_new
+            al = gl.convert_layout(alpha, gl.SliceLayout(1, o_l))[:, None]
+            pb = gl.convert_layout(pr.to(gl.bfloat16), p_l)
+            o0 = warpgroup_mma(pb, kv_smem[4 * W + 0].index(stage), o0 * al, is_async=True)
+            o1 = warpgroup_mma(pb, kv_smem[4 * W + 1].index(stage), o1 * al, is_async=True)
+            o2 = warpgroup_mma(pb, kv_smem[4 * W + 2].index(stage), o2 * al, is_async=True)
+            o3 = warpgroup_mma(pb, kv_smem[4 * W + 3].index(stage), o3 * al, is_async=True)
+            o0, o1, o2, o3 = warpgroup_mma_wait(0, deps=[o0, o1, o2, o3])
+            mbarrier.arrive(empty.index(stage), count=1)
+
+        offs_h = hb * 64 + gl.arange(0, 64, layout=gl.SliceLayout(1, o_l))
+        cols = gl.arange(0, 64, layout=gl.SliceLayout(0, o_l))
+        m_o = gl.convert_layout(m, gl.SliceLayout(1, o_l))
+        l_o = gl.convert_layout(lsum, gl.SliceLayout(1, o_l))
+        if N_SPLIT == 1:
+            if HAS_SINK:
+                sink2 = gl.load(sink_ptr + offs_h) * 1.4426950408889634
+            else:
+                sink2 = gl.full([64], float("-inf"), gl.float32, layout=gl.SliceLayout(1, o_l))
+            mm = gl.maximum(m_o, sink2)
+            mm_safe = gl.where(mm == float("-inf"), 0.0, mm)
+            den = l_o * gl.exp2(m_o - mm_safe) + gl.exp2(sink2 - mm_safe)
+            scale_o = gl.where(den > 0, gl.exp2(m_o - mm_safe) / den, 0.0)[:, None]
+            optr = out_ptr + (t64 * H + offs_h[:, None]) * 512 + 256 * W + cols[None, :]
+            gl.store(optr + 0, (o0 * scale_o).to(gl.bfloat16))
+            gl.store(optr + 64, (o1 * scale_o).to(gl.bfloat16))
+            gl.store(optr + 128, (o2 * scale_o).to(gl.bfloat16))
+            gl.store(optr + 192, (o3 * scale_o).to(gl.bfloat16))
+            if W == 0:
+                lse = (mm_safe + gl.log2(gl.maximum(den, 1e-30))) * 0.6931471805599453
+                gl.store(lse_ptr + t64 * H + offs_h, gl.where(den > 0, lse, float("-inf")))
+        else:
+            inv = (1.0 / gl.where(l_o > 0, l_o, 1.0))[:, None]
+            row = (t64 * N_SPLIT + split) * H + offs_h
+            optr = part_o_ptr + row[:, None] * 512 + 256 * W + cols[None, :]
+            gl.store(optr + 0, o0 * inv)
+            gl.store(optr + 64, o1 * inv)
+            gl.store(optr + 128, o2 * inv)
+            gl.store(optr + 192, o3 * inv)
+            if W == 0:
+                lse2 = gl.where(l_o > 0, m_o + gl.log2(gl.maximum(l_o, 1e-30)), float("-inf"))
+                gl.store(part_lse_ptr + row, lse2)
+
+    @gluon.jit
+    def _sparse_mla_ws_kernel(
+        q_ptr,
+        pos_ptr,
+        seq_ptr,
+        swa_u8,
+        swa_bf16,
+        swa_bt,
+        swa_bt_stride,
+        comp_u8,
+        comp_bf16,
+        comp_bt,
+        comp_bt_stride,
+        idx_ptr,
+        idx_stride,
+        sink_ptr,
+        out_ptr,
+        lse_ptr,
+        part_o_ptr,
+        part_lse_ptr,
+        H,
+        n_comp_list,
+        qk_scale,
+        WINDOW: gl.constexpr,
+        SWA_PAGE: gl.constexpr,
+        COMP_PAGE: gl.constexpr,
+        RATIO: gl.constexpr,
+        DENSE: gl.constexpr,
+        HAS_SINK: gl.constexpr,
+        N_SPLIT: gl.constexpr,
+        BLOCK_N: gl.constexpr,
+        STAGES: gl.constexpr,
+        RAW_STAGES: gl.constexpr,
+        CONSUMER_REGS: gl.constexpr,
+    ):
+        chunk_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, 64], gl.bfloat16)
+        kv_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, 64], gl.bfloat16)
+        q_smem = gl.allocate_shared_memory(gl.bfloat16, [8, 64, 64], chunk_l)
+        # One allocation per 64-column chunk: accesses to different chunks are then provably
+        # disjoint, and the compiler inserts no barrier between them.
+        kv_smem = (
+            gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, 64], kv_l),
+            gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, 64], kv_l),
+            gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, 64], kv_l),
+            gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, 64], kv_l),
+            gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, 64], kv_l),
+            gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, 64], kv_l),
+            gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, 64], kv_l),
+            gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, 64], kv_l),
+        )
+        raw_l: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+        nope_smem = (
+            gl.allocate_shared_memory(gl.uint8, [RAW_STAGES, BLOCK_N, 64], raw_l),
+            gl.allocate_shared_memory(gl.uint8, [RAW_STAGES, BLOCK_N, 64], raw_l),
+            gl.allocate_shared_memory(gl.uint8, [RAW_STAGES, BLOCK_N, 64], raw_l),
+            gl.allocate_shared_memory(gl.uint8, [RAW_STAGES, BLOCK_N, 64], raw_l),
+            gl.allocate_shared_memory(gl.uint8, [RAW_STAGES, BLOCK_N, 64], raw_l),
+            gl.allocate_shared_memory(gl.uint8, [RAW_STAGES, BLOCK_N, 64], raw_l),
+            gl.allocate_shared_memory(gl.uint8, [RAW_STAGES, BLOCK_N, 64], raw_l),
+        )
+        sc_smem = gl.allocate_shared_memory(gl.uint8, [RAW_STAGES, BLOCK_N, 8], raw_l)
+        rope_smem = gl.allocate_shared_memory(gl.bfloat16, [RAW_STAGES, BLOCK_N, 64], raw_l)
+        raw_ready = gl.allocate_shared_memory(gl.int64, [RAW_STAGES, 1], mbarrier.MBarrierLayout())
+        ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        for s in gl.static_range(STAGES):
+            mbarrier.init(ready.index(s), count=1)
+            mbarrier.init(empty.index(s), count=2)
+        for s in gl.static_range(RAW_STAGES):
+            mbarrier.init(raw_ready.index(s), count=128)  # every producer thread's copies
+        mbarrier.init(q_bar, count=1)
+        gl.warp_specialize(
+            [
+                (
+                    _produce,
+                    (
+                        q_ptr,
+                        pos_ptr,
+                        seq_ptr,
+                        swa_u8,
+                        swa_bf16,
+                        swa_bt,
+                        swa_bt_stride,
+                        comp_u8,
+                        comp_bf16,
+                        comp_bt,
+                        comp_bt_stride,
+                        idx_ptr,
+                        idx_stride,
+                        H,
+                        n_comp_list,
+                        q_smem,
+                        kv_smem,
+                        nope_smem,
+                        sc_smem,
+                        rope_smem,
+                        raw_ready,
+                        ready,
+                        empty,
+                        q_bar,
+                        WINDOW,
+                        SWA_PAGE,
+                        COMP_PAGE,
+                        RATIO,
+                        DENSE,
+                        N_SPLIT,
+                        BLOCK_N,
+                        STAGES,
+                        RAW_STAGES,
+                    ),
+                ),
+                (
+                    _consume,
+                    (
+                        pos_ptr,
+                        seq_ptr,
+                        idx_ptr,
+                        idx_stride,
+                        sink_ptr,
+                        out_ptr,
+                        lse_ptr,
+                        part_o_ptr,
+                        part_lse_ptr,
+                        H,
+                        n_comp_list,
+                        qk_scale,
+                        q_smem,
+                        kv_smem,
+                        ready,
+                        empty,
+                        q_bar,
+                        0,
+                        WINDOW,
+                        RATIO,
+                        DENSE,
+                        HAS_SINK,
+                        N_SPLIT,
+                        BLOCK_N,
+                        STAGES,
+                    ),
+                ),
+                (
+                    _consume,
+                    (
+                        pos_ptr,
+                        seq_ptr,
+                        idx_ptr,
+                        idx_stride,
+                        sink_ptr,
+                        out_ptr,
+                        lse_ptr,
+                        part_o_ptr,
+                        part_lse_ptr,
+                        H,
+                        n_comp_list,
+                        qk_scale,
+                        q_smem,
+                        kv_smem,
+                        ready,
+                        empty,
+                        q_bar,
+                        1,
+                        WINDOW,
+                        RATIO,
+                        DENSE,
+                        HAS_SINK,
+                        N_SPLIT,
+                        BLOCK_N,
+                        STAGES,
+                    ),
+                ),
+            ],
+            [4, 4],
+            [CONSUMER_REGS, CONSUMER_REGS],
+        )
+
+
+def launch_options(
+    stages: int = 2, raw_stages: int = 4, consumer_regs: int = 224
+) -> dict[str, Any]:
+    """Constexprs and launch options of `_sparse_mla_ws_kernel` (beyond the shared arguments).
+
+    Defaults measured on the H200 (2026-11-29, V4-Flash HCA B=64 L=1M, CUDA graph): raw_stages
+    3, 4 and 5 within 1 %; stages=3 with raw_stages=3 within 1 % of the default.
+
+    Args:
+        stages: bf16 ring depth (32 KB per stage).
+        raw_stages: raw ring depth (18.7 KB per stage); RAW_STAGES - 1 tiles are in flight.
+        consumer_regs: registers per consumer thread (setmaxnreg, a multiple of 8 up to 256); the
+            producer gets the rest of `MAX_REGS` x 384 (56 at the default).
+
+    Raises:
+        ValueError: a depth below 1 (raw: 2), the buffers over `SMEM_LIMIT`, or consumer_regs
+            leaving the producer fewer than 24 registers.
+    """
+    if stages < 1 or raw_stages < 2:
+        raise ValueError(f"stages={stages} must be >= 1 and raw_stages={raw_stages} >= 2")
+    need = shared_bytes(stages, raw_stages)
+    if need > SMEM_LIMIT:
+        raise ValueError(
+            f"stages={stages}, raw_stages={raw_stages} need {need} B of shared memory; "
+            f"the limit is {SMEM_LIMIT} B"
+        )
+    producer = MAX_REGS * 3 - 2 * consumer_regs
+    if consumer_regs % 8 or consumer_regs > 256 or producer < 24:
+        raise ValueError(
+            f"consumer_regs={consumer_regs} must be a multiple of 8, <= 256, and leave the "
+            f"producer >= 24 registers (it would get {producer})"
+        )
+    return {
+        "STAGES": stages,
+        "RAW_STAGES": raw_stages,
+        "CONSUMER_REGS": consumer_regs,
+        "num_warps": 4,
+        "maxnreg": MAX_REGS,
+    }
