@@ -149,3 +149,8 @@ def test_is_the_default_on_hopper_unless_tuned() -> None:
     assert _last_kernel().name == "_sparse_mla_chunked_kernel"
     _run(case, warp_specialized=False)
     assert _last_kernel().name == "_sparse_mla_chunked_kernel"
+    # Triton-only arguments do not change the Gluon launch (its grid has one program per
+    # 64-head block whatever dv_split says).
+    out, lse = _run(case, warp_specialized=True, dv_split=2, block_h=32)
+    _check(case, out, lse)
+    assert _last_kernel().name == "_sparse_mla_ws_kernel"

@@ -688,10 +688,11 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
     64-column chunks, `_attend_tile_chunked`; 1: one [BLOCK_N, 512] tile; 2: two programs per
     head block, each owning half of the output dims),
     `deq` (dequantisation variant, see `_load_kv_cols`). `warp_specialized`: None (default)
-    runs the Gluon kernel of `gluon_attention` (producer / two-consumer warpgroups, about 1.4-1.7x
+    runs the Gluon kernel of `gluon_attention` (producer / two-consumer warpgroups, 1.26-1.71x
     faster on the H200) wherever `gluon_attention.unsupported_reason` is None and no Triton
     tuning argument above was changed, else this module's kernel; True forces it, False never
-    uses it; `ws_options` go to `gluon_attention.launch_options`. `out` [T, H, 512] bf16 and
+    uses it (with it, block_h, block_n, num_warps, num_stages, dv_split and deq do not apply);
+    `ws_options` go to `gluon_attention.launch_options`. `out` [T, H, 512] bf16 and
     `lse_out` [T, H] float32 optionally receive the results. More than `MAX_TOKENS_PER_LAUNCH` query
     tokens (a CUDA grid's y/z limit) run as consecutive launches over slices of the tokens.
 
@@ -777,7 +778,8 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
         kern = gluon_attention._sparse_mla_ws_kernel
         launch = gluon_attention.launch_options(**(ws_options or {}))
         extra = {k: launch.pop(k) for k in list(launch) if k.isupper()}
-    kernel = kern[(n_hb * max(dv_split, 1), n_split, t_count)](
+    head_programs = n_hb if warp_specialized else n_hb * max(dv_split, 1)
+    kernel = kern[(head_programs, n_split, t_count)](
         q,
         positions,
         seq_ids,
