@@ -8,17 +8,20 @@ One CTA per (64-head block, KV split, query token); three partitions of one warp
   RoPE as is) into eight [BLOCK_N, 64] bf16 chunks of a ring of STAGES shared-memory stages,
   and signals `ready[stage]`. Entry ids are loaded two tiles ahead and page ids one tile ahead,
   so their latency never stalls the loop.
-- two consumers (workers): both compute S = Q K^T [64, BLOCK_N] with wgmma (Q and K from
-  shared memory), run the online softmax (base 2) in registers, and consumer w accumulates
-  O[:, 256w:256w+256] += P K[:, 256w:256w+256] (P from registers); each arrives on
+- two consumers (workers), each owning half of the 512 output dims. The leader computes
+  S = Q K^T [64, BLOCK_N] with wgmma (Q and K from shared memory), runs the online softmax
+  (base 2) in registers, publishes P (bf16) and the rescale factors through shared memory,
+  and accumulates O[:, :256] += P K[:, :256] (P from registers); the follower accumulates
+  O[:, 256:] += P K[:, 256:] with P read by wgmma from shared memory. Each arrives on
   `empty[stage]` once its MMAs have read the stage.
 
 So the gather and dequantisation of later tiles overlap the tensor-core work of the current
 one, and the float32 output accumulator (64 x 512) is split over two warpgroups (128 registers
 per thread) that get 224 registers each via setmaxnreg -- what the Triton kernel, with one
 program doing gather, dequantisation and both MMAs in turn, cannot express (see the H200
-report, kernels/benchmarks/reports/2026-11-29-h200.md). Both consumers compute the scores (the
-QK^T MMA twice) so that they never exchange data.
+report, kernels/benchmarks/reports/2026-11-29-h200.md). Measured alternatives (both consumers
+computing S; S split by dims and summed through shared memory; the leader role alternating by
+tile) were slower.
 
 Grid, arguments, token list ([window | compressed list]), split-KV partials and sink are
 those of `triton_attention._sparse_mla_chunked_kernel`; `sparse_mla_triton` launches this
@@ -67,11 +70,14 @@ def shared_bytes(stages: int, raw_stages: int) -> int:
     The compiler pads buffers (the default launch allocates 206,160 B against 205,896 here).
 
     Query 64 x 512 bf16; per bf16 stage 8 chunks of BLOCK_N x 64 bf16; per raw stage BLOCK_N
-    x (448 NoPE bytes + 8 scale bytes + 64 bf16 RoPE).
+    x (448 NoPE bytes + 8 scale bytes + 64 bf16 RoPE); the leader -> follower exchange (P in
+    bf16, rescale factors, final m and l; two of each but the last).
     """
     kv = stages * 8 * BLOCK_N * 64 * 2
     raw = raw_stages * BLOCK_N * (7 * 64 + 8 + 64 * 2)
-    return BLOCK_H * 512 * 2 + kv + raw + 8 * (2 * stages + raw_stages + 1)
+    exchange = 2 * BLOCK_H * BLOCK_N * 2 + 2 * BLOCK_H * 4 + 2 * BLOCK_H * 4
+    barriers = 8 * (2 * stages + raw_stages + 1 + 4 + 1)
+    return BLOCK_H * 512 * 2 + kv + raw + exchange + barriers
 
 
 def unsupported_reason(  # noqa: PLR0911  (one return per reason)
@@ -404,7 +410,7 @@ if HAVE_GLUON:
         async_copy.wait_group(0)
 
     @gluon.jit
-    def _consume(  # noqa: PLR0915  (one partition = one argument list)
+    def _consume(  # noqa: PLR0912, PLR0915  (one partition = one argument list)
         pos_ptr,
         seq_ptr,
         idx_ptr,
@@ -422,6 +428,12 @@ if HAVE_GLUON:
         ready,
         empty,
         q_bar,
+        p_smem,
+        a_smem,
+        ml_smem,
+        p_bar,
+        p_free,
+        ml_bar,
         W: gl.constexpr,
         WINDOW: gl.constexpr,
         RATIO: gl.constexpr,
@@ -431,7 +443,14 @@ if HAVE_GLUON:
         BLOCK_N: gl.constexpr,
         STAGES: gl.constexpr,
     ):
-        """Consumer partition W: scores, online softmax, output dims 256W .. 256W+255."""
+        """Consumer partition W, owning output dims 256W .. 256W+255.
+
+        W = 0, the leader: S = Q K^T (wgmma), online softmax, publishes P (bf16) and the
+        rescale factors to shared memory (double-buffered by tile parity: p_bar / p_free),
+        then O[:, :256] += P K[:, :256]. W = 1, the follower: rescales and accumulates
+        O[:, 256:] += P K[:, 256:] with P read by wgmma straight from shared memory, and gets
+        the final (m, l) from the leader (ml_bar) for the epilogue.
+        """
         s_l: gl.constexpr = gl.NVMMADistributedLayout(
             version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16]
         )
@@ -465,32 +484,59 @@ if HAVE_GLUON:
         for ti in range(t0, t1):
             i = ti - t0
             stage = i % STAGES
-            _, valid = _tile_valid(
-                ti, offs_n, p, n_c, n_list, t64, idx_ptr, idx_stride, WT, WINDOW, BLOCK_N, DENSE
-            )
-            mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
-            s = gl.zeros([64, BLOCK_N], gl.float32, layout=s_l)
-            for c in gl.static_range(8):
-                s = warpgroup_mma(
-                    q_smem.index(c), kv_smem[c].index(stage).permute((1, 0)), s, is_async=True
+            par = i % 2
+            if W == 1:
+                mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
+                mbarrier.wait(p_bar.index(par), (i // 2) & 1)
+                al = a_smem.index(par).load(gl.SliceLayout(1, o_l))[:, None]
+                pa = p_smem.index(par)
+                o0 = warpgroup_mma(pa, kv_smem[4].index(stage), o0 * al, is_async=True)
+                o1 = warpgroup_mma(pa, kv_smem[5].index(stage), o1 * al, is_async=True)
+                o2 = warpgroup_mma(pa, kv_smem[6].index(stage), o2 * al, is_async=True)
+                o3 = warpgroup_mma(pa, kv_smem[7].index(stage), o3 * al, is_async=True)
+                o0, o1, o2, o3 = warpgroup_mma_wait(0, deps=[o0, o1, o2, o3])
+                mbarrier.arrive(p_free.index(par), count=1)
+                mbarrier.arrive(empty.index(stage), count=1)
+            else:
+                _, valid = _tile_valid(
+                    ti, offs_n, p, n_c, n_list, t64, idx_ptr, idx_stride, WT, WINDOW, BLOCK_N, DENSE
                 )
-            s = warpgroup_mma_wait(0, deps=[s])
-            s = s * qk_scale
-            s = gl.where(valid[None, :], s, float("-inf"))
-            m_new = gl.maximum(m, gl.max(s, axis=1))
-            m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = gl.exp2(m - m_safe)
-            pr = gl.exp2(s - m_safe[:, None])
-            lsum = lsum * alpha + gl.sum(pr, axis=1)
-            m = m_new
-            al = gl.convert_layout(alpha, gl.SliceLayout(1, o_l))[:, None]
-            pb = gl.convert_layout(pr.to(gl.bfloat16), p_l)
-            o0 = warpgroup_mma(pb, kv_smem[4 * W + 0].index(stage), o0 * al, is_async=True)
-            o1 = warpgroup_mma(pb, kv_smem[4 * W + 1].index(stage), o1 * al, is_async=True)
-            o2 = warpgroup_mma(pb, kv_smem[4 * W + 2].index(stage), o2 * al, is_async=True)
-            o3 = warpgroup_mma(pb, kv_smem[4 * W + 3].index(stage), o3 * al, is_async=True)
-            o0, o1, o2, o3 = warpgroup_mma_wait(0, deps=[o0, o1, o2, o3])
-            mbarrier.arrive(empty.index(stage), count=1)
+                mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
+                s = gl.zeros([64, BLOCK_N], gl.float32, layout=s_l)
+                for c in gl.static_range(8):
+                    s = warpgroup_mma(
+                        q_smem.index(c), kv_smem[c].index(stage).permute((1, 0)), s, is_async=True
+                    )
+                s = warpgroup_mma_wait(0, deps=[s])
+                s = s * qk_scale
+                s = gl.where(valid[None, :], s, float("-inf"))
+                m_new = gl.maximum(m, gl.max(s, axis=1))
+                m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+                alpha = gl.exp2(m - m_safe)
+                pr = gl.exp2(s - m_safe[:, None])
+                lsum = lsum * alpha + gl.sum(pr, axis=1)
+                m = m_new
+                mbarrier.wait(p_free.index(par), ((i // 2) & 1) ^ 1)
+                p_smem.index(par).store(pr.to(gl.bfloat16))
+                a_smem.index(par).store(alpha)
+                fence_async_shared()
+                mbarrier.arrive(p_bar.index(par), count=1)
+                al = gl.convert_layout(alpha, gl.SliceLayout(1, o_l))[:, None]
+                pb = gl.convert_layout(pr.to(gl.bfloat16), p_l)
+                o0 = warpgroup_mma(pb, kv_smem[0].index(stage), o0 * al, is_async=True)
+                o1 = warpgroup_mma(pb, kv_smem[1].index(stage), o1 * al, is_async=True)
+                o2 = warpgroup_mma(pb, kv_smem[2].index(stage), o2 * al, is_async=True)
+                o3 = warpgroup_mma(pb, kv_smem[3].index(stage), o3 * al, is_async=True)
+                o0, o1, o2, o3 = warpgroup_mma_wait(0, deps=[o0, o1, o2, o3])
+                mbarrier.arrive(empty.index(stage), count=1)
+        if W == 0:
+            ml_smem.index(0).store(m)
+            ml_smem.index(1).store(lsum)
+            mbarrier.arrive(ml_bar, count=1)
+        else:
+            mbarrier.wait(ml_bar, 0)
+            m = ml_smem.index(0).load(gl.SliceLayout(1, s_l))
+            lsum = ml_smem.index(1).load(gl.SliceLayout(1, s_l))
 
         offs_h = hb * 64 + gl.arange(0, 64, layout=gl.SliceLayout(1, o_l))
         cols = gl.arange(0, 64, layout=gl.SliceLayout(0, o_l))
@@ -597,6 +643,20 @@ if HAVE_GLUON:
         for s in gl.static_range(RAW_STAGES):
             mbarrier.init(raw_ready.index(s), count=128)  # every producer thread's copies
         mbarrier.init(q_bar, count=1)
+        # Leader -> follower: P (bf16, a wgmma A operand), the rescale factors, and the final
+        # (m, l); P and the factors double-buffered by tile parity.
+        vec_l: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+        pt_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, BLOCK_N], gl.bfloat16)
+        p_smem = gl.allocate_shared_memory(gl.bfloat16, [2, 64, BLOCK_N], pt_l)
+        a_smem = gl.allocate_shared_memory(gl.float32, [2, 64], vec_l)
+        ml_smem = gl.allocate_shared_memory(gl.float32, [2, 64], vec_l)
+        p_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        p_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        for s in gl.static_range(2):
+            mbarrier.init(p_bar.index(s), count=1)
+            mbarrier.init(p_free.index(s), count=1)
+        ml_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        mbarrier.init(ml_bar, count=1)
         gl.warp_specialize(
             [
                 (
@@ -657,6 +717,12 @@ if HAVE_GLUON:
                         ready,
                         empty,
                         q_bar,
+                        p_smem,
+                        a_smem,
+                        ml_smem,
+                        p_bar,
+                        p_free,
+                        ml_bar,
                         0,
                         WINDOW,
                         RATIO,
@@ -687,6 +753,12 @@ if HAVE_GLUON:
                         ready,
                         empty,
                         q_bar,
+                        p_smem,
+                        a_smem,
+                        ml_smem,
+                        p_bar,
+                        p_free,
+                        ml_bar,
                         1,
                         WINDOW,
                         RATIO,
