@@ -688,7 +688,7 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
     64-column chunks, `_attend_tile_chunked`; 1: one [BLOCK_N, 512] tile; 2: two programs per
     head block, each owning half of the output dims),
     `deq` (dequantisation variant, see `_load_kv_cols`). `warp_specialized`: None (default)
-    runs the Gluon kernel of `gluon_attention` (producer / two-consumer warpgroups, 1.26-1.71x
+    runs the Gluon kernel of `gluon_attention` (producer / two-consumer warpgroups, 1.36-1.98x
     faster on the H200) wherever `gluon_attention.unsupported_reason` is None and no Triton
     tuning argument above was changed, else this module's kernel; True forces it, False never
     uses it (with it, block_h, block_n, num_warps, num_stages, dv_split and deq do not apply);
