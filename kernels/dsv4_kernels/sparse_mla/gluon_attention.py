@@ -54,7 +54,7 @@ except ImportError:  # pragma: no cover - depends on the installed Triton
 BLOCK_H = 64
 """Heads per CTA: one wgmma M tile (64 rows per warpgroup)."""
 BLOCK_N = 32
-"""Entries per tile. With BLOCK_N = 64 the query (64 KB) and two bf16 stages (64 KB each)
+"""Entries per tile. With BLOCK_N = 64 the query (64 KiB) and two bf16 stages (64 KiB each)
 would leave no room for raw stages in 227 KB."""
 SMEM_LIMIT = 232448
 """Shared memory one CTA may use on sm_90 (227 KB; CUDA C++ Programming Guide, compute
@@ -67,7 +67,7 @@ to a multiple of 8; setmaxnreg then moves them between the partitions."""
 def shared_bytes(stages: int, raw_stages: int) -> int:
     """Shared memory of one CTA in bytes: buffers and barriers (8 B each), a lower bound.
 
-    The compiler pads buffers (the default launch allocates 206,160 B against 205,896 here).
+    The compiler pads buffers (the default launch allocates 215,520 B against 215,152 here).
 
     Query 64 x 512 bf16; per bf16 stage 8 chunks of BLOCK_N x 64 bf16; per raw stage BLOCK_N
     x (448 NoPE bytes + 8 scale bytes + 64 bf16 RoPE); the leader -> follower exchange (P in
@@ -785,7 +785,7 @@ def launch_options(
 
     Args:
         stages: bf16 ring depth (32 KB per stage).
-        raw_stages: raw ring depth (18.7 KB per stage); RAW_STAGES - 1 tiles are in flight.
+        raw_stages: raw ring depth (18,688 B per stage); RAW_STAGES - 1 tiles are in flight.
         consumer_regs: registers per consumer thread (setmaxnreg, a multiple of 8 up to 256); the
             producer gets the rest of `MAX_REGS` x 384 (56 at the default; the split applies
             for consumer_regs >= 128).
