@@ -55,9 +55,9 @@ BLOCK_H = 64
 """Heads per CTA: one wgmma M tile (64 rows per warpgroup)."""
 BLOCK_N = 32
 """Entries per tile. With BLOCK_N = 64 the query (64 KiB) and two bf16 stages (64 KiB each)
-would leave no room for raw stages in 227 KB."""
+would leave no room for raw stages in 227 KiB."""
 SMEM_LIMIT = 232448
-"""Shared memory one CTA may use on sm_90 (227 KB; CUDA C++ Programming Guide, compute
+"""Shared memory one CTA may use on sm_90 (227 KiB; CUDA C++ Programming Guide, compute
 capability 9.0 table)."""
 MAX_REGS = 168
 """Registers per thread at launch: 65,536 per SM over 12 warps (384 threads), rounded down
@@ -784,7 +784,7 @@ def launch_options(
     3, 4 and 5 within 1 %; stages=3 with raw_stages=3 within 1 % of the default.
 
     Args:
-        stages: bf16 ring depth (32 KB per stage).
+        stages: bf16 ring depth (32 KiB per stage).
         raw_stages: raw ring depth (18,688 B per stage); RAW_STAGES - 1 tiles are in flight.
         consumer_regs: registers per consumer thread (setmaxnreg, a multiple of 8 up to 256); the
             producer gets the rest of `MAX_REGS` x 384 (56 at the default; the split applies
