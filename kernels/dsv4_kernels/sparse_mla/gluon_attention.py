@@ -108,8 +108,38 @@ def unsupported_reason(  # noqa: PLR0911  (one return per reason)
 if HAVE_GLUON:
 
     @gluon.jit
+    def _tile_range(
+        pos_ptr,
+        t,
+        split,
+        n_comp_list,
+        RATIO: gl.constexpr,
+        WINDOW: gl.constexpr,
+        BLOCK_N: gl.constexpr,
+        DENSE: gl.constexpr,
+        N_SPLIT: gl.constexpr,
+    ):
+        """(p, n_c, n_list, t0, t1) of query token t and KV split `split`.
+
+        p: position; n_c: complete compressed entries; n_list: list length; [t0, t1): the
+        tiles of [window | compressed list] the split walks (as `_sparse_mla_chunked_kernel`).
+        """
+        p = gl.load(pos_ptr + t)
+        n_c = (p + 1) // RATIO
+        if DENSE:  # noqa: SIM108  (gluon.jit: constexpr branch)
+            n_list = n_c
+        else:
+            n_list = n_comp_list
+        n_tiles = WINDOW // BLOCK_N + (n_list + BLOCK_N - 1) // BLOCK_N
+        per = (n_tiles + N_SPLIT - 1) // N_SPLIT
+        t0 = split * per
+        t1 = gl.minimum(t0 + per, n_tiles)
+        return p, n_c, n_list, t0, t1
+
+    @gluon.jit
     def _tile_valid(
         ti,
+        t1,
         offs_n,
         p,
         n_c,
@@ -122,7 +152,10 @@ if HAVE_GLUON:
         BLOCK_N: gl.constexpr,
         DENSE: gl.constexpr,
     ):
-        """(entry or token ids, valid) of tile `ti` of the list [window | compressed]."""
+        """(entry or token ids, valid) of tile `ti` of the list [window | compressed].
+
+        No entry of a tile at or past t1 (the split's end) is valid.
+        """
         if ti < WT:
             tok = p - WINDOW + 1 + ti * BLOCK_N + offs_n
             valid = tok >= 0
@@ -136,7 +169,7 @@ if HAVE_GLUON:
                 e = gl.load(idx_ptr + t64 * idx_stride + j, mask=j < n_list, other=-1)
                 valid = (e >= 0) & (e < n_c)
                 e = gl.where(valid, e, 0)
-        return e, valid
+        return e, valid & (ti < t1)
 
     @gluon.jit
     def _tile_pages(
@@ -209,7 +242,7 @@ if HAVE_GLUON:
         async_copy.mbarrier_arrive(raw_ready.index(rs), increment_count=False)
 
     @gluon.jit
-    def _produce(  # noqa: PLR0915  (one partition = one argument list)
+    def _produce(
         q_ptr,
         pos_ptr,
         seq_ptr,
@@ -264,27 +297,31 @@ if HAVE_GLUON:
         fence_async_shared()
         mbarrier.arrive(q_bar, count=1)
 
-        p = gl.load(pos_ptr + t)
         seq = gl.load(seq_ptr + t).to(gl.int64)
-        n_c = (p + 1) // RATIO
+        p, n_c, n_list, t0, t1 = _tile_range(
+            pos_ptr, t, split, n_comp_list, RATIO, WINDOW, BLOCK_N, DENSE, N_SPLIT
+        )
         WT: gl.constexpr = WINDOW // BLOCK_N
-        if DENSE:  # noqa: SIM108  (gluon.jit: constexpr branch)
-            n_list = n_c
-        else:
-            n_list = n_comp_list
-        n_tiles = WT + (n_list + BLOCK_N - 1) // BLOCK_N
-        per = (n_tiles + N_SPLIT - 1) // N_SPLIT
-        t0 = split * per
-        t1 = gl.minimum(t0 + per, n_tiles)
         offs = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, NOPE_L))
         csc = gl.arange(0, 8, layout=gl.SliceLayout(0, NOPE_L))
 
         # Prologue: rows of tiles t0 .. t0+LA-1 in flight, pages of t0+LA, entries of t0+LA+1.
         for pk in gl.static_range(LA):
             e, v = _tile_valid(
-                t0 + pk, offs, p, n_c, n_list, t64, idx_ptr, idx_stride, WT, WINDOW, BLOCK_N, DENSE
+                t0 + pk,
+                t1,
+                offs,
+                p,
+                n_c,
+                n_list,
+                t64,
+                idx_ptr,
+                idx_stride,
+                WT,
+                WINDOW,
+                BLOCK_N,
+                DENSE,
             )
-            v = v & (t0 + pk < t1)
             pg = _tile_pages(
                 t0 + pk,
                 e,
@@ -318,9 +355,8 @@ if HAVE_GLUON:
                 NOPE_L,
             )
         e_a, v_a = _tile_valid(
-            t0 + LA, offs, p, n_c, n_list, t64, idx_ptr, idx_stride, WT, WINDOW, BLOCK_N, DENSE
+            t0 + LA, t1, offs, p, n_c, n_list, t64, idx_ptr, idx_stride, WT, WINDOW, BLOCK_N, DENSE
         )
-        v_a = v_a & (t0 + LA < t1)
         pg_a = _tile_pages(
             t0 + LA,
             e_a,
@@ -335,9 +371,20 @@ if HAVE_GLUON:
             COMP_PAGE,
         )
         e_b, v_b = _tile_valid(
-            t0 + LA + 1, offs, p, n_c, n_list, t64, idx_ptr, idx_stride, WT, WINDOW, BLOCK_N, DENSE
+            t0 + LA + 1,
+            t1,
+            offs,
+            p,
+            n_c,
+            n_list,
+            t64,
+            idx_ptr,
+            idx_stride,
+            WT,
+            WINDOW,
+            BLOCK_N,
+            DENSE,
         )
-        v_b = v_b & (t0 + LA + 1 < t1)
         for ti in range(t0, t1):
             i = ti - t0
             # Issue tile ti+LA (its pages arrived during the previous iteration).
@@ -377,6 +424,7 @@ if HAVE_GLUON:
             v_a = v_b
             e_b, v_b = _tile_valid(
                 ti + LA + 2,
+                t1,
                 offs,
                 p,
                 n_c,
@@ -389,7 +437,6 @@ if HAVE_GLUON:
                 BLOCK_N,
                 DENSE,
             )
-            v_b = v_b & (ti + LA + 2 < t1)
             # Dequantise tile ti from raw stage i % RAW_STAGES into bf16 stage i % STAGES.
             rs = i % RAW_STAGES
             stage = i % STAGES
@@ -410,9 +457,22 @@ if HAVE_GLUON:
         async_copy.wait_group(0)
 
     @gluon.jit
-    def _consume(  # noqa: PLR0912, PLR0915  (one partition = one argument list)
+    def _accumulate_pv(pmat, alpha, kv_smem, stage, o0, o1, o2, o3, C0: gl.constexpr):
+        """o_c = o_c * alpha[:, None] + P K_{C0+c}, c = 0..3, then wait for the MMAs.
+
+        The four [64, 64] float32 accumulators of one consumer (chunks C0 .. C0+3 of bf16
+        stage `stage`); P [64, BLOCK_N] bf16 from registers or shared memory.
+        """
+        al = alpha[:, None]
+        o0 = warpgroup_mma(pmat, kv_smem[C0 + 0].index(stage), o0 * al, is_async=True)
+        o1 = warpgroup_mma(pmat, kv_smem[C0 + 1].index(stage), o1 * al, is_async=True)
+        o2 = warpgroup_mma(pmat, kv_smem[C0 + 2].index(stage), o2 * al, is_async=True)
+        o3 = warpgroup_mma(pmat, kv_smem[C0 + 3].index(stage), o3 * al, is_async=True)
+        return warpgroup_mma_wait(0, deps=[o0, o1, o2, o3])
+
+    @gluon.jit
+    def _consume(  # noqa: PLR0915  (one partition = one argument list)
         pos_ptr,
-        seq_ptr,
         idx_ptr,
         idx_stride,
         sink_ptr,
@@ -462,17 +522,10 @@ if HAVE_GLUON:
         split = gl.program_id(1)
         t = gl.program_id(2)
         t64 = t.to(gl.int64)
-        p = gl.load(pos_ptr + t)
-        n_c = (p + 1) // RATIO
+        p, n_c, n_list, t0, t1 = _tile_range(
+            pos_ptr, t, split, n_comp_list, RATIO, WINDOW, BLOCK_N, DENSE, N_SPLIT
+        )
         WT: gl.constexpr = WINDOW // BLOCK_N
-        if DENSE:  # noqa: SIM108  (gluon.jit: constexpr branch)
-            n_list = n_c
-        else:
-            n_list = n_comp_list
-        n_tiles = WT + (n_list + BLOCK_N - 1) // BLOCK_N
-        per = (n_tiles + N_SPLIT - 1) // N_SPLIT
-        t0 = split * per
-        t1 = gl.minimum(t0 + per, n_tiles)
         offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_l))
         m = gl.full([64], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_l))
         lsum = gl.zeros([64], gl.float32, layout=gl.SliceLayout(1, s_l))
@@ -488,18 +541,27 @@ if HAVE_GLUON:
             if W == 1:
                 mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
                 mbarrier.wait(p_bar.index(par), (i // 2) & 1)
-                al = a_smem.index(par).load(gl.SliceLayout(1, o_l))[:, None]
-                pa = p_smem.index(par)
-                o0 = warpgroup_mma(pa, kv_smem[4].index(stage), o0 * al, is_async=True)
-                o1 = warpgroup_mma(pa, kv_smem[5].index(stage), o1 * al, is_async=True)
-                o2 = warpgroup_mma(pa, kv_smem[6].index(stage), o2 * al, is_async=True)
-                o3 = warpgroup_mma(pa, kv_smem[7].index(stage), o3 * al, is_async=True)
-                o0, o1, o2, o3 = warpgroup_mma_wait(0, deps=[o0, o1, o2, o3])
+                al = a_smem.index(par).load(gl.SliceLayout(1, o_l))
+                o0, o1, o2, o3 = _accumulate_pv(
+                    p_smem.index(par), al, kv_smem, stage, o0, o1, o2, o3, 4
+                )
                 mbarrier.arrive(p_free.index(par), count=1)
                 mbarrier.arrive(empty.index(stage), count=1)
             else:
                 _, valid = _tile_valid(
-                    ti, offs_n, p, n_c, n_list, t64, idx_ptr, idx_stride, WT, WINDOW, BLOCK_N, DENSE
+                    ti,
+                    t1,
+                    offs_n,
+                    p,
+                    n_c,
+                    n_list,
+                    t64,
+                    idx_ptr,
+                    idx_stride,
+                    WT,
+                    WINDOW,
+                    BLOCK_N,
+                    DENSE,
                 )
                 mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
                 s = gl.zeros([64, BLOCK_N], gl.float32, layout=s_l)
@@ -521,13 +583,9 @@ if HAVE_GLUON:
                 a_smem.index(par).store(alpha)
                 fence_async_shared()
                 mbarrier.arrive(p_bar.index(par), count=1)
-                al = gl.convert_layout(alpha, gl.SliceLayout(1, o_l))[:, None]
+                al = gl.convert_layout(alpha, gl.SliceLayout(1, o_l))
                 pb = gl.convert_layout(pr.to(gl.bfloat16), p_l)
-                o0 = warpgroup_mma(pb, kv_smem[0].index(stage), o0 * al, is_async=True)
-                o1 = warpgroup_mma(pb, kv_smem[1].index(stage), o1 * al, is_async=True)
-                o2 = warpgroup_mma(pb, kv_smem[2].index(stage), o2 * al, is_async=True)
-                o3 = warpgroup_mma(pb, kv_smem[3].index(stage), o3 * al, is_async=True)
-                o0, o1, o2, o3 = warpgroup_mma_wait(0, deps=[o0, o1, o2, o3])
+                o0, o1, o2, o3 = _accumulate_pv(pb, al, kv_smem, stage, o0, o1, o2, o3, 0)
                 mbarrier.arrive(empty.index(stage), count=1)
         if W == 0:
             ml_smem.index(0).store(m)
@@ -701,7 +759,6 @@ if HAVE_GLUON:
                     _consume,
                     (
                         pos_ptr,
-                        seq_ptr,
                         idx_ptr,
                         idx_stride,
                         sink_ptr,
@@ -737,7 +794,6 @@ if HAVE_GLUON:
                     _consume,
                     (
                         pos_ptr,
-                        seq_ptr,
                         idx_ptr,
                         idx_stride,
                         sink_ptr,

@@ -771,14 +771,18 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
     )
     swa_u8 = swa_cache.contiguous()
     comp_u8 = comp_cache.contiguous()
-    kern = _sparse_mla_chunked_kernel if dv_split == 0 else _sparse_mla_kernel
-    extra: dict[str, Any] = {} if dv_split == 0 else {"DV_SPLIT": dv_split}
-    launch: dict[str, Any] = {"num_warps": num_warps, "num_stages": num_stages}
+    # Per-kernel constexprs and launch options; the rest of the arguments are shared.
     if warp_specialized:
         kern = gluon_attention._sparse_mla_ws_kernel
-        launch = gluon_attention.launch_options(**(ws_options or {}))
-        extra = {k: launch.pop(k) for k in list(launch) if k.isupper()}
-    head_programs = n_hb if warp_specialized else n_hb * max(dv_split, 1)
+        own: dict[str, Any] = gluon_attention.launch_options(**(ws_options or {}))
+        head_programs = n_hb
+    else:
+        kern = _sparse_mla_chunked_kernel if dv_split == 0 else _sparse_mla_kernel
+        own = {"BLOCK_H": block_h, "NATIVE": NATIVE_FP8, "DEQ": deq}
+        own |= {"num_warps": num_warps, "num_stages": num_stages}
+        if dv_split:
+            own["DV_SPLIT"] = dv_split
+        head_programs = n_hb * max(dv_split, 1)
     kernel = kern[(head_programs, n_split, t_count)](
         q,
         positions,
@@ -809,9 +813,7 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
         HAS_SINK=sink is not None,
         N_SPLIT=n_split,
         BLOCK_N=block_n,
-        **({} if warp_specialized else {"BLOCK_H": block_h, "NATIVE": NATIVE_FP8, "DEQ": deq}),
-        **launch,
-        **extra,
+        **own,
     )
     LAST_KERNEL["sparse_mla"] = kernel
     if n_split > 1:
