@@ -135,6 +135,11 @@ def test_choose_splits_fills_the_gpu() -> None:
     assert choose_splits(64, 1, 8320, 64) == 2
     assert choose_splits(1, 1, 8320, 64) == 32
     assert choose_splits(1, 1, 128, 64) == 1
+    # The Gluon kernel's two tiles per split: V4-Flash CSA at B=1 (20 tiles of 32) takes 8
+    # splits instead of 4, and HCA at L=1M stops at the 64-split ceiling.
+    assert choose_splits(1, 1, 640, 32) == 4
+    assert choose_splits(1, 1, 640, 32, min_tiles=2) == 8
+    assert choose_splits(1, 1, 8320, 32, min_tiles=2) == 64
 
 
 def test_reference_path_needs_no_triton() -> None:
@@ -159,3 +164,43 @@ def test_reference_path_needs_no_triton() -> None:
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == "ok"
+
+
+def test_combine_block_h_keeps_two_programs_per_sm() -> None:
+    assert triton_attention.combine_block_h(64, 64) == 8  # 64 x 8 = 512 programs
+    assert triton_attention.combine_block_h(32, 64) == 4  # 32 x 8 = 256 < 264; 32 x 16 = 512
+    assert triton_attention.combine_block_h(1, 64) == 1
+    assert triton_attention.combine_block_h(16, 64) == 2  # 16 x 32 = 512; 16 x 16 = 256 < 264
+
+
+@pytest.mark.parametrize("with_sink", [True, False])
+def test_combine_merges_partials_like_the_formula(with_sink: bool, device: torch.device) -> None:
+    """`_combine_kernel` alone on synthetic partials: 12 heads (a masked head block of 8),
+    3 splits, empty splits (lse -inf, partial 0) and a token whose splits are all empty."""
+    t_count, n_split, h = 3, 3, 12
+    gen = torch.Generator(device=device).manual_seed(3)
+    part_o = torch.randn(t_count, n_split, h, 512, generator=gen, device=device)
+    part_lse = torch.randn(t_count, n_split, h, generator=gen, device=device) * 4
+    part_lse[0, 1] = float("-inf")
+    part_o[0, 1] = 0.0
+    part_lse[2] = float("-inf")
+    part_o[2] = 0.0
+    sink = torch.randn(h, generator=gen, device=device)
+    out = poisoned_like(torch.empty(t_count, h, 512, dtype=torch.bfloat16, device=device))
+    lse = poisoned_like(torch.empty(t_count, h, dtype=torch.float32, device=device))
+    triton_attention._combine_kernel[(t_count, 2)](
+        part_o, part_lse, sink, out, lse, h, HAS_SINK=with_sink, N_SPLIT=n_split, BLOCK_H=8
+    )
+    sink2 = sink * 1.4426950408889634 if with_sink else torch.full_like(sink, float("-inf"))
+    mm = torch.maximum(part_lse.amax(dim=1), sink2[None, :])
+    mm = torch.where(torch.isinf(mm), torch.zeros_like(mm), mm)
+    w = torch.exp2(part_lse - mm[:, None, :])
+    den = w.sum(dim=1) + torch.exp2(sink2[None, :] - mm)
+    ref = (w[..., None] * part_o).sum(dim=1) / torch.where(den > 0, den, 1.0)[..., None]
+    ref_lse = torch.where(den > 0, (mm + torch.log2(den)) * 0.6931471805599453, float("-inf"))
+    assert_close(out.float(), ref, 1e-2, "combined output")
+    assert torch.equal(torch.isfinite(lse), torch.isfinite(ref_lse))
+    fin = torch.isfinite(ref_lse)
+    assert float((lse[fin] - ref_lse[fin]).abs().max()) < 1e-4
+    if not with_sink:
+        assert torch.equal(out[2].float(), torch.zeros_like(out[2].float()))

@@ -587,44 +587,75 @@ def _combine_kernel(
     H,
     HAS_SINK: tl.constexpr,
     N_SPLIT: tl.constexpr,
-    SPLIT_P2: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    BLOCK_H: tl.constexpr,
 ):
-    h = tl.program_id(0)
-    t = tl.program_id(1).to(tl.int64)
-    offs_s = tl.arange(0, SPLIT_P2)
-    smask = offs_s < N_SPLIT
-    lse2 = tl.load(part_lse_ptr + (t * N_SPLIT + offs_s) * H + h, mask=smask, other=float("-inf"))
-    if HAS_SINK:  # noqa: SIM108  (triton.jit: constexpr branch)
-        sink2 = tl.load(sink_ptr + h) * 1.4426950408889634
+    """Merge the N_SPLIT partials of BLOCK_H heads of one token (with the sink).
+
+    The splits are unrolled, so every split's [BLOCK_H, 512] partial is loaded independently
+    and the loads overlap (the former [splits, 128]-chunk loop with its cross-warp reduction
+    took 24 us at B=32 x 4 splits on the H200, 2026-11-29; see `combine_block_h`).
+    """
+    t = tl.program_id(0).to(tl.int64)
+    offs_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    hmask = offs_h < H
+    offs_d = tl.arange(0, 512)
+    if HAS_SINK:
+        sink2 = tl.load(sink_ptr + offs_h, mask=hmask, other=0.0) * 1.4426950408889634
     else:
-        sink2 = float("-inf")
-    mm = tl.maximum(tl.max(lse2, axis=0), sink2)
+        sink2 = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    mm = sink2
+    for s in tl.static_range(N_SPLIT):
+        mm = tl.maximum(mm, tl.load(part_lse_ptr + (t * N_SPLIT + s) * H + offs_h, mask=hmask))
     mm_safe = tl.where(mm == float("-inf"), 0.0, mm)
-    w = tl.exp2(lse2 - mm_safe)
-    den = tl.sum(w, axis=0) + tl.exp2(sink2 - mm_safe)
-    w = tl.where(den > 0, w / den, 0.0)
-    for d0 in range(0, 512, BLOCK_D):
-        offs_d = d0 + tl.arange(0, BLOCK_D)
-        po = tl.load(
-            part_o_ptr + ((t * N_SPLIT + offs_s[:, None]) * H + h) * 512 + offs_d[None, :],
-            mask=smask[:, None],
-            other=0.0,
-        )
-        o = tl.sum(po * w[:, None], axis=0)
-        tl.store(out_ptr + (t * H + h) * 512 + offs_d, round_bf16(o))
+    den = tl.exp2(sink2 - mm_safe)
+    acc = tl.zeros([BLOCK_H, 512], tl.float32)
+    for s in tl.static_range(N_SPLIT):
+        row = (t * N_SPLIT + s) * H + offs_h
+        w = tl.exp2(tl.load(part_lse_ptr + row, mask=hmask) - mm_safe)
+        den += w
+        po = tl.load(part_o_ptr + row[:, None] * 512 + offs_d[None, :], mask=hmask[:, None])
+        acc += po * w[:, None]
+    scale = tl.where(den > 0, 1.0 / tl.where(den > 0, den, 1.0), 0.0)
+    o = acc * scale[:, None]
+    tl.store(
+        out_ptr + (t * H + offs_h[:, None]) * 512 + offs_d[None, :],
+        round_bf16(o),
+        mask=hmask[:, None],
+    )
     lse = (mm_safe + tl.log2(tl.maximum(den, 1e-30))) * 0.6931471805599453
-    tl.store(lse_ptr + t * H + h, tl.where(den > 0, lse, float("-inf")))
+    tl.store(lse_ptr + t * H + offs_h, tl.where(den > 0, lse, float("-inf")), mask=hmask)
 
 
-def choose_splits(n_query_tokens: int, n_head_blocks: int, n_list_max: int, block_n: int) -> int:
+def combine_block_h(n_query_tokens: int, n_heads: int) -> int:
+    """Heads per `_combine_kernel` program: up to 8, fewer while that leaves < 264 programs.
+
+    Two programs per SM of an H200 (132 SMs) at least, so the partial loads of small batches
+    spread over the GPU; 8 heads x 512 float32 per split is 16 KiB per program and load.
+    """
+    bh = 8
+    while bh > 1 and n_query_tokens * triton.cdiv(n_heads, bh) < 264:
+        bh //= 2
+    return bh
+
+
+def choose_splits(
+    n_query_tokens: int, n_head_blocks: int, n_list_max: int, block_n: int, min_tiles: int = 4
+) -> int:
     """KV splits (flash-decoding): the power of two with the fewest waves per unit of work.
 
     With P = T x head blocks programs and n splits, the grid runs ceil(P * n / 132) waves
     (132 SMs of an H200, one CTA each) of programs doing 1/n of the work: the cost
     ceil(P * n / 132) / n is minimised over n = 1, 2, 4, ... up to the next power of two of
-    ceil(132 / P) and one split per 4 tiles of the longest list; ties keep fewer splits (no
-    combine launch). Measured on the H200 (V4-Flash CSA, L=128K, 2026-11-29, CUDA graph, best
+    ceil(132 / P), one split per `min_tiles` tiles of the longest list and 64 splits; ties keep
+    fewer splits (no combine launch).
+
+    `min_tiles` is 4 for the Triton kernel (below) and 2 for the Gluon kernel, whose fixed
+    cost per program is lower (H200, 2026-11-29, CUDA graph, best of 2; V4-Flash CSA L=128K:
+    B=1 4 splits 21.5 µs, 8 splits 17.3; B=8 4 splits 22.3, 8 splits 19.3; HCA L=128K B=1 8
+    splits 19.8, 16 splits 17.4). The 64-split ceiling: HCA L=1M B=1 ran 26.3 µs with 64
+    splits and 28.3 with 128.
+
+    The Triton kernel, measured on the H200 (V4-Flash CSA, L=128K, 2026-11-29, CUDA graph, best
     of 3): B=128 (P=128) 1 split 95.8 µs vs 2 splits 126.7 µs; B=64 2 splits 67.3 µs vs 1
     split 89.1 µs. Above 132 programs the cap keeps 1 split: B=134 / 140 ran 2 % faster with 2
     splits (165.2 vs 168.1, 167.9 vs 171.0 µs), B=200 / 260 25-34 % slower (221.5 vs 177.7,
@@ -635,6 +666,7 @@ def choose_splits(n_query_tokens: int, n_head_blocks: int, n_list_max: int, bloc
         n_head_blocks: ceil(H / BLOCK_H).
         n_list_max: most entries any query attends to (window + compressed list).
         block_n: entries per tile.
+        min_tiles: fewest tiles of the longest list per split.
 
     Returns:
         Splits, >= 1.
@@ -642,7 +674,7 @@ def choose_splits(n_query_tokens: int, n_head_blocks: int, n_list_max: int, bloc
     sms = 132
     programs = max(n_query_tokens * n_head_blocks, 1)
     tiles = math.ceil(n_list_max / block_n)
-    cap = min(1 << math.ceil(math.log2(math.ceil(sms / programs))), max(1, tiles // 4))
+    cap = min(1 << math.ceil(math.log2(math.ceil(sms / programs))), max(1, tiles // min_tiles), 64)
     best, best_cost = 1, 1.0  # n = 1: one wave whenever the loop below runs (P <= 132)
     n = 2
     while n <= cap:
@@ -757,7 +789,9 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
         block_h, block_n = gluon_attention.BLOCK_H, gluon_attention.BLOCK_N
     n_hb = triton.cdiv(h, block_h)
     if n_split is None:
-        n_split = choose_splits(t_count, n_hb, window + n_comp_list, block_n)
+        n_split = choose_splits(
+            t_count, n_hb, window + n_comp_list, block_n, 2 if warp_specialized else 4
+        )
     if n_split > 1:
         part_o = torch.empty(t_count, n_split, h, d, dtype=torch.float32, device=dev)
         part_lse = torch.empty(t_count, n_split, h, dtype=torch.float32, device=dev)
@@ -817,7 +851,8 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
     )
     LAST_KERNEL["sparse_mla"] = kernel
     if n_split > 1:
-        _combine_kernel[(h, t_count)](
+        bh = combine_block_h(t_count, h)
+        _combine_kernel[(t_count, triton.cdiv(h, bh))](
             part_o,
             part_lse,
             sink_t,
@@ -826,8 +861,7 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
             h,
             HAS_SINK=sink is not None,
             N_SPLIT=n_split,
-            SPLIT_P2=triton.next_power_of_2(n_split),
-            BLOCK_D=128,
+            BLOCK_H=bh,
             num_warps=4,
         )
     return out, lse
