@@ -166,11 +166,13 @@ def test_reference_path_needs_no_triton() -> None:
     assert res.stdout.strip() == "ok"
 
 
-def test_combine_block_h_keeps_two_programs_per_sm() -> None:
-    assert triton_attention.combine_block_h(64, 64) == 8  # 64 x 8 = 512 programs
-    assert triton_attention.combine_block_h(32, 64) == 4  # 32 x 8 = 256 < 264; 32 x 16 = 512
-    assert triton_attention.combine_block_h(1, 64) == 1
-    assert triton_attention.combine_block_h(16, 64) == 2  # 16 x 32 = 512; 16 x 16 = 256 < 264
+def test_combine_block_h_halves_for_programs_and_registers() -> None:
+    assert triton_attention.combine_block_h(64, 64, 2) == 8  # 64 x 8 = 512 programs
+    assert triton_attention.combine_block_h(32, 64, 4) == 4  # 32 x 8 = 256 < 264; 32 x 16 = 512
+    assert triton_attention.combine_block_h(1, 64, 64) == 1  # as many programs as heads
+    assert triton_attention.combine_block_h(16, 64, 8) == 2  # 16 x 32 = 512; 16 x 16 = 256
+    assert triton_attention.combine_block_h(64, 64, 16) == 4  # 8 x 16 loads would be 128
+    assert triton_attention.combine_block_h(256, 64, 64) == 1
 
 
 @pytest.mark.parametrize("with_sink", [True, False])

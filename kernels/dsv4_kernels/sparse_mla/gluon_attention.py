@@ -68,7 +68,7 @@ to a multiple of 8; setmaxnreg then moves them between the partitions."""
 def shared_bytes(stages: int, raw_stages: int) -> int:
     """Shared memory of one CTA in bytes: buffers and barriers (8 B each), a lower bound.
 
-    The compiler pads buffers (the default launch allocates 215,520 B against 215,152 here).
+    The compiler pads buffers (the default launch allocates 215,648 B against 215,152 here).
 
     Query 64 x 512 bf16; per bf16 stage 8 chunks of BLOCK_N x 64 bf16; per raw stage BLOCK_N
     x (448 NoPE bytes + 8 scale bytes + 64 bf16 RoPE); the leader -> follower exchange (P in
@@ -292,10 +292,8 @@ if HAVE_GLUON:
         offs = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, NOPE_L))
         csc = gl.arange(0, 8, layout=gl.SliceLayout(0, NOPE_L))
 
-        # Prologue: rows of tiles t0 .. t0+LA-1 in flight, pages of t0+LA, entries of t0+LA+1.
-        # Software-pipelined: each step loads the next tile's pages (and the entry ids of the
-        # one after) before its own copies wait for this tile's pages, so the LA tiles cost
-        # about one load latency each instead of two in series.
+        # Pipeline state: tile k's entries (e_a, v_a) and pages (pg_a), tile k+1's entries
+        # (e_b, v_b), k = j + LA. Iterations t0-LA .. t0-1 only fill the pipeline.
         e_a, v_a = _tile_valid(
             t0, t1, offs, p, n_c, n_list, t64, idx_ptr, idx_stride, WT, WINDOW, BLOCK_N, DENSE
         )
@@ -315,9 +313,14 @@ if HAVE_GLUON:
         e_b, v_b = _tile_valid(
             t0 + 1, t1, offs, p, n_c, n_list, t64, idx_ptr, idx_stride, WT, WINDOW, BLOCK_N, DENSE
         )
-        for pk in gl.static_range(LA):
+        for j in range(t0 - LA, t1):
+            k = j + LA
+            # Tile k+1's pages and tile k+2's entries are loaded first, then tile k's rows are
+            # issued: the copies wait only for pages loaded one iteration earlier while the
+            # new loads are in flight, so even the filling iterations cost about one load
+            # latency each instead of two in series.
             pg_n = _tile_pages(
-                t0 + pk + 1,
+                k + 1,
                 e_b,
                 v_b,
                 seq,
@@ -330,7 +333,7 @@ if HAVE_GLUON:
                 COMP_PAGE,
             )
             e_n, v_n = _tile_valid(
-                t0 + pk + 2,
+                k + 2,
                 t1,
                 offs,
                 p,
@@ -345,11 +348,11 @@ if HAVE_GLUON:
                 DENSE,
             )
             _issue_tile(
-                t0 + pk,
+                k,
                 e_a,
                 v_a,
                 pg_a,
-                pk,
+                (k - t0) % RAW_STAGES,
                 nope_smem,
                 sc_smem,
                 rope_smem,
@@ -368,73 +371,23 @@ if HAVE_GLUON:
             pg_a = pg_n
             e_b = e_n
             v_b = v_n
-        for ti in range(t0, t1):
-            i = ti - t0
-            # Issue tile ti+LA (its pages arrived during the previous iteration).
-            _issue_tile(
-                ti + LA,
-                e_a,
-                v_a,
-                pg_a,
-                (i + LA) % RAW_STAGES,
-                nope_smem,
-                sc_smem,
-                rope_smem,
-                raw_ready,
-                swa_u8,
-                swa_bf16,
-                comp_u8,
-                comp_bf16,
-                WT,
-                SWA_PAGE,
-                COMP_PAGE,
-                NOPE_L,
-            )
-            pg_a = _tile_pages(
-                ti + LA + 1,
-                e_b,
-                v_b,
-                seq,
-                swa_bt,
-                swa_bt_stride,
-                comp_bt,
-                comp_bt_stride,
-                WT,
-                SWA_PAGE,
-                COMP_PAGE,
-            )
-            e_a = e_b
-            v_a = v_b
-            e_b, v_b = _tile_valid(
-                ti + LA + 2,
-                t1,
-                offs,
-                p,
-                n_c,
-                n_list,
-                t64,
-                idx_ptr,
-                idx_stride,
-                WT,
-                WINDOW,
-                BLOCK_N,
-                DENSE,
-            )
-            # Dequantise tile ti from raw stage i % RAW_STAGES into bf16 stage i % STAGES.
-            rs = i % RAW_STAGES
-            stage = i % STAGES
-            mbarrier.wait(raw_ready.index(rs), (i // RAW_STAGES) & 1)
-            mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1)
-            sc_all = sc_smem.index(rs).load(NOPE_L).to(gl.int32)
-            for c in gl.static_range(7):
-                raw = nope_smem[c].index(rs).load(NOPE_L)
-                sc = gl.sum(gl.where(csc[None, :] == c, sc_all, 0), axis=1)
-                scale = (sc << 23).to(gl.float32, bitcast=True)  # 2**(sc - 127), sc in 1..254
-                kb = raw.to(gl.float8e4nv, bitcast=True).to(gl.float32) * scale[:, None]
-                kv_smem[c].index(stage).store(kb.to(gl.bfloat16))
-            kv_smem[7].index(stage).store(rope_smem.index(rs).load(NOPE_L))
-            fence_async_shared()
-            mbarrier.arrive(ready.index(stage), count=1)
+            if j >= t0:
+                # Dequantise tile j from raw stage i % RAW_STAGES into bf16 stage i % STAGES.
+                i = j - t0
+                rs = i % RAW_STAGES
+                stage = i % STAGES
+                mbarrier.wait(raw_ready.index(rs), (i // RAW_STAGES) & 1)
+                mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1)
+                sc_all = sc_smem.index(rs).load(NOPE_L).to(gl.int32)
+                for c in gl.static_range(7):
+                    raw = nope_smem[c].index(rs).load(NOPE_L)
+                    sc = gl.sum(gl.where(csc[None, :] == c, sc_all, 0), axis=1)
+                    scale = (sc << 23).to(gl.float32, bitcast=True)  # 2**(sc - 127), sc in 1..254
+                    kb = raw.to(gl.float8e4nv, bitcast=True).to(gl.float32) * scale[:, None]
+                    kv_smem[c].index(stage).store(kb.to(gl.bfloat16))
+                kv_smem[7].index(stage).store(rope_smem.index(rs).load(NOPE_L))
+                fence_async_shared()
+                mbarrier.arrive(ready.index(stage), count=1)
         # The last LA issues were for tiles past t1 (masked, zero-fill): drain them before exit.
         async_copy.commit_group()
         async_copy.wait_group(0)
@@ -522,7 +475,8 @@ if HAVE_GLUON:
             # The leader loads the query itself, all eight chunks in flight at once, while the
             # producer fetches the first tiles (H200, 2026-11-29: 2.5-4 us less per call than
             # the producer loading it before its first tiles, two chunks per load latency).
-            # q_bar (count 1) orders every thread's stores and proxy fence before the wgmma.
+            # The arrive on q_bar (count 1) comes after a warpgroup barrier that follows every
+            # thread's stores and proxy fence, so waiting on it orders them before the wgmma.
             q_l: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
             rows_h = hb * 64 + gl.arange(0, 64, layout=gl.SliceLayout(1, q_l))
             qcols = gl.arange(0, 64, layout=gl.SliceLayout(0, q_l))
@@ -535,14 +489,14 @@ if HAVE_GLUON:
             q5 = gl.load(q_row + 320)
             q6 = gl.load(q_row + 384)
             q7 = gl.load(q_row + 448)
-            q_smem.index(0).store(q0)
-            q_smem.index(1).store(q1)
-            q_smem.index(2).store(q2)
-            q_smem.index(3).store(q3)
-            q_smem.index(4).store(q4)
-            q_smem.index(5).store(q5)
-            q_smem.index(6).store(q6)
-            q_smem.index(7).store(q7)
+            q_smem[0].store(q0)
+            q_smem[1].store(q1)
+            q_smem[2].store(q2)
+            q_smem[3].store(q3)
+            q_smem[4].store(q4)
+            q_smem[5].store(q5)
+            q_smem[6].store(q6)
+            q_smem[7].store(q7)
             fence_async_shared()
             mbarrier.arrive(q_bar, count=1)
             mbarrier.wait(q_bar, 0)
@@ -579,7 +533,7 @@ if HAVE_GLUON:
                 s = gl.zeros([64, BLOCK_N], gl.float32, layout=s_l)
                 for c in gl.static_range(8):
                     s = warpgroup_mma(
-                        q_smem.index(c), kv_smem[c].index(stage).permute((1, 0)), s, is_async=True
+                        q_smem[c], kv_smem[c].index(stage).permute((1, 0)), s, is_async=True
                     )
                 s = warpgroup_mma_wait(0, deps=[s])
                 s = s * qk_scale
@@ -678,9 +632,18 @@ if HAVE_GLUON:
     ):
         chunk_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, 64], gl.bfloat16)
         kv_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, 64], gl.bfloat16)
-        q_smem = gl.allocate_shared_memory(gl.bfloat16, [8, 64, 64], chunk_l)
-        # One allocation per 64-column chunk: accesses to different chunks are then provably
-        # disjoint, and the compiler inserts no barrier between them.
+        # One allocation per 64-column chunk (query and bf16 stages): accesses to different
+        # chunks are then provably disjoint, and the compiler inserts no barrier between them.
+        q_smem = (
+            gl.allocate_shared_memory(gl.bfloat16, [64, 64], chunk_l),
+            gl.allocate_shared_memory(gl.bfloat16, [64, 64], chunk_l),
+            gl.allocate_shared_memory(gl.bfloat16, [64, 64], chunk_l),
+            gl.allocate_shared_memory(gl.bfloat16, [64, 64], chunk_l),
+            gl.allocate_shared_memory(gl.bfloat16, [64, 64], chunk_l),
+            gl.allocate_shared_memory(gl.bfloat16, [64, 64], chunk_l),
+            gl.allocate_shared_memory(gl.bfloat16, [64, 64], chunk_l),
+            gl.allocate_shared_memory(gl.bfloat16, [64, 64], chunk_l),
+        )
         kv_smem = (
             gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, 64], kv_l),
             gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, 64], kv_l),
@@ -846,8 +809,10 @@ def launch_options(
 ) -> dict[str, Any]:
     """Constexprs and launch options of `_sparse_mla_ws_kernel` (beyond the shared arguments).
 
-    Defaults measured on the H200 (2026-11-29, V4-Flash HCA B=64 L=1M, CUDA graph): raw_stages
-    3, 4 and 5 within 1 %; stages=3 with raw_stages=3 within 1 % of the default.
+    Defaults measured on the H200 (2026-11-29, V4-Flash HCA B=64 L=1M, CUDA graph, sixth
+    session): raw_stages 3 and 5 within 1 % of 4 in a version before the leader / follower
+    exchange (9 KiB), with which 5 raw stages fit only with stages=1 (233,848 B at stages=2);
+    stages=3 with raw_stages=3 within 1 % of the default.
 
     Args:
         stages: bf16 ring depth (32 KiB per stage).

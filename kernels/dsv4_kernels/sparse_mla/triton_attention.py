@@ -593,7 +593,7 @@ def _combine_kernel(
 
     The splits are unrolled, so every split's [BLOCK_H, 512] partial is loaded independently
     and the loads overlap (the former [splits, 128]-chunk loop with its cross-warp reduction
-    took 24 us at B=32 x 4 splits on the H200, 2026-11-29; see `combine_block_h`).
+    took 24 us at B=32 x 4 splits on the H200, 2026-11-29, now 4.2; see `combine_block_h`).
     """
     t = tl.program_id(0).to(tl.int64)
     offs_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -626,14 +626,17 @@ def _combine_kernel(
     tl.store(lse_ptr + t * H + offs_h, tl.where(den > 0, lse, float("-inf")), mask=hmask)
 
 
-def combine_block_h(n_query_tokens: int, n_heads: int) -> int:
-    """Heads per `_combine_kernel` program: up to 8, fewer while that leaves < 264 programs.
+def combine_block_h(n_query_tokens: int, n_heads: int, n_split: int) -> int:
+    """Heads per `_combine_kernel` program: 8, halved down to 1 while needed.
 
-    Two programs per SM of an H200 (132 SMs) at least, so the partial loads of small batches
-    spread over the GPU; 8 heads x 512 float32 per split is 16 KiB per program and load.
+    Halved while there would be fewer than 264 programs (two per SM of an H200's 132) or more
+    than 64 [heads, 512] partial loads per program. The unrolled split loop keeps all BLOCK_H x
+    n_split partial loads in flight; at BLOCK_H x n_split <= 64 ptxas (sm_90, Triton 3.6) needs
+    at most 184 registers and spills nothing, while 8 x 32 spills 304 B. `choose_splits` stays
+    within 64 splits; an explicit n_split above 64 still runs correctly, with spills.
     """
     bh = 8
-    while bh > 1 and n_query_tokens * triton.cdiv(n_heads, bh) < 264:
+    while bh > 1 and (n_query_tokens * triton.cdiv(n_heads, bh) < 264 or bh * n_split > 64):
         bh //= 2
     return bh
 
@@ -851,7 +854,7 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
     )
     LAST_KERNEL["sparse_mla"] = kernel
     if n_split > 1:
-        bh = combine_block_h(t_count, h)
+        bh = combine_block_h(t_count, h, n_split)
         _combine_kernel[(t_count, triton.cdiv(h, bh))](
             part_o,
             part_lse,
