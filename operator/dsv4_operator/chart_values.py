@@ -184,8 +184,9 @@ class PeeringValues(_Values):
     name: ObjectName = "dsv4-operator"
     """Name of the peering object(s)."""
     create_crds: bool = Field(default=True, alias="createCRDs")
-    """Install kopf's ClusterKopfPeering and KopfPeering CRDs (skip when another kopf operator's
-    chart already installed them)."""
+    """Deprecated, ignored (kept so that existing values files still validate): kopf's
+    ClusterKopfPeering and KopfPeering CRDs now ship in the chart's `crds/`, which Helm skips
+    when they exist and `helm install --skip-crds` leaves to you (`templates/peering.yaml`)."""
 
 
 class ServiceMonitorValues(_Values):
