@@ -184,9 +184,8 @@ class PeeringValues(_Values):
     name: ObjectName = "dsv4-operator"
     """Name of the peering object(s)."""
     create_crds: bool = Field(default=True, alias="createCRDs")
-    """Deprecated, ignored (kept so that existing values files still validate): kopf's
-    ClusterKopfPeering and KopfPeering CRDs now ship in the chart's `crds/`, which Helm skips
-    when they exist and `helm install --skip-crds` leaves to you (`templates/peering.yaml`)."""
+    """Install kopf's ClusterKopfPeering and KopfPeering CRDs (skip when another kopf operator's
+    chart already installed them)."""
 
 
 class ServiceMonitorValues(_Values):

@@ -90,12 +90,7 @@ def _validate_builtin(obj: Json) -> None:
 
 @pytest.fixture(scope="module")
 def custom_validators() -> dict[str, jsonschema.Draft4Validator]:
-    peering_crds = [
-        c
-        for c in by_kind(template(include_crds=True), "CustomResourceDefinition")
-        if c["spec"]["group"] == "kopf.dev"
-    ]
-    assert len(peering_crds) == 2
+    peering_crds = by_kind(template(), "CustomResourceDefinition")
     crds = [upstream_crd("monitoring.coreos.com_servicemonitors.yaml"), *peering_crds]
     return {crd["spec"]["names"]["kind"]: _crd_validator(crd) for crd in crds}
 
@@ -144,21 +139,17 @@ def test_defaults_render_the_expected_objects() -> None:
             "ClusterRoleBinding",
             "Service",
             "Deployment",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "ClusterKopfPeering",
         ]
     )
-    # crds/ holds the generated CRD and kopf's two peering CRDs; on install Helm applies them
-    # before rendering the templates (so the peering hook's kind is known), on upgrade a hook
-    # applies the generated one only.
+    # crds/ holds the generated CRD; on install Helm applies it, on upgrade a hook does.
     crd_names = {
         c["metadata"]["name"]
         for c in by_kind(template(include_crds=True), "CustomResourceDefinition")
     }
-    assert crd_names == {
-        load_crd_file()["metadata"]["name"],
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
-    }
+    assert load_crd_file()["metadata"]["name"] in crd_names
 
 
 def test_deployment_runs_the_operator_non_root_with_our_settings() -> None:
@@ -235,7 +226,6 @@ def test_upgrade_renders_the_crd_as_a_pre_upgrade_hook() -> None:
     assert "helm.sh/hook-delete-policy" not in hook["metadata"]["annotations"]
     generated = load_crd_file()
     assert hook["spec"] == generated["spec"]
-    assert {c["metadata"]["name"] for c in by_kind(upgrade, "CustomResourceDefinition")} == {name}
     off = template(is_upgrade=True, sets=["crds.upgrade=false"])
     assert name not in {c["metadata"]["name"] for c in by_kind(off, "CustomResourceDefinition")}
     assert CRD_FILE.is_file()
@@ -334,11 +324,3 @@ def test_packaged_chart_holds_crds_dashboard_and_schema(tmp_path: Path) -> None:
         names = set(tar.getnames())
     for part in ("crds/" + CRD_FILE.name, "dashboards/dsv4-overview.json", "values.schema.json"):
         assert f"dsv4-operator/{part}" in names
-
-
-def test_deprecated_create_crds_changes_nothing() -> None:
-    # kopf's peering CRDs ship in crds/ now; the old toggle still validates but is ignored.
-    assert template(sets=["peering.createCRDs=false"]) == template()
-    assert template(sets=["peering.createCRDs=false"], include_crds=True) == template(
-        include_crds=True
-    )
