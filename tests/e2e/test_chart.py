@@ -42,7 +42,8 @@ from tests.support.cluster import REPO_ROOT, ControlPlane, transform_crd_for_1_2
 
 import dsv4_operator
 
-pytestmark = pytest.mark.e2e
+# kopf's peering CRDs exist before any install here (see the fixture for Helm's hook race).
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("kopf_peering_crds")]
 
 EXAMPLE = REPO_ROOT / "examples" / "flash-4x-h100.yaml"
 CRD_NAME = "deepseekv4deployments.dsv4.io"
