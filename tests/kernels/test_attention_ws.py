@@ -102,12 +102,20 @@ def _last_kernel() -> Any:
     return triton_attention.LAST_KERNEL["sparse_mla"]
 
 
+def _other_ring(topk: int | None) -> dict[str, int]:
+    """The ring depths a list kind does not get by default (both stay covered for both)."""
+    return dict(gluon_attention.SELECTED_OPTIONS) if topk is None else {}
+
+
 @pytest.mark.gpu
 @needs_hopper
+@pytest.mark.parametrize("other_ring", [False, True], ids=["default-ring", "other-ring"])
 @pytest.mark.parametrize("n_split", [1, 3])
 @pytest.mark.parametrize("with_sink", [True, False])
 @pytest.mark.parametrize("topk", [None, 512], ids=["hca", "csa"])
-def test_matches_reference_at_odd_lengths(n_split: int, with_sink: bool, topk: int | None) -> None:
+def test_matches_reference_at_odd_lengths(
+    n_split: int, with_sink: bool, topk: int | None, other_ring: bool
+) -> None:
     # 1 token (window only), around the first compression boundaries, and a long sequence;
     # CSA lists carry -1 holes. SWA pages of 16, so window tiles cross pages.
     ratio = 128 if topk is None else 4
@@ -115,24 +123,27 @@ def test_matches_reference_at_odd_lengths(n_split: int, with_sink: bool, topk: i
     case = make_attention_case(lengths, 64, ratio, topk, 41, torch.device("cuda"), swa_page=16)
     if not with_sink:
         case["sink"] = None
-    out, lse = _run(case, n_split=n_split, warp_specialized=True)
+    ws = _other_ring(topk) if other_ring else None
+    out, lse = _run(case, n_split=n_split, warp_specialized=True, ws_options=ws)
     _check(case, out, lse)
     assert _last_kernel().name == "_sparse_mla_ws_kernel"
 
 
 @pytest.mark.gpu
 @needs_hopper
+@pytest.mark.parametrize("other_ring", [False, True], ids=["default-ring", "other-ring"])
 @pytest.mark.parametrize(
     ("topk", "queries", "n_split"), [(1024, 2, 2), (None, 200, 1)], ids=["pro-csa-mtp2", "prefill"]
 )
 def test_matches_reference_with_two_head_blocks(
-    topk: int | None, queries: int, n_split: int
+    topk: int | None, queries: int, n_split: int, other_ring: bool
 ) -> None:
     ratio = 128 if topk is None else 4
     case = make_attention_case(
         [5000, 131072], 128, ratio, topk, 42, torch.device("cuda"), queries_per_seq=queries
     )
-    out, lse = _run(case, n_split=n_split, warp_specialized=True)
+    ws = _other_ring(topk) if other_ring else None
+    out, lse = _run(case, n_split=n_split, warp_specialized=True, ws_options=ws)
     _check(case, out, lse)
 
 
@@ -144,7 +155,13 @@ def test_is_the_default_on_hopper_unless_tuned() -> None:
     _check(case, out, lse)
     kernel = _last_kernel()
     assert kernel.name == "_sparse_mla_ws_kernel"
-    assert kernel.metadata.shared >= gluon_attention.shared_bytes(2, 4)
+    # Selected (CSA) lists get SELECTED_OPTIONS' deeper bf16 ring, dense (HCA) ones the
+    # launch_options defaults.
+    assert kernel.metadata.shared >= gluon_attention.shared_bytes(3, 3)
+    hca = make_attention_case([70001, 300], 64, 128, None, 43, torch.device("cuda"))
+    _check(hca, *_run(hca))
+    assert gluon_attention.shared_bytes(2, 4) <= _last_kernel().metadata.shared
+    assert _last_kernel().metadata.shared < gluon_attention.shared_bytes(3, 3)
     _run(case, block_h=32)
     assert _last_kernel().name == "_sparse_mla_chunked_kernel"
     _run(case, warp_specialized=False)

@@ -727,7 +727,8 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
     faster on the H200) wherever `gluon_attention.unsupported_reason` is None and no Triton
     tuning argument above was changed, else this module's kernel; True forces it, False never
     uses it (with it, block_h, block_n, num_warps, num_stages, dv_split and deq do not apply);
-    `ws_options` go to `gluon_attention.launch_options`. `out` [T, H, 512] bf16 and
+    `ws_options` go to `gluon_attention.launch_options` (None: its defaults for dense lists,
+    `gluon_attention.SELECTED_OPTIONS` for selected ones). `out` [T, H, 512] bf16 and
     `lse_out` [T, H] float32 optionally receive the results. More than `MAX_TOKENS_PER_LAUNCH` query
     tokens (a CUDA grid's y/z limit) run as consecutive launches over slices of the tokens.
 
@@ -811,7 +812,9 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
     # Per-kernel constexprs and launch options; the rest of the arguments are shared.
     if warp_specialized:
         kern = gluon_attention._sparse_mla_ws_kernel
-        own: dict[str, Any] = gluon_attention.launch_options(**(ws_options or {}))
+        if ws_options is None:
+            ws_options = {} if dense else gluon_attention.SELECTED_OPTIONS
+        own: dict[str, Any] = gluon_attention.launch_options(**ws_options)
         head_programs = n_hb
     else:
         kern = _sparse_mla_chunked_kernel if dv_split == 0 else _sparse_mla_kernel
