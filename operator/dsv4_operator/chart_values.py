@@ -182,7 +182,7 @@ class PeeringValues(_Values):
     """
 
     name: ObjectName = "dsv4-operator"
-    """Name of the peering object(s)."""
+    """Name of the peering object(s), which the operator creates at startup when missing."""
     create_crds: bool = Field(default=True, alias="createCRDs")
     """Install kopf's ClusterKopfPeering and KopfPeering CRDs (skip when another kopf operator's
     chart already installed them)."""

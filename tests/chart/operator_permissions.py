@@ -12,7 +12,8 @@ Two sources, both read from code rather than restated by hand where possible:
    `_core/engines/peering.py`): it lists/watches the CRDs and namespaces to find resources,
    lists/watches and patches the resource it serves (its progress annotations), posts Events,
    and watches and patches its peering object (the docs' example also grants `get` on it; kopf's
-   code never reads it singly, so the chart does not).
+   code never reads it singly, so the chart does not). kopf never creates that object: our
+   startup handler does (`dsv4_operator.kube.peering`, `create` only).
 
 The e2e test (tests/e2e/test_chart.py) checks each permission with `kubectl auth can-i --as` the
 chart's ServiceAccount, and records every request the operator sends while it runs as that
@@ -40,11 +41,14 @@ KIND_GROUPS: Final = {
     "DeepSeekV4Deployment": GROUP,
     "ScaledObject": "keda.sh",
     "HorizontalPodAutoscaler": "autoscaling",
+    "KopfPeering": "kopf.dev",
+    "ClusterKopfPeering": "kopf.dev",
 }
 """API group of each kind in `PLURALS` (a new kind there fails a test until it is added)."""
 
 CLIENT_METHOD_VERBS: Final[dict[str, tuple[str, ...]]] = {
     "get": ("get",),
+    "create": ("create",),
     "apply": ("create", "patch"),
     "patch_status": ("patch",),
     "patch_replicas": ("patch",),
@@ -55,6 +59,8 @@ CLIENT_METHOD_VERBS: Final[dict[str, tuple[str, ...]]] = {
 (`/apis/GROUP/VERSION`), which every authenticated user may read (role `system:discovery`)."""
 
 OWN_KIND: Final = "DeepSeekV4Deployment"
+PEERING_KINDS: Final = frozenset({"KopfPeering", "ClusterKopfPeering"})
+"""Kinds the client only creates (`dsv4_operator.kube.peering`), at startup."""
 
 
 @dataclass(frozen=True, order=True)
@@ -89,8 +95,9 @@ def client_methods() -> set[str]:
 
 
 def child_kinds() -> set[str]:
-    """Kinds the reconciler reads and applies: every kind the client knows but ours and Event."""
-    return set(PLURALS) - {OWN_KIND, "Event"}
+    """Kinds the reconciler reads and applies: every kind the client knows but ours, Event and
+    kopf's peering objects."""
+    return set(PLURALS) - {OWN_KIND, "Event"} - PEERING_KINDS
 
 
 def client_permissions() -> set[Permission]:
@@ -129,6 +136,10 @@ def kopf_permissions(*, clusterwide: bool) -> set[Permission]:
         Permission(peering.group, peering.resource, v, peering.scope, "kopf peering")
         for v in ("list", "watch", "patch")
     }
+    for verb in CLIENT_METHOD_VERBS["create"]:  # our startup handler, before kopf watches
+        needs.add(
+            Permission(peering.group, peering.resource, verb, peering.scope, "peering object")
+        )
     return needs
 
 

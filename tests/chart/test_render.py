@@ -141,7 +141,6 @@ def test_defaults_render_the_expected_objects() -> None:
             "Deployment",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
-            "ClusterKopfPeering",
         ]
     )
     # crds/ holds the generated CRD; on install Helm applies it, on upgrade a hook does.
@@ -183,9 +182,12 @@ def test_namespaced_mode_grants_namespaced_rights_only_in_watched_namespaces() -
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     bindings = by_kind(objects, "RoleBinding")
     assert all(b["subjects"][0]["namespace"] == "ops" for b in bindings)
-    peerings = by_kind(objects, "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
+    # The operator creates its KopfPeering in each watched namespace; the Roles let it.
+    assert by_kind(objects, "KopfPeering") == []
     assert by_kind(objects, "ClusterKopfPeering") == []
+    for role in roles:
+        (peering,) = [r for r in role["rules"] if r["resources"] == ["kopfpeerings"]]
+        assert "create" in peering["verbs"]
     env = {
         e["name"]: e.get("value")
         for e in one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -234,7 +236,7 @@ def test_upgrade_renders_the_crd_as_a_pre_upgrade_hook() -> None:
 def test_bring_your_own_renders_no_rbac_no_service_account() -> None:
     objects = template(values_files=[VALUES_DIR / "bring-your-own.yaml"])
     kinds = {o["kind"] for o in objects}
-    assert kinds == {"Deployment", "ClusterKopfPeering"}
+    assert kinds == {"Deployment"}
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "dsv4-operator-admin-managed"
 

@@ -10,8 +10,6 @@
 - `upstream_crds` (session): the LeaderWorkerSet, KEDA ScaledObject, ServiceMonitor and PodMonitor
   CRDs from `$DSV4_FIXTURES/crds/`, transformed at test time for the 1.20 server and installed.
 - `dsv4_crd` (session): the generated DeepSeekV4Deployment CRD from `crds/`, installed.
-- `kopf_peering_crds` (session): kopf's peering CRDs as the chart's hook renders them, installed
-  and served before the chart tests install the chart.
 
 Every test that uses these fixtures must be marked `@pytest.mark.e2e`.
 """
@@ -26,7 +24,6 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.chart.chart_support import by_kind, template
 from tests.support.cluster import (
     REPO_ROOT,
     UPSTREAM_CRD_FILES,
@@ -150,29 +147,3 @@ def dsv4_crd(control_plane: ControlPlane) -> InstalledCrd:
     control_plane.apply(installed)
     control_plane.wait_crd_established(name)
     return InstalledCrd(name, path, generated, installed, report.validations_dropped)
-
-
-@pytest.fixture(scope="session")
-def kopf_peering_crds(control_plane: ControlPlane) -> list[str]:
-    """kopf's ClusterKopfPeering and KopfPeering CRDs, installed and served; their names.
-
-    The chart creates them in a pre-install hook (skipped when they exist) and its peering
-    objects in a post-install hook. Helm refreshes its API discovery only after installing
-    `crds/`, not after hooks, so on a cluster without these CRDs that post-install hook can fail
-    with "no matches for kind KopfPeering" when the API server publishes the new group late
-    (once in a fresh-clone CI run, 2026-11-30; README "Install with Helm"). The chart e2e tests
-    start from a cluster that already serves them, as one running another kopf operator does;
-    the hook that creates them is checked by tests/chart/test_render.py.
-    """
-    crds = by_kind(template(), "CustomResourceDefinition")
-    names = [c["metadata"]["name"] for c in crds]
-    assert sorted(names) == ["clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"], names
-    control_plane.apply(*crds)
-    control_plane.wait_crd_established(*names)
-
-    def served() -> bool:
-        got = control_plane.kubectl("api-resources", "--api-group=kopf.dev", "-o", "name")
-        return {"kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"} <= set(got.stdout.split())
-
-    control_plane.wait_for(served, "kopf.dev/v1 in API discovery", timeout=30)
-    return names

@@ -42,8 +42,7 @@ from tests.support.cluster import REPO_ROOT, ControlPlane, transform_crd_for_1_2
 
 import dsv4_operator
 
-# kopf's peering CRDs exist before any install here (see the fixture for Helm's hook race).
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("kopf_peering_crds")]
+pytestmark = pytest.mark.e2e
 
 EXAMPLE = REPO_ROOT / "examples" / "flash-4x-h100.yaml"
 CRD_NAME = "deepseekv4deployments.dsv4.io"
@@ -284,8 +283,8 @@ def test_install_namespaced_operator_reconciles_with_only_the_chart_permissions(
                 "auth", "can-i", verb, resource, f"--as={account}", "-n", watched, check=False
             )
             assert no.stdout.strip() == "no", (verb, resource)
-        peering = plane.kubectl_json("get", "kopfpeering", "dsv4-operator", "-n", watched)
-        assert peering["metadata"]["name"] == "dsv4-operator"
+        # The chart holds no peering object: the operator creates its own at startup.
+        assert get_json(plane, "kopfpeering", "dsv4-operator", "-n", watched) is None
 
         # The operator, as the chart runs it, with only the ServiceAccount's token.
         server, ca = admin_server_and_ca(plane)
@@ -344,6 +343,12 @@ def test_install_namespaced_operator_reconciles_with_only_the_chart_permissions(
                     return int(record.get("priority", 0)) > 0
 
                 wait_or_explain(plane, announced, "peering record", 30, log, recorder)
+                peering = plane.kubectl_json("get", "kopfpeering", "dsv4-operator", "-n", watched)
+                labels = peering["metadata"].get("labels") or {}
+                assert labels.get("app.kubernetes.io/managed-by") == "dsv4-operator"
+                assert f"Created kopf peering object(s): {watched}/dsv4-operator" in (
+                    log.read_text()
+                )
                 allowed_phase = recorder.snapshot()
 
                 # Take one rule away: the next reconcile is refused (403) and reported.
@@ -465,7 +470,7 @@ def test_install_cluster_wide_grants_every_permission_and_uninstalls(
         account = f"system:serviceaccount:{namespace}:{sa}"
         needs = operator_permissions(clusterwide=True)
         assert settled_denials(plane, account, needs, [namespace, "default"]) == []
-        assert get_json(plane, "clusterkopfpeering", "dsv4-operator") is not None
+        assert by_kind(objects, "ClusterKopfPeering") == []  # the operator creates it
         plane.helm("uninstall", release, "-n", namespace)
         revoked = sorted(needs)[0]
         plane.wait_for(lambda: not can_i(plane, account, revoked, None), "rights revoked", 20)
@@ -550,7 +555,6 @@ def test_upgrade_from_the_previous_chart_version_upgrades_the_crd(
             "containers"
         ][0]["image"]
         assert image.endswith(f":{dsv4_operator.__version__}")
-        assert plane.kubectl_json("get", "kopfpeering", "dsv4-operator", "-n", namespace)
         # A later upgrade with the hook on still applies the CRD without a field-manager conflict.
         plane.helm(
             "upgrade",
@@ -622,7 +626,7 @@ def test_two_replicas_one_reconciles_the_other_stands_by(
         name = example["metadata"]["name"]
 
         def peers() -> set[str]:
-            body = plane.kubectl_json("get", "kopfpeering", "dsv4-operator", "-n", namespace)
+            body = get_json(plane, "kopfpeering", "dsv4-operator", "-n", namespace) or {}
             return set((body.get("status") or {}).keys())
 
         def planned(cr: str) -> bool:

@@ -1,7 +1,8 @@
 {{/*
 Cluster-scoped permissions, always granted by the ClusterRole: kopf scans CRDs and namespaces to
 find what to serve, and keeps its ClusterKopfPeering record when it watches every namespace
-(kopf docs: deployment RBAC; kopf/_core/engines/peering.py).
+(kopf docs: deployment RBAC; kopf/_core/engines/peering.py); the operator creates that object at
+startup when it is missing (operator/dsv4_operator/kube/peering.py: create only, 409 if there).
 */}}
 {{- define "dsv4-operator.clusterRules" -}}
 - apiGroups: [apiextensions.k8s.io]
@@ -13,7 +14,7 @@ find what to serve, and keeps its ClusterKopfPeering record when it watches ever
 {{- if include "dsv4-operator.clusterWide" . }}
 - apiGroups: [kopf.dev]
   resources: [clusterkopfpeerings]
-  verbs: [list, watch, patch]
+  verbs: [list, watch, patch, create]
 {{- end }}
 {{- end }}
 
@@ -22,7 +23,8 @@ Namespaced permissions: by the ClusterRole when watchNamespaces is empty, else b
 watched namespace. Our client (operator/dsv4_operator/kube/client.py) reads the resource, patches
 its status and (native autoscaler) its spec.replicas, and reads + server-side applies each child,
 the KEDA ScaledObject or HPA included (apply needs create for a new object);
-kopf watches the resource, patches its progress annotations and posts Events.
+kopf watches the resource, patches its progress annotations and posts Events; in namespaced
+mode the operator creates its KopfPeering in each watched namespace at startup when missing.
 */}}
 {{- define "dsv4-operator.namespacedRules" -}}
 - apiGroups: [dsv4.io]
@@ -52,6 +54,6 @@ kopf watches the resource, patches its progress annotations and posts Events.
 {{- if not (include "dsv4-operator.clusterWide" .) }}
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
-  verbs: [list, watch, patch]
+  verbs: [list, watch, patch, create]
 {{- end }}
 {{- end }}

@@ -9,12 +9,24 @@ import kopf
 
 from dsv4_operator.handlers.autoscaler import Autoscaler, AutoscalerMetrics
 from dsv4_operator.handlers.reconciler import Reconciler
-from dsv4_operator.kube import ApiError, KubeClient, build_api_client
+from dsv4_operator.kube import ApiError, KubeClient, TransientApiError, build_api_client
+from dsv4_operator.kube.peering import PEERING_API_VERSION, ensure_peering
 from dsv4_operator.metrics import OperatorMetrics
 from dsv4_operator.render import FIELD_MANAGER, LWS_API_VERSION
 from dsv4_operator.settings import OperatorSettings
 
-__all__ = ["register_lifecycle_handlers"]
+__all__ = [
+    "PEERING_BACKOFF_SECONDS",
+    "PEERING_RETRIES",
+    "create_peering_objects",
+    "register_lifecycle_handlers",
+    "register_peering_handler",
+]
+
+PEERING_RETRIES = 24
+"""Attempts at creating the peering objects before the operator exits (kopf startup retries)."""
+PEERING_BACKOFF_SECONDS = 5.0
+"""Seconds between them: 2 minutes in all, for CRDs created just before the operator starts."""
 
 
 def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
@@ -72,8 +84,81 @@ def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: Operato
             config.resync_seconds,
         )
 
+    if config.peering is not None:
+        register_peering_handler(registry, config.peering, config.namespaces)
+
     @kopf.on.cleanup(registry=registry)
     def cleanup(memo: kopf.Memo, **_: Any) -> None:
         reconciler: Reconciler | None = memo.get("reconciler")
         if reconciler is not None:
             reconciler.kube.close()
+
+
+def register_peering_handler(
+    registry: kopf.OperatorRegistry, name: str, namespaces: tuple[str, ...]
+) -> None:
+    """Register the startup handler that creates kopf's peering objects (`ensure_peering`).
+
+    It runs after the main startup handler (registration order) and before kopf's watches.
+    Retried every `PEERING_BACKOFF_SECONDS` while the peering kind is not served (404: CRDs
+    missing or not yet established) or the API server fails transiently; after
+    `PEERING_RETRIES` attempts kopf stops the operator, so the pod restarts visibly instead of
+    staying paused. A 403 is logged as an error and startup goes on: the object may exist, and
+    kopf pauses the operator until it does.
+    """
+
+    @kopf.on.startup(
+        registry=registry,
+        id="peering-objects",
+        retries=PEERING_RETRIES,
+        backoff=PEERING_BACKOFF_SECONDS,
+    )
+    def peering_objects(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+        reconciler: Reconciler | None = memo.get("reconciler")
+        if reconciler is not None:
+            create_peering_objects(reconciler.kube, name, namespaces, logger)
+            return
+        kube = KubeClient(build_api_client(), FIELD_MANAGER)
+        try:
+            create_peering_objects(kube, name, namespaces, logger)
+        finally:
+            kube.close()
+
+
+def create_peering_objects(
+    kube: KubeClient, name: str, namespaces: tuple[str, ...], logger: kopf.Logger
+) -> None:
+    """`ensure_peering`, with its failures as kopf wants them from a startup handler.
+
+    Raises:
+        kopf.TemporaryError: the peering kind is not served (404) or a transient failure;
+            kopf retries after `PEERING_BACKOFF_SECONDS`.
+        kopf.PermanentError: any other failure but 403 (logged as an error instead).
+    """
+    kind = "KopfPeering" if namespaces else "ClusterKopfPeering"
+    try:
+        result = ensure_peering(kube, name, namespaces)
+    except TransientApiError as error:
+        raise kopf.TemporaryError(
+            f"creating the {kind} {name!r} failed, retrying: {error}",
+            delay=PEERING_BACKOFF_SECONDS,
+        ) from None
+    except ApiError as error:
+        if error.status != 404:
+            raise kopf.PermanentError(f"creating the {kind} {name!r} failed: {error}") from None
+        raise kopf.TemporaryError(
+            f"{PEERING_API_VERSION} {kind} is not served: install kopf's peering CRDs "
+            "(the Helm chart does with peering.createCRDs=true) or run without --peering; "
+            f"retrying: {error}",
+            delay=PEERING_BACKOFF_SECONDS,
+        ) from None
+    if result.created:
+        logger.info("Created kopf peering object(s): %s", ", ".join(result.created))
+    for key in result.forbidden:
+        logger.error(
+            "Not allowed to create the %s %s (RBAC: create on %s in kopf.dev). Unless it "
+            "exists, kopf keeps this operator paused: create it, or grant the permission.",
+            kind,
+            key,
+            "kopfpeerings" if namespaces else "clusterkopfpeerings",
+        )

@@ -1,9 +1,10 @@
 """The one place that sends HTTP requests to the API server (the `kubernetes` package's client).
 
 `KubeClient` is a thin, typed wrapper over `kubernetes.client.ApiClient` for the handful of calls
-the operator makes: GET an object, server-side apply (PATCH `application/apply-patch+yaml`),
-merge-patch a status subresource, and API discovery. Failures become `TransientApiError`
-(409 conflict, 429 throttling, 5xx, connection errors: retry later) or `ApiError` (anything else).
+the operator makes: GET an object, create one (POST), server-side apply (PATCH
+`application/apply-patch+yaml`), merge-patch a status subresource, and API discovery. Failures
+become `TransientApiError` (409 conflict, 429 throttling, 5xx, connection errors: retry later)
+or `ApiError` (anything else).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ PLURALS: Final = {
     "Event": "events",
     "ScaledObject": "scaledobjects",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "KopfPeering": "kopfpeerings",
+    "ClusterKopfPeering": "clusterkopfpeerings",
 }
 """Plural resource names of the kinds the operator touches."""
 
@@ -71,9 +74,13 @@ class TransientApiError(ApiError):
 
 
 def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
-    """REST path of a namespaced object (or its collection when `name` is None)."""
+    """REST path of an object, or its collection when `name` is None.
+
+    `namespace` "" gives the path of a cluster-scoped kind.
+    """
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    path = f"{base}/namespaces/{namespace}/{PLURALS[kind]}"
+    scope = f"/namespaces/{namespace}" if namespace else ""
+    path = f"{base}{scope}/{PLURALS[kind]}"
     return path if name is None else f"{path}/{name}"
 
 
@@ -187,6 +194,33 @@ class KubeClient:
                 return None
             raise
         return found
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create `obj` (POST); the created object, or None when it already exists (409).
+
+        Cluster-scoped when `obj` has no metadata.namespace. Unlike `apply`, an existing object
+        is left exactly as it is (no field is taken over).
+
+        Raises:
+            TransientApiError: a retryable failure (429, 5xx, connection).
+            ApiError: any other failure (e.g. 403 forbidden, 404 kind not served).
+        """
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace", ""))
+        self.writes.add("create", str(obj["kind"]))
+        try:
+            created: dict[str, Any] = self._request(
+                "POST",
+                path,
+                query=[("fieldManager", self.field_manager)],
+                body=dict(obj),
+                content_type="application/json",
+            )
+        except TransientApiError as error:
+            if error.status == 409:
+                return None
+            raise
+        return created
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply `obj` (force: the operator owns these fields); returns the result.

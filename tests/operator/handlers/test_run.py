@@ -84,6 +84,18 @@ def test_registry_has_the_handlers() -> None:
     assert registry._activities.get_all_handlers()
 
 
+def test_peering_objects_handler_only_with_a_peering_name() -> None:
+    def startup_ids(settings: OperatorSettings) -> list[str]:
+        handlers = build_registry(settings)._activities.get_all_handlers()
+        return [h.id for h in handlers if h.activity is not None and h.activity.value == "startup"]
+
+    alone = startup_ids(OperatorSettings())
+    peered = startup_ids(OperatorSettings(peering="dsv4", namespaces=("a",)))
+    assert "peering-objects" not in alone
+    # After the main startup handler, which puts the client in memo; kopf runs them in order.
+    assert peered == [*alone, "peering-objects"]
+
+
 def test_cli_operator_run_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[OperatorSettings, bool]] = []
     monkeypatch.setattr(kopf, "run", lambda **kw: None)

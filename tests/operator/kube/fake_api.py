@@ -1,7 +1,8 @@
 """An in-memory stand-in for `kubernetes.client.ApiClient` at the HTTP level (unit tests only).
 
-It answers the requests `KubeClient` sends (GET, apply PATCH, status merge PATCH, discovery) from a
-dict of objects, so the real `KubeClient` code runs; `fail` queues error statuses per method.
+It answers the requests `KubeClient` sends (GET, POST, apply PATCH, status merge PATCH,
+discovery) from a dict of objects, so the real `KubeClient` code runs; `fail` queues error
+statuses per method.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class FakeApi:
         url = kw["resource_path"] + (f"?{query}" if query else "")
         return (kw["method"], url, kw.get("header_params"), kw.get("body"), None)
 
-    def call_api(  # noqa: PLR0911  (one return per emulated request kind)
+    def call_api(  # noqa: PLR0911, PLR0912  (one branch and return per emulated request)
         self, method: str, url: str, headers: Any, body: Any, post: Any, **_: Any
     ) -> FakeResponse:
         path = url.split("?", 1)[0]
@@ -62,6 +63,14 @@ class FakeApi:
             if path in self.objects:
                 return self._json(200, self.objects[path])
             return self._json(404, {"message": "not found"})
+        if method == "POST":  # create in a collection
+            created = copy.deepcopy(body if isinstance(body, dict) else json.loads(body))
+            key = f"{path}/{created['metadata']['name']}"
+            if key in self.objects:
+                return self._json(409, {"message": "already exists", "reason": "AlreadyExists"})
+            created["metadata"].setdefault("uid", f"uid-{len(self.objects)}")
+            self.objects[key] = created
+            return self._json(201, created)
         if method == "PATCH" and path.endswith("/status"):
             obj = self.objects[path.removesuffix("/status")]
             patch = body if isinstance(body, dict) else json.loads(body)

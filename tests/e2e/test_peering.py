@@ -1,0 +1,63 @@
+"""The operator's peering objects against the real kube-apiserver (kopf's CRDs as the chart ships
+them): created when missing, left alone when present (409), cluster-scoped or per namespace.
+
+The operator's startup handler that calls this runs in tests/e2e/test_chart.py (the chart's
+container command, with only the chart's permissions).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tests.chart.chart_support import by_kind, template
+from tests.support.cluster import ControlPlane
+
+from dsv4_operator.kube import KubeClient
+from dsv4_operator.kube.peering import ensure_peering
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def kube(control_plane: ControlPlane, kube_api: Any) -> KubeClient:
+    """A client with kopf's peering CRDs served (applied as the chart's hook renders them)."""
+    crds = by_kind(template(), "CustomResourceDefinition")
+    names = [c["metadata"]["name"] for c in crds]
+    assert sorted(names) == ["clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"], names
+    control_plane.apply(*crds)
+    control_plane.wait_crd_established(*names)
+    return KubeClient(kube_api, "dsv4-operator")
+
+
+@pytest.fixture
+def cluster_name(control_plane: ControlPlane) -> Iterator[str]:
+    """A ClusterKopfPeering name no other test uses; the object is deleted afterwards."""
+    name = f"dsv4-e2e-{secrets.token_hex(3)}"
+    yield name
+    control_plane.kubectl("delete", "clusterkopfpeering", name, "--ignore-not-found")
+
+
+def test_kopfpeering_is_created_once_per_namespace(
+    control_plane: ControlPlane, kube: KubeClient, namespace: str
+) -> None:
+    first = ensure_peering(kube, "dsv4-operator", (namespace,))
+    assert first.created == (f"{namespace}/dsv4-operator",)
+    body = control_plane.kubectl_json("get", "kopfpeering", "dsv4-operator", "-n", namespace)
+    assert body["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "dsv4-operator"
+    version = body["metadata"]["resourceVersion"]
+    again = ensure_peering(kube, "dsv4-operator", (namespace,))
+    assert (again.created, again.existing) == ((), (f"{namespace}/dsv4-operator",))
+    body = control_plane.kubectl_json("get", "kopfpeering", "dsv4-operator", "-n", namespace)
+    assert body["metadata"]["resourceVersion"] == version  # not written again
+
+
+def test_clusterkopfpeering_is_cluster_scoped(
+    control_plane: ControlPlane, kube: KubeClient, cluster_name: str
+) -> None:
+    assert ensure_peering(kube, cluster_name, ()).created == (cluster_name,)
+    body = control_plane.kubectl_json("get", "clusterkopfpeering", cluster_name)
+    assert "namespace" not in body["metadata"]
+    assert ensure_peering(kube, cluster_name, ()).existing == (cluster_name,)

@@ -1,0 +1,103 @@
+"""kopf's peering objects, created by the operator at startup (fake API: fault injection)."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+import pytest
+from tests.operator.kube.fake_api import FakeApi
+
+from dsv4_operator.handlers.lifecycle import PEERING_BACKOFF_SECONDS, create_peering_objects
+from dsv4_operator.kube import ApiError, KubeClient, TransientApiError
+from dsv4_operator.kube.peering import ensure_peering, peering_objects
+
+NS_PATH = "/apis/kopf.dev/v1/namespaces/{}/kopfpeerings/dsv4"
+CLUSTER_PATH = "/apis/kopf.dev/v1/clusterkopfpeerings/dsv4"
+
+
+def test_one_kopfpeering_per_watched_namespace_or_one_cluster_wide() -> None:
+    namespaced = peering_objects("dsv4", ("a", "b"))
+    assert [(o["kind"], o["metadata"]["namespace"]) for o in namespaced] == [
+        ("KopfPeering", "a"),
+        ("KopfPeering", "b"),
+    ]
+    (cluster,) = peering_objects("dsv4", ())
+    assert cluster["kind"] == "ClusterKopfPeering"
+    assert "namespace" not in cluster["metadata"]
+    assert {o["apiVersion"] for o in [*namespaced, cluster]} == {"kopf.dev/v1"}
+
+
+def test_creates_what_is_missing_and_leaves_existing_objects_alone() -> None:
+    api = FakeApi()
+    writes: list[tuple[str, str]] = []
+    kube = KubeClient(api, "dsv4-operator", on_write=lambda verb, kind: writes.append((verb, kind)))
+    first = ensure_peering(kube, "dsv4", ("a", "b"))
+    assert first.created == ("a/dsv4", "b/dsv4")
+    assert (first.existing, first.forbidden) == ((), ())
+    assert set(api.objects) == {NS_PATH.format("a"), NS_PATH.format("b")}
+    # kopf's records in status survive a restart: an existing object is not written.
+    api.objects[NS_PATH.format("a")]["status"] = {"pod-1": {"priority": 5}}
+    again = ensure_peering(kube, "dsv4", ("a", "b"))
+    assert (again.created, again.existing) == ((), ("a/dsv4", "b/dsv4"))
+    assert api.objects[NS_PATH.format("a")]["status"] == {"pod-1": {"priority": 5}}
+    assert [m for m, _ in api.requests] == ["POST"] * 4
+    assert writes == [("create", "KopfPeering")] * 4
+
+
+def test_cluster_wide_object_has_a_cluster_scoped_path() -> None:
+    api = FakeApi()
+    result = ensure_peering(KubeClient(api, "m"), "dsv4", ())
+    assert result.created == ("dsv4",)
+    assert api.requests == [("POST", "/apis/kopf.dev/v1/clusterkopfpeerings")]
+    assert CLUSTER_PATH in api.objects
+
+
+def test_forbidden_namespaces_are_reported_and_the_others_still_created() -> None:
+    api = FakeApi(fail=[("POST", "/namespaces/a/", 403)])
+    result = ensure_peering(KubeClient(api, "m"), "dsv4", ("a", "b"))
+    assert (result.created, result.forbidden) == (("b/dsv4",), ("a/dsv4",))
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(404, ApiError), (422, ApiError), (503, TransientApiError)]
+)
+def test_other_failures_raise(status: int, error: type[ApiError]) -> None:
+    api = FakeApi(fail=[("POST", "kopfpeerings", status)])
+    with pytest.raises(error) as caught:
+        ensure_peering(KubeClient(api, "m"), "dsv4", ("a",))
+    assert caught.value.status == status
+    assert (status == 503) == isinstance(caught.value, TransientApiError)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "words"),
+    [
+        (404, kopf.TemporaryError, "kopf.dev/v1 KopfPeering is not served"),
+        (503, kopf.TemporaryError, "failed, retrying"),
+        (422, kopf.PermanentError, "creating the KopfPeering 'dsv4' failed"),
+    ],
+)
+def test_startup_handler_retries_what_time_can_fix(
+    status: int, error: type[Exception], words: str
+) -> None:
+    api = FakeApi(fail=[("POST", "kopfpeerings", status)])
+    logger = logging.getLogger("test-peering")
+    with pytest.raises(error, match=words) as caught:
+        create_peering_objects(KubeClient(api, "m"), "dsv4", ("a",), logger)
+    if isinstance(caught.value, kopf.TemporaryError):
+        assert caught.value.delay == PEERING_BACKOFF_SECONDS
+
+
+def test_startup_handler_logs_what_it_created_and_what_it_may_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = FakeApi(fail=[("POST", "/namespaces/b/", 403)])
+    logger = logging.getLogger("test-peering")
+    with caplog.at_level(logging.INFO, logger="test-peering"):
+        create_peering_objects(KubeClient(api, "m"), "dsv4", ("a", "b"), logger)
+    created = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert [r.getMessage() for r in created] == ["Created kopf peering object(s): a/dsv4"]
+    (forbidden,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "KopfPeering b/dsv4" in forbidden.getMessage()
+    assert "create on kopfpeerings" in forbidden.getMessage()
