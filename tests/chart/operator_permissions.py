@@ -49,6 +49,7 @@ KIND_GROUPS: Final = {
 CLIENT_METHOD_VERBS: Final[dict[str, tuple[str, ...]]] = {
     "get": ("get",),
     "create": ("create",),
+    "exists": ("list",),
     "apply": ("create", "patch"),
     "patch_status": ("patch",),
     "patch_replicas": ("patch",),

@@ -35,6 +35,7 @@ from tests.chart.chart_support import (
 from typer.testing import CliRunner
 
 from dsv4_operator.cli import app
+from dsv4_operator.handlers import lifecycle
 from dsv4_operator.settings import ENV_PREFIX, OperatorSettings
 
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
@@ -171,6 +172,12 @@ def test_deployment_runs_the_operator_non_root_with_our_settings() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["serviceAccountName"] == "r1-dsv4-operator"
     assert container["livenessProbe"]["httpGet"]["port"] == "health"
+    # kopf serves /healthz only after its startup handlers, one of which may retry creating
+    # the peering objects: the startup probe waits longer than those retries.
+    startup = container["startupProbe"]
+    assert startup["httpGet"] == container["livenessProbe"]["httpGet"]
+    retries = lifecycle.PEERING_RETRIES * lifecycle.PEERING_BACKOFF_SECONDS
+    assert startup["periodSeconds"] * startup["failureThreshold"] > retries + 10
 
 
 def test_namespaced_mode_grants_namespaced_rights_only_in_watched_namespaces() -> None:

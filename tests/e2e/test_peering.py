@@ -1,5 +1,6 @@
 """The operator's peering objects against the real kube-apiserver (kopf's CRDs as the chart ships
-them): created when missing, left alone when present (409), cluster-scoped or per namespace.
+them): created when missing, left alone when present (409), cluster-scoped or per namespace; a
+watched namespace that does not exist is reported, not fatal.
 
 The operator's startup handler that calls this runs in tests/e2e/test_chart.py (the chart's
 container command, with only the chart's permissions).
@@ -27,9 +28,17 @@ def kube(control_plane: ControlPlane, kube_api: Any) -> KubeClient:
     crds = by_kind(template(), "CustomResourceDefinition")
     names = [c["metadata"]["name"] for c in crds]
     assert sorted(names) == ["clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"], names
-    control_plane.apply(*crds)
+    # Only those missing, as the chart's hook does (`lookup`): a chart test may have created
+    # them already, with Helm as their field manager.
+    missing = [c for c in crds if not _crd_exists(control_plane, c["metadata"]["name"])]
+    if missing:
+        control_plane.apply(*missing)
     control_plane.wait_crd_established(*names)
     return KubeClient(kube_api, "dsv4-operator")
+
+
+def _crd_exists(plane: ControlPlane, name: str) -> bool:
+    return plane.kubectl("get", "crd", name, check=False).returncode == 0
 
 
 @pytest.fixture
@@ -61,3 +70,12 @@ def test_clusterkopfpeering_is_cluster_scoped(
     body = control_plane.kubectl_json("get", "clusterkopfpeering", cluster_name)
     assert "namespace" not in body["metadata"]
     assert ensure_peering(kube, cluster_name, ()).existing == (cluster_name,)
+
+
+def test_a_watched_namespace_that_does_not_exist_is_reported(
+    kube: KubeClient, namespace: str
+) -> None:
+    gone = f"{namespace}-none"
+    result = ensure_peering(kube, "dsv4-operator", (gone, namespace))
+    assert result.no_namespace == (f"{gone}/dsv4-operator",)
+    assert result.created == (f"{namespace}/dsv4-operator",)

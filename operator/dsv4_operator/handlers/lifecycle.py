@@ -103,8 +103,8 @@ def register_peering_handler(
     Retried every `PEERING_BACKOFF_SECONDS` while the peering kind is not served (404: CRDs
     missing or not yet established) or the API server fails transiently; after
     `PEERING_RETRIES` attempts kopf stops the operator, so the pod restarts visibly instead of
-    staying paused. A 403 is logged as an error and startup goes on: the object may exist, and
-    kopf pauses the operator until it does.
+    staying paused (the chart's startupProbe allows for that time before the liveness probe,
+    since kopf serves /healthz only after every startup handler).
     """
 
     @kopf.on.startup(
@@ -130,10 +130,13 @@ def create_peering_objects(
 ) -> None:
     """`ensure_peering`, with its failures as kopf wants them from a startup handler.
 
+    What `ensure_peering` could not create (forbidden, namespace missing, patterns) is logged
+    as an error or warning and startup goes on.
+
     Raises:
         kopf.TemporaryError: the peering kind is not served (404) or a transient failure;
             kopf retries after `PEERING_BACKOFF_SECONDS`.
-        kopf.PermanentError: any other failure but 403 (logged as an error instead).
+        kopf.PermanentError: any other failure.
     """
     kind = "KopfPeering" if namespaces else "ClusterKopfPeering"
     try:
@@ -154,11 +157,26 @@ def create_peering_objects(
         ) from None
     if result.created:
         logger.info("Created kopf peering object(s): %s", ", ".join(result.created))
+    plural = "kopfpeerings" if namespaces else "clusterkopfpeerings"
     for key in result.forbidden:
         logger.error(
-            "Not allowed to create the %s %s (RBAC: create on %s in kopf.dev). Unless it "
-            "exists, kopf keeps this operator paused: create it, or grant the permission.",
+            "The %s %s does not exist and this operator may not create it (RBAC: create on "
+            "%s in kopf.dev): kopf keeps the operator paused there until it exists.",
             kind,
             key,
-            "kopfpeerings" if namespaces else "clusterkopfpeerings",
+            plural,
+        )
+    for key in result.no_namespace:
+        logger.error(
+            "Watched namespace %s does not exist: its KopfPeering %s is created at the next "
+            "start after the namespace exists; until then kopf keeps that namespace paused.",
+            key.split("/", 1)[0],
+            key,
+        )
+    if result.patterns:
+        logger.warning(
+            "Watched namespace patterns %s: create the KopfPeering %r in each namespace they "
+            "match; kopf keeps a namespace paused while it is missing.",
+            ", ".join(result.patterns),
+            name,
         )

@@ -53,12 +53,15 @@ class ApiError(RuntimeError):
     Attributes:
         status: the HTTP status (0 when no response arrived).
         reason: the API server's message.
+        kind: `details.kind` of the API server's Status (e.g. "namespaces" when a 404 is about
+            the namespace rather than the object), "" when it sent none.
     """
 
-    def __init__(self, status: int, reason: str, what: str) -> None:
+    def __init__(self, status: int, reason: str, what: str, kind: str = "") -> None:
         super().__init__(f"{what}: HTTP {status}: {reason}")
         self.status = status
         self.reason = reason
+        self.kind = kind
 
 
 class TransientApiError(ApiError):
@@ -175,7 +178,7 @@ class KubeClient:
                 retry = response.getheader("Retry-After")
                 delay = float(retry) if retry and retry.isdigit() else None
                 raise TransientApiError(response.status, reason, what, delay)
-            raise ApiError(response.status, reason, what)
+            raise ApiError(response.status, reason, what, _details_kind(response.data))
         return json.loads(response.data) if response.data else None
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -221,6 +224,18 @@ class KubeClient:
                 return None
             raise
         return created
+
+    def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Whether the object exists, by a LIST filtered on its name (RBAC `list`, not `get`).
+
+        Raises:
+            TransientApiError: a retryable failure.
+            ApiError: any other failure (e.g. 403, 404 kind not served).
+        """
+        path = resource_path(api_version, kind, namespace)
+        query = [("fieldSelector", f"metadata.name={name}")]
+        found = self._request("GET", path, query=query)
+        return bool(found and found.get("items"))
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply `obj` (force: the operator owns these fields); returns the result.
@@ -300,3 +315,12 @@ def _reason(data: bytes | None) -> str:
     except ValueError:
         return data.decode(errors="replace")[:512]
     return str(doc.get("message", "")) if isinstance(doc, dict) else str(doc)[:512]
+
+
+def _details_kind(data: bytes | None) -> str:
+    try:
+        doc = json.loads(data) if data else None
+    except ValueError:
+        return ""
+    details = doc.get("details") if isinstance(doc, dict) else None
+    return str(details.get("kind", "")) if isinstance(details, dict) else ""

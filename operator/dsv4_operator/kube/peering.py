@@ -17,7 +17,13 @@ from typing import Any, Final
 
 from dsv4_operator.kube.client import ApiError, KubeClient, TransientApiError
 
-__all__ = ["PEERING_API_VERSION", "PeeringResult", "ensure_peering", "peering_objects"]
+__all__ = [
+    "GLOB_CHARS",
+    "PEERING_API_VERSION",
+    "PeeringResult",
+    "ensure_peering",
+    "peering_objects",
+]
 
 PEERING_API_VERSION: Final = "kopf.dev/v1"
 """API version of kopf's KopfPeering / ClusterKopfPeering (kopf `_cogs/structs/references.py`)."""
@@ -44,47 +50,80 @@ def peering_objects(name: str, namespaces: Sequence[str]) -> list[dict[str, Any]
     ]
 
 
+GLOB_CHARS: Final = frozenset("*?[!")
+"""Characters that make a watched namespace a kopf pattern (kopf `_cogs/structs/references.py`:
+globs and `!` exclusions), not a namespace the operator can create an object in."""
+
+
 @dataclass(frozen=True)
 class PeeringResult:
     """What `ensure_peering` did, per object ("NAMESPACE/NAME" or "NAME" cluster-wide).
 
     Attributes:
         created: objects this call created.
-        existing: objects that were already there (409 on create).
-        forbidden: objects the operator may not create (403): kopf stays paused unless they
-            exist; the message names the permission.
+        existing: objects that were already there (409 on create, or found after a 403).
+        forbidden: missing objects the operator may not create (403): kopf keeps the operator
+            paused in that namespace (cluster-wide: everywhere) until they exist.
+        no_namespace: objects in a watched namespace that does not exist (404 on the
+            namespace); kopf keeps that namespace paused until the object exists.
+        patterns: watched namespaces that are kopf patterns (globs, exclusions), skipped.
     """
 
-    created: tuple[str, ...]
-    existing: tuple[str, ...]
-    forbidden: tuple[str, ...]
+    created: tuple[str, ...] = ()
+    existing: tuple[str, ...] = ()
+    forbidden: tuple[str, ...] = ()
+    no_namespace: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
 
 
 def ensure_peering(kube: KubeClient, name: str, namespaces: Sequence[str]) -> PeeringResult:
     """Create the peering objects of `peering_objects(name, namespaces)` that do not exist.
 
-    Only `create` is sent (needs RBAC `create` on kopfpeerings or clusterkopfpeerings); an
-    existing object answers 409 and is left as it is.
+    Only `create` is sent (RBAC `create` on kopfpeerings or clusterkopfpeerings); an existing
+    object answers 409 and is left as it is. The API server checks `create` before existence,
+    so after a 403 a LIST by name (RBAC `list`, which kopf needs anyway) tells a missing object
+    from an existing one.
 
     Raises:
         TransientApiError: throttling, a server error or no connection; retry.
         ApiError: 404 when the kind is not served (kopf's peering CRDs are not installed, or
-            not yet established), or another non-retryable failure than 403.
+            not yet established), or another failure than those `PeeringResult` records.
     """
-    created: list[str] = []
-    existing: list[str] = []
-    forbidden: list[str] = []
-    for obj in peering_objects(name, namespaces):
+    found: dict[str, list[str]] = {
+        "created": [],
+        "existing": [],
+        "forbidden": [],
+        "no_namespace": [],
+        "patterns": [ns for ns in namespaces if GLOB_CHARS & set(ns)],
+    }
+    plain = [ns for ns in namespaces if not GLOB_CHARS & set(ns)]
+    if namespaces and not plain:
+        return PeeringResult(patterns=tuple(found["patterns"]))
+    for obj in peering_objects(name, plain):
         meta = obj["metadata"]
-        key = f"{meta['namespace']}/{meta['name']}" if "namespace" in meta else meta["name"]
-        try:
-            done = kube.create(obj)
-        except TransientApiError:
+        ns = meta.get("namespace", "")
+        key = f"{ns}/{meta['name']}" if ns else meta["name"]
+        found[_create(kube, obj, ns)].append(key)
+    return PeeringResult(**{k: tuple(v) for k, v in found.items()})
+
+
+def _create(kube: KubeClient, obj: dict[str, Any], namespace: str) -> str:
+    """Create one object; which `PeeringResult` field it belongs to."""
+    try:
+        return "created" if kube.create(obj) is not None else "existing"
+    except TransientApiError:
+        raise
+    except ApiError as error:
+        if error.status == 404 and error.kind == "namespaces":
+            return "no_namespace"
+        if error.status != 403:
             raise
-        except ApiError as error:
-            if error.status == 403:
-                forbidden.append(key)
-                continue
+    try:
+        there = kube.exists(PEERING_API_VERSION, obj["kind"], namespace, obj["metadata"]["name"])
+    except TransientApiError:
+        raise
+    except ApiError as error:
+        if error.status != 403:
             raise
-        (created if done is not None else existing).append(key)
-    return PeeringResult(tuple(created), tuple(existing), tuple(forbidden))
+        there = False  # kopf cannot list it either: it will say so itself
+    return "existing" if there else "forbidden"

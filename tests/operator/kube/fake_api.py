@@ -38,6 +38,8 @@ class FakeApi:
         }
     )
     fail: list[tuple[str, str, int]] = field(default_factory=list)
+    fail_details: dict[str, Any] | None = None
+    """`details` of the Status that injected failures carry (e.g. {"kind": "namespaces"})."""
     requests: list[tuple[str, str]] = field(default_factory=list)
     closed: bool = False
     generation: int = 0
@@ -55,10 +57,17 @@ class FakeApi:
         for i, (m, fragment, code) in enumerate(self.fail):
             if m == method and fragment in path:
                 del self.fail[i]
-                return self._json(code, {"message": f"injected {code}"}, {"Retry-After": "2"})
+                status: dict[str, Any] = {"message": f"injected {code}"}
+                if self.fail_details is not None:
+                    status["details"] = self.fail_details
+                return self._json(code, status, {"Retry-After": "2"})
         if method == "GET" and path in self.served:
             resources = [{"name": k.lower() + "s", "kind": k} for k in self.served[path]]
             return self._json(200, {"resources": resources})
+        if method == "GET" and "?fieldSelector=metadata.name=" in url:  # LIST by name
+            name = url.split("metadata.name=", 1)[1].split("&", 1)[0]
+            items = [o for p, o in self.objects.items() if p == f"{path}/{name}"]
+            return self._json(200, {"items": items})
         if method == "GET":
             if path in self.objects:
                 return self._json(200, self.objects[path])

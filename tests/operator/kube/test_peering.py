@@ -57,6 +57,34 @@ def test_forbidden_namespaces_are_reported_and_the_others_still_created() -> Non
     api = FakeApi(fail=[("POST", "/namespaces/a/", 403)])
     result = ensure_peering(KubeClient(api, "m"), "dsv4", ("a", "b"))
     assert (result.created, result.forbidden) == (("b/dsv4",), ("a/dsv4",))
+    # The API server checks `create` before existence: a LIST by name (RBAC list) tells.
+    assert ("GET", "/apis/kopf.dev/v1/namespaces/a/kopfpeerings") in api.requests
+
+
+def test_forbidden_create_of_an_existing_object_counts_as_existing() -> None:
+    api = FakeApi(fail=[("POST", "/namespaces/a/", 403)])
+    api.objects[NS_PATH.format("a")] = {"metadata": {"name": "dsv4", "namespace": "a"}}
+    result = ensure_peering(KubeClient(api, "m"), "dsv4", ("a",))
+    assert (result.existing, result.forbidden) == (("a/dsv4",), ())
+
+
+def test_forbidden_to_list_too_is_forbidden() -> None:
+    api = FakeApi(fail=[("POST", "/namespaces/a/", 403), ("GET", "/namespaces/a/", 403)])
+    assert ensure_peering(KubeClient(api, "m"), "dsv4", ("a",)).forbidden == ("a/dsv4",)
+
+
+def test_a_missing_namespace_is_reported_not_fatal() -> None:
+    api = FakeApi(fail=[("POST", "/namespaces/gone/", 404)], fail_details={"kind": "namespaces"})
+    result = ensure_peering(KubeClient(api, "m"), "dsv4", ("gone", "b"))
+    assert (result.no_namespace, result.created) == (("gone/dsv4",), ("b/dsv4",))
+
+
+def test_namespace_patterns_are_skipped() -> None:
+    api = FakeApi()
+    result = ensure_peering(KubeClient(api, "m"), "dsv4", ("team-*", "!kube-system", "b"))
+    assert (result.patterns, result.created) == (("team-*", "!kube-system"), ("b/dsv4",))
+    only = ensure_peering(KubeClient(FakeApi(), "m"), "dsv4", ("team-*",))
+    assert (only.patterns, only.created) == (("team-*",), ())
 
 
 @pytest.mark.parametrize(
@@ -89,15 +117,26 @@ def test_startup_handler_retries_what_time_can_fix(
         assert caught.value.delay == PEERING_BACKOFF_SECONDS
 
 
-def test_startup_handler_logs_what_it_created_and_what_it_may_not(
+def test_startup_handler_logs_what_it_created_and_what_it_could_not(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     api = FakeApi(fail=[("POST", "/namespaces/b/", 403)])
     logger = logging.getLogger("test-peering")
     with caplog.at_level(logging.INFO, logger="test-peering"):
-        create_peering_objects(KubeClient(api, "m"), "dsv4", ("a", "b"), logger)
+        create_peering_objects(KubeClient(api, "m"), "dsv4", ("a", "b", "t-*"), logger)
     created = [r for r in caplog.records if r.levelno == logging.INFO]
     assert [r.getMessage() for r in created] == ["Created kopf peering object(s): a/dsv4"]
     (forbidden,) = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert "KopfPeering b/dsv4" in forbidden.getMessage()
+    assert "KopfPeering b/dsv4 does not exist" in forbidden.getMessage()
     assert "create on kopfpeerings" in forbidden.getMessage()
+    (pattern,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "t-*" in pattern.getMessage()
+
+
+def test_startup_handler_names_a_missing_namespace(caplog: pytest.LogCaptureFixture) -> None:
+    api = FakeApi(fail=[("POST", "/namespaces/gone/", 404)], fail_details={"kind": "namespaces"})
+    logger = logging.getLogger("test-peering")
+    with caplog.at_level(logging.INFO, logger="test-peering"):
+        create_peering_objects(KubeClient(api, "m"), "dsv4", ("gone",), logger)
+    (missing,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert missing.getMessage().startswith("Watched namespace gone does not exist")
