@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dsv4_operator.planning import PlanningError, PlanRequest, plan, plan_to_dict
-from dsv4_operator.planning.planner import Plan, shortfall_bytes
+from dsv4_operator.planning.planner import Plan, shortfall_bytes, shortfall_tokens
 
 __all__ = ["app", "main"]
 
@@ -117,7 +117,7 @@ def _table(p: Plan, console: Console) -> None:
     ]
     short = shortfall_bytes(c)
     if short:
-        rows.append((f"short for one {c.max_model_len:,}-token request", short))
+        rows.append((f"short for one {shortfall_tokens(p.request, c):,}-token request", short))
     for name, value in rows:
         t.add_row(name, f"{value:,}", f"{value / _GB:,.2f}")
     console.print(t)

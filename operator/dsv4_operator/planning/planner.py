@@ -312,9 +312,21 @@ def _no_layout_error(req: PlanRequest, rejected: list[Rejection]) -> PlanningErr
 
 
 def shortfall_bytes(e: Evaluation) -> int:
-    """Bytes per GPU missing for the weights, activations and one max-model-len request."""
+    """Bytes per GPU missing for the weights, activations and one request.
+
+    The request is `shortfall_tokens` long.
+    """
     need = e.memory.non_kv_bytes + e.request_bytes - e.memory.budget_bytes
     return max(need, 0)
+
+
+def shortfall_tokens(req: PlanRequest, e: Evaluation) -> int:
+    """Length in tokens of the one request `shortfall_bytes` counts.
+
+    That is max-model-len, or the engine's smallest automatic max-model-len when none fits
+    (max-model-len 0).
+    """
+    return e.max_model_len or req.engine.min_auto_max_model_len
 
 
 def _explain_no_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> Finding:
@@ -328,8 +340,7 @@ def _explain_no_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> 
     if short > 0:
         head += (
             f": short by {short:,} B per GPU ({short * gpus:,} B in all) for the weights, "
-            f"activations and one "
-            f"{closest.max_model_len or req.engine.min_auto_max_model_len:,}-token request"
+            f"activations and one {shortfall_tokens(req, closest):,}-token request"
         )
     else:
         head += f": {closest.problems[0].message}"
@@ -341,7 +352,8 @@ def _explain_no_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> 
     wider = replace(
         req,
         gpu_types=(closest.gpu.name,),
-        gpus_per_node=max(req.gpus_per_node or 0, closest.gpu.gpus_per_node),
+        # The user's node shape when given (more such nodes), else the GPU type's usual one.
+        gpus_per_node=req.gpus_per_node or closest.gpu.gpus_per_node,
         max_nodes=_EXPLAIN_MAX_NODES,
         gpu_budget=None,
         tensor_parallel=None,
@@ -449,9 +461,14 @@ def _reasons(
             f"blocks and admission state fit the pool (model limit "
             f"{get_model(req.model).max_position_embeddings:,})"
         )
-    split = (
-        f"/{lay.expert_parallel_size} EP" if lay.expert_parallel else f"/{lay.tensor_parallel} TP"
-    )
+    # Routed experts are spread over all TP x DP ranks either way (weights.per_gpu_weight_bytes).
+    ranks = lay.tensor_parallel * lay.data_parallel
+    if lay.expert_parallel:
+        split = f"/{ranks} EP"
+    elif lay.data_parallel == 1:
+        split = f"/{ranks} TP"
+    else:
+        split = f"/{ranks}: flattened TP{lay.tensor_parallel} x DP{lay.data_parallel}"
     lines.append(
         f"weights per GPU {w.total_bytes / _GB:,.1f} GB ({fmt} in GPU memory): experts "
         f"{w.expert_bytes / _GB:,.1f} GB ({split}), TP-sharded {w.sharded_bytes / _GB:,.2f} GB "

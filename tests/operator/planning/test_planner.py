@@ -75,6 +75,11 @@ def test_flash_on_two_rtx_5090_does_not_fit_and_says_what_would() -> None:
     assert f"short by {short:,} B per GPU" in no_fit.message
     assert "CPU offload of" in no_fit.message
     assert "GPUs of this type" in no_fit.message
+    # The suggestion keeps the given node shape (2 GPUs per node): more nodes, not 8-GPU ones.
+    suggested = no_fit.message.rsplit("(", 1)[1]
+    assert suggested.split("x", 1)[1].startswith("2 "), no_fit.message
+    assert p.chosen.max_model_len == 0
+    assert "one 4,096-token request" in no_fit.message
 
 
 def test_pro_on_eight_h200_dp8_ep8_at_0_88_names_the_minimum_utilization() -> None:
@@ -144,6 +149,23 @@ def test_pinned_layout_evaluates_that_layout_only() -> None:
     seen = {(e.layout.tensor_parallel, e.layout.data_parallel) for e in (p.chosen, *p.runners_up)}
     seen |= {(r.layout.tensor_parallel, r.layout.data_parallel) for r in p.rejected}
     assert seen == {(4, 2)}
+
+
+@pytest.mark.parametrize(("ep", "words"), [(True, "(/8 EP)"), (False, "(/8: flattened TP4 x DP2)")])
+def test_reasons_divide_the_experts_over_every_tp_x_dp_rank(ep: bool, words: str) -> None:
+    p = plan(
+        PlanRequest(
+            model="flash",
+            gpu_types=("h200-141gb",),
+            tensor_parallel=4,
+            data_parallel=2,
+            expert_parallel=ep,
+        )
+    )
+    (line,) = [r for r in p.reasons if r.startswith("weights per GPU")]
+    assert words in line
+    experts = p.chosen.memory.weights.expert_bytes
+    assert f"experts {experts / 1e9:,.1f} GB {words}" in line
 
 
 def test_mtp_over_64k_warns_with_the_safe_cap() -> None:
