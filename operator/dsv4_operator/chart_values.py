@@ -169,7 +169,8 @@ class CrdValues(_Values):
 
     upgrade: bool = True
     """Apply `crds/` on `helm upgrade` through a pre-upgrade hook (server-side, never deleted);
-    false leaves CRD upgrades to `kubectl apply --server-side -f crds/` (README)."""
+    false leaves CRD upgrades to `kubectl apply --server-side --force-conflicts
+    --field-manager=helm -f crds/` before each upgrade (README)."""
 
 
 class PeeringValues(_Values):
@@ -184,8 +185,9 @@ class PeeringValues(_Values):
     name: ObjectName = "dsv4-operator"
     """Name of the peering object(s), which the operator creates at startup when missing."""
     create_crds: bool = Field(default=True, alias="createCRDs")
-    """Install kopf's ClusterKopfPeering and KopfPeering CRDs (skip when another kopf operator's
-    chart already installed them)."""
+    """Install kopf's ClusterKopfPeering and KopfPeering CRDs in a pre-install/pre-upgrade hook
+    (kept on uninstall). CRDs that exist already are left alone either way (`lookup`); false
+    also skips the hook (clusters where the CRDs are managed elsewhere)."""
 
 
 class ServiceMonitorValues(_Values):
