@@ -160,8 +160,9 @@ def create_peering_objects(
     plural = "kopfpeerings" if namespaces else "clusterkopfpeerings"
     for key in result.forbidden:
         logger.error(
-            "The %s %s does not exist and this operator may not create it (RBAC: create on "
-            "%s in kopf.dev): kopf keeps the operator paused there until it exists.",
+            "The %s %s does not exist and creating it was forbidden (403: RBAC create on %s "
+            "in kopf.dev, or an admission policy): kopf keeps the operator paused there until "
+            "it exists.",
             kind,
             key,
             plural,

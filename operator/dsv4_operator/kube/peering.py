@@ -50,9 +50,10 @@ def peering_objects(name: str, namespaces: Sequence[str]) -> list[dict[str, Any]
     ]
 
 
-GLOB_CHARS: Final = frozenset("*?[!")
-"""Characters that make a watched namespace a kopf pattern (kopf `_cogs/structs/references.py`:
-globs and `!` exclusions), not a namespace the operator can create an object in."""
+GLOB_CHARS: Final = frozenset("*?[!,")
+"""Characters that make a watched namespace a kopf pattern (kopf 1.45
+`_cogs/structs/references.py`, `select_specific_namespaces`: globs, `!` exclusions and
+comma-separated lists), not a namespace the operator can create an object in."""
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,9 @@ _GIB = 1 << 30
 _GB = 10**9
 _RUNNERS_UP = 3
 _EXPLAIN_MAX_NODES = 16
+"""Nodes the "what would fit" search covers at the GPU type's usual node size (16 x 8 GPUs);
+smaller nodes get proportionally more, up to the request limit of 64 nodes."""
+_MAX_NODES_LIMIT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +145,7 @@ def _validate_numbers(req: PlanRequest, limit: int) -> None:
     if util is not None and not 0 < util <= 1:
         raise PlanningError("gpu_memory_utilization", f"{util} is outside (0, 1]")
     bounded = {
-        "max_nodes": (req.max_nodes, 64),
+        "max_nodes": (req.max_nodes, _MAX_NODES_LIMIT),
         "gpus_per_node": (req.gpus_per_node, 64),
         "speculative_tokens": (req.speculative_tokens, 4),
         "max_num_seqs": (req.max_num_seqs, 16_384),
@@ -349,12 +352,18 @@ def _explain_no_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> 
     if 0 < short <= mem.weights.expert_bytes:
         gib = -(-short // _GIB)
         options.append(f"CPU offload of {gib} GiB per GPU (--cpu-offload-gb {gib}; slow)")
+    # The user's node shape when given (more such nodes), else the GPU type's usual one; as many
+    # GPUs in all as 16 usual nodes hold.
+    per_node = req.gpus_per_node or closest.gpu.gpus_per_node
+    max_nodes = min(
+        _MAX_NODES_LIMIT,
+        max(_EXPLAIN_MAX_NODES, -(-_EXPLAIN_MAX_NODES * closest.gpu.gpus_per_node // per_node)),
+    )
     wider = replace(
         req,
         gpu_types=(closest.gpu.name,),
-        # The user's node shape when given (more such nodes), else the GPU type's usual one.
-        gpus_per_node=req.gpus_per_node or closest.gpu.gpus_per_node,
-        max_nodes=_EXPLAIN_MAX_NODES,
+        gpus_per_node=per_node,
+        max_nodes=max_nodes,
         gpu_budget=None,
         tensor_parallel=None,
         data_parallel=None,
@@ -371,7 +380,9 @@ def _explain_no_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> 
                 f"at least {best.layout.gpus} GPUs of this type ({best.layout.describe()})"
             )
     else:
-        options.append(f"more than {_EXPLAIN_MAX_NODES} nodes of this type, or a larger GPU")
+        options.append(
+            f"more than {max_nodes} nodes of {per_node} GPUs of this type, or a larger GPU"
+        )
     parts.append("what would fit: " + " or ".join(options))
     return Finding(Code.NO_FEASIBLE_LAYOUT, "; ".join(parts))
 

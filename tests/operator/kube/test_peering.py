@@ -81,8 +81,8 @@ def test_a_missing_namespace_is_reported_not_fatal() -> None:
 
 def test_namespace_patterns_are_skipped() -> None:
     api = FakeApi()
-    result = ensure_peering(KubeClient(api, "m"), "dsv4", ("team-*", "!kube-system", "b"))
-    assert (result.patterns, result.created) == (("team-*", "!kube-system"), ("b/dsv4",))
+    result = ensure_peering(KubeClient(api, "m"), "dsv4", ("team-*", "!kube-system", "x,y", "b"))
+    assert (result.patterns, result.created) == (("team-*", "!kube-system", "x,y"), ("b/dsv4",))
     only = ensure_peering(KubeClient(FakeApi(), "m"), "dsv4", ("team-*",))
     assert (only.patterns, only.created) == (("team-*",), ())
 
@@ -128,7 +128,7 @@ def test_startup_handler_logs_what_it_created_and_what_it_could_not(
     assert [r.getMessage() for r in created] == ["Created kopf peering object(s): a/dsv4"]
     (forbidden,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert "KopfPeering b/dsv4 does not exist" in forbidden.getMessage()
-    assert "create on kopfpeerings" in forbidden.getMessage()
+    assert "RBAC create on kopfpeerings" in forbidden.getMessage()
     (pattern,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "t-*" in pattern.getMessage()
 

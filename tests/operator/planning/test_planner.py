@@ -82,6 +82,19 @@ def test_flash_on_two_rtx_5090_does_not_fit_and_says_what_would() -> None:
     assert "one 4,096-token request" in no_fit.message
 
 
+def test_what_would_fit_searches_as_many_gpus_on_small_nodes() -> None:
+    # 1-GPU nodes: the search covers 16 x 8 = 128 GPUs (128 such nodes, capped at 64), not
+    # 16 nodes, so it finds the 24-node layout instead of giving up.
+    p = plan(PlanRequest(model="pro", gpu_types=("h100-80gb",), gpus_per_node=1, max_nodes=1))
+    no_fit = next(w for w in p.warnings if w.code is Code.NO_FEASIBLE_LAYOUT)
+    assert "more than" not in no_fit.message
+    assert "GPUs of this type (" in no_fit.message
+    suggested = no_fit.message.rsplit("(", 1)[1]
+    nodes, per_node = suggested.split(" ", 1)[0].split("x")
+    assert per_node == "1", no_fit.message
+    assert 16 < int(nodes) <= 64, no_fit.message
+
+
 def test_pro_on_eight_h200_dp8_ep8_at_0_88_names_the_minimum_utilization() -> None:
     # Public report: 125.65 GiB of weights per GPU, so 0.88 leaves no KV pool (0.9113 minimum).
     p = plan(
