@@ -54,20 +54,7 @@ def test_unfit_plan_prints_json_and_exits_one() -> None:
     data = json.loads(result.stdout)
     assert data["fits"] is False
     assert data["gpu"]["type"] == "rtx-5090-32gb"
-    table = runner.invoke(
-        app,
-        [
-            "plan",
-            "--model",
-            "flash",
-            "--gpu",
-            "rtx-5090-32gb",
-            "--gpus-per-node",
-            "2",
-            "--nodes",
-            "1",
-        ],
-    )
+    table = runner.invoke(app, "plan --model flash --gpu rtx-5090-32gb --gpus-per-node 2 --nodes 1")
     # The table's shortfall row names the same request as the NO_FEASIBLE_LAYOUT message.
     assert "short for one 4,096-token request" in " ".join(table.stdout.split())
     assert "0-token request" not in table.stdout.split("KV:")[0]
