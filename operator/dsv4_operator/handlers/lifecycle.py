@@ -10,6 +10,7 @@ import kopf
 from dsv4_operator.handlers.autoscaler import Autoscaler, AutoscalerMetrics
 from dsv4_operator.handlers.reconciler import Reconciler
 from dsv4_operator.kube import ApiError, KubeClient, TransientApiError, build_api_client
+from dsv4_operator.kube.client import PLURALS
 from dsv4_operator.kube.peering import PEERING_API_VERSION, ensure_peering
 from dsv4_operator.metrics import OperatorMetrics
 from dsv4_operator.render import FIELD_MANAGER, LWS_API_VERSION
@@ -157,7 +158,6 @@ def create_peering_objects(
         ) from None
     if result.created:
         logger.info("Created kopf peering object(s): %s", ", ".join(result.created))
-    plural = "kopfpeerings" if namespaces else "clusterkopfpeerings"
     for key in result.forbidden:
         logger.error(
             "The %s %s does not exist and creating it was forbidden (403: RBAC create on %s "
@@ -165,7 +165,7 @@ def create_peering_objects(
             "it exists.",
             kind,
             key,
-            plural,
+            PLURALS[kind],
         )
     for key in result.no_namespace:
         logger.error(

@@ -173,12 +173,12 @@ class KubeClient:
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise TransientApiError(0, str(error), what, None) from None
         if not 200 <= response.status < 300:
-            reason = _reason(response.data)
+            reason, kind = _status_fields(response.data)
             if response.status in _TRANSIENT:
                 retry = response.getheader("Retry-After")
                 delay = float(retry) if retry and retry.isdigit() else None
                 raise TransientApiError(response.status, reason, what, delay)
-            raise ApiError(response.status, reason, what, _details_kind(response.data))
+            raise ApiError(response.status, reason, what, kind)
         return json.loads(response.data) if response.data else None
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -307,20 +307,16 @@ class KubeClient:
         return {r["kind"] for r in found.get("resources", []) if "/" not in r["name"]}
 
 
-def _reason(data: bytes | None) -> str:
+def _status_fields(data: bytes | None) -> tuple[str, str]:
+    """(message, details.kind) of an error response's Status body; raw text when not JSON."""
     if not data:
-        return ""
+        return "", ""
     try:
         doc = json.loads(data)
     except ValueError:
-        return data.decode(errors="replace")[:512]
-    return str(doc.get("message", "")) if isinstance(doc, dict) else str(doc)[:512]
-
-
-def _details_kind(data: bytes | None) -> str:
-    try:
-        doc = json.loads(data) if data else None
-    except ValueError:
-        return ""
-    details = doc.get("details") if isinstance(doc, dict) else None
-    return str(details.get("kind", "")) if isinstance(details, dict) else ""
+        return data.decode(errors="replace")[:512], ""
+    if not isinstance(doc, dict):
+        return str(doc)[:512], ""
+    details = doc.get("details")
+    kind = str(details.get("kind", "")) if isinstance(details, dict) else ""
+    return str(doc.get("message", "")), kind

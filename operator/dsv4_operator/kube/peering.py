@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dsv4_operator.kube.client import ApiError, KubeClient, TransientApiError
+from dsv4_operator.kube.client import ApiError, KubeClient
 
 __all__ = [
     "GLOB_CHARS",
@@ -90,14 +90,15 @@ def ensure_peering(kube: KubeClient, name: str, namespaces: Sequence[str]) -> Pe
         ApiError: 404 when the kind is not served (kopf's peering CRDs are not installed, or
             not yet established), or another failure than those `PeeringResult` records.
     """
+    patterns = [ns for ns in namespaces if GLOB_CHARS & set(ns)]
+    plain = [ns for ns in namespaces if ns not in patterns]
     found: dict[str, list[str]] = {
         "created": [],
         "existing": [],
         "forbidden": [],
         "no_namespace": [],
-        "patterns": [ns for ns in namespaces if GLOB_CHARS & set(ns)],
+        "patterns": patterns,
     }
-    plain = [ns for ns in namespaces if not GLOB_CHARS & set(ns)]
     if namespaces and not plain:
         return PeeringResult(patterns=tuple(found["patterns"]))
     for obj in peering_objects(name, plain):
@@ -109,11 +110,12 @@ def ensure_peering(kube: KubeClient, name: str, namespaces: Sequence[str]) -> Pe
 
 
 def _create(kube: KubeClient, obj: dict[str, Any], namespace: str) -> str:
-    """Create one object; which `PeeringResult` field it belongs to."""
+    """Create one object; which `PeeringResult` field it belongs to.
+
+    A `TransientApiError` (never a 403 or 404) propagates through the status checks.
+    """
     try:
         return "created" if kube.create(obj) is not None else "existing"
-    except TransientApiError:
-        raise
     except ApiError as error:
         if error.status == 404 and error.kind == "namespaces":
             return "no_namespace"
@@ -121,8 +123,6 @@ def _create(kube: KubeClient, obj: dict[str, Any], namespace: str) -> str:
             raise
     try:
         there = kube.exists(PEERING_API_VERSION, obj["kind"], namespace, obj["metadata"]["name"])
-    except TransientApiError:
-        raise
     except ApiError as error:
         if error.status != 403:
             raise
