@@ -10,7 +10,7 @@ between repetitions instead of as a difference between configurations.
 
 Run (repository root, on the GPU): PYTHONPATH=kernels python3 kernels/benchmarks/attention_ab.py
 [--splits: 1 vs 2 KV splits at 134-260 programs instead] [--ws=k=v,k=v ...: further
-configurations, each `ws_options` of the Gluon kernel, e.g. --ws=pipeline=1,stages=3,raw_stages=3]
+configurations, each `ws_options` of the Gluon kernel, e.g. --ws=stages=3,raw_stages=3]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main() -> None:
             "default (gluon ws)": {},
         }
         for arg in sys.argv[1:]:
-            if arg.startswith("--ws="):  # e.g. --ws=pipeline=1,stages=3,raw_stages=3
+            if arg.startswith("--ws="):  # e.g. --ws=stages=3,raw_stages=3
                 opts = dict(kv.split("=") for kv in arg[5:].split(","))
                 cfgs[arg[5:]] = {"ws_options": {k: int(v) for k, v in opts.items()}}
         ref, _ = sparse_mla_reference(**case)
