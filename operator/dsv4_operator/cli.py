@@ -121,12 +121,18 @@ def _table(p: Plan, console: Console) -> None:
     for name, value in rows:
         t.add_row(name, f"{value:,}", f"{value / _GB:,.2f}")
     console.print(t)
-    console.print(
+    kv_line = (
         f"KV: {p.geometry.bytes_per_token:,.2f} B/token "
         f"({p.geometry.block_bytes:,} B per 256-token block); "
-        f"{c.kv_tokens_per_replica:,} tokens per replica; {c.max_concurrency} concurrent "
-        f"{c.max_model_len:,}-token requests; ~{c.tokens_per_second:,} tokens/s (estimate)"
     )
+    if c.max_concurrency and c.max_model_len:
+        kv_line += (
+            f"{c.kv_tokens_per_replica:,} tokens per replica; {c.max_concurrency} concurrent "
+            f"{c.max_model_len:,}-token requests; ~{c.tokens_per_second:,} tokens/s (estimate)"
+        )
+    else:
+        kv_line += "no room for one request (see the warnings below)"
+    console.print(kv_line)
     console.print(
         f"/dev/shm {p.shm.size_bytes // _GIB} GiB; first boot budget {p.startup_budget_seconds:,} s"
     )

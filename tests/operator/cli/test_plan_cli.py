@@ -58,6 +58,10 @@ def test_unfit_plan_prints_json_and_exits_one() -> None:
     # The table's shortfall row names the same request as the NO_FEASIBLE_LAYOUT message.
     assert "short for one 4,096-token request" in " ".join(table.stdout.split())
     assert "0-token request" not in table.stdout.split("KV:")[0]
+    # The KV line of a plan with no room for a request says so, not "0 concurrent 0-token".
+    kv_line = " ".join(table.stdout.split("KV:")[1].split("/dev/shm")[0].split())
+    assert "no room for one request" in kv_line
+    assert "0 concurrent" not in kv_line
 
 
 def test_invalid_input_exits_two_naming_the_field() -> None:
