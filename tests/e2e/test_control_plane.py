@@ -165,7 +165,7 @@ def test_upstream_lws_crd_installs_and_lws_applies_server_side(
         "metadata": {"name": "smoke"},
         "spec": {
             "replicas": 2,
-            "startupPolicy": "LeaderReady",
+            "startupPolicy": "LeaderCreated",
             "leaderWorkerTemplate": {
                 "size": 2,
                 "restartPolicy": "RecreateGroupOnPodRestart",

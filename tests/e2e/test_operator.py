@@ -169,7 +169,7 @@ def test_example_rolls_out_with_owned_children(
     assert lws["spec"]["replicas"] == spec.replicas
     assert group["size"] == want["layout"]["nodes"]
     assert group["restartPolicy"] == "RecreateGroupAfterStart"
-    assert lws["spec"]["startupPolicy"] == "LeaderReady"
+    assert lws["spec"]["startupPolicy"] == "LeaderCreated"
     for template in ("leaderTemplate", "workerTemplate"):
         container = _container(lws, template)
         limits = container["resources"]["limits"]

@@ -6,8 +6,12 @@ the LWS environment). Every pod runs `dsv4-runtime` with the plan's arguments.
 
 Choices, with their sources:
 
-- `startupPolicy: LeaderReady`: workers start after the leader is ready to accept their DP
-  connections (LWS API; design-lessons lesson 2).
+- `startupPolicy: LeaderCreated` (the LWS default): workers are created with the leader. Not
+  `LeaderReady`, which creates them only once the leader pod is Ready: the leader's readiness is
+  vLLM's `/health`, which vLLM serves only after every DP engine of the group, the workers'
+  headless ones included, has connected (`wait_for_engine_startup`, vllm/v1/engine/utils.py), so
+  a multi-node group would wait for itself forever. Workers resolve the leader's address with
+  retries while it starts (runtime `distributed.py`).
 - `restartPolicy: RecreateGroupAfterStart`: the LWS CRD (fixture) allows `RecreateGroupOnPodRestart`
   (its default), `RecreateGroupAfterStart`, `None` and the deprecated `Default`. With the default,
   a pod that fails while its peers are still pulling a 20 GB image or downloading 160-865 GB of
@@ -61,8 +65,8 @@ LWS_API_VERSION: Final = "leaderworkerset.x-k8s.io/v1"
 """LeaderWorkerSet API version (the fixture CRD serves and stores only v1)."""
 RESTART_POLICY: Final = "RecreateGroupAfterStart"
 """Group restart policy (module docstring explains the choice)."""
-STARTUP_POLICY: Final = "LeaderReady"
-"""Workers are created once the leader is ready."""
+STARTUP_POLICY: Final = "LeaderCreated"
+"""Workers are created together with the leader (module docstring explains why not LeaderReady)."""
 STARTUP_PERIOD_SECONDS: Final = 10
 """startupProbe period; failureThreshold = ceil(budget / period)."""
 CONTAINER: Final = "engine"

@@ -26,7 +26,7 @@ def test_group_shape_and_policies(case: Case, lws_schema: dict[str, Any]) -> Non
     group = lws["spec"]["leaderWorkerTemplate"]
     assert lws["spec"]["replicas"] == case.spec.replicas
     assert group["size"] == want["layout"]["nodes"]
-    assert lws["spec"]["startupPolicy"] == "LeaderReady"
+    assert lws["spec"]["startupPolicy"] == "LeaderCreated"
     template = lws_schema["properties"]["spec"]["properties"]["leaderWorkerTemplate"]
     enum = template["properties"]["restartPolicy"]["enum"]
     assert RESTART_POLICY in enum
