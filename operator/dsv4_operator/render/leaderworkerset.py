@@ -185,17 +185,29 @@ def _pod_spec(spec: DeepSeekV4DeploymentSpec, plan: Plan, image: str) -> dict[st
 
 
 def _surge_groups(value: int | str, replicas: int) -> int:
+    """Groups a maxSurge allows: percentages round up (LWS webhook, as a Deployment's)."""
     if isinstance(value, int):
         return value
     return math.ceil(int(value.rstrip("%")) * replicas / 100)
+
+
+def _unavailable_groups(value: int | str, replicas: int) -> int:
+    """Groups a maxUnavailable allows: percentages round down (LWS webhook, as a Deployment's)."""
+    if isinstance(value, int):
+        return value
+    return int(value.rstrip("%")) * replicas // 100
 
 
 def rollout_strategy(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
     """LWS rolloutStrategy from `spec.rollout`, with the surge capped by `spec.gpu.budget`.
 
     A surge group costs a whole replica's GPUs (8-32 for V4), so maxSurge is lowered until
-    `(replicas + surge) x GPUs per replica <= budget`; when that leaves no surge and
-    maxUnavailable is 0, maxUnavailable becomes 1 (a rollout must be able to make progress).
+    `(replicas + surge) x GPUs per replica <= budget`. When that leaves no surge group and
+    maxUnavailable allows none either, maxUnavailable becomes 1: a rollout must be able to make
+    progress, and the LWS webhook refuses the object otherwise ("must not be 0 when `maxSurge`
+    is 0", kubernetes-sigs/lws `pkg/webhooks/leaderworkerset_webhook.go`, which scales
+    percentages of `replicas` with maxSurge rounded up and maxUnavailable rounded down; so
+    "50%" of 1 replica is 0 groups).
     """
     rollout = spec.rollout
     max_surge: int | str = rollout.max_surge
@@ -205,7 +217,11 @@ def rollout_strategy(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, An
         allowed = max(0, budget // plan.chosen.layout.gpus - spec.replicas)
         if _surge_groups(max_surge, spec.replicas) > allowed:
             max_surge = allowed
-    if _surge_groups(max_surge, spec.replicas) == 0 and max_unavailable in (0, "0%"):
+    if (
+        spec.replicas
+        and _surge_groups(max_surge, spec.replicas) == 0
+        and _unavailable_groups(max_unavailable, spec.replicas) == 0
+    ):
         max_unavailable = 1
     return {
         "type": "RollingUpdate",

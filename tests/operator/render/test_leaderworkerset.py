@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 from tests.operator.render.conftest import Case
 
 from dsv4_operator.api import parse_spec, quantity_bytes
@@ -134,6 +135,29 @@ def test_gpu_budget_caps_the_surge() -> None:
         {**raw, "gpu": {**raw["gpu"], "budget": 100}, "rollout": {"maxSurge": "50%"}}
     )
     assert rollout_strategy(percent, planned)["rollingUpdateConfiguration"]["maxSurge"] == "50%"
+
+
+@pytest.mark.parametrize(
+    ("replicas", "max_unavailable", "rendered"),
+    [(1, "50%", 1), (3, "25%", 1), (2, "50%", "50%"), (4, "25%", "25%"), (3, 2, 2)],
+)
+def test_percent_max_unavailable_that_rounds_to_no_group_becomes_one(
+    replicas: int, max_unavailable: int | str, rendered: int | str
+) -> None:
+    # The LWS webhook rounds maxUnavailable percentages down: with no surge, "50%" of one
+    # replica is 0 groups and the webhook refuses the object, so one group is allowed instead.
+    spec = parse_spec(
+        {
+            "model": "flash",
+            "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8},
+            "replicas": replicas,
+            "rollout": {"maxSurge": 0, "maxUnavailable": max_unavailable},
+        }
+    )
+    planned = plan(request_from_spec(spec))
+    config = rollout_strategy(spec, planned)["rollingUpdateConfiguration"]
+    assert config["maxSurge"] == 0
+    assert config["maxUnavailable"] == rendered
 
 
 def test_bytes_quantity_is_exact() -> None:
