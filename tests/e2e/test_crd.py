@@ -186,6 +186,27 @@ def test_schema_invalid_resource_is_rejected_by_the_server(
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("a" * 48, "metadata.name in body should be at most 47 chars long"),
+        ("flash.prod", "metadata.name: Invalid value"),
+    ],
+)
+def test_a_name_the_children_cannot_take_is_rejected_by_the_server(
+    control_plane: ControlPlane, dsv4_crd: InstalledCrd, namespace: str, name: str, fragment: str
+) -> None:
+    doc = _base(name)
+    with pytest.raises(KubectlError) as rejected:
+        control_plane.kubectl(
+            "apply", "--validate=false", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(doc)
+        )
+    assert fragment in rejected.value.stderr
+    doc["metadata"]["name"] = "a" * 47
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(doc))
+
+
+@pytest.mark.e2e
 def test_unknown_field_is_refused_by_kubectl_and_pruned_by_1_20(
     control_plane: ControlPlane, dsv4_crd: InstalledCrd, namespace: str
 ) -> None:

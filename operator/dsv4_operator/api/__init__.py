@@ -7,6 +7,7 @@
 from dsv4_operator.api.crd import DEEPSEEK_V4_DEPLOYMENT, CRDInfo, PrinterColumn, crd_manifest
 from dsv4_operator.api.errors import FieldError, InvalidSpecError
 from dsv4_operator.api.meta import Condition
+from dsv4_operator.api.names import NAME_MAX_LENGTH, NAME_PATTERN, check_name
 from dsv4_operator.api.v1alpha1 import (
     API_VERSION,
     GROUP,
@@ -42,6 +43,8 @@ __all__ = [
     "GROUP",
     "KIND",
     "MAX_MODEL_LEN_LIMIT",
+    "NAME_MAX_LENGTH",
+    "NAME_PATTERN",
     "PLURAL",
     "VERSION",
     "Autoscaling",
@@ -66,6 +69,7 @@ __all__ = [
     "PrinterColumn",
     "Rollout",
     "ScalingDecision",
+    "check_name",
     "crd_manifest",
     "parse_deployment",
     "parse_spec",

@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel
 
+from dsv4_operator.api.names import NAME_MAX_LENGTH, NAME_PATTERN
 from dsv4_operator.api.schema import Schema, structural_schema
 from dsv4_operator.api.v1alpha1 import deployment
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
@@ -59,6 +60,9 @@ class CRDInfo:
     """The scale subresource's paths (specReplicasPath, statusReplicasPath, labelSelectorPath)."""
     namespaced: bool = True
     """Namespaced (True) or cluster-scoped."""
+    name_rules: dict[str, Any] = field(default_factory=dict)
+    """Schema keywords for `metadata.name` (`maxLength`, `pattern`): the only metadata field,
+    with generateName, that a CRD schema may restrict."""
 
     @property
     def name(self) -> str:
@@ -93,6 +97,7 @@ DEEPSEEK_V4_DEPLOYMENT: Final = CRDInfo(
         "statusReplicasPath": ".status.replicas",
         "labelSelectorPath": ".status.selector",
     },
+    name_rules={"maxLength": NAME_MAX_LENGTH, "pattern": NAME_PATTERN},
 )
 """The one CRD of the dsv4.io group."""
 
@@ -115,7 +120,23 @@ def crd_schema(info: CRDInfo = DEEPSEEK_V4_DEPLOYMENT) -> Schema:
                 "object represents.",
                 "type": "string",
             },
-            "metadata": {"type": "object"},
+            "metadata": (
+                {
+                    "type": "object",
+                    "properties": {
+                        "name": {
+                            "description": (
+                                "Name of the resource; its children are named after it "
+                                "(a DNS-1035 label, short enough for their names)."
+                            ),
+                            "type": "string",
+                            **info.name_rules,
+                        }
+                    },
+                }
+                if info.name_rules
+                else {"type": "object"}
+            ),
             "spec": structural_schema(info.spec_model),
             "status": structural_schema(info.status_model),
         },

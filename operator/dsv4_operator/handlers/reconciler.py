@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from dsv4_operator.api import API_VERSION, KIND, InvalidSpecError, parse_spec
+from dsv4_operator.api import API_VERSION, KIND, InvalidSpecError, check_name, parse_spec
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.kube import (
     ApiError,
@@ -161,6 +161,7 @@ class Reconciler:
         owner = Owner.from_body(body)
         status = body.get("status") or {}
         try:
+            check_name(name)  # the CRD's schema has the same rule; older objects may not
             spec = parse_spec(body.get("spec") or {})
         except InvalidSpecError as error:
             self.metrics.set_plan(f"{namespace}/{name}", None, 0)

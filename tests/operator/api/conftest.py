@@ -77,7 +77,11 @@ class CrdValidator:
 
     def __init__(self, crd: Mapping[str, Any]) -> None:
         self.schema: Schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-        self.draft4 = jsonschema.Draft4Validator(to_draft4(self.schema))
+        draft4 = to_draft4(self.schema)
+        # The server validates ObjectMeta itself: the CRD may only restrict metadata.name (and
+        # generateName), and other metadata fields are never unknown.
+        draft4["properties"]["metadata"].pop("additionalProperties", None)
+        self.draft4 = jsonschema.Draft4Validator(draft4)
         self.env = cel.NewEnv(
             variables={"self": cel.Type.DYN, "oldSelf": cel.Type.DYN},
             extensions=[ext_strings.ExtStrings(), ext_optional.ExtOptional()],

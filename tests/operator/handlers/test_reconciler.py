@@ -78,6 +78,23 @@ def test_valid_spec_rolls_out_once_then_resyncs_without_writes() -> None:
     assert 'dsv4_operator_planned_gpus{gpu_type="h200-141gb"}' in text
 
 
+def test_a_name_the_children_cannot_take_is_an_invalid_spec() -> None:
+    # A CR stored before the CRD had the name rule: the operator reports it, creates nothing.
+    fake, reconciler = _setup()
+    bad = "a" * 48
+    path = CR_PATH.removesuffix("/d") + f"/{bad}"
+    fake.objects[path] = fake.objects.pop(CR_PATH)
+    fake.objects[path]["metadata"]["name"] = bad
+    events = Events()
+    assert reconciler.reconcile("ns", bad, events).result == "invalid_spec"
+    conditions = fake.objects[path]["status"]["conditions"]
+    ready = next(c for c in conditions if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert events[0][:2] == ("Warning", "InvalidSpec")
+    assert "metadata.name: 48 characters, more than 47" in events[0][2]
+    assert not any("leaderworkersets" in key for key in fake.objects)
+
+
 def test_invalid_spec_reports_once_and_keeps_going() -> None:
     fake, reconciler = _setup(
         {**SPEC, "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8}, "parallelism": {"tensor": 3}}

@@ -8,6 +8,7 @@ from pydantic import Field, ValidationError
 
 from dsv4_operator.api.errors import InvalidSpecError
 from dsv4_operator.api.meta import ApiModel
+from dsv4_operator.api.names import check_name
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.api.v1alpha1.status import DeepSeekV4DeploymentStatus
 
@@ -41,7 +42,7 @@ class DeepSeekV4Deployment(ApiModel):
     kind: Literal["DeepSeekV4Deployment"] = "DeepSeekV4Deployment"
     """Kind: DeepSeekV4Deployment."""
     metadata: dict[str, Any] = Field(default_factory=dict)
-    """Standard Kubernetes object metadata (not validated here)."""
+    """Standard Kubernetes object metadata; only `name` is checked (`parse_deployment`)."""
     spec: DeepSeekV4DeploymentSpec
     """Desired state."""
     status: DeepSeekV4DeploymentStatus | None = None
@@ -99,11 +100,16 @@ def parse_deployment(body: Mapping[str, Any]) -> DeepSeekV4Deployment:
         The frozen, validated resource.
 
     Raises:
-        InvalidSpecError: as `parse_spec`, with paths from the object root (`spec.replicas`).
+        InvalidSpecError: as `parse_spec`, with paths from the object root (`spec.replicas`);
+            or `metadata.name`, when given, breaks `api.names.check_name`.
     """
     try:
-        return DeepSeekV4Deployment.model_validate_json(
+        parsed = DeepSeekV4Deployment.model_validate_json(
             _json(body), strict=True, by_alias=True, by_name=False
         )
     except ValidationError as error:
         raise InvalidSpecError.from_validation_error(error) from None
+    name = parsed.metadata.get("name")
+    if isinstance(name, str):
+        check_name(name)
+    return parsed
