@@ -214,13 +214,15 @@ class Reconciler:
                 return Outcome("unchanged")
             obs = Observation(owner, spec=spec, error_reason=APPLY_FAILED, error_message=str(error))
             return self._report(obs, status, emit, "error", str(error))
-        lws = next((a.live for a in applied if a.kind == "LeaderWorkerSet"), None)
+        lws_applied = next((a for a in applied if a.kind == "LeaderWorkerSet"), None)
+        lws = lws_applied.live if lws_applied else None
         obs = Observation(
             owner,
             spec=spec,
             plan=planned,
             lws_api=apis.lws,
             lws_status=(lws or {}).get("status"),
+            lws_changed=lws_applied is not None and lws_applied.action != "unchanged",
             endpoint=endpoint(owner, spec),
         )
         gpus = planned.chosen.layout.gpus

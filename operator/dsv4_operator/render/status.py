@@ -67,6 +67,11 @@ class Observation:
         paused: spec.paused is true: nothing was changed.
         lws_api: the LeaderWorkerSet API is served by the cluster.
         lws_status: the LeaderWorkerSet's `.status` (None when absent).
+        lws_changed: this reconcile created or changed the LeaderWorkerSet, so `lws_status`
+            predates the change: the LWS controller has not counted the new revision yet, and
+            it sets no `status.observedGeneration` to tell (kubernetes-sigs/lws
+            `leaderworkerset_controller.go` `updateStatus`). The rollout is then reported in
+            progress until a later reconcile reads fresh counts.
         endpoint: base URL of the OpenAI API.
     """
 
@@ -78,6 +83,7 @@ class Observation:
     paused: bool = False
     lws_api: bool = True
     lws_status: Mapping[str, Any] | None = None
+    lws_changed: bool = False
     endpoint: str = ""
 
 
@@ -202,7 +208,7 @@ def _conditions(obs: Observation) -> dict[str, tuple[str, str, str]]:
     want = spec.replicas
     have, ready = int(st.get("replicas") or 0), int(st.get("readyReplicas") or 0)
     updated = int(st.get("updatedReplicas") or 0)
-    rolled = have == want and updated >= want
+    rolled = have == want and updated >= want and not obs.lws_changed
     counts = f"{ready}/{want} replicas ready, {updated} updated"
     if rolled and ready >= want:
         out["Progressing"] = ("False", "RolloutComplete", counts)

@@ -78,6 +78,26 @@ def test_valid_spec_rolls_out_once_then_resyncs_without_writes() -> None:
     assert 'dsv4_operator_planned_gpus{gpu_type="h200-141gb"}' in text
 
 
+def test_a_template_change_is_not_reported_ready_on_the_old_counts() -> None:
+    # The apply's response carries the LWS status from before the change (the LWS controller
+    # has not counted the new revision yet, and sets no observedGeneration to tell).
+    fake, reconciler = _setup()
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    fake.objects[LWS_PATH]["status"] = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Ready"] == ("True", "AllReplicasReady")
+    fake.objects[CR_PATH]["spec"]["engine"] = {"extraArgs": ["--enforce-eager"]}
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    assert fake.objects[CR_PATH]["status"]["observedGeneration"] == 2
+    assert _conditions(fake)["Ready"] == ("False", "ReplicasNotReady")
+    assert _conditions(fake)["Progressing"] == ("True", "RollingOut")
+    # The next reconcile changes nothing in the LWS and believes its (now fresh) counts.
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    assert _conditions(fake)["Ready"] == ("True", "AllReplicasReady")
+
+
 def test_a_name_the_children_cannot_take_is_an_invalid_spec() -> None:
     # A CR stored before the CRD had the name rule: the operator reports it, creates nothing.
     fake, reconciler = _setup()
