@@ -302,9 +302,12 @@ def decide(
     recs = (*((ts, n) for ts, n in state.recommendations if ts > t - horizon), (t, r.desired))
     state = replace(state, recommendations=recs, idle_since=idle_since)
 
-    if state.draining and r.desired >= current:
+    # Groups held out of service: the ones this state drained, and any a group reports (the
+    # operator may have restarted mid-drain and lost its state).
+    held = tuple(sorted(set(state.draining) | {g.index for g in obs.groups if g.draining}))
+    if held and r.desired >= current:
         reason = f"load {r.load:.0f} tokens/s needs {r.desired} replicas: drain cancelled"
-        decision = Decision(t, "undrain", current, current, state.draining, r.load, reason)
+        decision = Decision(t, "undrain", current, current, held, r.load, reason)
         return decision, replace(state, draining=())
     if r.desired > current:
         decision, changed = _scale_up(cfg, state, obs, r)

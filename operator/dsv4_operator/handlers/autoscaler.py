@@ -168,7 +168,11 @@ class Autoscaler:
         if scraped is None or scraped[0] != 200:
             self.metrics.scrape_failures.inc()
             return GroupSample(index, ready=True, draining=held)
-        snap = parse_snapshot(scraped[1])
+        try:
+            snap = parse_snapshot(scraped[1])
+        except ValueError:  # not exposition format: one group's bad scrape, not the whole step
+            self.metrics.scrape_failures.inc()
+            return GroupSample(index, ready=True, draining=held)
         sample = CounterSample(t, snap.generation_tokens)
         rate = counter_rate(self._counters.get((key, index)), sample)
         self._counters[(key, index)] = sample

@@ -207,3 +207,20 @@ def test_scaling_active_condition_is_written_only_on_change() -> None:
     rt.tokens.clear()  # the leader stops answering
     tick(scaler, clock, Events())
     assert active() == ("False", "NoMetrics")
+
+
+def test_a_group_with_an_unreadable_metrics_body_does_not_stop_the_step() -> None:
+    _fake, rt, scaler, clock = setup()
+    events = Events()
+
+    def garbled(method: str, url: str) -> tuple[int, str] | None:
+        if url.endswith("/metrics"):
+            return 200, "vllm:generation_tokens_total{engine=0 oops\n"
+        return rt(method, url)
+
+    scaler.http = garbled
+    decision = tick(scaler, clock, events)
+    assert decision is not None
+    assert decision.action == "hold"
+    text = generate_latest(scaler.metrics.registry).decode()
+    assert "dsv4_autoscaler_scrape_failures_total 1.0" in text
