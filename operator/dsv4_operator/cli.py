@@ -126,9 +126,13 @@ def _table(p: Plan, console: Console) -> None:
         f"({p.geometry.block_bytes:,} B per 256-token block); "
     )
     if c.max_concurrency and c.max_model_len:
+        # KV room (max_concurrency) and what vLLM runs at once (max-num-seqs per DP rank) differ.
+        seqs = c.max_num_seqs * lay.data_parallel
         kv_line += (
-            f"{c.kv_tokens_per_replica:,} tokens per replica; {c.max_concurrency} concurrent "
-            f"{c.max_model_len:,}-token requests; ~{c.tokens_per_second:,} tokens/s (estimate)"
+            f"{c.kv_tokens_per_replica:,} tokens per replica, room for {c.max_concurrency:,} "
+            f"{c.max_model_len:,}-token requests; max-num-seqs {c.max_num_seqs} x DP "
+            f"{lay.data_parallel} = {seqs:,} sequences at once; ~{c.tokens_per_second:,} "
+            "tokens/s (estimate)"
         )
     else:
         kv_line += "no room for one request (see the warnings below)"

@@ -64,6 +64,14 @@ def test_unfit_plan_prints_json_and_exits_one() -> None:
     assert "0 concurrent" not in kv_line
 
 
+def test_kv_line_separates_kv_room_from_sequences_at_once() -> None:
+    # flash-4x-h100: KV room for 3 full-length requests, but max-num-seqs 2 on one DP rank.
+    result = runner.invoke(app, ["plan", "examples/flash-4x-h100.yaml"])
+    kv_line = " ".join(result.stdout.split("KV:")[1].split("/dev/shm")[0].split())
+    assert "room for 3 65,536-token requests" in kv_line
+    assert "max-num-seqs 2 x DP 1 = 2 sequences at once" in kv_line
+
+
 def test_invalid_input_exits_two_naming_the_field() -> None:
     result = runner.invoke(app, ["plan", "--gpu", "h900-80gb"])
     assert result.exit_code == 2
