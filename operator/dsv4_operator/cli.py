@@ -254,7 +254,7 @@ def operator_run_command(
         str | None,
         typer.Option(help="kopf peering object for HA (replicas need distinct --priority)."),
     ] = None,
-    priority: Annotated[int, typer.Option(help="kopf peering priority.")] = 0,
+    priority: Annotated[int | None, typer.Option(help="kopf peering priority.")] = None,
     runtime_image: Annotated[
         str | None, typer.Option(help="Worker image when spec.engine.image is unset.")
     ] = None,
@@ -281,16 +281,26 @@ def operator_run_command(
     flags: dict[str, Any] = {
         "namespaces": tuple(namespace) if namespace else None,
         "peering": peering,
-        "priority": priority or None,
+        "priority": priority,
         "runtime_image": runtime_image,
         "resync_seconds": resync_seconds,
         "progress_seconds": progress_seconds,
         "metrics_port": metrics_port,
         "liveness_port": liveness_port,
     }
-    base = OperatorSettings.from_env()
-    config = base.model_copy(update={k: v for k, v in flags.items() if v is not None})
-    run(OperatorSettings.model_validate(config.model_dump()), verbose=verbose)
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    try:
+        base = OperatorSettings.from_env()
+        config = base.model_copy(update={k: v for k, v in flags.items() if v is not None})
+        settings = OperatorSettings.model_validate(config.model_dump())
+    except ValidationError as error:
+        for detail in error.errors(include_url=False):
+            name = str(detail["loc"][0]) if detail["loc"] else "settings"
+            where = f"--{name.replace('_', '-')} / DSV4_OPERATOR_{name.upper()}"
+            typer.echo(f"error: {where}: {detail['msg']} (got {detail['input']!r})", err=True)
+        raise typer.Exit(2) from None
+    run(settings, verbose=verbose)
 
 
 def main() -> None:

@@ -175,3 +175,19 @@ def test_flags_are_case_insensitive_and_cpu_offload_is_a_flag() -> None:
     )
     data = json.loads(offload.stdout)
     assert data["engine_args"]["cpu_offload_gb"] == 4.0
+
+
+def test_operator_run_with_a_bad_setting_names_it_and_exits_two(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before kopf starts: a one-line error naming the flag and the variable, no traceback.
+    result = runner.invoke(app, ["operator", "run", "--resync-seconds", "-5"])
+    assert result.exit_code == 2
+    assert "--resync-seconds / DSV4_OPERATOR_RESYNC_SECONDS: Input should be greater than 0" in (
+        result.output
+    )
+    assert "Traceback" not in result.output
+    monkeypatch.setenv("DSV4_OPERATOR_PROGRESS_SECONDS", "abc")
+    result = runner.invoke(app, ["operator", "run"])
+    assert result.exit_code == 2
+    assert "DSV4_OPERATOR_PROGRESS_SECONDS: Input should be a valid number" in result.output
