@@ -3,8 +3,9 @@
 `dsv4-runtime <RuntimeConfig.to_args()>` parses the operator's arguments, reads the LWS role,
 runs the preflight checks, resolves the leader's IP, builds the engine's command lines and
 supervises the engine until it drains. Exit statuses: 0 after a clean drain; 2 for bad arguments,
-LWS environment or extra engine arguments; 3 for a failed preflight check; otherwise the
-engine's own status (see `supervisor`).
+LWS environment or extra engine arguments; 3 for a failed preflight check; 127 when the engine
+or a prelaunch command cannot be started (not found, not executable); otherwise the engine's own
+status (see `supervisor`).
 Failures before launch are also written to the Kubernetes termination log, so `kubectl describe
 pod` and the operator see the reason.
 """
@@ -34,12 +35,14 @@ from dsv4_runtime.server import RuntimeState
 from dsv4_runtime.supervisor import Supervisor
 from dsv4_runtime.vllm_args import ExtraArgsError
 
-__all__ = ["EXIT_PREFLIGHT", "EXIT_USAGE", "main", "run"]
+__all__ = ["EXIT_LAUNCH", "EXIT_PREFLIGHT", "EXIT_USAGE", "main", "run"]
 
 EXIT_USAGE = 2
 """Bad arguments, LWS environment or extra engine arguments."""
 EXIT_PREFLIGHT = 3
 """A preflight check failed (shm, GPUs, versions)."""
+EXIT_LAUNCH = 127
+"""The engine or a prelaunch command could not be started (a shell's "command not found")."""
 
 log = logging.getLogger("dsv4_runtime")
 
@@ -133,7 +136,22 @@ def run(
             else 0
         ),
     )
-    return asyncio.run(supervisor.run())
+    return _supervise(supervisor, config.termination_log)
+
+
+def _supervise(supervisor: Supervisor, termination_log: Path) -> int:
+    """`supervisor.run()`'s status; an OSError (exec or bind failure) becomes a one-line error."""
+    try:
+        return asyncio.run(supervisor.run())
+    except OSError as error:
+        if error.filename is None:  # e.g. the admin port is taken
+            return _fail(f"runtime: {error}", 1, termination_log)
+        # exec failed: e.g. a custom image without vllm (or ray) on PATH
+        return _fail(
+            f"cannot start {error.filename}: {error.strerror or error}",
+            EXIT_LAUNCH,
+            termination_log,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dsv4_runtime.cli import EXIT_PREFLIGHT, EXIT_USAGE, run
+from dsv4_runtime.cli import EXIT_LAUNCH, EXIT_PREFLIGHT, EXIT_USAGE, run
 from dsv4_runtime.config import RuntimeConfig, parser_help
 from dsv4_runtime.preflight import GpuInfo, GpuProbeResult, Probes
 
@@ -99,3 +100,23 @@ def test_help_lists_every_argument() -> None:
         if flag.startswith("--"):
             assert flag in text
     assert "--no-expert-parallel" in text
+
+
+def test_an_engine_that_is_not_installed_exits_127_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A custom image without vllm on PATH: one line and the termination log, not a traceback.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with socket.socket() as a, socket.socket() as b:  # two free ports for the admin/API servers
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        admin, api = a.getsockname()[1], b.getsockname()[1]
+    config = _config(tmp_path, admin_port=admin, api_port=api, host="127.0.0.1")
+    gpus = GpuProbeResult(tuple(GpuInfo(i, "NVIDIA H200", 143_771 << 20) for i in range(4)), "t")
+    probes = Probes(
+        package_version={"vllm": "0.33.0", "transformers": "4.57.1"}.get, gpus=lambda: gpus
+    )
+    assert run(config.to_args(), LWS_WORKER, probes=probes) == EXIT_LAUNCH
+    message = (tmp_path / "termination-log").read_text()
+    assert message.startswith("cannot start ")
+    assert "No such file or directory" in message
