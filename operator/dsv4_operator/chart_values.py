@@ -29,6 +29,7 @@ __all__ = [
     "DashboardValues",
     "ImageValues",
     "MetricsValues",
+    "OperatorValues",
     "PeeringValues",
     "PodSecurityContextValues",
     "RbacValues",
@@ -214,6 +215,25 @@ class MetricsValues(_Values):
     """Optional ServiceMonitor."""
 
 
+class OperatorValues(_Values):
+    """Operator settings: `dsv4 operator run` flags, passed as `DSV4_OPERATOR_*` variables.
+
+    Unset (null or "") keeps the operator's default (`dsv4_operator.settings.OperatorSettings`).
+    """
+
+    runtime_image: str = Field(default="", alias="runtimeImage")
+    """Worker image for DeepSeekV4Deployments that set no `spec.engine.image`."""
+    prometheus_url: str = Field(default="", alias="prometheusUrl")
+    """Prometheus address KEDA's ScaledObjects query (`spec.autoscaling.mode: keda`), e.g.
+    `http://prometheus-operated.monitoring:9090`."""
+    resync_seconds: float | None = Field(default=None, gt=0, le=86_400, alias="resyncSeconds")
+    """Periodic resync interval, s (operator default 60)."""
+    progress_seconds: float | None = Field(default=None, gt=0, le=86_400, alias="progressSeconds")
+    """Faster resync while a rollout is in progress, s (operator default 10)."""
+    autoscale_seconds: float | None = Field(default=None, gt=0, le=3600, alias="autoscaleSeconds")
+    """Scrape-and-decide interval of the native autoscaler, s (operator default 15)."""
+
+
 class DashboardValues(_Values):
     """The Grafana dashboard (ConfigMap picked up by Grafana's dashboard sidecar)."""
 
@@ -269,6 +289,8 @@ class ChartValues(_Values):
     """Metrics Service and ServiceMonitor."""
     dashboard: DashboardValues = Field(default_factory=DashboardValues)
     """Grafana dashboard."""
+    operator: OperatorValues = Field(default_factory=OperatorValues)
+    """Operator settings (worker image, Prometheus URL for KEDA, intervals)."""
     pod_annotations: dict[str, str] = Field(default_factory=dict, alias="podAnnotations")
     """Extra pod annotations."""
     pod_labels: dict[str, str] = Field(default_factory=dict, alias="podLabels")

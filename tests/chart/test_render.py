@@ -180,6 +180,36 @@ def test_deployment_runs_the_operator_non_root_with_our_settings() -> None:
     assert startup["periodSeconds"] * startup["failureThreshold"] > retries + 10
 
 
+def test_operator_settings_reach_the_operator_and_defaults_stay_unset(tmp_path: Path) -> None:
+    values = tmp_path / "operator.yaml"
+    values.write_text(
+        "operator:\n"
+        "  runtimeImage: registry.example/dsv4-runtime:0.2.0\n"
+        "  prometheusUrl: http://prometheus-operated.monitoring:9090\n"
+        "  resyncSeconds: 30\n"
+        "  progressSeconds: 2.5\n"
+        "  autoscaleSeconds: 20\n"
+    )
+    (container,) = one(template(values_files=[values]), "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    settings = OperatorSettings.from_env(env)  # what the pod's `dsv4 operator run` reads
+    assert settings.runtime_image == "registry.example/dsv4-runtime:0.2.0"
+    assert settings.prometheus_url == "http://prometheus-operated.monitoring:9090"
+    assert (settings.resync_seconds, settings.progress_seconds) == (30.0, 2.5)
+    assert settings.autoscale_seconds == 20.0
+    (default,) = one(template(), "Deployment")["spec"]["template"]["spec"]["containers"]
+    names = {e["name"] for e in default["env"]}
+    assert not names & {f"{ENV_PREFIX}RUNTIME_IMAGE", f"{ENV_PREFIX}PROMETHEUS_URL"}
+    assert (
+        OperatorSettings.from_env(
+            {e["name"]: e["value"] for e in default["env"] if "value" in e}
+        ).resync_seconds
+        == OperatorSettings().resync_seconds
+    )
+
+
 def test_namespaced_mode_grants_namespaced_rights_only_in_watched_namespaces() -> None:
     objects = template(values_files=[VALUES_DIR / "namespaced-ha.yaml"], namespace="ops")
     cluster_rules = one(objects, "ClusterRole")["rules"]
