@@ -35,7 +35,7 @@ from dsv4_operator.render import (
     status_patch,
 )
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
-from dsv4_operator.render.status import APPLY_FAILED
+from dsv4_operator.render.status import APPLY_FAILED, KEDA_MISSING
 
 __all__ = ["EmitFn", "Outcome", "Reconciler"]
 
@@ -85,11 +85,15 @@ def _plan_summary(status: Mapping[str, Any] | None) -> tuple[str, int] | None:
     return str(plan_status["gpuType"]), int(layout["gpusPerReplica"])
 
 
-def _ready(status: Mapping[str, Any] | None) -> Mapping[str, Any]:
+def _condition(status: Mapping[str, Any] | None, ctype: str) -> Mapping[str, Any]:
     for condition in (status or {}).get("conditions") or []:
-        if condition.get("type") == "Ready":
+        if condition.get("type") == ctype:
             return dict(condition)
     return {}
+
+
+def _ready(status: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return _condition(status, "Ready")
 
 
 @dataclass
@@ -120,9 +124,13 @@ class Reconciler:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def cluster_apis(self) -> ClusterApis:
-        """Discovery result, cached; asked again while the LWS API is missing."""
-        if self.apis is None or not self.apis.lws:
+    def cluster_apis(self, *, need_keda: bool = False) -> ClusterApis:
+        """Discovery result, cached; asked again while an API a resource needs is missing.
+
+        That is LWS always, and KEDA for a resource in `mode: keda`, so installing either
+        later is noticed.
+        """
+        if self.apis is None or not self.apis.lws or (need_keda and not self.apis.keda):
             self.apis = discover(self.kube)
         return self.apis
 
@@ -190,7 +198,9 @@ class Reconciler:
         status: Mapping[str, Any],
         emit: EmitFn,
     ) -> Outcome:
-        apis = self.cluster_apis()
+        apis = self.cluster_apis(
+            need_keda=spec.autoscaling.enabled and spec.autoscaling.mode == "keda"
+        )
         children = render_children(
             owner,
             spec,
@@ -224,6 +234,7 @@ class Reconciler:
             lws_status=(lws or {}).get("status"),
             lws_changed=lws_applied is not None and lws_applied.action != "unchanged",
             endpoint=endpoint(owner, spec),
+            keda_api=apis.keda,
         )
         gpus = planned.chosen.layout.gpus
         self.metrics.set_plan(
@@ -266,6 +277,13 @@ class Reconciler:
         if after and newsworthy and any(after.get(f) != before.get(f) for f in fields):
             kind = "Warning" if warning else "Normal"
             emit(kind, str(after["reason"]), str(after.get("message", "")))
+        scaling = _condition(desired, "ScalingActive")
+        if (
+            scaling.get("reason")
+            == KEDA_MISSING
+            != _condition(status, "ScalingActive").get("reason")
+        ):
+            emit("Warning", KEDA_MISSING, str(scaling.get("message", "")))
         return Outcome(result, message)
 
 

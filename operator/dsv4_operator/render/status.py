@@ -73,6 +73,8 @@ class Observation:
             `leaderworkerset_controller.go` `updateStatus`). The rollout is then reported in
             progress until a later reconcile reads fresh counts.
         endpoint: base URL of the OpenAI API.
+        keda_api: the KEDA ScaledObject API is served; with `spec.autoscaling.mode: keda` and
+            no KEDA the ScaledObject is skipped, and ScalingActive=False (`KEDAMissing`) says so.
     """
 
     owner: Owner
@@ -85,6 +87,11 @@ class Observation:
     lws_status: Mapping[str, Any] | None = None
     lws_changed: bool = False
     endpoint: str = ""
+    keda_api: bool = True
+
+
+KEDA_MISSING: Final = "KEDAMissing"
+"""ScalingActive reason: keda mode on a cluster without KEDA."""
 
 
 def _text(value: str) -> str:
@@ -169,6 +176,26 @@ def _planned(obs: Observation) -> tuple[DeepSeekV4DeploymentSpec, Plan]:
     return obs.spec, obs.plan
 
 
+def _keda_condition(
+    spec: DeepSeekV4DeploymentSpec, keda_api: bool
+) -> dict[str, tuple[str, str, str]]:
+    """ScalingActive under `mode: keda` (KEDA scales; the operator only says whether it can)."""
+    autoscaling = spec.autoscaling
+    if not (autoscaling.enabled and autoscaling.mode == "keda"):
+        return {}
+    if keda_api:
+        return {"ScalingActive": ("True", "KEDA", "a KEDA ScaledObject scales this resource")}
+    return {
+        "ScalingActive": (
+            "False",
+            KEDA_MISSING,
+            "spec.autoscaling.mode is keda but the cluster does not serve keda.sh/v1alpha1 "
+            "ScaledObjects: install KEDA (https://keda.sh) or use mode: native; replicas stay "
+            "at spec.replicas",
+        )
+    }
+
+
 def _conditions(obs: Observation) -> dict[str, tuple[str, str, str]]:
     """Owned conditions as type -> (status, reason, message); absent types are left alone."""
     if obs.error_reason == APPLY_FAILED:
@@ -216,6 +243,7 @@ def _conditions(obs: Observation) -> dict[str, tuple[str, str, str]]:
     else:
         out["Progressing"] = ("True", "RollingOut", counts)
         out["Ready"] = ("False", "ReplicasNotReady", counts)
+    out |= _keda_condition(spec, obs.keda_api)
     if want == 0:
         out["Available"] = ("False", "ScaledToZero", "spec.replicas is 0")
     elif ready >= 1:

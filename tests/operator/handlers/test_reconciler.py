@@ -203,6 +203,22 @@ def test_missing_lws_api_is_reported_and_rechecked() -> None:
     assert _conditions(fake)["Degraded"] == ("False", "AsExpected")
 
 
+def test_keda_mode_without_keda_warns_once_and_notices_keda_later() -> None:
+    spec = {**SPEC, "autoscaling": {"enabled": True, "mode": "keda", "maxReplicas": 3}}
+    fake, reconciler = _setup(spec)
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["ScalingActive"] == ("False", "KEDAMissing")
+    assert [e[:2] for e in events].count(("Warning", "KEDAMissing")) == 1
+    assert not any("scaledobjects" in key for key in fake.objects)
+    reconciler.reconcile("ns", "d", events)  # a resync: no second Event
+    assert [e[:2] for e in events].count(("Warning", "KEDAMissing")) == 1
+    fake.served["/apis/keda.sh/v1alpha1"] = ["ScaledObject"]
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["ScalingActive"] == ("True", "KEDA")
+    assert any("scaledobjects" in key for key in fake.objects)
+
+
 def test_deleted_resource_is_left_alone() -> None:
     fake, reconciler = _setup()
     del fake.objects[CR_PATH]

@@ -9,6 +9,8 @@ import pytest
 from tests.operator.render.conftest import Case
 
 from dsv4_operator.api import DeepSeekV4DeploymentStatus, InvalidSpecError, parse_spec
+from dsv4_operator.planning import plan
+from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.render import Observation, Owner, desired_status, status_patch
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
@@ -28,12 +30,14 @@ def _obs(case: Case, lws: dict[str, Any] | None = None, **kw: Any) -> Observatio
 def test_rolling_out_then_ready(case: Case) -> None:
     want = case.spec.replicas
     first = desired_status(_obs(case), None, T0)
+    keda = case.spec.autoscaling.enabled and case.spec.autoscaling.mode == "keda"
     assert _conditions(first) == {
         "Ready": ("False", "ReplicasNotReady"),
         "Planned": ("True", "PlanReady"),
         "Progressing": ("True", "RollingOut"),
         "Available": ("False", "NoReplicaReady" if want else "ScaledToZero"),
         "Degraded": ("False", "AsExpected"),
+        **({"ScalingActive": ("True", "KEDA")} if keda else {}),
     }
     assert first["observedGeneration"] == case.owner.generation
     assert first["plan"]["gpuType"] == case.plan.chosen.gpu.name
@@ -111,7 +115,11 @@ def test_other_owners_conditions_are_kept(case: Case) -> None:
         "observedGeneration": 1,
     }
     status = desired_status(_obs(case), {"conditions": [scaling]}, T0)
-    assert status["conditions"][-1] == scaling
+    if case.spec.autoscaling.enabled and case.spec.autoscaling.mode == "keda":
+        # Under mode keda the reconciler owns ScalingActive (whether KEDA is there to scale).
+        assert status["conditions"][-1]["reason"] == "KEDA"
+    else:
+        assert status["conditions"][-1] == scaling
     assert [c["type"] for c in status["conditions"]][:5] == [
         "Ready",
         "Planned",
@@ -135,3 +143,20 @@ def test_cost_from_prices(case: Case) -> None:
 def test_observation_without_plan_is_refused() -> None:
     with pytest.raises(ValueError, match="needs spec and plan"):
         desired_status(Observation(OWNER), None, T0)
+
+
+def test_keda_missing_is_reported_on_scaling_active() -> None:
+    spec = parse_spec(
+        {
+            "model": "flash",
+            "gpu": {"types": ["h200-141gb"]},
+            "autoscaling": {"enabled": True, "mode": "keda", "maxReplicas": 3},
+        }
+    )
+    planned = plan(request_from_spec(spec))
+    missing = desired_status(Observation(OWNER, spec=spec, plan=planned, keda_api=False), None, T0)
+    scaling = {c["type"]: c for c in missing["conditions"]}["ScalingActive"]
+    assert (scaling["status"], scaling["reason"]) == ("False", "KEDAMissing")
+    assert "install KEDA" in scaling["message"]
+    served = desired_status(Observation(OWNER, spec=spec, plan=planned), missing, T0)
+    assert _conditions(served)["ScalingActive"] == ("True", "KEDA")
