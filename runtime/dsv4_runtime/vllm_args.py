@@ -30,6 +30,7 @@ from dsv4_runtime.launch import Launch
 
 __all__ = [
     "OWNED_FLAGS",
+    "PREFIX_FLAGS",
     "RAY_JOIN_TIMEOUT_SECONDS",
     "RAY_WAIT_FOR_NODES",
     "RECIPE_FLAGS",
@@ -114,6 +115,11 @@ for _flag in OWNED_FLAGS:
         _BY_SPELLING[_spelling] = (_flag, True)
     for _spelling in _flag.negations:
         _BY_SPELLING[_spelling] = (_flag, False)
+
+
+PREFIX_FLAGS: tuple[str, ...] = ("--tokenizer",)
+"""vLLM 0.33.0 flags that are also the start of an owned spelling (`--tokenizer` of
+`--tokenizer-mode`); any other start of an owned spelling is an abbreviation of it."""
 
 
 class ExtraArgsError(ValueError):
@@ -286,8 +292,31 @@ def _lookup(token: str) -> tuple[OwnedFlag | None, bool, str | None, bool]:
     normalised = head[:dashes] + head[dashes:].replace("_", "-")
     found = _BY_SPELLING.get(normalised)
     if found is None:
+        _refuse_abbreviation(token, normalised)
         return None, True, None, False
     return found[0], found[1], inline, bool(dot)
+
+
+def _refuse_abbreviation(token: str, option: str) -> None:
+    """Raise when `option` abbreviates an owned spelling.
+
+    vLLM's parser is an argparse parser with abbreviations allowed (`FlexibleArgumentParser`
+    does not set `allow_abbrev=False`), so `--max-model=1048576` would set `--max-model-len`
+    behind the plan's back, or fail as ambiguous.
+
+    Raises:
+        ExtraArgsError: `option` is the start of an owned long spelling and not itself a vLLM
+            flag (`PREFIX_FLAGS`).
+    """
+    if not option.startswith("--") or len(option) < 3 or option in PREFIX_FLAGS:
+        return
+    matches = sorted(s for s in _BY_SPELLING if s.startswith(option))
+    if matches:
+        raise ExtraArgsError(
+            f"extra engine argument {token!r} abbreviates {', '.join(matches)}, which the "
+            "runtime sets from the plan (vLLM's parser accepts abbreviations); spell flags in "
+            "full, and set these through the plan"
+        )
 
 
 def _take_values(

@@ -279,6 +279,41 @@ def test_contradicting_extra_args_are_rejected(extra: list[str], index: int, mes
     assert message in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("extra", "abbreviated"),
+    [
+        (["--max-model=1048576"], "--max-model-len"),
+        (["--gpu-memory", "0.99"], "--gpu-memory-utilization"),
+        (["--max_num_batched=4096"], "--max-num-batched-tokens"),
+        (["--max-num", "8"], "--max-num-batched-tokens, --max-num-seqs"),
+    ],
+)
+def test_abbreviations_of_owned_flags_are_rejected(extra: list[str], abbreviated: str) -> None:
+    # vLLM's argparse parser accepts abbreviations: these would override the plan (or fail).
+    with pytest.raises(ExtraArgsError) as caught:
+        _argv(_plan(2, 1, 8, extra_engine_args=tuple(extra)), 0)
+    assert f"abbreviates {abbreviated}, which the runtime sets from the plan" in str(caught.value)
+
+
+def test_prefix_flags_are_the_vllm_flags_that_start_an_owned_spelling(
+    vllm_flags: dict[str, dict[str, Any]],
+) -> None:
+    from dsv4_runtime.vllm_args import OWNED_FLAGS, PREFIX_FLAGS
+
+    owned = {s for f in OWNED_FLAGS for s in (f.name, *f.aliases, *f.negations)}
+    starts = {
+        option
+        for option in vllm_flags
+        if option.startswith("--") and option not in owned
+        for spelling in owned
+        if spelling.startswith(option)
+    }
+    assert set(PREFIX_FLAGS) == starts
+    # A real flag that starts an owned one passes through.
+    argv = _argv(_plan(1, 1, 8, extra_engine_args=("--tokenizer", "/models/tok")), 0)
+    assert argv[-2:] == ["--tokenizer", "/models/tok"]
+
+
 def test_same_speculative_config_in_another_spelling_is_a_duplicate() -> None:
     planned = _argv(_plan(1, 1, 8), 0)
     extra = ["-sc", '{"num_speculative_tokens": 1, "method": "mtp"}', "--seed", "3"]
