@@ -39,3 +39,19 @@ def test_rendered_args_parse_and_launch(path: Path, vllm_flags: dict[str, Any]) 
             options = [a.partition("=")[0] for a in argv[3:] if a.startswith("--")]
             unknown = [o for o in options if o not in vllm_flags and "." not in o]
             assert not unknown, f"{path.name} pod {index}: not vLLM 0.33.0 options: {unknown}"
+
+
+def test_the_operator_refuses_every_flag_the_runtime_owns() -> None:
+    # What the runtime would refuse at pod start, the operator refuses on the CR (InvalidSpec).
+    from dsv4_operator.api.v1alpha1 import engine
+    from dsv4_runtime import vllm_args
+
+    runtime_long = {
+        spelling
+        for flag in vllm_args.OWNED_FLAGS
+        for spelling in (flag.name, *flag.aliases, *flag.negations)
+        if spelling.startswith("--")
+    }
+    assert set(engine.OPERATOR_OWNED_FLAGS) | set(engine.RUNTIME_OWNED_FLAGS) == runtime_long
+    assert not set(engine.OPERATOR_OWNED_FLAGS) & set(engine.RUNTIME_OWNED_FLAGS)
+    assert engine.PREFIX_FLAGS == vllm_args.PREFIX_FLAGS

@@ -77,11 +77,31 @@ def test_percent_and_count_rollout_values(validate: Any) -> None:
 
 
 def test_extra_args_may_pass_flags_the_operator_does_not_own(validate: Any) -> None:
-    args = ["--enforce-eager", "--block-size=256", "--max-model-len-extra=1"]
+    args = ["--enforce-eager", "--seed=3", "--max-model-len-extra=1", "--tokenizer=/m/tok"]
     assert validate(_with_spec(engine={"extraArgs": args})) == []
     assert parse_deployment(_with_spec(engine={"extraArgs": args})).spec.engine.extra_args == tuple(
         args
     )
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("--block-size=64", "--block-size is set by the runtime"),
+        ("--served-model-name=x", "--served-model-name is set by the runtime"),
+        ("--max-model=1048576", "--max-model abbreviates --max-model-len"),
+        ("--gpu-memory=0.99", "abbreviates --gpu-memory-utilization"),
+    ],
+)
+def test_extra_args_the_runtime_owns_or_abbreviations_are_refused_by_the_parse(
+    validate: Any, arg: str, message: str
+) -> None:
+    # The CRD's CEL rule checks only the operator's own flags (its cost grows with the list);
+    # the operator's parse refuses these too, so the CR gets Ready=False, not crashing pods.
+    body = _with_spec(engine={"extraArgs": [arg]})
+    assert validate(body) == []
+    with pytest.raises(InvalidSpecError, match=message):
+        parse_deployment(body)
 
 
 def _verdicts(validate: Any, body: dict[str, Any]) -> tuple[bool, bool]:

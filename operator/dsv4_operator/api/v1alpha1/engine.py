@@ -11,6 +11,8 @@ from dsv4_operator.api.v1alpha1.source import ObjectName
 
 __all__ = [
     "OPERATOR_OWNED_FLAGS",
+    "PREFIX_FLAGS",
+    "RUNTIME_OWNED_FLAGS",
     "EngineSpec",
     "EnvVar",
     "EnvVarSource",
@@ -47,8 +49,37 @@ OPERATOR_OWNED_FLAGS: Final = (
 one in `extraArgs` would contradict the plan, so it is rejected; short aliases (`-tp`) and
 underscore spellings (`--max_model_len`) already fail `FLAG_PATTERN`."""
 
+RUNTIME_OWNED_FLAGS: Final = (
+    "--served-model-name",
+    "--block-size",
+    "--shutdown-timeout",
+    "--nnodes",
+    "--node-rank",
+    "--distributed-executor-backend",
+    "--data-parallel-hybrid-lb",
+    "--no-data-parallel-hybrid-lb",
+    "--data-parallel-external-lb",
+    "--no-data-parallel-external-lb",
+    "--trust-remote-code",
+    "--no-trust-remote-code",
+    "--tokenizer-mode",
+    "--tool-call-parser",
+    "--enable-auto-tool-choice",
+    "--disable-auto-tool-choice",
+    "--reasoning-parser",
+)
+"""The other long flags the runtime sets (`dsv4_runtime.vllm_args.OWNED_FLAGS`: block size,
+drain timeout, node ranks, the DeepSeek-V4 recipe's parsers). Refused in `extraArgs` by the
+operator's parse, so a CR that sets one gets `Ready=False` (`InvalidSpec`) instead of pods that
+exit 2; not in the CRD's CEL rule, whose cost the API server estimates per list item and flag
+(64 x 1,024 characters) against its per-rule limit."""
+PREFIX_FLAGS: Final = ("--tokenizer",)
+"""vLLM 0.33.0 flags that are also the start of an owned flag (`--tokenizer` of
+`--tokenizer-mode`); any other start of an owned flag abbreviates it, which vLLM's argparse
+parser accepts, so it is refused too (`--max-model=1048576` would set `--max-model-len`)."""
+
 FLAG_PATTERN: Final = r"^--[a-z0-9][a-z0-9-]*(=.*)?$"
-"""A long vLLM flag, alone (`--enforce-eager`) or with its value (`--block-size=64`)."""
+"""A long vLLM flag, alone (`--enforce-eager`) or with its value (`--seed=3`)."""
 
 _OWNED_CEL: Final = "[" + ", ".join(f"'{flag}'" for flag in OPERATOR_OWNED_FLAGS) + "]"
 
@@ -158,8 +189,9 @@ class EngineSpec(ApiModel):
         Field(max_length=64, json_schema_extra={"x-kubernetes-list-type": "atomic"}),
     ] = ()
     """Extra vLLM flags as `--flag` or `--flag=value` (at most 64, each at most 1024 characters,
-    e.g. `--block-size=256`); flags the operator derives
-    from the spec (parallel sizes, max-model-len, kv-cache-dtype, ...) are refused."""
+    e.g. `--enforce-eager`, `--seed=3`); flags the operator or the runtime derives from the spec
+    (parallel sizes, max-model-len, kv-cache-dtype, block size, ...) and abbreviations of them
+    are refused."""
     env: Annotated[
         tuple[EnvVar, ...],
         Field(
@@ -175,10 +207,21 @@ class EngineSpec(ApiModel):
     @field_validator("extra_args")
     @classmethod
     def _not_owned(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        owned = (*OPERATOR_OWNED_FLAGS, *RUNTIME_OWNED_FLAGS)
         for arg in value:
             flag = arg.split("=", 1)[0]
             if flag in OPERATOR_OWNED_FLAGS:
                 msg = f"{flag} is set by the operator from the spec; use the spec field instead"
+                raise ValueError(msg)
+            if flag in RUNTIME_OWNED_FLAGS:
+                msg = f"{flag} is set by the runtime (plan or DeepSeek-V4 recipe); remove it"
+                raise ValueError(msg)
+            abbreviated = sorted(f for f in owned if f.startswith(flag))
+            if flag.startswith("--") and flag not in PREFIX_FLAGS and abbreviated:
+                msg = (
+                    f"{flag} abbreviates {', '.join(abbreviated)}, which the operator sets "
+                    "(vLLM's parser accepts abbreviations); spell flags in full"
+                )
                 raise ValueError(msg)
         return value
 
