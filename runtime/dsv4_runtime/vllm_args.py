@@ -272,8 +272,9 @@ def merge_extra_args(planned: Sequence[str], extra: Sequence[str]) -> list[str]:
             mine = ("false",) if owned.kind == "bool" else None
         if mine != theirs:
             planned_text = "not set" if mine is None else " ".join(mine)
+            given = token if inline is not None else f"{token} {' '.join(values)}"
             raise ExtraArgsError(
-                f"extra engine argument {token} {' '.join(values)} contradicts the plan: "
+                f"extra engine argument {given} contradicts the plan: "
                 f"{owned.name} is {planned_text} for this pod (set it through the plan)".replace(
                     "  ", " "
                 )

@@ -257,7 +257,8 @@ def test_extra_args_pass_through_and_duplicates_drop() -> None:
         (["--tensor-parallel-size", "4"], 0,
          "extra engine argument --tensor-parallel-size 4 contradicts the plan: "
          "--tensor-parallel-size is 1 for this pod"),
-        (["-tp=2"], 0, "--tensor-parallel-size is 1"),
+        (["-tp=2"], 0, "extra engine argument -tp=2 contradicts the plan: "
+         "--tensor-parallel-size is 1"),
         (["--max-model-len", "-1"], 0, "--max-model-len is 200000"),
         (["--headless"], 0, "--headless is false for this pod"),
         (["--data-parallel-start-rank", "0"], 1, "--data-parallel-start-rank is 8"),
