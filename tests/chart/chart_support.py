@@ -104,6 +104,7 @@ def copy_chart(
     version: str | None = None,
     app_version: str | None = None,
     crd: Callable[[Json], Json] | None = None,
+    kube_version: str | None = None,
 ) -> Path:
     """Copy the chart to `dest/dsv4-operator`, optionally changing its versions and its CRD.
 
@@ -112,6 +113,8 @@ def copy_chart(
         version: new Chart.yaml `version`.
         app_version: new Chart.yaml `appVersion`.
         crd: function from the generated CRD to the one the copy's `crds/` should hold.
+        kube_version: new Chart.yaml `kubeVersion` (the 1.20 test server with a CRD adapted
+            to it, without CEL rules).
 
     Returns:
         The copy's folder.
@@ -124,6 +127,8 @@ def copy_chart(
         meta["version"] = version
     if app_version is not None:
         meta["appVersion"] = app_version
+    if kube_version is not None:
+        meta["kubeVersion"] = kube_version
     chart_yaml.write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
     if crd is not None:
         new = crd(copy.deepcopy(load_crd_file()))

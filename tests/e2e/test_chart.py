@@ -31,7 +31,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import yaml
@@ -58,6 +58,11 @@ def _droppable_field() -> str:
 
 OLD_CRD_DROPS = _droppable_field()
 """The spec property the "previous" chart's CRD lacks (`cost` with today's API and example)."""
+
+
+KUBE_1_20: Final = ">=1.20.0-0"
+"""Chart.yaml `kubeVersion` of the copies installed on the 1.20 test server (the chart needs
+1.25 for the CRD's CEL rules, which `crd_for_1_20` drops)."""
 
 
 def crd_for_1_20(crd: Json) -> Json:
@@ -242,7 +247,7 @@ def test_install_namespaced_operator_reconciles_with_only_the_chart_permissions(
     plane = control_plane
     watched = f"{namespace}-w"
     plane.kubectl("create", "namespace", watched)
-    chart = copy_chart(tmp_path / "chart", crd=crd_for_1_20)
+    chart = copy_chart(tmp_path / "chart", crd=crd_for_1_20, kube_version=KUBE_1_20)
     release = namespace
     metrics_port, health_port = free_port(), free_port()
     try:
@@ -443,7 +448,7 @@ def test_install_cluster_wide_grants_every_permission_and_uninstalls(
     tmp_path: Path,
 ) -> None:
     plane = control_plane
-    chart = copy_chart(tmp_path / "chart", crd=crd_for_1_20)
+    chart = copy_chart(tmp_path / "chart", crd=crd_for_1_20, kube_version=KUBE_1_20)
     release = namespace
     try:
         install = ["install", release, str(chart), "-n", namespace]
@@ -490,9 +495,13 @@ def test_upgrade_from_the_previous_chart_version_upgrades_the_crd(
 ) -> None:
     plane = control_plane
     previous = copy_chart(
-        tmp_path / "prev", version="0.0.9", app_version="0.0.9", crd=old_crd_for_1_20
+        tmp_path / "prev",
+        version="0.0.9",
+        app_version="0.0.9",
+        crd=old_crd_for_1_20,
+        kube_version=KUBE_1_20,
     )
-    current = copy_chart(tmp_path / "new", crd=crd_for_1_20)
+    current = copy_chart(tmp_path / "new", crd=crd_for_1_20, kube_version=KUBE_1_20)
     release = namespace
     # The cluster as the previous version left it: its CRD exactly (replace, so no field of the
     # current CRD survives under another manager); after its install, only Helm owns the CRD's
@@ -603,7 +612,7 @@ def test_two_replicas_one_reconciles_the_other_stands_by(
     lower-priority one stays (standby joins) or becomes (preempting joins) paused while the
     other reconciles (kopf peering), and takes over when the other stops."""
     plane = control_plane
-    chart = copy_chart(tmp_path / "chart", crd=crd_for_1_20)
+    chart = copy_chart(tmp_path / "chart", crd=crd_for_1_20, kube_version=KUBE_1_20)
     release = namespace
     sets = [f"watchNamespaces[0]={namespace}", "replicas=2", "metrics.enabled=false"]
     try:
@@ -664,3 +673,20 @@ def test_two_replicas_one_reconciles_the_other_stands_by(
             plane.kubectl(*args, "--type=merge", "-p", unblock)
     finally:
         plane.helm("uninstall", release, "-n", namespace, check=False)
+
+
+@pytest.mark.e2e
+def test_the_chart_fails_cleanly_on_a_cluster_without_cel(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    # The CRD's validation rules need Kubernetes 1.25 (Chart.yaml kubeVersion). Helm 4 installs
+    # crds/ before it checks kubeVersion, so on 1.20 the install stops at the CRD, which the
+    # server refuses; no release is left behind.
+    done = control_plane.helm(
+        "install", namespace, str(REPO_ROOT / "charts" / "dsv4-operator"), "-n", namespace,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "x-kubernetes-validations: field not declared in schema" in done.stderr
+    listed = control_plane.helm("list", "-n", namespace, "-q").stdout
+    assert namespace not in listed.split()
