@@ -85,6 +85,7 @@ class Plan:
         reasons: human explanation, one line each.
         shm: /dev/shm size for the chosen layout.
         startup_budget_seconds: first-boot time to allow (weight load + kernel warm-up), s.
+        feasible_gpu_types: GPU types with at least one feasible layout, in request order.
     """
 
     model: ModelSpec
@@ -101,6 +102,7 @@ class Plan:
     reasons: tuple[str, ...]
     shm: ShmPlan
     startup_budget_seconds: int
+    feasible_gpu_types: tuple[str, ...] = ()
 
 
 def _validate(req: PlanRequest) -> ModelSpec:
@@ -574,6 +576,7 @@ def plan(req: PlanRequest) -> Plan:
         fits=fits,
         runners_up=tuple(ranked[1 : 1 + _RUNNERS_UP]),
         rejected=tuple(rejected),
+        feasible_gpu_types=tuple(g for g in gpus if any(e.gpu.name == g for e in feasible)),
         warnings=tuple(warnings),
         reasons=tuple(reasons),
         shm=shm,

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
-from dsv4_operator.planning import Plan
+from dsv4_operator.planning import Plan, Rejection
 from dsv4_operator.render.labels import LABEL_ROLE, Owner, pod_selector
 from dsv4_operator.render.runtime_args import shm_size_bytes
 
@@ -102,10 +102,16 @@ def plan_status(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
     """`status.plan`: GPU type and why, rejected earlier types, layout, per-GPU memory, shm."""
     c = plan.chosen
     lay, mem = c.layout, c.memory
-    rejected: dict[str, str] = {}
+    # Types with no feasible layout at all, each with the reason of its largest layout (the
+    # closest it came): a type that fits but lost on order or price is not "rejected".
+    closest: dict[str, Rejection] = {}
     for rejection in plan.rejected:
-        if rejection.gpu != c.gpu.name and rejection.gpu not in rejected and rejection.reasons:
-            rejected[rejection.gpu] = _text(rejection.reasons[0].message)
+        gpu = rejection.gpu
+        if gpu == c.gpu.name or gpu in plan.feasible_gpu_types or not rejection.reasons:
+            continue
+        if gpu not in closest or rejection.layout.gpus > closest[gpu].layout.gpus:
+            closest[gpu] = rejection
+    rejected = {g: _text(r.reasons[0].message) for g, r in closest.items()}
     return {
         "gpuType": c.gpu.name,
         "reason": _text(plan.reasons[0] if plan.reasons else f"{c.gpu.name} fits"),

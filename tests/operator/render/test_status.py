@@ -12,6 +12,7 @@ from dsv4_operator.api import DeepSeekV4DeploymentStatus, InvalidSpecError, pars
 from dsv4_operator.planning import plan
 from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.render import Observation, Owner, desired_status, status_patch
+from dsv4_operator.render.status import plan_status
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 OWNER = Owner("d", "ns", "uid", generation=4)
@@ -160,3 +161,20 @@ def test_keda_missing_is_reported_on_scaling_active() -> None:
     assert "install KEDA" in scaling["message"]
     served = desired_status(Observation(OWNER, spec=spec, plan=planned), missing, T0)
     assert _conditions(served)["ScalingActive"] == ("True", "KEDA")
+
+
+def test_rejected_lists_only_types_that_never_fit_with_their_closest_layout() -> None:
+    raw: dict[str, Any] = {
+        "model": "flash",
+        "gpu": {"types": ["rtx-4090-24gb", "h200-141gb", "h100-80gb"], "maxNodes": 1},
+    }
+    spec = parse_spec(raw)
+    planned = plan(request_from_spec(spec))
+    assert "h100-80gb" in planned.feasible_gpu_types  # it fits; it just is not chosen
+    rejected = plan_status(spec, planned)["rejected"]
+    assert [r["gpuType"] for r in rejected] == ["rtx-4090-24gb"]
+    largest = max(r.layout.gpus for r in planned.rejected if r.gpu == "rtx-4090-24gb")
+    closest = next(
+        r for r in planned.rejected if r.gpu == "rtx-4090-24gb" and r.layout.gpus == largest
+    )
+    assert rejected[0]["reason"] == closest.reasons[0].message[:1024]
