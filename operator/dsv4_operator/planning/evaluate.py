@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Final
 
 from dsv4_operator.planning.engine import SchedulingDefaults
 from dsv4_operator.planning.findings import Code, Finding
@@ -190,6 +191,11 @@ def _offloaded(weights: WeightBreakdown, offload: int) -> WeightBreakdown:
     )
 
 
+HOST_LINK_BYTES_PER_S: Final = 63_015_384_615
+"""Host <-> GPU bandwidth one direction, bytes/s: PCIe 5.0 x16 (32 GT/s x 16 lanes, 128b/130b
+encoding; PCI-SIG), the ceiling for weights that `--cpu-offload-gb` leaves in host memory."""
+
+
 def _decode_tokens_per_second(
     model: ModelSpec,
     gpu: GpuType,
@@ -201,17 +207,22 @@ def _decode_tokens_per_second(
     efficiency: float,
     kv_entry_bytes: int,
     index_entry_bytes: int,
+    offloaded_expert_bytes: int = 0,
 ) -> int:
     """Decode tokens/s of one replica from bytes moved per step (a ranking heuristic).
 
     Step bytes per GPU = non-expert weights + the experts the batch touches + KV read for the batch
-    (window + top-k or all compressed entries + indexer keys, at `context` tokens).
+    (window + top-k or all compressed entries + indexer keys, at `context` tokens), over the HBM
+    bandwidth; plus the touched part of `offloaded_expert_bytes` (in host memory, read by the
+    GPU through unified addressing every step, as vLLM's CPU offload does) over
+    `HOST_LINK_BYTES_PER_S`.
     """
     if batch_per_rank <= 0:
         return 0
     tokens = batch_per_rank * layout.data_parallel
     untouched = (1 - Fraction(model.experts_per_token, model.n_routed_experts)) ** min(tokens, 64)
     experts = int(weights.expert_bytes * (1 - untouched))
+    from_host = int(offloaded_expert_bytes * (1 - untouched))
     w = model.sliding_window
     entries = 0
     index_keys = 0
@@ -225,6 +236,7 @@ def _decode_tokens_per_second(
     kv = batch_per_rank * (entries * kv_entry_bytes + index_keys * index_entry_bytes)
     step_bytes = weights.sharded_bytes + weights.replicated_bytes + experts + kv
     seconds = step_bytes / (gpu.bandwidth_bytes_per_s * efficiency)
+    seconds += from_host / HOST_LINK_BYTES_PER_S
     return int(tokens / seconds)
 
 
@@ -250,16 +262,15 @@ def evaluate(
     eng = req.engine
     tier = eng.scheduling_defaults(gpu.cuda_total_bytes, gpu.name)
     dp = layout.data_parallel
-    weights = _offloaded(
-        per_gpu_weight_bytes(
-            model,
-            weights_format,
-            tensor_parallel=layout.tensor_parallel,
-            data_parallel=dp,
-            expert_parallel=layout.expert_parallel,
-        ),
-        req.cpu_offload_bytes,
+    on_gpu = per_gpu_weight_bytes(
+        model,
+        weights_format,
+        tensor_parallel=layout.tensor_parallel,
+        data_parallel=dp,
+        expert_parallel=layout.expert_parallel,
     )
+    full_experts = on_gpu.expert_bytes
+    weights = _offloaded(on_gpu, req.cpu_offload_bytes)
     ctx = _Context(model, gpu, layout, req, weights, tier, geometry)
     target_per_rank = -(-req.concurrency // dp) if req.concurrency else None
     length = req.max_model_len or ctx.auto_length(target_per_rank or 1)
@@ -279,6 +290,7 @@ def evaluate(
         efficiency=eng.decode_bandwidth_efficiency,
         kv_entry_bytes=kv_entry_bytes,
         index_entry_bytes=index_entry_bytes,
+        offloaded_expert_bytes=full_experts - weights.expert_bytes,
     )
     replicas = None
     if req.tokens_per_second and tps > 0:

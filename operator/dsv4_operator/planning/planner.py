@@ -20,7 +20,12 @@ from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
 from dsv4_operator.planning.engine import parse_version
-from dsv4_operator.planning.evaluate import Evaluation, evaluate, structural_problems
+from dsv4_operator.planning.evaluate import (
+    HOST_LINK_BYTES_PER_S,
+    Evaluation,
+    evaluate,
+    structural_problems,
+)
 from dsv4_operator.planning.findings import Code, Finding, PlanningError
 from dsv4_operator.planning.hardware import GpuType, get_gpu
 from dsv4_operator.planning.kvcache import (
@@ -544,6 +549,18 @@ def plan(req: PlanRequest) -> Plan:
     if any(g.code in {Code.ENGINE_TOO_OLD, Code.TRANSFORMERS_TOO_OLD} for g in guards):
         fits = False
     warnings.extend(guards)
+    if req.cpu_offload_bytes > 0:
+        per_node = req.cpu_offload_bytes * chosen.layout.gpus_per_node
+        warnings.append(
+            Finding(
+                Code.CPU_OFFLOAD,
+                f"--cpu-offload-gb keeps {req.cpu_offload_bytes:,} B of routed experts per GPU "
+                f"({per_node / _GB:,.1f} GB per node, on top of the pod's memory request) in "
+                "pinned host memory, read over PCIe (at most "
+                f"{HOST_LINK_BYTES_PER_S / _GB:,.0f} GB/s) at every decode step: about "
+                f"{chosen.tokens_per_second:,} tokens/s per replica (estimate)",
+            )
+        )
     startup = _startup_seconds(req, chosen)
     if chosen.layout.gpus >= 8:
         node_bytes = chosen.memory.weights.total_bytes * chosen.layout.gpus_per_node

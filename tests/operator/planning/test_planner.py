@@ -241,3 +241,24 @@ def test_invalid_requests_name_the_field() -> None:
         plan(PlanRequest(weights_format="fp6"))
     with pytest.raises(PlanningError, match="gpu_memory_utilization"):
         plan(PlanRequest(gpu_memory_utilization=1.5))
+
+
+def test_cpu_offload_lowers_the_estimate_and_warns() -> None:
+    # Offloaded experts are read over PCIe every decode step: the estimate must drop, not rise
+    # because fewer bytes stay in HBM.
+    base = PlanRequest(
+        model="flash",
+        gpu_types=("h200-141gb",),
+        gpus_per_node=4,
+        max_nodes=1,
+        tensor_parallel=4,
+        max_model_len=65_536,
+    )
+    on_gpu = plan(base)
+    offloaded = plan(dataclasses.replace(base, cpu_offload_bytes=10 << 30))
+    assert on_gpu.fits
+    assert offloaded.fits
+    assert offloaded.chosen.tokens_per_second < on_gpu.chosen.tokens_per_second / 4
+    codes = [w.code for w in offloaded.warnings]
+    assert Code.CPU_OFFLOAD in codes
+    assert Code.CPU_OFFLOAD not in [w.code for w in on_gpu.warnings]
