@@ -6,7 +6,7 @@ from pydantic import Field, field_validator, model_validator
 
 from dsv4_operator.api.meta import ApiModel, with_cel_rules
 from dsv4_operator.api.v1alpha1.enums import SpeculativeMethod
-from dsv4_operator.api.v1alpha1.quantities import Quantity
+from dsv4_operator.api.v1alpha1.quantities import Quantity, parse_quantity
 from dsv4_operator.api.v1alpha1.source import ObjectName
 
 __all__ = [
@@ -84,6 +84,8 @@ FLAG_PATTERN: Final = r"^--[a-z0-9][a-z0-9-]*(=.*)?$"
 _OWNED_CEL: Final = "[" + ", ".join(f"'{flag}'" for flag in OPERATOR_OWNED_FLAGS) + "]"
 
 QuantityMap = Annotated[dict[str, Quantity], Field(max_length=16)]
+_NATIVE_RESOURCES: Final = frozenset({"cpu", "memory", "ephemeral-storage"})
+"""Unqualified resource names a container may request (core/v1 standard container resources)."""
 
 
 class ResourceRequirements(ApiModel):
@@ -93,6 +95,32 @@ class ResourceRequirements(ApiModel):
     """Resources reserved per worker pod, e.g. `cpu: "32"`, `memory: 512Gi` (quantities)."""
     limits: QuantityMap = Field(default_factory=dict)
     """Resource caps per worker pod (quantities); memory should cover /dev/shm."""
+
+    @model_validator(mode="after")
+    def _valid_for_a_pod(self) -> "ResourceRequirements":
+        # What core/v1 pod validation refuses (k8s.io/kubernetes pkg/apis/core/validation:
+        # ValidateResourceRequirements), checked here so the CR reports it instead of the
+        # LeaderWorkerSet's StatefulSets failing to create pods.
+        for name in (*self.requests, *self.limits):
+            if "/" not in name and name not in _NATIVE_RESOURCES and not name.startswith(
+                "hugepages-"
+            ):
+                msg = (
+                    f"{name!r} is not a standard resource (cpu, memory, ephemeral-storage, "
+                    "hugepages-<size>) nor a domain-qualified one (example.com/foo)"
+                )
+                raise ValueError(msg)
+        for name, limit in self.limits.items():
+            if name not in self.requests:
+                continue
+            request, cap = parse_quantity(self.requests[name]), parse_quantity(limit)
+            if cap < request:
+                msg = f"limits.{name} ({limit}) is below requests.{name} ({self.requests[name]})"
+                raise ValueError(msg)
+            if "/" in name and cap != request:
+                msg = f"{name}: an extended resource's request must equal its limit"
+                raise ValueError(msg)
+        return self
 
 
 class KeyRef(ApiModel):

@@ -88,6 +88,10 @@ class Toleration(ApiModel):
             "rule": "self.operator != 'Exists' || !has(self.value) || self.value == ''",
             "message": "spec.gpu.tolerations: operator Exists takes no value",
         },
+        {
+            "rule": "!has(self.tolerationSeconds) || self.effect == 'NoExecute'",
+            "message": "spec.gpu.tolerations: tolerationSeconds needs effect NoExecute",
+        },
     )
 
     key: Annotated[str, Field(max_length=316)] | None = None
@@ -108,6 +112,10 @@ class Toleration(ApiModel):
             raise ValueError(msg)
         if self.operator == "Exists" and self.value:
             msg = "operator Exists takes no value"
+            raise ValueError(msg)
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            # core/v1 validation: "effect must be 'NoExecute' when `tolerationSeconds` is set"
+            msg = "tolerationSeconds needs effect NoExecute"
             raise ValueError(msg)
         return self
 

@@ -1,0 +1,65 @@
+"""Pod settings Kubernetes would refuse only at pod creation are refused on the resource."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from dsv4_operator.api import InvalidSpecError, parse_deployment
+
+BASE: dict[str, Any] = {
+    "apiVersion": "dsv4.io/v1alpha1",
+    "kind": "DeepSeekV4Deployment",
+    "metadata": {"name": "pods"},
+    "spec": {"model": "flash", "gpu": {"types": ["h200-141gb"]}},
+}
+
+
+def _body(resources: Any = None, tolerations: Any = None) -> dict[str, Any]:
+    body = copy.deepcopy(BASE)
+    if resources is not None:
+        body["spec"]["resources"] = resources
+    if tolerations is not None:
+        body["spec"]["gpu"]["tolerations"] = tolerations
+    return body
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        ({"requests": {"memory": "512Gi"}, "limits": {"memory": "256Gi"}},
+         "limits.memory (256Gi) is below requests.memory (512Gi)"),
+        ({"requests": {"cpu": "32"}, "limits": {"cpu": "31500m"}},
+         "limits.cpu (31500m) is below requests.cpu (32)"),
+        ({"requests": {"bogus": "1"}}, "'bogus' is not a standard resource"),
+        ({"requests": {"example.com/nic": "1"}, "limits": {"example.com/nic": "2"}},
+         "an extended resource's request must equal its limit"),
+    ],
+)  # fmt: skip
+def test_resources_a_pod_cannot_have_are_refused(resources: Any, message: str) -> None:
+    with pytest.raises(InvalidSpecError, match=r"spec\.resources") as caught:
+        parse_deployment(_body(resources=resources))
+    assert message in str(caught.value)
+
+
+def test_valid_resources_pass(validate: Any) -> None:
+    resources = {
+        "requests": {"cpu": "32", "memory": "512Gi", "hugepages-2Mi": "1Gi", "example.com/x": 1},
+        "limits": {"memory": "600Gi", "example.com/x": 1},
+    }
+    assert parse_deployment(_body(resources=resources)).spec.resources is not None
+    assert validate(_body(resources=resources)) == []
+
+
+def test_toleration_seconds_needs_no_execute(validate: Any) -> None:
+    bad = [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 60}]
+    with pytest.raises(InvalidSpecError, match="tolerationSeconds needs effect NoExecute"):
+        parse_deployment(_body(tolerations=bad))
+    assert any(
+        "tolerationSeconds needs effect NoExecute" in e for e in validate(_body(tolerations=bad))
+    )
+    good = [{"key": "gpu", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}]
+    parse_deployment(_body(tolerations=good))
+    assert validate(_body(tolerations=good)) == []
