@@ -186,6 +186,13 @@ class Autoscaler:
             waiting=snap.waiting,
         )
 
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop the decision state and token counters kept for `namespace/name`."""
+        key = f"{namespace}/{name}"
+        self._states.pop(key, None)
+        for counter in [k for k in self._counters if k[0] == key]:
+            del self._counters[counter]
+
     def step(self, namespace: str, name: str, emit: EmitFn) -> Decision | None:
         """One scrape-decide-apply round for `namespace/name`; None when it does not apply.
 
@@ -194,7 +201,8 @@ class Autoscaler:
             ApiError: any other API failure.
         """
         body = self.kube.get(API_VERSION, KIND, namespace, name)
-        if body is None:
+        if body is None:  # deleted: a resource re-created under this name starts afresh
+            self.forget(namespace, name)
             return None
         try:
             spec = parse_spec(body.get("spec") or {})

@@ -124,3 +124,5 @@ def register_deployment_handlers(registry: kopf.OperatorRegistry, config: Operat
     def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconciler: Reconciler = memo.reconciler
         reconciler.metrics.forget(f"{body.metadata.namespace}/{body.metadata.name}")
+        autoscaler: Autoscaler = memo.autoscaler
+        autoscaler.forget(str(body.metadata.namespace), str(body.metadata.name))

@@ -224,3 +224,19 @@ def test_a_group_with_an_unreadable_metrics_body_does_not_stop_the_step() -> Non
     assert decision.action == "hold"
     text = generate_latest(scaler.metrics.registry).decode()
     assert "dsv4_autoscaler_scrape_failures_total 1.0" in text
+
+
+def test_a_deleted_resource_leaves_no_state_for_a_new_one_of_the_same_name() -> None:
+    fake, rt, scaler, clock = setup()
+    events = Events()
+    tick(scaler, clock, events)
+    rt.tokens[0] += 2500 * 15
+    assert tick(scaler, clock, events).action == "scale"
+    cr = fake.objects.pop(CR_PATH)
+    assert tick(scaler, clock, events) is None  # deleted
+    assert scaler._states == {}
+    assert scaler._counters == {}
+    cr["spec"]["replicas"] = 1
+    fake.objects[CR_PATH] = cr
+    # Re-created: the first scrape has no rate yet, as for any new resource.
+    assert tick(scaler, clock, events).action == "hold"

@@ -102,8 +102,10 @@ class ResourceRequirements(ApiModel):
         # ValidateResourceRequirements), checked here so the CR reports it instead of the
         # LeaderWorkerSet's StatefulSets failing to create pods.
         for name in (*self.requests, *self.limits):
-            if "/" not in name and name not in _NATIVE_RESOURCES and not name.startswith(
-                "hugepages-"
+            if (
+                "/" not in name
+                and name not in _NATIVE_RESOURCES
+                and not name.startswith("hugepages-")
             ):
                 msg = (
                     f"{name!r} is not a standard resource (cpu, memory, ephemeral-storage, "
