@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -11,23 +13,28 @@ from dsv4_operator.handlers.autoscaler import Autoscaler, AutoscalerMetrics
 from dsv4_operator.handlers.reconciler import Reconciler
 from dsv4_operator.kube import ApiError, KubeClient, TransientApiError, build_api_client
 from dsv4_operator.kube.client import PLURALS
-from dsv4_operator.kube.peering import PEERING_API_VERSION, ensure_peering
+from dsv4_operator.kube.peering import PEERING_API_VERSION, PeeringResult, ensure_peering
 from dsv4_operator.metrics import OperatorMetrics
 from dsv4_operator.render import FIELD_MANAGER, LWS_API_VERSION
 from dsv4_operator.settings import OperatorSettings
 
 __all__ = [
     "PEERING_BACKOFF_SECONDS",
+    "PEERING_RECHECK_SECONDS",
     "PEERING_RETRIES",
     "create_peering_objects",
     "register_lifecycle_handlers",
     "register_peering_handler",
+    "watch_missing_namespaces",
 ]
 
 PEERING_RETRIES = 24
 """Attempts at creating the peering objects before the operator exits (kopf startup retries)."""
 PEERING_BACKOFF_SECONDS = 5.0
 """Seconds between them: 2 minutes in all, for CRDs created just before the operator starts."""
+PEERING_RECHECK_SECONDS = 30.0
+"""How often a watched namespace that did not exist at startup is checked again, so its
+KopfPeering is created (and kopf resumes there) soon after the namespace appears."""
 
 
 def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
@@ -90,6 +97,9 @@ def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: Operato
 
     @kopf.on.cleanup(registry=registry)
     def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        stop: threading.Event | None = memo.get("peering_stop")
+        if stop is not None:
+            stop.set()
         reconciler: Reconciler | None = memo.get("reconciler")
         if reconciler is not None:
             reconciler.kube.close()
@@ -117,19 +127,77 @@ def register_peering_handler(
     def peering_objects(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         reconciler: Reconciler | None = memo.get("reconciler")
         if reconciler is not None:
-            create_peering_objects(reconciler.kube, name, namespaces, logger)
-            return
-        kube = KubeClient(build_api_client(), FIELD_MANAGER)
+            result = create_peering_objects(reconciler.kube, name, namespaces, logger)
+        else:
+            kube = KubeClient(build_api_client(), FIELD_MANAGER)
+            try:
+                result = create_peering_objects(kube, name, namespaces, logger)
+            finally:
+                kube.close()
+        missing = tuple(key.split("/", 1)[0] for key in result.no_namespace)
+        if missing:
+            stop = threading.Event()
+            memo.peering_stop = stop  # set by the cleanup handler
+            threading.Thread(
+                target=watch_missing_namespaces,
+                args=(lambda: KubeClient(build_api_client(), FIELD_MANAGER), name, missing),
+                kwargs={"stop": stop, "logger": logger},
+                name="dsv4-peering-namespaces",
+                daemon=True,
+            ).start()
+
+
+def watch_missing_namespaces(
+    make_kube: Callable[[], KubeClient],
+    name: str,
+    namespaces: tuple[str, ...],
+    *,
+    stop: threading.Event,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    interval: float = PEERING_RECHECK_SECONDS,
+) -> None:
+    """Create the KopfPeering `name` in watched namespaces that did not exist at startup.
+
+    Every `interval` seconds until `stop` is set or none is missing, `ensure_peering` runs for
+    the namespaces still missing; kopf resumes in a namespace once its peering object exists.
+    A namespace where creation is forbidden (403) is logged and no longer tried.
+
+    Args:
+        make_kube: a fresh API client per attempt (closed after it).
+        name: the peering name.
+        namespaces: the namespaces missing at startup.
+        stop: set by the operator's cleanup.
+        logger: where progress and failures go.
+        interval: seconds between attempts.
+    """
+    missing = namespaces
+    while missing and not stop.wait(interval):
+        kube = make_kube()
         try:
-            create_peering_objects(kube, name, namespaces, logger)
+            result = ensure_peering(kube, name, missing)
+        except ApiError as error:
+            logger.warning("Creating KopfPeering %r in %s failed: %s", name, missing, error)
+            continue
         finally:
             kube.close()
+        if result.created:
+            logger.info(
+                "Created kopf peering object(s) in namespaces that appeared: %s",
+                ", ".join(result.created),
+            )
+        for key in result.forbidden:
+            logger.error("The KopfPeering %s may not be created (403); not retried.", key)
+        missing = tuple(key.split("/", 1)[0] for key in result.no_namespace)
 
 
 def create_peering_objects(
     kube: KubeClient, name: str, namespaces: tuple[str, ...], logger: kopf.Logger
-) -> None:
+) -> PeeringResult:
     """`ensure_peering`, with its failures as kopf wants them from a startup handler.
+
+    Returns:
+        What `ensure_peering` did (its `no_namespace` entries are retried by
+        `watch_missing_namespaces`).
 
     What `ensure_peering` could not create (forbidden, namespace missing, patterns) is logged
     as an error or warning and startup goes on.
@@ -169,10 +237,11 @@ def create_peering_objects(
         )
     for key in result.no_namespace:
         logger.error(
-            "Watched namespace %s does not exist: its KopfPeering %s is created at the next "
-            "start after the namespace exists; until then kopf keeps that namespace paused.",
+            "Watched namespace %s does not exist: its KopfPeering %s is created when the "
+            "namespace appears (checked every %g s); until then kopf keeps it paused.",
             key.split("/", 1)[0],
             key,
+            PEERING_RECHECK_SECONDS,
         )
     if result.patterns:
         logger.warning(
@@ -181,3 +250,4 @@ def create_peering_objects(
             ", ".join(result.patterns),
             name,
         )
+    return result

@@ -151,3 +151,39 @@ def test_progress_timer_filter() -> None:
     assert not rolling_out(spec={}, status={})
     ready = {"conditions": [{"type": "Ready", "status": "True", "reason": "AllReplicasReady"}]}
     assert not rolling_out(spec={}, status=ready)
+
+
+def test_peering_handler_keeps_watching_a_missing_namespace_until_cleanup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+    import threading
+
+    import kopf
+    from tests.operator.kube.fake_api import FakeApi
+
+    from dsv4_operator.handlers import lifecycle
+
+    started: list[threading.Thread] = []
+    real_thread = threading.Thread
+
+    def recording_thread(*args: Any, **kwargs: Any) -> threading.Thread:
+        thread = real_thread(*args, **kwargs)
+        started.append(thread)
+        return thread
+
+    api = FakeApi(fail=[("POST", "/namespaces/late/", 404)], fail_details={"kind": "namespaces"})
+    monkeypatch.setattr(lifecycle, "build_api_client", lambda: api)
+    monkeypatch.setattr(lifecycle.threading, "Thread", recording_thread)
+    registry = build_registry(OperatorSettings(peering="dsv4", namespaces=("late",)))
+    handlers = {h.id.rsplit(".", 1)[-1]: h for h in registry._activities.get_all_handlers()}
+    memo = kopf.Memo()
+    logger = logging.getLogger("test-run")
+    handlers["peering-objects"].fn(memo=memo, logger=logger)
+    (thread,) = started
+    assert thread.daemon
+    assert not memo.peering_stop.is_set()
+    handlers["cleanup"].fn(memo=memo)  # the operator stops: so does the watch
+    assert memo.peering_stop.is_set()
+    thread.join(timeout=5)
+    assert not thread.is_alive()

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import kopf
 import pytest
 from tests.operator.kube.fake_api import FakeApi
 
-from dsv4_operator.handlers.lifecycle import PEERING_BACKOFF_SECONDS, create_peering_objects
+from dsv4_operator.handlers.lifecycle import (
+    PEERING_BACKOFF_SECONDS,
+    create_peering_objects,
+    watch_missing_namespaces,
+)
 from dsv4_operator.kube import ApiError, KubeClient, TransientApiError
 from dsv4_operator.kube.peering import ensure_peering, peering_objects
 
@@ -140,3 +145,36 @@ def test_startup_handler_names_a_missing_namespace(caplog: pytest.LogCaptureFixt
         create_peering_objects(KubeClient(api, "m"), "dsv4", ("gone",), logger)
     (missing,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert missing.getMessage().startswith("Watched namespace gone does not exist")
+
+
+def test_a_namespace_created_after_startup_gets_its_peering_object(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Missing at the first recheck (404 on the namespace), created before the second.
+    api = FakeApi(fail=[("POST", "/namespaces/late/", 404)], fail_details={"kind": "namespaces"})
+    clients: list[KubeClient] = []
+
+    def make_kube() -> KubeClient:
+        clients.append(KubeClient(api, "m"))
+        return clients[-1]
+
+    logger = logging.getLogger("test-peering")
+    with caplog.at_level(logging.INFO, logger="test-peering"):
+        watch_missing_namespaces(
+            make_kube, "dsv4", ("late",), stop=threading.Event(), logger=logger, interval=0.01
+        )
+    assert len(clients) == 2
+    assert api.closed
+    assert "/apis/kopf.dev/v1/namespaces/late/kopfpeerings/dsv4" in api.objects
+    assert any("namespaces that appeared: late/dsv4" in r.getMessage() for r in caplog.records)
+
+
+def test_the_namespace_watch_stops_when_told() -> None:
+    api = FakeApi()
+    stop = threading.Event()
+    stop.set()
+    watch_missing_namespaces(
+        lambda: KubeClient(api, "m"), "dsv4", ("late",), stop=stop,
+        logger=logging.getLogger("test-peering"), interval=0.01,
+    )  # fmt: skip
+    assert api.requests == []
