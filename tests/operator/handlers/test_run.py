@@ -174,16 +174,18 @@ def test_peering_handler_keeps_watching_a_missing_namespace_until_cleanup(
 
     api = FakeApi(fail=[("POST", "/namespaces/late/", 404)], fail_details={"kind": "namespaces"})
     monkeypatch.setattr(lifecycle, "build_api_client", lambda: api)
-    monkeypatch.setattr(lifecycle.threading, "Thread", recording_thread)
+    monkeypatch.setattr(threading, "Thread", recording_thread)  # lifecycle's threading too
     registry = build_registry(OperatorSettings(peering="dsv4", namespaces=("late",)))
-    handlers = {h.id.rsplit(".", 1)[-1]: h for h in registry._activities.get_all_handlers()}
+    handlers: dict[str, Any] = {
+        h.id.rsplit(".", 1)[-1]: h.fn for h in registry._activities.get_all_handlers()
+    }
     memo = kopf.Memo()
     logger = logging.getLogger("test-run")
-    handlers["peering-objects"].fn(memo=memo, logger=logger)
+    handlers["peering-objects"](memo=memo, logger=logger)
     (thread,) = started
     assert thread.daemon
     assert not memo.peering_stop.is_set()
-    handlers["cleanup"].fn(memo=memo)  # the operator stops: so does the watch
+    handlers["cleanup"](memo=memo)  # the operator stops: so does the watch
     assert memo.peering_stop.is_set()
     thread.join(timeout=5)
     assert not thread.is_alive()
