@@ -35,7 +35,11 @@ def _body(resources: Any = None, tolerations: Any = None) -> dict[str, Any]:
          "limits.cpu (31500m) is below requests.cpu (32)"),
         ({"requests": {"bogus": "1"}}, "'bogus' is not a standard resource"),
         ({"requests": {"example.com/nic": "1"}, "limits": {"example.com/nic": "2"}},
-         "an extended resource's request must equal its limit"),
+         "example.com/nic cannot be overcommitted"),
+        ({"requests": {"rdma/hca": "1"}}, "rdma/hca cannot be overcommitted"),
+        ({"requests": {"hugepages-2Mi": "1Gi"}}, "hugepages-2Mi cannot be overcommitted"),
+        ({"requests": {"hugepages-2Mi": "1Gi"}, "limits": {"hugepages-2Mi": "2Gi"}},
+         "hugepages-2Mi cannot be overcommitted"),
     ],
 )  # fmt: skip
 def test_resources_a_pod_cannot_have_are_refused(resources: Any, message: str) -> None:
@@ -47,7 +51,7 @@ def test_resources_a_pod_cannot_have_are_refused(resources: Any, message: str) -
 def test_valid_resources_pass(validate: Any) -> None:
     resources = {
         "requests": {"cpu": "32", "memory": "512Gi", "hugepages-2Mi": "1Gi", "example.com/x": 1},
-        "limits": {"memory": "600Gi", "example.com/x": 1},
+        "limits": {"memory": "600Gi", "hugepages-2Mi": "1Gi", "example.com/x": 1, "a.io/y": 2},
     }
     assert parse_deployment(_body(resources=resources)).spec.resources is not None
     assert validate(_body(resources=resources)) == []
@@ -55,6 +59,11 @@ def test_valid_resources_pass(validate: Any) -> None:
 
 def test_toleration_seconds_needs_no_execute(validate: Any) -> None:
     bad = [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 60}]
+    no_effect = [{"key": "gpu", "operator": "Exists", "tolerationSeconds": 60}]
+    assert any(
+        "tolerationSeconds needs effect NoExecute" in e
+        for e in validate(_body(tolerations=no_effect))
+    )
     with pytest.raises(InvalidSpecError, match="tolerationSeconds needs effect NoExecute"):
         parse_deployment(_body(tolerations=bad))
     assert any(

@@ -88,6 +88,25 @@ _NATIVE_RESOURCES: Final = frozenset({"cpu", "memory", "ephemeral-storage"})
 """Unqualified resource names a container may request (core/v1 standard container resources)."""
 
 
+def _standard(name: str) -> bool:
+    """A core/v1 standard container resource: cpu, memory, ephemeral-storage, hugepages-*."""
+    return name in _NATIVE_RESOURCES or name.startswith("hugepages-")
+
+
+def _overcommittable(name: str) -> bool:
+    """Whether a request may be below its limit (core/v1 validation).
+
+    Yes for cpu, memory, ephemeral-storage and `kubernetes.io/` names; no for hugepages and
+    extended (domain-qualified) resources.
+    """
+    if name.startswith("hugepages-"):
+        return False
+    if "/" in name:
+        domain = name.split("/", 1)[0]
+        return domain == "kubernetes.io" or domain.endswith(".kubernetes.io")
+    return True
+
+
 class ResourceRequirements(ApiModel):
     """CPU, memory and other resources of each worker pod (GPUs are set from the plan)."""
 
@@ -102,25 +121,24 @@ class ResourceRequirements(ApiModel):
         # ValidateResourceRequirements), checked here so the CR reports it instead of the
         # LeaderWorkerSet's StatefulSets failing to create pods.
         for name in (*self.requests, *self.limits):
-            if (
-                "/" not in name
-                and name not in _NATIVE_RESOURCES
-                and not name.startswith("hugepages-")
-            ):
+            if not _standard(name) and "/" not in name:
                 msg = (
                     f"{name!r} is not a standard resource (cpu, memory, ephemeral-storage, "
                     "hugepages-<size>) nor a domain-qualified one (example.com/foo)"
                 )
                 raise ValueError(msg)
-        for name, limit in self.limits.items():
-            if name not in self.requests:
-                continue
-            request, cap = parse_quantity(self.requests[name]), parse_quantity(limit)
-            if cap < request:
-                msg = f"limits.{name} ({limit}) is below requests.{name} ({self.requests[name]})"
+        for name, request in self.requests.items():
+            limit = self.limits.get(name)
+            if limit is not None and parse_quantity(limit) < parse_quantity(request):
+                msg = f"limits.{name} ({limit}) is below requests.{name} ({request})"
                 raise ValueError(msg)
-            if "/" in name and cap != request:
-                msg = f"{name}: an extended resource's request must equal its limit"
+            if not _overcommittable(name) and (
+                limit is None or parse_quantity(limit) != parse_quantity(request)
+            ):
+                msg = (
+                    f"{name} cannot be overcommitted: its request needs an equal limit "
+                    "(or give the limit alone)"
+                )
                 raise ValueError(msg)
         return self
 

@@ -89,7 +89,9 @@ class Toleration(ApiModel):
             "message": "spec.gpu.tolerations: operator Exists takes no value",
         },
         {
-            "rule": "!has(self.tolerationSeconds) || self.effect == 'NoExecute'",
+            "rule": (
+                "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')"
+            ),
             "message": "spec.gpu.tolerations: tolerationSeconds needs effect NoExecute",
         },
     )
