@@ -189,7 +189,7 @@ def test_schema_invalid_resource_is_rejected_by_the_server(
 @pytest.mark.parametrize(
     ("name", "fragment"),
     [
-        ("a" * 48, "metadata.name in body should be at most 47 chars long"),
+        ("a" * 51, "metadata.name in body should be at most 50 chars long"),
         ("flash.prod", "metadata.name: Invalid value"),
     ],
 )
@@ -202,7 +202,7 @@ def test_a_name_the_children_cannot_take_is_rejected_by_the_server(
             "apply", "--validate=false", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(doc)
         )
     assert fragment in rejected.value.stderr
-    doc["metadata"]["name"] = "a" * 47
+    doc["metadata"]["name"] = "a" * 50
     control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(doc))
 
 

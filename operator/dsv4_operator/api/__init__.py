@@ -7,7 +7,7 @@
 from dsv4_operator.api.crd import DEEPSEEK_V4_DEPLOYMENT, CRDInfo, PrinterColumn, crd_manifest
 from dsv4_operator.api.errors import FieldError, InvalidSpecError
 from dsv4_operator.api.meta import Condition
-from dsv4_operator.api.names import NAME_MAX_LENGTH, NAME_PATTERN, check_name
+from dsv4_operator.api.names import NAME_MAX_LENGTH, NAME_PATTERN, check_name, check_name_for_groups
 from dsv4_operator.api.v1alpha1 import (
     API_VERSION,
     GROUP,
@@ -70,6 +70,7 @@ __all__ = [
     "Rollout",
     "ScalingDecision",
     "check_name",
+    "check_name_for_groups",
     "crd_manifest",
     "parse_deployment",
     "parse_spec",

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from dsv4_operator.api import API_VERSION, KIND, InvalidSpecError, check_name, parse_spec
+from dsv4_operator.api import (
+    API_VERSION,
+    KIND,
+    InvalidSpecError,
+    check_name,
+    check_name_for_groups,
+    parse_spec,
+)
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.kube import (
     ApiError,
@@ -35,6 +42,7 @@ from dsv4_operator.render import (
     status_patch,
 )
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
+from dsv4_operator.render.leaderworkerset import surge_groups
 from dsv4_operator.render.status import APPLY_FAILED, KEDA_MISSING
 
 __all__ = ["EmitFn", "Outcome", "Reconciler"]
@@ -83,6 +91,16 @@ def _plan_summary(status: Mapping[str, Any] | None) -> tuple[str, int] | None:
     if "gpuType" not in plan_status or "gpusPerReplica" not in layout:
         return None
     return str(plan_status["gpuType"]), int(layout["gpusPerReplica"])
+
+
+def _most_groups(spec: DeepSeekV4DeploymentSpec) -> int:
+    """The most replica groups `spec` can have at once.
+
+    Replicas or autoscaling maxReplicas, plus the rollout's surge groups.
+    """
+    a = spec.autoscaling
+    most = max(spec.replicas, a.max_replicas if a.enabled else 0, 1)
+    return most + surge_groups(spec.rollout.max_surge, most)
 
 
 def _condition(status: Mapping[str, Any] | None, ctype: str) -> Mapping[str, Any]:
@@ -171,6 +189,7 @@ class Reconciler:
         try:
             check_name(name)  # the CRD's schema has the same rule; older objects may not
             spec = parse_spec(body.get("spec") or {})
+            check_name_for_groups(name, _most_groups(spec))
         except InvalidSpecError as error:
             self.metrics.set_plan(f"{namespace}/{name}", None, 0)
             obs = Observation(owner, error_reason=INVALID_SPEC, error_message=str(error))

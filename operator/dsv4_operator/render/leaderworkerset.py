@@ -59,6 +59,7 @@ __all__ = [
     "bytes_quantity",
     "leaderworkerset",
     "rollout_strategy",
+    "surge_groups",
 ]
 
 LWS_API_VERSION: Final = "leaderworkerset.x-k8s.io/v1"
@@ -184,7 +185,7 @@ def _pod_spec(spec: DeepSeekV4DeploymentSpec, plan: Plan, image: str) -> dict[st
     return pod
 
 
-def _surge_groups(value: int | str, replicas: int) -> int:
+def surge_groups(value: int | str, replicas: int) -> int:
     """Groups a maxSurge allows: percentages round up (LWS webhook, as a Deployment's)."""
     if isinstance(value, int):
         return value
@@ -215,11 +216,11 @@ def rollout_strategy(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, An
     budget = spec.gpu.budget
     if budget is not None:
         allowed = max(0, budget // plan.chosen.layout.gpus - spec.replicas)
-        if _surge_groups(max_surge, spec.replicas) > allowed:
+        if surge_groups(max_surge, spec.replicas) > allowed:
             max_surge = allowed
     if (
         spec.replicas
-        and _surge_groups(max_surge, spec.replicas) == 0
+        and surge_groups(max_surge, spec.replicas) == 0
         and _unavailable_groups(max_unavailable, spec.replicas) == 0
     ):
         max_unavailable = 1

@@ -40,6 +40,7 @@ API_EXPORTS = {
     "Rollout",
     "ScalingDecision",
     "check_name",
+    "check_name_for_groups",
     "crd_manifest",
     "parse_deployment",
     "parse_spec",

@@ -13,17 +13,19 @@ from dsv4_operator.api import (
     NAME_PATTERN,
     InvalidSpecError,
     check_name,
+    check_name_for_groups,
     crd_manifest,
     parse_deployment,
 )
+from dsv4_operator.api.names import STATEFULSET_NAME_MAX_LENGTH
 
-GOOD = ["a", "flash", "pro-1m-h100", "a" * 47, "v4-2"]
+GOOD = ["a", "flash", "pro-1m-h100", "a" * 50, "v4-2"]
 BAD = [
     ("1flash", "not a DNS-1035 label"),
     ("flash.prod", "not a DNS-1035 label"),
     ("Flash", "not a DNS-1035 label"),
     ("flash-", "not a DNS-1035 label"),
-    ("a" * 48, "48 characters, more than 47"),
+    ("a" * 51, "51 characters, more than 50"),
 ]
 
 
@@ -40,11 +42,20 @@ def test_bad_names_name_the_field_and_the_rule(name: str, fragment: str) -> None
     assert fragment in str(raised.value)
 
 
-def test_worker_statefulset_names_stay_within_52_characters() -> None:
-    # LWS names each group's worker StatefulSet '<name>-<index>'; with up to 1,000 replicas
-    # and as many surge groups the index stays below 2,000.
-    longest = "a" * NAME_MAX_LENGTH + "-1999"
-    assert len(longest) == 52
+@pytest.mark.parametrize(
+    ("length", "groups", "fits"),
+    [(50, 10, True), (50, 11, False), (49, 100, True), (49, 101, False), (48, 1000, True),
+     (48, 1001, False)],
+)  # fmt: skip
+def test_the_exact_bound_depends_on_the_groups(length: int, groups: int, fits: bool) -> None:
+    # The worker StatefulSet of the last group, '<name>-<groups - 1>', must fit 52 characters.
+    name = "a" * length
+    assert (len(f"{name}-{groups - 1}") <= STATEFULSET_NAME_MAX_LENGTH) is fits
+    if fits:
+        check_name_for_groups(name, groups)
+    else:
+        with pytest.raises(InvalidSpecError, match=r"metadata\.name: .* more than 52"):
+            check_name_for_groups(name, groups)
 
 
 def test_parse_deployment_checks_the_name() -> None:

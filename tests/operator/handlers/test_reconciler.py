@@ -98,20 +98,29 @@ def test_a_template_change_is_not_reported_ready_on_the_old_counts() -> None:
     assert _conditions(fake)["Ready"] == ("True", "AllReplicasReady")
 
 
-def test_a_name_the_children_cannot_take_is_an_invalid_spec() -> None:
-    # A CR stored before the CRD had the name rule: the operator reports it, creates nothing.
-    fake, reconciler = _setup()
-    bad = "a" * 48
-    path = CR_PATH.removesuffix("/d") + f"/{bad}"
+@pytest.mark.parametrize(
+    ("name", "replicas", "message"),
+    [
+        # Stored before the CRD had the name rule: over 50 never works.
+        ("a" * 51, 1, "metadata.name: 51 characters, more than 50"),
+        # 49 characters fit up to 100 groups; the 101st group's StatefulSet has 53.
+        ("b" * 49, 101, "the worker StatefulSet '" + "b" * 49 + "-100' has 53 characters"),
+    ],
+)
+def test_a_name_the_children_cannot_take_is_an_invalid_spec(
+    name: str, replicas: int, message: str
+) -> None:
+    fake, reconciler = _setup({**SPEC, "replicas": replicas})
+    path = CR_PATH.removesuffix("/d") + f"/{name}"
     fake.objects[path] = fake.objects.pop(CR_PATH)
-    fake.objects[path]["metadata"]["name"] = bad
+    fake.objects[path]["metadata"]["name"] = name
     events = Events()
-    assert reconciler.reconcile("ns", bad, events).result == "invalid_spec"
+    assert reconciler.reconcile("ns", name, events).result == "invalid_spec"
     conditions = fake.objects[path]["status"]["conditions"]
     ready = next(c for c in conditions if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert events[0][:2] == ("Warning", "InvalidSpec")
-    assert "metadata.name: 48 characters, more than 47" in events[0][2]
+    assert message in events[0][2]
     assert not any("leaderworkersets" in key for key in fake.objects)
 
 
