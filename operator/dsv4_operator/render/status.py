@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
-from dsv4_operator.planning import Plan, Rejection
+from dsv4_operator.planning import Code, Plan, Rejection
 from dsv4_operator.render.labels import LABEL_ROLE, Owner, pod_selector
 from dsv4_operator.render.runtime_args import shm_size_bytes
 
@@ -98,18 +98,45 @@ def _text(value: str) -> str:
     return value if len(value) <= _TEXT_MAX else value[: _TEXT_MAX - 3] + "..."
 
 
+_STRUCTURAL: Final = frozenset(
+    {
+        Code.TP_EXCEEDS_NODE,
+        Code.TP_NOT_DIVIDING_HEADS,
+        Code.TP_NOT_DIVIDING_OUTPUT_GROUPS,
+        Code.TP_SPLITS_QUANT_BLOCK,
+        Code.EP_NOT_DIVIDING_EXPERTS,
+        Code.PIPELINE_PARALLEL_UNSUPPORTED,
+        Code.PINNED_LAYOUT_MISMATCH,
+        Code.GPU_BUDGET_EXCEEDED,
+    }
+)
+"""Rejection codes of layouts that break a rule rather than run short of memory."""
+
+
+def _nearness(rejection: Rejection) -> tuple[int, int]:
+    """Sort key: how close a rejection came (larger is closer).
+
+    More GPUs first; then KV or concurrency shortfalls before weights that do not fit, before
+    broken layout rules.
+    """
+    codes = {f.code for f in rejection.reasons}
+    severity = 2 if codes & _STRUCTURAL else 1 if Code.WEIGHTS_EXCEED_BUDGET in codes else 0
+    return rejection.layout.gpus, -severity
+
+
 def plan_status(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
     """`status.plan`: GPU type and why, rejected earlier types, layout, per-GPU memory, shm."""
     c = plan.chosen
     lay, mem = c.layout, c.memory
-    # Types with no feasible layout at all, each with the reason of its largest layout (the
-    # closest it came): a type that fits but lost on order or price is not "rejected".
+    # Types with no feasible layout at all, each with the reason of the closest it came (its
+    # largest layout, and among those one that holds the weights): a type that fits but lost
+    # on order or price is not "rejected".
     closest: dict[str, Rejection] = {}
     for rejection in plan.rejected:
         gpu = rejection.gpu
         if gpu == c.gpu.name or gpu in plan.feasible_gpu_types or not rejection.reasons:
             continue
-        if gpu not in closest or rejection.layout.gpus > closest[gpu].layout.gpus:
+        if gpu not in closest or _nearness(rejection) > _nearness(closest[gpu]):
             closest[gpu] = rejection
     rejected = {g: _text(r.reasons[0].message) for g, r in closest.items()}
     return {
@@ -306,6 +333,12 @@ def desired_status(
     prev = dict(previous or {})
     stamp = rfc3339(now)
     conditions = _merge_conditions(list(prev.get("conditions") or []), _conditions(obs), obs, stamp)
+    if obs.spec is not None and not _keda_condition(obs.spec, obs.keda_api):
+        # Out of mode keda: our ScalingActive (reasons KEDA, KEDAMissing) no longer applies.
+        ours = {"KEDA", KEDA_MISSING}
+        conditions = [
+            c for c in conditions if not (c["type"] == "ScalingActive" and c["reason"] in ours)
+        ]
     out: dict[str, Any] = {"observedGeneration": obs.owner.generation, "conditions": conditions}
     if obs.error_reason is not None or obs.paused:
         return out

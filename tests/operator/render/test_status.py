@@ -161,6 +161,10 @@ def test_keda_missing_is_reported_on_scaling_active() -> None:
     assert "install KEDA" in scaling["message"]
     served = desired_status(Observation(OWNER, spec=spec, plan=planned), missing, T0)
     assert _conditions(served)["ScalingActive"] == ("True", "KEDA")
+    # Leaving mode keda drops our condition (the native autoscaler would write its own).
+    off = parse_spec({"model": "flash", "gpu": {"types": ["h200-141gb"]}})
+    left = desired_status(Observation(OWNER, spec=off, plan=planned, keda_api=False), missing, T0)
+    assert "ScalingActive" not in _conditions(left)
 
 
 def test_rejected_lists_only_types_that_never_fit_with_their_closest_layout() -> None:
@@ -178,3 +182,20 @@ def test_rejected_lists_only_types_that_never_fit_with_their_closest_layout() ->
         r for r in planned.rejected if r.gpu == "rtx-4090-24gb" and r.layout.gpus == largest
     )
     assert rejected[0]["reason"] == closest.reasons[0].message[:1024]
+
+
+def test_the_closest_rejection_prefers_a_kv_shortfall_to_weights_that_do_not_fit() -> None:
+    from dsv4_operator.planning import Code, Finding, Rejection
+    from dsv4_operator.planning.memory import Layout
+    from dsv4_operator.render.status import _nearness
+
+    def rejection(tp: int, dp: int, code: Code) -> Rejection:
+        layout = Layout(1, 8 if tp * dp == 8 else tp * dp, tp, dp, True, 1)
+        return Rejection("h200-141gb", layout, (Finding(code, code.value),))
+
+    weights_8 = rejection(1, 8, Code.WEIGHTS_EXCEED_BUDGET)
+    kv_8 = rejection(4, 2, Code.MAX_MODEL_LEN_EXCEEDS_KV_POOL)
+    rule_8 = rejection(8, 1, Code.TP_NOT_DIVIDING_HEADS)
+    kv_4 = rejection(4, 1, Code.MAX_MODEL_LEN_EXCEEDS_KV_POOL)
+    ranked = sorted([weights_8, kv_4, rule_8, kv_8], key=_nearness, reverse=True)
+    assert ranked == [kv_8, weights_8, rule_8, kv_4]
