@@ -297,7 +297,10 @@ def operator_run_command(
     except ValidationError as error:
         for detail in error.errors(include_url=False):
             name = str(detail["loc"][0]) if detail["loc"] else "settings"
-            where = f"--{name.replace('_', '-')} / DSV4_OPERATOR_{name.upper()}"
+            flag = "namespace" if name == "namespaces" else name.replace("_", "-")
+            where = f"DSV4_OPERATOR_{name.upper()}"
+            if name in flags:  # settings without a flag are read from the environment only
+                where = f"--{flag} / {where}"
             typer.echo(f"error: {where}: {detail['msg']} (got {detail['input']!r})", err=True)
         raise typer.Exit(2) from None
     run(settings, verbose=verbose)

@@ -4,8 +4,8 @@
 runs the preflight checks, resolves the leader's IP, builds the engine's command lines and
 supervises the engine until it drains. Exit statuses: 0 after a clean drain; 2 for bad arguments,
 LWS environment or extra engine arguments; 3 for a failed preflight check; 127 when the engine
-or a prelaunch command cannot be started (not found, not executable); otherwise the engine's own
-status (see `supervisor`).
+or a prelaunch command is not found, 126 when it is not executable; 1 when the runtime cannot
+serve (e.g. its port is taken); otherwise the engine's own status (see `supervisor`).
 Failures before launch are also written to the Kubernetes termination log, so `kubectl describe
 pod` and the operator see the reason.
 """
@@ -35,7 +35,7 @@ from dsv4_runtime.server import RuntimeState
 from dsv4_runtime.supervisor import Supervisor
 from dsv4_runtime.vllm_args import ExtraArgsError
 
-__all__ = ["EXIT_LAUNCH", "EXIT_PREFLIGHT", "EXIT_USAGE", "main", "run"]
+__all__ = ["EXIT_LAUNCH", "EXIT_NOT_EXECUTABLE", "EXIT_PREFLIGHT", "EXIT_USAGE", "main", "run"]
 
 EXIT_USAGE = 2
 """Bad arguments, LWS environment or extra engine arguments."""
@@ -43,6 +43,8 @@ EXIT_PREFLIGHT = 3
 """A preflight check failed (shm, GPUs, versions)."""
 EXIT_LAUNCH = 127
 """The engine or a prelaunch command could not be started (a shell's "command not found")."""
+EXIT_NOT_EXECUTABLE = 126
+"""The engine or a prelaunch command exists but may not be executed (a shell's 126)."""
 
 log = logging.getLogger("dsv4_runtime")
 
@@ -146,11 +148,11 @@ def _supervise(supervisor: Supervisor, termination_log: Path) -> int:
     except OSError as error:
         if error.filename is None:  # e.g. the admin port is taken
             return _fail(f"runtime: {error}", 1, termination_log)
-        # exec failed: e.g. a custom image without vllm (or ray) on PATH
+        # exec failed: e.g. a custom image without vllm (or ray) on PATH; 126 when the file
+        # exists but cannot be executed, as shells report it
+        status = EXIT_NOT_EXECUTABLE if isinstance(error, PermissionError) else EXIT_LAUNCH
         return _fail(
-            f"cannot start {error.filename}: {error.strerror or error}",
-            EXIT_LAUNCH,
-            termination_log,
+            f"cannot start {error.filename}: {error.strerror or error}", status, termination_log
         )
 
 

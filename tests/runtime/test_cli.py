@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dsv4_runtime.cli import EXIT_LAUNCH, EXIT_PREFLIGHT, EXIT_USAGE, run
+from dsv4_runtime.cli import EXIT_LAUNCH, EXIT_NOT_EXECUTABLE, EXIT_PREFLIGHT, EXIT_USAGE, run
 from dsv4_runtime.config import RuntimeConfig, parser_help
 from dsv4_runtime.preflight import GpuInfo, GpuProbeResult, Probes
 
@@ -120,3 +120,7 @@ def test_an_engine_that_is_not_installed_exits_127_with_the_reason(
     message = (tmp_path / "termination-log").read_text()
     assert message.startswith("cannot start ")
     assert "No such file or directory" in message
+    # On PATH but not executable: 126, as a shell says.
+    (tmp_path / "vllm").write_text("#!/bin/sh\n")
+    assert run(config.to_args(), LWS_WORKER, probes=probes) == EXIT_NOT_EXECUTABLE
+    assert "Permission denied" in (tmp_path / "termination-log").read_text()

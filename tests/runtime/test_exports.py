@@ -41,4 +41,11 @@ def test_all_is_complete_and_resolvable(name: str) -> None:
 def test_cli_exports() -> None:
     from dsv4_runtime import cli
 
-    assert cli.__all__ == ["EXIT_LAUNCH", "EXIT_PREFLIGHT", "EXIT_USAGE", "main", "run"]
+    assert cli.__all__ == [
+        "EXIT_LAUNCH",
+        "EXIT_NOT_EXECUTABLE",
+        "EXIT_PREFLIGHT",
+        "EXIT_USAGE",
+        "main",
+        "run",
+    ]

@@ -19,6 +19,7 @@ One `step` per DeepSeekV4Deployment per scrape interval (a kopf timer):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import urllib.error
@@ -192,6 +193,9 @@ class Autoscaler:
         self._states.pop(key, None)
         for counter in [k for k in self._counters if k[0] == key]:
             del self._counters[counter]
+        for gauge in (self.metrics.load, self.metrics.desired):
+            with contextlib.suppress(KeyError):  # never scraped: no series
+                gauge.remove(key)
 
     def step(self, namespace: str, name: str, emit: EmitFn) -> Decision | None:
         """One scrape-decide-apply round for `namespace/name`; None when it does not apply.

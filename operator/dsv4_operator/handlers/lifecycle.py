@@ -172,14 +172,15 @@ def watch_missing_namespaces(
     """
     missing = namespaces
     while missing and not stop.wait(interval):
-        kube = make_kube()
         try:
-            result = ensure_peering(kube, name, missing)
-        except ApiError as error:
+            kube = make_kube()
+            try:
+                result = ensure_peering(kube, name, missing)
+            finally:
+                kube.close()
+        except Exception as error:  # a background watch logs and goes on
             logger.warning("Creating KopfPeering %r in %s failed: %s", name, missing, error)
             continue
-        finally:
-            kube.close()
         if result.created:
             logger.info(
                 "Created kopf peering object(s) in namespaces that appeared: %s",

@@ -191,3 +191,10 @@ def test_operator_run_with_a_bad_setting_names_it_and_exits_two(
     result = runner.invoke(app, ["operator", "run"])
     assert result.exit_code == 2
     assert "DSV4_OPERATOR_PROGRESS_SECONDS: Input should be a valid number" in result.output
+    monkeypatch.delenv("DSV4_OPERATOR_PROGRESS_SECONDS")
+    monkeypatch.setenv("DSV4_OPERATOR_AUTOSCALE_SECONDS", "0")  # no flag for this one
+    result = runner.invoke(app, ["operator", "run"])
+    assert result.exit_code == 2
+    assert "error: DSV4_OPERATOR_AUTOSCALE_SECONDS: Input should be greater than 0" in (
+        result.output
+    )

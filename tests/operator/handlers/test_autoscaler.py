@@ -236,6 +236,7 @@ def test_a_deleted_resource_leaves_no_state_for_a_new_one_of_the_same_name() -> 
     assert tick(scaler, clock, events) is None  # deleted
     assert scaler._states == {}
     assert scaler._counters == {}
+    assert 'deployment="ns/d"' not in generate_latest(scaler.metrics.registry).decode()
     cr["spec"]["replicas"] = 1
     fake.objects[CR_PATH] = cr
     # Re-created: the first scrape has no rate yet, as for any new resource.

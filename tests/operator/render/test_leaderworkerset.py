@@ -139,7 +139,14 @@ def test_gpu_budget_caps_the_surge() -> None:
 
 @pytest.mark.parametrize(
     ("replicas", "max_unavailable", "rendered"),
-    [(1, "50%", 1), (3, "25%", 1), (2, "50%", "50%"), (4, "25%", "25%"), (3, 2, 2)],
+    [
+        (1, "50%", 1),
+        (3, "25%", 1),
+        (2, "50%", "50%"),
+        (4, "25%", "25%"),
+        (3, 2, 2),
+        (0, "50%", "50%"),
+    ],  # the webhook checks nothing at 0 replicas
 )
 def test_percent_max_unavailable_that_rounds_to_no_group_becomes_one(
     replicas: int, max_unavailable: int | str, rendered: int | str
