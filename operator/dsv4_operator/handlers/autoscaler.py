@@ -214,7 +214,7 @@ class Autoscaler:
         except (InvalidSpecError, PlanningError):
             return None
         a = spec.autoscaling
-        if not (a.enabled and a.mode == "native") or spec.paused or not planned.fits:
+        if a.active_mode != "native" or spec.paused or not planned.fits:
             return None
         key = f"{namespace}/{name}"
         lws = child_names(Owner.from_body(body)).leaderworkerset

@@ -99,7 +99,7 @@ def _most_groups(spec: DeepSeekV4DeploymentSpec) -> int:
     Replicas or autoscaling maxReplicas, plus the rollout's surge groups.
     """
     a = spec.autoscaling
-    most = max(spec.replicas, a.max_replicas if a.enabled else 0, 1)
+    most = max(spec.replicas, a.max_replicas if a.active_mode else 0, 1)
     return most + surge_groups(spec.rollout.max_surge, most)
 
 
@@ -108,10 +108,6 @@ def _condition(status: Mapping[str, Any] | None, ctype: str) -> Mapping[str, Any
         if condition.get("type") == ctype:
             return dict(condition)
     return {}
-
-
-def _ready(status: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return _condition(status, "Ready")
 
 
 @dataclass
@@ -217,9 +213,7 @@ class Reconciler:
         status: Mapping[str, Any],
         emit: EmitFn,
     ) -> Outcome:
-        apis = self.cluster_apis(
-            need_keda=spec.autoscaling.enabled and spec.autoscaling.mode == "keda"
-        )
+        apis = self.cluster_apis(need_keda=spec.autoscaling.active_mode == "keda")
         children = render_children(
             owner,
             spec,
@@ -287,7 +281,7 @@ class Reconciler:
             self.kube.patch_status(API_VERSION, KIND, obs.owner.namespace, obs.owner.name, patch)
             if result == "unchanged":
                 result = "applied"
-        before, after = _ready(status), _ready(desired)
+        before, after = _condition(status, "Ready"), _condition(desired, "Ready")
         warning = after.get("reason") in _WARNING_REASONS
         # Events: every error (again when its message changes), and Ready turning True; a
         # rollout in progress (Ready=False, ReplicasNotReady) is not news.

@@ -50,7 +50,7 @@ def autoscaler_children(
         Zero or one manifest, with ownerReference and standard labels.
     """
     a = spec.autoscaling
-    if not a.enabled or a.mode == "native":
+    if a.active_mode in (None, "native"):
         return []
     target = a.target_tokens_per_second_per_replica or max(plan.chosen.tokens_per_second, 1)
     labels = standard_labels(owner, spec.model, "autoscaler")

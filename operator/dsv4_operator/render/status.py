@@ -90,6 +90,8 @@ class Observation:
     keda_api: bool = True
 
 
+KEDA_SCALING: Final = "KEDA"
+"""ScalingActive reason: keda mode, and the cluster serves KEDA's ScaledObjects."""
 KEDA_MISSING: Final = "KEDAMissing"
 """ScalingActive reason: keda mode on a cluster without KEDA."""
 
@@ -213,11 +215,10 @@ def _keda_condition(
     spec: DeepSeekV4DeploymentSpec, keda_api: bool
 ) -> dict[str, tuple[str, str, str]]:
     """ScalingActive under `mode: keda` (KEDA scales; the operator only says whether it can)."""
-    autoscaling = spec.autoscaling
-    if not (autoscaling.enabled and autoscaling.mode == "keda"):
+    if spec.autoscaling.active_mode != "keda":
         return {}
     if keda_api:
-        return {"ScalingActive": ("True", "KEDA", "a KEDA ScaledObject scales this resource")}
+        return {"ScalingActive": ("True", KEDA_SCALING, "a KEDA ScaledObject scales this resource")}
     return {
         "ScalingActive": (
             "False",
@@ -333,9 +334,9 @@ def desired_status(
     prev = dict(previous or {})
     stamp = rfc3339(now)
     conditions = _merge_conditions(list(prev.get("conditions") or []), _conditions(obs), obs, stamp)
-    if obs.spec is not None and not _keda_condition(obs.spec, obs.keda_api):
+    if obs.spec is not None and obs.spec.autoscaling.active_mode != "keda":
         # Out of mode keda: our ScalingActive (reasons KEDA, KEDAMissing) no longer applies.
-        ours = {"KEDA", KEDA_MISSING}
+        ours = {KEDA_SCALING, KEDA_MISSING}
         conditions = [
             c for c in conditions if not (c["type"] == "ScalingActive" and c["reason"] in ours)
         ]

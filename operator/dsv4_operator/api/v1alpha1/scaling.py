@@ -80,6 +80,11 @@ class Autoscaling(ApiModel):
             raise ValueError(msg)
         return self
 
+    @property
+    def active_mode(self) -> AutoscalingMode | None:
+        """Who scales spec.replicas: `mode` when autoscaling is enabled, else None."""
+        return self.mode if self.enabled else None
+
 
 class Rollout(ApiModel):
     """How a spec change replaces replica groups (each replica is 1 to 64 nodes of GPUs)."""
