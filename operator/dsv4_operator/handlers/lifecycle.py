@@ -129,22 +129,27 @@ def register_peering_handler(
         if reconciler is not None:
             result = create_peering_objects(reconciler.kube, name, namespaces, logger)
         else:
-            kube = KubeClient(build_api_client(), FIELD_MANAGER)
+            kube = _new_kube()
             try:
                 result = create_peering_objects(kube, name, namespaces, logger)
             finally:
                 kube.close()
-        missing = tuple(key.split("/", 1)[0] for key in result.no_namespace)
+        missing = result.missing_namespaces
         if missing:
             stop = threading.Event()
             memo.peering_stop = stop  # set by the cleanup handler
             threading.Thread(
                 target=watch_missing_namespaces,
-                args=(lambda: KubeClient(build_api_client(), FIELD_MANAGER), name, missing),
+                args=(_new_kube, name, missing),
                 kwargs={"stop": stop, "logger": logger},
                 name="dsv4-peering-namespaces",
                 daemon=True,
             ).start()
+
+
+def _new_kube() -> KubeClient:
+    """A client of its own for work outside the reconciler's (closed by the caller)."""
+    return KubeClient(build_api_client(), FIELD_MANAGER)
 
 
 def watch_missing_namespaces(
@@ -188,7 +193,7 @@ def watch_missing_namespaces(
             )
         for key in result.forbidden:
             logger.error("The KopfPeering %s may not be created (403); not retried.", key)
-        missing = tuple(key.split("/", 1)[0] for key in result.no_namespace)
+        missing = result.missing_namespaces
 
 
 def create_peering_objects(

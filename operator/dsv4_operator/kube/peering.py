@@ -76,6 +76,11 @@ class PeeringResult:
     no_namespace: tuple[str, ...] = ()
     patterns: tuple[str, ...] = ()
 
+    @property
+    def missing_namespaces(self) -> tuple[str, ...]:
+        """The watched namespaces of `no_namespace` (the part of each key before the '/')."""
+        return tuple(key.split("/", 1)[0] for key in self.no_namespace)
+
 
 def ensure_peering(kube: KubeClient, name: str, namespaces: Sequence[str]) -> PeeringResult:
     """Create the peering objects of `peering_objects(name, namespaces)` that do not exist.
