@@ -5,27 +5,20 @@ pydantic validators give the same verdict on the cross-field rules, so a cluster
 operator's own parse agree.
 """
 
-import copy
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
+from tests.support.spec_cases import (
+    PARALLELISM_CASES,
+    SCALING_CASES,
+    parallelism_body,
+    parse_accepts,
+    scaling_body,
+)
+from tests.support.spec_cases import with_spec as _with_spec
 
 from dsv4_operator.api import InvalidSpecError, parse_deployment
-
-BASE: dict[str, Any] = {
-    "apiVersion": "dsv4.io/v1alpha1",
-    "kind": "DeepSeekV4Deployment",
-    "metadata": {"name": "x"},
-    "spec": {"model": "flash", "gpu": {"types": ["h200-141gb"]}},
-}
-
-
-def _with_spec(**fields: Any) -> dict[str, Any]:
-    body = copy.deepcopy(BASE)
-    body["spec"].update(fields)
-    return body
 
 
 def test_every_rule_compiles_and_names_a_spec_field(crd_validator: Any) -> None:
@@ -89,90 +82,52 @@ def test_extra_args_may_pass_flags_the_operator_does_not_own(validate: Any) -> N
     [
         ("--block-size=64", "--block-size is set by the runtime"),
         ("--served-model-name=x", "--served-model-name is set by the runtime"),
-        ("--max-model=1048576", "--max-model abbreviates --max-model-len"),
-        ("--gpu-memory=0.99", "abbreviates --gpu-memory-utilization"),
+        ("--reasoning-parser", "--reasoning-parser is set by the runtime"),
     ],
 )
-def test_extra_args_the_runtime_owns_or_abbreviations_are_refused_by_the_parse(
+def test_extra_args_the_runtime_owns_are_refused_by_the_crd_and_the_parse(
     validate: Any, arg: str, message: str
 ) -> None:
-    # The CRD's CEL rule checks only the operator's own flags (its cost grows with the list);
-    # the operator's parse refuses these too, so the CR gets Ready=False, not crashing pods.
+    body = _with_spec(engine={"extraArgs": ["--enforce-eager", arg]})
+    (error,) = validate(body)
+    assert error.startswith("spec.engine: spec.engine.extraArgs must not set flags")
+    assert arg.split("=", 1)[0] in error
+    with pytest.raises(InvalidSpecError, match=message):
+        parse_deployment(body)
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("--max-model=1048576", "--max-model abbreviates --max-model-len"),
+        ("--gpu-memory=0.99", "abbreviates --gpu-memory-utilization"),
+        ("--block-si=64", "abbreviates --block-size"),
+    ],
+)
+def test_abbreviated_extra_args_are_refused_by_the_parse(
+    validate: Any, arg: str, message: str
+) -> None:
+    # The CRD's CEL rule matches owned flags exactly (an abbreviation check would cost too much
+    # of the rule budget, see engine._OWNED_CEL); the operator's parse refuses abbreviations, so
+    # the CR gets Ready=False, not crashing pods.
     body = _with_spec(engine={"extraArgs": [arg]})
     assert validate(body) == []
     with pytest.raises(InvalidSpecError, match=message):
         parse_deployment(body)
 
 
-def _verdicts(validate: Any, body: dict[str, Any]) -> tuple[bool, bool]:
-    crd_ok = validate(body) == []
-    try:
-        parse_deployment(body)
-    except InvalidSpecError:
-        return crd_ok, False
-    return crd_ok, True
-
-
-OPTIONAL_SIZE = st.one_of(st.none(), st.sampled_from([1, 2, 3, 4, 5, 8, 16]))
-
-
-PARALLELISM_CASES = st.fixed_dictionaries(
-    {
-        "model": st.sampled_from(["flash", "pro"]),
-        "gpusPerNode": st.sampled_from([1, 2, 4, 6, 8]),
-        "maxNodes": st.sampled_from([1, 2, 3]),
-        "tensor": OPTIONAL_SIZE,
-        "data": OPTIONAL_SIZE,
-        "pipeline": OPTIONAL_SIZE,
-        "expert": st.one_of(st.none(), st.sampled_from([1, 2, 3, 4, 6, 8, 16, 24, 32])),
-    }
-)
-
-
 @settings(max_examples=300, deadline=None)
 @given(case=PARALLELISM_CASES)
 def test_parallelism_rules_agree_with_pydantic(validate: Any, case: dict[str, Any]) -> None:
-    sizes = {key: case[key] for key in ("tensor", "data", "pipeline", "expert")}
-    body = _with_spec(
-        model=case["model"],
-        gpu={
-            "types": ["h100-80gb"],
-            "gpusPerNode": case["gpusPerNode"],
-            "maxNodes": case["maxNodes"],
-        },
-        parallelism={key: value for key, value in sizes.items() if value is not None},
-    )
-    crd_ok, parse_ok = _verdicts(validate, body)
-    assert crd_ok == parse_ok, (body["spec"], validate(body))
-
-
-SCALING_CASES = st.fixed_dictionaries(
-    {
-        "enabled": st.booleans(),
-        "mode": st.sampled_from(["native", "keda", "hpa"]),
-        "minReplicas": st.integers(0, 4),
-        "maxReplicas": st.integers(1, 4),
-        "replicas": st.integers(0, 5),
-        "idle": st.one_of(st.none(), st.just(600)),
-        "maxSurge": st.sampled_from([0, 1, "0%", "25%"]),
-        "maxUnavailable": st.sampled_from([0, 1, "0%", "100%"]),
-    }
-)
+    body = parallelism_body(case)
+    assert (validate(body) == []) == parse_accepts(body), (body["spec"], validate(body))
 
 
 @settings(max_examples=300, deadline=None)
 @given(case=SCALING_CASES)
 def test_scaling_rules_agree_with_pydantic(validate: Any, case: dict[str, Any]) -> None:
-    autoscaling = {key: case[key] for key in ("enabled", "mode", "minReplicas", "maxReplicas")}
-    if case["idle"] is not None:
-        autoscaling["scaleToZeroIdleSeconds"] = case["idle"]
-    body = _with_spec(
-        replicas=case["replicas"],
-        autoscaling=autoscaling,
-        rollout={"maxSurge": case["maxSurge"], "maxUnavailable": case["maxUnavailable"]},
-    )
-    crd_ok, parse_ok = _verdicts(validate, body)
-    assert crd_ok == parse_ok, (body["spec"], validate(body))
+    body = scaling_body(case)
+    assert (validate(body) == []) == parse_accepts(body), (body["spec"], validate(body))
 
 
 def test_env_from_a_secret_is_accepted(validate: Any) -> None:

@@ -70,9 +70,8 @@ RUNTIME_OWNED_FLAGS: Final = (
 )
 """The other long flags the runtime sets (`dsv4_runtime.vllm_args.OWNED_FLAGS`: block size,
 drain timeout, node ranks, the DeepSeek-V4 recipe's parsers). Refused in `extraArgs` by the
-operator's parse, so a CR that sets one gets `Ready=False` (`InvalidSpec`) instead of pods that
-exit 2; not in the CRD's CEL rule, whose cost the API server estimates per list item and flag
-(64 x 1,024 characters) against its per-rule limit."""
+CRD's CEL rule and the operator's parse, so a CR that sets one is refused at apply time (or gets
+`Ready=False`, `InvalidSpec`, on a cluster without CEL) instead of running pods that exit 2."""
 PREFIX_FLAGS: Final = ("--tokenizer",)
 """vLLM 0.33.0 flags that are also the start of an owned flag (`--tokenizer` of
 `--tokenizer-mode`); any other start of an owned flag abbreviates it, which vLLM's argparse
@@ -81,7 +80,15 @@ parser accepts, so it is refused too (`--max-model=1048576` would set `--max-mod
 FLAG_PATTERN: Final = r"^--[a-z0-9][a-z0-9-]*(=.*)?$"
 """A long vLLM flag, alone (`--enforce-eager`) or with its value (`--seed=3`)."""
 
-_OWNED_CEL: Final = "[" + ", ".join(f"'{flag}'" for flag in OPERATOR_OWNED_FLAGS) + "]"
+_OWNED_CEL: Final = (
+    "[" + ", ".join(f"'{flag}'" for flag in (*OPERATOR_OWNED_FLAGS, *RUNTIME_OWNED_FLAGS)) + "]"
+)
+"""The owned flags as a CEL list. The rule matches each exactly (`--flag` or `--flag=...`):
+the API server 1.36 estimates its cost at under 1/32 of the per-rule budget (the CRD is still
+accepted with extraArgs' maxItems and maxLength both x32; tests/e2e/test_crd_cel.py). Matching
+abbreviations too (`f.startsWith(a)`, cost growing with the argument's 1,024 characters) came to
+0.4 of the budget, too close for older servers' estimates, so abbreviations are refused by the
+operator's parse only."""
 
 QuantityMap = Annotated[dict[str, Quantity], Field(max_length=16)]
 _NATIVE_RESOURCES: Final = frozenset({"cpu", "memory", "ephemeral-storage"})
@@ -216,7 +223,8 @@ class EngineSpec(ApiModel):
             ),
             "message": (
                 "spec.engine.extraArgs must not set flags the operator derives from the "
-                "spec (" + ", ".join(OPERATOR_OWNED_FLAGS) + "); use the spec fields"
+                "spec (" + ", ".join(OPERATOR_OWNED_FLAGS) + "; use the spec fields) or the "
+                "runtime sets (" + ", ".join(RUNTIME_OWNED_FLAGS) + ")"
             ),
         }
     )
