@@ -31,7 +31,7 @@ from dsv4_runtime.distributed import (
 from dsv4_runtime.engine import build_launch, engine_base_url
 from dsv4_runtime.metrics import RuntimeMetrics
 from dsv4_runtime.preflight import PreflightError, Probes, run_preflight
-from dsv4_runtime.server import RuntimeState
+from dsv4_runtime.server import ADMIN_TOKEN_ENV, RuntimeState
 from dsv4_runtime.supervisor import Supervisor
 from dsv4_runtime.vllm_args import ExtraArgsError
 
@@ -68,7 +68,7 @@ def run(
 
     Args:
         argv: arguments without the program name.
-        env: environment (LWS variables).
+        env: environment (LWS variables; `DSV4_RUNTIME_ADMIN_TOKEN`, the drain token).
         probes: machine probes for preflight (tests replace them).
         resolver: DNS resolver for the leader address (tests replace it).
 
@@ -123,7 +123,10 @@ def run(
     state = RuntimeState(
         metrics=metrics,
         engine_metrics_url=base_url + "/metrics" if launch.serves_api else None,
+        admin_token=env.get(ADMIN_TOKEN_ENV) or None,
     )
+    if state.admin_token is None:
+        log.warning("%s is not set: POST /drain and /undrain are refused (403)", ADMIN_TOKEN_ENV)
     supervisor = Supervisor(
         launch,
         state,

@@ -9,7 +9,11 @@
   the leader; workers without an API serve only ours).
 - `POST /drain`, `POST /undrain`: the autoscaler takes a group out of (and back into) service
   before a scale-down: `/ready` answers 503 while drained, so the Service stops sending new
-  requests, and the running ones finish; the engine keeps running.
+  requests, and the running ones finish; the engine keeps running. Both need
+  `Authorization: Bearer <token>` with the token in `DSV4_RUNTIME_ADMIN_TOKEN` (the operator
+  derives one per DeepSeekV4Deployment and sets it in the pod template): 401 with a wrong or no
+  token, 403 when the pod has none. Without it, any client that reaches a pod IP could take
+  every group out of service.
 
 Inference traffic does not pass through here: the Service targets the engine's API port
 directly, so the runtime adds no hop and no per-token work to the serving path.
@@ -17,6 +21,7 @@ directly, so the runtime adds no hop and no per-token work to the serving path.
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import dataclass
 
@@ -25,7 +30,17 @@ from aiohttp import web
 
 from dsv4_runtime.metrics import CONTENT_TYPE, RuntimeMetrics, merge_exposition
 
-__all__ = ["ENGINE_SCRAPE_TIMEOUT_SECONDS", "RuntimeState", "build_app", "fetch_engine_metrics"]
+__all__ = [
+    "ADMIN_TOKEN_ENV",
+    "ENGINE_SCRAPE_TIMEOUT_SECONDS",
+    "RuntimeState",
+    "build_app",
+    "fetch_engine_metrics",
+]
+
+ADMIN_TOKEN_ENV = "DSV4_RUNTIME_ADMIN_TOKEN"  # noqa: S105  (a variable name)
+"""Environment variable holding the bearer token `/drain` and `/undrain` require (the operator's
+`render.admin.ADMIN_TOKEN_ENV`; tests/runtime/test_operator_contract.py keeps them equal)."""
 
 ENGINE_SCRAPE_TIMEOUT_SECONDS = 5.0
 """Time allowed for the engine's /metrics; a slower engine is reported as a scrape error."""
@@ -41,6 +56,7 @@ class RuntimeState:
         engine_ready: the engine has loaded (leader: `/health` and `/v1/models` answer 200).
         draining: SIGTERM has arrived.
         held: the autoscaler drained this group (`POST /drain`) ahead of a scale-down.
+        admin_token: the bearer token `/drain` and `/undrain` require; None refuses them (403).
         session: HTTP client for engine scrapes (set while the server runs).
     """
 
@@ -49,6 +65,7 @@ class RuntimeState:
     engine_ready: bool = False
     draining: bool = False
     held: bool = False
+    admin_token: str | None = None
     session: aiohttp.ClientSession | None = None
 
     def set_engine_ready(self, ready: bool) -> None:
@@ -106,14 +123,35 @@ async def _ready(request: web.Request) -> web.Response:
     return web.json_response({"ready": False, "reason": reason}, status=503)
 
 
+def _refusal(request: web.Request, state: RuntimeState) -> web.Response | None:
+    """401/403 unless the request carries the admin bearer token (compared in constant time)."""
+    if not state.admin_token:
+        reason = f"drain is disabled: this pod has no {ADMIN_TOKEN_ENV}"
+        return web.json_response({"error": reason}, status=403)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), state.admin_token.encode()
+    ):
+        return web.json_response(
+            {"error": "a valid admin bearer token is required"},
+            status=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return None
+
+
 async def _drain(request: web.Request) -> web.Response:
     state = request.app[_STATE_KEY]
+    if (refused := _refusal(request, state)) is not None:
+        return refused
     state.held = True
     return web.json_response({"held": True})
 
 
 async def _undrain(request: web.Request) -> web.Response:
     state = request.app[_STATE_KEY]
+    if (refused := _refusal(request, state)) is not None:
+        return refused
     state.held = False
     return web.json_response({"held": False})
 

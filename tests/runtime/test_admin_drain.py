@@ -1,31 +1,78 @@
-"""The autoscaler's drain: POST /drain takes a group out of service, /undrain brings it back."""
+"""The autoscaler's drain: POST /drain takes a group out of service, /undrain brings it back.
 
+Both need the admin bearer token (`DSV4_RUNTIME_ADMIN_TOKEN`, set by the operator).
+"""
+
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from dsv4_runtime.metrics import RuntimeMetrics
 from dsv4_runtime.server import RuntimeState, build_app
 
+TOKEN = "3f9c0c7e5b1d4a7f"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _state(token: str | None = TOKEN) -> RuntimeState:
+    state = RuntimeState(metrics=RuntimeMetrics(), engine_metrics_url=None, admin_token=token)
+    state.set_engine_ready(True)
+    return state
+
 
 async def test_drain_and_undrain_toggle_readiness_only() -> None:
-    state = RuntimeState(metrics=RuntimeMetrics(), engine_metrics_url=None)
-    state.set_engine_ready(True)
+    state = _state()
     async with TestClient(TestServer(build_app(state))) as client:
         assert (await client.get("/ready")).status == 200
-        assert (await client.post("/drain")).status == 200
+        assert (await client.post("/drain", headers=AUTH)).status == 200
         ready = await client.get("/ready")
         assert ready.status == 503
         assert (await ready.json())["reason"] == "drained by the autoscaler"
         assert (await client.get("/health")).status == 200
-        assert (await client.post("/undrain")).status == 200
+        assert (await client.post("/undrain", headers=AUTH)).status == 200
         assert (await client.get("/ready")).status == 200
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": "Bearer "},
+    ],
+    ids=["none", "wrong", "basic", "longer", "empty"],
+)
+async def test_drain_without_the_token_is_refused_and_changes_nothing(
+    headers: dict[str, str],
+) -> None:
+    state = _state()
+    async with TestClient(TestServer(build_app(state))) as client:
+        for path in ("/drain", "/undrain"):
+            refused = await client.post(path, headers=headers)
+            assert refused.status == 401
+            assert refused.headers["WWW-Authenticate"] == "Bearer"
+        assert not state.held
+        assert (await client.get("/ready")).status == 200
+        state.held = True  # drained by the autoscaler: an undrain without the token keeps it so
+        assert (await client.post("/undrain", headers=headers)).status == 401
+        assert state.held
+
+
+async def test_a_pod_without_a_token_refuses_drain() -> None:
+    state = _state(token=None)
+    async with TestClient(TestServer(build_app(state))) as client:
+        refused = await client.post("/drain", headers={"Authorization": "Bearer "})
+        assert refused.status == 403
+        assert "DSV4_RUNTIME_ADMIN_TOKEN" in (await refused.json())["error"]
+        assert not state.held
+
+
 async def test_sigterm_drain_wins_over_undrain() -> None:
-    state = RuntimeState(metrics=RuntimeMetrics(), engine_metrics_url=None)
-    state.set_engine_ready(True)
+    state = _state()
     state.start_draining()
     async with TestClient(TestServer(build_app(state))) as client:
-        await client.post("/undrain")
+        assert (await client.post("/undrain", headers=AUTH)).status == 200
         ready = await client.get("/ready")
         assert ready.status == 503
         assert (await ready.json())["reason"] == "draining"

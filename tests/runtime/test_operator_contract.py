@@ -55,3 +55,33 @@ def test_the_operator_refuses_every_flag_the_runtime_owns() -> None:
     assert set(engine.OPERATOR_OWNED_FLAGS) | set(engine.RUNTIME_OWNED_FLAGS) == runtime_long
     assert not set(engine.OPERATOR_OWNED_FLAGS) & set(engine.RUNTIME_OWNED_FLAGS)
     assert engine.PREFIX_FLAGS == vllm_args.PREFIX_FLAGS
+
+
+async def test_the_rendered_drain_token_opens_the_runtime_drain() -> None:
+    # The operator's pod env and its autoscaler's header, against the runtime's real server.
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from dsv4_operator.render import Owner, leaderworkerset
+    from dsv4_operator.render.admin import ADMIN_TOKEN_ENV, bearer_header
+    from dsv4_runtime import server
+    from dsv4_runtime.metrics import RuntimeMetrics
+
+    assert server.ADMIN_TOKEN_ENV == ADMIN_TOKEN_ENV
+    body = _deployments(EXAMPLES[0])[0]
+    spec = parse_deployment(body).spec
+    owner = Owner("d", "ns", "6c1f0a4e-2d6b-4c55-9d0e-3b1f7a2c8e90")
+    lws = leaderworkerset(owner, spec, plan(request_from_spec(spec)), image="x:1")
+    templates = lws["spec"]["leaderWorkerTemplate"]
+    for role in ("leaderTemplate", "workerTemplate"):
+        (container,) = templates[role]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        state = server.RuntimeState(
+            metrics=RuntimeMetrics(), engine_metrics_url=None, admin_token=env[ADMIN_TOKEN_ENV]
+        )
+        async with TestClient(TestServer(server.build_app(state))) as client:
+            assert (await client.post("/drain")).status == 401
+            assert (await client.post("/drain", headers=bearer_header(owner.uid))).status == 200
+            assert state.held
+    other = bearer_header("a-different-uid")
+    async with TestClient(TestServer(server.build_app(state))) as client:
+        assert (await client.post("/undrain", headers=other)).status == 401

@@ -11,10 +11,11 @@ One `step` per DeepSeekV4Deployment per scrape interval (a kopf timer):
    reports so in `/ready`'s reason; a group that does not answer is starting;
 3. `autoscaling.decide` (pure) returns the decision;
 4. scale by patching `spec.replicas` (the same field the scale subresource serves), drain or
-   undrain groups through their runtime (`POST /drain`, `/undrain`), record the last 10 replica
-   changes in `status.recentScalingDecisions`, post an Event, and export `dsv4_autoscaler_*`
-   metrics; the ScalingActive condition says whether any group reports metrics (written only
-   when it changes).
+   undrain groups through their runtime (`POST /drain`, `/undrain`, with the bearer token of
+   `render.admin`; a refused or unreachable one is a DrainFailed Warning), record the last 10
+   replica changes in `status.recentScalingDecisions`, post an Event, and export
+   `dsv4_autoscaler_*` metrics; the ScalingActive condition says whether any group reports
+   metrics (written only when it changes).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import math
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -49,13 +50,15 @@ from dsv4_operator.kube import KubeClient
 from dsv4_operator.planning import PlanningError, plan
 from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.planning.planner import Plan
+from dsv4_operator.render.admin import bearer_header
 from dsv4_operator.render.labels import Owner, child_names
 from dsv4_operator.render.runtime_args import ADMIN_PORT
 from dsv4_operator.render.status import rfc3339
 
 __all__ = ["Autoscaler", "AutoscalerMetrics", "HttpCall", "config_from", "http_call"]
 
-HttpCall = Callable[[str, str], tuple[int, str] | None]
+HttpCall = Callable[[str, str, Mapping[str, str]], tuple[int, str] | None]
+"""`(method, url, headers) -> (status, body)`, or None when the peer cannot be reached."""
 """(method, url) -> (status, body), or None when the peer does not answer."""
 
 HELD_REASON = "drained by the autoscaler"
@@ -64,9 +67,9 @@ _TIMEOUT_SECONDS = 2.0
 _DECISIONS_KEPT = 10
 
 
-def http_call(method: str, url: str) -> tuple[int, str] | None:
+def http_call(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
     """One HTTP request with a short timeout; None when the peer cannot be reached."""
-    request = urllib.request.Request(url, method=method)  # noqa: S310  (http URLs we build)
+    request = urllib.request.Request(url, method=method, headers=dict(headers))  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_SECONDS) as response:  # noqa: S310
             return int(response.status), response.read().decode()
@@ -157,7 +160,7 @@ class Autoscaler:
     _counters: dict[tuple[str, int], CounterSample] = field(default_factory=dict)
 
     def _group(self, key: str, base: str, index: int, t: float) -> GroupSample:
-        ready = self.http("GET", f"{base}/ready")
+        ready = self.http("GET", f"{base}/ready", {})
         if ready is None:
             self.metrics.scrape_failures.inc()
             return GroupSample(index, ready=False, starting=True)
@@ -165,7 +168,7 @@ class Autoscaler:
         held = status != 200 and HELD_REASON in text
         if status != 200 and not held:
             return GroupSample(index, ready=False, starting=True)
-        scraped = self.http("GET", f"{base}/metrics")
+        scraped = self.http("GET", f"{base}/metrics", {})
         if scraped is None or scraped[0] != 200:
             self.metrics.scrape_failures.inc()
             return GroupSample(index, ready=True, draining=held)
@@ -233,7 +236,8 @@ class Autoscaler:
         self.metrics.desired.labels(deployment=key).set(decision.replicas_to)
         if decision.action != "hold":
             self.metrics.decisions.labels(action=decision.action).inc()
-            self._apply(namespace, name, lws, decision, body.get("status") or {}, emit)
+            owner = Owner.from_body(body)
+            self._apply(owner, lws, decision, body.get("status") or {}, emit)
         return decision
 
     def _report_active(self, body: dict[str, Any], groups: tuple[GroupSample, ...]) -> None:
@@ -266,17 +270,23 @@ class Autoscaler:
         )
 
     def _apply(
-        self,
-        namespace: str,
-        name: str,
-        lws: str,
-        d: Decision,
-        status: dict[str, Any],
-        emit: EmitFn,
+        self, owner: Owner, lws: str, d: Decision, status: dict[str, Any], emit: EmitFn
     ) -> None:
+        namespace, name = owner.namespace, owner.name
         if d.action in {"drain", "undrain"}:
+            failed = []
             for i in d.groups:
-                self.http("POST", f"http://{lws}-{i}.{lws}.{namespace}:{ADMIN_PORT}/{d.action}")
+                url = f"http://{lws}-{i}.{lws}.{namespace}:{ADMIN_PORT}/{d.action}"
+                answer = self.http("POST", url, bearer_header(owner.uid))
+                if answer is None or answer[0] != 200:
+                    failed.append(f"{i} ({'unreachable' if answer is None else answer[0]})")
+            if failed:  # the group keeps serving; the next step decides again
+                emit(
+                    "Warning",
+                    "DrainFailed",
+                    f"POST /{d.action} failed for groups {', '.join(failed)}",
+                )
+                return
             verb = "Draining" if d.action == "drain" else "DrainCancelled"
             emit("Normal", verb, f"groups {list(d.groups)}: {d.reason}")
             return

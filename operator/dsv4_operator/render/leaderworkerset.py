@@ -37,6 +37,7 @@ from typing import Any, Final
 from dsv4_operator.api.v1alpha1.quantities import quantity_bytes
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.planning import Plan
+from dsv4_operator.render.admin import ADMIN_TOKEN_ENV, admin_token
 from dsv4_operator.render.labels import LABEL_ROLE, Owner, child_names, standard_labels
 from dsv4_operator.render.runtime_args import (
     ADMIN_PORT,
@@ -97,8 +98,9 @@ def _resources(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def _env(spec: DeepSeekV4DeploymentSpec) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = []
+def _env(owner: Owner, spec: DeepSeekV4DeploymentSpec) -> list[dict[str, Any]]:
+    # The drain token first (render.admin); the spec cannot set that name (api EnvVar).
+    env: list[dict[str, Any]] = [{"name": ADMIN_TOKEN_ENV, "value": admin_token(owner.uid)}]
     source = spec.model_source
     if source is not None and source.hugging_face is not None:
         token = source.hugging_face.token_secret_ref
@@ -146,7 +148,9 @@ def _probe(path: str, period: int, failures: int, timeout: int) -> dict[str, Any
     }
 
 
-def _pod_spec(spec: DeepSeekV4DeploymentSpec, plan: Plan, image: str) -> dict[str, Any]:
+def _pod_spec(
+    owner: Owner, spec: DeepSeekV4DeploymentSpec, plan: Plan, image: str
+) -> dict[str, Any]:
     volumes, mounts = _volumes(spec, plan)
     startup_failures = max(1, math.ceil(plan.startup_budget_seconds / STARTUP_PERIOD_SECONDS))
     container: dict[str, Any] = {
@@ -157,7 +161,7 @@ def _pod_spec(spec: DeepSeekV4DeploymentSpec, plan: Plan, image: str) -> dict[st
             {"name": "http", "containerPort": API_PORT, "protocol": "TCP"},
             {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
         ],
-        "env": _env(spec),
+        "env": _env(owner, spec),
         "resources": _resources(spec, plan),
         "volumeMounts": mounts,
         "startupProbe": _probe(READY_PATH, STARTUP_PERIOD_SECONDS, startup_failures, 5),
@@ -249,7 +253,7 @@ def leaderworkerset(
         The manifest as a dict (apiVersion, kind, metadata with ownerReferences, spec).
     """
     labels = standard_labels(owner, spec.model, "inference")
-    pod = _pod_spec(spec, plan, image)
+    pod = _pod_spec(owner, spec, plan, image)
     return {
         "apiVersion": LWS_API_VERSION,
         "kind": "LeaderWorkerSet",

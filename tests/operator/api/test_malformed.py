@@ -447,6 +447,12 @@ CASES = [
         ("spec.engine.image", "pattern"),
     ),
     Case(
+        "env-sets-the-drain-token",
+        {"spec.engine": {"env": [{"name": "DSV4_RUNTIME_ADMIN_TOKEN", "value": "guess"}]}},
+        ("spec.engine.env[0]", "DSV4_RUNTIME_ADMIN_TOKEN is set by the operator"),
+        ("spec.engine.env[0].name", "DSV4_RUNTIME_ADMIN_TOKEN is set by the operator"),
+    ),
+    Case(
         "env-without-name",
         {"spec.engine": {"env": [{"value": "1"}]}},
         ("spec.engine.env[0]", "'name' is a required property"),

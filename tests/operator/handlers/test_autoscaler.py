@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ from tests.operator.kube.fake_api import FakeApi
 from dsv4_operator.handlers.autoscaler import Autoscaler, AutoscalerMetrics
 from dsv4_operator.handlers.deployment import native_autoscaling
 from dsv4_operator.kube import KubeClient
+from dsv4_operator.render.admin import admin_token
 
 CR_PATH = "/apis/dsv4.io/v1alpha1/namespaces/ns/deepseekv4deployments/d"
 SPEC: dict[str, Any] = {
@@ -40,15 +42,16 @@ class Runtimes:
     running: dict[int, int] = field(default_factory=dict)
     held: set[int] = field(default_factory=set)
     calls: list[tuple[str, str]] = field(default_factory=list)
+    token: str | None = field(default_factory=lambda: admin_token("u-1"))
+    """The pods' DSV4_RUNTIME_ADMIN_TOKEN (None: pods rendered before the token existed)."""
 
-    def __call__(self, method: str, url: str) -> tuple[int, str] | None:
+    def __call__(self, method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
         self.calls.append((method, url))
         group = int(url.split("//d-", 1)[1].split(".", 1)[0])
         if group not in self.tokens:
             return None  # not started yet
         if method == "POST":
-            (self.held.add if url.endswith("/drain") else self.held.discard)(group)
-            return 200, "{}"
+            return self._post(group, url, headers)
         if url.endswith("/ready"):
             if group in self.held:
                 return 503, '{"ready": false, "reason": "drained by the autoscaler"}'
@@ -59,6 +62,15 @@ class Runtimes:
             f'vllm:num_requests_running{{engine="0"}} {self.running.get(group, 0)}\n'
             'vllm:num_requests_waiting{engine="0"} 0\n'
         )
+
+    def _post(self, group: int, url: str, headers: Mapping[str, str]) -> tuple[int, str]:
+        """/drain or /undrain, with the token check of dsv4_runtime.server."""
+        if self.token is None:
+            return 403, '{"error": "drain is disabled"}'
+        if headers.get("Authorization") != f"Bearer {self.token}":
+            return 401, '{"error": "a valid admin bearer token is required"}'
+        (self.held.add if url.endswith("/drain") else self.held.discard)(group)
+        return 200, "{}"
 
 
 class Events(list[tuple[str, str, str]]):
@@ -138,6 +150,29 @@ def test_scale_down_drains_the_last_group_first() -> None:
     assert fake.objects[CR_PATH]["status"]["recentScalingDecisions"][-1]["reason"] == "TokenRateLow"
 
 
+def test_a_runtime_that_refuses_the_drain_keeps_its_group_and_warns() -> None:
+    # Pods rendered before the drain token existed (403), or a token mismatch (401): the group
+    # keeps serving, the replicas stay, and each refused step is a DrainFailed Warning.
+    for token, status in ((None, "403"), ("another-token", "401")):
+        spec = copy.deepcopy(SPEC)
+        spec["replicas"] = 2
+        fake, rt, scaler, clock = setup(spec)
+        rt.token = token
+        rt.tokens = {0: 0.0, 1: 0.0}
+        events = Events()
+        for _ in range(12):
+            rt.tokens[0] += 300 * 15
+            rt.tokens[1] += 300 * 15
+            tick(scaler, clock, events)
+        failed = [e for e in events if e[1] == "DrainFailed"]
+        assert failed, events
+        assert failed[0][0] == "Warning"
+        assert f"groups 1 ({status})" in failed[0][2]
+        assert not any(e[1] == "Draining" for e in events)
+        assert rt.held == set()
+        assert fake.objects[CR_PATH]["spec"]["replicas"] == 2
+
+
 def test_not_native_or_paused_does_nothing() -> None:
     spec = copy.deepcopy(SPEC)
     spec["autoscaling"]["mode"] = "keda"
@@ -213,10 +248,10 @@ def test_a_group_with_an_unreadable_metrics_body_does_not_stop_the_step() -> Non
     _fake, rt, scaler, clock = setup()
     events = Events()
 
-    def garbled(method: str, url: str) -> tuple[int, str] | None:
+    def garbled(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
         if url.endswith("/metrics"):
             return 200, "vllm:generation_tokens_total{engine=0 oops\n"
-        return rt(method, url)
+        return rt(method, url, headers)
 
     scaler.http = garbled
     decision = tick(scaler, clock, events)

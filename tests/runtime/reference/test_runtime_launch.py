@@ -34,10 +34,12 @@ from dsv4_runtime.reference.__main__ import build, parser
 from dsv4_runtime.reference.engine import SamplingParams
 from dsv4_runtime.reference.ranks import rank_env
 from dsv4_runtime.reference.tokenizer import ByteTokenizer
+from dsv4_runtime.server import ADMIN_TOKEN_ENV
 
 BASE = RuntimeConfig(engine="reference", model="m", served_model_name="tiny")
 READY_TIMEOUT_S = 240.0
 EXIT_TIMEOUT_S = 120.0
+ADMIN_TOKEN = "9c2e61d4a8f0b7e3"
 MAX_TOKENS = 10
 PROMPTS = ("data parallel " * 9, "expert parallel attention " * 3)
 
@@ -170,6 +172,7 @@ def _start_pod(
 ) -> Pod:
     env = dict(os.environ)
     env.pop("TRITON_INTERPRET", None)  # the ranks run the PyTorch attention path
+    env[ADMIN_TOKEN_ENV] = ADMIN_TOKEN  # as the operator's pod template sets it
     if config.reference_device == "cuda" and config.nodes > 1:
         env["CUDA_VISIBLE_DEVICES"] = str(index)  # as the device plugin gives each pod its GPU
     if config.nodes > 1:
@@ -267,6 +270,14 @@ def _serve_and_drain(tmp_path: Path, config: RuntimeConfig, started: list[Pod]) 
     assert texts == expected
     metrics = httpx.get(f"{pods[0].admin}/metrics", timeout=5).text
     assert "dsv4_runtime_info" in metrics
+    # The autoscaler's drain needs the pod's token; with it, the group leaves service.
+    leader = pods[0].admin
+    assert httpx.post(f"{leader}/drain", timeout=5).status_code == 401
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert httpx.post(f"{leader}/drain", headers=auth, timeout=5).status_code == 200
+    assert httpx.get(f"{leader}/ready", timeout=5).json()["reason"] == "drained by the autoscaler"
+    assert httpx.post(f"{leader}/undrain", headers=auth, timeout=5).status_code == 200
+    assert httpx.get(f"{leader}/ready", timeout=5).status_code == 200
     for pod in pods:  # deleting the group: every pod gets SIGTERM; rank 0 stops the others
         pod.process.send_signal(signal.SIGTERM)
     for pod in pods:

@@ -10,6 +10,7 @@ from dsv4_operator.api.v1alpha1.quantities import Quantity, parse_quantity
 from dsv4_operator.api.v1alpha1.source import ObjectName
 
 __all__ = [
+    "ADMIN_TOKEN_ENV",
     "OPERATOR_OWNED_FLAGS",
     "PREFIX_FLAGS",
     "RUNTIME_OWNED_FLAGS",
@@ -76,6 +77,10 @@ PREFIX_FLAGS: Final = ("--tokenizer",)
 """vLLM 0.33.0 flags that are also the start of an owned flag (`--tokenizer` of
 `--tokenizer-mode`); any other start of an owned flag abbreviates it, which vLLM's argparse
 parser accepts, so it is refused too (`--max-model=1048576` would set `--max-model-len`)."""
+
+ADMIN_TOKEN_ENV: Final = "DSV4_RUNTIME_ADMIN_TOKEN"  # noqa: S105  (a variable name)
+"""The variable the operator sets in every pod to the runtime's drain token (`render.admin`;
+`dsv4_runtime.server.ADMIN_TOKEN_ENV`); `spec.engine.env` may not set it."""
 
 FLAG_PATTERN: Final = r"^--[a-z0-9][a-z0-9-]*(=.*)?$"
 """A long vLLM flag, alone (`--enforce-eager`) or with its value (`--seed=3`)."""
@@ -191,7 +196,11 @@ class EnvVar(ApiModel):
         {
             "rule": "!has(self.value) || !has(self.valueFrom)",
             "message": "spec.engine.env: set value or valueFrom, not both",
-        }
+        },
+        {
+            "rule": f"self.name != '{ADMIN_TOKEN_ENV}'",
+            "message": f"spec.engine.env: {ADMIN_TOKEN_ENV} is set by the operator (drain token)",
+        },
     )
 
     name: Annotated[
@@ -209,6 +218,14 @@ class EnvVar(ApiModel):
             msg = "set value or valueFrom, not both"
             raise ValueError(msg)
         return self
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value == ADMIN_TOKEN_ENV:
+            msg = f"{ADMIN_TOKEN_ENV} is set by the operator (the runtime's drain token)"
+            raise ValueError(msg)
+        return value
 
 
 class EngineSpec(ApiModel):
