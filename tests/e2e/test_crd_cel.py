@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tests.chart.chart_support import VALUES_DIR, one, template
 from tests.chart.test_render import SERVICE_MONITOR_API
 from tests.e2e.conftest import generated_crd_path
@@ -237,27 +238,13 @@ def test_metadata_name_rules_on_the_server(
         assert "metadata.name" in refused.text, refused.text
 
 
-_SERVER_PROPERTY = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-@_SERVER_PROPERTY
-@given(case=PARALLELISM_CASES)
-def test_parallelism_rules_on_the_server_agree_with_pydantic(
-    api: Api, installed: dict[str, tuple[Json, Json]], case: Json
+@given(body=st.one_of(PARALLELISM_CASES.map(parallelism_body), SCALING_CASES.map(scaling_body)))
+def test_layout_and_scaling_rules_on_the_server_agree_with_pydantic(
+    api: Api, installed: dict[str, tuple[Json, Json]], body: Json
 ) -> None:
-    body = parallelism_body(case)
-    refused = _verdict(api, body)
-    assert (refused is None) == parse_accepts(body), (body["spec"], refused and refused.text)
-
-
-@_SERVER_PROPERTY
-@given(case=SCALING_CASES)
-def test_scaling_rules_on_the_server_agree_with_pydantic(
-    api: Api, installed: dict[str, tuple[Json, Json]], case: Json
-) -> None:
-    body = scaling_body(case)
     refused = _verdict(api, body)
     assert (refused is None) == parse_accepts(body), (body["spec"], refused and refused.text)
 
