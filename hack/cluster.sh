@@ -167,7 +167,7 @@ build_cel() {  # apiextensions-apiserver from Debian sid's Go library packages (
     [[ -r $keyring ]] || { log "$keyring not found"; return 1; }
     rm -rf "$w"
     mkdir -p "$w/apt/lists/partial" "$w/apt/archives/partial" "$w/apt/parts" "$w/debs" "$u" \
-        "$w/gopath"
+        "$w/gopath" || return 1
     printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" "Suites: sid" \
         "Components: main" "Architectures: amd64" "Signed-By: $keyring" >"$w/apt/parts/sid.sources"
     local apto=(-o "Dir::Etc::SourceParts=$w/apt/parts" -o Dir::Etc::SourceList=/dev/null
@@ -208,8 +208,11 @@ build_cel() {  # apiextensions-apiserver from Debian sid's Go library packages (
         go build -ldflags "-X $v.gitVersion=$cel_version -X $v.gitMajor=1 -X $v.gitMinor=$minor" \
             -o "$w/$CEL_BIN" k8s.io/apiextensions-apiserver
     ) || return 1
-    install -m 0755 "$w/$CEL_BIN" "$BIN/$CEL_BIN.tmp" && mv "$BIN/$CEL_BIN.tmp" "$BIN/$CEL_BIN"
+    # `set -e` does not apply inside a function called from `if !`: every step returns 1 itself.
+    install -m 0755 "$w/$CEL_BIN" "$BIN/$CEL_BIN.tmp" || return 1
+    mv "$BIN/$CEL_BIN.tmp" "$BIN/$CEL_BIN" || return 1
     if [[ ${DSV4_KEEP_BUILD:-0} != 1 ]]; then rm -rf "$w"; fi
+    return 0
 }
 
 cmd_build() {
@@ -245,6 +248,7 @@ cmd_build() {
                 } >"$BIN/$CEL_BIN.failed"
                 log "error: the CEL CRD server did not build (the rest of the plane is unaffected):"
                 cat "$BIN/$CEL_BIN.failed" >&2
+                if [[ ${DSV4_KEEP_BUILD:-0} != 1 ]]; then rm -rf "$CACHE/build-cel"; fi
             fi
         fi
         log "build done in $((SECONDS - t0)) s"
@@ -421,7 +425,7 @@ cmd_start_cel() {  # the CEL CRD server beside the running plane (test-cluster.m
     [[ -x $BIN/$CEL_BIN ]] || die "missing $BIN/$CEL_BIN (run: hack/cluster.sh build)"
     pid_alive kube-apiserver || die "no running plane in $STATE (hack/cluster.sh start first)"
     pid_alive "$CEL_BIN" && die "$CEL_BIN already running from $STATE"
-    local port=$((PORT + 3)) etcd_c=$((PORT + 1)) t0 token i
+    local port=$((PORT + 3)) etcd_c=$((PORT + 1)) t0 i
     t0=$(date +%s%3N)
     rm -rf "$STATE/cel-certs" && mkdir -p "$STATE/cel-certs"
     # Admission webhooks and policies, and priority-and-fairness, would watch kinds 1.20 does not
@@ -432,11 +436,15 @@ cmd_start_cel() {  # the CEL CRD server beside the running plane (test-cluster.m
         --authorization-kubeconfig "$STATE/kubeconfig" --kubeconfig "$STATE/kubeconfig" \
         --enable-priority-and-fairness=false \
         --disable-admission-plugins MutatingAdmissionPolicy,ValidatingAdmissionPolicy,MutatingAdmissionWebhook,ValidatingAdmissionWebhook
-    token=$(cut -d, -f1 "$STATE/tokens.csv")
+    # Its kubeconfig: the plane's (same token, so the token never appears on a command line)
+    # with this server's address and self-signed CA.
+    sed -e "s#https://127.0.0.1:$PORT#https://127.0.0.1:$port#" \
+        -e "s#$STATE/certs/apiserver.crt#$STATE/cel-certs/apiserver.crt#" \
+        -e "s#dsv4-local#dsv4-cel#g" "$STATE/kubeconfig" >"$STATE/kubeconfig-cel"
+    chmod 600 "$STATE/kubeconfig-cel"
     for ((i = 0; i < 240; i++)); do
         if [[ -f $STATE/cel-certs/apiserver.crt ]] &&
-            "$BIN/kubectl" --server "https://127.0.0.1:$port" --token "$token" \
-                --certificate-authority "$STATE/cel-certs/apiserver.crt" --request-timeout 2s \
+            "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig-cel" --request-timeout 2s \
                 get --raw /readyz >/dev/null 2>&1; then
             break
         fi
@@ -448,10 +456,6 @@ cmd_start_cel() {  # the CEL CRD server beside the running plane (test-cluster.m
         stop_one "$CEL_BIN"
         die "$CEL_BIN not ready after 60 s"
     fi
-    sed -e "s#https://127.0.0.1:$PORT#https://127.0.0.1:$port#" \
-        -e "s#$STATE/certs/apiserver.crt#$STATE/cel-certs/apiserver.crt#" \
-        -e "s#dsv4-local#dsv4-cel#g" "$STATE/kubeconfig" >"$STATE/kubeconfig-cel"
-    chmod 600 "$STATE/kubeconfig-cel"
     local ms=$(($(date +%s%3N) - t0))
     log "$CEL_BIN ready in $((ms / 1000)).$(printf '%03d' $((ms % 1000))) s:" \
         "https://127.0.0.1:$port, kubeconfig $STATE/kubeconfig-cel"

@@ -4,7 +4,8 @@ Timeline of one pod:
 
 1. The admin server starts (so `/health` answers while the model loads).
 2. Prelaunch commands run (Ray head on a PP leader), then the engine starts in its own session
-   (process group) with the runtime's environment; its output goes to the container log.
+   (process group) with the runtime's environment less `DSV4_RUNTIME_ADMIN_TOKEN`; its output
+   goes to the container log.
 3. Readiness: an engine with an API is ready when its `/health` and `/v1/models` answer 200
    (vLLM starts its API server only after every DP rank, local and remote, has loaded); an engine
    without one (headless worker) is ready while its process runs. A ready engine is checked
@@ -36,7 +37,7 @@ import aiohttp
 from aiohttp import web
 
 from dsv4_runtime.launch import Launch
-from dsv4_runtime.server import RuntimeState, build_app, fetch_engine_metrics
+from dsv4_runtime.server import ADMIN_TOKEN_ENV, RuntimeState, build_app, fetch_engine_metrics
 
 __all__ = [
     "EXIT_ENGINE_KILLED",
@@ -139,7 +140,7 @@ class Supervisor:
                 return status
         started = time.monotonic()
         self._process = await asyncio.create_subprocess_exec(
-            *self._launch.argv, start_new_session=True
+            *self._launch.argv, start_new_session=True, env=_engine_env()
         )
         log.info("engine started (pid %d): %s", self._process.pid, " ".join(self._launch.argv))
         background = [
@@ -203,7 +204,9 @@ class Supervisor:
             await process.wait()
 
     async def _run_to_end(self, command: Sequence[str]) -> int:
-        process = await asyncio.create_subprocess_exec(*command, start_new_session=True)
+        process = await asyncio.create_subprocess_exec(
+            *command, start_new_session=True, env=_engine_env()
+        )
         waiting = asyncio.create_task(process.wait())
         stopping = asyncio.create_task(self._stop.wait())
         await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -254,3 +257,8 @@ class Supervisor:
             await asyncio.sleep(METRICS_POLL_SECONDS)
             if self._state.engine_ready:
                 await fetch_engine_metrics(self._state)
+
+
+def _engine_env() -> dict[str, str]:
+    """The runtime's environment without the drain token: the engine has no use for it."""
+    return {key: value for key, value in os.environ.items() if key != ADMIN_TOKEN_ENV}

@@ -34,6 +34,7 @@ Scope = Literal["cluster", "namespace"]
 
 KIND_GROUPS: Final = {
     "ConfigMap": "",
+    "Secret": "",
     "Service": "",
     "Event": "",
     "PodDisruptionBudget": "policy",
@@ -60,6 +61,8 @@ CLIENT_METHOD_VERBS: Final[dict[str, tuple[str, ...]]] = {
 (`/apis/GROUP/VERSION`), which every authenticated user may read (role `system:discovery`)."""
 
 OWN_KIND: Final = "DeepSeekV4Deployment"
+CREATE_ONLY_KINDS: Final = frozenset({"Secret"})
+"""Children the client creates once and reads, never applies over (the admin Secret)."""
 PEERING_KINDS: Final = frozenset({"KopfPeering", "ClusterKopfPeering"})
 """Kinds the client only creates (`dsv4_operator.kube.peering`), at startup."""
 
@@ -98,7 +101,7 @@ def client_methods() -> set[str]:
 def child_kinds() -> set[str]:
     """Kinds the reconciler reads and applies: every kind the client knows but ours, Event and
     kopf's peering objects."""
-    return set(PLURALS) - {OWN_KIND, "Event"} - PEERING_KINDS
+    return set(PLURALS) - {OWN_KIND, "Event"} - PEERING_KINDS - CREATE_ONLY_KINDS
 
 
 def client_permissions() -> set[Permission]:
@@ -109,6 +112,10 @@ def client_permissions() -> set[Permission]:
         for verb in (*CLIENT_METHOD_VERBS["get"], *CLIENT_METHOD_VERBS["apply"]):
             needs.add(Permission(group, plural, verb, "namespace", f"read and apply {kind}"))
     needs.add(Permission(GROUP, PLURAL, "get", "namespace", "reconciler reads the resource"))
+    for kind in sorted(CREATE_ONLY_KINDS):
+        group, plural = KIND_GROUPS[kind], PLURALS[kind]
+        for verb in (*CLIENT_METHOD_VERBS["get"], *CLIENT_METHOD_VERBS["create"]):
+            needs.add(Permission(group, plural, verb, "namespace", f"create once and read {kind}"))
     for verb in CLIENT_METHOD_VERBS["patch_status"]:
         needs.add(Permission(GROUP, f"{PLURAL}/status", verb, "namespace", "status patch"))
     for verb in CLIENT_METHOD_VERBS["patch_replicas"]:

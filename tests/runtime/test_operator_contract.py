@@ -57,12 +57,20 @@ def test_the_operator_refuses_every_flag_the_runtime_owns() -> None:
     assert engine.PREFIX_FLAGS == vllm_args.PREFIX_FLAGS
 
 
-async def test_the_rendered_drain_token_opens_the_runtime_drain() -> None:
-    # The operator's pod env and its autoscaler's header, against the runtime's real server.
+async def test_the_admin_secret_token_opens_the_runtime_drain() -> None:
+    # The pod env the operator renders names the Secret it creates; the runtime, given that
+    # Secret's token, takes the autoscaler's header and refuses any other.
+    import base64
+
     from aiohttp.test_utils import TestClient, TestServer
 
     from dsv4_operator.render import Owner, leaderworkerset
-    from dsv4_operator.render.admin import ADMIN_TOKEN_ENV, bearer_header
+    from dsv4_operator.render.admin import (
+        ADMIN_TOKEN_ENV,
+        admin_secret,
+        bearer_header,
+        token_from_secret,
+    )
     from dsv4_runtime import server
     from dsv4_runtime.metrics import RuntimeMetrics
 
@@ -70,18 +78,23 @@ async def test_the_rendered_drain_token_opens_the_runtime_drain() -> None:
     body = _deployments(EXAMPLES[0])[0]
     spec = parse_deployment(body).spec
     owner = Owner("d", "ns", "6c1f0a4e-2d6b-4c55-9d0e-3b1f7a2c8e90")
+    secret = admin_secret(owner, spec.model, "0123abcd" * 8)
+    token = token_from_secret(secret)
+    assert token == "0123abcd" * 8
     lws = leaderworkerset(owner, spec, plan(request_from_spec(spec)), image="x:1")
     templates = lws["spec"]["leaderWorkerTemplate"]
     for role in ("leaderTemplate", "workerTemplate"):
         (container,) = templates[role]["spec"]["containers"]
-        env = {e["name"]: e.get("value") for e in container["env"]}
+        (entry,) = [e for e in container["env"] if e["name"] == ADMIN_TOKEN_ENV]
+        ref = entry["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == secret["metadata"]["name"]
+        # What the kubelet puts in the variable: the Secret's data, decoded.
+        value = base64.b64decode(secret["data"][ref["key"]]).decode()
         state = server.RuntimeState(
-            metrics=RuntimeMetrics(), engine_metrics_url=None, admin_token=env[ADMIN_TOKEN_ENV]
+            metrics=RuntimeMetrics(), engine_metrics_url=None, admin_token=value
         )
         async with TestClient(TestServer(server.build_app(state))) as client:
             assert (await client.post("/drain")).status == 401
-            assert (await client.post("/drain", headers=bearer_header(owner.uid))).status == 200
+            assert (await client.post("/drain", headers=bearer_header("guess"))).status == 401
+            assert (await client.post("/drain", headers=bearer_header(token))).status == 200
             assert state.held
-    other = bearer_header("a-different-uid")
-    async with TestClient(TestServer(server.build_app(state))) as client:
-        assert (await client.post("/undrain", headers=other)).status == 401

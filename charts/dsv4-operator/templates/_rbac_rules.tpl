@@ -22,7 +22,9 @@ startup when it is missing (operator/dsv4_operator/kube/peering.py: create only,
 Namespaced permissions: by the ClusterRole when watchNamespaces is empty, else by a Role in each
 watched namespace. Our client (operator/dsv4_operator/kube/client.py) reads the resource, patches
 its status and (native autoscaler) its spec.replicas, and reads + server-side applies each child,
-the KEDA ScaledObject or HPA included (apply needs create for a new object);
+the KEDA ScaledObject or HPA included (apply needs create for a new object); it creates each
+resource's admin Secret (the runtimes' drain token, render/admin.py) once and reads it (no
+list, watch or patch: it reads only the Secrets it names);
 kopf watches the resource, patches its progress annotations and posts Events; in namespaced
 mode the operator creates its KopfPeering in each watched namespace at startup when missing.
 */}}
@@ -39,6 +41,9 @@ mode the operator creates its KopfPeering in each watched namespace at startup w
 - apiGroups: [""]
   resources: [configmaps, services]
   verbs: [get, create, patch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, create]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, create, patch]

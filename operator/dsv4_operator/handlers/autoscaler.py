@@ -11,8 +11,9 @@ One `step` per DeepSeekV4Deployment per scrape interval (a kopf timer):
    reports so in `/ready`'s reason; a group that does not answer is starting;
 3. `autoscaling.decide` (pure) returns the decision;
 4. scale by patching `spec.replicas` (the same field the scale subresource serves), drain or
-   undrain groups through their runtime (`POST /drain`, `/undrain`, with the bearer token of
-   `render.admin`; a refused or unreachable one is a DrainFailed Warning), record the last 10
+   undrain groups through their runtime (`POST /drain`, `/undrain`, with the bearer token from
+   the admin Secret, `render.admin`; a refused or unreachable one is a DrainFailed Warning and
+   a partial drain is rolled back), record the last 10
    replica changes in `status.recentScalingDecisions`, post an Event, and export
    `dsv4_autoscaler_*` metrics; the ScalingActive condition says whether any group reports
    metrics (written only when it changes).
@@ -26,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,7 +51,7 @@ from dsv4_operator.kube import KubeClient
 from dsv4_operator.planning import PlanningError, plan
 from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.planning.planner import Plan
-from dsv4_operator.render.admin import bearer_header
+from dsv4_operator.render.admin import bearer_header, token_from_secret
 from dsv4_operator.render.labels import Owner, child_names
 from dsv4_operator.render.runtime_args import ADMIN_PORT
 from dsv4_operator.render.status import rfc3339
@@ -59,7 +60,6 @@ __all__ = ["Autoscaler", "AutoscalerMetrics", "HttpCall", "config_from", "http_c
 
 HttpCall = Callable[[str, str, Mapping[str, str]], tuple[int, str] | None]
 """`(method, url, headers) -> (status, body)`, or None when the peer cannot be reached."""
-"""(method, url) -> (status, body), or None when the peer does not answer."""
 
 HELD_REASON = "drained by the autoscaler"
 """`/ready`'s reason while a group is drained (dsv4_runtime.server)."""
@@ -158,6 +158,7 @@ class Autoscaler:
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _states: dict[str, AutoscalerState] = field(default_factory=dict)
     _counters: dict[tuple[str, int], CounterSample] = field(default_factory=dict)
+    _drain_failures: dict[str, str] = field(default_factory=dict)
 
     def _group(self, key: str, base: str, index: int, t: float) -> GroupSample:
         ready = self.http("GET", f"{base}/ready", {})
@@ -194,6 +195,7 @@ class Autoscaler:
         """Drop the decision state and token counters kept for `namespace/name`."""
         key = f"{namespace}/{name}"
         self._states.pop(key, None)
+        self._drain_failures.pop(key, None)
         for counter in [k for k in self._counters if k[0] == key]:
             del self._counters[counter]
         for gauge in (self.metrics.load, self.metrics.desired):
@@ -234,10 +236,15 @@ class Autoscaler:
         self._states[key] = state
         self.metrics.load.labels(deployment=key).set(decision.load_tokens_per_second)
         self.metrics.desired.labels(deployment=key).set(decision.replicas_to)
+        if decision.action in {"drain", "undrain"}:
+            if not self._drain(Owner.from_body(body), lws, decision, emit):
+                # Nothing is held now: the next step decides afresh from what groups report.
+                self._states[key] = replace(state, draining=())
+                return decision
+        elif decision.action == "scale":
+            self._scale(namespace, name, decision, body.get("status") or {}, emit)
         if decision.action != "hold":
             self.metrics.decisions.labels(action=decision.action).inc()
-            owner = Owner.from_body(body)
-            self._apply(owner, lws, decision, body.get("status") or {}, emit)
         return decision
 
     def _report_active(self, body: dict[str, Any], groups: tuple[GroupSample, ...]) -> None:
@@ -269,27 +276,52 @@ class Autoscaler:
             API_VERSION, KIND, meta["namespace"], meta["name"], {"conditions": conditions}
         )
 
-    def _apply(
-        self, owner: Owner, lws: str, d: Decision, status: dict[str, Any], emit: EmitFn
+    def _post(self, owner: Owner, lws: str, index: int, action: str, token: str) -> str | None:
+        """POST /drain or /undrain to group `index`; None on 200, else what went wrong."""
+        url = f"http://{lws}-{index}.{lws}.{owner.namespace}:{ADMIN_PORT}/{action}"
+        answer = self.http("POST", url, bearer_header(token))
+        if answer is None:
+            return "unreachable"
+        return None if answer[0] == 200 else f"HTTP {answer[0]}"
+
+    def _drain(self, owner: Owner, lws: str, d: Decision, emit: EmitFn) -> bool:
+        """Drain or undrain `d.groups` with the token from the admin Secret; whether all took it.
+
+        A drain that some group refuses is rolled back on the groups that took it, so no group
+        stays out of service while the others keep serving; the failure is a DrainFailed
+        Warning, posted again only when what failed changes.
+
+        Raises:
+            TransientApiError: reading the Secret failed retryably (the next tick tries again).
+            ApiError: reading the Secret failed otherwise.
+        """
+        key = f"{owner.namespace}/{owner.name}"
+        secret_name = child_names(owner).admin_secret
+        token = token_from_secret(self.kube.get("v1", "Secret", owner.namespace, secret_name))
+        if token is None:
+            failed = dict.fromkeys(d.groups, f"no token in Secret {secret_name}")
+        else:
+            answers = {i: self._post(owner, lws, i, d.action, token) for i in d.groups}
+            failed = {i: why for i, why in answers.items() if why is not None}
+            if failed and d.action == "drain":
+                for i in (i for i, why in answers.items() if why is None):
+                    self._post(owner, lws, i, "undrain", token)
+        if failed:
+            message = f"POST /{d.action} failed for groups " + ", ".join(
+                f"{i} ({why})" for i, why in sorted(failed.items())
+            )
+            if self._drain_failures.get(key) != message:
+                self._drain_failures[key] = message
+                emit("Warning", "DrainFailed", f"{message}; the groups keep serving")
+            return False
+        self._drain_failures.pop(key, None)
+        verb = "Draining" if d.action == "drain" else "DrainCancelled"
+        emit("Normal", verb, f"groups {list(d.groups)}: {d.reason}")
+        return True
+
+    def _scale(
+        self, namespace: str, name: str, d: Decision, status: dict[str, Any], emit: EmitFn
     ) -> None:
-        namespace, name = owner.namespace, owner.name
-        if d.action in {"drain", "undrain"}:
-            failed = []
-            for i in d.groups:
-                url = f"http://{lws}-{i}.{lws}.{namespace}:{ADMIN_PORT}/{d.action}"
-                answer = self.http("POST", url, bearer_header(owner.uid))
-                if answer is None or answer[0] != 200:
-                    failed.append(f"{i} ({'unreachable' if answer is None else answer[0]})")
-            if failed:  # the group keeps serving; the next step decides again
-                emit(
-                    "Warning",
-                    "DrainFailed",
-                    f"POST /{d.action} failed for groups {', '.join(failed)}",
-                )
-                return
-            verb = "Draining" if d.action == "drain" else "DrainCancelled"
-            emit("Normal", verb, f"groups {list(d.groups)}: {d.reason}")
-            return
         self.kube.patch_replicas(API_VERSION, KIND, namespace, name, d.replicas_to)
         record = {
             "time": rfc3339(self.now()),

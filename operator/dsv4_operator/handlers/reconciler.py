@@ -6,6 +6,7 @@ kopf (TemporaryError / PermanentError, Events through kopf's poster).
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -36,11 +37,13 @@ from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.render import (
     Observation,
     Owner,
+    child_names,
     desired_status,
     endpoint,
     render_children,
     status_patch,
 )
+from dsv4_operator.render.admin import admin_secret
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
 from dsv4_operator.render.leaderworkerset import surge_groups
 from dsv4_operator.render.status import APPLY_FAILED, KEDA_MISSING
@@ -205,6 +208,20 @@ class Reconciler:
             return self._report(obs, status, emit, "plan_failed", message)
         return self._roll_out(owner, spec, planned, status, emit)
 
+    def _ensure_admin_secret(self, owner: Owner, model: str) -> None:
+        """Create the drain-token Secret (`render.admin`) unless it exists: one GET when it does.
+
+        A random 256-bit token; created with POST, never applied over, so it stays what the
+        pods read. A 409 (created meanwhile) keeps the existing one.
+
+        Raises:
+            TransientApiError: a retryable failure.
+            ApiError: any other failure (e.g. 403 without RBAC on secrets).
+        """
+        name = child_names(owner).admin_secret
+        if self.kube.get("v1", "Secret", owner.namespace, name) is None:
+            self.kube.create(admin_secret(owner, model, secrets.token_hex(32)))
+
     def _roll_out(
         self,
         owner: Owner,
@@ -228,6 +245,7 @@ class Reconciler:
         if not apis.keda:  # mode keda without KEDA installed: nothing to scale with
             children = [c for c in children if c["kind"] != "ScaledObject"]
         try:
+            self._ensure_admin_secret(owner, spec.model)
             applied = apply_children(self.kube, children)
         except TransientApiError:
             raise

@@ -34,6 +34,7 @@ _TRANSIENT: Final = frozenset({409, 429, 500, 502, 503, 504})
 _TIMEOUT_SECONDS: Final = 30
 PLURALS: Final = {
     "ConfigMap": "configmaps",
+    "Secret": "secrets",
     "Service": "services",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "LeaderWorkerSet": "leaderworkersets",

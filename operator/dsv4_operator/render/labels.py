@@ -94,12 +94,14 @@ class ChildNames:
         service: the OpenAI API Service (leaders only); distinct from LWS's headless Service.
         config_map: the ConfigMap holding the plan JSON.
         pod_disruption_budget: the PodDisruptionBudget of the worker pods.
+        admin_secret: the Secret holding the runtimes' drain token (`render.admin`).
     """
 
     leaderworkerset: str
     service: str
     config_map: str
     pod_disruption_budget: str
+    admin_secret: str
 
 
 def child_names(owner: Owner) -> ChildNames:
@@ -109,6 +111,7 @@ def child_names(owner: Owner) -> ChildNames:
         service=f"{owner.name}-api",
         config_map=f"{owner.name}-plan",
         pod_disruption_budget=owner.name,
+        admin_secret=f"{owner.name}-admin",
     )
 
 

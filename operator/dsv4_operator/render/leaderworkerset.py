@@ -37,7 +37,7 @@ from typing import Any, Final
 from dsv4_operator.api.v1alpha1.quantities import quantity_bytes
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.planning import Plan
-from dsv4_operator.render.admin import ADMIN_TOKEN_ENV, admin_token
+from dsv4_operator.render.admin import admin_token_env
 from dsv4_operator.render.labels import LABEL_ROLE, Owner, child_names, standard_labels
 from dsv4_operator.render.runtime_args import (
     ADMIN_PORT,
@@ -99,8 +99,8 @@ def _resources(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
 
 
 def _env(owner: Owner, spec: DeepSeekV4DeploymentSpec) -> list[dict[str, Any]]:
-    # The drain token first (render.admin); the spec cannot set that name (api EnvVar).
-    env: list[dict[str, Any]] = [{"name": ADMIN_TOKEN_ENV, "value": admin_token(owner.uid)}]
+    # The drain token first, from its Secret (render.admin); the spec cannot set that name.
+    env: list[dict[str, Any]] = [admin_token_env(owner)]
     source = spec.model_source
     if source is not None and source.hugging_face is not None:
         token = source.hugging_face.token_secret_ref

@@ -435,6 +435,12 @@ CASES = [
         ("spec.engine.extraArgs", "--tensor-parallel-size is set by the operator"),
     ),
     Case(
+        "extra-arg-runtime-flag",
+        {"spec.engine": {"extraArgs": ["--enforce-eager", "--block-size=64"]}},
+        ("spec.engine", "or the runtime sets", "--block-size"),
+        ("spec.engine.extraArgs", "--block-size is set by the runtime"),
+    ),
+    Case(
         "extra-arg-short-flag",
         {"spec.engine": {"extraArgs": ["-tp", "4"]}},
         ("spec.engine.extraArgs[0]", "does not match"),

@@ -14,9 +14,12 @@ from tests.operator.kube.fake_api import FakeApi
 from dsv4_operator.handlers.autoscaler import Autoscaler, AutoscalerMetrics
 from dsv4_operator.handlers.deployment import native_autoscaling
 from dsv4_operator.kube import KubeClient
-from dsv4_operator.render.admin import admin_token
+from dsv4_operator.render import Owner
+from dsv4_operator.render.admin import admin_secret
 
 CR_PATH = "/apis/dsv4.io/v1alpha1/namespaces/ns/deepseekv4deployments/d"
+SECRET_PATH = "/api/v1/namespaces/ns/secrets/d-admin"
+TOKEN = "5a0c3e9b7d214f68a1c2b3d4e5f60718"
 SPEC: dict[str, Any] = {
     "model": "flash",
     "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8, "budget": 24},
@@ -42,7 +45,7 @@ class Runtimes:
     running: dict[int, int] = field(default_factory=dict)
     held: set[int] = field(default_factory=set)
     calls: list[tuple[str, str]] = field(default_factory=list)
-    token: str | None = field(default_factory=lambda: admin_token("u-1"))
+    token: str | None = TOKEN
     """The pods' DSV4_RUNTIME_ADMIN_TOKEN (None: pods rendered before the token existed)."""
 
     def __call__(self, method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
@@ -86,6 +89,8 @@ def setup(spec: dict[str, Any] | None = None) -> tuple[FakeApi, Runtimes, Autosc
         "metadata": {"name": "d", "namespace": "ns", "uid": "u-1", "generation": 1},
         "spec": copy.deepcopy(spec or SPEC),
     }
+    # The admin Secret, as the reconciler creates it (render.admin).
+    fake.objects[SECRET_PATH] = admin_secret(Owner("d", "ns", "u-1"), "flash", TOKEN)
     runtimes = Runtimes(tokens={0: 0.0})
     clock = [0.0]
     scaler = Autoscaler(
@@ -167,10 +172,67 @@ def test_a_runtime_that_refuses_the_drain_keeps_its_group_and_warns() -> None:
         failed = [e for e in events if e[1] == "DrainFailed"]
         assert failed, events
         assert failed[0][0] == "Warning"
-        assert f"groups 1 ({status})" in failed[0][2]
+        assert f"groups 1 (HTTP {status})" in failed[0][2]
         assert not any(e[1] == "Draining" for e in events)
         assert rt.held == set()
         assert fake.objects[CR_PATH]["spec"]["replicas"] == 2
+
+
+def test_a_partly_refused_drain_is_rolled_back_and_warned_once() -> None:
+    # Two groups to drain, one refuses: the other is undrained again at once, nothing is held,
+    # replicas stay, and the same failure is one Warning, not one per step.
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 3
+    spec["autoscaling"]["scaleDownMaxStep"] = 2
+    fake, rt, scaler, clock = setup(spec)
+    rt.tokens = {0: 0.0, 1: 0.0, 2: 0.0}
+    refusing = _Refusing(rt, group=2)
+    scaler.http = refusing
+    events = Events()
+    for _ in range(12):
+        for group in rt.tokens:
+            rt.tokens[group] += 100 * 15
+        tick(scaler, clock, events)
+    assert refusing.refused > 1  # decided again after each rollback
+    assert ("POST", "http://d-1.d.ns:8081/undrain") in rt.calls
+    assert rt.held == set()
+    warnings = [e for e in events if e[1] == "DrainFailed"]
+    assert len(warnings) == 1, events
+    assert warnings[0][0] == "Warning"
+    assert "groups 2 (HTTP 403)" in warnings[0][2]
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 3
+
+
+@dataclass
+class _Refusing:
+    """Runtimes where one group refuses POSTs with 403."""
+
+    runtimes: Runtimes
+    group: int
+    refused: int = 0
+
+    def __call__(self, method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        if method == "POST" and f"//d-{self.group}." in url:
+            self.refused += 1
+            return 403, '{"error": "drain is disabled"}'
+        return self.runtimes(method, url, headers)
+
+
+def test_without_the_admin_secret_nothing_is_drained() -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 2
+    fake, rt, scaler, clock = setup(spec)
+    del fake.objects[SECRET_PATH]
+    rt.tokens = {0: 0.0, 1: 0.0}
+    events = Events()
+    for _ in range(12):
+        rt.tokens[0] += 300 * 15
+        rt.tokens[1] += 300 * 15
+        tick(scaler, clock, events)
+    (warning,) = [e for e in events if e[1] == "DrainFailed"]
+    assert "no token in Secret d-admin" in warning[2]
+    assert not [c for c in rt.calls if c[0] == "POST"]
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 2
 
 
 def test_not_native_or_paused_does_nothing() -> None:

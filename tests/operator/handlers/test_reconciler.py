@@ -13,9 +13,11 @@ from tests.operator.kube.fake_api import FakeApi
 from dsv4_operator.handlers.reconciler import Reconciler
 from dsv4_operator.kube import KubeClient
 from dsv4_operator.metrics import OperatorMetrics
+from dsv4_operator.render.admin import token_from_secret
 
 CR_PATH = "/apis/dsv4.io/v1alpha1/namespaces/ns/deepseekv4deployments/d"
 LWS_PATH = "/apis/leaderworkerset.x-k8s.io/v1/namespaces/ns/leaderworkersets/d"
+SECRET_PATH = "/api/v1/namespaces/ns/secrets/d-admin"
 SPEC: dict[str, Any] = {
     "model": "flash",
     "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8},
@@ -58,7 +60,7 @@ def test_valid_spec_rolls_out_once_then_resyncs_without_writes() -> None:
     events = Events()
     first = reconciler.reconcile("ns", "d", events)
     assert first.result == "applied"
-    assert first.writes == 6  # 4 children + status + the PlanChanged Event
+    assert first.writes == 7  # the admin Secret + 4 children + status + the PlanChanged Event
     assert events.reasons() == ["PlanChanged"]
     assert events[0][2].startswith("GPUs per replica: none -> ")
     assert "x h200-141gb" in events[0][2]
@@ -76,6 +78,43 @@ def test_valid_spec_rolls_out_once_then_resyncs_without_writes() -> None:
     assert 'dsv4_operator_reconciles_total{result="unchanged"} 1.0' in text
     assert "dsv4_operator_managed_deployments 1.0" in text
     assert 'dsv4_operator_planned_gpus{gpu_type="h200-141gb"}' in text
+
+
+def test_the_admin_secret_is_created_once_and_never_overwritten() -> None:
+    fake, reconciler = _setup()
+    reconciler.reconcile("ns", "d", Events())
+    secret = fake.objects[SECRET_PATH]
+    token = token_from_secret(secret)
+    assert token is not None
+    assert len(token) == 64  # 256 random bits, hex
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    lws = fake.objects[LWS_PATH]["spec"]["leaderWorkerTemplate"]
+    for role in ("leaderTemplate", "workerTemplate"):
+        (container,) = lws[role]["spec"]["containers"]
+        ref = container["env"][0]["valueFrom"]["secretKeyRef"]
+        assert (container["env"][0]["name"], ref) == (
+            "DSV4_RUNTIME_ADMIN_TOKEN",
+            {"name": "d-admin", "key": "token"},
+        )
+    fake.objects[CR_PATH]["spec"]["replicas"] = 2
+    reconciler.reconcile("ns", "d", Events())
+    assert token_from_secret(fake.objects[SECRET_PATH]) == token
+    # Deleted (e.g. to rotate it): the next reconcile draws a new token.
+    del fake.objects[SECRET_PATH]
+    reconciler.reconcile("ns", "d", Events())
+    rotated = token_from_secret(fake.objects[SECRET_PATH])
+    assert rotated is not None
+    assert rotated != token
+
+
+def test_a_forbidden_admin_secret_is_reported_not_raised() -> None:
+    fake, reconciler = _setup(fail=[("POST", "/secrets", 403)])
+    events = Events()
+    outcome = reconciler.reconcile("ns", "d", events)
+    assert outcome.result == "error"
+    assert _conditions(fake)["Ready"] == ("False", "ApplyFailed")
+    assert "secrets" in outcome.message
+    assert LWS_PATH not in fake.objects  # no pods that would wait for a missing Secret
 
 
 def test_a_template_change_is_not_reported_ready_on_the_old_counts() -> None:

@@ -13,7 +13,6 @@ from dsv4_operator.planning import plan, plan_to_dict
 from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.render import leaderworkerset
 from dsv4_operator.render import runtime_args as ra
-from dsv4_operator.render.admin import admin_token
 from dsv4_operator.render.leaderworkerset import RESTART_POLICY, bytes_quantity, rollout_strategy
 
 
@@ -101,7 +100,10 @@ def test_memory_limit_covers_shm_and_placement_passes_through() -> None:
     }
     assert pod["nodeSelector"]["pool"] == "a"
     assert c["env"] == [
-        {"name": "DSV4_RUNTIME_ADMIN_TOKEN", "value": admin_token("uid")},
+        {
+            "name": "DSV4_RUNTIME_ADMIN_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "x-admin", "key": "token"}},
+        },
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}},
         {"name": "A", "value": "b"},
     ]

@@ -278,6 +278,12 @@ def _serve_and_drain(tmp_path: Path, config: RuntimeConfig, started: list[Pod]) 
     assert httpx.get(f"{leader}/ready", timeout=5).json()["reason"] == "drained by the autoscaler"
     assert httpx.post(f"{leader}/undrain", headers=auth, timeout=5).status_code == 200
     assert httpx.get(f"{leader}/ready", timeout=5).status_code == 200
+    # The engine processes do not inherit the token.
+    engine = _children(pods[0].process.pid)
+    assert engine
+    for pid in engine:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert not [v for v in environ if v.startswith(ADMIN_TOKEN_ENV.encode() + b"=")]
     for pod in pods:  # deleting the group: every pod gets SIGTERM; rank 0 stops the others
         pod.process.send_signal(signal.SIGTERM)
     for pod in pods:
