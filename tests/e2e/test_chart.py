@@ -281,7 +281,9 @@ def test_install_namespaced_operator_reconciles_with_only_the_chart_permissions(
         assert not can_i(plane, account, lws_create, namespace)
         for verb, resource in [
             ("delete", "leaderworkersets.leaderworkerset.x-k8s.io"),
-            ("get", "secrets"),
+            # Secrets: get and create only (the admin Secrets it names), never list or patch.
+            ("list", "secrets"),
+            ("patch", "secrets"),
             ("list", "pods"),
         ]:
             no = plane.kubectl(

@@ -7,6 +7,7 @@ which writes LeaderWorkerSet status as the (absent) LWS controller would.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import time
@@ -119,6 +120,7 @@ def _children(cluster: Cluster, ns: str, name: str, pdb_version: str) -> dict[st
         "Service": cluster.get("v1", "services", ns, f"{name}-api"),
         "PodDisruptionBudget": cluster.get(pdb_version, "poddisruptionbudgets", ns, name),
         "LeaderWorkerSet": cluster.get(LWS_V, "leaderworkersets", ns, name),
+        "Secret": cluster.get("v1", "secrets", ns, f"{name}-admin"),  # the drain token
     }
 
 
@@ -150,7 +152,7 @@ def test_example_rolls_out_with_owned_children(
     cluster.wait_condition(namespace, name, "Planned", "True", "PlanReady")
     children = wait_until(
         lambda: (c := _children(cluster, namespace, name, pdb_version)) and all(c.values()) and c,
-        "all four children",
+        "all five children",
     )
     cr = cluster.dsv4(namespace, name)
     assert cr is not None
@@ -181,6 +183,8 @@ def test_example_rolls_out_with_owned_children(
         assert quantity_bytes(shm["emptyDir"]["sizeLimit"]) == shm_bytes
         assert quantity_bytes(container["resources"]["requests"]["memory"]) >= shm_bytes
         assert pod["nodeSelector"].items() >= want["gpu"]["node_label"].items()
+        token_ref = next(e for e in container["env"] if e["name"] == "DSV4_RUNTIME_ADMIN_TOKEN")
+        assert token_ref["valueFrom"]["secretKeyRef"] == {"name": f"{name}-admin", "key": "token"}
         config = RuntimeConfig.from_args(container["args"])
         assert (
             config.nodes,
@@ -201,6 +205,7 @@ def test_example_rolls_out_with_owned_children(
         )
     assert json.loads(children["ConfigMap"]["data"]["plan.json"]) == json.loads(json.dumps(want))
     assert children["Service"]["spec"]["selector"]["dsv4.io/role"] == "leader"
+    assert len(base64.b64decode(children["Secret"]["data"]["token"])) == 64
 
     status = cluster.dsv4(namespace, name)["status"]  # type: ignore[index]
     assert status["plan"]["gpuType"] == want["gpu"]["type"]
