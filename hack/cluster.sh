@@ -26,6 +26,8 @@
 #   DSV4_CLUSTER_WATCH_PID  if set, `start` adds a watchdog that stops the plane when that
 #                      process exits (the test suite passes its own PID)
 #   DSV4_KEEP_BUILD    1 to keep the 2.4 GB build tree after a successful build (default 0)
+# kube-apiserver runs with the OwnerReferencesPermissionEnforcement admission plugin (on in
+# OpenShift), so children that set blockOwnerDeletion need update on the owner's finalizers.
 # Only the Debian archive (deb.debian.org) and the npm registry are contacted, during `build`.
 # A failed CRD-server build does not fail `build` (sid changes daily): the reason is kept in
 # $DSV4_CACHE/bin/apiextensions-apiserver.failed and the CEL e2e tests report it.
@@ -362,7 +364,8 @@ cmd_start() {
         --service-account-issuer https://kubernetes.default.svc \
         --service-account-key-file "$STATE/sa.pub" \
         --service-account-signing-key-file "$STATE/sa.key" \
-        --service-cluster-ip-range 10.0.0.0/24 --disable-admission-plugins ServiceAccount
+        --service-cluster-ip-range 10.0.0.0/24 --disable-admission-plugins ServiceAccount \
+        --enable-admission-plugins OwnerReferencesPermissionEnforcement
 
     cat >"$STATE/kubeconfig" <<EOF
 apiVersion: v1

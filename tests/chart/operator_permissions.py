@@ -118,6 +118,15 @@ def client_permissions() -> set[Permission]:
             needs.add(Permission(group, plural, verb, "namespace", f"create once and read {kind}"))
     for verb in CLIENT_METHOD_VERBS["patch_status"]:
         needs.add(Permission(GROUP, f"{PLURAL}/status", verb, "namespace", "status patch"))
+    needs.add(
+        Permission(
+            GROUP,
+            f"{PLURAL}/finalizers",
+            "update",
+            "namespace",
+            "children's blockOwnerDeletion (admission plugin OwnerReferencesPermissionEnforcement)",
+        )
+    )
     for verb in CLIENT_METHOD_VERBS["patch_replicas"]:
         needs.add(Permission(GROUP, PLURAL, verb, "namespace", "autoscaler sets spec.replicas"))
     return needs

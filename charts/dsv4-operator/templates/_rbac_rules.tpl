@@ -24,7 +24,9 @@ watched namespace. Our client (operator/dsv4_operator/kube/client.py) reads the 
 its status and (native autoscaler) its spec.replicas, and reads + server-side applies each child,
 the KEDA ScaledObject or HPA included (apply needs create for a new object); it creates each
 resource's admin Secret (the runtimes' drain token, render/admin.py) once and reads it (no
-list, watch or patch: it reads only the Secrets it names);
+list, watch or patch: it reads only the Secrets it names); the children's ownerReferences set
+blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement admission plugin (on in
+OpenShift) allows only with update on the owner's finalizers subresource;
 kopf watches the resource, patches its progress annotations and posts Events; in namespaced
 mode the operator creates its KopfPeering in each watched namespace at startup when missing.
 */}}
@@ -35,6 +37,9 @@ mode the operator creates its KopfPeering in each watched namespace at startup w
 - apiGroups: [dsv4.io]
   resources: [deepseekv4deployments/status]
   verbs: [patch]
+- apiGroups: [dsv4.io]
+  resources: [deepseekv4deployments/finalizers]
+  verbs: [update]
 - apiGroups: [leaderworkerset.x-k8s.io]
   resources: [leaderworkersets]
   verbs: [get, create, patch]
