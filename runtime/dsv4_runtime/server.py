@@ -11,9 +11,9 @@
   before a scale-down: `/ready` answers 503 while drained, so the Service stops sending new
   requests, and the running ones finish; the engine keeps running. Both need
   `Authorization: Bearer <token>` with the token in `DSV4_RUNTIME_ADMIN_TOKEN` (the operator
-  derives one per DeepSeekV4Deployment and sets it in the pod template): 401 with a wrong or no
-  token, 403 when the pod has none. Without it, any client that reaches a pod IP could take
-  every group out of service.
+  keeps one per DeepSeekV4Deployment in a Secret that the pod template reads): 401 with a wrong
+  or no token, 403 when the pod has none. Without it, any client that reaches a pod IP could
+  take every group out of service.
 
 Inference traffic does not pass through here: the Service targets the engine's API port
 directly, so the runtime adds no hop and no per-token work to the serving path.
@@ -129,9 +129,9 @@ def _refusal(request: web.Request, state: RuntimeState) -> web.Response | None:
         reason = f"drain is disabled: this pod has no {ADMIN_TOKEN_ENV}"
         return web.json_response({"error": reason}, status=403)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.strip().encode(), state.admin_token.encode()
-    ):
+    # aiohttp keeps undecodable header bytes as surrogates: encode them back, never raise.
+    given = token.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, state.admin_token.encode()):
         return web.json_response(
             {"error": "a valid admin bearer token is required"},
             status=401,

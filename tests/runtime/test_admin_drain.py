@@ -3,6 +3,8 @@
 Both need the admin bearer token (`DSV4_RUNTIME_ADMIN_TOKEN`, set by the operator).
 """
 
+import asyncio
+
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -57,6 +59,23 @@ async def test_drain_without_the_token_is_refused_and_changes_nothing(
         state.held = True  # drained by the autoscaler: an undrain without the token keeps it so
         assert (await client.post("/undrain", headers=headers)).status == 401
         assert state.held
+
+
+async def test_an_undecodable_header_is_a_401_not_a_server_error() -> None:
+    # Raw bytes on the wire (clients would encode the header): aiohttp keeps them as surrogates.
+    state = _state()
+    async with TestServer(build_app(state)) as server:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(
+            b"POST /drain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:60]
+    assert not state.held
 
 
 async def test_a_pod_without_a_token_refuses_drain() -> None:

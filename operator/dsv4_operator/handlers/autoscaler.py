@@ -277,19 +277,21 @@ class Autoscaler:
         )
 
     def _post(self, owner: Owner, lws: str, index: int, action: str, token: str) -> str | None:
-        """POST /drain or /undrain to group `index`; None on 200, else what went wrong."""
+        """POST /drain or /undrain to group `index`; the refusal (`HTTP 401`...), or None.
+
+        A group that does not answer counts as done: it serves nothing now, and a runtime that
+        comes back starts undrained (the hold lives in its memory).
+        """
         url = f"http://{lws}-{index}.{lws}.{owner.namespace}:{ADMIN_PORT}/{action}"
         answer = self.http("POST", url, bearer_header(token))
-        if answer is None:
-            return "unreachable"
-        return None if answer[0] == 200 else f"HTTP {answer[0]}"
+        return None if answer is None or answer[0] == 200 else f"HTTP {answer[0]}"
 
     def _drain(self, owner: Owner, lws: str, d: Decision, emit: EmitFn) -> bool:
         """Drain or undrain `d.groups` with the token from the admin Secret; whether all took it.
 
-        A drain that some group refuses is rolled back on the groups that took it, so no group
-        stays out of service while the others keep serving; the failure is a DrainFailed
-        Warning, posted again only when what failed changes.
+        A drain that some group refuses (answers with an error status) is rolled back on the
+        groups that took it, so no group stays out of service while the others keep serving;
+        the failure is a DrainFailed Warning, posted again only when what failed changes.
 
         Raises:
             TransientApiError: reading the Secret failed retryably (the next tick tries again).

@@ -43,7 +43,7 @@ from dsv4_operator.render import (
     render_children,
     status_patch,
 )
-from dsv4_operator.render.admin import admin_secret
+from dsv4_operator.render.admin import ADMIN_TOKEN_KEY, admin_secret, token_from_secret
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
 from dsv4_operator.render.leaderworkerset import surge_groups
 from dsv4_operator.render.status import APPLY_FAILED, KEDA_MISSING
@@ -208,19 +208,41 @@ class Reconciler:
             return self._report(obs, status, emit, "plan_failed", message)
         return self._roll_out(owner, spec, planned, status, emit)
 
-    def _ensure_admin_secret(self, owner: Owner, model: str) -> None:
-        """Create the drain-token Secret (`render.admin`) unless it exists: one GET when it does.
+    def _ensure_admin_secret(self, owner: Owner, model: str) -> bool:
+        """Create the drain-token Secret (`render.admin`) unless it exists; whether it created it.
 
         A random 256-bit token; created with POST, never applied over, so it stays what the
-        pods read. A 409 (created meanwhile) keeps the existing one.
+        pods read (one GET when it exists). A 409 (created meanwhile) keeps the existing one.
+        An existing Secret must be this resource's and hold a token, or no pod is rolled out
+        on it: one left by a deleted resource of the same name (another owner uid, or being
+        deleted) is waited for until garbage collection removes it; any other is an error.
 
         Raises:
-            TransientApiError: a retryable failure.
-            ApiError: any other failure (e.g. 403 without RBAC on secrets).
+            TransientApiError: a retryable failure, or the old resource's Secret still exists.
+            ApiError: any other failure (e.g. 403 without RBAC on secrets), or a Secret of that
+                name that is not this resource's or holds no token (status 409).
         """
         name = child_names(owner).admin_secret
-        if self.kube.get("v1", "Secret", owner.namespace, name) is None:
-            self.kube.create(admin_secret(owner, model, secrets.token_hex(32)))
+        what = f"Secret {owner.namespace}/{name}"
+        found = self.kube.get("v1", "Secret", owner.namespace, name)
+        if found is None:
+            return self.kube.create(admin_secret(owner, model, secrets.token_hex(32))) is not None
+        meta = found.get("metadata") or {}
+        owners = [r for r in meta.get("ownerReferences") or [] if r.get("kind") == KIND]
+        if meta.get("deletionTimestamp") or (
+            owners and owner.uid not in {r.get("uid") for r in owners}
+        ):
+            reason = "left by a deleted DeepSeekV4Deployment of the same name: waiting for it to go"
+            raise TransientApiError(409, reason, what, self.retry_delay_seconds)
+        if not owners:
+            reason = (
+                "exists and is not owned by this DeepSeekV4Deployment (it holds the runtimes' "
+                "drain token): delete or rename it"
+            )
+            raise ApiError(409, reason, what)
+        if token_from_secret(found) is None:
+            raise ApiError(409, f"has no valid '{ADMIN_TOKEN_KEY}' key: delete it to rotate", what)
+        return False
 
     def _roll_out(
         self,
@@ -245,7 +267,7 @@ class Reconciler:
         if not apis.keda:  # mode keda without KEDA installed: nothing to scale with
             children = [c for c in children if c["kind"] != "ScaledObject"]
         try:
-            self._ensure_admin_secret(owner, spec.model)
+            secret_created = self._ensure_admin_secret(owner, spec.model)
             applied = apply_children(self.kube, children)
         except TransientApiError:
             raise
@@ -282,7 +304,7 @@ class Reconciler:
                 f"({planned.chosen.layout.describe()}); {spec.replicas} replica(s), "
                 f"{gpus * spec.replicas} GPUs in total",
             )
-        changed = any(a.action != "unchanged" for a in applied)
+        changed = secret_created or any(a.action != "unchanged" for a in applied)
         return self._report(obs, status, emit, "applied" if changed else "unchanged")
 
     def _report(

@@ -218,6 +218,24 @@ class _Refusing:
         return self.runtimes(method, url, headers)
 
 
+def test_a_victim_that_does_not_answer_does_not_block_the_scale_down() -> None:
+    # Group 2's leader crash-loops (no answer): it serves nothing, so it counts as drained and
+    # the scale-down goes on; group 1 is not drained and undrained on every tick.
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 3
+    spec["autoscaling"]["scaleDownMaxStep"] = 2
+    fake, rt, scaler, clock = setup(spec)
+    rt.tokens = {0: 0.0, 1: 0.0}
+    events = Events()
+    for _ in range(40):
+        rt.tokens[0] += 100 * 15
+        rt.tokens[1] += 0 if 1 in rt.held else 100 * 15
+        tick(scaler, clock, events)
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 1
+    assert not [c for c in rt.calls if c[1].endswith("/undrain")]
+    assert not [e for e in events if e[1] == "DrainFailed"]
+
+
 def test_without_the_admin_secret_nothing_is_drained() -> None:
     spec = copy.deepcopy(SPEC)
     spec["replicas"] = 2

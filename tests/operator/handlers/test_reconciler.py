@@ -13,7 +13,8 @@ from tests.operator.kube.fake_api import FakeApi
 from dsv4_operator.handlers.reconciler import Reconciler
 from dsv4_operator.kube import KubeClient
 from dsv4_operator.metrics import OperatorMetrics
-from dsv4_operator.render.admin import token_from_secret
+from dsv4_operator.render import Owner
+from dsv4_operator.render.admin import admin_secret, token_from_secret
 
 CR_PATH = "/apis/dsv4.io/v1alpha1/namespaces/ns/deepseekv4deployments/d"
 LWS_PATH = "/apis/leaderworkerset.x-k8s.io/v1/namespaces/ns/leaderworkersets/d"
@@ -99,12 +100,53 @@ def test_the_admin_secret_is_created_once_and_never_overwritten() -> None:
     fake.objects[CR_PATH]["spec"]["replicas"] = 2
     reconciler.reconcile("ns", "d", Events())
     assert token_from_secret(fake.objects[SECRET_PATH]) == token
-    # Deleted (e.g. to rotate it): the next reconcile draws a new token.
+    # Deleted (e.g. to rotate it): the next reconcile draws a new token, and says it wrote.
     del fake.objects[SECRET_PATH]
-    reconciler.reconcile("ns", "d", Events())
+    outcome = reconciler.reconcile("ns", "d", Events())
+    assert (outcome.result, outcome.writes) == ("applied", 1)
     rotated = token_from_secret(fake.objects[SECRET_PATH])
     assert rotated is not None
     assert rotated != token
+
+
+def _secret(owner_uid: str | None, **meta: Any) -> dict[str, Any]:
+    secret = admin_secret(Owner("d", "ns", owner_uid or "x"), "flash", "ab" * 32)
+    if owner_uid is None:
+        del secret["metadata"]["ownerReferences"]
+    secret["metadata"].update(meta)
+    return secret
+
+
+def test_a_predecessors_admin_secret_is_waited_for_not_used() -> None:
+    # Deleted and re-created under the same name before garbage collection: the old Secret
+    # goes with its owner, so no pod may be rolled out on it.
+    for leftover in (_secret("u-OLD"), _secret("u-1", deletionTimestamp="2026-11-30T00:00:00Z")):
+        fake, reconciler = _setup()
+        fake.objects[SECRET_PATH] = leftover
+        outcome = reconciler.reconcile("ns", "d", Events())
+        assert outcome.result == "transient_error"
+        assert "left by a deleted DeepSeekV4Deployment" in outcome.message
+        assert LWS_PATH not in fake.objects
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        (_secret(None), "is not owned by this DeepSeekV4Deployment"),
+        ({**_secret("u-1"), "data": {}}, "has no valid 'token' key"),
+    ],
+    ids=["foreign", "no-token"],
+)
+def test_an_unusable_admin_secret_is_reported(secret: dict[str, Any], message: str) -> None:
+    fake, reconciler = _setup()
+    fake.objects[SECRET_PATH] = secret
+    events = Events()
+    outcome = reconciler.reconcile("ns", "d", events)
+    assert outcome.result == "error"
+    assert message in outcome.message
+    assert _conditions(fake)["Ready"] == ("False", "ApplyFailed")
+    assert LWS_PATH not in fake.objects
+    assert fake.objects[SECRET_PATH] == secret  # left as it is
 
 
 def test_a_forbidden_admin_secret_is_reported_not_raised() -> None:
