@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -159,16 +159,11 @@ def test_a_runtime_that_refuses_the_drain_keeps_its_group_and_warns() -> None:
     # Pods rendered before the drain token existed (403), or a token mismatch (401): the group
     # keeps serving, the replicas stay, and each refused step is a DrainFailed Warning.
     for token, status in ((None, "403"), ("another-token", "401")):
-        spec = copy.deepcopy(SPEC)
-        spec["replicas"] = 2
-        fake, rt, scaler, clock = setup(spec)
-        rt.token = token
-        rt.tokens = {0: 0.0, 1: 0.0}
-        events = Events()
-        for _ in range(12):
-            rt.tokens[0] += 300 * 15
-            rt.tokens[1] += 300 * 15
-            tick(scaler, clock, events)
+
+        def pods_hold(fake: FakeApi, rt: Runtimes, token: str | None = token) -> None:
+            rt.token = token
+
+        fake, rt, events = _two_groups_at_low_load(pods_hold)
         failed = [e for e in events if e[1] == "DrainFailed"]
         assert failed, events
         assert failed[0][0] == "Warning"
@@ -236,17 +231,28 @@ def test_a_victim_that_does_not_answer_does_not_block_the_scale_down() -> None:
     assert not [e for e in events if e[1] == "DrainFailed"]
 
 
-def test_without_the_admin_secret_nothing_is_drained() -> None:
+def _two_groups_at_low_load(
+    prepare: Callable[[FakeApi, Runtimes], None],
+) -> tuple[FakeApi, Runtimes, Events]:
+    """Two groups at 300 tokens/s each against a 1,000 target (one should go), 12 steps."""
     spec = copy.deepcopy(SPEC)
     spec["replicas"] = 2
     fake, rt, scaler, clock = setup(spec)
-    del fake.objects[SECRET_PATH]
     rt.tokens = {0: 0.0, 1: 0.0}
+    prepare(fake, rt)
     events = Events()
     for _ in range(12):
         rt.tokens[0] += 300 * 15
         rt.tokens[1] += 300 * 15
         tick(scaler, clock, events)
+    return fake, rt, events
+
+
+def test_without_the_admin_secret_nothing_is_drained() -> None:
+    def no_secret(fake: FakeApi, rt: Runtimes) -> None:
+        del fake.objects[SECRET_PATH]
+
+    fake, rt, events = _two_groups_at_low_load(no_secret)
     (warning,) = [e for e in events if e[1] == "DrainFailed"]
     assert "no token in Secret d-admin" in warning[2]
     assert not [c for c in rt.calls if c[0] == "POST"]
