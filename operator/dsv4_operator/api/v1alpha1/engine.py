@@ -4,7 +4,7 @@ from typing import Annotated, Final
 
 from pydantic import Field, field_validator, model_validator
 
-from dsv4_operator.api.meta import ApiModel, with_cel_rules
+from dsv4_operator.api.meta import ApiModel, CelRule, with_cel_rules
 from dsv4_operator.api.v1alpha1.enums import SpeculativeMethod
 from dsv4_operator.api.v1alpha1.quantities import Quantity, parse_quantity
 from dsv4_operator.api.v1alpha1.source import ObjectName
@@ -88,12 +88,29 @@ FLAG_PATTERN: Final = r"^--[a-z0-9][a-z0-9-]*(=.*)?$"
 _OWNED_CEL: Final = (
     "[" + ", ".join(f"'{flag}'" for flag in (*OPERATOR_OWNED_FLAGS, *RUNTIME_OWNED_FLAGS)) + "]"
 )
-"""The owned flags as a CEL list. The rule matches each exactly (`--flag` or `--flag=...`):
-the API server 1.36 estimates its cost at under 1/32 of the per-rule budget (the CRD is still
-accepted with extraArgs' maxItems and maxLength both x32; tests/e2e/test_crd_cel.py). Matching
-abbreviations too (`f.startsWith(a)`, cost growing with the argument's 1,024 characters) came to
-0.4 of the budget, too close for older servers' estimates, so abbreviations are refused by the
-operator's parse only."""
+"""The owned flags as a CEL list."""
+
+_OWNED_RULE: Final[CelRule] = {
+    "rule": (
+        "!has(self.extraArgs) || self.extraArgs.all(a, !"
+        + _OWNED_CEL
+        + ".exists(f, a == f || a.startsWith(f + '=')))"
+    ),
+    "message": (
+        "spec.engine.extraArgs must not set flags the operator derives from the spec ("
+        + ", ".join(OPERATOR_OWNED_FLAGS)
+        + "; use the spec fields) or the runtime sets ("
+        + ", ".join(RUNTIME_OWNED_FLAGS)
+        + ")"
+    ),
+}
+"""The CEL rule on `spec.engine`, matching each owned flag exactly (`--flag` or `--flag=...`).
+The API server 1.36 estimates its cost at under 1/32 of the per-rule budget (the CRD is still
+accepted with extraArgs' maxItems and maxLength both x32; tests/e2e/test_crd_cel.py). The same
+rule on each entry, which would name the entry in the error, is estimated much higher (19x over
+the budget with every bound x8, against within it for this one); matching abbreviations too
+(`f.startsWith(a)`) came to 0.4 of the budget. Both are too close for older servers' estimates,
+so the operator's parse names the entry and refuses abbreviations."""
 
 QuantityMap = Annotated[dict[str, Quantity], Field(max_length=16)]
 _NATIVE_RESOURCES: Final = frozenset({"cpu", "memory", "ephemeral-storage"})
@@ -231,20 +248,7 @@ class EnvVar(ApiModel):
 class EngineSpec(ApiModel):
     """The inference engine (vLLM with our runtime) that worker pods run."""
 
-    model_config = with_cel_rules(
-        {
-            "rule": (
-                "!has(self.extraArgs) || self.extraArgs.all(a, !"
-                + _OWNED_CEL
-                + ".exists(f, a == f || a.startsWith(f + '=')))"
-            ),
-            "message": (
-                "spec.engine.extraArgs must not set flags the operator derives from the "
-                "spec (" + ", ".join(OPERATOR_OWNED_FLAGS) + "; use the spec fields) or the "
-                "runtime sets (" + ", ".join(RUNTIME_OWNED_FLAGS) + ")"
-            ),
-        }
-    )
+    model_config = with_cel_rules(_OWNED_RULE)
 
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^\S+$")] | None = None
     """Container image of the worker pods; unset uses the operator's default runtime image."""
@@ -258,13 +262,19 @@ class EngineSpec(ApiModel):
     """vLLM version inside the image (e.g. `0.33.0`): pins metric names and flags; unset uses
     the operator's default."""
     extra_args: Annotated[
-        tuple[Annotated[str, Field(max_length=1024, pattern=FLAG_PATTERN)], ...],
+        tuple[
+            Annotated[
+                str,
+                Field(max_length=1024, pattern=FLAG_PATTERN),
+            ],
+            ...,
+        ],
         Field(max_length=64, json_schema_extra={"x-kubernetes-list-type": "atomic"}),
     ] = ()
-    """Extra vLLM flags as `--flag` or `--flag=value` (at most 64, each at most 1024 characters,
-    e.g. `--enforce-eager`, `--seed=3`); flags the operator or the runtime derives from the spec
-    (parallel sizes, max-model-len, kv-cache-dtype, block size, ...) and abbreviations of them
-    are refused."""
+    """Extra vLLM flags as `--flag` or `--flag=value`, a value in the same entry (at most 64,
+    each at most 1024 characters, e.g. `--enforce-eager`, `--seed=3`, not `--seed`, `3`); flags
+    the operator or the runtime derives from the spec (parallel sizes, max-model-len,
+    kv-cache-dtype, block size, ...) and abbreviations of them are refused."""
     env: Annotated[
         tuple[EnvVar, ...],
         Field(
