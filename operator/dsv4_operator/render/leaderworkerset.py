@@ -26,6 +26,8 @@ Choices, with their sources:
   `startup_budget_seconds` (weight load + first-boot kernel warm-up), readiness on `/ready`,
   liveness on `/health` (200 while loading and draining, so it never kills a loading engine).
 - preStop sleep + `terminationGracePeriodSeconds` covering the runtime's drain (runtime_args).
+- `enableServiceLinks: false` (a Service named `vllm` would inject a `VLLM_PORT` that vLLM
+  refuses) and `automountServiceAccountToken: false` (nothing in the pod calls the API).
 """
 
 from __future__ import annotations
@@ -175,6 +177,13 @@ def _pod_spec(
     gpu = plan.chosen.gpu
     pod: dict[str, Any] = {
         "containers": [container],
+        # No `<SERVICE>_PORT` variables: a Service named `vllm` in the namespace (the LWS's
+        # headless Service when the resource is named so) would set VLLM_PORT=tcp://..., which
+        # vLLM refuses at start (vllm/envs.py get_vllm_port; vllm-project/vllm#34199).
+        "enableServiceLinks": False,
+        # The runtime and vLLM never call the Kubernetes API: no token in a pod that serves
+        # user traffic.
+        "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "nodeSelector": {gpu.label_key: gpu.label, **spec.gpu.node_selector},
         "volumes": volumes,

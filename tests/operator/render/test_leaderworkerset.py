@@ -176,3 +176,18 @@ def test_bytes_quantity_is_exact() -> None:
         assert quantity_bytes(bytes_quantity(size)) == size
     assert bytes_quantity(16 * 2**30) == "16Gi"
     assert math.isclose(quantity_bytes("1536Mi"), 1.5 * 2**30)
+
+
+def test_pods_get_no_service_links_and_no_api_token() -> None:
+    # A resource named `vllm` makes LWS create a headless Service `vllm`; with service links
+    # every pod would get VLLM_PORT=tcp://<ip>:<port>, which vLLM refuses at start.
+    from dsv4_operator.render import Owner
+
+    spec = parse_spec({"model": "flash", "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8}})
+    lws = leaderworkerset(
+        Owner("vllm", "ns", "uid"), spec, plan(request_from_spec(spec)), image="i"
+    )
+    for role in ("leaderTemplate", "workerTemplate"):
+        pod = lws["spec"]["leaderWorkerTemplate"][role]["spec"]
+        assert pod["enableServiceLinks"] is False
+        assert pod["automountServiceAccountToken"] is False
