@@ -195,7 +195,31 @@ def _pod_spec(
         ]
     if spec.gpu.affinity:
         pod["affinity"] = dict(spec.gpu.affinity)
+    settings = spec.pod
+    if settings.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
+    for key, value in (
+        ("priorityClassName", settings.priority_class_name),
+        ("runtimeClassName", settings.runtime_class_name),
+        ("schedulerName", settings.scheduler_name),
+        ("serviceAccountName", settings.service_account_name),
+    ):
+        if value is not None:
+            pod[key] = value
     return pod
+
+
+def _template_metadata(
+    spec: DeepSeekV4DeploymentSpec, labels: dict[str, str], role: str
+) -> dict[str, Any]:
+    """A pod template's metadata: `spec.pod` labels and annotations, then ours.
+
+    Ours are never overridden: the API parse refuses keys under the operator's prefixes.
+    """
+    meta: dict[str, Any] = {"labels": {**spec.pod.labels, **labels, LABEL_ROLE: role}}
+    if spec.pod.annotations:
+        meta["annotations"] = dict(spec.pod.annotations)
+    return meta
 
 
 def surge_groups(value: int | str, replicas: int) -> int:
@@ -280,11 +304,11 @@ def leaderworkerset(
                 "size": plan.chosen.layout.nodes,
                 "restartPolicy": RESTART_POLICY,
                 "leaderTemplate": {
-                    "metadata": {"labels": {**labels, LABEL_ROLE: "leader"}},
+                    "metadata": _template_metadata(spec, labels, "leader"),
                     "spec": pod,
                 },
                 "workerTemplate": {
-                    "metadata": {"labels": {**labels, LABEL_ROLE: "worker"}},
+                    "metadata": _template_metadata(spec, labels, "worker"),
                     "spec": copy.deepcopy(pod),
                 },
             },

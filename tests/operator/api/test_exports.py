@@ -79,6 +79,7 @@ V1ALPHA1_EXPORTS = {
     "Parallelism",
     "PlanLayout",
     "PlanStatus",
+    "PodSettings",
     "PvcSource",
     "ResourceRequirements",
     "Rollout",

@@ -459,6 +459,30 @@ CASES = [
         ("spec.engine.env[0].name", "DSV4_RUNTIME_ADMIN_TOKEN is set by the operator"),
     ),
     Case(
+        "pod-label-under-an-owned-prefix",
+        {"spec.pod": {"labels": {"dsv4.io/deployment": "other"}}},
+        ("spec.pod", "keys must not start with", "dsv4.io/"),
+        ("spec.pod.labels", "are set by the operator"),
+    ),
+    Case(
+        "pod-annotation-under-an-lws-prefix",
+        {"spec.pod": {"annotations": {"leaderworkerset.sigs.k8s.io/size": "4"}}},
+        ("spec.pod", "keys must not start with", "leaderworkerset.sigs.k8s.io/"),
+        ("spec.pod.annotations", "are set by the operator"),
+    ),
+    Case(
+        "pod-priority-class-not-a-name",
+        {"spec.pod": {"priorityClassName": "High_Priority"}},
+        ("spec.pod.priorityClassName", "does not match"),
+        ("spec.pod.priorityClassName", "pattern"),
+    ),
+    Case(
+        "pod-label-value-not-a-label",
+        {"spec.pod": {"labels": {"team": "a b"}}},
+        ("spec.pod.labels.team", "does not match"),
+        ("spec.pod.labels.team", "pattern"),
+    ),
+    Case(
         "env-without-name",
         {"spec.engine": {"env": [{"value": "1"}]}},
         ("spec.engine.env[0]", "'name' is a required property"),

@@ -48,6 +48,15 @@ LAYOUT_SPECS: dict[str, tuple[int, dict[str, Any]]] = {
             },
             "modelSource": {"pvc": {"claimName": "weights", "path": "/DeepSeek-V4-Pro"}},
             "resources": {"requests": {"cpu": "64", "memory": "512Gi"}},
+            "pod": {
+                "imagePullSecrets": ["regcred"],
+                "priorityClassName": "inference-high",
+                "runtimeClassName": "nvidia",
+                "schedulerName": "volcano",
+                "serviceAccountName": "weights-reader",
+                "labels": {"team": "llm", "example.com/cost-center": "42"},
+                "annotations": {"sidecar.istio.io/inject": "false"},
+            },
         },
     ),
 }

@@ -191,3 +191,47 @@ def test_pods_get_no_service_links_and_no_api_token() -> None:
         pod = lws["spec"]["leaderWorkerTemplate"][role]["spec"]
         assert pod["enableServiceLinks"] is False
         assert pod["automountServiceAccountToken"] is False
+
+
+def test_pod_settings_reach_both_templates() -> None:
+    from dsv4_operator.render import Owner
+
+    spec = parse_spec(
+        {
+            "model": "flash",
+            "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8},
+            "pod": {
+                "imagePullSecrets": ["regcred", "mirror"],
+                "priorityClassName": "inference-high",
+                "runtimeClassName": "nvidia",
+                "schedulerName": "volcano",
+                "serviceAccountName": "weights-reader",
+                "labels": {"team": "llm"},
+                "annotations": {"sidecar.istio.io/inject": "false"},
+            },
+        }
+    )
+    lws = leaderworkerset(Owner("d", "ns", "uid"), spec, plan(request_from_spec(spec)), image="i")
+    for role, name in (("leaderTemplate", "leader"), ("workerTemplate", "worker")):
+        template = lws["spec"]["leaderWorkerTemplate"][role]
+        pod = template["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+        assert (
+            pod["priorityClassName"],
+            pod["runtimeClassName"],
+            pod["schedulerName"],
+            pod["serviceAccountName"],
+        ) == ("inference-high", "nvidia", "volcano", "weights-reader")
+        assert pod["automountServiceAccountToken"] is False
+        labels = template["metadata"]["labels"]
+        assert labels["team"] == "llm"
+        assert labels["dsv4.io/role"] == name
+        assert labels["dsv4.io/deployment"] == "d"
+        assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+    # Unset: none of the keys appear (the cluster's defaults apply).
+    bare = parse_spec({"model": "flash", "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8}})
+    pod = leaderworkerset(Owner("d", "ns", "uid"), bare, plan(request_from_spec(bare)), image="i")[
+        "spec"
+    ]["leaderWorkerTemplate"]["leaderTemplate"]
+    assert not {"imagePullSecrets", "priorityClassName", "schedulerName"} & set(pod["spec"])
+    assert "annotations" not in pod["metadata"]

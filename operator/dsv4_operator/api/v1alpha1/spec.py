@@ -19,6 +19,7 @@ from dsv4_operator.api.v1alpha1.enums import (
     WeightsFormat,
 )
 from dsv4_operator.api.v1alpha1.gpu import GPU_NAME_PATTERN, GpuSpec
+from dsv4_operator.api.v1alpha1.pod import PodSettings
 from dsv4_operator.api.v1alpha1.quantities import Quantity, UsdAmount, quantity_bytes, usd_micros
 from dsv4_operator.api.v1alpha1.scaling import Autoscaling, Rollout
 from dsv4_operator.api.v1alpha1.source import (
@@ -304,6 +305,9 @@ class DeepSeekV4DeploymentSpec(ApiModel):
     shm_size: Quantity | None = None
     """Size of /dev/shm per worker pod as a quantity (64Mi to 1Ti, e.g. `16Gi`); unset uses the
     planned size."""
+    pod: PodSettings = Field(default_factory=PodSettings)
+    """Pull secrets, priority, runtime class, scheduler, ServiceAccount, labels and annotations
+    of the worker pods."""
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     """Token-throughput autoscaling of replicas."""
     rollout: Rollout = Field(default_factory=Rollout)
