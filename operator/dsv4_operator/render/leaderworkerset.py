@@ -26,8 +26,9 @@ Choices, with their sources:
   `startup_budget_seconds` (weight load + first-boot kernel warm-up), readiness on `/ready`,
   liveness on `/health` (200 while loading and draining, so it never kills a loading engine).
 - preStop sleep + `terminationGracePeriodSeconds` covering the runtime's drain (runtime_args).
-- `enableServiceLinks: false` (a Service named `vllm` would inject a `VLLM_PORT` that vLLM
-  refuses) and `automountServiceAccountToken: false` (nothing in the pod calls the API).
+- `enableServiceLinks: false` (a ClusterIP Service named `vllm` in the namespace would inject a
+  `VLLM_PORT` that vLLM refuses, one named `master` a `MASTER_PORT`) and
+  `automountServiceAccountToken: false` (nothing in the pod calls the API).
 """
 
 from __future__ import annotations
@@ -177,9 +178,10 @@ def _pod_spec(
     gpu = plan.chosen.gpu
     pod: dict[str, Any] = {
         "containers": [container],
-        # No `<SERVICE>_PORT` variables: a Service named `vllm` in the namespace (the LWS's
-        # headless Service when the resource is named so) would set VLLM_PORT=tcp://..., which
-        # vLLM refuses at start (vllm/envs.py get_vllm_port; vllm-project/vllm#34199).
+        # No `<SERVICE>_PORT` variables: any ClusterIP Service named `vllm` in the namespace
+        # (another vLLM install, say) would set VLLM_PORT=tcp://..., which vLLM refuses at
+        # start (vllm/envs.py get_vllm_port; vllm-project/vllm#34199), and one named `master`
+        # would set MASTER_PORT, which torch.distributed reads.
         "enableServiceLinks": False,
         # The runtime and vLLM never call the Kubernetes API: no token in a pod that serves
         # user traffic.

@@ -5,8 +5,9 @@ are checked here with cel-expr-python (cel-cpp), as test-cluster.md §6 describe
 
 1. apply the schema's defaults (structural defaulting, as the API server does before validation);
 2. validate with `jsonschema.Draft4Validator` over a rewrite of the `openAPIV3Schema`
-   (`nullable` → null type, `additionalProperties: false` wherever `properties` is set and unknown
-   fields are not preserved: kubectl's strict field validation);
+   (`nullable` → null type, `x-kubernetes-list-type: set` → `uniqueItems`,
+   `additionalProperties: false` wherever `properties` is set and unknown fields are not
+   preserved: kubectl's strict field validation);
 3. walk schema and object together and evaluate every rule with `self` bound (and `oldSelf` on
    updates, for transition rules).
 
@@ -43,6 +44,8 @@ def to_draft4(node: Schema) -> Schema:
         out["additionalProperties"] = to_draft4(node["additionalProperties"])
     if isinstance(node.get("items"), dict):
         out["items"] = to_draft4(node["items"])
+    if node.get("x-kubernetes-list-type") == "set":  # the API server refuses duplicates
+        out["uniqueItems"] = True
     if "anyOf" in node:
         out["anyOf"] = [to_draft4(child) for child in node["anyOf"]]
     return out

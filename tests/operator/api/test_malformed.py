@@ -483,6 +483,24 @@ CASES = [
         ("spec.pod.labels.team", "pattern"),
     ),
     Case(
+        "pod-duplicate-pull-secret",
+        {"spec.pod": {"imagePullSecrets": ["regcred", "regcred"]}},
+        ("spec.pod.imagePullSecrets", "non-unique"),
+        ("spec.pod.imagePullSecrets", "must be unique"),
+    ),
+    Case(
+        "pod-label-name-over-63",
+        {"spec.pod": {"labels": {"x" * 64: "y"}}},
+        None,
+        ("spec.pod.labels", "1 to 63 characters"),
+    ),
+    Case(
+        "pod-annotations-over-256k",
+        {"spec.pod": {"annotations": {f"k{i}": "\u4e00" * 4096 for i in range(32)}}},
+        None,
+        ("spec.pod.annotations", "bytes of keys and values"),
+    ),
+    Case(
         "env-without-name",
         {"spec.engine": {"env": [{"value": "1"}]}},
         ("spec.engine.env[0]", "'name' is a required property"),

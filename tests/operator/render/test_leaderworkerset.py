@@ -179,8 +179,8 @@ def test_bytes_quantity_is_exact() -> None:
 
 
 def test_pods_get_no_service_links_and_no_api_token() -> None:
-    # A resource named `vllm` makes LWS create a headless Service `vllm`; with service links
-    # every pod would get VLLM_PORT=tcp://<ip>:<port>, which vLLM refuses at start.
+    # With service links, a ClusterIP Service named `vllm` in the namespace would give every
+    # pod VLLM_PORT=tcp://<ip>:<port>, which vLLM refuses at start.
     from dsv4_operator.render import Owner
 
     spec = parse_spec({"model": "flash", "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8}})
@@ -233,5 +233,11 @@ def test_pod_settings_reach_both_templates() -> None:
     pod = leaderworkerset(Owner("d", "ns", "uid"), bare, plan(request_from_spec(bare)), image="i")[
         "spec"
     ]["leaderWorkerTemplate"]["leaderTemplate"]
-    assert not {"imagePullSecrets", "priorityClassName", "schedulerName"} & set(pod["spec"])
+    assert not {
+        "imagePullSecrets",
+        "priorityClassName",
+        "runtimeClassName",
+        "schedulerName",
+        "serviceAccountName",
+    } & set(pod["spec"])
     assert "annotations" not in pod["metadata"]

@@ -19,7 +19,7 @@ from dsv4_operator.api.v1alpha1.enums import (
 )
 from dsv4_operator.api.v1alpha1.quantities import Quantity, quantity_bytes
 
-__all__ = ["GPU_NAME_PATTERN", "CustomGpuType", "GpuSpec", "Toleration"]
+__all__ = ["GPU_NAME_PATTERN", "CustomGpuType", "GpuSpec", "Toleration", "label_key_error"]
 
 GPU_NAME_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
 """A GPU type name: letters, digits and dashes, 1 to 63 characters (matched case-insensitively)."""
@@ -27,6 +27,35 @@ GPU_NAME_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
 LABEL_KEY_PATTERN: Final = (
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
+"""The shape of a qualified name (label or annotation key); `label_key_error` checks it fully."""
+
+_DNS_LABEL: Final = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_NAME_PART: Final = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+
+
+def label_key_error(key: str) -> str | None:
+    """Why `key` is not a Kubernetes qualified name (label or annotation key), or None.
+
+    core/v1 `IsQualifiedName`: an optional DNS-1123 subdomain prefix of at most 253 characters
+    and `/`, then a name of 1 to 63 characters, alphanumeric at both ends, `-`, `_`, `.` inside.
+    """
+    prefix, slash, name = key.rpartition("/")
+    if slash and (
+        not prefix
+        or len(prefix) > 253
+        or re.fullmatch(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*", prefix) is None
+    ):
+        return (
+            f"{key!r} is not a Kubernetes label key: the prefix must be a DNS subdomain of at "
+            "most 253 characters"
+        )
+    if not 1 <= len(name) <= 63 or re.fullmatch(_NAME_PART, name) is None:
+        return (
+            f"{key!r} is not a Kubernetes label key: the name must be 1 to 63 characters, "
+            "alphanumeric at both ends (-, _ and . inside)"
+        )
+    return None
+
 
 _CATALOG_CEL: Final = "[" + ", ".join(f"'{name}'" for name in GPU_TYPE_NAMES) + "]"
 
@@ -192,9 +221,8 @@ class GpuSpec(ApiModel):
     @classmethod
     def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if re.fullmatch(LABEL_KEY_PATTERN, key) is None or len(key) > 316:
-                msg = f"{key!r} is not a Kubernetes label key (prefix/name, name <= 63 chars)"
-                raise ValueError(msg)
+            if (error := label_key_error(key)) is not None:
+                raise ValueError(error)
         return value
 
     @model_validator(mode="after")

@@ -1,27 +1,36 @@
 """`spec.pod`: settings of every worker pod (leaders and workers) that do not change the plan.
 
 Private registries (`imagePullSecrets`), priority and preemption (`priorityClassName`), the
-NVIDIA container runtime where it is not the node default (`runtimeClassName`), gang schedulers
-such as Volcano or a Kueue-managed scheduler (`schedulerName`), a ServiceAccount for workload
-identity (`serviceAccountName`; its API token is still not mounted), and extra labels and
-annotations of the pod templates. Names follow core/v1 PodSpec validation (DNS-1123
-subdomains); labels and annotations may not use the prefixes the operator and LeaderWorkerSet
-own.
+NVIDIA container runtime where it is not the node default (`runtimeClassName`), a scheduler
+other than the default (`schedulerName`), a ServiceAccount for workload identity
+(`serviceAccountName`; its API token is still not mounted), and extra labels and annotations of
+the pod templates. Names follow core/v1 PodSpec validation (DNS-1123 subdomains). The objects
+named must exist: a missing PriorityClass, RuntimeClass or ServiceAccount makes admission refuse
+the pods; a scheduler that does not run leaves them Pending. Any change here changes the pod
+template, so LeaderWorkerSet replaces every group (weights reload) as `spec.rollout` allows.
+
+The CRD's CEL rule refuses label and annotation keys under the prefixes the operator and
+LeaderWorkerSet own, at admission; key formats, unique pull secrets and the annotations' total
+size are checked by the operator's parse (`Ready=False`, `InvalidSpec`), as for
+`spec.gpu.nodeSelector`.
 """
 
-import re
 from typing import Annotated, Final
 
 from pydantic import Field, field_validator
 
 from dsv4_operator.api.meta import ApiModel, with_cel_rules
-from dsv4_operator.api.v1alpha1.gpu import LABEL_KEY_PATTERN
+from dsv4_operator.api.v1alpha1.gpu import label_key_error
 from dsv4_operator.api.v1alpha1.source import ObjectName
 
 __all__ = ["RESERVED_PREFIXES", "PodSettings"]
 
 RESERVED_PREFIXES: Final = ("app.kubernetes.io/", "dsv4.io/", "leaderworkerset.sigs.k8s.io/")
 """Label and annotation key prefixes the operator (`render.labels`) and LWS set on pods."""
+
+ANNOTATIONS_MAX_BYTES: Final = 256 * 1024 - 4096
+"""Bytes of `spec.pod.annotations` keys and values together: core/v1's 256 KiB for all of a
+pod's annotations (`TotalAnnotationSizeLimitB`), less 4 KiB for LeaderWorkerSet's own."""
 
 LABEL_VALUE_PATTERN: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 """A label value: at most 63 characters, alphanumeric at both ends (core/v1 validation)."""
@@ -39,13 +48,18 @@ def _no_reserved_keys(field: str) -> dict[str, str]:
     }
 
 
-def _check_keys(value: dict[str, str]) -> dict[str, str]:
+def _check_keys(value: dict[str, str], *, annotations: bool) -> dict[str, str]:
     for key in value:
-        if re.fullmatch(LABEL_KEY_PATTERN, key) is None or len(key) > 316:
-            msg = f"{key!r} is not a Kubernetes label key (prefix/name, name <= 63 chars)"
-            raise ValueError(msg)
-        if key.startswith(RESERVED_PREFIXES):
+        # Annotation keys are checked lowercased (core/v1 ValidateAnnotations).
+        if (error := label_key_error(key.lower() if annotations else key)) is not None:
+            raise ValueError(error)
+        if key.lower().startswith(RESERVED_PREFIXES):
             msg = f"{key!r}: the prefixes {', '.join(RESERVED_PREFIXES)} are set by the operator"
+            raise ValueError(msg)
+    if annotations:
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in value.items())
+        if size > ANNOTATIONS_MAX_BYTES:
+            msg = f"{size} bytes of keys and values; at most {ANNOTATIONS_MAX_BYTES}"
             raise ValueError(msg)
     return value
 
@@ -57,17 +71,18 @@ class PodSettings(ApiModel):
 
     image_pull_secrets: Annotated[
         tuple[ObjectName, ...],
-        Field(max_length=16, json_schema_extra={"x-kubernetes-list-type": "atomic"}),
+        Field(max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"}),
     ] = ()
     """Names of Secrets (in the resource's namespace) for pulling the worker image (at most
-    16), e.g. `[regcred]`."""
+    16, unique), e.g. `[regcred]`."""
     priority_class_name: ObjectName | None = None
     """PriorityClass of the worker pods (the class must exist, or pod creation is refused)."""
     runtime_class_name: ObjectName | None = None
     """RuntimeClass of the worker pods, e.g. `nvidia` where the NVIDIA runtime is not the
     node's default."""
     scheduler_name: ObjectName | None = None
-    """Scheduler of the worker pods, e.g. `volcano` for gang scheduling; unset: the default."""
+    """Scheduler of the worker pods; unset: the default. (Gang scheduling of a group also needs
+    the scheduler's group object, which LeaderWorkerSet's own integration provides.)"""
     service_account_name: ObjectName | None = None
     """ServiceAccount of the worker pods (e.g. for workload identity to read weights); its API
     token is not mounted either way (`automountServiceAccountToken: false`)."""
@@ -83,7 +98,20 @@ class PodSettings(ApiModel):
     """Extra annotations of the worker pods (at most 32, values up to 4,096 characters; not
     under the operator's prefixes)."""
 
-    @field_validator("labels", "annotations")
+    @field_validator("image_pull_secrets")
     @classmethod
-    def _keys(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_keys(value)
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            msg = "names must be unique (LeaderWorkerSet keys the list by name)"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_keys(value, annotations=False)
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_keys(value, annotations=True)
