@@ -79,6 +79,12 @@ def http_call(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, s
         return None
 
 
+def _admin_url(owner: Owner, index: int) -> str:
+    """Group `index`'s leader runtime admin server: the LWS leader's stable DNS name."""
+    lws = child_names(owner).leaderworkerset
+    return f"http://{lws}-{index}.{lws}.{owner.namespace}:{ADMIN_PORT}"
+
+
 def config_from(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> AutoscalerConfig:
     """Autoscaler settings from the spec; the plan gives GPUs per replica and a default target."""
     a = spec.autoscaling
@@ -222,12 +228,9 @@ class Autoscaler:
         if a.active_mode != "native" or spec.paused or not planned.fits:
             return None
         key = f"{namespace}/{name}"
-        lws = child_names(Owner.from_body(body)).leaderworkerset
+        owner = Owner.from_body(body)
         t = self.clock()
-        groups = tuple(
-            self._group(key, f"http://{lws}-{i}.{lws}.{namespace}:{ADMIN_PORT}", i, t)
-            for i in range(spec.replicas)
-        )
+        groups = tuple(self._group(key, _admin_url(owner, i), i, t) for i in range(spec.replicas))
         obs = Observation(t, spec.replicas, groups)
         self._report_active(body, groups)
         decision, state = decide(
@@ -237,7 +240,7 @@ class Autoscaler:
         self.metrics.load.labels(deployment=key).set(decision.load_tokens_per_second)
         self.metrics.desired.labels(deployment=key).set(decision.replicas_to)
         if decision.action in {"drain", "undrain"}:
-            if not self._drain(Owner.from_body(body), lws, decision, emit):
+            if not self._drain(owner, decision, emit):
                 # Nothing is held now: the next step decides afresh from what groups report.
                 self._states[key] = replace(state, draining=())
                 return decision
@@ -276,17 +279,16 @@ class Autoscaler:
             API_VERSION, KIND, meta["namespace"], meta["name"], {"conditions": conditions}
         )
 
-    def _post(self, owner: Owner, lws: str, index: int, action: str, token: str) -> str | None:
+    def _post(self, owner: Owner, index: int, action: str, token: str) -> str | None:
         """POST /drain or /undrain to group `index`; the refusal (`HTTP 401`...), or None.
 
         A group that does not answer counts as done: it serves nothing now, and a runtime that
         comes back starts undrained (the hold lives in its memory).
         """
-        url = f"http://{lws}-{index}.{lws}.{owner.namespace}:{ADMIN_PORT}/{action}"
-        answer = self.http("POST", url, bearer_header(token))
+        answer = self.http("POST", f"{_admin_url(owner, index)}/{action}", bearer_header(token))
         return None if answer is None or answer[0] == 200 else f"HTTP {answer[0]}"
 
-    def _drain(self, owner: Owner, lws: str, d: Decision, emit: EmitFn) -> bool:
+    def _drain(self, owner: Owner, d: Decision, emit: EmitFn) -> bool:
         """Drain or undrain `d.groups` with the token from the admin Secret; whether all took it.
 
         A drain that some group refuses (answers with an error status) is rolled back on the
@@ -303,11 +305,11 @@ class Autoscaler:
         if token is None:
             failed = dict.fromkeys(d.groups, f"no token in Secret {secret_name}")
         else:
-            answers = {i: self._post(owner, lws, i, d.action, token) for i in d.groups}
+            answers = {i: self._post(owner, i, d.action, token) for i in d.groups}
             failed = {i: why for i, why in answers.items() if why is not None}
             if failed and d.action == "drain":
                 for i in (i for i, why in answers.items() if why is None):
-                    self._post(owner, lws, i, "undrain", token)
+                    self._post(owner, i, "undrain", token)
         if failed:
             message = f"POST /{d.action} failed for groups " + ", ".join(
                 f"{i} ({why})" for i, why in sorted(failed.items())

@@ -241,11 +241,11 @@ def create_peering_objects(
             key,
             PLURALS[kind],
         )
-    for key in result.no_namespace:
+    for namespace, key in zip(result.missing_namespaces, result.no_namespace, strict=True):
         logger.error(
             "Watched namespace %s does not exist: its KopfPeering %s is created when the "
             "namespace appears (checked every %g s); until then kopf keeps it paused.",
-            key.split("/", 1)[0],
+            namespace,
             key,
             PEERING_RECHECK_SECONDS,
         )

@@ -262,13 +262,7 @@ class EngineSpec(ApiModel):
     """vLLM version inside the image (e.g. `0.33.0`): pins metric names and flags; unset uses
     the operator's default."""
     extra_args: Annotated[
-        tuple[
-            Annotated[
-                str,
-                Field(max_length=1024, pattern=FLAG_PATTERN),
-            ],
-            ...,
-        ],
+        tuple[Annotated[str, Field(max_length=1024, pattern=FLAG_PATTERN)], ...],
         Field(max_length=64, json_schema_extra={"x-kubernetes-list-type": "atomic"}),
     ] = ()
     """Extra vLLM flags as `--flag` or `--flag=value`, a value in the same entry (at most 64,

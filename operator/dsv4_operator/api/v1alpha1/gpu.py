@@ -24,11 +24,6 @@ __all__ = ["GPU_NAME_PATTERN", "CustomGpuType", "GpuSpec", "Toleration", "label_
 GPU_NAME_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
 """A GPU type name: letters, digits and dashes, 1 to 63 characters (matched case-insensitively)."""
 
-LABEL_KEY_PATTERN: Final = (
-    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
-"""The shape of a qualified name (label or annotation key); `label_key_error` checks it fully."""
-
 _DNS_LABEL: Final = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _NAME_PART: Final = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
 
