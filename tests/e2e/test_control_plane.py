@@ -23,45 +23,27 @@ from tests.support.cluster import (
     KubeletStandIn,
     free_port_block,
     load_upstream_crd,
+    namespaced_crd,
     transform_crd_for_1_20,
 )
 
-WIDGET_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.e2e.dsv4.io"},
-    "spec": {
-        "group": "e2e.dsv4.io",
-        "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["size"],
-                                "properties": {
-                                    "size": {"type": "integer", "minimum": 1, "maximum": 10}
-                                },
-                            },
-                            "status": {
-                                "type": "object",
-                                "properties": {"phase": {"type": "string"}},
-                            },
-                        },
-                    }
-                },
-            }
-        ],
+WIDGET_CRD: dict[str, Any] = namespaced_crd(
+    "e2e.dsv4.io",
+    "Widget",
+    "widgets",
+    {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "required": ["size"],
+                "properties": {"size": {"type": "integer", "minimum": 1, "maximum": 10}},
+            },
+            "status": {"type": "object", "properties": {"phase": {"type": "string"}}},
+        },
     },
-}
+    subresources={"status": {}},
+)
 
 
 def widget(name: str, size: Any) -> dict[str, Any]:

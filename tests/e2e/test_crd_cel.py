@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,7 +34,13 @@ from tests.operator.api.conftest import CrdValidator
 from tests.operator.api.test_malformed import CASES, Case
 from tests.operator.render.conftest import LAYOUT_SPECS, example_cases
 from tests.support.cel_server import Api, CelServer, Refusal
-from tests.support.cluster import REPO_ROOT, UPSTREAM_CRD_FILES, load_upstream_crd
+from tests.support.cluster import (
+    REPO_ROOT,
+    UPSTREAM_CRD_FILES,
+    ControlPlane,
+    load_upstream_crd,
+    namespaced_crd,
+)
 from tests.support.spec_cases import (
     PARALLELISM_CASES,
     SCALING_CASES,
@@ -46,6 +51,7 @@ from tests.support.spec_cases import (
 )
 
 from dsv4_operator.api import parse_deployment, parse_spec
+from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.planning import plan
 from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.render import Owner, render_children
@@ -69,7 +75,8 @@ def api(cel_server: CelServer) -> Iterator[Api]:
         client.close()
 
 
-def _established(api: Api, name: str) -> Json:
+def _established(api: Api, plane: ControlPlane, name: str) -> Json:
+    """The stored CRD `name` once the server reports it Established (30 s at most)."""
     stored: Json = {}
 
     def check() -> bool:
@@ -78,11 +85,7 @@ def _established(api: Api, name: str) -> Json:
         conditions = stored.get("status", {}).get("conditions") or []
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
-    deadline = time.monotonic() + 30
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"CRD {name} not Established after 30 s: {stored.get('status')}")
-        time.sleep(0.1)
+    plane.wait_for(check, f"CRD {name} Established on the CEL server", interval=0.1)
     return stored
 
 
@@ -103,7 +106,7 @@ def installed(api: Api, cel_server: CelServer) -> dict[str, tuple[Json, Json]]:
             pytest.fail(
                 f"the CEL server refused CRD {name}: {refused.text}\n{cel_server.log_tail()}"
             )
-        out[name] = (crd, _established(api, name))
+        out[name] = (crd, _established(api, cel_server.plane, name))
     return out
 
 
@@ -254,13 +257,16 @@ def _children_cases() -> list[tuple[str, Any, Any]]:
     for case_id, (_, raw) in LAYOUT_SPECS.items():
         spec = parse_spec(raw)
         cases.append((case_id, spec, plan(request_from_spec(spec))))
-    keda = []
-    for case_id, spec, planned in cases:
-        auto = spec.autoscaling.model_copy(
-            update={"enabled": True, "mode": "keda", "min_replicas": 1, "max_replicas": 3}
-        )
-        keda.append((f"{case_id}-keda", spec.model_copy(update={"autoscaling": auto}), planned))
+    keda = [(f"{case_id}-keda", _in_keda_mode(spec), planned) for case_id, spec, planned in cases]
     return cases + keda
+
+
+def _in_keda_mode(spec: DeepSeekV4DeploymentSpec) -> DeepSeekV4DeploymentSpec:
+    """`spec` with autoscaling in mode keda, 1 to 3 replicas (renders a ScaledObject)."""
+    auto = spec.autoscaling.model_copy(
+        update={"enabled": True, "mode": "keda", "min_replicas": 1, "max_replicas": 3}
+    )
+    return spec.model_copy(update={"autoscaling": auto})
 
 
 CHILDREN_CASES = _children_cases()
@@ -290,11 +296,7 @@ def test_scaled_object_cel_rule_is_enforced(
     api: Api, installed: dict[str, tuple[Json, Json]]
 ) -> None:
     # The control for the test above: the KEDA CRD's one CEL rule does run on this server.
-    spec = parse_spec(with_spec()["spec"])
-    auto = spec.autoscaling.model_copy(
-        update={"enabled": True, "mode": "keda", "min_replicas": 1, "max_replicas": 3}
-    )
-    spec = spec.model_copy(update={"autoscaling": auto})
+    spec = _in_keda_mode(parse_spec(with_spec()["spec"]))
     owner = Owner(name="cel-keda", namespace="default", uid="0b6f-uid", generation=1)
     children = render_children(owner, spec, plan(request_from_spec(spec)), image="x:1")
     scaled = next(child for child in children if child["kind"] == "ScaledObject")
@@ -330,24 +332,7 @@ def test_the_server_refuses_a_crd_whose_rule_costs_too_much(api: Api) -> None:
             }
         },
     }
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "costlies.cost.dsv4.io"},
-        "spec": {
-            "group": "cost.dsv4.io",
-            "scope": "Namespaced",
-            "names": {"plural": "costlies", "singular": "costly", "kind": "Costly"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": schema},
-                }
-            ],
-        },
-    }
+    crd = namespaced_crd("cost.dsv4.io", "Costly", "costlies", schema)
     with pytest.raises(Refusal, match="cost") as caught:
         api.request("POST", CRD_PATH, crd)
     assert caught.value.status == 422

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.cluster import ControlPlane, bin_dir
+from tests.support.cluster import ControlPlane, Json, bin_dir
 from typing_extensions import override
 
 CEL_SERVER_BINARY = "apiextensions-apiserver"
-Json = dict[str, Any]
 
 
 def cel_server_unavailable() -> str | None:

@@ -475,6 +475,37 @@ def transform_crd_for_1_20(
     return out, report
 
 
+def namespaced_crd(group: str, kind: str, plural: str, schema: Json, **version: Any) -> Json:
+    """A CustomResourceDefinition serving and storing one version, `v1`, of a namespaced `kind`.
+
+    Args:
+        group: API group, e.g. `e2e.dsv4.io`.
+        kind: e.g. `Widget` (singular: its lowercase).
+        plural: e.g. `widgets`.
+        schema: the version's `openAPIV3Schema`.
+        **version: more fields of the version, e.g. `subresources={"status": {}}`.
+    """
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    **version,
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
+        },
+    }
+
+
 def load_upstream_crd(file_name: str) -> Json:
     """Read one upstream CRD from `$DSV4_FIXTURES/crds/` (untransformed)."""
     path = fixtures_dir() / "crds" / file_name

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
+from tests.support.spec_cases import with_spec
 
 from dsv4_operator.api import InvalidSpecError, parse_deployment
 
-BASE: dict[str, Any] = {
-    "apiVersion": "dsv4.io/v1alpha1",
-    "kind": "DeepSeekV4Deployment",
-    "metadata": {"name": "pods"},
-    "spec": {"model": "flash", "gpu": {"types": ["h200-141gb"]}},
-}
-
 
 def _body(resources: Any = None, tolerations: Any = None) -> dict[str, Any]:
-    body = copy.deepcopy(BASE)
-    if resources is not None:
-        body["spec"]["resources"] = resources
+    body = with_spec() if resources is None else with_spec(resources=resources)
     if tolerations is not None:
         body["spec"]["gpu"]["tolerations"] = tolerations
     return body
