@@ -55,12 +55,17 @@ missing() {  # prints the names of the given binaries absent from $BIN
 # ---------------------------------------------------------------------------------------------
 # build
 
-apt_private() {  # apt-get with a private source list, package lists and archive cache (§2.3)
-    apt-get \
-        -o Dir::Etc::SourceParts="$W/apt/parts" -o Dir::Etc::SourceList=/dev/null \
-        -o Dir::State::Lists="$W/apt/lists" -o Dir::Cache::Archives="$W/apt/archives" \
+apt_in() {  # apt_in DIR TOOL ARGS...: apt-get/apt-cache with DIR/apt's private source list,
+    # package lists and archive cache; the system's apt configuration is untouched (§2.3)
+    local dir=$1 tool=$2
+    shift 2
+    "$tool" \
+        -o Dir::Etc::SourceParts="$dir/apt/parts" -o Dir::Etc::SourceList=/dev/null \
+        -o Dir::State::Lists="$dir/apt/lists" -o Dir::Cache::Archives="$dir/apt/archives" \
         -o APT::Sandbox::User="$(id -un)" "$@"
 }
+
+apt_private() { apt_in "$W" apt-get "$@"; }  # the kube build's (bookworm + deb-src)
 
 build_kube() {
     local u="$W/unpacked" src
@@ -172,21 +177,21 @@ build_cel() {  # apiextensions-apiserver from Debian sid's Go library packages (
         "$w/gopath" || return 1
     printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" "Suites: sid" \
         "Components: main" "Architectures: amd64" "Signed-By: $keyring" >"$w/apt/parts/sid.sources"
-    local apto=(-o "Dir::Etc::SourceParts=$w/apt/parts" -o Dir::Etc::SourceList=/dev/null
-        -o "Dir::State::Lists=$w/apt/lists" -o "Dir::Cache::Archives=$w/apt/archives"
-        -o Dir::State::status=/dev/null -o "APT::Sandbox::User=$(id -un)")
+    local nostatus=(-o Dir::State::status=/dev/null)  # sid's packages, not this system's
     log "apt-get update (private lists, Debian sid)"
-    apt-get "${apto[@]}" -qq update || return 1
+    apt_in "$w" apt-get "${nostatus[@]}" -qq update || return 1
     local go pkgs
-    go=$(apt-cache "${apto[@]}" depends golang-go |
+    go=$(apt_in "$w" apt-cache "${nostatus[@]}" depends golang-go |
         sed -n 's/^ *Depends: \(golang-1\.[0-9]*-go\)$/\1/p' | sed -n 1p)
     [[ -n $go ]] || { log "sid's golang-go names no golang-1.NN-go"; return 1; }
-    pkgs=$(apt-cache "${apto[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts \
-        --no-breaks --no-replaces --no-enhances golang-k8s-apiextensions-apiserver-dev |
+    pkgs=$(apt_in "$w" apt-cache "${nostatus[@]}" depends --recurse --no-recommends \
+        --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances \
+        golang-k8s-apiextensions-apiserver-dev |
         grep -E '^golang-[^ ]*-dev$' | sort -u)
     log "downloading $(wc -w <<<"$pkgs") Go library packages, $go and ${go%-go}-src"
     # shellcheck disable=SC2086  # one package name per word
-    (cd "$w/debs" && apt-get "${apto[@]}" -qq download $pkgs "$go" "${go%-go}-src") || return 1
+    (cd "$w/debs" && apt_in "$w" apt-get "${nostatus[@]}" -qq download $pkgs "$go" "${go%-go}-src") ||
+        return 1
     log "unpacking $(ls "$w/debs" | wc -l) .deb files"
     local f
     for f in "$w/debs"/*.deb; do dpkg -x "$f" "$u" || return 1; done
@@ -197,7 +202,7 @@ build_cel() {  # apiextensions-apiserver from Debian sid's Go library packages (
     # The Go packages are k8s.io/* 0.MINOR.PATCH, released with Kubernetes 1.MINOR.PATCH: stamp
     # that version into the binary (GET /version answers it).
     local v=k8s.io/component-base/version minor patch version
-    version=$(apt-cache "${apto[@]}" show golang-k8s-apiextensions-apiserver-dev |
+    version=$(apt_in "$w" apt-cache "${nostatus[@]}" show golang-k8s-apiextensions-apiserver-dev |
         sed -n 's/^Version: 0\.\([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | sed -n 1p)
     read -r minor patch <<<"$version"
     [[ -n $minor && -n $patch ]] || { log "no 0.MINOR.PATCH version of the package"; return 1; }
