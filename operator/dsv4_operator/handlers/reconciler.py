@@ -46,6 +46,7 @@ from dsv4_operator.render import (
 from dsv4_operator.render.admin import ADMIN_TOKEN_KEY, admin_secret, token_from_secret
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
 from dsv4_operator.render.leaderworkerset import surge_groups
+from dsv4_operator.render.placement import placement_error
 from dsv4_operator.render.status import APPLY_FAILED, KEDA_MISSING
 
 __all__ = ["EmitFn", "Outcome", "Reconciler"]
@@ -201,11 +202,11 @@ class Reconciler:
             self.metrics.set_plan(f"{namespace}/{name}", None, 0)
             obs = Observation(owner, error_reason=PLAN_FAILED, error_message=str(error))
             return self._report(obs, status, emit, "plan_failed", str(error))
-        if not planned.fits:
-            message = _no_fit_message(planned)
-            obs = Observation(owner, error_reason=INSUFFICIENT_CAPACITY, error_message=message)
+        if (refusal := _plan_refusal(spec, planned)) is not None:
+            reason, result, message = refusal
             self.metrics.set_plan(f"{namespace}/{name}", None, 0)
-            return self._report(obs, status, emit, "plan_failed", message)
+            obs = Observation(owner, error_reason=reason, error_message=message)
+            return self._report(obs, status, emit, result, message)
         return self._roll_out(owner, spec, planned, status, emit)
 
     def _ensure_admin_secret(self, owner: Owner, model: str) -> bool:
@@ -338,6 +339,20 @@ class Reconciler:
         ):
             emit("Warning", KEDA_MISSING, str(scaling.get("message", "")))
         return Outcome(result, message)
+
+
+def _plan_refusal(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> tuple[str, Result, str] | None:
+    """Why a plan cannot be rolled out, as (condition reason, outcome, message), or None.
+
+    No layout fits (`InsufficientCapacity`), or `spec.placement` can never schedule the planned
+    group (`InvalidSpec`, `render.placement.placement_error`).
+    """
+    if not planned.fits:
+        return INSUFFICIENT_CAPACITY, "plan_failed", _no_fit_message(planned)
+    problem = placement_error(spec.placement, planned.chosen.layout.nodes)
+    if problem is not None:
+        return INVALID_SPEC, "invalid_spec", problem
+    return None
 
 
 def _no_fit_message(planned: Plan) -> str:

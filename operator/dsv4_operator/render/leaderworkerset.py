@@ -42,6 +42,7 @@ from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.planning import Plan
 from dsv4_operator.render.admin import admin_token_env
 from dsv4_operator.render.labels import LABEL_ROLE, Owner, child_names, standard_labels
+from dsv4_operator.render.placement import lws_annotations, lws_labels, template_annotations
 from dsv4_operator.render.runtime_args import (
     ADMIN_PORT,
     API_PORT,
@@ -212,15 +213,17 @@ def _pod_spec(
 
 
 def _template_metadata(
-    spec: DeepSeekV4DeploymentSpec, labels: dict[str, str], role: str
+    spec: DeepSeekV4DeploymentSpec, labels: dict[str, str], role: str, placement: dict[str, str]
 ) -> dict[str, Any]:
     """A pod template's metadata: `spec.pod` labels and annotations, then ours.
 
-    Ours are never overridden: the API parse refuses keys under the operator's prefixes.
+    Ours are never overridden: the API parse refuses keys under the operator's prefixes, and
+    Kueue topology keys in `spec.pod.annotations` when `spec.placement.topologyKey` sets them.
     """
     meta: dict[str, Any] = {"labels": {**spec.pod.labels, **labels, LABEL_ROLE: role}}
-    if spec.pod.annotations:
-        meta["annotations"] = dict(spec.pod.annotations)
+    annotations = {**spec.pod.annotations, **placement}
+    if annotations:
+        meta["annotations"] = annotations
     return meta
 
 
@@ -289,28 +292,34 @@ def leaderworkerset(
     """
     labels = standard_labels(owner, spec.model, "inference")
     pod = _pod_spec(owner, spec, plan, image)
+    name = child_names(owner).leaderworkerset
+    size = plan.chosen.layout.nodes
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": {**lws_labels(spec.placement), **labels},
+        "ownerReferences": [owner.reference()],
+    }
+    if annotations := lws_annotations(spec.placement):
+        metadata["annotations"] = annotations
+    tas = template_annotations(spec.placement, name, size)
     return {
         "apiVersion": LWS_API_VERSION,
         "kind": "LeaderWorkerSet",
-        "metadata": {
-            "name": child_names(owner).leaderworkerset,
-            "namespace": owner.namespace,
-            "labels": labels,
-            "ownerReferences": [owner.reference()],
-        },
+        "metadata": metadata,
         "spec": {
             "replicas": spec.replicas,
             "startupPolicy": STARTUP_POLICY,
             "rolloutStrategy": rollout_strategy(spec, plan),
             "leaderWorkerTemplate": {
-                "size": plan.chosen.layout.nodes,
+                "size": size,
                 "restartPolicy": RESTART_POLICY,
                 "leaderTemplate": {
-                    "metadata": _template_metadata(spec, labels, "leader"),
+                    "metadata": _template_metadata(spec, labels, "leader", tas),
                     "spec": pod,
                 },
                 "workerTemplate": {
-                    "metadata": _template_metadata(spec, labels, "worker"),
+                    "metadata": _template_metadata(spec, labels, "worker", tas),
                     "spec": copy.deepcopy(pod),
                 },
             },

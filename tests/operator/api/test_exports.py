@@ -78,6 +78,7 @@ V1ALPHA1_EXPORTS = {
     "ModelSource",
     "Parallelism",
     "PlanLayout",
+    "Placement",
     "PlanStatus",
     "PodSettings",
     "PvcSource",

@@ -501,6 +501,33 @@ CASES = [
         ("spec.pod.annotations", "bytes of keys and values"),
     ),
     Case(
+        "placement-exclusive-topology-not-a-label-key",
+        {"spec.placement": {"exclusiveTopologyKey": "racks/"}},
+        None,
+        ("spec.placement.exclusiveTopologyKey", "is not a Kubernetes label key"),
+    ),
+    Case(
+        "placement-queue-name-not-a-label-value",
+        {"spec.placement": {"queueName": "Team_A"}},
+        ("spec.placement.queueName", "does not match"),
+        ("spec.placement.queueName", "pattern"),
+    ),
+    Case(
+        "placement-unknown-topology-policy",
+        {"spec.placement": {"topologyKey": "example.com/rack", "topologyPolicy": "Sometimes"}},
+        ("spec.placement.topologyPolicy", "not one of ['Required', 'Preferred']"),
+        ("spec.placement.topologyPolicy", "'Required' or 'Preferred'"),
+    ),
+    Case(
+        "placement-topology-also-in-pod-annotations",
+        {
+            "spec.placement": {"topologyKey": "example.com/rack"},
+            "spec.pod": {"annotations": {"kueue.x-k8s.io/podset-group-name": "mine"}},
+        },
+        ("spec", "keys under kueue.x-k8s.io/podset- are set by spec.placement.topologyKey"),
+        ("spec", "keys under kueue.x-k8s.io/podset- are set by placement.topologyKey"),
+    ),
+    Case(
         "env-without-name",
         {"spec.engine": {"env": [{"value": "1"}]}},
         ("spec.engine.env[0]", "'name' is a required property"),

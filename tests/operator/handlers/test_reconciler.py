@@ -225,6 +225,32 @@ def test_invalid_spec_reports_once_and_keeps_going() -> None:
     assert _conditions(fake)["Planned"] == ("True", "PlanReady")
 
 
+def test_a_placement_the_planned_group_cannot_take_is_an_invalid_spec() -> None:
+    # Pro at 1M with 4 requests plans 2 nodes of 8x H200 per group: one host cannot hold it.
+    spec = {
+        "model": "pro",
+        "maxModelLen": 1048576,
+        "load": {"concurrency": 4},
+        "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8, "maxNodes": 2},
+        "placement": {"exclusiveTopologyKey": "kubernetes.io/hostname"},
+    }
+    fake, reconciler = _setup(spec)
+    events = Events()
+    assert reconciler.reconcile("ns", "d", events).result == "invalid_spec"
+    assert _conditions(fake)["Ready"] == ("False", "InvalidSpec")
+    assert events[0][:2] == ("Warning", "InvalidSpec")
+    assert "the plan's group spans 2 nodes: use a rack or network-block label" in events[0][2]
+    assert LWS_PATH not in fake.objects
+    # A rack-level domain is fine: the group rolls out with the annotation.
+    fake.objects[CR_PATH]["spec"]["placement"] = {"exclusiveTopologyKey": "example.com/rack"}
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    lws = fake.objects[LWS_PATH]
+    assert lws["spec"]["leaderWorkerTemplate"]["size"] == 2
+    annotations = lws["metadata"]["annotations"]
+    assert annotations["leaderworkerset.sigs.k8s.io/exclusive-topology"] == "example.com/rack"
+
+
 def test_unplannable_spec_is_insufficient_capacity() -> None:
     fake, reconciler = _setup(
         {"model": "pro", "gpu": {"types": ["rtx-4090-24gb"], "gpusPerNode": 1, "maxNodes": 1}}

@@ -241,3 +241,121 @@ def test_pod_settings_reach_both_templates() -> None:
         "serviceAccountName",
     } & set(pod["spec"])
     assert "annotations" not in pod["metadata"]
+
+
+def _placed(placement: dict[str, Any], max_nodes: int = 1) -> dict[str, Any]:
+    from dsv4_operator.render import Owner
+
+    spec = parse_spec(
+        {
+            "model": "pro",
+            "maxModelLen": 1048576,
+            "load": {"concurrency": 4},
+            "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8, "maxNodes": max_nodes},
+            "pod": {"annotations": {"sidecar.istio.io/inject": "false"}},
+            "placement": placement,
+        }
+    )
+    return leaderworkerset(
+        Owner("pro", "ns", "uid"), spec, plan(request_from_spec(spec)), image="i"
+    )
+
+
+def test_placement_reaches_the_lws_and_both_templates() -> None:
+    lws = _placed(
+        {
+            "exclusiveTopologyKey": "example.com/rack",
+            "queueName": "inference",
+            "workloadPriorityClassName": "production",
+            "topologyKey": "cloud.google.com/gce-topology-block",
+        },
+        max_nodes=2,
+    )
+    group = lws["spec"]["leaderWorkerTemplate"]
+    assert group["size"] == 2  # Pro at 1M on H200 with 4 requests needs two nodes per group
+    meta = lws["metadata"]
+    assert meta["annotations"] == {
+        "leaderworkerset.sigs.k8s.io/exclusive-topology": "example.com/rack"
+    }
+    assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "inference"
+    assert meta["labels"]["kueue.x-k8s.io/priority-class"] == "production"
+    assert meta["labels"]["dsv4.io/deployment"] == "pro"  # ours are kept
+    for role in ("leaderTemplate", "workerTemplate"):
+        assert group[role]["metadata"]["annotations"] == {
+            "sidecar.istio.io/inject": "false",
+            "kueue.x-k8s.io/podset-required-topology": "cloud.google.com/gce-topology-block",
+            # One name on both PodSets: Kueue finds one block for the leader and its worker.
+            "kueue.x-k8s.io/podset-group-name": meta["name"],
+        }
+        # Kueue reads the queue from the LeaderWorkerSet, not from the pods.
+        assert "kueue.x-k8s.io/queue-name" not in group[role]["metadata"]["labels"]
+
+
+def test_preferred_topology_and_single_pod_groups() -> None:
+    lws = _placed({"topologyKey": "example.com/rack", "topologyPolicy": "Preferred"}, max_nodes=2)
+    annotations = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["metadata"]["annotations"]
+    assert annotations["kueue.x-k8s.io/podset-preferred-topology"] == "example.com/rack"
+    assert "kueue.x-k8s.io/podset-required-topology" not in annotations
+    # One pod per group (Flash on one node): no worker PodSet to co-locate, so no group name.
+    from dsv4_operator.render import Owner
+
+    spec = parse_spec(
+        {
+            "model": "flash",
+            "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8},
+            "placement": {"topologyKey": "example.com/rack"},
+        }
+    )
+    single = leaderworkerset(Owner("f", "ns", "u"), spec, plan(request_from_spec(spec)), image="i")
+    group = single["spec"]["leaderWorkerTemplate"]
+    assert group["size"] == 1
+    assert group["leaderTemplate"]["metadata"]["annotations"] == {
+        "kueue.x-k8s.io/podset-required-topology": "example.com/rack"
+    }
+
+
+def test_no_placement_adds_no_keys() -> None:
+    lws = _placed({}, max_nodes=2)
+    assert "annotations" not in lws["metadata"]
+    assert not any(k.startswith("kueue.x-k8s.io/") for k in lws["metadata"]["labels"])
+    group = lws["spec"]["leaderWorkerTemplate"]
+    for role in ("leaderTemplate", "workerTemplate"):
+        assert group[role]["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+
+
+@pytest.mark.parametrize(
+    ("placement", "max_nodes", "message"),
+    [
+        ({"exclusiveTopologyKey": "kubernetes.io/hostname"}, 2,
+         "exclusiveTopologyKey kubernetes.io/hostname puts a whole group on one node, but the "
+         "plan's group spans 2 nodes"),
+        ({"topologyKey": "kubernetes.io/hostname"}, 2,
+         "topologyKey kubernetes.io/hostname with topologyPolicy Required"),
+        ({"exclusiveTopologyKey": "kubernetes.io/hostname"}, 1, None),
+        ({"topologyKey": "kubernetes.io/hostname", "topologyPolicy": "Preferred"}, 2, None),
+        ({"exclusiveTopologyKey": "example.com/rack"}, 2, None),
+    ],
+)  # fmt: skip
+def test_a_host_level_domain_cannot_hold_a_multi_node_group(
+    placement: dict[str, Any], max_nodes: int, message: str | None
+) -> None:
+    from dsv4_operator.render.placement import placement_error
+
+    model = "pro" if max_nodes > 1 else "flash"
+    spec = parse_spec(
+        {
+            "model": model,
+            "maxModelLen": 1048576,
+            "load": {"concurrency": 4},
+            "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8, "maxNodes": max_nodes},
+            "placement": placement,
+        }
+    )
+    nodes = plan(request_from_spec(spec)).chosen.layout.nodes
+    assert nodes == max_nodes
+    error = placement_error(spec.placement, nodes)
+    if message is None:
+        assert error is None
+    else:
+        assert error is not None
+        assert message in error

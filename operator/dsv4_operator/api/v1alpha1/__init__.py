@@ -22,6 +22,7 @@ from dsv4_operator.api.v1alpha1.engine import (
     SpeculativeDecoding,
 )
 from dsv4_operator.api.v1alpha1.gpu import CustomGpuType, GpuSpec, Toleration
+from dsv4_operator.api.v1alpha1.placement import Placement
 from dsv4_operator.api.v1alpha1.pod import PodSettings
 from dsv4_operator.api.v1alpha1.quantities import parse_quantity, quantity_bytes, usd_micros
 from dsv4_operator.api.v1alpha1.scaling import Autoscaling, Rollout
@@ -81,6 +82,7 @@ __all__ = [
     "MemoryBreakdown",
     "ModelSource",
     "Parallelism",
+    "Placement",
     "PlanLayout",
     "PlanStatus",
     "PodSettings",

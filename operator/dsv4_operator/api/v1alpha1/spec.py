@@ -19,6 +19,7 @@ from dsv4_operator.api.v1alpha1.enums import (
     WeightsFormat,
 )
 from dsv4_operator.api.v1alpha1.gpu import GPU_NAME_PATTERN, GpuSpec
+from dsv4_operator.api.v1alpha1.placement import KUEUE_ANNOTATION_PREFIX, Placement
 from dsv4_operator.api.v1alpha1.pod import PodSettings
 from dsv4_operator.api.v1alpha1.quantities import Quantity, UsdAmount, quantity_bytes, usd_micros
 from dsv4_operator.api.v1alpha1.scaling import Autoscaling, Rollout
@@ -232,6 +233,17 @@ _SPEC_RULES: Final[list[CelRule]] = [
     },
     {
         "rule": (
+            "!has(self.placement) || !has(self.placement.topologyKey) || !has(self.pod) || "
+            "!has(self.pod.annotations) || "
+            f"!self.pod.annotations.exists(k, k.startsWith('{KUEUE_ANNOTATION_PREFIX}'))"
+        ),
+        "message": (
+            f"spec.pod.annotations: keys under {KUEUE_ANNOTATION_PREFIX} are set by "
+            "spec.placement.topologyKey; set the topology there only"
+        ),
+    },
+    {
+        "rule": (
             "!has(self.autoscaling) || !self.autoscaling.enabled || "
             "(self.replicas >= self.autoscaling.minReplicas && "
             "self.replicas <= self.autoscaling.maxReplicas)"
@@ -308,6 +320,9 @@ class DeepSeekV4DeploymentSpec(ApiModel):
     pod: PodSettings = Field(default_factory=PodSettings)
     """Pull secrets, priority, runtime class, scheduler, ServiceAccount, labels and annotations
     of the worker pods."""
+    placement: Placement = Field(default_factory=Placement)
+    """How replica groups are placed and admitted: LeaderWorkerSet exclusive topology, Kueue
+    queue, priority and topology-aware scheduling."""
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     """Token-throughput autoscaling of replicas."""
     rollout: Rollout = Field(default_factory=Rollout)
@@ -370,6 +385,13 @@ class DeepSeekV4DeploymentSpec(ApiModel):
                 problems.append(
                     f"parallelism.expert ({p.expert}) must divide the {ROUTED_EXPERTS[self.model]}"
                     f" routed experts of {self.model}"
+                )
+        if self.placement.topology_key is not None:
+            clash = sorted(k for k in self.pod.annotations if k.startswith(KUEUE_ANNOTATION_PREFIX))
+            if clash:
+                problems.append(
+                    f"pod.annotations {clash}: keys under {KUEUE_ANNOTATION_PREFIX} are set by "
+                    "placement.topologyKey; set the topology there only"
                 )
         scaling = self.autoscaling
         if scaling.enabled and not scaling.min_replicas <= self.replicas <= scaling.max_replicas:
