@@ -224,6 +224,25 @@ def test_model_is_immutable_on_the_server(
         api.delete(stored, DSV4_PLURAL)
 
 
+def test_queue_name_is_immutable_on_the_server(
+    api: Api, installed: dict[str, tuple[Json, Json]]
+) -> None:
+    stored = api.create(_named(with_spec(), "queued"), DSV4_PLURAL)
+    try:
+        queued = copy.deepcopy(stored)
+        queued["spec"]["placement"] = {"queueName": "inference"}
+        with pytest.raises(Refusal) as caught:
+            api.replace(queued, DSV4_PLURAL)
+        assert caught.value.status == 422
+        assert "spec.placement.queueName is immutable" in caught.value.text
+        placed = copy.deepcopy(stored)
+        placed["spec"]["placement"] = {"exclusiveTopologyKey": "example.com/rack"}
+        stored = api.replace(placed, DSV4_PLURAL)
+        assert stored["spec"]["placement"]["topologyPolicy"] == "Required"  # server default
+    finally:
+        api.delete(stored, DSV4_PLURAL)
+
+
 @pytest.mark.parametrize(
     ("name", "accepted"),
     [("a" * 50, True), ("a" * 51, False), ("v4.flash", False), ("4flash", False)],

@@ -166,3 +166,20 @@ def test_default_model_source_per_format() -> None:
     pvc = {"pvc": {"claimName": "w"}}
     own = parse_deployment(_with_spec(weightsFormat="bf16", modelSource=pvc)).spec
     assert own.effective_model_source.pvc is not None
+
+
+def test_queue_name_is_immutable_on_update(validate: Any) -> None:
+    queued = _with_spec(placement={"queueName": "inference"})
+    plain = _with_spec()
+    message = (
+        "spec: spec.placement.queueName is immutable (Kueue refuses to set, change or remove the "
+        "queue of an existing LeaderWorkerSet): create a new DeepSeekV4Deployment instead"
+    )
+    assert validate(queued) == []  # a create may set it
+    assert validate(queued, plain) == [message]  # set later
+    assert validate(plain, queued) == [message]  # removed
+    assert validate(_with_spec(placement={"queueName": "batch"}), queued) == [message]
+    # Unchanged, with other placement fields and the replicas changing: allowed.
+    same = _with_spec(placement={"queueName": "inference", "topologyKey": "a.io/b"}, replicas=2)
+    assert validate(same, queued) == []
+    assert validate(_with_spec(replicas=2), plain) == []

@@ -23,6 +23,14 @@ loses much of its throughput. Two mechanisms keep a group together:
   group (Kueue KEP-2724, "Co-locate Leader with Workers"). The key must be a level of the
   Kueue Topology that the queue's ResourceFlavor names.
 
+  Kueue's LeaderWorkerSet webhook (`leaderworkerset_webhook.go` ValidateUpdate) refuses to set,
+  change or remove the queue of an existing LeaderWorkerSet, so `queueName` is immutable here
+  too (a CEL transition rule). While it is set, the same webhook keeps both pod templates
+  immutable except the container image: a later change that alters them (engine flags, env,
+  resources, `spec.pod`, a re-plan after an operator upgrade) is refused, which the operator
+  reports as `Ready=False`, `ApplyFailed`, with Kueue's message, while the running groups keep
+  serving. Image changes and `spec.replicas` (scaling) go through.
+
 Nothing here changes the plan. Every key is a Kubernetes qualified name (the node label that
 defines the domain); names are DNS-1123 labels (they become label values).
 """
@@ -86,7 +94,8 @@ class Placement(ApiModel):
     to groups created after a change)."""
     queue_name: LabelValueName | None = None
     """Kueue LocalQueue (in the resource's namespace) that admits each replica group as one
-    Workload against its quota (`kueue.x-k8s.io/queue-name` on the LeaderWorkerSet)."""
+    Workload against its quota (`kueue.x-k8s.io/queue-name` on the LeaderWorkerSet). Immutable;
+    while set, Kueue refuses pod-template changes other than the image (ApplyFailed)."""
     workload_priority_class_name: LabelValueName | None = None
     """Kueue WorkloadPriorityClass of the groups (`kueue.x-k8s.io/priority-class`)."""
     topology_key: LabelKey | None = None

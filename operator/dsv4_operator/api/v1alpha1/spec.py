@@ -243,6 +243,20 @@ _SPEC_RULES: Final[list[CelRule]] = [
         ),
     },
     {
+        # A transition rule (runs on update only): Kueue's LeaderWorkerSet webhook refuses to
+        # set, change or remove the queue label of an existing LeaderWorkerSet
+        # (kueue pkg/controller/jobs/leaderworkerset/leaderworkerset_webhook.go ValidateUpdate).
+        "rule": (
+            "(has(self.placement) && has(self.placement.queueName) ? "
+            "self.placement.queueName : '') == (has(oldSelf.placement) && "
+            "has(oldSelf.placement.queueName) ? oldSelf.placement.queueName : '')"
+        ),
+        "message": (
+            "spec.placement.queueName is immutable (Kueue refuses to set, change or remove the "
+            "queue of an existing LeaderWorkerSet): create a new DeepSeekV4Deployment instead"
+        ),
+    },
+    {
         "rule": (
             "!has(self.autoscaling) || !self.autoscaling.enabled || "
             "(self.replicas >= self.autoscaling.minReplicas && "
