@@ -34,6 +34,7 @@ from dsv4_operator.planning.memory import (
     budget_bytes,
     cuda_graph_bytes,
     gather_workspace_bytes,
+    mtp_hidden_buffer_bytes,
     overhead_bytes,
 )
 from dsv4_operator.planning.models import LayerKind, ModelSpec
@@ -347,8 +348,8 @@ class _Context:
                 max_num_batched_tokens=self.mnbt,
                 max_num_seqs=seqs,
                 max_model_len=max(length, 1),
-                mtp=req.speculative_tokens > 0,
-            ),
+            )
+            + mtp_hidden_buffer_bytes(self.model, self.mnbt),
             cuda_graph_bytes=cuda_graph_bytes(req.engine, seqs, self.tier),
             overhead_bytes=overhead_bytes(req.engine, self.layout),
         )

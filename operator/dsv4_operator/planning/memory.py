@@ -11,7 +11,12 @@ Activation peak at `max-num-batched-tokens` (mnbt) tokens, bytes:
     + V4 prefill gather 4 x (ceil(T/4) + 128 + mnbt) x 512 x 2     (S2, T = max-model-len)
     + top-k indices [mnbt, index_topk] int32                       (S1)
     + sampler: max-num-seqs x vocab x 4 B x sampler_copies
-    + MTP hidden buffer [mnbt, 4H] bf16 when speculating           (S1)
+
+Beside that peak (vLLM profiles it after the model is loaded), `DeepseekV4Model.__init__`
+allocates the MTP hidden buffer `[mnbt, hc_mult x H]` in the model dtype on the last PP rank,
+speculating or not (S1 @023da1fc; facts §3): `mtp_hidden_buffer_bytes`, counted with the
+activations in the plan. (Later vLLM versions allocate it only when speculating; counting it
+always errs on the safe side.)
 
 Per-token bytes follow the tensors alive at the peak: the mHC residual (3 live copies of
 `[hc_mult, H]` bf16, facts §3), the sublayer input/output `[H]`, attention (below), MoE caches per
@@ -38,6 +43,7 @@ __all__ = [
     "budget_bytes",
     "cuda_graph_bytes",
     "gather_workspace_bytes",
+    "mtp_hidden_buffer_bytes",
     "overhead_bytes",
 ]
 
@@ -126,7 +132,6 @@ def activation_bytes(
     max_num_batched_tokens: int,
     max_num_seqs: int,
     max_model_len: int,
-    mtp: bool,
 ) -> int:
     """Peak activation bytes on one GPU while vLLM profiles a batch of mnbt tokens.
 
@@ -137,18 +142,25 @@ def activation_bytes(
         max_num_batched_tokens: mnbt, tokens.
         max_num_seqs: sequences per DP rank.
         max_model_len: context cap, tokens.
-        mtp: MTP speculative decoding on.
 
     Returns:
-        Bytes.
+        Bytes (the MTP hidden buffer, allocated at model init, is `mtp_hidden_buffer_bytes`).
     """
     m = max_num_batched_tokens
     gather = gather_workspace_bytes(model, max_model_len, m)
     topk = m * model.index_topk * 4
     sampler = max_num_seqs * model.vocab_size * 4 * engine.sampler_copies
-    mtp_buffer = m * model.hc_mult * model.hidden_size * _BF16 if mtp else 0
     per_token = activation_bytes_per_token(model, layout)
-    return engine.workspace_bytes + m * per_token + gather + topk + sampler + mtp_buffer
+    return engine.workspace_bytes + m * per_token + gather + topk + sampler
+
+
+def mtp_hidden_buffer_bytes(model: ModelSpec, max_num_batched_tokens: int) -> int:
+    """Bytes of vLLM's `_mtp_hidden_buffer [mnbt, hc_mult x H]` bf16 on one GPU (last PP rank).
+
+    Allocated by `DeepseekV4Model.__init__` whether or not MTP speculation runs (S1 @023da1fc,
+    facts §3): Flash 268,435,456 B and Pro 469,762,048 B at 8,192 batched tokens.
+    """
+    return max_num_batched_tokens * model.hc_mult * model.hidden_size * _BF16
 
 
 def cuda_graph_bytes(engine: EngineProfile, max_num_seqs: int, tier: SchedulingDefaults) -> int:
@@ -175,7 +187,7 @@ class MemoryBreakdown:
         gpu_memory_utilization: fraction of it vLLM may use.
         budget_bytes: memory_bytes x gpu_memory_utilization.
         weights: weight bytes by placement.
-        activation_bytes: activation peak at mnbt.
+        activation_bytes: activation peak at mnbt, plus the MTP hidden buffer.
         cuda_graph_bytes: CUDA-graph estimate.
         overhead_bytes: non-torch memory.
     """

@@ -179,7 +179,14 @@ def per_gpu_weight_bytes(
         data_parallel: DP size (attention data parallel).
         expert_parallel: whether routed experts are placed whole (EP) or split (flattened TP);
             the bytes per GPU are the same.
-        include_mtp: whether the MTP layer is loaded (always, in vLLM, for this architecture).
+        include_mtp: count the MTP layer (the planner always does). vLLM loads it only with
+            MTP speculation: the target model skips every `mtp.*` tensor
+            (`DeepseekV4ForCausalLM.load_weights`, `AutoWeightsLoader(self,
+            skip_substrs=["mtp."])`, S1) and the drafter (`deepseek_v4_mtp.py`, S8) loads it.
+            But the one public load report (issue 2: Pro on 8x H200, DP8 + EP8, 125.65 GiB of
+            weights per GPU) is 1.0 % above this count with the MTP layer and 2.6 % above it
+            without: what vLLM allocates at load exceeds the checkpoint's tensors, so the MTP
+            bytes are kept as that margin rather than dropped.
 
     Returns:
         The per-GPU breakdown in bytes (ceil of each share).

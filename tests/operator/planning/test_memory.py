@@ -24,7 +24,6 @@ def test_activation_peak_reproduces_the_mi355x_recipe(mnbt: int, published_gib: 
         max_num_batched_tokens=mnbt,
         max_num_seqs=512,
         max_model_len=1_048_576,
-        mtp=False,
     )
     assert got / GIB == pytest.approx(published_gib, rel=0.05)
 
@@ -63,3 +62,44 @@ def test_parse_version() -> None:
     assert parse_version("4.51.1") < parse_version("4.52")
     with pytest.raises(ValueError, match="not a version"):
         parse_version("latest")
+
+
+@pytest.mark.parametrize("speculative_tokens", [0, 1])
+def test_the_mtp_hidden_buffer_is_counted_with_or_without_speculation(
+    speculative_tokens: int,
+) -> None:
+    # vLLM's DeepseekV4Model allocates _mtp_hidden_buffer [mnbt, 4 x H] bf16 at init on the last
+    # PP rank whether or not a drafter runs (S1 @023da1fc): Pro, mnbt 8192 -> 469,762,048 B.
+    from dsv4_operator.planning import PlanRequest, plan
+    from dsv4_operator.planning.memory import mtp_hidden_buffer_bytes
+
+    assert mtp_hidden_buffer_bytes(PRO, 8192) == 8192 * 4 * 7168 * 2 == 469_762_048
+    p = plan(
+        PlanRequest(
+            model="pro",
+            gpu_types=("h200-141gb",),
+            gpus_per_node=8,
+            max_nodes=1,
+            max_model_len=131_072,
+            max_num_batched_tokens=8192,
+            max_num_seqs=4,
+            speculative_tokens=speculative_tokens,
+        )
+    )
+    c = p.chosen
+    layout = Layout(
+        nodes=c.layout.nodes,
+        gpus_per_node=8,
+        tensor_parallel=c.layout.tensor_parallel,
+        data_parallel=c.layout.data_parallel,
+        expert_parallel=c.layout.expert_parallel,
+    )
+    peak = activation_bytes(
+        PRO,
+        layout,
+        VLLM_0_33,
+        max_num_batched_tokens=8192,
+        max_num_seqs=c.max_num_seqs,
+        max_model_len=c.max_model_len,
+    )
+    assert c.memory.activation_bytes == peak + 469_762_048
