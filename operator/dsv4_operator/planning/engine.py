@@ -86,6 +86,19 @@ class EngineProfile:
         nontorch_base_bytes: cuBLAS/cuDNN workspaces and allocator slack outside torch, bytes.
         nccl_bytes: NCCL communicator buffers when the world size exceeds 1, bytes.
         all2all_bytes: expert-parallel dispatch/combine buffers when EP > 1, bytes.
+        startup_context_bytes: device memory a worker process holds before vLLM's start-up
+            snapshot on one GPU: the CUDA context and torch's first allocation, bytes. vLLM
+            refuses to start unless the memory free at that snapshot is at least total x
+            gpu-memory-utilization (`Worker.init_device` / `request_memory`, vllm/v1/worker:
+            "Free memory on device ... on startup is less than desired GPU memory
+            utilization"), so this must fit in total x (1 - utilization). Measured on an H200
+            (torch 2.11.0+cu130, 2026-11-30, `benchmarks/startup_memory.py`): 651,034,624 B.
+        startup_nccl_bytes: NCCL buffers a worker also holds at that snapshot when its replica
+            spans several GPUs over NVLink/NVSwitch (vLLM initialises its process groups, with a
+            warm-up collective, before the snapshot), bytes. Measured on 2 H200 ranks after a
+            warm all-reduce on the world group and an all-reduce + all-gather on a second group:
+            1,390,411,776 B; more ranks may hold more. Not measured for PCIe-only GPUs, whose
+            NCCL transport buffers sit in host memory (SHM), and not applied to them.
         pipeline_parallel: whether the engine supports PP for DeepseekV4ForCausalLM (vLLM 0.33: no).
         min_version: first engine release with DeepseekV4ForCausalLM (vLLM 0.20.0, PR #40760).
         min_transformers_exclusive: transformers must be newer than this (4.51.1), else
@@ -114,6 +127,8 @@ class EngineProfile:
     nontorch_base_bytes: int
     nccl_bytes: int
     all2all_bytes: int
+    startup_context_bytes: int
+    startup_nccl_bytes: int
     pipeline_parallel: bool
     min_version: str
     min_transformers_exclusive: str
@@ -154,6 +169,8 @@ VLLM_0_33 = EngineProfile(
     nontorch_base_bytes=512 * _MIB,
     nccl_bytes=512 * _MIB,
     all2all_bytes=1 * _GIB,
+    startup_context_bytes=651_034_624,
+    startup_nccl_bytes=1_390_411_776,
     pipeline_parallel=False,
     min_version="0.20.0",
     min_transformers_exclusive="4.51.1",

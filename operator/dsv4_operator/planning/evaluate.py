@@ -19,11 +19,12 @@ concurrency".
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Final
 
-from dsv4_operator.planning.engine import SchedulingDefaults
+from dsv4_operator.planning.engine import EngineProfile, SchedulingDefaults
 from dsv4_operator.planning.findings import Code, Finding
 from dsv4_operator.planning.hardware import GpuType
 from dsv4_operator.planning.kvcache import BLOCK_TOKENS, KvGeometry
@@ -178,6 +179,34 @@ def _min_util_text(mem: MemoryBreakdown, geometry: KvGeometry, length: int, stat
     if need > 1:
         return f"{head} would be {need}: no utilization fits on this GPU"
     return f"{head}: {need}"
+
+
+def startup_reserve_bytes(engine: EngineProfile, gpu: GpuType, layout: Layout) -> int:
+    """Device memory a worker holds before vLLM's start-up snapshot, bytes.
+
+    The CUDA context (`EngineProfile.startup_context_bytes`), plus NCCL's buffers
+    (`startup_nccl_bytes`) when the replica spans several GPUs joined by NVLink/NVSwitch.
+    """
+    nccl = layout.gpus > 1 and gpu.nvlink_domain > 1
+    return engine.startup_context_bytes + (engine.startup_nccl_bytes if nccl else 0)
+
+
+def _startup_reserve_problem(ctx: _Context, mem: MemoryBreakdown) -> Finding | None:
+    """Why vLLM would refuse to start: total x utilization above the memory free at start-up."""
+    reserve = startup_reserve_bytes(ctx.req.engine, ctx.gpu, ctx.layout)
+    outside = mem.memory_bytes - mem.budget_bytes
+    if outside >= reserve:
+        return None
+    most = math.floor((mem.memory_bytes - reserve) * 100 / mem.memory_bytes) / 100
+    return Finding(
+        Code.STARTUP_MEMORY_RESERVE,
+        f"gpu-memory-utilization {mem.gpu_memory_utilization} leaves {outside:,} B of the "
+        f"{mem.memory_bytes:,} B CUDA reports on {ctx.gpu.name} outside vLLM's budget, but a "
+        f"worker already holds about {reserve:,} B (CUDA context"
+        + (" and NCCL buffers" if reserve > ctx.req.engine.startup_context_bytes else "")
+        + ") when vLLM checks that total x utilization is free, and refuses to start: use a "
+        f"gpu-memory-utilization of at most {most}",
+    )
 
 
 def _offloaded(weights: WeightBreakdown, offload: int) -> WeightBreakdown:
@@ -445,6 +474,8 @@ def _problems(
                 + _min_util_text(mem, ctx.geometry, length, ctx.state(length)),
             )
         )
+    if (startup := _startup_reserve_problem(ctx, mem)) is not None:
+        out.append(startup)
     per_rank = max(0, pool) // request_bytes
     if not out and target_per_rank and per_rank < target_per_rank:
         out.append(

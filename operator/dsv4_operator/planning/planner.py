@@ -354,6 +354,12 @@ def _explain_no_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> 
         )
     else:
         head += f": {closest.problems[0].message}"
+    startup = next((f for f in closest.problems if f.code is Code.STARTUP_MEMORY_RESERVE), None)
+    if startup is not None:
+        # More or other GPUs of this type do not help: the utilization itself must come down.
+        if short > 0 or closest.problems[0] is not startup:
+            head += f"; and {startup.message}"
+        return Finding(Code.NO_FEASIBLE_LAYOUT, head)
     parts = [head]
     options = []
     if 0 < short <= mem.weights.expert_bytes:

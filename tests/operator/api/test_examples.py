@@ -13,7 +13,7 @@ REQUIRED = {
     "flash-4x-h100",
     "pro-1m-h100",
     "pro-8x-h200",
-    "flash-int4-8x-rtx4090",
+    "flash-int4-8x-rtx5090",
     "flash-autoscaled",
 }
 FILES = sorted(EXAMPLES.glob("*.yaml"))
@@ -53,10 +53,10 @@ def test_examples_say_what_their_names_say() -> None:
         8,
         1,
     )
-    int4 = _spec("flash-int4-8x-rtx4090")
+    int4 = _spec("flash-int4-8x-rtx5090")
     assert (int4.weights_format, int4.gpu.types, int4.gpu.gpus_per_node) == (
         "int4",
-        ("rtx-4090-24gb",),
+        ("rtx-5090-32gb",),
         8,
     )
     assert isinstance(int4.max_model_len, int)

@@ -27,8 +27,8 @@ def test_every_example_plans(path: Path) -> None:
     assert p.fits, [w.message for w in p.warnings]  # type: ignore[attr-defined]
 
 
-def test_flash_int4_on_rtx_4090_reports_its_reduced_context() -> None:
-    path = next(e for e in EXAMPLES if e.stem == "flash-int4-8x-rtx4090")
+def test_flash_int4_on_rtx_5090_reports_its_reduced_context() -> None:
+    path = next(e for e in EXAMPLES if e.stem == "flash-int4-8x-rtx5090")
     spec = parse_deployment(yaml.safe_load(path.read_text())).spec
     pinned = plan(request_from_spec(spec))
     auto = plan(dataclasses.replace(request_from_spec(spec), max_model_len=None))
