@@ -56,8 +56,28 @@ def _block_width(weights_format: str) -> int:
     return {"official": 128, "nvfp4": 128, "fp8": 128, "int4": 128}.get(weights_format, 0)
 
 
+MXFP4_PADDED_SLICE: Final = 256
+"""Columns the MXFP4 MoE kernels of Blackwell (FlashInfer) and ROCm pad each expert's
+intermediate slice to: vLLM `Mxfp4MoEMethod.create_weights` rounds
+`intermediate_size_per_partition` up to 256 for its FlashInfer backends and on ROCm (to 64 or
+128 elsewhere). A slice that is not a multiple would take padded memory the planner does not
+count, so such splits are refused there (expert parallelism places whole experts instead)."""
+
+
+def _pads_mxfp4_slices(gpu: GpuType | None, weights_format: str) -> bool:
+    """Whether this GPU's MXFP4 MoE kernels pad expert slices to `MXFP4_PADDED_SLICE`."""
+    if gpu is None or weights_format != "official":
+        return False
+    return gpu.arch.startswith("sm10") or gpu.vendor == "amd"
+
+
 def structural_problems(
-    model: ModelSpec, layout: Layout, req: PlanRequest, weights_format: str, per_node: int
+    model: ModelSpec,
+    layout: Layout,
+    req: PlanRequest,
+    weights_format: str,
+    per_node: int,
+    gpu: GpuType | None = None,
 ) -> tuple[Finding, ...]:
     """Rules a layout must satisfy before memory is considered (module docstring).
 
@@ -67,6 +87,7 @@ def structural_problems(
         req: the request (engine, GPU budget).
         weights_format: format held in GPU memory.
         per_node: GPUs per node of the pool.
+        gpu: the GPU type, for kernel rules that depend on it (`MXFP4_PADDED_SLICE`).
 
     Returns:
         Findings; empty when the layout is structurally valid.
@@ -111,6 +132,22 @@ def structural_problems(
                     "DeepSeek split this way fails to load",
                 )
             )
+    split = tp * layout.data_parallel
+    if (
+        not layout.expert_parallel
+        and _pads_mxfp4_slices(gpu, weights_format)
+        and (inter // split) % MXFP4_PADDED_SLICE
+    ):
+        padded = -(-(inter // split) // MXFP4_PADDED_SLICE) * MXFP4_PADDED_SLICE
+        problems.append(
+            Finding(
+                Code.EXPERT_SPLIT_PADDED,
+                f"TP x DP={split} without expert parallelism leaves each expert a slice of "
+                f"{inter // split} intermediate columns, which the MXFP4 MoE kernels of "
+                f"{gpu.arch if gpu else ''} pad to {padded} (a multiple of {MXFP4_PADDED_SLICE}): "
+                "enable expert parallelism or split the experts fewer ways",
+            )
+        )
     ep = layout.expert_parallel_size
     if layout.expert_parallel and model.n_routed_experts % ep:
         problems.append(

@@ -271,7 +271,7 @@ def _search(
         seen = False
         for layout in _layouts(req, per_node):
             seen = True
-            problems = structural_problems(model, layout, req, fmt, per_node)
+            problems = structural_problems(model, layout, req, fmt, per_node, gpu)
             if problems:
                 rejected.append(Rejection(gpu.name, layout, problems))
                 continue
@@ -284,7 +284,7 @@ def _search(
             layout = Layout(
                 1, per_node, tp, dp, bool(req.expert_parallel), req.pipeline_parallel or 1
             )
-            problems = structural_problems(model, layout, req, fmt, per_node) or (
+            problems = structural_problems(model, layout, req, fmt, per_node, gpu) or (
                 Finding(
                     Code.PINNED_LAYOUT_MISMATCH,
                     f"pinned TP={tp} x DP={dp} x PP={req.pipeline_parallel or 1} does not fill "
@@ -302,6 +302,7 @@ _FIELD_OF_CODE = {
     Code.TP_NOT_DIVIDING_OUTPUT_GROUPS: "tensor_parallel",
     Code.TP_SPLITS_QUANT_BLOCK: "tensor_parallel",
     Code.EP_NOT_DIVIDING_EXPERTS: "expert_parallel",
+    Code.EXPERT_SPLIT_PADDED: "expert_parallel",
     Code.GPU_BUDGET_EXCEEDED: "gpu_budget",
     Code.PINNED_LAYOUT_MISMATCH: "data_parallel",
 }

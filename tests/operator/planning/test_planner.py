@@ -314,3 +314,30 @@ def test_cpu_offload_lowers_the_estimate_and_warns() -> None:
     codes = [w.code for w in offloaded.warnings]
     assert Code.CPU_OFFLOAD in codes
     assert Code.CPU_OFFLOAD not in [w.code for w in on_gpu.warnings]
+
+
+def test_mxfp4_expert_slices_that_blackwell_and_rocm_pad_are_refused() -> None:
+    # Pro's 3072-wide expert intermediate split 8 ways without EP is 384 columns per GPU: the
+    # MXFP4 MoE kernels of sm100 and ROCm pad it to 512 (vLLM Mxfp4MoEMethod), memory the
+    # planner does not count; Hopper keeps 384.
+    def dp8(gpu: str, *, ep: bool) -> Plan:
+        return plan(
+            PlanRequest(
+                model="pro",
+                gpu_types=(gpu,),
+                gpus_per_node=8,
+                max_nodes=1,
+                tensor_parallel=1,
+                data_parallel=8,
+                expert_parallel=ep,
+            )
+        )
+
+    for gpu in ("b200-180gb", "mi355x-288gb"):
+        with pytest.raises(PlanningError) as caught:
+            dp8(gpu, ep=False)
+        assert caught.value.field == "expert_parallel"
+        assert "a slice of 384 intermediate columns" in str(caught.value)
+        assert "pad to 512" in str(caught.value)
+        assert dp8(gpu, ep=True).fits
+    assert dp8("h200-141gb", ep=False).chosen.layout.expert_parallel is False
