@@ -148,9 +148,18 @@ class EngineProfile:
         return self.scheduling[-1]
 
     @staticmethod
-    def cudagraph_capture_sizes(max_num_seqs: int, tier: SchedulingDefaults) -> int:
-        """Number of batch sizes captured: 1, 2, 4, then every 8 up to min(2 x seqs, tier cap)."""
-        largest = min(2 * max_num_seqs, tier.max_cudagraph_capture_size)
+    def cudagraph_capture_sizes(
+        max_num_seqs: int, tier: SchedulingDefaults, speculative_tokens: int = 0
+    ) -> int:
+        """Number of batch sizes captured: 1, 2, 4, then every 8 up to the largest.
+
+        The largest is min(max-num-seqs x (1 + speculative tokens) x 2, tier cap): vLLM's
+        `VllmConfig._set_cudagraph_sizes` sizes graphs in tokens, `decode_query_len = 1 +
+        num_speculative_tokens` per decoding sequence. vLLM steps by 16 above 256; counting
+        every 8 there errs on the safe side.
+        """
+        per_seq = 2 * (1 + speculative_tokens)
+        largest = min(per_seq * max_num_seqs, tier.max_cudagraph_capture_size)
         return sum(1 for s in (1, 2, 4) if s <= largest) + largest // 8
 
 

@@ -416,7 +416,7 @@ class _Context:
                 max_model_len=max(length, 1),
             )
             + mtp_hidden_buffer_bytes(self.model, self.mnbt),
-            cuda_graph_bytes=cuda_graph_bytes(req.engine, seqs, self.tier),
+            cuda_graph_bytes=cuda_graph_bytes(req.engine, seqs, self.tier, req.speculative_tokens),
             overhead_bytes=overhead_bytes(req.engine, self.layout),
         )
 

@@ -163,9 +163,12 @@ def mtp_hidden_buffer_bytes(model: ModelSpec, max_num_batched_tokens: int) -> in
     return max_num_batched_tokens * model.hc_mult * model.hidden_size * _BF16
 
 
-def cuda_graph_bytes(engine: EngineProfile, max_num_seqs: int, tier: SchedulingDefaults) -> int:
+def cuda_graph_bytes(
+    engine: EngineProfile, max_num_seqs: int, tier: SchedulingDefaults, speculative_tokens: int = 0
+) -> int:
     """VLLM's CUDA-graph memory estimate: bytes per captured batch size x sizes."""
-    return engine.cudagraph_capture_sizes(max_num_seqs, tier) * engine.cuda_graph_bytes_per_size
+    sizes = engine.cudagraph_capture_sizes(max_num_seqs, tier, speculative_tokens)
+    return sizes * engine.cuda_graph_bytes_per_size
 
 
 def overhead_bytes(engine: EngineProfile, layout: Layout) -> int:

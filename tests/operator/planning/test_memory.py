@@ -55,6 +55,10 @@ def test_cuda_graph_estimate_grows_with_capture_sizes() -> None:
     assert cuda_graph_bytes(VLLM_0_33, 1, tier) < cuda_graph_bytes(VLLM_0_33, 256, tier)
     # 1, 2, 4 and every 8 up to 512: 67 sizes.
     assert VLLM_0_33.cudagraph_capture_sizes(1024, tier) == 67
+    # MTP: graphs are sized in tokens, 1 + k per decoding sequence (vLLM decode_query_len).
+    assert VLLM_0_33.cudagraph_capture_sizes(64, tier) == 3 + 128 // 8
+    assert VLLM_0_33.cudagraph_capture_sizes(64, tier, speculative_tokens=3) == 3 + 512 // 8
+    assert cuda_graph_bytes(VLLM_0_33, 64, tier, 3) == 67 * VLLM_0_33.cuda_graph_bytes_per_size
 
 
 def test_parse_version() -> None:
