@@ -7,7 +7,9 @@ memory_per_gpu.{budget_bytes,weights_bytes,activation_bytes,cuda_graph_bytes,ove
 kv_cache.{bytes_per_token,tokens_per_replica,max_concurrency}, max_model_len, max_num_seqs,
 shm_size_bytes, engine_args, warnings[{code,message}], reasons[]`.
 
-`layout.expert_parallel` is the EP size (1 = off). All byte values are integers.
+`layout.expert_parallel` is the EP size (1 = off). All byte counts are integers;
+`kv_cache.bytes_per_token` and `raw_bytes_per_token` are averages per token (a 256-token block's
+bytes / 256), so they may be fractional.
 `memory_per_gpu.shortfall_bytes` is what one GPU lacks for the weights, activations and one
 max-model-len request (0 when that fits).
 """

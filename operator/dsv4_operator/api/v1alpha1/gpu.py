@@ -68,7 +68,10 @@ class CustomGpuType(ApiModel):
     name: GpuName
     """Name used in `spec.gpu.types` (case-insensitive; must not be a built-in type name)."""
     memory: Quantity
-    """Memory per GPU as a Kubernetes quantity in bytes, e.g. `96Gi` (between 8Gi and 1Ti)."""
+    """Memory per GPU as a Kubernetes quantity in bytes (between 8Gi and 1Ti): the total that
+    `nvidia-smi --query-gpu=memory.total` reports (e.g. `97871Mi` for 97,871 MiB), not the
+    marketing size; the planner subtracts the driver's reservation (616 MiB, as on an H200)
+    to get what CUDA, and so vLLM, sees."""
     memory_bandwidth_gbps: int = Field(ge=100, le=100_000)
     """Memory bandwidth per GPU in GB/s (10^9 bytes per second), 100 to 100000."""
     dense_bf16_tflops: int = Field(ge=10, le=100_000)
