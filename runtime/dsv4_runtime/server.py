@@ -32,6 +32,7 @@ from dsv4_runtime.metrics import CONTENT_TYPE, RuntimeMetrics, merge_exposition
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
+    "ENGINE_METRICS_MAX_AGE_SECONDS",
     "ENGINE_SCRAPE_TIMEOUT_SECONDS",
     "RuntimeState",
     "build_app",
@@ -42,8 +43,13 @@ ADMIN_TOKEN_ENV = "DSV4_RUNTIME_ADMIN_TOKEN"  # noqa: S105  (a variable name)
 """Environment variable holding the bearer token `/drain` and `/undrain` require (the operator's
 `render.admin.ADMIN_TOKEN_ENV`; tests/runtime/test_operator_contract.py keeps them equal)."""
 
-ENGINE_SCRAPE_TIMEOUT_SECONDS = 5.0
-"""Time allowed for the engine's /metrics; a slower engine is reported as a scrape error."""
+ENGINE_SCRAPE_TIMEOUT_SECONDS = 1.5
+"""Time allowed for the engine's /metrics; a slower engine is reported as a scrape error.
+Below the operator's 2 s per request (`handlers.autoscaler`), so a slow engine still gets
+its scrape answered from the last exposition read (`ENGINE_METRICS_MAX_AGE_SECONDS`)."""
+ENGINE_METRICS_MAX_AGE_SECONDS = 15.0
+"""How old the last engine exposition (read every 5 s in the background) may be to stand in
+for one that did not arrive in time; older, the scrape carries the runtime's metrics only."""
 
 
 @dataclass
@@ -58,6 +64,7 @@ class RuntimeState:
         held: the autoscaler drained this group (`POST /drain`) ahead of a scale-down.
         admin_token: the bearer token `/drain` and `/undrain` require; None refuses them (403).
         session: HTTP client for engine scrapes (set while the server runs).
+        engine_text: the last engine exposition read, and `engine_text_at` when (monotonic s).
     """
 
     metrics: RuntimeMetrics
@@ -67,6 +74,8 @@ class RuntimeState:
     held: bool = False
     admin_token: str | None = None
     session: aiohttp.ClientSession | None = None
+    engine_text: str | None = None
+    engine_text_at: float = 0.0
 
     def set_engine_ready(self, ready: bool) -> None:
         """Record engine readiness (and its gauge)."""
@@ -101,10 +110,12 @@ async def fetch_engine_metrics(state: RuntimeState) -> str | None:
                 state.metrics.engine_scrape_errors.inc()
                 return None
             text = await response.text()
-        state.metrics.observe_engine(time.monotonic(), text)
+        now = time.monotonic()
+        state.metrics.observe_engine(now, text)
     except (aiohttp.ClientError, TimeoutError, ValueError):
         state.metrics.engine_scrape_errors.inc()
         return None
+    state.engine_text, state.engine_text_at = text, now
     return text
 
 
@@ -117,9 +128,12 @@ async def _ready(request: web.Request) -> web.Response:
     state = request.app[_STATE_KEY]
     if state.ready:
         return web.json_response({"ready": True})
-    reason = "draining" if state.draining else "engine not ready"
-    if state.held and not state.draining:
-        reason = "drained by the autoscaler"
+    if state.draining:
+        reason = "draining"
+    elif not state.engine_ready:
+        reason = "engine not ready"
+    else:
+        reason = "drained by the autoscaler"  # HELD_REASON in the operator's autoscaler
     return web.json_response({"ready": False, "reason": reason}, status=503)
 
 
@@ -159,6 +173,9 @@ async def _undrain(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     state = request.app[_STATE_KEY]
     engine_text = await fetch_engine_metrics(state) if state.engine_ready else None
+    recent = time.monotonic() - state.engine_text_at <= ENGINE_METRICS_MAX_AGE_SECONDS
+    if engine_text is None and state.engine_ready and recent:
+        engine_text = state.engine_text  # the engine was slow: its last exposition stands in
     body = merge_exposition(state.metrics.render(), engine_text)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 

@@ -6,10 +6,13 @@ Timeline of one pod:
 2. Prelaunch commands run (Ray head on a PP leader), then the engine starts in its own session
    (process group) with the runtime's environment less `DSV4_RUNTIME_ADMIN_TOKEN`; its output
    goes to the container log.
-3. Readiness: an engine with an API is ready when its `/health` and `/v1/models` answer 200
-   (vLLM starts its API server only after every DP rank, local and remote, has loaded); an engine
-   without one (headless worker) is ready while its process runs. A ready engine is checked
-   every 5 s; three failed checks in a row (10 s timeout each) make it not ready again.
+3. Readiness: an engine with an API is ready when its `/health` answers 200 and its
+   `/v1/models` 200, or 401 when vLLM's `--api-key` guards it (vLLM starts its API server only
+   after every DP rank, local and remote, has loaded); an engine without one (headless worker)
+   is ready while its process runs. A ready engine is checked every 5 s; three failed checks in
+   a row (10 s timeout each) make it not ready again, and `HUNG_ENGINE_SECONDS` of failed
+   checks make the runtime kill it and exit 1, so the group is recreated instead of holding
+   its GPUs unready.
 4. SIGTERM (or SIGINT): `/ready` turns 503 at once; SIGTERM goes to the engine's main process
    only (vLLM's parent coordinates its children, RFC vllm #24885); the engine rejects new
    requests and lets in-flight ones finish for `--drain-timeout-seconds` (vLLM
@@ -44,6 +47,7 @@ __all__ = [
     "HEALTH_FAILURES",
     "HEALTH_POLL_SECONDS",
     "HEALTH_TIMEOUT_SECONDS",
+    "HUNG_ENGINE_SECONDS",
     "METRICS_POLL_SECONDS",
     "READY_POLL_SECONDS",
     "Supervisor",
@@ -62,7 +66,11 @@ HEALTH_FAILURES = 3
 METRICS_POLL_SECONDS = 5.0
 """How often the engine's /metrics is read to keep the tokens/s gauge current between scrapes."""
 EXIT_ENGINE_KILLED = 1
-"""Runtime exit status when the engine had to be killed after the grace period."""
+"""Runtime exit status when the engine had to be killed after the grace period, or hung."""
+HUNG_ENGINE_SECONDS = 300.0
+"""How long a once-ready engine may fail its health checks before the runtime kills it and exits
+1. vLLM answers `/health` and `/v1/models` from its API process, apart from the engine core's
+steps, so a long prefill does not hold them up; five minutes without an answer is a hang."""
 
 
 class Supervisor:
@@ -102,6 +110,7 @@ class Supervisor:
         self._grace_s = stop_grace_seconds
         self._term_delay_s = min(engine_term_delay_seconds, drain_timeout_seconds)
         self._stop = asyncio.Event()
+        self._hung = asyncio.Event()
         self._process: asyncio.subprocess.Process | None = None
 
     def request_drain(self) -> None:
@@ -137,7 +146,7 @@ class Supervisor:
                 return 0
             if status != 0:
                 log.error("prelaunch %s exited with status %d", " ".join(command), status)
-                return status
+                return status if status > 0 else 128 - status  # killed by signal N: 128 + N
         started = time.monotonic()
         self._process = await asyncio.create_subprocess_exec(
             *self._launch.argv, start_new_session=True, env=_engine_env()
@@ -149,8 +158,17 @@ class Supervisor:
         ]
         exited = asyncio.create_task(self._process.wait())
         stopping = asyncio.create_task(self._stop.wait())
+        hung = asyncio.create_task(self._hung.wait())
         try:
-            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({exited, stopping, hung}, return_when=asyncio.FIRST_COMPLETED)
+            if hung.done() and not exited.done() and not stopping.done():
+                log.error(
+                    "engine has not answered its health checks for %d s: killing it",
+                    HUNG_ENGINE_SECONDS,
+                )
+                await self._kill_group()
+                self._state.set_engine_ready(False)
+                return EXIT_ENGINE_KILLED
             if not exited.done():
                 return await self._drain(exited)
             status = exited.result()
@@ -160,9 +178,9 @@ class Supervisor:
             log.error("engine exited on its own with status %d", status)
             return status if status > 0 else 1
         finally:
-            for task in (*background, stopping, exited):
+            for task in (*background, stopping, exited, hung):
                 task.cancel()
-            await asyncio.gather(*background, stopping, exited, return_exceptions=True)
+            await asyncio.gather(*background, stopping, exited, hung, return_exceptions=True)
 
     async def _drain(self, exited: asyncio.Task[int]) -> int:
         assert self._process is not None
@@ -228,13 +246,22 @@ class Supervisor:
                 break
             await asyncio.sleep(READY_POLL_SECONDS)
         failures = 0
+        failing_since: float | None = None
         while not self._state.draining:
             await asyncio.sleep(HEALTH_POLL_SECONDS)
             healthy = await self._engine_answers(HEALTH_TIMEOUT_SECONDS)
             failures = 0 if healthy else failures + 1
+            now = time.monotonic()
+            if healthy:
+                failing_since = None
+            elif failing_since is None:
+                failing_since = now
             if healthy != self._state.engine_ready and (healthy or failures >= HEALTH_FAILURES):
                 log.warning("engine %s", "healthy again" if healthy else "unhealthy: not ready")
                 self._state.set_engine_ready(healthy)
+            if failing_since is not None and now - failing_since >= HUNG_ENGINE_SECONDS:
+                self._hung.set()
+                return
 
     async def _engine_answers(self, timeout_seconds: float) -> bool:
         session = self._state.session
@@ -242,9 +269,10 @@ class Supervisor:
             return False
         timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         try:
-            for path in ("/health", "/v1/models"):
+            for path, answers in (("/health", {200}), ("/v1/models", {200, 401})):
+                # 401: vLLM's --api-key (or VLLM_API_KEY) guards every /v1 path; the API serves.
                 async with session.get(self._engine_url + path, timeout=timeout) as response:
-                    if response.status != 200:
+                    if response.status not in answers:
                         return False
         except (aiohttp.ClientError, TimeoutError):
             return False

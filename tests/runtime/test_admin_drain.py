@@ -95,3 +95,49 @@ async def test_sigterm_drain_wins_over_undrain() -> None:
         ready = await client.get("/ready")
         assert ready.status == 503
         assert (await ready.json())["reason"] == "draining"
+
+
+async def test_a_held_group_whose_engine_is_not_ready_says_so() -> None:
+    # The autoscaler counts a group whose /ready says "drained by the autoscaler" as ready and
+    # held; a held group whose engine stopped answering must not look like that.
+    state = _state()
+    state.held = True
+    state.set_engine_ready(False)
+    async with TestClient(TestServer(build_app(state))) as client:
+        ready = await client.get("/ready")
+        assert ready.status == 503
+        assert (await ready.json())["reason"] == "engine not ready"
+
+
+async def test_a_slow_engine_scrape_is_answered_from_the_last_exposition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    from aiohttp import web
+
+    from dsv4_runtime import server as server_module
+
+    monkeypatch.setattr(server_module, "ENGINE_SCRAPE_TIMEOUT_SECONDS", 0.2)
+
+    async def slow_metrics(_: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)
+        return web.Response(text="vllm:generation_tokens_total 9\n")
+
+    engine = web.Application()
+    engine.router.add_get("/metrics", slow_metrics)
+    async with TestServer(engine) as engine_server:
+        state = _state()
+        state.engine_metrics_url = str(engine_server.make_url("/metrics"))
+        state.engine_text = "vllm:num_requests_running 30.0\n"
+        state.engine_text_at = time.monotonic() - 5  # read by the background poll 5 s ago
+        async with TestClient(TestServer(build_app(state))) as client:
+            state.session = client.session
+            started = time.monotonic()
+            body = await (await client.get("/metrics")).text()
+            assert time.monotonic() - started < 0.9  # did not wait for the slow engine
+            assert "vllm:num_requests_running 30.0" in body
+            assert "dsv4_runtime_engine_scrape_errors_total 1.0" in body
+            state.engine_text_at = time.monotonic() - 60  # too old to stand in
+            body = await (await client.get("/metrics")).text()
+            assert "vllm:num_requests_running" not in body

@@ -139,3 +139,84 @@ async def test_ready_engine_that_turns_unhealthy_is_not_ready(
         assert await asyncio.wait_for(running, 5) == 0
     finally:
         await runner.cleanup()
+
+
+async def _serve(port: int, routes: dict[str, Callable[[], int]]) -> web.AppRunner:
+    """A stand-in engine API answering each path with the status its callable returns."""
+    app = web.Application()
+    for path, status in routes.items():
+
+        async def handler(_: web.Request, status: Callable[[], int] = status) -> web.Response:
+            return web.Response(status=status())
+
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+def _api_supervisor(tmp_path: Path, ports: list[int]) -> tuple[Supervisor, RuntimeState]:
+    launch = Launch(prelaunch=(), argv=_engine(tmp_path / "term"), serves_api=True)
+    state = RuntimeState(metrics=RuntimeMetrics(), engine_metrics_url=None)
+    supervisor = Supervisor(
+        launch,
+        state,
+        engine_url=f"http://127.0.0.1:{ports[0]}",
+        host="127.0.0.1",
+        admin_port=ports[1],
+        drain_timeout_seconds=1,
+        stop_grace_seconds=1,
+    )
+    return supervisor, state
+
+
+async def test_an_api_key_guarded_engine_is_ready(
+    tmp_path: Path, ports: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # vLLM's --api-key guards every /v1 path with 401 and leaves /health public.
+    monkeypatch.setattr(supervisor_module, "READY_POLL_SECONDS", 0.05)
+    runner = await _serve(ports[0], {"/health": lambda: 200, "/v1/models": lambda: 401})
+    try:
+        supervisor, state = _api_supervisor(tmp_path, ports)
+        running = asyncio.create_task(supervisor.run())
+        await _until(lambda: state.engine_ready, 5)
+        supervisor.request_drain()
+        assert await asyncio.wait_for(running, 5) == 0
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_engine_that_stays_unhealthy_is_killed_and_the_runtime_exits_1(
+    tmp_path: Path, ports: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor_module, "HEALTH_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(supervisor_module, "READY_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(supervisor_module, "HUNG_ENGINE_SECONDS", 0.5)
+    healthy = [True]
+    status = lambda: 200 if healthy[0] else 500  # noqa: E731
+    runner = await _serve(ports[0], {"/health": status, "/v1/models": status})
+    try:
+        supervisor, state = _api_supervisor(tmp_path, ports)
+        running = asyncio.create_task(supervisor.run())
+        await _until(lambda: state.engine_ready, 5)
+        healthy[0] = False
+        started = time.monotonic()
+        assert await asyncio.wait_for(running, 5) == supervisor_module.EXIT_ENGINE_KILLED
+        assert 0.5 <= time.monotonic() - started < 3
+        assert not state.engine_ready
+        assert not (tmp_path / "term").exists()  # killed (SIGKILL), not drained
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_prelaunch_killed_by_a_signal_exits_128_plus_n(
+    tmp_path: Path, ports: list[int]
+) -> None:
+    launch = Launch(
+        prelaunch=((sys.executable, "-c", "import os, signal; os.kill(os.getpid(), 9)"),),
+        argv=_engine(tmp_path / "term"),
+        serves_api=False,
+    )
+    supervisor, _ = _supervisor(launch, ports[1])
+    assert await asyncio.wait_for(supervisor.run(), 5) == 137

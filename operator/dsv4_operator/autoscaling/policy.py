@@ -96,6 +96,8 @@ class GroupSample:
         kv_usage: KV-cache usage fraction, 0..1.
         running: requests running.
         waiting: requests waiting.
+        known: its load figures were read; False when a ready group's metrics could not be
+            scraped (its zeros are then unknown, not idle: no scale-down rests on them).
     """
 
     index: int
@@ -107,6 +109,7 @@ class GroupSample:
     kv_usage: float = 0.0
     running: int = 0
     waiting: int = 0
+    known: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,9 @@ def _hold(obs: Observation, load: float, reason: str) -> Decision:
 
 def _safe_after(cfg: AutoscalerConfig, serving: list[GroupSample], load: float, n: int) -> str:
     """Why removing groups down to `n` would break a guard rail ('' when it is safe)."""
+    unknown = [g.index for g in serving if not g.known]
+    if unknown:
+        return f"the metrics of groups {unknown} could not be read"
     if n == 0:
         busy = any(g.running or g.waiting for g in serving)
         return "requests are still running" if busy or load > 0 else ""
@@ -294,7 +300,10 @@ def decide(
         The decision and the new state.
     """
     t, current = obs.time, obs.replicas
-    busy = any(g.generation_tps > 0 or g.running or g.waiting for g in obs.groups)
+    busy = any(
+        g.generation_tps > 0 or g.running or g.waiting or (g.ready and not g.known)
+        for g in obs.groups
+    )
     busy = busy or obs.pending_outside > 0
     idle_since = None if busy else (state.idle_since if state.idle_since is not None else t)
     r = _read(cfg, obs, idle_since)

@@ -63,6 +63,9 @@ class EngineSnapshot:
         running: requests running, summed.
         waiting: requests waiting, summed.
         kv_usage: KV-cache usage fraction of the fullest engine, 0..1.
+        has_engine: the exposition carried vLLM's generation counter at all (the runtime leaves
+            the engine's series out when it could not read them); without it the zeros above
+            are unknown.
     """
 
     generation_tokens: float
@@ -70,6 +73,7 @@ class EngineSnapshot:
     running: int
     waiting: int
     kv_usage: float
+    has_engine: bool = True
 
 
 def parse_snapshot(text: str) -> EngineSnapshot:
@@ -95,4 +99,5 @@ def parse_snapshot(text: str) -> EngineSnapshot:
         running=int(sums.get(RUNNING, 0.0)),
         waiting=int(sums.get(WAITING, 0.0)),
         kv_usage=kv,
+        has_engine=GENERATION_TOKENS in sums,
     )

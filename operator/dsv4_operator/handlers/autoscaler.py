@@ -178,12 +178,15 @@ class Autoscaler:
         scraped = self.http("GET", f"{base}/metrics", {})
         if scraped is None or scraped[0] != 200:
             self.metrics.scrape_failures.inc()
-            return GroupSample(index, ready=True, draining=held)
+            return GroupSample(index, ready=True, draining=held, known=False)
         try:
             snap = parse_snapshot(scraped[1])
         except ValueError:  # not exposition format: one group's bad scrape, not the whole step
             self.metrics.scrape_failures.inc()
-            return GroupSample(index, ready=True, draining=held)
+            return GroupSample(index, ready=True, draining=held, known=False)
+        if not snap.has_engine:  # the runtime could not read its engine: no figures, not zeros
+            self.metrics.scrape_failures.inc()
+            return GroupSample(index, ready=True, draining=held, known=False)
         sample = CounterSample(t, snap.generation_tokens)
         rate = counter_rate(self._counters.get((key, index)), sample)
         self._counters[(key, index)] = sample

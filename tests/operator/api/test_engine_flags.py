@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from dsv4_operator.api.v1alpha1.engine import FLAG_PATTERN, OPERATOR_OWNED_FLAGS
+from dsv4_operator.api import InvalidSpecError, parse_spec
+from dsv4_operator.api.v1alpha1.engine import FLAG_PATTERN, OPERATOR_OWNED_FLAGS, UNSUPPORTED_FLAGS
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = Path(os.environ.get("DSV4_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
@@ -34,3 +35,18 @@ def test_every_long_alias_of_an_owned_flag_is_owned(vllm_options: dict[str, list
     assert all(
         alias.startswith("-") and not alias.startswith("--") for alias in aliases - long_aliases
     )
+
+
+def test_unsupported_flags_exist_in_vllm_and_are_refused(
+    vllm_options: dict[str, list[str]],
+) -> None:
+    assert [flag for flag in UNSUPPORTED_FLAGS if flag not in vllm_options] == []
+    base = {"model": "flash", "gpu": {"types": ["h200-141gb"]}}
+    for flag, reason in UNSUPPORTED_FLAGS.items():
+        with pytest.raises(InvalidSpecError) as caught:
+            parse_spec({**base, "engine": {"extraArgs": [f"{flag}=1"]}})
+        assert f"{flag} is not supported: {reason}" in str(caught.value)
+    # Abbreviations of them too; the API key (the runtime's probe accepts vLLM's 401) is fine.
+    with pytest.raises(InvalidSpecError, match="--api-server abbreviates --api-server-count"):
+        parse_spec({**base, "engine": {"extraArgs": ["--api-server=2"]}})
+    assert parse_spec({**base, "engine": {"extraArgs": ["--api-key=k"]}}).engine.extra_args

@@ -441,6 +441,12 @@ CASES = [
         ("spec.engine.extraArgs", "--block-size is set by the runtime"),
     ),
     Case(
+        "extra-arg-disables-the-metrics",
+        {"spec.engine": {"extraArgs": ["--enable-prefix-caching", "--disable-log-stats"]}},
+        ("spec.engine", "that break how a group runs", "--disable-log-stats"),
+        ("spec.engine.extraArgs", "--disable-log-stats is not supported", "no vllm:* metrics"),
+    ),
+    Case(
         "extra-arg-short-flag",
         {"spec.engine": {"extraArgs": ["-tp", "4"]}},
         ("spec.engine.extraArgs[0]", "does not match"),

@@ -155,6 +155,44 @@ def test_scale_down_drains_the_last_group_first() -> None:
     assert fake.objects[CR_PATH]["status"]["recentScalingDecisions"][-1]["reason"] == "TokenRateLow"
 
 
+def test_unreadable_engine_metrics_hold_a_scale_down_instead_of_reading_zero_load() -> None:
+    # Two groups at low load would scale down to one; but while group 0's runtime answers
+    # without its engine's series (the engine was too slow) or its /metrics fails, its load is
+    # unknown, not zero: nothing is drained. Once readable again, the scale-down goes on.
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 2
+    fake, rt, scaler, clock = setup(spec)
+    rt.tokens = {0: 0.0, 1: 0.0}
+    events = Events()
+    blind = {"mode": "no-engine"}
+
+    def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        if url.endswith("d-0.d.ns:8081/metrics") and blind["mode"] == "no-engine":
+            return 200, "dsv4_runtime_engine_ready 1.0\n"  # the runtime's own series only
+        if url.endswith("d-0.d.ns:8081/metrics") and blind["mode"] == "down":
+            return None
+        return rt(method, url, headers)
+
+    scaler.http = http
+    decisions = []
+    calls_while_blind = 0
+    for i in range(12):
+        blind["mode"] = "no-engine" if i < 6 else "down" if i < 8 else "ok"
+        rt.tokens[0] += 100 * 15
+        rt.tokens[1] += 0 if 1 in rt.held else 100 * 15
+        decisions.append(tick(scaler, clock, events))
+        if i == 7:
+            calls_while_blind = len(rt.calls)
+    blind_part = decisions[:8]
+    assert all(d.action == "hold" for d in blind_part)
+    assert any("metrics of groups [0] could not be read" in d.reason for d in blind_part)
+    assert not [c for c in rt.calls[:calls_while_blind] if c[0] == "POST"]
+    assert "drain" in [d.action for d in decisions[8:]]
+    assert fake.objects[CR_PATH]["spec"]["replicas"] in (1, 2)
+    text = generate_latest(scaler.metrics.registry).decode()
+    assert "dsv4_autoscaler_scrape_failures_total 8.0" in text
+
+
 def test_a_runtime_that_refuses_the_drain_keeps_its_group_and_warns() -> None:
     # Pods rendered before the drain token existed (403), or a token mismatch (401): the group
     # keeps serving, the replicas stay, and each refused step is a DrainFailed Warning.

@@ -14,6 +14,7 @@ __all__ = [
     "OPERATOR_OWNED_FLAGS",
     "PREFIX_FLAGS",
     "RUNTIME_OWNED_FLAGS",
+    "UNSUPPORTED_FLAGS",
     "EngineSpec",
     "EnvVar",
     "EnvVarSource",
@@ -73,6 +74,30 @@ RUNTIME_OWNED_FLAGS: Final = (
 drain timeout, node ranks, the DeepSeek-V4 recipe's parsers). Refused in `extraArgs` by the
 CRD's CEL rule and the operator's parse, so a CR that sets one is refused at apply time (or gets
 `Ready=False`, `InvalidSpec`, on a cluster without CEL) instead of running pods that exit 2."""
+UNSUPPORTED_FLAGS: Final = {
+    "--api-server-count": (
+        "the runtime runs the group's API servers (one per DP rank on the leader, none on the "
+        "headless workers, which vLLM refuses to combine with it)"
+    ),
+    "--data-parallel-multi-port-external-lb": (
+        "with the workers' start ranks vLLM would pick multi-port mode over headless workers"
+    ),
+    "--data-parallel-backend": "the runtime launches the DP ranks itself (no Ray)",
+    "--enable-elastic-ep": "groups have the fixed size of the plan",
+    "--elastic-ep-max-dp-size": "groups have the fixed size of the plan",
+    "--disable-log-stats": (
+        "without vLLM's stat logging it exports no vllm:* metrics, and the autoscaler, KEDA "
+        "and the HPA would read no load"
+    ),
+    "--uds": "the runtime and the Service reach the API on its TCP port",
+    "--ssl-keyfile": "the runtime probes the API over plain HTTP on 127.0.0.1",
+    "--ssl-certfile": "the runtime probes the API over plain HTTP on 127.0.0.1",
+    "--ssl-ca-certs": "the runtime probes the API over plain HTTP on 127.0.0.1",
+    "--kv-cache-memory-bytes": "the plan sizes the KV cache through gpu-memory-utilization",
+    "--num-gpu-blocks-override": "the plan sizes the KV cache through gpu-memory-utilization",
+}
+"""vLLM 0.33.0 flags that break how the operator and the runtime run a group, with the reason:
+refused in `extraArgs` like the owned flags (CRD CEL rule and the operator's parse)."""
 PREFIX_FLAGS: Final = ("--tokenizer",)
 """vLLM 0.33.0 flags that are also the start of an owned flag (`--tokenizer` of
 `--tokenizer-mode`); any other start of an owned flag abbreviates it, which vLLM's argparse
@@ -85,10 +110,9 @@ ADMIN_TOKEN_ENV: Final = "DSV4_RUNTIME_ADMIN_TOKEN"  # noqa: S105  (a variable n
 FLAG_PATTERN: Final = r"^--[a-z0-9][a-z0-9-]*(=.*)?$"
 """A long vLLM flag, alone (`--enforce-eager`) or with its value (`--seed=3`)."""
 
-_OWNED_CEL: Final = (
-    "[" + ", ".join(f"'{flag}'" for flag in (*OPERATOR_OWNED_FLAGS, *RUNTIME_OWNED_FLAGS)) + "]"
-)
-"""The owned flags as a CEL list."""
+_REFUSED_FLAGS: Final = (*OPERATOR_OWNED_FLAGS, *RUNTIME_OWNED_FLAGS, *UNSUPPORTED_FLAGS)
+_OWNED_CEL: Final = "[" + ", ".join(f"'{flag}'" for flag in _REFUSED_FLAGS) + "]"
+"""The owned and unsupported flags as a CEL list."""
 
 _OWNED_RULE: Final[CelRule] = {
     "rule": (
@@ -101,6 +125,8 @@ _OWNED_RULE: Final[CelRule] = {
         + ", ".join(OPERATOR_OWNED_FLAGS)
         + "; use the spec fields) or the runtime sets ("
         + ", ".join(RUNTIME_OWNED_FLAGS)
+        + ") or that break how a group runs ("
+        + ", ".join(UNSUPPORTED_FLAGS)
         + ")"
     ),
 }
@@ -284,7 +310,7 @@ class EngineSpec(ApiModel):
     @field_validator("extra_args")
     @classmethod
     def _not_owned(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        owned = (*OPERATOR_OWNED_FLAGS, *RUNTIME_OWNED_FLAGS)
+        owned = _REFUSED_FLAGS
         for arg in value:
             flag = arg.split("=", 1)[0]
             if flag in OPERATOR_OWNED_FLAGS:
@@ -293,11 +319,14 @@ class EngineSpec(ApiModel):
             if flag in RUNTIME_OWNED_FLAGS:
                 msg = f"{flag} is set by the runtime (plan or DeepSeek-V4 recipe); remove it"
                 raise ValueError(msg)
+            if flag in UNSUPPORTED_FLAGS:
+                msg = f"{flag} is not supported: {UNSUPPORTED_FLAGS[flag]}"
+                raise ValueError(msg)
             abbreviated = sorted(f for f in owned if f.startswith(flag))
             if flag.startswith("--") and flag not in PREFIX_FLAGS and abbreviated:
                 msg = (
-                    f"{flag} abbreviates {', '.join(abbreviated)}, which the operator sets "
-                    "(vLLM's parser accepts abbreviations); spell flags in full"
+                    f"{flag} abbreviates {', '.join(abbreviated)}, which the operator sets or "
+                    "refuses (vLLM's parser accepts abbreviations); spell flags in full"
                 )
                 raise ValueError(msg)
         return value
