@@ -123,22 +123,35 @@ def _default_remove(path: Path) -> None:
 def probe_gpus() -> GpuProbeResult:
     """GPUs from nvidia-smi, else from torch in a child process, else none.
 
-    nvidia-smi's `memory.total` is in MiB (`--format=csv,noheader,nounits`).
+    nvidia-smi's `memory.total` is in MiB (`--format=csv,noheader,nounits`). A probe that hangs
+    or prints what cannot be read gives no GPUs and says why (preflight then fails cleanly).
     """
     smi = shutil.which("nvidia-smi")
-    if smi is not None:
-        query = [smi, "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"]
+    return _probe_nvidia_smi(smi) if smi is not None else _probe_torch()
+
+
+def _probe_nvidia_smi(smi: str) -> GpuProbeResult:
+    query = [smi, "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"]
+    try:
         done = subprocess.run(  # noqa: S603  (fixed argv, no shell)
             query, capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S, check=False
         )
-        if done.returncode != 0:
-            reason = (done.stderr or done.stdout).strip().splitlines()[:1]
-            return GpuProbeResult((), f"nvidia-smi failed: {' '.join(reason)}")
-        gpus = []
-        for line in done.stdout.strip().splitlines():
+    except subprocess.TimeoutExpired:
+        return GpuProbeResult((), f"nvidia-smi did not answer within {_PROBE_TIMEOUT_S:g} s")
+    if done.returncode != 0:
+        reason = (done.stderr or done.stdout).strip().splitlines()[:1]
+        return GpuProbeResult((), f"nvidia-smi failed: {' '.join(reason)}")
+    gpus = []
+    for line in done.stdout.strip().splitlines():
+        try:
             index, name, mib = (part.strip() for part in line.split(","))
             gpus.append(GpuInfo(int(index), name, int(mib) * _MIB))
-        return GpuProbeResult(tuple(gpus), "nvidia-smi")
+        except ValueError:  # e.g. `[N/A]` memory on a GPU in a bad state
+            return GpuProbeResult((), f"nvidia-smi printed an unreadable GPU line: {line!r}")
+    return GpuProbeResult(tuple(gpus), "nvidia-smi")
+
+
+def _probe_torch() -> GpuProbeResult:
     code = (
         "import json, torch\n"
         "n = torch.cuda.device_count() if torch.cuda.is_available() else 0\n"

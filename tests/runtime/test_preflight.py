@@ -224,6 +224,29 @@ def test_failing_nvidia_smi_reports_its_error(
     assert result.source.startswith("nvidia-smi failed: NVIDIA-SMI has failed")
 
 
+@pytest.mark.parametrize(
+    ("script", "source"),
+    [
+        ("printf '0, NVIDIA H200, [N/A]\\n'\n", "nvidia-smi printed an unreadable GPU line"),
+        ("sleep 5\n", "nvidia-smi did not answer within 0.5 s"),
+    ],
+    ids=["n/a-memory", "hangs"],
+)
+def test_an_unreadable_or_hanging_nvidia_smi_gives_no_gpus_and_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, source: str
+) -> None:
+    from dsv4_runtime import preflight
+
+    monkeypatch.setattr(preflight, "_PROBE_TIMEOUT_S", 0.5)
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\n" + script)
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    result = probe_gpus()
+    assert result.gpus == ()
+    assert result.source.startswith(source)
+
+
 def test_outside_a_pod_shm_is_left_alone(tmp_path: Path) -> None:
     (tmp_path / "someone-elses-segment").write_bytes(b"keep")
     report = run_preflight(_config(tmp_path), _probes(in_pod=lambda: False))
