@@ -109,6 +109,9 @@ class EngineProfile:
         warmup_seconds: first-boot kernel JIT/compile and CUDA-graph capture on big layouts, s
             (10+ minutes reported for DeepSeek-V4; OME allows about 20 min).
         load_bytes_per_s: weight read rate per node from a PVC or node-local cache, bytes/s.
+        download_bytes_per_s: Hugging Face Hub download rate per node, bytes/s, for the first
+            boot's budget: 250 MB/s (2 Gbit/s), an assumption, not measured; a slower download
+            is retried by the startup probe's restarts, which keep the pod's cache.
         decode_bandwidth_efficiency: fraction of peak memory bandwidth a decode step reaches; used
             only to rank layouts by expected throughput (FlashMLA-class kernels reach 0.3-0.98 of
             it,
@@ -136,6 +139,7 @@ class EngineProfile:
     mtp_safe_max_model_len: int
     warmup_seconds: int
     load_bytes_per_s: int
+    download_bytes_per_s: int
     decode_bandwidth_efficiency: float
     min_auto_max_model_len: int
 
@@ -187,6 +191,7 @@ VLLM_0_33 = EngineProfile(
     mtp_safe_max_model_len=32_768,
     warmup_seconds=600,
     load_bytes_per_s=2_000_000_000,
+    download_bytes_per_s=250_000_000,
     decode_bandwidth_efficiency=0.5,
     min_auto_max_model_len=4096,
 )

@@ -81,6 +81,7 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
             spec.autoscaling.max_replicas if spec.autoscaling.enabled else spec.replicas or None
         ),
         total_gpu_budget=spec.gpu.budget,
+        weights_download=spec.effective_model_source.hugging_face is not None,
         usd_per_gpu_hour=prices,
         engine_version=spec.engine.version,
     )

@@ -444,13 +444,19 @@ def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) ->
     return out
 
 
-def _startup_seconds(req: PlanRequest, chosen: Evaluation) -> int:
+def _startup_seconds(req: PlanRequest, chosen: Evaluation, checkpoint: int) -> int:
+    """First-boot budget, s.
+
+    Kernel warm-up, reading the node's weight shards, and with a Hub source the download of
+    the whole checkpoint on every node (vLLM downloads all of it).
+    """
     per_node = chosen.memory.weights.total_bytes * chosen.layout.gpus_per_node
     load = -(-per_node // req.engine.load_bytes_per_s)
     warmup = (
         req.engine.warmup_seconds if chosen.layout.gpus >= 8 else req.engine.warmup_seconds // 2
     )
-    return warmup + load
+    download = -(-checkpoint // req.engine.download_bytes_per_s) if req.weights_download else 0
+    return warmup + load + download
 
 
 def _reasons(
@@ -568,15 +574,21 @@ def plan(req: PlanRequest) -> Plan:
                 f"{chosen.tokens_per_second:,} tokens/s per replica (estimate)",
             )
         )
-    startup = _startup_seconds(req, chosen)
-    if chosen.layout.gpus >= 8:
+    checkpoint = checkpoint_bytes(model, req.weights_format)
+    startup = _startup_seconds(req, chosen, checkpoint)
+    if chosen.layout.gpus >= 8 or req.weights_download:
         node_bytes = chosen.memory.weights.total_bytes * chosen.layout.gpus_per_node
+        download = (
+            f"downloads the {checkpoint / _GB:,.0f} GB checkpoint on every node (at "
+            f"{req.engine.download_bytes_per_s / _GB:g} GB/s assumed), "
+            if req.weights_download
+            else ""
+        )
         warnings.append(
             Finding(
                 Code.FIRST_BOOT_WARMUP,
-                f"first boot loads {node_bytes / _GB:,.0f} GB per node and compiles kernels "
-                f"for 10+ minutes: allow {startup:,} s before "
-                "declaring the group failed",
+                f"first boot {download}loads {node_bytes / _GB:,.0f} GB per node and compiles "
+                f"kernels for 10+ minutes: allow {startup:,} s before declaring the group failed",
             )
         )
     shm = shm_bytes(
@@ -594,7 +606,7 @@ def plan(req: PlanRequest) -> Plan:
         request=req,
         weights_format=req.weights_format,
         weights_format_in_gpu=fmt,
-        checkpoint_bytes=checkpoint_bytes(model, req.weights_format),
+        checkpoint_bytes=checkpoint,
         geometry=geometry,
         chosen=chosen,
         fits=fits,

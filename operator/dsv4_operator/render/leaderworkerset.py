@@ -57,11 +57,13 @@ from dsv4_operator.render.runtime_args import (
 )
 
 __all__ = [
+    "HF_CACHE_PATH",
     "LWS_API_VERSION",
     "RESTART_POLICY",
     "STARTUP_PERIOD_SECONDS",
     "STARTUP_POLICY",
     "bytes_quantity",
+    "hf_cache_bytes",
     "leaderworkerset",
     "rollout_strategy",
     "surge_groups",
@@ -77,7 +79,11 @@ STARTUP_PERIOD_SECONDS: Final = 10
 """startupProbe period; failureThreshold = ceil(budget / period)."""
 CONTAINER: Final = "engine"
 """Name of the runtime container."""
+HF_CACHE_PATH: Final = "/var/cache/huggingface"
+"""`HF_HOME` of the worker pods with a Hugging Face source: the cache volume's mount point
+(`spec.modelSource.huggingFace.cache`, an emptyDir sized for the checkpoint by default)."""
 _KI: Final = 1 << 10
+_GI: Final = 1 << 30
 
 
 def bytes_quantity(size: int) -> str:
@@ -88,12 +94,24 @@ def bytes_quantity(size: int) -> str:
     return str(size)
 
 
+def hf_cache_bytes(plan: Plan) -> int:
+    """Size of a pod's emptyDir Hugging Face cache: the checkpoint plus 5 % and 1 GiB.
+
+    The margin covers the Hub's metadata, `.incomplete` files of an interrupted download and
+    the tokenizer files; vLLM downloads the whole checkpoint on every node.
+    """
+    return plan.checkpoint_bytes + plan.checkpoint_bytes // 20 + _GI
+
+
 def _resources(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
     shm = shm_size_bytes(spec, plan)
     gpu = plan.chosen.gpu
     gpus = str(plan.chosen.layout.gpus_per_node)
     requests: dict[str, str] = dict(spec.resources.requests)
     limits: dict[str, str] = dict(spec.resources.limits)
+    if _hf_cache(spec) == "emptyDir" and "ephemeral-storage" not in requests:
+        # The download lands on the node's local disk: schedule only where it fits.
+        requests["ephemeral-storage"] = bytes_quantity(hf_cache_bytes(plan))
     requests["memory"] = bytes_quantity(quantity_bytes(requests.get("memory", "0")) + shm)
     if "memory" in limits:
         limits["memory"] = bytes_quantity(quantity_bytes(limits["memory"]) + shm)
@@ -105,9 +123,10 @@ def _resources(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
 def _env(owner: Owner, spec: DeepSeekV4DeploymentSpec) -> list[dict[str, Any]]:
     # The drain token first, from its Secret (render.admin); the spec cannot set that name.
     env: list[dict[str, Any]] = [admin_token_env(owner)]
-    source = spec.model_source
-    if source is not None and source.hugging_face is not None:
-        token = source.hugging_face.token_secret_ref
+    hub = spec.effective_model_source.hugging_face
+    if hub is not None:
+        env.append({"name": "HF_HOME", "value": HF_CACHE_PATH})
+        token = hub.token_secret_ref
         if token is not None:
             ref = {"name": token.name, "key": token.key}
             env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
@@ -140,7 +159,29 @@ def _volumes(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> tuple[list[Any], lis
         host = {"path": source.host_path.path, "type": "Directory"}
         volumes.append({"name": "model", "hostPath": host})
         mounts.append({"name": "model", "mountPath": MODEL_MOUNT_PATH, "readOnly": True})
+    hub = spec.effective_model_source.hugging_face
+    if hub is not None:
+        cache = hub.cache
+        volume: dict[str, Any] = {"name": "hf-cache"}
+        if cache is not None and cache.claim_name is not None:
+            volume["persistentVolumeClaim"] = {"claimName": cache.claim_name}
+        elif cache is not None and cache.host_path is not None:
+            volume["hostPath"] = {"path": cache.host_path, "type": "DirectoryOrCreate"}
+        else:
+            volume["emptyDir"] = {"sizeLimit": bytes_quantity(hf_cache_bytes(plan))}
+        volumes.append(volume)
+        mounts.append({"name": "hf-cache", "mountPath": HF_CACHE_PATH})
     return volumes, mounts
+
+
+def _hf_cache(spec: DeepSeekV4DeploymentSpec) -> str | None:
+    """The kind of Hugging Face cache volume the pods get, or None without a Hub source."""
+    hub = spec.effective_model_source.hugging_face
+    if hub is None:
+        return None
+    if hub.cache is None:
+        return "emptyDir"
+    return "persistentVolumeClaim" if hub.cache.claim_name is not None else "hostPath"
 
 
 def _probe(path: str, period: int, failures: int, timeout: int) -> dict[str, Any]:

@@ -507,6 +507,19 @@ CASES = [
         ("spec.pod.annotations", "bytes of keys and values"),
     ),
     Case(
+        "hub-cache-with-both-volumes",
+        {
+            "spec.modelSource": {
+                "huggingFace": {
+                    "repo": "deepseek-ai/DeepSeek-V4-Flash",
+                    "cache": {"claimName": "hf", "hostPath": "/mnt/hf"},
+                }
+            }
+        },
+        ("spec.modelSource.huggingFace.cache", "exactly one of claimName, hostPath"),
+        ("spec.modelSource.huggingFace.cache", "exactly one of claimName, hostPath"),
+    ),
+    Case(
         "placement-exclusive-topology-not-a-label-key",
         {"spec.placement": {"exclusiveTopologyKey": "racks/"}},
         None,

@@ -104,6 +104,7 @@ def test_memory_limit_covers_shm_and_placement_passes_through() -> None:
             "name": "DSV4_RUNTIME_ADMIN_TOKEN",
             "valueFrom": {"secretKeyRef": {"name": "x-admin", "key": "token"}},
         },
+        {"name": "HF_HOME", "value": "/var/cache/huggingface"},
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}},
         {"name": "A", "value": "b"},
     ]
@@ -359,3 +360,67 @@ def test_a_host_level_domain_cannot_hold_a_multi_node_group(
     else:
         assert error is not None
         assert message in error
+
+
+def _hub_pod(source: dict[str, Any], resources: dict[str, Any] | None = None) -> Any:
+    body: dict[str, Any] = {
+        "model": "pro",
+        "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8},
+        "modelSource": {"huggingFace": {"repo": "deepseek-ai/DeepSeek-V4-Pro", **source}},
+    }
+    if resources is not None:
+        body["resources"] = resources
+    spec = parse_spec(body)
+    planned = plan(request_from_spec(spec))
+    return _pod(leaderworkerset(_owner(), spec, planned, image="i")), planned
+
+
+def test_a_hub_download_gets_a_cache_volume_sized_for_the_checkpoint() -> None:
+    from dsv4_operator.render.leaderworkerset import hf_cache_bytes
+
+    pod, planned = _hub_pod({})
+    (c,) = pod["containers"]
+    (cache,) = [v for v in pod["volumes"] if v["name"] == "hf-cache"]
+    size = planned.checkpoint_bytes + planned.checkpoint_bytes // 20 + 2**30
+    assert hf_cache_bytes(planned) == size
+    assert quantity_bytes(cache["emptyDir"]["sizeLimit"]) == size
+    assert quantity_bytes(c["resources"]["requests"]["ephemeral-storage"]) == size
+    assert "ephemeral-storage" not in c["resources"]["limits"]
+    assert {"name": "hf-cache", "mountPath": "/var/cache/huggingface"} in c["volumeMounts"]
+    assert {"name": "HF_HOME", "value": "/var/cache/huggingface"} in c["env"]
+    # The first-boot budget allows for downloading the whole checkpoint on every node.
+    assert planned.startup_budget_seconds >= planned.checkpoint_bytes // 250_000_000
+    # A user's own ephemeral-storage request is kept.
+    pod, _ = _hub_pod({}, {"requests": {"ephemeral-storage": "2Ti"}})
+    assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == "2Ti"
+
+
+@pytest.mark.parametrize(
+    ("cache", "volume"),
+    [
+        ({"claimName": "hf-cache"}, {"persistentVolumeClaim": {"claimName": "hf-cache"}}),
+        ({"hostPath": "/mnt/hf"}, {"hostPath": {"path": "/mnt/hf", "type": "DirectoryOrCreate"}}),
+    ],
+)  # fmt: skip
+def test_a_hub_cache_can_be_a_shared_claim_or_a_node_directory(
+    cache: dict[str, str], volume: dict[str, Any]
+) -> None:
+    pod, _ = _hub_pod({"cache": cache})
+    (found,) = [v for v in pod["volumes"] if v["name"] == "hf-cache"]
+    assert found == {"name": "hf-cache", **volume}
+    assert "ephemeral-storage" not in pod["containers"][0]["resources"]["requests"]
+
+
+def test_a_volume_source_gets_no_hub_cache() -> None:
+    spec = parse_spec(
+        {
+            "model": "flash",
+            "gpu": {"types": ["h200-141gb"]},
+            "modelSource": {"pvc": {"claimName": "weights"}},
+        }
+    )
+    planned = plan(request_from_spec(spec))
+    pod = _pod(leaderworkerset(_owner(), spec, planned, image="i"))
+    assert not [v for v in pod["volumes"] if v["name"] == "hf-cache"]
+    assert not [e for e in pod["containers"][0]["env"] if e["name"] == "HF_HOME"]
+    assert not planned.request.weights_download

@@ -10,6 +10,7 @@ __all__ = [
     "DEFAULT_HUGGING_FACE_REPOS",
     "AbsolutePath",
     "HostPathSource",
+    "HuggingFaceCache",
     "HuggingFaceSource",
     "ModelSource",
     "ObjectName",
@@ -48,8 +49,39 @@ class SecretKeyRef(ApiModel):
     """Key inside the Secret whose value is the token (default `token`)."""
 
 
+class HuggingFaceCache(ApiModel):
+    """Where worker pods keep the files they download: exactly one of claimName, hostPath.
+
+    Unset (the default), each pod gets an emptyDir sized for the checkpoint, and requests as
+    much ephemeral storage, so it lands on a node with that much local disk: the download
+    survives container restarts but not the pod (a recreated group downloads again).
+    """
+
+    model_config = with_cel_rules(
+        {
+            "rule": "(has(self.claimName) ? 1 : 0) + (has(self.hostPath) ? 1 : 0) == 1",
+            "message": "spec.modelSource.huggingFace.cache must set exactly one of claimName, "
+            "hostPath",
+        }
+    )
+
+    claim_name: ObjectName | None = None
+    """A PersistentVolumeClaim (ReadWriteMany, in the resource's namespace) shared by every
+    pod: the checkpoint is downloaded once and kept across pods and restarts."""
+    host_path: AbsolutePath | None = None
+    """A directory on each GPU node (created if missing): kept across pods on that node. Pod
+    Security's baseline and restricted levels refuse hostPath volumes."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "HuggingFaceCache":
+        if (self.claim_name is None) == (self.host_path is None):
+            msg = "must set exactly one of claimName, hostPath"
+            raise ValueError(msg)
+        return self
+
+
 class HuggingFaceSource(ApiModel):
-    """Download the checkpoint from the Hugging Face Hub (cached on the node)."""
+    """Download the checkpoint from the Hugging Face Hub into each worker pod's cache."""
 
     repo: Annotated[
         str,
@@ -65,6 +97,9 @@ class HuggingFaceSource(ApiModel):
     """Branch, tag or commit hash to download (default `main`); pin a commit for reproducibility."""
     token_secret_ref: SecretKeyRef | None = None
     """Secret key holding a Hugging Face access token, for gated or private repositories."""
+    cache: HuggingFaceCache | None = None
+    """Where the download is kept (`HF_HOME`): a shared PVC or a node directory; unset, an
+    emptyDir per pod sized for the checkpoint (ephemeral storage requested to match)."""
 
 
 class PvcSource(ApiModel):
