@@ -31,6 +31,7 @@ __all__ = [
     "MetricsValues",
     "OperatorValues",
     "PeeringValues",
+    "PodMonitorValues",
     "PodSecurityContextValues",
     "RbacValues",
     "ResourcesValues",
@@ -202,6 +203,19 @@ class ServiceMonitorValues(_Values):
     """Extra labels, e.g. the `release` label a Prometheus selects ServiceMonitors by."""
 
 
+class PodMonitorValues(_Values):
+    """A Prometheus-operator PodMonitor for the replica leaders' metrics (vLLM's `vllm:*`)."""
+
+    enabled: bool = False
+    """Create it; rendered only when the cluster serves `monitoring.coreos.com/v1`. The KEDA and
+    HPA autoscaling modes and the dashboard read these series from Prometheus: enable it (or
+    scrape the leaders' `admin` port some other way) when you use them."""
+    interval: Annotated[str, StringConstraints(pattern=DURATION)] = "15s"
+    """Scrape interval (KEDA's queries take a 2-minute rate)."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Extra labels, e.g. the `release` label a Prometheus selects PodMonitors by."""
+
+
 class MetricsValues(_Values):
     """The operator's Prometheus metrics (reconciles, latency, managed deployments, GPUs)."""
 
@@ -213,6 +227,9 @@ class MetricsValues(_Values):
         default_factory=ServiceMonitorValues, alias="serviceMonitor"
     )
     """Optional ServiceMonitor."""
+    pod_monitor: PodMonitorValues = Field(default_factory=PodMonitorValues, alias="podMonitor")
+    """Optional PodMonitor for the worker pods' leaders (the operator's own ServiceMonitor does
+    not cover them)."""
 
 
 class OperatorValues(_Values):

@@ -39,12 +39,14 @@ from dsv4_operator.handlers import lifecycle
 from dsv4_operator.settings import ENV_PREFIX, OperatorSettings
 
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+POD_MONITOR_API = "monitoring.coreos.com/v1/PodMonitor"
+MONITORING = [SERVICE_MONITOR_API, POD_MONITOR_API]
 CASES: list[tuple[str, list[Path], list[str]]] = [
     ("defaults", [], []),
-    ("defaults-with-prometheus-operator", [], [SERVICE_MONITOR_API]),
-    *((p.stem, [p], [SERVICE_MONITOR_API]) for p in sorted(VALUES_DIR.glob("*.yaml"))),
+    ("defaults-with-prometheus-operator", [], MONITORING),
+    *((p.stem, [p], MONITORING) for p in sorted(VALUES_DIR.glob("*.yaml"))),
 ]
-CUSTOM_KINDS = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
+CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "ClusterKopfPeering", "KopfPeering"}
 
 
 def _draft4(node: Mapping[str, Any]) -> Json:
@@ -92,7 +94,11 @@ def _validate_builtin(obj: Json) -> None:
 @pytest.fixture(scope="module")
 def custom_validators() -> dict[str, jsonschema.Draft4Validator]:
     peering_crds = by_kind(template(), "CustomResourceDefinition")
-    crds = [upstream_crd("monitoring.coreos.com_servicemonitors.yaml"), *peering_crds]
+    crds = [
+        upstream_crd("monitoring.coreos.com_servicemonitors.yaml"),
+        upstream_crd("monitoring.coreos.com_podmonitors.yaml"),
+        *peering_crds,
+    ]
     return {crd["spec"]["names"]["kind"]: _crd_validator(crd) for crd in crds}
 
 
@@ -240,6 +246,35 @@ def test_service_monitor_only_when_the_api_is_served() -> None:
     )
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_engine_pod_monitor_selects_the_leaders_the_operator_renders() -> None:
+    # The KEDA/HPA queries and the dashboard read vllm:* series of the leaders; the PodMonitor
+    # must select exactly the leader pod template's labels and its admin port.
+    from dsv4_operator.api import parse_spec
+    from dsv4_operator.planning import plan
+    from dsv4_operator.planning.from_spec import request_from_spec
+    from dsv4_operator.render import Owner, leaderworkerset
+
+    values = [VALUES_DIR / "namespaced-ha.yaml"]
+    assert by_kind(template(values_files=values), "PodMonitor") == []
+    monitor = one(template(values_files=values, api_versions=MONITORING), "PodMonitor")
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    spec = parse_spec({"model": "flash", "gpu": {"types": ["h200-141gb"], "maxNodes": 2}})
+    lws = leaderworkerset(Owner("d", "team-a", "u"), spec, plan(request_from_spec(spec)), image="i")
+    group = lws["spec"]["leaderWorkerTemplate"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    leader_labels = group["leaderTemplate"]["metadata"]["labels"]
+    assert selector.items() <= leader_labels.items()
+    assert not selector.items() <= group["workerTemplate"]["metadata"]["labels"].items()
+    ports = {p["name"] for p in group["leaderTemplate"]["spec"]["containers"][0]["ports"]}
+    assert endpoint["port"] in ports
+    assert endpoint["path"] == "/metrics"
+    enabled = ["metrics.podMonitor.enabled=true"]
+    cluster_wide = one(template(api_versions=MONITORING, sets=enabled), "PodMonitor")
+    assert cluster_wide["spec"]["namespaceSelector"] == {"any": True}
 
 
 def test_dashboard_configmap_holds_the_dashboard_json() -> None:

@@ -324,16 +324,21 @@ def test_scaled_object_cel_rule_is_enforced(
         api.create(scaled, PLURALS["ScaledObject"], dry_run=True)
 
 
-def test_chart_service_monitor_passes_the_untransformed_crd(
+def test_chart_monitors_pass_the_untransformed_crds(
     api: Api, installed: dict[str, tuple[Json, Json]]
 ) -> None:
     objects = template(
-        values_files=[VALUES_DIR / "namespaced-ha.yaml"], api_versions=[SERVICE_MONITOR_API]
+        values_files=[VALUES_DIR / "namespaced-ha.yaml"],
+        api_versions=[SERVICE_MONITOR_API, "monitoring.coreos.com/v1/PodMonitor"],
     )
     monitor = one(objects, "ServiceMonitor")
     monitor["metadata"]["namespace"] = "default"
     stored = api.create(monitor, "servicemonitors", dry_run=True)
     assert stored["spec"]["endpoints"][0]["port"] == "metrics"
+    engines = one(objects, "PodMonitor")
+    engines["metadata"]["namespace"] = "default"
+    stored = api.create(engines, "podmonitors", dry_run=True)
+    assert stored["spec"]["podMetricsEndpoints"][0]["port"] == "admin"
 
 
 def test_the_server_refuses_a_crd_whose_rule_costs_too_much(api: Api) -> None:
