@@ -80,12 +80,20 @@ class EngineProfile:
             the
             per-token, sampler, gather and top-k terms: 3 GiB.
         sampler_copies: vocabulary-sized fp32 buffers per sequence alive at the sampler's peak
-            (logits, probabilities, sort values and int64 indices, top-p cumsum, noise): 8.
+            (logits, probabilities, sort values and int64 indices, top-p cumsum, noise): 8,
+            counted from vLLM's sampler code path, not measured.
         cuda_graph_bytes_per_size: memory per captured CUDA-graph batch size beyond the shared pool,
             bytes (vLLM's estimate since v0.21, PR #30515; 8 MiB is conservative for 60-layer MoE).
         nontorch_base_bytes: cuBLAS/cuDNN workspaces and allocator slack outside torch, bytes.
-        nccl_bytes: NCCL communicator buffers when the world size exceeds 1, bytes.
-        all2all_bytes: expert-parallel dispatch/combine buffers when EP > 1, bytes.
+            An allowance, not measured: 512 MiB. (The start-up measurement in
+            `benchmarks/reports/2026-11-30-startup-memory-h200.md` shows cuBLAS's handle and
+            workspace at about 100 MB.)
+        nccl_bytes: NCCL buffers created after vLLM's start-up snapshot (lazily connected
+            channels of its groups) when the world size exceeds 1, bytes. An allowance, not
+            measured: 512 MiB; the buffers that exist before the snapshot are
+            `startup_nccl_bytes` (1.39 GB for 2 H200 ranks).
+        all2all_bytes: expert-parallel dispatch/combine buffers when EP > 1, bytes. An
+            allowance, not measured: 1 GiB.
         startup_context_bytes: device memory a worker process holds before vLLM's start-up
             snapshot on one GPU: the CUDA context and torch's first allocation, bytes. vLLM
             refuses to start unless the memory free at that snapshot is at least total x

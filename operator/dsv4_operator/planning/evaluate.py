@@ -6,8 +6,11 @@ Structural rules (a candidate that breaks one is rejected before any memory arit
 - TP stays inside a node, divides the query heads and the output groups (`wo_a` is grouped).
 - TP never splits a quantisation block: every TP-split dimension of a block-quantised linear (the
   shared expert's and, without EP, the routed experts' intermediate size) must stay a multiple of
-  128 (block-FP8 128x128, int4 group 128) or 32 (MXFP4). Public reports show a block-FP8
-  DeepSeek failing to load at TP=32 (2048/32 = 64); such layouts are never proposed.
+  128 (`_block_width`: block-FP8 128x128, int4 group 128, and 128 for MXFP4 too, whose scale
+  blocks are 32 wide, so as to keep its kernels' 128-column tiles whole). Public reports show a
+  block-FP8 DeepSeek failing to load at TP=32 (2048/32 = 64); such layouts are never proposed.
+  On Blackwell and ROCm an MXFP4 expert slice without EP must be a multiple of 256
+  (`MXFP4_PADDED_SLICE`).
 - EP = TP x DP divides the routed experts.
 
 Memory: `memory.py`. KV capacity: `kvcache.py`. A request at `max-model-len` must fit the KV pool as
