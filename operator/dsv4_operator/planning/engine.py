@@ -112,7 +112,8 @@ class EngineProfile:
         min_transformers_exclusive: transformers must be newer than this (4.51.1), else
             "Unrecognized model architecture".
         mtp_hang_max_model_len: above this max-model-len, MTP speculation hangs on one published
-            engine image (facts §5.1, recipes #832): 65,536 tokens.
+            engine image: 65,536 tokens (as issue 2 states it; the facts document and the
+            recipes do not describe the hang).
         mtp_safe_max_model_len: the cap recommended instead when keeping MTP: 32,768 tokens.
         warmup_seconds: first-boot kernel JIT/compile and CUDA-graph capture on big layouts, s
             (10+ minutes reported for DeepSeek-V4; OME allows about 20 min).
