@@ -284,6 +284,13 @@ class RuntimeConfig:
                 f"must be 1 for the reference engine (no pipeline parallelism), "
                 f"got {self.pipeline_parallel_size}",
             )
+        if self.weights is not None and self.reference_world_size > 1:
+            _fail(
+                "--weights",
+                "the multi-rank reference engine does not load checkpoints (it would serve "
+                "random weights under the served name): run it with TP x DP = 1 or without "
+                "--weights",
+            )
         if self.expert_parallel and self.tensor_parallel_size > 1 and self.data_parallel_size > 1:
             _fail(
                 "--expert-parallel",

@@ -85,7 +85,14 @@ def reference_launch(config: RuntimeConfig, role: Role, leader_ip: str = "127.0.
     if config.reference_world_size == 1:
         if not role.is_leader:
             return Launch(prelaunch=(), argv=IDLE_WORKER_ARGV, serves_api=False)
-        argv = (sys.executable, "-m", config.reference_module, *_reference_flags(config))
+        checkpoint = ("--checkpoint", config.weights) if config.weights is not None else ()
+        argv = (
+            sys.executable,
+            "-m",
+            config.reference_module,
+            *_reference_flags(config),
+            *checkpoint,
+        )
         return Launch(prelaunch=(), argv=argv, serves_api=True)
     argv = (
         sys.executable, "-m", RANKS_MODULE,

@@ -180,3 +180,25 @@ def test_readme_documents_every_argument() -> None:
     config = FLASH_ONE_NODE.replace(weights="/models/x")
     for flag in [a for a in config.to_args() if a.startswith("--")] + ["--no-expert-parallel"]:
         assert f"`{flag}" in readme, f"{flag} is not documented in runtime/dsv4_runtime/README.md"
+
+
+def test_the_reference_engine_loads_the_weights_it_is_given_or_refuses_them() -> None:
+    import dataclasses
+    import sys
+
+    from dsv4_runtime.config import ConfigError
+    from dsv4_runtime.distributed import Role
+    from dsv4_runtime.engine import build_launch
+
+    base = RuntimeConfig.from_args(
+        ["--engine", "reference", "--model", "m", "--served-model-name", "m"]
+    )
+    leader = Role(0, 1, "leader")
+    one = dataclasses.replace(base, weights="/models/ckpt")
+    argv = build_launch(one, leader, "127.0.0.1").argv
+    assert argv[:3] == (sys.executable, "-m", one.reference_module)
+    assert argv[-2:] == ("--checkpoint", "/models/ckpt")
+    assert "--checkpoint" not in build_launch(base, leader, "127.0.0.1").argv
+    two = dataclasses.replace(one, tensor_parallel_size=2)
+    with pytest.raises(ConfigError, match="--weights the multi-rank reference engine"):
+        build_launch(two, leader, "127.0.0.1")
