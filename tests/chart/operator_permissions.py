@@ -52,6 +52,7 @@ CLIENT_METHOD_VERBS: Final[dict[str, tuple[str, ...]]] = {
     "create": ("create",),
     "exists": ("list",),
     "apply": ("create", "patch"),
+    "delete": ("delete",),
     "patch_status": ("patch",),
     "patch_replicas": ("patch",),
     "served_kinds": (),
@@ -63,6 +64,11 @@ CLIENT_METHOD_VERBS: Final[dict[str, tuple[str, ...]]] = {
 OWN_KIND: Final = "DeepSeekV4Deployment"
 CREATE_ONLY_KINDS: Final = frozenset({"Secret"})
 """Children the client creates once and reads, never applies over (the admin Secret)."""
+DELETED_KINDS: Final = frozenset(
+    {"Service", "ConfigMap", "PodDisruptionBudget", "ScaledObject", "HorizontalPodAutoscaler"}
+)
+"""Children the operator may delete: the recreatable ones (`kube.apply.RECREATABLE_KINDS`) and
+a scaler its autoscaling mode no longer renders (`Reconciler._remove_stale_scalers`)."""
 PEERING_KINDS: Final = frozenset({"KopfPeering", "ClusterKopfPeering"})
 """Kinds the client only creates (`dsv4_operator.kube.peering`), at startup."""
 
@@ -111,6 +117,10 @@ def client_permissions() -> set[Permission]:
         group, plural = KIND_GROUPS[kind], PLURALS[kind]
         for verb in (*CLIENT_METHOD_VERBS["get"], *CLIENT_METHOD_VERBS["apply"]):
             needs.add(Permission(group, plural, verb, "namespace", f"read and apply {kind}"))
+    for kind in sorted(DELETED_KINDS):
+        group, plural = KIND_GROUPS[kind], PLURALS[kind]
+        for verb in CLIENT_METHOD_VERBS["delete"]:
+            needs.add(Permission(group, plural, verb, "namespace", f"replace or remove {kind}"))
     needs.add(Permission(GROUP, PLURAL, "get", "namespace", "reconciler reads the resource"))
     for kind in sorted(CREATE_ONLY_KINDS):
         group, plural = KIND_GROUPS[kind], PLURALS[kind]

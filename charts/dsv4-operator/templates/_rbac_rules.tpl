@@ -22,7 +22,10 @@ startup when it is missing (operator/dsv4_operator/kube/peering.py: create only,
 Namespaced permissions: by the ClusterRole when watchNamespaces is empty, else by a Role in each
 watched namespace. Our client (operator/dsv4_operator/kube/client.py) reads the resource, patches
 its status and (native autoscaler) its spec.replicas, and reads + server-side applies each child,
-the KEDA ScaledObject or HPA included (apply needs create for a new object); it creates each
+the KEDA ScaledObject or HPA included (apply needs create for a new object); it deletes its
+own ScaledObject or HPA when the autoscaling mode no longer renders it, and deletes and creates
+again its own Service, ConfigMap or PodDisruptionBudget when an update is refused
+(kube/apply.py, uid precondition; never the LeaderWorkerSet); it creates each
 resource's admin Secret (the runtimes' drain token, render/admin.py) once and reads it (no
 list, watch or patch: it reads only the Secrets it names); the children's ownerReferences set
 blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement admission plugin (on in
@@ -45,19 +48,19 @@ mode the operator creates its KopfPeering in each watched namespace at startup w
   verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [configmaps, services]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, delete]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, create]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, delete]
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, delete]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]

@@ -31,6 +31,7 @@ from dsv4_operator.kube import (
     apply_children,
     discover,
 )
+from dsv4_operator.kube.discovery import KEDA_API_VERSION
 from dsv4_operator.metrics import OperatorMetrics
 from dsv4_operator.planning import Plan, PlanningError, plan
 from dsv4_operator.planning.from_spec import request_from_spec
@@ -137,6 +138,8 @@ class Reconciler:
     apis: ClusterApis | None = None
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+    _scalers_checked: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Per resource, the (uid, autoscaling mode) for which stale scalers were last removed."""
 
     def _lock(self, key: str) -> threading.Lock:
         with self._guard:
@@ -209,6 +212,43 @@ class Reconciler:
             return self._report(obs, status, emit, result, message)
         return self._roll_out(owner, spec, planned, status, emit)
 
+    def _remove_stale_scalers(
+        self, owner: Owner, spec: DeepSeekV4DeploymentSpec, apis: ClusterApis, emit: EmitFn
+    ) -> None:
+        """Delete this resource's KEDA ScaledObject or HPA once its mode no longer renders it.
+
+        Two scalers writing `spec.replicas` (an old HPA beside the native autoscaler, or one
+        left after autoscaling is disabled) would fight; each is named after the resource and
+        deleted only when its ownerReference is this resource's uid. Checked when the
+        autoscaling mode changes (and once per operator start), not at every resync.
+
+        Raises:
+            TransientApiError: a retryable failure.
+            ApiError: any other failure (e.g. 403 without `delete` on them).
+        """
+        key = f"{owner.namespace}/{owner.name}"
+        mode = spec.autoscaling.active_mode or "off"
+        if self._scalers_checked.get(key) == (owner.uid, mode):
+            return
+        scalers = [("HorizontalPodAutoscaler", apis.hpa_api_version, "hpa")]
+        if apis.keda:
+            scalers.append(("ScaledObject", KEDA_API_VERSION, "keda"))
+        for kind, api_version, kept_mode in scalers:
+            if mode == kept_mode:
+                continue
+            live = self.kube.get(api_version, kind, owner.namespace, owner.name)
+            meta = (live or {}).get("metadata") or {}
+            refs = meta.get("ownerReferences") or []
+            if live is None or not any(r.get("uid") == owner.uid for r in refs):
+                continue
+            if self.kube.delete(api_version, kind, owner.namespace, owner.name, meta["uid"]):
+                emit(
+                    "Normal",
+                    "ScalerRemoved",
+                    f"deleted {kind} {owner.name}: spec.autoscaling is now {mode}",
+                )
+        self._scalers_checked[key] = (owner.uid, mode)
+
     def _ensure_admin_secret(self, owner: Owner, model: str) -> bool:
         """Create the drain-token Secret (`render.admin`) unless it exists; whether it created it.
 
@@ -270,6 +310,7 @@ class Reconciler:
         try:
             secret_created = self._ensure_admin_secret(owner, spec.model)
             applied = apply_children(self.kube, children)
+            self._remove_stale_scalers(owner, spec, apis, emit)
         except TransientApiError:
             raise
         except ApiError as error:

@@ -8,6 +8,17 @@ the API server rewrites them in canonical form (`1024Mi` is stored as `1Gi`).
 A field we stop rendering (a toleration removed from the spec) is still "contained", so each
 child also carries the hash of what was rendered (`dsv4.io/rendered-hash`): a different hash
 means a different rendering, and server-side apply then drops the fields we no longer own.
+
+An existing object is applied over only when it is the owner's (an ownerReference with the
+owner's uid), or an orphan that carries the owner's identity labels (`MANAGED_BY_LABEL` and
+`DEPLOYMENT_LABEL` equal to what is rendered: left by `kubectl delete --cascade=orphan`);
+one left by a deleted owner of the same name is waited for, and any other object of that name
+is refused, so nobody's Service or ConfigMap is taken over (and later garbage-collected).
+
+A Service, ConfigMap or PodDisruptionBudget that the API server refuses to update (422: e.g.
+another manager changed a Service port, so ours would duplicate its port name) is deleted and
+created again: each is cheap to replace. The LeaderWorkerSet never is (its pods would restart).
+Every child is tried even when one fails; the first failure is raised at the end.
 """
 
 from __future__ import annotations
@@ -20,12 +31,27 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from dsv4_operator.api.v1alpha1.quantities import parse_quantity
-from dsv4_operator.kube.client import KubeClient
+from dsv4_operator.kube.client import ApiError, KubeClient, TransientApiError
 
-__all__ = ["RENDERED_HASH", "AppliedChild", "apply_children", "contains", "with_rendered_hash"]
+__all__ = [
+    "DEPLOYMENT_LABEL",
+    "MANAGED_BY_LABEL",
+    "RECREATABLE_KINDS",
+    "RENDERED_HASH",
+    "AppliedChild",
+    "apply_children",
+    "contains",
+    "with_rendered_hash",
+]
 
 RENDERED_HASH: Final = "dsv4.io/rendered-hash"
 """Annotation holding the SHA-256 (first 16 hex digits) of the rendered child."""
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+DEPLOYMENT_LABEL: Final = "dsv4.io/deployment"
+"""Identity labels every child is rendered with (`render.labels`): an orphan carrying the same
+values was this owner's child and is adopted."""
+RECREATABLE_KINDS: Final = frozenset({"Service", "ConfigMap", "PodDisruptionBudget"})
+"""Kinds deleted and created again when the API server refuses an update (422)."""
 
 _QUANTITY_MAPS: Final = frozenset({"requests", "limits"})
 """Keys of mappings whose values are quantities (container resources)."""
@@ -103,30 +129,76 @@ def _is_current(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     return contains(live, body)
 
 
+def _check_ownership(live: Mapping[str, Any], child: Mapping[str, Any], what: str) -> None:
+    """Raise unless `live` may be applied over as `child` (module docstring)."""
+    meta = live.get("metadata") or {}
+    want = (child["metadata"].get("ownerReferences") or [{}])[0]
+    refs = meta.get("ownerReferences") or []
+    if not want or any(r.get("uid") == want.get("uid") for r in refs):
+        return
+    if meta.get("deletionTimestamp") or any(r.get("kind") == want.get("kind") for r in refs):
+        reason = (
+            f"left by a deleted {want.get('kind')} of the same name, or another one's: waiting "
+            "for garbage collection"
+        )
+        raise TransientApiError(409, reason, what, None)
+    labels, rendered = meta.get("labels") or {}, child["metadata"].get("labels") or {}
+    identity = (MANAGED_BY_LABEL, DEPLOYMENT_LABEL)
+    if not refs and all(k in rendered and labels.get(k) == rendered[k] for k in identity):
+        return  # an orphan of this owner (kubectl delete --cascade=orphan): adopted
+    holder = f" (owned by {refs[0].get('kind')} {refs[0].get('name')})" if refs else ""
+    reason = (
+        f"exists and is not this {want.get('kind')}'s{holder}: delete or rename it, or rename "
+        "the resource"
+    )
+    raise ApiError(409, reason, what)
+
+
+def _apply_one(kube: KubeClient, rendered: Mapping[str, Any]) -> AppliedChild:
+    child = with_rendered_hash(rendered)
+    meta = child["metadata"]
+    kind, name, namespace = str(child["kind"]), str(meta["name"]), str(meta["namespace"])
+    live = kube.get(child["apiVersion"], kind, namespace, name)
+    if live is None:
+        return AppliedChild(kind, name, "created", kube.apply(child))
+    _check_ownership(live, child, f"{kind} {namespace}/{name}")
+    if _is_current(live, child):
+        return AppliedChild(kind, name, "unchanged", live)
+    try:
+        return AppliedChild(kind, name, "updated", kube.apply(child))
+    except TransientApiError:
+        raise
+    except ApiError as error:
+        uid = str((live.get("metadata") or {}).get("uid", ""))
+        if error.status != 422 or kind not in RECREATABLE_KINDS or not uid:
+            raise
+        kube.delete(child["apiVersion"], kind, namespace, name, uid)
+        return AppliedChild(kind, name, "created", kube.apply(child))
+
+
 def apply_children(kube: KubeClient, children: Sequence[Mapping[str, Any]]) -> list[AppliedChild]:
     """Apply each child unless the live object already holds every rendered field.
 
     Args:
         kube: the API client.
-        children: rendered manifests, applied in order.
+        children: rendered manifests, applied in order; a failure does not stop the others.
 
     Returns:
         One `AppliedChild` per child, in order.
 
     Raises:
-        TransientApiError: a retryable failure; children before it may have been applied
-            (applying is idempotent, so the retry converges).
-        ApiError: any other failure.
+        TransientApiError: the first failure, when it is retryable (the children after it were
+            still tried; applying is idempotent, so the retry converges).
+        ApiError: the first failure otherwise, e.g. an object of a child's name that is not
+            the owner's (409), or a refused update of a LeaderWorkerSet (422).
     """
     results: list[AppliedChild] = []
+    failures: list[ApiError] = []
     for rendered in children:
-        child = with_rendered_hash(rendered)
-        meta = child["metadata"]
-        kind, name = str(child["kind"]), str(meta["name"])
-        live = kube.get(child["apiVersion"], kind, meta["namespace"], name)
-        if live is not None and _is_current(live, child):
-            results.append(AppliedChild(kind, name, "unchanged", live))
-            continue
-        applied = kube.apply(child)
-        results.append(AppliedChild(kind, name, "created" if live is None else "updated", applied))
+        try:
+            results.append(_apply_one(kube, rendered))
+        except ApiError as error:
+            failures.append(error)
+    if failures:
+        raise failures[0]
     return results

@@ -258,6 +258,38 @@ class KubeClient:
         )
         return applied
 
+    def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str) -> bool:
+        """Delete the object whose uid is `uid` (a precondition: a replacement is left alone).
+
+        Dependents are deleted in the background (propagation policy Background).
+
+        Returns:
+            True when this call deleted it; False when it was gone or had another uid.
+
+        Raises:
+            TransientApiError: a retryable failure.
+            ApiError: any other failure (e.g. 403).
+        """
+        path = resource_path(api_version, kind, namespace, name)
+        self.writes.add("delete", kind)
+        options = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"uid": uid},
+            "propagationPolicy": "Background",
+        }
+        try:
+            self._request("DELETE", path, body=options, content_type="application/json")
+        except TransientApiError as error:
+            if error.status == 409:  # uid precondition failed: another object took the name
+                return False
+            raise
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
     def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> dict[str, Any]:

@@ -346,3 +346,39 @@ def test_deleted_resource_is_left_alone() -> None:
 def test_status_write_errors_are_transient(status: int) -> None:
     _, reconciler = _setup(fail=[("PATCH", "/status", status)])
     assert reconciler.reconcile("ns", "d", Events()).result == "transient_error"
+
+
+def test_a_scaler_the_autoscaling_mode_no_longer_renders_is_deleted() -> None:
+    # An HPA left beside the native autoscaler (or after autoscaling is disabled) would keep
+    # writing spec.replicas: the operator deletes its own, and only its own.
+    spec = {
+        **SPEC,
+        "autoscaling": {"enabled": True, "mode": "hpa", "minReplicas": 1, "maxReplicas": 3},
+    }
+    fake, reconciler = _setup(spec)
+    fake.served["/apis/autoscaling/v2"] = ["HorizontalPodAutoscaler"]
+    events = Events()
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    hpa_path = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/d"
+    assert hpa_path in fake.objects
+    fake.objects[CR_PATH]["spec"]["autoscaling"]["enabled"] = False
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    assert hpa_path not in fake.objects
+    assert events.reasons()[-1] == "ScalerRemoved"
+    assert "deleted HorizontalPodAutoscaler d: spec.autoscaling is now off" in events[-1][2]
+    # Checked once per mode: a resync sends no GET for it.
+    fake.requests.clear()
+    assert reconciler.reconcile("ns", "d", events).writes == 0
+    assert ("GET", hpa_path) not in fake.requests
+    # Someone else's HPA of that name is left alone.
+    fake.objects[hpa_path] = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "d", "namespace": "ns", "uid": "h-1"},
+    }
+    fake.objects[CR_PATH]["spec"]["autoscaling"] = {"enabled": True, "mode": "native"}
+    fake.requests.clear()
+    assert not reconciler.reconcile("ns", "d", events).failed
+    assert ("GET", hpa_path) in fake.requests  # the mode changed: looked again
+    assert hpa_path in fake.objects

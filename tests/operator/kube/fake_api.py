@@ -1,8 +1,8 @@
 """An in-memory stand-in for `kubernetes.client.ApiClient` at the HTTP level (unit tests only).
 
-It answers the requests `KubeClient` sends (GET, POST, apply PATCH, status merge PATCH,
-discovery) from a dict of objects, so the real `KubeClient` code runs; `fail` queues error
-statuses per method.
+It answers the requests `KubeClient` sends (GET, POST, apply PATCH, status merge PATCH, DELETE
+with a uid precondition, discovery) from a dict of objects, so the real `KubeClient` code runs;
+`fail` queues error statuses per method.
 """
 
 from __future__ import annotations
@@ -80,6 +80,14 @@ class FakeApi:
             created["metadata"].setdefault("uid", f"uid-{len(self.objects)}")
             self.objects[key] = created
             return self._json(201, created)
+        if method == "DELETE":
+            if path not in self.objects:
+                return self._json(404, {"message": "not found"})
+            options = body if isinstance(body, dict) else json.loads(body or "{}")
+            uid = (options.get("preconditions") or {}).get("uid")
+            if uid is not None and self.objects[path]["metadata"].get("uid") != uid:
+                return self._json(409, {"message": "Precondition failed: UID in precondition"})
+            return self._json(200, self.objects.pop(path))
         if method == "PATCH" and path.endswith("/status"):
             obj = self.objects[path.removesuffix("/status")]
             patch = body if isinstance(body, dict) else json.loads(body)

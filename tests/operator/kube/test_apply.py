@@ -169,3 +169,96 @@ def test_a_field_no_longer_rendered_is_applied_away() -> None:
         == (with_rendered_hash(_cm())["metadata"]["annotations"][RENDERED_HASH])
     )
     assert apply_children(kube, [_cm()])[0].action == "unchanged"
+
+
+OWNER_REF = {
+    "apiVersion": "dsv4.io/v1alpha1",
+    "kind": "DeepSeekV4Deployment",
+    "name": "d",
+    "uid": "owner-1",
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
+IDENTITY = {"app.kubernetes.io/managed-by": "dsv4-operator", "dsv4.io/deployment": "d"}
+
+
+def _child(kind: str, name: str, **spec: Any) -> dict[str, Any]:
+    version = {"Service": "v1", "ConfigMap": "v1"}.get(kind, "leaderworkerset.x-k8s.io/v1")
+    return {
+        "apiVersion": version,
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "labels": dict(IDENTITY),
+            "ownerReferences": [dict(OWNER_REF)],
+        },
+        "spec": spec,
+    }
+
+
+def _live(kind: str, name: str, **meta: Any) -> tuple[str, dict[str, Any]]:
+    version = {"Service": "v1", "ConfigMap": "v1"}.get(kind, "leaderworkerset.x-k8s.io/v1")
+    path = resource_path(version, kind, "ns", name)
+    obj = {"apiVersion": version, "kind": kind, "metadata": {"name": name, "uid": "x", **meta}}
+    return path, obj
+
+
+def test_an_object_that_is_not_the_owners_is_refused_and_the_others_still_applied() -> None:
+    api = FakeApi()
+    path, foreign = _live("Service", "d-api", labels={"team": "web"})
+    api.objects[path] = foreign
+    kube = KubeClient(api, "dsv4-operator")
+    children = [_child("Service", "d-api", type="ClusterIP"), _child("ConfigMap", "d-plan")]
+    with pytest.raises(ApiError) as caught:
+        apply_children(kube, children)
+    assert not isinstance(caught.value, TransientApiError)
+    assert caught.value.status == 409
+    assert "Service ns/d-api: HTTP 409: exists and is not this DeepSeekV4Deployment's" in str(
+        caught.value
+    )
+    assert api.objects[path] == foreign  # not taken over
+    assert resource_path("v1", "ConfigMap", "ns", "d-plan") in api.objects  # still applied
+    # Owned by another controller: the message names it.
+    api.objects[path]["metadata"]["ownerReferences"] = [
+        {"kind": "LeaderWorkerSet", "name": "d-api", "uid": "lws-9"}
+    ]
+    with pytest.raises(ApiError, match=r"owned by LeaderWorkerSet d-api"):
+        apply_children(kube, children[:1])
+
+
+def test_an_orphan_with_the_owners_labels_is_adopted_and_a_predecessors_child_waited_for() -> None:
+    api = FakeApi()
+    path, orphan = _live("Service", "d-api", labels=dict(IDENTITY))
+    api.objects[path] = orphan
+    kube = KubeClient(api, "dsv4-operator")
+    (applied,) = apply_children(kube, [_child("Service", "d-api", type="ClusterIP")])
+    assert applied.action == "updated"
+    assert api.objects[path]["metadata"]["ownerReferences"][0]["uid"] == "owner-1"
+    # Left by a deleted resource of the same name (its uid differs): a retryable wait.
+    api.objects[path]["metadata"]["ownerReferences"] = [{**OWNER_REF, "uid": "owner-0"}]
+    with pytest.raises(TransientApiError, match="left by a deleted DeepSeekV4Deployment"):
+        apply_children(kube, [_child("Service", "d-api", type="NodePort")])
+
+
+def test_a_refused_service_update_is_replaced_but_a_leaderworkerset_never_is() -> None:
+    api = FakeApi()
+    kube = KubeClient(api, "dsv4-operator")
+    service = _child("Service", "d-api", type="ClusterIP")
+    apply_children(kube, [service])
+    path = resource_path("v1", "Service", "ns", "d-api")
+    api.objects[path]["spec"]["type"] = "NodePort"  # drift that our apply must fix
+    api.fail.append(("PATCH", "/services/d-api", 422))
+    (applied,) = apply_children(kube, [service])
+    assert applied.action == "created"
+    assert ("DELETE", path) in api.requests
+    assert api.objects[path]["spec"]["type"] == "ClusterIP"
+    lws = _child("LeaderWorkerSet", "d", replicas=1)
+    apply_children(kube, [lws])
+    lws_path = resource_path("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "ns", "d")
+    api.objects[lws_path]["spec"]["replicas"] = 3
+    api.fail.append(("PATCH", "/leaderworkersets/d", 422))
+    with pytest.raises(ApiError) as caught:
+        apply_children(kube, [lws])
+    assert caught.value.status == 422
+    assert ("DELETE", lws_path) not in api.requests
