@@ -46,7 +46,7 @@ from dsv4_operator.render import (
 )
 from dsv4_operator.render.admin import ADMIN_TOKEN_KEY, admin_secret, token_from_secret
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
-from dsv4_operator.render.leaderworkerset import surge_groups
+from dsv4_operator.render.leaderworkerset import hf_cache_error, surge_groups
 from dsv4_operator.render.placement import placement_error
 from dsv4_operator.render.status import APPLY_FAILED, KEDA_MISSING
 
@@ -390,7 +390,9 @@ def _plan_refusal(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> tuple[str, R
     """
     if not planned.fits:
         return INSUFFICIENT_CAPACITY, "plan_failed", _no_fit_message(planned)
-    problem = placement_error(spec.placement, planned.chosen.layout.nodes)
+    problem = placement_error(spec.placement, planned.chosen.layout.nodes) or hf_cache_error(
+        spec, planned
+    )
     if problem is not None:
         return INVALID_SPEC, "invalid_spec", problem
     return None

@@ -64,6 +64,7 @@ __all__ = [
     "STARTUP_POLICY",
     "bytes_quantity",
     "hf_cache_bytes",
+    "hf_cache_error",
     "leaderworkerset",
     "rollout_strategy",
     "surge_groups",
@@ -172,6 +173,26 @@ def _volumes(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> tuple[list[Any], lis
         volumes.append(volume)
         mounts.append({"name": "hf-cache", "mountPath": HF_CACHE_PATH})
     return volumes, mounts
+
+
+def hf_cache_error(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> str | None:
+    """Why the pods could never hold their Hugging Face download, or None.
+
+    With the default emptyDir cache the download counts against the container's ephemeral
+    storage: a `spec.resources.limits.ephemeral-storage` below it would get the pod evicted
+    mid-download (and a request above the limit is refused by the API server).
+    """
+    limit = spec.resources.limits.get("ephemeral-storage")
+    if _hf_cache(spec) != "emptyDir" or limit is None:
+        return None
+    need = hf_cache_bytes(plan)
+    if quantity_bytes(limit) >= need:
+        return None
+    return (
+        f"spec.resources.limits.ephemeral-storage ({limit}) is below the {need:,} B the "
+        "Hugging Face download needs in the pod's cache: raise it, or give "
+        "spec.modelSource.huggingFace.cache a PVC or host path"
+    )
 
 
 def _hf_cache(spec: DeepSeekV4DeploymentSpec) -> str | None:

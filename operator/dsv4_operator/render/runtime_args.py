@@ -16,7 +16,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Final
 
-from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
+from dsv4_operator.api.v1alpha1.spec import RUNTIME_ADMIN_PORT, DeepSeekV4DeploymentSpec
 from dsv4_operator.planning import Plan, engine_args
 
 __all__ = [
@@ -40,8 +40,8 @@ __all__ = [
 
 API_PORT: Final = 8000
 """Engine's OpenAI API port (RuntimeConfig.api_port default; vLLM `--port`)."""
-ADMIN_PORT: Final = 8081
-"""Runtime's `/health`, `/ready`, `/metrics` port (RuntimeConfig.admin_port default)."""
+ADMIN_PORT: Final = RUNTIME_ADMIN_PORT
+"""Runtime's `/health`, `/ready`, `/metrics` port (RuntimeConfig.admin_port default), 8081."""
 HEALTH_PATH: Final = "/health"
 """Liveness: 200 while the runtime runs, also while loading and draining (runtime server.py)."""
 READY_PATH: Final = "/ready"

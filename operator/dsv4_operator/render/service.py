@@ -63,9 +63,18 @@ def plan_config_map(owner: Owner, spec: DeepSeekV4DeploymentSpec, plan: Plan) ->
 def service(owner: Owner, spec: DeepSeekV4DeploymentSpec) -> dict[str, Any]:
     """The Service of the OpenAI-compatible API; it selects only leader pods (LWS index 0).
 
-    Port `http` (spec.service.port) targets the engine's API port; port `metrics` targets the
-    runtime's admin port (`/metrics`) for scraping.
+    Port `http` (spec.service.port) targets the engine's API port. A ClusterIP Service also
+    has port `metrics` on the runtime's admin port (`/metrics`) for in-cluster scraping; a
+    NodePort or LoadBalancer Service does not, so the admin endpoints (`/metrics`, `/ready`,
+    the token-guarded `/drain`) are never exposed outside the cluster.
     """
+    ports: list[dict[str, Any]] = [
+        {"name": "http", "port": spec.service.port, "targetPort": API_PORT, "protocol": "TCP"}
+    ]
+    if spec.service.type == "ClusterIP":
+        ports.append(
+            {"name": "metrics", "port": ADMIN_PORT, "targetPort": ADMIN_PORT, "protocol": "TCP"}
+        )
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -78,20 +87,7 @@ def service(owner: Owner, spec: DeepSeekV4DeploymentSpec) -> dict[str, Any]:
         "spec": {
             "type": spec.service.type,
             "selector": {**pod_selector(owner), LABEL_ROLE: "leader"},
-            "ports": [
-                {
-                    "name": "http",
-                    "port": spec.service.port,
-                    "targetPort": API_PORT,
-                    "protocol": "TCP",
-                },
-                {
-                    "name": "metrics",
-                    "port": ADMIN_PORT,
-                    "targetPort": ADMIN_PORT,
-                    "protocol": "TCP",
-                },
-            ],
+            "ports": ports,
         },
     }
 

@@ -447,6 +447,12 @@ CASES = [
         ("spec.engine.extraArgs", "--disable-log-stats is not supported", "no vllm:* metrics"),
     ),
     Case(
+        "service-port-is-the-admin-port",
+        {"spec.service": {"port": 8081}},
+        ("spec.service", "must not be 8081, the runtime's admin port"),
+        ("spec.service.port", "must not be 8081, the runtime's admin (metrics) port"),
+    ),
+    Case(
         "extra-arg-short-flag",
         {"spec.engine": {"extraArgs": ["-tp", "4"]}},
         ("spec.engine.extraArgs[0]", "does not match"),
@@ -457,6 +463,24 @@ CASES = [
         {"spec.engine": {"image": "my image"}},
         ("spec.engine.image", "does not match"),
         ("spec.engine.image", "pattern"),
+    ),
+    Case(
+        "engine-image-uppercase-repository-empty-tag",
+        {"spec.engine": {"image": "Foo/BAR:@@"}},
+        ("spec.engine.image", "does not match"),
+        ("spec.engine.image", "pattern"),
+    ),
+    Case(
+        "resources-negative-cpu",
+        {"spec.resources": {"requests": {"cpu": "-1"}}},
+        None,
+        ("spec.resources", "requests.cpu (-1) must be greater than or equal to 0"),
+    ),
+    Case(
+        "pvc-path-leaves-the-volume",
+        {"spec.modelSource": {"pvc": {"claimName": "w", "path": "/../../etc"}}},
+        None,
+        ("spec.modelSource.pvc.path", "must not contain '..' segments"),
     ),
     Case(
         "env-sets-the-drain-token",

@@ -63,3 +63,20 @@ def test_toleration_seconds_needs_no_execute(validate: Any) -> None:
     good = [{"key": "gpu", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}]
     parse_deployment(_body(tolerations=good))
     assert validate(_body(tolerations=good)) == []
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "vllm/vllm-openai:v0.33.0",
+        "nvcr.io/nvidia/vllm:25.09-py3",
+        "localhost:5000/dsv4-runtime",
+        "Registry.Example.com:443/team/dsv4_runtime:0.1.0@sha256:" + "a" * 64,
+        "ghcr.io/org/repo.name/sub-path:TAG_1",
+        "busybox",
+    ],
+)
+def test_real_image_references_are_accepted(image: str, validate: Any) -> None:
+    body = with_spec(engine={"image": image})
+    assert parse_deployment(body).spec.engine.image == image
+    assert validate(body) == []

@@ -424,3 +424,32 @@ def test_a_volume_source_gets_no_hub_cache() -> None:
     assert not [v for v in pod["volumes"] if v["name"] == "hf-cache"]
     assert not [e for e in pod["containers"][0]["env"] if e["name"] == "HF_HOME"]
     assert not planned.request.weights_download
+
+
+def test_an_ephemeral_storage_limit_below_the_download_is_reported() -> None:
+    from dsv4_operator.render.leaderworkerset import hf_cache_bytes, hf_cache_error
+
+    def error(resources: dict[str, Any], source: dict[str, Any]) -> str | None:
+        spec = parse_spec(
+            {
+                "model": "flash",
+                "gpu": {"types": ["h200-141gb"]},
+                "resources": resources,
+                "modelSource": source,
+            }
+        )
+        return hf_cache_error(spec, plan(request_from_spec(spec)))
+
+    hub = {"huggingFace": {"repo": "deepseek-ai/DeepSeek-V4-Flash"}}
+    small = {"limits": {"ephemeral-storage": "100Gi"}}
+    message = error(small, hub)
+    assert message is not None
+    assert "limits.ephemeral-storage (100Gi) is below the" in message
+    spec = parse_spec({"model": "flash", "gpu": {"types": ["h200-141gb"]}})
+    need = hf_cache_bytes(plan(request_from_spec(spec)))
+    assert f"{need:,} B" in message
+    assert error({"limits": {"ephemeral-storage": "1Ti"}}, hub) is None
+    assert (
+        error(small, {"huggingFace": {**hub["huggingFace"], "cache": {"claimName": "c"}}}) is None
+    )
+    assert error(small, {"pvc": {"claimName": "weights"}}) is None

@@ -48,3 +48,17 @@ def test_config_map_holds_the_plan_json_and_args(case: Case) -> None:
     assert cm["metadata"]["labels"]["app.kubernetes.io/component"] == "plan"
     # Stable bytes for an unchanged plan: the no-op resync compares and writes nothing.
     assert plan_config_map(case.owner, case.spec, case.plan) == cm
+
+
+def test_only_a_cluster_ip_service_carries_the_admin_port(case: Case) -> None:
+    from dsv4_operator.api.v1alpha1.spec import ServiceSpec
+
+    for kind in ("ClusterIP", "NodePort", "LoadBalancer"):
+        spec = case.spec.model_copy(update={"service": ServiceSpec(type=kind, port=443)})
+        ports = {p["name"]: p for p in service(case.owner, spec)["spec"]["ports"]}
+        assert ports["http"]["port"] == 443
+        if kind == "ClusterIP":
+            assert ports["metrics"]["port"] == ports["metrics"]["targetPort"] == 8081
+        else:
+            # /metrics, /ready and the token-guarded /drain stay inside the cluster.
+            assert set(ports) == {"http"}

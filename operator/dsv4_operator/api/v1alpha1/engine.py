@@ -107,6 +107,14 @@ ADMIN_TOKEN_ENV: Final = "DSV4_RUNTIME_ADMIN_TOKEN"  # noqa: S105  (a variable n
 """The variable the operator sets in every pod to the runtime's drain token (`render.admin`;
 `dsv4_runtime.server.ADMIN_TOKEN_ENV`); `spec.engine.env` may not set it."""
 
+IMAGE_PATTERN: Final = (
+    r"^(([A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?/)?[a-z0-9]+([._-]+[a-z0-9]+)*"
+    r"(/[a-z0-9]+([._-]+[a-z0-9]+)*)*)(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+"""A container image reference: [registry[:port]/]lowercase/path[:tag][@algorithm:digest], as
+the distribution reference grammar (github.com/distribution/reference) has it; what kubelet
+refuses as InvalidImageName (uppercase repository, empty tag) is refused here."""
 FLAG_PATTERN: Final = r"^--[a-z0-9][a-z0-9-]*(=.*)?$"
 """A long vLLM flag, alone (`--enforce-eager`) or with its value (`--seed=3`)."""
 
@@ -182,6 +190,11 @@ class ResourceRequirements(ApiModel):
                     "hugepages-<size>) nor a domain-qualified one (example.com/foo)"
                 )
                 raise ValueError(msg)
+        for field, values in (("requests", self.requests), ("limits", self.limits)):
+            for name, value in values.items():
+                if parse_quantity(value) < 0:
+                    msg = f"{field}.{name} ({value}) must be greater than or equal to 0"
+                    raise ValueError(msg)
         for name, request in self.requests.items():
             limit = self.limits.get(name)
             if limit is not None and parse_quantity(limit) < parse_quantity(request):
@@ -276,7 +289,7 @@ class EngineSpec(ApiModel):
 
     model_config = with_cel_rules(_OWNED_RULE)
 
-    image: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^\S+$")] | None = None
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)] | None = None
     """Container image of the worker pods; unset uses the operator's default runtime image."""
     version: (
         Annotated[

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Final
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from dsv4_operator.api.meta import ApiModel, with_cel_rules
 
@@ -102,6 +102,13 @@ class HuggingFaceSource(ApiModel):
     emptyDir per pod sized for the checkpoint (ephemeral storage requested to match)."""
 
 
+def _no_parent_segments(value: str) -> str:
+    if ".." in value.split("/"):
+        msg = "must not contain '..' segments (the path stays inside the volume)"
+        raise ValueError(msg)
+    return value
+
+
 class PvcSource(ApiModel):
     """Read the checkpoint from a PersistentVolumeClaim mounted read-only in every worker pod."""
 
@@ -109,7 +116,13 @@ class PvcSource(ApiModel):
     """Name of the PersistentVolumeClaim in the resource's namespace (ReadOnlyMany or
     ReadWriteMany across nodes)."""
     path: AbsolutePath = "/"
-    """Absolute directory inside the volume that holds config.json and the safetensors shards."""
+    """Absolute directory inside the volume that holds config.json and the safetensors shards
+    (no `..` segments)."""
+
+    @field_validator("path")
+    @classmethod
+    def _inside_the_volume(cls, value: str) -> str:
+        return _no_parent_segments(value)
 
 
 class HostPathSource(ApiModel):

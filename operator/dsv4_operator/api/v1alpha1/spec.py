@@ -113,13 +113,35 @@ class Parallelism(ApiModel):
     `--enable-expert-parallel`); must divide the routed experts (256 flash, 384 pro)."""
 
 
+RUNTIME_ADMIN_PORT: Final = 8081
+"""The runtime's admin port (`render.runtime_args.ADMIN_PORT`), which a ClusterIP Service also
+exposes as `metrics`; `spec.service.port` may not take it."""
+
+
 class ServiceSpec(ApiModel):
     """The Service in front of the replicas' OpenAI-compatible HTTP endpoint."""
 
+    model_config = with_cel_rules(
+        {
+            "rule": f"!has(self.port) || self.port != {RUNTIME_ADMIN_PORT}",
+            "message": f"spec.service.port must not be {RUNTIME_ADMIN_PORT}, the runtime's admin "
+            "port (the Service's metrics port)",
+        }
+    )
+
     type: ServiceType = "ClusterIP"
-    """Service type: ClusterIP, NodePort or LoadBalancer."""
+    """Service type: ClusterIP (also exposes the runtime's `/metrics` as port `metrics`, 8081,
+    inside the cluster), NodePort or LoadBalancer (the API port only)."""
     port: int = Field(default=8000, ge=1, le=65535)
-    """Service port (TCP, 1 to 65535) for the OpenAI-compatible API."""
+    """Service port (TCP, 1 to 65535, not 8081) for the OpenAI-compatible API."""
+
+    @field_validator("port")
+    @classmethod
+    def _not_the_admin_port(cls, value: int) -> int:
+        if value == RUNTIME_ADMIN_PORT:
+            msg = f"must not be {RUNTIME_ADMIN_PORT}, the runtime's admin (metrics) port"
+            raise ValueError(msg)
+        return value
 
 
 class GpuPrice(ApiModel):
