@@ -16,7 +16,9 @@ The name becomes the LeaderWorkerSet's name (and the headless Service LWS create
   `len(name) + 1 + digits(highest group index) <= 52`. The CRD refuses names over 50
   characters, which fail even with one group (`<name>-0`); `check_name_for_groups` checks the
   exact bound for the groups a spec can have (replicas, autoscaling maxReplicas, surge), in the
-  operator, so a name that works today is never refused by the schema on update.
+  operator, so a name that works today is never refused by the schema on update. The operator
+  applies it only to plans of several pods per group: LWS creates no worker StatefulSet for a
+  one-pod group.
 """
 
 import re

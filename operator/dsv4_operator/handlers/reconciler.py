@@ -149,7 +149,8 @@ class Reconciler:
         """Discovery result, cached; asked again while an API a resource needs is missing.
 
         That is LWS always, and KEDA for a resource in `mode: keda`, so installing either
-        later is noticed.
+        later is noticed; an apply answered 404 (a CRD deleted since) clears the cache, so
+        removing either is noticed too.
         """
         if self.apis is None or not self.apis.lws or (need_keda and not self.apis.keda):
             self.apis = discover(self.kube)
@@ -192,7 +193,6 @@ class Reconciler:
         try:
             check_name(name)  # the CRD's schema has the same rule; older objects may not
             spec = parse_spec(body.get("spec") or {})
-            check_name_for_groups(name, _most_groups(spec))
         except InvalidSpecError as error:
             self.metrics.set_plan(f"{namespace}/{name}", None, 0)
             obs = Observation(owner, error_reason=INVALID_SPEC, error_message=str(error))
@@ -205,7 +205,7 @@ class Reconciler:
             self.metrics.set_plan(f"{namespace}/{name}", None, 0)
             obs = Observation(owner, error_reason=PLAN_FAILED, error_message=str(error))
             return self._report(obs, status, emit, "plan_failed", str(error))
-        if (refusal := _plan_refusal(spec, planned)) is not None:
+        if (refusal := _plan_refusal(name, spec, planned)) is not None:
             reason, result, message = refusal
             self.metrics.set_plan(f"{namespace}/{name}", None, 0)
             obs = Observation(owner, error_reason=reason, error_message=message)
@@ -317,6 +317,13 @@ class Reconciler:
             if error.status == 403 and "being terminated" in error.reason:
                 # The namespace is being deleted: its objects go away with it; nothing to report.
                 return Outcome("unchanged")
+            if error.status == 404 and error.kind != "namespaces":
+                # A kind discovery said was served is gone (its CRD deleted: LWS or KEDA):
+                # discover again and retry, so the condition names what is missing.
+                self.apis = None
+                raise TransientApiError(
+                    404, error.reason, "apply", self.retry_delay_seconds
+                ) from None
             obs = Observation(owner, spec=spec, error_reason=APPLY_FAILED, error_message=str(error))
             return self._report(obs, status, emit, "error", str(error))
         lws_applied = next((a for a in applied if a.kind == "LeaderWorkerSet"), None)
@@ -382,14 +389,23 @@ class Reconciler:
         return Outcome(result, message)
 
 
-def _plan_refusal(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> tuple[str, Result, str] | None:
+def _plan_refusal(
+    name: str, spec: DeepSeekV4DeploymentSpec, planned: Plan
+) -> tuple[str, Result, str] | None:
     """Why a plan cannot be rolled out, as (condition reason, outcome, message), or None.
 
-    No layout fits (`InsufficientCapacity`), or `spec.placement` can never schedule the planned
-    group (`InvalidSpec`, `render.placement.placement_error`).
+    No layout fits (`InsufficientCapacity`); or (`InvalidSpec`) a group of several pods whose
+    worker StatefulSet names would be too long (LWS creates none for one-pod groups),
+    `spec.placement` that can never schedule the planned group, or an ephemeral-storage limit
+    below the Hub download.
     """
     if not planned.fits:
         return INSUFFICIENT_CAPACITY, "plan_failed", _no_fit_message(planned)
+    if planned.chosen.layout.nodes > 1:
+        try:
+            check_name_for_groups(name, _most_groups(spec))
+        except InvalidSpecError as error:
+            return INVALID_SPEC, "invalid_spec", str(error)
     problem = placement_error(spec.placement, planned.chosen.layout.nodes) or hf_cache_error(
         spec, planned
     )

@@ -179,6 +179,26 @@ def test_a_template_change_is_not_reported_ready_on_the_old_counts() -> None:
     assert _conditions(fake)["Ready"] == ("True", "AllReplicasReady")
 
 
+TWO_NODE_SPEC: dict[str, Any] = {
+    "model": "pro",
+    "maxModelLen": 1048576,
+    "load": {"concurrency": 4},
+    "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8, "maxNodes": 2},
+}
+"""Plans 2 nodes per group: LeaderWorkerSet creates a worker StatefulSet per group."""
+
+
+def test_one_pod_groups_have_no_worker_statefulsets_to_name() -> None:
+    # LWS creates no worker StatefulSet for groups of one pod, so a 49-character name takes
+    # 101 one-node groups (the leaders' StatefulSet is named after the resource alone).
+    name = "b" * 49
+    fake, reconciler = _setup({**SPEC, "replicas": 101})
+    path = CR_PATH.removesuffix("/d") + f"/{name}"
+    fake.objects[path] = fake.objects.pop(CR_PATH)
+    fake.objects[path]["metadata"]["name"] = name
+    assert reconciler.reconcile("ns", name, Events()).result == "applied"
+
+
 @pytest.mark.parametrize(
     ("name", "replicas", "message"),
     [
@@ -191,7 +211,9 @@ def test_a_template_change_is_not_reported_ready_on_the_old_counts() -> None:
 def test_a_name_the_children_cannot_take_is_an_invalid_spec(
     name: str, replicas: int, message: str
 ) -> None:
-    fake, reconciler = _setup({**SPEC, "replicas": replicas})
+    # The load is per deployment: 4 concurrent 1M requests per replica keep groups 2 nodes.
+    load = {"concurrency": 4 * replicas}
+    fake, reconciler = _setup({**TWO_NODE_SPEC, "replicas": replicas, "load": load})
     path = CR_PATH.removesuffix("/d") + f"/{name}"
     fake.objects[path] = fake.objects.pop(CR_PATH)
     fake.objects[path]["metadata"]["name"] = name
@@ -382,3 +404,20 @@ def test_a_scaler_the_autoscaling_mode_no_longer_renders_is_deleted() -> None:
     assert not reconciler.reconcile("ns", "d", events).failed
     assert ("GET", hpa_path) in fake.requests  # the mode changed: looked again
     assert hpa_path in fake.objects
+
+
+def test_a_crd_deleted_under_a_running_operator_is_noticed() -> None:
+    # Discovery is cached; an apply answered 404 (the LWS CRD deleted since) clears it, so the
+    # next reconcile reports LeaderWorkerSetMissing instead of a raw 404 forever.
+    fake, reconciler = _setup()
+    events = Events()
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    del fake.served["/apis/leaderworkerset.x-k8s.io/v1"]
+    del fake.objects[LWS_PATH]
+    fake.fail.append(("PATCH", "/leaderworkersets/d", 404))
+    fake.objects[CR_PATH]["spec"]["replicas"] = 2
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    assert reconciler.reconcile("ns", "d", events).result == "transient_error"
+    again = reconciler.reconcile("ns", "d", events)
+    assert again.result == "applied"
+    assert _conditions(fake)["Ready"] == ("False", "LeaderWorkerSetMissing")
