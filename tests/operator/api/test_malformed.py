@@ -447,6 +447,19 @@ CASES = [
         ("spec.engine.extraArgs", "--disable-log-stats is not supported", "no vllm:* metrics"),
     ),
     Case(
+        "gpu-priced-twice-in-two-cases",
+        {
+            "spec.cost": {
+                "gpuHourlyPrices": [
+                    {"gpuType": "h100-80gb", "usdPerGpuHour": "2.49"},
+                    {"gpuType": "H100-80GB", "usdPerGpuHour": "1.00"},
+                ]
+            }
+        },
+        None,
+        ("spec.cost.gpuHourlyPrices", "['h100-80gb'] priced more than once"),
+    ),
+    Case(
         "service-port-is-the-admin-port",
         {"spec.service": {"port": 8081}},
         ("spec.service", "must not be 8081, the runtime's admin port"),

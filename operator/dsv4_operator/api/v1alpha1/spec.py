@@ -171,7 +171,17 @@ class CostSpec(ApiModel):
             },
         ),
     ] = ()
-    """USD per GPU-hour per GPU type (at most 32 entries, one per type)."""
+    """USD per GPU-hour per GPU type (at most 32 entries, one per type, case-insensitive)."""
+
+    @field_validator("gpu_hourly_prices")
+    @classmethod
+    def _one_per_type(cls, value: tuple[GpuPrice, ...]) -> tuple[GpuPrice, ...]:
+        names = [price.gpu_type.lower() for price in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            msg = f"{repeated} priced more than once (GPU type names are case-insensitive)"
+            raise ValueError(msg)
+        return value
 
     def micro_usd_per_gpu_hour(self, gpu_type: str) -> int | None:
         """Micro-dollars per GPU-hour of `gpu_type` (case-insensitive), or None if not priced."""
