@@ -98,49 +98,6 @@ async def test_failed_prelaunch_stops_the_launch(tmp_path: Path, ports: list[int
     assert not state.engine_ready
 
 
-async def test_ready_engine_that_turns_unhealthy_is_not_ready(
-    tmp_path: Path, ports: list[int], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(supervisor_module, "HEALTH_POLL_SECONDS", 0.05)
-    monkeypatch.setattr(supervisor_module, "READY_POLL_SECONDS", 0.05)
-    healthy = [True]
-
-    async def health(_: web.Request) -> web.Response:
-        return web.Response(status=200 if healthy[0] else 500)
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    app.router.add_get("/v1/models", health)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", ports[0]).start()
-    try:
-        launch = Launch(prelaunch=(), argv=_engine(tmp_path / "term"), serves_api=True)
-        state = RuntimeState(metrics=RuntimeMetrics(), engine_metrics_url=None)
-        supervisor = Supervisor(
-            launch,
-            state,
-            engine_url=f"http://127.0.0.1:{ports[0]}",
-            host="127.0.0.1",
-            admin_port=ports[1],
-            drain_timeout_seconds=1,
-            stop_grace_seconds=1,
-        )
-        running = asyncio.create_task(supervisor.run())
-        await _until(lambda: state.engine_ready, 5)
-        healthy[0] = False
-        await asyncio.sleep(0.08)
-        assert state.engine_ready, "one failed check must not flip readiness"
-        await _until(lambda: not state.engine_ready, 2)
-        healthy[0] = True
-        await _until(lambda: state.engine_ready, 2)
-        await asyncio.sleep(0.3)
-        supervisor.request_drain()
-        assert await asyncio.wait_for(running, 5) == 0
-    finally:
-        await runner.cleanup()
-
-
 async def _serve(port: int, routes: dict[str, Callable[[], int]]) -> web.AppRunner:
     """A stand-in engine API answering each path with the status its callable returns."""
     app = web.Application()
@@ -169,6 +126,31 @@ def _api_supervisor(tmp_path: Path, ports: list[int]) -> tuple[Supervisor, Runti
         stop_grace_seconds=1,
     )
     return supervisor, state
+
+
+async def test_ready_engine_that_turns_unhealthy_is_not_ready(
+    tmp_path: Path, ports: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor_module, "HEALTH_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(supervisor_module, "READY_POLL_SECONDS", 0.05)
+    healthy = [True]
+    status = lambda: 200 if healthy[0] else 500  # noqa: E731
+    runner = await _serve(ports[0], {"/health": status, "/v1/models": status})
+    try:
+        supervisor, state = _api_supervisor(tmp_path, ports)
+        running = asyncio.create_task(supervisor.run())
+        await _until(lambda: state.engine_ready, 5)
+        healthy[0] = False
+        await asyncio.sleep(0.08)
+        assert state.engine_ready, "one failed check must not flip readiness"
+        await _until(lambda: not state.engine_ready, 2)
+        healthy[0] = True
+        await _until(lambda: state.engine_ready, 2)
+        await asyncio.sleep(0.3)
+        supervisor.request_drain()
+        assert await asyncio.wait_for(running, 5) == 0
+    finally:
+        await runner.cleanup()
 
 
 async def test_an_api_key_guarded_engine_is_ready(
