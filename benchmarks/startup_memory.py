@@ -13,15 +13,18 @@ and prints, per rank, the memory in use (`torch.cuda.mem_get_info`: total - free
 - `first_tensor`: plus torch's first allocation (the planner's `startup_context_bytes`);
 - `cublas`: plus a bf16 matmul's cuBLAS handle and workspace, after `empty_cache` (vLLM does
   no matmul before its snapshot; for reference only);
-- `nccl_world_allreduce`: plus NCCL after a warm all-reduce on the world group;
-- `second_group`: plus an all-reduce and an all-gather on a second group (vLLM warms its own
-  PyNccl communicator beside torch's); minus `cublas`, the planner's `startup_nccl_bytes`.
+- `nccl_world_allreduce`: plus NCCL after a warm all-reduce on the world group; minus
+  `cublas`, the planner's `startup_nccl_first_bytes`;
+- `group<k>`: plus an all-reduce on each of `--groups` more groups of the same ranks (vLLM warms
+  a communicator per parallel group: TP, DP, EP, PP, each beside the world's); the step
+  between two is the planner's `startup_nccl_group_bytes`.
 
 Output: one JSON line per rank on stdout. Needs CUDA (and 2+ GPUs for the NCCL rows).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
@@ -31,6 +34,9 @@ import torch.distributed as dist
 
 def main() -> None:
     """Print the in-use bytes after each start-up step, one JSON object per rank."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", type=int, default=6, help="extra NCCL groups to warm")
+    groups = parser.parse_args().groups
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     out: dict[str, object] = {"rank": rank, "world": world}
@@ -59,14 +65,14 @@ def main() -> None:
         del t
         torch.cuda.empty_cache()
         used("nccl_world_allreduce")
-        group = dist.new_group(list(range(world)))
-        t = torch.ones(1 << 20, device="cuda")
-        dist.all_reduce(t, group=group)
-        dist.all_gather_into_tensor(torch.empty(world << 20, device="cuda"), t, group=group)
-        torch.cuda.synchronize()
-        del t
-        torch.cuda.empty_cache()
-        used("second_group")
+        for k in range(1, groups + 1):
+            group = dist.new_group(list(range(world)))
+            t = torch.ones(1 << 20, device="cuda")
+            dist.all_reduce(t, group=group)
+            torch.cuda.synchronize()
+            del t
+            torch.cuda.empty_cache()
+            used(f"group{k}")
         dist.barrier()
         dist.destroy_process_group()
     out.update(torch=torch.__version__, cuda=torch.version.cuda, gpu=torch.cuda.get_device_name())

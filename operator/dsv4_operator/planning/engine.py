@@ -91,7 +91,7 @@ class EngineProfile:
         nccl_bytes: NCCL buffers created after vLLM's start-up snapshot (lazily connected
             channels of its groups) when the world size exceeds 1, bytes. An allowance, not
             measured: 512 MiB; the buffers that exist before the snapshot are
-            `startup_nccl_bytes` (1.39 GB for 2 H200 ranks).
+            `startup_nccl_first_bytes` and `startup_nccl_group_bytes`.
         all2all_bytes: expert-parallel dispatch/combine buffers when EP > 1, bytes. An
             allowance, not measured: 1 GiB.
         startup_context_bytes: device memory a worker process holds before vLLM's start-up
@@ -101,12 +101,15 @@ class EngineProfile:
             "Free memory on device ... on startup is less than desired GPU memory
             utilization"), so this must fit in total x (1 - utilization). Measured on an H200
             (torch 2.11.0+cu130, 2026-11-30, `benchmarks/startup_memory.py`): 651,034,624 B.
-        startup_nccl_bytes: NCCL buffers a worker also holds at that snapshot when its replica
-            spans several GPUs over NVLink/NVSwitch (vLLM initialises its process groups, with a
-            warm-up collective, before the snapshot), bytes. Measured on 2 H200 ranks after a
-            warm all-reduce on the world group and an all-reduce + all-gather on a second group:
-            1,390,411,776 B; more ranks may hold more. Not measured for PCIe-only GPUs, whose
-            NCCL transport buffers sit in host memory (SHM), and not applied to them.
+        startup_nccl_first_bytes: NCCL buffers a worker also holds at that snapshot once its
+            first communicator is warmed (vLLM initialises its process groups, with a warm-up
+            collective on each, before the snapshot), when its replica spans several GPUs over
+            NVLink/NVSwitch, bytes: 880,803,840 measured on 2 H200 ranks.
+        startup_nccl_group_bytes: each further warmed communicator (one per parallel group of
+            more than one rank: TP, DP, EP, PP), bytes: 509,607,936 measured on 2 H200 ranks
+            (the larger of two alternating steps). More ranks per group may hold more (not
+            measured: 2 GPUs were available). Not measured for PCIe-only GPUs, whose NCCL
+            transport buffers sit in host memory (SHM), and not applied to them.
         pipeline_parallel: whether the engine supports PP for DeepseekV4ForCausalLM (vLLM 0.33: no).
         min_version: first engine release with DeepseekV4ForCausalLM (vLLM 0.20.0, PR #40760).
         min_transformers_exclusive: transformers must be newer than this (4.51.1), else
@@ -140,7 +143,8 @@ class EngineProfile:
     nccl_bytes: int
     all2all_bytes: int
     startup_context_bytes: int
-    startup_nccl_bytes: int
+    startup_nccl_first_bytes: int
+    startup_nccl_group_bytes: int
     pipeline_parallel: bool
     min_version: str
     min_transformers_exclusive: str
@@ -192,7 +196,8 @@ VLLM_0_33 = EngineProfile(
     nccl_bytes=512 * _MIB,
     all2all_bytes=1 * _GIB,
     startup_context_bytes=651_034_624,
-    startup_nccl_bytes=1_390_411_776,
+    startup_nccl_first_bytes=880_803_840,
+    startup_nccl_group_bytes=509_607_936,
     pipeline_parallel=False,
     min_version="0.20.0",
     min_transformers_exclusive="4.51.1",

@@ -224,11 +224,22 @@ def _min_util_text(mem: MemoryBreakdown, geometry: KvGeometry, length: int, stat
 def startup_reserve_bytes(engine: EngineProfile, gpu: GpuType, layout: Layout) -> int:
     """Device memory a worker holds before vLLM's start-up snapshot, bytes.
 
-    The CUDA context (`EngineProfile.startup_context_bytes`), plus NCCL's buffers
-    (`startup_nccl_bytes`) when the replica spans several GPUs joined by NVLink/NVSwitch.
+    The CUDA context (`EngineProfile.startup_context_bytes`); on a replica of several GPUs
+    joined by NVLink/NVSwitch also NCCL's buffers: the world's communicator
+    (`startup_nccl_first_bytes`) and one more (`startup_nccl_group_bytes`) per parallel group
+    of more than one rank (TP, DP, EP, PP), each of which vLLM warms before the snapshot.
     """
-    nccl = layout.gpus > 1 and gpu.nvlink_domain > 1
-    return engine.startup_context_bytes + (engine.startup_nccl_bytes if nccl else 0)
+    if layout.gpus <= 1 or gpu.nvlink_domain <= 1:
+        return engine.startup_context_bytes
+    sizes = (
+        layout.tensor_parallel,
+        layout.data_parallel,
+        layout.pipeline_parallel,
+        layout.expert_parallel_size,
+    )
+    groups = sum(1 for size in sizes if size > 1)
+    nccl = engine.startup_nccl_first_bytes + groups * engine.startup_nccl_group_bytes
+    return engine.startup_context_bytes + nccl
 
 
 def _startup_reserve_problem(ctx: _Context, mem: MemoryBreakdown) -> Finding | None:

@@ -85,18 +85,23 @@ def test_startup_reserve_counts_nccl_for_nvlink_replicas_only() -> None:
     from dsv4_operator.planning.evaluate import startup_reserve_bytes
     from dsv4_operator.planning.memory import Layout
 
-    one = Layout(
-        nodes=1, gpus_per_node=1, tensor_parallel=1, data_parallel=1, expert_parallel=False
-    )
-    eight = Layout(
-        nodes=1, gpus_per_node=8, tensor_parallel=8, data_parallel=1, expert_parallel=False
-    )
-    h200, r5090 = GPUS["h200-141gb"], GPUS["rtx-5090-32gb"]
-    assert startup_reserve_bytes(VLLM_0_33, h200, one) == 651_034_624
-    assert startup_reserve_bytes(VLLM_0_33, h200, eight) == 651_034_624 + 1_390_411_776
-    assert startup_reserve_bytes(VLLM_0_33, r5090, eight) == 651_034_624  # PCIe: NCCL uses SHM
+    def lay(gpus: int, tp: int, dp: int, ep: bool = False) -> Layout:
+        return Layout(
+            nodes=1, gpus_per_node=gpus, tensor_parallel=tp, data_parallel=dp, expert_parallel=ep
+        )
 
-    # Flash on 8x H200: 0.99 leaves 1.50 GB outside the budget, under the 2.04 GB held at
+    h200, r5090 = GPUS["h200-141gb"], GPUS["rtx-5090-32gb"]
+    context, first, group = 651_034_624, 880_803_840, 509_607_936
+    assert startup_reserve_bytes(VLLM_0_33, h200, lay(1, 1, 1)) == context
+    # The world's communicator, then one per parallel group of more than one rank.
+    assert startup_reserve_bytes(VLLM_0_33, h200, lay(8, 8, 1)) == context + first + group
+    tp1_dp8_ep = lay(8, 1, 8, ep=True)
+    assert startup_reserve_bytes(VLLM_0_33, h200, tp1_dp8_ep) == context + first + 2 * group
+    tp2_dp4_ep = lay(8, 2, 4, ep=True)
+    assert startup_reserve_bytes(VLLM_0_33, h200, tp2_dp4_ep) == context + first + 3 * group
+    assert startup_reserve_bytes(VLLM_0_33, r5090, lay(8, 8, 1)) == context  # PCIe: SHM
+
+    # Flash on 8x H200 TP8: 0.99 leaves 1.50 GB outside the budget, under the 2.04 GB held at
     # start-up; 0.98 leaves 3.00 GB and plans.
     def flash_h200(util: float) -> Plan:
         return plan(
