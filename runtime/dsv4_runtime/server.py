@@ -33,6 +33,7 @@ from dsv4_runtime.metrics import CONTENT_TYPE, RuntimeMetrics, merge_exposition
 __all__ = [
     "ADMIN_TOKEN_ENV",
     "ENGINE_METRICS_MAX_AGE_SECONDS",
+    "ENGINE_POLL_TIMEOUT_SECONDS",
     "ENGINE_SCRAPE_TIMEOUT_SECONDS",
     "RuntimeState",
     "build_app",
@@ -47,6 +48,9 @@ ENGINE_SCRAPE_TIMEOUT_SECONDS = 1.5
 """Time allowed for the engine's /metrics; a slower engine is reported as a scrape error.
 Below the operator's 2 s per request (`handlers.autoscaler`), so a slow engine still gets
 its scrape answered from the last exposition read (`ENGINE_METRICS_MAX_AGE_SECONDS`)."""
+ENGINE_POLL_TIMEOUT_SECONDS = 5.0
+"""Time the background poll (every 5 s) gives the engine's /metrics: longer than a scrape's, so
+an engine that is always a little slow still refreshes the exposition scrapes fall back on."""
 ENGINE_METRICS_MAX_AGE_SECONDS = 15.0
 """How old the last engine exposition (read every 5 s in the background) may be to stand in
 for one that did not arrive in time; older, the scrape carries the runtime's metrics only."""
@@ -96,15 +100,23 @@ class RuntimeState:
 _STATE_KEY = web.AppKey("state", RuntimeState)
 
 
-async def fetch_engine_metrics(state: RuntimeState) -> str | None:
-    """Read the engine's exposition and feed the tokens/s meter; None on any failure."""
+async def fetch_engine_metrics(
+    state: RuntimeState, timeout_seconds: float | None = None
+) -> str | None:
+    """Read the engine's exposition and feed the tokens/s meter; None on any failure.
+
+    Args:
+        state: the shared state (engine URL, session; the result is kept as `engine_text`).
+        timeout_seconds: time allowed, s; `ENGINE_SCRAPE_TIMEOUT_SECONDS` when None.
+    """
     if state.engine_metrics_url is None or state.session is None:
         return None
+    limit = ENGINE_SCRAPE_TIMEOUT_SECONDS if timeout_seconds is None else timeout_seconds
     try:
         async with state.session.get(
             state.engine_metrics_url,
             headers={"Accept": "text/plain"},
-            timeout=aiohttp.ClientTimeout(total=ENGINE_SCRAPE_TIMEOUT_SECONDS),
+            timeout=aiohttp.ClientTimeout(total=limit),
         ) as response:
             if response.status != 200:
                 state.metrics.engine_scrape_errors.inc()

@@ -40,7 +40,13 @@ import aiohttp
 from aiohttp import web
 
 from dsv4_runtime.launch import Launch
-from dsv4_runtime.server import ADMIN_TOKEN_ENV, RuntimeState, build_app, fetch_engine_metrics
+from dsv4_runtime.server import (
+    ADMIN_TOKEN_ENV,
+    ENGINE_POLL_TIMEOUT_SECONDS,
+    RuntimeState,
+    build_app,
+    fetch_engine_metrics,
+)
 
 __all__ = [
     "EXIT_ENGINE_KILLED",
@@ -284,7 +290,7 @@ class Supervisor:
         while True:
             await asyncio.sleep(METRICS_POLL_SECONDS)
             if self._state.engine_ready:
-                await fetch_engine_metrics(self._state)
+                await fetch_engine_metrics(self._state, ENGINE_POLL_TIMEOUT_SECONDS)
 
 
 def _engine_env() -> dict[str, str]:

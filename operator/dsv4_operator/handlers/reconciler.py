@@ -152,9 +152,11 @@ class Reconciler:
         later is noticed; an apply answered 404 (a CRD deleted since) clears the cache, so
         removing either is noticed too.
         """
-        if self.apis is None or not self.apis.lws or (need_keda and not self.apis.keda):
-            self.apis = discover(self.kube)
-        return self.apis
+        apis = self.apis  # one read: another thread may clear it (a 404 on apply)
+        if apis is None or not apis.lws or (need_keda and not apis.keda):
+            apis = discover(self.kube)
+            self.apis = apis
+        return apis
 
     def reconcile(self, namespace: str, name: str, emit: EmitFn) -> Outcome:
         """Bring the children and status of `namespace/name` in line with its spec.
@@ -309,8 +311,10 @@ class Reconciler:
             children = [c for c in children if c["kind"] != "ScaledObject"]
         try:
             secret_created = self._ensure_admin_secret(owner, spec.model)
-            applied = apply_children(self.kube, children)
+            # Before the new scaler: KEDA's webhook refuses a ScaledObject while another
+            # scaler (our old HPA) targets the same resource.
             self._remove_stale_scalers(owner, spec, apis, emit)
+            applied = apply_children(self.kube, children)
         except TransientApiError:
             raise
         except ApiError as error:

@@ -17,8 +17,13 @@ is refused, so nobody's Service or ConfigMap is taken over (and later garbage-co
 
 A Service, ConfigMap or PodDisruptionBudget that the API server refuses to update (422: e.g.
 another manager changed a Service port, so ours would duplicate its port name) is deleted and
-created again: each is cheap to replace. The LeaderWorkerSet never is (its pods would restart).
-Every child is tried even when one fails; the first failure is raised at the end.
+created again, each being cheap to replace, but only after a dry-run create of what we render
+(under a generated name) passes validation and admission: an update refused for our own content
+(a policy that forbids it) leaves the working object in place. Never a LoadBalancer Service
+(its external address would change) nor the LeaderWorkerSet (its pods would restart).
+Every child is tried even when one fails, except that a LeaderWorkerSet is not created while
+an earlier child failed (pods never start before the plan they run is recorded); the first
+failure is raised at the end.
 """
 
 from __future__ import annotations
@@ -154,12 +159,45 @@ def _check_ownership(live: Mapping[str, Any], child: Mapping[str, Any], what: st
     raise ApiError(409, reason, what)
 
 
-def _apply_one(kube: KubeClient, rendered: Mapping[str, Any]) -> AppliedChild:
+def _replaceable(kind: str, live: Mapping[str, Any], child: Mapping[str, Any]) -> bool:
+    if kind not in RECREATABLE_KINDS:
+        return False
+    types = {(obj.get("spec") or {}).get("type") for obj in (live, child)}
+    return "LoadBalancer" not in types
+
+
+def _recreate(
+    kube: KubeClient, child: dict[str, Any], live: Mapping[str, Any], refused: ApiError
+) -> AppliedChild:
+    """Delete `live` and create `child`, once a dry-run create shows `child` itself is valid."""
+    meta = child["metadata"]
+    kind, name, namespace = str(child["kind"]), str(meta["name"]), str(meta["namespace"])
+    probe = copy.deepcopy(child)
+    probe["metadata"] = {k: v for k, v in meta.items() if k != "name"}
+    probe["metadata"]["generateName"] = f"{name}-"
+    try:
+        kube.create(probe, dry_run=True)
+    except ApiError:
+        raise refused from None  # our own content is refused: keep the working object
+    uid = str((live.get("metadata") or {}).get("uid", ""))
+    kube.delete(child["apiVersion"], kind, namespace, name, uid)
+    now = kube.get(child["apiVersion"], kind, namespace, name)
+    if now is not None:  # someone else's took the name, or ours is still being deleted
+        _check_ownership(now, child, f"{kind} {namespace}/{name}")
+        raise TransientApiError(409, "being replaced: retrying", f"{kind} {namespace}/{name}", None)
+    return AppliedChild(kind, name, "created", kube.apply(child))
+
+
+def _apply_one(
+    kube: KubeClient, rendered: Mapping[str, Any], *, may_create_lws: bool = True
+) -> AppliedChild | None:
     child = with_rendered_hash(rendered)
     meta = child["metadata"]
     kind, name, namespace = str(child["kind"]), str(meta["name"]), str(meta["namespace"])
     live = kube.get(child["apiVersion"], kind, namespace, name)
     if live is None:
+        if kind == "LeaderWorkerSet" and not may_create_lws:
+            return None
         return AppliedChild(kind, name, "created", kube.apply(child))
     _check_ownership(live, child, f"{kind} {namespace}/{name}")
     if _is_current(live, child):
@@ -169,11 +207,9 @@ def _apply_one(kube: KubeClient, rendered: Mapping[str, Any]) -> AppliedChild:
     except TransientApiError:
         raise
     except ApiError as error:
-        uid = str((live.get("metadata") or {}).get("uid", ""))
-        if error.status != 422 or kind not in RECREATABLE_KINDS or not uid:
+        if error.status != 422 or not _replaceable(kind, live, child):
             raise
-        kube.delete(child["apiVersion"], kind, namespace, name, uid)
-        return AppliedChild(kind, name, "created", kube.apply(child))
+        return _recreate(kube, child, live, error)
 
 
 def apply_children(kube: KubeClient, children: Sequence[Mapping[str, Any]]) -> list[AppliedChild]:
@@ -196,9 +232,12 @@ def apply_children(kube: KubeClient, children: Sequence[Mapping[str, Any]]) -> l
     failures: list[ApiError] = []
     for rendered in children:
         try:
-            results.append(_apply_one(kube, rendered))
+            applied = _apply_one(kube, rendered, may_create_lws=not failures)
         except ApiError as error:
             failures.append(error)
+            continue
+        if applied is not None:
+            results.append(applied)
     if failures:
         raise failures[0]
     return results

@@ -199,24 +199,29 @@ class KubeClient:
             raise
         return found
 
-    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    def create(self, obj: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any] | None:
         """Create `obj` (POST); the created object, or None when it already exists (409).
 
         Cluster-scoped when `obj` has no metadata.namespace. Unlike `apply`, an existing object
-        is left exactly as it is (no field is taken over).
+        is left exactly as it is (no field is taken over). With `dry_run` the API server runs
+        validation and admission and stores nothing (`dryRun=All`).
 
         Raises:
             TransientApiError: a retryable failure (429, 5xx, connection).
-            ApiError: any other failure (e.g. 403 forbidden, 404 kind not served).
+            ApiError: any other failure (e.g. 403 forbidden, 404 kind not served, 422 invalid).
         """
         meta = obj["metadata"]
         path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace", ""))
-        self.writes.add("create", str(obj["kind"]))
+        query = [("fieldManager", self.field_manager)]
+        if dry_run:
+            query.append(("dryRun", "All"))
+        else:
+            self.writes.add("create", str(obj["kind"]))
         try:
             created: dict[str, Any] = self._request(
                 "POST",
                 path,
-                query=[("fieldManager", self.field_manager)],
+                query=query,
                 body=dict(obj),
                 content_type="application/json",
             )

@@ -179,13 +179,14 @@ def hf_cache_error(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> str | None:
     """Why the pods could never hold their Hugging Face download, or None.
 
     With the default emptyDir cache the download counts against the container's ephemeral
-    storage: a `spec.resources.limits.ephemeral-storage` below it would get the pod evicted
-    mid-download (and a request above the limit is refused by the API server).
+    storage: a `spec.resources.limits.ephemeral-storage` below it, plus 1 GiB for the
+    container's writable layer and logs, would get the pod evicted mid-download (and a request
+    above the limit is refused by the API server).
     """
     limit = spec.resources.limits.get("ephemeral-storage")
     if _hf_cache(spec) != "emptyDir" or limit is None:
         return None
-    need = hf_cache_bytes(plan)
+    need = hf_cache_bytes(plan) + _GI  # + the container's writable layer and logs
     if quantity_bytes(limit) >= need:
         return None
     return (

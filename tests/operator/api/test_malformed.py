@@ -460,6 +460,32 @@ CASES = [
         ("spec.cost.gpuHourlyPrices", "['h100-80gb'] priced more than once"),
     ),
     Case(
+        "env-sets-the-hub-cache",
+        {"spec.engine": {"env": [{"name": "HF_HOME", "value": "/tmp/hf"}]}},
+        ("spec", "HF_HOME is set by the operator for a Hugging Face source"),
+        ("spec", "HF_HOME is set by the operator for a Hugging Face source"),
+    ),
+    Case(
+        "env-and-token-ref-both-set-the-hub-token",
+        {
+            "spec.modelSource": {
+                "huggingFace": {
+                    "repo": "deepseek-ai/DeepSeek-V4-Flash",
+                    "tokenSecretRef": {"name": "hf"},
+                }
+            },
+            "spec.engine": {"env": [{"name": "HF_TOKEN", "value": "x"}]},
+        },
+        None,
+        ("spec", "HF_TOKEN is set by the operator from modelSource.huggingFace.tokenSecretRef"),
+    ),
+    Case(
+        "host-path-with-parent-segment",
+        {"spec.modelSource": {"hostPath": {"path": "/models/../etc"}}},
+        None,
+        ("spec.modelSource.hostPath.path", "must not contain '..' segments"),
+    ),
+    Case(
         "service-port-is-the-admin-port",
         {"spec.service": {"port": 8081}},
         ("spec.service", "must not be 8081, the runtime's admin port"),

@@ -421,3 +421,31 @@ def test_a_crd_deleted_under_a_running_operator_is_noticed() -> None:
     again = reconciler.reconcile("ns", "d", events)
     assert again.result == "applied"
     assert _conditions(fake)["Ready"] == ("False", "LeaderWorkerSetMissing")
+
+
+def test_switching_from_hpa_to_keda_removes_the_hpa_before_creating_the_scaled_object() -> None:
+    # KEDA's webhook refuses a ScaledObject while another scaler targets the resource.
+    spec = {
+        **SPEC,
+        "autoscaling": {"enabled": True, "mode": "hpa", "minReplicas": 1, "maxReplicas": 3},
+    }
+    fake, reconciler = _setup(spec)
+    fake.served["/apis/autoscaling/v2"] = ["HorizontalPodAutoscaler"]
+    fake.served["/apis/keda.sh/v1alpha1"] = ["ScaledObject"]
+    events = Events()
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    hpa_path = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/d"
+    scaled_path = "/apis/keda.sh/v1alpha1/namespaces/ns/scaledobjects/d"
+    fake.objects[CR_PATH]["spec"]["autoscaling"]["mode"] = "keda"
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    fake.requests.clear()
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    deleted = fake.requests.index(("DELETE", hpa_path))
+    created = fake.requests.index(("PATCH", scaled_path))
+    assert deleted < created
+    assert hpa_path not in fake.objects
+    # And back to native: the ScaledObject goes.
+    fake.objects[CR_PATH]["spec"]["autoscaling"]["mode"] = "native"
+    reconciler.reconcile("ns", "d", events)
+    assert scaled_path not in fake.objects
+    assert "deleted ScaledObject d: spec.autoscaling is now native" in events[-1][2]

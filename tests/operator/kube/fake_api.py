@@ -72,6 +72,11 @@ class FakeApi:
             if path in self.objects:
                 return self._json(200, self.objects[path])
             return self._json(404, {"message": "not found"})
+        if method == "POST" and "dryRun=All" in url:  # validated, never stored
+            probe = copy.deepcopy(body if isinstance(body, dict) else json.loads(body))
+            meta = probe["metadata"]
+            meta.setdefault("name", meta.get("generateName", "") + "x7k2q")
+            return self._json(201, probe)
         if method == "POST":  # create in a collection
             created = copy.deepcopy(body if isinstance(body, dict) else json.loads(body))
             key = f"{path}/{created['metadata']['name']}"

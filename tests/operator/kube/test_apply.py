@@ -253,6 +253,20 @@ def test_a_refused_service_update_is_replaced_but_a_leaderworkerset_never_is() -
     assert applied.action == "created"
     assert ("DELETE", path) in api.requests
     assert api.objects[path]["spec"]["type"] == "ClusterIP"
+    # Our own content refused (a dry-run create of it fails too, e.g. an admission policy):
+    # the working Service stays.
+    api.objects[path]["spec"]["type"] = "NodePort"
+    api.fail += [("PATCH", "/services/d-api", 422), ("POST", "/services", 422)]
+    with pytest.raises(ApiError) as refused:
+        apply_children(kube, [service])
+    assert refused.value.status == 422
+    assert api.objects[path]["spec"]["type"] == "NodePort"
+    # A LoadBalancer Service is never replaced (its external address would change).
+    balancer = _child("Service", "d-api", type="LoadBalancer")
+    api.fail.append(("PATCH", "/services/d-api", 422))
+    with pytest.raises(ApiError):
+        apply_children(kube, [balancer])
+    assert path in api.objects
     lws = _child("LeaderWorkerSet", "d", replicas=1)
     apply_children(kube, [lws])
     lws_path = resource_path("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "ns", "d")
@@ -262,3 +276,25 @@ def test_a_refused_service_update_is_replaced_but_a_leaderworkerset_never_is() -
         apply_children(kube, [lws])
     assert caught.value.status == 422
     assert ("DELETE", lws_path) not in api.requests
+
+
+def test_no_leaderworkerset_is_created_while_an_earlier_child_failed() -> None:
+    # Pods never start before the plan they run is recorded (and hold no GPUs for a resource
+    # whose Service cannot be made), but an existing LeaderWorkerSet is still updated.
+    api = FakeApi()
+    kube = KubeClient(api, "dsv4-operator")
+    lws_path = resource_path("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "ns", "d")
+    children = [_child("ConfigMap", "d-plan"), _child("LeaderWorkerSet", "d", replicas=1)]
+    api.fail.append(("PATCH", "/configmaps/d-plan", 403))
+    with pytest.raises(ApiError):
+        apply_children(kube, children)
+    assert lws_path not in api.objects
+    apply_children(kube, children)
+    assert lws_path in api.objects
+    children[1] = _child("LeaderWorkerSet", "d", replicas=2)
+    api.fail.append(("PATCH", "/configmaps/d-plan", 403))
+    live_cm = api.objects[resource_path("v1", "ConfigMap", "ns", "d-plan")]
+    live_cm["metadata"]["annotations"][RENDERED_HASH] = "stale"  # so it is applied again
+    with pytest.raises(ApiError):
+        apply_children(kube, children)
+    assert api.objects[lws_path]["spec"]["replicas"] == 2

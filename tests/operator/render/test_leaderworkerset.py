@@ -447,7 +447,7 @@ def test_an_ephemeral_storage_limit_below_the_download_is_reported() -> None:
     assert "limits.ephemeral-storage (100Gi) is below the" in message
     spec = parse_spec({"model": "flash", "gpu": {"types": ["h200-141gb"]}})
     need = hf_cache_bytes(plan(request_from_spec(spec)))
-    assert f"{need:,} B" in message
+    assert f"{need + 2**30:,} B" in message
     assert error({"limits": {"ephemeral-storage": "1Ti"}}, hub) is None
     assert (
         error(small, {"huggingFace": {**hub["huggingFace"], "cache": {"claimName": "c"}}}) is None

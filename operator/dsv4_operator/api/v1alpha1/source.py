@@ -49,6 +49,13 @@ class SecretKeyRef(ApiModel):
     """Key inside the Secret whose value is the token (default `token`)."""
 
 
+def _no_parent_segments(value: str) -> str:
+    if ".." in value.split("/"):
+        msg = "must not contain '..' segments (Kubernetes refuses them in volume paths)"
+        raise ValueError(msg)
+    return value
+
+
 class HuggingFaceCache(ApiModel):
     """Where worker pods keep the files they download: exactly one of claimName, hostPath.
 
@@ -69,8 +76,13 @@ class HuggingFaceCache(ApiModel):
     """A PersistentVolumeClaim (ReadWriteMany, in the resource's namespace) shared by every
     pod: the checkpoint is downloaded once and kept across pods and restarts."""
     host_path: AbsolutePath | None = None
-    """A directory on each GPU node (created if missing): kept across pods on that node. Pod
-    Security's baseline and restricted levels refuse hostPath volumes."""
+    """A directory on each GPU node (created if missing; no `..` segments): kept across pods on
+    that node. Pod Security's baseline and restricted levels refuse hostPath volumes."""
+
+    @field_validator("host_path")
+    @classmethod
+    def _no_parent(cls, value: str | None) -> str | None:
+        return None if value is None else _no_parent_segments(value)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "HuggingFaceCache":
@@ -102,13 +114,6 @@ class HuggingFaceSource(ApiModel):
     emptyDir per pod sized for the checkpoint (ephemeral storage requested to match)."""
 
 
-def _no_parent_segments(value: str) -> str:
-    if ".." in value.split("/"):
-        msg = "must not contain '..' segments (the path stays inside the volume)"
-        raise ValueError(msg)
-    return value
-
-
 class PvcSource(ApiModel):
     """Read the checkpoint from a PersistentVolumeClaim mounted read-only in every worker pod."""
 
@@ -129,7 +134,13 @@ class HostPathSource(ApiModel):
     """Read the checkpoint from a directory already present on every GPU node."""
 
     path: AbsolutePath
-    """Absolute directory on the node that holds config.json and the safetensors shards."""
+    """Absolute directory on the node that holds config.json and the safetensors shards (no
+    `..` segments: Kubernetes refuses such hostPath volumes)."""
+
+    @field_validator("path")
+    @classmethod
+    def _no_parent(cls, value: str) -> str:
+        return _no_parent_segments(value)
 
 
 class ModelSource(ApiModel):

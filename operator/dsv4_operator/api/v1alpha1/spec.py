@@ -275,6 +275,17 @@ _SPEC_RULES: Final[list[CelRule]] = [
         ),
     },
     {
+        "rule": (
+            "!has(self.engine) || !has(self.engine.env) || "
+            "(has(self.modelSource) && !has(self.modelSource.huggingFace)) || "
+            "!self.engine.env.exists(e, e.name == 'HF_HOME')"
+        ),
+        "message": (
+            "spec.engine.env: HF_HOME is set by the operator for a Hugging Face source (the "
+            "download cache); choose the cache with spec.modelSource.huggingFace.cache"
+        ),
+    },
+    {
         # A transition rule (runs on update only): Kueue's LeaderWorkerSet webhook refuses to
         # set, change or remove the queue label of an existing LeaderWorkerSet
         # (kueue pkg/controller/jobs/leaderworkerset/leaderworkerset_webhook.go ValidateUpdate).
@@ -432,6 +443,7 @@ class DeepSeekV4DeploymentSpec(ApiModel):
                     f"parallelism.expert ({p.expert}) must divide the {ROUTED_EXPERTS[self.model]}"
                     f" routed experts of {self.model}"
                 )
+        problems += self._env_problems()
         if self.placement.topology_key is not None:
             clash = sorted(k for k in self.pod.annotations if k.startswith(KUEUE_ANNOTATION_PREFIX))
             if clash:
@@ -444,6 +456,27 @@ class DeepSeekV4DeploymentSpec(ApiModel):
             problems.append(
                 f"replicas ({self.replicas}) must be within autoscaling.minReplicas "
                 f"({scaling.min_replicas}) and autoscaling.maxReplicas ({scaling.max_replicas})"
+            )
+        return problems
+
+    def _env_problems(self) -> list[str]:
+        """`spec.engine.env` names the operator sets for a Hugging Face source."""
+        source = self.model_source
+        hub = source.hugging_face if source is not None else None
+        downloads = hub is not None or (
+            source is None and self.weights_format in _DOWNLOADABLE_FORMATS
+        )
+        names = {var.name for var in self.engine.env}
+        problems = []
+        if downloads and "HF_HOME" in names:
+            problems.append(
+                "engine.env: HF_HOME is set by the operator for a Hugging Face source (the "
+                "download cache); choose the cache with modelSource.huggingFace.cache"
+            )
+        if hub is not None and hub.token_secret_ref is not None and "HF_TOKEN" in names:
+            problems.append(
+                "engine.env: HF_TOKEN is set by the operator from "
+                "modelSource.huggingFace.tokenSecretRef; set it in one place"
             )
         return problems
 
