@@ -271,6 +271,13 @@ def test_engine_pod_monitor_selects_the_leaders_the_operator_renders() -> None:
     assert not selector.items() <= group["workerTemplate"]["metadata"]["labels"].items()
     ports = {p["name"] for p in group["leaderTemplate"]["spec"]["containers"][0]["ports"]}
     assert endpoint["port"] in ports
+    # `deployment` for the HPA's adapter rules, from the pod label that holds the name.
+    (relabel,) = endpoint["relabelings"]
+    assert relabel["targetLabel"] == "deployment"
+    (source,) = relabel["sourceLabels"]
+    pod_label = source.removeprefix("__meta_kubernetes_pod_label_")
+    matching = [k for k in leader_labels if k.replace(".", "_").replace("/", "_") == pod_label]
+    assert [leader_labels[k] for k in matching] == ["d"]
     assert endpoint["path"] == "/metrics"
     enabled = ["metrics.podMonitor.enabled=true"]
     cluster_wide = one(template(api_versions=MONITORING, sets=enabled), "PodMonitor")

@@ -579,8 +579,9 @@ def plan(req: PlanRequest) -> Plan:
     if chosen.layout.gpus >= 8 or req.weights_download:
         node_bytes = chosen.memory.weights.total_bytes * chosen.layout.gpus_per_node
         download = (
-            f"downloads the {checkpoint / _GB:,.0f} GB checkpoint on every node (at "
-            f"{req.engine.download_bytes_per_s / _GB:g} GB/s assumed), "
+            f"downloads the {checkpoint / _GB:,.0f} GB checkpoint (at "
+            f"{req.engine.download_bytes_per_s / _GB:g} GB/s assumed; every node into its own "
+            "cache unless a shared one is given), "
             if req.weights_download
             else ""
         )

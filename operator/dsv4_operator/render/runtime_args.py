@@ -94,9 +94,17 @@ def _weights_path(spec: DeepSeekV4DeploymentSpec) -> str | None:
 
 
 def _model_id(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> str:
+    """The Hub repository vLLM downloads (for a volume source, the official repo's id).
+
+    Without `spec.modelSource` that is the default repository of (model, weightsFormat)
+    (`DEFAULT_HUGGING_FACE_REPOS`: FP8 and NVFP4 checkpoints are other repositories than the
+    official one), never the official one for every format.
+    """
     source = spec.model_source
-    if source is not None and source.hugging_face is not None:
-        return source.hugging_face.repo
+    if source is None or source.hugging_face is not None:
+        hub = spec.effective_model_source.hugging_face
+        if hub is not None:
+            return hub.repo
     return plan.model.hf_repo
 
 

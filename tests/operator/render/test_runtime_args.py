@@ -63,6 +63,17 @@ def test_weights_source_and_extra_args() -> None:
     config = RuntimeConfig.from_args(ra.runtime_args(host, plan(request_from_spec(host))))
     assert (config.model, config.weights) == ("deepseek-ai/DeepSeek-V4-Flash", "/models")
     assert config.served_model_name == "deepseek-v4-flash"
+    # Without modelSource each weightsFormat downloads its own public checkpoint: the plan's
+    # FP8 or NVFP4 weights, never the official MXFP4 repository for every format.
+    for fmt, repo in (
+        ("official", "deepseek-ai/DeepSeek-V4-Flash"),
+        ("fp8", "sgl-project/DeepSeek-V4-Flash-FP8"),
+        ("nvfp4", "nvidia/DeepSeek-V4-Flash-NVFP4"),
+    ):
+        default = parse_spec({**base, "weightsFormat": fmt})
+        planned = plan(request_from_spec(default))
+        config = RuntimeConfig.from_args(ra.runtime_args(default, planned))
+        assert (config.model, config.weights) == (repo, None), fmt
 
 
 def test_constants_match_the_runtime() -> None:
