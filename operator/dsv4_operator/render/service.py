@@ -99,19 +99,23 @@ def endpoint(owner: Owner, spec: DeepSeekV4DeploymentSpec) -> str:
 
 
 def _pdb_max_unavailable(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> int | str:
-    """Pods that may be evicted at once: `spec.rollout.maxUnavailable` groups, in pods.
+    """Pods that may be evicted at once: `spec.rollout.maxUnavailable` groups' worth, one pod each.
 
-    Losing any pod stops its whole group, so the budget counts whole groups (x nodes per
-    replica). At least one group may be evicted, or node drains would block forever.
+    Losing any pod stops its whole group, and a PodDisruptionBudget counts pods, not groups:
+    a budget of groups x nodes per replica would let that many pods of as many different groups
+    go at once (two concurrent node drains, one pod from each of two 2-pod groups, would stop
+    both). One pod per group that may be unavailable bounds the groups stopped. Once a group
+    is broken its pods are unhealthy until LeaderWorkerSet has recreated it, so drains of its
+    other nodes wait for that. At least one pod may be evicted, or drains would block forever.
     """
-    size = plan.chosen.layout.nodes
+    del plan  # the budget no longer scales with nodes per replica (docstring)
     value = spec.rollout.max_unavailable
     if isinstance(value, str):
         percent = int(value.rstrip("%"))
         groups = math.floor(percent * spec.replicas / 100)
     else:
         groups = value
-    return max(groups, 1) * size
+    return max(groups, 1)
 
 
 def pod_disruption_budget(
