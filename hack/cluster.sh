@@ -473,6 +473,8 @@ cmd_env() {
     [[ -f $STATE/kubeconfig ]] || die "no kubeconfig in $STATE (run: hack/cluster.sh start)"
     printf 'export KUBECONFIG=%q\n' "$STATE/kubeconfig"
     printf 'export PATH=%q:"$PATH"\n' "$BIN"
+    # So that a later `stop`, `status` or `start-cel` in the same shell finds this plane.
+    printf 'export DSV4_CLUSTER_DIR=%q DSV4_CLUSTER_PORT=%q\n' "$STATE" "$PORT"
 }
 
 cmd_status() {

@@ -470,6 +470,8 @@ def test_cluster_script_stops_exactly_its_processes(
         assert "kube-apiserver: running" in status
         exported = script("env").stdout
         assert f"export KUBECONFIG={tmp_path / 'second' / 'kubeconfig'}" in exported
+        # ... and the plane's folder and port, so a later `stop` in that shell finds it.
+        assert f"export DSV4_CLUSTER_DIR={tmp_path / 'second'} DSV4_CLUSTER_PORT=" in exported
         names = ["etcd", "kube-apiserver"]
         if cel_server_unavailable() is None:  # the watchdog stops the CEL CRD server too
             cel = script("start-cel")

@@ -88,10 +88,10 @@ class Placement(ApiModel):
     """Group placement and admission of the replicas (all optional; the plan is unchanged)."""
 
     exclusive_topology_key: LabelKey | None = None
-    """Node label key whose values are the domains a replica group gets to itself, e.g.
-    `kubernetes.io/hostname`, a rack label or `cloud.google.com/gce-topology-block` (set as
-    LeaderWorkerSet's `exclusive-topology` annotation; hard: extra groups stay Pending; applies
-    to groups created after a change)."""
+    """Node label key whose values are the domains a replica group gets to itself, e.g. a
+    rack label or `cloud.google.com/gce-topology-block` (`kubernetes.io/hostname` only for
+    one-node groups) (set as LeaderWorkerSet's `exclusive-topology` annotation; hard: extra
+    groups stay Pending; applies to groups created after a change)."""
     queue_name: LabelValueName | None = None
     """Kueue LocalQueue (in the resource's namespace) that admits each replica group as one
     Workload against its quota (`kueue.x-k8s.io/queue-name` on the LeaderWorkerSet). Immutable;
@@ -101,7 +101,8 @@ class Placement(ApiModel):
     topology_key: LabelKey | None = None
     """Kueue Topology Aware Scheduling: the topology level (a node label key, e.g.
     `cloud.google.com/gce-topology-block`) within one domain of which each group is placed;
-    needs Kueue with TAS and a Topology that has this level."""
+    needs Kueue with TAS and a Topology that has this level, and Kueue managing the group
+    (queueName, or Kueue's default LocalQueue); otherwise the annotations do nothing."""
     topology_policy: TopologyPolicy = "Required"
     """With topologyKey: Required (the group waits until one domain fits it) or Preferred (Kueue
     falls back to spreading it)."""
