@@ -149,6 +149,29 @@ def _table(p: Plan, console: Console) -> None:
         console.print(f"{len(p.rejected)} candidate layouts rejected (see --output json)")
 
 
+_FIELD_FLAGS: dict[str, str] = {
+    "model": "--model",
+    "weights_format": "--weights",
+    "kv_cache_dtype": "--kv-cache-dtype",
+    "gpu_types": "--gpu",
+    "gpus_per_node": "--gpus-per-node",
+    "max_nodes": "--nodes",
+    "tensor_parallel": "--tensor-parallel",
+    "data_parallel": "--data-parallel",
+    "pipeline_parallel": "--pipeline-parallel",
+    "expert_parallel": "--expert-parallel",
+    "max_model_len": "--max-model-len",
+    "max_num_seqs": "--max-num-seqs",
+    "max_num_batched_tokens": "--max-num-batched-tokens",
+    "gpu_memory_utilization": "--gpu-memory-utilization",
+    "speculative_tokens": "--speculative-tokens",
+    "concurrency": "--concurrency",
+    "tokens_per_second": "--tokens-per-second",
+    "cpu_offload_bytes": "--cpu-offload-gb",
+}
+"""The `dsv4 plan` option behind each planner request field, for error messages."""
+
+
 @app.command("plan")
 def plan_command(
     file: Annotated[
@@ -215,7 +238,9 @@ def plan_command(
             changes["max_model_len"] = mml
         result = plan(dataclasses.replace(req, **changes))
     except PlanningError as e:
-        typer.echo(f"error: {e}", err=True)
+        flag = _FIELD_FLAGS.get(e.field)
+        where = f"{flag} ({e.field})" if flag else e.field
+        typer.echo(f"error: {where}: {str(e).removeprefix(f'{e.field}: ')}", err=True)
         raise typer.Exit(2) from None
     data = plan_to_dict(result)
     try:

@@ -75,7 +75,10 @@ def test_kv_line_separates_kv_room_from_sequences_at_once() -> None:
 def test_invalid_input_exits_two_naming_the_field() -> None:
     result = runner.invoke(app, ["plan", "--gpu", "h900-80gb"])
     assert result.exit_code == 2
-    assert "gpu_types" in result.output
+    assert "error: --gpu (gpu_types): unknown GPU type 'h900-80gb'" in result.output
+    result = runner.invoke(app, ["plan", "--model", "flash", "--gpu", "h100-80gb", "--nodes", "0"])
+    assert result.exit_code == 2
+    assert "error: --nodes (max_nodes): 0 must be at least 1" in result.output
     result = runner.invoke(app, ["plan", "--max-model-len", "lots"])
     assert result.exit_code == 2
     assert "max_model_len" in result.output
