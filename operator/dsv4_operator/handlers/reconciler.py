@@ -30,6 +30,7 @@ from dsv4_operator.kube import (
     TransientApiError,
     apply_children,
     discover,
+    owner_relation,
 )
 from dsv4_operator.kube.discovery import KEDA_API_VERSION
 from dsv4_operator.metrics import OperatorMetrics
@@ -239,11 +240,10 @@ class Reconciler:
             if mode == kept_mode:
                 continue
             live = self.kube.get(api_version, kind, owner.namespace, owner.name)
-            meta = (live or {}).get("metadata") or {}
-            refs = meta.get("ownerReferences") or []
-            if live is None or not any(r.get("uid") == owner.uid for r in refs):
+            if live is None or owner_relation(live, owner.reference()) != "own":
                 continue
-            if self.kube.delete(api_version, kind, owner.namespace, owner.name, meta["uid"]):
+            uid = live["metadata"]["uid"]
+            if self.kube.delete(api_version, kind, owner.namespace, owner.name, uid):
                 emit(
                     "Normal",
                     "ScalerRemoved",
@@ -270,14 +270,11 @@ class Reconciler:
         found = self.kube.get("v1", "Secret", owner.namespace, name)
         if found is None:
             return self.kube.create(admin_secret(owner, model, secrets.token_hex(32))) is not None
-        meta = found.get("metadata") or {}
-        owners = [r for r in meta.get("ownerReferences") or [] if r.get("kind") == KIND]
-        if meta.get("deletionTimestamp") or (
-            owners and owner.uid not in {r.get("uid") for r in owners}
-        ):
+        relation = owner_relation(found, owner.reference())
+        if relation == "predecessor" or (found.get("metadata") or {}).get("deletionTimestamp"):
             reason = "left by a deleted DeepSeekV4Deployment of the same name: waiting for it to go"
             raise TransientApiError(409, reason, what, self.retry_delay_seconds)
-        if not owners:
+        if relation != "own":  # an orphan too: adopting it would need `patch` on Secrets
             reason = (
                 "exists and is not owned by this DeepSeekV4Deployment (it holds the runtimes' "
                 "drain token): delete or rename it"

@@ -5,6 +5,7 @@ from dsv4_operator.kube.apply import (
     AppliedChild,
     apply_children,
     contains,
+    owner_relation,
     with_rendered_hash,
 )
 from dsv4_operator.kube.client import (
@@ -29,6 +30,7 @@ __all__ = [
     "build_api_client",
     "contains",
     "discover",
+    "owner_relation",
     "resource_path",
     "with_rendered_hash",
 ]

@@ -44,8 +44,10 @@ __all__ = [
     "RECREATABLE_KINDS",
     "RENDERED_HASH",
     "AppliedChild",
+    "OwnerRelation",
     "apply_children",
     "contains",
+    "owner_relation",
     "with_rendered_hash",
 ]
 
@@ -134,23 +136,48 @@ def _is_current(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     return contains(live, body)
 
 
+OwnerRelation = Literal["own", "predecessor", "orphan", "foreign"]
+
+
+def owner_relation(live: Mapping[str, Any], owner_ref: Mapping[str, Any]) -> OwnerRelation:
+    """How an existing object stands to the owner that `owner_ref` (an ownerReference) names.
+
+    Returns:
+        `own`: an ownerReference carries the owner's uid; `predecessor`: it is being deleted,
+        or another object of the owner's kind owns it (a deleted owner of the same name);
+        `orphan`: it has no ownerReferences; `foreign`: something else owns it.
+    """
+    meta = live.get("metadata") or {}
+    refs = meta.get("ownerReferences") or []
+    if any(r.get("uid") == owner_ref.get("uid") for r in refs):
+        return "own"
+    if meta.get("deletionTimestamp") or any(r.get("kind") == owner_ref.get("kind") for r in refs):
+        return "predecessor"
+    return "foreign" if refs else "orphan"
+
+
 def _check_ownership(live: Mapping[str, Any], child: Mapping[str, Any], what: str) -> None:
     """Raise unless `live` may be applied over as `child` (module docstring)."""
-    meta = live.get("metadata") or {}
     want = (child["metadata"].get("ownerReferences") or [{}])[0]
-    refs = meta.get("ownerReferences") or []
-    if not want or any(r.get("uid") == want.get("uid") for r in refs):
+    if not want:
         return
-    if meta.get("deletionTimestamp") or any(r.get("kind") == want.get("kind") for r in refs):
+    relation = owner_relation(live, want)
+    if relation == "own":
+        return
+    if relation == "predecessor":
         reason = (
             f"left by a deleted {want.get('kind')} of the same name, or another one's: waiting "
             "for garbage collection"
         )
         raise TransientApiError(409, reason, what, None)
+    meta = live.get("metadata") or {}
     labels, rendered = meta.get("labels") or {}, child["metadata"].get("labels") or {}
     identity = (MANAGED_BY_LABEL, DEPLOYMENT_LABEL)
-    if not refs and all(k in rendered and labels.get(k) == rendered[k] for k in identity):
+    if relation == "orphan" and all(
+        k in rendered and labels.get(k) == rendered[k] for k in identity
+    ):
         return  # an orphan of this owner (kubectl delete --cascade=orphan): adopted
+    refs = meta.get("ownerReferences") or []
     holder = f" (owned by {refs[0].get('kind')} {refs[0].get('name')})" if refs else ""
     reason = (
         f"exists and is not this {want.get('kind')}'s{holder}: delete or rename it, or rename "
