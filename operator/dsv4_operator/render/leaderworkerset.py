@@ -110,7 +110,7 @@ def _resources(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
     gpus = str(plan.chosen.layout.gpus_per_node)
     requests: dict[str, str] = dict(spec.resources.requests)
     limits: dict[str, str] = dict(spec.resources.limits)
-    if _hf_cache(spec) == "emptyDir" and "ephemeral-storage" not in requests:
+    if _hf_cache_is_empty_dir(spec) and "ephemeral-storage" not in requests:
         # The download lands on the node's local disk: schedule only where it fits.
         requests["ephemeral-storage"] = bytes_quantity(hf_cache_bytes(plan))
     requests["memory"] = bytes_quantity(quantity_bytes(requests.get("memory", "0")) + shm)
@@ -162,15 +162,15 @@ def _volumes(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> tuple[list[Any], lis
         mounts.append({"name": "model", "mountPath": MODEL_MOUNT_PATH, "readOnly": True})
     hub = spec.effective_model_source.hugging_face
     if hub is not None:
-        cache = hub.cache
-        volume: dict[str, Any] = {"name": "hf-cache"}
-        if cache is not None and cache.claim_name is not None:
-            volume["persistentVolumeClaim"] = {"claimName": cache.claim_name}
-        elif cache is not None and cache.host_path is not None:
-            volume["hostPath"] = {"path": cache.host_path, "type": "DirectoryOrCreate"}
+        if hub.cache is None:
+            cache: dict[str, Any] = {
+                "emptyDir": {"sizeLimit": bytes_quantity(hf_cache_bytes(plan))}
+            }
+        elif hub.cache.claim_name is not None:
+            cache = {"persistentVolumeClaim": {"claimName": hub.cache.claim_name}}
         else:
-            volume["emptyDir"] = {"sizeLimit": bytes_quantity(hf_cache_bytes(plan))}
-        volumes.append(volume)
+            cache = {"hostPath": {"path": hub.cache.host_path, "type": "DirectoryOrCreate"}}
+        volumes.append({"name": "hf-cache", **cache})
         mounts.append({"name": "hf-cache", "mountPath": HF_CACHE_PATH})
     return volumes, mounts
 
@@ -184,7 +184,7 @@ def hf_cache_error(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> str | None:
     above the limit is refused by the API server).
     """
     limit = spec.resources.limits.get("ephemeral-storage")
-    if _hf_cache(spec) != "emptyDir" or limit is None:
+    if not _hf_cache_is_empty_dir(spec) or limit is None:
         return None
     need = hf_cache_bytes(plan) + _GI  # + the container's writable layer and logs
     if quantity_bytes(limit) >= need:
@@ -196,14 +196,10 @@ def hf_cache_error(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> str | None:
     )
 
 
-def _hf_cache(spec: DeepSeekV4DeploymentSpec) -> str | None:
-    """The kind of Hugging Face cache volume the pods get, or None without a Hub source."""
+def _hf_cache_is_empty_dir(spec: DeepSeekV4DeploymentSpec) -> bool:
+    """Whether the pods download into the default per-pod emptyDir (a Hub source, no cache)."""
     hub = spec.effective_model_source.hugging_face
-    if hub is None:
-        return None
-    if hub.cache is None:
-        return "emptyDir"
-    return "persistentVolumeClaim" if hub.cache.claim_name is not None else "hostPath"
+    return hub is not None and hub.cache is None
 
 
 def _probe(path: str, period: int, failures: int, timeout: int) -> dict[str, Any]:

@@ -100,12 +100,8 @@ def _model_id(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> str:
     (`DEFAULT_HUGGING_FACE_REPOS`: FP8 and NVFP4 checkpoints are other repositories than the
     official one), never the official one for every format.
     """
-    source = spec.model_source
-    if source is None or source.hugging_face is not None:
-        hub = spec.effective_model_source.hugging_face
-        if hub is not None:
-            return hub.repo
-    return plan.model.hf_repo
+    hub = spec.effective_model_source.hugging_face
+    return hub.repo if hub is not None else plan.model.hf_repo
 
 
 def _extra_args(spec: DeepSeekV4DeploymentSpec) -> tuple[str, ...]:
