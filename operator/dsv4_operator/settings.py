@@ -57,7 +57,8 @@ class OperatorSettings(BaseModel):
     workers: int = Field(default=16, ge=1, le=256)
     """Thread-pool size for the (synchronous) handlers."""
     prometheus_url: str = Field(default=DEFAULT_PROMETHEUS_URL, min_length=1)
-    """Prometheus address the KEDA ScaledObjects query (`spec.autoscaling.mode: keda`)."""
+    """Prometheus address the KEDA ScaledObjects query (`spec.autoscaling.mode: keda`), and where
+    the native autoscaler runs `spec.autoscaling.wakeUpQuery`."""
     autoscale_seconds: float = Field(default=15.0, gt=0, le=3600)
     """Scrape-and-decide interval of the native autoscaler (`spec.autoscaling.mode: native`), s."""
 

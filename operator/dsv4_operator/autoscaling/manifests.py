@@ -109,6 +109,22 @@ def scaled_object(
             },
         },
     ]
+    if a.wake_up_query is not None:
+        # Requests waiting outside the pods: the one series that exists at zero replicas. It
+        # activates the ScaledObject from zero and, per replica, counts like the queue guard rail.
+        triggers.append(
+            {
+                "type": "prometheus",
+                "name": "wake-up",
+                "metricType": "AverageValue",
+                "metadata": {
+                    "serverAddress": prometheus_url,
+                    "query": f"sum({a.wake_up_query})",
+                    "threshold": str(a.queue_length_threshold),
+                    "activationThreshold": "0",
+                },
+            }
+        )
     spec: dict[str, Any] = {
         "scaleTargetRef": {"apiVersion": API_VERSION, "kind": KIND, "name": name},
         "pollingInterval": polling_seconds,

@@ -162,12 +162,16 @@ class AutoscalerState:
         last_change: (time, +1 or -1) of the last replica change.
         idle_since: when the deployment became idle (no load, no request), or None while busy.
         draining: groups being drained.
+        observed_since: the first observation this state has seen (None before it): no
+            scale-down until a whole scale-down window of observations exists, so an operator
+            restart (which starts a new state) never scales down on a few samples.
     """
 
     recommendations: tuple[tuple[float, int], ...] = ()
     last_change: tuple[float, int] | None = None
     idle_since: float | None = None
     draining: tuple[int, ...] = field(default=())
+    observed_since: float | None = None
 
 
 def _hold(obs: Observation, load: float, reason: str) -> Decision:
@@ -176,9 +180,6 @@ def _hold(obs: Observation, load: float, reason: str) -> Decision:
 
 def _safe_after(cfg: AutoscalerConfig, serving: list[GroupSample], load: float, n: int) -> str:
     """Why removing groups down to `n` would break a guard rail ('' when it is safe)."""
-    unknown = [g.index for g in serving if not g.known]
-    if unknown:
-        return f"the metrics of groups {unknown} could not be read"
     if n == 0:
         busy = any(g.running or g.waiting for g in serving)
         return "requests are still running" if busy or load > 0 else ""
@@ -242,6 +243,8 @@ def _scale_up(
     """Rule 4 upwards; returns the decision and whether replicas changed."""
     t, current = obs.time, obs.replicas
     window = [n for ts, n in state.recommendations if ts >= t - cfg.scale_up_window_seconds]
+    if not window and not r.urgent:
+        return _hold(obs, r.load, "the metrics of some groups could not be read"), False
     target = r.desired if r.urgent else min(window)
     target = min(max(target, current), current + cfg.scale_up_max_step, cfg.ceiling)
     last = state.last_change
@@ -256,23 +259,46 @@ def _scale_up(
     return Decision(t, "scale", current, target, (), r.load, reason), True
 
 
+def _down_target(
+    cfg: AutoscalerConfig, state: AutoscalerState, obs: Observation, r: _Reading
+) -> int | str:
+    """Rule 4 downwards: the replicas to go down to, or why not to scale down now."""
+    t, current = obs.time, obs.replicas
+    unknown = [g.index for g in obs.groups if not g.known]
+    if unknown:
+        return f"not removing groups: the metrics of groups {unknown} could not be read"
+    if r.desired == 0 and current == 1:
+        # The last replica: the scale-to-zero idle time (already elapsed, or `desired` would be
+        # 1) is this step's stabilization, not the scale-down window on top of it.
+        target = 0
+    else:
+        observed = t - (state.observed_since if state.observed_since is not None else t)
+        if observed < cfg.scale_down_window_seconds:
+            return (
+                f"scale-down waits for a whole scale-down window of observations ({observed:.0f}"
+                f" of {cfg.scale_down_window_seconds:.0f} s)"
+            )
+        window = [n for ts, n in state.recommendations if ts >= t - cfg.scale_down_window_seconds]
+        if not window:
+            return "no recommendation in the scale-down window"
+        target = max(*window, current - cfg.scale_down_max_step)
+    last = state.last_change
+    if target >= current:
+        return f"recommendation {r.desired} not yet stable"
+    if last and last[1] > 0 and t - last[0] < cfg.scale_down_window_seconds:
+        return "scale-down waits for the scale-down window after a scale-up"
+    unsafe = _safe_after(cfg, list(r.serving), r.load, target)
+    return f"not removing groups: {unsafe}" if unsafe else target
+
+
 def _scale_down(
     cfg: AutoscalerConfig, state: AutoscalerState, obs: Observation, r: _Reading
 ) -> tuple[Decision, tuple[int, ...] | None]:
     """Rules 4-6 downwards; returns the decision and the groups now draining (None: unchanged)."""
     t, current = obs.time, obs.replicas
-    window = [n for ts, n in state.recommendations if ts >= t - cfg.scale_down_window_seconds]
-    target = max(*window, current - cfg.scale_down_max_step)
-    last = state.last_change
-    if target >= current:
-        return _hold(obs, r.load, f"recommendation {r.desired} not yet stable"), None
-    if last and last[1] > 0 and t - last[0] < cfg.scale_down_window_seconds:
-        return _hold(obs, r.load, "scale-down waits for the scale-down window after a scale-up"), (
-            None
-        )
-    unsafe = _safe_after(cfg, list(r.serving), r.load, target)
-    if unsafe:
-        return _hold(obs, r.load, f"not removing groups: {unsafe}"), None
+    target = _down_target(cfg, state, obs, r)
+    if isinstance(target, str):
+        return _hold(obs, r.load, target), None
     victims = tuple(range(target, current))
     by_index = {g.index: g for g in obs.groups}
     undrained = [i for i in victims if i in by_index and not by_index[i].draining]
@@ -300,22 +326,27 @@ def decide(
         The decision and the new state.
     """
     t, current = obs.time, obs.replicas
-    busy = any(
-        g.generation_tps > 0 or g.running or g.waiting or (g.ready and not g.known)
-        for g in obs.groups
-    )
+    busy = any(g.generation_tps > 0 or g.running or g.waiting or not g.known for g in obs.groups)
     busy = busy or obs.pending_outside > 0
     idle_since = None if busy else (state.idle_since if state.idle_since is not None else t)
     r = _read(cfg, obs, idle_since)
     horizon = max(cfg.scale_up_window_seconds, cfg.scale_down_window_seconds)
-    recs = (*((ts, n) for ts, n in state.recommendations if ts > t - horizon), (t, r.desired))
-    state = replace(state, recommendations=recs, idle_since=idle_since)
+    recs = tuple((ts, n) for ts, n in state.recommendations if ts > t - horizon)
+    # A load with unknown parts (a group not yet sampled twice, or not answering) recommends
+    # nothing; the guard rails, read from gauges, still act.
+    if r.urgent or all(g.known for g in obs.groups):
+        recs = (*recs, (t, r.desired))
+    since = state.observed_since if state.observed_since is not None else t
+    state = replace(state, recommendations=recs, idle_since=idle_since, observed_since=since)
 
     # Groups held out of service: the ones this state drained, and any a group reports (the
-    # operator may have restarted mid-drain and lost its state).
+    # operator may have restarted mid-drain and lost its state: it cancels such a drain until
+    # it has watched a whole scale-down window itself).
     held = tuple(sorted(set(state.draining) | {g.index for g in obs.groups if g.draining}))
-    if held and r.desired >= current:
-        reason = f"load {r.load:.0f} tokens/s needs {r.desired} replicas: drain cancelled"
+    warm = t - since >= cfg.scale_down_window_seconds
+    if held and (r.desired >= current or not (warm or r.desired == 0)):
+        needs = f"needs {r.desired} replicas" if r.desired >= current else "is not yet stable"
+        reason = f"load {r.load:.0f} tokens/s {needs}: drain cancelled"
         decision = Decision(t, "undrain", current, current, held, r.load, reason)
         return decision, replace(state, draining=())
     if r.desired > current:

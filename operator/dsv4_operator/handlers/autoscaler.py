@@ -22,9 +22,11 @@ One `step` per DeepSeekV4Deployment per scrape interval (a kopf timer):
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -52,6 +54,7 @@ from dsv4_operator.planning import PlanningError, plan
 from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.planning.planner import Plan
 from dsv4_operator.render.admin import bearer_header, token_from_secret
+from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
 from dsv4_operator.render.labels import Owner, child_names
 from dsv4_operator.render.runtime_args import ADMIN_PORT
 from dsv4_operator.render.status import rfc3339
@@ -63,6 +66,11 @@ HttpCall = Callable[[str, str, Mapping[str, str]], tuple[int, str] | None]
 
 HELD_REASON = "drained by the autoscaler"
 """`/ready`'s reason while a group is drained (dsv4_runtime.server)."""
+UNREACHABLE_GRACE_SECONDS = 120.0
+"""How long a group that answered before and now does not (a timeout, a network blip, a
+restarting pod) counts as unknown, which holds any scale-down, rather than as starting; past it
+the group counts as starting again (LeaderWorkerSet recreates a failed group). Our choice: 8
+scrapes at the default 15 s interval."""
 _TIMEOUT_SECONDS = 2.0
 _DECISIONS_KEPT = 10
 
@@ -137,6 +145,22 @@ class AutoscalerMetrics:
         )
 
 
+def _query_value(answer: dict[str, Any]) -> float:
+    """The sum of a Prometheus `/api/v1/query` answer's values (vector or scalar; empty: 0).
+
+    Raises:
+        ValueError: the answer is not a success with a vector or scalar result.
+    """
+    if answer.get("status") != "success":
+        raise ValueError(str(answer.get("error") or answer.get("status")))
+    data = answer["data"]
+    if data["resultType"] == "scalar":
+        return float(data["result"][1])
+    if data["resultType"] == "vector":
+        return sum(float(series["value"][1]) for series in data["result"])
+    raise ValueError(f"result type {data['resultType']}, not vector or scalar")
+
+
 def _scaling_reason(d: Decision) -> str:
     if d.replicas_to == 0:
         return "Idle"
@@ -152,29 +176,34 @@ class Autoscaler:
     Args:
         kube: the API client.
         metrics: `dsv4_autoscaler_*` metrics.
-        http: HTTP transport to the runtimes (tests inject one).
+        http: HTTP transport to the runtimes and Prometheus (tests inject one).
         clock: monotonic seconds.
         now: wall-clock time for status.
+        prometheus_url: where `spec.autoscaling.wakeUpQuery` runs.
     """
 
     kube: KubeClient
     metrics: AutoscalerMetrics
     http: HttpCall = http_call
+    prometheus_url: str = DEFAULT_PROMETHEUS_URL
     clock: Callable[[], float] = time.monotonic
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _states: dict[str, AutoscalerState] = field(default_factory=dict)
     _counters: dict[tuple[str, int], CounterSample] = field(default_factory=dict)
     _drain_failures: dict[str, str] = field(default_factory=dict)
+    _answered: dict[tuple[str, int], float] = field(default_factory=dict)
+    _query_failures: dict[str, str] = field(default_factory=dict)
 
     def _group(self, key: str, base: str, index: int, t: float) -> GroupSample:
         ready = self.http("GET", f"{base}/ready", {})
         if ready is None:
-            self.metrics.scrape_failures.inc()
-            return GroupSample(index, ready=False, starting=True)
+            return self._unanswered(key, index, t)
         status, text = ready
         held = status != 200 and HELD_REASON in text
         if status != 200 and not held:
+            self._answered.pop((key, index), None)
             return GroupSample(index, ready=False, starting=True)
+        self._answered[(key, index)] = t
         scraped = self.http("GET", f"{base}/metrics", {})
         if scraped is None or scraped[0] != 200:
             self.metrics.scrape_failures.inc()
@@ -188,28 +217,67 @@ class Autoscaler:
             self.metrics.scrape_failures.inc()
             return GroupSample(index, ready=True, draining=held, known=False)
         sample = CounterSample(t, snap.generation_tokens)
-        rate = counter_rate(self._counters.get((key, index)), sample)
+        previous = self._counters.get((key, index))
         self._counters[(key, index)] = sample
         return GroupSample(
             index,
             ready=True,
             draining=held,
-            generation_tps=rate,
+            generation_tps=counter_rate(previous, sample),
             kv_usage=snap.kv_usage,
             running=snap.running,
             waiting=snap.waiting,
+            # The first sample of a counter gives no rate: its 0 tokens/s is unknown, not idle
+            # (after an operator restart it would otherwise drain a group at once).
+            known=previous is not None,
         )
+
+    def _unanswered(self, key: str, index: int, t: float) -> GroupSample:
+        """A group whose `/ready` got no answer: unknown or starting.
+
+        Unknown if it answered within `UNREACHABLE_GRACE_SECONDS` (its requests may still run
+        there), else starting.
+        """
+        self.metrics.scrape_failures.inc()
+        answered = self._answered.get((key, index))
+        if answered is not None and t - answered < UNREACHABLE_GRACE_SECONDS:
+            return GroupSample(index, ready=False, known=False)
+        return GroupSample(index, ready=False, starting=True)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the decision state and token counters kept for `namespace/name`."""
         key = f"{namespace}/{name}"
         self._states.pop(key, None)
         self._drain_failures.pop(key, None)
+        self._query_failures.pop(key, None)
         for counter in [k for k in self._counters if k[0] == key]:
             del self._counters[counter]
+        for answered in [k for k in self._answered if k[0] == key]:
+            del self._answered[answered]
         for gauge in (self.metrics.load, self.metrics.desired):
             with contextlib.suppress(KeyError):  # never scraped: no series
                 gauge.remove(key)
+
+    def release(self, body: dict[str, Any], emit: EmitFn) -> None:
+        """Undrain the groups this autoscaler holds, and forget its state.
+
+        Called when native autoscaling stops applying (disabled, another mode, paused).
+        Without this a group drained for a scale-down stayed out of the Service for good, since
+        nothing else sends `/undrain`. A no-op when nothing is held.
+
+        Raises:
+            TransientApiError: reading the admin Secret failed retryably.
+            ApiError: reading it failed otherwise.
+        """
+        owner = Owner.from_body(body)
+        key = f"{owner.namespace}/{owner.name}"
+        state = self._states.get(key)
+        if state is not None and state.draining:
+            reason = "native autoscaling no longer applies"
+            undrain = Decision(0.0, "undrain", 0, 0, state.draining, 0.0, reason)
+            if not self._drain(owner, undrain, emit):
+                return  # DrainFailed was posted; the next call tries again
+        self.forget(owner.namespace, owner.name)
 
     def step(self, namespace: str, name: str, emit: EmitFn) -> Decision | None:
         """One scrape-decide-apply round for `namespace/name`; None when it does not apply.
@@ -228,14 +296,19 @@ class Autoscaler:
         except (InvalidSpecError, PlanningError):
             return None
         a = spec.autoscaling
-        if a.active_mode != "native" or spec.paused or not planned.fits:
+        if a.active_mode != "native" or spec.paused:
+            self.release(body, emit)
+            return None
+        if not planned.fits:
             return None
         key = f"{namespace}/{name}"
         owner = Owner.from_body(body)
         t = self.clock()
         groups = tuple(self._group(key, _admin_url(owner, i), i, t) for i in range(spec.replicas))
-        obs = Observation(t, spec.replicas, groups)
-        self._report_active(body, groups)
+        pending = 0 if a.wake_up_query is None else self._pending(key, a.wake_up_query, emit)
+        obs = Observation(t, spec.replicas, groups, pending_outside=pending)
+        read = sum(1 for i in range(spec.replicas) if self._read_at(key, i) == t)
+        self._report_active(body, read, len(groups))
         decision, state = decide(
             config_from(spec, planned), self._states.get(key, AutoscalerState()), obs
         )
@@ -253,15 +326,46 @@ class Autoscaler:
             self.metrics.decisions.labels(action=decision.action).inc()
         return decision
 
-    def _report_active(self, body: dict[str, Any], groups: tuple[GroupSample, ...]) -> None:
+    def _pending(self, key: str, query: str, emit: EmitFn) -> int:
+        """`wakeUpQuery` on Prometheus: requests waiting outside the pods.
+
+        The result summed and rounded up; 0 when the query fails, with a `WakeUpQueryFailed`
+        Warning posted again only when the failure changes.
+        """
+        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+        answer = self.http("GET", url, {})
+        failure, value = "", 0.0
+        if answer is None:
+            failure = f"Prometheus at {self.prometheus_url} did not answer"
+        elif answer[0] != 200:
+            failure = f"Prometheus answered HTTP {answer[0]}: {answer[1][:200]}"
+        else:
+            try:
+                value = _query_value(json.loads(answer[1]))
+            except (ValueError, KeyError, TypeError, IndexError) as error:
+                failure = f"unexpected Prometheus answer ({error})"
+        if failure:
+            self.metrics.scrape_failures.inc()
+            if self._query_failures.get(key) != failure:
+                self._query_failures[key] = failure
+                emit("Warning", "WakeUpQueryFailed", f"spec.autoscaling.wakeUpQuery: {failure}")
+            return 0
+        self._query_failures.pop(key, None)
+        return math.ceil(value) if math.isfinite(value) and value > 0 else 0
+
+    def _read_at(self, key: str, index: int) -> float | None:
+        """When group `index`'s engine metrics were last read (None: never)."""
+        sample = self._counters.get((key, index))
+        return None if sample is None else sample.time
+
+    def _report_active(self, body: dict[str, Any], reporting: int, groups: int) -> None:
         """Set the ScalingActive condition when its status or reason changes (no write otherwise).
 
-        True/`TokenThroughput` while at least one group reports metrics; False/`NoMetrics` when
-        none does (all starting, or unreachable).
+        True/`TokenThroughput` while at least one group's engine metrics were read this step;
+        False/`NoMetrics` when none were (all starting, unreachable, or their metrics unreadable).
         """
-        reporting = sum(1 for g in groups if g.ready)
         status, reason = ("True", "TokenThroughput") if reporting else ("False", "NoMetrics")
-        message = f"{reporting} of {len(groups)} replica groups report metrics"
+        message = f"{reporting} of {groups} replica groups report metrics"
         meta, current = body["metadata"], body.get("status") or {}
         conditions = [dict(c) for c in current.get("conditions") or []]
         old = next((c for c in conditions if c.get("type") == "ScalingActive"), None)

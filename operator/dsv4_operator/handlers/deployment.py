@@ -66,7 +66,13 @@ def register_deployment_handlers(registry: kopf.OperatorRegistry, config: Operat
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+        if body.spec.get("paused") or not native_autoscaling(body.spec):
+            autoscaler: Autoscaler = memo.autoscaler
+            try:  # groups the native autoscaler drained go back into service
+                autoscaler.release(dict(body), _emitter(body))
+            except ApiError as error:
+                logger.warning("autoscaler: undrain failed: %s (the next reconcile retries)", error)
         outcome = _run(memo, body)
         if outcome.retry_after is not None:
             raise kopf.TemporaryError(outcome.message, delay=outcome.retry_after)

@@ -71,7 +71,9 @@ def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: Operato
             prometheus_url=config.prometheus_url,
         )
         memo.reconciler = reconciler
-        memo.autoscaler = Autoscaler(kube, AutoscalerMetrics(metrics.registry))
+        memo.autoscaler = Autoscaler(
+            kube, AutoscalerMetrics(metrics.registry), prometheus_url=config.prometheus_url
+        )
         try:
             apis = reconciler.cluster_apis()
         except ApiError as error:

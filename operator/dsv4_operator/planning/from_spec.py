@@ -4,7 +4,12 @@ Mapping: `spec.gpu.types` -> preference list; `spec.gpu.customTypes` -> inline G
 `spec.gpu.budget` is for all replicas, so one replica may use `budget // replicas` GPUs;
 `spec.load.concurrency` is for all replicas, so one replica carries `ceil(concurrency / replicas)`;
 a tokens/s target may use up to `autoscaling.maxReplicas` replicas when autoscaling is on, else
-`spec.replicas`, and `spec.gpu.budget` GPUs in all;
+`spec.replicas`, and `spec.gpu.budget` GPUs in all. With autoscaling on, the plan must not depend
+on `spec.replicas`, which the autoscaler moves: a new plan would change the pod template and roll
+every group, and lower the default tokens/s target as replicas rise (a runaway). So the
+concurrency is shared by `maxReplicas` (the target holds at full scale) and the budget by
+`max(minReplicas, 1)` (the floor fits; the autoscaler keeps replicas x GPUs within the budget);
+see `planning_replicas`.
 `spec.parallelism.expert` > 1 turns expert parallel on (EP = TP x DP), 1 turns it off;
 `gpuMemoryUtilizationPercent` / 100 is vLLM's `--gpu-memory-utilization`.
 """
@@ -18,7 +23,7 @@ from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.planning.hardware import GpuType
 from dsv4_operator.planning.request import PlanRequest
 
-__all__ = ["custom_gpu", "request_from_spec"]
+__all__ = ["custom_gpu", "planning_replicas", "request_from_spec"]
 
 
 def custom_gpu(c: CustomGpuType, gpus_per_node: int) -> GpuType:
@@ -41,15 +46,28 @@ def custom_gpu(c: CustomGpuType, gpus_per_node: int) -> GpuType:
     )
 
 
+def planning_replicas(spec: DeepSeekV4DeploymentSpec) -> tuple[int, int]:
+    """Replicas that share `spec.load.concurrency`, and replicas that share `spec.gpu.budget`.
+
+    Both are `max(spec.replicas, 1)` with fixed replicas. With autoscaling on they ignore
+    `spec.replicas`: `(maxReplicas, max(minReplicas, 1))`, so scaling never re-plans.
+    """
+    a = spec.autoscaling
+    if a.enabled:
+        return a.max_replicas, max(a.min_replicas, 1)
+    replicas = max(spec.replicas, 1)
+    return replicas, replicas
+
+
 def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
     """Build the planner request for one replica of a validated spec."""
-    replicas = max(spec.replicas, 1)
+    load_share, budget_share = planning_replicas(spec)
     par = spec.parallelism
     expert = None if par is None or par.expert is None else par.expert > 1
     load = spec.load
     concurrency = None
     if load is not None and load.concurrency is not None:
-        concurrency = -(-load.concurrency // replicas)
+        concurrency = -(-load.concurrency // load_share)
     prices = {
         p.gpu_type.lower(): str(Decimal(p.usd_per_gpu_hour)) for p in spec.cost.gpu_hourly_prices
     }
@@ -61,7 +79,7 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         custom_gpus=tuple(custom_gpu(c, spec.gpu.gpus_per_node) for c in spec.gpu.custom_types),
         gpus_per_node=spec.gpu.gpus_per_node,
         max_nodes=spec.gpu.max_nodes,
-        gpu_budget=None if spec.gpu.budget is None else max(spec.gpu.budget // replicas, 1),
+        gpu_budget=None if spec.gpu.budget is None else max(spec.gpu.budget // budget_share, 1),
         tensor_parallel=None if par is None else par.tensor,
         data_parallel=None if par is None else par.data,
         pipeline_parallel=None if par is None else par.pipeline,

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 
+from dsv4_operator.api.v1alpha1.enums import AutoscalingMode
 from dsv4_operator.api.v1alpha1.scaling import Autoscaling
 from dsv4_operator.autoscaling.manifests import hpa, scaled_object
 
@@ -19,6 +20,7 @@ AUTO = Autoscaling(
     max_replicas=4,
     scale_to_zero_idle_seconds=900,
     target_tokens_per_second_per_replica=2500,
+    wake_up_query='nginx_ingress_controller_requests_pending{ingress="flash"}',
 )
 LABELS = {"app.kubernetes.io/name": "dsv4", "app.kubernetes.io/instance": "flash"}
 
@@ -66,6 +68,32 @@ def test_scaled_object_is_valid_against_the_keda_crd(fixtures_dir: Path) -> None
         in queries
     )
     assert {t["metadata"]["threshold"] for t in spec["triggers"]} == {"2500", "0.8", "5"}
+    # At zero replicas only the wake-up series exists: it activates the ScaledObject.
+    wake = next(t for t in spec["triggers"] if t["name"] == "wake-up")
+    assert wake["metadata"]["query"] == (
+        'sum(nginx_ingress_controller_requests_pending{ingress="flash"})'
+    )
+    assert wake["metadata"]["activationThreshold"] == "0"
+
+
+def test_keda_scale_to_zero_needs_a_wake_up_signal() -> None:
+    """Review finding: at zero replicas every trigger selected leader-pod series, which no longer
+    exist, so KEDA never activated again."""
+    with pytest.raises(ValueError, match="minReplicas 0 needs wakeUpQuery"):
+        Autoscaling(enabled=True, mode="keda", min_replicas=0, scale_to_zero_idle_seconds=900)
+    Autoscaling(enabled=True, mode="native", min_replicas=0, scale_to_zero_idle_seconds=900)
+
+
+@pytest.mark.parametrize("mode", ["keda", "hpa"])
+def test_hpa_windows_over_an_hour_are_refused_outside_native(mode: AutoscalingMode) -> None:
+    """Review finding: windows up to 86,400 s were accepted; the API server refuses an HPA (and
+    KEDA's HPA) over 3600."""
+    with pytest.raises(ValueError, match="scaleDownStabilizationSeconds 7200 exceeds 3600"):
+        Autoscaling(enabled=True, mode=mode, scale_down_stabilization_seconds=7200)
+    with pytest.raises(ValueError, match="scaleUpStabilizationSeconds 3601 exceeds 3600"):
+        Autoscaling(enabled=True, mode=mode, scale_up_stabilization_seconds=3601)
+    Autoscaling(enabled=True, mode=mode, scale_down_stabilization_seconds=3600)
+    Autoscaling(enabled=True, mode="native", scale_down_stabilization_seconds=7200)
 
 
 def test_scaled_object_schema_catches_a_bad_field(fixtures_dir: Path) -> None:

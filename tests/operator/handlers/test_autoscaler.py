@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -11,7 +12,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from tests.operator.kube.fake_api import FakeApi
 
-from dsv4_operator.handlers.autoscaler import Autoscaler, AutoscalerMetrics
+from dsv4_operator.handlers.autoscaler import (
+    UNREACHABLE_GRACE_SECONDS,
+    Autoscaler,
+    AutoscalerMetrics,
+)
 from dsv4_operator.handlers.deployment import native_autoscaling
 from dsv4_operator.kube import KubeClient
 from dsv4_operator.render import Owner
@@ -400,3 +405,148 @@ def test_a_deleted_resource_leaves_no_state_for_a_new_one_of_the_same_name() -> 
     fake.objects[CR_PATH] = cr
     # Re-created: the first scrape has no rate yet, as for any new resource.
     assert tick(scaler, clock, events).action == "hold"
+
+
+def _idle_pair() -> tuple[FakeApi, Runtimes, Autoscaler, list[float]]:
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 2
+    spec["autoscaling"] = {**spec["autoscaling"], "scaleDownStabilizationSeconds": 600}
+    fake, rt, scaler, clock = setup(spec)
+    rt.tokens = {0: 0.0, 1: 0.0}
+    rt.running = {0: 5, 1: 5}
+    return fake, rt, scaler, clock
+
+
+def test_a_restarted_operator_neither_reads_zero_load_nor_scales_down_before_a_window() -> None:
+    """Review finding: the first scrape after an operator restart gave 0 tokens/s (no previous
+    counter sample), which read as an idle group: a drain on the first tick and a scale-down
+    45 s after the restart, skipping the 600 s scale-down window."""
+    _, rt, scaler, clock = _idle_pair()
+    events = Events()
+    first = tick(scaler, clock, events)
+    assert first.action == "hold"
+    assert "metrics of groups [0, 1] could not be read" in first.reason
+    decisions = []
+    while clock[0] < 600:
+        rt.tokens[0] += 300 * 15
+        rt.tokens[1] += 0 if 1 in rt.held else 300 * 15
+        decisions.append(tick(scaler, clock, events))
+    assert all(d.action == "hold" for d in decisions)
+    assert any("whole scale-down window of observations" in d.reason for d in decisions)
+    assert not [c for c in rt.calls if c[0] == "POST"]
+    for _ in range(8):  # past the window: the low load now drains group 1 first
+        rt.tokens[0] += 300 * 15
+        rt.tokens[1] += 0 if 1 in rt.held else 300 * 15
+        decisions.append(tick(scaler, clock, events))
+    assert "drain" in [d.action for d in decisions]
+
+
+def test_a_held_group_reported_after_a_restart_is_undrained() -> None:
+    # The operator restarted mid-drain: group 1 still says it is drained. The new state has not
+    # watched a window, so it cancels that drain instead of keeping the group out for a window.
+    _, rt, scaler, clock = _idle_pair()
+    rt.held = {1}
+    events = Events()
+    decision = tick(scaler, clock, events)
+    assert (decision.action, decision.groups) == ("undrain", (1,))
+    assert rt.held == set()
+    assert events[-1][1] == "DrainCancelled"
+
+
+def test_a_drained_group_that_stops_answering_is_not_removed_while_it_may_serve() -> None:
+    """Review finding: a group whose /ready timed out once counted as starting (0 requests), so a
+    drained victim with 4 requests in flight was removed at once."""
+    fake, rt, scaler, clock = _idle_pair()
+    events = Events()
+    blip = {"on": False}
+
+    def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        if blip["on"] and "//d-1." in url and method == "GET":
+            return None
+        return rt(method, url, headers)
+
+    scaler.http = http
+    actions = []
+    while "drain" not in actions:
+        rt.tokens[0] += 300 * 15
+        rt.tokens[1] += 0 if 1 in rt.held else 300 * 15
+        actions.append(tick(scaler, clock, events).action)
+    rt.running[1] = 4  # requests still finishing on the drained group ...
+    blip["on"] = True  # ... whose leader stops answering
+    drained_at = clock[0]
+    while fake.objects[CR_PATH]["spec"]["replicas"] == 2 and clock[0] < drained_at + 600:
+        rt.tokens[0] += 300 * 15
+        decision = tick(scaler, clock, events)
+    # Held while the group may still serve (unknown for UNREACHABLE_GRACE_SECONDS), then it
+    # counts as gone (LeaderWorkerSet recreates a failed group) and the scale-down completes.
+    assert decision.action == "scale"
+    assert clock[0] - drained_at >= UNREACHABLE_GRACE_SECONDS
+
+
+def test_switching_native_autoscaling_off_undrains_the_held_groups() -> None:
+    """Review finding: groups the native autoscaler drained stayed out of the Service for good
+    once autoscaling was disabled, switched to keda/hpa, or paused."""
+    changes: tuple[dict[str, Any], ...] = ({"enabled": False}, {"mode": "keda"}, {"paused": True})
+    for change in changes:
+        fake, rt, scaler, clock = _idle_pair()
+        rt.running = {0: 0, 1: 1}
+        events = Events()
+        for _ in range(60):
+            rt.tokens[0] += 300 * 15
+            rt.tokens[1] += 0 if 1 in rt.held else 300 * 15
+            if tick(scaler, clock, events).action == "drain":
+                break
+        assert rt.held == {1}
+        body = fake.objects[CR_PATH]
+        if "paused" in change:
+            body["spec"].update(change)
+            assert tick(scaler, clock, events) is None  # the timer still runs when paused
+        else:
+            body["spec"]["autoscaling"] = {**body["spec"]["autoscaling"], **change}
+            assert not native_autoscaling(body["spec"])  # the timer stops: the handler releases
+            scaler.release(body, events)
+        assert rt.held == set(), change
+        assert ("POST", "http://d-1.d.ns:8081/undrain") in rt.calls
+        assert "ns/d" not in scaler._states
+
+
+def test_native_scale_from_zero_runs_the_wake_up_query() -> None:
+    """Review finding: at zero replicas nothing set the requests waiting outside the pods, so a
+    native deployment that scaled to zero never came back."""
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 0
+    spec["autoscaling"] = {
+        **spec["autoscaling"],
+        "minReplicas": 0,
+        "scaleToZeroIdleSeconds": 60,
+        "wakeUpQuery": 'gateway_pending{route="d"}',
+    }
+    fake, rt, scaler, clock = setup(spec)
+    scaler.prometheus_url = "http://prom:9090"
+    empty = '{"status":"success","data":{"resultType":"vector","result":[]}}'
+    pending: dict[str, tuple[int, str] | None] = {"answer": (200, empty)}
+    queries: list[str] = []
+
+    def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        if url.startswith("http://prom:9090/api/v1/query?"):
+            queries.append(url)
+            return pending["answer"]
+        return rt(method, url, headers)
+
+    scaler.http = http
+    events = Events()
+    assert tick(scaler, clock, events).action == "hold"  # nobody waits: stay at zero
+    assert queries == ["http://prom:9090/api/v1/query?query=gateway_pending%7Broute%3D%22d%22%7D"]
+    pending["answer"] = None  # Prometheus down: a Warning once, still zero
+    tick(scaler, clock, events)
+    tick(scaler, clock, events)
+    warnings = [e for e in events if e[1] == "WakeUpQueryFailed"]
+    assert len(warnings) == 1
+    assert "http://prom:9090 did not answer" in warnings[0][2]
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 0
+    result = [{"metric": {"pod": "gw-1"}, "value": [1, "2.5"]}]
+    body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+    pending["answer"] = (200, body)
+    decision = tick(scaler, clock, events)
+    assert (decision.action, decision.replicas_to) == ("scale", 1)
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 1

@@ -207,7 +207,8 @@ class GpuSpec(ApiModel):
     LeaderWorkerSet group."""
     budget: int | None = Field(default=None, ge=1, le=100_000)
     """Most GPUs all replicas together may hold, surge included (a count, 1 to 100000); unset
-    means no limit."""
+    means no limit. One replica is planned within budget / replicas (with autoscaling on,
+    budget / max(minReplicas, 1); the autoscaler keeps replicas x GPUs within the budget)."""
     node_selector: NodeSelector = Field(default_factory=dict)
     """Extra node labels every worker pod requires (at most 32 entries)."""
     tolerations: Annotated[tuple[Toleration, ...], Field(max_length=32)] = ()

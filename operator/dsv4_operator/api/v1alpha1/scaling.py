@@ -6,7 +6,11 @@ from dsv4_operator.api.meta import ApiModel, with_cel_rules
 from dsv4_operator.api.v1alpha1.enums import AutoscalingMode
 from dsv4_operator.api.v1alpha1.quantities import IntOrPercent
 
-__all__ = ["Autoscaling", "Rollout"]
+__all__ = ["HPA_MAX_STABILIZATION_SECONDS", "Autoscaling", "Rollout"]
+
+HPA_MAX_STABILIZATION_SECONDS = 3600
+"""The HPA's limit on `behavior.*.stabilizationWindowSeconds` (Kubernetes API validation,
+`pkg/apis/autoscaling/validation`; KEDA's CRD states the same)."""
 
 
 class Autoscaling(ApiModel):
@@ -37,6 +41,23 @@ class Autoscaling(ApiModel):
                 ">= 1 (use native or keda)"
             ),
         },
+        {
+            "rule": "self.mode != 'keda' || self.minReplicas >= 1 || has(self.wakeUpQuery)",
+            "message": (
+                "spec.autoscaling.mode keda with minReplicas 0 needs spec.autoscaling.wakeUpQuery:"
+                " at zero replicas no leader exports metrics, so KEDA would never scale up again"
+            ),
+        },
+        {
+            "rule": (
+                "self.mode == 'native' || (self.scaleUpStabilizationSeconds <= 3600 && "
+                "self.scaleDownStabilizationSeconds <= 3600)"
+            ),
+            "message": (
+                "spec.autoscaling stabilization windows above 3600 s need mode native (the HPA "
+                "that keda and hpa create allows at most 3600)"
+            ),
+        },
     )
 
     enabled: bool = False
@@ -65,7 +86,13 @@ class Autoscaling(ApiModel):
     """Most replicas removed in one step (1 to 100)."""
     scale_to_zero_idle_seconds: int | None = Field(default=None, ge=60, le=604_800)
     """With minReplicas 0: seconds without requests before the last replica is removed (60 to
-    604800)."""
+    604800; not sooner than the scale-down window after a scale-up)."""
+    wake_up_query: str | None = Field(default=None, min_length=1, max_length=4096)
+    """PromQL whose value counts requests waiting for this deployment outside its pods (at a
+    gateway or ingress), the signal that scales up from zero replicas, where no leader exports
+    metrics. native: the operator runs it on its Prometheus (`DSV4_OPERATOR_PROMETHEUS_URL`),
+    summing the result, at each scrape; keda: an extra trigger (required with minReplicas 0).
+    Without it a native deployment at zero stays there until `kubectl scale`."""
 
     @model_validator(mode="after")
     def _bounds(self) -> "Autoscaling":
@@ -78,6 +105,23 @@ class Autoscaling(ApiModel):
         if self.mode == "hpa" and self.min_replicas == 0:
             msg = "mode hpa cannot scale to zero: minReplicas must be >= 1 (use native or keda)"
             raise ValueError(msg)
+        if self.mode == "keda" and self.min_replicas == 0 and self.wake_up_query is None:
+            msg = (
+                "mode keda with minReplicas 0 needs wakeUpQuery: at zero replicas no leader "
+                "exports metrics, so KEDA would never scale up again"
+            )
+            raise ValueError(msg)
+        if self.mode != "native":
+            for field_name, value in (
+                ("scaleUpStabilizationSeconds", self.scale_up_stabilization_seconds),
+                ("scaleDownStabilizationSeconds", self.scale_down_stabilization_seconds),
+            ):
+                if value > HPA_MAX_STABILIZATION_SECONDS:
+                    msg = (
+                        f"{field_name} {value} exceeds {HPA_MAX_STABILIZATION_SECONDS}, the most "
+                        f"the HPA that mode {self.mode} creates allows (use mode native)"
+                    )
+                    raise ValueError(msg)
         return self
 
     @property

@@ -86,7 +86,8 @@ class LoadTarget(ApiModel):
     )
 
     concurrency: int | None = Field(default=None, ge=1, le=1_000_000)
-    """Concurrent sequences in flight across all replicas (a count, 1 to 10^6)."""
+    """Concurrent sequences in flight across all replicas (a count, 1 to 10^6); with
+    autoscaling on, across autoscaling.maxReplicas."""
     tokens_per_second: int | None = Field(default=None, ge=1, le=1_000_000_000)
     """Generated (output) tokens per second across all replicas (1 to 10^9 tokens/s)."""
 

@@ -1,0 +1,81 @@
+"""The spec-to-request mapping: what replicas share the load target and the GPU budget."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from dsv4_operator.api import parse_spec
+from dsv4_operator.handlers.autoscaler import config_from
+from dsv4_operator.planning import plan
+from dsv4_operator.planning.from_spec import planning_replicas, request_from_spec
+from dsv4_operator.render.labels import Owner
+from dsv4_operator.render.manifests import render_children
+
+AUTOSCALED: dict[str, Any] = {
+    "model": "flash",
+    "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8, "budget": 32},
+    "load": {"concurrency": 256},
+    "autoscaling": {"enabled": True, "mode": "native", "minReplicas": 1, "maxReplicas": 4},
+}
+
+
+def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    body = copy.deepcopy(base)
+    body.update(changes)
+    return body
+
+
+@pytest.mark.parametrize("mode", ["native", "keda", "hpa"])
+def test_autoscaled_plan_does_not_follow_the_replicas_the_autoscaler_writes(mode: str) -> None:
+    """Review finding: each scale event re-planned (budget and concurrency divided by the new
+    spec.replicas), which changed the pod template (every group rolled) and lowered the default
+    tokens/s target as replicas rose, so the autoscaler ran away to maxReplicas."""
+    templates, targets, requests = set(), set(), set()
+    for replicas in (1, 2, 3, 4):
+        body = _with(AUTOSCALED, replicas=replicas)
+        body["autoscaling"] = {**body["autoscaling"], "mode": mode}
+        spec = parse_spec(body)
+        planned = plan(request_from_spec(spec))
+        assert planned.fits
+        lws = next(
+            c
+            for c in render_children(Owner("d", "ns", "u"), spec, planned, image="img:1")
+            if c["kind"] == "LeaderWorkerSet"
+        )
+        templates.add(repr(lws["spec"]["leaderWorkerTemplate"]))
+        targets.add(config_from(spec, planned).target_tokens_per_second)
+        requests.add(repr(request_from_spec(spec)))
+    assert len(requests) == 1
+    assert len(templates) == 1
+    assert len(targets) == 1
+
+
+def test_autoscaled_shares_concurrency_over_max_and_budget_over_min() -> None:
+    spec = parse_spec(_with(AUTOSCALED, replicas=2))
+    assert planning_replicas(spec) == (4, 1)
+    req = request_from_spec(spec)
+    assert req.concurrency == 64  # 256 over maxReplicas 4: the target holds at full scale
+    assert req.gpu_budget == 32  # the floor of 1 replica may use the whole budget
+    assert req.total_gpu_budget == 32
+    # The autoscaler then keeps replicas x GPUs within the budget.
+    cfg = config_from(spec, plan(req))
+    assert cfg.ceiling * cfg.gpus_per_replica <= 32
+
+
+def test_scale_to_zero_floor_counts_one_replica() -> None:
+    body = _with(AUTOSCALED, replicas=0)
+    body["autoscaling"] = {**body["autoscaling"], "minReplicas": 0, "scaleToZeroIdleSeconds": 600}
+    assert planning_replicas(parse_spec(body)) == (4, 1)
+
+
+def test_fixed_replicas_share_both_over_spec_replicas() -> None:
+    body = _with(AUTOSCALED, replicas=3)
+    body["autoscaling"] = {"enabled": False}
+    spec = parse_spec(body)
+    assert planning_replicas(spec) == (3, 3)
+    req = request_from_spec(spec)
+    assert req.concurrency == 86  # ceil(256 / 3)
+    assert req.gpu_budget == 10  # 32 // 3
