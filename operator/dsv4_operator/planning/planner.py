@@ -234,9 +234,28 @@ def _type_key(req: PlanRequest, e: Evaluation, order: dict[str, int]) -> tuple[D
 
 def _rank_key(
     req: PlanRequest, e: Evaluation, order: dict[str, int]
-) -> tuple[Decimal, int, int, int, int, Layout]:
+) -> tuple[Decimal, int, int, int, int, int, Layout]:
+    """Order of fitting layouts: GPU type, nodes, GPUs, KV capacity, throughput.
+
+    The GPU type by preference or price; nodes and GPUs over all replicas.
+
+    Nodes come before GPUs: a replica spread over nodes to save GPUs (Pro on B200: 3 nodes x 2
+    GPUs against 1 node x 8) leaves each node mostly idle and puts its all-to-alls on the network
+    (a third of the throughput there). A pod takes a power of two of GPUs, so a layout on fewer
+    nodes costs at most that rounding; with a tokens/s target the count is over all replicas, so
+    a few large expert-parallel replicas still beat many small ones that need more nodes.
+    """
     t = _type_key(req, e, order)
-    return (t[0], t[1], e.total_gpus, -e.kv_tokens_per_replica, -e.tokens_per_second, e.layout)
+    nodes = e.layout.nodes * (e.replicas_for_target or 1)
+    return (
+        t[0],
+        t[1],
+        nodes,
+        e.total_gpus,
+        -e.kv_tokens_per_replica,
+        -e.tokens_per_second,
+        e.layout,
+    )
 
 
 def _check_prices(req: PlanRequest) -> None:
@@ -467,14 +486,27 @@ def _reasons(
     lines = []
     if plan_fits:
         types = list(dict.fromkeys(t.lower() for t in req.gpu_types))
-        skipped = types[: types.index(chosen.gpu.name)] if chosen.gpu.name in types else []
-        why = "first type in the preference list with a feasible layout"
         if _all_priced(req):
-            why = "cheapest feasible type at the given prices"
-        lines.append(
-            f"GPU {chosen.gpu.name}: {why}"
-            + (f" ({', '.join(skipped)} did not fit)" if skipped else "")
-        )
+            best = {e.gpu.name: e for e in reversed(ranked)}  # each type's best-ranked layout
+            others = [
+                f"{t}: {best[t].total_gpus} GPUs for ${_type_key(req, best[t], {t: 0})[0]:,}/h"
+                if t in best
+                else f"{t} did not fit"
+                for t in types
+                if t != chosen.gpu.name
+            ]
+            cost = _type_key(req, chosen, {chosen.gpu.name: 0})[0]
+            why = f"cheapest feasible type at the given prices (${cost:,}/h)"
+            lines.append(
+                f"GPU {chosen.gpu.name}: {why}" + (f"; {', '.join(others)}" if others else "")
+            )
+        else:
+            skipped = types[: types.index(chosen.gpu.name)] if chosen.gpu.name in types else []
+            why = "first type in the preference list with a feasible layout"
+            lines.append(
+                f"GPU {chosen.gpu.name}: {why}"
+                + (f" ({', '.join(skipped)} did not fit)" if skipped else "")
+            )
         if chosen.replicas_for_target:
             total = f"{chosen.replicas_for_target} replicas x {lay.gpus} = {chosen.total_gpus}"
             held = f"the {req.tokens_per_second:,} tokens/s target ({total} GPUs)"
@@ -483,7 +515,8 @@ def _reasons(
         else:
             held = "a max-model-len request"
         lines.append(
-            f"layout {lay.describe()}: the fewest GPUs in all that hold the weights and {held}; "
+            f"layout {lay.describe()}: the fewest nodes, then GPUs, in all that hold the weights "
+            f"and {held}; "
             "among equal GPU counts the most KV capacity, then the most expected throughput"
         )
     if req.max_model_len is None:

@@ -287,6 +287,28 @@ def test_gpu_type_fallback_order_and_prices() -> None:
         )
     )
     assert priced.chosen.gpu.name == "h100-80gb"
+    # The reason says what the other type would cost, not that it "did not fit" (new-user
+    # trial: it fits, it is only dearer).
+    assert "h200-141gb did not fit" not in priced.reasons[0]
+    assert "cheapest feasible type at the given prices" in priced.reasons[0]
+    assert "; h200-141gb: " in priced.reasons[0]
+    assert "GPUs for $" in priced.reasons[0]
+
+
+def test_a_replica_is_not_spread_over_nodes_to_save_gpus() -> None:
+    """New-user trial: Pro on B200 chose 3 nodes x 2 GPUs (6 GPUs, ~511 tokens/s, all-to-alls
+    over the network) over its own runner-up, 1 node x 8 (~1,502 tokens/s, 7x the KV)."""
+    p = plan(PlanRequest(model="pro", gpu_types=("b200-180gb",), max_nodes=4))
+    assert (p.chosen.layout.nodes, p.chosen.layout.gpus) == (1, 8)
+    # Over all replicas: a tokens/s target still takes a few large expert-parallel replicas
+    # (2 x 4 nodes = 64 GPUs) over many one-node ones that need 16 nodes (128 GPUs).
+    target = plan(
+        PlanRequest(model="flash", gpu_types=("h100-80gb",), max_nodes=4, tokens_per_second=50_000)
+    )
+    assert target.chosen.replicas_for_target is not None
+    nodes = target.chosen.layout.nodes * target.chosen.replicas_for_target
+    assert nodes <= 8
+    assert target.chosen.total_gpus <= 64
 
 
 def test_invalid_requests_name_the_field() -> None:

@@ -188,7 +188,8 @@ class GpuSpec(ApiModel):
     """Ordered fallback list of GPU type names (1 to 8), matched case-insensitively: built-in
     types (h100-80gb, h200-141gb, h20-96gb, a100-80gb, l40s-48gb, l20-48gb, rtx-a6000-48gb,
     rtx-4090-24gb, rtx-5090-32gb, gh200-96gb, b200-180gb, gb200-186gb, mi300x-192gb,
-    mi355x-288gb) or names from customTypes. The first type whose plan fits is used."""
+    mi355x-288gb) or names from customTypes. The first type whose plan fits is used; when
+    spec.cost.gpuHourlyPrices prices every listed type, the cheapest fitting one instead."""
     custom_types: Annotated[
         tuple[CustomGpuType, ...],
         Field(
