@@ -18,6 +18,7 @@ import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from typing_extensions import override
 
 from dsv4_operator.planning import PlanningError, PlanRequest, plan, plan_to_dict
 from dsv4_operator.planning.planner import Plan, shortfall_bytes, shortfall_tokens
@@ -79,6 +80,20 @@ def _max_model_len(value: str | None) -> int | str | None:
         raise PlanningError(
             "max_model_len", f"{value!r} is neither an integer nor 'auto'"
         ) from None
+
+
+class _PipeConsole(Console):
+    """A rich Console whose closed pipe raises BrokenPipeError.
+
+    rich exits 1 itself, the code `dsv4 plan` reserves for a plan that does not fit.
+    """
+
+    @override
+    def on_broken_pipe(self) -> None:
+        """Point stdout at /dev/null (so the exit flush cannot fail) and raise."""
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise BrokenPipeError
 
 
 def _table(p: Plan, console: Console) -> None:
@@ -168,6 +183,7 @@ _FIELD_FLAGS: dict[str, str] = {
     "concurrency": "--concurrency",
     "tokens_per_second": "--tokens-per-second",
     "cpu_offload_bytes": "--cpu-offload-gb",
+    "weights_download": "--download",
 }
 """The `dsv4 plan` option behind each planner request field, for error messages."""
 
@@ -205,10 +221,19 @@ def plan_command(
     cpu_offload_gb: Annotated[
         float | None, typer.Option(help="Weights offloaded to host memory per GPU, GiB.")
     ] = None,
+    download: Annotated[
+        bool | None,
+        typer.Option(
+            "--download/--no-download",
+            help="Weights come from the Hugging Face Hub, so the first-boot budget includes "
+            "the download (the resource's default; without FILE default on; with FILE its "
+            "spec.modelSource decides).",
+        ),
+    ] = None,
     output: Annotated[Output, typer.Option(help="table, json or yaml.")] = Output.table,
 ) -> None:
     """Plan GPUs, nodes, layout, KV cache and /dev/shm for DeepSeek-V4."""
-    console = Console(width=_WIDTH, stderr=False)
+    console = _PipeConsole(width=_WIDTH, stderr=False)
     try:
         req = _load_request(file)
         mml = _max_model_len(max_model_len)
@@ -234,6 +259,8 @@ def plan_command(
             "tokens_per_second": tokens_per_second,
         }
         changes = {k: v for k, v in overrides.items() if v is not None}
+        if download is not None or file is None:
+            changes["weights_download"] = True if download is None else download
         if mml != "keep":
             changes["max_model_len"] = mml
         result = plan(dataclasses.replace(req, **changes))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -34,7 +34,7 @@ from dsv4_operator.kube import (
 )
 from dsv4_operator.kube.discovery import KEDA_API_VERSION
 from dsv4_operator.metrics import OperatorMetrics
-from dsv4_operator.planning import Plan, PlanningError, plan
+from dsv4_operator.planning import Code, Plan, PlanningError, plan
 from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.render import (
     Observation,
@@ -97,6 +97,16 @@ def _plan_summary(status: Mapping[str, Any] | None) -> tuple[str, int] | None:
     if "gpuType" not in plan_status or "gpusPerReplica" not in layout:
         return None
     return str(plan_status["gpuType"]), int(layout["gpusPerReplica"])
+
+
+HAZARDS: frozenset[str] = frozenset({str(Code.MTP_LONG_CONTEXT_HANG)})
+"""Plan warnings that predict a failure of the rollout (not just a remark): posted as a Warning
+Event `PlanWarning` when they appear, besides `status.plan.warnings`."""
+
+
+def _hazards(warnings: Iterable[str]) -> set[str]:
+    """The hazard codes among `status.plan.warnings` lines (`CODE: message`)."""
+    return {w.split(":", 1)[0] for w in warnings} & HAZARDS
 
 
 def _most_groups(spec: DeepSeekV4DeploymentSpec) -> int:
@@ -354,6 +364,10 @@ class Reconciler:
                 f"({planned.chosen.layout.describe()}); {spec.replicas} replica(s), "
                 f"{gpus * spec.replicas} GPUs in total",
             )
+        known = _hazards((status.get("plan") or {}).get("warnings") or [])
+        for w in planned.warnings:
+            if str(w.code) in HAZARDS - known:
+                emit("Warning", "PlanWarning", f"{w.code}: {w.message}")
         changed = secret_created or any(a.action != "unchanged" for a in applied)
         return self._report(obs, status, emit, "applied" if changed else "unchanged")
 

@@ -296,6 +296,26 @@ def test_plan_change_event_names_old_and_new_gpu_counts() -> None:
     assert "x h100-80gb" in changes[1]
 
 
+def test_a_plan_that_predicts_a_hang_is_a_warning_event_once() -> None:
+    """New-user trial: MTP at 1M context plans (fits), but the plan's hang warning reached only
+    status.plan.warnings: nothing a platform engineer watching Events would see."""
+    spec = {**SPEC, "maxModelLen": 1_048_576}
+    spec["speculativeDecoding"] = {"method": "mtp", "numSpeculativeTokens": 1}
+    fake, reconciler = _setup(spec)
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    reconciler.reconcile("ns", "d", events)  # a resync: not again
+    hang = [(k, m) for k, r, m in events if r == "PlanWarning"]
+    assert len(hang) == 1
+    assert hang[0][0] == "Warning"
+    assert hang[0][1].startswith("MTP_LONG_CONTEXT_HANG: ")
+    # Without speculation: no such Event.
+    fake, reconciler = _setup({**SPEC, "maxModelLen": 1_048_576})
+    quiet = Events()
+    reconciler.reconcile("ns", "d", quiet)
+    assert "PlanWarning" not in quiet.reasons()
+
+
 def test_transient_error_is_returned_with_a_delay_and_an_event() -> None:
     fake, reconciler = _setup(fail=[("PATCH", "/leaderworkersets/", 409)])
     events = Events()
