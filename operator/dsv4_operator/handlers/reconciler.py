@@ -6,6 +6,7 @@ kopf (TemporaryError / PermanentError, Events through kopf's poster).
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -430,9 +431,24 @@ def _plan_refusal(
 
 
 def _no_fit_message(planned: Plan) -> str:
+    """`InsufficientCapacity`'s message: the closest layout, its problems, and what would fit
+    (the planner's advice, in spec fields: `spec.engine.extraArgs` for CPU offload, and the
+    `spec.gpu.maxNodes` a larger layout needs).
+    """
     problems = "; ".join(f.message for f in planned.chosen.problems[:3])
     c = planned.chosen
-    return (
+    message = (
         f"no layout of {', '.join(planned.request.gpu_types)} within spec.gpu fits: closest is "
         f"{c.layout.gpus} x {c.gpu.name} ({c.layout.describe()}): {problems}"
     )
+    advice = next((w.message for w in planned.warnings if w.code is Code.NO_FEASIBLE_LAYOUT), "")
+    _, found, fixes = advice.partition("what would fit: ")
+    if found:
+        fixes = re.sub(
+            r"\(--cpu-offload-gb (\d+); slow\)",
+            r"(spec.engine.extraArgs: --cpu-offload-gb=\1; slow)",
+            fixes,
+        )
+        fixes = re.sub(r"\((\d+)x(\d+) ([^)]*)\)", r"(\1x\2 \3; spec.gpu.maxNodes >= \1)", fixes)
+        message += f"; what would fit: {fixes}"
+    return message

@@ -101,5 +101,6 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         total_gpu_budget=spec.gpu.budget,
         weights_download=spec.effective_model_source.hugging_face is not None,
         usd_per_gpu_hour=prices,
+        cpu_offload_bytes=spec.engine.cpu_offload_bytes,
         engine_version=spec.engine.version,
     )

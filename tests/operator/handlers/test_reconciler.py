@@ -283,6 +283,40 @@ def test_unplannable_spec_is_insufficient_capacity() -> None:
     assert events.reasons() == ["InsufficientCapacity"]
 
 
+def test_insufficient_capacity_says_what_would_fit_in_spec_fields() -> None:
+    """New-user trial: the CLI's advice (offload, more nodes) was missing from the status, and
+    `--cpu-offload-gb` in extraArgs was accepted but not planned."""
+    spec = {
+        "model": "pro",
+        "maxModelLen": 1_048_576,
+        "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8, "maxNodes": 1},
+    }
+    fake, reconciler = _setup(spec)
+    reconciler.reconcile("ns", "d", Events())
+    message = next(
+        c["message"] for c in fake.objects[CR_PATH]["status"]["conditions"] if c["type"] == "Ready"
+    )
+    assert "what would fit: CPU offload of 49 GiB per GPU" in message
+    assert "(spec.engine.extraArgs: --cpu-offload-gb=49; slow)" in message
+    assert "(3x8 TP2 DP12; spec.gpu.maxNodes >= 3)" in message
+    # Following the offload advice now plans (the planner reads the flag).
+    spec["engine"] = {"extraArgs": ["--cpu-offload-gb=49"]}
+    fake, reconciler = _setup(spec)
+    events = Events()
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    assert _conditions(fake)["Ready"][1] != "InsufficientCapacity"
+    warnings = fake.objects[CR_PATH]["status"]["plan"]["warnings"]
+    assert any(w.startswith("CPU_OFFLOAD: ") for w in warnings)
+
+
+@pytest.mark.parametrize("arg", ["--cpu-offload-gb", "--cpu-offload-gb=x", "--cpu-offload-gb=-1"])
+def test_a_bad_cpu_offload_value_is_an_invalid_spec(arg: str) -> None:
+    fake, reconciler = _setup({**SPEC, "engine": {"extraArgs": [arg]}})
+    assert reconciler.reconcile("ns", "d", Events()).result == "invalid_spec"
+    ready = next(c for c in fake.objects[CR_PATH]["status"]["conditions"] if c["type"] == "Ready")
+    assert "--cpu-offload-gb needs a value in the same entry" in ready["message"]
+
+
 def test_plan_change_event_names_old_and_new_gpu_counts() -> None:
     fake, reconciler = _setup()
     events = Events()
@@ -310,7 +344,7 @@ def test_a_plan_that_predicts_a_hang_is_a_warning_event_once() -> None:
     assert hang[0][0] == "Warning"
     assert hang[0][1].startswith("MTP_LONG_CONTEXT_HANG: ")
     # Without speculation: no such Event.
-    fake, reconciler = _setup({**SPEC, "maxModelLen": 1_048_576})
+    _, reconciler = _setup({**SPEC, "maxModelLen": 1_048_576})
     quiet = Events()
     reconciler.reconcile("ns", "d", quiet)
     assert "PlanWarning" not in quiet.reasons()

@@ -1,5 +1,6 @@
 """`spec.engine`, `spec.resources` and `spec.speculativeDecoding`: how the vLLM server is run."""
 
+import math
 from typing import Annotated, Final
 
 from pydantic import Field, field_validator, model_validator
@@ -117,6 +118,11 @@ the distribution reference grammar (github.com/distribution/reference) has it; w
 refuses as InvalidImageName (uppercase repository, empty tag) is refused here."""
 FLAG_PATTERN: Final = r"^--[a-z0-9][a-z0-9-]*(=.*)?$"
 """A long vLLM flag, alone (`--enforce-eager`) or with its value (`--seed=3`)."""
+
+CPU_OFFLOAD_FLAG: Final = "--cpu-offload-gb"
+"""The one extraArgs flag the planner reads (weights offloaded to host memory per GPU)."""
+MAX_CPU_OFFLOAD_GIB: Final = 4096
+"""Most `--cpu-offload-gb` accepted, GiB per GPU (our bound: more than any node's memory)."""
 
 _REFUSED_FLAGS: Final = (*OPERATOR_OWNED_FLAGS, *RUNTIME_OWNED_FLAGS, *UNSUPPORTED_FLAGS)
 _OWNED_CEL: Final = "[" + ", ".join(f"'{flag}'" for flag in _REFUSED_FLAGS) + "]"
@@ -307,7 +313,8 @@ class EngineSpec(ApiModel):
     """Extra vLLM flags as `--flag` or `--flag=value`, a value in the same entry (at most 64,
     each at most 1024 characters, e.g. `--enforce-eager`, `--seed=3`, not `--seed`, `3`); flags
     the operator or the runtime derives from the spec (parallel sizes, max-model-len,
-    kv-cache-dtype, block size, ...) and abbreviations of them are refused."""
+    kv-cache-dtype, block size, ...) and abbreviations of them are refused;
+    `--cpu-offload-gb=N` (GiB of weights per GPU kept in host memory) is counted by the plan."""
     env: Annotated[
         tuple[EnvVar, ...],
         Field(
@@ -323,9 +330,11 @@ class EngineSpec(ApiModel):
     @field_validator("extra_args")
     @classmethod
     def _not_owned(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        owned = _REFUSED_FLAGS
+        owned = (*_REFUSED_FLAGS, CPU_OFFLOAD_FLAG)
         for arg in value:
             flag = arg.split("=", 1)[0]
+            if flag == CPU_OFFLOAD_FLAG:
+                _offload_gib(arg)
             if flag in OPERATOR_OWNED_FLAGS:
                 msg = f"{flag} is set by the operator from the spec; use the spec field instead"
                 raise ValueError(msg)
@@ -335,14 +344,44 @@ class EngineSpec(ApiModel):
             if flag in UNSUPPORTED_FLAGS:
                 msg = f"{flag} is not supported: {UNSUPPORTED_FLAGS[flag]}"
                 raise ValueError(msg)
-            abbreviated = sorted(f for f in owned if f.startswith(flag))
+            abbreviated = sorted(f for f in owned if f.startswith(flag) and f != flag)
             if flag.startswith("--") and flag not in PREFIX_FLAGS and abbreviated:
                 msg = (
-                    f"{flag} abbreviates {', '.join(abbreviated)}, which the operator sets or "
-                    "refuses (vLLM's parser accepts abbreviations); spell flags in full"
+                    f"{flag} abbreviates {', '.join(abbreviated)}, which the operator sets, "
+                    "reads or refuses (vLLM's parser accepts abbreviations); spell flags in full"
                 )
                 raise ValueError(msg)
         return value
+
+    @property
+    def cpu_offload_bytes(self) -> int:
+        """Bytes per GPU that `--cpu-offload-gb=N` in extraArgs moves to host memory (0 without).
+
+        The planner counts them (vLLM's `--cpu-offload-gb` is GiB per GPU, `vllm/config`'s
+        `OffloadConfig`), so the plan matches what the engine holds.
+        """
+        gib = [_offload_gib(a) for a in self.extra_args if a.split("=", 1)[0] == CPU_OFFLOAD_FLAG]
+        return int(gib[-1] * (1 << 30)) if gib else 0
+
+
+def _offload_gib(arg: str) -> float:
+    """The GiB of a `--cpu-offload-gb=N` entry.
+
+    Raises:
+        ValueError: no value, or one that is not a number from 0 to 4096.
+    """
+    _, _, raw = arg.partition("=")
+    try:
+        gib = float(raw)
+    except ValueError:
+        gib = math.nan
+    if not 0 <= gib <= MAX_CPU_OFFLOAD_GIB:
+        msg = (
+            f"{CPU_OFFLOAD_FLAG} needs a value in the same entry, GiB per GPU from 0 to "
+            f"{MAX_CPU_OFFLOAD_GIB} (e.g. {CPU_OFFLOAD_FLAG}=8), not {arg!r}"
+        )
+        raise ValueError(msg)
+    return gib
 
 
 class SpeculativeDecoding(ApiModel):
