@@ -431,9 +431,10 @@ def _plan_refusal(
 
 
 def _no_fit_message(planned: Plan) -> str:
-    """`InsufficientCapacity`'s message: the closest layout, its problems, and what would fit
-    (the planner's advice, in spec fields: `spec.engine.extraArgs` for CPU offload, and the
-    `spec.gpu.maxNodes` a larger layout needs).
+    """`InsufficientCapacity`'s message: the closest layout, its problems, and what would fit.
+
+    What would fit is the planner's advice in spec fields: `spec.engine.extraArgs` for CPU
+    offload, and the `spec.gpu.maxNodes` a larger layout needs.
     """
     problems = "; ".join(f.message for f in planned.chosen.problems[:3])
     c = planned.chosen
