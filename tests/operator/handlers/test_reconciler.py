@@ -335,7 +335,7 @@ def test_a_plan_that_predicts_a_hang_is_a_warning_event_once() -> None:
     status.plan.warnings: nothing a platform engineer watching Events would see."""
     spec = {**SPEC, "maxModelLen": 1_048_576}
     spec["speculativeDecoding"] = {"method": "mtp", "numSpeculativeTokens": 1}
-    fake, reconciler = _setup(spec)
+    _, reconciler = _setup(spec)
     events = Events()
     reconciler.reconcile("ns", "d", events)
     reconciler.reconcile("ns", "d", events)  # a resync: not again
