@@ -31,6 +31,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"max_content_width": 100},
 )
 operator_app = typer.Typer(help="Run the operator.", no_args_is_help=True)
@@ -194,7 +195,7 @@ def plan_command(
         Path | None,
         typer.Argument(help="A DeepSeekV4Deployment YAML; flags override its values."),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="flash or pro.")] = None,
+    model: Annotated[str | None, typer.Option(help="flash or pro (without FILE: flash).")] = None,
     weights: Annotated[str | None, typer.Option(help="official, nvfp4, fp8, bf16 or int4.")] = None,
     kv_cache_dtype: Annotated[str | None, typer.Option(help="fp8 or bf16.")] = None,
     gpu: Annotated[

@@ -327,6 +327,10 @@ _FIELD_OF_CODE = {
 }
 
 
+_PINNED_SIZES = ("data_parallel", "tensor_parallel", "pipeline_parallel")
+"""Request fields that pin parallel sizes, the likeliest cause first when several are pinned."""
+
+
 def _no_layout_error(req: PlanRequest, rejected: list[Rejection]) -> PlanningError:
     """The error when every candidate broke a structural rule, naming the field most at fault."""
     codes = [f.code for r in rejected for f in r.reasons]
@@ -335,6 +339,10 @@ def _no_layout_error(req: PlanRequest, rejected: list[Rejection]) -> PlanningErr
     ]
     focus = common or list(dict.fromkeys(codes))
     field = _FIELD_OF_CODE.get(focus[0], "layout")
+    if field in (*_PINNED_SIZES, "expert_parallel") and getattr(req, field) is None:
+        # The rule is about a size the search chose; the user's pinned size is the cause (DP=3
+        # makes EP=3: the error names --data-parallel, not an option never given).
+        field = next((f for f in _PINNED_SIZES if getattr(req, f) is not None), field)
     detail = "; ".join(
         dict.fromkeys(f.message for r in rejected for f in r.reasons if f.code in focus[:1])
     )

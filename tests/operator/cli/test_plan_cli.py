@@ -236,3 +236,22 @@ def test_a_table_piped_into_head_exits_zero_when_the_plan_fits() -> None:
     done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "fits" in done.stdout
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-expert-parallel"]])
+def test_a_pinned_size_that_breaks_every_layout_is_the_option_named(extra: list[str]) -> None:
+    """New-user trial: `--data-parallel 3` was reported as `--expert-parallel` (EP = 3 does not
+    divide the experts), or with `--no-expert-parallel` as `--tensor-parallel`."""
+    args = ["plan", "--model", "flash", "--gpu", "h100-80gb", "--data-parallel", "3", *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --data-parallel (data_parallel): ")
+
+
+def test_help_spells_every_option_in_full_at_80_columns() -> None:
+    """New-user trial: rich's help table cut names to `--pipeline-paral…` at 80 columns."""
+    result = runner.invoke(app, ["plan", "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert result.exit_code == 0
+    for flag in ("--pipeline-parallel", "--max-num-batched-tokens", "--gpu-memory-utilization"):
+        assert flag in result.stdout
+    assert "…" not in result.stdout
