@@ -50,7 +50,7 @@ from dsv4_operator.render.admin import ADMIN_TOKEN_KEY, admin_secret, token_from
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
 from dsv4_operator.render.leaderworkerset import hf_cache_error, surge_groups
 from dsv4_operator.render.placement import placement_error
-from dsv4_operator.render.status import APPLY_FAILED, KEDA_MISSING
+from dsv4_operator.render.status import APPLY_FAILED, KEDA_MISSING, REFERENCE_MISSING
 
 __all__ = ["EmitFn", "Outcome", "Reconciler"]
 
@@ -65,7 +65,14 @@ INVALID_SPEC: Final = "InvalidSpec"
 PLAN_FAILED: Final = "PlanFailed"
 INSUFFICIENT_CAPACITY: Final = "InsufficientCapacity"
 _WARNING_REASONS: Final = frozenset(
-    {INVALID_SPEC, PLAN_FAILED, INSUFFICIENT_CAPACITY, APPLY_FAILED, "LeaderWorkerSetMissing"}
+    {
+        INVALID_SPEC,
+        PLAN_FAILED,
+        INSUFFICIENT_CAPACITY,
+        APPLY_FAILED,
+        "LeaderWorkerSetMissing",
+        REFERENCE_MISSING,
+    }
 )
 
 
@@ -226,6 +233,47 @@ class Reconciler:
             return self._report(obs, status, emit, result, message)
         return self._roll_out(owner, spec, planned, status, emit)
 
+    def _missing_references(
+        self, namespace: str, spec: DeepSeekV4DeploymentSpec
+    ) -> tuple[str, ...]:
+        """Secrets and ConfigMaps (and their keys) the pods read that do not exist.
+
+        Pods that reference them never start (CreateContainerConfigError), which the
+        LeaderWorkerSet's counts do not say. A reference the operator may not read (403) is
+        not reported.
+
+        Raises:
+            TransientApiError: a retryable failure.
+        """
+        refs: list[tuple[str, str, str, str]] = []
+        hub = spec.effective_model_source.hugging_face
+        if hub is not None and hub.token_secret_ref is not None:
+            ref = hub.token_secret_ref
+            refs.append(
+                ("Secret", ref.name, ref.key, "spec.modelSource.huggingFace.tokenSecretRef")
+            )
+        for var in spec.engine.env:
+            source = var.value_from
+            if source is not None and source.secret_key_ref is not None:
+                sref = source.secret_key_ref
+                refs.append(("Secret", sref.name, sref.key, f"spec.engine.env {var.name}"))
+            elif source is not None and source.config_map_key_ref is not None:
+                cref = source.config_map_key_ref
+                refs.append(("ConfigMap", cref.name, cref.key, f"spec.engine.env {var.name}"))
+        missing = []
+        for kind, name, key, field_path in refs:
+            try:
+                found = self.kube.get("v1", kind, namespace, name)
+            except TransientApiError:
+                raise
+            except ApiError:  # forbidden or otherwise unreadable: not ours to judge
+                continue
+            if found is None:
+                missing.append(f"{kind} {name} ({field_path}) does not exist")
+            elif key not in (found.get("data") or {}) | (found.get("binaryData") or {}):
+                missing.append(f"{kind} {name} has no key {key} ({field_path})")
+        return tuple(dict.fromkeys(missing))
+
     def _remove_stale_scalers(
         self, owner: Owner, spec: DeepSeekV4DeploymentSpec, apis: ClusterApis, emit: EmitFn
     ) -> None:
@@ -349,6 +397,7 @@ class Reconciler:
             lws_changed=lws_applied is not None and lws_applied.action != "unchanged",
             endpoint=endpoint(owner, spec),
             keda_api=apis.keda,
+            missing=self._missing_references(owner.namespace, spec),
         )
         gpus = planned.chosen.layout.gpus
         self.metrics.set_plan(

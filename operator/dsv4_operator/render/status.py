@@ -27,6 +27,7 @@ __all__ = [
     "APPLY_FAILED",
     "OWNED_CONDITIONS",
     "OWNED_KEYS",
+    "REFERENCE_MISSING",
     "Observation",
     "desired_status",
     "plan_status",
@@ -75,6 +76,8 @@ class Observation:
         endpoint: base URL of the OpenAI API.
         keda_api: the KEDA ScaledObject API is served; with `spec.autoscaling.mode: keda` and
             no KEDA the ScaledObject is skipped, and ScalingActive=False (`KEDAMissing`) says so.
+        missing: Secrets and ConfigMaps (or keys) the pods reference that do not exist: while
+            groups are not ready, Ready=False and Degraded=True say `ReferenceMissing`.
     """
 
     owner: Owner
@@ -88,12 +91,15 @@ class Observation:
     lws_changed: bool = False
     endpoint: str = ""
     keda_api: bool = True
+    missing: tuple[str, ...] = ()
 
 
 KEDA_SCALING: Final = "KEDA"
 """ScalingActive reason: keda mode, and the cluster serves KEDA's ScaledObjects."""
 KEDA_MISSING: Final = "KEDAMissing"
 """ScalingActive reason: keda mode on a cluster without KEDA."""
+REFERENCE_MISSING: Final = "ReferenceMissing"
+"""Ready/Degraded reason: a Secret or ConfigMap (or key) the pods read does not exist."""
 
 
 def _text(value: str) -> str:
@@ -289,6 +295,10 @@ def _conditions(obs: Observation) -> dict[str, tuple[str, str, str]]:
         out["Degraded"] = ("True", "ReplicasUnavailable", counts)
     else:
         out["Degraded"] = ("False", "AsExpected", counts)
+    if obs.missing and not (rolled and ready >= want):
+        message = _text("; ".join(obs.missing) + f": pods cannot start until it exists ({counts})")
+        out["Ready"] = ("False", REFERENCE_MISSING, message)
+        out["Degraded"] = ("True", REFERENCE_MISSING, message)
     return out
 
 

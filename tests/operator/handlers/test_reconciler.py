@@ -317,6 +317,44 @@ def test_a_bad_cpu_offload_value_is_an_invalid_spec(arg: str) -> None:
     assert "--cpu-offload-gb needs a value in the same entry" in ready["message"]
 
 
+def test_a_missing_token_secret_or_key_is_reported_until_it_exists() -> None:
+    """New-user trial: without the `hf-token` Secret the pods never start, yet the resource
+    said only RollingOut."""
+    spec = {
+        **SPEC,
+        "modelSource": {
+            "huggingFace": {
+                "repo": "deepseek-ai/DeepSeek-V4-Flash",
+                "tokenSecretRef": {"name": "hf"},
+            }
+        },
+        "engine": {
+            "env": [{"name": "CFG", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "k"}}}]
+        },
+    }
+    fake, reconciler = _setup(spec)
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    ready = next(c for c in fake.objects[CR_PATH]["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ReferenceMissing"
+    assert (
+        "Secret hf (spec.modelSource.huggingFace.tokenSecretRef) does not exist" in ready["message"]
+    )
+    assert "ConfigMap cfg (spec.engine.env CFG) does not exist" in ready["message"]
+    assert _conditions(fake)["Degraded"] == ("True", "ReferenceMissing")
+    assert ("Warning", "ReferenceMissing") in [(k, r) for k, r, _ in events]
+    assert LWS_PATH in fake.objects  # the rollout goes on: pods start once the objects exist
+    fake.objects["/api/v1/namespaces/ns/secrets/hf"] = {"metadata": {"name": "hf"}, "data": {}}
+    fake.objects["/api/v1/namespaces/ns/configmaps/cfg"] = {"metadata": {}, "data": {"k": "v"}}
+    reconciler.reconcile("ns", "d", events)
+    ready = next(c for c in fake.objects[CR_PATH]["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["message"].startswith("Secret hf has no key token (")
+    fake.objects["/api/v1/namespaces/ns/secrets/hf"]["data"] = {"token": "aGY="}
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Ready"] == ("False", "ReplicasNotReady")
+    assert _conditions(fake)["Degraded"] == ("False", "AsExpected")
+
+
 def test_plan_change_event_names_old_and_new_gpu_counts() -> None:
     fake, reconciler = _setup()
     events = Events()
