@@ -68,7 +68,9 @@ class OperatorMetrics:
         )
         self.planned_gpus = Gauge(
             "dsv4_operator_planned_gpus",
-            "GPUs of the current plans (per replica x replicas), by GPU type.",
+            "GPUs of the plans the LeaderWorkerSets were last rolled out with (per replica x "
+            "replicas), by GPU type; kept while a later spec cannot be planned (the groups keep "
+            "running).",
             ["gpu_type"],
             registry=self.registry,
         )

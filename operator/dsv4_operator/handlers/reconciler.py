@@ -215,7 +215,6 @@ class Reconciler:
             check_name(name)  # the CRD's schema has the same rule; older objects may not
             spec = parse_spec(body.get("spec") or {})
         except InvalidSpecError as error:
-            self.metrics.set_plan(f"{namespace}/{name}", None, 0)
             obs = Observation(owner, error_reason=INVALID_SPEC, error_message=str(error))
             return self._report(obs, status, emit, "invalid_spec", str(error))
         if spec.paused:
@@ -223,12 +222,10 @@ class Reconciler:
         try:
             planned = plan(request_from_spec(spec))
         except PlanningError as error:
-            self.metrics.set_plan(f"{namespace}/{name}", None, 0)
             obs = Observation(owner, error_reason=PLAN_FAILED, error_message=str(error))
             return self._report(obs, status, emit, "plan_failed", str(error))
         if (refusal := _plan_refusal(name, spec, planned)) is not None:
             reason, result, message = refusal
-            self.metrics.set_plan(f"{namespace}/{name}", None, 0)
             obs = Observation(owner, error_reason=reason, error_message=message)
             return self._report(obs, status, emit, result, message)
         return self._roll_out(owner, spec, planned, status, emit)

@@ -247,6 +247,25 @@ def test_invalid_spec_reports_once_and_keeps_going() -> None:
     assert _conditions(fake)["Planned"] == ("True", "PlanReady")
 
 
+def test_planned_gpus_stay_while_a_later_spec_cannot_be_planned() -> None:
+    # The groups of the last rollout keep running under an invalid or unfittable spec, so the
+    # GPU gauge keeps their count instead of dropping to 0.
+    fake, reconciler = _setup()
+    reconciler.reconcile("ns", "d", Events())
+
+    def gauge() -> str:
+        text = generate_latest(reconciler.metrics.registry).decode()
+        return next(line for line in text.splitlines() if line.startswith("dsv4_operator_planned"))
+
+    running = gauge()
+    assert running == 'dsv4_operator_planned_gpus{gpu_type="h200-141gb"} 2.0'  # 1x2 TP1 DP2
+    unfit = {"model": "pro", "gpu": {"types": ["rtx-4090-24gb"], "gpusPerNode": 1}}
+    for spec in ({**SPEC, "parallelism": {"tensor": 3}}, unfit):
+        fake.objects[CR_PATH]["spec"] = spec
+        assert reconciler.reconcile("ns", "d", Events()).result in {"invalid_spec", "plan_failed"}
+        assert gauge() == running
+
+
 def test_a_placement_the_planned_group_cannot_take_is_an_invalid_spec() -> None:
     # Pro at 1M with 4 requests plans 2 nodes of 8x H200 per group: one host cannot hold it.
     spec = {
