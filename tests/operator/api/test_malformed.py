@@ -488,8 +488,8 @@ CASES = [
     Case(
         "service-port-is-the-admin-port",
         {"spec.service": {"port": 8081}},
-        ("spec.service", "must not be 8081, the runtime's admin port"),
-        ("spec.service.port", "must not be 8081, the runtime's admin (metrics) port"),
+        ("spec.service", "must not be 8081 on a ClusterIP Service: it is the runtime's admin port"),
+        ("spec.service", "port must not be 8081 on a ClusterIP Service"),
     ),
     Case(
         "extra-arg-short-flag",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from tests.operator.render.conftest import Case
 
 from dsv4_operator.planning import plan_to_dict
@@ -64,3 +65,14 @@ def test_only_a_cluster_ip_service_carries_the_admin_port(case: Case) -> None:
         else:
             # /metrics, /ready and the token-guarded /drain stay inside the cluster.
             assert set(ports) == {"http"}
+
+
+def test_port_8081_is_refused_only_where_the_admin_port_is(case: Case) -> None:
+    from dsv4_operator.api.v1alpha1.spec import ServiceSpec
+
+    with pytest.raises(ValueError, match="must not be 8081 on a ClusterIP Service"):
+        ServiceSpec(type="ClusterIP", port=8081)
+    for kind in ("NodePort", "LoadBalancer"):  # no admin port on these: 8081 is free
+        spec = case.spec.model_copy(update={"service": ServiceSpec(type=kind, port=8081)})
+        ports = service(case.owner, spec)["spec"]["ports"]
+        assert [(p["name"], p["port"]) for p in ports] == [("http", 8081)]

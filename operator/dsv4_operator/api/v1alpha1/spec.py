@@ -124,9 +124,12 @@ class ServiceSpec(ApiModel):
 
     model_config = with_cel_rules(
         {
-            "rule": f"!has(self.port) || self.port != {RUNTIME_ADMIN_PORT}",
-            "message": f"spec.service.port must not be {RUNTIME_ADMIN_PORT}, the runtime's admin "
-            "port (the Service's metrics port)",
+            "rule": (
+                f"!has(self.port) || self.port != {RUNTIME_ADMIN_PORT} || "
+                "(has(self.type) && self.type != 'ClusterIP')"
+            ),
+            "message": f"spec.service.port must not be {RUNTIME_ADMIN_PORT} on a ClusterIP "
+            "Service: it is the runtime's admin port (the Service's metrics port)",
         }
     )
 
@@ -134,15 +137,18 @@ class ServiceSpec(ApiModel):
     """Service type: ClusterIP (also exposes the runtime's `/metrics` as port `metrics`, 8081,
     inside the cluster), NodePort or LoadBalancer (the API port only)."""
     port: int = Field(default=8000, ge=1, le=65535)
-    """Service port (TCP, 1 to 65535, not 8081) for the OpenAI-compatible API."""
+    """Service port (TCP, 1 to 65535; not 8081 on a ClusterIP Service) for the OpenAI-compatible
+    API."""
 
-    @field_validator("port")
-    @classmethod
-    def _not_the_admin_port(cls, value: int) -> int:
-        if value == RUNTIME_ADMIN_PORT:
-            msg = f"must not be {RUNTIME_ADMIN_PORT}, the runtime's admin (metrics) port"
+    @model_validator(mode="after")
+    def _not_the_admin_port(self) -> "ServiceSpec":
+        if self.type == "ClusterIP" and self.port == RUNTIME_ADMIN_PORT:
+            msg = (
+                f"port must not be {RUNTIME_ADMIN_PORT} on a ClusterIP Service, the runtime's "
+                "admin (metrics) port"
+            )
             raise ValueError(msg)
-        return value
+        return self
 
 
 class GpuPrice(ApiModel):
