@@ -26,8 +26,10 @@ the KEDA ScaledObject or HPA included (apply needs create for a new object); it 
 own ScaledObject or HPA when the autoscaling mode no longer renders it, and deletes and creates
 again its own Service, ConfigMap or PodDisruptionBudget when an update is refused
 (kube/apply.py, uid precondition; never the LeaderWorkerSet); it creates each
-resource's admin Secret (the runtimes' drain token, render/admin.py) once and reads it (no
-list, watch or patch: it reads only the Secrets it names); the children's ownerReferences set
+resource's admin Secret (the runtimes' drain token, render/admin.py) once and reads it, and
+reads the Secrets and ConfigMaps the spec names for the pods to tell whether they and their
+keys exist (no list, watch or patch: it reads only the objects it names); the children's
+ownerReferences set
 blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement admission plugin (on in
 OpenShift) allows only with update on the owner's finalizers subresource;
 kopf watches the resource, patches its progress annotations and posts Events; in namespaced

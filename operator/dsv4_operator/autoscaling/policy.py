@@ -158,7 +158,10 @@ class AutoscalerState:
     """Memory between decisions (kept by the operator per deployment).
 
     Attributes:
-        recommendations: (time, recommended replicas) within the longest window.
+        recommendations: (time, recommended replicas for scaling up, for scaling down) within
+            the longest window. The two differ only while some group's load is unknown: the
+            known groups' load is then a lower bound, good for scaling up, and no evidence for
+            scaling down (that entry is at least the replicas then running).
         last_change: (time, +1 or -1) of the last replica change.
         idle_since: when the deployment became idle (no load, no request), or None while busy.
         draining: groups being drained.
@@ -167,7 +170,7 @@ class AutoscalerState:
             restart (which starts a new state) never scales down on a few samples.
     """
 
-    recommendations: tuple[tuple[float, int], ...] = ()
+    recommendations: tuple[tuple[float, int, int], ...] = ()
     last_change: tuple[float, int] | None = None
     idle_since: float | None = None
     draining: tuple[int, ...] = field(default=())
@@ -242,9 +245,7 @@ def _scale_up(
 ) -> tuple[Decision, bool]:
     """Rule 4 upwards; returns the decision and whether replicas changed."""
     t, current = obs.time, obs.replicas
-    window = [n for ts, n in state.recommendations if ts >= t - cfg.scale_up_window_seconds]
-    if not window and not r.urgent:
-        return _hold(obs, r.load, "the metrics of some groups could not be read"), False
+    window = [n for ts, n, _ in state.recommendations if ts >= t - cfg.scale_up_window_seconds]
     target = r.desired if r.urgent else min(window)
     target = min(max(target, current), current + cfg.scale_up_max_step, cfg.ceiling)
     last = state.last_change
@@ -278,9 +279,9 @@ def _down_target(
                 f"scale-down waits for a whole scale-down window of observations ({observed:.0f}"
                 f" of {cfg.scale_down_window_seconds:.0f} s)"
             )
-        window = [n for ts, n in state.recommendations if ts >= t - cfg.scale_down_window_seconds]
-        if not window:
-            return "no recommendation in the scale-down window"
+        window = [
+            n for ts, _, n in state.recommendations if ts >= t - cfg.scale_down_window_seconds
+        ]
         target = max(*window, current - cfg.scale_down_max_step)
     last = state.last_change
     if target >= current:
@@ -331,11 +332,11 @@ def decide(
     idle_since = None if busy else (state.idle_since if state.idle_since is not None else t)
     r = _read(cfg, obs, idle_since)
     horizon = max(cfg.scale_up_window_seconds, cfg.scale_down_window_seconds)
-    recs = tuple((ts, n) for ts, n in state.recommendations if ts > t - horizon)
-    # A load with unknown parts (a group not yet sampled twice, or not answering) recommends
-    # nothing; the guard rails, read from gauges, still act.
-    if r.urgent or all(g.known for g in obs.groups):
-        recs = (*recs, (t, r.desired))
+    recs = tuple(rec for rec in state.recommendations if rec[0] > t - horizon)
+    # A load with unknown parts (a group not yet sampled twice, or not answering) is a lower
+    # bound: it may ask for more replicas, never for fewer.
+    down = r.desired if all(g.known for g in obs.groups) else max(r.desired, current)
+    recs = (*recs, (t, r.desired, down))
     since = state.observed_since if state.observed_since is not None else t
     state = replace(state, recommendations=recs, idle_since=idle_since, observed_since=since)
 

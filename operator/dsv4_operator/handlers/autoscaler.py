@@ -258,12 +258,16 @@ class Autoscaler:
             with contextlib.suppress(KeyError):  # never scraped: no series
                 gauge.remove(key)
 
-    def release(self, body: dict[str, Any], emit: EmitFn) -> None:
-        """Undrain the groups this autoscaler holds, and forget its state.
+    def release(self, body: dict[str, Any], emit: EmitFn, *, probe: bool = False) -> None:
+        """Undrain the groups the native autoscaler holds, and forget its state.
 
-        Called when native autoscaling stops applying (disabled, another mode, paused).
-        Without this a group drained for a scale-down stayed out of the Service for good, since
-        nothing else sends `/undrain`. A no-op when nothing is held.
+        Called when native autoscaling stops applying (disabled, another mode, paused): on a
+        spec change, at every resync (so a failed undrain is retried) and in `step`. Without
+        this a group drained for a scale-down stayed out of the Service for good, since nothing
+        else sends `/undrain`. The groups are those this process drained and, with `probe`,
+        those whose `/ready` says they are drained (a previous operator process drained them:
+        asked at operator start and when a spec leaves native mode). A failed undrain keeps the
+        state, so the next call tries again.
 
         Raises:
             TransientApiError: reading the admin Secret failed retryably.
@@ -272,10 +276,18 @@ class Autoscaler:
         owner = Owner.from_body(body)
         key = f"{owner.namespace}/{owner.name}"
         state = self._states.get(key)
-        if state is not None and state.draining:
+        held = set(state.draining) if state is not None else set()
+        if probe:
+            replicas = int((body.get("spec") or {}).get("replicas") or 0)
+            for i in range(replicas):
+                answer = self.http("GET", f"{_admin_url(owner, i)}/ready", {})
+                if answer is not None and answer[0] != 200 and HELD_REASON in answer[1]:
+                    held.add(i)
+        if held:
             reason = "native autoscaling no longer applies"
-            undrain = Decision(0.0, "undrain", 0, 0, state.draining, 0.0, reason)
+            undrain = Decision(0.0, "undrain", 0, 0, tuple(sorted(held)), 0.0, reason)
             if not self._drain(owner, undrain, emit):
+                self._states[key] = replace(state or AutoscalerState(), draining=undrain.groups)
                 return  # DrainFailed was posted; the next call tries again
         self.forget(owner.namespace, owner.name)
 
@@ -304,6 +316,10 @@ class Autoscaler:
         key = f"{namespace}/{name}"
         owner = Owner.from_body(body)
         t = self.clock()
+        for gone in [k for k in (*self._answered, *self._counters) if k[0] == key]:
+            if gone[1] >= spec.replicas:  # scaled away: a group made later at that index is new
+                self._answered.pop(gone, None)
+                self._counters.pop(gone, None)
         groups = tuple(self._group(key, _admin_url(owner, i), i, t) for i in range(spec.replicas))
         pending = 0 if a.wake_up_query is None else self._pending(key, a.wake_up_query, emit)
         obs = Observation(t, spec.replicas, groups, pending_outside=pending)
@@ -423,7 +439,12 @@ class Autoscaler:
             )
             if self._drain_failures.get(key) != message:
                 self._drain_failures[key] = message
-                emit("Warning", "DrainFailed", f"{message}; the groups keep serving")
+                outcome = (
+                    "the groups keep serving"
+                    if d.action == "drain"
+                    else "the groups stay drained; tried again at the next step or resync"
+                )
+                emit("Warning", "DrainFailed", f"{message}; {outcome}")
             return False
         self._drain_failures.pop(key, None)
         verb = "Draining" if d.action == "drain" else "DrainCancelled"

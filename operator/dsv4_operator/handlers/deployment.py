@@ -54,6 +54,22 @@ def rolling_out(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) ->
     return False
 
 
+def _scaling_natively(spec: Mapping[str, Any]) -> bool:
+    """The native autoscaler acts on `spec`: native mode and not paused."""
+    return native_autoscaling(spec) and not spec.get("paused")
+
+
+def _release(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, *, probe: bool) -> None:
+    """Give back the groups the native autoscaler drained when it no longer acts on `body`."""
+    if _scaling_natively(body.spec):
+        return
+    autoscaler: Autoscaler = memo.autoscaler
+    try:
+        autoscaler.release(dict(body), _emitter(body), probe=probe)
+    except ApiError as error:
+        logger.warning("autoscaler: undrain failed: %s (the next resync retries)", error)
+
+
 def native_autoscaling(spec: Mapping[str, Any], **_: Any) -> bool:
     """Kopf `when=` filter: `spec.autoscaling` is enabled in native mode."""
     auto = spec.get("autoscaling") or {}
@@ -66,13 +82,18 @@ def register_deployment_handlers(registry: kopf.OperatorRegistry, config: Operat
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-        if body.spec.get("paused") or not native_autoscaling(body.spec):
-            autoscaler: Autoscaler = memo.autoscaler
-            try:  # groups the native autoscaler drained go back into service
-                autoscaler.release(dict(body), _emitter(body))
-            except ApiError as error:
-                logger.warning("autoscaler: undrain failed: %s (the next reconcile retries)", error)
+    def reconcile(
+        body: kopf.Body,
+        memo: kopf.Memo,
+        logger: kopf.Logger,
+        reason: str,
+        old: Any,
+        **_: Any,
+    ) -> None:
+        # A resumed resource may hold groups a previous operator process drained; an update
+        # that leaves native mode, groups this one drained.
+        left_native = old is not None and _scaling_natively((old or {}).get("spec") or {})
+        _release(memo, body, logger, probe=reason == kopf.Reason.RESUME.value or left_native)
         outcome = _run(memo, body)
         if outcome.retry_after is not None:
             raise kopf.TemporaryError(outcome.message, delay=outcome.retry_after)
@@ -88,6 +109,7 @@ def register_deployment_handlers(registry: kopf.OperatorRegistry, config: Operat
         registry=registry,
     )
     def resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+        _release(memo, body, logger, probe=False)  # retries an undrain that failed
         outcome = _run(memo, body)
         if outcome.retry_after is not None:
             logger.warning("resync: %s (next resync retries)", outcome.message)

@@ -10,6 +10,8 @@ shm_size_bytes, engine_args, warnings[{code,message}], reasons[]`.
 `layout.expert_parallel` is the EP size (1 = off). All byte counts are integers;
 `kv_cache.bytes_per_token` and `raw_bytes_per_token` are averages per token (a 256-token block's
 bytes / 256), so they may be fractional.
+`weights_download` says whether `startup_budget_seconds` includes a Hugging Face Hub download
+(added later; `dsv4 plan` without FILE assumes one, as the resource's default source does).
 `memory_per_gpu.shortfall_bytes` is what one GPU lacks for the weights, activations and one
 max-model-len request (0 when that fits).
 """
@@ -128,6 +130,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "shm_size_bytes": plan.shm.size_bytes,
         "checkpoint_bytes": plan.checkpoint_bytes,
         "startup_budget_seconds": plan.startup_budget_seconds,
+        "weights_download": plan.request.weights_download,
         "throughput": {
             "estimated_tokens_per_second": c.tokens_per_second,
             "replicas_for_target": c.replicas_for_target,

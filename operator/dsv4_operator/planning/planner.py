@@ -234,28 +234,48 @@ def _type_key(req: PlanRequest, e: Evaluation, order: dict[str, int]) -> tuple[D
 
 def _rank_key(
     req: PlanRequest, e: Evaluation, order: dict[str, int]
-) -> tuple[Decimal, int, int, int, int, int, Layout]:
-    """Order of fitting layouts: GPU type, nodes, GPUs, KV capacity, throughput.
+) -> tuple[Decimal, int, int, int, int, int, int, Layout]:
+    """Order of fitting layouts: GPU type, surge fit, nodes, GPUs, KV capacity, throughput.
 
-    The GPU type by preference or price; nodes and GPUs over all replicas.
-
-    Nodes come before GPUs: a replica spread over nodes to save GPUs (Pro on B200: 3 nodes x 2
-    GPUs against 1 node x 8) leaves each node mostly idle and puts its all-to-alls on the network
-    (a third of the throughput there). A pod takes a power of two of GPUs, so a layout on fewer
-    nodes costs at most that rounding; with a tokens/s target the count is over all replicas, so
-    a few large expert-parallel replicas still beat many small ones that need more nodes.
+    The GPU type by preference, or by the price of all GPUs when every type is priced. Then
+    layouts that leave room for the rollout's surge within the budget
+    (`preferred_gpu_budget`). Then nodes before GPUs, over all replicas: a replica spread over
+    nodes to save GPUs (Pro on B200: 3 nodes x 2 GPUs against 1 node x 8) leaves each node
+    mostly idle and puts its all-to-alls on the network (a third of the throughput there). A
+    pod takes a power of two of GPUs, so a layout on fewer nodes costs at most that rounding.
+    One-node replicas smaller than a node count as packed onto whole nodes (25 one-GPU replicas
+    take 4 nodes of 8), so a tokens/s target still picks few large replicas only when they
+    need fewer nodes.
     """
     t = _type_key(req, e, order)
-    nodes = e.layout.nodes * (e.replicas_for_target or 1)
+    replicas = e.replicas_for_target or 1
+    if e.layout.nodes > 1:
+        nodes = e.layout.nodes * replicas
+    else:
+        node = req.gpus_per_node or e.gpu.gpus_per_node
+        nodes = -(-replicas * e.layout.gpus // node)
+    preferred = req.preferred_gpu_budget
+    over = 0 if preferred is None or e.layout.gpus <= preferred else 1
     return (
         t[0],
         t[1],
+        over,
         nodes,
         e.total_gpus,
         -e.kv_tokens_per_replica,
         -e.tokens_per_second,
         e.layout,
     )
+
+
+def _ranking_words(req: PlanRequest) -> str:
+    """How `_rank_key` chose among the fitting layouts of the chosen type, in words."""
+    words = "the fewest nodes, then GPUs, in all"
+    if _all_priced(req):
+        words = "the cheapest (price x GPUs), then the fewest nodes, in all"
+    if req.preferred_gpu_budget is not None:
+        words += f", preferring at most {req.preferred_gpu_budget} GPUs per replica (surge room)"
+    return words
 
 
 def _check_prices(req: PlanRequest) -> None:
@@ -391,7 +411,7 @@ def _explain_no_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> 
     parts = [head]
     options = []
     if 0 < short <= mem.weights.expert_bytes:
-        gib = -(-short // _GIB)
+        gib = -(-(short + req.cpu_offload_bytes) // _GIB)  # in all, with what is offloaded now
         options.append(f"CPU offload of {gib} GiB per GPU (--cpu-offload-gb {gib}; slow)")
     # The user's node shape when given (more such nodes), else the GPU type's usual one; as many
     # GPUs in all as 16 usual nodes hold.
@@ -523,8 +543,8 @@ def _reasons(
         else:
             held = "a max-model-len request"
         lines.append(
-            f"layout {lay.describe()}: the fewest nodes, then GPUs, in all that hold the weights "
-            f"and {held}; "
+            f"layout {lay.describe()}: {_ranking_words(req)} that hold the weights and "
+            f"{held}; "
             "among equal GPU counts the most KV capacity, then the most expected throughput"
         )
     if req.max_model_len is None:

@@ -38,6 +38,7 @@ import math
 from typing import Any, Final
 
 from dsv4_operator.api.v1alpha1.quantities import quantity_bytes
+from dsv4_operator.api.v1alpha1.scaling import surge_groups
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.planning import Plan
 from dsv4_operator.render.admin import admin_token_env
@@ -284,13 +285,6 @@ def _template_metadata(
     if annotations:
         meta["annotations"] = annotations
     return meta
-
-
-def surge_groups(value: int | str, replicas: int) -> int:
-    """Groups a maxSurge allows: percentages round up (LWS webhook, as a Deployment's)."""
-    if isinstance(value, int):
-        return value
-    return math.ceil(int(value.rstrip("%")) * replicas / 100)
 
 
 def _unavailable_groups(value: int | str, replicas: int) -> int:

@@ -82,6 +82,13 @@ def test_keda_scale_to_zero_needs_a_wake_up_signal() -> None:
     with pytest.raises(ValueError, match="minReplicas 0 needs wakeUpQuery"):
         Autoscaling(enabled=True, mode="keda", min_replicas=0, scale_to_zero_idle_seconds=900)
     Autoscaling(enabled=True, mode="native", min_replicas=0, scale_to_zero_idle_seconds=900)
+    # A scaler that does not run is not bound by its limits (review finding: CRs with
+    # autoscaling disabled became invalid).
+    Autoscaling(enabled=False, mode="keda", min_replicas=0, scale_to_zero_idle_seconds=900)
+    Autoscaling(enabled=False, mode="hpa", scale_down_stabilization_seconds=7200)
+    # An HPA cannot scale from zero: a wake-up query there would be ignored.
+    with pytest.raises(ValueError, match="wakeUpQuery applies to mode native or keda"):
+        Autoscaling(enabled=True, mode="hpa", wake_up_query="up")
 
 
 @pytest.mark.parametrize("mode", ["keda", "hpa"])

@@ -221,6 +221,9 @@ def test_flags_alone_budget_the_hub_download_as_the_resource_does() -> None:
     assert isinstance(with_download, int)
     assert isinstance(local, int)
     assert with_download - local == -(-864_695_000_000 // 250_000_000)  # at the assumed 250 MB/s
+    # The JSON says which it assumed (an added key of the contract).
+    assert _plan_json(*base)["weights_download"] is True
+    assert _plan_json(*base, "--no-download")["weights_download"] is False
     # With a FILE its modelSource decides (this example reads a PVC); the flag overrides it.
     spec = str(ROOT / "examples" / "pro-1m-h100.yaml")
     from_file = _plan_json(spec)["startup_budget_seconds"]

@@ -181,7 +181,7 @@ def test_unreadable_engine_metrics_hold_a_scale_down_instead_of_reading_zero_loa
     scaler.http = http
     decisions = []
     calls_while_blind = 0
-    for i in range(12):
+    for i in range(16):
         blind["mode"] = "no-engine" if i < 6 else "down" if i < 8 else "ok"
         rt.tokens[0] += 100 * 15
         rt.tokens[1] += 0 if 1 in rt.held else 100 * 15
@@ -474,7 +474,7 @@ def test_a_drained_group_that_stops_answering_is_not_removed_while_it_may_serve(
     rt.running[1] = 4  # requests still finishing on the drained group ...
     blip["on"] = True  # ... whose leader stops answering
     drained_at = clock[0]
-    while fake.objects[CR_PATH]["spec"]["replicas"] == 2 and clock[0] < drained_at + 600:
+    while fake.objects[CR_PATH]["spec"]["replicas"] == 2 and clock[0] < drained_at + 1800:
         rt.tokens[0] += 300 * 15
         decision = tick(scaler, clock, events)
     # Held while the group may still serve (unknown for UNREACHABLE_GRACE_SECONDS), then it
@@ -550,3 +550,73 @@ def test_native_scale_from_zero_runs_the_wake_up_query() -> None:
     decision = tick(scaler, clock, events)
     assert (decision.action, decision.replicas_to) == ("scale", 1)
     assert fake.objects[CR_PATH]["spec"]["replicas"] == 1
+
+
+def test_a_group_with_unreadable_metrics_does_not_stop_a_scale_up() -> None:
+    """Review finding: with one group's /metrics failing, no recommendation was recorded, so
+    5,000 tokens/s on the other group (target 1,000) held at 2 replicas for good. The known
+    groups' load is a lower bound: enough to scale up, never to scale down."""
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 2
+    fake, rt, scaler, clock = setup(spec)
+    rt.tokens = {0: 0.0, 1: 0.0}
+
+    def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        if url.endswith("d-1.d.ns:8081/metrics"):
+            return 500, "engine scrape failed"
+        return rt(method, url, headers)
+
+    scaler.http = http
+    events = Events()
+    for _ in range(12):
+        rt.tokens[0] += 5000 * 15
+        tick(scaler, clock, events)
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 5
+    assert not [c for c in rt.calls if c[0] == "POST"]  # and nothing was drained
+
+
+def test_a_group_index_scaled_away_and_back_is_a_new_starting_group() -> None:
+    """Review finding: the index's last answer and token counter outlived its group, so a group
+    re-created at that index within 120 s counted as unknown instead of starting, and the KV
+    guard rail added yet another group."""
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 2
+    fake, rt, scaler, clock = setup(spec)
+    rt.tokens = {0: 0.0, 1: 0.0}
+    events = Events()
+    tick(scaler, clock, events)
+    tick(scaler, clock, events)  # both groups answered
+    fake.objects[CR_PATH]["spec"]["replicas"] = 1  # group 1 removed (its pods are gone)
+    del rt.tokens[1]
+    tick(scaler, clock, events)
+    rt.kv[0] = 0.95  # group 0 saturates: the guard rail asks for one more group ...
+    rt.tokens[0] += 100 * 15
+    first = tick(scaler, clock, events)
+    assert (first.action, first.replicas_to) == ("scale", 2)
+    rt.tokens[0] += 100 * 15
+    second = tick(scaler, clock, events)  # ... and the new group 1, not answering yet, is the fix
+    assert second.action == "hold", second.reason
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 2
+
+
+def test_release_probes_for_groups_a_previous_process_drained_and_retries_failures() -> None:
+    """Review finding: release() undrained only the groups held in this process's memory, so a
+    group drained before an operator restart stayed out of service for good; a failed undrain
+    was not retried and its Warning said the groups keep serving."""
+    fake, rt, scaler, _ = _idle_pair()
+    rt.held = {1}  # drained by the previous operator process
+    body = fake.objects[CR_PATH]
+    body["spec"]["autoscaling"] = {**body["spec"]["autoscaling"], "enabled": False}
+    events = Events()
+    scaler.release(body, events)  # a resync: no probe, nothing known to this process
+    assert rt.held == {1}
+    secret = fake.objects.pop(SECRET_PATH)  # the undrain cannot get its token
+    scaler.release(body, events, probe=True)  # operator start or leaving native mode
+    assert rt.held == {1}
+    assert events[-1][1] == "DrainFailed"
+    assert "the groups stay drained; tried again at the next step or resync" in events[-1][2]
+    fake.objects[SECRET_PATH] = secret
+    scaler.release(body, events)  # the next resync retries the groups it found
+    assert rt.held == set()
+    assert events[-1][1] == "DrainCancelled"
+    assert "ns/d" not in scaler._states

@@ -328,6 +328,26 @@ def test_insufficient_capacity_says_what_would_fit_in_spec_fields() -> None:
     assert any(w.startswith("CPU_OFFLOAD: ") for w in warnings)
 
 
+@pytest.mark.parametrize("offload", [None, 5, 7])
+def test_the_offload_advice_is_the_total_to_set(offload: int | None) -> None:
+    """Review finding: with --cpu-offload-gb already set, the advice gave only the GiB still
+    missing (12, then 7, then 5: it never converged)."""
+    spec: dict[str, Any] = {
+        "model": "flash",
+        "maxModelLen": 8192,
+        "gpu": {"types": ["h100-80gb"], "gpusPerNode": 2, "maxNodes": 1},
+    }
+    if offload is not None:
+        spec["engine"] = {"extraArgs": [f"--cpu-offload-gb={offload}"]}
+    fake, reconciler = _setup(spec)
+    reconciler.reconcile("ns", "d", Events())
+    ready = next(c for c in fake.objects[CR_PATH]["status"]["conditions"] if c["type"] == "Ready")
+    assert "(spec.engine.extraArgs: --cpu-offload-gb=12; slow)" in ready["message"]
+    spec["engine"] = {"extraArgs": ["--cpu-offload-gb=12"]}
+    fake, reconciler = _setup(spec)
+    assert reconciler.reconcile("ns", "d", Events()).result == "applied"
+
+
 @pytest.mark.parametrize("arg", ["--cpu-offload-gb", "--cpu-offload-gb=x", "--cpu-offload-gb=-1"])
 def test_a_bad_cpu_offload_value_is_an_invalid_spec(arg: str) -> None:
     fake, reconciler = _setup({**SPEC, "engine": {"extraArgs": [arg]}})

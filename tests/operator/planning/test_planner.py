@@ -309,6 +309,27 @@ def test_a_replica_is_not_spread_over_nodes_to_save_gpus() -> None:
     nodes = target.chosen.layout.nodes * target.chosen.replicas_for_target
     assert nodes <= 8
     assert target.chosen.total_gpus <= 64
+    # One-node replicas smaller than a node count as packed (review finding: 25 one-GPU replicas
+    # counted as 25 nodes, so 6 x 8 = 48 GPUs won over 25 GPUs on 4 nodes).
+    packed = plan(
+        PlanRequest(
+            model="flash",
+            gpu_types=("mi355x-288gb",),
+            concurrency=64,
+            tokens_per_second=50_000,
+        )
+    )
+    assert packed.chosen.total_gpus <= 25
+    # With every type priced, the price of all GPUs ranks first, and the reason says so.
+    priced = plan(
+        PlanRequest(
+            model="pro",
+            gpu_types=("b200-180gb",),
+            max_nodes=4,
+            usd_per_gpu_hour={"b200-180gb": "5"},
+        )
+    )
+    assert "the cheapest (price x GPUs), then the fewest nodes, in all" in priced.reasons[1]
 
 
 def test_invalid_requests_name_the_field() -> None:

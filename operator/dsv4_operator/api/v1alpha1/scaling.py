@@ -1,12 +1,14 @@
 """`spec.autoscaling` and `spec.rollout`: how replicas (whole LeaderWorkerSet groups) change."""
 
+import math
+
 from pydantic import Field, model_validator
 
 from dsv4_operator.api.meta import ApiModel, with_cel_rules
 from dsv4_operator.api.v1alpha1.enums import AutoscalingMode
 from dsv4_operator.api.v1alpha1.quantities import IntOrPercent
 
-__all__ = ["HPA_MAX_STABILIZATION_SECONDS", "Autoscaling", "Rollout"]
+__all__ = ["HPA_MAX_STABILIZATION_SECONDS", "Autoscaling", "Rollout", "surge_groups"]
 
 HPA_MAX_STABILIZATION_SECONDS = 3600
 """The HPA's limit on `behavior.*.stabilizationWindowSeconds` (Kubernetes API validation,
@@ -42,7 +44,17 @@ class Autoscaling(ApiModel):
             ),
         },
         {
-            "rule": "self.mode != 'keda' || self.minReplicas >= 1 || has(self.wakeUpQuery)",
+            "rule": "self.mode != 'hpa' || !has(self.wakeUpQuery)",
+            "message": (
+                "spec.autoscaling.wakeUpQuery applies to mode native or keda (an HPA cannot "
+                "scale from zero)"
+            ),
+        },
+        {
+            "rule": (
+                "!self.enabled || self.mode != 'keda' || self.minReplicas >= 1 || "
+                "has(self.wakeUpQuery)"
+            ),
             "message": (
                 "spec.autoscaling.mode keda with minReplicas 0 needs spec.autoscaling.wakeUpQuery:"
                 " at zero replicas no leader exports metrics, so KEDA would never scale up again"
@@ -50,7 +62,8 @@ class Autoscaling(ApiModel):
         },
         {
             "rule": (
-                "self.mode == 'native' || (self.scaleUpStabilizationSeconds <= 3600 && "
+                "!self.enabled || self.mode == 'native' || "
+                "(self.scaleUpStabilizationSeconds <= 3600 && "
                 "self.scaleDownStabilizationSeconds <= 3600)"
             ),
             "message": (
@@ -105,6 +118,11 @@ class Autoscaling(ApiModel):
         if self.mode == "hpa" and self.min_replicas == 0:
             msg = "mode hpa cannot scale to zero: minReplicas must be >= 1 (use native or keda)"
             raise ValueError(msg)
+        if self.mode == "hpa" and self.wake_up_query is not None:
+            msg = "wakeUpQuery applies to mode native or keda (an HPA cannot scale from zero)"
+            raise ValueError(msg)
+        if not self.enabled:
+            return self  # the scaler-specific limits below bind only a scaler that runs
         if self.mode == "keda" and self.min_replicas == 0 and self.wake_up_query is None:
             msg = (
                 "mode keda with minReplicas 0 needs wakeUpQuery: at zero replicas no leader "
@@ -159,3 +177,10 @@ class Rollout(ApiModel):
             msg = "maxSurge and maxUnavailable must not both be 0 (the rollout could not proceed)"
             raise ValueError(msg)
         return self
+
+
+def surge_groups(value: int | str, replicas: int) -> int:
+    """Groups a maxSurge allows: percentages round up (LWS webhook, as a Deployment's)."""
+    if isinstance(value, int):
+        return value
+    return math.ceil(int(value.rstrip("%")) * replicas / 100)
