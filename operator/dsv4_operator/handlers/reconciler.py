@@ -26,6 +26,7 @@ from dsv4_operator.api import (
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.kube import (
     ApiError,
+    AppliedChild,
     ClusterApis,
     KubeClient,
     TransientApiError,
@@ -48,7 +49,7 @@ from dsv4_operator.render import (
 )
 from dsv4_operator.render.admin import ADMIN_TOKEN_KEY, admin_secret, token_from_secret
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
-from dsv4_operator.render.leaderworkerset import hf_cache_error, surge_groups
+from dsv4_operator.render.leaderworkerset import LWS_API_VERSION, hf_cache_error, surge_groups
 from dsv4_operator.render.placement import placement_error
 from dsv4_operator.render.status import APPLY_FAILED, KEDA_MISSING, REFERENCE_MISSING
 
@@ -115,6 +116,29 @@ Event `PlanWarning` when they appear, besides `status.plan.warnings`."""
 def _hazards(warnings: Iterable[str]) -> set[str]:
     """The hazard codes among `status.plan.warnings` lines (`CODE: message`)."""
     return {w.split(":", 1)[0] for w in warnings} & HAZARDS
+
+
+def _lws_stale(applied: AppliedChild | None) -> bool:
+    """Whether the LeaderWorkerSet's status counts predate the spec just applied.
+
+    True when this reconcile created it or changed its pod template or replicas (a change of
+    the rollout strategy alone rolls no pod), or when its `status.observedGeneration` (LWS
+    releases that set it) is older than its generation.
+    """
+    if applied is None:
+        return False
+    live = applied.live
+    observed = (live.get("status") or {}).get("observedGeneration")
+    generation = (live.get("metadata") or {}).get("generation")
+    if observed is not None and generation is not None and int(observed) < int(generation):
+        return True
+    if applied.action == "created":
+        return True
+    before = (applied.previous or {}).get("spec") or {}
+    after = live.get("spec") or {}
+    return applied.action == "updated" and any(
+        before.get(k) != after.get(k) for k in ("leaderWorkerTemplate", "replicas")
+    )
 
 
 def _most_groups(spec: DeepSeekV4DeploymentSpec) -> int:
@@ -218,7 +242,16 @@ class Reconciler:
             obs = Observation(owner, error_reason=INVALID_SPEC, error_message=str(error))
             return self._report(obs, status, emit, "invalid_spec", str(error))
         if spec.paused:
-            return self._report(Observation(owner, spec=spec, paused=True), status, emit, "paused")
+            # Nothing is changed, but a rollout the LWS already started goes on: report it.
+            try:
+                lws_name = child_names(owner).leaderworkerset
+                lws = self.kube.get(LWS_API_VERSION, "LeaderWorkerSet", namespace, lws_name)
+            except TransientApiError:
+                raise
+            except ApiError:  # no LWS API, or not readable: report the pause alone
+                lws = None
+            obs = Observation(owner, spec=spec, paused=True, lws_status=(lws or {}).get("status"))
+            return self._report(obs, status, emit, "paused")
         try:
             planned = plan(request_from_spec(spec))
         except PlanningError as error:
@@ -391,7 +424,7 @@ class Reconciler:
             plan=planned,
             lws_api=apis.lws,
             lws_status=(lws or {}).get("status"),
-            lws_changed=lws_applied is not None and lws_applied.action != "unchanged",
+            lws_changed=_lws_stale(lws_applied),
             endpoint=endpoint(owner, spec),
             keda_api=apis.keda,
             missing=self._missing_references(owner.namespace, spec),

@@ -112,12 +112,14 @@ class AppliedChild:
         name: its name.
         action: `created`, `updated` or `unchanged`.
         live: the object after the call (the GET result when unchanged).
+        previous: the object before an update (None when created).
     """
 
     kind: str
     name: str
     action: Literal["created", "updated", "unchanged"]
     live: dict[str, Any]
+    previous: dict[str, Any] | None = None
 
 
 def with_rendered_hash(child: Mapping[str, Any]) -> dict[str, Any]:
@@ -230,7 +232,7 @@ def _apply_one(
     if _is_current(live, child):
         return AppliedChild(kind, name, "unchanged", live)
     try:
-        return AppliedChild(kind, name, "updated", kube.apply(child))
+        return AppliedChild(kind, name, "updated", kube.apply(child), dict(live))
     except TransientApiError:
         raise
     except ApiError as error:

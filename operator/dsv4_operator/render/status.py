@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -68,11 +68,11 @@ class Observation:
         paused: spec.paused is true: nothing was changed.
         lws_api: the LeaderWorkerSet API is served by the cluster.
         lws_status: the LeaderWorkerSet's `.status` (None when absent).
-        lws_changed: this reconcile created or changed the LeaderWorkerSet, so `lws_status`
-            predates the change: the LWS controller has not counted the new revision yet, and
-            it sets no `status.observedGeneration` to tell (kubernetes-sigs/lws
-            `leaderworkerset_controller.go` `updateStatus`). The rollout is then reported in
-            progress until a later reconcile reads fresh counts.
+        lws_changed: `lws_status` predates the applied spec: this reconcile created the
+            LeaderWorkerSet or changed its pod template or replicas, or its
+            `status.observedGeneration` (set by LWS releases that have it) is older than its
+            `metadata.generation`. The rollout is then reported in progress until a later
+            reconcile reads counts the LWS controller made for the current spec.
         endpoint: base URL of the OpenAI API.
         keda_api: the KEDA ScaledObject API is served; with `spec.autoscaling.mode: keda` and
             no KEDA the ScaledObject is skipped, and ScalingActive=False (`KEDAMissing`) says so.
@@ -237,7 +237,105 @@ def _keda_condition(
     }
 
 
-def _conditions(obs: Observation) -> dict[str, tuple[str, str, str]]:
+def _not_ready_since(previous: list[Mapping[str, Any]], now: datetime) -> datetime:
+    """When Ready last turned False (now if it is not False)."""
+    ready = next((c for c in previous if c.get("type") == "Ready"), None)
+    if ready is None or ready.get("status") != "False" or not ready.get("lastTransitionTime"):
+        return now
+    try:
+        return datetime.strptime(str(ready["lastTransitionTime"]), "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=UTC
+        )
+    except ValueError:
+        return now
+
+
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    """The LeaderWorkerSet's group counts against the spec."""
+
+    want: int
+    ready: int
+    rolled: bool
+    text: str
+
+
+def _counts(spec: DeepSeekV4DeploymentSpec, obs: Observation) -> _Counts:
+    st = obs.lws_status or {}
+    want = spec.replicas
+    have, ready = int(st.get("replicas") or 0), int(st.get("readyReplicas") or 0)
+    updated = int(st.get("updatedReplicas") or 0)
+    # A canary: groups below rollout.partition keep the previous template (LWS counts them
+    # as not updated, and keeps surge groups while the partition is set).
+    kept = min(spec.rollout.partition, want)
+    rolled = have >= want and updated >= want - kept and not obs.lws_changed
+    text = f"{ready}/{want} replicas ready, {updated} updated"
+    if kept:
+        text += f" (rollout.partition {kept}: groups 0-{kept - 1} keep the previous template)"
+    return _Counts(want, ready, rolled, text)
+
+
+def _availability(c: _Counts) -> tuple[str, str, str]:
+    if c.want == 0:
+        return ("False", "ScaledToZero", "spec.replicas is 0")
+    if c.ready >= 1:
+        return ("True", "MinimumReplicasAvailable", c.text)
+    return ("False", "NoReplicaReady", c.text)
+
+
+def _paused(obs: Observation) -> dict[str, tuple[str, str, str]]:
+    """Conditions of a paused resource: the live counts, and that nothing is being changed."""
+    message = "spec.paused is true: the operator changes nothing"
+    if obs.spec is None or obs.lws_status is None:
+        return {"Progressing": ("False", "Paused", message)}
+    c = _counts(obs.spec, obs)
+    message += f"; a rollout the LeaderWorkerSet already started goes on ({c.text})"
+    ready = c.rolled and c.ready >= c.want
+    return {
+        "Progressing": ("False", "Paused", message),
+        "Ready": ("True", "AllReplicasReady", c.text)
+        if ready
+        else ("False", "ReplicasNotReady", c.text),
+        "Available": _availability(c),
+    }
+
+
+def _rollout(
+    obs: Observation,
+    spec: DeepSeekV4DeploymentSpec,
+    plan: Plan,
+    previous: list[Mapping[str, Any]],
+    now: datetime,
+) -> dict[str, tuple[str, str, str]]:
+    """Ready, Progressing, Available and Degraded from the LeaderWorkerSet's counts."""
+    c = _counts(spec, obs)
+    out: dict[str, tuple[str, str, str]] = {}
+    if c.rolled and c.ready >= c.want:
+        out["Progressing"] = ("False", "RolloutComplete", c.text)
+        out["Ready"] = ("True", "AllReplicasReady", c.text)
+    else:
+        out["Progressing"] = ("True", "RollingOut", c.text)
+        out["Ready"] = ("False", "ReplicasNotReady", c.text)
+    out["Available"] = _availability(c)
+    waited = (now - _not_ready_since(previous, now)).total_seconds()
+    if c.rolled and c.ready < c.want and waited > plan.startup_budget_seconds:
+        out["Degraded"] = ("True", "ReplicasUnavailable", c.text)
+    elif c.rolled and c.ready < c.want:
+        # Updated groups still within their first-boot budget (weights load for minutes).
+        starting = f"{c.text}; within the {plan.startup_budget_seconds} s startup budget"
+        out["Degraded"] = ("False", "ReplicasStarting", starting)
+    else:
+        out["Degraded"] = ("False", "AsExpected", c.text)
+    if obs.missing and not (c.rolled and c.ready >= c.want):
+        message = _text("; ".join(obs.missing) + f": pods cannot start until it exists ({c.text})")
+        out["Ready"] = ("False", REFERENCE_MISSING, message)
+        out["Degraded"] = ("True", REFERENCE_MISSING, message)
+    return out
+
+
+def _conditions(
+    obs: Observation, previous: list[Mapping[str, Any]], now: datetime
+) -> dict[str, tuple[str, str, str]]:
     """Owned conditions as type -> (status, reason, message); absent types are left alone."""
     if obs.error_reason == APPLY_FAILED:
         message = _text(obs.error_message)
@@ -252,7 +350,7 @@ def _conditions(obs: Observation) -> dict[str, tuple[str, str, str]]:
             "Planned": ("False", obs.error_reason, message),
         }
     if obs.paused:
-        return {"Progressing": ("False", "Paused", "spec.paused is true: no changes are made")}
+        return _paused(obs)
     spec, plan = _planned(obs)
     lay = plan.chosen.layout
     planned = (
@@ -272,33 +370,8 @@ def _conditions(obs: Observation) -> dict[str, tuple[str, str, str]]:
             "Available": ("False", "LeaderWorkerSetMissing", missing),
         }
         return out
-    st = obs.lws_status or {}
-    want = spec.replicas
-    have, ready = int(st.get("replicas") or 0), int(st.get("readyReplicas") or 0)
-    updated = int(st.get("updatedReplicas") or 0)
-    rolled = have == want and updated >= want and not obs.lws_changed
-    counts = f"{ready}/{want} replicas ready, {updated} updated"
-    if rolled and ready >= want:
-        out["Progressing"] = ("False", "RolloutComplete", counts)
-        out["Ready"] = ("True", "AllReplicasReady", counts)
-    else:
-        out["Progressing"] = ("True", "RollingOut", counts)
-        out["Ready"] = ("False", "ReplicasNotReady", counts)
+    out |= _rollout(obs, spec, plan, previous, now)
     out |= _keda_condition(spec, obs.keda_api)
-    if want == 0:
-        out["Available"] = ("False", "ScaledToZero", "spec.replicas is 0")
-    elif ready >= 1:
-        out["Available"] = ("True", "MinimumReplicasAvailable", counts)
-    else:
-        out["Available"] = ("False", "NoReplicaReady", counts)
-    if rolled and ready < want:
-        out["Degraded"] = ("True", "ReplicasUnavailable", counts)
-    else:
-        out["Degraded"] = ("False", "AsExpected", counts)
-    if obs.missing and not (rolled and ready >= want):
-        message = _text("; ".join(obs.missing) + f": pods cannot start until it exists ({counts})")
-        out["Ready"] = ("False", REFERENCE_MISSING, message)
-        out["Degraded"] = ("True", REFERENCE_MISSING, message)
     return out
 
 
@@ -344,7 +417,8 @@ def desired_status(
     """
     prev = dict(previous or {})
     stamp = rfc3339(now)
-    conditions = _merge_conditions(list(prev.get("conditions") or []), _conditions(obs), obs, stamp)
+    before = list(prev.get("conditions") or [])
+    conditions = _merge_conditions(before, _conditions(obs, before, now), obs, stamp)
     if obs.spec is not None and obs.spec.autoscaling.active_mode != "keda":
         # Out of mode keda: our ScalingActive (reasons KEDA, KEDAMissing) no longer applies.
         ours = {KEDA_SCALING, KEDA_MISSING}
@@ -352,6 +426,10 @@ def desired_status(
             c for c in conditions if not (c["type"] == "ScalingActive" and c["reason"] in ours)
         ]
     out: dict[str, Any] = {"observedGeneration": obs.owner.generation, "conditions": conditions}
+    if obs.paused and obs.lws_status is not None:
+        st = obs.lws_status
+        out |= {"replicas": int(st.get("replicas") or 0)}
+        out |= {"readyReplicas": int(st.get("readyReplicas") or 0)}
     if obs.error_reason is not None or obs.paused:
         return out
     spec, plan = _planned(obs)

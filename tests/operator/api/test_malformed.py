@@ -486,6 +486,21 @@ CASES = [
         ("spec.modelSource.hostPath.path", "must not contain '..' segments"),
     ),
     Case(
+        "canary-partition-beyond-the-replicas",
+        {"spec.replicas": 2, "spec.rollout": {"partition": 5}},
+        ("spec", "spec.rollout.partition (a canary) must be at most spec.replicas"),
+        ("spec", "rollout.partition (5) must be at most replicas (2): no group would ever update"),
+    ),
+    Case(
+        "canary-partition-with-autoscaling",
+        {
+            "spec.rollout": {"partition": 1},
+            "spec.autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 4},
+        },
+        ("spec", "needs autoscaling disabled"),
+        ("spec", "rollout.partition (1, a canary) needs autoscaling disabled"),
+    ),
+    Case(
         "service-port-is-the-admin-port",
         {"spec.service": {"port": 8081}},
         ("spec.service", "must not be 8081 on a ClusterIP Service: it is the runtime's admin port"),

@@ -179,6 +179,47 @@ def test_a_template_change_is_not_reported_ready_on_the_old_counts() -> None:
     assert _conditions(fake)["Ready"] == ("True", "AllReplicasReady")
 
 
+def test_lws_counts_older_than_its_generation_are_not_ready() -> None:
+    """Review finding: only the reconcile that changed the LWS distrusted its counts; the next
+    one, before the LWS controller had observed the change, reported Ready on the old
+    revision's counts although LWS says so in status.observedGeneration."""
+    fake, reconciler = _setup()
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    lws = fake.objects[LWS_PATH]
+    lws["metadata"]["generation"] = 2
+    lws["status"] = {
+        "replicas": 1,
+        "readyReplicas": 1,
+        "updatedReplicas": 1,
+        "observedGeneration": 1,
+    }
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Ready"] == ("False", "ReplicasNotReady")
+    lws["status"]["observedGeneration"] = 2
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Ready"] == ("True", "AllReplicasReady")
+
+
+def test_a_rollout_strategy_change_rolls_no_pod_and_keeps_ready() -> None:
+    """Review finding: any LWS change, even of maxSurge alone, flipped Ready to False for one
+    reconcile (a new lastTransitionTime and another AllReplicasReady Event)."""
+    fake, reconciler = _setup({**SPEC, "replicas": 2})
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    fake.objects[LWS_PATH]["status"] = {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Ready"] == ("True", "AllReplicasReady")
+    ready_events = events.reasons().count("AllReplicasReady")
+    fake.objects[CR_PATH]["spec"]["rollout"] = {"maxSurge": 2, "maxUnavailable": 0}
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    rolling = fake.objects[LWS_PATH]["spec"]["rolloutStrategy"]["rollingUpdateConfiguration"]
+    assert rolling["maxSurge"] == 2
+    assert _conditions(fake)["Ready"] == ("True", "AllReplicasReady")
+    assert events.reasons().count("AllReplicasReady") == ready_events
+
+
 TWO_NODE_SPEC: dict[str, Any] = {
     "model": "pro",
     "maxModelLen": 1048576,
@@ -457,6 +498,19 @@ def test_paused_changes_nothing() -> None:
     assert reconciler.reconcile("ns", "d", events).result == "paused"
     assert fake.objects[LWS_PATH] == lws_before
     assert _conditions(fake)["Progressing"] == ("False", "Paused")
+    # A rollout the LWS already started goes on while paused: the live counts are reported
+    # (review finding: status froze at the last counts and said nothing changes).
+    fake.objects[LWS_PATH]["status"] = {"replicas": 3, "readyReplicas": 1, "updatedReplicas": 1}
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Ready"] == ("False", "ReplicasNotReady")
+    assert fake.objects[CR_PATH]["status"]["readyReplicas"] == 1
+    progressing = next(
+        c for c in fake.objects[CR_PATH]["status"]["conditions"] if c["type"] == "Progressing"
+    )
+    assert (
+        "a rollout the LeaderWorkerSet already started goes on (1/3 replicas"
+        in (progressing["message"])
+    )
 
 
 def test_missing_lws_api_is_reported_and_rechecked() -> None:

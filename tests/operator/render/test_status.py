@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,7 +71,14 @@ def test_degraded_when_a_rolled_out_replica_is_not_ready(case: Case) -> None:
         pytest.skip("no replica to lose with spec.replicas 0")
     want = case.spec.replicas
     lost = {"replicas": want, "readyReplicas": want - 1, "updatedReplicas": want}
+    # Review finding: an updated group still loading its weights (minutes for V4) made every
+    # start, scale-up and rollout Degraded. Within the startup budget it is starting ...
     status = desired_status(_obs(case, lost), None, T0)
+    assert _conditions(status)["Degraded"] == ("False", "ReplicasStarting")
+    assert _conditions(status)["Ready"] == ("False", "ReplicasNotReady")
+    # ... past it, since Ready turned False, it is degraded.
+    later = T0 + timedelta(seconds=case.plan.startup_budget_seconds + 1)
+    status = desired_status(_obs(case, lost), status, later)
     assert _conditions(status)["Degraded"] == ("True", "ReplicasUnavailable")
     assert _conditions(status)["Ready"] == ("False", "ReplicasNotReady")
 
@@ -199,3 +207,39 @@ def test_the_closest_rejection_prefers_a_kv_shortfall_to_weights_that_do_not_fit
     kv_4 = rejection(4, 1, Code.MAX_MODEL_LEN_EXCEEDS_KV_POOL)
     ranked = sorted([weights_8, kv_4, rule_8, kv_8], key=_nearness, reverse=True)
     assert ranked == [kv_8, weights_8, rule_8, kv_4]
+
+
+def test_a_finished_canary_is_ready(case: Case) -> None:
+    """Review finding: with rollout.partition the groups below it keep the old template, which
+    LWS counts as not updated, so a finished canary never became Ready (and the progress timer
+    re-reconciled it forever)."""
+    from dsv4_operator.api.v1alpha1.scaling import Rollout
+
+    spec = case.spec.model_copy(
+        update={"replicas": 3, "rollout": Rollout(partition=2, max_surge=1)}
+    )
+    obs = Observation(case.owner, spec=spec, plan=case.plan, endpoint="http://e/v1")
+    midway = {"replicas": 4, "readyReplicas": 3, "updatedReplicas": 0}  # surge group loading
+    status = desired_status(replace(obs, lws_status=midway), None, T0)
+    assert _conditions(status)["Progressing"] == ("True", "RollingOut")
+    done = {"replicas": 4, "readyReplicas": 4, "updatedReplicas": 1}  # LWS keeps the surge
+    status = desired_status(replace(obs, lws_status=done), status, T0)
+    assert _conditions(status)["Ready"] == ("True", "AllReplicasReady")
+    assert _conditions(status)["Progressing"] == ("False", "RolloutComplete")
+    message = next(c["message"] for c in status["conditions"] if c["type"] == "Ready")
+    assert "rollout.partition 2: groups 0-1 keep the previous template" in message
+
+
+def test_counts_the_lws_controller_has_not_made_for_the_current_spec_are_not_ready(
+    case: Case,
+) -> None:
+    """Review finding: one reconcile after a template change, the old revision's counts read
+    as a finished rollout (LWS reports status.observedGeneration, which was ignored)."""
+    want = max(case.spec.replicas, 1)
+    spec = case.spec.model_copy(update={"replicas": want})
+    old_counts = {"replicas": want, "readyReplicas": want, "updatedReplicas": want}
+    obs = Observation(
+        case.owner, spec=spec, plan=case.plan, lws_status=old_counts, lws_changed=True
+    )
+    status = desired_status(obs, None, T0)
+    assert _conditions(status)["Ready"] == ("False", "ReplicasNotReady")

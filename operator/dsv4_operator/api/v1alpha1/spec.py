@@ -317,6 +317,18 @@ _SPEC_RULES: Final[list[CelRule]] = [
             "spec.autoscaling.maxReplicas when autoscaling is enabled"
         ),
     },
+    {
+        "rule": (
+            "!has(self.rollout) || !has(self.rollout.partition) || self.rollout.partition == 0 "
+            "|| ((!has(self.autoscaling) || !self.autoscaling.enabled) && "
+            "self.rollout.partition <= self.replicas)"
+        ),
+        "message": (
+            "spec.rollout.partition (a canary) must be at most spec.replicas, and needs "
+            "autoscaling disabled: the autoscaler adds and removes groups by index, the "
+            "highest (the canary's) first"
+        ),
+    },
 ]
 
 
@@ -458,11 +470,27 @@ class DeepSeekV4DeploymentSpec(ApiModel):
                     f"pod.annotations {clash}: keys under {KUEUE_ANNOTATION_PREFIX} are set by "
                     "placement.topologyKey; set the topology there only"
                 )
+        return problems + self._replica_problems()
+
+    def _replica_problems(self) -> list[str]:
+        """`spec.replicas` against autoscaling and the rollout's partition."""
+        problems = []
         scaling = self.autoscaling
         if scaling.enabled and not scaling.min_replicas <= self.replicas <= scaling.max_replicas:
             problems.append(
                 f"replicas ({self.replicas}) must be within autoscaling.minReplicas "
                 f"({scaling.min_replicas}) and autoscaling.maxReplicas ({scaling.max_replicas})"
+            )
+        partition = self.rollout.partition
+        if partition and scaling.enabled:
+            problems.append(
+                f"rollout.partition ({partition}, a canary) needs autoscaling disabled: the "
+                "autoscaler adds and removes groups by index, the highest (the canary's) first"
+            )
+        elif partition > self.replicas:
+            problems.append(
+                f"rollout.partition ({partition}) must be at most replicas ({self.replicas}): "
+                "no group would ever update"
             )
         return problems
 
