@@ -34,6 +34,7 @@ from dsv4_operator.kube import (
     discover,
     owner_relation,
 )
+from dsv4_operator.kube.apply import DEPLOYMENT_LABEL, MANAGED_BY_LABEL
 from dsv4_operator.kube.discovery import KEDA_API_VERSION
 from dsv4_operator.metrics import OperatorMetrics
 from dsv4_operator.planning import Code, Plan, PlanningError, plan
@@ -345,9 +346,10 @@ class Reconciler:
 
         A random 256-bit token; created with POST, never applied over, so it stays what the
         pods read (one GET when it exists). A 409 (created meanwhile) keeps the existing one.
-        An existing Secret must be this resource's and hold a token, or no pod is rolled out
-        on it: one left by a deleted resource of the same name (another owner uid, or being
-        deleted) is waited for until garbage collection removes it; any other is an error.
+        An existing Secret must be this resource's (or an orphan with its identity labels)
+        and hold a token, or no pod is rolled out on it: one left by a deleted resource of the
+        same name (another owner uid, or being deleted) is waited for until garbage collection
+        removes it; any other is an error.
 
         Raises:
             TransientApiError: a retryable failure, or the old resource's Secret still exists.
@@ -363,7 +365,13 @@ class Reconciler:
         if relation == "predecessor" or (found.get("metadata") or {}).get("deletionTimestamp"):
             reason = "left by a deleted DeepSeekV4Deployment of the same name: waiting for it to go"
             raise TransientApiError(409, reason, what, self.retry_delay_seconds)
-        if relation != "own":  # an orphan too: adopting it would need `patch` on Secrets
+        labels = (found.get("metadata") or {}).get("labels") or {}
+        ours = admin_secret(owner, model, "")["metadata"]["labels"]
+        identity = all(labels.get(k) == ours.get(k) for k in (MANAGED_BY_LABEL, DEPLOYMENT_LABEL))
+        # An orphan with this resource's identity labels (`kubectl delete --cascade=orphan`) is
+        # used as it is: its token is the one the orphaned pods hold. It is not adopted (that
+        # would need `patch` on Secrets), so deleting the resource later leaves it behind.
+        if relation != "own" and not (relation == "orphan" and identity):
             reason = (
                 "exists and is not owned by this DeepSeekV4Deployment (it holds the runtimes' "
                 "drain token): delete or rename it"

@@ -117,6 +117,18 @@ def _secret(owner_uid: str | None, **meta: Any) -> dict[str, Any]:
     return secret
 
 
+def test_an_orphaned_admin_secret_of_this_resource_is_used_as_it_is() -> None:
+    """Review finding: after `kubectl delete --cascade=orphan` and a re-create, the orphaned
+    admin Secret (this resource's labels, no owner) was refused, so nothing was adopted; the
+    orphaned pods hold its token, so it is used, not replaced."""
+    fake, reconciler = _setup()
+    orphan = _secret(None)
+    fake.objects[SECRET_PATH] = copy.deepcopy(orphan)
+    assert reconciler.reconcile("ns", "d", Events()).result == "applied"
+    assert fake.objects[SECRET_PATH]["data"] == orphan["data"]  # the token the pods hold
+    assert LWS_PATH in fake.objects
+
+
 def test_a_predecessors_admin_secret_is_waited_for_not_used() -> None:
     # Deleted and re-created under the same name before garbage collection: the old Secret
     # goes with its owner, so no pod may be rolled out on it.
@@ -132,10 +144,11 @@ def test_a_predecessors_admin_secret_is_waited_for_not_used() -> None:
 @pytest.mark.parametrize(
     ("secret", "message"),
     [
-        (_secret(None), "is not owned by this DeepSeekV4Deployment"),
+        (_secret(None, labels={}), "is not owned by this DeepSeekV4Deployment"),
+        (_secret("u-other-kind", ownerReferences=[{"kind": "Job", "uid": "j"}]), "is not owned"),
         ({**_secret("u-1"), "data": {}}, "has no valid 'token' key"),
     ],
-    ids=["foreign", "no-token"],
+    ids=["unlabelled-orphan", "foreign", "no-token"],
 )
 def test_an_unusable_admin_secret_is_reported(secret: dict[str, Any], message: str) -> None:
     fake, reconciler = _setup()
