@@ -50,7 +50,12 @@ from dsv4_operator.render import (
 )
 from dsv4_operator.render.admin import ADMIN_TOKEN_KEY, admin_secret, token_from_secret
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
-from dsv4_operator.render.leaderworkerset import LWS_API_VERSION, hf_cache_error, surge_groups
+from dsv4_operator.render.leaderworkerset import (
+    LWS_API_VERSION,
+    hf_cache_error,
+    running_gpus_per_replica,
+    surge_groups,
+)
 from dsv4_operator.render.placement import placement_error
 from dsv4_operator.render.status import APPLY_FAILED, KEDA_MISSING, REFERENCE_MISSING
 
@@ -117,6 +122,18 @@ Event `PlanWarning` when they appear, besides `status.plan.warnings`."""
 def _hazards(warnings: Iterable[str]) -> set[str]:
     """The hazard codes among `status.plan.warnings` lines (`CODE: message`)."""
     return {w.split(":", 1)[0] for w in warnings} & HAZARDS
+
+
+def _images(template: Any) -> list[str]:
+    """The container images of a leaderWorkerTemplate (leader first), without repeats."""
+    out: list[str] = []
+    for part in ("leaderTemplate", "workerTemplate"):
+        pod = ((template or {}).get(part) or {}).get("spec") or {}
+        for container in pod.get("containers") or []:
+            image = str(container.get("image", ""))
+            if image not in out:
+                out.append(image)
+    return out
 
 
 def _lws_stale(applied: AppliedChild | None) -> bool:
@@ -390,6 +407,15 @@ class Reconciler:
         emit: EmitFn,
     ) -> Outcome:
         apis = self.cluster_apis(need_keda=spec.autoscaling.active_mode == "keda")
+        running = None
+        if apis.lws and spec.gpu.budget is not None:  # sizes the surge within the budget
+            live = self.kube.get(
+                LWS_API_VERSION,
+                "LeaderWorkerSet",
+                owner.namespace,
+                child_names(owner).leaderworkerset,
+            )
+            running = running_gpus_per_replica(live)
         children = render_children(
             owner,
             spec,
@@ -398,6 +424,7 @@ class Reconciler:
             pdb_api_version=apis.pdb_api_version,
             prometheus_url=self.prometheus_url,
             hpa_api_version=apis.hpa_api_version,
+            running_gpus_per_replica=running,
         )
         if not apis.lws:
             children = [c for c in children if c["kind"] != "LeaderWorkerSet"]
@@ -452,12 +479,61 @@ class Reconciler:
                 f"({planned.chosen.layout.describe()}); {spec.replicas} replica(s), "
                 f"{gpus * spec.replicas} GPUs in total",
             )
+        self._announce_rollout(owner, spec, lws_applied, emit)
         known = _hazards((status.get("plan") or {}).get("warnings") or [])
         for w in planned.warnings:
             if str(w.code) in HAZARDS - known:
                 emit("Warning", "PlanWarning", f"{w.code}: {w.message}")
         changed = secret_created or any(a.action != "unchanged" for a in applied)
         return self._report(obs, status, emit, "applied" if changed else "unchanged")
+
+    def _announce_rollout(
+        self,
+        owner: Owner,
+        spec: DeepSeekV4DeploymentSpec,
+        applied: AppliedChild | None,
+        emit: EmitFn,
+    ) -> None:
+        """Events for an LWS change that replaces groups, and for a strategy the budget changed.
+
+        `RollingUpdate` (Normal) names what changed in the pod template (the image, as after an
+        operator upgrade, or the spec's generation); `RolloutAdjusted` (Warning) says that
+        `spec.gpu.budget` lowered the surge (and so raised maxUnavailable) below what
+        `spec.rollout` asks.
+        """
+        if applied is None or applied.action == "unchanged":
+            return
+        before = ((applied.previous or {}).get("spec") or {}).get("leaderWorkerTemplate")
+        after = (applied.live.get("spec") or {}).get("leaderWorkerTemplate")
+        rolling = (applied.live.get("spec") or {}).get("rolloutStrategy") or {}
+        config = rolling.get("rollingUpdateConfiguration") or {}
+        surge, unavailable = config.get("maxSurge"), config.get("maxUnavailable")
+        if applied.action == "updated" and before != after:
+            images = [_images(t) for t in (before, after)]
+            cause = (
+                f"image {', '.join(images[0])} -> {', '.join(images[1])}"
+                if images[0] != images[1]
+                else f"spec generation {owner.generation}"
+            )
+            emit(
+                "Normal",
+                "RollingUpdate",
+                f"pod template changed ({cause}): groups are replaced with maxSurge {surge}, "
+                f"maxUnavailable {unavailable}",
+            )
+        asked = (spec.rollout.max_surge, spec.rollout.max_unavailable)
+        previous_config = (
+            ((applied.previous or {}).get("spec") or {}).get("rolloutStrategy") or {}
+        ).get("rollingUpdateConfiguration") or {}
+        moved = previous_config.get("maxSurge") != surge or applied.action == "created"
+        if (surge, unavailable) != asked and moved:
+            emit(
+                "Warning",
+                "RolloutAdjusted",
+                f"spec.gpu.budget ({spec.gpu.budget} GPUs) holds {surge} surge group(s) beside "
+                f"{spec.replicas} replica(s): the rollout uses maxSurge {surge}, maxUnavailable "
+                f"{unavailable} instead of spec.rollout's {asked[0]}, {asked[1]}",
+            )
 
     def _report(
         self,

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from typing import Any, Final
 
 from dsv4_operator.api.v1alpha1.quantities import quantity_bytes
@@ -58,8 +59,10 @@ from dsv4_operator.render.runtime_args import (
 )
 
 __all__ = [
+    "GPUS_ANNOTATION",
     "HF_CACHE_PATH",
     "LWS_API_VERSION",
+    "PEAK_GPUS_ANNOTATION",
     "RESTART_POLICY",
     "STARTUP_PERIOD_SECONDS",
     "STARTUP_POLICY",
@@ -68,6 +71,7 @@ __all__ = [
     "hf_cache_error",
     "leaderworkerset",
     "rollout_strategy",
+    "running_gpus_per_replica",
     "surge_groups",
 ]
 
@@ -294,7 +298,38 @@ def _unavailable_groups(value: int | str, replicas: int) -> int:
     return int(value.rstrip("%")) * replicas // 100
 
 
-def rollout_strategy(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
+GPUS_ANNOTATION: Final = "dsv4.io/gpus-per-replica"
+"""LeaderWorkerSet annotation: GPUs per group of the plan its template runs."""
+PEAK_GPUS_ANNOTATION: Final = "dsv4.io/rollout-peak-gpus-per-replica"
+"""LeaderWorkerSet annotation: the most GPUs per group its running groups may hold while a
+rollout goes on (the previous plan's, until every group is updated); the surge is sized on it."""
+
+
+def running_gpus_per_replica(live: Mapping[str, Any] | None) -> int | None:
+    """GPUs per group the live LeaderWorkerSet's groups may hold, for `rollout_strategy`.
+
+    While a rollout goes on (groups not yet updated, or a generation the LWS controller has not
+    observed) the peak annotation, which keeps the previous plan's count; once it is done, the
+    current plan's. None without a live object or our annotations (created before them).
+    """
+    if live is None:
+        return None
+    annotations = (live.get("metadata") or {}).get("annotations") or {}
+    st, meta = live.get("status") or {}, live.get("metadata") or {}
+    observed = st.get("observedGeneration")
+    stale = observed is not None and int(observed) < int(meta.get("generation") or 0)
+    wanted = int((live.get("spec") or {}).get("replicas") or 0)
+    rolling = stale or int(st.get("updatedReplicas") or 0) < wanted
+    value = annotations.get(PEAK_GPUS_ANNOTATION if rolling else GPUS_ANNOTATION)
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def rollout_strategy(
+    spec: DeepSeekV4DeploymentSpec, plan: Plan, running_gpus_per_replica: int | None = None
+) -> dict[str, Any]:
     """LWS rolloutStrategy from `spec.rollout`, with the surge capped by `spec.gpu.budget`.
 
     A surge group costs a whole replica's GPUs (8-32 for V4), so maxSurge is lowered until
@@ -304,13 +339,19 @@ def rollout_strategy(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, An
     is 0", kubernetes-sigs/lws `pkg/webhooks/leaderworkerset_webhook.go`, which scales
     percentages of `replicas` with maxSurge rounded up and maxUnavailable rounded down; so
     "50%" of 1 replica is 0 groups).
+
+    `running_gpus_per_replica` is what the groups of the last rollout hold: while a re-plan
+    rolls out, groups not yet updated keep it, so the surge is what the budget holds beside
+    `replicas` groups of the larger of the two.
     """
     rollout = spec.rollout
     max_surge: int | str = rollout.max_surge
     max_unavailable: int | str = rollout.max_unavailable
     budget = spec.gpu.budget
     if budget is not None:
-        allowed = max(0, budget // plan.chosen.layout.gpus - spec.replicas)
+        gpus = plan.chosen.layout.gpus
+        widest = max(gpus, running_gpus_per_replica or 0)
+        allowed = max(0, (budget - spec.replicas * widest) // gpus)
         if surge_groups(max_surge, spec.replicas) > allowed:
             max_surge = allowed
     if (
@@ -330,7 +371,12 @@ def rollout_strategy(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, An
 
 
 def leaderworkerset(
-    owner: Owner, spec: DeepSeekV4DeploymentSpec, plan: Plan, *, image: str
+    owner: Owner,
+    spec: DeepSeekV4DeploymentSpec,
+    plan: Plan,
+    *,
+    image: str,
+    running_gpus_per_replica: int | None = None,
 ) -> dict[str, Any]:
     """The LeaderWorkerSet of a planned DeepSeekV4Deployment.
 
@@ -339,6 +385,7 @@ def leaderworkerset(
         spec: the parsed spec.
         plan: a plan that fits.
         image: worker image when `spec.engine.image` is unset.
+        running_gpus_per_replica: GPUs per group of the last rollout (`rollout_strategy`).
 
     Returns:
         The manifest as a dict (apiVersion, kind, metadata with ownerReferences, spec).
@@ -353,8 +400,12 @@ def leaderworkerset(
         "labels": {**lws_labels(spec.placement), **labels},
         "ownerReferences": [owner.reference()],
     }
-    if annotations := lws_annotations(spec.placement):
-        metadata["annotations"] = annotations
+    gpus = plan.chosen.layout.gpus
+    metadata["annotations"] = {
+        **lws_annotations(spec.placement),
+        GPUS_ANNOTATION: str(gpus),
+        PEAK_GPUS_ANNOTATION: str(max(gpus, running_gpus_per_replica or 0)),
+    }
     tas = template_annotations(spec.placement, name, size)
     return {
         "apiVersion": LWS_API_VERSION,
@@ -363,7 +414,7 @@ def leaderworkerset(
         "spec": {
             "replicas": spec.replicas,
             "startupPolicy": STARTUP_POLICY,
-            "rolloutStrategy": rollout_strategy(spec, plan),
+            "rolloutStrategy": rollout_strategy(spec, plan, running_gpus_per_replica),
             "leaderWorkerTemplate": {
                 "size": size,
                 "restartPolicy": RESTART_POLICY,

@@ -32,6 +32,7 @@ def render_children(
     pdb_api_version: str = PDB_API_VERSION,
     prometheus_url: str = DEFAULT_PROMETHEUS_URL,
     hpa_api_version: str = HPA_API_VERSION,
+    running_gpus_per_replica: int | None = None,
 ) -> list[dict[str, Any]]:
     """The ConfigMap, Service, PodDisruptionBudget, LeaderWorkerSet, then the autoscaler child.
 
@@ -46,6 +47,8 @@ def render_children(
         pdb_api_version: `policy/v1`, or `policy/v1beta1` on servers older than 1.21.
         prometheus_url: Prometheus address for a KEDA ScaledObject (mode keda).
         hpa_api_version: HPA version for mode hpa (`autoscaling/v2`, or `v2beta2` before 1.23).
+        running_gpus_per_replica: GPUs per group of the last rollout, which bounds the surge
+            within `spec.gpu.budget` while a re-plan rolls out.
 
     Returns:
         Plain dict manifests, each with apiVersion, kind and metadata (name, namespace).
@@ -54,7 +57,9 @@ def render_children(
         plan_config_map(owner, spec, plan),
         service(owner, spec),
         pod_disruption_budget(owner, spec, plan, api_version=pdb_api_version),
-        leaderworkerset(owner, spec, plan, image=image),
+        leaderworkerset(
+            owner, spec, plan, image=image, running_gpus_per_replica=running_gpus_per_replica
+        ),
         *autoscaler_children(
             owner, spec, plan, prometheus_url=prometheus_url, hpa_api_version=hpa_api_version
         ),

@@ -647,3 +647,34 @@ def test_switching_from_hpa_to_keda_removes_the_hpa_before_creating_the_scaled_o
     reconciler.reconcile("ns", "d", events)
     assert scaled_path not in fake.objects
     assert "deleted ScaledObject d: spec.autoscaling is now native" in events[-1][2]
+
+
+def test_a_template_change_and_a_budget_lowered_surge_are_events() -> None:
+    """Review findings: an operator upgrade (another runtime image) re-rolled every group with
+    no Event naming the cause; a budget that left no surge turned maxUnavailable 0 into 1 with
+    no word."""
+    spec = {
+        **SPEC,
+        "replicas": 2,
+        "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8, "budget": 4},
+        "rollout": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    _, reconciler = _setup(spec)
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    adjusted = [m for k, r, m in events if r == "RolloutAdjusted"]
+    assert len(adjusted) == 1
+    assert "maxSurge 0, maxUnavailable 1 instead of spec.rollout's 1, 0" in adjusted[0]
+    upgraded = Reconciler(
+        reconciler.kube,
+        reconciler.metrics,
+        "img:2",
+        clock=lambda: datetime(2026, 11, 29, tzinfo=UTC),
+    )
+    upgraded.reconcile("ns", "d", events)
+    rolling = [m for k, r, m in events if r == "RollingUpdate"]
+    assert rolling == [
+        "pod template changed (image img -> img:2): groups are replaced with maxSurge 0, "
+        "maxUnavailable 1"
+    ]
+    assert len([r for _, r, _ in events if r == "RolloutAdjusted"]) == 1  # not repeated

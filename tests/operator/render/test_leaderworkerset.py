@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from tests.operator.render.conftest import Case
 
 from dsv4_operator.api import parse_spec, quantity_bytes
@@ -276,7 +278,9 @@ def test_placement_reaches_the_lws_and_both_templates() -> None:
     assert group["size"] == 2  # Pro at 1M on H200 with 4 requests needs two nodes per group
     meta = lws["metadata"]
     assert meta["annotations"] == {
-        "leaderworkerset.sigs.k8s.io/exclusive-topology": "example.com/rack"
+        "leaderworkerset.sigs.k8s.io/exclusive-topology": "example.com/rack",
+        "dsv4.io/gpus-per-replica": "16",
+        "dsv4.io/rollout-peak-gpus-per-replica": "16",
     }
     assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "inference"
     assert meta["labels"]["kueue.x-k8s.io/priority-class"] == "production"
@@ -317,7 +321,10 @@ def test_preferred_topology_and_single_pod_groups() -> None:
 
 def test_no_placement_adds_no_keys() -> None:
     lws = _placed({}, max_nodes=2)
-    assert "annotations" not in lws["metadata"]
+    assert set(lws["metadata"]["annotations"]) == {
+        "dsv4.io/gpus-per-replica",
+        "dsv4.io/rollout-peak-gpus-per-replica",
+    }
     assert not any(k.startswith("kueue.x-k8s.io/") for k in lws["metadata"]["labels"])
     group = lws["spec"]["leaderWorkerTemplate"]
     for role in ("leaderTemplate", "workerTemplate"):
@@ -453,3 +460,44 @@ def test_an_ephemeral_storage_limit_below_the_download_is_reported() -> None:
         error(small, {"huggingFace": {**hub["huggingFace"], "cache": {"claimName": "c"}}}) is None
     )
     assert error(small, {"pvc": {"claimName": "weights"}}) is None
+
+
+def test_the_surge_leaves_room_for_the_groups_a_replan_has_not_updated_yet() -> None:
+    """Review finding: lowering GPUs per replica (24 -> 16) sized the surge on the new count
+    while the 3 groups not yet updated held 24 each: 3 x 24 + 2 x 16 = 104 GPUs over a budget
+    of 96."""
+    from dsv4_operator.render import Owner
+    from dsv4_operator.render.leaderworkerset import running_gpus_per_replica
+
+    root = Path(__file__).resolve().parents[3]
+    body = yaml.safe_load((root / "examples" / "pro-1m-h100.yaml").read_text())["spec"]
+    body |= {"replicas": 3, "maxModelLen": 262144, "rollout": {"maxSurge": 2, "maxUnavailable": 0}}
+    body["gpu"] = {**body["gpu"], "budget": 96}
+    spec = parse_spec(body)
+    planned = plan(request_from_spec(spec))
+    gpus = planned.chosen.layout.gpus
+    assert gpus == 16
+    live = {
+        "metadata": {
+            "generation": 7,
+            "annotations": {
+                "dsv4.io/gpus-per-replica": "24",
+                "dsv4.io/rollout-peak-gpus-per-replica": "24",
+            },
+        },
+        "spec": {"replicas": 3},
+        "status": {"replicas": 3, "updatedReplicas": 3, "observedGeneration": 7},
+    }
+    running = running_gpus_per_replica(live)
+    assert running == 24
+    surge = rollout_strategy(spec, planned, running)["rollingUpdateConfiguration"]["maxSurge"]
+    assert 3 * 24 + surge * gpus <= 96
+    # Mid-rollout the LWS already carries the new plan; its peak annotation keeps the old count.
+    lws = leaderworkerset(
+        Owner("p", "ns", "u"), spec, planned, image="i", running_gpus_per_replica=24
+    )
+    live = {**lws, "status": {"replicas": 4, "updatedReplicas": 1}}
+    assert running_gpus_per_replica(live) == 24
+    # Once every group is updated, the current plan's count applies again.
+    done = {**lws, "status": {"replicas": 3, "updatedReplicas": 3}}
+    assert running_gpus_per_replica(done) == 16

@@ -406,7 +406,9 @@ class DeepSeekV4DeploymentSpec(ApiModel):
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     """The Service exposing the OpenAI-compatible API."""
     cost: CostSpec = Field(default_factory=CostSpec)
-    """GPU prices for the cost estimate in status."""
+    """GPU prices for the cost estimate in status; when every type in spec.gpu.types is priced,
+    they also choose the GPU type and layout (the cheapest that fits), so a price change can
+    re-plan and roll every group."""
     paused: bool = False
     """When true the operator stops reconciling (no rollout, no scaling) until set false."""
 
