@@ -526,6 +526,15 @@ class Reconciler:
             ((applied.previous or {}).get("spec") or {}).get("rolloutStrategy") or {}
         ).get("rollingUpdateConfiguration") or {}
         moved = previous_config.get("maxSurge") != surge or applied.action == "created"
+        if moved and spec.replicas == 1 and surge_groups(surge or 0, 1) == 0:
+            emit(
+                "Warning",
+                "NoRedundancy",
+                "1 replica without a surge group: every pod-template change, and a node drain, "
+                "stops the service until the group has started again (minutes; the startup "
+                "probe allows the plan's first-boot budget); set spec.rollout.maxSurge 1 (with "
+                "a spec.gpu.budget that holds it) or spec.replicas 2",
+            )
         if (surge, unavailable) != asked and moved:
             emit(
                 "Warning",

@@ -61,15 +61,16 @@ def test_valid_spec_rolls_out_once_then_resyncs_without_writes() -> None:
     events = Events()
     first = reconciler.reconcile("ns", "d", events)
     assert first.result == "applied"
-    assert first.writes == 7  # the admin Secret + 4 children + status + the PlanChanged Event
-    assert events.reasons() == ["PlanChanged"]
+    assert first.writes == 8  # the admin Secret, 4 children, status, PlanChanged, NoRedundancy
+    assert events.reasons() == ["PlanChanged", "NoRedundancy"]
+    assert events[1][0] == "Warning"  # 1 replica, no surge: every change stops the service
     assert events[0][2].startswith("GPUs per replica: none -> ")
     assert "x h200-141gb" in events[0][2]
     assert _conditions(fake)["Planned"] == ("True", "PlanReady")
     assert fake.objects[LWS_PATH]["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     second = reconciler.reconcile("ns", "d", events)
     assert (second.result, second.writes) == ("unchanged", 0)
-    assert len(events) == 1
+    assert len(events) == 2
     fake.objects[LWS_PATH]["status"] = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}
     third = reconciler.reconcile("ns", "d", events)
     assert (third.result, third.writes) == ("applied", 2)  # status + the Ready Event
