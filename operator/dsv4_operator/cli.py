@@ -108,8 +108,9 @@ def _table(p: Plan, console: Console) -> None:
     console.print(
         f"{lay.gpus}x {c.gpu.name} = {lay.nodes} node(s) x {lay.gpus_per_node}; {lay.describe()}"
     )
+    length = f"{c.max_model_len:,}" if c.max_model_len else "none fits"
     console.print(
-        f"max-model-len {c.max_model_len:,}; max-num-seqs {c.max_num_seqs}; "
+        f"max-model-len {length}; max-num-seqs {c.max_num_seqs}; "
         f"max-num-batched-tokens {c.max_num_batched_tokens:,}"
     )
     if c.replicas_for_target:

@@ -506,6 +506,16 @@ def _startup_seconds(req: PlanRequest, chosen: Evaluation, checkpoint: int) -> i
     return warmup + load + download
 
 
+def _auto_length_reason(req: PlanRequest, chosen: Evaluation) -> str:
+    if chosen.max_model_len == 0:
+        return "max-model-len auto: no request length fits the pool (the warnings say what would)"
+    return (
+        f"max-model-len auto: {chosen.max_model_len:,} tokens, the longest request whose KV "
+        f"blocks and admission state fit the pool (model limit "
+        f"{get_model(req.model).max_position_embeddings:,})"
+    )
+
+
 def _reasons(
     req: PlanRequest, plan_fits: bool, chosen: Evaluation, ranked: list[Evaluation], fmt: str
 ) -> list[str]:
@@ -548,11 +558,7 @@ def _reasons(
             "among equal GPU counts the most KV capacity, then the most expected throughput"
         )
     if req.max_model_len is None:
-        lines.append(
-            f"max-model-len auto: {chosen.max_model_len:,} tokens, the longest request whose KV "
-            f"blocks and admission state fit the pool (model limit "
-            f"{get_model(req.model).max_position_embeddings:,})"
-        )
+        lines.append(_auto_length_reason(req, chosen))
     # Routed experts are spread over all TP x DP ranks either way (weights.per_gpu_weight_bytes).
     ranks = lay.tensor_parallel * lay.data_parallel
     if lay.expert_parallel:

@@ -258,3 +258,14 @@ def test_help_spells_every_option_in_full_at_80_columns() -> None:
     for flag in ("--pipeline-parallel", "--max-num-batched-tokens", "--gpu-memory-utilization"):
         assert flag in result.stdout
     assert "…" not in result.stdout
+
+
+def test_a_plan_where_no_length_fits_says_so_instead_of_zero() -> None:
+    """New-user trial: an unfit plan printed `max-model-len 0` and `auto: 0 tokens`."""
+    result = runner.invoke(
+        app, ["plan", "--model", "pro", "--gpu", "rtx-4090-24gb", "--gpus-per-node", "1"]
+    )
+    assert result.exit_code == 1
+    assert "max-model-len none fits;" in result.stdout
+    assert "max-model-len auto: no request length fits the pool" in result.stdout
+    assert "max-model-len 0" not in result.stdout
