@@ -57,6 +57,7 @@ from dsv4_operator.render.leaderworkerset import (
     surge_groups,
 )
 from dsv4_operator.render.placement import placement_error
+from dsv4_operator.render.rollout import live_rollout, rollout_counts, status_stale
 from dsv4_operator.render.status import APPLY_FAILED, KEDA_MISSING, REFERENCE_MISSING
 
 __all__ = ["EmitFn", "Outcome", "Reconciler"]
@@ -136,27 +137,33 @@ def _images(template: Any) -> list[str]:
     return out
 
 
+def _lws_target(live: Mapping[str, Any]) -> tuple[int, int]:
+    """(replicas, partition) of a live LeaderWorkerSet."""
+    counts = live_rollout(live)
+    config = ((live.get("spec") or {}).get("rolloutStrategy") or {}).get(
+        "rollingUpdateConfiguration"
+    ) or {}
+    return counts.want, int(config.get("partition") or 0)
+
+
 def _lws_stale(applied: AppliedChild | None) -> bool:
     """Whether the LeaderWorkerSet's status counts predate the spec just applied.
 
     True when this reconcile created it or changed its pod template or replicas (a change of
-    the rollout strategy alone rolls no pod), or when its `status.observedGeneration` (LWS
-    releases that set it) is older than its generation.
+    the rollout strategy alone rolls no pod; an update always leaves `observedGeneration`
+    behind for a moment, so it does not decide here), or, when this reconcile changed nothing,
+    when its `status.observedGeneration` (LWS releases that set it) is older than its
+    generation.
     """
     if applied is None:
         return False
-    live = applied.live
-    observed = (live.get("status") or {}).get("observedGeneration")
-    generation = (live.get("metadata") or {}).get("generation")
-    if observed is not None and generation is not None and int(observed) < int(generation):
-        return True
     if applied.action == "created":
         return True
+    if applied.action == "unchanged":
+        return status_stale(applied.live)
     before = (applied.previous or {}).get("spec") or {}
-    after = live.get("spec") or {}
-    return applied.action == "updated" and any(
-        before.get(k) != after.get(k) for k in ("leaderWorkerTemplate", "replicas")
-    )
+    after = applied.live.get("spec") or {}
+    return any(before.get(k) != after.get(k) for k in ("leaderWorkerTemplate", "replicas"))
 
 
 def _most_groups(spec: DeepSeekV4DeploymentSpec) -> int:
@@ -200,6 +207,7 @@ class Reconciler:
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _scalers_checked: dict[str, tuple[str, str]] = field(default_factory=dict)
+    _starting_since: dict[str, datetime] = field(default_factory=dict)
     """Per resource, the (uid, autoscaling mode) for which stale scalers were last removed."""
 
     def _lock(self, key: str) -> threading.Lock:
@@ -250,6 +258,7 @@ class Reconciler:
     def _reconcile(self, namespace: str, name: str, emit: EmitFn) -> Outcome:
         body = self.kube.get(API_VERSION, KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self._starting_since.pop(f"{namespace}/{name}", None)
             return Outcome("unchanged")
         owner = Owner.from_body(body)
         status = body.get("status") or {}
@@ -268,7 +277,14 @@ class Reconciler:
                 raise
             except ApiError:  # no LWS API, or not readable: report the pause alone
                 lws = None
-            obs = Observation(owner, spec=spec, paused=True, lws_status=(lws or {}).get("status"))
+            obs = Observation(
+                owner,
+                spec=spec,
+                paused=True,
+                lws_status=None if lws is None else lws.get("status"),
+                lws_changed=lws is not None and status_stale(lws),
+                lws_target=None if lws is None else _lws_target(lws),
+            )
             return self._report(obs, status, emit, "paused")
         try:
             planned = plan(request_from_spec(spec))
@@ -453,13 +469,24 @@ class Reconciler:
             return self._report(obs, status, emit, "error", str(error))
         lws_applied = next((a for a in applied if a.kind == "LeaderWorkerSet"), None)
         lws = lws_applied.live if lws_applied else None
+        stale = _lws_stale(lws_applied)
+        counts = rollout_counts(
+            spec.replicas, spec.rollout.partition, (lws or {}).get("status"), stale
+        )
+        key = f"{owner.namespace}/{owner.name}"
+        if counts.rolled and counts.ready < counts.want:  # updated groups still starting
+            starting_since = self._starting_since.setdefault(key, self.clock())
+        else:
+            starting_since = None
+            self._starting_since.pop(key, None)
         obs = Observation(
             owner,
             spec=spec,
             plan=planned,
             lws_api=apis.lws,
             lws_status=(lws or {}).get("status"),
-            lws_changed=_lws_stale(lws_applied),
+            lws_changed=stale,
+            starting_since=starting_since,
             endpoint=endpoint(owner, spec),
             keda_api=apis.keda,
             missing=self._missing_references(owner.namespace, spec),
@@ -526,7 +553,8 @@ class Reconciler:
             ((applied.previous or {}).get("spec") or {}).get("rolloutStrategy") or {}
         ).get("rollingUpdateConfiguration") or {}
         moved = previous_config.get("maxSurge") != surge or applied.action == "created"
-        if moved and spec.replicas == 1 and surge_groups(surge or 0, 1) == 0:
+        was = ((applied.previous or {}).get("spec") or {}).get("replicas")
+        if (moved or was != 1) and spec.replicas == 1 and surge_groups(surge or 0, 1) == 0:
             emit(
                 "Warning",
                 "NoRedundancy",

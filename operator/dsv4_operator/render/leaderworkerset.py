@@ -45,6 +45,7 @@ from dsv4_operator.planning import Plan
 from dsv4_operator.render.admin import admin_token_env
 from dsv4_operator.render.labels import LABEL_ROLE, Owner, child_names, standard_labels
 from dsv4_operator.render.placement import lws_annotations, lws_labels, template_annotations
+from dsv4_operator.render.rollout import live_rollout
 from dsv4_operator.render.runtime_args import (
     ADMIN_PORT,
     API_PORT,
@@ -308,18 +309,15 @@ rollout goes on (the previous plan's, until every group is updated); the surge i
 def running_gpus_per_replica(live: Mapping[str, Any] | None) -> int | None:
     """GPUs per group the live LeaderWorkerSet's groups may hold, for `rollout_strategy`.
 
-    While a rollout goes on (groups not yet updated, or a generation the LWS controller has not
-    observed) the peak annotation, which keeps the previous plan's count; once it is done, the
-    current plan's. None without a live object or our annotations (created before them).
+    While a rollout goes on (groups not yet updated, surge groups, or a generation the LWS
+    controller has not observed: `rollout.live_rollout`) the peak annotation, which keeps the
+    previous plan's count; once it is done, the current plan's. None without a live object or
+    our annotations (created before them).
     """
     if live is None:
         return None
     annotations = (live.get("metadata") or {}).get("annotations") or {}
-    st, meta = live.get("status") or {}, live.get("metadata") or {}
-    observed = st.get("observedGeneration")
-    stale = observed is not None and int(observed) < int(meta.get("generation") or 0)
-    wanted = int((live.get("spec") or {}).get("replicas") or 0)
-    rolling = stale or int(st.get("updatedReplicas") or 0) < wanted
+    rolling = not live_rollout(live).rolled  # surge groups and a partition counted
     value = annotations.get(PEAK_GPUS_ANNOTATION if rolling else GPUS_ANNOTATION)
     try:
         return None if value is None else int(value)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.planning import Code, Plan, Rejection
 from dsv4_operator.render.labels import LABEL_ROLE, Owner, pod_selector
+from dsv4_operator.render.rollout import RolloutCounts, rollout_counts
 from dsv4_operator.render.runtime_args import shm_size_bytes
 
 __all__ = [
@@ -78,6 +79,11 @@ class Observation:
             no KEDA the ScaledObject is skipped, and ScalingActive=False (`KEDAMissing`) says so.
         missing: Secrets and ConfigMaps (or keys) the pods reference that do not exist: while
             groups are not ready, Ready=False and Degraded=True say `ReferenceMissing`.
+        starting_since: since when every group runs the current template but some are not
+            ready (the reconciler remembers it; None: now). Degraded turns True once that
+            exceeds the plan's startup budget.
+        lws_target: (replicas, partition) of the live LeaderWorkerSet, for a paused resource
+            (whose spec edits are not applied).
     """
 
     owner: Owner
@@ -92,6 +98,8 @@ class Observation:
     endpoint: str = ""
     keda_api: bool = True
     missing: tuple[str, ...] = ()
+    starting_since: datetime | None = None
+    lws_target: tuple[int, int] | None = None
 
 
 KEDA_SCALING: Final = "KEDA"
@@ -237,45 +245,7 @@ def _keda_condition(
     }
 
 
-def _not_ready_since(previous: list[Mapping[str, Any]], now: datetime) -> datetime:
-    """When Ready last turned False (now if it is not False)."""
-    ready = next((c for c in previous if c.get("type") == "Ready"), None)
-    if ready is None or ready.get("status") != "False" or not ready.get("lastTransitionTime"):
-        return now
-    try:
-        return datetime.strptime(str(ready["lastTransitionTime"]), "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=UTC
-        )
-    except ValueError:
-        return now
-
-
-@dataclass(frozen=True, slots=True)
-class _Counts:
-    """The LeaderWorkerSet's group counts against the spec."""
-
-    want: int
-    ready: int
-    rolled: bool
-    text: str
-
-
-def _counts(spec: DeepSeekV4DeploymentSpec, obs: Observation) -> _Counts:
-    st = obs.lws_status or {}
-    want = spec.replicas
-    have, ready = int(st.get("replicas") or 0), int(st.get("readyReplicas") or 0)
-    updated = int(st.get("updatedReplicas") or 0)
-    # A canary: groups below rollout.partition keep the previous template (LWS counts them
-    # as not updated, and keeps surge groups while the partition is set).
-    kept = min(spec.rollout.partition, want)
-    rolled = have >= want and updated >= want - kept and not obs.lws_changed
-    text = f"{ready}/{want} replicas ready, {updated} updated"
-    if kept:
-        text += f" (rollout.partition {kept}: groups 0-{kept - 1} keep the previous template)"
-    return _Counts(want, ready, rolled, text)
-
-
-def _availability(c: _Counts) -> tuple[str, str, str]:
+def _availability(c: RolloutCounts) -> tuple[str, str, str]:
     if c.want == 0:
         return ("False", "ScaledToZero", "spec.replicas is 0")
     if c.ready >= 1:
@@ -284,31 +254,33 @@ def _availability(c: _Counts) -> tuple[str, str, str]:
 
 
 def _paused(obs: Observation) -> dict[str, tuple[str, str, str]]:
-    """Conditions of a paused resource: the live counts, and that nothing is being changed."""
+    """Conditions of a paused resource: the live counts, and that nothing is being changed.
+
+    `obs.lws_target` gives the replicas and partition the live LeaderWorkerSet has (a paused
+    spec's edits are not applied).
+    """
     message = "spec.paused is true: the operator changes nothing"
-    if obs.spec is None or obs.lws_status is None:
+    if obs.lws_status is None or obs.lws_target is None:
         return {"Progressing": ("False", "Paused", message)}
-    c = _counts(obs.spec, obs)
-    message += f"; a rollout the LeaderWorkerSet already started goes on ({c.text})"
-    ready = c.rolled and c.ready >= c.want
+    c = rollout_counts(*obs.lws_target, obs.lws_status, obs.lws_changed)
+    done = c.rolled and c.ready >= c.want
+    if not done:
+        message += "; a rollout the LeaderWorkerSet already started goes on"
+    message += f" ({c.text})"
     return {
         "Progressing": ("False", "Paused", message),
         "Ready": ("True", "AllReplicasReady", c.text)
-        if ready
+        if done
         else ("False", "ReplicasNotReady", c.text),
         "Available": _availability(c),
     }
 
 
 def _rollout(
-    obs: Observation,
-    spec: DeepSeekV4DeploymentSpec,
-    plan: Plan,
-    previous: list[Mapping[str, Any]],
-    now: datetime,
+    obs: Observation, spec: DeepSeekV4DeploymentSpec, plan: Plan, now: datetime
 ) -> dict[str, tuple[str, str, str]]:
     """Ready, Progressing, Available and Degraded from the LeaderWorkerSet's counts."""
-    c = _counts(spec, obs)
+    c = rollout_counts(spec.replicas, spec.rollout.partition, obs.lws_status, obs.lws_changed)
     out: dict[str, tuple[str, str, str]] = {}
     if c.rolled and c.ready >= c.want:
         out["Progressing"] = ("False", "RolloutComplete", c.text)
@@ -317,8 +289,12 @@ def _rollout(
         out["Progressing"] = ("True", "RollingOut", c.text)
         out["Ready"] = ("False", "ReplicasNotReady", c.text)
     out["Available"] = _availability(c)
-    waited = (now - _not_ready_since(previous, now)).total_seconds()
-    if c.rolled and c.ready < c.want and waited > plan.startup_budget_seconds:
+    since = obs.starting_since or now
+    if (
+        c.rolled
+        and c.ready < c.want
+        and (now - since).total_seconds() > plan.startup_budget_seconds
+    ):
         out["Degraded"] = ("True", "ReplicasUnavailable", c.text)
     elif c.rolled and c.ready < c.want:
         # Updated groups still within their first-boot budget (weights load for minutes).
@@ -333,9 +309,7 @@ def _rollout(
     return out
 
 
-def _conditions(
-    obs: Observation, previous: list[Mapping[str, Any]], now: datetime
-) -> dict[str, tuple[str, str, str]]:
+def _conditions(obs: Observation, now: datetime) -> dict[str, tuple[str, str, str]]:
     """Owned conditions as type -> (status, reason, message); absent types are left alone."""
     if obs.error_reason == APPLY_FAILED:
         message = _text(obs.error_message)
@@ -370,7 +344,7 @@ def _conditions(
             "Available": ("False", "LeaderWorkerSetMissing", missing),
         }
         return out
-    out |= _rollout(obs, spec, plan, previous, now)
+    out |= _rollout(obs, spec, plan, now)
     out |= _keda_condition(spec, obs.keda_api)
     return out
 
@@ -418,7 +392,7 @@ def desired_status(
     prev = dict(previous or {})
     stamp = rfc3339(now)
     before = list(prev.get("conditions") or [])
-    conditions = _merge_conditions(before, _conditions(obs, before, now), obs, stamp)
+    conditions = _merge_conditions(before, _conditions(obs, now), obs, stamp)
     if obs.spec is not None and obs.spec.autoscaling.active_mode != "keda":
         # Out of mode keda: our ScalingActive (reasons KEDA, KEDAMissing) no longer applies.
         ours = {KEDA_SCALING, KEDA_MISSING}

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
 from tests.operator.kube.fake_api import FakeApi
 
+from dsv4_operator.api import parse_spec
 from dsv4_operator.handlers.reconciler import Reconciler
 from dsv4_operator.kube import KubeClient
 from dsv4_operator.metrics import OperatorMetrics
+from dsv4_operator.planning import plan
+from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.render import Owner
 from dsv4_operator.render.admin import admin_secret, token_from_secret
 
@@ -512,19 +515,26 @@ def test_paused_changes_nothing() -> None:
     assert reconciler.reconcile("ns", "d", events).result == "paused"
     assert fake.objects[LWS_PATH] == lws_before
     assert _conditions(fake)["Progressing"] == ("False", "Paused")
+    # The live LWS still has 1 replica (the paused edit to 3 is not applied): counts are
+    # against it, and "goes on" only while its rollout does (review finding).
+    fake.objects[LWS_PATH]["status"] = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Ready"] == ("True", "AllReplicasReady")
+    assert "goes on" not in _message(fake, "Progressing")
     # A rollout the LWS already started goes on while paused: the live counts are reported
     # (review finding: status froze at the last counts and said nothing changes).
-    fake.objects[LWS_PATH]["status"] = {"replicas": 3, "readyReplicas": 1, "updatedReplicas": 1}
+    fake.objects[LWS_PATH]["status"] = {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 1}
     reconciler.reconcile("ns", "d", events)
     assert _conditions(fake)["Ready"] == ("False", "ReplicasNotReady")
     assert fake.objects[CR_PATH]["status"]["readyReplicas"] == 1
-    progressing = next(
-        c for c in fake.objects[CR_PATH]["status"]["conditions"] if c["type"] == "Progressing"
+    assert "a rollout the LeaderWorkerSet already started goes on (0/1 replicas" in _message(
+        fake, "Progressing"
     )
-    assert (
-        "a rollout the LeaderWorkerSet already started goes on (1/3 replicas"
-        in (progressing["message"])
-    )
+
+
+def _message(fake: FakeApi, ctype: str) -> str:
+    status = fake.objects[CR_PATH]["status"]
+    return str(next(c for c in status["conditions"] if c["type"] == ctype)["message"])
 
 
 def test_missing_lws_api_is_reported_and_rechecked() -> None:
@@ -679,3 +689,59 @@ def test_a_template_change_and_a_budget_lowered_surge_are_events() -> None:
         "maxUnavailable 1"
     ]
     assert len([r for _, r, _ in events if r == "RolloutAdjusted"]) == 1  # not repeated
+
+
+def test_an_update_that_leaves_the_template_alone_is_not_stale() -> None:
+    """Review finding: right after any update the live LWS's observedGeneration lags its new
+    generation, so a rollout-strategy-only change still read as stale counts."""
+    from dsv4_operator.handlers.reconciler import _lws_stale
+    from dsv4_operator.kube import AppliedChild
+
+    template: dict[str, Any] = {
+        "size": 1,
+        "leaderTemplate": {"spec": {"containers": [{"image": "i"}]}},
+    }
+    prev: dict[str, Any] = {
+        "metadata": {"generation": 4},
+        "spec": {"replicas": 2, "leaderWorkerTemplate": template, "rolloutStrategy": {"a": 1}},
+        "status": {"observedGeneration": 4},
+    }
+    live = copy.deepcopy(prev)
+    live["metadata"]["generation"] = 5
+    live["spec"]["rolloutStrategy"] = {"a": 2}
+    assert not _lws_stale(AppliedChild("LeaderWorkerSet", "d", "updated", live, prev))
+    live["spec"]["leaderWorkerTemplate"] = {**template, "size": 2}
+    assert _lws_stale(AppliedChild("LeaderWorkerSet", "d", "updated", live, prev))
+    # A later reconcile that changes nothing believes observedGeneration.
+    assert _lws_stale(AppliedChild("LeaderWorkerSet", "d", "unchanged", live))
+    live["status"]["observedGeneration"] = 5
+    assert not _lws_stale(AppliedChild("LeaderWorkerSet", "d", "unchanged", live))
+
+
+def test_degraded_counts_from_when_every_group_was_updated_and_scale_to_one_warns() -> None:
+    """Review findings: Degraded was timed from when Ready turned False (a long rollout made a
+    just-updated group look overdue); NoRedundancy was not posted on a scale-down to 1."""
+    clock = [datetime(2026, 11, 29, tzinfo=UTC)]
+    fake, reconciler = _setup({**SPEC, "replicas": 2})
+    reconciler.clock = lambda: clock[0]
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    budget = plan(request_from_spec(parse_spec(fake.objects[CR_PATH]["spec"])))
+    budget_seconds = budget.startup_budget_seconds
+    fake.objects[LWS_PATH]["status"] = {"replicas": 2, "readyReplicas": 0, "updatedReplicas": 1}
+    clock[0] += timedelta(
+        seconds=2 * budget_seconds
+    )  # a long rollout: group 0 is still being replaced
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Degraded"] == ("False", "AsExpected")
+    fake.objects[LWS_PATH]["status"] = {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2}
+    clock[0] += timedelta(seconds=60)  # every group updated now; group 0 is loading
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Degraded"] == ("False", "ReplicasStarting")
+    clock[0] += timedelta(seconds=budget_seconds + 1)
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Degraded"] == ("True", "ReplicasUnavailable")
+    assert "NoRedundancy" not in events.reasons()
+    fake.objects[CR_PATH]["spec"]["replicas"] = 1
+    reconciler.reconcile("ns", "d", events)
+    assert "NoRedundancy" in events.reasons()

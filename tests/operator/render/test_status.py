@@ -72,13 +72,14 @@ def test_degraded_when_a_rolled_out_replica_is_not_ready(case: Case) -> None:
     want = case.spec.replicas
     lost = {"replicas": want, "readyReplicas": want - 1, "updatedReplicas": want}
     # Review finding: an updated group still loading its weights (minutes for V4) made every
-    # start, scale-up and rollout Degraded. Within the startup budget it is starting ...
-    status = desired_status(_obs(case, lost), None, T0)
+    # start, scale-up and rollout Degraded. Within the startup budget since every group runs
+    # the current template (the reconciler remembers when), it is starting ...
+    status = desired_status(_obs(case, lost, starting_since=T0), None, T0)
     assert _conditions(status)["Degraded"] == ("False", "ReplicasStarting")
     assert _conditions(status)["Ready"] == ("False", "ReplicasNotReady")
-    # ... past it, since Ready turned False, it is degraded.
+    # ... past it, it is degraded.
     later = T0 + timedelta(seconds=case.plan.startup_budget_seconds + 1)
-    status = desired_status(_obs(case, lost), status, later)
+    status = desired_status(_obs(case, lost, starting_since=T0), status, later)
     assert _conditions(status)["Degraded"] == ("True", "ReplicasUnavailable")
     assert _conditions(status)["Ready"] == ("False", "ReplicasNotReady")
 
@@ -219,10 +220,15 @@ def test_a_finished_canary_is_ready(case: Case) -> None:
         update={"replicas": 3, "rollout": Rollout(partition=2, max_surge=1)}
     )
     obs = Observation(case.owner, spec=spec, plan=case.plan, endpoint="http://e/v1")
-    midway = {"replicas": 4, "readyReplicas": 3, "updatedReplicas": 0}  # surge group loading
+    # Counts as LWS makes them: every leader, the surge group (index 3, new template) included.
+    midway = {"replicas": 4, "readyReplicas": 3, "updatedReplicas": 1}  # surge group loading
     status = desired_status(replace(obs, lws_status=midway), None, T0)
     assert _conditions(status)["Progressing"] == ("True", "RollingOut")
-    done = {"replicas": 4, "readyReplicas": 4, "updatedReplicas": 1}  # LWS keeps the surge
+    # Review finding: the ready surge group counted as one of the spec's: Ready mid-rollout.
+    surge_ready = {"replicas": 4, "readyReplicas": 4, "updatedReplicas": 1}  # group 2 untouched
+    status = desired_status(replace(obs, lws_status=surge_ready), status, T0)
+    assert _conditions(status)["Ready"] == ("False", "ReplicasNotReady")
+    done = {"replicas": 4, "readyReplicas": 4, "updatedReplicas": 2}  # LWS keeps the surge
     status = desired_status(replace(obs, lws_status=done), status, T0)
     assert _conditions(status)["Ready"] == ("True", "AllReplicasReady")
     assert _conditions(status)["Progressing"] == ("False", "RolloutComplete")
@@ -243,3 +249,23 @@ def test_counts_the_lws_controller_has_not_made_for_the_current_spec_are_not_rea
     )
     status = desired_status(obs, None, T0)
     assert _conditions(status)["Ready"] == ("False", "ReplicasNotReady")
+
+
+def test_surge_groups_are_not_counted_as_the_specs_groups(case: Case) -> None:
+    """Review finding: LWS counts surge groups (new template) in replicas, readyReplicas and
+    updatedReplicas, so 2 replicas + 1 ready surge group read as a finished rollout while
+    group 0 was still on the old template."""
+    from dsv4_operator.api.v1alpha1.scaling import Rollout
+
+    spec = case.spec.model_copy(
+        update={"replicas": 2, "rollout": Rollout(max_surge=1, max_unavailable=0)}
+    )
+    obs = Observation(case.owner, spec=spec, plan=case.plan, endpoint="http://e/v1")
+    midway = {"replicas": 3, "readyReplicas": 2, "updatedReplicas": 2}
+    status = desired_status(replace(obs, lws_status=midway), None, T0)
+    assert _conditions(status)["Ready"] == ("False", "ReplicasNotReady")
+    assert _conditions(status)["Progressing"] == ("True", "RollingOut")
+    assert _conditions(status)["Degraded"] == ("False", "AsExpected")
+    done = {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}
+    status = desired_status(replace(obs, lws_status=done), status, T0)
+    assert _conditions(status)["Ready"] == ("True", "AllReplicasReady")
