@@ -25,6 +25,7 @@ from dsv4_operator.api import GROUP, PLURAL, VERSION
 from dsv4_operator.handlers.autoscaler import Autoscaler
 from dsv4_operator.handlers.reconciler import EmitFn, Outcome, Reconciler
 from dsv4_operator.kube import ApiError
+from dsv4_operator.render.status import REFERENCE_MISSING
 from dsv4_operator.settings import OperatorSettings
 
 __all__ = ["register_deployment_handlers", "rolling_out"]
@@ -45,12 +46,16 @@ def _run(memo: kopf.Memo, body: kopf.Body) -> Outcome:
 
 
 def rolling_out(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> bool:
-    """Kopf filter: the resource is rolling out (not paused; Ready=False, ReplicasNotReady)."""
+    """Kopf filter: the resource is rolling out.
+
+    Not paused, and Ready=False with reason ReplicasNotReady, or ReferenceMissing (a Secret or
+    ConfigMap the pods wait for).
+    """
     if spec.get("paused"):
         return False
     for condition in status.get("conditions") or []:
         if condition.get("type") == "Ready":
-            return bool(condition.get("reason") == "ReplicasNotReady")
+            return condition.get("reason") in {"ReplicasNotReady", REFERENCE_MISSING}
     return False
 
 

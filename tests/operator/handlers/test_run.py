@@ -146,6 +146,9 @@ def test_progress_timer_filter() -> None:
     from dsv4_operator.handlers.deployment import rolling_out
 
     assert rolling_out(spec={}, status=_ready("ReplicasNotReady"))
+    # Waiting for a Secret or ConfigMap: checked as often as a rollout (review finding: only
+    # the resync noticed it appear).
+    assert rolling_out(spec={}, status=_ready("ReferenceMissing"))
     assert not rolling_out(spec={"paused": True}, status=_ready("ReplicasNotReady"))
     assert not rolling_out(spec={}, status=_ready("InvalidSpec"))
     assert not rolling_out(spec={}, status={})
