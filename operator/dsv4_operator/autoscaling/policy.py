@@ -19,7 +19,12 @@ One call of `decide` per scrape. Rules, in order:
    (load per group within target, KV usage and queue under their thresholds); otherwise hold.
 6. Drain first: LeaderWorkerSet removes the highest-index groups. Those are drained (their
    runtime stops admitting, in-flight requests finish) and the replica count drops only when no
-   request runs on them. If load returns meanwhile, the drain is cancelled.
+   request runs on them. The drain is cancelled if load returns meanwhile, if some group's load
+   becomes unknown, or if this state has not yet watched a whole scale-down window (an
+   operator restart).
+7. Unknown load (a group's first counter sample, unreadable metrics, a group that served and
+   stops answering): the known groups' load is a lower bound, enough to scale up, never to
+   scale down.
 """
 
 from __future__ import annotations
@@ -345,9 +350,14 @@ def decide(
     # it has watched a whole scale-down window itself).
     held = tuple(sorted(set(state.draining) | {g.index for g in obs.groups if g.draining}))
     warm = t - since >= cfg.scale_down_window_seconds
-    if held and (r.desired >= current or not (warm or r.desired == 0)):
-        needs = f"needs {r.desired} replicas" if r.desired >= current else "is not yet stable"
-        reason = f"load {r.load:.0f} tokens/s {needs}: drain cancelled"
+    unknown = [g.index for g in obs.groups if not g.known]
+    if held and (r.desired >= current or unknown or not (warm or r.desired == 0)):
+        if r.desired >= current:
+            reason = f"load {r.load:.0f} tokens/s needs {r.desired} replicas: drain cancelled"
+        elif unknown:  # no scale-down can rest on it for a window: give the group back now
+            reason = f"the metrics of groups {unknown} could not be read: drain cancelled"
+        else:
+            reason = f"load {r.load:.0f} tokens/s is not yet stable: drain cancelled"
         decision = Decision(t, "undrain", current, current, held, r.load, reason)
         return decision, replace(state, draining=())
     if r.desired > current:

@@ -250,10 +250,11 @@ class Autoscaler:
         self._states.pop(key, None)
         self._drain_failures.pop(key, None)
         self._query_failures.pop(key, None)
-        for counter in [k for k in self._counters if k[0] == key]:
-            del self._counters[counter]
-        for answered in [k for k in self._answered if k[0] == key]:
-            del self._answered[answered]
+        # list() snapshots in one C-level step: other handler threads add keys meanwhile.
+        for counter in [k for k in list(self._counters) if k[0] == key]:
+            self._counters.pop(counter, None)
+        for answered in [k for k in list(self._answered) if k[0] == key]:
+            self._answered.pop(answered, None)
         for gauge in (self.metrics.load, self.metrics.desired):
             with contextlib.suppress(KeyError):  # never scraped: no series
                 gauge.remove(key)
@@ -316,7 +317,7 @@ class Autoscaler:
         key = f"{namespace}/{name}"
         owner = Owner.from_body(body)
         t = self.clock()
-        for gone in [k for k in (*self._answered, *self._counters) if k[0] == key]:
+        for gone in [k for k in (*list(self._answered), *list(self._counters)) if k[0] == key]:
             if gone[1] >= spec.replicas:  # scaled away: a group made later at that index is new
                 self._answered.pop(gone, None)
                 self._counters.pop(gone, None)

@@ -64,6 +64,19 @@ def _scaling_natively(spec: Mapping[str, Any]) -> bool:
     return native_autoscaling(spec) and not spec.get("paused")
 
 
+def probe_for_drained(reason: str, old: Any, spec: Mapping[str, Any]) -> bool:
+    """Whether to ask each group whether it is drained, now that native autoscaling does not act.
+
+    On an update that leaves native mode (kopf gives a `field="spec"` handler the old spec as
+    `old`), groups this process drained; on resume of a resource in native mode but disabled or
+    paused, groups a previous process may have drained. Other resources are not asked: each
+    unreachable group costs a 2 s timeout at operator start.
+    """
+    if reason == kopf.Reason.RESUME.value:
+        return bool((spec.get("autoscaling") or {}).get("mode", "native") == "native")
+    return isinstance(old, Mapping) and _scaling_natively(old)
+
+
 def _release(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, *, probe: bool) -> None:
     """Give back the groups the native autoscaler drained when it no longer acts on `body`."""
     if _scaling_natively(body.spec):
@@ -95,10 +108,7 @@ def register_deployment_handlers(registry: kopf.OperatorRegistry, config: Operat
         old: Any,
         **_: Any,
     ) -> None:
-        # A resumed resource may hold groups a previous operator process drained; an update
-        # that leaves native mode, groups this one drained.
-        left_native = old is not None and _scaling_natively((old or {}).get("spec") or {})
-        _release(memo, body, logger, probe=reason == kopf.Reason.RESUME.value or left_native)
+        _release(memo, body, logger, probe=probe_for_drained(reason, old, body.spec))
         outcome = _run(memo, body)
         if outcome.retry_after is not None:
             raise kopf.TemporaryError(outcome.message, delay=outcome.retry_after)

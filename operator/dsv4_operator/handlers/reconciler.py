@@ -140,10 +140,7 @@ def _images(template: Any) -> list[str]:
 def _lws_target(live: Mapping[str, Any]) -> tuple[int, int]:
     """(replicas, partition) of a live LeaderWorkerSet."""
     counts = live_rollout(live)
-    config = ((live.get("spec") or {}).get("rolloutStrategy") or {}).get(
-        "rollingUpdateConfiguration"
-    ) or {}
-    return counts.want, int(config.get("partition") or 0)
+    return counts.want, counts.partition
 
 
 def _lws_stale(applied: AppliedChild | None) -> bool:
@@ -207,8 +204,10 @@ class Reconciler:
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _scalers_checked: dict[str, tuple[str, str]] = field(default_factory=dict)
-    _starting_since: dict[str, datetime] = field(default_factory=dict)
     """Per resource, the (uid, autoscaling mode) for which stale scalers were last removed."""
+    _starting_since: dict[str, datetime] = field(default_factory=dict)
+    """Per resource, since when every group runs the current template but some are not ready
+    (in memory: an operator restart starts the Degraded wait again)."""
 
     def _lock(self, key: str) -> threading.Lock:
         with self._guard:
@@ -270,13 +269,7 @@ class Reconciler:
             return self._report(obs, status, emit, "invalid_spec", str(error))
         if spec.paused:
             # Nothing is changed, but a rollout the LWS already started goes on: report it.
-            try:
-                lws_name = child_names(owner).leaderworkerset
-                lws = self.kube.get(LWS_API_VERSION, "LeaderWorkerSet", namespace, lws_name)
-            except TransientApiError:
-                raise
-            except ApiError:  # no LWS API, or not readable: report the pause alone
-                lws = None
+            lws = self._live_lws(owner)
             obs = Observation(
                 owner,
                 spec=spec,
@@ -296,6 +289,20 @@ class Reconciler:
             obs = Observation(owner, error_reason=reason, error_message=message)
             return self._report(obs, status, emit, result, message)
         return self._roll_out(owner, spec, planned, status, emit)
+
+    def _live_lws(self, owner: Owner) -> dict[str, Any] | None:
+        """The live LeaderWorkerSet, or None when absent or unreadable (no LWS API, 403).
+
+        Raises:
+            TransientApiError: a retryable failure.
+        """
+        name = child_names(owner).leaderworkerset
+        try:
+            return self.kube.get(LWS_API_VERSION, "LeaderWorkerSet", owner.namespace, name)
+        except TransientApiError:
+            raise
+        except ApiError:
+            return None
 
     def _missing_references(
         self, namespace: str, spec: DeepSeekV4DeploymentSpec
@@ -425,13 +432,7 @@ class Reconciler:
         apis = self.cluster_apis(need_keda=spec.autoscaling.active_mode == "keda")
         running = None
         if apis.lws and spec.gpu.budget is not None:  # sizes the surge within the budget
-            live = self.kube.get(
-                LWS_API_VERSION,
-                "LeaderWorkerSet",
-                owner.namespace,
-                child_names(owner).leaderworkerset,
-            )
-            running = running_gpus_per_replica(live)
+            running = running_gpus_per_replica(self._live_lws(owner))
         children = render_children(
             owner,
             spec,
@@ -552,9 +553,18 @@ class Reconciler:
         previous_config = (
             ((applied.previous or {}).get("spec") or {}).get("rolloutStrategy") or {}
         ).get("rollingUpdateConfiguration") or {}
-        moved = previous_config.get("maxSurge") != surge or applied.action == "created"
+        moved = applied.action == "created" or (
+            previous_config.get("maxSurge"),
+            previous_config.get("maxUnavailable"),
+        ) != (surge, unavailable)
         was = ((applied.previous or {}).get("spec") or {}).get("replicas")
-        if (moved or was != 1) and spec.replicas == 1 and surge_groups(surge or 0, 1) == 0:
+        fixed = not spec.autoscaling.enabled  # an autoscaler at 1 replica is not news
+        if (
+            fixed
+            and (moved or was != 1)
+            and spec.replicas == 1
+            and surge_groups(surge or 0, 1) == 0
+        ):
             emit(
                 "Warning",
                 "NoRedundancy",
@@ -564,12 +574,18 @@ class Reconciler:
                 "a spec.gpu.budget that holds it) or spec.replicas 2",
             )
         if (surge, unavailable) != asked and moved:
+            why = (
+                f"spec.gpu.budget ({spec.gpu.budget} GPUs) holds {surge} surge group(s) beside "
+                f"{spec.replicas} replica(s)"
+                if surge != asked[0]
+                else f"no surge group, and {asked[1]} of {spec.replicas} replica(s) rounds down "
+                "to 0 unavailable: a rollout must be able to replace a group"
+            )
             emit(
                 "Warning",
                 "RolloutAdjusted",
-                f"spec.gpu.budget ({spec.gpu.budget} GPUs) holds {surge} surge group(s) beside "
-                f"{spec.replicas} replica(s): the rollout uses maxSurge {surge}, maxUnavailable "
-                f"{unavailable} instead of spec.rollout's {asked[0]}, {asked[1]}",
+                f"{why}: the rollout uses maxSurge {surge}, maxUnavailable {unavailable} instead "
+                f"of spec.rollout's {asked[0]}, {asked[1]}",
             )
 
     def _report(
@@ -630,6 +646,17 @@ def _plan_refusal(
     return None
 
 
+def _layout_hint(match: re.Match[str], planned: Plan) -> str:
+    """`(NxM layout)` from the planner's advice, with the spec fields that would allow it."""
+    nodes, per_node, layout = int(match[1]), int(match[2]), match[3]
+    req, needs = planned.request, []
+    if nodes > req.max_nodes:
+        needs.append(f"spec.gpu.maxNodes >= {nodes}")
+    if req.gpu_budget is not None and nodes * per_node > req.gpu_budget:
+        needs.append(f"spec.gpu.budget allowing {nodes * per_node} GPUs per replica")
+    return f"({nodes}x{per_node} {layout}" + (f"; {', '.join(needs)})" if needs else ")")
+
+
 def _no_fit_message(planned: Plan) -> str:
     """`InsufficientCapacity`'s message: the closest layout, its problems, and what would fit.
 
@@ -650,6 +677,6 @@ def _no_fit_message(planned: Plan) -> str:
             r"(spec.engine.extraArgs: --cpu-offload-gb=\1; slow)",
             fixes,
         )
-        fixes = re.sub(r"\((\d+)x(\d+) ([^)]*)\)", r"(\1x\2 \3; spec.gpu.maxNodes >= \1)", fixes)
+        fixes = re.sub(r"\((\d+)x(\d+) ([^)]*)\)", lambda m: _layout_hint(m, planned), fixes)
         message += f"; what would fit: {fixes}"
     return message

@@ -19,7 +19,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 from dsv4_operator.api.v1alpha1.gpu import CustomGpuType
-from dsv4_operator.api.v1alpha1.scaling import surge_groups
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.planning.hardware import GpuType
 from dsv4_operator.planning.request import PlanRequest
@@ -60,18 +59,6 @@ def planning_replicas(spec: DeepSeekV4DeploymentSpec) -> tuple[int, int]:
     return replicas, replicas
 
 
-def _surge_budget(spec: DeepSeekV4DeploymentSpec, replicas: int) -> int | None:
-    """GPUs per replica that leave room for `spec.rollout.maxSurge` groups within the budget.
-
-    The renderer lowers the surge to what the budget holds (`rollout_strategy`); the planner
-    prefers layouts that keep it (None without a budget or a surge).
-    """
-    if spec.gpu.budget is None:
-        return None
-    surge = surge_groups(spec.rollout.max_surge, replicas)
-    return None if surge <= 0 else max(spec.gpu.budget // (replicas + surge), 1)
-
-
 def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
     """Build the planner request for one replica of a validated spec."""
     load_share, budget_share = planning_replicas(spec)
@@ -93,7 +80,6 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         gpus_per_node=spec.gpu.gpus_per_node,
         max_nodes=spec.gpu.max_nodes,
         gpu_budget=None if spec.gpu.budget is None else max(spec.gpu.budget // budget_share, 1),
-        preferred_gpu_budget=_surge_budget(spec, budget_share),
         tensor_parallel=None if par is None else par.tensor,
         data_parallel=None if par is None else par.data,
         pipeline_parallel=None if par is None else par.pipeline,

@@ -1,4 +1,4 @@
-"""Layout search: the cheapest feasible layout, the runners-up, and every rejection with its reason.
+"""Layout search: the best feasible layout, the runners-up, and every rejection with its reason.
 
 For each GPU type in the request's order, every layout of up to `max_nodes` nodes is enumerated:
 one node with 1, 2, 4... up to its GPUs, or several full nodes; TP divides the GPUs of a node; DP is
@@ -8,9 +8,11 @@ fully pinned request evaluates one layout. Candidates are ranked by
 
 1. GPU type: the first type in the preference list (the list is a fallback order), unless a price is
    given for every type, in which case by cost per hour of all replicas needed;
-2. GPUs needed (per replica, times the replicas a tokens/s target needs);
-3. KV capacity per replica, tokens (DP attention multiplies it: every DP rank has its own pool);
-4. expected decode throughput.
+2. nodes needed, over all replicas (one-node replicas packed onto whole nodes);
+3. GPUs needed (per replica, times the replicas a tokens/s target needs);
+4. KV capacity per replica, tokens (DP attention multiplies it: every DP rank has its own pool);
+5. expected decode throughput.
+(`_rank_key` gives the reasons.)
 """
 
 from __future__ import annotations
@@ -234,12 +236,13 @@ def _type_key(req: PlanRequest, e: Evaluation, order: dict[str, int]) -> tuple[D
 
 def _rank_key(
     req: PlanRequest, e: Evaluation, order: dict[str, int]
-) -> tuple[Decimal, int, int, int, int, int, int, Layout]:
-    """Order of fitting layouts: GPU type, surge fit, nodes, GPUs, KV capacity, throughput.
+) -> tuple[Decimal, int, int, int, int, int, Layout]:
+    """Order of fitting layouts: GPU type, nodes, GPUs, KV capacity, throughput.
 
     The GPU type by preference, or by the price of all GPUs when every type is priced. Then
-    layouts that leave room for the rollout's surge within the budget
-    (`preferred_gpu_budget`). Then nodes before GPUs, over all replicas: a replica spread over
+    nodes before GPUs, over all replicas (a rollout's surge does not change how a replica is
+    spread: the renderer lowers the surge to the budget instead, with a `RolloutAdjusted`
+    Event): a replica spread over
     nodes to save GPUs (Pro on B200: 3 nodes x 2 GPUs against 1 node x 8) leaves each node
     mostly idle and puts its all-to-alls on the network (a third of the throughput there). A
     pod takes a power of two of GPUs, so a layout on fewer nodes costs at most that rounding.
@@ -254,12 +257,9 @@ def _rank_key(
     else:
         node = req.gpus_per_node or e.gpu.gpus_per_node
         nodes = -(-replicas * e.layout.gpus // node)
-    preferred = req.preferred_gpu_budget
-    over = 0 if preferred is None or e.layout.gpus <= preferred else 1
     return (
         t[0],
         t[1],
-        over,
         nodes,
         e.total_gpus,
         -e.kv_tokens_per_replica,
@@ -270,12 +270,9 @@ def _rank_key(
 
 def _ranking_words(req: PlanRequest) -> str:
     """How `_rank_key` chose among the fitting layouts of the chosen type, in words."""
-    words = "the fewest nodes, then GPUs, in all"
     if _all_priced(req):
-        words = "the cheapest (price x GPUs), then the fewest nodes, in all"
-    if req.preferred_gpu_budget is not None:
-        words += f", preferring at most {req.preferred_gpu_budget} GPUs per replica (surge room)"
-    return words
+        return "the cheapest (price x GPUs), then the fewest nodes in all"
+    return "the fewest nodes in all, then GPUs"
 
 
 def _check_prices(req: PlanRequest) -> None:

@@ -27,8 +27,6 @@ class PlanRequest:
         gpus_per_node: GPUs per node; None = the type's typical node.
         max_nodes: largest number of nodes per replica to consider.
         gpu_budget: most GPUs one replica may use; None = unbounded.
-        preferred_gpu_budget: GPUs one replica should stay within, so that the rollout's surge
-            groups also fit the total budget; layouts within it rank first. None = no preference.
         tensor_parallel: pinned TP size.
         data_parallel: pinned DP size.
         pipeline_parallel: pinned PP size.
@@ -60,7 +58,6 @@ class PlanRequest:
     gpus_per_node: int | None = None
     max_nodes: int = DEFAULT_MAX_NODES
     gpu_budget: int | None = None
-    preferred_gpu_budget: int | None = None
     tensor_parallel: int | None = None
     data_parallel: int | None = None
     pipeline_parallel: int | None = None

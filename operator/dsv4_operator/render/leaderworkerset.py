@@ -317,7 +317,9 @@ def running_gpus_per_replica(live: Mapping[str, Any] | None) -> int | None:
     if live is None:
         return None
     annotations = (live.get("metadata") or {}).get("annotations") or {}
-    rolling = not live_rollout(live).rolled  # surge groups and a partition counted
+    counts = live_rollout(live)
+    # Groups below a canary partition keep the previous plan's GPUs even once it is "rolled".
+    rolling = not counts.rolled or counts.partition > 0
     value = annotations.get(PEAK_GPUS_ANNOTATION if rolling else GPUS_ANNOTATION)
     try:
         return None if value is None else int(value)

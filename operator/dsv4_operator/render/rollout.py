@@ -25,14 +25,18 @@ class RolloutCounts:
 
     Attributes:
         want: groups the spec asks for.
+        partition: the canary partition (groups below it keep the previous template).
         ready: ready groups, less the surge groups.
+        serving: ready groups, surge groups included (what serves requests).
         rolled: every group at or above the partition runs the current template, and no surge
             group is left but those LWS keeps for a partition.
         text: the counts in words.
     """
 
     want: int
+    partition: int
     ready: int
+    serving: int
     rolled: bool
     text: str
 
@@ -46,6 +50,7 @@ def rollout_counts(
     """
     st = status or {}
     have, ready = int(st.get("replicas") or 0), int(st.get("readyReplicas") or 0)
+    serving = ready
     updated = int(st.get("updatedReplicas") or 0)
     surge = max(0, have - want)
     # A canary: groups below the partition keep the previous template.
@@ -60,7 +65,7 @@ def rollout_counts(
         text += f", {surge} surge group(s)"
     if kept:
         text += f" (rollout.partition {kept}: groups 0-{kept - 1} keep the previous template)"
-    return RolloutCounts(want, ready, rolled, text)
+    return RolloutCounts(want, partition, ready, serving, rolled, text)
 
 
 def status_stale(live: Mapping[str, Any]) -> bool:

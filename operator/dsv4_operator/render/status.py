@@ -248,7 +248,7 @@ def _keda_condition(
 def _availability(c: RolloutCounts) -> tuple[str, str, str]:
     if c.want == 0:
         return ("False", "ScaledToZero", "spec.replicas is 0")
-    if c.ready >= 1:
+    if c.serving >= 1:  # a ready surge group serves too
         return ("True", "MinimumReplicasAvailable", c.text)
     return ("False", "NoReplicaReady", c.text)
 
@@ -303,7 +303,8 @@ def _rollout(
     else:
         out["Degraded"] = ("False", "AsExpected", c.text)
     if obs.missing and not (c.rolled and c.ready >= c.want):
-        message = _text("; ".join(obs.missing) + f": pods cannot start until it exists ({c.text})")
+        # No counts in this message: it is posted as an Event whenever it changes.
+        message = _text("; ".join(obs.missing) + ": pods cannot start until it exists")
         out["Ready"] = ("False", REFERENCE_MISSING, message)
         out["Degraded"] = ("True", REFERENCE_MISSING, message)
     return out
@@ -376,6 +377,17 @@ def rfc3339(now: datetime) -> str:
     return now.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _replica_counts(st: Mapping[str, Any], want: int) -> dict[str, int]:
+    """`status.replicas` and `readyReplicas` (the scale subresource's), at most `want`.
+
+    The LWS's counts with its surge groups left out.
+    """
+    return {
+        "replicas": min(int(st.get("replicas") or 0), want),
+        "readyReplicas": min(int(st.get("readyReplicas") or 0), want),
+    }
+
+
 def desired_status(
     obs: Observation, previous: Mapping[str, Any] | None, now: datetime
 ) -> dict[str, Any]:
@@ -400,18 +412,15 @@ def desired_status(
             c for c in conditions if not (c["type"] == "ScalingActive" and c["reason"] in ours)
         ]
     out: dict[str, Any] = {"observedGeneration": obs.owner.generation, "conditions": conditions}
-    if obs.paused and obs.lws_status is not None:
-        st = obs.lws_status
-        out |= {"replicas": int(st.get("replicas") or 0)}
-        out |= {"readyReplicas": int(st.get("readyReplicas") or 0)}
+    if obs.paused and obs.lws_status is not None and obs.lws_target is not None:
+        out |= _replica_counts(obs.lws_status, obs.lws_target[0])
     if obs.error_reason is not None or obs.paused:
         return out
     spec, plan = _planned(obs)
     st = obs.lws_status or {}
     out |= {
         "plan": plan_status(spec, plan),
-        "replicas": int(st.get("replicas") or 0),
-        "readyReplicas": int(st.get("readyReplicas") or 0),
+        **_replica_counts(st, spec.replicas),
         # The LWS controller's leader selector when it reports one (what HPA/KEDA count), else
         # the same selection by our labels.
         "selector": str(st.get("hpaPodSelector") or _selector(obs.owner)),

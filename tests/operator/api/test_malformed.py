@@ -489,7 +489,7 @@ CASES = [
         "canary-partition-beyond-the-replicas",
         {"spec.replicas": 2, "spec.rollout": {"partition": 5}},
         ("spec", "spec.rollout.partition (a canary) must be at most spec.replicas"),
-        ("spec", "rollout.partition (5) must be at most replicas (2): no group would ever update"),
+        ("spec", "rollout.partition (5) must be at most replicas (2): groups below it keep"),
     ),
     Case(
         "canary-partition-with-autoscaling",

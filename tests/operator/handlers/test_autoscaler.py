@@ -620,3 +620,29 @@ def test_release_probes_for_groups_a_previous_process_drained_and_retries_failur
     assert rt.held == set()
     assert events[-1][1] == "DrainCancelled"
     assert "ns/d" not in scaler._states
+
+
+def test_a_drain_is_cancelled_when_a_groups_load_becomes_unknown() -> None:
+    """Final review: one unreadable sample during a drain kept the drained group out of service
+    for a whole scale-down window (its down-recommendation counted as the current replicas)."""
+    _, rt, scaler, clock = _idle_pair()
+    events = Events()
+    blind = {"on": False}
+
+    def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        if blind["on"] and url.endswith("d-0.d.ns:8081/metrics"):
+            return 500, "engine scrape failed"
+        return rt(method, url, headers)
+
+    scaler.http = http
+    rt.running = {0: 1, 1: 1}
+    while not rt.held:
+        rt.tokens[0] += 300 * 15
+        rt.tokens[1] += 300 * 15
+        tick(scaler, clock, events)
+    blind["on"] = True
+    rt.tokens[0] += 300 * 15
+    decision = tick(scaler, clock, events)
+    assert (decision.action, decision.groups) == ("undrain", (1,))
+    assert "could not be read: drain cancelled" in decision.reason
+    assert rt.held == set()

@@ -745,3 +745,27 @@ def test_degraded_counts_from_when_every_group_was_updated_and_scale_to_one_warn
     fake.objects[CR_PATH]["spec"]["replicas"] = 1
     reconciler.reconcile("ns", "d", events)
     assert "NoRedundancy" in events.reasons()
+
+
+def test_rollout_adjusted_says_why_and_the_advice_names_the_binding_field() -> None:
+    """Final review: RolloutAdjusted blamed spec.gpu.budget when there was none (a percentage
+    of 1 replica rounds down to 0 unavailable); the no-fit advice suggested maxNodes >= 1 when
+    the budget was what bound."""
+    spec = {**SPEC, "rollout": {"maxSurge": 0, "maxUnavailable": "50%"}}
+    _, reconciler = _setup(spec)
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    adjusted = [m for _, r, m in events if r == "RolloutAdjusted"]
+    assert len(adjusted) == 1
+    assert "budget" not in adjusted[0]
+    assert "50% of 1 replica(s) rounds down to 0 unavailable" in adjusted[0]
+    tight = {
+        "model": "pro",
+        "maxModelLen": 1_048_576,
+        "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8, "maxNodes": 3, "budget": 8},
+    }
+    fake, reconciler = _setup(tight)
+    reconciler.reconcile("ns", "d", Events())
+    message = _message(fake, "Ready")
+    assert "spec.gpu.budget allowing 24 GPUs per replica" in message
+    assert "spec.gpu.maxNodes >=" not in message

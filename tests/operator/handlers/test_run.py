@@ -192,3 +192,18 @@ def test_peering_handler_keeps_watching_a_missing_namespace_until_cleanup(
     assert memo.peering_stop.is_set()
     thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+def test_the_drained_group_probe_follows_kopfs_field_handler_arguments() -> None:
+    """Review finding: kopf gives a `field="spec"` handler the old spec itself as `old`; reading
+    `old["spec"]` made leaving native mode never probe for drained groups."""
+    from dsv4_operator.handlers.deployment import probe_for_drained
+
+    native = {"autoscaling": {"enabled": True, "mode": "native"}}
+    keda = {"autoscaling": {"enabled": True, "mode": "keda"}}
+    assert probe_for_drained("update", native, keda)
+    assert probe_for_drained("update", native, {**native, "paused": True})
+    assert not probe_for_drained("update", keda, native)
+    assert not probe_for_drained("create", None, keda)
+    assert probe_for_drained("resume", None, {"autoscaling": {"enabled": False}})
+    assert not probe_for_drained("resume", None, keda)

@@ -79,29 +79,3 @@ def test_fixed_replicas_share_both_over_spec_replicas() -> None:
     req = request_from_spec(spec)
     assert req.concurrency == 86  # ceil(256 / 3)
     assert req.gpu_budget == 10  # 32 // 3
-
-
-def test_the_surge_group_the_rollout_asks_for_stays_within_the_budget() -> None:
-    """Review finding: ranking by nodes chose 2 x 8 GPUs over 3 x 4, and 2 x 16 GPUs no longer
-    fit the 24-GPU budget, so the renderer dropped the surge: every rollout of the only replica
-    took it down."""
-    from dsv4_operator.render.leaderworkerset import rollout_strategy
-
-    body = {
-        "model": "pro",
-        "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8, "maxNodes": 3, "budget": 24},
-        "load": {"concurrency": 64},
-        "replicas": 1,
-        "rollout": {"maxSurge": 1, "maxUnavailable": 0},
-    }
-    spec = parse_spec(body)
-    req = request_from_spec(spec)
-    assert req.preferred_gpu_budget == 12  # 24 GPUs over the replica and its surge group
-    planned = plan(req)
-    assert planned.chosen.layout.gpus <= 12
-    rolling = rollout_strategy(spec, planned)["rollingUpdateConfiguration"]
-    assert (rolling["maxSurge"], rolling["maxUnavailable"]) == (1, 0)
-    assert "preferring at most 12 GPUs per replica (surge room)" in planned.reasons[1]
-    # Without a surge there is no such preference, and nodes rank first again.
-    body["rollout"] = {"maxSurge": 0, "maxUnavailable": 1}
-    assert request_from_spec(parse_spec(body)).preferred_gpu_budget is None

@@ -329,7 +329,7 @@ def test_a_replica_is_not_spread_over_nodes_to_save_gpus() -> None:
             usd_per_gpu_hour={"b200-180gb": "5"},
         )
     )
-    assert "the cheapest (price x GPUs), then the fewest nodes, in all" in priced.reasons[1]
+    assert "the cheapest (price x GPUs), then the fewest nodes in all" in priced.reasons[1]
 
 
 def test_invalid_requests_name_the_field() -> None:

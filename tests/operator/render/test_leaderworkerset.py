@@ -501,3 +501,24 @@ def test_the_surge_leaves_room_for_the_groups_a_replan_has_not_updated_yet() -> 
     # Once every group is updated, the current plan's count applies again.
     done = {**lws, "status": {"replicas": 3, "updatedReplicas": 3}}
     assert running_gpus_per_replica(done) == 16
+
+
+def test_the_peak_gpu_count_outlives_a_finished_canary() -> None:
+    """Final review: a finished canary counts as rolled, which dropped the peak annotation while
+    the groups below the partition still held the previous plan's GPUs."""
+    from dsv4_operator.render.leaderworkerset import running_gpus_per_replica
+
+    live = {
+        "metadata": {
+            "annotations": {
+                "dsv4.io/gpus-per-replica": "8",
+                "dsv4.io/rollout-peak-gpus-per-replica": "16",
+            }
+        },
+        "spec": {
+            "replicas": 2,
+            "rolloutStrategy": {"rollingUpdateConfiguration": {"partition": 1}},
+        },
+        "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 1},
+    }
+    assert running_gpus_per_replica(live) == 16

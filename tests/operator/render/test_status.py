@@ -269,3 +269,19 @@ def test_surge_groups_are_not_counted_as_the_specs_groups(case: Case) -> None:
     done = {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}
     status = desired_status(replace(obs, lws_status=done), status, T0)
     assert _conditions(status)["Ready"] == ("True", "AllReplicasReady")
+
+
+def test_a_ready_surge_group_serves_so_the_resource_is_available(case: Case) -> None:
+    """Final review: during a surge rollout of 1 replica, the old group (ready) plus a loading
+    surge group read as 0 ready after the surge was subtracted, so Available went False."""
+    from dsv4_operator.api.v1alpha1.scaling import Rollout
+
+    spec = case.spec.model_copy(
+        update={"replicas": 1, "rollout": Rollout(max_surge=1, max_unavailable=0)}
+    )
+    lws = {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 1}
+    obs = Observation(case.owner, spec=spec, plan=case.plan, lws_status=lws)
+    status = desired_status(obs, None, T0)
+    assert _conditions(status)["Available"] == ("True", "MinimumReplicasAvailable")
+    assert _conditions(status)["Ready"] == ("False", "ReplicasNotReady")
+    assert (status["replicas"], status["readyReplicas"]) == (1, 1)  # the scale subresource's

@@ -492,7 +492,8 @@ class DeepSeekV4DeploymentSpec(ApiModel):
         elif partition > self.replicas:
             problems.append(
                 f"rollout.partition ({partition}) must be at most replicas ({self.replicas}): "
-                "no group would ever update"
+                "groups below it keep the previous template (at replicas, a staged rollout "
+                "updates none)"
             )
         return problems
 
