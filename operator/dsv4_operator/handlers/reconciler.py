@@ -6,11 +6,10 @@ kopf (TemporaryError / PermanentError, Events through kopf's poster).
 
 from __future__ import annotations
 
-import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -24,6 +23,14 @@ from dsv4_operator.api import (
     parse_spec,
 )
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
+from dsv4_operator.handlers.announcements import (
+    HAZARDS,
+    EmitFn,
+    announce_rollout,
+    hazards,
+    no_fit_message,
+)
+from dsv4_operator.handlers.references import missing_references
 from dsv4_operator.kube import (
     ApiError,
     AppliedChild,
@@ -37,7 +44,7 @@ from dsv4_operator.kube import (
 from dsv4_operator.kube.apply import DEPLOYMENT_LABEL, MANAGED_BY_LABEL
 from dsv4_operator.kube.discovery import KEDA_API_VERSION
 from dsv4_operator.metrics import OperatorMetrics
-from dsv4_operator.planning import Code, Plan, PlanningError, plan
+from dsv4_operator.planning import Plan, PlanningError, plan
 from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.render import (
     Observation,
@@ -61,9 +68,6 @@ from dsv4_operator.render.rollout import live_rollout, rollout_counts, status_st
 from dsv4_operator.render.status import APPLY_FAILED, KEDA_MISSING, REFERENCE_MISSING
 
 __all__ = ["EmitFn", "Outcome", "Reconciler"]
-
-EmitFn = Callable[[str, str, str], None]
-"""Posts an Event on the resource: (type `Normal`/`Warning`, reason, message)."""
 
 Result = Literal[
     "applied", "unchanged", "invalid_spec", "plan_failed", "paused", "transient_error", "error"
@@ -113,28 +117,6 @@ def _plan_summary(status: Mapping[str, Any] | None) -> tuple[str, int] | None:
     if "gpuType" not in plan_status or "gpusPerReplica" not in layout:
         return None
     return str(plan_status["gpuType"]), int(layout["gpusPerReplica"])
-
-
-HAZARDS: frozenset[str] = frozenset({str(Code.MTP_LONG_CONTEXT_HANG)})
-"""Plan warnings that predict a failure of the rollout (not just a remark): posted as a Warning
-Event `PlanWarning` when they appear, besides `status.plan.warnings`."""
-
-
-def _hazards(warnings: Iterable[str]) -> set[str]:
-    """The hazard codes among `status.plan.warnings` lines (`CODE: message`)."""
-    return {w.split(":", 1)[0] for w in warnings} & HAZARDS
-
-
-def _images(template: Any) -> list[str]:
-    """The container images of a leaderWorkerTemplate (leader first), without repeats."""
-    out: list[str] = []
-    for part in ("leaderTemplate", "workerTemplate"):
-        pod = ((template or {}).get(part) or {}).get("spec") or {}
-        for container in pod.get("containers") or []:
-            image = str(container.get("image", ""))
-            if image not in out:
-                out.append(image)
-    return out
 
 
 def _lws_target(live: Mapping[str, Any]) -> tuple[int, int]:
@@ -304,47 +286,6 @@ class Reconciler:
         except ApiError:
             return None
 
-    def _missing_references(
-        self, namespace: str, spec: DeepSeekV4DeploymentSpec
-    ) -> tuple[str, ...]:
-        """Secrets and ConfigMaps (and their keys) the pods read that do not exist.
-
-        Pods that reference them never start (CreateContainerConfigError), which the
-        LeaderWorkerSet's counts do not say. A reference the operator may not read (403) is
-        not reported.
-
-        Raises:
-            TransientApiError: a retryable failure.
-        """
-        refs: list[tuple[str, str, str, str]] = []
-        hub = spec.effective_model_source.hugging_face
-        if hub is not None and hub.token_secret_ref is not None:
-            ref = hub.token_secret_ref
-            refs.append(
-                ("Secret", ref.name, ref.key, "spec.modelSource.huggingFace.tokenSecretRef")
-            )
-        for var in spec.engine.env:
-            source = var.value_from
-            if source is not None and source.secret_key_ref is not None:
-                sref = source.secret_key_ref
-                refs.append(("Secret", sref.name, sref.key, f"spec.engine.env {var.name}"))
-            elif source is not None and source.config_map_key_ref is not None:
-                cref = source.config_map_key_ref
-                refs.append(("ConfigMap", cref.name, cref.key, f"spec.engine.env {var.name}"))
-        missing = []
-        for kind, name, key, field_path in refs:
-            try:
-                found = self.kube.get("v1", kind, namespace, name)
-            except TransientApiError:
-                raise
-            except ApiError:  # forbidden or otherwise unreadable: not ours to judge
-                continue
-            if found is None:
-                missing.append(f"{kind} {name} ({field_path}) does not exist")
-            elif key not in (found.get("data") or {}) | (found.get("binaryData") or {}):
-                missing.append(f"{kind} {name} has no key {key} ({field_path})")
-        return tuple(dict.fromkeys(missing))
-
     def _remove_stale_scalers(
         self, owner: Owner, spec: DeepSeekV4DeploymentSpec, apis: ClusterApis, emit: EmitFn
     ) -> None:
@@ -490,7 +431,7 @@ class Reconciler:
             starting_since=starting_since,
             endpoint=endpoint(owner, spec),
             keda_api=apis.keda,
-            missing=self._missing_references(owner.namespace, spec),
+            missing=missing_references(self.kube, owner.namespace, spec),
         )
         gpus = planned.chosen.layout.gpus
         self.metrics.set_plan(
@@ -507,86 +448,13 @@ class Reconciler:
                 f"({planned.chosen.layout.describe()}); {spec.replicas} replica(s), "
                 f"{gpus * spec.replicas} GPUs in total",
             )
-        self._announce_rollout(owner, spec, lws_applied, emit)
-        known = _hazards((status.get("plan") or {}).get("warnings") or [])
+        announce_rollout(owner, spec, lws_applied, emit)
+        known = hazards((status.get("plan") or {}).get("warnings") or [])
         for w in planned.warnings:
             if str(w.code) in HAZARDS - known:
                 emit("Warning", "PlanWarning", f"{w.code}: {w.message}")
         changed = secret_created or any(a.action != "unchanged" for a in applied)
         return self._report(obs, status, emit, "applied" if changed else "unchanged")
-
-    def _announce_rollout(
-        self,
-        owner: Owner,
-        spec: DeepSeekV4DeploymentSpec,
-        applied: AppliedChild | None,
-        emit: EmitFn,
-    ) -> None:
-        """Events for an LWS change that replaces groups, and for a strategy the budget changed.
-
-        `RollingUpdate` (Normal) names what changed in the pod template (the image, as after an
-        operator upgrade, or the spec's generation); `RolloutAdjusted` (Warning) says that
-        `spec.gpu.budget` lowered the surge (and so raised maxUnavailable) below what
-        `spec.rollout` asks.
-        """
-        if applied is None or applied.action == "unchanged":
-            return
-        before = ((applied.previous or {}).get("spec") or {}).get("leaderWorkerTemplate")
-        after = (applied.live.get("spec") or {}).get("leaderWorkerTemplate")
-        rolling = (applied.live.get("spec") or {}).get("rolloutStrategy") or {}
-        config = rolling.get("rollingUpdateConfiguration") or {}
-        surge, unavailable = config.get("maxSurge"), config.get("maxUnavailable")
-        if applied.action == "updated" and before != after:
-            images = [_images(t) for t in (before, after)]
-            cause = (
-                f"image {', '.join(images[0])} -> {', '.join(images[1])}"
-                if images[0] != images[1]
-                else f"spec generation {owner.generation}"
-            )
-            emit(
-                "Normal",
-                "RollingUpdate",
-                f"pod template changed ({cause}): groups are replaced with maxSurge {surge}, "
-                f"maxUnavailable {unavailable}",
-            )
-        asked = (spec.rollout.max_surge, spec.rollout.max_unavailable)
-        previous_config = (
-            ((applied.previous or {}).get("spec") or {}).get("rolloutStrategy") or {}
-        ).get("rollingUpdateConfiguration") or {}
-        moved = applied.action == "created" or (
-            previous_config.get("maxSurge"),
-            previous_config.get("maxUnavailable"),
-        ) != (surge, unavailable)
-        was = ((applied.previous or {}).get("spec") or {}).get("replicas")
-        fixed = not spec.autoscaling.enabled  # an autoscaler at 1 replica is not news
-        if (
-            fixed
-            and (moved or was != 1)
-            and spec.replicas == 1
-            and surge_groups(surge or 0, 1) == 0
-        ):
-            emit(
-                "Warning",
-                "NoRedundancy",
-                "1 replica without a surge group: every pod-template change, and a node drain, "
-                "stops the service until the group has started again (minutes; the startup "
-                "probe allows the plan's first-boot budget); set spec.rollout.maxSurge 1 (with "
-                "a spec.gpu.budget that holds it) or spec.replicas 2",
-            )
-        if (surge, unavailable) != asked and moved:
-            why = (
-                f"spec.gpu.budget ({spec.gpu.budget} GPUs) holds {surge} surge group(s) beside "
-                f"{spec.replicas} replica(s)"
-                if surge != asked[0]
-                else f"no surge group, and {asked[1]} of {spec.replicas} replica(s) rounds down "
-                "to 0 unavailable: a rollout must be able to replace a group"
-            )
-            emit(
-                "Warning",
-                "RolloutAdjusted",
-                f"{why}: the rollout uses maxSurge {surge}, maxUnavailable {unavailable} instead "
-                f"of spec.rollout's {asked[0]}, {asked[1]}",
-            )
 
     def _report(
         self,
@@ -632,7 +500,7 @@ def _plan_refusal(
     below the Hub download.
     """
     if not planned.fits:
-        return INSUFFICIENT_CAPACITY, "plan_failed", _no_fit_message(planned)
+        return INSUFFICIENT_CAPACITY, "plan_failed", no_fit_message(planned)
     if planned.chosen.layout.nodes > 1:
         try:
             check_name_for_groups(name, _most_groups(spec))
@@ -644,39 +512,3 @@ def _plan_refusal(
     if problem is not None:
         return INVALID_SPEC, "invalid_spec", problem
     return None
-
-
-def _layout_hint(match: re.Match[str], planned: Plan) -> str:
-    """`(NxM layout)` from the planner's advice, with the spec fields that would allow it."""
-    nodes, per_node, layout = int(match[1]), int(match[2]), match[3]
-    req, needs = planned.request, []
-    if nodes > req.max_nodes:
-        needs.append(f"spec.gpu.maxNodes >= {nodes}")
-    if req.gpu_budget is not None and nodes * per_node > req.gpu_budget:
-        needs.append(f"spec.gpu.budget allowing {nodes * per_node} GPUs per replica")
-    return f"({nodes}x{per_node} {layout}" + (f"; {', '.join(needs)})" if needs else ")")
-
-
-def _no_fit_message(planned: Plan) -> str:
-    """`InsufficientCapacity`'s message: the closest layout, its problems, and what would fit.
-
-    What would fit is the planner's advice in spec fields: `spec.engine.extraArgs` for CPU
-    offload, and the `spec.gpu.maxNodes` a larger layout needs.
-    """
-    problems = "; ".join(f.message for f in planned.chosen.problems[:3])
-    c = planned.chosen
-    message = (
-        f"no layout of {', '.join(planned.request.gpu_types)} within spec.gpu fits: closest is "
-        f"{c.layout.gpus} x {c.gpu.name} ({c.layout.describe()}): {problems}"
-    )
-    advice = next((w.message for w in planned.warnings if w.code is Code.NO_FEASIBLE_LAYOUT), "")
-    _, found, fixes = advice.partition("what would fit: ")
-    if found:
-        fixes = re.sub(
-            r"\(--cpu-offload-gb (\d+); slow\)",
-            r"(spec.engine.extraArgs: --cpu-offload-gb=\1; slow)",
-            fixes,
-        )
-        fixes = re.sub(r"\((\d+)x(\d+) ([^)]*)\)", lambda m: _layout_hint(m, planned), fixes)
-        message += f"; what would fit: {fixes}"
-    return message

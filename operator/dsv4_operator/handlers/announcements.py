@@ -1,0 +1,156 @@
+"""What the operator tells about a deployment beyond its conditions: Events and messages.
+
+`announce_rollout` posts `RollingUpdate`, `NoRedundancy` and `RolloutAdjusted`; `hazards` picks
+the plan warnings that become `PlanWarning` Events; `no_fit_message` is InsufficientCapacity's
+message with the planner's advice in spec fields.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from dsv4_operator.api.v1alpha1.scaling import surge_groups
+from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
+from dsv4_operator.kube import AppliedChild
+from dsv4_operator.planning import Code, Plan
+from dsv4_operator.render import Owner
+
+__all__ = [
+    "HAZARDS",
+    "EmitFn",
+    "announce_rollout",
+    "hazards",
+    "layout_hint",
+    "no_fit_message",
+]
+
+EmitFn = Callable[[str, str, str], None]
+"""Posts an Event on the resource: (type `Normal`/`Warning`, reason, message)."""
+
+
+HAZARDS: frozenset[str] = frozenset({str(Code.MTP_LONG_CONTEXT_HANG)})
+"""Plan warnings that predict a failure of the rollout (not just a remark): posted as a Warning
+Event `PlanWarning` when they appear, besides `status.plan.warnings`."""
+
+
+def hazards(warnings: Iterable[str]) -> set[str]:
+    """The hazard codes among `status.plan.warnings` lines (`CODE: message`)."""
+    return {w.split(":", 1)[0] for w in warnings} & HAZARDS
+
+
+def _images(template: Any) -> list[str]:
+    """The container images of a leaderWorkerTemplate (leader first), without repeats."""
+    out: list[str] = []
+    for part in ("leaderTemplate", "workerTemplate"):
+        pod = ((template or {}).get(part) or {}).get("spec") or {}
+        for container in pod.get("containers") or []:
+            image = str(container.get("image", ""))
+            if image not in out:
+                out.append(image)
+    return out
+
+
+def announce_rollout(
+    owner: Owner,
+    spec: DeepSeekV4DeploymentSpec,
+    applied: AppliedChild | None,
+    emit: EmitFn,
+) -> None:
+    """Events for an LWS change that replaces groups, and for a strategy the budget changed.
+
+    `RollingUpdate` (Normal) names what changed in the pod template (the image, as after an
+    operator upgrade, or the spec's generation); `RolloutAdjusted` (Warning) says that
+    `spec.gpu.budget` lowered the surge (and so raised maxUnavailable) below what
+    `spec.rollout` asks.
+    """
+    if applied is None or applied.action == "unchanged":
+        return
+    before = ((applied.previous or {}).get("spec") or {}).get("leaderWorkerTemplate")
+    after = (applied.live.get("spec") or {}).get("leaderWorkerTemplate")
+    rolling = (applied.live.get("spec") or {}).get("rolloutStrategy") or {}
+    config = rolling.get("rollingUpdateConfiguration") or {}
+    surge, unavailable = config.get("maxSurge"), config.get("maxUnavailable")
+    if applied.action == "updated" and before != after:
+        images = [_images(t) for t in (before, after)]
+        cause = (
+            f"image {', '.join(images[0])} -> {', '.join(images[1])}"
+            if images[0] != images[1]
+            else f"spec generation {owner.generation}"
+        )
+        emit(
+            "Normal",
+            "RollingUpdate",
+            f"pod template changed ({cause}): groups are replaced with maxSurge {surge}, "
+            f"maxUnavailable {unavailable}",
+        )
+    asked = (spec.rollout.max_surge, spec.rollout.max_unavailable)
+    previous_config = (
+        ((applied.previous or {}).get("spec") or {}).get("rolloutStrategy") or {}
+    ).get("rollingUpdateConfiguration") or {}
+    moved = applied.action == "created" or (
+        previous_config.get("maxSurge"),
+        previous_config.get("maxUnavailable"),
+    ) != (surge, unavailable)
+    was = ((applied.previous or {}).get("spec") or {}).get("replicas")
+    fixed = not spec.autoscaling.enabled  # an autoscaler at 1 replica is not news
+    if fixed and (moved or was != 1) and spec.replicas == 1 and surge_groups(surge or 0, 1) == 0:
+        emit(
+            "Warning",
+            "NoRedundancy",
+            "1 replica without a surge group: every pod-template change, and a node drain, "
+            "stops the service until the group has started again (minutes; the startup "
+            "probe allows the plan's first-boot budget); set spec.rollout.maxSurge 1 (with "
+            "a spec.gpu.budget that holds it) or spec.replicas 2",
+        )
+    if (surge, unavailable) != asked and moved:
+        why = (
+            f"spec.gpu.budget ({spec.gpu.budget} GPUs) holds {surge} surge group(s) beside "
+            f"{spec.replicas} replica(s)"
+            if surge != asked[0]
+            else f"no surge group, and {asked[1]} of {spec.replicas} replica(s) rounds down "
+            "to 0 unavailable: a rollout must be able to replace a group"
+        )
+        emit(
+            "Warning",
+            "RolloutAdjusted",
+            f"{why}: the rollout uses maxSurge {surge}, maxUnavailable {unavailable} instead "
+            f"of spec.rollout's {asked[0]}, {asked[1]}",
+        )
+
+
+def layout_hint(match: re.Match[str], planned: Plan) -> str:
+    """`(NxM layout)` from the planner's advice, with the spec fields that would allow it."""
+    nodes, per_node, layout = int(match[1]), int(match[2]), match[3]
+    req, needs = planned.request, []
+    if nodes > req.max_nodes:
+        needs.append(f"spec.gpu.maxNodes >= {nodes}")
+    if req.gpu_budget is not None and nodes * per_node > req.gpu_budget:
+        needs.append(f"spec.gpu.budget allowing {nodes * per_node} GPUs per replica")
+    return f"({nodes}x{per_node} {layout}" + (f"; {', '.join(needs)})" if needs else ")")
+
+
+def no_fit_message(planned: Plan) -> str:
+    """`InsufficientCapacity`'s message: the closest layout, its problems, and what would fit.
+
+    What would fit is the planner's advice in spec fields: `spec.engine.extraArgs` for CPU
+    offload, and the `spec.gpu.maxNodes` a larger layout needs.
+    """
+    problems = "; ".join(f.message for f in planned.chosen.problems[:3])
+    c = planned.chosen
+    message = (
+        f"no layout of {', '.join(planned.request.gpu_types)} within spec.gpu fits: closest is "
+        f"{c.layout.gpus} x {c.gpu.name} ({c.layout.describe()}): {problems}"
+    )
+    advice = next((w.message for w in planned.warnings if w.code is Code.NO_FEASIBLE_LAYOUT), "")
+    _, found, fixes = advice.partition("what would fit: ")
+    if found:
+        fixes = re.sub(
+            r"\(--cpu-offload-gb (\d+); slow\)",
+            r"(spec.engine.extraArgs: --cpu-offload-gb=\1; slow)",
+            fixes,
+        )
+        fixes = re.sub(r"\((\d+)x(\d+) ([^)]*)\)", lambda m: layout_hint(m, planned), fixes)
+        message += f"; what would fit: {fixes}"
+    return message
