@@ -9,7 +9,8 @@ One call of `decide` per scrape. Rules, in order:
    already starting, which counts as the fix (no overshoot while a 20-minute load is in progress).
    A forced scale-up skips the scale-up stabilization window.
 3. Bounds: at least `min_replicas` (1 when `min_replicas` is 0 until the deployment has been idle,
-   no load and no request, for the scale-to-zero window), at most `max_replicas` and the GPU budget
+   no load, no request and no group starting, for the scale-to-zero window), at most
+   `max_replicas` and the GPU budget
    (budget // GPUs per replica). With no group and requests waiting at the gateway: at least 1.
 4. Stabilization as the HPA does it: a scale-up goes to the smallest recommendation of the scale-up
    window, a scale-down to the largest of the scale-down window; steps are limited; a change
@@ -314,7 +315,9 @@ def _scale_down(
     in_flight = [i for i in victims if i in by_index and by_index[i].running > 0]
     if in_flight:
         return _hold(obs, r.load, f"groups {in_flight} still finish requests"), None
-    reason = f"{r.load:.0f} tokens/s fits {target} replicas; drained groups {list(victims)}"
+    drained = [i for i in victims if i in by_index and by_index[i].draining]
+    removed = f"drained groups {drained}" if drained else f"groups {list(victims)} served nothing"
+    reason = f"{r.load:.0f} tokens/s fits {target} replicas; {removed}"
     return Decision(t, "scale", current, target, victims, r.load, reason), ()
 
 
@@ -332,7 +335,12 @@ def decide(
         The decision and the new state.
     """
     t, current = obs.time, obs.replicas
-    busy = any(g.generation_tps > 0 or g.running or g.waiting or not g.known for g in obs.groups)
+    # A starting group is busy too: someone (the wake-up signal, `kubectl scale`) wanted it,
+    # and idle time counts from when it serves (a woken group was removed while it loaded).
+    busy = any(
+        g.generation_tps > 0 or g.running or g.waiting or not g.known or g.starting
+        for g in obs.groups
+    )
     busy = busy or obs.pending_outside > 0
     idle_since = None if busy else (state.idle_since if state.idle_since is not None else t)
     r = _read(cfg, obs, idle_since)

@@ -16,6 +16,7 @@ from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.kube import AppliedChild
 from dsv4_operator.planning import Code, Plan
 from dsv4_operator.render import Owner
+from dsv4_operator.render.leaderworkerset import GPUS_ANNOTATION
 
 __all__ = [
     "HAZARDS",
@@ -52,6 +53,28 @@ def _images(template: Any) -> list[str]:
     return out
 
 
+def _flag_values(template: Any) -> dict[str, str]:
+    """`--flag value` pairs of the leader container's arguments (`--flag` alone: "")."""
+    pod = ((template or {}).get("leaderTemplate") or {}).get("spec") or {}
+    args = [str(a) for c in (pod.get("containers") or [])[:1] for a in c.get("args") or []]
+    out: dict[str, str] = {}
+    for i, arg in enumerate(args):
+        if arg.startswith("--"):
+            value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else ""
+            out[arg] = value
+    return out
+
+
+def _changed_flags(before: Any, after: Any) -> list[str]:
+    """`--flag old -> new` for each leader argument that differs (added or removed too)."""
+    old, new = _flag_values(before), _flag_values(after)
+    return [
+        f"{flag} {old.get(flag, '(unset)')} -> {new.get(flag, '(unset)')}"
+        for flag in dict.fromkeys([*old, *new])
+        if old.get(flag) != new.get(flag)
+    ]
+
+
 def announce_rollout(
     owner: Owner,
     spec: DeepSeekV4DeploymentSpec,
@@ -74,15 +97,19 @@ def announce_rollout(
     surge, unavailable = config.get("maxSurge"), config.get("maxUnavailable")
     if applied.action == "updated" and before != after:
         images = [_images(t) for t in (before, after)]
-        cause = (
-            f"image {', '.join(images[0])} -> {', '.join(images[1])}"
-            if images[0] != images[1]
-            else f"spec generation {owner.generation}"
-        )
+        flags = _changed_flags(before, after)
+        if images[0] != images[1]:
+            cause = f"image {', '.join(images[0])} -> {', '.join(images[1])}"
+        elif flags:
+            cause = f"arguments {'; '.join(flags[:6])}"
+        else:
+            cause = f"spec generation {owner.generation}"
+        kept = config.get("partition") or 0
+        groups = f"groups {kept} and up" if kept else "groups"
         emit(
             "Normal",
             "RollingUpdate",
-            f"pod template changed ({cause}): groups are replaced with maxSurge {surge}, "
+            f"pod template changed ({cause}): {groups} are replaced with maxSurge {surge}, "
             f"maxUnavailable {unavailable}",
         )
     asked = (spec.rollout.max_surge, spec.rollout.max_unavailable)
@@ -105,9 +132,18 @@ def announce_rollout(
             "a spec.gpu.budget that holds it) or spec.replicas 2",
         )
     if (surge, unavailable) != asked and moved:
+        per = str(
+            ((applied.live.get("metadata") or {}).get("annotations") or {}).get(GPUS_ANNOTATION, "")
+        )
+        wanted = surge_groups(asked[0], spec.replicas)
+        enough = (
+            f" (a budget of {(spec.replicas + wanted) * int(per)} would hold {wanted})"
+            if per.isdigit()
+            else ""
+        )
         why = (
             f"spec.gpu.budget ({spec.gpu.budget} GPUs) holds {surge} surge group(s) beside "
-            f"{spec.replicas} replica(s)"
+            f"{spec.replicas} replica(s){enough}"
             if surge != asked[0]
             else f"no surge group, and {asked[1]} of {spec.replicas} replica(s) rounds down "
             "to 0 unavailable: a rollout must be able to replace a group"

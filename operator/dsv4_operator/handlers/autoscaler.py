@@ -365,7 +365,13 @@ class Autoscaler:
             self.metrics.scrape_failures.inc()
             if self._query_failures.get(key) != failure:
                 self._query_failures[key] = failure
-                emit("Warning", "WakeUpQueryFailed", f"spec.autoscaling.wakeUpQuery: {failure}")
+                emit(
+                    "Warning",
+                    "WakeUpQueryFailed",
+                    f"spec.autoscaling.wakeUpQuery: {failure} (the operator's Prometheus: "
+                    "DSV4_OPERATOR_PROMETHEUS_URL, or the chart's operator.prometheusUrl); at "
+                    "zero replicas nothing else scales the deployment up",
+                )
             return 0
         self._query_failures.pop(key, None)
         return math.ceil(value) if math.isfinite(value) and value > 0 else 0

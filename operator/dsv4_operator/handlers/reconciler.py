@@ -45,7 +45,7 @@ from dsv4_operator.kube.apply import DEPLOYMENT_LABEL, MANAGED_BY_LABEL
 from dsv4_operator.kube.discovery import KEDA_API_VERSION
 from dsv4_operator.metrics import OperatorMetrics
 from dsv4_operator.planning import Plan, PlanningError, plan
-from dsv4_operator.planning.from_spec import request_from_spec
+from dsv4_operator.planning.from_spec import planning_replicas, request_from_spec
 from dsv4_operator.render import (
     Observation,
     Owner,
@@ -371,9 +371,12 @@ class Reconciler:
         emit: EmitFn,
     ) -> Outcome:
         apis = self.cluster_apis(need_keda=spec.autoscaling.active_mode == "keda")
-        running = None
-        if apis.lws and spec.gpu.budget is not None:  # sizes the surge within the budget
-            running = running_gpus_per_replica(self._live_lws(owner))
+        live = self._live_lws(owner) if apis.lws else None
+        missing = missing_references(self.kube, owner.namespace, spec)
+        # Pods of a new template that reference a missing object cannot start: while one is
+        # missing, a LeaderWorkerSet that exists keeps its template (its groups keep serving).
+        held = bool(missing) and live is not None
+        running = running_gpus_per_replica(live) if spec.gpu.budget is not None else None
         children = render_children(
             owner,
             spec,
@@ -384,7 +387,7 @@ class Reconciler:
             hpa_api_version=apis.hpa_api_version,
             running_gpus_per_replica=running,
         )
-        if not apis.lws:
+        if not apis.lws or held:
             children = [c for c in children if c["kind"] != "LeaderWorkerSet"]
         if not apis.keda:  # mode keda without KEDA installed: nothing to scale with
             children = [c for c in children if c["kind"] != "ScaledObject"]
@@ -410,8 +413,8 @@ class Reconciler:
             obs = Observation(owner, spec=spec, error_reason=APPLY_FAILED, error_message=str(error))
             return self._report(obs, status, emit, "error", str(error))
         lws_applied = next((a for a in applied if a.kind == "LeaderWorkerSet"), None)
-        lws = lws_applied.live if lws_applied else None
-        stale = _lws_stale(lws_applied)
+        lws = lws_applied.live if lws_applied else live
+        stale = _lws_stale(lws_applied) if lws_applied else live is not None and status_stale(live)
         counts = rollout_counts(
             spec.replicas, spec.rollout.partition, (lws or {}).get("status"), stale
         )
@@ -431,7 +434,8 @@ class Reconciler:
             starting_since=starting_since,
             endpoint=endpoint(owner, spec),
             keda_api=apis.keda,
-            missing=missing_references(self.kube, owner.namespace, spec),
+            missing=missing,
+            lws_held=held,
         )
         gpus = planned.chosen.layout.gpus
         self.metrics.set_plan(
@@ -500,7 +504,15 @@ def _plan_refusal(
     below the Hub download.
     """
     if not planned.fits:
-        return INSUFFICIENT_CAPACITY, "plan_failed", no_fit_message(planned)
+        message = no_fit_message(planned)
+        _, share = planning_replicas(spec)
+        if spec.gpu.budget is not None and share > 1:
+            message = (
+                f"spec.gpu.budget {spec.gpu.budget} over {share} replicas leaves "
+                f"{spec.gpu.budget // share} GPUs per replica (lower spec.replicas or raise the "
+                f"budget); {message}"
+            )
+        return INSUFFICIENT_CAPACITY, "plan_failed", message
     if planned.chosen.layout.nodes > 1:
         try:
             check_name_for_groups(name, _most_groups(spec))

@@ -62,9 +62,11 @@ def rollout_counts(
     ready, updated = max(0, ready - surge), max(0, updated - surge)
     text = f"{ready}/{want} replicas ready, {updated} updated"
     if surge:
-        text += f", {surge} surge group(s)"
+        text += f", {surge} group(s) above spec.replicas (surge, or being removed)"
     if kept:
         text += f" (rollout.partition {kept}: groups 0-{kept - 1} keep the previous template)"
+    if stale and have:
+        text = f"the LeaderWorkerSet has not counted the current spec yet (last counts: {text})"
     return RolloutCounts(want, partition, ready, serving, rolled, text)
 
 

@@ -84,6 +84,8 @@ class Observation:
             exceeds the plan's startup budget.
         lws_target: (replicas, partition) of the live LeaderWorkerSet, for a paused resource
             (whose spec edits are not applied).
+        lws_held: the LeaderWorkerSet was left on its current template because `missing` is
+            not empty (its groups keep serving); Ready stays False until the objects exist.
     """
 
     owner: Owner
@@ -100,6 +102,7 @@ class Observation:
     missing: tuple[str, ...] = ()
     starting_since: datetime | None = None
     lws_target: tuple[int, int] | None = None
+    lws_held: bool = False
 
 
 KEDA_SCALING: Final = "KEDA"
@@ -302,9 +305,15 @@ def _rollout(
         out["Degraded"] = ("False", "ReplicasStarting", starting)
     else:
         out["Degraded"] = ("False", "AsExpected", c.text)
-    if obs.missing and not (c.rolled and c.ready >= c.want):
+    if obs.missing and (obs.lws_held or not (c.rolled and c.ready >= c.want)):
         # No counts in this message: it is posted as an Event whenever it changes.
-        message = _text("; ".join(obs.missing) + ": pods cannot start until it exists")
+        held = (
+            "; the LeaderWorkerSet keeps its current pod template meanwhile (its groups keep "
+            "serving)"
+            if obs.lws_held
+            else ""
+        )
+        message = _text("; ".join(obs.missing) + f": pods cannot start until they exist{held}")
         out["Ready"] = ("False", REFERENCE_MISSING, message)
         out["Degraded"] = ("True", REFERENCE_MISSING, message)
     return out
@@ -318,11 +327,12 @@ def _conditions(obs: Observation, now: datetime) -> dict[str, tuple[str, str, st
             "Ready": ("False", APPLY_FAILED, message),
             "Degraded": ("True", APPLY_FAILED, message),
         }
-    if obs.error_reason is not None:
+    if obs.error_reason is not None:  # nothing new rolls out until the spec is fixed
         message = _text(obs.error_message)
         return {
             "Ready": ("False", obs.error_reason, message),
             "Planned": ("False", obs.error_reason, message),
+            "Progressing": ("False", obs.error_reason, message),
         }
     if obs.paused:
         return _paused(obs)

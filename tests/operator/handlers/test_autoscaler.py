@@ -646,3 +646,22 @@ def test_a_drain_is_cancelled_when_a_groups_load_becomes_unknown() -> None:
     assert (decision.action, decision.groups) == ("undrain", (1,))
     assert "could not be read: drain cancelled" in decision.reason
     assert rt.held == set()
+
+
+def test_a_woken_group_is_not_scaled_back_to_zero_while_it_loads() -> None:
+    """New-user trial: a group woken by `kubectl scale` (or the wake-up query) was removed
+    60 s later while still loading, and the event said it had been drained."""
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 1
+    spec["autoscaling"] = {**spec["autoscaling"], "minReplicas": 0, "scaleToZeroIdleSeconds": 60}
+    fake, rt, scaler, clock = setup(spec)
+    rt.tokens = {}  # group 0 is still loading: its leader does not answer
+    events = Events()
+    for _ in range(20):  # 5 minutes of loading
+        assert tick(scaler, clock, events).action == "hold"
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 1
+    rt.tokens = {0: 0.0}  # ready now, and idle
+    decisions = [tick(scaler, clock, events) for _ in range(10)]
+    scale = next(d for d in decisions if d.action == "scale")
+    assert scale.replicas_to == 0
+    assert "drained groups [0]" in scale.reason  # it was drained first, and says so

@@ -676,6 +676,7 @@ def test_a_template_change_and_a_budget_lowered_surge_are_events() -> None:
     adjusted = [m for k, r, m in events if r == "RolloutAdjusted"]
     assert len(adjusted) == 1
     assert "maxSurge 0, maxUnavailable 1 instead of spec.rollout's 1, 0" in adjusted[0]
+    assert "(a budget of 6 would hold 1)" in adjusted[0]  # 3 groups of 2 GPUs
     upgraded = Reconciler(
         reconciler.kube,
         reconciler.metrics,
@@ -769,3 +770,53 @@ def test_rollout_adjusted_says_why_and_the_advice_names_the_binding_field() -> N
     message = _message(fake, "Ready")
     assert "spec.gpu.budget allowing 24 GPUs per replica" in message
     assert "spec.gpu.maxNodes >=" not in message
+
+
+def test_rolling_update_names_the_arguments_that_changed() -> None:
+    """New-user trial: a replica change that re-plans (load.concurrency is split over
+    spec.replicas) rolled every group with only "spec generation N" as the cause."""
+    fake, reconciler = _setup({**SPEC, "load": {"concurrency": 8}})
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    fake.objects[CR_PATH]["spec"]["replicas"] = 2
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    reconciler.reconcile("ns", "d", events)
+    rolling = [m for _, r, m in events if r == "RollingUpdate"]
+    assert len(rolling) == 1
+    assert "pod template changed (arguments --max-num-seqs 4 -> 2)" in rolling[0]
+
+
+def test_a_change_that_references_a_missing_secret_is_held_off_the_serving_groups() -> None:
+    """New-user trial: adding an env ref to a missing Secret rolled the only serving group onto
+    pods that could not start. The LWS now keeps its template until the Secret exists."""
+    fake, reconciler = _setup()
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    fake.objects[LWS_PATH]["status"] = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}
+    reconciler.reconcile("ns", "d", events)
+    template = copy.deepcopy(fake.objects[LWS_PATH]["spec"]["leaderWorkerTemplate"])
+    env = [{"name": "FOO", "valueFrom": {"secretKeyRef": {"name": "missing-sec", "key": "k"}}}]
+    fake.objects[CR_PATH]["spec"]["engine"] = {"env": env}
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    reconciler.reconcile("ns", "d", events)
+    assert fake.objects[LWS_PATH]["spec"]["leaderWorkerTemplate"] == template
+    assert _conditions(fake)["Ready"] == ("False", "ReferenceMissing")
+    assert "keeps its current pod template meanwhile" in _message(fake, "Ready")
+    assert "RollingUpdate" not in events.reasons()
+    fake.objects["/api/v1/namespaces/ns/secrets/missing-sec"] = {"data": {"k": "dg=="}}
+    reconciler.reconcile("ns", "d", events)
+    assert fake.objects[LWS_PATH]["spec"]["leaderWorkerTemplate"] != template
+    assert "RollingUpdate" in events.reasons()
+
+
+def test_a_budget_too_small_for_the_replicas_says_so() -> None:
+    """New-user trial: scaling to 3 replicas under a budget of 8 reported the model as too big
+    for 2 GPUs, never naming spec.replicas or the budget, and Progressing stayed RollingOut."""
+    spec = {**SPEC, "replicas": 3, "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8, "budget": 8}}
+    fake, reconciler = _setup(spec)
+    assert reconciler.reconcile("ns", "d", Events()).result == "plan_failed"
+    assert _message(fake, "Ready").startswith(
+        "spec.gpu.budget 8 over 3 replicas leaves 2 GPUs per replica (lower spec.replicas or "
+        "raise the budget); "
+    )
+    assert _conditions(fake)["Progressing"] == ("False", "InsufficientCapacity")
