@@ -44,6 +44,7 @@ KIND_GROUPS: Final = {
     "HorizontalPodAutoscaler": "autoscaling",
     "KopfPeering": "kopf.dev",
     "ClusterKopfPeering": "kopf.dev",
+    "PersistentVolumeClaim": "",
 }
 """API group of each kind in `PLURALS` (a new kind there fails a test until it is added)."""
 
@@ -71,6 +72,8 @@ DELETED_KINDS: Final = frozenset(
 a scaler its autoscaling mode no longer renders (`Reconciler._remove_stale_scalers`)."""
 PEERING_KINDS: Final = frozenset({"KopfPeering", "ClusterKopfPeering"})
 """Kinds the client only creates (`dsv4_operator.kube.peering`), at startup."""
+READ_ONLY_KINDS: Final = frozenset({"PersistentVolumeClaim"})
+"""Kinds the reconciler only reads (`handlers.references`: do the claims a spec names exist)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -107,7 +110,7 @@ def client_methods() -> set[str]:
 def child_kinds() -> set[str]:
     """Kinds the reconciler reads and applies: every kind the client knows but ours, Event and
     kopf's peering objects."""
-    return set(PLURALS) - {OWN_KIND, "Event"} - PEERING_KINDS - CREATE_ONLY_KINDS
+    return set(PLURALS) - {OWN_KIND, "Event"} - PEERING_KINDS - CREATE_ONLY_KINDS - READ_ONLY_KINDS
 
 
 def client_permissions() -> set[Permission]:
@@ -126,6 +129,10 @@ def client_permissions() -> set[Permission]:
         group, plural = KIND_GROUPS[kind], PLURALS[kind]
         for verb in (*CLIENT_METHOD_VERBS["get"], *CLIENT_METHOD_VERBS["create"]):
             needs.add(Permission(group, plural, verb, "namespace", f"create once and read {kind}"))
+    for kind in sorted(READ_ONLY_KINDS):
+        group, plural = KIND_GROUPS[kind], PLURALS[kind]
+        for verb in CLIENT_METHOD_VERBS["get"]:
+            needs.add(Permission(group, plural, verb, "namespace", f"read {kind}"))
     for verb in CLIENT_METHOD_VERBS["patch_status"]:
         needs.add(Permission(GROUP, f"{PLURAL}/status", verb, "namespace", "status patch"))
     needs.add(

@@ -114,6 +114,16 @@ def _apply(plane: ControlPlane, namespace: str, doc: dict[str, Any] | Path) -> N
         plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(doc))
 
 
+def _claim(name: str) -> dict[str, Any]:
+    """A PersistentVolumeClaim manifest (it stays Pending here: no provisioner runs)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}}},
+    }
+
+
 def _children(cluster: Cluster, ns: str, name: str, pdb_version: str) -> dict[str, Any]:
     return {
         "ConfigMap": cluster.get("v1", "configmaps", ns, f"{name}-plan"),
@@ -230,6 +240,16 @@ def test_example_rolls_out_with_owned_children(
             "-n",
             namespace,
         )
+    source = spec.effective_model_source
+    claims = [source.pvc.claim_name] if source.pvc else []
+    if source.hugging_face and source.hugging_face.cache and source.hugging_face.cache.claim_name:
+        claims.append(source.hugging_face.cache.claim_name)
+    if claims:
+        # So do absent PersistentVolumeClaims (the pods would stay Pending).
+        missing = cluster.wait_condition(namespace, name, "Ready", "False", "ReferenceMissing")
+        assert f"PersistentVolumeClaim {claims[0]} (spec.modelSource." in missing["message"]
+        for claim in claims:
+            _apply(control_plane, namespace, _claim(claim))
     cluster.wait_condition(namespace, name, "Ready", "False", "ReplicasNotReady")
 
     LwsStatusStandIn(cluster).report(namespace, name)

@@ -27,8 +27,8 @@ own ScaledObject or HPA when the autoscaling mode no longer renders it, and dele
 again its own Service, ConfigMap or PodDisruptionBudget when an update is refused
 (kube/apply.py, uid precondition; never the LeaderWorkerSet); it creates each
 resource's admin Secret (the runtimes' drain token, render/admin.py) once and reads it, and
-reads the Secrets and ConfigMaps the spec names for the pods to tell whether they and their
-keys exist (no list, watch or patch: it reads only the objects it names); the children's
+reads the Secrets, ConfigMaps and PersistentVolumeClaims the spec names for the pods to tell
+whether they (and their keys) exist (no list, watch or patch: it reads only the objects it names); the children's
 ownerReferences set
 blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement admission plugin (on in
 OpenShift) allows only with update on the owner's finalizers subresource;
@@ -54,6 +54,9 @@ mode the operator creates its KopfPeering in each watched namespace at startup w
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, create]
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, create, patch, delete]

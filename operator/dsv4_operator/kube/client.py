@@ -44,8 +44,10 @@ PLURALS: Final = {
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "KopfPeering": "kopfpeerings",
     "ClusterKopfPeering": "clusterkopfpeerings",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
 }
-"""Plural resource names of the kinds the operator touches."""
+"""Plural resource names of the kinds the operator touches (PersistentVolumeClaims: read only,
+to tell whether the ones a spec names exist)."""
 
 
 class ApiError(RuntimeError):

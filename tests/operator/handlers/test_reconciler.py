@@ -820,3 +820,19 @@ def test_a_budget_too_small_for_the_replicas_says_so() -> None:
         "raise the budget); "
     )
     assert _conditions(fake)["Progressing"] == ("False", "InsufficientCapacity")
+
+
+def test_a_missing_claim_is_reported_like_a_missing_secret() -> None:
+    """New-user trial: examples naming an absent PersistentVolumeClaim left pods Pending with
+    Degraded=False AsExpected and no Event."""
+    spec = {**SPEC, "modelSource": {"pvc": {"claimName": "weights", "path": "/w"}}}
+    fake, reconciler = _setup(spec)
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Ready"] == ("False", "ReferenceMissing")
+    assert _message(fake, "Ready").startswith(
+        "PersistentVolumeClaim weights (spec.modelSource.pvc.claimName) does not exist"
+    )
+    fake.objects["/api/v1/namespaces/ns/persistentvolumeclaims/weights"] = {"metadata": {}}
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Ready"] == ("False", "ReplicasNotReady")
