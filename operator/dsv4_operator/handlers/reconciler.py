@@ -41,7 +41,7 @@ from dsv4_operator.kube import (
     discover,
     owner_relation,
 )
-from dsv4_operator.kube.apply import DEPLOYMENT_LABEL, MANAGED_BY_LABEL
+from dsv4_operator.kube.apply import carries_identity
 from dsv4_operator.kube.discovery import KEDA_API_VERSION
 from dsv4_operator.metrics import OperatorMetrics
 from dsv4_operator.planning import Plan, PlanningError, plan
@@ -346,13 +346,11 @@ class Reconciler:
         if relation == "predecessor" or (found.get("metadata") or {}).get("deletionTimestamp"):
             reason = "left by a deleted DeepSeekV4Deployment of the same name: waiting for it to go"
             raise TransientApiError(409, reason, what, self.retry_delay_seconds)
-        labels = (found.get("metadata") or {}).get("labels") or {}
         ours = admin_secret(owner, model, "")["metadata"]["labels"]
-        identity = all(labels.get(k) == ours.get(k) for k in (MANAGED_BY_LABEL, DEPLOYMENT_LABEL))
         # An orphan with this resource's identity labels (`kubectl delete --cascade=orphan`) is
         # used as it is: its token is the one the orphaned pods hold. It is not adopted (that
         # would need `patch` on Secrets), so deleting the resource later leaves it behind.
-        if relation != "own" and not (relation == "orphan" and identity):
+        if relation != "own" and not (relation == "orphan" and carries_identity(found, ours)):
             reason = (
                 "exists and is not owned by this DeepSeekV4Deployment (it holds the runtimes' "
                 "drain token): delete or rename it"

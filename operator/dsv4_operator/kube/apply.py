@@ -46,6 +46,7 @@ __all__ = [
     "AppliedChild",
     "OwnerRelation",
     "apply_children",
+    "carries_identity",
     "contains",
     "owner_relation",
     "with_rendered_hash",
@@ -158,6 +159,17 @@ def owner_relation(live: Mapping[str, Any], owner_ref: Mapping[str, Any]) -> Own
     return "foreign" if refs else "orphan"
 
 
+def carries_identity(live: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether `live` carries the owner's identity labels.
+
+    `MANAGED_BY_LABEL` and `DEPLOYMENT_LABEL` equal to `labels` (the rendered ones): how an
+    orphan left by `kubectl delete --cascade=orphan` is told from someone else's object.
+    """
+    found = (live.get("metadata") or {}).get("labels") or {}
+    identity = (MANAGED_BY_LABEL, DEPLOYMENT_LABEL)
+    return all(k in labels and found.get(k) == labels[k] for k in identity)
+
+
 def _check_ownership(live: Mapping[str, Any], child: Mapping[str, Any], what: str) -> None:
     """Raise unless `live` may be applied over as `child` (module docstring)."""
     want = (child["metadata"].get("ownerReferences") or [{}])[0]
@@ -172,14 +184,9 @@ def _check_ownership(live: Mapping[str, Any], child: Mapping[str, Any], what: st
             "for garbage collection"
         )
         raise TransientApiError(409, reason, what, None)
-    meta = live.get("metadata") or {}
-    labels, rendered = meta.get("labels") or {}, child["metadata"].get("labels") or {}
-    identity = (MANAGED_BY_LABEL, DEPLOYMENT_LABEL)
-    if relation == "orphan" and all(
-        k in rendered and labels.get(k) == rendered[k] for k in identity
-    ):
+    if relation == "orphan" and carries_identity(live, child["metadata"].get("labels") or {}):
         return  # an orphan of this owner (kubectl delete --cascade=orphan): adopted
-    refs = meta.get("ownerReferences") or []
+    refs = (live.get("metadata") or {}).get("ownerReferences") or []
     holder = f" (owned by {refs[0].get('kind')} {refs[0].get('name')})" if refs else ""
     reason = (
         f"exists and is not this {want.get('kind')}'s{holder}: delete or rename it, or rename "
