@@ -251,7 +251,7 @@ class Reconciler:
             return self._report(obs, status, emit, "invalid_spec", str(error))
         if spec.paused:
             # Nothing is changed, but a rollout the LWS already started goes on: report it.
-            lws = self._live_lws(owner)
+            _, lws = self._read_lws(owner)
             obs = Observation(
                 owner,
                 spec=spec,
@@ -272,19 +272,21 @@ class Reconciler:
             return self._report(obs, status, emit, result, message)
         return self._roll_out(owner, spec, planned, status, emit)
 
-    def _live_lws(self, owner: Owner) -> dict[str, Any] | None:
-        """The live LeaderWorkerSet, or None when absent or unreadable (no LWS API, 403).
+    def _read_lws(self, owner: Owner) -> tuple[bool, dict[str, Any] | None]:
+        """(whether it could be read, the live LeaderWorkerSet or None when absent).
+
+        Unreadable: no LWS API, or 403.
 
         Raises:
             TransientApiError: a retryable failure.
         """
         name = child_names(owner).leaderworkerset
         try:
-            return self.kube.get(LWS_API_VERSION, "LeaderWorkerSet", owner.namespace, name)
+            return True, self.kube.get(LWS_API_VERSION, "LeaderWorkerSet", owner.namespace, name)
         except TransientApiError:
             raise
         except ApiError:
-            return None
+            return False, None
 
     def _remove_stale_scalers(
         self, owner: Owner, spec: DeepSeekV4DeploymentSpec, apis: ClusterApis, emit: EmitFn
@@ -369,7 +371,7 @@ class Reconciler:
         emit: EmitFn,
     ) -> Outcome:
         apis = self.cluster_apis(need_keda=spec.autoscaling.active_mode == "keda")
-        live = self._live_lws(owner) if apis.lws else None
+        read, live = self._read_lws(owner) if apis.lws else (False, None)
         missing = missing_references(self.kube, owner.namespace, spec)
         # Pods of a new template that reference a missing object cannot start: while one is
         # missing, a LeaderWorkerSet that exists keeps its template (its groups keep serving).
@@ -394,7 +396,9 @@ class Reconciler:
             # Before the new scaler: KEDA's webhook refuses a ScaledObject while another
             # scaler (our old HPA) targets the same resource.
             self._remove_stale_scalers(owner, spec, apis, emit)
-            applied = apply_children(self.kube, children)
+            applied = apply_children(
+                self.kube, children, {"LeaderWorkerSet": live} if read else None
+            )
         except TransientApiError:
             raise
         except ApiError as error:

@@ -225,12 +225,17 @@ def _recreate(
 
 
 def _apply_one(
-    kube: KubeClient, rendered: Mapping[str, Any], *, may_create_lws: bool = True
+    kube: KubeClient,
+    rendered: Mapping[str, Any],
+    known: Mapping[str, dict[str, Any] | None],
+    *,
+    may_create_lws: bool = True,
 ) -> AppliedChild | None:
     child = with_rendered_hash(rendered)
     meta = child["metadata"]
     kind, name, namespace = str(child["kind"]), str(meta["name"]), str(meta["namespace"])
-    live = kube.get(child["apiVersion"], kind, namespace, name)
+    # What the caller read this reconcile is not read again.
+    live = known[kind] if kind in known else kube.get(child["apiVersion"], kind, namespace, name)
     if live is None:
         if kind == "LeaderWorkerSet" and not may_create_lws:
             return None
@@ -248,12 +253,18 @@ def _apply_one(
         return _recreate(kube, child, live, error)
 
 
-def apply_children(kube: KubeClient, children: Sequence[Mapping[str, Any]]) -> list[AppliedChild]:
+def apply_children(
+    kube: KubeClient,
+    children: Sequence[Mapping[str, Any]],
+    known: Mapping[str, dict[str, Any] | None] | None = None,
+) -> list[AppliedChild]:
     """Apply each child unless the live object already holds every rendered field.
 
     Args:
         kube: the API client.
         children: rendered manifests, applied in order; a failure does not stop the others.
+        known: live objects the caller has just read, by kind (None: it does not exist); the
+            others are read here.
 
     Returns:
         One `AppliedChild` per child, in order.
@@ -268,7 +279,7 @@ def apply_children(kube: KubeClient, children: Sequence[Mapping[str, Any]]) -> l
     failures: list[ApiError] = []
     for rendered in children:
         try:
-            applied = _apply_one(kube, rendered, may_create_lws=not failures)
+            applied = _apply_one(kube, rendered, known or {}, may_create_lws=not failures)
         except ApiError as error:
             failures.append(error)
             continue

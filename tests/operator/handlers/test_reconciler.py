@@ -836,3 +836,13 @@ def test_a_missing_claim_is_reported_like_a_missing_secret() -> None:
     fake.objects["/api/v1/namespaces/ns/persistentvolumeclaims/weights"] = {"metadata": {}}
     reconciler.reconcile("ns", "d", events)
     assert _conditions(fake)["Ready"] == ("False", "ReplicasNotReady")
+
+
+def test_a_resync_reads_the_leaderworkerset_once() -> None:
+    # The reconciler reads it (references, surge sizing) and hands it to apply, which had read
+    # it a second time.
+    fake, reconciler = _setup({**SPEC, "gpu": {**SPEC["gpu"], "budget": 16}})
+    reconciler.reconcile("ns", "d", Events())
+    fake.requests.clear()
+    assert reconciler.reconcile("ns", "d", Events()).result == "unchanged"
+    assert fake.requests.count(("GET", LWS_PATH)) == 1
