@@ -17,6 +17,7 @@ from dsv4_operator.kube import AppliedChild
 from dsv4_operator.planning import Code, Plan
 from dsv4_operator.render import Owner
 from dsv4_operator.render.leaderworkerset import GPUS_ANNOTATION
+from dsv4_operator.render.rollout import rolling_update
 
 __all__ = [
     "HAZARDS",
@@ -90,10 +91,10 @@ def announce_rollout(
     """
     if applied is None or applied.action == "unchanged":
         return
-    before = ((applied.previous or {}).get("spec") or {}).get("leaderWorkerTemplate")
-    after = (applied.live.get("spec") or {}).get("leaderWorkerTemplate")
-    rolling = (applied.live.get("spec") or {}).get("rolloutStrategy") or {}
-    config = rolling.get("rollingUpdateConfiguration") or {}
+    old_spec = (applied.previous or {}).get("spec") or {}
+    new_spec = applied.live.get("spec") or {}
+    before, after = old_spec.get("leaderWorkerTemplate"), new_spec.get("leaderWorkerTemplate")
+    config = rolling_update(new_spec)
     surge, unavailable = config.get("maxSurge"), config.get("maxUnavailable")
     if applied.action == "updated" and before != after:
         images = [_images(t) for t in (before, after)]
@@ -113,14 +114,12 @@ def announce_rollout(
             f"maxUnavailable {unavailable}",
         )
     asked = (spec.rollout.max_surge, spec.rollout.max_unavailable)
-    previous_config = (
-        ((applied.previous or {}).get("spec") or {}).get("rolloutStrategy") or {}
-    ).get("rollingUpdateConfiguration") or {}
+    previous_config = rolling_update(old_spec)
     moved = applied.action == "created" or (
         previous_config.get("maxSurge"),
         previous_config.get("maxUnavailable"),
     ) != (surge, unavailable)
-    was = ((applied.previous or {}).get("spec") or {}).get("replicas")
+    was = old_spec.get("replicas")
     fixed = not spec.autoscaling.enabled  # an autoscaler at 1 replica is not news
     if fixed and (moved or was != 1) and spec.replicas == 1 and surge_groups(surge or 0, 1) == 0:
         emit(

@@ -87,6 +87,11 @@ def http_call(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, s
         return None
 
 
+def _held(ready: tuple[int, str] | None) -> bool:
+    """Whether a `/ready` answer says the autoscaler drained the group (`HELD_REASON`)."""
+    return ready is not None and ready[0] != 200 and HELD_REASON in ready[1]
+
+
 def _admin_url(owner: Owner, index: int) -> str:
     """Group `index`'s leader runtime admin server: the LWS leader's stable DNS name."""
     lws = child_names(owner).leaderworkerset
@@ -198,8 +203,8 @@ class Autoscaler:
         ready = self.http("GET", f"{base}/ready", {})
         if ready is None:
             return self._unanswered(key, index, t)
-        status, text = ready
-        held = status != 200 and HELD_REASON in text
+        status, _ = ready
+        held = _held(ready)
         if status != 200 and not held:
             self._answered.pop((key, index), None)
             return GroupSample(index, ready=False, starting=True)
@@ -244,17 +249,20 @@ class Autoscaler:
             return GroupSample(index, ready=False, known=False)
         return GroupSample(index, ready=False, starting=True)
 
+    def _forget_groups(self, key: str, first: int) -> None:
+        """Drop the last answers and token counters of `key`'s groups from index `first` on."""
+        # list() snapshots in one C-level step: other handler threads add keys meanwhile.
+        for known in (self._answered, self._counters):
+            for group in [k for k in list(known) if k[0] == key and k[1] >= first]:
+                known.pop(group, None)
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop the decision state and token counters kept for `namespace/name`."""
         key = f"{namespace}/{name}"
         self._states.pop(key, None)
         self._drain_failures.pop(key, None)
         self._query_failures.pop(key, None)
-        # list() snapshots in one C-level step: other handler threads add keys meanwhile.
-        for counter in [k for k in list(self._counters) if k[0] == key]:
-            self._counters.pop(counter, None)
-        for answered in [k for k in list(self._answered) if k[0] == key]:
-            self._answered.pop(answered, None)
+        self._forget_groups(key, 0)
         for gauge in (self.metrics.load, self.metrics.desired):
             with contextlib.suppress(KeyError):  # never scraped: no series
                 gauge.remove(key)
@@ -281,8 +289,7 @@ class Autoscaler:
         if probe:
             replicas = int((body.get("spec") or {}).get("replicas") or 0)
             for i in range(replicas):
-                answer = self.http("GET", f"{_admin_url(owner, i)}/ready", {})
-                if answer is not None and answer[0] != 200 and HELD_REASON in answer[1]:
+                if _held(self.http("GET", f"{_admin_url(owner, i)}/ready", {})):
                     held.add(i)
         if held:
             reason = "native autoscaling no longer applies"
@@ -317,10 +324,7 @@ class Autoscaler:
         key = f"{namespace}/{name}"
         owner = Owner.from_body(body)
         t = self.clock()
-        for gone in [k for k in (*list(self._answered), *list(self._counters)) if k[0] == key]:
-            if gone[1] >= spec.replicas:  # scaled away: a group made later at that index is new
-                self._answered.pop(gone, None)
-                self._counters.pop(gone, None)
+        self._forget_groups(key, spec.replicas)  # a group made later at such an index is new
         groups = tuple(self._group(key, _admin_url(owner, i), i, t) for i in range(spec.replicas))
         pending = 0 if a.wake_up_query is None else self._pending(key, a.wake_up_query, emit)
         obs = Observation(t, spec.replicas, groups, pending_outside=pending)

@@ -12,7 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RolloutCounts", "live_rollout", "rollout_counts", "status_stale"]
+__all__ = [
+    "RolloutCounts",
+    "live_rollout",
+    "rolling_update",
+    "rollout_counts",
+    "status_stale",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +86,15 @@ def status_stale(live: Mapping[str, Any]) -> bool:
     return observed is not None and generation is not None and int(observed) < int(generation)
 
 
+def rolling_update(lws_spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A LeaderWorkerSet spec's `rolloutStrategy.rollingUpdateConfiguration` ({} when unset)."""
+    return (lws_spec.get("rolloutStrategy") or {}).get("rollingUpdateConfiguration") or {}
+
+
 def live_rollout(live: Mapping[str, Any]) -> RolloutCounts:
     """Counts of a live LeaderWorkerSet against its own replicas and partition."""
     spec = live.get("spec") or {}
-    config = (spec.get("rolloutStrategy") or {}).get("rollingUpdateConfiguration") or {}
+    config = rolling_update(spec)
     return rollout_counts(
         int(spec.get("replicas") or 0),
         int(config.get("partition") or 0),
