@@ -7,14 +7,13 @@ message with the planner's advice in spec fields.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from dsv4_operator.api.v1alpha1.scaling import surge_groups
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.kube import AppliedChild
-from dsv4_operator.planning import Code, Plan
+from dsv4_operator.planning import Code, FitAdvice, Plan, fit_option
 from dsv4_operator.render import Owner
 from dsv4_operator.render.leaderworkerset import GPUS_ANNOTATION
 from dsv4_operator.render.rollout import rolling_update
@@ -24,7 +23,6 @@ __all__ = [
     "EmitFn",
     "announce_rollout",
     "hazards",
-    "layout_hint",
     "no_fit_message",
 ]
 
@@ -155,22 +153,23 @@ def announce_rollout(
         )
 
 
-def layout_hint(match: re.Match[str], planned: Plan) -> str:
-    """`(NxM layout)` from the planner's advice, with the spec fields that would allow it."""
-    nodes, per_node, layout = int(match[1]), int(match[2]), match[3]
-    req, needs = planned.request, []
-    if nodes > req.max_nodes:
-        needs.append(f"spec.gpu.maxNodes >= {nodes}")
-    if req.gpu_budget is not None and nodes * per_node > req.gpu_budget:
-        needs.append(f"spec.gpu.budget allowing {nodes * per_node} GPUs per replica")
-    return f"({nodes}x{per_node} {layout}" + (f"; {', '.join(needs)})" if needs else ")")
+def _layout_fields(advice: FitAdvice, planned: Plan) -> str:
+    """The spec fields that would allow `advice.layout`: `; spec.gpu.maxNodes >= N`..."""
+    req, layout, needs = planned.request, advice.layout, []
+    if layout is None:
+        return ""
+    if layout.nodes > req.max_nodes:
+        needs.append(f"spec.gpu.maxNodes >= {layout.nodes}")
+    if req.gpu_budget is not None and layout.gpus > req.gpu_budget:
+        needs.append(f"spec.gpu.budget allowing {layout.gpus} GPUs per replica")
+    return f"; {', '.join(needs)}" if needs else ""
 
 
 def no_fit_message(planned: Plan) -> str:
     """`InsufficientCapacity`'s message: the closest layout, its problems, and what would fit.
 
-    What would fit is the planner's advice in spec fields: `spec.engine.extraArgs` for CPU
-    offload, and the `spec.gpu.maxNodes` a larger layout needs.
+    What would fit is the planner's `FitAdvice` in spec fields: `spec.engine.extraArgs` for
+    CPU offload, and the `spec.gpu.maxNodes` or `spec.gpu.budget` a larger layout needs.
     """
     problems = "; ".join(f.message for f in planned.chosen.problems[:3])
     c = planned.chosen
@@ -178,14 +177,15 @@ def no_fit_message(planned: Plan) -> str:
         f"no layout of {', '.join(planned.request.gpu_types)} within spec.gpu fits: closest is "
         f"{c.layout.gpus} x {c.gpu.name} ({c.layout.describe()}): {problems}"
     )
-    advice = next((w.message for w in planned.warnings if w.code is Code.NO_FEASIBLE_LAYOUT), "")
-    _, found, fixes = advice.partition("what would fit: ")
-    if found:
-        fixes = re.sub(
-            r"\(--cpu-offload-gb (\d+); slow\)",
-            r"(spec.engine.extraArgs: --cpu-offload-gb=\1; slow)",
-            fixes,
+    advice = planned.advice
+    if advice is None:
+        return message
+    options = []
+    if advice.offload_gib is not None:
+        gib = advice.offload_gib
+        options.append(
+            f"CPU offload of {gib} GiB per GPU (spec.engine.extraArgs: --cpu-offload-gb={gib}; "
+            "slow)"
         )
-        fixes = re.sub(r"\((\d+)x(\d+) ([^)]*)\)", lambda m: layout_hint(m, planned), fixes)
-        message += f"; what would fit: {fixes}"
-    return message
+    options.append(fit_option(advice, _layout_fields(advice, planned)))
+    return f"{message}; what would fit: {' or '.join(options)}"

@@ -13,7 +13,7 @@ from dsv4_operator.planning.kvcache import KvGeometry, growth_bytes_per_token, k
 from dsv4_operator.planning.memory import Layout, MemoryBreakdown
 from dsv4_operator.planning.models import FLASH, MODELS, PRO, ModelSpec, get_model
 from dsv4_operator.planning.output import engine_args, plan_to_dict
-from dsv4_operator.planning.planner import Plan, Rejection, plan
+from dsv4_operator.planning.planner import FitAdvice, Plan, Rejection, fit_option, plan
 from dsv4_operator.planning.request import PlanRequest
 from dsv4_operator.planning.weights import checkpoint_bytes, per_gpu_weight_bytes
 
@@ -26,6 +26,7 @@ __all__ = [
     "Code",
     "EngineProfile",
     "Finding",
+    "FitAdvice",
     "GpuType",
     "KvGeometry",
     "Layout",
@@ -37,6 +38,7 @@ __all__ = [
     "Rejection",
     "checkpoint_bytes",
     "engine_args",
+    "fit_option",
     "get_gpu",
     "get_model",
     "growth_bytes_per_token",

@@ -47,7 +47,7 @@ from dsv4_operator.planning.weights import (
     repack_rule,
 )
 
-__all__ = ["Plan", "Rejection", "plan", "shortfall_bytes"]
+__all__ = ["FitAdvice", "Plan", "Rejection", "fit_option", "plan", "shortfall_bytes"]
 
 _GIB = 1 << 30
 _GB = 10**9
@@ -74,6 +74,27 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
+class FitAdvice:
+    """What would make an unfit request fit, as data.
+
+    The `NO_FEASIBLE_LAYOUT` warning says it in words; the operator says it in spec fields.
+
+    Attributes:
+        offload_gib: `--cpu-offload-gb` in all (GiB of routed experts per GPU in host memory)
+            that covers the shortfall; None when offload cannot.
+        layout: the smallest layout of the same GPU type that fits, with more nodes allowed and
+            no budget; None when none within the search does.
+        more_gpus: `layout` takes more GPUs than the closest one (else it rearranges them).
+        searched: (nodes, GPUs per node) searched for `layout` when it is None.
+    """
+
+    offload_gib: int | None = None
+    layout: Layout | None = None
+    more_gpus: bool = False
+    searched: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """The planner's answer.
 
@@ -93,6 +114,8 @@ class Plan:
         shm: /dev/shm size for the chosen layout.
         startup_budget_seconds: first-boot time to allow (weight load + kernel warm-up), s.
         feasible_gpu_types: GPU types with at least one feasible layout, in request order.
+        advice: what would make it fit, when it does not (None otherwise, or when only a lower
+            gpu-memory-utilization would).
     """
 
     model: ModelSpec
@@ -110,6 +133,7 @@ class Plan:
     shm: ShmPlan
     startup_budget_seconds: int
     feasible_gpu_types: tuple[str, ...] = ()
+    advice: FitAdvice | None = None
 
 
 def _validate(req: PlanRequest) -> ModelSpec:
@@ -384,7 +408,9 @@ def shortfall_tokens(req: PlanRequest, e: Evaluation) -> int:
     return e.max_model_len or req.engine.min_auto_max_model_len
 
 
-def _explain_no_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> Finding:
+def _explain_no_fit(
+    req: PlanRequest, model: ModelSpec, closest: Evaluation
+) -> tuple[Finding, FitAdvice | None]:
     mem = closest.memory
     short = shortfall_bytes(closest)
     gpus = closest.layout.gpus
@@ -404,12 +430,12 @@ def _explain_no_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> 
         # More or other GPUs of this type do not help: the utilization itself must come down.
         if short > 0 or closest.problems[0] is not startup:
             head += f"; and {startup.message}"
-        return Finding(Code.NO_FEASIBLE_LAYOUT, head)
-    parts = [head]
+        return Finding(Code.NO_FEASIBLE_LAYOUT, head), None
     options = []
+    offload = None
     if 0 < short <= mem.weights.expert_bytes:
-        gib = -(-(short + req.cpu_offload_bytes) // _GIB)  # in all, with what is offloaded now
-        options.append(f"CPU offload of {gib} GiB per GPU (--cpu-offload-gb {gib}; slow)")
+        offload = -(-(short + req.cpu_offload_bytes) // _GIB)  # in all, with what is offloaded
+        options.append(f"CPU offload of {offload} GiB per GPU (--cpu-offload-gb {offload}; slow)")
     # The user's node shape when given (more such nodes), else the GPU type's usual one; as many
     # GPUs in all as 16 usual nodes hold.
     per_node = req.gpus_per_node or closest.gpu.gpus_per_node
@@ -429,20 +455,28 @@ def _explain_no_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> 
         expert_parallel=None,
     )
     more, _, _, _ = _search(wider, model)
-    if more:
-        best = min(more, key=lambda e: (e.total_gpus, -e.kv_tokens_per_replica))
-        if best.layout.gpus <= gpus:
-            options.append(f"another layout of these GPUs ({best.layout.describe()})")
-        else:
-            options.append(
-                f"at least {best.layout.gpus} GPUs of this type ({best.layout.describe()})"
-            )
-    else:
-        options.append(
-            f"more than {max_nodes} nodes of {per_node} GPUs of this type, or a larger GPU"
-        )
-    parts.append("what would fit: " + " or ".join(options))
-    return Finding(Code.NO_FEASIBLE_LAYOUT, "; ".join(parts))
+    best = min(more, key=lambda e: (e.total_gpus, -e.kv_tokens_per_replica)) if more else None
+    advice = FitAdvice(
+        offload_gib=offload,
+        layout=None if best is None else best.layout,
+        more_gpus=best is not None and best.layout.gpus > gpus,
+        searched=(max_nodes, per_node),
+    )
+    options.append(fit_option(advice))
+    return Finding(Code.NO_FEASIBLE_LAYOUT, f"{head}; what would fit: {' or '.join(options)}"), (
+        advice
+    )
+
+
+def fit_option(advice: FitAdvice, hint: str = "") -> str:
+    """The layout option of `advice` in words, `hint` (spec fields) after the layout."""
+    if advice.layout is None:
+        nodes, per_node = advice.searched
+        return f"more than {nodes} nodes of {per_node} GPUs of this type, or a larger GPU"
+    described = f"{advice.layout.describe()}{hint}"
+    if not advice.more_gpus:
+        return f"another layout of these GPUs ({described})"
+    return f"at least {advice.layout.gpus} GPUs of this type ({described})"
 
 
 def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) -> list[Finding]:
@@ -610,6 +644,7 @@ def plan(req: PlanRequest) -> Plan:
         model, req.kv_cache_dtype, req.indexer_cache_dtype, mtp=req.speculative_tokens > 0
     )
     warnings: list[Finding] = []
+    advice = None
     if feasible:
         ranked = sorted(feasible, key=lambda e: _rank_key(req, e, order))
         chosen, fits = ranked[0], True
@@ -617,7 +652,8 @@ def plan(req: PlanRequest) -> Plan:
         ranked = []
         chosen = max(unfit, key=lambda e: (e.memory.kv_cache_bytes, e.layout.gpus))
         fits = False
-        warnings.append(_explain_no_fit(req, model, chosen))
+        explained, advice = _explain_no_fit(req, model, chosen)
+        warnings.append(explained)
         warnings.extend(chosen.problems)
     else:
         raise _no_layout_error(req, rejected)
@@ -682,4 +718,5 @@ def plan(req: PlanRequest) -> Plan:
         reasons=tuple(reasons),
         shm=shm,
         startup_budget_seconds=startup,
+        advice=advice,
     )
