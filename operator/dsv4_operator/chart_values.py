@@ -249,6 +249,9 @@ class OperatorValues(_Values):
     """Faster resync while a rollout is in progress, s (operator default 10)."""
     autoscale_seconds: float | None = Field(default=None, gt=0, le=3600, alias="autoscaleSeconds")
     """Scrape-and-decide interval of the native autoscaler, s (operator default 15)."""
+    log_format: Literal["", "full", "plain", "json"] = Field(default="", alias="logFormat")
+    """Log format: `full` (the default), `plain` or `json` (one object per line, with an
+    `object` key naming the resource)."""
 
 
 class DashboardValues(_Values):

@@ -322,6 +322,9 @@ def operator_run_command(
         int | None, typer.Option(help="Prometheus /metrics port (0: off).")
     ] = None,
     liveness_port: Annotated[int | None, typer.Option(help="kopf /healthz port (0: off).")] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help="Log format: full, plain or json (default full).")
+    ] = None,
     verbose: Annotated[bool, typer.Option(help="Log at DEBUG level.")] = False,
 ) -> None:
     """Run the operator (kopf): reconcile DeepSeekV4Deployments into LeaderWorkerSets.
@@ -341,6 +344,7 @@ def operator_run_command(
         "progress_seconds": progress_seconds,
         "metrics_port": metrics_port,
         "liveness_port": liveness_port,
+        "log_format": log_format,
     }
     from pydantic import ValidationError  # noqa: PLC0415
 

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
 
-__all__ = ["DEFAULT_RUNTIME_IMAGE", "ENV_PREFIX", "OperatorSettings"]
+__all__ = ["DEFAULT_RUNTIME_IMAGE", "ENV_PREFIX", "LogFormat", "OperatorSettings"]
 
 DEFAULT_RUNTIME_IMAGE: Final = "ghcr.io/dsv4/dsv4-runtime:0.1.0"
 """Worker image when `spec.engine.image` is unset: built from `runtime/Dockerfile` (vLLM 0.33.0 +
 `dsv4-runtime` behind tini)."""
+
+LogFormat = Literal["full", "plain", "json"]
+"""Operator log formats (kopf's `LogFormat`): `full` (time, logger, level, message), `plain`
+(message only), `json` (one object per line). Lines about a resource name it: `[ns/name]`
+before the message in `full`/`plain`, an `object` key (apiVersion, kind, namespace, name, uid)
+in `json`."""
 
 ENV_PREFIX: Final = "DSV4_OPERATOR_"
 """Prefix of the environment variables read by `OperatorSettings.from_env`."""
@@ -61,6 +67,8 @@ class OperatorSettings(BaseModel):
     the native autoscaler runs `spec.autoscaling.wakeUpQuery`."""
     autoscale_seconds: float = Field(default=15.0, gt=0, le=3600)
     """Scrape-and-decide interval of the native autoscaler (`spec.autoscaling.mode: native`), s."""
+    log_format: LogFormat = "full"
+    """Log line format (`LogFormat`); every format names the resource a line is about."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:

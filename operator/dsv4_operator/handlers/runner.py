@@ -8,7 +8,7 @@ from dsv4_operator.handlers.deployment import register_deployment_handlers
 from dsv4_operator.handlers.lifecycle import register_lifecycle_handlers
 from dsv4_operator.settings import OperatorSettings
 
-__all__ = ["build_registry", "run"]
+__all__ = ["build_registry", "configure_logging", "run"]
 
 
 def build_registry(
@@ -21,6 +21,21 @@ def build_registry(
     return target
 
 
+def configure_logging(config: OperatorSettings, *, verbose: bool = False) -> None:
+    """Install kopf's stderr log handler on the root logger in `config.log_format`.
+
+    Lines kopf logs about a resource name it: `[namespace/name]` before the message (full and
+    plain formats) or an `object` key with apiVersion, kind, namespace, name and uid (json).
+    INFO level, DEBUG with `verbose`.
+    """
+    kopf.configure(
+        verbose=verbose,
+        log_format=kopf.LogFormat[config.log_format.upper()],
+        log_prefix=config.log_format != "json",  # json names it in "object"
+        log_refkey="object",
+    )
+
+
 def run(config: OperatorSettings, *, verbose: bool = False) -> None:
     """Run the operator until it is signalled to stop (blocks).
 
@@ -28,7 +43,7 @@ def run(config: OperatorSettings, *, verbose: bool = False) -> None:
     peering is on (the highest-priority operator runs, others pause: HA with distinct
     priorities); otherwise the operator runs standalone.
     """
-    kopf.configure(verbose=verbose)
+    configure_logging(config, verbose=verbose)
     liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
     kopf.run(
         registry=build_registry(config),

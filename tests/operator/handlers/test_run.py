@@ -107,14 +107,14 @@ def test_cli_operator_run_flags_override_env(monkeypatch: pytest.MonkeyPatch) ->
     result = CliRunner().invoke(
         cli.app,
         ["operator", "run", "-n", "a", "-n", "b", "--peering", "p", "--priority", "3",
-         "--metrics-port", "0", "--progress-seconds", "4", "--verbose"],
+         "--metrics-port", "0", "--progress-seconds", "4", "--log-format", "json", "--verbose"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     ((settings, verbose),) = seen
     assert settings.namespaces == ("a", "b")
     assert (settings.peering, settings.priority, settings.metrics_port) == ("p", 3, 0)
     assert (settings.resync_seconds, settings.runtime_image) == (30.0, "env/image:1")
-    assert settings.progress_seconds == 4.0
+    assert (settings.progress_seconds, settings.log_format) == (4.0, "json")
     assert verbose
 
 
@@ -207,3 +207,45 @@ def test_the_drained_group_probe_follows_kopfs_field_handler_arguments() -> None
     assert not probe_for_drained("create", None, keda)
     assert probe_for_drained("resume", None, {"autoscaling": {"enabled": False}})
     assert not probe_for_drained("resume", None, keda)
+
+
+@pytest.mark.parametrize("log_format", ["full", "plain", "json"])
+def test_log_lines_about_a_resource_name_it(
+    log_format: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """New-user finding: `kopf.configure`'s default omits the object prefix, so a warning such
+    as "resync: ... (next resync retries)" did not say which of 200 resources it was about."""
+    import json
+    import logging
+
+    from kopf._core.actions.loggers import ObjectLogger
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        run_module.configure_logging(OperatorSettings(log_format=log_format))  # type: ignore[arg-type]
+        body = kopf.Body(
+            {
+                "apiVersion": "dsv4.io/v1alpha1",
+                "kind": "DeepSeekV4Deployment",
+                "metadata": {"namespace": "team-a", "name": "pro-1m", "uid": "u-1"},
+            }
+        )
+        ObjectLogger(body=body, settings=kopf.OperatorSettings()).warning("resync: 503")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    (line,) = capsys.readouterr().err.splitlines()
+    if log_format == "json":
+        record = json.loads(line)
+        assert record["message"] == "resync: 503"
+        assert record["object"]["namespace"] == "team-a"
+        assert record["object"]["name"] == "pro-1m"
+    else:
+        assert line.endswith("[team-a/pro-1m] resync: 503"), line
+
+
+def test_log_format_setting_is_checked() -> None:
+    assert OperatorSettings.from_env({"DSV4_OPERATOR_LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(ValidationError, match="log_format"):
+        OperatorSettings.from_env({"DSV4_OPERATOR_LOG_FORMAT": "yaml"})
