@@ -155,6 +155,24 @@ def _most_groups(spec: DeepSeekV4DeploymentSpec) -> int:
     return most + surge_groups(spec.rollout.max_surge, most)
 
 
+def _stored_since(status: Mapping[str, Any], generation: int, now: datetime) -> datetime:
+    """When groups started, as `status.startingSince` recorded it before an operator restart.
+
+    Trusted only when the status is of the current generation (a spec changed while no
+    operator ran starts a new rollout) and not in the future; otherwise `now`.
+    """
+    stored = status.get("startingSince")
+    if not isinstance(stored, str) or status.get("observedGeneration") != generation:
+        return now
+    try:
+        since = datetime.fromisoformat(stored)
+    except ValueError:
+        return now
+    if since.tzinfo is None:
+        return now
+    return min(since, now)
+
+
 def _condition(status: Mapping[str, Any] | None, ctype: str) -> Mapping[str, Any]:
     for condition in (status or {}).get("conditions") or []:
         if condition.get("type") == ctype:
@@ -422,7 +440,10 @@ class Reconciler:
         )
         key = f"{owner.namespace}/{owner.name}"
         if counts.rolled and counts.ready < counts.want:  # updated groups still starting
-            starting_since = self._starting_since.setdefault(key, self.clock())
+            starting_since = self._starting_since.get(key) or _stored_since(
+                status, owner.generation, self.clock()
+            )
+            self._starting_since[key] = starting_since
         else:
             starting_since = None
             self._starting_since.pop(key, None)

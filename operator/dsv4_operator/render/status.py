@@ -1,10 +1,10 @@
 """The status the operator wants a DeepSeekV4Deployment to show (pure: inputs in, dict out).
 
 The operator owns `observedGeneration`, `plan`, `replicas`, `readyReplicas`, `selector`,
-`endpoint`, `cost` and the conditions Ready, Planned, Progressing, Available and Degraded. Other
-keys (the autoscaler's `recentScalingDecisions`, the ScalingActive condition, kopf's own keys) are
-left as they are. `status_patch` returns only the keys that differ, so an unchanged resource
-gets no write at all.
+`endpoint`, `cost`, `startingSince` and the conditions Ready, Planned, Progressing, Available and
+Degraded. Other keys (the autoscaler's `recentScalingDecisions`, the ScalingActive condition,
+kopf's own keys) are left as they are. `status_patch` returns only the keys that differ, so an
+unchanged resource gets no write at all.
 
 A condition's `lastTransitionTime` changes only when its `status` changes (Kubernetes API
 conventions), so repeated reconciles of an unchanged resource render identical conditions.
@@ -49,6 +49,7 @@ OWNED_KEYS: Final = (
     "selector",
     "endpoint",
     "cost",
+    "startingSince",
 )
 """Top-level status keys the operator writes."""
 _TEXT_MAX: Final = 1024
@@ -80,8 +81,9 @@ class Observation:
         missing: Secrets and ConfigMaps (or keys) the pods reference that do not exist: while
             groups are not ready, Ready=False and Degraded=True say `ReferenceMissing`.
         starting_since: since when every group runs the current template but some are not
-            ready (the reconciler remembers it; None: now). Degraded turns True once that
-            exceeds the plan's startup budget.
+            ready (None: now, or nothing starts). Degraded turns True once that exceeds the
+            plan's startup budget. Written to `status.startingSince` while groups start (the
+            reconciler reads it back after a restart).
         lws_target: (replicas, partition) of the live LeaderWorkerSet, for a paused resource
             (whose spec edits are not applied).
         lws_held: the LeaderWorkerSet was left on its current template because `missing` is
@@ -436,8 +438,19 @@ def desired_status(
         "selector": str(st.get("hpaPodSelector") or _selector(obs.owner)),
         "endpoint": obs.endpoint,
         "cost": _cost(spec, plan),
+        "startingSince": _starting_since(obs),
     }
     return out
+
+
+def _starting_since(obs: Observation) -> str | None:
+    """`status.startingSince`: set while every group is updated and some are not ready yet."""
+    if obs.starting_since is None or obs.spec is None:
+        return None
+    c = rollout_counts(
+        obs.spec.replicas, obs.spec.rollout.partition, obs.lws_status, obs.lws_changed
+    )
+    return rfc3339(obs.starting_since) if c.rolled and c.ready < c.want else None
 
 
 def status_patch(desired: Mapping[str, Any], current: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -846,3 +846,43 @@ def test_a_resync_reads_the_leaderworkerset_once() -> None:
     fake.requests.clear()
     assert reconciler.reconcile("ns", "d", Events()).result == "unchanged"
     assert fake.requests.count(("GET", LWS_PATH)) == 1
+
+
+def test_the_startup_wait_survives_an_operator_restart() -> None:
+    """Noticed in the twelfth session: the moment groups started was kept in memory only, so an
+    operator restart (an upgrade, a node drain) began the startup budget again and hid a group
+    that never came up for another budget."""
+    t0 = datetime(2026, 11, 29, tzinfo=UTC)
+    clock = [t0]
+    fake, reconciler = _setup({**SPEC, "replicas": 2})
+    reconciler.clock = lambda: clock[0]
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    budget = plan(request_from_spec(parse_spec(fake.objects[CR_PATH]["spec"])))
+    fake.objects[LWS_PATH]["status"] = {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2}
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Degraded"] == ("False", "ReplicasStarting")
+    assert fake.objects[CR_PATH]["status"]["startingSince"] == "2026-11-29T00:00:00Z"
+
+    def restarted(after: timedelta) -> Reconciler:
+        clock[0] = t0 + after
+        fresh = Reconciler(KubeClient(fake, "dsv4-operator"), OperatorMetrics(), "img")
+        fresh.clock = lambda: clock[0]
+        return fresh
+
+    late = timedelta(seconds=budget.startup_budget_seconds + 1)
+    restarted(late).reconcile("ns", "d", events)
+    assert _conditions(fake)["Degraded"] == ("True", "ReplicasUnavailable")
+    assert fake.objects[CR_PATH]["status"]["startingSince"] == "2026-11-29T00:00:00Z"
+    # A stored time of an older generation is not trusted: the spec changed while no operator
+    # ran, so the groups start a new rollout.
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    restarted(late * 2).reconcile("ns", "d", events)
+    assert _conditions(fake)["Degraded"] == ("False", "ReplicasStarting")
+    stamp = fake.objects[CR_PATH]["status"]["startingSince"]
+    assert datetime.fromisoformat(stamp) == t0 + late * 2
+    # Every group ready: the time is removed.
+    fake.objects[LWS_PATH]["status"] = {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}
+    reconciler.reconcile("ns", "d", events)
+    assert "startingSince" not in fake.objects[CR_PATH]["status"]
+    assert _conditions(fake)["Degraded"] == ("False", "AsExpected")

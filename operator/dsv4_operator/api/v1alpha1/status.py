@@ -152,5 +152,9 @@ class DeepSeekV4DeploymentStatus(ApiModel):
     """Base URL of the OpenAI-compatible API, e.g. http://NAME.NAMESPACE.svc:8000/v1."""
     cost: CostStatus | None = None
     """Estimated cost at the current replicas and target load."""
+    starting_since: datetime | None = None
+    """Since when every replica group runs the current pod template while some are not ready
+    yet (RFC 3339, UTC); unset otherwise. `Degraded` turns True when this is older than the
+    plan's startup budget. Kept in status so an operator restart does not restart the wait."""
     recent_scaling_decisions: Annotated[tuple[ScalingDecision, ...], Field(max_length=10)] = ()
     """Last 10 autoscaler decisions, oldest first."""
