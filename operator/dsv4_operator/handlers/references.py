@@ -30,13 +30,11 @@ def _keys(spec: DeepSeekV4DeploymentSpec) -> list[tuple[str, str, str, str]]:
         ref = hub.token_secret_ref
         out.append(("Secret", ref.name, ref.key, "spec.modelSource.huggingFace.tokenSecretRef"))
     for var in spec.engine.env:
-        source = var.value_from
-        if source is not None and source.secret_key_ref is not None:
-            sref = source.secret_key_ref
-            out.append(("Secret", sref.name, sref.key, f"spec.engine.env {var.name}"))
-        elif source is not None and source.config_map_key_ref is not None:
-            cref = source.config_map_key_ref
-            out.append(("ConfigMap", cref.name, cref.key, f"spec.engine.env {var.name}"))
+        if var.value_from is None:
+            continue
+        kind, key_ref = var.value_from.kind_and_ref
+        if not key_ref.optional:  # pods start without an optional variable
+            out.append((kind, key_ref.name, key_ref.key, f"spec.engine.env {var.name}"))
     return out
 
 

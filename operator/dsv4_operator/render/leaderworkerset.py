@@ -135,17 +135,16 @@ def _env(owner: Owner, spec: DeepSeekV4DeploymentSpec) -> list[dict[str, Any]]:
         env.append({"name": "HF_HOME", "value": HF_CACHE_PATH})
         token = hub.token_secret_ref
         if token is not None:
-            ref = {"name": token.name, "key": token.key}
-            env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
+            token_ref = {"name": token.name, "key": token.key}
+            env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": token_ref}})
     for var in spec.engine.env:
         if var.value_from is not None:
-            secret, config_map = var.value_from.secret_key_ref, var.value_from.config_map_key_ref
-            if secret is not None:
-                ref_from = {"secretKeyRef": {"name": secret.name, "key": secret.key}}
-                env.append({"name": var.name, "valueFrom": ref_from})
-            elif config_map is not None:  # the API parse enforces exactly one of the two
-                ref_from = {"configMapKeyRef": {"name": config_map.name, "key": config_map.key}}
-                env.append({"name": var.name, "valueFrom": ref_from})
+            kind, ref = var.value_from.kind_and_ref
+            key_ref: dict[str, Any] = {"name": ref.name, "key": ref.key}
+            if ref.optional:
+                key_ref["optional"] = True
+            field = "secretKeyRef" if kind == "Secret" else "configMapKeyRef"
+            env.append({"name": var.name, "valueFrom": {field: key_ref}})
         else:
             env.append({"name": var.name, "value": var.value or ""})
     return env

@@ -886,3 +886,30 @@ def test_the_startup_wait_survives_an_operator_restart() -> None:
     reconciler.reconcile("ns", "d", events)
     assert "startingSince" not in fake.objects[CR_PATH]["status"]
     assert _conditions(fake)["Degraded"] == ("False", "AsExpected")
+
+
+def test_an_optional_env_ref_is_rendered_optional_and_never_reported_missing() -> None:
+    """Noticed in the twelfth session: env refs could not say `optional: true`, so a variable
+    the engine can do without (a tracing endpoint) held every rollout while its Secret was
+    absent."""
+    optional = {"optional": True}
+    env = [
+        {"name": "OTEL", "valueFrom": {"secretKeyRef": {"name": "otel", "key": "u", **optional}}},
+        {"name": "CFG", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "k", **optional}}},
+        {"name": "MUST", "valueFrom": {"configMapKeyRef": {"name": "must", "key": "k"}}},
+    ]
+    fake, reconciler = _setup({**SPEC, "engine": {"env": env}})
+    reconciler.reconcile("ns", "d", Events())
+    ready = next(c for c in fake.objects[CR_PATH]["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ReferenceMissing"
+    assert "must" in ready["message"]
+    assert "otel" not in ready["message"]
+    assert "cfg" not in ready["message"]
+    template = fake.objects[LWS_PATH]["spec"]["leaderWorkerTemplate"]["leaderTemplate"]
+    rendered = {e["name"]: e.get("valueFrom") for e in template["spec"]["containers"][0]["env"]}
+    assert rendered["OTEL"] == {"secretKeyRef": {"name": "otel", "key": "u", "optional": True}}
+    assert rendered["CFG"] == {"configMapKeyRef": {"name": "cfg", "key": "k", "optional": True}}
+    assert rendered["MUST"] == {"configMapKeyRef": {"name": "must", "key": "k"}}
+    fake.objects["/api/v1/namespaces/ns/configmaps/must"] = {"metadata": {}, "data": {"k": "v"}}
+    reconciler.reconcile("ns", "d", Events())
+    assert _conditions(fake)["Ready"] == ("False", "ReplicasNotReady")

@@ -1,7 +1,7 @@
 """`spec.engine`, `spec.resources` and `spec.speculativeDecoding`: how the vLLM server is run."""
 
 import math
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -224,6 +224,9 @@ class KeyRef(ApiModel):
     """Name of the Secret or ConfigMap (a Kubernetes object name, at most 253 characters)."""
     key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
     """Key inside it whose value is used (at most 253 characters)."""
+    optional: bool = False
+    """The pods start without the variable when the object or key does not exist (Kubernetes'
+    `optional`); otherwise they wait for it, and the operator reports `ReferenceMissing`."""
 
 
 class EnvVarSource(ApiModel):
@@ -242,6 +245,14 @@ class EnvVarSource(ApiModel):
     """A key of a Secret in the resource's namespace."""
     config_map_key_ref: KeyRef | None = None
     """A key of a ConfigMap in the resource's namespace."""
+
+    @property
+    def kind_and_ref(self) -> tuple[Literal["Secret", "ConfigMap"], KeyRef]:
+        """("Secret" or "ConfigMap", its key ref): the one ref set (the parse enforces one)."""
+        if self.secret_key_ref is not None:
+            return "Secret", self.secret_key_ref
+        assert self.config_map_key_ref is not None  # `_exactly_one`
+        return "ConfigMap", self.config_map_key_ref
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "EnvVarSource":
