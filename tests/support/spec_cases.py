@@ -44,7 +44,7 @@ OPTIONAL_SIZE = st.one_of(st.none(), st.sampled_from([1, 2, 3, 4, 5, 8, 16]))
 PARALLELISM_CASES = st.fixed_dictionaries(
     {
         "model": st.sampled_from(["flash", "pro"]),
-        "gpusPerNode": st.sampled_from([1, 2, 4, 6, 8]),
+        "gpusPerNode": st.sampled_from([None, 1, 2, 4, 6, 8]),  # None: the type's node size
         "maxNodes": st.sampled_from([1, 2, 3]),
         "tensor": OPTIONAL_SIZE,
         "data": OPTIONAL_SIZE,
@@ -62,8 +62,8 @@ def parallelism_body(case: dict[str, Any]) -> dict[str, Any]:
         model=case["model"],
         gpu={
             "types": ["h100-80gb"],
-            "gpusPerNode": case["gpusPerNode"],
             "maxNodes": case["maxNodes"],
+            **({} if case["gpusPerNode"] is None else {"gpusPerNode": case["gpusPerNode"]}),
         },
         parallelism={key: value for key, value in sizes.items() if value is not None},
     )

@@ -119,6 +119,14 @@ def structural_problems(
                 f"TP={tp} does not divide the {model.o_groups} output groups of wo_a",
             )
         )
+    if tp <= per_node and layout.gpus_per_node % tp:
+        problems.append(
+            Finding(
+                Code.TP_SPANS_NODES,
+                f"TP={tp} does not divide the {layout.gpus_per_node} GPUs used per node: a "
+                "tensor-parallel group would span nodes",
+            )
+        )
     block = _block_width(weights_format)
     inter = model.moe_intermediate_size
     # The shared expert is split by TP; routed experts without EP by the flattened TP x DP group.
@@ -126,7 +134,18 @@ def structural_problems(
     if not layout.expert_parallel:
         splits.add(("TP x DP", tp * layout.data_parallel))
     for label, n in sorted(splits):
-        if block and (inter % n or (inter // n) % block):
+        if inter % n:
+            # vLLM's FusedMoE divides the intermediate size by the split with
+            # `vllm.distributed.utils.divide`, which asserts divisibility: it fails to load.
+            problems.append(
+                Finding(
+                    Code.EXPERT_SPLIT_UNEVEN,
+                    f"{label}={n} does not divide the expert intermediate dimension ({inter} "
+                    f"columns = {inter / n:g} per GPU); vLLM's fused MoE fails to load it: "
+                    "enable expert parallelism or split the experts a dividing number of ways",
+                )
+            )
+        elif block and (inter // n) % block:
             problems.append(
                 Finding(
                     Code.TP_SPLITS_QUANT_BLOCK,

@@ -1,6 +1,7 @@
 """Turn a DeepSeekV4Deployment spec into a planner request (the operator and `dsv4 plan FILE`).
 
 Mapping: `spec.gpu.types` -> preference list; `spec.gpu.customTypes` -> inline GPU types;
+`spec.gpu.gpusPerNode` unset -> each type's node size (catalog, or `CUSTOM_GPUS_PER_NODE`);
 `spec.gpu.budget` is for all replicas, so one replica may use `budget // replicas` GPUs;
 `spec.load.concurrency` is for all replicas, so one replica carries `ceil(concurrency / replicas)`;
 a tokens/s target may use up to `autoscaling.maxReplicas` replicas when autoscaling is on, else
@@ -17,13 +18,18 @@ see `planning_replicas`.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Final
 
 from dsv4_operator.api.v1alpha1.gpu import CustomGpuType
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.planning.hardware import GpuType
 from dsv4_operator.planning.request import PlanRequest
 
-__all__ = ["custom_gpu", "planning_replicas", "request_from_spec"]
+__all__ = ["CUSTOM_GPUS_PER_NODE", "custom_gpu", "planning_replicas", "request_from_spec"]
+
+CUSTOM_GPUS_PER_NODE: Final = 8
+"""Node size of a `spec.gpu.customTypes` entry when `spec.gpu.gpusPerNode` is unset: an HGX/OAM
+baseboard's 8 GPUs (catalog types use their own, `hardware.GPUS`)."""
 
 
 def custom_gpu(c: CustomGpuType, gpus_per_node: int) -> GpuType:
@@ -76,7 +82,10 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         weights_format=spec.weights_format,
         kv_cache_dtype=spec.kv_cache_dtype,
         gpu_types=tuple(t.lower() for t in spec.gpu.types),
-        custom_gpus=tuple(custom_gpu(c, spec.gpu.gpus_per_node) for c in spec.gpu.custom_types),
+        custom_gpus=tuple(
+            custom_gpu(c, spec.gpu.gpus_per_node or CUSTOM_GPUS_PER_NODE)
+            for c in spec.gpu.custom_types
+        ),
         gpus_per_node=spec.gpu.gpus_per_node,
         max_nodes=spec.gpu.max_nodes,
         gpu_budget=None if spec.gpu.budget is None else max(spec.gpu.budget // budget_share, 1),

@@ -358,11 +358,13 @@ def _search(
 _FIELD_OF_CODE = {
     Code.PIPELINE_PARALLEL_UNSUPPORTED: "pipeline_parallel",
     Code.TP_EXCEEDS_NODE: "tensor_parallel",
+    Code.TP_SPANS_NODES: "tensor_parallel",
     Code.TP_NOT_DIVIDING_HEADS: "tensor_parallel",
     Code.TP_NOT_DIVIDING_OUTPUT_GROUPS: "tensor_parallel",
     Code.TP_SPLITS_QUANT_BLOCK: "tensor_parallel",
     Code.EP_NOT_DIVIDING_EXPERTS: "expert_parallel",
     Code.EXPERT_SPLIT_PADDED: "expert_parallel",
+    Code.EXPERT_SPLIT_UNEVEN: "tensor_parallel",  # the TP x DP split, as the block rule
     Code.GPU_BUDGET_EXCEEDED: "gpu_budget",
     Code.PINNED_LAYOUT_MISMATCH: "data_parallel",
 }

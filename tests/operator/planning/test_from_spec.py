@@ -79,3 +79,15 @@ def test_fixed_replicas_share_both_over_spec_replicas() -> None:
     req = request_from_spec(spec)
     assert req.concurrency == 86  # ceil(256 / 3)
     assert req.gpu_budget == 10  # 32 // 3
+
+
+@pytest.mark.parametrize(("gpu", "per_node"), [("gb200-186gb", 4), ("gh200-96gb", 4)])
+def test_unset_gpus_per_node_takes_the_types_node_size(gpu: str, per_node: int) -> None:
+    """Planner audit: `gpusPerNode` defaulted to 8, so a GB200 or GH200 resource (4 GPUs per
+    node) was planned as pods of 8 GPUs that no node could hold."""
+    spec = parse_spec({"model": "pro", "gpu": {"types": [gpu], "maxNodes": 4}})
+    assert spec.gpu.gpus_per_node is None
+    chosen = plan(request_from_spec(spec)).chosen.layout
+    assert chosen.gpus_per_node <= per_node
+    pinned = parse_spec({"model": "flash", "gpu": {"types": [gpu], "gpusPerNode": 2}})
+    assert plan(request_from_spec(pinned)).chosen.layout.gpus_per_node <= 2

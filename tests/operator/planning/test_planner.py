@@ -389,3 +389,56 @@ def test_mxfp4_expert_slices_that_blackwell_and_rocm_pad_are_refused() -> None:
         assert "pad to 512" in str(caught.value)
         assert dp8(gpu, ep=True).fits
     assert dp8("h200-141gb", ep=False).chosen.layout.expert_parallel is False
+
+
+def test_bf16_experts_are_never_split_unevenly() -> None:
+    """Planner audit: with BF16 weights (no quantisation block) the divisibility of the expert
+    intermediate dimension was not checked, so Flash was planned as DP6 / DP3 without expert
+    parallelism, whose 2048/6 = 341.33 columns per GPU vLLM's FusedMoE refuses to load."""
+    for per_node in (3, 6):
+        p = plan(
+            PlanRequest(
+                model="flash",
+                weights_format="bf16",
+                gpu_types=("mi355x-288gb",),
+                gpus_per_node=per_node,
+                max_nodes=2,
+            )
+        )
+        for e in (p.chosen, *p.runners_up):
+            lay = e.layout
+            assert lay.expert_parallel or 2048 % (lay.tensor_parallel * lay.data_parallel) == 0
+        uneven = [
+            r for r in p.rejected if any(f.code is Code.EXPERT_SPLIT_UNEVEN for f in r.reasons)
+        ]
+        assert uneven, per_node
+        for r in uneven:  # the shared expert is split by TP even with expert parallelism
+            lay = r.layout
+            split = lay.tensor_parallel * (1 if lay.expert_parallel else lay.data_parallel)
+            assert 2048 % split
+
+
+def test_a_pinned_tensor_parallel_size_never_spans_nodes() -> None:
+    """Planner audit: `--tensor-parallel 4` on 6-GPU nodes planned 2 x 6 GPUs as TP4 DP3, whose
+    per-node data-parallel ranks (6 // 4 = 1) the runtime refuses (DP 3 != 2 nodes x 1)."""
+    p = plan(
+        PlanRequest(
+            model="pro", gpu_types=("h200-141gb",), gpus_per_node=6, tensor_parallel=4, max_nodes=2
+        )
+    )
+    for e in (p.chosen, *p.runners_up):
+        assert e.layout.gpus_per_node % 4 == 0
+    spans = [r for r in p.rejected if any(f.code is Code.TP_SPANS_NODES for f in r.reasons)]
+    assert 6 in {r.layout.gpus_per_node for r in spans}
+    assert all(r.layout.gpus_per_node % 4 for r in spans)
+    with pytest.raises(PlanningError, match="TP=4 does not divide the 6 GPUs used per node"):
+        plan(
+            PlanRequest(
+                model="pro",
+                gpu_types=("h200-141gb",),
+                gpus_per_node=6,
+                tensor_parallel=4,
+                data_parallel=3,
+                max_nodes=2,
+            )
+        )

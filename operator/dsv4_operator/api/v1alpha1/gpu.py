@@ -201,8 +201,10 @@ class GpuSpec(ApiModel):
         ),
     ] = ()
     """Descriptions of GPU types missing from the built-in catalog (at most 8)."""
-    gpus_per_node: int = Field(default=8, ge=1, le=16)
-    """GPUs per node that one worker pod takes, 1 to 16 (a count)."""
+    gpus_per_node: int | None = Field(default=None, ge=1, le=16)
+    """GPUs per node that one worker pod takes, 1 to 16 (a count). Unset: each type's node size
+    in the built-in catalog (4 for gh200-96gb and gb200-186gb, 8 for the others and for
+    customTypes)."""
     max_nodes: int = Field(default=1, ge=1, le=64)
     """Most nodes (worker pods) one replica may span, 1 to 64; more than 1 makes a multi-node
     LeaderWorkerSet group."""

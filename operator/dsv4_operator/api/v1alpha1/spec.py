@@ -216,7 +216,7 @@ _SPEC_RULES: Final[list[CelRule]] = [
     {
         "rule": (
             "!has(self.parallelism) || !has(self.parallelism.tensor) || "
-            "self.gpu.gpusPerNode % self.parallelism.tensor == 0"
+            "!has(self.gpu.gpusPerNode) || self.gpu.gpusPerNode % self.parallelism.tensor == 0"
         ),
         "message": (
             "spec.parallelism.tensor must divide spec.gpu.gpusPerNode "
@@ -227,6 +227,7 @@ _SPEC_RULES: Final[list[CelRule]] = [
         "rule": (
             "!has(self.parallelism) || !has(self.parallelism.tensor) || "
             "!has(self.parallelism.data) || !has(self.parallelism.pipeline) || "
+            "!has(self.gpu.gpusPerNode) || "
             "self.parallelism.tensor * self.parallelism.data * self.parallelism.pipeline <= "
             "self.gpu.gpusPerNode * self.gpu.maxNodes"
         ),
@@ -239,6 +240,7 @@ _SPEC_RULES: Final[list[CelRule]] = [
         "rule": (
             "!has(self.parallelism) || !has(self.parallelism.tensor) || "
             "!has(self.parallelism.data) || !has(self.parallelism.pipeline) || "
+            "!has(self.gpu.gpusPerNode) || "
             "(self.parallelism.tensor * self.parallelism.data * self.parallelism.pipeline) "
             "% self.gpu.gpusPerNode == 0 || self.gpu.gpusPerNode % "
             "(self.parallelism.tensor * self.parallelism.data * self.parallelism.pipeline) == 0"
@@ -330,6 +332,30 @@ _SPEC_RULES: Final[list[CelRule]] = [
         ),
     },
 ]
+
+
+def _pinned_layout_problems(p: Parallelism, per_node: int, max_nodes: int) -> list[str]:
+    """What is wrong with pinned tensor/data/pipeline sizes on nodes of `per_node` GPUs."""
+    problems = []
+    if p.tensor is not None and per_node % p.tensor:
+        problems.append(
+            f"parallelism.tensor ({p.tensor}) must divide gpu.gpusPerNode "
+            f"({per_node}): tensor parallelism stays inside one node"
+        )
+    if None not in (p.tensor, p.data, p.pipeline):
+        per_replica = (p.tensor or 1) * (p.data or 1) * (p.pipeline or 1)
+        limit = per_node * max_nodes
+        if per_replica > limit:
+            problems.append(
+                f"parallelism: tensor x data x pipeline = {per_replica} GPUs per replica "
+                f"exceeds gpu.gpusPerNode x gpu.maxNodes = {limit}"
+            )
+        if per_replica % per_node and per_node % per_replica:
+            problems.append(
+                f"parallelism: tensor x data x pipeline = {per_replica} GPUs per replica must"
+                f" be a multiple or a divisor of gpu.gpusPerNode ({per_node})"
+            )
+    return problems
 
 
 class DeepSeekV4DeploymentSpec(ApiModel):
@@ -434,25 +460,10 @@ class DeepSeekV4DeploymentSpec(ApiModel):
                 f"modelSource is required for weightsFormat {self.weights_format} (no public "
                 f"checkpoint to download; downloadable: {', '.join(_DOWNLOADABLE_FORMATS)})"
             )
-        p, gpu = self.parallelism, self.gpu
-        if p is not None and p.tensor is not None and gpu.gpus_per_node % p.tensor:
-            problems.append(
-                f"parallelism.tensor ({p.tensor}) must divide gpu.gpusPerNode "
-                f"({gpu.gpus_per_node}): tensor parallelism stays inside one node"
-            )
-        if p is not None and None not in (p.tensor, p.data, p.pipeline):
-            per_replica = (p.tensor or 1) * (p.data or 1) * (p.pipeline or 1)
-            limit = gpu.gpus_per_node * gpu.max_nodes
-            if per_replica > limit:
-                problems.append(
-                    f"parallelism: tensor x data x pipeline = {per_replica} GPUs per replica "
-                    f"exceeds gpu.gpusPerNode x gpu.maxNodes = {limit}"
-                )
-            if per_replica % gpu.gpus_per_node and gpu.gpus_per_node % per_replica:
-                problems.append(
-                    f"parallelism: tensor x data x pipeline = {per_replica} GPUs per replica must"
-                    f" be a multiple or a divisor of gpu.gpusPerNode ({gpu.gpus_per_node})"
-                )
+        p, per_node = self.parallelism, self.gpu.gpus_per_node
+        # With gpusPerNode unset the node size is each type's (the planner checks the pins).
+        if p is not None and per_node is not None:
+            problems += _pinned_layout_problems(p, per_node, self.gpu.max_nodes)
         if p is not None and p.expert is not None and p.expert != 1:
             if p.tensor is not None and p.data is not None and p.expert != p.tensor * p.data:
                 problems.append(
