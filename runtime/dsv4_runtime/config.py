@@ -168,16 +168,7 @@ class RuntimeConfig:
         for flag, number, low in self._int_fields():
             if number < low:
                 _fail(flag, f"must be >= {low}, got {number}")
-        for flag, port in (
-            ("--api-port", self.api_port),
-            ("--admin-port", self.admin_port),
-            ("--data-parallel-rpc-port", self.data_parallel_rpc_port),
-            ("--ray-port", self.ray_port),
-        ):
-            if port > _MAX_PORT:
-                _fail(flag, f"must be <= {_MAX_PORT}, got {port}")
-        if self.api_port == self.admin_port:
-            _fail("--admin-port", f"must differ from --api-port ({self.api_port})")
+        self._check_ports()
         if not (
             math.isfinite(self.gpu_memory_utilization) and 0 < self.gpu_memory_utilization <= 1
         ):
@@ -226,6 +217,23 @@ class RuntimeConfig:
             ("--data-parallel-rpc-port", self.data_parallel_rpc_port, 1),
             ("--ray-port", self.ray_port, 1),
         ]
+
+    def _check_ports(self) -> None:
+        """Every port in range, and no two the same."""
+        ports = (
+            ("--api-port", self.api_port),
+            ("--admin-port", self.admin_port),
+            ("--data-parallel-rpc-port", self.data_parallel_rpc_port),
+            ("--ray-port", self.ray_port),
+        )
+        for flag, port in ports:
+            if port > _MAX_PORT:
+                _fail(flag, f"must be <= {_MAX_PORT}, got {port}")
+        # One pod binds them all (the leader): a clash fails late, as an unrelated bind error.
+        for i, (flag, port) in enumerate(ports):
+            for other, taken in ports[:i]:
+                if port == taken:
+                    _fail(flag, f"must differ from {other} ({taken})")
 
     def _check_layout(self) -> None:
         """Check the parallel sizes against each other and the per-pod GPU count.

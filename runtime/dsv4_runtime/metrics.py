@@ -161,6 +161,14 @@ class RuntimeMetrics:
             self.meter.add(at_seconds, total)
             self.generation_tokens_per_second.set(self.meter.rate())
 
+    def engine_stopped(self) -> None:
+        """Record that the engine left ready: its tokens/s is unknown.
+
+        The gauge reads 0 (not its last value), and the rate starts again from the next reading.
+        """
+        self.meter = TokenRateMeter()
+        self.generation_tokens_per_second.set(0)
+
     def render(self) -> bytes:
         """Our metrics in text format 0.0.4."""
         return generate_latest(self.registry)

@@ -85,6 +85,8 @@ class RuntimeState:
         """Record engine readiness (and its gauge)."""
         self.engine_ready = ready
         self.metrics.engine_ready.set(1 if ready else 0)
+        if not ready:  # the tokens/s of an engine that does not answer is unknown, not frozen
+            self.metrics.engine_stopped()
 
     def start_draining(self) -> None:
         """Mark the drain: `/ready` answers 503 from now on."""
@@ -139,14 +141,18 @@ async def _health(request: web.Request) -> web.Response:
 async def _ready(request: web.Request) -> web.Response:
     state = request.app[_STATE_KEY]
     if state.ready:
-        return web.json_response({"ready": True})
+        return web.json_response({"ready": True, "held": False})
+    reasons = []
     if state.draining:
-        reason = "draining"
+        reasons.append("draining")
     elif not state.engine_ready:
-        reason = "engine not ready"
-    else:
-        reason = "drained by the autoscaler"  # HELD_REASON in the operator's autoscaler
-    return web.json_response({"ready": False, "reason": reason}, status=503)
+        reasons.append("engine not ready")
+    if state.held:
+        # HELD_REASON in the operator's autoscaler, whatever else holds the group back: a
+        # drained group with a sick engine is still one to undrain.
+        reasons.append("drained by the autoscaler")
+    body = {"ready": False, "reason": "; ".join(reasons), "held": state.held}
+    return web.json_response(body, status=503)
 
 
 def _refusal(request: web.Request, state: RuntimeState) -> web.Response | None:

@@ -182,7 +182,8 @@ class Supervisor:
             if self._state.draining:
                 return 0
             log.error("engine exited on its own with status %d", status)
-            return status if status > 0 else 1
+            # killed by signal N (the OOM killer: 9): 128 + N, as a shell reports it
+            return status if status > 0 else 128 - status if status < 0 else 1
         finally:
             for task in (*background, stopping, exited, hung):
                 task.cancel()

@@ -87,6 +87,21 @@ async def test_a_pod_without_a_token_refuses_drain() -> None:
         assert not state.held
 
 
+def test_tokens_per_second_reads_zero_once_the_engine_leaves_ready() -> None:
+    """Runtime review: the gauge kept its last value while the engine answered 503, so the
+    dashboard showed phantom throughput until the hang watchdog killed the engine."""
+    state = _state()
+    exposition = 'vllm:generation_tokens_total{engine="0"} %d\n'
+    state.metrics.observe_engine(0.0, exposition % 0)
+    state.metrics.observe_engine(10.0, exposition % 7000)
+    assert state.metrics.generation_tokens_per_second._value.get() == 700
+    state.set_engine_ready(False)
+    assert state.metrics.generation_tokens_per_second._value.get() == 0
+    state.set_engine_ready(True)  # the rate starts again: no jump from the old counter
+    state.metrics.observe_engine(20.0, exposition % 9000)
+    assert state.metrics.generation_tokens_per_second._value.get() == 0
+
+
 async def test_sigterm_drain_wins_over_undrain() -> None:
     state = _state()
     state.start_draining()
@@ -97,16 +112,24 @@ async def test_sigterm_drain_wins_over_undrain() -> None:
         assert (await ready.json())["reason"] == "draining"
 
 
-async def test_a_held_group_whose_engine_is_not_ready_says_so() -> None:
-    # The autoscaler counts a group whose /ready says "drained by the autoscaler" as ready and
-    # held; a held group whose engine stopped answering must not look like that.
+async def test_a_held_group_whose_engine_is_not_ready_says_both() -> None:
+    # The autoscaler counts a group whose /ready reason is "drained by the autoscaler" as ready
+    # and held; a held group whose engine stopped answering must not look like that, but must
+    # still say it is held (runtime review: the operator's undrain sweep missed it, so it stayed
+    # out of the Service after its engine recovered).
     state = _state()
     state.held = True
     state.set_engine_ready(False)
     async with TestClient(TestServer(build_app(state))) as client:
         ready = await client.get("/ready")
         assert ready.status == 503
-        assert (await ready.json())["reason"] == "engine not ready"
+        assert await ready.json() == {
+            "ready": False,
+            "reason": "engine not ready; drained by the autoscaler",
+            "held": True,
+        }
+        state.set_engine_ready(True)
+        assert (await (await client.get("/ready")).json())["held"]
 
 
 async def test_a_slow_engine_scrape_is_answered_from_the_last_exposition(

@@ -132,6 +132,9 @@ def test_round_trip_property(config: RuntimeConfig) -> None:
         ({"max_num_seqs": 0}, "--max-num-seqs must be >= 1, got 0"),
         ({"max_num_batched_tokens": 8}, "--max-num-batched-tokens must be >= --max-num-seqs"),
         ({"admin_port": 8000}, "--admin-port must differ from --api-port (8000)"),
+        # runtime review: only API vs admin was checked; a clash failed late as a bind error
+        ({"admin_port": 13345}, "--data-parallel-rpc-port must differ from --admin-port (13345)"),
+        ({"ray_port": 8000}, "--ray-port must differ from --api-port (8000)"),
         ({"api_port": 70000}, "--api-port must be <= 65535, got 70000"),
         ({"served_model_name": ""}, "--served-model-name must be a non-empty name"),
         ({"pipeline_parallel_size": 2}, "--data-parallel-size must be 1"),

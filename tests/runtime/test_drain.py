@@ -157,12 +157,17 @@ def test_engine_ignoring_sigterm_is_killed_after_drain_and_grace(
     assert "engine still running 2 s after SIGTERM: killing its process group" in (runtime.output())
 
 
-def test_engine_crash_is_the_runtime_exit_status(start_runtime: Callable[..., Runtime]) -> None:
+@pytest.mark.parametrize(("status", "expected"), [("7", 7), ("-9", 137)])
+def test_engine_crash_is_the_runtime_exit_status(
+    start_runtime: Callable[..., Runtime], status: str, expected: int
+) -> None:
+    """An engine killed by signal N (the OOM killer: 9) exits 128 + N, as a shell reports it
+    (runtime review: it exited 1, like a hung engine the runtime had to kill)."""
     runtime = start_runtime(
-        env={"DSV4_DOUBLE_EXIT_AFTER_SECONDS": "0.5", "DSV4_DOUBLE_EXIT_STATUS": "7"}
+        env={"DSV4_DOUBLE_EXIT_AFTER_SECONDS": "0.5", "DSV4_DOUBLE_EXIT_STATUS": status}
     )
-    assert runtime.process.wait(timeout=8) == 7, runtime.output()
-    assert "engine exited on its own with status 7" in runtime.output()
+    assert runtime.process.wait(timeout=8) == expected, runtime.output()
+    assert f"engine exited on its own with status {status}" in runtime.output()
 
 
 def test_readiness_waits_for_the_model_and_metrics_carry_tokens_per_second(
@@ -175,7 +180,7 @@ def test_readiness_waits_for_the_model_and_metrics_carry_tokens_per_second(
     loading = httpx.get(f"{runtime.admin}/ready", timeout=1.0)
     assert (loading.status_code, loading.json()) == (
         503,
-        {"ready": False, "reason": "engine not ready"},
+        {"ready": False, "reason": "engine not ready", "held": False},
     )
     _wait(lambda: _status(f"{runtime.admin}/ready") == 200, 8, "/ready 200", runtime)
     httpx.get(f"{runtime.admin}/metrics", timeout=5.0)  # first sample: 0 tokens

@@ -87,9 +87,32 @@ def http_call(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, s
         return None
 
 
+def _reason(ready: tuple[int, str]) -> str:
+    """The `reason` of a `/ready` answer (its whole body when that is not a JSON object)."""
+    try:
+        answer = json.loads(ready[1])
+    except ValueError:
+        return ready[1]
+    return str(answer.get("reason", "")) if isinstance(answer, dict) else ready[1]
+
+
 def _held(ready: tuple[int, str] | None) -> bool:
-    """Whether a `/ready` answer says the autoscaler drained the group (`HELD_REASON`)."""
-    return ready is not None and ready[0] != 200 and HELD_REASON in ready[1]
+    """Whether a `/ready` answer says the autoscaler drained a group that otherwise serves.
+
+    Its reason is exactly `HELD_REASON`: an undrain brings the group's capacity back. A held
+    group whose engine is not ready (reason "engine not ready; drained by the autoscaler")
+    is not: it counts as starting.
+    """
+    return ready is not None and ready[0] != 200 and _reason(ready) == HELD_REASON
+
+
+def _marked_held(ready: tuple[int, str] | None) -> bool:
+    """Whether a `/ready` answer says the group is drained by the autoscaler, serving or not.
+
+    What `release` undrains: a held group whose engine is briefly unhealthy must not stay out
+    of the Service once it recovers.
+    """
+    return ready is not None and ready[0] != 200 and HELD_REASON in _reason(ready)
 
 
 def _admin_url(owner: Owner, index: int) -> str:
@@ -289,7 +312,7 @@ class Autoscaler:
         if probe:
             replicas = int((body.get("spec") or {}).get("replicas") or 0)
             for i in range(replicas):
-                if _held(self.http("GET", f"{_admin_url(owner, i)}/ready", {})):
+                if _marked_held(self.http("GET", f"{_admin_url(owner, i)}/ready", {})):
                     held.add(i)
         if held:
             reason = "native autoscaling no longer applies"

@@ -49,6 +49,8 @@ class Runtimes:
     kv: dict[int, float] = field(default_factory=dict)
     running: dict[int, int] = field(default_factory=dict)
     held: set[int] = field(default_factory=set)
+    sick: set[int] = field(default_factory=set)
+    """Groups whose engine does not answer (the runtime's /ready says "engine not ready")."""
     calls: list[tuple[str, str]] = field(default_factory=list)
     token: str | None = TOKEN
     """The pods' DSV4_RUNTIME_ADMIN_TOKEN (None: pods rendered before the token existed)."""
@@ -61,6 +63,10 @@ class Runtimes:
         if method == "POST":
             return self._post(group, url, headers)
         if url.endswith("/ready"):
+            if group in self.sick:
+                held = group in self.held
+                reason = "engine not ready" + ("; drained by the autoscaler" if held else "")
+                return 503, json.dumps({"ready": False, "reason": reason, "held": held})
             if group in self.held:
                 return 503, '{"ready": false, "reason": "drained by the autoscaler"}'
             return 200, '{"ready": true}'
@@ -620,6 +626,19 @@ def test_release_probes_for_groups_a_previous_process_drained_and_retries_failur
     assert rt.held == set()
     assert events[-1][1] == "DrainCancelled"
     assert "ns/d" not in scaler._states
+
+
+def test_release_undrains_a_held_group_whose_engine_is_unhealthy() -> None:
+    """Runtime review: /ready said only "engine not ready" for a held group whose engine was
+    unhealthy, so the undrain sweep at operator start missed it, and it stayed out of the
+    Service after its engine recovered. It is still no capacity an undrain brings back."""
+    fake, rt, scaler, clock = _idle_pair()
+    rt.held, rt.sick = {1}, {1}
+    assert scaler._group("ns/d", "http://d-1.d.ns:8081", 1, clock[0]).starting
+    body = fake.objects[CR_PATH]
+    body["spec"]["autoscaling"] = {**body["spec"]["autoscaling"], "enabled": False}
+    scaler.release(body, Events(), probe=True)
+    assert rt.held == set()
 
 
 def test_a_drain_is_cancelled_when_a_groups_load_becomes_unknown() -> None:

@@ -9,7 +9,8 @@ Knobs (environment):
 - DSV4_DOUBLE_TOKEN_SECONDS: seconds per generated token (a request holds max_tokens × this).
 - DSV4_DOUBLE_STARTUP_SECONDS: /health answers 503 for this long (model loading).
 - DSV4_DOUBLE_IGNORE_SIGTERM=1: ignore SIGTERM (an engine that never drains).
-- DSV4_DOUBLE_EXIT_AFTER_SECONDS / DSV4_DOUBLE_EXIT_STATUS: exit on its own (a crash).
+- DSV4_DOUBLE_EXIT_AFTER_SECONDS / DSV4_DOUBLE_EXIT_STATUS: exit on its own (a crash); a
+  negative status -N kills the double with signal N instead (the OOM killer's SIGKILL: -9).
 """
 
 from __future__ import annotations
@@ -127,7 +128,10 @@ async def serve(args: argparse.Namespace) -> int:
     if exit_after is not None:
         await asyncio.sleep(float(exit_after))
         await runner.cleanup()
-        return int(os.environ.get("DSV4_DOUBLE_EXIT_STATUS", "1"))
+        status = int(os.environ.get("DSV4_DOUBLE_EXIT_STATUS", "1"))
+        if status < 0:
+            os.kill(os.getpid(), -status)
+        return status
     await stop.wait()
     await double.idle.wait()
     await runner.cleanup()
