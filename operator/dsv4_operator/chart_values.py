@@ -18,7 +18,14 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "CHART_DIR",
@@ -55,6 +62,11 @@ DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-
 """RFC 1123 subdomain (object names such as ServiceAccounts; `IsDNS1123Subdomain`)."""
 QUANTITY: Final = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
 """A non-negative Kubernetes resource quantity (apimachinery `resource.Quantity`)."""
+IMAGE_REPOSITORY: Final = r"^([^/@:]+(:[0-9]+)?/)?[^@:]+$"
+"""An image reference without tag or digest: an optional `host[:port]/` then no `:` or `@`."""
+SELECTOR_LABELS: Final = ("app.kubernetes.io/name", "app.kubernetes.io/instance")
+"""Pod labels the chart's Deployment selects by (`_helpers.tpl` selectorLabels, with
+`app.kubernetes.io/component`): `podLabels` may not set them."""
 DURATION: Final = r"^([0-9]+(ms|s|m|h))+$"
 """A Prometheus duration as the ServiceMonitor CRD accepts it (`30s`, `1m30s`)."""
 
@@ -79,10 +91,14 @@ def _quantities(**by_name: str | int) -> dict[str, str | int]:
 class ImageValues(_Values):
     """The operator image (built by `operator/Dockerfile`; entrypoint `dsv4`)."""
 
-    repository: Annotated[str, StringConstraints(min_length=1)] = "ghcr.io/dsv4/dsv4-operator"
-    """Image repository."""
-    tag: str = ""
-    """Image tag; empty means the chart's appVersion (the dsv4 package version)."""
+    repository: Annotated[str, StringConstraints(min_length=1, pattern=IMAGE_REPOSITORY)] = (
+        "ghcr.io/dsv4/dsv4-operator"
+    )
+    """Image repository, without a tag or digest (`image.tag`, `image.digest` set those); a
+    registry port (`registry:5000/dsv4-operator`) is fine."""
+    tag: str | Annotated[int, Field(ge=0)] = ""
+    """Image tag; empty means the chart's appVersion (the dsv4 package version). An all-digit
+    tag given with `--set` (a number) is taken as written."""
     digest: Annotated[str, StringConstraints(pattern=r"^(sha256:[a-f0-9]{64})?$")] = ""
     """Image digest (`sha256:...`); when set it pins the image and the tag is ignored."""
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
@@ -105,10 +121,24 @@ class ResourcesValues(_Values):
 class SeccompProfileValues(_Values):
     """The pod's seccomp profile."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"type": {"const": "Localhost"}}, "required": ["type"]},
+            "then": {"required": ["localhostProfile"]},
+        }
+    )
+
     type: Literal["RuntimeDefault", "Localhost"] = "RuntimeDefault"
     """RuntimeDefault (the container runtime's profile) or Localhost; Unconfined is refused."""
     localhost_profile: str | None = Field(default=None, alias="localhostProfile")
-    """Profile file on the node, only with type Localhost."""
+    """Profile file on the node, required with type Localhost."""
+
+    @model_validator(mode="after")
+    def _localhost_has_a_profile(self) -> "SeccompProfileValues":
+        if self.type == "Localhost" and not self.localhost_profile:
+            msg = "localhostProfile is required with type Localhost"
+            raise ValueError(msg)
+        return self
 
 
 class PodSecurityContextValues(_Values):
@@ -131,8 +161,18 @@ class PodSecurityContextValues(_Values):
 class CapabilitiesValues(_Values):
     """Linux capabilities of the container."""
 
-    drop: list[str] = Field(default_factory=lambda: ["ALL"])
-    """Capabilities dropped (all of them by default)."""
+    drop: list[str] = Field(
+        default_factory=lambda: ["ALL"], json_schema_extra={"contains": {"const": "ALL"}}
+    )
+    """Capabilities dropped: must include `ALL` (Pod Security `restricted`)."""
+
+    @field_validator("drop")
+    @classmethod
+    def _drops_all(cls, drop: list[str]) -> list[str]:
+        if "ALL" not in drop:
+            msg = "must include ALL (Pod Security restricted)"
+            raise ValueError(msg)
+        return drop
 
 
 class SecurityContextValues(_Values):
@@ -268,17 +308,23 @@ class DashboardValues(_Values):
 class ChartValues(_Values):
     """Every value the `dsv4-operator` chart reads (`values.yaml` holds the defaults)."""
 
-    name_override: str = Field(default="", alias="nameOverride")
-    """Replaces the chart name in object names."""
-    full_name_override: str = Field(default="", alias="fullnameOverride")
-    """Replaces the whole `<release>-<chart>` object name prefix."""
+    name_override: (
+        Annotated[str, StringConstraints(max_length=63, pattern=DNS_LABEL)] | Literal[""]
+    ) = Field(default="", alias="nameOverride")
+    """Replaces the chart name in object names (an RFC 1123 label)."""
+    full_name_override: (
+        Annotated[str, StringConstraints(max_length=63, pattern=DNS_LABEL)] | Literal[""]
+    ) = Field(default="", alias="fullnameOverride")
+    """Replaces the whole `<release>-<chart>` object name prefix (an RFC 1123 label)."""
     image: ImageValues = Field(default_factory=ImageValues)
     """The operator image."""
     image_pull_secrets: list[dict[str, str]] = Field(default_factory=list, alias="imagePullSecrets")
     """Pull secrets, e.g. `[{name: regcred}]`."""
     replicas: int = Field(default=1, ge=1, le=5)
     """Operator pods; more than one gives hot standbys through kopf peering (one reconciles)."""
-    watch_namespaces: list[Namespace] = Field(default_factory=list, alias="watchNamespaces")
+    watch_namespaces: list[Namespace] = Field(
+        default_factory=list, alias="watchNamespaces", json_schema_extra={"uniqueItems": True}
+    )
     """Namespaces to watch; empty means all (cluster-wide RBAC). With a list, the namespaced
     permissions are Roles in those namespaces only."""
     log_level: Literal["info", "debug"] = Field(default="info", alias="logLevel")
@@ -313,9 +359,13 @@ class ChartValues(_Values):
     """Operator settings (worker image, Prometheus URL for KEDA, intervals)."""
     pod_annotations: dict[str, str] = Field(default_factory=dict, alias="podAnnotations")
     """Extra pod annotations."""
-    pod_labels: dict[str, str] = Field(default_factory=dict, alias="podLabels")
-    """Extra pod labels."""
-    priority_class_name: str = Field(default="", alias="priorityClassName")
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        alias="podLabels",
+        json_schema_extra={"propertyNames": {"not": {"enum": list(SELECTOR_LABELS)}}},
+    )
+    """Extra pod labels (not the Deployment's selector labels, `SELECTOR_LABELS`)."""
+    priority_class_name: ObjectName | Literal[""] = Field(default="", alias="priorityClassName")
     """PriorityClass of the operator pods."""
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
     """Node selector of the operator pods."""
@@ -325,6 +375,31 @@ class ChartValues(_Values):
     """Affinity of the operator pods (a Kubernetes Affinity object)."""
     global_: dict[str, Any] = Field(default_factory=dict, alias="global")
     """Helm's global values (present when the chart is a subchart); not read."""
+
+    @field_validator("watch_namespaces")
+    @classmethod
+    def _unique_namespaces(cls, namespaces: list[str]) -> list[str]:
+        if len(set(namespaces)) != len(namespaces):
+            msg = "namespaces must be unique"
+            raise ValueError(msg)
+        return namespaces
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _no_selector_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        taken = sorted(set(labels) & set(SELECTOR_LABELS))
+        if taken:
+            msg = f"{', '.join(taken)}: the Deployment selects its pods by it"
+            raise ValueError(msg)
+        return labels
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> "ChartValues":
+        # Checked by the Deployment template too (`fail`): JSON schema cannot compare values.
+        if self.metrics.enabled and self.metrics.port == self.health_port:
+            msg = f"metrics.port ({self.metrics.port}) must differ from healthPort"
+            raise ValueError(msg)
+        return self
 
 
 def values_schema() -> dict[str, Any]:

@@ -172,3 +172,12 @@ def test_dashboard_is_packaged_in_the_chart() -> None:
     ignored = (CHART_DIR / ".helmignore").read_text(encoding="utf-8")
     assert "dashboards" not in ignored
     assert Path(DASHBOARD).stat().st_size > 0
+
+
+def test_operator_gauges_are_not_summed_over_standby_replicas(dashboard: dict[str, Any]) -> None:
+    """Chart trial: with `replicas: 2` the metrics Service selects both operator pods, and a
+    paused standby keeps its last gauges, so `sum(dsv4_operator_planned_gpus)` doubled GPUs
+    and $ per million tokens. Every replica computes the same plans: take one per GPU type."""
+    for _, expr in expressions(dashboard):
+        for use in re.finditer(r"(\w+(?: by \([^)]*\))?) ?\(dsv4_operator_planned_gpus\)", expr):
+            assert use.group(1) == "max by (gpu_type)", expr

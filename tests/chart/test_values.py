@@ -55,6 +55,24 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
         {"podSecurityContext": {"seccompProfile": {"type": "Unconfined"}}},
         "/podSecurityContext/seccompProfile/type",
     ),
+    # Chart trial: each of these passed `helm lint` and `helm template`, then failed to install.
+    (
+        "seccomp-localhost-without-profile",
+        {"podSecurityContext": {"seccompProfile": {"type": "Localhost"}}},
+        "/podSecurityContext/seccompProfile",
+    ),
+    ("fullname-override", {"fullnameOverride": "Bad_Name"}, "/fullnameOverride"),
+    ("name-override", {"nameOverride": "Bad_Name"}, "/nameOverride"),
+    ("priority-class", {"priorityClassName": "Bad_PC"}, "/priorityClassName"),
+    (
+        "selector-pod-label",
+        {"podLabels": {"app.kubernetes.io/name": "x"}},
+        "invalid propertyName 'app.kubernetes.io/name'",
+    ),
+    ("image-repository-with-tag", {"image": {"repository": "repo:1.2"}}, "/image/repository"),
+    # ... or weakened Pod Security `restricted`, or rendered the same Role twice.
+    ("capabilities-kept", {"securityContext": {"capabilities": {"drop": []}}}, "/drop"),
+    ("duplicate-namespaces", {"watchNamespaces": ["a", "a"]}, "/watchNamespaces"),
 ]
 
 
@@ -113,6 +131,22 @@ def test_bad_values_are_refused_by_helm(
 
 def test_good_values_render_with_helm() -> None:
     assert template(sets=["replicas=3", "logLevel=debug"])
+    # A registry port is not a tag; an all-digit tag given with --set is a number.
+    rendered = template(sets=["image.repository=localhost:5000/op", "image.tag=20250101"])
+    (deployment,) = [o for o in rendered if o["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "localhost:5000/op:20250101"
+
+
+def test_metrics_and_health_ports_must_differ() -> None:
+    """Chart trial: `metrics.port=8081` (the health port) rendered duplicate containerPorts,
+    refused only at install."""
+    with pytest.raises(ValidationError, match="must differ from healthPort"):
+        ChartValues.model_validate({"metrics": {"port": 8081}})
+    proc = helm("template", "dsv4", str(CHART_DIR), "--set", "metrics.port=8081", check=False)
+    assert proc.returncode != 0
+    assert "metrics.port (8081) must differ from healthPort (8081)" in proc.stderr
+    assert template(sets=["metrics.port=8081", "metrics.enabled=false"])
 
 
 def test_schema_is_draft_2020_12_and_closed() -> None:
