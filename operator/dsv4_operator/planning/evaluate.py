@@ -231,13 +231,28 @@ class Evaluation:
         return self.layout.gpus * (self.replicas_for_target or 1)
 
 
-def _min_util_text(mem: MemoryBreakdown, geometry: KvGeometry, length: int, state: int) -> str:
-    """`minimum gpu-memory-utilization for one N-token request: u` (or why none exists)."""
-    need = mem.min_utilization(geometry.request_bytes(length, state))
+def _min_util_text(ctx: _Context, mem: MemoryBreakdown, length: int) -> str:
+    """`minimum gpu-memory-utilization for one N-token request: u` (or why none exists).
+
+    None exists above 1, nor above the most at which vLLM starts (`_most_utilization`).
+    """
+    need = mem.min_utilization(ctx.geometry.request_bytes(length, ctx.state(length)))
+    most = _most_utilization(ctx, mem)
     head = f"minimum gpu-memory-utilization for one {length:,}-token request"
     if need > 1:
         return f"{head} would be {need}: no utilization fits on this GPU"
+    if need > most:
+        return (
+            f"{head} would be {need}, above the {most} at which vLLM starts here "
+            "(STARTUP_MEMORY_RESERVE): no utilization fits on this layout"
+        )
     return f"{head}: {need}"
+
+
+def _most_utilization(ctx: _Context, mem: MemoryBreakdown) -> float:
+    """Highest gpu-memory-utilization (2 decimals) that leaves the startup reserve free."""
+    reserve = startup_reserve_bytes(ctx.req.engine, ctx.gpu, ctx.layout)
+    return math.floor((mem.memory_bytes - reserve) * 100 / mem.memory_bytes) / 100
 
 
 def startup_reserve_bytes(engine: EngineProfile, gpu: GpuType, layout: Layout) -> int:
@@ -267,7 +282,7 @@ def _startup_reserve_problem(ctx: _Context, mem: MemoryBreakdown) -> Finding | N
     outside = mem.memory_bytes - mem.budget_bytes
     if outside >= reserve:
         return None
-    most = math.floor((mem.memory_bytes - reserve) * 100 / mem.memory_bytes) / 100
+    most = _most_utilization(ctx, mem)
     return Finding(
         Code.STARTUP_MEMORY_RESERVE,
         f"gpu-memory-utilization {mem.gpu_memory_utilization} leaves {outside:,} B of the "
@@ -520,8 +535,7 @@ def _problems(
                 f" + CUDA graphs {_gb(mem.cuda_graph_bytes)} + overhead "
                 f"{_gb(mem.overhead_bytes)} per GPU exceed the budget {_gb(mem.budget_bytes)} "
                 f"({ctx.gpu.name} {_gb(mem.memory_bytes)} visible to CUDA x "
-                f"{mem.gpu_memory_utilization}) by {-pool:,} B; "
-                + _min_util_text(mem, ctx.geometry, shown, ctx.state(shown)),
+                f"{mem.gpu_memory_utilization}) by {-pool:,} B; " + _min_util_text(ctx, mem, shown),
             )
         )
     elif req.max_model_len is None and length < eng.min_auto_max_model_len:
@@ -540,8 +554,7 @@ def _problems(
                 Code.MAX_MODEL_LEN_EXCEEDS_KV_POOL,
                 f"one {length:,}-token request needs {request_bytes:,} B of KV (blocks + admission "
                 f"state at mnbt {ctx.mnbt:,}) but the pool holds {pool:,} B per GPU; largest "
-                f"max-model-len that fits: {fit:,}; "
-                + _min_util_text(mem, ctx.geometry, length, ctx.state(length)),
+                f"max-model-len that fits: {fit:,}; " + _min_util_text(ctx, mem, length),
             )
         )
     if (startup := _startup_reserve_problem(ctx, mem)) is not None:

@@ -12,6 +12,8 @@ shm_size_bytes, engine_args, warnings[{code,message}], reasons[]`.
 bytes / 256), so they may be fractional.
 `weights_download` says whether `startup_budget_seconds` includes a Hugging Face Hub download
 (added later; `dsv4 plan` without FILE assumes one, as the resource's default source does).
+`gpu.memory_bytes` is nvidia-smi's total; `gpu.cuda_total_bytes` (added later) is what CUDA, and
+so vLLM, reports (less the driver's reservation): `budget_bytes` is that x gpu_memory_utilization.
 `memory_per_gpu.shortfall_bytes` is what one GPU lacks for the weights, activations and one
 max-model-len request (0 when that fits).
 """
@@ -99,6 +101,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "gpu": {
             "type": c.gpu.name,
             "memory_bytes": c.gpu.memory_bytes,
+            "cuda_total_bytes": c.gpu.cuda_total_bytes,
             "node_label": {c.gpu.label_key: c.gpu.label},
             "resource": c.gpu.resource,
         },

@@ -75,3 +75,13 @@ def test_unfit_plan_keeps_the_shape() -> None:
     assert data["memory_per_gpu"]["kv_cache_bytes"] == 0
     assert data["memory_per_gpu"]["shortfall_bytes"] > 0
     assert data["warnings"][0]["code"] == "NO_FEASIBLE_LAYOUT"
+
+
+def test_the_budget_is_reproducible_from_the_json() -> None:
+    """Planner audit: `budget_bytes` is utilization x CUDA's total, which the JSON did not
+    carry (only nvidia-smi's total), so a reader could not reproduce the budget."""
+    for gpu in ("h100-80gb", "h200-141gb", "mi300x-192gb"):
+        data = plan_to_dict(plan(PlanRequest(model="flash", gpu_types=(gpu,))))
+        g, mem = data["gpu"], data["memory_per_gpu"]
+        assert g["cuda_total_bytes"] < g["memory_bytes"] or gpu.startswith("mi")
+        assert mem["budget_bytes"] == int(g["cuda_total_bytes"] * mem["gpu_memory_utilization"])

@@ -165,3 +165,19 @@ def test_no_fit_message_matches_the_shortfall() -> None:
     short = shortfall_bytes(p.chosen)
     msg = next(w.message for w in p.warnings if w.code is Code.NO_FEASIBLE_LAYOUT)
     assert f"short by {short:,} B per GPU" in msg
+
+
+def test_the_minimum_utilization_advice_respects_the_startup_reserve() -> None:
+    """Planner audit: the advice "minimum gpu-memory-utilization ...: 0.987" was refused when
+    followed (STARTUP_MEMORY_RESERVE: at most 0.98 for TP8 on H200)."""
+    request = PlanRequest(
+        model="pro",
+        gpu_types=("h200-141gb",),
+        tensor_parallel=8,
+        max_model_len=1_048_576,
+        max_num_batched_tokens=28_672,
+    )
+    text = " ".join(f.message for f in plan(request).chosen.problems)
+    assert "would be 0.987, above the 0.98 at which vLLM starts here" in text
+    followed = plan(dataclasses.replace(request, gpu_memory_utilization=0.9872))
+    assert any(f.code is Code.STARTUP_MEMORY_RESERVE for f in followed.chosen.problems)
