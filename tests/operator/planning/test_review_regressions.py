@@ -4,7 +4,15 @@ import dataclasses
 
 import pytest
 
-from dsv4_operator.planning import GPUS, Code, PlanningError, PlanRequest, kv_geometry, plan
+from dsv4_operator.planning import (
+    GPUS,
+    Code,
+    PlanningError,
+    PlanRequest,
+    kv_geometry,
+    plan,
+    plan_to_dict,
+)
 from dsv4_operator.planning.models import FLASH
 
 
@@ -174,10 +182,12 @@ def test_the_minimum_utilization_advice_respects_the_startup_reserve() -> None:
         model="pro",
         gpu_types=("h200-141gb",),
         tensor_parallel=8,
+        max_nodes=1,
         max_model_len=1_048_576,
         max_num_batched_tokens=28_672,
     )
-    text = " ".join(f.message for f in plan(request).chosen.problems)
+    text = " ".join(w["message"] for w in plan_to_dict(plan(request))["warnings"])
     assert "would be 0.987, above the 0.98 at which vLLM starts here" in text
     followed = plan(dataclasses.replace(request, gpu_memory_utilization=0.9872))
-    assert any(f.code is Code.STARTUP_MEMORY_RESERVE for f in followed.chosen.problems)
+    codes = {w["code"] for w in plan_to_dict(followed)["warnings"]}
+    assert "STARTUP_MEMORY_RESERVE" in codes
