@@ -513,6 +513,15 @@ def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) ->
     rule = repack_rule(req.weights_format, chosen.gpu)
     if rule:
         out.append(Finding(Code.WEIGHTS_REPACKED, rule))
+    if fmt == "official" and not chosen.gpu.fp4 and chosen.gpu.vendor == "amd":
+        out.append(
+            Finding(
+                Code.FP4_WEIGHT_ONLY,
+                f"{chosen.gpu.name} ({chosen.gpu.arch}) has no FP4 matrix cores: vLLM keeps the "
+                "MXFP4 experts packed and dequantises them in its MoE kernels: memory as "
+                "planned, throughput lower",
+            )
+        )
     if not chosen.gpu.fp8 and fmt in {"official", "nvfp4", "fp8"}:
         out.append(
             Finding(

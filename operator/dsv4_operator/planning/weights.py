@@ -26,8 +26,13 @@ for, natively or weight-only:
   on sm80/sm86, which keeps 1 B per weight.
 - MXFP4/NVFP4 experts stay packed on every NVIDIA GPU: natively on sm100/sm120, as weight-only FP4
   Marlin (w4a16) on sm80-sm90, same bytes.
-- On AMD GPUs without FP4 (gfx942, MI300X) there is no FP4 MoE path: FP4 experts are dequantised to
-  block-FP8 on load (16385/16384 B per weight). gfx950 (MI355X) runs MXFP4 natively.
+- On AMD GPUs without FP4 matrix cores (gfx942, MI300X) MXFP4 experts stay packed too: vLLM's
+  MXFP4 MoE runs them weight-only, dequantising in the kernel (vLLM issue #41961 loads
+  DeepSeek-V4-Flash's MXFP4 expert scales on MI325X; PR #57079 measures DS4-Flash at TP1 on a
+  256 GB MI325, which only packed experts fit; load-time dequantisation is opt-in, PR #50814).
+  NVFP4 experts, for which no gfx942 path is documented, are counted as dequantised to
+  block-FP8 on load (16385/16384 B per weight): the larger figure. gfx950 (MI355X) runs MXFP4
+  natively.
 """
 
 from __future__ import annotations
@@ -89,10 +94,11 @@ def element_bytes(weights_format: str, storage: Storage) -> Fraction:
 def in_gpu_format(weights_format: WeightsFormat | str, gpu: GpuType) -> str:
     """Format the engine holds in GPU memory for a checkpoint format on one GPU type.
 
-    Returns `fp8` for FP4 checkpoints on GPUs that have neither native FP4 nor a weight-only FP4
-    path (AMD gfx942); the checkpoint format otherwise. See the module docstring for the rule.
+    Returns `fp8` for NVFP4 checkpoints on AMD GPUs without native FP4 (gfx942), which have no
+    documented NVFP4 MoE path; the checkpoint format otherwise (MXFP4 runs weight-only there).
+    See the module docstring for the rule.
     """
-    if weights_format in {"official", "nvfp4"} and not gpu.fp4 and gpu.vendor == "amd":
+    if weights_format == "nvfp4" and not gpu.fp4 and gpu.vendor == "amd":
         return "fp8"
     return str(weights_format)
 

@@ -2,6 +2,7 @@
 
 import pytest
 
+from dsv4_operator.planning import PlanRequest, plan
 from dsv4_operator.planning.hardware import GPUS
 from dsv4_operator.planning.models import FLASH, PRO, ModelSpec
 from dsv4_operator.planning.weights import (
@@ -80,9 +81,16 @@ def test_routed_experts_are_divided_by_ep_not_replicated() -> None:
     assert no_ep.expert_bytes == eight.expert_bytes
 
 
-def test_fp4_experts_are_repacked_on_gfx942_only() -> None:
-    assert in_gpu_format("official", GPUS["mi300x-192gb"]) == "fp8"
-    assert repack_rule("official", GPUS["mi300x-192gb"]) is not None
+def test_only_nvfp4_experts_are_repacked_and_only_on_gfx942() -> None:
+    """Planner audit: MXFP4 experts were counted as FP8 on MI300X (twice the memory: a whole
+    extra node for Pro), though vLLM runs them weight-only there (module docstring)."""
+    assert in_gpu_format("official", GPUS["mi300x-192gb"]) == "official"
+    assert repack_rule("official", GPUS["mi300x-192gb"]) is None
+    assert in_gpu_format("nvfp4", GPUS["mi300x-192gb"]) == "fp8"
+    assert repack_rule("nvfp4", GPUS["mi300x-192gb"]) is not None
+    pro = plan(PlanRequest(model="pro", gpu_types=("mi300x-192gb",), max_model_len=1_048_576))
+    assert (pro.fits, pro.chosen.layout.nodes) == (True, 1)  # was 2 nodes of 8
+    assert "FP4_WEIGHT_ONLY" in {str(w.code) for w in pro.warnings}
     for name in ("h100-80gb", "a100-80gb", "b200-180gb", "mi355x-288gb", "rtx-4090-24gb"):
         assert in_gpu_format("official", GPUS[name]) == "official"
         assert repack_rule("official", GPUS[name]) is None
