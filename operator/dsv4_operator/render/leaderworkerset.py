@@ -54,9 +54,9 @@ from dsv4_operator.render.runtime_args import (
     PRESTOP_SLEEP_SECONDS,
     READY_PATH,
     SHM_PATH,
-    TERMINATION_GRACE_SECONDS,
     runtime_args,
     shm_size_bytes,
+    termination_grace,
 )
 
 __all__ = [
@@ -251,7 +251,7 @@ def _pod_spec(
         # The runtime and vLLM never call the Kubernetes API: no token in a pod that serves
         # user traffic.
         "automountServiceAccountToken": False,
-        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "terminationGracePeriodSeconds": termination_grace(spec),
         "nodeSelector": {gpu.label_key: gpu.label, **spec.gpu.node_selector},
         "volumes": volumes,
     }

@@ -29,6 +29,7 @@ __all__ = [
     "PRESTOP_SLEEP_SECONDS",
     "READY_PATH",
     "SHM_PATH",
+    "TERMINATION_GRACE_MARGIN_SECONDS",
     "TERMINATION_GRACE_SECONDS",
     "TERMINATION_LOG",
     "RuntimeLaunch",
@@ -36,6 +37,7 @@ __all__ = [
     "runtime_launch",
     "served_model_name",
     "shm_size_bytes",
+    "termination_grace",
 ]
 
 API_PORT: Final = 8000
@@ -51,18 +53,22 @@ DATA_PARALLEL_RPC_PORT: Final = 13345
 RAY_PORT: Final = 6379
 """Ray head port, used only with PP > 1 (RuntimeConfig.ray_port default)."""
 DRAIN_TIMEOUT_SECONDS: Final = 30
-"""In-flight time after SIGTERM (`--drain-timeout-seconds`, vLLM `--shutdown-timeout`; the
-runtime's default)."""
+"""In-flight time after SIGTERM by default (`spec.rollout.drainSeconds`' default; the runtime's
+`--drain-timeout-seconds` default, vLLM `--shutdown-timeout`)."""
 ENGINE_STOP_GRACE_SECONDS: Final = 15
 """Time for the engine to exit after the drain before the runtime kills it (runtime default)."""
 PRESTOP_SLEEP_SECONDS: Final = 5
 """preStop sleep before SIGTERM reaches the runtime, so endpoint removal reaches every router
 first (KServe's drain pattern, design-lessons lesson 6)."""
+TERMINATION_GRACE_MARGIN_SECONDS: Final = 5
+"""Margin of terminationGracePeriodSeconds over the runtime's whole stop (`termination_grace`)."""
 TERMINATION_GRACE_SECONDS: Final = (
-    PRESTOP_SLEEP_SECONDS + DRAIN_TIMEOUT_SECONDS + ENGINE_STOP_GRACE_SECONDS + 5
+    PRESTOP_SLEEP_SECONDS
+    + DRAIN_TIMEOUT_SECONDS
+    + ENGINE_STOP_GRACE_SECONDS
+    + TERMINATION_GRACE_MARGIN_SECONDS
 )
-"""terminationGracePeriodSeconds: preStop + drain + engine stop grace + 5 s margin, so the kubelet
-never SIGKILLs a runtime that is still inside its drain (runtime supervisor.py)."""
+"""terminationGracePeriodSeconds at the default drain (`termination_grace`)."""
 SHM_PATH: Final = "/dev/shm"  # noqa: S108  (the pod's shared-memory mount, not a temp file)
 """Mount path of the memory-backed emptyDir the plan sizes."""
 TERMINATION_LOG: Final = "/dev/termination-log"
@@ -171,6 +177,20 @@ def runtime_launch(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> RuntimeLaunch:
     )
 
 
+def termination_grace(spec: DeepSeekV4DeploymentSpec) -> int:
+    """The pods' terminationGracePeriodSeconds, s.
+
+    preStop + `spec.rollout.drainSeconds` + engine stop grace + 5 s margin, so the kubelet never
+    SIGKILLs a runtime that is still inside its drain (runtime supervisor.py).
+    """
+    return (
+        PRESTOP_SLEEP_SECONDS
+        + spec.rollout.drain_seconds
+        + ENGINE_STOP_GRACE_SECONDS
+        + TERMINATION_GRACE_MARGIN_SECONDS
+    )
+
+
 def runtime_args(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> list[str]:
     """`dsv4-runtime` arguments of every pod of a replica (leader and workers alike).
 
@@ -198,7 +218,7 @@ def runtime_args(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> list[str]:
         "--max-num-batched-tokens", str(r.max_num_batched_tokens),
         "--gpu-memory-utilization", repr(r.gpu_memory_utilization),
         "--num-speculative-tokens", str(r.num_speculative_tokens),
-        "--drain-timeout-seconds", str(DRAIN_TIMEOUT_SECONDS),
+        "--drain-timeout-seconds", str(spec.rollout.drain_seconds),
         "--engine-stop-grace-seconds", str(ENGINE_STOP_GRACE_SECONDS),
         "--expected-shm-bytes", str(r.expected_shm_bytes),
         "--expected-gpus", str(r.expected_gpus),

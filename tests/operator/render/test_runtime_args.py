@@ -92,3 +92,30 @@ def test_constants_match_the_runtime() -> None:
     assert ra.TERMINATION_GRACE_SECONDS > (
         ra.PRESTOP_SLEEP_SECONDS + ra.DRAIN_TIMEOUT_SECONDS + ra.ENGINE_STOP_GRACE_SECONDS
     )
+
+
+def test_drain_seconds_sets_the_runtime_drain_and_the_grace_period() -> None:
+    """Runtime review: the drain was fixed at 30 s, so every update, node drain or eviction cut
+    any request running longer (a 1M-token prefill alone can)."""
+    from dsv4_operator.api import parse_spec
+    from dsv4_operator.planning import plan
+    from dsv4_operator.planning.from_spec import request_from_spec
+    from dsv4_operator.render.labels import Owner
+    from dsv4_operator.render.leaderworkerset import leaderworkerset
+
+    spec = parse_spec(
+        {"model": "flash", "gpu": {"types": ["h200-141gb"]}, "rollout": {"drainSeconds": 600}}
+    )
+    planned = plan(request_from_spec(spec))
+    config = RuntimeConfig.from_args(ra.runtime_args(spec, planned))
+    assert config.drain_timeout_seconds == 600
+    lws = leaderworkerset(Owner("x", "ns", "uid"), spec, planned, image="img")
+    pod = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace == ra.termination_grace(spec) == 600 + ra.TERMINATION_GRACE_SECONDS - 30
+    # The kubelet never SIGKILLs the runtime inside preStop + drain + engine stop grace.
+    stop = ra.PRESTOP_SLEEP_SECONDS + config.drain_timeout_seconds
+    assert grace > stop + config.engine_stop_grace_seconds
+    assert parse_spec(
+        {"model": "flash", "gpu": {"types": ["h200-141gb"]}}
+    ).rollout.drain_seconds == (ra.DRAIN_TIMEOUT_SECONDS)

@@ -170,6 +170,12 @@ class Rollout(ApiModel):
     """Replica groups (count or percent) that may be down during an update; default 1."""
     partition: int = Field(default=0, ge=0, le=1000)
     """Replica groups with an index below this keep the old spec (a canary: 0 updates all)."""
+    drain_seconds: int = Field(default=30, ge=0, le=3600)
+    """Seconds in-flight requests get to finish when a pod stops (updates, scale-down, node
+    drains, evictions), 0 to 3600: the runtime's `--drain-timeout-seconds` (vLLM
+    `--shutdown-timeout`); the pods' terminationGracePeriodSeconds is this plus 25 s. A request
+    still running after it is cut: long prefills and generations (1M-token contexts) need more
+    than the default 30."""
 
     @model_validator(mode="after")
     def _progress(self) -> "Rollout":
