@@ -140,8 +140,16 @@ def run(
             if not role.is_leader and (config.engine == "vllm" or config.reference_world_size > 1)
             else 0
         ),
+        leader_admin_url=(
+            _url(leader_ip, config.admin_port) if not role.is_leader and config.nodes > 1 else None
+        ),
     )
     return _supervise(supervisor, config.termination_log)
+
+
+def _url(host: str, port: int) -> str:
+    """http://host:port, with an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _supervise(supervisor: Supervisor, termination_log: Path) -> int:

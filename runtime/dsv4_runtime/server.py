@@ -66,6 +66,10 @@ class RuntimeState:
         engine_ready: the engine has loaded (leader: `/health` and `/v1/models` answer 200).
         draining: SIGTERM has arrived.
         held: the autoscaler drained this group (`POST /drain`) ahead of a scale-down.
+        worker_stopping_until: on a leader, until when (monotonic s) a worker of the group said
+            it is stopping (`POST /worker-stopping`): its ranks leave when its drain ends, so
+            the group takes no new requests meanwhile. It expires, so a worker container that
+            restarts in place does not keep the group out of service.
         admin_token: the bearer token `/drain` and `/undrain` require; None refuses them (403).
         session: HTTP client for engine scrapes (set while the server runs).
         engine_text: the last engine exposition read, and `engine_text_at` when (monotonic s).
@@ -76,6 +80,7 @@ class RuntimeState:
     engine_ready: bool = False
     draining: bool = False
     held: bool = False
+    worker_stopping_until: float = 0.0
     admin_token: str | None = None
     session: aiohttp.ClientSession | None = None
     engine_text: str | None = None
@@ -94,9 +99,16 @@ class RuntimeState:
         self.metrics.draining.set(1)
 
     @property
+    def worker_stopping(self) -> bool:
+        """A worker of this group said it is stopping, less than its stop time ago."""
+        return time.monotonic() < self.worker_stopping_until
+
+    @property
     def ready(self) -> bool:
-        """Ready for traffic: the engine is ready, no drain has started, not held out."""
-        return self.engine_ready and not self.draining and not self.held
+        """Ready for traffic: engine ready, no drain started, not held out, no worker stopping."""
+        return (
+            self.engine_ready and not self.draining and not self.held and not self.worker_stopping
+        )
 
 
 _STATE_KEY = web.AppKey("state", RuntimeState)
@@ -147,6 +159,8 @@ async def _ready(request: web.Request) -> web.Response:
         reasons.append("draining")
     elif not state.engine_ready:
         reasons.append("engine not ready")
+    elif state.worker_stopping:
+        reasons.append("a worker of this group is stopping")
     if state.held:
         # HELD_REASON in the operator's autoscaler, whatever else holds the group back: a
         # drained group with a sick engine is still one to undrain.
@@ -180,6 +194,29 @@ async def _drain(request: web.Request) -> web.Response:
     return web.json_response({"held": True})
 
 
+WORKER_STOPPING_MAX_SECONDS = 7200.0
+"""Longest stop a worker may announce (its drain, at most 3600 s, plus grace), s."""
+
+
+async def _worker_stopping(request: web.Request) -> web.Response:
+    """Record that a worker of this group is stopping.
+
+    No new requests for `seconds` (JSON body), at most `WORKER_STOPPING_MAX_SECONDS`.
+    """
+    state = request.app[_STATE_KEY]
+    if (refused := _refusal(request, state)) is not None:
+        return refused
+    try:
+        seconds = float((await request.json())["seconds"])
+    except (ValueError, KeyError, TypeError):
+        return web.json_response({"error": 'a JSON body {"seconds": N} is required'}, status=400)
+    if not 0 < seconds <= WORKER_STOPPING_MAX_SECONDS:
+        reason = f"seconds must be in (0, {WORKER_STOPPING_MAX_SECONDS:g}], got {seconds}"
+        return web.json_response({"error": reason}, status=400)
+    state.worker_stopping_until = max(state.worker_stopping_until, time.monotonic() + seconds)
+    return web.json_response({"worker_stopping": True})
+
+
 async def _undrain(request: web.Request) -> web.Response:
     state = request.app[_STATE_KEY]
     if (refused := _refusal(request, state)) is not None:
@@ -207,4 +244,5 @@ def build_app(state: RuntimeState) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_post("/drain", _drain)
     app.router.add_post("/undrain", _undrain)
+    app.router.add_post("/worker-stopping", _worker_stopping)
     return app

@@ -73,6 +73,11 @@ METRICS_POLL_SECONDS = 5.0
 """How often the engine's /metrics is read to keep the tokens/s gauge current between scrapes."""
 EXIT_ENGINE_KILLED = 1
 """Runtime exit status when the engine had to be killed after the grace period, or hung."""
+LEADER_NOTICE_TIMEOUT_SECONDS = 2.0
+"""Time a worker gives the leader to take its stop notice (the drain goes on regardless)."""
+LEADER_NOTICE_MARGIN_SECONDS = 30
+"""How much longer than the worker's own stop (drain + grace) the leader stays out of service:
+the group's pods are recreated by then (LeaderWorkerSet `RecreateGroupAfterStart`)."""
 HUNG_ENGINE_SECONDS = 300.0
 """How long a once-ready engine may fail its health checks before the runtime kills it and exits
 1. vLLM answers `/health` and `/v1/models` from its API process, apart from the engine core's
@@ -93,6 +98,10 @@ class Supervisor:
         engine_term_delay_seconds: how long to wait for the engine to stop on its own before
             passing SIGTERM on (0 on the leader; the drain timeout on vLLM workers, whose DP
             ranks or pipeline stages still serve the leader's in-flight requests).
+        leader_admin_url: on a worker of a multi-node group, the leader runtime's admin server:
+            on SIGTERM the worker tells it (`POST /worker-stopping`, with the admin token) to
+            take no new requests while this worker's ranks finish theirs, since an evicted
+            worker (a node drain) stops the group's in-flight requests when its ranks exit.
     """
 
     def __init__(
@@ -106,6 +115,7 @@ class Supervisor:
         drain_timeout_seconds: int,
         stop_grace_seconds: int,
         engine_term_delay_seconds: int = 0,
+        leader_admin_url: str | None = None,
     ) -> None:
         self._launch = launch
         self._state = state
@@ -118,13 +128,38 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._hung = asyncio.Event()
         self._process: asyncio.subprocess.Process | None = None
+        self._leader_admin_url = leader_admin_url
+        self._notice: asyncio.Task[None] | None = None
 
     def request_drain(self) -> None:
         """Start the drain (signal handler): `/ready` fails from this call on."""
         if not self._state.draining:
             log.info("SIGTERM: readiness off, draining for up to %d s", self._drain_s)
             self._state.start_draining()
+            if self._leader_admin_url is not None:
+                self._notice = asyncio.get_running_loop().create_task(self._tell_leader())
         self._stop.set()
+
+    async def _tell_leader(self) -> None:
+        """Ask the leader to take no new requests while this worker stops (best effort)."""
+        session, token = self._state.session, self._state.admin_token
+        if session is None or token is None or self._leader_admin_url is None:
+            return
+        seconds = self._drain_s + self._grace_s + LEADER_NOTICE_MARGIN_SECONDS
+        try:
+            async with session.post(
+                self._leader_admin_url + "/worker-stopping",
+                json={"seconds": seconds},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=aiohttp.ClientTimeout(total=LEADER_NOTICE_TIMEOUT_SECONDS),
+            ) as response:
+                if response.status != 200:
+                    log.warning("the leader refused the stop notice: HTTP %d", response.status)
+                    return
+        except (aiohttp.ClientError, TimeoutError) as error:
+            log.warning("could not tell the leader that this worker stops: %r", error)
+            return
+        log.info("told the leader to take no new requests for %d s", seconds)
 
     async def run(self) -> int:
         """Serve, launch, supervise and drain; returns the runtime's exit status."""
@@ -139,6 +174,8 @@ class Supervisor:
         try:
             return await self._supervise()
         finally:
+            if self._notice is not None:
+                await asyncio.gather(self._notice, return_exceptions=True)
             await self._kill_group()
             await self._state.session.close()
             await runner.cleanup()

@@ -164,3 +164,24 @@ async def test_a_slow_engine_scrape_is_answered_from_the_last_exposition(
             state.engine_text_at = time.monotonic() - 60  # too old to stand in
             body = await (await client.get("/metrics")).text()
             assert "vllm:num_requests_running" not in body
+
+
+async def test_a_worker_stop_notice_holds_the_group_back_until_it_expires() -> None:
+    state = _state()
+    async with TestClient(TestServer(build_app(state))) as client:
+        for headers, body, status in (
+            ({}, {"seconds": 1}, 401),
+            (AUTH, {}, 400),
+            (AUTH, {"seconds": 0}, 400),
+            (AUTH, {"seconds": 7201}, 400),
+        ):
+            refused = await client.post("/worker-stopping", headers=headers, json=body)
+            assert refused.status == status
+        assert (await client.get("/ready")).status == 200
+        assert (await client.post("/worker-stopping", headers=AUTH, json={"seconds": 0.3})).ok
+        ready = await client.get("/ready")
+        assert ready.status == 503
+        assert (await ready.json())["reason"] == "a worker of this group is stopping"
+        # It expires: a worker container restarted in place must not hold the group for good.
+        await asyncio.sleep(0.4)
+        assert (await client.get("/ready")).status == 200

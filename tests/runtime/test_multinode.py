@@ -62,9 +62,24 @@ def _wait_ready(url: str, log: Path) -> None:
     raise AssertionError(f"{url} never ready\n{log.read_text()}")
 
 
-def test_leader_and_worker_launch_vllm_and_drain(
-    tmp_path: Path, double_env: dict[str, str], ports: list[int]
-) -> None:
+Pod = tuple[subprocess.Popen[bytes], str, Path]
+"""A runtime process, its admin base URL, its log."""
+
+
+def _start_group(
+    tmp_path: Path,
+    double_env: dict[str, str],
+    ports: list[int],
+    extra_env: dict[str, str],
+    *,
+    one_admin_port: bool = False,
+) -> tuple[RuntimeConfig, list[Pod]]:
+    """Start the leader (index 0) and the worker (index 1) runtimes of one 2-node group.
+
+    With `one_admin_port` both use the leader's admin port, as pods do, the worker bound to
+    127.0.0.2 (the loopback network): its runtime reaches the leader's admin server as a
+    worker pod would.
+    """
     bin_dir, site = _install_fakes(tmp_path)
     api, leader_admin, worker_admin = ports
     config = RuntimeConfig(
@@ -89,9 +104,11 @@ def test_leader_and_worker_launch_vllm_and_drain(
         "PYTHONPATH": f"{site}{os.pathsep}{double_env['PYTHONPATH']}",
         "LWS_LEADER_ADDRESS": "localhost",
         "LWS_GROUP_SIZE": "2",
+        **extra_env,
     }
-    pods = []
-    for index, admin in ((0, leader_admin), (1, worker_admin)):
+    pods: list[Pod] = []
+    for index, admin in ((0, leader_admin), (1, leader_admin if one_admin_port else worker_admin)):
+        host = "127.0.0.2" if index and one_admin_port else "127.0.0.1"
         log = tmp_path / f"pod-{index}.log"
         pod_env = {
             **env,
@@ -100,20 +117,41 @@ def test_leader_and_worker_launch_vllm_and_drain(
         }
         with log.open("wb") as sink:
             process = subprocess.Popen(
-                [sys.executable, "-m", "dsv4_runtime", *config.replace(admin_port=admin).to_args()],
+                [
+                    sys.executable,
+                    "-m",
+                    "dsv4_runtime",
+                    *config.replace(admin_port=admin, host=host).to_args(),
+                ],
                 env=pod_env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        pods.append((process, admin, log))
+        pods.append((process, f"http://{host}:{admin}", log))
+    return config, pods
+
+
+def _stop(pods: list[Pod]) -> None:
+    for process, _, _ in pods:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_leader_and_worker_launch_vllm_and_drain(
+    tmp_path: Path, double_env: dict[str, str], ports: list[int]
+) -> None:
+    api = ports[0]
+    config, pods = _start_group(tmp_path, double_env, ports, {})
     try:
         for _, admin, log in pods:
-            _wait_ready(f"http://127.0.0.1:{admin}/ready", log)
+            _wait_ready(f"{admin}/ready", log)
         for index, (_, admin, _) in enumerate(pods):
             recorded = json.loads((tmp_path / f"argv-{index}.json").read_text())
             role = Role(worker_index=index, group_size=2, leader_address="localhost")
-            expected = vllm_serve_argv(config.replace(admin_port=admin), role, "127.0.0.1")
+            port = int(admin.rsplit(":", 1)[1])
+            expected = vllm_serve_argv(config.replace(admin_port=port), role, "127.0.0.1")
             assert ["vllm", *recorded] == expected
         assert "--headless" not in json.loads((tmp_path / "argv-0.json").read_text())
         worker_argv = json.loads((tmp_path / "argv-1.json").read_text())
@@ -135,7 +173,34 @@ def test_leader_and_worker_launch_vllm_and_drain(
         assert worker_done >= 2.0, "the worker must keep its ranks up for the drain timeout"
         print(f"worker engine stopped {worker_done:.2f} s after SIGTERM (drain timeout 2 s)")
     finally:
-        for process, _, _ in pods:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        _stop(pods)
+
+
+def test_an_evicted_worker_takes_its_group_out_of_service_while_it_drains(
+    tmp_path: Path, double_env: dict[str, str], ports: list[int]
+) -> None:
+    """Runtime review: when only a worker pod was evicted (a node drain; the PodDisruptionBudget
+    allows one pod per group), the leader stayed Ready and admitted requests for the worker's
+    whole hold-back, all lost when the worker's ranks exited."""
+    token = {"DSV4_RUNTIME_ADMIN_TOKEN": "t0k"}
+    _, pods = _start_group(tmp_path, double_env, ports, token, one_admin_port=True)
+    (leader, leader_admin, leader_log), (worker, _, worker_log) = pods
+    try:
+        for _, admin, log in pods:
+            _wait_ready(f"{admin}/ready", log)
+        worker.send_signal(signal.SIGTERM)
+        deadline, answer = time.monotonic() + 1.5, None
+        while time.monotonic() < deadline:
+            answer = httpx.get(f"{leader_admin}/ready", timeout=1.0)
+            if answer.status_code == 503:
+                break
+            time.sleep(0.05)
+        assert answer is not None
+        assert answer.status_code == 503, leader_log.read_text()
+        assert answer.json()["reason"] == "a worker of this group is stopping"
+        assert worker.poll() is None  # still holding its ranks for the leader's requests
+        assert worker.wait(timeout=8) == 0, worker_log.read_text()
+        assert "told the leader to take no new requests for 35 s" in worker_log.read_text()
+        assert leader.poll() is None
+    finally:
+        _stop(pods)
