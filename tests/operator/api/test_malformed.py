@@ -275,6 +275,12 @@ CASES = [
         ("spec.gpu.tolerations[0]", "an empty key needs operator Exists"),
         ("spec.gpu.tolerations[0]", "an empty key needs operator Exists"),
     ),
+    Case(  # bad-CR review: "" passed both gates; Kubernetes refuses the pods
+        "toleration-blank-key-equal",
+        {"spec.gpu.tolerations": [{"key": "", "operator": "Equal", "value": "x"}]},
+        ("spec.gpu.tolerations[0]", "an empty key needs operator Exists"),
+        ("spec.gpu.tolerations[0]", "an empty key needs operator Exists"),
+    ),
     Case(
         "toleration-exists-with-value",
         {"spec.gpu.tolerations": [{"key": "k", "operator": "Exists", "value": "x"}]},

@@ -108,7 +108,8 @@ class Toleration(ApiModel):
 
     model_config = with_cel_rules(
         {
-            "rule": "has(self.key) || self.operator == 'Exists'",
+            # core/v1 validation: "operator must be Exists when `key` is empty" ("" is empty)
+            "rule": "(has(self.key) && self.key != '') || self.operator == 'Exists'",
             "message": "spec.gpu.tolerations: an empty key needs operator Exists",
         },
         {
@@ -136,7 +137,7 @@ class Toleration(ApiModel):
 
     @model_validator(mode="after")
     def _operator_fits(self) -> "Toleration":
-        if self.key is None and self.operator != "Exists":
+        if not self.key and self.operator != "Exists":  # None or "" (bad-CR review)
             msg = "an empty key needs operator Exists"
             raise ValueError(msg)
         if self.operator == "Exists" and self.value:

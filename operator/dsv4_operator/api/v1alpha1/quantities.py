@@ -25,11 +25,13 @@ __all__ = [
 ]
 
 QUANTITY_PATTERN: Final = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,2}))?$"
 )
-"""Kubernetes' resource.Quantity syntax (k8s.io/apimachinery `pkg/api/resource/quantity.go`, the
-pattern controller-gen emits for a Quantity field)."""
+"""Kubernetes' resource.Quantity syntax (k8s.io/apimachinery `pkg/api/resource/quantity.go`),
+with the decimal exponent an integer of at most two digits. controller-gen's pattern also admits
+a fractional exponent (`1e1.5`), which Kubernetes' parser refuses (`strconv.ParseInt` of the
+suffix), and any length of exponent: `1e100000000` took the operator minutes of big-integer
+arithmetic with the GIL held, stalling every resource."""
 
 PERCENT_PATTERN: Final = r"^(100|[1-9]?[0-9])%$"
 """An integer percentage from 0% to 100%."""
@@ -55,9 +57,11 @@ _SUFFIX: Final[dict[str, Fraction]] = {
     "Pi": Fraction(2**50),
     "Ei": Fraction(2**60),
 }
-_QUANTITY_RE: Final = re.compile(QUANTITY_PATTERN)
+_MAX_LENGTH: Final = 64
+"""Longest quantity string the API takes (`Quantity`'s maxLength)."""
 _SPLIT_RE: Final = re.compile(
-    r"^(?P<num>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?P<suffix>[KMGTPE]i|[eE].*|[numkMGTPE])?$"
+    r"^(?P<num>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+    r"(?:(?P<suffix>[KMGTPE]i|[numkMGTPE])|[eE](?P<exp>[+-]?[0-9]{1,2}))?$"
 )
 
 
@@ -75,15 +79,17 @@ def parse_quantity(value: str | int) -> Fraction:
     """
     if isinstance(value, int):
         return Fraction(value)
-    match = _SPLIT_RE.match(value) if _QUANTITY_RE.match(value) else None
+    match = _SPLIT_RE.match(value) if len(value) <= _MAX_LENGTH else None
     if match is None:
-        msg = f"{value!r} is not a Kubernetes quantity (e.g. 16Gi, 512Mi, 1G, 1073741824)"
+        msg = (
+            f"{value[:_MAX_LENGTH]!r} is not a Kubernetes quantity (e.g. 16Gi, 512Mi, 1G, "
+            "1073741824, 1e9; an exponent is an integer of at most two digits)"
+        )
         raise ValueError(msg)
     number = Fraction(Decimal(match["num"]))
-    suffix = match["suffix"] or ""
-    if suffix[:1] in {"e", "E"}:
-        return number * Fraction(Decimal(f"1e{suffix[1:]}"))
-    return number * _SUFFIX[suffix]
+    if match["exp"] is not None:
+        return number * Fraction(10) ** int(match["exp"])
+    return number * _SUFFIX[match["suffix"] or ""]
 
 
 def quantity_bytes(value: str | int) -> int:
@@ -131,11 +137,11 @@ Quantity = Annotated[
     str,
     BeforeValidator(_check_quantity),
     BeforeValidator(_int_to_str),
-    Field(max_length=64),
+    Field(max_length=_MAX_LENGTH),
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "maxLength": 64,
+            "maxLength": _MAX_LENGTH,
             "pattern": QUANTITY_PATTERN,
             "x-kubernetes-int-or-string": True,
         }
