@@ -1,7 +1,7 @@
 """The operator's Prometheus metrics (prometheus-client), on a registry of their own.
 
 - `dsv4_operator_reconciles_total{result}`: reconciles by result (`applied`, `unchanged`,
-  `invalid_spec`, `plan_failed`, `paused`, `transient_error`, `error`);
+  `invalid_spec`, `plan_failed`, `paused`, `transient_error`, `error`, `internal_error`);
 - `dsv4_operator_reconcile_duration_seconds`: reconcile latency histogram;
 - `dsv4_operator_managed_deployments`: DeepSeekV4Deployments this operator has seen and not seen
   deleted;
@@ -28,6 +28,7 @@ RESULTS: Final = (
     "paused",
     "transient_error",
     "error",
+    "internal_error",
 )
 """Values of the `result` label."""
 

@@ -6,6 +6,7 @@ kopf (TemporaryError / PermanentError, Events through kopf's poster).
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -65,12 +66,26 @@ from dsv4_operator.render.leaderworkerset import (
 )
 from dsv4_operator.render.placement import placement_error
 from dsv4_operator.render.rollout import live_rollout, rollout_counts, status_stale
-from dsv4_operator.render.status import APPLY_FAILED, KEDA_MISSING, REFERENCE_MISSING
+from dsv4_operator.render.status import (
+    APPLY_FAILED,
+    KEDA_MISSING,
+    RECONCILE_ERROR,
+    REFERENCE_MISSING,
+)
 
 __all__ = ["EmitFn", "Outcome", "Reconciler"]
 
+log = logging.getLogger("dsv4_operator")
+
 Result = Literal[
-    "applied", "unchanged", "invalid_spec", "plan_failed", "paused", "transient_error", "error"
+    "applied",
+    "unchanged",
+    "invalid_spec",
+    "plan_failed",
+    "paused",
+    "transient_error",
+    "error",
+    "internal_error",
 ]
 
 INVALID_SPEC: Final = "InvalidSpec"
@@ -82,6 +97,7 @@ _WARNING_REASONS: Final = frozenset(
         PLAN_FAILED,
         INSUFFICIENT_CAPACITY,
         APPLY_FAILED,
+        RECONCILE_ERROR,
         "LeaderWorkerSetMissing",
         REFERENCE_MISSING,
     }
@@ -250,9 +266,35 @@ class Reconciler:
                 delay = error.retry_after or self.retry_delay_seconds
                 counted("Warning", "ApiRetry", f"{error}; retrying in {delay:g} s")
                 outcome = Outcome("transient_error", str(error), retry_after=delay)
+            except Exception as error:  # a bug: reported on the resource, retried
+                outcome = self._internal_error(namespace, name, error, counted)
         writes = self.kube.writes.total - writes_before
         self.metrics.observe(key, outcome.result, time.monotonic() - started)
         return Outcome(outcome.result, outcome.message, outcome.retry_after, writes)
+
+    def _internal_error(self, namespace: str, name: str, error: Exception, emit: EmitFn) -> Outcome:
+        """Report an unexpected exception (an operator bug) on the resource, and retry later.
+
+        Ready=False and Degraded=True with reason `ReconcileError` and a Warning Event, so the
+        failure shows in `kubectl describe` rather than only as a traceback in the operator's
+        log; the children are left as they are.
+        """
+        delay = self.retry_delay_seconds
+        log.error("reconcile of %s/%s failed", namespace, name, exc_info=error)
+        message = (
+            f"internal error, retried every {delay:g} s (an operator bug: please report it): "
+            f"{type(error).__name__}: {error}"
+        )
+        try:
+            body = self.kube.get(API_VERSION, KIND, namespace, name)
+            if body is not None:
+                obs = Observation(
+                    Owner.from_body(body), error_reason=RECONCILE_ERROR, error_message=message
+                )
+                self._report(obs, body.get("status") or {}, emit, "internal_error", message)
+        except Exception:  # the report is best effort; the retry stands
+            log.exception("reporting the failed reconcile of %s/%s failed", namespace, name)
+        return Outcome("internal_error", message, retry_after=delay)
 
     def _reconcile(self, namespace: str, name: str, emit: EmitFn) -> Outcome:
         body = self.kube.get(API_VERSION, KIND, namespace, name)

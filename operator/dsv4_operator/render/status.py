@@ -28,6 +28,7 @@ __all__ = [
     "APPLY_FAILED",
     "OWNED_CONDITIONS",
     "OWNED_KEYS",
+    "RECONCILE_ERROR",
     "REFERENCE_MISSING",
     "Observation",
     "desired_status",
@@ -38,6 +39,8 @@ __all__ = [
 
 APPLY_FAILED: Final = "ApplyFailed"
 """Reason when the API server refused a rendered child for a non-transient cause (e.g. 422)."""
+RECONCILE_ERROR: Final = "ReconcileError"
+"""Reason when a reconcile raised an unexpected exception (an operator bug); retried."""
 OWNED_CONDITIONS: Final = ("Ready", "Planned", "Progressing", "Available", "Degraded")
 """Condition types this operator writes (ScalingActive belongs to the autoscaler)."""
 OWNED_KEYS: Final = (
@@ -323,11 +326,11 @@ def _rollout(
 
 def _conditions(obs: Observation, now: datetime) -> dict[str, tuple[str, str, str]]:
     """Owned conditions as type -> (status, reason, message); absent types are left alone."""
-    if obs.error_reason == APPLY_FAILED:
+    if obs.error_reason in {APPLY_FAILED, RECONCILE_ERROR}:  # children left as they are
         message = _text(obs.error_message)
         return {
-            "Ready": ("False", APPLY_FAILED, message),
-            "Degraded": ("True", APPLY_FAILED, message),
+            "Ready": ("False", obs.error_reason, message),
+            "Degraded": ("True", obs.error_reason, message),
         }
     if obs.error_reason is not None:  # nothing new rolls out until the spec is fixed
         message = _text(obs.error_message)

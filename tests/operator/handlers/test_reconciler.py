@@ -913,3 +913,34 @@ def test_an_optional_env_ref_is_rendered_optional_and_never_reported_missing() -
     fake.objects["/api/v1/namespaces/ns/configmaps/must"] = {"metadata": {}, "data": {"k": "v"}}
     reconciler.reconcile("ns", "d", Events())
     assert _conditions(fake)["Ready"] == ("False", "ReplicasNotReady")
+
+
+def test_an_unexpected_exception_is_reported_on_the_resource_and_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bad-CR review: a parse bug (decimal.InvalidOperation on `1Ei`) escaped the reconciler:
+    a traceback in the operator's log on every resync, and the resource kept its old status
+    with no Event. Any such bug now shows as Ready=False / Degraded=True, ReconcileError."""
+    from dsv4_operator.handlers import reconciler as module
+
+    fake, reconciler = _setup()
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    lws_before = copy.deepcopy(fake.objects[LWS_PATH])
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise ArithmeticError("boom")
+
+    monkeypatch.setattr(module, "plan", broken)
+    outcome = reconciler.reconcile("ns", "d", events)
+    assert outcome.result == "internal_error"
+    assert outcome.retry_after == reconciler.retry_delay_seconds
+    assert _conditions(fake)["Ready"] == ("False", "ReconcileError")
+    assert _conditions(fake)["Degraded"] == ("True", "ReconcileError")
+    kind, reason, message = events[-1]
+    assert (kind, reason) == ("Warning", "ReconcileError")
+    assert "ArithmeticError: boom" in message
+    assert fake.objects[LWS_PATH] == lws_before  # the running groups are left alone
+    monkeypatch.undo()
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    assert _conditions(fake)["Degraded"] == ("False", "AsExpected")
