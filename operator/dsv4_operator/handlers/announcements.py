@@ -15,7 +15,7 @@ from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.kube import AppliedChild
 from dsv4_operator.planning import Code, FitAdvice, Plan, fit_option
 from dsv4_operator.render import Owner
-from dsv4_operator.render.leaderworkerset import GPUS_ANNOTATION
+from dsv4_operator.render.leaderworkerset import GPUS_ANNOTATION, ROLLOUT_ANNOTATION
 from dsv4_operator.render.rollout import rolling_update
 
 __all__ = [
@@ -52,26 +52,44 @@ def _images(template: Any) -> list[str]:
     return out
 
 
-def _flag_values(template: Any) -> dict[str, str]:
-    """`--flag value` pairs of the leader container's arguments (`--flag` alone: "")."""
+def _leader_args(template: Any) -> tuple[list[str], list[str]]:
+    """The leader container's runtime arguments, and the engine arguments after `--`."""
     pod = ((template or {}).get("leaderTemplate") or {}).get("spec") or {}
     args = [str(a) for c in (pod.get("containers") or [])[:1] for a in c.get("args") or []]
+    if "--" in args:
+        cut = args.index("--")
+        return args[:cut], args[cut + 1 :]
+    return args, []
+
+
+def _flag_values(args: list[str]) -> dict[str, str]:
+    """`--flag value` pairs of runtime arguments (a flag without a value: "(set)")."""
     out: dict[str, str] = {}
     for i, arg in enumerate(args):
         if arg.startswith("--"):
             value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else ""
-            out[arg] = value
+            out[arg] = value or "(set)"
     return out
 
 
 def _changed_flags(before: Any, after: Any) -> list[str]:
-    """`--flag old -> new` for each leader argument that differs (added or removed too)."""
-    old, new = _flag_values(before), _flag_values(after)
-    return [
+    """What differs in the leader's arguments.
+
+    `--flag old -> new` for the runtime's own (added or removed too), then
+    `extraArgs a b -> c` for the engine arguments after `--`, compared as a list.
+    """
+    (old_args, old_extra), (new_args, new_extra) = _leader_args(before), _leader_args(after)
+    old, new = _flag_values(old_args), _flag_values(new_args)
+    out = [
         f"{flag} {old.get(flag, '(unset)')} -> {new.get(flag, '(unset)')}"
         for flag in dict.fromkeys([*old, *new])
         if old.get(flag) != new.get(flag)
     ]
+    if old_extra != new_extra:
+        out.append(
+            f"extraArgs {' '.join(old_extra) or '(none)'} -> {' '.join(new_extra) or '(none)'}"
+        )
+    return out
 
 
 def announce_rollout(
@@ -113,10 +131,16 @@ def announce_rollout(
         )
     asked = (spec.rollout.max_surge, spec.rollout.max_unavailable)
     previous_config = rolling_update(old_spec)
-    moved = applied.action == "created" or (
-        previous_config.get("maxSurge"),
-        previous_config.get("maxUnavailable"),
-    ) != (surge, unavailable)
+    requested = [
+        ((obj or {}).get("metadata") or {}).get("annotations", {}).get(ROLLOUT_ANNOTATION)
+        for obj in (applied.previous, applied.live)
+    ]
+    moved = (
+        applied.action == "created"
+        or (previous_config.get("maxSurge"), previous_config.get("maxUnavailable"))
+        != (surge, unavailable)
+        or requested[0] != requested[1]  # spec.rollout asks anew, whatever the budget leaves
+    )
     was = old_spec.get("replicas")
     fixed = not spec.autoscaling.enabled  # an autoscaler at 1 replica is not news
     if fixed and (moved or was != 1) and spec.replicas == 1 and surge_groups(surge or 0, 1) == 0:

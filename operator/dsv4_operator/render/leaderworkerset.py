@@ -65,6 +65,7 @@ __all__ = [
     "LWS_API_VERSION",
     "PEAK_GPUS_ANNOTATION",
     "RESTART_POLICY",
+    "ROLLOUT_ANNOTATION",
     "STARTUP_PERIOD_SECONDS",
     "STARTUP_POLICY",
     "bytes_quantity",
@@ -301,6 +302,10 @@ def _unavailable_groups(value: int | str, replicas: int) -> int:
 GPUS_ANNOTATION: Final = "dsv4.io/gpus-per-replica"
 """LeaderWorkerSet annotation: GPUs per group of the plan its template runs."""
 PEAK_GPUS_ANNOTATION: Final = "dsv4.io/rollout-peak-gpus-per-replica"
+ROLLOUT_ANNOTATION: Final = "dsv4.io/requested-rollout"
+"""LWS annotation: `spec.rollout`'s maxSurge and maxUnavailable as asked (`1,25%`), beside the
+strategy the budget may have lowered: a new request the budget cannot hold is announced
+(`RolloutAdjusted`) even when the applied strategy stays the same."""
 """LeaderWorkerSet annotation: the most GPUs per group its running groups may hold while a
 rollout goes on (the previous plan's, until every group is updated); the surge is sized on it."""
 
@@ -404,6 +409,7 @@ def leaderworkerset(
         **lws_annotations(spec.placement),
         GPUS_ANNOTATION: str(gpus),
         PEAK_GPUS_ANNOTATION: str(max(gpus, running_gpus_per_replica or 0)),
+        ROLLOUT_ANNOTATION: f"{spec.rollout.max_surge},{spec.rollout.max_unavailable}",
     }
     tas = template_annotations(spec.placement, name, size)
     return {

@@ -786,6 +786,23 @@ def test_rolling_update_names_the_arguments_that_changed() -> None:
     assert "pod template changed (arguments --max-num-seqs 4 -> 2)" in rolling[0]
 
 
+def test_rolling_update_lists_extra_args_as_they_are() -> None:
+    """Bad-CR review: extraArgs changes read "-- (unset) -> ; --seed=1 (unset) -> ": the `--`
+    separator was taken for a flag, valueless flags showed empty values, repeats collapsed."""
+    fake, reconciler = _setup()
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    extra = ["--seed=1", "--seed=2", "--enforce-eager", "--enforce-eager"]
+    for generation, args in ((2, extra), (3, [])):
+        fake.objects[CR_PATH]["spec"]["engine"] = {"extraArgs": args}
+        fake.objects[CR_PATH]["metadata"]["generation"] = generation
+        reconciler.reconcile("ns", "d", events)
+    added, removed = [m for _, r, m in events if r == "RollingUpdate"]
+    joined = " ".join(extra)
+    assert f"pod template changed (arguments extraArgs (none) -> {joined})" in added
+    assert f"pod template changed (arguments extraArgs {joined} -> (none))" in removed
+
+
 def test_a_change_that_references_a_missing_secret_is_held_off_the_serving_groups() -> None:
     """New-user trial: adding an env ref to a missing Secret rolled the only serving group onto
     pods that could not start. The LWS now keeps its template until the Secret exists."""
@@ -944,3 +961,25 @@ def test_an_unexpected_exception_is_reported_on_the_resource_and_retried(
     monkeypatch.undo()
     assert reconciler.reconcile("ns", "d", events).result == "applied"
     assert _conditions(fake)["Degraded"] == ("False", "AsExpected")
+
+
+def test_a_new_surge_request_the_budget_cannot_hold_is_announced() -> None:
+    """Bad-CR review: with a budget of one replica and maxSurge 0, asking maxSurge 1 left the
+    applied strategy as it was (the budget holds no surge), so the LWS did not change and no
+    RolloutAdjusted Event said why the request had no effect."""
+    fake, reconciler = _setup({**SPEC, "rollout": {"maxSurge": 0, "maxUnavailable": 1}})
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    per_replica = int(fake.objects[LWS_PATH]["metadata"]["annotations"]["dsv4.io/gpus-per-replica"])
+    fake.objects[CR_PATH]["spec"]["gpu"]["budget"] = per_replica
+    reconciler.reconcile("ns", "d", events)
+    assert "RolloutAdjusted" not in events.reasons()
+    strategy = copy.deepcopy(fake.objects[LWS_PATH]["spec"]["rolloutStrategy"])
+    fake.objects[CR_PATH]["spec"]["rollout"] = {"maxSurge": 1, "maxUnavailable": 1}
+    reconciler.reconcile("ns", "d", events)
+    assert fake.objects[LWS_PATH]["spec"]["rolloutStrategy"] == strategy  # nothing to apply
+    adjusted = [m for _, r, m in events if r == "RolloutAdjusted"]
+    assert len(adjusted) == 1
+    assert f"spec.gpu.budget ({per_replica} GPUs) holds 0 surge group(s)" in adjusted[0]
+    reconciler.reconcile("ns", "d", events)  # said once, not at every resync
+    assert len([r for r in events.reasons() if r == "RolloutAdjusted"]) == 1

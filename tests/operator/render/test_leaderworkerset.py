@@ -281,6 +281,7 @@ def test_placement_reaches_the_lws_and_both_templates() -> None:
         "leaderworkerset.sigs.k8s.io/exclusive-topology": "example.com/rack",
         "dsv4.io/gpus-per-replica": "16",
         "dsv4.io/rollout-peak-gpus-per-replica": "16",
+        "dsv4.io/requested-rollout": "0,1",
     }
     assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "inference"
     assert meta["labels"]["kueue.x-k8s.io/priority-class"] == "production"
@@ -324,6 +325,7 @@ def test_no_placement_adds_no_keys() -> None:
     assert set(lws["metadata"]["annotations"]) == {
         "dsv4.io/gpus-per-replica",
         "dsv4.io/rollout-peak-gpus-per-replica",
+        "dsv4.io/requested-rollout",
     }
     assert not any(k.startswith("kueue.x-k8s.io/") for k in lws["metadata"]["labels"])
     group = lws["spec"]["leaderWorkerTemplate"]

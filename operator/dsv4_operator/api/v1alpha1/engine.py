@@ -96,6 +96,18 @@ UNSUPPORTED_FLAGS: Final = {
     "--ssl-ca-certs": "the runtime probes the API over plain HTTP on 127.0.0.1",
     "--kv-cache-memory-bytes": "the plan sizes the KV cache through gpu-memory-utilization",
     "--num-gpu-blocks-override": "the plan sizes the KV cache through gpu-memory-utilization",
+    "--dtype": (
+        "the plan counts the activations and non-quantised weights in the checkpoint's own "
+        "dtypes; another dtype changes every byte count"
+    ),
+    "--quantization": (
+        "the plan counts the weights in spec.weightsFormat; another quantization method "
+        "changes their bytes"
+    ),
+    "--hf-overrides": (
+        "overriding the model config can change what the plan counts (layers, experts, "
+        "context length)"
+    ),
 }
 """vLLM 0.33.0 flags that break how the operator and the runtime run a group, with the reason:
 refused in `extraArgs` like the owned flags (CRD CEL rule and the operator's parse)."""
