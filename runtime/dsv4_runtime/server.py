@@ -22,8 +22,9 @@ directly, so the runtime adds no hop and no per-token work to the serving path.
 from __future__ import annotations
 
 import hmac
+import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -73,6 +74,8 @@ class RuntimeState:
         admin_token: the bearer token `/drain` and `/undrain` require; None refuses them (403).
         session: HTTP client for engine scrapes (set while the server runs).
         engine_text: the last engine exposition read, and `engine_text_at` when (monotonic s).
+        instance: random id of this runtime process, in `/health`: a worker notices that its
+            leader's runtime restarted when the id changes.
     """
 
     metrics: RuntimeMetrics
@@ -85,6 +88,7 @@ class RuntimeState:
     session: aiohttp.ClientSession | None = None
     engine_text: str | None = None
     engine_text_at: float = 0.0
+    instance: str = field(default_factory=lambda: secrets.token_hex(8))
 
     def set_engine_ready(self, ready: bool) -> None:
         """Record engine readiness (and its gauge)."""
@@ -147,7 +151,8 @@ async def fetch_engine_metrics(
 
 async def _health(request: web.Request) -> web.Response:
     state = request.app[_STATE_KEY]
-    return web.json_response({"status": "alive", "draining": state.draining})
+    body = {"status": "alive", "draining": state.draining, "instance": state.instance}
+    return web.json_response(body)
 
 
 async def _ready(request: web.Request) -> web.Response:

@@ -23,7 +23,12 @@ Timeline of one pod:
    process group, so no running request is cut inside the grace period. The pod's
    `terminationGracePeriodSeconds` must cover preStop + drain + grace.
 5. The runtime exits 0 after a clean drain, with the engine's status when the engine stops by
-   itself (1 if that status was 0: an engine must not stop on its own), and 1 after a kill.
+   itself (1 if that status was 0: an engine must not stop on its own; 128 + N when signal N
+   killed it), and 1 after a kill.
+6. A worker of a multi-node group watches its leader's runtime (`/health`, every 5 s; its
+   `instance` id) and exits 1 when the leader restarted or has not answered for
+   `LEADER_LOST_SECONDS` (`EXIT_LEADER_LOST`); on SIGTERM it first asks the leader to take no
+   new requests while it drains (`POST /worker-stopping`).
 """
 
 from __future__ import annotations
@@ -50,10 +55,13 @@ from dsv4_runtime.server import (
 
 __all__ = [
     "EXIT_ENGINE_KILLED",
+    "EXIT_LEADER_LOST",
     "HEALTH_FAILURES",
     "HEALTH_POLL_SECONDS",
     "HEALTH_TIMEOUT_SECONDS",
     "HUNG_ENGINE_SECONDS",
+    "LEADER_LOST_SECONDS",
+    "LEADER_POLL_SECONDS",
     "METRICS_POLL_SECONDS",
     "READY_POLL_SECONDS",
     "Supervisor",
@@ -73,6 +81,17 @@ METRICS_POLL_SECONDS = 5.0
 """How often the engine's /metrics is read to keep the tokens/s gauge current between scrapes."""
 EXIT_ENGINE_KILLED = 1
 """Runtime exit status when the engine had to be killed after the grace period, or hung."""
+LEADER_POLL_SECONDS = 5.0
+"""How often a worker of a multi-node group asks its leader's runtime `/health`."""
+LEADER_LOST_SECONDS = 120.0
+"""How long a worker waits for a leader runtime that answered once and then stopped answering
+before it exits (`EXIT_LEADER_LOST`)."""
+EXIT_LEADER_LOST = 1
+"""Worker exit status when its leader's runtime restarted or went away: vLLM's headless ranks
+cannot rejoin a new leader engine (vLLM issue #32136), and LeaderWorkerSet recreates a group
+only after it has started once (`RecreateGroupAfterStart`), so a leader that restarts during
+the first boot would otherwise wait for these ranks for good. The container restarts and its
+ranks join the new leader."""
 LEADER_NOTICE_TIMEOUT_SECONDS = 2.0
 """Time a worker gives the leader to take its stop notice (the drain goes on regardless)."""
 LEADER_NOTICE_MARGIN_SECONDS = 30
@@ -130,6 +149,7 @@ class Supervisor:
         self._process: asyncio.subprocess.Process | None = None
         self._leader_admin_url = leader_admin_url
         self._notice: asyncio.Task[None] | None = None
+        self._leader_lost = asyncio.Event()
 
     def request_drain(self) -> None:
         """Start the drain (signal handler): `/ready` fails from this call on."""
@@ -139,6 +159,48 @@ class Supervisor:
             if self._leader_admin_url is not None:
                 self._notice = asyncio.get_running_loop().create_task(self._tell_leader())
         self._stop.set()
+
+    async def _watch_leader(self) -> None:
+        """On a worker: set `_leader_lost` when the leader's runtime restarts or goes away.
+
+        The leader's `/health` carries its runtime's instance id; a new id is a restarted
+        leader, and no answer for `LEADER_LOST_SECONDS` after a first one is a lost leader.
+        Before the first answer the worker waits (the leader may start later).
+        """
+        session = self._state.session
+        if session is None or self._leader_admin_url is None:
+            return
+        seen: str | None = None
+        answered = time.monotonic()
+        timeout = aiohttp.ClientTimeout(total=LEADER_NOTICE_TIMEOUT_SECONDS)
+        while not self._state.draining:
+            instance = None
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+                async with session.get(self._leader_admin_url + "/health", timeout=timeout) as r:
+                    instance = str((await r.json())["instance"]) if r.status == 200 else None
+            now = time.monotonic()
+            if instance is not None:
+                if seen is not None and instance != seen:
+                    log.error(
+                        "the leader's runtime restarted (instance %s -> %s): this worker's "
+                        "ranks cannot rejoin its new engine; exiting to restart",
+                        seen,
+                        instance,
+                    )
+                    self._leader_lost.set()
+                    return
+                if seen is None:
+                    log.info("leader runtime instance %s answers", instance)
+                seen, answered = instance, now
+            elif seen is not None and now - answered >= LEADER_LOST_SECONDS:
+                log.error(
+                    "the leader's runtime has not answered for %d s: exiting to restart",
+                    LEADER_LOST_SECONDS,
+                )
+                self._leader_lost.set()
+                return
+            # Often until the first answer: ranks join the first leader engine within seconds.
+            await asyncio.sleep(LEADER_POLL_SECONDS if seen else READY_POLL_SECONDS)
 
     async def _tell_leader(self) -> None:
         """Ask the leader to take no new requests while this worker stops (best effort)."""
@@ -199,19 +261,23 @@ class Supervisor:
             asyncio.create_task(self._watch_ready(started)),
             asyncio.create_task(self._poll_metrics()),
         ]
+        if self._leader_admin_url is not None:
+            background.append(asyncio.create_task(self._watch_leader()))
         exited = asyncio.create_task(self._process.wait())
         stopping = asyncio.create_task(self._stop.wait())
         hung = asyncio.create_task(self._hung.wait())
+        lost = asyncio.create_task(self._leader_lost.wait())
         try:
-            await asyncio.wait({exited, stopping, hung}, return_when=asyncio.FIRST_COMPLETED)
-            if hung.done() and not exited.done() and not stopping.done():
-                log.error(
-                    "engine has not answered its health checks for %d s: killing it",
-                    HUNG_ENGINE_SECONDS,
-                )
+            await asyncio.wait({exited, stopping, hung, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if (hung.done() or lost.done()) and not exited.done() and not stopping.done():
+                if hung.done():
+                    log.error(
+                        "engine has not answered its health checks for %d s: killing it",
+                        HUNG_ENGINE_SECONDS,
+                    )
                 await self._kill_group()
                 self._state.set_engine_ready(False)
-                return EXIT_ENGINE_KILLED
+                return EXIT_ENGINE_KILLED if hung.done() else EXIT_LEADER_LOST
             if not exited.done():
                 return await self._drain(exited)
             status = exited.result()
@@ -222,9 +288,9 @@ class Supervisor:
             # killed by signal N (the OOM killer: 9): 128 + N, as a shell reports it
             return status if status > 0 else 128 - status if status < 0 else 1
         finally:
-            for task in (*background, stopping, exited, hung):
+            for task in (*background, stopping, exited, hung, lost):
                 task.cancel()
-            await asyncio.gather(*background, stopping, exited, hung, return_exceptions=True)
+            await asyncio.gather(*background, stopping, exited, hung, lost, return_exceptions=True)
 
     async def _drain(self, exited: asyncio.Task[int]) -> int:
         assert self._process is not None

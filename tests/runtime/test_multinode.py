@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,27 +110,34 @@ def _start_group(
     pods: list[Pod] = []
     for index, admin in ((0, leader_admin), (1, leader_admin if one_admin_port else worker_admin)):
         host = "127.0.0.2" if index and one_admin_port else "127.0.0.1"
-        log = tmp_path / f"pod-{index}.log"
-        pod_env = {
-            **env,
-            "LWS_WORKER_INDEX": str(index),
-            "DSV4_FAKE_VLLM_RECORD": str(tmp_path / f"argv-{index}.json"),
-        }
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "dsv4_runtime",
-                    *config.replace(admin_port=admin, host=host).to_args(),
-                ],
-                env=pod_env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        pods.append((process, f"http://{host}:{admin}", log))
+        pods.append(_start_pod(tmp_path, config.replace(admin_port=admin, host=host), env, index))
     return config, pods
+
+
+def _start_pod(
+    tmp_path: Path, config: RuntimeConfig, env: dict[str, str], index: int, attempt: int = 0
+) -> Pod:
+    """One runtime process as pod `index` of the group (`attempt`: a restarted container)."""
+    log = tmp_path / f"pod-{index}{'.' + str(attempt) if attempt else ''}.log"
+    pod_env = {
+        **env,
+        "LWS_WORKER_INDEX": str(index),
+        "DSV4_FAKE_VLLM_RECORD": str(tmp_path / f"argv-{index}.json"),
+    }
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dsv4_runtime", *config.to_args()],
+            env=pod_env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    pods_env[index] = (config, pod_env)
+    return process, f"http://{config.host}:{config.admin_port}", log
+
+
+pods_env: dict[int, tuple[RuntimeConfig, dict[str, str]]] = {}
+"""The config and environment each pod index was last started with (to restart one)."""
 
 
 def _stop(pods: list[Pod]) -> None:
@@ -202,5 +210,36 @@ def test_an_evicted_worker_takes_its_group_out_of_service_while_it_drains(
         assert worker.wait(timeout=8) == 0, worker_log.read_text()
         assert "told the leader to take no new requests for 35 s" in worker_log.read_text()
         assert leader.poll() is None
+    finally:
+        _stop(pods)
+
+
+def test_a_worker_restarts_when_its_leader_restarts_during_the_first_boot(
+    tmp_path: Path, double_env: dict[str, str], ports: list[int]
+) -> None:
+    """Runtime review: vLLM's headless ranks cannot rejoin a restarted leader engine, and LWS
+    recreates a group only after it has started once, so a leader that crashed during its
+    first load waited for the old workers for good. The worker now exits when its leader's
+    runtime is a new instance, and its container restart rejoins."""
+    token = {"DSV4_RUNTIME_ADMIN_TOKEN": "t0k"}
+    _, pods = _start_group(tmp_path, double_env, ports, token, one_admin_port=True)
+    try:
+        for _, admin, log in pods:
+            _wait_ready(f"{admin}/ready", log)
+        leader, worker = pods[0][0], pods[1][0]
+        deadline = time.monotonic() + 10
+        while "leader runtime instance" not in pods[1][2].read_text():
+            assert time.monotonic() < deadline, pods[1][2].read_text()
+            time.sleep(0.05)
+        # The leader container crashes: its runtime and the engine (in a session of its own).
+        engine = re.search(r"engine started \(pid (\d+)\)", pods[0][2].read_text())
+        assert engine is not None
+        os.killpg(int(engine[1]), signal.SIGKILL)
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
+        config, env = pods_env[0]
+        pods.append(_start_pod(tmp_path, config, env, 0, attempt=1))  # ... and restarts
+        assert worker.wait(timeout=15) == 1, pods[1][2].read_text()
+        assert "the leader's runtime restarted" in pods[1][2].read_text()
     finally:
         _stop(pods)

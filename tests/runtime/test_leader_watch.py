@@ -1,0 +1,78 @@
+"""A worker's watch of its leader's runtime (`Supervisor._watch_leader`), in process."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from dsv4_runtime import supervisor as supervisor_module
+from dsv4_runtime.launch import Launch
+from dsv4_runtime.metrics import RuntimeMetrics
+from dsv4_runtime.server import RuntimeState, build_app
+from dsv4_runtime.supervisor import Supervisor
+
+
+@pytest.fixture(autouse=True)
+def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(supervisor_module, "LEADER_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(supervisor_module, "READY_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(supervisor_module, "LEADER_LOST_SECONDS", 0.3)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _worker(port: int, session: aiohttp.ClientSession) -> Supervisor:
+    state = RuntimeState(metrics=RuntimeMetrics(), engine_metrics_url=None)
+    state.session = session
+    return Supervisor(
+        Launch(prelaunch=(), argv=("true",), serves_api=False),
+        state,
+        engine_url="http://127.0.0.1:1",
+        host="127.0.0.1",
+        admin_port=0,
+        drain_timeout_seconds=1,
+        stop_grace_seconds=1,
+        leader_admin_url=f"http://127.0.0.1:{port}",
+    )
+
+
+async def test_a_leader_that_answered_and_went_away_is_lost() -> None:
+    port = _free_port()
+    leader = TestServer(build_app(RuntimeState(RuntimeMetrics(), None)), port=port)
+    async with aiohttp.ClientSession() as session:
+        worker = _worker(port, session)
+        watch = asyncio.ensure_future(worker._watch_leader())
+        await asyncio.sleep(0.5)  # no leader yet, for longer than LEADER_LOST_SECONDS
+        assert not worker._leader_lost.is_set()  # it may start later: the worker waits
+        await leader.start_server()
+        await asyncio.sleep(0.3)
+        assert not worker._leader_lost.is_set()  # answering
+        await leader.close()  # the leader is gone
+        await asyncio.wait_for(watch, timeout=3)
+    assert worker._leader_lost.is_set()
+
+
+async def test_a_restarted_leader_is_a_new_instance() -> None:
+    port = _free_port()
+    first = TestServer(build_app(RuntimeState(RuntimeMetrics(), None)), port=port)
+    await first.start_server()
+    async with aiohttp.ClientSession() as session:
+        worker = _worker(port, session)
+        watch = asyncio.ensure_future(worker._watch_leader())
+        await asyncio.sleep(0.2)
+        await first.close()
+        second = TestServer(build_app(RuntimeState(RuntimeMetrics(), None)), port=port)
+        await second.start_server()
+        try:
+            await asyncio.wait_for(watch, timeout=3)
+        finally:
+            await second.close()
+    assert worker._leader_lost.is_set()
