@@ -14,13 +14,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["RESULTS", "OperatorMetrics"]
+__all__ = ["RESULTS", "OperatorMetrics", "Result"]
 
-RESULTS: Final = (
+Result = Literal[
     "applied",
     "unchanged",
     "invalid_spec",
@@ -29,7 +29,9 @@ RESULTS: Final = (
     "transient_error",
     "error",
     "internal_error",
-)
+]
+"""Outcome of one reconcile: the `result` label's value."""
+RESULTS: Final = get_args(Result)
 """Values of the `result` label."""
 
 _LATENCY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

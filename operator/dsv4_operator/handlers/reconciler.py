@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from dsv4_operator.api import (
     API_VERSION,
@@ -44,7 +44,7 @@ from dsv4_operator.kube import (
 )
 from dsv4_operator.kube.apply import carries_identity
 from dsv4_operator.kube.discovery import KEDA_API_VERSION
-from dsv4_operator.metrics import OperatorMetrics
+from dsv4_operator.metrics import OperatorMetrics, Result
 from dsv4_operator.planning import Plan, PlanningError, plan
 from dsv4_operator.planning.from_spec import planning_replicas, request_from_spec
 from dsv4_operator.render import (
@@ -77,16 +77,6 @@ __all__ = ["EmitFn", "Outcome", "Reconciler"]
 
 log = logging.getLogger("dsv4_operator")
 
-Result = Literal[
-    "applied",
-    "unchanged",
-    "invalid_spec",
-    "plan_failed",
-    "paused",
-    "transient_error",
-    "error",
-    "internal_error",
-]
 
 INVALID_SPEC: Final = "InvalidSpec"
 PLAN_FAILED: Final = "PlanFailed"
