@@ -203,7 +203,12 @@ def plan_command(
         list[str] | None,
         typer.Option(help="GPU type; repeat in order of preference (e.g. h100-80gb)."),
     ] = None,
-    gpus_per_node: Annotated[int | None, typer.Option(help="GPUs per node.")] = None,
+    gpus_per_node: Annotated[
+        int | None,
+        typer.Option(
+            help="GPUs per node (default: the type's usual node, 4 for gh200/gb200, else 8)."
+        ),
+    ] = None,
     nodes: Annotated[int | None, typer.Option(help="Most nodes per replica.")] = None,
     tensor_parallel: Annotated[int | None, typer.Option(help="Pin TP.")] = None,
     data_parallel: Annotated[int | None, typer.Option(help="Pin DP.")] = None,
