@@ -177,7 +177,12 @@ def test_dashboard_is_packaged_in_the_chart() -> None:
 def test_operator_gauges_are_not_summed_over_standby_replicas(dashboard: dict[str, Any]) -> None:
     """Chart trial: with `replicas: 2` the metrics Service selects both operator pods, and a
     paused standby keeps its last gauges, so `sum(dsv4_operator_planned_gpus)` doubled GPUs
-    and $ per million tokens. Every replica computes the same plans: take one per GPU type."""
+    and $ per million tokens. Every replica of one release computes the same plans: one per
+    GPU type and release (the scrape's namespace), summed over releases (diff review: a bare
+    `max by (gpu_type)` dropped all but the largest of several namespaced releases)."""
+    uses = 0
     for _, expr in expressions(dashboard):
         for use in re.finditer(r"(\w+(?: by \([^)]*\))?) ?\(dsv4_operator_planned_gpus\)", expr):
-            assert use.group(1) == "max by (gpu_type)", expr
+            assert use.group(1) == "max by (gpu_type, namespace)", expr
+            uses += 1
+    assert uses >= 2

@@ -138,6 +138,16 @@ def test_good_values_render_with_helm() -> None:
     assert container["image"] == "localhost:5000/op:20250101"
 
 
+def test_an_all_digit_tag_from_a_values_file_renders_as_written(tmp_path: Path) -> None:
+    """Diff review: a values file hands Helm numbers as float64, which toString printed as
+    `2.0250101e+07`: the operator pod would sit in InvalidImageName."""
+    values = tmp_path / "values.yaml"
+    values.write_text("image:\n  tag: 20250101\n", encoding="utf-8")
+    (deployment,) = [o for o in template(values_files=[values]) if o["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"].endswith(":20250101")
+
+
 def test_metrics_and_health_ports_must_differ() -> None:
     """Chart trial: `metrics.port=8081` (the health port) rendered duplicate containerPorts,
     refused only at install."""

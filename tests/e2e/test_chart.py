@@ -535,7 +535,7 @@ def test_upgrade_from_the_previous_chart_version_upgrades_the_crd(
         stored = plane.kubectl_json("get", "deepseekv4deployments.dsv4.io", name, "-n", namespace)
         assert OLD_CRD_DROPS not in stored["spec"]  # pruned: the old schema lacks it
 
-        upgrade = ["upgrade", release, str(current), "-n", namespace, "--reuse-values"]
+        upgrade = ["upgrade", release, str(current), "-n", namespace, "--reset-then-reuse-values"]
         if path == "kubectl":
             # The documented manual step (README, NOTES) when the hook is off.
             upgrade += ["--set", "crds.upgrade=false"]
@@ -573,7 +573,7 @@ def test_upgrade_from_the_previous_chart_version_upgrades_the_crd(
             str(current),
             "-n",
             namespace,
-            "--reuse-values",
+            "--reset-then-reuse-values",
             "--set",
             "crds.upgrade=true",
         )

@@ -49,8 +49,11 @@ app.kubernetes.io/component: operator
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
-{{- /* toString: `--set image.tag=20250101` gives a number */}}
-{{- printf "%s:%s" .Values.image.repository (toString (default .Chart.AppVersion .Values.image.tag)) }}
+{{- /* An all-digit tag arrives as a number: an int64 from `--set`, a float64 from a values
+       file (which toString would print as 2.0250101e+07). */}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if kindIs "float64" $tag }}{{ $tag = int64 $tag }}{{ end }}
+{{- printf "%s:%s" .Values.image.repository (toString $tag) }}
 {{- end }}
 {{- end }}
 

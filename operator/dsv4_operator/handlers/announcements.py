@@ -139,7 +139,9 @@ def announce_rollout(
         applied.action == "created"
         or (previous_config.get("maxSurge"), previous_config.get("maxUnavailable"))
         != (surge, unavailable)
-        or requested[0] != requested[1]  # spec.rollout asks anew, whatever the budget leaves
+        # spec.rollout asks anew, whatever the budget leaves (an LWS of an operator before
+        # the annotation carries none: its first reconcile after the upgrade is no news)
+        or (requested[0] is not None and requested[0] != requested[1])
     )
     was = old_spec.get("replicas")
     fixed = not spec.autoscaling.enabled  # an autoscaler at 1 replica is not news

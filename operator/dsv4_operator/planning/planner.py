@@ -510,6 +510,16 @@ def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) ->
                 f"speculation or cap max-model-len at {eng.mtp_safe_max_model_len:,}",
             )
         )
+    if chosen.layout.gpus_per_node > chosen.gpu.gpus_per_node:
+        out.append(
+            Finding(
+                Code.GPUS_PER_NODE_ABOVE_TYPE,
+                f"{chosen.gpu.name} nodes usually hold {chosen.gpu.gpus_per_node} GPUs, but "
+                f"each pod asks for {chosen.layout.gpus_per_node}: pods stay Pending unless "
+                "your nodes have that many (leave spec.gpu.gpusPerNode / --gpus-per-node unset "
+                "for the type's node size)",
+            )
+        )
     rule = repack_rule(req.weights_format, chosen.gpu)
     if rule:
         out.append(Finding(Code.WEIGHTS_REPACKED, rule))

@@ -50,3 +50,27 @@ def test_unsupported_flags_exist_in_vllm_and_are_refused(
     with pytest.raises(InvalidSpecError, match="--api-server abbreviates --api-server-count"):
         parse_spec({**base, "engine": {"extraArgs": ["--api-server=2"]}})
     assert parse_spec({**base, "engine": {"extraArgs": ["--api-key=k"]}}).engine.extra_args
+
+
+@pytest.mark.parametrize(
+    ("arg", "accepted"),
+    [
+        ("--dtype=auto", True),
+        ("--dtype=bfloat16", True),
+        ("--dtype=float16", False),
+        ("--dtype=float32", False),
+        ("--dtype", False),
+        ("--dty=float32", False),  # an abbreviation vLLM's parser would take
+    ],
+)
+def test_dtype_is_accepted_only_where_it_keeps_the_plan(arg: str, accepted: bool) -> None:
+    """Diff review: refusing --dtype outright made resources with `--dtype=auto` InvalidSpec
+    after an upgrade, though auto and bfloat16 change nothing the plan counts."""
+    from dsv4_operator.api import InvalidSpecError, parse_spec
+
+    spec = {"model": "flash", "gpu": {"types": ["h200-141gb"]}, "engine": {"extraArgs": [arg]}}
+    if accepted:
+        assert parse_spec(spec).engine.extra_args == (arg,)
+    else:
+        with pytest.raises(InvalidSpecError, match="--dtype"):
+            parse_spec(spec)

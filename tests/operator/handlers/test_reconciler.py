@@ -983,3 +983,19 @@ def test_a_new_surge_request_the_budget_cannot_hold_is_announced() -> None:
     assert f"spec.gpu.budget ({per_replica} GPUs) holds 0 surge group(s)" in adjusted[0]
     reconciler.reconcile("ns", "d", events)  # said once, not at every resync
     assert len([r for r in events.reasons() if r == "RolloutAdjusted"]) == 1
+
+
+def test_an_operator_upgrade_posts_no_rollout_warnings_for_unchanged_resources() -> None:
+    """Diff review: LWSs made before the requested-rollout annotation got it on the first
+    reconcile after an upgrade, which counted as a new request: one NoRedundancy or
+    RolloutAdjusted Warning per resource, across the fleet."""
+    for spec in (SPEC, {**SPEC, "rollout": {"maxSurge": 1, "maxUnavailable": 1}}):
+        fake, reconciler = _setup(spec)
+        reconciler.reconcile("ns", "d", Events())
+        per = fake.objects[LWS_PATH]["metadata"]["annotations"]["dsv4.io/gpus-per-replica"]
+        fake.objects[CR_PATH]["spec"]["gpu"]["budget"] = int(per)
+        reconciler.reconcile("ns", "d", Events())
+        del fake.objects[LWS_PATH]["metadata"]["annotations"]["dsv4.io/requested-rollout"]
+        events = Events()
+        assert reconciler.reconcile("ns", "d", events).result == "applied"  # annotation back
+        assert events.reasons() == []

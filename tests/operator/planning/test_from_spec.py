@@ -91,3 +91,11 @@ def test_unset_gpus_per_node_takes_the_types_node_size(gpu: str, per_node: int) 
     assert chosen.gpus_per_node <= per_node
     pinned = parse_spec({"model": "flash", "gpu": {"types": [gpu], "gpusPerNode": 2}})
     assert plan(request_from_spec(pinned)).chosen.layout.gpus_per_node <= 2
+    # Objects stored under the old CRD default keep gpusPerNode 8 (diff review): say so.
+    stored = parse_spec({"model": "pro", "gpu": {"types": [gpu], "gpusPerNode": 8}})
+    warned = plan(request_from_spec(stored))
+    assert warned.chosen.layout.gpus_per_node == 8
+    assert "GPUS_PER_NODE_ABOVE_TYPE" in {str(w.code) for w in warned.warnings}
+    assert "GPUS_PER_NODE_ABOVE_TYPE" not in {
+        str(w.code) for w in plan(request_from_spec(spec)).warnings
+    }

@@ -96,10 +96,6 @@ UNSUPPORTED_FLAGS: Final = {
     "--ssl-ca-certs": "the runtime probes the API over plain HTTP on 127.0.0.1",
     "--kv-cache-memory-bytes": "the plan sizes the KV cache through gpu-memory-utilization",
     "--num-gpu-blocks-override": "the plan sizes the KV cache through gpu-memory-utilization",
-    "--dtype": (
-        "the plan counts the activations and non-quantised weights in the checkpoint's own "
-        "dtypes; another dtype changes every byte count"
-    ),
     "--quantization": (
         "the plan counts the weights in spec.weightsFormat; another quantization method "
         "changes their bytes"
@@ -131,6 +127,12 @@ refuses as InvalidImageName (uppercase repository, empty tag) is refused here.""
 FLAG_PATTERN: Final = r"^--[a-z0-9][a-z0-9-]*(=.*)?$"
 """A long vLLM flag, alone (`--enforce-eager`) or with its value (`--seed=3`)."""
 
+DTYPE_FLAG: Final = "--dtype"
+"""vLLM's model dtype: accepted only with a value in `DTYPES_KEPT`."""
+DTYPES_KEPT: Final = ("auto", "bfloat16")
+"""`--dtype` values that keep what the plan counts: DeepSeek-V4's activations and unquantised
+weights are BF16 (`auto` takes the checkpoint's `torch_dtype`, bfloat16); float16 or float32
+would change every byte count."""
 CPU_OFFLOAD_FLAG: Final = "--cpu-offload-gb"
 """The one extraArgs flag the planner reads (weights offloaded to host memory per GPU)."""
 MAX_CPU_OFFLOAD_GIB: Final = 4096
@@ -353,11 +355,17 @@ class EngineSpec(ApiModel):
     @field_validator("extra_args")
     @classmethod
     def _not_owned(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        owned = (*_REFUSED_FLAGS, CPU_OFFLOAD_FLAG)
+        owned = (*_REFUSED_FLAGS, CPU_OFFLOAD_FLAG, DTYPE_FLAG)
         for arg in value:
-            flag = arg.split("=", 1)[0]
+            flag, _, given = arg.partition("=")
             if flag == CPU_OFFLOAD_FLAG:
                 _offload_gib(arg)
+            if flag == DTYPE_FLAG and given not in DTYPES_KEPT:
+                msg = (
+                    f"{arg!r}: the plan counts DeepSeek-V4's BF16 activations and weights; "
+                    f"{DTYPE_FLAG} may only be {' or '.join(DTYPES_KEPT)} (value in the same entry)"
+                )
+                raise ValueError(msg)
             if flag in OPERATOR_OWNED_FLAGS:
                 msg = f"{flag} is set by the operator from the spec; use the spec field instead"
                 raise ValueError(msg)

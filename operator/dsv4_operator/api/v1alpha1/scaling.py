@@ -175,7 +175,8 @@ class Rollout(ApiModel):
     drains, evictions), 0 to 3600: the runtime's `--drain-timeout-seconds` (vLLM
     `--shutdown-timeout`); the pods' terminationGracePeriodSeconds is this plus 25 s. A request
     still running after it is cut: long prefills and generations (1M-token contexts) need more
-    than the default 30."""
+    than the default 30. It is part of the pod template: changing it replaces every group (as
+    an image change does), and a stopping group holds its GPUs up to this long."""
 
     @model_validator(mode="after")
     def _progress(self) -> "Rollout":
