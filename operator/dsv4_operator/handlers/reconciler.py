@@ -263,7 +263,10 @@ class Reconciler:
         return Outcome(outcome.result, outcome.message, outcome.retry_after, writes)
 
     def _internal_error(self, namespace: str, name: str, error: Exception, emit: EmitFn) -> Outcome:
-        """Report an unexpected exception (an operator bug) on the resource, and retry later.
+        """Report an unexpected exception on the resource, and retry later.
+
+        An operator bug, or an API refusal no reconcile step expects (a 403 under RBAC
+        narrower than the chart's).
 
         Ready=False and Degraded=True with reason `ReconcileError` and a Warning Event, so the
         failure shows in `kubectl describe` rather than only as a traceback in the operator's
@@ -271,10 +274,12 @@ class Reconciler:
         """
         delay = self.retry_delay_seconds
         log.error("reconcile of %s/%s failed", namespace, name, exc_info=error)
-        message = (
-            f"internal error, retried every {delay:g} s (an operator bug: please report it): "
-            f"{type(error).__name__}: {error}"
+        cause = (
+            "the API server refused a request"  # e.g. 403: RBAC narrower than the chart's
+            if isinstance(error, ApiError)
+            else "internal error (an operator bug: please report it)"
         )
+        message = f"{cause}, retried every {delay:g} s: {type(error).__name__}: {error}"
         try:
             body = self.kube.get(API_VERSION, KIND, namespace, name)
             if body is not None:

@@ -12,7 +12,7 @@ from tests.operator.kube.fake_api import FakeApi
 
 from dsv4_operator.api import parse_spec
 from dsv4_operator.handlers.reconciler import Reconciler
-from dsv4_operator.kube import KubeClient
+from dsv4_operator.kube import ApiError, KubeClient
 from dsv4_operator.metrics import OperatorMetrics
 from dsv4_operator.planning import plan
 from dsv4_operator.planning.from_spec import request_from_spec
@@ -958,6 +958,17 @@ def test_an_unexpected_exception_is_reported_on_the_resource_and_retried(
     assert (kind, reason) == ("Warning", "ReconcileError")
     assert "ArithmeticError: boom" in message
     assert fake.objects[LWS_PATH] == lws_before  # the running groups are left alone
+    assert "operator bug" in message
+
+    def refused(*_: Any, **__: Any) -> Any:
+        raise ApiError(403, "Forbidden", "get secrets")
+
+    monkeypatch.setattr(module, "plan", refused)
+    reconciler.reconcile("ns", "d", events)
+    kind, reason, message = events[-1]
+    assert reason == "ReconcileError"
+    assert message.startswith("the API server refused a request, retried every")
+    assert "HTTP 403: Forbidden" in message
     monkeypatch.undo()
     assert reconciler.reconcile("ns", "d", events).result == "applied"
     assert _conditions(fake)["Degraded"] == ("False", "AsExpected")
