@@ -22,6 +22,7 @@ from typing_extensions import override
 
 from dsv4_operator.planning import PlanningError, PlanRequest, plan, plan_to_dict
 from dsv4_operator.planning.planner import Plan, shortfall_bytes, shortfall_tokens
+from dsv4_operator.settings import DEFAULT_RUNTIME_IMAGE
 
 __all__ = ["app", "main"]
 
@@ -315,16 +316,20 @@ def operator_run_command(
     ] = None,
     priority: Annotated[int | None, typer.Option(help="kopf peering priority.")] = None,
     runtime_image: Annotated[
-        str | None, typer.Option(help="Worker image when spec.engine.image is unset.")
+        str | None,
+        typer.Option(
+            help=f"Worker image when spec.engine.image is unset (default {DEFAULT_RUNTIME_IMAGE})."
+        ),
     ] = None,
     resync_seconds: Annotated[
-        float | None, typer.Option(help="Periodic resync interval, seconds.")
+        float | None, typer.Option(help="Periodic resync interval, seconds (default 60).")
     ] = None,
     progress_seconds: Annotated[
-        float | None, typer.Option(help="Faster resync while a rollout is in progress, seconds.")
+        float | None,
+        typer.Option(help="Faster resync while a rollout is in progress, seconds (default 10)."),
     ] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Prometheus /metrics port (0: off).")
+        int | None, typer.Option(help="Prometheus /metrics port (0: off; default 8080).")
     ] = None,
     liveness_port: Annotated[int | None, typer.Option(help="kopf /healthz port (0: off).")] = None,
     log_format: Annotated[
@@ -334,7 +339,9 @@ def operator_run_command(
 ) -> None:
     """Run the operator (kopf): reconcile DeepSeekV4Deployments into LeaderWorkerSets.
 
-    Flags override the DSV4_OPERATOR_* environment variables.
+    Flags override the DSV4_OPERATOR_* environment variables (each setting's name in upper case,
+    e.g. DSV4_OPERATOR_RESYNC_SECONDS); DSV4_OPERATOR_PROMETHEUS_URL, _AUTOSCALE_SECONDS,
+    _RETRY_DELAY_SECONDS and _WORKERS are read from the environment only.
     """
     # Imported here: kopf and the Kubernetes client stay out of `dsv4 plan`'s start-up.
     from dsv4_operator.handlers import run  # noqa: PLC0415

@@ -254,7 +254,7 @@ def test_kubectl_get_shows_printer_columns(
 ) -> None:
     control_plane.apply(_base("cols"), namespace=namespace)
     header = control_plane.kubectl("get", "dsv4", "-n", namespace).stdout.splitlines()[0].split()
-    assert header == ["NAME", "MODEL", "GPU", "GPUS", "REPLICAS", "READY", "AGE"]
+    assert header == ["NAME", "MODEL", "GPU", "GPUS", "REPLICAS", "READY", "STATUS", "AGE"]
 
     # Report a plan as the operator would (status subresource), then read it back in the table.
     schema = dsv4_crd.generated["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -264,6 +264,16 @@ def test_kubectl_get_shows_printer_columns(
     status["plan"]["gpuType"] = "h100-80gb"
     status["plan"]["layout"]["gpusPerReplica"] = 4
     status["readyReplicas"] = 1
+    # New-user trial: a broken resource looked like a healthy one in `kubectl get`.
+    status["conditions"] = [
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "InsufficientCapacity",
+            "message": "no layout fits",
+            "lastTransitionTime": "2026-11-30T00:00:00Z",
+        }
+    ]
     control_plane.kubectl(
         "patch",
         "dsv4",
@@ -276,7 +286,7 @@ def test_kubectl_get_shows_printer_columns(
         json.dumps({"status": status}),
     )
     rows = control_plane.kubectl("get", "dsv4", "cols", "-n", namespace, "--no-headers").stdout
-    assert rows.split()[:6] == ["cols", "flash", "h100-80gb", "4", "1", "1"]
+    assert rows.split()[:7] == ["cols", "flash", "h100-80gb", "4", "1", "1", "InsufficientCapacity"]
 
 
 @pytest.mark.e2e

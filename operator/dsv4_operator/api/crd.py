@@ -90,6 +90,12 @@ DEEPSEEK_V4_DEPLOYMENT: Final = CRDInfo(
         PrinterColumn("GPUs", ".status.plan.layout.gpusPerReplica", "integer", "GPUs per replica."),
         PrinterColumn("Replicas", ".spec.replicas", "integer", "Desired replicas."),
         PrinterColumn("Ready", ".status.readyReplicas", "integer", "Ready replicas."),
+        PrinterColumn(
+            "Status",
+            '.status.conditions[?(@.type=="Ready")].reason',
+            "string",
+            "Reason of the Ready condition (AllReplicasReady, ReplicasNotReady, InvalidSpec, ...).",
+        ),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date", "Time since creation."),
     ),
     scale={

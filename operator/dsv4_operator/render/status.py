@@ -312,12 +312,12 @@ def _rollout(
         out["Degraded"] = ("False", "AsExpected", c.text)
     if obs.missing and (obs.lws_held or not (c.rolled and c.ready >= c.want)):
         # No counts in this message: it is posted as an Event whenever it changes.
-        held = (
-            "; the LeaderWorkerSet keeps its current pod template meanwhile (its groups keep "
-            "serving)"
-            if obs.lws_held
-            else ""
-        )
+        held = ""
+        if obs.lws_held:
+            # "serving" only where a group is ready (new-user trial: a just-created resource
+            # whose pods never started was said to keep serving)
+            serving = " (its ready groups keep serving)" if c.ready > 0 else ""
+            held = f"; the LeaderWorkerSet keeps its current pod template meanwhile{serving}"
         message = _text("; ".join(obs.missing) + f": pods cannot start until they exist{held}")
         out["Ready"] = ("False", REFERENCE_MISSING, message)
         out["Degraded"] = ("True", REFERENCE_MISSING, message)
@@ -457,6 +457,19 @@ def _starting_since(obs: Observation) -> str | None:
 
 
 def status_patch(desired: Mapping[str, Any], current: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The keys of `desired` whose value differs from `current` (empty: nothing to write)."""
+    """The JSON merge patch from `current` to `desired` (empty: nothing to write).
+
+    Only keys of `desired` whose value differs; inside a changed mapping (`plan`, `cost`), keys
+    the current value has and `desired` lacks are set to None, which a merge patch removes
+    (a priced cost switched to an unpriced GPU type had kept its old `usdPerHour`).
+    """
     cur = current or {}
-    return {k: v for k, v in desired.items() if cur.get(k) != v}
+    return {k: _merge_value(v, cur.get(k)) for k, v in desired.items() if cur.get(k) != v}
+
+
+def _merge_value(desired: Any, current: Any) -> Any:
+    """`desired` as a merge-patch value over `current`: removed mapping keys become None."""
+    if not isinstance(desired, Mapping) or not isinstance(current, Mapping):
+        return desired
+    out = {k: _merge_value(v, current.get(k)) for k, v in desired.items()}
+    return out | {k: None for k in current if k not in desired}

@@ -818,7 +818,9 @@ def test_a_change_that_references_a_missing_secret_is_held_off_the_serving_group
     reconciler.reconcile("ns", "d", events)
     assert fake.objects[LWS_PATH]["spec"]["leaderWorkerTemplate"] == template
     assert _conditions(fake)["Ready"] == ("False", "ReferenceMissing")
-    assert "keeps its current pod template meanwhile" in _message(fake, "Ready")
+    assert "keeps its current pod template meanwhile (its ready groups keep serving)" in (
+        _message(fake, "Ready")
+    )
     assert "RollingUpdate" not in events.reasons()
     fake.objects["/api/v1/namespaces/ns/secrets/missing-sec"] = {"data": {"k": "dg=="}}
     reconciler.reconcile("ns", "d", events)
@@ -1010,3 +1012,15 @@ def test_an_operator_upgrade_posts_no_rollout_warnings_for_unchanged_resources()
         events = Events()
         assert reconciler.reconcile("ns", "d", events).result == "applied"  # annotation back
         assert events.reasons() == []
+
+
+def test_a_new_resource_waiting_for_a_reference_is_not_said_to_serve() -> None:
+    """New-user trial: a just-created resource whose PVC did not exist was reported as keeping
+    its groups serving (its own LeaderWorkerSet, created seconds before, counted as live)."""
+    spec = {**SPEC, "modelSource": {"pvc": {"claimName": "weights"}}}
+    fake, reconciler = _setup(spec)
+    reconciler.reconcile("ns", "d", Events())
+    reconciler.reconcile("ns", "d", Events())  # the LWS exists now, with no group ready
+    message = _message(fake, "Ready")
+    assert message.startswith("PersistentVolumeClaim weights (spec.modelSource.pvc.claimName)")
+    assert "serving" not in message

@@ -249,3 +249,14 @@ def test_log_format_setting_is_checked() -> None:
     assert OperatorSettings.from_env({"DSV4_OPERATOR_LOG_FORMAT": "json"}).log_format == "json"
     with pytest.raises(ValidationError, match="log_format"):
         OperatorSettings.from_env({"DSV4_OPERATOR_LOG_FORMAT": "yaml"})
+
+
+def test_operator_run_help_states_the_settings_defaults() -> None:
+    """New-user trial: `dsv4 operator run --help` showed no defaults; they must be the real ones."""
+    text = " ".join(CliRunner().invoke(cli.app, ["operator", "run", "--help"]).output.split())
+    defaults = OperatorSettings()
+    assert f"(default {defaults.runtime_image})" in text
+    assert f"(default {defaults.resync_seconds:g})" in text
+    assert f"(default {defaults.progress_seconds:g})" in text
+    assert f"default {defaults.metrics_port})" in text
+    assert f"(default {defaults.log_format})" in text

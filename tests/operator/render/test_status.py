@@ -285,3 +285,16 @@ def test_a_ready_surge_group_serves_so_the_resource_is_available(case: Case) -> 
     assert _conditions(status)["Available"] == ("True", "MinimumReplicasAvailable")
     assert _conditions(status)["Ready"] == ("False", "ReplicasNotReady")
     assert (status["replicas"], status["readyReplicas"]) == (1, 1)  # the scale subresource's
+
+
+def test_a_changed_mapping_removes_the_keys_it_no_longer_has() -> None:
+    """New-user trial: switching to an unpriced GPU type kept `status.cost.usdPerHour` at the
+    old type's price: a merge patch keeps keys the new value leaves out."""
+    current = {"cost": {"gpuHoursPerDay": 96, "usdPerHour": "9.96"}, "replicas": 1}
+    desired = {"cost": {"gpuHoursPerDay": 96}, "replicas": 1}
+    assert status_patch(desired, current) == {"cost": {"gpuHoursPerDay": 96, "usdPerHour": None}}
+    nested = {"plan": {"layout": {"tp": 8, "ep": 8}, "gpu": "h100"}}
+    assert status_patch({"plan": {"layout": {"tp": 8}, "gpu": "h100"}}, nested) == {
+        "plan": {"layout": {"tp": 8, "ep": None}, "gpu": "h100"}
+    }
+    assert status_patch(current, current) == {}
