@@ -671,7 +671,17 @@ def plan(req: PlanRequest) -> Plan:
         chosen, fits = ranked[0], True
     elif unfit:
         ranked = []
-        chosen = max(unfit, key=lambda e: (e.memory.kv_cache_bytes, e.layout.gpus))
+        # Layouts short of nothing but a utilization vLLM can start with come first, in the
+        # order a fitting plan would take (new-user trial: at 0.99 on H200 Flash was shown on
+        # 32 GPUs, the layout with the most KV, though 2 fit at 0.97).
+        startup_only = [
+            e for e in unfit if {f.code for f in e.problems} == {Code.STARTUP_MEMORY_RESERVE}
+        ]
+        chosen = (
+            min(startup_only, key=lambda e: _rank_key(req, e, order))
+            if startup_only
+            else max(unfit, key=lambda e: (e.memory.kv_cache_bytes, e.layout.gpus))
+        )
         fits = False
         explained, advice = _explain_no_fit(req, model, chosen)
         warnings.append(explained)

@@ -191,3 +191,15 @@ def test_the_minimum_utilization_advice_respects_the_startup_reserve() -> None:
     followed = plan(dataclasses.replace(request, gpu_memory_utilization=0.9872))
     codes = {w["code"] for w in plan_to_dict(followed)["warnings"]}
     assert "STARTUP_MEMORY_RESERVE" in codes
+
+
+def test_an_unstartable_utilization_shows_the_layout_that_would_fit_below_it() -> None:
+    """New-user trial: at gpu-memory-utilization 0.99 on H200 (vLLM starts at 0.97 at most) the
+    plan showed Flash on 32 GPUs, the layout with the most KV, as if Flash needed them."""
+    at = dataclasses.replace(PlanRequest(model="flash", gpu_types=("h200-141gb",)), max_nodes=4)
+    too_high = plan(dataclasses.replace(at, gpu_memory_utilization=0.99))
+    startable = plan(dataclasses.replace(at, gpu_memory_utilization=0.97))
+    assert not too_high.fits
+    assert startable.fits
+    assert too_high.chosen.layout == startable.chosen.layout
+    assert {f.code for f in too_high.chosen.problems} == {Code.STARTUP_MEMORY_RESERVE}
