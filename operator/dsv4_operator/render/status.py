@@ -200,6 +200,21 @@ def _usd(value: Decimal) -> str | None:
     return text or "0"
 
 
+def _replicas_at(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> int:
+    """Replicas that serve `spec.load.tokensPerSecond`.
+
+    With autoscaling, what its per-replica target asks (within min/maxReplicas; the plan's
+    estimate when unset); else spec.replicas. New-user trial: $ per million tokens had divided
+    the current replicas' cost by the target load, 4x too low for an autoscaled example that
+    runs 4 replicas at that load.
+    """
+    a, load = spec.autoscaling, spec.load
+    if not a.enabled or load is None or not load.tokens_per_second:
+        return max(spec.replicas, 1)
+    per = a.target_tokens_per_second_per_replica or max(plan.chosen.tokens_per_second, 1)
+    return min(max(-(-load.tokens_per_second // per), a.min_replicas, 1), a.max_replicas)
+
+
 def _cost(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
     gpus = plan.chosen.layout.gpus * spec.replicas
     out: dict[str, Any] = {"gpuHoursPerDay": gpus * 24}
@@ -211,7 +226,8 @@ def _cost(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
         out["usdPerHour"] = text
     load = spec.load
     if load is not None and load.tokens_per_second:
-        per_million = per_hour / (Decimal(load.tokens_per_second) * 3600 / 10**6)
+        at_load = Decimal(micro * plan.chosen.layout.gpus * _replicas_at(spec, plan)) / 10**6
+        per_million = at_load / (Decimal(load.tokens_per_second) * 3600 / 10**6)
         if (text := _usd(per_million)) is not None:
             out["usdPerMillionTokens"] = text
     return out

@@ -298,3 +298,27 @@ def test_a_changed_mapping_removes_the_keys_it_no_longer_has() -> None:
         "plan": {"layout": {"tp": 8, "ep": None}, "gpu": "h100"}
     }
     assert status_patch(current, current) == {}
+
+
+def test_cost_per_million_tokens_counts_the_replicas_the_load_takes() -> None:
+    """New-user trial: an autoscaled resource at 1 replica divided that replica's cost by the
+    load that its own per-replica target serves with 4, quoting $ per million tokens 4x low."""
+    import yaml
+    from tests.support.cluster import REPO_ROOT
+
+    body = yaml.safe_load((REPO_ROOT / "examples" / "flash-autoscaled.yaml").read_text())
+    body["spec"]["cost"] = {"gpuHourlyPrices": [
+        {"gpuType": "h200-141gb", "usdPerGpuHour": "3.00"},
+        {"gpuType": "h100-80gb", "usdPerGpuHour": "2.50"},
+    ]}  # fmt: skip
+    spec = parse_spec(body["spec"])
+    planned = plan(request_from_spec(spec))
+    owner = Owner("flash-autoscaled", "ns", "uid")
+    status = desired_status(Observation(owner, spec=spec, plan=planned), None, T0)
+    cost, gpus = status["cost"], planned.chosen.layout.gpus
+    price = {"h200-141gb": 3, "h100-80gb": 2.5}[planned.chosen.gpu.name]
+    assert spec.replicas == 1
+    assert float(cost["usdPerHour"]) == pytest.approx(price * gpus)  # what runs now
+    # 20,000 tok/s at the 5,000 per replica the autoscaler aims at: 4 replicas
+    per_million = price * gpus * 4 / (20_000 * 3600 / 1e6)
+    assert float(cost["usdPerMillionTokens"]) == pytest.approx(per_million, abs=1e-4)

@@ -101,8 +101,9 @@ class CostStatus(ApiModel):
     """Estimated cost at the target load, from spec.cost prices."""
 
     usd_per_million_tokens: UsdAmount | None = None
-    """US dollars per million generated tokens at spec.load (decimal string); unset without a
-    price or load."""
+    """US dollars per million generated tokens at spec.load (decimal string), with the replicas
+    that load takes (with autoscaling: load / targetTokensPerSecondPerReplica, within min and
+    maxReplicas); unset without a price or load."""
     usd_per_hour: UsdAmount | None = None
     """US dollars per hour for the current replicas (decimal string)."""
     gpu_hours_per_day: Count
