@@ -1024,3 +1024,18 @@ def test_a_new_resource_waiting_for_a_reference_is_not_said_to_serve() -> None:
     message = _message(fake, "Ready")
     assert message.startswith("PersistentVolumeClaim weights (spec.modelSource.pvc.claimName)")
     assert "serving" not in message
+
+
+def test_a_cost_without_a_price_loses_its_dollar_figures_once() -> None:
+    """New-user trial: switching to a GPU type without a price kept the old type's usdPerHour
+    in status (a merge patch keeps keys the new mapping leaves out)."""
+    prices = {"gpuHourlyPrices": [{"gpuType": "h200-141gb", "usdPerGpuHour": "3.00"}]}
+    fake, reconciler = _setup({**SPEC, "cost": prices})
+    reconciler.reconcile("ns", "d", Events())
+    assert "usdPerHour" in fake.objects[CR_PATH]["status"]["cost"]
+    fake.objects[CR_PATH]["spec"]["gpu"]["types"] = ["h100-80gb"]
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    reconciler.reconcile("ns", "d", Events())
+    assert set(fake.objects[CR_PATH]["status"]["cost"]) == {"gpuHoursPerDay"}
+    again = reconciler.reconcile("ns", "d", Events())
+    assert (again.result, again.writes) == ("unchanged", 0)

@@ -96,13 +96,7 @@ class FakeApi:
         if method == "PATCH" and path.endswith("/status"):
             obj = self.objects[path.removesuffix("/status")]
             patch = body if isinstance(body, dict) else json.loads(body)
-            status = dict(obj.get("status") or {})
-            for key, value in patch["status"].items():
-                if value is None:
-                    status.pop(key, None)
-                else:
-                    status[key] = value
-            obj["status"] = status
+            obj["status"] = _merge_patch(obj.get("status") or {}, patch["status"])
             return self._json(200, obj)
         if method == "PATCH" and isinstance(body, dict):  # JSON merge patch of the spec
             return self._merge_spec(path, body)
@@ -128,3 +122,17 @@ class FakeApi:
 
     def close(self) -> None:
         self.closed = True
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as the API server applies one: None removes a key, mappings
+    merge key by key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge_patch(out.get(key), value)
+    return out
