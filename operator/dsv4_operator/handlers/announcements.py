@@ -152,7 +152,13 @@ def announce_rollout(
             "1 replica without a surge group: every pod-template change, and a node drain, "
             "stops the service until the group has started again (minutes; the startup "
             "probe allows the plan's first-boot budget); set spec.rollout.maxSurge 1 (with "
-            "a spec.gpu.budget that holds it) or spec.replicas 2",
+            "a spec.gpu.budget that holds it) or spec.replicas 2"
+            + (
+                " (set maxSurge first: with spec.load.concurrency a new replica count re-plans "
+                "max-num-seqs, which replaces this group)"
+                if spec.load is not None and spec.load.concurrency is not None
+                else ""
+            ),
         )
     if (surge, unavailable) != asked and moved:
         per = str(

@@ -1039,3 +1039,15 @@ def test_a_cost_without_a_price_loses_its_dollar_figures_once() -> None:
     assert set(fake.objects[CR_PATH]["status"]["cost"]) == {"gpuHoursPerDay"}
     again = reconciler.reconcile("ns", "d", Events())
     assert (again.result, again.writes) == ("unchanged", 0)
+
+
+def test_no_redundancy_advice_warns_that_a_concurrency_split_re_plans() -> None:
+    """New-user trial: following NoRedundancy's "spec.replicas 2" with load.concurrency set
+    re-planned max-num-seqs and replaced the one group it meant to protect."""
+    for load, warned in (({"concurrency": 8}, True), (None, False)):
+        spec = {**SPEC, **({"load": load} if load else {})}
+        _, reconciler = _setup(spec)
+        events = Events()
+        reconciler.reconcile("ns", "d", events)
+        (message,) = [m for _, r, m in events if r == "NoRedundancy"]
+        assert ("set maxSurge first" in message) is warned
