@@ -73,6 +73,8 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     # ... or weakened Pod Security `restricted`, or rendered the same Role twice.
     ("capabilities-kept", {"securityContext": {"capabilities": {"drop": []}}}, "/drop"),
     ("duplicate-namespaces", {"watchNamespaces": ["a", "a"]}, "/watchNamespaces"),
+    # A number Helm cannot hold exactly as a float would render as a different tag.
+    ("numeric-tag-beyond-2^53", {"image": {"tag": 20250101123045123}}, "/image/tag"),
 ]
 
 

@@ -332,7 +332,7 @@ def _rollout(
         if obs.lws_held:
             # "serving" only where a group is ready (new-user trial: a just-created resource
             # whose pods never started was said to keep serving)
-            serving = " (its ready groups keep serving)" if c.ready > 0 else ""
+            serving = " (its ready groups keep serving)" if c.serving > 0 else ""
             held = f"; the LeaderWorkerSet keeps its current pod template meanwhile{serving}"
         message = _text("; ".join(obs.missing) + f": pods cannot start until they exist{held}")
         out["Ready"] = ("False", REFERENCE_MISSING, message)

@@ -183,3 +183,21 @@ def test_queue_name_is_immutable_on_update(validate: Any) -> None:
     same = _with_spec(placement={"queueName": "inference", "topologyKey": "a.io/b"}, replicas=2)
     assert validate(same, queued) == []
     assert validate(_with_spec(replicas=2), plain) == []
+
+
+@pytest.mark.parametrize(
+    ("arg", "accepted"),
+    [("--dtype=auto", True), ("--dtype=bfloat16", True), ("--dtype=float16", False),
+     ("--dtype", False)],
+)  # fmt: skip
+def test_dtype_values_agree_between_the_crd_and_the_parse(
+    validate: Any, arg: str, accepted: bool
+) -> None:
+    """Diff review: only the parse checked --dtype's value, so the API server stored a spec the
+    operator then reported InvalidSpec; admission refuses it now too."""
+    body = _with_spec(engine={"extraArgs": [arg]})
+    errors = validate(body)
+    assert (errors == []) is accepted, errors
+    if not accepted:
+        assert "--dtype may only be auto or bfloat16" in errors[0]
+    assert parse_accepts(body) is accepted

@@ -322,3 +322,23 @@ def test_cost_per_million_tokens_counts_the_replicas_the_load_takes() -> None:
     # 20,000 tok/s at the 5,000 per replica the autoscaler aims at: 4 replicas
     per_million = price * gpus * 4 / (20_000 * 3600 / 1e6)
     assert float(cost["usdPerMillionTokens"]) == pytest.approx(per_million, abs=1e-4)
+
+
+def test_a_held_template_says_serving_when_only_a_surge_group_is_ready() -> None:
+    """Diff review: "keep serving" counted the spec's groups only, so a resource whose one
+    serving group was the surge group was said to serve nothing (and each flip of the wording
+    posted a new Warning)."""
+    spec = parse_spec({"model": "flash", "gpu": {"types": ["h200-141gb"]}, "replicas": 1})
+    planned = plan(request_from_spec(spec))
+    lws = {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 1}
+    obs = Observation(
+        Owner("d", "ns", "uid"),
+        spec=spec,
+        plan=planned,
+        lws_status=lws,
+        missing=("Secret x (spec.engine.env X) does not exist",),
+        lws_held=True,
+    )
+    ready = next(c for c in desired_status(obs, None, T0)["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ReferenceMissing"
+    assert ready["message"].endswith("(its ready groups keep serving)")

@@ -142,6 +142,21 @@ _REFUSED_FLAGS: Final = (*OPERATOR_OWNED_FLAGS, *RUNTIME_OWNED_FLAGS, *UNSUPPORT
 _OWNED_CEL: Final = "[" + ", ".join(f"'{flag}'" for flag in _REFUSED_FLAGS) + "]"
 """The owned and unsupported flags as a CEL list."""
 
+_DTYPE_RULE: Final[CelRule] = {
+    "rule": (
+        "!has(self.extraArgs) || self.extraArgs.all(a, !(a == '--dtype' || "
+        "a.startsWith('--dtype=')) || a in ["
+        + ", ".join(f"'--dtype={d}'" for d in DTYPES_KEPT)
+        + "])"
+    ),
+    "message": (
+        "spec.engine.extraArgs: --dtype may only be "
+        + " or ".join(DTYPES_KEPT)
+        + " (the plan counts DeepSeek-V4's BF16 activations and weights)"
+    ),
+}
+"""The CRD's check of `--dtype` values (the parse's `_not_owned` makes the same one)."""
+
 _OWNED_RULE: Final[CelRule] = {
     "rule": (
         "!has(self.extraArgs) || self.extraArgs.all(a, !"
@@ -318,7 +333,7 @@ class EnvVar(ApiModel):
 class EngineSpec(ApiModel):
     """The inference engine (vLLM with our runtime) that worker pods run."""
 
-    model_config = with_cel_rules(_OWNED_RULE)
+    model_config = with_cel_rules(_OWNED_RULE, _DTYPE_RULE)
 
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)] | None = None
     """Container image of the worker pods; unset uses the operator's default runtime image."""
