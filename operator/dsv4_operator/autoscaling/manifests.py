@@ -22,6 +22,8 @@ from dsv4_operator.api.v1alpha1.scaling import Autoscaling
 __all__ = ["hpa", "leader_selector", "scaled_object"]
 
 _RATE_WINDOW = "2m"
+_HPA_MAX_PERIOD_SECONDS = 1800
+"""Longest `periodSeconds` of an HPA scaling policy (autoscaling/v2 validation)."""
 
 
 def leader_selector(namespace: str, lws_name: str) -> str:
@@ -29,12 +31,20 @@ def leader_selector(namespace: str, lws_name: str) -> str:
     return f'namespace="{namespace}",pod=~"{lws_name}-[0-9]+"'
 
 
-def _behavior(a: Autoscaling, period_seconds: int) -> dict[str, Any]:
+def _behavior(a: Autoscaling, period_seconds: int, group_start_seconds: int) -> dict[str, Any]:
+    """HPA behavior: the spec's windows and steps.
+
+    Scale-up adds at most `scaleUpMaxStep` groups per group start time (`group_start_seconds`,
+    within HPA's 1800 s limit): HPA does not see that a group is still loading, so a guard
+    rail that stays high while it loads (the queue) would otherwise add a group every period
+    up to maxReplicas; the native autoscaler counts a starting group as the fix.
+    """
+    up_period = min(max(group_start_seconds, period_seconds), _HPA_MAX_PERIOD_SECONDS)
     return {
         "scaleUp": {
             "stabilizationWindowSeconds": a.scale_up_stabilization_seconds,
             "policies": [
-                {"type": "Pods", "value": a.scale_up_max_step, "periodSeconds": period_seconds}
+                {"type": "Pods", "value": a.scale_up_max_step, "periodSeconds": up_period}
             ],
         },
         "scaleDown": {
@@ -56,6 +66,7 @@ def scaled_object(
     max_replicas: int,
     prometheus_url: str,
     labels: dict[str, str],
+    group_start_seconds: int = 0,
     polling_seconds: int = 15,
 ) -> dict[str, Any]:
     """A `keda.sh/v1alpha1` ScaledObject scaling the DeepSeekV4Deployment on tokens/s.
@@ -69,6 +80,8 @@ def scaled_object(
         max_replicas: most replicas, already bounded by the GPU budget.
         prometheus_url: Prometheus server address KEDA queries.
         labels: labels for the object.
+        group_start_seconds: how long a new group takes to serve (the plan's first-boot
+            budget), s: at most `scaleUpMaxStep` groups are added per that time (`_behavior`).
         polling_seconds: KEDA polling interval, s.
 
     Returns:
@@ -119,7 +132,8 @@ def scaled_object(
                 "metricType": "AverageValue",
                 "metadata": {
                     "serverAddress": prometheus_url,
-                    "query": f"sum({a.wake_up_query})",
+                    # on lines of its own: a trailing `# comment` must not swallow the `)`
+                    "query": f"sum(\n{a.wake_up_query}\n)",
                     "threshold": str(a.queue_length_threshold),
                     "activationThreshold": "0",
                 },
@@ -131,12 +145,19 @@ def scaled_object(
         "minReplicaCount": a.min_replicas,
         "maxReplicaCount": max_replicas,
         "advanced": {
-            "horizontalPodAutoscalerConfig": {"behavior": _behavior(a, polling_seconds)},
+            "horizontalPodAutoscalerConfig": {
+                "behavior": _behavior(a, polling_seconds, group_start_seconds)
+            },
         },
         "triggers": triggers,
     }
     if a.min_replicas == 0 and a.scale_to_zero_idle_seconds is not None:
-        spec["cooldownPeriod"] = a.scale_to_zero_idle_seconds
+        # KEDA goes from any replicas straight to 0 once no trigger was active for
+        # cooldownPeriod, without HPA's scale-down window or step, and right after creation
+        # unless initialCooldownPeriod holds it (default 0): both are at least the window.
+        cooldown = max(a.scale_to_zero_idle_seconds, a.scale_down_stabilization_seconds)
+        spec["cooldownPeriod"] = cooldown
+        spec["initialCooldownPeriod"] = cooldown
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
@@ -154,6 +175,7 @@ def hpa(
     max_replicas: int,
     labels: dict[str, str],
     api_version: str = "autoscaling/v2",
+    group_start_seconds: int = 0,
 ) -> dict[str, Any]:
     """An HPA on the DeepSeekV4Deployment's scale subresource with prometheus-adapter metrics.
 
@@ -165,6 +187,7 @@ def hpa(
         max_replicas: most replicas, already bounded by the GPU budget.
         labels: labels for the object.
         api_version: `autoscaling/v2` (or `autoscaling/v2beta2` on old clusters, from discovery).
+        group_start_seconds: how long a new group takes to serve, s (`_behavior`).
 
     Returns:
         The manifest.
@@ -203,6 +226,6 @@ def hpa(
                     {"type": "AverageValue", "averageValue": str(a.queue_length_threshold)},
                 ),
             ],
-            "behavior": _behavior(a, 60),
+            "behavior": _behavior(a, 60, group_start_seconds),
         },
     }

@@ -65,6 +65,7 @@ def autoscaler_children(
             max_replicas=max_replicas(spec, plan),
             prometheus_url=prometheus_url,
             labels=labels,
+            group_start_seconds=plan.startup_budget_seconds,
         )
     else:
         obj = hpa(
@@ -75,6 +76,7 @@ def autoscaler_children(
             max_replicas=max_replicas(spec, plan),
             labels=labels,
             api_version=hpa_api_version,
+            group_start_seconds=plan.startup_budget_seconds,
         )
     obj["metadata"]["ownerReferences"] = [owner.reference()]
     return [obj]
