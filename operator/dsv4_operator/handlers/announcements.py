@@ -15,7 +15,11 @@ from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.kube import AppliedChild
 from dsv4_operator.planning import Code, FitAdvice, Plan, fit_option
 from dsv4_operator.render import Owner
-from dsv4_operator.render.leaderworkerset import GPUS_ANNOTATION, ROLLOUT_ANNOTATION
+from dsv4_operator.render.leaderworkerset import (
+    GPUS_ANNOTATION,
+    ROLLOUT_ANNOTATION,
+    lws_annotation,
+)
 from dsv4_operator.render.rollout import rolling_update
 
 __all__ = [
@@ -132,8 +136,7 @@ def announce_rollout(
     asked = (spec.rollout.max_surge, spec.rollout.max_unavailable)
     previous_config = rolling_update(old_spec)
     requested = [
-        ((obj or {}).get("metadata") or {}).get("annotations", {}).get(ROLLOUT_ANNOTATION)
-        for obj in (applied.previous, applied.live)
+        lws_annotation(obj, ROLLOUT_ANNOTATION) for obj in (applied.previous, applied.live)
     ]
     moved = (
         applied.action == "created"
@@ -161,9 +164,7 @@ def announce_rollout(
             ),
         )
     if (surge, unavailable) != asked and moved:
-        per = str(
-            ((applied.live.get("metadata") or {}).get("annotations") or {}).get(GPUS_ANNOTATION, "")
-        )
+        per = lws_annotation(applied.live, GPUS_ANNOTATION) or ""
         wanted = surge_groups(asked[0], spec.replicas)
         enough = (
             f" (a budget of {(spec.replicas + wanted) * int(per)} would hold {wanted})"

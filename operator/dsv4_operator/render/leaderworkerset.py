@@ -72,6 +72,7 @@ __all__ = [
     "hf_cache_bytes",
     "hf_cache_error",
     "leaderworkerset",
+    "lws_annotation",
     "rollout_strategy",
     "running_gpus_per_replica",
     "surge_groups",
@@ -302,12 +303,18 @@ def _unavailable_groups(value: int | str, replicas: int) -> int:
 GPUS_ANNOTATION: Final = "dsv4.io/gpus-per-replica"
 """LeaderWorkerSet annotation: GPUs per group of the plan its template runs."""
 PEAK_GPUS_ANNOTATION: Final = "dsv4.io/rollout-peak-gpus-per-replica"
+"""LeaderWorkerSet annotation: the most GPUs per group its running groups may hold while a
+rollout goes on (the previous plan's, until every group is updated); the surge is sized on it."""
 ROLLOUT_ANNOTATION: Final = "dsv4.io/requested-rollout"
 """LWS annotation: `spec.rollout`'s maxSurge and maxUnavailable as asked (`1,25%`), beside the
 strategy the budget may have lowered: a new request the budget cannot hold is announced
 (`RolloutAdjusted`) even when the applied strategy stays the same."""
-"""LeaderWorkerSet annotation: the most GPUs per group its running groups may hold while a
-rollout goes on (the previous plan's, until every group is updated); the surge is sized on it."""
+
+
+def lws_annotation(lws: Mapping[str, Any] | None, key: str) -> str | None:
+    """Annotation `key` of a LeaderWorkerSet manifest or live object (None when absent)."""
+    value = (((lws or {}).get("metadata") or {}).get("annotations") or {}).get(key)
+    return None if value is None else str(value)
 
 
 def running_gpus_per_replica(live: Mapping[str, Any] | None) -> int | None:
@@ -320,11 +327,10 @@ def running_gpus_per_replica(live: Mapping[str, Any] | None) -> int | None:
     """
     if live is None:
         return None
-    annotations = (live.get("metadata") or {}).get("annotations") or {}
     counts = live_rollout(live)
     # Groups below a canary partition keep the previous plan's GPUs even once it is "rolled".
     rolling = not counts.rolled or counts.partition > 0
-    value = annotations.get(PEAK_GPUS_ANNOTATION if rolling else GPUS_ANNOTATION)
+    value = lws_annotation(live, PEAK_GPUS_ANNOTATION if rolling else GPUS_ANNOTATION)
     try:
         return None if value is None else int(value)
     except ValueError:
