@@ -28,7 +28,7 @@ from dsv4_runtime.distributed import (
     role_from_env,
     system_resolver,
 )
-from dsv4_runtime.engine import build_launch, engine_base_url
+from dsv4_runtime.engine import build_launch, engine_base_url, http_url
 from dsv4_runtime.metrics import RuntimeMetrics
 from dsv4_runtime.preflight import PreflightError, Probes, run_preflight
 from dsv4_runtime.server import ADMIN_TOKEN_ENV, RuntimeState
@@ -141,15 +141,12 @@ def run(
             else 0
         ),
         leader_admin_url=(
-            _url(leader_ip, config.admin_port) if not role.is_leader and config.nodes > 1 else None
+            http_url(leader_ip, config.admin_port)
+            if not role.is_leader and config.nodes > 1
+            else None
         ),
     )
     return _supervise(supervisor, config.termination_log)
-
-
-def _url(host: str, port: int) -> str:
-    """http://host:port, with an IPv6 address in brackets."""
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _supervise(supervisor: Supervisor, termination_log: Path) -> int:

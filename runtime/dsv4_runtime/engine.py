@@ -36,6 +36,7 @@ __all__ = [
     "PARALLEL_REFERENCE_MODULE",
     "build_launch",
     "engine_base_url",
+    "http_url",
     "reference_launch",
 ]
 
@@ -129,11 +130,14 @@ def build_launch(config: RuntimeConfig, role: Role, leader_ip: str) -> Launch:
     return reference_launch(config, role, leader_ip)
 
 
+def http_url(host: str, port: int) -> str:
+    """`http://host:port`, an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def engine_base_url(config: RuntimeConfig) -> str:
     """The URL the runtime probes the engine at (loopback; the engine binds `config.host`)."""
     host = config.host
     if host in {"0.0.0.0", "::", ""}:  # noqa: S104  (a wildcard bind is probed on loopback)
         host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{config.api_port}"
+    return http_url(host, config.api_port)
