@@ -213,7 +213,7 @@ class Reconciler:
     """Per resource, the (uid, autoscaling mode) for which stale scalers were last removed."""
     _starting_since: dict[str, datetime] = field(default_factory=dict)
     """Per resource, since when every group runs the current template but some are not ready
-    (in memory: an operator restart starts the Degraded wait again)."""
+    (also in `status.startingSince`, read back after an operator restart: `_stored_since`)."""
 
     def _lock(self, key: str) -> threading.Lock:
         with self._guard:

@@ -84,9 +84,10 @@ class Observation:
         missing: Secrets and ConfigMaps (or keys) the pods reference that do not exist: while
             groups are not ready, Ready=False and Degraded=True say `ReferenceMissing`.
         starting_since: since when every group runs the current template but some are not
-            ready (None: now, or nothing starts). Degraded turns True once that exceeds the
-            plan's startup budget. Written to `status.startingSince` while groups start (the
-            reconciler reads it back after a restart).
+            ready; None when that is not the case (the reconciler sets it from the same counts
+            `desired_status` reads). Degraded turns True once it is older than the plan's
+            startup budget. Written to `status.startingSince` (the reconciler reads it back
+            after a restart).
         lws_target: (replicas, partition) of the live LeaderWorkerSet, for a paused resource
             (whose spec edits are not applied).
         lws_held: the LeaderWorkerSet was left on its current template because `missing` is
@@ -457,19 +458,9 @@ def desired_status(
         "selector": str(st.get("hpaPodSelector") or _selector(obs.owner)),
         "endpoint": obs.endpoint,
         "cost": _cost(spec, plan),
-        "startingSince": _starting_since(obs),
+        "startingSince": None if obs.starting_since is None else rfc3339(obs.starting_since),
     }
     return out
-
-
-def _starting_since(obs: Observation) -> str | None:
-    """`status.startingSince`: set while every group is updated and some are not ready yet."""
-    if obs.starting_since is None or obs.spec is None:
-        return None
-    c = rollout_counts(
-        obs.spec.replicas, obs.spec.rollout.partition, obs.lws_status, obs.lws_changed
-    )
-    return rfc3339(obs.starting_since) if c.rolled and c.ready < c.want else None
 
 
 def status_patch(desired: Mapping[str, Any], current: Mapping[str, Any] | None) -> dict[str, Any]:
