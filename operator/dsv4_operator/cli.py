@@ -22,7 +22,7 @@ from typing_extensions import override
 
 from dsv4_operator.planning import PlanningError, PlanRequest, plan, plan_to_dict
 from dsv4_operator.planning.planner import Plan, shortfall_bytes, shortfall_tokens
-from dsv4_operator.settings import DEFAULT_RUNTIME_IMAGE
+from dsv4_operator.settings import OperatorSettings
 
 __all__ = ["app", "main"]
 
@@ -304,6 +304,12 @@ def crdgen_command(
     raise typer.Exit(crdgen.main(["--root", str(root)] if root else []))
 
 
+def _default(setting: str) -> str:
+    """`default X` for `--help`: the `OperatorSettings` field's default."""
+    value = OperatorSettings.model_fields[setting].default
+    return f"default {value:g}" if isinstance(value, float) else f"default {value}"
+
+
 @operator_app.command("run")
 def operator_run_command(
     namespace: Annotated[
@@ -318,22 +324,28 @@ def operator_run_command(
     runtime_image: Annotated[
         str | None,
         typer.Option(
-            help=f"Worker image when spec.engine.image is unset (default {DEFAULT_RUNTIME_IMAGE})."
+            help=f"Worker image when spec.engine.image is unset ({_default('runtime_image')})."
         ),
     ] = None,
     resync_seconds: Annotated[
-        float | None, typer.Option(help="Periodic resync interval, seconds (default 60).")
+        float | None,
+        typer.Option(help=f"Periodic resync interval, seconds ({_default('resync_seconds')})."),
     ] = None,
     progress_seconds: Annotated[
         float | None,
-        typer.Option(help="Faster resync while a rollout is in progress, seconds (default 10)."),
+        typer.Option(
+            help="Faster resync while a rollout is in progress, seconds "
+            f"({_default('progress_seconds')})."
+        ),
     ] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Prometheus /metrics port (0: off; default 8080).")
+        int | None,
+        typer.Option(help=f"Prometheus /metrics port (0: off; {_default('metrics_port')})."),
     ] = None,
     liveness_port: Annotated[int | None, typer.Option(help="kopf /healthz port (0: off).")] = None,
     log_format: Annotated[
-        str | None, typer.Option(help="Log format: full, plain or json (default full).")
+        str | None,
+        typer.Option(help=f"Log format: full, plain or json ({_default('log_format')})."),
     ] = None,
     verbose: Annotated[bool, typer.Option(help="Log at DEBUG level.")] = False,
 ) -> None:
@@ -345,7 +357,6 @@ def operator_run_command(
     """
     # Imported here: kopf and the Kubernetes client stay out of `dsv4 plan`'s start-up.
     from dsv4_operator.handlers import run  # noqa: PLC0415
-    from dsv4_operator.settings import OperatorSettings  # noqa: PLC0415
 
     flags: dict[str, Any] = {
         "namespaces": tuple(namespace) if namespace else None,
