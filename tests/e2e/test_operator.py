@@ -341,6 +341,42 @@ def _lws_pod(lws: dict[str, Any]) -> dict[str, Any]:
     return pod
 
 
+def test_an_hpa_without_metrics_is_reported_on_scaling_active(
+    operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
+) -> None:
+    """mode: hpa on a cluster whose HPA controller (kube-controller-manager's, real) finds no
+    external metrics API: its ScalingActive=False reaches the resource's ScalingActive."""
+    body, name = _fitting_example()
+    body["spec"]["replicas"] = 1
+    body["spec"]["autoscaling"] = {
+        "enabled": True,
+        "mode": "hpa",
+        "minReplicas": 1,
+        "maxReplicas": 2,
+    }
+    _apply(control_plane, namespace, body)
+    hpa_version = control_plane.hpa_api_version()
+    wait_until(
+        lambda: cluster.get(hpa_version, "horizontalpodautoscalers", namespace, name), "the HPA"
+    )
+    # The HPA controller syncs every 15 s; the operator reads the HPA back at each resync.
+    found = cluster.wait_condition(
+        namespace, name, "ScalingActive", "False", "HPANotScaling", timeout=120
+    )
+    assert f"the HorizontalPodAutoscaler {name} reports ScalingActive=False" in found["message"]
+    assert "(FailedGetExternalMetric)" in found["message"]
+    assert "prometheus-adapter must serve" in found["message"]
+    assert wait_event(cluster, namespace, name, "HPANotScaling")["type"] == "Warning"
+    # Autoscaling disabled: the HPA goes and so does the condition.
+    body["spec"]["autoscaling"]["enabled"] = False
+    _apply(control_plane, namespace, body)
+    wait_until(
+        lambda: not cluster.condition(namespace, name, "ScalingActive"),
+        "ScalingActive removed",
+    )
+    assert cluster.get(hpa_version, "horizontalpodautoscalers", namespace, name) is None
+
+
 def test_delete_garbage_collects_every_child(
     operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
 ) -> None:

@@ -68,7 +68,9 @@ from dsv4_operator.render.placement import placement_error
 from dsv4_operator.render.rollout import live_rollout, rollout_counts, status_stale
 from dsv4_operator.render.status import (
     APPLY_FAILED,
+    HPA_NOT_SCALING,
     KEDA_MISSING,
+    KEDA_NOT_READY,
     RECONCILE_ERROR,
     REFERENCE_MISSING,
 )
@@ -92,6 +94,8 @@ _WARNING_REASONS: Final = frozenset(
         REFERENCE_MISSING,
     }
 )
+_SCALER_FAILURES: Final = frozenset({KEDA_MISSING, KEDA_NOT_READY, HPA_NOT_SCALING})
+"""ScalingActive reasons that get a Warning Event when ScalingActive turns to them."""
 
 
 @dataclass(frozen=True)
@@ -496,6 +500,10 @@ class Reconciler:
             keda_api=apis.keda,
             missing=missing,
             lws_held=held,
+            scaler=next(
+                (a.live for a in applied if a.kind in {"ScaledObject", "HorizontalPodAutoscaler"}),
+                None,
+            ),
         )
         gpus = planned.chosen.layout.gpus
         self.metrics.set_plan(
@@ -544,12 +552,11 @@ class Reconciler:
             kind = "Warning" if warning else "Normal"
             emit(kind, str(after["reason"]), str(after.get("message", "")))
         scaling = _condition(desired, "ScalingActive")
-        if (
-            scaling.get("reason")
-            == KEDA_MISSING
-            != _condition(status, "ScalingActive").get("reason")
+        reason = scaling.get("reason")
+        if reason in _SCALER_FAILURES and reason != _condition(status, "ScalingActive").get(
+            "reason"
         ):
-            emit("Warning", KEDA_MISSING, str(scaling.get("message", "")))
+            emit("Warning", str(reason), str(scaling.get("message", "")))
         return Outcome(result, message)
 
 

@@ -2,8 +2,10 @@
 
 The operator owns `observedGeneration`, `plan`, `replicas`, `readyReplicas`, `selector`,
 `endpoint`, `cost`, `startingSince` and the conditions Ready, Planned, Progressing, Available and
-Degraded. Other keys (the autoscaler's `recentScalingDecisions`, the ScalingActive condition,
-kopf's own keys) are left as they are. `status_patch` returns only the keys that differ, so an
+Degraded, and ScalingActive unless `spec.autoscaling.mode` is native (in keda and hpa mode it
+repeats what the ScaledObject or HorizontalPodAutoscaler reports; with autoscaling disabled it is
+removed). Other keys (the native autoscaler's `recentScalingDecisions` and ScalingActive, kopf's
+own keys) are left as they are. `status_patch` returns only the keys that differ, so an
 unchanged resource gets no write at all.
 
 A condition's `lastTransitionTime` changes only when its `status` changes (Kubernetes API
@@ -92,6 +94,9 @@ class Observation:
             (whose spec edits are not applied).
         lws_held: the LeaderWorkerSet was left on its current template because `missing` is
             not empty (its groups keep serving); Ready stays False until the objects exist.
+        scaler: the live ScaledObject (keda mode) or HorizontalPodAutoscaler (hpa mode) as the
+            API server returned it, whose `.status.conditions` ScalingActive repeats; None
+            when it was not applied (no KEDA) or in other modes.
     """
 
     owner: Owner
@@ -109,12 +114,27 @@ class Observation:
     starting_since: datetime | None = None
     lws_target: tuple[int, int] | None = None
     lws_held: bool = False
+    scaler: Mapping[str, Any] | None = None
 
 
 KEDA_SCALING: Final = "KEDA"
 """ScalingActive reason: keda mode, and the cluster serves KEDA's ScaledObjects."""
 KEDA_MISSING: Final = "KEDAMissing"
 """ScalingActive reason: keda mode on a cluster without KEDA."""
+KEDA_NOT_READY: Final = "KEDANotReady"
+"""ScalingActive reason: the ScaledObject reports `Ready=False` (e.g. `TriggerError`: its
+Prometheus queries fail) or `Paused=True`; KEDA keeps the replica count as it is."""
+HPA_SCALING: Final = "HPA"
+"""ScalingActive reason: hpa mode, and the HorizontalPodAutoscaler reports no failure."""
+HPA_NOT_SCALING: Final = "HPANotScaling"
+"""ScalingActive reason: the HorizontalPodAutoscaler reports `ScalingActive=False` (e.g.
+`FailedGetExternalMetric`: prometheus-adapter does not serve the metrics) or `AbleToScale=False`
+(e.g. `FailedUpdateScale`); it keeps the replica count as it is."""
+SCALER_REASONS: Final = frozenset(
+    {KEDA_SCALING, KEDA_MISSING, KEDA_NOT_READY, HPA_SCALING, HPA_NOT_SCALING}
+)
+"""ScalingActive reasons the reconciler writes (keda and hpa mode); the native autoscaler
+writes its own."""
 REFERENCE_MISSING: Final = "ReferenceMissing"
 """Ready/Degraded reason: a Secret or ConfigMap (or key) the pods read does not exist."""
 
@@ -251,23 +271,74 @@ def _planned(obs: Observation) -> tuple[DeepSeekV4DeploymentSpec, Plan]:
     return obs.spec, obs.plan
 
 
-def _keda_condition(
-    spec: DeepSeekV4DeploymentSpec, keda_api: bool
+def _scaler_conditions(scaler: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
+    """The live scaler's `.status.conditions` by type (empty before its controller wrote any)."""
+    status = (scaler or {}).get("status") or {}
+    conditions = (status.get("conditions") or []) if isinstance(status, Mapping) else []
+    return {str(c.get("type")): c for c in conditions if isinstance(c, Mapping)}
+
+
+def _reported(kind: str, scaler: Mapping[str, Any] | None, c: Mapping[str, Any]) -> str:
+    """`the HorizontalPodAutoscaler NAME reports ScalingActive=False (REASON): MESSAGE`."""
+    name = str(((scaler or {}).get("metadata") or {}).get("name") or "")
+    detail = f" ({c['reason']})" if c.get("reason") else ""
+    text = f": {c['message']}" if c.get("message") else ""
+    return f"the {kind} {name} reports {c.get('type')}={c.get('status')}{detail}{text}"
+
+
+def _scaling_condition(
+    obs: Observation, spec: DeepSeekV4DeploymentSpec
 ) -> dict[str, tuple[str, str, str]]:
-    """ScalingActive under `mode: keda` (KEDA scales; the operator only says whether it can)."""
-    if spec.autoscaling.active_mode != "keda":
-        return {}
-    if keda_api:
+    """ScalingActive under `mode: keda` or `mode: hpa`, from the scaler's own conditions.
+
+    KEDA or the HPA scales; the operator repeats whether it can.
+
+    keda: False/`KEDAMissing` without KEDA; False/`KEDANotReady` when the ScaledObject reports
+    `Ready=False` or `Paused=True` (KEDA's `scale_executor`: `TriggerError` when its triggers
+    fail and no fallback is set, `ScaledObjectCheckFailed`, `ErrorGettingCurrentReplicas`);
+    else True/`KEDA`. hpa: False/`HPANotScaling` when the HPA reports `ScalingActive=False`
+    or `AbleToScale=False` (Kubernetes' HPA controller: `FailedGetExternalMetric`,
+    `FailedGetScale`, `FailedUpdateScale`, `ScalingDisabled` at zero replicas...); else
+    True/`HPA`. A scaler whose controller has not written conditions yet counts as scaling.
+    """
+    mode = spec.autoscaling.active_mode
+    found = _scaler_conditions(obs.scaler)
+    if mode == "keda":
+        if not obs.keda_api:
+            return {
+                "ScalingActive": (
+                    "False",
+                    KEDA_MISSING,
+                    "spec.autoscaling.mode is keda but the cluster does not serve "
+                    "keda.sh/v1alpha1 ScaledObjects: install KEDA (https://keda.sh) or use mode: "
+                    "native; replicas stay at spec.replicas",
+                )
+            }
+        failing = [("Ready", "False"), ("Paused", "True")]
+        bad = next((found[t] for t, v in failing if found.get(t, {}).get("status") == v), None)
+        if bad is not None:
+            message = f"{_reported('ScaledObject', obs.scaler, bad)}; replicas stay as they are"
+            return {"ScalingActive": ("False", KEDA_NOT_READY, _text(message))}
         return {"ScalingActive": ("True", KEDA_SCALING, "a KEDA ScaledObject scales this resource")}
-    return {
-        "ScalingActive": (
-            "False",
-            KEDA_MISSING,
-            "spec.autoscaling.mode is keda but the cluster does not serve keda.sh/v1alpha1 "
-            "ScaledObjects: install KEDA (https://keda.sh) or use mode: native; replicas stay "
-            "at spec.replicas",
-        )
-    }
+    if mode == "hpa":
+        for ctype in ("ScalingActive", "AbleToScale"):
+            c = found.get(ctype) or {}
+            if c.get("status") == "False":
+                message = _reported("HorizontalPodAutoscaler", obs.scaler, c)
+                if c.get("reason") == "FailedGetExternalMetric":
+                    message += (
+                        "; prometheus-adapter must serve dsv4_generation_tokens_per_second, "
+                        "dsv4_kv_cache_usage and dsv4_requests_waiting (README, mode: hpa)"
+                    )
+                return {"ScalingActive": ("False", HPA_NOT_SCALING, _text(message))}
+        return {
+            "ScalingActive": (
+                "True",
+                HPA_SCALING,
+                "a HorizontalPodAutoscaler scales this resource",
+            )
+        }
+    return {}
 
 
 def _availability(c: RolloutCounts) -> tuple[str, str, str]:
@@ -378,7 +449,7 @@ def _conditions(obs: Observation, now: datetime) -> dict[str, tuple[str, str, st
         }
         return out
     out |= _rollout(obs, spec, plan, now)
-    out |= _keda_condition(spec, obs.keda_api)
+    out |= _scaling_condition(obs, spec)
     return out
 
 
@@ -437,11 +508,15 @@ def desired_status(
     stamp = rfc3339(now)
     before = list(prev.get("conditions") or [])
     conditions = _merge_conditions(before, _conditions(obs, now), obs, stamp)
-    if obs.spec is not None and obs.spec.autoscaling.active_mode != "keda":
-        # Out of mode keda: our ScalingActive (reasons KEDA, KEDAMissing) no longer applies.
-        ours = {KEDA_SCALING, KEDA_MISSING}
+    mode = None if obs.spec is None else obs.spec.autoscaling.active_mode
+    if obs.spec is not None and mode not in {"keda", "hpa"}:
+        # Native mode: the autoscaler writes ScalingActive, so ours (keda/hpa) no longer
+        # applies. Autoscaling disabled: nothing scales, so any ScalingActive is stale.
         conditions = [
-            c for c in conditions if not (c["type"] == "ScalingActive" and c["reason"] in ours)
+            c
+            for c in conditions
+            if c["type"] != "ScalingActive"
+            or (mode == "native" and c["reason"] not in SCALER_REASONS)
         ]
     out: dict[str, Any] = {"observedGeneration": obs.owner.generation, "conditions": conditions}
     if obs.paused and obs.lws_status is not None and obs.lws_target is not None:

@@ -615,6 +615,45 @@ def test_a_scaler_the_autoscaling_mode_no_longer_renders_is_deleted() -> None:
     assert hpa_path in fake.objects
 
 
+def test_an_hpa_that_cannot_scale_is_reported_once_with_its_message() -> None:
+    """ScalingActive repeats the live HPA's conditions, read back from the API at each resync."""
+    spec = {
+        **SPEC,
+        "autoscaling": {"enabled": True, "mode": "hpa", "minReplicas": 1, "maxReplicas": 3},
+    }
+    fake, reconciler = _setup(spec)
+    fake.served["/apis/autoscaling/v2"] = ["HorizontalPodAutoscaler"]
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["ScalingActive"] == ("True", "HPA")
+    hpa_path = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/d"
+    # What Kubernetes' HPA controller writes when no external metrics API is served.
+    fake.objects[hpa_path]["status"] = {
+        "conditions": [
+            {"type": "AbleToScale", "status": "True", "reason": "SucceededGetScale"},
+            {
+                "type": "ScalingActive",
+                "status": "False",
+                "reason": "FailedGetExternalMetric",
+                "message": "the HPA was unable to compute the replica count: unable to get "
+                "external metric ns/dsv4_generation_tokens_per_second",
+            },
+        ]
+    }
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["ScalingActive"] == ("False", "HPANotScaling")
+    assert "(FailedGetExternalMetric): the HPA was unable" in _message(fake, "ScalingActive")
+    warnings = [e for e in events if e[:2] == ("Warning", "HPANotScaling")]
+    assert len(warnings) == 1
+    assert "HorizontalPodAutoscaler d reports ScalingActive=False" in warnings[0][2]
+    reconciler.reconcile("ns", "d", events)  # a resync: no second Event
+    assert [e[:2] for e in events].count(("Warning", "HPANotScaling")) == 1
+    assert _conditions(fake)["Ready"] == ("False", "ReplicasNotReady")  # Ready is not about it
+    fake.objects[hpa_path]["status"]["conditions"][1]["status"] = "True"
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["ScalingActive"] == ("True", "HPA")
+
+
 def test_a_crd_deleted_under_a_running_operator_is_noticed() -> None:
     # Discovery is cached; an apply answered 404 (the LWS CRD deleted since) clears it, so the
     # next reconcile reports LeaderWorkerSetMissing instead of a raw 404 forever.

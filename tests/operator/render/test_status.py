@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,8 +10,13 @@ from typing import Any
 import pytest
 from tests.operator.render.conftest import Case
 
-from dsv4_operator.api import DeepSeekV4DeploymentStatus, InvalidSpecError, parse_spec
-from dsv4_operator.planning import plan
+from dsv4_operator.api import (
+    DeepSeekV4DeploymentSpec,
+    DeepSeekV4DeploymentStatus,
+    InvalidSpecError,
+    parse_spec,
+)
+from dsv4_operator.planning import Plan, plan
 from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.render import Observation, Owner, desired_status, status_patch
 from dsv4_operator.render.status import plan_status
@@ -125,11 +131,14 @@ def test_other_owners_conditions_are_kept(case: Case) -> None:
         "observedGeneration": 1,
     }
     status = desired_status(_obs(case), {"conditions": [scaling]}, T0)
-    if case.spec.autoscaling.enabled and case.spec.autoscaling.mode == "keda":
-        # Under mode keda the reconciler owns ScalingActive (whether KEDA is there to scale).
-        assert status["conditions"][-1]["reason"] == "KEDA"
-    else:
-        assert status["conditions"][-1] == scaling
+    mode = case.spec.autoscaling.active_mode
+    if mode in {"keda", "hpa"}:
+        # Under mode keda/hpa the reconciler owns ScalingActive (what the scaler reports).
+        assert status["conditions"][-1]["reason"] == {"keda": "KEDA", "hpa": "HPA"}[mode]
+    elif mode == "native":
+        assert status["conditions"][-1] == scaling  # the native autoscaler's own
+    else:  # autoscaling disabled: nothing scales, so a ScalingActive left over is removed
+        assert "ScalingActive" not in _conditions(status)
     assert [c["type"] for c in status["conditions"]][:5] == [
         "Ready",
         "Planned",
@@ -342,3 +351,125 @@ def test_a_held_template_says_serving_when_only_a_surge_group_is_ready() -> None
     ready = next(c for c in desired_status(obs, None, T0)["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "ReferenceMissing"
     assert ready["message"].endswith("(its ready groups keep serving)")
+
+
+def _scaling_spec(mode: str) -> tuple[DeepSeekV4DeploymentSpec, Plan]:
+    spec = parse_spec(
+        {
+            "model": "flash",
+            "gpu": {"types": ["h200-141gb"]},
+            "autoscaling": {"enabled": True, "mode": mode, "maxReplicas": 3},
+        }
+    )
+    return spec, plan(request_from_spec(spec))
+
+
+def _scaler(kind: str, *conditions: tuple[str, str, str, str]) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "metadata": {"name": "flash-x"},
+        "status": {
+            "conditions": [
+                {"type": t, "status": s, "reason": r, "message": m} for t, s, r, m in conditions
+            ]
+        },
+    }
+
+
+def _scaling(status: Mapping[str, Any]) -> dict[str, Any]:
+    return dict({c["type"]: c for c in status["conditions"]}["ScalingActive"])
+
+
+def test_hpa_failure_is_repeated_on_scaling_active() -> None:
+    """The HPA controller's ScalingActive=False (no external metrics API) reaches our status."""
+    spec, planned = _scaling_spec("hpa")
+    fresh = desired_status(Observation(OWNER, spec=spec, plan=planned, scaler=None), None, T0)
+    assert _conditions(fresh)["ScalingActive"] == ("True", "HPA")
+    failing = _scaler(
+        "HorizontalPodAutoscaler",
+        ("AbleToScale", "True", "SucceededGetScale", "the HPA controller was able to get..."),
+        (
+            "ScalingActive",
+            "False",
+            "FailedGetExternalMetric",
+            "the HPA was unable to compute the replica count: unable to get external metric",
+        ),
+    )
+    status = desired_status(Observation(OWNER, spec=spec, plan=planned, scaler=failing), fresh, T0)
+    got = _scaling(status)
+    assert (got["status"], got["reason"]) == ("False", "HPANotScaling")
+    assert got["message"].startswith(
+        "the HorizontalPodAutoscaler flash-x reports ScalingActive=False "
+        "(FailedGetExternalMetric): the HPA was unable to compute the replica count"
+    )
+    assert "prometheus-adapter must serve dsv4_generation_tokens_per_second" in got["message"]
+    cannot = _scaler(
+        "HorizontalPodAutoscaler",
+        ("AbleToScale", "False", "FailedUpdateScale", "forbidden"),
+        ("ScalingActive", "True", "ValidMetricFound", "ok"),
+    )
+    got = _scaling(
+        desired_status(Observation(OWNER, spec=spec, plan=planned, scaler=cannot), None, T0)
+    )
+    assert (got["status"], got["reason"]) == ("False", "HPANotScaling")
+    assert "AbleToScale=False (FailedUpdateScale): forbidden" in got["message"]
+    assert "prometheus-adapter" not in got["message"]
+    healthy = _scaler(
+        "HorizontalPodAutoscaler",
+        ("AbleToScale", "True", "ReadyForNewScale", ""),
+        ("ScalingActive", "True", "ValidMetricFound", ""),
+    )
+    back = desired_status(Observation(OWNER, spec=spec, plan=planned, scaler=healthy), status, T0)
+    assert _conditions(back)["ScalingActive"] == ("True", "HPA")
+
+
+def test_keda_not_ready_is_repeated_on_scaling_active() -> None:
+    spec, planned = _scaling_spec("keda")
+    trigger_error = _scaler(
+        "ScaledObject",
+        ("Ready", "False", "TriggerError", "Triggers defined in ScaledObject are not working"),
+        ("Active", "False", "ScalerNotActive", ""),
+    )
+    got = _scaling(
+        desired_status(Observation(OWNER, spec=spec, plan=planned, scaler=trigger_error), None, T0)
+    )
+    assert (got["status"], got["reason"]) == ("False", "KEDANotReady")
+    assert "ScaledObject flash-x reports Ready=False (TriggerError)" in got["message"]
+    paused = _scaler(
+        "ScaledObject",
+        ("Ready", "True", "ScaledObjectReady", ""),
+        ("Paused", "True", "ScaledObjectPaused", "ScaledObject is paused"),
+    )
+    got = _scaling(
+        desired_status(Observation(OWNER, spec=spec, plan=planned, scaler=paused), None, T0)
+    )
+    assert (got["status"], got["reason"]) == ("False", "KEDANotReady")
+    assert "Paused=True" in got["message"]
+    # Ready=Unknown (PartialTriggerError: some triggers still answer) still scales.
+    partial = _scaler("ScaledObject", ("Ready", "Unknown", "PartialTriggerError", ""))
+    ok = desired_status(Observation(OWNER, spec=spec, plan=planned, scaler=partial), None, T0)
+    assert _conditions(ok)["ScalingActive"] == ("True", "KEDA")
+
+
+def test_scaling_active_left_by_another_mode_is_removed() -> None:
+    """keda/hpa -> native drops ours; -> disabled drops any (the native one too)."""
+    spec, planned = _scaling_spec("hpa")
+    hpa = desired_status(Observation(OWNER, spec=spec, plan=planned), None, T0)
+    native_spec, _ = _scaling_spec("native")
+    native = desired_status(Observation(OWNER, spec=native_spec, plan=planned), hpa, T0)
+    assert "ScalingActive" not in _conditions(native)
+    by_native = {
+        "type": "ScalingActive",
+        "status": "True",
+        "reason": "TokenThroughput",
+        "message": "1 of 1 replica groups report metrics",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+        "observedGeneration": 1,
+    }
+    kept = desired_status(
+        Observation(OWNER, spec=native_spec, plan=planned), {"conditions": [by_native]}, T0
+    )
+    assert _conditions(kept)["ScalingActive"] == ("True", "TokenThroughput")
+    off = parse_spec({"model": "flash", "gpu": {"types": ["h200-141gb"]}})
+    gone = desired_status(Observation(OWNER, spec=off, plan=planned), kept, T0)
+    assert "ScalingActive" not in _conditions(gone)

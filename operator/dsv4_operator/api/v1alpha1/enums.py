@@ -100,7 +100,8 @@ ConditionType = Literal["Ready", "Planned", "Progressing", "Available", "Degrade
 - `Progressing`: a rollout is creating or replacing replica groups.
 - `Available`: at least one replica serves requests.
 - `Degraded`: fewer ready replicas than wanted, or a replica group keeps failing.
-- `ScalingActive`: the autoscaler is able to compute and apply replica counts.
+- `ScalingActive`: the autoscaler (native, or the KEDA ScaledObject or HPA it repeats) is able
+  to compute and apply replica counts; absent while autoscaling is disabled.
 """
 
 ConditionStatus = Literal["True", "False", "Unknown"]
