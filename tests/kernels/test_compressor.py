@@ -90,3 +90,32 @@ def test_compress_rejects_bad_ratio_and_length() -> None:
         compress(**dict(args, ratio=8))
     with pytest.raises(ValueError, match="not a multiple of ratio"):
         compress(**dict(args, kv=args["kv"][:, :6]))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"prev_score": None}, "prev_kv and prev_score must be given together"),
+        ({"prev_kv": None}, "prev_kv and prev_score must be given together"),
+        ({"ape": torch.zeros(4, 512)}, "ape must be"),
+        ({"norm_weight": torch.ones(256)}, "norm_weight must be"),
+        ({"cos": torch.zeros(2, 3, 32)}, "cos and sin must be"),
+        ({"prev_kv": torch.zeros(2, 3, 1024)}, "prev_kv and prev_score must be"),
+        ({"score": torch.zeros(2, 8, 512)}, "score must have the shape of kv"),
+        ({"out_format": "fp16"}, "out_format must be"),
+    ],
+)
+def test_compress_rejects_inconsistent_inputs(change: dict[str, Any], message: str) -> None:
+    # Before this check, a prev_kv without its prev_score was silently dropped (entry 0 then
+    # pooled 4 tokens instead of 8) and mis-shaped tensors reached the kernel's raw pointers.
+    args = _inputs(2, 8, 4, 512, True, torch.device("cpu"), seed=3)
+    for impl in ("reference", "triton"):
+        with pytest.raises(ValueError, match=message):
+            compress(**dict(args, **change), impl=impl)
+
+
+def test_compress_rejects_previous_window_without_overlap() -> None:
+    args = _inputs(1, 128, 128, 512, False, torch.device("cpu"), seed=4)
+    prev = torch.zeros(1, 128, 512)
+    with pytest.raises(ValueError, match="only ratio 4"):
+        compress(**dict(args, prev_kv=prev, prev_score=prev), impl="reference")

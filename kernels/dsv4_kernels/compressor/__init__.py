@@ -9,7 +9,11 @@ from typing import Literal
 
 import torch
 
-from dsv4_kernels.compressor.reference import compress_reference, compress_reference_fp8
+from dsv4_kernels.compressor.reference import (
+    check_compress_inputs,
+    compress_reference,
+    compress_reference_fp8,
+)
 from dsv4_kernels.impl import Impl, use_triton
 
 __all__ = ["compress", "compress_reference", "compress_reference_fp8"]
@@ -59,12 +63,13 @@ def compress(
         The entries, in `out_format`.
 
     Raises:
-        ValueError: ratio not 4 or 128, T not a multiple of ratio, or fp8 with D != 512.
+        ValueError: ratio not 4 or 128, T not a multiple of ratio, a tensor of another shape
+            than listed above, only one of prev_kv/prev_score, a previous window with ratio 128,
+            an unknown out_format, or fp8 with D != 512.
     """
-    if ratio not in (4, 128):
-        raise ValueError(f"ratio must be 4 or 128 (V4 compress_ratios), got {ratio}")
-    if kv.shape[1] % ratio:
-        raise ValueError(f"T={kv.shape[1]} is not a multiple of ratio={ratio}")
+    check_compress_inputs(kv, score, ape, norm_weight, cos, sin, ratio, prev_kv, prev_score)
+    if out_format not in ("bf16", "fp8_ds_mla"):
+        raise ValueError(f"out_format must be 'bf16' or 'fp8_ds_mla', got {out_format!r}")
     if use_triton(impl, kv.device):
         from dsv4_kernels.compressor.triton_compressor import compress_triton  # noqa: PLC0415  (triton loads only when the kernel runs)
 

@@ -46,6 +46,63 @@ def rope_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
     return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
 
 
+def check_compress_inputs(
+    kv: torch.Tensor,
+    score: torch.Tensor,
+    ape: torch.Tensor,
+    norm_weight: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    ratio: int,
+    prev_kv: torch.Tensor | None,
+    prev_score: torch.Tensor | None,
+    rope_dim: int = 64,
+) -> None:
+    """Check the shapes of a `compress` call (arguments as `compress_reference`).
+
+    Raises:
+        ValueError: naming the field and the shape it must have: ratio not 4 or 128
+            (`compress_ratios`), kv not [B, T, C*D] with T a multiple of ratio, score, ape,
+            norm_weight, cos/sin or prev_kv/prev_score of another shape, only one of
+            prev_kv/prev_score given, or a previous window with ratio 128 (no overlap).
+    """
+    if ratio not in (4, 128):
+        raise ValueError(f"ratio must be 4 or 128 (V4 compress_ratios), got {ratio}")
+    c = 2 if ratio == 4 else 1
+    if kv.ndim != 3 or kv.shape[-1] % c or kv.shape[-1] // c <= rope_dim:
+        raise ValueError(
+            f"kv must be [B, T, {c}*D] with D > rope_dim={rope_dim}, got {tuple(kv.shape)}"
+        )
+    b, t, cd = kv.shape
+    d, g = cd // c, t // ratio
+    if t % ratio:
+        raise ValueError(f"T={t} is not a multiple of ratio={ratio}")
+    if score.shape != kv.shape:
+        raise ValueError(
+            f"score must have the shape of kv {tuple(kv.shape)}, got {tuple(score.shape)}"
+        )
+    if ape.shape != (ratio, cd):
+        raise ValueError(f"ape must be [ratio, C*D] = [{ratio}, {cd}], got {tuple(ape.shape)}")
+    if norm_weight.shape != (d,):
+        raise ValueError(f"norm_weight must be [D] = [{d}], got {tuple(norm_weight.shape)}")
+    want = (b, g, rope_dim // 2)
+    if cos.shape != want or sin.shape != want:
+        raise ValueError(
+            f"cos and sin must be [B, T/ratio, rope_dim/2] = {list(want)}, "
+            f"got {tuple(cos.shape)} and {tuple(sin.shape)}"
+        )
+    if (prev_kv is None) != (prev_score is None):
+        raise ValueError("prev_kv and prev_score must be given together (or both None)")
+    if prev_kv is not None and prev_score is not None:
+        if ratio != 4:
+            raise ValueError(f"a previous window (prev_kv) applies to only ratio 4, got {ratio}")
+        if prev_kv.shape != (b, ratio, cd) or prev_score.shape != (b, ratio, cd):
+            raise ValueError(
+                f"prev_kv and prev_score must be [B, ratio, C*D] = [{b}, {ratio}, {cd}], "
+                f"got {tuple(prev_kv.shape)} and {tuple(prev_score.shape)}"
+            )
+
+
 def compress_reference(
     kv: torch.Tensor,
     score: torch.Tensor,
@@ -78,13 +135,17 @@ def compress_reference(
 
     Returns:
         [B, T // ratio, D], bfloat16.
+
+    Raises:
+        ValueError: inconsistent shapes (`check_compress_inputs`).
     """
+    check_compress_inputs(
+        kv, score, ape, norm_weight, cos, sin, ratio, prev_kv, prev_score, rope_dim
+    )
     b, t, cd = kv.shape
     overlap = ratio == 4
     c = 2 if overlap else 1
     d = cd // c
-    if t % ratio:
-        raise ValueError(f"T={t} is not a multiple of ratio={ratio}")
     g = t // ratio
     kvw = kv.float().reshape(b, g, ratio, cd)
     scw = score.float().reshape(b, g, ratio, cd) + ape.float()
