@@ -47,8 +47,10 @@ def compress(
         score: [B, T, C*D], float32, `wgate(x)`.
         ape: [ratio, C*D], float32, learned positional bias (row within the window).
         norm_weight: [D], float32.
-        cos: [B, T//ratio, 32], float32, cos of each entry's RoPE angles (caller's YaRN table,
-            compressed position, `compress_rope_theta` 160000).
+        cos: [B, T//ratio, 32], float32, cos of each entry's RoPE angles at absolute position
+            g*ratio for entry g, the first token of its window (official
+            `freqs_cis[:cutoff:ratio]`; vLLM `(positions // compress_ratio) * compress_ratio`),
+            from the caller's table (`compress_rope_theta` 160000, YaRN). Not position g.
         sin: [B, T//ratio, 32], float32.
         ratio: 4 or 128 (`compress_ratios` of the model config).
         prev_kv: [B, ratio, C*D], float32, the window just before `kv` (ratio 4 only); None at

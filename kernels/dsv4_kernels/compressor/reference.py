@@ -124,7 +124,8 @@ def compress_reference(
         score: [B, T, C * D], float32, `wgate(x)`.
         ape: [ratio, C * D], float32, learned positional bias.
         norm_weight: [D], float32, RMSNorm weight.
-        cos: [B, T // ratio, rope_dim // 2], float32, rotation of each entry.
+        cos: [B, T // ratio, rope_dim // 2], float32, rotation of each entry: entry g at
+            absolute position g * ratio (its window's first token), as the official code.
         sin: [B, T // ratio, rope_dim // 2], float32.
         ratio: 4 (CSA, overlapping) or 128 (HCA).
         prev_kv: [B, ratio, C * D], float32, the window before the first one (overlap only);
