@@ -1,7 +1,15 @@
 """Byte layouts of the DeepSeek-V4 caches, with plain PyTorch (de)quantisation.
 
-fp8_ds_mla main-KV entry, 584 bytes (FlashMLA "MODEL1" / vLLM `fp8_ds_mla`; sizes from
-`../shared/docs/deepseek-v4-facts.md` §2.1, our byte order):
+fp8_ds_mla main-KV entry, 584 bytes (sizes from `../shared/docs/deepseek-v4-facts.md` §2.1):
+the per-token content of FlashMLA's `MODEL1_FP8Sparse` / vLLM's V4 `fp8_ds_mla`, but **not their
+page layout**. Here a cache is `[slots, 584]`, each token's 584 bytes contiguous. FlashMLA
+(`tests/quant.py`, `quantize_k_cache`, MODEL1) and vLLM (`fused_compress_quant_cache.py`,
+`_fused_kv_compress_norm_rope_insert_sparse_attn`: "[0, bs*576): token data (448 fp8 + 128 bf16
+each); [bs*576, +bs*8): uint8 UE8M0 scales (7 real + 1 pad each)") store a block of bs tokens as
+bs x 576 bytes of NoPE + RoPE, then bs x 8 scale bytes, the block padded to a multiple of 576 B.
+So these bytes cannot be exchanged with a vLLM / FlashMLA cache without repacking, and here odd
+slots start 8 B past a 16-byte boundary (584 = 8 mod 16), which the upstream layout avoids
+(576 = 36 x 16). Per token:
 
 | bytes     | content                                                                 |
 |-----------|-------------------------------------------------------------------------|
@@ -15,7 +23,11 @@ smallest power of two with `amax / scale <= 448` (amax floored at 1e-4), as Deep
 `act_quant` with `scale_fmt="ue8m0"` and block 64 does.
 
 Indexer key page (FP8, 132 bytes per key, DeepGEMM / vLLM paged layout): a page of P keys is
-`P * 128` e4m3 bytes (key-major) followed by `P` float32 scales; value = e4m3 * scale.
+`P * 128` e4m3 bytes (key-major) followed by `P` float32 scales; value = e4m3 * scale. The layout
+is vLLM's; the scale `quantize_index_keys` picks is not: it uses amax / 448, while vLLM's V4
+indexer stores the power of two 2 ** ceil(log2(max(amax, 1e-4) / 448)) as that float32
+(`_fused_kv_compress_norm_rope_insert_indexer_attn`) and rounds the queries' scales the same way
+(`fused_indexer_q.py`), so the e4m3 codes (not the layout) differ from vLLM's.
 """
 
 from __future__ import annotations
@@ -112,6 +124,8 @@ def dequantize_fp8_ds_mla(entries: torch.Tensor) -> torch.Tensor:
 
 def quantize_index_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantise index keys to FP8 with one float32 scale per key (amax / 448, floored).
+
+    Not vLLM's rounding, which takes the next power of two of that scale (module docstring).
 
     Args:
         keys: [N, 128], float32 or bfloat16.
