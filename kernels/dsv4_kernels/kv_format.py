@@ -7,9 +7,9 @@ page layout**. Here a cache is `[slots, 584]`, each token's 584 bytes contiguous
 `_fused_kv_compress_norm_rope_insert_sparse_attn`: "[0, bs*576): token data (448 fp8 + 128 bf16
 each); [bs*576, +bs*8): uint8 UE8M0 scales (7 real + 1 pad each)") store a block of bs tokens as
 bs x 576 bytes of NoPE + RoPE, then bs x 8 scale bytes, the block padded to a multiple of 576 B.
-So these bytes cannot be exchanged with a vLLM / FlashMLA cache without repacking, and here odd
-slots start 8 B past a 16-byte boundary (584 = 8 mod 16), which the upstream layout avoids
-(576 = 36 x 16). Per token:
+So these bytes cannot be exchanged with a vLLM / FlashMLA cache without repacking
+(`to_flashmla_blocks` / `from_flashmla_blocks` do it), and here odd slots start 8 B past a
+16-byte boundary (584 = 8 mod 16), which the upstream layout avoids (576 = 36 x 16). Per token:
 
 | bytes     | content                                                                 |
 |-----------|-------------------------------------------------------------------------|
@@ -120,6 +120,78 @@ def dequantize_fp8_ds_mla(entries: torch.Tensor) -> torch.Tensor:
     scale = torch.pow(2.0, exp.float()).repeat_interleave(QUANT_TILE, dim=-1)
     rope = e[..., ROPE_OFFSET:SCALE_OFFSET].contiguous().view(torch.bfloat16).float()
     return torch.cat([nope * scale, rope], dim=-1).reshape(*lead, HEAD_DIM)
+
+
+FLASHMLA_ALIGN = 576
+"""FlashMLA / vLLM pad each fp8_ds_mla block to a multiple of 576 bytes (facts §5.3 item 5)."""
+RECORD_BYTES = NOPE_DIM + 2 * ROPE_DIM
+"""576: one token's NoPE e4m3 + RoPE bf16 bytes, the record FlashMLA stores per token."""
+SCALE_RECORD_BYTES = ENTRY_BYTES - RECORD_BYTES
+"""8: one token's 7 UE8M0 scales and the pad byte."""
+
+
+def flashmla_block_bytes(block_size: int) -> int:
+    """Bytes of one FlashMLA / vLLM fp8_ds_mla block of `block_size` tokens (padded to 576)."""
+    return -(-block_size * ENTRY_BYTES // FLASHMLA_ALIGN) * FLASHMLA_ALIGN
+
+
+def to_flashmla_blocks(entries: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Repack [N, 584] entries (this module's slots) into FlashMLA / vLLM blocks.
+
+    Block layout (FlashMLA `tests/quant.py` MODEL1, vLLM `fused_compress_quant_cache.py`):
+    `block_size` records of 576 bytes (NoPE e4m3, RoPE bf16), then `block_size` records of
+    8 bytes (7 UE8M0 scales, pad), then zeros up to `flashmla_block_bytes(block_size)`.
+
+    Args:
+        entries: [N, 584], uint8, N a multiple of block_size; slot i goes to block
+            i // block_size, token i % block_size.
+        block_size: tokens per block (vLLM: 64 for SWA and CSA, 2 for HCA).
+
+    Returns:
+        [N // block_size, flashmla_block_bytes(block_size)], uint8.
+
+    Raises:
+        ValueError: entries not [N, 584] uint8, or N not a multiple of block_size.
+    """
+    if entries.ndim != 2 or entries.shape[1] != ENTRY_BYTES or entries.dtype != torch.uint8:
+        raise ValueError(f"entries must be [N, {ENTRY_BYTES}] uint8, got {tuple(entries.shape)}")
+    n = entries.shape[0]
+    if block_size < 1 or n % block_size:
+        raise ValueError(f"number of entries {n} is not a multiple of block_size {block_size}")
+    blocks = n // block_size
+    out = torch.zeros(
+        blocks, flashmla_block_bytes(block_size), dtype=torch.uint8, device=entries.device
+    )
+    e = entries.reshape(blocks, block_size, ENTRY_BYTES)
+    out[:, : block_size * RECORD_BYTES] = e[..., :RECORD_BYTES].reshape(blocks, -1)
+    out[:, block_size * RECORD_BYTES : block_size * ENTRY_BYTES] = e[..., RECORD_BYTES:].reshape(
+        blocks, -1
+    )
+    return out
+
+
+def from_flashmla_blocks(blocks: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Inverse of `to_flashmla_blocks`: FlashMLA / vLLM blocks back to [N, 584] entries.
+
+    Args:
+        blocks: [B, flashmla_block_bytes(block_size)], uint8.
+        block_size: tokens per block.
+
+    Returns:
+        [B * block_size, 584], uint8.
+
+    Raises:
+        ValueError: blocks of another shape or dtype.
+    """
+    size = flashmla_block_bytes(block_size)
+    if blocks.ndim != 2 or blocks.shape[1] != size or blocks.dtype != torch.uint8:
+        raise ValueError(f"blocks must be [B, {size}] uint8, got {tuple(blocks.shape)}")
+    b = blocks.shape[0]
+    data = blocks[:, : block_size * RECORD_BYTES].reshape(b, block_size, RECORD_BYTES)
+    scales = blocks[:, block_size * RECORD_BYTES : block_size * ENTRY_BYTES].reshape(
+        b, block_size, SCALE_RECORD_BYTES
+    )
+    return torch.cat([data, scales], dim=-1).reshape(b * block_size, ENTRY_BYTES)
 
 
 def quantize_index_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,9 +8,12 @@ import triton.language as tl
 from dsv4_kernels.kv_format import (
     ENTRY_BYTES,
     dequantize_fp8_ds_mla,
+    flashmla_block_bytes,
+    from_flashmla_blocks,
     pack_index_pages,
     quantize_fp8_ds_mla,
     quantize_index_keys,
+    to_flashmla_blocks,
     ue8m0_scale_exponent,
     unpack_index_pages,
 )
@@ -80,3 +83,46 @@ def test_triton_e4m3_and_bf16_helpers_are_exact(device: torch.device) -> None:
     finite = torch.isfinite(ref_dec)
     assert torch.equal(dec.cpu()[finite], ref_dec[finite])
     assert torch.equal(bf.cpu(), x.to(torch.bfloat16))
+
+
+def _flashmla_model1_block(rows: torch.Tensor) -> torch.Tensor:
+    """FlashMLA `tests/quant.py` `quantize_k_cache` (MODEL1_FP8Sparse) of one block, restated.
+
+    rows: [bs, 512] bfloat16 with every NoPE tile's amax / 448 >= 1e-4 (FlashMLA floors the
+    scale there, DeepSeek's act_quant floors amax at 1e-4: the same scales above it). Returns the
+    block's bytes: bs x (448 e4m3 + 64 bf16), then bs x (7 UE8M0 + 1 pad), zero-padded to a
+    multiple of 576 B.
+    """
+    bs = rows.shape[0]
+    size = -(-bs * 584 // 576) * 576
+    out = torch.zeros(size, dtype=torch.uint8)
+    data = out[: bs * 576].view(bs, 576)
+    scales = out[bs * 576 : bs * 584].view(bs, 8)
+    data[:, 448:] = rows[:, 448:].contiguous().view(torch.uint8)
+    for tile in range(7):
+        x = rows[:, 64 * tile : 64 * tile + 64].float()
+        scale = torch.pow(2, (x.abs().amax(-1) / 448.0).clamp(min=1e-4).log2().ceil())
+        data[:, 64 * tile : 64 * tile + 64] = (
+            (x / scale[:, None]).to(torch.float8_e4m3fn).view(torch.uint8)
+        )
+        scales[:, tile] = (scale.log2() + 127).to(torch.uint8)
+    return out
+
+
+def test_flashmla_block_layout_conversion() -> None:
+    gen = torch.Generator().manual_seed(3)
+    bs, blocks = 64, 3
+    rows = (torch.randn(blocks * bs, 512, generator=gen) + 0.2).to(torch.bfloat16)
+    entries = quantize_fp8_ds_mla(rows)
+    upstream = torch.stack([_flashmla_model1_block(b) for b in rows.view(blocks, bs, 512)])
+    assert upstream.shape == (blocks, flashmla_block_bytes(bs)) == (blocks, 37_440)
+    # Our slots are not FlashMLA's block bytes (token 1 starts at 584 here, 576 there) ...
+    assert not torch.equal(entries.view(blocks, -1), upstream[:, : bs * 584])
+    # ... but repack exactly, both ways.
+    assert torch.equal(to_flashmla_blocks(entries, bs), upstream)
+    assert torch.equal(from_flashmla_blocks(upstream, bs), entries)
+    assert flashmla_block_bytes(2) == 1_728  # HCA: 2 entries per 256-token block (facts §7.2)
+    with pytest.raises(ValueError, match="multiple of block_size"):
+        to_flashmla_blocks(entries[:10], bs)
+    with pytest.raises(ValueError, match="blocks must be"):
+        from_flashmla_blocks(upstream[:, :-1], bs)
