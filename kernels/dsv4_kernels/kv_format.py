@@ -1,15 +1,20 @@
 """Byte layouts of the DeepSeek-V4 caches, with plain PyTorch (de)quantisation.
 
-fp8_ds_mla main-KV entry, 584 bytes (sizes from `../shared/docs/deepseek-v4-facts.md` §2.1):
-the per-token content of FlashMLA's `MODEL1_FP8Sparse` / vLLM's V4 `fp8_ds_mla`, but **not their
-page layout**. Here a cache is `[slots, 584]`, each token's 584 bytes contiguous. FlashMLA
-(`tests/quant.py`, `quantize_k_cache`, MODEL1) and vLLM (`fused_compress_quant_cache.py`,
-`_fused_kv_compress_norm_rope_insert_sparse_attn`: "[0, bs*576): token data (448 fp8 + 128 bf16
-each); [bs*576, +bs*8): uint8 UE8M0 scales (7 real + 1 pad each)") store a block of bs tokens as
-bs x 576 bytes of NoPE + RoPE, then bs x 8 scale bytes, the block padded to a multiple of 576 B.
-So these bytes cannot be exchanged with a vLLM / FlashMLA cache without repacking
-(`to_flashmla_blocks` / `from_flashmla_blocks` do it), and here odd slots start 8 B past a
-16-byte boundary (584 = 8 mod 16), which the upstream layout avoids (576 = 36 x 16). Per token:
+fp8_ds_mla main-KV entry, 584 bytes (sizes from `../shared/docs/deepseek-v4-facts.md` §2.1),
+in two layouts:
+
+- an **entry** (`quantize_fp8_ds_mla`, the compressor's fp8 output): one token's 584 bytes
+  together, as below;
+- a **paged cache** (what the attention kernels read), FlashMLA's `MODEL1_FP8Sparse` / vLLM's V4
+  `fp8_ds_mla` block layout: FlashMLA `tests/quant.py` (`quantize_k_cache`, MODEL1) and vLLM
+  `fused_compress_quant_cache.py` (`_fused_kv_compress_norm_rope_insert_sparse_attn`: "[0,
+  bs*576): token data (448 fp8 + 128 bf16 each); [bs*576, +bs*8): uint8 UE8M0 scales (7 real +
+  1 pad each)"). A page of `page` tokens is `page` 576-byte records (bytes 0..575 below), then
+  `page` 8-byte scale records (bytes 576..583 below); vLLM pads the page to a multiple of 576 B
+  (`page_bytes`). A cache is `[pages, page_stride]` uint8 with `page_stride >= page * 584`
+  (rows may be strided); so every token's record starts 16-byte aligned (576 = 36 x 16), and
+  a vLLM cache block is read in place. `to_flashmla_blocks` / `write_entries` /
+  `read_entries` convert.
 
 | bytes     | content                                                                 |
 |-----------|-------------------------------------------------------------------------|
@@ -136,7 +141,7 @@ def flashmla_block_bytes(block_size: int) -> int:
 
 
 def to_flashmla_blocks(entries: torch.Tensor, block_size: int) -> torch.Tensor:
-    """Repack [N, 584] entries (this module's slots) into FlashMLA / vLLM blocks.
+    """Repack [N, 584] entries into FlashMLA / vLLM blocks (what `paged_cache` writes).
 
     Block layout (FlashMLA `tests/quant.py` MODEL1, vLLM `fused_compress_quant_cache.py`):
     `block_size` records of 576 bytes (NoPE e4m3, RoPE bf16), then `block_size` records of
@@ -192,6 +197,121 @@ def from_flashmla_blocks(blocks: torch.Tensor, block_size: int) -> torch.Tensor:
         b, block_size, SCALE_RECORD_BYTES
     )
     return torch.cat([data, scales], dim=-1).reshape(b * block_size, ENTRY_BYTES)
+
+
+def page_bytes(page: int) -> int:
+    """Bytes of one paged-cache page of `page` tokens as vLLM allocates it (576-B multiple).
+
+    Raises:
+        ValueError: page < 1.
+    """
+    if page < 1:
+        raise ValueError(f"page must be >= 1 token, got {page}")
+    return flashmla_block_bytes(page)
+
+
+def check_paged_cache(cache: torch.Tensor, page: int, name: str) -> None:
+    """Validate a paged fp8_ds_mla cache: [pages, page_stride] uint8, rows of >= page * 584 B.
+
+    Raises:
+        ValueError: naming `name`, when the dtype, rank, row width or strides are wrong (the
+            last dim must be contiguous and the row stride even, for the bf16 RoPE view).
+    """
+    if cache.dtype != torch.uint8 or cache.ndim != 2:
+        raise ValueError(
+            f"{name} must be a [pages, page_bytes] uint8 paged fp8_ds_mla cache, "
+            f"got {tuple(cache.shape)} {cache.dtype}"
+        )
+    if page < 1 or cache.shape[1] < page * ENTRY_BYTES or cache.shape[1] % 2:
+        raise ValueError(
+            f"{name} rows hold {cache.shape[1]} bytes: need an even count of at least "
+            f"page * 584 = {page * ENTRY_BYTES} for a page of {page} tokens"
+        )
+    if cache.shape[0] > 1 and (cache.stride(1) != 1 or cache.stride(0) % 2):
+        raise ValueError(
+            f"{name} must have contiguous rows and an even row stride, got strides {cache.stride()}"
+        )
+    if cache.shape[0] == 1 and cache.stride(1) != 1:
+        raise ValueError(f"{name} must have contiguous rows, got strides {cache.stride()}")
+
+
+def page_stride(cache: torch.Tensor) -> int:
+    """Bytes from one page of a paged cache to the next (its row width when it has one page)."""
+    return int(cache.stride(0)) if cache.shape[0] > 1 else int(cache.shape[1])
+
+
+def _byte_offsets(slots: torch.Tensor, page: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(record, scale record) byte offsets of slots `page_id * page + i` in a paged cache."""
+    s = slots.long()
+    base = (s // page) * stride
+    i = s % page
+    return base + i * RECORD_BYTES, base + page * RECORD_BYTES + i * SCALE_RECORD_BYTES
+
+
+def read_entries(cache: torch.Tensor, slots: torch.Tensor, page: int) -> torch.Tensor:
+    """Gather entries from a paged cache as 584-byte entries (module docstring).
+
+    Args:
+        cache: [pages, page_stride], uint8, paged fp8_ds_mla (`check_paged_cache`).
+        slots: [...], int, `page_id * page + token_in_page`.
+        page: tokens per page.
+
+    Returns:
+        [..., 584], uint8.
+    """
+    check_paged_cache(cache, page, "cache")
+    stride = page_stride(cache)
+    flat = cache.as_strided((cache.shape[0] * stride - stride + cache.shape[1],), (1,))
+    rec, sc = _byte_offsets(slots, page, stride)
+    data = flat[rec[..., None] + torch.arange(RECORD_BYTES, device=cache.device)]
+    scales = flat[sc[..., None] + torch.arange(SCALE_RECORD_BYTES, device=cache.device)]
+    return torch.cat([data, scales], dim=-1)
+
+
+def write_entries(
+    cache: torch.Tensor, slots: torch.Tensor, entries: torch.Tensor, page: int
+) -> None:
+    """Scatter 584-byte entries into a paged cache in place (what vLLM's cache insert does).
+
+    Args:
+        cache: [pages, page_stride], uint8, paged fp8_ds_mla (`check_paged_cache`).
+        slots: [N], int, distinct `page_id * page + token_in_page`.
+        entries: [N, 584], uint8.
+        page: tokens per page.
+
+    Raises:
+        ValueError: entries not [N, 584] uint8 for N slots.
+    """
+    check_paged_cache(cache, page, "cache")
+    if entries.shape != (slots.numel(), ENTRY_BYTES) or entries.dtype != torch.uint8:
+        raise ValueError(
+            f"entries must be [{slots.numel()}, {ENTRY_BYTES}] uint8, got "
+            f"{tuple(entries.shape)} {entries.dtype}"
+        )
+    stride = page_stride(cache)
+    flat = cache.as_strided((cache.shape[0] * stride - stride + cache.shape[1],), (1,))
+    rec, sc = _byte_offsets(slots.reshape(-1), page, stride)
+    flat[rec[:, None] + torch.arange(RECORD_BYTES, device=cache.device)] = entries[:, :RECORD_BYTES]
+    flat[sc[:, None] + torch.arange(SCALE_RECORD_BYTES, device=cache.device)] = entries[
+        :, RECORD_BYTES:
+    ]
+
+
+def paged_cache(entries: torch.Tensor, page: int) -> torch.Tensor:
+    """A paged cache holding `entries` in slots 0..N-1 (the last page zero-padded).
+
+    Args:
+        entries: [N, 584], uint8.
+        page: tokens per page.
+
+    Returns:
+        [ceil(N / page), page_bytes(page)], uint8.
+    """
+    n = entries.shape[0]
+    pages = max(1, -(-n // page))
+    cache = torch.zeros(pages, page_bytes(page), dtype=torch.uint8, device=entries.device)
+    write_entries(cache, torch.arange(n, device=entries.device), entries, page)
+    return cache
 
 
 def quantize_index_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,15 @@ from typing import Any
 
 import torch
 
-from dsv4_kernels.kv_format import N_SCALES, NOPE_DIM, ROPE_DIM, ROPE_OFFSET, SCALE_OFFSET
+from dsv4_kernels.kv_format import (
+    ENTRY_BYTES,
+    N_SCALES,
+    NOPE_DIM,
+    ROPE_DIM,
+    ROPE_OFFSET,
+    SCALE_OFFSET,
+    paged_cache,
+)
 
 POISON_BYTE = 0xFF
 """Byte written into uint8 outputs before a kernel runs (0xFF is NaN in e4m3 and bf16 pairs)."""
@@ -93,6 +101,20 @@ def random_kv_entries(n: int, gen: torch.Generator, device: torch.device) -> tor
     return out
 
 
+def paged_with_poisoned_tail(entries: torch.Tensor, page: int) -> torch.Tensor:
+    """`kv_format.paged_cache` of `entries`, each page's padding set to 0x7F (an e4m3 NaN).
+
+    vLLM allocates the padding (bytes page * 584 and up) but never fills it: a kernel that
+    reads it by a wrong offset produces NaN.
+
+    Returns:
+        [ceil(N / page), kv_format.page_bytes(page)], uint8.
+    """
+    cache = paged_cache(entries, page)
+    cache[:, page * ENTRY_BYTES :] = 0x7F
+    return cache
+
+
 def paged_layout(
     n_per_seq: list[int], page: int, gen: torch.Generator, device: torch.device
 ) -> tuple[torch.Tensor, int]:
@@ -176,10 +198,14 @@ def make_attention_case(
     t_count = b * s
     q = torch.randn(t_count, heads, 512, generator=dgen, device=device).to(torch.bfloat16)
     swa_bt, swa_pages = window_layout(lengths, window + s, swa_page, gen, device)
-    swa_cache = random_kv_entries(swa_pages * swa_page, dgen, device)
+    swa_cache = paged_with_poisoned_tail(
+        random_kv_entries(swa_pages * swa_page, dgen, device), swa_page
+    )
     n_entries = [n // ratio for n in lengths]
     comp_bt, comp_pages = paged_layout(n_entries, comp_page, gen, device)
-    comp_cache = random_kv_entries(comp_pages * comp_page, dgen, device)
+    comp_cache = paged_with_poisoned_tail(
+        random_kv_entries(comp_pages * comp_page, dgen, device), comp_page
+    )
     sink = torch.randn(heads, generator=dgen, device=device)
     idx = None
     if topk is not None:

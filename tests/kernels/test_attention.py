@@ -98,7 +98,7 @@ def test_hca_prefill_crosses_boundaries(device: torch.device) -> None:
     case2["positions"][-1] -= 0  # same positions; now make entry 1 garbage and compare
     cc = case["comp_cache"].clone()
     bt = case["comp_block_table"]
-    cc[int(bt[0, 0]) * 2 + 1, :448] = 0x38  # entry 1 := 1.0 * scale everywhere
+    cc[int(bt[0, 0]), 576 : 576 + 448] = 0x38  # entry 1 of the page := 1.0 * scale everywhere
     case2["comp_cache"] = cc
     ref2, _ = sparse_mla_reference(**case2)
     assert torch.equal(ref2[:-1], ref_out[:-1])

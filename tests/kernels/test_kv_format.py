@@ -7,15 +7,20 @@ import triton.language as tl
 
 from dsv4_kernels.kv_format import (
     ENTRY_BYTES,
+    check_paged_cache,
     dequantize_fp8_ds_mla,
     flashmla_block_bytes,
     from_flashmla_blocks,
     pack_index_pages,
+    page_bytes,
+    paged_cache,
     quantize_fp8_ds_mla,
     quantize_index_keys,
+    read_entries,
     to_flashmla_blocks,
     ue8m0_scale_exponent,
     unpack_index_pages,
+    write_entries,
 )
 from dsv4_kernels.testing import poisoned_like, rel_err
 from dsv4_kernels.triton_fp8 import e4m3_bits_to_f32, f32_to_e4m3_bits, round_bf16
@@ -126,3 +131,34 @@ def test_flashmla_block_layout_conversion() -> None:
         to_flashmla_blocks(entries[:10], bs)
     with pytest.raises(ValueError, match="blocks must be"):
         from_flashmla_blocks(upstream[:, :-1], bs)
+
+
+@pytest.mark.parametrize("page", [1, 2, 3, 64])
+def test_paged_cache_is_flashmla_block_layout_and_reads_back(page: int) -> None:
+    """The kernels' paged cache is byte for byte FlashMLA's MODEL1 / vLLM's block layout."""
+    gen = torch.Generator().manual_seed(page)
+    n = 5 * page
+    entries = quantize_fp8_ds_mla(torch.randn(n, 512, generator=gen))
+    cache = paged_cache(entries, page)
+    assert cache.shape == (5, page_bytes(page))
+    assert page_bytes(page) % 576 == 0
+    assert torch.equal(cache, to_flashmla_blocks(entries, page))
+    slots = torch.randperm(n, generator=gen)[: n // 2 + 1]
+    assert torch.equal(read_entries(cache, slots, page), entries[slots])
+    # A strided view (rows wider than the page, as a larger allocation would give) reads the
+    # same, and writes land where reads find them.
+    wide = torch.zeros(5, page_bytes(page) + 576, dtype=torch.uint8)[:, : page_bytes(page)]
+    write_entries(wide, torch.arange(n), entries, page)
+    assert torch.equal(wide, cache)
+    assert torch.equal(read_entries(wide, slots, page), entries[slots])
+
+
+def test_paged_cache_checks_name_the_argument() -> None:
+    flat = torch.zeros(128, 584, dtype=torch.uint8)  # the former [slots, 584] form
+    with pytest.raises(ValueError, match=r"swa_cache rows hold 584 bytes.*page \* 584 = 37376"):
+        check_paged_cache(flat, 64, "swa_cache")
+    with pytest.raises(ValueError, match=r"comp_cache must be a \[pages, page_bytes\] uint8"):
+        check_paged_cache(torch.zeros(2, 3, 1168, dtype=torch.uint8), 2, "comp_cache")
+    with pytest.raises(ValueError, match="contiguous rows"):
+        check_paged_cache(torch.zeros(1168, 4, dtype=torch.uint8).t(), 2, "comp_cache")
+    check_paged_cache(torch.zeros(3, page_bytes(2), dtype=torch.uint8), 2, "comp_cache")

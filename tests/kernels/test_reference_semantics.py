@@ -30,6 +30,7 @@ from dsv4_kernels.kv_format import (
     pack_index_pages,
     quantize_fp8_ds_mla,
     quantize_index_keys,
+    to_flashmla_blocks,
 )
 from dsv4_kernels.sparse_mla import sparse_mla_reference
 
@@ -152,14 +153,15 @@ def _official_sparse_attn(
 def _paged(
     rows: torch.Tensor, page: int, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp8_ds_mla bytes of rows in shuffled pages: (cache [pages*page, 584], table [1, pages])."""
+    """fp8_ds_mla bytes of rows in shuffled pages, laid out as FlashMLA's MODEL1 blocks
+    (`to_flashmla_blocks`): (cache [pages, block bytes], table [1, pages])."""
     n = rows.shape[0]
     pages = max(1, -(-n // page))
     perm = torch.randperm(pages, generator=gen)
-    cache = torch.zeros(pages * page, 584, dtype=torch.uint8)
+    entries = torch.zeros(pages * page, 584, dtype=torch.uint8)
     slots = perm[torch.arange(n) // page] * page + torch.arange(n) % page
-    cache[slots] = quantize_fp8_ds_mla(rows)
-    return cache, perm[None].to(torch.int32)
+    entries[slots] = quantize_fp8_ds_mla(rows)
+    return to_flashmla_blocks(entries, page), perm[None].to(torch.int32)
 
 
 def test_attention_reference_matches_official_index_lists_and_sink() -> None:

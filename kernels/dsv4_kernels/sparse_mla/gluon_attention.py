@@ -216,19 +216,26 @@ if HAVE_GLUON:
         WT: gl.constexpr,
         SWA_PAGE: gl.constexpr,
         COMP_PAGE: gl.constexpr,
+        SWA_STRIDE: gl.constexpr,
+        COMP_STRIDE: gl.constexpr,
         NOPE_L: gl.constexpr,
     ):
         """cp.async the raw rows of tile `ti` into raw stage `rs`; raw_ready[rs] completes."""
+        # vLLM's block layout: a page's 576-byte records, then its 8-byte scale records.
         if ti < WT:
-            slot = pg.to(gl.int64) * SWA_PAGE + e % SWA_PAGE
+            base = pg.to(gl.int64) * SWA_STRIDE
+            rec = base + (e % SWA_PAGE) * 576
+            srec = base + SWA_PAGE * 576 + (e % SWA_PAGE) * 8
             u8 = swa_u8
             b16 = swa_bf16
         else:
-            slot = pg.to(gl.int64) * COMP_PAGE + e % COMP_PAGE
+            base = pg.to(gl.int64) * COMP_STRIDE
+            rec = base + (e % COMP_PAGE) * 576
+            srec = base + COMP_PAGE * 576 + (e % COMP_PAGE) * 8
             u8 = comp_u8
             b16 = comp_bf16
         cols = gl.arange(0, 64, layout=gl.SliceLayout(0, NOPE_L))
-        row = u8 + slot * 584
+        row = u8 + rec
         for c in gl.static_range(7):
             async_copy.async_copy_global_to_shared(
                 nope_smem[c].index(rs), row[:, None] + c * 64 + cols[None, :], mask=valid[:, None]
@@ -238,11 +245,11 @@ if HAVE_GLUON:
         # is replicated over the column threads, which copy the same 8 bytes.
         cs = gl.arange(0, 8, layout=gl.SliceLayout(0, NOPE_L))
         async_copy.async_copy_global_to_shared(
-            sc_smem.index(rs), (row + 576)[:, None] + cs[None, :], mask=valid[:, None]
+            sc_smem.index(rs), (u8 + srec)[:, None] + cs[None, :], mask=valid[:, None]
         )
         async_copy.async_copy_global_to_shared(
             rope_smem.index(rs),
-            (b16 + slot * 292 + 224)[:, None] + cols[None, :],
+            (b16 + rec // 2 + 224)[:, None] + cols[None, :],
             mask=valid[:, None],
         )
         async_copy.mbarrier_arrive(raw_ready.index(rs), increment_count=False)
@@ -272,6 +279,8 @@ if HAVE_GLUON:
         WINDOW: gl.constexpr,
         SWA_PAGE: gl.constexpr,
         COMP_PAGE: gl.constexpr,
+        SWA_STRIDE: gl.constexpr,
+        COMP_STRIDE: gl.constexpr,
         RATIO: gl.constexpr,
         DENSE: gl.constexpr,
         N_SPLIT: gl.constexpr,
@@ -369,6 +378,8 @@ if HAVE_GLUON:
                 WT,
                 SWA_PAGE,
                 COMP_PAGE,
+                SWA_STRIDE,
+                COMP_STRIDE,
                 NOPE_L,
             )
             e_a = e_b
@@ -652,6 +663,8 @@ if HAVE_GLUON:
         WINDOW: gl.constexpr,
         SWA_PAGE: gl.constexpr,
         COMP_PAGE: gl.constexpr,
+        SWA_STRIDE: gl.constexpr,
+        COMP_STRIDE: gl.constexpr,
         RATIO: gl.constexpr,
         DENSE: gl.constexpr,
         HAS_SINK: gl.constexpr,
@@ -749,6 +762,8 @@ if HAVE_GLUON:
                         WINDOW,
                         SWA_PAGE,
                         COMP_PAGE,
+                        SWA_STRIDE,
+                        COMP_STRIDE,
                         RATIO,
                         DENSE,
                         N_SPLIT,

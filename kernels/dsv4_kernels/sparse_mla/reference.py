@@ -11,14 +11,16 @@ L = positions[t] + 1 tokens) attends, with all H heads sharing one 512-d KV head
     out = Σ_j exp(s_j) k_j / (exp(sink_h) + Σ_j exp(s_j));   lse = log(exp(sink_h) + Σ_j exp(s_j))
 
 Caches are paged: token (or entry) i of a sequence lives in slot
-`block_table[seq, i // page] * page + i % page` of a [slots, 584] uint8 fp8_ds_mla tensor.
+`block_table[seq, i // page] * page + i % page`, i.e. token i % page of page
+`block_table[seq, i // page]` of a [pages, page_stride] uint8 fp8_ds_mla cache in vLLM's block
+layout (`dsv4_kernels.kv_format`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from dsv4_kernels.kv_format import dequantize_fp8_ds_mla
+from dsv4_kernels.kv_format import dequantize_fp8_ds_mla, read_entries
 
 
 def window_slots(
@@ -106,8 +108,8 @@ def sparse_mla_reference(
     c_slots, c_valid = entry_slots(ent, n_c, seq_ids, comp_block_table, comp_page)
     kv = torch.cat(
         [
-            dequantize_fp8_ds_mla(swa_cache[w_slots]),
-            dequantize_fp8_ds_mla(comp_cache[c_slots]),
+            dequantize_fp8_ds_mla(read_entries(swa_cache, w_slots, swa_page)),
+            dequantize_fp8_ds_mla(read_entries(comp_cache, c_slots, comp_page)),
         ],
         dim=1,
     )  # [T, N, 512]

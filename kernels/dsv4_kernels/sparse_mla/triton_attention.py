@@ -1,11 +1,12 @@
 """Triton sparse MLA attention over [SWA window | compressed entries] on fp8_ds_mla caches.
 
 Grid: (head blocks, KV splits, query tokens). A program loads its query tile [BLOCK_H, 512]
-once, then walks its share of the token list in tiles of BLOCK_N entries: gathers the 584-byte
-rows, dequantises them once for all BLOCK_H heads (e4m3 * 2**(ue8m0 - 127), bf16 RoPE), and
-runs an online softmax (base 2) with bf16 tensor-core dots, fp32 accumulation. With one split
-the sink and normalisation happen in place; with several, partial (out, lse) pairs go to a
-float32 workspace and `_combine_kernel` merges them with the sink.
+once, then walks its share of the token list in tiles of BLOCK_N entries: gathers the entries'
+576-byte records and 8-byte scale records (vLLM's block layout), dequantises them once for all
+BLOCK_H heads (e4m3 * 2**(ue8m0 - 127), bf16 RoPE), and runs an online softmax (base 2) with
+bf16 tensor-core dots, fp32 accumulation. With one split the sink and normalisation happen in
+place; with several, partial (out, lse) pairs go to a float32 workspace and `_combine_kernel`
+merges them with the sink.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from dsv4_kernels.kv_format import ENTRY_BYTES, HEAD_DIM
+from dsv4_kernels.kv_format import ENTRY_BYTES, HEAD_DIM, check_paged_cache, page_stride
 from dsv4_kernels.sparse_mla import gluon_attention
 from dsv4_kernels.triton_fp8 import (
     NATIVE_FP8,
@@ -39,7 +40,8 @@ LN2 = 0.6931471805599453
 def _load_kv_cols(
     cache_u8,
     cache_bf16,
-    slots,
+    row,
+    srow,
     valid,
     BLOCK_N: tl.constexpr,
     C0: tl.constexpr,
@@ -47,8 +49,10 @@ def _load_kv_cols(
     NATIVE: tl.constexpr,
     DEQ: tl.constexpr,
 ):
-    """[BLOCK_N, NT*64] bf16 KV columns 64*C0 .. 64*(C0+NT) of fp8_ds_mla entries at `slots`.
+    """[BLOCK_N, NT*64] bf16 KV columns 64*C0 .. 64*(C0+NT) of fp8_ds_mla entries.
 
+    An entry's 576-byte record starts at byte `row` of the cache, its 8-byte scale record at
+    `srow` (vLLM's block layout, `dsv4_kernels.kv_format`).
     Column tile 7 is the bf16 RoPE part; tiles 0..6 are e4m3 * 2**(ue8m0 - 127). DEQ selects
     the dequantisation: 0 = hardware e4m3 -> bf16 -> f32 multiply; 1 = bit placement
     (e4m3 bits moved into a bf16 pattern that is the value * 2**-120, exact for subnormals
@@ -56,7 +60,6 @@ def _load_kv_cols(
     """
     tile = C0 + tl.arange(0, NT)
     col = tl.arange(0, 64)
-    row = slots.to(tl.int64) * 584
     is_nope = tile < 7
     raw = tl.load(
         cache_u8 + row[:, None, None] + tile[None, :, None] * 64 + col[None, None, :],
@@ -64,7 +67,7 @@ def _load_kv_cols(
         other=0,
     )
     sc = tl.load(
-        cache_u8 + row[:, None] + 576 + tile[None, :],
+        cache_u8 + srow[:, None] + tile[None, :],
         mask=valid[:, None] & is_nope[None, :],
         other=127,
     ).to(tl.int32)
@@ -78,7 +81,7 @@ def _load_kv_cols(
         nope = bits.to(tl.float32, bitcast=True) * scale[:, :, None]
     if C0 + NT > 7:
         rope = tl.load(
-            cache_bf16 + (slots.to(tl.int64) * 292 + 224)[:, None] + col[None, :],
+            cache_bf16 + (row // 2 + 224)[:, None] + col[None, :],
             mask=valid[:, None],
             other=0.0,
         )
@@ -92,7 +95,8 @@ def _load_kv_cols(
 def _attend_tile(
     cache_u8,
     cache_bf16,
-    slots,
+    row,
+    srow,
     valid,
     q_lo,
     q_hi,
@@ -113,12 +117,12 @@ def _attend_tile(
     output half `dv` (acc [BLOCK_H, 256]); scores use both halves.
     """
     if DV_SPLIT == 1:
-        kt = _load_kv_cols(cache_u8, cache_bf16, slots, valid, BLOCK_N, 0, 8, NATIVE, DEQ)
+        kt = _load_kv_cols(cache_u8, cache_bf16, row, srow, valid, BLOCK_N, 0, 8, NATIVE, DEQ)
         zero = tl.zeros((q_lo.shape[0], BLOCK_N), tl.float32)
         s = mma(q_lo, tl.trans(kt), zero, NATIVE)
     else:
-        k_lo = _load_kv_cols(cache_u8, cache_bf16, slots, valid, BLOCK_N, 0, 4, NATIVE, DEQ)
-        k_hi = _load_kv_cols(cache_u8, cache_bf16, slots, valid, BLOCK_N, 4, 4, NATIVE, DEQ)
+        k_lo = _load_kv_cols(cache_u8, cache_bf16, row, srow, valid, BLOCK_N, 0, 4, NATIVE, DEQ)
+        k_hi = _load_kv_cols(cache_u8, cache_bf16, row, srow, valid, BLOCK_N, 4, 4, NATIVE, DEQ)
         zero = tl.zeros((q_lo.shape[0], BLOCK_N), tl.float32)
         s = mma(q_lo, tl.trans(k_lo), zero, NATIVE)
         s = mma(q_hi, tl.trans(k_hi), s, NATIVE)
@@ -166,6 +170,8 @@ def _sparse_mla_kernel(  # noqa: PLR0912, PLR0915  (one kernel = one launch)
     WINDOW: tl.constexpr,
     SWA_PAGE: tl.constexpr,
     COMP_PAGE: tl.constexpr,
+    SWA_STRIDE: tl.constexpr,
+    COMP_STRIDE: tl.constexpr,
     RATIO: tl.constexpr,
     DENSE: tl.constexpr,
     HAS_SINK: tl.constexpr,
@@ -214,11 +220,13 @@ def _sparse_mla_kernel(  # noqa: PLR0912, PLR0915  (one kernel = one launch)
         valid = tok >= 0
         tok = tl.maximum(tok, 0)
         pg = tl.load(swa_bt + seq * swa_bt_stride + tok // SWA_PAGE, mask=valid, other=0)
-        slots = pg * SWA_PAGE + tok % SWA_PAGE
+        row = pg.to(tl.int64) * SWA_STRIDE + (tok % SWA_PAGE) * 576
+        srow = pg.to(tl.int64) * SWA_STRIDE + SWA_PAGE * 576 + (tok % SWA_PAGE) * 8
         m, lsum, acc = _attend_tile(
             swa_u8,
             swa_bf16,
-            slots,
+            row,
+            srow,
             valid,
             q_lo,
             q_hi,
@@ -242,11 +250,13 @@ def _sparse_mla_kernel(  # noqa: PLR0912, PLR0915  (one kernel = one launch)
             valid = (e >= 0) & (e < n_c)
         e = tl.where(valid, e, 0)
         pg = tl.load(comp_bt + seq * comp_bt_stride + e // COMP_PAGE, mask=valid, other=0)
-        slots = pg * COMP_PAGE + e % COMP_PAGE
+        row = pg.to(tl.int64) * COMP_STRIDE + (e % COMP_PAGE) * 576
+        srow = pg.to(tl.int64) * COMP_STRIDE + COMP_PAGE * 576 + (e % COMP_PAGE) * 8
         m, lsum, acc = _attend_tile(
             comp_u8,
             comp_bf16,
-            slots,
+            row,
+            srow,
             valid,
             q_lo,
             q_hi,
@@ -291,14 +301,13 @@ def _sparse_mla_kernel(  # noqa: PLR0912, PLR0915  (one kernel = one launch)
 
 @triton.jit
 def _load_kv_chunk(
-    cache_u8, cache_bf16, slots, valid, C: tl.constexpr, NATIVE: tl.constexpr, DEQ: tl.constexpr
+    cache_u8, cache_bf16, row, srow, valid, C: tl.constexpr, NATIVE: tl.constexpr, DEQ: tl.constexpr
 ):
     """[BLOCK_N, 64] bf16 column tile C (0..6 NoPE e4m3 * scale, 7 RoPE) of the entries."""
     col = tl.arange(0, 64)
     if C < 7:
-        row = slots.to(tl.int64) * 584
         raw = tl.load(cache_u8 + row[:, None] + C * 64 + col[None, :], mask=valid[:, None], other=0)
-        sc = tl.load(cache_u8 + row + 576 + C, mask=valid, other=127).to(tl.int32)
+        sc = tl.load(cache_u8 + srow + C, mask=valid, other=127).to(tl.int32)
         if DEQ == 0:
             k = decode_e4m3(raw, NATIVE).to(tl.float32) * pow2_from_exponent(sc - 127)[:, None]
         else:
@@ -308,7 +317,7 @@ def _load_kv_chunk(
         return k.to(tl.bfloat16)
     else:
         return tl.load(
-            cache_bf16 + (slots.to(tl.int64) * 292 + 224)[:, None] + col[None, :],
+            cache_bf16 + (row // 2 + 224)[:, None] + col[None, :],
             mask=valid[:, None],
             other=0.0,
         )
@@ -318,7 +327,8 @@ def _load_kv_chunk(
 def _attend_tile_chunked(
     cache_u8,
     cache_bf16,
-    slots,
+    row,
+    srow,
     valid,
     q0,
     q1,
@@ -352,14 +362,14 @@ def _attend_tile_chunked(
     and a_c += P k_c, so no [*, 512] tensor is assembled (no 3-D gather and reshape, and
     their hoisted 64-bit offsets, which spilled most in the one-tile form).
     """
-    k0 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 0, NATIVE, DEQ)
-    k1 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 1, NATIVE, DEQ)
-    k2 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 2, NATIVE, DEQ)
-    k3 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 3, NATIVE, DEQ)
-    k4 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 4, NATIVE, DEQ)
-    k5 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 5, NATIVE, DEQ)
-    k6 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 6, NATIVE, DEQ)
-    k7 = _load_kv_chunk(cache_u8, cache_bf16, slots, valid, 7, NATIVE, DEQ)
+    k0 = _load_kv_chunk(cache_u8, cache_bf16, row, srow, valid, 0, NATIVE, DEQ)
+    k1 = _load_kv_chunk(cache_u8, cache_bf16, row, srow, valid, 1, NATIVE, DEQ)
+    k2 = _load_kv_chunk(cache_u8, cache_bf16, row, srow, valid, 2, NATIVE, DEQ)
+    k3 = _load_kv_chunk(cache_u8, cache_bf16, row, srow, valid, 3, NATIVE, DEQ)
+    k4 = _load_kv_chunk(cache_u8, cache_bf16, row, srow, valid, 4, NATIVE, DEQ)
+    k5 = _load_kv_chunk(cache_u8, cache_bf16, row, srow, valid, 5, NATIVE, DEQ)
+    k6 = _load_kv_chunk(cache_u8, cache_bf16, row, srow, valid, 6, NATIVE, DEQ)
+    k7 = _load_kv_chunk(cache_u8, cache_bf16, row, srow, valid, 7, NATIVE, DEQ)
     s = tl.zeros((BLOCK_H, BLOCK_N), tl.float32)
     s = mma(q0, tl.trans(k0), s, NATIVE)
     s = mma(q1, tl.trans(k1), s, NATIVE)
@@ -426,6 +436,8 @@ def _sparse_mla_chunked_kernel(  # noqa: PLR0915  (one kernel = one launch)
     WINDOW: tl.constexpr,
     SWA_PAGE: tl.constexpr,
     COMP_PAGE: tl.constexpr,
+    SWA_STRIDE: tl.constexpr,
+    COMP_STRIDE: tl.constexpr,
     RATIO: tl.constexpr,
     DENSE: tl.constexpr,
     HAS_SINK: tl.constexpr,
@@ -478,11 +490,13 @@ def _sparse_mla_chunked_kernel(  # noqa: PLR0915  (one kernel = one launch)
         valid = tok >= 0
         tok = tl.maximum(tok, 0)
         pg = tl.load(swa_bt + seq * swa_bt_stride + tok // SWA_PAGE, mask=valid, other=0)
-        slots = pg * SWA_PAGE + tok % SWA_PAGE
+        row = pg.to(tl.int64) * SWA_STRIDE + (tok % SWA_PAGE) * 576
+        srow = pg.to(tl.int64) * SWA_STRIDE + SWA_PAGE * 576 + (tok % SWA_PAGE) * 8
         m, lsum, a0, a1, a2, a3, a4, a5, a6, a7 = _attend_tile_chunked(
             swa_u8,
             swa_bf16,
-            slots,
+            row,
+            srow,
             valid,
             q0,
             q1,
@@ -518,11 +532,13 @@ def _sparse_mla_chunked_kernel(  # noqa: PLR0915  (one kernel = one launch)
             valid = (e >= 0) & (e < n_c)
         e = tl.where(valid, e, 0)
         pg = tl.load(comp_bt + seq * comp_bt_stride + e // COMP_PAGE, mask=valid, other=0)
-        slots = pg * COMP_PAGE + e % COMP_PAGE
+        row = pg.to(tl.int64) * COMP_STRIDE + (e % COMP_PAGE) * 576
+        srow = pg.to(tl.int64) * COMP_STRIDE + COMP_PAGE * 576 + (e % COMP_PAGE) * 8
         m, lsum, a0, a1, a2, a3, a4, a5, a6, a7 = _attend_tile_chunked(
             comp_u8,
             comp_bf16,
-            slots,
+            row,
+            srow,
             valid,
             q0,
             q1,
@@ -807,8 +823,9 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
         if sink is not None
         else torch.zeros(1, dtype=torch.float32, device=dev)
     )
-    swa_u8 = swa_cache.contiguous()
-    comp_u8 = comp_cache.contiguous()
+    check_paged_cache(swa_cache, swa_page, "swa_cache")
+    check_paged_cache(comp_cache, comp_page, "comp_cache")
+    swa_u8, comp_u8 = swa_cache, comp_cache
     # Per-kernel constexprs and launch options; the rest of the arguments are shared.
     if warp_specialized:
         kern = gluon_attention._sparse_mla_ws_kernel
@@ -848,6 +865,8 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
         WINDOW=window,
         SWA_PAGE=swa_page,
         COMP_PAGE=comp_page,
+        SWA_STRIDE=page_stride(swa_cache),
+        COMP_STRIDE=page_stride(comp_cache),
         RATIO=ratio,
         DENSE=dense,
         HAS_SINK=sink is not None,

@@ -1,7 +1,9 @@
 """The kernel path: `AttentionOps` served by `dsv4_kernels` (Triton on CUDA, references on CPU).
 
 Each call packs the engine's KV rows into the kernels' formats (`dsv4_kernels.kv_format`):
-fp8_ds_mla entries (584 B) for the window rows and compressed entries, FP8 index-key pages
+fp8_ds_mla entries (584 B) for the window rows and compressed entries, laid out in vLLM's paged
+block layout (`kv_format.paged_cache`: one token per SWA page, all entries in one page), FP8
+index-key pages
 (132 B per key, 64 keys per page), and block tables that map this request's positions and entries
 onto them. In the engine's FP8-cache mode (`kv_cache_dtype = "fp8_ds_mla"`, `kvquant.py`) the
 stored values are exactly representable in those formats, so packing loses nothing and both paths
@@ -24,6 +26,7 @@ from dsv4_kernels.kv_format import (
     HEAD_DIM,
     INDEX_DIM,
     pack_index_pages,
+    paged_cache,
     quantize_fp8_ds_mla,
     quantize_index_keys,
 )
@@ -136,15 +139,19 @@ class KernelOps:
         dev = q.device
         n = q.shape[0]
         length = int(positions[-1]) + 1
-        # SWA cache: row 0 is a dummy; position i of the window lives in row i - window_start + 1
-        swa_cache = quantize_fp8_ds_mla(
-            torch.cat((window_rows.new_zeros(1, HEAD_DIM), window_rows)).float()
+        # SWA cache, one token per page: page 0 is a dummy; position i of the window lives in
+        # page i - window_start + 1
+        swa_cache = paged_cache(
+            quantize_fp8_ds_mla(
+                torch.cat((window_rows.new_zeros(1, HEAD_DIM), window_rows)).float()
+            ),
+            1,
         )
         pos = torch.arange(length, device=dev)
         swa_table = torch.where(pos >= window_start, pos - window_start + 1, 0)
         m = entries.shape[0] if ratio else 0
         comp_rows = entries.float() if m else window_rows.new_zeros(1, HEAD_DIM).float()
-        comp_cache = quantize_fp8_ds_mla(comp_rows)
+        comp_cache = paged_cache(quantize_fp8_ds_mla(comp_rows), max(m, 1))
         comp_table = torch.zeros(1, 1, dtype=torch.int32, device=dev)
         swa = (swa_cache, swa_table.to(torch.int32)[None], 1)
         comp = (comp_cache, comp_table, max(m, 1))
