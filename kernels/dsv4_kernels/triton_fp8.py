@@ -22,12 +22,17 @@ NATIVE_FP8 = not INTERPRET
 
 @triton.jit
 def e4m3_bits_to_f32(b):
-    """Decode float8 e4m3fn bit patterns (uint8/int32 tensor) to float32, exactly."""
+    """Decode float8 e4m3fn bit patterns (uint8/int32 tensor) to float32, exactly.
+
+    The two NaN codes (0x7F, 0xFF: exponent and mantissa all ones in e4m3fn) decode to NaN,
+    as the hardware conversion and torch.float8_e4m3fn do.
+    """
     b = b.to(tl.int32) & 0xFF
     sign = (b >> 7) & 1
     e = (b >> 3) & 0xF
     m = b & 0x7
     normal_bits = (sign << 31) | ((e + 120) << 23) | (m << 20)
+    normal_bits = tl.where((b & 0x7F) == 0x7F, 0x7FC00000, normal_bits)
     normal = normal_bits.to(tl.float32, bitcast=True)
     sub = m.to(tl.float32) * 0.001953125  # m * 2**-9
     sub = tl.where(sign == 1, -sub, sub)
@@ -83,9 +88,15 @@ def f32_to_e4m3_bits(x):
 
 @triton.jit
 def round_bf16(x):
-    """float32 -> bfloat16, round half to even (the interpreter's plain cast truncates)."""
+    """float32 -> bfloat16, round half to even (the interpreter's plain cast truncates).
+
+    NaN stays NaN (quiet bit set, so the truncating cast keeps it): rounding its bits would
+    carry a high payload into the sign (0x7FFFFFFF, the GPUs' canonical NaN, became -0.0) or
+    drop a low one (0x7F800001 became inf).
+    """
     bits = x.to(tl.int32, bitcast=True)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536
+    bits = tl.where((bits & 0x7FFFFFFF) > 0x7F800000, bits | 0x7FC00000, rounded)
     return bits.to(tl.float32, bitcast=True).to(tl.bfloat16)
 
 

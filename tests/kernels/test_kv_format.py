@@ -162,3 +162,31 @@ def test_paged_cache_checks_name_the_argument() -> None:
     with pytest.raises(ValueError, match="contiguous rows"):
         check_paged_cache(torch.zeros(1168, 4, dtype=torch.uint8).t(), 2, "comp_cache")
     check_paged_cache(torch.zeros(3, page_bytes(2), dtype=torch.uint8), 2, "comp_cache")
+
+
+def test_round_bf16_keeps_nan_and_e4m3_nan_codes_decode_to_nan(device: torch.device) -> None:
+    # NaN bit patterns whose mantissa carries into the sign (0x7FFFFFFF: the canonical NaN of
+    # NVIDIA GPUs) or whose payload sits in the low 16 bits only must stay NaN, not become
+    # -0.0, 0.0 or inf; the e4m3fn NaN codes 0x7F / 0xFF must decode to NaN, not 480.
+    nan_bits = [0x7FFFFFFF, 0x7FC00000, 0x7F800001, 0x7FFF8000, -1, -4194304]  # last: 0xFFC00000
+    x = torch.tensor(nan_bits, dtype=torch.int32).view(torch.float32)
+    bf = torch.zeros(x.numel(), dtype=torch.bfloat16, device=device)
+    _round_kernel[(1,)](x.to(device), bf, BLOCK=8, N=x.numel())
+    assert bool(torch.isnan(bf.cpu().float()).all()), bf.cpu().tolist()
+    codes_in = torch.tensor([0x7F, 0xFF, 0x7E, 0xFE], dtype=torch.uint8, device=device)
+    dec2 = poisoned_like(torch.empty(4, dtype=torch.float32, device=device))
+    _decode_kernel[(1,)](codes_in, dec2, BLOCK=4)
+    assert dec2.cpu()[:2].isnan().all(), dec2.cpu().tolist()
+    assert dec2.cpu()[2:].tolist() == [448.0, -448.0]
+
+
+@triton.jit
+def _round_kernel(x_ptr, out_ptr, BLOCK: tl.constexpr, N: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(out_ptr + offs, round_bf16(tl.load(x_ptr + offs, mask=offs < N)), mask=offs < N)
+
+
+@triton.jit
+def _decode_kernel(b_ptr, out_ptr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(out_ptr + offs, e4m3_bits_to_f32(tl.load(b_ptr + offs)))
