@@ -206,3 +206,24 @@ def test_combine_merges_partials_like_the_formula(with_sink: bool, device: torch
     assert float((lse[fin] - ref_lse[fin]).abs().max()) < 1e-4
     if not with_sink:
         assert torch.equal(out[2].float(), torch.zeros_like(out[2].float()))
+
+
+@pytest.mark.parametrize("topk", [None, 8])
+def test_poison_in_slot_zero_never_reaches_the_output(
+    topk: int | None, device: torch.device
+) -> None:
+    # Masked entries (window before token 0, -1 ids, ids >= L // ratio, HCA padding) gather
+    # slot 0; a NaN there (page 0 as vLLM's null block, or never written) must not leak, in the
+    # reference (probability 0 times NaN is NaN) or in the kernel.
+    ratio = 128 if topk is None else 4
+    case = make_attention_case([70, 300], 3, ratio, topk, 19, device, swa_page=16)
+    ref_out, ref_lse = sparse_mla_reference(**case)
+    for kind in ("swa", "comp"):
+        page = case[f"{kind}_page"]
+        pois = torch.full((page, 584), 0xFF, dtype=torch.uint8, device=device)  # NaN everywhere
+        case[f"{kind}_cache"] = torch.cat([pois, case[f"{kind}_cache"]])
+        case[f"{kind}_block_table"] = case[f"{kind}_block_table"] + 1
+    out, lse = sparse_mla_reference(**case)
+    assert torch.equal(out, ref_out)
+    assert torch.equal(lse, ref_lse)
+    _check(case, *_run(case, n_split=2, block_h=16, block_n=32, num_warps=4))

@@ -114,6 +114,9 @@ def sparse_mla_reference(
         dim=1,
     )  # [T, N, 512]
     valid = torch.cat([w_valid, c_valid], dim=1)  # [T, N]
+    # Masked entries gathered slot 0; whatever it holds (NaN included) must not reach the
+    # output through probability 0 * value.
+    kv = kv.masked_fill(~valid[..., None], 0.0)
     scores = torch.einsum("thd,tnd->thn", q.float(), kv) * softmax_scale
     scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
     sink_logit = (
