@@ -219,9 +219,9 @@ def test_poison_in_slot_zero_never_reaches_the_output(
     case = make_attention_case([70, 300], 3, ratio, topk, 19, device, swa_page=16)
     ref_out, ref_lse = sparse_mla_reference(**case)
     for kind in ("swa", "comp"):
-        page = case[f"{kind}_page"]
-        pois = torch.full((page, 584), 0xFF, dtype=torch.uint8, device=device)  # NaN everywhere
-        case[f"{kind}_cache"] = torch.cat([pois, case[f"{kind}_cache"]])
+        cache = case[f"{kind}_cache"]
+        pois = torch.full((1, cache.shape[1]), 0xFF, dtype=torch.uint8, device=device)  # NaN
+        case[f"{kind}_cache"] = torch.cat([pois, cache])  # page 0: poison everywhere
         case[f"{kind}_block_table"] = case[f"{kind}_block_table"] + 1
     out, lse = sparse_mla_reference(**case)
     assert torch.equal(out, ref_out)
