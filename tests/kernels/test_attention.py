@@ -227,3 +227,40 @@ def test_poison_in_slot_zero_never_reaches_the_output(
     assert torch.equal(out, ref_out)
     assert torch.equal(lse, ref_lse)
     _check(case, *_run(case, n_split=2, block_h=16, block_n=32, num_warps=4))
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("positions", lambda c: c["positions"][:1]),
+        ("seq_ids", lambda c: c["seq_ids"][:1]),
+        ("comp_indices", lambda c: c["comp_indices"][:1]),
+        ("sink", lambda c: c["sink"][:1]),
+        ("swa_cache", lambda c: c["swa_cache"][:, :580]),
+        ("comp_cache", lambda c: c["comp_cache"].view(torch.int8)),
+        ("q", lambda c: c["q"][..., :256]),
+        ("comp_block_table", lambda c: c["comp_block_table"].float()),
+    ],
+)
+def test_wrong_shapes_and_dtypes_raise_naming_the_argument(
+    impl: str, field: str, bad: Any, device: torch.device
+) -> None:
+    # Before: the kernel read past short positions / comp_indices / sink / 580-byte rows
+    # (garbage, NaN) and the reference broadcast a [1] seq_ids or a [1, K] comp_indices.
+    case = make_attention_case([70, 300], 3, 4, 8, 21, device, swa_page=16)
+    args = {k: v for k, v in case.items() if k != "ratio"}
+    args["topk_indices"] = args.pop("comp_indices")
+    key = "topk_indices" if field == "comp_indices" else field
+    args[key] = bad(case)
+    with pytest.raises(ValueError, match=field):
+        csa_attention(**args, impl=impl)  # type: ignore[arg-type]
+
+
+def test_wrong_out_buffers_raise(device: torch.device) -> None:
+    case = make_attention_case([70], 3, 4, 8, 22, device, swa_page=16)
+    q = case["q"]
+    with pytest.raises(ValueError, match="out must be"):
+        sparse_mla_triton(**case, out=torch.empty(2, 3, 512, dtype=torch.bfloat16, device=q.device))
+    with pytest.raises(ValueError, match="lse_out must be"):
+        sparse_mla_triton(**case, lse_out=torch.empty(1, 3, dtype=torch.float16, device=q.device))

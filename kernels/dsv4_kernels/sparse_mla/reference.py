@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from dsv4_kernels.kv_format import dequantize_fp8_ds_mla, read_entries
+from dsv4_kernels.kv_format import HEAD_DIM, check_paged_cache, dequantize_fp8_ds_mla, read_entries
 
 
 def window_slots(
@@ -75,6 +75,65 @@ def entry_slots(
     return torch.where(valid, pages * page + e % page, 0), valid
 
 
+def check_attention_inputs(
+    q: torch.Tensor,
+    positions: torch.Tensor,
+    seq_ids: torch.Tensor,
+    swa_cache: torch.Tensor,
+    swa_block_table: torch.Tensor,
+    swa_page: int,
+    comp_cache: torch.Tensor,
+    comp_block_table: torch.Tensor,
+    comp_page: int,
+    ratio: int,
+    comp_indices: torch.Tensor | None,
+    sink: torch.Tensor | None,
+    window: int,
+) -> None:
+    """Check shapes and dtypes (no device sync) as `sparse_mla_attention` documents them.
+
+    A wrong shape made the Triton kernel read past a tensor (garbage output, or a crash) and
+    the reference broadcast it (a [1] seq_ids or a [1, K] comp_indices served every token).
+    Values (seq_ids < B, positions inside the block tables) are not checked: that needs a sync.
+
+    Raises:
+        ValueError: naming the argument, its shape or dtype and the one expected.
+    """
+    if q.dim() != 3 or q.shape[2] != HEAD_DIM or not q.is_floating_point():
+        raise ValueError(f"q must be [T, H, {HEAD_DIM}] floating, got {tuple(q.shape)} {q.dtype}")
+    t_count, h = q.shape[0], q.shape[1]
+    for name, v in (("positions", positions), ("seq_ids", seq_ids)):
+        if v.shape != (t_count,) or v.is_floating_point() or v.dtype == torch.bool:
+            raise ValueError(
+                f"{name} must be [T={t_count}] integer, got {tuple(v.shape)} {v.dtype}"
+            )
+    for name, n in (("swa_page", swa_page), ("comp_page", comp_page), ("ratio", ratio)):
+        if n < 1:
+            raise ValueError(f"{name} must be >= 1, got {n}")
+    check_paged_cache(swa_cache, swa_page, "swa_cache")
+    check_paged_cache(comp_cache, comp_page, "comp_cache")
+    for name, bt in (("swa_block_table", swa_block_table), ("comp_block_table", comp_block_table)):
+        if bt.dim() != 2 or bt.is_floating_point() or bt.dtype == torch.bool:
+            raise ValueError(f"{name} must be [B, pages] integer, got {tuple(bt.shape)} {bt.dtype}")
+    for name, n in (("swa_page", swa_page), ("comp_page", comp_page), ("ratio", ratio)):
+        if n < 1:
+            raise ValueError(f"{name} must be >= 1, got {n}")
+    if window < 0:
+        raise ValueError(f"window must be >= 0, got {window}")
+    if comp_indices is not None and (
+        comp_indices.dim() != 2
+        or comp_indices.shape[0] != t_count
+        or comp_indices.is_floating_point()
+        or comp_indices.dtype == torch.bool
+    ):
+        raise ValueError(
+            f"comp_indices must be [T={t_count}, K] integer, got "
+            f"{tuple(comp_indices.shape)} {comp_indices.dtype}"
+        )
+    if sink is not None and sink.shape != (h,):
+        raise ValueError(f"sink must be [H={h}], got {tuple(sink.shape)}")
+
+
 def sparse_mla_reference(
     q: torch.Tensor,
     positions: torch.Tensor,
@@ -95,7 +154,25 @@ def sparse_mla_reference(
 
     Returns:
         (out: [T, H, 512], bfloat16; lse: [T, H], float32, natural log, sink included).
+
+    Raises:
+        ValueError: a shape or dtype other than documented (`check_attention_inputs`).
     """
+    check_attention_inputs(
+        q,
+        positions,
+        seq_ids,
+        swa_cache,
+        swa_block_table,
+        swa_page,
+        comp_cache,
+        comp_block_table,
+        comp_page,
+        ratio,
+        comp_indices,
+        sink,
+        window,
+    )
     t_count = q.shape[0]
     dev = q.device
     n_c = (positions.long() + 1) // ratio

@@ -18,8 +18,9 @@ import torch
 import triton
 import triton.language as tl
 
-from dsv4_kernels.kv_format import ENTRY_BYTES, HEAD_DIM, check_paged_cache, page_stride
+from dsv4_kernels.kv_format import ENTRY_BYTES, page_stride
 from dsv4_kernels.sparse_mla import gluon_attention
+from dsv4_kernels.sparse_mla.reference import check_attention_inputs
 from dsv4_kernels.triton_fp8 import (
     NATIVE_FP8,
     decode_e4m3,
@@ -749,14 +750,36 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
     tokens (a CUDA grid's y/z limit) run as consecutive launches over slices of the tokens.
 
     Raises:
-        ValueError: head dim not 512, block_n not dividing the window, dv_split not 0, 1
-            or 2, warp_specialized=True where the Gluon kernel cannot run (the message says
-            why), or `ws_options` out of range.
+        ValueError: an input's shape or dtype (`reference.check_attention_inputs`), `out` /
+            `lse_out` not contiguous [T, H, 512] bf16 / [T, H] float32, block_n not dividing
+            the window, dv_split not 0, 1 or 2, warp_specialized=True where the Gluon kernel
+            cannot run (the message says why), or `ws_options` out of range.
     """
     params = dict(locals())
+    check_attention_inputs(
+        q,
+        positions,
+        seq_ids,
+        swa_cache,
+        swa_block_table,
+        swa_page,
+        comp_cache,
+        comp_block_table,
+        comp_page,
+        ratio,
+        comp_indices,
+        sink,
+        window,
+    )
     t_count, h, d = q.shape
-    if d != HEAD_DIM:
-        raise ValueError(f"q head dim must be {HEAD_DIM}, got {d}")
+    for name, o, shape, dt in (
+        ("out", out, (t_count, h, d), torch.bfloat16),
+        ("lse_out", lse_out, (t_count, h), torch.float32),
+    ):
+        if o is not None and (o.shape != shape or o.dtype != dt or not o.is_contiguous()):
+            raise ValueError(
+                f"{name} must be a contiguous {list(shape)} {dt}, got {tuple(o.shape)} {o.dtype}"
+            )
     if window % block_n:
         raise ValueError(f"block_n={block_n} must divide window={window}")
     if dv_split not in (0, 1, 2):
@@ -823,8 +846,6 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
         if sink is not None
         else torch.zeros(1, dtype=torch.float32, device=dev)
     )
-    check_paged_cache(swa_cache, swa_page, "swa_cache")
-    check_paged_cache(comp_cache, comp_page, "comp_cache")
     swa_u8, comp_u8 = swa_cache, comp_cache
     # Per-kernel constexprs and launch options; the rest of the arguments are shared.
     if warp_specialized:
