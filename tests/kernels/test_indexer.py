@@ -7,6 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
+from dsv4_kernels.impl import Impl
 from dsv4_kernels.indexer import index_logits_reference, index_topk, index_topk_reference
 from dsv4_kernels.indexer.selection import (
     _order_key,
@@ -138,3 +139,25 @@ def fast_select_kernel(v_ptr, i_ptr, ov_ptr, oi_ptr, lo_ptr, tau, N: tl.constexp
 def order_key_kernel(v_ptr, k_ptr, N: tl.constexpr):
     """Harness: `_order_key` of [N] floats."""
     tl.store(k_ptr + tl.arange(0, N), _order_key(tl.load(v_ptr + tl.arange(0, N))))
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+@pytest.mark.parametrize(
+    ("field", "change"),
+    [
+        ("q", lambda c: {"q": c["q"].float().to(torch.bfloat16)}),
+        ("weights", lambda c: {"weights": c["weights"][:, :2]}),
+        ("positions", lambda c: {"positions": c["positions"].repeat(2)}),
+        ("seq_ids", lambda c: {"seq_ids": c["seq_ids"][:0]}),
+        ("key_pages", lambda c: {"key_pages": c["key_pages"][:, :-4]}),
+        ("block_table", lambda c: {"block_table": c["block_table"][0]}),
+    ],
+)
+def test_wrong_shapes_and_dtypes_raise_naming_the_argument(
+    impl: Impl, field: str, change: Any, device: torch.device
+) -> None:
+    # Before: the kernel read a bf16 q's bytes as e4m3 codes and read past short weights /
+    # positions, and both paths used key pages of the wrong width as if they were right.
+    case = make_index_case([41], 40, device, heads=4, page=16)
+    with pytest.raises(ValueError, match=field):
+        index_topk(**{**case, **change(case)}, topk=16, impl=impl)

@@ -15,6 +15,53 @@ import torch
 from dsv4_kernels.kv_format import INDEX_DIM, INDEX_KEY_BYTES
 
 
+def check_index_inputs(
+    q: torch.Tensor,
+    weights: torch.Tensor,
+    key_pages: torch.Tensor,
+    block_table: torch.Tensor,
+    positions: torch.Tensor,
+    seq_ids: torch.Tensor,
+    page_size: int,
+    ratio: int,
+) -> None:
+    """Check shapes and dtypes (no device sync) as `dsv4_kernels.indexer.index_topk` documents.
+
+    The Triton path reads q's bytes as e4m3 (a bfloat16 q became pairs of garbage codes), and
+    weights / positions / seq_ids and the page layout with the shapes it derives from q and
+    page_size (short ones were read past).
+
+    Raises:
+        ValueError: naming the argument, its shape or dtype and the one expected.
+    """
+    if q.dim() != 3 or q.shape[2] != INDEX_DIM or q.dtype not in (torch.float8_e4m3fn, torch.uint8):
+        raise ValueError(
+            f"q must be [T, H, {INDEX_DIM}] float8_e4m3fn (or its uint8 bytes), got "
+            f"{tuple(q.shape)} {q.dtype}"
+        )
+    t_count, h = q.shape[0], q.shape[1]
+    if weights.shape != (t_count, h):
+        raise ValueError(f"weights must be [T={t_count}, H={h}], got {tuple(weights.shape)}")
+    for name, v in (("positions", positions), ("seq_ids", seq_ids)):
+        if v.shape != (t_count,) or v.is_floating_point() or v.dtype == torch.bool:
+            raise ValueError(
+                f"{name} must be [T={t_count}] integer, got {tuple(v.shape)} {v.dtype}"
+            )
+    if page_size < 1 or ratio < 1:
+        raise ValueError(f"page_size={page_size} and ratio={ratio} must be >= 1")
+    width = page_size * INDEX_KEY_BYTES
+    if key_pages.dim() != 2 or key_pages.shape[1] != width or key_pages.dtype != torch.uint8:
+        raise ValueError(
+            f"key_pages must be [pages, page_size * {INDEX_KEY_BYTES} = {width}] uint8, got "
+            f"{tuple(key_pages.shape)} {key_pages.dtype}"
+        )
+    if block_table.dim() != 2 or block_table.is_floating_point() or block_table.dtype == torch.bool:
+        raise ValueError(
+            f"block_table must be [B, pages] integer, got {tuple(block_table.shape)} "
+            f"{block_table.dtype}"
+        )
+
+
 def index_logits_reference(
     q: torch.Tensor,
     weights: torch.Tensor,
@@ -39,7 +86,11 @@ def index_logits_reference(
 
     Returns:
         [T, N_max], float32, N_max = max over t of n_valid; -inf at j >= n_valid[t].
+
+    Raises:
+        ValueError: a shape or dtype other than documented (`check_index_inputs`).
     """
+    check_index_inputs(q, weights, key_pages, block_table, positions, seq_ids, page_size, ratio)
     qf = (q.view(torch.float8_e4m3fn) if q.dtype == torch.uint8 else q).float()
     n_valid = (positions.long() + 1) // ratio
     t_count = q.shape[0]

@@ -24,10 +24,10 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents
 
+from dsv4_kernels.indexer.reference import check_index_inputs
 from dsv4_kernels.indexer.sampled import _filtered_select_kernel, _sample_kernel, _threshold_kernel
 from dsv4_kernels.indexer.scoring import _score_select_body
 from dsv4_kernels.indexer.selection import _select_topk, _select_topk_fast, _select_topk_radix
-from dsv4_kernels.kv_format import INDEX_DIM
 from dsv4_kernels.triton_fp8 import INTERPRET, NATIVE_FP8
 
 MAX_TOKENS_PER_LAUNCH = 65535
@@ -813,14 +813,14 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     Raises:
         ValueError: topk, chunk or cand not a power of two, chunk below topk (below cand in
             the untiered cand mode; any power of two in the sampled mode), cand >= topk,
-            threshold with untiered cand, or q not [T, H, 128]; a diagnostic (pass1_only,
+            threshold with untiered cand, or an input's shape or dtype
+            (`reference.check_index_inputs`); a diagnostic (pass1_only,
             score_only) over more than MAX_TOKENS_PER_LAUNCH tokens; invalid sample_*
             arguments (`sample_settings`); pdl=True where `pdl_supported` is False.
     """
     params = dict(locals())
+    check_index_inputs(q, weights, key_pages, block_table, positions, seq_ids, page_size, ratio)
     t_count, h, d = q.shape
-    if d != INDEX_DIM:
-        raise ValueError(f"q must be [T, H, {INDEX_DIM}], got {tuple(q.shape)}")
     if topk & (topk - 1):
         raise ValueError(f"topk must be a power of two (512 Flash, 1024 Pro), got {topk}")
     if cand is not None and (cand < 1 or cand & (cand - 1) or cand >= topk):
