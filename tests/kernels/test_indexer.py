@@ -161,3 +161,23 @@ def test_wrong_shapes_and_dtypes_raise_naming_the_argument(
     case = make_index_case([41], 40, device, heads=4, page=16)
     with pytest.raises(ValueError, match=field):
         index_topk(**{**case, **change(case)}, topk=16, impl=impl)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the interpreter's numpy
+def test_reference_keeps_the_ids_of_overflowing_logits(device: torch.device) -> None:
+    # A logit that overflows to +inf is still an entry: -1 (value -inf) only pads. The reference
+    # marked every non-finite value -1, so a +inf logit came back as id -1 with value +inf.
+    case = make_index_case([41], 41, device, heads=4, page=16)  # 10 entries
+    case["weights"] = case["weights"].abs() + 0.1
+    case["weights"][:, 0] = 3e38
+    idx, val = index_topk_reference(**case, topk=16)
+    assert bool((val[:, :10] == float("inf")).any())
+    assert torch.equal(idx >= 0, val != float("-inf"))
+    assert sorted(idx[0, :10].tolist()) == list(range(10))
+    t_idx, t_val = index_topk(**case, topk=16, impl="triton")
+    assert sorted(t_idx[0, :10].tolist()) == list(range(10))
+    got = t_val.sort(dim=1, descending=True).values
+    assert torch.equal(torch.isinf(got), torch.isinf(val))
+    fin = torch.isfinite(val)
+    rel = LOGIT_REL_GPU if t_val.is_cuda else LOGIT_REL_CPU
+    assert torch.allclose(got[fin], val[fin], rtol=rel, atol=0.0)

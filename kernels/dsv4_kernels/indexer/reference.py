@@ -136,7 +136,9 @@ def index_topk_reference(
         pad = torch.full((t_count, topk - n_max), float("-inf"), device=logits.device)
         logits = torch.cat([logits, pad], dim=1)
     vals, idx = torch.topk(logits, topk, dim=1)
-    idx = torch.where(torch.isfinite(vals), idx, -1).to(torch.int32)
+    # -1 exactly at the -inf padding: a real entry whose logit overflowed to +inf (or is NaN)
+    # keeps its id, as the kernel's.
+    idx = torch.where(vals == float("-inf"), -1, idx).to(torch.int32)
     return idx, vals
 
 
