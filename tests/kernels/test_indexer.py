@@ -181,3 +181,31 @@ def test_reference_keeps_the_ids_of_overflowing_logits(device: torch.device) -> 
     fin = torch.isfinite(val)
     rel = LOGIT_REL_GPU if t_val.is_cuda else LOGIT_REL_CPU
     assert torch.allclose(got[fin], val[fin], rtol=rel, atol=0.0)
+
+
+@pytest.mark.parametrize("sample", [0, 4])
+def test_band_wider_than_topk_holding_every_key(sample: int, device: torch.device) -> None:
+    # 64 keys with the same bytes and scales 2**-8 * (1 + level * 2**-23), levels < 40: every
+    # logit lies within the sampled mode's band (tau +- 64 float steps), more than K = 8 of
+    # them, none above it. Only K band keys are stored, so "every key is in or above the
+    # band" does not mean every key was stored: the kernel returned the first 8 keys appended
+    # (levels 39, 27, 23, ..., 0) instead of flagging the token for the exact redo.
+    page, n, k = 16, 64, 8
+    case = make_index_case([4 * n], 60, device, heads=4, page=page)
+    case["weights"] = case["weights"].abs() + 0.1
+    kp = case["key_pages"].cpu().clone()
+    bt = case["block_table"].cpu()
+    lvl = torch.randint(0, 40, (n,), generator=torch.Generator().manual_seed(0))
+    first = int(bt[0, 0])
+    key0 = kp[first, :128].clone()
+    for j in range(n):
+        pg, r = int(bt[0, j // page]), j % page
+        kp[pg, r * 128 : (r + 1) * 128] = key0
+        sc = kp[pg, page * 128 :].view(torch.float32).clone()
+        sc[r] = 2.0**-8 * (1 + float(lvl[j]) * 2.0**-23)
+        kp[pg, page * 128 :] = sc.view(torch.uint8)
+    case["key_pages"] = kp.to(device)
+    extra = {"chunk": 16, "sample_rank": 4} if sample else {}
+    idx, _ = index_topk_triton(**case, topk=k, sample=sample, **extra)
+    got = sorted(lvl[idx[0].cpu().long()].tolist(), reverse=True)
+    assert got == sorted(lvl.tolist(), reverse=True)[:k]

@@ -232,7 +232,8 @@ def _filtered_select_kernel(
 
     Flagged (flag[t] = 1): more than CAP keys above the band (some were not stored); fewer
     than K keys in or above it while the token has more keys than that (τ_t was above its
-    K-th logit); or a band of more than K unequal keys. This program then redoes the token
+    K-th logit); or fewer than K keys above the band and a band of more than K unequal keys
+    (also when it holds all of the token's keys). This program then redoes the token
     exactly by itself: chunk after chunk of FB_CHUNK keys (pass 1's `_score_select_body`, then
     a top-K of the running list and the chunk's), with the token's candidate slots as scratch.
     Serial, so slow (2.8 ms for 262,144 keys on the H200, against 31 µs unflagged), but no
@@ -252,8 +253,11 @@ def _filtered_select_kernel(
     n_valid = (tl.load(pos_ptr + t) + 1) // RATIO
     row = t * (CAP + K)
     # Enough: K keys above the band; or K above or in it, the band all stored or all equal
-    # (any of its keys then completes the top-K); or every key of the token stored.
-    enough = (n_gt >= K) | ((n_ge >= K) & ((n_band <= K) | tied)) | (n_ge >= n_valid)
+    # (any of its keys then completes the top-K); or every key of the token stored (in or
+    # above the band, and the band within its K slots: with more, only the first K appended
+    # were kept, and a band of unequal keys needs its best ones).
+    whole = (n_band <= K) | tied
+    enough = (n_gt >= K) | ((n_ge >= K) & whole) | ((n_ge >= n_valid) & whole)
     ok = (n_gt <= CAP) & enough
     tl.store(flag_ptr + t, (~ok).to(tl.int32))
     dst_v = out_val_ptr + t * K
