@@ -205,7 +205,7 @@ def test_band_wider_than_topk_holding_every_key(sample: int, device: torch.devic
         sc[r] = 2.0**-8 * (1 + float(lvl[j]) * 2.0**-23)
         kp[pg, page * 128 :] = sc.view(torch.uint8)
     case["key_pages"] = kp.to(device)
-    extra = {"chunk": 16, "sample_rank": 4} if sample else {}
+    extra: dict[str, Any] = {"chunk": 16, "sample_rank": 4} if sample else {}
     idx, _ = index_topk_triton(**case, topk=k, sample=sample, **extra)
     got = sorted(lvl[idx[0].cpu().long()].tolist(), reverse=True)
     assert got == sorted(lvl.tolist(), reverse=True)[:k]
