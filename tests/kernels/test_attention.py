@@ -264,3 +264,20 @@ def test_wrong_out_buffers_raise(device: torch.device) -> None:
         sparse_mla_triton(**case, out=torch.empty(2, 3, 512, dtype=torch.bfloat16, device=q.device))
     with pytest.raises(ValueError, match="lse_out must be"):
         sparse_mla_triton(**case, lse_out=torch.empty(1, 3, dtype=torch.float16, device=q.device))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # interpreter
+def test_nan_in_an_attended_entry_reaches_the_output(device: torch.device) -> None:
+    # The opposite of poison: a NaN the token does attend to must surface, not be stored as
+    # -0.0 (round_bf16 turned the GPUs' canonical NaN 0x7FFFFFFF into -0.0; on the GPU this
+    # is the check of that fix, the interpreter's NaN being 0x7FC00000).
+    case = make_attention_case([70], 3, 128, None, 23, device, swa_page=16)
+    pos = int(case["positions"][0])
+    slot = int(case["swa_block_table"][0, pos // 16]) * 16 + pos % 16
+    case["swa_cache"] = case["swa_cache"].clone()
+    case["swa_cache"][slot, 448:450] = 0xFF  # RoPE dim 448: bf16 NaN
+    ref_out, _ = sparse_mla_reference(**case)
+    assert bool(ref_out.float().isnan().all())
+    for ws in [False, None] if device.type == "cuda" else [False]:
+        out, _ = sparse_mla_triton(**case, warp_specialized=ws)
+        assert bool(out.float().isnan().all()), f"warp_specialized={ws}"
