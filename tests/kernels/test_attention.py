@@ -281,3 +281,19 @@ def test_nan_in_an_attended_entry_reaches_the_output(device: torch.device) -> No
     for ws in [False, None] if device.type == "cuda" else [False]:
         out, _ = sparse_mla_triton(**case, warp_specialized=ws)
         assert bool(out.float().isnan().all()), f"warp_specialized={ws}"
+
+
+@pytest.mark.parametrize("n_split", [1, 2])
+def test_infinite_sink_takes_all_the_probability(n_split: int, device: torch.device) -> None:
+    # sink_h = +inf: the head attends to nothing (out 0) and lse = +inf. The kernel gave
+    # lse -inf (exp2(inf - inf) = NaN in the denominator), the reference an unnormalised
+    # output (it subtracted 0 for a non-finite lse).
+    case = make_attention_case([300], 2, 128, None, 24, device, swa_page=32)
+    case["sink"] = torch.tensor([float("inf"), 0.5], device=device)
+    ref_out, ref_lse = sparse_mla_reference(**case)
+    out, lse = _run(case, n_split=n_split, block_h=16, block_n=32, num_warps=4)
+    for o, s in ((ref_out, ref_lse), (out, lse)):
+        assert bool((o[:, 0].float() == 0).all())
+        assert bool((s[:, 0] == float("inf")).all())
+    assert_close(out[:, 1].float(), ref_out[:, 1].float(), OUT_REL, "finite-sink head")
+    assert float((lse[:, 1] - ref_lse[:, 1]).abs().max()) < LSE_ABS

@@ -614,7 +614,7 @@ if HAVE_GLUON:
             else:
                 sink2 = gl.full([64], float("-inf"), gl.float32, layout=gl.SliceLayout(1, o_l))
             mm = gl.maximum(m_o, sink2)
-            mm_safe = gl.where(mm == float("-inf"), 0.0, mm)
+            mm_safe = gl.where((mm == float("-inf")) | (mm == float("inf")), 0.0, mm)
             den = l_o * gl.exp2(m_o - mm_safe) + gl.exp2(sink2 - mm_safe)
             scale_o = gl.where(den > 0, gl.exp2(m_o - mm_safe) / den, 0.0)[:, None]
             optr = out_ptr + (t64 * H + offs_h[:, None]) * 512 + 256 * W + cols[None, :]

@@ -203,6 +203,7 @@ def sparse_mla_reference(
     )
     allz = torch.cat([scores, sink_logit], dim=-1)
     lse = torch.logsumexp(allz, dim=-1)  # [T, H]
-    probs = torch.exp(scores - torch.where(torch.isfinite(lse), lse, 0.0)[..., None])
+    # lse = -inf: nothing attended (probs 0 either way); +inf (a +inf sink): probs 0, not e^s.
+    probs = torch.exp(scores - torch.where(lse == float("-inf"), 0.0, lse)[..., None])
     out = torch.einsum("thn,tnd->thd", probs, kv)
     return out.to(torch.bfloat16), lse

@@ -278,7 +278,7 @@ def _sparse_mla_kernel(  # noqa: PLR0912, PLR0915  (one kernel = one launch)
         else:
             sink2 = tl.full((BLOCK_H,), float("-inf"), tl.float32)
         mm = tl.maximum(m, sink2)
-        mm_safe = tl.where(mm == float("-inf"), 0.0, mm)
+        mm_safe = tl.where((mm == float("-inf")) | (mm == float("inf")), 0.0, mm)
         den = lsum * tl.exp2(m - mm_safe) + tl.exp2(sink2 - mm_safe)
         scale_o = tl.where(den > 0, tl.exp2(m - mm_safe) / den, 0.0)
         o = acc * scale_o[:, None]
@@ -571,7 +571,7 @@ def _sparse_mla_chunked_kernel(  # noqa: PLR0915  (one kernel = one launch)
         else:
             sink2 = tl.full((BLOCK_H,), float("-inf"), tl.float32)
         mm = tl.maximum(m, sink2)
-        mm_safe = tl.where(mm == float("-inf"), 0.0, mm)
+        mm_safe = tl.where((mm == float("-inf")) | (mm == float("inf")), 0.0, mm)
         den = lsum * tl.exp2(m - mm_safe) + tl.exp2(sink2 - mm_safe)
         sc = tl.where(den > 0, tl.exp2(m - mm_safe) / den, 0.0)
         lse = (mm_safe + tl.log2(tl.maximum(den, 1e-30))) * 0.6931471805599453
@@ -623,7 +623,7 @@ def _combine_kernel(
     mm = sink2
     for s in tl.static_range(N_SPLIT):
         mm = tl.maximum(mm, tl.load(part_lse_ptr + (t * N_SPLIT + s) * H + offs_h, mask=hmask))
-    mm_safe = tl.where(mm == float("-inf"), 0.0, mm)
+    mm_safe = tl.where((mm == float("-inf")) | (mm == float("inf")), 0.0, mm)
     den = tl.exp2(sink2 - mm_safe)
     acc = tl.zeros([BLOCK_H, 512], tl.float32)
     for s in tl.static_range(N_SPLIT):
