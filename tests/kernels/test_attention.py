@@ -273,9 +273,10 @@ def test_nan_in_an_attended_entry_reaches_the_output(device: torch.device) -> No
     # is the check of that fix, the interpreter's NaN being 0x7FC00000).
     case = make_attention_case([70], 3, 128, None, 23, device, swa_page=16)
     pos = int(case["positions"][0])
-    slot = int(case["swa_block_table"][0, pos // 16]) * 16 + pos % 16
+    page = int(case["swa_block_table"][0, pos // 16])
     case["swa_cache"] = case["swa_cache"].clone()
-    case["swa_cache"][slot, 448:450] = 0xFF  # RoPE dim 448: bf16 NaN
+    rope = (pos % 16) * 576 + 448  # the token's record in its page, RoPE dim 448: bf16 NaN
+    case["swa_cache"][page, rope : rope + 2] = 0xFF
     ref_out, _ = sparse_mla_reference(**case)
     assert bool(ref_out.float().isnan().all())
     for ws in [False, None] if device.type == "cuda" else [False]:
