@@ -57,7 +57,7 @@ from dsv4_operator.render.admin import bearer_header, token_from_secret
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
 from dsv4_operator.render.labels import Owner, child_names
 from dsv4_operator.render.runtime_args import ADMIN_PORT
-from dsv4_operator.render.status import rfc3339
+from dsv4_operator.render.status import NATIVE_NO_METRICS, NATIVE_SCALING, rfc3339
 
 __all__ = ["Autoscaler", "AutoscalerMetrics", "HttpCall", "config_from", "http_call"]
 
@@ -414,7 +414,7 @@ class Autoscaler:
         True/`TokenThroughput` while at least one group's engine metrics were read this step;
         False/`NoMetrics` when none were (all starting, unreachable, or their metrics unreadable).
         """
-        status, reason = ("True", "TokenThroughput") if reporting else ("False", "NoMetrics")
+        status, reason = ("True", NATIVE_SCALING) if reporting else ("False", NATIVE_NO_METRICS)
         message = f"{reporting} of {groups} replica groups report metrics"
         meta, current = body["metadata"], body.get("status") or {}
         conditions = [dict(c) for c in current.get("conditions") or []]

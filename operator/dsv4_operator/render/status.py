@@ -4,7 +4,8 @@ The operator owns `observedGeneration`, `plan`, `replicas`, `readyReplicas`, `se
 `endpoint`, `cost`, `startingSince` and the conditions Ready, Planned, Progressing, Available and
 Degraded, and ScalingActive unless `spec.autoscaling.mode` is native (in keda and hpa mode it
 repeats what the ScaledObject or HorizontalPodAutoscaler reports; with autoscaling disabled it is
-removed). Other keys (the native autoscaler's `recentScalingDecisions` and ScalingActive, kopf's
+removed, and so is the native autoscaler's while the resource is paused, since nothing writes it
+then). Other keys (the native autoscaler's `recentScalingDecisions` and ScalingActive, kopf's
 own keys) are left as they are. `status_patch` returns only the keys that differ, so an
 unchanged resource gets no write at all.
 
@@ -28,6 +29,8 @@ from dsv4_operator.render.runtime_args import shm_size_bytes
 
 __all__ = [
     "APPLY_FAILED",
+    "NATIVE_NO_METRICS",
+    "NATIVE_SCALING",
     "OWNED_CONDITIONS",
     "OWNED_KEYS",
     "RECONCILE_ERROR",
@@ -135,6 +138,13 @@ SCALER_REASONS: Final = frozenset(
 )
 """ScalingActive reasons the reconciler writes (keda and hpa mode); the native autoscaler
 writes its own."""
+NATIVE_SCALING: Final = "TokenThroughput"
+"""ScalingActive reason: the native autoscaler read some group's engine metrics
+(`handlers.autoscaler`)."""
+NATIVE_NO_METRICS: Final = "NoMetrics"
+"""ScalingActive reason: the native autoscaler read no group's engine metrics."""
+NATIVE_REASONS: Final = frozenset({NATIVE_SCALING, NATIVE_NO_METRICS})
+"""ScalingActive reasons the native autoscaler writes."""
 REFERENCE_MISSING: Final = "ReferenceMissing"
 """Ready/Degraded reason: a Secret or ConfigMap (or key) the pods read does not exist."""
 
@@ -509,14 +519,19 @@ def desired_status(
     before = list(prev.get("conditions") or [])
     conditions = _merge_conditions(before, _conditions(obs, now), obs, stamp)
     mode = None if obs.spec is None else obs.spec.autoscaling.active_mode
-    if obs.spec is not None and mode not in {"keda", "hpa"}:
+    if obs.spec is not None and (mode not in {"keda", "hpa"} or obs.spec.paused):
         # Native mode: the autoscaler writes ScalingActive, so ours (keda/hpa) no longer
-        # applies. Autoscaling disabled: nothing scales, so any ScalingActive is stale.
+        # applies. Autoscaling disabled: nothing scales, so any ScalingActive is stale. Paused:
+        # the native autoscaler stops writing, so its condition goes too (day-2 finding: it
+        # said token-throughput scaling was active after autoscaling was switched off).
+        paused = obs.spec.paused
         conditions = [
             c
             for c in conditions
             if c["type"] != "ScalingActive"
-            or (mode == "native" and c["reason"] not in SCALER_REASONS)
+            or (mode == "native" and not paused and c["reason"] not in SCALER_REASONS)
+            or (mode in {"keda", "hpa"} and c["reason"] in SCALER_REASONS)
+            or (mode == "native" and paused and c["reason"] not in NATIVE_REASONS | SCALER_REASONS)
         ]
     out: dict[str, Any] = {"observedGeneration": obs.owner.generation, "conditions": conditions}
     if obs.paused and obs.lws_status is not None and obs.lws_target is not None:

@@ -1090,3 +1090,49 @@ def test_no_redundancy_advice_warns_that_a_concurrency_split_re_plans() -> None:
         reconciler.reconcile("ns", "d", events)
         (message,) = [m for _, r, m in events if r == "NoRedundancy"]
         assert ("set maxSurge first" in message) is warned
+
+
+def _native_scaling_active(generation: int = 1) -> dict[str, Any]:
+    """The ScalingActive condition the native autoscaler writes (`Autoscaler._report_active`)."""
+    return {
+        "type": "ScalingActive",
+        "status": "True",
+        "reason": "TokenThroughput",
+        "message": "1 of 1 replica groups report metrics",
+        "lastTransitionTime": "2026-11-28T00:00:00Z",
+        "observedGeneration": generation,
+    }
+
+
+@pytest.mark.parametrize(
+    "autoscaling",
+    [
+        {"enabled": False},
+        {"enabled": True, "mode": "hpa", "maxReplicas": 3},
+        {"enabled": True, "mode": "native", "maxReplicas": 3, "paused": True},
+    ],
+    ids=["disabled", "hpa", "paused"],
+)
+def test_the_native_autoscalers_condition_goes_when_it_no_longer_scales(
+    autoscaling: dict[str, Any],
+) -> None:
+    """Day-2 finding: after switching native autoscaling off (or to hpa, or pausing), the
+    native autoscaler's `ScalingActive=True TokenThroughput` stayed on the resource for good:
+    `kubectl describe` said token-throughput scaling was active while nothing scaled."""
+    native = {"enabled": True, "mode": "native", "maxReplicas": 3}
+    fake, reconciler = _setup({**SPEC, "autoscaling": native})
+    fake.served["/apis/autoscaling/v2"] = ["HorizontalPodAutoscaler"]
+    reconciler.reconcile("ns", "d", Events())
+    status = fake.objects[CR_PATH]["status"]
+    status["conditions"] = [*status["conditions"], _native_scaling_active()]
+    reconciler.reconcile("ns", "d", Events())  # still native: the autoscaler's own, kept
+    assert _conditions(fake)["ScalingActive"] == ("True", "TokenThroughput")
+    paused = bool(autoscaling.pop("paused", False))
+    fake.objects[CR_PATH]["spec"]["autoscaling"] = autoscaling
+    fake.objects[CR_PATH]["spec"]["paused"] = paused
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    reconciler.reconcile("ns", "d", Events())
+    if autoscaling.get("mode") == "hpa":  # the HPA's own condition replaces it
+        assert _conditions(fake)["ScalingActive"] == ("True", "HPA")
+    else:
+        assert "ScalingActive" not in _conditions(fake)
