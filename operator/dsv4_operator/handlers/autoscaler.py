@@ -49,7 +49,7 @@ from dsv4_operator.autoscaling import (
     parse_snapshot,
 )
 from dsv4_operator.handlers.reconciler import EmitFn
-from dsv4_operator.kube import KubeClient
+from dsv4_operator.kube import KubeClient, TransientApiError
 from dsv4_operator.planning import PlanningError, plan
 from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.planning.planner import Plan
@@ -413,10 +413,23 @@ class Autoscaler:
 
         True/`TokenThroughput` while at least one group's engine metrics were read this step;
         False/`NoMetrics` when none were (all starting, unreachable, or their metrics unreadable).
+
+        The condition list is a merge patch's whole value, so it is built from the resource
+        read again now (the step's `body` is seconds old: the reconciler may have changed
+        other conditions since) and written only over that version (`resource_version`): a
+        write in between is a 409, and the next step tries again, never undone.
+
+        Raises:
+            TransientApiError: a retryable failure other than that 409.
+            ApiError: any other failure.
         """
         status, reason = ("True", NATIVE_SCALING) if reporting else ("False", NATIVE_NO_METRICS)
         message = f"{reporting} of {groups} replica groups report metrics"
-        meta, current = body["metadata"], body.get("status") or {}
+        meta = body["metadata"]
+        fresh = self.kube.get(API_VERSION, KIND, meta["namespace"], meta["name"])
+        if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
+            return  # deleted (or re-created) meanwhile
+        meta, current = fresh["metadata"], fresh.get("status") or {}
         conditions = [dict(c) for c in current.get("conditions") or []]
         old = next((c for c in conditions if c.get("type") == "ScalingActive"), None)
         if old is not None and (old.get("status"), old.get("reason")) == (status, reason):
@@ -432,9 +445,19 @@ class Autoscaler:
                 "observedGeneration": int(meta.get("generation") or 0),
             }
         )
-        self.kube.patch_status(
-            API_VERSION, KIND, meta["namespace"], meta["name"], {"conditions": conditions}
-        )
+        try:
+            self.kube.patch_status(
+                API_VERSION,
+                KIND,
+                meta["namespace"],
+                meta["name"],
+                {"conditions": conditions},
+                resource_version=meta.get("resourceVersion"),
+            )
+        except TransientApiError as error:
+            if error.status != 409:
+                raise
+            # Changed in between: the next step reads it again (the decision goes on now).
 
     def _post(self, owner: Owner, index: int, action: str, token: str) -> str | None:
         """POST /drain or /undrain to group `index`; the refusal (`HTTP 401`...), or None.

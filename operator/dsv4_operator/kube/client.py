@@ -298,21 +298,38 @@ class KubeClient:
         return True
 
     def patch_status(
-        self, api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
         """JSON-merge-patch the `status` subresource with `status` (keys set to None are removed).
 
+        Args:
+            api_version: the resource's apiVersion.
+            kind: its kind.
+            namespace: its namespace.
+            name: its name.
+            status: the merge patch of `.status`.
+            resource_version: when set, the patch applies only to the object at that
+                `metadata.resourceVersion` (optimistic concurrency: a write computed from what
+                was read then cannot undo a later one); otherwise the API server answers 409.
+
         Raises:
-            TransientApiError: a retryable failure.
+            TransientApiError: a retryable failure (409 when `resource_version` is outdated).
             ApiError: any other failure.
         """
         path = resource_path(api_version, kind, namespace, name) + "/status"
         self.writes.add("patch-status", kind)
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         patched: dict[str, Any] = self._request(
-            "PATCH",
-            path,
-            body={"status": dict(status)},
-            content_type="application/merge-patch+json",
+            "PATCH", path, body=body, content_type="application/merge-patch+json"
         )
         return patched
 

@@ -684,3 +684,43 @@ def test_a_woken_group_is_not_scaled_back_to_zero_while_it_loads() -> None:
     scale = next(d for d in decisions if d.action == "scale")
     assert scale.replicas_to == 0
     assert "drained groups [0]" in scale.reason  # it was drained first, and says so
+
+
+def _condition(ctype: str, status: str, reason: str) -> dict[str, Any]:
+    return {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": "",
+        "lastTransitionTime": "2026-11-28T00:00:00Z",
+        "observedGeneration": 1,
+    }
+
+
+def test_scaling_active_does_not_undo_a_condition_the_reconciler_wrote_meanwhile() -> None:
+    """Day-2 finding: `_report_active` wrote back the whole condition list it had read at the
+    start of the step (before seconds of scraping). When the groups turned ready, the reconciler
+    set Ready=True during that scrape and the autoscaler's write put Ready=False back: status
+    flapped and the next reconcile posted AllReplicasReady a second time."""
+    fake, rt, scaler, clock = setup()
+    fake.objects[CR_PATH]["status"] = {
+        "conditions": [_condition("Ready", "False", "ReplicasNotReady")]
+    }
+
+    def reconciler_meanwhile(
+        method: str, url: str, headers: Mapping[str, str]
+    ) -> tuple[int, str] | None:
+        if url.endswith("/metrics"):  # the reconciler's status patch lands during the scrape
+            fake.objects[CR_PATH]["status"]["conditions"] = [
+                _condition("Ready", "True", "AllReplicasReady")
+            ]
+        return rt(method, url, headers)
+
+    scaler.http = reconciler_meanwhile
+    tick(scaler, clock, Events())
+    conditions = {c["type"]: c for c in fake.objects[CR_PATH]["status"]["conditions"]}
+    assert conditions["ScalingActive"]["reason"] == "TokenThroughput"
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == (
+        "True",
+        "AllReplicasReady",
+    )
