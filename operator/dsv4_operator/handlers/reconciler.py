@@ -306,30 +306,47 @@ class Reconciler:
             check_name(name)  # the CRD's schema has the same rule; older objects may not
             spec = parse_spec(body.get("spec") or {})
         except InvalidSpecError as error:
-            obs = Observation(owner, error_reason=INVALID_SPEC, error_message=str(error))
+            obs = Observation(
+                owner, error_reason=INVALID_SPEC, error_message=str(error), **self._live(owner)
+            )
             return self._report(obs, status, emit, "invalid_spec", str(error))
         if spec.paused:
             # Nothing is changed, but a rollout the LWS already started goes on: report it.
-            _, lws = self._read_lws(owner)
-            obs = Observation(
-                owner,
-                spec=spec,
-                paused=True,
-                lws_status=None if lws is None else lws.get("status"),
-                lws_changed=lws is not None and status_stale(lws),
-                lws_target=None if lws is None else _lws_target(lws),
-            )
+            obs = Observation(owner, spec=spec, paused=True, **self._live(owner))
             return self._report(obs, status, emit, "paused")
         try:
             planned = plan(request_from_spec(spec))
         except PlanningError as error:
-            obs = Observation(owner, error_reason=PLAN_FAILED, error_message=str(error))
+            obs = Observation(
+                owner, error_reason=PLAN_FAILED, error_message=str(error), **self._live(owner)
+            )
             return self._report(obs, status, emit, "plan_failed", str(error))
         if (refusal := _plan_refusal(name, spec, planned)) is not None:
             reason, result, message = refusal
-            obs = Observation(owner, error_reason=reason, error_message=message)
+            obs = Observation(
+                owner, error_reason=reason, error_message=message, **self._live(owner)
+            )
             return self._report(obs, status, emit, result, message)
         return self._roll_out(owner, spec, planned, status, emit)
+
+    def _live(self, owner: Owner) -> dict[str, Any]:
+        """The live LeaderWorkerSet's counts as `Observation` fields, for a spec not applied.
+
+        Paused, or a spec that cannot be rolled out: the groups of the last rollout keep
+        serving, so status keeps counting them (`lws_status`, `lws_changed`, `lws_target`);
+        empty when there is no LeaderWorkerSet, or it cannot be read (no LWS API, 403).
+
+        Raises:
+            TransientApiError: reading it failed retryably.
+        """
+        _, lws = self._read_lws(owner)
+        if lws is None:
+            return {}
+        return {
+            "lws_status": lws.get("status"),
+            "lws_changed": status_stale(lws),
+            "lws_target": _lws_target(lws),
+        }
 
     def _read_lws(self, owner: Owner) -> tuple[bool, dict[str, Any] | None]:
         """(whether it could be read, the live LeaderWorkerSet or None when absent).

@@ -94,7 +94,8 @@ class Observation:
             startup budget. Written to `status.startingSince` (the reconciler reads it back
             after a restart).
         lws_target: (replicas, partition) of the live LeaderWorkerSet, for a paused resource
-            (whose spec edits are not applied).
+            or a spec that cannot be rolled out (whose edits are not applied): its counts and
+            Available stay live.
         lws_held: the LeaderWorkerSet was left on its current template because `missing` is
             not empty (its groups keep serving); Ready stays False until the objects exist.
         scaler: the live ScaledObject (keda mode) or HorizontalPodAutoscaler (hpa mode) as the
@@ -432,11 +433,16 @@ def _conditions(obs: Observation, now: datetime) -> dict[str, tuple[str, str, st
         }
     if obs.error_reason is not None:  # nothing new rolls out until the spec is fixed
         message = _text(obs.error_message)
-        return {
+        out = {
             "Ready": ("False", obs.error_reason, message),
             "Planned": ("False", obs.error_reason, message),
             "Progressing": ("False", obs.error_reason, message),
         }
+        if obs.lws_status is not None and obs.lws_target is not None:
+            # The groups of the last rollout keep serving: whether any is ready stays live.
+            counts = rollout_counts(*obs.lws_target, obs.lws_status, obs.lws_changed)
+            out["Available"] = _availability(counts)
+        return out
     if obs.paused:
         return _paused(obs)
     spec, plan = _planned(obs)
@@ -534,7 +540,9 @@ def desired_status(
             or (mode == "native" and paused and c["reason"] not in NATIVE_REASONS | SCALER_REASONS)
         ]
     out: dict[str, Any] = {"observedGeneration": obs.owner.generation, "conditions": conditions}
-    if obs.paused and obs.lws_status is not None and obs.lws_target is not None:
+    live = obs.paused or obs.error_reason not in {None, APPLY_FAILED, RECONCILE_ERROR}
+    if live and obs.lws_status is not None and obs.lws_target is not None:
+        # Paused, or a spec that cannot be rolled out: the live LeaderWorkerSet's counts.
         out |= _replica_counts(obs.lws_status, obs.lws_target[0])
     if obs.error_reason is not None or obs.paused:
         return out

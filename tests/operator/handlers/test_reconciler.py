@@ -1136,3 +1136,36 @@ def test_the_native_autoscalers_condition_goes_when_it_no_longer_scales(
         assert _conditions(fake)["ScalingActive"] == ("True", "HPA")
     else:
         assert "ScalingActive" not in _conditions(fake)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {**SPEC, "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8}, "parallelism": {"tensor": 3}},
+        {"model": "pro", "gpu": {"types": ["rtx-4090-24gb"], "gpusPerNode": 1}},
+    ],
+    ids=["invalid", "unplannable"],
+)
+def test_live_counts_stay_truthful_while_the_spec_cannot_be_rolled_out(
+    bad: dict[str, Any],
+) -> None:
+    """Day-2 finding: once an edit made the spec invalid or unplannable, the groups of the
+    last rollout kept serving, but status froze: `readyReplicas` (kubectl's Ready column) and
+    Available=True stayed as they were when a group then failed, for as long as the spec
+    stayed broken."""
+    fake, reconciler = _setup({**SPEC, "replicas": 2})
+    reconciler.reconcile("ns", "d", Events())
+    fake.objects[LWS_PATH]["status"] = {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}
+    reconciler.reconcile("ns", "d", Events())
+    assert fake.objects[CR_PATH]["status"]["readyReplicas"] == 2
+    assert _conditions(fake)["Available"] == ("True", "MinimumReplicasAvailable")
+    fake.objects[CR_PATH]["spec"] = copy.deepcopy(bad)
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    assert reconciler.reconcile("ns", "d", Events()).failed
+    # Both groups of the last rollout fail while the spec is still broken.
+    fake.objects[LWS_PATH]["status"] = {"replicas": 2, "readyReplicas": 0, "updatedReplicas": 2}
+    reconciler.reconcile("ns", "d", Events())
+    status = fake.objects[CR_PATH]["status"]
+    assert status["readyReplicas"] == 0
+    assert _conditions(fake)["Available"] == ("False", "NoReplicaReady")
+    assert _conditions(fake)["Ready"][1] in {"InvalidSpec", "InsufficientCapacity"}
