@@ -33,8 +33,9 @@ PEERING_RETRIES = 24
 PEERING_BACKOFF_SECONDS = 5.0
 """Seconds between them: 2 minutes in all, for CRDs created just before the operator starts."""
 PEERING_RECHECK_SECONDS = 30.0
-"""How often a watched namespace that did not exist at startup is checked again, so its
-KopfPeering is created (and kopf resumes there) soon after the namespace appears."""
+"""How often each watched namespace's KopfPeering is checked: created soon after a namespace
+that did not exist at startup appears, and again after a namespace is deleted and re-created
+(which deletes it), so kopf resumes there."""
 
 
 def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
@@ -136,14 +137,27 @@ def register_peering_handler(
                 result = create_peering_objects(kube, name, namespaces, logger)
             finally:
                 kube.close()
-        missing = result.missing_namespaces
-        if missing:
+        # Every watched namespace is looked after, not only those missing now: deleting a
+        # namespace deletes its KopfPeering, and kopf, which paused a standby replica there on
+        # that DELETED event, resumes only on an event from a new one; it pauses the whole
+        # operator meanwhile (day-2 finding: failover stalled until a restart).
+        looked_after = tuple(
+            key.split("/", 1)[0]
+            for key in (*result.created, *result.existing, *result.no_namespace)
+            if namespaces  # a ClusterKopfPeering goes with no namespace
+        )
+        if looked_after:
             stop = threading.Event()
             memo.peering_stop = stop  # set by the cleanup handler
             threading.Thread(
                 target=watch_missing_namespaces,
-                args=(_new_kube, name, missing),
-                kwargs={"stop": stop, "logger": logger},
+                args=(_new_kube, name, looked_after),
+                kwargs={
+                    "stop": stop,
+                    "logger": logger,
+                    "interval": PEERING_RECHECK_SECONDS,
+                    "keep": True,
+                },
                 name="dsv4-peering-namespaces",
                 daemon=True,
             ).start()
@@ -162,27 +176,39 @@ def watch_missing_namespaces(
     stop: threading.Event,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     interval: float = PEERING_RECHECK_SECONDS,
+    keep: bool = False,
 ) -> None:
-    """Create the KopfPeering `name` in watched namespaces that did not exist at startup.
+    """Create the KopfPeering `name` in watched namespaces where it is missing.
 
-    Every `interval` seconds until `stop` is set or none is missing, `ensure_peering` runs for
-    the namespaces still missing; kopf resumes in a namespace once its peering object exists.
-    A namespace where creation is forbidden (403) is logged and no longer tried.
+    Every `interval` seconds until `stop` is set, `ensure_peering` runs for the namespaces
+    whose object is missing; kopf resumes in a namespace once its peering object exists. A
+    namespace where creation is forbidden (403) is logged and no longer tried. Without `keep`,
+    `namespaces` are those that did not exist at startup, and the watch ends once none is
+    missing; with `keep`, `namespaces` are all the watched ones, each checked every time (a
+    LIST by name), since deleting a namespace deletes its KopfPeering and a namespace created
+    again needs a new one.
 
     Args:
         make_kube: a fresh API client per attempt (closed after it).
         name: the peering name.
-        namespaces: the namespaces missing at startup.
+        namespaces: the namespaces to look after.
         stop: set by the operator's cleanup.
         logger: where progress and failures go.
         interval: seconds between attempts.
+        keep: go on after every object exists, and re-create one that disappears.
     """
-    missing = namespaces
-    while missing and not stop.wait(interval):
+    watched, missing = namespaces, namespaces
+    while ((keep and watched) or missing) and not stop.wait(interval):
         try:
             kube = make_kube()
             try:
-                result = ensure_peering(kube, name, missing)
+                if keep:
+                    missing = tuple(
+                        ns
+                        for ns in watched
+                        if not kube.exists(PEERING_API_VERSION, "KopfPeering", ns, name)
+                    )
+                result = ensure_peering(kube, name, missing) if missing else PeeringResult()
             finally:
                 kube.close()
         except Exception as error:  # a background watch logs and goes on
@@ -195,6 +221,8 @@ def watch_missing_namespaces(
             )
         for key in result.forbidden:
             logger.error("The KopfPeering %s may not be created (403); not retried.", key)
+        forbidden = {key.split("/", 1)[0] for key in result.forbidden}
+        watched = tuple(ns for ns in watched if ns not in forbidden)
         missing = result.missing_namespaces
 
 

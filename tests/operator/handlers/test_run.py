@@ -260,3 +260,43 @@ def test_operator_run_help_states_the_settings_defaults() -> None:
     assert f"(default {defaults.progress_seconds:g})" in text
     assert f"default {defaults.metrics_port})" in text
     assert f"(default {defaults.log_format})" in text
+
+
+def test_a_peering_object_lost_with_its_namespace_is_created_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Day-2 finding (two replicas with --peering, on the local control plane): a watched
+    namespace deleted and created again loses its KopfPeering. kopf had paused the standby
+    there on the object's DELETED event and nothing re-created it, so when the active replica
+    went, the standby stayed paused in every namespace (kopf pauses the whole operator while
+    any namespace is blocked) until it was restarted."""
+    import logging
+    import threading
+    import time
+
+    import kopf
+    from tests.operator.kube.fake_api import FakeApi
+
+    from dsv4_operator.handlers import lifecycle
+
+    api = FakeApi()
+    monkeypatch.setattr(lifecycle, "build_api_client", lambda: api)
+    monkeypatch.setattr(lifecycle, "PEERING_RECHECK_SECONDS", 0.01)
+    registry = build_registry(OperatorSettings(peering="dsv4", namespaces=("a",)))
+    handlers: dict[str, Any] = {
+        h.id.rsplit(".", 1)[-1]: h.fn for h in registry._activities.get_all_handlers()
+    }
+    memo = kopf.Memo()
+    handlers["peering-objects"](memo=memo, logger=logging.getLogger("test-run"))
+    path = "/apis/kopf.dev/v1/namespaces/a/kopfpeerings/dsv4"
+    assert path in api.objects  # created at startup: the namespace exists
+    del api.objects[path]  # the namespace is deleted and created again
+    deadline = time.monotonic() + 5
+    while path not in api.objects and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert path in api.objects
+    finally:
+        handlers["cleanup"](memo=memo)
+    stop: threading.Event = memo.peering_stop
+    assert stop.is_set()
