@@ -11,7 +11,10 @@
   so groups turning ready show up in status soon. (Watching LeaderWorkerSets instead would need
   list/watch rights on them, which the operator otherwise does not need.)
 - delete: nothing to do (children carry ownerReferences; the garbage collector removes them);
-  the handler only updates the metrics and adds no finalizer (`optional=True`).
+  the handler only updates the metrics and the autoscaler's state. `optional=True` alone would
+  add no finalizer, but kopf (1.45 `on.py`: `requires_finalizer=True` on every timer) adds its
+  `kopf.zalando.org/KopfFinalizerMarker` to every resource because of the timers above, so a
+  resource is deleted only while an operator runs (README: Uninstall).
 """
 
 from __future__ import annotations

@@ -300,3 +300,15 @@ def test_a_peering_object_lost_with_its_namespace_is_created_again(
         handlers["cleanup"](memo=memo)
     stop: threading.Event = memo.peering_stop
     assert stop.is_set()
+
+
+def test_the_timers_make_kopf_add_its_finalizer() -> None:
+    """Day-2 check: the delete handler is `optional=True`, yet every resource gets kopf's
+    finalizer (seen on the local control plane), because kopf marks each timer as needing one;
+    the module docstring had said none is added. README's uninstall steps rely on this."""
+    registry = build_registry(OperatorSettings())
+    timers = registry._spawning.get_all_handlers()
+    assert {t.id.rsplit(".", 1)[-1] for t in timers} >= {"resync", "autoscale"}
+    assert all(t.requires_finalizer for t in timers)
+    (forget,) = [h for h in registry._changing.get_all_handlers() if h.id.endswith("forget")]
+    assert not forget.requires_finalizer
