@@ -215,6 +215,9 @@ class Reconciler:
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _scalers_checked: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Per resource, the (uid, autoscaling mode) for which stale scalers were last removed."""
+    _children_seen: dict[str, tuple[str, frozenset[tuple[str, str]]]] = field(default_factory=dict)
+    """Per resource, (uid, the (kind, name) of the children the last reconcile found or made):
+    a child among them that has to be created again was deleted or replaced meanwhile."""
     _starting_since: dict[str, datetime] = field(default_factory=dict)
     """Per resource, since when every group runs the current template but some are not ready
     (also in `status.startingSince`, read back after an operator restart: `_stored_since`)."""
@@ -538,12 +541,43 @@ class Reconciler:
                 f"{gpus * spec.replicas} GPUs in total",
             )
         announce_rollout(owner, spec, lws_applied, emit)
+        self._announce_recreated(owner, applied, emit)
         known = hazards((status.get("plan") or {}).get("warnings") or [])
         for w in planned.warnings:
             if str(w.code) in HAZARDS - known:
                 emit("Warning", "PlanWarning", f"{w.code}: {w.message}")
         changed = secret_created or any(a.action != "unchanged" for a in applied)
         return self._report(obs, status, emit, "applied" if changed else "unchanged")
+
+    def _announce_recreated(self, owner: Owner, applied: list[AppliedChild], emit: EmitFn) -> None:
+        """Post an Event for each child that had to be created again.
+
+        Those an earlier reconcile of this process saw: deleted by hand (Warning), or replaced
+        after the API server refused an update over someone's change (Normal; a Service gets
+        a new ClusterIP). Children rendered anew (another autoscaling mode) were not seen
+        before: no Event.
+        """
+        key = f"{owner.namespace}/{owner.name}"
+        uid, before = self._children_seen.get(key, ("", frozenset()))
+        seen = before if uid == owner.uid else frozenset()
+        for child in applied:
+            if child.action != "created" or (child.kind, child.name) not in seen:
+                continue
+            if child.previous is None:
+                emit(
+                    "Warning",
+                    "ChildRecreated",
+                    f"{child.kind} {child.name} was missing (deleted by someone else than "
+                    "the garbage collector): created again from the spec",
+                )
+            else:
+                emit(
+                    "Normal",
+                    "ChildRecreated",
+                    f"{child.kind} {child.name} was replaced (deleted and created again): the "
+                    "API server refused to update it over another manager's change",
+                )
+        self._children_seen[key] = (owner.uid, frozenset((a.kind, a.name) for a in applied))
 
     def _report(
         self,

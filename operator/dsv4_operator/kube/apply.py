@@ -113,7 +113,8 @@ class AppliedChild:
         name: its name.
         action: `created`, `updated` or `unchanged`.
         live: the object after the call (the GET result when unchanged).
-        previous: the object before an update (None when created).
+        previous: the object before an update, or the one deleted to be replaced (created
+            after the API server refused an update); None when created where there was none.
     """
 
     kind: str
@@ -221,7 +222,7 @@ def _recreate(
     if now is not None:  # someone else's took the name, or ours is still being deleted
         _check_ownership(now, child, f"{kind} {namespace}/{name}")
         raise TransientApiError(409, "being replaced: retrying", f"{kind} {namespace}/{name}", None)
-    return AppliedChild(kind, name, "created", kube.apply(child))
+    return AppliedChild(kind, name, "created", kube.apply(child), dict(live))
 
 
 def _apply_one(

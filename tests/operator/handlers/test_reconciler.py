@@ -1169,3 +1169,34 @@ def test_live_counts_stay_truthful_while_the_spec_cannot_be_rolled_out(
     assert status["readyReplicas"] == 0
     assert _conditions(fake)["Available"] == ("False", "NoReplicaReady")
     assert _conditions(fake)["Ready"][1] in {"InvalidSpec", "InsufficientCapacity"}
+
+
+SERVICE_PATH = "/api/v1/namespaces/ns/services/d-api"
+
+
+def test_a_child_repaired_or_replaced_after_the_rollout_is_an_event() -> None:
+    """Day-2 finding (local control plane): a Service or LeaderWorkerSet deleted by hand was
+    re-created at the next resync, and a Service whose update the API server refused was
+    deleted and created again (a new ClusterIP), without any Event: `kubectl describe` did not
+    say why the Service's address changed or that the LeaderWorkerSet's groups were new."""
+    fake, reconciler = _setup()
+    first = Events()
+    reconciler.reconcile("ns", "d", first)
+    assert "ChildRecreated" not in first.reasons()  # the first rollout creates, that is all
+    del fake.objects[SERVICE_PATH]
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    assert SERVICE_PATH in fake.objects
+    (recreated,) = [e for e in events if e[1] == "ChildRecreated"]
+    assert recreated[0] == "Warning"
+    assert "Service d-api" in recreated[2]
+    assert "missing" in recreated[2]
+    # Drift the API server refuses to update over (another manager changed the port): the
+    # Service is replaced.
+    fake.objects[SERVICE_PATH]["spec"]["type"] = "NodePort"
+    fake.fail.append(("PATCH", "/services/d-api", 422))
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    (replaced,) = [e for e in events if e[1] == "ChildRecreated"]
+    assert "Service d-api" in replaced[2]
+    assert "replaced" in replaced[2]
