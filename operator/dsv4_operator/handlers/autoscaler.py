@@ -414,8 +414,8 @@ class Autoscaler:
         True/`TokenThroughput` while at least one group's engine metrics were read this step;
         False/`NoMetrics` when none were (all starting, unreachable, or their metrics unreadable).
 
-        The condition list is a merge patch's whole value, so it is built from the resource
-        read again now (the step's `body` is seconds old: the reconciler may have changed
+        The condition list is a merge patch's whole value, so a write builds it from the
+        resource read again then (the step's `body` is seconds old: the reconciler may have changed
         other conditions since) and written only over that version (`resource_version`): a
         write in between is a 409, and the next step tries again, never undone.
 
@@ -426,14 +426,24 @@ class Autoscaler:
         status, reason = ("True", NATIVE_SCALING) if reporting else ("False", NATIVE_NO_METRICS)
         message = f"{reporting} of {groups} replica groups report metrics"
         meta = body["metadata"]
+
+        def unchanged(obj: Mapping[str, Any]) -> bool:
+            found = [
+                (c.get("status"), c.get("reason"))
+                for c in (obj.get("status") or {}).get("conditions") or []
+                if c.get("type") == "ScalingActive"
+            ]
+            return found == [(status, reason)]
+
+        if unchanged(body):  # the usual case: no second read
+            return
         fresh = self.kube.get(API_VERSION, KIND, meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
             return  # deleted (or re-created) meanwhile
+        if unchanged(fresh):
+            return
         meta, current = fresh["metadata"], fresh.get("status") or {}
         conditions = [dict(c) for c in current.get("conditions") or []]
-        old = next((c for c in conditions if c.get("type") == "ScalingActive"), None)
-        if old is not None and (old.get("status"), old.get("reason")) == (status, reason):
-            return
         conditions = [c for c in conditions if c.get("type") != "ScalingActive"]
         conditions.append(
             {

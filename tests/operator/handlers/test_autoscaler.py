@@ -724,3 +724,12 @@ def test_scaling_active_does_not_undo_a_condition_the_reconciler_wrote_meanwhile
         "True",
         "AllReplicasReady",
     )
+
+
+def test_an_unchanged_scaling_active_costs_no_second_read() -> None:
+    fake, _rt, scaler, clock = setup()
+    tick(scaler, clock, Events())  # writes ScalingActive once
+    fake.requests.clear()
+    tick(scaler, clock, Events())
+    assert fake.requests.count(("GET", CR_PATH)) == 1  # the step's own read only
+    assert not [r for r in fake.requests if r[0] == "PATCH" and r[1].endswith("/status")]
