@@ -78,6 +78,22 @@ def test_indexer_topk_v4(topk: int, lengths: list[int], mtp: int) -> None:
     check_topk(case, topk, idx, val)
 
 
+@pytest.mark.slow
+def test_compressor_offsets_past_2_to_the_31() -> None:
+    """Batch element 2 of [3, 1M, 1024] starts at element 2**31 of kv: 32-bit offsets wrapped."""
+    b, t, ratio = 3, M1, 4
+    kv = torch.randn(b, t, 1024, device=CUDA)
+    sc = torch.randn(b, t, 1024, device=CUDA)
+    gen = torch.Generator().manual_seed(36)
+    ape = (torch.randn(ratio, 1024, generator=gen) * 0.3).to(CUDA)
+    w = (torch.rand(512, generator=gen) + 0.5).to(CUDA)
+    ang = torch.rand(1, t // ratio, 32, generator=gen).to(CUDA).expand(b, -1, -1) * 6.28
+    out = compress_triton(kv, sc, ape, w, ang.cos(), ang.sin(), ratio)
+    last = slice(b - 1, b)
+    ref = compress_reference(kv[last], sc[last], ape, w, ang[last].cos(), ang[last].sin(), ratio)
+    assert_close(out[last].float(), ref.float(), 4e-3)
+
+
 @pytest.mark.parametrize("ratio", [4, 128])
 def test_compressor_v4_prefill(ratio: int) -> None:
     gen = torch.Generator().manual_seed(35)

@@ -40,7 +40,7 @@ def _pool_rows(
     for r in range(0, n_rows, RB):
         rows = r + offs_r
         rmask = rows < n_rows
-        ptr = (row0 + rows)[:, None] * row_stride + col0 + offs_d[None, :]
+        ptr = (row0 + rows).to(tl.int64)[:, None] * row_stride + col0 + offs_d[None, :]
         x = tl.load(kv_ptr + ptr, mask=rmask[:, None], other=0.0)
         s = tl.load(sc_ptr + ptr, mask=rmask[:, None], other=float("-inf"))
         a = tl.load(
@@ -85,7 +85,7 @@ def _compress_kernel(  # noqa: PLR0915  (one kernel = one launch)
     ENTRY: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    bi = pid // G
+    bi = (pid // G).to(tl.int64)  # 64-bit offsets: B * T * 2D passes 2**31 (B=3, T=1M, D=512)
     g = pid % G
     CD: tl.constexpr = 2 * D if OVERLAP else D
     offs_d = tl.arange(0, D)
