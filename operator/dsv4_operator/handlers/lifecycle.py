@@ -273,8 +273,9 @@ def create_peering_objects(
         )
     for namespace, key in zip(result.missing_namespaces, result.no_namespace, strict=True):
         logger.error(
-            "Watched namespace %s does not exist: its KopfPeering %s is created when the "
-            "namespace appears (checked every %g s); until then kopf keeps it paused.",
+            "Watched namespace %s does not exist (or is being deleted): its KopfPeering %s is "
+            "created when the namespace appears (checked every %g s); until then kopf keeps it "
+            "paused.",
             namespace,
             key,
             PEERING_RECHECK_SECONDS,

@@ -19,6 +19,7 @@ from dsv4_operator.kube.client import ApiError, KubeClient
 
 __all__ = [
     "GLOB_CHARS",
+    "NAMESPACE_TERMINATING",
     "PEERING_API_VERSION",
     "PeeringResult",
     "ensure_peering",
@@ -50,6 +51,11 @@ def peering_objects(name: str, namespaces: Sequence[str]) -> list[dict[str, Any]
     ]
 
 
+NAMESPACE_TERMINATING: Final = "because it is being terminated"
+"""Part of the API server's 403 message for a create in a namespace being deleted (Kubernetes
+`plugin/pkg/admission/namespace/lifecycle`: "unable to create new content in namespace %s
+because it is being terminated"), which is no RBAC refusal."""
+
 GLOB_CHARS: Final = frozenset("*?[!,")
 """Characters that make a watched namespace a kopf pattern (kopf 1.45
 `_cogs/structs/references.py`, `select_specific_namespaces`: globs, `!` exclusions and
@@ -66,7 +72,8 @@ class PeeringResult:
         forbidden: missing objects the operator may not create (403): kopf keeps the operator
             paused in that namespace (cluster-wide: everywhere) until they exist.
         no_namespace: objects in a watched namespace that does not exist (404 on the
-            namespace); kopf keeps that namespace paused until the object exists.
+            namespace) or is being deleted (403 `NAMESPACE_TERMINATING`: it may be created
+            again); kopf keeps that namespace paused until the object exists.
         patterns: watched namespaces that are kopf patterns (globs, exclusions), skipped.
     """
 
@@ -124,6 +131,8 @@ def _create(kube: KubeClient, obj: dict[str, Any], namespace: str) -> str:
     except ApiError as error:
         if error.status == 404 and error.kind == "namespaces":
             return "no_namespace"
+        if error.status == 403 and NAMESPACE_TERMINATING in error.reason:
+            return "no_namespace"  # it goes away (and may come back): tried again, like a 404
         if error.status != 403:
             raise
     try:

@@ -40,6 +40,8 @@ class FakeApi:
     fail: list[tuple[str, str, int]] = field(default_factory=list)
     fail_details: dict[str, Any] | None = None
     """`details` of the Status that injected failures carry (e.g. {"kind": "namespaces"})."""
+    fail_message: str | None = None
+    """`message` of the Status that injected failures carry (default `injected CODE`)."""
     requests: list[tuple[str, str]] = field(default_factory=list)
     closed: bool = False
     generation: int = 0
@@ -57,7 +59,7 @@ class FakeApi:
         for i, (m, fragment, code) in enumerate(self.fail):
             if m == method and fragment in path:
                 del self.fail[i]
-                status: dict[str, Any] = {"message": f"injected {code}"}
+                status: dict[str, Any] = {"message": self.fail_message or f"injected {code}"}
                 if self.fail_details is not None:
                     status["details"] = self.fail_details
                 return self._json(code, status, {"Retry-After": "2"})

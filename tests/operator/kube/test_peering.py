@@ -178,3 +178,41 @@ def test_the_namespace_watch_stops_when_told() -> None:
         logger=logging.getLogger("test-peering"), interval=0.01,
     )  # fmt: skip
     assert api.requests == []
+
+
+TERMINATING = (
+    'kopfpeerings.kopf.dev "dsv4" is forbidden: unable to create new content in namespace a '
+    "because it is being terminated"
+)
+"""The API server's NamespaceLifecycle admission answer (403) to a create in a namespace
+being deleted."""
+
+
+def test_a_namespace_being_deleted_is_not_given_up_as_forbidden() -> None:
+    """Deleting a watched namespace deletes its KopfPeering at once, but the namespace stays
+    Terminating for a while (its pods' grace period, kopf's own finalizers on its resources).
+    A check in that window got a 403 on the create, found no object, and dropped the namespace
+    as forbidden for good: created again, it never got its KopfPeering, and kopf stayed
+    paused there (and, with peering, everywhere) until a restart."""
+    result = ensure_peering(
+        KubeClient(FakeApi(fail=[("POST", "/namespaces/a/", 403)], fail_message=TERMINATING), "m"),
+        "dsv4",
+        ("a",),
+    )
+    assert (result.forbidden, result.missing_namespaces) == ((), ("a",))
+    api = FakeApi(fail=[("POST", "/namespaces/a/", 403)], fail_message=TERMINATING)
+    stop = threading.Event()
+    clients: list[KubeClient] = []
+
+    def make_kube() -> KubeClient:
+        clients.append(KubeClient(api, "m"))
+        if len(clients) == 2:  # the namespace exists again: this check is the last
+            stop.set()
+        return clients[-1]
+
+    watch_missing_namespaces(
+        make_kube, "dsv4", ("a",), stop=stop, logger=logging.getLogger("test-peering"),
+        interval=0.01, keep=True,
+    )  # fmt: skip
+    assert len(clients) == 2
+    assert NS_PATH.format("a") in api.objects
