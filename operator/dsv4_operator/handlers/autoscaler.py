@@ -417,7 +417,9 @@ class Autoscaler:
         The condition list is a merge patch's whole value, so a write builds it from the
         resource read again then (the step's `body` is seconds old: the reconciler may have changed
         other conditions since) and written only over that version (`resource_version`): a
-        write in between is a 409, and the next step tries again, never undone.
+        write in between is a 409, and the next step tries again, never undone. Nothing is
+        written when the spec changed since the step's read (its generation): autoscaling may
+        be off, paused or in another mode now.
 
         Raises:
             TransientApiError: a retryable failure other than that 409.
@@ -440,6 +442,11 @@ class Autoscaler:
         fresh = self.kube.get(API_VERSION, KIND, meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
             return  # deleted (or re-created) meanwhile
+        if fresh["metadata"].get("generation") != meta.get("generation"):
+            # The spec changed meanwhile (another mode, paused): this step's finding may no
+            # longer apply, and the reconciler may have written its own ScalingActive; the
+            # next step decides from the new spec.
+            return
         if unchanged(fresh):
             return
         meta, current = fresh["metadata"], fresh.get("status") or {}

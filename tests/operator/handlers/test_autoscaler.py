@@ -733,3 +733,28 @@ def test_an_unchanged_scaling_active_costs_no_second_read() -> None:
     tick(scaler, clock, Events())
     assert fake.requests.count(("GET", CR_PATH)) == 1  # the step's own read only
     assert not [r for r in fake.requests if r[0] == "PATCH" and r[1].endswith("/status")]
+
+
+def test_a_step_whose_spec_changed_meanwhile_writes_no_scaling_active() -> None:
+    """Autoscaling switched to hpa during a step's scrape: the reconciler wrote the HPA's
+    ScalingActive, and the step's write (built from the fresh read, whose resourceVersion it
+    matched) replaced it with the native autoscaler's TokenThroughput, which the reconciler
+    removed again only at its next resync (ScalingActive flapped, lastTransitionTime too)."""
+    fake, rt, scaler, clock = setup()
+
+    def switched_to_hpa(
+        method: str, url: str, headers: Mapping[str, str]
+    ) -> tuple[int, str] | None:
+        if url.endswith("/metrics"):  # the edit and the reconcile land during the scrape
+            obj = fake.objects[CR_PATH]
+            obj["spec"]["autoscaling"]["mode"] = "hpa"
+            obj["metadata"]["generation"] = 2
+            obj["status"] = {"conditions": [_condition("ScalingActive", "True", "HPA")]}
+        return rt(method, url, headers)
+
+    scaler.http = switched_to_hpa
+    tick(scaler, clock, Events())
+    (active,) = [
+        c for c in fake.objects[CR_PATH]["status"]["conditions"] if c["type"] == "ScalingActive"
+    ]
+    assert active["reason"] == "HPA"
