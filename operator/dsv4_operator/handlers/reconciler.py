@@ -222,6 +222,16 @@ class Reconciler:
     """Per resource, since when every group runs the current template but some are not ready
     (also in `status.startingSince`, read back after an operator restart: `_stored_since`)."""
 
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what is kept per resource for `namespace/name` (its delete handler calls this).
+
+        The children seen, the scaler check and the startup wait; a resource created again
+        under this name starts afresh (each entry is also keyed by uid).
+        """
+        key = f"{namespace}/{name}"
+        for kept in (self._children_seen, self._scalers_checked, self._starting_since):
+            kept.pop(key, None)
+
     def _lock(self, key: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())

@@ -1200,3 +1200,30 @@ def test_a_child_repaired_or_replaced_after_the_rollout_is_an_event() -> None:
     (replaced,) = [e for e in events if e[1] == "ChildRecreated"]
     assert "Service d-api" in replaced[2]
     assert "replaced" in replaced[2]
+
+
+def test_a_deleted_resource_leaves_no_per_resource_state() -> None:
+    """The reconciler's per-resource memory (`_children_seen`, added for ChildRecreated, and
+    `_scalers_checked`) was never freed: an operator that saw many short-lived resources
+    (e.g. a CI namespace per run) kept an entry for each until it restarted. The delete
+    handler frees them, as it does the metrics' and the autoscaler's."""
+    import kopf
+    from prometheus_client import CollectorRegistry
+
+    from dsv4_operator.handlers import build_registry
+    from dsv4_operator.handlers.autoscaler import Autoscaler, AutoscalerMetrics
+    from dsv4_operator.settings import OperatorSettings
+
+    fake, reconciler = _setup()
+    reconciler.reconcile("ns", "d", Events())
+    assert "ns/d" in reconciler._children_seen
+    assert "ns/d" in reconciler._scalers_checked
+    registry = build_registry(OperatorSettings())
+    (forget,) = [h for h in registry._changing.get_all_handlers() if h.id.endswith("forget")]
+    autoscaler = Autoscaler(reconciler.kube, AutoscalerMetrics(CollectorRegistry()))
+    memo = kopf.Memo(reconciler=reconciler, autoscaler=autoscaler)
+    fn: Any = forget.fn  # kopf's handler protocol names every kwarg; it takes **_
+    raw: Any = fake.objects.pop(CR_PATH)
+    fn(body=kopf.Body(raw), memo=memo)
+    assert "ns/d" not in reconciler._children_seen
+    assert "ns/d" not in reconciler._scalers_checked
