@@ -562,16 +562,18 @@ class Reconciler:
     def _announce_recreated(self, owner: Owner, applied: list[AppliedChild], emit: EmitFn) -> None:
         """Post an Event for each child that had to be created again.
 
-        Those an earlier reconcile of this process saw: deleted by hand (Warning), or replaced
-        after the API server refused an update over someone's change (Normal; a Service gets
-        a new ClusterIP). Children rendered anew (another autoscaling mode) were not seen
-        before: no Event.
+        Replaced after the API server refused an update over someone's change (Normal; a
+        Service gets a new ClusterIP): always, since the replaced object says so. Deleted by
+        hand (Warning): those an earlier reconcile of this process saw; children rendered
+        anew (another autoscaling mode) were not seen before: no Event.
         """
         key = f"{owner.namespace}/{owner.name}"
         uid, before = self._children_seen.get(key, ("", frozenset()))
         seen = before if uid == owner.uid else frozenset()
         for child in applied:
-            if child.action != "created" or (child.kind, child.name) not in seen:
+            if child.action != "created":
+                continue
+            if child.previous is None and (child.kind, child.name) not in seen:
                 continue
             if child.previous is None:
                 emit(

@@ -1227,3 +1227,26 @@ def test_a_deleted_resource_leaves_no_per_resource_state() -> None:
     fn(body=kopf.Body(raw), memo=memo)
     assert "ns/d" not in reconciler._children_seen
     assert "ns/d" not in reconciler._scalers_checked
+
+
+def test_a_child_replaced_at_the_first_reconcile_after_a_restart_is_an_event() -> None:
+    """A replaced child (deleted and created again after the API server refused the update:
+    a Service gets a new ClusterIP) was announced only when this process had seen it before,
+    so the replacement at the first reconcile after an operator restart or upgrade, when
+    rendering changes most, went without an Event. Its replaced object (`previous`) says
+    so whatever this process saw."""
+    fake, reconciler = _setup()
+    reconciler.reconcile("ns", "d", Events())
+    restarted = Reconciler(
+        KubeClient(fake, "dsv4-operator"),
+        OperatorMetrics(),
+        "img",
+        clock=lambda: datetime(2026, 11, 29, tzinfo=UTC),
+    )
+    fake.objects[SERVICE_PATH]["spec"]["type"] = "NodePort"
+    fake.fail.append(("PATCH", "/services/d-api", 422))
+    events = Events()
+    restarted.reconcile("ns", "d", events)
+    (replaced,) = [e for e in events if e[1] == "ChildRecreated"]
+    assert replaced[0] == "Normal"
+    assert "Service d-api was replaced" in replaced[2]
