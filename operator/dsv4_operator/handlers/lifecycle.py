@@ -186,7 +186,9 @@ def watch_missing_namespaces(
     `namespaces` are those that did not exist at startup, and the watch ends once none is
     missing; with `keep`, `namespaces` are all the watched ones, each checked every time (a
     LIST by name), since deleting a namespace deletes its KopfPeering and a namespace created
-    again needs a new one.
+    again needs a new one; a namespace whose LIST is refused (403: a namespace deleted for good
+    takes the chart's Role in it along) is skipped that time, logged once, and does not stop
+    the others' checks.
 
     Args:
         make_kube: a fresh API client per attempt (closed after it).
@@ -198,6 +200,7 @@ def watch_missing_namespaces(
         keep: go on after every object exists, and re-create one that disappears.
     """
     watched, missing = namespaces, namespaces
+    refused: dict[str, str] = {}  # namespace -> the refusal of its LIST last logged
     while ((keep and watched) or missing) and not stop.wait(interval):
         try:
             kube = make_kube()
@@ -206,7 +209,7 @@ def watch_missing_namespaces(
                     missing = tuple(
                         ns
                         for ns in watched
-                        if not kube.exists(PEERING_API_VERSION, "KopfPeering", ns, name)
+                        if _peering_missing(kube, ns, name, refused, logger, interval)
                     )
                 result = ensure_peering(kube, name, missing) if missing else PeeringResult()
             finally:
@@ -224,6 +227,41 @@ def watch_missing_namespaces(
         forbidden = {key.split("/", 1)[0] for key in result.forbidden}
         watched = tuple(ns for ns in watched if ns not in forbidden)
         missing = result.missing_namespaces
+
+
+def _peering_missing(
+    kube: KubeClient,
+    namespace: str,
+    name: str,
+    refused: dict[str, str],
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    interval: float,
+) -> bool:
+    """Whether the KopfPeering `name` is missing in `namespace` (a LIST by name).
+
+    False when the LIST is refused (not retryable: 403, 404): logged when the refusal differs
+    from the one in `refused` (per namespace, updated here), and checked again next time.
+
+    Raises:
+        TransientApiError: a retryable failure (the caller's round is tried again).
+    """
+    try:
+        there = kube.exists(PEERING_API_VERSION, "KopfPeering", namespace, name)
+    except TransientApiError:
+        raise
+    except ApiError as error:
+        if refused.get(namespace) != str(error):
+            refused[namespace] = str(error)
+            logger.warning(
+                "Cannot check the KopfPeering %s/%s (checked again every %g s): %s",
+                namespace,
+                name,
+                interval,
+                error,
+            )
+        return False
+    refused.pop(namespace, None)
+    return not there
 
 
 def create_peering_objects(

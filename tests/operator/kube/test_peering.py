@@ -216,3 +216,33 @@ def test_a_namespace_being_deleted_is_not_given_up_as_forbidden() -> None:
     )  # fmt: skip
     assert len(clients) == 2
     assert NS_PATH.format("a") in api.objects
+
+
+def test_one_namespace_that_cannot_be_checked_does_not_stop_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The keep=True watch checked every watched namespace in one go, so a LIST refused in
+    one (403: a watched namespace deleted for good takes the chart's Role in it along) failed
+    the whole round, every round: the other namespaces' KopfPeerings were never re-created
+    again, and the same warning was logged every PEERING_RECHECK_SECONDS."""
+    api = FakeApi(fail=[("GET", "/namespaces/a/", 403)] * 3)
+    for obj in peering_objects("dsv4", ("a",)):
+        api.objects[NS_PATH.format("a")] = obj
+    stop = threading.Event()
+    clients: list[KubeClient] = []
+
+    def make_kube() -> KubeClient:
+        clients.append(KubeClient(api, "m"))
+        if len(clients) == 3:
+            stop.set()
+        return clients[-1]
+
+    logger = logging.getLogger("test-peering")
+    with caplog.at_level(logging.INFO, logger="test-peering"):
+        watch_missing_namespaces(
+            make_kube, "dsv4", ("a", "b"), stop=stop, logger=logger, interval=0.01, keep=True
+        )
+    assert NS_PATH.format("b") in api.objects  # b lost its object meanwhile: created again
+    assert NS_PATH.format("a") in api.objects  # a is left as it is
+    refusals = [r for r in caplog.records if "/namespaces/a/" in r.getMessage()]
+    assert len(refusals) == 1  # said once, not at every check
