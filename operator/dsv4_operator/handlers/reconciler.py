@@ -320,7 +320,10 @@ class Reconciler:
             spec = parse_spec(body.get("spec") or {})
         except InvalidSpecError as error:
             obs = Observation(
-                owner, error_reason=INVALID_SPEC, error_message=str(error), **self._live(owner)
+                owner,
+                error_reason=INVALID_SPEC,
+                error_message=str(error),
+                **self._live(owner, best_effort=True),
             )
             return self._report(obs, status, emit, "invalid_spec", str(error))
         if spec.paused:
@@ -331,28 +334,42 @@ class Reconciler:
             planned = plan(request_from_spec(spec))
         except PlanningError as error:
             obs = Observation(
-                owner, error_reason=PLAN_FAILED, error_message=str(error), **self._live(owner)
+                owner,
+                error_reason=PLAN_FAILED,
+                error_message=str(error),
+                **self._live(owner, best_effort=True),
             )
             return self._report(obs, status, emit, "plan_failed", str(error))
         if (refusal := _plan_refusal(name, spec, planned)) is not None:
             reason, result, message = refusal
             obs = Observation(
-                owner, error_reason=reason, error_message=message, **self._live(owner)
+                owner,
+                error_reason=reason,
+                error_message=message,
+                **self._live(owner, best_effort=True),
             )
             return self._report(obs, status, emit, result, message)
         return self._roll_out(owner, spec, planned, status, emit)
 
-    def _live(self, owner: Owner) -> dict[str, Any]:
+    def _live(self, owner: Owner, *, best_effort: bool = False) -> dict[str, Any]:
         """The live LeaderWorkerSet's counts as `Observation` fields, for a spec not applied.
 
         Paused, or a spec that cannot be rolled out: the groups of the last rollout keep
         serving, so status keeps counting them (`lws_status`, `lws_changed`, `lws_target`);
-        empty when there is no LeaderWorkerSet, or it cannot be read (no LWS API, 403).
+        empty when there is no LeaderWorkerSet, or it cannot be read (no LWS API, 403), and
+        with `best_effort` (a spec error to report, which the counts must not hold up) also
+        when reading it failed retryably: the counts are refreshed at the next reconcile.
 
         Raises:
-            TransientApiError: reading it failed retryably.
+            TransientApiError: reading it failed retryably (not with `best_effort`).
         """
-        _, lws = self._read_lws(owner)
+        try:
+            _, lws = self._read_lws(owner)
+        except TransientApiError as error:
+            if not best_effort:
+                raise
+            log.warning("live counts of %s/%s not read: %s", owner.namespace, owner.name, error)
+            return {}
         if lws is None:
             return {}
         return {

@@ -1250,3 +1250,17 @@ def test_a_child_replaced_at_the_first_reconcile_after_a_restart_is_an_event() -
     (replaced,) = [e for e in events if e[1] == "ChildRecreated"]
     assert replaced[0] == "Normal"
     assert "Service d-api was replaced" in replaced[2]
+
+
+def test_an_invalid_spec_is_reported_when_the_live_counts_cannot_be_read() -> None:
+    """The error paths read the live LeaderWorkerSet for its counts (kept truthful while the
+    spec cannot be rolled out); a retryable failure of that read turned the InvalidSpec report
+    into an ApiRetry, so the spec error waited for the API server. The counts are best effort
+    there: the error is reported without them."""
+    bad = {**SPEC, "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8}, "parallelism": {"tensor": 3}}
+    fake, reconciler = _setup(bad, fail=[("GET", "/leaderworkersets/", 503)])
+    events = Events()
+    outcome = reconciler.reconcile("ns", "d", events)
+    assert outcome.result == "invalid_spec"
+    assert _conditions(fake)["Ready"] == ("False", "InvalidSpec")
+    assert "ApiRetry" not in events.reasons()
