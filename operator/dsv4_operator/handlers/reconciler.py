@@ -596,15 +596,16 @@ class Reconciler:
                 emit(
                     "Warning",
                     "ChildRecreated",
-                    f"{child.kind} {child.name} was missing (deleted by someone else than "
-                    "the garbage collector): created again from the spec",
+                    f"{child.kind} {child.name} was missing (deleted by someone other than "
+                    "the operator): created again from the spec",
                 )
             else:
                 emit(
                     "Normal",
                     "ChildRecreated",
                     f"{child.kind} {child.name} was replaced (deleted and created again): the "
-                    "API server refused to update it over another manager's change",
+                    "API server refused the update in place (an immutable field, changed by "
+                    "another manager or by a new rendering)",
                 )
         self._children_seen[key] = (owner.uid, frozenset((a.kind, a.name) for a in applied))
 

@@ -311,6 +311,7 @@ def _scaling_condition(
     or `AbleToScale=False` (Kubernetes' HPA controller: `FailedGetExternalMetric`,
     `FailedGetScale`, `FailedUpdateScale`, `ScalingDisabled` at zero replicas...); else
     True/`HPA`. A scaler whose controller has not written conditions yet counts as scaling.
+    Not evaluated while the resource is paused: the condition is left as last read.
     """
     mode = spec.autoscaling.active_mode
     found = _scaler_conditions(obs.scaler)
