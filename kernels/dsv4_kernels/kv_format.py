@@ -214,8 +214,10 @@ def check_paged_cache(cache: torch.Tensor, page: int, name: str) -> None:
     """Validate a paged fp8_ds_mla cache: [pages, page_stride] uint8, rows of >= page * 584 B.
 
     Raises:
-        ValueError: naming `name`, when the dtype, rank, row width or strides are wrong (the
-            last dim must be contiguous and the row stride even, for the bf16 RoPE view).
+        ValueError: naming `name`, when the dtype, rank, row width, strides or storage offset
+            are wrong: the last dim must be contiguous, the row stride and the storage offset
+            even (the kernels read the RoPE part through a bf16 view of the cache), and the
+            row stride (the page stride) at least page * 584 so that pages do not overlap.
     """
     if cache.dtype != torch.uint8 or cache.ndim != 2:
         raise ValueError(
@@ -233,6 +235,16 @@ def check_paged_cache(cache: torch.Tensor, page: int, name: str) -> None:
         )
     if cache.shape[0] == 1 and cache.stride(1) != 1:
         raise ValueError(f"{name} must have contiguous rows, got strides {cache.stride()}")
+    if cache.shape[0] > 1 and cache.stride(0) < page * ENTRY_BYTES:
+        raise ValueError(
+            f"{name} page stride {cache.stride(0)} bytes is below page * 584 = "
+            f"{page * ENTRY_BYTES}: its pages overlap"
+        )
+    if cache.storage_offset() % 2:
+        raise ValueError(
+            f"{name} starts at byte offset {cache.storage_offset()} of its storage: the offset "
+            "must be even (the RoPE part is read as bfloat16)"
+        )
 
 
 def page_stride(cache: torch.Tensor) -> int:

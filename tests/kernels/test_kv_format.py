@@ -190,3 +190,21 @@ def _round_kernel(x_ptr, out_ptr, BLOCK: tl.constexpr, N: tl.constexpr):
 def _decode_kernel(b_ptr, out_ptr, BLOCK: tl.constexpr):
     offs = tl.arange(0, BLOCK)
     tl.store(out_ptr + offs, e4m3_bits_to_f32(tl.load(b_ptr + offs)))
+
+
+def test_paged_cache_check_refuses_odd_offsets_and_overlapping_pages() -> None:
+    # An odd storage offset passed the check; the Triton path then failed in
+    # `cache.view(torch.bfloat16)` with a RuntimeError naming no argument (the reference read it).
+    storage = torch.zeros(3, page_bytes(2) + 32, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"swa_cache starts at byte offset 1 .* even"):
+        check_paged_cache(storage[:, 1 : 1 + 2 * ENTRY_BYTES], 2, "swa_cache")
+    check_paged_cache(storage[:, 16 : 16 + 2 * ENTRY_BYTES], 2, "swa_cache")  # even: fine
+    # A page stride below page * 584 (pages overlap) or 0 (expanded: every page aliases page 0)
+    # passed too, so page g + 1's records were read as page g's scales.
+    base = torch.zeros(4 * ENTRY_BYTES, dtype=torch.uint8)
+    overlapping = base.as_strided((3, 2 * ENTRY_BYTES), (ENTRY_BYTES, 1))
+    with pytest.raises(ValueError, match=r"comp_cache page stride 584 .* page \* 584 = 1168"):
+        check_paged_cache(overlapping, 2, "comp_cache")
+    expanded = torch.zeros(1, 2 * ENTRY_BYTES, dtype=torch.uint8).expand(4, -1)
+    with pytest.raises(ValueError, match=r"comp_cache page stride 0 "):
+        check_paged_cache(expanded, 2, "comp_cache")
