@@ -265,13 +265,19 @@ def read_entries(cache: torch.Tensor, slots: torch.Tensor, page: int) -> torch.T
 
     Args:
         cache: [pages, page_stride], uint8, paged fp8_ds_mla (`check_paged_cache`).
-        slots: [...], int, `page_id * page + token_in_page`.
+        slots: [...], int, `page_id * page + token_in_page`, >= 0 (checked: a device sync).
         page: tokens per page.
 
     Returns:
         [..., 584], uint8.
+
+    Raises:
+        ValueError: a bad cache (`check_paged_cache`) or a negative slot (it would index the
+            flat byte view from its end); a slot past the cache raises IndexError.
     """
     check_paged_cache(cache, page, "cache")
+    if slots.numel() and int(slots.min()) < 0:
+        raise ValueError(f"slots must be >= 0, got {int(slots.min())}")
     stride = page_stride(cache)
     flat = cache.as_strided((cache.shape[0] * stride - stride + cache.shape[1],), (1,))
     rec, sc = _byte_offsets(slots, page, stride)
@@ -287,7 +293,8 @@ def write_entries(
 
     Args:
         cache: [pages, page_stride], uint8, paged fp8_ds_mla (`check_paged_cache`).
-        slots: [N], int, distinct `page_id * page + token_in_page`.
+        slots: [N], int, distinct `page_id * page + token_in_page`; negative slots (vLLM's
+            padded tokens, slot -1) are skipped, as vLLM's cache insert skips them.
         entries: [N, 584], uint8.
         page: tokens per page.
 
@@ -302,7 +309,9 @@ def write_entries(
         )
     stride = page_stride(cache)
     flat = cache.as_strided((cache.shape[0] * stride - stride + cache.shape[1],), (1,))
-    rec, sc = _byte_offsets(slots.reshape(-1), page, stride)
+    keep = slots.reshape(-1) >= 0
+    entries = entries[keep]
+    rec, sc = _byte_offsets(slots.reshape(-1)[keep], page, stride)
     flat[rec[:, None] + torch.arange(RECORD_BYTES, device=cache.device)] = entries[:, :RECORD_BYTES]
     flat[sc[:, None] + torch.arange(SCALE_RECORD_BYTES, device=cache.device)] = entries[
         :, RECORD_BYTES:

@@ -208,3 +208,21 @@ def test_paged_cache_check_refuses_odd_offsets_and_overlapping_pages() -> None:
     expanded = torch.zeros(1, 2 * ENTRY_BYTES, dtype=torch.uint8).expand(4, -1)
     with pytest.raises(ValueError, match=r"comp_cache page stride 0 "):
         check_paged_cache(expanded, 2, "comp_cache")
+
+
+def test_negative_slots_neither_wrap_nor_corrupt_the_last_page() -> None:
+    # A slot -1 indexed the flat byte view from its end: read_entries returned bytes of the
+    # last page, and write_entries overwrote the last page's last token. vLLM's slot mappings
+    # use -1 for padded tokens, which its cache insert skips.
+    gen = torch.Generator().manual_seed(5)
+    page = 2
+    entries = quantize_fp8_ds_mla(torch.randn(6, 512, generator=gen))
+    cache = paged_cache(entries, page)
+    before = cache.clone()
+    new = quantize_fp8_ds_mla(torch.randn(2, 512, generator=gen))
+    write_entries(cache, torch.tensor([-1, 0]), new, page)
+    assert torch.equal(read_entries(cache, torch.arange(1, 6), page), entries[1:])
+    assert torch.equal(read_entries(cache, torch.tensor([0]), page), new[1:])
+    assert not torch.equal(cache, before)
+    with pytest.raises(ValueError, match=r"slots must be >= 0, got -1"):
+        read_entries(cache, torch.tensor([3, -1]), page)
