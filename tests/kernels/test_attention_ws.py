@@ -171,3 +171,38 @@ def test_is_the_default_on_hopper_unless_tuned() -> None:
     out, lse = _run(case, warp_specialized=True, dv_split=2, block_h=32)
     _check(case, out, lse)
     assert _last_kernel().name == "_sparse_mla_ws_kernel"
+
+
+def _moved(cache: torch.Tensor, lead: int, extra: int) -> torch.Tensor:
+    """`cache` copied into a wider allocation: `lead` bytes before each row, rows `extra` wider."""
+    pages, width = cache.shape
+    storage = torch.zeros(pages, lead + width + extra, dtype=torch.uint8, device=cache.device)
+    view = storage[:, lead : lead + width]
+    view.copy_(cache)
+    return view
+
+
+@pytest.mark.parametrize(("lead", "extra"), [(8, 0), (0, 8), (2, 0)])
+def test_caches_without_16_byte_aligned_records_do_not_take_the_gluon_kernel(
+    lead: int, extra: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Gluon producer copies 16 bytes per cp.async (bb1efe4), which needs every record
+    # 16-byte aligned; check_paged_cache accepts any even offset and page stride (a vLLM
+    # cache slice, rows of page * 584 bytes). Such caches must use the Triton kernel (default)
+    # or be refused (warp_specialized=True), not reach the Gluon kernel.
+    case = make_attention_case([300], 64, 128, None, 3, torch.device("cpu"), swa_page=2)
+    case["swa_cache"] = _moved(case["swa_cache"], lead, extra)
+    assert gluon_attention.cache_alignment_reason(case["swa_cache"], case["comp_cache"])
+    monkeypatch.setattr(gluon_attention, "unsupported_reason", lambda *_a: None)
+    with pytest.raises(ValueError, match=r"cannot run: swa_cache .*16"):
+        sparse_mla_triton(**case, warp_specialized=True)
+    _check(case, *_run(case, n_split=2))  # default: the Triton kernel, same result
+
+
+def test_aligned_caches_pass_the_alignment_check() -> None:
+    case = make_attention_case([300], 64, 128, None, 3, torch.device("cpu"), swa_page=2)
+    assert gluon_attention.cache_alignment_reason(case["swa_cache"], case["comp_cache"]) is None
+    wide = _moved(case["comp_cache"], 16, 576)  # a vLLM-style padded block stride
+    assert gluon_attention.cache_alignment_reason(case["swa_cache"], wide) is None
+    one_page = case["comp_cache"][:1, : 2 * 584 + 8]  # one page: its stride is never used
+    assert gluon_attention.cache_alignment_reason(one_page, case["comp_cache"]) is None

@@ -26,7 +26,8 @@ tile) were slower.
 
 Grid, arguments, token list ([window | compressed list]), split-KV partials and sink are
 those of `triton_attention._sparse_mla_chunked_kernel`; `sparse_mla_triton` launches this
-kernel in its place where `supported` holds (see `warp_specialized` there).
+kernel in its place where `unsupported_reason` and `cache_alignment_reason` are None (see
+`warp_specialized` there).
 """
 
 from __future__ import annotations
@@ -108,6 +109,33 @@ def unsupported_reason(  # noqa: PLR0911  (one return per reason)
         return f"H={n_heads} is not a multiple of {BLOCK_H}"
     if window % BLOCK_N:
         return f"window={window} is not a multiple of {BLOCK_N}"
+    return None
+
+
+RECORD_ALIGN = 16
+"""Bytes per cp.async of the producer (`NOPE_L`: 16 e4m3 bytes per thread): every 576-byte
+record must start 16-byte aligned. PTX ISA, `cp.async`: the source address must be aligned to
+the copy size; Triton's lowering refuses copies under 4 bytes ("cp.async does not support
+transfers smaller than 4 bytes")."""
+
+
+def cache_alignment_reason(swa_cache: torch.Tensor, comp_cache: torch.Tensor) -> str | None:
+    """Why the caches' records are not all 16-byte aligned for this kernel, or None.
+
+    `kv_format.check_paged_cache` accepts any even start and page stride (rows of
+    page * 584 bytes, a slice of a larger allocation); the records of page g then start at
+    data_ptr + g * page_stride + i * 576, 16-byte aligned only when data_ptr and the page
+    stride are multiples of 16 (a one-page cache: data_ptr only). vLLM's blocks are.
+
+    Args:
+        swa_cache: [pages, row bytes] uint8 paged cache (`check_paged_cache` passed).
+        comp_cache: the same, for the compressed entries.
+    """
+    for name, cache in (("swa_cache", swa_cache), ("comp_cache", comp_cache)):
+        if cache.data_ptr() % RECORD_ALIGN:
+            return f"{name} starts at an address that is not a multiple of {RECORD_ALIGN} bytes"
+        if cache.shape[0] > 1 and cache.stride(0) % RECORD_ALIGN:
+            return f"{name} page stride {cache.stride(0)} bytes is not a multiple of {RECORD_ALIGN}"
     return None
 
 

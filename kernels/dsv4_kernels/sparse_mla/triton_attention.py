@@ -741,7 +741,8 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
     head block, each owning half of the output dims),
     `deq` (dequantisation variant, see `_load_kv_cols`). `warp_specialized`: None (default)
     runs the Gluon kernel of `gluon_attention` (producer / two-consumer warpgroups, 1.36-1.98x
-    faster on the H200) wherever `gluon_attention.unsupported_reason` is None and no Triton
+    faster on the H200) wherever `gluon_attention.unsupported_reason` and
+    `gluon_attention.cache_alignment_reason` (16-byte aligned records) are None and no Triton
     tuning argument above was changed, else this module's kernel; True forces it, False never
     uses it (with it, block_h, block_n, num_warps, num_stages, dv_split and deq do not apply);
     `ws_options` go to `gluon_attention.launch_options` (None: its defaults for dense lists,
@@ -823,7 +824,9 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
     if t_count == 0:
         return out, lse
     if warp_specialized is not False:
-        reason = gluon_attention.unsupported_reason(q.device, h, window)
+        reason = gluon_attention.unsupported_reason(
+            q.device, h, window
+        ) or gluon_attention.cache_alignment_reason(swa_cache, comp_cache)
         if warp_specialized and reason is not None:
             raise ValueError(f"warp_specialized=True cannot run: {reason}")
         tuned = (block_h, block_n, num_warps, num_stages, dv_split, deq) != (64, 64, 8, 1, 0, 0)
