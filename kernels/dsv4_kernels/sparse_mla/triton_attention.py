@@ -705,6 +705,17 @@ def choose_splits(
     return best
 
 
+def _one_stride(cache: torch.Tensor) -> torch.Tensor:
+    """`cache` ([pages, row bytes] uint8) with row stride = row width when it has one page.
+
+    A one-page cache's row stride is never used (`kv_format.page_stride`) and not checked, but
+    the kernels' bf16 view of the cache (`Tensor.view(torch.bfloat16)`) refuses an odd one.
+    """
+    if cache.shape[0] == 1:
+        return cache.as_strided(tuple(cache.shape), (int(cache.shape[1]), 1))
+    return cache
+
+
 def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one launch)
     q: torch.Tensor,
     positions: torch.Tensor,
@@ -849,7 +860,7 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
         if sink is not None
         else torch.zeros(1, dtype=torch.float32, device=dev)
     )
-    swa_u8, comp_u8 = swa_cache, comp_cache
+    swa_u8, comp_u8 = _one_stride(swa_cache), _one_stride(comp_cache)
     # Per-kernel constexprs and launch options; the rest of the arguments are shared.
     if warp_specialized:
         kern = gluon_attention._sparse_mla_ws_kernel
