@@ -10,11 +10,15 @@ in two layouts:
   `fused_compress_quant_cache.py` (`_fused_kv_compress_norm_rope_insert_sparse_attn`: "[0,
   bs*576): token data (448 fp8 + 128 bf16 each); [bs*576, +bs*8): uint8 UE8M0 scales (7 real +
   1 pad each)"). A page of `page` tokens is `page` 576-byte records (bytes 0..575 below), then
-  `page` 8-byte scale records (bytes 576..583 below); vLLM pads the page to a multiple of 576 B
-  (`page_bytes`). A cache is `[pages, page_stride]` uint8 with `page_stride >= page * 584`
-  (rows may be strided); so every token's record starts 16-byte aligned (576 = 36 x 16), and
-  a vLLM cache block is read in place. `to_flashmla_blocks` / `write_entries` /
-  `read_entries` convert.
+  `page` 8-byte scale records (bytes 576..583 below); vLLM pads a compressed page to a
+  multiple of 576 B (`page_bytes`; its SWA blocks are 64 x 584 B, facts §5.3 item 5). A cache
+  is `[pages, row bytes]` uint8: rows of at least `page * 584` bytes whose row stride, the
+  page stride, is at least that too; width, page stride and storage offset even
+  (`check_paged_cache`). A vLLM cache block is read in place. Where the cache's start and page
+  stride are multiples of 16 (vLLM's blocks: 576 = 36 x 16, 37,376 = 2,336 x 16) every token's
+  record starts 16-byte aligned, as the Gluon attention kernel needs
+  (`sparse_mla.gluon_attention.cache_alignment_reason`; the Triton kernel needs no more than
+  the check). `to_flashmla_blocks` / `write_entries` / `read_entries` convert.
 
 | bytes     | content                                                                 |
 |-----------|-------------------------------------------------------------------------|

@@ -42,11 +42,11 @@ def hca_attention(
         q: [T, H, 512], bfloat16.
         positions: [T], int32, absolute positions.
         seq_ids: [T], int32, block-table row of each token.
-        swa_cache: [P_w, page_stride], uint8, paged fp8_ds_mla raw tokens (vLLM's block
+        swa_cache: [P_w, row bytes], uint8, paged fp8_ds_mla raw tokens (vLLM's block
             layout, `dsv4_kernels.kv_format`), paged by `swa_block_table`.
         swa_block_table: [B, P_w], int32.
         swa_page: tokens per SWA page.
-        comp_cache: [P_c, page_stride], uint8, paged fp8_ds_mla compressed entries.
+        comp_cache: [P_c, row bytes], uint8, paged fp8_ds_mla compressed entries.
         comp_block_table: [B, P_c], int32.
         comp_page: entries per compressed page (256-token blocks: 2).
         sink: [H], float32 per-head sink logit, or None.

@@ -43,14 +43,15 @@ def sparse_mla_attention(
         q: [T, H, 512], bfloat16, queries after RoPE (H = 64 Flash, 128 Pro).
         positions: [T], int32, absolute positions.
         seq_ids: [T], int32, block-table row of each token.
-        swa_cache: [P_w, page_stride], uint8, paged fp8_ds_mla raw-token cache in vLLM's block
+        swa_cache: [P_w, row bytes], uint8, paged fp8_ds_mla raw-token cache in vLLM's block
             layout (`dsv4_kernels.kv_format`: `swa_page` 576-byte records, then `swa_page`
-            8-byte scale records; page_stride >= swa_page * 584, e.g. a vLLM cache block);
+            8-byte scale records; rows of >= swa_page * 584 bytes at a row stride, the page
+            stride, >= that, e.g. a vLLM cache block; `kv_format.check_paged_cache`);
             token i of sequence b is token i % swa_page of page `swa_block_table[b, i //
             swa_page]`.
         swa_block_table: [B, P_w], int32.
         swa_page: tokens per SWA page (vLLM: 64).
-        comp_cache: [P_c, page_stride], uint8, paged fp8_ds_mla compressed cache (same
+        comp_cache: [P_c, row bytes], uint8, paged fp8_ds_mla compressed cache (same
             layout, pages of `comp_page` entries); entry e of sequence b is entry e % comp_page
             of page `comp_block_table[b, e // comp_page]`.
         comp_block_table: [B, P_c], int32.
