@@ -298,3 +298,21 @@ def test_infinite_sink_takes_all_the_probability(n_split: int, device: torch.dev
         assert bool((s[:, 0] == float("inf")).all())
     assert_close(out[:, 1].float(), ref_out[:, 1].float(), OUT_REL, "finite-sink head")
     assert float((lse[:, 1] - ref_lse[:, 1]).abs().max()) < LSE_ABS
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # interpreter
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # interpreter
+@pytest.mark.parametrize("n_split", [1, 2])
+def test_infinite_sink_with_large_scores(n_split: int, device: torch.device) -> None:
+    # With scores above 2**128 in base 2 (q·k * scale > 88.7), exp2(m - 0) overflowed: the
+    # epilogue's exp2(m) / den was inf / inf and the combine's weights inf, so a +inf sink
+    # gave NaN instead of out 0 (the reference gives 0 for any finite score).
+    case = make_attention_case([300], 2, 128, None, 24, device, swa_page=32)
+    case["q"] = case["q"] * 40.0
+    case["sink"] = torch.tensor([float("inf"), 0.5], device=device)
+    ref_out, ref_lse = sparse_mla_reference(**case)
+    assert float(ref_lse[:, 1].min()) > 90  # the finite-sink head's scores are that large
+    out, lse = _run(case, n_split=n_split, block_h=16, block_n=32, num_warps=4)
+    for o, s in ((ref_out, ref_lse), (out, lse)):
+        assert bool((o[:, 0].float() == 0).all())
+        assert bool((s[:, 0] == float("inf")).all())

@@ -647,7 +647,10 @@ if HAVE_GLUON:
             mm = gl.maximum(m_o, sink2)
             mm_safe = gl.where((mm == float("-inf")) | (mm == float("inf")), 0.0, mm)
             den = l_o * gl.exp2(m_o - mm_safe) + gl.exp2(sink2 - mm_safe)
-            scale_o = gl.where(den > 0, gl.exp2(m_o - mm_safe) / den, 0.0)[:, None]
+            # A +inf sink: scale 0 (exp2(m - 0) / inf was NaN once m > 128).
+            scale_o = gl.where(
+                (den > 0) & (sink2 != float("inf")), gl.exp2(m_o - mm_safe) / den, 0.0
+            )[:, None]
             optr = out_ptr + (t64 * H + offs_h[:, None]) * 512 + 256 * W + cols[None, :]
             gl.store(optr + 0, (o0 * scale_o).to(gl.bfloat16))
             gl.store(optr + 64, (o1 * scale_o).to(gl.bfloat16))

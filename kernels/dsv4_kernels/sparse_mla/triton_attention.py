@@ -280,7 +280,9 @@ def _sparse_mla_kernel(  # noqa: PLR0912, PLR0915  (one kernel = one launch)
         mm = tl.maximum(m, sink2)
         mm_safe = tl.where((mm == float("-inf")) | (mm == float("inf")), 0.0, mm)
         den = lsum * tl.exp2(m - mm_safe) + tl.exp2(sink2 - mm_safe)
-        scale_o = tl.where(den > 0, tl.exp2(m - mm_safe) / den, 0.0)
+        # A +inf sink takes all the probability: scale 0 (exp2(m - 0) / inf was inf / inf
+        # = NaN once m > 128).
+        scale_o = tl.where((den > 0) & (sink2 != float("inf")), tl.exp2(m - mm_safe) / den, 0.0)
         o = acc * scale_o[:, None]
         lse = (mm_safe + tl.log2(tl.maximum(den, 1e-30))) * 0.6931471805599453
         lse = tl.where(den > 0, lse, float("-inf"))
@@ -573,7 +575,9 @@ def _sparse_mla_chunked_kernel(  # noqa: PLR0915  (one kernel = one launch)
         mm = tl.maximum(m, sink2)
         mm_safe = tl.where((mm == float("-inf")) | (mm == float("inf")), 0.0, mm)
         den = lsum * tl.exp2(m - mm_safe) + tl.exp2(sink2 - mm_safe)
-        sc = tl.where(den > 0, tl.exp2(m - mm_safe) / den, 0.0)
+        # A +inf sink takes all the probability: scale 0 (exp2(m - 0) / inf was inf / inf
+        # = NaN once m > 128).
+        sc = tl.where((den > 0) & (sink2 != float("inf")), tl.exp2(m - mm_safe) / den, 0.0)
         lse = (mm_safe + tl.log2(tl.maximum(den, 1e-30))) * 0.6931471805599453
         tl.store(lse_ptr + t64 * H + offs_h, tl.where(den > 0, lse, float("-inf")), mask=hmask)
         optr = out_ptr + (t64 * H + offs_h[:, None]) * 512
@@ -628,7 +632,10 @@ def _combine_kernel(
     acc = tl.zeros([BLOCK_H, 512], tl.float32)
     for s in tl.static_range(N_SPLIT):
         row = (t * N_SPLIT + s) * H + offs_h
-        w = tl.exp2(tl.load(part_lse_ptr + row, mask=hmask) - mm_safe)
+        # weight 0 under a +inf sink (exp2(lse - 0) overflowed for lse > 128: inf * 0 = NaN)
+        w = tl.where(
+            sink2 == float("inf"), 0.0, tl.exp2(tl.load(part_lse_ptr + row, mask=hmask) - mm_safe)
+        )
         den += w
         po = tl.load(part_o_ptr + row[:, None] * 512 + offs_d[None, :], mask=hmask[:, None])
         acc += po * w[:, None]
