@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from dsv4_kernels.hca import hca_attention
 from dsv4_kernels.kv_format import quantize_fp8_ds_mla
 from dsv4_kernels.sparse_mla import sparse_mla_reference
 from dsv4_kernels.sparse_mla.triton_attention import sparse_mla_triton
@@ -172,3 +173,27 @@ def test_one_page_caches_with_an_odd_row_stride(topk: int | None, device: torch.
     for out, lse in (ref, ker):
         assert float((out.cpu().double() - exp_out).norm() / exp_out.norm()) < 1e-2
         assert float((lse.cpu().double() - exp_lse).abs().max()) < 1e-2
+
+
+@pytest.mark.parametrize("impl", ["reference", "triton"])
+@pytest.mark.parametrize(
+    ("field", "width", "message"),
+    [
+        ("swa_cache", 64 * 584 + 1, r"swa_cache rows hold 37377 bytes: need an even count"),
+        ("comp_cache", 2 * 584 - 2, r"comp_cache rows hold 1166 bytes: .* = 1168"),
+        ("comp_cache", 3 * 584, r"comp_cache must be a \[pages, page_bytes\] uint8"),
+    ],
+)
+def test_bad_cache_widths_are_refused_naming_the_argument(
+    impl: str, field: str, width: int, message: str, device: torch.device
+) -> None:
+    args, _, _ = _case("exact", 64, 2, [300], None, device)
+    args.pop("comp_indices")
+    args.pop("ratio")  # hca_attention's is 128
+    pages = args[field].shape[0]
+    if width == 3 * 584:  # vLLM's [blocks, block_size, 584] form, not flattened
+        args[field] = torch.zeros(pages, 3, 584, dtype=torch.uint8, device=device)
+    else:
+        args[field] = torch.zeros(pages, width, dtype=torch.uint8, device=device)
+    with pytest.raises(ValueError, match=message):
+        hca_attention(**args, impl=impl)  # type: ignore[arg-type]
