@@ -184,13 +184,14 @@ def _moved(cache: torch.Tensor, lead: int, extra: int) -> torch.Tensor:
 
 @pytest.mark.parametrize(("lead", "extra"), [(8, 0), (0, 8), (2, 0)])
 def test_caches_without_16_byte_aligned_records_do_not_take_the_gluon_kernel(
-    lead: int, extra: int, monkeypatch: pytest.MonkeyPatch
+    lead: int, extra: int, monkeypatch: pytest.MonkeyPatch, device: torch.device
 ) -> None:
     # The Gluon producer copies 16 bytes per cp.async (bb1efe4), which needs every record
     # 16-byte aligned; check_paged_cache accepts any even offset and page stride (a vLLM
     # cache slice, rows of page * 584 bytes). Such caches must use the Triton kernel (default)
-    # or be refused (warp_specialized=True), not reach the Gluon kernel.
-    case = make_attention_case([300], 64, 128, None, 3, torch.device("cpu"), swa_page=2)
+    # or be refused (warp_specialized=True), not reach the Gluon kernel. On CPU the Triton
+    # kernel runs in the interpreter; on the H200 the default dispatch is checked for real.
+    case = make_attention_case([300], 64, 128, None, 3, device, swa_page=2)
     case["swa_cache"] = _moved(case["swa_cache"], lead, extra)
     assert gluon_attention.cache_alignment_reason(case["swa_cache"], case["comp_cache"])
     monkeypatch.setattr(gluon_attention, "unsupported_reason", lambda *_a: None)
