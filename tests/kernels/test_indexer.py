@@ -209,3 +209,26 @@ def test_band_wider_than_topk_holding_every_key(sample: int, device: torch.devic
     idx, _ = index_topk_triton(**case, topk=k, sample=sample, **extra)
     got = sorted(lvl[idx[0].cpu().long()].tolist(), reverse=True)
     assert got == sorted(lvl.tolist(), reverse=True)[:k]
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+def test_padded_key_pages_are_read_in_place(impl: Impl, device: torch.device) -> None:
+    """vLLM pads each 64-key block to a multiple of 576 B (8,640 B, facts §7.2): the pages are
+    read through their row stride, the padding (NaN bytes here) is never read, and the result
+    equals the packed cache's."""
+    case = make_index_case([81, 1001], 23, device, heads=64, page=16)
+    packed = case["key_pages"]
+    pages, width = packed.shape  # 16 keys: 2,112 B
+    storage = torch.full((pages, 2304), 0x7F, dtype=torch.uint8, device=device)  # 4 x 576
+    storage[:, :width] = packed
+    padded = storage[:, :width]
+    assert padded.stride(0) == 2304
+    ref_idx, ref_val = index_topk(**case, topk=32, impl=impl)
+    idx, val = index_topk(**{**case, "key_pages": padded}, topk=32, impl=impl)
+    assert torch.equal(idx, ref_idx)
+    assert torch.equal(val, ref_val)
+    whole = index_topk(**{**case, "key_pages": storage}, topk=32, impl=impl)  # wider rows too
+    assert torch.equal(whole[0], ref_idx)
+    odd = torch.zeros(pages, 2306, dtype=torch.uint8, device=device)[:, :width]
+    with pytest.raises(ValueError, match="key_pages must have contiguous rows"):
+        index_topk(**{**case, "key_pages": odd}, topk=32, impl=impl)

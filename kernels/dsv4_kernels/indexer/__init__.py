@@ -35,8 +35,11 @@ def index_topk(
     Args:
         q: [T, H, 128], float8_e4m3fn (or uint8 bytes of it), index queries (H = 64).
         weights: [T, H], float32, per-head weights (softmax scale and q scale folded in).
-        key_pages: [P, page_size * 132], uint8: per page, page_size*128 e4m3 key bytes, then
-            page_size float32 scales (`dsv4_kernels.kv_format.pack_index_pages`).
+        key_pages: [P, W], uint8, W >= page_size * 132: per page, page_size*128 e4m3 key bytes,
+            then page_size float32 scales (`dsv4_kernels.kv_format.pack_index_pages`); rows
+            contiguous, the page stride (row stride) >= page_size * 132 and, like the start and
+            W, a multiple of 4 bytes, so vLLM's padded key blocks (8,640 B for 64 keys) are read
+            in place.
         block_table: [B, max_pages], int32: entry j of sequence b is key j % page_size of page
             block_table[b, j // page_size].
         positions: [T], int32, absolute position of each query token.

@@ -50,10 +50,24 @@ def check_index_inputs(
     if page_size < 1 or ratio < 1:
         raise ValueError(f"page_size={page_size} and ratio={ratio} must be >= 1")
     width = page_size * INDEX_KEY_BYTES
-    if key_pages.dim() != 2 or key_pages.shape[1] != width or key_pages.dtype != torch.uint8:
+    if key_pages.dim() != 2 or key_pages.shape[1] < width or key_pages.dtype != torch.uint8:
         raise ValueError(
-            f"key_pages must be [pages, page_size * {INDEX_KEY_BYTES} = {width}] uint8, got "
+            f"key_pages must be [pages, >= page_size * {INDEX_KEY_BYTES} = {width}] uint8, got "
             f"{tuple(key_pages.shape)} {key_pages.dtype}"
+        )
+    stride = key_pages.stride(0) if key_pages.shape[0] > 1 else key_pages.shape[1]
+    if (
+        key_pages.stride(1) != 1
+        or stride < width
+        or stride % 4
+        or key_pages.storage_offset() % 4
+        or key_pages.shape[1] % 4
+    ):
+        raise ValueError(
+            f"key_pages must have contiguous rows, a page stride >= {width} and a start, row "
+            f"width and page stride that are multiples of 4 bytes (the float32 scales), got "
+            f"shape {tuple(key_pages.shape)}, strides {key_pages.stride()}, offset "
+            f"{key_pages.storage_offset()}"
         )
     if block_table.dim() != 2 or block_table.is_floating_point() or block_table.dtype == torch.bool:
         raise ValueError(
@@ -96,9 +110,10 @@ def index_logits_reference(
     t_count = q.shape[0]
     n_max = int(n_valid.max()) if t_count else 0
     out = torch.full((t_count, n_max), float("-inf"), dtype=torch.float32, device=q.device)
+    width = page_size * INDEX_KEY_BYTES  # a vLLM page may be padded past it
     kb = key_pages[:, : page_size * INDEX_DIM].contiguous().view(torch.float8_e4m3fn)
     kb = kb.reshape(-1, page_size, INDEX_DIM)
-    ks = key_pages[:, page_size * INDEX_DIM :].contiguous().view(torch.float32)
+    ks = key_pages[:, page_size * INDEX_DIM : width].contiguous().view(torch.float32)
     for t in range(t_count):
         n = int(n_valid[t])
         if n == 0:

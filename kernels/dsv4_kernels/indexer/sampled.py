@@ -82,6 +82,7 @@ def _sample_kernel(
     H: tl.constexpr,
     D: tl.constexpr,
     PAGE: tl.constexpr,
+    KEY_STRIDE: tl.constexpr,
     RATIO: tl.constexpr,
     STRIDE: tl.constexpr,
     G: tl.constexpr,
@@ -125,16 +126,14 @@ def _sample_kernel(
         ok = j < n_valid
         pg = tl.load(bt_ptr + seq * bt_stride + j // PAGE, mask=ok, other=0).to(tl.int64)
         # Unmasked: a sample past the end reads page 0 (real memory), dropped below.
-        kk = tl.load(
-            pages_key + (pg * (PAGE * (D + 4)) + (j % PAGE) * D)[:, None] + offs_d[None, :]
-        )
+        kk = tl.load(pages_key + (pg * KEY_STRIDE + (j % PAGE) * D)[:, None] + offs_d[None, :])
         if NATIVE:  # noqa: SIM108  (triton.jit: constexpr branch)
             s = tl.dot(kk, qt)
         else:
             s = tl.dot(e4m3_bits_to_f32(kk), qt, input_precision="ieee")
         part = tl.sum(tl.maximum(s, 0.0) * w[None, :], axis=1)
         sc = tl.load(
-            pages_f32 + pg * (PAGE * (D + 4) // 4) + PAGE * D // 4 + j % PAGE, mask=ok, other=0.0
+            pages_f32 + pg * (KEY_STRIDE // 4) + PAGE * D // 4 + j % PAGE, mask=ok, other=0.0
         )
         key = tl.where(ok, _order_key(part * sc), -2147483648)
         if G == 1:
@@ -210,6 +209,7 @@ def _filtered_select_kernel(
     H: tl.constexpr,
     D: tl.constexpr,
     PAGE: tl.constexpr,
+    KEY_STRIDE: tl.constexpr,
     RATIO: tl.constexpr,
     K: tl.constexpr,
     CAP: tl.constexpr,
@@ -305,6 +305,7 @@ def _filtered_select_kernel(
                 H,
                 D,
                 PAGE,
+                KEY_STRIDE,
                 FB_CHUNK,
                 BLOCK_K,
                 K,

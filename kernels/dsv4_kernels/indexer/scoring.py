@@ -29,6 +29,7 @@ def _chunk_scales(
     ent,
     ok_all,
     PAGE: tl.constexpr,
+    KEY_STRIDE: tl.constexpr,
     D: tl.constexpr,
     IDX32: tl.constexpr,
 ):
@@ -37,7 +38,7 @@ def _chunk_scales(
     if not IDX32:
         pg_all = pg_all.to(tl.int64)
     return tl.load(
-        pages_f32 + pg_all * (PAGE * (D + 4) // 4) + PAGE * D // 4 + ent % PAGE,
+        pages_f32 + pg_all * (KEY_STRIDE // 4) + PAGE * D // 4 + ent % PAGE,
         mask=ok_all,
         other=0.0,
     )
@@ -102,6 +103,7 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
     H: tl.constexpr,
     D: tl.constexpr,
     PAGE: tl.constexpr,
+    KEY_STRIDE: tl.constexpr,
     CHUNK: tl.constexpr,
     BLOCK_K: tl.constexpr,
     K: tl.constexpr,
@@ -138,7 +140,9 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
     if LEAN == 3:  # the scales' gather is issued first, its latency hidden by the tile loop
         ent = e_first + tl.arange(0, CHUNK)
         ok_all = ent < n_valid
-        ks = _chunk_scales(bt_ptr, seq, bt_stride, pages_f32, ent, ok_all, PAGE, D, IDX32)
+        ks = _chunk_scales(
+            bt_ptr, seq, bt_stride, pages_f32, ent, ok_all, PAGE, KEY_STRIDE, D, IDX32
+        )
     if LEAN >= 2:
         # As LEAN == 1, with the page ids gathered as a [BLOCK_K, 1] column (no 1-D -> 2-D
         # layout conversion of the addresses) and the chunk's logits kept as [BLOCK_K, TILES]
@@ -153,9 +157,9 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
             e2 = e_first + i * BLOCK_K + offs_n[:, None]
             pg2 = tl.load(bt_ptr + seq * bt_stride + e2 // PAGE, mask=e2 < n_valid, other=0)
             if IDX32:
-                row2 = pg2 * (PAGE * (D + 4)) + (e2 % PAGE) * D
+                row2 = pg2 * KEY_STRIDE + (e2 % PAGE) * D
             else:
-                row2 = pg2.to(tl.int64) * (PAGE * (D + 4)) + (e2 % PAGE) * D
+                row2 = pg2.to(tl.int64) * KEY_STRIDE + (e2 % PAGE) * D
             kk = tl.load(pages_u8 + row2 + offs_d[None, :])
             if NATIVE:
                 s = tl.dot(kk, qt)
@@ -176,9 +180,9 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
             e = e_first + i * BLOCK_K + offs_n
             pg = tl.load(bt_ptr + seq * bt_stride + e // PAGE, mask=e < n_valid, other=0)
             if IDX32:
-                row = pg * (PAGE * (D + 4)) + (e % PAGE) * D
+                row = pg * KEY_STRIDE + (e % PAGE) * D
             else:
-                row = pg.to(tl.int64) * (PAGE * (D + 4)) + (e % PAGE) * D
+                row = pg.to(tl.int64) * KEY_STRIDE + (e % PAGE) * D
             kk = tl.load(pages_u8 + row[:, None] + offs_d[None, :])
             if NATIVE:
                 s = tl.dot(kk, qt)
@@ -195,7 +199,7 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
             ok = e < n_valid
             pg = tl.load(bt_ptr + seq * bt_stride + e // PAGE, mask=ok, other=0).to(tl.int64)
             kraw = tl.load(
-                pages_u8 + (pg * (PAGE * (D + 4)) + (e % PAGE) * D)[:, None] + offs_d[None, :],
+                pages_u8 + (pg * KEY_STRIDE + (e % PAGE) * D)[:, None] + offs_d[None, :],
                 mask=ok[:, None],
                 other=0,
             )
@@ -209,7 +213,9 @@ def _score_select_body(  # noqa: PLR0912, PLR0915  (constexpr variant dispatch)
     if LEAN != 3:
         ent = e_first + tl.arange(0, CHUNK)
         ok_all = ent < n_valid
-        ks = _chunk_scales(bt_ptr, seq, bt_stride, pages_f32, ent, ok_all, PAGE, D, IDX32)
+        ks = _chunk_scales(
+            bt_ptr, seq, bt_stride, pages_f32, ent, ok_all, PAGE, KEY_STRIDE, D, IDX32
+        )
     vals = tl.where(ok_all, tl.where(ok_all, tl.reshape(buf, (CHUNK,)), 0.0) * ks, float("-inf"))
     ids = tl.where(ok_all, ent, -1)
     base = (t * n_chunks + c) * K

@@ -62,6 +62,7 @@ def _score_select_kernel(
     H: tl.constexpr,
     D: tl.constexpr,
     PAGE: tl.constexpr,
+    KEY_STRIDE: tl.constexpr,
     CHUNK: tl.constexpr,
     BLOCK_K: tl.constexpr,
     K: tl.constexpr,
@@ -113,6 +114,7 @@ def _score_select_kernel(
             H,
             D,
             PAGE,
+            KEY_STRIDE,
             CHUNK,
             BLOCK_K,
             K,
@@ -299,13 +301,25 @@ class _Pass1:
         return bool(self.lean) and NATIVE_FP8
 
     @property
+    def key_stride(self) -> int:
+        """Bytes from one key page to the next (vLLM pads its pages past page_size * 132)."""
+        return int(self.pages.stride(0)) if self.pages.shape[0] > 1 else int(self.pages.shape[1])
+
+    @property
     def idx32(self) -> bool:
         """Lean pass-1 code may use int32 key-cache offsets (cache under 2**31 bytes)."""
-        return bool(self.lean) and self.pages.numel() < 2**31
+        extent = (self.pages.shape[0] - 1) * self.key_stride + self.pages.shape[1]
+        return bool(self.lean) and extent < 2**31
 
     def key_consts(self) -> dict[str, int]:
         """The constexprs every indexer kernel takes with `key_args`: H, D, PAGE, RATIO."""
-        return {"H": self.h, "D": self.d, "PAGE": self.page_size, "RATIO": self.ratio}
+        return {
+            "H": self.h,
+            "D": self.d,
+            "PAGE": self.page_size,
+            "KEY_STRIDE": self.key_stride,
+            "RATIO": self.ratio,
+        }
 
     def key_args(self, fp8_view: bool) -> tuple[torch.Tensor | int, ...]:
         """The query and key-cache arguments every indexer kernel takes first, in order.
@@ -879,7 +893,10 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     a = _Pass1(
         qb=q.contiguous().view(torch.uint8),
         w=weights.float().contiguous(),
-        pages=key_pages.contiguous(),
+        # a one-page cache's row stride is never used: make it the row width (the float32 view)
+        pages=key_pages
+        if key_pages.shape[0] > 1
+        else key_pages.as_strided(key_pages.shape, (key_pages.shape[1], 1)),
         bt=block_table.to(torch.int32).contiguous(),
         pos=positions.to(torch.int32).contiguous(),
         seq=seq_ids.to(torch.int32).contiguous(),
