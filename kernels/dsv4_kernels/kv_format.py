@@ -204,7 +204,10 @@ def from_flashmla_blocks(blocks: torch.Tensor, block_size: int) -> torch.Tensor:
 
 
 def page_bytes(page: int) -> int:
-    """Bytes of one paged-cache page of `page` tokens as vLLM allocates it (576-B multiple).
+    """Bytes of one page of `page` tokens, padded to a multiple of 576 B.
+
+    vLLM allocates compressed pages so; its SWA blocks are exactly page * 584 B. The kernels
+    take either.
 
     Raises:
         ValueError: page < 1.
