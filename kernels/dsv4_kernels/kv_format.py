@@ -14,9 +14,11 @@ in two layouts:
   multiple of 576 B (`page_bytes`; its SWA blocks are 64 x 584 B, facts §5.3 item 5). A cache
   is `[pages, row bytes]` uint8: rows of at least `page * 584` bytes whose row stride, the
   page stride, is at least that too; width, page stride and storage offset even
-  (`check_paged_cache`). A vLLM cache block is read in place. Where the cache's start and page
-  stride are multiples of 16 (vLLM's blocks: 576 = 36 x 16, 37,376 = 2,336 x 16) every token's
-  record starts 16-byte aligned, as the Gluon attention kernel needs
+  (`check_paged_cache`). A vLLM cache block is read in place: pass vLLM's
+  `[num_blocks, block_size, 584]` tensor as `cache.flatten(1)` (a view, padded blocks too).
+  Where the cache's start and page stride are multiples of 16 (vLLM's blocks: 576 = 36 x 16,
+  37,376 = 2,336 x 16) every token's record starts 16-byte aligned, as the Gluon attention
+  kernel needs
   (`sparse_mla.gluon_attention.cache_alignment_reason`; the Triton kernel needs no more than
   the check). `to_flashmla_blocks` / `write_entries` / `read_entries` convert.
 
@@ -230,6 +232,12 @@ def check_paged_cache(cache: torch.Tensor, page: int, name: str) -> None:
         raise ValueError(
             f"{name} must be a [pages, page_bytes] uint8 paged fp8_ds_mla cache, "
             f"got {tuple(cache.shape)} {cache.dtype}"
+            + (
+                f": pass vLLM's [num_blocks, block_size, 584] cache as {name}.flatten(1) "
+                "(a view, also of padded blocks)"
+                if cache.ndim == 3
+                else ""
+            )
         )
     if page < 1 or cache.shape[1] < page * ENTRY_BYTES or cache.shape[1] % 2:
         raise ValueError(

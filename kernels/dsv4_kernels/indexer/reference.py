@@ -54,6 +54,11 @@ def check_index_inputs(
         raise ValueError(
             f"key_pages must be [pages, >= page_size * {INDEX_KEY_BYTES} = {width}] uint8, got "
             f"{tuple(key_pages.shape)} {key_pages.dtype}"
+            + (
+                ": pass a [blocks, block_size, bytes] vLLM cache as key_pages.flatten(1)"
+                if key_pages.dim() == 3
+                else ""
+            )
         )
     stride = key_pages.stride(0) if key_pages.shape[0] > 1 else key_pages.shape[1]
     if (

@@ -1,0 +1,87 @@
+"""Errors an integrator calling the kernels on vLLM-allocated caches runs into (session h6).
+
+Inputs are built from the docs only: vLLM's [num_blocks, block_size, 584] main-KV storage,
+block tables, positions. Each test checks that a mistake raises a ValueError that names the
+argument and says what to do, instead of an IndexError naming no argument or a bad read.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dsv4_kernels import kv_format as kvf
+from dsv4_kernels.hca import hca_attention
+from dsv4_kernels.indexer import index_topk
+
+H = 8
+SWA_PAGE = 64
+HCA_PAGE = 2
+
+
+def _inputs(length: int = 200) -> dict[str, torch.Tensor]:
+    """One sequence of `length` tokens: SWA and HCA caches in vLLM's block layout."""
+    g = torch.Generator().manual_seed(0)
+    raw = kvf.quantize_fp8_ds_mla(torch.randn(length, 512, generator=g))
+    comp = kvf.quantize_fp8_ds_mla(torch.randn(length // 128, 512, generator=g))
+    swa = torch.zeros(-(-length // SWA_PAGE), SWA_PAGE * 584, dtype=torch.uint8)  # vLLM SWA
+    kvf.write_entries(swa, torch.arange(length), raw, SWA_PAGE)
+    hca = kvf.paged_cache(comp, HCA_PAGE)
+    return {
+        "q": torch.randn(1, H, 512, generator=g).to(torch.bfloat16),
+        "positions": torch.tensor([length - 1], dtype=torch.int32),
+        "seq_ids": torch.zeros(1, dtype=torch.int32),
+        "swa": swa,
+        "swa_bt": torch.arange(swa.shape[0], dtype=torch.int32)[None],
+        "hca": hca,
+        "hca_bt": torch.arange(hca.shape[0], dtype=torch.int32)[None],
+    }
+
+
+def _hca(x: dict[str, torch.Tensor], impl: str = "reference") -> tuple[torch.Tensor, torch.Tensor]:
+    return hca_attention(
+        x["q"],
+        x["positions"],
+        x["seq_ids"],
+        x["swa"],
+        x["swa_bt"],
+        SWA_PAGE,
+        x["hca"],
+        x["hca_bt"],
+        HCA_PAGE,
+        None,
+        512**-0.5,
+        impl=impl,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("impl", ["reference", "triton"])
+def test_vllm_3d_main_cache_error_says_how_to_pass_it(impl: str) -> None:
+    """vLLM allocates [num_blocks, block_size, 584]: the error must say to flatten(1) it."""
+    x = _inputs()
+    x["swa"] = x["swa"].view(x["swa"].shape[0], SWA_PAGE, 584)
+    with pytest.raises(ValueError, match=r"swa_cache.*flatten\(1\)"):
+        _hca(x, impl)
+
+
+def test_vllm_3d_main_cache_flattened_is_read_in_place() -> None:
+    """The advice of the error works: flatten(1) of the 3-D storage gives the 2-D result."""
+    x = _inputs()
+    want = _hca(x)
+    x["swa"] = x["swa"].view(x["swa"].shape[0], SWA_PAGE, 584).flatten(1)
+    got = _hca(x)
+    assert torch.equal(got[0], want[0])
+    assert torch.equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("impl", ["reference", "triton"])
+def test_vllm_3d_index_key_cache_error_says_how_to_pass_it(impl: str) -> None:
+    """vLLM's indexer key cache as [blocks, 64, 135]: the error must say to flatten(1) it."""
+    keys = torch.zeros(2, 64 * 135, dtype=torch.uint8).view(2, 64, 135)
+    q = torch.zeros(1, 64, 128, dtype=torch.float8_e4m3fn)
+    w = torch.ones(1, 64)
+    pos = torch.tensor([20], dtype=torch.int32)
+    sid = torch.zeros(1, dtype=torch.int32)
+    bt = torch.zeros(1, 2, dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"key_pages.*flatten\(1\)"):
+        index_topk(q, w, keys, bt, pos, sid, 16, impl=impl)  # type: ignore[arg-type]
