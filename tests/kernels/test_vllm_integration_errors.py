@@ -85,3 +85,34 @@ def test_vllm_3d_index_key_cache_error_says_how_to_pass_it(impl: str) -> None:
     bt = torch.zeros(1, 2, dtype=torch.int32)
     with pytest.raises(ValueError, match=r"key_pages.*flatten\(1\)"):
         index_topk(q, w, keys, bt, pos, sid, 16, impl=impl)  # type: ignore[arg-type]
+
+
+def test_reference_seq_id_past_block_table_names_seq_ids() -> None:
+    x = _inputs()
+    x["seq_ids"] = torch.tensor([3], dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"seq_ids.*0 <= seq_id < 1"):
+        _hca(x)
+
+
+def test_reference_block_table_too_short_names_it() -> None:
+    x = _inputs()
+    x["swa_bt"] = x["swa_bt"][:, :2]  # position 199 needs page 3
+    with pytest.raises(ValueError, match=r"swa_block_table has 2 pages.*needs page 3"):
+        _hca(x)
+
+
+def test_reference_page_id_past_cache_names_it() -> None:
+    x = _inputs()
+    x["hca_bt"] = torch.tensor([[7]], dtype=torch.int32)  # the cache has 1 page
+    with pytest.raises(ValueError, match=r"comp_block_table holds page id 7.*\[0, 1\)"):
+        _hca(x)
+
+
+def test_reference_stale_swa_pages_outside_window_are_not_checked() -> None:
+    """Pages wholly before the window are not read (vLLM may free them): no error."""
+    x = _inputs(length=300)
+    x["swa_bt"] = x["swa_bt"].clone()
+    x["swa_bt"][0, 0] = 999  # tokens 0..63, outside the window 172..299
+    want = _hca(_inputs(length=300))
+    got = _hca(x)
+    assert torch.equal(got[1], want[1])

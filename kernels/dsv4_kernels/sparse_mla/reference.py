@@ -134,6 +134,101 @@ def check_attention_inputs(
         raise ValueError(f"sink must be [H={h}], got {tuple(sink.shape)}")
 
 
+def check_attention_values(
+    positions: torch.Tensor,
+    seq_ids: torch.Tensor,
+    swa_block_table: torch.Tensor,
+    swa_page: int,
+    swa_pages: int,
+    comp_block_table: torch.Tensor,
+    comp_page: int,
+    comp_pages: int,
+    ratio: int,
+    comp_indices: torch.Tensor | None,
+    window: int,
+) -> None:
+    """Check the index values the attention reads through (device syncs: reference path only).
+
+    The Triton kernel does not check these (it would need a sync): out-of-range values read
+    outside the tensors there (garbage or a crash). Here they raise instead of an IndexError
+    that names no argument.
+
+    Args:
+        positions: [T], int, absolute positions (>= 0).
+        seq_ids: [T], int, rows of both block tables (0 <= seq_id < B).
+        swa_block_table: [B, P_w], int, page ids < `swa_pages`.
+        swa_page: tokens per SWA page.
+        swa_pages: pages of the SWA cache (its dim 0).
+        comp_block_table: [B, P_c], int, page ids < `comp_pages`.
+        comp_page: entries per compressed page.
+        comp_pages: pages of the compressed cache (its dim 0).
+        ratio: compression ratio.
+        comp_indices: None (all L // ratio entries) or [T, K] entry ids.
+        window: SWA length.
+
+    Raises:
+        ValueError: naming the argument, the bad value and the limit.
+    """
+    t_count = positions.shape[0]
+    if t_count == 0:
+        return
+    pos = positions.long()
+    sid = seq_ids.long()
+    if int(pos.min()) < 0:
+        raise ValueError(f"positions must be >= 0, got {int(pos.min())}")
+    for name, bt in (("swa_block_table", swa_block_table), ("comp_block_table", comp_block_table)):
+        if int(sid.min()) < 0 or int(sid.max()) >= bt.shape[0]:
+            raise ValueError(
+                f"seq_ids must index rows of {name} (0 <= seq_id < {bt.shape[0]}), got "
+                f"{int(sid.min())} .. {int(sid.max())}"
+            )
+    need_w = torch.where(pos >= 0, pos // swa_page, 0) if window > 0 else None
+    if need_w is not None and int(need_w.max()) >= swa_block_table.shape[1]:
+        raise ValueError(
+            f"swa_block_table has {swa_block_table.shape[1]} pages per sequence; position "
+            f"{int(pos.max())} needs page {int(need_w.max())} (swa_page={swa_page})"
+        )
+    n_c = (pos + 1) // ratio
+    if comp_indices is None:
+        last = n_c - 1
+    else:
+        e = comp_indices.long()
+        ok = (e >= 0) & (e < n_c[:, None])
+        last = torch.where(ok, e, -1).amax(dim=1) if e.shape[1] else torch.full_like(n_c, -1)
+    need_c = torch.where(last >= 0, last // comp_page, -1)
+    if int(need_c.max()) >= comp_block_table.shape[1]:
+        raise ValueError(
+            f"comp_block_table has {comp_block_table.shape[1]} pages per sequence; entry "
+            f"{int(last.max())} needs page {int(need_c.max())} (comp_page={comp_page})"
+        )
+    cols_w = torch.arange(swa_block_table.shape[1], device=pos.device)
+    if need_w is not None:
+        lo_w = (pos - window + 1).clamp(min=0) // swa_page
+        read_w = (cols_w[None, :] >= lo_w[:, None]) & (cols_w[None, :] <= need_w[:, None])
+        _check_page_ids("swa_block_table", swa_block_table.long()[sid][read_w], swa_pages)
+    if comp_indices is None:
+        cols_c = torch.arange(comp_block_table.shape[1], device=pos.device)
+        used_c = comp_block_table.long()[sid][cols_c[None, :] <= need_c[:, None]]
+    else:
+        e = comp_indices.long()
+        ok = (e >= 0) & (e < n_c[:, None])
+        col = torch.where(ok, e // comp_page, 0)
+        used_c = comp_block_table.long()[sid[:, None].expand_as(col), col][ok]
+    _check_page_ids("comp_block_table", used_c, comp_pages)
+
+
+def _check_page_ids(name: str, used: torch.Tensor, pages: int) -> None:
+    """Raise a ValueError naming `name` when a page id that is read lies outside [0, pages)."""
+    if used.numel() == 0:
+        return
+    lo, hi = int(used.min()), int(used.max())
+    if lo < 0 or hi >= pages:
+        raise ValueError(
+            f"{name} holds page id {lo if lo < 0 else hi} where a token reads: page ids must "
+            f"be in [0, {pages}) (the cache's pages)"
+        )
+
+
 def sparse_mla_reference(
     q: torch.Tensor,
     positions: torch.Tensor,
@@ -156,7 +251,9 @@ def sparse_mla_reference(
         (out: [T, H, 512], bfloat16; lse: [T, H], float32, natural log, sink included).
 
     Raises:
-        ValueError: a shape or dtype other than documented (`check_attention_inputs`).
+        ValueError: a shape or dtype other than documented (`check_attention_inputs`), or a
+            seq_id, position or page id outside the block tables or caches
+            (`check_attention_values`).
     """
     check_attention_inputs(
         q,
@@ -171,6 +268,19 @@ def sparse_mla_reference(
         ratio,
         comp_indices,
         sink,
+        window,
+    )
+    check_attention_values(
+        positions,
+        seq_ids,
+        swa_block_table,
+        swa_page,
+        swa_cache.shape[0],
+        comp_block_table,
+        comp_page,
+        comp_cache.shape[0],
+        ratio,
+        comp_indices,
         window,
     )
     t_count = q.shape[0]
