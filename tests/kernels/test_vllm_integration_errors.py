@@ -116,3 +116,50 @@ def test_reference_stale_swa_pages_outside_window_are_not_checked() -> None:
     want = _hca(_inputs(length=300))
     got = _hca(x)
     assert torch.equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("impl", ["reference", "triton"])
+@pytest.mark.parametrize("topk", [48, 0, -4])
+def test_index_topk_rejects_topk_the_kernel_cannot_run_on_both_paths(impl: str, topk: int) -> None:
+    """`topk` is documented as a power of two; the reference took 48 and the kernel refused it.
+
+    A CPU integration tested with impl="reference" must fail the same way it would on the GPU.
+    """
+    keys = torch.zeros(1, 64 * 132, dtype=torch.uint8)
+    q = torch.zeros(1, 64, 128, dtype=torch.float8_e4m3fn)
+    w = torch.ones(1, 64)
+    pos = torch.tensor([20], dtype=torch.int32)
+    sid = torch.zeros(1, dtype=torch.int32)
+    bt = torch.zeros(1, 1, dtype=torch.int32)
+    with pytest.raises(ValueError, match=rf"topk must be a power of two.*got {topk}"):
+        index_topk(q, w, keys, bt, pos, sid, topk, impl=impl)  # type: ignore[arg-type]
+
+
+def _index_args(**over: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A 2-page vLLM-padded key cache (8,640 B rows), one token at position 20 (5 keys)."""
+    args = {
+        "q": torch.ones(1, 64, 128).to(torch.float8_e4m3fn),
+        "weights": torch.ones(1, 64),
+        "key_pages": torch.zeros(2, 8640, dtype=torch.uint8),
+        "block_table": torch.zeros(1, 1, dtype=torch.int32),
+        "positions": torch.tensor([20], dtype=torch.int32),
+        "seq_ids": torch.zeros(1, dtype=torch.int32),
+    }
+    args.update(over)
+    return args
+
+
+@pytest.mark.parametrize(
+    ("over", "match"),
+    [
+        ({"seq_ids": torch.tensor([4], dtype=torch.int32)}, r"seq_ids.*0 <= seq_id < 1"),
+        ({"block_table": torch.tensor([[9]], dtype=torch.int32)}, r"block_table.*9.*\[0, 2\)"),
+        ({"positions": torch.tensor([400], dtype=torch.int32)}, r"block_table has 1 pages"),
+    ],
+)
+def test_index_reference_names_out_of_range_values(
+    over: dict[str, torch.Tensor], match: str
+) -> None:
+    """The reference raised 'IndexError: index 4 is out of bounds for dimension 0 with size 1'."""
+    with pytest.raises(ValueError, match=match):
+        index_topk(**_index_args(**over), topk=16, impl="reference")  # type: ignore[arg-type]

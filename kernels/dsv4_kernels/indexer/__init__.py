@@ -43,12 +43,16 @@ def index_topk(
         block_table: [B, max_pages], int32: entry j of sequence b is key j % page_size of page
             block_table[b, j // page_size].
         positions: [T], int32, absolute position of each query token.
-        seq_ids: [T], int32, block-table row of each query token.
+        seq_ids: [T], int32, block-table row of each query token. Values are not checked on
+            the Triton path (a sync): seq_ids < B and, for every complete entry, a
+            block_table column and a page id < P are the caller's promise; otherwise the
+            kernel reads out of bounds (garbage or a crash).
         topk: K, a power of two (512 V4-Flash, 1024 V4-Pro: `index_topk`).
         page_size: keys per page (vLLM C4 block: 64).
         ratio: 4 (CSA).
         max_keys: the largest (positions + 1) // ratio in the batch (computed, with a sync,
-            when None; Triton path only).
+            when None; Triton path only, the reference ignores it). Not checked: a smaller
+            value makes the Triton path silently skip every key past it (wrong top-k).
         impl: "auto" | "triton" | "reference".
 
     Returns:
@@ -56,7 +60,13 @@ def index_topk(
         -1 = no entry (fewer than K complete entries); values: [T, K], float32, their logits,
         -inf at -1). The Triton path returns them in no particular order, the reference
         sorted by descending logit; ties at the K-th value may pick different ids.
+
+    Raises:
+        ValueError: `topk` not a power of two >= 1 (both paths, so that a CPU run with
+            impl="reference" fails as the kernel would), or a bad shape or dtype.
     """
+    if topk < 1 or topk & (topk - 1):
+        raise ValueError(f"topk must be a power of two (512 Flash, 1024 Pro), got {topk}")
     if use_triton(impl, q.device):
         from dsv4_kernels.indexer.triton_indexer import index_topk_triton  # noqa: PLC0415  (triton loads only when the kernel runs)
 

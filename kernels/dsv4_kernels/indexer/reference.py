@@ -107,7 +107,8 @@ def index_logits_reference(
         [T, N_max], float32, N_max = max over t of n_valid; -inf at j >= n_valid[t].
 
     Raises:
-        ValueError: a shape or dtype other than documented (`check_index_inputs`).
+        ValueError: a shape or dtype other than documented (`check_index_inputs`), or a
+            seq_id, block-table width or page id that a token's keys fall outside of.
     """
     check_index_inputs(q, weights, key_pages, block_table, positions, seq_ids, page_size, ratio)
     qf = (q.view(torch.float8_e4m3fn) if q.dtype == torch.uint8 else q).float()
@@ -124,7 +125,25 @@ def index_logits_reference(
         if n == 0:
             continue
         j = torch.arange(n, device=q.device)
-        pg = block_table[int(seq_ids[t])].long()[j // page_size]
+        b = int(seq_ids[t])
+        if not 0 <= b < block_table.shape[0]:
+            raise ValueError(
+                f"seq_ids must index rows of block_table (0 <= seq_id < "
+                f"{block_table.shape[0]}), got {b} for token {t}"
+            )
+        if (n - 1) // page_size >= block_table.shape[1]:
+            raise ValueError(
+                f"block_table has {block_table.shape[1]} pages per sequence; token {t} "
+                f"(position {int(positions[t])}) needs page {(n - 1) // page_size} "
+                f"(page_size={page_size})"
+            )
+        pg = block_table[b].long()[j // page_size]
+        if int(pg.min()) < 0 or int(pg.max()) >= kb.shape[0]:
+            bad = int(pg.min()) if int(pg.min()) < 0 else int(pg.max())
+            raise ValueError(
+                f"block_table holds page id {bad} where token {t} reads: page ids must be in "
+                f"[0, {kb.shape[0]}) (key_pages' pages)"
+            )
         keys = kb[pg, j % page_size].float() * ks[pg, j % page_size][:, None]  # [n, 128]
         s = torch.relu(qf[t] @ keys.T)  # [H, n]
         out[t, :n] = (weights[t].float()[:, None] * s).sum(dim=0)
