@@ -46,7 +46,8 @@ def csa_attention(
         comp_block_table: [B, P_c], int32.
         comp_page: entries per compressed page (256-token blocks: 64).
         topk_indices: [T, K], int32, logical entry ids from `dsv4_kernels.indexer.index_topk`
-            (K = 512 Flash, 1024 Pro); -1 = no entry, skipped; ids >= L // 4 are skipped too.
+            (K = 512 Flash, 1024 Pro); -1 = no entry, skipped; ids >= L // 4 are skipped too;
+            an id listed twice is attended twice (`index_topk` never repeats one).
         sink: [H], float32 per-head sink logit, or None.
         softmax_scale: multiplies q·k (512 ** -0.5).
         window: 128.

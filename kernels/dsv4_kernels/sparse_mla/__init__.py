@@ -59,13 +59,19 @@ def sparse_mla_attention(
             and 64 for CSA).
         ratio: compression ratio (128 HCA, 4 CSA).
         comp_indices: None for HCA (attend to all complete entries), or [T, K] int32 CSA top-k
-            logical entry ids; -1 means "no entry" and is skipped, as are ids >= L // ratio.
+            logical entry ids; -1 means "no entry" and is skipped, as are ids >= L // ratio
+            (any negative id is skipped); an id listed twice is attended twice.
         sink: [H], float32, per-head sink logit (denominator only), or None.
         softmax_scale: multiplies q·k (V4: 512 ** -0.5).
         window: SWA length (128).
         max_comp: HCA only: the largest L // ratio in the batch (computed, with a device sync,
             when None).
         impl: "auto" | "triton" | "reference".
+
+    Index values are the caller's promise on the Triton path (checking them needs a device
+    sync): 0 <= seq_ids < B, positions >= 0, a block-table column for every page a token reads
+    and page ids < the cache's pages. Otherwise the kernel reads out of bounds (garbage, a
+    crash). The reference path checks them (`reference.check_attention_values`).
 
     Returns:
         (out: [T, H, 512], bfloat16; lse: [T, H], float32, natural-log softmax denominator
