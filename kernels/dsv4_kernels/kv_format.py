@@ -391,13 +391,23 @@ def unpack_index_pages(pages: torch.Tensor, page_size: int) -> torch.Tensor:
     """Dequantise paged FP8 index keys.
 
     Args:
-        pages: [P, page_size * 132], uint8.
+        pages: [P, W], uint8, W >= page_size * 132 (vLLM pads a 64-key block to 8,640 B; the
+            bytes past page_size * 132 are ignored).
         page_size: keys per page.
 
     Returns:
         [P * page_size, 128], float32.
+
+    Raises:
+        ValueError: pages not [P, >= page_size * 132] uint8.
     """
+    width = page_size * INDEX_KEY_BYTES
+    if pages.ndim != 2 or pages.shape[1] < width or pages.dtype != torch.uint8:
+        raise ValueError(
+            f"pages must be [P, >= page_size * {INDEX_KEY_BYTES} = {width}] uint8, got "
+            f"{tuple(pages.shape)} {pages.dtype}"
+        )
     p = pages.shape[0]
     kb = pages[:, : page_size * INDEX_DIM].contiguous().view(torch.float8_e4m3fn).float()
-    sb = pages[:, page_size * INDEX_DIM :].contiguous().view(torch.float32)
+    sb = pages[:, page_size * INDEX_DIM : width].contiguous().view(torch.float32)
     return (kb.reshape(p, page_size, INDEX_DIM) * sb[:, :, None]).reshape(-1, INDEX_DIM)

@@ -163,3 +163,13 @@ def test_index_reference_names_out_of_range_values(
     """The reference raised 'IndexError: index 4 is out of bounds for dimension 0 with size 1'."""
     with pytest.raises(ValueError, match=match):
         index_topk(**_index_args(**over), topk=16, impl="reference")  # type: ignore[arg-type]
+
+
+def test_unpack_index_pages_reads_vllm_padded_blocks() -> None:
+    """vLLM pads a 64-key block to 8,640 B; unpack_index_pages took the padding for scales."""
+    g = torch.Generator().manual_seed(3)
+    k8, scale = kvf.quantize_index_keys(torch.randn(128, 128, generator=g))
+    packed = kvf.pack_index_pages(k8, scale, 64)  # [2, 8448]
+    padded = torch.zeros(2, 8640, dtype=torch.uint8)
+    padded[:, : packed.shape[1]] = packed
+    assert torch.equal(kvf.unpack_index_pages(padded, 64), kvf.unpack_index_pages(packed, 64))
