@@ -169,16 +169,7 @@ def to_flashmla_blocks(entries: torch.Tensor, block_size: int) -> torch.Tensor:
     n = entries.shape[0]
     if block_size < 1 or n % block_size:
         raise ValueError(f"number of entries {n} is not a multiple of block_size {block_size}")
-    blocks = n // block_size
-    out = torch.zeros(
-        blocks, flashmla_block_bytes(block_size), dtype=torch.uint8, device=entries.device
-    )
-    e = entries.reshape(blocks, block_size, ENTRY_BYTES)
-    out[:, : block_size * RECORD_BYTES] = e[..., :RECORD_BYTES].reshape(blocks, -1)
-    out[:, block_size * RECORD_BYTES : block_size * ENTRY_BYTES] = e[..., RECORD_BYTES:].reshape(
-        blocks, -1
-    )
-    return out
+    return paged_cache(entries, block_size)
 
 
 def from_flashmla_blocks(blocks: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -197,12 +188,8 @@ def from_flashmla_blocks(blocks: torch.Tensor, block_size: int) -> torch.Tensor:
     size = flashmla_block_bytes(block_size)
     if blocks.ndim != 2 or blocks.shape[1] != size or blocks.dtype != torch.uint8:
         raise ValueError(f"blocks must be [B, {size}] uint8, got {tuple(blocks.shape)}")
-    b = blocks.shape[0]
-    data = blocks[:, : block_size * RECORD_BYTES].reshape(b, block_size, RECORD_BYTES)
-    scales = blocks[:, block_size * RECORD_BYTES : block_size * ENTRY_BYTES].reshape(
-        b, block_size, SCALE_RECORD_BYTES
-    )
-    return torch.cat([data, scales], dim=-1).reshape(b * block_size, ENTRY_BYTES)
+    slots = torch.arange(blocks.shape[0] * block_size, device=blocks.device)
+    return read_entries(blocks, slots, block_size)
 
 
 def page_bytes(page: int) -> int:
@@ -262,9 +249,30 @@ def check_paged_cache(cache: torch.Tensor, page: int, name: str) -> None:
         )
 
 
-def page_stride(cache: torch.Tensor) -> int:
-    """Bytes from one page of a paged cache to the next (its row width when it has one page)."""
-    return int(cache.stride(0)) if cache.shape[0] > 1 else int(cache.shape[1])
+def page_stride(pages: torch.Tensor) -> int:
+    """Bytes from one page of a [pages, row bytes] cache (main KV or index keys) to the next.
+
+    The row stride; the row width when there is one page (its stride is never used).
+    """
+    return int(pages.stride(0)) if pages.shape[0] > 1 else int(pages.shape[1])
+
+
+def single_page_rows(pages: torch.Tensor) -> torch.Tensor:
+    """`pages` ([pages, row bytes] uint8) with row stride = `page_stride` when it has one page.
+
+    A one-page cache's row stride is never used and not checked, but a dtype view of the cache
+    (the kernels' bf16 or float32 view, `Tensor.view`) refuses one that is not a multiple of
+    the element size.
+    """
+    if pages.shape[0] == 1:
+        return pages.as_strided(tuple(pages.shape), (int(pages.shape[1]), 1))
+    return pages
+
+
+def _flat_bytes(cache: torch.Tensor) -> torch.Tensor:
+    """The bytes a [pages, row bytes] cache spans, as one 1-D view (writes go through)."""
+    stride = page_stride(cache)
+    return cache.as_strided((cache.shape[0] * stride - stride + cache.shape[1],), (1,))
 
 
 def _byte_offsets(slots: torch.Tensor, page: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -293,9 +301,8 @@ def read_entries(cache: torch.Tensor, slots: torch.Tensor, page: int) -> torch.T
     check_paged_cache(cache, page, "cache")
     if slots.numel() and int(slots.min()) < 0:
         raise ValueError(f"slots must be >= 0, got {int(slots.min())}")
-    stride = page_stride(cache)
-    flat = cache.as_strided((cache.shape[0] * stride - stride + cache.shape[1],), (1,))
-    rec, sc = _byte_offsets(slots, page, stride)
+    flat = _flat_bytes(cache)
+    rec, sc = _byte_offsets(slots, page, page_stride(cache))
     data = flat[rec[..., None] + torch.arange(RECORD_BYTES, device=cache.device)]
     scales = flat[sc[..., None] + torch.arange(SCALE_RECORD_BYTES, device=cache.device)]
     return torch.cat([data, scales], dim=-1)
@@ -322,11 +329,10 @@ def write_entries(
             f"entries must be [{slots.numel()}, {ENTRY_BYTES}] uint8, got "
             f"{tuple(entries.shape)} {entries.dtype}"
         )
-    stride = page_stride(cache)
-    flat = cache.as_strided((cache.shape[0] * stride - stride + cache.shape[1],), (1,))
+    flat = _flat_bytes(cache)
     keep = slots.reshape(-1) >= 0
     entries = entries[keep]
-    rec, sc = _byte_offsets(slots.reshape(-1)[keep], page, stride)
+    rec, sc = _byte_offsets(slots.reshape(-1)[keep], page, page_stride(cache))
     flat[rec[:, None] + torch.arange(RECORD_BYTES, device=cache.device)] = entries[:, :RECORD_BYTES]
     flat[sc[:, None] + torch.arange(SCALE_RECORD_BYTES, device=cache.device)] = entries[
         :, RECORD_BYTES:

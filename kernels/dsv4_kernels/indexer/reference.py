@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from dsv4_kernels.kv_format import INDEX_DIM, INDEX_KEY_BYTES
+from dsv4_kernels.kv_format import INDEX_DIM, INDEX_KEY_BYTES, page_stride
 
 
 def check_index_inputs(
@@ -60,7 +60,7 @@ def check_index_inputs(
                 else ""
             )
         )
-    stride = key_pages.stride(0) if key_pages.shape[0] > 1 else key_pages.shape[1]
+    stride = page_stride(key_pages)
     if (
         key_pages.stride(1) != 1
         or stride < width

@@ -28,6 +28,7 @@ from dsv4_kernels.indexer.reference import check_index_inputs
 from dsv4_kernels.indexer.sampled import _filtered_select_kernel, _sample_kernel, _threshold_kernel
 from dsv4_kernels.indexer.scoring import _score_select_body
 from dsv4_kernels.indexer.selection import _select_topk, _select_topk_fast, _select_topk_radix
+from dsv4_kernels.kv_format import page_stride, single_page_rows
 from dsv4_kernels.triton_fp8 import INTERPRET, NATIVE_FP8
 
 MAX_TOKENS_PER_LAUNCH = 65535
@@ -303,7 +304,7 @@ class _Pass1:
     @property
     def key_stride(self) -> int:
         """Bytes from one key page to the next (vLLM pads its pages past page_size * 132)."""
-        return int(self.pages.stride(0)) if self.pages.shape[0] > 1 else int(self.pages.shape[1])
+        return page_stride(self.pages)
 
     @property
     def idx32(self) -> bool:
@@ -893,10 +894,7 @@ def index_topk_triton(  # noqa: PLR0911, PLR0912, PLR0915  (variant selection, d
     a = _Pass1(
         qb=q.contiguous().view(torch.uint8),
         w=weights.float().contiguous(),
-        # a one-page cache's row stride is never used: make it the row width (the float32 view)
-        pages=key_pages
-        if key_pages.shape[0] > 1
-        else key_pages.as_strided(key_pages.shape, (key_pages.shape[1], 1)),
+        pages=single_page_rows(key_pages),  # the float32 view needs a usable row stride
         bt=block_table.to(torch.int32).contiguous(),
         pos=positions.to(torch.int32).contiguous(),
         seq=seq_ids.to(torch.int32).contiguous(),

@@ -115,9 +115,6 @@ def check_attention_inputs(
     for name, bt in (("swa_block_table", swa_block_table), ("comp_block_table", comp_block_table)):
         if bt.dim() != 2 or bt.is_floating_point() or bt.dtype == torch.bool:
             raise ValueError(f"{name} must be [B, pages] integer, got {tuple(bt.shape)} {bt.dtype}")
-    for name, n in (("swa_page", swa_page), ("comp_page", comp_page), ("ratio", ratio)):
-        if n < 1:
-            raise ValueError(f"{name} must be >= 1, got {n}")
     if window < 0:
         raise ValueError(f"window must be >= 0, got {window}")
     if comp_indices is not None and (
@@ -182,7 +179,7 @@ def check_attention_values(
                 f"seq_ids must index rows of {name} (0 <= seq_id < {bt.shape[0]}), got "
                 f"{int(sid.min())} .. {int(sid.max())}"
             )
-    need_w = torch.where(pos >= 0, pos // swa_page, 0) if window > 0 else None
+    need_w = pos // swa_page if window > 0 else None  # positions are >= 0 here
     if need_w is not None and int(need_w.max()) >= swa_block_table.shape[1]:
         raise ValueError(
             f"swa_block_table has {swa_block_table.shape[1]} pages per sequence; position "
@@ -193,7 +190,7 @@ def check_attention_values(
         last = n_c - 1
     else:
         e = comp_indices.long()
-        ok = (e >= 0) & (e < n_c[:, None])
+        ok = (e >= 0) & (e < n_c[:, None])  # the ids a token reads
         last = torch.where(ok, e, -1).amax(dim=1) if e.shape[1] else torch.full_like(n_c, -1)
     need_c = torch.where(last >= 0, last // comp_page, -1)
     if int(need_c.max()) >= comp_block_table.shape[1]:
@@ -210,8 +207,6 @@ def check_attention_values(
         cols_c = torch.arange(comp_block_table.shape[1], device=pos.device)
         used_c = comp_block_table.long()[sid][cols_c[None, :] <= need_c[:, None]]
     else:
-        e = comp_indices.long()
-        ok = (e >= 0) & (e < n_c[:, None])
         col = torch.where(ok, e // comp_page, 0)
         used_c = comp_block_table.long()[sid[:, None].expand_as(col), col][ok]
     _check_page_ids("comp_block_table", used_c, comp_pages)

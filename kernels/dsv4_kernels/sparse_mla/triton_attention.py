@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from dsv4_kernels.kv_format import ENTRY_BYTES, page_stride
+from dsv4_kernels.kv_format import ENTRY_BYTES, page_stride, single_page_rows
 from dsv4_kernels.sparse_mla import gluon_attention
 from dsv4_kernels.sparse_mla.reference import check_attention_inputs
 from dsv4_kernels.triton_fp8 import (
@@ -35,6 +35,17 @@ MAX_TOKENS_PER_LAUNCH = 65535
 LAST_KERNEL: dict[str, object] = {}
 """The last compiled kernel launched per op (for register / spill reports in the benchmarks)."""
 LN2 = 0.6931471805599453
+
+
+@triton.jit
+def _record_offsets(pg, i, PAGE: tl.constexpr, STRIDE: tl.constexpr):
+    """Byte offsets (576-byte record, 8-byte scale record) of token `i` of page `pg`.
+
+    vLLM's block layout (`dsv4_kernels.kv_format`): a page's PAGE records, then its PAGE scale
+    records; pages STRIDE bytes apart. int64 (a cache may pass 2**31 bytes).
+    """
+    base = pg.to(tl.int64) * STRIDE
+    return base + i * 576, base + PAGE * 576 + i * 8
 
 
 @triton.jit
@@ -221,8 +232,7 @@ def _sparse_mla_kernel(  # noqa: PLR0912, PLR0915  (one kernel = one launch)
         valid = tok >= 0
         tok = tl.maximum(tok, 0)
         pg = tl.load(swa_bt + seq * swa_bt_stride + tok // SWA_PAGE, mask=valid, other=0)
-        row = pg.to(tl.int64) * SWA_STRIDE + (tok % SWA_PAGE) * 576
-        srow = pg.to(tl.int64) * SWA_STRIDE + SWA_PAGE * 576 + (tok % SWA_PAGE) * 8
+        row, srow = _record_offsets(pg, tok % SWA_PAGE, SWA_PAGE, SWA_STRIDE)
         m, lsum, acc = _attend_tile(
             swa_u8,
             swa_bf16,
@@ -251,8 +261,7 @@ def _sparse_mla_kernel(  # noqa: PLR0912, PLR0915  (one kernel = one launch)
             valid = (e >= 0) & (e < n_c)
         e = tl.where(valid, e, 0)
         pg = tl.load(comp_bt + seq * comp_bt_stride + e // COMP_PAGE, mask=valid, other=0)
-        row = pg.to(tl.int64) * COMP_STRIDE + (e % COMP_PAGE) * 576
-        srow = pg.to(tl.int64) * COMP_STRIDE + COMP_PAGE * 576 + (e % COMP_PAGE) * 8
+        row, srow = _record_offsets(pg, e % COMP_PAGE, COMP_PAGE, COMP_STRIDE)
         m, lsum, acc = _attend_tile(
             comp_u8,
             comp_bf16,
@@ -493,8 +502,7 @@ def _sparse_mla_chunked_kernel(  # noqa: PLR0915  (one kernel = one launch)
         valid = tok >= 0
         tok = tl.maximum(tok, 0)
         pg = tl.load(swa_bt + seq * swa_bt_stride + tok // SWA_PAGE, mask=valid, other=0)
-        row = pg.to(tl.int64) * SWA_STRIDE + (tok % SWA_PAGE) * 576
-        srow = pg.to(tl.int64) * SWA_STRIDE + SWA_PAGE * 576 + (tok % SWA_PAGE) * 8
+        row, srow = _record_offsets(pg, tok % SWA_PAGE, SWA_PAGE, SWA_STRIDE)
         m, lsum, a0, a1, a2, a3, a4, a5, a6, a7 = _attend_tile_chunked(
             swa_u8,
             swa_bf16,
@@ -535,8 +543,7 @@ def _sparse_mla_chunked_kernel(  # noqa: PLR0915  (one kernel = one launch)
             valid = (e >= 0) & (e < n_c)
         e = tl.where(valid, e, 0)
         pg = tl.load(comp_bt + seq * comp_bt_stride + e // COMP_PAGE, mask=valid, other=0)
-        row = pg.to(tl.int64) * COMP_STRIDE + (e % COMP_PAGE) * 576
-        srow = pg.to(tl.int64) * COMP_STRIDE + COMP_PAGE * 576 + (e % COMP_PAGE) * 8
+        row, srow = _record_offsets(pg, e % COMP_PAGE, COMP_PAGE, COMP_STRIDE)
         m, lsum, a0, a1, a2, a3, a4, a5, a6, a7 = _attend_tile_chunked(
             comp_u8,
             comp_bf16,
@@ -712,17 +719,6 @@ def choose_splits(
     return best
 
 
-def _one_stride(cache: torch.Tensor) -> torch.Tensor:
-    """`cache` ([pages, row bytes] uint8) with row stride = row width when it has one page.
-
-    A one-page cache's row stride is never used (`kv_format.page_stride`) and not checked, but
-    the kernels' bf16 view of the cache (`Tensor.view(torch.bfloat16)`) refuses an odd one.
-    """
-    if cache.shape[0] == 1:
-        return cache.as_strided(tuple(cache.shape), (int(cache.shape[1]), 1))
-    return cache
-
-
 def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one launch)
     q: torch.Tensor,
     positions: torch.Tensor,
@@ -867,7 +863,7 @@ def sparse_mla_triton(  # noqa: PLR0912, PLR0915  (validation, token slices, one
         if sink is not None
         else torch.zeros(1, dtype=torch.float32, device=dev)
     )
-    swa_u8, comp_u8 = _one_stride(swa_cache), _one_stride(comp_cache)
+    swa_u8, comp_u8 = single_page_rows(swa_cache), single_page_rows(comp_cache)
     # Per-kernel constexprs and launch options; the rest of the arguments are shared.
     if warp_specialized:
         kern = gluon_attention._sparse_mla_ws_kernel
