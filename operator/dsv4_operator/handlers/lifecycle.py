@@ -141,10 +141,13 @@ def register_peering_handler(
         # namespace deletes its KopfPeering, and kopf, which paused a standby replica there on
         # that DELETED event, resumes only on an event from a new one; it pauses the whole
         # operator meanwhile (day-2 finding: failover stalled until a restart).
-        looked_after = tuple(
-            key.split("/", 1)[0]
-            for key in (*result.created, *result.existing, *result.no_namespace)
+        looked_after = (
+            tuple(
+                key.split("/", 1)[0]
+                for key in (*result.created, *result.existing, *result.no_namespace)
+            )
             if namespaces  # a ClusterKopfPeering goes with no namespace
+            else ()
         )
         if looked_after:
             stop = threading.Event()

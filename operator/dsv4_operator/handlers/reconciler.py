@@ -44,6 +44,7 @@ from dsv4_operator.kube import (
 )
 from dsv4_operator.kube.apply import carries_identity
 from dsv4_operator.kube.discovery import KEDA_API_VERSION
+from dsv4_operator.kube.peering import NAMESPACE_TERMINATING
 from dsv4_operator.metrics import OperatorMetrics, Result
 from dsv4_operator.planning import Plan, PlanningError, plan
 from dsv4_operator.planning.from_spec import planning_replicas, request_from_spec
@@ -508,7 +509,7 @@ class Reconciler:
         except TransientApiError:
             raise
         except ApiError as error:
-            if error.status == 403 and "being terminated" in error.reason:
+            if error.status == 403 and NAMESPACE_TERMINATING in error.reason:
                 # The namespace is being deleted: its objects go away with it; nothing to report.
                 return Outcome("unchanged")
             if error.status == 404 and error.kind != "namespaces":

@@ -353,6 +353,21 @@ def _scaling_condition(
     return {}
 
 
+def _scaling_active_applies(reason: str, mode: str | None, paused: bool) -> bool:
+    """Whether a stored ScalingActive with `reason` still applies under this spec.
+
+    keda/hpa: ours (`SCALER_REASONS`; written again by this reconcile unless paused, when
+    nothing else is kept). Native: any but ours, and not the autoscaler's own while paused,
+    since it stops writing then (day-2 finding: it said token-throughput scaling was active
+    after autoscaling was switched off). Autoscaling disabled: nothing scales, none applies.
+    """
+    if mode in {"keda", "hpa"}:
+        return reason in SCALER_REASONS or not paused
+    if mode == "native":
+        return reason not in SCALER_REASONS and not (paused and reason in NATIVE_REASONS)
+    return False
+
+
 def _availability(c: RolloutCounts) -> tuple[str, str, str]:
     if c.want == 0:
         return ("False", "ScaledToZero", "spec.replicas is 0")
@@ -525,20 +540,12 @@ def desired_status(
     stamp = rfc3339(now)
     before = list(prev.get("conditions") or [])
     conditions = _merge_conditions(before, _conditions(obs, now), obs, stamp)
-    mode = None if obs.spec is None else obs.spec.autoscaling.active_mode
-    if obs.spec is not None and (mode not in {"keda", "hpa"} or obs.spec.paused):
-        # Native mode: the autoscaler writes ScalingActive, so ours (keda/hpa) no longer
-        # applies. Autoscaling disabled: nothing scales, so any ScalingActive is stale. Paused:
-        # the native autoscaler stops writing, so its condition goes too (day-2 finding: it
-        # said token-throughput scaling was active after autoscaling was switched off).
-        paused = obs.spec.paused
+    if obs.spec is not None:
+        mode, paused = obs.spec.autoscaling.active_mode, obs.spec.paused
         conditions = [
             c
             for c in conditions
-            if c["type"] != "ScalingActive"
-            or (mode == "native" and not paused and c["reason"] not in SCALER_REASONS)
-            or (mode in {"keda", "hpa"} and c["reason"] in SCALER_REASONS)
-            or (mode == "native" and paused and c["reason"] not in NATIVE_REASONS | SCALER_REASONS)
+            if c["type"] != "ScalingActive" or _scaling_active_applies(c["reason"], mode, paused)
         ]
     out: dict[str, Any] = {"observedGeneration": obs.owner.generation, "conditions": conditions}
     live = obs.paused or obs.error_reason not in {None, APPLY_FAILED, RECONCILE_ERROR}
