@@ -10,6 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
+from dsv4_kernels.compressor.reference import check_compress_inputs
 from dsv4_kernels.kv_format import ENTRY_BYTES, HEAD_DIM
 from dsv4_kernels.triton_fp8 import (
     f32_to_e4m3_bits,
@@ -192,7 +193,14 @@ def compress_triton(
     """Triton form of `compress_reference`; see `dsv4_kernels.compressor.compress` for the API.
 
     `out` (optional) receives the result: [B, T//ratio, D] bfloat16 or [B, T//ratio, 584] uint8.
+
+    Raises:
+        ValueError: inconsistent shapes (`reference.check_compress_inputs`), or fp8 with
+            D != 512.
     """
+    check_compress_inputs(
+        kv, score, ape, norm_weight, cos, sin, ratio, prev_kv, prev_score, rope_dim
+    )
     b, t, cd = kv.shape
     overlap = ratio == 4
     d = cd // (2 if overlap else 1)
