@@ -96,6 +96,48 @@ def _changed_flags(before: Any, after: Any) -> list[str]:
     return out
 
 
+_ROLE = {"leaderTemplate": "leader", "workerTemplate": "worker"}
+
+
+def _changed_fields(before: Any, after: Any) -> list[str]:
+    """The pod-template fields that differ, beside the image and the leader's arguments.
+
+    `size` and the other leaderWorkerTemplate fields by name; in each pod template `leader` /
+    `worker` then `metadata.<key>`, `<pod spec key>` or `<container> <key>` (containers
+    matched by name; a container added or removed as `containers`). The image and the leader's
+    arguments are left out: `_images` and `_changed_flags` describe them.
+    """
+    before, after = before or {}, after or {}
+    out = [
+        key
+        for key in dict.fromkeys([*before, *after])
+        if key not in _ROLE and before.get(key) != after.get(key)
+    ]
+    for part, role in _ROLE.items():
+        old, new = before.get(part) or {}, after.get(part) or {}
+        found: list[str] = []
+        for section in ("metadata", "spec"):
+            a, b = old.get(section) or {}, new.get(section) or {}
+            for key in dict.fromkeys([*a, *b]):
+                if key == "containers" or a.get(key) == b.get(key):
+                    continue
+                found.append(f"metadata.{key}" if section == "metadata" else key)
+        old_c = {c.get("name"): c for c in (old.get("spec") or {}).get("containers") or []}
+        new_c = {c.get("name"): c for c in (new.get("spec") or {}).get("containers") or []}
+        if old_c.keys() != new_c.keys():
+            found.append("containers")
+        for name in old_c.keys() & new_c.keys():
+            a, b = old_c[name], new_c[name]
+            skip = {"image", "args"} if role == "leader" else {"image"}
+            found += [
+                f"{name} {key}"
+                for key in dict.fromkeys([*a, *b])
+                if key not in skip and a.get(key) != b.get(key)
+            ]
+        out += [f"{role} {field}" for field in found]
+    return out
+
+
 def announce_rollout(
     owner: Owner,
     spec: DeepSeekV4DeploymentSpec,
@@ -105,7 +147,8 @@ def announce_rollout(
     """Events for an LWS change that replaces groups, and for a strategy the budget changed.
 
     `RollingUpdate` (Normal) names what changed in the pod template (the image, as after an
-    operator upgrade, or the spec's generation); `RolloutAdjusted` (Warning) says that
+    operator upgrade; the leader's arguments; else the spec's generation with the fields that
+    changed, such as `leader vllm env`); `RolloutAdjusted` (Warning) says that
     `spec.gpu.budget` lowered the surge (and so raised maxUnavailable) below what
     `spec.rollout` asks.
     """
@@ -119,10 +162,14 @@ def announce_rollout(
     if applied.action == "updated" and before != after:
         images = [_images(t) for t in (before, after)]
         flags = _changed_flags(before, after)
+        fields = _changed_fields(before, after)
         if images[0] != images[1]:
             cause = f"image {', '.join(images[0])} -> {', '.join(images[1])}"
         elif flags:
             cause = f"arguments {'; '.join(flags[:6])}"
+        elif fields:
+            more = f" and {len(fields) - 6} more" if len(fields) > 6 else ""
+            cause = f"spec generation {owner.generation}: {', '.join(fields[:6])}{more}"
         else:
             cause = f"spec generation {owner.generation}"
         kept = config.get("partition") or 0

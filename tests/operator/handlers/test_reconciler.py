@@ -825,6 +825,55 @@ def test_rolling_update_names_the_arguments_that_changed() -> None:
     assert "pod template changed (arguments --max-num-seqs 4 -> 2)" in rolling[0]
 
 
+def test_rolling_update_names_the_template_fields_that_changed() -> None:
+    """Fourteenth-session note: an env or resources edit rolled every group with only "spec
+    generation N" as the cause. The Event now names the fields, leader and worker apart."""
+    fake, reconciler = _setup()
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    fake.objects[CR_PATH]["spec"]["engine"] = {"env": [{"name": "FOO", "value": "1"}]}
+    fake.objects[CR_PATH]["spec"]["resources"] = {"requests": {"cpu": "8"}}
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    reconciler.reconcile("ns", "d", events)
+    fake.objects[CR_PATH]["spec"]["pod"] = {"labels": {"team": "a"}}
+    fake.objects[CR_PATH]["metadata"]["generation"] = 3
+    reconciler.reconcile("ns", "d", events)
+    first, second = [m for _, r, m in events if r == "RollingUpdate"]
+    lws = fake.objects[LWS_PATH]["spec"]["leaderWorkerTemplate"]
+    name = lws["leaderTemplate"]["spec"]["containers"][0]["name"]
+    assert first.startswith(
+        f"pod template changed (spec generation 2: leader {name} env, leader {name} resources, "
+        f"worker {name} env, worker {name} resources)"
+    )
+    assert second.startswith(
+        "pod template changed (spec generation 3: leader metadata.labels, worker metadata.labels)"
+    )
+
+
+def test_changed_fields_counts_containers_and_group_fields() -> None:
+    from dsv4_operator.handlers.announcements import _changed_fields
+
+    pod: dict[str, Any] = {"spec": {"containers": [{"name": "a", "image": "i", "args": ["--x"]}]}}
+    before: dict[str, Any] = {
+        "size": 2,
+        "leaderTemplate": pod,
+        "workerTemplate": copy.deepcopy(pod),
+    }
+    after = copy.deepcopy(before)
+    after["size"] = 3
+    after["leaderTemplate"]["spec"]["containers"][0]["args"] = ["--y"]  # said by the flags
+    after["workerTemplate"]["spec"]["containers"][0]["args"] = ["--y"]
+    after["workerTemplate"]["spec"]["containers"].append({"name": "b"})
+    after["workerTemplate"]["spec"]["tolerations"] = [{"operator": "Exists"}]
+    assert _changed_fields(before, after) == [
+        "size",
+        "worker tolerations",
+        "worker containers",
+        "worker a args",
+    ]
+    assert _changed_fields(before, copy.deepcopy(before)) == []
+
+
 def test_rolling_update_lists_extra_args_as_they_are() -> None:
     """Bad-CR review: extraArgs changes read "-- (unset) -> ; --seed=1 (unset) -> ": the `--`
     separator was taken for a flag, valueless flags showed empty values, repeats collapsed."""
