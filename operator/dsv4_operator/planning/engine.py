@@ -89,9 +89,14 @@ class EngineProfile:
             `benchmarks/reports/2026-11-30-startup-memory-h200.md` shows cuBLAS's handle and
             workspace at about 100 MB.)
         nccl_bytes: NCCL buffers created after vLLM's start-up snapshot (lazily connected
-            channels of its groups) when the world size exceeds 1, bytes. An allowance, not
-            measured: 512 MiB; the buffers that exist before the snapshot are
-            `startup_nccl_first_bytes` and `startup_nccl_group_bytes`.
+            channels of its groups) when the world size exceeds 1, bytes. An allowance of
+            512 MiB. Measured on 2 H200 ranks (`benchmarks/startup_memory.py --sweep`,
+            report in `benchmarks/reports/`): after the warm-up, all-reduces of 1 KiB to
+            256 MiB, all-gather and reduce-scatter connected nothing more; only an
+            all-to-all did (467,664,896 B for one peer), which vLLM's default EP backend
+            (allgather_reducescatter) does not use. More ranks not measured. The buffers
+            that exist before the snapshot are `startup_nccl_first_bytes` and
+            `startup_nccl_group_bytes`.
         all2all_bytes: expert-parallel dispatch/combine buffers when EP > 1, bytes. An
             allowance, not measured: 1 GiB.
         startup_context_bytes: device memory a worker process holds before vLLM's start-up
