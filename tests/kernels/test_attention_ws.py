@@ -83,6 +83,16 @@ def test_default_launch_fits_shared_memory_and_registers() -> None:
     assert opts["maxnreg"] * 384 <= 65536
 
 
+def test_the_follower_dequantises_by_default_when_the_ring_allows() -> None:
+    # Its share of a tile is dequantised an iteration before its own release of that bf16
+    # stage's previous tile, so a 1-stage ring would deadlock: it falls back to 0 there.
+    assert gluon_attention.launch_options()["FOLLOWER_CHUNKS"] == gluon_attention.FOLLOWER_CHUNKS
+    selected = gluon_attention.launch_options(**gluon_attention.SELECTED_OPTIONS)
+    assert selected["FOLLOWER_CHUNKS"] == gluon_attention.FOLLOWER_CHUNKS > 0
+    assert gluon_attention.launch_options(stages=1, raw_stages=5)["FOLLOWER_CHUNKS"] == 0
+    assert gluon_attention.launch_options(follower_chunks=0)["FOLLOWER_CHUNKS"] == 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
@@ -91,6 +101,8 @@ def test_default_launch_fits_shared_memory_and_registers() -> None:
         ({"raw_stages": 1}, "raw_stages=1"),
         ({"consumer_regs": 244}, "consumer_regs=244"),
         ({"consumer_regs": 250}, "multiple of 8"),
+        ({"follower_chunks": 8}, "follower_chunks=8"),
+        ({"follower_chunks": 2, "stages": 1}, "needs stages >= 2"),
     ],
 )
 def test_launch_options_out_of_range(kwargs: dict[str, int], words: str) -> None:
@@ -124,6 +136,27 @@ def test_matches_reference_at_odd_lengths(
     if not with_sink:
         case["sink"] = None
     ws = _other_ring(topk) if other_ring else None
+    out, lse = _run(case, n_split=n_split, warp_specialized=True, ws_options=ws)
+    _check(case, out, lse)
+    assert _last_kernel().name == "_sparse_mla_ws_kernel"
+
+
+@pytest.mark.gpu
+@needs_hopper
+@pytest.mark.parametrize("follower_chunks", [1, 3, 7])
+@pytest.mark.parametrize("ring", [(2, 4), (3, 3), (2, 2)], ids=["2-4", "3-3", "2-2"])
+@pytest.mark.parametrize("n_split", [1, 3])
+@pytest.mark.parametrize("topk", [None, 512], ids=["hca", "csa"])
+def test_follower_dequantisation_matches_reference(
+    follower_chunks: int, ring: tuple[int, int], n_split: int, topk: int | None
+) -> None:
+    # The follower dequantises the last chunks and RoPE of the next tile: same lengths as the
+    # odd-length test (a split with no tile, one tile, many), with a raw ring of 2 where the
+    # producer waits on the follower's raw_free for every stage it reuses.
+    ratio = 128 if topk is None else 4
+    lengths = [1, 31, 127, 128, 129, 385, 70001]
+    case = make_attention_case(lengths, 64, ratio, topk, 44, torch.device("cuda"), swa_page=16)
+    ws = {"stages": ring[0], "raw_stages": ring[1], "follower_chunks": follower_chunks}
     out, lse = _run(case, n_split=n_split, warp_specialized=True, ws_options=ws)
     _check(case, out, lse)
     assert _last_kernel().name == "_sparse_mla_ws_kernel"

@@ -68,7 +68,16 @@ SELECTED_OPTIONS: dict[str, int] = {"stages": 3, "raw_stages": 3}
 """`launch_options` for selected (CSA) lists when the caller gives none: H200, 2026-11-30,
 CUDA graphs, best of 3 interleaved, against the defaults (stages 2, raw_stages 4): CSA B=128
 s=1 54.4 vs 55.4 us, B=64 s=1 37.3 vs 38.4, B=128 s=2 101.7 vs 103.0. Dense (HCA) lists keep
-the defaults (L=1M 244.0 vs 242.4 us with these)."""
+the defaults (L=1M 244.0 vs 242.4 us with these). Both kinds get `FOLLOWER_CHUNKS` (fifteenth
+session: re-measured with it, the same ring depths are best for each kind)."""
+FOLLOWER_CHUNKS = 6
+"""NoPE chunks (of 7) the follower consumer dequantises, with the RoPE chunk, when the bf16
+ring has 2 or more stages. Nsight Compute (H200, HCA B=64 L=1M) showed the follower waiting
+for P 70 % of the time and the leader waiting for `ready`; moving the dequantisation of the
+next tile into the follower's wait, `attention_ab.py`, best of 3 interleaved, µs (0 / 3 / 5 / 6
+/ 7 chunks): HCA L=1M 224.6 / 223.8 / 217.7 / 215.9 / 220.4 (7: 2 / 4 stages), L=128K 46.9 /
+46.2 / 46.3 / 45.5 / 46.2; CSA (3 / 3 stages) B=128 53.2 / - / 50.9 / 50.1 / 49.9, B=64
+36.0 / - / 35.6 / 35.0 / 35.1, B=128 s=2 99.4 / - / 93.0 / 92.5 / 93.1."""
 
 
 def shared_bytes(stages: int, raw_stages: int) -> int:
@@ -83,7 +92,7 @@ def shared_bytes(stages: int, raw_stages: int) -> int:
     kv = stages * 8 * BLOCK_N * 64 * 2
     raw = raw_stages * BLOCK_N * (7 * 64 + 8 + 64 * 2)
     exchange = 2 * BLOCK_H * BLOCK_N * 2 + 2 * BLOCK_H * 4 + 2 * BLOCK_H * 4
-    barriers = 8 * (2 * stages + raw_stages + 1 + 4 + 1)
+    barriers = 8 * (2 * stages + 2 * raw_stages + 1 + 4 + 1)
     return BLOCK_H * 512 * 2 + kv + raw + exchange + barriers
 
 
@@ -283,6 +292,36 @@ if HAVE_GLUON:
         async_copy.mbarrier_arrive(raw_ready.index(rs), increment_count=False)
 
     @gluon.jit
+    def _dequantise(
+        kv_smem,
+        nope_smem,
+        sc_smem,
+        rope_smem,
+        rs,
+        stage,
+        C0: gl.constexpr,
+        C1: gl.constexpr,
+        ROPE: gl.constexpr,
+        NOPE_L: gl.constexpr,
+    ):
+        """Dequantise NoPE chunks C0 .. C1-1 of raw stage `rs` into bf16 stage `stage`.
+
+        Each chunk is e4m3 x 2^(UE8M0 - 127); with ROPE also the bf16 RoPE chunk (chunk 7).
+        Shared-memory reads and stores only: the caller waits for the raw stage and the bf16
+        stage, fences and arrives.
+        """
+        csc = gl.arange(0, 8, layout=gl.SliceLayout(0, NOPE_L))
+        sc_all = sc_smem.index(rs).load(NOPE_L).to(gl.int32)
+        for c in gl.static_range(C0, C1):
+            raw = nope_smem[c].index(rs).load(NOPE_L)
+            sc = gl.sum(gl.where(csc[None, :] == c, sc_all, 0), axis=1)
+            scale = (sc << 23).to(gl.float32, bitcast=True)  # 2**(sc - 127), sc in 1..254
+            kb = raw.to(gl.float8e4nv, bitcast=True).to(gl.float32) * scale[:, None]
+            kv_smem[c].index(stage).store(kb.to(gl.bfloat16))
+        if ROPE:
+            kv_smem[7].index(stage).store(rope_smem.index(rs).load(NOPE_L))
+
+    @gluon.jit
     def _produce(
         pos_ptr,
         seq_ptr,
@@ -302,6 +341,7 @@ if HAVE_GLUON:
         sc_smem,
         rope_smem,
         raw_ready,
+        raw_free,
         ready,
         empty,
         WINDOW: gl.constexpr,
@@ -315,8 +355,13 @@ if HAVE_GLUON:
         BLOCK_N: gl.constexpr,
         STAGES: gl.constexpr,
         RAW_STAGES: gl.constexpr,
+        FOLLOWER_CHUNKS: gl.constexpr,
     ):
         """Producer partition: cp.async raw rows RAW_STAGES - 1 tiles ahead, dequantise, publish.
+
+        With FOLLOWER_CHUNKS > 0 it dequantises NoPE chunks 0 .. 6 - FOLLOWER_CHUNKS only (the
+        follower consumer the rest and the RoPE chunk), and before reusing a raw stage waits
+        for the follower's `raw_free` arrival on it.
 
         Entry ids are loaded two tiles before their rows are issued and page ids one tile
         before, so neither load's latency stalls the loop.
@@ -335,7 +380,6 @@ if HAVE_GLUON:
         )
         WT: gl.constexpr = WINDOW // BLOCK_N
         offs = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, NOPE_L))
-        csc = gl.arange(0, 8, layout=gl.SliceLayout(0, NOPE_L))
 
         # Pipeline state: tile k's entries (e_a, v_a) and pages (pg_a), tile k+1's entries
         # (e_b, v_b), k = j + LA. Iterations t0-LA .. t0-1 only fill the pipeline.
@@ -392,6 +436,12 @@ if HAVE_GLUON:
                 BLOCK_N,
                 DENSE,
             )
+            if FOLLOWER_CHUNKS > 0:  # noqa: SIM102  (gluon.jit: constexpr branch)
+                if k - t0 >= RAW_STAGES:
+                    # The follower's share of tile k - RAW_STAGES, the stage's last occupant
+                    # (always a tile before t1, as LA = RAW_STAGES - 1), must be read first.
+                    rf = (k - t0) % RAW_STAGES
+                    mbarrier.wait(raw_free.index(rf), (((k - t0) // RAW_STAGES) - 1) & 1)
             _issue_tile(
                 k,
                 e_a,
@@ -425,14 +475,18 @@ if HAVE_GLUON:
                 stage = i % STAGES
                 mbarrier.wait(raw_ready.index(rs), (i // RAW_STAGES) & 1)
                 mbarrier.wait(empty.index(stage), ((i // STAGES) & 1) ^ 1)
-                sc_all = sc_smem.index(rs).load(NOPE_L).to(gl.int32)
-                for c in gl.static_range(7):
-                    raw = nope_smem[c].index(rs).load(NOPE_L)
-                    sc = gl.sum(gl.where(csc[None, :] == c, sc_all, 0), axis=1)
-                    scale = (sc << 23).to(gl.float32, bitcast=True)  # 2**(sc - 127), sc in 1..254
-                    kb = raw.to(gl.float8e4nv, bitcast=True).to(gl.float32) * scale[:, None]
-                    kv_smem[c].index(stage).store(kb.to(gl.bfloat16))
-                kv_smem[7].index(stage).store(rope_smem.index(rs).load(NOPE_L))
+                _dequantise(
+                    kv_smem,
+                    nope_smem,
+                    sc_smem,
+                    rope_smem,
+                    rs,
+                    stage,
+                    0,
+                    7 - FOLLOWER_CHUNKS,
+                    FOLLOWER_CHUNKS == 0,
+                    NOPE_L,
+                )
                 fence_async_shared()
                 mbarrier.arrive(ready.index(stage), count=1)
         # The last LA issues were for tiles past t1 (masked, zero-fill): drain them before exit.
@@ -489,6 +543,40 @@ if HAVE_GLUON:
         return warpgroup_mma_wait(0, deps=[o0, o1, o2, o3])
 
     @gluon.jit
+    def _follower_share(
+        n,
+        kv_smem,
+        nope_smem,
+        sc_smem,
+        rope_smem,
+        raw_ready,
+        raw_free,
+        ready,
+        empty,
+        STAGES: gl.constexpr,
+        RAW_STAGES: gl.constexpr,
+        FOLLOWER_CHUNKS: gl.constexpr,
+    ):
+        """The follower's part of tile n's dequantisation (n counted from the split's first).
+
+        Waits for the raw stage (cp.async completion) and the bf16 stage (both consumers done
+        with tile n - STAGES: the follower's own release came an iteration earlier, so
+        STAGES >= 2), writes NoPE chunks 7 - FOLLOWER_CHUNKS .. 6 and the RoPE chunk, then
+        arrives on `ready` (the producer's is the other arrival) and `raw_free`.
+        """
+        NOPE_L: gl.constexpr = gl.BlockedLayout([1, 16], [8, 4], [4, 1], [1, 0])
+        rs = n % RAW_STAGES
+        stage = n % STAGES
+        mbarrier.wait(raw_ready.index(rs), (n // RAW_STAGES) & 1)
+        mbarrier.wait(empty.index(stage), ((n // STAGES) & 1) ^ 1)
+        _dequantise(
+            kv_smem, nope_smem, sc_smem, rope_smem, rs, stage, 7 - FOLLOWER_CHUNKS, 7, True, NOPE_L
+        )
+        fence_async_shared()
+        mbarrier.arrive(ready.index(stage), count=1)
+        mbarrier.arrive(raw_free.index(rs), count=1)
+
+    @gluon.jit
     def _consume(  # noqa: PLR0912, PLR0915  (one partition = one argument list)
         q_ptr,
         pos_ptr,
@@ -513,6 +601,11 @@ if HAVE_GLUON:
         p_bar,
         p_free,
         ml_bar,
+        nope_smem,
+        sc_smem,
+        rope_smem,
+        raw_ready,
+        raw_free,
         W: gl.constexpr,
         WINDOW: gl.constexpr,
         RATIO: gl.constexpr,
@@ -521,6 +614,8 @@ if HAVE_GLUON:
         N_SPLIT: gl.constexpr,
         BLOCK_N: gl.constexpr,
         STAGES: gl.constexpr,
+        RAW_STAGES: gl.constexpr,
+        FOLLOWER_CHUNKS: gl.constexpr,
     ):
         """Consumer partition W, owning output dims 256W .. 256W+255.
 
@@ -529,7 +624,10 @@ if HAVE_GLUON:
         rescale factors to shared memory (double-buffered by tile parity: p_bar / p_free),
         then O[:, :256] += P K[:, :256]. W = 1, the follower: rescales and accumulates
         O[:, 256:] += P K[:, 256:] with P read by wgmma straight from shared memory, and gets
-        the final (m, l) from the leader (ml_bar) for the epilogue.
+        the final (m, l) from the leader (ml_bar) for the epilogue. With FOLLOWER_CHUNKS > 0
+        the follower also dequantises the last FOLLOWER_CHUNKS NoPE chunks and the RoPE chunk
+        of the next tile (`_follower_share`) before its P V of this one: it would otherwise
+        wait for P while the producer's dequantisation binds (Nsight Compute, H200).
         """
         s_l: gl.constexpr = gl.NVMMADistributedLayout(
             version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16]
@@ -583,10 +681,42 @@ if HAVE_GLUON:
             mbarrier.arrive(q_bar, count=1)
             mbarrier.wait(q_bar, 0)
         if W == 1:
+            if FOLLOWER_CHUNKS > 0:  # noqa: SIM102  (gluon.jit: constexpr branch)
+                if t0 < t1:
+                    _follower_share(
+                        0,
+                        kv_smem,
+                        nope_smem,
+                        sc_smem,
+                        rope_smem,
+                        raw_ready,
+                        raw_free,
+                        ready,
+                        empty,
+                        STAGES,
+                        RAW_STAGES,
+                        FOLLOWER_CHUNKS,
+                    )
             for ti in range(t0, t1):
                 i = ti - t0
                 stage = i % STAGES
                 par = i % 2
+                if FOLLOWER_CHUNKS > 0:  # noqa: SIM102  (gluon.jit: constexpr branch)
+                    if ti + 1 < t1:
+                        _follower_share(
+                            i + 1,
+                            kv_smem,
+                            nope_smem,
+                            sc_smem,
+                            rope_smem,
+                            raw_ready,
+                            raw_free,
+                            ready,
+                            empty,
+                            STAGES,
+                            RAW_STAGES,
+                            FOLLOWER_CHUNKS,
+                        )
                 mbarrier.wait(ready.index(stage), (i // STAGES) & 1)
                 mbarrier.wait(p_bar.index(par), (i // 2) & 1)
                 al = a_smem.index(par).load(gl.SliceLayout(1, o_l))
@@ -707,6 +837,7 @@ if HAVE_GLUON:
         STAGES: gl.constexpr,
         RAW_STAGES: gl.constexpr,
         CONSUMER_REGS: gl.constexpr,
+        FOLLOWER_CHUNKS: gl.constexpr,
     ):
         chunk_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, 64], gl.bfloat16)
         kv_l: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, 64], gl.bfloat16)
@@ -745,14 +876,16 @@ if HAVE_GLUON:
         sc_smem = gl.allocate_shared_memory(gl.uint8, [RAW_STAGES, BLOCK_N, 8], raw_l)
         rope_smem = gl.allocate_shared_memory(gl.bfloat16, [RAW_STAGES, BLOCK_N, 64], raw_l)
         raw_ready = gl.allocate_shared_memory(gl.int64, [RAW_STAGES, 1], mbarrier.MBarrierLayout())
+        raw_free = gl.allocate_shared_memory(gl.int64, [RAW_STAGES, 1], mbarrier.MBarrierLayout())
         ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         for s in gl.static_range(STAGES):
-            mbarrier.init(ready.index(s), count=1)
+            mbarrier.init(ready.index(s), count=1 + (FOLLOWER_CHUNKS > 0))
             mbarrier.init(empty.index(s), count=2)
         for s in gl.static_range(RAW_STAGES):
             mbarrier.init(raw_ready.index(s), count=128)  # every producer thread's copies
+            mbarrier.init(raw_free.index(s), count=1)
         mbarrier.init(q_bar, count=1)
         # Leader -> follower: P (bf16, a wgmma A operand), the rescale factors, and the final
         # (m, l); P and the factors double-buffered by tile parity.
@@ -791,6 +924,7 @@ if HAVE_GLUON:
                         sc_smem,
                         rope_smem,
                         raw_ready,
+                        raw_free,
                         ready,
                         empty,
                         WINDOW,
@@ -804,6 +938,7 @@ if HAVE_GLUON:
                         BLOCK_N,
                         STAGES,
                         RAW_STAGES,
+                        FOLLOWER_CHUNKS,
                     ),
                 ),
                 (
@@ -832,6 +967,11 @@ if HAVE_GLUON:
                         p_bar,
                         p_free,
                         ml_bar,
+                        nope_smem,
+                        sc_smem,
+                        rope_smem,
+                        raw_ready,
+                        raw_free,
                         0,
                         WINDOW,
                         RATIO,
@@ -840,6 +980,8 @@ if HAVE_GLUON:
                         N_SPLIT,
                         BLOCK_N,
                         STAGES,
+                        RAW_STAGES,
+                        FOLLOWER_CHUNKS,
                     ),
                 ),
                 (
@@ -868,6 +1010,11 @@ if HAVE_GLUON:
                         p_bar,
                         p_free,
                         ml_bar,
+                        nope_smem,
+                        sc_smem,
+                        rope_smem,
+                        raw_ready,
+                        raw_free,
                         1,
                         WINDOW,
                         RATIO,
@@ -876,6 +1023,8 @@ if HAVE_GLUON:
                         N_SPLIT,
                         BLOCK_N,
                         STAGES,
+                        RAW_STAGES,
+                        FOLLOWER_CHUNKS,
                     ),
                 ),
             ],
@@ -885,7 +1034,10 @@ if HAVE_GLUON:
 
 
 def launch_options(
-    stages: int = 2, raw_stages: int = 4, consumer_regs: int = 224
+    stages: int = 2,
+    raw_stages: int = 4,
+    consumer_regs: int = 224,
+    follower_chunks: int | None = None,
 ) -> dict[str, Any]:
     """Constexprs and launch options of `_sparse_mla_ws_kernel` (beyond the shared arguments).
 
@@ -900,6 +1052,9 @@ def launch_options(
         consumer_regs: registers per consumer thread (setmaxnreg, a multiple of 8 up to 256); the
             producer gets the rest of `MAX_REGS` x 384 (56 at the default; the split applies
             for consumer_regs >= 128).
+        follower_chunks: NoPE chunks (of 7) the follower consumer dequantises, with the RoPE
+            chunk, instead of the producer (0: the producer does all; more needs stages >= 2).
+            None: `FOLLOWER_CHUNKS` with 2 or more stages, else 0.
 
     Raises:
         ValueError: a depth below 1 (raw: 2), the buffers over `SMEM_LIMIT`, or consumer_regs
@@ -919,10 +1074,18 @@ def launch_options(
             f"consumer_regs={consumer_regs} must be a multiple of 8, <= 256, and leave the "
             f"producer >= 24 registers (it would get {producer})"
         )
+    if follower_chunks is None:
+        follower_chunks = FOLLOWER_CHUNKS if stages >= 2 else 0
+    if not 0 <= follower_chunks <= 7 or (follower_chunks and stages < 2):
+        raise ValueError(
+            f"follower_chunks={follower_chunks} must be 0 to 7, and needs stages >= 2 "
+            f"(stages={stages})"
+        )
     return {
         "STAGES": stages,
         "RAW_STAGES": raw_stages,
         "CONSUMER_REGS": consumer_regs,
+        "FOLLOWER_CHUNKS": follower_chunks,
         "num_warps": 4,
         "maxnreg": MAX_REGS,
     }
