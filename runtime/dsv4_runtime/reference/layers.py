@@ -54,21 +54,26 @@ def _inv_freq(
     beta_fast: int,
     beta_slow: int,
 ) -> torch.Tensor:
-    """Per-pair inverse frequencies (dim/2,), YaRN-interpolated when `original_seq_len` > 0."""
+    """Per-pair inverse frequencies (dim/2,) float32, YaRN-interpolated when `original_seq_len` > 0.
+
+    float32 as DeepSeek's `precompute_freqs_cis` and vLLM's `DeepseekScalingRotaryEmbedding`
+    compute them: the model's RoPE tables are float32 tables, and float64 ones differ from them
+    by up to 0.025 in cos/sin at 1M positions.
+    """
 
     def correction_dim(num_rotations: float) -> float:
         return (
             dim * math.log(original_seq_len / (num_rotations * 2 * math.pi)) / (2 * math.log(base))
         )
 
-    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64, device="cpu") / dim))
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32, device="cpu") / dim))
     if original_seq_len > 0:
         low = max(math.floor(correction_dim(beta_fast)), 0)
         high = min(math.ceil(correction_dim(beta_slow)), dim - 1)
         if low == high:
             high += 0.001  # type: ignore[assignment]  # the reference's guard against a zero range
         ramp = (
-            (torch.arange(dim // 2, dtype=torch.float64, device="cpu") - low) / (high - low)
+            (torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low)
         ).clamp(0, 1)
         smooth = 1 - ramp
         freqs = freqs / factor * (1 - smooth) + freqs * smooth
@@ -104,9 +109,14 @@ class Rope:
         )
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cos and sin tables (n, dim/2), float32, for integer `positions` (n,)."""
-        angles = positions.to(torch.float64).unsqueeze(-1) * self.inv_freq.to(positions.device)
-        return angles.cos().float(), angles.sin().float()
+        """Cos and sin tables (n, dim/2), float32, for integer `positions` (n,).
+
+        Angles are float32 products position × inverse frequency, as in DeepSeek's
+        `precompute_freqs_cis` (`torch.outer(t, freqs)`) and vLLM's float32 cos/sin cache;
+        positions stay exact in float32 up to 2**24 (> `max_position_embeddings`, 2**20).
+        """
+        angles = positions.to(torch.float32).unsqueeze(-1) * self.inv_freq.to(positions.device)
+        return angles.cos(), angles.sin()
 
     def apply(
         self, x: torch.Tensor, positions: torch.Tensor, inverse: bool = False
