@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from dsv4_runtime.reference.config import TINY
-from dsv4_runtime.reference.kvquant import quantize_index_queries, round_index_keys
+from dsv4_runtime.reference.kvquant import quantize_index_queries, round_index_keys, round_main_kv
 from dsv4_runtime.reference.layers import Rope
 
 
@@ -90,3 +90,19 @@ def test_index_queries_fold_a_power_of_two_scale_into_the_weights() -> None:
     scale = _ue8m0(q.abs().amax(dim=-1), 1e-10)
     torch.testing.assert_close(q8, _e4m3(q / scale.unsqueeze(-1)), rtol=0, atol=0)
     torch.testing.assert_close(w, weights * scale, rtol=0, atol=0)
+
+
+def test_main_kv_rounding_equals_deepseeks_act_quant() -> None:
+    """Official `act_quant(kv[..., :-64], 64, "ue8m0", inplace=True)` (tilelang kernel: scale
+    2 ** ceil(log2(max(amax, 1e-4) · (1/448))), e4m3 round trip) on bf16 rows; RoPE dims bf16."""
+    gen = torch.Generator().manual_seed(5)
+    rows = (torch.randn(6, 512, generator=gen) * torch.logspace(-3, 2, 6).unsqueeze(1)).to(
+        torch.bfloat16
+    )
+    rows[0, :64] = 0.0  # an all-zero tile takes the amax floor
+    rows[1, 64:128] = 0.875  # amax = 448 · 2^-9 exactly: scale 2^-9, not 2^-8
+    tiles = rows[:, :448].float().view(6, 7, 64)
+    scale = _ue8m0(tiles.abs().amax(dim=-1, keepdim=True), 1e-4)
+    nope = (_e4m3(tiles / scale) * scale).view(6, 448).to(torch.bfloat16)
+    want = torch.cat((nope, rows[:, 448:]), dim=-1)
+    torch.testing.assert_close(round_main_kv(rows, 64), want, rtol=0, atol=0)
