@@ -28,10 +28,10 @@ from dsv4_kernels.kv_format import (
     pack_index_pages,
     paged_cache,
     quantize_fp8_ds_mla,
+    quantize_index_keys,
 )
 from dsv4_kernels.sparse_mla import sparse_mla_attention
 
-from .kvquant import FP8_MAX, ue8m0_scale
 from .ops import CompressArgs
 
 #: Keys per index page (vLLM C4 block: 64 entries), `dsv4_kernels.indexer.index_topk`.
@@ -82,7 +82,7 @@ class KernelOps:
         """`dsv4_kernels.indexer.index_topk` over this request's keys → (n, topk) int64.
 
         q must already hold FP8 values (the engine's FP8 mode folds the query scales into
-        `weights`); keys are packed into FP8 pages with one power-of-two scale per key.
+        `weights`); keys are packed into FP8 pages.
 
         Raises:
             ValueError: when the index head dim is not 128.
@@ -94,10 +94,7 @@ class KernelOps:
         pages = max(1, -(-m // INDEX_PAGE))
         padded = torch.zeros(pages * INDEX_PAGE, INDEX_DIM, device=k.device)
         padded[:m] = k.float()
-        # vLLM's power-of-two key scales (`kvquant.round_index_keys`), not
-        # `kv_format.quantize_index_keys`' amax / 448: keys the engine rounded pack exactly
-        scale = ue8m0_scale(padded.abs().amax(dim=-1))
-        k8 = (padded / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        k8, scale = quantize_index_keys(padded)
         key_pages = pack_index_pages(k8, scale, INDEX_PAGE)
         table = torch.arange(pages, dtype=torch.int32, device=k.device)[None]
         n = q.shape[0]

@@ -3,13 +3,12 @@
 The official reference simulates FP8 on the KV NoPE dims (`act_quant(kv[..., :-rd], 64,
 scale_fmt="ue8m0")`, QAT) and vLLM stores `fp8_ds_mla` entries: 448 NoPE dims as e4m3 with one
 UE8M0 scale per 64-wide tile, the 64 RoPE dims as bf16 (facts doc §2.1, 584 B). The lightning
-indexer's keys are FP8 with one power-of-two scale per key, stored as a float32 (132 B), and its
-queries FP8 with one power-of-two scale per token and head, folded into the head weights: vLLM's
-V4 `_fused_kv_compress_norm_rope_insert_indexer_attn` (keys, amax floored at 1e-4) and
-`_fused_indexer_q_rope_quant_kernel` (queries, amax floored at 1e-10) both take
-2 ** ceil(log2(amax / 448)) (UE8M0), consumed by DeepGEMM `fp8_mqa_logits`. These functions round
-values to exactly what such a cache would return, so the PyTorch path and the `dsv4_kernels` path
-(real FP8 bytes) see the same numbers.
+indexer's keys are FP8 with one float32 scale (amax / 448) per key (132 B) and its queries FP8
+with one scale per token and head, folded into the head weights (vLLM / DeepGEMM
+`fp8_mqa_logits` layout; vLLM's V4 indexer rounds both scales up to a power of two, these use
+amax / 448 as `dsv4_kernels.kv_format.quantize_index_keys` does, so the e4m3 codes differ from
+vLLM's). These functions round values to exactly what the `dsv4_kernels` formats hold, so the
+PyTorch path and the `dsv4_kernels` path (real FP8 bytes) see the same numbers.
 """
 
 from __future__ import annotations
@@ -17,10 +16,7 @@ from __future__ import annotations
 import torch
 
 FP8_MAX = 448.0
-#: amax floor of DeepSeek's `act_quant` and of vLLM's KV / index-key quantisers.
 AMAX_FLOOR = 1e-4
-#: amax floor of vLLM's indexer query quantiser (`_fused_indexer_q_rope_quant_kernel`).
-QUERY_AMAX_FLOOR = 1e-10
 TILE = 64
 
 
@@ -47,18 +43,10 @@ def round_main_kv(x: torch.Tensor, rope_dim: int) -> torch.Tensor:
     return torch.cat((nope, rope), dim=-1).to(x.dtype)
 
 
-def ue8m0_scale(amax: torch.Tensor, floor: float = AMAX_FLOOR) -> torch.Tensor:
-    """Power-of-two FP8 scale 2 ** ceil(log2(max(amax, floor) / 448)), float32, amax's shape.
-
-    vLLM's V4 quantisers compute amax · (1 / 448) before the log2; so does this.
-    """
-    return torch.exp2(torch.ceil(torch.log2(amax.float().clamp_min(floor) * (1.0 / FP8_MAX))))
-
-
 def round_index_keys(k: torch.Tensor) -> torch.Tensor:
-    """Round indexer keys (m, d) as FP8 with one power-of-two scale per key (`ue8m0_scale`)."""
+    """Round indexer keys (m, d) as FP8 with one float32 scale (amax / 448) per key."""
     kf = k.float()
-    scale = ue8m0_scale(kf.abs().amax(dim=-1, keepdim=True))
+    scale = kf.abs().amax(dim=-1, keepdim=True).clamp_min(AMAX_FLOOR) / FP8_MAX
     return (_e4m3(kf / scale) * scale).to(k.dtype)
 
 
@@ -67,9 +55,9 @@ def quantize_index_queries(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FP8 queries (n, h, d) as float32 e4m3 values, and weights (n, h) times the query scales.
 
-    One power-of-two scale per (token, head) (`ue8m0_scale`, amax floored at 1e-10, as vLLM).
-    relu(s·q·k) = s·relu(q·k) for s > 0, so folding the scale into the weight is exact.
+    relu(s·q·k) = s·relu(q·k) for s > 0, so folding the per-(token, head) scale into the weight
+    is exact.
     """
     qf = q.float()
-    scale = ue8m0_scale(qf.abs().amax(dim=-1), QUERY_AMAX_FLOOR)
+    scale = qf.abs().amax(dim=-1).clamp_min(AMAX_FLOOR) / FP8_MAX
     return _e4m3(qf / scale.unsqueeze(-1)), weights.float() * scale

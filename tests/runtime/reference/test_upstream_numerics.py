@@ -5,9 +5,7 @@ Each test restates the upstream formula independently (not through the engine's 
 - RoPE tables: DeepSeek `inference/model.py` `precompute_freqs_cis` (float32 frequencies,
   `torch.outer(arange(seqlen), freqs)` float32 angles) — vLLM's `DeepseekScalingRotaryEmbedding`
   also builds a float32 cos/sin cache.
-- FP8 indexer cache: vLLM `_fused_kv_compress_norm_rope_insert_indexer_attn` (keys) and
-  `_fused_indexer_q_rope_quant_kernel` (queries) use one power-of-two (UE8M0) scale per key and per
-  (token, head): 2 ** ceil(log2(amax / 448)).
+- main-KV FP8 rounding: the official `act_quant(kv[..., :-64], 64, "ue8m0", inplace=True)`.
 """
 
 from __future__ import annotations
@@ -17,8 +15,7 @@ import math
 import pytest
 import torch
 
-from dsv4_runtime.reference.config import TINY
-from dsv4_runtime.reference.kvquant import quantize_index_queries, round_index_keys, round_main_kv
+from dsv4_runtime.reference.kvquant import round_main_kv
 from dsv4_runtime.reference.layers import Rope
 
 
@@ -68,28 +65,6 @@ def _ue8m0(amax: torch.Tensor, floor: float) -> torch.Tensor:
 
 def _e4m3(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(-448.0, 448.0).to(torch.float8_e4m3fn).float()
-
-
-def test_index_keys_round_with_a_power_of_two_scale() -> None:
-    """A key with amax 1 and an element 0.3: vLLM stores 0.3125 (scale 2^-8), amax/448 gives
-    0.2857."""
-    keys = torch.randn(9, TINY.index_head_dim, generator=torch.Generator().manual_seed(3))
-    keys[0] = 0.0
-    keys[0, 0], keys[0, 1] = 1.0, 0.3
-    out = round_index_keys(keys)
-    scale = _ue8m0(keys.abs().amax(dim=-1, keepdim=True), 1e-4)
-    torch.testing.assert_close(out, _e4m3(keys / scale) * scale, rtol=0, atol=0)
-    assert out[0, 1].item() == 0.3125
-
-
-def test_index_queries_fold_a_power_of_two_scale_into_the_weights() -> None:
-    gen = torch.Generator().manual_seed(4)
-    q = torch.randn(3, 5, TINY.index_head_dim, generator=gen) * 3
-    weights = torch.rand(3, 5, generator=gen) + 0.5
-    q8, w = quantize_index_queries(q, weights)
-    scale = _ue8m0(q.abs().amax(dim=-1), 1e-10)
-    torch.testing.assert_close(q8, _e4m3(q / scale.unsqueeze(-1)), rtol=0, atol=0)
-    torch.testing.assert_close(w, weights * scale, rtol=0, atol=0)
 
 
 def test_main_kv_rounding_equals_deepseeks_act_quant() -> None:
