@@ -133,6 +133,9 @@ class Transformer(nn.Module):
         """Deterministic random weights: N(0, 1/fan_in) linears, hash tables from `seed`.
 
         mHC params start small so the streams stay close to a plain residual; attention sinks 0.
+        Hash tables draw each slot independently, so a token may name an expert twice (tiny, 8
+        experts, top-2: 1 row in 8); the engine then adds that expert twice, the official
+        `MoE.forward` (`y[idx] += ...`) once. Real tables name distinct experts: the two agree.
         """
         gens: dict[torch.device, torch.Generator] = {}
         c = self.config
