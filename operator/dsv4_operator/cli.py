@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from enum import StrEnum
@@ -82,6 +83,19 @@ def _max_model_len(value: str | None) -> int | str | None:
         raise PlanningError(
             "max_model_len", f"{value!r} is neither an integer nor 'auto'"
         ) from None
+
+
+def _offload_bytes(gib: float | None) -> int | None:
+    """`--cpu-offload-gb` (GiB, as vLLM's flag) in bytes; None when not given.
+
+    Raises:
+        PlanningError: for NaN or an infinite size (the planner checks the sign).
+    """
+    if gib is None:
+        return None
+    if not math.isfinite(gib):
+        raise PlanningError("cpu_offload_bytes", f"{gib} GiB is not a finite size")
+    return int(gib * (1 << 30))
 
 
 class _PipeConsole(Console):
@@ -249,9 +263,7 @@ def plan_command(
             "model": model,
             "weights_format": weights.lower() if weights else None,
             "kv_cache_dtype": kv_cache_dtype.lower() if kv_cache_dtype else None,
-            "cpu_offload_bytes": None
-            if cpu_offload_gb is None
-            else int(cpu_offload_gb * (1 << 30)),
+            "cpu_offload_bytes": _offload_bytes(cpu_offload_gb),
             "gpu_types": tuple(g.lower() for g in gpu) if gpu else None,
             "gpus_per_node": gpus_per_node,
             "max_nodes": nodes,

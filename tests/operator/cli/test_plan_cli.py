@@ -269,3 +269,11 @@ def test_a_plan_where_no_length_fits_says_so_instead_of_zero() -> None:
     assert "max-model-len none fits;" in result.stdout
     assert "max-model-len auto: no request length fits the pool" in result.stdout
     assert "max-model-len 0" not in result.stdout
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1"])
+def test_a_cpu_offload_that_is_not_a_finite_size_exits_two_naming_the_flag(value: str) -> None:
+    # `--cpu-offload-gb nan` once ended in a ValueError traceback (inf: OverflowError).
+    result = runner.invoke(app, ["plan", "--cpu-offload-gb", value])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "--cpu-offload-gb (cpu_offload_bytes)" in result.output
