@@ -389,10 +389,12 @@ def evaluate(
     ctx = _Context(model, gpu, layout, req, weights, tier, geometry)
     target_per_rank = -(-req.concurrency // dp) if req.concurrency else None
     length = req.max_model_len or ctx.auto_length(target_per_rank or 1)
-    seqs = ctx.resolve_seqs(length, target_per_rank)
-    mem = ctx.memory(length, seqs)
-    # With `auto` and no room at all, size the shortfall for the shortest useful request.
-    request_bytes = ctx.request_bytes(length or eng.min_auto_max_model_len)
+    # With `auto` and no room at all, size everything for the shortest useful request, the one
+    # the shortfall and the advice name: its prefill gather workspace grows with the length.
+    sized = length or eng.min_auto_max_model_len
+    seqs = ctx.resolve_seqs(sized, target_per_rank)
+    mem = ctx.memory(sized, seqs)
+    request_bytes = ctx.request_bytes(sized)
     problems = _problems(ctx, mem, length, seqs, target_per_rank)
     per_rank = max(0, mem.kv_cache_bytes) // request_bytes
     tps = _decode_tokens_per_second(

@@ -1,0 +1,50 @@
+"""A "does not fit" answer's numbers and advice, followed, fit (found by property search)."""
+
+import dataclasses
+
+from dsv4_operator.planning import Code, PlanRequest, plan
+from dsv4_operator.planning.planner import Plan, shortfall_bytes
+
+
+def _pinned(p: Plan, **changes: object) -> PlanRequest:
+    """The request of `p` pinned to its chosen GPU type and layout, with `changes`."""
+    lay = p.chosen.layout
+    return dataclasses.replace(
+        p.request,
+        gpu_types=(p.chosen.gpu.name,),
+        tensor_parallel=lay.tensor_parallel,
+        data_parallel=lay.data_parallel,
+        expert_parallel=lay.expert_parallel,
+        gpus_per_node=lay.gpus_per_node,
+        max_nodes=lay.nodes,
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+def test_auto_with_no_room_counts_the_shortfall_of_the_request_it_names() -> None:
+    """`auto` with no length fitting names a 4,096-token request: the shortfall, and the minimum
+    utilization, must be those of that request, prefill gather workspace at 4,096 included (they
+    were 4,190,208 B short: the workspace at a 1-token length)."""
+    auto = plan(
+        PlanRequest(model="flash", weights_format="bf16", gpu_types=("a100-80gb",), max_nodes=1)
+    )
+    assert not auto.fits
+    assert auto.chosen.max_model_len == 0
+    named = plan(_pinned(auto, max_model_len=4096))
+    assert shortfall_bytes(auto.chosen) == shortfall_bytes(named.chosen) > 0
+    assert auto.chosen.memory.activation_bytes == named.chosen.memory.activation_bytes
+    text = " ".join(w.message for w in auto.warnings)
+    assert "minimum gpu-memory-utilization for one 4,096-token request: 0.9401" in text
+    assert plan(_pinned(auto, max_model_len=4096, gpu_memory_utilization=0.9401)).fits
+
+
+def test_auto_offload_advice_with_no_room_fits_when_followed() -> None:
+    auto = plan(
+        PlanRequest(model="pro", weights_format="nvfp4", gpu_types=("l20-48gb",), max_nodes=1)
+    )
+    assert not auto.fits
+    assert auto.advice is not None
+    assert auto.advice.offload_gib is not None
+    followed = plan(_pinned(auto, cpu_offload_bytes=auto.advice.offload_gib << 30))
+    assert followed.fits, [w.message for w in followed.warnings]
+    assert Code.NO_FEASIBLE_LAYOUT not in {w.code for w in followed.warnings}
