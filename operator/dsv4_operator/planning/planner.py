@@ -410,10 +410,51 @@ def shortfall_tokens(req: PlanRequest, e: Evaluation) -> int:
     return e.max_model_len or req.engine.min_auto_max_model_len
 
 
+_OFFLOAD_TRIES = 4
+"""Whole GiB above the estimate `_offload_that_fits` tries before it gives up on offload."""
+
+
+def _pinned_to(req: PlanRequest, gpu: GpuType, layout: Layout) -> PlanRequest:
+    """`req` restricted to one GPU type and one layout (nodes, GPUs per node, TP, DP, EP, PP)."""
+    return replace(
+        req,
+        gpu_types=(gpu.name,),
+        gpus_per_node=layout.gpus_per_node,
+        max_nodes=layout.nodes,
+        tensor_parallel=layout.tensor_parallel,
+        data_parallel=layout.data_parallel,
+        pipeline_parallel=layout.pipeline_parallel,
+        expert_parallel=layout.expert_parallel,
+    )
+
+
+def _offload_that_fits(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> int | None:
+    """`--cpu-offload-gb` in all (GiB per GPU) at which `closest`'s layout fits, or None.
+
+    Estimated for the concurrency target per DP rank (one request without one), then checked by
+    evaluating the layout with that offload, and up to `_OFFLOAD_TRIES` GiB more (the activation
+    and CUDA-graph terms follow max-num-seqs, a tokens/s target the slower decode): advice that
+    does not fit when followed is not given. None when offloading all routed experts cannot.
+    """
+    mem = closest.memory
+    experts = mem.weights.expert_bytes + req.cpu_offload_bytes  # on the GPU without offload
+    dp = closest.layout.data_parallel
+    requests = -(-req.concurrency // dp) if req.concurrency else 1
+    need = mem.non_kv_bytes + requests * closest.request_bytes - mem.budget_bytes
+    if need <= 0 or need > mem.weights.expert_bytes:
+        return None
+    first = -(-(need + req.cpu_offload_bytes) // _GIB)
+    pinned = _pinned_to(req, closest.gpu, closest.layout)
+    for gib in range(first, min(first + _OFFLOAD_TRIES, -(-experts // _GIB)) + 1):
+        fitting, _, _, _ = _search(replace(pinned, cpu_offload_bytes=gib * _GIB), model)
+        if fitting:
+            return gib
+    return None
+
+
 def _explain_no_fit(
     req: PlanRequest, model: ModelSpec, closest: Evaluation
 ) -> tuple[Finding, FitAdvice | None]:
-    mem = closest.memory
     short = shortfall_bytes(closest)
     gpus = closest.layout.gpus
     head = (
@@ -434,9 +475,8 @@ def _explain_no_fit(
             head += f"; and {startup.message}"
         return Finding(Code.NO_FEASIBLE_LAYOUT, head), None
     options = []
-    offload = None
-    if 0 < short <= mem.weights.expert_bytes:
-        offload = -(-(short + req.cpu_offload_bytes) // _GIB)  # in all, with what is offloaded
+    offload = _offload_that_fits(req, model, closest) if short > 0 else None
+    if offload is not None:
         options.append(f"CPU offload of {offload} GiB per GPU (--cpu-offload-gb {offload}; slow)")
     # The user's node shape when given (more such nodes), else the GPU type's usual one; as many
     # GPUs in all as 16 usual nodes hold.

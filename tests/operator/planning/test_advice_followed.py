@@ -48,3 +48,23 @@ def test_auto_offload_advice_with_no_room_fits_when_followed() -> None:
     followed = plan(_pinned(auto, cpu_offload_bytes=auto.advice.offload_gib << 30))
     assert followed.fits, [w.message for w in followed.warnings]
     assert Code.NO_FEASIBLE_LAYOUT not in {w.code for w in followed.warnings}
+
+
+def test_offload_advice_holds_the_concurrency_target() -> None:
+    """The offload option was sized for one request: with a target of 2 concurrent requests the
+    advised 19 GiB left room for two 1,536-token requests, and the plan still did not fit."""
+    p = plan(
+        PlanRequest(
+            model="flash",
+            weights_format="fp8",
+            gpu_types=("rtx-4090-24gb",),
+            max_nodes=1,
+            concurrency=2,
+        )
+    )
+    assert not p.fits
+    assert p.advice is not None
+    assert p.advice.offload_gib is not None
+    followed = plan(_pinned(p, cpu_offload_bytes=p.advice.offload_gib << 30))
+    assert followed.fits, [w.message for w in followed.warnings]
+    assert followed.chosen.max_concurrency >= 2
