@@ -249,7 +249,8 @@ def no_fit_message(planned: Plan) -> str:
     """`InsufficientCapacity`'s message: the closest layout, its problems, and what would fit.
 
     What would fit is the planner's `FitAdvice` in spec fields: `spec.engine.extraArgs` for
-    CPU offload, and the `spec.gpu.maxNodes` or `spec.gpu.budget` a larger layout needs.
+    CPU offload, `spec.maxNumBatchedTokens` for a smaller batch, and the `spec.gpu.maxNodes` or
+    `spec.gpu.budget` a larger layout needs.
     """
     problems = "; ".join(f.message for f in planned.chosen.problems[:3])
     c = planned.chosen
@@ -266,6 +267,11 @@ def no_fit_message(planned: Plan) -> str:
         options.append(
             f"CPU offload of {gib} GiB per GPU (spec.engine.extraArgs: --cpu-offload-gb={gib}; "
             "slow)"
+        )
+    if advice.max_num_batched_tokens is not None:
+        options.append(
+            f"spec.maxNumBatchedTokens: {advice.max_num_batched_tokens} on this layout (slower "
+            "prefill)"
         )
     options.append(fit_option(advice, _layout_fields(advice, planned)))
     return f"{message}; what would fit: {' or '.join(options)}"

@@ -86,12 +86,15 @@ class FitAdvice:
             no budget; None when none within the search does.
         more_gpus: `layout` takes more GPUs than the closest one (else it rearranges them).
         searched: (nodes, GPUs per node) searched for `layout` when it is None.
+        max_num_batched_tokens: a smaller `--max-num-batched-tokens` (tokens) at which the
+            closest layout fits, when the request leaves it to the planner; None otherwise.
     """
 
     offload_gib: int | None = None
     layout: Layout | None = None
     more_gpus: bool = False
     searched: tuple[int, int] = (0, 0)
+    max_num_batched_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,6 +455,32 @@ def _offload_that_fits(req: PlanRequest, model: ModelSpec, closest: Evaluation) 
     return None
 
 
+MIN_ADVISED_BATCHED_TOKENS = 512
+"""Smallest `--max-num-batched-tokens` the "what would fit" advice proposes, tokens: the
+decode-side value of the Flash H200 prefill/decode recipe (facts §5.1, R2); smaller steps make
+long prompts take many more prefill chunks."""
+
+
+def _batch_that_fits(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> int | None:
+    """The largest `--max-num-batched-tokens` at which `closest`'s layout fits, or None.
+
+    Halves the engine's default (the activation peak, prefill gather workspace and admission
+    state all grow with it) down to `MIN_ADVISED_BATCHED_TOKENS`; None when the request pins
+    the batch or no such value fits. vLLM's default grows with device memory (8,192 tokens from
+    70 GiB), which the plan's own flag overrides.
+    """
+    if req.max_num_batched_tokens is not None:
+        return None
+    pinned = _pinned_to(req, closest.gpu, closest.layout)
+    batch = closest.max_num_batched_tokens // 2
+    while batch >= MIN_ADVISED_BATCHED_TOKENS:
+        fitting, _, _, _ = _search(replace(pinned, max_num_batched_tokens=batch), model)
+        if fitting:
+            return batch
+        batch //= 2
+    return None
+
+
 def _explain_no_fit(
     req: PlanRequest, model: ModelSpec, closest: Evaluation
 ) -> tuple[Finding, FitAdvice | None]:
@@ -478,6 +507,12 @@ def _explain_no_fit(
     offload = _offload_that_fits(req, model, closest) if short > 0 else None
     if offload is not None:
         options.append(f"CPU offload of {offload} GiB per GPU (--cpu-offload-gb {offload}; slow)")
+    batch = _batch_that_fits(req, model, closest)
+    if batch is not None:
+        default = closest.max_num_batched_tokens
+        options.append(
+            f"--max-num-batched-tokens {batch} on this layout (default {default:,}; slower prefill)"
+        )
     # The user's node shape when given (more such nodes), else the GPU type's usual one; as many
     # GPUs in all as 16 usual nodes hold.
     per_node = req.gpus_per_node or closest.gpu.gpus_per_node
@@ -503,6 +538,7 @@ def _explain_no_fit(
         layout=None if best is None else best.layout,
         more_gpus=best is not None and best.layout.gpus > gpus,
         searched=(max_nodes, per_node),
+        max_num_batched_tokens=batch,
     )
     options.append(fit_option(advice))
     return Finding(Code.NO_FEASIBLE_LAYOUT, f"{head}; what would fit: {' or '.join(options)}"), (

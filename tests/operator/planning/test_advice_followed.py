@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from dsv4_operator.handlers.announcements import no_fit_message
 from dsv4_operator.planning import Code, PlanRequest, plan
 from dsv4_operator.planning.planner import Plan, shortfall_bytes
 
@@ -68,3 +69,42 @@ def test_offload_advice_holds_the_concurrency_target() -> None:
     followed = plan(_pinned(p, cpu_offload_bytes=p.advice.offload_gib << 30))
     assert followed.fits, [w.message for w in followed.warnings]
     assert followed.chosen.max_concurrency >= 2
+
+
+def test_a_smaller_batch_that_fits_is_advised_before_more_gpus() -> None:
+    """Pro at 1M on 2 nodes of H100: at vLLM's default 8,192 batched tokens it does not fit and
+    the advice was 24 GPUs, though the same 16 fit at 4,096 (the plan passes
+    --max-num-batched-tokens itself; a 70 GiB GPU fits where a 71 GiB one did not, for the tier's
+    larger default)."""
+    request = PlanRequest(model="pro", gpu_types=("h100-80gb",), max_nodes=2, max_model_len=1 << 20)
+    p = plan(request)
+    assert not p.fits
+    assert p.chosen.max_num_batched_tokens == 8192
+    assert p.advice is not None
+    assert p.advice.max_num_batched_tokens == 4096
+    text = next(w.message for w in p.warnings if w.code is Code.NO_FEASIBLE_LAYOUT)
+    assert "--max-num-batched-tokens 4096" in text
+    followed = plan(_pinned(p, max_num_batched_tokens=4096))
+    assert followed.fits, [w.message for w in followed.warnings]
+    assert followed.chosen.layout.gpus == 16
+    # Unpinned too: the smaller batch fits on these 2 nodes.
+    assert plan(dataclasses.replace(request, max_num_batched_tokens=4096)).fits
+
+
+def test_no_batch_advice_when_the_batch_is_pinned() -> None:
+    request = PlanRequest(
+        model="pro",
+        gpu_types=("h100-80gb",),
+        max_nodes=2,
+        max_model_len=1 << 20,
+        max_num_batched_tokens=8192,
+    )
+    p = plan(request)
+    assert not p.fits
+    assert p.advice is not None
+    assert p.advice.max_num_batched_tokens is None
+
+
+def test_the_operator_names_the_batch_advice_as_a_spec_field() -> None:
+    p = plan(PlanRequest(model="pro", gpu_types=("h100-80gb",), max_nodes=2, max_model_len=1 << 20))
+    assert "spec.maxNumBatchedTokens: 4096 on this layout" in no_fit_message(p)
