@@ -354,8 +354,19 @@ def _search(
                     f"whole nodes of {per_node} GPUs within {req.max_nodes} node(s)",
                 ),
             )
-            rejected.append(Rejection(gpu.name, layout, problems))
+            rejected.append(Rejection(gpu.name, _spread(layout, per_node), problems))
     return feasible, rejected, unfit, gpus
+
+
+def _spread(layout: Layout, per_node: int) -> Layout:
+    """`layout`'s TP x DP x PP GPUs on the fewest nodes of at most `per_node` GPUs, equal shares.
+
+    Shows a pinned layout that no node shape of the search holds with GPUs that match its sizes
+    (the rejection's reasons say why it cannot run).
+    """
+    total = layout.tensor_parallel * layout.data_parallel * layout.pipeline_parallel
+    nodes = next(n for n in range(1, total + 1) if total % n == 0 and total // n <= per_node)
+    return replace(layout, nodes=nodes, gpus_per_node=total // nodes)
 
 
 _FIELD_OF_CODE = {

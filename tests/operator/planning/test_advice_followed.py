@@ -108,3 +108,17 @@ def test_no_batch_advice_when_the_batch_is_pinned() -> None:
 def test_the_operator_names_the_batch_advice_as_a_spec_field() -> None:
     p = plan(PlanRequest(model="pro", gpu_types=("h100-80gb",), max_nodes=2, max_model_len=1 << 20))
     assert "spec.maxNumBatchedTokens: 4096 on this layout" in no_fit_message(p)
+
+
+def test_a_pinned_layout_no_node_shape_holds_is_shown_with_its_gpus() -> None:
+    """TP8 pinned with GB200 (4 per node) in the list: the rejected GB200 entry showed
+    `gpus: 4` with `tensor_parallel: 8`, a layout whose sizes do not multiply to its GPUs."""
+    p = plan(PlanRequest(gpu_types=("h100-80gb", "gb200-186gb"), tensor_parallel=8, max_nodes=1))
+    assert p.fits
+    gb200 = [r for r in p.rejected if r.gpu == "gb200-186gb"]
+    assert gb200
+    for r in gb200:
+        lay = r.layout
+        assert lay.gpus == lay.tensor_parallel * lay.data_parallel * lay.pipeline_parallel
+        assert lay.gpus_per_node <= 4
+        assert Code.TP_EXCEEDS_NODE in {f.code for f in r.reasons}

@@ -143,8 +143,10 @@ def test_the_json_adds_up(req: PlanRequest) -> None:
     d = plan_to_dict(p)
     lay, mem, kv, c = d["layout"], d["memory_per_gpu"], d["kv_cache"], p.chosen
     model = get_model(req.model)
-    assert lay["gpus"] == lay["nodes"] * lay["gpus_per_node"]
-    assert lay["tensor_parallel"] * lay["data_parallel"] * lay["pipeline_parallel"] == lay["gpus"]
+    for shown in [lay] + [e["layout"] for e in d["runners_up"] + d["rejected"]]:
+        assert shown["gpus"] == shown["nodes"] * shown["gpus_per_node"]
+        sizes = shown["tensor_parallel"] * shown["data_parallel"] * shown["pipeline_parallel"]
+        assert sizes == shown["gpus"], shown
     assert lay["expert_parallel"] in {1, lay["tensor_parallel"] * lay["data_parallel"]}
     assert model.n_routed_experts % lay["expert_parallel"] == 0
     assert mem["weights_bytes"] == (
