@@ -19,9 +19,11 @@ from dsv4_operator.render import FIELD_MANAGER, LWS_API_VERSION
 from dsv4_operator.settings import OperatorSettings
 
 __all__ = [
+    "API_RETRY_BACKOFFS_SECONDS",
     "PEERING_BACKOFF_SECONDS",
     "PEERING_RECHECK_SECONDS",
     "PEERING_RETRIES",
+    "configure_kopf",
     "create_peering_objects",
     "register_lifecycle_handlers",
     "register_peering_handler",
@@ -32,6 +34,13 @@ PEERING_RETRIES = 24
 """Attempts at creating the peering objects before the operator exits (kopf startup retries)."""
 PEERING_BACKOFF_SECONDS = 5.0
 """Seconds between them: 2 minutes in all, for CRDs created just before the operator starts."""
+API_RETRY_BACKOFFS_SECONDS: tuple[float, ...] = (1, 1, 2, 3, 5, 8, 13) + (15,) * 44
+"""Seconds between the attempts of each API request kopf itself sends (watches, its annotation
+and finalizer patches, the peering keep-alive): kopf's default backoffs up to 13 s, then every
+15 s, 11.5 minutes in all. kopf's default (1, 1, 2, 3, 5, 8, 13, 21: 54 s in all) gave up on
+the peering keep-alive during a longer API server outage, and kopf then stopped the whole
+operator (day-2 finding); now an outage up to about 11 minutes is ridden out and the server's
+return is noticed within 15 s. A longer one still ends a peered operator (its pod restarts)."""
 PEERING_RECHECK_SECONDS = 30.0
 """How often each watched namespace's KopfPeering is checked: created soon after a namespace
 that did not exist at startup appears, and again after a namespace is deleted and re-created
@@ -51,11 +60,7 @@ def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: Operato
     def startup(
         settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
     ) -> None:
-        # Our status keys stay apart from kopf's: kopf keeps progress in its annotations only.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
-        settings.execution.max_workers = config.workers
-        settings.posting.level = logging.INFO
+        configure_kopf(settings, config)
         metrics = OperatorMetrics()
         if config.metrics_port:
             metrics.serve(config.metrics_port)
@@ -106,6 +111,20 @@ def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: Operato
         reconciler: Reconciler | None = memo.get("reconciler")
         if reconciler is not None:
             reconciler.kube.close()
+
+
+def configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) -> None:
+    """Set kopf's settings for this operator (the startup handler calls this).
+
+    kopf keeps its progress in annotations (our status keys stay apart), runs at most
+    `config.workers` sync handlers at once, posts Events from INFO up, and retries each of its
+    own API requests for `API_RETRY_BACKOFFS_SECONDS` (11.5 minutes) before giving up.
+    """
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
+    settings.execution.max_workers = config.workers
+    settings.posting.level = logging.INFO
+    settings.networking.error_backoffs = API_RETRY_BACKOFFS_SECONDS
 
 
 def register_peering_handler(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -312,3 +312,57 @@ def test_the_timers_make_kopf_add_its_finalizer() -> None:
     assert all(t.requires_finalizer for t in timers)
     (forget,) = [h for h in registry._changing.get_all_handlers() if h.id.endswith("forget")]
     assert not forget.requires_finalizer
+
+
+def test_kopf_keeps_retrying_its_requests_through_a_ten_minute_api_outage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Day-2 finding (local plane, two peered replicas, kube-apiserver SIGKILLed for 90 s): the
+    standby's peering keep-alive PATCH failed its 9 attempts (kopf's default backoffs, 54 s in
+    all), and kopf stopped the whole operator ("Multidimensional multitasker has failed") instead
+    of resuming when the server came back. kopf's own request loop, with the settings the
+    startup handler installs, must outlast such an outage."""
+    import asyncio
+    import logging
+
+    import aiohttp
+    from kopf._cogs.clients import api as kopf_api
+
+    from dsv4_operator.handlers.lifecycle import API_RETRY_BACKOFFS_SECONDS, configure_kopf
+
+    settings = kopf.OperatorSettings()
+    configure_kopf(settings, OperatorSettings())
+    clock = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    class Recovered(Exception):
+        """The API server is back: the request got through."""
+
+    class Session:
+        async def request(self, **_: Any) -> None:
+            if clock[0] < 600:  # a 10-minute outage
+                raise aiohttp.ClientConnectionError("Connect call failed")
+            raise Recovered
+
+    class Context:
+        server = "https://127.0.0.1:6443"
+        session = Session()
+
+        def add_response(self, _: Any) -> None: ...
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)  # kopf sleeps between attempts with it
+    with pytest.raises(Recovered):
+        asyncio.run(
+            kopf_api.request(
+                "PATCH",
+                "/apis/kopf.dev/v1/namespaces/ns/kopfpeerings/dsv4",
+                settings=settings,
+                logger=logging.getLogger("kopf"),
+                context=cast(Any, Context()),
+            )
+        )
+    assert clock[0] >= 600
+    # ... and notices the server's return within 15 s of it.
+    assert max(API_RETRY_BACKOFFS_SECONDS) <= 15
