@@ -222,10 +222,11 @@ class Reconciler:
     _starting_since: dict[str, datetime] = field(default_factory=dict)
     """Per resource, since when every group runs the current template but some are not ready
     (also in `status.startingSince`, read back after an operator restart: `_stored_since`)."""
-    _retrying: set[str] = field(default_factory=set)
-    """Resources whose last reconcile failed transiently: the ApiRetry Event of that streak
-    was posted, and the next failures of it only log (an API server outage fails every
-    resync and progress tick alike, and kopf posts the queued Events when it returns)."""
+    _retrying: dict[str, set[int]] = field(default_factory=dict)
+    """Per resource whose last reconcile failed transiently, the HTTP statuses (0: no answer)
+    an ApiRetry Event was posted for in this streak: a status seen again only logs (an API
+    server outage fails every resync and progress tick alike, and kopf posts the queued
+    Events when it returns)."""
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept per resource for `namespace/name` (its delete handler calls this).
@@ -236,7 +237,7 @@ class Reconciler:
         key = f"{namespace}/{name}"
         for kept in (self._children_seen, self._scalers_checked, self._starting_since):
             kept.pop(key, None)
-        self._retrying.discard(key)
+        self._retrying.pop(key, None)
 
     def _lock(self, key: str) -> threading.Lock:
         with self._guard:
@@ -261,8 +262,8 @@ class Reconciler:
         Reads the resource fresh (so concurrent triggers see each other's status), and
         serializes reconciles of one resource.
 
-        A transient API failure posts one Warning Event `ApiRetry` per streak of them (until a
-        reconcile of the resource ends otherwise); later ones of the streak are only logged.
+        A transient API failure posts a Warning Event `ApiRetry` once per HTTP status per streak
+        of them (until a reconcile of the resource ends otherwise); repeats are only logged.
 
         Returns:
             The outcome; transient API failures are returned (with `retry_after`), not raised.
@@ -280,16 +281,17 @@ class Reconciler:
                 outcome = self._reconcile(namespace, name, counted)
             except TransientApiError as error:
                 delay = error.retry_after or self.retry_delay_seconds
-                if key in self._retrying:  # the streak's Event was posted: log only
+                announced = self._retrying.setdefault(key, set())
+                if error.status in announced:  # this streak's Event says it: log only
                     log.warning("%s: %s; retrying in %g s", key, error, delay)
                 else:
                     counted("Warning", "ApiRetry", f"{error}; retrying in {delay:g} s")
-                    self._retrying.add(key)
+                    announced.add(error.status)
                 outcome = Outcome("transient_error", str(error), retry_after=delay)
             except Exception as error:  # a bug: reported on the resource, retried
                 outcome = self._internal_error(namespace, name, error, counted)
             if outcome.result != "transient_error":
-                self._retrying.discard(key)
+                self._retrying.pop(key, None)
         writes = self.kube.writes.total - writes_before
         self.metrics.observe(key, outcome.result, time.monotonic() - started)
         return Outcome(outcome.result, outcome.message, outcome.retry_after, writes)

@@ -497,25 +497,26 @@ def test_transient_error_is_returned_with_a_delay_and_an_event() -> None:
     assert LWS_PATH in fake.objects
 
 
-def test_an_outage_posts_one_api_retry_event_per_streak_not_one_per_attempt() -> None:
+def test_an_outage_posts_one_api_retry_event_per_status_and_streak_not_per_attempt() -> None:
     """While the API server is down every resync and progress tick fails the same way: one
-    ApiRetry Event for the streak, not one per attempt (kopf queues them all and posts the
-    backlog when the server returns: 52 Events per resource after a 2-minute outage with a
-    10 s resync and 3 s progress timer). A success ends the streak; the next failure is new.
+    ApiRetry Event per HTTP status in the streak, not one per attempt (kopf queues them all and
+    posts the backlog when the server returns: 52 Events per resource after a 2-minute outage
+    with a 10 s resync and 3 s progress timer). A success ends the streak.
     """
-    fake, reconciler = _setup(fail=[("GET", "/deepseekv4deployments/", 503)] * 5)
+    fail = [("GET", "/deepseekv4deployments/", 503)] * 4 + [("GET", "/deepseekv4deployments/", 500)]
+    fake, reconciler = _setup(fail=[*fail, ("GET", "/deepseekv4deployments/", 503)])
     events = Events()
-    outcomes = [reconciler.reconcile("ns", "d", events) for _ in range(5)]
-    assert [o.result for o in outcomes] == ["transient_error"] * 5
+    outcomes = [reconciler.reconcile("ns", "d", events) for _ in range(6)]
+    assert [o.result for o in outcomes] == ["transient_error"] * 6
     assert all(o.retry_after == 2.0 for o in outcomes)
-    assert events.reasons() == ["ApiRetry"]
-    assert "HTTP 503" in events[0][2]
+    assert events.reasons() == ["ApiRetry", "ApiRetry"]
+    assert ["HTTP 503" in m for _, _, m in events] == [True, False]
+    assert "HTTP 500" in events[1][2]
     assert reconciler.reconcile("ns", "d", events).result == "applied"
-    fake.fail.append(("PATCH", "/leaderworkersets/", 409))
-    fake.objects[CR_PATH]["spec"]["replicas"] = 2
+    fake.fail.append(("GET", "/deepseekv4deployments/", 503))
     assert reconciler.reconcile("ns", "d", events).result == "transient_error"
-    assert events.reasons().count("ApiRetry") == 2
-    assert "HTTP 409" in events[-1][2]
+    assert events.reasons().count("ApiRetry") == 3  # a new streak
+    assert "HTTP 503" in events[-1][2]
 
 
 def test_non_transient_apply_failure_is_reported() -> None:
