@@ -8,6 +8,7 @@ everything else unchanged. Every request the operator sends (kopf's included) is
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.chart.chart_support import by_kind, template
 from tests.support.cluster import REPO_ROOT, ControlPlane
 from tests.support.faulting_proxy import Fault, FaultingProxy
 from tests.support.operator_e2e import (
@@ -244,3 +246,61 @@ def test_progress_timer_reports_readiness_then_stops(
         window = proxy.log[start:]
     lws_reads = [r for r in window if r.method == "GET" and "/leaderworkersets/" in r.path]
     assert lws_reads == [], "the progress timer kept running after Ready=True"
+
+
+@pytest.fixture
+def peering_crds(control_plane: ControlPlane) -> None:
+    """kopf's peering CRDs, as the chart's hook renders them (only those missing)."""
+    crds = by_kind(template(), "CustomResourceDefinition")
+    names = [c["metadata"]["name"] for c in crds]
+    exists = [control_plane.kubectl("get", "crd", n, check=False).returncode == 0 for n in names]
+    if missing := [c for c, there in zip(crds, exists, strict=True) if not there]:
+        control_plane.apply(*missing)
+    control_plane.wait_crd_established(*names)
+
+
+def test_a_peered_operator_rides_out_an_api_outage_of_its_keep_alive(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    proxy: FaultingProxy,
+    proxied_env: dict[str, str],
+    peering_crds: None,
+    tmp_path: Path,
+) -> None:
+    """Day-2 finding: with kube-apiserver down for 90 s, a peered replica's keep-alive PATCH
+    used up kopf's default retries (54 s) and kopf stopped the operator. Here the API server
+    answers every KopfPeering PATCH with 503 for 100 s: the operator must still run, and act on
+    an edit once the server answers again."""
+    body = _fitting_example()
+    name = body["metadata"]["name"]
+    down = proxy.add(Fault("PATCH", rf"/namespaces/{namespace}/kopfpeerings/", 503, times=10**6))
+    log = tmp_path / "operator.log"
+    peered = ("--namespace", namespace, "--peering", "dsv4-operator", "--priority", "100")
+    with operator_process(proxied_env, *peered, log=log) as operator:
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        wait_until(lambda: down.hits >= 1, "the first keep-alive", 60)
+        started = time.monotonic()
+        while time.monotonic() - started < 100:  # the 90 s outage, and time to escalate
+            assert operator.poll() is None, log.read_text()[-3000:]
+            time.sleep(1)
+        down.times = down.hits  # the API server answers again
+        wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 30)
+        edit = {"spec": {"engine": {"image": "example.com/dsv4:after-outage"}}}
+        control_plane.kubectl(
+            "patch", "dsv4", name, "-n", namespace, "--type", "merge", "-p", json.dumps(edit)
+        )
+
+        def image() -> str:
+            lws = cluster.get(LWS_V, "leaderworkersets", namespace, name) or {}
+            pod = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]
+            return str(pod["spec"]["containers"][0]["image"])
+
+        wait_until(lambda: image().endswith(":after-outage"), "the edit rolled out", 60)
+        wait_until(  # the keep-alive still retries (every 15 s), and gets through
+            lambda: any(r.status == 200 for r in proxy.records("PATCH", r"/kopfpeerings/")),
+            "a keep-alive after the outage",
+            30,
+        )
+        assert operator.poll() is None
+    assert "multitasker has failed" not in log.read_text()  # kopf was not stopping it either
