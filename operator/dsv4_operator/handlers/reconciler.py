@@ -10,6 +10,7 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -212,7 +213,11 @@ class Reconciler:
     prometheus_url: str = DEFAULT_PROMETHEUS_URL
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     apis: ClusterApis | None = None
-    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _locks: weakref.WeakValueDictionary[str, threading.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
+    """Per resource name, the lock its reconciles hold; an entry lives while a caller holds or
+    waits for it, so the map does not grow with every name ever reconciled."""
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _scalers_checked: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Per resource, the (uid, autoscaling mode) for which stale scalers were last removed."""
@@ -240,8 +245,13 @@ class Reconciler:
         self._retrying.pop(key, None)
 
     def _lock(self, key: str) -> threading.Lock:
+        """The lock of resource `key` (`namespace/name`), shared while anyone references it."""
         with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = threading.Lock()
+                self._locks[key] = lock
+            return lock
 
     def cluster_apis(self, *, need_keda: bool = False) -> ClusterApis:
         """Discovery result, cached; asked again while an API a resource needs is missing.

@@ -1335,3 +1335,24 @@ def test_an_invalid_spec_is_reported_when_the_live_counts_cannot_be_read() -> No
     assert outcome.result == "invalid_spec"
     assert _conditions(fake)["Ready"] == ("False", "InvalidSpec")
     assert "ApiRetry" not in events.reasons()
+
+
+def test_per_resource_locks_do_not_outlive_their_reconciles() -> None:
+    """Day-2 review: `_locks` kept one lock per namespace/name ever reconciled."""
+    import gc
+    import threading
+
+    fake, reconciler = _setup()
+    for i in range(5):
+        path = CR_PATH.replace("/d", f"/d{i}")
+        fake.objects[path] = copy.deepcopy(fake.objects[CR_PATH])
+        fake.objects[path]["metadata"]["name"] = f"d{i}"
+        reconciler.reconcile("ns", f"d{i}", Events())
+    gc.collect()
+    assert len(reconciler._locks) == 0
+    # While one caller holds a resource's lock, others get the same lock.
+    held = reconciler._lock("ns/x")
+    with held:
+        assert reconciler._lock("ns/x") is held
+        assert not reconciler._lock("ns/x").acquire(blocking=False)
+    assert isinstance(held, type(threading.Lock()))
