@@ -77,7 +77,13 @@ from dsv4_operator.render.status import (
     REFERENCE_MISSING,
 )
 
-__all__ = ["EmitFn", "Outcome", "Reconciler"]
+__all__ = ["API_RETRY_REPEAT_SECONDS", "EmitFn", "Outcome", "Reconciler"]
+
+API_RETRY_REPEAT_SECONDS: Final = 60.0
+"""A streak of transient failures with one HTTP status posts its ApiRetry Event again after this
+long, s: kopf gives up posting an Event after its posting backoffs (54 s by default,
+`settings.posting`), so in an outage longer than that the first one is dropped, and a repeat
+each minute gets one through within a minute of the server's return."""
 
 log = logging.getLogger("dsv4_operator")
 
@@ -227,11 +233,11 @@ class Reconciler:
     _starting_since: dict[str, datetime] = field(default_factory=dict)
     """Per resource, since when every group runs the current template but some are not ready
     (also in `status.startingSince`, read back after an operator restart: `_stored_since`)."""
-    _retrying: dict[str, set[int]] = field(default_factory=dict)
+    _retrying: dict[str, dict[int, datetime]] = field(default_factory=dict)
     """Per resource whose last reconcile failed transiently, the HTTP statuses (0: no answer)
-    an ApiRetry Event was posted for in this streak: a status seen again only logs (an API
-    server outage fails every resync and progress tick alike, and kopf posts the queued
-    Events when it returns)."""
+    an ApiRetry Event was posted for in this streak, and when: a status seen again within
+    `API_RETRY_REPEAT_SECONDS` only logs (an API server outage fails every resync and
+    progress tick alike, and kopf posts the queued Events when it returns)."""
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept per resource for `namespace/name` (its delete handler calls this).
@@ -291,12 +297,14 @@ class Reconciler:
                 outcome = self._reconcile(namespace, name, counted)
             except TransientApiError as error:
                 delay = error.retry_after or self.retry_delay_seconds
-                announced = self._retrying.setdefault(key, set())
-                if error.status in announced:  # this streak's Event says it: log only
-                    log.warning("%s: %s; retrying in %g s", key, error, delay)
+                announced = self._retrying.setdefault(key, {})
+                now = self.clock()
+                last = announced.get(error.status)
+                if last is not None and (now - last).total_seconds() < API_RETRY_REPEAT_SECONDS:
+                    log.warning("%s: %s; retrying in %g s", key, error, delay)  # said already
                 else:
                     counted("Warning", "ApiRetry", f"{error}; retrying in {delay:g} s")
-                    announced.add(error.status)
+                    announced[error.status] = now
                 outcome = Outcome("transient_error", str(error), retry_after=delay)
             except Exception as error:  # a bug: reported on the resource, retried
                 outcome = self._internal_error(namespace, name, error, counted)

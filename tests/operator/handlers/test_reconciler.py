@@ -519,6 +519,22 @@ def test_an_outage_posts_one_api_retry_event_per_status_and_streak_not_per_attem
     assert "HTTP 503" in events[-1][2]
 
 
+def test_a_long_outage_posts_its_api_retry_event_again_each_minute() -> None:
+    """Day-2 fault review: kopf drops an Event it could not post within 54 s, so after an
+    outage longer than that the streak's one ApiRetry Event was lost; it is posted again once
+    a minute while the streak lasts."""
+    from dsv4_operator.handlers.reconciler import API_RETRY_REPEAT_SECONDS
+
+    now = [datetime(2026, 11, 29, tzinfo=UTC)]
+    _fake, reconciler = _setup(fail=[("GET", "/deepseekv4deployments/", 503)] * 4)
+    reconciler.clock = lambda: now[0]
+    events = Events()
+    for step in (0.0, 30.0, API_RETRY_REPEAT_SECONDS - 0.5, API_RETRY_REPEAT_SECONDS + 1):
+        now[0] = datetime(2026, 11, 29, tzinfo=UTC) + timedelta(seconds=step)
+        assert reconciler.reconcile("ns", "d", events).result == "transient_error"
+    assert events.reasons() == ["ApiRetry", "ApiRetry"]
+
+
 def test_non_transient_apply_failure_is_reported() -> None:
     fake, reconciler = _setup(fail=[("PATCH", "/services/", 422)])
     events = Events()
