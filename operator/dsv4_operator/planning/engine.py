@@ -7,7 +7,7 @@ documented default, never a literal in the arithmetic, so a newer engine is a ne
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = ["VLLM_0_33", "EngineProfile", "SchedulingDefaults", "parse_version"]
 
@@ -84,6 +84,10 @@ class EngineProfile:
             counted from vLLM's sampler code path, not measured.
         cuda_graph_bytes_per_size: memory per captured CUDA-graph batch size beyond the shared pool,
             bytes (vLLM's estimate since v0.21, PR #30515; 8 MiB is conservative for 60-layer MoE).
+        blackwell_max_cudagraph_capture_size: the CUDA-graph capture cap on data-centre
+            Blackwell (compute capability 10.x: B200, GB200) where other GPUs of the tier get
+            512: 1024 (vLLM PR #49390, merged 2026-07-22, "Raise Blackwell CUDA graph capture
+            default to 1024"; the max-num-seqs x decode-query-length x 2 bound still applies).
         nontorch_base_bytes: cuBLAS/cuDNN workspaces and allocator slack outside torch, bytes.
             An allowance, not measured: 512 MiB. (The start-up measurement in
             `benchmarks/reports/2026-11-30-startup-memory-h200.md` shows cuBLAS's handle and
@@ -144,6 +148,7 @@ class EngineProfile:
     workspace_bytes: int
     sampler_copies: int
     cuda_graph_bytes_per_size: int
+    blackwell_max_cudagraph_capture_size: int
     nontorch_base_bytes: int
     nccl_bytes: int
     all2all_bytes: int
@@ -161,13 +166,25 @@ class EngineProfile:
     decode_bandwidth_efficiency: float
     min_auto_max_model_len: int
 
-    def scheduling_defaults(self, memory_bytes: int, gpu_name: str) -> SchedulingDefaults:
-        """The tier vLLM picks for a device of `memory_bytes` named `gpu_name`."""
+    def scheduling_defaults(
+        self, memory_bytes: int, gpu_name: str, arch: str = ""
+    ) -> SchedulingDefaults:
+        """The tier vLLM picks for a device of `memory_bytes` named `gpu_name`.
+
+        On data-centre Blackwell (`arch` sm100, compute capability 10.x) a tier's CUDA-graph
+        capture cap of 512 becomes `blackwell_max_cudagraph_capture_size`.
+        """
         is_a100 = "a100" in gpu_name.lower()
+        found = self.scheduling[-1]
         for tier in self.scheduling:
             if memory_bytes >= tier.min_memory_bytes and not (is_a100 and tier.excludes_a100):
-                return tier
-        return self.scheduling[-1]
+                found = tier
+                break
+        if arch.startswith("sm10") and found.max_cudagraph_capture_size == 512:
+            return replace(
+                found, max_cudagraph_capture_size=self.blackwell_max_cudagraph_capture_size
+            )
+        return found
 
     @staticmethod
     def cudagraph_capture_sizes(
@@ -197,6 +214,7 @@ VLLM_0_33 = EngineProfile(
     workspace_bytes=3 * _GIB,
     sampler_copies=8,
     cuda_graph_bytes_per_size=8 * _MIB,
+    blackwell_max_cudagraph_capture_size=1024,
     nontorch_base_bytes=512 * _MIB,
     nccl_bytes=512 * _MIB,
     all2all_bytes=1 * _GIB,

@@ -375,7 +375,7 @@ def evaluate(
         The evaluation; `problems` says why it does not fit.
     """
     eng = req.engine
-    tier = eng.scheduling_defaults(gpu.cuda_total_bytes, gpu.name)
+    tier = eng.scheduling_defaults(gpu.cuda_total_bytes, gpu.name, gpu.arch)
     dp = layout.data_parallel
     on_gpu = per_gpu_weight_bytes(
         model,

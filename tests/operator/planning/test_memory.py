@@ -61,6 +61,22 @@ def test_cuda_graph_estimate_grows_with_capture_sizes() -> None:
     assert cuda_graph_bytes(VLLM_0_33, 64, tier, 3) == 67 * VLLM_0_33.cuda_graph_bytes_per_size
 
 
+def test_data_centre_blackwell_captures_cuda_graphs_up_to_1024() -> None:
+    """Property-test review (F8): vLLM PR #49390 raised the capture cap from 512 to 1024 on
+    compute capability 10.x; the planner counted B200/GB200 graphs up to 512 only."""
+    for name in ("b200-180gb", "gb200-186gb"):
+        gpu = GPUS[name]
+        tier = VLLM_0_33.scheduling_defaults(gpu.cuda_total_bytes, gpu.name, gpu.arch)
+        assert tier.max_cudagraph_capture_size == 1024
+        assert VLLM_0_33.cudagraph_capture_sizes(1024, tier) == 3 + 1024 // 8
+        # The max-num-seqs x 2 bound still applies.
+        assert VLLM_0_33.cudagraph_capture_sizes(200, tier) == 3 + 400 // 8
+    for name in ("h200-141gb", "rtx-5090-32gb", "mi355x-288gb"):  # sm90, sm120 (12.x), AMD
+        gpu = GPUS[name]
+        tier = VLLM_0_33.scheduling_defaults(gpu.cuda_total_bytes, gpu.name, gpu.arch)
+        assert tier.max_cudagraph_capture_size <= 512
+
+
 def test_parse_version() -> None:
     assert parse_version("0.20.0rc1+cu130") == (0, 20, 0)
     assert parse_version("4.51.1") < parse_version("4.52")
