@@ -89,12 +89,20 @@ def _offload_bytes(gib: float | None) -> int | None:
     """`--cpu-offload-gb` (GiB, as vLLM's flag) in bytes; None when not given.
 
     Raises:
-        PlanningError: for NaN or an infinite size (the planner checks the sign).
+        PlanningError: for NaN, an infinite size, or one above `MAX_CPU_OFFLOAD_GIB` (4096, the
+            resource's own limit for `--cpu-offload-gb` in extraArgs; 1e300 GiB overflowed to
+            an infinite byte count); the planner checks the sign.
     """
+    from dsv4_operator.api.v1alpha1.engine import MAX_CPU_OFFLOAD_GIB  # noqa: PLC0415
+
     if gib is None:
         return None
     if not math.isfinite(gib):
         raise PlanningError("cpu_offload_bytes", f"{gib} GiB is not a finite size")
+    if gib > MAX_CPU_OFFLOAD_GIB:
+        raise PlanningError(
+            "cpu_offload_bytes", f"{gib} GiB is above the limit of {MAX_CPU_OFFLOAD_GIB} GiB"
+        )
     return int(gib * (1 << 30))
 
 

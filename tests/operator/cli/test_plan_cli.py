@@ -277,3 +277,19 @@ def test_a_cpu_offload_that_is_not_a_finite_size_exits_two_naming_the_flag(value
     result = runner.invoke(app, ["plan", "--cpu-offload-gb", value])
     assert result.exit_code == 2, (result.output, result.exception)
     assert "--cpu-offload-gb (cpu_offload_bytes)" in result.output
+
+
+@pytest.mark.parametrize("value", ["1e300", "4097"])
+def test_a_cpu_offload_above_the_resources_limit_exits_two_naming_it(value: str) -> None:
+    # 1e300 GiB is finite but overflowed to inf in bytes (OverflowError traceback); the resource
+    # refuses more than MAX_CPU_OFFLOAD_GIB (4096) in extraArgs, the flag now does too.
+    result = runner.invoke(app, ["plan", "--cpu-offload-gb", value])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "--cpu-offload-gb (cpu_offload_bytes)" in result.output
+    assert "4096" in result.output
+
+
+def test_a_cpu_offload_at_the_limit_is_planned() -> None:
+    result = runner.invoke(app, ["plan", "--cpu-offload-gb", "4096", "--output", "json"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert json.loads(result.output)["engine_args"]["cpu_offload_gb"] == 4096
