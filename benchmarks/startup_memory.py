@@ -72,13 +72,31 @@ def _sweep(world: int, *, all_to_all: bool) -> None:
     torch.cuda.empty_cache()
 
 
+def _group_sizes(text: str) -> list[int]:
+    """`--group-sizes`: comma-separated positive integers (empty entries skipped).
+
+    Raises:
+        argparse.ArgumentTypeError: an entry that is not a positive integer (0 divided by zero
+            after the NCCL set-up; a negative size warmed the world group again).
+    """
+    sizes = []
+    for v in text.split(","):
+        if not v:
+            continue
+        if not v.isdigit() or int(v) < 1:
+            raise argparse.ArgumentTypeError(f"{v!r} is not a positive integer")
+        sizes.append(int(v))
+    return sizes
+
+
 def main() -> None:
     """Print the in-use bytes after each start-up step, one JSON object per rank."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", type=int, default=6, help="extra NCCL groups to warm")
     parser.add_argument(
         "--group-sizes",
-        default="",
+        type=_group_sizes,
+        default=[],
         help="comma-separated sizes s: split the world into groups of s ranks and warm each",
     )
     parser.add_argument(
@@ -86,9 +104,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     groups = args.groups
-    sizes = [int(v) for v in args.group_sizes.split(",") if v]
+    sizes: list[int] = args.group_sizes
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    for size in sizes:
+        if world % size:  # before any GPU step, not after the earlier groups were warmed
+            parser.error(f"--group-sizes: {size} does not divide the world size {world}")
     out: dict[str, object] = {"rank": rank, "world": world}
 
     def used(tag: str) -> None:
@@ -115,8 +136,6 @@ def main() -> None:
             _warm(dist.new_group(list(range(world))))
             used(f"group{k}")
         for k, size in enumerate(sizes):
-            if world % size:
-                raise SystemExit(f"--group-sizes: {size} does not divide the world size {world}")
             mine = None
             for first in range(0, world, size):
                 group = dist.new_group(list(range(first, first + size)))
