@@ -1057,8 +1057,9 @@ def launch_options(
             None: `FOLLOWER_CHUNKS` with 2 or more stages, else 0.
 
     Raises:
-        ValueError: a depth below 1 (raw: 2), the buffers over `SMEM_LIMIT`, or consumer_regs
-            leaving the producer fewer than 24 registers.
+        ValueError: a depth below 1 (raw: 2), the buffers over `SMEM_LIMIT`, consumer_regs
+            leaving the producer fewer than 24 registers, or follower_chunks outside 0 to 7
+            (above 0 with stages 1).
     """
     if stages < 1 or raw_stages < 2:
         raise ValueError(f"stages={stages} must be >= 1 and raw_stages={raw_stages} >= 2")

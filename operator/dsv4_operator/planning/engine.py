@@ -96,9 +96,10 @@ class EngineProfile:
             channels of its groups) when the world size exceeds 1, bytes. An allowance of
             512 MiB. Measured on 2 H200 ranks (`benchmarks/startup_memory.py --sweep`,
             report in `benchmarks/reports/`): after the warm-up, all-reduces of 1 KiB to
-            256 MiB, all-gather and reduce-scatter connected nothing more; only an
-            all-to-all did (467,664,896 B for one peer), which vLLM's default EP backend
-            (allgather_reducescatter) does not use. More ranks not measured. The buffers
+            256 MiB, all-gather and reduce-scatter (torch's equal-size ones; vLLM's
+            variable-size all_gatherv / reduce_scatterv not measured) connected nothing
+            more; only an all-to-all did (467,664,896 B for one peer), which vLLM's default
+            EP backend (allgather_reducescatter) does not use. More ranks not measured. The buffers
             that exist before the snapshot are `startup_nccl_first_bytes` and
             `startup_nccl_group_bytes`.
         all2all_bytes: expert-parallel dispatch/combine buffers when EP > 1, bytes. An
