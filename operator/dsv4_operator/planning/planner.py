@@ -170,7 +170,11 @@ def _validate(req: PlanRequest) -> ModelSpec:
 
 
 def _validate_numbers(req: PlanRequest, limit: int) -> None:
-    """Range checks of every numeric request field (the CRD's limits).
+    """Range checks of every numeric request field: what the planner can evaluate.
+
+    These bound the CLI's what-if requests. The CRD is stricter for some fields (its schema
+    refuses them at `kubectl apply`): max-num-batched-tokens at least 64, GPUs per node at
+    most 16, TP at most 16 and DP at most 1,024, gpu-memory-utilization 0.10 to 0.99.
 
     Raises:
         PlanningError: naming the field and the limit.
