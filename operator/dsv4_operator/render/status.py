@@ -433,7 +433,8 @@ def _rollout(
             # whose pods never started was said to keep serving)
             serving = " (its ready groups keep serving)" if c.serving > 0 else ""
             held = f"; the LeaderWorkerSet keeps its current pod template meanwhile{serving}"
-        message = _text("; ".join(obs.missing) + f": pods cannot start until they exist{held}")
+        they = "they exist" if len(obs.missing) > 1 else "it exists"
+        message = _text("; ".join(obs.missing) + f": pods cannot start until {they}{held}")
         out["Ready"] = ("False", REFERENCE_MISSING, message)
         out["Degraded"] = ("True", REFERENCE_MISSING, message)
     return out

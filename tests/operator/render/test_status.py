@@ -473,3 +473,29 @@ def test_scaling_active_left_by_another_mode_is_removed() -> None:
     off = parse_spec({"model": "flash", "gpu": {"types": ["h200-141gb"]}})
     gone = desired_status(Observation(OWNER, spec=off, plan=planned), kept, T0)
     assert "ScalingActive" not in _conditions(gone)
+
+
+@pytest.mark.parametrize(
+    ("missing", "verb"),
+    [
+        (("PersistentVolumeClaim w (spec.modelSource.pvc.claimName) does not exist",), "it exists"),
+        (
+            (
+                "PersistentVolumeClaim w (spec.modelSource.pvc.claimName) does not exist",
+                "Secret x (spec.engine.env X) does not exist",
+            ),
+            "they exist",
+        ),
+    ],
+)
+def test_the_missing_reference_message_agrees_with_the_count(
+    missing: tuple[str, ...], verb: str
+) -> None:
+    """h12 (README walk-through): one missing claim read "pods cannot start until they exist"."""
+    spec = parse_spec({"model": "flash", "gpu": {"types": ["h200-141gb"]}, "replicas": 1})
+    obs = Observation(
+        Owner("d", "ns", "uid"), spec=spec, plan=plan(request_from_spec(spec)), missing=missing
+    )
+    ready = next(c for c in desired_status(obs, None, T0)["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ReferenceMissing"
+    assert ready["message"].endswith(f": pods cannot start until {verb}")
