@@ -10,6 +10,7 @@ import pytest
 import yaml
 from tests.operator.render.conftest import Case
 
+from dsv4_operator import crdgen
 from dsv4_operator.api import parse_spec, quantity_bytes
 from dsv4_operator.planning import plan, plan_to_dict
 from dsv4_operator.planning.from_spec import request_from_spec
@@ -524,3 +525,15 @@ def test_the_peak_gpu_count_outlives_a_finished_canary() -> None:
         "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 1},
     }
     assert running_gpus_per_replica(live) == 16
+
+
+def test_the_crd_says_the_shm_size_is_added_to_the_memory_request_and_limit() -> None:
+    """h12 (README walk-through): `kubectl explain dsv4.spec.resources.limits` said "memory should
+    cover /dev/shm", while the operator adds the /dev/shm size itself (the test above): a limit
+    sized to cover it, as told, was raised by the shm size a second time."""
+    schema = crdgen.crd_dict()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    resources = schema["properties"]["spec"]["properties"]["resources"]["properties"]
+    for field in ("requests", "limits"):
+        text = " ".join(resources[field]["description"].split())
+        assert "adds the /dev/shm size" in text, (field, text)
+        assert "should cover" not in text, (field, text)

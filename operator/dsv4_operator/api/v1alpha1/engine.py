@@ -209,9 +209,11 @@ class ResourceRequirements(ApiModel):
     """CPU, memory and other resources of each worker pod (GPUs are set from the plan)."""
 
     requests: QuantityMap = Field(default_factory=dict)
-    """Resources reserved per worker pod, e.g. `cpu: "32"`, `memory: 512Gi` (quantities)."""
+    """Resources reserved per worker pod, e.g. `cpu: "32"`, `memory: 512Gi` (quantities); the
+    operator adds the /dev/shm size (the plan's, or `spec.shmSize`) to the memory request."""
     limits: QuantityMap = Field(default_factory=dict)
-    """Resource caps per worker pod (quantities); memory should cover /dev/shm."""
+    """Resource caps per worker pod (quantities); the operator adds the /dev/shm size to a memory
+    limit too (tmpfs pages count against it), so leave /dev/shm out of the figure."""
 
     @model_validator(mode="after")
     def _valid_for_a_pod(self) -> "ResourceRequirements":
