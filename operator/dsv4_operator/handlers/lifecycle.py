@@ -11,7 +11,13 @@ import kopf
 
 from dsv4_operator.handlers.autoscaler import Autoscaler, AutoscalerMetrics
 from dsv4_operator.handlers.reconciler import Reconciler
-from dsv4_operator.kube import ApiError, KubeClient, TransientApiError, build_api_client
+from dsv4_operator.kube import (
+    ApiError,
+    CredentialsError,
+    KubeClient,
+    TransientApiError,
+    build_api_client,
+)
 from dsv4_operator.kube.client import PLURALS
 from dsv4_operator.kube.peering import PEERING_API_VERSION, PeeringResult, ensure_peering
 from dsv4_operator.metrics import OperatorMetrics
@@ -68,7 +74,13 @@ def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: Operato
         def count(verb: str, kind: str) -> None:
             metrics.api_writes.labels(verb=verb, kind=kind).inc()
 
-        kube = KubeClient(build_api_client(), FIELD_MANAGER, on_write=count)
+        try:
+            api_client = build_api_client()
+        except CredentialsError as error:
+            # No retry can fix missing credentials: kopf stops the operator (exit 1) instead of
+            # retrying this handler every minute behind a traceback.
+            raise kopf.PermanentError(str(error)) from error
+        kube = KubeClient(api_client, FIELD_MANAGER, on_write=count)
         reconciler = Reconciler(
             kube,
             metrics,

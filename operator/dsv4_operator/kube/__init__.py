@@ -10,6 +10,7 @@ from dsv4_operator.kube.apply import (
 )
 from dsv4_operator.kube.client import (
     ApiError,
+    CredentialsError,
     KubeClient,
     TransientApiError,
     WriteCounter,
@@ -23,6 +24,7 @@ __all__ = [
     "ApiError",
     "AppliedChild",
     "ClusterApis",
+    "CredentialsError",
     "KubeClient",
     "TransientApiError",
     "WriteCounter",

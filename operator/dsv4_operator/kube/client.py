@@ -90,10 +90,16 @@ def resource_path(api_version: str, kind: str, namespace: str, name: str | None 
     return path if name is None else f"{path}/{name}"
 
 
+class CredentialsError(k8s_config.ConfigException):
+    """No usable Kubernetes credentials: the message names the kubeconfig path and its source."""
+
+
 def build_api_client() -> Any:
     """An `ApiClient` from the in-cluster service account, else `$KUBECONFIG` (read now).
 
     Reading `$KUBECONFIG` at call time (not import time) matters for tests that set it late.
+    Raises `CredentialsError` naming the kubeconfig path (and whether it came from `$KUBECONFIG`,
+    which may list several files) when neither gives credentials.
     """
     configuration = k8s.Configuration()
     # Any: the kubernetes package's config loaders are untyped.
@@ -102,8 +108,19 @@ def build_api_client() -> Any:
     try:
         incluster(client_configuration=configuration)
     except k8s_config.ConfigException:
-        path = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-        kubeconfig(config_file=path, client_configuration=configuration)
+        env = os.environ.get("KUBECONFIG")
+        path = env or str(Path.home() / ".kube" / "config")
+        source = "$KUBECONFIG" if env else "the default kubeconfig, $KUBECONFIG being unset"
+        if not any(Path(one).is_file() for one in path.split(os.pathsep) if one):
+            raise CredentialsError(
+                f"no Kubernetes credentials: not in a pod (no service account) and {path} "
+                f"({source}) is not a file; set KUBECONFIG (the local control plane's: "
+                '`eval "$(hack/cluster.sh env)"`)'
+            ) from None
+        try:
+            kubeconfig(config_file=path, client_configuration=configuration)
+        except k8s_config.ConfigException as error:
+            raise CredentialsError(f"kubeconfig {path} ({source}): {error}") from error
     return k8s.ApiClient(configuration)
 
 

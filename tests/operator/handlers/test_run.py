@@ -366,3 +366,31 @@ def test_kopf_keeps_retrying_its_requests_through_a_ten_minute_api_outage(
     assert clock[0] >= 600
     # ... and notices the server's return within 15 s of it.
     assert max(API_RETRY_BACKOFFS_SECONDS) <= 15
+
+
+def test_missing_credentials_name_the_kubeconfig_and_stop_the_operator(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """h12 (README walk-through): `dsv4 operator run` without KUBECONFIG logged kubernetes'
+    "Invalid kube-config file. No configuration found." (no path) in a traceback and retried its
+    startup every 60 s forever; now the error names the file and kopf stops the operator."""
+    import logging
+
+    from dsv4_operator.kube import CredentialsError, build_api_client
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    missing = tmp_path / "nowhere" / "kubeconfig"
+    monkeypatch.setenv("KUBECONFIG", str(missing))
+    with pytest.raises(CredentialsError) as caught:
+        build_api_client()
+    assert str(missing) in str(caught.value)
+    assert "$KUBECONFIG" in str(caught.value)
+
+    registry = build_registry(OperatorSettings(metrics_port=0))
+    handlers: dict[str, Any] = {
+        h.id.rsplit(".", 1)[-1]: h.fn for h in registry._activities.get_all_handlers()
+    }
+    with pytest.raises(kopf.PermanentError, match="no Kubernetes credentials"):
+        handlers["startup"](
+            settings=kopf.OperatorSettings(), memo=kopf.Memo(), logger=logging.getLogger("t")
+        )
