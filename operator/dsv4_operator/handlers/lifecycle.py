@@ -69,7 +69,14 @@ def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: Operato
         configure_kopf(settings, config)
         metrics = OperatorMetrics()
         if config.metrics_port:
-            metrics.serve(config.metrics_port)
+            try:
+                metrics.serve(config.metrics_port)
+            except OSError as error:
+                # e.g. EADDRINUSE: retrying every minute behind a traceback fixed nothing.
+                raise kopf.PermanentError(
+                    f"--metrics-port (DSV4_OPERATOR_METRICS_PORT) {config.metrics_port}: cannot "
+                    f"serve /metrics there: {error}; pick a free port, or 0 to serve none"
+                ) from error
 
         def count(verb: str, kind: str) -> None:
             metrics.api_writes.labels(verb=verb, kind=kind).inc()

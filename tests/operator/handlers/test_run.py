@@ -394,3 +394,23 @@ def test_missing_credentials_name_the_kubeconfig_and_stop_the_operator(
         handlers["startup"](
             settings=kopf.OperatorSettings(), memo=kopf.Memo(), logger=logging.getLogger("t")
         )
+
+
+def test_a_busy_metrics_port_is_named_and_stops_the_operator() -> None:
+    """h12 (README walk-through): `dsv4 operator run --metrics-port P` with P taken logged a bare
+    "[Errno 98] Address already in use" traceback and retried its startup every 60 s forever."""
+    import logging
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        registry = build_registry(OperatorSettings(metrics_port=port))
+        handlers: dict[str, Any] = {
+            h.id.rsplit(".", 1)[-1]: h.fn for h in registry._activities.get_all_handlers()
+        }
+        with pytest.raises(kopf.PermanentError, match=f"--metrics-port .*{port}"):
+            handlers["startup"](
+                settings=kopf.OperatorSettings(), memo=kopf.Memo(), logger=logging.getLogger("t")
+            )
