@@ -168,10 +168,12 @@ def _table(p: Plan, console: Console) -> None:
     if c.max_concurrency and c.max_model_len:
         # KV room (max_concurrency) and what vLLM runs at once (max-num-seqs per DP rank) differ.
         seqs = c.max_num_seqs * lay.data_parallel
+        requests = "request" if c.max_concurrency == 1 else "requests"
+        sequences = "sequence" if seqs == 1 else "sequences"
         kv_line += (
             f"{c.kv_tokens_per_replica:,} tokens per replica, room for {c.max_concurrency:,} "
-            f"{c.max_model_len:,}-token requests; max-num-seqs {c.max_num_seqs} x DP "
-            f"{lay.data_parallel} = {seqs:,} sequences at once; ~{c.tokens_per_second:,} "
+            f"{c.max_model_len:,}-token {requests}; max-num-seqs {c.max_num_seqs} x DP "
+            f"{lay.data_parallel} = {seqs:,} {sequences} at once; ~{c.tokens_per_second:,} "
             "tokens/s (estimate)"
         )
     else:

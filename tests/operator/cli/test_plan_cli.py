@@ -74,6 +74,19 @@ def test_kv_line_separates_kv_room_from_sequences_at_once() -> None:
     assert "max-num-seqs 2 x DP 1 = 2 sequences at once" in kv_line
 
 
+def test_kv_line_says_one_request_and_one_sequence_in_the_singular() -> None:
+    """h12 (README walk-through): following the RTX 5090 advice (--cpu-offload-gb 52) printed
+    "room for 1 111,104-token requests; ... = 1 sequences at once"."""
+    result = runner.invoke(
+        app,
+        "plan --model flash --gpu rtx-5090-32gb --gpus-per-node 2 --nodes 1 --cpu-offload-gb 52",
+    )
+    assert result.exit_code == 0, result.output
+    kv_line = " ".join(result.stdout.split("KV:")[1].split("/dev/shm")[0].split())
+    assert "room for 1 111,104-token request;" in kv_line
+    assert "max-num-seqs 1 x DP 1 = 1 sequence at once" in kv_line
+
+
 def test_invalid_input_exits_two_naming_the_field() -> None:
     result = runner.invoke(app, ["plan", "--gpu", "h900-80gb"])
     assert result.exit_code == 2
