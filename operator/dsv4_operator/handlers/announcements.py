@@ -13,7 +13,7 @@ from typing import Any
 from dsv4_operator.api.v1alpha1.scaling import surge_groups
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.kube import AppliedChild
-from dsv4_operator.planning import Code, FitAdvice, Plan, fit_option
+from dsv4_operator.planning import Code, FitAdvice, Plan, fit_option, offload_sizing
 from dsv4_operator.render import Owner
 from dsv4_operator.render.leaderworkerset import (
     GPUS_ANNOTATION,
@@ -266,7 +266,7 @@ def no_fit_message(planned: Plan) -> str:
         gib = advice.offload_gib
         options.append(
             f"CPU offload of {gib} GiB per GPU (spec.engine.extraArgs: --cpu-offload-gb={gib}; "
-            "slow)"
+            f"slow{offload_sizing(planned.request.concurrency)})"
         )
     if advice.max_num_batched_tokens is not None:
         options.append(

@@ -13,7 +13,14 @@ from dsv4_operator.planning.kvcache import KvGeometry, growth_bytes_per_token, k
 from dsv4_operator.planning.memory import Layout, MemoryBreakdown
 from dsv4_operator.planning.models import FLASH, MODELS, PRO, ModelSpec, get_model
 from dsv4_operator.planning.output import engine_args, plan_to_dict
-from dsv4_operator.planning.planner import FitAdvice, Plan, Rejection, fit_option, plan
+from dsv4_operator.planning.planner import (
+    FitAdvice,
+    Plan,
+    Rejection,
+    fit_option,
+    offload_sizing,
+    plan,
+)
 from dsv4_operator.planning.request import PlanRequest
 from dsv4_operator.planning.weights import checkpoint_bytes, per_gpu_weight_bytes
 
@@ -43,6 +50,7 @@ __all__ = [
     "get_model",
     "growth_bytes_per_token",
     "kv_geometry",
+    "offload_sizing",
     "per_gpu_weight_bytes",
     "plan",
     "plan_to_dict",

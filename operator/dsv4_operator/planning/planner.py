@@ -496,6 +496,16 @@ def _batch_that_fits(req: PlanRequest, model: ModelSpec, closest: Evaluation) ->
     return None
 
 
+def offload_sizing(concurrency: int | None) -> str:
+    """What the advised CPU offload is sized for, when more than the one request of the shortfall.
+
+    `_offload_that_fits` sizes it for the concurrency target, while the shortfall the message
+    states is for one request: without this note 29 GiB of advice next to a 1.4 GB shortfall
+    read as an error (h12).
+    """
+    return f"; sized for {concurrency} concurrent requests" if (concurrency or 0) > 1 else ""
+
+
 def _explain_no_fit(
     req: PlanRequest, model: ModelSpec, closest: Evaluation
 ) -> tuple[Finding, FitAdvice | None]:
@@ -521,7 +531,10 @@ def _explain_no_fit(
     options = []
     offload = _offload_that_fits(req, model, closest) if short > 0 else None
     if offload is not None:
-        options.append(f"CPU offload of {offload} GiB per GPU (--cpu-offload-gb {offload}; slow)")
+        options.append(
+            f"CPU offload of {offload} GiB per GPU (--cpu-offload-gb {offload}; slow"
+            f"{offload_sizing(req.concurrency)})"
+        )
     batch = _batch_that_fits(req, model, closest)
     if batch is not None:
         default = closest.max_num_batched_tokens

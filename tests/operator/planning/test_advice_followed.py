@@ -122,3 +122,28 @@ def test_a_pinned_layout_no_node_shape_holds_is_shown_with_its_gpus() -> None:
         assert lay.gpus == lay.tensor_parallel * lay.data_parallel * lay.pipeline_parallel
         assert lay.gpus_per_node <= 4
         assert Code.TP_EXCEEDS_NODE in {f.code for f in r.reasons}
+
+
+def test_offload_advice_says_it_is_sized_for_the_concurrency_target_and_fits_when_followed() -> (
+    None
+):
+    """h12 (README walk-through): Pro at 1M on 2x8 H100 for 8 concurrent requests was "short by
+    1,436,908,947 B per GPU ... for one 1,048,576-token request" yet advised 29 GiB of CPU
+    offload per GPU, with nothing saying the offload covers the 8 requests, not the one."""
+    request = PlanRequest(
+        model="pro", gpu_types=("h100-80gb",), max_nodes=2, max_model_len=1 << 20, concurrency=8
+    )
+    p = plan(request)
+    assert not p.fits
+    assert p.advice is not None
+    assert p.advice.offload_gib is not None
+    gib = p.advice.offload_gib
+    text = next(w.message for w in p.warnings if w.code is Code.NO_FEASIBLE_LAYOUT)
+    assert f"(--cpu-offload-gb {gib}; slow; sized for 8 concurrent requests)" in text
+    assert f"--cpu-offload-gb={gib}; slow; sized for 8 concurrent requests)" in no_fit_message(p)
+    assert plan(dataclasses.replace(request, cpu_offload_bytes=gib * 2**30)).fits
+    # One request (no target): nothing to add.
+    one = plan(dataclasses.replace(request, concurrency=None, max_nodes=1))
+    assert one.advice is not None
+    assert one.advice.offload_gib is not None
+    assert "sized for" not in no_fit_message(one)
