@@ -9,7 +9,8 @@
 # Recipe and measurements: ../shared/docs/test-cluster.md §2 (§2.7 for the CRD server) and §5.
 #
 #   hack/cluster.sh build   build/fetch the binaries once into $DSV4_CACHE/bin (idempotent)
-#   hack/cluster.sh start   start etcd + kube-apiserver + kube-controller-manager on 127.0.0.1
+#   hack/cluster.sh start   start etcd + kube-apiserver + kube-controller-manager on 127.0.0.1,
+#                      always an empty cluster (a previous run's etcd data is deleted)
 #   hack/cluster.sh start-cel  start the CEL CRD server beside a running plane (port P+3,
 #                      etcd prefix /aext, authentication and authorization delegated to the
 #                      plane); writes $DSV4_CLUSTER_DIR/kubeconfig-cel (kubectl cannot use it:
