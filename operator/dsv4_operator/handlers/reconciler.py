@@ -198,6 +198,25 @@ def _condition(status: Mapping[str, Any] | None, ctype: str) -> Mapping[str, Any
     return {}
 
 
+def _within(desired: Any, live: Any) -> bool:
+    """Whether every field of `desired` is in `live` with the same value (lists item by item).
+
+    The API server adds defaults to what was applied, so equality would always fail; a
+    quantity it re-wrote (0.5 -> 500m) counts as a difference.
+    """
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(
+            k in live and _within(v, live[k]) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(_within(d, x) for d, x in zip(desired, live, strict=True))
+        )
+    return bool(desired == live)
+
+
 @dataclass
 class Reconciler:
     """Reconciles DeepSeekV4Deployments with one API client (shared by kopf's worker threads).
@@ -528,6 +547,16 @@ class Reconciler:
             hpa_api_version=apis.hpa_api_version,
             running_gpus_per_replica=running,
         )
+        # Said as held only where the template would change: a new resource's LWS, created
+        # while the object was missing, runs the desired template already.
+        template_held = held and any(
+            c["kind"] == "LeaderWorkerSet"
+            and not _within(
+                c["spec"]["leaderWorkerTemplate"],
+                ((live or {}).get("spec") or {}).get("leaderWorkerTemplate"),
+            )
+            for c in children
+        )
         if not apis.lws or held:
             children = [c for c in children if c["kind"] != "LeaderWorkerSet"]
         if not apis.keda:  # mode keda without KEDA installed: nothing to scale with
@@ -581,7 +610,7 @@ class Reconciler:
             endpoint=endpoint(owner, spec),
             keda_api=apis.keda,
             missing=missing,
-            lws_held=held,
+            lws_held=template_held,
             scaler=next(
                 (a.live for a in applied if a.kind in {"ScaledObject", "HorizontalPodAutoscaler"}),
                 None,

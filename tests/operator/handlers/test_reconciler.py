@@ -954,6 +954,21 @@ def test_a_change_that_references_a_missing_secret_is_held_off_the_serving_group
     assert "RollingUpdate" in events.reasons()
 
 
+def test_a_new_resource_with_a_missing_secret_is_not_said_to_hold_its_template() -> None:
+    """README trial: a new resource whose Secret is missing got a second ReferenceMissing
+    Event a few seconds later saying the LeaderWorkerSet "keeps its current pod template",
+    though that template was the desired one and nothing was held back."""
+    env = [{"name": "FOO", "valueFrom": {"secretKeyRef": {"name": "missing-sec", "key": "k"}}}]
+    fake, reconciler = _setup({**SPEC, "engine": {"env": env}})
+    events = Events()
+    for _ in range(3):
+        reconciler.reconcile("ns", "d", events)
+    assert LWS_PATH in fake.objects
+    assert _conditions(fake)["Ready"] == ("False", "ReferenceMissing")
+    assert "keeps its current pod template" not in _message(fake, "Ready")
+    assert len([r for r in events.reasons() if r == "ReferenceMissing"]) == 1
+
+
 def test_a_budget_too_small_for_the_replicas_says_so() -> None:
     """New-user trial: scaling to 3 replicas under a budget of 8 reported the model as too big
     for 2 GPUs, never naming spec.replicas or the budget, and Progressing stayed RollingOut."""
