@@ -34,6 +34,13 @@ EmitFn = Callable[[str, str, str], None]
 """Posts an Event on the resource: (type `Normal`/`Warning`, reason, message)."""
 
 
+CAUSE_CHARS = 640
+"""Most characters of the cause in a `RollingUpdate` message, a longer one is clipped: the rest
+of the message (the groups replaced, maxSurge and maxUnavailable) stays within the 1,024
+characters an Event message is cut to (kopf `_cogs/clients/events.py` MAX_MESSAGE_LENGTH; the
+operator's `handlers.deployment._emitter` cuts there too). extraArgs alone may hold 64 x 1,024
+characters (the CRD's maxItems and maxLength), and the cause names them before and after."""
+
 HAZARDS: frozenset[str] = frozenset({str(Code.MTP_LONG_CONTEXT_HANG)})
 """Plan warnings that predict a failure of the rollout (not just a remark): posted as a Warning
 Event `PlanWarning` when they appear, besides `status.plan.warnings`."""
@@ -74,6 +81,14 @@ def _flag_values(args: list[str]) -> dict[str, str]:
             value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else ""
             out[arg] = value or "(set)"
     return out
+
+
+def _clip(text: str, limit: int = CAUSE_CHARS) -> str:
+    """`text`, or its first characters and how long it was when longer than `limit` characters."""
+    if len(text) <= limit:
+        return text
+    tail = f"... ({len(text)} characters)"
+    return text[: limit - len(tail)] + tail
 
 
 def _changed_flags(before: Any, after: Any) -> list[str]:
@@ -150,7 +165,8 @@ def announce_rollout(
     operator upgrade; the leader's arguments; else the spec's generation with the fields that
     changed, such as `leader vllm env`); `RolloutAdjusted` (Warning) says that
     `spec.gpu.budget` lowered the surge (and so raised maxUnavailable) below what
-    `spec.rollout` asks.
+    `spec.rollout` asks. The cause is clipped to `CAUSE_CHARS` characters, so the message stays
+    within an Event's 1,024.
     """
     if applied is None or applied.action == "unchanged":
         return
@@ -172,6 +188,7 @@ def announce_rollout(
             cause = f"spec generation {owner.generation}: {', '.join(fields[:6])}{more}"
         else:
             cause = f"spec generation {owner.generation}"
+        cause = _clip(cause)
         kept = config.get("partition") or 0
         groups = f"groups {kept} and up" if kept else "groups"
         emit(

@@ -1387,3 +1387,27 @@ def test_per_resource_locks_do_not_outlive_their_reconciles() -> None:
         assert reconciler._lock("ns/x") is held
         assert not reconciler._lock("ns/x").acquire(blocking=False)
     assert isinstance(held, type(threading.Lock()))
+
+
+def test_rolling_update_stays_within_the_event_message_limit() -> None:
+    """Operator-change review: extraArgs (up to 64 items of 1,024 characters, CRD schema) went
+    into the RollingUpdate message whole, old and new; the operator cuts Event messages at
+    1,024 characters (kopf's limit), so a long one lost its end: which groups are replaced and
+    with what maxSurge / maxUnavailable."""
+    fake, reconciler = _setup()
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    config = '--compilation-config={"cudagraph_capture_sizes": [' + ", ".join(
+        str(n) for n in range(1, 200)
+    )
+    extra = [config + "]}", "--seed=1"]
+    for generation, args in ((2, extra), (3, [*extra[:1], "--seed=2"])):
+        fake.objects[CR_PATH]["spec"]["engine"] = {"extraArgs": args}
+        fake.objects[CR_PATH]["metadata"]["generation"] = generation
+        reconciler.reconcile("ns", "d", events)
+    rolling = [m for _, r, m in events if r == "RollingUpdate"]
+    assert len(rolling) == 2
+    for message in rolling:
+        assert len(message) <= 1024, len(message)
+        assert message.startswith("pod template changed (arguments extraArgs ")
+        assert message.endswith("groups are replaced with maxSurge 0, maxUnavailable 1")
