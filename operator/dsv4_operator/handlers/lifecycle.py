@@ -46,7 +46,10 @@ and finalizer patches, the peering keep-alive): kopf's default backoffs up to 13
 15 s, 11.5 minutes in all. kopf's default (1, 1, 2, 3, 5, 8, 13, 21: 54 s in all) gave up on
 the peering keep-alive during a longer API server outage, and kopf then stopped the whole
 operator (day-2 finding); now an outage up to about 11 minutes is ridden out and the server's
-return is noticed within 15 s. A longer one still ends a peered operator (its pod restarts)."""
+return is noticed within 15 s. A longer one still ends a peered operator (its pod restarts).
+Set for a single replica too. kopf retries 403 Forbidden as it does 5xx and connection errors
+(kopf 1.45 `_cogs/clients/api.py`), so a permission kopf's own requests lack (a watched
+namespace without its Role) also ends the operator only after these 11.5 minutes, not ~1."""
 PEERING_RECHECK_SECONDS = 30.0
 """How often each watched namespace's KopfPeering is checked: created soon after a namespace
 that did not exist at startup appears, and again after a namespace is deleted and re-created

@@ -414,3 +414,52 @@ def test_a_busy_metrics_port_is_named_and_stops_the_operator() -> None:
             handlers["startup"](
                 settings=kopf.OperatorSettings(), memo=kopf.Memo(), logger=logging.getLogger("t")
             )
+
+
+def test_kopf_retries_a_forbidden_request_as_long_as_an_outage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Operator-change review, local plane: a watched namespace without the chart's Role (one
+    deleted and re-created) had kopf's list there refused (403) and the operator stop after
+    60 s with kopf's default backoffs; with API_RETRY_BACKOFFS_SECONDS it stops after about
+    11.5 minutes (README: Install). kopf retries 403 like 5xx; this pins what the README says."""
+    import asyncio
+    import logging
+
+    from kopf._cogs.clients import api as kopf_api
+    from kopf._cogs.clients import errors as kopf_errors
+
+    from dsv4_operator.handlers.lifecycle import API_RETRY_BACKOFFS_SECONDS, configure_kopf
+
+    settings = kopf.OperatorSettings()
+    configure_kopf(settings, OperatorSettings())
+    clock = [0.0]
+    attempts = [0]
+
+    async def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    class Session:
+        async def request(self, **_: Any) -> None:
+            attempts[0] += 1
+            raise kopf_errors.APIForbiddenError("forbidden", status=403, headers={})
+
+    class Context:
+        server = "https://127.0.0.1:6443"
+        session = Session()
+
+        def add_response(self, _: Any) -> None: ...
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    with pytest.raises(kopf_errors.APIForbiddenError):
+        asyncio.run(
+            kopf_api.request(
+                "GET",
+                "/apis/dsv4.io/v1alpha1/namespaces/team-b/deepseekv4deployments",
+                settings=settings,
+                logger=logging.getLogger("kopf"),
+                context=cast(Any, Context()),
+            )
+        )
+    assert attempts[0] == len(API_RETRY_BACKOFFS_SECONDS) + 1 == 52
+    assert 11 * 60 < clock[0] == sum(API_RETRY_BACKOFFS_SECONDS) < 12 * 60
