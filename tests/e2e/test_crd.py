@@ -254,7 +254,17 @@ def test_kubectl_get_shows_printer_columns(
 ) -> None:
     control_plane.apply(_base("cols"), namespace=namespace)
     header = control_plane.kubectl("get", "dsv4", "-n", namespace).stdout.splitlines()[0].split()
-    assert header == ["NAME", "MODEL", "GPU", "GPUS", "REPLICAS", "READY", "STATUS", "AGE"]
+    assert header == [
+        "NAME",
+        "MODEL",
+        "GPU",
+        "GPUS",
+        "REPLICAS",
+        "READY",
+        "STATUS",
+        "PAUSED",
+        "AGE",
+    ]
 
     # Report a plan as the operator would (status subresource), then read it back in the table.
     schema = dsv4_crd.generated["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -286,7 +296,22 @@ def test_kubectl_get_shows_printer_columns(
         json.dumps({"status": status}),
     )
     rows = control_plane.kubectl("get", "dsv4", "cols", "-n", namespace, "--no-headers").stdout
-    assert rows.split()[:7] == ["cols", "flash", "h100-80gb", "4", "1", "1", "InsufficientCapacity"]
+    assert rows.split()[:8] == [
+        "cols",
+        "flash",
+        "h100-80gb",
+        "4",
+        "1",
+        "1",
+        "InsufficientCapacity",
+        "false",
+    ]
+    # README trial: a paused resource looked like any other in `kubectl get`.
+    control_plane.kubectl(
+        "patch", "dsv4", "cols", "-n", namespace, "--type=merge", "-p", '{"spec":{"paused":true}}'
+    )
+    rows = control_plane.kubectl("get", "dsv4", "cols", "-n", namespace, "--no-headers").stdout
+    assert rows.split()[7] == "true"
 
 
 @pytest.mark.e2e

@@ -96,6 +96,13 @@ DEEPSEEK_V4_DEPLOYMENT: Final = CRDInfo(
             "string",
             "Reason of the Ready condition (AllReplicasReady, ReplicasNotReady, InvalidSpec, ...).",
         ),
+        PrinterColumn(
+            "Paused",
+            ".spec.paused",
+            "boolean",
+            "spec.paused: the operator changes nothing (spec edits wait), so the other columns "
+            "describe the groups as they were.",
+        ),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date", "Time since creation."),
     ),
     scale={

@@ -66,7 +66,16 @@ def test_names_scope_and_version(crd: dict[str, Any]) -> None:
 def test_printer_columns_point_at_fields_of_the_schema(crd: dict[str, Any]) -> None:
     version = crd["spec"]["versions"][0]
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Model", "GPU", "GPUs", "Replicas", "Ready", "Status", "Age"]
+    assert list(columns) == [
+        "Model",
+        "GPU",
+        "GPUs",
+        "Replicas",
+        "Ready",
+        "Status",
+        "Paused",
+        "Age",
+    ]
     paths = {path for path, _ in _nodes(version["schema"]["openAPIV3Schema"])}
     for name, json_path in columns.items():
         if name != "Age":
