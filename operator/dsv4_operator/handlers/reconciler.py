@@ -40,6 +40,7 @@ from dsv4_operator.kube import (
     KubeClient,
     TransientApiError,
     apply_children,
+    contains,
     discover,
     owner_relation,
 )
@@ -196,25 +197,6 @@ def _condition(status: Mapping[str, Any] | None, ctype: str) -> Mapping[str, Any
         if condition.get("type") == ctype:
             return dict(condition)
     return {}
-
-
-def _within(desired: Any, live: Any) -> bool:
-    """Whether every field of `desired` is in `live` with the same value (lists item by item).
-
-    The API server adds defaults to what was applied, so equality would always fail; a
-    quantity it re-wrote (0.5 -> 500m) counts as a difference.
-    """
-    if isinstance(desired, Mapping):
-        return isinstance(live, Mapping) and all(
-            k in live and _within(v, live[k]) for k, v in desired.items()
-        )
-    if isinstance(desired, list):
-        return (
-            isinstance(live, list)
-            and len(live) == len(desired)
-            and all(_within(d, x) for d, x in zip(desired, live, strict=True))
-        )
-    return bool(desired == live)
 
 
 @dataclass
@@ -551,9 +533,9 @@ class Reconciler:
         # while the object was missing, runs the desired template already.
         template_held = held and any(
             c["kind"] == "LeaderWorkerSet"
-            and not _within(
-                c["spec"]["leaderWorkerTemplate"],
+            and not contains(
                 ((live or {}).get("spec") or {}).get("leaderWorkerTemplate"),
+                c["spec"]["leaderWorkerTemplate"],
             )
             for c in children
         )
