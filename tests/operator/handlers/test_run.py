@@ -17,6 +17,52 @@ from dsv4_operator.metrics import OperatorMetrics
 from dsv4_operator.settings import DEFAULT_RUNTIME_IMAGE, OperatorSettings
 
 
+def _activities(registry: Any) -> dict[str, Any]:
+    """The registry's activity handlers (startup, peering objects...) by their short id."""
+    return {h.id.rsplit(".", 1)[-1]: h.fn for h in registry._activities.get_all_handlers()}
+
+
+def _kopf_request(
+    monkeypatch: pytest.MonkeyPatch, method: str, path: str, session: Any, clock: list[float]
+) -> None:
+    """Send one request through kopf's own request loop with the settings the operator installs.
+
+    `session.request` answers each attempt; kopf's sleeps between attempts only advance
+    `clock[0]` (seconds). Whatever the last attempt raises propagates.
+    """
+    import asyncio
+    import logging
+
+    from kopf._cogs.clients import api as kopf_api
+
+    from dsv4_operator.handlers.lifecycle import configure_kopf
+
+    settings = kopf.OperatorSettings()
+    configure_kopf(settings, OperatorSettings())
+
+    async def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    class Context:
+        server = "https://127.0.0.1:6443"
+
+        def __init__(self) -> None:
+            self.session = session
+
+        def add_response(self, _: Any) -> None: ...
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)  # kopf sleeps between attempts with it
+    asyncio.run(
+        kopf_api.request(
+            method,
+            path,
+            settings=settings,
+            logger=logging.getLogger("kopf"),
+            context=cast(Any, Context()),
+        )
+    )
+
+
 def test_settings_from_env_round_trip() -> None:
     env = {
         "DSV4_OPERATOR_NAMESPACES": "team-a, team-b",
@@ -179,9 +225,7 @@ def test_peering_handler_keeps_watching_a_missing_namespace_until_cleanup(
     monkeypatch.setattr(lifecycle, "build_api_client", lambda: api)
     monkeypatch.setattr(threading, "Thread", recording_thread)  # lifecycle's threading too
     registry = build_registry(OperatorSettings(peering="dsv4", namespaces=("late",)))
-    handlers: dict[str, Any] = {
-        h.id.rsplit(".", 1)[-1]: h.fn for h in registry._activities.get_all_handlers()
-    }
+    handlers = _activities(registry)
     memo = kopf.Memo()
     logger = logging.getLogger("test-run")
     handlers["peering-objects"](memo=memo, logger=logger)
@@ -283,9 +327,7 @@ def test_a_peering_object_lost_with_its_namespace_is_created_again(
     monkeypatch.setattr(lifecycle, "build_api_client", lambda: api)
     monkeypatch.setattr(lifecycle, "PEERING_RECHECK_SECONDS", 0.01)
     registry = build_registry(OperatorSettings(peering="dsv4", namespaces=("a",)))
-    handlers: dict[str, Any] = {
-        h.id.rsplit(".", 1)[-1]: h.fn for h in registry._activities.get_all_handlers()
-    }
+    handlers = _activities(registry)
     memo = kopf.Memo()
     handlers["peering-objects"](memo=memo, logger=logging.getLogger("test-run"))
     path = "/apis/kopf.dev/v1/namespaces/a/kopfpeerings/dsv4"
@@ -322,20 +364,11 @@ def test_kopf_keeps_retrying_its_requests_through_a_ten_minute_api_outage(
     all), and kopf stopped the whole operator ("Multidimensional multitasker has failed") instead
     of resuming when the server came back. kopf's own request loop, with the settings the
     startup handler installs, must outlast such an outage."""
-    import asyncio
-    import logging
-
     import aiohttp
-    from kopf._cogs.clients import api as kopf_api
 
-    from dsv4_operator.handlers.lifecycle import API_RETRY_BACKOFFS_SECONDS, configure_kopf
+    from dsv4_operator.handlers.lifecycle import API_RETRY_BACKOFFS_SECONDS
 
-    settings = kopf.OperatorSettings()
-    configure_kopf(settings, OperatorSettings())
     clock = [0.0]
-
-    async def sleep(seconds: float) -> None:
-        clock[0] += seconds
 
     class Recovered(Exception):
         """The API server is back: the request got through."""
@@ -346,22 +379,13 @@ def test_kopf_keeps_retrying_its_requests_through_a_ten_minute_api_outage(
                 raise aiohttp.ClientConnectionError("Connect call failed")
             raise Recovered
 
-    class Context:
-        server = "https://127.0.0.1:6443"
-        session = Session()
-
-        def add_response(self, _: Any) -> None: ...
-
-    monkeypatch.setattr(asyncio, "sleep", sleep)  # kopf sleeps between attempts with it
     with pytest.raises(Recovered):
-        asyncio.run(
-            kopf_api.request(
-                "PATCH",
-                "/apis/kopf.dev/v1/namespaces/ns/kopfpeerings/dsv4",
-                settings=settings,
-                logger=logging.getLogger("kopf"),
-                context=cast(Any, Context()),
-            )
+        _kopf_request(
+            monkeypatch,
+            "PATCH",
+            "/apis/kopf.dev/v1/namespaces/ns/kopfpeerings/dsv4",
+            Session(),
+            clock,
         )
     assert clock[0] >= 600
     # ... and notices the server's return within 15 s of it.
@@ -387,9 +411,7 @@ def test_missing_credentials_name_the_kubeconfig_and_stop_the_operator(
     assert "$KUBECONFIG" in str(caught.value)
 
     registry = build_registry(OperatorSettings(metrics_port=0))
-    handlers: dict[str, Any] = {
-        h.id.rsplit(".", 1)[-1]: h.fn for h in registry._activities.get_all_handlers()
-    }
+    handlers = _activities(registry)
     with pytest.raises(kopf.PermanentError, match="no Kubernetes credentials"):
         handlers["startup"](
             settings=kopf.OperatorSettings(), memo=kopf.Memo(), logger=logging.getLogger("t")
@@ -407,9 +429,7 @@ def test_a_busy_metrics_port_is_named_and_stops_the_operator() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         registry = build_registry(OperatorSettings(metrics_port=port))
-        handlers: dict[str, Any] = {
-            h.id.rsplit(".", 1)[-1]: h.fn for h in registry._activities.get_all_handlers()
-        }
+        handlers = _activities(registry)
         with pytest.raises(kopf.PermanentError, match=f"--metrics-port .*{port}"):
             handlers["startup"](
                 settings=kopf.OperatorSettings(), memo=kopf.Memo(), logger=logging.getLogger("t")
@@ -423,43 +443,25 @@ def test_kopf_retries_a_forbidden_request_as_long_as_an_outage(
     deleted and re-created) had kopf's list there refused (403) and the operator stop after
     60 s with kopf's default backoffs; with API_RETRY_BACKOFFS_SECONDS it stops after about
     11.5 minutes (README: Install). kopf retries 403 like 5xx; this pins what the README says."""
-    import asyncio
-    import logging
-
-    from kopf._cogs.clients import api as kopf_api
     from kopf._cogs.clients import errors as kopf_errors
 
-    from dsv4_operator.handlers.lifecycle import API_RETRY_BACKOFFS_SECONDS, configure_kopf
+    from dsv4_operator.handlers.lifecycle import API_RETRY_BACKOFFS_SECONDS
 
-    settings = kopf.OperatorSettings()
-    configure_kopf(settings, OperatorSettings())
     clock = [0.0]
     attempts = [0]
-
-    async def sleep(seconds: float) -> None:
-        clock[0] += seconds
 
     class Session:
         async def request(self, **_: Any) -> None:
             attempts[0] += 1
             raise kopf_errors.APIForbiddenError("forbidden", status=403, headers={})
 
-    class Context:
-        server = "https://127.0.0.1:6443"
-        session = Session()
-
-        def add_response(self, _: Any) -> None: ...
-
-    monkeypatch.setattr(asyncio, "sleep", sleep)
     with pytest.raises(kopf_errors.APIForbiddenError):
-        asyncio.run(
-            kopf_api.request(
-                "GET",
-                "/apis/dsv4.io/v1alpha1/namespaces/team-b/deepseekv4deployments",
-                settings=settings,
-                logger=logging.getLogger("kopf"),
-                context=cast(Any, Context()),
-            )
+        _kopf_request(
+            monkeypatch,
+            "GET",
+            "/apis/dsv4.io/v1alpha1/namespaces/team-b/deepseekv4deployments",
+            Session(),
+            clock,
         )
     assert attempts[0] == len(API_RETRY_BACKOFFS_SECONDS) + 1 == 52
     assert 11 * 60 < clock[0] == sum(API_RETRY_BACKOFFS_SECONDS) < 12 * 60
