@@ -74,17 +74,26 @@ def test_vllm_3d_main_cache_flattened_is_read_in_place() -> None:
     assert torch.equal(got[1], want[1])
 
 
+def _index_args(**over: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A 2-page vLLM-padded key cache (8,640 B rows), one token at position 20 (5 keys)."""
+    args = {
+        "q": torch.ones(1, 64, 128).to(torch.float8_e4m3fn),
+        "weights": torch.ones(1, 64),
+        "key_pages": torch.zeros(2, 8640, dtype=torch.uint8),
+        "block_table": torch.zeros(1, 1, dtype=torch.int32),
+        "positions": torch.tensor([20], dtype=torch.int32),
+        "seq_ids": torch.zeros(1, dtype=torch.int32),
+    }
+    args.update(over)
+    return args
+
+
 @pytest.mark.parametrize("impl", ["reference", "triton"])
 def test_vllm_3d_index_key_cache_error_says_how_to_pass_it(impl: str) -> None:
     """vLLM's indexer key cache as [blocks, 64, 135]: the error must say to flatten(1) it."""
     keys = torch.zeros(2, 64 * 135, dtype=torch.uint8).view(2, 64, 135)
-    q = torch.zeros(1, 64, 128, dtype=torch.float8_e4m3fn)
-    w = torch.ones(1, 64)
-    pos = torch.tensor([20], dtype=torch.int32)
-    sid = torch.zeros(1, dtype=torch.int32)
-    bt = torch.zeros(1, 2, dtype=torch.int32)
     with pytest.raises(ValueError, match=r"key_pages.*flatten\(1\)"):
-        index_topk(q, w, keys, bt, pos, sid, 16, impl=impl)  # type: ignore[arg-type]
+        index_topk(**_index_args(key_pages=keys), topk=16, impl=impl)  # type: ignore[arg-type]
 
 
 def test_reference_seq_id_past_block_table_names_seq_ids() -> None:
@@ -126,27 +135,8 @@ def test_index_topk_rejects_topk_the_kernel_cannot_run_on_both_paths(impl: str, 
     A CPU integration tested with impl="reference" must fail the same way it would on the GPU.
     """
     keys = torch.zeros(1, 64 * 132, dtype=torch.uint8)
-    q = torch.zeros(1, 64, 128, dtype=torch.float8_e4m3fn)
-    w = torch.ones(1, 64)
-    pos = torch.tensor([20], dtype=torch.int32)
-    sid = torch.zeros(1, dtype=torch.int32)
-    bt = torch.zeros(1, 1, dtype=torch.int32)
     with pytest.raises(ValueError, match=rf"topk must be a power of two.*got {topk}"):
-        index_topk(q, w, keys, bt, pos, sid, topk, impl=impl)  # type: ignore[arg-type]
-
-
-def _index_args(**over: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A 2-page vLLM-padded key cache (8,640 B rows), one token at position 20 (5 keys)."""
-    args = {
-        "q": torch.ones(1, 64, 128).to(torch.float8_e4m3fn),
-        "weights": torch.ones(1, 64),
-        "key_pages": torch.zeros(2, 8640, dtype=torch.uint8),
-        "block_table": torch.zeros(1, 1, dtype=torch.int32),
-        "positions": torch.tensor([20], dtype=torch.int32),
-        "seq_ids": torch.zeros(1, dtype=torch.int32),
-    }
-    args.update(over)
-    return args
+        index_topk(**_index_args(key_pages=keys), topk=topk, impl=impl)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
