@@ -2,8 +2,8 @@
 
 Each call packs the engine's KV rows into the kernels' formats (`dsv4_kernels.kv_format`):
 fp8_ds_mla entries (584 B) for the window rows and compressed entries, laid out in vLLM's paged
-block layout (`kv_format.paged_cache`: one token per SWA page, all entries in one page), FP8
-index-key pages
+block layout (`kv_format.paged_cache`: one token per SWA page, compressed entries in pages of
+`comp_page_entries(ratio)` covering 256 tokens each, as vLLM blocks them), FP8 index-key pages
 (132 B per key, 64 keys per page), and block tables that map this request's positions and entries
 onto them. In the engine's FP8-cache mode (`kv_cache_dtype = "fp8_ds_mla"`, `kvquant.py`) the
 stored values are exactly representable in those formats, so packing loses nothing and both paths
@@ -36,6 +36,19 @@ from .ops import CompressArgs
 
 #: Keys per index page (vLLM C4 block: 64 entries), `dsv4_kernels.indexer.index_topk`.
 INDEX_PAGE = 64
+
+#: Tokens per vLLM KV-cache block for DeepSeek-V4 (256); a compressed page holds
+#: BLOCK_TOKENS // ratio entries: 2 for HCA, 64 for CSA (`dsv4_kernels.hca`/`csa` docstrings).
+BLOCK_TOKENS = 256
+
+
+def comp_page_entries(ratio: int) -> int:
+    """Compressed entries per cache page for `ratio` (0: window-only layers, laid out as CSA).
+
+    Fixed per ratio, as vLLM's block size is, so the Triton kernels (whose page size is a
+    compile-time constant) compile once per layer kind rather than once per entry count.
+    """
+    return BLOCK_TOKENS // (ratio or CSA_RATIO)
 
 
 class KernelOps:
@@ -151,10 +164,11 @@ class KernelOps:
         swa_table = torch.where(pos >= window_start, pos - window_start + 1, 0)
         m = entries.shape[0] if ratio else 0
         comp_rows = entries.float() if m else window_rows.new_zeros(1, HEAD_DIM).float()
-        comp_cache = paged_cache(quantize_fp8_ds_mla(comp_rows), max(m, 1))
-        comp_table = torch.zeros(1, 1, dtype=torch.int32, device=dev)
+        comp_page = comp_page_entries(ratio)
+        comp_cache = paged_cache(quantize_fp8_ds_mla(comp_rows), comp_page)
+        comp_table = torch.arange(comp_cache.shape[0], dtype=torch.int32, device=dev)[None]
         swa = (swa_cache, swa_table.to(torch.int32)[None], 1)
-        comp = (comp_cache, comp_table, max(m, 1))
+        comp = (comp_cache, comp_table, comp_page)
         seq_ids = torch.zeros(n, dtype=torch.int32, device=dev)
         pos32 = positions.to(torch.int32)
         if ratio == HCA_RATIO:

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
+import pytest
+import torch
+
+from dsv4_kernels.kv_format import ROPE_DIM
+from dsv4_runtime.reference import kernel_ops
 from dsv4_runtime.reference.config import TINY
 from dsv4_runtime.reference.engine import Engine, SamplingParams
+from dsv4_runtime.reference.kernel_ops import KernelOps
 from dsv4_runtime.reference.kvcache import KVBlockPool
+from dsv4_runtime.reference.kvquant import round_main_kv
 from dsv4_runtime.reference.model import Transformer
-from dsv4_runtime.reference.ops import AttentionOps, TorchOps
+from dsv4_runtime.reference.ops import TorchOps
 
 from .conftest import random_ids
-
-
-def _kernel_ops() -> AttentionOps:
-    try:
-        from dsv4_runtime.reference.kernel_ops import KernelOps
-    except ImportError as err:  # the kernels package is built by another work stream
-        pytest.skip(f"dsv4_kernels API not importable: {err}")
-    return KernelOps()
 
 
 def test_kernel_path_greedy_equals_torch_path(tiny_model: Transformer) -> None:
@@ -27,10 +26,54 @@ def test_kernel_path_greedy_equals_torch_path(tiny_model: Transformer) -> None:
     prompts = [random_ids(30, seed=31), random_ids(262, seed=32)]
     params = SamplingParams(max_tokens=8, ignore_eos=True)
     outputs = []
-    for ops in (TorchOps(), _kernel_ops()):
+    for ops in (TorchOps(), KernelOps()):
         engine = Engine(
             tiny_model, KVBlockPool(TINY, 4), max_num_seqs=2, max_model_len=512, ops=ops
         )
         outputs.append(engine.generate(prompts, params))
     assert outputs[0] == outputs[1]
     assert all(len(o) == 8 for o in outputs[0])
+
+
+@pytest.mark.parametrize("ratio", [0, 4, 128])
+def test_compressed_page_is_fixed_per_layer_kind(
+    ratio: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Triton kernels compile per page size (a constexpr): the kernel path must pass the
+    same page size whatever the entry count, or it compiles anew as a request grows. The
+    entries must still land in the slots the block table names (the output is compared with
+    the pure-PyTorch path)."""
+    seen: list[tuple[int, int]] = []
+    for name in ("hca_attention", "csa_attention", "sparse_mla_attention"):
+        real = getattr(kernel_ops, name)
+
+        def spy(*args: object, _real: Any = real, **kwargs: object) -> Any:
+            cache, table, page = args[6], args[7], args[8]
+            assert isinstance(cache, torch.Tensor)
+            assert isinstance(table, torch.Tensor)
+            assert isinstance(page, int)
+            seen.append((page, table.shape[1]))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(kernel_ops, name, spy)
+    gen = torch.Generator().manual_seed(5)
+    h, window = 4, 8
+    ops, torch_ops = kernel_ops.KernelOps(), TorchOps()
+    for m in (1, 3, 70, 131):
+        length = (ratio or 4) * m + 3
+        positions = torch.tensor([length - 1])
+        q = torch.randn(1, h, 512, generator=gen)
+        rows = torch.randn(window, 512, generator=gen)
+        entries = torch.randn(m, 512, generator=gen)
+        chosen = torch.randperm(m, generator=gen)[None, : min(m, 16)] if ratio == 4 else None
+        sink = torch.randn(h, generator=gen)
+        # the values fp8_ds_mla holds, so both paths see the same numbers (module docstring)
+        rows, entries = round_main_kv(rows, ROPE_DIM), round_main_kv(entries, ROPE_DIM)
+        kw: dict[str, Any] = {"ratio": ratio, "sink": sink, "scale": 512**-0.5, "window": window}
+        got = ops.attend(q, positions, rows, length - window, entries, chosen, **kw)
+        want = torch_ops.attend(q, positions, rows, length - window, entries, chosen, **kw)
+        torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-2)
+    pages = {page for page, _ in seen}
+    assert pages == {kernel_ops.comp_page_entries(ratio)}, seen
+    if ratio:
+        assert max(width for _, width in seen) > 1, "no request spanned several pages"
