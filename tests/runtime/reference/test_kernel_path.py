@@ -35,14 +35,18 @@ def test_kernel_path_greedy_equals_torch_path(tiny_model: Transformer) -> None:
     assert all(len(o) == 8 for o in outputs[0])
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("ratio", [0, 4, 128])
 def test_compressed_page_is_fixed_per_layer_kind(
-    ratio: int, monkeypatch: pytest.MonkeyPatch
+    ratio: int, device: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The Triton kernels compile per page size (a constexpr): the kernel path must pass the
     same page size whatever the entry count, or it compiles anew as a request grows. The
     entries must still land in the slots the block table names (the output is compared with
-    the pure-PyTorch path)."""
+    the pure-PyTorch path). On CUDA the Triton kernels run (window 128: they need a multiple
+    of 64); on the CPU their references."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
     seen: list[tuple[int, int]] = []
     for name in ("hca_attention", "csa_attention", "sparse_mla_attention"):
         real = getattr(kernel_ops, name)
@@ -57,21 +61,25 @@ def test_compressed_page_is_fixed_per_layer_kind(
 
         monkeypatch.setattr(kernel_ops, name, spy)
     gen = torch.Generator().manual_seed(5)
-    h, window = 4, 8
+    h, window = (16, 128) if device == "cuda" else (4, 8)
     ops, torch_ops = kernel_ops.KernelOps(), TorchOps()
     for m in (1, 3, 70, 131):
         length = (ratio or 4) * m + 3
-        positions = torch.tensor([length - 1])
-        q = torch.randn(1, h, 512, generator=gen)
-        rows = torch.randn(window, 512, generator=gen)
-        entries = torch.randn(m, 512, generator=gen)
-        chosen = torch.randperm(m, generator=gen)[None, : min(m, 16)] if ratio == 4 else None
-        sink = torch.randn(h, generator=gen)
+        w = min(window, length)
+
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=gen).to(device)
+
+        positions = torch.tensor([length - 1], device=device)
+        q, sink = rand(1, h, 512), rand(h)
         # the values fp8_ds_mla holds, so both paths see the same numbers (module docstring)
-        rows, entries = round_main_kv(rows, ROPE_DIM), round_main_kv(entries, ROPE_DIM)
+        rows, entries = round_main_kv(rand(w, 512), ROPE_DIM), round_main_kv(rand(m, 512), ROPE_DIM)
+        chosen = None
+        if ratio == 4:
+            chosen = torch.randperm(m, generator=gen)[None, : min(m, 16)].to(device)
         kw: dict[str, Any] = {"ratio": ratio, "sink": sink, "scale": 512**-0.5, "window": window}
-        got = ops.attend(q, positions, rows, length - window, entries, chosen, **kw)
-        want = torch_ops.attend(q, positions, rows, length - window, entries, chosen, **kw)
+        got = ops.attend(q, positions, rows, length - w, entries, chosen, **kw)
+        want = torch_ops.attend(q, positions, rows, length - w, entries, chosen, **kw)
         torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-2)
     pages = {page for page, _ in seen}
     assert pages == {kernel_ops.comp_page_entries(ratio)}, seen
