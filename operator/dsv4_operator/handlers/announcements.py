@@ -14,6 +14,7 @@ from dsv4_operator.api.v1alpha1.scaling import surge_groups
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.kube import AppliedChild
 from dsv4_operator.planning import Code, FitAdvice, Plan, fit_option, offload_sizing
+from dsv4_operator.planning.from_spec import spec_words
 from dsv4_operator.render import Owner
 from dsv4_operator.render.leaderworkerset import (
     GPUS_ANNOTATION,
@@ -267,9 +268,10 @@ def no_fit_message(planned: Plan) -> str:
 
     What would fit is the planner's `FitAdvice` in spec fields: `spec.engine.extraArgs` for
     CPU offload, `spec.maxNumBatchedTokens` for a smaller batch, and the `spec.gpu.maxNodes` or
-    `spec.gpu.budget` a larger layout needs.
+    `spec.gpu.budget` a larger layout needs; the problems name settings in spec fields too
+    (`spec_words`: `spec.gpuMemoryUtilizationPercent` 98, not gpu-memory-utilization 0.98).
     """
-    problems = "; ".join(f.message for f in planned.chosen.problems[:3])
+    problems = "; ".join(f.worded(spec_words) for f in planned.chosen.problems[:3])
     c = planned.chosen
     message = (
         f"no layout of {', '.join(planned.request.gpu_types)} within spec.gpu fits: closest is "

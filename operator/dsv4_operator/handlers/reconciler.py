@@ -49,7 +49,7 @@ from dsv4_operator.kube.discovery import KEDA_API_VERSION
 from dsv4_operator.kube.peering import NAMESPACE_TERMINATING
 from dsv4_operator.metrics import OperatorMetrics, Result
 from dsv4_operator.planning import Plan, PlanningError, plan
-from dsv4_operator.planning.from_spec import planning_replicas, request_from_spec
+from dsv4_operator.planning.from_spec import planning_replicas, request_from_spec, spec_words
 from dsv4_operator.render import (
     Observation,
     Owner,
@@ -618,7 +618,7 @@ class Reconciler:
         known = hazards((status.get("plan") or {}).get("warnings") or [])
         for w in planned.warnings:
             if str(w.code) in HAZARDS - known:
-                emit("Warning", "PlanWarning", f"{w.code}: {w.message}")
+                emit("Warning", "PlanWarning", f"{w.code}: {w.worded(spec_words)}")
         changed = secret_created or any(a.action != "unchanged" for a in applied)
         return self._report(obs, status, emit, "applied" if changed else "unchanged")
 

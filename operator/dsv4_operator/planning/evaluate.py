@@ -28,7 +28,7 @@ from fractions import Fraction
 from typing import Final
 
 from dsv4_operator.planning.engine import EngineProfile, SchedulingDefaults
-from dsv4_operator.planning.findings import Code, Finding
+from dsv4_operator.planning.findings import Code, Finding, Setting, Term
 from dsv4_operator.planning.hardware import GpuType
 from dsv4_operator.planning.kvcache import BLOCK_TOKENS, KvGeometry
 from dsv4_operator.planning.memory import (
@@ -231,22 +231,36 @@ class Evaluation:
         return self.layout.gpus * (self.replicas_for_target or 1)
 
 
-def _min_util_text(ctx: _Context, mem: MemoryBreakdown, length: int) -> str:
+_UTIL = Setting.GPU_MEMORY_UTILIZATION
+
+
+def _min_util_text(ctx: _Context, mem: MemoryBreakdown, length: int) -> tuple[str | Term, ...]:
     """`minimum gpu-memory-utilization for one N-token request: u` (or why none exists).
 
-    None exists above 1, nor above the most at which vLLM starts (`_most_utilization`).
+    None exists above 1, nor above the most at which vLLM starts (`_most_utilization`). Parts
+    of a `Finding.said` sentence: the utilization is a `Term`, worded by each front end.
     """
     need = mem.min_utilization(ctx.geometry.request_bytes(length, ctx.state(length)))
     most = _most_utilization(ctx, mem)
-    head = f"minimum gpu-memory-utilization for one {length:,}-token request"
+    head = ("minimum ", Term(_UTIL), f" for one {length:,}-token request")
     if need > 1:
-        return f"{head} would be {need}: no utilization fits on this GPU"
+        return (
+            *head,
+            " would be ",
+            Term(_UTIL, need, "least"),
+            ": no utilization fits on this GPU",
+        )
     if need > most:
         return (
-            f"{head} would be {need}, above the {most} at which vLLM starts here "
-            "(STARTUP_MEMORY_RESERVE): no utilization fits on this layout"
+            *head,
+            " would be ",
+            Term(_UTIL, need, "least"),
+            ", above the ",
+            Term(_UTIL, most, "most"),
+            " at which vLLM starts here (STARTUP_MEMORY_RESERVE): no utilization fits on this "
+            "layout",
         )
-    return f"{head}: {need}"
+    return (*head, ": ", Term(_UTIL, need, "least"))
 
 
 def _most_utilization(ctx: _Context, mem: MemoryBreakdown) -> float:
@@ -283,14 +297,19 @@ def _startup_reserve_problem(ctx: _Context, mem: MemoryBreakdown) -> Finding | N
     if outside >= reserve:
         return None
     most = _most_utilization(ctx, mem)
-    return Finding(
+    return Finding.said(
         Code.STARTUP_MEMORY_RESERVE,
-        f"gpu-memory-utilization {mem.gpu_memory_utilization} leaves {outside:,} B of the "
+        Term(_UTIL),
+        " ",
+        Term(_UTIL, mem.gpu_memory_utilization),
+        f" leaves {outside:,} B of the "
         f"{mem.memory_bytes:,} B CUDA reports on {ctx.gpu.name} outside vLLM's budget, but a "
         f"worker already holds about {reserve:,} B (CUDA context"
         + (" and NCCL buffers" if reserve > ctx.req.engine.startup_context_bytes else "")
-        + ") when vLLM checks that total x utilization is free, and refuses to start: use a "
-        f"gpu-memory-utilization of at most {most}",
+        + ") when vLLM checks that total x utilization is free, and refuses to start: use a ",
+        Term(_UTIL),
+        " of at most ",
+        Term(_UTIL, most, "most"),
     )
 
 
@@ -531,13 +550,14 @@ def _problems(
     if pool <= 0:
         shown = max(length, eng.min_auto_max_model_len)
         out.append(
-            Finding(
+            Finding.said(
                 Code.WEIGHTS_EXCEED_BUDGET,
                 f"weights {_gb(mem.weights.total_bytes)} + activations {_gb(mem.activation_bytes)}"
                 f" + CUDA graphs {_gb(mem.cuda_graph_bytes)} + overhead "
                 f"{_gb(mem.overhead_bytes)} per GPU exceed the budget {_gb(mem.budget_bytes)} "
                 f"({ctx.gpu.name} {_gb(mem.memory_bytes)} visible to CUDA x "
-                f"{mem.gpu_memory_utilization}) by {-pool:,} B; " + _min_util_text(ctx, mem, shown),
+                f"{mem.gpu_memory_utilization}) by {-pool:,} B; ",
+                *_min_util_text(ctx, mem, shown),
             )
         )
     elif req.max_model_len is None and length < eng.min_auto_max_model_len:
@@ -552,11 +572,15 @@ def _problems(
     elif request_bytes > pool:
         fit = ctx.auto_length(1) if pool > 0 else 0
         out.append(
-            Finding(
+            Finding.said(
                 Code.MAX_MODEL_LEN_EXCEEDS_KV_POOL,
                 f"one {length:,}-token request needs {request_bytes:,} B of KV (blocks + admission "
-                f"state at mnbt {ctx.mnbt:,}) but the pool holds {pool:,} B per GPU; largest "
-                f"max-model-len that fits: {fit:,}; " + _min_util_text(ctx, mem, length),
+                f"state at mnbt {ctx.mnbt:,}) but the pool holds {pool:,} B per GPU; largest ",
+                Term(Setting.MAX_MODEL_LEN),
+                " that fits: ",
+                Term(Setting.MAX_MODEL_LEN, fit, "most"),
+                "; ",
+                *_min_util_text(ctx, mem, length),
             )
         )
     if (startup := _startup_reserve_problem(ctx, mem)) is not None:
@@ -581,11 +605,24 @@ def _problems(
             )
         )
     if seqs > ctx.mnbt:
+        mnbt = Setting.MAX_NUM_BATCHED_TOKENS
+        # max-num-seqs is the user's when pinned, else the concurrency target per DP rank.
+        lower: tuple[str | Term, ...] = (
+            (Term(Setting.MAX_NUM_SEQS),)
+            if req.max_num_seqs is not None
+            else ("the ", Term(Setting.CONCURRENCY), " per DP rank")
+        )
         out.append(
-            Finding(
+            Finding.said(
                 Code.MAX_NUM_SEQS_EXCEEDS_BATCHED_TOKENS,
                 f"max-num-seqs {seqs} exceeds max-num-batched-tokens {ctx.mnbt:,}: vLLM refuses "
-                "to start (raise max-num-batched-tokens or lower the concurrency per DP rank)",
+                "to start (raise ",
+                Term(mnbt),
+                " to at least ",
+                Term(mnbt, seqs, "least"),
+                " or lower ",
+                *lower,
+                ")",
             )
         )
     return out

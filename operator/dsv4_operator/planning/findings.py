@@ -2,14 +2,21 @@
 
 Codes are part of the `dsv4 plan --output json` contract (`warnings[].code`, `rejected[].reasons[]`)
 and of the operator's condition reasons: they are only ever added, never renamed.
+
+A finding that names a request setting (advice such as "use a gpu-memory-utilization of at most
+0.98") holds it as a `Term`, and each front end words it: `Finding.message` in the CLI's terms
+(vLLM's flag names, `cli_words`), the operator in spec fields (`planning.from_spec.spec_words`),
+so a `DeepSeekV4Deployment`'s status and Events say `spec.gpuMemoryUtilizationPercent` and 98.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
-__all__ = ["Code", "Finding", "PlanningError"]
+__all__ = ["Code", "Finding", "PlanningError", "Setting", "Term", "Wording", "cli_words"]
 
 
 class Code(StrEnum):
@@ -48,17 +55,102 @@ class Code(StrEnum):
     EXPERT_SPLIT_PADDED = "EXPERT_SPLIT_PADDED"
 
 
+class Setting(StrEnum):
+    """Request settings a finding can name; the values are `PlanRequest` field names."""
+
+    GPU_MEMORY_UTILIZATION = "gpu_memory_utilization"
+    MAX_MODEL_LEN = "max_model_len"
+    MAX_NUM_BATCHED_TOKENS = "max_num_batched_tokens"
+    MAX_NUM_SEQS = "max_num_seqs"
+    CONCURRENCY = "concurrency"
+    SPECULATIVE_TOKENS = "speculative_tokens"
+
+
+Bound = Literal["exact", "most", "least"]
+"""How a value is rounded to a coarser unit (the spec's whole percent of utilization): `most` is
+an upper limit (rounded down), `least` a lower one (rounded up), `exact` the value as it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """A request setting named in a finding's sentence: its name, or one value of it.
+
+    Attributes:
+        setting: which setting.
+        value: None for the setting's name; else a value in the request's unit (utilization a
+            fraction of 1, lengths and counts in tokens or sequences).
+        bound: how a front end with a coarser unit rounds `value` (`Bound`).
+    """
+
+    setting: Setting
+    value: int | float | None = None
+    bound: Bound = "exact"
+
+
+Wording = Callable[[Term], str]
+"""A front end's words for a `Term`: a setting's name, or a value as that front end writes it."""
+
+_CLI_NAMES: dict[Setting, str] = {
+    Setting.GPU_MEMORY_UTILIZATION: "gpu-memory-utilization",
+    Setting.MAX_MODEL_LEN: "max-model-len",
+    Setting.MAX_NUM_BATCHED_TOKENS: "max-num-batched-tokens",
+    Setting.MAX_NUM_SEQS: "max-num-seqs",
+    Setting.CONCURRENCY: "concurrency",
+    Setting.SPECULATIVE_TOKENS: "speculation",
+}
+"""vLLM's names (`vllm serve --gpu-memory-utilization`...), as `dsv4 plan` prints them."""
+
+
+def cli_words(term: Term) -> str:
+    """`term` as `dsv4 plan` and its JSON `message` say it: vLLM's names, values as given.
+
+    Utilization as a fraction (`0.98`), token and sequence counts with thousands separators.
+    """
+    if term.value is None:
+        return _CLI_NAMES[term.setting]
+    if isinstance(term.value, float):
+        return f"{term.value}"
+    return f"{term.value:,}"
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One coded observation: a rejection reason, a guard or a warning.
 
     Attributes:
         code: stable code.
-        message: sentence naming the numbers involved.
+        template: the sentence naming the numbers involved; with `terms`, a `str.format`
+            template whose `{0}`, `{1}`... are the terms, each worded by the front end.
+        terms: the request settings the sentence names (`Finding.said` builds both).
     """
 
     code: Code
-    message: str
+    template: str
+    terms: tuple[Term, ...] = ()
+
+    @classmethod
+    def said(cls, code: Code, *parts: str | Term) -> Finding:
+        """A finding whose sentence is `parts` joined, each `Term` worded by the front end."""
+        template: list[str] = []
+        terms: list[Term] = []
+        for part in parts:
+            if isinstance(part, Term):
+                template.append(f"{{{len(terms)}}}")
+                terms.append(part)
+            else:
+                template.append(part.replace("{", "{{").replace("}", "}}"))
+        return cls(code, "".join(template), tuple(terms))
+
+    def worded(self, words: Wording) -> str:
+        """The sentence with each term in `words` (`cli_words`, or the operator's spec fields)."""
+        if not self.terms:
+            return self.template
+        return self.template.format(*(words(t) for t in self.terms))
+
+    @property
+    def message(self) -> str:
+        """The sentence in the CLI's terms (`cli_words`)."""
+        return self.worded(cli_words)
 
     def as_dict(self) -> dict[str, str]:
         """JSON form `{code, message}`."""

@@ -13,19 +13,32 @@ concurrency is shared by `maxReplicas` (the target holds at full scale) and the 
 see `planning_replicas`.
 `spec.parallelism.expert` > 1 turns expert parallel on (EP = TP x DP), 1 turns it off;
 `gpuMemoryUtilizationPercent` / 100 is vLLM's `--gpu-memory-utilization`.
+
+`spec_words` is the inverse for the planner's findings: the spec field a `Term` names, and its
+value as that field takes it, for the resource's status and Events.
 """
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
+from fractions import Fraction
 from typing import Final
 
 from dsv4_operator.api.v1alpha1.gpu import CustomGpuType
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
+from dsv4_operator.planning.findings import Setting, Term
 from dsv4_operator.planning.hardware import GpuType
 from dsv4_operator.planning.request import PlanRequest
 
-__all__ = ["CUSTOM_GPUS_PER_NODE", "custom_gpu", "planning_replicas", "request_from_spec"]
+__all__ = [
+    "CUSTOM_GPUS_PER_NODE",
+    "SPEC_FIELDS",
+    "custom_gpu",
+    "planning_replicas",
+    "request_from_spec",
+    "spec_words",
+]
 
 CUSTOM_GPUS_PER_NODE: Final = 8
 """Node size of a `spec.gpu.customTypes` entry when `spec.gpu.gpusPerNode` is unset: an HGX/OAM
@@ -113,3 +126,37 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         cpu_offload_bytes=spec.engine.cpu_offload_bytes,
         engine_version=spec.engine.version,
     )
+
+
+SPEC_FIELDS: Final[dict[Setting, str]] = {
+    Setting.GPU_MEMORY_UTILIZATION: "spec.gpuMemoryUtilizationPercent",
+    Setting.MAX_MODEL_LEN: "spec.maxModelLen",
+    Setting.MAX_NUM_BATCHED_TOKENS: "spec.maxNumBatchedTokens",
+    Setting.MAX_NUM_SEQS: "spec.maxNumSeqs",
+    Setting.CONCURRENCY: "spec.load.concurrency",
+    Setting.SPECULATIVE_TOKENS: "spec.speculativeDecoding",
+}
+"""The spec field that sets each request setting (`request_from_spec`)."""
+
+_PERCENT_RANGE: Final = (10, 99)
+"""`spec.gpuMemoryUtilizationPercent`'s range (`DeepSeekV4DeploymentSpec`, ge=10, le=99)."""
+
+
+def spec_words(term: Term) -> str:
+    """`term` in the resource's own terms: its spec field, or a value that field takes.
+
+    Utilization in whole percent (`spec.gpuMemoryUtilizationPercent`), rounded down for an
+    upper limit and up for a lower one (a lower limit under the field's minimum of 10 is
+    said as 10); lengths and counts as plain integers, so the value can be pasted into the
+    spec. The speculation setting is named as the field that turns it on.
+    """
+    if term.value is None:
+        return SPEC_FIELDS[term.setting]
+    if term.setting is not Setting.GPU_MEMORY_UTILIZATION:
+        return str(int(term.value))
+    percent = Fraction(str(term.value)) * 100  # 0.6349 -> 63.49 exactly, not 63.4899...
+    if term.bound == "most":
+        return str(math.floor(percent))
+    if term.bound == "least":
+        return str(max(math.ceil(percent), _PERCENT_RANGE[0]))
+    return str(round(percent))

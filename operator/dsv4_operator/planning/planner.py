@@ -28,7 +28,7 @@ from dsv4_operator.planning.evaluate import (
     evaluate,
     structural_problems,
 )
-from dsv4_operator.planning.findings import Code, Finding, PlanningError
+from dsv4_operator.planning.findings import Code, Finding, PlanningError, Setting, Term
 from dsv4_operator.planning.hardware import GpuType, get_gpu
 from dsv4_operator.planning.kvcache import (
     INDEXER_ENTRY_BYTES,
@@ -606,12 +606,20 @@ def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) ->
             )
         )
     if req.speculative_tokens > 0 and chosen.max_model_len > eng.mtp_hang_max_model_len:
+        length = Setting.MAX_MODEL_LEN
         out.append(
-            Finding(
+            Finding.said(
                 Code.MTP_LONG_CONTEXT_HANG,
-                f"MTP speculative decoding with max-model-len {chosen.max_model_len:,} > "
-                f"{eng.mtp_hang_max_model_len:,} hangs on a published engine image: disable "
-                f"speculation or cap max-model-len at {eng.mtp_safe_max_model_len:,}",
+                "MTP speculative decoding with ",
+                Term(length),
+                " ",
+                Term(length, chosen.max_model_len),
+                f" > {eng.mtp_hang_max_model_len:,} hangs on a published engine image: disable ",
+                Term(Setting.SPECULATIVE_TOKENS),
+                " or cap ",
+                Term(length),
+                " at ",
+                Term(length, eng.mtp_safe_max_model_len, "most"),
             )
         )
     if chosen.layout.gpus_per_node > chosen.gpu.gpus_per_node:

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.planning import Code, Plan, Rejection
+from dsv4_operator.planning.from_spec import spec_words
 from dsv4_operator.render.labels import LABEL_ROLE, Owner, pod_selector
 from dsv4_operator.render.rollout import RolloutCounts, rollout_counts
 from dsv4_operator.render.runtime_args import shm_size_bytes
@@ -195,7 +196,7 @@ def plan_status(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
             continue
         if gpu not in closest or _nearness(rejection) > _nearness(closest[gpu]):
             closest[gpu] = rejection
-    rejected = {g: _text(r.reasons[0].message) for g, r in closest.items()}
+    rejected = {g: _text(r.reasons[0].worded(spec_words)) for g, r in closest.items()}
     return {
         "gpuType": c.gpu.name,
         "reason": _text(plan.reasons[0] if plan.reasons else f"{c.gpu.name} fits"),
@@ -221,7 +222,7 @@ def plan_status(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
         "kvCacheTokens": c.kv_tokens_per_replica,
         "maxConcurrency": c.max_concurrency,
         "shmBytes": shm_size_bytes(spec, plan),
-        "warnings": [_text(f"{w.code}: {w.message}") for w in plan.warnings][:32],
+        "warnings": [_text(f"{w.code}: {w.worded(spec_words)}") for w in plan.warnings][:32],
     }
 
 

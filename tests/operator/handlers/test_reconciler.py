@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -386,6 +387,119 @@ def test_insufficient_capacity_says_what_would_fit_in_spec_fields() -> None:
     assert any(w.startswith("CPU_OFFLOAD: ") for w in warnings)
 
 
+def _ready(fake: FakeApi) -> str:
+    conditions = fake.objects[CR_PATH]["status"]["conditions"]
+    return str(next(c["message"] for c in conditions if c["type"] == "Ready"))
+
+
+def _applies(spec: dict[str, Any]) -> bool:
+    _, reconciler = _setup(spec)
+    return reconciler.reconcile("ns", "d", Events()).result == "applied"
+
+
+_H200_X8 = {"types": ["h200-141gb"], "gpusPerNode": 8, "maxNodes": 1}
+_H200_X2 = {"types": ["h200-141gb"], "gpusPerNode": 2, "maxNodes": 1}
+
+
+def test_a_utilization_vllm_refuses_is_advised_as_the_spec_percent() -> None:
+    """h13: InsufficientCapacity said "use a gpu-memory-utilization of at most 0.98", the CLI's
+    option, where the resource's field is spec.gpuMemoryUtilizationPercent, in percent."""
+    spec = {
+        "model": "flash",
+        "gpuMemoryUtilizationPercent": 99,
+        "gpu": _H200_X8,
+        "parallelism": {"tensor": 8, "data": 1},
+    }
+    fake, reconciler = _setup(spec)
+    events = Events()
+    assert reconciler.reconcile("ns", "d", events).result == "plan_failed"
+    message = _ready(fake)
+    assert message.startswith("no layout of h200-141gb within spec.gpu fits")
+    assert "spec.gpuMemoryUtilizationPercent 99 leaves " in message
+    assert "use a spec.gpuMemoryUtilizationPercent of at most 98" in message
+    assert "gpu-memory-utilization" not in message
+    assert events == [("Warning", "InsufficientCapacity", message)]
+    # The value pasted into the spec plans.
+    assert _applies({**spec, "gpuMemoryUtilizationPercent": 98})
+
+
+@pytest.mark.parametrize("percent", [50, 62])
+def test_the_minimum_utilization_and_the_longest_context_are_advised_in_spec_fields(
+    percent: int,
+) -> None:
+    """h13: "minimum gpu-memory-utilization ...: 0.6349" and "largest max-model-len that fits:
+    595,712" reached the condition as the CLI says them: neither field name nor value (a
+    fraction; thousands separators) can be pasted into the spec."""
+    spec = {
+        "model": "flash",
+        "maxModelLen": 1_048_576,
+        "gpuMemoryUtilizationPercent": percent,
+        "gpu": _H200_X2,
+    }
+    fake, reconciler = _setup(spec)
+    assert reconciler.reconcile("ns", "d", Events()).result == "plan_failed"
+    message = _ready(fake)
+    assert "gpu-memory-utilization" not in message
+    assert "max-model-len" not in message
+    need = re.search(
+        r"minimum spec\.gpuMemoryUtilizationPercent for one 1,048,576-token request: (\d+);",
+        message,
+    )
+    assert need is not None, message
+    assert int(need[1]) > percent
+    assert _applies({**spec, "gpuMemoryUtilizationPercent": int(need[1])})
+    assert not _applies({**spec, "gpuMemoryUtilizationPercent": int(need[1]) - 1})
+    longest = re.search(r"largest spec\.maxModelLen that fits: (\d+);", message)
+    if percent == 62:  # the pool holds a shorter context (at 50 the weights leave none)
+        assert longest is not None, message
+        assert _applies({**spec, "maxModelLen": int(longest[1])})
+    else:
+        assert longest is None
+    # The CLI keeps its own terms (`dsv4 plan`, and its JSON).
+    cli = " ".join(f.message for f in plan(request_from_spec(parse_spec(spec))).warnings)
+    assert "minimum gpu-memory-utilization for one 1,048,576-token request: 0." in cli
+    assert "spec.gpuMemoryUtilizationPercent" not in cli
+    assert "spec.maxModelLen" not in cli
+
+
+def test_a_batch_below_max_num_seqs_is_advised_in_spec_fields() -> None:
+    """h13: "raise max-num-batched-tokens or lower the concurrency per DP rank" named neither
+    spec.maxNumBatchedTokens nor the value vLLM needs."""
+    spec = {"model": "flash", "maxNumSeqs": 2000, "maxNumBatchedTokens": 1024, "gpu": _H200_X8}
+    fake, reconciler = _setup(spec)
+    assert reconciler.reconcile("ns", "d", Events()).result == "plan_failed"
+    message = _ready(fake)
+    assert "(raise spec.maxNumBatchedTokens to at least 2000 or lower spec.maxNumSeqs)" in message
+    assert _applies({**spec, "maxNumBatchedTokens": 2000})
+    # Set by spec.load.concurrency: that is the field to lower.
+    spec = {"model": "flash", "load": {"concurrency": 4000}, "maxNumBatchedTokens": 1024}
+    fake, reconciler = _setup({**spec, "gpu": _H200_X8, "parallelism": {"data": 1}})
+    reconciler.reconcile("ns", "d", Events())
+    message = _ready(fake)
+    assert "raise spec.maxNumBatchedTokens to at least 4000 or lower the spec.load.concurrency" in (
+        message
+    )
+
+
+def test_a_rejected_gpu_types_reason_in_status_is_in_spec_fields() -> None:
+    """h13: status.plan.rejected gave the CLI's "minimum gpu-memory-utilization ... would be
+    1.5738" for a type that did not fit beside one that did."""
+    spec = {
+        "model": "flash",
+        "maxModelLen": 1_048_576,
+        "gpu": {"types": ["rtx-4090-24gb", "h200-141gb"], "maxNodes": 1},
+    }
+    fake, reconciler = _setup(spec)
+    assert reconciler.reconcile("ns", "d", Events()).result == "applied"
+    (rejected,) = fake.objects[CR_PATH]["status"]["plan"]["rejected"]
+    assert rejected["gpuType"] == "rtx-4090-24gb"
+    assert (
+        "minimum spec.gpuMemoryUtilizationPercent for one 1,048,576-token request would be "
+        in (rejected["reason"])
+    )
+    assert "gpu-memory-utilization" not in rejected["reason"]
+
+
 @pytest.mark.parametrize("offload", [None, 5, 7])
 def test_the_offload_advice_is_the_total_to_set(offload: int | None) -> None:
     """Review finding: with --cpu-offload-gb already set, the advice gave only the GiB still
@@ -470,7 +584,7 @@ def test_a_plan_that_predicts_a_hang_is_a_warning_event_once() -> None:
     status.plan.warnings: nothing a platform engineer watching Events would see."""
     spec = {**SPEC, "maxModelLen": 1_048_576}
     spec["speculativeDecoding"] = {"method": "mtp", "numSpeculativeTokens": 1}
-    _, reconciler = _setup(spec)
+    fake, reconciler = _setup(spec)
     events = Events()
     reconciler.reconcile("ns", "d", events)
     reconciler.reconcile("ns", "d", events)  # a resync: not again
@@ -478,6 +592,19 @@ def test_a_plan_that_predicts_a_hang_is_a_warning_event_once() -> None:
     assert len(hang) == 1
     assert hang[0][0] == "Warning"
     assert hang[0][1].startswith("MTP_LONG_CONTEXT_HANG: ")
+    # h13: in spec fields (it said "disable speculation or cap max-model-len at 32,768"), in
+    # the Event and in status.plan.warnings alike; the value pasted plans without the hazard.
+    assert hang[0][1].endswith("disable spec.speculativeDecoding or cap spec.maxModelLen at 32768")
+    assert "max-model-len" not in hang[0][1]
+    warnings = fake.objects[CR_PATH]["status"]["plan"]["warnings"]
+    assert hang[0][1] in warnings
+    capped = Events()
+    fake, reconciler = _setup({**spec, "maxModelLen": 32768})
+    reconciler.reconcile("ns", "d", capped)
+    assert "PlanWarning" not in capped.reasons()
+    assert not any(
+        w.startswith("MTP_") for w in fake.objects[CR_PATH]["status"]["plan"]["warnings"]
+    )
     # Without speculation: no such Event.
     _, reconciler = _setup({**SPEC, "maxModelLen": 1_048_576})
     quiet = Events()

@@ -10,7 +10,13 @@ import pytest
 from dsv4_operator.api import parse_spec
 from dsv4_operator.handlers.autoscaler import config_from
 from dsv4_operator.planning import plan
-from dsv4_operator.planning.from_spec import planning_replicas, request_from_spec
+from dsv4_operator.planning.findings import Code, Finding, Setting, Term
+from dsv4_operator.planning.from_spec import (
+    SPEC_FIELDS,
+    planning_replicas,
+    request_from_spec,
+    spec_words,
+)
 from dsv4_operator.render.labels import Owner
 from dsv4_operator.render.manifests import render_children
 
@@ -99,3 +105,41 @@ def test_unset_gpus_per_node_takes_the_types_node_size(gpu: str, per_node: int) 
     assert "GPUS_PER_NODE_ABOVE_TYPE" not in {
         str(w.code) for w in plan(request_from_spec(spec)).warnings
     }
+
+
+@pytest.mark.parametrize(
+    ("term", "said"),
+    [
+        (Term(Setting.GPU_MEMORY_UTILIZATION, 0.98, "most"), "98"),
+        (Term(Setting.GPU_MEMORY_UTILIZATION, 0.9799, "most"), "97"),
+        (Term(Setting.GPU_MEMORY_UTILIZATION, 0.6349, "least"), "64"),
+        (Term(Setting.GPU_MEMORY_UTILIZATION, 0.63, "least"), "63"),  # not 64: 0.63 x 100 exactly
+        (Term(Setting.GPU_MEMORY_UTILIZATION, 0.05, "least"), "10"),  # the field's minimum
+        (Term(Setting.GPU_MEMORY_UTILIZATION, 0.57), "57"),
+        (Term(Setting.MAX_MODEL_LEN, 595_712, "most"), "595712"),
+        (Term(Setting.MAX_MODEL_LEN), "spec.maxModelLen"),
+        (Term(Setting.SPECULATIVE_TOKENS), "spec.speculativeDecoding"),
+    ],
+)
+def test_spec_words_give_the_field_and_a_value_it_takes(term: Term, said: str) -> None:
+    assert spec_words(term) == said
+
+
+def test_every_setting_has_a_spec_field_the_crd_holds() -> None:
+    assert set(SPEC_FIELDS) == set(Setting)
+    # Each field exists in the CRD's schema under spec (camelCase path).
+    from dsv4_operator.crdgen import crd_dict
+
+    schema = crd_dict()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for path in SPEC_FIELDS.values():
+        node = schema
+        for key in path.split(".")[1:]:
+            node = node["properties"][key]
+
+
+def test_a_finding_keeps_its_cli_words_and_gives_the_operator_spec_fields() -> None:
+    util = Setting.GPU_MEMORY_UTILIZATION
+    f = Finding.said(Code.STARTUP_MEMORY_RESERVE, "use a {", Term(util), "} of ", Term(util, 0.98))
+    assert f.message == "use a {gpu-memory-utilization} of 0.98"
+    assert f.as_dict() == {"code": "STARTUP_MEMORY_RESERVE", "message": f.message}
+    assert f.worded(spec_words) == "use a {spec.gpuMemoryUtilizationPercent} of 98"

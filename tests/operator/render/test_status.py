@@ -17,7 +17,7 @@ from dsv4_operator.api import (
     parse_spec,
 )
 from dsv4_operator.planning import Plan, plan
-from dsv4_operator.planning.from_spec import request_from_spec
+from dsv4_operator.planning.from_spec import request_from_spec, spec_words
 from dsv4_operator.render import Observation, Owner, desired_status, status_patch
 from dsv4_operator.render.status import plan_status
 
@@ -199,7 +199,9 @@ def test_rejected_lists_only_types_that_never_fit_with_their_closest_layout() ->
     closest = next(
         r for r in planned.rejected if r.gpu == "rtx-4090-24gb" and r.layout.gpus == largest
     )
-    assert rejected[0]["reason"] == closest.reasons[0].message[:1024]
+    # In spec fields (h13), as the resource's status speaks.
+    assert rejected[0]["reason"] == closest.reasons[0].worded(spec_words)[:1024]
+    assert "spec.gpuMemoryUtilizationPercent" in rejected[0]["reason"]
 
 
 def test_the_closest_rejection_prefers_a_kv_shortfall_to_weights_that_do_not_fit() -> None:
