@@ -48,7 +48,7 @@ from dsv4_operator.kube.apply import carries_identity
 from dsv4_operator.kube.discovery import KEDA_API_VERSION
 from dsv4_operator.kube.peering import NAMESPACE_TERMINATING
 from dsv4_operator.metrics import OperatorMetrics, Result
-from dsv4_operator.planning import Plan, PlanningError, plan
+from dsv4_operator.planning import Code, Plan, PlanningError, plan
 from dsv4_operator.planning.from_spec import planning_replicas, request_from_spec, spec_words
 from dsv4_operator.render import (
     Observation,
@@ -103,6 +103,8 @@ _WARNING_REASONS: Final = frozenset(
         REFERENCE_MISSING,
     }
 )
+_ENGINE_REFUSALS: Final = frozenset({Code.ENGINE_TOO_OLD, Code.TRANSFORMERS_TOO_OLD})
+"""Planner guards that make a plan unfit whatever its layout (`planning.planner.plan`)."""
 _SCALER_FAILURES: Final = frozenset({KEDA_MISSING, KEDA_NOT_READY, HPA_NOT_SCALING})
 """ScalingActive reasons that get a Warning Event when ScalingActive turns to them."""
 
@@ -692,11 +694,16 @@ def _plan_refusal(
 ) -> tuple[str, Result, str] | None:
     """Why a plan cannot be rolled out, as (condition reason, outcome, message), or None.
 
-    No layout fits (`InsufficientCapacity`); or (`InvalidSpec`) a group of several pods whose
-    worker StatefulSet names would be too long (LWS creates none for one-pod groups),
-    `spec.placement` that can never schedule the planned group, or an ephemeral-storage limit
-    below the Hub download.
+    No layout fits (`InsufficientCapacity`); or (`InvalidSpec`) an engine the planner refuses
+    whatever the layout (`ENGINE_TOO_OLD`: `spec.engine.version` before the model's
+    architecture), a group of several pods whose worker StatefulSet names would be too long
+    (LWS creates none for one-pod groups), `spec.placement` that can never schedule the
+    planned group, or an ephemeral-storage limit below the Hub download.
     """
+    refused = [w for w in planned.warnings if w.code in _ENGINE_REFUSALS]
+    if not planned.fits and planned.chosen.fits and refused:  # a layout fits; not the engine
+        message = "; ".join(f"{w.code}: {w.worded(spec_words)}" for w in refused)
+        return INVALID_SPEC, "invalid_spec", f"spec.engine.version {spec.engine.version}: {message}"
     if not planned.fits:
         message = no_fit_message(planned)
         _, share = planning_replicas(spec)

@@ -481,6 +481,21 @@ def test_a_batch_below_max_num_seqs_is_advised_in_spec_fields() -> None:
     )
 
 
+def test_an_engine_too_old_for_the_model_is_an_invalid_spec_naming_the_version() -> None:
+    """h13: a spec.engine.version before DeepseekV4ForCausalLM plans a fitting layout that the
+    planner then refuses (ENGINE_TOO_OLD); the condition said "no layout ... fits: closest is
+    2 x h200-141gb (1x2 TP1 DP2): " and nothing after: neither the version nor the cause."""
+    fake, reconciler = _setup({**SPEC, "engine": {"version": "0.10.0"}})
+    events = Events()
+    assert reconciler.reconcile("ns", "d", events).result == "invalid_spec"
+    assert _conditions(fake)["Ready"] == ("False", "InvalidSpec")
+    message = _ready(fake)
+    assert message.startswith("spec.engine.version 0.10.0: ")
+    assert "is older than 0.20.0, the first release with DeepseekV4ForCausalLM" in message
+    assert "Unrecognized model architecture" in message
+    assert events == [("Warning", "InvalidSpec", message)]
+
+
 def test_a_rejected_gpu_types_reason_in_status_is_in_spec_fields() -> None:
     """h13: status.plan.rejected gave the CLI's "minimum gpu-memory-utilization ... would be
     1.5738" for a type that did not fit beside one that did."""
