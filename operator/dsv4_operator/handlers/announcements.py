@@ -1,6 +1,7 @@
 """What the operator tells about a deployment beyond its conditions: Events and messages.
 
-`announce_rollout` posts `RollingUpdate`, `NoRedundancy` and `RolloutAdjusted`; `hazards` picks
+`announce_rollout` posts `RollingUpdate`, `NoRedundancy` and `RolloutAdjusted`;
+`announce_scaling` posts `ScalingLeaderWorkerSet` for a replicas change; `hazards` picks
 the plan warnings that become `PlanWarning` Events; `no_fit_message` is InsufficientCapacity's
 message with the planner's advice in spec fields.
 """
@@ -27,6 +28,7 @@ __all__ = [
     "HAZARDS",
     "EmitFn",
     "announce_rollout",
+    "announce_scaling",
     "hazards",
     "no_fit_message",
 ]
@@ -249,6 +251,34 @@ def announce_rollout(
             f"{why}: the rollout uses maxSurge {surge}, maxUnavailable {unavailable} instead "
             f"of spec.rollout's {asked[0]}, {asked[1]}",
         )
+
+
+def announce_scaling(
+    spec: DeepSeekV4DeploymentSpec, applied: AppliedChild | None, emit: EmitFn
+) -> None:
+    """`ScalingLeaderWorkerSet` (Normal) when this reconcile changed the LWS's replicas.
+
+    As a Deployment's `ScalingReplicaSet`: `Scaled up LeaderWorkerSet d from 1 to 3 replica
+    groups (spec.replicas 3)`, for `kubectl scale` (the scale subresource writes
+    spec.replicas), an edit of spec.replicas, or an LWS scaled by hand that the operator sets
+    back. Posted by the reconcile that updates the LWS, so once per change (a resync finds it
+    unchanged; a paused resource's change is posted when it resumes). Not with autoscaling
+    enabled: the native autoscaler posts `ScaledUp`/`ScaledDown` with its reason
+    (`handlers.autoscaler`), and an HPA (modes hpa and keda) `SuccessfulRescale` on itself.
+    """
+    if applied is None or applied.action != "updated" or spec.autoscaling.enabled:
+        return
+    was = ((applied.previous or {}).get("spec") or {}).get("replicas")
+    now = (applied.live.get("spec") or {}).get("replicas")
+    if not isinstance(was, int) or not isinstance(now, int) or was == now:
+        return
+    direction = "up" if now > was else "down"
+    emit(
+        "Normal",
+        "ScalingLeaderWorkerSet",
+        f"Scaled {direction} LeaderWorkerSet {applied.name} from {was} to {now} replica groups "
+        f"(spec.replicas {spec.replicas})",
+    )
 
 
 def _layout_fields(advice: FitAdvice, planned: Plan) -> str:

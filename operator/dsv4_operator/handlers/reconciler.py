@@ -29,6 +29,7 @@ from dsv4_operator.handlers.announcements import (
     HAZARDS,
     EmitFn,
     announce_rollout,
+    announce_scaling,
     hazards,
     no_fit_message,
 )
@@ -616,6 +617,7 @@ class Reconciler:
                 f"{gpus * spec.replicas} GPUs in total",
             )
         announce_rollout(owner, spec, lws_applied, emit)
+        announce_scaling(spec, lws_applied, emit)
         self._announce_recreated(owner, applied, emit)
         known = hazards((status.get("plan") or {}).get("warnings") or [])
         for w in planned.warnings:

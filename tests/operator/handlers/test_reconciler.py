@@ -594,6 +594,48 @@ def test_plan_change_event_names_old_and_new_gpu_counts() -> None:
     assert "x h100-80gb" in changes[1]
 
 
+def _scaling(events: Events) -> list[tuple[str, str]]:
+    return [
+        (kind, message) for kind, reason, message in events if reason == "ScalingLeaderWorkerSet"
+    ]
+
+
+def test_a_replicas_change_is_a_normal_event_once_naming_old_and_new() -> None:
+    """h13: `kubectl scale dsv4/d --replicas 3` (or an edit of spec.replicas alone) scaled the
+    LeaderWorkerSet without an Event; a Deployment says ScalingReplicaSet."""
+    fake, reconciler = _setup()
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    assert _scaling(events) == []  # created at 1: PlanChanged says so
+    fake.objects[CR_PATH]["spec"]["replicas"] = 3  # what the scale subresource writes
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    reconciler.reconcile("ns", "d", events)
+    assert fake.objects[LWS_PATH]["spec"]["replicas"] == 3
+    assert _scaling(events) == [
+        ("Normal", "Scaled up LeaderWorkerSet d from 1 to 3 replica groups (spec.replicas 3)")
+    ]
+    reconciler.reconcile("ns", "d", events)  # a resync: not again
+    assert len(_scaling(events)) == 1
+    fake.objects[CR_PATH]["spec"]["replicas"] = 0
+    reconciler.reconcile("ns", "d", events)
+    assert _scaling(events)[1:] == [
+        ("Normal", "Scaled down LeaderWorkerSet d from 3 to 0 replica groups (spec.replicas 0)")
+    ]
+
+
+def test_an_autoscaler_driven_replicas_change_posts_no_second_event() -> None:
+    """The native autoscaler posts ScaledUp/ScaledDown itself (`handlers.autoscaler`), an HPA
+    (modes hpa and keda) SuccessfulRescale on itself: the rollout of its change adds none."""
+    spec = {**SPEC, "autoscaling": {"enabled": True, "mode": "native", "maxReplicas": 3}}
+    fake, reconciler = _setup(spec)
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    fake.objects[CR_PATH]["spec"]["replicas"] = 2
+    reconciler.reconcile("ns", "d", events)
+    assert fake.objects[LWS_PATH]["spec"]["replicas"] == 2
+    assert _scaling(events) == []
+
+
 def test_a_plan_that_predicts_a_hang_is_a_warning_event_once() -> None:
     """New-user trial: MTP at 1M context plans (fits), but the plan's hang warning reached only
     status.plan.warnings: nothing a platform engineer watching Events would see."""
