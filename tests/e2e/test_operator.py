@@ -464,3 +464,26 @@ def test_paused_stops_changes(
         ),
         "LWS scaled to 3 after unpausing",
     )
+    # h13: a replicas change is a Normal Event naming old and new, posted once (when the
+    # change rolls out: here on resuming), as a Deployment's ScalingReplicaSet.
+    lws_name = f"LeaderWorkerSet {name}"
+    up = wait_event(cluster, namespace, name, "ScalingLeaderWorkerSet", "from 1 to 3")
+    assert up["type"] == "Normal"
+    assert up["message"] == f"Scaled up {lws_name} from 1 to 3 replica groups (spec.replicas 3)"
+    # Through the scale subresource, as `kubectl scale` and any scaler use it.
+    control_plane.kubectl("scale", f"dsv4/{name}", "--replicas", "2", "-n", namespace)
+    down = wait_event(cluster, namespace, name, "ScalingLeaderWorkerSet", "from 3 to 2")
+    assert down["type"] == "Normal"
+    assert down["message"] == (
+        f"Scaled down {lws_name} from 3 to 2 replica groups (spec.replicas 2)"
+    )
+    lws = cluster.get(LWS_V, "leaderworkersets", namespace, name)
+    assert lws is not None
+    assert lws["spec"]["replicas"] == 2
+    time.sleep(3 * RESYNC_SECONDS)  # resyncs find the LWS unchanged: no repeat
+    scaled = [
+        e for e in cluster.events(namespace, name) if e.get("reason") == "ScalingLeaderWorkerSet"
+    ]
+    assert sorted((e["message"], e.get("count", 1)) for e in scaled) == sorted(
+        [(up["message"], 1), (down["message"], 1)]
+    )
