@@ -50,7 +50,12 @@ from dsv4_operator.kube.discovery import KEDA_API_VERSION
 from dsv4_operator.kube.peering import NAMESPACE_TERMINATING
 from dsv4_operator.metrics import OperatorMetrics, Result
 from dsv4_operator.planning import Code, Plan, PlanningError, plan
-from dsv4_operator.planning.from_spec import planning_replicas, request_from_spec, spec_words
+from dsv4_operator.planning.from_spec import (
+    planning_replicas,
+    request_from_spec,
+    spec_path,
+    spec_words,
+)
 from dsv4_operator.render import (
     Observation,
     Owner,
@@ -372,13 +377,15 @@ class Reconciler:
         try:
             planned = plan(request_from_spec(spec))
         except PlanningError as error:
+            # In the resource's terms: `spec.parallelism.tensor`, not the request's field.
+            message = f"{spec_path(error.field)}: {error.detail}"
             obs = Observation(
                 owner,
                 error_reason=PLAN_FAILED,
-                error_message=str(error),
+                error_message=message,
                 **self._live(owner, best_effort=True),
             )
-            return self._report(obs, status, emit, "plan_failed", str(error))
+            return self._report(obs, status, emit, "plan_failed", message)
         if (refusal := _plan_refusal(name, spec, planned)) is not None:
             reason, result, message = refusal
             obs = Observation(

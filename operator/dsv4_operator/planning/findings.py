@@ -162,10 +162,13 @@ class PlanningError(ValueError):
 
     Attributes:
         field: the request field at fault (`gpu_types`, `max_model_len`...).
+        detail: what is wrong with it (the message after `field: `), for a front end that
+            names the field in its own terms (the operator: `from_spec.spec_path`).
         code: stable code (`INVALID_REQUEST`).
     """
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.detail = message
         self.code = Code.INVALID_REQUEST

@@ -37,6 +37,7 @@ __all__ = [
     "custom_gpu",
     "planning_replicas",
     "request_from_spec",
+    "spec_path",
     "spec_words",
 ]
 
@@ -160,3 +161,34 @@ def spec_words(term: Term) -> str:
     if term.bound == "least":
         return str(max(math.ceil(percent), _PERCENT_RANGE[0]))
     return str(round(percent))
+
+
+_SPEC_PATHS: Final[dict[str, str]] = {
+    "model": "spec.model",
+    "weights_format": "spec.weightsFormat",
+    "kv_cache_dtype": "spec.kvCacheDtype",
+    "gpu_types": "spec.gpu.types",
+    "gpus_per_node": "spec.gpu.gpusPerNode",
+    "max_nodes": "spec.gpu.maxNodes",
+    "gpu_budget": "spec.gpu.budget",
+    "tensor_parallel": "spec.parallelism.tensor",
+    "data_parallel": "spec.parallelism.data",
+    "pipeline_parallel": "spec.parallelism.pipeline",
+    "expert_parallel": "spec.parallelism.expert",
+    "max_num_seqs": "spec.maxNumSeqs",
+    "max_num_batched_tokens": "spec.maxNumBatchedTokens",
+    "concurrency": "spec.load.concurrency",
+    "tokens_per_second": "spec.load.tokensPerSecond",
+    "usd_per_gpu_hour": "spec.cost.gpuHourlyPrices",
+    "cpu_offload_bytes": "spec.engine.extraArgs",
+    "engine_version": "spec.engine.version",
+    "max_model_len": "spec.maxModelLen",
+    "gpu_memory_utilization": "spec.gpuMemoryUtilizationPercent",
+    "speculative_tokens": "spec.speculativeDecoding",
+}
+"""The spec field behind each `PlanRequest` field that `request_from_spec` sets from one."""
+
+
+def spec_path(field: str) -> str:
+    """The spec field behind request field `field` (a `PlanningError.field`), else `field`."""
+    return _SPEC_PATHS.get(field, field)

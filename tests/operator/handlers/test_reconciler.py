@@ -496,6 +496,35 @@ def test_an_engine_too_old_for_the_model_is_an_invalid_spec_naming_the_version()
     assert events == [("Warning", "InvalidSpec", message)]
 
 
+@pytest.mark.parametrize(
+    ("change", "field", "cause"),
+    [
+        ({"parallelism": {"tensor": 3}}, "spec.parallelism.tensor", "TP=3 does not divide"),
+        ({"parallelism": {"data": 3}}, "spec.parallelism.data", "TP x DP=3 does not divide"),
+        ({"parallelism": {"pipeline": 2}}, "spec.parallelism.pipeline", "PP=2: vllm"),
+        (
+            {"gpu": {"types": ["h200-141gb"], "budget": 1}, "parallelism": {"tensor": 8}},
+            "spec.gpu.budget",
+            "8 GPUs exceed the GPU budget of 1",
+        ),
+    ],
+)
+def test_a_spec_no_layout_can_take_names_the_spec_field(
+    change: dict[str, Any], field: str, cause: str
+) -> None:
+    """h13: PlanFailed named the planner's request field (`tensor_parallel: no layout can be
+    evaluated: TP=3 ...`), not the resource's (gpusPerNode unset: the CRD's own check of the
+    pinned sizes does not apply)."""
+    spec = {"model": "flash", "gpu": {"types": ["h200-141gb"]}, **change}
+    fake, reconciler = _setup(spec)
+    events = Events()
+    assert reconciler.reconcile("ns", "d", events).result == "plan_failed"
+    assert _conditions(fake)["Ready"] == ("False", "PlanFailed")
+    message = _ready(fake)
+    assert message.startswith(f"{field}: no layout can be evaluated: {cause}")
+    assert events == [("Warning", "PlanFailed", message)]
+
+
 def test_a_rejected_gpu_types_reason_in_status_is_in_spec_fields() -> None:
     """h13: status.plan.rejected gave the CLI's "minimum gpu-memory-utilization ... would be
     1.5738" for a type that did not fit beside one that did."""

@@ -15,6 +15,7 @@ from dsv4_operator.planning.from_spec import (
     SPEC_FIELDS,
     planning_replicas,
     request_from_spec,
+    spec_path,
     spec_words,
 )
 from dsv4_operator.render.labels import Owner
@@ -125,13 +126,16 @@ def test_spec_words_give_the_field_and_a_value_it_takes(term: Term, said: str) -
     assert spec_words(term) == said
 
 
-def test_every_setting_has_a_spec_field_the_crd_holds() -> None:
+def test_every_setting_and_request_field_has_a_spec_field_the_crd_holds() -> None:
     assert set(SPEC_FIELDS) == set(Setting)
-    # Each field exists in the CRD's schema under spec (camelCase path).
     from dsv4_operator.crdgen import crd_dict
+    from dsv4_operator.planning.from_spec import _SPEC_PATHS
 
+    assert spec_path("tensor_parallel") == "spec.parallelism.tensor"
+    assert spec_path("not_a_field") == "not_a_field"
+    # Each field exists in the CRD's schema under spec (camelCase path).
     schema = crd_dict()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    for path in SPEC_FIELDS.values():
+    for path in [*SPEC_FIELDS.values(), *_SPEC_PATHS.values()]:
         node = schema
         for key in path.split(".")[1:]:
             node = node["properties"][key]
