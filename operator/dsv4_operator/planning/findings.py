@@ -64,6 +64,7 @@ class Setting(StrEnum):
     MAX_NUM_SEQS = "max_num_seqs"
     CONCURRENCY = "concurrency"
     SPECULATIVE_TOKENS = "speculative_tokens"
+    GPUS_PER_NODE = "gpus_per_node"
 
 
 Bound = Literal["exact", "most", "least"]
@@ -97,8 +98,10 @@ _CLI_NAMES: dict[Setting, str] = {
     Setting.MAX_NUM_SEQS: "max-num-seqs",
     Setting.CONCURRENCY: "concurrency",
     Setting.SPECULATIVE_TOKENS: "speculation",
+    Setting.GPUS_PER_NODE: "spec.gpu.gpusPerNode / --gpus-per-node",
 }
-"""vLLM's names (`vllm serve --gpu-memory-utilization`...), as `dsv4 plan` prints them."""
+"""vLLM's names (`vllm serve --gpu-memory-utilization`...), as `dsv4 plan` prints them; the node
+size, which vLLM does not take, as the two places `dsv4 plan` reads it from (FILE, option)."""
 
 
 def cli_words(term: Term) -> str:

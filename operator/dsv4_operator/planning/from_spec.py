@@ -136,6 +136,7 @@ SPEC_FIELDS: Final[dict[Setting, str]] = {
     Setting.MAX_NUM_SEQS: "spec.maxNumSeqs",
     Setting.CONCURRENCY: "spec.load.concurrency",
     Setting.SPECULATIVE_TOKENS: "spec.speculativeDecoding",
+    Setting.GPUS_PER_NODE: "spec.gpu.gpusPerNode",
 }
 """The spec field that sets each request setting (`request_from_spec`)."""
 

@@ -624,12 +624,13 @@ def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) ->
         )
     if chosen.layout.gpus_per_node > chosen.gpu.gpus_per_node:
         out.append(
-            Finding(
+            Finding.said(
                 Code.GPUS_PER_NODE_ABOVE_TYPE,
                 f"{chosen.gpu.name} nodes usually hold {chosen.gpu.gpus_per_node} GPUs, but "
                 f"each pod asks for {chosen.layout.gpus_per_node}: pods stay Pending unless "
-                "your nodes have that many (leave spec.gpu.gpusPerNode / --gpus-per-node unset "
-                "for the type's node size)",
+                "your nodes have that many (leave ",
+                Term(Setting.GPUS_PER_NODE),
+                " unset for the type's node size)",
             )
         )
     rule = repack_rule(req.weights_format, chosen.gpu)

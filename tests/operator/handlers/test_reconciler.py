@@ -525,6 +525,24 @@ def test_a_spec_no_layout_can_take_names_the_spec_field(
     assert events == [("Warning", "PlanFailed", message)]
 
 
+def test_a_node_size_above_the_types_is_advised_in_the_spec_field_only() -> None:
+    """h13: status.plan.warnings advised "leave spec.gpu.gpusPerNode / --gpus-per-node unset",
+    a CLI flag the resource has no use for."""
+    spec = {"model": "flash", "gpu": {"types": ["h200-141gb"], "gpusPerNode": 16}}
+    fake, reconciler = _setup({**spec, "parallelism": {"tensor": 8, "data": 2}})
+    assert reconciler.reconcile("ns", "d", Events()).result == "applied"
+    warnings = fake.objects[CR_PATH]["status"]["plan"]["warnings"]
+    (above,) = [w for w in warnings if w.startswith("GPUS_PER_NODE_ABOVE_TYPE: ")]
+    assert above.endswith("(leave spec.gpu.gpusPerNode unset for the type's node size)")
+    assert "--gpus-per-node" not in above
+    # `dsv4 plan` reads a file or flags: it names both.
+    cli = plan(request_from_spec(parse_spec({**spec, "parallelism": {"tensor": 8, "data": 2}})))
+    (said,) = [w.message for w in cli.warnings if w.code == "GPUS_PER_NODE_ABOVE_TYPE"]
+    assert said.endswith(
+        "(leave spec.gpu.gpusPerNode / --gpus-per-node unset for the type's node size)"
+    )
+
+
 def test_a_rejected_gpu_types_reason_in_status_is_in_spec_fields() -> None:
     """h13: status.plan.rejected gave the CLI's "minimum gpu-memory-utilization ... would be
     1.5738" for a type that did not fit beside one that did."""
