@@ -428,6 +428,10 @@ def test_invalid_and_unplannable_crs_report_while_valid_ones_reconcile(
     assert wait_event(cluster, namespace, "bad-tp", "InvalidSpec")["type"] == "Warning"
     too_small_event = wait_event(cluster, namespace, "pro-on-one-4090", "InsufficientCapacity")
     assert too_small_event["type"] == "Warning"
+    # h13: the planner's advice in the resource's terms, not the CLI's.
+    said = too_small_event["message"]
+    assert "minimum spec.gpuMemoryUtilizationPercent for one 4,096-token request" in said
+    assert "gpu-memory-utilization" not in said
     assert cluster.get(LWS_V, "leaderworkersets", namespace, "bad-tp") is None
 
     # Fixing the spec recovers it: the operator did not give up on the resource.
