@@ -142,6 +142,8 @@ class Finding:
                 terms.append(part)
             else:
                 template.append(part.replace("{", "{{").replace("}", "}}"))
+        if not terms:  # a plain sentence: `worded` returns it as it is, braces unescaped
+            return cls(code, "".join(p for p in parts if isinstance(p, str)))
         return cls(code, "".join(template), tuple(terms))
 
     def worded(self, words: Wording) -> str:

@@ -147,3 +147,5 @@ def test_a_finding_keeps_its_cli_words_and_gives_the_operator_spec_fields() -> N
     assert f.message == "use a {gpu-memory-utilization} of 0.98"
     assert f.as_dict() == {"code": "STARTUP_MEMORY_RESERVE", "message": f.message}
     assert f.worded(spec_words) == "use a {spec.gpuMemoryUtilizationPercent} of 98"
+    plain = Finding.said(Code.WEIGHTS_REPACKED, "a {literal}", " brace")
+    assert plain.message == plain.worded(spec_words) == "a {literal} brace"
