@@ -379,6 +379,13 @@ class Reconciler:
         except PlanningError as error:
             # In the resource's terms: `spec.parallelism.tensor`, not the request's field.
             message = f"{spec_path(error.field)}: {error.detail}"
+            _, share = planning_replicas(spec)
+            if error.field == "gpu_budget" and spec.gpu.budget is not None and share > 1:
+                by = "spec.autoscaling.minReplicas" if spec.autoscaling.enabled else "spec.replicas"
+                message += (  # the planner's budget is one replica's share (planning_replicas)
+                    f" (spec.gpu.budget {spec.gpu.budget} shared by {by} {share}: lower it or "
+                    "raise the budget)"
+                )
             obs = Observation(
                 owner,
                 error_reason=PLAN_FAILED,

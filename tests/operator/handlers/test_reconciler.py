@@ -543,6 +543,23 @@ def test_a_node_size_above_the_types_is_advised_in_the_spec_field_only() -> None
     )
 
 
+def test_a_budget_shared_by_replicas_says_its_share_when_no_layout_can_take_it() -> None:
+    """h13: "spec.gpu.budget: ... 8 GPUs exceed the GPU budget of 4" under a budget of 8: the
+    planner's budget is per replica (spec.gpu.budget // replicas)."""
+    spec = {
+        "model": "flash",
+        "replicas": 2,
+        "gpu": {"types": ["h200-141gb"], "budget": 8},
+        "parallelism": {"tensor": 8},
+    }
+    fake, reconciler = _setup(spec)
+    assert reconciler.reconcile("ns", "d", Events()).result == "plan_failed"
+    assert _ready(fake) == (
+        "spec.gpu.budget: no layout can be evaluated: 8 GPUs exceed the GPU budget of 4 "
+        "(spec.gpu.budget 8 shared by spec.replicas 2: lower it or raise the budget)"
+    )
+
+
 def test_a_rejected_gpu_types_reason_in_status_is_in_spec_fields() -> None:
     """h13: status.plan.rejected gave the CLI's "minimum gpu-memory-utilization ... would be
     1.5738" for a type that did not fit beside one that did."""
