@@ -527,15 +527,22 @@ class _Context:
     def resolve_seqs(self, length: int, target_per_rank: int | None) -> int:
         """`--max-num-seqs`: as given, the target per DP rank, or what the pool holds.
 
-        The planner's own choice never exceeds the engine tier's default nor `mnbt` (vLLM refuses
-        max-num-batched-tokens below max-num-seqs).
+        The planner's own choice never exceeds the engine tier's default nor `mnbt` divided by
+        the tokens one decoding sequence takes a step, 1 + speculative tokens. vLLM refuses
+        max-num-batched-tokens below max-num-seqs (`SchedulerConfig.verify_max_model_len`,
+        vllm/config/scheduler.py); above it, with MTP, a decode step of max-num-seqs x (1 + k)
+        tokens beyond the budget is accepted and cut: the scheduler gives each running request
+        at most what is left of the budget, trims its drafts and leaves the rest of the running
+        queue for the next step (vllm/v1/core/sched/scheduler.py, `Scheduler.schedule`), so a
+        larger choice would hold sequences that do not advance every step.
         """
         pinned = self.req.max_num_seqs or target_per_rank
         if pinned is not None:
             return pinned
         per_request = self.request_bytes(length)
         held = max(self.memory(length, 1).kv_cache_bytes, 0) // per_request
-        seqs = max(1, min(self.tier.max_num_seqs, self.mnbt, held))
+        step = 1 + self.req.speculative_tokens
+        seqs = max(1, min(self.tier.max_num_seqs, self.mnbt // step, held))
         held = max(self.memory(length, seqs).kv_cache_bytes, 0) // per_request
         return max(1, min(seqs, held))
 

@@ -47,7 +47,15 @@ from dsv4_operator.planning.weights import (
     repack_rule,
 )
 
-__all__ = ["FitAdvice", "Plan", "Rejection", "fit_option", "plan", "shortfall_bytes"]
+__all__ = [
+    "FitAdvice",
+    "Plan",
+    "Rejection",
+    "fit_option",
+    "plan",
+    "shortfall_bytes",
+    "speculative_step_problem",
+]
 
 _GIB = 1 << 30
 _GB = 10**9
@@ -482,7 +490,10 @@ def _batch_that_fits(req: PlanRequest, model: ModelSpec, closest: Evaluation) ->
     Halves the engine's default (the activation peak, prefill gather workspace and admission
     state all grow with it) down to `MIN_ADVISED_BATCHED_TOKENS`; None when the request pins
     the batch or no such value fits. vLLM's default grows with device memory (8,192 tokens from
-    70 GiB), which the plan's own flag overrides.
+    70 GiB), which the plan's own flag overrides. With MTP a value below one decode step of the
+    plan's sequences (max-num-seqs x (1 + k), `speculative_step_problem`) is not advised:
+    vLLM would start but advance only part of the concurrency target each step, and a smaller
+    value only cuts deeper.
     """
     if req.max_num_batched_tokens is not None:
         return None
@@ -491,6 +502,8 @@ def _batch_that_fits(req: PlanRequest, model: ModelSpec, closest: Evaluation) ->
     while batch >= MIN_ADVISED_BATCHED_TOKENS:
         fitting, _, _, _ = _search(replace(pinned, max_num_batched_tokens=batch), model)
         if fitting:
+            if any(speculative_step_problem(req, e) for e in fitting):
+                return None
             return batch
         batch //= 2
     return None
@@ -622,6 +635,8 @@ def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) ->
                 Term(length, eng.mtp_safe_max_model_len, "most"),
             )
         )
+    if (step := speculative_step_problem(req, chosen)) is not None:
+        out.append(step)
     if chosen.layout.gpus_per_node > chosen.gpu.gpus_per_node:
         out.append(
             Finding.said(
@@ -654,6 +669,34 @@ def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) ->
             )
         )
     return out
+
+
+def speculative_step_problem(req: PlanRequest, e: Evaluation) -> Finding | None:
+    """Why a decode step of `e` does not fit its `--max-num-batched-tokens`, or None.
+
+    With `k` MTP draft tokens a decoding sequence takes 1 + k tokens a step, so max-num-seqs
+    of them need max-num-seqs x (1 + k). vLLM starts with less (it refuses only a budget below
+    max-num-seqs, `SchedulerConfig.verify_max_model_len` in vllm/config/scheduler.py, and below
+    `max_num_new_slots_for_drafting`, which is 0 for method `mtp`, vllm/config/speculative.py
+    and `VllmConfig._set_max_num_scheduled_tokens` in vllm/config/vllm.py) but its scheduler
+    then gives the running requests what is left of the budget in order, trims drafts and
+    leaves the rest for the next step (vllm/v1/core/sched/scheduler.py, `Scheduler.schedule`):
+    a warning, not a refusal.
+    """
+    k = req.speculative_tokens
+    need = e.max_num_seqs * (1 + k)
+    budget = e.max_num_batched_tokens
+    if k <= 0 or need <= budget:
+        return None
+    return Finding(
+        Code.SPECULATIVE_STEP_EXCEEDS_BATCHED_TOKENS,
+        f"--max-num-seqs {e.max_num_seqs} x (1 + {k} MTP draft token{'s' if k > 1 else ''}) = "
+        f"{need:,} token slots per decode step exceed --max-num-batched-tokens {budget:,}: "
+        f"vLLM starts, but schedules at most {budget:,} tokens a step, so only "
+        f"{budget // (1 + k):,} sequences per DP rank advance with all their drafts and the "
+        f"rest wait or lose drafts; raise --max-num-batched-tokens to at least {need:,} or "
+        f"lower --max-num-seqs (or the concurrency per DP rank) to {budget // (1 + k):,}",
+    )
 
 
 def _startup_seconds(req: PlanRequest, chosen: Evaluation, checkpoint: int) -> int:
