@@ -210,6 +210,7 @@ _FIELD_FLAGS: dict[str, str] = {
     "concurrency": "--concurrency",
     "tokens_per_second": "--tokens-per-second",
     "cpu_offload_bytes": "--cpu-offload-gb",
+    "max_cudagraph_capture_size": "--max-cudagraph-capture-size",
     "weights_download": "--download",
 }
 """The `dsv4 plan` option behind each planner request field, for error messages."""
@@ -253,6 +254,13 @@ def plan_command(
     cpu_offload_gb: Annotated[
         float | None, typer.Option(help="Weights offloaded to host memory per GPU, GiB.")
     ] = None,
+    max_cudagraph_capture_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Largest CUDA-graph batch, tokens (vLLM's --max-cudagraph-capture-size; "
+            "default: vLLM's own for the planned sizes, which the operator passes)."
+        ),
+    ] = None,
     download: Annotated[
         bool | None,
         typer.Option(
@@ -287,6 +295,7 @@ def plan_command(
             "speculative_tokens": speculative_tokens,
             "concurrency": concurrency,
             "tokens_per_second": tokens_per_second,
+            "max_cudagraph_capture_size": max_cudagraph_capture_size,
         }
         changes = {k: v for k, v in overrides.items() if v is not None}
         if download is not None or file is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from dsv4_operator.api.v1alpha1.engine import CUDAGRAPH_CAP_FLAG
 from dsv4_operator.api.v1alpha1.scaling import surge_groups
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.kube import AppliedChild
@@ -94,14 +95,26 @@ def _clip(text: str, limit: int = CAUSE_CHARS) -> str:
     return text[: limit - len(tail)] + tail
 
 
+def _graph_cap(extra: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The engine arguments without `--max-cudagraph-capture-size=N`, and that flag's value.
+
+    The operator appends the plan's cap there unless extraArgs sets one (`render.runtime_args`);
+    either way it is reported as a flag, not as extraArgs the user did not write.
+    """
+    caps = [a.split("=", 1)[1] for a in extra if a.split("=", 1)[0] == CUDAGRAPH_CAP_FLAG]
+    rest = [a for a in extra if a.split("=", 1)[0] != CUDAGRAPH_CAP_FLAG]
+    return rest, ({CUDAGRAPH_CAP_FLAG: caps[-1]} if caps else {})
+
+
 def _changed_flags(before: Any, after: Any) -> list[str]:
     """What differs in the leader's arguments.
 
-    `--flag old -> new` for the runtime's own (added or removed too), then
-    `extraArgs a b -> c` for the engine arguments after `--`, compared as a list.
+    `--flag old -> new` for the runtime's own (added or removed too) and the CUDA-graph cap,
+    then `extraArgs a b -> c` for the other engine arguments after `--`, compared as a list.
     """
     (old_args, old_extra), (new_args, new_extra) = _leader_args(before), _leader_args(after)
-    old, new = _flag_values(old_args), _flag_values(new_args)
+    (old_extra, old_cap), (new_extra, new_cap) = _graph_cap(old_extra), _graph_cap(new_extra)
+    old, new = _flag_values(old_args) | old_cap, _flag_values(new_args) | new_cap
     out = [
         f"{flag} {old.get(flag, '(unset)')} -> {new.get(flag, '(unset)')}"
         for flag in dict.fromkeys([*old, *new])

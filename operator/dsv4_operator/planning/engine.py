@@ -188,18 +188,59 @@ class EngineProfile:
         return found
 
     @staticmethod
+    def max_cudagraph_capture_size(
+        max_num_seqs: int,
+        tier: SchedulingDefaults,
+        speculative_tokens: int = 0,
+        *,
+        max_num_batched_tokens: int | None = None,
+        pinned: int | None = None,
+    ) -> int:
+        """Largest batch captured in a CUDA graph, tokens (`--max-cudagraph-capture-size`).
+
+        The plan counts graphs up to it and the renderer passes it. vLLM's
+        `VllmConfig._set_cudagraph_sizes` (vllm/config/vllm.py) takes an explicit cap (`pinned`)
+        as given, else min(max-num-seqs x (1 + speculative tokens) x 2, the tier's cap): graphs
+        are sized in tokens, `decode_query_len` = 1 + num_speculative_tokens per decoding
+        sequence. Either is then at most max-num-batched-tokens. vLLM captures 1, 2, 4, every 8
+        below 256 and every 16 from 256, and its final cap is the largest of those at or below
+        the limit (an explicit cap off that grid is logged as truncated), so the result is
+        rounded down to the grid.
+        """
+        if pinned is not None:
+            largest = pinned
+        else:
+            per_seq = 2 * (1 + speculative_tokens)
+            largest = min(per_seq * max_num_seqs, tier.max_cudagraph_capture_size)
+        if max_num_batched_tokens is not None:
+            largest = min(largest, max_num_batched_tokens)
+        if largest >= 256:
+            return largest - (largest - 256) % 16
+        if largest >= 8:
+            return largest - largest % 8
+        return max((s for s in (1, 2, 4) if s <= largest), default=0)
+
+    @staticmethod
     def cudagraph_capture_sizes(
-        max_num_seqs: int, tier: SchedulingDefaults, speculative_tokens: int = 0
+        max_num_seqs: int,
+        tier: SchedulingDefaults,
+        speculative_tokens: int = 0,
+        *,
+        max_num_batched_tokens: int | None = None,
+        pinned: int | None = None,
     ) -> int:
         """Number of batch sizes captured: 1, 2, 4, then every 8 up to the largest.
 
-        The largest is min(max-num-seqs x (1 + speculative tokens) x 2, tier cap): vLLM's
-        `VllmConfig._set_cudagraph_sizes` sizes graphs in tokens, `decode_query_len = 1 +
-        num_speculative_tokens` per decoding sequence. vLLM steps by 16 above 256; counting
-        every 8 there errs on the safe side.
+        The largest is `max_cudagraph_capture_size`. vLLM steps by 16 above 256; counting every
+        8 there errs on the safe side.
         """
-        per_seq = 2 * (1 + speculative_tokens)
-        largest = min(per_seq * max_num_seqs, tier.max_cudagraph_capture_size)
+        largest = EngineProfile.max_cudagraph_capture_size(
+            max_num_seqs,
+            tier,
+            speculative_tokens,
+            max_num_batched_tokens=max_num_batched_tokens,
+            pinned=pinned,
+        )
         return sum(1 for s in (1, 2, 4) if s <= largest) + largest // 8
 
 

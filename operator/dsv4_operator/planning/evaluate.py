@@ -205,6 +205,9 @@ class Evaluation:
         tokens_per_second: expected decode throughput of one replica, tokens/s (ranking only).
         replicas_for_target: replicas needed for the tokens/s target, or None without a target.
         problems: why the candidate does not fit; empty when it fits.
+        max_cudagraph_capture_size: largest CUDA-graph batch the memory counts, tokens (the
+            request's, else vLLM's default for these sizes; `EngineProfile.
+            max_cudagraph_capture_size`); the renderer passes it to vLLM.
     """
 
     gpu: GpuType
@@ -219,6 +222,7 @@ class Evaluation:
     tokens_per_second: int
     replicas_for_target: int | None
     problems: tuple[Finding, ...]
+    max_cudagraph_capture_size: int
 
     @property
     def fits(self) -> bool:
@@ -447,6 +451,13 @@ def evaluate(
         tokens_per_second=tps,
         replicas_for_target=replicas,
         problems=tuple(problems),
+        max_cudagraph_capture_size=eng.max_cudagraph_capture_size(
+            seqs,
+            tier,
+            req.speculative_tokens,
+            max_num_batched_tokens=ctx.mnbt,
+            pinned=req.max_cudagraph_capture_size,
+        ),
     )
 
 
@@ -485,7 +496,14 @@ class _Context:
                 max_model_len=max(length, 1),
             )
             + mtp_hidden_buffer_bytes(self.model, self.mnbt),
-            cuda_graph_bytes=cuda_graph_bytes(req.engine, seqs, self.tier, req.speculative_tokens),
+            cuda_graph_bytes=cuda_graph_bytes(
+                req.engine,
+                seqs,
+                self.tier,
+                req.speculative_tokens,
+                max_num_batched_tokens=self.mnbt,
+                pinned=req.max_cudagraph_capture_size,
+            ),
             overhead_bytes=overhead_bytes(req.engine, self.layout),
         )
 

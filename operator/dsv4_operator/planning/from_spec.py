@@ -125,6 +125,7 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         weights_download=spec.effective_model_source.hugging_face is not None,
         usd_per_gpu_hour=prices,
         cpu_offload_bytes=spec.engine.cpu_offload_bytes,
+        max_cudagraph_capture_size=spec.engine.max_cudagraph_capture_size,
         engine_version=spec.engine.version,
     )
 

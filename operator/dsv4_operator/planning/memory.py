@@ -164,10 +164,26 @@ def mtp_hidden_buffer_bytes(model: ModelSpec, max_num_batched_tokens: int) -> in
 
 
 def cuda_graph_bytes(
-    engine: EngineProfile, max_num_seqs: int, tier: SchedulingDefaults, speculative_tokens: int = 0
+    engine: EngineProfile,
+    max_num_seqs: int,
+    tier: SchedulingDefaults,
+    speculative_tokens: int = 0,
+    *,
+    max_num_batched_tokens: int | None = None,
+    pinned: int | None = None,
 ) -> int:
-    """VLLM's CUDA-graph memory estimate: bytes per captured batch size x sizes."""
-    sizes = engine.cudagraph_capture_sizes(max_num_seqs, tier, speculative_tokens)
+    """VLLM's CUDA-graph memory estimate: bytes per captured batch size x sizes.
+
+    `pinned` is an explicit `--max-cudagraph-capture-size` (tokens); the sizes are
+    `EngineProfile.cudagraph_capture_sizes`.
+    """
+    sizes = engine.cudagraph_capture_sizes(
+        max_num_seqs,
+        tier,
+        speculative_tokens,
+        max_num_batched_tokens=max_num_batched_tokens,
+        pinned=pinned,
+    )
     return sizes * engine.cuda_graph_bytes_per_size
 
 

@@ -16,6 +16,8 @@ bytes / 256), so they may be fractional.
 so vLLM, reports (less the driver's reservation): `budget_bytes` is that x gpu_memory_utilization.
 `memory_per_gpu.shortfall_bytes` is what one GPU lacks for the weights, activations and one
 max-model-len request (0 when that fits).
+`engine_args.max_cudagraph_capture_size` (added later) is the largest CUDA-graph batch, tokens,
+that `cuda_graph_bytes` counts and the renderer passes as `--max-cudagraph-capture-size`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def engine_args(plan: Plan) -> dict[str, Any]:
         "max_num_seqs": c.max_num_seqs,
         "max_num_batched_tokens": c.max_num_batched_tokens,
         "gpu_memory_utilization": c.memory.gpu_memory_utilization,
+        "max_cudagraph_capture_size": c.max_cudagraph_capture_size,
     }
     if lay.pipeline_parallel > 1:
         args["pipeline_parallel_size"] = lay.pipeline_parallel

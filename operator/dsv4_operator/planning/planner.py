@@ -200,6 +200,7 @@ def _validate_numbers(req: PlanRequest, limit: int) -> None:
         "concurrency": (req.concurrency, 1_000_000),
         "tokens_per_second": (req.tokens_per_second, 1_000_000_000),
         "max_num_batched_tokens": (req.max_num_batched_tokens, limit),
+        "max_cudagraph_capture_size": (req.max_cudagraph_capture_size, limit),
     }
     for name, (value, most) in bounded.items():
         if value is not None and value > most:
@@ -213,6 +214,7 @@ def _validate_numbers(req: PlanRequest, limit: int) -> None:
         "pipeline_parallel": req.pipeline_parallel,
         "max_num_seqs": req.max_num_seqs,
         "max_num_batched_tokens": req.max_num_batched_tokens,
+        "max_cudagraph_capture_size": req.max_cudagraph_capture_size,
         "concurrency": req.concurrency,
         "tokens_per_second": req.tokens_per_second,
     }

@@ -41,6 +41,8 @@ class PlanRequest:
         max_replicas: most replicas the tokens/s target may use (None: unbounded).
         total_gpu_budget: most GPUs all replicas may hold (None: unbounded).
         cpu_offload_bytes: weights offloaded to host memory per GPU (`--cpu-offload-gb`), bytes.
+        max_cudagraph_capture_size: largest CUDA-graph batch, tokens (`--max-cudagraph-capture-
+            size`); None = vLLM's default, which the plan computes and the renderer pins.
         weights_download: every node downloads the checkpoint (Hugging Face Hub) at first boot,
             which the startup budget allows for; False when it is read from a volume.
         usd_per_gpu_hour: price per GPU type (decimal strings), used to rank across types.
@@ -72,6 +74,7 @@ class PlanRequest:
     max_replicas: int | None = None
     total_gpu_budget: int | None = None
     cpu_offload_bytes: int = 0
+    max_cudagraph_capture_size: int | None = None
     weights_download: bool = False
     usd_per_gpu_hour: dict[str, str] = field(default_factory=dict)
     engine: EngineProfile = VLLM_0_33

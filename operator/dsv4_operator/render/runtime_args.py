@@ -16,6 +16,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Final
 
+from dsv4_operator.api.v1alpha1.engine import CUDAGRAPH_CAP_FLAG
 from dsv4_operator.api.v1alpha1.spec import RUNTIME_ADMIN_PORT, DeepSeekV4DeploymentSpec
 from dsv4_operator.planning import Plan, engine_args
 
@@ -110,13 +111,23 @@ def _model_id(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> str:
     return hub.repo if hub is not None else plan.model.hf_repo
 
 
-def _extra_args(spec: DeepSeekV4DeploymentSpec) -> tuple[str, ...]:
+def _extra_args(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> tuple[str, ...]:
+    """Engine arguments after the runtime's own: the user's, the Hub revision, the graph cap.
+
+    The CUDA-graph cap is the one the plan counted (`Evaluation.max_cudagraph_capture_size`,
+    vLLM's default for the planned sizes): pinned, an image with another vLLM default cannot
+    change the graph memory under the plan. It is passed as an engine argument, not a runtime
+    one, so a runtime image that predates it still starts. A user's own
+    `--max-cudagraph-capture-size` is already in `extraArgs`, and the plan counted it.
+    """
     extra = tuple(spec.engine.extra_args)
     source = spec.model_source
     if source is not None and source.hugging_face is not None:
         revision = source.hugging_face.revision
         if revision != "main":
             extra += (f"--revision={revision}",)
+    if spec.engine.max_cudagraph_capture_size is None:
+        extra += (f"{CUDAGRAPH_CAP_FLAG}={plan.chosen.max_cudagraph_capture_size}",)
     return extra
 
 
@@ -173,7 +184,7 @@ def runtime_launch(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> RuntimeLaunch:
         expected_shm_bytes=shm_size_bytes(spec, plan),
         expected_gpus=lay.gpus_per_node,
         expected_gpu_memory_bytes=plan.chosen.gpu.memory_bytes,
-        extra_engine_args=_extra_args(spec),
+        extra_engine_args=_extra_args(spec, plan),
     )
 
 

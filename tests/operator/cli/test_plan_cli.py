@@ -306,3 +306,21 @@ def test_a_cpu_offload_at_the_limit_is_planned() -> None:
     result = runner.invoke(app, ["plan", "--cpu-offload-gb", "4096", "--output", "json"])
     assert result.exit_code == 0, (result.output, result.exception)
     assert json.loads(result.output)["engine_args"]["cpu_offload_gb"] == 4096
+
+
+def test_the_cuda_graph_cap_is_counted_shown_in_engine_args_and_bounded() -> None:
+    """`--max-cudagraph-capture-size` (vLLM's flag) replaces vLLM's default cap the plan counts
+    and renders; 0 exits two naming the flag."""
+    base = ["plan", "--gpu", "h200-141gb", "--max-model-len", "8192", "--output", "json"]
+    base += ["--max-num-seqs", "256"]  # vLLM's default cap: min(256 x 2, 512)
+    default = json.loads(runner.invoke(app, base).stdout)
+    assert default["engine_args"]["max_cudagraph_capture_size"] == 512
+    result = runner.invoke(app, [*base, "--max-cudagraph-capture-size", "2048"])
+    assert result.exit_code == 0, result.output
+    pinned = json.loads(result.stdout)
+    assert pinned["engine_args"]["max_cudagraph_capture_size"] == 2048
+    graph = pinned["memory_per_gpu"]["cuda_graph_bytes"]
+    assert graph == (3 + 2048 // 8) * (8 << 20) > default["memory_per_gpu"]["cuda_graph_bytes"]
+    refused = runner.invoke(app, ["plan", "--max-cudagraph-capture-size", "0"])
+    assert refused.exit_code == 2, (refused.output, refused.exception)
+    assert "--max-cudagraph-capture-size (max_cudagraph_capture_size)" in refused.output

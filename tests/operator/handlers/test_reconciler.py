@@ -1108,7 +1108,12 @@ def test_rolling_update_names_the_arguments_that_changed() -> None:
     reconciler.reconcile("ns", "d", events)
     rolling = [m for _, r, m in events if r == "RollingUpdate"]
     assert len(rolling) == 1
-    assert "pod template changed (arguments --max-num-seqs 4 -> 2)" in rolling[0]
+    # The CUDA-graph cap the operator passes follows max-num-seqs (4 x 2 -> 2 x 2): a flag, not
+    # extraArgs the user did not write.
+    assert (
+        "pod template changed (arguments --max-num-seqs 4 -> 2; "
+        "--max-cudagraph-capture-size 8 -> 4)" in rolling[0]
+    )
 
 
 def test_rolling_update_names_the_template_fields_that_changed() -> None:
@@ -1645,9 +1650,7 @@ def test_rolling_update_stays_within_the_event_message_limit() -> None:
     fake, reconciler = _setup()
     events = Events()
     reconciler.reconcile("ns", "d", events)
-    config = '--compilation-config={"cudagraph_capture_sizes": [' + ", ".join(
-        str(n) for n in range(1, 200)
-    )
+    config = '--compilation-config={"compile_sizes": [' + ", ".join(str(n) for n in range(1, 200))
     extra = [config + "]}", "--seed=1"]
     for generation, args in ((2, extra), (3, [*extra[:1], "--seed=2"])):
         fake.objects[CR_PATH]["spec"]["engine"] = {"extraArgs": args}

@@ -41,7 +41,9 @@ def test_args_round_trip_to_the_plan(case: Case) -> None:
     assert config.expected_gpu_memory_bytes == want["gpu"]["memory_bytes"]
     assert config.expected_shm_bytes == (case.spec.shm_bytes or want["shm_size_bytes"])
     assert config.drain_timeout_seconds == ra.DRAIN_TIMEOUT_SECONDS
-    assert config.extra_engine_args == tuple(case.spec.engine.extra_args)
+    # The user's extra arguments, then the CUDA-graph cap the plan counted (unless they set it).
+    cap = f"--max-cudagraph-capture-size={engine['max_cudagraph_capture_size']}"
+    assert config.extra_engine_args == (*case.spec.engine.extra_args, cap)
 
 
 def test_weights_source_and_extra_args() -> None:
@@ -58,7 +60,12 @@ def test_weights_source_and_extra_args() -> None:
     spec = parse_spec(hf)
     config = RuntimeConfig.from_args(ra.runtime_args(spec, plan(request_from_spec(spec))))
     assert (config.model, config.weights) == ("acme/V4-Flash-int", None)
-    assert config.extra_engine_args == ("--enforce-eager", "--revision=abc123")
+    cap = plan(request_from_spec(spec)).chosen.max_cudagraph_capture_size
+    assert config.extra_engine_args == (
+        "--enforce-eager",
+        "--revision=abc123",
+        f"--max-cudagraph-capture-size={cap}",
+    )
     host = parse_spec({**base, "modelSource": {"hostPath": {"path": "/data/v4"}}})
     config = RuntimeConfig.from_args(ra.runtime_args(host, plan(request_from_spec(host))))
     assert (config.model, config.weights) == ("deepseek-ai/DeepSeek-V4-Flash", "/models")

@@ -12,6 +12,7 @@ from dsv4_operator.api.v1alpha1.source import ObjectName
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
+    "CUDAGRAPH_CAP_FLAG",
     "OPERATOR_OWNED_FLAGS",
     "PREFIX_FLAGS",
     "RUNTIME_OWNED_FLAGS",
@@ -137,6 +138,23 @@ CPU_OFFLOAD_FLAG: Final = "--cpu-offload-gb"
 """The one extraArgs flag the planner reads (weights offloaded to host memory per GPU)."""
 MAX_CPU_OFFLOAD_GIB: Final = 4096
 """Most `--cpu-offload-gb` accepted, GiB per GPU (our bound: more than any node's memory)."""
+CUDAGRAPH_CAP_FLAG: Final = "--max-cudagraph-capture-size"
+"""The other extraArgs flag the planner reads: the largest CUDA-graph batch, tokens (vLLM 0.33.0
+`vllm serve` option, dest `max_cudagraph_capture_size`, an int). Without it the operator passes
+the plan's own value (vLLM's default for the planned sizes), so the graph memory the plan counts
+does not change with vLLM's default."""
+MAX_CUDAGRAPH_CAP: Final = 1 << 20
+"""Largest `--max-cudagraph-capture-size` accepted, tokens: the planner's bound for
+max-num-batched-tokens (DeepSeek-V4's 1,048,576-token context), above which vLLM would cap it
+at max-num-batched-tokens anyway."""
+CUDAGRAPH_LIST_FLAG: Final = "--cudagraph-capture-sizes"
+"""vLLM's explicit capture-size list: refused in extraArgs (the plan counts a cap, not a list,
+and with the rendered cap vLLM refuses a list whose largest size differs from it)."""
+_CUDAGRAPH_CONFIG_KEY: Final = "cudagraph_capture_size"
+"""Part of both `--compilation-config` keys that set capture sizes (`max_cudagraph_capture_size`,
+`cudagraph_capture_sizes`): vLLM refuses either beside the flag ("mutually exclusive" /
+"should be consistent", `EngineArgs.create_engine_config`, `VllmConfig._set_cudagraph_sizes`)."""
+COMPILATION_CONFIG_FLAG: Final = "--compilation-config"
 
 _REFUSED_FLAGS: Final = (*OPERATOR_OWNED_FLAGS, *RUNTIME_OWNED_FLAGS, *UNSUPPORTED_FLAGS)
 _OWNED_CEL: Final = "[" + ", ".join(f"'{flag}'" for flag in _REFUSED_FLAGS) + "]"
@@ -356,7 +374,9 @@ class EngineSpec(ApiModel):
     each at most 1024 characters, e.g. `--enforce-eager`, `--seed=3`, not `--seed`, `3`); flags
     the operator or the runtime derives from the spec (parallel sizes, max-model-len,
     kv-cache-dtype, block size, ...) and abbreviations of them are refused;
-    `--cpu-offload-gb=N` (GiB of weights per GPU kept in host memory) is counted by the plan."""
+    `--cpu-offload-gb=N` (GiB of weights per GPU kept in host memory) and
+    `--max-cudagraph-capture-size=N` (largest CUDA-graph batch, tokens; otherwise the operator
+    passes the plan's) are counted by the plan; capture-size lists are refused."""
     env: Annotated[
         tuple[EnvVar, ...],
         Field(
@@ -372,11 +392,28 @@ class EngineSpec(ApiModel):
     @field_validator("extra_args")
     @classmethod
     def _not_owned(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        owned = (*_REFUSED_FLAGS, CPU_OFFLOAD_FLAG, DTYPE_FLAG)
+        owned = (
+            *_REFUSED_FLAGS,
+            CPU_OFFLOAD_FLAG,
+            DTYPE_FLAG,
+            CUDAGRAPH_CAP_FLAG,
+            CUDAGRAPH_LIST_FLAG,
+        )
         for arg in value:
             flag, _, given = arg.partition("=")
             if flag == CPU_OFFLOAD_FLAG:
                 _offload_gib(arg)
+            if flag == CUDAGRAPH_CAP_FLAG:
+                _cudagraph_cap(arg)
+            if flag == CUDAGRAPH_LIST_FLAG or (
+                flag == COMPILATION_CONFIG_FLAG and _CUDAGRAPH_CONFIG_KEY in given
+            ):
+                msg = (
+                    f"{arg!r}: the plan counts CUDA-graph memory up to one largest batch and the "
+                    "operator passes it to vLLM, which refuses capture sizes set twice; set "
+                    f"{CUDAGRAPH_CAP_FLAG}=N (tokens, 1 to {MAX_CUDAGRAPH_CAP:,}) instead"
+                )
+                raise ValueError(msg)
             if flag == DTYPE_FLAG and given not in DTYPES_KEPT:
                 msg = (
                     f"{arg!r}: the plan counts DeepSeek-V4's BF16 activations and weights; "
@@ -410,6 +447,36 @@ class EngineSpec(ApiModel):
         """
         gib = [_offload_gib(a) for a in self.extra_args if a.split("=", 1)[0] == CPU_OFFLOAD_FLAG]
         return int(gib[-1] * (1 << 30)) if gib else 0
+
+    @property
+    def max_cudagraph_capture_size(self) -> int | None:
+        """Tokens of `--max-cudagraph-capture-size=N` in extraArgs (the last one), else None.
+
+        The planner counts CUDA-graph memory up to it instead of vLLM's default, and the
+        operator then passes no cap of its own.
+        """
+        caps = [
+            _cudagraph_cap(a) for a in self.extra_args if a.split("=", 1)[0] == CUDAGRAPH_CAP_FLAG
+        ]
+        return caps[-1] if caps else None
+
+
+def _cudagraph_cap(arg: str) -> int:
+    """The tokens of a `--max-cudagraph-capture-size=N` entry.
+
+    Raises:
+        ValueError: no value, or one that is not an integer from 1 to `MAX_CUDAGRAPH_CAP`
+            (vLLM asserts a cap of at least 1 while CUDA graphs are on).
+    """
+    _, _, raw = arg.partition("=")
+    tokens = int(raw) if raw.strip().isdigit() else 0
+    if not 1 <= tokens <= MAX_CUDAGRAPH_CAP:
+        msg = (
+            f"{CUDAGRAPH_CAP_FLAG} needs a value in the same entry, an integer number of tokens "
+            f"from 1 to {MAX_CUDAGRAPH_CAP:,} (e.g. {CUDAGRAPH_CAP_FLAG}=512), not {arg!r}"
+        )
+        raise ValueError(msg)
+    return tokens
 
 
 def _offload_gib(arg: str) -> float:
