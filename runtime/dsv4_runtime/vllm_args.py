@@ -100,6 +100,11 @@ OWNED_FLAGS: tuple[OwnedFlag, ...] = (
     OwnedFlag("--max-num-batched-tokens", kind="int"),
     OwnedFlag("--gpu-memory-utilization", ("--device-memory-utilization",), kind="float"),
     OwnedFlag("--speculative-config", ("-sc",), kind="json"),
+    # vLLM 0.33.0's top-level aliases of speculative_config's method, model and
+    # num_speculative_tokens: the runtime never sets them, so any value contradicts the plan.
+    OwnedFlag("--spec-method"),
+    OwnedFlag("--spec-model"),
+    OwnedFlag("--spec-tokens", kind="int"),
     OwnedFlag("--shutdown-timeout", kind="int"),
     OwnedFlag("--trust-remote-code", negations=("--no-trust-remote-code",), kind="bool"),
     OwnedFlag("--tokenizer-mode"),

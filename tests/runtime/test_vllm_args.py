@@ -350,3 +350,12 @@ def test_wait_for_port_script_waits_then_connects_or_gives_up() -> None:
 
 def test_ray_wait_script_compiles() -> None:
     compile(RAY_WAIT_FOR_NODES, "<ray-wait>", "exec")
+
+
+@pytest.mark.parametrize("extra", [["--spec-tokens", "3"], ["--spec-method=ngram"]])
+def test_speculation_aliases_contradict_the_plan(extra: list[str]) -> None:
+    """vLLM 0.33.0's `--spec-tokens` / `--spec-method` alias the speculative config the plan
+    sets (or leaves off); passed through they changed MTP behind the plan."""
+    planned = ["--speculative-config", '{"method":"mtp","num_speculative_tokens":1}']
+    with pytest.raises(ExtraArgsError, match="contradicts the plan"):
+        merge_extra_args(planned, extra)

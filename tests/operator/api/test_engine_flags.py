@@ -74,3 +74,17 @@ def test_dtype_is_accepted_only_where_it_keeps_the_plan(arg: str, accepted: bool
     else:
         with pytest.raises(InvalidSpecError, match="--dtype"):
             parse_spec(spec)
+
+
+@pytest.mark.parametrize("arg", ["--spec-tokens=3", "--spec-method=ngram", "--spec-model=x/y"])
+def test_vllm_0_33_speculation_aliases_are_owned_like_the_speculative_config(
+    arg: str, vllm_options: dict[str, list[str]]
+) -> None:
+    """vLLM 0.33.0 serves `--spec-method`, `--spec-model` and `--spec-tokens`, top-level aliases
+    of `speculative_config["method" | "model" | "num_speculative_tokens"]`; extraArgs could set
+    MTP's draft tokens (or another method) behind the plan's KV and decode-step arithmetic."""
+    flag = arg.split("=", 1)[0]
+    assert flag in vllm_options
+    spec = {"model": "flash", "gpu": {"types": ["h200-141gb"]}, "engine": {"extraArgs": [arg]}}
+    with pytest.raises(InvalidSpecError, match=f"{flag} is set by the operator from the spec"):
+        parse_spec(spec)

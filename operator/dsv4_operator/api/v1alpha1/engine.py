@@ -47,11 +47,16 @@ OPERATOR_OWNED_FLAGS: Final = (
     "--gpu-memory-utilization",
     "--device-memory-utilization",
     "--speculative-config",
+    "--spec-method",
+    "--spec-model",
+    "--spec-tokens",
 )
 """vLLM flags (with their long aliases) the operator derives from the spec, as named by `vllm serve`
 (`vllm/engine/arg_utils.py`; checked against the vLLM 0.33.0 flag list in the fixtures). Setting
 one in `extraArgs` would contradict the plan, so it is rejected; short aliases (`-tp`) and
-underscore spellings (`--max_model_len`) already fail `FLAG_PATTERN`."""
+underscore spellings (`--max_model_len`) already fail `FLAG_PATTERN`. `--spec-method`,
+`--spec-model` and `--spec-tokens` are vLLM 0.33.0's top-level aliases of the speculative
+config's method, model and num_speculative_tokens."""
 
 RUNTIME_OWNED_FLAGS: Final = (
     "--served-model-name",
