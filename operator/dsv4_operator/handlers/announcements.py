@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from dsv4_operator.api.v1alpha1.engine import CUDAGRAPH_CAP_FLAG
+from dsv4_operator.api.v1alpha1.engine import CUDAGRAPH_CAP_FLAG, CUDAGRAPH_LIST_FLAG
 from dsv4_operator.api.v1alpha1.scaling import surge_groups
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.kube import AppliedChild
@@ -96,14 +96,29 @@ def _clip(text: str, limit: int = CAUSE_CHARS) -> str:
 
 
 def _graph_cap(extra: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The engine arguments without `--max-cudagraph-capture-size=N`, and that flag's value.
+    """The engine arguments without the CUDA-graph capture settings, and those settings.
 
-    The operator appends the plan's cap there unless extraArgs sets one (`render.runtime_args`);
-    either way it is reported as a flag, not as extraArgs the user did not write.
+    The operator appends the plan's `--max-cudagraph-capture-size=N` (or, with speculation,
+    `--cudagraph-capture-sizes` and its sizes) unless extraArgs sets a cap
+    (`render.runtime_args`); either way they are reported as flags, not as extraArgs the user
+    did not write.
     """
-    caps = [a.split("=", 1)[1] for a in extra if a.split("=", 1)[0] == CUDAGRAPH_CAP_FLAG]
-    rest = [a for a in extra if a.split("=", 1)[0] != CUDAGRAPH_CAP_FLAG]
-    return rest, ({CUDAGRAPH_CAP_FLAG: caps[-1]} if caps else {})
+    rest: list[str] = []
+    found: dict[str, str] = {}
+    i = 0
+    while i < len(extra):
+        flag, _, value = extra[i].partition("=")
+        i += 1
+        if flag == CUDAGRAPH_CAP_FLAG:
+            found[flag] = value
+        elif flag == CUDAGRAPH_LIST_FLAG:
+            start = i
+            while i < len(extra) and not extra[i].startswith("-"):
+                i += 1
+            found[flag] = " ".join(extra[start:i])
+        else:
+            rest.append(extra[i - 1])
+    return rest, found
 
 
 def _changed_flags(before: Any, after: Any) -> list[str]:

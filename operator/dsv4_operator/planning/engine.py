@@ -42,6 +42,15 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(parts + [0] * (3 - len(parts)))
 
 
+def _grid(largest: int) -> set[int]:
+    """The capture grid of vLLM up to `largest`: 1, 2, 4, every 8 below 256, every 16 from 256."""
+    return (
+        {s for s in (1, 2, 4) if s <= largest}
+        | set(range(8, min(largest + 1, 256), 8))
+        | set(range(256, largest + 1, 16))
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SchedulingDefaults:
     """vLLM's scheduling defaults for one accelerator memory tier (`vllm serve` context).
@@ -221,6 +230,36 @@ class EngineProfile:
         return max((s for s in (1, 2, 4) if s <= largest), default=0)
 
     @staticmethod
+    def speculative_capture_list(
+        max_num_seqs: int,
+        tier: SchedulingDefaults,
+        speculative_tokens: int,
+        *,
+        max_num_batched_tokens: int,
+    ) -> tuple[int, ...]:
+        """Default capture sizes of vLLM with speculation, tokens, ascending.
+
+        As `VllmConfig._set_cudagraph_sizes` infers them when no cap is given (vllm/config/
+        vllm.py at 000fc94b, after PR #50488): the grid (1, 2, 4, every 8 below 256, every 16
+        from 256) up to the cap, max-num-batched-tokens when within it, and every uniform
+        decode batch n x (1 + k) for request counts n on the same grid up to max-num-seqs (and
+        max-num-seqs itself) that fits the cap before max-num-batched-tokens bounds it. An
+        explicit `--max-cudagraph-capture-size` drops those decode sizes (vLLM issue #54933),
+        so a plan with speculation pins this list instead.
+        """
+        query = 1 + speculative_tokens
+        default_cap = tier.max_cudagraph_capture_size
+        cap = min(max_num_seqs * query * 2, default_cap)
+        most = min(max_num_seqs, default_cap)
+        counts = _grid(most) | {most}
+        decode = {n * query for n in counts if n * query <= cap}
+        cap = min(cap, max_num_batched_tokens)
+        sizes = _grid(cap) | {d for d in decode if d <= max_num_batched_tokens}
+        if max_num_batched_tokens <= cap:
+            sizes.add(max_num_batched_tokens)
+        return tuple(sorted(sizes))
+
+    @staticmethod
     def cudagraph_capture_sizes(
         max_num_seqs: int,
         tier: SchedulingDefaults,
@@ -232,7 +271,8 @@ class EngineProfile:
         """Number of batch sizes captured: 1, 2, 4, then every 8 up to the largest.
 
         The largest is `max_cudagraph_capture_size`. vLLM steps by 16 above 256; counting every
-        8 there errs on the safe side.
+        8 there errs on the safe side. With speculation and no pinned cap, at least the length
+        of `speculative_capture_list` (its decode sizes may lie off the grid).
         """
         largest = EngineProfile.max_cudagraph_capture_size(
             max_num_seqs,
@@ -241,7 +281,18 @@ class EngineProfile:
             max_num_batched_tokens=max_num_batched_tokens,
             pinned=pinned,
         )
-        return sum(1 for s in (1, 2, 4) if s <= largest) + largest // 8
+        count = sum(1 for s in (1, 2, 4) if s <= largest) + largest // 8
+        if speculative_tokens > 0 and pinned is None and max_num_batched_tokens is not None:
+            listed = EngineProfile.speculative_capture_list(
+                max_num_seqs,
+                tier,
+                speculative_tokens,
+                max_num_batched_tokens=max_num_batched_tokens,
+            )
+            count = max(
+                count, len(listed), sum(1 for s in (1, 2, 4) if s <= listed[-1]) + listed[-1] // 8
+            )
+        return count
 
 
 VLLM_0_33 = EngineProfile(

@@ -208,6 +208,10 @@ class Evaluation:
         max_cudagraph_capture_size: largest CUDA-graph batch the memory counts, tokens (the
             request's, else vLLM's default for these sizes; `EngineProfile.
             max_cudagraph_capture_size`); the renderer passes it to vLLM.
+        cudagraph_capture_sizes: with speculation and no cap in the request, vLLM's default
+            capture sizes (`EngineProfile.speculative_capture_list`, ending at
+            `max_cudagraph_capture_size`), which the renderer passes instead of the cap;
+            empty otherwise.
     """
 
     gpu: GpuType
@@ -223,6 +227,7 @@ class Evaluation:
     replicas_for_target: int | None
     problems: tuple[Finding, ...]
     max_cudagraph_capture_size: int
+    cudagraph_capture_sizes: tuple[int, ...] = ()
 
     @property
     def fits(self) -> bool:
@@ -432,6 +437,11 @@ def evaluate(
         index_entry_bytes=index_entry_bytes,
         offloaded_expert_bytes=full_experts - weights.expert_bytes,
     )
+    listed: tuple[int, ...] = ()
+    if req.speculative_tokens > 0 and req.max_cudagraph_capture_size is None:
+        listed = eng.speculative_capture_list(
+            seqs, tier, req.speculative_tokens, max_num_batched_tokens=ctx.mnbt
+        )
     replicas = None
     if req.tokens_per_second and tps > 0:
         replicas = -(-req.tokens_per_second // tps)
@@ -451,13 +461,16 @@ def evaluate(
         tokens_per_second=tps,
         replicas_for_target=replicas,
         problems=tuple(problems),
-        max_cudagraph_capture_size=eng.max_cudagraph_capture_size(
+        max_cudagraph_capture_size=listed[-1]
+        if listed
+        else eng.max_cudagraph_capture_size(
             seqs,
             tier,
             req.speculative_tokens,
             max_num_batched_tokens=ctx.mnbt,
             pinned=req.max_cudagraph_capture_size,
         ),
+        cudagraph_capture_sizes=listed,
     )
 
 

@@ -17,7 +17,9 @@ so vLLM, reports (less the driver's reservation): `budget_bytes` is that x gpu_m
 `memory_per_gpu.shortfall_bytes` is what one GPU lacks for the weights, activations and one
 max-model-len request (0 when that fits).
 `engine_args.max_cudagraph_capture_size` (added later) is the largest CUDA-graph batch, tokens,
-that `cuda_graph_bytes` counts and the renderer passes as `--max-cudagraph-capture-size`.
+that `cuda_graph_bytes` counts and the renderer passes as `--max-cudagraph-capture-size`; with
+speculation (and no cap given) `engine_args.cudagraph_capture_sizes` (added later) lists vLLM's
+default sizes, ending at that cap, which the renderer passes instead.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def engine_args(plan: Plan) -> dict[str, Any]:
             "method": "mtp",
             "num_speculative_tokens": req.speculative_tokens,
         }
+    if c.cudagraph_capture_sizes:
+        args["cudagraph_capture_sizes"] = list(c.cudagraph_capture_sizes)
     if req.cpu_offload_bytes:
         args["cpu_offload_gb"] = req.cpu_offload_bytes / (1 << 30)
     if req.indexer_cache_dtype == "mxfp4":

@@ -16,7 +16,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Final
 
-from dsv4_operator.api.v1alpha1.engine import CUDAGRAPH_CAP_FLAG
+from dsv4_operator.api.v1alpha1.engine import CUDAGRAPH_CAP_FLAG, CUDAGRAPH_LIST_FLAG
 from dsv4_operator.api.v1alpha1.spec import RUNTIME_ADMIN_PORT, DeepSeekV4DeploymentSpec
 from dsv4_operator.planning import Plan, engine_args
 
@@ -116,8 +116,10 @@ def _extra_args(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> tuple[str, ...]:
 
     The CUDA-graph cap is the one the plan counted (`Evaluation.max_cudagraph_capture_size`,
     vLLM's default for the planned sizes): pinned, an image with another vLLM default cannot
-    change the graph memory under the plan. It is passed as an engine argument, not a runtime
-    one, so a runtime image that predates it still starts. A user's own
+    change the graph memory under the plan. With speculation the whole default list is passed
+    (`--cudagraph-capture-sizes`, `Evaluation.cudagraph_capture_sizes`): a bare cap would drop
+    vLLM's uniform-decode sizes (vLLM issue #54933). Both are engine arguments, not runtime
+    ones, so a runtime image that predates them still starts. A user's own
     `--max-cudagraph-capture-size` is already in `extraArgs`, and the plan counted it.
     """
     extra = tuple(spec.engine.extra_args)
@@ -126,7 +128,12 @@ def _extra_args(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> tuple[str, ...]:
         revision = source.hugging_face.revision
         if revision != "main":
             extra += (f"--revision={revision}",)
-    if spec.engine.max_cudagraph_capture_size is None:
+    sizes = plan.chosen.cudagraph_capture_sizes
+    if spec.engine.max_cudagraph_capture_size is not None:
+        pass
+    elif sizes:
+        extra += (CUDAGRAPH_LIST_FLAG, *(str(size) for size in sizes))
+    else:
         extra += (f"{CUDAGRAPH_CAP_FLAG}={plan.chosen.max_cudagraph_capture_size}",)
     return extra
 

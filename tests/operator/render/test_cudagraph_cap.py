@@ -80,10 +80,33 @@ def test_the_renderer_pins_the_cap_the_plan_counted() -> None:
     assert _cap_entries(runtime_args(spec, p)) == [f"{FLAG}=32"]
     graphs = VLLM_0_33.cudagraph_capture_sizes(16, _tier())
     assert p.chosen.memory.cuda_graph_bytes == graphs * VLLM_0_33.cuda_graph_bytes_per_size
-    mtp = parse_spec(
-        {**_BASE, "maxNumSeqs": 16, "speculativeDecoding": {"numSpeculativeTokens": 3}}
+
+
+def test_with_speculation_the_renderer_pins_vllms_whole_default_list() -> None:
+    """A bare cap drops vLLM's uniform-decode sizes n x (1 + k) (vLLM issue #54933: the verify
+    step then runs eager), so with MTP the plan passes the default list: with one sequence and
+    4 draft tokens that is 1, 2, 4, 5 (one request's verify step) and 8."""
+    spec = parse_spec(
+        {**_BASE, "maxNumSeqs": 1, "speculativeDecoding": {"numSpeculativeTokens": 4}}
     )
-    assert _cap_entries(runtime_args(mtp, plan(request_from_spec(mtp)))) == [f"{FLAG}=128"]
+    p = plan(request_from_spec(spec))
+    assert p.chosen.cudagraph_capture_sizes == (1, 2, 4, 5, 8)
+    assert p.chosen.max_cudagraph_capture_size == 8  # vLLM's final cap: the list's last
+    extra = _extra(runtime_args(spec, p))
+    assert extra[-6:] == ["--cudagraph-capture-sizes", "1", "2", "4", "5", "8"]
+    assert _cap_entries(runtime_args(spec, p)) == []
+    assert engine_args(p)["cudagraph_capture_sizes"] == [1, 2, 4, 5, 8]
+    assert p.chosen.memory.cuda_graph_bytes >= 5 * VLLM_0_33.cuda_graph_bytes_per_size
+    # 5 sequences, 1 draft token: the full verify batch is 10 tokens, off the 8-grid.
+    five = VLLM_0_33.speculative_capture_list(5, _tier(), 1, max_num_batched_tokens=8192)
+    assert five == (1, 2, 4, 8, 10, 16)
+    # max-num-batched-tokens bounds the list and, within the cap, is captured itself.
+    bounded = VLLM_0_33.speculative_capture_list(512, _tier(), 2, max_num_batched_tokens=300)
+    assert bounded[-1] == 300
+    assert {3, 6, 12, 264} <= set(bounded)  # 264 = 88 x 3: off the 16-grid above 256
+    # Counted at least as many graphs as listed.
+    counted = VLLM_0_33.cudagraph_capture_sizes(512, _tier(), 2, max_num_batched_tokens=300)
+    assert counted >= len(bounded)
 
 
 def _tier() -> Any:

@@ -41,9 +41,15 @@ def test_args_round_trip_to_the_plan(case: Case) -> None:
     assert config.expected_gpu_memory_bytes == want["gpu"]["memory_bytes"]
     assert config.expected_shm_bytes == (case.spec.shm_bytes or want["shm_size_bytes"])
     assert config.drain_timeout_seconds == ra.DRAIN_TIMEOUT_SECONDS
-    # The user's extra arguments, then the CUDA-graph cap the plan counted (unless they set it).
-    cap = f"--max-cudagraph-capture-size={engine['max_cudagraph_capture_size']}"
-    assert config.extra_engine_args == (*case.spec.engine.extra_args, cap)
+    # The user's extra arguments, then the CUDA-graph cap the plan counted (unless they set
+    # it), or with speculation vLLM's default capture list ending at that cap.
+    sizes = engine.get("cudagraph_capture_sizes")
+    if sizes:
+        assert sizes[-1] == engine["max_cudagraph_capture_size"]
+        pinned: tuple[str, ...] = ("--cudagraph-capture-sizes", *map(str, sizes))
+    else:
+        pinned = (f"--max-cudagraph-capture-size={engine['max_cudagraph_capture_size']}",)
+    assert config.extra_engine_args == (*case.spec.engine.extra_args, *pinned)
 
 
 def test_weights_source_and_extra_args() -> None:

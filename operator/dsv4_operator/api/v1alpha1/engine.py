@@ -13,6 +13,7 @@ from dsv4_operator.api.v1alpha1.source import ObjectName
 __all__ = [
     "ADMIN_TOKEN_ENV",
     "CUDAGRAPH_CAP_FLAG",
+    "CUDAGRAPH_LIST_FLAG",
     "OPERATOR_OWNED_FLAGS",
     "PREFIX_FLAGS",
     "RUNTIME_OWNED_FLAGS",
@@ -154,7 +155,8 @@ max-num-batched-tokens (DeepSeek-V4's 1,048,576-token context), above which vLLM
 at max-num-batched-tokens anyway."""
 CUDAGRAPH_LIST_FLAG: Final = "--cudagraph-capture-sizes"
 """vLLM's explicit capture-size list: refused in extraArgs (the plan counts a cap, not a list,
-and with the rendered cap vLLM refuses a list whose largest size differs from it)."""
+and with the rendered cap vLLM refuses a list whose largest size differs from it). The operator
+passes it itself with speculation (`render.runtime_args`)."""
 _CUDAGRAPH_CONFIG_KEY: Final = "cudagraph_capture_size"
 """Part of both `--compilation-config` keys that set capture sizes (`max_cudagraph_capture_size`,
 `cudagraph_capture_sizes`): vLLM refuses either beside the flag ("mutually exclusive" /
