@@ -690,14 +690,30 @@ def speculative_step_problem(req: PlanRequest, e: Evaluation) -> Finding | None:
     budget = e.max_num_batched_tokens
     if k <= 0 or need <= budget:
         return None
-    return Finding(
+    seqs, mnbt = Setting.MAX_NUM_SEQS, Setting.MAX_NUM_BATCHED_TOKENS
+    lower: tuple[str | Term, ...] = (
+        (Term(seqs), " to ", Term(seqs, budget // (1 + k), "most"))
+        if req.max_num_seqs is not None
+        else ("the ", Term(Setting.CONCURRENCY), f" per DP rank to {budget // (1 + k):,}")
+    )
+    return Finding.said(
         Code.SPECULATIVE_STEP_EXCEEDS_BATCHED_TOKENS,
-        f"--max-num-seqs {e.max_num_seqs} x (1 + {k} MTP draft token{'s' if k > 1 else ''}) = "
-        f"{need:,} token slots per decode step exceed --max-num-batched-tokens {budget:,}: "
-        f"vLLM starts, but schedules at most {budget:,} tokens a step, so only "
+        Term(seqs),
+        " ",
+        Term(seqs, e.max_num_seqs),
+        f" x (1 + {k} MTP draft token{'s' if k > 1 else ''}) = {need:,} token slots per decode "
+        "step exceed ",
+        Term(mnbt),
+        " ",
+        Term(mnbt, budget),
+        f": vLLM starts, but schedules at most {budget:,} tokens a step, so only "
         f"{budget // (1 + k):,} sequences per DP rank advance with all their drafts and the "
-        f"rest wait or lose drafts; raise --max-num-batched-tokens to at least {need:,} or "
-        f"lower --max-num-seqs (or the concurrency per DP rank) to {budget // (1 + k):,}",
+        "rest wait or lose drafts; raise ",
+        Term(mnbt),
+        " to at least ",
+        Term(mnbt, need, "least"),
+        " or lower ",
+        *lower,
     )
 
 

@@ -12,6 +12,7 @@ leaves the rest of the running queue for the next step.
 import dataclasses
 
 from dsv4_operator.planning import Code, PlanRequest, plan
+from dsv4_operator.planning.from_spec import spec_words
 
 _H200_TP8 = PlanRequest(
     model="flash",
@@ -47,8 +48,12 @@ def test_a_pinned_decode_step_above_the_budget_is_planned_with_a_warning_naming_
     assert p.fits
     assert Code.MAX_NUM_SEQS_EXCEEDS_BATCHED_TOKENS not in {f.code for f in p.chosen.problems}
     warning = next(w for w in p.warnings if w.code is Code.SPECULATIVE_STEP_EXCEEDS_BATCHED_TOKENS)
-    for text in ("--max-num-seqs 500", "--max-num-batched-tokens 512", "1,000", "256"):
+    for text in ("max-num-seqs 500", "max-num-batched-tokens 512", "at least 1,000", "to 256"):
         assert text in warning.message, (text, warning.message)
+    # A resource's status and Events say it in spec fields, with values to paste.
+    said = warning.worded(spec_words)
+    for text in ("spec.maxNumSeqs 500", "spec.maxNumBatchedTokens to at least 1000", "to 256"):
+        assert text in said, (text, said)
     # At 1,000 batched tokens every sequence gets its 2 slots: no warning.
     enough = plan(
         dataclasses.replace(
