@@ -8,6 +8,7 @@ message with the planner's advice in spec fields.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -136,10 +137,23 @@ def _changed_flags(before: Any, after: Any) -> list[str]:
         if old.get(flag) != new.get(flag)
     ]
     if old_extra != new_extra:
-        out.append(
-            f"extraArgs {' '.join(old_extra) or '(none)'} -> {' '.join(new_extra) or '(none)'}"
-        )
+        out.append(f"extraArgs {_list_change(old_extra, new_extra)}")
     return out
+
+
+def _list_change(old: list[str], new: list[str]) -> str:
+    """`a b -> c` for each stretch of `old` that `new` replaces, inserts or deletes, by `, `.
+
+    Items both lists keep in place are left out, so one changed entry of a long extraArgs list
+    is named rather than lost to the clip (`CAUSE_CHARS`); a list set or emptied whole reads
+    `(none) -> a b` or `a b -> (none)`.
+    """
+    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    return ", ".join(
+        f"{' '.join(old[i1:i2]) or '(none)'} -> {' '.join(new[j1:j2]) or '(none)'}"
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+        if tag != "equal"
+    )
 
 
 _ROLE = {"leaderTemplate": "leader", "workerTemplate": "worker"}

@@ -1662,3 +1662,5 @@ def test_rolling_update_stays_within_the_event_message_limit() -> None:
         assert len(message) <= 1024, len(message)
         assert message.startswith("pod template changed (arguments extraArgs ")
         assert message.endswith("groups are replaced with maxSurge 0, maxUnavailable 1")
+    # The second change names the one entry that changed, not the clipped long list.
+    assert rolling[1].startswith("pod template changed (arguments extraArgs --seed=1 -> --seed=2)")
