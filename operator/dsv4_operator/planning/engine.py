@@ -212,17 +212,18 @@ class EngineProfile:
         as given, else min(max-num-seqs x (1 + speculative tokens) x 2, the tier's cap): graphs
         are sized in tokens, `decode_query_len` = 1 + num_speculative_tokens per decoding
         sequence. Either is then at most max-num-batched-tokens. vLLM captures 1, 2, 4, every 8
-        below 256 and every 16 from 256, and its final cap is the largest of those at or below
-        the limit (an explicit cap off that grid is logged as truncated), so the result is
-        rounded down to the grid.
+        below 256 and every 16 from 256, and max-num-batched-tokens itself when it is within
+        the cap ("ensure max_num_tokens is captured"), so that bound is the final cap as it is;
+        otherwise the final cap is the largest grid size at or below the limit (an explicit cap
+        off that grid is logged as truncated), so the result is rounded down to the grid.
         """
         if pinned is not None:
             largest = pinned
         else:
             per_seq = 2 * (1 + speculative_tokens)
             largest = min(per_seq * max_num_seqs, tier.max_cudagraph_capture_size)
-        if max_num_batched_tokens is not None:
-            largest = min(largest, max_num_batched_tokens)
+        if max_num_batched_tokens is not None and max_num_batched_tokens <= largest:
+            return max_num_batched_tokens
         if largest >= 256:
             return largest - (largest - 256) % 16
         if largest >= 8:
@@ -271,8 +272,10 @@ class EngineProfile:
         """Number of batch sizes captured: 1, 2, 4, then every 8 up to the largest.
 
         The largest is `max_cudagraph_capture_size`. vLLM steps by 16 above 256; counting every
-        8 there errs on the safe side. With speculation and no pinned cap, at least the length
-        of `speculative_capture_list` (its decode sizes may lie off the grid).
+        8 there errs on the safe side. A largest off that grid (max-num-batched-tokens, which
+        vLLM captures too) counts the grid below it plus itself. With speculation and no pinned
+        cap, at least the length of `speculative_capture_list` (its decode sizes may lie off the
+        grid).
         """
         largest = EngineProfile.max_cudagraph_capture_size(
             max_num_seqs,
@@ -281,7 +284,10 @@ class EngineProfile:
             max_num_batched_tokens=max_num_batched_tokens,
             pinned=pinned,
         )
-        count = sum(1 for s in (1, 2, 4) if s <= largest) + largest // 8
+        count = max(
+            sum(1 for s in (1, 2, 4) if s <= largest) + largest // 8,
+            len(_grid(largest) | {largest}),  # an off-grid max-num-batched-tokens adds one
+        )
         if speculative_tokens > 0 and pinned is None and max_num_batched_tokens is not None:
             listed = EngineProfile.speculative_capture_list(
                 max_num_seqs,

@@ -64,8 +64,9 @@ def test_the_cap_follows_vllms_default_and_lands_on_its_capture_grid() -> None:
     assert cap(16, hopper, 1) == 64  # 16 x 2 tokens x 2
     # 13 x 2 x 2 = 52: vLLM captures 1, 2, 4, 8 ... 48 (every 8 below 256), so 48 is the cap.
     assert cap(13, hopper, 1) == 48
-    # At most max-num-batched-tokens (vLLM: min(max_num_tokens, cap)); 300 -> 288 (every 16).
-    assert cap(1024, hopper, max_num_batched_tokens=300) == 288
+    # At most max-num-batched-tokens (vLLM: min(max_num_tokens, cap)), which vLLM captures
+    # itself when within the cap: 300, off the 16-grid.
+    assert cap(1024, hopper, max_num_batched_tokens=300) == 300
     # A user's cap replaces the default and its max-num-seqs bound.
     assert cap(4, hopper, pinned=2048, max_num_batched_tokens=8192) == 2048
     assert VLLM_0_33.cudagraph_capture_sizes(4, hopper, pinned=2048) == 3 + 2048 // 8
