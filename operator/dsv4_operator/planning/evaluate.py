@@ -600,11 +600,12 @@ def _problems(
         )
     elif req.max_model_len is None and length < eng.min_auto_max_model_len:
         out.append(
-            Finding(
+            Finding.said(
                 Code.CONTEXT_TOO_SHORT,
                 f"the KV pool ({pool:,} B per GPU) holds {target_per_rank or 1} request(s) of only "
-                f"{length:,} tokens, under the {eng.min_auto_max_model_len:,}-token minimum for "
-                "max-model-len auto",
+                f"{length:,} tokens, under the {eng.min_auto_max_model_len:,}-token minimum for ",
+                Term(Setting.MAX_MODEL_LEN),
+                " auto",
             )
         )
     elif request_bytes > pool:
@@ -650,11 +651,17 @@ def _problems(
             if req.max_num_seqs is not None
             else ("the ", Term(Setting.CONCURRENCY), " per DP rank")
         )
+        # Named as the spec field only when the user pinned it; else it is derived (vLLM's).
+        seqs_name: str | Term = (
+            Term(Setting.MAX_NUM_SEQS) if req.max_num_seqs is not None else "max-num-seqs"
+        )
         out.append(
             Finding.said(
                 Code.MAX_NUM_SEQS_EXCEEDS_BATCHED_TOKENS,
-                f"max-num-seqs {seqs} exceeds max-num-batched-tokens {ctx.mnbt:,}: vLLM refuses "
-                "to start (raise ",
+                seqs_name,
+                f" {seqs} exceeds ",
+                Term(mnbt),
+                f" {ctx.mnbt:,}: vLLM refuses to start (raise ",
                 Term(mnbt),
                 " to at least ",
                 Term(mnbt, seqs, "least"),
