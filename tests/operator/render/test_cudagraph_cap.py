@@ -160,3 +160,18 @@ def test_other_compilation_settings_pass() -> None:
 def test_the_planner_refuses_a_cap_below_one() -> None:
     with pytest.raises(PlanningError, match="max_cudagraph_capture_size"):
         plan(PlanRequest(gpu_types=("h200-141gb",), max_cudagraph_capture_size=0))
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        # vLLM 0.33.0 CompilationConfig has decoder_replay_cudagraph_capture_sizes (its
+        # --compilation-config default in the fixture's flag list): another setting.
+        '--compilation-config={"decoder_replay_cudagraph_capture_sizes":[8,16]}',
+        # compile_sizes may name the capture sizes as a value (Inductor compiles for them).
+        '--compilation-config={"compile_sizes":["cudagraph_capture_sizes"]}',
+    ],
+)
+def test_compilation_settings_that_only_mention_capture_sizes_pass(arg: str) -> None:
+    spec = parse_spec({**_BASE, "engine": {"extraArgs": [arg]}})
+    assert arg in _extra(runtime_args(spec, plan(request_from_spec(spec))))

@@ -1,5 +1,6 @@
 """`spec.engine`, `spec.resources` and `spec.speculativeDecoding`: how the vLLM server is run."""
 
+import json
 import math
 from typing import Annotated, Final, Literal
 
@@ -157,10 +158,30 @@ CUDAGRAPH_LIST_FLAG: Final = "--cudagraph-capture-sizes"
 """vLLM's explicit capture-size list: refused in extraArgs (the plan counts a cap, not a list,
 and with the rendered cap vLLM refuses a list whose largest size differs from it). The operator
 passes it itself with speculation (`render.runtime_args`)."""
-_CUDAGRAPH_CONFIG_KEY: Final = "cudagraph_capture_size"
-"""Part of both `--compilation-config` keys that set capture sizes (`max_cudagraph_capture_size`,
-`cudagraph_capture_sizes`): vLLM refuses either beside the flag ("mutually exclusive" /
-"should be consistent", `EngineArgs.create_engine_config`, `VllmConfig._set_cudagraph_sizes`)."""
+_CUDAGRAPH_CONFIG_KEYS: Final = frozenset({"max_cudagraph_capture_size", "cudagraph_capture_sizes"})
+"""The `--compilation-config` keys that set capture sizes: vLLM refuses either beside the flag
+("mutually exclusive" / "should be consistent", `EngineArgs.create_engine_config`,
+`VllmConfig._set_cudagraph_sizes`). Other keys that merely contain the words
+(`decoder_replay_cudagraph_capture_sizes`, a vLLM 0.33.0 key) and values (`compile_sizes:
+["cudagraph_capture_sizes"]`) set something else."""
+
+
+def _sets_capture_sizes(config: str) -> bool:
+    """Whether a `--compilation-config` value sets one of `_CUDAGRAPH_CONFIG_KEYS`.
+
+    vLLM reads the value as a JSON object of `CompilationConfig` fields
+    (`TypeAdapter(CompilationConfig).validate_json`, vllm/engine/arg_utils.py); a value that is
+    not one is checked for the key names anywhere, so nothing that sets them slips through.
+    """
+    try:
+        parsed = json.loads(config)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        return not _CUDAGRAPH_CONFIG_KEYS.isdisjoint(parsed)
+    return any(key in config for key in _CUDAGRAPH_CONFIG_KEYS)
+
+
 COMPILATION_CONFIG_FLAG: Final = "--compilation-config"
 
 _REFUSED_FLAGS: Final = (*OPERATOR_OWNED_FLAGS, *RUNTIME_OWNED_FLAGS, *UNSUPPORTED_FLAGS)
@@ -413,7 +434,7 @@ class EngineSpec(ApiModel):
             if flag == CUDAGRAPH_CAP_FLAG:
                 _cudagraph_cap(arg)
             if flag == CUDAGRAPH_LIST_FLAG or (
-                flag == COMPILATION_CONFIG_FLAG and _CUDAGRAPH_CONFIG_KEY in given
+                flag == COMPILATION_CONFIG_FLAG and _sets_capture_sizes(given)
             ):
                 msg = (
                     f"{arg!r}: the plan counts CUDA-graph memory up to one largest batch and the "
