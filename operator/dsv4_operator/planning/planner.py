@@ -696,11 +696,15 @@ def speculative_step_problem(req: PlanRequest, e: Evaluation) -> Finding | None:
         if req.max_num_seqs is not None
         else ("the ", Term(Setting.CONCURRENCY), f" per DP rank to {budget // (1 + k):,}")
     )
+    # The spec field only when the user pinned it; else vLLM's value, the target per DP rank.
+    head: tuple[str | Term, ...] = (
+        (Term(seqs), " ", Term(seqs, e.max_num_seqs))
+        if req.max_num_seqs is not None
+        else (f"max-num-seqs {e.max_num_seqs:,}",)
+    )
     return Finding.said(
         Code.SPECULATIVE_STEP_EXCEEDS_BATCHED_TOKENS,
-        Term(seqs),
-        " ",
-        Term(seqs, e.max_num_seqs),
+        *head,
         f" x (1 + {k} MTP draft token{'s' if k > 1 else ''}) = {need:,} token slots per decode "
         "step exceed ",
         Term(mnbt),

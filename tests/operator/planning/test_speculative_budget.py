@@ -87,3 +87,22 @@ def test_batch_advice_keeps_a_decode_step_of_the_concurrency_target_within_the_b
     assert advised is None or advised >= 200 * 4, advised
     text = next(w.message for w in mtp.warnings if w.code is Code.NO_FEASIBLE_LAYOUT)
     assert "--max-num-batched-tokens 512" not in text
+
+
+def test_a_decode_step_from_the_concurrency_target_does_not_name_spec_max_num_seqs() -> None:
+    """Without spec.maxNumSeqs the step's max-num-seqs is the concurrency target per DP rank;
+    the resource's PlanWarning said 'spec.maxNumSeqs 200 x ...', a field the user never set.
+    `dsv4 plan` keeps its text."""
+    request = dataclasses.replace(_H200_TP8, speculative_tokens=3, concurrency=200)
+    p = plan(request)
+    step = next(w for w in p.warnings if w.code is Code.SPECULATIVE_STEP_EXCEEDS_BATCHED_TOKENS)
+    said = step.worded(spec_words)
+    assert "spec.maxNumSeqs" not in said
+    assert said.startswith("max-num-seqs 200 x (1 + 3 MTP draft tokens) = 800 token slots")
+    assert "lower the spec.load.concurrency per DP rank" in said
+    assert step.message.startswith("max-num-seqs 200 x (1 + 3 MTP draft tokens)")
+    pinned = plan(dataclasses.replace(request, concurrency=None, max_num_seqs=200))
+    said = next(
+        w for w in pinned.warnings if w.code is Code.SPECULATIVE_STEP_EXCEEDS_BATCHED_TOKENS
+    ).worded(spec_words)
+    assert said.startswith("spec.maxNumSeqs 200 x")
