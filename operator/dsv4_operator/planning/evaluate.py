@@ -637,10 +637,11 @@ def _problems(
     dp = ctx.layout.data_parallel
     if req.concurrency and seqs * dp < req.concurrency:
         out.append(
-            Finding(
+            Finding.said(
                 Code.CONCURRENCY_EXCEEDS_MAX_NUM_SEQS,
-                f"max-num-seqs {seqs} x {dp} DP ranks = {seqs * dp} concurrent requests, under "
-                f"the target of {req.concurrency}",
+                Term(Setting.MAX_NUM_SEQS) if req.max_num_seqs is not None else "max-num-seqs",
+                f" {seqs} x {dp} DP ranks = {seqs * dp} concurrent requests, under the target of "
+                f"{req.concurrency}",
             )
         )
     if seqs > ctx.mnbt:

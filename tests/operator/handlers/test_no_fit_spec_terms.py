@@ -49,3 +49,19 @@ def test_insufficient_capacity_says_spec_fields(
     assert said in message
     assert not _CLI.findall(message), message
     assert cli in p.chosen.problems[0].message  # dsv4 plan's text is unchanged
+
+
+def test_a_pinned_max_num_seqs_under_the_concurrency_target_says_spec_max_num_seqs() -> None:
+    spec = {
+        "model": "flash",
+        "gpu": {"types": ["h200-141gb"], "maxNodes": 1},
+        "maxNumSeqs": 4,
+        "load": {"concurrency": 100},
+    }
+    p = plan(request_from_spec(parse_spec(spec)))
+    assert not p.fits
+    found = next(f for f in p.chosen.problems if f.code is Code.CONCURRENCY_EXCEEDS_MAX_NUM_SEQS)
+    assert found.message.startswith("max-num-seqs 4 x 1 DP ranks = 4 concurrent requests")
+    message = no_fit_message(p)
+    assert "spec.maxNumSeqs 4 x 1 DP ranks = 4 concurrent requests" in message
+    assert not _CLI.findall(message), message
