@@ -694,7 +694,11 @@ def speculative_step_problem(req: PlanRequest, e: Evaluation) -> Finding | None:
     lower: tuple[str | Term, ...] = (
         (Term(seqs), " to ", Term(seqs, budget // (1 + k), "most"))
         if req.max_num_seqs is not None
-        else ("the ", Term(Setting.CONCURRENCY), f" per DP rank to {budget // (1 + k):,}")
+        # the target is a total over DP ranks and replicas: say the per-rank bound, not a value
+        else (
+            Term(Setting.CONCURRENCY),
+            f" until each DP rank holds at most {budget // (1 + k):,} sequences",
+        )
     )
     # The spec field only when the user pinned it; else vLLM's value, the target per DP rank.
     head: tuple[str | Term, ...] = (

@@ -99,7 +99,10 @@ def test_a_decode_step_from_the_concurrency_target_does_not_name_spec_max_num_se
     said = step.worded(spec_words)
     assert "spec.maxNumSeqs" not in said
     assert said.startswith("max-num-seqs 200 x (1 + 3 MTP draft tokens) = 800 token slots")
-    assert "lower the spec.load.concurrency per DP rank" in said
+    # spec.load.concurrency is a total over DP ranks and replicas: no per-rank value to paste
+    assert said.endswith(
+        "lower spec.load.concurrency until each DP rank holds at most 128 sequences"
+    )
     assert step.message.startswith("max-num-seqs 200 x (1 + 3 MTP draft tokens)")
     pinned = plan(dataclasses.replace(request, concurrency=None, max_num_seqs=200))
     said = next(
