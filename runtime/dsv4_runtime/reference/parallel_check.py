@@ -119,6 +119,18 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="weight seed (same on every rank)")
     p.add_argument("--kv-cache-dtype", default=None, help="override: fp8_ds_mla or auto")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="override")
+    p.add_argument(
+        "--index-topk",
+        type=int,
+        default=None,
+        help="override: indexer top-k (at least a request's CSA entries selects all of them)",
+    )
+    p.add_argument(
+        "--experts-per-tok",
+        type=int,
+        default=None,
+        help="override: routed experts per token (n_routed_experts routes to all of them)",
+    )
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size")
     p.add_argument("--dp", type=int, default=1, help="data-parallel (DP attention) size")
     p.add_argument("--expert-parallel", action="store_true", help="EP over all ranks")
@@ -155,6 +167,14 @@ def _build(args: argparse.Namespace, groups: ParallelGroups, device: torch.devic
         config = dataclasses.replace(config, kv_cache_dtype=args.kv_cache_dtype)
     if args.dtype:
         config = dataclasses.replace(config, dtype=args.dtype)
+    if args.index_topk is not None:
+        if args.index_topk < 1:
+            raise SystemExit(f"--index-topk must be >= 1, got {args.index_topk}")
+        config = dataclasses.replace(config, index_topk=args.index_topk)
+    if args.experts_per_tok is not None:
+        if args.experts_per_tok < 1:
+            raise SystemExit(f"--experts-per-tok must be >= 1, got {args.experts_per_tok}")
+        config = dataclasses.replace(config, num_experts_per_tok=args.experts_per_tok).validate()
     with torch.device(device):
         model = Transformer(config)
     return shard_model(model.init_random(args.seed).eval(), groups)
