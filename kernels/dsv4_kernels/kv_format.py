@@ -34,11 +34,12 @@ smallest power of two with `amax / scale <= 448` (amax floored at 1e-4), as Deep
 `act_quant` with `scale_fmt="ue8m0"` and block 64 does.
 
 Indexer key page (FP8, 132 bytes per key, DeepGEMM / vLLM paged layout): a page of P keys is
-`P * 128` e4m3 bytes (key-major) followed by `P` float32 scales; value = e4m3 * scale. The layout
-is vLLM's; the scale `quantize_index_keys` picks is not: it uses amax / 448, while vLLM's V4
-indexer stores the power of two 2 ** ceil(log2(max(amax, 1e-4) / 448)) as that float32
-(`_fused_kv_compress_norm_rope_insert_indexer_attn`) and rounds the queries' scales the same way
-(`fused_indexer_q.py`), so the e4m3 codes (not the layout) differ from vLLM's.
+`P * 128` e4m3 bytes (key-major) followed by `P` float32 scales; value = e4m3 * scale. Layout and
+scale are vLLM's: the scale of a key is the power of two 2 ** ceil(log2(max(amax, 1e-4) / 448))
+stored as a float32 (vLLM's V4 `_fused_kv_compress_norm_rope_insert_indexer_attn`, and V3.2's
+`indexer_k_quant_and_cache` with scale_fmt "ue8m0"; DeepSeek's `act_quant` with
+`scale_fmt="ue8m0"` and block 128), so `quantize_index_keys` gives vLLM's e4m3 codes and scales
+for the same (bf16) keys.
 """
 
 from __future__ import annotations
@@ -357,19 +358,35 @@ def paged_cache(entries: torch.Tensor, page: int) -> torch.Tensor:
 
 
 def quantize_index_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Quantise index keys to FP8 with one float32 scale per key (amax / 448, floored).
+    """Quantise index keys to FP8 with one power-of-two float32 scale per key, as vLLM does.
 
-    Not vLLM's rounding, which takes the next power of two of that scale (module docstring).
+    scale = 2 ** ceil(log2(max(amax, 1e-4) / 448)) with amax = max |key| (`ue8m0_scale_exponent`,
+    exact from the float bits), code = e4m3(clamp(key / scale, -448, 448)) rounded to nearest
+    even: vLLM's V4 indexer key insert (`_fused_kv_compress_norm_rope_insert_indexer_attn`:
+    `absmax = max(absmax, 1e-4)`, `exponent = ceil(log2(absmax * (1 / 448)))`, scale
+    `exp2(exponent)`; amax * fl(1/448) and amax / 448 give the same exponent, checked for every
+    float32 amax next to a power-of-two boundary in `tests/kernels/test_kv_format.py`). vLLM
+    rounds the key to bf16 first, so bf16 (or bf16-valued) keys give its codes bit for bit;
+    float32 keys are quantised as they are. Dividing by a power of two is exact, so quantising
+    dequantised keys again gives the same values.
 
     Args:
         keys: [N, 128], float32 or bfloat16.
 
     Returns:
-        (k8: [N, 128], float8_e4m3fn; scale: [N], float32) with keys ≈ k8 * scale.
+        (k8: [N, 128], float8_e4m3fn; scale: [N], float32, a power of two in [2**-22, 2**120])
+        with keys ≈ k8 * scale.
+
+    Raises:
+        ValueError: keys not [N, 128].
     """
+    if keys.ndim != 2 or keys.shape[1] != INDEX_DIM:
+        raise ValueError(f"keys must be [N, {INDEX_DIM}], got {tuple(keys.shape)}")
     x = keys.float()
-    scale = torch.clamp(x.abs().amax(dim=-1), min=AMAX_FLOOR) / FP8_MAX
-    k8 = torch.clamp(x / scale[:, None], -FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    exp = ue8m0_scale_exponent(x.abs().amax(dim=-1))
+    scale = ((exp + 127) << 23).view(torch.float32)  # 2 ** exp, built from its bits
+    inv = ((127 - exp) << 23).view(torch.float32)  # 2 ** -exp (exp >= -22: a normal float)
+    k8 = torch.clamp(x * inv[:, None], -FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
     return k8, scale
 
 

@@ -1,5 +1,8 @@
 """fp8_ds_mla packing and the exact e4m3 / bf16 helpers the kernels use under the interpreter."""
 
+import math
+import struct
+
 import pytest
 import torch
 import triton
@@ -226,3 +229,108 @@ def test_negative_slots_neither_wrap_nor_corrupt_the_last_page() -> None:
     assert not torch.equal(cache, before)
     with pytest.raises(ValueError, match=r"slots must be >= 0, got -1"):
         read_entries(cache, torch.tensor([3, -1]), page)
+
+
+def _e4m3_table() -> list[tuple[float, int]]:
+    """(value, byte) of every finite non-negative OCP e4m3fn code, built from the bit layout:
+    sign 1, exponent 4 (bias 7), mantissa 3; exponent 0 subnormal (m/8 * 2**-6); 0x7F is NaN."""
+    table = []
+    for b in range(0x7F):
+        e, m = b >> 3, b & 7
+        table.append(((m / 8) * 2.0**-6 if e == 0 else (1 + m / 8) * 2.0 ** (e - 7), b))
+    return table
+
+
+_E4M3 = _e4m3_table()
+
+
+def _e4m3_byte(v: float) -> int:
+    """Round v (|v| <= 448) to the nearest e4m3 value, ties to the even code (even mantissa)."""
+    a = abs(v)
+    best = min(_E4M3, key=lambda vb: (abs(vb[0] - a), vb[1] & 1))
+    return best[1] | (0x80 if math.copysign(1.0, v) < 0 else 0)
+
+
+def _f32(x: float) -> float:
+    return float(struct.unpack("<f", struct.pack("<f", x))[0])
+
+
+def _vllm_index_key(row: list[float]) -> tuple[list[int], float]:
+    """vLLM's V4 indexer key quantisation restated in plain Python on float32 numbers:
+    `_fused_kv_compress_norm_rope_insert_indexer_attn` (vllm/v1/attention/ops/deepseek_v4_ops/
+    fused_compress_quant_cache.py): absmax = max(max |x|, 1e-4); raw = absmax * (1 / 448) in
+    float32; exponent = ceil(log2(raw)); codes = e4m3(clamp(x * 2**-exponent, -448, 448)),
+    scale = 2**exponent stored as float32. The same rule as V3.2's `indexer_k_quant_and_cache`
+    with "ue8m0" (its test's `_ue8m0_reference`) and DeepSeek's `act_quant(x, 128, "ue8m0")`."""
+    absmax = max(*(abs(v) for v in row), _f32(1e-4))
+    raw = _f32(absmax * _f32(1 / 448))
+    mant, ex = math.frexp(raw)  # raw = mant * 2**ex, 0.5 <= mant < 1
+    exponent = ex - 1 if mant == 0.5 else ex
+    scale = 2.0**exponent
+    return [_e4m3_byte(max(-448.0, min(448.0, v / scale))) for v in row], scale
+
+
+def _index_key_cases() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(11)
+    rows = [
+        torch.randn(40, 128, generator=gen),  # random
+        torch.randn(8, 128, generator=gen).to(torch.bfloat16).float(),  # bf16 keys, as vLLM's
+        torch.zeros(2, 128),  # all zero: the 1e-4 floor
+        torch.randn(4, 128, generator=gen) * 1e-6,  # tiny: amax below the floor
+        torch.randn(4, 128, generator=gen) * 1e30,  # huge
+        -torch.rand(4, 128, generator=gen) - 0.5,  # all negative
+        torch.randn(4, 128, generator=gen) * torch.logspace(-6, 2, 128),  # e4m3 subnormals
+    ]
+    # amax exactly 448 * 2**k and one float32 ulp either side (the power-of-two boundary)
+    for k in (-3, 0, 5):
+        c = torch.tensor(448.0 * 2.0**k)
+        for amax in (c, torch.nextafter(c, torch.tensor(0.0)), torch.nextafter(c, c * 2)):
+            row = torch.randn(1, 128, generator=gen).clamp(-1, 1) * amax * 0.9
+            row[0, 7] = -amax
+            rows.append(row)
+    # values on e4m3 rounding midpoints once scaled (ties go to the even code)
+    tie = torch.tensor([448.0, 1.0625, 1.1875, 2.125, 0.0029296875, -3.25, 13.0, -208.0])
+    rows.append(tie.repeat(16)[None] * 2.0**-3)
+    return torch.cat(rows)
+
+
+def test_quantize_index_keys_equals_vllm_rule_bit_for_bit() -> None:
+    """Codes and scales equal the plain-Python restatement of vLLM's rule on random, bf16, zero,
+    tiny, huge, negative, subnormal, power-of-two-boundary and tie inputs; amax / 448 (the former
+    scale) fails it."""
+    keys = _index_key_cases()
+    k8, scale = quantize_index_keys(keys)
+    assert k8.dtype == torch.float8_e4m3fn
+    assert scale.dtype == torch.float32
+    codes = k8.view(torch.uint8)
+    for i, row in enumerate(keys.tolist()):
+        want_codes, want_scale = _vllm_index_key(row)
+        assert float(scale[i]) == want_scale, f"row {i}"
+        assert codes[i].tolist() == want_codes, f"row {i}"
+    assert scale[40 + 8].item() == 2.0**-22  # zero key: ceil(log2(1e-4 / 448)) = -22
+    # re-quantising the dequantised keys returns the same values (power-of-two scales divide
+    # exactly); a key whose amax / scale rounded to 224 comes back with half the scale
+    values = k8.float() * scale[:, None]
+    k8b, scale_b = quantize_index_keys(values)
+    assert torch.equal(k8b.float() * scale_b[:, None], values)
+    # the former rule, scale = amax / 448, gives other codes: the comparison can fail
+    old = keys.abs().amax(-1).clamp_min(1e-4) / 448
+    old_codes = (keys / old[:, None]).clamp(-448, 448).to(torch.float8_e4m3fn).view(torch.uint8)
+    assert not torch.equal(old_codes, codes)
+
+
+def test_index_key_exponent_same_for_division_and_vllm_multiplication() -> None:
+    """vLLM computes amax * fl(1/448), `ue8m0_scale_exponent` amax / 448: the same exponent for
+    every float32 within 2,000 ulps of each 448 * 2**k (elsewhere they cannot straddle a power
+    of two)."""
+    for k in range(-22, 120):
+        bits = int(torch.tensor(448.0 * 2.0**k).view(torch.int32))
+        amax = torch.arange(bits - 2000, bits + 2000, dtype=torch.int32).view(torch.float32)
+        raw = (torch.clamp(amax, min=1e-4) * (1 / 448)).view(torch.int32)
+        exact = ((raw >> 23) & 0xFF) - 127 + ((raw & 0x7FFFFF) != 0).int()
+        assert torch.equal(ue8m0_scale_exponent(amax), exact), f"k = {k}"
+
+
+def test_quantize_index_keys_names_the_shape() -> None:
+    with pytest.raises(ValueError, match=r"keys must be \[N, 128\], got \(4, 64\)"):
+        quantize_index_keys(torch.zeros(4, 64))

@@ -3,12 +3,14 @@
 The official reference simulates FP8 on the KV NoPE dims (`act_quant(kv[..., :-rd], 64,
 scale_fmt="ue8m0")`, QAT) and vLLM stores `fp8_ds_mla` entries: 448 NoPE dims as e4m3 with one
 UE8M0 scale per 64-wide tile, the 64 RoPE dims as bf16 (facts doc §2.1, 584 B). The lightning
-indexer's keys are FP8 with one float32 scale (amax / 448) per key (132 B) and its queries FP8
-with one scale per token and head, folded into the head weights (vLLM / DeepGEMM
-`fp8_mqa_logits` layout; vLLM's V4 indexer rounds both scales up to a power of two, these use
-amax / 448 as `dsv4_kernels.kv_format.quantize_index_keys` does, so the e4m3 codes differ from
-vLLM's). These functions round values to exactly what the `dsv4_kernels` formats hold, so the
-PyTorch path and the `dsv4_kernels` path (real FP8 bytes) see the same numbers.
+indexer's keys are FP8 with one float32 scale per key (132 B), the power of two
+2 ** ceil(log2(max(amax, 1e-4) / 448)) as vLLM's V4 indexer and
+`dsv4_kernels.kv_format.quantize_index_keys` pick it, and its queries FP8 with one scale
+(amax / 448) per token and head, folded into the head weights (vLLM / DeepGEMM `fp8_mqa_logits`
+layout; vLLM's `_fused_indexer_q_rope_quant_kernel` rounds that scale up to a power of two too,
+so the query codes differ from vLLM's). These functions round values to exactly what the
+`dsv4_kernels` formats hold, so the PyTorch path and the `dsv4_kernels` path (real FP8 bytes)
+see the same numbers.
 """
 
 from __future__ import annotations
@@ -43,10 +45,31 @@ def round_main_kv(x: torch.Tensor, rope_dim: int) -> torch.Tensor:
     return torch.cat((nope, rope), dim=-1).to(x.dtype)
 
 
+def pow2_scale(amax: torch.Tensor) -> torch.Tensor:
+    """2 ** ceil(log2(max(amax, 1e-4) / 448)), float32, exact (from the float bits).
+
+    The UE8M0 scale rule of vLLM's V4 caches and DeepSeek's `act_quant(..., scale_fmt="ue8m0")`;
+    `torch.log2` rounds log2 of a value a few ulps above a power of two down to that power,
+    which would pick half the scale (and clamp the amax element).
+
+    Args:
+        amax: [...], the absolute maxima (>= 0) of the blocks.
+
+    Returns:
+        [...], float32 powers of two in [2**-22, 2**120].
+    """
+    bits = (amax.float().clamp_min(AMAX_FLOOR) / FP8_MAX).view(torch.int32)
+    exp = ((bits >> 23) & 0xFF) - 127 + ((bits & 0x7FFFFF) != 0).to(torch.int32)
+    return ((exp + 127) << 23).view(torch.float32)
+
+
 def round_index_keys(k: torch.Tensor) -> torch.Tensor:
-    """Round indexer keys (m, d) as FP8 with one float32 scale (amax / 448) per key."""
+    """Round indexer keys (m, d) as FP8 with one power-of-two float32 scale per key (`pow2_scale`).
+
+    The values `dsv4_kernels.kv_format.quantize_index_keys` stores (vLLM's rule); same dtype as k.
+    """
     kf = k.float()
-    scale = kf.abs().amax(dim=-1, keepdim=True).clamp_min(AMAX_FLOOR) / FP8_MAX
+    scale = pow2_scale(kf.abs().amax(dim=-1, keepdim=True))
     return (_e4m3(kf / scale) * scale).to(k.dtype)
 
 

@@ -10,7 +10,7 @@ import torch
 from dsv4_operator.planning.kvcache import growth_bytes_per_token
 from dsv4_runtime.reference.config import MID, TINY, ModelConfig, preset
 from dsv4_runtime.reference.kvcache import KVBlockPool, SequenceKV
-from dsv4_runtime.reference.kvquant import round_main_kv
+from dsv4_runtime.reference.kvquant import round_index_keys, round_main_kv
 from dsv4_runtime.reference.layers import hc_split_sinkhorn
 from dsv4_runtime.reference.model import Block, Transformer
 from dsv4_runtime.reference.moe import Gate
@@ -80,9 +80,9 @@ def test_decode_with_cache_equals_full_recomputation(kv_cache_dtype: str, atol: 
 
 
 def _assert_cache_holds_fp8_values(seq: SequenceKV) -> None:
-    """Every window row and compressed entry the cache holds is a value of the fp8_ds_mla format
-    (rounding it again changes nothing): exact, so a path that skips the rounding fails here on
-    any seed, however little its logits move."""
+    """Every window row, compressed entry and indexer key the cache holds is a value of its FP8
+    format (rounding it again changes nothing): exact, so a path that skips the rounding fails
+    here on any seed, however little its logits move."""
     for layer, state in enumerate(seq.layers):
         held = [("window", state.window)]
         if state.entries:
@@ -90,6 +90,9 @@ def _assert_cache_holds_fp8_values(seq: SequenceKV) -> None:
         for name, rows in held:
             again = round_main_kv(rows, TINY.qk_rope_head_dim)
             assert torch.equal(again, rows), f"layer {layer} {name}: not FP8 values"
+        keys = seq.read(layer)[1] if state.entries else None
+        if keys is not None:
+            assert torch.equal(round_index_keys(keys), keys), f"layer {layer} index keys"
 
 
 def test_greedy_generation_with_cache_equals_recomputation(tiny_model: Transformer) -> None:

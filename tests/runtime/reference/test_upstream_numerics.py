@@ -6,6 +6,8 @@ Each test restates the upstream formula independently (not through the engine's 
   `torch.outer(arange(seqlen), freqs)` float32 angles) — vLLM's `DeepseekScalingRotaryEmbedding`
   also builds a float32 cos/sin cache.
 - main-KV FP8 rounding: the official `act_quant(kv[..., :-64], 64, "ue8m0", inplace=True)`.
+- indexer-key FP8 rounding: vLLM's V4 `_fused_kv_compress_norm_rope_insert_indexer_attn` (one
+  power-of-two float32 scale per 128-dim key, amax floor 1e-4).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 import pytest
 import torch
 
-from dsv4_runtime.reference.kvquant import round_main_kv
+from dsv4_runtime.reference.kvquant import pow2_scale, round_index_keys, round_main_kv
 from dsv4_runtime.reference.layers import Rope
 
 
@@ -81,3 +83,39 @@ def test_main_kv_rounding_equals_deepseeks_act_quant() -> None:
     nope = (_e4m3(tiles / scale) * scale).view(6, 448).to(torch.bfloat16)
     want = torch.cat((nope, rows[:, 448:]), dim=-1)
     torch.testing.assert_close(round_main_kv(rows, 64), want, rtol=0, atol=0)
+
+
+def test_index_key_rounding_equals_vllms_indexer_insert() -> None:
+    """vLLM's V4 indexer key insert (`_fused_kv_compress_norm_rope_insert_indexer_attn`: bf16
+    key, absmax = max(max |k|, 1e-4), scale = exp2(ceil(log2(absmax · (1/448)))), e4m3 of
+    clamp(k / scale, ±448)), dequantised, on bf16 keys (the engine's keys are bf16-valued in
+    the FP8-cache mode). The former scale amax / 448 differs."""
+    gen = torch.Generator().manual_seed(6)
+    keys = (torch.randn(8, 128, generator=gen) * torch.logspace(-5, 3, 8).unsqueeze(1)).to(
+        torch.bfloat16
+    )
+    keys[0] = 0.0  # all zero: the amax floor, scale 2^-22
+    keys[1, 5] = -448.0 * 2.0**-4  # |amax| = 448 · 2^-4 exactly (negative): scale 2^-4
+    keys[1, 6:] = keys[1, 6:].clamp(-20, 20)
+    scale = _ue8m0(keys.float().abs().amax(dim=-1, keepdim=True), 1e-4)
+    want = (_e4m3(keys.float() / scale) * scale).to(torch.bfloat16)
+    got = round_index_keys(keys)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert scale[0].item() == 2.0**-22
+    assert scale[1].item() == 2.0**-4
+    former = keys.float().abs().amax(dim=-1, keepdim=True).clamp_min(1e-4) / 448.0
+    assert not torch.equal((_e4m3(keys.float() / former) * former).to(torch.bfloat16), want)
+
+
+def test_pow2_scale_is_exact_next_to_powers_of_two() -> None:
+    """`torch.log2` of a float32 a few ulps above 2^k rounds to k; `pow2_scale` must not (the
+    amax element would be clamped to 448 · scale). amax = 448 · 2^k and its float32 neighbours."""
+    k = torch.arange(-20, 100, dtype=torch.float32)
+    at = 448.0 * torch.exp2(k)
+    above = torch.nextafter(at, at * 2)
+    below = torch.nextafter(at, torch.zeros_like(at))
+    assert torch.equal(pow2_scale(at), torch.exp2(k))
+    assert torch.equal(pow2_scale(above), torch.exp2(k + 1))
+    assert torch.equal(pow2_scale(below), torch.exp2(k))
+    assert torch.equal(pow2_scale(torch.zeros(3)), torch.full((3,), 2.0**-22))
