@@ -5,10 +5,10 @@ scale_fmt="ue8m0")`, QAT) and vLLM stores `fp8_ds_mla` entries: 448 NoPE dims as
 UE8M0 scale per 64-wide tile, the 64 RoPE dims as bf16 (facts doc §2.1, 584 B). The lightning
 indexer's keys are FP8 with one float32 scale per key (132 B), the power of two
 2 ** ceil(log2(max(amax, 1e-4) / 448)) as vLLM's V4 indexer and
-`dsv4_kernels.kv_format.quantize_index_keys` pick it, and its queries FP8 with one scale
-(amax / 448) per token and head, folded into the head weights (vLLM / DeepGEMM `fp8_mqa_logits`
-layout; vLLM's `_fused_indexer_q_rope_quant_kernel` rounds that scale up to a power of two too,
-so the query codes differ from vLLM's). These functions round values to exactly what the
+`dsv4_kernels.kv_format.quantize_index_keys` pick it, and its queries FP8 with one scale per
+token and head, 2 ** ceil(log2(max(amax, 1e-10) / 448)) as vLLM's
+`_fused_indexer_q_rope_quant_kernel` picks it, folded into the head weights (vLLM / DeepGEMM
+`fp8_mqa_logits` layout). These functions round values to exactly what the
 `dsv4_kernels` formats hold, so the PyTorch path and the `dsv4_kernels` path (real FP8 bytes)
 see the same numbers.
 """
@@ -19,6 +19,9 @@ import torch
 
 FP8_MAX = 448.0
 AMAX_FLOOR = 1e-4
+"""amax floor of the KV and index-key scales (DeepSeek's act_quant, vLLM's cache inserts)."""
+Q_AMAX_FLOOR = 1e-10
+"""amax floor of the index queries' scales (vLLM's `_fused_indexer_q_rope_quant_kernel`)."""
 TILE = 64
 
 
@@ -45,8 +48,8 @@ def round_main_kv(x: torch.Tensor, rope_dim: int) -> torch.Tensor:
     return torch.cat((nope, rope), dim=-1).to(x.dtype)
 
 
-def pow2_scale(amax: torch.Tensor) -> torch.Tensor:
-    """2 ** ceil(log2(max(amax, 1e-4) / 448)), float32, exact (from the float bits).
+def pow2_scale(amax: torch.Tensor, floor: float = AMAX_FLOOR) -> torch.Tensor:
+    """2 ** ceil(log2(max(amax, floor) / 448)), float32, exact (from the float bits).
 
     The UE8M0 scale rule of vLLM's V4 caches and DeepSeek's `act_quant(..., scale_fmt="ue8m0")`;
     `torch.log2` rounds log2 of a value a few ulps above a power of two down to that power,
@@ -54,11 +57,13 @@ def pow2_scale(amax: torch.Tensor) -> torch.Tensor:
 
     Args:
         amax: [...], the absolute maxima (>= 0) of the blocks.
+        floor: the amax floor (1e-4: KV and keys, scale >= 2**-22; 1e-10: index queries,
+            >= 2**-42).
 
     Returns:
-        [...], float32 powers of two in [2**-22, 2**120].
+        [...], float32 powers of two, at most 2**120.
     """
-    bits = (amax.float().clamp_min(AMAX_FLOOR) / FP8_MAX).view(torch.int32)
+    bits = (amax.float().clamp_min(floor) / FP8_MAX).view(torch.int32)
     exp = ((bits >> 23) & 0xFF) - 127 + ((bits & 0x7FFFFF) != 0).to(torch.int32)
     return ((exp + 127) << 23).view(torch.float32)
 
@@ -78,9 +83,9 @@ def quantize_index_queries(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FP8 queries (n, h, d) as float32 e4m3 values, and weights (n, h) times the query scales.
 
-    relu(s·q·k) = s·relu(q·k) for s > 0, so folding the per-(token, head) scale into the weight
-    is exact.
+    The scale per (token, head) is vLLM's: `pow2_scale(amax, 1e-10)`. relu(s·q·k) = s·relu(q·k)
+    for s > 0, so folding it into the weight is exact.
     """
     qf = q.float()
-    scale = qf.abs().amax(dim=-1).clamp_min(AMAX_FLOOR) / FP8_MAX
+    scale = pow2_scale(qf.abs().amax(dim=-1), Q_AMAX_FLOOR)
     return _e4m3(qf / scale.unsqueeze(-1)), weights.float() * scale

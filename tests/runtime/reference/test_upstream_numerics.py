@@ -17,7 +17,12 @@ import math
 import pytest
 import torch
 
-from dsv4_runtime.reference.kvquant import pow2_scale, round_index_keys, round_main_kv
+from dsv4_runtime.reference.kvquant import (
+    pow2_scale,
+    quantize_index_queries,
+    round_index_keys,
+    round_main_kv,
+)
 from dsv4_runtime.reference.layers import Rope
 
 
@@ -119,3 +124,29 @@ def test_pow2_scale_is_exact_next_to_powers_of_two() -> None:
     assert torch.equal(pow2_scale(above), torch.exp2(k + 1))
     assert torch.equal(pow2_scale(below), torch.exp2(k))
     assert torch.equal(pow2_scale(torch.zeros(3)), torch.full((3,), 2.0**-22))
+
+
+def test_index_query_quantisation_equals_vllms_fused_indexer_q() -> None:
+    """vLLM's V4 `_fused_indexer_q_rope_quant_kernel` (the FP8 path): per token and head
+    amax = max |q| (bf16 q), q_scale = exp2(ceil(log2(max(amax, 1e-10) · (1/448)))), codes
+    e4m3(clamp(q / q_scale, ±448)), weight out = weight · q_scale (the softmax and head scales
+    are already in the engine's weights); the former amax / 448 differs. A zero head takes the
+    1e-10 floor (2^-42); amax = 448 · 2^3 exactly keeps 2^3."""
+    gen = torch.Generator().manual_seed(7)
+    q = (torch.randn(5, 4, 128, generator=gen) * torch.logspace(-4, 2, 5)[:, None, None]).to(
+        torch.bfloat16
+    )
+    q[0, 0] = 0.0
+    q[1, 2, 9] = 448.0 * 2.0**3
+    q[1, 2, 10:] = q[1, 2, 10:].clamp(-100, 100)
+    weights = torch.randn(5, 4, generator=gen)
+    scale = _ue8m0(q.float().abs().amax(dim=-1, keepdim=True), 1e-10)
+    want_q = _e4m3(q.float() / scale)
+    want_w = weights * scale.squeeze(-1)
+    got_q, got_w = quantize_index_queries(q, weights)
+    torch.testing.assert_close(got_q, want_q, rtol=0, atol=0)
+    torch.testing.assert_close(got_w, want_w, rtol=0, atol=0)
+    assert scale[0, 0].item() == 2.0**-42
+    assert scale[1, 2].item() == 2.0**3
+    former = q.float().abs().amax(dim=-1, keepdim=True).clamp_min(1e-4) / 448.0
+    assert not torch.equal(_e4m3(q.float() / former), want_q)
