@@ -41,8 +41,7 @@ def round_main_kv(x: torch.Tensor, rope_dim: int) -> torch.Tensor:
         raise ValueError(msg)
     xf = x.float()
     nope = xf[..., :nope_dim].reshape(*x.shape[:-1], nope_dim // TILE, TILE)
-    amax = nope.abs().amax(dim=-1, keepdim=True).clamp_min(AMAX_FLOOR)
-    scale = torch.exp2(torch.ceil(torch.log2(amax / FP8_MAX)))
+    scale = pow2_scale(nope.abs().amax(dim=-1, keepdim=True))
     nope = (_e4m3(nope / scale) * scale).reshape(*x.shape[:-1], nope_dim)
     rope = xf[..., nope_dim:].to(torch.bfloat16).float()
     return torch.cat((nope, rope), dim=-1).to(x.dtype)
@@ -53,7 +52,8 @@ def pow2_scale(amax: torch.Tensor, floor: float = AMAX_FLOOR) -> torch.Tensor:
 
     The UE8M0 scale rule of vLLM's V4 caches and DeepSeek's `act_quant(..., scale_fmt="ue8m0")`;
     `torch.log2` rounds log2 of a value a few ulps above a power of two down to that power,
-    which would pick half the scale (and clamp the amax element).
+    which would pick half the scale: the same values except in the e4m3 subnormal range
+    (elements below 2^-6 of the scale), but not the bytes `dsv4_kernels.kv_format` stores.
 
     Args:
         amax: [...], the absolute maxima (>= 0) of the blocks.

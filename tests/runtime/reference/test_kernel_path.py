@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from dsv4_runtime.reference.config import TINY
 from dsv4_runtime.reference.engine import Engine, SamplingParams
 from dsv4_runtime.reference.kernel_ops import KernelOps
 from dsv4_runtime.reference.kvcache import KVBlockPool
-from dsv4_runtime.reference.kvquant import round_main_kv
+from dsv4_runtime.reference.kvquant import round_index_keys, round_main_kv
 from dsv4_runtime.reference.model import Transformer
 from dsv4_runtime.reference.ops import TorchOps
 
@@ -85,3 +86,26 @@ def test_compressed_page_is_fixed_per_layer_kind(
     assert pages == {kernel_ops.comp_page_entries(ratio)}, seen
     if ratio:
         assert max(width for _, width in seen) > 1, "no request spanned several pages"
+
+
+def test_fp8_rounding_equals_the_kernels_formats_next_to_powers_of_two() -> None:
+    """`kvquant` rounds to what `dsv4_kernels.kv_format` stores, also for float32 tiles whose
+    amax is a float32 ulp above 448 · 2^k: the scale is 2^(k+1), not 2^k (`torch.log2` of
+    amax / 448 rounds to k there), which shows in e4m3 subnormals: 3 · 2^(k-9) is a code at
+    scale 2^k but a tie at 2^(k+1), stored as 4 · 2^(k-9). Index keys likewise."""
+    try:
+        from dsv4_kernels import kv_format
+    except ImportError as err:
+        pytest.skip(f"dsv4_kernels not importable: {err}")
+    gen = torch.Generator().manual_seed(4)
+    rows = torch.randn(6, 512, generator=gen)
+    for i, k in enumerate((-20, -10, 0, 8, 16, 32)):
+        amax = torch.nextafter(torch.tensor(448.0 * 2.0**k), torch.tensor(math.inf))
+        rows[i, :64] = rows[i, :64].clamp(-2, 2) / 2 * amax
+        rows[i, 5] = amax
+        rows[i, 6] = 3 * 2.0 ** (k - 9)
+    stored = kv_format.dequantize_fp8_ds_mla(kv_format.quantize_fp8_ds_mla(rows))
+    assert torch.equal(round_main_kv(rows, 64), stored)
+    keys = rows[:, :128].contiguous()
+    k8, scale = kv_format.quantize_index_keys(keys)
+    assert torch.equal(round_index_keys(keys), k8.float() * scale[:, None])
