@@ -128,14 +128,11 @@ def _extra_args(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> tuple[str, ...]:
         revision = source.hugging_face.revision
         if revision != "main":
             extra += (f"--revision={revision}",)
-    sizes = plan.chosen.cudagraph_capture_sizes
-    if spec.engine.max_cudagraph_capture_size is not None:
-        pass
-    elif sizes:
-        extra += (CUDAGRAPH_LIST_FLAG, *(str(size) for size in sizes))
-    else:
-        extra += (f"{CUDAGRAPH_CAP_FLAG}={plan.chosen.max_cudagraph_capture_size}",)
-    return extra
+    if spec.engine.max_cudagraph_capture_size is not None:  # the user's, already in extra
+        return extra
+    if sizes := plan.chosen.cudagraph_capture_sizes:
+        return (*extra, CUDAGRAPH_LIST_FLAG, *(str(size) for size in sizes))
+    return (*extra, f"{CUDAGRAPH_CAP_FLAG}={plan.chosen.max_cudagraph_capture_size}")
 
 
 @dataclass(frozen=True)
