@@ -639,6 +639,20 @@ def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) ->
         )
     if (step := speculative_step_problem(req, chosen)) is not None:
         out.append(step)
+    if req.speculative_tokens > 0 and req.max_cudagraph_capture_size is not None:
+        # vLLM appends the uniform-decode sizes only to the list it infers without a cap
+        # (`VllmConfig._set_cudagraph_sizes`, vllm/config/vllm.py; vLLM issue #54933).
+        out.append(
+            Finding(
+                Code.CUDAGRAPH_CAP_WITH_SPECULATION,
+                f"an explicit --max-cudagraph-capture-size {req.max_cudagraph_capture_size:,} "
+                "with MTP speculation: vLLM then captures only its stepped sizes up to it, not "
+                f"the uniform-decode sizes n x (1 + {req.speculative_tokens}) that verify steps "
+                "use, so those steps can run without CUDA graphs (vLLM issue #54933: 25 against "
+                "133 tokens/s); without it the plan pins vLLM's default capture list, decode "
+                "sizes included",
+            )
+        )
     if chosen.layout.gpus_per_node > chosen.gpu.gpus_per_node:
         out.append(
             Finding.said(

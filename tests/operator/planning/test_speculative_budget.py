@@ -109,3 +109,24 @@ def test_a_decode_step_from_the_concurrency_target_does_not_name_spec_max_num_se
         w for w in pinned.warnings if w.code is Code.SPECULATIVE_STEP_EXCEEDS_BATCHED_TOKENS
     ).worded(spec_words)
     assert said.startswith("spec.maxNumSeqs 200 x")
+
+
+def test_a_pinned_graph_cap_with_speculation_is_warned() -> None:
+    """vLLM issue #54933: an explicit scalar cap drops the uniform-decode sizes n x (1 + k)
+    that MTP verify steps need, so they can run without CUDA graphs. Only the cap together
+    with speculation is warned; the plan without a cap pins vLLM's default list instead."""
+
+    def codes(k: int, cap: int | None) -> set[Code]:
+        request = dataclasses.replace(
+            _H200_TP8, speculative_tokens=k, max_cudagraph_capture_size=cap
+        )
+        return {w.code for w in plan(request).warnings}
+
+    warned = Code.CUDAGRAPH_CAP_WITH_SPECULATION
+    assert warned in codes(1, 64)
+    assert warned not in codes(1, None)
+    assert warned not in codes(0, 64)
+    p = plan(dataclasses.replace(_H200_TP8, speculative_tokens=2, max_cudagraph_capture_size=64))
+    message = next(w.message for w in p.warnings if w.code is warned)
+    assert "--max-cudagraph-capture-size 64" in message
+    assert "n x (1 + 2)" in message
