@@ -47,7 +47,7 @@ def test_compressed_page_is_fixed_per_layer_kind(
     the pure-PyTorch path). On CUDA the Triton kernels run (window 128: they need a multiple
     of 64); on the CPU their references."""
     if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
+        pytest.skip("needs CUDA: run `pytest -m gpu tests/runtime/reference` on the H200")
     if device == "cpu":
         # The references, even when tests/kernels turned the Triton interpreter on for this
         # process (`dsv4_kernels.impl` reads it per call): the packing is what is tested here,
