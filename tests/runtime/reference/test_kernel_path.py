@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 
+from dsv4_kernels import kv_format
 from dsv4_kernels.kv_format import ROPE_DIM
 from dsv4_runtime.reference import kernel_ops
 from dsv4_runtime.reference.config import TINY
@@ -98,10 +99,6 @@ def test_fp8_rounding_equals_the_kernels_formats_next_to_powers_of_two() -> None
     amax is a float32 ulp above 448 · 2^k: the scale is 2^(k+1), not 2^k (`torch.log2` of
     amax / 448 rounds to k there), which shows in e4m3 subnormals: 3 · 2^(k-9) is a code at
     scale 2^k but a tie at 2^(k+1), stored as 4 · 2^(k-9). Index keys likewise."""
-    try:
-        from dsv4_kernels import kv_format
-    except ImportError as err:
-        pytest.skip(f"dsv4_kernels not importable: {err}")
     gen = torch.Generator().manual_seed(4)
     rows = torch.randn(6, 512, generator=gen)
     for i, k in enumerate((-20, -10, 0, 8, 16, 32)):
