@@ -51,6 +51,14 @@ def _grid(largest: int) -> set[int]:
     )
 
 
+def _counted_sizes(largest: int) -> int:
+    """Capture sizes up to `largest` as the plan counts them: 1, 2, 4 and every 8.
+
+    vLLM steps by 16 from 256, so counting every 8 there errs on the safe side.
+    """
+    return sum(1 for s in (1, 2, 4) if s <= largest) + largest // 8
+
+
 @dataclass(frozen=True, slots=True)
 class SchedulingDefaults:
     """vLLM's scheduling defaults for one accelerator memory tier (`vllm serve` context).
@@ -224,11 +232,7 @@ class EngineProfile:
             largest = min(per_seq * max_num_seqs, tier.max_cudagraph_capture_size)
         if max_num_batched_tokens is not None and max_num_batched_tokens <= largest:
             return max_num_batched_tokens
-        if largest >= 256:
-            return largest - (largest - 256) % 16
-        if largest >= 8:
-            return largest - largest % 8
-        return max((s for s in (1, 2, 4) if s <= largest), default=0)
+        return max(_grid(largest), default=0)
 
     @staticmethod
     def speculative_capture_list(
@@ -284,10 +288,8 @@ class EngineProfile:
             max_num_batched_tokens=max_num_batched_tokens,
             pinned=pinned,
         )
-        count = max(
-            sum(1 for s in (1, 2, 4) if s <= largest) + largest // 8,
-            len(_grid(largest) | {largest}),  # an off-grid max-num-batched-tokens adds one
-        )
+        # an off-grid max-num-batched-tokens adds one to the grid below it
+        count = max(_counted_sizes(largest), len(_grid(largest) | {largest}))
         if speculative_tokens > 0 and pinned is None and max_num_batched_tokens is not None:
             listed = EngineProfile.speculative_capture_list(
                 max_num_seqs,
@@ -295,9 +297,7 @@ class EngineProfile:
                 speculative_tokens,
                 max_num_batched_tokens=max_num_batched_tokens,
             )
-            count = max(
-                count, len(listed), sum(1 for s in (1, 2, 4) if s <= listed[-1]) + listed[-1] // 8
-            )
+            count = max(count, len(listed), _counted_sizes(listed[-1]))
         return count
 
 
