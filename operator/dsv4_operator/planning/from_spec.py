@@ -130,17 +130,6 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
     )
 
 
-SPEC_FIELDS: Final[dict[Setting, str]] = {
-    Setting.GPU_MEMORY_UTILIZATION: "spec.gpuMemoryUtilizationPercent",
-    Setting.MAX_MODEL_LEN: "spec.maxModelLen",
-    Setting.MAX_NUM_BATCHED_TOKENS: "spec.maxNumBatchedTokens",
-    Setting.MAX_NUM_SEQS: "spec.maxNumSeqs",
-    Setting.CONCURRENCY: "spec.load.concurrency",
-    Setting.SPECULATIVE_TOKENS: "spec.speculativeDecoding",
-    Setting.GPUS_PER_NODE: "spec.gpu.gpusPerNode",
-}
-"""The spec field that sets each request setting (`request_from_spec`)."""
-
 _PERCENT_RANGE: Final = (10, 99)
 """`spec.gpuMemoryUtilizationPercent`'s range (`DeepSeekV4DeploymentSpec`, ge=10, le=99)."""
 
@@ -189,6 +178,9 @@ _SPEC_PATHS: Final[dict[str, str]] = {
     "speculative_tokens": "spec.speculativeDecoding",
 }
 """The spec field behind each `PlanRequest` field that `request_from_spec` sets from one."""
+
+SPEC_FIELDS: Final[dict[Setting, str]] = {setting: _SPEC_PATHS[setting] for setting in Setting}
+"""The spec field that sets each request setting (a `Setting`'s value is its request field)."""
 
 
 def spec_path(field: str) -> str:
