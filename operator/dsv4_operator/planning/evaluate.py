@@ -243,6 +243,15 @@ class Evaluation:
 _UTIL = Setting.GPU_MEMORY_UTILIZATION
 
 
+def max_num_seqs_name(req: PlanRequest) -> str | Term:
+    """max-num-seqs as a finding names it: a `Term` when the request pins it, else vLLM's name.
+
+    Unpinned, the value is derived (from the concurrency target or the KV pool), so a front end
+    must not name a field of the user's (the operator's `spec.maxNumSeqs`) for it.
+    """
+    return Term(Setting.MAX_NUM_SEQS) if req.max_num_seqs is not None else "max-num-seqs"
+
+
 def _min_util_text(ctx: _Context, mem: MemoryBreakdown, length: int) -> tuple[str | Term, ...]:
     """`minimum gpu-memory-utilization for one N-token request: u` (or why none exists).
 
@@ -639,7 +648,7 @@ def _problems(
         out.append(
             Finding.said(
                 Code.CONCURRENCY_EXCEEDS_MAX_NUM_SEQS,
-                Term(Setting.MAX_NUM_SEQS) if req.max_num_seqs is not None else "max-num-seqs",
+                max_num_seqs_name(req),
                 f" {seqs} x {dp} DP ranks = {seqs * dp} concurrent requests, under the target of "
                 f"{req.concurrency}",
             )
@@ -652,14 +661,10 @@ def _problems(
             if req.max_num_seqs is not None
             else ("the ", Term(Setting.CONCURRENCY), " per DP rank")
         )
-        # Named as the spec field only when the user pinned it; else it is derived (vLLM's).
-        seqs_name: str | Term = (
-            Term(Setting.MAX_NUM_SEQS) if req.max_num_seqs is not None else "max-num-seqs"
-        )
         out.append(
             Finding.said(
                 Code.MAX_NUM_SEQS_EXCEEDS_BATCHED_TOKENS,
-                seqs_name,
+                max_num_seqs_name(req),
                 f" {seqs} exceeds ",
                 Term(mnbt),
                 f" {ctx.mnbt:,}: vLLM refuses to start (raise ",

@@ -26,6 +26,7 @@ from dsv4_operator.planning.evaluate import (
     HOST_LINK_BYTES_PER_S,
     Evaluation,
     evaluate,
+    max_num_seqs_name,
     structural_problems,
 )
 from dsv4_operator.planning.findings import Code, Finding, PlanningError, Setting, Term
@@ -714,15 +715,13 @@ def speculative_step_problem(req: PlanRequest, e: Evaluation) -> Finding | None:
             f" until each DP rank holds at most {budget // (1 + k):,} sequences",
         )
     )
-    # The spec field only when the user pinned it; else vLLM's value, the target per DP rank.
-    head: tuple[str | Term, ...] = (
-        (Term(seqs), " ", Term(seqs, e.max_num_seqs))
-        if req.max_num_seqs is not None
-        else (f"max-num-seqs {e.max_num_seqs:,}",)
-    )
+    # Unpinned, the value is vLLM's (the target per DP rank), written as the CLI writes counts.
+    value = Term(seqs, e.max_num_seqs) if req.max_num_seqs is not None else f"{e.max_num_seqs:,}"
     return Finding.said(
         Code.SPECULATIVE_STEP_EXCEEDS_BATCHED_TOKENS,
-        *head,
+        max_num_seqs_name(req),
+        " ",
+        value,
         f" x (1 + {k} MTP draft token{'s' if k > 1 else ''}) = {need:,} token slots per decode "
         "step exceed ",
         Term(mnbt),
