@@ -74,16 +74,19 @@ INDEX_KEY_BYTES = INDEX_DIM + 4
 assert ENTRY_BYTES == 584
 
 
-def ue8m0_scale_exponent(amax: torch.Tensor) -> torch.Tensor:
+def ue8m0_scale_exponent(amax: torch.Tensor, floor: float = AMAX_FLOOR) -> torch.Tensor:
     """Exponent e of the UE8M0 scale 2**e for tiles whose absolute maximum is ``amax``.
 
     Args:
         amax: [...], float32, the per-tile max |x| (>= 0).
+        floor: the amax floor: 1e-4 for KV entries and index keys (vLLM's cache inserts);
+            1e-10 for vLLM's index queries (`_fused_indexer_q_rope_quant_kernel`).
 
     Returns:
-        [...], int32: ``ceil(log2(max(amax, 1e-4) / 448))``, computed exactly from the float bits.
+        [...], int32: ``ceil(log2(max(amax, floor) / 448))``, computed exactly from the float
+        bits (`torch.log2` of a value a few ulps above a power of two rounds down to it).
     """
-    y = torch.clamp(amax.float(), min=AMAX_FLOOR) / FP8_MAX
+    y = torch.clamp(amax.float(), min=floor) / FP8_MAX
     bits = y.view(torch.int32)
     exp = ((bits >> 23) & 0xFF) - 127
     return (exp + ((bits & 0x7FFFFF) != 0).to(torch.int32)).to(torch.int32)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from dsv4_kernels.kv_format import ue8m0_scale_exponent
+
 FP8_MAX = 448.0
 AMAX_FLOOR = 1e-4
 """amax floor of the KV and index-key scales (DeepSeek's act_quant, vLLM's cache inserts)."""
@@ -61,11 +63,10 @@ def pow2_scale(amax: torch.Tensor, floor: float = AMAX_FLOOR) -> torch.Tensor:
             >= 2**-42).
 
     Returns:
-        [...], float32 powers of two, at most 2**120.
+        [...], float32 powers of two, at most 2**120: `dsv4_kernels.kv_format.ue8m0_scale_exponent`,
+        the exponent the kernels' formats store, built into a float from its bits.
     """
-    bits = (amax.float().clamp_min(floor) / FP8_MAX).view(torch.int32)
-    exp = ((bits >> 23) & 0xFF) - 127 + ((bits & 0x7FFFFF) != 0).to(torch.int32)
-    return ((exp + 127) << 23).view(torch.float32)
+    return ((ue8m0_scale_exponent(amax, floor) + 127) << 23).view(torch.float32)
 
 
 def round_index_keys(k: torch.Tensor) -> torch.Tensor:
