@@ -473,8 +473,8 @@ class EngineSpec(ApiModel):
         The planner counts them (vLLM's `--cpu-offload-gb` is GiB per GPU, `vllm/config`'s
         `OffloadConfig`), so the plan matches what the engine holds.
         """
-        gib = [_offload_gib(a) for a in self.extra_args if a.split("=", 1)[0] == CPU_OFFLOAD_FLAG]
-        return int(gib[-1] * (1 << 30)) if gib else 0
+        entry = self._last_entry(CPU_OFFLOAD_FLAG)
+        return int(_offload_gib(entry) * (1 << 30)) if entry is not None else 0
 
     @property
     def max_cudagraph_capture_size(self) -> int | None:
@@ -483,10 +483,15 @@ class EngineSpec(ApiModel):
         The planner counts CUDA-graph memory up to it instead of vLLM's default, and the
         operator then passes no cap of its own.
         """
-        caps = [
-            _cudagraph_cap(a) for a in self.extra_args if a.split("=", 1)[0] == CUDAGRAPH_CAP_FLAG
-        ]
-        return caps[-1] if caps else None
+        entry = self._last_entry(CUDAGRAPH_CAP_FLAG)
+        return _cudagraph_cap(entry) if entry is not None else None
+
+    def _last_entry(self, flag: str) -> str | None:
+        """The last extraArgs entry `flag=...` (vLLM takes the last of a repeated flag), or None.
+
+        Every such entry was parsed by `_not_owned` already, so only the last is read again.
+        """
+        return next((a for a in reversed(self.extra_args) if a.split("=", 1)[0] == flag), None)
 
 
 def _cudagraph_cap(arg: str) -> int:
