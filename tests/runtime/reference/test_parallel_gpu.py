@@ -24,8 +24,7 @@ from dsv4_runtime.reference.config import preset
 from dsv4_runtime.reference.model import Transformer
 from dsv4_runtime.reference.parallel_check import greedy_decode, make_prompts
 
-from .conftest import assert_greedy_choice_within
-from .test_parallel import PROMPT_LENS, PROMPT_SEED, STEPS, _run_ranks
+from .test_parallel import PROMPT_LENS, PROMPT_SEED, STEPS, _compare_greedy, _run_ranks
 
 GPU_ATOL = 0.1
 """|Δlogit| allowed between the two-GPU ranks and one GPU (float32), before the sequences part.
@@ -35,7 +34,7 @@ DP=2+EP=2 layouts before any divergence (more than float32 rounding alone: the i
 the router's top-k can resolve a near-tie the other way after another summation order). The
 greedy tokens then parted at a step whose one-GPU top-2 gap was 3.2e-3 (request 1, step 1, both
 EP layouts), so tokens are compared up to such a step, where the rank's choice must be within
-2 x GPU_ATOL of the best (`assert_greedy_choice_within`).
+2 x GPU_ATOL of the best (`test_parallel._compare_greedy`).
 """
 
 pytestmark = [
@@ -94,18 +93,7 @@ def test_two_gpu_greedy_decode_equals_one_gpu(
             f"{config} {' '.join(layout)} rank {rec['rank']}: max |Δlogit| = {diff:.2e}, "
             f"decode {rec.get('decode_tokens_per_s', 0.0):.1f} tokens/s"
         )
-        for j, i in enumerate(ids):
-            # Equal tokens until a step where the one-GPU logits hold a near-tie (then the
-            # sequences part, and later logits are not comparable); logits close until then.
-            steps = next(
-                (
-                    s
-                    for s, (a, b) in enumerate(zip(tokens[j], ref.tokens[i], strict=True))
-                    if a != b
-                ),
-                len(tokens[j]) - 1,
-            )
-            for s in range(steps + 1):
-                step_diff = (logits[s, j] - ref.logits[s, i]).abs().max().item()
-                assert step_diff <= GPU_ATOL, (i, s, step_diff)
-            assert_greedy_choice_within(logits[steps, j], ref.logits[steps, i], GPU_ATOL)
+        # Equal tokens until a step where the one-GPU logits hold a near-tie (then the sequences
+        # part, and later logits are not comparable); logits within GPU_ATOL until then.
+        compared = _compare_greedy(tokens, logits, ref, ids, GPU_ATOL)
+        assert compared <= GPU_ATOL, (rec["rank"], compared)
