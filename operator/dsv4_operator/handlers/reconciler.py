@@ -172,6 +172,42 @@ def _lws_stale(applied: AppliedChild | None) -> bool:
     return any(before.get(k) != after.get(k) for k in ("leaderWorkerTemplate", "replicas"))
 
 
+def _announce_lws(
+    owner: Owner, spec: DeepSeekV4DeploymentSpec, applied: list[AppliedChild], emit: EmitFn
+) -> None:
+    """`announce_rollout` and `announce_scaling` for the LeaderWorkerSet in `applied`, if any."""
+    lws = next((a for a in applied if a.kind == "LeaderWorkerSet"), None)
+    announce_rollout(owner, spec, lws, emit)
+    announce_scaling(spec, lws, emit)
+
+
+def _apply_announced(
+    kube: KubeClient,
+    owner: Owner,
+    spec: DeepSeekV4DeploymentSpec,
+    children: list[dict[str, Any]],
+    known: Mapping[str, dict[str, Any] | None] | None,
+    emit: EmitFn,
+) -> list[AppliedChild]:
+    """`apply_children`; when a child fails, first the Events of the LWS applied before it.
+
+    The LWS's change is posted by the reconcile that made it: the retry finds the LWS
+    unchanged, so without this no Event would say its groups are being replaced (e.g. an
+    updated template followed by a ScaledObject that KEDA's webhook refuses). On success the
+    caller posts them, after `PlanChanged`.
+
+    Raises:
+        ApiError: as `apply_children` (TransientApiError included).
+    """
+    done: list[AppliedChild] = []
+    try:
+        return apply_children(kube, children, known, done)
+    except ApiError as error:
+        if not (error.status == 403 and NAMESPACE_TERMINATING in error.reason):
+            _announce_lws(owner, spec, done, emit)
+        raise
+
+
 def _most_groups(spec: DeepSeekV4DeploymentSpec) -> int:
     """The most replica groups `spec` can have at once.
 
@@ -565,8 +601,8 @@ class Reconciler:
             # Before the new scaler: KEDA's webhook refuses a ScaledObject while another
             # scaler (our old HPA) targets the same resource.
             self._remove_stale_scalers(owner, spec, apis, emit)
-            applied = apply_children(
-                self.kube, children, {"LeaderWorkerSet": live} if read else None
+            applied = _apply_announced(
+                self.kube, owner, spec, children, {"LeaderWorkerSet": live} if read else None, emit
             )
         except TransientApiError:
             raise
@@ -630,8 +666,7 @@ class Reconciler:
                 f"({planned.chosen.layout.describe()}); {spec.replicas} replica(s), "
                 f"{gpus * spec.replicas} GPUs in total",
             )
-        announce_rollout(owner, spec, lws_applied, emit)
-        announce_scaling(spec, lws_applied, emit)
+        _announce_lws(owner, spec, applied, emit)
         self._announce_recreated(owner, applied, emit)
         known = hazards((status.get("plan") or {}).get("warnings") or [])
         for w in planned.warnings:

@@ -258,6 +258,7 @@ def apply_children(
     kube: KubeClient,
     children: Sequence[Mapping[str, Any]],
     known: Mapping[str, dict[str, Any] | None] | None = None,
+    done: list[AppliedChild] | None = None,
 ) -> list[AppliedChild]:
     """Apply each child unless the live object already holds every rendered field.
 
@@ -266,6 +267,10 @@ def apply_children(
         children: rendered manifests, applied in order; a failure does not stop the others.
         known: live objects the caller has just read, by kind (None: it does not exist); the
             others are read here.
+        done: a list that receives each child's `AppliedChild` as soon as it is applied, so a
+            caller still knows what changed when a later child fails and this raises (the
+            LeaderWorkerSet updated before its autoscaler was refused: its `RollingUpdate`
+            is news now, and the retry finds it unchanged).
 
     Returns:
         One `AppliedChild` per child, in order.
@@ -286,6 +291,8 @@ def apply_children(
             continue
         if applied is not None:
             results.append(applied)
+            if done is not None:
+                done.append(applied)
     if failures:
         raise failures[0]
     return results

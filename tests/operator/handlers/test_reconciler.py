@@ -792,6 +792,36 @@ def test_non_transient_apply_failure_is_reported() -> None:
     assert events[-1][:2] == ("Warning", "ApplyFailed")
 
 
+@pytest.mark.parametrize("code", [422, 503])
+def test_a_rollout_is_announced_when_a_later_child_fails(code: int) -> None:
+    """Sixteenth-session note: the LWS is applied before the autoscaler; when the autoscaler's
+    apply failed, the reconcile returned before its Events, and the retry found the LWS
+    unchanged, so no RollingUpdate ever said that the groups were being replaced."""
+    spec = {
+        **SPEC,
+        "autoscaling": {"enabled": True, "mode": "hpa", "minReplicas": 1, "maxReplicas": 3},
+    }
+    fake, reconciler = _setup(spec)
+    fake.served["/apis/autoscaling/v2"] = ["HorizontalPodAutoscaler"]
+    events = Events()
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    hpa_path = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/d"
+    del fake.objects[hpa_path]  # applied again next time, and refused
+    fake.fail = [("PATCH", "/horizontalpodautoscalers/", code)]
+    fake.objects[CR_PATH]["spec"]["engine"] = {"env": [{"name": "FOO", "value": "1"}]}
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    failed = reconciler.reconcile("ns", "d", events)
+    assert failed.result == ("error" if code == 422 else "transient_error")
+    assert "env" in str(fake.objects[LWS_PATH]["spec"])  # the LWS was updated
+    rolling = [m for _, r, m in events if r == "RollingUpdate"]
+    assert len(rolling) == 1
+    assert rolling[0].startswith("pod template changed (spec generation 2: leader ")
+    # The retry applies the autoscaler and finds the LWS unchanged: not posted again.
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    assert hpa_path in fake.objects
+    assert len([r for r in events.reasons() if r == "RollingUpdate"]) == 1
+
+
 def test_paused_changes_nothing() -> None:
     fake, reconciler = _setup()
     events = Events()
