@@ -304,22 +304,27 @@ def announce_scaling(
     groups (spec.replicas 3)`, for `kubectl scale` (the scale subresource writes
     spec.replicas), an edit of spec.replicas, or an LWS scaled by hand that the operator sets
     back. Posted by the reconcile that updates the LWS, so once per change (a resync finds it
-    unchanged; a paused resource's change is posted when it resumes). Not with autoscaling
-    enabled: the native autoscaler posts `ScaledUp`/`ScaledDown` with its reason
-    (`handlers.autoscaler`), and an HPA (modes hpa and keda) `SuccessfulRescale` on itself.
+    unchanged; a paused resource's change is posted when it resumes). With autoscaling modes
+    hpa and keda the message names the mode (`spec.replicas 3, set by autoscaling mode hpa`):
+    their HPA posts `SuccessfulRescale` on itself only, where `kubectl describe` of the
+    resource does not show it (as a Deployment scaled by an HPA still posts
+    `ScalingReplicaSet`). Not with mode native: the native autoscaler posts
+    `ScaledUp`/`ScaledDown` with its reason on the resource (`handlers.autoscaler`).
     """
-    if applied is None or applied.action != "updated" or spec.autoscaling.enabled:
+    mode = spec.autoscaling.active_mode
+    if applied is None or applied.action != "updated" or mode == "native":
         return
     was = ((applied.previous or {}).get("spec") or {}).get("replicas")
     now = (applied.live.get("spec") or {}).get("replicas")
     if not isinstance(was, int) or not isinstance(now, int) or was == now:
         return
     direction = "up" if now > was else "down"
+    by = "" if mode is None else f", set by autoscaling mode {mode}"
     emit(
         "Normal",
         "ScalingLeaderWorkerSet",
         f"Scaled {direction} LeaderWorkerSet {applied.name} from {was} to {now} replica groups "
-        f"(spec.replicas {spec.replicas})",
+        f"(spec.replicas {spec.replicas}{by})",
     )
 
 

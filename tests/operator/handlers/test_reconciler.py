@@ -687,9 +687,9 @@ def test_a_replicas_change_is_a_normal_event_once_naming_old_and_new() -> None:
     ]
 
 
-def test_an_autoscaler_driven_replicas_change_posts_no_second_event() -> None:
-    """The native autoscaler posts ScaledUp/ScaledDown itself (`handlers.autoscaler`), an HPA
-    (modes hpa and keda) SuccessfulRescale on itself: the rollout of its change adds none."""
+def test_a_native_autoscaler_change_posts_no_second_event() -> None:
+    """The native autoscaler posts ScaledUp/ScaledDown on the resource itself
+    (`handlers.autoscaler`): the rollout of its change adds none."""
     spec = {**SPEC, "autoscaling": {"enabled": True, "mode": "native", "maxReplicas": 3}}
     fake, reconciler = _setup(spec)
     events = Events()
@@ -698,6 +698,30 @@ def test_an_autoscaler_driven_replicas_change_posts_no_second_event() -> None:
     reconciler.reconcile("ns", "d", events)
     assert fake.objects[LWS_PATH]["spec"]["replicas"] == 2
     assert _scaling(events) == []
+
+
+@pytest.mark.parametrize("mode", ["hpa", "keda"])
+def test_an_hpa_driven_change_is_posted_on_the_resource(mode: str) -> None:
+    """Sixteenth-session note: in modes hpa and keda the HPA posts SuccessfulRescale on itself
+    only, so `kubectl describe` of the resource showed no scaling at all."""
+    spec = {**SPEC, "autoscaling": {"enabled": True, "mode": mode, "maxReplicas": 3}}
+    fake, reconciler = _setup(spec)
+    fake.served["/apis/autoscaling/v2"] = ["HorizontalPodAutoscaler"]
+    fake.served["/apis/keda.sh/v1alpha1"] = ["ScaledObject"]
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    fake.objects[CR_PATH]["spec"]["replicas"] = 2  # what the HPA writes (scale subresource)
+    reconciler.reconcile("ns", "d", events)
+    assert fake.objects[LWS_PATH]["spec"]["replicas"] == 2
+    assert _scaling(events) == [
+        (
+            "Normal",
+            "Scaled up LeaderWorkerSet d from 1 to 2 replica groups "
+            f"(spec.replicas 2, set by autoscaling mode {mode})",
+        )
+    ]
+    reconciler.reconcile("ns", "d", events)  # a resync: not again
+    assert len(_scaling(events)) == 1
 
 
 def test_a_plan_that_predicts_a_hang_is_a_warning_event_once() -> None:
