@@ -9,10 +9,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-__all__ = ["VLLM_0_33", "EngineProfile", "SchedulingDefaults", "parse_version"]
+from dsv4_operator.api.v1alpha1.engine import PERFORMANCE_MODES
+
+__all__ = [
+    "INTERACTIVITY_FINE_MAX",
+    "PERFORMANCE_MODES",
+    "VLLM_0_33",
+    "EngineProfile",
+    "SchedulingDefaults",
+    "parse_version",
+]
 
 _GIB = 1 << 30
 _MIB = 1 << 20
+
+INTERACTIVITY_FINE_MAX = 32
+"""With `--performance-mode=interactivity` vLLM captures every size from 1 to min(cap, 32),
+tokens, instead of 1, 2, 4 and every 8 (`interactivity_max = min(max_cudagraph_capture_size,
+32)` in `VllmConfig._set_cudagraph_sizes`, vllm/config/vllm.py at 000fc94b)."""
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -49,6 +63,11 @@ def _grid(largest: int) -> set[int]:
         | set(range(8, min(largest + 1, 256), 8))
         | set(range(256, largest + 1, 16))
     )
+
+
+def _fine(limit: int) -> set[int]:
+    """The sizes interactivity captures below the grid: 1 to min(`limit`, 32), tokens."""
+    return set(range(1, min(limit, INTERACTIVITY_FINE_MAX) + 1))
 
 
 def _counted_sizes(largest: int) -> int:
@@ -212,6 +231,7 @@ class EngineProfile:
         *,
         max_num_batched_tokens: int | None = None,
         pinned: int | None = None,
+        interactivity: bool = False,
     ) -> int:
         """Largest batch captured in a CUDA graph, tokens (`--max-cudagraph-capture-size`).
 
@@ -224,6 +244,8 @@ class EngineProfile:
         the cap ("ensure max_num_tokens is captured"), so that bound is the final cap as it is;
         otherwise the final cap is the largest grid size at or below the limit (an explicit cap
         off that grid is logged as truncated), so the result is rounded down to the grid.
+        With `interactivity` (`--performance-mode=interactivity`) vLLM captures every size up
+        to min(limit, 32), so a limit of at most 32 is the final cap as it is.
         """
         if pinned is not None:
             largest = pinned
@@ -232,6 +254,8 @@ class EngineProfile:
             largest = min(per_seq * max_num_seqs, tier.max_cudagraph_capture_size)
         if max_num_batched_tokens is not None and max_num_batched_tokens <= largest:
             return max_num_batched_tokens
+        if interactivity and largest <= INTERACTIVITY_FINE_MAX:
+            return largest
         return max(_grid(largest), default=0)
 
     @staticmethod
@@ -241,6 +265,7 @@ class EngineProfile:
         speculative_tokens: int,
         *,
         max_num_batched_tokens: int,
+        interactivity: bool = False,
     ) -> tuple[int, ...]:
         """Default capture sizes of vLLM with speculation, tokens, ascending.
 
@@ -250,7 +275,9 @@ class EngineProfile:
         decode batch n x (1 + k) for request counts n on the same grid up to max-num-seqs (and
         max-num-seqs itself) that fits the cap before max-num-batched-tokens bounds it. An
         explicit `--max-cudagraph-capture-size` drops those decode sizes (vLLM issue #54933),
-        so a plan with speculation pins this list instead.
+        so a plan with speculation pins this list instead. With `interactivity` the list also
+        holds every size from 1 to min(cap, 32) (vLLM's interactivity default): vLLM takes a
+        given list as it is in every performance mode, so the pinned list must carry them.
         """
         query = 1 + speculative_tokens
         default_cap = tier.max_cudagraph_capture_size
@@ -260,6 +287,8 @@ class EngineProfile:
         decode = {n * query for n in counts if n * query <= cap}
         cap = min(cap, max_num_batched_tokens)
         sizes = _grid(cap) | {d for d in decode if d <= max_num_batched_tokens}
+        if interactivity:
+            sizes |= _fine(cap)
         if max_num_batched_tokens <= cap:
             sizes.add(max_num_batched_tokens)
         return tuple(sorted(sizes))
@@ -272,6 +301,7 @@ class EngineProfile:
         *,
         max_num_batched_tokens: int | None = None,
         pinned: int | None = None,
+        interactivity: bool = False,
     ) -> int:
         """Number of batch sizes captured: 1, 2, 4, then every 8 up to the largest.
 
@@ -279,7 +309,8 @@ class EngineProfile:
         8 there errs on the safe side. A largest off that grid (max-num-batched-tokens, which
         vLLM captures too) counts the grid below it plus itself. With speculation and no pinned
         cap, at least the length of `speculative_capture_list` (its decode sizes may lie off the
-        grid).
+        grid). With `interactivity` and a cap (no list), also every size from 1 to min(largest,
+        32) that the grid lacks: exact while the largest is at most 256.
         """
         largest = EngineProfile.max_cudagraph_capture_size(
             max_num_seqs,
@@ -287,17 +318,22 @@ class EngineProfile:
             speculative_tokens,
             max_num_batched_tokens=max_num_batched_tokens,
             pinned=pinned,
+            interactivity=interactivity,
         )
         # an off-grid max-num-batched-tokens adds one to the grid below it
-        count = max(_counted_sizes(largest), len(_grid(largest) | {largest}))
+        stepped = _grid(largest) | {largest}
+        count = max(_counted_sizes(largest), len(stepped))
         if speculative_tokens > 0 and pinned is None and max_num_batched_tokens is not None:
             listed = EngineProfile.speculative_capture_list(
                 max_num_seqs,
                 tier,
                 speculative_tokens,
                 max_num_batched_tokens=max_num_batched_tokens,
+                interactivity=interactivity,
             )
-            count = max(count, len(listed), _counted_sizes(listed[-1]))
+            return max(count, len(listed), _counted_sizes(listed[-1]))
+        if interactivity:
+            count += len(_fine(largest) - stepped)
         return count
 
 

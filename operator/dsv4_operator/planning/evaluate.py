@@ -449,7 +449,11 @@ def evaluate(
     listed: tuple[int, ...] = ()
     if req.speculative_tokens > 0 and req.max_cudagraph_capture_size is None:
         listed = eng.speculative_capture_list(
-            seqs, tier, req.speculative_tokens, max_num_batched_tokens=ctx.mnbt
+            seqs,
+            tier,
+            req.speculative_tokens,
+            max_num_batched_tokens=ctx.mnbt,
+            interactivity=req.performance_mode == "interactivity",
         )
     replicas = None
     if req.tokens_per_second and tps > 0:
@@ -478,6 +482,7 @@ def evaluate(
             req.speculative_tokens,
             max_num_batched_tokens=ctx.mnbt,
             pinned=req.max_cudagraph_capture_size,
+            interactivity=req.performance_mode == "interactivity",
         ),
         cudagraph_capture_sizes=listed,
     )
@@ -525,6 +530,7 @@ class _Context:
                 req.speculative_tokens,
                 max_num_batched_tokens=self.mnbt,
                 pinned=req.max_cudagraph_capture_size,
+                interactivity=req.performance_mode == "interactivity",
             ),
             overhead_bytes=overhead_bytes(req.engine, self.layout),
         )

@@ -126,6 +126,7 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         usd_per_gpu_hour=prices,
         cpu_offload_bytes=spec.engine.cpu_offload_bytes,
         max_cudagraph_capture_size=spec.engine.max_cudagraph_capture_size,
+        performance_mode=spec.engine.performance_mode,
         engine_version=spec.engine.version,
     )
 

@@ -171,11 +171,12 @@ def cuda_graph_bytes(
     *,
     max_num_batched_tokens: int | None = None,
     pinned: int | None = None,
+    interactivity: bool = False,
 ) -> int:
     """VLLM's CUDA-graph memory estimate: bytes per captured batch size x sizes.
 
-    `pinned` is an explicit `--max-cudagraph-capture-size` (tokens); the sizes are
-    `EngineProfile.cudagraph_capture_sizes`.
+    `pinned` is an explicit `--max-cudagraph-capture-size` (tokens); `interactivity` is
+    `--performance-mode=interactivity`; the sizes are `EngineProfile.cudagraph_capture_sizes`.
     """
     sizes = engine.cudagraph_capture_sizes(
         max_num_seqs,
@@ -183,6 +184,7 @@ def cuda_graph_bytes(
         speculative_tokens,
         max_num_batched_tokens=max_num_batched_tokens,
         pinned=pinned,
+        interactivity=interactivity,
     )
     return sizes * engine.cuda_graph_bytes_per_size
 

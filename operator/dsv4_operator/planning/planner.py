@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
-from dsv4_operator.planning.engine import parse_version
+from dsv4_operator.planning.engine import PERFORMANCE_MODES, parse_version
 from dsv4_operator.planning.evaluate import (
     HOST_LINK_BYTES_PER_S,
     Evaluation,
@@ -174,6 +174,12 @@ def _validate(req: PlanRequest) -> ModelSpec:
         )
     if not req.gpu_types:
         raise PlanningError("gpu_types", "at least one GPU type is required")
+    if req.performance_mode not in PERFORMANCE_MODES:
+        raise PlanningError(
+            "performance_mode",
+            f"{req.performance_mode!r}: expected {', '.join(PERFORMANCE_MODES[:-1])} or "
+            f"{PERFORMANCE_MODES[-1]} (vLLM's --performance-mode)",
+        )
     _validate_numbers(req, model.max_position_embeddings)
     return model
 

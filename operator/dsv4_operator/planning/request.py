@@ -43,6 +43,9 @@ class PlanRequest:
         cpu_offload_bytes: weights offloaded to host memory per GPU (`--cpu-offload-gb`), bytes.
         max_cudagraph_capture_size: largest CUDA-graph batch, tokens (`--max-cudagraph-capture-
             size`); None = vLLM's default, which the plan computes and the renderer pins.
+        performance_mode: vLLM's `--performance-mode` (`balanced`, `interactivity`,
+            `throughput`; `EngineProfile`'s `PERFORMANCE_MODES`): `interactivity` captures every
+            CUDA-graph size from 1 to 32 tokens, which the plan counts.
         weights_download: every node downloads the checkpoint (Hugging Face Hub) at first boot,
             which the startup budget allows for; False when it is read from a volume.
         usd_per_gpu_hour: price per GPU type (decimal strings), used to rank across types.
@@ -75,6 +78,7 @@ class PlanRequest:
     total_gpu_budget: int | None = None
     cpu_offload_bytes: int = 0
     max_cudagraph_capture_size: int | None = None
+    performance_mode: str = "balanced"
     weights_download: bool = False
     usd_per_gpu_hour: dict[str, str] = field(default_factory=dict)
     engine: EngineProfile = VLLM_0_33

@@ -16,6 +16,7 @@ __all__ = [
     "CUDAGRAPH_CAP_FLAG",
     "CUDAGRAPH_LIST_FLAG",
     "OPERATOR_OWNED_FLAGS",
+    "PERFORMANCE_MODES",
     "PREFIX_FLAGS",
     "RUNTIME_OWNED_FLAGS",
     "UNSUPPORTED_FLAGS",
@@ -183,6 +184,17 @@ def _sets_capture_sizes(config: str) -> bool:
 
 
 COMPILATION_CONFIG_FLAG: Final = "--compilation-config"
+PERFORMANCE_MODE_FLAG: Final = "--performance-mode"
+"""vLLM 0.33.0's `--performance-mode` (dest `performance_mode`), read by the planner: with
+`interactivity` vLLM captures a CUDA graph for every size from 1 to min(cap, 32) tokens
+(`VllmConfig._set_cudagraph_sizes`, vllm/config/vllm.py at 000fc94b), which the plan counts."""
+PERFORMANCE_MODES: Final = ("balanced", "interactivity", "throughput")
+"""`--performance-mode` choices, default `balanced` (vLLM 0.33.0 `vllm serve`; the flag list in
+shared/fixtures/vllm/vllm-0.33.0-serve-flags.json). Only `interactivity` changes the CUDA-graph
+sizes; `throughput` doubles vLLM's default max-num-seqs and max-num-batched-tokens only when
+they are not given (`EngineArgs._set_default_max_num_seqs_and_batched_tokens_args`,
+vllm/engine/arg_utils.py), and the runtime always gives both."""
+
 
 _REFUSED_FLAGS: Final = (*OPERATOR_OWNED_FLAGS, *RUNTIME_OWNED_FLAGS, *UNSUPPORTED_FLAGS)
 _OWNED_CEL: Final = "[" + ", ".join(f"'{flag}'" for flag in _REFUSED_FLAGS) + "]"
@@ -404,7 +416,8 @@ class EngineSpec(ApiModel):
     kv-cache-dtype, block size, ...) and abbreviations of them are refused;
     `--cpu-offload-gb=N` (GiB of weights per GPU kept in host memory) and
     `--max-cudagraph-capture-size=N` (largest CUDA-graph batch, tokens; otherwise the operator
-    passes the plan's) are counted by the plan; capture-size lists are refused."""
+    passes the plan's) are counted by the plan, and so are the CUDA graphs of
+    `--performance-mode=interactivity`; capture-size lists are refused."""
     env: Annotated[
         tuple[EnvVar, ...],
         Field(
@@ -426,6 +439,7 @@ class EngineSpec(ApiModel):
             DTYPE_FLAG,
             CUDAGRAPH_CAP_FLAG,
             CUDAGRAPH_LIST_FLAG,
+            PERFORMANCE_MODE_FLAG,
         )
         for arg in value:
             flag, _, given = arg.partition("=")
@@ -433,6 +447,13 @@ class EngineSpec(ApiModel):
                 _offload_gib(arg)
             if flag == CUDAGRAPH_CAP_FLAG:
                 _cudagraph_cap(arg)
+            if flag == PERFORMANCE_MODE_FLAG and given not in PERFORMANCE_MODES:
+                msg = (
+                    f"{arg!r}: {PERFORMANCE_MODE_FLAG} needs a value in the same entry, "
+                    f"{', '.join(PERFORMANCE_MODES[:-1])} or {PERFORMANCE_MODES[-1]} "
+                    f"(e.g. {PERFORMANCE_MODE_FLAG}=interactivity)"
+                )
+                raise ValueError(msg)
             if flag == CUDAGRAPH_LIST_FLAG or (
                 flag == COMPILATION_CONFIG_FLAG and _sets_capture_sizes(given)
             ):
@@ -485,6 +506,15 @@ class EngineSpec(ApiModel):
         """
         entry = self._last_entry(CUDAGRAPH_CAP_FLAG)
         return _cudagraph_cap(entry) if entry is not None else None
+
+    @property
+    def performance_mode(self) -> str:
+        """The `--performance-mode` of extraArgs (the last one), else vLLM's `balanced`.
+
+        The planner counts the CUDA graphs of `interactivity` (every size from 1 to 32 tokens).
+        """
+        entry = self._last_entry(PERFORMANCE_MODE_FLAG)
+        return entry.partition("=")[2] if entry is not None else PERFORMANCE_MODES[0]
 
     def _last_entry(self, flag: str) -> str | None:
         """The last extraArgs entry `flag=...` (vLLM takes the last of a repeated flag), or None.

@@ -1,0 +1,188 @@
+"""extraArgs that change what vLLM captures in CUDA graphs are counted as vLLM captures them.
+
+`_vllm_sizes` restates `VllmConfig._set_cudagraph_sizes` (vllm-project/vllm vllm/config/vllm.py
+at 000fc94b, sequence parallelism off, no dynamic speculation) with its `performance_mode`
+branch: `interactivity` captures every size from 1 to min(cap, 32) where the other modes capture
+1, 2, 4 and every 8.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dsv4_operator.api import InvalidSpecError, parse_spec
+from dsv4_operator.planning import PlanRequest, engine_args, plan
+from dsv4_operator.planning.engine import VLLM_0_33, SchedulingDefaults
+from dsv4_operator.planning.from_spec import request_from_spec
+from dsv4_operator.planning.hardware import GPUS
+from dsv4_operator.render.runtime_args import runtime_args
+
+_BASE: dict[str, Any] = {"model": "flash", "gpu": {"types": ["h200-141gb"], "maxNodes": 1}}
+_MIB8 = VLLM_0_33.cuda_graph_bytes_per_size
+
+
+def _grid(cap: int, interactivity: bool = False) -> list[int]:
+    if interactivity:
+        sizes = list(range(1, min(cap, 32) + 1))
+    else:
+        sizes = [i for i in (1, 2, 4) if i <= cap]
+    if cap >= 8:
+        sizes += list(range(8, min(cap + 1, 256), 8))
+    if cap >= 256:
+        sizes += list(range(256, cap + 1, 16))
+    return sizes
+
+
+def _vllm_sizes(
+    max_num_seqs: int,
+    k: int,
+    mnbt: int,
+    ceiling: int,
+    explicit: int | None = None,
+    *,
+    interactivity: bool = False,
+    listed: tuple[int, ...] | None = None,
+) -> list[int]:
+    """vLLM's capture sizes (`explicit`: `--max-cudagraph-capture-size`, `listed`: a
+    `--cudagraph-capture-sizes` list, which vLLM takes as given whatever the mode)."""
+    if listed is not None:
+        return sorted({s for s in listed if s <= mnbt})
+    cap = explicit
+    decode: list[int] = []
+    if cap is None:
+        query = 1 + k
+        cap = min(max_num_seqs * query * 2, ceiling)
+        if query > 1:
+            most = min(max_num_seqs, ceiling)
+            counts = sorted({*_grid(most), most})
+            decode = sorted({n * query for n in counts if n * query <= cap})
+    cap = min(mnbt, cap)
+    sizes = _grid(cap, interactivity)
+    if mnbt <= cap and mnbt not in sizes:
+        sizes.append(mnbt)
+    sizes += [d for d in decode if d <= mnbt]
+    return sorted(set(sizes))
+
+
+def _tier() -> SchedulingDefaults:
+    h200 = GPUS["h200-141gb"]
+    return VLLM_0_33.scheduling_defaults(h200.cuda_total_bytes, h200.name, h200.arch)
+
+
+def _plan(extra: list[str], **spec: Any) -> Any:
+    parsed = parse_spec({**_BASE, **spec, "engine": {"extraArgs": extra}})
+    return parsed, plan(request_from_spec(parsed))
+
+
+def test_interactivity_counts_every_size_up_to_32() -> None:
+    """16 sequences: the plan pins 32 tokens; interactivity then captures 1, 2, 3, ... 32 (32
+    graphs), not 1, 2, 4, 8, 16, 24, 32 (7): 200 MiB per GPU more than balanced counts."""
+    _, balanced = _plan([], maxNumSeqs=16)
+    spec, fine = _plan(["--performance-mode=interactivity"], maxNumSeqs=16)
+    assert spec.engine.performance_mode == "interactivity"
+    assert balanced.chosen.memory.cuda_graph_bytes == 7 * _MIB8
+    assert fine.chosen.memory.cuda_graph_bytes == 32 * _MIB8
+    assert fine.chosen.max_cudagraph_capture_size == 32
+    assert "--max-cudagraph-capture-size=32" in runtime_args(spec, fine)
+
+
+@pytest.mark.parametrize(
+    ("seqs", "mnbt", "explicit"),
+    [
+        (s, m, e)
+        for s in (1, 5, 13, 200, 1024)
+        for m in (6, 64, 100, 300, 8192)
+        for e in (None, 3, 13, 29, 40, 300, 2048)
+        if s <= m
+    ],
+)
+def test_interactivity_is_counted_as_vllm_captures_it(
+    seqs: int, mnbt: int, explicit: int | None
+) -> None:
+    """Without speculation, with or without a user's cap: the plan's pin makes vLLM capture its
+    own interactivity default, which the plan counts (exactly while the cap is at most 256)."""
+    tier = _tier()
+    ceiling = tier.max_cudagraph_capture_size
+    default = _vllm_sizes(seqs, 0, mnbt, ceiling, explicit, interactivity=True)
+    pin = VLLM_0_33.max_cudagraph_capture_size(
+        seqs, tier, max_num_batched_tokens=mnbt, pinned=explicit, interactivity=True
+    )
+    assert pin == default[-1]
+    if explicit is None:  # the operator passes its pin; vLLM must capture the same list
+        assert _vllm_sizes(seqs, 0, mnbt, ceiling, pin, interactivity=True) == default
+    counted = VLLM_0_33.cudagraph_capture_sizes(
+        seqs, tier, max_num_batched_tokens=mnbt, pinned=explicit, interactivity=True
+    )
+    assert counted >= len(default)
+    if pin <= 256:
+        assert counted == len(default)
+
+
+@pytest.mark.parametrize(
+    ("seqs", "k", "mnbt"),
+    [(s, k, m) for s, k in ((1, 4), (5, 1), (13, 2), (200, 3)) for m in (64, 300, 8192) if s <= m],
+)
+def test_with_speculation_the_pinned_list_keeps_interactivity(seqs: int, k: int, mnbt: int) -> None:
+    """With MTP the operator passes a list, which vLLM takes as given in every mode: the list
+    must be vLLM's own interactivity default, fine sizes included, and all of it is counted."""
+    tier = _tier()
+    default = _vllm_sizes(seqs, k, mnbt, tier.max_cudagraph_capture_size, interactivity=True)
+    listed = VLLM_0_33.speculative_capture_list(
+        seqs, tier, k, max_num_batched_tokens=mnbt, interactivity=True
+    )
+    assert list(listed) == default
+    assert _vllm_sizes(seqs, k, mnbt, 0, listed=listed, interactivity=True) == default
+    counted = VLLM_0_33.cudagraph_capture_sizes(
+        seqs, tier, k, max_num_batched_tokens=mnbt, interactivity=True
+    )
+    assert counted >= len(default)
+
+
+def test_with_speculation_the_rendered_list_has_the_fine_sizes() -> None:
+    spec, p = _plan(
+        ["--performance-mode=interactivity"],
+        maxNumSeqs=4,
+        speculativeDecoding={"numSpeculativeTokens": 1},
+    )
+    # cap 4 x 2 x 2 = 16: every size 1..16 (interactivity), the decode sizes 2, 4, 8 among them
+    assert p.chosen.cudagraph_capture_sizes == tuple(range(1, 17))
+    assert engine_args(p)["cudagraph_capture_sizes"] == list(range(1, 17))
+    args = runtime_args(spec, p)
+    at = args.index("--cudagraph-capture-sizes")
+    assert args[at + 1 : at + 17] == [str(s) for s in range(1, 17)]
+    assert p.chosen.memory.cuda_graph_bytes >= 16 * _MIB8
+
+
+def test_throughput_mode_captures_what_balanced_does() -> None:
+    """`throughput` doubles only vLLM's default max-num-seqs and max-num-batched-tokens
+    (`EngineArgs._set_default_max_num_seqs_and_batched_tokens_args`), and the runtime always
+    passes both; `_set_cudagraph_sizes` reads only `interactivity`."""
+    _, balanced = _plan([])
+    spec, throughput = _plan(["--performance-mode=throughput"])
+    assert spec.engine.performance_mode == "throughput"
+    assert throughput.chosen.memory.cuda_graph_bytes == balanced.chosen.memory.cuda_graph_bytes
+    assert throughput.chosen.max_num_seqs == balanced.chosen.max_num_seqs
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("--performance-mode=fast", "balanced, interactivity or throughput"),
+        ("--performance-mode", "balanced, interactivity or throughput"),
+        ("--perf=interactivity", "abbreviates --performance-mode"),
+    ],
+)
+def test_graph_settings_the_plan_cannot_read_are_refused(arg: str, message: str) -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec({**_BASE, "engine": {"extraArgs": [arg]}})
+    assert "spec.engine.extraArgs" in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_the_planner_refuses_an_unknown_performance_mode() -> None:
+    from dsv4_operator.planning import PlanningError
+
+    with pytest.raises(PlanningError, match="performance_mode"):
+        plan(PlanRequest(gpu_types=("h200-141gb",), performance_mode="fast"))
