@@ -172,6 +172,8 @@ def test_throughput_mode_captures_what_balanced_does() -> None:
         ("--performance-mode=fast", "balanced, interactivity or throughput"),
         ("--performance-mode", "balanced, interactivity or throughput"),
         ("--perf=interactivity", "abbreviates --performance-mode"),
+        ('--compilation={"cudagraph_capture_sizes":[8]}', "abbreviates --compilation-config"),
+        ('--compilation-c={"max_cudagraph_capture_size":8}', "abbreviates --compilation-config"),
     ],
 )
 def test_graph_settings_the_plan_cannot_read_are_refused(arg: str, message: str) -> None:

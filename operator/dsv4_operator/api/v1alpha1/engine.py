@@ -184,6 +184,9 @@ def _sets_capture_sizes(config: str) -> bool:
 
 
 COMPILATION_CONFIG_FLAG: Final = "--compilation-config"
+"""vLLM's `CompilationConfig` as JSON: read for the capture keys above (refused), so an
+abbreviation of it (`--compilation=...`, which vLLM's argparse parser takes for it) is refused
+too; otherwise it would set capture sizes past that check."""
 PERFORMANCE_MODE_FLAG: Final = "--performance-mode"
 """vLLM 0.33.0's `--performance-mode` (dest `performance_mode`), read by the planner: with
 `interactivity` vLLM captures a CUDA graph for every size from 1 to min(cap, 32) tokens
@@ -439,6 +442,7 @@ class EngineSpec(ApiModel):
             DTYPE_FLAG,
             CUDAGRAPH_CAP_FLAG,
             CUDAGRAPH_LIST_FLAG,
+            COMPILATION_CONFIG_FLAG,
             PERFORMANCE_MODE_FLAG,
         )
         for arg in value:
