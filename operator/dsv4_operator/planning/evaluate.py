@@ -531,6 +531,7 @@ class _Context:
                 max_num_batched_tokens=self.mnbt,
                 pinned=req.max_cudagraph_capture_size,
                 interactivity=req.performance_mode == "interactivity",
+                cuda_graphs=req.cuda_graphs,
             ),
             overhead_bytes=overhead_bytes(req.engine, self.layout),
         )

@@ -127,6 +127,7 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         cpu_offload_bytes=spec.engine.cpu_offload_bytes,
         max_cudagraph_capture_size=spec.engine.max_cudagraph_capture_size,
         performance_mode=spec.engine.performance_mode,
+        cuda_graphs=spec.engine.cuda_graphs,
         engine_version=spec.engine.version,
     )
 

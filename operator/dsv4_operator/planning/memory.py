@@ -172,12 +172,19 @@ def cuda_graph_bytes(
     max_num_batched_tokens: int | None = None,
     pinned: int | None = None,
     interactivity: bool = False,
+    cuda_graphs: bool = True,
 ) -> int:
     """VLLM's CUDA-graph memory estimate: bytes per captured batch size x sizes.
 
     `pinned` is an explicit `--max-cudagraph-capture-size` (tokens); `interactivity` is
     `--performance-mode=interactivity`; the sizes are `EngineProfile.cudagraph_capture_sizes`.
+    Without CUDA graphs (`cuda_graphs` False: `--enforce-eager`, or `cudagraph_mode` NONE) vLLM
+    captures none and estimates none: `VllmConfig._set_cudagraph_sizes` sets the sizes to [] and
+    `Worker.determine_available_memory` (vllm/v1/worker/gpu_worker.py) profiles graph memory
+    only when `cudagraph_mode` is not NONE, so the estimate is 0.
     """
+    if not cuda_graphs:
+        return 0
     sizes = engine.cudagraph_capture_sizes(
         max_num_seqs,
         tier,

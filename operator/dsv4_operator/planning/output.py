@@ -19,7 +19,10 @@ max-model-len request (0 when that fits).
 `engine_args.max_cudagraph_capture_size` (added later) is the largest CUDA-graph batch, tokens,
 that `cuda_graph_bytes` counts and the renderer passes as `--max-cudagraph-capture-size`; with
 speculation (and no cap given) `engine_args.cudagraph_capture_sizes` (added later) lists vLLM's
-default sizes, ending at that cap, which the renderer passes instead.
+default sizes, ending at that cap, which the renderer passes instead. When extraArgs turn CUDA
+graphs off (warning `CUDA_GRAPHS_OFF`: `--enforce-eager`, `cudagraph_mode` NONE,
+`--optimization-level=0`) `cuda_graph_bytes` is 0; the cap is still passed, and vLLM drops it
+with the graphs.
 """
 
 from __future__ import annotations

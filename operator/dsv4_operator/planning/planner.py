@@ -660,6 +660,16 @@ def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) ->
                 "sizes included",
             )
         )
+    if not req.cuda_graphs:
+        # `VllmConfig.__post_init__` / `_set_cudagraph_sizes` (vllm/config/vllm.py at 000fc94b)
+        out.append(
+            Finding(
+                Code.CUDA_GRAPHS_OFF,
+                "extraArgs turn CUDA graphs off (--enforce-eager, cudagraph_mode NONE in "
+                "--compilation-config, or --optimization-level=0): vLLM captures none, so the "
+                "plan counts no graph memory, and every decode step runs eagerly (slower)",
+            )
+        )
     if chosen.layout.gpus_per_node > chosen.gpu.gpus_per_node:
         out.append(
             Finding.said(

@@ -46,6 +46,9 @@ class PlanRequest:
         performance_mode: vLLM's `--performance-mode` (`balanced`, `interactivity`,
             `throughput`; `EngineProfile`'s `PERFORMANCE_MODES`): `interactivity` captures every
             CUDA-graph size from 1 to 32 tokens, which the plan counts.
+        cuda_graphs: False when the engine captures no CUDA graphs (`--enforce-eager`,
+            `cudagraph_mode` NONE, `--optimization-level=0`): the plan then counts no graph
+            memory.
         weights_download: every node downloads the checkpoint (Hugging Face Hub) at first boot,
             which the startup budget allows for; False when it is read from a volume.
         usd_per_gpu_hour: price per GPU type (decimal strings), used to rank across types.
@@ -79,6 +82,7 @@ class PlanRequest:
     cpu_offload_bytes: int = 0
     max_cudagraph_capture_size: int | None = None
     performance_mode: str = "balanced"
+    cuda_graphs: bool = True
     weights_download: bool = False
     usd_per_gpu_hour: dict[str, str] = field(default_factory=dict)
     engine: EngineProfile = VLLM_0_33

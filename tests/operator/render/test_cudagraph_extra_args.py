@@ -3,7 +3,10 @@
 `_vllm_sizes` restates `VllmConfig._set_cudagraph_sizes` (vllm-project/vllm vllm/config/vllm.py
 at 000fc94b, sequence parallelism off, no dynamic speculation) with its `performance_mode`
 branch: `interactivity` captures every size from 1 to min(cap, 32) where the other modes capture
-1, 2, 4 and every 8.
+1, 2, 4 and every 8. vLLM captures nothing with `--enforce-eager` or `cudagraph_mode` NONE
+(`VllmConfig.__post_init__` sets the sizes to [] and `Worker.determine_available_memory` profiles
+no graph memory), and `--optimization-level=0` makes NONE the default mode
+(`OPTIMIZATION_LEVEL_00`, applied only where the compilation config leaves it unset).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 import pytest
 
 from dsv4_operator.api import InvalidSpecError, parse_spec
-from dsv4_operator.planning import PlanRequest, engine_args, plan
+from dsv4_operator.planning import Code, PlanRequest, engine_args, plan
 from dsv4_operator.planning.engine import VLLM_0_33, SchedulingDefaults
 from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.planning.hardware import GPUS
@@ -167,12 +170,66 @@ def test_throughput_mode_captures_what_balanced_does() -> None:
 
 
 @pytest.mark.parametrize(
+    "extra",
+    [
+        ["--enforce-eager"],
+        ["--no-enforce-eager", "--enforce-eager"],
+        ['--compilation-config={"cudagraph_mode":"NONE"}'],
+        ['--compilation-config={"mode":0,"cudagraph_mode":"none"}'],
+        ['--compilation-config={"cudagraph_mode":0}'],
+        ["--optimization-level=0"],
+        ['--compilation-config={"mode":0}', "--optimization-level=0"],
+        ['--compilation-config={"cudagraph_mode":"PIECEWISE"}', "--enforce-eager"],
+    ],
+)
+def test_extra_args_without_cuda_graphs_count_no_graph_memory(extra: list[str]) -> None:
+    spec, p = _plan(extra)
+    assert not spec.engine.cuda_graphs
+    assert p.chosen.memory.cuda_graph_bytes == 0
+    assert Code.CUDA_GRAPHS_OFF in [w.code for w in p.warnings]
+    # The pin still goes to vLLM, which drops it with the graphs (no error: it sets the
+    # sizes to [] itself); the user's flags come first, unchanged.
+    args = runtime_args(spec, p)
+    assert args[args.index("--") + 1 :][: len(extra)] == extra
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--enforce-eager", "--no-enforce-eager"],
+        ['--compilation-config={"cudagraph_mode":"FULL_DECODE_ONLY"}'],
+        ['--compilation-config={"mode":0,"cudagraph_mode":"FULL_DECODE_ONLY"}'],
+        ['--compilation-config={"cudagraph_mode":"NONE"}', "--compilation-config={}"],
+        ["--optimization-level=0", '--compilation-config={"cudagraph_mode":"PIECEWISE"}'],
+        ["--optimization-level=0", "--optimization-level=3"],
+        ["--optimization-level=1"],
+        ["--compilation-config=3"],
+    ],
+)
+def test_extra_args_with_cuda_graphs_count_them(extra: list[str]) -> None:
+    """A mode other than NONE captures the same sizes (FULL_AND_PIECEWISE, vLLM's default at
+    -O2, captures the most graphs of them); a user's cudagraph_mode outranks -O0's default; the
+    last of a repeated flag wins."""
+    spec, p = _plan(extra)
+    _, default = _plan([])
+    assert spec.engine.cuda_graphs
+    assert p.chosen.memory.cuda_graph_bytes == default.chosen.memory.cuda_graph_bytes > 0
+    assert Code.CUDA_GRAPHS_OFF not in [w.code for w in p.warnings]
+
+
+@pytest.mark.parametrize(
     ("arg", "message"),
     [
         ("--performance-mode=fast", "balanced, interactivity or throughput"),
         ("--performance-mode", "balanced, interactivity or throughput"),
+        ("--enforce-eager=true", "takes no value"),
+        ("--no-enforce-eager=1", "takes no value"),
         ("--perf=interactivity", "abbreviates --performance-mode"),
+        ("--enforce=1", "abbreviates --enforce-eager"),
+        ("--optimization=0", "abbreviates --optimization-level"),
         ('--compilation={"cudagraph_capture_sizes":[8]}', "abbreviates --compilation-config"),
+        ('--compilation-c={"cudagraph_mode":"NONE"}', "abbreviates --compilation-config"),
         ('--compilation-c={"max_cudagraph_capture_size":8}', "abbreviates --compilation-config"),
     ],
 )

@@ -184,9 +184,10 @@ def _sets_capture_sizes(config: str) -> bool:
 
 
 COMPILATION_CONFIG_FLAG: Final = "--compilation-config"
-"""vLLM's `CompilationConfig` as JSON: read for the capture keys above (refused), so an
-abbreviation of it (`--compilation=...`, which vLLM's argparse parser takes for it) is refused
-too; otherwise it would set capture sizes past that check."""
+"""vLLM's `CompilationConfig` as JSON: read for the capture keys above (refused) and for
+`cudagraph_mode` (`EngineSpec.cuda_graphs`), so an abbreviation of it (`--compilation=...`,
+which vLLM's argparse parser takes for it) is refused too; otherwise it would set capture sizes
+past that check."""
 PERFORMANCE_MODE_FLAG: Final = "--performance-mode"
 """vLLM 0.33.0's `--performance-mode` (dest `performance_mode`), read by the planner: with
 `interactivity` vLLM captures a CUDA graph for every size from 1 to min(cap, 32) tokens
@@ -197,6 +198,45 @@ shared/fixtures/vllm/vllm-0.33.0-serve-flags.json). Only `interactivity` changes
 sizes; `throughput` doubles vLLM's default max-num-seqs and max-num-batched-tokens only when
 they are not given (`EngineArgs._set_default_max_num_seqs_and_batched_tokens_args`,
 vllm/engine/arg_utils.py), and the runtime always gives both."""
+ENFORCE_EAGER_FLAGS: Final = ("--enforce-eager", "--no-enforce-eager")
+"""vLLM 0.33.0's `--enforce-eager` and its negation (one `EnableDisableAction`, no value; the
+last wins). Eager mode captures no CUDA graphs (`VllmConfig.__post_init__` sets cudagraph_mode
+NONE and the capture sizes to []), which the plan counts as no graph memory."""
+OPTIMIZATION_LEVEL_FLAG: Final = "--optimization-level"
+"""vLLM 0.33.0's `--optimization-level` (dest `optimization_level`, default 2). Level 0 makes
+NONE the default `cudagraph_mode` (`OPTIMIZATION_LEVEL_00`, applied by
+`VllmConfig._apply_optimization_level_defaults` only where the compilation config leaves the
+mode unset); levels 1 to 3 default to PIECEWISE or FULL_AND_PIECEWISE, which capture the same
+sizes. (`-O0` is a short form, refused by `FLAG_PATTERN`.)"""
+_UNSET: Final = object()
+"""`_cudagraph_mode`'s answer for a `--compilation-config` that leaves the mode unset."""
+
+
+def _cudagraph_mode(config: str) -> object:
+    """The `cudagraph_mode` a `--compilation-config` value sets, or `_UNSET`.
+
+    A value that is not a JSON object but names the key counts as setting it (to something
+    other than NONE as far as the plan knows, so its graphs are counted).
+    """
+    try:
+        parsed = json.loads(config)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        return parsed.get("cudagraph_mode", _UNSET)
+    return "unknown" if "cudagraph_mode" in config else _UNSET
+
+
+def _is_none_mode(mode: object) -> bool:
+    """Whether a `cudagraph_mode` value is NONE.
+
+    vLLM reads a string case-insensitively (`CompilationConfig.validate_cudagraph_mode_before`,
+    vllm/config/compilation.py: `CUDAGraphMode[value.upper()]`) and an integer as the enum's
+    value (NONE = 0).
+    """
+    if isinstance(mode, str):
+        return mode.upper() == "NONE"
+    return type(mode) is int and mode == 0
 
 
 _REFUSED_FLAGS: Final = (*OPERATOR_OWNED_FLAGS, *RUNTIME_OWNED_FLAGS, *UNSUPPORTED_FLAGS)
@@ -420,7 +460,9 @@ class EngineSpec(ApiModel):
     `--cpu-offload-gb=N` (GiB of weights per GPU kept in host memory) and
     `--max-cudagraph-capture-size=N` (largest CUDA-graph batch, tokens; otherwise the operator
     passes the plan's) are counted by the plan, and so are the CUDA graphs of
-    `--performance-mode=interactivity`; capture-size lists are refused."""
+    `--performance-mode=interactivity` and the lack of them with `--enforce-eager`,
+    `--optimization-level=0` or `cudagraph_mode` NONE in `--compilation-config`; capture-size
+    lists are refused."""
     env: Annotated[
         tuple[EnvVar, ...],
         Field(
@@ -444,9 +486,11 @@ class EngineSpec(ApiModel):
             CUDAGRAPH_LIST_FLAG,
             COMPILATION_CONFIG_FLAG,
             PERFORMANCE_MODE_FLAG,
+            OPTIMIZATION_LEVEL_FLAG,
+            *ENFORCE_EAGER_FLAGS,
         )
         for arg in value:
-            flag, _, given = arg.partition("=")
+            flag, eq, given = arg.partition("=")
             if flag == CPU_OFFLOAD_FLAG:
                 _offload_gib(arg)
             if flag == CUDAGRAPH_CAP_FLAG:
@@ -457,6 +501,9 @@ class EngineSpec(ApiModel):
                     f"{', '.join(PERFORMANCE_MODES[:-1])} or {PERFORMANCE_MODES[-1]} "
                     f"(e.g. {PERFORMANCE_MODE_FLAG}=interactivity)"
                 )
+                raise ValueError(msg)
+            if flag in ENFORCE_EAGER_FLAGS and eq:
+                msg = f"{arg!r}: {flag} takes no value (vLLM refuses one); write {flag} alone"
                 raise ValueError(msg)
             if flag == CUDAGRAPH_LIST_FLAG or (
                 flag == COMPILATION_CONFIG_FLAG and _sets_capture_sizes(given)
@@ -519,6 +566,31 @@ class EngineSpec(ApiModel):
         """
         entry = self._last_entry(PERFORMANCE_MODE_FLAG)
         return entry.partition("=")[2] if entry is not None else PERFORMANCE_MODES[0]
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether vLLM captures CUDA graphs under extraArgs; the plan counts none when not.
+
+        False with `--enforce-eager` (the last of it and `--no-enforce-eager`), with
+        `cudagraph_mode` NONE in the last `--compilation-config`, or with
+        `--optimization-level=0` (the last) when that config leaves `cudagraph_mode` unset
+        (vllm/config/vllm.py at 000fc94b: `VllmConfig.__post_init__`,
+        `_apply_optimization_level_defaults`, `OPTIMIZATION_LEVEL_00`). Any other mode, or a
+        value the plan cannot read, counts the graphs: every mode but NONE captures the same
+        sizes, and FULL_AND_PIECEWISE, vLLM's default, the most graphs of them (a mixed-batch
+        graph per size, plus a FULL decode graph per size up to max-num-seqs x (1 + k):
+        `CudagraphDispatcher.initialize_cudagraph_keys`, vllm/v1/cudagraph_dispatcher.py as
+        stored at 009eec3b).
+        """
+        eager = next((a for a in reversed(self.extra_args) if a in ENFORCE_EAGER_FLAGS), None)
+        if eager == ENFORCE_EAGER_FLAGS[0]:
+            return False
+        config = self._last_entry(COMPILATION_CONFIG_FLAG)
+        mode = _UNSET if config is None else _cudagraph_mode(config.partition("=")[2])
+        if mode is not _UNSET:
+            return not _is_none_mode(mode)
+        level = self._last_entry(OPTIMIZATION_LEVEL_FLAG)
+        return level is None or level.partition("=")[2].strip() != "0"
 
     def _last_entry(self, flag: str) -> str | None:
         """The last extraArgs entry `flag=...` (vLLM takes the last of a repeated flag), or None.
