@@ -88,3 +88,13 @@ def test_vllm_0_33_speculation_aliases_are_owned_like_the_speculative_config(
     spec = {"model": "flash", "gpu": {"types": ["h200-141gb"]}, "engine": {"extraArgs": [arg]}}
     with pytest.raises(InvalidSpecError, match=f"{flag} is set by the operator from the spec"):
         parse_spec(spec)
+
+
+@pytest.mark.parametrize("arg", ["--enable-lora", "--enable-lor", "--enable-lora=true"])
+def test_lora_is_refused_before_the_weights_load(arg: str) -> None:
+    """vLLM 0.33.0's DeepseekV4ForCausalLM implements SupportsPP only: `--enable-lora` made every
+    rank raise "does not support LoRA yet" in load_lora_model, after minutes of loading the
+    weights, in a crash loop; it was accepted."""
+    spec = {"model": "flash", "gpu": {"types": ["h200-141gb"]}, "engine": {"extraArgs": [arg]}}
+    with pytest.raises(InvalidSpecError, match="--enable-lora"):
+        parse_spec(spec)

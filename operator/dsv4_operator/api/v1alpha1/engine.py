@@ -113,6 +113,11 @@ UNSUPPORTED_FLAGS: Final = {
         "overriding the model config can change what the plan counts (layers, experts, "
         "context length)"
     ),
+    "--enable-lora": (
+        "vLLM's DeepSeek-V4 model class does not support LoRA (DeepseekV4ForCausalLM "
+        "implements SupportsPP only, vllm/model_executor/models/deepseek_v4.py): every rank "
+        "would fail after loading the weights ('does not support LoRA yet', load_lora_model)"
+    ),
 }
 """vLLM 0.33.0 flags that break how the operator and the runtime run a group, with the reason:
 refused in `extraArgs` like the owned flags (CRD CEL rule and the operator's parse)."""
