@@ -55,6 +55,20 @@ def _setup(spec: dict[str, Any] | None = None, **api: Any) -> tuple[FakeApi, Rec
     return fake, reconciler
 
 
+HPA_PATH = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/d"
+HPA_SPEC: dict[str, Any] = {
+    **SPEC,
+    "autoscaling": {"enabled": True, "mode": "hpa", "minReplicas": 1, "maxReplicas": 3},
+}
+
+
+def _setup_hpa() -> tuple[FakeApi, Reconciler]:
+    """`_setup` of `HPA_SPEC` (autoscaling mode hpa, 1 to 3) with autoscaling/v2 served."""
+    fake, reconciler = _setup(HPA_SPEC)
+    fake.served["/apis/autoscaling/v2"] = ["HorizontalPodAutoscaler"]
+    return fake, reconciler
+
+
 def _conditions(fake: FakeApi) -> dict[str, tuple[str, str]]:
     status = fake.objects[CR_PATH].get("status") or {}
     return {c["type"]: (c["status"], c["reason"]) for c in status.get("conditions", [])}
@@ -821,15 +835,10 @@ def test_a_rollout_is_announced_when_a_later_child_fails(code: int) -> None:
     """Sixteenth-session note: the LWS is applied before the autoscaler; when the autoscaler's
     apply failed, the reconcile returned before its Events, and the retry found the LWS
     unchanged, so no RollingUpdate ever said that the groups were being replaced."""
-    spec = {
-        **SPEC,
-        "autoscaling": {"enabled": True, "mode": "hpa", "minReplicas": 1, "maxReplicas": 3},
-    }
-    fake, reconciler = _setup(spec)
-    fake.served["/apis/autoscaling/v2"] = ["HorizontalPodAutoscaler"]
+    fake, reconciler = _setup_hpa()
     events = Events()
     assert reconciler.reconcile("ns", "d", events).result == "applied"
-    hpa_path = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/d"
+    hpa_path = HPA_PATH
     del fake.objects[hpa_path]  # applied again next time, and refused
     fake.fail = [("PATCH", "/horizontalpodautoscalers/", code)]
     fake.objects[CR_PATH]["spec"]["engine"] = {"env": [{"name": "FOO", "value": "1"}]}
@@ -922,15 +931,10 @@ def test_status_write_errors_are_transient(status: int) -> None:
 def test_a_scaler_the_autoscaling_mode_no_longer_renders_is_deleted() -> None:
     # An HPA left beside the native autoscaler (or after autoscaling is disabled) would keep
     # writing spec.replicas: the operator deletes its own, and only its own.
-    spec = {
-        **SPEC,
-        "autoscaling": {"enabled": True, "mode": "hpa", "minReplicas": 1, "maxReplicas": 3},
-    }
-    fake, reconciler = _setup(spec)
-    fake.served["/apis/autoscaling/v2"] = ["HorizontalPodAutoscaler"]
+    fake, reconciler = _setup_hpa()
     events = Events()
     assert reconciler.reconcile("ns", "d", events).result == "applied"
-    hpa_path = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/d"
+    hpa_path = HPA_PATH
     assert hpa_path in fake.objects
     fake.objects[CR_PATH]["spec"]["autoscaling"]["enabled"] = False
     fake.objects[CR_PATH]["metadata"]["generation"] = 2
@@ -957,16 +961,11 @@ def test_a_scaler_the_autoscaling_mode_no_longer_renders_is_deleted() -> None:
 
 def test_an_hpa_that_cannot_scale_is_reported_once_with_its_message() -> None:
     """ScalingActive repeats the live HPA's conditions, read back from the API at each resync."""
-    spec = {
-        **SPEC,
-        "autoscaling": {"enabled": True, "mode": "hpa", "minReplicas": 1, "maxReplicas": 3},
-    }
-    fake, reconciler = _setup(spec)
-    fake.served["/apis/autoscaling/v2"] = ["HorizontalPodAutoscaler"]
+    fake, reconciler = _setup_hpa()
     events = Events()
     reconciler.reconcile("ns", "d", events)
     assert _conditions(fake)["ScalingActive"] == ("True", "HPA")
-    hpa_path = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/d"
+    hpa_path = HPA_PATH
     # What Kubernetes' HPA controller writes when no external metrics API is served.
     fake.objects[hpa_path]["status"] = {
         "conditions": [
@@ -1013,16 +1012,11 @@ def test_a_crd_deleted_under_a_running_operator_is_noticed() -> None:
 
 def test_switching_from_hpa_to_keda_removes_the_hpa_before_creating_the_scaled_object() -> None:
     # KEDA's webhook refuses a ScaledObject while another scaler targets the resource.
-    spec = {
-        **SPEC,
-        "autoscaling": {"enabled": True, "mode": "hpa", "minReplicas": 1, "maxReplicas": 3},
-    }
-    fake, reconciler = _setup(spec)
-    fake.served["/apis/autoscaling/v2"] = ["HorizontalPodAutoscaler"]
+    fake, reconciler = _setup_hpa()
     fake.served["/apis/keda.sh/v1alpha1"] = ["ScaledObject"]
     events = Events()
     assert reconciler.reconcile("ns", "d", events).result == "applied"
-    hpa_path = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/d"
+    hpa_path = HPA_PATH
     scaled_path = "/apis/keda.sh/v1alpha1/namespaces/ns/scaledobjects/d"
     fake.objects[CR_PATH]["spec"]["autoscaling"]["mode"] = "keda"
     fake.objects[CR_PATH]["metadata"]["generation"] = 2

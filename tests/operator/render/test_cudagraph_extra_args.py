@@ -17,61 +17,14 @@ import pytest
 
 from dsv4_operator.api import InvalidSpecError, parse_spec
 from dsv4_operator.planning import Code, PlanRequest, engine_args, plan
-from dsv4_operator.planning.engine import VLLM_0_33, SchedulingDefaults
+from dsv4_operator.planning.engine import VLLM_0_33
 from dsv4_operator.planning.from_spec import request_from_spec
-from dsv4_operator.planning.hardware import GPUS
 from dsv4_operator.render.runtime_args import runtime_args
+
+from .test_cudagraph_vllm_default import _tier, _vllm_sizes
 
 _BASE: dict[str, Any] = {"model": "flash", "gpu": {"types": ["h200-141gb"], "maxNodes": 1}}
 _MIB8 = VLLM_0_33.cuda_graph_bytes_per_size
-
-
-def _grid(cap: int, interactivity: bool = False) -> list[int]:
-    if interactivity:
-        sizes = list(range(1, min(cap, 32) + 1))
-    else:
-        sizes = [i for i in (1, 2, 4) if i <= cap]
-    if cap >= 8:
-        sizes += list(range(8, min(cap + 1, 256), 8))
-    if cap >= 256:
-        sizes += list(range(256, cap + 1, 16))
-    return sizes
-
-
-def _vllm_sizes(
-    max_num_seqs: int,
-    k: int,
-    mnbt: int,
-    ceiling: int,
-    explicit: int | None = None,
-    *,
-    interactivity: bool = False,
-    listed: tuple[int, ...] | None = None,
-) -> list[int]:
-    """vLLM's capture sizes (`explicit`: `--max-cudagraph-capture-size`, `listed`: a
-    `--cudagraph-capture-sizes` list, which vLLM takes as given whatever the mode)."""
-    if listed is not None:
-        return sorted({s for s in listed if s <= mnbt})
-    cap = explicit
-    decode: list[int] = []
-    if cap is None:
-        query = 1 + k
-        cap = min(max_num_seqs * query * 2, ceiling)
-        if query > 1:
-            most = min(max_num_seqs, ceiling)
-            counts = sorted({*_grid(most), most})
-            decode = sorted({n * query for n in counts if n * query <= cap})
-    cap = min(mnbt, cap)
-    sizes = _grid(cap, interactivity)
-    if mnbt <= cap and mnbt not in sizes:
-        sizes.append(mnbt)
-    sizes += [d for d in decode if d <= mnbt]
-    return sorted(set(sizes))
-
-
-def _tier() -> SchedulingDefaults:
-    h200 = GPUS["h200-141gb"]
-    return VLLM_0_33.scheduling_defaults(h200.cuda_total_bytes, h200.name, h200.arch)
 
 
 def _plan(extra: list[str], **spec: Any) -> Any:

@@ -15,8 +15,11 @@ from dsv4_operator.planning.engine import VLLM_0_33, SchedulingDefaults
 from dsv4_operator.planning.hardware import GPUS
 
 
-def _grid(cap: int) -> list[int]:
-    sizes = [i for i in (1, 2, 4) if i <= cap]
+def _grid(cap: int, interactivity: bool = False) -> list[int]:
+    if interactivity:
+        sizes = list(range(1, min(cap, 32) + 1))
+    else:
+        sizes = [i for i in (1, 2, 4) if i <= cap]
     if cap >= 8:
         sizes += list(range(8, min(cap + 1, 256), 8))
     if cap >= 256:
@@ -25,9 +28,19 @@ def _grid(cap: int) -> list[int]:
 
 
 def _vllm_sizes(
-    max_num_seqs: int, k: int, mnbt: int, ceiling: int, explicit: int | None = None
+    max_num_seqs: int,
+    k: int,
+    mnbt: int,
+    ceiling: int,
+    explicit: int | None = None,
+    *,
+    interactivity: bool = False,
+    listed: tuple[int, ...] | None = None,
 ) -> list[int]:
-    """vLLM's capture sizes for these settings (`explicit`: `--max-cudagraph-capture-size`)."""
+    """vLLM's capture sizes (`explicit`: `--max-cudagraph-capture-size`, `listed`: a
+    `--cudagraph-capture-sizes` list, which vLLM takes as given whatever the mode)."""
+    if listed is not None:
+        return sorted({s for s in listed if s <= mnbt})
     cap = explicit
     decode: list[int] = []
     if cap is None:
@@ -38,7 +51,7 @@ def _vllm_sizes(
             counts = sorted({*_grid(most), most})
             decode = sorted({n * query for n in counts if n * query <= cap})
     cap = min(mnbt, cap)
-    sizes = _grid(cap)
+    sizes = _grid(cap, interactivity)
     if mnbt <= cap and mnbt not in sizes:
         sizes.append(mnbt)
     sizes += [d for d in decode if d <= mnbt]
