@@ -16,7 +16,15 @@ from dsv4_operator.api.v1alpha1.engine import CUDAGRAPH_CAP_FLAG, CUDAGRAPH_LIST
 from dsv4_operator.api.v1alpha1.scaling import surge_groups
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.kube import AppliedChild
-from dsv4_operator.planning import Code, FitAdvice, Plan, fit_option, offload_sizing
+from dsv4_operator.planning import (
+    Code,
+    Finding,
+    FitAdvice,
+    Plan,
+    fit_option,
+    offload_sizing,
+    settings_option,
+)
 from dsv4_operator.planning.from_spec import spec_words
 from dsv4_operator.render import Owner
 from dsv4_operator.render.leaderworkerset import (
@@ -343,10 +351,12 @@ def _layout_fields(advice: FitAdvice, planned: Plan) -> str:
 def no_fit_message(planned: Plan) -> str:
     """`InsufficientCapacity`'s message: the closest layout, its problems, and what would fit.
 
-    What would fit is the planner's `FitAdvice` in spec fields: `spec.engine.extraArgs` for
-    CPU offload, `spec.maxNumBatchedTokens` for a smaller batch, and the `spec.gpu.maxNodes` or
-    `spec.gpu.budget` a larger layout needs; the problems name settings in spec fields too
-    (`spec_words`: `spec.gpuMemoryUtilizationPercent` 98, not gpu-memory-utilization 0.98).
+    What would fit is the planner's `FitAdvice` in spec fields: a setting and its value
+    (`spec.maxNumSeqs`...) where one makes it fit, `spec.engine.extraArgs` for CPU offload,
+    `spec.maxNumBatchedTokens` for a smaller batch, and the `spec.gpu.maxNodes` or
+    `spec.gpu.budget` a larger layout needs (none when a setting fixes it and no layout
+    does); the problems name settings in spec fields too (`spec_words`:
+    `spec.gpuMemoryUtilizationPercent` 98, not gpu-memory-utilization 0.98).
     """
     problems = "; ".join(f.worded(spec_words) for f in planned.chosen.problems[:3])
     c = planned.chosen
@@ -357,7 +367,10 @@ def no_fit_message(planned: Plan) -> str:
     advice = planned.advice
     if advice is None:
         return message
-    options = []
+    options = [
+        Finding.said(Code.NO_FEASIBLE_LAYOUT, *settings_option(t)).worded(spec_words)
+        for t in advice.settings
+    ]
     if advice.offload_gib is not None:
         gib = advice.offload_gib
         options.append(
@@ -369,5 +382,6 @@ def no_fit_message(planned: Plan) -> str:
             f"spec.maxNumBatchedTokens: {advice.max_num_batched_tokens} on this layout (slower "
             "prefill)"
         )
-    options.append(fit_option(advice, _layout_fields(advice, planned)))
+    if advice.layout_advised:
+        options.append(fit_option(advice, _layout_fields(advice, planned)))
     return f"{message}; what would fit: {' or '.join(options)}"

@@ -20,6 +20,7 @@ from dsv4_operator.planning.planner import (
     fit_option,
     offload_sizing,
     plan,
+    settings_option,
 )
 from dsv4_operator.planning.request import PlanRequest
 from dsv4_operator.planning.weights import checkpoint_bytes, per_gpu_weight_bytes
@@ -54,4 +55,5 @@ __all__ = [
     "per_gpu_weight_bytes",
     "plan",
     "plan_to_dict",
+    "settings_option",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from string import Formatter
 from typing import Literal
 
 __all__ = ["Code", "Finding", "PlanningError", "Setting", "Term", "Wording", "cli_words"]
@@ -148,6 +149,21 @@ class Finding:
         if not terms:  # a plain sentence: `worded` returns it as it is, braces unescaped
             return cls(code, "".join(p for p in parts if isinstance(p, str)))
         return cls(code, "".join(template), tuple(terms))
+
+    def parts(self) -> tuple[str | Term, ...]:
+        """The sentence as `Finding.said` takes it: strings and `Term`s, in order.
+
+        A longer finding quotes this one with its terms, so a front end words them there too.
+        """
+        if not self.terms:
+            return (self.template,)
+        out: list[str | Term] = []
+        for text, index, _, _ in Formatter().parse(self.template):
+            if text:
+                out.append(text)
+            if index is not None:
+                out.append(self.terms[int(index)])
+        return tuple(out)
 
     def worded(self, words: Wording) -> str:
         """The sentence with each term in `words` (`cli_words`, or the operator's spec fields)."""

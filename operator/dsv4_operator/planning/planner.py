@@ -54,6 +54,7 @@ __all__ = [
     "Rejection",
     "fit_option",
     "plan",
+    "settings_option",
     "shortfall_bytes",
     "speculative_step_problem",
 ]
@@ -97,6 +98,10 @@ class FitAdvice:
         searched: (nodes, GPUs per node) searched for `layout` when it is None.
         max_num_batched_tokens: a smaller `--max-num-batched-tokens` (tokens) at which the
             closest layout fits, when the request leaves it to the planner; None otherwise.
+        settings: request settings to change, each on its own enough for the request (all its
+            GPU types and limits) to plan: a `Term` with bound `most` is a value to lower the
+            setting to, `least` one to raise it to (`settings_option` words it). Given when
+            max-num-seqs exceeds max-num-batched-tokens, which no layout changes.
     """
 
     offload_gib: int | None = None
@@ -104,6 +109,16 @@ class FitAdvice:
     more_gpus: bool = False
     searched: tuple[int, int] = (0, 0)
     max_num_batched_tokens: int | None = None
+    settings: tuple[Term, ...] = ()
+
+    @property
+    def layout_advised(self) -> bool:
+        """Whether the layout option (`fit_option`) is advice: a layout fits, or no setting does.
+
+        With a setting that fixes it and no layout that does, "more than N nodes" would send
+        the reader to buy GPUs for a setting.
+        """
+        return self.layout is not None or not self.settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,6 +533,42 @@ def _batch_that_fits(req: PlanRequest, model: ModelSpec, closest: Evaluation) ->
     return None
 
 
+def _settings_that_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> tuple[Term, ...]:
+    """Setting values that make the request plan when `closest` runs more sequences than tokens.
+
+    vLLM refuses a max-num-seqs above max-num-batched-tokens (`SchedulerConfig.
+    verify_max_model_len`, vllm/config/scheduler.py), whatever the layout: more GPUs help only
+    a max-num-seqs derived from a concurrency target (more DP ranks), so the advice is the
+    settings. A pinned max-num-seqs is lowered to max-num-batched-tokens, halved until the
+    request fits (fewer sequences need less activation, CUDA-graph and KV memory; one layout
+    search per halving, at most 20 for the model's 1,048,576-token limit on the batch);
+    max-num-batched-tokens is raised to max-num-seqs. Each value is kept only when the request
+    with it, otherwise as given, plans: advice that does not fit when followed is not given.
+    """
+    if Code.MAX_NUM_SEQS_EXCEEDS_BATCHED_TOKENS not in {f.code for f in closest.problems}:
+        return ()
+    out: list[Term] = []
+    if req.max_num_seqs is not None:
+        seqs = closest.max_num_batched_tokens
+        while seqs >= 1:
+            fitting, _, _, _ = _search(replace(req, max_num_seqs=seqs), model)
+            if fitting:
+                out.append(Term(Setting.MAX_NUM_SEQS, seqs, "most"))
+                break
+            seqs //= 2
+    batch = closest.max_num_seqs
+    fitting, _, _, _ = _search(replace(req, max_num_batched_tokens=batch), model)
+    if fitting:
+        out.append(Term(Setting.MAX_NUM_BATCHED_TOKENS, batch, "least"))
+    return tuple(out)
+
+
+def settings_option(term: Term) -> tuple[str | Term, ...]:
+    """One `FitAdvice.settings` value as sentence parts (`Finding.said`): "lower X to N"."""
+    verb = "lower " if term.bound == "most" else "raise "
+    return (verb, Term(term.setting), " to ", term)
+
+
 def offload_sizing(concurrency: int | None) -> str:
     """What the advised CPU offload is sized for, when more than the one request of the shortfall.
 
@@ -533,35 +584,42 @@ def _explain_no_fit(
 ) -> tuple[Finding, FitAdvice | None]:
     short = shortfall_bytes(closest)
     gpus = closest.layout.gpus
-    head = (
+    head: list[str | Term] = [
         f"{model.name} ({req.weights_format}) does not fit on {gpus}x {closest.gpu.name} "
         f"({closest.layout.describe()})"
-    )
+    ]
     if short > 0:
-        head += (
+        head.append(
             f": short by {short:,} B per GPU ({short * gpus:,} B in all) for the weights, "
             f"activations and one {shortfall_tokens(req, closest):,}-token request"
         )
     else:
-        head += f": {closest.problems[0].message}"
+        head += [": ", *closest.problems[0].parts()]
     startup = next((f for f in closest.problems if f.code is Code.STARTUP_MEMORY_RESERVE), None)
     if startup is not None:
         # More or other GPUs of this type do not help: the utilization itself must come down.
         if short > 0 or closest.problems[0] is not startup:
-            head += f"; and {startup.message}"
-        return Finding(Code.NO_FEASIBLE_LAYOUT, head), None
-    options = []
+            head += ["; and ", *startup.parts()]
+        return Finding.said(Code.NO_FEASIBLE_LAYOUT, *head), None
+    options: list[tuple[str | Term, ...]] = []
+    settings = _settings_that_fit(req, model, closest)
+    options.extend(settings_option(t) for t in settings)
     offload = _offload_that_fits(req, model, closest) if short > 0 else None
     if offload is not None:
         options.append(
-            f"CPU offload of {offload} GiB per GPU (--cpu-offload-gb {offload}; slow"
-            f"{offload_sizing(req.concurrency)})"
+            (
+                f"CPU offload of {offload} GiB per GPU (--cpu-offload-gb {offload}; slow"
+                f"{offload_sizing(req.concurrency)})",
+            )
         )
     batch = _batch_that_fits(req, model, closest)
     if batch is not None:
         default = closest.max_num_batched_tokens
         options.append(
-            f"--max-num-batched-tokens {batch} on this layout (default {default:,}; slower prefill)"
+            (
+                f"--max-num-batched-tokens {batch} on this layout (default {default:,}; "
+                "slower prefill)",
+            )
         )
     # The user's node shape when given (more such nodes), else the GPU type's usual one; as many
     # GPUs in all as 16 usual nodes hold.
@@ -589,11 +647,14 @@ def _explain_no_fit(
         more_gpus=best is not None and best.layout.gpus > gpus,
         searched=(max_nodes, per_node),
         max_num_batched_tokens=batch,
+        settings=settings,
     )
-    options.append(fit_option(advice))
-    return Finding(Code.NO_FEASIBLE_LAYOUT, f"{head}; what would fit: {' or '.join(options)}"), (
-        advice
-    )
+    if advice.layout_advised:
+        options.append((fit_option(advice),))
+    joined: list[str | Term] = []
+    for i, option in enumerate(options):
+        joined += [" or "] * (i > 0) + list(option)
+    return Finding.said(Code.NO_FEASIBLE_LAYOUT, *head, "; what would fit: ", *joined), advice
 
 
 def fit_option(advice: FitAdvice, hint: str = "") -> str:
@@ -885,12 +946,16 @@ def plan(req: PlanRequest) -> Plan:
         # Layouts short of nothing but a utilization vLLM can start with come first, in the
         # order a fitting plan would take (new-user trial: at 0.99 on H200 Flash was shown on
         # 32 GPUs, the layout with the most KV, though 2 fit at 0.97).
-        startup_only = [
-            e for e in unfit if {f.code for f in e.problems} == {Code.STARTUP_MEMORY_RESERVE}
-        ]
+        # Then those short of nothing but a max-num-seqs within max-num-batched-tokens: the
+        # largest layout was shown for a setting no layout changes (h18).
+        startup_only, seqs_only = (
+            [e for e in unfit if {f.code for f in e.problems} == {code}]
+            for code in (Code.STARTUP_MEMORY_RESERVE, Code.MAX_NUM_SEQS_EXCEEDS_BATCHED_TOKENS)
+        )
+        closest = startup_only or seqs_only
         chosen = (
-            min(startup_only, key=lambda e: _rank_key(req, e, order))
-            if startup_only
+            min(closest, key=lambda e: _rank_key(req, e, order))
+            if closest
             else max(unfit, key=lambda e: (e.memory.kv_cache_bytes, e.layout.gpus))
         )
         fits = False

@@ -147,3 +147,63 @@ def test_offload_advice_says_it_is_sized_for_the_concurrency_target_and_fits_whe
     assert one.advice is not None
     assert one.advice.offload_gib is not None
     assert "sized for" not in no_fit_message(one)
+
+
+def _no_fit_text(p: Plan) -> str:
+    return next(w.message for w in p.warnings if w.code is Code.NO_FEASIBLE_LAYOUT)
+
+
+def test_a_max_num_seqs_above_the_batch_is_advised_as_a_setting_not_more_gpus() -> None:
+    """h18: max-num-seqs 512 over max-num-batched-tokens 256 fits no layout (vLLM refuses to
+    start), and NO_FEASIBLE_LAYOUT advised "more than 16 nodes of 8 GPUs of this type, or a
+    larger GPU": GPUs to buy for a setting. The advice names the settings and values that work,
+    and each, pasted back into the same request, plans."""
+    request = PlanRequest(gpu_types=("h200-141gb",), max_num_seqs=512, max_num_batched_tokens=256)
+    p = plan(request)
+    assert not p.fits
+    text = _no_fit_text(p)
+    assert "more than" not in text
+    assert "larger GPU" not in text
+    assert "what would fit: lower max-num-seqs to 256 or raise max-num-batched-tokens to 512" in (
+        text
+    )
+    assert plan(dataclasses.replace(request, max_num_seqs=256)).fits
+    assert plan(dataclasses.replace(request, max_num_batched_tokens=512)).fits
+    # The closest layout is one that only the setting keeps from fitting, not the largest.
+    assert {f.code for f in p.chosen.problems} == {Code.MAX_NUM_SEQS_EXCEEDS_BATCHED_TOKENS}
+    assert plan(dataclasses.replace(_pinned(p), max_num_seqs=256)).fits
+    # The operator says the same in spec fields.
+    said = no_fit_message(p)
+    assert (
+        "what would fit: lower spec.maxNumSeqs to 256 or raise spec.maxNumBatchedTokens to 512"
+        in (said)
+    )
+    assert "more than" not in said
+
+
+def test_setting_advice_is_given_only_where_it_fits_when_followed() -> None:
+    """4,096 sequences on one node of 4 H100s with a 1,024-token batch (examples/flash-4x-h100
+    with --max-num-seqs 4096): up to 128 sequences the activations still leave no room for two
+    64K requests, so max-num-seqs is advised at 64 (it fits then), not at the batch's 1,024,
+    and raising the batch to 4,096 is not advised (it does not fit)."""
+    request = PlanRequest(
+        model="flash",
+        weights_format="fp8",
+        gpu_types=("h100-80gb",),
+        gpus_per_node=4,
+        max_nodes=1,
+        max_model_len=65536,
+        max_num_batched_tokens=1024,
+        gpu_memory_utilization=0.95,
+        concurrency=2,
+        max_num_seqs=4096,
+    )
+    p = plan(request)
+    assert not p.fits
+    text = _no_fit_text(p)
+    assert "what would fit: lower max-num-seqs to 64" in text
+    assert plan(dataclasses.replace(request, max_num_seqs=64)).fits
+    assert not plan(dataclasses.replace(request, max_num_seqs=128)).fits
+    assert not plan(dataclasses.replace(request, max_num_batched_tokens=4096)).fits
+    assert "raise max-num-batched-tokens to" not in text.split("what would fit:")[1]
+    assert "more than" not in text
