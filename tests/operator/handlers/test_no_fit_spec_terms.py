@@ -31,6 +31,12 @@ _CLI = re.compile(r"(?<![\w.-])(max-model-len|max-num-seqs|max-num-batched-token
             "spec.maxNumSeqs 600 exceeds spec.maxNumBatchedTokens 512",
             "max-num-seqs 600 exceeds max-num-batched-tokens 512: vLLM refuses to start",
         ),
+        (  # h18: the batch was "spec.maxNumBatchedTokens 1,024", a value no spec field takes
+            {**_BASE, "maxNumSeqs": 2048, "maxNumBatchedTokens": 1024},
+            Code.MAX_NUM_SEQS_EXCEEDS_BATCHED_TOKENS,
+            "spec.maxNumSeqs 2048 exceeds spec.maxNumBatchedTokens 1024: vLLM refuses to start",
+            "max-num-seqs 2048 exceeds max-num-batched-tokens 1,024: vLLM refuses to start",
+        ),
         (
             {**_BASE, "maxNumSeqs": 1024, "load": {"concurrency": 1024}},
             Code.CONTEXT_TOO_SHORT,
