@@ -51,7 +51,7 @@ from dsv4_operator.kube.peering import NAMESPACE_TERMINATING
 from dsv4_operator.metrics import OperatorMetrics, Result
 from dsv4_operator.planning import Code, Plan, PlanningError, plan
 from dsv4_operator.planning.from_spec import (
-    planning_replicas,
+    budget_share_words,
     request_from_spec,
     spec_path,
     spec_words,
@@ -415,13 +415,9 @@ class Reconciler:
         except PlanningError as error:
             # In the resource's terms: `spec.parallelism.tensor`, not the request's field.
             message = f"{spec_path(error.field)}: {error.detail}"
-            _, share = planning_replicas(spec)
-            if error.field == "gpu_budget" and spec.gpu.budget is not None and share > 1:
-                by = "spec.autoscaling.minReplicas" if spec.autoscaling.enabled else "spec.replicas"
-                message += (  # the planner's budget is one replica's share (planning_replicas)
-                    f" (spec.gpu.budget {spec.gpu.budget} shared by {by} {share}: lower it or "
-                    "raise the budget)"
-                )
+            shared = budget_share_words(spec)
+            if error.field == "gpu_budget" and shared is not None:
+                message += f"; {shared}"  # the planner's budget is one replica's share
             obs = Observation(
                 owner,
                 error_reason=PLAN_FAILED,
@@ -757,13 +753,8 @@ def _plan_refusal(
         return INVALID_SPEC, "invalid_spec", f"spec.engine.version {spec.engine.version}: {message}"
     if not planned.fits:
         message = no_fit_message(planned)
-        _, share = planning_replicas(spec)
-        if spec.gpu.budget is not None and share > 1:
-            message = (
-                f"spec.gpu.budget {spec.gpu.budget} over {share} replicas leaves "
-                f"{spec.gpu.budget // share} GPUs per replica (lower spec.replicas or raise the "
-                f"budget); {message}"
-            )
+        if (shared := budget_share_words(spec)) is not None:
+            message = f"{shared}; {message}"
         return INSUFFICIENT_CAPACITY, "plan_failed", message
     if planned.chosen.layout.nodes > 1:
         try:

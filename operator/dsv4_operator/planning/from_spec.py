@@ -34,8 +34,10 @@ from dsv4_operator.planning.request import PlanRequest
 __all__ = [
     "CUSTOM_GPUS_PER_NODE",
     "SPEC_FIELDS",
+    "budget_share_words",
     "custom_gpu",
     "planning_replicas",
+    "replica_gpu_budget",
     "request_from_spec",
     "spec_path",
     "spec_words",
@@ -79,9 +81,39 @@ def planning_replicas(spec: DeepSeekV4DeploymentSpec) -> tuple[int, int]:
     return replicas, replicas
 
 
+def replica_gpu_budget(spec: DeepSeekV4DeploymentSpec) -> int | None:
+    """GPUs one replica may use: `spec.gpu.budget // ` its sharing replicas, at least 1; or None.
+
+    The sharing replicas are `planning_replicas`'s second value.
+    """
+    if spec.gpu.budget is None:
+        return None
+    return max(spec.gpu.budget // planning_replicas(spec)[1], 1)
+
+
+def budget_share_words(spec: DeepSeekV4DeploymentSpec) -> str | None:
+    """How replicas share `spec.gpu.budget`, naming the field that sets the share, or None.
+
+    `spec.gpu.budget 8 shared by spec.replicas 3 leaves 2 GPUs per replica (lower spec.replicas
+    or raise the budget)`; with autoscaling on the share is set by
+    `spec.autoscaling.minReplicas`, not `spec.replicas` (`planning_replicas`). None without a
+    budget or when one replica has all of it. For messages about a budget that is too small
+    (PlanFailed, InsufficientCapacity).
+    """
+    share = planning_replicas(spec)[1]
+    per_replica = replica_gpu_budget(spec)
+    if per_replica is None or share <= 1:
+        return None
+    by = "spec.autoscaling.minReplicas" if spec.autoscaling.enabled else "spec.replicas"
+    return (
+        f"spec.gpu.budget {spec.gpu.budget} shared by {by} {share} leaves {per_replica} GPUs "
+        f"per replica (lower {by} or raise the budget)"
+    )
+
+
 def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
     """Build the planner request for one replica of a validated spec."""
-    load_share, budget_share = planning_replicas(spec)
+    load_share, _ = planning_replicas(spec)
     par = spec.parallelism
     expert = None if par is None or par.expert is None else par.expert > 1
     load = spec.load
@@ -102,7 +134,7 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         ),
         gpus_per_node=spec.gpu.gpus_per_node,
         max_nodes=spec.gpu.max_nodes,
-        gpu_budget=None if spec.gpu.budget is None else max(spec.gpu.budget // budget_share, 1),
+        gpu_budget=replica_gpu_budget(spec),
         tensor_parallel=None if par is None else par.tensor,
         data_parallel=None if par is None else par.data,
         pipeline_parallel=None if par is None else par.pipeline,

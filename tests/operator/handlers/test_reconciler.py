@@ -569,8 +569,27 @@ def test_a_budget_shared_by_replicas_says_its_share_when_no_layout_can_take_it()
     fake, reconciler = _setup(spec)
     assert reconciler.reconcile("ns", "d", Events()).result == "plan_failed"
     assert _ready(fake) == (
-        "spec.gpu.budget: no layout can be evaluated: 8 GPUs exceed the GPU budget of 4 "
-        "(spec.gpu.budget 8 shared by spec.replicas 2: lower it or raise the budget)"
+        "spec.gpu.budget: no layout can be evaluated: 8 GPUs exceed the GPU budget of 4; "
+        "spec.gpu.budget 8 shared by spec.replicas 2 leaves 4 GPUs per replica (lower "
+        "spec.replicas or raise the budget)"
+    )
+
+
+def test_a_budget_shared_by_the_autoscaling_floor_says_so_when_no_layout_can_take_it() -> None:
+    """PlanFailed and InsufficientCapacity word the share with one helper
+    (`budget_share_words`): with autoscaling on, minReplicas sets it."""
+    spec = {
+        "model": "flash",
+        "replicas": 2,
+        "gpu": {"types": ["h200-141gb"], "budget": 8},
+        "parallelism": {"tensor": 8},
+        "autoscaling": {"enabled": True, "mode": "native", "minReplicas": 2, "maxReplicas": 3},
+    }
+    fake, reconciler = _setup(spec)
+    assert reconciler.reconcile("ns", "d", Events()).result == "plan_failed"
+    assert _ready(fake).endswith(
+        "; spec.gpu.budget 8 shared by spec.autoscaling.minReplicas 2 leaves 4 GPUs per replica "
+        "(lower spec.autoscaling.minReplicas or raise the budget)"
     )
 
 
@@ -1277,8 +1296,8 @@ def test_a_budget_too_small_for_the_replicas_says_so() -> None:
     fake, reconciler = _setup(spec)
     assert reconciler.reconcile("ns", "d", Events()).result == "plan_failed"
     assert _message(fake, "Ready").startswith(
-        "spec.gpu.budget 8 over 3 replicas leaves 2 GPUs per replica (lower spec.replicas or "
-        "raise the budget); "
+        "spec.gpu.budget 8 shared by spec.replicas 3 leaves 2 GPUs per replica (lower "
+        "spec.replicas or raise the budget); "
     )
     assert _conditions(fake)["Progressing"] == ("False", "InsufficientCapacity")
 
@@ -1712,3 +1731,24 @@ def test_rolling_update_stays_within_the_event_message_limit() -> None:
         assert message.endswith("groups are replaced with maxSurge 0, maxUnavailable 1")
     # The second change names the one entry that changed, not the clipped long list.
     assert rolling[1].startswith("pod template changed (arguments extraArgs --seed=1 -> --seed=2)")
+
+
+def test_a_budget_shared_by_the_autoscaling_floor_names_min_replicas() -> None:
+    """h18: with autoscaling on, spec.autoscaling.minReplicas shares the budget
+    (planning_replicas), but InsufficientCapacity said "lower spec.replicas", a field the
+    autoscaler moves and the plan ignores."""
+    spec = {
+        **SPEC,
+        "replicas": 3,
+        "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8, "budget": 8},
+        "autoscaling": {"enabled": True, "mode": "native", "minReplicas": 3, "maxReplicas": 4},
+    }
+    fake, reconciler = _setup(spec)
+    assert reconciler.reconcile("ns", "d", Events()).result == "plan_failed"
+    message = _message(fake, "Ready")
+    assert message.startswith(
+        "spec.gpu.budget 8 shared by spec.autoscaling.minReplicas 3 leaves 2 GPUs per replica "
+        "(lower spec.autoscaling.minReplicas or raise the budget); "
+    ), message
+    assert "spec.replicas" not in message
+    assert _conditions(fake)["Progressing"] == ("False", "InsufficientCapacity")
