@@ -22,6 +22,7 @@ from rich.table import Table
 from typing_extensions import override
 
 from dsv4_operator.planning import PlanningError, PlanRequest, plan, plan_to_dict
+from dsv4_operator.planning.findings import CLI_FLAGS
 from dsv4_operator.planning.planner import Plan, shortfall_bytes, shortfall_tokens
 from dsv4_operator.settings import OperatorSettings
 
@@ -192,22 +193,16 @@ def _table(p: Plan, console: Console) -> None:
 
 
 _FIELD_FLAGS: dict[str, str] = {
+    **{setting.value: flag for setting, flag in CLI_FLAGS.items()},
     "model": "--model",
     "weights_format": "--weights",
     "kv_cache_dtype": "--kv-cache-dtype",
     "gpu_types": "--gpu",
-    "gpus_per_node": "--gpus-per-node",
     "max_nodes": "--nodes",
     "tensor_parallel": "--tensor-parallel",
     "data_parallel": "--data-parallel",
     "pipeline_parallel": "--pipeline-parallel",
     "expert_parallel": "--expert-parallel",
-    "max_model_len": "--max-model-len",
-    "max_num_seqs": "--max-num-seqs",
-    "max_num_batched_tokens": "--max-num-batched-tokens",
-    "gpu_memory_utilization": "--gpu-memory-utilization",
-    "speculative_tokens": "--speculative-tokens",
-    "concurrency": "--concurrency",
     "tokens_per_second": "--tokens-per-second",
     "cpu_offload_bytes": "--cpu-offload-gb",
     "max_cudagraph_capture_size": "--max-cudagraph-capture-size",

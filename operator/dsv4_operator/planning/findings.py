@@ -17,7 +17,16 @@ from enum import StrEnum
 from string import Formatter
 from typing import Literal
 
-__all__ = ["Code", "Finding", "PlanningError", "Setting", "Term", "Wording", "cli_words"]
+__all__ = [
+    "CLI_FLAGS",
+    "Code",
+    "Finding",
+    "PlanningError",
+    "Setting",
+    "Term",
+    "Wording",
+    "cli_words",
+]
 
 
 class Code(StrEnum):
@@ -106,6 +115,19 @@ _CLI_NAMES: dict[Setting, str] = {
 }
 """vLLM's names (`vllm serve --gpu-memory-utilization`...), as `dsv4 plan` prints them; the node
 size, which vLLM does not take, as the two places `dsv4 plan` reads it from (FILE, option)."""
+
+
+CLI_FLAGS: dict[Setting, str] = {
+    Setting.GPU_MEMORY_UTILIZATION: "--gpu-memory-utilization",
+    Setting.MAX_MODEL_LEN: "--max-model-len",
+    Setting.MAX_NUM_BATCHED_TOKENS: "--max-num-batched-tokens",
+    Setting.MAX_NUM_SEQS: "--max-num-seqs",
+    Setting.CONCURRENCY: "--concurrency",
+    Setting.SPECULATIVE_TOKENS: "--speculative-tokens",
+    Setting.GPUS_PER_NODE: "--gpus-per-node",
+}
+"""The `dsv4 plan` option that sets each setting (a term's `flag` in `--output json`); it takes
+the term's `value` as it is."""
 
 
 def cli_words(term: Term) -> str:

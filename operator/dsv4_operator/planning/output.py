@@ -23,6 +23,19 @@ default sizes, ending at that cap, which the renderer passes instead. When extra
 graphs off (warning `CUDA_GRAPHS_OFF`: `--enforce-eager`, `cudagraph_mode` NONE,
 `--optimization-level=0`) `cuda_graph_bytes` is 0; the cap is still passed, and vLLM drops it
 with the graphs.
+
+`warnings[].terms` and `rejected[].reasons[].terms` (added later) are the request settings the
+`message` names, in its order, as data, so a script need not parse the English: each
+`{setting, value, bound, flag, spec_field, spec_value}`, where `setting` is the `PlanRequest`
+field (`max_num_seqs`), `value` the number the message states in the request's unit
+(utilization a fraction of 1, lengths and counts in tokens or sequences) or null where the
+message names the setting only, `bound` says what the value is (`most`: an upper limit, or a
+value to lower the setting to; `least`: a lower limit, or a value to raise it to; `exact`: the
+value as it is), `flag` the `dsv4 plan` option that takes `value` as it is
+(`--max-num-seqs`), `spec_field` the DeepSeekV4Deployment field that sets it
+(`spec.maxNumSeqs`) and `spec_value` the value as that field takes it (utilization in whole
+percent, rounded down for `most` and up for `least`; null with `value`). Built from the same
+`Term`s as the message (`findings.Finding`), so the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -30,6 +43,8 @@ from __future__ import annotations
 from typing import Any
 
 from dsv4_operator.planning.evaluate import Evaluation
+from dsv4_operator.planning.findings import CLI_FLAGS, Finding, Term
+from dsv4_operator.planning.from_spec import SPEC_FIELDS, spec_words
 from dsv4_operator.planning.memory import Layout
 from dsv4_operator.planning.planner import Plan, shortfall_bytes
 
@@ -82,6 +97,23 @@ def _layout(lay: Layout) -> dict[str, int]:
         "pipeline_parallel": lay.pipeline_parallel,
         "expert_parallel": lay.expert_parallel_size,
     }
+
+
+def _term(t: Term) -> dict[str, Any]:
+    """One setting a finding names, as data (module docstring: `terms`)."""
+    return {
+        "setting": t.setting.value,
+        "value": t.value,
+        "bound": t.bound,
+        "flag": CLI_FLAGS[t.setting],
+        "spec_field": SPEC_FIELDS[t.setting],
+        "spec_value": None if t.value is None else int(spec_words(t)),
+    }
+
+
+def _finding(f: Finding) -> dict[str, Any]:
+    """`{code, message, terms}`: the message in the CLI's words and its terms as data."""
+    return {**f.as_dict(), "terms": [_term(t) for t in f.terms]}
 
 
 def _candidate(e: Evaluation) -> dict[str, Any]:
@@ -150,14 +182,14 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         },
         "engine": {"name": plan.request.engine.name, "version": plan.request.engine.version},
         "engine_args": engine_args(plan),
-        "warnings": [f.as_dict() for f in plan.warnings],
+        "warnings": [_finding(f) for f in plan.warnings],
         "reasons": list(plan.reasons),
         "runners_up": [_candidate(e) for e in plan.runners_up],
         "rejected": [
             {
                 "gpu": r.gpu,
                 "layout": _layout(r.layout),
-                "reasons": [f.as_dict() for f in r.reasons],
+                "reasons": [_finding(f) for f in r.reasons],
             }
             for r in plan.rejected
         ],

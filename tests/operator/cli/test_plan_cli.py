@@ -4,11 +4,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from dsv4_operator.cli import app
+from dsv4_operator.planning.findings import CLI_FLAGS, Setting
 
 ROOT = Path(__file__).resolve().parents[3]
 runner = CliRunner()
@@ -324,3 +326,78 @@ def test_the_cuda_graph_cap_is_counted_shown_in_engine_args_and_bounded() -> Non
     refused = runner.invoke(app, ["plan", "--max-cudagraph-capture-size", "0"])
     assert refused.exit_code == 2, (refused.output, refused.exception)
     assert "--max-cudagraph-capture-size (max_cudagraph_capture_size)" in refused.output
+
+
+def _plan_data(*args: str) -> dict[str, Any]:
+    """`dsv4 plan ARGS --output json`, fitting (exit 0) or not (exit 1)."""
+    result = runner.invoke(app, ["plan", *args, "--output", "json"])
+    assert result.exit_code in (0, 1), result.output
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def _flag_value(term: dict[str, Any]) -> str:
+    """A structured term's value as its `dsv4 plan` option takes it."""
+    return str(term["value"])
+
+
+def test_json_advice_is_structured_and_plans_when_pasted_back() -> None:
+    """h18: automation had to parse English for the advice. Each warning carries its terms as
+    data ({setting, value, bound, flag, spec_field, spec_value}); a script takes the
+    NO_FEASIBLE_LAYOUT's advised values, passes each as its flag, and the plan fits."""
+    asked = ["--gpu", "h200-141gb", "--max-num-seqs", "512", "--max-num-batched-tokens", "256"]
+    data = _plan_data(*asked)
+    assert data["fits"] is False
+    (no_fit,) = [w for w in data["warnings"] if w["code"] == "NO_FEASIBLE_LAYOUT"]
+    advised = [t for t in no_fit["terms"] if t["bound"] != "exact" and t["value"] is not None]
+    assert {(t["flag"], t["value"]) for t in advised} >= {
+        ("--max-num-seqs", 256),
+        ("--max-num-batched-tokens", 512),
+    }
+    for t in advised:
+        if t["flag"] not in {"--max-num-seqs", "--max-num-batched-tokens"}:
+            continue
+        assert t["spec_field"] in {"spec.maxNumSeqs", "spec.maxNumBatchedTokens"}
+        assert t["spec_value"] == t["value"]
+        args = [*asked, t["flag"], _flag_value(t)]
+        assert _plan_data(*args)["fits"] is True, args
+    # Rejected layouts' reasons carry theirs the same way.
+    reasons = [f for r in data["rejected"] for f in r["reasons"]]
+    assert reasons
+    assert all(isinstance(f["terms"], list) for f in reasons)
+
+
+def test_json_terms_are_the_findings_terms_in_the_words_of_the_message() -> None:
+    """The structured terms are built from each finding's `Term`s: each value appears in the
+    message as `dsv4 plan` words it, and utilization's spec value is in whole percent."""
+    data = _plan_data("--gpu", "h200-141gb", "--gpu-memory-utilization", "0.995", "--nodes", "1")
+    termed = [w for w in data["warnings"] if w["terms"]]
+    assert termed
+    util = [
+        t
+        for w in termed
+        for t in w["terms"]
+        if t["setting"] == "gpu_memory_utilization" and t["value"] is not None
+    ]
+    assert util
+    for w in termed:
+        for t in w["terms"]:
+            assert set(t) == {"setting", "value", "bound", "flag", "spec_field", "spec_value"}
+            assert t["bound"] in {"exact", "most", "least"}
+            if t["value"] is None:
+                assert t["spec_value"] is None
+                continue
+            shown = f"{t['value']:,}" if isinstance(t["value"], int) else f"{t['value']}"
+            assert shown in w["message"], (t, w["message"])
+    for t in util:
+        assert t["flag"] == "--gpu-memory-utilization"
+        assert t["spec_field"] == "spec.gpuMemoryUtilizationPercent"
+        assert isinstance(t["spec_value"], int)
+        assert abs(t["spec_value"] - t["value"] * 100) < 1
+
+
+def test_every_setting_a_term_names_has_a_dsv4_plan_flag() -> None:
+
+    help_text = runner.invoke(app, ["plan", "--help"], terminal_width=200).output
+    for setting in Setting:
+        assert CLI_FLAGS[setting] in help_text, setting

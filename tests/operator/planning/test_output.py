@@ -52,7 +52,8 @@ def test_contract_keys_are_present_and_bytes_are_ints() -> None:
         if key.endswith("_bytes"):
             assert isinstance(value, int)
     assert isinstance(data["shm_size_bytes"], int)
-    assert all(set(w) == {"code", "message"} for w in data["warnings"])
+    # The contract only grows: `terms` was added (h18).
+    assert all(set(w) == {"code", "message", "terms"} for w in data["warnings"])
     json.dumps(data)
 
 
