@@ -36,6 +36,19 @@ value as it is), `flag` the `dsv4 plan` option that takes `value` as it is
 (`spec.maxNumSeqs`) and `spec_value` the value as that field takes it (utilization in whole
 percent, rounded down for `most` and up for `least`; null with `value`). Built from the same
 `Term`s as the message (`findings.Finding`), so the two cannot disagree.
+
+`advice` (added later) is what would make a plan that does not fit fit, as data: the
+NO_FEASIBLE_LAYOUT warning's options, from the same `planner.FitAdvice`. Null when the plan
+fits (or when only a lower gpu-memory-utilization would, which the warnings' terms give);
+else `{settings, cpu_offload_gib, max_num_batched_tokens, layout, layout_advised, more_gpus}`:
+`settings` are terms as above, each a value that on its own makes the request plan (bound
+`most`: lower the setting to it; `least`: raise it to it); `cpu_offload_gib` the
+`--cpu-offload-gb` (GiB per GPU) and `max_num_batched_tokens` the smaller batch (tokens) at
+which the closest layout (`layout` at the top level) fits, or null; `layout` the smallest
+layout of that GPU type that fits with more nodes allowed and no budget (keys as `layout`), or
+null when none within the search does; `layout_advised` whether the warning offers that
+option (false when a setting fixes it and no layout does); `more_gpus` whether `layout` takes
+more GPUs than the closest one.
 """
 
 from __future__ import annotations
@@ -46,7 +59,7 @@ from dsv4_operator.planning.evaluate import Evaluation
 from dsv4_operator.planning.findings import CLI_FLAGS, Finding, Term
 from dsv4_operator.planning.from_spec import SPEC_FIELDS, spec_words
 from dsv4_operator.planning.memory import Layout
-from dsv4_operator.planning.planner import Plan, shortfall_bytes
+from dsv4_operator.planning.planner import FitAdvice, Plan, shortfall_bytes
 
 __all__ = ["engine_args", "plan_to_dict"]
 
@@ -108,6 +121,20 @@ def _term(t: Term) -> dict[str, Any]:
         "flag": CLI_FLAGS[t.setting],
         "spec_field": SPEC_FIELDS[t.setting],
         "spec_value": None if t.value is None else int(spec_words(t)),
+    }
+
+
+def _advice(advice: FitAdvice | None) -> dict[str, Any] | None:
+    """What would fit, as data (module docstring: `advice`)."""
+    if advice is None:
+        return None
+    return {
+        "settings": [_term(t) for t in advice.settings],
+        "cpu_offload_gib": advice.offload_gib,
+        "max_num_batched_tokens": advice.max_num_batched_tokens,
+        "layout": None if advice.layout is None else _layout(advice.layout),
+        "layout_advised": advice.layout_advised,
+        "more_gpus": advice.more_gpus,
     }
 
 
@@ -184,6 +211,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "engine_args": engine_args(plan),
         "warnings": [_finding(f) for f in plan.warnings],
         "reasons": list(plan.reasons),
+        "advice": _advice(plan.advice),
         "runners_up": [_candidate(e) for e in plan.runners_up],
         "rejected": [
             {

@@ -401,3 +401,36 @@ def test_every_setting_a_term_names_has_a_dsv4_plan_flag() -> None:
     help_text = runner.invoke(app, ["plan", "--help"], terminal_width=200).output
     for setting in Setting:
         assert CLI_FLAGS[setting] in help_text, setting
+
+
+def test_json_advice_key_holds_what_would_fit_as_data() -> None:
+    """h18: NO_FEASIBLE_LAYOUT's CPU-offload and smaller-batch options are not request
+    settings its terms name; `advice` gives all of what would fit as data. Pro at 1M on 2
+    nodes of H100: the batch of 4,096 (and the offload) are advised, and each, passed back as
+    its flag, plans."""
+    asked = ["--model", "pro", "--gpu", "h100-80gb", "--nodes", "2", "--max-model-len", "1048576"]
+    data = _plan_data(*asked)
+    assert data["fits"] is False
+    advice = data["advice"]
+    (no_fit,) = [w for w in data["warnings"] if w["code"] == "NO_FEASIBLE_LAYOUT"]
+    assert advice["max_num_batched_tokens"] == 4096
+    assert f"--max-num-batched-tokens {advice['max_num_batched_tokens']}" in no_fit["message"]
+    assert _plan_data(*asked, "--max-num-batched-tokens", "4096")["fits"] is True
+    gib = advice["cpu_offload_gib"]
+    assert isinstance(gib, int)
+    assert f"--cpu-offload-gb {gib}" in no_fit["message"]
+    assert _plan_data(*asked, "--cpu-offload-gb", str(gib))["fits"] is True
+    assert advice["settings"] == []
+    assert advice["layout_advised"] is True
+    assert advice["layout"]["gpus"] > data["layout"]["gpus"]
+    assert f"at least {advice['layout']['gpus']} GPUs" in no_fit["message"]
+    # The h18 setting advice: the same term objects as the warning's, and no layout.
+    seqs = _plan_data(
+        "--gpu", "h200-141gb", "--max-num-seqs", "512", "--max-num-batched-tokens", "256"
+    )
+    (no_fit,) = [w for w in seqs["warnings"] if w["code"] == "NO_FEASIBLE_LAYOUT"]
+    assert seqs["advice"]["settings"]
+    assert all(t in no_fit["terms"] for t in seqs["advice"]["settings"])
+    assert seqs["advice"]["layout_advised"] is False
+    # A plan that fits has none.
+    assert _plan_data("--gpu", "h200-141gb")["advice"] is None
