@@ -101,7 +101,8 @@ class FitAdvice:
         settings: request settings to change, each on its own enough for the request (all its
             GPU types and limits) to plan: a `Term` with bound `most` is a value to lower the
             setting to, `least` one to raise it to (`settings_option` words it). Given when
-            max-num-seqs exceeds max-num-batched-tokens, which no layout changes.
+            max-num-seqs exceeds max-num-batched-tokens, which no layout changes, and for a
+            pinned max-num-batched-tokens too large for any layout of the type.
     """
 
     offload_gib: int | None = None
@@ -563,6 +564,31 @@ def _settings_that_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) 
     return tuple(out)
 
 
+def _pinned_batch_that_fits(req: PlanRequest, model: ModelSpec) -> int | None:
+    """The largest halving of a pinned `--max-num-batched-tokens` at which the request plans.
+
+    For a request that no layout of the closest GPU type fits, even with more nodes: the
+    activation peak, prefill gather workspace and admission state grow with the batch, so a
+    batch pinned too large is a setting to lower, not GPUs to buy. Halves down to
+    `MIN_ADVISED_BATCHED_TOKENS`, checking the request as given (all its GPU types and limits);
+    None when the batch is not pinned, or no such value plans, or (with MTP) a fitting value
+    is below one decode step of the plan's sequences (`speculative_step_problem`), as in
+    `_batch_that_fits`.
+    """
+    if req.max_num_batched_tokens is None:
+        return None
+    batch = req.max_num_batched_tokens // 2
+    while batch >= MIN_ADVISED_BATCHED_TOKENS:
+        smaller = replace(req, max_num_batched_tokens=batch)
+        fitting, _, _, _ = _search(smaller, model)
+        if fitting:
+            if any(speculative_step_problem(smaller, e) for e in fitting):
+                return None
+            return batch
+        batch //= 2
+    return None
+
+
 def settings_option(term: Term) -> tuple[str | Term, ...]:
     """One `FitAdvice.settings` value as sentence parts (`Finding.said`): "lower X to N"."""
     verb = "lower " if term.bound == "most" else "raise "
@@ -641,6 +667,9 @@ def _explain_no_fit(
     )
     more, _, _, _ = _search(wider, model)
     best = min(more, key=lambda e: (e.total_gpus, -e.kv_tokens_per_replica)) if more else None
+    if best is None and not settings and (lower := _pinned_batch_that_fits(req, model)):
+        settings = (Term(Setting.MAX_NUM_BATCHED_TOKENS, lower, "most"),)
+        options.insert(0, settings_option(settings[0]))
     advice = FitAdvice(
         offload_gib=offload,
         layout=None if best is None else best.layout,

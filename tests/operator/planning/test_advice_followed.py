@@ -207,3 +207,25 @@ def test_setting_advice_is_given_only_where_it_fits_when_followed() -> None:
     assert not plan(dataclasses.replace(request, max_num_batched_tokens=4096)).fits
     assert "raise max-num-batched-tokens to" not in text.split("what would fit:")[1]
     assert "more than" not in text
+
+
+def test_a_pinned_batch_too_large_for_any_layout_is_advised_as_the_batch() -> None:
+    """h18: Pro at 1M on 2 nodes of H100 with --max-num-batched-tokens 65536: the activations
+    of that batch fit no layout of up to 16 nodes, and the advice was "more than 16 nodes of
+    8 GPUs of this type, or a larger GPU", though a batch of 4,096 fits on the 2 nodes given.
+    The batch is named with a value that plans when pasted back."""
+    request = PlanRequest(
+        model="pro",
+        gpu_types=("h100-80gb",),
+        max_nodes=2,
+        max_model_len=1 << 20,
+        max_num_batched_tokens=65536,
+    )
+    p = plan(request)
+    assert not p.fits
+    text = _no_fit_text(p)
+    assert text.endswith("what would fit: lower max-num-batched-tokens to 4,096"), text
+    assert "larger GPU" not in text
+    assert plan(dataclasses.replace(request, max_num_batched_tokens=4096)).fits
+    assert not plan(dataclasses.replace(request, max_num_batched_tokens=8192)).fits
+    assert "what would fit: lower spec.maxNumBatchedTokens to 4096" in no_fit_message(p)
