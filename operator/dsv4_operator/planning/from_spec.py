@@ -82,9 +82,9 @@ def planning_replicas(spec: DeepSeekV4DeploymentSpec) -> tuple[int, int]:
 
 
 def replica_gpu_budget(spec: DeepSeekV4DeploymentSpec) -> int | None:
-    """GPUs one replica may use: `spec.gpu.budget // ` its sharing replicas, at least 1; or None.
+    """GPUs one replica may use: `spec.gpu.budget // n`, at least 1; None without a budget.
 
-    The sharing replicas are `planning_replicas`'s second value.
+    `n` is the replicas that share the budget, `planning_replicas`'s second value.
     """
     if spec.gpu.budget is None:
         return None
