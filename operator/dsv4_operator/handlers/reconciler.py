@@ -416,7 +416,7 @@ class Reconciler:
             # In the resource's terms: `spec.parallelism.tensor`, not the request's field.
             message = f"{spec_path(error.field)}: {error.detail}"
             shared = budget_share_words(spec)
-            if error.field == "gpu_budget" and shared is not None:
+            if error.field == "gpu_budget" and shared is not None and shared not in message:
                 message += f"; {shared}"  # the planner's budget is one replica's share
             obs = Observation(
                 owner,

@@ -27,7 +27,7 @@ from typing import Final
 
 from dsv4_operator.api.v1alpha1.gpu import CustomGpuType
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
-from dsv4_operator.planning.findings import Setting, Term
+from dsv4_operator.planning.findings import PlanningError, Setting, Term
 from dsv4_operator.planning.hardware import GpuType
 from dsv4_operator.planning.request import PlanRequest
 
@@ -82,13 +82,15 @@ def planning_replicas(spec: DeepSeekV4DeploymentSpec) -> tuple[int, int]:
 
 
 def replica_gpu_budget(spec: DeepSeekV4DeploymentSpec) -> int | None:
-    """GPUs one replica may use: `spec.gpu.budget // n`, at least 1; None without a budget.
+    """GPUs one replica may use: `spec.gpu.budget // n`; None without a budget.
 
-    `n` is the replicas that share the budget, `planning_replicas`'s second value.
+    `n` is the replicas that share the budget, `planning_replicas`'s second value. 0 when the
+    budget is below `n`, which `request_from_spec` refuses (a floor of 1 GPU per replica would
+    roll out more GPUs than the budget).
     """
     if spec.gpu.budget is None:
         return None
-    return max(spec.gpu.budget // planning_replicas(spec)[1], 1)
+    return spec.gpu.budget // planning_replicas(spec)[1]
 
 
 def budget_share_words(spec: DeepSeekV4DeploymentSpec) -> str | None:
@@ -112,8 +114,15 @@ def budget_share_words(spec: DeepSeekV4DeploymentSpec) -> str | None:
 
 
 def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
-    """Build the planner request for one replica of a validated spec."""
+    """Build the planner request for one replica of a validated spec.
+
+    Raises:
+        PlanningError: `gpu_budget` when `spec.gpu.budget` leaves less than one GPU per
+            replica (`budget_share_words` says why).
+    """
     load_share, _ = planning_replicas(spec)
+    if replica_gpu_budget(spec) == 0:
+        raise PlanningError("gpu_budget", budget_share_words(spec) or "less than one GPU")
     par = spec.parallelism
     expert = None if par is None or par.expert is None else par.expert > 1
     load = spec.load

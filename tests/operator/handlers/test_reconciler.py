@@ -1752,3 +1752,21 @@ def test_a_budget_shared_by_the_autoscaling_floor_names_min_replicas() -> None:
     ), message
     assert "spec.replicas" not in message
     assert _conditions(fake)["Progressing"] == ("False", "InsufficientCapacity")
+
+
+def test_a_budget_under_one_gpu_per_replica_is_refused_not_exceeded() -> None:
+    """h18: spec.gpu.budget 2 over spec.replicas 3 planned 1 GPU per replica (the share was
+    floored at 1), so a one-GPU model rolled out 3 replicas x 1 GPU = 3 GPUs over a budget of
+    2, with Planned True. The share is 0: PlanFailed, naming the field that sets it."""
+    spec = {"model": "flash", "replicas": 3, "gpu": {"types": ["mi355x-288gb"], "budget": 2}}
+    fake, reconciler = _setup(spec)
+    assert reconciler.reconcile("ns", "d", Events()).result == "plan_failed"
+    message = _ready(fake)
+    assert message == (
+        "spec.gpu.budget: spec.gpu.budget 2 shared by spec.replicas 3 leaves 0 GPUs per "
+        "replica (lower spec.replicas or raise the budget)"
+    ), message
+    assert LWS_PATH not in fake.objects
+    # Two GPUs for two replicas of one GPU each still plan.
+    fake, reconciler = _setup({**spec, "replicas": 2})
+    assert reconciler.reconcile("ns", "d", Events()).result == "applied"
