@@ -244,6 +244,29 @@ def test_scaledobject_and_servicemonitor_apply(
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("types", "refusal"),
+    # 1.16 MB: ConfigMap validation; 3.8 MB: over the API server's 3 MiB request limit first.
+    [(2, "must have at most 1048576 bytes"), (6, "Request entity too large")],
+)
+def test_the_server_takes_the_config_map_of_a_plan_with_thousands_of_rejections(
+    control_plane: ControlPlane, namespace: str, types: int, refusal: str
+) -> None:
+    """The rendered ConfigMap of a plan with thousands of rejected layouts is accepted; with the
+    whole plan JSON the API server refuses it, as it did at every reconcile before."""
+    from tests.operator.render.test_service import wide_config_map
+
+    cm, full = wide_config_map(types)
+    cm["metadata"]["namespace"] = namespace
+    cm["metadata"].pop("ownerReferences")
+    create = ["create", "--dry-run=server", "-o", "name", "-f", "-"]
+    assert control_plane.kubectl(*create, stdin=json.dumps(cm)).stdout.startswith("configmap/")
+    cm["data"]["plan.json"] = json.dumps(full, sort_keys=True, indent=1)
+    refused = control_plane.kubectl(*create, stdin=json.dumps(cm), check=False)
+    assert refused.returncode != 0
+    assert refusal in refused.stderr
+
+
 def test_garbage_collector_deletes_owned_child(control_plane: ControlPlane, namespace: str) -> None:
     control_plane.kubectl("create", "configmap", "owner", "-n", namespace)
     owner_uid = control_plane.kubectl_json("get", "configmap", "owner", "-n", namespace)[

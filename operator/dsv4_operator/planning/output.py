@@ -49,6 +49,11 @@ layout of that GPU type that fits with more nodes allowed and no budget (keys as
 null when none within the search does; `layout_advised` whether the warning offers that
 option (false when a setting fixes it and no layout does); `more_gpus` whether `layout` takes
 more GPUs than the closest one.
+
+The operator's plan ConfigMap (`plan.json`) holds this document; where it would exceed 512 KiB
+(thousands of rejected layouts: Kubernetes refuses a ConfigMap over 1 MiB) it keeps some of
+`rejected`, from every GPU type in turn, and adds `rejected_omitted` (added later, only then):
+the number left out (`render.service.plan_json`). `dsv4 plan` prints the whole list.
 """
 
 from __future__ import annotations

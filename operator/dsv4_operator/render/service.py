@@ -19,6 +19,7 @@ from dsv4_operator.render.runtime_args import ADMIN_PORT, API_PORT, runtime_args
 
 __all__ = [
     "PDB_API_VERSION",
+    "PLAN_JSON_MAX_BYTES",
     "PLAN_KEY",
     "RUNTIME_ARGS_KEY",
     "endpoint",
@@ -37,9 +38,58 @@ RUNTIME_ARGS_KEY: Final = "runtime-args.json"
 """ConfigMap key holding the `dsv4-runtime` argument list as a JSON array."""
 
 
+PLAN_JSON_MAX_BYTES: Final = 512 * 1024
+"""Most bytes of `plan.json`, UTF-8. Kubernetes refuses a ConfigMap whose data exceed 1 MiB
+(`core.MaxSecretSize`, checked in `ValidateConfigMap`, pkg/apis/core/validation); half leaves
+room for `runtime-args.json` and the metadata. A plan over many GPU types and nodes lists
+thousands of rejected layouts (Pro at 1M context over six types and 64 nodes: 3.8 MB)."""
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, sort_keys=True, indent=1)
+
+
+def _round_robin(rejected: list[Any]) -> list[int]:
+    """Indices of `rejected`, each GPU type's next entry in turn (types in first-seen order).
+
+    So a prefix of the result keeps every type's first layouts.
+    """
+    by_type: dict[str, list[int]] = {}
+    for i, entry in enumerate(rejected):
+        by_type.setdefault(str(entry["gpu"]), []).append(i)
+    queues = list(by_type.values())
+    return [q[k] for k in range(max(map(len, queues), default=0)) for q in queues if k < len(q)]
+
+
 def plan_json(plan: Plan) -> str:
-    """The plan as stable JSON (sorted keys, so an unchanged plan is byte-identical)."""
-    return json.dumps(plan_to_dict(plan), sort_keys=True, indent=1)
+    """The plan as stable JSON (sorted keys, so an unchanged plan is byte-identical).
+
+    `plan_to_dict(plan)` (the `dsv4 plan --output json` contract) as it is while it fits in
+    `PLAN_JSON_MAX_BYTES`; else the most `rejected` entries that fit, taken in turn from each
+    GPU type and kept in their order, with `rejected_omitted` (added later, only then): how
+    many were left out. The rest of the plan is whole. Before, such a plan's ConfigMap was
+    refused and nothing rolled out (ApplyFailed).
+    """
+    doc = plan_to_dict(plan)
+    text = _dumps(doc)
+    if len(text.encode()) <= PLAN_JSON_MAX_BYTES:
+        return text
+    rejected = doc["rejected"]
+    order = _round_robin(rejected)
+
+    def kept(n: int) -> str:
+        doc["rejected"] = [rejected[i] for i in sorted(order[:n])]
+        doc["rejected_omitted"] = len(rejected) - n
+        return _dumps(doc)
+
+    low, high = 0, len(order)  # the most entries that fit lies in [low, high)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if len(kept(mid).encode()) <= PLAN_JSON_MAX_BYTES:
+            low = mid
+        else:
+            high = mid
+    return kept(low)
 
 
 def plan_config_map(owner: Owner, spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from tests.operator.render.conftest import Case
 
-from dsv4_operator.planning import plan_to_dict
-from dsv4_operator.render import endpoint, plan_config_map, pod_disruption_budget, service
+from dsv4_operator.api import parse_spec
+from dsv4_operator.planning import plan, plan_to_dict
+from dsv4_operator.planning.from_spec import request_from_spec
+from dsv4_operator.render import Owner, endpoint, plan_config_map, pod_disruption_budget, service
 from dsv4_operator.render.runtime_args import runtime_args
+from dsv4_operator.render.service import PLAN_JSON_MAX_BYTES, PLAN_KEY
 
 
 def test_service_selects_leaders_on_the_openai_port(case: Case) -> None:
@@ -76,3 +80,51 @@ def test_port_8081_is_refused_only_where_the_admin_port_is(case: Case) -> None:
         spec = case.spec.model_copy(update={"service": ServiceSpec(type=kind, port=8081)})
         ports = service(case.owner, spec)["spec"]["ports"]
         assert [(p["name"], p["port"]) for p in ports] == [("http", 8081)]
+
+
+WIDE_TYPES: tuple[str, ...] = (
+    "h100-80gb",
+    "h200-141gb",
+    "h20-96gb",
+    "a100-80gb",
+    "b200-180gb",
+    "mi300x-192gb",
+)
+"""Six GPU types: Pro at 1M context over 64 nodes of them is a valid spec whose plan lists
+7,128 rejected layouts, 3.8 MB of plan JSON (the first two alone: 2,380 layouts, 1.16 MB)."""
+
+
+def wide_config_map(types: int = 6) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the ConfigMap rendered for Pro at 1M over the first `types` of `WIDE_TYPES` and 64
+    nodes, `plan_to_dict` of its plan)."""
+    spec = parse_spec(
+        {
+            "model": "pro",
+            "maxModelLen": 1_048_576,
+            "gpu": {"types": list(WIDE_TYPES[:types]), "maxNodes": 64, "gpusPerNode": 8},
+        }
+    )
+    planned = plan(request_from_spec(spec))
+    owner = Owner(name="wide", namespace="default", uid="u-1", generation=1)
+    return plan_config_map(owner, spec, planned), plan_to_dict(planned)
+
+
+@pytest.mark.parametrize("types", [2, 6])
+def test_a_plan_with_thousands_of_rejections_keeps_the_config_map_under_1_mib(types: int) -> None:
+    """h18: the ConfigMap held the whole plan JSON, 1.16 / 3.8 MB here, and Kubernetes refuses
+    a ConfigMap whose data exceed 1 MiB: ApplyFailed, nothing rolled out, for a valid spec."""
+    cm, full = wide_config_map(types)
+    assert sum(len(v.encode()) for v in cm["data"].values()) < 1 << 20
+    text = cm["data"][PLAN_KEY]
+    assert len(text.encode()) <= PLAN_JSON_MAX_BYTES
+    kept = json.loads(text)
+    omitted = kept.pop("rejected_omitted")
+    assert omitted > 0
+    assert len(kept["rejected"]) + omitted == len(full["rejected"])
+    # Every GPU type keeps layouts, in the plan's order; the rest of the plan is whole.
+    assert {r["gpu"] for r in kept["rejected"]} == {r["gpu"] for r in full["rejected"]}
+    positions = [full["rejected"].index(r) for r in kept["rejected"]]
+    assert positions == sorted(positions)
+    assert {k: v for k, v in kept.items() if k != "rejected"} == {
+        k: v for k, v in full.items() if k != "rejected"
+    }
