@@ -98,3 +98,22 @@ def test_lora_is_refused_before_the_weights_load(arg: str) -> None:
     spec = {"model": "flash", "gpu": {"types": ["h200-141gb"]}, "engine": {"extraArgs": [arg]}}
     with pytest.raises(InvalidSpecError, match="--enable-lora"):
         parse_spec(spec)
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "--prefill-context-parallel-size=2",
+        "--prefill-context-parallel-size",
+        "--prefill-context=2",  # an abbreviation vLLM's parser would take
+    ],
+)
+def test_prefill_context_parallel_is_refused(arg: str, vllm_options: dict[str, list[str]]) -> None:
+    """vLLM 0.33.0's `--prefill-context-parallel-size` (`-pcp`) multiplies the workers of each
+    engine: `ParallelConfig.world_size` = PP x TP x PCP (vllm/config/parallel.py), so each DP
+    rank would start TP x PCP workers on a pod that has GPUs for TP, and vLLM refuses PCP with
+    DP > 1 ("PCP does not support data parallelism yet"). It was accepted."""
+    assert "--prefill-context-parallel-size" in vllm_options
+    spec = {"model": "flash", "gpu": {"types": ["h200-141gb"]}, "engine": {"extraArgs": [arg]}}
+    with pytest.raises(InvalidSpecError, match="--prefill-context-parallel-size"):
+        parse_spec(spec)

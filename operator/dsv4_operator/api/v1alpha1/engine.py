@@ -93,6 +93,11 @@ UNSUPPORTED_FLAGS: Final = {
         "with the workers' start ranks vLLM would pick multi-port mode over headless workers"
     ),
     "--data-parallel-backend": "the runtime launches the DP ranks itself (no Ray)",
+    "--prefill-context-parallel-size": (
+        "it multiplies the GPU workers of each engine (vLLM's world size is PP x TP x PCP, "
+        "vllm/config/parallel.py), so a pod would need more GPUs than the plan gives it, and "
+        "vLLM refuses it with data parallelism; the plan sizes TP and DP ranks only"
+    ),
     "--enable-elastic-ep": "groups have the fixed size of the plan",
     "--elastic-ep-max-dp-size": "groups have the fixed size of the plan",
     "--disable-log-stats": (
