@@ -134,8 +134,11 @@ def test_env_from_a_secret_is_accepted(validate: Any) -> None:
     env = [
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
         {"name": "VLLM_LOGGING_LEVEL", "value": "INFO"},
+        # vLLM's default: the CUDA-graph estimate stays inside the budget the plan counts
+        {"name": "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", "value": "1"},
     ]
     assert validate(_with_spec(engine={"env": env})) == []
+    assert len(parse_deployment(_with_spec(engine={"env": env})).spec.engine.env) == 3
     both = [
         {
             "name": "A",

@@ -549,6 +549,31 @@ CASES = [
         ("spec.engine.env[0].name", "DSV4_RUNTIME_ADMIN_TOKEN is set by the operator"),
     ),
     Case(
+        "env-turns-off-the-cuda-graph-estimate",
+        {
+            "spec.engine": {
+                "env": [{"name": "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", "value": "0"}]
+            }
+        },
+        ("spec.engine.env[0]", "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", "only be 1"),
+        ("spec.engine.env[0]", "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", "only be 1"),
+    ),
+    Case(
+        "env-takes-the-cuda-graph-estimate-from-a-config-map",
+        {
+            "spec.engine": {
+                "env": [
+                    {
+                        "name": "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS",
+                        "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}},
+                    }
+                ]
+            }
+        },
+        ("spec.engine.env[0]", "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", "only be 1"),
+        ("spec.engine.env[0]", "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", "only be 1"),
+    ),
+    Case(
         "pod-label-under-an-owned-prefix",
         {"spec.pod": {"labels": {"dsv4.io/deployment": "other"}}},
         ("spec.pod", "keys must not start with", "dsv4.io/"),

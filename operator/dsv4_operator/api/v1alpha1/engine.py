@@ -14,6 +14,7 @@ from dsv4_operator.api.v1alpha1.source import ObjectName
 __all__ = [
     "ADMIN_TOKEN_ENV",
     "CUDAGRAPH_CAP_FLAG",
+    "CUDAGRAPH_ESTIMATE_ENV",
     "CUDAGRAPH_LIST_FLAG",
     "OPERATOR_OWNED_FLAGS",
     "PERFORMANCE_MODES",
@@ -134,6 +135,23 @@ parser accepts, so it is refused too (`--max-model=1048576` would set `--max-mod
 ADMIN_TOKEN_ENV: Final = "DSV4_RUNTIME_ADMIN_TOKEN"  # noqa: S105  (a variable name)
 """The variable the operator sets in every pod to the runtime's drain token (`render.admin`;
 `dsv4_runtime.server.ADMIN_TOKEN_ENV`); `spec.engine.env` may not set it."""
+
+CUDAGRAPH_ESTIMATE_ENV: Final = "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS"
+"""vLLM's switch for counting CUDA-graph memory before it sizes the KV cache (default on since
+vLLM 0.21.0: `bool(int(os.getenv(..., "1")))`, vllm/envs.py). `Worker.determine_available_memory`
+(vllm/v1/worker/gpu_worker.py) subtracts the profiled graph estimate from the KV budget only
+while it is on; with `0` the KV cache takes the graphs' share too and the graphs, captured
+afterwards, land above total x gpu-memory-utilization, where the plan keeps only the CUDA
+context and NCCL (an out-of-memory at capture, or a KV pool larger than planned). So
+`spec.engine.env` may set it only to its default, `1`, as a literal value."""
+CUDAGRAPH_ESTIMATE_KEPT: Final = "1"
+"""The one value of `CUDAGRAPH_ESTIMATE_ENV` accepted (vLLM's default; a valueFrom could hold
+anything, so it is refused too)."""
+_CUDAGRAPH_ESTIMATE_REASON: Final = (
+    f"{CUDAGRAPH_ESTIMATE_ENV} may only be {CUDAGRAPH_ESTIMATE_KEPT} (vLLM's default, as a "
+    "literal value): the plan counts CUDA-graph memory inside gpu-memory-utilization, and "
+    "with 0 vLLM gives it to the KV cache and captures the graphs above that budget"
+)
 
 IMAGE_PATTERN: Final = (
     r"^(([A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?/)?[a-z0-9]+([._-]+[a-z0-9]+)*"
@@ -416,6 +434,13 @@ class EnvVar(ApiModel):
             "rule": f"self.name != '{ADMIN_TOKEN_ENV}'",
             "message": f"spec.engine.env: {ADMIN_TOKEN_ENV} is set by the operator (drain token)",
         },
+        {
+            "rule": (
+                f"self.name != '{CUDAGRAPH_ESTIMATE_ENV}' || "
+                f"(has(self.value) && self.value == '{CUDAGRAPH_ESTIMATE_KEPT}')"
+            ),
+            "message": f"spec.engine.env: {_CUDAGRAPH_ESTIMATE_REASON}",
+        },
     )
 
     name: Annotated[
@@ -432,6 +457,8 @@ class EnvVar(ApiModel):
         if self.value is not None and self.value_from is not None:
             msg = "set value or valueFrom, not both"
             raise ValueError(msg)
+        if self.name == CUDAGRAPH_ESTIMATE_ENV and self.value != CUDAGRAPH_ESTIMATE_KEPT:
+            raise ValueError(_CUDAGRAPH_ESTIMATE_REASON)
         return self
 
     @field_validator("name")
@@ -483,7 +510,9 @@ class EngineSpec(ApiModel):
             },
         ),
     ] = ()
-    """Extra environment variables of the engine container (at most 64, unique names)."""
+    """Extra environment variables of the engine container (at most 64, unique names);
+    `VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS` may only be `1`, vLLM's default (the plan counts
+    CUDA-graph memory inside gpu-memory-utilization, which `0` undoes)."""
 
     @field_validator("extra_args")
     @classmethod
