@@ -151,6 +151,11 @@ def _table(p: Plan, console: Console) -> None:
         ("weights: routed experts", mem.weights.expert_bytes),
         ("weights: TP-sharded", mem.weights.sharded_bytes),
         ("weights: replicated", mem.weights.replicated_bytes),
+        *(
+            [("weights: EPLB transfer buffer", mem.weights.eplb_buffer_bytes)]
+            if mem.weights.eplb_buffer_bytes
+            else []
+        ),
         ("activations", mem.activation_bytes),
         ("CUDA graphs", mem.cuda_graph_bytes),
         ("non-torch overhead", mem.overhead_bytes),

@@ -23,7 +23,7 @@ concurrency".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Final
 
@@ -170,14 +170,7 @@ def structural_problems(
                 "enable expert parallelism or split the experts fewer ways",
             )
         )
-    ep = layout.expert_parallel_size
-    if layout.expert_parallel and model.n_routed_experts % ep:
-        problems.append(
-            Finding(
-                Code.EP_NOT_DIVIDING_EXPERTS,
-                f"EP={ep} does not divide the {model.n_routed_experts} routed experts",
-            )
-        )
+    problems += _expert_problems(model, layout, req)
     if req.gpu_budget is not None and layout.gpus > req.gpu_budget:
         problems.append(
             Finding(
@@ -186,6 +179,34 @@ def structural_problems(
             )
         )
     return tuple(problems)
+
+
+def _expert_problems(model: ModelSpec, layout: Layout, req: PlanRequest) -> list[Finding]:
+    """EP sizes vLLM refuses: one not dividing the E + R physical experts, or EPLB on one rank.
+
+    vLLM's `DeepseekV4MoE` asserts that EP divides `n_physical_experts` (E plus EPLB's
+    redundant experts R), and `ParallelConfig` refuses EPLB without TP, PCP or DP ("EPLB
+    requires tensor, prefill-context, or data parallelism").
+    """
+    problems = []
+    ep = layout.expert_parallel_size
+    physical = model.n_routed_experts + req.redundant_experts
+    if layout.expert_parallel and physical % ep:
+        extra = f" + {req.redundant_experts} redundant (EPLB)" if req.redundant_experts else ""
+        problems.append(
+            Finding(
+                Code.EP_NOT_DIVIDING_EXPERTS,
+                f"EP={ep} does not divide the {model.n_routed_experts} routed experts{extra}",
+            )
+        )
+    if req.eplb and ep < 2:
+        problems.append(
+            Finding(
+                Code.EP_NOT_DIVIDING_EXPERTS,
+                "EPLB (--enable-eplb) needs expert parallelism over at least 2 GPUs",
+            )
+        )
+    return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,11 +357,7 @@ def _offloaded(weights: WeightBreakdown, offload: int) -> WeightBreakdown:
     if offload <= 0:
         return weights
     moved = min(offload, weights.expert_bytes)
-    return WeightBreakdown(
-        expert_bytes=weights.expert_bytes - moved,
-        sharded_bytes=weights.sharded_bytes,
-        replicated_bytes=weights.replicated_bytes,
-    )
+    return replace(weights, expert_bytes=weights.expert_bytes - moved)
 
 
 HOST_LINK_BYTES_PER_S: Final = 63_015_384_615
@@ -420,6 +437,8 @@ def evaluate(
         tensor_parallel=layout.tensor_parallel,
         data_parallel=dp,
         expert_parallel=layout.expert_parallel,
+        redundant_experts=req.redundant_experts,
+        eplb=req.eplb,
     )
     full_experts = on_gpu.expert_bytes
     weights = _offloaded(on_gpu, req.cpu_offload_bytes)

@@ -169,6 +169,8 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         max_cudagraph_capture_size=spec.engine.max_cudagraph_capture_size,
         performance_mode=spec.engine.performance_mode,
         cuda_graphs=spec.engine.cuda_graphs,
+        eplb=spec.engine.eplb,
+        redundant_experts=spec.engine.redundant_experts,
         engine_version=spec.engine.version,
     )
 
@@ -215,6 +217,8 @@ _SPEC_PATHS: Final[dict[str, str]] = {
     "tokens_per_second": "spec.load.tokensPerSecond",
     "usd_per_gpu_hour": "spec.cost.gpuHourlyPrices",
     "cpu_offload_bytes": "spec.engine.extraArgs",
+    "eplb": "spec.engine.extraArgs",
+    "redundant_experts": "spec.engine.extraArgs",
     "engine_version": "spec.engine.version",
     "max_model_len": "spec.maxModelLen",
     "gpu_memory_utilization": "spec.gpuMemoryUtilizationPercent",

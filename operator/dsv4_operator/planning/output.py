@@ -187,6 +187,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             "weights_expert_bytes": w.expert_bytes,
             "weights_sharded_bytes": w.sharded_bytes,
             "weights_replicated_bytes": w.replicated_bytes,
+            "weights_eplb_buffer_bytes": w.eplb_buffer_bytes,
             "activation_bytes": mem.activation_bytes,
             "cuda_graph_bytes": mem.cuda_graph_bytes,
             "overhead_bytes": mem.overhead_bytes,

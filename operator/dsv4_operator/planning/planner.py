@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
+from dsv4_operator.api.v1alpha1.engine import MAX_REDUNDANT_EXPERTS
 from dsv4_operator.planning.engine import PERFORMANCE_MODES, parse_version
 from dsv4_operator.planning.evaluate import (
     HOST_LINK_BYTES_PER_S,
@@ -248,6 +249,24 @@ def _validate_numbers(req: PlanRequest, limit: int) -> None:
         raise PlanningError("speculative_tokens", f"{req.speculative_tokens} must not be negative")
     if req.cpu_offload_bytes < 0:
         raise PlanningError("cpu_offload_bytes", f"{req.cpu_offload_bytes} must not be negative")
+    if not 0 <= req.redundant_experts <= MAX_REDUNDANT_EXPERTS:
+        raise PlanningError(
+            "redundant_experts",
+            f"{req.redundant_experts} is outside 0..{MAX_REDUNDANT_EXPERTS:,} (EPLB's "
+            "num_redundant_experts in --eplb-config)",
+        )
+    if req.redundant_experts and not req.eplb:
+        raise PlanningError(
+            "redundant_experts",
+            f"{req.redundant_experts} redundant experts need --enable-eplb (vLLM refuses "
+            "num_redundant_experts without EPLB)",
+        )
+    if req.eplb and req.expert_parallel is False:
+        raise PlanningError(
+            "expert_parallel",
+            "off, but --enable-eplb in spec.engine.extraArgs needs expert parallelism (vLLM: "
+            "'enable_expert_parallel must be True to use EPLB')",
+        )
 
 
 def _node_shapes(req: PlanRequest, per_node: int) -> Iterator[tuple[int, int]]:
@@ -266,6 +285,8 @@ def _node_shapes(req: PlanRequest, per_node: int) -> Iterator[tuple[int, int]]:
 def _layouts(req: PlanRequest, per_node: int) -> Iterator[Layout]:
     pp = req.pipeline_parallel or 1
     eps = (req.expert_parallel,) if req.expert_parallel is not None else (True, False)
+    if req.eplb:
+        eps = (True,)  # vLLM refuses EPLB without expert parallelism
     for nodes, local in _node_shapes(req, per_node):
         total = nodes * local
         tps = (
@@ -924,6 +945,13 @@ def _reasons(
         f"weights per GPU {w.total_bytes / _GB:,.1f} GB ({fmt} in GPU memory): experts "
         f"{w.expert_bytes / _GB:,.1f} GB ({split}), TP-sharded {w.sharded_bytes / _GB:,.2f} GB "
         f"(/{lay.tensor_parallel}), replicated {w.replicated_bytes / _GB:,.2f} GB"
+        + (
+            f", EPLB transfer buffer {w.eplb_buffer_bytes / _GB:,.2f} GB (one MoE layer's "
+            f"experts of this GPU; {req.redundant_experts} redundant experts per layer included "
+            "above)"
+            if w.eplb_buffer_bytes
+            else ""
+        )
     )
     lines.append(
         f"KV pool {max(mem.kv_cache_bytes, 0) / _GB:,.2f} GB per GPU = budget "

@@ -49,6 +49,10 @@ class PlanRequest:
         cuda_graphs: False when the engine captures no CUDA graphs (`--enforce-eager`,
             `cudagraph_mode` NONE, `--optimization-level=0`): the plan then counts no graph
             memory.
+        eplb: vLLM's expert-parallel load balancing (`--enable-eplb`): EP layouts only, and
+            one MoE layer's local experts per GPU as its transfer buffer.
+        redundant_experts: `num_redundant_experts` of `--eplb-config` (R, needs `eplb`): every
+            MoE layer holds E + R physical experts, (E + R) / EP per GPU.
         weights_download: every node downloads the checkpoint (Hugging Face Hub) at first boot,
             which the startup budget allows for; False when it is read from a volume.
         usd_per_gpu_hour: price per GPU type (decimal strings), used to rank across types.
@@ -83,6 +87,8 @@ class PlanRequest:
     max_cudagraph_capture_size: int | None = None
     performance_mode: str = "balanced"
     cuda_graphs: bool = True
+    eplb: bool = False
+    redundant_experts: int = 0
     weights_download: bool = False
     usd_per_gpu_hour: dict[str, str] = field(default_factory=dict)
     engine: EngineProfile = VLLM_0_33

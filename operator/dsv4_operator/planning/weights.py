@@ -146,19 +146,24 @@ class WeightBreakdown:
     """Weight bytes held by one GPU, by placement.
 
     Attributes:
-        expert_bytes: this rank's share of the routed experts.
+        expert_bytes: this rank's share of the routed experts (redundant EPLB experts included).
         sharded_bytes: this rank's share of TP-sharded tensors.
         replicated_bytes: tensors every rank holds in full.
+        eplb_buffer_bytes: EPLB's transfer buffer, one MoE layer's local experts (0 without
+            EPLB): allocated at load beside the weights, so counted with them.
     """
 
     expert_bytes: int
     sharded_bytes: int
     replicated_bytes: int
+    eplb_buffer_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
-        """Bytes of weights on this GPU."""
-        return self.expert_bytes + self.sharded_bytes + self.replicated_bytes
+        """Bytes of weights on this GPU (the EPLB buffer included)."""
+        return (
+            self.expert_bytes + self.sharded_bytes + self.replicated_bytes + self.eplb_buffer_bytes
+        )
 
 
 def per_gpu_weight_bytes(
@@ -169,6 +174,8 @@ def per_gpu_weight_bytes(
     data_parallel: int,
     expert_parallel: bool,
     include_mtp: bool = True,
+    redundant_experts: int = 0,
+    eplb: bool = False,
 ) -> WeightBreakdown:
     """Weight bytes on one GPU of a layout (vLLM placement, facts §4 and §7.1).
 
@@ -194,20 +201,42 @@ def per_gpu_weight_bytes(
             without: what vLLM allocates at load exceeds the checkpoint's tensors, so the MTP
             bytes are kept as that margin rather than dropped.
 
+        redundant_experts: EPLB's `num_redundant_experts` R: each MoE layer holds E + R
+            physical experts, (E + R) / EP on each GPU (vLLM `DeepseekV4MoE`:
+            `n_physical_experts = n_logical_experts + num_redundant_experts`, asserted
+            divisible by the EP size), so the experts' bytes scale by (E + R) / E.
+        eplb: EPLB is on: add its transfer buffer, `[torch.empty_like(w) for w in
+            model.expert_weights[0]]` (`EplbState.add_model`, vllm/distributed/eplb/
+            eplb_state.py), i.e. one main-model MoE layer's local physical experts.
+
     Returns:
         The per-GPU breakdown in bytes (ceil of each share).
     """
     del expert_parallel  # same bytes: whole experts over EP ranks or slices over TP x DP ranks
     expert_div = tensor_parallel * data_parallel
+    physical = model.n_routed_experts + redundant_experts
+    share = expert_div * model.n_routed_experts  # expert bytes x physical / share on one GPU
     exp = shard = rep = 0
     for placement, b in _placed_bytes(model, weights_format, include_mtp=include_mtp):
         if placement is Placement.EXPERT:
-            exp += -(-b // expert_div)
+            exp += -(-b * physical // share)
         elif placement is Placement.SHARDED:
             shard += -(-b // tensor_parallel)
         else:
             rep += b
-    return WeightBreakdown(expert_bytes=exp, sharded_bytes=shard, replicated_bytes=rep)
+    buffer = 0
+    if eplb:
+        layer = _layer_expert_bytes(model, weights_format)
+        buffer = -(-layer * physical // share)
+    return WeightBreakdown(
+        expert_bytes=exp, sharded_bytes=shard, replicated_bytes=rep, eplb_buffer_bytes=buffer
+    )
+
+
+def _layer_expert_bytes(model: ModelSpec, weights_format: str) -> int:
+    """Bytes of one main-model layer's routed experts (all E of them, scales included)."""
+    main = next(g for g in model.parameter_groups() if g.name == "ffn.experts")
+    return -(-_group_bytes(main, weights_format, model) // model.num_layers)
 
 
 @lru_cache(maxsize=64)

@@ -117,3 +117,43 @@ def test_prefill_context_parallel_is_refused(arg: str, vllm_options: dict[str, l
     spec = {"model": "flash", "gpu": {"types": ["h200-141gb"]}, "engine": {"extraArgs": [arg]}}
     with pytest.raises(InvalidSpecError, match="--prefill-context-parallel-size"):
         parse_spec(spec)
+
+
+def _engine(*args: str) -> Any:
+    spec = {"model": "pro", "gpu": {"types": ["h200-141gb"]}, "engine": {"extraArgs": list(args)}}
+    return parse_spec(spec).engine
+
+
+def test_eplb_and_its_redundant_experts_are_read_for_the_plan(
+    vllm_options: dict[str, list[str]],
+) -> None:
+    """vLLM 0.33.0 `--enable-eplb` / `--eplb-config` (EPLBConfig.num_redundant_experts): each
+    redundant expert is one more physical expert spread over the EP ranks, weights the plan
+    did not count."""
+    assert vllm_options["--enable-eplb"] == ["--enable-eplb", "--disable-eplb"]
+    assert "--eplb-config" in vllm_options
+    engine = _engine("--enable-eplb", '--eplb-config={"num_redundant_experts": 32}')
+    assert (engine.eplb, engine.redundant_experts) == (True, 32)
+    assert (_engine().eplb, _engine().redundant_experts) == (False, 0)
+    assert _engine("--enable-eplb", "--disable-eplb").eplb is False
+    assert _engine("--enable-eplb", '--eplb-config={"window_size": 500}').redundant_experts == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (['--eplb-config={"num_redundant_experts": 8}'], "needs --enable-eplb"),
+        (["--enable-eplb", "--eplb-config=num_redundant_experts=8"], "a JSON object"),
+        (["--enable-eplb", '--eplb-config={"num_redundant_experts": -1}'], "0 to 1,024"),
+        (["--enable-eplb", '--eplb-config={"num_redundant_experts": 2.5}'], "0 to 1,024"),
+        (["--enable-eplb", '--eplb-config={"num_redundant_experts": true}'], "0 to 1,024"),
+        (["--enable-eplb=true"], "takes no value"),
+        (['--eplb={"num_redundant_experts": 8}'], "abbreviates --eplb-config"),
+    ],
+)
+def test_eplb_settings_vllm_would_refuse_are_refused(args: list[str], words: str) -> None:
+    """vLLM refuses num_redundant_experts without EPLB (ParallelConfig._validate_parallel_config:
+    "num_redundant_experts is set to ... but EPLB is not enabled"), and the plan reads the
+    count, so a value it cannot read, or a spelling past the check, is refused."""
+    with pytest.raises(InvalidSpecError, match=words):
+        _engine(*args)

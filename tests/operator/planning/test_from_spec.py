@@ -149,3 +149,24 @@ def test_a_finding_keeps_its_cli_words_and_gives_the_operator_spec_fields() -> N
     assert f.worded(spec_words) == "use a {spec.gpuMemoryUtilizationPercent} of 98"
     plain = Finding.said(Code.WEIGHTS_REPACKED, "a {literal}", " brace")
     assert plain.message == plain.worded(spec_words) == "a {literal} brace"
+
+
+def test_eplb_in_extra_args_reaches_the_plan() -> None:
+    """`--enable-eplb` and `--eplb-config` in spec.engine.extraArgs were passed to vLLM but not
+    to the planner, which counted E / EP experts per GPU where vLLM loads (E + R) / EP."""
+    spec = parse_spec(
+        {
+            "model": "pro",
+            "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8},
+            "maxModelLen": 65536,
+            "engine": {
+                "extraArgs": ["--enable-eplb", '--eplb-config={"num_redundant_experts": 32}']
+            },
+        }
+    )
+    request = request_from_spec(spec)
+    assert (request.eplb, request.redundant_experts) == (True, 32)
+    chosen = plan(request).chosen
+    assert chosen.layout.expert_parallel
+    assert chosen.memory.weights.eplb_buffer_bytes > 0
+    assert spec_path("redundant_experts") == "spec.engine.extraArgs"

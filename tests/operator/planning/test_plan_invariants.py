@@ -150,7 +150,10 @@ def test_the_json_adds_up(req: PlanRequest) -> None:
     assert lay["expert_parallel"] in {1, lay["tensor_parallel"] * lay["data_parallel"]}
     assert model.n_routed_experts % lay["expert_parallel"] == 0
     assert mem["weights_bytes"] == (
-        mem["weights_expert_bytes"] + mem["weights_sharded_bytes"] + mem["weights_replicated_bytes"]
+        mem["weights_expert_bytes"]
+        + mem["weights_sharded_bytes"]
+        + mem["weights_replicated_bytes"]
+        + mem["weights_eplb_buffer_bytes"]
     )
     util = Fraction(str(mem["gpu_memory_utilization"]))
     assert mem["budget_bytes"] == c.memory.memory_bytes * util.numerator // util.denominator

@@ -442,3 +442,60 @@ def test_a_pinned_tensor_parallel_size_never_spans_nodes() -> None:
                 max_nodes=2,
             )
         )
+
+
+def _eplb_base() -> PlanRequest:
+    return PlanRequest(
+        model="pro",
+        gpu_types=("h200-141gb",),
+        gpus_per_node=8,
+        max_nodes=1,
+        tensor_parallel=1,
+        data_parallel=8,
+        expert_parallel=True,
+        max_model_len=65_536,
+    )
+
+
+def test_eplb_redundant_experts_and_transfer_buffer_are_counted() -> None:
+    """`--enable-eplb` with `num_redundant_experts` R: every MoE layer holds (E + R) / EP physical
+    experts per GPU (vLLM DeepseekV4MoE: n_physical_experts = n_logical + R, asserted divisible
+    by the EP size), and EPLB keeps one layer of them as its transfer buffer
+    (EplbState.add_model: `expert_buffer = [torch.empty_like(w) for w in
+    model.expert_weights[0]]`). Both are allocated at load, before vLLM sizes the KV cache, so
+    the plan promised KV that did not exist: Pro DP8 EP8 with R=32 has 4 more experts per layer
+    on each GPU, about 10.7 GB with the buffer."""
+    from dsv4_operator.planning.models import PRO, Storage
+    from dsv4_operator.planning.weights import element_bytes
+
+    plain = plan(_eplb_base()).chosen.memory
+    eplb = plan(dataclasses.replace(_eplb_base(), eplb=True, redundant_experts=32)).chosen.memory
+    layer = PRO.expert_elements_per_layer * element_bytes("official", Storage.EXPERT)
+    assert layer.denominator == 1  # whole bytes per layer of MXFP4 experts
+    per_rank = (384 + 32) * int(layer) // (384 * 8)  # 52 experts of one layer on one GPU
+    layers = PRO.num_layers + PRO.num_mtp_layers
+    assert eplb.weights.expert_bytes == per_rank * layers
+    assert plain.weights.expert_bytes == 48 * int(layer) // 384 * layers
+    assert eplb.weights.eplb_buffer_bytes == per_rank
+    assert plain.weights.eplb_buffer_bytes == 0
+    added = eplb.weights.total_bytes - plain.weights.total_bytes
+    assert added == 4 * int(layer) // 384 * layers + per_rank
+    assert 10.5e9 < added < 11e9
+    assert eplb.kv_cache_bytes == plain.kv_cache_bytes - added
+
+
+def test_eplb_layouts_follow_what_vllm_accepts() -> None:
+    """vLLM refuses EPLB without expert parallelism and redundant experts without EPLB
+    (ParallelConfig._validate_parallel_config), and asserts that EP divides E + R."""
+    uneven = dataclasses.replace(_eplb_base(), eplb=True, redundant_experts=4)
+    with pytest.raises(PlanningError, match=r"EP=8 does not divide the 384 routed experts \+ 4"):
+        plan(uneven)
+    free = dataclasses.replace(uneven, tensor_parallel=None, data_parallel=None, max_nodes=2)
+    ep = plan(free).chosen.layout.expert_parallel_size  # the only EP sizes that divide 388
+    assert ep in (2, 4)
+    with pytest.raises(PlanningError, match=r"expert_parallel: .*--enable-eplb"):
+        plan(dataclasses.replace(_eplb_base(), eplb=True, expert_parallel=False))
+    with pytest.raises(PlanningError, match=r"redundant_experts: .*--enable-eplb"):
+        plan(dataclasses.replace(_eplb_base(), redundant_experts=8))
+    free = dataclasses.replace(_eplb_base(), eplb=True, expert_parallel=None, data_parallel=None)
+    assert plan(free).chosen.layout.expert_parallel

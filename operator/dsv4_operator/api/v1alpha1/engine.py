@@ -16,6 +16,8 @@ __all__ = [
     "CUDAGRAPH_CAP_FLAG",
     "CUDAGRAPH_ESTIMATE_ENV",
     "CUDAGRAPH_LIST_FLAG",
+    "EPLB_CONFIG_FLAG",
+    "EPLB_FLAGS",
     "OPERATOR_OWNED_FLAGS",
     "PERFORMANCE_MODES",
     "PREFIX_FLAGS",
@@ -236,6 +238,18 @@ NONE the default `cudagraph_mode` (`OPTIMIZATION_LEVEL_00`, applied by
 `VllmConfig._apply_optimization_level_defaults` only where the compilation config leaves the
 mode unset); levels 1 to 3 default to PIECEWISE or FULL_AND_PIECEWISE, which capture the same
 sizes. (`-O0` is a short form, refused by `FLAG_PATTERN`.)"""
+EPLB_FLAGS: Final = ("--enable-eplb", "--disable-eplb")
+"""vLLM 0.33.0's `--enable-eplb` and its negation (one `EnableDisableAction`, no value; the last
+wins), read by the planner: expert-parallel load balancing keeps a transfer buffer of one MoE
+layer's local experts per GPU (`EplbState.add_model`, vllm/distributed/eplb/eplb_state.py), and
+vLLM refuses it without expert parallelism, so the plan then takes EP layouts only."""
+EPLB_CONFIG_FLAG: Final = "--eplb-config"
+"""vLLM 0.33.0's `EPLBConfig` as a JSON object (vllm/config/parallel.py), read by the planner
+for `num_redundant_experts` (R, default 0): each MoE layer then holds E + R physical experts,
+(E + R) / EP per GPU, which the plan counts; vLLM refuses R > 0 without `--enable-eplb`."""
+MAX_REDUNDANT_EXPERTS: Final = 1024
+"""Most `num_redundant_experts` accepted (our bound: more than twice Pro's 384 routed experts;
+vLLM's EPLBConfig only requires at least 0)."""
 _UNSET: Final = object()
 """`_cudagraph_mode`'s answer for a `--compilation-config` that leaves the mode unset."""
 
@@ -498,8 +512,10 @@ class EngineSpec(ApiModel):
     `--max-cudagraph-capture-size=N` (largest CUDA-graph batch, tokens; otherwise the operator
     passes the plan's) are counted by the plan, and so are the CUDA graphs of
     `--performance-mode=interactivity` and the lack of them with `--enforce-eager`,
-    `--optimization-level=0` or `cudagraph_mode` NONE in `--compilation-config`; capture-size
-    lists are refused."""
+    `--optimization-level=0` or `cudagraph_mode` NONE in `--compilation-config`, and EPLB's
+    memory with `--enable-eplb` (one MoE layer of experts per GPU as its transfer buffer, and
+    the redundant experts of `--eplb-config={"num_redundant_experts": R}`, a JSON object in
+    the same entry, R from 0 to 1,024; EP layouts only); capture-size lists are refused."""
     env: Annotated[
         tuple[EnvVar, ...],
         Field(
@@ -527,6 +543,8 @@ class EngineSpec(ApiModel):
             PERFORMANCE_MODE_FLAG,
             OPTIMIZATION_LEVEL_FLAG,
             *ENFORCE_EAGER_FLAGS,
+            *EPLB_FLAGS,
+            EPLB_CONFIG_FLAG,
         )
         for arg in value:
             flag, eq, given = arg.partition("=")
@@ -541,7 +559,7 @@ class EngineSpec(ApiModel):
                     f"(e.g. {PERFORMANCE_MODE_FLAG}=interactivity)"
                 )
                 raise ValueError(msg)
-            if flag in ENFORCE_EAGER_FLAGS and eq:
+            if flag in (*ENFORCE_EAGER_FLAGS, *EPLB_FLAGS) and eq:
                 msg = f"{arg!r}: {flag} takes no value (vLLM refuses one); write {flag} alone"
                 raise ValueError(msg)
             if flag == CUDAGRAPH_LIST_FLAG or (
@@ -575,7 +593,27 @@ class EngineSpec(ApiModel):
                     "reads or refuses (vLLM's parser accepts abbreviations); spell flags in full"
                 )
                 raise ValueError(msg)
+        _check_eplb(value)
         return value
+
+    @property
+    def eplb(self) -> bool:
+        """Whether extraArgs turn on vLLM's EPLB (the last of `EPLB_FLAGS` is `--enable-eplb`).
+
+        The planner then counts EPLB's one-layer transfer buffer and takes EP layouts only.
+        """
+        last = next((a for a in reversed(self.extra_args) if a in EPLB_FLAGS), None)
+        return last == EPLB_FLAGS[0]
+
+    @property
+    def redundant_experts(self) -> int:
+        """`num_redundant_experts` of the last `--eplb-config` (vLLM's default 0 without one).
+
+        Redundant experts per MoE layer, spread over the EP ranks: the planner counts their
+        weights. A config without the key resets it to 0, as vLLM reads the last flag.
+        """
+        entry = self._last_entry(EPLB_CONFIG_FLAG)
+        return _redundant_experts(entry) if entry is not None else 0
 
     @property
     def cpu_offload_bytes(self) -> int:
@@ -655,6 +693,53 @@ def _cudagraph_cap(arg: str) -> int:
         )
         raise ValueError(msg)
     return tokens
+
+
+def _check_eplb(args: tuple[str, ...]) -> None:
+    """Refuse `--eplb-config` entries the plan cannot read, and redundant experts without EPLB.
+
+    Raises:
+        ValueError: from `_redundant_experts` for any entry, or when the last entry's count is
+            above 0 and the last of `EPLB_FLAGS` is not `--enable-eplb` (vLLM refuses that:
+            `ParallelConfig._validate_parallel_config`, "num_redundant_experts is set to ...
+            but EPLB is not enabled").
+    """
+    counts = [_redundant_experts(a) for a in args if a.split("=", 1)[0] == EPLB_CONFIG_FLAG]
+    eplb = next((a for a in reversed(args) if a in EPLB_FLAGS), None)
+    if counts and counts[-1] and eplb != EPLB_FLAGS[0]:
+        msg = (
+            f"{EPLB_CONFIG_FLAG} with num_redundant_experts={counts[-1]} needs "
+            f"{EPLB_FLAGS[0]} (vLLM refuses redundant experts without EPLB)"
+        )
+        raise ValueError(msg)
+
+
+def _redundant_experts(arg: str) -> int:
+    """`num_redundant_experts` of an `--eplb-config={...}` entry (0 when the JSON omits it).
+
+    Raises:
+        ValueError: a value that is not a JSON object, or a count that is not an integer from
+            0 to `MAX_REDUNDANT_EXPERTS`.
+    """
+    _, _, raw = arg.partition("=")
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        msg = (
+            f"{EPLB_CONFIG_FLAG} needs a JSON object in the same entry (e.g. "
+            f'{EPLB_CONFIG_FLAG}={{"num_redundant_experts": 32}}), not {arg!r}'
+        )
+        raise ValueError(msg)
+    count = parsed.get("num_redundant_experts", 0)
+    if type(count) is not int or not 0 <= count <= MAX_REDUNDANT_EXPERTS:
+        msg = (
+            f"{EPLB_CONFIG_FLAG}: num_redundant_experts must be an integer from 0 to "
+            f"{MAX_REDUNDANT_EXPERTS:,} (redundant experts per MoE layer), not {count!r}"
+        )
+        raise ValueError(msg)
+    return count
 
 
 def _offload_gib(arg: str) -> float:
