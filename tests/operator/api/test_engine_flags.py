@@ -157,3 +157,42 @@ def test_eplb_settings_vllm_would_refuse_are_refused(args: list[str], words: str
     count, so a value it cannot read, or a spelling past the check, is refused."""
     with pytest.raises(InvalidSpecError, match=words):
         _engine(*args)
+
+
+@pytest.mark.parametrize(
+    ("args", "gib"),
+    [
+        (["--cpu-offload-gb=8"], 8),
+        (["--cpu-offload-gb=8", "--offload-backend=uva"], 8),
+        (["--cpu-offload-gb=8", "--offload-backend=prefetch"], 0),
+        (["--cpu-offload-gb=8", "--offload-group-size=4"], 0),
+        (["--cpu-offload-gb=8", "--offload-group-size=4", "--offload-backend=uva"], 8),
+        (["--cpu-offload-gb=8", "--offload-group-size=0"], 8),
+    ],
+)
+def test_cpu_offload_counts_only_when_vllm_uses_the_uva_offloader(
+    args: list[str], gib: int, vllm_options: dict[str, list[str]]
+) -> None:
+    """vLLM 0.33.0's OffloadConfig (vllm/config/offload.py) ignores `cpu_offload_gb` when the
+    prefetch offloader runs: `--offload-backend=prefetch` ("UVA settings will be ignored"), or
+    `auto` with `--offload-group-size` > 0 ("Prefetch backend will be selected"). The plan still
+    took the GiB off each GPU: an under-count of all of them."""
+    assert {"--offload-backend", "--offload-group-size"} <= set(vllm_options)
+    assert _engine(*args).cpu_offload_bytes == gib << 30
+
+
+@pytest.mark.parametrize(
+    ("arg", "words"),
+    [
+        ("--cpu-offload-params=experts", "--cpu-offload-params is not supported"),
+        ("--offload-backend=ram", "--offload-backend needs a value"),
+        ("--offload-group-size=x", "--offload-group-size needs a value"),
+        ("--offload-back=prefetch", "abbreviates --offload-backend"),
+    ],
+)
+def test_offload_settings_the_plan_cannot_follow_are_refused(arg: str, words: str) -> None:
+    """`--cpu-offload-params` offloads only the parameters it names (UVAOffloadConfig), which can
+    be fewer bytes than the `--cpu-offload-gb` the plan takes off each GPU; the backend and group
+    size decide whether that GiB count applies at all, so the plan must read them."""
+    with pytest.raises(InvalidSpecError, match=words):
+        _engine(arg)

@@ -121,6 +121,10 @@ UNSUPPORTED_FLAGS: Final = {
         "overriding the model config can change what the plan counts (layers, experts, "
         "context length)"
     ),
+    "--cpu-offload-params": (
+        "it offloads only the parameters it names (vLLM UVAOffloadConfig), which can be fewer "
+        "bytes than the --cpu-offload-gb the plan takes off each GPU"
+    ),
     "--enable-lora": (
         "vLLM's DeepSeek-V4 model class does not support LoRA (DeepseekV4ForCausalLM "
         "implements SupportsPP only, vllm/model_executor/models/deepseek_v4.py): every rank "
@@ -181,6 +185,17 @@ CUDAGRAPH_CAP_FLAG: Final = "--max-cudagraph-capture-size"
 `vllm serve` option, dest `max_cudagraph_capture_size`, an int). Without it the operator passes
 the plan's own value (vLLM's default for the planned sizes), so the graph memory the plan counts
 does not change with vLLM's default."""
+OFFLOAD_BACKEND_FLAG: Final = "--offload-backend"
+"""vLLM 0.33.0's weight offloader (`OffloadConfig.offload_backend`, vllm/config/offload.py):
+`uva` honours `--cpu-offload-gb`; `prefetch` ignores it ("UVA settings will be ignored"), and
+`auto`, the default, picks prefetch whenever `--offload-group-size` is above 0. Read so the plan
+takes the offloaded GiB off each GPU only when vLLM does."""
+OFFLOAD_BACKENDS: Final = ("auto", "prefetch", "uva")
+"""`--offload-backend` choices (vLLM 0.33.0 flag list), default `auto`."""
+OFFLOAD_GROUP_FLAG: Final = "--offload-group-size"
+"""vLLM 0.33.0's prefetch offloader group size (`PrefetchOffloadConfig.offload_group_size`, an
+int, default 0 = off). The layers it offloads are not subtracted by the plan (it counts them on
+the GPU, the safe side)."""
 MAX_CUDAGRAPH_CAP: Final = 1 << 20
 """Largest `--max-cudagraph-capture-size` accepted, tokens: the planner's bound for
 max-num-batched-tokens (DeepSeek-V4's 1,048,576-token context), above which vLLM would cap it
@@ -508,7 +523,9 @@ class EngineSpec(ApiModel):
     each at most 1024 characters, e.g. `--enforce-eager`, `--seed=3`, not `--seed`, `3`); flags
     the operator or the runtime derives from the spec (parallel sizes, max-model-len,
     kv-cache-dtype, block size, ...) and abbreviations of them are refused;
-    `--cpu-offload-gb=N` (GiB of weights per GPU kept in host memory) and
+    `--cpu-offload-gb=N` (GiB of weights per GPU kept in host memory; not with the prefetch
+    offloader, `--offload-backend=prefetch` or `--offload-group-size` above 0, which ignores
+    it; `--cpu-offload-params` is refused) and
     `--max-cudagraph-capture-size=N` (largest CUDA-graph batch, tokens; otherwise the operator
     passes the plan's) are counted by the plan, and so are the CUDA graphs of
     `--performance-mode=interactivity` and the lack of them with `--enforce-eager`,
@@ -545,6 +562,8 @@ class EngineSpec(ApiModel):
             *ENFORCE_EAGER_FLAGS,
             *EPLB_FLAGS,
             EPLB_CONFIG_FLAG,
+            OFFLOAD_BACKEND_FLAG,
+            OFFLOAD_GROUP_FLAG,
         )
         for arg in value:
             flag, eq, given = arg.partition("=")
@@ -594,6 +613,8 @@ class EngineSpec(ApiModel):
                 )
                 raise ValueError(msg)
         _check_eplb(value)
+        for arg in value:
+            _offload_setting(arg)
         return value
 
     @property
@@ -620,10 +641,28 @@ class EngineSpec(ApiModel):
         """Bytes per GPU that `--cpu-offload-gb=N` in extraArgs moves to host memory (0 without).
 
         The planner counts them (vLLM's `--cpu-offload-gb` is GiB per GPU, `vllm/config`'s
-        `OffloadConfig`), so the plan matches what the engine holds.
+        `OffloadConfig`), so the plan matches what the engine holds. 0 too when vLLM runs its
+        prefetch offloader instead (`--offload-backend=prefetch`, or `auto` with
+        `--offload-group-size` above 0), which ignores the GiB count.
         """
         entry = self._last_entry(CPU_OFFLOAD_FLAG)
-        return int(_offload_gib(entry) * (1 << 30)) if entry is not None else 0
+        if entry is None or not self._uva_offload:
+            return 0
+        return int(_offload_gib(entry) * (1 << 30))
+
+    @property
+    def _uva_offload(self) -> bool:
+        """Whether vLLM runs the UVA offloader, the one that reads `--cpu-offload-gb`.
+
+        `OffloadConfig` (vllm/config/offload.py): an explicit `uva`, or `auto` with no
+        `--offload-group-size` above 0; `prefetch` ignores the GiB count.
+        """
+        backend = self._last_entry(OFFLOAD_BACKEND_FLAG)
+        chosen = OFFLOAD_BACKENDS[0] if backend is None else _offload_setting(backend)
+        if chosen != OFFLOAD_BACKENDS[0]:
+            return chosen == "uva"
+        group = self._last_entry(OFFLOAD_GROUP_FLAG)
+        return group is None or _offload_setting(group) == "0"
 
     @property
     def max_cudagraph_capture_size(self) -> int | None:
@@ -740,6 +779,33 @@ def _redundant_experts(arg: str) -> int:
         )
         raise ValueError(msg)
     return count
+
+
+def _offload_setting(arg: str) -> str:
+    """The value of an `--offload-backend=...` or `--offload-group-size=...` entry, checked.
+
+    Other entries give "" (not an offload setting).
+
+    Raises:
+        ValueError: a backend other than `OFFLOAD_BACKENDS`, or a group size that is not a
+            whole number (vLLM's `int`, at least 0).
+    """
+    flag, _, raw = arg.partition("=")
+    if flag == OFFLOAD_BACKEND_FLAG and raw not in OFFLOAD_BACKENDS:
+        msg = (
+            f"{OFFLOAD_BACKEND_FLAG} needs a value in the same entry, one of "
+            f"{', '.join(OFFLOAD_BACKENDS)}, not {arg!r}"
+        )
+        raise ValueError(msg)
+    if flag == OFFLOAD_GROUP_FLAG and not raw.isdigit():
+        msg = (
+            f"{OFFLOAD_GROUP_FLAG} needs a value in the same entry, a whole number of layers "
+            f"(0 = off), not {arg!r}"
+        )
+        raise ValueError(msg)
+    if flag in (OFFLOAD_BACKEND_FLAG, OFFLOAD_GROUP_FLAG):
+        return str(int(raw)) if raw.isdigit() else raw
+    return ""
 
 
 def _offload_gib(arg: str) -> float:
