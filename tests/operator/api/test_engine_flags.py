@@ -196,3 +196,26 @@ def test_offload_settings_the_plan_cannot_follow_are_refused(arg: str, words: st
     size decide whether that GiB count applies at all, so the plan must read them."""
     with pytest.raises(InvalidSpecError, match=words):
         _engine(arg)
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "--kv-cache-dtype-skip-layers=0",
+        "--kv-cache-dtype-skip-layers=sliding_window",
+        "--disable-hybrid-kv-cache-manager",
+    ],
+)
+def test_kv_layouts_the_plan_does_not_size_are_refused(
+    arg: str, vllm_options: dict[str, list[str]]
+) -> None:
+    """vLLM 0.33.0 `--kv-cache-dtype-skip-layers` keeps the named layers' KV cache unquantised
+    (CacheConfig: "Layer patterns to skip KV cache quantization"), and
+    `--disable-hybrid-kv-cache-manager` promotes sliding-window layers to full attention
+    (kv_cache_utils.unify_hybrid_kv_cache_specs: no "dropping the KV cache outside the sliding
+    window"): either stores more bytes per token than the pool the plan sizes from
+    spec.kvCacheDtype and DeepSeek-V4's window, so the plan promised KV that did not exist."""
+    flag = arg.split("=", 1)[0]
+    assert flag in vllm_options
+    with pytest.raises(InvalidSpecError, match=f"{flag} is not supported"):
+        _engine(arg)

@@ -121,6 +121,16 @@ UNSUPPORTED_FLAGS: Final = {
         "overriding the model config can change what the plan counts (layers, experts, "
         "context length)"
     ),
+    "--kv-cache-dtype-skip-layers": (
+        "it keeps the named layers' KV cache unquantized (vLLM CacheConfig), more bytes per "
+        "token than the spec.kvCacheDtype the plan sizes the pool with; set spec.kvCacheDtype "
+        "instead"
+    ),
+    "--disable-hybrid-kv-cache-manager": (
+        "vLLM then keeps sliding-window layers' KV for every token like full attention "
+        "(kv_cache_utils.unify_hybrid_kv_cache_specs), far more per token than DeepSeek-V4's "
+        "window the plan sizes the pool with"
+    ),
     "--cpu-offload-params": (
         "it offloads only the parameters it names (vLLM UVAOffloadConfig), which can be fewer "
         "bytes than the --cpu-offload-gb the plan takes off each GPU"
