@@ -552,7 +552,12 @@ class _Context:
                 interactivity=req.performance_mode == "interactivity",
                 cuda_graphs=req.cuda_graphs,
             ),
-            overhead_bytes=overhead_bytes(req.engine, self.layout),
+            overhead_bytes=overhead_bytes(
+                req.engine,
+                self.layout,
+                all2all_backend=req.all2all_backend,
+                deepep_buffer_bytes=req.deepep_buffer_bytes,
+            ),
         )
 
     def state(self, length: int) -> int:

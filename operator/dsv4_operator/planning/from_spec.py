@@ -171,6 +171,8 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         cuda_graphs=spec.engine.cuda_graphs,
         eplb=spec.engine.eplb,
         redundant_experts=spec.engine.redundant_experts,
+        all2all_backend=spec.engine.all2all_backend,
+        deepep_buffer_bytes=spec.engine.deepep_buffer_bytes,
         engine_version=spec.engine.version,
     )
 
@@ -219,6 +221,8 @@ _SPEC_PATHS: Final[dict[str, str]] = {
     "cpu_offload_bytes": "spec.engine.extraArgs",
     "eplb": "spec.engine.extraArgs",
     "redundant_experts": "spec.engine.extraArgs",
+    "all2all_backend": "spec.engine.extraArgs",
+    "deepep_buffer_bytes": "spec.engine.env",
     "engine_version": "spec.engine.version",
     "max_model_len": "spec.maxModelLen",
     "gpu_memory_utilization": "spec.gpuMemoryUtilizationPercent",

@@ -196,13 +196,31 @@ def cuda_graph_bytes(
     return sizes * engine.cuda_graph_bytes_per_size
 
 
-def overhead_bytes(engine: EngineProfile, layout: Layout) -> int:
-    """Non-torch memory: library workspaces, NCCL buffers, EP all-to-all buffers, bytes."""
+def overhead_bytes(
+    engine: EngineProfile,
+    layout: Layout,
+    *,
+    all2all_backend: str = "allgather_reducescatter",
+    deepep_buffer_bytes: int = 1 << 30,
+) -> int:
+    """Non-torch memory: library workspaces, NCCL buffers, EP all-to-all buffers, bytes.
+
+    With `all2all_backend` `deepep_high_throughput` and an all-to-all in use (expert parallel
+    with DP > 1: vLLM's `ParallelConfig.use_all2all`), the EP term is at least DeepEP's buffers:
+    `deepep_buffer_bytes` over NVLink, plus as much for RDMA when the EP group spans nodes
+    (`DeepEPHTAll2AllManager._make_all2all_kwargs`, vllm/distributed/device_communicators/
+    all2all.py; `VLLM_DEEPEP_BUFFER_SIZE_MB`, default 1024 MiB). Other backends keep the
+    `all2all_bytes` allowance (DeepEP low-latency buffers are not modelled).
+    """
     total = engine.nontorch_base_bytes
     if layout.gpus > 1:
         total += engine.nccl_bytes
         if layout.expert_parallel:
-            total += engine.all2all_bytes
+            all2all = engine.all2all_bytes
+            if all2all_backend == "deepep_high_throughput" and layout.data_parallel > 1:
+                rdma = deepep_buffer_bytes if layout.nodes > 1 else 0
+                all2all = max(all2all, deepep_buffer_bytes + rdma)
+            total += all2all
     return total
 
 

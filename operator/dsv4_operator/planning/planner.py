@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
-from dsv4_operator.api.v1alpha1.engine import MAX_REDUNDANT_EXPERTS
+from dsv4_operator.api.v1alpha1.engine import ALL2ALL_BACKENDS, MAX_REDUNDANT_EXPERTS
 from dsv4_operator.planning.engine import PERFORMANCE_MODES, parse_version
 from dsv4_operator.planning.evaluate import (
     HOST_LINK_BYTES_PER_S,
@@ -198,6 +198,7 @@ def _validate(req: PlanRequest) -> ModelSpec:
             f"{PERFORMANCE_MODES[-1]} (vLLM's --performance-mode)",
         )
     _validate_numbers(req, model.max_position_embeddings)
+    _validate_engine_options(req)
     return model
 
 
@@ -249,6 +250,16 @@ def _validate_numbers(req: PlanRequest, limit: int) -> None:
         raise PlanningError("speculative_tokens", f"{req.speculative_tokens} must not be negative")
     if req.cpu_offload_bytes < 0:
         raise PlanningError("cpu_offload_bytes", f"{req.cpu_offload_bytes} must not be negative")
+
+
+def _validate_engine_options(req: PlanRequest) -> None:
+    """Checks of the request fields that come from `spec.engine` (extraArgs and env).
+
+    Raises:
+        PlanningError: naming the field: redundant experts out of range or without EPLB, EPLB
+            without expert parallelism, an unknown all-to-all backend or a negative DeepEP
+            buffer (vLLM refuses the first three at start-up).
+    """
     if not 0 <= req.redundant_experts <= MAX_REDUNDANT_EXPERTS:
         raise PlanningError(
             "redundant_experts",
@@ -260,6 +271,15 @@ def _validate_numbers(req: PlanRequest, limit: int) -> None:
             "redundant_experts",
             f"{req.redundant_experts} redundant experts need --enable-eplb (vLLM refuses "
             "num_redundant_experts without EPLB)",
+        )
+    if req.all2all_backend not in ALL2ALL_BACKENDS:
+        raise PlanningError(
+            "all2all_backend",
+            f"{req.all2all_backend!r}: expected one of {', '.join(ALL2ALL_BACKENDS)}",
+        )
+    if req.deepep_buffer_bytes < 0:
+        raise PlanningError(
+            "deepep_buffer_bytes", f"{req.deepep_buffer_bytes} must not be negative"
         )
     if req.eplb and req.expert_parallel is False:
         raise PlanningError(

@@ -53,6 +53,9 @@ class PlanRequest:
             one MoE layer's local experts per GPU as its transfer buffer.
         redundant_experts: `num_redundant_experts` of `--eplb-config` (R, needs `eplb`): every
             MoE layer holds E + R physical experts, (E + R) / EP per GPU.
+        all2all_backend: vLLM's `--all2all-backend`; `deepep_high_throughput` adds DeepEP
+            buffers of `deepep_buffer_bytes` (twice over nodes) beyond the EP allowance.
+        deepep_buffer_bytes: one DeepEP buffer, bytes (`VLLM_DEEPEP_BUFFER_SIZE_MB`).
         weights_download: every node downloads the checkpoint (Hugging Face Hub) at first boot,
             which the startup budget allows for; False when it is read from a volume.
         usd_per_gpu_hour: price per GPU type (decimal strings), used to rank across types.
@@ -89,6 +92,8 @@ class PlanRequest:
     cuda_graphs: bool = True
     eplb: bool = False
     redundant_experts: int = 0
+    all2all_backend: str = "allgather_reducescatter"
+    deepep_buffer_bytes: int = 1 << 30
     weights_download: bool = False
     usd_per_gpu_hour: dict[str, str] = field(default_factory=dict)
     engine: EngineProfile = VLLM_0_33

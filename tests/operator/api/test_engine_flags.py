@@ -219,3 +219,41 @@ def test_kv_layouts_the_plan_does_not_size_are_refused(
     assert flag in vllm_options
     with pytest.raises(InvalidSpecError, match=f"{flag} is not supported"):
         _engine(arg)
+
+
+def test_the_all2all_backend_and_deepep_buffer_size_are_read_for_the_plan(
+    vllm_options: dict[str, list[str]],
+) -> None:
+    """vLLM 0.33.0's `--all2all-backend=deepep_high_throughput` allocates DeepEP buffers of
+    VLLM_DEEPEP_BUFFER_SIZE_MB MiB (default 1024) over NVLink, and as much again for RDMA when
+    the EP group spans nodes (DeepEPHTAll2AllManager._make_all2all_kwargs); both went unread."""
+    assert "--all2all-backend" in vllm_options
+    spec = {
+        "model": "pro",
+        "gpu": {"types": ["h200-141gb"]},
+        "engine": {
+            "extraArgs": ["--all2all-backend=deepep_high_throughput"],
+            "env": [{"name": "VLLM_DEEPEP_BUFFER_SIZE_MB", "value": "4096"}],
+        },
+    }
+    engine = parse_spec(spec).engine
+    assert (engine.all2all_backend, engine.deepep_buffer_bytes) == (
+        "deepep_high_throughput",
+        4096 << 20,
+    )
+    assert (_engine().all2all_backend, _engine().deepep_buffer_bytes) == (
+        "allgather_reducescatter",
+        1024 << 20,
+    )
+
+
+@pytest.mark.parametrize(
+    ("arg", "words"),
+    [
+        ("--all2all-backend=deepep", "--all2all-backend needs a value"),
+        ("--all2all=deepep_high_throughput", "abbreviates --all2all-backend"),
+    ],
+)
+def test_all2all_backends_the_plan_cannot_read_are_refused(arg: str, words: str) -> None:
+    with pytest.raises(InvalidSpecError, match=words):
+        _engine(arg)

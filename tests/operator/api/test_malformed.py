@@ -574,6 +574,33 @@ CASES = [
         ("spec.engine.env[0]", "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", "only be 1"),
     ),
     Case(
+        "env-deepep-buffer-size-is-not-a-number",
+        {"spec.engine": {"env": [{"name": "VLLM_DEEPEP_BUFFER_SIZE_MB", "value": "1GiB"}]}},
+        None,  # the CEL rule checks the length only (a regex on the value costs too much)
+        ("spec.engine.env[0]", "VLLM_DEEPEP_BUFFER_SIZE_MB", "whole number of MiB"),
+    ),
+    Case(
+        "env-deepep-buffer-size-too-long",
+        {"spec.engine": {"env": [{"name": "VLLM_DEEPEP_BUFFER_SIZE_MB", "value": "10000000"}]}},
+        ("spec.engine.env[0]", "VLLM_DEEPEP_BUFFER_SIZE_MB", "whole number of MiB"),
+        ("spec.engine.env[0]", "VLLM_DEEPEP_BUFFER_SIZE_MB", "whole number of MiB"),
+    ),
+    Case(
+        "env-deepep-buffer-size-from-a-secret",
+        {
+            "spec.engine": {
+                "env": [
+                    {
+                        "name": "VLLM_DEEPEP_BUFFER_SIZE_MB",
+                        "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+                    }
+                ]
+            }
+        },
+        ("spec.engine.env[0]", "VLLM_DEEPEP_BUFFER_SIZE_MB", "whole number of MiB"),
+        ("spec.engine.env[0]", "VLLM_DEEPEP_BUFFER_SIZE_MB", "whole number of MiB"),
+    ),
+    Case(
         "pod-label-under-an-owned-prefix",
         {"spec.pod": {"labels": {"dsv4.io/deployment": "other"}}},
         ("spec.pod", "keys must not start with", "dsv4.io/"),

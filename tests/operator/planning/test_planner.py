@@ -499,3 +499,38 @@ def test_eplb_layouts_follow_what_vllm_accepts() -> None:
         plan(dataclasses.replace(_eplb_base(), redundant_experts=8))
     free = dataclasses.replace(_eplb_base(), eplb=True, expert_parallel=None, data_parallel=None)
     assert plan(free).chosen.layout.expert_parallel
+
+
+def test_deepep_high_throughput_buffers_are_counted() -> None:
+    """DeepEP high-throughput buffers: VLLM_DEEPEP_BUFFER_SIZE_MB MiB over NVLink, and as much
+    again for RDMA when the EP group spans nodes (vLLM DeepEPHTAll2AllManager.
+    _make_all2all_kwargs), allocated before vLLM sizes the KV cache; the plan kept its 1 GiB
+    EP allowance, 1 GiB per GPU short on two nodes and more with a larger buffer size."""
+    base = PlanRequest(
+        model="pro",
+        gpu_types=("h200-141gb",),
+        gpus_per_node=8,
+        max_nodes=2,
+        tensor_parallel=1,
+        data_parallel=16,
+        expert_parallel=True,
+        max_model_len=65_536,
+    )
+    gib = 1 << 30
+    plain = plan(base).chosen.memory
+    ht = plan(dataclasses.replace(base, all2all_backend="deepep_high_throughput")).chosen.memory
+    assert plan(base).chosen.layout.nodes == 2
+    assert ht.overhead_bytes == plain.overhead_bytes + gib  # NVL 1 GiB + RDMA 1 GiB vs 1 GiB
+    one_node = dataclasses.replace(base, max_nodes=1, data_parallel=8)
+    assert (
+        plan(
+            dataclasses.replace(one_node, all2all_backend="deepep_high_throughput")
+        ).chosen.memory.overhead_bytes
+        == plan(one_node).chosen.memory.overhead_bytes
+    )  # NVL only: the 1 GiB the allowance already holds
+    big = dataclasses.replace(
+        one_node, all2all_backend="deepep_high_throughput", deepep_buffer_bytes=4 * gib
+    )
+    assert plan(big).chosen.memory.overhead_bytes == plan(one_node).chosen.memory.overhead_bytes + (
+        3 * gib
+    )

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from typing import Annotated, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -13,9 +14,11 @@ from dsv4_operator.api.v1alpha1.source import ObjectName
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
+    "ALL2ALL_BACKENDS",
     "CUDAGRAPH_CAP_FLAG",
     "CUDAGRAPH_ESTIMATE_ENV",
     "CUDAGRAPH_LIST_FLAG",
+    "DEEPEP_BUFFER_ENV",
     "EPLB_CONFIG_FLAG",
     "EPLB_FLAGS",
     "OPERATOR_OWNED_FLAGS",
@@ -160,6 +163,24 @@ while it is on; with `0` the KV cache takes the graphs' share too and the graphs
 afterwards, land above total x gpu-memory-utilization, where the plan keeps only the CUDA
 context and NCCL (an out-of-memory at capture, or a KV pool larger than planned). So
 `spec.engine.env` may set it only to its default, `1`, as a literal value."""
+DEEPEP_BUFFER_ENV: Final = "VLLM_DEEPEP_BUFFER_SIZE_MB"
+"""vLLM's DeepEP buffer size, MiB (`int(os.getenv(..., "1024"))`, vllm/envs.py): with
+`--all2all-backend=deepep_high_throughput` each GPU holds that many MiB of NVLink buffer, and as
+many again of RDMA buffer when the EP group spans nodes
+(`DeepEPHTAll2AllManager._make_all2all_kwargs`, vllm/distributed/device_communicators/
+all2all.py). Read by the planner, so `spec.engine.env` may set it only as a literal whole number
+of MiB."""
+DEEPEP_BUFFER_DEFAULT_MIB: Final = 1024
+"""vLLM's default `VLLM_DEEPEP_BUFFER_SIZE_MB` (vllm/envs.py)."""
+_DEEPEP_BUFFER_PATTERN: Final = r"^[0-9]{1,7}$"
+"""A literal whole number of MiB, at most 9,999,999 (our bound: about 9.5 TiB, beyond any GPU).
+The CRD's CEL rule checks only a literal of at most 7 characters (a regular expression on the
+value, whose schema allows 32,768 characters, costs 16x the rule budget); the parse checks the
+digits."""
+_DEEPEP_BUFFER_REASON: Final = (
+    f"{DEEPEP_BUFFER_ENV} must be a literal whole number of MiB (at most 7 digits; vLLM's "
+    f"default {DEEPEP_BUFFER_DEFAULT_MIB}): the plan counts the DeepEP buffers it sizes"
+)
 CUDAGRAPH_ESTIMATE_KEPT: Final = "1"
 """The one value of `CUDAGRAPH_ESTIMATE_ENV` accepted (vLLM's default; a valueFrom could hold
 anything, so it is refused too)."""
@@ -195,6 +216,27 @@ CUDAGRAPH_CAP_FLAG: Final = "--max-cudagraph-capture-size"
 `vllm serve` option, dest `max_cudagraph_capture_size`, an int). Without it the operator passes
 the plan's own value (vLLM's default for the planned sizes), so the graph memory the plan counts
 does not change with vLLM's default."""
+ALL2ALL_FLAG: Final = "--all2all-backend"
+"""vLLM 0.33.0's expert-parallel all-to-all backend (`ParallelConfig.all2all_backend`), read by
+the planner: `deepep_high_throughput` holds DeepEP buffers of `DEEPEP_BUFFER_ENV` MiB per GPU
+(twice that when the EP group spans nodes), which the plan counts beyond its 1 GiB EP
+allowance."""
+ALL2ALL_BACKENDS: Final = (
+    "allgather_reducescatter",
+    "deepep_high_throughput",
+    "deepep_low_latency",
+    "deepep_v2",
+    "flashinfer_all2allv",
+    "flashinfer_nvlink_one_sided",
+    "flashinfer_nvlink_two_sided",
+    "moonep",
+    "mori_high_throughput",
+    "mori_low_latency",
+    "naive",
+    "nixl_ep",
+    "pplx",
+)
+"""`--all2all-backend` choices (vLLM 0.33.0 flag list), the first the default."""
 OFFLOAD_BACKEND_FLAG: Final = "--offload-backend"
 """vLLM 0.33.0's weight offloader (`OffloadConfig.offload_backend`, vllm/config/offload.py):
 `uva` honours `--cpu-offload-gb`; `prefetch` ignores it ("UVA settings will be ignored"), and
@@ -480,6 +522,12 @@ class EnvVar(ApiModel):
             ),
             "message": f"spec.engine.env: {_CUDAGRAPH_ESTIMATE_REASON}",
         },
+        {
+            "rule": (
+                f"self.name != '{DEEPEP_BUFFER_ENV}' || (has(self.value) && size(self.value) <= 7)"
+            ),
+            "message": f"spec.engine.env: {_DEEPEP_BUFFER_REASON}",
+        },
     )
 
     name: Annotated[
@@ -498,6 +546,10 @@ class EnvVar(ApiModel):
             raise ValueError(msg)
         if self.name == CUDAGRAPH_ESTIMATE_ENV and self.value != CUDAGRAPH_ESTIMATE_KEPT:
             raise ValueError(_CUDAGRAPH_ESTIMATE_REASON)
+        if self.name == DEEPEP_BUFFER_ENV and not re.fullmatch(
+            _DEEPEP_BUFFER_PATTERN, self.value or ""
+        ):
+            raise ValueError(_DEEPEP_BUFFER_REASON)
         return self
 
     @field_validator("name")
@@ -542,7 +594,8 @@ class EngineSpec(ApiModel):
     `--optimization-level=0` or `cudagraph_mode` NONE in `--compilation-config`, and EPLB's
     memory with `--enable-eplb` (one MoE layer of experts per GPU as its transfer buffer, and
     the redundant experts of `--eplb-config={"num_redundant_experts": R}`, a JSON object in
-    the same entry, R from 0 to 1,024; EP layouts only); capture-size lists are refused."""
+    the same entry, R from 0 to 1,024; EP layouts only), and the DeepEP buffers of
+    `--all2all-backend=deepep_high_throughput`; capture-size lists are refused."""
     env: Annotated[
         tuple[EnvVar, ...],
         Field(
@@ -555,7 +608,9 @@ class EngineSpec(ApiModel):
     ] = ()
     """Extra environment variables of the engine container (at most 64, unique names);
     `VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS` may only be `1`, vLLM's default (the plan counts
-    CUDA-graph memory inside gpu-memory-utilization, which `0` undoes)."""
+    CUDA-graph memory inside gpu-memory-utilization, which `0` undoes), and
+    `VLLM_DEEPEP_BUFFER_SIZE_MB` only a literal whole number of MiB (the plan counts the DeepEP
+    buffers of `--all2all-backend=deepep_high_throughput`)."""
 
     @field_validator("extra_args")
     @classmethod
@@ -574,6 +629,7 @@ class EngineSpec(ApiModel):
             EPLB_CONFIG_FLAG,
             OFFLOAD_BACKEND_FLAG,
             OFFLOAD_GROUP_FLAG,
+            ALL2ALL_FLAG,
         )
         for arg in value:
             flag, eq, given = arg.partition("=")
@@ -625,7 +681,24 @@ class EngineSpec(ApiModel):
         _check_eplb(value)
         for arg in value:
             _offload_setting(arg)
+            _all2all_backend(arg)
         return value
+
+    @property
+    def all2all_backend(self) -> str:
+        """The `--all2all-backend` of extraArgs (the last one), else vLLM's default."""
+        entry = self._last_entry(ALL2ALL_FLAG)
+        return ALL2ALL_BACKENDS[0] if entry is None else _all2all_backend(entry)
+
+    @property
+    def deepep_buffer_bytes(self) -> int:
+        """Bytes of one DeepEP buffer (`VLLM_DEEPEP_BUFFER_SIZE_MB` MiB; vLLM's 1024 without).
+
+        The planner counts them with `--all2all-backend=deepep_high_throughput`.
+        """
+        var = next((v for v in self.env if v.name == DEEPEP_BUFFER_ENV), None)
+        mib = DEEPEP_BUFFER_DEFAULT_MIB if var is None or var.value is None else int(var.value)
+        return mib << 20
 
     @property
     def eplb(self) -> bool:
@@ -789,6 +862,24 @@ def _redundant_experts(arg: str) -> int:
         )
         raise ValueError(msg)
     return count
+
+
+def _all2all_backend(arg: str) -> str:
+    """The backend of an `--all2all-backend=...` entry, checked; "" for other entries.
+
+    Raises:
+        ValueError: a value that is not one of `ALL2ALL_BACKENDS`.
+    """
+    flag, _, raw = arg.partition("=")
+    if flag != ALL2ALL_FLAG:
+        return ""
+    if raw not in ALL2ALL_BACKENDS:
+        msg = (
+            f"{ALL2ALL_FLAG} needs a value in the same entry, one of "
+            f"{', '.join(ALL2ALL_BACKENDS)}, not {arg!r}"
+        )
+        raise ValueError(msg)
+    return raw
 
 
 def _offload_setting(arg: str) -> str:
