@@ -22,6 +22,7 @@ from dsv4_operator.planning import (
     FitAdvice,
     Plan,
     fit_option,
+    layout_settings_parts,
     offload_sizing,
     settings_option,
 )
@@ -383,5 +384,10 @@ def no_fit_message(planned: Plan) -> str:
             "prefill)"
         )
     if advice.layout_advised:
-        options.append(fit_option(advice, _layout_fields(advice, planned)))
+        with_settings = (
+            Finding.said(Code.NO_FEASIBLE_LAYOUT, *layout_settings_parts(advice)).worded(spec_words)
+            if advice.layout_settings
+            else ""
+        )
+        options.append(with_settings + fit_option(advice, _layout_fields(advice, planned)))
     return f"{message}; what would fit: {' or '.join(options)}"

@@ -48,7 +48,10 @@ which the closest layout (`layout` at the top level) fits, or null; `layout` the
 layout of that GPU type that fits with more nodes allowed and no budget (keys as `layout`), or
 null when none within the search does; `layout_advised` whether the warning offers that
 option (false when a setting fixes it and no layout does); `more_gpus` whether `layout` takes
-more GPUs than the closest one.
+more GPUs than the closest one. `layout_settings` (added later) are terms as above that `layout`
+fits only with (empty unless a setting keeps every layout from fitting and the request's own
+limits are too small for it changed: the warning then says "lower max-num-seqs to N with at
+least G GPUs ...").
 
 The operator's plan ConfigMap (`plan.json`) holds this document; where it would exceed 512 KiB
 (thousands of rejected layouts: Kubernetes refuses a ConfigMap over 1 MiB) it keeps some of
@@ -140,6 +143,7 @@ def _advice(advice: FitAdvice | None) -> dict[str, Any] | None:
         "layout": None if advice.layout is None else _layout(advice.layout),
         "layout_advised": advice.layout_advised,
         "more_gpus": advice.more_gpus,
+        "layout_settings": [_term(t) for t in advice.layout_settings],
     }
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "Plan",
     "Rejection",
     "fit_option",
+    "layout_settings_parts",
     "plan",
     "settings_option",
     "shortfall_bytes",
@@ -104,6 +105,10 @@ class FitAdvice:
             setting to, `least` one to raise it to (`settings_option` words it). Given when
             max-num-seqs exceeds max-num-batched-tokens, which no layout changes, and for a
             pinned max-num-batched-tokens too large for any layout of the type.
+        layout_settings: settings `layout` fits only with (one `Term`, as in `settings`), when
+            no setting alone nor layout alone does: a max-num-seqs above the batch, or a pinned
+            batch too large for any layout, on too few GPUs (`layout` was then None, and the
+            advice "more than N nodes, or a larger GPU"). Empty otherwise.
     """
 
     offload_gib: int | None = None
@@ -112,6 +117,7 @@ class FitAdvice:
     searched: tuple[int, int] = (0, 0)
     max_num_batched_tokens: int | None = None
     settings: tuple[Term, ...] = ()
+    layout_settings: tuple[Term, ...] = ()
 
     @property
     def layout_advised(self) -> bool:
@@ -630,6 +636,39 @@ def _pinned_batch_that_fits(req: PlanRequest, model: ModelSpec) -> int | None:
     return None
 
 
+def _layout_with_setting(
+    req: PlanRequest, model: ModelSpec, closest: Evaluation, wider: PlanRequest
+) -> tuple[Evaluation | None, tuple[Term, ...]]:
+    """The smallest `wider` layout that fits with one setting changed, and that setting.
+
+    For a request that neither a setting alone (on its own limits) nor a layout alone (the
+    wider search, setting as given) fits: a max-num-seqs above max-num-batched-tokens, which
+    vLLM refuses on every layout, or a pinned batch too large for every layout, on too few
+    GPUs. The setting values are those `_settings_that_fit` and `_pinned_batch_that_fits`
+    find for `wider` (the closest GPU type, more nodes, no budget, layout unpinned), so the
+    layout and the setting together plan. (None, ()) when none does.
+    """
+    candidates = _settings_that_fit(wider, model, closest)
+    if not candidates and (lower := _pinned_batch_that_fits(wider, model)):
+        candidates = (Term(Setting.MAX_NUM_BATCHED_TOKENS, lower, "most"),)
+    for term in candidates:
+        value = int(term.value or 0)  # both are counts (sequences, tokens)
+        if term.setting is Setting.MAX_NUM_SEQS:
+            changed = replace(wider, max_num_seqs=value)
+        else:
+            changed = replace(wider, max_num_batched_tokens=value)
+        fitting, _, _, _ = _search(changed, model)
+        if fitting:
+            best = min(fitting, key=lambda e: (e.total_gpus, -e.kv_tokens_per_replica))
+            return best, (term,)
+    return None, ()
+
+
+def layout_settings_parts(advice: FitAdvice) -> tuple[str | Term, ...]:
+    """`advice.layout_settings` as the start of its layout option: "lower X to N with "."""
+    return tuple(p for t in advice.layout_settings for p in (*settings_option(t), " with "))
+
+
 def settings_option(term: Term) -> tuple[str | Term, ...]:
     """One `FitAdvice.settings` value as sentence parts (`Finding.said`): "lower X to N"."""
     verb = "lower " if term.bound == "most" else "raise "
@@ -711,6 +750,11 @@ def _explain_no_fit(
     if best is None and not settings and (lower := _pinned_batch_that_fits(req, model)):
         settings = (Term(Setting.MAX_NUM_BATCHED_TOKENS, lower, "most"),)
         options.insert(0, settings_option(settings[0]))
+    layout_settings: tuple[Term, ...] = ()
+    if best is None and not settings:
+        # A setting no layout fits as given (vLLM refuses it, or its batch is too large for
+        # any) on too few GPUs: the layout search with the setting fixed (h19).
+        best, layout_settings = _layout_with_setting(req, model, closest, wider)
     advice = FitAdvice(
         offload_gib=offload,
         layout=None if best is None else best.layout,
@@ -718,9 +762,10 @@ def _explain_no_fit(
         searched=(max_nodes, per_node),
         max_num_batched_tokens=batch,
         settings=settings,
+        layout_settings=layout_settings,
     )
     if advice.layout_advised:
-        options.append((fit_option(advice),))
+        options.append((*layout_settings_parts(advice), fit_option(advice)))
     joined: list[str | Term] = []
     for i, option in enumerate(options):
         joined += [" or "] * (i > 0) + list(option)

@@ -434,3 +434,28 @@ def test_json_advice_key_holds_what_would_fit_as_data() -> None:
     assert seqs["advice"]["layout_advised"] is False
     # A plan that fits has none.
     assert _plan_data("--gpu", "h200-141gb")["advice"] is None
+
+
+def test_json_advice_gives_the_setting_a_layout_needs_as_data() -> None:
+    """h19: with --max-num-seqs 4096 over a 1,024-token batch on one node of H100, neither
+    the setting nor more GPUs alone fit. `advice.layout_settings` holds the setting the advised
+    layout needs; passing it and the layout's nodes back plans."""
+    asked = ["--model", "pro", "--gpu", "h100-80gb", "--nodes", "1", "--speculative-tokens", "2"]
+    asked += ["--max-num-seqs", "4096", "--max-num-batched-tokens", "1024"]
+    data = _plan_data(*asked)
+    assert data["fits"] is False
+    advice = data["advice"]
+    assert advice["layout_advised"] is True
+    assert advice["layout"] is not None
+    (term,) = advice["layout_settings"]
+    assert term["flag"] == "--max-num-seqs"
+    nodes = str(advice["layout"]["nodes"])
+    assert _plan_data(*asked, term["flag"], _flag_value(term), "--nodes", nodes)["fits"] is True
+    assert _plan_data(*asked, "--nodes", nodes)["fits"] is False
+    # Other plans carry the key, empty.
+    assert (
+        _plan_data("--gpu", "h100-80gb", "--nodes", "1", "--model", "pro")["advice"][
+            "layout_settings"
+        ]
+        == []
+    )

@@ -4,6 +4,7 @@ import dataclasses
 
 from dsv4_operator.handlers.announcements import no_fit_message
 from dsv4_operator.planning import Code, PlanRequest, plan
+from dsv4_operator.planning.findings import Setting
 from dsv4_operator.planning.planner import Plan, shortfall_bytes
 
 
@@ -229,3 +230,68 @@ def test_a_pinned_batch_too_large_for_any_layout_is_advised_as_the_batch() -> No
     assert plan(dataclasses.replace(request, max_num_batched_tokens=4096)).fits
     assert not plan(dataclasses.replace(request, max_num_batched_tokens=8192)).fits
     assert "what would fit: lower spec.maxNumBatchedTokens to 4096" in no_fit_message(p)
+
+
+def test_a_setting_that_blocks_every_layout_is_advised_with_the_layout_it_needs() -> None:
+    """h19: Pro on one node of H100 with --max-num-seqs 4096 over a 1,024-token batch was
+    advised "more than 16 nodes of 8 GPUs of this type, or a larger GPU": the wider layout
+    search kept the setting that vLLM refuses on every layout, so it found none; lowering
+    max-num-seqs to the batch fits on 16 GPUs. The advice names the setting and the layout
+    together, and the two, pasted back, plan."""
+    request = PlanRequest(
+        model="pro",
+        gpu_types=("h100-80gb",),
+        max_nodes=1,
+        speculative_tokens=2,
+        max_num_seqs=4096,
+        max_num_batched_tokens=1024,
+    )
+    p = plan(request)
+    assert not p.fits
+    text = _no_fit_text(p)
+    assert "more than 16 nodes" not in text, text
+    assert p.advice is not None
+    assert p.advice.layout is not None
+    (term,) = p.advice.layout_settings
+    assert term.setting is Setting.MAX_NUM_SEQS
+    assert isinstance(term.value, int)
+    assert f"lower max-num-seqs to {term.value:,} with at least" in text, text
+    followed = dataclasses.replace(
+        request, max_nodes=p.advice.layout.nodes, max_num_seqs=term.value
+    )
+    assert plan(followed).fits
+    # Neither alone fits: the setting on one node, nor the layout with the setting as given.
+    assert not plan(dataclasses.replace(request, max_num_seqs=term.value)).fits
+    assert not plan(dataclasses.replace(request, max_nodes=p.advice.layout.nodes)).fits
+    said = no_fit_message(p)
+    assert f"lower spec.maxNumSeqs to {term.value} with at least" in said, said
+    assert "spec.gpu.maxNodes >= 2" in said
+
+
+def test_a_pinned_batch_too_large_for_the_nodes_given_is_advised_with_the_layout() -> None:
+    """h19: Pro at 1M on one node of H100 with --max-num-batched-tokens 65536: no layout of
+    any size fits that batch, and no smaller batch fits one node, so the advice was "more
+    than 16 nodes of 8 GPUs of this type, or a larger GPU"; a batch of 4,096 fits on 2
+    nodes."""
+    request = PlanRequest(
+        model="pro",
+        gpu_types=("h100-80gb",),
+        max_nodes=1,
+        max_model_len=1 << 20,
+        max_num_batched_tokens=65536,
+    )
+    p = plan(request)
+    assert not p.fits
+    text = _no_fit_text(p)
+    assert "more than 16 nodes" not in text, text
+    assert p.advice is not None
+    assert p.advice.layout is not None
+    (term,) = p.advice.layout_settings
+    assert term.setting is Setting.MAX_NUM_BATCHED_TOKENS
+    assert isinstance(term.value, int)
+    assert f"lower max-num-batched-tokens to {term.value:,} with at least" in text, text
+    followed = dataclasses.replace(
+        request, max_nodes=p.advice.layout.nodes, max_num_batched_tokens=term.value
+    )
+    assert plan(followed).fits
+    assert not plan(dataclasses.replace(request, max_num_batched_tokens=term.value)).fits

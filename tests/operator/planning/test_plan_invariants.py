@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 from dsv4_operator.cli import app
 from dsv4_operator.planning import GPUS, Code, PlanningError, PlanRequest, plan, plan_to_dict
 from dsv4_operator.planning.evaluate import startup_reserve_bytes
+from dsv4_operator.planning.findings import Setting
 from dsv4_operator.planning.kvcache import BLOCK_TOKENS
 from dsv4_operator.planning.models import get_model
 from dsv4_operator.planning.planner import Plan
@@ -278,6 +279,12 @@ def test_the_advice_fits_when_followed(req: PlanRequest) -> None:
             gpus_per_node=lay.gpus_per_node,
             max_nodes=lay.nodes,
         )
+        for term in advice.layout_settings:  # the setting the layout needs, as its own advice
+            assert isinstance(term.value, int)
+            if term.setting is Setting.MAX_NUM_SEQS:
+                follow = dataclasses.replace(follow, max_num_seqs=term.value)
+            else:
+                follow = dataclasses.replace(follow, max_num_batched_tokens=term.value)
         assert plan(follow).fits
     if advice.offload_gib is not None:
         offload = dataclasses.replace(
