@@ -590,24 +590,31 @@ def _settings_that_fit(req: PlanRequest, model: ModelSpec, closest: Evaluation) 
     settings. A pinned max-num-seqs is lowered to max-num-batched-tokens, halved until the
     request fits (fewer sequences need less activation, CUDA-graph and KV memory; one layout
     search per halving, at most 20 for the model's 1,048,576-token limit on the batch);
-    max-num-batched-tokens is raised to max-num-seqs. Each value is kept only when the request
-    with it, otherwise as given, plans: advice that does not fit when followed is not given.
+    max-num-batched-tokens is raised to max-num-seqs. With `k` MTP draft tokens a decode step
+    of max-num-seqs sequences takes max-num-seqs x (1 + k) tokens, so the values are those at
+    which a step fits (`speculative_step_problem`, the rule `_batch_that_fits` keeps):
+    max-num-seqs from max-num-batched-tokens // (1 + k), and max-num-batched-tokens
+    max-num-seqs x (1 + k), or max-num-seqs itself when only that fits (vLLM starts, with the
+    warning). Each value is kept only when the request with it, otherwise as given, plans:
+    advice that does not fit when followed is not given.
     """
     if Code.MAX_NUM_SEQS_EXCEEDS_BATCHED_TOKENS not in {f.code for f in closest.problems}:
         return ()
+    step = 1 + req.speculative_tokens
     out: list[Term] = []
     if req.max_num_seqs is not None:
-        seqs = closest.max_num_batched_tokens
+        seqs = max(closest.max_num_batched_tokens // step, 1)
         while seqs >= 1:
             fitting, _, _, _ = _search(replace(req, max_num_seqs=seqs), model)
             if fitting:
                 out.append(Term(Setting.MAX_NUM_SEQS, seqs, "most"))
                 break
             seqs //= 2
-    batch = closest.max_num_seqs
-    fitting, _, _, _ = _search(replace(req, max_num_batched_tokens=batch), model)
-    if fitting:
-        out.append(Term(Setting.MAX_NUM_BATCHED_TOKENS, batch, "least"))
+    for batch in dict.fromkeys((closest.max_num_seqs * step, closest.max_num_seqs)):
+        fitting, _, _, _ = _search(replace(req, max_num_batched_tokens=batch), model)
+        if fitting:
+            out.append(Term(Setting.MAX_NUM_BATCHED_TOKENS, batch, "least"))
+            break
     return tuple(out)
 
 

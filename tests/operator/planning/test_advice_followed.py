@@ -295,3 +295,33 @@ def test_a_pinned_batch_too_large_for_the_nodes_given_is_advised_with_the_layout
     )
     assert plan(followed).fits
     assert not plan(dataclasses.replace(request, max_num_batched_tokens=term.value)).fits
+
+
+def test_with_mtp_the_setting_advice_holds_a_whole_decode_step() -> None:
+    """h19: with 2 MTP draft tokens, max-num-seqs 512 over a 256-token batch was advised
+    "lower max-num-seqs to 256 or raise max-num-batched-tokens to 512"; either, followed,
+    planned with SPECULATIVE_STEP_EXCEEDS_BATCHED_TOKENS (a decode step of 256 or 512
+    sequences x 3 tokens exceeds the batch), which asks for a batch of 1,536 or 170 sequences
+    next. The advice is values at which a decode step fits (the rule `_batch_that_fits`
+    follows), so following it leaves no such warning."""
+    request = PlanRequest(
+        gpu_types=("h200-141gb",),
+        max_num_seqs=512,
+        max_num_batched_tokens=256,
+        speculative_tokens=2,
+    )
+    p = plan(request)
+    assert not p.fits
+    assert p.advice is not None
+    advised = {t.setting: t.value for t in p.advice.settings}
+    assert advised == {Setting.MAX_NUM_SEQS: 85, Setting.MAX_NUM_BATCHED_TOKENS: 1536}
+    for followed in (
+        dataclasses.replace(request, max_num_seqs=85),
+        dataclasses.replace(request, max_num_batched_tokens=1536),
+    ):
+        after = plan(followed)
+        assert after.fits
+        codes = {w.code for w in after.warnings}
+        assert Code.SPECULATIVE_STEP_EXCEEDS_BATCHED_TOKENS not in codes
+    text = _no_fit_text(p)
+    assert text.endswith("lower max-num-seqs to 85 or raise max-num-batched-tokens to 1,536"), text
