@@ -305,7 +305,11 @@ def announce_rollout(
 
 
 def announce_scaling(
-    spec: DeepSeekV4DeploymentSpec, applied: AppliedChild | None, emit: EmitFn
+    spec: DeepSeekV4DeploymentSpec,
+    applied: AppliedChild | None,
+    emit: EmitFn,
+    *,
+    scaler_rendered: bool = True,
 ) -> None:
     """`ScalingLeaderWorkerSet` (Normal) when this reconcile changed the LWS's replicas.
 
@@ -318,9 +322,13 @@ def announce_scaling(
     their HPA posts `SuccessfulRescale` on itself only, where `kubectl describe` of the
     resource does not show it (as a Deployment scaled by an HPA still posts
     `ScalingReplicaSet`). Not with mode native: the native autoscaler posts
-    `ScaledUp`/`ScaledDown` with its reason on the resource (`handlers.autoscaler`).
+    `ScaledUp`/`ScaledDown` with its reason on the resource (`handlers.autoscaler`). In mode
+    hpa or keda without its scaler rendered (`scaler_rendered` False: KEDA or the HPA API not
+    served) a person changed spec.replicas, and the message names no mode.
     """
     mode = spec.autoscaling.active_mode
+    if mode in ("hpa", "keda") and not scaler_rendered:
+        mode = None
     if applied is None or applied.action != "updated" or mode == "native":
         return
     was = ((applied.previous or {}).get("spec") or {}).get("replicas")

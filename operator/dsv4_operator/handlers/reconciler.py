@@ -172,13 +172,25 @@ def _lws_stale(applied: AppliedChild | None) -> bool:
     return any(before.get(k) != after.get(k) for k in ("leaderWorkerTemplate", "replicas"))
 
 
+_SCALER_KINDS: Final = frozenset({"HorizontalPodAutoscaler", "ScaledObject"})
+
+
 def _announce_lws(
-    owner: Owner, spec: DeepSeekV4DeploymentSpec, applied: list[AppliedChild], emit: EmitFn
+    owner: Owner,
+    spec: DeepSeekV4DeploymentSpec,
+    applied: list[AppliedChild],
+    children: list[dict[str, Any]],
+    emit: EmitFn,
 ) -> None:
-    """`announce_rollout` and `announce_scaling` for the LeaderWorkerSet in `applied`, if any."""
+    """`announce_rollout` and `announce_scaling` for the LeaderWorkerSet in `applied`, if any.
+
+    `children` are those rendered this reconcile: in modes hpa and keda a change of
+    spec.replicas is the scaler's only when one is rendered (KEDA or the HPA API served).
+    """
     lws = next((a for a in applied if a.kind == "LeaderWorkerSet"), None)
     announce_rollout(owner, spec, lws, emit)
-    announce_scaling(spec, lws, emit)
+    scaler = any(c["kind"] in _SCALER_KINDS for c in children)
+    announce_scaling(spec, lws, emit, scaler_rendered=scaler)
 
 
 def _apply_announced(
@@ -204,7 +216,7 @@ def _apply_announced(
         return apply_children(kube, children, known, done)
     except ApiError as error:
         if not (error.status == 403 and NAMESPACE_TERMINATING in error.reason):
-            _announce_lws(owner, spec, done, emit)
+            _announce_lws(owner, spec, done, children, emit)
         raise
 
 
@@ -662,7 +674,7 @@ class Reconciler:
                 f"({planned.chosen.layout.describe()}); {spec.replicas} replica(s), "
                 f"{gpus * spec.replicas} GPUs in total",
             )
-        _announce_lws(owner, spec, applied, emit)
+        _announce_lws(owner, spec, applied, children, emit)
         self._announce_recreated(owner, applied, emit)
         known = hazards((status.get("plan") or {}).get("warnings") or [])
         for w in planned.warnings:

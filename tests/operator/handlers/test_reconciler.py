@@ -757,6 +757,22 @@ def test_an_hpa_driven_change_is_posted_on_the_resource(mode: str) -> None:
     assert len(_scaling(events)) == 1
 
 
+def test_keda_mode_without_keda_names_no_scaler() -> None:
+    """h19: in mode keda without KEDA installed no ScaledObject is rendered, so a change of
+    spec.replicas is a person's (kubectl scale), not KEDA's; the Event said "set by
+    autoscaling mode keda"."""
+    spec = {**SPEC, "autoscaling": {"enabled": True, "mode": "keda", "maxReplicas": 3}}
+    fake, reconciler = _setup(spec)  # keda.sh not served
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    fake.objects[CR_PATH]["spec"]["replicas"] = 2
+    reconciler.reconcile("ns", "d", events)
+    assert fake.objects[LWS_PATH]["spec"]["replicas"] == 2
+    assert _scaling(events) == [
+        ("Normal", "Scaled up LeaderWorkerSet d from 1 to 2 replica groups (spec.replicas 2)")
+    ]
+
+
 def test_a_plan_that_predicts_a_hang_is_a_warning_event_once() -> None:
     """New-user trial: MTP at 1M context plans (fits), but the plan's hang warning reached only
     status.plan.warnings: nothing a platform engineer watching Events would see."""
