@@ -33,6 +33,7 @@ from dsv4_operator.planning.request import PlanRequest
 
 __all__ = [
     "CUSTOM_GPUS_PER_NODE",
+    "PERCENT_RANGE",
     "SPEC_FIELDS",
     "budget_share_words",
     "custom_gpu",
@@ -177,7 +178,7 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
     )
 
 
-_PERCENT_RANGE: Final = (10, 99)
+PERCENT_RANGE: Final = (10, 99)
 """`spec.gpuMemoryUtilizationPercent`'s range (`DeepSeekV4DeploymentSpec`, ge=10, le=99)."""
 
 
@@ -197,7 +198,7 @@ def spec_words(term: Term) -> str:
     if term.bound == "most":
         return str(math.floor(percent))
     if term.bound == "least":
-        return str(max(math.ceil(percent), _PERCENT_RANGE[0]))
+        return str(max(math.ceil(percent), PERCENT_RANGE[0]))
     return str(round(percent))
 
 

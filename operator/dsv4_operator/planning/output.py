@@ -34,8 +34,9 @@ value to lower the setting to; `least`: a lower limit, or a value to raise it to
 value as it is), `flag` the `dsv4 plan` option that takes `value` as it is
 (`--max-num-seqs`), `spec_field` the DeepSeekV4Deployment field that sets it
 (`spec.maxNumSeqs`) and `spec_value` the value as that field takes it (utilization in whole
-percent, rounded down for `most` and up for `least`; null with `value`). Built from the same
-`Term`s as the message (`findings.Finding`), so the two cannot disagree.
+percent, rounded down for `most` and up for `least`; null with `value`, and where the field
+cannot take it: a utilization above its 99 %, which says no utilization would do). Built from
+the same `Term`s as the message (`findings.Finding`), so the two cannot disagree.
 
 `advice` (added later) is what would make a plan that does not fit fit, as data: the
 NO_FEASIBLE_LAYOUT warning's options, from the same `planner.FitAdvice`. Null when the plan
@@ -64,8 +65,8 @@ from __future__ import annotations
 from typing import Any
 
 from dsv4_operator.planning.evaluate import Evaluation
-from dsv4_operator.planning.findings import CLI_FLAGS, Finding, Term
-from dsv4_operator.planning.from_spec import SPEC_FIELDS, spec_words
+from dsv4_operator.planning.findings import CLI_FLAGS, Finding, Setting, Term
+from dsv4_operator.planning.from_spec import PERCENT_RANGE, SPEC_FIELDS, spec_words
 from dsv4_operator.planning.memory import Layout
 from dsv4_operator.planning.planner import FitAdvice, Plan, shortfall_bytes
 
@@ -128,8 +129,23 @@ def _term(t: Term) -> dict[str, Any]:
         "bound": t.bound,
         "flag": CLI_FLAGS[t.setting],
         "spec_field": SPEC_FIELDS[t.setting],
-        "spec_value": None if t.value is None else int(spec_words(t)),
+        "spec_value": _spec_value(t),
     }
+
+
+def _spec_value(t: Term) -> int | None:
+    """`t`'s value as its spec field takes it, or None.
+
+    None without a value, and for one the field refuses: a utilization above its 99 % (no
+    utilization would do, as the message says).
+    """
+    if t.value is None:
+        return None
+    value = int(spec_words(t))
+    low, high = PERCENT_RANGE
+    if t.setting is Setting.GPU_MEMORY_UTILIZATION and not low <= value <= high:
+        return None
+    return value
 
 
 def _advice(advice: FitAdvice | None) -> dict[str, Any] | None:

@@ -392,8 +392,12 @@ def test_json_terms_are_the_findings_terms_in_the_words_of_the_message() -> None
     for t in util:
         assert t["flag"] == "--gpu-memory-utilization"
         assert t["spec_field"] == "spec.gpuMemoryUtilizationPercent"
+        if t["spec_value"] is None:  # the field's 10..99 cannot take it (the 0.995 given)
+            assert not 10 <= round(t["value"] * 100) <= 99, t
+            continue
         assert isinstance(t["spec_value"], int)
         assert abs(t["spec_value"] - t["value"] * 100) < 1
+    assert any(t["spec_value"] is not None for t in util)
 
 
 def test_every_setting_a_term_names_has_a_dsv4_plan_flag() -> None:
@@ -459,3 +463,24 @@ def test_json_advice_gives_the_setting_a_layout_needs_as_data() -> None:
         ]
         == []
     )
+
+
+def test_a_utilization_the_spec_field_cannot_take_has_no_spec_value() -> None:
+    """h19: Pro at 1M on two H100 nodes needs 1042 % utilization for the weights; the term's
+    spec_value said 1043, which spec.gpuMemoryUtilizationPercent (10 to 99) refuses, so a
+    script pasting it got an invalid spec. It is null there: no utilization would do."""
+    args = ["--model", "pro", "--gpu", "h100-80gb", "--max-model-len", "1048576", "--nodes", "2"]
+    result = runner.invoke(app, ["plan", *args, "--output", "json"])
+    assert result.exit_code == 1, result.output  # does not fit
+    out: dict[str, Any] = json.loads(result.stdout)
+    findings = [*out["warnings"], *(f for r in out["rejected"] for f in r["reasons"])]
+    terms = [
+        t
+        for f in findings
+        for t in f["terms"]
+        if t["setting"] == "gpu_memory_utilization" and t["value"] is not None
+    ]
+    over = [t for t in terms if t["value"] > 0.99]
+    assert over
+    assert all(t["spec_value"] is None for t in over)
+    assert all(10 <= t["spec_value"] <= 99 for t in terms if t["spec_value"] is not None)
