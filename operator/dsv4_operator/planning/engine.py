@@ -117,7 +117,30 @@ class EngineProfile:
             per-token, sampler, gather and top-k terms: 3 GiB.
         sampler_copies: vocabulary-sized fp32 buffers per sequence alive at the sampler's peak
             (logits, probabilities, sort values and int64 indices, top-p cumsum, noise): 8,
-            counted from vLLM's sampler code path, not measured.
+            counted from vLLM's sampler code path, not measured. The plan counts them inside
+            the budget; vLLM's profiling run sees only `sampler_profiled_entry_bytes` of them,
+            so what the runtime peak holds beyond the profiled peak is counted outside the
+            budget as well (`memory.unprofiled_sampler_bytes`).
+        sampler_runtime_entry_bytes: bytes per vocabulary entry per sampled logits row at the
+            sampler's runtime peak with top-p (vLLM 0.33.0 runs Model Runner V2 for
+            DeepseekV4ForCausalLM on CUDA: `VllmConfig.use_v2_model_runner`, vllm/config/vllm.py
+            @000fc94b): the logits from `compute_logits` (bf16, 2), their FP32 copy
+            (`Sampler.sample`, vllm/v1/worker/gpu/sample/sampler.py, 4), and
+            `apply_top_k_top_p`'s sort (vllm/v1/sample/ops/topk_topp_sampler.py: sorted FP32
+            values and int64 indices, 12, with the sort's input copies, 12): 30. DeepSeek-V4's
+            generation config sets top_p, which vLLM applies to every request by default.
+            Counted from the code path, not measured.
+        sampler_profiled_entry_bytes: what vLLM's profiling run sees of the same, per entry per
+            row: 6 (logits and their FP32 copy). Model Runner V2's `_dummy_sampler_run` runs the
+            sampler with dummy request states ("the sampler may skip top_k, top_p, and logprobs,
+            using less GPU memory than what is possible during actual execution"), one row per
+            sequence (min(mnbt, max-num-seqs) rows), and never the 1 + k rows per sequence of
+            MTP's rejection sampling.
+        logprob_entry_bytes: bytes per sampled row per returned logprob (`--max-logprobs`, the
+            most a request may ask, vLLM's default 20): torch.topk's FP32 values and int64
+            indices, the int64 ids with the sampled token and the FP32 logprobs
+            (`compute_topk_logprobs`, vllm/v1/worker/gpu/sample/logprob.py, which does not
+            materialise full-vocabulary logprobs): 24.
         cuda_graph_bytes_per_size: memory per captured CUDA-graph batch size beyond the shared pool,
             bytes (vLLM's estimate since v0.21, PR #30515; 8 MiB is conservative for 60-layer MoE).
         blackwell_max_cudagraph_capture_size: the CUDA-graph capture cap on data-centre
@@ -184,6 +207,9 @@ class EngineProfile:
     scheduling: tuple[SchedulingDefaults, ...]
     workspace_bytes: int
     sampler_copies: int
+    sampler_runtime_entry_bytes: int
+    sampler_profiled_entry_bytes: int
+    logprob_entry_bytes: int
     cuda_graph_bytes_per_size: int
     blackwell_max_cudagraph_capture_size: int
     nontorch_base_bytes: int
@@ -348,6 +374,9 @@ VLLM_0_33 = EngineProfile(
     ),
     workspace_bytes=3 * _GIB,
     sampler_copies=8,
+    sampler_runtime_entry_bytes=30,
+    sampler_profiled_entry_bytes=6,
+    logprob_entry_bytes=24,
     cuda_graph_bytes_per_size=8 * _MIB,
     blackwell_max_cudagraph_capture_size=1024,
     nontorch_base_bytes=512 * _MIB,

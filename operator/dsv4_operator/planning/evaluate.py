@@ -40,6 +40,7 @@ from dsv4_operator.planning.memory import (
     gather_workspace_bytes,
     mtp_hidden_buffer_bytes,
     overhead_bytes,
+    unprofiled_sampler_bytes,
 )
 from dsv4_operator.planning.models import LayerKind, ModelSpec
 from dsv4_operator.planning.request import PlanRequest
@@ -303,8 +304,12 @@ def _min_util_text(ctx: _Context, mem: MemoryBreakdown, length: int) -> tuple[st
 
 
 def _most_utilization(ctx: _Context, mem: MemoryBreakdown) -> float:
-    """Highest gpu-memory-utilization (2 decimals) that leaves the startup reserve free."""
-    reserve = startup_reserve_bytes(ctx.req.engine, ctx.gpu, ctx.layout)
+    """Highest gpu-memory-utilization (2 decimals) that leaves the startup reserve free.
+
+    And, beside it, the sampler's runtime peak above vLLM's profiled peak
+    (`MemoryBreakdown.unprofiled_bytes`), which also lands outside the budget.
+    """
+    reserve = startup_reserve_bytes(ctx.req.engine, ctx.gpu, ctx.layout) + mem.unprofiled_bytes
     return math.floor((mem.memory_bytes - reserve) * 100 / mem.memory_bytes) / 100
 
 
@@ -330,22 +335,45 @@ def startup_reserve_bytes(engine: EngineProfile, gpu: GpuType, layout: Layout) -
 
 
 def _startup_reserve_problem(ctx: _Context, mem: MemoryBreakdown) -> Finding | None:
-    """Why vLLM would refuse to start: total x utilization above the memory free at start-up."""
+    """Why vLLM would refuse to start, or run out of memory serving.
+
+    It refuses to start when total x utilization is above the memory free at start-up; it runs
+    out serving when the sampler's unprofiled peak does not fit outside the budget beside what
+    a worker holds from start-up.
+    """
     reserve = startup_reserve_bytes(ctx.req.engine, ctx.gpu, ctx.layout)
     outside = mem.memory_bytes - mem.budget_bytes
-    if outside >= reserve:
+    if outside >= reserve + mem.unprofiled_bytes:
         return None
     most = _most_utilization(ctx, mem)
+    held = (
+        f"a worker already holds about {reserve:,} B (CUDA context"
+        + (" and NCCL buffers" if reserve > ctx.req.engine.startup_context_bytes else "")
+        + ") when vLLM checks that total x utilization is free"
+    )
+    code = Code.STARTUP_MEMORY_RESERVE
+    if outside < reserve:
+        why = f"{held}, and refuses to start"
+    else:
+        code = Code.SAMPLER_PEAK_OUTSIDE_BUDGET
+        why = (
+            f"{held}, and serving needs {mem.unprofiled_bytes:,} B more there for the "
+            "sampler's peak above what vLLM's profiling run measured (it samples one row per "
+            "sequence, not 1 + MTP tokens, without top-k/top-p or logprobs): out of memory "
+            "under load"
+        )
     return Finding.said(
-        Code.STARTUP_MEMORY_RESERVE,
+        code,
         Term(_UTIL),
         " ",
         Term(_UTIL, mem.gpu_memory_utilization),
         f" leaves {outside:,} B of the "
-        f"{mem.memory_bytes:,} B CUDA reports on {ctx.gpu.name} outside vLLM's budget, but a "
-        f"worker already holds about {reserve:,} B (CUDA context"
-        + (" and NCCL buffers" if reserve > ctx.req.engine.startup_context_bytes else "")
-        + ") when vLLM checks that total x utilization is free, and refuses to start: use a ",
+        f"{mem.memory_bytes:,} B CUDA reports on {ctx.gpu.name} outside vLLM's budget, but {why}"
+        + (
+            ": lower max-num-seqs or use a "
+            if code is Code.SAMPLER_PEAK_OUTSIDE_BUDGET
+            else ": use a "
+        ),
         Term(_UTIL),
         " of at most ",
         Term(_UTIL, most, "most"),
@@ -557,6 +585,16 @@ class _Context:
                 self.layout,
                 all2all_backend=req.all2all_backend,
                 deepep_buffer_bytes=req.deepep_buffer_bytes,
+            ),
+            unprofiled_bytes=unprofiled_sampler_bytes(
+                self.model,
+                self.layout,
+                req.engine,
+                max_num_batched_tokens=self.mnbt,
+                max_num_seqs=seqs,
+                max_model_len=max(length, 1),
+                speculative_tokens=req.speculative_tokens,
+                max_logprobs=req.max_logprobs,
             ),
         )
 

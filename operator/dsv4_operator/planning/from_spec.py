@@ -174,6 +174,7 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         redundant_experts=spec.engine.redundant_experts,
         all2all_backend=spec.engine.all2all_backend,
         deepep_buffer_bytes=spec.engine.deepep_buffer_bytes,
+        max_logprobs=spec.engine.max_logprobs,
         engine_version=spec.engine.version,
     )
 
@@ -224,6 +225,7 @@ _SPEC_PATHS: Final[dict[str, str]] = {
     "redundant_experts": "spec.engine.extraArgs",
     "all2all_backend": "spec.engine.extraArgs",
     "deepep_buffer_bytes": "spec.engine.env",
+    "max_logprobs": "spec.engine.extraArgs",
     "engine_version": "spec.engine.version",
     "max_model_len": "spec.maxModelLen",
     "gpu_memory_utilization": "spec.gpuMemoryUtilizationPercent",

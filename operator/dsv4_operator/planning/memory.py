@@ -12,6 +12,19 @@ Activation peak at `max-num-batched-tokens` (mnbt) tokens, bytes:
     + top-k indices [mnbt, index_topk] int32                       (S1)
     + sampler: max-num-seqs x vocab x 4 B x sampler_copies
 
+The sampler's runtime peak is not all in that profile: vLLM's profiling run samples one row
+per sequence without top-k/top-p or logprobs, while serving samples 1 + k rows per sequence
+with MTP, sorts them for top-p and returns logprobs. What that peak holds beyond the larger of
+the forward peak and the profiled sampler is `unprofiled_sampler_bytes`; it lands outside the
+budget, beside the memory held at start-up:
+
+    rows = max-num-seqs x (1 + speculative tokens)
+    runtime  = rows x vocab x sampler_runtime_entry_bytes
+               + rows x (max-logprobs + 1) x logprob_entry_bytes
+    profiled = max(forward peak,
+                   min(mnbt, max-num-seqs) x vocab x sampler_profiled_entry_bytes)
+    unprofiled = max(0, runtime - profiled)
+
 Beside that peak (vLLM profiles it after the model is loaded), `DeepseekV4Model.__init__`
 allocates the MTP hidden buffer `[mnbt, hc_mult x H]` in the model dtype on the last PP rank,
 speculating or not (S1 @023da1fc; facts §3): `mtp_hidden_buffer_bytes`, counted with the
@@ -45,6 +58,7 @@ __all__ = [
     "gather_workspace_bytes",
     "mtp_hidden_buffer_bytes",
     "overhead_bytes",
+    "unprofiled_sampler_bytes",
 ]
 
 _BF16 = 2
@@ -154,6 +168,54 @@ def activation_bytes(
     return engine.workspace_bytes + m * per_token + gather + topk + sampler
 
 
+def unprofiled_sampler_bytes(
+    model: ModelSpec,
+    layout: Layout,
+    engine: EngineProfile,
+    *,
+    max_num_batched_tokens: int,
+    max_num_seqs: int,
+    max_model_len: int,
+    speculative_tokens: int = 0,
+    max_logprobs: int = 20,
+) -> int:
+    """Bytes of the sampler's runtime peak above the peak vLLM's profiling run measures, per GPU.
+
+    The module docstring gives the formula. The forward peak is the plan's own estimate
+    (`activation_bytes` without its sampler term); the sampler runs after the forward pass has
+    released its activations, so only what it holds beyond that peak (or beyond the profiled
+    sampler, if larger) is outside vLLM's measurement. A model, not measured.
+
+    Args:
+        model: catalog entry (`vocab_size`, entries).
+        layout: parallel layout.
+        engine: engine constants (`sampler_*_entry_bytes`, `logprob_entry_bytes`).
+        max_num_batched_tokens: mnbt, tokens.
+        max_num_seqs: sequences per DP rank.
+        max_model_len: context cap, tokens.
+        speculative_tokens: MTP draft tokens k (rows sampled per sequence: 1 + k).
+        max_logprobs: vLLM's `--max-logprobs`, logprobs per row a request may ask (0 to 1,024).
+
+    Returns:
+        Bytes, at least 0.
+    """
+    vocab = model.vocab_size
+    rows = max_num_seqs * (1 + speculative_tokens)
+    runtime = rows * vocab * engine.sampler_runtime_entry_bytes
+    runtime += rows * (max_logprobs + 1) * engine.logprob_entry_bytes
+    forward = activation_bytes(
+        model,
+        layout,
+        engine,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_num_seqs=0,
+        max_model_len=max_model_len,
+    )
+    profiled_rows = min(max_num_batched_tokens, max_num_seqs)
+    profiled = max(forward, profiled_rows * vocab * engine.sampler_profiled_entry_bytes)
+    return max(0, runtime - profiled)
+
+
 def mtp_hidden_buffer_bytes(model: ModelSpec, max_num_batched_tokens: int) -> int:
     """Bytes of vLLM's `_mtp_hidden_buffer [mnbt, hc_mult x H]` bf16 on one GPU (last PP rank).
 
@@ -236,6 +298,8 @@ class MemoryBreakdown:
         activation_bytes: activation peak at mnbt, plus the MTP hidden buffer.
         cuda_graph_bytes: CUDA-graph estimate.
         overhead_bytes: non-torch memory.
+        unprofiled_bytes: the sampler's runtime peak above vLLM's profiled peak
+            (`unprofiled_sampler_bytes`): not in the budget, it must fit outside it.
     """
 
     memory_bytes: int
@@ -245,6 +309,7 @@ class MemoryBreakdown:
     activation_bytes: int
     cuda_graph_bytes: int
     overhead_bytes: int
+    unprofiled_bytes: int = 0
 
     @property
     def non_kv_bytes(self) -> int:

@@ -14,6 +14,10 @@ bytes / 256), so they may be fractional.
 (added later; `dsv4 plan` without FILE assumes one, as the resource's default source does).
 `gpu.memory_bytes` is nvidia-smi's total; `gpu.cuda_total_bytes` (added later) is what CUDA, and
 so vLLM, reports (less the driver's reservation): `budget_bytes` is that x gpu_memory_utilization.
+`memory_per_gpu.unprofiled_sampler_bytes` (added later) is the sampler's runtime peak above
+what vLLM's profiling run measures: outside the budget, beside what a worker holds from
+start-up, so it lowers the most gpu-memory-utilization the plan allows (0 when the forward peak
+covers it).
 `memory_per_gpu.shortfall_bytes` is what one GPU lacks for the weights, activations and one
 max-model-len request (0 when that fits).
 `engine_args.max_cudagraph_capture_size` (added later) is the largest CUDA-graph batch, tokens,
@@ -211,6 +215,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             "activation_bytes": mem.activation_bytes,
             "cuda_graph_bytes": mem.cuda_graph_bytes,
             "overhead_bytes": mem.overhead_bytes,
+            "unprofiled_sampler_bytes": mem.unprofiled_bytes,
             "kv_cache_bytes": max(mem.kv_cache_bytes, 0),
             "shortfall_bytes": shortfall_bytes(c),
         },

@@ -21,7 +21,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
-from dsv4_operator.api.v1alpha1.engine import ALL2ALL_BACKENDS, MAX_REDUNDANT_EXPERTS
+from dsv4_operator.api.v1alpha1.engine import (
+    ALL2ALL_BACKENDS,
+    MAX_COUNTED_LOGPROBS,
+    MAX_REDUNDANT_EXPERTS,
+)
 from dsv4_operator.planning.engine import PERFORMANCE_MODES, parse_version
 from dsv4_operator.planning.evaluate import (
     HOST_LINK_BYTES_PER_S,
@@ -282,6 +286,13 @@ def _validate_engine_options(req: PlanRequest) -> None:
         raise PlanningError(
             "all2all_backend",
             f"{req.all2all_backend!r}: expected one of {', '.join(ALL2ALL_BACKENDS)}",
+        )
+    if not 0 <= req.max_logprobs <= MAX_COUNTED_LOGPROBS:
+        raise PlanningError(
+            "max_logprobs",
+            f"{req.max_logprobs} is outside 0..{MAX_COUNTED_LOGPROBS:,} (--max-logprobs: the "
+            "plan counts the top-N logprobs vLLM returns per sampled row; -1, no cap, lets a "
+            "request ask for the whole vocabulary)",
         )
     if req.deepep_buffer_bytes < 0:
         raise PlanningError(
@@ -714,6 +725,9 @@ def _explain_no_fit(
         if short > 0 or closest.problems[0] is not startup:
             head += ["; and ", *startup.parts()]
         return Finding.said(Code.NO_FEASIBLE_LAYOUT, *head), None
+    if short <= 0 and {f.code for f in closest.problems} == {Code.SAMPLER_PEAK_OUTSIDE_BUDGET}:
+        # Its own advice (fewer sequences or a lower utilization) is all: more GPUs add none.
+        return Finding.said(Code.NO_FEASIBLE_LAYOUT, *head), None
     options: list[tuple[str | Term, ...]] = []
     settings = _settings_that_fit(req, model, closest)
     options.extend(settings_option(t) for t in settings)
@@ -1078,8 +1092,11 @@ def plan(req: PlanRequest) -> Plan:
         # Then those short of nothing but a max-num-seqs within max-num-batched-tokens: the
         # largest layout was shown for a setting no layout changes (h18).
         startup_only, seqs_only = (
-            [e for e in unfit if {f.code for f in e.problems} == {code}]
-            for code in (Code.STARTUP_MEMORY_RESERVE, Code.MAX_NUM_SEQS_EXCEEDS_BATCHED_TOKENS)
+            [e for e in unfit if {f.code for f in e.problems} <= codes]
+            for codes in (
+                {Code.STARTUP_MEMORY_RESERVE, Code.SAMPLER_PEAK_OUTSIDE_BUDGET},
+                {Code.MAX_NUM_SEQS_EXCEEDS_BATCHED_TOKENS},
+            )
         )
         closest = startup_only or seqs_only
         chosen = (

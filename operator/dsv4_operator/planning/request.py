@@ -56,6 +56,9 @@ class PlanRequest:
         all2all_backend: vLLM's `--all2all-backend`; `deepep_high_throughput` adds DeepEP
             buffers of `deepep_buffer_bytes` (twice over nodes) beyond the EP allowance.
         deepep_buffer_bytes: one DeepEP buffer, bytes (`VLLM_DEEPEP_BUFFER_SIZE_MB`).
+        max_logprobs: vLLM's `--max-logprobs`, the most logprobs a request may ask per token
+            (default 20), 0 to 1,024: counted in the sampler's unprofiled peak. vLLM's -1 (no
+            cap, up to the whole vocabulary) is refused.
         weights_download: every node downloads the checkpoint (Hugging Face Hub) at first boot,
             which the startup budget allows for; False when it is read from a volume.
         usd_per_gpu_hour: price per GPU type (decimal strings), used to rank across types.
@@ -94,6 +97,7 @@ class PlanRequest:
     redundant_experts: int = 0
     all2all_backend: str = "allgather_reducescatter"
     deepep_buffer_bytes: int = 1 << 30
+    max_logprobs: int = 20
     weights_download: bool = False
     usd_per_gpu_hour: dict[str, str] = field(default_factory=dict)
     engine: EngineProfile = VLLM_0_33

@@ -257,3 +257,18 @@ def test_the_all2all_backend_and_deepep_buffer_size_are_read_for_the_plan(
 def test_all2all_backends_the_plan_cannot_read_are_refused(arg: str, words: str) -> None:
     with pytest.raises(InvalidSpecError, match=words):
         _engine(arg)
+
+
+def test_max_logprobs_is_read_for_the_plan_and_no_cap_is_refused(
+    vllm_options: dict[str, list[str]],
+) -> None:
+    """vLLM 0.33.0's `--max-logprobs` (default 20) is how many logprobs the sampler returns per
+    row, which the plan counts; -1 (no cap: the whole 129,280-entry vocabulary) went unread."""
+    assert "--max-logprobs" in vllm_options
+    assert _engine().max_logprobs == 20
+    assert _engine("--max-logprobs=5", "--max-logprobs=1024").max_logprobs == 1024
+    for arg in ("--max-logprobs=-1", "--max-logprobs=1025", "--max-logprobs"):
+        with pytest.raises(InvalidSpecError, match=r"spec\.engine\.extraArgs: --max-logprobs"):
+            _engine(arg)
+    with pytest.raises(InvalidSpecError, match="abbreviates --max-logprobs"):
+        _engine("--max-logprob=5")

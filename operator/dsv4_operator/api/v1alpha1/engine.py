@@ -317,6 +317,16 @@ for `num_redundant_experts` (R, default 0): each MoE layer then holds E + R phys
 MAX_REDUNDANT_EXPERTS: Final = 1024
 """Most `num_redundant_experts` accepted (our bound: more than twice Pro's 384 routed experts;
 vLLM's EPLBConfig only requires at least 0)."""
+MAX_LOGPROBS_FLAG: Final = "--max-logprobs"
+"""vLLM's cap on the logprobs a request may ask per token (`ModelConfig.max_logprobs`, default
+20; -1 means no cap), read by the planner: the sampler returns that many per sampled row."""
+DEFAULT_MAX_LOGPROBS: Final = 20
+"""vLLM 0.33.0's `--max-logprobs` default (shared/fixtures/vllm/vllm-0.33.0-serve-flags.json)."""
+MAX_COUNTED_LOGPROBS: Final = 1024
+"""The largest `--max-logprobs` the plan counts. Model Runner V2 returns the top N + 1 per row
+with torch.topk (`compute_topk_logprobs`); up to 1,024 of 129,280 entries that stays a small
+top-k, where -1 (the whole vocabulary) turns it into a full sort of every row."""
+
 _UNSET: Final = object()
 """`_cudagraph_mode`'s answer for a `--compilation-config` that leaves the mode unset."""
 
@@ -595,7 +605,8 @@ class EngineSpec(ApiModel):
     memory with `--enable-eplb` (one MoE layer of experts per GPU as its transfer buffer, and
     the redundant experts of `--eplb-config={"num_redundant_experts": R}`, a JSON object in
     the same entry, R from 0 to 1,024; EP layouts only), and the DeepEP buffers of
-    `--all2all-backend=deepep_high_throughput`; capture-size lists are refused."""
+    `--all2all-backend=deepep_high_throughput`, and `--max-logprobs=N` (0 to 1,024; -1 is
+    refused); capture-size lists are refused."""
     env: Annotated[
         tuple[EnvVar, ...],
         Field(
@@ -630,6 +641,7 @@ class EngineSpec(ApiModel):
             OFFLOAD_BACKEND_FLAG,
             OFFLOAD_GROUP_FLAG,
             ALL2ALL_FLAG,
+            MAX_LOGPROBS_FLAG,
         )
         for arg in value:
             flag, eq, given = arg.partition("=")
@@ -682,7 +694,14 @@ class EngineSpec(ApiModel):
         for arg in value:
             _offload_setting(arg)
             _all2all_backend(arg)
+            _max_logprobs(arg)
         return value
+
+    @property
+    def max_logprobs(self) -> int:
+        """The `--max-logprobs` of extraArgs (the last one), else vLLM's default 20."""
+        entry = self._last_entry(MAX_LOGPROBS_FLAG)
+        return DEFAULT_MAX_LOGPROBS if entry is None else _max_logprobs(entry)
 
     @property
     def all2all_backend(self) -> str:
@@ -880,6 +899,28 @@ def _all2all_backend(arg: str) -> str:
         )
         raise ValueError(msg)
     return raw
+
+
+def _max_logprobs(arg: str) -> int:
+    """The count of a `--max-logprobs=N` entry, checked; -1 for other entries.
+
+    Raises:
+        ValueError: a value that is not an integer from 0 to `MAX_COUNTED_LOGPROBS` (vLLM's -1,
+            no cap, among them).
+    """
+    flag, _, raw = arg.partition("=")
+    if flag != MAX_LOGPROBS_FLAG:
+        return -1
+    count = int(raw) if raw.strip().isdigit() else -1
+    if not 0 <= count <= MAX_COUNTED_LOGPROBS:
+        msg = (
+            f"{MAX_LOGPROBS_FLAG} needs a value in the same entry, an integer from 0 to "
+            f"{MAX_COUNTED_LOGPROBS:,} (logprobs a request may ask per token; vLLM's default "
+            f"{DEFAULT_MAX_LOGPROBS}), not {arg!r}: the plan counts the logprobs the sampler "
+            "returns per row, and -1 (no cap) lets one request ask for the whole vocabulary"
+        )
+        raise ValueError(msg)
+    return count
 
 
 def _offload_setting(arg: str) -> str:
