@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from dsv4_operator.api.v1alpha1.engine import PERFORMANCE_MODES
+from dsv4_operator.api.v1alpha1.engine import NCCL_DEFAULT_BUFFER_BYTES, PERFORMANCE_MODES
 
 __all__ = [
     "INTERACTIVITY_FINE_MAX",
@@ -161,6 +161,13 @@ class EngineProfile:
             EP backend (allgather_reducescatter) does not use. More ranks not measured. The buffers
             that exist before the snapshot are `startup_nccl_first_bytes` and
             `startup_nccl_group_bytes`.
+        nccl_measured_buffer_bytes: one NCCL connection's protocol buffers (Simple + LL + LL128
+            per channel and peer) at which the NCCL figures here were measured: NCCL's defaults,
+            4,194,304 + 524,288 + 4,915,200 = 9,633,792 B (`NCCL_BUFFER_DEFAULTS`). Larger
+            buffers from `spec.engine.env` scale `nccl_bytes`, `startup_nccl_first_bytes` and
+            `startup_nccl_group_bytes` by their ratio to this (`memory.nccl_scaled`), a model:
+            the measured figures also hold memory that does not grow with the buffers, so the
+            scaled figure errs high. Smaller buffers keep the measured figures.
         all2all_bytes: expert-parallel dispatch/combine buffers when EP > 1, bytes. An
             allowance, not measured: 1 GiB.
         startup_context_bytes: device memory a worker process holds before vLLM's start-up
@@ -214,6 +221,7 @@ class EngineProfile:
     blackwell_max_cudagraph_capture_size: int
     nontorch_base_bytes: int
     nccl_bytes: int
+    nccl_measured_buffer_bytes: int
     all2all_bytes: int
     startup_context_bytes: int
     startup_nccl_first_bytes: int
@@ -381,6 +389,7 @@ VLLM_0_33 = EngineProfile(
     blackwell_max_cudagraph_capture_size=1024,
     nontorch_base_bytes=512 * _MIB,
     nccl_bytes=512 * _MIB,
+    nccl_measured_buffer_bytes=NCCL_DEFAULT_BUFFER_BYTES,
     all2all_bytes=1 * _GIB,
     startup_context_bytes=651_034_624,
     startup_nccl_first_bytes=880_803_840,

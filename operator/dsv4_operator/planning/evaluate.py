@@ -39,6 +39,7 @@ from dsv4_operator.planning.memory import (
     cuda_graph_bytes,
     gather_workspace_bytes,
     mtp_hidden_buffer_bytes,
+    nccl_scaled,
     overhead_bytes,
     unprofiled_sampler_bytes,
 )
@@ -309,17 +310,29 @@ def _most_utilization(ctx: _Context, mem: MemoryBreakdown) -> float:
     And, beside it, the sampler's runtime peak above vLLM's profiled peak
     (`MemoryBreakdown.unprofiled_bytes`), which also lands outside the budget.
     """
-    reserve = startup_reserve_bytes(ctx.req.engine, ctx.gpu, ctx.layout) + mem.unprofiled_bytes
+    reserve = _startup_reserve(ctx) + mem.unprofiled_bytes
     return math.floor((mem.memory_bytes - reserve) * 100 / mem.memory_bytes) / 100
 
 
-def startup_reserve_bytes(engine: EngineProfile, gpu: GpuType, layout: Layout) -> int:
+def _startup_reserve(ctx: _Context) -> int:
+    """`startup_reserve_bytes` for this candidate, with the request's NCCL buffer sizes."""
+    req = ctx.req
+    return startup_reserve_bytes(
+        req.engine, ctx.gpu, ctx.layout, nccl_buffer_bytes=req.nccl_buffer_bytes
+    )
+
+
+def startup_reserve_bytes(
+    engine: EngineProfile, gpu: GpuType, layout: Layout, *, nccl_buffer_bytes: int | None = None
+) -> int:
     """Device memory a worker holds before vLLM's start-up snapshot, bytes.
 
     The CUDA context (`EngineProfile.startup_context_bytes`); on a replica of several GPUs
     joined by NVLink/NVSwitch also NCCL's buffers: the world's communicator
     (`startup_nccl_first_bytes`) and one more (`startup_nccl_group_bytes`) per parallel group
-    of more than one rank (TP, DP, EP, PP), each of which vLLM warms before the snapshot.
+    of more than one rank (TP, DP, EP, PP), each of which vLLM warms before the snapshot. Both
+    NCCL figures scale with `nccl_buffer_bytes`, one connection's NCCL buffers (`nccl_scaled`;
+    None: NCCL's defaults, at which they were measured).
     """
     if layout.gpus <= 1 or gpu.nvlink_domain <= 1:
         return engine.startup_context_bytes
@@ -330,7 +343,9 @@ def startup_reserve_bytes(engine: EngineProfile, gpu: GpuType, layout: Layout) -
         layout.expert_parallel_size,
     )
     groups = sum(1 for size in sizes if size > 1)
-    nccl = engine.startup_nccl_first_bytes + groups * engine.startup_nccl_group_bytes
+    first = nccl_scaled(engine, engine.startup_nccl_first_bytes, nccl_buffer_bytes)
+    group = nccl_scaled(engine, engine.startup_nccl_group_bytes, nccl_buffer_bytes)
+    nccl = first + groups * group
     return engine.startup_context_bytes + nccl
 
 
@@ -341,7 +356,7 @@ def _startup_reserve_problem(ctx: _Context, mem: MemoryBreakdown) -> Finding | N
     out serving when the sampler's unprofiled peak does not fit outside the budget beside what
     a worker holds from start-up.
     """
-    reserve = startup_reserve_bytes(ctx.req.engine, ctx.gpu, ctx.layout)
+    reserve = _startup_reserve(ctx)
     outside = mem.memory_bytes - mem.budget_bytes
     if outside >= reserve + mem.unprofiled_bytes:
         return None
@@ -585,6 +600,7 @@ class _Context:
                 self.layout,
                 all2all_backend=req.all2all_backend,
                 deepep_buffer_bytes=req.deepep_buffer_bytes,
+                nccl_buffer_bytes=req.nccl_buffer_bytes,
             ),
             unprofiled_bytes=unprofiled_sampler_bytes(
                 self.model,

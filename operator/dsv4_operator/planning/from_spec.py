@@ -175,6 +175,7 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         all2all_backend=spec.engine.all2all_backend,
         deepep_buffer_bytes=spec.engine.deepep_buffer_bytes,
         max_logprobs=spec.engine.max_logprobs,
+        nccl_buffer_bytes=spec.engine.nccl_buffer_bytes,
         engine_version=spec.engine.version,
     )
 
@@ -226,6 +227,7 @@ _SPEC_PATHS: Final[dict[str, str]] = {
     "all2all_backend": "spec.engine.extraArgs",
     "deepep_buffer_bytes": "spec.engine.env",
     "max_logprobs": "spec.engine.extraArgs",
+    "nccl_buffer_bytes": "spec.engine.env",
     "engine_version": "spec.engine.version",
     "max_model_len": "spec.maxModelLen",
     "gpu_memory_utilization": "spec.gpuMemoryUtilizationPercent",

@@ -57,6 +57,7 @@ __all__ = [
     "cuda_graph_bytes",
     "gather_workspace_bytes",
     "mtp_hidden_buffer_bytes",
+    "nccl_scaled",
     "overhead_bytes",
     "unprofiled_sampler_bytes",
 ]
@@ -258,12 +259,27 @@ def cuda_graph_bytes(
     return sizes * engine.cuda_graph_bytes_per_size
 
 
+def nccl_scaled(engine: EngineProfile, measured: int, buffer_bytes: int | None) -> int:
+    """An NCCL figure measured at NCCL's default buffers, for connections of `buffer_bytes`.
+
+    `measured` x `buffer_bytes` / `EngineProfile.nccl_measured_buffer_bytes`, rounded up, when
+    the buffers are larger than the defaults (NCCL_BUFFSIZE, NCCL_LL_BUFFSIZE,
+    NCCL_LL128_BUFFSIZE: each channel's connection to each peer holds one buffer per protocol);
+    `measured` as it is otherwise (None: the defaults). A model, not measured.
+    """
+    base = engine.nccl_measured_buffer_bytes
+    if buffer_bytes is None or buffer_bytes <= base:
+        return measured
+    return -(-measured * buffer_bytes // base)
+
+
 def overhead_bytes(
     engine: EngineProfile,
     layout: Layout,
     *,
     all2all_backend: str = "allgather_reducescatter",
     deepep_buffer_bytes: int = 1 << 30,
+    nccl_buffer_bytes: int | None = None,
 ) -> int:
     """Non-torch memory: library workspaces, NCCL buffers, EP all-to-all buffers, bytes.
 
@@ -272,11 +288,12 @@ def overhead_bytes(
     `deepep_buffer_bytes` over NVLink, plus as much for RDMA when the EP group spans nodes
     (`DeepEPHTAll2AllManager._make_all2all_kwargs`, vllm/distributed/device_communicators/
     all2all.py; `VLLM_DEEPEP_BUFFER_SIZE_MB`, default 1024 MiB). Other backends keep the
-    `all2all_bytes` allowance (DeepEP low-latency buffers are not modelled).
+    `all2all_bytes` allowance (DeepEP low-latency buffers are not modelled). The NCCL allowance
+    scales with `nccl_buffer_bytes`, one connection's NCCL buffers (`nccl_scaled`).
     """
     total = engine.nontorch_base_bytes
     if layout.gpus > 1:
-        total += engine.nccl_bytes
+        total += nccl_scaled(engine, engine.nccl_bytes, nccl_buffer_bytes)
         if layout.expert_parallel:
             all2all = engine.all2all_bytes
             if all2all_backend == "deepep_high_throughput" and layout.data_parallel > 1:

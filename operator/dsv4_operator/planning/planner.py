@@ -294,6 +294,12 @@ def _validate_engine_options(req: PlanRequest) -> None:
             "plan counts the top-N logprobs vLLM returns per sampled row; -1, no cap, lets a "
             "request ask for the whole vocabulary)",
         )
+    if req.nccl_buffer_bytes < 1:
+        raise PlanningError(
+            "nccl_buffer_bytes",
+            f"{req.nccl_buffer_bytes} must be positive (NCCL_BUFFSIZE + NCCL_LL_BUFFSIZE + "
+            "NCCL_LL128_BUFFSIZE, bytes)",
+        )
     if req.deepep_buffer_bytes < 0:
         raise PlanningError(
             "deepep_buffer_bytes", f"{req.deepep_buffer_bytes} must not be negative"

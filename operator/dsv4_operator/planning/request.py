@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dsv4_operator.api.v1alpha1.engine import NCCL_DEFAULT_BUFFER_BYTES
 from dsv4_operator.planning.engine import VLLM_0_33, EngineProfile
 from dsv4_operator.planning.hardware import GpuType
 
@@ -56,6 +57,9 @@ class PlanRequest:
         all2all_backend: vLLM's `--all2all-backend`; `deepep_high_throughput` adds DeepEP
             buffers of `deepep_buffer_bytes` (twice over nodes) beyond the EP allowance.
         deepep_buffer_bytes: one DeepEP buffer, bytes (`VLLM_DEEPEP_BUFFER_SIZE_MB`).
+        nccl_buffer_bytes: one NCCL connection's buffers (NCCL_BUFFSIZE + NCCL_LL_BUFFSIZE +
+            NCCL_LL128_BUFFSIZE), bytes; NCCL's defaults 9,633,792. Larger values scale the
+            plan's NCCL figures (measured at the defaults) by their ratio.
         max_logprobs: vLLM's `--max-logprobs`, the most logprobs a request may ask per token
             (default 20), 0 to 1,024: counted in the sampler's unprofiled peak. vLLM's -1 (no
             cap, up to the whole vocabulary) is refused.
@@ -98,6 +102,7 @@ class PlanRequest:
     all2all_backend: str = "allgather_reducescatter"
     deepep_buffer_bytes: int = 1 << 30
     max_logprobs: int = 20
+    nccl_buffer_bytes: int = NCCL_DEFAULT_BUFFER_BYTES
     weights_download: bool = False
     usd_per_gpu_hour: dict[str, str] = field(default_factory=dict)
     engine: EngineProfile = VLLM_0_33

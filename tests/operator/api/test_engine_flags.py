@@ -272,3 +272,51 @@ def test_max_logprobs_is_read_for_the_plan_and_no_cap_is_refused(
             _engine(arg)
     with pytest.raises(InvalidSpecError, match="abbreviates --max-logprobs"):
         _engine("--max-logprob=5")
+
+
+def _env(*pairs: tuple[str, str]) -> Any:
+    env = [{"name": name, "value": value} for name, value in pairs]
+    spec = {"model": "pro", "gpu": {"types": ["h200-141gb"]}, "engine": {"env": env}}
+    return parse_spec(spec).engine
+
+
+def test_nccl_buffer_sizes_are_read_for_the_plan() -> None:
+    """NCCL sizes each connection's buffers per protocol: NCCL_BUFFSIZE (Simple, default
+    4 MiB), NCCL_LL_BUFFSIZE (512 KiB) and NCCL_LL128_BUFFSIZE (4,800 KiB) (NCCL src/init.cc
+    computeBuffSizes); the plan's NCCL figures were measured at those defaults and the
+    variables went unread."""
+    assert _env().nccl_buffer_bytes == 4_194_304 + 524_288 + 4_915_200
+    engine = _env(("NCCL_BUFFSIZE", "16777216"), ("NCCL_LL128_BUFFSIZE", "1048576"))
+    assert engine.nccl_buffer_bytes == 16_777_216 + 524_288 + 1_048_576
+    # Networking and debugging variables, and settings that can only lower memory, pass.
+    for name, value in (
+        ("NCCL_IB_HCA", "mlx5_0,mlx5_1"),
+        ("NCCL_SOCKET_IFNAME", "eth0"),
+        ("NCCL_DEBUG", "INFO"),
+        ("NCCL_MAX_NCHANNELS", "8"),
+        ("NCCL_NVLS_ENABLE", "0"),
+        ("NCCL_P2P_NET_CHUNKSIZE", "65536"),
+    ):
+        assert _env((name, value)).nccl_buffer_bytes == 9_633_792
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("NCCL_BUFFSIZE", "8M", "NCCL_BUFFSIZE must be a literal whole number of bytes"),
+        ("NCCL_LL_BUFFSIZE", "", "NCCL_LL_BUFFSIZE must be a literal whole number of bytes"),
+        ("NCCL_MIN_NCHANNELS", "32", "NCCL_MIN_NCHANNELS"),
+        ("NCCL_NCHANNELS", "32", "NCCL_NCHANNELS"),
+        ("NCCL_MIN_CTAS", "32", "NCCL_MIN_CTAS"),
+        ("NCCL_P2P_NET_CHUNKSIZE", "524288", "at most 131072"),
+        ("NCCL_P2P_PCI_CHUNKSIZE", "262144", "at most 131072"),
+        ("NCCL_P2P_NVL_CHUNKSIZE", "1048576", "at most 524288"),
+    ],
+)
+def test_nccl_settings_the_plan_cannot_count_are_refused(name: str, value: str, words: str) -> None:
+    """More channels than NCCL picks (NCCL_MIN_NCHANNELS and its aliases) multiply every
+    communicator's buffers, and larger P2P chunks (NCCL_P2P_*_CHUNKSIZE, defaults 128 KiB,
+    128 KiB, 512 KiB: NCCL src/init.cc) its point-to-point buffers, beyond the figures the
+    plan measured at NCCL's defaults."""
+    with pytest.raises(InvalidSpecError, match=rf"spec\.engine\.env\[0\]: .*{words}"):
+        _env((name, value))

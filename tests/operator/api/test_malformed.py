@@ -586,6 +586,33 @@ CASES = [
         ("spec.engine.env[0]", "VLLM_DEEPEP_BUFFER_SIZE_MB", "whole number of MiB"),
     ),
     Case(
+        "env-nccl-raises-the-channel-minimum",
+        {"spec.engine": {"env": [{"name": "NCCL_MIN_NCHANNELS", "value": "32"}]}},
+        ("spec.engine.env[0]", "NCCL_MIN_NCHANNELS", "not supported"),
+        ("spec.engine.env[0]", "NCCL_MIN_NCHANNELS is not supported"),
+    ),
+    Case(
+        "env-nccl-buffer-size-from-a-secret",
+        {
+            "spec.engine": {
+                "env": [
+                    {
+                        "name": "NCCL_BUFFSIZE",
+                        "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+                    }
+                ]
+            }
+        },
+        ("spec.engine.env[0]", "literal whole numbers of bytes"),
+        ("spec.engine.env[0]", "NCCL_BUFFSIZE must be a literal whole number of bytes"),
+    ),
+    Case(
+        "env-nccl-p2p-chunk-above-the-default",
+        {"spec.engine": {"env": [{"name": "NCCL_P2P_NET_CHUNKSIZE", "value": "524288"}]}},
+        None,  # the CEL rule checks the length only; the operator's parse checks the bound
+        ("spec.engine.env[0]", "NCCL_P2P_NET_CHUNKSIZE may be at most 131072"),
+    ),
+    Case(
         "env-deepep-buffer-size-from-a-secret",
         {
             "spec.engine": {

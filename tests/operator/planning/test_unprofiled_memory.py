@@ -93,3 +93,39 @@ def test_max_logprobs_is_counted_and_checked() -> None:
     assert wide - base == rows * (1024 - 20) * 24
     with pytest.raises(PlanningError, match=r"max_logprobs: -1 .*0\.\.1,024"):
         plan(dataclasses.replace(mtp, max_logprobs=-1))
+
+
+def test_nccl_figures_scale_with_the_protocol_buffer_sizes() -> None:
+    """The NCCL figures (start-up world and group communicators, the lazily connected
+    allowance) were measured at NCCL's default buffers, 9,633,792 B per connection (Simple
+    4 MiB + LL 512 KiB + LL128 4,800 KiB); NCCL_BUFFSIZE=16 MiB makes them 22,216,704 B, and the
+    plan scales the terms by that ratio (rounded up), keeping today's figures at the
+    defaults and below them."""
+    h200 = GPUS["h200-141gb"]
+    default, big = 9_633_792, 16_777_216 + 524_288 + 4_915_200
+
+    def scaled(x: int) -> int:
+        return -(-x * big // default)
+
+    tp8 = dataclasses.replace(
+        _BASE, tensor_parallel=8, data_parallel=1, expert_parallel=False, max_num_seqs=64
+    )
+    lay = plan(tp8).chosen.layout
+    assert startup_reserve_bytes(tp8.engine, h200, lay) == CONTEXT + FIRST + GROUP
+    wide = dataclasses.replace(tp8, nccl_buffer_bytes=big)
+    assert startup_reserve_bytes(wide.engine, h200, lay, nccl_buffer_bytes=big) == (
+        CONTEXT + scaled(FIRST) + scaled(GROUP)
+    )
+    nccl = tp8.engine.nccl_bytes
+    assert plan(wide).chosen.memory.overhead_bytes - plan(tp8).chosen.memory.overhead_bytes == (
+        scaled(nccl) - nccl
+    )
+    small = dataclasses.replace(tp8, nccl_buffer_bytes=default // 2)
+    assert plan(small).chosen.memory == plan(tp8).chosen.memory
+    # 0.98 left 3.00 GB outside the budget for 2.04 GB held at start-up; with 16 MiB buffers
+    # NCCL's start-up buffers grow from 1.39 GB to 3.21 GB, so 0.98 no longer plans.
+    at_98 = plan(dataclasses.replace(wide, gpu_memory_utilization=0.98))
+    assert not at_98.fits
+    assert any(w.code is Code.STARTUP_MEMORY_RESERVE for w in at_98.warnings)
+    with pytest.raises(PlanningError, match="nccl_buffer_bytes"):
+        plan(dataclasses.replace(tp8, nccl_buffer_bytes=0))

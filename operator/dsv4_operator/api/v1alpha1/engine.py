@@ -21,6 +21,10 @@ __all__ = [
     "DEEPEP_BUFFER_ENV",
     "EPLB_CONFIG_FLAG",
     "EPLB_FLAGS",
+    "NCCL_BUFFER_DEFAULTS",
+    "NCCL_CHUNK_DEFAULTS",
+    "NCCL_DEFAULT_BUFFER_BYTES",
+    "NCCL_REFUSED_ENV",
     "OPERATOR_OWNED_FLAGS",
     "PERFORMANCE_MODES",
     "PREFIX_FLAGS",
@@ -181,6 +185,61 @@ _DEEPEP_BUFFER_REASON: Final = (
     f"{DEEPEP_BUFFER_ENV} must be a literal whole number of MiB (at most 7 digits; vLLM's "
     f"default {DEEPEP_BUFFER_DEFAULT_MIB}): the plan counts the DeepEP buffers it sizes"
 )
+NCCL_BUFFER_DEFAULTS: Final = {
+    "NCCL_BUFFSIZE": 1 << 22,
+    "NCCL_LL_BUFFSIZE": 8 * 512 * 8 * 16,
+    "NCCL_LL128_BUFFSIZE": 120 * 640 * 8 * 8,
+}
+"""NCCL's per-protocol buffer of each connection (one per channel and peer), bytes, and the
+variable that sets it (NCCL src/init.cc `computeBuffSizes`: `DEFAULT_BUFFSIZE (1 << 22)` for
+Simple, `DEFAULT_LL_BUFFSIZE` = 8 lines x 512 threads x 8 steps x 16 B, `DEFAULT_LL128_BUFFSIZE`
+= 120 elements x 640 threads x 8 steps x 8 B; the NCCL documentation: "NCCL_BUFFSIZE ... The
+default is 4194304 (4 MB)"). The plan's NCCL figures were measured at these defaults and scale
+with their sum, so `spec.engine.env` may set them only as literal whole numbers of bytes."""
+NCCL_DEFAULT_BUFFER_BYTES: Final = sum(NCCL_BUFFER_DEFAULTS.values())
+"""9,633,792 B: one connection's buffers at NCCL's defaults."""
+NCCL_CHUNK_DEFAULTS: Final = {
+    "NCCL_P2P_NET_CHUNKSIZE": 1 << 17,
+    "NCCL_P2P_PCI_CHUNKSIZE": 1 << 17,
+    "NCCL_P2P_NVL_CHUNKSIZE": 1 << 19,
+}
+"""NCCL's point-to-point chunk sizes, bytes (src/init.cc: `NCCL_PARAM(P2pNetChunkSize,
+"P2P_NET_CHUNKSIZE", (1 << 17))`, PCI the same, NVL `(1 << 19)`): a P2P connection's buffer is
+its chunk x NCCL_STEPS, so a larger chunk grows all-to-all buffers beyond the plan's measured
+and allowed figures; `spec.engine.env` may set them only as literal byte counts up to these."""
+NCCL_REFUSED_ENV: Final = ("NCCL_MIN_NCHANNELS", "NCCL_NCHANNELS", "NCCL_MIN_CTAS")
+"""NCCL variables that raise the channel count above NCCL's own choice (NCCL_NCHANNELS and
+NCCL_MIN_CTAS are older names of the minimum): every channel holds its own buffers per peer,
+and the plan's NCCL figures were measured with the count NCCL picked, so they are refused.
+(NCCL_MAX_NCHANNELS can only lower it and is accepted.)"""
+_NCCL_LITERAL_PATTERN: Final = r"^[0-9]{1,10}$"
+_NCCL_LITERAL_ENV: Final = (*NCCL_BUFFER_DEFAULTS, *NCCL_CHUNK_DEFAULTS)
+
+
+def _nccl_env_problem(name: str, value: str | None) -> str | None:
+    """Why `spec.engine.env` may not set NCCL variable `name` to `value` (None: it may)."""
+    if name in NCCL_REFUSED_ENV:
+        return (
+            f"{name} is not supported: it makes NCCL open more channels than it picks itself, "
+            "each with its own buffers, beyond the NCCL memory the plan counts (measured at "
+            "NCCL's own channel count); NCCL_MAX_NCHANNELS, which can only lower it, is accepted"
+        )
+    if name not in _NCCL_LITERAL_ENV:
+        return None
+    if not re.fullmatch(_NCCL_LITERAL_PATTERN, value or ""):
+        return (
+            f"{name} must be a literal whole number of bytes (at most 10 digits, no valueFrom): "
+            "the plan counts the NCCL buffers it sizes"
+        )
+    most = NCCL_CHUNK_DEFAULTS.get(name)
+    if most is not None and int(value or "0") > most:
+        return (
+            f"{name} may be at most {most} (NCCL's default): a larger chunk grows the "
+            "point-to-point buffers beyond the NCCL memory the plan counts"
+        )
+    return None
+
+
 CUDAGRAPH_ESTIMATE_KEPT: Final = "1"
 """The one value of `CUDAGRAPH_ESTIMATE_ENV` accepted (vLLM's default; a valueFrom could hold
 anything, so it is refused too)."""
@@ -538,6 +597,25 @@ class EnvVar(ApiModel):
             ),
             "message": f"spec.engine.env: {_DEEPEP_BUFFER_REASON}",
         },
+        {
+            "rule": "!(self.name in [" + ", ".join(f"'{n}'" for n in NCCL_REFUSED_ENV) + "])",
+            "message": (
+                f"spec.engine.env: {', '.join(NCCL_REFUSED_ENV)} are not supported: more "
+                "channels than NCCL picks, each with its own buffers, beyond the NCCL memory "
+                "the plan counts"
+            ),
+        },
+        {
+            "rule": (
+                "!(self.name in ["
+                + ", ".join(f"'{n}'" for n in _NCCL_LITERAL_ENV)
+                + "]) || (has(self.value) && size(self.value) <= 10)"
+            ),
+            "message": (
+                "spec.engine.env: NCCL buffer and P2P chunk sizes must be literal whole numbers "
+                "of bytes (at most 10 digits): the plan counts the NCCL buffers they size"
+            ),
+        },
     )
 
     name: Annotated[
@@ -560,6 +638,8 @@ class EnvVar(ApiModel):
             _DEEPEP_BUFFER_PATTERN, self.value or ""
         ):
             raise ValueError(_DEEPEP_BUFFER_REASON)
+        if (problem := _nccl_env_problem(self.name, self.value)) is not None:
+            raise ValueError(problem)
         return self
 
     @field_validator("name")
@@ -621,7 +701,13 @@ class EngineSpec(ApiModel):
     `VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS` may only be `1`, vLLM's default (the plan counts
     CUDA-graph memory inside gpu-memory-utilization, which `0` undoes), and
     `VLLM_DEEPEP_BUFFER_SIZE_MB` only a literal whole number of MiB (the plan counts the DeepEP
-    buffers of `--all2all-backend=deepep_high_throughput`)."""
+    buffers of `--all2all-backend=deepep_high_throughput`); `NCCL_BUFFSIZE`,
+    `NCCL_LL_BUFFSIZE` and `NCCL_LL128_BUFFSIZE` only literal byte counts (the plan scales its
+    NCCL memory with them), `NCCL_P2P_NET_CHUNKSIZE`, `NCCL_P2P_PCI_CHUNKSIZE` and
+    `NCCL_P2P_NVL_CHUNKSIZE` only literal byte counts up to NCCL's defaults, and
+    `NCCL_MIN_NCHANNELS`, `NCCL_NCHANNELS` and `NCCL_MIN_CTAS` (more channels than NCCL picks)
+    are refused; networking and debugging variables (NCCL_IB_HCA, NCCL_SOCKET_IFNAME,
+    NCCL_DEBUG, ...) pass unread."""
 
     @field_validator("extra_args")
     @classmethod
@@ -718,6 +804,19 @@ class EngineSpec(ApiModel):
         var = next((v for v in self.env if v.name == DEEPEP_BUFFER_ENV), None)
         mib = DEEPEP_BUFFER_DEFAULT_MIB if var is None or var.value is None else int(var.value)
         return mib << 20
+
+    @property
+    def nccl_buffer_bytes(self) -> int:
+        """One NCCL connection's buffers, bytes (NCCL's defaults: 9,633,792 B).
+
+        The sum of `NCCL_BUFFER_DEFAULTS`' variables as `spec.engine.env` sets them, each else
+        its default. The planner scales its NCCL figures, measured at the defaults, by this
+        over them.
+        """
+        given = {
+            v.name: int(v.value) for v in self.env if v.name in NCCL_BUFFER_DEFAULTS and v.value
+        }
+        return sum(given.get(name, default) for name, default in NCCL_BUFFER_DEFAULTS.items())
 
     @property
     def eplb(self) -> bool:
