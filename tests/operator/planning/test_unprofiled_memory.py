@@ -129,3 +129,26 @@ def test_nccl_figures_scale_with_the_protocol_buffer_sizes() -> None:
     assert any(w.code is Code.STARTUP_MEMORY_RESERVE for w in at_98.warnings)
     with pytest.raises(PlanningError, match="nccl_buffer_bytes"):
         plan(dataclasses.replace(tp8, nccl_buffer_bytes=0))
+
+
+def test_the_spec_settings_reach_the_plan() -> None:
+    """`--max-logprobs` in spec.engine.extraArgs and NCCL buffer sizes in spec.engine.env are
+    what the plan counts; each is named by its spec field when the planner refuses it."""
+    from dsv4_operator.api import parse_spec
+    from dsv4_operator.planning.from_spec import request_from_spec, spec_path
+
+    spec = parse_spec(
+        {
+            "model": "flash",
+            "gpu": {"types": ["h200-141gb"]},
+            "engine": {
+                "extraArgs": ["--max-logprobs=64"],
+                "env": [{"name": "NCCL_BUFFSIZE", "value": "8388608"}],
+            },
+        }
+    )
+    req = request_from_spec(spec)
+    assert req.max_logprobs == 64
+    assert req.nccl_buffer_bytes == 8_388_608 + 524_288 + 4_915_200
+    assert spec_path("max_logprobs") == "spec.engine.extraArgs"
+    assert spec_path("nccl_buffer_bytes") == "spec.engine.env"
