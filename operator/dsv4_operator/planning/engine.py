@@ -127,9 +127,10 @@ class EngineProfile:
             @000fc94b): the logits from `compute_logits` (bf16, 2), their FP32 copy
             (`Sampler.sample`, vllm/v1/worker/gpu/sample/sampler.py, 4), and
             `apply_top_k_top_p`'s sort (vllm/v1/sample/ops/topk_topp_sampler.py: sorted FP32
-            values and int64 indices, 12, with the sort's input copies, 12): 30. DeepSeek-V4's
-            generation config sets top_p, which vLLM applies to every request by default.
-            Counted from the code path, not measured.
+            values and int64 indices, 12, with the sort's input copies, 12): 30, once any request
+            of the batch asks for top-p (a client's `top_p`, or a default from the model's
+            generation config, which vLLM applies unless told not to). Counted from the code
+            path, not measured.
         sampler_profiled_entry_bytes: what vLLM's profiling run sees of the same, per entry per
             row: 6 (logits and their FP32 copy). Model Runner V2's `_dummy_sampler_run` runs the
             sampler with dummy request states ("the sampler may skip top_k, top_p, and logprobs,
