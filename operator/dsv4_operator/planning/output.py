@@ -49,9 +49,10 @@ else `{settings, cpu_offload_gib, max_num_batched_tokens, layout, layout_advised
 `settings` are terms as above, each a value that on its own makes the request plan (bound
 `most`: lower the setting to it; `least`: raise it to it); `cpu_offload_gib` the
 `--cpu-offload-gb` (GiB per GPU) and `max_num_batched_tokens` the smaller batch (tokens) at
-which the closest layout (`layout` at the top level) fits, or null; `layout` the smallest
-layout of that GPU type that fits with more nodes allowed and no budget (keys as `layout`), or
-null when none within the search does; `layout_advised` whether the warning offers that
+which the closest layout (`layout` at the top level) fits, or null; `layout` the layout
+of that GPU type that the planner picks with more nodes allowed and no budget (fewest nodes,
+then GPUs; the cheapest first when priced; keys as `layout`), so `--nodes` set to its `nodes`
+plans it, or null when none within the search does; `layout_advised` whether the warning offers that
 option (false when a setting fixes it and no layout does); `more_gpus` whether `layout` takes
 more GPUs than the closest one. `layout_settings` (added later) are terms as above that `layout`
 fits only with (empty unless a setting keeps every layout from fitting and the request's own

@@ -98,8 +98,9 @@ class FitAdvice:
     Attributes:
         offload_gib: `--cpu-offload-gb` in all (GiB of routed experts per GPU in host memory)
             that covers the shortfall; None when offload cannot.
-        layout: the smallest layout of the same GPU type that fits, with more nodes allowed and
-            no budget; None when none within the search does.
+        layout: the layout of the same GPU type that the planner picks with more nodes allowed
+            and no budget (fewest nodes, then GPUs; cheapest first when priced: `_advised`);
+            None when none within the search does.
         more_gpus: `layout` takes more GPUs than the closest one (else it rearranges them).
         searched: (nodes, GPUs per node) searched for `layout` when it is None.
         max_num_batched_tokens: a smaller `--max-num-batched-tokens` (tokens) at which the
@@ -660,6 +661,21 @@ def _pinned_batch_that_fits(req: PlanRequest, model: ModelSpec) -> int | None:
     return None
 
 
+def _advised(wider: PlanRequest, fitting: list[Evaluation]) -> Evaluation | None:
+    """The layout of `fitting` that the planner itself would pick for `wider`, or None.
+
+    `wider` is one GPU type with more nodes allowed (`_explain_no_fit`): ranked as a fitting
+    plan is (`_rank_key`: fewest nodes, then GPUs; the cheapest first when the type is priced),
+    so a request that follows the advice (`--nodes` / `spec.gpu.maxNodes` set to the advised
+    layout's nodes) plans that very layout. The fewest GPUs alone advised 3x4 for Pro NVFP4 on
+    MI300X, which then planned 2x8, on fewer nodes than the advice asked for (h22).
+    """
+    if not fitting:
+        return None
+    order = {g: i for i, g in enumerate(wider.gpu_types)}
+    return min(fitting, key=lambda e: _rank_key(wider, e, order))
+
+
 def _layout_with_setting(
     req: PlanRequest, model: ModelSpec, closest: Evaluation, wider: PlanRequest
 ) -> tuple[Evaluation | None, tuple[Term, ...]]:
@@ -683,8 +699,7 @@ def _layout_with_setting(
             changed = replace(wider, max_num_batched_tokens=value)
         fitting, _, _, _ = _search(changed, model)
         if fitting:
-            best = min(fitting, key=lambda e: (e.total_gpus, -e.kv_tokens_per_replica))
-            return best, (term,)
+            return _advised(changed, fitting), (term,)
     return None, ()
 
 
@@ -773,7 +788,7 @@ def _explain_no_fit(
         expert_parallel=None,
     )
     more, _, _, _ = _search(wider, model)
-    best = min(more, key=lambda e: (e.total_gpus, -e.kv_tokens_per_replica)) if more else None
+    best = _advised(wider, more)
     if best is None and not settings and (lower := _pinned_batch_that_fits(req, model)):
         settings = (Term(Setting.MAX_NUM_BATCHED_TOKENS, lower, "most"),)
         options.insert(0, settings_option(settings[0]))

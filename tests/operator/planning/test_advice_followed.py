@@ -325,3 +325,29 @@ def test_with_mtp_the_setting_advice_holds_a_whole_decode_step() -> None:
         assert Code.SPECULATIVE_STEP_EXCEEDS_BATCHED_TOKENS not in codes
     text = _no_fit_text(p)
     assert text.endswith("lower max-num-seqs to 85 or raise max-num-batched-tokens to 1,536"), text
+
+
+def test_the_advised_layout_is_the_one_the_planner_picks_with_the_nodes_it_names() -> None:
+    """h22: Pro NVFP4 on one node of 8 MI300X was advised "at least 12 GPUs of this type (3x4 TP1
+    DP12; spec.gpu.maxNodes >= 3)": the fewest GPUs, spread over 3 nodes, while the planner ranks
+    fewer nodes first (`_rank_key`), so following the advice planned 2x8 TP1 DP16 EP16 instead,
+    and 2 nodes, not 3, were enough. Unpriced types rank nodes first; priced ones price first."""
+    request = PlanRequest(
+        model="pro", weights_format="nvfp4", gpu_types=("mi300x-192gb",), max_nodes=1
+    )
+    p = plan(request)
+    assert not p.fits
+    assert p.advice is not None
+    assert p.advice.layout is not None
+    followed = plan(dataclasses.replace(request, max_nodes=p.advice.layout.nodes))
+    assert followed.fits
+    assert followed.chosen.layout == p.advice.layout
+    assert p.advice.layout.nodes == 2
+    # Priced, the planner takes the cheapest (fewest GPUs) first: the advice does too.
+    priced = dataclasses.replace(request, usd_per_gpu_hour={"mi300x-192gb": "2.00"})
+    q = plan(priced)
+    assert q.advice is not None
+    assert q.advice.layout is not None
+    followed = plan(dataclasses.replace(priced, max_nodes=q.advice.layout.nodes))
+    assert followed.chosen.layout == q.advice.layout
+    assert q.advice.layout.gpus < p.advice.layout.gpus  # 12 GPUs cost less than 16
