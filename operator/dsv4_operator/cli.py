@@ -53,9 +53,15 @@ class Output(StrEnum):
     yaml = "yaml"
 
 
-def _load_request(path: Path | None) -> PlanRequest:
+def _load_request(path: Path | None) -> tuple[PlanRequest, str | None]:
+    """The request FILE (or nothing) sets, and how its replicas share `spec.gpu.budget`.
+
+    The second value is `budget_share_words` of the spec (None without FILE, without a budget,
+    or when one replica has all of it): the planner's budget is one replica's share, which its
+    messages state as "the GPU budget of N" (h22).
+    """
     if path is None:
-        return PlanRequest()
+        return PlanRequest(), None
     try:
         body = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
@@ -65,10 +71,14 @@ def _load_request(path: Path | None) -> PlanRequest:
     # The API types (pydantic, the CRD) load only when a file is given: keeps flag-only runs fast.
     from dsv4_operator.api.errors import InvalidSpecError  # noqa: PLC0415
     from dsv4_operator.api.v1alpha1.deployment import parse_deployment  # noqa: PLC0415
-    from dsv4_operator.planning.from_spec import request_from_spec  # noqa: PLC0415
+    from dsv4_operator.planning.from_spec import (  # noqa: PLC0415
+        budget_share_words,
+        request_from_spec,
+    )
 
     try:
-        return request_from_spec(parse_deployment(body).spec)
+        spec = parse_deployment(body).spec
+        return request_from_spec(spec), budget_share_words(spec)
     except InvalidSpecError as e:
         raise PlanningError("file", f"{path}: {e}") from None
 
@@ -121,7 +131,7 @@ class _PipeConsole(Console):
         raise BrokenPipeError
 
 
-def _table(p: Plan, console: Console) -> None:
+def _table(p: Plan, console: Console, shared: str | None = None) -> None:
     c = p.chosen
     mem, lay = c.memory, c.layout
     verdict = "[green]fits[/green]" if p.fits else "[red]does not fit[/red]"
@@ -191,6 +201,8 @@ def _table(p: Plan, console: Console) -> None:
     for w in p.warnings:
         console.print(f"[yellow]{w.code}[/yellow]: {w.message}", soft_wrap=False)
     console.print("[bold]Why[/bold]")
+    if shared is not None:
+        console.print(f"- {shared}")
     for line in p.reasons:
         console.print(f"- {line}")
     if p.rejected:
@@ -214,6 +226,27 @@ _FIELD_FLAGS: dict[str, str] = {
     "weights_download": "--download",
 }
 """The `dsv4 plan` option behind each planner request field, for error messages."""
+
+
+def _where(field: str, file: Path | None, given: set[str]) -> str:
+    """How an error names request field `field`: the option, the spec field, or both.
+
+    `given` are the request fields set by options on the command line: such a field is named
+    as its option; one FILE may have set is named by its spec field too
+    (`spec.parallelism.tensor / --tensor-parallel`), and one no option sets (`spec.gpu.budget`)
+    by its spec field alone.
+    """
+    flag = _FIELD_FLAGS.get(field)
+    path = None
+    if file is not None and field not in given:
+        # The API types load only when a file is given: keeps flag-only runs fast.
+        from dsv4_operator.planning.from_spec import spec_path  # noqa: PLC0415
+
+        path = spec_path(field)
+    if path == field:
+        path = None
+    names = " / ".join(n for n in (path, flag) if n)
+    return f"{names} ({field})" if names else field
 
 
 @app.command("plan")
@@ -274,8 +307,32 @@ def plan_command(
 ) -> None:
     """Plan GPUs, nodes, layout, KV cache and /dev/shm for DeepSeek-V4."""
     console = _PipeConsole(width=_WIDTH, stderr=False)
+    shared: str | None = None
+    options = {
+        "model": model,
+        "weights_format": weights,
+        "kv_cache_dtype": kv_cache_dtype,
+        "cpu_offload_bytes": cpu_offload_gb,
+        "gpu_types": gpu,
+        "gpus_per_node": gpus_per_node,
+        "max_nodes": nodes,
+        "tensor_parallel": tensor_parallel,
+        "data_parallel": data_parallel,
+        "pipeline_parallel": pipeline_parallel,
+        "expert_parallel": expert_parallel,
+        "max_model_len": max_model_len,
+        "max_num_seqs": max_num_seqs,
+        "max_num_batched_tokens": max_num_batched_tokens,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "speculative_tokens": speculative_tokens,
+        "concurrency": concurrency,
+        "tokens_per_second": tokens_per_second,
+        "max_cudagraph_capture_size": max_cudagraph_capture_size,
+        "weights_download": download,
+    }
+    given = {k for k, v in options.items() if v is not None}
     try:
-        req = _load_request(file)
+        req, shared = _load_request(file)
         mml = _max_model_len(max_model_len)
         overrides: dict[str, Any] = {
             "model": model,
@@ -304,9 +361,10 @@ def plan_command(
             changes["max_model_len"] = mml
         result = plan(dataclasses.replace(req, **changes))
     except PlanningError as e:
-        flag = _FIELD_FLAGS.get(e.field)
-        where = f"{flag} ({e.field})" if flag else e.field
-        typer.echo(f"error: {where}: {str(e).removeprefix(f'{e.field}: ')}", err=True)
+        detail = str(e).removeprefix(f"{e.field}: ")
+        if e.field == "gpu_budget" and shared is not None and shared not in detail:
+            detail += f"; {shared}"  # the planner's budget is one replica's share
+        typer.echo(f"error: {_where(e.field, file, given)}: {detail}", err=True)
         raise typer.Exit(2) from None
     data = plan_to_dict(result)
     try:
@@ -315,7 +373,7 @@ def plan_command(
         elif output is Output.yaml:
             sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
         else:
-            _table(result, console)
+            _table(result, console, shared)
         sys.stdout.flush()
     except BrokenPipeError:  # `dsv4 plan ... | head`: the reader left, not an error of the plan
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (stop the flush at exit)

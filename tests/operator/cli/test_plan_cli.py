@@ -484,3 +484,73 @@ def test_a_utilization_the_spec_field_cannot_take_has_no_spec_value() -> None:
     assert over
     assert all(t["spec_value"] is None for t in over)
     assert all(10 <= t["spec_value"] <= 99 for t in terms if t["spec_value"] is not None)
+
+
+def _spec_file(tmp_path: Path, spec: dict[str, Any]) -> Path:
+    body = {
+        "apiVersion": "dsv4.io/v1alpha1",
+        "kind": "DeepSeekV4Deployment",
+        "metadata": {"name": "d"},
+        "spec": spec,
+    }
+    path = tmp_path / "d.yaml"
+    path.write_text(json.dumps(body))
+    return path
+
+
+def test_a_file_whose_budget_no_layout_takes_names_the_spec_field_and_its_share(
+    tmp_path: Path,
+) -> None:
+    """h22: `dsv4 plan FILE` said "error: gpu_budget: no layout can be evaluated: 8 GPUs exceed
+    the GPU budget of 4" for a spec.gpu.budget of 8: neither the field nor that replicas share
+    it (the operator's status says both for the same file)."""
+    path = _spec_file(
+        tmp_path,
+        {
+            "model": "flash",
+            "replicas": 2,
+            "gpu": {"types": ["h200-141gb"], "budget": 8},
+            "parallelism": {"tensor": 8},
+        },
+    )
+    result = runner.invoke(app, ["plan", str(path)])
+    assert result.exit_code == 2
+    assert result.output.startswith(
+        "error: spec.gpu.budget (gpu_budget): no layout can be evaluated: 8 GPUs exceed the GPU "
+        "budget of 4; spec.gpu.budget 8 shared by spec.replicas 2 leaves 4 GPUs per replica "
+        "(lower spec.replicas or raise the budget)"
+    ), result.output
+
+
+def test_a_file_whose_budget_is_shared_says_the_share_in_the_table(tmp_path: Path) -> None:
+    """h22: Pro with spec.gpu.budget 16 and spec.replicas 3 was planned on 4 GPUs and did not
+    fit; the table said "at least 8 GPUs of this type" on 8-GPU nodes and never why only 4 were
+    tried (16 // 3 = 5 per replica)."""
+    path = _spec_file(
+        tmp_path, {"model": "pro", "replicas": 3, "gpu": {"types": ["h200-141gb"], "budget": 16}}
+    )
+    result = runner.invoke(app, ["plan", str(path)])
+    assert result.exit_code == 1
+    flat = " ".join(result.stdout.split())
+    assert (
+        "spec.gpu.budget 16 shared by spec.replicas 3 leaves 5 GPUs per replica (lower "
+        "spec.replicas or raise the budget)"
+    ) in flat
+    # One replica with the whole budget: nothing to say.
+    alone = _spec_file(tmp_path, {"model": "pro", "gpu": {"types": ["h200-141gb"], "budget": 16}})
+    assert "shared by" not in runner.invoke(app, ["plan", str(alone)]).stdout
+
+
+def test_a_pinned_size_from_a_file_is_named_as_its_spec_field(tmp_path: Path) -> None:
+    """h22: spec.parallelism.tensor 3 in FILE was reported as "--tensor-parallel
+    (tensor_parallel)", a flag the user never passed."""
+    path = _spec_file(
+        tmp_path, {"model": "flash", "gpu": {"types": ["h200-141gb"]}, "parallelism": {"tensor": 3}}
+    )
+    result = runner.invoke(app, ["plan", str(path)])
+    assert result.exit_code == 2
+    assert result.output.startswith(
+        "error: spec.parallelism.tensor / --tensor-parallel (tensor_parallel): no layout"
+    ), result.output
+    flag = runner.invoke(app, ["plan", str(path), "--tensor-parallel", "5"])
+    assert flag.output.startswith("error: --tensor-parallel (tensor_parallel): "), flag.output
