@@ -13,7 +13,7 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -25,6 +25,9 @@ from dsv4_operator.planning import PlanningError, PlanRequest, plan, plan_to_dic
 from dsv4_operator.planning.findings import CLI_FLAGS
 from dsv4_operator.planning.planner import Plan, shortfall_bytes, shortfall_tokens
 from dsv4_operator.settings import OperatorSettings
+
+if TYPE_CHECKING:
+    from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 
 __all__ = ["app", "main"]
 
@@ -53,12 +56,12 @@ class Output(StrEnum):
     yaml = "yaml"
 
 
-def _load_request(path: Path | None) -> tuple[PlanRequest, str | None]:
-    """The request FILE (or nothing) sets, and how its replicas share `spec.gpu.budget`.
+def _load_request(path: Path | None) -> tuple[PlanRequest, DeepSeekV4DeploymentSpec | None]:
+    """The request FILE (or nothing) sets, and FILE's spec (None without FILE).
 
-    The second value is `budget_share_words` of the spec (None without FILE, without a budget,
-    or when one replica has all of it): the planner's budget is one replica's share, which its
-    messages state as "the GPU budget of N" (h22).
+    The spec says what the planner's messages cannot name: how replicas share
+    `spec.gpu.budget` (its budget is one replica's share, "the GPU budget of N") and which
+    field caps the replicas of a tokens/s target (h22).
     """
     if path is None:
         return PlanRequest(), None
@@ -71,14 +74,11 @@ def _load_request(path: Path | None) -> tuple[PlanRequest, str | None]:
     # The API types (pydantic, the CRD) load only when a file is given: keeps flag-only runs fast.
     from dsv4_operator.api.errors import InvalidSpecError  # noqa: PLC0415
     from dsv4_operator.api.v1alpha1.deployment import parse_deployment  # noqa: PLC0415
-    from dsv4_operator.planning.from_spec import (  # noqa: PLC0415
-        budget_share_words,
-        request_from_spec,
-    )
+    from dsv4_operator.planning.from_spec import request_from_spec  # noqa: PLC0415
 
     try:
         spec = parse_deployment(body).spec
-        return request_from_spec(spec), budget_share_words(spec)
+        return request_from_spec(spec), spec
     except InvalidSpecError as e:
         raise PlanningError("file", f"{path}: {e}") from None
 
@@ -131,7 +131,7 @@ class _PipeConsole(Console):
         raise BrokenPipeError
 
 
-def _table(p: Plan, console: Console, shared: str | None = None) -> None:
+def _table(p: Plan, console: Console, notes: list[str]) -> None:
     c = p.chosen
     mem, lay = c.memory, c.layout
     verdict = "[green]fits[/green]" if p.fits else "[red]does not fit[/red]"
@@ -201,8 +201,8 @@ def _table(p: Plan, console: Console, shared: str | None = None) -> None:
     for w in p.warnings:
         console.print(f"[yellow]{w.code}[/yellow]: {w.message}", soft_wrap=False)
     console.print("[bold]Why[/bold]")
-    if shared is not None:
-        console.print(f"- {shared}")
+    for note in notes:
+        console.print(f"- {note}")
     for line in p.reasons:
         console.print(f"- {line}")
     if p.rejected:
@@ -226,6 +226,27 @@ _FIELD_FLAGS: dict[str, str] = {
     "weights_download": "--download",
 }
 """The `dsv4 plan` option behind each planner request field, for error messages."""
+
+
+def _spec_notes(spec: DeepSeekV4DeploymentSpec | None, p: Plan | None) -> list[str]:
+    """What FILE's spec says that the plan's messages cannot name (Why lines of the table).
+
+    Its budget share (`budget_share_words`), then, for a plan `p` that does not fit because
+    its tokens/s target needs more replicas than FILE allows, the field that caps them
+    (`replica_cap_words`).
+    """
+    if spec is None:
+        return []
+    # The API types load only when a file is given: keeps flag-only runs fast.
+    from dsv4_operator.planning.from_spec import (  # noqa: PLC0415
+        budget_share_words,
+        replica_cap_words,
+    )
+
+    notes = [budget_share_words(spec)]
+    if p is not None and not p.fits:
+        notes.append(replica_cap_words(spec, p.chosen.replicas_for_target))
+    return [n for n in notes if n is not None]
 
 
 def _where(field: str, file: Path | None, given: set[str]) -> str:
@@ -307,7 +328,7 @@ def plan_command(
 ) -> None:
     """Plan GPUs, nodes, layout, KV cache and /dev/shm for DeepSeek-V4."""
     console = _PipeConsole(width=_WIDTH, stderr=False)
-    shared: str | None = None
+    spec: DeepSeekV4DeploymentSpec | None = None
     options = {
         "model": model,
         "weights_format": weights,
@@ -332,7 +353,7 @@ def plan_command(
     }
     given = {k for k, v in options.items() if v is not None}
     try:
-        req, shared = _load_request(file)
+        req, spec = _load_request(file)
         mml = _max_model_len(max_model_len)
         overrides: dict[str, Any] = {
             "model": model,
@@ -362,8 +383,8 @@ def plan_command(
         result = plan(dataclasses.replace(req, **changes))
     except PlanningError as e:
         detail = str(e).removeprefix(f"{e.field}: ")
-        if e.field == "gpu_budget" and shared is not None and shared not in detail:
-            detail += f"; {shared}"  # the planner's budget is one replica's share
+        if e.field == "gpu_budget":  # the planner's budget is one replica's share
+            detail += "".join(f"; {n}" for n in _spec_notes(spec, None) if n not in detail)
         typer.echo(f"error: {_where(e.field, file, given)}: {detail}", err=True)
         raise typer.Exit(2) from None
     data = plan_to_dict(result)
@@ -373,7 +394,7 @@ def plan_command(
         elif output is Output.yaml:
             sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
         else:
-            _table(result, console, shared)
+            _table(result, console, _spec_notes(spec, result))
         sys.stdout.flush()
     except BrokenPipeError:  # `dsv4 plan ... | head`: the reader left, not an error of the plan
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (stop the flush at exit)

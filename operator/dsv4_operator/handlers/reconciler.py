@@ -52,6 +52,7 @@ from dsv4_operator.metrics import OperatorMetrics, Result
 from dsv4_operator.planning import Code, Plan, PlanningError, plan
 from dsv4_operator.planning.from_spec import (
     budget_share_words,
+    replica_cap_words,
     request_from_spec,
     spec_path,
     spec_words,
@@ -767,6 +768,8 @@ def _plan_refusal(
         message = no_fit_message(planned)
         if (shared := budget_share_words(spec)) is not None:
             message = f"{shared}; {message}"
+        if (capped := replica_cap_words(spec, planned.chosen.replicas_for_target)) is not None:
+            message = f"{capped}; {message}"
         return INSUFFICIENT_CAPACITY, "plan_failed", message
     if planned.chosen.layout.nodes > 1:
         try:

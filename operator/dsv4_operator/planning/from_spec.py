@@ -38,6 +38,7 @@ __all__ = [
     "budget_share_words",
     "custom_gpu",
     "planning_replicas",
+    "replica_cap_words",
     "replica_gpu_budget",
     "request_from_spec",
     "spec_path",
@@ -112,6 +113,32 @@ def budget_share_words(spec: DeepSeekV4DeploymentSpec) -> str | None:
         f"spec.gpu.budget {spec.gpu.budget} shared by {by} {share} leaves {per_replica} GPUs "
         f"per replica (lower {by} or raise the budget)"
     )
+
+
+def replica_cap_words(spec: DeepSeekV4DeploymentSpec, needed: int | None) -> str | None:
+    """The field that caps the replicas of `spec.load.tokensPerSecond`, when `needed` exceeds it.
+
+    `needed` is the replicas the closest layout needs for the target
+    (`Evaluation.replicas_for_target`). The planner says "needs 24 replicas; at most 1 are
+    allowed" (`TOKENS_TARGET_EXCEEDS_REPLICAS`): the cap is `spec.replicas` (default 1) with
+    fixed replicas, `spec.autoscaling.maxReplicas` with autoscaling (`request_from_spec`'s
+    `max_replicas`), so the message names it and the count that holds the target (h22). None
+    without a target, without a cap, or when `needed` is within it.
+    """
+    if spec.load is None or spec.load.tokens_per_second is None or needed is None:
+        return None
+    a = spec.autoscaling
+    cap = a.max_replicas if a.enabled else spec.replicas
+    if not cap or needed <= cap:
+        return None
+    if a.enabled:
+        field, fix = "spec.autoscaling.maxReplicas", f"raise it to {needed}"
+    else:
+        field = "spec.replicas"
+        fix = (
+            f"raise spec.replicas to {needed}, or enable spec.autoscaling with maxReplicas {needed}"
+        )
+    return f"{field} {cap} caps the replicas spec.load.tokensPerSecond may use ({fix})"
 
 
 def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:

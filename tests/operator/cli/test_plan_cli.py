@@ -554,3 +554,26 @@ def test_a_pinned_size_from_a_file_is_named_as_its_spec_field(tmp_path: Path) ->
     ), result.output
     flag = runner.invoke(app, ["plan", str(path), "--tensor-parallel", "5"])
     assert flag.output.startswith("error: --tensor-parallel (tensor_parallel): "), flag.output
+
+
+def test_a_file_whose_replicas_cap_its_tokens_target_names_the_field(tmp_path: Path) -> None:
+    """h22: "60,000 tokens/s ... needs 24 replicas; at most 1 are allowed": the 1 is the file's
+    spec.replicas (default 1), which `dsv4 plan FILE` never named."""
+    path = _spec_file(
+        tmp_path,
+        {
+            "model": "flash",
+            "load": {"tokensPerSecond": 60000},
+            "gpu": {"types": ["h200-141gb"], "maxNodes": 1},
+        },
+    )
+    result = runner.invoke(app, ["plan", str(path)])
+    assert result.exit_code == 1
+    flat = " ".join(result.stdout.split())
+    assert (
+        "spec.replicas 1 caps the replicas spec.load.tokensPerSecond may use (raise "
+        "spec.replicas to 24, or enable spec.autoscaling with maxReplicas 24)"
+    ) in flat
+    fits = runner.invoke(app, ["plan", str(path), "--tokens-per-second", "2000"])
+    assert fits.exit_code == 0
+    assert "caps the replicas" not in fits.stdout

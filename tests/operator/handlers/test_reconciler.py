@@ -1786,3 +1786,48 @@ def test_a_budget_under_one_gpu_per_replica_is_refused_not_exceeded() -> None:
     # Two GPUs for two replicas of one GPU each still plan.
     fake, reconciler = _setup({**spec, "replicas": 2})
     assert reconciler.reconcile("ns", "d", Events()).result == "applied"
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (
+            {},
+            "spec.replicas 1 caps the replicas spec.load.tokensPerSecond may use (raise "
+            "spec.replicas to 24, or enable spec.autoscaling with maxReplicas 24)",
+        ),
+        (
+            {
+                "replicas": 2,
+                "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 3},
+            },
+            "spec.autoscaling.maxReplicas 3 caps the replicas spec.load.tokensPerSecond may use "
+            "(raise it to 24)",
+        ),
+    ],
+)
+def test_a_tokens_target_over_the_replica_cap_names_the_field_that_caps_it(
+    change: dict[str, Any], said: str
+) -> None:
+    """h22: Flash at 60,000 tokens/s on one H200 node said "needs 24 replicas; at most 1 are
+    allowed" and advised 32 GPUs in one replica: the 1 is spec.replicas (default 1), which the
+    message never named, and raising it (or maxReplicas) is the plain fix."""
+    spec = {
+        "model": "flash",
+        "load": {"tokensPerSecond": 60000},
+        "gpu": {"types": ["h200-141gb"], "maxNodes": 1},
+        **change,
+    }
+    fake, reconciler = _setup(spec)
+    assert reconciler.reconcile("ns", "d", Events()).result == "plan_failed"
+    assert _conditions(fake)["Ready"] == ("False", "InsufficientCapacity")
+    message = _ready(fake)
+    assert "needs 24 replicas" in message
+    assert said in message
+    # Followed, it plans.
+    followed = copy.deepcopy(spec)
+    if "autoscaling" in change:
+        followed["autoscaling"]["maxReplicas"] = 24
+    else:
+        followed["replicas"] = 24
+    assert _applies(followed)
