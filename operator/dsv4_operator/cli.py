@@ -245,7 +245,7 @@ def _spec_notes(spec: DeepSeekV4DeploymentSpec | None, p: Plan | None) -> list[s
 
     notes = [budget_share_words(spec)]
     if p is not None and not p.fits:
-        notes.append(replica_cap_words(spec, p.chosen.replicas_for_target))
+        notes.append(replica_cap_words(spec, p))
     return [n for n in notes if n is not None]
 
 

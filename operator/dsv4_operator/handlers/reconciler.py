@@ -768,7 +768,7 @@ def _plan_refusal(
         message = no_fit_message(planned)
         if (shared := budget_share_words(spec)) is not None:
             message = f"{shared}; {message}"
-        if (capped := replica_cap_words(spec, planned.chosen.replicas_for_target)) is not None:
+        if (capped := replica_cap_words(spec, planned)) is not None:
             message = f"{capped}; {message}"
         return INSUFFICIENT_CAPACITY, "plan_failed", message
     if planned.chosen.layout.nodes > 1:

@@ -29,6 +29,7 @@ from dsv4_operator.api.v1alpha1.gpu import CustomGpuType
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.planning.findings import PlanningError, Setting, Term
 from dsv4_operator.planning.hardware import GpuType
+from dsv4_operator.planning.planner import Plan, plan
 from dsv4_operator.planning.request import PlanRequest
 
 __all__ = [
@@ -115,29 +116,61 @@ def budget_share_words(spec: DeepSeekV4DeploymentSpec) -> str | None:
     )
 
 
-def replica_cap_words(spec: DeepSeekV4DeploymentSpec, needed: int | None) -> str | None:
-    """The field that caps the replicas of `spec.load.tokensPerSecond`, when `needed` exceeds it.
+_MAX_REPLICA_TRIES: Final = 8
+"""Replica counts `replica_cap_words` plans before it names no count: each try starts from the
+count the previous plan needed (a concurrency target split over more replicas lowers each
+one's throughput, so the count can grow; Flash at 5,000 tokens/s and 8 concurrent requests
+needs 3 replicas at 1 and 4 at 3)."""
 
-    `needed` is the replicas the closest layout needs for the target
-    (`Evaluation.replicas_for_target`). The planner says "needs 24 replicas; at most 1 are
-    allowed" (`TOKENS_TARGET_EXCEEDS_REPLICAS`): the cap is `spec.replicas` (default 1) with
-    fixed replicas, `spec.autoscaling.maxReplicas` with autoscaling (`request_from_spec`'s
-    `max_replicas`), so the message names it and the count that holds the target (h22). None
-    without a target, without a cap, or when `needed` is within it.
+
+def _with_replica_cap(spec: DeepSeekV4DeploymentSpec, n: int) -> DeepSeekV4DeploymentSpec:
+    """`spec` with `n` as its replica cap: `spec.autoscaling.maxReplicas`, else `spec.replicas`."""
+    a = spec.autoscaling
+    if a.enabled:
+        return spec.model_copy(update={"autoscaling": a.model_copy(update={"max_replicas": n})})
+    return spec.model_copy(update={"replicas": n})
+
+
+def replica_cap_words(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> str | None:
+    """The field that caps the replicas of `spec.load.tokensPerSecond`, when that blocks `planned`.
+
+    The planner says "needs 24 replicas; at most 1 are allowed" (`TOKENS_TARGET_EXCEEDS_REPLICAS`)
+    without naming the cap: `spec.replicas` (default 1) with fixed replicas,
+    `spec.autoscaling.maxReplicas` with autoscaling (`request_from_spec`'s `max_replicas`). The
+    words name it and the smallest count, from the closest layout's
+    (`Evaluation.replicas_for_target`) up, at which the spec plans (`_MAX_REPLICA_TRIES`), or
+    no count when none of those does (e.g. a `spec.gpu.budget` the replicas share) (h22).
+    None when `planned` fits, without a target or cap, or when the closest layout's count is
+    within the cap.
     """
-    if spec.load is None or spec.load.tokens_per_second is None or needed is None:
+    needed = planned.chosen.replicas_for_target
+    if planned.fits or spec.load is None or spec.load.tokens_per_second is None or needed is None:
         return None
     a = spec.autoscaling
     cap = a.max_replicas if a.enabled else spec.replicas
     if not cap or needed <= cap:
         return None
+    count: int | None = None
+    n = needed
+    for _ in range(_MAX_REPLICA_TRIES):
+        try:
+            tried = plan(request_from_spec(_with_replica_cap(spec, n)))
+        except PlanningError:
+            break
+        if tried.fits:
+            count = n
+            break
+        more = tried.chosen.replicas_for_target
+        if more is None or more <= n:
+            break  # something else than the replica cap keeps it from fitting
+        n = more
+    to = f" to {count}" if count is not None else ""
     if a.enabled:
-        field, fix = "spec.autoscaling.maxReplicas", f"raise it to {needed}"
+        field, fix = "spec.autoscaling.maxReplicas", f"raise it{to}"
     else:
         field = "spec.replicas"
-        fix = (
-            f"raise spec.replicas to {needed}, or enable spec.autoscaling with maxReplicas {needed}"
-        )
+        most = f" {count}" if count is not None else ""
+        fix = f"raise spec.replicas{to}, or enable spec.autoscaling with maxReplicas{most}"
     return f"{field} {cap} caps the replicas spec.load.tokensPerSecond may use ({fix})"
 
 

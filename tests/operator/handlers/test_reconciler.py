@@ -1831,3 +1831,21 @@ def test_a_tokens_target_over_the_replica_cap_names_the_field_that_caps_it(
     else:
         followed["replicas"] = 24
     assert _applies(followed)
+
+
+def test_the_replica_count_advised_for_a_tokens_target_plans_when_followed() -> None:
+    """h22: with a concurrency target split over the replicas, each replica's throughput falls
+    as they grow: Flash at 5,000 tokens/s and 8 concurrent requests needs 3 replicas at
+    spec.replicas 1 but 4 at 3, so "raise spec.replicas to 3" would not have planned."""
+    spec = {
+        "model": "flash",
+        "load": {"concurrency": 8, "tokensPerSecond": 5000},
+        "gpu": {"types": ["h200-141gb"]},
+    }
+    fake, reconciler = _setup(spec)
+    assert reconciler.reconcile("ns", "d", Events()).result == "plan_failed"
+    message = _ready(fake)
+    assert "needs 3 replicas; at most 1 are allowed" in message
+    assert "(raise spec.replicas to 4, or enable spec.autoscaling with maxReplicas 4)" in message
+    assert not _applies({**spec, "replicas": 3})
+    assert _applies({**spec, "replicas": 4})
