@@ -169,8 +169,8 @@ def replica_cap_words(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> str | No
         field, fix = "spec.autoscaling.maxReplicas", f"raise it{to}"
     else:
         field = "spec.replicas"
-        most = f" {count}" if count is not None else ""
-        fix = f"raise spec.replicas{to}, or enable spec.autoscaling with maxReplicas{most}"
+        most = f"maxReplicas {count}" if count is not None else "a larger maxReplicas"
+        fix = f"raise spec.replicas{to}, or enable spec.autoscaling with {most}"
     return f"{field} {cap} caps the replicas spec.load.tokensPerSecond may use ({fix})"
 
 

@@ -1849,3 +1849,19 @@ def test_the_replica_count_advised_for_a_tokens_target_plans_when_followed() -> 
     assert "(raise spec.replicas to 4, or enable spec.autoscaling with maxReplicas 4)" in message
     assert not _applies({**spec, "replicas": 3})
     assert _applies({**spec, "replicas": 4})
+
+
+def test_no_replica_count_is_named_when_none_plans() -> None:
+    """A spec.gpu.budget the replicas would share keeps every count from planning: the cap is
+    named with no count (a count that does not plan would be false advice)."""
+    spec = {
+        "model": "pro",
+        "load": {"tokensPerSecond": 1000000},
+        "gpu": {"types": ["h200-141gb"], "budget": 32},
+    }
+    fake, reconciler = _setup(spec)
+    assert reconciler.reconcile("ns", "d", Events()).result == "plan_failed"
+    assert _ready(fake).startswith(
+        "spec.replicas 1 caps the replicas spec.load.tokensPerSecond may use (raise "
+        "spec.replicas, or enable spec.autoscaling with a larger maxReplicas); "
+    )
