@@ -149,7 +149,8 @@ def _table(p: Plan, console: Console, notes: list[str]) -> None:
     )
     if c.replicas_for_target:
         console.print(
-            f"{p.request.tokens_per_second:,} tokens/s needs {c.replicas_for_target} replicas "
+            f"{p.request.tokens_per_second:,} tokens/s needs {c.replicas_for_target} "
+            f"replica{'s' * (c.replicas_for_target != 1)} "
             f"({c.total_gpus} GPUs) at ~{c.tokens_per_second:,} tokens/s each"
         )
     t = Table(title="Per GPU", title_justify="left", width=_WIDTH)

@@ -577,3 +577,18 @@ def test_a_file_whose_replicas_cap_its_tokens_target_names_the_field(tmp_path: P
     fits = runner.invoke(app, ["plan", str(path), "--tokens-per-second", "2000"])
     assert fits.exit_code == 0
     assert "caps the replicas" not in fits.stdout
+
+
+_FLASH_ONE_NODE = ["plan", "--model", "flash", "--gpu", "h200-141gb", "--nodes", "1"]
+
+
+def test_a_tokens_target_one_replica_holds_says_replica_in_the_singular() -> None:
+    """h22: `dsv4 plan examples/flash-autoscaled.yaml` printed "needs 1 replicas (8 GPUs)"."""
+    result = runner.invoke(app, ["plan", str(ROOT / "examples" / "flash-autoscaled.yaml")])
+    assert result.exit_code == 0
+    assert "20,000 tokens/s needs 1 replica (8 GPUs) at ~" in result.stdout
+    more = runner.invoke(
+        app,
+        [*_FLASH_ONE_NODE, "--tokens-per-second", "60000"],
+    )
+    assert "60,000 tokens/s needs 7 replicas (56 GPUs) at ~" in more.stdout
