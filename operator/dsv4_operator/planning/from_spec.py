@@ -171,6 +171,8 @@ def replica_cap_words(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> str | No
         field = "spec.replicas"
         most = f"maxReplicas {count}" if count is not None else "a larger maxReplicas"
         fix = f"raise spec.replicas{to}, or enable spec.autoscaling with {most}"
+    if count is None and spec.gpu.budget is not None:
+        fix += ", with a spec.gpu.budget that holds them"
     return f"{field} {cap} caps the replicas spec.load.tokensPerSecond may use ({fix})"
 
 

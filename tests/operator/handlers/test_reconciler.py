@@ -1863,5 +1863,6 @@ def test_no_replica_count_is_named_when_none_plans() -> None:
     assert reconciler.reconcile("ns", "d", Events()).result == "plan_failed"
     assert _ready(fake).startswith(
         "spec.replicas 1 caps the replicas spec.load.tokensPerSecond may use (raise "
-        "spec.replicas, or enable spec.autoscaling with a larger maxReplicas); "
+        "spec.replicas, or enable spec.autoscaling with a larger maxReplicas, with a "
+        "spec.gpu.budget that holds them); "
     )
