@@ -1142,7 +1142,7 @@ def plan(req: PlanRequest) -> Plan:
             Finding(
                 Code.CPU_OFFLOAD,
                 f"--cpu-offload-gb keeps {req.cpu_offload_bytes:,} B of routed experts per GPU "
-                f"({per_node / _GB:,.1f} GB per node, on top of the pod's memory request) in "
+                f"({per_node / _GB:,.1f} GB per node, added to the pod's memory request) in "
                 "pinned host memory, read over PCIe (at most "
                 f"{HOST_LINK_BYTES_PER_S / _GB:,.0f} GB/s) at every decode step: about "
                 f"{chosen.tokens_per_second:,} tokens/s per replica (estimate)",

@@ -527,6 +527,32 @@ def test_the_peak_gpu_count_outlives_a_finished_canary() -> None:
     assert running_gpus_per_replica(live) == 16
 
 
+def test_cpu_offload_host_memory_is_added_to_the_memory_request_and_limit() -> None:
+    """h22 (README trial): following the advice to add `--cpu-offload-gb=2` planned, and the
+    warning said 17.2 GB per node stay in pinned host memory, but each pod still requested
+    only the /dev/shm size: the scheduler could place it on a node without that memory."""
+    base: dict[str, Any] = {
+        "model": "flash",
+        "gpu": {"types": ["h100-80gb"], "maxNodes": 1},
+        "resources": {"requests": {"memory": "100Gi"}, "limits": {"memory": "200Gi"}},
+        "shmSize": "20Gi",
+    }
+    memory = {}
+    for extra in ([], ["--cpu-offload-gb=2"]):
+        spec = parse_spec({**base, "engine": {"extraArgs": extra}})
+        planned = plan(request_from_spec(spec))
+        (c,) = _pod(leaderworkerset(_owner(), spec, planned, image="i"))["containers"]
+        gpus = planned.chosen.layout.gpus_per_node
+        memory[bool(extra)] = (
+            quantity_bytes(c["resources"]["requests"]["memory"]),
+            quantity_bytes(c["resources"]["limits"]["memory"]),
+            gpus,
+        )
+    (req0, lim0, _), (req2, lim2, gpus) = memory[False], memory[True]
+    assert (req0, lim0) == (120 << 30, 220 << 30)
+    assert (req2, lim2) == (req0 + gpus * (2 << 30), lim0 + gpus * (2 << 30))
+
+
 def test_the_crd_says_the_shm_size_is_added_to_the_memory_request_and_limit() -> None:
     """h12 (README walk-through): `kubectl explain dsv4.spec.resources.limits` said "memory should
     cover /dev/shm", while the operator adds the /dev/shm size itself (the test above): a limit
@@ -536,4 +562,5 @@ def test_the_crd_says_the_shm_size_is_added_to_the_memory_request_and_limit() ->
     for field in ("requests", "limits"):
         text = " ".join(resources[field]["description"].split())
         assert "adds the /dev/shm size" in text, (field, text)
+        assert "--cpu-offload-gb" in text, (field, text)
         assert "should cover" not in text, (field, text)

@@ -489,10 +489,13 @@ class ResourceRequirements(ApiModel):
 
     requests: QuantityMap = Field(default_factory=dict)
     """Resources reserved per worker pod, e.g. `cpu: "32"`, `memory: 512Gi` (quantities); the
-    operator adds the /dev/shm size (the plan's, or `spec.shmSize`) to the memory request."""
+    operator adds the /dev/shm size (the plan's, or `spec.shmSize`) and the host memory that a
+    `--cpu-offload-gb` in `spec.engine.extraArgs` pins (per GPU, times the pod's GPUs) to the
+    memory request."""
     limits: QuantityMap = Field(default_factory=dict)
-    """Resource caps per worker pod (quantities); the operator adds the /dev/shm size to a memory
-    limit too (tmpfs pages count against it), so leave /dev/shm out of the figure."""
+    """Resource caps per worker pod (quantities); the operator adds the /dev/shm size and the
+    `--cpu-offload-gb` host memory to a memory limit too (tmpfs pages and pinned memory count
+    against it), so leave both out of the figure."""
 
     @model_validator(mode="after")
     def _valid_for_a_pod(self) -> "ResourceRequirements":
