@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -356,27 +357,18 @@ def plan_command(
     try:
         req, spec = _load_request(file)
         mml = _max_model_len(max_model_len)
-        overrides: dict[str, Any] = {
-            "model": model,
-            "weights_format": weights.lower() if weights else None,
-            "kv_cache_dtype": kv_cache_dtype.lower() if kv_cache_dtype else None,
-            "cpu_offload_bytes": _offload_bytes(cpu_offload_gb),
-            "gpu_types": tuple(g.lower() for g in gpu) if gpu else None,
-            "gpus_per_node": gpus_per_node,
-            "max_nodes": nodes,
-            "tensor_parallel": tensor_parallel,
-            "data_parallel": data_parallel,
-            "pipeline_parallel": pipeline_parallel,
-            "expert_parallel": expert_parallel,
-            "max_num_seqs": max_num_seqs,
-            "max_num_batched_tokens": max_num_batched_tokens,
-            "gpu_memory_utilization": gpu_memory_utilization,
-            "speculative_tokens": speculative_tokens,
-            "concurrency": concurrency,
-            "tokens_per_second": tokens_per_second,
-            "max_cudagraph_capture_size": max_cudagraph_capture_size,
+        convert: dict[str, Callable[[Any], Any]] = {
+            "weights_format": str.lower,
+            "kv_cache_dtype": str.lower,
+            "cpu_offload_bytes": _offload_bytes,
+            "gpu_types": lambda types: tuple(g.lower() for g in types),
         }
-        changes = {k: v for k, v in overrides.items() if v is not None}
+        # The options as request fields (`max_model_len` and `weights_download` below).
+        changes: dict[str, Any] = {
+            k: convert[k](v) if k in convert else v
+            for k, v in options.items()
+            if v is not None and k not in ("max_model_len", "weights_download")
+        }
         if download is not None or file is None:
             changes["weights_download"] = True if download is None else download
         if mml != "keep":
