@@ -350,6 +350,13 @@ CASES = [
         ("spec", "replicas (5) must be within autoscaling.minReplicas (1)"),
     ),
     Case(
+        "autoscaling-min-above-the-default-replicas",
+        # h22 (README trial): a new user sets minReplicas 2 and leaves replicas out.
+        {"spec.autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4}},
+        ("spec", "spec.replicas defaults to 1: with minReplicas above 1, set spec.replicas"),
+        ("spec", "autoscaling.maxReplicas (4) (replicas defaults to 1: set it too"),
+    ),
+    Case(
         "scale-to-zero-without-idle-window",
         {"spec.autoscaling": {"enabled": True, "minReplicas": 0, "maxReplicas": 2}},
         ("spec.autoscaling", "needs spec.autoscaling.scaleToZeroIdleSeconds"),

@@ -316,7 +316,8 @@ _SPEC_RULES: Final[list[CelRule]] = [
         ),
         "message": (
             "spec.replicas must be within spec.autoscaling.minReplicas and "
-            "spec.autoscaling.maxReplicas when autoscaling is enabled"
+            "spec.autoscaling.maxReplicas when autoscaling is enabled (spec.replicas defaults "
+            "to 1: with minReplicas above 1, set spec.replicas too, e.g. to minReplicas)"
         ),
     },
     {
@@ -490,9 +491,15 @@ class DeepSeekV4DeploymentSpec(ApiModel):
         problems = []
         scaling = self.autoscaling
         if scaling.enabled and not scaling.min_replicas <= self.replicas <= scaling.max_replicas:
+            default = (
+                " (replicas defaults to 1: set it too, e.g. to minReplicas)"
+                if self.replicas < scaling.min_replicas
+                else ""
+            )
             problems.append(
                 f"replicas ({self.replicas}) must be within autoscaling.minReplicas "
                 f"({scaling.min_replicas}) and autoscaling.maxReplicas ({scaling.max_replicas})"
+                + default
             )
         partition = self.rollout.partition
         if partition and scaling.enabled:
