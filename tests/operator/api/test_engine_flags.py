@@ -320,3 +320,19 @@ def test_nccl_settings_the_plan_cannot_count_are_refused(name: str, value: str, 
     plan measured at NCCL's defaults."""
     with pytest.raises(InvalidSpecError, match=rf"spec\.engine\.env\[0\]: .*{words}"):
         _env((name, value))
+
+
+def test_every_bad_entry_is_reported_at_once() -> None:
+    """h22 (README trial): two bad extraArgs took two apply-and-read rounds, because the check
+    stopped at the first; both are named in one error now, and a good entry in between is not."""
+    spec = {
+        "model": "flash",
+        "gpu": {"types": ["h200-141gb"]},
+        "engine": {"extraArgs": ["--enable-lora", "--seed=3", "--max-model-len=4096"]},
+    }
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(spec)
+    text = str(caught.value)
+    assert "--enable-lora is not supported" in text
+    assert "--max-model-len is set by the operator" in text
+    assert "--seed" not in text

@@ -732,58 +732,15 @@ class EngineSpec(ApiModel):
             ALL2ALL_FLAG,
             MAX_LOGPROBS_FLAG,
         )
+        problems = []
         for arg in value:
-            flag, eq, given = arg.partition("=")
-            if flag == CPU_OFFLOAD_FLAG:
-                _offload_gib(arg)
-            if flag == CUDAGRAPH_CAP_FLAG:
-                _cudagraph_cap(arg)
-            if flag == PERFORMANCE_MODE_FLAG and given not in PERFORMANCE_MODES:
-                msg = (
-                    f"{arg!r}: {PERFORMANCE_MODE_FLAG} needs a value in the same entry, "
-                    f"{', '.join(PERFORMANCE_MODES[:-1])} or {PERFORMANCE_MODES[-1]} "
-                    f"(e.g. {PERFORMANCE_MODE_FLAG}=interactivity)"
-                )
-                raise ValueError(msg)
-            if flag in (*ENFORCE_EAGER_FLAGS, *EPLB_FLAGS) and eq:
-                msg = f"{arg!r}: {flag} takes no value (vLLM refuses one); write {flag} alone"
-                raise ValueError(msg)
-            if flag == CUDAGRAPH_LIST_FLAG or (
-                flag == COMPILATION_CONFIG_FLAG and _sets_capture_sizes(given)
-            ):
-                msg = (
-                    f"{arg!r}: the plan counts CUDA-graph memory up to one largest batch and the "
-                    "operator passes it to vLLM, which refuses capture sizes set twice; set "
-                    f"{CUDAGRAPH_CAP_FLAG}=N (tokens, 1 to {MAX_CUDAGRAPH_CAP:,}) instead"
-                )
-                raise ValueError(msg)
-            if flag == DTYPE_FLAG and given not in DTYPES_KEPT:
-                msg = (
-                    f"{arg!r}: the plan counts DeepSeek-V4's BF16 activations and weights; "
-                    f"{DTYPE_FLAG} may only be {' or '.join(DTYPES_KEPT)} (value in the same entry)"
-                )
-                raise ValueError(msg)
-            if flag in OPERATOR_OWNED_FLAGS:
-                msg = f"{flag} is set by the operator from the spec; use the spec field instead"
-                raise ValueError(msg)
-            if flag in RUNTIME_OWNED_FLAGS:
-                msg = f"{flag} is set by the runtime (plan or DeepSeek-V4 recipe); remove it"
-                raise ValueError(msg)
-            if flag in UNSUPPORTED_FLAGS:
-                msg = f"{flag} is not supported: {UNSUPPORTED_FLAGS[flag]}"
-                raise ValueError(msg)
-            abbreviated = sorted(f for f in owned if f.startswith(flag) and f != flag)
-            if flag.startswith("--") and flag not in PREFIX_FLAGS and abbreviated:
-                msg = (
-                    f"{flag} abbreviates {', '.join(abbreviated)}, which the operator sets, "
-                    "reads or refuses (vLLM's parser accepts abbreviations); spell flags in full"
-                )
-                raise ValueError(msg)
+            try:
+                _check_entry(arg, owned)
+            except ValueError as error:
+                problems.append(str(error))
+        if problems:  # every bad entry at once, not one per apply
+            raise ValueError("; ".join(problems))
         _check_eplb(value)
-        for arg in value:
-            _offload_setting(arg)
-            _all2all_backend(arg)
-            _max_logprobs(arg)
         return value
 
     @property
@@ -1079,3 +1036,64 @@ class SpeculativeDecoding(ApiModel):
     """Method: `mtp` (the checkpoint's own MTP layer; no draft model needed)."""
     num_speculative_tokens: int = Field(default=1, ge=1, le=4)
     """Tokens proposed per step, 1 to 4 (vLLM `num_speculative_tokens`)."""
+
+
+def _check_entry(arg: str, owned: tuple[str, ...]) -> None:
+    """Check one `spec.engine.extraArgs` entry (`EngineSpec._not_owned` collects the errors).
+
+    Args:
+        arg: the entry, `--flag` or `--flag=value`.
+        owned: the flags the operator sets, reads or refuses (an abbreviation of one is refused).
+
+    Raises:
+        ValueError: naming the entry or flag and why it is refused.
+    """
+    flag, eq, given = arg.partition("=")
+    if flag == CPU_OFFLOAD_FLAG:
+        _offload_gib(arg)
+    if flag == CUDAGRAPH_CAP_FLAG:
+        _cudagraph_cap(arg)
+    if flag == PERFORMANCE_MODE_FLAG and given not in PERFORMANCE_MODES:
+        msg = (
+            f"{arg!r}: {PERFORMANCE_MODE_FLAG} needs a value in the same entry, "
+            f"{', '.join(PERFORMANCE_MODES[:-1])} or {PERFORMANCE_MODES[-1]} "
+            f"(e.g. {PERFORMANCE_MODE_FLAG}=interactivity)"
+        )
+        raise ValueError(msg)
+    if flag in (*ENFORCE_EAGER_FLAGS, *EPLB_FLAGS) and eq:
+        msg = f"{arg!r}: {flag} takes no value (vLLM refuses one); write {flag} alone"
+        raise ValueError(msg)
+    if flag == CUDAGRAPH_LIST_FLAG or (
+        flag == COMPILATION_CONFIG_FLAG and _sets_capture_sizes(given)
+    ):
+        msg = (
+            f"{arg!r}: the plan counts CUDA-graph memory up to one largest batch and the "
+            "operator passes it to vLLM, which refuses capture sizes set twice; set "
+            f"{CUDAGRAPH_CAP_FLAG}=N (tokens, 1 to {MAX_CUDAGRAPH_CAP:,}) instead"
+        )
+        raise ValueError(msg)
+    if flag == DTYPE_FLAG and given not in DTYPES_KEPT:
+        msg = (
+            f"{arg!r}: the plan counts DeepSeek-V4's BF16 activations and weights; "
+            f"{DTYPE_FLAG} may only be {' or '.join(DTYPES_KEPT)} (value in the same entry)"
+        )
+        raise ValueError(msg)
+    if flag in OPERATOR_OWNED_FLAGS:
+        msg = f"{flag} is set by the operator from the spec; use the spec field instead"
+        raise ValueError(msg)
+    if flag in RUNTIME_OWNED_FLAGS:
+        msg = f"{flag} is set by the runtime (plan or DeepSeek-V4 recipe); remove it"
+        raise ValueError(msg)
+    if flag in UNSUPPORTED_FLAGS:
+        msg = f"{flag} is not supported: {UNSUPPORTED_FLAGS[flag]}"
+        raise ValueError(msg)
+    abbreviated = sorted(f for f in owned if f.startswith(flag) and f != flag)
+    if flag.startswith("--") and flag not in PREFIX_FLAGS and abbreviated:
+        msg = (
+            f"{flag} abbreviates {', '.join(abbreviated)}, which the operator sets, "
+            "reads or refuses (vLLM's parser accepts abbreviations); spell flags in full"
+        )
+        raise ValueError(msg)
+    _offload_setting(arg)
+    _all2all_backend(arg)
+    _max_logprobs(arg)
