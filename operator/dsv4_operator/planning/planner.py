@@ -588,13 +588,20 @@ def _batch_that_fits(req: PlanRequest, model: ModelSpec, closest: Evaluation) ->
     if req.max_num_batched_tokens is not None:
         return None
     pinned = _pinned_to(req, closest.gpu, closest.layout)
-    batch = closest.max_num_batched_tokens // 2
+    return _halved_batch_that_fits(pinned, model, closest.max_num_batched_tokens // 2)
+
+
+def _halved_batch_that_fits(base: PlanRequest, model: ModelSpec, batch: int) -> int | None:
+    """The first `--max-num-batched-tokens` of `batch`, `batch` // 2, ... at which `base` plans.
+
+    Down to `MIN_ADVISED_BATCHED_TOKENS`; None when none does, or (with MTP) when a layout that
+    fits at it runs a decode step above it (`speculative_step_problem`).
+    """
     while batch >= MIN_ADVISED_BATCHED_TOKENS:
-        fitting, _, _, _ = _search(replace(pinned, max_num_batched_tokens=batch), model)
+        smaller = replace(base, max_num_batched_tokens=batch)
+        fitting, _, _, _ = _search(smaller, model)
         if fitting:
-            if any(speculative_step_problem(req, e) for e in fitting):
-                return None
-            return batch
+            return None if any(speculative_step_problem(smaller, e) for e in fitting) else batch
         batch //= 2
     return None
 
@@ -649,16 +656,7 @@ def _pinned_batch_that_fits(req: PlanRequest, model: ModelSpec) -> int | None:
     """
     if req.max_num_batched_tokens is None:
         return None
-    batch = req.max_num_batched_tokens // 2
-    while batch >= MIN_ADVISED_BATCHED_TOKENS:
-        smaller = replace(req, max_num_batched_tokens=batch)
-        fitting, _, _, _ = _search(smaller, model)
-        if fitting:
-            if any(speculative_step_problem(smaller, e) for e in fitting):
-                return None
-            return batch
-        batch //= 2
-    return None
+    return _halved_batch_that_fits(req, model, req.max_num_batched_tokens // 2)
 
 
 def _advised(wider: PlanRequest, fitting: list[Evaluation]) -> Evaluation | None:
