@@ -41,6 +41,7 @@ from dsv4_operator.planning.memory import (
     mtp_hidden_buffer_bytes,
     nccl_scaled,
     overhead_bytes,
+    sampler_bytes,
     unprofiled_sampler_bytes,
 )
 from dsv4_operator.planning.models import LayerKind, ModelSpec
@@ -571,19 +572,21 @@ class _Context:
         """Per-GPU breakdown at a max-model-len and max-num-seqs."""
         req, gpu = self.req, self.gpu
         util = req.gpu_memory_utilization or req.engine.default_gpu_memory_utilization
+        forward = activation_bytes(
+            self.model,
+            self.layout,
+            req.engine,
+            max_num_batched_tokens=self.mnbt,
+            max_num_seqs=0,
+            max_model_len=max(length, 1),
+        )
         return MemoryBreakdown(
             memory_bytes=gpu.cuda_total_bytes,
             gpu_memory_utilization=util,
             budget_bytes=budget_bytes(gpu.cuda_total_bytes, util),
             weights=self.weights,
-            activation_bytes=activation_bytes(
-                self.model,
-                self.layout,
-                req.engine,
-                max_num_batched_tokens=self.mnbt,
-                max_num_seqs=seqs,
-                max_model_len=max(length, 1),
-            )
+            activation_bytes=forward
+            + sampler_bytes(self.model, req.engine, seqs)
             + mtp_hidden_buffer_bytes(self.model, self.mnbt),
             cuda_graph_bytes=cuda_graph_bytes(
                 req.engine,
@@ -604,11 +607,10 @@ class _Context:
             ),
             unprofiled_bytes=unprofiled_sampler_bytes(
                 self.model,
-                self.layout,
                 req.engine,
+                forward_bytes=forward,
                 max_num_batched_tokens=self.mnbt,
                 max_num_seqs=seqs,
-                max_model_len=max(length, 1),
                 speculative_tokens=req.speculative_tokens,
                 max_logprobs=req.max_logprobs,
             ),

@@ -59,6 +59,7 @@ __all__ = [
     "mtp_hidden_buffer_bytes",
     "nccl_scaled",
     "overhead_bytes",
+    "sampler_bytes",
     "unprofiled_sampler_bytes",
 ]
 
@@ -164,36 +165,43 @@ def activation_bytes(
     m = max_num_batched_tokens
     gather = gather_workspace_bytes(model, max_model_len, m)
     topk = m * model.index_topk * 4
-    sampler = max_num_seqs * model.vocab_size * 4 * engine.sampler_copies
     per_token = activation_bytes_per_token(model, layout)
-    return engine.workspace_bytes + m * per_token + gather + topk + sampler
+    forward = engine.workspace_bytes + m * per_token + gather + topk
+    return forward + sampler_bytes(model, engine, max_num_seqs)
+
+
+def sampler_bytes(model: ModelSpec, engine: EngineProfile, max_num_seqs: int) -> int:
+    """The sampler's term of `activation_bytes`: max-num-seqs x vocab x 4 B x sampler_copies.
+
+    So `activation_bytes` at max_num_seqs 0 is the forward pass's peak alone.
+    """
+    return max_num_seqs * model.vocab_size * 4 * engine.sampler_copies
 
 
 def unprofiled_sampler_bytes(
     model: ModelSpec,
-    layout: Layout,
     engine: EngineProfile,
     *,
+    forward_bytes: int,
     max_num_batched_tokens: int,
     max_num_seqs: int,
-    max_model_len: int,
     speculative_tokens: int = 0,
     max_logprobs: int = 20,
 ) -> int:
     """Bytes of the sampler's runtime peak above the peak vLLM's profiling run measures, per GPU.
 
     The module docstring gives the formula. The forward peak is the plan's own estimate
-    (`activation_bytes` without its sampler term); the sampler runs after the forward pass has
-    released its activations, so only what it holds beyond that peak (or beyond the profiled
-    sampler, if larger) is outside vLLM's measurement. A model, not measured.
+    (`activation_bytes` at max_num_seqs 0, without its sampler term); the sampler runs after
+    the forward pass has released its activations, so only what it holds beyond that peak (or
+    beyond the profiled sampler, if larger) is outside vLLM's measurement. A model, not
+    measured.
 
     Args:
-        model: catalog entry (`vocab_size`, entries).
-        layout: parallel layout.
+        model: catalog entry (`vocab_size`).
         engine: engine constants (`sampler_*_entry_bytes`, `logprob_entry_bytes`).
+        forward_bytes: the forward pass's activation peak, bytes.
         max_num_batched_tokens: mnbt, tokens.
         max_num_seqs: sequences per DP rank.
-        max_model_len: context cap, tokens.
         speculative_tokens: MTP draft tokens k (rows sampled per sequence: 1 + k).
         max_logprobs: vLLM's `--max-logprobs`, logprobs per row a request may ask (0 to 1,024).
 
@@ -204,16 +212,8 @@ def unprofiled_sampler_bytes(
     rows = max_num_seqs * (1 + speculative_tokens)
     runtime = rows * vocab * engine.sampler_runtime_entry_bytes
     runtime += rows * (max_logprobs + 1) * engine.logprob_entry_bytes
-    forward = activation_bytes(
-        model,
-        layout,
-        engine,
-        max_num_batched_tokens=max_num_batched_tokens,
-        max_num_seqs=0,
-        max_model_len=max_model_len,
-    )
     profiled_rows = min(max_num_batched_tokens, max_num_seqs)
-    profiled = max(forward, profiled_rows * vocab * engine.sampler_profiled_entry_bytes)
+    profiled = max(forward_bytes, profiled_rows * vocab * engine.sampler_profiled_entry_bytes)
     return max(0, runtime - profiled)
 
 
