@@ -516,7 +516,7 @@ def evaluate(
             tier,
             req.speculative_tokens,
             max_num_batched_tokens=ctx.mnbt,
-            interactivity=req.performance_mode == "interactivity",
+            interactivity=req.interactivity,
         )
     replicas = None
     if req.tokens_per_second and tps > 0:
@@ -545,7 +545,7 @@ def evaluate(
             req.speculative_tokens,
             max_num_batched_tokens=ctx.mnbt,
             pinned=req.max_cudagraph_capture_size,
-            interactivity=req.performance_mode == "interactivity",
+            interactivity=req.interactivity,
         ),
         cudagraph_capture_sizes=listed,
     )
@@ -595,7 +595,7 @@ class _Context:
                 req.speculative_tokens,
                 max_num_batched_tokens=self.mnbt,
                 pinned=req.max_cudagraph_capture_size,
-                interactivity=req.performance_mode == "interactivity",
+                interactivity=req.interactivity,
                 cuda_graphs=req.cuda_graphs,
             ),
             overhead_bytes=overhead_bytes(

@@ -44,6 +44,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+from dsv4_operator.api.v1alpha1.engine import (
+    ALL2ALL_BACKENDS,
+    DEEPEP_BUFFER_DEFAULT_MIB,
+    DEFAULT_MAX_LOGPROBS,
+)
 from dsv4_operator.planning.engine import EngineProfile, SchedulingDefaults
 from dsv4_operator.planning.models import ModelSpec
 from dsv4_operator.planning.weights import WeightBreakdown
@@ -186,7 +191,7 @@ def unprofiled_sampler_bytes(
     max_num_batched_tokens: int,
     max_num_seqs: int,
     speculative_tokens: int = 0,
-    max_logprobs: int = 20,
+    max_logprobs: int = DEFAULT_MAX_LOGPROBS,
 ) -> int:
     """Bytes of the sampler's runtime peak above the peak vLLM's profiling run measures, per GPU.
 
@@ -277,8 +282,8 @@ def overhead_bytes(
     engine: EngineProfile,
     layout: Layout,
     *,
-    all2all_backend: str = "allgather_reducescatter",
-    deepep_buffer_bytes: int = 1 << 30,
+    all2all_backend: str = ALL2ALL_BACKENDS[0],
+    deepep_buffer_bytes: int = DEEPEP_BUFFER_DEFAULT_MIB << 20,
     nccl_buffer_bytes: int | None = None,
 ) -> int:
     """Non-torch memory: library workspaces, NCCL buffers, EP all-to-all buffers, bytes.

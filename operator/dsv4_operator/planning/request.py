@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dsv4_operator.api.v1alpha1.engine import NCCL_DEFAULT_BUFFER_BYTES
+from dsv4_operator.api.v1alpha1.engine import (
+    ALL2ALL_BACKENDS,
+    DEEPEP_BUFFER_DEFAULT_MIB,
+    DEFAULT_MAX_LOGPROBS,
+    NCCL_DEFAULT_BUFFER_BYTES,
+    PERFORMANCE_MODES,
+)
 from dsv4_operator.planning.engine import VLLM_0_33, EngineProfile
 from dsv4_operator.planning.hardware import GpuType
 
@@ -95,19 +101,24 @@ class PlanRequest:
     total_gpu_budget: int | None = None
     cpu_offload_bytes: int = 0
     max_cudagraph_capture_size: int | None = None
-    performance_mode: str = "balanced"
+    performance_mode: str = PERFORMANCE_MODES[0]
     cuda_graphs: bool = True
     eplb: bool = False
     redundant_experts: int = 0
-    all2all_backend: str = "allgather_reducescatter"
-    deepep_buffer_bytes: int = 1 << 30
-    max_logprobs: int = 20
+    all2all_backend: str = ALL2ALL_BACKENDS[0]
+    deepep_buffer_bytes: int = DEEPEP_BUFFER_DEFAULT_MIB << 20
+    max_logprobs: int = DEFAULT_MAX_LOGPROBS
     nccl_buffer_bytes: int = NCCL_DEFAULT_BUFFER_BYTES
     weights_download: bool = False
     usd_per_gpu_hour: dict[str, str] = field(default_factory=dict)
     engine: EngineProfile = VLLM_0_33
     engine_version: str | None = None
     transformers_version: str | None = None
+
+    @property
+    def interactivity(self) -> bool:
+        """`--performance-mode=interactivity`: vLLM captures every CUDA-graph size up to 32."""
+        return self.performance_mode == "interactivity"
 
     @property
     def pinned(self) -> bool:
