@@ -3,6 +3,7 @@
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Annotated, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -717,20 +718,13 @@ class EngineSpec(ApiModel):
     def _not_owned(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         owned = (
             *_REFUSED_FLAGS,
-            CPU_OFFLOAD_FLAG,
+            *_VALUE_READERS,
             DTYPE_FLAG,
-            CUDAGRAPH_CAP_FLAG,
             CUDAGRAPH_LIST_FLAG,
             COMPILATION_CONFIG_FLAG,
-            PERFORMANCE_MODE_FLAG,
             OPTIMIZATION_LEVEL_FLAG,
             *ENFORCE_EAGER_FLAGS,
             *EPLB_FLAGS,
-            EPLB_CONFIG_FLAG,
-            OFFLOAD_BACKEND_FLAG,
-            OFFLOAD_GROUP_FLAG,
-            ALL2ALL_FLAG,
-            MAX_LOGPROBS_FLAG,
         )
         problems = []
         for arg in value:
@@ -784,8 +778,7 @@ class EngineSpec(ApiModel):
 
         The planner then counts EPLB's one-layer transfer buffer and takes EP layouts only.
         """
-        last = next((a for a in reversed(self.extra_args) if a in EPLB_FLAGS), None)
-        return last == EPLB_FLAGS[0]
+        return _switched_on(self.extra_args, EPLB_FLAGS)
 
     @property
     def redundant_experts(self) -> int:
@@ -819,11 +812,11 @@ class EngineSpec(ApiModel):
         `--offload-group-size` above 0; `prefetch` ignores the GiB count.
         """
         backend = self._last_entry(OFFLOAD_BACKEND_FLAG)
-        chosen = OFFLOAD_BACKENDS[0] if backend is None else _offload_setting(backend)
+        chosen = OFFLOAD_BACKENDS[0] if backend is None else _offload_backend(backend)
         if chosen != OFFLOAD_BACKENDS[0]:
             return chosen == "uva"
         group = self._last_entry(OFFLOAD_GROUP_FLAG)
-        return group is None or _offload_setting(group) == "0"
+        return group is None or _offload_group(group) == 0
 
     @property
     def max_cudagraph_capture_size(self) -> int | None:
@@ -842,7 +835,7 @@ class EngineSpec(ApiModel):
         The planner counts the CUDA graphs of `interactivity` (every size from 1 to 32 tokens).
         """
         entry = self._last_entry(PERFORMANCE_MODE_FLAG)
-        return entry.partition("=")[2] if entry is not None else PERFORMANCE_MODES[0]
+        return _performance_mode(entry) if entry is not None else PERFORMANCE_MODES[0]
 
     @property
     def cuda_graphs(self) -> bool:
@@ -859,8 +852,7 @@ class EngineSpec(ApiModel):
         `CudagraphDispatcher.initialize_cudagraph_keys`, vllm/v1/cudagraph_dispatcher.py as
         stored at 009eec3b).
         """
-        eager = next((a for a in reversed(self.extra_args) if a in ENFORCE_EAGER_FLAGS), None)
-        if eager == ENFORCE_EAGER_FLAGS[0]:
+        if _switched_on(self.extra_args, ENFORCE_EAGER_FLAGS):
             return False
         config = self._last_entry(COMPILATION_CONFIG_FLAG)
         mode = _UNSET if config is None else _cudagraph_mode(config.partition("=")[2])
@@ -870,11 +862,11 @@ class EngineSpec(ApiModel):
         return level is None or level.partition("=")[2].strip() != "0"
 
     def _last_entry(self, flag: str) -> str | None:
-        """The last extraArgs entry `flag=...` (vLLM takes the last of a repeated flag), or None.
+        """The last extraArgs entry `flag=...` (`_last_entry` of the module), or None.
 
         Every such entry was parsed by `_not_owned` already, so only the last is read again.
         """
-        return next((a for a in reversed(self.extra_args) if a.split("=", 1)[0] == flag), None)
+        return _last_entry(self.extra_args, flag)
 
 
 def _cudagraph_cap(arg: str) -> int:
@@ -895,20 +887,36 @@ def _cudagraph_cap(arg: str) -> int:
     return tokens
 
 
+def _last_entry(args: tuple[str, ...], flag: str) -> str | None:
+    """The last entry of `args` that is `flag` or `flag=...`, or None.
+
+    vLLM takes the last of a repeated flag.
+    """
+    return next((a for a in reversed(args) if a.split("=", 1)[0] == flag), None)
+
+
+def _switched_on(args: tuple[str, ...], flags: tuple[str, str]) -> bool:
+    """Whether the last of an on/off flag pair (`flags`: on, off; no value) in `args` is on.
+
+    vLLM's `EnableDisableAction` flags (`--enable-eplb` / `--disable-eplb`, `--enforce-eager` /
+    `--no-enforce-eager`): the last one given wins; neither leaves it off.
+    """
+    return next((a for a in reversed(args) if a in flags), None) == flags[0]
+
+
 def _check_eplb(args: tuple[str, ...]) -> None:
-    """Refuse `--eplb-config` entries the plan cannot read, and redundant experts without EPLB.
+    """Refuse redundant experts without EPLB (`_check_entry` reads each `--eplb-config`).
 
     Raises:
-        ValueError: from `_redundant_experts` for any entry, or when the last entry's count is
-            above 0 and the last of `EPLB_FLAGS` is not `--enable-eplb` (vLLM refuses that:
-            `ParallelConfig._validate_parallel_config`, "num_redundant_experts is set to ...
-            but EPLB is not enabled").
+        ValueError: when the last entry's count is above 0 and the last of `EPLB_FLAGS` is not
+            `--enable-eplb` (vLLM refuses that: `ParallelConfig._validate_parallel_config`,
+            "num_redundant_experts is set to ... but EPLB is not enabled").
     """
-    counts = [_redundant_experts(a) for a in args if a.split("=", 1)[0] == EPLB_CONFIG_FLAG]
-    eplb = next((a for a in reversed(args) if a in EPLB_FLAGS), None)
-    if counts and counts[-1] and eplb != EPLB_FLAGS[0]:
+    last = _last_entry(args, EPLB_CONFIG_FLAG)
+    count = 0 if last is None else _redundant_experts(last)
+    if count and not _switched_on(args, EPLB_FLAGS):
         msg = (
-            f"{EPLB_CONFIG_FLAG} with num_redundant_experts={counts[-1]} needs "
+            f"{EPLB_CONFIG_FLAG} with num_redundant_experts={count} needs "
             f"{EPLB_FLAGS[0]} (vLLM refuses redundant experts without EPLB)"
         )
         raise ValueError(msg)
@@ -943,14 +951,12 @@ def _redundant_experts(arg: str) -> int:
 
 
 def _all2all_backend(arg: str) -> str:
-    """The backend of an `--all2all-backend=...` entry, checked; "" for other entries.
+    """The backend of an `--all2all-backend=...` entry, checked.
 
     Raises:
         ValueError: a value that is not one of `ALL2ALL_BACKENDS`.
     """
-    flag, _, raw = arg.partition("=")
-    if flag != ALL2ALL_FLAG:
-        return ""
+    _, _, raw = arg.partition("=")
     if raw not in ALL2ALL_BACKENDS:
         msg = (
             f"{ALL2ALL_FLAG} needs a value in the same entry, one of "
@@ -961,15 +967,13 @@ def _all2all_backend(arg: str) -> str:
 
 
 def _max_logprobs(arg: str) -> int:
-    """The count of a `--max-logprobs=N` entry, checked; -1 for other entries.
+    """The count of a `--max-logprobs=N` entry, checked.
 
     Raises:
         ValueError: a value that is not an integer from 0 to `MAX_COUNTED_LOGPROBS` (vLLM's -1,
             no cap, among them).
     """
-    flag, _, raw = arg.partition("=")
-    if flag != MAX_LOGPROBS_FLAG:
-        return -1
+    _, _, raw = arg.partition("=")
     count = int(raw) if raw.strip().isdigit() else -1
     if not 0 <= count <= MAX_COUNTED_LOGPROBS:
         msg = (
@@ -982,31 +986,53 @@ def _max_logprobs(arg: str) -> int:
     return count
 
 
-def _offload_setting(arg: str) -> str:
-    """The value of an `--offload-backend=...` or `--offload-group-size=...` entry, checked.
-
-    Other entries give "" (not an offload setting).
+def _offload_backend(arg: str) -> str:
+    """The backend of an `--offload-backend=...` entry, checked.
 
     Raises:
-        ValueError: a backend other than `OFFLOAD_BACKENDS`, or a group size that is not a
-            whole number (vLLM's `int`, at least 0).
+        ValueError: a backend other than `OFFLOAD_BACKENDS`.
     """
-    flag, _, raw = arg.partition("=")
-    if flag == OFFLOAD_BACKEND_FLAG and raw not in OFFLOAD_BACKENDS:
+    _, _, raw = arg.partition("=")
+    if raw not in OFFLOAD_BACKENDS:
         msg = (
             f"{OFFLOAD_BACKEND_FLAG} needs a value in the same entry, one of "
             f"{', '.join(OFFLOAD_BACKENDS)}, not {arg!r}"
         )
         raise ValueError(msg)
-    if flag == OFFLOAD_GROUP_FLAG and not raw.isdigit():
+    return raw
+
+
+def _offload_group(arg: str) -> int:
+    """The layers of an `--offload-group-size=...` entry, checked.
+
+    Raises:
+        ValueError: a group size that is not a whole number (vLLM's `int`, at least 0).
+    """
+    _, _, raw = arg.partition("=")
+    if not raw.isdigit():
         msg = (
             f"{OFFLOAD_GROUP_FLAG} needs a value in the same entry, a whole number of layers "
             f"(0 = off), not {arg!r}"
         )
         raise ValueError(msg)
-    if flag in (OFFLOAD_BACKEND_FLAG, OFFLOAD_GROUP_FLAG):
-        return str(int(raw)) if raw.isdigit() else raw
-    return ""
+    return int(raw)
+
+
+def _performance_mode(arg: str) -> str:
+    """The mode of a `--performance-mode=...` entry, checked.
+
+    Raises:
+        ValueError: a value that is not one of `PERFORMANCE_MODES`.
+    """
+    _, _, raw = arg.partition("=")
+    if raw not in PERFORMANCE_MODES:
+        msg = (
+            f"{arg!r}: {PERFORMANCE_MODE_FLAG} needs a value in the same entry, "
+            f"{', '.join(PERFORMANCE_MODES[:-1])} or {PERFORMANCE_MODES[-1]} "
+            f"(e.g. {PERFORMANCE_MODE_FLAG}=interactivity)"
+        )
+        raise ValueError(msg)
+    return raw
 
 
 def _offload_gib(arg: str) -> float:
@@ -1038,6 +1064,21 @@ class SpeculativeDecoding(ApiModel):
     """Tokens proposed per step, 1 to 4 (vLLM `num_speculative_tokens`)."""
 
 
+_VALUE_READERS: Final[dict[str, Callable[[str], object]]] = {
+    CPU_OFFLOAD_FLAG: _offload_gib,
+    CUDAGRAPH_CAP_FLAG: _cudagraph_cap,
+    PERFORMANCE_MODE_FLAG: _performance_mode,
+    OFFLOAD_BACKEND_FLAG: _offload_backend,
+    OFFLOAD_GROUP_FLAG: _offload_group,
+    ALL2ALL_FLAG: _all2all_backend,
+    MAX_LOGPROBS_FLAG: _max_logprobs,
+    EPLB_CONFIG_FLAG: _redundant_experts,
+}
+"""The flags whose value the plan reads, each with the function that reads it and raises
+ValueError for a value it cannot (`_check_entry` runs it on every such entry; `EngineSpec`'s
+properties on the last)."""
+
+
 def _check_entry(arg: str, owned: tuple[str, ...]) -> None:
     """Check one `spec.engine.extraArgs` entry (`EngineSpec._not_owned` collects the errors).
 
@@ -1049,17 +1090,8 @@ def _check_entry(arg: str, owned: tuple[str, ...]) -> None:
         ValueError: naming the entry or flag and why it is refused.
     """
     flag, eq, given = arg.partition("=")
-    if flag == CPU_OFFLOAD_FLAG:
-        _offload_gib(arg)
-    if flag == CUDAGRAPH_CAP_FLAG:
-        _cudagraph_cap(arg)
-    if flag == PERFORMANCE_MODE_FLAG and given not in PERFORMANCE_MODES:
-        msg = (
-            f"{arg!r}: {PERFORMANCE_MODE_FLAG} needs a value in the same entry, "
-            f"{', '.join(PERFORMANCE_MODES[:-1])} or {PERFORMANCE_MODES[-1]} "
-            f"(e.g. {PERFORMANCE_MODE_FLAG}=interactivity)"
-        )
-        raise ValueError(msg)
+    if (read := _VALUE_READERS.get(flag)) is not None:
+        read(arg)
     if flag in (*ENFORCE_EAGER_FLAGS, *EPLB_FLAGS) and eq:
         msg = f"{arg!r}: {flag} takes no value (vLLM refuses one); write {flag} alone"
         raise ValueError(msg)
@@ -1094,6 +1126,3 @@ def _check_entry(arg: str, owned: tuple[str, ...]) -> None:
             "reads or refuses (vLLM's parser accepts abbreviations); spell flags in full"
         )
         raise ValueError(msg)
-    _offload_setting(arg)
-    _all2all_backend(arg)
-    _max_logprobs(arg)
