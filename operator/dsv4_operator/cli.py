@@ -357,18 +357,20 @@ def plan_command(
     try:
         req, spec = _load_request(file)
         mml = _max_model_len(max_model_len)
+        # Empty names and lists count as not given.
         convert: dict[str, Callable[[Any], Any]] = {
-            "weights_format": str.lower,
-            "kv_cache_dtype": str.lower,
+            "weights_format": lambda name: name.lower() or None,
+            "kv_cache_dtype": lambda name: name.lower() or None,
             "cpu_offload_bytes": _offload_bytes,
-            "gpu_types": lambda types: tuple(g.lower() for g in types),
+            "gpu_types": lambda types: tuple(g.lower() for g in types) or None,
         }
         # The options as request fields (`max_model_len` and `weights_download` below).
-        changes: dict[str, Any] = {
+        converted = {
             k: convert[k](v) if k in convert else v
             for k, v in options.items()
             if v is not None and k not in ("max_model_len", "weights_download")
         }
+        changes: dict[str, Any] = {k: v for k, v in converted.items() if v is not None}
         if download is not None or file is None:
             changes["weights_download"] = True if download is None else download
         if mml != "keep":
