@@ -92,6 +92,18 @@ def ue8m0_scale_exponent(amax: torch.Tensor, floor: float = AMAX_FLOOR) -> torch
     return (exp + ((bits & 0x7FFFFF) != 0).to(torch.int32)).to(torch.int32)
 
 
+def pow2(exp: torch.Tensor) -> torch.Tensor:
+    """2 ** exp as float32, built from its bits (exact; no `torch.exp2` rounding).
+
+    Args:
+        exp: [...], int32 exponents in [-126, 127] (normal floats).
+
+    Returns:
+        [...], float32.
+    """
+    return ((exp + 127) << 23).view(torch.float32)
+
+
 def quantize_fp8_ds_mla(kv: torch.Tensor) -> torch.Tensor:
     """Pack bf16/fp32 KV rows into the 584-byte fp8_ds_mla layout (module docstring).
 
@@ -387,8 +399,8 @@ def quantize_index_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
         raise ValueError(f"keys must be [N, {INDEX_DIM}], got {tuple(keys.shape)}")
     x = keys.float()
     exp = ue8m0_scale_exponent(x.abs().amax(dim=-1))
-    scale = ((exp + 127) << 23).view(torch.float32)  # 2 ** exp, built from its bits
-    inv = ((127 - exp) << 23).view(torch.float32)  # 2 ** -exp (exp >= -22: a normal float)
+    scale = pow2(exp)
+    inv = pow2(-exp)  # exp >= -22: a normal float
     k8 = torch.clamp(x * inv[:, None], -FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
     return k8, scale
 

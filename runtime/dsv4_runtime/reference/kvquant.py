@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from dsv4_kernels.kv_format import ue8m0_scale_exponent
+from dsv4_kernels.kv_format import pow2, ue8m0_scale_exponent
 
 FP8_MAX = 448.0
 AMAX_FLOOR = 1e-4
@@ -66,7 +66,7 @@ def pow2_scale(amax: torch.Tensor, floor: float = AMAX_FLOOR) -> torch.Tensor:
         [...], float32 powers of two, at most 2**120: `dsv4_kernels.kv_format.ue8m0_scale_exponent`,
         the exponent the kernels' formats store, built into a float from its bits.
     """
-    return ((ue8m0_scale_exponent(amax, floor) + 127) << 23).view(torch.float32)
+    return pow2(ue8m0_scale_exponent(amax, floor))
 
 
 def round_index_keys(k: torch.Tensor) -> torch.Tensor:
