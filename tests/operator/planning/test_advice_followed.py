@@ -4,7 +4,7 @@ import dataclasses
 
 from dsv4_operator.handlers.announcements import no_fit_message
 from dsv4_operator.planning import Code, PlanRequest, plan
-from dsv4_operator.planning.findings import Setting
+from dsv4_operator.planning.findings import Setting, Term, cli_words
 from dsv4_operator.planning.planner import Plan, shortfall_bytes
 
 
@@ -232,6 +232,33 @@ def test_a_pinned_batch_too_large_for_any_layout_is_advised_as_the_batch() -> No
     assert "what would fit: lower spec.maxNumBatchedTokens to 4096" in no_fit_message(p)
 
 
+def _setting_with_layout(request: PlanRequest, setting: Setting) -> tuple[Plan, int, int]:
+    """Check a no-fit plan whose advice is `setting` lowered together with a layout.
+
+    Asserts: no "more than 16 nodes" advice; one `layout_settings` term, of `setting`, worded
+    "lower <setting> to N with at least"; the request with both changes plans, with the
+    setting alone it does not. Returns (the plan, the advised nodes, N).
+    """
+    p = plan(request)
+    assert not p.fits
+    text = _no_fit_text(p)
+    assert "more than 16 nodes" not in text, text
+    assert p.advice is not None
+    assert p.advice.layout is not None
+    (term,) = p.advice.layout_settings
+    assert term.setting is setting
+    assert isinstance(term.value, int)
+    assert f"lower {cli_words(Term(setting))} to {term.value:,} with at least" in text, text
+    if setting is Setting.MAX_NUM_SEQS:
+        changed = dataclasses.replace(request, max_num_seqs=term.value)
+    else:
+        changed = dataclasses.replace(request, max_num_batched_tokens=term.value)
+    nodes = p.advice.layout.nodes
+    assert plan(dataclasses.replace(changed, max_nodes=nodes)).fits
+    assert not plan(changed).fits
+    return p, nodes, term.value
+
+
 def test_a_setting_that_blocks_every_layout_is_advised_with_the_layout_it_needs() -> None:
     """h19: Pro on one node of H100 with --max-num-seqs 4096 over a 1,024-token batch was
     advised "more than 16 nodes of 8 GPUs of this type, or a larger GPU": the wider layout
@@ -246,25 +273,11 @@ def test_a_setting_that_blocks_every_layout_is_advised_with_the_layout_it_needs(
         max_num_seqs=4096,
         max_num_batched_tokens=1024,
     )
-    p = plan(request)
-    assert not p.fits
-    text = _no_fit_text(p)
-    assert "more than 16 nodes" not in text, text
-    assert p.advice is not None
-    assert p.advice.layout is not None
-    (term,) = p.advice.layout_settings
-    assert term.setting is Setting.MAX_NUM_SEQS
-    assert isinstance(term.value, int)
-    assert f"lower max-num-seqs to {term.value:,} with at least" in text, text
-    followed = dataclasses.replace(
-        request, max_nodes=p.advice.layout.nodes, max_num_seqs=term.value
-    )
-    assert plan(followed).fits
-    # Neither alone fits: the setting on one node, nor the layout with the setting as given.
-    assert not plan(dataclasses.replace(request, max_num_seqs=term.value)).fits
-    assert not plan(dataclasses.replace(request, max_nodes=p.advice.layout.nodes)).fits
+    p, nodes, value = _setting_with_layout(request, Setting.MAX_NUM_SEQS)
+    # Nor does the layout alone, with the setting as given.
+    assert not plan(dataclasses.replace(request, max_nodes=nodes)).fits
     said = no_fit_message(p)
-    assert f"lower spec.maxNumSeqs to {term.value} with at least" in said, said
+    assert f"lower spec.maxNumSeqs to {value} with at least" in said, said
     assert "spec.gpu.maxNodes >= 2" in said
 
 
@@ -280,21 +293,7 @@ def test_a_pinned_batch_too_large_for_the_nodes_given_is_advised_with_the_layout
         max_model_len=1 << 20,
         max_num_batched_tokens=65536,
     )
-    p = plan(request)
-    assert not p.fits
-    text = _no_fit_text(p)
-    assert "more than 16 nodes" not in text, text
-    assert p.advice is not None
-    assert p.advice.layout is not None
-    (term,) = p.advice.layout_settings
-    assert term.setting is Setting.MAX_NUM_BATCHED_TOKENS
-    assert isinstance(term.value, int)
-    assert f"lower max-num-batched-tokens to {term.value:,} with at least" in text, text
-    followed = dataclasses.replace(
-        request, max_nodes=p.advice.layout.nodes, max_num_batched_tokens=term.value
-    )
-    assert plan(followed).fits
-    assert not plan(dataclasses.replace(request, max_num_batched_tokens=term.value)).fits
+    _setting_with_layout(request, Setting.MAX_NUM_BATCHED_TOKENS)
 
 
 def test_with_mtp_the_setting_advice_holds_a_whole_decode_step() -> None:
