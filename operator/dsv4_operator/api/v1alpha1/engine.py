@@ -950,20 +950,29 @@ def _redundant_experts(arg: str) -> int:
     return count
 
 
-def _all2all_backend(arg: str) -> str:
-    """The backend of an `--all2all-backend=...` entry, checked.
+def _choice_reader(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A reader of `--flag=value` entries whose value must be one of `choices`.
 
-    Raises:
-        ValueError: a value that is not one of `ALL2ALL_BACKENDS`.
+    The reader returns the value, and raises ValueError naming the flag, the choices and the
+    entry otherwise.
     """
-    _, _, raw = arg.partition("=")
-    if raw not in ALL2ALL_BACKENDS:
-        msg = (
-            f"{ALL2ALL_FLAG} needs a value in the same entry, one of "
-            f"{', '.join(ALL2ALL_BACKENDS)}, not {arg!r}"
-        )
-        raise ValueError(msg)
-    return raw
+
+    def read(arg: str) -> str:
+        flag, _, raw = arg.partition("=")
+        if raw not in choices:
+            msg = (
+                f"{flag} needs a value in the same entry, one of {', '.join(choices)}, not {arg!r}"
+            )
+            raise ValueError(msg)
+        return raw
+
+    return read
+
+
+_all2all_backend = _choice_reader(ALL2ALL_BACKENDS)
+"""The backend of an `--all2all-backend=...` entry, checked against `ALL2ALL_BACKENDS`."""
+_offload_backend = _choice_reader(OFFLOAD_BACKENDS)
+"""The backend of an `--offload-backend=...` entry, checked against `OFFLOAD_BACKENDS`."""
 
 
 def _max_logprobs(arg: str) -> int:
@@ -984,22 +993,6 @@ def _max_logprobs(arg: str) -> int:
         )
         raise ValueError(msg)
     return count
-
-
-def _offload_backend(arg: str) -> str:
-    """The backend of an `--offload-backend=...` entry, checked.
-
-    Raises:
-        ValueError: a backend other than `OFFLOAD_BACKENDS`.
-    """
-    _, _, raw = arg.partition("=")
-    if raw not in OFFLOAD_BACKENDS:
-        msg = (
-            f"{OFFLOAD_BACKEND_FLAG} needs a value in the same entry, one of "
-            f"{', '.join(OFFLOAD_BACKENDS)}, not {arg!r}"
-        )
-        raise ValueError(msg)
-    return raw
 
 
 def _offload_group(arg: str) -> int:
