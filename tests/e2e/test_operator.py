@@ -427,9 +427,19 @@ def test_invalid_and_unplannable_crs_report_while_valid_ones_reconcile(
             "gpu": {"types": ["rtx-4090-24gb"], "gpusPerNode": 1, "maxNodes": 1},
         },
     }
-    for doc in (invalid, too_small, good):
+    # A typo in extraArgs: vLLM 0.33.0 would exit 2 in every pod; the parse says so at apply.
+    typo: dict[str, Any] = {
+        "apiVersion": "dsv4.io/v1alpha1",
+        "kind": "DeepSeekV4Deployment",
+        "metadata": {"name": "bad-flag"},
+        "spec": {**good["spec"], "engine": {"extraArgs": ["--enable-prefix-cache"]}},
+    }
+    for doc in (invalid, too_small, good, typo):
         _apply(control_plane, namespace, doc)
     ready = cluster.wait_condition(namespace, "bad-tp", "Ready", "False", "InvalidSpec")
+    flagged = cluster.wait_condition(namespace, "bad-flag", "Ready", "False", "InvalidSpec")
+    assert "did you mean --enable-prefix-caching" in flagged["message"]
+    assert cluster.get(LWS_V, "leaderworkersets", namespace, "bad-flag") is None
     assert "spec.parallelism.tensor" in ready["message"] or "parallelism.tensor" in ready["message"]
     assert "gpusPerNode" in ready["message"]
     cluster.wait_condition(namespace, "pro-on-one-4090", "Ready", "False", "InsufficientCapacity")

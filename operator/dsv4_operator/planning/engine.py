@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from dsv4_operator.api.v1alpha1.engine import NCCL_DEFAULT_BUFFER_BYTES, PERFORMANCE_MODES
+from dsv4_operator.api.v1alpha1.vllm_cli import VLLM_VERSION
 
 __all__ = [
     "INTERACTIVITY_FINE_MAX",
@@ -374,7 +375,7 @@ class EngineProfile:
 
 VLLM_0_33 = EngineProfile(
     name="vllm",
-    version="0.33.0",
+    version=VLLM_VERSION,
     default_gpu_memory_utilization=0.92,
     scheduling=(
         SchedulingDefaults(70 * _GIB, 8192, 1024, 512),

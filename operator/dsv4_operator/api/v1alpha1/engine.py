@@ -6,12 +6,14 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Final, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from dsv4_operator.api.meta import ApiModel, CelRule, with_cel_rules
 from dsv4_operator.api.v1alpha1.enums import SpeculativeMethod
 from dsv4_operator.api.v1alpha1.quantities import Quantity, parse_quantity
 from dsv4_operator.api.v1alpha1.source import ObjectName
+from dsv4_operator.api.v1alpha1.vllm_cli import VLLM_VERSION, argparse_problem, checked_release
+from dsv4_operator.api.v1alpha1.vllm_options import SERVE_OPTIONS
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
@@ -690,7 +692,10 @@ class EngineSpec(ApiModel):
     the redundant experts of `--eplb-config={"num_redundant_experts": R}`, a JSON object in
     the same entry, R from 0 to 1,024; EP layouts only), and the DeepEP buffers of
     `--all2all-backend=deepep_high_throughput`, and `--max-logprobs=N` (0 to 1,024; -1 is
-    refused); capture-size lists are refused."""
+    refused); capture-size lists are refused. While `version` is unset or vLLM 0.33.0's, each
+    entry must also pass 0.33.0's `vllm serve` parser (a known option or a unique prefix of
+    one, a value exactly when the option takes one, of its type and among its choices), which
+    vLLM would otherwise refuse by exiting at start in every pod."""
     env: Annotated[
         tuple[EnvVar, ...],
         Field(
@@ -715,7 +720,7 @@ class EngineSpec(ApiModel):
 
     @field_validator("extra_args")
     @classmethod
-    def _not_owned(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _not_owned(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         owned = (
             *_REFUSED_FLAGS,
             *_VALUE_READERS,
@@ -726,14 +731,27 @@ class EngineSpec(ApiModel):
             *ENFORCE_EAGER_FLAGS,
             *EPLB_FLAGS,
         )
+        # A version that failed its own pattern is reported on its own: nothing to check by.
+        known = "version" in info.data and checked_release(info.data["version"])
         problems = []
+        refused_by_vllm = False
         for arg in value:
             try:
                 _check_entry(arg, owned)
             except ValueError as error:
                 problems.append(str(error))
+                continue
+            if known and (problem := argparse_problem(arg, SERVE_OPTIONS)) is not None:
+                problems.append(problem)
+                refused_by_vllm = True
         if problems:  # every bad entry at once, not one per apply
-            raise ValueError("; ".join(problems))
+            note = (
+                f" (vLLM {VLLM_VERSION} would exit at start; for an image with another vLLM "
+                "release, set spec.engine.version to it)"
+                if refused_by_vllm
+                else ""
+            )
+            raise ValueError("; ".join(problems) + note)
         _check_eplb(value)
         return value
 

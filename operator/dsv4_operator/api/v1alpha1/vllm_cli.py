@@ -1,0 +1,163 @@
+"""`vllm serve`'s own command-line rules, so `spec.engine.extraArgs` fails at apply, not in pods.
+
+vLLM parses its arguments with Python's argparse (`FlexibleArgumentParser`,
+vllm/utils/argparse_utils.py, which normalises underscores and dotted JSON keys, both refused
+by the API's `FLAG_PATTERN`, and otherwise leaves argparse's rules alone). An entry argparse
+refuses makes every pod of the group exit 2 at start, a crash loop the operator could only
+report after the pods ran. This module applies the same rules as argparse to one entry against
+the options of the vLLM release the operator is built for (`VLLM_VERSION`; the table is
+`vllm_options.SERVE_OPTIONS`, generated from that release's parser):
+
+- an option is found by its exact name, else by a unique prefix (argparse's `allow_abbrev`,
+  on in vLLM); a prefix of several is ambiguous (`ArgumentParser._parse_optional`);
+- an option with no value (`store_true`, vLLM's `EnableDisableAction`: nargs 0) refuses
+  `=value` ("ignored explicit argument"); one with a value (nargs None or `+`) needs it in the
+  same entry, since the API admits no separate value entries and extraArgs come last;
+- the value is converted by the option's type (`int`, `float`: Python's own functions, as
+  argparse calls them) and checked against its choices (`_get_values`, `_check_value`).
+
+Types that are vLLM functions (`human_readable_int`, `parse_dataclass`, lambdas) are not
+re-implemented: their values pass here and vLLM judges them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+__all__ = [
+    "VLLM_VERSION",
+    "ServeOption",
+    "argparse_problem",
+    "checked_release",
+    "options_from_parser_dump",
+]
+
+VLLM_VERSION: Final = "0.33.0"
+"""The vLLM release whose `vllm serve` options the operator checks extraArgs against, and
+whose memory behaviour the planner models (`planning.engine.VLLM_0_33`)."""
+
+
+def checked_release(version: str | None) -> bool:
+    """Whether extraArgs are checked against `VLLM_VERSION`'s options for `spec.engine.version`.
+
+    True when it is unset (the operator's default runtime image runs `VLLM_VERSION`) or names
+    that release (`0.33`, `v0.33.0`, `0.33.0+cu130`, `0.33.0.post1`); another release may
+    have other options, so its extraArgs go to vLLM unchecked.
+    """
+    if version is None:
+        return True
+    found = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", version)
+    if found is None:
+        return False
+    major, minor, patch = found.groups()
+    return (int(major), int(minor), int(patch or 0)) == tuple(map(int, VLLM_VERSION.split(".")))
+
+
+ValueArity = Literal["none", "one", "optional", "many"]
+CheckedType = Literal["int", "float"]
+
+
+@dataclass(frozen=True)
+class ServeOption:
+    """How argparse reads one long option of `vllm serve`.
+
+    Attributes:
+        arity: `none` (nargs 0: no value), `one` (nargs None), `optional` (nargs `?`),
+            `many` (nargs `+`; one value per entry here).
+        type: `int` or `float` when argparse converts the value with that builtin, else None
+            (a string, or a vLLM function not re-implemented here).
+        choices: the accepted values as strings (after `type`), or None for any.
+    """
+
+    arity: ValueArity
+    type: CheckedType | None = None
+    choices: tuple[str, ...] | None = None
+
+
+_ARITY: Final[dict[object, ValueArity]] = {0: "none", None: "one", "?": "optional", "+": "many"}
+_CHOICE_TYPES: Final = (None, "str", "int", "_optional_type")
+"""Types whose choices are compared as strings: no conversion, `str`, `int` (compared after
+`int()`), and vLLM's `_optional_type` (vllm/engine/arg_utils.py: "None" becomes None, which
+the dump writes as the choice "None"; its choices here are all strings)."""
+
+
+def options_from_parser_dump(dump: Mapping[str, Any]) -> dict[str, ServeOption]:
+    """The long options of a `vllm serve` parser dump, by option string.
+
+    Args:
+        dump: the JSON of `shared/fixtures/vllm/vllm-<version>-serve-flags.json`: `flags`, a
+            list of `{options, nargs, type, choices, ...}` read from vLLM's `make_arg_parser`.
+
+    Returns:
+        Every `--` option string (aliases and negations included) with its `ServeOption`.
+
+    Raises:
+        ValueError: an nargs this module does not model.
+    """
+    table: dict[str, ServeOption] = {}
+    for flag in dump["flags"]:
+        nargs = flag["nargs"]
+        if nargs not in _ARITY:
+            msg = f"{flag['options']}: nargs {nargs!r} is not modelled"
+            raise ValueError(msg)
+        kind = flag["type"]
+        checked: CheckedType | None = kind if kind in ("int", "float") else None
+        raw = flag["choices"]
+        choices = tuple(str(c) for c in raw) if raw and kind in _CHOICE_TYPES else None
+        option = ServeOption(_ARITY[nargs], checked, choices)
+        table.update({name: option for name in flag["options"] if name.startswith("--")})
+    return dict(sorted(table.items()))
+
+
+def argparse_problem(entry: str, options: Mapping[str, ServeOption]) -> str | None:
+    """Why `vllm serve`'s argparse would refuse one extraArgs entry, or None if it would not.
+
+    Args:
+        entry: `--flag` or `--flag=value` (the API's `FLAG_PATTERN`).
+        options: the release's options (`vllm_options.SERVE_OPTIONS`).
+
+    Returns:
+        A message naming the entry and the rule, with the closest option names for a flag
+        vLLM does not have; None when argparse accepts the entry.
+    """
+    flag, eq, value = entry.partition("=")
+    option = options.get(flag)
+    if option is None:
+        matches = [name for name in options if name.startswith(flag)]
+        if len(matches) > 1:
+            shown = ", ".join(matches[:6]) + (", ..." if len(matches) > 6 else "")
+            return f"{flag} is ambiguous in vLLM {VLLM_VERSION} (it abbreviates {shown})"
+        if not matches:
+            close = difflib.get_close_matches(flag, list(options), n=3, cutoff=0.75)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            return f"{flag} is not a `vllm serve` option of vLLM {VLLM_VERSION}{hint}"
+        flag, option = matches[0], options[matches[0]]
+    if option.arity == "none":
+        return (
+            f"{entry!r}: {flag} takes no value (vLLM refuses one); write {flag} alone"
+            if eq
+            else None
+        )
+    if not eq:
+        if option.arity == "optional":
+            return None
+        return f"{flag} needs a value in the same entry ({flag}=VALUE)"
+    return _value_problem(entry, flag, value, option)
+
+
+def _value_problem(entry: str, flag: str, value: str, option: ServeOption) -> str | None:
+    """Why argparse would refuse `value` for `option`: its type or choices (None: it would not)."""
+    converted: Sequence[str] = (value,)
+    if option.type is not None:
+        try:
+            number = int(value) if option.type == "int" else float(value)
+        except ValueError:
+            return f"{entry!r}: {flag} needs {'an integer' if option.type == 'int' else 'a number'}"
+        converted = (str(number),)
+    if option.choices is not None and converted[0] not in option.choices:
+        return f"{entry!r}: {flag} must be one of {', '.join(option.choices)}"
+    return None

@@ -1,0 +1,174 @@
+"""extraArgs are checked by vLLM 0.33.0's argparse rules, against its real option list."""
+
+import argparse
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dsv4_operator.api import InvalidSpecError, parse_spec
+from dsv4_operator.api.v1alpha1.vllm_cli import (
+    VLLM_VERSION,
+    argparse_problem,
+    checked_release,
+    options_from_parser_dump,
+)
+from dsv4_operator.api.v1alpha1.vllm_options import SERVE_OPTIONS
+from dsv4_operator.planning.engine import VLLM_0_33
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+FIXTURES = Path(os.environ.get("DSV4_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+DUMP_FILE = FIXTURES / "vllm" / f"vllm-{VLLM_VERSION}-serve-flags.json"
+BASE: dict[str, Any] = {"model": "flash", "gpu": {"types": ["h200-141gb"]}}
+
+
+@pytest.fixture(scope="module")
+def dump() -> dict[str, Any]:
+    if not DUMP_FILE.is_file():
+        pytest.skip(f"vLLM flag list fixture missing: {DUMP_FILE} (set DSV4_FIXTURES)")
+    data: dict[str, Any] = json.loads(DUMP_FILE.read_text())
+    return data
+
+
+def test_the_generated_table_is_vllms_parser(dump: dict[str, Any]) -> None:
+    assert dump["vllm_version"] == VLLM_VERSION == VLLM_0_33.version
+    assert options_from_parser_dump(dump) == SERVE_OPTIONS, "run hack/gen_vllm_options.py"
+    long_options = {o for flag in dump["flags"] for o in flag["options"] if o.startswith("--")}
+    assert set(SERVE_OPTIONS) == long_options
+
+
+def _argparse_twin(dump: dict[str, Any]) -> argparse.ArgumentParser:
+    """Python's argparse with the dump's options: nargs, builtin types and choices as vLLM's.
+
+    vLLM's own type functions are strings here, as `argparse_problem` leaves them to vLLM.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    for flag in dump["flags"]:
+        names = [o for o in flag["options"] if o.startswith("--")]
+        if not names:
+            continue
+        if flag["nargs"] == 0:
+            parser.add_argument(*names, action="store_true", dest=flag["dest"])
+            continue
+        kind = {"int": int, "float": float}.get(flag["type"] or "", str)
+        choices = (
+            flag["choices"] if flag["type"] in (None, "str", "int", "_optional_type") else None
+        )
+        if choices is not None and kind is str:
+            choices = [str(c) for c in choices]
+        parser.add_argument(
+            *names, nargs=flag["nargs"], type=kind, choices=choices, dest=flag["dest"]
+        )
+    return parser
+
+
+def _accepted(parser: argparse.ArgumentParser, entry: str) -> bool:
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            parser.parse_args([entry])
+        except SystemExit:
+            return False
+    return True
+
+
+def _entries(dump: dict[str, Any]) -> list[str]:
+    """Entries of every shape for every option: values of each type, choices, prefixes, typos."""
+    entries = ["--xyz", "--xyz=1", "--seeds=3", "--sed=3", "--enable", "--max", "--e", "--no"]
+    for flag in dump["flags"]:
+        for name in (o for o in flag["options"] if o.startswith("--")):
+            entries += [name, f"{name}=1", f"{name}=x", f"{name}=1.5", f"{name}=", f"{name}=-2"]
+            entries += [f"{name}={choice}" for choice in (flag["choices"] or [])[:3]]
+            entries += [name[:cut] for cut in (4, 7, len(name) - 1) if cut < len(name)]
+            entries += [f"{name[: len(name) - 2]}=7", name.replace("-", "_", 1)[:3] + name[3:]]
+    return [e for e in dict.fromkeys(entries) if e.startswith("--")]
+
+
+def test_argparse_problem_agrees_with_argparse_on_every_option(dump: dict[str, Any]) -> None:
+    parser = _argparse_twin(dump)
+    entries = _entries(dump)
+    assert len(entries) > 2500
+    disagreements = [
+        (entry, problem)
+        for entry in entries
+        if ((problem := argparse_problem(entry, SERVE_OPTIONS)) is None) != _accepted(parser, entry)
+    ]
+    assert disagreements == []
+    refused = sum(argparse_problem(entry, SERVE_OPTIONS) is not None for entry in entries)
+    assert 0 < refused < len(entries)  # both outcomes are exercised
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("--sed=3", "--sed is not a `vllm serve` option of vLLM 0.33.0 (did you mean --seed?)"),
+        ("--seed", "--seed needs a value in the same entry (--seed=VALUE)"),
+        ("--seed=three", "'--seed=three': --seed needs an integer"),
+        ("--enable-prefix-caching=true", "--enable-prefix-caching takes no value"),
+        ("--max-lora-rank=9", "--max-lora-rank must be one of 1, 8, 16, 32, 64, 128"),
+        ("--mm-processor=1", "--mm-processor is ambiguous in vLLM 0.33.0 (it abbreviates --mm-"),
+    ],
+)
+def test_spec_entries_vllm_would_refuse_are_invalid(entry: str, message: str) -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec({**BASE, "engine": {"extraArgs": [entry]}})
+    assert message in str(caught.value)
+    assert "set spec.engine.version to it" in str(caught.value)
+
+
+def test_every_bad_entry_is_named_once_and_good_ones_pass() -> None:
+    good = [
+        "--enable-prefix-caching",
+        "--seed=4",
+        "--hf-token",
+        "--log-level=DEBUG",
+        "--max-lora-rank=8",
+    ]
+    assert parse_spec({**BASE, "engine": {"extraArgs": good}}).engine.extra_args == tuple(good)
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(
+            {**BASE, "engine": {"extraArgs": [*good, "--sed=1", "--api-server-count=2", "--xyz"]}}
+        )
+    text = str(caught.value)
+    assert "--sed is not" in text
+    assert "--xyz is not" in text
+    assert "--api-server-count is not supported" in text
+    assert text.count("set spec.engine.version to it") == 1
+
+
+@pytest.mark.parametrize(
+    ("version", "checked"),
+    [
+        (None, True),
+        ("0.33.0", True),
+        ("v0.33", True),
+        ("0.33.0+cu130", True),
+        ("0.33.0.post1", True),
+        ("0.33.1", False),
+        ("0.34.0", False),
+        ("1.0", False),
+    ],
+)
+def test_only_vllm_0_33_is_checked(version: str | None, checked: bool) -> None:
+    assert checked_release(version) is checked
+    engine: dict[str, Any] = {"extraArgs": ["--new-flag-of-a-later-vllm=1"]}
+    if version is not None:
+        engine["version"] = version
+    if checked:
+        with pytest.raises(InvalidSpecError, match="--new-flag-of-a-later-vllm is not"):
+            parse_spec({**BASE, "engine": engine})
+    else:
+        assert parse_spec({**BASE, "engine": engine}).engine.extra_args
+
+
+def test_the_operators_own_checks_come_first() -> None:
+    # Owned and read flags keep their own messages (no vLLM parser note for them).
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec({**BASE, "engine": {"extraArgs": ["--max-model-len=8192", "--enforce-eager=1"]}})
+    text = str(caught.value)
+    assert "--max-model-len is set by the operator from the spec" in text
+    assert "--enforce-eager takes no value" in text
+    assert "set spec.engine.version" not in text
