@@ -238,6 +238,7 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         deepep_buffer_bytes=spec.engine.deepep_buffer_bytes,
         max_logprobs=spec.engine.max_logprobs,
         nccl_buffer_bytes=spec.engine.nccl_buffer_bytes,
+        nvls=spec.engine.nvls,
         engine_version=spec.engine.version,
     )
 
@@ -290,6 +291,7 @@ _SPEC_PATHS: Final[dict[str, str]] = {
     "deepep_buffer_bytes": "spec.engine.env",
     "max_logprobs": "spec.engine.extraArgs",
     "nccl_buffer_bytes": "spec.engine.env",
+    "nvls": "spec.engine.env",
     "engine_version": "spec.engine.version",
     "max_model_len": "spec.maxModelLen",
     "gpu_memory_utilization": "spec.gpuMemoryUtilizationPercent",

@@ -886,6 +886,19 @@ def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) ->
                 "plan counts no graph memory, and every decode step runs eagerly (slower)",
             )
         )
+    if req.nvls and chosen.layout.gpus_per_node > 2:
+        # NCCL uses NVLS only for communicators of more than 2 GPUs (api NVLS_ENV).
+        out.append(
+            Finding(
+                Code.NVLS_NOT_COUNTED,
+                "NCCL_NVLS_ENABLE in the engine's env lets NCCL use NVLink SHARP on NVSwitch "
+                "nodes, whose multicast buffers the plan does not count (its NCCL memory was "
+                "measured without NVLS): vLLM issue #9699 saw 288 MiB per rank per "
+                "communicator and a KV cache a fifth smaller on 8 x H200, so the KV pool, "
+                "concurrency and start-up headroom can fall short of the plan; leave it unset "
+                "(the operator then sets it to 0)",
+            )
+        )
     if chosen.layout.gpus_per_node > chosen.gpu.gpus_per_node:
         out.append(
             Finding.said(

@@ -66,6 +66,9 @@ class PlanRequest:
         nccl_buffer_bytes: one NCCL connection's buffers (NCCL_BUFFSIZE + NCCL_LL_BUFFSIZE +
             NCCL_LL128_BUFFSIZE), bytes; NCCL's defaults 9,633,792. Larger values scale the
             plan's NCCL figures (measured at the defaults) by their ratio.
+        nvls: True when the engine's environment lets NCCL use NVLink SHARP (`NCCL_NVLS_ENABLE`
+            other than 0), whose multicast buffers the plan does not count (warning
+            `NVLS_NOT_COUNTED`); the operator turns it off otherwise.
         max_logprobs: vLLM's `--max-logprobs`, the most logprobs a request may ask per token
             (default 20), 0 to 1,024: counted in the sampler's unprofiled peak. vLLM's -1 (no
             cap, up to the whole vocabulary) is refused.
@@ -109,6 +112,7 @@ class PlanRequest:
     deepep_buffer_bytes: int = DEEPEP_BUFFER_DEFAULT_MIB << 20
     max_logprobs: int = DEFAULT_MAX_LOGPROBS
     nccl_buffer_bytes: int = NCCL_DEFAULT_BUFFER_BYTES
+    nvls: bool = False
     weights_download: bool = False
     usd_per_gpu_hour: dict[str, str] = field(default_factory=dict)
     engine: EngineProfile = VLLM_0_33

@@ -42,6 +42,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
+from dsv4_operator.api.v1alpha1.engine import NVLS_ENV, NVLS_OFF
 from dsv4_operator.api.v1alpha1.quantities import quantity_bytes
 from dsv4_operator.api.v1alpha1.scaling import surge_groups
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
@@ -145,6 +146,9 @@ def _env(owner: Owner, spec: DeepSeekV4DeploymentSpec) -> list[dict[str, Any]]:
         if token is not None:
             token_ref = {"name": token.name, "key": token.key}
             env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": token_ref}})
+    if all(var.name != NVLS_ENV for var in spec.engine.env):
+        # The plan's NCCL memory is NCCL's without NVLink SHARP (api NVLS_ENV).
+        env.append({"name": NVLS_ENV, "value": NVLS_OFF})
     for var in spec.engine.env:
         if var.value_from is not None:
             kind, ref = var.value_from.kind_and_ref

@@ -109,6 +109,7 @@ def test_memory_limit_covers_shm_and_placement_passes_through() -> None:
         },
         {"name": "HF_HOME", "value": "/var/cache/huggingface"},
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}},
+        {"name": "NCCL_NVLS_ENABLE", "value": "0"},
         {"name": "A", "value": "b"},
     ]
 

@@ -28,6 +28,8 @@ __all__ = [
     "NCCL_CHUNK_DEFAULTS",
     "NCCL_DEFAULT_BUFFER_BYTES",
     "NCCL_REFUSED_ENV",
+    "NVLS_ENV",
+    "NVLS_OFF",
     "OPERATOR_OWNED_FLAGS",
     "PERFORMANCE_MODES",
     "PREFIX_FLAGS",
@@ -215,6 +217,18 @@ NCCL_REFUSED_ENV: Final = ("NCCL_MIN_NCHANNELS", "NCCL_NCHANNELS", "NCCL_MIN_CTA
 NCCL_MIN_CTAS are older names of the minimum): every channel holds its own buffers per peer,
 and the plan's NCCL figures were measured with the count NCCL picked, so they are refused.
 (NCCL_MAX_NCHANNELS can only lower it and is accepted.)"""
+NVLS_ENV: Final = "NCCL_NVLS_ENABLE"
+"""NCCL's NVLink SHARP switch (NCCL's environment documentation: "NCCL_NVLS_ENABLE ... Enable
+the use of NVLink SHARP (NVLS)"; on by default where the NVSwitches support multicast, for
+communicators of more than 2 GPUs). NVLS allocates multicast buffers per communicator that the
+plan's NCCL figures do not hold: they were measured on 2 GPUs, where NCCL never uses NVLS
+(`benchmarks/reports/2026-11-30-startup-memory-h200.md`), and vLLM's own measurement on 8 x H200
+(vLLM issue #9699: `nvlsPerRankSize 301989888` per communicator, and 17,595 KV blocks against
+about 22,700 with NVLS off, Llama-3.1-405B TP8) shows the KV cache shrinking by a fifth. So the
+operator sets it to `NVLS_OFF` in every engine container unless `spec.engine.env` sets it (the
+planner then warns that the plan does not count NVLS memory)."""
+NVLS_OFF: Final = "0"
+"""The value of `NVLS_ENV` the operator renders when `spec.engine.env` does not set it."""
 _NCCL_LITERAL_PATTERN: Final = r"^[0-9]{1,10}$"
 _NCCL_LITERAL_ENV: Final = (*NCCL_BUFFER_DEFAULTS, *NCCL_CHUNK_DEFAULTS)
 
@@ -716,7 +730,9 @@ class EngineSpec(ApiModel):
     `NCCL_P2P_NVL_CHUNKSIZE` only literal byte counts up to NCCL's defaults, and
     `NCCL_MIN_NCHANNELS`, `NCCL_NCHANNELS` and `NCCL_MIN_CTAS` (more channels than NCCL picks)
     are refused; networking and debugging variables (NCCL_IB_HCA, NCCL_SOCKET_IFNAME,
-    NCCL_DEBUG, ...) pass unread."""
+    NCCL_DEBUG, ...) pass unread. Unless set here, `NCCL_NVLS_ENABLE` is `0` (NVLink SHARP
+    off: the plan's NCCL memory is NCCL's without it); set to anything else, the plan warns
+    `NVLS_NOT_COUNTED`."""
 
     @field_validator("extra_args")
     @classmethod
@@ -789,6 +805,16 @@ class EngineSpec(ApiModel):
             v.name: int(v.value) for v in self.env if v.name in NCCL_BUFFER_DEFAULTS and v.value
         }
         return sum(given.get(name, default) for name, default in NCCL_BUFFER_DEFAULTS.items())
+
+    @property
+    def nvls(self) -> bool:
+        """Whether `spec.engine.env` lets NCCL use NVLink SHARP (`NVLS_ENV` set, not to `0`).
+
+        Unset, the operator renders `NVLS_ENV=0`; a `valueFrom` counts as on (its value is not
+        known here). The planner then warns that NVLS memory is not counted.
+        """
+        var = next((v for v in self.env if v.name == NVLS_ENV), None)
+        return var is not None and (var.value is None or var.value.strip() != NVLS_OFF)
 
     @property
     def eplb(self) -> bool:
