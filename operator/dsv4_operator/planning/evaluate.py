@@ -604,6 +604,9 @@ class _Context:
                 all2all_backend=req.all2all_backend,
                 deepep_buffer_bytes=req.deepep_buffer_bytes,
                 nccl_buffer_bytes=req.nccl_buffer_bytes,
+                model=self.model,
+                redundant_experts=req.redundant_experts,
+                moe_dp_chunk_tokens=req.moe_dp_chunk_tokens,
             ),
             unprofiled_bytes=unprofiled_sampler_bytes(
                 self.model,

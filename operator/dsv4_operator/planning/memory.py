@@ -48,6 +48,7 @@ from dsv4_operator.api.v1alpha1.engine import (
     ALL2ALL_BACKENDS,
     DEEPEP_BUFFER_DEFAULT_MIB,
     DEFAULT_MAX_LOGPROBS,
+    MOE_DP_CHUNK_DEFAULT_TOKENS,
 )
 from dsv4_operator.planning.engine import EngineProfile, SchedulingDefaults
 from dsv4_operator.planning.models import ModelSpec
@@ -60,6 +61,7 @@ __all__ = [
     "activation_bytes_per_token",
     "budget_bytes",
     "cuda_graph_bytes",
+    "deepep_low_latency_rdma_bytes",
     "gather_workspace_bytes",
     "mtp_hidden_buffer_bytes",
     "nccl_scaled",
@@ -69,6 +71,12 @@ __all__ = [
 ]
 
 _BF16 = 2
+_DEEPEP_ALIGN = 128
+"""DeepEP's `NUM_BUFFER_ALIGNMENT_BYTES` (csrc/kernels/configs.cuh): 128."""
+DEEPEP_WORKSPACE_BYTES = 32 << 20
+"""DeepEP's `NUM_WORKSPACE_BYTES` (csrc/kernels/configs.cuh), 32 MiB: every `deep_ep.Buffer`
+cudaMallocs this workspace in its constructor (csrc/deep_ep.cpp `Buffer::Buffer`), beside its
+NVLink buffer."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -278,6 +286,60 @@ def nccl_scaled(engine: EngineProfile, measured: int, buffer_bytes: int | None) 
     return -(-measured * buffer_bytes // base)
 
 
+def deepep_low_latency_rdma_bytes(tokens: int, hidden: int, experts: int) -> int:
+    """DeepEP low-latency's RDMA buffer on one GPU, bytes: `Buffer.get_low_latency_rdma_size_hint`.
+
+    DeepEP csrc/config.hpp (`LowLatencyLayout`, `get_low_latency_rdma_size_hint`, read at
+    DeepEP commit 3861241a), sized in BF16; the rank count it takes is unused:
+
+        scales   = hidden / 128
+        dispatch = 16 + max(2 x hidden, hidden + 4 x scales)    (int4 header + payload)
+        combine  = 4 x scales + 2 x hidden
+        send     = max(tokens x dispatch, experts x tokens x combine)
+        recv     = max(experts x tokens x dispatch, experts x tokens x combine)
+        signal   = align(4 x experts, 128)
+        total    = 2 x (send + recv + signal)       (odd/even double buffering)
+        hint     = (total + 128) // 128 x 128       (NUM_BUFFER_ALIGNMENT_BYTES)
+
+    vLLM 0.33.0 passes `tokens` = `FusedMoEConfig.max_num_tokens` (`VLLM_MOE_DP_CHUNK_SIZE`,
+    default 256), `hidden` = the MoE hidden size (4,096 Flash, 7,168 Pro: both among
+    `DeepEPLLPrepareAndFinalize.SUPPORTED_HIDDEN_SIZES`, so not rounded up) and `experts` = the
+    global expert count including EPLB's redundant ones (`maybe_make_prepare_finalize`,
+    vllm/model_executor/layers/fused_moe/all2all_utils.py). Flash at 256 tokens:
+    2,181,040,256 B; Pro: 5,725,228,160 B.
+
+    Args:
+        tokens: most tokens one rank dispatches at a time, at least 1.
+        hidden: hidden size, a positive multiple of 128 (DeepEP asserts its scales fit).
+        experts: global experts, at least 1.
+
+    Returns:
+        Bytes.
+
+    Raises:
+        ValueError: naming the argument out of range.
+    """
+    problem = (
+        f"tokens: {tokens} must be at least 1"
+        if tokens < 1
+        else f"hidden: {hidden} must be a positive multiple of 128"
+        if hidden < _DEEPEP_ALIGN or hidden % _DEEPEP_ALIGN
+        else f"experts: {experts} must be at least 1"
+        if experts < 1
+        else None
+    )
+    if problem is not None:
+        raise ValueError(problem)
+    scales = hidden // 128
+    dispatch = 16 + max(hidden * _BF16, hidden + scales * 4)
+    combine = scales * 4 + hidden * _BF16
+    send = max(tokens * dispatch, experts * tokens * combine)
+    recv = max(experts * tokens * dispatch, experts * tokens * combine)
+    signal = -(-experts * 4 // _DEEPEP_ALIGN) * _DEEPEP_ALIGN
+    total = 2 * (send + recv + signal)
+    return (total + _DEEPEP_ALIGN) // _DEEPEP_ALIGN * _DEEPEP_ALIGN
+
+
 def overhead_bytes(
     engine: EngineProfile,
     layout: Layout,
@@ -285,16 +347,29 @@ def overhead_bytes(
     all2all_backend: str = ALL2ALL_BACKENDS[0],
     deepep_buffer_bytes: int = DEEPEP_BUFFER_DEFAULT_MIB << 20,
     nccl_buffer_bytes: int | None = None,
+    model: ModelSpec | None = None,
+    redundant_experts: int = 0,
+    moe_dp_chunk_tokens: int = MOE_DP_CHUNK_DEFAULT_TOKENS,
 ) -> int:
     """Non-torch memory: library workspaces, NCCL buffers, EP all-to-all buffers, bytes.
 
-    With `all2all_backend` `deepep_high_throughput` and an all-to-all in use (expert parallel
-    with DP > 1: vLLM's `ParallelConfig.use_all2all`), the EP term is at least DeepEP's buffers:
-    `deepep_buffer_bytes` over NVLink, plus as much for RDMA when the EP group spans nodes
-    (`DeepEPHTAll2AllManager._make_all2all_kwargs`, vllm/distributed/device_communicators/
-    all2all.py; `VLLM_DEEPEP_BUFFER_SIZE_MB`, default 1024 MiB). Other backends keep the
-    `all2all_bytes` allowance (DeepEP low-latency buffers are not modelled). The NCCL allowance
-    scales with `nccl_buffer_bytes`, one connection's NCCL buffers (`nccl_scaled`).
+    With an all-to-all in use (expert parallel with DP > 1: vLLM's `use_all2all_kernels`), the
+    EP term is at least the DeepEP buffers of the backend:
+
+    - `deepep_high_throughput`: `deepep_buffer_bytes` over NVLink, plus as much for RDMA when
+      the EP group spans nodes (`DeepEPHTAll2AllManager._make_all2all_kwargs`, vllm/distributed/
+      device_communicators/all2all.py; `VLLM_DEEPEP_BUFFER_SIZE_MB`, default 1024 MiB).
+    - `deepep_low_latency`: `deepep_buffer_bytes` over NVLink, DeepEP's 32 MiB workspace and
+      the RDMA buffer `deepep_low_latency_rdma_bytes(moe_dp_chunk_tokens, hidden, experts +
+      redundant_experts)` (`DeepEPLLAll2AllManager._make_all2all_kwargs`), on one node or many.
+      Needs `model`.
+
+    Other backends keep the `all2all_bytes` allowance (backends whose buffers the plan cannot
+    size are refused before this: `ALL2ALL_NOT_COUNTED`). The NCCL allowance scales with
+    `nccl_buffer_bytes`, one connection's NCCL buffers (`nccl_scaled`).
+
+    Raises:
+        ValueError: `deepep_low_latency` without `model`.
     """
     total = engine.nontorch_base_bytes
     if layout.gpus > 1:
@@ -304,6 +379,16 @@ def overhead_bytes(
             if all2all_backend == "deepep_high_throughput" and layout.data_parallel > 1:
                 rdma = deepep_buffer_bytes if layout.nodes > 1 else 0
                 all2all = max(all2all, deepep_buffer_bytes + rdma)
+            elif all2all_backend == "deepep_low_latency" and layout.data_parallel > 1:
+                if model is None:
+                    msg = "model: deepep_low_latency buffers depend on the model"
+                    raise ValueError(msg)
+                rdma = deepep_low_latency_rdma_bytes(
+                    moe_dp_chunk_tokens,
+                    model.hidden_size,
+                    model.n_routed_experts + redundant_experts,
+                )
+                all2all = max(all2all, deepep_buffer_bytes + DEEPEP_WORKSPACE_BYTES + rdma)
             total += all2all
     return total
 

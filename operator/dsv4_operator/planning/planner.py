@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 
 from dsv4_operator.api.v1alpha1.engine import (
     ALL2ALL_BACKENDS,
+    ALL2ALL_NOT_COUNTED,
     MAX_COUNTED_LOGPROBS,
     MAX_REDUNDANT_EXPERTS,
 )
@@ -269,7 +270,8 @@ def _validate_engine_options(req: PlanRequest) -> None:
     Raises:
         PlanningError: naming the field: redundant experts out of range or without EPLB, EPLB
             without expert parallelism, an unknown all-to-all backend or a negative DeepEP
-            buffer (vLLM refuses the first three at start-up).
+            buffer (vLLM refuses the first three at start-up), an all-to-all backend whose
+            buffers the plan does not size (`ALL2ALL_NOT_COUNTED`) or a MoE DP chunk under 1.
     """
     if not 0 <= req.redundant_experts <= MAX_REDUNDANT_EXPERTS:
         raise PlanningError(
@@ -287,6 +289,19 @@ def _validate_engine_options(req: PlanRequest) -> None:
         raise PlanningError(
             "all2all_backend",
             f"{req.all2all_backend!r}: expected one of {', '.join(ALL2ALL_BACKENDS)}",
+        )
+    if (held := ALL2ALL_NOT_COUNTED.get(req.all2all_backend)) is not None:
+        counted = [b for b in ALL2ALL_BACKENDS if b not in ALL2ALL_NOT_COUNTED]
+        raise PlanningError(
+            "all2all_backend",
+            f"{req.all2all_backend!r}: its GPU buffers ({held}) are not counted by the plan; "
+            f"use one of {', '.join(counted)}",
+        )
+    if req.moe_dp_chunk_tokens < 1:
+        raise PlanningError(
+            "moe_dp_chunk_tokens",
+            f"{req.moe_dp_chunk_tokens} must be at least 1 (VLLM_MOE_DP_CHUNK_SIZE, tokens one "
+            "DP rank dispatches at a time)",
         )
     if not 0 <= req.max_logprobs <= MAX_COUNTED_LOGPROBS:
         raise PlanningError(

@@ -8,6 +8,7 @@ from dsv4_operator.api.v1alpha1.engine import (
     ALL2ALL_BACKENDS,
     DEEPEP_BUFFER_DEFAULT_MIB,
     DEFAULT_MAX_LOGPROBS,
+    MOE_DP_CHUNK_DEFAULT_TOKENS,
     NCCL_DEFAULT_BUFFER_BYTES,
     PERFORMANCE_MODES,
 )
@@ -61,8 +62,13 @@ class PlanRequest:
         redundant_experts: `num_redundant_experts` of `--eplb-config` (R, needs `eplb`): every
             MoE layer holds E + R physical experts, (E + R) / EP per GPU.
         all2all_backend: vLLM's `--all2all-backend`; `deepep_high_throughput` adds DeepEP
-            buffers of `deepep_buffer_bytes` (twice over nodes) beyond the EP allowance.
+            buffers of `deepep_buffer_bytes` (twice over nodes) beyond the EP allowance, and
+            `deepep_low_latency` one of `deepep_buffer_bytes`, DeepEP's 32 MiB workspace and
+            the low-latency RDMA buffer (`memory.deepep_low_latency_rdma_bytes`). The backends
+            of `ALL2ALL_NOT_COUNTED`, whose buffers the plan does not size, are refused.
         deepep_buffer_bytes: one DeepEP buffer, bytes (`VLLM_DEEPEP_BUFFER_SIZE_MB`).
+        moe_dp_chunk_tokens: vLLM's `VLLM_MOE_DP_CHUNK_SIZE` (default 256), tokens one DP rank
+            dispatches at a time: sizes DeepEP low-latency's RDMA buffer. At least 1.
         nccl_buffer_bytes: one NCCL connection's buffers (NCCL_BUFFSIZE + NCCL_LL_BUFFSIZE +
             NCCL_LL128_BUFFSIZE), bytes; NCCL's defaults 9,633,792. Larger values scale the
             plan's NCCL figures (measured at the defaults) by their ratio.
@@ -110,6 +116,7 @@ class PlanRequest:
     redundant_experts: int = 0
     all2all_backend: str = ALL2ALL_BACKENDS[0]
     deepep_buffer_bytes: int = DEEPEP_BUFFER_DEFAULT_MIB << 20
+    moe_dp_chunk_tokens: int = MOE_DP_CHUNK_DEFAULT_TOKENS
     max_logprobs: int = DEFAULT_MAX_LOGPROBS
     nccl_buffer_bytes: int = NCCL_DEFAULT_BUFFER_BYTES
     nvls: bool = False

@@ -18,12 +18,14 @@ from dsv4_operator.api.v1alpha1.vllm_options import SERVE_OPTIONS
 __all__ = [
     "ADMIN_TOKEN_ENV",
     "ALL2ALL_BACKENDS",
+    "ALL2ALL_NOT_COUNTED",
     "CUDAGRAPH_CAP_FLAG",
     "CUDAGRAPH_ESTIMATE_ENV",
     "CUDAGRAPH_LIST_FLAG",
     "DEEPEP_BUFFER_ENV",
     "EPLB_CONFIG_FLAG",
     "EPLB_FLAGS",
+    "MOE_DP_CHUNK_ENV",
     "NCCL_BUFFER_DEFAULTS",
     "NCCL_CHUNK_DEFAULTS",
     "NCCL_DEFAULT_BUFFER_BYTES",
@@ -313,6 +315,38 @@ ALL2ALL_BACKENDS: Final = (
     "pplx",
 )
 """`--all2all-backend` choices (vLLM 0.33.0 flag list), the first the default."""
+ALL2ALL_NOT_COUNTED: Final = {
+    "deepep_v2": (
+        "DeepEP v2's ElasticBuffer sizes its own buffers from tokens, hidden and top-k "
+        "(DeepEPV2All2AllManager) and needs NCCL GIN"
+    ),
+    "flashinfer_all2allv": "FlashInfer's MNNVL workspaces (MnnvlMoe.get_moe_workspaces)",
+    "flashinfer_nvlink_one_sided": (
+        "FlashInfer's MoeAlltoAll workspace (moe_a2a_get_workspace_size_per_rank, sized by "
+        "max-num-batched-tokens)"
+    ),
+    "flashinfer_nvlink_two_sided": "FlashInfer's MNNVL workspaces (MnnvlMoe.get_moe_workspaces)",
+    "moonep": "MoonEP's buffer pool",
+    "mori_high_throughput": "MoRI's dispatch/combine buffers (ROCm gfx942/gfx950 only)",
+    "mori_low_latency": "MoRI's dispatch/combine buffers (ROCm gfx942/gfx950 only)",
+    "nixl_ep": (
+        "NIXL EP's RDMA buffer, sized for VLLM_NIXL_EP_MAX_NUM_RANKS ranks rather than the EP group"
+    ),
+}
+"""`--all2all-backend` choices refused, each with the GPU buffers it allocates that the plan
+does not size (vllm/distributed/device_communicators/all2all.py and vllm/model_executor/layers/
+fused_moe/all2all_utils.py, read at commits 00143004 and 02bd2a49): counting the 1 GiB EP
+allowance for them would be a guess. The others are counted: `allgather_reducescatter`,
+`naive` and `pplx` (vLLM 0.33.0 falls back from the removed pplx to allgather_reducescatter)
+hold no persistent buffers beyond the allowance; `deepep_high_throughput` and
+`deepep_low_latency` hold DeepEP buffers the plan sizes."""
+MOE_DP_CHUNK_ENV: Final = "VLLM_MOE_DP_CHUNK_SIZE"
+"""vLLM's MoE data-parallel chunk, tokens (`int(os.getenv(..., "256"))`, vllm/envs.py): each DP
+rank dispatches at most this many tokens at a time (`FusedMoEConfig.max_num_tokens`), which
+sizes DeepEP low-latency's RDMA buffer. Read by the planner, so `spec.engine.env` may set it
+only as a literal whole number."""
+MOE_DP_CHUNK_DEFAULT_TOKENS: Final = 256
+"""vLLM's default `VLLM_MOE_DP_CHUNK_SIZE` (vllm/envs.py)."""
 OFFLOAD_BACKEND_FLAG: Final = "--offload-backend"
 """vLLM 0.33.0's weight offloader (`OffloadConfig.offload_backend`, vllm/config/offload.py):
 `uva` honours `--cpu-offload-gb`; `prefetch` ignores it ("UVA settings will be ignored"), and
