@@ -336,3 +336,58 @@ def test_every_bad_entry_is_reported_at_once() -> None:
     assert "--enable-lora is not supported" in text
     assert "--max-model-len is set by the operator" in text
     assert "--seed" not in text
+
+
+_NOT_COUNTED = (
+    "deepep_v2",
+    "flashinfer_all2allv",
+    "flashinfer_nvlink_one_sided",
+    "flashinfer_nvlink_two_sided",
+    "moonep",
+    "mori_high_throughput",
+    "mori_low_latency",
+    "nixl_ep",
+)
+
+
+@pytest.mark.parametrize("backend", _NOT_COUNTED)
+def test_all2all_backends_whose_buffers_the_plan_cannot_size_are_refused(backend: str) -> None:
+    """vLLM 0.33.0 accepts these `--all2all-backend` choices; each allocates buffers of its own
+    library (DeepEP v2 ElasticBuffer, FlashInfer MNNVL workspaces, MoonEP, MoRI, NIXL EP) that
+    the plan does not size, and they got the 1 GiB EP allowance as if it held them."""
+    entry = f"--all2all-backend={backend}"
+    with pytest.raises(InvalidSpecError, match=rf"spec\.engine\.extraArgs: {entry}.*not counted"):
+        _engine(entry)
+
+
+def test_the_counted_all2all_backends_are_vllms_other_choices() -> None:
+    flags = json.loads(FLAGS_FILE.read_text())["flags"] if FLAGS_FILE.is_file() else []
+    choices = next((f["choices"] for f in flags if "--all2all-backend" in f["options"]), None)
+    if choices is None:
+        pytest.skip(f"vLLM flag list fixture missing: {FLAGS_FILE} (set DSV4_FIXTURES)")
+    counted = [c for c in choices if c not in _NOT_COUNTED]
+    assert counted == [
+        "allgather_reducescatter",
+        "deepep_high_throughput",
+        "deepep_low_latency",
+        "naive",
+        "pplx",
+    ]
+    for backend in counted:
+        assert _engine(f"--all2all-backend={backend}").all2all_backend == backend
+
+
+def test_the_moe_dp_chunk_is_read_for_deepep_low_latency() -> None:
+    """DeepEP low-latency's RDMA buffer grows with VLLM_MOE_DP_CHUNK_SIZE (vLLM's
+    `FusedMoEConfig.max_num_tokens`, default 256), which went unread."""
+    spec = {
+        "model": "pro",
+        "gpu": {"types": ["h200-141gb"]},
+        "engine": {
+            "extraArgs": ["--all2all-backend=deepep_low_latency"],
+            "env": [{"name": "VLLM_MOE_DP_CHUNK_SIZE", "value": "128"}],
+        },
+    }
+    engine = parse_spec(spec).engine
+    assert (engine.all2all_backend, engine.moe_dp_chunk_tokens) == ("deepep_low_latency", 128)
+    assert _engine().moe_dp_chunk_tokens == 256

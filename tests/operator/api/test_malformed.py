@@ -593,6 +593,45 @@ CASES = [
         ("spec.engine.env[0]", "VLLM_DEEPEP_BUFFER_SIZE_MB", "whole number of MiB"),
     ),
     Case(
+        "env-moe-dp-chunk-is-not-a-number",
+        {"spec.engine": {"env": [{"name": "VLLM_MOE_DP_CHUNK_SIZE", "value": "2k"}]}},
+        None,  # the CEL rule checks the length only (a regex on the value costs too much)
+        ("spec.engine.env[0]", "VLLM_MOE_DP_CHUNK_SIZE", "whole number of tokens"),
+    ),
+    Case(
+        "env-moe-dp-chunk-is-zero",
+        {"spec.engine": {"env": [{"name": "VLLM_MOE_DP_CHUNK_SIZE", "value": "0"}]}},
+        None,
+        ("spec.engine.env[0]", "VLLM_MOE_DP_CHUNK_SIZE", "whole number of tokens"),
+    ),
+    Case(
+        "env-moe-dp-chunk-too-long",
+        {"spec.engine": {"env": [{"name": "VLLM_MOE_DP_CHUNK_SIZE", "value": "10000000"}]}},
+        ("spec.engine.env[0]", "VLLM_MOE_DP_CHUNK_SIZE", "whole number of tokens"),
+        ("spec.engine.env[0]", "VLLM_MOE_DP_CHUNK_SIZE", "whole number of tokens"),
+    ),
+    Case(
+        "env-moe-dp-chunk-from-a-config-map",
+        {
+            "spec.engine": {
+                "env": [
+                    {
+                        "name": "VLLM_MOE_DP_CHUNK_SIZE",
+                        "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}},
+                    }
+                ]
+            }
+        },
+        ("spec.engine.env[0]", "VLLM_MOE_DP_CHUNK_SIZE", "whole number of tokens"),
+        ("spec.engine.env[0]", "VLLM_MOE_DP_CHUNK_SIZE", "whole number of tokens"),
+    ),
+    Case(
+        "extra-args-all2all-backend-whose-buffers-are-not-counted",
+        {"spec.engine": {"extraArgs": ["--all2all-backend=flashinfer_nvlink_one_sided"]}},
+        ("spec.engine", "--all2all-backend", "flashinfer_nvlink_one_sided", "not counted"),
+        ("spec.engine.extraArgs", "--all2all-backend=flashinfer_nvlink_one_sided", "not counted"),
+    ),
+    Case(
         "env-nccl-raises-the-channel-minimum",
         {"spec.engine": {"env": [{"name": "NCCL_MIN_NCHANNELS", "value": "32"}]}},
         ("spec.engine.env[0]", "NCCL_MIN_NCHANNELS", "not supported"),

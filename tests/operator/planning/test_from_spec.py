@@ -170,3 +170,27 @@ def test_eplb_in_extra_args_reaches_the_plan() -> None:
     assert chosen.layout.expert_parallel
     assert chosen.memory.weights.eplb_buffer_bytes > 0
     assert spec_path("redundant_experts") == "spec.engine.extraArgs"
+
+
+def test_deepep_low_latency_and_its_moe_chunk_reach_the_plan() -> None:
+    """`--all2all-backend=deepep_low_latency` and VLLM_MOE_DP_CHUNK_SIZE size DeepEP's
+    low-latency RDMA buffer (Pro: 5,725,228,160 B at 256 tokens, 2,862,615,680 B at 128)."""
+    spec: dict[str, Any] = {
+        "model": "pro",
+        "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8, "maxNodes": 1},
+        "parallelism": {"tensor": 1, "data": 8, "expert": 8},
+        "maxModelLen": 65_536,
+        "engine": {
+            "extraArgs": ["--all2all-backend=deepep_low_latency"],
+            "env": [{"name": "VLLM_MOE_DP_CHUNK_SIZE", "value": "128"}],
+        },
+    }
+    req = request_from_spec(parse_spec(spec))
+    assert (req.all2all_backend, req.moe_dp_chunk_tokens) == ("deepep_low_latency", 128)
+    default = copy.deepcopy(spec)
+    del default["engine"]["env"]
+    assert (
+        plan(request_from_spec(parse_spec(default))).chosen.memory.overhead_bytes
+        - plan(req).chosen.memory.overhead_bytes
+        == 5_725_228_160 - 2_862_615_680
+    )

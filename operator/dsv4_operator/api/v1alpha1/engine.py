@@ -297,8 +297,9 @@ does not change with vLLM's default."""
 ALL2ALL_FLAG: Final = "--all2all-backend"
 """vLLM 0.33.0's expert-parallel all-to-all backend (`ParallelConfig.all2all_backend`), read by
 the planner: `deepep_high_throughput` holds DeepEP buffers of `DEEPEP_BUFFER_ENV` MiB per GPU
-(twice that when the EP group spans nodes), which the plan counts beyond its 1 GiB EP
-allowance."""
+(twice that when the EP group spans nodes) and `deepep_low_latency` one of them plus DeepEP's
+low-latency RDMA buffer, which the plan counts beyond its 1 GiB EP allowance; the backends of
+`ALL2ALL_NOT_COUNTED` are refused."""
 ALL2ALL_BACKENDS: Final = (
     "allgather_reducescatter",
     "deepep_high_throughput",
@@ -347,6 +348,13 @@ sizes DeepEP low-latency's RDMA buffer. Read by the planner, so `spec.engine.env
 only as a literal whole number."""
 MOE_DP_CHUNK_DEFAULT_TOKENS: Final = 256
 """vLLM's default `VLLM_MOE_DP_CHUNK_SIZE` (vllm/envs.py)."""
+_MOE_DP_CHUNK_PATTERN: Final = r"^[1-9][0-9]{0,5}$"
+"""A literal whole number of tokens from 1 to 999,999 (our bound, far above any batch). The CRD's
+CEL rule checks only a literal of at most 6 characters; the parse checks the digits."""
+_MOE_DP_CHUNK_REASON: Final = (
+    f"{MOE_DP_CHUNK_ENV} must be a literal whole number of tokens from 1 to 999,999 (vLLM's "
+    f"default {MOE_DP_CHUNK_DEFAULT_TOKENS}): the plan sizes DeepEP low-latency's buffers from it"
+)
 OFFLOAD_BACKEND_FLAG: Final = "--offload-backend"
 """vLLM 0.33.0's weight offloader (`OffloadConfig.offload_backend`, vllm/config/offload.py):
 `uva` honours `--cpu-offload-gb`; `prefetch` ignores it ("UVA settings will be ignored"), and
@@ -487,6 +495,20 @@ _DTYPE_RULE: Final[CelRule] = {
 }
 """The CRD's check of `--dtype` values (the parse's `_not_owned` makes the same one)."""
 
+_ALL2ALL_RULE: Final[CelRule] = {
+    "rule": (
+        "!has(self.extraArgs) || self.extraArgs.all(a, !(a in ["
+        + ", ".join(f"'{ALL2ALL_FLAG}={b}'" for b in ALL2ALL_NOT_COUNTED)
+        + "]))"
+    ),
+    "message": (
+        f"spec.engine.extraArgs: {ALL2ALL_FLAG} may not be "
+        + ", ".join(ALL2ALL_NOT_COUNTED)
+        + ": their GPU buffers are not counted by the plan"
+    ),
+}
+"""The CEL rule refusing the `ALL2ALL_NOT_COUNTED` backends (the `--flag=value` form; the
+operator's parse also refuses abbreviations and names the buffers)."""
 _OWNED_RULE: Final[CelRule] = {
     "rule": (
         "!has(self.extraArgs) || self.extraArgs.all(a, !"
@@ -652,6 +674,12 @@ class EnvVar(ApiModel):
             "message": f"spec.engine.env: {_DEEPEP_BUFFER_REASON}",
         },
         {
+            "rule": (
+                f"self.name != '{MOE_DP_CHUNK_ENV}' || (has(self.value) && size(self.value) <= 6)"
+            ),
+            "message": f"spec.engine.env: {_MOE_DP_CHUNK_REASON}",
+        },
+        {
             "rule": "!(self.name in [" + ", ".join(f"'{n}'" for n in NCCL_REFUSED_ENV) + "])",
             "message": (
                 f"spec.engine.env: {', '.join(NCCL_REFUSED_ENV)} are not supported: more "
@@ -692,6 +720,10 @@ class EnvVar(ApiModel):
             _DEEPEP_BUFFER_PATTERN, self.value or ""
         ):
             raise ValueError(_DEEPEP_BUFFER_REASON)
+        if self.name == MOE_DP_CHUNK_ENV and not re.fullmatch(
+            _MOE_DP_CHUNK_PATTERN, self.value or ""
+        ):
+            raise ValueError(_MOE_DP_CHUNK_REASON)
         if (problem := _nccl_env_problem(self.name, self.value)) is not None:
             raise ValueError(problem)
         return self
@@ -708,7 +740,7 @@ class EnvVar(ApiModel):
 class EngineSpec(ApiModel):
     """The inference engine (vLLM with our runtime) that worker pods run."""
 
-    model_config = with_cel_rules(_OWNED_RULE, _DTYPE_RULE)
+    model_config = with_cel_rules(_OWNED_RULE, _DTYPE_RULE, _ALL2ALL_RULE)
 
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)] | None = None
     """Container image of the worker pods; unset uses the operator's default runtime image."""
@@ -739,11 +771,13 @@ class EngineSpec(ApiModel):
     memory with `--enable-eplb` (one MoE layer of experts per GPU as its transfer buffer, and
     the redundant experts of `--eplb-config={"num_redundant_experts": R}`, a JSON object in
     the same entry, R from 0 to 1,024; EP layouts only), and the DeepEP buffers of
-    `--all2all-backend=deepep_high_throughput`, and `--max-logprobs=N` (0 to 1,024; -1 is
-    refused); capture-size lists are refused. While `version` is unset or vLLM 0.33.0's, each
-    entry must also pass 0.33.0's `vllm serve` parser (a known option or a unique prefix of
-    one, a value exactly when the option takes one, of its type and among its choices), which
-    vLLM would otherwise refuse by exiting at start in every pod."""
+    `--all2all-backend=deepep_high_throughput` and `deepep_low_latency` (the other all-to-all
+    backends but `naive` and `pplx`, whose buffers the plan does not size, are refused), and
+    `--max-logprobs=N` (0 to 1,024; -1 is refused); capture-size lists are refused. While
+    `version` is unset or vLLM 0.33.0's, each entry must also pass 0.33.0's `vllm serve`
+    parser (a known option or a unique prefix of one, a value exactly when the option takes
+    one, of its type and among its choices), which vLLM would otherwise refuse by exiting at
+    start in every pod."""
     env: Annotated[
         tuple[EnvVar, ...],
         Field(
@@ -757,10 +791,11 @@ class EngineSpec(ApiModel):
     """Extra environment variables of the engine container (at most 64, unique names);
     `VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS` may only be `1`, vLLM's default (the plan counts
     CUDA-graph memory inside gpu-memory-utilization, which `0` undoes), and
-    `VLLM_DEEPEP_BUFFER_SIZE_MB` only a literal whole number of MiB (the plan counts the DeepEP
-    buffers of `--all2all-backend=deepep_high_throughput`); `NCCL_BUFFSIZE`,
-    `NCCL_LL_BUFFSIZE` and `NCCL_LL128_BUFFSIZE` only literal byte counts (the plan scales its
-    NCCL memory with them), `NCCL_P2P_NET_CHUNKSIZE`, `NCCL_P2P_PCI_CHUNKSIZE` and
+    `VLLM_DEEPEP_BUFFER_SIZE_MB` only a literal whole number of MiB and `VLLM_MOE_DP_CHUNK_SIZE`
+    only a literal whole number of tokens (the plan counts the DeepEP buffers of
+    `--all2all-backend=deepep_high_throughput` and `deepep_low_latency` they size);
+    `NCCL_BUFFSIZE`, `NCCL_LL_BUFFSIZE` and `NCCL_LL128_BUFFSIZE` only literal byte counts (the
+    plan scales its NCCL memory with them), `NCCL_P2P_NET_CHUNKSIZE`, `NCCL_P2P_PCI_CHUNKSIZE` and
     `NCCL_P2P_NVL_CHUNKSIZE` only literal byte counts up to NCCL's defaults, and
     `NCCL_MIN_NCHANNELS`, `NCCL_NCHANNELS` and `NCCL_MIN_CTAS` (more channels than NCCL picks)
     are refused; networking and debugging variables (NCCL_IB_HCA, NCCL_SOCKET_IFNAME,
@@ -826,6 +861,17 @@ class EngineSpec(ApiModel):
         var = next((v for v in self.env if v.name == DEEPEP_BUFFER_ENV), None)
         mib = DEEPEP_BUFFER_DEFAULT_MIB if var is None or var.value is None else int(var.value)
         return mib << 20
+
+    @property
+    def moe_dp_chunk_tokens(self) -> int:
+        """`VLLM_MOE_DP_CHUNK_SIZE` as `spec.engine.env` sets it, tokens (vLLM's 256 without).
+
+        The planner sizes DeepEP low-latency's RDMA buffer from it.
+        """
+        var = next((v for v in self.env if v.name == MOE_DP_CHUNK_ENV), None)
+        if var is None or var.value is None:
+            return MOE_DP_CHUNK_DEFAULT_TOKENS
+        return int(var.value)
 
     @property
     def nccl_buffer_bytes(self) -> int:
@@ -1047,8 +1093,27 @@ def _choice_reader(choices: tuple[str, ...]) -> Callable[[str], str]:
     return read
 
 
-_all2all_backend = _choice_reader(ALL2ALL_BACKENDS)
-"""The backend of an `--all2all-backend=...` entry, checked against `ALL2ALL_BACKENDS`."""
+_all2all_choice = _choice_reader(ALL2ALL_BACKENDS)
+
+
+def _all2all_backend(arg: str) -> str:
+    """The backend of an `--all2all-backend=...` entry, one the plan counts.
+
+    Raises:
+        ValueError: a value not among `ALL2ALL_BACKENDS`, or one of `ALL2ALL_NOT_COUNTED`
+            (naming the buffers the plan does not size).
+    """
+    backend = _all2all_choice(arg)
+    if (held := ALL2ALL_NOT_COUNTED.get(backend)) is not None:
+        counted = ", ".join(b for b in ALL2ALL_BACKENDS if b not in ALL2ALL_NOT_COUNTED)
+        msg = (
+            f"{arg}: its GPU buffers ({held}) are not counted by the plan, which would size "
+            f"the GPU memory wrongly; use one of {counted}"
+        )
+        raise ValueError(msg)
+    return backend
+
+
 _offload_backend = _choice_reader(OFFLOAD_BACKENDS)
 """The backend of an `--offload-backend=...` entry, checked against `OFFLOAD_BACKENDS`."""
 
