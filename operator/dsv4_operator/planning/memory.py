@@ -356,9 +356,10 @@ def overhead_bytes(
     With an all-to-all in use (expert parallel with DP > 1: vLLM's `use_all2all_kernels`), the
     EP term is at least the DeepEP buffers of the backend:
 
-    - `deepep_high_throughput`: `deepep_buffer_bytes` over NVLink, plus as much for RDMA when
-      the EP group spans nodes (`DeepEPHTAll2AllManager._make_all2all_kwargs`, vllm/distributed/
-      device_communicators/all2all.py; `VLLM_DEEPEP_BUFFER_SIZE_MB`, default 1024 MiB).
+    - `deepep_high_throughput`: `deepep_buffer_bytes` over NVLink and DeepEP's 32 MiB
+      workspace, plus `deepep_buffer_bytes` for RDMA when the EP group spans nodes
+      (`DeepEPHTAll2AllManager._make_all2all_kwargs`, vllm/distributed/device_communicators/
+      all2all.py; `VLLM_DEEPEP_BUFFER_SIZE_MB`, default 1024 MiB).
     - `deepep_low_latency`: `deepep_buffer_bytes` over NVLink, DeepEP's 32 MiB workspace and
       the RDMA buffer `deepep_low_latency_rdma_bytes(moe_dp_chunk_tokens, hidden, experts +
       redundant_experts)` (`DeepEPLLAll2AllManager._make_all2all_kwargs`), on one node or many.
@@ -378,7 +379,7 @@ def overhead_bytes(
             all2all = engine.all2all_bytes
             if all2all_backend == "deepep_high_throughput" and layout.data_parallel > 1:
                 rdma = deepep_buffer_bytes if layout.nodes > 1 else 0
-                all2all = max(all2all, deepep_buffer_bytes + rdma)
+                all2all = max(all2all, deepep_buffer_bytes + DEEPEP_WORKSPACE_BYTES + rdma)
             elif all2all_backend == "deepep_low_latency" and layout.data_parallel > 1:
                 if model is None:
                     msg = "model: deepep_low_latency buffers depend on the model"

@@ -62,7 +62,8 @@ class PlanRequest:
         redundant_experts: `num_redundant_experts` of `--eplb-config` (R, needs `eplb`): every
             MoE layer holds E + R physical experts, (E + R) / EP per GPU.
         all2all_backend: vLLM's `--all2all-backend`; `deepep_high_throughput` adds DeepEP
-            buffers of `deepep_buffer_bytes` (twice over nodes) beyond the EP allowance, and
+            buffers of `deepep_buffer_bytes` (twice over nodes) and DeepEP's 32 MiB workspace
+            beyond the EP allowance, and
             `deepep_low_latency` one of `deepep_buffer_bytes`, DeepEP's 32 MiB workspace and
             the low-latency RDMA buffer (`memory.deepep_low_latency_rdma_bytes`). The backends
             of `ALL2ALL_NOT_COUNTED`, whose buffers the plan does not size, are refused.

@@ -505,7 +505,9 @@ def test_deepep_high_throughput_buffers_are_counted() -> None:
     """DeepEP high-throughput buffers: VLLM_DEEPEP_BUFFER_SIZE_MB MiB over NVLink, and as much
     again for RDMA when the EP group spans nodes (vLLM DeepEPHTAll2AllManager.
     _make_all2all_kwargs), allocated before vLLM sizes the KV cache; the plan kept its 1 GiB
-    EP allowance, 1 GiB per GPU short on two nodes and more with a larger buffer size."""
+    EP allowance, 1 GiB per GPU short on two nodes and more with a larger buffer size. Every
+    deep_ep.Buffer also cudaMallocs a 32 MiB workspace (DeepEP NUM_WORKSPACE_BYTES,
+    csrc/deep_ep.cpp Buffer::Buffer), which went uncounted even on one node."""
     base = PlanRequest(
         model="pro",
         gpu_types=("h200-141gb",),
@@ -520,17 +522,19 @@ def test_deepep_high_throughput_buffers_are_counted() -> None:
     plain = plan(base).chosen.memory
     ht = plan(dataclasses.replace(base, all2all_backend="deepep_high_throughput")).chosen.memory
     assert plan(base).chosen.layout.nodes == 2
-    assert ht.overhead_bytes == plain.overhead_bytes + gib  # NVL 1 GiB + RDMA 1 GiB vs 1 GiB
+    workspace = 32 << 20
+    # NVL 1 GiB + RDMA 1 GiB + workspace vs 1 GiB
+    assert ht.overhead_bytes == plain.overhead_bytes + gib + workspace
     one_node = dataclasses.replace(base, max_nodes=1, data_parallel=8)
     assert (
         plan(
             dataclasses.replace(one_node, all2all_backend="deepep_high_throughput")
         ).chosen.memory.overhead_bytes
-        == plan(one_node).chosen.memory.overhead_bytes
-    )  # NVL only: the 1 GiB the allowance already holds
+        == plan(one_node).chosen.memory.overhead_bytes + workspace
+    )  # NVL only (the 1 GiB the allowance already holds) and the workspace
     big = dataclasses.replace(
         one_node, all2all_backend="deepep_high_throughput", deepep_buffer_bytes=4 * gib
     )
     assert plan(big).chosen.memory.overhead_bytes == plan(one_node).chosen.memory.overhead_bytes + (
-        3 * gib
+        3 * gib + workspace
     )
