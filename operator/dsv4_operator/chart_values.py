@@ -64,9 +64,14 @@ QUANTITY: Final = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE
 """A non-negative Kubernetes resource quantity (apimachinery `resource.Quantity`)."""
 IMAGE_REPOSITORY: Final = r"^([^/@:]+(:[0-9]+)?/)?[^@:]+$"
 """An image reference without tag or digest: an optional `host[:port]/` then no `:` or `@`."""
-SELECTOR_LABELS: Final = ("app.kubernetes.io/name", "app.kubernetes.io/instance")
-"""Pod labels the chart's Deployment selects by (`_helpers.tpl` selectorLabels, with
-`app.kubernetes.io/component`): `podLabels` may not set them."""
+SELECTOR_LABELS: Final = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+)
+"""Pod labels the chart's Deployment selects by (`_helpers.tpl` selectorLabels): `podLabels`
+may not set them (another value makes the API server refuse the Deployment: its selector would
+not match its template's labels)."""
 DURATION: Final = r"^([0-9]+(ms|s|m|h))+$"
 """A Prometheus duration as the ServiceMonitor CRD accepts it (`30s`, `1m30s`)."""
 

@@ -69,6 +69,13 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
         {"podLabels": {"app.kubernetes.io/name": "x"}},
         "invalid propertyName 'app.kubernetes.io/name'",
     ),
+    # The selector has a third label: this one rendered, then the API server refused the
+    # Deployment ("`selector` does not match template `labels`").
+    (
+        "selector-pod-label-component",
+        {"podLabels": {"app.kubernetes.io/component": "x"}},
+        "invalid propertyName 'app.kubernetes.io/component'",
+    ),
     ("image-repository-with-tag", {"image": {"repository": "repo:1.2"}}, "/image/repository"),
     # ... or weakened Pod Security `restricted`, or rendered the same Role twice.
     ("capabilities-kept", {"securityContext": {"capabilities": {"drop": []}}}, "/drop"),
@@ -178,3 +185,14 @@ def test_module_exports_every_public_name() -> None:
     }
     assert public <= set(chart_values.__all__)
     assert all(hasattr(chart_values, name) for name in chart_values.__all__)
+
+
+def test_pod_labels_may_not_set_any_label_the_deployment_selects_by() -> None:
+    """Every selector label the chart renders is refused in podLabels (read from the rendered
+    Deployment, so a label added to `selectorLabels` later is covered too)."""
+    (deployment,) = [o for o in template() if o["kind"] == "Deployment"]
+    selector = set(deployment["spec"]["selector"]["matchLabels"])
+    assert selector == set(chart_values.SELECTOR_LABELS)
+    for label in sorted(selector):
+        with pytest.raises(ValidationError, match="selects its pods by it"):
+            ChartValues.model_validate({"podLabels": {label: "x"}})
