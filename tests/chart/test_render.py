@@ -405,3 +405,25 @@ def test_packaged_chart_holds_crds_dashboard_and_schema(tmp_path: Path) -> None:
         names = set(tar.getnames())
     for part in ("crds/" + CRD_FILE.name, "dashboards/dsv4-overview.json", "values.schema.json"):
         assert f"dsv4-operator/{part}" in names
+
+
+def _notes(*sets: str) -> str:
+    """The NOTES helm prints for an install with `sets` (client-side dry run: no cluster, so no
+    monitoring.coreos.com/v1 kinds are served)."""
+    args = ["install", "dsv4", str(CHART_DIR), "--dry-run=client", "-n", "dsv4-system"]
+    for item in sets:
+        args += ["--set", item]
+    out: str = helm(*args).stdout
+    return out.partition("NOTES:")[2]
+
+
+def test_notes_warn_of_an_unserved_pod_monitor_with_or_without_the_operator_metrics() -> None:
+    """The PodMonitor scrapes the engines, not the operator: NOTES must say it was not created
+    (the keda/hpa modes and the dashboard then read no vLLM metrics) also when the operator's
+    own metrics are off; the warning sat inside the metrics.enabled block."""
+    for metrics in ("true", "false"):
+        notes = _notes(f"metrics.enabled={metrics}", "metrics.podMonitor.enabled=true")
+        assert "does not serve monitoring.coreos.com/v1\n   PodMonitor: none was created" in (
+            notes
+        ), metrics
+    assert "PodMonitor" not in _notes("metrics.enabled=false")
