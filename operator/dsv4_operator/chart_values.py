@@ -217,9 +217,10 @@ class CrdValues(_Values):
     """The DeepSeekV4Deployment CRD on upgrades (Helm installs `crds/` only on first install)."""
 
     upgrade: bool = True
-    """Apply `crds/` on `helm upgrade` through a pre-upgrade hook (server-side, never deleted);
-    false leaves CRD upgrades to `kubectl apply --server-side --force-conflicts
-    --field-manager=helm -f crds/` before each upgrade (README)."""
+    """Apply `crds/` on `helm upgrade` through a pre-upgrade hook (server-side, never deleted;
+    refused when the cluster's CRD has fields the chart's lacks, i.e. is newer); false leaves
+    CRD upgrades to `kubectl apply --server-side --force-conflicts --field-manager=helm -f
+    crds/` before each upgrade (README)."""
 
 
 class PeeringValues(_Values):

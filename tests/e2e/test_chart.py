@@ -12,6 +12,8 @@
   `spec.cost`) -> the CRD is upgraded (by the chart's pre-upgrade hook, or by the documented
   `kubectl apply --server-side` step with crds.upgrade=false), the operator image follows the
   new appVersion; uninstall keeps the CRD and the DeepSeekV4Deployments.
+- upgrade to an older chart -> the CRD hook refuses to downgrade the CRD, naming the fields the
+  older schema lacks; `crds.upgrade=false` gets past it and leaves the CRD as it is.
 
 The test server is Kubernetes 1.20, whose CRD schema has no `x-kubernetes-validations` (CEL, from
 1.25), so server-side apply of the generated CRD fails there ("field not declared in schema").
@@ -692,3 +694,57 @@ def test_the_chart_fails_cleanly_on_a_cluster_without_cel(
     assert "x-kubernetes-validations: field not declared in schema" in done.stderr
     listed = control_plane.helm("list", "-n", namespace, "-q").stdout
     assert namespace not in listed.split()
+
+
+def test_an_older_chart_does_not_downgrade_the_crd_through_the_upgrade_hook(
+    control_plane: ControlPlane,
+    upstream_crds: dict[str, Any],
+    dsv4_crd: Any,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """`helm upgrade` with an older chart (a GitOps revert, an old checkout, a second release
+    still on the previous version) must not apply its older CRD over the cluster's newer one:
+    the API server would drop the fields the old schema lacks from every DeepSeekV4Deployment
+    on read, and for good at the next write (a kopf annotation patch is enough). The hook
+    refuses, naming the fields; `crds.upgrade=false` leaves the CRD alone."""
+    plane = control_plane
+    current = copy_chart(tmp_path / "new", crd=crd_for_1_20, kube_version=KUBE_1_20)
+    older = copy_chart(
+        tmp_path / "old",
+        version="0.0.9",
+        app_version="0.0.9",
+        crd=old_crd_for_1_20,
+        kube_version=KUBE_1_20,
+    )
+    release = namespace
+    try:
+        plane.helm("install", release, str(current), "-n", namespace)
+        assert OLD_CRD_DROPS in crd_spec_properties(plane)
+        # Only Helm owns the CRD's fields, as on a cluster where charts alone applied it (the
+        # session fixture's own manager would turn the downgrade into a field conflict).
+        got = plane.kubectl_json("get", "crd", CRD_NAME, "--show-managed-fields")
+        fields = got["metadata"]["managedFields"]
+        helm_owned = [f for f in fields if f["manager"] == "helm" and f["operation"] == "Apply"]
+        assert helm_owned, fields
+        reset = {"metadata": {"managedFields": helm_owned}}
+        plane.kubectl("patch", "crd", CRD_NAME, "--type=merge", "-p", json.dumps(reset))
+        upgrade = ["upgrade", release, str(older), "-n", namespace, "--reset-then-reuse-values"]
+        done = plane.helm(*upgrade, check=False)
+        assert done.returncode != 0
+        assert f"spec.{OLD_CRD_DROPS}" in done.stderr, done.stderr
+        assert "crds.upgrade=false" in done.stderr, done.stderr
+        assert OLD_CRD_DROPS in crd_spec_properties(plane)
+        # The documented way past it leaves the CRD as it is.
+        plane.helm(*upgrade, "--set", "crds.upgrade=false")
+        assert OLD_CRD_DROPS in crd_spec_properties(plane)
+        # The same chart again still applies through the hook.
+        again = ["upgrade", release, str(current), "-n", namespace, "--reset-then-reuse-values"]
+        plane.helm(*again, "--set", "crds.upgrade=true")
+        assert OLD_CRD_DROPS in crd_spec_properties(plane)
+    finally:
+        plane.helm("uninstall", release, "-n", namespace, check=False)
+        current_crd = crd_for_1_20(yaml.safe_load(CRD_FILE.read_text()))
+        restore = ["apply", "--server-side", "--force-conflicts", "--field-manager", "dsv4-e2e"]
+        plane.kubectl(*restore, "-f", "-", stdin=json.dumps(current_crd))
+        plane.wait_crd_established(CRD_NAME)

@@ -66,3 +66,27 @@ app.kubernetes.io/component: operator
 {{- define "dsv4-operator.metricsServiceName" -}}
 {{- printf "%s-metrics" (include "dsv4-operator.fullname" . | trunc 55 | trimSuffix "-") }}
 {{- end }}
+
+{{/*
+Space-separated paths (spec.cost, spec.gpu.types[]) of the schema properties that `live` (an
+openAPIV3Schema from the cluster) declares and `ours` lacks, below `path`; recursing through
+properties, items and additionalProperties schemas (crd-upgrade.yaml: no CRD downgrade).
+*/}}
+{{- define "dsv4-operator.propertiesMissing" -}}
+{{- $ours := .ours | default dict }}
+{{- $ourProperties := $ours.properties | default dict }}
+{{- range $name, $liveChild := (.live.properties | default dict) }}
+{{- $at := ternary $name (printf "%s.%s" $.path $name) (eq $.path "") }}
+{{- if hasKey $ourProperties $name }}
+{{- include "dsv4-operator.propertiesMissing" (dict "live" $liveChild "ours" (get $ourProperties $name) "path" $at) }}
+{{- else }}
+{{- printf "%s " $at }}
+{{- end }}
+{{- end }}
+{{- if kindIs "map" .live.items }}
+{{- include "dsv4-operator.propertiesMissing" (dict "live" .live.items "ours" $ours.items "path" (printf "%s[]" .path)) }}
+{{- end }}
+{{- if kindIs "map" .live.additionalProperties }}
+{{- include "dsv4-operator.propertiesMissing" (dict "live" .live.additionalProperties "ours" $ours.additionalProperties "path" (printf "%s{}" .path)) }}
+{{- end }}
+{{- end }}
