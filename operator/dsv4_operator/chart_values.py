@@ -72,8 +72,12 @@ SELECTOR_LABELS: Final = (
 """Pod labels the chart's Deployment selects by (`_helpers.tpl` selectorLabels): `podLabels`
 may not set them (another value makes the API server refuse the Deployment: its selector would
 not match its template's labels)."""
-DURATION: Final = r"^([0-9]+(ms|s|m|h))+$"
-"""A Prometheus duration as the ServiceMonitor CRD accepts it (`30s`, `1m30s`)."""
+DURATION: Final = (
+    r"^(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?$"
+)
+"""A Prometheus duration as the ServiceMonitor and PodMonitor CRDs accept it (`30s`, `1m30s`):
+their `interval` pattern (prometheus-operator `Duration`) without its bare `0`, each unit at
+most once and from the largest down; non-empty (`min_length`)."""
 
 Namespace = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL)]
 ObjectName = Annotated[str, StringConstraints(max_length=253, pattern=DNS_SUBDOMAIN)]
@@ -245,7 +249,7 @@ class ServiceMonitorValues(_Values):
 
     enabled: bool = False
     """Create it; rendered only when the cluster serves `monitoring.coreos.com/v1`."""
-    interval: Annotated[str, StringConstraints(pattern=DURATION)] = "30s"
+    interval: Annotated[str, StringConstraints(min_length=1, pattern=DURATION)] = "30s"
     """Scrape interval."""
     labels: dict[str, str] = Field(default_factory=dict)
     """Extra labels, e.g. the `release` label a Prometheus selects ServiceMonitors by."""
@@ -258,7 +262,7 @@ class PodMonitorValues(_Values):
     """Create it; rendered only when the cluster serves `monitoring.coreos.com/v1`. The KEDA and
     HPA autoscaling modes and the dashboard read these series from Prometheus: enable it (or
     scrape the leaders' `admin` port some other way) when you use them."""
-    interval: Annotated[str, StringConstraints(pattern=DURATION)] = "15s"
+    interval: Annotated[str, StringConstraints(min_length=1, pattern=DURATION)] = "15s"
     """Scrape interval (KEDA's queries take a 2-minute rate)."""
     labels: dict[str, str] = Field(default_factory=dict)
     """Extra labels, e.g. the `release` label a Prometheus selects PodMonitors by."""

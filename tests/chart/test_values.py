@@ -7,6 +7,7 @@ exit non-zero naming the value), and by the pydantic model the schema comes from
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
-from tests.chart.chart_support import CHART_DIR, VALUES_DIR, helm, template
+from tests.chart.chart_support import CHART_DIR, VALUES_DIR, helm, template, upstream_crd
 from tests.support.cluster import REPO_ROOT
 
 import dsv4_operator
@@ -46,6 +47,18 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     (
         "scrape-interval",
         {"metrics": {"serviceMonitor": {"interval": "soon"}}},
+        "/metrics/serviceMonitor/interval",
+    ),
+    # The Prometheus-operator CRDs refuse these (units out of order, repeated): they rendered,
+    # then the API server refused the ServiceMonitor / PodMonitor at install.
+    (
+        "scrape-interval-out-of-order",
+        {"metrics": {"podMonitor": {"interval": "30s1m"}}},
+        "/metrics/podMonitor/interval",
+    ),
+    (
+        "scrape-interval-repeated-unit",
+        {"metrics": {"serviceMonitor": {"interval": "1h1h"}}},
         "/metrics/serviceMonitor/interval",
     ),
     ("memory-quantity", {"resources": {"limits": {"memory": "lots"}}}, "/resources/limits"),
@@ -196,3 +209,41 @@ def test_pod_labels_may_not_set_any_label_the_deployment_selects_by() -> None:
     for label in sorted(selector):
         with pytest.raises(ValidationError, match="selects its pods by it"):
             ChartValues.model_validate({"podLabels": {label: "x"}})
+
+
+INTERVALS = ["30s", "1m30s", "2h", "1d", "1w2d", "1y2w3d4h5m6s7ms", "500ms", "30s1m", "1h1h"]
+INTERVALS += ["", "15", "1.5s", "ms", "1M", "0"]
+
+
+def _interval_patterns(node: Any) -> set[str]:
+    """The `pattern` of every `interval` property in a CRD schema, at any depth."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        interval = (node.get("properties") or {}).get("interval") or {}
+        if isinstance(interval, dict) and "pattern" in interval:
+            found.add(str(interval["pattern"]))
+        for value in node.values():
+            found |= _interval_patterns(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _interval_patterns(item)
+    return found
+
+
+@pytest.mark.parametrize("interval", INTERVALS)
+def test_scrape_intervals_are_those_the_monitor_crds_accept(interval: str) -> None:
+    """An interval the chart takes must pass the Prometheus-operator CRDs' own pattern (read
+    from the upstream fixtures), so no accepted value fails at install; plain ones pass."""
+    patterns = _interval_patterns(upstream_crd("monitoring.coreos.com_servicemonitors.yaml"))
+    patterns |= _interval_patterns(upstream_crd("monitoring.coreos.com_podmonitors.yaml"))
+    assert patterns, "no interval pattern found in the monitor CRDs"
+    for section in ("serviceMonitor", "podMonitor"):
+        values = {"metrics": {section: {"interval": interval}}}
+        try:
+            ChartValues.model_validate(values)
+        except ValidationError:
+            continue
+        for pattern in patterns:
+            assert re.search(pattern, interval), (section, interval, pattern)
+    if interval in {"1m30s", "1d", "1y2w3d4h5m6s7ms"}:
+        ChartValues.model_validate({"metrics": {"podMonitor": {"interval": interval}}})
