@@ -106,10 +106,11 @@ class ImageValues(_Values):
     """Image repository, without a tag or digest (`image.tag`, `image.digest` set those); a
     registry port (`registry:5000/dsv4-operator`) is fine."""
     tag: str | Annotated[int, Field(ge=0, le=2**53 - 1)] = ""
-    """Image tag; empty means the chart's appVersion (the dsv4 package version). Quote an
-    all-digit tag in a values file (`tag: "20250101"`): YAML reads it as a number, which
-    loses leading zeros; unquoted numbers up to 2^53 - 1 (exact in a float) render as
-    written."""
+    """Image tag; empty means the chart's appVersion (the dsv4 package version). Quote a tag
+    that YAML reads as a number in a values file (`tag: "20250101"`, `tag: "1.0"`): leading
+    zeros are lost, and Helm hands `1.0` to the chart as the number 1, indistinguishable from
+    `1`, so it renders as `:1` (another image); unquoted integers up to 2^53 - 1 (exact in a
+    float) render as written."""
     digest: Annotated[str, StringConstraints(pattern=r"^(sha256:[a-f0-9]{64})?$")] = ""
     """Image digest (`sha256:...`); when set it pins the image and the tag is ignored."""
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
