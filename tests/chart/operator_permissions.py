@@ -45,6 +45,7 @@ KIND_GROUPS: Final = {
     "KopfPeering": "kopf.dev",
     "ClusterKopfPeering": "kopf.dev",
     "PersistentVolumeClaim": "",
+    "CustomResourceDefinition": "apiextensions.k8s.io",
 }
 """API group of each kind in `PLURALS` (a new kind there fails a test until it is added)."""
 
@@ -57,6 +58,7 @@ CLIENT_METHOD_VERBS: Final[dict[str, tuple[str, ...]]] = {
     "patch_status": ("patch",),
     "patch_replicas": ("patch",),
     "served_kinds": (),
+    "custom_resource_definition": ("list",),
     "close": (),
 }
 """RBAC verbs of each public `KubeClient` method. `served_kinds` reads discovery documents
@@ -74,6 +76,9 @@ PEERING_KINDS: Final = frozenset({"KopfPeering", "ClusterKopfPeering"})
 """Kinds the client only creates (`dsv4_operator.kube.peering`), at startup."""
 READ_ONLY_KINDS: Final = frozenset({"PersistentVolumeClaim"})
 """Kinds the reconciler only reads (`handlers.references`: do the claims a spec names exist)."""
+CRD_KIND: Final = "CustomResourceDefinition"
+"""Read (LIST by name) and watched by the startup check and the CRD watch
+(`handlers.lifecycle`, `kube.crd_watch`), cluster-scoped: the verbs kopf's scan needs too."""
 
 
 @dataclass(frozen=True, order=True)
@@ -110,7 +115,13 @@ def client_methods() -> set[str]:
 def child_kinds() -> set[str]:
     """Kinds the reconciler reads and applies: every kind the client knows but ours, Event and
     kopf's peering objects."""
-    return set(PLURALS) - {OWN_KIND, "Event"} - PEERING_KINDS - CREATE_ONLY_KINDS - READ_ONLY_KINDS
+    return (
+        set(PLURALS)
+        - {OWN_KIND, "Event", CRD_KIND}
+        - PEERING_KINDS
+        - CREATE_ONLY_KINDS
+        - READ_ONLY_KINDS
+    )
 
 
 def client_permissions() -> set[Permission]:
@@ -133,6 +144,9 @@ def client_permissions() -> set[Permission]:
         group, plural = KIND_GROUPS[kind], PLURALS[kind]
         for verb in CLIENT_METHOD_VERBS["get"]:
             needs.add(Permission(group, plural, verb, "namespace", f"read {kind}"))
+    for verb in (*CLIENT_METHOD_VERBS["custom_resource_definition"], "watch"):
+        group, plural = KIND_GROUPS[CRD_KIND], PLURALS[CRD_KIND]
+        needs.add(Permission(group, plural, verb, "cluster", "the served CRD is not older"))
     for verb in CLIENT_METHOD_VERBS["patch_status"]:
         needs.add(Permission(GROUP, f"{PLURAL}/status", verb, "namespace", "status patch"))
     needs.add(

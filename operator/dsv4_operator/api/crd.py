@@ -4,6 +4,7 @@
 columns); `crd_manifest` assembles the `apiextensions.k8s.io/v1` object that `dsv4 crdgen` writes.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -15,7 +16,14 @@ from dsv4_operator.api.v1alpha1 import deployment
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.api.v1alpha1.status import DeepSeekV4DeploymentStatus
 
-__all__ = ["DEEPSEEK_V4_DEPLOYMENT", "CRDInfo", "PrinterColumn", "crd_manifest", "crd_schema"]
+__all__ = [
+    "DEEPSEEK_V4_DEPLOYMENT",
+    "CRDInfo",
+    "PrinterColumn",
+    "crd_manifest",
+    "crd_schema",
+    "schema_gaps",
+]
 
 
 @dataclass(frozen=True)
@@ -192,3 +200,56 @@ def crd_manifest(info: CRDInfo = DEEPSEEK_V4_DEPLOYMENT) -> dict[str, Any]:
             "versions": [version],
         },
     }
+
+
+def schema_gaps(served: Mapping[str, Any], ours: Mapping[str, Any]) -> list[str]:
+    """What `ours` defines that the served CRD lacks: versions, and schema property paths.
+
+    The API server prunes, from every object it reads or writes, the fields its CRD's schema
+    does not list (structural schemas, `apiextensions.k8s.io/v1`). An older CRD applied over
+    this operator's (another Helm release of an older chart, a GitOps revert) hides those
+    fields at once and deletes them for good at the next write of each object, which this
+    operator makes on every reconcile (status, kopf's annotations). So the operator checks for
+    gaps before it writes and stops while there are any (`handlers.lifecycle`).
+
+    Args:
+        served: the CustomResourceDefinition as the API server returns it.
+        ours: `crd_manifest()`, the CRD this operator was built with.
+
+    Returns:
+        `version v1alpha1` for a version not served, then `spec.placement (v1alpha1)` for each
+        property path missing from a served version (`[]` steps into array items, `{}` into
+        map values); the first missing level of a path only. Empty when nothing is missing.
+    """
+    served_versions = {v.get("name"): v for v in served.get("spec", {}).get("versions", [])}
+    gaps: list[str] = []
+    for version in ours["spec"]["versions"]:
+        name = version["name"]
+        live = served_versions.get(name)
+        if live is None or not live.get("served", False):
+            gaps.append(f"version {name}")
+            continue
+        live_schema = live.get("schema", {}).get("openAPIV3Schema", {})
+        ours_schema = version["schema"]["openAPIV3Schema"]
+        gaps += [f"{path} ({name})" for path in _missing(ours_schema, live_schema, "")]
+    return gaps
+
+
+def _missing(ours: Mapping[str, Any], live: Mapping[str, Any], path: str) -> list[str]:
+    """Property paths under `ours` that `live` (a served schema node) does not define."""
+    found: list[str] = []
+    live_properties = live.get("properties") or {}
+    for name, child in (ours.get("properties") or {}).items():
+        at = f"{path}.{name}" if path else name
+        if name in live_properties:
+            found += _missing(child, live_properties[name], at)
+        elif not live.get("x-kubernetes-preserve-unknown-fields"):
+            found.append(at)
+    for key, step in (("items", "[]"), ("additionalProperties", "{}")):
+        if isinstance(ours.get(key), Mapping):
+            live_child = live.get(key)
+            if isinstance(live_child, Mapping):
+                found += _missing(ours[key], live_child, f"{path}{step}")
+            elif not (live.get("x-kubernetes-preserve-unknown-fields") or live_child is True):
+                found.append(f"{path}{step}")
+    return found

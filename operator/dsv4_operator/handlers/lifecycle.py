@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import kopf
 
+from dsv4_operator.api.crd import DEEPSEEK_V4_DEPLOYMENT, crd_manifest, schema_gaps
 from dsv4_operator.handlers.autoscaler import Autoscaler, AutoscalerMetrics
 from dsv4_operator.handlers.reconciler import Reconciler
 from dsv4_operator.kube import (
@@ -17,6 +20,7 @@ from dsv4_operator.kube import (
     KubeClient,
     TransientApiError,
     build_api_client,
+    watch_crd,
 )
 from dsv4_operator.kube.client import PLURALS
 from dsv4_operator.kube.peering import PEERING_API_VERSION, PeeringResult, ensure_peering
@@ -26,10 +30,13 @@ from dsv4_operator.settings import OperatorSettings
 
 __all__ = [
     "API_RETRY_BACKOFFS_SECONDS",
+    "CRD_GAPS_KEY",
     "PEERING_BACKOFF_SECONDS",
     "PEERING_RECHECK_SECONDS",
     "PEERING_RETRIES",
+    "STOP_ON_CRD_GAPS_KEY",
     "configure_kopf",
+    "crd_gaps_message",
     "create_peering_objects",
     "register_lifecycle_handlers",
     "register_peering_handler",
@@ -50,6 +57,13 @@ return is noticed within 15 s. A longer one still ends a peered operator (its po
 Set for a single replica too. kopf retries 403 Forbidden as it does 5xx and connection errors
 (kopf 1.45 `_cogs/clients/api.py`), so a permission kopf's own requests lack (a watched
 namespace without its Role) also ends the operator only after these 11.5 minutes, not ~1."""
+CRD_GAPS_KEY = "crd_gaps"
+"""The memo key under which the CRD watch leaves the gaps it found before stopping the
+operator (`runner.run` then exits 1)."""
+STOP_ON_CRD_GAPS_KEY = "stop_on_crd_gaps"
+"""Set in the memo by `runner.run`: the CRD watch may stop this process (SIGTERM to itself,
+kopf's graceful stop, as on pod termination). Not set under a test's in-process runner, where
+the watch only logs."""
 PEERING_RECHECK_SECONDS = 30.0
 """How often each watched namespace's KopfPeering is checked: created soon after a namespace
 that did not exist at startup appears, and again after a namespace is deleted and re-created
@@ -91,6 +105,7 @@ def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: Operato
             # retrying this handler every minute behind a traceback.
             raise kopf.PermanentError(str(error)) from error
         kube = KubeClient(api_client, FIELD_MANAGER, on_write=count)
+        _check_served_crd(kube, memo, logger)
         reconciler = Reconciler(
             kube,
             metrics,
@@ -127,12 +142,69 @@ def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: Operato
 
     @kopf.on.cleanup(registry=registry)
     def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        stop: threading.Event | None = memo.get("peering_stop")
-        if stop is not None:
-            stop.set()
+        for key in ("peering_stop", "crd_watch_stop"):
+            stop: threading.Event | None = memo.get(key)
+            if stop is not None:
+                stop.set()
         reconciler: Reconciler | None = memo.get("reconciler")
         if reconciler is not None:
             reconciler.kube.close()
+
+
+def crd_gaps_message(gaps: list[str]) -> str:
+    """Why the operator stops: the served CRD lacks `gaps` (`api.crd.schema_gaps`)."""
+    shown = ", ".join(gaps[:12]) + (f" and {len(gaps) - 12} more" if len(gaps) > 12 else "")
+    return (
+        f"the served CustomResourceDefinition {DEEPSEEK_V4_DEPLOYMENT.name} lacks what this "
+        f"operator's has: {shown}. An older CRD was applied over it (another Helm release of an "
+        "older chart, a revert): the API server hides those fields of every "
+        "DeepSeekV4Deployment and deletes them at the next write of each, so the operator "
+        "stops instead of writing. Apply this operator's CRD (its chart's crds/, README "
+        "'Upgrading') and start it again"
+    )
+
+
+def _check_served_crd(kube: KubeClient, memo: kopf.Memo, logger: kopf.Logger) -> None:
+    """Refuse to start on an older served CRD, then watch it and stop the operator if one lands.
+
+    The watch runs in a thread with its own client; on gaps it logs them, leaves them in
+    `memo` under `CRD_GAPS_KEY` and, when `STOP_ON_CRD_GAPS_KEY` is set there (`runner.run`),
+    sends this process SIGTERM, which kopf handles as a graceful stop. (kopf's `stop_flag`
+    would do, but kopf waits for a thread-side flag in an executor thread that then blocks
+    the loop's shutdown on every other way of stopping.)
+
+    Raises:
+        kopf.PermanentError: the served CRD lacks a version or property of this operator's
+            (kopf then stops the operator, which exits 1).
+    """
+    ours = crd_manifest()
+    try:
+        served = kube.custom_resource_definition(DEEPSEEK_V4_DEPLOYMENT.name)
+    except ApiError as error:
+        logger.error("could not read the served CRD to compare it (not checked): %s", error)
+        served = None
+    if served is not None and (gaps := schema_gaps(served, ours)):
+        raise kopf.PermanentError(crd_gaps_message(gaps))
+
+    def on_crd(crd: Any) -> bool:
+        found = schema_gaps(crd, ours)
+        if not found:
+            return False
+        logger.critical("stopping: %s", crd_gaps_message(found))
+        memo[CRD_GAPS_KEY] = found
+        if memo.get(STOP_ON_CRD_GAPS_KEY):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return True
+
+    stop = threading.Event()
+    memo.crd_watch_stop = stop  # set by the cleanup handler
+    threading.Thread(
+        target=watch_crd,
+        args=(build_api_client, DEEPSEEK_V4_DEPLOYMENT.name, on_crd),
+        kwargs={"stop": stop, "logger": logger},
+        name="dsv4-crd-watch",
+        daemon=True,
+    ).start()
 
 
 def configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) -> None:

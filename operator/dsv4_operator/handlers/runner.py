@@ -5,7 +5,12 @@ from __future__ import annotations
 import kopf
 
 from dsv4_operator.handlers.deployment import register_deployment_handlers
-from dsv4_operator.handlers.lifecycle import register_lifecycle_handlers
+from dsv4_operator.handlers.lifecycle import (
+    CRD_GAPS_KEY,
+    STOP_ON_CRD_GAPS_KEY,
+    crd_gaps_message,
+    register_lifecycle_handlers,
+)
 from dsv4_operator.settings import OperatorSettings
 
 __all__ = ["build_registry", "configure_logging", "run"]
@@ -41,10 +46,16 @@ def run(config: OperatorSettings, *, verbose: bool = False) -> None:
 
     Watches `config.namespaces`, or every namespace when empty. With `config.peering` set, kopf
     peering is on (the highest-priority operator runs, others pause: HA with distinct
-    priorities); otherwise the operator runs standalone.
+    priorities); otherwise the operator runs standalone. When the served CRD loses fields this
+    operator's has (an older CRD applied over it), the operator stops and exits 1
+    (`handlers.lifecycle`).
+
+    Raises:
+        SystemExit: with the CRD's gaps, after kopf stopped for them.
     """
     configure_logging(config, verbose=verbose)
     liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
+    memo = kopf.Memo({STOP_ON_CRD_GAPS_KEY: True})  # the CRD watch may stop this process
     kopf.run(
         registry=build_registry(config),
         clusterwide=not config.namespaces,
@@ -53,4 +64,8 @@ def run(config: OperatorSettings, *, verbose: bool = False) -> None:
         peering_name=config.peering,
         priority=config.priority,
         liveness_endpoint=liveness,
+        memo=memo,
     )
+    gaps = memo.get(CRD_GAPS_KEY)
+    if gaps:
+        raise SystemExit(f"dsv4 operator: {crd_gaps_message(gaps)}")

@@ -17,6 +17,7 @@ from dsv4_operator.kube.client import (
     build_api_client,
     resource_path,
 )
+from dsv4_operator.kube.crd_watch import watch_crd
 from dsv4_operator.kube.discovery import ClusterApis, discover
 
 __all__ = [
@@ -34,5 +35,6 @@ __all__ = [
     "discover",
     "owner_relation",
     "resource_path",
+    "watch_crd",
     "with_rendered_hash",
 ]

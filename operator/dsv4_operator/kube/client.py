@@ -32,6 +32,7 @@ __all__ = [
 _TRANSIENT: Final = frozenset({409, 429, 500, 502, 503, 504})
 """Statuses worth retrying: conflict (another writer won), throttling, server errors."""
 _TIMEOUT_SECONDS: Final = 30
+CRD_API_VERSION: Final = "apiextensions.k8s.io/v1"
 PLURALS: Final = {
     "ConfigMap": "configmaps",
     "Secret": "secrets",
@@ -45,6 +46,7 @@ PLURALS: Final = {
     "KopfPeering": "kopfpeerings",
     "ClusterKopfPeering": "clusterkopfpeerings",
     "PersistentVolumeClaim": "persistentvolumeclaims",
+    "CustomResourceDefinition": "customresourcedefinitions",
 }
 """Plural resource names of the kinds the operator touches (PersistentVolumeClaims: read only,
 to tell whether the ones a spec names exist)."""
@@ -368,6 +370,20 @@ class KubeClient:
             content_type="application/merge-patch+json",
         )
         return patched
+
+    def custom_resource_definition(self, name: str) -> dict[str, Any] | None:
+        """The CustomResourceDefinition `name` as served, or None when there is none.
+
+        Read with a LIST by name: the chart grants list and watch on CRDs (kopf's scan), not get.
+
+        Raises:
+            TransientApiError: a retryable failure.
+            ApiError: any other failure.
+        """
+        path = resource_path(CRD_API_VERSION, "CustomResourceDefinition", "")
+        found = self._request("GET", path, query=[("fieldSelector", f"metadata.name={name}")])
+        items: list[dict[str, Any]] = found.get("items", [])
+        return items[0] if items else None
 
     def served_kinds(self, api_version: str) -> set[str] | None:
         """Kinds served in `api_version` (e.g. `policy/v1`), or None when it is not served."""
