@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NoReturn, get_args
@@ -91,7 +92,8 @@ class RuntimeConfig:
     served_model_name: str
     """Name clients use in the OpenAI API (`model` field); vLLM `--served-model-name`."""
     weights: str | None = None
-    """Local checkpoint directory (PVC or node cache); when set, `vllm serve <weights>`."""
+    """Local checkpoint directory (PVC or node cache), an absolute path; when set,
+    `vllm serve <weights>`."""
     nodes: int = 1
     """Pods in the LWS group (must equal `LWS_GROUP_SIZE` when that is set)."""
     tensor_parallel_size: int = 1
@@ -165,6 +167,16 @@ class RuntimeConfig:
         ):
             if not value or value != value.strip():
                 _fail(name, f"must be a non-empty name without surrounding spaces, got {value!r}")
+        if self.weights is not None and (
+            not posixpath.isabs(self.weights) or self.weights != self.weights.strip()
+        ):
+            # vLLM takes a path that is not a directory for a Hugging Face repository id: a
+            # relative one would be downloaded from the Hub under the served name.
+            _fail(
+                "--weights",
+                "must be an absolute directory path without surrounding spaces (the mounted "
+                f"checkpoint, e.g. /models/...), got {self.weights!r}",
+            )
         for flag, number, low in self._int_fields():
             if number < low:
                 _fail(flag, f"must be >= {low}, got {number}")

@@ -205,3 +205,24 @@ def test_the_reference_engine_loads_the_weights_it_is_given_or_refuses_them() ->
     two = dataclasses.replace(one, tensor_parallel_size=2)
     with pytest.raises(ConfigError, match="--weights the multi-rank reference engine"):
         build_launch(two, leader, "127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        # `vllm serve ''` fails late and obscurely; a relative path that does not exist in the
+        # container's working directory is taken by vLLM for a Hugging Face repository id and
+        # downloaded from the Hub under the served name.
+        ("", "--weights must be an absolute directory path"),
+        ("models/DeepSeek-V4-Flash", "--weights must be an absolute directory path"),
+        (" /models/x", "--weights must be an absolute directory path"),
+        ("/models/x ", "--weights must be an absolute directory path"),
+    ],
+)
+def test_weights_must_be_an_absolute_path(weights: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        FLASH_ONE_NODE.replace(weights=weights)
+    assert message in str(caught.value)
+    with pytest.raises(ConfigError):
+        RuntimeConfig.from_args([*FLASH_ONE_NODE.to_args(), "--weights", weights])
+    assert FLASH_ONE_NODE.replace(weights="/models/pvc/DeepSeek-V4-Flash").weights is not None
