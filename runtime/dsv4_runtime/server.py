@@ -36,6 +36,7 @@ __all__ = [
     "ENGINE_METRICS_MAX_AGE_SECONDS",
     "ENGINE_POLL_TIMEOUT_SECONDS",
     "ENGINE_SCRAPE_TIMEOUT_SECONDS",
+    "WORKER_STOPPING_MAX_SECONDS",
     "RuntimeState",
     "build_app",
     "fetch_engine_metrics",

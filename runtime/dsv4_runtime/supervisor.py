@@ -48,6 +48,7 @@ from dsv4_runtime.launch import Launch
 from dsv4_runtime.server import (
     ADMIN_TOKEN_ENV,
     ENGINE_POLL_TIMEOUT_SECONDS,
+    WORKER_STOPPING_MAX_SECONDS,
     RuntimeState,
     build_app,
     fetch_engine_metrics,
@@ -96,7 +97,8 @@ LEADER_NOTICE_TIMEOUT_SECONDS = 2.0
 """Time a worker gives the leader to take its stop notice (the drain goes on regardless)."""
 LEADER_NOTICE_MARGIN_SECONDS = 30
 """How much longer than the worker's own stop (drain + grace) the leader stays out of service:
-the group's pods are recreated by then (LeaderWorkerSet `RecreateGroupAfterStart`)."""
+the group's pods are recreated by then (LeaderWorkerSet `RecreateGroupAfterStart`). The notice
+is capped at the leader's `WORKER_STOPPING_MAX_SECONDS`, which it refuses to exceed."""
 HUNG_ENGINE_SECONDS = 300.0
 """How long a once-ready engine may fail its health checks before the runtime kills it and exits
 1. vLLM answers `/health` and `/v1/models` from its API process, apart from the engine core's
@@ -207,7 +209,11 @@ class Supervisor:
         session, token = self._state.session, self._state.admin_token
         if session is None or token is None or self._leader_admin_url is None:
             return
-        seconds = self._drain_s + self._grace_s + LEADER_NOTICE_MARGIN_SECONDS
+        # The leader refuses (400) a notice above its cap, and would then keep taking requests.
+        seconds = min(
+            self._drain_s + self._grace_s + LEADER_NOTICE_MARGIN_SECONDS,
+            int(WORKER_STOPPING_MAX_SECONDS),
+        )
         try:
             async with session.post(
                 self._leader_admin_url + "/worker-stopping",

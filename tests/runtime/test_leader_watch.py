@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 from dsv4_runtime import supervisor as supervisor_module
 from dsv4_runtime.launch import Launch
 from dsv4_runtime.metrics import RuntimeMetrics
-from dsv4_runtime.server import RuntimeState, build_app
+from dsv4_runtime.server import WORKER_STOPPING_MAX_SECONDS, RuntimeState, build_app
 from dsv4_runtime.supervisor import Supervisor
 
 
@@ -76,3 +76,32 @@ async def test_a_restarted_leader_is_a_new_instance() -> None:
         finally:
             await second.close()
     assert worker._leader_lost.is_set()
+
+
+async def test_a_long_drain_stop_notice_is_still_taken_by_the_leader() -> None:
+    """drain + grace + margin above the leader's cap was refused (HTTP 400): the leader kept
+    taking requests while the worker's ranks were leaving. The notice is capped instead."""
+    port = _free_port()
+    leader_state = RuntimeState(RuntimeMetrics(), None, admin_token="t0k")
+    leader_state.engine_ready = True
+    leader = TestServer(build_app(leader_state), port=port)
+    await leader.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            worker_state = RuntimeState(RuntimeMetrics(), None, admin_token="t0k")
+            worker_state.session = session
+            worker = Supervisor(
+                Launch(prelaunch=(), argv=("true",), serves_api=False),
+                worker_state,
+                engine_url="http://127.0.0.1:1",
+                host="127.0.0.1",
+                admin_port=0,
+                drain_timeout_seconds=int(WORKER_STOPPING_MAX_SECONDS),
+                stop_grace_seconds=15,
+                leader_admin_url=f"http://127.0.0.1:{port}",
+            )
+            await worker._tell_leader()
+    finally:
+        await leader.close()
+    assert leader_state.worker_stopping
+    assert not leader_state.ready
