@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Sequence
@@ -251,6 +253,10 @@ class Supervisor:
                 loop.remove_signal_handler(sig)
 
     async def _supervise(self) -> int:
+        # Before any prelaunch step (a worker waits for its leader, up to minutes): an image
+        # without the engine fails now, with 127/126, not after the wait.
+        for command in (*self._launch.prelaunch, self._launch.argv):
+            _require_executable(command[0])
         for command in self._launch.prelaunch:
             status = await self._run_to_end(command)
             if self._stop.is_set():
@@ -401,6 +407,26 @@ class Supervisor:
             await asyncio.sleep(METRICS_POLL_SECONDS)
             if self._state.engine_ready:
                 await fetch_engine_metrics(self._state, ENGINE_POLL_TIMEOUT_SECONDS)
+
+
+def _require_executable(program: str) -> None:
+    """Raise the OSError `exec` would raise for `program` if it is not found or not executable.
+
+    Raises:
+        FileNotFoundError: not on PATH (or no such file): the CLI exits 127.
+        PermissionError: found but not executable: the CLI exits 126.
+    """
+    if shutil.which(program) is not None:
+        return
+    if os.sep in program:
+        candidates = [program]
+    else:
+        candidates = [
+            os.path.join(d, program) for d in os.environ.get("PATH", "").split(os.pathsep)
+        ]
+    if any(os.path.isfile(candidate) for candidate in candidates):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
 def _engine_env() -> dict[str, str]:

@@ -4,10 +4,12 @@ Multi-node DP+EP is launched the way vLLM documents it (docs "Data Parallel Depl
 design-lessons lesson 2): every node runs `vllm serve` with the same engine arguments; the leader
 (LWS worker index 0) serves the API and coordinates on `--data-parallel-address` (its IP) and
 `--data-parallel-rpc-port`; each other node adds `--headless` and `--data-parallel-start-rank` =
-worker index × `--data-parallel-size-local`. Ray is used only when the plan has pipeline
-parallelism (`--distributed-executor-backend ray`): the leader starts a Ray head and waits for
-every pod to join, the workers wait for the head and join it with `ray start --block`, and only
-the leader runs `vllm serve` (the LWS multi-node vLLM example's scheme).
+worker index × `--data-parallel-size-local`, and starts vLLM only once the leader's runtime
+answers (`LEADER_WAIT_TIMEOUT_SECONDS`: vLLM's engine cores wait 5 minutes for the front-end).
+Ray is used only when the plan has pipeline parallelism (`--distributed-executor-backend ray`):
+the leader starts a Ray head and waits for every pod to join, the workers wait for the head and
+join it with `ray start --block`, and only the leader runs `vllm serve` (the LWS multi-node vLLM
+example's scheme).
 
 Every flag is a vLLM 0.33.0 `vllm serve` option (checked in tests against vLLM's own parser dump,
 `fixtures/vllm/vllm-0.33.0-serve-flags.json`). DeepSeek-V4 recipe flags (`RECIPE_FLAGS`) come
@@ -29,6 +31,7 @@ from dsv4_runtime.distributed import Role
 from dsv4_runtime.launch import Launch
 
 __all__ = [
+    "LEADER_WAIT_TIMEOUT_SECONDS",
     "OWNED_FLAGS",
     "PREFIX_FLAGS",
     "RAY_JOIN_TIMEOUT_SECONDS",
@@ -186,6 +189,14 @@ RAY_JOIN_TIMEOUT_SECONDS = 600
 leader's Ray head to listen) before giving up; pods of one group start within minutes of each
 other, image pulls included, when gang-scheduled."""
 
+LEADER_WAIT_TIMEOUT_SECONDS = 600
+"""How long a DP worker waits for its leader's runtime (admin port) before it starts `vllm serve
+--headless`; past it the worker exits and its container restarts. vLLM's engine cores, headless
+ones too, send HELLO to the leader's front-end and give up after `HANDSHAKE_TIMEOUT_MINS` = 5
+(`vllm/v1/engine/core.py`, `startup_handshake`): a worker that started vLLM more than 5 minutes
+before its leader's front-end (the leader pod pulled its image or was scheduled later) crashed
+into CrashLoopBackOff. The leader's runtime opens its admin port just before it starts vLLM."""
+
 RAY_WAIT_FOR_NODES = (
     "import sys, time, ray\n"
     "want, limit = int(sys.argv[1]), float(sys.argv[2])\n"
@@ -213,13 +224,15 @@ WAIT_FOR_PORT = (
     "        time.sleep(2)\n"
 )
 """Worker prelaunch step: wait until the leader's Ray head accepts connections, so
-`ray start --address` does not fail (and restart the container) while the leader is starting."""
+`ray start --address` does not fail (and restart the container) while the leader is starting;
+without PP, until the leader's runtime admin port does (`LEADER_WAIT_TIMEOUT_SECONDS`)."""
 
 
 def vllm_launch(config: RuntimeConfig, role: Role, leader_ip: str) -> Launch:
     """The processes this pod runs for the `vllm` engine.
 
-    Without PP: `vllm serve` on every pod (leader serves the API, workers are headless). With PP:
+    Without PP: `vllm serve` on every pod (leader serves the API, workers are headless and
+    first wait for the leader's runtime, `LEADER_WAIT_TIMEOUT_SECONDS`). With PP:
     the leader starts a Ray head, waits for every pod to join, and runs `vllm serve`; workers
     wait for the head and run `ray start --block`.
 
@@ -228,7 +241,13 @@ def vllm_launch(config: RuntimeConfig, role: Role, leader_ip: str) -> Launch:
     """
     if config.pipeline_parallel_size == 1:
         argv = vllm_serve_argv(config, role, leader_ip)
-        return Launch(prelaunch=(), argv=tuple(argv), serves_api=role.is_leader)
+        if role.is_leader or config.nodes == 1:
+            return Launch(prelaunch=(), argv=tuple(argv), serves_api=True)
+        wait_leader = (
+            sys.executable, "-c", WAIT_FOR_PORT,
+            leader_ip, str(config.admin_port), str(LEADER_WAIT_TIMEOUT_SECONDS),
+        )  # fmt: skip
+        return Launch(prelaunch=(wait_leader,), argv=tuple(argv), serves_api=False)
     timeout = str(RAY_JOIN_TIMEOUT_SECONDS)
     if role.is_leader:
         ray_head = ("ray", "start", "--head", f"--port={config.ray_port}")

@@ -243,3 +243,36 @@ def test_a_worker_restarts_when_its_leader_restarts_during_the_first_boot(
         assert "the leader's runtime restarted" in pods[1][2].read_text()
     finally:
         _stop(pods)
+
+
+def test_a_worker_starts_vllm_only_once_its_leader_runtime_answers(
+    tmp_path: Path, double_env: dict[str, str], ports: list[int]
+) -> None:
+    """Runtime review: vLLM's engine cores give up on the front-end after 5 minutes
+    (HANDSHAKE_TIMEOUT_MINS, vllm/v1/engine/core.py), so a worker pod that started vLLM long
+    before its leader crash-looped. It now waits for the leader's runtime first."""
+    token = {"DSV4_RUNTIME_ADMIN_TOKEN": "t0k"}
+    _, pods = _start_group(tmp_path, double_env, ports, token, one_admin_port=True)
+    for _, admin, log in pods:  # only for the pods' config and environment
+        _wait_ready(f"{admin}/ready", log)
+    for _, _, log in pods:
+        engine = re.search(r"engine started \(pid (\d+)\)", log.read_text())
+        assert engine is not None
+        os.killpg(int(engine[1]), signal.SIGKILL)
+    _stop(pods)
+    (tmp_path / "argv-1.json").unlink()
+    # A new group whose leader pod is not there yet.
+    worker, _, worker_log = _start_pod(tmp_path, *pods_env[1], 1, attempt=1)
+    pods.append((worker, "", worker_log))
+    try:
+        time.sleep(3.0)
+        assert worker.poll() is None, worker_log.read_text()
+        assert not (tmp_path / "argv-1.json").exists(), "vLLM started before its leader"
+        config, env = pods_env[0]
+        pods.append(_start_pod(tmp_path, config, env, 0, attempt=1))
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "argv-1.json").exists():
+            assert time.monotonic() < deadline, worker_log.read_text()
+            time.sleep(0.05)
+    finally:
+        _stop(pods)

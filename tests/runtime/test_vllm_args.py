@@ -359,3 +359,26 @@ def test_speculation_aliases_contradict_the_plan(extra: list[str]) -> None:
     planned = ["--speculative-config", '{"method":"mtp","num_speculative_tokens":1}']
     with pytest.raises(ExtraArgsError, match="contradicts the plan"):
         merge_extra_args(planned, extra)
+
+
+def test_a_dp_worker_waits_for_its_leader_before_it_starts_vllm() -> None:
+    """vLLM's engine cores (headless ones too) send HELLO to the front-end and give up after
+    HANDSHAKE_TIMEOUT_MINS = 5 (`vllm/v1/engine/core.py`, startup_handshake): a worker pod that
+    started vLLM more than 5 minutes before its leader's front-end (a slower image pull or
+    scheduling of the leader pod) crashed and went into CrashLoopBackOff. The worker now waits
+    for the leader's runtime admin port, which opens just before the leader starts vLLM."""
+    from dsv4_runtime.vllm_args import LEADER_WAIT_TIMEOUT_SECONDS
+
+    config = _plan(2, 1, 8)
+    leader = build_launch(config, Role(0, 2, "leader.dsv4"), LEADER_IP)
+    worker = build_launch(config, Role(1, 2, "leader.dsv4"), LEADER_IP)
+    assert leader.prelaunch == ()
+    assert worker.prelaunch == (
+        (
+            sys.executable, "-c", WAIT_FOR_PORT,
+            LEADER_IP, str(config.admin_port), str(LEADER_WAIT_TIMEOUT_SECONDS),
+        ),
+    )  # fmt: skip
+    assert worker.argv == tuple(_argv(config, 1))
+    single = build_launch(_plan(1, 1, 8), Role(0, 1, "127.0.0.1"), "127.0.0.1")
+    assert single.prelaunch == ()
