@@ -3,9 +3,10 @@
 Timeline of one pod:
 
 1. The admin server starts (so `/health` answers while the model loads).
-2. Prelaunch commands run (Ray head on a PP leader), then the engine starts in its own session
-   (process group) with the runtime's environment less `DSV4_RUNTIME_ADMIN_TOKEN`; its output
-   goes to the container log.
+2. Every command is checked to exist (127/126 at once, not after a wait). Prelaunch commands run
+   (Ray head on a PP leader; on workers, the wait for the leader), then the engine starts in its
+   own session (process group) with the runtime's environment less `DSV4_RUNTIME_ADMIN_TOKEN`;
+   its output goes to the container log.
 3. Readiness: an engine with an API is ready when its `/health` answers 200 and its
    `/v1/models` 200, or 401 when vLLM's `--api-key` guards it (vLLM starts its API server only
    after every DP rank, local and remote, has loaded); an engine without one (headless worker)
