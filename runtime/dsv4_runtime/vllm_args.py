@@ -22,8 +22,9 @@ if it repeats the plan's value and rejected (`ExtraArgsError`) if it contradicts
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dsv4_runtime.config import RuntimeConfig
@@ -63,7 +64,8 @@ class OwnedFlag:
         name: canonical long option.
         aliases: other spellings vLLM 0.33.0 accepts (from its parser).
         negations: spellings that turn a boolean flag off.
-        kind: `bool` (no value), `int`, `float`, `json`, `str`, or `list` (nargs='+').
+        kind: `bool` (no value), `int`, `tokens` (an int vLLM also takes as `8K` or `8.2k`),
+            `float`, `json`, `str`, or `list` (nargs='+').
     """
 
     name: str
@@ -98,9 +100,9 @@ OWNED_FLAGS: tuple[OwnedFlag, ...] = (
     OwnedFlag("--enable-expert-parallel", ("-ep",), ("--disable-expert-parallel",), kind="bool"),
     OwnedFlag("--kv-cache-dtype"),
     OwnedFlag("--block-size", kind="int"),
-    OwnedFlag("--max-model-len", kind="int"),
+    OwnedFlag("--max-model-len", kind="tokens"),
     OwnedFlag("--max-num-seqs", kind="int"),
-    OwnedFlag("--max-num-batched-tokens", kind="int"),
+    OwnedFlag("--max-num-batched-tokens", kind="tokens"),
     OwnedFlag("--gpu-memory-utilization", ("--device-memory-utilization",), kind="float"),
     OwnedFlag("--speculative-config", ("-sc",), kind="json"),
     # vLLM 0.33.0's top-level aliases of speculative_config's method, model and
@@ -366,18 +368,45 @@ def _take_values(
 
 def _normalise(owned: OwnedFlag, values: Sequence[str]) -> tuple[str, ...] | None:
     """Values in a comparable form (ints, floats and JSON parsed, booleans lower-cased)."""
+    readers: dict[str, Callable[[str], str]] = {
+        "int": lambda v: str(int(v)),
+        "tokens": lambda v: str(_human_readable_int(v)),
+        "float": lambda v: repr(float(v)),
+        "json": lambda v: json.dumps(json.loads(v), sort_keys=True),
+        "bool": lambda v: "true" if v.lower() in {"true", "1", "yes"} else "false",
+    }
+    read = readers.get(owned.kind)
+    if read is None:
+        return tuple(values)
     try:
-        if owned.kind == "int":
-            return tuple(str(int(v)) for v in values)
-        if owned.kind == "float":
-            return tuple(repr(float(v)) for v in values)
-        if owned.kind == "json":
-            return tuple(json.dumps(json.loads(v), sort_keys=True) for v in values)
-        if owned.kind == "bool":
-            return tuple("true" if v.lower() in {"true", "1", "yes"} else "false" for v in values)
+        return tuple(read(v) for v in values)
     except ValueError:
         return tuple(values)
-    return tuple(values)
+
+
+_DECIMAL_SUFFIXES = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_BINARY_SUFFIXES = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _human_readable_int(value: str) -> int:
+    """A token count as vLLM 0.33.0 reads `--max-model-len` and `--max-num-batched-tokens`.
+
+    vLLM's `human_readable_int(_or_auto)` (`vllm/utils/argparse_utils.py`): `8k` = 8,000,
+    `8K` = 8,192, decimals only with a decimal suffix (`8.192k`), `auto` = -1.
+
+    Raises:
+        ValueError: not a number vLLM would take.
+    """
+    text = value.strip()
+    if text.lower() == "auto":
+        return -1
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgGtT])", text)
+    if match is None:
+        return int(text)
+    number, suffix = match.groups()
+    if suffix in _BINARY_SUFFIXES:
+        return int(number) * _BINARY_SUFFIXES[suffix]
+    return int(float(number) * _DECIMAL_SUFFIXES[suffix])
 
 
 def _owned_values(planned: Sequence[str]) -> dict[str, tuple[str, ...]]:

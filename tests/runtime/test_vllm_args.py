@@ -382,3 +382,32 @@ def test_a_dp_worker_waits_for_its_leader_before_it_starts_vllm() -> None:
     assert worker.argv == tuple(_argv(config, 1))
     single = build_launch(_plan(1, 1, 8), Role(0, 1, "127.0.0.1"), "127.0.0.1")
     assert single.prelaunch == ()
+
+
+@pytest.mark.parametrize(
+    ("extra", "kept"),
+    [
+        # vLLM 0.33.0 parses these two with human_readable_int(_or_auto) (serve-flags fixture;
+        # vllm/utils/argparse_utils.py): 'K' is 1024, 'k' is 1000, decimals only with 'k'.
+        ("--max-model-len=8K", True),
+        ("--max-model-len=8.192k", True),
+        ("--max-num-batched-tokens=8K", True),
+        ("--max-num-batched-tokens=8k", False),  # 8000, not the plan's 8192
+        ("--max-model-len=auto", False),
+    ],
+)
+def test_human_readable_token_counts_compare_as_vllm_reads_them(extra: str, kept: bool) -> None:
+    config = RuntimeConfig(
+        engine="vllm",
+        model="m",
+        served_model_name="s",
+        max_model_len=8192,
+        max_num_batched_tokens=8192,
+        extra_engine_args=(extra,),
+    )
+    role = Role(worker_index=0, group_size=1, leader_address="127.0.0.1")
+    if kept:
+        assert extra not in vllm_serve_argv(config, role, "127.0.0.1")  # a repeat: dropped
+    else:
+        with pytest.raises(ExtraArgsError, match="contradicts the plan"):
+            vllm_serve_argv(config, role, "127.0.0.1")
