@@ -270,7 +270,7 @@ def test_a_worker_starts_vllm_only_once_its_leader_runtime_answers(
         assert not (tmp_path / "argv-1.json").exists(), "vLLM started before its leader"
         config, env = pods_env[0]
         pods.append(_start_pod(tmp_path, config, env, 0, attempt=1))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # leader start-up, then a 2 s poll
         while not (tmp_path / "argv-1.json").exists():
             assert time.monotonic() < deadline, worker_log.read_text()
             time.sleep(0.05)
