@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -24,6 +25,7 @@ from dsv4_runtime.config import ConfigError, RuntimeConfig
 from dsv4_runtime.distributed import (
     Resolver,
     RoleError,
+    bind_host,
     resolve_leader_ip,
     role_from_env,
     system_resolver,
@@ -79,6 +81,7 @@ def run(
         config = RuntimeConfig.from_args(list(argv))
     except ConfigError as error:
         return _fail(str(error), EXIT_USAGE, None)
+    config = dataclasses.replace(config, host=bind_host(config.host, env))
     try:
         role = role_from_env(env, config)
     except RoleError as error:

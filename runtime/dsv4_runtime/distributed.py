@@ -25,11 +25,13 @@ __all__ = [
     "LWS_GROUP_SIZE",
     "LWS_LEADER_ADDRESS",
     "LWS_WORKER_INDEX",
+    "POD_IP",
     "RESOLVE_RETRY_SECONDS",
     "RESOLVE_TIMEOUT_SECONDS",
     "Resolver",
     "Role",
     "RoleError",
+    "bind_host",
     "resolve_leader_ip",
     "role_from_env",
     "system_resolver",
@@ -38,6 +40,31 @@ __all__ = [
 LWS_LEADER_ADDRESS = "LWS_LEADER_ADDRESS"
 LWS_GROUP_SIZE = "LWS_GROUP_SIZE"
 LWS_WORKER_INDEX = "LWS_WORKER_INDEX"
+POD_IP = "POD_IP"
+"""The pod's primary IP, from the downward API (`status.podIP`, set by the operator): the
+address kubelet probes and Services send traffic to."""
+_WILDCARDS = {"0.0.0.0": "::"}  # noqa: S104  (a wildcard bind: pods listen on all interfaces)
+
+
+def bind_host(host: str, env: Mapping[str, str]) -> str:
+    """The address to listen on: `host`, or `::` for `0.0.0.0` when the pod's IP is IPv6.
+
+    The pod's IP is its primary one (`POD_IP`). On an IPv6-only or IPv6-primary cluster
+    kubelet probes, and Services reach, that IPv6 address, which a socket bound to `0.0.0.0`
+    never answers: the pod would never be Ready. vLLM binds `::` without IPV6_V6ONLY (both
+    families on Linux); the runtime's own server gets IPv6 only (asyncio sets it), which is
+    the address that is probed. Any other `host`, and a missing or unparsable `POD_IP`, is
+    kept as it is.
+    """
+    wildcard = _WILDCARDS.get(host)
+    if wildcard is None:
+        return host
+    try:
+        primary = ipaddress.ip_address(env.get(POD_IP, "").strip())
+    except ValueError:
+        return host
+    return wildcard if primary.version == 6 else host
+
 
 RESOLVE_TIMEOUT_SECONDS = 300.0
 """How long to wait for the leader's name to resolve (DNS lags pod creation)."""

@@ -136,8 +136,14 @@ def http_url(host: str, port: int) -> str:
 
 
 def engine_base_url(config: RuntimeConfig) -> str:
-    """The URL the runtime probes the engine at (loopback; the engine binds `config.host`)."""
+    """The URL the runtime probes the engine at (loopback; the engine binds `config.host`).
+
+    The IPv4 wildcard is probed on 127.0.0.1, the IPv6 one (`distributed.bind_host`) on ::1,
+    which a server bound to `::` answers whether or not it also takes IPv4.
+    """
     host = config.host
-    if host in {"0.0.0.0", "::", ""}:  # noqa: S104  (a wildcard bind is probed on loopback)
+    if host in {"0.0.0.0", ""}:  # noqa: S104  (a wildcard bind is probed on loopback)
         host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
     return http_url(host, config.api_port)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dsv4_runtime.config import RuntimeConfig
-from dsv4_runtime.distributed import Role, RoleError, resolve_leader_ip, role_from_env
+from dsv4_runtime.distributed import Role, RoleError, bind_host, resolve_leader_ip, role_from_env
 
 TWO_NODES = RuntimeConfig(
     engine="vllm",
@@ -87,3 +87,21 @@ def test_resolution_gives_up_with_a_clear_message() -> None:
 
 def test_system_resolver_resolves_localhost() -> None:
     assert resolve_leader_ip("localhost") in {"127.0.0.1", "::1"}
+
+
+@pytest.mark.parametrize(
+    ("host", "pod_ip", "bound"),
+    [
+        ("0.0.0.0", "fd00:10:244::5", "::"),  # IPv6-only or IPv6-primary cluster
+        ("0.0.0.0", "10.244.1.5", "0.0.0.0"),
+        ("0.0.0.0", "", "0.0.0.0"),  # no downward API (run by hand)
+        ("0.0.0.0", "not-an-ip", "0.0.0.0"),
+        ("10.0.0.7", "fd00::5", "10.0.0.7"),  # an explicit address is kept
+        ("::", "10.244.1.5", "::"),
+    ],
+)
+def test_the_wildcard_follows_the_pods_ip_family(host: str, pod_ip: str, bound: str) -> None:
+    """Runtime review (h23 A): on an IPv6 cluster kubelet probes the pod's IPv6 address, which a
+    socket bound to 0.0.0.0 never answers, so the pod was never Ready."""
+    env = {"POD_IP": pod_ip} if pod_ip else {}
+    assert bind_host(host, env) == bound

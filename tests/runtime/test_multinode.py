@@ -13,12 +13,14 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from dsv4_runtime.config import RuntimeConfig
 from dsv4_runtime.distributed import Role
@@ -276,3 +278,56 @@ def test_a_worker_starts_vllm_only_once_its_leader_runtime_answers(
             time.sleep(0.05)
     finally:
         _stop(pods)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+def test_on_an_ipv6_pod_ip_the_runtime_and_vllm_listen_on_ipv6(
+    tmp_path: Path, double_env: dict[str, str], ports: list[int]
+) -> None:
+    """Runtime review (h23 A): the operator renders `--host 0.0.0.0`, which an IPv6-only or
+    IPv6-primary pod is never probed on. With the downward API's IPv6 `POD_IP` the runtime's
+    admin server and vLLM listen on `::`, and the runtime probes vLLM on ::1."""
+    bin_dir, site = _install_fakes(tmp_path)
+    api, admin, _ = ports
+    config = RuntimeConfig(
+        engine="vllm",
+        model="deepseek-ai/DeepSeek-V4-Flash",
+        served_model_name="flash",
+        host="0.0.0.0",
+        api_port=api,
+        admin_port=admin,
+        drain_timeout_seconds=2,
+        engine_stop_grace_seconds=3,
+        shm_path=tmp_path / "shm",
+        termination_log=tmp_path / "termination-log",
+    )
+    env = {
+        **double_env,
+        "PATH": f"{bin_dir}{os.pathsep}{double_env['PATH']}",
+        "PYTHONPATH": f"{site}{os.pathsep}{double_env['PYTHONPATH']}",
+        "LWS_LEADER_ADDRESS": "localhost",
+        "LWS_GROUP_SIZE": "1",
+        "POD_IP": "::1",
+    }
+    process, _, log = _start_pod(tmp_path, config, env, 0)
+    try:
+        _wait_ready(f"http://[::1]:{admin}/ready", log)
+        recorded = json.loads((tmp_path / "argv-0.json").read_text())
+        assert recorded[recorded.index("--host") + 1] == "::"
+        answer = httpx.post(
+            f"http://[::1]:{api}/v1/completions",
+            json={"model": "flash", "prompt": "hi", "max_tokens": 3},
+            timeout=5.0,
+        )
+        assert answer.status_code == 200
+    finally:
+        _stop([(process, "", log)])

@@ -42,7 +42,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-from dsv4_operator.api.v1alpha1.engine import NVLS_ENV, NVLS_OFF
+from dsv4_operator.api.v1alpha1.engine import NVLS_ENV, NVLS_OFF, POD_IP_ENV
 from dsv4_operator.api.v1alpha1.quantities import quantity_bytes
 from dsv4_operator.api.v1alpha1.scaling import surge_groups
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
@@ -139,6 +139,10 @@ def _resources(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
 def _env(owner: Owner, spec: DeepSeekV4DeploymentSpec) -> list[dict[str, Any]]:
     # The drain token first, from its Secret (render.admin); the spec cannot set that name.
     env: list[dict[str, Any]] = [admin_token_env(owner)]
+    # The pod's primary IP: on an IPv6 cluster the runtime listens on `::`, where kubelet
+    # probes it (dsv4_runtime.distributed.bind_host).
+    if all(var.name != POD_IP_ENV for var in spec.engine.env):
+        env.append({"name": POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     hub = spec.effective_model_source.hugging_face
     if hub is not None:
         env.append({"name": "HF_HOME", "value": HF_CACHE_PATH})

@@ -107,6 +107,7 @@ def test_memory_limit_covers_shm_and_placement_passes_through() -> None:
             "name": "DSV4_RUNTIME_ADMIN_TOKEN",
             "valueFrom": {"secretKeyRef": {"name": "x-admin", "key": "token"}},
         },
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "HF_HOME", "value": "/var/cache/huggingface"},
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}},
         {"name": "NCCL_NVLS_ENABLE", "value": "0"},

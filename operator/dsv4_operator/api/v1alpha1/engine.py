@@ -34,6 +34,7 @@ __all__ = [
     "NVLS_OFF",
     "OPERATOR_OWNED_FLAGS",
     "PERFORMANCE_MODES",
+    "POD_IP_ENV",
     "PREFIX_FLAGS",
     "RUNTIME_OWNED_FLAGS",
     "UNSUPPORTED_FLAGS",
@@ -229,6 +230,10 @@ plan's NCCL figures do not hold: they were measured on 2 GPUs, where NCCL never 
 about 22,700 with NVLS off, Llama-3.1-405B TP8) shows the KV cache shrinking by a fifth. So the
 operator sets it to `NVLS_OFF` in every engine container unless `spec.engine.env` sets it (the
 planner then warns that the plan does not count NVLS memory)."""
+POD_IP_ENV: Final = "POD_IP"
+"""The variable the operator sets in every pod to its primary IP (downward API `status.podIP`;
+`dsv4_runtime.distributed.POD_IP`): the runtime listens on `::` when it is IPv6. Left out when
+`spec.engine.env` sets it."""
 NVLS_OFF: Final = "0"
 """The value of `NVLS_ENV` the operator renders when `spec.engine.env` does not set it."""
 _NCCL_LITERAL_PATTERN: Final = r"^[0-9]{1,10}$"
