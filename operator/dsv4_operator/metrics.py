@@ -113,6 +113,10 @@ class OperatorMetrics:
         self.managed.set(len(self._managed))
         self.set_plan(key, None, 0)
 
-    def serve(self, port: int) -> None:
-        """Serve `/metrics` on `port` (all interfaces) in a daemon thread."""
-        start_http_server(port, registry=self.registry)
+    def serve(self, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
+        """Serve `/metrics` on `host`:`port` (all IPv4 interfaces by default) in a daemon thread.
+
+        Raises:
+            OSError: the port cannot be bound (in use, or `host` is not an address here).
+        """
+        start_http_server(port, addr=host, registry=self.registry)

@@ -6,6 +6,7 @@ with different settings in one process.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Final, Literal
@@ -14,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
 
-__all__ = ["DEFAULT_RUNTIME_IMAGE", "ENV_PREFIX", "LogFormat", "OperatorSettings"]
+__all__ = [
+    "DEFAULT_RUNTIME_IMAGE",
+    "ENV_PREFIX",
+    "POD_IP_ENV",
+    "LogFormat",
+    "OperatorSettings",
+    "listen_host",
+]
 
 DEFAULT_RUNTIME_IMAGE: Final = "ghcr.io/dsv4/dsv4-runtime:0.1.0"
 """Worker image when `spec.engine.image` is unset: built from `runtime/Dockerfile` (vLLM 0.33.0 +
@@ -28,6 +36,22 @@ in `json`."""
 
 ENV_PREFIX: Final = "DSV4_OPERATOR_"
 """Prefix of the environment variables read by `OperatorSettings.from_env`."""
+POD_IP_ENV: Final = "POD_IP"
+"""The operator pod's primary IP (the chart sets it from the downward API, `status.podIP`)."""
+
+
+def listen_host(env: Mapping[str, str]) -> str:
+    """Where the operator's health and metrics servers listen: `::` when the pod's IP is IPv6.
+
+    On an IPv6-only or IPv6-primary cluster kubelet probes the pod's IPv6 address, which a
+    server bound to `0.0.0.0` never answers (the chart's startup and liveness probes would
+    restart the operator for ever). `0.0.0.0` otherwise, and without `POD_IP` (run by hand).
+    """
+    try:
+        ip = ipaddress.ip_address(env.get(POD_IP_ENV, "").strip())
+    except ValueError:
+        return "0.0.0.0"  # noqa: S104  (a pod listens on all interfaces)
+    return "::" if ip.version == 6 else "0.0.0.0"  # noqa: S104
 
 
 class OperatorSettings(BaseModel):

@@ -170,6 +170,7 @@ def test_deployment_runs_the_operator_non_root_with_our_settings() -> None:
     assert env["DSV4_OPERATOR_PEERING"] == "dsv4-operator"
     assert env["DSV4_OPERATOR_METRICS_PORT"] == "8080"
     assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}  # IPv6: listen on ::
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
     assert container["securityContext"]["allowPrivilegeEscalation"] is False

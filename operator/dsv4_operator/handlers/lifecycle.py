@@ -26,7 +26,7 @@ from dsv4_operator.kube.client import PLURALS
 from dsv4_operator.kube.peering import PEERING_API_VERSION, PeeringResult, ensure_peering
 from dsv4_operator.metrics import OperatorMetrics
 from dsv4_operator.render import FIELD_MANAGER, LWS_API_VERSION
-from dsv4_operator.settings import OperatorSettings
+from dsv4_operator.settings import OperatorSettings, listen_host
 
 __all__ = [
     "API_RETRY_BACKOFFS_SECONDS",
@@ -87,7 +87,7 @@ def register_lifecycle_handlers(registry: kopf.OperatorRegistry, config: Operato
         metrics = OperatorMetrics()
         if config.metrics_port:
             try:
-                metrics.serve(config.metrics_port)
+                metrics.serve(config.metrics_port, listen_host(os.environ))
             except OSError as error:
                 # e.g. EADDRINUSE: retrying every minute behind a traceback fixed nothing.
                 raise kopf.PermanentError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import kopf
 
 from dsv4_operator.handlers.deployment import register_deployment_handlers
@@ -11,7 +13,7 @@ from dsv4_operator.handlers.lifecycle import (
     crd_gaps_message,
     register_lifecycle_handlers,
 )
-from dsv4_operator.settings import OperatorSettings
+from dsv4_operator.settings import OperatorSettings, listen_host
 
 __all__ = ["build_registry", "configure_logging", "run"]
 
@@ -54,7 +56,9 @@ def run(config: OperatorSettings, *, verbose: bool = False) -> None:
         SystemExit: with the CRD's gaps, after kopf stopped for them.
     """
     configure_logging(config, verbose=verbose)
-    liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
+    host = listen_host(os.environ)
+    bound = f"[{host}]" if ":" in host else host
+    liveness = f"http://{bound}:{config.liveness_port}/healthz" if config.liveness_port else None
     memo = kopf.Memo({STOP_ON_CRD_GAPS_KEY: True})  # the CRD watch may stop this process
     kopf.run(
         registry=build_registry(config),
