@@ -38,6 +38,7 @@ __all__ = [
     "MetricsValues",
     "OperatorValues",
     "PeeringValues",
+    "PodDisruptionBudgetValues",
     "PodMonitorValues",
     "PodSecurityContextValues",
     "RbacValues",
@@ -245,6 +246,15 @@ class PeeringValues(_Values):
     also skips the hook (clusters where the CRDs are managed elsewhere)."""
 
 
+class PodDisruptionBudgetValues(_Values):
+    """A PodDisruptionBudget for the operator pods when `replicas` is above 1."""
+
+    enabled: bool = True
+    """With more than one replica, keep all but one through voluntary disruptions (node
+    drains): `maxUnavailable: 1`, so a drain never takes every hot standby at once. Never with
+    one replica, whose drain it would block."""
+
+
 class ServiceMonitorValues(_Values):
     """A Prometheus-operator ServiceMonitor for the metrics Service."""
 
@@ -385,7 +395,13 @@ class ChartValues(_Values):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     """Tolerations of the operator pods (Kubernetes Toleration objects)."""
     affinity: dict[str, Any] = Field(default_factory=dict)
-    """Affinity of the operator pods (a Kubernetes Affinity object)."""
+    """Affinity of the operator pods (a Kubernetes Affinity object). Empty, with more than one
+    replica: a preferred pod anti-affinity on `kubernetes.io/hostname`, so standbys land on
+    other nodes where they can (it never keeps a pod Pending)."""
+    pod_disruption_budget: PodDisruptionBudgetValues = Field(
+        default_factory=PodDisruptionBudgetValues, alias="podDisruptionBudget"
+    )
+    """PodDisruptionBudget of the operator pods (with more than one replica)."""
     global_: dict[str, Any] = Field(default_factory=dict, alias="global")
     """Helm's global values (present when the chart is a subchart); not read."""
 

@@ -428,3 +428,40 @@ def test_notes_warn_of_an_unserved_pod_monitor_with_or_without_the_operator_metr
             notes
         ), metrics
     assert "PodMonitor" not in _notes("metrics.enabled=false")
+
+
+def test_standbys_spread_over_nodes_and_a_drain_keeps_one() -> None:
+    """Several replicas are hot standbys (kopf peering): on one node, or evicted together by a
+    node drain, they fail over to nothing. With replicas above 1 the chart prefers other nodes
+    and adds a PodDisruptionBudget; with one replica neither (a PDB would block the drain)."""
+    single = template()
+    assert by_kind(single, "PodDisruptionBudget") == []
+    assert "affinity" not in one(single, "Deployment")["spec"]["template"]["spec"]
+
+    objects = template(sets=["replicas=3"])
+    deployment = one(objects, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    (term,) = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    assert pdb["metadata"]["namespace"] == "dsv4-system"
+
+    # A user's affinity replaces the default; the budget can be turned off.
+    mine = template(
+        sets=[
+            "replicas=2",
+            "podDisruptionBudget.enabled=false",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+            ".nodeSelectorTerms[0].matchExpressions[0].key=pool",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+            ".nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+        ]
+    )
+    assert by_kind(mine, "PodDisruptionBudget") == []
+    affinity = one(mine, "Deployment")["spec"]["template"]["spec"]["affinity"]
+    assert list(affinity) == ["nodeAffinity"]
