@@ -150,6 +150,11 @@ UNSUPPORTED_FLAGS: Final = {
         "it offloads only the parameters it names (vLLM UVAOffloadConfig), which can be fewer "
         "bytes than the --cpu-offload-gb the plan takes off each GPU"
     ),
+    "--config": (
+        "a vLLM config file can set flags the operator and the runtime derive from the spec, "
+        "out of the operator's sight (vLLM reads the file's keys as flags: "
+        "FlexibleArgumentParser.load_config_file); put its flags in extraArgs instead"
+    ),
     "--enable-lora": (
         "vLLM's DeepSeek-V4 model class does not support LoRA (DeepseekV4ForCausalLM "
         "implements SupportsPP only, vllm/model_executor/models/deepseek_v4.py): every rank "
