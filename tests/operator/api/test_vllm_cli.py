@@ -41,6 +41,11 @@ def test_the_generated_table_is_vllms_parser(dump: dict[str, Any]) -> None:
     assert set(SERVE_OPTIONS) == long_options
 
 
+def _optional_str(value: str) -> str | None:
+    """vLLM's `optional_type(str)` (vllm/engine/arg_utils.py): "" and "None" are None."""
+    return None if value in ("", "None") else value
+
+
 def _argparse_twin(dump: dict[str, Any]) -> argparse.ArgumentParser:
     """Python's argparse with the dump's options: nargs, builtin types and choices as vLLM's.
 
@@ -54,11 +59,13 @@ def _argparse_twin(dump: dict[str, Any]) -> argparse.ArgumentParser:
         if flag["nargs"] == 0:
             parser.add_argument(*names, action="store_true", dest=flag["dest"])
             continue
-        kind = {"int": int, "float": float}.get(flag["type"] or "", str)
+        kind: Any = {"int": int, "float": float}.get(flag["type"] or "", str)
+        if flag["type"] == "_optional_type":  # vLLM's optional_type(str)
+            kind = _optional_str
         choices = (
             flag["choices"] if flag["type"] in (None, "str", "int", "_optional_type") else None
         )
-        if choices is not None and kind is str:
+        if choices is not None and kind in (str, _optional_str):
             choices = [str(c) for c in choices]
         parser.add_argument(
             *names, nargs=flag["nargs"], type=kind, choices=choices, dest=flag["dest"]
@@ -172,3 +179,15 @@ def test_the_operators_own_checks_come_first() -> None:
     assert "--max-model-len is set by the operator from the spec" in text
     assert "--enforce-eager takes no value" in text
     assert "set spec.engine.version" not in text
+
+
+@pytest.mark.parametrize("entry", ["--tool-strict-level=None", "--spec-method=None"])
+def test_none_is_no_choice_of_an_optional_literal(entry: str) -> None:
+    # vLLM's optional_type turns "None" into None before argparse checks the choices, which
+    # hold the string "None" (arg_utils `_compute_kwargs` appends it), so vLLM refuses it.
+    parser = argparse.ArgumentParser(add_help=False)
+    flag = entry.partition("=")[0]
+    choices = [*(SERVE_OPTIONS[flag].choices or ()), "None"]
+    parser.add_argument(flag, type=_optional_str, choices=choices)
+    assert not _accepted(parser, entry)
+    assert argparse_problem(entry, SERVE_OPTIONS) is not None

@@ -81,8 +81,10 @@ class ServeOption:
 _ARITY: Final[dict[object, ValueArity]] = {0: "none", None: "one", "?": "optional", "+": "many"}
 _CHOICE_TYPES: Final = (None, "str", "int", "_optional_type")
 """Types whose choices are compared as strings: no conversion, `str`, `int` (compared after
-`int()`), and vLLM's `_optional_type` (vllm/engine/arg_utils.py: "None" becomes None, which
-the dump writes as the choice "None"; its choices here are all strings)."""
+`int()`), and vLLM's `_optional_type` (vllm/engine/arg_utils.py `optional_type`: `""` and
+`"None"` become None before argparse checks the choices, while `_compute_kwargs` appends the
+string `"None"` to them; None is never among them, so vLLM refuses both and the table leaves
+`"None"` out)."""
 
 
 def options_from_parser_dump(dump: Mapping[str, Any]) -> dict[str, ServeOption]:
@@ -108,6 +110,8 @@ def options_from_parser_dump(dump: Mapping[str, Any]) -> dict[str, ServeOption]:
         checked: CheckedType | None = kind if kind in ("int", "float") else None
         raw = flag["choices"]
         choices = tuple(str(c) for c in raw) if raw and kind in _CHOICE_TYPES else None
+        if choices is not None and kind == "_optional_type":
+            choices = tuple(c for c in choices if c != "None")
         option = ServeOption(_ARITY[nargs], checked, choices)
         table.update({name: option for name in flag["options"] if name.startswith("--")})
     return dict(sorted(table.items()))

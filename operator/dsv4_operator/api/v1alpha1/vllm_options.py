@@ -57,7 +57,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--cohere-format": ServeOption(arity="one", type=None, choices=None),
     "--cohere-is-reasoning-model": ServeOption(arity="none", type=None, choices=None),
     "--collect-detailed-traces": ServeOption(
-        arity="many", type=None, choices=("all", "model", "worker", "None")
+        arity="many", type=None, choices=("all", "model", "worker")
     ),
     "--compilation-config": ServeOption(arity="one", type=None, choices=None),
     "--config": ServeOption(arity="one", type=None, choices=None),
@@ -83,7 +83,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--data-parallel-supervisor-port": ServeOption(arity="one", type="int", choices=None),
     "--dbo-decode-token-threshold": ServeOption(arity="one", type="int", choices=None),
     "--dbo-prefill-token-threshold": ServeOption(arity="one", type="int", choices=None),
-    "--dcp-comm-backend": ServeOption(arity="one", type=None, choices=("a2a", "ag_rs", "None")),
+    "--dcp-comm-backend": ServeOption(arity="one", type=None, choices=("a2a", "ag_rs")),
     "--dcp-kv-cache-interleave-size": ServeOption(arity="one", type="int", choices=None),
     "--dcp-q-replicate": ServeOption(arity="none", type=None, choices=None),
     "--decode-context-parallel-size": ServeOption(arity="one", type="int", choices=None),
@@ -291,7 +291,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
         arity="one", type=None, choices=("auto", "bfloat16", "float16", "float32")
     ),
     "--mamba-ssu-algorithm": ServeOption(
-        arity="one", type=None, choices=("auto", "horizontal", "simple", "vertical", "None")
+        arity="one", type=None, choices=("auto", "horizontal", "simple", "vertical")
     ),
     "--master-addr": ServeOption(arity="one", type=None, choices=None),
     "--master-port": ServeOption(arity="one", type="int", choices=None),
@@ -316,7 +316,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--middleware": ServeOption(arity="one", type=None, choices=None),
     "--mm-device-do-normalize": ServeOption(arity="none", type=None, choices=None),
     "--mm-encoder-attn-backend": ServeOption(arity="one", type=None, choices=None),
-    "--mm-encoder-attn-dtype": ServeOption(arity="one", type=None, choices=("fp8", "None")),
+    "--mm-encoder-attn-dtype": ServeOption(arity="one", type=None, choices=("fp8",)),
     "--mm-encoder-fp8-scale-path": ServeOption(arity="one", type=None, choices=None),
     "--mm-encoder-fp8-scale-save-margin": ServeOption(arity="one", type="float", choices=None),
     "--mm-encoder-fp8-scale-save-path": ServeOption(arity="one", type=None, choices=None),
@@ -429,7 +429,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
         arity="one", type=None, choices=("auto", "draft", "generate", "pooling")
     ),
     "--safetensors-load-strategy": ServeOption(
-        arity="one", type=None, choices=("eager", "lazy", "prefetch", "torchao", "None")
+        arity="one", type=None, choices=("eager", "lazy", "prefetch", "torchao")
     ),
     "--safetensors-prefetch-block-size": ServeOption(arity="one", type=None, choices=None),
     "--safetensors-prefetch-num-threads": ServeOption(arity="one", type="int", choices=None),
@@ -488,7 +488,6 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
             "step3p5_mtp",
             "step5_mtp",
             "suffix",
-            "None",
         ),
     ),
     "--spec-model": ServeOption(arity="one", type=None, choices=None),
@@ -513,7 +512,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--tool-parser-plugin": ServeOption(arity="one", type=None, choices=None),
     "--tool-server": ServeOption(arity="one", type=None, choices=None),
     "--tool-strict-level": ServeOption(
-        arity="one", type=None, choices=("auto", "function", "parameter", "None")
+        arity="one", type=None, choices=("auto", "function", "parameter")
     ),
     "--trust-remote-code": ServeOption(arity="none", type=None, choices=None),
     "--trust-request-chat-template": ServeOption(arity="none", type=None, choices=None),
