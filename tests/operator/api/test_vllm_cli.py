@@ -51,10 +51,10 @@ def _argparse_twin(dump: dict[str, Any]) -> argparse.ArgumentParser:
 
     vLLM's own type functions are strings here, as `argparse_problem` leaves them to vLLM.
     """
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser()  # vLLM's -h/--help: prints and exits
     for flag in dump["flags"]:
         names = [o for o in flag["options"] if o.startswith("--")]
-        if not names:
+        if not names or flag["action"] == "_HelpAction":
             continue
         if flag["nargs"] == 0:
             parser.add_argument(*names, action="store_true", dest=flag["dest"])
@@ -74,7 +74,7 @@ def _argparse_twin(dump: dict[str, Any]) -> argparse.ArgumentParser:
 
 
 def _accepted(parser: argparse.ArgumentParser, entry: str) -> bool:
-    with contextlib.redirect_stderr(io.StringIO()):
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         try:
             parser.parse_args([entry])
         except SystemExit:
@@ -191,3 +191,12 @@ def test_none_is_no_choice_of_an_optional_literal(entry: str) -> None:
     parser.add_argument(flag, type=_optional_str, choices=choices)
     assert not _accepted(parser, entry)
     assert argparse_problem(entry, SERVE_OPTIONS) is not None
+
+
+@pytest.mark.parametrize("entry", ["--help", "--hel", "--help=all"])
+def test_help_is_refused_as_vllm_would_print_it_and_exit(entry: str) -> None:
+    # argparse's help action prints and exits 0 (FlexibleArgumentParser turns --help=KEY into
+    # --help): vLLM never starts, and every pod of the group restarts.
+    problem = argparse_problem(entry, SERVE_OPTIONS)
+    assert problem is not None
+    assert "--help" in problem

@@ -13,6 +13,7 @@ the options of the vLLM release the operator is built for (`VLLM_VERSION`; the t
 - an option with no value (`store_true`, vLLM's `EnableDisableAction`: nargs 0) refuses
   `=value` ("ignored explicit argument"); one with a value (nargs None or `+`) needs it in the
   same entry, since the API admits no separate value entries and extraArgs come last;
+- `--help` (or an abbreviation) is refused: argparse prints the help and exits 0;
 - the value is converted by the option's type (`int`, `float`: Python's own functions, as
   argparse calls them) and checked against its choices (`_get_values`, `_check_value`).
 
@@ -129,17 +130,14 @@ def argparse_problem(entry: str, options: Mapping[str, ServeOption]) -> str | No
         vLLM does not have; None when argparse accepts the entry.
     """
     flag, eq, value = entry.partition("=")
-    option = options.get(flag)
-    if option is None:
-        matches = [name for name in options if name.startswith(flag)]
-        if len(matches) > 1:
-            shown = ", ".join(matches[:6]) + (", ..." if len(matches) > 6 else "")
-            return f"{flag} is ambiguous in vLLM {VLLM_VERSION} (it abbreviates {shown})"
-        if not matches:
-            close = difflib.get_close_matches(flag, list(options), n=3, cutoff=0.75)
-            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-            return f"{flag} is not a `vllm serve` option of vLLM {VLLM_VERSION}{hint}"
-        flag, option = matches[0], options[matches[0]]
+    found = _lookup(flag, options)
+    if isinstance(found, str):
+        return found
+    flag, option = found
+    if flag == "--help":
+        # argparse's help action (and FlexibleArgumentParser's `--help=KEY`) prints the help
+        # and exits 0: vLLM never starts, and every pod of the group restarts.
+        return f"{entry!r} is {flag}: vLLM would print its help and exit instead of serving"
     if option.arity == "none":
         return (
             f"{entry!r}: {flag} takes no value (vLLM refuses one); write {flag} alone"
@@ -151,6 +149,22 @@ def argparse_problem(entry: str, options: Mapping[str, ServeOption]) -> str | No
             return None
         return f"{flag} needs a value in the same entry ({flag}=VALUE)"
     return _value_problem(entry, flag, value, option)
+
+
+def _lookup(flag: str, options: Mapping[str, ServeOption]) -> tuple[str, ServeOption] | str:
+    """The option `flag` names (exactly, else as a unique prefix), or why argparse finds none."""
+    option = options.get(flag)
+    if option is not None:
+        return flag, option
+    matches = [name for name in options if name.startswith(flag)]
+    if len(matches) > 1:
+        shown = ", ".join(matches[:6]) + (", ..." if len(matches) > 6 else "")
+        return f"{flag} is ambiguous in vLLM {VLLM_VERSION} (it abbreviates {shown})"
+    if not matches:
+        close = difflib.get_close_matches(flag, list(options), n=3, cutoff=0.75)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        return f"{flag} is not a `vllm serve` option of vLLM {VLLM_VERSION}{hint}"
+    return matches[0], options[matches[0]]
 
 
 def _value_problem(entry: str, flag: str, value: str, option: ServeOption) -> str | None:
