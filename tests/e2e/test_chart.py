@@ -748,3 +748,54 @@ def test_an_older_chart_does_not_downgrade_the_crd_through_the_upgrade_hook(
         restore = ["apply", "--server-side", "--force-conflicts", "--field-manager", "dsv4-e2e"]
         plane.kubectl(*restore, "-f", "-", stdin=json.dumps(current_crd))
         plane.wait_crd_established(CRD_NAME)
+
+
+def test_the_upgrade_hook_ignores_properties_our_crd_keeps_as_unknown_fields(
+    control_plane: ControlPlane,
+    upstream_crds: dict[str, Any],
+    dsv4_crd: Any,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """Where our CRD keeps unknown fields (`spec.gpu.affinity`: preserve-unknown, no
+    properties), a cluster CRD that spells that node's properties out loses nothing when ours
+    is applied: the API server keeps every field under it. The hook must not call that a
+    downgrade (the operator's own `api.crd.schema_gaps` does not)."""
+    plane = control_plane
+
+    def spelled_out(crd: Json) -> Json:
+        out = crd_for_1_20(crd)
+        spec = out["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        affinity = spec["properties"]["gpu"]["properties"]["affinity"]
+        assert affinity.get("x-kubernetes-preserve-unknown-fields") is True
+        assert "properties" not in affinity
+        affinity.pop("x-kubernetes-preserve-unknown-fields")
+        affinity["properties"] = {
+            "nodeAffinity": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        }
+        return out
+
+    spelled = copy_chart(tmp_path / "spelled", crd=spelled_out, kube_version=KUBE_1_20)
+    current = copy_chart(tmp_path / "current", crd=crd_for_1_20, kube_version=KUBE_1_20)
+    release = namespace
+    try:
+        plane.helm("install", release, str(current), "-n", namespace)
+        # Only Helm owns the CRD's fields (as in the downgrade test above).
+        got = plane.kubectl_json("get", "crd", CRD_NAME, "--show-managed-fields")
+        fields = got["metadata"]["managedFields"]
+        helm_owned = [f for f in fields if f["manager"] == "helm" and f["operation"] == "Apply"]
+        reset = {"metadata": {"managedFields": helm_owned}}
+        plane.kubectl("patch", "crd", CRD_NAME, "--type=merge", "-p", json.dumps(reset))
+        upgrade = ["upgrade", release, "-n", namespace, "--reset-then-reuse-values"]
+        plane.helm(*upgrade[:2], str(spelled), *upgrade[2:])
+        live = plane.kubectl_json("get", "crd", CRD_NAME)["spec"]["versions"][0]["schema"]
+        gpu = live["openAPIV3Schema"]["properties"]["spec"]["properties"]["gpu"]
+        assert "nodeAffinity" in gpu["properties"]["affinity"]["properties"]
+        done = plane.helm(*upgrade[:2], str(current), *upgrade[2:], check=False)
+        assert done.returncode == 0, done.stderr
+    finally:
+        plane.helm("uninstall", release, "-n", namespace, check=False)
+        current_crd = crd_for_1_20(yaml.safe_load(CRD_FILE.read_text()))
+        restore = ["apply", "--server-side", "--force-conflicts", "--field-manager", "dsv4-e2e"]
+        plane.kubectl(*restore, "-f", "-", stdin=json.dumps(current_crd))
+        plane.wait_crd_established(CRD_NAME)

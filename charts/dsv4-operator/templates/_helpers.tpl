@@ -70,23 +70,26 @@ app.kubernetes.io/component: operator
 {{/*
 Space-separated paths (spec.cost, spec.gpu.types[]) of the schema properties that `live` (an
 openAPIV3Schema from the cluster) declares and `ours` lacks, below `path`; recursing through
-properties, items and additionalProperties schemas (crd-upgrade.yaml: no CRD downgrade).
+properties, items and additionalProperties schemas (crd-upgrade.yaml: no CRD downgrade). Where
+`ours` keeps unknown fields (x-kubernetes-preserve-unknown-fields), the API server keeps what
+it does not list, so only the properties it does list are compared (api.crd.schema_gaps).
 */}}
 {{- define "dsv4-operator.propertiesMissing" -}}
 {{- $ours := .ours | default dict }}
+{{- $keeps := index $ours "x-kubernetes-preserve-unknown-fields" }}
 {{- $ourProperties := $ours.properties | default dict }}
 {{- range $name, $liveChild := (.live.properties | default dict) }}
 {{- $at := ternary $name (printf "%s.%s" $.path $name) (eq $.path "") }}
 {{- if hasKey $ourProperties $name }}
 {{- include "dsv4-operator.propertiesMissing" (dict "live" $liveChild "ours" (get $ourProperties $name) "path" $at) }}
-{{- else }}
+{{- else if not $keeps }}
 {{- printf "%s " $at }}
 {{- end }}
 {{- end }}
-{{- if kindIs "map" .live.items }}
+{{- if and (kindIs "map" .live.items) (or (not $keeps) (kindIs "map" $ours.items)) }}
 {{- include "dsv4-operator.propertiesMissing" (dict "live" .live.items "ours" $ours.items "path" (printf "%s[]" .path)) }}
 {{- end }}
-{{- if kindIs "map" .live.additionalProperties }}
+{{- if and (kindIs "map" .live.additionalProperties) (or (not $keeps) (kindIs "map" $ours.additionalProperties)) }}
 {{- include "dsv4-operator.propertiesMissing" (dict "live" .live.additionalProperties "ours" $ours.additionalProperties "path" (printf "%s{}" .path)) }}
 {{- end }}
 {{- end }}
