@@ -11,13 +11,15 @@ from typing import Any, Final
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 
-__all__ = ["CRD_WATCH_TIMEOUT_SECONDS", "watch_crd"]
+__all__ = ["CRD_WATCH_RETRY_SECONDS", "CRD_WATCH_TIMEOUT_SECONDS", "watch_crd"]
 
 CRD_WATCH_TIMEOUT_SECONDS: Final = 15
 """Seconds each watch request lasts before it is renewed (the API server's `timeoutSeconds`),
 so also the longest `watch_crd` takes to notice `stop` when no event comes."""
-_RETRY_SECONDS: Final = 5.0
-"""Pause after a failed list or watch before the next attempt."""
+CRD_WATCH_RETRY_SECONDS: Final = (5.0, 300.0)
+"""Pause after a failed list or watch before the next attempt: the first, doubled after each
+further failure up to the second (a lasting 403 under hand-made RBAC logs every 5 minutes, not
+every 5 seconds); back to the first after a success."""
 
 
 def watch_crd(
@@ -63,6 +65,7 @@ def _watch(
     api: Any = k8s.ApiextensionsV1Api(api_client)
     new_watch: Any = k8s_watch.Watch
     selector = f"metadata.name={name}"
+    delay = CRD_WATCH_RETRY_SECONDS[0]
     while not stop.is_set():
         try:
             listed = api.list_custom_resource_definition(
@@ -70,6 +73,7 @@ def _watch(
             )
             body = _json(listed.data)
             version = body["metadata"]["resourceVersion"]
+            delay = CRD_WATCH_RETRY_SECONDS[0]
             for item in body.get("items", []):
                 if on_crd(item):
                     return
@@ -90,10 +94,9 @@ def _watch(
                     watcher.stop()
                     return
         except Exception as error:  # any failure: log, wait, list again
-            logger.warning(
-                "watching CRD %s failed (again in %g s): %s", name, _RETRY_SECONDS, error
-            )
-            stop.wait(_RETRY_SECONDS)
+            logger.warning("watching CRD %s failed (again in %g s): %s", name, delay, error)
+            stop.wait(delay)
+            delay = min(2 * delay, CRD_WATCH_RETRY_SECONDS[1])
 
 
 def _json(data: bytes) -> dict[str, Any]:
