@@ -200,3 +200,20 @@ def test_help_is_refused_as_vllm_would_print_it_and_exit(entry: str) -> None:
     problem = argparse_problem(entry, SERVE_OPTIONS)
     assert problem is not None
     assert "--help" in problem
+
+
+def test_the_choice_lists_the_planner_reads_start_with_vllms_default(dump: dict[str, Any]) -> None:
+    from dsv4_operator.api.v1alpha1.engine import (
+        ALL2ALL_BACKENDS,
+        OFFLOAD_BACKENDS,
+        PERFORMANCE_MODES,
+    )
+
+    flags = {option: flag for flag in dump["flags"] for option in flag["options"]}
+    for option, listed in (
+        ("--all2all-backend", ALL2ALL_BACKENDS),
+        ("--offload-backend", OFFLOAD_BACKENDS),
+        ("--performance-mode", PERFORMANCE_MODES),
+    ):
+        assert listed[0] == flags[option]["default"]
+        assert sorted(listed) == sorted(flags[option]["choices"])

@@ -46,6 +46,23 @@ __all__ = [
     "SpeculativeDecoding",
 ]
 
+
+def _choices(flag: str, default: str) -> tuple[str, ...]:
+    """The choices of a vLLM 0.33.0 `vllm serve` option, `default` (vLLM's) first.
+
+    From `vllm_options.SERVE_OPTIONS`, generated from vLLM's own parser; `default` is the
+    option's default in the same parser dump.
+
+    Raises:
+        ValueError: at import, when the option has no choices or `default` is not one of them.
+    """
+    choices = SERVE_OPTIONS[flag].choices
+    if choices is None or default not in choices:
+        msg = f"{flag}: {default!r} is not among vLLM's choices {choices}"
+        raise ValueError(msg)
+    return (default, *(choice for choice in choices if choice != default))
+
+
 OPERATOR_OWNED_FLAGS: Final = (
     "--model",
     "--port",
@@ -310,21 +327,7 @@ the planner: `deepep_high_throughput` holds DeepEP buffers of `DEEPEP_BUFFER_ENV
 (twice that when the EP group spans nodes) and `deepep_low_latency` one of them plus DeepEP's
 low-latency RDMA buffer, which the plan counts beyond its 1 GiB EP allowance; the backends of
 `ALL2ALL_NOT_COUNTED` are refused."""
-ALL2ALL_BACKENDS: Final = (
-    "allgather_reducescatter",
-    "deepep_high_throughput",
-    "deepep_low_latency",
-    "deepep_v2",
-    "flashinfer_all2allv",
-    "flashinfer_nvlink_one_sided",
-    "flashinfer_nvlink_two_sided",
-    "moonep",
-    "mori_high_throughput",
-    "mori_low_latency",
-    "naive",
-    "nixl_ep",
-    "pplx",
-)
+ALL2ALL_BACKENDS: Final = _choices(ALL2ALL_FLAG, "allgather_reducescatter")
 """`--all2all-backend` choices (vLLM 0.33.0 flag list), the first the default."""
 ALL2ALL_NOT_COUNTED: Final = {
     "deepep_v2": (
@@ -370,7 +373,7 @@ OFFLOAD_BACKEND_FLAG: Final = "--offload-backend"
 `uva` honours `--cpu-offload-gb`; `prefetch` ignores it ("UVA settings will be ignored"), and
 `auto`, the default, picks prefetch whenever `--offload-group-size` is above 0. Read so the plan
 takes the offloaded GiB off each GPU only when vLLM does."""
-OFFLOAD_BACKENDS: Final = ("auto", "prefetch", "uva")
+OFFLOAD_BACKENDS: Final = _choices(OFFLOAD_BACKEND_FLAG, "auto")
 """`--offload-backend` choices (vLLM 0.33.0 flag list), default `auto`."""
 OFFLOAD_GROUP_FLAG: Final = "--offload-group-size"
 """vLLM 0.33.0's prefetch offloader group size (`PrefetchOffloadConfig.offload_group_size`, an
@@ -417,7 +420,7 @@ PERFORMANCE_MODE_FLAG: Final = "--performance-mode"
 """vLLM 0.33.0's `--performance-mode` (dest `performance_mode`), read by the planner: with
 `interactivity` vLLM captures a CUDA graph for every size from 1 to min(cap, 32) tokens
 (`VllmConfig._set_cudagraph_sizes`, vllm/config/vllm.py at 000fc94b), which the plan counts."""
-PERFORMANCE_MODES: Final = ("balanced", "interactivity", "throughput")
+PERFORMANCE_MODES: Final = _choices(PERFORMANCE_MODE_FLAG, "balanced")
 """`--performance-mode` choices, default `balanced` (vLLM 0.33.0 `vllm serve`; the flag list in
 shared/fixtures/vllm/vllm-0.33.0-serve-flags.json). Only `interactivity` changes the CUDA-graph
 sizes; `throughput` doubles vLLM's default max-num-seqs and max-num-batched-tokens only when
