@@ -80,3 +80,23 @@ def test_real_image_references_are_accepted(image: str, validate: Any) -> None:
     body = with_spec(engine={"image": image})
     assert parse_deployment(body).spec.engine.image == image
     assert validate(body) == []
+
+
+def test_every_bad_label_and_annotation_key_is_named_in_one_error() -> None:
+    """New-user trial (carried): a second bad key surfaced only after the first was fixed."""
+    from dsv4_operator.api import InvalidSpecError, parse_spec
+
+    labels = {"dsv4.io/deployment": "x", "x" * 64: "y", "team": "a"}
+    annotations = {"leaderworkerset.sigs.k8s.io/size": "4", "Bad Key": "v"}
+    spec = {
+        "model": "flash",
+        "gpu": {"types": ["h200-141gb"]},
+        "pod": {"labels": labels, "annotations": annotations},
+    }
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(spec)
+    text = str(caught.value)
+    assert "'dsv4.io/deployment': the prefixes" in text
+    assert "1 to 63 characters" in text
+    assert "'leaderworkerset.sigs.k8s.io/size': the prefixes" in text
+    assert "Bad Key" in text or "bad key" in text

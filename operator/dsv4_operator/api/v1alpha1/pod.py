@@ -49,18 +49,28 @@ def _no_reserved_keys(field: str) -> dict[str, str]:
 
 
 def _check_keys(value: dict[str, str], *, annotations: bool) -> dict[str, str]:
+    """`value` (labels, or annotations), or ValueError naming every bad key at once.
+
+    Raises:
+        ValueError: keys that are not label keys (annotation keys checked lowercased, as
+            core/v1 ValidateAnnotations does) or start with `RESERVED_PREFIXES`, and, for
+            annotations, more than `ANNOTATIONS_MAX_BYTES` in all; one message for all of them,
+            so a user fixes them in one apply.
+    """
+    problems = []
     for key in value:
-        # Annotation keys are checked lowercased (core/v1 ValidateAnnotations).
         if (error := label_key_error(key.lower() if annotations else key)) is not None:
-            raise ValueError(error)
-        if key.lower().startswith(RESERVED_PREFIXES):
-            msg = f"{key!r}: the prefixes {', '.join(RESERVED_PREFIXES)} are set by the operator"
-            raise ValueError(msg)
+            problems.append(error)
+        elif key.lower().startswith(RESERVED_PREFIXES):
+            problems.append(
+                f"{key!r}: the prefixes {', '.join(RESERVED_PREFIXES)} are set by the operator"
+            )
     if annotations:
         size = sum(len(k.encode()) + len(v.encode()) for k, v in value.items())
         if size > ANNOTATIONS_MAX_BYTES:
-            msg = f"{size} bytes of keys and values; at most {ANNOTATIONS_MAX_BYTES}"
-            raise ValueError(msg)
+            problems.append(f"{size} bytes of keys and values; at most {ANNOTATIONS_MAX_BYTES}")
+    if problems:
+        raise ValueError("; ".join(problems))
     return value
 
 
