@@ -5,9 +5,11 @@ import contextlib
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 
 from dsv4_operator.api import InvalidSpecError, parse_spec
@@ -46,10 +48,33 @@ def _optional_str(value: str) -> str | None:
     return None if value in ("", "None") else value
 
 
+def _config_object(value: str) -> dict[str, Any]:
+    """vLLM's `parse_dataclass` as far as the shape goes: pydantic validates JSON into a config
+    dataclass (an object), after expanding bare `80m`-style numbers outside strings."""
+    parts = re.split(r'("(?:[^"\\]|\\.)*")', value)
+    parts[::2] = [re.sub(r"\b\d+(?:\.\d+)?[kKmMgGtT]\b", "0", p) for p in parts[::2]]
+    parsed: dict[str, Any] = pydantic.TypeAdapter(dict[str, Any]).validate_json("".join(parts))
+    return parsed
+
+
+def _json(value: str) -> object:
+    """`json.loads` and vLLM's `parse_type(json.loads)`, as argparse calls them."""
+    return json.loads(value)
+
+
+_TWIN_TYPES: dict[str, Any] = {
+    "int": int,
+    "float": float,
+    "loads": _json,
+    "_parse_type": _json,
+    "parse_dataclass": _config_object,
+}
+
+
 def _argparse_twin(dump: dict[str, Any]) -> argparse.ArgumentParser:
     """Python's argparse with the dump's options: nargs, builtin types and choices as vLLM's.
 
-    vLLM's own type functions are strings here, as `argparse_problem` leaves them to vLLM.
+    vLLM's other type functions are strings here, as `argparse_problem` leaves them to vLLM.
     """
     parser = argparse.ArgumentParser()  # vLLM's -h/--help: prints and exits
     for flag in dump["flags"]:
@@ -59,7 +84,7 @@ def _argparse_twin(dump: dict[str, Any]) -> argparse.ArgumentParser:
         if flag["nargs"] == 0:
             parser.add_argument(*names, action="store_true", dest=flag["dest"])
             continue
-        kind: Any = {"int": int, "float": float}.get(flag["type"] or "", str)
+        kind: Any = _TWIN_TYPES.get(flag["type"] or "", str)
         if flag["type"] == "_optional_type":  # vLLM's optional_type(str)
             kind = _optional_str
         choices = (
@@ -88,6 +113,7 @@ def _entries(dump: dict[str, Any]) -> list[str]:
     for flag in dump["flags"]:
         for name in (o for o in flag["options"] if o.startswith("--")):
             entries += [name, f"{name}=1", f"{name}=x", f"{name}=1.5", f"{name}=", f"{name}=-2"]
+            entries += [f'{name}={{"a": 2k}}', f'{name}={{"a": "2k"}}', f"{name}={{'a': 1}}"]
             entries += [f"{name}={choice}" for choice in (flag["choices"] or [])[:3]]
             entries += [name[:cut] for cut in (4, 7, len(name) - 1) if cut < len(name)]
             entries += [f"{name[: len(name) - 2]}=7", name.replace("-", "_", 1)[:3] + name[3:]]
@@ -217,3 +243,39 @@ def test_the_choice_lists_the_planner_reads_start_with_vllms_default(dump: dict[
     ):
         assert listed[0] == flags[option]["default"]
         assert sorted(listed) == sorted(flags[option]["choices"])
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        # vLLM's type json.loads (frontend options): the recipe's thinking switch as a Python dict
+        ("--default-chat-template-kwargs={'thinking': True}", "needs a JSON value"),
+        ("--allowed-origins=*", "needs a JSON value"),
+        # parse_type(json.loads) (dict-typed engine options, arg_utils `_compute_kwargs`)
+        ("--override-generation-config=temperature=0.6", "needs a JSON value"),
+        # parse_dataclass: pydantic's TypeAdapter(cls).validate_json needs a JSON object
+        ("--compilation-config=3", "needs a JSON object"),
+        ("--attention-config=FLASHMLA", "needs a JSON object"),
+    ],
+)
+def test_json_values_vllm_cannot_parse_are_invalid(entry: str, message: str) -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec({**BASE, "engine": {"extraArgs": [entry]}})
+    assert message in str(caught.value)
+    assert entry.partition("=")[0] in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        '--default-chat-template-kwargs={"thinking": true}',
+        '--allowed-origins=["*"]',
+        '--override-generation-config={"temperature": 0.6}',
+        '--compilation-config={"mode": 3}',
+        '--attention-config={"backend": "FLASHMLA"}',
+        # vLLM expands bare human-readable numbers in dataclass JSON (80m: 80,000,000)
+        '--profiler-config={"max_bytes": 80m}',
+    ],
+)
+def test_json_values_vllm_parses_are_accepted(entry: str) -> None:
+    assert parse_spec({**BASE, "engine": {"extraArgs": [entry]}}).engine.extra_args == (entry,)

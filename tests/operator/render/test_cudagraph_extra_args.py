@@ -157,7 +157,7 @@ def test_extra_args_without_cuda_graphs_count_no_graph_memory(extra: list[str]) 
         ["--optimization-level=0", '--compilation-config={"cudagraph_mode":"PIECEWISE"}'],
         ["--optimization-level=0", "--optimization-level=3"],
         ["--optimization-level=1"],
-        ["--compilation-config=3"],
+        ['--compilation-config={"cudagraph_mode":"FULL"}'],
     ],
 )
 def test_extra_args_with_cuda_graphs_count_them(extra: list[str]) -> None:

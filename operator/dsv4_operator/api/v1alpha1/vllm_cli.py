@@ -15,15 +15,21 @@ the options of the vLLM release the operator is built for (`VLLM_VERSION`; the t
   same entry, since the API admits no separate value entries and extraArgs come last;
 - `--help` (or an abbreviation) is refused: argparse prints the help and exits 0;
 - the value is converted by the option's type (`int`, `float`: Python's own functions, as
-  argparse calls them) and checked against its choices (`_get_values`, `_check_value`).
+  argparse calls them) and checked against its choices (`_get_values`, `_check_value`);
+- a JSON-typed value must parse: `json.loads` (frontend options) and vLLM's
+  `parse_type(json.loads)` (dict-typed options, `_parse_type` in the dump) as Python's `json`
+  does, and `parse_dataclass` (config objects: pydantic's `TypeAdapter(cls).validate_json`,
+  vllm/engine/arg_utils.py `_compute_kwargs`) as a JSON object, after the bare human-readable
+  numbers (`80m`) that some vLLM releases expand there (`_expand_json_human_readable_numbers`).
 
-Types that are vLLM functions (`human_readable_int`, `parse_dataclass`, lambdas) are not
-re-implemented: their values pass here and vLLM judges them.
+Other types that are vLLM functions (`human_readable_int`, `_optional_type`, lambdas) are not
+re-implemented, nor the fields of a config object: their values pass here and vLLM judges them.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -59,7 +65,7 @@ def checked_release(version: str | None) -> bool:
 
 
 ValueArity = Literal["none", "one", "optional", "many"]
-CheckedType = Literal["int", "float"]
+CheckedType = Literal["int", "float", "json", "json-object"]
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,9 @@ class ServeOption:
     Attributes:
         arity: `none` (nargs 0: no value), `one` (nargs None), `optional` (nargs `?`),
             `many` (nargs `+`; one value per entry here).
-        type: `int` or `float` when argparse converts the value with that builtin, else None
-            (a string, or a vLLM function not re-implemented here).
+        type: `int` or `float` when argparse converts the value with that builtin, `json` when
+            it must be any JSON value (`json.loads`), `json-object` when a JSON object (a vLLM
+            config dataclass), else None (a string, or a vLLM function not re-implemented here).
         choices: the accepted values as strings (after `type`), or None for any.
     """
 
@@ -80,6 +87,18 @@ class ServeOption:
 
 
 _ARITY: Final[dict[object, ValueArity]] = {0: "none", None: "one", "?": "optional", "+": "many"}
+_JSON_TYPES: Final[dict[str, CheckedType]] = {
+    "loads": "json",
+    "_parse_type": "json",
+    "parse_dataclass": "json-object",
+}
+"""The dump's type names whose values must be JSON: `json.loads` itself, vLLM's
+`parse_type(json.loads)` (its inner function `_parse_type`, used for dict-typed options), and
+`parse_dataclass` (a config dataclass validated from JSON, so an object)."""
+_HUMAN_NUMBER: Final = re.compile(r"\b\d+(?:\.\d+)?[kKmMgGtT]\b")
+"""A bare human-readable number (`80m`, `1.5k`, `2G`) that vLLM may expand inside config JSON."""
+_JSON_STRING: Final = re.compile(r'("(?:[^"\\]|\\.)*")')
+"""A JSON string literal, left as it is when numbers are expanded."""
 _CHOICE_TYPES: Final = (None, "str", "int", "_optional_type")
 """Types whose choices are compared as strings: no conversion, `str`, `int` (compared after
 `int()`), and vLLM's `_optional_type` (vllm/engine/arg_utils.py `optional_type`: `""` and
@@ -108,7 +127,7 @@ def options_from_parser_dump(dump: Mapping[str, Any]) -> dict[str, ServeOption]:
             msg = f"{flag['options']}: nargs {nargs!r} is not modelled"
             raise ValueError(msg)
         kind = flag["type"]
-        checked: CheckedType | None = kind if kind in ("int", "float") else None
+        checked: CheckedType | None = kind if kind in ("int", "float") else _JSON_TYPES.get(kind)
         raw = flag["choices"]
         choices = tuple(str(c) for c in raw) if raw and kind in _CHOICE_TYPES else None
         if choices is not None and kind == "_optional_type":
@@ -169,6 +188,8 @@ def _lookup(flag: str, options: Mapping[str, ServeOption]) -> tuple[str, ServeOp
 
 def _value_problem(entry: str, flag: str, value: str, option: ServeOption) -> str | None:
     """Why argparse would refuse `value` for `option`: its type or choices (None: it would not)."""
+    if option.type in ("json", "json-object"):
+        return _json_problem(entry, flag, value, object_only=option.type == "json-object")
     converted: Sequence[str] = (value,)
     if option.type is not None:
         try:
@@ -179,3 +200,33 @@ def _value_problem(entry: str, flag: str, value: str, option: ServeOption) -> st
     if option.choices is not None and converted[0] not in option.choices:
         return f"{entry!r}: {flag} must be one of {', '.join(option.choices)}"
     return None
+
+
+def _json_problem(entry: str, flag: str, value: str, *, object_only: bool) -> str | None:
+    """Why vLLM's JSON type for `flag` would refuse `value` (None: it would not).
+
+    For a config object (`object_only`) bare human-readable numbers outside strings are
+    replaced by a plain number first, as vLLM releases that expand them do, so a value is
+    refused only where no vLLM release reads it.
+    """
+    text = value
+    if object_only:
+        parts = _JSON_STRING.split(value)
+        parts[::2] = [_HUMAN_NUMBER.sub("1", part) for part in parts[::2]]
+        text = "".join(parts)
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = _NOT_JSON
+    if parsed is _NOT_JSON or (object_only and not isinstance(parsed, dict)):
+        wanted = "a JSON object" if object_only else "a JSON value"
+        example = '{"key": 1}' if object_only else '{"key": true} or ["*"]'
+        return (
+            f"{entry!r}: {flag} needs {wanted} in the same entry (e.g. {flag}={example}; "
+            "JSON strings take double quotes, true/false in lower case)"
+        )
+    return None
+
+
+_NOT_JSON: Final = object()
+"""`_json_problem`'s marker for a value `json.loads` refuses (None is JSON's null)."""

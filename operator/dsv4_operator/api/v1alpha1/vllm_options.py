@@ -34,11 +34,11 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     ),
     "--allow-credentials": ServeOption(arity="none", type=None, choices=None),
     "--allow-deprecated-quantization": ServeOption(arity="none", type=None, choices=None),
-    "--allowed-headers": ServeOption(arity="one", type=None, choices=None),
+    "--allowed-headers": ServeOption(arity="one", type="json", choices=None),
     "--allowed-local-media-path": ServeOption(arity="one", type=None, choices=None),
     "--allowed-media-domains": ServeOption(arity="many", type=None, choices=None),
-    "--allowed-methods": ServeOption(arity="one", type=None, choices=None),
-    "--allowed-origins": ServeOption(arity="one", type=None, choices=None),
+    "--allowed-methods": ServeOption(arity="one", type="json", choices=None),
+    "--allowed-origins": ServeOption(arity="one", type="json", choices=None),
     "--anthropic-disabled-thinking-effort": ServeOption(
         arity="one", type=None, choices=("auto", "high", "low", "max", "medium", "none", "xhigh")
     ),
@@ -46,8 +46,8 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--api-server-count": ServeOption(arity="one", type="int", choices=None),
     "--async-scheduling": ServeOption(arity="none", type=None, choices=None),
     "--attention-backend": ServeOption(arity="one", type=None, choices=None),
-    "--attention-config": ServeOption(arity="one", type=None, choices=None),
-    "--aux-output-config": ServeOption(arity="one", type=None, choices=None),
+    "--attention-config": ServeOption(arity="one", type="json-object", choices=None),
+    "--aux-output-config": ServeOption(arity="one", type="json-object", choices=None),
     "--block-size": ServeOption(arity="one", type="int", choices=None),
     "--chat-template": ServeOption(arity="one", type=None, choices=None),
     "--chat-template-content-format": ServeOption(
@@ -59,7 +59,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--collect-detailed-traces": ServeOption(
         arity="many", type=None, choices=("all", "model", "worker")
     ),
-    "--compilation-config": ServeOption(arity="one", type=None, choices=None),
+    "--compilation-config": ServeOption(arity="one", type="json-object", choices=None),
     "--config": ServeOption(arity="one", type=None, choices=None),
     "--config-format": ServeOption(arity="one", type=None, choices=None),
     "--convert": ServeOption(arity="one", type=None, choices=("auto", "classify", "embed", "none")),
@@ -87,7 +87,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--dcp-kv-cache-interleave-size": ServeOption(arity="one", type="int", choices=None),
     "--dcp-q-replicate": ServeOption(arity="none", type=None, choices=None),
     "--decode-context-parallel-size": ServeOption(arity="one", type="int", choices=None),
-    "--default-chat-template-kwargs": ServeOption(arity="one", type=None, choices=None),
+    "--default-chat-template-kwargs": ServeOption(arity="one", type="json", choices=None),
     "--default-mm-loras": ServeOption(arity="one", type=None, choices=None),
     "--device-ids": ServeOption(arity="one", type=None, choices=None),
     "--device-memory-utilization": ServeOption(arity="one", type="float", choices=None),
@@ -154,7 +154,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--dtype": ServeOption(
         arity="one", type=None, choices=("auto", "bfloat16", "float", "float16", "float32", "half")
     ),
-    "--ec-manager-config": ServeOption(arity="one", type=None, choices=None),
+    "--ec-manager-config": ServeOption(arity="one", type="json-object", choices=None),
     "--ec-transfer-config": ServeOption(arity="one", type=None, choices=None),
     "--elastic-ep-max-dp-size": ServeOption(arity="one", type="int", choices=None),
     "--enable-auto-tool-choice": ServeOption(arity="none", type=None, choices=None),
@@ -209,13 +209,13 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--enable-uvicorn-access-log": ServeOption(arity="none", type=None, choices=None),
     "--enforce-eager": ServeOption(arity="none", type=None, choices=None),
     "--engram-config": ServeOption(arity="one", type=None, choices=None),
-    "--eplb-config": ServeOption(arity="one", type=None, choices=None),
+    "--eplb-config": ServeOption(arity="one", type="json-object", choices=None),
     "--exclude-tools-when-tool-choice-none": ServeOption(arity="none", type=None, choices=None),
     "--expert-placement-strategy": ServeOption(
         arity="one", type=None, choices=("linear", "round_robin")
     ),
     "--fail-on-environ-validation": ServeOption(arity="none", type=None, choices=None),
-    "--fault-tolerance-config": ServeOption(arity="one", type=None, choices=None),
+    "--fault-tolerance-config": ServeOption(arity="one", type="json-object", choices=None),
     "--fingerprint-mode": ServeOption(
         arity="one", type=None, choices=("custom", "full", "hash", "none")
     ),
@@ -239,7 +239,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--ignore-patterns": ServeOption(arity="many", type=None, choices=None),
     "--interleave-mm-strings": ServeOption(arity="none", type=None, choices=None),
     "--io-processor-plugin": ServeOption(arity="one", type=None, choices=None),
-    "--ir-op-priority": ServeOption(arity="one", type=None, choices=None),
+    "--ir-op-priority": ServeOption(arity="one", type="json-object", choices=None),
     "--jit-monitor-mode": ServeOption(arity="one", type=None, choices=("error", "warn")),
     "--jit-monitor-verbose": ServeOption(arity="none", type=None, choices=None),
     "--kda-decode-backend": ServeOption(
@@ -248,7 +248,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--kda-prefill-backend": ServeOption(
         arity="one", type=None, choices=("auto", "triton", "flashkda", "flashinfer", "fused")
     ),
-    "--kernel-config": ServeOption(arity="one", type=None, choices=None),
+    "--kernel-config": ServeOption(arity="one", type="json-object", choices=None),
     "--kv-cache-dtype": ServeOption(arity="one", type=None, choices=None),
     "--kv-cache-dtype-skip-layers": ServeOption(arity="many", type=None, choices=None),
     "--kv-cache-memory-bytes": ServeOption(arity="one", type=None, choices=None),
@@ -260,7 +260,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--kv-sharing-fast-prefill": ServeOption(arity="none", type=None, choices=None),
     "--kv-transfer-config": ServeOption(arity="one", type=None, choices=None),
     "--language-model-only": ServeOption(arity="none", type=None, choices=None),
-    "--limit-mm-per-prompt": ServeOption(arity="one", type=None, choices=None),
+    "--limit-mm-per-prompt": ServeOption(arity="one", type="json", choices=None),
     "--linear-backend": ServeOption(arity="one", type=None, choices=None),
     "--load-format": ServeOption(arity="one", type=None, choices=None),
     "--log-config-file": ServeOption(arity="one", type=None, choices=None),
@@ -268,7 +268,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--log-level": ServeOption(
         arity="one", type=None, choices=("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET")
     ),
-    "--logging-config": ServeOption(arity="one", type=None, choices=None),
+    "--logging-config": ServeOption(arity="one", type="json-object", choices=None),
     "--logits-processors": ServeOption(arity="many", type=None, choices=None),
     "--logprobs-mode": ServeOption(
         arity="one",
@@ -312,7 +312,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--max-num-scheduled-tokens": ServeOption(arity="one", type=None, choices=None),
     "--max-num-seqs": ServeOption(arity="one", type="int", choices=None),
     "--max-parallel-loading-workers": ServeOption(arity="one", type=None, choices=None),
-    "--media-io-kwargs": ServeOption(arity="one", type=None, choices=None),
+    "--media-io-kwargs": ServeOption(arity="one", type="json", choices=None),
     "--middleware": ServeOption(arity="one", type=None, choices=None),
     "--mm-device-do-normalize": ServeOption(arity="none", type=None, choices=None),
     "--mm-encoder-attn-backend": ServeOption(arity="one", type=None, choices=None),
@@ -333,7 +333,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--mm-shm-cache-max-object-size-mb": ServeOption(arity="one", type="int", choices=None),
     "--mm-tensor-ipc": ServeOption(arity="one", type=None, choices=("direct_rpc", "torch_shm")),
     "--model": ServeOption(arity="one", type=None, choices=None),
-    "--model-class-overrides": ServeOption(arity="one", type=None, choices=None),
+    "--model-class-overrides": ServeOption(arity="one", type="json", choices=None),
     "--model-impl": ServeOption(arity="one", type=None, choices=None),
     "--model-loader-extra-config": ServeOption(arity="one", type=None, choices=None),
     "--moe-backend": ServeOption(arity="one", type=None, choices=None),
@@ -392,7 +392,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--offload-prefetch-step": ServeOption(arity="one", type="int", choices=None),
     "--optimization-level": ServeOption(arity="one", type=None, choices=None),
     "--otlp-traces-endpoint": ServeOption(arity="one", type=None, choices=None),
-    "--override-generation-config": ServeOption(arity="one", type=None, choices=None),
+    "--override-generation-config": ServeOption(arity="one", type="json", choices=None),
     "--per-request-spec-decode-metrics": ServeOption(
         arity="one", type=None, choices=("detailed", "none", "summary")
     ),
@@ -409,13 +409,13 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
         arity="one", type=None, choices=("sha256", "sha256_cbor", "xxhash", "xxhash_cbor")
     ),
     "--prefix-match-unit": ServeOption(arity="one", type=None, choices=None),
-    "--profiler-config": ServeOption(arity="one", type=None, choices=None),
+    "--profiler-config": ServeOption(arity="one", type="json-object", choices=None),
     "--pt-load-map-location": ServeOption(arity="one", type=None, choices=None),
     "--quantization": ServeOption(arity="one", type=None, choices=None),
     "--quantization-config": ServeOption(arity="one", type=None, choices=None),
     "--ray-workers-use-nsight": ServeOption(arity="none", type=None, choices=None),
     "--reasoning-config": ServeOption(arity="one", type=None, choices=None),
-    "--reasoning-effort-map": ServeOption(arity="one", type=None, choices=None),
+    "--reasoning-effort-map": ServeOption(arity="one", type="json", choices=None),
     "--reasoning-parser": ServeOption(arity="one", type=None, choices=None),
     "--reasoning-parser-plugin": ServeOption(arity="one", type=None, choices=None),
     "--renderer-num-workers": ServeOption(arity="one", type="int", choices=None),
@@ -501,7 +501,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     "--ssl-ciphers": ServeOption(arity="one", type=None, choices=None),
     "--ssl-keyfile": ServeOption(arity="one", type=None, choices=None),
     "--stream-interval": ServeOption(arity="one", type="int", choices=None),
-    "--structured-outputs-config": ServeOption(arity="one", type=None, choices=None),
+    "--structured-outputs-config": ServeOption(arity="one", type="json-object", choices=None),
     "--swa-bounded-replay": ServeOption(arity="none", type=None, choices=None),
     "--tensor-parallel-size": ServeOption(arity="one", type="int", choices=None),
     "--tokenizer": ServeOption(arity="one", type=None, choices=None),
@@ -527,7 +527,7 @@ SERVE_OPTIONS: Final[dict[str, ServeOption]] = {
     ),
     "--video-pruning-method": ServeOption(arity="one", type=None, choices=("evs", "vidcom2")),
     "--video-pruning-rate": ServeOption(arity="one", type=None, choices=None),
-    "--watchdog-config": ServeOption(arity="one", type=None, choices=None),
+    "--watchdog-config": ServeOption(arity="one", type="json-object", choices=None),
     "--watermark": ServeOption(arity="one", type="float", choices=None),
     "--watermark-config": ServeOption(arity="one", type=None, choices=None),
     "--weight-transfer-config": ServeOption(arity="one", type=None, choices=None),
