@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from dsv4_operator.api import InvalidSpecError, parse_spec
-from dsv4_operator.api.v1alpha1.engine import FLAG_PATTERN, OPERATOR_OWNED_FLAGS, UNSUPPORTED_FLAGS
+from dsv4_operator.api.v1alpha1.engine import (
+    FLAG_PATTERN,
+    OPERATOR_OWNED_FLAGS,
+    OWNED_FLAG_FIELDS,
+    UNSUPPORTED_FLAGS,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = Path(os.environ.get("DSV4_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
@@ -391,3 +396,30 @@ def test_the_moe_dp_chunk_is_read_for_deepep_low_latency() -> None:
     engine = parse_spec(spec).engine
     assert (engine.all2all_backend, engine.moe_dp_chunk_tokens) == ("deepep_low_latency", 128)
     assert _engine().moe_dp_chunk_tokens == 256
+
+
+@pytest.mark.parametrize(
+    ("arg", "field"),
+    [
+        ("--max-num-seqs=256", "spec.maxNumSeqs"),
+        ("--max-model-len=65536", "spec.maxModelLen"),
+        ("--max-num-batched-tokens=8192", "spec.maxNumBatchedTokens"),
+        ("--kv-cache-dtype=fp8", "spec.kvCacheDtype"),
+        ("--gpu-memory-utilization=0.9", "spec.gpuMemoryUtilizationPercent (a percent: 0.9 is 90)"),
+        ("--speculative-config={}", "spec.speculativeDecoding"),
+        ("--tensor-parallel-size=8", "spec.parallelism.tensor"),
+        ("--enable-expert-parallel", "spec.parallelism.expert"),
+        ("--model=deepseek-ai/DeepSeek-V4-Pro", "spec.model"),
+    ],
+)
+def test_an_owned_flag_names_the_spec_field_to_use(arg: str, field: str) -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(
+            {"model": "flash", "gpu": {"types": ["h200-141gb"]}, "engine": {"extraArgs": [arg]}}
+        )
+    assert field in str(caught.value)
+
+
+def test_every_operator_owned_flag_says_what_to_use_instead() -> None:
+    assert set(OWNED_FLAG_FIELDS) == set(OPERATOR_OWNED_FLAGS)
+    assert all(OWNED_FLAG_FIELDS.values())

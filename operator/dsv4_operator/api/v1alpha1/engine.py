@@ -33,6 +33,7 @@ __all__ = [
     "NVLS_ENV",
     "NVLS_OFF",
     "OPERATOR_OWNED_FLAGS",
+    "OWNED_FLAG_FIELDS",
     "PERFORMANCE_MODES",
     "POD_IP_ENV",
     "PREFIX_FLAGS",
@@ -95,6 +96,40 @@ one in `extraArgs` would contradict the plan, so it is rejected; short aliases (
 underscore spellings (`--max_model_len`) already fail `FLAG_PATTERN`. `--spec-method`,
 `--spec-model` and `--spec-tokens` are vLLM 0.33.0's top-level aliases of the speculative
 config's method, model and num_speculative_tokens."""
+
+_LAYOUT: Final = (
+    "the runtime sets it per pod from the planned layout (pin the layout with spec.parallelism)"
+)
+_UTILIZATION: Final = "use spec.gpuMemoryUtilizationPercent (a percent: 0.9 is 90) instead"
+_SPECULATION: Final = "use spec.speculativeDecoding (method mtp, numSpeculativeTokens) instead"
+OWNED_FLAG_FIELDS: Final[dict[str, str]] = {
+    "--model": "use spec.model and spec.modelSource instead",
+    "--port": "use spec.service.port (the Service's port; the engine listens on 8000) instead",
+    "--host": "the runtime listens on all addresses of the pod IP's family; remove it",
+    "--tensor-parallel-size": "use spec.parallelism.tensor instead",
+    "--data-parallel-size": "use spec.parallelism.data instead",
+    "--data-parallel-size-local": _LAYOUT,
+    "--data-parallel-start-rank": _LAYOUT,
+    "--data-parallel-rank": _LAYOUT,
+    "--data-parallel-address": _LAYOUT,
+    "--data-parallel-rpc-port": _LAYOUT,
+    "--pipeline-parallel-size": "use spec.parallelism.pipeline instead",
+    "--enable-expert-parallel": "use spec.parallelism.expert instead",
+    "--disable-expert-parallel": "use spec.parallelism.expert: 1 instead",
+    "--headless": _LAYOUT,
+    "--max-model-len": "use spec.maxModelLen instead",
+    "--max-num-seqs": "use spec.maxNumSeqs instead",
+    "--max-num-batched-tokens": "use spec.maxNumBatchedTokens instead",
+    "--kv-cache-dtype": "use spec.kvCacheDtype instead",
+    "--gpu-memory-utilization": _UTILIZATION,
+    "--device-memory-utilization": _UTILIZATION,
+    "--speculative-config": _SPECULATION,
+    "--spec-method": _SPECULATION,
+    "--spec-model": _SPECULATION,
+    "--spec-tokens": _SPECULATION,
+}
+"""What to do instead of each `OPERATOR_OWNED_FLAGS` entry, as the `InvalidSpec` message says it:
+the spec field that sets it, or why none does."""
 
 RUNTIME_OWNED_FLAGS: Final = (
     "--served-model-name",
@@ -1260,7 +1295,7 @@ def _check_entry(arg: str, owned: tuple[str, ...]) -> None:
         )
         raise ValueError(msg)
     if flag in OPERATOR_OWNED_FLAGS:
-        msg = f"{flag} is set by the operator from the spec; use the spec field instead"
+        msg = f"{flag} is set by the operator from the spec; {OWNED_FLAG_FIELDS[flag]}"
         raise ValueError(msg)
     if flag in RUNTIME_OWNED_FLAGS:
         msg = f"{flag} is set by the runtime (plan or DeepSeek-V4 recipe); remove it"
