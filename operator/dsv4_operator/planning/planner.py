@@ -820,11 +820,25 @@ def _explain_no_fit(
         layout_settings=layout_settings,
     )
     if advice.layout_advised:
-        options.append((*layout_settings_parts(advice), fit_option(advice)))
+        options.append(
+            (*layout_settings_parts(advice), fit_option(advice, _budget_hint(req, best)))
+        )
     joined: list[str | Term] = []
     for i, option in enumerate(options):
         joined += [" or "] * (i > 0) + list(option)
     return Finding.said(Code.NO_FEASIBLE_LAYOUT, *head, "; what would fit: ", *joined), advice
+
+
+def _budget_hint(req: PlanRequest, best: Evaluation | None) -> str:
+    """`fit_option`'s hint when the request's GPU budget bars the advised layout, else "".
+
+    The advice is searched without the budget (`_explain_no_fit`), so following it with
+    `--nodes` / `spec.gpu.maxNodes` alone would plan the same layout again; the budget comes
+    from a FILE's `spec.gpu.budget` (its share per replica), which `dsv4 plan` has no flag for.
+    """
+    if best is None or req.gpu_budget is None or best.layout.gpus <= req.gpu_budget:
+        return ""
+    return f"; spec.gpu.budget allowing {best.layout.gpus} GPUs per replica"
 
 
 def fit_option(advice: FitAdvice, hint: str = "") -> str:

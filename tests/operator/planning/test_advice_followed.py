@@ -350,3 +350,42 @@ def test_the_advised_layout_is_the_one_the_planner_picks_with_the_nodes_it_names
     followed = plan(dataclasses.replace(priced, max_nodes=q.advice.layout.nodes))
     assert followed.chosen.layout == q.advice.layout
     assert q.advice.layout.gpus < p.advice.layout.gpus  # 12 GPUs cost less than 16
+
+
+def test_layout_advice_beyond_the_gpu_budget_says_the_budget_must_allow_it() -> None:
+    """`dsv4 plan FILE` with spec.gpu.budget 8: the advice "at least 12 GPUs (6x2 TP1 DP12)"
+    did not say that the budget bars that layout, so a user who set spec.gpu.maxNodes to 6 as
+    advised planned the same 8 GPUs and the same refusal (the operator's message said it)."""
+    req = PlanRequest(
+        model="pro",
+        max_model_len=1_048_576,
+        gpu_types=("h200-141gb",),
+        gpus_per_node=2,
+        max_nodes=1,
+        gpu_budget=8,
+    )
+    p = plan(req)
+    assert not p.fits
+    assert p.advice is not None
+    assert p.advice.layout is not None
+    assert p.advice.layout.gpus > 8
+    said = next(w.message for w in p.warnings if w.code is Code.NO_FEASIBLE_LAYOUT)
+    assert f"spec.gpu.budget allowing {p.advice.layout.gpus} GPUs per replica" in said
+    nodes = p.advice.layout.nodes
+    assert not plan(dataclasses.replace(req, max_nodes=nodes)).fits  # the budget still bars it
+    followed = plan(dataclasses.replace(req, max_nodes=nodes, gpu_budget=p.advice.layout.gpus))
+    assert followed.fits
+    assert followed.chosen.layout == p.advice.layout
+
+
+def test_layout_advice_within_the_gpu_budget_does_not_name_it() -> None:
+    req = PlanRequest(
+        model="pro",
+        max_model_len=1_048_576,
+        gpu_types=("h200-141gb",),
+        gpus_per_node=2,
+        max_nodes=1,
+        gpu_budget=64,
+    )
+    said = next(w.message for w in plan(req).warnings if w.code is Code.NO_FEASIBLE_LAYOUT)
+    assert "spec.gpu.budget" not in said
