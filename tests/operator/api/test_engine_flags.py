@@ -423,3 +423,21 @@ def test_an_owned_flag_names_the_spec_field_to_use(arg: str, field: str) -> None
 def test_every_operator_owned_flag_says_what_to_use_instead() -> None:
     assert set(OWNED_FLAG_FIELDS) == set(OPERATOR_OWNED_FLAGS)
     assert all(OWNED_FLAG_FIELDS.values())
+
+
+def test_an_unknown_all2all_backend_is_told_only_the_backends_the_plan_takes() -> None:
+    """'--all2all-backend=bogus' listed every vLLM choice, deepep_v2 and the FlashInfer ones
+    included, which the next apply then refused as not counted by the plan."""
+    from dsv4_operator.api.v1alpha1.engine import ALL2ALL_NOT_COUNTED
+
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(
+            {
+                "model": "flash",
+                "gpu": {"types": ["h200-141gb"]},
+                "engine": {"extraArgs": ["--all2all-backend=bogus"]},
+            }
+        )
+    text = str(caught.value)
+    assert "deepep_high_throughput" in text
+    assert [backend for backend in ALL2ALL_NOT_COUNTED if backend in text] == []

@@ -1141,7 +1141,9 @@ def _choice_reader(choices: tuple[str, ...]) -> Callable[[str], str]:
     return read
 
 
-_all2all_choice = _choice_reader(ALL2ALL_BACKENDS)
+_all2all_choice = _choice_reader(tuple(b for b in ALL2ALL_BACKENDS if b not in ALL2ALL_NOT_COUNTED))
+"""Reads an `--all2all-backend` value among the backends the plan counts (vLLM's default first):
+an unknown value is told only those, not the vLLM choices refused as not counted."""
 
 
 def _all2all_backend(arg: str) -> str:
@@ -1151,15 +1153,16 @@ def _all2all_backend(arg: str) -> str:
         ValueError: a value not among `ALL2ALL_BACKENDS`, or one of `ALL2ALL_NOT_COUNTED`
             (naming the buffers the plan does not size).
     """
-    backend = _all2all_choice(arg)
-    if (held := ALL2ALL_NOT_COUNTED.get(backend)) is not None:
-        counted = ", ".join(b for b in ALL2ALL_BACKENDS if b not in ALL2ALL_NOT_COUNTED)
-        msg = (
-            f"{arg}: its GPU buffers ({held}) are not counted by the plan, which would size "
-            f"the GPU memory wrongly; use one of {counted}"
-        )
-        raise ValueError(msg)
-    return backend
+    backend = arg.partition("=")[2]
+    held = ALL2ALL_NOT_COUNTED.get(backend)
+    if held is None:
+        return _all2all_choice(arg)
+    counted = ", ".join(b for b in ALL2ALL_BACKENDS if b not in ALL2ALL_NOT_COUNTED)
+    msg = (
+        f"{arg}: its GPU buffers ({held}) are not counted by the plan, which would size "
+        f"the GPU memory wrongly; use one of {counted}"
+    )
+    raise ValueError(msg)
 
 
 _offload_backend = _choice_reader(OFFLOAD_BACKENDS)
