@@ -166,12 +166,14 @@ def chart_container(
     """Run the chart's operator container command + env as a local process (no kubelet here)."""
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DSV4_OPERATOR_")}
+    downward = {"metadata.name": pod_name, "status.podIP": "127.0.0.1"}  # what kubelet fills in
     for item in container["env"]:
         if "value" in item:
             env[item["name"]] = item["value"]
         else:
-            assert item["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, item
-            env[item["name"]] = pod_name
+            path = item["valueFrom"]["fieldRef"]["fieldPath"]
+            assert path in downward, item
+            env[item["name"]] = downward[path]
     env["HOSTNAME"] = pod_name
     env["KUBECONFIG"] = str(kubeconfig)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
