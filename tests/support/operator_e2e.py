@@ -271,9 +271,14 @@ def crds_for_local_plane() -> list[Json]:
 
 
 def _install_crds_main() -> int:
-    """`python -m tests.support.operator_e2e install-crds`: apply both CRDs with `kubectl`."""
+    """`python -m tests.support.operator_e2e install-crds`: apply both CRDs with `kubectl`.
+
+    With `--force-conflicts`: this is how the README restores this repository's CRD after
+    another manager applied an older one (the operator then stops, naming the missing fields).
+    """
     docs = yaml.safe_dump_all(crds_for_local_plane(), sort_keys=False)
-    apply = ["kubectl", "apply", "--server-side", "--field-manager", "dsv4-local", "-f", "-"]
+    apply = ["kubectl", "apply", "--server-side", "--force-conflicts"]
+    apply += ["--field-manager", "dsv4-local", "-f", "-"]
     done = subprocess.run(apply, input=docs, text=True, check=False)
     return done.returncode
 
