@@ -279,3 +279,12 @@ def test_json_values_vllm_cannot_parse_are_invalid(entry: str, message: str) -> 
 )
 def test_json_values_vllm_parses_are_accepted(entry: str) -> None:
     assert parse_spec({**BASE, "engine": {"extraArgs": [entry]}}).engine.extra_args == (entry,)
+
+
+def test_a_served_model_name_from_a_recipe_is_told_the_name_clients_use() -> None:
+    from dsv4_operator.render.runtime_args import served_model_name
+
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec({**BASE, "engine": {"extraArgs": ["--served-model-name=my-model"]}})
+    assert served_model_name(parse_spec(BASE)) in str(caught.value)
+    assert "deepseek-v4-pro" in str(caught.value)

@@ -154,6 +154,9 @@ RUNTIME_OWNED_FLAGS: Final = (
 drain timeout, node ranks, the DeepSeek-V4 recipe's parsers). Refused in `extraArgs` by the
 CRD's CEL rule and the operator's parse, so a CR that sets one is refused at apply time (or gets
 `Ready=False`, `InvalidSpec`, on a cluster without CEL) instead of running pods that exit 2."""
+SERVED_NAME_FLAG: Final = "--served-model-name"
+"""Runtime-owned: the runtime serves the model as `deepseek-v4-<spec.model>`
+(`render.runtime_args.served_model_name`)."""
 UNSUPPORTED_FLAGS: Final = {
     "--api-server-count": (
         "the runtime runs the group's API servers (one per DP rank on the leader, none on the "
@@ -1302,6 +1305,11 @@ def _check_entry(arg: str, owned: tuple[str, ...]) -> None:
         raise ValueError(msg)
     if flag in RUNTIME_OWNED_FLAGS:
         msg = f"{flag} is set by the runtime (plan or DeepSeek-V4 recipe); remove it"
+        if flag == SERVED_NAME_FLAG:  # the one a recipe user most often brings
+            msg += (
+                " (clients name the model deepseek-v4-flash or deepseek-v4-pro, after "
+                "spec.model, in the OpenAI `model` field)"
+            )
         raise ValueError(msg)
     if flag in UNSUPPORTED_FLAGS:
         msg = f"{flag} is not supported: {UNSUPPORTED_FLAGS[flag]}"
