@@ -523,7 +523,13 @@ CASES = [
         "extra-arg-short-flag",
         {"spec.engine": {"extraArgs": ["-tp", "4"]}},
         ("spec.engine.extraArgs[0]", "does not match"),
-        ("spec.engine.extraArgs[0]", "pattern"),
+        (
+            "spec.engine.extraArgs",
+            "extraArgs[0] '-tp'",
+            "write the long name",
+            "extraArgs[1] '4'",
+            "put a value in its flag's entry",
+        ),
     ),
     Case(
         "engine-image-with-space",

@@ -288,3 +288,22 @@ def test_a_served_model_name_from_a_recipe_is_told_the_name_clients_use() -> Non
         parse_spec({**BASE, "engine": {"extraArgs": ["--served-model-name=my-model"]}})
     assert served_model_name(parse_spec(BASE)) in str(caught.value)
     assert "deepseek-v4-pro" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("entries", "hint"),
+    [
+        (["-tp=8"], "write the long name (--tensor-parallel-size=8, not -tp 8)"),
+        (["--seed", "3"], "put a value in its flag's entry (--seed=3, not --seed and 3)"),
+        (["--attention_config.use_fp4_indexer_cache=True"], "pass the whole JSON object"),
+        (["--max_num_seqs=8"], "lower case with dashes (--max-num-seqs)"),
+    ],
+)
+def test_entries_copied_from_vllm_docs_are_told_the_form_to_use(
+    entries: list[str], hint: str
+) -> None:
+    """New-user trial (h27 finding 8): they got only the pattern."""
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec({**BASE, "engine": {"extraArgs": entries}})
+    assert hint in str(caught.value)
+    assert "each entry is one long flag, --flag or --flag=value" in str(caught.value)

@@ -854,6 +854,26 @@ class EngineSpec(ApiModel):
     off: the plan's NCCL memory is NCCL's without it); set to anything else, the plan warns
     `NVLS_NOT_COUNTED`."""
 
+    @field_validator("extra_args", mode="before")
+    @classmethod
+    def _one_long_flag_per_entry(cls, value: object) -> object:
+        """Say how to write an entry that is not `--flag` or `--flag=value` (FLAG_PATTERN).
+
+        Without this the user gets only the pattern; entries copied from vLLM's docs (`-tp 8`,
+        `--seed`, `3`, `--max_model_len=...`, `--x.y=...`) each get the form to use instead.
+        Entries that are not strings are left to pydantic.
+        """
+        if not isinstance(value, list | tuple):
+            return value
+        problems = [
+            f"extraArgs[{i}] {arg!r}: {hint}"
+            for i, arg in enumerate(value)
+            if isinstance(arg, str) and (hint := _flag_form_hint(arg)) is not None
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return tuple(value)  # strict validation of the tuple takes no list from Python
+
     @field_validator("extra_args")
     @classmethod
     def _not_owned(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
@@ -1267,6 +1287,23 @@ _VALUE_READERS: Final[dict[str, Callable[[str], object]]] = {
 """The flags whose value the plan reads, each with the function that reads it and raises
 ValueError for a value it cannot (`_check_entry` runs it on every such entry; `EngineSpec`'s
 properties on the last)."""
+
+
+def _flag_form_hint(arg: str) -> str | None:
+    """How to write `arg` as one `FLAG_PATTERN` entry, or None when it already is one."""
+    if re.fullmatch(FLAG_PATTERN, arg):
+        return None
+    flag = arg.partition("=")[0]
+    form = "each entry is one long flag, --flag or --flag=value"
+    if not arg.startswith("-"):
+        return f"{form}: put a value in its flag's entry (--seed=3, not --seed and 3)"
+    if not arg.startswith("--"):
+        return f"{form}: write the long name (--tensor-parallel-size=8, not -tp 8)"
+    if "." in flag:
+        return f"{form}: pass the whole JSON object (--attention-config={{...}}, not --x.y=)"
+    if "_" in flag or flag != flag.lower():
+        return f"{form}, lower case with dashes ({flag.lower().replace('_', '-')})"
+    return f"{form} (pattern {FLAG_PATTERN})"
 
 
 def _check_entry(arg: str, owned: tuple[str, ...]) -> None:
