@@ -257,6 +257,11 @@ def test_a_worker_starts_vllm_only_once_its_leader_runtime_answers(
     _, pods = _start_group(tmp_path, double_env, ports, token, one_admin_port=True)
     for _, admin, log in pods:  # only for the pods' config and environment
         _wait_ready(f"{admin}/ready", log)
+    # A worker's /ready does not wait for its engine double to record its argv (CI race).
+    deadline = time.monotonic() + 30
+    while not all((tmp_path / f"argv-{i}.json").exists() for i in (0, 1)):
+        assert time.monotonic() < deadline, "the engine doubles never recorded their argv"
+        time.sleep(0.05)
     for _, _, log in pods:
         engine = re.search(r"engine started \(pid (\d+)\)", log.read_text())
         assert engine is not None
