@@ -6,6 +6,7 @@ import socket
 
 import httpx
 import pytest
+from tests.support.ipv6 import ipv6_loopback
 
 from dsv4_operator.metrics import OperatorMetrics
 from dsv4_operator.settings import listen_host
@@ -26,16 +27,7 @@ def _free_port() -> int:
         return port
 
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
 def test_metrics_are_served_on_ipv6_when_asked() -> None:
     port = _free_port()
     OperatorMetrics().serve(port, listen_host({"POD_IP": "::1"}))

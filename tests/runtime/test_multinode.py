@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.support.ipv6 import ipv6_loopback
 
 from dsv4_runtime.config import RuntimeConfig
 from dsv4_runtime.distributed import Role
@@ -285,16 +285,7 @@ def test_a_worker_starts_vllm_only_once_its_leader_runtime_answers(
         _stop(pods)
 
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
 def test_on_an_ipv6_pod_ip_the_runtime_and_vllm_listen_on_ipv6(
     tmp_path: Path, double_env: dict[str, str], ports: list[int]
 ) -> None:
