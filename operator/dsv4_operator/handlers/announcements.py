@@ -21,6 +21,7 @@ from dsv4_operator.planning import (
     Finding,
     FitAdvice,
     Plan,
+    budget_need,
     fit_option,
     layout_settings_parts,
     offload_sizing,
@@ -352,8 +353,8 @@ def _layout_fields(advice: FitAdvice, planned: Plan) -> str:
         return ""
     if layout.nodes > req.max_nodes:
         needs.append(f"spec.gpu.maxNodes >= {layout.nodes}")
-    if req.gpu_budget is not None and layout.gpus > req.gpu_budget:
-        needs.append(f"spec.gpu.budget allowing {layout.gpus} GPUs per replica")
+    if (budget := budget_need(req, layout)) is not None:
+        needs.append(budget)
     return f"; {', '.join(needs)}" if needs else ""
 
 

@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 
 from dsv4_operator.api.v1alpha1.engine import (
     ALL2ALL_BACKENDS,
+    ALL2ALL_COUNTED,
     ALL2ALL_NOT_COUNTED,
     MAX_COUNTED_LOGPROBS,
     MAX_REDUNDANT_EXPERTS,
@@ -58,6 +59,7 @@ __all__ = [
     "FitAdvice",
     "Plan",
     "Rejection",
+    "budget_need",
     "fit_option",
     "layout_settings_parts",
     "plan",
@@ -291,11 +293,10 @@ def _validate_engine_options(req: PlanRequest) -> None:
             f"{req.all2all_backend!r}: expected one of {', '.join(ALL2ALL_BACKENDS)}",
         )
     if (held := ALL2ALL_NOT_COUNTED.get(req.all2all_backend)) is not None:
-        counted = [b for b in ALL2ALL_BACKENDS if b not in ALL2ALL_NOT_COUNTED]
         raise PlanningError(
             "all2all_backend",
             f"{req.all2all_backend!r}: its GPU buffers ({held}) are not counted by the plan; "
-            f"use one of {', '.join(counted)}",
+            f"use one of {', '.join(ALL2ALL_COUNTED)}",
         )
     if req.moe_dp_chunk_tokens < 1:
         raise PlanningError(
@@ -821,7 +822,7 @@ def _explain_no_fit(
     )
     if advice.layout_advised:
         options.append(
-            (*layout_settings_parts(advice), fit_option(advice, _budget_hint(req, best)))
+            (*layout_settings_parts(advice), fit_option(advice, _budget_hint(req, advice)))
         )
     joined: list[str | Term] = []
     for i, option in enumerate(options):
@@ -829,16 +830,27 @@ def _explain_no_fit(
     return Finding.said(Code.NO_FEASIBLE_LAYOUT, *head, "; what would fit: ", *joined), advice
 
 
-def _budget_hint(req: PlanRequest, best: Evaluation | None) -> str:
+def _budget_hint(req: PlanRequest, advice: FitAdvice) -> str:
     """`fit_option`'s hint when the request's GPU budget bars the advised layout, else "".
 
     The advice is searched without the budget (`_explain_no_fit`), so following it with
     `--nodes` / `spec.gpu.maxNodes` alone would plan the same layout again; the budget comes
     from a FILE's `spec.gpu.budget` (its share per replica), which `dsv4 plan` has no flag for.
     """
-    if best is None or req.gpu_budget is None or best.layout.gpus <= req.gpu_budget:
-        return ""
-    return f"; spec.gpu.budget allowing {best.layout.gpus} GPUs per replica"
+    need = None if advice.layout is None else budget_need(req, advice.layout)
+    return "" if need is None else f"; {need}"
+
+
+def budget_need(req: PlanRequest, layout: Layout) -> str | None:
+    """What the GPU budget must allow for `layout`, or None when `req.gpu_budget` allows it.
+
+    `spec.gpu.budget allowing N GPUs per replica` (`req.gpu_budget` is the budget's share per
+    replica): the words `dsv4 plan`'s advice and the operator's `InsufficientCapacity`
+    message both use.
+    """
+    if req.gpu_budget is None or layout.gpus <= req.gpu_budget:
+        return None
+    return f"spec.gpu.budget allowing {layout.gpus} GPUs per replica"
 
 
 def fit_option(advice: FitAdvice, hint: str = "") -> str:

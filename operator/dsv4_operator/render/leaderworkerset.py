@@ -141,7 +141,7 @@ def _env(owner: Owner, spec: DeepSeekV4DeploymentSpec) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [admin_token_env(owner)]
     # The pod's primary IP: on an IPv6 cluster the runtime listens on `::`, where kubelet
     # probes it (dsv4_runtime.distributed.bind_host).
-    if all(var.name != POD_IP_ENV for var in spec.engine.env):
+    if spec.engine.env_var(POD_IP_ENV) is None:
         env.append({"name": POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     hub = spec.effective_model_source.hugging_face
     if hub is not None:
@@ -150,7 +150,7 @@ def _env(owner: Owner, spec: DeepSeekV4DeploymentSpec) -> list[dict[str, Any]]:
         if token is not None:
             token_ref = {"name": token.name, "key": token.key}
             env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": token_ref}})
-    if all(var.name != NVLS_ENV for var in spec.engine.env):
+    if spec.engine.env_var(NVLS_ENV) is None:
         # The plan's NCCL memory is NCCL's without NVLink SHARP (api NVLS_ENV).
         env.append({"name": NVLS_ENV, "value": NVLS_OFF})
     for var in spec.engine.env:

@@ -18,6 +18,7 @@ from dsv4_operator.api.v1alpha1.vllm_options import SERVE_OPTIONS
 __all__ = [
     "ADMIN_TOKEN_ENV",
     "ALL2ALL_BACKENDS",
+    "ALL2ALL_COUNTED",
     "ALL2ALL_NOT_COUNTED",
     "CUDAGRAPH_CAP_FLAG",
     "CUDAGRAPH_ESTIMATE_ENV",
@@ -392,6 +393,9 @@ allowance for them would be a guess. The others are counted: `allgather_reducesc
 `naive` and `pplx` (vLLM 0.33.0 falls back from the removed pplx to allgather_reducescatter)
 hold no persistent buffers beyond the allowance; `deepep_high_throughput` and
 `deepep_low_latency` hold DeepEP buffers the plan sizes."""
+ALL2ALL_COUNTED: Final = tuple(b for b in ALL2ALL_BACKENDS if b not in ALL2ALL_NOT_COUNTED)
+"""The `--all2all-backend` choices the plan counts (vLLM's default first): the ones the parse,
+the planner and their messages offer."""
 MOE_DP_CHUNK_ENV: Final = "VLLM_MOE_DP_CHUNK_SIZE"
 """vLLM's MoE data-parallel chunk, tokens (`int(os.getenv(..., "256"))`, vllm/envs.py): each DP
 rank dispatches at most this many tokens at a time (`FusedMoEConfig.max_num_tokens`), which
@@ -923,15 +927,22 @@ class EngineSpec(ApiModel):
         entry = self._last_entry(ALL2ALL_FLAG)
         return ALL2ALL_BACKENDS[0] if entry is None else _all2all_backend(entry)
 
+    def env_var(self, name: str) -> EnvVar | None:
+        """The `env` entry named `name`, or None (names are unique: a list map on `name`)."""
+        return next((v for v in self.env if v.name == name), None)
+
+    def _env_int(self, name: str, default: int) -> int:
+        """The whole number `env` sets `name` to, else `default` (EnvVar checked the literal)."""
+        var = self.env_var(name)
+        return default if var is None or var.value is None else int(var.value)
+
     @property
     def deepep_buffer_bytes(self) -> int:
         """Bytes of one DeepEP buffer (`VLLM_DEEPEP_BUFFER_SIZE_MB` MiB; vLLM's 1024 without).
 
         The planner counts them with `--all2all-backend=deepep_high_throughput`.
         """
-        var = next((v for v in self.env if v.name == DEEPEP_BUFFER_ENV), None)
-        mib = DEEPEP_BUFFER_DEFAULT_MIB if var is None or var.value is None else int(var.value)
-        return mib << 20
+        return self._env_int(DEEPEP_BUFFER_ENV, DEEPEP_BUFFER_DEFAULT_MIB) << 20
 
     @property
     def moe_dp_chunk_tokens(self) -> int:
@@ -939,10 +950,7 @@ class EngineSpec(ApiModel):
 
         The planner sizes DeepEP low-latency's RDMA buffer from it.
         """
-        var = next((v for v in self.env if v.name == MOE_DP_CHUNK_ENV), None)
-        if var is None or var.value is None:
-            return MOE_DP_CHUNK_DEFAULT_TOKENS
-        return int(var.value)
+        return self._env_int(MOE_DP_CHUNK_ENV, MOE_DP_CHUNK_DEFAULT_TOKENS)
 
     @property
     def nccl_buffer_bytes(self) -> int:
@@ -964,7 +972,7 @@ class EngineSpec(ApiModel):
         Unset, the operator renders `NVLS_ENV=0`; a `valueFrom` counts as on (its value is not
         known here). The planner then warns that NVLS memory is not counted.
         """
-        var = next((v for v in self.env if v.name == NVLS_ENV), None)
+        var = self.env_var(NVLS_ENV)
         return var is not None and (var.value is None or var.value.strip() != NVLS_OFF)
 
     @property
@@ -1164,7 +1172,7 @@ def _choice_reader(choices: tuple[str, ...]) -> Callable[[str], str]:
     return read
 
 
-_all2all_choice = _choice_reader(tuple(b for b in ALL2ALL_BACKENDS if b not in ALL2ALL_NOT_COUNTED))
+_all2all_choice = _choice_reader(ALL2ALL_COUNTED)
 """Reads an `--all2all-backend` value among the backends the plan counts (vLLM's default first):
 an unknown value is told only those, not the vLLM choices refused as not counted."""
 
@@ -1180,10 +1188,9 @@ def _all2all_backend(arg: str) -> str:
     held = ALL2ALL_NOT_COUNTED.get(backend)
     if held is None:
         return _all2all_choice(arg)
-    counted = ", ".join(b for b in ALL2ALL_BACKENDS if b not in ALL2ALL_NOT_COUNTED)
     msg = (
         f"{arg}: its GPU buffers ({held}) are not counted by the plan, which would size "
-        f"the GPU memory wrongly; use one of {counted}"
+        f"the GPU memory wrongly; use one of {', '.join(ALL2ALL_COUNTED)}"
     )
     raise ValueError(msg)
 
