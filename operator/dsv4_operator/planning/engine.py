@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 from dsv4_operator.api.v1alpha1.engine import NCCL_DEFAULT_BUFFER_BYTES, PERFORMANCE_MODES
 from dsv4_operator.api.v1alpha1.vllm_cli import VLLM_VERSION
+from dsv4_operator.api.versions import parse_version
 
 __all__ = [
     "INTERACTIVITY_FINE_MAX",
@@ -28,33 +29,6 @@ INTERACTIVITY_FINE_MAX = 32
 """With `--performance-mode=interactivity` vLLM captures every size from 1 to min(cap, 32),
 tokens, instead of 1, 2, 4 and every 8 (`interactivity_max = min(max_cudagraph_capture_size,
 32)` in `VllmConfig._set_cudagraph_sizes`, vllm/config/vllm.py at 000fc94b)."""
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    """Numeric release tuple, padded to three parts (`v0.20rc1+cu130` -> (0, 20, 0)).
-
-    A leading `v` is allowed (the CRD accepts it); missing parts count as zero, so `0.20` equals
-    `0.20.0`.
-
-    Raises:
-        ValueError: when the string does not start with a number.
-    """
-    parts: list[int] = []
-    for piece in text.strip().removeprefix("v").split("+", maxsplit=1)[0].split("."):
-        digits = ""
-        for ch in piece:
-            if not ch.isdigit():
-                break
-            digits += ch
-        if not digits:
-            break
-        parts.append(int(digits))
-        if len(digits) != len(piece):
-            break
-    if not parts:
-        msg = f"not a version: {text!r}"
-        raise ValueError(msg)
-    return tuple(parts + [0] * (3 - len(parts)))
 
 
 def _grid(largest: int) -> set[int]:

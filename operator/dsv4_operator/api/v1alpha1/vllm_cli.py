@@ -35,6 +35,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from dsv4_operator.api.versions import parse_version
+
 __all__ = [
     "VLLM_VERSION",
     "ServeOption",
@@ -57,11 +59,11 @@ def checked_release(version: str | None) -> bool:
     """
     if version is None:
         return True
-    found = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", version)
-    if found is None:
+    try:
+        release = parse_version(version)
+    except ValueError:
         return False
-    major, minor, patch = found.groups()
-    return (int(major), int(minor), int(patch or 0)) == tuple(map(int, VLLM_VERSION.split(".")))
+    return release[:3] == parse_version(VLLM_VERSION)
 
 
 ValueArity = Literal["none", "one", "optional", "many"]
