@@ -1,7 +1,9 @@
 """The `dsv4` command line: `dsv4 plan`, `dsv4 crdgen`, `dsv4 operator run`.
 
 `dsv4 plan` exit codes: 0 the plan fits, 1 it does not (the plan is still printed, `fits: false`),
-2 the input is invalid (the message names the field and the limit).
+2 the input is invalid (the message names the field and the limit). With `--output json` or
+`yaml` invalid input also writes an error document to stdout (`error_document`), so a script
+never has to parse the English on stderr.
 """
 
 from __future__ import annotations
@@ -57,6 +59,44 @@ class Output(StrEnum):
     yaml = "yaml"
 
 
+class SpecFileError(PlanningError):
+    """FILE's resource failed the API parse: a `PlanningError` on field `file`.
+
+    It keeps the parse's individual problems for `error_document`.
+
+    Attributes:
+        problems: `(path, message)` of every failing field of the resource, in the parse's
+            order (`spec.gpu.types`, "Field required").
+    """
+
+    def __init__(self, message: str, problems: tuple[tuple[str, str], ...]) -> None:
+        super().__init__("file", message)
+        self.problems = problems
+
+
+def error_document(error: PlanningError, where: str, message: str) -> dict[str, Any]:
+    """The document `dsv4 plan --output json|yaml` writes to stdout for invalid input (exit 2).
+
+    `{"error": {"code", "field", "where", "message", "problems"}}`: `code` the stable
+    `INVALID_REQUEST`; `field` the planner request field at fault (`gpu_types`, `max_nodes`,
+    `file` for a FILE that does not parse); `where` the option and/or spec field as the stderr
+    message names it (`--gpu (gpu_types)`); `message` what is wrong and the limit (the stderr
+    text after `where: `); `problems` for a FILE whose resource fails the API parse, one
+    `{path, message}` per failing field (`spec.gpu.types`), else empty. A plan document never
+    has a top-level `error` key, so a script tells the two apart by it.
+    """
+    problems = error.problems if isinstance(error, SpecFileError) else ()
+    return {
+        "error": {
+            "code": str(error.code),
+            "field": error.field,
+            "where": where,
+            "message": message,
+            "problems": [{"path": path, "message": text} for path, text in problems],
+        }
+    }
+
+
 def _load_request(path: Path | None) -> tuple[PlanRequest, DeepSeekV4DeploymentSpec | None]:
     """The request FILE (or nothing) sets, and FILE's spec (None without FILE).
 
@@ -81,7 +121,9 @@ def _load_request(path: Path | None) -> tuple[PlanRequest, DeepSeekV4DeploymentS
         spec = parse_deployment(body).spec
         return request_from_spec(spec), spec
     except InvalidSpecError as e:
-        raise PlanningError("file", f"{path}: {e}") from None
+        raise SpecFileError(
+            f"{path}: {e}", tuple((err.path, err.message) for err in e.errors)
+        ) from None
 
 
 def _max_model_len(value: str | None) -> int | str | None:
@@ -272,6 +314,21 @@ def _where(field: str, file: Path | None, given: set[str]) -> str:
     return f"{names} ({field})" if names else field
 
 
+def _write(data: dict[str, Any], output: Output) -> None:
+    """Write `data` to stdout as JSON (indent 2) or YAML (keys in order).
+
+    A closed pipe is not an error (`dsv4 plan ... | head`).
+    """
+    try:
+        if output is Output.json:
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        else:
+            sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (stop the flush at exit)
+
+
 @app.command("plan")
 def plan_command(
     file: Annotated[
@@ -380,19 +437,19 @@ def plan_command(
         detail = str(e).removeprefix(f"{e.field}: ")
         if e.field == "gpu_budget":  # the planner's budget is one replica's share
             detail += "".join(f"; {n}" for n in _spec_notes(spec, None) if n not in detail)
-        typer.echo(f"error: {_where(e.field, file, given)}: {detail}", err=True)
+        where = _where(e.field, file, given)
+        typer.echo(f"error: {where}: {detail}", err=True)
+        if output is not Output.table:
+            _write(error_document(e, where, detail), output)
         raise typer.Exit(2) from None
-    data = plan_to_dict(result)
-    try:
-        if output is Output.json:
-            sys.stdout.write(json.dumps(data, indent=2) + "\n")
-        elif output is Output.yaml:
-            sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
-        else:
+    if output is Output.table:
+        try:
             _table(result, console, _spec_notes(spec, result))
-        sys.stdout.flush()
-    except BrokenPipeError:  # `dsv4 plan ... | head`: the reader left, not an error of the plan
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (stop the flush at exit)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `dsv4 plan | head`: the reader left, not an error of the plan
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (stop the flush at exit)
+    else:
+        _write(plan_to_dict(result), output)
     if not result.fits:
         raise typer.Exit(1)
 

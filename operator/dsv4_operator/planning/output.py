@@ -59,6 +59,11 @@ fits only with (empty unless a setting keeps every layout from fitting and the r
 limits are too small for it changed: the warning then says "lower max-num-seqs to N with at
 least G GPUs ...").
 
+Invalid input (exit 2; added later) writes, instead of a plan, `{"error": {code, field, where,
+message, problems}}` to stdout with `--output json` or `yaml` (`cli.error_document`): a plan
+never has a top-level `error` key. Option syntax that typer itself refuses (`--nodes x`) is
+reported on stderr only, as before.
+
 The operator's plan ConfigMap (`plan.json`) holds this document; where it would exceed 512 KiB
 (thousands of rejected layouts: Kubernetes refuses a ConfigMap over 1 MiB) it keeps some of
 `rejected`, from every GPU type in turn, and adds `rejected_omitted` (added later, only then):

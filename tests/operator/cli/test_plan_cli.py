@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from dsv4_operator.cli import app
@@ -592,3 +593,51 @@ def test_a_tokens_target_one_replica_holds_says_replica_in_the_singular() -> Non
         [*_FLASH_ONE_NODE, "--tokens-per-second", "60000"],
     )
     assert "60,000 tokens/s needs 7 replicas (56 GPUs) at ~" in more.stdout
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_invalid_option_writes_an_error_document_to_stdout(fmt: str) -> None:
+    """h27: `--output json` with bad input wrote nothing to stdout (English on stderr only)."""
+    result = runner.invoke(app, ["plan", "--gpu", "h900-80gb", "--output", fmt])
+    assert result.exit_code == 2
+    load = json.loads if fmt == "json" else yaml.safe_load
+    error = load(result.stdout)["error"]
+    assert error["code"] == "INVALID_REQUEST"
+    assert error["field"] == "gpu_types"
+    assert error["where"] == "--gpu (gpu_types)"
+    assert error["message"].startswith("unknown GPU type 'h900-80gb'")
+    assert error["problems"] == []
+    # The English stays on stderr, word for word.
+    assert f"error: {error['where']}: {error['message']}" in result.stderr
+
+
+def test_invalid_file_lists_every_failing_field_in_the_error_document(tmp_path: Path) -> None:
+    body = {
+        "apiVersion": "dsv4.io/v1alpha1",
+        "kind": "DeepSeekV4Deployment",
+        "metadata": {"name": "x"},
+        "spec": {"model": "flash", "gpu": {"type": "h100-80gb", "count": 3}},
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(body))
+    result = runner.invoke(app, ["plan", str(path), "--output", "json"])
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)["error"]
+    assert error["field"] == "file"
+    problems = {p["path"]: p["message"] for p in error["problems"]}
+    assert problems["spec.gpu.types"] == "Field required"
+    assert "unknown field" in problems["spec.gpu.type"]
+    assert "unknown field" in problems["spec.gpu.count"]
+    assert "apiVersion" not in problems
+
+
+def test_table_output_writes_no_error_document() -> None:
+    result = runner.invoke(app, ["plan", "--gpu", "h900-80gb"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+
+
+def test_a_plan_document_has_no_error_key() -> None:
+    result = runner.invoke(app, ["plan", "examples/flash-4x-h100.yaml", "--output", "json"])
+    assert result.exit_code == 0, result.output
+    assert "error" not in json.loads(result.stdout)
