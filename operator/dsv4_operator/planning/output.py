@@ -58,6 +58,8 @@ more GPUs than the closest one. `layout_settings` (added later) are terms as abo
 fits only with (empty unless a setting keeps every layout from fitting and the request's own
 limits are too small for it changed: the warning then says "lower max-num-seqs to N with at
 least G GPUs ...").
+`budget_gpus` (added later) is the GPUs per replica the GPU budget (`spec.gpu.budget`'s share)
+must allow for `layout`, or null when there is no budget or it allows `layout` already.
 
 Invalid input (exit 2; added later) writes, instead of a plan, `{"error": {code, field, where,
 message, problems}}` to stdout with `--output json` or `yaml` (`cli.error_document`): a plan
@@ -78,7 +80,8 @@ from dsv4_operator.planning.evaluate import Evaluation
 from dsv4_operator.planning.findings import CLI_FLAGS, Finding, Setting, Term
 from dsv4_operator.planning.from_spec import PERCENT_RANGE, SPEC_FIELDS, spec_words
 from dsv4_operator.planning.memory import Layout
-from dsv4_operator.planning.planner import FitAdvice, Plan, shortfall_bytes
+from dsv4_operator.planning.planner import FitAdvice, Plan, budget_need, shortfall_bytes
+from dsv4_operator.planning.request import PlanRequest
 
 __all__ = ["engine_args", "plan_to_dict"]
 
@@ -158,10 +161,11 @@ def _spec_value(t: Term) -> int | None:
     return value
 
 
-def _advice(advice: FitAdvice | None) -> dict[str, Any] | None:
+def _advice(advice: FitAdvice | None, req: PlanRequest) -> dict[str, Any] | None:
     """What would fit, as data (module docstring: `advice`)."""
     if advice is None:
         return None
+    over_budget = advice.layout is not None and budget_need(req, advice.layout) is not None
     return {
         "settings": [_term(t) for t in advice.settings],
         "cpu_offload_gib": advice.offload_gib,
@@ -170,6 +174,7 @@ def _advice(advice: FitAdvice | None) -> dict[str, Any] | None:
         "layout_advised": advice.layout_advised,
         "more_gpus": advice.more_gpus,
         "layout_settings": [_term(t) for t in advice.layout_settings],
+        "budget_gpus": advice.layout.gpus if advice.layout is not None and over_budget else None,
     }
 
 
@@ -248,7 +253,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "engine_args": engine_args(plan),
         "warnings": [_finding(f) for f in plan.warnings],
         "reasons": list(plan.reasons),
-        "advice": _advice(plan.advice),
+        "advice": _advice(plan.advice, plan.request),
         "runners_up": [_candidate(e) for e in plan.runners_up],
         "rejected": [
             {

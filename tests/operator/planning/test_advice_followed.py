@@ -3,7 +3,7 @@
 import dataclasses
 
 from dsv4_operator.handlers.announcements import no_fit_message
-from dsv4_operator.planning import Code, PlanRequest, plan
+from dsv4_operator.planning import Code, PlanRequest, plan, plan_to_dict
 from dsv4_operator.planning.findings import Setting, Term, cli_words
 from dsv4_operator.planning.planner import Plan, shortfall_bytes
 
@@ -376,6 +376,15 @@ def test_layout_advice_beyond_the_gpu_budget_says_the_budget_must_allow_it() -> 
     followed = plan(dataclasses.replace(req, max_nodes=nodes, gpu_budget=p.advice.layout.gpus))
     assert followed.fits
     assert followed.chosen.layout == p.advice.layout
+    # The JSON says it as data (h27: a script had to parse the message).
+    advice = plan_to_dict(p)["advice"]
+    assert advice["budget_gpus"] == advice["layout"]["gpus"] == p.advice.layout.gpus
+    followed = plan(
+        dataclasses.replace(
+            req, max_nodes=advice["layout"]["nodes"], gpu_budget=advice["budget_gpus"]
+        )
+    )
+    assert followed.fits
 
 
 def test_layout_advice_within_the_gpu_budget_does_not_name_it() -> None:
@@ -387,5 +396,13 @@ def test_layout_advice_within_the_gpu_budget_does_not_name_it() -> None:
         max_nodes=1,
         gpu_budget=64,
     )
-    said = next(w.message for w in plan(req).warnings if w.code is Code.NO_FEASIBLE_LAYOUT)
+    p = plan(req)
+    said = next(w.message for w in p.warnings if w.code is Code.NO_FEASIBLE_LAYOUT)
     assert "spec.gpu.budget" not in said
+    advice = plan_to_dict(p)["advice"]
+    assert advice["layout"] is not None
+    assert advice["budget_gpus"] is None
+    # Without a budget there is nothing to raise either.
+    unbounded = plan_to_dict(plan(dataclasses.replace(req, gpu_budget=None)))["advice"]
+    assert unbounded["layout"] is not None
+    assert unbounded["budget_gpus"] is None
