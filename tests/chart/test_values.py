@@ -21,6 +21,7 @@ from tests.support.cluster import REPO_ROOT
 import dsv4_operator
 from dsv4_operator import chart_values
 from dsv4_operator.chart_values import ChartValues
+from dsv4_operator.settings import DEFAULT_RUNTIME_IMAGE
 
 GOOD_VALUES = sorted(VALUES_DIR.glob("*.yaml"))
 
@@ -126,6 +127,9 @@ def test_chart_app_version_is_the_package_version() -> None:
     assert chart["appVersion"] == dsv4_operator.__version__ == project["project"]["version"]
     assert chart["apiVersion"] == "v2"
     assert chart["name"] == CHART_DIR.name
+    # The worker image the operator defaults to is the same release: a runtime of another
+    # release may not take the arguments this operator renders.
+    assert DEFAULT_RUNTIME_IMAGE.rpartition(":")[2] == dsv4_operator.__version__
 
 
 @pytest.mark.parametrize("path", GOOD_VALUES, ids=lambda p: p.stem)
