@@ -26,6 +26,10 @@ __all__ = [
     "DEEPEP_BUFFER_ENV",
     "EPLB_CONFIG_FLAG",
     "EPLB_FLAGS",
+    "KV_OFFLOADING_SIZE_FLAG",
+    "KV_OFFLOAD_CONNECTORS",
+    "KV_OFFLOAD_REFUSED",
+    "MAX_KV_OFFLOADING_GIB",
     "MOE_DP_CHUNK_ENV",
     "NCCL_BUFFER_DEFAULTS",
     "NCCL_CHUNK_DEFAULTS",
@@ -421,6 +425,59 @@ OFFLOAD_GROUP_FLAG: Final = "--offload-group-size"
 """vLLM 0.33.0's prefetch offloader group size (`PrefetchOffloadConfig.offload_group_size`, an
 int, default 0 = off). The layers it offloads are not subtracted by the plan (it counts them on
 the GPU, the safe side)."""
+KV_OFFLOADING_SIZE_FLAG: Final = "--kv-offloading-size"
+"""vLLM 0.33.0's host KV cache, GiB (`CacheConfig.kv_offloading_size`, a float, default None =
+off), read by the planner. With the `native` backend `VllmConfig._post_init_kv_transfer_config`
+(vllm/config/vllm.py at 000fc94b) configures `OffloadingConnector` with `cpu_bytes_to_use` =
+N x 2^30: the budget of one engine (one DP rank) over all its TP ranks. `CPUOffloadingSpec`
+divides it into rows of every TP rank's blocks (`kv_bytes_per_block x world_size`, so each rank
+holds at most N GiB / TP) and keeps them in one mmap file in /dev/shm per engine
+(`SharedOffloadRegion`, `/dev/shm/vllm_offload_{engine_id}.mmap`, pinned with cudaHostRegister;
+vLLM PR #50094, which checks the free /dev/shm space first, PR #50358). With
+`VLLM_USE_SIMPLE_KV_OFFLOAD=1` the same budget goes to `SimpleCPUOffloadConnector`, which pins
+`cpu_bytes_to_use / world_size` of anonymous memory per rank instead. The operator counts N GiB
+per engine, times the engines of a pod, in its /dev/shm size and memory request either way."""
+MAX_KV_OFFLOADING_GIB: Final = 4096
+"""Most `--kv-offloading-size` (and `cpu_bytes_to_use` of `--kv-transfer-config`) accepted,
+GiB per engine (our bound, as `MAX_CPU_OFFLOAD_GIB`: more than any node's memory)."""
+KV_OFFLOADING_BACKEND_FLAG: Final = "--kv-offloading-backend"
+"""vLLM 0.33.0's `CacheConfig.kv_offloading_backend` (`native`, the default, or `lmcache`)."""
+KV_OFFLOADING_BACKENDS: Final = _choices(KV_OFFLOADING_BACKEND_FLAG, "native")
+"""`--kv-offloading-backend` choices (vLLM 0.33.0 flag list), default `native`."""
+KV_TRANSFER_CONFIG_FLAG: Final = "--kv-transfer-config"
+"""vLLM's `KVTransferConfig` as a JSON object, read by the planner for the connectors that keep
+KV blocks in the pod's host memory (`KV_OFFLOAD_CONNECTORS`, whose `cpu_bytes_to_use` it
+counts like `--kv-offloading-size`) and the LMCache ones (`KV_OFFLOAD_REFUSED`), whose size the
+operator cannot read; other connectors pass unread."""
+KV_OFFLOAD_CONNECTORS: Final = {
+    "OffloadingConnector": None,
+    "SimpleCPUOffloadConnector": 8 << 30,
+}
+"""The vLLM 0.33.0 connectors that keep offloaded KV blocks in host memory sized by
+`kv_connector_extra_config.cpu_bytes_to_use` (bytes per engine, over its TP ranks), with the
+size each takes without it: `OffloadingConnector`'s `CPUOffloadingSpec` raises ("cpu_bytes_to_use
+must be specified"), `SimpleCPUOffloadConnector` takes `DEFAULT_CPU_CAPACITY_BYTES`, 8 GiB
+(vllm/distributed/kv_transfer/kv_connector/v1/simple_cpu_offload_connector.py)."""
+KV_OFFLOAD_SPECS: Final = ("CPUOffloadingSpec",)
+"""`OffloadingConnector`'s `spec_name` values counted (its default, `CPUOffloadingSpec`): another
+spec (`TieringOffloadingSpec`'s secondary tiers, a plugin's `spec_module_path`) keeps memory the
+plan cannot size."""
+KV_OFFLOAD_REFUSED: Final = {
+    "LMCacheConnectorV1": (
+        "LMCache sizes its CPU cache itself, per TP rank, from LMCACHE_MAX_LOCAL_CPU_SIZE (5 GB "
+        "by default) or a file named by LMCACHE_CONFIG_FILE, which overrides the variables "
+        "(LMCache's configuration reference)"
+    ),
+    "LMCacheMPConnector": (
+        "it hands the KV cache to a standalone LMCache server (tcp://localhost:5555 unless the "
+        "extra config names one), whose memory the pod neither holds nor requests"
+    ),
+}
+"""KV connectors refused, each with why the operator cannot size the host memory it uses."""
+_KV_OFFLOAD_INSTEAD: Final = (
+    f"use {KV_OFFLOADING_SIZE_FLAG}=N (GiB per engine, the native backend), which the operator "
+    "adds to the pod's /dev/shm and memory request"
+)
 MAX_CUDAGRAPH_CAP: Final = 1 << 20
 """Largest `--max-cudagraph-capture-size` accepted, tokens: the planner's bound for
 max-num-batched-tokens (DeepSeek-V4's 1,048,576-token context), above which vLLM would cap it
@@ -617,13 +674,14 @@ class ResourceRequirements(ApiModel):
 
     requests: QuantityMap = Field(default_factory=dict)
     """Resources reserved per worker pod, e.g. `cpu: "32"`, `memory: 512Gi` (quantities); the
-    operator adds the /dev/shm size (the plan's, or `spec.shmSize`) and the host memory that a
-    `--cpu-offload-gb` in `spec.engine.extraArgs` pins (per GPU, times the pod's GPUs) to the
-    memory request."""
+    operator adds the /dev/shm size (the plan's, or `spec.shmSize`, either way with the host KV
+    cache of a `--kv-offloading-size` in `spec.engine.extraArgs`, per engine times the pod's
+    engines) and the host memory that a `--cpu-offload-gb` there pins (per GPU, times the pod's
+    GPUs) to the memory request."""
     limits: QuantityMap = Field(default_factory=dict)
-    """Resource caps per worker pod (quantities); the operator adds the /dev/shm size and the
-    `--cpu-offload-gb` host memory to a memory limit too (tmpfs pages and pinned memory count
-    against it), so leave both out of the figure."""
+    """Resource caps per worker pod (quantities); the operator adds the /dev/shm size (with the
+    host KV cache) and the `--cpu-offload-gb` host memory to a memory limit too (tmpfs pages and
+    pinned memory count against it), so leave them out of the figure."""
 
     @model_validator(mode="after")
     def _valid_for_a_pod(self) -> "ResourceRequirements":
@@ -820,7 +878,13 @@ class EngineSpec(ApiModel):
     offloader, `--offload-backend=prefetch` or `--offload-group-size` above 0, which ignores
     it; `--cpu-offload-params` is refused) and
     `--max-cudagraph-capture-size=N` (largest CUDA-graph batch, tokens; otherwise the operator
-    passes the plan's) are counted by the plan, and so are the CUDA graphs of
+    passes the plan's) and `--kv-offloading-size=N` (GiB of host KV cache per engine, i.e. per
+    DP rank over its TP ranks, above 0 to 4,096, native backend: vLLM keeps it in /dev/shm, so
+    the pod's /dev/shm and memory request grow by N times the pod's engines; so does the
+    `cpu_bytes_to_use` of a `--kv-transfer-config` JSON object naming `OffloadingConnector` or
+    `SimpleCPUOffloadConnector`, whose size the operator cannot read otherwise: the `lmcache`
+    backend with a size, the LMCache connectors, another `spec_name` and a config that is not a
+    JSON object are refused) are counted by the plan, and so are the CUDA graphs of
     `--performance-mode=interactivity` and the lack of them with `--enforce-eager`,
     `--optimization-level=0` or `cudagraph_mode` NONE in `--compilation-config`, and EPLB's
     memory with `--enable-eplb` (one MoE layer of experts per GPU as its transfer buffer, and
@@ -913,6 +977,7 @@ class EngineSpec(ApiModel):
             )
             raise ValueError("; ".join(problems) + note)
         _check_eplb(value)
+        _check_kv_offload(value)
         return value
 
     @property
@@ -1006,6 +1071,22 @@ class EngineSpec(ApiModel):
         if entry is None or not self._uva_offload:
             return 0
         return int(_offload_gib(entry) * (1 << 30))
+
+    @property
+    def kv_offloading_gib(self) -> float:
+        """GiB of host KV cache each engine (DP rank) keeps under extraArgs (0.0 without).
+
+        The last `--kv-offloading-size=N` (vLLM then configures `OffloadingConnector` with N GiB,
+        whatever `--kv-transfer-config` says), else the `cpu_bytes_to_use` of the last
+        `--kv-transfer-config` that names a `KV_OFFLOAD_CONNECTORS` connector, over 2^30 (exact:
+        a power of two). The operator adds it, times the pod's engines, to the pod's /dev/shm
+        size and memory request.
+        """
+        size = self._last_entry(KV_OFFLOADING_SIZE_FLAG)
+        if size is not None:
+            return _kv_offloading_gib(size)
+        config = self._last_entry(KV_TRANSFER_CONFIG_FLAG)
+        return 0.0 if config is None else _kv_transfer_offload_bytes(config) / (1 << 30)
 
     @property
     def _uva_offload(self) -> bool:
@@ -1272,6 +1353,141 @@ def _offload_gib(arg: str) -> float:
     return gib
 
 
+def _kv_offloading_gib(arg: str) -> float:
+    """The GiB of a `--kv-offloading-size=N` entry.
+
+    Raises:
+        ValueError: no value, or one that is not a number above 0 and at most
+            `MAX_KV_OFFLOADING_GIB` (with 0 vLLM's `CPUOffloadingSpec` raises "cpu_bytes_to_use
+            must be specified").
+    """
+    _, _, raw = arg.partition("=")
+    try:
+        gib = float(raw)
+    except ValueError:
+        gib = math.nan
+    if not 0 < gib <= MAX_KV_OFFLOADING_GIB:
+        msg = (
+            f"{KV_OFFLOADING_SIZE_FLAG} needs a value in the same entry, GiB of host KV cache "
+            f"per engine (DP rank), above 0 and at most {MAX_KV_OFFLOADING_GIB} (e.g. "
+            f"{KV_OFFLOADING_SIZE_FLAG}=64), not {arg!r}"
+        )
+        raise ValueError(msg)
+    return gib
+
+
+_kv_offloading_backend = _choice_reader(KV_OFFLOADING_BACKENDS)
+"""The backend of a `--kv-offloading-backend=...` entry, checked against its choices."""
+
+
+def _kv_transfer_offload_bytes(arg: str) -> int:
+    """Host KV cache bytes per engine that a `--kv-transfer-config={...}` entry keeps.
+
+    Raises:
+        ValueError: a value that is not a JSON object, or a connector whose host memory the
+            plan cannot size (`_connector_offload_bytes`).
+    """
+    _, _, raw = arg.partition("=")
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        msg = (
+            f"{KV_TRANSFER_CONFIG_FLAG} needs a JSON object in the same entry (vLLM's "
+            f'KVTransferConfig, e.g. {KV_TRANSFER_CONFIG_FLAG}={{"kv_connector": '
+            f'"OffloadingConnector", "kv_role": "kv_both", "kv_connector_extra_config": '
+            f'{{"cpu_bytes_to_use": 68719476736}}}}), not {arg!r}'
+        )
+        raise ValueError(msg)
+    return _connector_offload_bytes(parsed)
+
+
+def _connector_offload_bytes(config: dict[str, object]) -> int:
+    """Host KV cache bytes per engine of one `KVTransferConfig` object (0: none counted).
+
+    `KV_OFFLOAD_CONNECTORS` count their `cpu_bytes_to_use`; a `MultiConnector` the sum of its
+    `connectors`; other connectors (P/D transfer ones) nothing.
+
+    Raises:
+        ValueError: an LMCache connector (`KV_OFFLOAD_REFUSED`), an `OffloadingConnector` with
+            another spec than `KV_OFFLOAD_SPECS` or without `cpu_bytes_to_use`, a per-rank size,
+            or a size that is not a whole number of bytes above 0 and at most
+            `MAX_KV_OFFLOADING_GIB` GiB.
+    """
+    connector = config.get("kv_connector")
+    extra = config.get("kv_connector_extra_config") or {}
+    if not isinstance(extra, dict):
+        msg = f"{KV_TRANSFER_CONFIG_FLAG}: kv_connector_extra_config must be a JSON object"
+        raise ValueError(msg)
+    where = f"{KV_TRANSFER_CONFIG_FLAG} with {connector}"
+    if isinstance(connector, str) and connector in KV_OFFLOAD_REFUSED:
+        msg = (
+            f"{where} is not supported: the operator cannot size the host memory it uses "
+            f"({KV_OFFLOAD_REFUSED[connector]}); {_KV_OFFLOAD_INSTEAD}"
+        )
+        raise ValueError(msg)
+    if connector == "MultiConnector":
+        children = extra.get("connectors") or []
+        if not isinstance(children, list) or not all(isinstance(c, dict) for c in children):
+            msg = f"{where}: kv_connector_extra_config.connectors must be a list of objects"
+            raise ValueError(msg)
+        return sum(_connector_offload_bytes(child) for child in children)
+    if not isinstance(connector, str) or connector not in KV_OFFLOAD_CONNECTORS:
+        return 0
+    spec = extra.get("spec_name", KV_OFFLOAD_SPECS[0])
+    if spec not in KV_OFFLOAD_SPECS or "spec_module_path" in extra:
+        msg = (
+            f"{where}: spec {spec!r} is not supported, only {', '.join(KV_OFFLOAD_SPECS)} "
+            "(vLLM's default), whose host memory the operator counts; leave spec_name and "
+            f"spec_module_path out, or {_KV_OFFLOAD_INSTEAD}"
+        )
+        raise ValueError(msg)
+    if "cpu_bytes_to_use_per_rank" in extra:
+        msg = (
+            f"{where}: cpu_bytes_to_use_per_rank is not supported; give the engine's whole "
+            "budget as cpu_bytes_to_use (bytes over all its TP ranks), which the operator counts"
+        )
+        raise ValueError(msg)
+    size = extra.get("cpu_bytes_to_use", KV_OFFLOAD_CONNECTORS[connector])
+    most = MAX_KV_OFFLOADING_GIB << 30
+    if type(size) is str and size.isdigit():
+        size = int(size)  # vLLM reads it with int()
+    if type(size) is float and size.is_integer():
+        size = int(size)
+    if type(size) is not int or not 0 < size <= most:
+        msg = (
+            f"{where} needs kv_connector_extra_config.cpu_bytes_to_use, a whole number of bytes "
+            f"of host KV cache per engine above 0 and at most {most:,} ({MAX_KV_OFFLOADING_GIB} "
+            f"GiB), not {size!r} (vLLM 0.33.0 sizes the cache from it alone; num_cpu_blocks is "
+            f"not read); or {_KV_OFFLOAD_INSTEAD}"
+        )
+        raise ValueError(msg)
+    return size
+
+
+def _check_kv_offload(args: tuple[str, ...]) -> None:
+    """Refuse `--kv-offloading-size` with the `lmcache` backend (the last entries count).
+
+    Raises:
+        ValueError: naming the flag pair and what to write instead (`KV_OFFLOAD_REFUSED`: vLLM
+            0.33.0 maps `lmcache` to `LMCacheMPConnector`, `VllmConfig._post_init_kv_transfer_
+            config`, and does not pass the size on).
+    """
+    size = _last_entry(args, KV_OFFLOADING_SIZE_FLAG)
+    backend = _last_entry(args, KV_OFFLOADING_BACKEND_FLAG)
+    if size is None or backend is None or _kv_offloading_backend(backend) != "lmcache":
+        return
+    msg = (
+        f"{KV_OFFLOADING_SIZE_FLAG} with {KV_OFFLOADING_BACKEND_FLAG}=lmcache is not supported: "
+        "vLLM 0.33.0 then ignores the size and "
+        f"{KV_OFFLOAD_REFUSED['LMCacheMPConnector']}; use {KV_OFFLOADING_BACKEND_FLAG}=native "
+        "(the default), whose host KV cache the operator adds to the pod's /dev/shm and memory "
+        "request"
+    )
+    raise ValueError(msg)
+
+
 class SpeculativeDecoding(ApiModel):
     """Speculative decoding with DeepSeek-V4's multi-token-prediction (MTP) layer."""
 
@@ -1290,6 +1506,9 @@ _VALUE_READERS: Final[dict[str, Callable[[str], object]]] = {
     ALL2ALL_FLAG: _all2all_backend,
     MAX_LOGPROBS_FLAG: _max_logprobs,
     EPLB_CONFIG_FLAG: _redundant_experts,
+    KV_OFFLOADING_SIZE_FLAG: _kv_offloading_gib,
+    KV_OFFLOADING_BACKEND_FLAG: _kv_offloading_backend,
+    KV_TRANSFER_CONFIG_FLAG: _kv_transfer_offload_bytes,
 }
 """The flags whose value the plan reads, each with the function that reads it and raises
 ValueError for a value it cannot (`_check_entry` runs it on every such entry; `EngineSpec`'s

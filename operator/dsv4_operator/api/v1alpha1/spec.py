@@ -419,7 +419,8 @@ class DeepSeekV4DeploymentSpec(ApiModel):
     """CPU and memory requests/limits of each worker pod (GPUs come from the plan)."""
     shm_size: Quantity | None = None
     """Size of /dev/shm per worker pod as a quantity (64Mi to 1Ti, e.g. `16Gi`); unset uses the
-    planned size."""
+    planned size. The host KV cache of a `--kv-offloading-size` in `spec.engine.extraArgs`,
+    which vLLM keeps in /dev/shm, is added to either, so leave it out of the figure."""
     pod: PodSettings = Field(default_factory=PodSettings)
     """Pull secrets, priority, runtime class, scheduler, ServiceAccount, labels and annotations
     of the worker pods."""
