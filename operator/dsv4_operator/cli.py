@@ -266,6 +266,7 @@ _FIELD_FLAGS: dict[str, str] = {
     "expert_parallel": "--expert-parallel",
     "tokens_per_second": "--tokens-per-second",
     "cpu_offload_bytes": "--cpu-offload-gb",
+    "kv_offloading_gib": "--kv-offloading-size",
     "max_cudagraph_capture_size": "--max-cudagraph-capture-size",
     "weights_download": "--download",
 }
@@ -367,6 +368,13 @@ def plan_command(
     cpu_offload_gb: Annotated[
         float | None, typer.Option(help="Weights offloaded to host memory per GPU, GiB.")
     ] = None,
+    kv_offloading_size: Annotated[
+        float | None,
+        typer.Option(
+            help="Host KV cache per engine (DP rank), GiB (vLLM's --kv-offloading-size, native "
+            "backend): added, times the engines per pod, to /dev/shm and the memory request."
+        ),
+    ] = None,
     max_cudagraph_capture_size: Annotated[
         int | None,
         typer.Option(
@@ -393,6 +401,7 @@ def plan_command(
         "weights_format": weights,
         "kv_cache_dtype": kv_cache_dtype,
         "cpu_offload_bytes": cpu_offload_gb,
+        "kv_offloading_gib": kv_offloading_size,
         "gpu_types": gpu,
         "gpus_per_node": gpus_per_node,
         "max_nodes": nodes,

@@ -68,6 +68,7 @@ class Code(StrEnum):
     CUDA_GRAPHS_OFF = "CUDA_GRAPHS_OFF"
     SAMPLER_PEAK_OUTSIDE_BUDGET = "SAMPLER_PEAK_OUTSIDE_BUDGET"
     NVLS_NOT_COUNTED = "NVLS_NOT_COUNTED"
+    KV_OFFLOAD = "KV_OFFLOAD"
 
 
 class Setting(StrEnum):
@@ -80,6 +81,7 @@ class Setting(StrEnum):
     CONCURRENCY = "concurrency"
     SPECULATIVE_TOKENS = "speculative_tokens"
     GPUS_PER_NODE = "gpus_per_node"
+    KV_OFFLOADING_GIB = "kv_offloading_gib"
 
 
 Bound = Literal["exact", "most", "least"]
@@ -114,6 +116,7 @@ _CLI_NAMES: dict[Setting, str] = {
     Setting.CONCURRENCY: "concurrency",
     Setting.SPECULATIVE_TOKENS: "speculation",
     Setting.GPUS_PER_NODE: "spec.gpu.gpusPerNode / --gpus-per-node",
+    Setting.KV_OFFLOADING_GIB: "kv-offloading-size",
 }
 """vLLM's names (`vllm serve --gpu-memory-utilization`...), as `dsv4 plan` prints them; the node
 size, which vLLM does not take, as the two places `dsv4 plan` reads it from (FILE, option)."""
@@ -127,6 +130,7 @@ CLI_FLAGS: dict[Setting, str] = {
     Setting.CONCURRENCY: "--concurrency",
     Setting.SPECULATIVE_TOKENS: "--speculative-tokens",
     Setting.GPUS_PER_NODE: "--gpus-per-node",
+    Setting.KV_OFFLOADING_GIB: "--kv-offloading-size",
 }
 """The `dsv4 plan` option that sets each setting (a term's `flag` in `--output json`); it takes
 the term's `value` as it is."""

@@ -229,6 +229,7 @@ def request_from_spec(spec: DeepSeekV4DeploymentSpec) -> PlanRequest:
         weights_download=spec.effective_model_source.hugging_face is not None,
         usd_per_gpu_hour=prices,
         cpu_offload_bytes=spec.engine.cpu_offload_bytes,
+        kv_offloading_gib=spec.engine.kv_offloading_gib,
         max_cudagraph_capture_size=spec.engine.max_cudagraph_capture_size,
         performance_mode=spec.engine.performance_mode,
         cuda_graphs=spec.engine.cuda_graphs,
@@ -254,10 +255,13 @@ def spec_words(term: Term) -> str:
     Utilization in whole percent (`spec.gpuMemoryUtilizationPercent`), rounded down for an
     upper limit and up for a lower one (a lower limit under the field's minimum of 10 is
     said as 10); lengths and counts as plain integers, so the value can be pasted into the
-    spec. The speculation setting is named as the field that turns it on.
+    spec; host KV cache in GiB as `--kv-offloading-size` takes them (`1.5`). The speculation
+    setting is named as the field that turns it on.
     """
     if term.value is None:
         return SPEC_FIELDS[term.setting]
+    if term.setting is Setting.KV_OFFLOADING_GIB:
+        return f"{term.value:g}"  # GiB, as --kv-offloading-size takes them (1.5 stays 1.5)
     if term.setting is not Setting.GPU_MEMORY_UTILIZATION:
         return str(int(term.value))
     percent = Fraction(str(term.value)) * 100  # 0.6349 -> 63.49 exactly, not 63.4899...
@@ -286,6 +290,7 @@ _SPEC_PATHS: Final[dict[str, str]] = {
     "tokens_per_second": "spec.load.tokensPerSecond",
     "usd_per_gpu_hour": "spec.cost.gpuHourlyPrices",
     "cpu_offload_bytes": "spec.engine.extraArgs",
+    "kv_offloading_gib": "spec.engine.extraArgs",
     "eplb": "spec.engine.extraArgs",
     "redundant_experts": "spec.engine.extraArgs",
     "all2all_backend": "spec.engine.extraArgs",

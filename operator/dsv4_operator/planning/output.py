@@ -28,6 +28,11 @@ graphs off (warning `CUDA_GRAPHS_OFF`: `--enforce-eager`, `cudagraph_mode` NONE,
 `--optimization-level=0`) `cuda_graph_bytes` is 0; the cap is still passed, and vLLM drops it
 with the graphs.
 
+`kv_offload_bytes` (added later) is the host KV cache of one pod's engines, bytes
+(`--kv-offloading-size` GiB, or an offloading `--kv-transfer-config`'s `cpu_bytes_to_use`, per
+engine, times the engines per pod; 0 without): included in `shm_size_bytes` (vLLM keeps it in
+/dev/shm) and so in the pod's memory request (warning `KV_OFFLOAD`).
+
 `warnings[].terms` and `rejected[].reasons[].terms` (added later) are the request settings the
 `message` names, in its order, as data, so a script need not parse the English: each
 `{setting, value, bound, flag, spec_field, spec_value}`, where `setting` is the `PlanRequest`
@@ -149,10 +154,11 @@ def _term(t: Term) -> dict[str, Any]:
 def _spec_value(t: Term) -> int | None:
     """`t`'s value as its spec field takes it, or None.
 
-    None without a value, and for one the field refuses: a utilization above its 99 % (no
-    utilization would do, as the message says).
+    None without a value, for one the field refuses: a utilization above its 99 % (no
+    utilization would do, as the message says), and for a setting made in extraArgs, which
+    takes a flag, not a number (`flag` and `value` say it).
     """
-    if t.value is None:
+    if t.value is None or SPEC_FIELDS[t.setting] == "spec.engine.extraArgs":
         return None
     value = int(spec_words(t))
     low, high = PERCENT_RANGE
@@ -242,6 +248,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "max_num_seqs": c.max_num_seqs,
         "max_num_batched_tokens": c.max_num_batched_tokens,
         "shm_size_bytes": plan.shm.size_bytes,
+        "kv_offload_bytes": plan.shm.kv_offload_bytes,
         "checkpoint_bytes": plan.checkpoint_bytes,
         "startup_budget_seconds": plan.startup_budget_seconds,
         "weights_download": plan.request.weights_download,

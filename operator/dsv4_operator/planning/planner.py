@@ -26,6 +26,7 @@ from dsv4_operator.api.v1alpha1.engine import (
     ALL2ALL_COUNTED,
     ALL2ALL_NOT_COUNTED,
     MAX_COUNTED_LOGPROBS,
+    MAX_KV_OFFLOADING_GIB,
     MAX_REDUNDANT_EXPERTS,
 )
 from dsv4_operator.planning.engine import PERFORMANCE_MODES, parse_version
@@ -61,6 +62,7 @@ __all__ = [
     "Rejection",
     "budget_need",
     "fit_option",
+    "kv_offload_pod_bytes",
     "layout_settings_parts",
     "plan",
     "settings_option",
@@ -264,6 +266,11 @@ def _validate_numbers(req: PlanRequest, limit: int) -> None:
         raise PlanningError("speculative_tokens", f"{req.speculative_tokens} must not be negative")
     if req.cpu_offload_bytes < 0:
         raise PlanningError("cpu_offload_bytes", f"{req.cpu_offload_bytes} must not be negative")
+    if not 0 <= req.kv_offloading_gib <= MAX_KV_OFFLOADING_GIB:  # False for NaN too
+        raise PlanningError(
+            "kv_offloading_gib",
+            f"{req.kv_offloading_gib} GiB must be from 0 to {MAX_KV_OFFLOADING_GIB} GiB",
+        )
 
 
 def _validate_engine_options(req: PlanRequest) -> None:
@@ -1133,6 +1140,43 @@ def _reasons(
     return lines
 
 
+def kv_offload_pod_bytes(req: PlanRequest, layout: Layout) -> int:
+    """Host KV cache of one pod of `layout`, bytes: per engine x the engines on the pod.
+
+    Per engine (one DP rank and its TP ranks) vLLM 0.33.0 takes `--kv-offloading-size` GiB x
+    2^30 as `cpu_bytes_to_use` (`VllmConfig._post_init_kv_transfer_config`, vllm/config/vllm.py
+    at 000fc94b), truncated by `int()`, and holds at most that: `CPUOffloadingSpec` keeps
+    `cpu_bytes_to_use // row` rows, a row being one block of every TP rank of the engine
+    (`kv_bytes_per_block x world_size`), in one /dev/shm file per engine (`SharedOffloadRegion`);
+    `SimpleCPUOffloadConnector` `cpu_bytes_to_use // world_size` per rank (pinned anonymous
+    memory). A pod runs `layout.data_parallel_local` engines (TP never spans nodes:
+    `TP_SPANS_NODES`), each its own engine core with its own connector and file.
+
+    Args:
+        req: the request (`kv_offloading_gib`, GiB per engine).
+        layout: the chosen layout.
+
+    Returns:
+        Bytes per pod (0 without KV offloading).
+    """
+    return int(req.kv_offloading_gib * _GIB) * layout.data_parallel_local
+
+
+def _kv_offload_finding(req: PlanRequest, layout: Layout, pod_bytes: int) -> Finding:
+    """`KV_OFFLOAD`: the host KV cache per engine (a term) and what the pod gains for it."""
+    engines = layout.data_parallel_local
+    return Finding.said(
+        Code.KV_OFFLOAD,
+        "host KV cache of ",
+        Term(Setting.KV_OFFLOADING_GIB, req.kv_offloading_gib),
+        f" GiB per engine x {engines} engine{'s' if engines != 1 else ''} per pod = "
+        f"{pod_bytes:,} B ({pod_bytes / _GB:,.1f} GB) of pinned host memory (vLLM's "
+        "OffloadingConnector keeps it in /dev/shm): added to the pod's /dev/shm size and memory "
+        "request (and limit, when set); it holds offloaded prefix blocks, not the running "
+        "requests' KV cache, so the plan's KV capacity does not change",
+    )
+
+
 def plan(req: PlanRequest) -> Plan:
     """Plan a DeepSeek-V4 replica: GPU type, layout, per-GPU memory, KV capacity, /dev/shm.
 
@@ -1218,12 +1262,16 @@ def plan(req: PlanRequest) -> Plan:
                 f"kernels for 10+ minutes: allow {startup:,} s before declaring the group failed",
             )
         )
+    kv_offload = kv_offload_pod_bytes(req, chosen.layout)
+    if kv_offload:
+        warnings.append(_kv_offload_finding(req, chosen.layout, kv_offload))
     shm = shm_bytes(
         chosen.layout,
         nvlink=chosen.gpu.nvlink_domain > 1,
         max_num_seqs=chosen.max_num_seqs,
         max_model_len=chosen.max_model_len,
         cpu_offload_bytes=0,
+        kv_offload_bytes=kv_offload,
     )
     if len(shm.reasons) > 1:
         warnings.append(Finding(Code.SHM_LONG_CONTEXT, shm.reasons[-1]))

@@ -49,6 +49,10 @@ class PlanRequest:
         max_replicas: most replicas the tokens/s target may use (None: unbounded).
         total_gpu_budget: most GPUs all replicas may hold (None: unbounded).
         cpu_offload_bytes: weights offloaded to host memory per GPU (`--cpu-offload-gb`), bytes.
+        kv_offloading_gib: host KV cache per engine (DP rank), over all its TP ranks, GiB
+            (vLLM's `--kv-offloading-size`, or `cpu_bytes_to_use` of an offloading
+            `--kv-transfer-config` over 2^30): the pod's /dev/shm and memory grow by it times
+            the engines on the pod (`ShmPlan.kv_offload_bytes`).
         max_cudagraph_capture_size: largest CUDA-graph batch, tokens (`--max-cudagraph-capture-
             size`); None = vLLM's default, which the plan computes and the renderer pins.
         performance_mode: vLLM's `--performance-mode` (`balanced`, `interactivity`,
@@ -110,6 +114,7 @@ class PlanRequest:
     max_replicas: int | None = None
     total_gpu_budget: int | None = None
     cpu_offload_bytes: int = 0
+    kv_offloading_gib: float = 0.0
     max_cudagraph_capture_size: int | None = None
     performance_mode: str = PERFORMANCE_MODES[0]
     cuda_graphs: bool = True

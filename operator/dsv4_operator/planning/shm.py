@@ -6,7 +6,11 @@ Terms, added then rounded up to a whole GiB and capped at `SHM_CAP_BYTES`:
 - per local DP rank, vLLM's shared-memory broadcast of scheduler output: 10 chunks x 16 MiB;
 - per local GPU, NCCL: 32 MiB of proxy buffers with NVLink (llm-d's "about 32 MB per local DP");
   without NVLink NCCL's SHM transport, 4 MiB x 4 channels x 2 directions per local peer;
-- the CPU offload region, when the plan offloads to host memory.
+- the CPU offload region, when the plan offloads to host memory;
+- after the cap and the long-context raise, the host KV cache of `--kv-offloading-size` (or an
+  offloading `--kv-transfer-config`): vLLM 0.33.0's `OffloadingConnector` keeps it in one file
+  in /dev/shm per engine (`SharedOffloadRegion`, vLLM PR #50094) and first checks that /dev/shm
+  has room for it (PR #50358), so the tmpfs must hold it whole, beyond the 64 GiB cap.
 
 The size is raised to 16 GiB when more than 8 concurrent requests run with contexts over 100k
 tokens (the known rule; shm exhaustion at long context: gpustack #5014, production-stack #899).
@@ -45,10 +49,13 @@ class ShmPlan:
     Attributes:
         size_bytes: emptyDir sizeLimit for /dev/shm, bytes.
         reasons: one line per term that set the size.
+        kv_offload_bytes: the host KV cache of the pod's engines, bytes, included in
+            `size_bytes` (0 without KV offloading); the renderer adds it to `spec.shmSize` too.
     """
 
     size_bytes: int
     reasons: tuple[str, ...]
+    kv_offload_bytes: int = 0
 
 
 def shm_bytes(
@@ -58,6 +65,7 @@ def shm_bytes(
     max_num_seqs: int,
     max_model_len: int,
     cpu_offload_bytes: int = 0,
+    kv_offload_bytes: int = 0,
 ) -> ShmPlan:
     """Size /dev/shm for one worker pod of a layout (module docstring gives the formula).
 
@@ -67,6 +75,8 @@ def shm_bytes(
         max_num_seqs: concurrent sequences per DP rank.
         max_model_len: context cap, tokens.
         cpu_offload_bytes: host-memory offload region placed in /dev/shm, bytes.
+        kv_offload_bytes: host KV cache of all the pod's engines, bytes (per engine x engines
+            per pod), added after the rounding, the cap and the long-context raise.
 
     Returns:
         The size and the reasons.
@@ -93,4 +103,10 @@ def shm_bytes(
                 f"contexts over {_LONG_CONTEXT_TOKENS:,} tokens need at least 16 GiB of /dev/shm"
             )
         size = max(size, LONG_CONTEXT_MIN_SHM_BYTES)
-    return ShmPlan(size_bytes=size, reasons=tuple(reasons))
+    if kv_offload_bytes:
+        reasons[0] += f"; plus the engines' host KV cache ({kv_offload_bytes:,} B)"
+    return ShmPlan(
+        size_bytes=size + kv_offload_bytes,
+        reasons=tuple(reasons),
+        kv_offload_bytes=kv_offload_bytes,
+    )

@@ -86,9 +86,14 @@ def served_model_name(spec: DeepSeekV4DeploymentSpec) -> str:
 
 
 def shm_size_bytes(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> int:
-    """Size of the shared-memory mount per worker pod in bytes: `spec.shmSize`, else the plan's."""
+    """Size of the shared-memory mount per worker pod in bytes: `spec.shmSize`, else the plan's.
+
+    Either way it holds the engines' host KV cache (`ShmPlan.kv_offload_bytes`: vLLM's
+    `OffloadingConnector` keeps it in /dev/shm and refuses to start without room for it), so
+    `spec.shmSize` is what the pod needs besides it. The memory request grows with this size.
+    """
     override = spec.shm_bytes
-    return plan.shm.size_bytes if override is None else override
+    return plan.shm.size_bytes if override is None else override + plan.shm.kv_offload_bytes
 
 
 def _weights_path(spec: DeepSeekV4DeploymentSpec) -> str | None:

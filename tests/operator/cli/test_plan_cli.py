@@ -641,3 +641,20 @@ def test_a_plan_document_has_no_error_key() -> None:
     result = runner.invoke(app, ["plan", "examples/flash-4x-h100.yaml", "--output", "json"])
     assert result.exit_code == 0, result.output
     assert "error" not in json.loads(result.stdout)
+
+
+def test_kv_offloading_size_option_grows_shm_and_names_the_finding() -> None:
+    """h28: `dsv4 plan --kv-offloading-size` plans what the resource's extraArgs flag does: N GiB
+    per engine, times the engines per pod (TP4 DP2 on 8 GPUs: 2), in /dev/shm."""
+    args = "plan --model flash --gpu h100-80gb --gpus-per-node 8 --nodes 1 "
+    args += "--tensor-parallel 4 --data-parallel 2 --output json"
+    base = json.loads(runner.invoke(app, args).stdout)
+    result = runner.invoke(app, args + " --kv-offloading-size 1.5")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["kv_offload_bytes"] == 2 * 3 * (1 << 29)
+    assert data["shm_size_bytes"] == base["shm_size_bytes"] + 2 * 3 * (1 << 29)
+    assert "KV_OFFLOAD" in [w["code"] for w in data["warnings"]]
+    bad = runner.invoke(app, args + " --kv-offloading-size -1")
+    assert bad.exit_code == 2
+    assert "--kv-offloading-size (kv_offloading_gib)" in bad.output

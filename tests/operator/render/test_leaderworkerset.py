@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -566,3 +567,80 @@ def test_the_crd_says_the_shm_size_is_added_to_the_memory_request_and_limit() ->
         assert "adds the /dev/shm size" in text, (field, text)
         assert "--cpu-offload-gb" in text, (field, text)
         assert "should cover" not in text, (field, text)
+
+
+def test_host_kv_cache_is_added_to_shm_and_the_memory_request_and_limit() -> None:
+    """h28: `--kv-offloading-size=N` makes vLLM keep N GiB per engine in /dev/shm (one mmap file
+    per engine, `SharedOffloadRegion`, which checks the free /dev/shm space first), which the
+    pod neither sized its /dev/shm for nor requested: vLLM refused to start ("Insufficient space
+    in /dev/shm"), or, with a bigger tmpfs, the pod was OOM-killed at its limit or overcommitted
+    the node. Restated by hand: TP4 DP2 on one 8-GPU node is 2 engines per pod, so 1.5 GiB per
+    engine is 3 GiB per pod on top of the user's 100Gi/200Gi and the 20Gi shmSize."""
+    base: dict[str, Any] = {
+        "model": "flash",
+        "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8, "maxNodes": 1},
+        "parallelism": {"tensor": 4, "data": 2},
+        "resources": {"requests": {"memory": "100Gi"}, "limits": {"memory": "200Gi"}},
+    }
+    for shm in ("20Gi", None):
+        seen = {}
+        for extra in ([], ["--kv-offloading-size=1.5"]):
+            raw = {**base, "engine": {"extraArgs": extra}}
+            if shm is not None:
+                raw["shmSize"] = shm
+            spec = parse_spec(raw)
+            planned = plan(request_from_spec(spec))
+            pod = _pod(leaderworkerset(_owner(), spec, planned, image="i"))
+            (c,) = pod["containers"]
+            (dshm,) = [v for v in pod["volumes"] if v["name"] == "dshm"]
+            seen[bool(extra)] = (
+                quantity_bytes(c["resources"]["requests"]["memory"]),
+                quantity_bytes(c["resources"]["limits"]["memory"]),
+                quantity_bytes(dshm["emptyDir"]["sizeLimit"]),
+                ra.runtime_launch(spec, planned).expected_shm_bytes,
+            )
+        (req0, lim0, shm0, want0), (req1, lim1, shm1, want1) = seen[False], seen[True]
+        added = 3 << 30  # 2 engines x 1.5 GiB
+        if shm is not None:
+            assert (req0, lim0, shm0) == (120 << 30, 220 << 30, 20 << 30)
+            assert (req1, lim1, shm1) == (123 << 30, 223 << 30, 23 << 30)
+        assert (req1, lim1, shm1) == (req0 + added, lim0 + added, shm0 + added)
+        # the runtime checks the mount against the same size
+        assert (want0, want1) == (shm0, shm1)
+
+
+def test_a_kv_transfer_config_offload_is_counted_like_the_size_flag() -> None:
+    """The same budget given as `OffloadingConnector`'s `cpu_bytes_to_use` (bytes per engine)
+    grows the pod exactly as `--kv-offloading-size` does."""
+    base: dict[str, Any] = {
+        "model": "flash",
+        "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8, "maxNodes": 1},
+        "parallelism": {"tensor": 4, "data": 2},
+        "shmSize": "20Gi",
+    }
+    config = {
+        "kv_connector": "OffloadingConnector",
+        "kv_role": "kv_both",
+        "kv_connector_extra_config": {"cpu_bytes_to_use": 2 << 30},
+    }
+    requests = []
+    for extra in (["--kv-offloading-size=2"], ["--kv-transfer-config=" + json.dumps(config)]):
+        spec = parse_spec({**base, "engine": {"extraArgs": extra}})
+        planned = plan(request_from_spec(spec))
+        (c,) = _pod(leaderworkerset(_owner(), spec, planned, image="i"))["containers"]
+        requests.append(quantity_bytes(c["resources"]["requests"]["memory"]))
+    assert requests == [(20 << 30) + 2 * (2 << 30)] * 2
+
+
+def test_the_crd_says_the_host_kv_cache_is_added_to_shm_and_memory() -> None:
+    """h28: the CRD told users of `--kv-offloading-size` nothing of the /dev/shm and memory
+    it takes, so a memory limit sized without it was what the operator rendered."""
+    schema = crdgen.crd_dict()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = schema["properties"]["spec"]["properties"]
+    resources = spec["resources"]["properties"]
+    for field in ("requests", "limits"):
+        assert "host KV cache" in " ".join(resources[field]["description"].split()), field
+    extra = " ".join(spec["engine"]["properties"]["extraArgs"]["description"].split())
+    assert "--kv-offloading-size=N" in extra
+    assert "--kv-transfer-config" in extra
+    assert "host KV cache" in " ".join(spec["shmSize"]["description"].split())

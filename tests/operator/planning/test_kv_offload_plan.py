@@ -1,0 +1,86 @@
+"""The plan's host KV cache (`--kv-offloading-size`): its finding, its term, its /dev/shm share.
+
+Hand-computed: TP4 DP2 on one 8-GPU node runs 2 engines per pod (DP ranks, each its own vLLM
+engine with its own `OffloadingConnector`), so 1.5 GiB per engine is 2 x 1.5 x 2^30 =
+3,221,225,472 B per pod, added after the /dev/shm cap and the long-context raise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from dsv4_operator.planning import plan, plan_to_dict
+from dsv4_operator.planning.findings import Code, PlanningError, Setting
+from dsv4_operator.planning.from_spec import spec_words
+from dsv4_operator.planning.request import PlanRequest
+from dsv4_operator.planning.shm import SHM_CAP_BYTES, shm_bytes
+
+_BASE = PlanRequest(
+    model="flash",
+    gpu_types=("h100-80gb",),
+    gpus_per_node=8,
+    max_nodes=1,
+    tensor_parallel=4,
+    data_parallel=2,
+)
+_POD_BYTES = 3_221_225_472
+
+
+def test_the_plan_counts_each_engine_s_host_kv_cache_in_the_pod_s_shm() -> None:
+    without = plan(_BASE)
+    offloaded = plan(dataclasses.replace(_BASE, kv_offloading_gib=1.5))
+    assert offloaded.chosen.layout == without.chosen.layout
+    assert offloaded.shm.kv_offload_bytes == _POD_BYTES
+    assert offloaded.shm.size_bytes == without.shm.size_bytes + _POD_BYTES
+    # offloaded prefix blocks live beside the GPU pool: the KV capacity does not change
+    assert offloaded.chosen.memory.kv_cache_bytes == without.chosen.memory.kv_cache_bytes
+    assert without.shm.kv_offload_bytes == 0
+    assert Code.KV_OFFLOAD not in [w.code for w in without.warnings]
+
+
+def test_the_kv_offload_finding_holds_the_size_as_a_term() -> None:
+    offloaded = plan(dataclasses.replace(_BASE, kv_offloading_gib=1.5))
+    (finding,) = [w for w in offloaded.warnings if w.code is Code.KV_OFFLOAD]
+    (term,) = finding.terms
+    assert (term.setting, term.value, term.bound) == (Setting.KV_OFFLOADING_GIB, 1.5, "exact")
+    assert "2 engines per pod = 3,221,225,472 B" in finding.message
+    # the operator's words give the size as the flag takes it, not truncated to 1
+    assert "1.5 GiB per engine" in finding.worded(spec_words)
+    doc = plan_to_dict(offloaded)
+    assert doc["kv_offload_bytes"] == _POD_BYTES
+    assert doc["shm_size_bytes"] == offloaded.shm.size_bytes
+    (warning,) = [w for w in doc["warnings"] if w["code"] == "KV_OFFLOAD"]
+    assert warning["terms"] == [
+        {
+            "setting": "kv_offloading_gib",
+            "value": 1.5,
+            "bound": "exact",
+            "flag": "--kv-offloading-size",
+            "spec_field": "spec.engine.extraArgs",
+            "spec_value": None,
+        }
+    ]
+
+
+def test_the_host_kv_cache_is_not_capped_with_the_rest_of_shm() -> None:
+    # 100 GiB per engine is beyond the 64 GiB cap of the planned /dev/shm: vLLM needs it whole
+    shm = shm_bytes(
+        plan(_BASE).chosen.layout,
+        nvlink=True,
+        max_num_seqs=1,
+        max_model_len=4096,
+        kv_offload_bytes=2 * (100 << 30),
+    )
+    assert shm.size_bytes == (2 << 30) + 2 * (100 << 30)  # 1 GiB floor + queues/NCCL -> 2 GiB
+    assert shm.size_bytes > SHM_CAP_BYTES
+
+
+@pytest.mark.parametrize("gib", [-1.0, math.nan, math.inf, 4097.0])
+def test_a_bad_host_kv_cache_size_names_the_field(gib: float) -> None:
+    with pytest.raises(PlanningError) as caught:
+        plan(dataclasses.replace(_BASE, kv_offloading_gib=gib))
+    assert caught.value.field == "kv_offloading_gib"
+    assert "from 0 to 4096 GiB" in str(caught.value)
