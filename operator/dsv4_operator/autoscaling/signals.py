@@ -13,6 +13,7 @@ reset (a restarted engine) and counts from zero.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -80,13 +81,19 @@ def parse_snapshot(text: str) -> EngineSnapshot:
     """Parse Prometheus text exposition into a snapshot (missing series count as 0).
 
     Raises:
-        ValueError: when the text is not valid exposition format.
+        ValueError: when the text is not valid exposition format, or one of the series read
+            here has a NaN or infinite value (the exposition format allows them; read as
+            numbers they compared false with every threshold: a NaN tokens/s looked idle).
     """
     sums: dict[str, float] = {}
     kv = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name = sample.name.removesuffix("_total")
+            wanted = name in {KV_USAGE, GENERATION_TOKENS, PROMPT_TOKENS, RUNNING, WAITING}
+            if wanted and not math.isfinite(sample.value):
+                msg = f"{sample.name}{sample.labels} is {sample.value}, not a finite number"
+                raise ValueError(msg)
             if name == KV_USAGE:
                 kv = max(kv, sample.value)
             elif name in {GENERATION_TOKENS, PROMPT_TOKENS, RUNNING, WAITING}:

@@ -65,3 +65,21 @@ def test_metric_names_exist_in_vllm(fixtures_dir: Path) -> None:
 def test_bad_exposition_raises() -> None:
     with pytest.raises(ValueError, match=r".+"):
         parse_snapshot("vllm:num_requests_running{engine= 3\n")
+
+
+@pytest.mark.parametrize(
+    ("series", "value"),
+    [
+        ("vllm:generation_tokens_total", "NaN"),
+        ("vllm:generation_tokens_total", "+Inf"),
+        ("vllm:num_requests_waiting", "+Inf"),
+        ("vllm:num_requests_running", "NaN"),
+        ("vllm:kv_cache_usage_perc", "NaN"),
+    ],
+)
+def test_a_non_finite_value_is_refused_not_read_as_a_number(series: str, value: str) -> None:
+    # NaN compares false with everything: a NaN tokens/s read as "no load" (a scale-down), a
+    # NaN KV usage as empty, and int(+Inf) raised OverflowError out of the autoscaler's step.
+    text = TEXT + f'{series}{{engine="2",model_name="dsv4"}} {value}\n'
+    with pytest.raises(ValueError, match=series):
+        parse_snapshot(text)

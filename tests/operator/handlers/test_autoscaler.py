@@ -758,3 +758,32 @@ def test_a_step_whose_spec_changed_meanwhile_writes_no_scaling_active() -> None:
         c for c in fake.objects[CR_PATH]["status"]["conditions"] if c["type"] == "ScalingActive"
     ]
     assert active["reason"] == "HPA"
+
+
+def test_a_non_finite_engine_value_is_unknown_load_not_a_crash_or_idle() -> None:
+    # An exposition with +Inf waiting requests made parse_snapshot's int() raise OverflowError
+    # out of the step (the timer failed at every tick); a NaN token counter read as no load and
+    # let two groups scale down to one. Both are one group's unreadable scrape: held, counted.
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 2
+    fake, rt, scaler, clock = setup(spec)
+    rt.tokens = {0: 0.0, 1: 0.0}
+    events = Events()
+    bad = {"line": 'vllm:num_requests_waiting{engine="1"} +Inf\n'}
+
+    def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        answer = rt(method, url, headers)
+        if url.endswith("d-0.d.ns:8081/metrics") and answer is not None:
+            return answer[0], answer[1] + bad["line"]
+        return answer
+
+    scaler.http = http
+    decisions = [tick(scaler, clock, events) for _ in range(3)]
+    bad["line"] = 'vllm:generation_tokens_total{engine="1"} NaN\n'
+    decisions += [tick(scaler, clock, events) for _ in range(8)]  # past the 60 s window
+    assert all(d is not None and d.action == "hold" for d in decisions)
+    assert "metrics of groups [0] could not be read" in decisions[-1].reason
+    assert not [c for c in rt.calls if c[0] == "POST"]
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 2
+    text = generate_latest(scaler.metrics.registry).decode()
+    assert "dsv4_autoscaler_scrape_failures_total 11.0" in text
