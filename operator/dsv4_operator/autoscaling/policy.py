@@ -20,8 +20,8 @@ One call of `decide` per scrape. Rules, in order:
    (load per group within target, KV usage and queue under their thresholds); otherwise hold.
 6. Drain first: LeaderWorkerSet removes the highest-index groups. Those are drained (their
    runtime stops admitting, in-flight requests finish) and the replica count drops only when no
-   request runs on them. The drain is cancelled if load returns meanwhile, if some group's load
-   becomes unknown, or if this state has not yet watched a whole scale-down window (an
+   request runs or waits on them. The drain is cancelled if load returns meanwhile, if some
+   group's load becomes unknown, or if this state has not yet watched a whole scale-down window (an
    operator restart).
 7. Unknown load (a group's first counter sample, unreadable metrics, a group that served and
    stops answering): the known groups' load is a lower bound, enough to scale up, never to
@@ -312,7 +312,10 @@ def _scale_down(
     if undrained and any(by_index[i].ready for i in undrained):
         reason = f"draining groups {undrained} before scaling {current} -> {target}"
         return Decision(t, "drain", current, current, tuple(undrained), r.load, reason), victims
-    in_flight = [i for i in victims if i in by_index and by_index[i].running > 0]
+    # Queued requests are in flight too: admitted before the drain, they have not started yet.
+    in_flight = [
+        i for i in victims if i in by_index and (by_index[i].running or by_index[i].waiting)
+    ]
     if in_flight:
         return _hold(obs, r.load, f"groups {in_flight} still finish requests"), None
     drained = [i for i in victims if i in by_index and by_index[i].draining]

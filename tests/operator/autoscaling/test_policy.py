@@ -22,3 +22,29 @@ def test_a_group_left_drained_by_a_lost_state_is_undrained_when_load_needs_it() 
     assert decision.action == "undrain"
     assert decision.groups == (1,)
     assert state.draining == ()
+
+
+def test_a_drained_group_with_waiting_requests_is_not_removed() -> None:
+    # Group 1 was drained for a 2 -> 1 scale-down; nothing runs on it any more, but 3 requests
+    # admitted before the drain still wait in its queue. Removing it now would drop them.
+    cfg = AutoscalerConfig(
+        min_replicas=1,
+        max_replicas=4,
+        target_tokens_per_second=5000.0,
+        scale_down_window_seconds=60.0,
+    )
+    state = AutoscalerState()
+    quiet = (
+        GroupSample(0, ready=True, generation_tps=1000.0, running=5),
+        GroupSample(1, ready=True, generation_tps=0.0),
+    )
+    for t in range(0, 75, 15):
+        decision, state = decide(cfg, state, Observation(float(t), 2, quiet))
+    assert (decision.action, decision.groups) == ("drain", (1,))
+    queued = (quiet[0], GroupSample(1, ready=True, draining=True, running=0, waiting=3))
+    decision, state = decide(cfg, state, Observation(75.0, 2, queued))
+    assert decision.action == "hold"
+    assert "[1]" in decision.reason
+    done = (quiet[0], GroupSample(1, ready=True, draining=True))
+    decision, state = decide(cfg, state, Observation(90.0, 2, done))
+    assert (decision.action, decision.replicas_to) == ("scale", 1)
