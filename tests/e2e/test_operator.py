@@ -386,6 +386,25 @@ def test_an_hpa_without_metrics_is_reported_on_scaling_active(
     assert cluster.get(hpa_version, "horizontalpodautoscalers", namespace, name) is None
 
 
+def test_reapplying_the_autoscaled_example_keeps_the_scaled_replicas(
+    operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
+) -> None:
+    """h29: examples/flash-autoscaled.yaml set `spec.replicas: 1` beside `autoscaling`, so
+    every `kubectl apply` of it (a GitOps sync, any edit) put the count the scaler had chosen
+    back to 1: kubectl's three-way merge patches a field the manifest states whenever the live
+    value differs. That removes groups past the native autoscaler's drain."""
+    path = REPO_ROOT / "examples" / "flash-autoscaled.yaml"
+    name = yaml.safe_load(path.read_text())["metadata"]["name"]
+    _apply(control_plane, namespace, path)
+    cluster.wait_condition(namespace, name, "Planned", "True")
+    # What KEDA (or the native autoscaler) does through the scale subresource.
+    control_plane.kubectl("scale", "dsv4", name, "-n", namespace, "--replicas", "3")
+    _apply(control_plane, namespace, path)
+    live = cluster.get("dsv4.io/v1alpha1", "deepseekv4deployments", namespace, name)
+    assert live is not None
+    assert live["spec"]["replicas"] == 3
+
+
 def test_delete_garbage_collects_every_child(
     operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
 ) -> None:
