@@ -70,7 +70,7 @@ UNREACHABLE_GRACE_SECONDS = 120.0
 """How long a group that answered before and now does not (a timeout, a network blip, a
 restarting pod) counts as unknown, which holds any scale-down, rather than as starting; past it
 the group counts as starting again (LeaderWorkerSet recreates a failed group). Our choice: 8
-scrapes at the default 15 s interval."""
+scrapes at the default 15 s interval. Not while no leader answers at all (`_unreachable`)."""
 _TIMEOUT_SECONDS = 2.0
 _DECISIONS_KEPT = 10
 
@@ -222,9 +222,14 @@ class Autoscaler:
     _answered: dict[tuple[str, int], float] = field(default_factory=dict)
     _query_failures: dict[str, str] = field(default_factory=dict)
 
-    def _group(self, key: str, base: str, index: int, t: float) -> GroupSample:
+    def _group(
+        self, key: str, base: str, index: int, t: float, unreached: set[int] | None = None
+    ) -> GroupSample:
+        """Group `index`'s sample; its index goes into `unreached` when `/ready` got no answer."""
         ready = self.http("GET", f"{base}/ready", {})
         if ready is None:
+            if unreached is not None:
+                unreached.add(index)
             return self._unanswered(key, index, t)
         status, _ = ready
         held = _held(ready)
@@ -271,6 +276,21 @@ class Autoscaler:
         if answered is not None and t - answered < UNREACHABLE_GRACE_SECONDS:
             return GroupSample(index, ready=False, known=False)
         return GroupSample(index, ready=False, starting=True)
+
+    def _unreachable(self, key: str, groups: tuple[GroupSample, ...]) -> tuple[GroupSample, ...]:
+        """`groups` when no leader answered this step: those that answered before are unknown.
+
+        One group that stops answering is restarting or gone once `UNREACHABLE_GRACE_SECONDS`
+        have passed; every leader silent at once is the operator's side (a NetworkPolicy, DNS,
+        its own network), which says nothing about the groups: counted as starting, they read
+        as 0 tokens/s and were removed, requests and all, one scale-down window later.
+        """
+        return tuple(
+            GroupSample(g.index, ready=False, known=False)
+            if (key, g.index) in self._answered
+            else g
+            for g in groups
+        )
 
     def _forget_groups(self, key: str, first: int) -> None:
         """Drop the last answers and token counters of `key`'s groups from index `first` on."""
@@ -348,7 +368,12 @@ class Autoscaler:
         owner = Owner.from_body(body)
         t = self.clock()
         self._forget_groups(key, spec.replicas)  # a group made later at such an index is new
-        groups = tuple(self._group(key, _admin_url(owner, i), i, t) for i in range(spec.replicas))
+        unreached: set[int] = set()
+        groups = tuple(
+            self._group(key, _admin_url(owner, i), i, t, unreached) for i in range(spec.replicas)
+        )
+        if groups and len(unreached) == len(groups):
+            groups = self._unreachable(key, groups)
         pending = 0 if a.wake_up_query is None else self._pending(key, a.wake_up_query, emit)
         obs = Observation(t, spec.replicas, groups, pending_outside=pending)
         read = sum(1 for i in range(spec.replicas) if self._read_at(key, i) == t)

@@ -787,3 +787,47 @@ def test_a_non_finite_engine_value_is_unknown_load_not_a_crash_or_idle() -> None
     assert fake.objects[CR_PATH]["spec"]["replicas"] == 2
     text = generate_latest(scaler.metrics.registry).decode()
     assert "dsv4_autoscaler_scrape_failures_total 11.0" in text
+
+
+def test_losing_every_leader_at_once_is_unknown_load_not_groups_starting() -> None:
+    """h29: three groups served 2,700 tokens/s with 30 requests each; then the operator could
+    reach none of them (a NetworkPolicy, DNS, its own network). After 120 s each counted as
+    starting (0 tokens/s), so one scale-down window later the groups were removed one per
+    scrape, requests and all ("groups [2] served nothing"). No leader answering at all says
+    nothing about the groups: those that served stay unknown, and nothing is removed."""
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 3
+    fake, rt, scaler, clock = setup(spec)
+    rt.tokens = {0: 0.0, 1: 0.0, 2: 0.0}
+    rt.running = {0: 30, 1: 30, 2: 30}
+    events = Events()
+    cut = {"on": False}
+
+    def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        return None if cut["on"] else rt(method, url, headers)
+
+    scaler.http = http
+    decisions = []
+    for i in range(60):  # 15 minutes, 15 times the scale-down window
+        for group in rt.tokens:
+            rt.tokens[group] += 900 * 15
+        cut["on"] = i >= 10
+        decisions.append(tick(scaler, clock, events))
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 3
+    assert [d.action for d in decisions] == ["hold"] * 60
+    assert "metrics of groups [0, 1, 2] could not be read" in decisions[-1].reason
+    assert not [e for e in events if e[1] == "ScaledDown"]
+    active = fake.objects[CR_PATH]["status"]["conditions"][-1]
+    assert (active["type"], active["status"], active["reason"]) == (
+        "ScalingActive",
+        "False",
+        "NoMetrics",
+    )
+    # Once the leaders answer again, their load is read and the count holds at 3 replicas.
+    cut["on"] = False
+    for _ in range(3):
+        for group in rt.tokens:
+            rt.tokens[group] += 900 * 15
+        decision = tick(scaler, clock, events)
+    assert decision.action == "hold"
+    assert round(decision.load_tokens_per_second) == 2700
