@@ -212,6 +212,8 @@ class _Reading:
     urgent: bool
     saturated: tuple[int, ...]
     serving: tuple[GroupSample, ...]
+    waking: int = 0
+    """Requests waiting while no replica runs (0 unless scaling up from zero on them)."""
 
 
 def _read(cfg: AutoscalerConfig, obs: Observation, idle_since: float | None) -> _Reading:
@@ -232,7 +234,8 @@ def _read(cfg: AutoscalerConfig, obs: Observation, idle_since: float | None) -> 
         raw, urgent = max(raw, current + 1), True
     elif saturated:
         raw = max(raw, current)
-    if current == 0 and requests > 0:
+    waking = requests if current == 0 else 0
+    if waking > 0:
         raw, urgent = max(raw, 1), True
     floor = cfg.min_replicas
     idle_long = (
@@ -243,7 +246,7 @@ def _read(cfg: AutoscalerConfig, obs: Observation, idle_since: float | None) -> 
     if floor == 0 and not idle_long:
         floor = 1 if (load > 0 or requests > 0 or current > 0) else 0
     desired = max(floor, min(raw, cfg.ceiling))
-    return _Reading(load, desired, urgent, saturated, serving)
+    return _Reading(load, desired, urgent, saturated, serving, waking)
 
 
 def _scale_up(
@@ -261,7 +264,12 @@ def _scale_up(
         ), False
     if target <= current:
         return _hold(obs, r.load, f"recommendation {r.desired} not yet stable"), False
-    why = f"guard rail on groups {list(r.saturated)}" if r.urgent and r.saturated else "token load"
+    if r.urgent and r.saturated:
+        why = f"guard rail on groups {list(r.saturated)}"
+    elif r.waking:
+        why = f"{r.waking} requests wait with no replica"
+    else:
+        why = "token load"
     reason = f"{why}: {r.load:.0f} tokens/s, {r.desired} replicas wanted"
     return Decision(t, "scale", current, target, (), r.load, reason), True
 

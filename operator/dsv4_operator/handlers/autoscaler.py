@@ -193,7 +193,11 @@ def _scaling_reason(d: Decision) -> str:
     if d.replicas_to == 0:
         return "Idle"
     if d.replicas_to > d.replicas_from:
-        return "GuardRail" if d.reason.startswith("guard rail") else "TokenRateHigh"
+        if d.reason.startswith("guard rail"):
+            return "GuardRail"
+        if d.replicas_from == 0 and "wait with no replica" in d.reason:
+            return "RequestsWaiting"  # the wake-up query (policy `_scale_up`)
+        return "TokenRateHigh"
     return "TokenRateLow"
 
 

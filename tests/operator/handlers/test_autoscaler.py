@@ -831,3 +831,34 @@ def test_losing_every_leader_at_once_is_unknown_load_not_groups_starting() -> No
         decision = tick(scaler, clock, events)
     assert decision.action == "hold"
     assert round(decision.load_tokens_per_second) == 2700
+
+
+def test_a_wake_up_from_zero_is_recorded_as_waiting_requests_not_a_high_token_rate() -> None:
+    """h29: the scale 0 -> 1 on the wake-up query was recorded as `TokenRateHigh` and posted
+    as "0 -> 1 replicas at 0 tokens/s: token load: 0 tokens/s, 1 replicas wanted"."""
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 0
+    spec["autoscaling"] = {
+        **spec["autoscaling"],
+        "minReplicas": 0,
+        "scaleToZeroIdleSeconds": 60,
+        "wakeUpQuery": 'gateway_pending{route="d"}',
+    }
+    fake, rt, scaler, clock = setup(spec)
+    scaler.prometheus_url = "http://prom:9090"
+    result = [{"metric": {"pod": "gw-1"}, "value": [1, "3"]}]
+    body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+    def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        if url.startswith("http://prom:9090/api/v1/query?"):
+            return 200, body
+        return rt(method, url, headers)
+
+    scaler.http = http
+    events = Events()
+    decision = tick(scaler, clock, events)
+    assert (decision.action, decision.replicas_to) == ("scale", 1)
+    record = fake.objects[CR_PATH]["status"]["recentScalingDecisions"][-1]
+    assert record["reason"] == "RequestsWaiting"
+    assert "3 requests wait with no replica" in record["message"]
+    assert "token load" not in events[-1][2]
