@@ -64,6 +64,11 @@ class AutoscalerConfig:
         gpus_per_replica: GPUs of one group.
         gpu_budget: most GPUs all replicas may hold (None: unbounded).
         prompt_token_weight: weight of prompt tokens/s in the load (0 = generated tokens only).
+        drain_settle_seconds: time from a drain until the Service stops routing to the drained
+            groups, s: the drain fails their `/ready`, and the kubelet marks a pod unready after
+            its readinessProbe failed `failureThreshold` times `periodSeconds` apart (3 x 10 s,
+            `render.leaderworkerset`); a removal waits for it, so requests admitted meanwhile
+            are seen running first.
     """
 
     min_replicas: int
@@ -79,6 +84,7 @@ class AutoscalerConfig:
     gpus_per_replica: int = 8
     gpu_budget: int | None = None
     prompt_token_weight: float = 0.0
+    drain_settle_seconds: float = 30.0
 
     @property
     def ceiling(self) -> int:
@@ -174,6 +180,8 @@ class AutoscalerState:
         observed_since: the first observation this state has seen (None before it): no
             scale-down until a whole scale-down window of observations exists, so an operator
             restart (which starts a new state) never scales down on a few samples.
+        drained_since: when the groups held out of service were drained (first seen so,
+            after an operator restart), or None while none is.
     """
 
     recommendations: tuple[tuple[float, int, int], ...] = ()
@@ -181,6 +189,7 @@ class AutoscalerState:
     idle_since: float | None = None
     draining: tuple[int, ...] = field(default=())
     observed_since: float | None = None
+    drained_since: float | None = None
 
 
 def _hold(obs: Observation, load: float, reason: str) -> Decision:
@@ -327,6 +336,13 @@ def _scale_down(
     if in_flight:
         return _hold(obs, r.load, f"groups {in_flight} still finish requests"), None
     drained = [i for i in victims if i in by_index and by_index[i].draining]
+    settled = t - (state.drained_since if state.drained_since is not None else t)
+    if drained and settled < cfg.drain_settle_seconds:
+        reason = (
+            f"groups {drained} drained {settled:.0f} s ago: the Service routes to them until"
+            f" their readiness probe has failed ({cfg.drain_settle_seconds:.0f} s)"
+        )
+        return _hold(obs, r.load, reason), None
     removed = f"drained groups {drained}" if drained else f"groups {list(victims)} served nothing"
     reason = f"{r.load:.0f} tokens/s fits {target} replicas; {removed}"
     return Decision(t, "scale", current, target, victims, r.load, reason), ()
@@ -368,6 +384,8 @@ def decide(
     # operator may have restarted mid-drain and lost its state: it cancels such a drain until
     # it has watched a whole scale-down window itself).
     held = tuple(sorted(set(state.draining) | {g.index for g in obs.groups if g.draining}))
+    if held and state.drained_since is None:  # a drain this state did not start: from now
+        state = replace(state, drained_since=t)
     warm = t - since >= cfg.scale_down_window_seconds
     unknown = [g.index for g in obs.groups if not g.known]
     if held and (r.desired >= current or unknown or not (warm or r.desired == 0)):
@@ -378,7 +396,7 @@ def decide(
         else:
             reason = f"load {r.load:.0f} tokens/s is not yet stable: drain cancelled"
         decision = Decision(t, "undrain", current, current, held, r.load, reason)
-        return decision, replace(state, draining=())
+        return decision, replace(state, draining=(), drained_since=None)
     if r.desired > current:
         decision, changed = _scale_up(cfg, state, obs, r)
         return decision, replace(state, last_change=(t, +1)) if changed else state
@@ -387,6 +405,6 @@ def decide(
         if draining is None:
             return decision, state
         if decision.action == "scale":
-            return decision, replace(state, last_change=(t, -1), draining=())
-        return decision, replace(state, draining=draining)
+            return decision, replace(state, last_change=(t, -1), draining=(), drained_since=None)
+        return decision, replace(state, draining=draining, drained_since=t)
     return _hold(obs, r.load, f"{current} replicas match {r.load:.0f} tokens/s"), state

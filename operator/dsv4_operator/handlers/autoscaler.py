@@ -56,6 +56,7 @@ from dsv4_operator.planning.planner import Plan
 from dsv4_operator.render.admin import bearer_header, token_from_secret
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
 from dsv4_operator.render.labels import Owner, child_names
+from dsv4_operator.render.leaderworkerset import READY_FAILURE_THRESHOLD, READY_PERIOD_SECONDS
 from dsv4_operator.render.runtime_args import ADMIN_PORT
 from dsv4_operator.render.status import NATIVE_NO_METRICS, NATIVE_SCALING, rfc3339
 
@@ -138,6 +139,7 @@ def config_from(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> AutoscalerConf
         scale_to_zero_idle_seconds=a.scale_to_zero_idle_seconds,
         gpus_per_replica=planned.chosen.layout.gpus,
         gpu_budget=spec.gpu.budget,
+        drain_settle_seconds=READY_PERIOD_SECONDS * READY_FAILURE_THRESHOLD,
     )
 
 

@@ -69,6 +69,8 @@ __all__ = [
     "HF_CACHE_PATH",
     "LWS_API_VERSION",
     "PEAK_GPUS_ANNOTATION",
+    "READY_FAILURE_THRESHOLD",
+    "READY_PERIOD_SECONDS",
     "RESTART_POLICY",
     "ROLLOUT_ANNOTATION",
     "STARTUP_PERIOD_SECONDS",
@@ -91,6 +93,11 @@ STARTUP_POLICY: Final = "LeaderCreated"
 """Workers are created together with the leader (module docstring explains why not LeaderReady)."""
 STARTUP_PERIOD_SECONDS: Final = 10
 """startupProbe period; failureThreshold = ceil(budget / period)."""
+READY_PERIOD_SECONDS: Final = 10
+"""The engine container's readinessProbe (`/ready`) period, s (our choice)."""
+READY_FAILURE_THRESHOLD: Final = 3
+"""Failed `/ready` probes before the kubelet marks a pod unready and the Service stops routing to
+it: a group the autoscaler drained keeps receiving requests for up to this times the period."""
 CONTAINER: Final = "engine"
 """Name of the runtime container."""
 HF_CACHE_PATH: Final = "/var/cache/huggingface"
@@ -249,7 +256,7 @@ def _pod_spec(
         "resources": _resources(spec, plan),
         "volumeMounts": mounts,
         "startupProbe": _probe(READY_PATH, STARTUP_PERIOD_SECONDS, startup_failures, 5),
-        "readinessProbe": _probe(READY_PATH, 10, 3, 5),
+        "readinessProbe": _probe(READY_PATH, READY_PERIOD_SECONDS, READY_FAILURE_THRESHOLD, 5),
         "livenessProbe": _probe(HEALTH_PATH, 15, 4, 10),
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SLEEP_SECONDS)]}}},
         "terminationMessagePolicy": "FallbackToLogsOnError",
