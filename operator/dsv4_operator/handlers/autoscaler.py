@@ -384,19 +384,21 @@ class Autoscaler:
         obs = Observation(t, spec.replicas, groups, pending_outside=pending)
         read = sum(1 for i in range(spec.replicas) if self._read_at(key, i) == t)
         self._report_active(body, read, len(groups))
-        decision, state = decide(
-            config_from(spec, planned), self._states.get(key, AutoscalerState()), obs
-        )
+        before = self._states.get(key, AutoscalerState())
+        decision, state = decide(config_from(spec, planned), before, obs)
         self._states[key] = state
+        if decision.action == "scale" and not self._scale(body, decision, emit):
+            # The resource changed while the groups were scraped: nothing was scaled, and the
+            # next step decides from what it is now.
+            self._states[key] = before
+            reason = "the resource changed during the scrape: decided again at the next step"
+            decision = Decision(t, "hold", spec.replicas, spec.replicas, (), 0.0, reason)
         self.metrics.load.labels(deployment=key).set(decision.load_tokens_per_second)
         self.metrics.desired.labels(deployment=key).set(decision.replicas_to)
-        if decision.action in {"drain", "undrain"}:
-            if not self._drain(owner, decision, emit):
-                # Nothing is held now: the next step decides afresh from what groups report.
-                self._states[key] = replace(state, draining=())
-                return decision
-        elif decision.action == "scale":
-            self._scale(namespace, name, decision, body.get("status") or {}, emit)
+        if decision.action in {"drain", "undrain"} and not self._drain(owner, decision, emit):
+            # Nothing is held now: the next step decides afresh from what groups report.
+            self._states[key] = replace(state, draining=())
+            return decision
         if decision.action != "hold":
             self.metrics.decisions.labels(action=decision.action).inc()
         return decision
@@ -556,10 +558,40 @@ class Autoscaler:
         emit("Normal", verb, f"groups {list(d.groups)}: {d.reason}")
         return True
 
-    def _scale(
-        self, namespace: str, name: str, d: Decision, status: dict[str, Any], emit: EmitFn
-    ) -> None:
-        self.kube.patch_replicas(API_VERSION, KIND, namespace, name, d.replicas_to)
+    def _scale(self, body: dict[str, Any], d: Decision, emit: EmitFn) -> bool:
+        """Set `spec.replicas` to `d.replicas_to`, record and announce it; whether it was set.
+
+        Only over the resource the decision was made from: the step read `body` before
+        scraping the groups (seconds, up to 2 s per unanswered request), and a user who
+        meanwhile scaled, or disabled or switched autoscaling, must not be undone. Read again,
+        it must have the same uid and generation (a spec change, `/scale` included, bumps
+        it), and the patch applies only at that `resourceVersion` (else 409: nothing set).
+
+        Raises:
+            TransientApiError: a retryable failure other than that 409.
+            ApiError: any other failure.
+        """
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        fresh = self.kube.get(API_VERSION, KIND, namespace, name)
+        if fresh is None or any(
+            fresh["metadata"].get(k) != meta.get(k) for k in ("uid", "generation")
+        ):
+            return False
+        try:
+            self.kube.patch_replicas(
+                API_VERSION,
+                KIND,
+                namespace,
+                name,
+                d.replicas_to,
+                resource_version=fresh["metadata"].get("resourceVersion"),
+            )
+        except TransientApiError as error:
+            if error.status != 409:
+                raise
+            return False
+        status = fresh.get("status") or {}
         record = {
             "time": rfc3339(self.now()),
             "fromReplicas": d.replicas_from,
@@ -578,3 +610,4 @@ class Autoscaler:
             direction,
             f"{d.replicas_from} -> {d.replicas_to} replicas at {load} tokens/s: {d.reason}",
         )
+        return True

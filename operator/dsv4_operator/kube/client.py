@@ -353,21 +353,37 @@ class KubeClient:
         return patched
 
     def patch_replicas(
-        self, api_version: str, kind: str, namespace: str, name: str, replicas: int
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        replicas: int,
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
         """JSON-merge-patch `spec.replicas` (the field the scale subresource serves).
 
+        Args:
+            api_version: the resource's apiVersion.
+            kind: its kind.
+            namespace: its namespace.
+            name: its name.
+            replicas: the new count.
+            resource_version: when set, the patch applies only to the object at that
+                `metadata.resourceVersion`; otherwise the API server answers 409.
+
         Raises:
-            TransientApiError: a retryable failure.
+            TransientApiError: a retryable failure (409 when `resource_version` is outdated).
             ApiError: any other failure.
         """
         path = resource_path(api_version, kind, namespace, name)
         self.writes.add("patch", kind)
+        body: dict[str, Any] = {"spec": {"replicas": replicas}}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         patched: dict[str, Any] = self._request(
-            "PATCH",
-            path,
-            body={"spec": {"replicas": replicas}},
-            content_type="application/merge-patch+json",
+            "PATCH", path, body=body, content_type="application/merge-patch+json"
         )
         return patched
 

@@ -862,3 +862,28 @@ def test_a_wake_up_from_zero_is_recorded_as_waiting_requests_not_a_high_token_ra
     assert record["reason"] == "RequestsWaiting"
     assert "3 requests wait with no replica" in record["message"]
     assert "token load" not in events[-1][2]
+
+
+def test_a_spec_changed_during_the_scrape_is_not_overwritten_by_the_stale_decision() -> None:
+    """h29: the step decided from the resource it read before scraping (2 s per unanswered
+    request, per group) and merge-patched spec.replicas without a precondition, so a user who
+    meanwhile disabled autoscaling and set replicas 4 found them set to 2."""
+    fake, rt, scaler, clock = setup()
+    events = Events()
+    assert tick(scaler, clock, events).action == "hold"  # first scrape: no rate yet
+    rt.tokens[0] += 2500 * 15  # 2,500 tokens/s against a target of 1,000 per replica
+
+    def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        if url.endswith("/metrics"):  # the user's apply lands while the step scrapes
+            live = fake.objects[CR_PATH]
+            live["spec"] = {**live["spec"], "replicas": 4}
+            live["spec"]["autoscaling"] = {**live["spec"]["autoscaling"], "enabled": False}
+            live["metadata"]["generation"] = 2
+        return rt(method, url, headers)
+
+    scaler.http = http
+    decision = tick(scaler, clock, events)
+    assert decision is not None
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 4
+    assert not [e for e in events if e[1] == "ScaledUp"]
+    assert not (fake.objects[CR_PATH].get("status") or {}).get("recentScalingDecisions")
