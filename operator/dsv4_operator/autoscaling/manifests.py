@@ -122,6 +122,16 @@ def scaled_object(
             },
         },
     ]
+    if a.min_replicas >= 1:
+        # Leaders always exist here, so an empty result is a lost scrape (a PodMonitor that
+        # Prometheus does not select, a scrape gap), not an idle deployment. KEDA's Prometheus
+        # scaler reads empty as 0 by default (`ignoreNullValues: true`), which scaled down to
+        # minReplicas under load; with "false" it returns an error instead, and the HPA does not
+        # scale on a metric it cannot read (KEDA docs, Prometheus scaler: "Set to `false` the
+        # scaler will return error when Prometheus target is lost"). At minReplicas 0 the leader
+        # series are absent at zero replicas by design, so the default stays.
+        for trigger in triggers:
+            trigger["metadata"]["ignoreNullValues"] = "false"
     if a.wake_up_query is not None:
         # Requests waiting outside the pods: the one series that exists at zero replicas. It
         # activates the ScaledObject from zero and, per replica, counts like the queue guard rail.

@@ -84,6 +84,34 @@ def test_scaled_object_is_valid_against_the_keda_crd(fixtures_dir: Path) -> None
     assert wake["metadata"]["activationThreshold"] == "0"
 
 
+def test_a_lost_scrape_is_an_error_not_zero_load_when_leaders_always_exist(
+    fixtures_dir: Path,
+) -> None:
+    """h29: KEDA's Prometheus scaler reads an empty result as 0 (`ignoreNullValues` defaults to
+    true), so a PodMonitor Prometheus does not select scaled a loaded deployment down to
+    minReplicas. With minReplicas >= 1 the leader series always exist: empty is an error."""
+
+    def triggers(auto: Autoscaling) -> list[dict[str, Any]]:
+        obj = scaled_object(
+            name="flash",
+            namespace="llm",
+            lws_name="flash",
+            autoscaling=auto,
+            target_tokens_per_second=2500,
+            max_replicas=3,
+            prometheus_url="http://prometheus.monitoring:9090",
+            labels=LABELS,
+        )
+        jsonschema.validate(obj, strict(crd_schema(fixtures_dir, "keda.sh_scaledobjects.yaml")))
+        return list(obj["spec"]["triggers"])
+
+    kept = triggers(AUTO.model_copy(update={"min_replicas": 1, "wake_up_query": None}))
+    assert [t["metadata"].get("ignoreNullValues") for t in kept] == ["false"] * 3
+    # At minReplicas 0 the leader series vanish at zero replicas by design: KEDA's default.
+    for trigger in triggers(AUTO):
+        assert "ignoreNullValues" not in trigger["metadata"]
+
+
 def test_keda_scale_to_zero_needs_a_wake_up_signal() -> None:
     """Review finding: at zero replicas every trigger selected leader-pod series, which no longer
     exist, so KEDA never activated again."""
