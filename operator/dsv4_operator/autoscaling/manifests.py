@@ -89,7 +89,7 @@ def scaled_object(
     """
     sel = leader_selector(namespace, lws_name)
     a = autoscaling
-    triggers = [
+    triggers: list[dict[str, Any]] = [
         {
             "type": "prometheus",
             "name": "generation-tokens-per-second",
