@@ -10,7 +10,9 @@ from dsv4_operator.autoscaling.policy import (
     Decision,
     GroupSample,
     Observation,
+    ceiling_words,
     decide,
+    wanted_replicas,
 )
 from dsv4_operator.autoscaling.signals import (
     CounterSample,
@@ -30,8 +32,10 @@ __all__ = [
     "Observation",
     "SimStep",
     "Simulation",
+    "ceiling_words",
     "counter_rate",
     "decide",
     "parse_snapshot",
     "run_simulation",
+    "wanted_replicas",
 ]

@@ -94,6 +94,30 @@ class AutoscalerConfig:
         return min(self.max_replicas, self.gpu_budget // self.gpus_per_replica)
 
 
+def ceiling_words(cfg: AutoscalerConfig) -> str:
+    """What caps the replicas at `cfg.ceiling`, in spec fields.
+
+    `spec.gpu.budget` when it allows fewer than `max_replicas` groups, else
+    `spec.autoscaling.maxReplicas`.
+    """
+    if cfg.gpu_budget is not None and cfg.ceiling < cfg.max_replicas:
+        return (
+            f"spec.gpu.budget of {cfg.gpu_budget} GPUs allows {cfg.ceiling} replicas of "
+            f"{cfg.gpus_per_replica} GPUs (spec.autoscaling.maxReplicas is {cfg.max_replicas})"
+        )
+    return f"spec.autoscaling.maxReplicas is {cfg.max_replicas}"
+
+
+def wanted_replicas(cfg: AutoscalerConfig, load: float) -> int:
+    """Replicas the token load alone asks for, before any bound: ceil(load / target), 0 idle.
+
+    Args:
+        cfg: the settings (`target_tokens_per_second` per replica).
+        load: tokens/s (`Decision.load_tokens_per_second`).
+    """
+    return math.ceil(load / cfg.target_tokens_per_second) if load > 0 else 0
+
+
 @dataclass(frozen=True, slots=True)
 class GroupSample:
     """What one replica group reported at a scrape.
@@ -232,7 +256,7 @@ def _read(cfg: AutoscalerConfig, obs: Observation, idle_since: float | None) -> 
     starting = sum(1 for g in obs.groups if g.starting)
     load = sum(g.generation_tps + cfg.prompt_token_weight * g.prompt_tps for g in serving)
     requests = sum(g.running + g.waiting for g in obs.groups) + obs.pending_outside
-    raw = math.ceil(load / cfg.target_tokens_per_second) if load > 0 else 0
+    raw = wanted_replicas(cfg, load)
     saturated = tuple(
         g.index
         for g in serving

@@ -44,9 +44,11 @@ from dsv4_operator.autoscaling import (
     Decision,
     GroupSample,
     Observation,
+    ceiling_words,
     counter_rate,
     decide,
     parse_snapshot,
+    wanted_replicas,
 )
 from dsv4_operator.handlers.reconciler import EmitFn
 from dsv4_operator.kube import KubeClient, TransientApiError
@@ -227,6 +229,9 @@ class Autoscaler:
     _drain_failures: dict[str, str] = field(default_factory=dict)
     _answered: dict[tuple[str, int], float] = field(default_factory=dict)
     _query_failures: dict[str, str] = field(default_factory=dict)
+    _limited: dict[str, int] = field(default_factory=dict)
+    """Per deployment, the ceiling the token load last exceeded (a `ScalingLimited` Event was
+    posted then; posted again only when it is exceeded anew or the ceiling changes)."""
 
     def _group(
         self, key: str, base: str, index: int, t: float, unreached: set[int] | None = None
@@ -311,6 +316,7 @@ class Autoscaler:
         self._states.pop(key, None)
         self._drain_failures.pop(key, None)
         self._query_failures.pop(key, None)
+        self._limited.pop(key, None)
         self._forget_groups(key, 0)
         for gauge in (self.metrics.load, self.metrics.desired):
             with contextlib.suppress(KeyError):  # never scraped: no series
@@ -385,7 +391,8 @@ class Autoscaler:
         read = sum(1 for i in range(spec.replicas) if self._read_at(key, i) == t)
         self._report_active(body, read, len(groups))
         before = self._states.get(key, AutoscalerState())
-        decision, state = decide(config_from(spec, planned), before, obs)
+        cfg = config_from(spec, planned)
+        decision, state = decide(cfg, before, obs)
         self._states[key] = state
         if decision.action == "scale" and not self._scale(body, decision, emit):
             # The resource changed while the groups were scraped: nothing was scaled, and the
@@ -393,6 +400,7 @@ class Autoscaler:
             self._states[key] = before
             reason = "the resource changed during the scrape: decided again at the next step"
             decision = Decision(t, "hold", spec.replicas, spec.replicas, (), 0.0, reason)
+        self._report_limited(key, cfg, decision, emit)
         self.metrics.load.labels(deployment=key).set(decision.load_tokens_per_second)
         self.metrics.desired.labels(deployment=key).set(decision.replicas_to)
         if decision.action in {"drain", "undrain"} and not self._drain(owner, decision, emit):
@@ -402,6 +410,28 @@ class Autoscaler:
         if decision.action != "hold":
             self.metrics.decisions.labels(action=decision.action).inc()
         return decision
+
+    def _report_limited(self, key: str, cfg: AutoscalerConfig, d: Decision, emit: EmitFn) -> None:
+        """Post a `ScalingLimited` Warning when the token load wants more replicas than may run.
+
+        The native counterpart of the HPA's ScalingLimited condition: without it a deployment
+        held at maxReplicas (or its GPU budget) under more load says nothing. Posted when the
+        load first exceeds the ceiling and again when the ceiling changes, not at every step.
+        """
+        wanted = wanted_replicas(cfg, d.load_tokens_per_second)
+        if wanted <= cfg.ceiling:
+            self._limited.pop(key, None)
+            return
+        if self._limited.get(key) == cfg.ceiling:
+            return
+        self._limited[key] = cfg.ceiling
+        emit(
+            "Warning",
+            "ScalingLimited",
+            f"{d.load_tokens_per_second:.0f} tokens/s wants {wanted} replicas at "
+            f"{cfg.target_tokens_per_second:.0f} tokens/s each, but at most {cfg.ceiling} may "
+            f"run: {ceiling_words(cfg)}",
+        )
 
     def _pending(self, key: str, query: str, emit: EmitFn) -> int:
         """`wakeUpQuery` on Prometheus: requests waiting outside the pods.

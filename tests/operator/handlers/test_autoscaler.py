@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from tests.operator.kube.fake_api import FakeApi
 
@@ -887,3 +888,55 @@ def test_a_spec_changed_during_the_scrape_is_not_overwritten_by_the_stale_decisi
     assert fake.objects[CR_PATH]["spec"]["replicas"] == 4
     assert not [e for e in events if e[1] == "ScaledUp"]
     assert not (fake.objects[CR_PATH].get("status") or {}).get("recentScalingDecisions")
+
+
+@pytest.mark.parametrize(
+    ("budget", "replicas", "cap"),
+    [
+        # Flash plans 2 H200s per replica: a budget of 6 GPUs caps maxReplicas 5 at 3.
+        (6, 3, "spec.gpu.budget of 6 GPUs allows 3 replicas of 2 GPUs"),
+        (24, 5, "spec.autoscaling.maxReplicas is 5"),
+    ],
+)
+def test_load_beyond_the_ceiling_is_warned_once_naming_what_caps_it(
+    budget: int, replicas: int, cap: str
+) -> None:
+    """h29: a native deployment held at its ceiling under more load said nothing (the HPA has
+    its ScalingLimited condition)."""
+    spec = copy.deepcopy(SPEC)
+    spec["gpu"]["budget"] = budget
+    spec["replicas"] = replicas
+    fake, rt, scaler, clock = setup(spec)
+    groups = range(replicas)
+    for group in groups:
+        rt.tokens[group] = 0.0
+    events = Events()
+    tick(scaler, clock, events)  # first scrape: no rate yet
+    for _ in range(3):
+        for group in groups:
+            rt.tokens[group] += 7000 / replicas * 15  # 7,000 tokens/s: 7 replicas of 1,000
+        tick(scaler, clock, events)
+    limited = [e for e in events if e[1] == "ScalingLimited"]
+    assert len(limited) == 1, events  # once, not at every step
+    kind, _, message = limited[0]
+    assert kind == "Warning"
+    assert "wants 7 replicas" in message
+    assert f"at most {replicas} may run: {cap}" in message
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == replicas
+    # Back under the ceiling, then over it again: warned anew.
+    for group in groups:
+        rt.tokens[group] += 1000 / replicas * 15
+    tick(scaler, clock, events)
+    for group in groups:
+        rt.tokens[group] += 7000 / replicas * 15
+    tick(scaler, clock, events)
+    assert len([e for e in events if e[1] == "ScalingLimited"]) == 2
+
+
+def test_load_within_the_ceiling_posts_no_scaling_limited() -> None:
+    _, rt, scaler, clock = setup()
+    events = Events()
+    tick(scaler, clock, events)
+    rt.tokens[0] += 2500 * 15  # wants 3 of at most 3
+    tick(scaler, clock, events)
+    assert not [e for e in events if e[1] == "ScalingLimited"]
