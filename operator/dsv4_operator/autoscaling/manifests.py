@@ -14,6 +14,7 @@ external metrics `dsv4_generation_tokens_per_second`, `dsv4_kv_cache_usage` and
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from dsv4_operator.api.v1alpha1.deployment import API_VERSION, KIND
@@ -24,6 +25,27 @@ __all__ = ["hpa", "leader_selector", "scaled_object"]
 _RATE_WINDOW = "2m"
 _HPA_MAX_PERIOD_SECONDS = 1800
 """Longest `periodSeconds` of an HPA scaling policy (autoscaling/v2 validation)."""
+
+
+HPA_TOLERANCE = 0.1
+"""The HPA leaves replicas as they are while |metric / target - 1| <= this
+(kube-controller-manager `--horizontal-pod-autoscaler-tolerance`, default 0.1;
+kubernetes `pkg/controller/podautoscaler/replica_calculator.go` compares with `<=`)."""
+_KV_STEP_TARGET = "0.5"
+"""KEDA target of the KV guard rail's 0/1 query. With the raw usage against the threshold (as
+before h29), the HPA acted only above 1.1 x the threshold, so a threshold above 90 % never
+fired (usage cannot exceed 1)."""
+
+
+def hpa_kv_target_milli(a: Autoscaling) -> int:
+    """The HPA's `dsv4_kv_cache_usage` target, in thousandths: the threshold / (1 + tolerance).
+
+    prometheus-adapter serves the raw usage (0..1), and the HPA acts only beyond its tolerance:
+    against the threshold itself it would first scale up above 1.1 x the threshold (88 % for the
+    default 80, never for a threshold above 90). Against threshold / 1.1, rounded down, the
+    usage ratio passes 1 + tolerance at the threshold, with the cluster's default tolerance.
+    """
+    return math.floor(a.kv_cache_usage_percent_threshold * 10 / (1 + HPA_TOLERANCE))
 
 
 def leader_selector(namespace: str, lws_name: str) -> str:
@@ -107,8 +129,14 @@ def scaled_object(
             "metricType": "Value",
             "metadata": {
                 "serverAddress": prometheus_url,
-                "query": f"max(vllm:kv_cache_usage_perc{{{sel}}})",
-                "threshold": f"{a.kv_cache_usage_percent_threshold / 100:g}",
+                # 1 once the fullest cache reaches the threshold, else 0, against a target of
+                # 0.5: a usage ratio of 2 (a scale-up, bounded by the behavior's step) or 0 (no
+                # say), never inside the HPA's tolerance band (`_KV_STEP_TARGET`).
+                "query": (
+                    f"max(vllm:kv_cache_usage_perc{{{sel}}}) "
+                    f">= bool {a.kv_cache_usage_percent_threshold / 100:g}"
+                ),
+                "threshold": _KV_STEP_TARGET,
             },
         },
         {
@@ -226,10 +254,7 @@ def hpa(
                 ),
                 external(
                     "dsv4_kv_cache_usage",
-                    {
-                        "type": "Value",
-                        "value": f"{a.kv_cache_usage_percent_threshold * 10}m",
-                    },
+                    {"type": "Value", "value": f"{hpa_kv_target_milli(a)}m"},
                 ),
                 external(
                     "dsv4_requests_waiting",

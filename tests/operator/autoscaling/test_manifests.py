@@ -1,5 +1,6 @@
 """KEDA ScaledObject and HPA output, validated against the real schemas."""
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def test_scaled_object_is_valid_against_the_keda_crd(fixtures_dir: Path) -> None
         'sum(rate(vllm:generation_tokens_total{namespace="llm",pod=~"flash-[0-9]+"}[2m]))'
         in queries
     )
-    assert {t["metadata"]["threshold"] for t in spec["triggers"]} == {"2500", "0.8", "5"}
+    assert {t["metadata"]["threshold"] for t in spec["triggers"]} == {"2500", "0.5", "5"}
     # At zero replicas only the wake-up series exists: it activates the ScaledObject.
     wake = next(t for t in spec["triggers"] if t["name"] == "wake-up")
     assert wake["metadata"]["query"] == (
@@ -175,7 +176,7 @@ def test_hpa_is_valid_autoscaling_v2() -> None:
         "dsv4_kv_cache_usage",
         "dsv4_requests_waiting",
     ]
-    assert obj["spec"]["metrics"][1]["external"]["target"]["value"] == "800m"
+    assert obj["spec"]["metrics"][1]["external"]["target"]["value"] == "727m"  # 800m / 1.1
 
 
 def test_hpa_schema_catches_a_bad_field() -> None:
@@ -191,3 +192,53 @@ def test_hpa_schema_catches_a_bad_field() -> None:
     obj["spec"]["maxReplicas"] = "four"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(obj, latest_version(), strict=True)
+
+
+def _hpa_desired(current: int, metric: float, target: float, tolerance: float = 0.1) -> int:
+    """The HPA's proposal for one Value metric (kubernetes replica_calculator.go, restated)."""
+    ratio = metric / target
+    if abs(1.0 - ratio) <= tolerance:
+        return current
+    return math.ceil(ratio * current)
+
+
+@pytest.mark.parametrize("threshold", [50, 80, 90, 95, 100])
+def test_the_kv_guard_rail_fires_at_its_threshold_despite_the_hpa_tolerance(
+    threshold: int,
+) -> None:
+    """h29: against the raw threshold the HPA acted only above 1.1 x it (its 10 % tolerance):
+    88 % for the default 80, never for a threshold above 90 (usage cannot exceed 1)."""
+    auto = Autoscaling(
+        enabled=True, mode="keda", min_replicas=1, kv_cache_usage_percent_threshold=threshold
+    )
+    obj = scaled_object(
+        name="flash",
+        namespace="llm",
+        lws_name="flash",
+        autoscaling=auto,
+        target_tokens_per_second=2500,
+        max_replicas=8,
+        prometheus_url="http://prometheus.monitoring:9090",
+        labels=LABELS,
+    )
+    kv = next(t for t in obj["spec"]["triggers"] if t["name"] == "kv-cache-usage")
+    assert kv["metricType"] == "Value"
+    assert kv["metadata"]["query"].endswith(f">= bool {threshold / 100:g}")
+    target = float(kv["metadata"]["threshold"])
+    # The query is 1 at or above the threshold, 0 below: a scale-up, or no say (0 proposes 0;
+    # the HPA takes the largest proposal over its metrics).
+    assert _hpa_desired(4, 1.0, target) > 4
+    assert _hpa_desired(4, 0.0, target) == 0
+    manifest = hpa(
+        name="flash",
+        namespace="llm",
+        autoscaling=auto.model_copy(update={"mode": "hpa"}),
+        target_tokens_per_second=2500,
+        max_replicas=8,
+        labels=LABELS,
+    )
+    value = manifest["spec"]["metrics"][1]["external"]["target"]["value"]
+    hpa_target = int(value.removesuffix("m")) / 1000
+    usage = threshold / 100
+    assert _hpa_desired(4, usage, hpa_target) > 4  # scales up at the threshold itself
+    assert _hpa_desired(4, usage - 0.02, hpa_target) <= 4  # not 2 points below it
