@@ -4,7 +4,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -1206,12 +1206,12 @@ def _check_eplb(args: tuple[str, ...]) -> None:
         raise ValueError(msg)
 
 
-def _redundant_experts(arg: str) -> int:
-    """`num_redundant_experts` of an `--eplb-config={...}` entry (0 when the JSON omits it).
+def _json_object(arg: str, flag: str, example: str) -> dict[str, Any]:
+    """The JSON object after the `=` of an entry `arg` of `flag` (`--flag={...}`).
 
     Raises:
-        ValueError: a value that is not a JSON object, or a count that is not an integer from
-            0 to `MAX_REDUNDANT_EXPERTS`.
+        ValueError: the value is not a JSON object; the message names `flag`, gives `example`
+            in parentheses and quotes the entry.
     """
     _, _, raw = arg.partition("=")
     try:
@@ -1219,11 +1219,21 @@ def _redundant_experts(arg: str) -> int:
     except ValueError:
         parsed = None
     if not isinstance(parsed, dict):
-        msg = (
-            f"{EPLB_CONFIG_FLAG} needs a JSON object in the same entry (e.g. "
-            f'{EPLB_CONFIG_FLAG}={{"num_redundant_experts": 32}}), not {arg!r}'
-        )
+        msg = f"{flag} needs a JSON object in the same entry ({example}), not {arg!r}"
         raise ValueError(msg)
+    return parsed
+
+
+def _redundant_experts(arg: str) -> int:
+    """`num_redundant_experts` of an `--eplb-config={...}` entry (0 when the JSON omits it).
+
+    Raises:
+        ValueError: a value that is not a JSON object, or a count that is not an integer from
+            0 to `MAX_REDUNDANT_EXPERTS`.
+    """
+    parsed = _json_object(
+        arg, EPLB_CONFIG_FLAG, f'e.g. {EPLB_CONFIG_FLAG}={{"num_redundant_experts": 32}}'
+    )
     count = parsed.get("num_redundant_experts", 0)
     if type(count) is not int or not 0 <= count <= MAX_REDUNDANT_EXPERTS:
         msg = (
@@ -1387,19 +1397,13 @@ def _kv_transfer_offload_bytes(arg: str) -> int:
         ValueError: a value that is not a JSON object, or a connector whose host memory the
             plan cannot size (`_connector_offload_bytes`).
     """
-    _, _, raw = arg.partition("=")
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        msg = (
-            f"{KV_TRANSFER_CONFIG_FLAG} needs a JSON object in the same entry (vLLM's "
-            f'KVTransferConfig, e.g. {KV_TRANSFER_CONFIG_FLAG}={{"kv_connector": '
-            f'"OffloadingConnector", "kv_role": "kv_both", "kv_connector_extra_config": '
-            f'{{"cpu_bytes_to_use": 68719476736}}}}), not {arg!r}'
-        )
-        raise ValueError(msg)
+    parsed = _json_object(
+        arg,
+        KV_TRANSFER_CONFIG_FLAG,
+        f'vLLM\'s KVTransferConfig, e.g. {KV_TRANSFER_CONFIG_FLAG}={{"kv_connector": '
+        f'"OffloadingConnector", "kv_role": "kv_both", "kv_connector_extra_config": '
+        f'{{"cpu_bytes_to_use": 68719476736}}}}',
+    )
     return _connector_offload_bytes(parsed)
 
 
