@@ -46,6 +46,7 @@ KIND_GROUPS: Final = {
     "ClusterKopfPeering": "kopf.dev",
     "PersistentVolumeClaim": "",
     "CustomResourceDefinition": "apiextensions.k8s.io",
+    "Pod": "",
 }
 """API group of each kind in `PLURALS` (a new kind there fails a test until it is added)."""
 
@@ -74,8 +75,10 @@ DELETED_KINDS: Final = frozenset(
 a scaler its autoscaling mode no longer renders (`Reconciler._remove_stale_scalers`)."""
 PEERING_KINDS: Final = frozenset({"KopfPeering", "ClusterKopfPeering"})
 """Kinds the client only creates (`dsv4_operator.kube.peering`), at startup."""
-READ_ONLY_KINDS: Final = frozenset({"PersistentVolumeClaim"})
-"""Kinds the reconciler only reads (`handlers.references`: do the claims a spec names exist)."""
+READ_ONLY_KINDS: Final = frozenset({"PersistentVolumeClaim", "Pod"})
+"""Kinds the operator only reads, by name: the claims a spec names (`handlers.references`: do
+they exist) and a group's leader pod (`handlers.autoscaler`: is it Ready while its runtime does
+not answer)."""
 CRD_KIND: Final = "CustomResourceDefinition"
 """Read (LIST by name) and watched by the startup check and the CRD watch
 (`handlers.lifecycle`, `kube.crd_watch`), cluster-scoped: the verbs kopf's scan needs too."""

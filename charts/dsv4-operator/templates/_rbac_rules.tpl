@@ -28,7 +28,10 @@ again its own Service, ConfigMap or PodDisruptionBudget when an update is refuse
 (kube/apply.py, uid precondition; never the LeaderWorkerSet); it creates each
 resource's admin Secret (the runtimes' drain token, render/admin.py) once and reads it, and
 reads the Secrets, ConfigMaps and PersistentVolumeClaims the spec names for the pods to tell
-whether they (and their keys) exist (no list, watch or patch: it reads only the objects it names); the children's
+whether they (and their keys) exist (no list, watch or patch: it reads only the objects it names);
+the native autoscaler reads a replica group's leader pod by name (`get` on pods, no list or watch)
+when that leader's runtime does not answer it, to tell a group that still serves (pod Ready)
+from one that is restarting or gone (handlers/autoscaler.py); the children's
 ownerReferences set
 blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement admission plugin (on in
 OpenShift) allows only with update on the owner's finalizers subresource;
@@ -55,7 +58,7 @@ mode the operator creates its KopfPeering in each watched namespace at startup w
   resources: [secrets]
   verbs: [get, create]
 - apiGroups: [""]
-  resources: [persistentvolumeclaims]
+  resources: [persistentvolumeclaims, pods]
   verbs: [get]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]

@@ -47,9 +47,11 @@ PLURALS: Final = {
     "ClusterKopfPeering": "clusterkopfpeerings",
     "PersistentVolumeClaim": "persistentvolumeclaims",
     "CustomResourceDefinition": "customresourcedefinitions",
+    "Pod": "pods",
 }
 """Plural resource names of the kinds the operator touches (PersistentVolumeClaims: read only,
-to tell whether the ones a spec names exist)."""
+to tell whether the ones a spec names exist; Pods: read only, one leader pod by name, when the
+native autoscaler gets no answer from its runtime)."""
 
 
 class ApiError(RuntimeError):
