@@ -8,7 +8,10 @@ One `step` per DeepSeekV4Deployment per scrape interval (a kopf timer):
    LeaderWorkerSet's stable DNS name `<lws>-<i>.<lws>.<namespace>` (the same name the workers use
    as `LWS_LEADER_ADDRESS`), for `/ready` and `/metrics`: ready groups report tokens/s (counter
    deltas, resets handled), KV usage, running and waiting requests; a group the autoscaler drained
-   reports so in `/ready`'s reason; a group that does not answer is starting;
+   reports so in `/ready`'s reason; a group that does not answer is unknown while it may serve
+   (it answered within `UNREACHABLE_GRACE_SECONDS`, or its leader pod `<lws>-<i>` is Ready and
+   not terminating, or that pod cannot be read: a `LeaderUnreachable` Warning says so), else
+   starting;
 3. `autoscaling.decide` (pure) returns the decision;
 4. scale by patching `spec.replicas` (the same field the scale subresource serves), drain or
    undrain groups through their runtime (`POST /drain`, `/undrain`, with the bearer token from
@@ -51,7 +54,7 @@ from dsv4_operator.autoscaling import (
     wanted_replicas,
 )
 from dsv4_operator.handlers.reconciler import EmitFn
-from dsv4_operator.kube import KubeClient, TransientApiError
+from dsv4_operator.kube import ApiError, KubeClient, TransientApiError
 from dsv4_operator.planning import PlanningError, plan
 from dsv4_operator.planning.from_spec import request_from_spec
 from dsv4_operator.planning.planner import Plan
@@ -73,7 +76,11 @@ UNREACHABLE_GRACE_SECONDS = 120.0
 """How long a group that answered before and now does not (a timeout, a network blip, a
 restarting pod) counts as unknown, which holds any scale-down, rather than as starting; past it
 the group counts as starting again (LeaderWorkerSet recreates a failed group). Our choice: 8
-scrapes at the default 15 s interval. Not while no leader answers at all (`_unreachable`)."""
+scrapes at the default 15 s interval. Not while no leader answers at all (`_unreachable`), nor
+while the group's leader pod is Ready (`leader_pod_serves`): the kubelet's readiness probe on
+the node still passes, so the Service routes requests to it, and only the operator's path to it
+fails (a NetworkPolicy, a CNI fault, the operator's node). A crashed leader fails that probe
+within 30 s (`READY_PERIOD_SECONDS` x `READY_FAILURE_THRESHOLD`), well inside this grace."""
 _TIMEOUT_SECONDS = 2.0
 _DECISIONS_KEPT = 10
 
@@ -88,6 +95,26 @@ def http_call(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, s
         return int(error.code), error.read().decode(errors="replace")
     except (urllib.error.URLError, OSError, TimeoutError):
         return None
+
+
+def leader_pod_serves(pod: Mapping[str, Any] | None) -> bool:
+    """Whether a leader pod may serve requests: it exists, is not terminating, and is Ready.
+
+    Ready is the pod's `status.conditions` entry of type `Ready` with status `"True"`, which the
+    kubelet sets while the readiness probe (the runtime's `/ready`) passes and which the
+    EndpointSlice controller follows to route the Service's traffic. A terminating pod
+    (`metadata.deletionTimestamp` set) is leaving: LeaderWorkerSet recreates the group.
+
+    Args:
+        pod: the Pod object as the API server serves it, or None when there is none.
+    """
+    if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(
+        isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
+        for c in conditions
+    )
 
 
 def _reason(ready: tuple[int, str]) -> str:
@@ -118,10 +145,19 @@ def _marked_held(ready: tuple[int, str] | None) -> bool:
     return ready is not None and ready[0] != 200 and HELD_REASON in _reason(ready)
 
 
+def _leader_pod_name(owner: Owner, index: int) -> str:
+    """Group `index`'s leader pod name: `<lws>-<index>`.
+
+    LeaderWorkerSet names a group's leader pod so, its workers `<lws>-<index>-<worker>`
+    (`autoscaling.manifests.leader_selector` matches the same names).
+    """
+    return f"{child_names(owner).leaderworkerset}-{index}"
+
+
 def _admin_url(owner: Owner, index: int) -> str:
     """Group `index`'s leader runtime admin server: the LWS leader's stable DNS name."""
     lws = child_names(owner).leaderworkerset
-    return f"http://{lws}-{index}.{lws}.{owner.namespace}:{ADMIN_PORT}"
+    return f"http://{_leader_pod_name(owner, index)}.{lws}.{owner.namespace}:{ADMIN_PORT}"
 
 
 def config_from(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> AutoscalerConfig:
@@ -232,16 +268,25 @@ class Autoscaler:
     _limited: dict[str, int] = field(default_factory=dict)
     """Per deployment, the ceiling the token load last exceeded (a `ScalingLimited` Event was
     posted then; posted again only when it is exceeded anew or the ceiling changes)."""
+    _unreached: dict[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
+    """Per deployment, (group, `ready` or `unread`) of the groups the last `LeaderUnreachable`
+    Warning named: unreachable groups kept unknown because their leader pod is Ready, or could
+    not be read (posted again only when that changes)."""
 
     def _group(
-        self, key: str, base: str, index: int, t: float, unreached: set[int] | None = None
+        self, key: str, owner: Owner, index: int, t: float, unreached: dict[int, str | None]
     ) -> GroupSample:
-        """Group `index`'s sample; its index goes into `unreached` when `/ready` got no answer."""
+        """Group `index`'s sample.
+
+        When `/ready` got no answer, its index goes into `unreached`, with why its leader pod
+        keeps it unknown (None when the pod was not read or does not serve: `_unanswered`).
+        """
+        base = _admin_url(owner, index)
         ready = self.http("GET", f"{base}/ready", {})
         if ready is None:
-            if unreached is not None:
-                unreached.add(index)
-            return self._unanswered(key, index, t)
+            unknown_or_starting, why = self._unanswered(key, owner, index, t)
+            unreached[index] = why
+            return unknown_or_starting
         status, _ = ready
         held = _held(ready)
         if status != 200 and not held:
@@ -276,17 +321,63 @@ class Autoscaler:
             known=previous is not None,
         )
 
-    def _unanswered(self, key: str, index: int, t: float) -> GroupSample:
-        """A group whose `/ready` got no answer: unknown or starting.
+    def _unanswered(
+        self, key: str, owner: Owner, index: int, t: float
+    ) -> tuple[GroupSample, str | None]:
+        """A group whose `/ready` got no answer: unknown or starting, and why its pod keeps it so.
 
         Unknown if it answered within `UNREACHABLE_GRACE_SECONDS` (its requests may still run
-        there), else starting.
+        there). Past that, or when it never answered, its leader pod is read (one GET): unknown
+        while the pod is Ready and not terminating (`leader_pod_serves`: the Service routes
+        requests to it, only the operator cannot reach it) or cannot be read (the safe side;
+        the step goes on), else starting (LeaderWorkerSet recreates a failed group). The reason
+        is given for those two pod cases only (None otherwise), as `ready: ...` or `unread: ...`.
         """
         self.metrics.scrape_failures.inc()
         answered = self._answered.get((key, index))
         if answered is not None and t - answered < UNREACHABLE_GRACE_SECONDS:
-            return GroupSample(index, ready=False, known=False)
-        return GroupSample(index, ready=False, starting=True)
+            return GroupSample(index, ready=False, known=False), None
+        name = _leader_pod_name(owner, index)
+        try:
+            pod = self.kube.get("v1", "Pod", owner.namespace, name)
+        except ApiError as error:  # 403 (RBAC without pods get), 5xx, no connection
+            forbidden = error.status == 403
+            rbac = "; the operator needs RBAC get on pods, as the chart grants" if forbidden else ""
+            why = f"unread: its leader pod {name} could not be read ({error}{rbac})"
+            return GroupSample(index, ready=False, known=False), why
+        if leader_pod_serves(pod):
+            why = f"ready: its leader pod {name} is Ready (the Service routes requests to it)"
+            return GroupSample(index, ready=False, known=False), why
+        return GroupSample(index, ready=False, starting=True), None
+
+    def _report_unreached(
+        self, key: str, owner: Owner, why: Mapping[int, str], emit: EmitFn
+    ) -> None:
+        """Post a `LeaderUnreachable` Warning for the groups their leader pod keeps unknown.
+
+        `why` maps each such group to the reason (`_unanswered`). Posted when those groups, or
+        what keeps one unknown (a Ready pod, a failed read), change; not at every step. Once
+        none is left it is forgotten, so a later fault is reported again.
+        """
+        if not why:
+            self._unreached.pop(key, None)
+            return
+        seen = tuple((i, w.split(":", 1)[0]) for i, w in sorted(why.items()))
+        if self._unreached.get(key) == seen:
+            return
+        self._unreached[key] = seen
+        groups = "; ".join(
+            f"group {i} ({_admin_url(owner, i)}/ready): {w.split(': ', 1)[1]}"
+            for i, w in sorted(why.items())
+        )
+        emit(
+            "Warning",
+            "LeaderUnreachable",
+            f"no answer from the leader runtimes of groups {sorted(why)}, which may still serve: "
+            f"{groups}. Their load counts as unknown, so nothing is scaled down until they "
+            f"answer; check what keeps the operator from the pods' admin port {ADMIN_PORT} "
+            "(NetworkPolicy, CNI, DNS)",
+        )
 
     def _unreachable(self, key: str, groups: tuple[GroupSample, ...]) -> tuple[GroupSample, ...]:
         """`groups` when no leader answered this step: those that answered before are unknown.
@@ -317,6 +408,7 @@ class Autoscaler:
         self._drain_failures.pop(key, None)
         self._query_failures.pop(key, None)
         self._limited.pop(key, None)
+        self._unreached.pop(key, None)
         self._forget_groups(key, 0)
         for gauge in (self.metrics.load, self.metrics.desired):
             with contextlib.suppress(KeyError):  # never scraped: no series
@@ -380,12 +472,12 @@ class Autoscaler:
         owner = Owner.from_body(body)
         t = self.clock()
         self._forget_groups(key, spec.replicas)  # a group made later at such an index is new
-        unreached: set[int] = set()
-        groups = tuple(
-            self._group(key, _admin_url(owner, i), i, t, unreached) for i in range(spec.replicas)
-        )
+        unreached: dict[int, str | None] = {}
+        groups = tuple(self._group(key, owner, i, t, unreached) for i in range(spec.replicas))
         if groups and len(unreached) == len(groups):
             groups = self._unreachable(key, groups)
+        kept = {i: why for i, why in unreached.items() if why is not None}
+        self._report_unreached(key, owner, kept, emit)
         pending = 0 if a.wake_up_query is None else self._pending(key, a.wake_up_query, emit)
         obs = Observation(t, spec.replicas, groups, pending_outside=pending)
         read = sum(1 for i in range(spec.replicas) if self._read_at(key, i) == t)

@@ -635,7 +635,7 @@ def test_release_undrains_a_held_group_whose_engine_is_unhealthy() -> None:
     Service after its engine recovered. It is still no capacity an undrain brings back."""
     fake, rt, scaler, clock = _idle_pair()
     rt.held, rt.sick = {1}, {1}
-    assert scaler._group("ns/d", "http://d-1.d.ns:8081", 1, clock[0]).starting
+    assert scaler._group("ns/d", Owner("d", "ns", "u-1"), 1, clock[0], {}).starting
     body = fake.objects[CR_PATH]
     body["spec"]["autoscaling"] = {**body["spec"]["autoscaling"], "enabled": False}
     scaler.release(body, Events(), probe=True)
@@ -940,3 +940,147 @@ def test_load_within_the_ceiling_posts_no_scaling_limited() -> None:
     rt.tokens[0] += 2500 * 15  # wants 3 of at most 3
     tick(scaler, clock, events)
     assert not [e for e in events if e[1] == "ScalingLimited"]
+
+
+POD_PATH = "/api/v1/namespaces/ns/pods/d-{}"
+"""Group i's leader pod: LeaderWorkerSet names it `<lws>-<i>` (the lws is named like the CR)."""
+
+
+def leader_pod(index: int, *, ready: bool = True, terminating: bool = False) -> dict[str, Any]:
+    """Group `index`'s leader pod as the API server serves it (a kubelet wrote its status)."""
+    meta: dict[str, Any] = {"name": f"d-{index}", "namespace": "ns", "uid": f"pod-{index}"}
+    if terminating:
+        meta["deletionTimestamp"] = "2026-11-29T00:00:00Z"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "status": {
+            "phase": "Running",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": "True" if ready else "False"},
+            ],
+        },
+    }
+
+
+def _one_group_unreached(
+    prepare: Callable[[FakeApi], None], *, answered_before: bool = True, minutes: int = 30
+) -> tuple[FakeApi, Runtimes, Events, list[Any]]:
+    """Two groups at 300 tokens/s each against a 1,000 target (one should go); group 1 serves
+    user traffic all along, but from the second step on (or from the start) its leader does not
+    answer the operator (a NetworkPolicy, a CNI fault on the path between them)."""
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 2
+    fake, rt, scaler, clock = setup(spec)
+    rt.tokens = {0: 0.0, 1: 0.0}
+    prepare(fake)
+    events = Events()
+    cut = {"on": not answered_before}
+
+    def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        return None if cut["on"] and "//d-1." in url else rt(method, url, headers)
+
+    scaler.http = http
+    decisions = []
+    for i in range(minutes * 4):
+        rt.tokens[0] += 300 * 15
+        rt.tokens[1] += 300 * 15
+        cut["on"] = cut["on"] or i >= 2
+        decisions.append(tick(scaler, clock, events))
+    return fake, rt, events, decisions
+
+
+@pytest.mark.parametrize("answered_before", [True, False], ids=["answered-before", "never"])
+def test_a_group_whose_leader_pod_is_ready_but_unreachable_is_not_removed(
+    answered_before: bool,
+) -> None:
+    """h32: a network fault between the operator and one leader (the kubelet's probe on the node
+    still passes: the pod is Ready, the Service routes user requests to it) made the group
+    count as starting 120 s later, and it was removed with its requests ("groups [1] served
+    nothing"). The leader pod's Ready condition says the group may serve: unknown load."""
+
+    def prepare(fake: FakeApi) -> None:
+        fake.objects[POD_PATH.format(0)] = leader_pod(0)
+        fake.objects[POD_PATH.format(1)] = leader_pod(1)
+
+    fake, _rt, events, decisions = _one_group_unreached(prepare, answered_before=answered_before)
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 2
+    assert not [e for e in events if e[1] == "ScaledDown"]
+    assert "metrics of groups [1] could not be read" in decisions[-1].reason
+    # Said once, naming the group, its pod and why, not at every step.
+    warned = [e for e in events if e[1] == "LeaderUnreachable"]
+    assert len(warned) == 1, warned
+    kind, _, message = warned[0]
+    assert kind == "Warning"
+    assert "group 1" in message
+    assert "d-1" in message
+    assert "Ready" in message
+    # Only the unreachable group's pod is read.
+    assert ("GET", POD_PATH.format(1)) in fake.requests
+    assert ("GET", POD_PATH.format(0)) not in fake.requests
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [None, leader_pod(1, ready=False), leader_pod(1, terminating=True)],
+    ids=["absent", "not-ready", "terminating"],
+)
+def test_a_group_whose_leader_pod_does_not_serve_is_removed_after_the_grace(
+    pod: dict[str, Any] | None,
+) -> None:
+    """The pod gone, not Ready or terminating: the group is restarting or gone (LeaderWorkerSet
+    recreates a failed group), as before h32: starting once UNREACHABLE_GRACE_SECONDS passed."""
+
+    def prepare(fake: FakeApi) -> None:
+        if pod is not None:
+            fake.objects[POD_PATH.format(1)] = copy.deepcopy(pod)
+
+    fake, _rt, events, _ = _one_group_unreached(prepare)
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 1
+    assert [e for e in events if e[1] == "ScaledDown"]
+    assert not [e for e in events if e[1] == "LeaderUnreachable"]
+
+
+@pytest.mark.parametrize("status", [403, 500])
+def test_a_failed_pod_read_counts_the_group_as_unknown_and_the_step_goes_on(status: int) -> None:
+    """The pods cannot be read (RBAC of an older chart: 403; the API server: 5xx): the safe side
+    is unknown load, and the step still decides (a scale-up would still happen)."""
+
+    def prepare(fake: FakeApi) -> None:
+        fake.objects[POD_PATH.format(1)] = leader_pod(1, ready=False)
+        fake.fail = [("GET", "/pods/d-1", status)] * 1000
+
+    fake, _rt, events, decisions = _one_group_unreached(prepare)
+    assert len(decisions) == 120
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 2
+    assert "metrics of groups [1] could not be read" in decisions[-1].reason
+    warned = [e for e in events if e[1] == "LeaderUnreachable"]
+    assert len(warned) == 1, warned
+    assert "d-1" in warned[0][2]
+    assert f"HTTP {status}" in warned[0][2]
+    assert ("RBAC get on pods" in warned[0][2]) == (status == 403)
+
+
+def test_leader_unreachable_is_warned_again_after_the_leader_answered_in_between() -> None:
+    """Once per fault: not at every step, but a second fault after recovery is said again."""
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 2
+    fake, rt, scaler, clock = setup(spec)
+    rt.tokens = {0: 0.0, 1: 0.0}
+    fake.objects[POD_PATH.format(1)] = leader_pod(1)
+    events = Events()
+    cut = {"on": False}
+
+    def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        return None if cut["on"] and "//d-1." in url else rt(method, url, headers)
+
+    scaler.http = http
+    for on in [False] * 2 + [True] * 20 + [False] * 4 + [True] * 20:
+        rt.tokens[0] += 300 * 15
+        rt.tokens[1] += 300 * 15
+        cut["on"] = on
+        tick(scaler, clock, events)
+    assert len([e for e in events if e[1] == "LeaderUnreachable"]) == 2
+    assert fake.objects[CR_PATH]["spec"]["replicas"] == 2
