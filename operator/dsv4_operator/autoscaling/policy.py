@@ -24,8 +24,9 @@ One call of `decide` per scrape. Rules, in order:
    group's load becomes unknown, or if this state has not yet watched a whole scale-down window (an
    operator restart).
 7. Unknown load (a group's first counter sample, unreadable metrics, a group that served and
-   stops answering): the known groups' load is a lower bound, enough to scale up, never to
-   scale down.
+   stops answering, or one that does not answer while its leader pod is Ready: the operator
+   sets `GroupSample.known`, `handlers.autoscaler`): the known groups' load is a lower bound,
+   enough to scale up, never to scale down.
 """
 
 from __future__ import annotations
