@@ -183,12 +183,70 @@ class ModelSpec:
         """
         return self._groups(mtp=False) + self._groups(mtp=True)
 
+    def layer_groups(self, layer: int) -> tuple[ParamGroup, ...]:
+        """The tensor families of one main-model decoder layer, with that layer's elements.
+
+        The same formulas as `parameter_groups` for one layer of kind `layer_kinds[layer]`, a
+        hash layer when `layer < num_hash_layers`; the model-level tensors (embedding, LM head,
+        `hc_head`, final norm) are in no layer. Summed over every layer, each family's elements
+        equal its `parameter_groups` entry (tests/operator/planning/test_offload.py). vLLM's
+        weight offloaders move decoder layers (`make_layers` hands them to `wrap_modules`,
+        vllm/model_executor/offloader/base.py), so they are counted per layer from these.
+
+        Args:
+            layer: main-model layer index, 0 to `num_layers - 1`.
+
+        Raises:
+            ValueError: an index outside the main model's layers.
+        """
+        if not 0 <= layer < self.num_layers:
+            msg = f"{self.name}: layer {layer} is not in 0..{self.num_layers - 1}"
+            raise ValueError(msg)
+        kind = self.layer_kinds[layer]
+        return self._layer_families(
+            n=1,
+            n_csa=int(kind is LayerKind.CSA),
+            n_hca=int(kind is LayerKind.HCA),
+            n_hash=int(layer < self.num_hash_layers),
+            mtp=False,
+        )
+
     def _groups(self, *, mtp: bool) -> tuple[ParamGroup, ...]:
+        groups = self._layer_families(
+            n=self.num_mtp_layers if mtp else self.num_layers,
+            n_csa=0 if mtp else self.count(LayerKind.CSA),
+            n_hca=0 if mtp else self.count(LayerKind.HCA),
+            n_hash=0 if mtp else self.num_hash_layers,
+            mtp=mtp,
+        )
+        h = self.hidden_size
+        hc_width = self.hc_mult * h
+        p = "mtp." if mtp else ""
+
+        def g(name: str, elements: int, storage: Storage, placement: Placement) -> ParamGroup:
+            return ParamGroup(p + name, elements, storage, placement, mtp)
+
+        rep, shard = Placement.REPLICATED, Placement.SHARDED
+        if mtp:
+            n = self.num_mtp_layers
+            extra = [
+                g("e_proj_h_proj", n * 2 * h * h, Storage.LINEAR, rep),
+                g("mtp_norms", n * 3 * h, Storage.BF16, rep),
+            ]
+        else:
+            extra = [
+                g("embed", self.vocab_size * h, Storage.BF16, shard),
+                g("head", self.vocab_size * h, Storage.BF16, shard),
+                g("hc_head", self.hc_mult * hc_width + self.hc_mult + 1, Storage.FP32, rep),
+                g("norm", h, Storage.BF16, rep),
+            ]
+        return groups + tuple(x for x in extra if x.elements > 0)
+
+    def _layer_families(
+        self, *, n: int, n_csa: int, n_hca: int, n_hash: int, mtp: bool
+    ) -> tuple[ParamGroup, ...]:
+        """The per-layer families over `n` layers, `n_csa` CSA, `n_hca` HCA, `n_hash` hashed."""
         h, e, i = self.hidden_size, self.n_routed_experts, self.moe_intermediate_size
-        n = self.num_mtp_layers if mtp else self.num_layers
-        n_csa = 0 if mtp else self.count(LayerKind.CSA)
-        n_hca = 0 if mtp else self.count(LayerKind.HCA)
-        n_hash = 0 if mtp else self.num_hash_layers
         q_dim = self.num_heads * self.head_dim
         o_dim = self.o_groups * self.o_lora_rank
         idx_dim = self.index_n_heads * self.index_head_dim
@@ -246,18 +304,6 @@ class ModelSpec:
                 rep,
             ),
         ]
-        if mtp:
-            groups += [
-                g("e_proj_h_proj", n * 2 * h * h, Storage.LINEAR, rep),
-                g("mtp_norms", n * 3 * h, Storage.BF16, rep),
-            ]
-        else:
-            groups += [
-                g("embed", self.vocab_size * h, Storage.BF16, shard),
-                g("head", self.vocab_size * h, Storage.BF16, shard),
-                g("hc_head", self.hc_mult * hc_width + self.hc_mult + 1, Storage.FP32, rep),
-                g("norm", h, Storage.BF16, rep),
-            ]
         return tuple(x for x in groups if x.elements > 0)
 
     def total_params(self, *, include_mtp: bool) -> int:

@@ -54,6 +54,7 @@ __all__ = [
     "checkpoint_bytes",
     "element_bytes",
     "in_gpu_format",
+    "layer_weight_bytes",
     "per_gpu_weight_bytes",
     "repack_rule",
 ]
@@ -151,18 +152,26 @@ class WeightBreakdown:
         replicated_bytes: tensors every rank holds in full.
         eplb_buffer_bytes: EPLB's transfer buffer, one MoE layer's local experts (0 without
             EPLB): allocated at load beside the weights, so counted with them.
+        offload_buffer_bytes: what the prefetch weight offloader's GPU buffer pool holds beyond
+            the offloaded layers the plan keeps counted on the GPU (0 without it;
+            `planning.offload.PrefetchOffload.gpu_excess_bytes`).
     """
 
     expert_bytes: int
     sharded_bytes: int
     replicated_bytes: int
     eplb_buffer_bytes: int = 0
+    offload_buffer_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
-        """Bytes of weights on this GPU (the EPLB buffer included)."""
+        """Bytes of weights on this GPU (the EPLB and offload buffers included)."""
         return (
-            self.expert_bytes + self.sharded_bytes + self.replicated_bytes + self.eplb_buffer_bytes
+            self.expert_bytes
+            + self.sharded_bytes
+            + self.replicated_bytes
+            + self.eplb_buffer_bytes
+            + self.offload_buffer_bytes
         )
 
 
@@ -231,6 +240,49 @@ def per_gpu_weight_bytes(
     return WeightBreakdown(
         expert_bytes=exp, sharded_bytes=shard, replicated_bytes=rep, eplb_buffer_bytes=buffer
     )
+
+
+def layer_weight_bytes(
+    model: ModelSpec,
+    weights_format: str,
+    layer: int,
+    *,
+    tensor_parallel: int,
+    data_parallel: int,
+    redundant_experts: int = 0,
+) -> dict[str, int]:
+    """Bytes one GPU holds of each tensor family of one main-model decoder layer.
+
+    The per-layer share of `per_gpu_weight_bytes`, placed the same way (experts over TP x DP
+    ranks, scaled by (E + R) / E; sharded families over TP; the rest in full), each family's
+    bytes rounded up to whole bytes per layer and per rank.
+
+    Args:
+        model: catalog entry.
+        weights_format: the format held in GPU memory (see `in_gpu_format`).
+        layer: main-model layer index, 0 to `num_layers - 1` (`ModelSpec.layer_groups`).
+        tensor_parallel: TP size.
+        data_parallel: DP size.
+        redundant_experts: EPLB's `num_redundant_experts` R.
+
+    Returns:
+        Family name (`ParamGroup.name`) -> bytes on one GPU.
+
+    Raises:
+        ValueError: a layer index outside the model.
+    """
+    physical = model.n_routed_experts + redundant_experts
+    share = tensor_parallel * data_parallel * model.n_routed_experts
+    out: dict[str, int] = {}
+    for group in model.layer_groups(layer):
+        b = _group_bytes(group, weights_format, model)
+        if group.placement is Placement.EXPERT:
+            out[group.name] = -(-b * physical // share)
+        elif group.placement is Placement.SHARDED:
+            out[group.name] = -(-b // tensor_parallel)
+        else:
+            out[group.name] = b
+    return out
 
 
 def _layer_expert_bytes(model: ModelSpec, weights_format: str) -> int:
