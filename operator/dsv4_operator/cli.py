@@ -210,6 +210,11 @@ def _table(p: Plan, console: Console, notes: list[str]) -> None:
             if mem.weights.eplb_buffer_bytes
             else []
         ),
+        *(
+            [("weights: prefetch buffer pool beyond offload", mem.weights.offload_buffer_bytes)]
+            if mem.weights.offload_buffer_bytes
+            else []
+        ),
         ("activations", mem.activation_bytes),
         ("CUDA graphs", mem.cuda_graph_bytes),
         ("non-torch overhead", mem.overhead_bytes),

@@ -45,6 +45,7 @@ from dsv4_operator.planning.memory import (
     unprofiled_sampler_bytes,
 )
 from dsv4_operator.planning.models import LayerKind, ModelSpec
+from dsv4_operator.planning.offload import prefetch_offload
 from dsv4_operator.planning.request import PlanRequest
 from dsv4_operator.planning.weights import WeightBreakdown, per_gpu_weight_bytes
 
@@ -486,6 +487,18 @@ def evaluate(
     )
     full_experts = on_gpu.expert_bytes
     weights = _offloaded(on_gpu, req.cpu_offload_bytes)
+    if req.prefetch_offload is not None:
+        # The offloaded layers stay counted on the GPU; the buffer pool's excess over them is
+        # added (planning.offload).
+        prefetch = prefetch_offload(
+            model,
+            weights_format,
+            req.prefetch_offload,
+            tensor_parallel=layout.tensor_parallel,
+            data_parallel=dp,
+            redundant_experts=req.redundant_experts,
+        )
+        weights = replace(weights, offload_buffer_bytes=prefetch.gpu_excess_bytes)
     ctx = _Context(model, gpu, layout, req, weights, tier, geometry)
     target_per_rank = -(-req.concurrency // dp) if req.concurrency else None
     length = req.max_model_len or ctx.auto_length(target_per_rank or 1)

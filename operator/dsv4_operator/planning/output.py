@@ -33,6 +33,14 @@ with the graphs.
 engine, times the engines per pod; 0 without): included in `shm_size_bytes` (vLLM keeps it in
 /dev/shm) and so in the pod's memory request (warning `KV_OFFLOAD`).
 
+`weight_offload_host_bytes` (added later) is the host memory of one pod's offloaded weights,
+bytes: an upper bound of what vLLM's weight offloaders pin (`--cpu-offload-gb`, warning
+`CPU_OFFLOAD`, or the prefetch offloader's layers, warning `PREFETCH_OFFLOAD`; PyTorch pins each
+parameter at its power-of-two ceiling, `planning.offload`) times the pod's GPUs; 0 without.
+Added to the pod's memory request (and limit, when set), not to `shm_size_bytes`.
+`memory_per_gpu.weights_offload_buffer_bytes` (added later) is what the prefetch offloader's GPU
+buffer pool holds beyond the offloaded layers, included in `weights_bytes`.
+
 `warnings[].terms` and `rejected[].reasons[].terms` (added later) are the request settings the
 `message` names, in its order, as data, so a script need not parse the English: each
 `{setting, value, bound, flag, spec_field, spec_value}`, where `setting` is the `PlanRequest`
@@ -229,6 +237,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             "weights_sharded_bytes": w.sharded_bytes,
             "weights_replicated_bytes": w.replicated_bytes,
             "weights_eplb_buffer_bytes": w.eplb_buffer_bytes,
+            "weights_offload_buffer_bytes": w.offload_buffer_bytes,
             "activation_bytes": mem.activation_bytes,
             "cuda_graph_bytes": mem.cuda_graph_bytes,
             "overhead_bytes": mem.overhead_bytes,
@@ -249,6 +258,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "max_num_batched_tokens": c.max_num_batched_tokens,
         "shm_size_bytes": plan.shm.size_bytes,
         "kv_offload_bytes": plan.shm.kv_offload_bytes,
+        "weight_offload_host_bytes": plan.weight_offload_host_bytes,
         "checkpoint_bytes": plan.checkpoint_bytes,
         "startup_budget_seconds": plan.startup_budget_seconds,
         "weights_download": plan.request.weights_download,

@@ -47,12 +47,14 @@ from dsv4_operator.planning.kvcache import (
 )
 from dsv4_operator.planning.memory import Layout
 from dsv4_operator.planning.models import ModelSpec, get_model
+from dsv4_operator.planning.offload import prefetch_offload, uva_host_bytes
 from dsv4_operator.planning.request import PlanRequest
 from dsv4_operator.planning.shm import ShmPlan, shm_bytes
 from dsv4_operator.planning.weights import (
     BYTES_PER_ELEMENT,
     checkpoint_bytes,
     in_gpu_format,
+    per_gpu_weight_bytes,
     repack_rule,
 )
 
@@ -161,6 +163,10 @@ class Plan:
         feasible_gpu_types: GPU types with at least one feasible layout, in request order.
         advice: what would make it fit, when it does not (None otherwise, or when only a lower
             gpu-memory-utilization would).
+        weight_offload_host_bytes: host memory the weights of vLLM's offloaders take on one pod,
+            bytes: an upper bound of the pinned copies (`--cpu-offload-gb` or the prefetch
+            offloader's layers; `planning.offload`) times the pod's GPUs, 0 without. The
+            renderer adds it to the pod's memory request (and limit, when set).
     """
 
     model: ModelSpec
@@ -179,6 +185,7 @@ class Plan:
     startup_budget_seconds: int
     feasible_gpu_types: tuple[str, ...] = ()
     advice: FitAdvice | None = None
+    weight_offload_host_bytes: int = 0
 
 
 def _validate(req: PlanRequest) -> ModelSpec:
@@ -266,6 +273,15 @@ def _validate_numbers(req: PlanRequest, limit: int) -> None:
         raise PlanningError("speculative_tokens", f"{req.speculative_tokens} must not be negative")
     if req.cpu_offload_bytes < 0:
         raise PlanningError("cpu_offload_bytes", f"{req.cpu_offload_bytes} must not be negative")
+    if req.prefetch_offload is not None:
+        group, per_group, step = req.prefetch_offload
+        if not (1 <= per_group <= group and step >= 1):
+            raise PlanningError(
+                "prefetch_offload",
+                f"{req.prefetch_offload}: --offload-group-size must be at least 1, "
+                "--offload-num-in-group from 1 to the group size and --offload-prefetch-step "
+                "at least 1",
+            )
     if not 0 <= req.kv_offloading_gib <= MAX_KV_OFFLOADING_GIB:  # False for NaN too
         raise PlanningError(
             "kv_offloading_gib",
@@ -1177,6 +1193,79 @@ def _kv_offload_finding(req: PlanRequest, layout: Layout, pod_bytes: int) -> Fin
     )
 
 
+def _weight_offload(
+    req: PlanRequest, model: ModelSpec, fmt: str, chosen: Evaluation, warnings: list[Finding]
+) -> int:
+    """Host bytes per pod of the weight offloaders (`planning.offload`), with their findings.
+
+    Appends `CPU_OFFLOAD` for `--cpu-offload-gb` and `PREFETCH_OFFLOAD` for the prefetch
+    offloader to `warnings`; returns the upper bound of their pinned host memory on one pod
+    (per GPU x the pod's GPUs).
+    """
+    layout = chosen.layout
+    gpus = layout.gpus_per_node
+    shares = {
+        "tensor_parallel": layout.tensor_parallel,
+        "data_parallel": layout.data_parallel,
+        "redundant_experts": req.redundant_experts,
+    }
+    per_gpu = 0
+    if req.cpu_offload_bytes > 0:
+        on_gpu = per_gpu_weight_bytes(
+            model,
+            fmt,
+            tensor_parallel=layout.tensor_parallel,
+            data_parallel=layout.data_parallel,
+            expert_parallel=layout.expert_parallel,
+            redundant_experts=req.redundant_experts,
+        )
+        host = uva_host_bytes(
+            model,
+            fmt,
+            req.cpu_offload_bytes,
+            tensor_parallel=layout.tensor_parallel,
+            data_parallel=layout.data_parallel,
+            redundant_experts=req.redundant_experts,
+            weights_on_gpu=on_gpu.total_bytes,
+        )
+        per_gpu += host
+        warnings.append(
+            Finding(
+                Code.CPU_OFFLOAD,
+                f"--cpu-offload-gb keeps {req.cpu_offload_bytes:,} B of weights per GPU in "
+                "pinned host memory, read over PCIe (at most "
+                f"{HOST_LINK_BYTES_PER_S / _GB:,.0f} GB/s) at every decode step: about "
+                f"{chosen.tokens_per_second:,} tokens/s per replica (estimate); vLLM may move "
+                "one parameter more and PyTorch pins each at its power-of-two ceiling, so the "
+                f"pod's memory request gains up to {host:,} B per GPU "
+                f"({host * gpus / _GB:,.1f} GB per pod)",
+            )
+        )
+    if req.prefetch_offload is not None:
+        group, per_group, step = req.prefetch_offload
+        pre = prefetch_offload(model, fmt, req.prefetch_offload, **shares)
+        per_gpu += pre.host_bytes
+        excess = (
+            f"; its GPU buffer pool ({step} x the offloaded layers' distinct tensors, "
+            f"{pre.buffer_bytes:,} B) exceeds them by up to {pre.gpu_excess_bytes:,} B, "
+            "counted in the GPU's weights"
+            if pre.gpu_excess_bytes
+            else ""
+        )
+        warnings.append(
+            Finding(
+                Code.PREFETCH_OFFLOAD,
+                f"--offload-group-size={group} --offload-num-in-group={per_group} offloads "
+                f"{len(pre.layers)} of {model.num_layers} layers ({pre.offloaded_bytes:,} B per "
+                "GPU, still counted on the GPU, the safe side) to pinned host memory; with "
+                "PyTorch's power-of-two rounding the pod's memory request gains up to "
+                f"{pre.host_bytes:,} B per GPU ({pre.host_bytes * gpus / _GB:,.1f} GB per "
+                f"pod){excess}",
+            )
+        )
+    return per_gpu * gpus
+
+
 def plan(req: PlanRequest) -> Plan:
     """Plan a DeepSeek-V4 replica: GPU type, layout, per-GPU memory, KV capacity, /dev/shm.
 
@@ -1232,18 +1321,7 @@ def plan(req: PlanRequest) -> Plan:
     if any(g.code in {Code.ENGINE_TOO_OLD, Code.TRANSFORMERS_TOO_OLD} for g in guards):
         fits = False
     warnings.extend(guards)
-    if req.cpu_offload_bytes > 0:
-        per_node = req.cpu_offload_bytes * chosen.layout.gpus_per_node
-        warnings.append(
-            Finding(
-                Code.CPU_OFFLOAD,
-                f"--cpu-offload-gb keeps {req.cpu_offload_bytes:,} B of routed experts per GPU "
-                f"({per_node / _GB:,.1f} GB per node, added to the pod's memory request) in "
-                "pinned host memory, read over PCIe (at most "
-                f"{HOST_LINK_BYTES_PER_S / _GB:,.0f} GB/s) at every decode step: about "
-                f"{chosen.tokens_per_second:,} tokens/s per replica (estimate)",
-            )
-        )
+    offload_host = _weight_offload(req, model, fmt, chosen, warnings)
     checkpoint = checkpoint_bytes(model, req.weights_format)
     startup = _startup_seconds(req, chosen, checkpoint)
     if chosen.layout.gpus >= 8 or req.weights_download:
@@ -1293,4 +1371,5 @@ def plan(req: PlanRequest) -> Plan:
         shm=shm,
         startup_budget_seconds=startup,
         advice=advice,
+        weight_offload_host_bytes=offload_host,
     )

@@ -49,6 +49,10 @@ class PlanRequest:
         max_replicas: most replicas the tokens/s target may use (None: unbounded).
         total_gpu_budget: most GPUs all replicas may hold (None: unbounded).
         cpu_offload_bytes: weights offloaded to host memory per GPU (`--cpu-offload-gb`), bytes.
+        prefetch_offload: vLLM's prefetch weight offloader as (`--offload-group-size`,
+            `--offload-num-in-group`, `--offload-prefetch-step`), layers, or None when it is
+            off (`EngineSpec.prefetch_offload`): its pinned host copies go into the pod's
+            memory request and its GPU buffer pool into the weights (`planning.offload`).
         kv_offloading_gib: host KV cache per engine (DP rank), over all its TP ranks, GiB
             (vLLM's `--kv-offloading-size`, or `cpu_bytes_to_use` of an offloading
             `--kv-transfer-config` over 2^30): the pod's /dev/shm and memory grow by it times
@@ -114,6 +118,7 @@ class PlanRequest:
     max_replicas: int | None = None
     total_gpu_budget: int | None = None
     cpu_offload_bytes: int = 0
+    prefetch_offload: tuple[int, int, int] | None = None
     kv_offloading_gib: float = 0.0
     max_cudagraph_capture_size: int | None = None
     performance_mode: str = PERFORMANCE_MODES[0]

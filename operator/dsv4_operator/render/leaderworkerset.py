@@ -22,10 +22,12 @@ Choices, with their sources:
   `None` would leave a running group half-dead after a pod failure.
 - /dev/shm: a memory-backed emptyDir with `sizeLimit` = the plan's size (or `spec.shmSize`); tmpfs
   pages count against the pod's memory, so the size is added to the memory request (and limit).
-- `--cpu-offload-gb` in extraArgs: vLLM pins that many GiB of weights per GPU in host memory, so
-  the plan's offload (`cpu_offload_bytes` x the pod's GPUs) is added to the memory request (and
-  limit) too: a pod would otherwise request 2 GiB and pin 17 GB, and the scheduler could
-  overcommit the node.
+- Weight offload in extraArgs (`--cpu-offload-gb`, or the prefetch offloader's
+  `--offload-group-size`): vLLM pins the offloaded weights in host memory, each parameter at
+  PyTorch's power-of-two ceiling, so the plan's bound of them (`weight_offload_host_bytes`,
+  `planning.offload`: up to twice the offloaded bytes, plus one parameter for
+  `--cpu-offload-gb`) is added to the memory request (and limit) too: a pod would otherwise
+  request 2 GiB and pin 17 GB or more, and the scheduler could overcommit the node.
 - Probes on the runtime's admin port: startup on `/ready` with a budget of the plan's
   `startup_budget_seconds` (weight load + first-boot kernel warm-up), readiness on `/ready`,
   liveness on `/health` (200 while loading and draining, so it never kills a loading engine).
@@ -133,8 +135,8 @@ def _resources(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
     if _hf_cache_is_empty_dir(spec) and "ephemeral-storage" not in requests:
         # The download lands on the node's local disk: schedule only where it fits.
         requests["ephemeral-storage"] = bytes_quantity(hf_cache_bytes(plan))
-    # tmpfs pages of /dev/shm and the weights --cpu-offload-gb pins count against the pod.
-    host = shm + plan.request.cpu_offload_bytes * plan.chosen.layout.gpus_per_node
+    # tmpfs pages of /dev/shm and the weights the offloaders pin count against the pod.
+    host = shm + plan.weight_offload_host_bytes
     requests["memory"] = bytes_quantity(quantity_bytes(requests.get("memory", "0")) + host)
     if "memory" in limits:
         limits["memory"] = bytes_quantity(quantity_bytes(limits["memory"]) + host)

@@ -204,6 +204,55 @@ def test_offload_settings_the_plan_cannot_follow_are_refused(arg: str, words: st
 
 
 @pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], None),
+        (["--offload-group-size=0"], None),
+        (["--offload-group-size=4"], (4, 1, 1)),
+        (["--offload-group-size=8", "--offload-num-in-group=2"], (8, 2, 1)),
+        (["--offload-group-size=8", "--offload-prefetch-step=3"], (8, 1, 3)),
+        (["--offload-group-size=8", "--offload-backend=prefetch"], (8, 1, 1)),
+        (["--offload-group-size=8", "--offload-backend=uva"], None),
+        (["--offload-group-size=8", "--offload-group-size=0"], None),
+        (["--offload-group-size=0", "--offload-prefetch-step=0"], None),
+    ],
+)
+def test_the_prefetch_offloader_settings_are_read_for_the_plan(
+    args: list[str], expected: tuple[int, int, int] | None, vllm_options: dict[str, list[str]]
+) -> None:
+    """vLLM's `create_offloader` (vllm/model_executor/offloader/base.py) runs the prefetch
+    offloader with `--offload-group-size` above 0 unless the backend is `uva`;
+    `--offload-num-in-group` and `--offload-prefetch-step` default to 1 (vllm/config/offload.py).
+    Before, only the group size was read (to drop `--cpu-offload-gb`): the offloaded layers'
+    host memory and GPU buffer pool were nowhere."""
+    assert {"--offload-num-in-group", "--offload-prefetch-step"} <= set(vllm_options)
+    assert _engine(*args).prefetch_offload == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (
+            ["--offload-group-size=4", "--offload-num-in-group=5"],
+            "--offload-num-in-group=5 is above --offload-group-size=4",
+        ),
+        (
+            ["--offload-group-size=4", "--offload-prefetch-step=0"],
+            "--offload-prefetch-step=0 with --offload-group-size=4",
+        ),
+        (["--offload-num-in-group=0"], "--offload-num-in-group needs a value .* from 1 to 1,024"),
+        (["--offload-prefetch-step=x"], "--offload-prefetch-step needs a value .* from 0 to"),
+        (["--offload-group-size=2000"], "--offload-group-size needs a value .* to 1,024"),
+    ],
+)
+def test_prefetch_settings_vllm_refuses_are_refused(args: list[str], words: str) -> None:
+    """vLLM's `OffloadConfig.validate_offload_config` refuses these at start (every pod exits);
+    the operator says so on the resource, naming the flag and the limit."""
+    with pytest.raises(InvalidSpecError, match=words):
+        _engine(*args)
+
+
+@pytest.mark.parametrize(
     "arg",
     [
         "--kv-cache-dtype-skip-layers=0",

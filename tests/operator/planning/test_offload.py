@@ -8,10 +8,15 @@ PyTorch's CachingHostAllocator (`PowerOf2Ceil` of every pinned allocation).
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from dsv4_operator.planning import plan
+from dsv4_operator.planning.findings import Code, PlanningError
 from dsv4_operator.planning.models import FLASH, PRO
 from dsv4_operator.planning.offload import prefetch_layers, prefetch_offload, uva_host_bytes
+from dsv4_operator.planning.request import PlanRequest
 from dsv4_operator.planning.weights import layer_weight_bytes
 
 _GIB = 1 << 30
@@ -165,3 +170,57 @@ def test_uva_host_bound_by_hand() -> None:
     assert (
         uva_host_bytes(FLASH, "int4", 0, tensor_parallel=1, data_parallel=8, weights_on_gpu=1) == 0
     )
+
+
+_RTX = PlanRequest(
+    model="flash",
+    weights_format="int4",
+    gpu_types=("rtx-5090-32gb",),
+    gpus_per_node=8,
+    max_nodes=1,
+    tensor_parallel=1,
+    data_parallel=8,
+    expert_parallel=True,
+    max_model_len=131072,
+    max_num_seqs=4,
+    max_num_batched_tokens=512,
+)
+
+
+def test_plan_counts_the_prefetch_offloaders_host_memory_and_warns() -> None:
+    """Before: the prefetch offloader's pinned layers were in no memory request (0 B)."""
+    base = plan(_RTX)
+    assert base.weight_offload_host_bytes == 0
+    offloaded = plan(dataclasses.replace(_RTX, prefetch_offload=(4, 1, 1)))
+    assert offloaded.chosen.layout == base.chosen.layout
+    assert offloaded.weight_offload_host_bytes == 8 * 2 * 10 * _LAYER3
+    (finding,) = [w for w in offloaded.warnings if w.code is Code.PREFETCH_OFFLOAD]
+    assert f"{2 * 10 * _LAYER3:,} B per GPU" in finding.message
+    # Step 1 fits in the offloaded layers: the GPU weights are unchanged.
+    assert offloaded.chosen.memory.weights.total_bytes == base.chosen.memory.weights.total_bytes
+
+
+def test_plan_counts_a_prefetch_pool_beyond_the_offloaded_layers_on_the_gpu() -> None:
+    """A step of 25 over 10 offloaded layers allocates 15 layers more than the plan counted."""
+    base = plan(_RTX)
+    big = plan(dataclasses.replace(_RTX, prefetch_offload=(4, 1, 25)))
+    extra = big.chosen.memory.weights.total_bytes - base.chosen.memory.weights.total_bytes
+    assert extra == 15 * _LAYER3
+    assert big.chosen.memory.weights.offload_buffer_bytes == 15 * _LAYER3
+
+
+def test_plan_counts_the_uva_offloaders_rounding_and_one_more_parameter() -> None:
+    """Before: `--cpu-offload-gb=4` on 8 GPUs added exactly 32 GiB to the pod."""
+    offloaded = plan(dataclasses.replace(_RTX, cpu_offload_bytes=4 * _GIB))
+    per_gpu = 2 * (4 * _GIB + _FLASH_VOCAB_SHARE_TP1)
+    assert offloaded.weight_offload_host_bytes == 8 * per_gpu
+    (finding,) = [w for w in offloaded.warnings if w.code is Code.CPU_OFFLOAD]
+    assert f"{per_gpu:,} B per GPU" in finding.message
+
+
+@pytest.mark.parametrize("setting", [(0, 1, 1), (4, 5, 1), (4, 0, 1), (4, 1, 0)])
+def test_a_prefetch_setting_vllm_refuses_is_a_planning_error(
+    setting: tuple[int, int, int],
+) -> None:
+    with pytest.raises(PlanningError, match="--offload-num-in-group from 1 to the group size"):
+        plan(dataclasses.replace(_RTX, prefetch_offload=setting))

@@ -83,6 +83,12 @@ pinned_requests = st.builds(
     concurrency=st.one_of(st.none(), st.integers(1, 2000)),
     tokens_per_second=st.one_of(st.none(), st.integers(1, 100_000)),
     cpu_offload_bytes=st.one_of(st.just(0), st.integers(0, 200).map(lambda g: g << 30)),
+    prefetch_offload=st.one_of(
+        st.none(),
+        st.tuples(st.integers(1, 70), st.integers(1, 70), st.integers(1, 70)).map(
+            lambda t: (t[0], min(t[1], t[0]), t[2])
+        ),
+    ),
     gpu_budget=st.one_of(st.none(), st.integers(1, 64)),
 )
 """Requests with pinned sizes, targets, budgets and offload, valid or not."""
@@ -155,7 +161,13 @@ def test_the_json_adds_up(req: PlanRequest) -> None:
         + mem["weights_sharded_bytes"]
         + mem["weights_replicated_bytes"]
         + mem["weights_eplb_buffer_bytes"]
+        + mem["weights_offload_buffer_bytes"]
     )
+    # Offloaded weights are pinned in host memory, which the pod requests (h31).
+    if req.cpu_offload_bytes == 0 and req.prefetch_offload is None:
+        assert d["weight_offload_host_bytes"] == 0
+    elif req.cpu_offload_bytes:
+        assert d["weight_offload_host_bytes"] > 0
     util = Fraction(str(mem["gpu_memory_utilization"]))
     assert mem["budget_bytes"] == c.memory.memory_bytes * util.numerator // util.denominator
     if c.memory.kv_cache_bytes >= 0:

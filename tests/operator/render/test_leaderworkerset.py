@@ -15,6 +15,8 @@ from dsv4_operator import crdgen
 from dsv4_operator.api import parse_spec, quantity_bytes
 from dsv4_operator.planning import plan, plan_to_dict
 from dsv4_operator.planning.from_spec import request_from_spec
+from dsv4_operator.planning.models import FLASH
+from dsv4_operator.planning.weights import layer_weight_bytes
 from dsv4_operator.render import leaderworkerset
 from dsv4_operator.render import runtime_args as ra
 from dsv4_operator.render.leaderworkerset import RESTART_POLICY, bytes_quantity, rollout_strategy
@@ -553,7 +555,60 @@ def test_cpu_offload_host_memory_is_added_to_the_memory_request_and_limit() -> N
         )
     (req0, lim0, _), (req2, lim2, gpus) = memory[False], memory[True]
     assert (req0, lim0) == (120 << 30, 220 << 30)
-    assert (req2, lim2) == (req0 + gpus * (2 << 30), lim0 + gpus * (2 << 30))
+    # h31: vLLM's UVA offloader moves up to one parameter past 2 GiB and PyTorch pins each at
+    # its power-of-two ceiling: up to 2 x (2 GiB + the largest parameter) per GPU, bounded by
+    # the largest layer or the embedding's TP share (planning.offload.uva_host_bytes), which
+    # exact 2 GiB under-requested.
+    layout = plan(request_from_spec(parse_spec({**base, "engine": {"extraArgs": []}}))).chosen
+    largest = max(
+        sum(
+            layer_weight_bytes(
+                FLASH,
+                "official",
+                layer,
+                tensor_parallel=layout.layout.tensor_parallel,
+                data_parallel=layout.layout.data_parallel,
+            ).values()
+        )
+        for layer in range(FLASH.num_layers)
+    )
+    vocab_share = -(-129280 * 4096 * 2 // layout.layout.tensor_parallel)  # BF16 rows over TP
+    host = gpus * 2 * ((2 << 30) + max(largest, vocab_share))
+    assert (req2, lim2) == (req0 + host, lim0 + host)
+
+
+def test_prefetch_offload_host_memory_is_added_to_the_memory_request_and_limit() -> None:
+    """h31: the prefetch offloader (`--offload-group-size=4`: layers 3, 7, ..., 39 of Flash, the
+    last of each group of 4) pins those layers in host memory, which no memory request counted.
+    Restated: 10 layers x their bytes per GPU x 2 (power-of-two bound) x the pod's GPUs."""
+    base: dict[str, Any] = {
+        "model": "flash",
+        "gpu": {"types": ["h100-80gb"], "maxNodes": 1},
+        "resources": {"requests": {"memory": "100Gi"}, "limits": {"memory": "200Gi"}},
+        "shmSize": "20Gi",
+        "engine": {"extraArgs": ["--offload-group-size=4"]},
+    }
+    spec = parse_spec(base)
+    planned = plan(request_from_spec(spec))
+    (c,) = _pod(leaderworkerset(_owner(), spec, planned, image="i"))["containers"]
+    lay = planned.chosen.layout
+    layers = sum(
+        sum(
+            layer_weight_bytes(
+                FLASH,
+                "official",
+                layer,
+                tensor_parallel=lay.tensor_parallel,
+                data_parallel=lay.data_parallel,
+            ).values()
+        )
+        for layer in range(3, 40, 4)
+    )
+    host = lay.gpus_per_node * 2 * layers
+    assert host > 0
+    assert quantity_bytes(c["resources"]["requests"]["memory"]) == (120 << 30) + host
+    assert quantity_bytes(c["resources"]["limits"]["memory"]) == (220 << 30) + host
+    assert plan_to_dict(planned)["weight_offload_host_bytes"] == host
 
 
 def test_the_crd_says_the_shm_size_is_added_to_the_memory_request_and_limit() -> None:

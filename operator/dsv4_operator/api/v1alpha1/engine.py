@@ -424,7 +424,25 @@ OFFLOAD_BACKENDS: Final = _choices(OFFLOAD_BACKEND_FLAG, "auto")
 OFFLOAD_GROUP_FLAG: Final = "--offload-group-size"
 """vLLM 0.33.0's prefetch offloader group size (`PrefetchOffloadConfig.offload_group_size`, an
 int, default 0 = off). The layers it offloads are not subtracted by the plan (it counts them on
-the GPU, the safe side)."""
+the GPU, the safe side); their pinned host copies are added to the pod's memory request and its
+GPU buffer pool, where it holds more than those layers, to the GPU's weights
+(`planning.offload`)."""
+OFFLOAD_NUM_IN_GROUP_FLAG: Final = "--offload-num-in-group"
+"""The prefetch offloader's layers offloaded per group, the last of each
+(`offload_num_in_group`, an int, default 1, at least 1 and at most the group size:
+`OffloadConfig.validate_offload_config`, vllm/config/offload.py at 00593fa7)."""
+OFFLOAD_NUM_IN_GROUP_DEFAULT: Final = 1
+"""vLLM's default `--offload-num-in-group` (vllm/config/offload.py at 00593fa7)."""
+OFFLOAD_PREFETCH_STEP_FLAG: Final = "--offload-prefetch-step"
+"""The prefetch offloader's layers prefetched ahead (`offload_prefetch_step`, an int, default 1,
+at least 1 with a group size above 0, vllm/config/offload.py at 00593fa7): its GPU buffer pool
+(`StaticBufferPool`, vllm/model_executor/offloader/prefetch.py at 04db3199) holds this many
+copies of every offloaded parameter shape."""
+OFFLOAD_PREFETCH_STEP_DEFAULT: Final = 1
+"""vLLM's default `--offload-prefetch-step` (vllm/config/offload.py at 00593fa7)."""
+MAX_OFFLOAD_LAYERS: Final = 1024
+"""Most `--offload-group-size`, `--offload-num-in-group` and `--offload-prefetch-step` accepted,
+layers (our bound: DeepSeek-V4-Pro has 61 layers, so every setting that matters is below it)."""
 KV_OFFLOADING_SIZE_FLAG: Final = "--kv-offloading-size"
 """vLLM 0.33.0's host KV cache, GiB (`CacheConfig.kv_offloading_size`, a float, default None =
 off), read by the planner. With the `native` backend `VllmConfig._post_init_kv_transfer_config`
@@ -676,12 +694,15 @@ class ResourceRequirements(ApiModel):
     """Resources reserved per worker pod, e.g. `cpu: "32"`, `memory: 512Gi` (quantities); the
     operator adds the /dev/shm size (the plan's, or `spec.shmSize`, either way with the host KV
     cache of a `--kv-offloading-size` in `spec.engine.extraArgs`, per engine times the pod's
-    engines) and the host memory that a `--cpu-offload-gb` there pins (per GPU, times the pod's
-    GPUs) to the memory request."""
+    engines) and the host memory that the weight offloaders there pin (`--cpu-offload-gb`, or
+    the prefetch offloader's `--offload-group-size`: up to twice the offloaded weights, PyTorch
+    pinning each parameter at its power-of-two ceiling, per GPU times the pod's GPUs; the plan's
+    `weight_offload_host_bytes`) to the memory request."""
     limits: QuantityMap = Field(default_factory=dict)
     """Resource caps per worker pod (quantities); the operator adds the /dev/shm size (with the
-    host KV cache) and the `--cpu-offload-gb` host memory to a memory limit too (tmpfs pages and
-    pinned memory count against it), so leave them out of the figure."""
+    host KV cache) and the weight offloaders' host memory (`--cpu-offload-gb`, the prefetch
+    offloader) to a memory limit too (tmpfs pages and pinned memory count against it), so leave
+    them out of the figure."""
 
     @model_validator(mode="after")
     def _valid_for_a_pod(self) -> "ResourceRequirements":
@@ -876,7 +897,13 @@ class EngineSpec(ApiModel):
     kv-cache-dtype, block size, ...) and abbreviations of them are refused;
     `--cpu-offload-gb=N` (GiB of weights per GPU kept in host memory; not with the prefetch
     offloader, `--offload-backend=prefetch` or `--offload-group-size` above 0, which ignores
-    it; `--cpu-offload-params` is refused) and
+    it; `--cpu-offload-params` is refused; the pod's memory request grows by up to twice N plus
+    one parameter per GPU, as PyTorch pins each parameter at its power-of-two ceiling) and the
+    prefetch offloader's `--offload-group-size=G`, `--offload-num-in-group=K` (1 to G) and
+    `--offload-prefetch-step=S` (whole numbers of layers up to 1,024; it offloads layers i with
+    i mod G >= G - K, or only their parameters `--offload-params` names: the pod's memory
+    request grows by up to twice those layers' weights per GPU, and the plan counts what its GPU
+    buffer pool of S copies of each offloaded tensor holds beyond them) and
     `--max-cudagraph-capture-size=N` (largest CUDA-graph batch, tokens; otherwise the operator
     passes the plan's) and `--kv-offloading-size=N` (GiB of host KV cache per engine, i.e. per
     DP rank over its TP ranks, above 0 to 4,096, native backend: vLLM keeps it in /dev/shm, so
@@ -978,6 +1005,7 @@ class EngineSpec(ApiModel):
             raise ValueError("; ".join(problems) + note)
         _check_eplb(value)
         _check_kv_offload(value)
+        _prefetch_offload(value)
         return value
 
     @property
@@ -1087,6 +1115,17 @@ class EngineSpec(ApiModel):
             return _kv_offloading_gib(size)
         config = self._last_entry(KV_TRANSFER_CONFIG_FLAG)
         return 0.0 if config is None else _kv_transfer_offload_bytes(config) / (1 << 30)
+
+    @property
+    def prefetch_offload(self) -> tuple[int, int, int] | None:
+        """(group size, layers per group, prefetch step) of vLLM's prefetch offloader, or None.
+
+        `_prefetch_offload` of the module on extraArgs (checked when the spec was parsed). The
+        planner adds its pinned host copies to the pod's memory request and its GPU buffer
+        pool, where it exceeds the offloaded layers, to each GPU's weights
+        (`planning.offload`).
+        """
+        return _prefetch_offload(self.extra_args)
 
     @property
     def _uva_offload(self) -> bool:
@@ -1314,16 +1353,40 @@ def _offload_group(arg: str) -> int:
     """The layers of an `--offload-group-size=...` entry, checked.
 
     Raises:
-        ValueError: a group size that is not a whole number (vLLM's `int`, at least 0).
+        ValueError: a group size that is not a whole number (vLLM's `int`, at least 0) up to
+            `MAX_OFFLOAD_LAYERS`.
     """
     _, _, raw = arg.partition("=")
-    if not raw.isdigit():
+    if not raw.isdigit() or int(raw) > MAX_OFFLOAD_LAYERS:
         msg = (
             f"{OFFLOAD_GROUP_FLAG} needs a value in the same entry, a whole number of layers "
-            f"(0 = off), not {arg!r}"
+            f"from 0 (off) to {MAX_OFFLOAD_LAYERS:,}, not {arg!r}"
         )
         raise ValueError(msg)
     return int(raw)
+
+
+def _offload_layers(flag: str, least: int) -> Callable[[str], int]:
+    """A reader of `flag=N` (a layer count from `least` to `MAX_OFFLOAD_LAYERS`)."""
+
+    def read(arg: str) -> int:
+        _, _, raw = arg.partition("=")
+        if not raw.isdigit() or not least <= int(raw) <= MAX_OFFLOAD_LAYERS:
+            msg = (
+                f"{flag} needs a value in the same entry, a whole number of layers from "
+                f"{least} to {MAX_OFFLOAD_LAYERS:,}, not {arg!r}"
+            )
+            raise ValueError(msg)
+        return int(raw)
+
+    return read
+
+
+_offload_num_in_group = _offload_layers(OFFLOAD_NUM_IN_GROUP_FLAG, 1)
+"""The layers of an `--offload-num-in-group=N` entry (vLLM: `ge=1`)."""
+_offload_prefetch_step = _offload_layers(OFFLOAD_PREFETCH_STEP_FLAG, 0)
+"""The layers of an `--offload-prefetch-step=N` entry (vLLM: `ge=0`; at least 1 with a group
+size above 0, which `EngineSpec.prefetch_offload` checks)."""
 
 
 def _performance_mode(arg: str) -> str:
@@ -1470,6 +1533,46 @@ def _connector_offload_bytes(config: dict[str, object]) -> int:
     return size
 
 
+def _prefetch_offload(args: tuple[str, ...]) -> tuple[int, int, int] | None:
+    """(group size, layers per group, prefetch step) of vLLM's prefetch offloader, or None.
+
+    The prefetch offloader runs with `--offload-group-size` above 0 and `--offload-backend`
+    `auto` (the default) or `prefetch` (`create_offloader`, vllm/model_executor/offloader/
+    base.py at 03584c33); `--offload-num-in-group` and `--offload-prefetch-step` default to 1
+    (vllm/config/offload.py at 00593fa7). The last entry of each flag counts.
+
+    Raises:
+        ValueError: `--offload-num-in-group` above the group size, or `--offload-prefetch-step=0`
+            with the offloader on (vLLM refuses both at start,
+            `OffloadConfig.validate_offload_config`).
+    """
+    group_entry = _last_entry(args, OFFLOAD_GROUP_FLAG)
+    group = 0 if group_entry is None else _offload_group(group_entry)
+    backend = _last_entry(args, OFFLOAD_BACKEND_FLAG)
+    if group == 0 or (backend is not None and _offload_backend(backend) == "uva"):
+        return None
+    count = _last_entry(args, OFFLOAD_NUM_IN_GROUP_FLAG)
+    per_group = OFFLOAD_NUM_IN_GROUP_DEFAULT if count is None else _offload_num_in_group(count)
+    step_entry = _last_entry(args, OFFLOAD_PREFETCH_STEP_FLAG)
+    step = (
+        OFFLOAD_PREFETCH_STEP_DEFAULT if step_entry is None else _offload_prefetch_step(step_entry)
+    )
+    if per_group > group:
+        msg = (
+            f"{OFFLOAD_NUM_IN_GROUP_FLAG}={per_group} is above {OFFLOAD_GROUP_FLAG}={group}: "
+            "vLLM offloads at most the whole group and refuses this at start"
+        )
+        raise ValueError(msg)
+    if step < 1:
+        msg = (
+            f"{OFFLOAD_PREFETCH_STEP_FLAG}=0 with {OFFLOAD_GROUP_FLAG}={group}: the prefetch "
+            "offloader needs a step from 1 to "
+            f"{MAX_OFFLOAD_LAYERS:,} layers (vLLM refuses 0 at start)"
+        )
+        raise ValueError(msg)
+    return group, per_group, step
+
+
 def _check_kv_offload(args: tuple[str, ...]) -> None:
     """Refuse `--kv-offloading-size` with the `lmcache` backend (the last entries count).
 
@@ -1507,6 +1610,8 @@ _VALUE_READERS: Final[dict[str, Callable[[str], object]]] = {
     PERFORMANCE_MODE_FLAG: _performance_mode,
     OFFLOAD_BACKEND_FLAG: _offload_backend,
     OFFLOAD_GROUP_FLAG: _offload_group,
+    OFFLOAD_NUM_IN_GROUP_FLAG: _offload_num_in_group,
+    OFFLOAD_PREFETCH_STEP_FLAG: _offload_prefetch_step,
     ALL2ALL_FLAG: _all2all_backend,
     MAX_LOGPROBS_FLAG: _max_logprobs,
     EPLB_CONFIG_FLAG: _redundant_experts,
