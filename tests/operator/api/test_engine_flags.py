@@ -169,7 +169,7 @@ def test_eplb_settings_vllm_would_refuse_are_refused(args: list[str], words: str
     [
         (["--cpu-offload-gb=8"], 8),
         (["--cpu-offload-gb=8", "--offload-backend=uva"], 8),
-        (["--cpu-offload-gb=8", "--offload-backend=prefetch"], 0),
+        (["--cpu-offload-gb=8", "--offload-backend=prefetch", "--offload-group-size=4"], 0),
         (["--cpu-offload-gb=8", "--offload-group-size=4"], 0),
         (["--cpu-offload-gb=8", "--offload-group-size=4", "--offload-backend=uva"], 8),
         (["--cpu-offload-gb=8", "--offload-group-size=0"], 8),
@@ -215,6 +215,7 @@ def test_offload_settings_the_plan_cannot_follow_are_refused(arg: str, words: st
         (["--offload-group-size=8", "--offload-backend=uva"], None),
         (["--offload-group-size=8", "--offload-group-size=0"], None),
         (["--offload-group-size=0", "--offload-prefetch-step=0"], None),
+        (["--offload-backend=uva", "--offload-prefetch-step=0"], None),
     ],
 )
 def test_the_prefetch_offloader_settings_are_read_for_the_plan(
@@ -243,11 +244,24 @@ def test_the_prefetch_offloader_settings_are_read_for_the_plan(
         (["--offload-num-in-group=0"], "--offload-num-in-group needs a value .* from 1 to 1,024"),
         (["--offload-prefetch-step=x"], "--offload-prefetch-step needs a value .* from 0 to"),
         (["--offload-group-size=2000"], "--offload-group-size needs a value .* to 1,024"),
+        (["--offload-backend=prefetch"], "--offload-backend=prefetch needs --offload-group-size"),
+        (
+            ["--offload-backend=uva", "--offload-group-size=4", "--offload-num-in-group=5"],
+            "--offload-num-in-group=5 is above --offload-group-size=4",
+        ),
+        (
+            ["--offload-backend=prefetch", "--offload-group-size=0"],
+            "--offload-backend=prefetch needs --offload-group-size",
+        ),
     ],
 )
 def test_prefetch_settings_vllm_refuses_are_refused(args: list[str], words: str) -> None:
     """vLLM's `OffloadConfig.validate_offload_config` refuses these at start (every pod exits);
-    the operator says so on the resource, naming the flag and the limit."""
+    the operator says so on the resource, naming the flag and the limit. The validator checks
+    with `offload_backend == "prefetch"` or a group above 0, whatever the backend: an explicit
+    prefetch backend with no group (vLLM's default 0) fails there (num-in-group 1 above 0),
+    and would otherwise reach `module_index % 0` in `PrefetchOffloader.wrap_modules`
+    (prefetch.py at 04db3199)."""
     with pytest.raises(InvalidSpecError, match=words):
         _engine(*args)
 

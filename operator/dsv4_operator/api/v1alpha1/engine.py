@@ -1539,17 +1539,20 @@ def _prefetch_offload(args: tuple[str, ...]) -> tuple[int, int, int] | None:
     The prefetch offloader runs with `--offload-group-size` above 0 and `--offload-backend`
     `auto` (the default) or `prefetch` (`create_offloader`, vllm/model_executor/offloader/
     base.py at 03584c33); `--offload-num-in-group` and `--offload-prefetch-step` default to 1
-    (vllm/config/offload.py at 00593fa7). The last entry of each flag counts.
+    (vllm/config/offload.py). The last entry of each flag counts.
 
     Raises:
-        ValueError: `--offload-num-in-group` above the group size, or `--offload-prefetch-step=0`
-            with the offloader on (vLLM refuses both at start,
-            `OffloadConfig.validate_offload_config`).
+        ValueError: what `OffloadConfig.validate_offload_config` (the vllm/config/offload.py
+            with `offload_backend`) refuses at start with `--offload-backend=prefetch` or a
+            group size above 0: `--offload-num-in-group` above the group size (so an explicit
+            prefetch backend without a group, which `PrefetchOffloader.wrap_modules` would
+            divide by: `module_index % 0`) or `--offload-prefetch-step=0`.
     """
     group_entry = _last_entry(args, OFFLOAD_GROUP_FLAG)
     group = 0 if group_entry is None else _offload_group(group_entry)
-    backend = _last_entry(args, OFFLOAD_BACKEND_FLAG)
-    if group == 0 or (backend is not None and _offload_backend(backend) == "uva"):
+    backend_entry = _last_entry(args, OFFLOAD_BACKEND_FLAG)
+    backend = OFFLOAD_BACKENDS[0] if backend_entry is None else _offload_backend(backend_entry)
+    if group == 0 and backend != "prefetch":
         return None
     count = _last_entry(args, OFFLOAD_NUM_IN_GROUP_FLAG)
     per_group = OFFLOAD_NUM_IN_GROUP_DEFAULT if count is None else _offload_num_in_group(count)
@@ -1557,6 +1560,13 @@ def _prefetch_offload(args: tuple[str, ...]) -> tuple[int, int, int] | None:
     step = (
         OFFLOAD_PREFETCH_STEP_DEFAULT if step_entry is None else _offload_prefetch_step(step_entry)
     )
+    if group == 0:
+        msg = (
+            f"{OFFLOAD_BACKEND_FLAG}=prefetch needs {OFFLOAD_GROUP_FLAG} above 0 (layers per "
+            f"group, up to {MAX_OFFLOAD_LAYERS:,}): vLLM refuses a group of 0 at start "
+            f"({OFFLOAD_NUM_IN_GROUP_FLAG}={per_group} is above it)"
+        )
+        raise ValueError(msg)
     if per_group > group:
         msg = (
             f"{OFFLOAD_NUM_IN_GROUP_FLAG}={per_group} is above {OFFLOAD_GROUP_FLAG}={group}: "
@@ -1570,7 +1580,7 @@ def _prefetch_offload(args: tuple[str, ...]) -> tuple[int, int, int] | None:
             f"{MAX_OFFLOAD_LAYERS:,} layers (vLLM refuses 0 at start)"
         )
         raise ValueError(msg)
-    return group, per_group, step
+    return None if backend == "uva" else (group, per_group, step)
 
 
 def _check_kv_offload(args: tuple[str, ...]) -> None:
