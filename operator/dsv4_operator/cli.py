@@ -108,7 +108,7 @@ def _load_request(path: Path | None) -> tuple[PlanRequest, DeepSeekV4DeploymentS
         return PlanRequest(), None
     try:
         body = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:  # unreadable, not text, not YAML
         raise PlanningError("file", f"{path}: {e}") from None
     if not isinstance(body, dict):
         raise PlanningError("file", f"{path}: not a DeepSeekV4Deployment mapping")

@@ -658,3 +658,16 @@ def test_kv_offloading_size_option_grows_shm_and_names_the_finding() -> None:
     bad = runner.invoke(app, args + " --kv-offloading-size -1")
     assert bad.exit_code == 2
     assert "--kv-offloading-size (kv_offloading_gib)" in bad.output
+
+
+def test_a_file_that_is_not_utf8_is_invalid_input_with_an_error_document(tmp_path: Path) -> None:
+    """h33: a FILE that is not UTF-8 text raised UnicodeDecodeError out of `dsv4 plan`: a
+    traceback and exit 1, which the exit codes say means "the plan does not fit"."""
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00spec")
+    result = runner.invoke(app, ["plan", str(path), "--output", "json"])
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["field"] == "file"
+    assert error["message"].startswith(f"{path}: ")
+    assert "utf-8" in error["message"]
