@@ -491,7 +491,8 @@ class Autoscaler:
             # next step decides from what it is now.
             self._states[key] = before
             reason = "the resource changed during the scrape: decided again at the next step"
-            decision = Decision(t, "hold", spec.replicas, spec.replicas, (), 0.0, reason)
+            load = decision.load_tokens_per_second  # measured all the same
+            decision = Decision(t, "hold", spec.replicas, spec.replicas, (), load, reason)
         self._report_limited(key, cfg, decision, emit)
         self.metrics.load.labels(deployment=key).set(decision.load_tokens_per_second)
         self.metrics.desired.labels(deployment=key).set(decision.replicas_to)

@@ -890,6 +890,27 @@ def test_a_spec_changed_during_the_scrape_is_not_overwritten_by_the_stale_decisi
     assert not (fake.objects[CR_PATH].get("status") or {}).get("recentScalingDecisions")
 
 
+def test_a_scale_not_written_for_a_changed_resource_keeps_the_measured_load() -> None:
+    """h33: the hold that replaces a scale decided from a stale read said 0 tokens/s, so the
+    load gauge dropped to 0 for that step (and a ScalingLimited already posted was forgotten)."""
+    fake, rt, scaler, clock = setup()
+    events = Events()
+    tick(scaler, clock, events)  # first scrape: no rate yet
+    rt.tokens[0] += 2500 * 15
+
+    def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        if url.endswith("/metrics"):  # a spec change lands while the step scrapes
+            fake.objects[CR_PATH]["metadata"]["generation"] = 2
+        return rt(method, url, headers)
+
+    scaler.http = http
+    decision = tick(scaler, clock, events)
+    assert decision.action == "hold"
+    assert decision.load_tokens_per_second == pytest.approx(2500)
+    text = generate_latest(scaler.metrics.registry).decode()
+    assert 'dsv4_autoscaler_load_tokens_per_second{deployment="ns/d"} 2500.0' in text
+
+
 @pytest.mark.parametrize(
     ("budget", "replicas", "cap"),
     [
