@@ -44,8 +44,12 @@ def hpa_kv_target_milli(a: Autoscaling) -> int:
     against the threshold itself it would first scale up above 1.1 x the threshold (88 % for the
     default 80, never for a threshold above 90). Against threshold / 1.1, rounded down, the
     usage ratio passes 1 + tolerance at the threshold, with the cluster's default tolerance.
+    The HPA divides the milli-values as floats, so where that quotient is exactly 1.1 (33 %:
+    330 / 300) it is within the tolerance: the target is one thousandth lower there.
     """
-    return math.floor(a.kv_cache_usage_percent_threshold * 10 / (1 + HPA_TOLERANCE))
+    usage = a.kv_cache_usage_percent_threshold * 10  # thousandths, as the HPA reads it
+    target = math.floor(usage / (1 + HPA_TOLERANCE))
+    return target if usage / target > 1 + HPA_TOLERANCE else target - 1
 
 
 def leader_selector(namespace: str, lws_name: str) -> str:

@@ -242,3 +242,27 @@ def test_the_kv_guard_rail_fires_at_its_threshold_despite_the_hpa_tolerance(
     usage = threshold / 100
     assert _hpa_desired(4, usage, hpa_target) > 4  # scales up at the threshold itself
     assert _hpa_desired(4, usage - 0.02, hpa_target) <= 4  # not 2 points below it
+
+
+def test_the_hpa_kv_target_puts_every_threshold_beyond_the_tolerance() -> None:
+    """h33: for thresholds 33, 66 and 77 threshold / 1.1 rounded down is exact (300m, 600m,
+    700m), and the HPA compares the ratio of the milli-values, 330 / 300 = 1.1, with `<=`
+    against 1 + tolerance: within it, so the guard rail did not fire at the threshold."""
+    for threshold in range(1, 101):
+        auto = Autoscaling(
+            enabled=True, mode="hpa", min_replicas=1, kv_cache_usage_percent_threshold=threshold
+        )
+        manifest = hpa(
+            name="flash",
+            namespace="llm",
+            autoscaling=auto,
+            target_tokens_per_second=2500,
+            max_replicas=8,
+            labels=LABELS,
+        )
+        target = int(manifest["spec"]["metrics"][1]["external"]["target"]["value"][:-1])
+        # replica_calculator.go: float64(usage) / float64(targetUsage), both milli-values.
+        ratio = (threshold * 10) / target
+        assert ratio > 1.0 + 0.1, (threshold, target, ratio)
+        # One milli-unit more on the target would be within the tolerance: the largest such.
+        assert (threshold * 10) / (target + 1) <= 1.0 + 0.1, (threshold, target)
