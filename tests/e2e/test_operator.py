@@ -405,6 +405,33 @@ def test_reapplying_the_autoscaled_example_keeps_the_scaled_replicas(
     assert live["spec"]["replicas"] == 3
 
 
+def test_dropping_replicas_from_a_manifest_applied_with_them_needs_set_last_applied(
+    control_plane: ControlPlane, dsv4_crd: object, namespace: str, tmp_path: Path
+) -> None:
+    """h33: a resource applied from the example as it was before h29 (`spec.replicas: 1`) and
+    then from today's (no `replicas`) went back to 1 replica: kubectl's three-way merge deletes
+    a field the last-applied configuration has and the new manifest lacks, and the schema
+    default puts 1 there. `kubectl apply set-last-applied` with the new manifest first keeps
+    the scaled count (README, Autoscaling)."""
+    path = REPO_ROOT / "examples" / "flash-autoscaled.yaml"
+    doc = yaml.safe_load(path.read_text())
+    name = doc["metadata"]["name"]
+    before = {**doc, "spec": {**doc["spec"], "replicas": 1}}
+
+    def scaled_then_applied(*first: str) -> int:
+        _apply(control_plane, namespace, before)
+        control_plane.kubectl("scale", "dsv4", name, "-n", namespace, "--replicas", "3")
+        if first:
+            control_plane.kubectl(*first, "-n", namespace, "-f", str(path))
+        _apply(control_plane, namespace, path)
+        live = control_plane.kubectl_json("get", "dsv4", name, "-n", namespace)
+        control_plane.kubectl("delete", "dsv4", name, "-n", namespace, "--wait=true")
+        return int(live["spec"]["replicas"])
+
+    assert scaled_then_applied() == 1  # the hazard the README warns of
+    assert scaled_then_applied("apply", "set-last-applied") == 3
+
+
 def test_delete_garbage_collects_every_child(
     operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
 ) -> None:
