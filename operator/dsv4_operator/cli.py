@@ -110,6 +110,8 @@ def _load_request(path: Path | None) -> tuple[PlanRequest, DeepSeekV4DeploymentS
         body = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:  # unreadable, not text, not YAML
         raise PlanningError("file", f"{path}: {e}") from None
+    except RecursionError:  # PyYAML's constructor recurses once per nesting level
+        raise PlanningError("file", f"{path}: nested too deeply to load as YAML") from None
     if not isinstance(body, dict):
         raise PlanningError("file", f"{path}: not a DeepSeekV4Deployment mapping")
     # The API types (pydantic, the CRD) load only when a file is given: keeps flag-only runs fast.

@@ -671,3 +671,16 @@ def test_a_file_that_is_not_utf8_is_invalid_input_with_an_error_document(tmp_pat
     assert error["field"] == "file"
     assert error["message"].startswith(f"{path}: ")
     assert "utf-8" in error["message"]
+
+
+def test_a_file_nested_too_deep_for_the_yaml_loader_is_invalid_input(tmp_path: Path) -> None:
+    """h33: PyYAML's constructor recurses once per nesting level, so a FILE nested some
+    thousands deep raised RecursionError out of `dsv4 plan` (a traceback, exit 1: "does not
+    fit") instead of invalid input."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("spec: " + "[" * 5000 + "]" * 5000 + "\n")
+    result = runner.invoke(app, ["plan", str(path), "--output", "json"])
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["field"] == "file"
+    assert error["message"].startswith(f"{path}: ")
