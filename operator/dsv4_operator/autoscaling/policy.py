@@ -68,8 +68,9 @@ class AutoscalerConfig:
         drain_settle_seconds: time from a drain until the Service stops routing to the drained
             groups, s: the drain fails their `/ready`, and the kubelet marks a pod unready after
             its readinessProbe failed `failureThreshold` times `periodSeconds` apart (3 x 10 s,
-            `render.leaderworkerset`); a removal waits for it, so requests admitted meanwhile
-            are seen running first.
+            `render.leaderworkerset`), and the EndpointSlice follows; a removal waits for it
+            (the operator passes 4 x 10 s: one period for the endpoint update), so requests
+            admitted meanwhile are seen running first.
     """
 
     min_replicas: int

@@ -177,7 +177,9 @@ def config_from(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> AutoscalerConf
         scale_to_zero_idle_seconds=a.scale_to_zero_idle_seconds,
         gpus_per_replica=planned.chosen.layout.gpus,
         gpu_budget=spec.gpu.budget,
-        drain_settle_seconds=READY_PERIOD_SECONDS * READY_FAILURE_THRESHOLD,
+        # The last failing probe comes at most failureThreshold periods after the drain; one
+        # period more covers the EndpointSlice and kube-proxy update after it (h33).
+        drain_settle_seconds=READY_PERIOD_SECONDS * (READY_FAILURE_THRESHOLD + 1),
     )
 
 

@@ -19,6 +19,7 @@ from dsv4_operator.planning.from_spec import (
     spec_words,
 )
 from dsv4_operator.render.labels import Owner
+from dsv4_operator.render.leaderworkerset import READY_FAILURE_THRESHOLD, READY_PERIOD_SECONDS
 from dsv4_operator.render.manifests import render_children
 
 AUTOSCALED: dict[str, Any] = {
@@ -70,6 +71,9 @@ def test_autoscaled_shares_concurrency_over_max_and_budget_over_min() -> None:
     # The autoscaler then keeps replicas x GPUs within the budget.
     cfg = config_from(spec, plan(req))
     assert cfg.ceiling * cfg.gpus_per_replica <= 32
+    # A drained group is removed only after its last failing readiness probe and one period
+    # more for the endpoint update (h33: exactly 3 x 10 s left no margin).
+    assert cfg.drain_settle_seconds > READY_PERIOD_SECONDS * READY_FAILURE_THRESHOLD
 
 
 def test_scale_to_zero_floor_counts_one_replica() -> None:
