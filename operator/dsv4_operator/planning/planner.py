@@ -1266,6 +1266,24 @@ def _weight_offload(
     return per_gpu * gpus
 
 
+def _host_kv_not_counted_finding(req: PlanRequest) -> Finding:
+    """`HOST_KV_NOT_COUNTED`: the host KV caches the pod's memory request leaves out, and the fix.
+
+    The operator's memory request is `spec.resources.requests.memory` plus what the plan
+    counts (`render.leaderworkerset`), so memory added there reaches the pod.
+    """
+    return Finding(
+        Code.HOST_KV_NOT_COUNTED,
+        "extraArgs configure a host KV cache whose size the plan cannot read: "
+        + "; ".join(req.host_kv_not_counted)
+        + ". vLLM runs it, but the pod's memory request (and /dev/shm) leave it out, so the pod "
+        "can be OOM-killed or evicted when the cache fills: add the host memory it keeps in the "
+        "pod (over every engine and TP rank the pod runs) to spec.resources.requests.memory "
+        "(and limits.memory when set), or use --kv-offloading-size=N (GiB per engine, the "
+        "native backend), which the operator counts",
+    )
+
+
 def plan(req: PlanRequest) -> Plan:
     """Plan a DeepSeek-V4 replica: GPU type, layout, per-GPU memory, KV capacity, /dev/shm.
 
@@ -1343,6 +1361,8 @@ def plan(req: PlanRequest) -> Plan:
     kv_offload = kv_offload_pod_bytes(req, chosen.layout)
     if kv_offload:
         warnings.append(_kv_offload_finding(req, chosen.layout, kv_offload))
+    if req.host_kv_not_counted:
+        warnings.append(_host_kv_not_counted_finding(req))
     shm = shm_bytes(
         chosen.layout,
         nvlink=chosen.gpu.nvlink_domain > 1,

@@ -57,6 +57,10 @@ class PlanRequest:
             (vLLM's `--kv-offloading-size`, or `cpu_bytes_to_use` of an offloading
             `--kv-transfer-config` over 2^30): the pod's /dev/shm and memory grow by it times
             the engines on the pod (`ShmPlan.kv_offload_bytes`).
+        host_kv_not_counted: the host KV caches the engine keeps that the plan cannot size, each
+            described (`EngineSpec.kv_offload_not_counted`: LMCache, another offloading spec,
+            a per-rank size): vLLM runs them, the pod's memory request leaves them out, and
+            the plan warns (`HOST_KV_NOT_COUNTED`).
         max_cudagraph_capture_size: largest CUDA-graph batch, tokens (`--max-cudagraph-capture-
             size`); None = vLLM's default, which the plan computes and the renderer pins.
         performance_mode: vLLM's `--performance-mode` (`balanced`, `interactivity`,
@@ -120,6 +124,7 @@ class PlanRequest:
     cpu_offload_bytes: int = 0
     prefetch_offload: tuple[int, int, int] | None = None
     kv_offloading_gib: float = 0.0
+    host_kv_not_counted: tuple[str, ...] = ()
     max_cudagraph_capture_size: int | None = None
     performance_mode: str = PERFORMANCE_MODES[0]
     cuda_graphs: bool = True

@@ -84,3 +84,30 @@ def test_a_bad_host_kv_cache_size_names_the_field(gib: float) -> None:
         plan(dataclasses.replace(_BASE, kv_offloading_gib=gib))
     assert caught.value.field == "kv_offloading_gib"
     assert "from 0 to 4096 GiB" in str(caught.value)
+
+
+def test_a_host_kv_cache_the_plan_cannot_size_is_warned_not_counted() -> None:
+    """h34: LMCache and the other host KV caches vLLM runs but the plan cannot size were refused
+    (InvalidSpec); they plan now, unchanged, with a warning naming them and the fix."""
+    without = plan(_BASE)
+    named = plan(dataclasses.replace(_BASE, host_kv_not_counted=("LMCacheConnectorV1 (why)",)))
+    assert named.shm == without.shm
+    assert named.chosen == without.chosen
+    assert Code.HOST_KV_NOT_COUNTED not in [w.code for w in without.warnings]
+    (finding,) = [w for w in named.warnings if w.code is Code.HOST_KV_NOT_COUNTED]
+    assert "LMCacheConnectorV1 (why)" in finding.message
+    assert "spec.resources.requests.memory" in finding.message
+    assert "--kv-offloading-size=N" in finding.message
+    # the other warnings are those of the plan without it
+    assert [w for w in named.warnings if w is not finding] == list(without.warnings)
+    doc = plan_to_dict(named)
+    assert doc["kv_offload_bytes"] == 0
+    assert "HOST_KV_NOT_COUNTED" in [w["code"] for w in doc["warnings"]]
+
+
+def test_a_counted_cache_beside_an_uncounted_one_stays_counted() -> None:
+    both = plan(dataclasses.replace(_BASE, kv_offloading_gib=1.5, host_kv_not_counted=("LMCache",)))
+    assert both.shm.kv_offload_bytes == _POD_BYTES
+    codes = [w.code for w in both.warnings]
+    assert Code.KV_OFFLOAD in codes
+    assert Code.HOST_KV_NOT_COUNTED in codes
