@@ -1,9 +1,12 @@
-"""Host KV cache flags in `spec.engine.extraArgs`: what the parse counts and what it refuses.
+"""Host KV cache flags in `spec.engine.extraArgs`: counted, accepted uncounted, or refused.
 
 vLLM 0.33.0 (vllm/config/vllm.py at 000fc94b, `VllmConfig._post_init_kv_transfer_config`):
 `--kv-offloading-size=N` with the native backend becomes `OffloadingConnector` with
 `cpu_bytes_to_use = N x 2^30` bytes per engine; with `lmcache` it becomes `LMCacheMPConnector`
-and the size is not passed on. The values below are restated by hand, not taken from the code.
+and the size is not passed on. vLLM runs the LMCache connectors, another offloading spec and
+`cpu_bytes_to_use_per_rank`, whose host memory the plan cannot size: the parse accepts them and
+names them (`kv_offload_not_counted`) for the planner's warning. The values below are restated
+by hand, not taken from the code.
 """
 
 from __future__ import annotations
@@ -81,26 +84,20 @@ def test_host_kv_cache_per_engine_is_read(args: tuple[str, ...], gib: float) -> 
         (("--kv-offloading-size=4097",), "above 0 and at most 4096"),
         (("--kv-offloading-size",), "needs a value in the same entry"),
         (("--kv-offloading-backend=disk",), "one of native, lmcache"),
-        (
-            ("--kv-offloading-size=64", "--kv-offloading-backend=lmcache"),
-            "use --kv-offloading-backend=native",
-        ),
-        ((_transfer("LMCacheConnectorV1"),), "LMCACHE_CONFIG_FILE"),
-        ((_transfer("LMCacheMPConnector"),), "standalone LMCache server"),
         ((_transfer("OffloadingConnector", num_cpu_blocks=1000),), "num_cpu_blocks is not read"),
         ((_transfer("OffloadingConnector", cpu_bytes_to_use=0),), "cpu_bytes_to_use"),
         ((_transfer("OffloadingConnector", cpu_bytes_to_use="2g"),), "cpu_bytes_to_use"),
+        ((_transfer("OffloadingConnector"),), "vLLM 0.33.0 refuses"),
         (
-            (_transfer("OffloadingConnector", cpu_bytes_to_use=_GIB, spec_name="X"),),
-            "spec 'X' is not supported",
+            (_transfer("MultiConnector", connectors=[{"kv_connector": "OffloadingConnector"}]),),
+            "cpu_bytes_to_use",
         ),
         (
-            (_transfer("SimpleCPUOffloadConnector", cpu_bytes_to_use_per_rank=_GIB),),
-            "cpu_bytes_to_use_per_rank is not supported",
-        ),
-        (
-            (_transfer("MultiConnector", connectors=[{"kv_connector": "LMCacheConnectorV1"}]),),
-            "LMCacheConnectorV1 is not supported",
+            (
+                '--kv-transfer-config={"kv_connector": "OffloadingConnector", '
+                '"kv_connector_extra_config": [1]}',
+            ),
+            "must be a JSON object",
         ),
         (("--kv-transfer-config=OffloadingConnector",), "needs a JSON object"),
         # an abbreviation vLLM's parser would take for the flag the plan reads
@@ -113,12 +110,89 @@ def test_host_kv_cache_the_plan_cannot_size_is_refused(args: tuple[str, ...], wo
     assert words in str(caught.value)
 
 
-def test_a_refused_lmcache_size_says_what_to_write_instead() -> None:
-    for args in (
-        ("--kv-offloading-size=64", "--kv-offloading-backend=lmcache"),
-        (_transfer("LMCacheConnectorV1"),),
-    ):
-        with pytest.raises(ValidationError) as caught:
-            EngineSpec(extra_args=args)
-        assert "--kv-offloading" in str(caught.value)
-        assert "/dev/shm and memory request" in str(caught.value)
+@pytest.mark.parametrize(
+    ("args", "gib", "words"),
+    [
+        # vLLM 0.33.0 runs lmcache as LMCacheMPConnector and drops the size
+        (("--kv-offloading-size=64", "--kv-offloading-backend=lmcache"), 0.0, ("lmcache",)),
+        ((_transfer("LMCacheConnectorV1"),), 0.0, ("LMCacheConnectorV1",)),
+        ((_transfer("LMCacheMPConnector"),), 0.0, ("LMCacheMPConnector",)),
+        (
+            (_transfer("OffloadingConnector", cpu_bytes_to_use=_GIB, spec_name="X"),),
+            0.0,
+            ("OffloadingConnector with spec 'X'",),
+        ),
+        (
+            (_transfer("OffloadingConnector", cpu_bytes_to_use=_GIB, spec_module_path="m"),),
+            0.0,
+            ("from 'm'",),
+        ),
+        # per TP rank, overriding cpu_bytes_to_use: not counted, named
+        (
+            (_transfer("SimpleCPUOffloadConnector", cpu_bytes_to_use_per_rank=_GIB),),
+            0.0,
+            ("cpu_bytes_to_use_per_rank",),
+        ),
+        # a counted connector beside an uncounted one: the counted part stays counted
+        (
+            (
+                _transfer(
+                    "MultiConnector",
+                    connectors=[
+                        {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"},
+                        {
+                            "kv_connector": "OffloadingConnector",
+                            "kv_role": "kv_both",
+                            "kv_connector_extra_config": {"cpu_bytes_to_use": 2 * _GIB},
+                        },
+                    ],
+                ),
+            ),
+            2.0,
+            ("LMCacheConnectorV1",),
+        ),
+        # a size keeps the config's extra keys (vLLM updates them), spec_name included
+        (
+            (
+                _transfer("OffloadingConnector", cpu_bytes_to_use=_GIB, spec_name="X"),
+                "--kv-offloading-size=5",
+            ),
+            0.0,
+            ("spec 'X'",),
+        ),
+        # with a size, lmcache replaces a counted connector too
+        (
+            (
+                _transfer("OffloadingConnector", cpu_bytes_to_use=_GIB),
+                "--kv-offloading-size=5",
+                "--kv-offloading-backend=lmcache",
+            ),
+            0.0,
+            ("lmcache",),
+        ),
+    ],
+)
+def test_host_kv_cache_the_plan_cannot_size_is_accepted_and_named(
+    args: tuple[str, ...], gib: float, words: tuple[str, ...]
+) -> None:
+    engine = EngineSpec(extra_args=args)
+    assert engine.kv_offloading_gib == gib
+    assert len(engine.kv_offload_not_counted) == len(words)
+    for name, word in zip(engine.kv_offload_not_counted, words, strict=True):
+        assert word in name
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("--kv-offloading-size=64",),
+        ("--kv-offloading-backend=lmcache",),
+        (_transfer("NixlConnector"),),
+        (_transfer("OffloadingConnector", cpu_bytes_to_use=_GIB),),
+        # OffloadingConnector's CPUOffloadingSpec reads cpu_bytes_to_use alone
+        (_transfer("OffloadingConnector", cpu_bytes_to_use=_GIB, cpu_bytes_to_use_per_rank=1),),
+    ],
+)
+def test_a_counted_or_absent_host_kv_cache_names_nothing(args: tuple[str, ...]) -> None:
+    assert EngineSpec(extra_args=args).kv_offload_not_counted == ()

@@ -401,6 +401,21 @@ def test_insufficient_capacity_says_what_would_fit_in_spec_fields() -> None:
     assert any(w.startswith("CPU_OFFLOAD: ") for w in warnings)
 
 
+def test_an_lmcache_host_kv_cache_is_reconciled_with_a_plan_warning() -> None:
+    """h34: vLLM 0.33.0 runs LMCache (vLLM production-stack's KV offloading), but the operator
+    refused it (InvalidSpec), so an upgrade stopped reconciling every resource that used it.
+    It is applied now, its uncounted host memory named in status.plan.warnings."""
+    config = '{"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}'
+    spec = {**SPEC, "engine": {"extraArgs": ["--kv-transfer-config=" + config]}}
+    fake, reconciler = _setup(spec)
+    assert reconciler.reconcile("ns", "d", Events()).result == "applied"
+    assert _conditions(fake)["Ready"][1] != "InvalidSpec"
+    warnings = fake.objects[CR_PATH]["status"]["plan"]["warnings"]
+    (line,) = [w for w in warnings if w.startswith("HOST_KV_NOT_COUNTED: ")]
+    assert "LMCacheConnectorV1" in line
+    assert "spec.resources.requests.memory" in line
+
+
 def _ready(fake: FakeApi) -> str:
     conditions = fake.objects[CR_PATH]["status"]["conditions"]
     return str(next(c["message"] for c in conditions if c["type"] == "Ready"))

@@ -687,6 +687,56 @@ def test_a_kv_transfer_config_offload_is_counted_like_the_size_flag() -> None:
     assert requests == [(20 << 30) + 2 * (2 << 30)] * 2
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--kv-offloading-size=64", "--kv-offloading-backend=lmcache"],
+        ['--kv-transfer-config={"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}'],
+        ['--kv-transfer-config={"kv_connector": "LMCacheMPConnector", "kv_role": "kv_both"}'],
+        [
+            '--kv-transfer-config={"kv_connector": "SimpleCPUOffloadConnector", "kv_role": '
+            '"kv_both", "kv_connector_extra_config": {"cpu_bytes_to_use_per_rank": 1073741824}}'
+        ],
+        [
+            '--kv-transfer-config={"kv_connector": "OffloadingConnector", "kv_role": "kv_both", '
+            '"kv_connector_extra_config": {"cpu_bytes_to_use": 1073741824, "spec_name": '
+            '"TieringOffloadingSpec"}}'
+        ],
+    ],
+)
+def test_an_uncounted_host_kv_cache_renders_the_pod_unchanged_with_a_warning(
+    extra: list[str],
+) -> None:
+    """h34: vLLM 0.33.0 runs these host KV caches, which the operator refused (InvalidSpec), so
+    an operator upgrade stopped reconciling resources that used them. They render now: the
+    memory request, limit and /dev/shm stay those of the spec without them (the plan cannot
+    size them), and the plan warns, naming them and the fix."""
+    base: dict[str, Any] = {
+        "model": "flash",
+        "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8, "maxNodes": 1},
+        "parallelism": {"tensor": 4, "data": 2},
+        "resources": {"requests": {"memory": "100Gi"}, "limits": {"memory": "200Gi"}},
+    }
+    seen = []
+    for args in ([], extra):
+        spec = parse_spec({**base, "engine": {"extraArgs": args}})
+        planned = plan(request_from_spec(spec))
+        pod = _pod(leaderworkerset(_owner(), spec, planned, image="i"))
+        (c,) = pod["containers"]
+        (dshm,) = [v for v in pod["volumes"] if v["name"] == "dshm"]
+        seen.append(
+            (
+                c["resources"]["requests"]["memory"],
+                c["resources"]["limits"]["memory"],
+                dshm["emptyDir"]["sizeLimit"],
+            )
+        )
+        codes = [w["code"] for w in plan_to_dict(planned)["warnings"]]
+        assert ("HOST_KV_NOT_COUNTED" in codes) is bool(args)
+        assert "KV_OFFLOAD" not in codes
+    assert seen[0] == seen[1]
+
+
 def test_the_crd_says_the_host_kv_cache_is_added_to_shm_and_memory() -> None:
     """h28: the CRD told users of `--kv-offloading-size` nothing of the /dev/shm and memory
     it takes, so a memory limit sized without it was what the operator rendered."""

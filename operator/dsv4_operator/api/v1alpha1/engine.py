@@ -28,7 +28,7 @@ __all__ = [
     "EPLB_FLAGS",
     "KV_OFFLOADING_SIZE_FLAG",
     "KV_OFFLOAD_CONNECTORS",
-    "KV_OFFLOAD_REFUSED",
+    "KV_OFFLOAD_NOT_COUNTED",
     "MAX_KV_OFFLOADING_GIB",
     "MOE_DP_CHUNK_ENV",
     "NCCL_BUFFER_DEFAULTS",
@@ -464,9 +464,10 @@ KV_OFFLOADING_BACKENDS: Final = _choices(KV_OFFLOADING_BACKEND_FLAG, "native")
 """`--kv-offloading-backend` choices (vLLM 0.33.0 flag list), default `native`."""
 KV_TRANSFER_CONFIG_FLAG: Final = "--kv-transfer-config"
 """vLLM's `KVTransferConfig` as a JSON object, read by the planner for the connectors that keep
-KV blocks in the pod's host memory (`KV_OFFLOAD_CONNECTORS`, whose `cpu_bytes_to_use` it
-counts like `--kv-offloading-size`) and the LMCache ones (`KV_OFFLOAD_REFUSED`), whose size the
-operator cannot read; other connectors pass unread."""
+KV blocks in the pod's host memory: `KV_OFFLOAD_CONNECTORS`, whose `cpu_bytes_to_use` it counts
+like `--kv-offloading-size`, and those whose host memory it cannot size (`KV_OFFLOAD_NOT_COUNTED`,
+another `spec_name`, `cpu_bytes_to_use_per_rank`), which run unsized with a plan warning
+(`HOST_KV_NOT_COUNTED`); other connectors pass unread."""
 KV_OFFLOAD_CONNECTORS: Final = {
     "OffloadingConnector": None,
     "SimpleCPUOffloadConnector": 8 << 30,
@@ -479,8 +480,8 @@ must be specified"), `SimpleCPUOffloadConnector` takes `DEFAULT_CPU_CAPACITY_BYT
 KV_OFFLOAD_SPECS: Final = ("CPUOffloadingSpec",)
 """`OffloadingConnector`'s `spec_name` values counted (its default, `CPUOffloadingSpec`): another
 spec (`TieringOffloadingSpec`'s secondary tiers, a plugin's `spec_module_path`) keeps memory the
-plan cannot size."""
-KV_OFFLOAD_REFUSED: Final = {
+plan cannot size, so it runs uncounted with a plan warning."""
+KV_OFFLOAD_NOT_COUNTED: Final = {
     "LMCacheConnectorV1": (
         "LMCache sizes its CPU cache itself, per TP rank, from LMCACHE_MAX_LOCAL_CPU_SIZE (5 GB "
         "by default) or a file named by LMCACHE_CONFIG_FILE, which overrides the variables "
@@ -488,10 +489,12 @@ KV_OFFLOAD_REFUSED: Final = {
     ),
     "LMCacheMPConnector": (
         "it hands the KV cache to a standalone LMCache server (tcp://localhost:5555 unless the "
-        "extra config names one), whose memory the pod neither holds nor requests"
+        "extra config names one), whose memory is the server's, in this pod or another"
     ),
 }
-"""KV connectors refused, each with why the operator cannot size the host memory it uses."""
+"""KV connectors vLLM 0.33.0 runs whose host memory the plan cannot size, each with why: they
+are accepted, and the plan warns (`HOST_KV_NOT_COUNTED`) that the pod's memory request leaves
+them out (LMCache is the KV offloading of vLLM's production-stack)."""
 _KV_OFFLOAD_INSTEAD: Final = (
     f"use {KV_OFFLOADING_SIZE_FLAG}=N (GiB per engine, the native backend), which the operator "
     "adds to the pod's /dev/shm and memory request"
@@ -909,9 +912,13 @@ class EngineSpec(ApiModel):
     DP rank over its TP ranks, above 0 to 4,096, native backend: vLLM keeps it in /dev/shm, so
     the pod's /dev/shm and memory request grow by N times the pod's engines; so does the
     `cpu_bytes_to_use` of a `--kv-transfer-config` JSON object naming `OffloadingConnector` or
-    `SimpleCPUOffloadConnector`, whose size the operator cannot read otherwise: the `lmcache`
-    backend with a size, the LMCache connectors, another `spec_name` and a config that is not a
-    JSON object are refused) are counted by the plan, and so are the CUDA graphs of
+    `SimpleCPUOffloadConnector`; a config that is not a JSON object, or an `OffloadingConnector`
+    without `cpu_bytes_to_use`, is refused, as vLLM refuses it at start. Host KV caches whose
+    size the operator cannot read run uncounted, with plan warning `HOST_KV_NOT_COUNTED`: the
+    `lmcache` backend, the LMCache connectors (also in a `MultiConnector`), another `spec_name`
+    or a `spec_module_path`, and `cpu_bytes_to_use_per_rank`; add their host memory to
+    `spec.resources.requests.memory` (and `limits.memory`), or use `--kv-offloading-size=N`)
+    are counted by the plan, and so are the CUDA graphs of
     `--performance-mode=interactivity` and the lack of them with `--enforce-eager`,
     `--optimization-level=0` or `cudagraph_mode` NONE in `--compilation-config`, and EPLB's
     memory with `--enable-eplb` (one MoE layer of experts per GPU as its transfer buffer, and
@@ -1004,7 +1011,6 @@ class EngineSpec(ApiModel):
             )
             raise ValueError("; ".join(problems) + note)
         _check_eplb(value)
-        _check_kv_offload(value)
         _prefetch_offload(value)
         return value
 
@@ -1102,19 +1108,57 @@ class EngineSpec(ApiModel):
 
     @property
     def kv_offloading_gib(self) -> float:
-        """GiB of host KV cache each engine (DP rank) keeps under extraArgs (0.0 without).
+        """GiB of host KV cache each engine (DP rank) keeps under extraArgs that the plan counts.
 
-        The last `--kv-offloading-size=N` (vLLM then configures `OffloadingConnector` with N GiB,
-        whatever `--kv-transfer-config` says), else the `cpu_bytes_to_use` of the last
-        `--kv-transfer-config` that names a `KV_OFFLOAD_CONNECTORS` connector, over 2^30 (exact:
-        a power of two). The operator adds it, times the pod's engines, to the pod's /dev/shm
-        size and memory request.
+        The last `--kv-offloading-size=N` with the native backend (vLLM then configures
+        `OffloadingConnector` with N GiB, whatever connector `--kv-transfer-config` names), else
+        the `cpu_bytes_to_use` of the `KV_OFFLOAD_CONNECTORS` in the last `--kv-transfer-config`,
+        over 2^30 (exact: a power of two); 0.0 without. The operator adds it, times the pod's
+        engines, to the pod's /dev/shm size and memory request. What vLLM keeps but the plan
+        cannot size is not in it: `kv_offload_not_counted` names it.
+        """
+        return self._host_kv[0]
+
+    @property
+    def kv_offload_not_counted(self) -> tuple[str, ...]:
+        """The host KV caches extraArgs configure that the plan cannot size, each described.
+
+        The LMCache connectors (`KV_OFFLOAD_NOT_COUNTED`, also inside a `MultiConnector`, and
+        `--kv-offloading-size` with `--kv-offloading-backend=lmcache`, which vLLM 0.33.0 turns
+        into `LMCacheMPConnector` without passing the size on), an `OffloadingConnector` with
+        another spec than `KV_OFFLOAD_SPECS`, and `SimpleCPUOffloadConnector`'s
+        `cpu_bytes_to_use_per_rank`. vLLM runs them; the planner warns (`HOST_KV_NOT_COUNTED`)
+        that the pod's memory request leaves them out. Empty without.
+        """
+        return self._host_kv[1]
+
+    @property
+    def _host_kv(self) -> tuple[float, tuple[str, ...]]:
+        """(GiB per engine counted, caches not counted) of the host KV cache extraArgs configure.
+
+        `VllmConfig._post_init_kv_transfer_config` (vllm/config/vllm.py at 000fc94b): with a
+        `--kv-offloading-size` the backend replaces the connector (`native`:
+        `OffloadingConnector`, the extra config updated with the size; `lmcache`:
+        `LMCacheMPConnector`, the size dropped); without one the last `--kv-transfer-config`
+        stands as given.
         """
         size = self._last_entry(KV_OFFLOADING_SIZE_FLAG)
-        if size is not None:
-            return _kv_offloading_gib(size)
         config = self._last_entry(KV_TRANSFER_CONFIG_FLAG)
-        return 0.0 if config is None else _kv_transfer_offload_bytes(config) / (1 << 30)
+        if size is None:
+            if config is None:
+                return 0.0, ()
+            counted, uncounted = _kv_transfer_offload_bytes(config)
+            return counted / (1 << 30), uncounted
+        backend = self._last_entry(KV_OFFLOADING_BACKEND_FLAG)
+        if backend is not None and _kv_offloading_backend(backend) == "lmcache":
+            return 0.0, (
+                f"{KV_OFFLOADING_BACKEND_FLAG}=lmcache, which vLLM 0.33.0 runs as "
+                f"LMCacheMPConnector without passing {KV_OFFLOADING_SIZE_FLAG} on "
+                f"({KV_OFFLOAD_NOT_COUNTED['LMCacheMPConnector']})",
+            )
+        extra = {} if config is None else _extra_config(_kv_transfer_config(config))
+        spec = _uncounted_spec("OffloadingConnector", extra)
+        return (0.0, (spec,)) if spec is not None else (_kv_offloading_gib(size), ())
 
     @property
     def prefetch_offload(self) -> tuple[int, int, int] | None:
@@ -1453,69 +1497,113 @@ _kv_offloading_backend = _choice_reader(KV_OFFLOADING_BACKENDS)
 """The backend of a `--kv-offloading-backend=...` entry, checked against its choices."""
 
 
-def _kv_transfer_offload_bytes(arg: str) -> int:
-    """Host KV cache bytes per engine that a `--kv-transfer-config={...}` entry keeps.
+_HostKv = tuple[int, tuple[str, ...]]
+"""A host KV cache as the plan sees it: bytes per engine it counts, and a description of each
+cache it cannot size (`KV_OFFLOAD_NOT_COUNTED`...), which vLLM runs all the same."""
+
+
+def _kv_transfer_offload_bytes(arg: str) -> _HostKv:
+    """The host KV cache of a `--kv-transfer-config={...}` entry (`_connector_offload_bytes`).
 
     Raises:
-        ValueError: a value that is not a JSON object, or a connector whose host memory the
-            plan cannot size (`_connector_offload_bytes`).
+        ValueError: a value that is not a JSON object, or what `_connector_offload_bytes`
+            refuses.
     """
-    parsed = _json_object(
+    return _connector_offload_bytes(_kv_transfer_config(arg))
+
+
+def _kv_transfer_config(arg: str) -> dict[str, Any]:
+    """The JSON object of a `--kv-transfer-config={...}` entry.
+
+    Raises:
+        ValueError: a value that is not a JSON object (vLLM's parser refuses it at start).
+    """
+    return _json_object(
         arg,
         KV_TRANSFER_CONFIG_FLAG,
         f'vLLM\'s KVTransferConfig, e.g. {KV_TRANSFER_CONFIG_FLAG}={{"kv_connector": '
         f'"OffloadingConnector", "kv_role": "kv_both", "kv_connector_extra_config": '
         f'{{"cpu_bytes_to_use": 68719476736}}}}',
     )
-    return _connector_offload_bytes(parsed)
 
 
-def _connector_offload_bytes(config: dict[str, object]) -> int:
-    """Host KV cache bytes per engine of one `KVTransferConfig` object (0: none counted).
-
-    `KV_OFFLOAD_CONNECTORS` count their `cpu_bytes_to_use`; a `MultiConnector` the sum of its
-    `connectors`; other connectors (P/D transfer ones) nothing.
+def _extra_config(config: dict[str, object]) -> dict[str, object]:
+    """`kv_connector_extra_config` of one `KVTransferConfig` object ({} without).
 
     Raises:
-        ValueError: an LMCache connector (`KV_OFFLOAD_REFUSED`), an `OffloadingConnector` with
-            another spec than `KV_OFFLOAD_SPECS` or without `cpu_bytes_to_use`, a per-rank size,
-            or a size that is not a whole number of bytes above 0 and at most
-            `MAX_KV_OFFLOADING_GIB` GiB.
+        ValueError: one that is not a JSON object (vLLM's `KVTransferConfig` types it
+            `dict[str, Any]` and refuses anything else at start).
     """
-    connector = config.get("kv_connector")
     extra = config.get("kv_connector_extra_config") or {}
     if not isinstance(extra, dict):
-        msg = f"{KV_TRANSFER_CONFIG_FLAG}: kv_connector_extra_config must be a JSON object"
-        raise ValueError(msg)
-    where = f"{KV_TRANSFER_CONFIG_FLAG} with {connector}"
-    if isinstance(connector, str) and connector in KV_OFFLOAD_REFUSED:
         msg = (
-            f"{where} is not supported: the operator cannot size the host memory it uses "
-            f"({KV_OFFLOAD_REFUSED[connector]}); {_KV_OFFLOAD_INSTEAD}"
+            f"{KV_TRANSFER_CONFIG_FLAG}: kv_connector_extra_config must be a JSON object (vLLM "
+            "refuses anything else at start)"
         )
         raise ValueError(msg)
+    return extra
+
+
+def _uncounted_spec(connector: str, extra: dict[str, object]) -> str | None:
+    """Why the plan cannot size an `OffloadingConnector`'s host memory, or None when it can.
+
+    `OffloadingConnector` loads `spec_name` (default `CPUOffloadingSpec`) from
+    `spec_module_path`; only the default CPU spec is sized by `cpu_bytes_to_use`
+    (`KV_OFFLOAD_SPECS`).
+    """
+    spec = extra.get("spec_name", KV_OFFLOAD_SPECS[0])
+    if connector != "OffloadingConnector":
+        return None
+    if spec in KV_OFFLOAD_SPECS and "spec_module_path" not in extra:
+        return None
+    where = f" from {extra['spec_module_path']!r}" if "spec_module_path" in extra else ""
+    return (
+        f"{connector} with spec {spec!r}{where} (only {', '.join(KV_OFFLOAD_SPECS)}, vLLM's "
+        "default, keeps a host cache of cpu_bytes_to_use that the plan can size)"
+    )
+
+
+def _connector_offload_bytes(config: dict[str, object]) -> _HostKv:
+    """The host KV cache of one `KVTransferConfig` object: (bytes per engine counted, uncounted).
+
+    `KV_OFFLOAD_CONNECTORS` count their `cpu_bytes_to_use`; a `MultiConnector` the sum of its
+    `connectors`; other connectors (P/D transfer ones) nothing. What vLLM runs but the plan
+    cannot size is described in the second item instead of counted: the LMCache connectors
+    (`KV_OFFLOAD_NOT_COUNTED`), an `OffloadingConnector` with another spec (`_uncounted_spec`)
+    and a `SimpleCPUOffloadConnector` with `cpu_bytes_to_use_per_rank` (bytes per TP rank,
+    which then overrides `cpu_bytes_to_use`, simple_cpu_offload_connector.py).
+
+    Raises:
+        ValueError: what vLLM 0.33.0 refuses at start (an extra config or `connectors` of the
+            wrong type; `OffloadingConnector`'s CPU spec without `cpu_bytes_to_use`, which
+            `CPUOffloadingSpec` raises on, or a size `int()` cannot read), and a size above
+            `MAX_KV_OFFLOADING_GIB` GiB, which no node holds.
+    """
+    connector = config.get("kv_connector")
+    extra = _extra_config(config)
+    where = f"{KV_TRANSFER_CONFIG_FLAG} with {connector}"
+    if isinstance(connector, str) and connector in KV_OFFLOAD_NOT_COUNTED:
+        return 0, (f"{connector} ({KV_OFFLOAD_NOT_COUNTED[connector]})",)
     if connector == "MultiConnector":
         children = extra.get("connectors") or []
         if not isinstance(children, list) or not all(isinstance(c, dict) for c in children):
-            msg = f"{where}: kv_connector_extra_config.connectors must be a list of objects"
+            msg = (
+                f"{where}: kv_connector_extra_config.connectors must be a list of objects "
+                "(vLLM refuses anything else at start)"
+            )
             raise ValueError(msg)
-        return sum(_connector_offload_bytes(child) for child in children)
+        parts = [_connector_offload_bytes(child) for child in children]
+        return sum(b for b, _ in parts), tuple(u for _, names in parts for u in names)
     if not isinstance(connector, str) or connector not in KV_OFFLOAD_CONNECTORS:
-        return 0
-    spec = extra.get("spec_name", KV_OFFLOAD_SPECS[0])
-    if spec not in KV_OFFLOAD_SPECS or "spec_module_path" in extra:
-        msg = (
-            f"{where}: spec {spec!r} is not supported, only {', '.join(KV_OFFLOAD_SPECS)} "
-            "(vLLM's default), whose host memory the operator counts; leave spec_name and "
-            f"spec_module_path out, or {_KV_OFFLOAD_INSTEAD}"
+        return 0, ()
+    if (spec := _uncounted_spec(connector, extra)) is not None:
+        return 0, (spec,)
+    if connector == "SimpleCPUOffloadConnector" and "cpu_bytes_to_use_per_rank" in extra:
+        per_rank = extra["cpu_bytes_to_use_per_rank"]
+        return 0, (
+            f"{connector} with cpu_bytes_to_use_per_rank {per_rank!r} (bytes per TP rank, which "
+            "override cpu_bytes_to_use: the engine holds that times its TP ranks)",
         )
-        raise ValueError(msg)
-    if "cpu_bytes_to_use_per_rank" in extra:
-        msg = (
-            f"{where}: cpu_bytes_to_use_per_rank is not supported; give the engine's whole "
-            "budget as cpu_bytes_to_use (bytes over all its TP ranks), which the operator counts"
-        )
-        raise ValueError(msg)
     size = extra.get("cpu_bytes_to_use", KV_OFFLOAD_CONNECTORS[connector])
     most = MAX_KV_OFFLOADING_GIB << 30
     if type(size) is str and size.isdigit():
@@ -1526,11 +1614,12 @@ def _connector_offload_bytes(config: dict[str, object]) -> int:
         msg = (
             f"{where} needs kv_connector_extra_config.cpu_bytes_to_use, a whole number of bytes "
             f"of host KV cache per engine above 0 and at most {most:,} ({MAX_KV_OFFLOADING_GIB} "
-            f"GiB), not {size!r} (vLLM 0.33.0 sizes the cache from it alone; num_cpu_blocks is "
-            f"not read); or {_KV_OFFLOAD_INSTEAD}"
+            f"GiB, more than a node holds), not {size!r}: vLLM 0.33.0 refuses a missing, zero or "
+            "unreadable size at start (CPUOffloadingSpec reads it alone; num_cpu_blocks is not "
+            f"read); or {_KV_OFFLOAD_INSTEAD}"
         )
         raise ValueError(msg)
-    return size
+    return size, ()
 
 
 def _prefetch_offload(args: tuple[str, ...]) -> tuple[int, int, int] | None:
@@ -1581,28 +1670,6 @@ def _prefetch_offload(args: tuple[str, ...]) -> tuple[int, int, int] | None:
         )
         raise ValueError(msg)
     return None if backend == "uva" else (group, per_group, step)
-
-
-def _check_kv_offload(args: tuple[str, ...]) -> None:
-    """Refuse `--kv-offloading-size` with the `lmcache` backend (the last entries count).
-
-    Raises:
-        ValueError: naming the flag pair and what to write instead (`KV_OFFLOAD_REFUSED`: vLLM
-            0.33.0 maps `lmcache` to `LMCacheMPConnector`, `VllmConfig._post_init_kv_transfer_
-            config`, and does not pass the size on).
-    """
-    size = _last_entry(args, KV_OFFLOADING_SIZE_FLAG)
-    backend = _last_entry(args, KV_OFFLOADING_BACKEND_FLAG)
-    if size is None or backend is None or _kv_offloading_backend(backend) != "lmcache":
-        return
-    msg = (
-        f"{KV_OFFLOADING_SIZE_FLAG} with {KV_OFFLOADING_BACKEND_FLAG}=lmcache is not supported: "
-        "vLLM 0.33.0 then ignores the size and "
-        f"{KV_OFFLOAD_REFUSED['LMCacheMPConnector']}; use {KV_OFFLOADING_BACKEND_FLAG}=native "
-        "(the default), whose host KV cache the operator adds to the pod's /dev/shm and memory "
-        "request"
-    )
-    raise ValueError(msg)
 
 
 class SpeculativeDecoding(ApiModel):
