@@ -30,7 +30,8 @@ with the graphs.
 
 `kv_offload_bytes` (added later) is the host KV cache of one pod's engines, bytes
 (`--kv-offloading-size` GiB, or an offloading `--kv-transfer-config`'s `cpu_bytes_to_use`, per
-engine, times the engines per pod; 0 without): included in `shm_size_bytes` (vLLM keeps it in
+engine, plus `SimpleCPUOffloadConnector`'s `cpu_bytes_to_use_per_rank` times the engine's TP
+ranks, times the engines per pod; 0 without): included in `shm_size_bytes` (vLLM keeps it in
 /dev/shm) and so in the pod's memory request (warning `KV_OFFLOAD`).
 
 `weight_offload_host_bytes` (added later) is the host memory of one pod's offloaded weights,

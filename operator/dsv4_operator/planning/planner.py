@@ -287,6 +287,11 @@ def _validate_numbers(req: PlanRequest, limit: int) -> None:
             "kv_offloading_gib",
             f"{req.kv_offloading_gib} GiB must be from 0 to {MAX_KV_OFFLOADING_GIB} GiB",
         )
+    if not 0 <= req.kv_offload_rank_bytes <= MAX_KV_OFFLOADING_GIB * _GIB:
+        raise PlanningError(
+            "kv_offload_rank_bytes",
+            f"{req.kv_offload_rank_bytes:,} B must be from 0 to {MAX_KV_OFFLOADING_GIB} GiB",
+        )
 
 
 def _validate_engine_options(req: PlanRequest) -> None:
@@ -1168,24 +1173,38 @@ def kv_offload_pod_bytes(req: PlanRequest, layout: Layout) -> int:
     memory). A pod runs `layout.data_parallel_local` engines (TP never spans nodes:
     `TP_SPANS_NODES`), each its own engine core with its own connector and file.
 
+    `SimpleCPUOffloadConnector`'s `cpu_bytes_to_use_per_rank` (`kv_offload_rank_bytes`) is per
+    TP rank instead: an engine holds it `layout.tensor_parallel` times (vLLM's `world_size`,
+    TP x PP, PP being 1 here).
+
     Args:
-        req: the request (`kv_offloading_gib`, GiB per engine).
+        req: the request (`kv_offloading_gib`, GiB per engine; `kv_offload_rank_bytes`, bytes
+            per TP rank).
         layout: the chosen layout.
 
     Returns:
         Bytes per pod (0 without KV offloading).
     """
-    return int(req.kv_offloading_gib * _GIB) * layout.data_parallel_local
+    per_engine = int(req.kv_offloading_gib * _GIB)
+    per_engine += req.kv_offload_rank_bytes * layout.tensor_parallel
+    return per_engine * layout.data_parallel_local
 
 
 def _kv_offload_finding(req: PlanRequest, layout: Layout, pod_bytes: int) -> Finding:
-    """`KV_OFFLOAD`: the host KV cache per engine (a term) and what the pod gains for it."""
+    """`KV_OFFLOAD`: the host KV cache per engine (a term) and per TP rank, and the pod's share."""
     engines = layout.data_parallel_local
+    size: list[str | Term] = []
+    if req.kv_offloading_gib:
+        size += [Term(Setting.KV_OFFLOADING_GIB, req.kv_offloading_gib), " GiB per engine"]
+    if req.kv_offload_rank_bytes:  # SimpleCPUOffloadConnector's cpu_bytes_to_use_per_rank
+        tp = layout.tensor_parallel
+        rank = f"{req.kv_offload_rank_bytes:,} B per TP rank x {tp} TP rank{'s' if tp != 1 else ''}"
+        size += [f" plus ({rank})"] if size else [rank]
     return Finding.said(
         Code.KV_OFFLOAD,
         "host KV cache of ",
-        Term(Setting.KV_OFFLOADING_GIB, req.kv_offloading_gib),
-        f" GiB per engine x {engines} engine{'s' if engines != 1 else ''} per pod = "
+        *size,
+        f" x {engines} engine{'s' if engines != 1 else ''} per pod = "
         f"{pod_bytes:,} B ({pod_bytes / _GB:,.1f} GB) of pinned host memory (vLLM's "
         "OffloadingConnector keeps it in /dev/shm): added to the pod's /dev/shm size and memory "
         "request (and limit, when set); it holds offloaded prefix blocks, not the running "

@@ -57,6 +57,10 @@ class PlanRequest:
             (vLLM's `--kv-offloading-size`, or `cpu_bytes_to_use` of an offloading
             `--kv-transfer-config` over 2^30): the pod's /dev/shm and memory grow by it times
             the engines on the pod (`ShmPlan.kv_offload_bytes`).
+        kv_offload_rank_bytes: host KV cache per TP rank of every engine, bytes
+            (`cpu_bytes_to_use_per_rank` of vLLM's `SimpleCPUOffloadConnector`, which overrides
+            its per-engine `cpu_bytes_to_use`): the pod's /dev/shm and memory grow by it times
+            the TP ranks of an engine times the engines on the pod.
         host_kv_not_counted: the host KV caches the engine keeps that the plan cannot size, each
             described (`EngineSpec.kv_offload_not_counted`: LMCache, another offloading spec,
             a per-rank size): vLLM runs them, the pod's memory request leaves them out, and
@@ -124,6 +128,7 @@ class PlanRequest:
     cpu_offload_bytes: int = 0
     prefetch_offload: tuple[int, int, int] | None = None
     kv_offloading_gib: float = 0.0
+    kv_offload_rank_bytes: int = 0
     host_kv_not_counted: tuple[str, ...] = ()
     max_cudagraph_capture_size: int | None = None
     performance_mode: str = PERFORMANCE_MODES[0]

@@ -111,3 +111,29 @@ def test_a_counted_cache_beside_an_uncounted_one_stays_counted() -> None:
     codes = [w.code for w in both.warnings]
     assert Code.KV_OFFLOAD in codes
     assert Code.HOST_KV_NOT_COUNTED in codes
+
+
+def test_a_per_rank_host_kv_cache_counts_once_per_tp_rank_of_every_engine() -> None:
+    """h34: SimpleCPUOffloadConnector's `cpu_bytes_to_use_per_rank` is bytes per TP rank
+    (simple_cpu_offload_connector.py: it overrides cpu_bytes_to_use / world_size). Restated by
+    hand: TP4 DP2 on one 8-GPU node is 2 engines x 4 ranks, so 1 GiB per rank is 8 GiB per pod."""
+    without = plan(_BASE)
+    per_rank = plan(dataclasses.replace(_BASE, kv_offload_rank_bytes=1 << 30))
+    assert per_rank.chosen.layout == without.chosen.layout
+    assert per_rank.shm.kv_offload_bytes == 8 << 30
+    assert per_rank.shm.size_bytes == without.shm.size_bytes + (8 << 30)
+    (finding,) = [w for w in per_rank.warnings if w.code is Code.KV_OFFLOAD]
+    assert finding.terms == ()
+    assert "1,073,741,824 B per TP rank x 4 TP ranks x 2 engines per pod = 8,589,934,592 B" in (
+        finding.message
+    )
+    # beside a per-engine size, both count
+    both = plan(dataclasses.replace(_BASE, kv_offloading_gib=1.5, kv_offload_rank_bytes=1 << 30))
+    assert both.shm.kv_offload_bytes == _POD_BYTES + (8 << 30)
+
+
+@pytest.mark.parametrize("size", [-1, (4097 << 30)])
+def test_a_bad_per_rank_host_kv_cache_names_the_field(size: int) -> None:
+    with pytest.raises(PlanningError) as caught:
+        plan(dataclasses.replace(_BASE, kv_offload_rank_bytes=size))
+    assert caught.value.field == "kv_offload_rank_bytes"
