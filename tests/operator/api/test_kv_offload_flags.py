@@ -127,12 +127,6 @@ def test_host_kv_cache_the_plan_cannot_size_is_refused(args: tuple[str, ...], wo
             0.0,
             ("from 'm'",),
         ),
-        # per TP rank, overriding cpu_bytes_to_use: not counted, named
-        (
-            (_transfer("SimpleCPUOffloadConnector", cpu_bytes_to_use_per_rank=_GIB),),
-            0.0,
-            ("cpu_bytes_to_use_per_rank",),
-        ),
         # a counted connector beside an uncounted one: the counted part stays counted
         (
             (
@@ -180,6 +174,62 @@ def test_host_kv_cache_the_plan_cannot_size_is_accepted_and_named(
     assert len(engine.kv_offload_not_counted) == len(words)
     for name, word in zip(engine.kv_offload_not_counted, words, strict=True):
         assert word in name
+
+
+@pytest.mark.parametrize(
+    ("args", "gib", "rank_bytes"),
+    [
+        ((_transfer("SimpleCPUOffloadConnector", cpu_bytes_to_use_per_rank=_GIB),), 0.0, _GIB),
+        # the per-rank size overrides cpu_bytes_to_use (vLLM only logs the mismatch)
+        (
+            (
+                _transfer(
+                    "SimpleCPUOffloadConnector",
+                    cpu_bytes_to_use=64 * _GIB,
+                    cpu_bytes_to_use_per_rank=str(_GIB // 2),
+                ),
+            ),
+            0.0,
+            _GIB // 2,
+        ),
+        # vLLM reads it with int(); 0 leaves no room (accepted, counts nothing)
+        ((_transfer("SimpleCPUOffloadConnector", cpu_bytes_to_use_per_rank=0),), 0.0, 0),
+        (
+            (
+                _transfer(
+                    "MultiConnector",
+                    connectors=[
+                        {
+                            "kv_connector": "SimpleCPUOffloadConnector",
+                            "kv_connector_extra_config": {"cpu_bytes_to_use_per_rank": _GIB},
+                        },
+                        {
+                            "kv_connector": "OffloadingConnector",
+                            "kv_connector_extra_config": {"cpu_bytes_to_use": 2 * _GIB},
+                        },
+                    ],
+                ),
+            ),
+            2.0,
+            _GIB,
+        ),
+    ],
+)
+def test_a_per_rank_host_kv_cache_is_read_per_rank(
+    args: tuple[str, ...], gib: float, rank_bytes: int
+) -> None:
+    engine = EngineSpec(extra_args=args)
+    assert (engine.kv_offloading_gib, engine.kv_offload_rank_bytes) == (gib, rank_bytes)
+    assert engine.kv_offload_not_counted == ()
+
+
+@pytest.mark.parametrize("size", ["1g", -1, 1.5, 4097 * _GIB])
+def test_a_bad_per_rank_size_is_refused(size: object) -> None:
+    with pytest.raises(ValidationError) as caught:
+        EngineSpec(
+            extra_args=(_transfer("SimpleCPUOffloadConnector", cpu_bytes_to_use_per_rank=size),)
+        )
+    assert "cpu_bytes_to_use_per_rank" in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -694,10 +694,6 @@ def test_a_kv_transfer_config_offload_is_counted_like_the_size_flag() -> None:
         ['--kv-transfer-config={"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}'],
         ['--kv-transfer-config={"kv_connector": "LMCacheMPConnector", "kv_role": "kv_both"}'],
         [
-            '--kv-transfer-config={"kv_connector": "SimpleCPUOffloadConnector", "kv_role": '
-            '"kv_both", "kv_connector_extra_config": {"cpu_bytes_to_use_per_rank": 1073741824}}'
-        ],
-        [
             '--kv-transfer-config={"kv_connector": "OffloadingConnector", "kv_role": "kv_both", '
             '"kv_connector_extra_config": {"cpu_bytes_to_use": 1073741824, "spec_name": '
             '"TieringOffloadingSpec"}}'
@@ -735,6 +731,35 @@ def test_an_uncounted_host_kv_cache_renders_the_pod_unchanged_with_a_warning(
         assert ("HOST_KV_NOT_COUNTED" in codes) is bool(args)
         assert "KV_OFFLOAD" not in codes
     assert seen[0] == seen[1]
+
+
+def test_a_per_rank_host_kv_cache_is_counted_per_tp_rank() -> None:
+    """h34: SimpleCPUOffloadConnector's `cpu_bytes_to_use_per_rank` was refused; it is bytes per
+    TP rank (it overrides cpu_bytes_to_use / world_size). Restated by hand: TP4 DP2 on one
+    8-GPU node is 2 engines x 4 ranks, so 1 GiB per rank is 8 GiB on top of the 20Gi shmSize."""
+    config = {
+        "kv_connector": "SimpleCPUOffloadConnector",
+        "kv_role": "kv_both",
+        "kv_connector_extra_config": {"cpu_bytes_to_use_per_rank": 1 << 30},
+    }
+    spec = parse_spec(
+        {
+            "model": "flash",
+            "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8, "maxNodes": 1},
+            "parallelism": {"tensor": 4, "data": 2},
+            "shmSize": "20Gi",
+            "engine": {"extraArgs": ["--kv-transfer-config=" + json.dumps(config)]},
+        }
+    )
+    planned = plan(request_from_spec(spec))
+    pod = _pod(leaderworkerset(_owner(), spec, planned, image="i"))
+    (c,) = pod["containers"]
+    (dshm,) = [v for v in pod["volumes"] if v["name"] == "dshm"]
+    assert quantity_bytes(c["resources"]["requests"]["memory"]) == 28 << 30
+    assert quantity_bytes(dshm["emptyDir"]["sizeLimit"]) == 28 << 30
+    codes = [w["code"] for w in plan_to_dict(planned)["warnings"]]
+    assert "KV_OFFLOAD" in codes
+    assert "HOST_KV_NOT_COUNTED" not in codes
 
 
 def test_the_crd_says_the_host_kv_cache_is_added_to_shm_and_memory() -> None:

@@ -465,9 +465,10 @@ KV_OFFLOADING_BACKENDS: Final = _choices(KV_OFFLOADING_BACKEND_FLAG, "native")
 KV_TRANSFER_CONFIG_FLAG: Final = "--kv-transfer-config"
 """vLLM's `KVTransferConfig` as a JSON object, read by the planner for the connectors that keep
 KV blocks in the pod's host memory: `KV_OFFLOAD_CONNECTORS`, whose `cpu_bytes_to_use` it counts
-like `--kv-offloading-size`, and those whose host memory it cannot size (`KV_OFFLOAD_NOT_COUNTED`,
-another `spec_name`, `cpu_bytes_to_use_per_rank`), which run unsized with a plan warning
-(`HOST_KV_NOT_COUNTED`); other connectors pass unread."""
+like `--kv-offloading-size` (`SimpleCPUOffloadConnector`'s `cpu_bytes_to_use_per_rank` per TP
+rank), and those whose host memory it cannot size (`KV_OFFLOAD_NOT_COUNTED`, another
+`spec_name`), which run unsized with a plan warning (`HOST_KV_NOT_COUNTED`); other connectors
+pass unread."""
 KV_OFFLOAD_CONNECTORS: Final = {
     "OffloadingConnector": None,
     "SimpleCPUOffloadConnector": 8 << 30,
@@ -912,12 +913,13 @@ class EngineSpec(ApiModel):
     DP rank over its TP ranks, above 0 to 4,096, native backend: vLLM keeps it in /dev/shm, so
     the pod's /dev/shm and memory request grow by N times the pod's engines; so does the
     `cpu_bytes_to_use` of a `--kv-transfer-config` JSON object naming `OffloadingConnector` or
-    `SimpleCPUOffloadConnector`; a config that is not a JSON object, or an `OffloadingConnector`
-    without `cpu_bytes_to_use`, is refused, as vLLM refuses it at start. Host KV caches whose
-    size the operator cannot read run uncounted, with plan warning `HOST_KV_NOT_COUNTED`: the
-    `lmcache` backend, the LMCache connectors (also in a `MultiConnector`), another `spec_name`
-    or a `spec_module_path`, and `cpu_bytes_to_use_per_rank`; add their host memory to
-    `spec.resources.requests.memory` (and `limits.memory`), or use `--kv-offloading-size=N`)
+    `SimpleCPUOffloadConnector` (its `cpu_bytes_to_use_per_rank` times the engine's TP ranks); a
+    config that is not a JSON object, or an `OffloadingConnector` without `cpu_bytes_to_use`, is
+    refused, as vLLM refuses it at start. Host KV caches whose size the operator cannot read run
+    uncounted, with plan warning `HOST_KV_NOT_COUNTED`: the `lmcache` backend, the LMCache
+    connectors (also in a `MultiConnector`), and another `spec_name` or a `spec_module_path`;
+    add their host memory to `spec.resources.requests.memory` (and `limits.memory`), or use
+    `--kv-offloading-size=N`)
     are counted by the plan, and so are the CUDA graphs of
     `--performance-mode=interactivity` and the lack of them with `--enforce-eager`,
     `--optimization-level=0` or `cudagraph_mode` NONE in `--compilation-config`, and EPLB's
@@ -1126,15 +1128,27 @@ class EngineSpec(ApiModel):
         The LMCache connectors (`KV_OFFLOAD_NOT_COUNTED`, also inside a `MultiConnector`, and
         `--kv-offloading-size` with `--kv-offloading-backend=lmcache`, which vLLM 0.33.0 turns
         into `LMCacheMPConnector` without passing the size on), an `OffloadingConnector` with
-        another spec than `KV_OFFLOAD_SPECS`, and `SimpleCPUOffloadConnector`'s
-        `cpu_bytes_to_use_per_rank`. vLLM runs them; the planner warns (`HOST_KV_NOT_COUNTED`)
+        another spec than `KV_OFFLOAD_SPECS` or a `spec_module_path`. vLLM runs them; the
+        planner warns (`HOST_KV_NOT_COUNTED`)
         that the pod's memory request leaves them out. Empty without.
+        """
+        return self._host_kv[2]
+
+    @property
+    def kv_offload_rank_bytes(self) -> int:
+        """Bytes of host KV cache per TP rank of each engine under extraArgs (0 without).
+
+        `cpu_bytes_to_use_per_rank` of a `SimpleCPUOffloadConnector` in the last
+        `--kv-transfer-config` (over a `MultiConnector`'s children), which overrides its
+        `cpu_bytes_to_use`; none with `--kv-offloading-size`, whose connector vLLM configures
+        per engine. The operator adds it, times the engine's TP ranks and the pod's engines, to
+        the pod's /dev/shm size and memory request.
         """
         return self._host_kv[1]
 
     @property
-    def _host_kv(self) -> tuple[float, tuple[str, ...]]:
-        """(GiB per engine counted, caches not counted) of the host KV cache extraArgs configure.
+    def _host_kv(self) -> tuple[float, int, tuple[str, ...]]:
+        """(GiB per engine, bytes per TP rank, caches not counted) of extraArgs' host KV cache.
 
         `VllmConfig._post_init_kv_transfer_config` (vllm/config/vllm.py at 000fc94b): with a
         `--kv-offloading-size` the backend replaces the connector (`native`:
@@ -1146,19 +1160,23 @@ class EngineSpec(ApiModel):
         config = self._last_entry(KV_TRANSFER_CONFIG_FLAG)
         if size is None:
             if config is None:
-                return 0.0, ()
-            counted, uncounted = _kv_transfer_offload_bytes(config)
-            return counted / (1 << 30), uncounted
+                return 0.0, 0, ()
+            counted, per_rank, uncounted = _kv_transfer_offload_bytes(config)
+            return counted / (1 << 30), per_rank, uncounted
         backend = self._last_entry(KV_OFFLOADING_BACKEND_FLAG)
         if backend is not None and _kv_offloading_backend(backend) == "lmcache":
-            return 0.0, (
-                f"{KV_OFFLOADING_BACKEND_FLAG}=lmcache, which vLLM 0.33.0 runs as "
-                f"LMCacheMPConnector without passing {KV_OFFLOADING_SIZE_FLAG} on "
-                f"({KV_OFFLOAD_NOT_COUNTED['LMCacheMPConnector']})",
+            return (
+                0.0,
+                0,
+                (
+                    f"{KV_OFFLOADING_BACKEND_FLAG}=lmcache, which vLLM 0.33.0 runs as "
+                    f"LMCacheMPConnector without passing {KV_OFFLOADING_SIZE_FLAG} on "
+                    f"({KV_OFFLOAD_NOT_COUNTED['LMCacheMPConnector']})",
+                ),
             )
         extra = {} if config is None else _extra_config(_kv_transfer_config(config))
         spec = _uncounted_spec("OffloadingConnector", extra)
-        return (0.0, (spec,)) if spec is not None else (_kv_offloading_gib(size), ())
+        return (0.0, 0, (spec,)) if spec is not None else (_kv_offloading_gib(size), 0, ())
 
     @property
     def prefetch_offload(self) -> tuple[int, int, int] | None:
@@ -1497,9 +1515,23 @@ _kv_offloading_backend = _choice_reader(KV_OFFLOADING_BACKENDS)
 """The backend of a `--kv-offloading-backend=...` entry, checked against its choices."""
 
 
-_HostKv = tuple[int, tuple[str, ...]]
-"""A host KV cache as the plan sees it: bytes per engine it counts, and a description of each
-cache it cannot size (`KV_OFFLOAD_NOT_COUNTED`...), which vLLM runs all the same."""
+_HostKv = tuple[int, int, tuple[str, ...]]
+"""A host KV cache as the plan sees it: bytes per engine and bytes per TP rank it counts, and a
+description of each cache it cannot size (`KV_OFFLOAD_NOT_COUNTED`...), which vLLM runs all the
+same."""
+
+
+def _whole_bytes(size: object) -> int | None:
+    """A byte count of a `kv_connector_extra_config` as vLLM reads it (`int()`), or None.
+
+    An integer, a string of digits or a float with no fraction; anything else (a fraction of a
+    byte, a unit such as "2g", a bool) is None.
+    """
+    if type(size) is str and size.isdigit():
+        return int(size)
+    if type(size) is float and size.is_integer():
+        return int(size)
+    return size if type(size) is int else None
 
 
 def _kv_transfer_offload_bytes(arg: str) -> _HostKv:
@@ -1564,26 +1596,27 @@ def _uncounted_spec(connector: str, extra: dict[str, object]) -> str | None:
 
 
 def _connector_offload_bytes(config: dict[str, object]) -> _HostKv:
-    """The host KV cache of one `KVTransferConfig` object: (bytes per engine counted, uncounted).
+    """The host KV cache of one `KVTransferConfig` object (`_HostKv`).
 
-    `KV_OFFLOAD_CONNECTORS` count their `cpu_bytes_to_use`; a `MultiConnector` the sum of its
-    `connectors`; other connectors (P/D transfer ones) nothing. What vLLM runs but the plan
-    cannot size is described in the second item instead of counted: the LMCache connectors
-    (`KV_OFFLOAD_NOT_COUNTED`), an `OffloadingConnector` with another spec (`_uncounted_spec`)
-    and a `SimpleCPUOffloadConnector` with `cpu_bytes_to_use_per_rank` (bytes per TP rank,
-    which then overrides `cpu_bytes_to_use`, simple_cpu_offload_connector.py).
+    `KV_OFFLOAD_CONNECTORS` count their `cpu_bytes_to_use` (bytes per engine), except a
+    `SimpleCPUOffloadConnector` with `cpu_bytes_to_use_per_rank`, which then overrides it and
+    counts per TP rank (simple_cpu_offload_connector.py: `cpu_bytes_to_use // world_size`
+    unless the per-rank key is given); a `MultiConnector` the sum of its `connectors`; other
+    connectors (P/D transfer ones) nothing. What vLLM runs but the plan cannot size is described
+    instead of counted: the LMCache connectors (`KV_OFFLOAD_NOT_COUNTED`) and an
+    `OffloadingConnector` with another spec (`_uncounted_spec`).
 
     Raises:
         ValueError: what vLLM 0.33.0 refuses at start (an extra config or `connectors` of the
             wrong type; `OffloadingConnector`'s CPU spec without `cpu_bytes_to_use`, which
-            `CPUOffloadingSpec` raises on, or a size `int()` cannot read), and a size above
-            `MAX_KV_OFFLOADING_GIB` GiB, which no node holds.
+            `CPUOffloadingSpec` raises on, or a size `int()` cannot read), a size below 0, and
+            one above `MAX_KV_OFFLOADING_GIB` GiB, which no node holds.
     """
     connector = config.get("kv_connector")
     extra = _extra_config(config)
     where = f"{KV_TRANSFER_CONFIG_FLAG} with {connector}"
     if isinstance(connector, str) and connector in KV_OFFLOAD_NOT_COUNTED:
-        return 0, (f"{connector} ({KV_OFFLOAD_NOT_COUNTED[connector]})",)
+        return 0, 0, (f"{connector} ({KV_OFFLOAD_NOT_COUNTED[connector]})",)
     if connector == "MultiConnector":
         children = extra.get("connectors") or []
         if not isinstance(children, list) or not all(isinstance(c, dict) for c in children):
@@ -1593,33 +1626,39 @@ def _connector_offload_bytes(config: dict[str, object]) -> _HostKv:
             )
             raise ValueError(msg)
         parts = [_connector_offload_bytes(child) for child in children]
-        return sum(b for b, _ in parts), tuple(u for _, names in parts for u in names)
-    if not isinstance(connector, str) or connector not in KV_OFFLOAD_CONNECTORS:
-        return 0, ()
-    if (spec := _uncounted_spec(connector, extra)) is not None:
-        return 0, (spec,)
-    if connector == "SimpleCPUOffloadConnector" and "cpu_bytes_to_use_per_rank" in extra:
-        per_rank = extra["cpu_bytes_to_use_per_rank"]
-        return 0, (
-            f"{connector} with cpu_bytes_to_use_per_rank {per_rank!r} (bytes per TP rank, which "
-            "override cpu_bytes_to_use: the engine holds that times its TP ranks)",
+        return (
+            sum(p[0] for p in parts),
+            sum(p[1] for p in parts),
+            tuple(u for p in parts for u in p[2]),
         )
-    size = extra.get("cpu_bytes_to_use", KV_OFFLOAD_CONNECTORS[connector])
+    if not isinstance(connector, str) or connector not in KV_OFFLOAD_CONNECTORS:
+        return 0, 0, ()
+    if (spec := _uncounted_spec(connector, extra)) is not None:
+        return 0, 0, (spec,)
     most = MAX_KV_OFFLOADING_GIB << 30
-    if type(size) is str and size.isdigit():
-        size = int(size)  # vLLM reads it with int()
-    if type(size) is float and size.is_integer():
-        size = int(size)
-    if type(size) is not int or not 0 < size <= most:
+    if connector == "SimpleCPUOffloadConnector" and "cpu_bytes_to_use_per_rank" in extra:
+        given = extra["cpu_bytes_to_use_per_rank"]
+        per_rank = _whole_bytes(given)
+        if per_rank is None or not 0 <= per_rank <= most:
+            msg = (
+                f"{where}: kv_connector_extra_config.cpu_bytes_to_use_per_rank must be a whole "
+                f"number of bytes per TP rank from 0 to {most:,} ({MAX_KV_OFFLOADING_GIB} GiB, "
+                f"more than a node holds), not {given!r} (vLLM reads it with int())"
+            )
+            raise ValueError(msg)
+        return 0, per_rank, ()
+    given = extra.get("cpu_bytes_to_use", KV_OFFLOAD_CONNECTORS[connector])
+    size = _whole_bytes(given)
+    if size is None or not 0 < size <= most:
         msg = (
             f"{where} needs kv_connector_extra_config.cpu_bytes_to_use, a whole number of bytes "
             f"of host KV cache per engine above 0 and at most {most:,} ({MAX_KV_OFFLOADING_GIB} "
-            f"GiB, more than a node holds), not {size!r}: vLLM 0.33.0 refuses a missing, zero or "
+            f"GiB, more than a node holds), not {given!r}: vLLM 0.33.0 refuses a missing, zero or "
             "unreadable size at start (CPUOffloadingSpec reads it alone; num_cpu_blocks is not "
             f"read); or {_KV_OFFLOAD_INSTEAD}"
         )
         raise ValueError(msg)
-    return size, ()
+    return size, 0, ()
 
 
 def _prefetch_offload(args: tuple[str, ...]) -> tuple[int, int, int] | None:
