@@ -246,3 +246,24 @@ def test_a_bad_per_rank_size_is_refused(size: object) -> None:
 )
 def test_a_counted_or_absent_host_kv_cache_names_nothing(args: tuple[str, ...]) -> None:
     assert EngineSpec(extra_args=args).kv_offload_not_counted == ()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--kv-offloading-size=0",),
+        ("--kv-offloading-size=4097",),
+        (_transfer("OffloadingConnector"),),
+        (_transfer("OffloadingConnector", cpu_bytes_to_use="2g"),),
+        (_transfer("SimpleCPUOffloadConnector", cpu_bytes_to_use_per_rank="1g"),),
+        (_transfer("MultiConnector", connectors="x"),),
+        (_transfer("OffloadingConnector", cpu_bytes_to_use=_GIB) + "x",),
+    ],
+)
+def test_each_remaining_refusal_says_why(args: tuple[str, ...]) -> None:
+    """h34: what is still refused is what vLLM 0.33.0 refuses at start, or more host memory
+    than a node holds; the message says which."""
+    with pytest.raises(ValidationError) as caught:
+        EngineSpec(extra_args=args)
+    text = str(caught.value)
+    assert "vLLM 0.33.0 refuses" in text or "vLLM refuses" in text or "vLLM reads it" in text

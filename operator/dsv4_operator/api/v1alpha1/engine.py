@@ -1505,7 +1505,9 @@ def _kv_offloading_gib(arg: str) -> float:
         msg = (
             f"{KV_OFFLOADING_SIZE_FLAG} needs a value in the same entry, GiB of host KV cache "
             f"per engine (DP rank), above 0 and at most {MAX_KV_OFFLOADING_GIB} (e.g. "
-            f"{KV_OFFLOADING_SIZE_FLAG}=64), not {arg!r}"
+            f"{KV_OFFLOADING_SIZE_FLAG}=64), not {arg!r} (vLLM 0.33.0 refuses a missing or "
+            f"unreadable value and, with the native backend, 0; {MAX_KV_OFFLOADING_GIB} GiB is "
+            "more than a node holds)"
         )
         raise ValueError(msg)
     return gib
@@ -1553,7 +1555,8 @@ def _kv_transfer_config(arg: str) -> dict[str, Any]:
     return _json_object(
         arg,
         KV_TRANSFER_CONFIG_FLAG,
-        f'vLLM\'s KVTransferConfig, e.g. {KV_TRANSFER_CONFIG_FLAG}={{"kv_connector": '
+        f"vLLM's KVTransferConfig, which vLLM 0.33.0 refuses at start as anything else, e.g. "
+        f'{KV_TRANSFER_CONFIG_FLAG}={{"kv_connector": '
         f'"OffloadingConnector", "kv_role": "kv_both", "kv_connector_extra_config": '
         f'{{"cpu_bytes_to_use": 68719476736}}}}',
     )
@@ -1653,9 +1656,10 @@ def _connector_offload_bytes(config: dict[str, object]) -> _HostKv:
         msg = (
             f"{where} needs kv_connector_extra_config.cpu_bytes_to_use, a whole number of bytes "
             f"of host KV cache per engine above 0 and at most {most:,} ({MAX_KV_OFFLOADING_GIB} "
-            f"GiB, more than a node holds), not {given!r}: vLLM 0.33.0 refuses a missing, zero or "
-            "unreadable size at start (CPUOffloadingSpec reads it alone; num_cpu_blocks is not "
-            f"read); or {_KV_OFFLOAD_INSTEAD}"
+            f"GiB, more than a node holds), not {given!r} (vLLM 0.33.0 refuses a size int() "
+            "cannot read at start, and OffloadingConnector a missing or zero one too: "
+            f"CPUOffloadingSpec reads it alone, num_cpu_blocks is not read); or "
+            f"{_KV_OFFLOAD_INSTEAD}"
         )
         raise ValueError(msg)
     return size, 0, ()
