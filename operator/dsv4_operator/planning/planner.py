@@ -1289,17 +1289,18 @@ def _host_kv_not_counted_finding(req: PlanRequest) -> Finding:
     """`HOST_KV_NOT_COUNTED`: the host KV caches the pod's memory request leaves out, and the fix.
 
     The operator's memory request is `spec.resources.requests.memory` plus what the plan
-    counts (`render.leaderworkerset`), so memory added there reaches the pod.
+    counts (`render.leaderworkerset`), so memory added there reaches the pod. The fix comes
+    before the caches' descriptions, which are long: status keeps 1,024 characters of a
+    warning (`render.status`).
     """
     return Finding(
         Code.HOST_KV_NOT_COUNTED,
-        "extraArgs configure a host KV cache whose size the plan cannot read: "
-        + "; ".join(req.host_kv_not_counted)
-        + ". vLLM runs it, but the pod's memory request (and /dev/shm) leave it out, so the pod "
-        "can be OOM-killed or evicted when the cache fills: add the host memory it keeps in the "
-        "pod (over every engine and TP rank the pod runs) to spec.resources.requests.memory "
-        "(and limits.memory when set), or use --kv-offloading-size=N (GiB per engine, the "
-        "native backend), which the operator counts",
+        "extraArgs configure a host KV cache whose size the plan cannot read: vLLM runs it, but "
+        "the pod's memory request (and /dev/shm) leave it out, so the pod can be OOM-killed or "
+        "evicted when the cache fills; add the host memory it keeps in the pod (over every "
+        "engine and TP rank the pod runs) to spec.resources.requests.memory (and limits.memory "
+        "when set), or use --kv-offloading-size=N (GiB per engine, the native backend), which "
+        "the operator counts. Not counted: " + "; ".join(req.host_kv_not_counted),
     )
 
 
