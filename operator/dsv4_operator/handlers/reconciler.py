@@ -454,7 +454,8 @@ class Reconciler:
 
         Paused, or a spec that cannot be rolled out: the groups of the last rollout keep
         serving, so status keeps counting them (`lws_status`, `lws_changed`, `lws_target`);
-        empty when there is no LeaderWorkerSet, or it cannot be read (no LWS API, 403), and
+        `lws_absent` when the API says there is no LeaderWorkerSet; empty when it cannot be
+        read (no LWS API, 403), and
         with `best_effort` (a spec error to report, which the counts must not hold up) also
         when reading it failed retryably: the counts are refreshed at the next reconcile.
 
@@ -462,14 +463,15 @@ class Reconciler:
             TransientApiError: reading it failed retryably (not with `best_effort`).
         """
         try:
-            _, lws = self._read_lws(owner)
+            read, lws = self._read_lws(owner)
         except TransientApiError as error:
             if not best_effort:
                 raise
             log.warning("live counts of %s/%s not read: %s", owner.namespace, owner.name, error)
             return {}
         if lws is None:
-            return {}
+            # Read and absent (deleted by hand): nothing serves, whatever the last counts said.
+            return {"lws_absent": True} if read else {}
         return {
             "lws_status": lws.get("status"),
             "lws_changed": status_stale(lws),

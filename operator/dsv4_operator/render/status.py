@@ -24,12 +24,13 @@ from typing import Any, Final
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.planning import Code, Plan, Rejection
 from dsv4_operator.planning.from_spec import spec_words
-from dsv4_operator.render.labels import LABEL_ROLE, Owner, pod_selector
+from dsv4_operator.render.labels import LABEL_ROLE, Owner, child_names, pod_selector
 from dsv4_operator.render.rollout import RolloutCounts, rollout_counts
 from dsv4_operator.render.runtime_args import shm_size_bytes
 
 __all__ = [
     "APPLY_FAILED",
+    "LWS_NOT_FOUND",
     "NATIVE_NO_METRICS",
     "NATIVE_SCALING",
     "OWNED_CONDITIONS",
@@ -99,6 +100,9 @@ class Observation:
             Available stay live.
         lws_held: the LeaderWorkerSet was left on its current template because `missing` is
             not empty (its groups keep serving); Ready stays False until the objects exist.
+        lws_absent: paused, or a spec that cannot be rolled out, and the LeaderWorkerSet API
+            answered that the LeaderWorkerSet does not exist: Ready and Available are False
+            (`LWS_NOT_FOUND`) and the replica counts 0, not the last ones read.
         scaler: the live ScaledObject (keda mode) or HorizontalPodAutoscaler (hpa mode) as the
             API server returned it, whose `.status.conditions` ScalingActive repeats; None
             when it was not applied (no KEDA) or in other modes.
@@ -120,6 +124,7 @@ class Observation:
     lws_target: tuple[int, int] | None = None
     lws_held: bool = False
     scaler: Mapping[str, Any] | None = None
+    lws_absent: bool = False
 
 
 KEDA_SCALING: Final = "KEDA"
@@ -149,6 +154,9 @@ NATIVE_REASONS: Final = frozenset({NATIVE_SCALING, NATIVE_NO_METRICS})
 """ScalingActive reasons the native autoscaler writes."""
 REFERENCE_MISSING: Final = "ReferenceMissing"
 """Ready/Degraded reason: a Secret or ConfigMap (or key) the pods read does not exist."""
+LWS_NOT_FOUND: Final = "LeaderWorkerSetNotFound"
+"""Ready/Available reason: the spec is paused or cannot be rolled out, so the operator leaves
+the LeaderWorkerSet alone, and it does not exist (deleted by hand): no group runs."""
 
 
 def _text(value: str) -> str:
@@ -377,6 +385,15 @@ def _availability(c: RolloutCounts) -> tuple[str, str, str]:
     return ("False", "NoReplicaReady", c.text)
 
 
+def _lws_not_found(owner: Owner, until: str) -> str:
+    """Why nothing serves: the LeaderWorkerSet is gone and is not created again until `until`."""
+    name = child_names(owner).leaderworkerset
+    return (
+        f"the LeaderWorkerSet {name} does not exist: no group runs; the operator "
+        f"creates it again once {until}"
+    )
+
+
 def _paused(obs: Observation) -> dict[str, tuple[str, str, str]]:
     """Conditions of a paused resource: the live counts, and that nothing is being changed.
 
@@ -384,6 +401,13 @@ def _paused(obs: Observation) -> dict[str, tuple[str, str, str]]:
     spec's edits are not applied).
     """
     message = "spec.paused is true: the operator changes nothing"
+    if obs.lws_absent:
+        gone = _lws_not_found(obs.owner, "spec.paused is false")
+        return {
+            "Progressing": ("False", "Paused", message),
+            "Ready": ("False", LWS_NOT_FOUND, gone),
+            "Available": ("False", LWS_NOT_FOUND, gone),
+        }
     if obs.lws_status is None or obs.lws_target is None:
         return {"Progressing": ("False", "Paused", message)}
     c = rollout_counts(*obs.lws_target, obs.lws_status, obs.lws_changed)
@@ -456,7 +480,13 @@ def _conditions(obs: Observation, now: datetime) -> dict[str, tuple[str, str, st
             "Planned": ("False", obs.error_reason, message),
             "Progressing": ("False", obs.error_reason, message),
         }
-        if obs.lws_status is not None and obs.lws_target is not None:
+        if obs.lws_absent:
+            out["Available"] = (
+                "False",
+                LWS_NOT_FOUND,
+                _lws_not_found(obs.owner, "the spec is fixed"),
+            )
+        elif obs.lws_status is not None and obs.lws_target is not None:
             # The groups of the last rollout keep serving: whether any is ready stays live.
             counts = rollout_counts(*obs.lws_target, obs.lws_status, obs.lws_changed)
             out["Available"] = _availability(counts)
@@ -551,7 +581,9 @@ def desired_status(
         ]
     out: dict[str, Any] = {"observedGeneration": obs.owner.generation, "conditions": conditions}
     live = obs.paused or obs.error_reason not in {None, APPLY_FAILED, RECONCILE_ERROR}
-    if live and obs.lws_status is not None and obs.lws_target is not None:
+    if live and obs.lws_absent:
+        out |= {"replicas": 0, "readyReplicas": 0}
+    elif live and obs.lws_status is not None and obs.lws_target is not None:
         # Paused, or a spec that cannot be rolled out: the live LeaderWorkerSet's counts.
         out |= _replica_counts(obs.lws_status, obs.lws_target[0])
     if obs.error_reason is not None or obs.paused:

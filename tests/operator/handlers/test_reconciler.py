@@ -1881,3 +1881,40 @@ def test_no_replica_count_is_named_when_none_plans() -> None:
         "spec.replicas, or enable spec.autoscaling with a larger maxReplicas, with a "
         "spec.gpu.budget that holds them); "
     )
+
+
+@pytest.mark.parametrize(
+    "held",
+    [
+        {"paused": True},
+        {"model": "pro", "gpu": {"types": ["rtx-4090-24gb"], "gpusPerNode": 1}},
+    ],
+    ids=["paused", "unplannable"],
+)
+def test_a_deleted_leaderworkerset_is_not_reported_as_serving(held: dict[str, Any]) -> None:
+    """Day-2 finding (local control plane): while the spec is paused or cannot be rolled out
+    the operator leaves the LeaderWorkerSet alone, and when someone then deleted it, status
+    went on saying `readyReplicas: 1`, Available=True (and, paused, Ready=True) from the last
+    counts: nothing served and nothing said so, for as long as the spec stayed as it was."""
+    fake, reconciler = _setup()
+    reconciler.reconcile("ns", "d", Events())
+    fake.objects[LWS_PATH]["status"] = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}
+    reconciler.reconcile("ns", "d", Events())
+    assert _conditions(fake)["Available"] == ("True", "MinimumReplicasAvailable")
+    fake.objects[CR_PATH]["spec"].update(copy.deepcopy(held))
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    reconciler.reconcile("ns", "d", Events())
+    del fake.objects[LWS_PATH]  # kubectl delete leaderworkerset d
+    reconciler.reconcile("ns", "d", Events())
+    assert LWS_PATH not in fake.objects  # still left alone
+    status = fake.objects[CR_PATH]["status"]
+    assert (status["replicas"], status["readyReplicas"]) == (0, 0)
+    assert _conditions(fake)["Available"] == ("False", "LeaderWorkerSetNotFound")
+    assert _conditions(fake)["Ready"][0] == "False"
+    assert "LeaderWorkerSet d does not exist" in _message(fake, "Available")
+    # Once the spec can be rolled out again the LWS is created, and counted as new.
+    fake.objects[CR_PATH]["spec"] = copy.deepcopy(SPEC)
+    fake.objects[CR_PATH]["metadata"]["generation"] = 3
+    reconciler.reconcile("ns", "d", Events())
+    assert LWS_PATH in fake.objects
+    assert _conditions(fake)["Available"] == ("False", "NoReplicaReady")
