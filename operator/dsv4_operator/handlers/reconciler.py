@@ -45,7 +45,7 @@ from dsv4_operator.kube import (
     discover,
     owner_relation,
 )
-from dsv4_operator.kube.apply import carries_identity
+from dsv4_operator.kube.apply import Settled, carries_identity
 from dsv4_operator.kube.discovery import KEDA_API_VERSION
 from dsv4_operator.kube.peering import NAMESPACE_TERMINATING
 from dsv4_operator.metrics import OperatorMetrics, Result
@@ -201,6 +201,7 @@ def _apply_announced(
     children: list[dict[str, Any]],
     known: Mapping[str, dict[str, Any] | None] | None,
     emit: EmitFn,
+    settled: Settled | None = None,
 ) -> list[AppliedChild]:
     """`apply_children`; when a child fails, first the Events of the LWS applied before it.
 
@@ -214,7 +215,7 @@ def _apply_announced(
     """
     done: list[AppliedChild] = []
     try:
-        return apply_children(kube, children, known, done)
+        return apply_children(kube, children, known, done, settled)
     except ApiError as error:
         if not (error.status == 403 and NAMESPACE_TERMINATING in error.reason):
             _announce_lws(owner, spec, done, children, emit)
@@ -291,6 +292,9 @@ class Reconciler:
     _starting_since: dict[str, datetime] = field(default_factory=dict)
     """Per resource, since when every group runs the current template but some are not ready
     (also in `status.startingSince`, read back after an operator restart: `_stored_since`)."""
+    _settled: dict[str, Settled] = field(default_factory=dict)
+    """Per resource, its children that differ from their rendering only by another manager's
+    list entries, as our last apply left them (`kube.apply.Settled`): not applied again."""
     _retrying: dict[str, dict[int, datetime]] = field(default_factory=dict)
     """Per resource whose last reconcile failed transiently, the HTTP statuses (0: no answer)
     an ApiRetry Event was posted for in this streak, and when: a status seen again within
@@ -300,13 +304,15 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept per resource for `namespace/name` (its delete handler calls this).
 
-        The children seen, the scaler check and the startup wait; a resource created again
+        The children seen, the scaler check, the startup wait and the children as our last
+        apply left them (`_settled`); a resource created again
         under this name starts afresh (each entry is also keyed by uid).
         """
         key = f"{namespace}/{name}"
         for kept in (self._children_seen, self._scalers_checked, self._starting_since):
             kept.pop(key, None)
         self._retrying.pop(key, None)
+        self._settled.pop(key, None)
 
     def _lock(self, key: str) -> threading.Lock:
         """The lock of resource `key` (`namespace/name`), shared while anyone references it."""
@@ -613,7 +619,13 @@ class Reconciler:
             # scaler (our old HPA) targets the same resource.
             self._remove_stale_scalers(owner, spec, apis, emit)
             applied = _apply_announced(
-                self.kube, owner, spec, children, {"LeaderWorkerSet": live} if read else None, emit
+                self.kube,
+                owner,
+                spec,
+                children,
+                {"LeaderWorkerSet": live} if read else None,
+                emit,
+                self._settled.setdefault(f"{owner.namespace}/{owner.name}", {}),
             )
         except TransientApiError:
             raise

@@ -9,6 +9,15 @@ A field we stop rendering (a toleration removed from the spec) is still "contain
 child also carries the hash of what was rendered (`dsv4.io/rendered-hash`): a different hash
 means a different rendering, and server-side apply then drops the fields we no longer own.
 
+The reverse cannot be repaired by applying: an entry another field manager added to a list-map
+(`kubectl patch` adding a Service port; on a cluster with the upstream LWS CRD, an env var or
+volume of the LeaderWorkerSet's pod template) stays after our forced apply, since server-side
+apply removes only fields the applier owns. Such a child never again holds exactly the
+rendered lists, so the caller's `settled` map remembers the `resourceVersion` our apply left it
+at (with the rendered hash): while both are the same, applying again could change nothing and
+is skipped, instead of one apply per resync forever (day-2 finding). The entry stays; a
+warning names the child once.
+
 An existing object is applied over only when it is the owner's (an ownerReference with the
 owner's uid), or an orphan that carries the owner's identity labels (`MANAGED_BY_LABEL` and
 `DEPLOYMENT_LABEL` equal to what is rendered: left by `kubectl delete --cascade=orphan`);
@@ -31,6 +40,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -45,6 +55,7 @@ __all__ = [
     "RENDERED_HASH",
     "AppliedChild",
     "OwnerRelation",
+    "Settled",
     "apply_children",
     "carries_identity",
     "contains",
@@ -60,6 +71,13 @@ DEPLOYMENT_LABEL: Final = "dsv4.io/deployment"
 values was this owner's child and is adopted."""
 RECREATABLE_KINDS: Final = frozenset({"Service", "ConfigMap", "PodDisruptionBudget"})
 """Kinds deleted and created again when the API server refuses an update (422)."""
+
+Settled = dict[tuple[str, str, str], tuple[str, str]]
+"""(kind, namespace, name) -> (`resourceVersion`, rendered hash) of a child that still differed
+from its rendering right after our apply (another manager's list entries): applied again only
+once either changes."""
+
+log = logging.getLogger("dsv4_operator")
 
 _QUANTITY_MAPS: Final = frozenset({"requests", "limits"})
 """Keys of mappings whose values are quantities (container resources)."""
@@ -225,12 +243,41 @@ def _recreate(
     return AppliedChild(kind, name, "created", kube.apply(child), dict(live))
 
 
+def _version(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _remember(
+    settled: Settled | None, child: Mapping[str, Any], result: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """Record in `settled` whether `result` (what our apply left) still differs from `child`."""
+    if settled is None:
+        return result
+    meta = child["metadata"]
+    key = (str(child["kind"]), str(meta["namespace"]), str(meta["name"]))
+    version = _version(result)
+    if _is_current(result, child) or not version:
+        settled.pop(key, None)
+        return result
+    mark = (version, str(meta["annotations"][RENDERED_HASH]))
+    if settled.get(key) != mark:
+        log.warning(
+            "%s %s/%s differs from its rendering after a forced apply: another field manager's "
+            "list entries (e.g. a port or env var added by hand) stay, since server-side apply "
+            "removes only the operator's own; not applied again until it or the spec changes",
+            *key,
+        )
+    settled[key] = mark
+    return result
+
+
 def _apply_one(
     kube: KubeClient,
     rendered: Mapping[str, Any],
     known: Mapping[str, dict[str, Any] | None],
     *,
     may_create_lws: bool = True,
+    settled: Settled | None = None,
 ) -> AppliedChild | None:
     child = with_rendered_hash(rendered)
     meta = child["metadata"]
@@ -240,18 +287,24 @@ def _apply_one(
     if live is None:
         if kind == "LeaderWorkerSet" and not may_create_lws:
             return None
-        return AppliedChild(kind, name, "created", kube.apply(child))
+        return AppliedChild(
+            kind, name, "created", dict(_remember(settled, child, kube.apply(child)))
+        )
     _check_ownership(live, child, f"{kind} {namespace}/{name}")
     if _is_current(live, child):
         return AppliedChild(kind, name, "unchanged", live)
+    mark = (settled or {}).get((kind, namespace, name))
+    if mark is not None and mark == (_version(live), meta["annotations"][RENDERED_HASH]):
+        return AppliedChild(kind, name, "unchanged", live)  # as our last apply left it
     try:
-        return AppliedChild(kind, name, "updated", kube.apply(child), dict(live))
+        applied = kube.apply(child)
     except TransientApiError:
         raise
     except ApiError as error:
         if error.status != 422 or not _replaceable(kind, live, child):
             raise
         return _recreate(kube, child, live, error)
+    return AppliedChild(kind, name, "updated", dict(_remember(settled, child, applied)), dict(live))
 
 
 def apply_children(
@@ -259,6 +312,7 @@ def apply_children(
     children: Sequence[Mapping[str, Any]],
     known: Mapping[str, dict[str, Any] | None] | None = None,
     done: list[AppliedChild] | None = None,
+    settled: Settled | None = None,
 ) -> list[AppliedChild]:
     """Apply each child unless the live object already holds every rendered field.
 
@@ -271,6 +325,9 @@ def apply_children(
             caller still knows what changed when a later child fails and this raises (the
             LeaderWorkerSet updated before its autoscaler was refused: its `RollingUpdate`
             is news now, and the retry finds it unchanged).
+        settled: the caller's memory of children that differ from their rendering only by
+            another manager's list entries (`Settled`; read and updated here), kept across
+            reconciles; None: every differing child is applied.
 
     Returns:
         One `AppliedChild` per child, in order.
@@ -285,7 +342,9 @@ def apply_children(
     failures: list[ApiError] = []
     for rendered in children:
         try:
-            applied = _apply_one(kube, rendered, known or {}, may_create_lws=not failures)
+            applied = _apply_one(
+                kube, rendered, known or {}, may_create_lws=not failures, settled=settled
+            )
         except ApiError as error:
             failures.append(error)
             continue

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
-from tests.operator.kube.fake_api import FakeApi
+from tests.operator.kube.fake_api import CoOwnedPorts, FakeApi
 
 from dsv4_operator.api import parse_spec
 from dsv4_operator.handlers.reconciler import Reconciler
@@ -1918,3 +1918,26 @@ def test_a_deleted_leaderworkerset_is_not_reported_as_serving(held: dict[str, An
     reconciler.reconcile("ns", "d", Events())
     assert LWS_PATH in fake.objects
     assert _conditions(fake)["Available"] == ("False", "NoReplicaReady")
+
+
+def test_a_port_another_manager_added_to_the_service_costs_one_apply_not_one_per_resync() -> None:
+    """Day-2 finding (local control plane, `kubectl patch svc d-api` adding a port): server-side
+    apply keeps another manager's list-map entry, so the Service never again held exactly the
+    rendered ports, and every resync (and progress tick) re-applied it: a write per resource
+    per resync, forever, each changing nothing."""
+    fake = CoOwnedPorts()
+    fake.objects[CR_PATH] = {
+        "apiVersion": "dsv4.io/v1alpha1",
+        "kind": "DeepSeekV4Deployment",
+        "metadata": {"name": "d", "namespace": "ns", "uid": "u-1", "generation": 1},
+        "spec": copy.deepcopy(SPEC),
+    }
+    reconciler = Reconciler(KubeClient(fake, "dsv4-operator"), OperatorMetrics(), "img")
+    reconciler.reconcile("ns", "d", Events())
+    fake.foreign = {"name": "debug", "port": 9090, "protocol": "TCP", "targetPort": 9090}
+    fake.objects[SERVICE_PATH]["spec"]["ports"].append(dict(fake.foreign))  # kubectl patch
+    fake.objects[SERVICE_PATH]["metadata"]["resourceVersion"] = "50"
+    reconciler.reconcile("ns", "d", Events())  # applies once; the entry stays (not ours)
+    assert fake.foreign in fake.objects[SERVICE_PATH]["spec"]["ports"]
+    resyncs = [reconciler.reconcile("ns", "d", Events()) for _ in range(3)]
+    assert [(o.result, o.writes) for o in resyncs] == [("unchanged", 0)] * 3

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from typing_extensions import override
+
 
 @dataclass
 class FakeResponse:
@@ -137,4 +139,39 @@ def _merge_patch(target: Any, patch: Any) -> Any:
             out.pop(key, None)
         else:
             out[key] = _merge_patch(out.get(key), value)
+    return out
+
+
+@dataclass
+class CoOwnedPorts(FakeApi):
+    """Server-side apply as the API server does it on a list-map (`Service.spec.ports`): an
+    entry another field manager added stays after our forced apply; `resourceVersion` moves
+    only when the stored object changes (a no-op apply writes nothing)."""
+
+    foreign: dict[str, Any] | None = None
+    """The port entry another manager added (None: none yet)."""
+    version: int = 1
+
+    @override
+    def call_api(
+        self, method: str, url: str, headers: Any, body: Any, post: Any, **kw: Any
+    ) -> FakeResponse:
+        path = url.split("?", 1)[0]
+        before = copy.deepcopy(self.objects.get(path))
+        response = super().call_api(method, url, headers, body, post, **kw)
+        obj = self.objects.get(path)
+        if method == "PATCH" and obj is not None and self.foreign is not None:
+            ports = obj["spec"].setdefault("ports", [])
+            if self.foreign not in ports:
+                ports.insert(0, copy.deepcopy(self.foreign))
+            if _without_version(before) != _without_version(obj):
+                self.version += 1
+            obj["metadata"]["resourceVersion"] = str(self.version)
+            response.data = json.dumps(obj).encode()
+        return response
+
+
+def _without_version(obj: dict[str, Any] | None) -> dict[str, Any]:
+    out = copy.deepcopy(obj or {})
+    out.get("metadata", {}).pop("resourceVersion", None)
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.operator.kube.fake_api import FakeApi
+from tests.operator.kube.fake_api import CoOwnedPorts, FakeApi
 
 from dsv4_operator.kube import (
     RENDERED_HASH,
@@ -298,3 +298,39 @@ def test_no_leaderworkerset_is_created_while_an_earlier_child_failed() -> None:
     with pytest.raises(ApiError):
         apply_children(kube, children)
     assert api.objects[lws_path]["spec"]["replicas"] == 2
+
+
+def test_a_list_entry_of_another_manager_does_not_make_every_resync_apply_again() -> None:
+    """Day-2 finding (local control plane): `kubectl patch svc NAME-api` adding a port (or, on
+    a cluster with the upstream LWS CRD, `kubectl set env` on the LeaderWorkerSet: env,
+    containers and volumes are list-maps there) leaves an entry our forced apply does not
+    remove, since server-side apply keeps another manager's list entries. The live list then
+    never equals the rendered one, so every resync and progress tick sent the same apply
+    again (14 APPLY requests in 20 s on the plane at resync 5 s / progress 2 s), forever. An
+    apply that could change nothing (the object is as our last apply left it) is skipped."""
+    api = CoOwnedPorts()
+    kube = KubeClient(api, "dsv4-operator")
+    settled: dict[tuple[str, str, str], tuple[str, str]] = {}
+    port = {"name": "http", "port": 8000, "protocol": "TCP"}
+    service = _child("Service", "d-api", type="ClusterIP", ports=[port])
+    apply_children(kube, [service], settled=settled)
+    path = resource_path("v1", "Service", "ns", "d-api")
+    api.foreign = {"name": "debug", "port": 9090, "protocol": "TCP"}
+    api.objects[path]["spec"]["ports"].append(dict(api.foreign))  # kubectl patch
+    api.objects[path]["metadata"]["resourceVersion"] = "50"
+    (drifted,) = apply_children(kube, [service], settled=settled)
+    assert drifted.action == "updated"  # the first time it is applied (and cannot remove it)
+    writes = kube.writes.total
+    for _ in range(3):
+        (again,) = apply_children(kube, [service], settled=settled)
+        assert again.action == "unchanged"
+    assert kube.writes.total == writes
+    # Changed since (by hand, or a new rendering): applied again.
+    api.objects[path]["spec"]["type"] = "NodePort"
+    api.objects[path]["metadata"]["resourceVersion"] = "99"
+    (repaired,) = apply_children(kube, [service], settled=settled)
+    assert repaired.action == "updated"
+    assert api.objects[path]["spec"]["type"] == "ClusterIP"
+    moved = _child("Service", "d-api", type="ClusterIP", ports=[{**port, "port": 8001}])
+    (rerendered,) = apply_children(kube, [moved], settled=settled)
+    assert rerendered.action == "updated"
