@@ -218,6 +218,42 @@ def test_noop_resync_sends_no_write_requests(
     assert writes == []
 
 
+def test_a_port_added_by_hand_does_not_make_every_resync_apply_the_service(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    proxy: FaultingProxy,
+    proxied_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Day-2 finding: server-side apply keeps a Service port another manager added (ports are
+    a list-map), so the live Service never again held exactly the rendered ports and every
+    resync re-applied it, changing nothing, for as long as the port stayed."""
+    body = _fitting_example()
+    name = body["metadata"]["name"]
+    log = tmp_path / "operator.log"
+    with operator_process(proxied_env, "--namespace", namespace, log=log):
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 60)
+        LwsStatusStandIn(cluster).report(namespace, name)
+        cluster.wait_condition(namespace, name, "Ready", "True", timeout=30)
+        debug = {"name": "debug", "port": 9090, "targetPort": 9090, "protocol": "TCP"}
+        patch = json.dumps({"spec": {"ports": [debug]}})
+        control_plane.kubectl("patch", "-n", namespace, "service", f"{name}-api", "-p", patch)
+        time.sleep(3)  # resyncs (every 1 s) apply it once
+        start = len(proxy.log)
+        time.sleep(5)
+        window = proxy.log[start:]
+    service = cluster.get("v1", "services", namespace, f"{name}-api")
+    assert service is not None
+    assert "debug" in [p["name"] for p in service["spec"]["ports"]]  # not ours to remove
+    reads = [r for r in window if r.method == "GET" and "/services/" in r.path]
+    writes = [(r.method, r.path) for r in window if r.method in {"POST", "PUT", "PATCH", "DELETE"}]
+    assert len(reads) >= 3, "the resync did not run (no Service reads in 5 s)"
+    assert writes == []
+    assert "differs from its rendering after a forced apply" in log.read_text()
+
+
 def test_progress_timer_reports_readiness_then_stops(
     control_plane: ControlPlane,
     cluster: Cluster,
