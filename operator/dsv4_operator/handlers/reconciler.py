@@ -295,6 +295,9 @@ class Reconciler:
     _settled: dict[str, Settled] = field(default_factory=dict)
     """Per resource, its children that differ from their rendering only by another manager's
     list entries, as our last apply left them (`kube.apply.Settled`): not applied again."""
+    _unreported: dict[str, str] = field(default_factory=dict)
+    """Per resource whose failed reconcile could not be written to its status either, the
+    message last posted as a `ReconcileError` Event (posted again only when it changes)."""
     _retrying: dict[str, dict[int, datetime]] = field(default_factory=dict)
     """Per resource whose last reconcile failed transiently, the HTTP statuses (0: no answer)
     an ApiRetry Event was posted for in this streak, and when: a status seen again within
@@ -313,6 +316,7 @@ class Reconciler:
             kept.pop(key, None)
         self._retrying.pop(key, None)
         self._settled.pop(key, None)
+        self._unreported.pop(key, None)
 
     def _lock(self, key: str) -> threading.Lock:
         """The lock of resource `key` (`namespace/name`), shared while anyone references it."""
@@ -374,6 +378,8 @@ class Reconciler:
                 outcome = self._internal_error(namespace, name, error, counted)
             if outcome.result != "transient_error":
                 self._retrying.pop(key, None)
+            if outcome.result != "internal_error":
+                self._unreported.pop(key, None)
         writes = self.kube.writes.total - writes_before
         self.metrics.observe(key, outcome.result, time.monotonic() - started)
         return Outcome(outcome.result, outcome.message, outcome.retry_after, writes)
@@ -396,6 +402,7 @@ class Reconciler:
             else "internal error (an operator bug: please report it)"
         )
         message = f"{cause}, retried every {delay:g} s: {type(error).__name__}: {error}"
+        key = f"{namespace}/{name}"
         try:
             body = self.kube.get(API_VERSION, KIND, namespace, name)
             if body is not None:
@@ -405,6 +412,13 @@ class Reconciler:
                 self._report(obs, body.get("status") or {}, emit, "internal_error", message)
         except Exception:  # the report is best effort; the retry stands
             log.exception("reporting the failed reconcile of %s/%s failed", namespace, name)
+            # The status cannot say it (e.g. a 403 on the status subresource itself): an Event
+            # does, once per message while the failure lasts, not at every retry.
+            if self._unreported.get(key) != message:
+                emit("Warning", RECONCILE_ERROR, message)
+                self._unreported[key] = message
+        else:
+            self._unreported.pop(key, None)
         return Outcome("internal_error", message, retry_after=delay)
 
     def _reconcile(self, namespace: str, name: str, emit: EmitFn) -> Outcome:
@@ -678,6 +692,37 @@ class Reconciler:
         self.metrics.set_plan(
             f"{owner.namespace}/{owner.name}", planned.chosen.gpu.name, gpus * spec.replicas
         )
+        # Status first: PlanChanged and PlanWarning compare with the stored status, so posted
+        # before a status write that then failed (a 403 without RBAC on the status
+        # subresource) they were posted again at every retry (day-2 finding). The children's
+        # Events compare with what this reconcile applied, and are posted either way.
+        try:
+            desired, result = self._write_status(
+                obs, status, "applied" if secret_created or _any_change(applied) else "unchanged"
+            )
+        except Exception:
+            _announce_lws(owner, spec, applied, children, emit)
+            self._announce_recreated(owner, applied, emit)
+            raise
+        self._announce(owner, spec, planned, status, applied, children, emit)
+        return self._post_status_events(status, desired, emit, result)
+
+    def _announce(
+        self,
+        owner: Owner,
+        spec: DeepSeekV4DeploymentSpec,
+        planned: Plan,
+        status: Mapping[str, Any],
+        applied: list[AppliedChild],
+        children: list[dict[str, Any]],
+        emit: EmitFn,
+    ) -> None:
+        """Post a rollout's Events once its status is written.
+
+        `PlanChanged` (against `status`, the one before the write), the children's changes,
+        and `PlanWarning` for hazards `status` did not list yet.
+        """
+        gpus = planned.chosen.layout.gpus
         old = _plan_summary(status)
         new = (planned.chosen.gpu.name, gpus)
         if old != new:
@@ -695,8 +740,6 @@ class Reconciler:
         for w in planned.warnings:
             if str(w.code) in HAZARDS - known:
                 emit("Warning", "PlanWarning", f"{w.code}: {w.worded(spec_words)}")
-        changed = secret_created or any(a.action != "unchanged" for a in applied)
-        return self._report(obs, status, emit, "applied" if changed else "unchanged")
 
     def _announce_recreated(self, owner: Owner, applied: list[AppliedChild], emit: EmitFn) -> None:
         """Post an Event for each child that had to be created again.
@@ -739,12 +782,36 @@ class Reconciler:
         result: Result,
         message: str = "",
     ) -> Outcome:
+        desired, result = self._write_status(obs, status, result)
+        return self._post_status_events(status, desired, emit, result, message)
+
+    def _write_status(
+        self, obs: Observation, status: Mapping[str, Any], result: Result
+    ) -> tuple[dict[str, Any], Result]:
+        """Patch the status `obs` calls for, if it differs; (that status, the result).
+
+        `unchanged` becomes `applied` when the status was written.
+
+        Raises:
+            ApiError: the status write failed (TransientApiError when retryable).
+        """
         desired = desired_status(obs, status, self.clock())
         patch = status_patch(desired, status)
         if patch:
             self.kube.patch_status(API_VERSION, KIND, obs.owner.namespace, obs.owner.name, patch)
             if result == "unchanged":
                 result = "applied"
+        return desired, result
+
+    def _post_status_events(
+        self,
+        status: Mapping[str, Any],
+        desired: Mapping[str, Any],
+        emit: EmitFn,
+        result: Result,
+        message: str = "",
+    ) -> Outcome:
+        """The Events of a status change from `status` to `desired` (already written)."""
         before, after = _condition(status, "Ready"), _condition(desired, "Ready")
         warning = after.get("reason") in _WARNING_REASONS
         # Events: every error (again when its message changes), and Ready turning True; a
@@ -761,6 +828,10 @@ class Reconciler:
         ):
             emit("Warning", str(reason), str(scaling.get("message", "")))
         return Outcome(result, message)
+
+
+def _any_change(applied: list[AppliedChild]) -> bool:
+    return any(a.action != "unchanged" for a in applied)
 
 
 def _plan_refusal(

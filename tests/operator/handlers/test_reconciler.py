@@ -1941,3 +1941,26 @@ def test_a_port_another_manager_added_to_the_service_costs_one_apply_not_one_per
     assert fake.foreign in fake.objects[SERVICE_PATH]["spec"]["ports"]
     resyncs = [reconciler.reconcile("ns", "d", Events()) for _ in range(3)]
     assert [(o.result, o.writes) for o in resyncs] == [("unchanged", 0)] * 3
+
+
+def test_a_refused_status_write_is_one_event_not_plan_changed_at_every_retry() -> None:
+    """Day-2 finding (local control plane, the chart's ClusterRole without `patch` on
+    `deepseekv4deployments/status`): `PlanChanged` was posted before the status write, and
+    compared with the stored status, which the refused write never changed, so every retry,
+    resync and progress tick posted it again (12 Events in 15 s on the plane), while the
+    refusal itself, the one thing to fix, never reached an Event: the ReconcileError report
+    is a status write too."""
+    fake, reconciler = _setup(fail=[("PATCH", "/status", 403)] * 20)
+    fake.fail_message = 'cannot patch resource "deepseekv4deployments/status"'
+    events = Events()
+    outcomes = [reconciler.reconcile("ns", "d", events) for _ in range(4)]
+    assert {o.result for o in outcomes} == {"internal_error"}
+    assert events.reasons().count("PlanChanged") <= 1
+    errors = [e for e in events if e[1] == "ReconcileError"]
+    assert len(errors) == 1  # once per streak of the same refusal, not at every retry
+    assert errors[0][0] == "Warning"
+    assert 'HTTP 403: cannot patch resource "deepseekv4deployments/status"' in errors[0][2]
+    fake.fail.clear()  # RBAC fixed
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    assert events.reasons().count("PlanChanged") == 1
+    assert _conditions(fake)["Planned"] == ("True", "PlanReady")
