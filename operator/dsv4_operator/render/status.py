@@ -390,7 +390,7 @@ def _lws_not_found(owner: Owner, until: str) -> str:
     name = child_names(owner).leaderworkerset
     return (
         f"the LeaderWorkerSet {name} does not exist: no group runs; the operator "
-        f"creates it again once {until}"
+        f"creates it once {until}"
     )
 
 

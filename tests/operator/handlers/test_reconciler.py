@@ -1964,3 +1964,13 @@ def test_a_refused_status_write_is_one_event_not_plan_changed_at_every_retry() -
     assert reconciler.reconcile("ns", "d", events).result == "applied"
     assert events.reasons().count("PlanChanged") == 1
     assert _conditions(fake)["Planned"] == ("True", "PlanReady")
+
+
+def test_a_new_resource_that_cannot_be_rolled_out_says_nothing_runs() -> None:
+    """An unplannable resource that never had a LeaderWorkerSet: Available=False says so,
+    without claiming one existed before."""
+    fake, reconciler = _setup({"model": "pro", "gpu": {"types": ["rtx-4090-24gb"]}})
+    assert reconciler.reconcile("ns", "d", Events()).failed
+    assert LWS_PATH not in fake.objects
+    assert _conditions(fake)["Available"] == ("False", "LeaderWorkerSetNotFound")
+    assert _message(fake, "Available").endswith("the operator creates it once the spec is fixed")
