@@ -217,8 +217,8 @@ def announce_rollout(
     """Events for an LWS change that replaces groups, and for a strategy the budget changed.
 
     `RollingUpdate` (Normal) names what changed in the pod template (the image, as after an
-    operator upgrade; the leader's arguments; else the spec's generation with the fields that
-    changed, such as `leader vllm env`); `RolloutAdjusted` (Warning) says that
+    operator upgrade, and the leader's arguments; else the spec's generation with the fields
+    that changed, such as `leader vllm env`); `RolloutAdjusted` (Warning) says that
     `spec.gpu.budget` lowered the surge (and so raised maxUnavailable) below what
     `spec.rollout` asks. The cause is clipped to `CAUSE_CHARS` characters, so the message stays
     within an Event's 1,024.
@@ -234,10 +234,13 @@ def announce_rollout(
         images = [_images(t) for t in (before, after)]
         flags = _changed_flags(before, after)
         fields = _changed_fields(before, after)
+        changed = []
         if images[0] != images[1]:
-            cause = f"image {', '.join(images[0])} -> {', '.join(images[1])}"
-        elif flags:
-            cause = f"arguments {'; '.join(flags[:6])}"
+            changed.append(f"image {', '.join(images[0])} -> {', '.join(images[1])}")
+        if flags:  # with the image too: one edit may change both (day-2 finding)
+            changed.append(f"arguments {'; '.join(flags[:6])}")
+        if changed:
+            cause = "; ".join(changed)
         elif fields:
             more = f" and {len(fields) - 6} more" if len(fields) > 6 else ""
             cause = f"spec generation {owner.generation}: {', '.join(fields[:6])}{more}"

@@ -1974,3 +1974,21 @@ def test_a_new_resource_that_cannot_be_rolled_out_says_nothing_runs() -> None:
     assert LWS_PATH not in fake.objects
     assert _conditions(fake)["Available"] == ("False", "LeaderWorkerSetNotFound")
     assert _message(fake, "Available").endswith("the operator creates it once the spec is fixed")
+
+
+def test_an_image_and_extra_args_edited_together_are_both_named() -> None:
+    """Day-2 finding (local control plane): one edit of spec.engine.image and extraArgs posted
+    `pod template changed (image A -> B)` only: the image won over the arguments, so the
+    Event hid the engine flag change that replaces the groups too."""
+    fake, reconciler = _setup()
+    reconciler.reconcile("ns", "d", Events())
+    fake.objects[CR_PATH]["spec"]["engine"] = {
+        "image": "registry.example.com/dsv4:1.2",
+        "extraArgs": ["--enable-prefix-caching"],
+    }
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    (rolling,) = [m for _, r, m in events if r == "RollingUpdate"]
+    assert "image img -> registry.example.com/dsv4:1.2" in rolling
+    assert "extraArgs (none) -> --enable-prefix-caching" in rolling
