@@ -588,6 +588,41 @@ class Reconciler:
             raise ApiError(409, f"has no valid '{ADMIN_TOKEN_KEY}' key: delete it to rotate", what)
         return False
 
+    def _check_subdomain(self, owner: Owner, planned: Plan, children: list[dict[str, Any]]) -> None:
+        """Refuse to create a LeaderWorkerSet of several pods per group whose name a Service has.
+
+        The LWS controller names its headless Service (the pods' subdomain) after the
+        LeaderWorkerSet and creates it only where no Service of that name exists
+        (kubernetes-sigs/lws `reconcileHeadlessServices`: `CreateHeadlessServiceIfNotExists`).
+        Another Service there, such as resource `a`'s API Service `a-api` under a resource
+        named `a-api`, becomes the subdomain: its DNS has no record of each pod, so the workers
+        never resolve their leader and no group starts (day-2 finding). A one-pod group needs
+        no such name. One GET, only when the LeaderWorkerSet is to be created.
+
+        Raises:
+            ApiError: 409, the Service and its owner named.
+            TransientApiError: a retryable failure.
+        """
+        if planned.chosen.layout.nodes < 2 or not any(
+            c["kind"] == "LeaderWorkerSet" for c in children
+        ):
+            return
+        name = child_names(owner).leaderworkerset
+        found = self.kube.get("v1", "Service", owner.namespace, name)
+        if found is None:
+            return
+        refs = (found.get("metadata") or {}).get("ownerReferences") or []
+        if any(r.get("kind") == "LeaderWorkerSet" and r.get("name") == name for r in refs):
+            return  # a headless Service of a LeaderWorkerSet of this name
+        holder = f"owned by {refs[0].get('kind')} {refs[0].get('name')}" if refs else "no owner"
+        reason = (
+            f"Service {owner.namespace}/{name} exists ({holder}): the LWS controller would take "
+            "it as this LeaderWorkerSet's headless Service (it creates one named after the "
+            "LeaderWorkerSet only where none exists), and the worker pods could not resolve "
+            "their leader; rename this resource, or delete or rename that Service"
+        )
+        raise ApiError(409, reason, f"LeaderWorkerSet {owner.namespace}/{name}")
+
     def _roll_out(
         self,
         owner: Owner,
@@ -629,6 +664,8 @@ class Reconciler:
             children = [c for c in children if c["kind"] != "ScaledObject"]
         try:
             secret_created = self._ensure_admin_secret(owner, spec.model)
+            if read and live is None:
+                self._check_subdomain(owner, planned, children)
             # Before the new scaler: KEDA's webhook refuses a ScaledObject while another
             # scaler (our old HPA) targets the same resource.
             self._remove_stale_scalers(owner, spec, apis, emit)

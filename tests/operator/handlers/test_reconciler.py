@@ -1992,3 +1992,65 @@ def test_an_image_and_extra_args_edited_together_are_both_named() -> None:
     (rolling,) = [m for _, r, m in events if r == "RollingUpdate"]
     assert "image img -> registry.example.com/dsv4:1.2" in rolling
     assert "extraArgs (none) -> --enable-prefix-caching" in rolling
+
+
+MULTI_NODE: dict[str, Any] = {
+    "model": "pro",
+    "gpu": {"types": ["h100-80gb"], "gpusPerNode": 8, "maxNodes": 4},
+    "replicas": 1,
+}
+
+
+def test_a_service_named_like_the_new_leaderworkerset_is_refused_before_creating_it() -> None:
+    """Day-2 finding (local control plane): resources `a` and `a-api` in one namespace. The
+    LWS controller names its headless Service after the LeaderWorkerSet and creates it only
+    if no Service of that name exists (kubernetes-sigs/lws `reconcileHeadlessServices`,
+    `CreateHeadlessServiceIfNotExists`), so LeaderWorkerSet `a-api` took resource `a`'s API
+    Service `a-api` (ClusterIP, a's leaders) as its subdomain: the workers' DNS name of their
+    leader never resolves and the groups never start, while both resources reported nothing."""
+    fake, reconciler = _setup(MULTI_NODE)
+    taken = "/api/v1/namespaces/ns/services/d"
+    fake.objects[taken] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "d",
+            "namespace": "ns",
+            "uid": "svc-1",
+            "ownerReferences": [
+                {"apiVersion": "dsv4.io/v1alpha1", "kind": "DeepSeekV4Deployment", "name": "x"}
+            ],
+        },
+        "spec": {"clusterIP": "10.0.0.20", "selector": {"dsv4.io/deployment": "x"}},
+    }
+    events = Events()
+    outcome = reconciler.reconcile("ns", "d", events)
+    assert outcome.failed
+    assert LWS_PATH not in fake.objects
+    assert _conditions(fake)["Ready"] == ("False", "ApplyFailed")
+    message = _message(fake, "Ready")
+    assert "Service ns/d exists (owned by DeepSeekV4Deployment x)" in message
+    assert "headless Service" in message
+    assert ("Warning", "ApplyFailed") in [e[:2] for e in events]
+    del fake.objects[taken]  # renamed or deleted
+    reconciler.reconcile("ns", "d", events)
+    assert LWS_PATH in fake.objects
+
+
+def test_an_existing_leaderworkerset_is_not_refused_for_its_own_headless_service() -> None:
+    fake, reconciler = _setup(MULTI_NODE)
+    reconciler.reconcile("ns", "d", Events())
+    assert LWS_PATH in fake.objects
+    fake.objects["/api/v1/namespaces/ns/services/d"] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "d",
+            "namespace": "ns",
+            "ownerReferences": [{"kind": "LeaderWorkerSet", "name": "d"}],
+        },
+        "spec": {"clusterIP": "None"},
+    }
+    fake.objects[CR_PATH]["spec"]["replicas"] = 2
+    assert not reconciler.reconcile("ns", "d", Events()).failed
+    assert fake.objects[LWS_PATH]["spec"]["replicas"] == 2
