@@ -491,7 +491,9 @@ class Reconciler:
             return {}
         if lws is None:
             # Read and absent (deleted by hand): nothing serves, whatever the last counts said.
-            return {"lws_absent": True} if read else {}
+            # (Unless discovery said the LWS API is not served: a GET there is a 404 too.)
+            served = self.apis is None or self.apis.lws
+            return {"lws_absent": True} if read and served else {}
         return {
             "lws_status": lws.get("status"),
             "lws_changed": status_stale(lws),

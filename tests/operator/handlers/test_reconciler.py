@@ -2054,3 +2054,15 @@ def test_an_existing_leaderworkerset_is_not_refused_for_its_own_headless_service
     fake.objects[CR_PATH]["spec"]["replicas"] = 2
     assert not reconciler.reconcile("ns", "d", Events()).failed
     assert fake.objects[LWS_PATH]["spec"]["replicas"] == 2
+
+
+def test_a_paused_resource_without_the_lws_api_is_not_said_to_lack_its_leaderworkerset() -> None:
+    """A GET of a kind the cluster does not serve is a 404 too: with no LWS API the paused
+    resource's LeaderWorkerSet is not 'not found' (LeaderWorkerSetMissing says why)."""
+    fake, reconciler = _setup(
+        {**SPEC, "paused": True}, served={"/apis/policy/v1": ["PodDisruptionBudget"]}
+    )
+    reconciler.cluster_apis()
+    reconciler.reconcile("ns", "d", Events())
+    assert "Available" not in _conditions(fake)
+    assert _conditions(fake)["Progressing"] == ("False", "Paused")
