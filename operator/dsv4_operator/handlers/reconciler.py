@@ -590,6 +590,34 @@ class Reconciler:
             raise ApiError(409, f"has no valid '{ADMIN_TOKEN_KEY}' key: delete it to rotate", what)
         return False
 
+    def _scale_down_held(
+        self, owner: Owner, spec: DeepSeekV4DeploymentSpec, live: Mapping[str, Any] | None
+    ) -> AppliedChild | None:
+        """Set a lower `spec.replicas` on a LeaderWorkerSet whose pod template is held.
+
+        While a claim, Secret or ConfigMap the pods use is missing, the LeaderWorkerSet is
+        not applied (`missing_references`: the serving groups keep their template), but
+        scaling down needs no reference, and scaling to zero is how one frees the GPUs of
+        groups that cannot start (day-2 finding: it was held too, and status said the 0/0
+        rollout was complete). A merge patch of `spec.replicas` alone (as the scale
+        subresource writes it); scaling up still waits, its new groups could not start.
+
+        Returns:
+            The LeaderWorkerSet as changed (`updated`, the live one as `previous`), or None
+            when `spec.replicas` is not below its replicas.
+
+        Raises:
+            ApiError: the patch failed (TransientApiError when retryable).
+        """
+        have = ((live or {}).get("spec") or {}).get("replicas")
+        if live is None or not isinstance(have, int) or spec.replicas >= have:
+            return None
+        name = child_names(owner).leaderworkerset
+        after = self.kube.patch_replicas(
+            LWS_API_VERSION, "LeaderWorkerSet", owner.namespace, name, spec.replicas
+        )
+        return AppliedChild("LeaderWorkerSet", name, "updated", after, dict(live))
+
     def _check_subdomain(self, owner: Owner, planned: Plan, children: list[dict[str, Any]]) -> None:
         """Refuse to create a LeaderWorkerSet of several pods per group whose name a Service has.
 
@@ -680,6 +708,8 @@ class Reconciler:
                 emit,
                 self._settled.setdefault(f"{owner.namespace}/{owner.name}", {}),
             )
+            if held and (scaled := self._scale_down_held(owner, spec, live)) is not None:
+                applied.append(scaled)
         except TransientApiError:
             raise
         except ApiError as error:

@@ -2066,3 +2066,34 @@ def test_a_paused_resource_without_the_lws_api_is_not_said_to_lack_its_leaderwor
     reconciler.reconcile("ns", "d", Events())
     assert "Available" not in _conditions(fake)
     assert _conditions(fake)["Progressing"] == ("False", "Paused")
+
+
+def test_scaling_down_is_not_held_while_a_reference_is_missing() -> None:
+    """Day-2 finding (local control plane): while a claim or Secret the pods use is missing,
+    the LeaderWorkerSet was left out of the apply entirely, not just its pod template, so
+    `kubectl scale dsv4 --replicas=0` (how one frees the GPUs of groups that cannot start)
+    never reached it: the LWS kept 1 group, and status said Ready=True AllReplicasReady
+    "0/0 replicas ready" with Progressing=False RolloutComplete. Scaling down needs no
+    reference; it is applied (scaling up still waits: its new pods could not start)."""
+    spec = {**SPEC, "replicas": 2, "modelSource": {"pvc": {"claimName": "weights", "path": "/w"}}}
+    fake, reconciler = _setup(spec)
+    reconciler.reconcile("ns", "d", Events())
+    assert fake.objects[LWS_PATH]["spec"]["replicas"] == 2
+    template = copy.deepcopy(fake.objects[LWS_PATH]["spec"]["leaderWorkerTemplate"])
+    fake.objects[LWS_PATH]["status"] = {"replicas": 2, "readyReplicas": 0, "updatedReplicas": 2}
+    fake.objects[CR_PATH]["spec"]["replicas"] = 0  # kubectl scale --replicas=0
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    assert fake.objects[LWS_PATH]["spec"]["replicas"] == 0
+    assert fake.objects[LWS_PATH]["spec"]["leaderWorkerTemplate"] == template
+    assert "ScalingLeaderWorkerSet" in events.reasons()
+    # Up again while the claim is still missing: held (the new groups could not start), and
+    # status does not say the rollout is complete.
+    fake.objects[LWS_PATH]["status"] = {"replicas": 0, "readyReplicas": 0, "updatedReplicas": 0}
+    fake.objects[CR_PATH]["spec"]["replicas"] = 1
+    fake.objects[CR_PATH]["metadata"]["generation"] = 3
+    reconciler.reconcile("ns", "d", Events())
+    assert fake.objects[LWS_PATH]["spec"]["replicas"] == 0
+    assert _conditions(fake)["Ready"] == ("False", "ReferenceMissing")
+    assert _conditions(fake)["Progressing"][1] == "RollingOut"
