@@ -552,6 +552,32 @@ class Reconciler:
                 )
         self._scalers_checked[key] = (owner.uid, mode)
 
+    def _admin_secret(
+        self, owner: Owner, model: str, live: Mapping[str, Any] | None, emit: EmitFn
+    ) -> bool:
+        """`_ensure_admin_secret`, and a Warning when it drew a new token under running groups.
+
+        A LeaderWorkerSet exists, so the Secret was deleted (by hand, or to rotate it): its
+        pods read the token at start and keep the old one until they restart, and the native
+        autoscaler's drains, sent with the new one, are refused meanwhile (day-2 finding: no
+        Event said so).
+
+        Raises:
+            ApiError: as `_ensure_admin_secret`.
+        """
+        created = self._ensure_admin_secret(owner, model)
+        if created and live is not None:
+            name = child_names(owner).admin_secret
+            emit(
+                "Warning",
+                "AdminTokenRotated",
+                f"Secret {name} was missing and was created again with a new drain token: the "
+                "running groups hold the old one until they restart, so drains (the native "
+                "autoscaler's scale-down) are refused with HTTP 401 until then; any pod-template "
+                "change (e.g. a spec.pod.annotations edit) restarts them",
+            )
+        return created
+
     def _ensure_admin_secret(self, owner: Owner, model: str) -> bool:
         """Create the drain-token Secret (`render.admin`) unless it exists; whether it created it.
 
@@ -693,7 +719,7 @@ class Reconciler:
         if not apis.keda:  # mode keda without KEDA installed: nothing to scale with
             children = [c for c in children if c["kind"] != "ScaledObject"]
         try:
-            secret_created = self._ensure_admin_secret(owner, spec.model)
+            secret_created = self._admin_secret(owner, spec.model, live, emit)
             if read and live is None:
                 self._check_subdomain(owner, planned, children)
             # Before the new scaler: KEDA's webhook refuses a ScaledObject while another

@@ -122,7 +122,7 @@ def test_the_admin_secret_is_created_once_and_never_overwritten() -> None:
     # Deleted (e.g. to rotate it): the next reconcile draws a new token, and says it wrote.
     del fake.objects[SECRET_PATH]
     outcome = reconciler.reconcile("ns", "d", Events())
-    assert (outcome.result, outcome.writes) == ("applied", 1)
+    assert (outcome.result, outcome.writes) == ("applied", 2)  # the Secret, AdminTokenRotated
     rotated = token_from_secret(fake.objects[SECRET_PATH])
     assert rotated is not None
     assert rotated != token
@@ -2097,3 +2097,24 @@ def test_scaling_down_is_not_held_while_a_reference_is_missing() -> None:
     assert fake.objects[LWS_PATH]["spec"]["replicas"] == 0
     assert _conditions(fake)["Ready"] == ("False", "ReferenceMissing")
     assert _conditions(fake)["Progressing"][1] == "RollingOut"
+
+
+def test_an_admin_secret_created_again_under_running_groups_is_a_warning() -> None:
+    """Day-2 finding (local control plane): `kubectl delete secret NAME-admin` under running
+    groups was answered by a new Secret with a new token and no Event at all; the running
+    pods hold the old token until they restart, so the native autoscaler's drains are refused
+    (HTTP 401, DrainFailed) with nothing on the resource saying why the token changed."""
+    fake, reconciler = _setup()
+    first = Events()
+    reconciler.reconcile("ns", "d", first)
+    assert "AdminTokenRotated" not in first.reasons()  # a new resource's Secret: no news
+    del fake.objects[SECRET_PATH]
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    (rotated,) = [e for e in events if e[1] == "AdminTokenRotated"]
+    assert rotated[0] == "Warning"
+    assert "Secret d-admin" in rotated[2]
+    assert "until they restart" in rotated[2]
+    again = Events()
+    reconciler.reconcile("ns", "d", again)
+    assert "AdminTokenRotated" not in again.reasons()
