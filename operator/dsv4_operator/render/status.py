@@ -571,7 +571,12 @@ def desired_status(
     prev = dict(previous or {})
     stamp = rfc3339(now)
     before = list(prev.get("conditions") or [])
-    conditions = _merge_conditions(before, _conditions(obs, now), obs, stamp)
+    wanted = _conditions(obs, now)
+    if obs.lws_absent and any(c.get("type") == "Degraded" for c in before):
+        # Rolled out once, and its LeaderWorkerSet is gone: Degraded no longer holds the last
+        # counts (a new resource that never had one gets no Degraded for it).
+        wanted["Degraded"] = ("True", LWS_NOT_FOUND, wanted["Available"][2])
+    conditions = _merge_conditions(before, wanted, obs, stamp)
     if obs.spec is not None:
         mode, paused = obs.spec.autoscaling.active_mode, obs.spec.paused
         conditions = [

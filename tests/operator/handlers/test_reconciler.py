@@ -1912,6 +1912,7 @@ def test_a_deleted_leaderworkerset_is_not_reported_as_serving(held: dict[str, An
     assert _conditions(fake)["Available"] == ("False", "LeaderWorkerSetNotFound")
     assert _conditions(fake)["Ready"][0] == "False"
     assert "LeaderWorkerSet d does not exist" in _message(fake, "Available")
+    assert _conditions(fake)["Degraded"] == ("True", "LeaderWorkerSetNotFound")
     # Once the spec can be rolled out again the LWS is created, and counted as new.
     fake.objects[CR_PATH]["spec"] = copy.deepcopy(SPEC)
     fake.objects[CR_PATH]["metadata"]["generation"] = 3
@@ -1974,6 +1975,7 @@ def test_a_new_resource_that_cannot_be_rolled_out_says_nothing_runs() -> None:
     assert LWS_PATH not in fake.objects
     assert _conditions(fake)["Available"] == ("False", "LeaderWorkerSetNotFound")
     assert _message(fake, "Available").endswith("the operator creates it once the spec is fixed")
+    assert "Degraded" not in _conditions(fake)
 
 
 def test_an_image_and_extra_args_edited_together_are_both_named() -> None:
