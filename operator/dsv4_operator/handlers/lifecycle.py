@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import kopf
+from typing_extensions import override
 
 from dsv4_operator.api.crd import DEEPSEEK_V4_DEPLOYMENT, crd_manifest, schema_gaps
 from dsv4_operator.handlers.autoscaler import Autoscaler, AutoscalerMetrics
@@ -29,12 +31,14 @@ from dsv4_operator.render import FIELD_MANAGER, LWS_API_VERSION
 from dsv4_operator.settings import OperatorSettings, listen_host
 
 __all__ = [
+    "ANNOTATIONS_LIMIT_BYTES",
     "API_RETRY_BACKOFFS_SECONDS",
     "CRD_GAPS_KEY",
     "PEERING_BACKOFF_SECONDS",
     "PEERING_RECHECK_SECONDS",
     "PEERING_RETRIES",
     "STOP_ON_CRD_GAPS_KEY",
+    "BoundedAnnotationsDiffBaseStorage",
     "configure_kopf",
     "crd_gaps_message",
     "create_peering_objects",
@@ -57,6 +61,55 @@ return is noticed within 15 s. A longer one still ends a peered operator (its po
 Set for a single replica too. kopf retries 403 Forbidden as it does 5xx and connection errors
 (kopf 1.45 `_cogs/clients/api.py`), so a permission kopf's own requests lack (a watched
 namespace without its Role) also ends the operator only after these 11.5 minutes, not ~1."""
+ANNOTATIONS_LIMIT_BYTES: Final = 256 * 1024
+"""Most bytes of an object's annotation keys and values together (Kubernetes apimachinery
+`TotalAnnotationSizeLimitB`); a write beyond it is refused with 422."""
+
+
+class BoundedAnnotationsDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff-base annotation, left out of a patch where it would pass the size limit.
+
+    kopf keeps a copy of the spec (its diff-base, `last-handled-configuration`) in an
+    annotation, and `kubectl apply` keeps another (`last-applied-configuration`): a spec of
+    more than about 128 KiB (`spec.pod.annotations` alone may hold 252 KiB) then pushes the
+    annotations past `ANNOTATIONS_LIMIT_BYTES`, the API server refuses every kopf patch (422
+    `metadata.annotations: Too long`), and since kopf removes its finalizer in such a patch, the
+    resource could never be deleted (day-2 finding). Here the copy is written only where the
+    annotations stay within the limit, and a stale one is removed otherwise. Without it kopf
+    sees each event of the resource as its creation: the reconcile runs then (it is the same
+    for a creation and an update, and writes nothing when nothing changed), and the update
+    handler's `old` spec is missing (the native autoscaler's undrain probe on leaving native
+    mode is skipped; the next resync releases the groups).
+    """
+
+    @override
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        keys = set(self.make_keys(self.key, body=body))
+        after: dict[str, str] = dict(body.metadata.annotations)
+        for key, value in patch.metadata.annotations.items():
+            if value is None:
+                after.pop(key, None)
+            else:
+                after[key] = str(value)
+        others = sum(len(k.encode()) + len(v.encode()) for k, v in after.items() if k not in keys)
+        encoded = json.dumps(essence, separators=(",", ":")) + "\n"  # as kopf encodes it
+        needed = sum(len(k.encode()) + len(encoded.encode()) for k in keys)
+        if others + needed <= ANNOTATIONS_LIMIT_BYTES:
+            super().store(body=body, patch=patch, essence=essence)
+            return
+        logging.getLogger("dsv4_operator").warning(
+            "%s/%s: kopf's copy of the spec (%d bytes) would take the annotations past %d "
+            "bytes; not kept (each change is handled as a creation)",
+            body.metadata.namespace,
+            body.metadata.name,
+            len(encoded),
+            ANNOTATIONS_LIMIT_BYTES,
+        )
+        for key in keys:
+            if key in body.metadata.annotations:
+                patch.metadata.annotations[key] = None
+
+
 CRD_GAPS_KEY = "crd_gaps"
 """The memo key under which the CRD watch leaves the gaps it found before stopping the
 operator (`runner.run` then exits 1)."""
@@ -210,12 +263,13 @@ def _check_served_crd(kube: KubeClient, memo: kopf.Memo, logger: kopf.Logger) ->
 def configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) -> None:
     """Set kopf's settings for this operator (the startup handler calls this).
 
-    kopf keeps its progress in annotations (our status keys stay apart), runs at most
+    kopf keeps its progress in annotations (our status keys stay apart; its copy of the spec
+    only where it fits, `BoundedAnnotationsDiffBaseStorage`), runs at most
     `config.workers` sync handlers at once, posts Events from INFO up, and retries each of its
     own API requests for `API_RETRY_BACKOFFS_SECONDS` (11.5 minutes) before giving up.
     """
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
+    settings.persistence.diffbase_storage = BoundedAnnotationsDiffBaseStorage()
     settings.execution.max_workers = config.workers
     settings.posting.level = logging.INFO
     settings.networking.error_backoffs = API_RETRY_BACKOFFS_SECONDS
