@@ -448,32 +448,6 @@ def test_delete_garbage_collects_every_child(
     assert cluster.dsv4(namespace, name) is None
 
 
-def test_a_spec_near_the_annotation_limit_is_handled_and_deleted(
-    operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
-) -> None:
-    """Day-2 finding: spec.pod.annotations at 32 x 4,096 (which the operator accepts) applied
-    with `kubectl apply` (its last-applied annotation holds a copy of the spec): kopf's own
-    copy took the annotations past the API server's 256 KiB, each of kopf's patches was
-    refused with 422, and the finalizer's removal with them, so the resource could never be
-    deleted."""
-    body, name = _fitting_example()
-    notes = {f"example.com/note-{i:02d}": "x" * 4096 for i in range(32)}
-    body["spec"].setdefault("pod", {})["annotations"] = notes
-    _apply(control_plane, namespace, body)
-    wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS")
-    body["spec"]["replicas"] = int(body["spec"].get("replicas", 1)) + 1
-    _apply(control_plane, namespace, body)
-    wait_until(
-        lambda: (
-            (cluster.get(LWS_V, "leaderworkersets", namespace, name) or {})["spec"]["replicas"]
-            == body["spec"]["replicas"]
-        ),
-        "the edit rolled out",
-    )
-    control_plane.kubectl("delete", "dsv4", name, "-n", namespace, "--wait=false")
-    wait_until(lambda: cluster.dsv4(namespace, name) is None, "the resource deleted", 30)
-
-
 def test_invalid_and_unplannable_crs_report_while_valid_ones_reconcile(
     operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
 ) -> None:

@@ -254,6 +254,44 @@ def test_a_port_added_by_hand_does_not_make_every_resync_apply_the_service(
     assert "differs from its rendering after a forced apply" in log.read_text()
 
 
+def test_a_spec_near_the_annotation_limit_is_handled_and_deleted(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    proxied_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Day-2 finding: spec.pod.annotations at 32 x 4,096 (which the operator accepts) applied
+    with `kubectl apply` (its last-applied annotation holds a copy of the spec): kopf's own
+    copy took the annotations past the API server's 256 KiB, each of kopf's patches was
+    refused with 422, and the finalizer's removal with them, so the resource could never be
+    deleted."""
+    body = _fitting_example()
+    name = body["metadata"]["name"]
+    notes = {f"example.com/note-{i:02d}": "x" * 4096 for i in range(32)}
+    body["spec"].setdefault("pod", {})["annotations"] = notes
+    log = tmp_path / "operator.log"
+    with operator_process(proxied_env, "--namespace", namespace, log=log):
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 60)
+        body["spec"]["replicas"] = int(body["spec"].get("replicas", 1)) + 1
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        wait_until(
+            lambda: (
+                (cluster.get(LWS_V, "leaderworkersets", namespace, name) or {})["spec"]["replicas"]
+                == body["spec"]["replicas"]
+            ),
+            "the edit rolled out",
+        )
+        control_plane.kubectl("delete", "dsv4", name, "-n", namespace, "--wait=false")
+        try:
+            wait_until(lambda: cluster.dsv4(namespace, name) is None, "the resource deleted", 30)
+        except TimeoutError:
+            print(log.read_text()[-6000:])
+            raise
+    assert "Too long" not in log.read_text()
+
+
 def test_progress_timer_reports_readiness_then_stops(
     control_plane: ControlPlane,
     cluster: Cluster,
