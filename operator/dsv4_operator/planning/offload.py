@@ -27,6 +27,7 @@ trust.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -47,6 +48,28 @@ PINNED_ROUNDING_FACTOR: Final = 2
 which is below 2 x size for every size >= 1."""
 _BF16_BYTES: Final = 2
 """Bytes per element of the embedding and LM head (BF16 in every format, `models.Storage`)."""
+
+
+def _rank_layer_bytes(
+    model: ModelSpec,
+    weights_format: str,
+    tensor_parallel: int,
+    data_parallel: int,
+    redundant_experts: int,
+) -> Callable[[int], dict[str, int]]:
+    """`layer_weight_bytes` of one rank's layout, as a function of the layer index."""
+
+    def of(layer: int) -> dict[str, int]:
+        return layer_weight_bytes(
+            model,
+            weights_format,
+            layer,
+            tensor_parallel=tensor_parallel,
+            data_parallel=data_parallel,
+            redundant_experts=redundant_experts,
+        )
+
+    return of
 
 
 def prefetch_layers(num_layers: int, group_size: int, num_in_group: int) -> tuple[int, ...]:
@@ -129,16 +152,11 @@ def prefetch_offload(
     layers = prefetch_layers(model.num_layers, group, per_group)
     offloaded: dict[str, int] = {}
     distinct: dict[str, set[int]] = {}
+    rank_layer = _rank_layer_bytes(
+        model, weights_format, tensor_parallel, data_parallel, redundant_experts
+    )
     for layer in layers:
-        per_family = layer_weight_bytes(
-            model,
-            weights_format,
-            layer,
-            tensor_parallel=tensor_parallel,
-            data_parallel=data_parallel,
-            redundant_experts=redundant_experts,
-        )
-        for name, size in per_family.items():
+        for name, size in rank_layer(layer).items():
             offloaded[name] = offloaded.get(name, 0) + size
             distinct.setdefault(name, set()).add(size)
     pool = {name: step * sum(sizes) for name, sizes in distinct.items()}
@@ -188,18 +206,9 @@ def uva_host_bytes(
     if offload_bytes <= 0:
         return 0
     vocab_share = -(-model.vocab_size * model.hidden_size * _BF16_BYTES // tensor_parallel)
-    layer = max(
-        sum(
-            layer_weight_bytes(
-                model,
-                weights_format,
-                layer,
-                tensor_parallel=tensor_parallel,
-                data_parallel=data_parallel,
-                redundant_experts=redundant_experts,
-            ).values()
-        )
-        for layer in range(model.num_layers)
+    rank_layer = _rank_layer_bytes(
+        model, weights_format, tensor_parallel, data_parallel, redundant_experts
     )
+    layer = max(sum(rank_layer(i).values()) for i in range(model.num_layers))
     largest = max(layer, vocab_share)
     return PINNED_ROUNDING_FACTOR * min(offload_bytes + largest, weights_on_gpu)
