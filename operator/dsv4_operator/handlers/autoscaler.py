@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -264,19 +264,19 @@ class Autoscaler:
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _states: dict[str, AutoscalerState] = field(default_factory=dict)
     _counters: dict[tuple[str, int], CounterSample] = field(default_factory=dict)
-    _drain_failures: dict[str, str] = field(default_factory=dict)
     _answered: dict[tuple[str, int], float] = field(default_factory=dict)
-    _query_failures: dict[str, str] = field(default_factory=dict)
-    _limited: dict[str, int] = field(default_factory=dict)
-    """Per deployment, the ceiling the token load last exceeded (a `ScalingLimited` Event was
-    posted then; posted again only when it is exceeded anew or the ceiling changes)."""
-    _unreached: dict[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
-    """Per deployment, (group, `ready` or `unread`) of the groups the last `LeaderUnreachable`
-    Warning named: unreachable groups kept unknown because their leader pod is Ready, or could
-    not be read (posted again only when that changes)."""
+    _posted: dict[tuple[str, str], Hashable] = field(default_factory=dict)
+    """Per (deployment, Event reason), what the last Warning of a lasting condition said
+    (`DrainFailed`'s message, `WakeUpQueryFailed`'s failure, `ScalingLimited`'s ceiling,
+    `LeaderUnreachable`'s groups and causes): posted again only when that changes (`_due`)."""
 
     def _group(
-        self, key: str, owner: Owner, index: int, t: float, unreached: dict[int, str | None]
+        self,
+        key: str,
+        owner: Owner,
+        index: int,
+        t: float,
+        unreached: dict[int, tuple[str, str] | None],
     ) -> GroupSample:
         """Group `index`'s sample.
 
@@ -325,7 +325,7 @@ class Autoscaler:
 
     def _unanswered(
         self, key: str, owner: Owner, index: int, t: float
-    ) -> tuple[GroupSample, str | None]:
+    ) -> tuple[GroupSample, tuple[str, str] | None]:
         """A group whose `/ready` got no answer: unknown or starting, and why its pod keeps it so.
 
         Unknown if it answered within `UNREACHABLE_GRACE_SECONDS` (its requests may still run
@@ -333,7 +333,7 @@ class Autoscaler:
         while the pod is Ready and not terminating (`leader_pod_serves`: the Service routes
         requests to it, only the operator cannot reach it) or cannot be read (the safe side;
         the step goes on), else starting (LeaderWorkerSet recreates a failed group). The reason
-        is given for those two pod cases only (None otherwise), as `ready: ...` or `unread: ...`.
+        is given for those two pod cases only (None otherwise), as (`ready` or `unread`, words).
         """
         self.metrics.scrape_failures.inc()
         answered = self._answered.get((key, index))
@@ -345,15 +345,15 @@ class Autoscaler:
         except ApiError as error:  # 403 (RBAC without pods get), 5xx, no connection
             forbidden = error.status == 403
             rbac = "; the operator needs RBAC get on pods, as the chart grants" if forbidden else ""
-            why = f"unread: its leader pod {name} could not be read ({error}{rbac})"
+            why = ("unread", f"its leader pod {name} could not be read ({error}{rbac})")
             return GroupSample(index, ready=False, known=False), why
         if leader_pod_serves(pod):
-            why = f"ready: its leader pod {name} is Ready (the Service routes requests to it)"
+            why = ("ready", f"its leader pod {name} is Ready (the Service routes requests to it)")
             return GroupSample(index, ready=False, known=False), why
         return GroupSample(index, ready=False, starting=True), None
 
     def _report_unreached(
-        self, key: str, owner: Owner, why: Mapping[int, str], emit: EmitFn
+        self, key: str, owner: Owner, why: Mapping[int, tuple[str, str]], emit: EmitFn
     ) -> None:
         """Post a `LeaderUnreachable` Warning for the groups their leader pod keeps unknown.
 
@@ -361,16 +361,12 @@ class Autoscaler:
         what keeps one unknown (a Ready pod, a failed read), change; not at every step. Once
         none is left it is forgotten, so a later fault is reported again.
         """
-        if not why:
-            self._unreached.pop(key, None)
+        causes = tuple((i, cause) for i, (cause, _) in sorted(why.items()))
+        if not self._due(key, "LeaderUnreachable", causes or None):
             return
-        seen = tuple((i, w.split(":", 1)[0]) for i, w in sorted(why.items()))
-        if self._unreached.get(key) == seen:
-            return
-        self._unreached[key] = seen
         groups = "; ".join(
-            f"group {i} ({_admin_url(owner, i)}/ready): {w.split(': ', 1)[1]}"
-            for i, w in sorted(why.items())
+            f"group {i} ({_admin_url(owner, i)}/ready): {words}"
+            for i, (_, words) in sorted(why.items())
         )
         emit(
             "Warning",
@@ -396,6 +392,21 @@ class Autoscaler:
             for g in groups
         )
 
+    def _due(self, key: str, reason: str, said: Hashable | None) -> bool:
+        """Whether the `reason` Warning about deployment `key` is due now.
+
+        `said` is what it would say (None: the condition is over, and is forgotten, so a later
+        one is posted again); due when that differs from what the last one said.
+        """
+        slot = (key, reason)
+        if said is None:
+            self._posted.pop(slot, None)
+            return False
+        if self._posted.get(slot) == said:
+            return False
+        self._posted[slot] = said
+        return True
+
     def _forget_groups(self, key: str, first: int) -> None:
         """Drop the last answers and token counters of `key`'s groups from index `first` on."""
         # list() snapshots in one C-level step: other handler threads add keys meanwhile.
@@ -407,10 +418,8 @@ class Autoscaler:
         """Drop the decision state and token counters kept for `namespace/name`."""
         key = f"{namespace}/{name}"
         self._states.pop(key, None)
-        self._drain_failures.pop(key, None)
-        self._query_failures.pop(key, None)
-        self._limited.pop(key, None)
-        self._unreached.pop(key, None)
+        for slot in [s for s in list(self._posted) if s[0] == key]:
+            self._posted.pop(slot, None)
         self._forget_groups(key, 0)
         for gauge in (self.metrics.load, self.metrics.desired):
             with contextlib.suppress(KeyError):  # never scraped: no series
@@ -474,7 +483,7 @@ class Autoscaler:
         owner = Owner.from_body(body)
         t = self.clock()
         self._forget_groups(key, spec.replicas)  # a group made later at such an index is new
-        unreached: dict[int, str | None] = {}
+        unreached: dict[int, tuple[str, str] | None] = {}
         groups = tuple(self._group(key, owner, i, t, unreached) for i in range(spec.replicas))
         if groups and len(unreached) == len(groups):
             groups = self._unreachable(key, groups)
@@ -514,12 +523,8 @@ class Autoscaler:
         load first exceeds the ceiling and again when the ceiling changes, not at every step.
         """
         wanted = wanted_replicas(cfg, d.load_tokens_per_second)
-        if wanted <= cfg.ceiling:
-            self._limited.pop(key, None)
+        if not self._due(key, "ScalingLimited", cfg.ceiling if wanted > cfg.ceiling else None):
             return
-        if self._limited.get(key) == cfg.ceiling:
-            return
-        self._limited[key] = cfg.ceiling
         emit(
             "Warning",
             "ScalingLimited",
@@ -548,8 +553,7 @@ class Autoscaler:
                 failure = f"unexpected Prometheus answer ({error})"
         if failure:
             self.metrics.scrape_failures.inc()
-            if self._query_failures.get(key) != failure:
-                self._query_failures[key] = failure
+            if self._due(key, "WakeUpQueryFailed", failure):
                 emit(
                     "Warning",
                     "WakeUpQueryFailed",
@@ -558,13 +562,29 @@ class Autoscaler:
                     "zero replicas nothing else scales the deployment up",
                 )
             return 0
-        self._query_failures.pop(key, None)
+        self._due(key, "WakeUpQueryFailed", None)
         return math.ceil(value) if math.isfinite(value) and value > 0 else 0
 
     def _read_at(self, key: str, index: int) -> float | None:
         """When group `index`'s engine metrics were last read (None: never)."""
         sample = self._counters.get((key, index))
         return None if sample is None else sample.time
+
+    def _reread(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The resource `body` was read from, read again, or None when it changed identity.
+
+        None when it was deleted or re-created (another uid) or its spec changed (generation,
+        `/scale` included) since. The step's `body` is seconds old by the time it writes (up
+        to 2 s per unanswered scrape): a write built on it must not undo what happened
+        meanwhile.
+        """
+        meta = body["metadata"]
+        fresh = self.kube.get(API_VERSION, KIND, meta["namespace"], meta["name"])
+        if fresh is None or any(
+            fresh["metadata"].get(k) != meta.get(k) for k in ("uid", "generation")
+        ):
+            return None
+        return fresh
 
     def _report_active(self, body: dict[str, Any], reporting: int, groups: int) -> None:
         """Set the ScalingActive condition when its status or reason changes (no write otherwise).
@@ -585,7 +605,6 @@ class Autoscaler:
         """
         status, reason = ("True", NATIVE_SCALING) if reporting else ("False", NATIVE_NO_METRICS)
         message = f"{reporting} of {groups} replica groups report metrics"
-        meta = body["metadata"]
 
         def unchanged(obj: Mapping[str, Any]) -> bool:
             found = [
@@ -597,15 +616,11 @@ class Autoscaler:
 
         if unchanged(body):  # the usual case: no second read
             return
-        fresh = self.kube.get(API_VERSION, KIND, meta["namespace"], meta["name"])
-        if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
-            return  # deleted (or re-created) meanwhile
-        if fresh["metadata"].get("generation") != meta.get("generation"):
-            # The spec changed meanwhile (another mode, paused): this step's finding may no
-            # longer apply, and the reconciler may have written its own ScalingActive; the
-            # next step decides from the new spec.
-            return
-        if unchanged(fresh):
+        # Deleted, re-created or another spec meanwhile (another mode, paused): this step's
+        # finding may no longer apply, and the reconciler may have written its own
+        # ScalingActive; the next step decides from the new spec.
+        fresh = self._reread(body)
+        if fresh is None or unchanged(fresh):
             return
         meta, current = fresh["metadata"], fresh.get("status") or {}
         conditions = [dict(c) for c in current.get("conditions") or []]
@@ -669,8 +684,7 @@ class Autoscaler:
             message = f"POST /{d.action} failed for groups " + ", ".join(
                 f"{i} ({why})" for i, why in sorted(failed.items())
             )
-            if self._drain_failures.get(key) != message:
-                self._drain_failures[key] = message
+            if self._due(key, "DrainFailed", message):
                 outcome = (
                     "the groups keep serving"
                     if d.action == "drain"
@@ -678,7 +692,7 @@ class Autoscaler:
                 )
                 emit("Warning", "DrainFailed", f"{message}; {outcome}")
             return False
-        self._drain_failures.pop(key, None)
+        self._due(key, "DrainFailed", None)
         verb = "Draining" if d.action == "drain" else "DrainCancelled"
         emit("Normal", verb, f"groups {list(d.groups)}: {d.reason}")
         return True
@@ -696,13 +710,10 @@ class Autoscaler:
             TransientApiError: a retryable failure other than that 409.
             ApiError: any other failure.
         """
-        meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        fresh = self.kube.get(API_VERSION, KIND, namespace, name)
-        if fresh is None or any(
-            fresh["metadata"].get(k) != meta.get(k) for k in ("uid", "generation")
-        ):
+        fresh = self._reread(body)
+        if fresh is None:
             return False
+        namespace, name = fresh["metadata"]["namespace"], fresh["metadata"]["name"]
         try:
             self.kube.patch_replicas(
                 API_VERSION,
