@@ -243,8 +243,13 @@ def _recreate(
     return AppliedChild(kind, name, "created", kube.apply(child), dict(live))
 
 
-def _version(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+def _mark(obj: Mapping[str, Any], child: Mapping[str, Any]) -> tuple[str, str]:
+    """`Settled`'s value for object `obj` as applied from rendered `child`.
+
+    (its resourceVersion, the rendered hash); the version is "" when `obj` has none.
+    """
+    version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return version, str(child["metadata"]["annotations"][RENDERED_HASH])
 
 
 def _remember(
@@ -255,11 +260,10 @@ def _remember(
         return result
     meta = child["metadata"]
     key = (str(child["kind"]), str(meta["namespace"]), str(meta["name"]))
-    version = _version(result)
-    if _is_current(result, child) or not version:
+    mark = _mark(result, child)
+    if _is_current(result, child) or not mark[0]:
         settled.pop(key, None)
         return result
-    mark = (version, str(meta["annotations"][RENDERED_HASH]))
     if settled.get(key) != mark:
         log.warning(
             "%s %s/%s differs from its rendering after a forced apply: another field manager's "
@@ -293,8 +297,7 @@ def _apply_one(
     _check_ownership(live, child, f"{kind} {namespace}/{name}")
     if _is_current(live, child):
         return AppliedChild(kind, name, "unchanged", live)
-    mark = (settled or {}).get((kind, namespace, name))
-    if mark is not None and mark == (_version(live), meta["annotations"][RENDERED_HASH]):
+    if (settled or {}).get((kind, namespace, name)) == _mark(live, child):
         return AppliedChild(kind, name, "unchanged", live)  # as our last apply left it
     try:
         applied = kube.apply(child)
