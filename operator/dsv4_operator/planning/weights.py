@@ -222,23 +222,18 @@ def per_gpu_weight_bytes(
         The per-GPU breakdown in bytes (ceil of each share).
     """
     del expert_parallel  # same bytes: whole experts over EP ranks or slices over TP x DP ranks
-    expert_div = tensor_parallel * data_parallel
-    physical = model.n_routed_experts + redundant_experts
-    share = expert_div * model.n_routed_experts  # expert bytes x physical / share on one GPU
-    exp = shard = rep = 0
+    ranks = (model, tensor_parallel, data_parallel, redundant_experts)
+    sums = dict.fromkeys(Placement, 0)
     for placement, b in _placed_bytes(model, weights_format, include_mtp=include_mtp):
-        if placement is Placement.EXPERT:
-            exp += -(-b * physical // share)
-        elif placement is Placement.SHARDED:
-            shard += -(-b // tensor_parallel)
-        else:
-            rep += b
+        sums[placement] += _rank_share(placement, b, *ranks)
     buffer = 0
     if eplb:
-        layer = _layer_expert_bytes(model, weights_format)
-        buffer = -(-layer * physical // share)
+        buffer = _rank_share(Placement.EXPERT, _layer_expert_bytes(model, weights_format), *ranks)
     return WeightBreakdown(
-        expert_bytes=exp, sharded_bytes=shard, replicated_bytes=rep, eplb_buffer_bytes=buffer
+        expert_bytes=sums[Placement.EXPERT],
+        sharded_bytes=sums[Placement.SHARDED],
+        replicated_bytes=sums[Placement.REPLICATED],
+        eplb_buffer_bytes=buffer,
     )
 
 
@@ -271,18 +266,32 @@ def layer_weight_bytes(
     Raises:
         ValueError: a layer index outside the model.
     """
-    physical = model.n_routed_experts + redundant_experts
-    share = tensor_parallel * data_parallel * model.n_routed_experts
-    out: dict[str, int] = {}
-    for group in model.layer_groups(layer):
-        b = _group_bytes(group, weights_format, model)
-        if group.placement is Placement.EXPERT:
-            out[group.name] = -(-b * physical // share)
-        elif group.placement is Placement.SHARDED:
-            out[group.name] = -(-b // tensor_parallel)
-        else:
-            out[group.name] = b
-    return out
+    ranks = (model, tensor_parallel, data_parallel, redundant_experts)
+    return {
+        group.name: _rank_share(group.placement, _group_bytes(group, weights_format, model), *ranks)
+        for group in model.layer_groups(layer)
+    }
+
+
+def _rank_share(
+    placement: Placement,
+    size: int,
+    model: ModelSpec,
+    tensor_parallel: int,
+    data_parallel: int,
+    redundant_experts: int,
+) -> int:
+    """Bytes one GPU holds of `size` bytes placed as `placement`, rounded up.
+
+    Experts: over all TP x DP ranks, scaled by the physical experts (E + R) / E; sharded
+    tensors: over TP; the rest in full (`per_gpu_weight_bytes` gives the sources).
+    """
+    if placement is Placement.EXPERT:
+        physical = model.n_routed_experts + redundant_experts
+        return -(-size * physical // (tensor_parallel * data_parallel * model.n_routed_experts))
+    if placement is Placement.SHARDED:
+        return -(-size // tensor_parallel)
+    return size
 
 
 def _layer_expert_bytes(model: ModelSpec, weights_format: str) -> int:
