@@ -1411,32 +1411,20 @@ def _max_logprobs(arg: str) -> int:
     return count
 
 
-def _offload_group(arg: str) -> int:
-    """The layers of an `--offload-group-size=...` entry, checked.
+def _offload_layers(flag: str, least: int, *, off: bool = False) -> Callable[[str], int]:
+    """A reader of `flag=N`, a layer count from `least` to `MAX_OFFLOAD_LAYERS`.
 
-    Raises:
-        ValueError: a group size that is not a whole number (vLLM's `int`, at least 0) up to
-            `MAX_OFFLOAD_LAYERS`.
+    Whole numbers only (vLLM's `int`); `off` says in the message that `least` turns the
+    offloader off. The reader raises ValueError, naming the flag and the range, for anything else.
     """
-    _, _, raw = arg.partition("=")
-    if not raw.isdigit() or int(raw) > MAX_OFFLOAD_LAYERS:
-        msg = (
-            f"{OFFLOAD_GROUP_FLAG} needs a value in the same entry, a whole number of layers "
-            f"from 0 (off) to {MAX_OFFLOAD_LAYERS:,}, not {arg!r}"
-        )
-        raise ValueError(msg)
-    return int(raw)
-
-
-def _offload_layers(flag: str, least: int) -> Callable[[str], int]:
-    """A reader of `flag=N` (a layer count from `least` to `MAX_OFFLOAD_LAYERS`)."""
+    lowest = f"{least} (off)" if off else f"{least}"
 
     def read(arg: str) -> int:
         _, _, raw = arg.partition("=")
         if not raw.isdigit() or not least <= int(raw) <= MAX_OFFLOAD_LAYERS:
             msg = (
                 f"{flag} needs a value in the same entry, a whole number of layers from "
-                f"{least} to {MAX_OFFLOAD_LAYERS:,}, not {arg!r}"
+                f"{lowest} to {MAX_OFFLOAD_LAYERS:,}, not {arg!r}"
             )
             raise ValueError(msg)
         return int(raw)
@@ -1444,6 +1432,8 @@ def _offload_layers(flag: str, least: int) -> Callable[[str], int]:
     return read
 
 
+_offload_group = _offload_layers(OFFLOAD_GROUP_FLAG, 0, off=True)
+"""The layers of an `--offload-group-size=N` entry (vLLM: an `int`, 0 = off)."""
 _offload_num_in_group = _offload_layers(OFFLOAD_NUM_IN_GROUP_FLAG, 1)
 """The layers of an `--offload-num-in-group=N` entry (vLLM: `ge=1`)."""
 _offload_prefetch_step = _offload_layers(OFFLOAD_PREFETCH_STEP_FLAG, 0)
