@@ -26,6 +26,21 @@ AUTO = Autoscaling(
 LABELS = {"app.kubernetes.io/name": "dsv4", "app.kubernetes.io/instance": "flash"}
 
 
+def flash_scaled_object(auto: Autoscaling, max_replicas: int, **extra: Any) -> dict[str, Any]:
+    """`scaled_object` for resource `flash` in namespace `llm` at 2,500 tokens/s per replica."""
+    return scaled_object(
+        name="flash",
+        namespace="llm",
+        lws_name="flash",
+        autoscaling=auto,
+        target_tokens_per_second=2500,
+        max_replicas=max_replicas,
+        prometheus_url="http://prometheus.monitoring:9090",
+        labels=LABELS,
+        **extra,
+    )
+
+
 def crd_schema(fixtures_dir: Path, name: str) -> dict[str, Any]:
     crd = yaml.safe_load((fixtures_dir / "crds" / name).read_text())
     version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
@@ -45,17 +60,7 @@ def strict(schema: Any) -> Any:
 
 
 def test_scaled_object_is_valid_against_the_keda_crd(fixtures_dir: Path) -> None:
-    obj = scaled_object(
-        name="flash",
-        namespace="llm",
-        lws_name="flash",
-        autoscaling=AUTO,
-        target_tokens_per_second=2500,
-        max_replicas=3,
-        prometheus_url="http://prometheus.monitoring:9090",
-        labels=LABELS,
-        group_start_seconds=1200,
-    )
+    obj = flash_scaled_object(AUTO, 3, group_start_seconds=1200)
     jsonschema.validate(obj, strict(crd_schema(fixtures_dir, "keda.sh_scaledobjects.yaml")))
     spec = obj["spec"]
     assert spec["scaleTargetRef"] == {
@@ -93,16 +98,7 @@ def test_a_lost_scrape_is_an_error_not_zero_load_when_leaders_always_exist(
     minReplicas. With minReplicas >= 1 the leader series always exist: empty is an error."""
 
     def triggers(auto: Autoscaling) -> list[dict[str, Any]]:
-        obj = scaled_object(
-            name="flash",
-            namespace="llm",
-            lws_name="flash",
-            autoscaling=auto,
-            target_tokens_per_second=2500,
-            max_replicas=3,
-            prometheus_url="http://prometheus.monitoring:9090",
-            labels=LABELS,
-        )
+        obj = flash_scaled_object(auto, 3)
         jsonschema.validate(obj, strict(crd_schema(fixtures_dir, "keda.sh_scaledobjects.yaml")))
         return list(obj["spec"]["triggers"])
 
@@ -211,16 +207,7 @@ def test_the_kv_guard_rail_fires_at_its_threshold_despite_the_hpa_tolerance(
     auto = Autoscaling(
         enabled=True, mode="keda", min_replicas=1, kv_cache_usage_percent_threshold=threshold
     )
-    obj = scaled_object(
-        name="flash",
-        namespace="llm",
-        lws_name="flash",
-        autoscaling=auto,
-        target_tokens_per_second=2500,
-        max_replicas=8,
-        prometheus_url="http://prometheus.monitoring:9090",
-        labels=LABELS,
-    )
+    obj = flash_scaled_object(auto, 8)
     kv = next(t for t in obj["spec"]["triggers"] if t["name"] == "kv-cache-usage")
     assert kv["metricType"] == "Value"
     assert kv["metadata"]["query"].endswith(f">= bool {threshold / 100:g}")
