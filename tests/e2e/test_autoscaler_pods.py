@@ -144,3 +144,39 @@ def test_a_ready_leader_pod_keeps_an_unreachable_group_until_it_is_not_ready(
             break
     assert replicas() == 1
     assert [e for e in events if e[1] == "ScaledDown"]
+
+
+def test_an_autoscaled_resource_without_replicas_is_raised_to_min_replicas(
+    control_plane: ControlPlane, dsv4_crd: Any, namespace: str, kube_api: Any
+) -> None:
+    # The manifest leaves `replicas` out (default 1) with minReplicas 3: the API server
+    # accepts it, and the first scrape raises it to 3 in one step, as an HPA would, although
+    # no leader answers yet and the step limit is 1.
+    spec = copy.deepcopy(SPEC)
+    del spec["replicas"]
+    spec["autoscaling"] |= {"minReplicas": 3, "scaleUpStabilizationSeconds": 300}
+    control_plane.apply(
+        {
+            "apiVersion": "dsv4.io/v1alpha1",
+            "kind": "DeepSeekV4Deployment",
+            "metadata": {"name": NAME},
+            "spec": spec,
+        },
+        namespace=namespace,
+    )
+    kube = KubeClient(kube_api, "dsv4-operator")
+    scaler = Autoscaler(
+        kube,
+        AutoscalerMetrics(CollectorRegistry()),
+        http=lambda method, url, headers: None,
+        clock=lambda: 15.0,
+    )
+    events: list[tuple[str, str, str]] = []
+    decision = scaler.step(namespace, NAME, lambda *e: events.append(e))
+    cr = kube.get("dsv4.io/v1alpha1", "DeepSeekV4Deployment", namespace, NAME)
+    assert cr is not None
+    assert cr["spec"]["replicas"] == 3, decision
+    assert [e[1] for e in events if e[1].startswith("Scaled")] == ["ScaledUp"], events
+    recorded = cr["status"]["recentScalingDecisions"][-1]
+    assert (recorded["fromReplicas"], recorded["toReplicas"]) == (1, 3)
+    assert recorded["reason"] == "BelowMinReplicas"

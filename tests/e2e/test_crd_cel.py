@@ -206,6 +206,19 @@ def test_malformed_case_gets_the_offline_verdict(
             assert message in refused.text, refused.text
 
 
+@pytest.mark.parametrize("mode", ["native", "keda", "hpa"])
+def test_autoscaled_manifest_without_replicas_is_accepted(api: Api, mode: str) -> None:
+    # minReplicas 3, `replicas` left out (default 1): the scaler raises it; before, the server
+    # refused it and manifests had to state a `replicas` that every GitOps sync reset.
+    body = with_spec(
+        autoscaling={"enabled": True, "mode": mode, "minReplicas": 3, "maxReplicas": 4}
+    )
+    assert "replicas" not in body["spec"]
+    refused = _verdict(api, body)
+    assert refused is None, refused.text
+    assert parse_deployment(body).spec.replicas == 1
+
+
 def test_model_is_immutable_on_the_server(
     api: Api, installed: dict[str, tuple[Json, Json]]
 ) -> None:

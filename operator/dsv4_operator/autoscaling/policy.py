@@ -12,6 +12,8 @@ One call of `decide` per scrape. Rules, in order:
    no load, no request and no group starting, for the scale-to-zero window), at most
    `max_replicas` and the GPU budget
    (budget // GPUs per replica). With no group and requests waiting at the gateway: at least 1.
+   Replicas below `min_replicas` (a manifest without `spec.replicas` has 1) go to it at once, past
+   the stabilization window and the step limit, as the HPA raises a target below its minimum.
 4. Stabilization as the HPA does it: a scale-up goes to the smallest recommendation of the scale-up
    window, a scale-down to the largest of the scale-down window; steps are limited; a change
    opposite to the last one waits for the new direction's window (at most one change of direction
@@ -292,8 +294,20 @@ def _scale_up(
     window = [n for ts, n, _ in state.recommendations if ts >= t - cfg.scale_up_window_seconds]
     target = r.desired if r.urgent else min(window)
     target = min(max(target, current), current + cfg.scale_up_max_step, cfg.ceiling)
+    # Below minReplicas (a manifest without `replicas` has 1): straight to the minimum, with no
+    # window and no step limit, as the HPA does ("Current number of replicas below
+    # Spec.MinReplicas", kubernetes pkg/controller/podautoscaler/horizontal.go).
+    floor = min(cfg.min_replicas, cfg.ceiling)
+    below = current < floor
+    target = max(target, floor)
     last = state.last_change
-    if last and last[1] < 0 and t - last[0] < cfg.scale_up_window_seconds and not r.urgent:
+    if (
+        last
+        and last[1] < 0
+        and t - last[0] < cfg.scale_up_window_seconds
+        and not r.urgent
+        and not below
+    ):
         return _hold(
             obs, r.load, "scale-up waits for the scale-up window after a scale-down"
         ), False
@@ -303,6 +317,8 @@ def _scale_up(
         why = f"guard rail on groups {list(r.saturated)}"
     elif r.waking:
         why = f"{r.waking} requests wait with no replica"
+    elif below:
+        why = f"replicas below spec.autoscaling.minReplicas ({cfg.min_replicas})"
     else:
         why = "token load"
     reason = f"{why}: {r.load:.0f} tokens/s, {r.desired} replicas wanted"

@@ -239,6 +239,8 @@ def _scaling_reason(d: Decision) -> str:
             return "GuardRail"
         if d.replicas_from == 0 and "wait with no replica" in d.reason:
             return "RequestsWaiting"  # the wake-up query (policy `_scale_up`)
+        if d.reason.startswith("replicas below spec.autoscaling.minReplicas"):
+            return "BelowMinReplicas"  # policy `_scale_up`: a manifest without `replicas`
         return "TokenRateHigh"
     return "TokenRateLow"
 

@@ -346,15 +346,18 @@ CASES = [
             "spec.autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 4},
             "spec.replicas": 5,
         },
-        ("spec", "spec.replicas must be within spec.autoscaling.minReplicas"),
-        ("spec", "replicas (5) must be within autoscaling.minReplicas (1)"),
+        ("spec", "spec.replicas must be at most spec.autoscaling.maxReplicas"),
+        ("spec", "replicas (5) must be at most autoscaling.maxReplicas (4)"),
     ),
     Case(
-        "autoscaling-min-above-the-default-replicas",
-        # h22 (README trial): a new user sets minReplicas 2 and leaves replicas out.
-        {"spec.autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4}},
-        ("spec", "spec.replicas defaults to 1: with minReplicas above 1, set spec.replicas"),
-        ("spec", "autoscaling.maxReplicas (4) (replicas defaults to 1: set it too"),
+        "autoscaling-replicas-zero-above-min-zero",
+        # An HPA does not scale a target at zero replicas unless its minimum is 0.
+        {
+            "spec.autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4},
+            "spec.replicas": 0,
+        },
+        ("spec", "at least 1 unless spec.autoscaling.minReplicas is 0"),
+        ("spec", "replicas 0 with autoscaling.minReplicas 2: set replicas to 1 or more"),
     ),
     Case(
         "scale-to-zero-without-idle-window",

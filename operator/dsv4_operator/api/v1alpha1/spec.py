@@ -309,15 +309,21 @@ _SPEC_RULES: Final[list[CelRule]] = [
         ),
     },
     {
+        # Below minReplicas is allowed: the autoscaler raises it, as the HPA raises a target
+        # "below Spec.MinReplicas" (kubernetes pkg/controller/podautoscaler/horizontal.go), so
+        # a manifest can leave spec.replicas out (default 1) whatever minReplicas is, and a
+        # GitOps sync never puts the scaled count back. 0 is not: the HPA does not scale a
+        # target at zero replicas when minReplicas is not 0 ("scaling is disabled since the
+        # replica count of the target is zero", same file).
         "rule": (
             "!has(self.autoscaling) || !self.autoscaling.enabled || "
-            "(self.replicas >= self.autoscaling.minReplicas && "
-            "self.replicas <= self.autoscaling.maxReplicas)"
+            "(self.replicas <= self.autoscaling.maxReplicas && "
+            "(self.replicas >= 1 || self.autoscaling.minReplicas == 0))"
         ),
         "message": (
-            "spec.replicas must be within spec.autoscaling.minReplicas and "
-            "spec.autoscaling.maxReplicas when autoscaling is enabled (spec.replicas defaults "
-            "to 1: with minReplicas above 1, set spec.replicas too, e.g. to minReplicas)"
+            "spec.replicas must be at most spec.autoscaling.maxReplicas, and at least 1 unless "
+            "spec.autoscaling.minReplicas is 0, when autoscaling is enabled (a count below "
+            "minReplicas is raised to it by the autoscaler)"
         ),
     },
     {
@@ -410,7 +416,10 @@ class DeepSeekV4DeploymentSpec(ApiModel):
     """Pinned tensor/data/pipeline/expert parallel sizes; unset sizes are planned."""
     replicas: int = Field(default=1, ge=0, le=1000)
     """Replicas (each a LeaderWorkerSet group of 1 to maxNodes pods), 0 to 1000; the scale
-    subresource writes it."""
+    subresource writes it. With autoscaling enabled the autoscaler owns it: leave it out of
+    manifests (a GitOps sync would put the scaled count back); at most maxReplicas, 0 only
+    with minReplicas 0, and a count below minReplicas (such as the default 1) is raised to
+    minReplicas by the autoscaler, as an HPA raises its target."""
     speculative_decoding: SpeculativeDecoding | None = None
     """MTP speculative decoding; unset disables it."""
     engine: EngineSpec = Field(default_factory=EngineSpec)
@@ -491,16 +500,17 @@ class DeepSeekV4DeploymentSpec(ApiModel):
         """`spec.replicas` against autoscaling and the rollout's partition."""
         problems = []
         scaling = self.autoscaling
-        if scaling.enabled and not scaling.min_replicas <= self.replicas <= scaling.max_replicas:
-            default = (
-                " (replicas defaults to 1: set it too, e.g. to minReplicas)"
-                if self.replicas < scaling.min_replicas
-                else ""
-            )
+        if scaling.enabled and self.replicas > scaling.max_replicas:
             problems.append(
-                f"replicas ({self.replicas}) must be within autoscaling.minReplicas "
-                f"({scaling.min_replicas}) and autoscaling.maxReplicas ({scaling.max_replicas})"
-                + default
+                f"replicas ({self.replicas}) must be at most autoscaling.maxReplicas "
+                f"({scaling.max_replicas}) when autoscaling is enabled"
+            )
+        elif scaling.enabled and self.replicas == 0 and scaling.min_replicas > 0:
+            problems.append(
+                f"replicas 0 with autoscaling.minReplicas {scaling.min_replicas}: set replicas "
+                "to 1 or more, or leave it out (default 1); a count below minReplicas is raised "
+                "to it by the autoscaler, but an HPA (modes keda and hpa) does not scale a "
+                "target at zero replicas"
             )
         partition = self.rollout.partition
         if partition and scaling.enabled:
