@@ -2,7 +2,8 @@
 
 `dsv4-runtime <RuntimeConfig.to_args()>` parses the operator's arguments, reads the LWS role,
 runs the preflight checks, resolves the leader's IP, builds the engine's command lines and
-supervises the engine until it drains. Exit statuses: 0 after a clean drain; 2 for bad arguments,
+supervises the engine until it drains. Exit statuses: 0 after a clean drain (or a SIGTERM
+before the engine started); 2 for bad arguments,
 LWS environment or extra engine arguments; 3 for a failed preflight check; 127 when the engine
 or a prelaunch command is not found, 126 when it is not executable; 1 when the runtime cannot
 serve (e.g. its port is taken); otherwise the engine's own status (see `supervisor`).
@@ -17,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -167,9 +169,29 @@ def _supervise(supervisor: Supervisor, termination_log: Path) -> int:
         )
 
 
+class _TerminatedBeforeStart(Exception):
+    """SIGTERM arrived before the supervisor took the signals over (preflight, the DNS wait)."""
+
+
+def _terminated_before_start(_signum: int, _frame: object) -> None:
+    raise _TerminatedBeforeStart
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console script `dsv4-runtime`: exits with `run`'s status."""
+    """Console script `dsv4-runtime`: exits with `run`'s status.
+
+    A SIGTERM before the supervisor installs its own handlers (during preflight or while the
+    leader's name does not resolve yet, up to `RESOLVE_TIMEOUT_SECONDS`) ends the runtime with
+    0 and a log line: nothing runs yet, so there is nothing to drain. The supervisor's handlers
+    replace this one, and restore the default when it returns.
+    """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s dsv4-runtime %(levelname)s %(message)s"
     )
-    sys.exit(run(sys.argv[1:] if argv is None else argv, os.environ))
+    signal.signal(signal.SIGTERM, _terminated_before_start)
+    try:
+        status = run(sys.argv[1:] if argv is None else argv, os.environ)
+    except _TerminatedBeforeStart:
+        log.info("SIGTERM before the engine started: nothing to drain, exiting 0")
+        status = 0
+    sys.exit(status)

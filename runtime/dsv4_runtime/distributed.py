@@ -14,6 +14,7 @@ hence the retries.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +44,7 @@ LWS_WORKER_INDEX = "LWS_WORKER_INDEX"
 POD_IP = "POD_IP"
 """The pod's primary IP, from the downward API (`status.podIP`, set by the operator): the
 address kubelet probes and Services send traffic to."""
+log = logging.getLogger("dsv4_runtime")
 _WILDCARDS = {"0.0.0.0": "::"}  # noqa: S104  (a wildcard bind: pods listen on all interfaces)
 
 
@@ -185,14 +187,28 @@ def resolve_leader_ip(
     except ValueError:
         pass
     deadline = clock() + timeout_seconds
+    failed = False
     while True:
         try:
-            ip = resolver(address)
-            return str(ipaddress.ip_address(ip))
+            ip = str(ipaddress.ip_address(resolver(address)))
         except (OSError, ValueError) as error:
             if clock() >= deadline:
                 raise RoleError(
                     f"{LWS_LEADER_ADDRESS}={address} did not resolve to an IP within "
                     f"{timeout_seconds:g} s ({error}); vLLM's DP coordination (ZMQ) needs an IP"
                 ) from error
+            if not failed:  # once: the pod log says what the pod waits for
+                log.info(
+                    "%s=%s does not resolve yet (%s): retrying every %g s for up to %g s "
+                    "(the headless Service's DNS lags pod start)",
+                    LWS_LEADER_ADDRESS,
+                    address,
+                    error,
+                    retry_seconds,
+                    timeout_seconds,
+                )
+                failed = True
+        else:
+            log.info("%s=%s resolved to %s", LWS_LEADER_ADDRESS, address, ip)
+            return ip
         sleep(retry_seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -124,3 +125,46 @@ def test_an_engine_that_is_not_installed_exits_127_with_the_reason(
     (tmp_path / "vllm").write_text("#!/bin/sh\n")
     assert run(config.to_args(), LWS_WORKER, probes=probes) == EXIT_NOT_EXECUTABLE
     assert "Permission denied" in (tmp_path / "termination-log").read_text()
+
+
+def test_sigterm_while_the_leader_name_does_not_resolve_exits_0_at_once(tmp_path: Path) -> None:
+    """h39: the runtime's signal handlers were installed only once supervision began, so a
+    SIGTERM while a worker waited (up to 300 s) for its leader's DNS record killed it by
+    signal (143) without a log line."""
+    config = RuntimeConfig(
+        engine="reference",
+        model="tiny",
+        served_model_name="tiny",
+        nodes=2,
+        data_parallel_size=2,
+        data_parallel_size_local=1,
+        shm_path=tmp_path / "shm",
+        termination_log=tmp_path / "termination-log",
+    )
+    env = {
+        **os.environ,
+        "LWS_LEADER_ADDRESS": "dsv4-0.dsv4.never.invalid",  # RFC 6761: never resolves
+        "LWS_GROUP_SIZE": "2",
+        "LWS_WORKER_INDEX": "1",
+    }
+    log = tmp_path / "runtime.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dsv4_runtime", *config.to_args()],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while "does not resolve yet" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "SIGTERM before the engine started: nothing to drain, exiting 0" in log.read_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from dsv4_runtime.config import RuntimeConfig
@@ -105,3 +107,27 @@ def test_the_wildcard_follows_the_pods_ip_family(host: str, pod_ip: str, bound: 
     socket bound to 0.0.0.0 never answers, so the pod was never Ready."""
     env = {"POD_IP": pod_ip} if pod_ip else {}
     assert bind_host(host, env) == bound
+
+
+def test_a_leader_name_that_does_not_resolve_yet_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """h39: a worker whose leader's DNS record lags logged nothing for up to 300 s, so its pod
+    log did not say what it was waiting for."""
+    answers: list[str | OSError] = [OSError("NXDOMAIN"), OSError("NXDOMAIN"), "10.9.8.7"]
+
+    def resolver(host: str) -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
+
+    with caplog.at_level(logging.INFO, logger="dsv4_runtime"):
+        resolve_leader_ip("dsv4-0.dsv4.ns", resolver, sleep=lambda _: None, clock=lambda: 0.0)
+    waiting = [r.getMessage() for r in caplog.records if "does not resolve yet" in r.getMessage()]
+    assert waiting == [
+        "LWS_LEADER_ADDRESS=dsv4-0.dsv4.ns does not resolve yet (NXDOMAIN): retrying every 2 s "
+        "for up to 300 s (the headless Service's DNS lags pod start)"
+    ]
+    resolved = [r.getMessage() for r in caplog.records if "resolved to" in r.getMessage()]
+    assert resolved == ["LWS_LEADER_ADDRESS=dsv4-0.dsv4.ns resolved to 10.9.8.7"]
