@@ -155,9 +155,15 @@ def run(
 
 
 def _supervise(supervisor: Supervisor, termination_log: Path) -> int:
-    """`supervisor.run()`'s status; an OSError (exec or bind failure) becomes a one-line error."""
+    """`supervisor.run()`'s status; an OSError (exec or bind failure) becomes a one-line error.
+
+    A prelaunch step that failed (`Supervisor.failure`) is written to the termination log.
+    """
     try:
-        return asyncio.run(supervisor.run())
+        status = asyncio.run(supervisor.run())
+        if status != 0 and supervisor.failure is not None:
+            return _fail(supervisor.failure, status, termination_log)
+        return status
     except OSError as error:
         if error.filename is None:  # e.g. the admin port is taken
             return _fail(f"runtime: {error}", 1, termination_log)

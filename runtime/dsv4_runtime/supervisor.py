@@ -155,6 +155,9 @@ class Supervisor:
         self._leader_admin_url = leader_admin_url
         self._notice: asyncio.Task[None] | None = None
         self._leader_lost = asyncio.Event()
+        self.failure: str | None = None
+        """Why the runtime stops before the engine started (a prelaunch step failed), for the
+        termination log; None otherwise."""
 
     def request_drain(self) -> None:
         """Start the drain (signal handler): `/ready` fails from this call on."""
@@ -258,13 +261,17 @@ class Supervisor:
         # without the engine fails now, with 127/126, not after the wait.
         for command in (*self._launch.prelaunch, self._launch.argv):
             _require_executable(command[0])
-        for command in self._launch.prelaunch:
+        for index, command in enumerate(self._launch.prelaunch):
+            purpose = self._launch.prelaunch_purpose(index)
+            log.info("prelaunch: %s", purpose)
             status = await self._run_to_end(command)
             if self._stop.is_set():
                 return 0
             if status != 0:
-                log.error("prelaunch %s exited with status %d", " ".join(command), status)
-                return status if status > 0 else 128 - status  # killed by signal N: 128 + N
+                status = status if status > 0 else 128 - status  # killed by signal N: 128 + N
+                self.failure = f"prelaunch step failed with status {status}: {purpose}"
+                log.error("%s; exiting so that the container restarts", self.failure)
+                return status
         started = time.monotonic()
         self._process = await asyncio.create_subprocess_exec(
             *self._launch.argv, start_new_session=True, env=_engine_env()

@@ -249,16 +249,47 @@ def vllm_launch(config: RuntimeConfig, role: Role, leader_ip: str) -> Launch:
             sys.executable, "-c", WAIT_FOR_PORT,
             leader_ip, str(config.admin_port), str(LEADER_WAIT_TIMEOUT_SECONDS),
         )  # fmt: skip
-        return Launch(prelaunch=(wait_leader,), argv=tuple(argv), serves_api=False)
+        leader_at = _host_port(leader_ip, config.admin_port)
+        return Launch(
+            prelaunch=(wait_leader,),
+            argv=tuple(argv),
+            serves_api=False,
+            prelaunch_purposes=(
+                f"wait up to {LEADER_WAIT_TIMEOUT_SECONDS} s for the leader's runtime at "
+                f"{leader_at} to accept connections",
+            ),
+        )
     timeout = str(RAY_JOIN_TIMEOUT_SECONDS)
     if role.is_leader:
         ray_head = ("ray", "start", "--head", f"--port={config.ray_port}")
         join = (sys.executable, "-c", RAY_WAIT_FOR_NODES, str(config.nodes), timeout)
         argv = vllm_serve_argv(config, role, leader_ip)
-        return Launch(prelaunch=(ray_head, join), argv=tuple(argv), serves_api=True)
+        return Launch(
+            prelaunch=(ray_head, join),
+            argv=tuple(argv),
+            serves_api=True,
+            prelaunch_purposes=(
+                f"start the Ray head on port {config.ray_port}",
+                f"wait up to {timeout} s for all {config.nodes} pods of the group to join the "
+                "Ray cluster",
+            ),
+        )
     wait = (sys.executable, "-c", WAIT_FOR_PORT, leader_ip, str(config.ray_port), timeout)
     ray_worker = ("ray", "start", f"--address={leader_ip}:{config.ray_port}", "--block")
-    return Launch(prelaunch=(wait,), argv=ray_worker, serves_api=False)
+    return Launch(
+        prelaunch=(wait,),
+        argv=ray_worker,
+        serves_api=False,
+        prelaunch_purposes=(
+            f"wait up to {timeout} s for the leader's Ray head at "
+            f"{_host_port(leader_ip, config.ray_port)} to accept connections",
+        ),
+    )
+
+
+def _host_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def merge_extra_args(planned: Sequence[str], extra: Sequence[str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dsv4_runtime import vllm_args
 from dsv4_runtime.cli import EXIT_LAUNCH, EXIT_NOT_EXECUTABLE, EXIT_PREFLIGHT, EXIT_USAGE, run
 from dsv4_runtime.config import RuntimeConfig, parser_help
 from dsv4_runtime.preflight import GpuInfo, GpuProbeResult, Probes
@@ -168,3 +170,36 @@ def test_sigterm_while_the_leader_name_does_not_resolve_exits_0_at_once(tmp_path
             process.kill()
             process.wait()
     assert "SIGTERM before the engine started: nothing to drain, exiting 0" in log.read_text()
+
+
+def test_a_worker_whose_leader_never_answers_names_what_it_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """h39: the wait for the leader's runtime logged nothing when it began, and its timeout was
+    logged as the whole Python wait script ("prelaunch /usr/bin/python -c import socket, ...
+    exited with status 1"), with nothing in the termination log."""
+    monkeypatch.setattr(vllm_args, "LEADER_WAIT_TIMEOUT_SECONDS", 1)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "vllm").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "bin" / "vllm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    with socket.socket() as a, socket.socket() as b:  # free ports; nothing listens on them
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        admin, api = a.getsockname()[1], b.getsockname()[1]
+    # The worker listens on 127.0.0.2, so the leader's admin port on 127.0.0.1 stays closed.
+    config = _config(tmp_path, admin_port=admin, api_port=api, host="127.0.0.2")
+    gpus = GpuProbeResult(tuple(GpuInfo(i, "NVIDIA H200", 143_771 << 20) for i in range(4)), "t")
+    probes = Probes(
+        package_version={"vllm": "0.33.0", "transformers": "4.57.1"}.get, gpus=lambda: gpus
+    )
+    env = {**LWS_WORKER, "LWS_LEADER_ADDRESS": "127.0.0.1"}
+    with caplog.at_level(logging.INFO, logger="dsv4_runtime"):
+        assert run(config.to_args(), env, probes=probes) == 1
+    what = f"wait up to 1 s for the leader's runtime at 127.0.0.1:{admin} to accept connections"
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"prelaunch: {what}" in messages
+    assert not [m for m in messages if "import socket" in m], "the wait script was logged"
+    assert (tmp_path / "termination-log").read_text() == (
+        f"prelaunch step failed with status 1: {what}\n"
+    )

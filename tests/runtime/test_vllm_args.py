@@ -212,6 +212,13 @@ def test_pipeline_parallel_uses_ray(vllm_flags: dict[str, dict[str, Any]]) -> No
             argv=("ray", "start", f"--address={LEADER_IP}:6379", "--block"),
             serves_api=False,
         )
+        assert launch.prelaunch_purposes == (
+            f"wait up to 600 s for the leader's Ray head at {LEADER_IP}:6379 to accept connections",
+        )
+    assert launches[0].prelaunch_purposes == (
+        "start the Ray head on port 6379",
+        "wait up to 600 s for all 3 pods of the group to join the Ray cluster",
+    )
     _check_against_vllm(list(launches[0].argv), vllm_flags)
 
 
