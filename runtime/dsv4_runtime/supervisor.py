@@ -92,10 +92,13 @@ LEADER_LOST_SECONDS = 120.0
 before it exits (`EXIT_LEADER_LOST`)."""
 EXIT_LEADER_LOST = 1
 """Worker exit status when its leader's runtime restarted or went away: vLLM's headless ranks
-cannot rejoin a new leader engine (vLLM issue #32136), and LeaderWorkerSet recreates a group
-only after it has started once (`RecreateGroupAfterStart`), so a leader that restarts during
-the first boot would otherwise wait for these ranks for good. The container restarts and its
-ranks join the new leader."""
+cannot rejoin a new leader engine (vLLM issue #32136), and LeaderWorkerSet's
+`RecreateGroupAfterStart` skips the group's recreation while any of its pods is `Pending`
+(kubernetes-sigs/lws, site/content/en/docs/concepts/failure-handling: "recreated if and only if
+there are no pods currently pending"; a pod is Pending until its image is pulled and its
+containers started, not until it is Ready), so a leader that restarts while another pod of the
+group still pulls its image would otherwise wait for these ranks for good. The container
+restarts and its ranks join the new leader."""
 LEADER_NOTICE_TIMEOUT_SECONDS = 2.0
 """Time a worker gives the leader to take its stop notice (the drain goes on regardless)."""
 LEADER_NOTICE_MARGIN_SECONDS = 30
