@@ -175,12 +175,16 @@ def _supervise(supervisor: Supervisor, termination_log: Path) -> int:
         )
 
 
-class _TerminatedBeforeStart(Exception):
-    """SIGTERM arrived before the supervisor took the signals over (preflight, the DNS wait)."""
+class _TerminatedBeforeStart(SystemExit):
+    """SIGTERM arrived before the supervisor took the signals over (preflight, the DNS wait).
+
+    A `SystemExit`, so that asyncio passes it on even when it lands in a callback while the
+    event loop starts (it swallows other exceptions there and would lose the SIGTERM).
+    """
 
 
 def _terminated_before_start(_signum: int, _frame: object) -> None:
-    raise _TerminatedBeforeStart
+    raise _TerminatedBeforeStart(0)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
