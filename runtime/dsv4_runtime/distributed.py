@@ -56,14 +56,23 @@ def bind_host(host: str, env: Mapping[str, str]) -> str:
     never answers: the pod would never be Ready. vLLM binds `::` without IPV6_V6ONLY (both
     families on Linux); the runtime's own server gets IPv6 only (asyncio sets it), which is
     the address that is probed. Any other `host`, and a missing or unparsable `POD_IP`, is
-    kept as it is.
+    kept as it is (an unparsable one with a warning that names it).
     """
     wildcard = _WILDCARDS.get(host)
     if wildcard is None:
         return host
+    raw = env.get(POD_IP, "").strip()
     try:
-        primary = ipaddress.ip_address(env.get(POD_IP, "").strip())
+        primary = ipaddress.ip_address(raw)
     except ValueError:
+        if raw:  # set but garbled: say so, an IPv6-primary pod would never be Ready
+            log.warning(
+                "%s=%r is not an IP address (the downward API's status.podIP is one): "
+                "listening on %s as given",
+                POD_IP,
+                raw,
+                host,
+            )
         return host
     return wildcard if primary.version == 6 else host
 

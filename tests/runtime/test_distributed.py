@@ -131,3 +131,19 @@ def test_a_leader_name_that_does_not_resolve_yet_is_logged_once(
     ]
     resolved = [r.getMessage() for r in caplog.records if "resolved to" in r.getMessage()]
     assert resolved == ["LWS_LEADER_ADDRESS=dsv4-0.dsv4.ns resolved to 10.9.8.7"]
+
+
+def test_a_pod_ip_that_is_not_an_ip_is_named_in_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """h39: a garbled `POD_IP` (a user's `spec.engine.env` override with `status.podIPs`, a
+    comma-separated list) was ignored silently; on an IPv6-primary pod the runtime then listens
+    on 0.0.0.0 and the pod is never Ready, with nothing in its log to say why."""
+    with caplog.at_level(logging.WARNING, logger="dsv4_runtime"):
+        assert bind_host("0.0.0.0", {"POD_IP": "fd00::5,10.244.1.5"}) == "0.0.0.0"
+        assert bind_host("0.0.0.0", {}) == "0.0.0.0"  # unset: run by hand, no warning
+        assert bind_host("0.0.0.0", {"POD_IP": "10.244.1.5"}) == "0.0.0.0"
+    assert [r.getMessage() for r in caplog.records] == [
+        "POD_IP='fd00::5,10.244.1.5' is not an IP address (the downward API's status.podIP "
+        "is one): listening on 0.0.0.0 as given"
+    ]
