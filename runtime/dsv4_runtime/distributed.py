@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -116,8 +117,9 @@ def role_from_env(env: Mapping[str, str], config: RuntimeConfig) -> Role:
     A single-node plan runs without LWS variables (leader, address 127.0.0.1).
 
     Raises:
-        RoleError: a variable is missing (multi-node), not an integer, out of range, or
-            `LWS_GROUP_SIZE` differs from `--nodes`; the message names both values.
+        RoleError: a variable is missing (multi-node), not an integer, out of range,
+            `LWS_LEADER_ADDRESS` is neither an IP nor a DNS name, or `LWS_GROUP_SIZE` differs
+            from `--nodes`; the message names the variable and its value.
     """
     present = [
         name for name in (LWS_LEADER_ADDRESS, LWS_GROUP_SIZE, LWS_WORKER_INDEX) if name in env
@@ -142,7 +144,27 @@ def role_from_env(env: Mapping[str, str], config: RuntimeConfig) -> Role:
     address = env[LWS_LEADER_ADDRESS].strip()
     if not address:
         raise RoleError(f"{LWS_LEADER_ADDRESS} is empty")
+    if not _is_ip(address) and _DNS_NAME.fullmatch(address) is None:
+        raise RoleError(
+            f"{LWS_LEADER_ADDRESS}={address!r} is neither an IP address nor a DNS name "
+            "(LeaderWorkerSet sets <leader pod>.<service>.<namespace>)"
+        )
     return Role(worker_index=worker_index, group_size=group_size, leader_address=address)
+
+
+_DNS_NAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+"""A DNS name: dot-separated RFC 1123 labels of at most 63 characters, 253 in all."""
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _int_var(env: Mapping[str, str], name: str) -> int:

@@ -20,6 +20,16 @@ TWO_NODES = RuntimeConfig(
 LWS = {"LWS_LEADER_ADDRESS": "dsv4-0.dsv4.ns", "LWS_GROUP_SIZE": "2", "LWS_WORKER_INDEX": "1"}
 
 
+@pytest.mark.parametrize(
+    "address",
+    ["dsv4-0.dsv4.ns", "dsv4-0.dsv4.ns.svc.cluster.local.", "10.1.2.3", "fd00::5", "leader"],
+)
+def test_addresses_lws_sets_are_taken(address: str) -> None:
+    assert role_from_env({**LWS, "LWS_LEADER_ADDRESS": address}, TWO_NODES).leader_address == (
+        address
+    )
+
+
 def test_worker_role_from_lws_env() -> None:
     assert role_from_env(LWS, TWO_NODES) == Role(1, 2, "dsv4-0.dsv4.ns")
     assert not role_from_env(LWS, TWO_NODES).is_leader
@@ -39,6 +49,16 @@ def test_single_node_runs_without_lws() -> None:
         ({**LWS, "LWS_WORKER_INDEX": "2"}, "LWS_WORKER_INDEX=2 is outside [0, 1]"),
         ({**LWS, "LWS_WORKER_INDEX": "one"}, "LWS_WORKER_INDEX must be an integer, got 'one'"),
         ({**LWS, "LWS_LEADER_ADDRESS": " "}, "LWS_LEADER_ADDRESS is empty"),
+        # h39: a garbled address was retried as a DNS name for 300 s before the error
+        (
+            {**LWS, "LWS_LEADER_ADDRESS": "http://dsv4-0.dsv4.ns:8000"},
+            "LWS_LEADER_ADDRESS='http://dsv4-0.dsv4.ns:8000' is neither an IP address nor a "
+            "DNS name (LeaderWorkerSet sets <leader pod>.<service>.<namespace>)",
+        ),
+        (
+            {**LWS, "LWS_LEADER_ADDRESS": "dsv4-0.dsv4.ns,dsv4-1.dsv4.ns"},
+            "LWS_LEADER_ADDRESS='dsv4-0.dsv4.ns,dsv4-1.dsv4.ns' is neither an IP address",
+        ),
     ],
 )
 def test_bad_lws_env(env: dict[str, str], message: str) -> None:
