@@ -508,6 +508,29 @@ def test_invalid_and_unplannable_crs_report_while_valid_ones_reconcile(
     wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, "bad-tp"), "LWS")
 
 
+def test_a_plan_warning_that_asks_for_memory_is_one_warning_event(
+    operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
+) -> None:
+    """h37: HOST_KV_NOT_COUNTED (an LMCache host KV cache the pod's memory request leaves out)
+    asks the platform engineer to add memory to spec.resources, but reached only
+    status.plan.warnings; now a Warning Event `PlanWarning`, posted once, not at each resync."""
+    body, name = _fitting_example()
+    body["spec"].pop("autoscaling", None)
+    body["spec"]["replicas"] = 1
+    config = '{"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}'
+    engine = body["spec"].setdefault("engine", {})
+    engine["extraArgs"] = [*engine.get("extraArgs", []), "--kv-transfer-config=" + config]
+    _apply(control_plane, namespace, body)
+    event = wait_event(cluster, namespace, name, "PlanWarning", "HOST_KV_NOT_COUNTED: ")
+    assert event["type"] == "Warning"
+    assert "spec.resources.requests.memory" in event["message"]
+    warnings = cluster.dsv4(namespace, name)["status"]["plan"]["warnings"]  # type: ignore[index]
+    assert event["message"] in warnings
+    time.sleep(3 * RESYNC_SECONDS)  # resyncs find the warning in status: no repeat
+    posted = [e for e in cluster.events(namespace, name) if e.get("reason") == "PlanWarning"]
+    assert [(e["message"], e.get("count", 1)) for e in posted] == [(event["message"], 1)]
+
+
 def test_paused_stops_changes(
     operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
 ) -> None:

@@ -2,8 +2,9 @@
 
 `announce_rollout` posts `RollingUpdate`, `NoRedundancy` and `RolloutAdjusted`;
 `announce_scaling` posts `ScalingLeaderWorkerSet` for a replicas change; `hazards` picks
-the plan warnings that become `PlanWarning` Events; `no_fit_message` is InsufficientCapacity's
-message with the planner's advice in spec fields.
+the plan warnings that become `PlanWarning` Events (`HAZARDS`; the others, `REMARKS`, stay in
+status); `no_fit_message` is InsufficientCapacity's message with the planner's advice in spec
+fields.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dsv4_operator.render.rollout import rolling_update
 
 __all__ = [
     "HAZARDS",
+    "REMARKS",
     "EmitFn",
     "announce_rollout",
     "announce_scaling",
@@ -56,9 +58,40 @@ characters an Event message is cut to (kopf `_cogs/clients/events.py` MAX_MESSAG
 operator's `handlers.deployment._emitter` cuts there too). extraArgs alone may hold 64 x 1,024
 characters (the CRD's maxItems and maxLength), and the cause names them before and after."""
 
-HAZARDS: frozenset[str] = frozenset({str(Code.MTP_LONG_CONTEXT_HANG)})
-"""Plan warnings that predict a failure of the rollout (not just a remark): posted as a Warning
-Event `PlanWarning` when they appear, besides `status.plan.warnings`."""
+HAZARDS: frozenset[str] = frozenset(
+    str(code)
+    for code in (
+        Code.MTP_LONG_CONTEXT_HANG,  # the engine hangs: disable speculation or cap the length
+        Code.HOST_KV_NOT_COUNTED,  # OOM-kill or eviction: add the cache to spec.resources
+        Code.NVLS_NOT_COUNTED,  # KV pool and headroom short of the plan: unset NCCL_NVLS_ENABLE
+        Code.GPUS_PER_NODE_ABOVE_TYPE,  # pods stay Pending: nodes that large, or unset the field
+        Code.SPECULATIVE_STEP_EXCEEDS_BATCHED_TOKENS,  # drafts dropped: raise or lower a field
+        Code.CUDAGRAPH_CAP_WITH_SPECULATION,  # eager verify steps (5x slower): drop the cap
+    )
+)
+"""Plan warnings that predict a failure or a loss the platform engineer must act on (change a
+spec field, add memory to `spec.resources`, provide nodes): posted as a Warning Event
+`PlanWarning` when they appear, besides `status.plan.warnings` (`hazards`: once, not at each
+resync). The plan rolls out either way; a plan that does not fit posts InsufficientCapacity or
+InvalidSpec instead, with its problems."""
+
+REMARKS: frozenset[str] = frozenset(
+    str(code)
+    for code in (
+        Code.CUDA_GRAPHS_OFF,  # the user's choice in extraArgs; the plan counts no graphs
+        Code.WEIGHTS_REPACKED,  # how vLLM loads the weights on this GPU type
+        Code.FP4_WEIGHT_ONLY,  # the GPU type's kernels: memory as planned
+        Code.FP8_WEIGHT_ONLY,
+        Code.CPU_OFFLOAD,  # counted in the pod's memory request
+        Code.PREFETCH_OFFLOAD,
+        Code.KV_OFFLOAD,  # counted in /dev/shm and the memory request
+        Code.FIRST_BOOT_WARMUP,  # the startup probe allows it
+        Code.SHM_LONG_CONTEXT,  # the operator sizes /dev/shm to it
+    )
+)
+"""Plan warnings that say what the plan counted or how the engine will run, with nothing left
+for the user to do: `status.plan.warnings` only, no Event. Every warning a plan that rolls out
+can carry is in `HAZARDS` or here (tests/operator/handlers/test_plan_warning_events.py)."""
 
 
 def hazards(warnings: Iterable[str]) -> set[str]:
