@@ -141,6 +141,33 @@ def _max_model_len(value: str | None) -> int | str | None:
         ) from None
 
 
+def _kv_offloading_gib(gib: float) -> float:
+    """`--kv-offloading-size` (GiB of host KV cache per engine), checked as the resource checks it.
+
+    The resource's extraArgs take `--kv-offloading-size=N` above 0 and at most
+    `MAX_KV_OFFLOADING_GIB` (`api.v1alpha1.engine`), and so does the option: vLLM 0.33.0 reads
+    any size but None as "on" (`VllmConfig._post_init_kv_transfer_config`, vllm/config/vllm.py
+    at 000fc94b), so 0 gives the native backend's `OffloadingConnector` `cpu_bytes_to_use` 0,
+    which `CPUOffloadingSpec` refuses at start (vllm/v1/kv_offload/cpu/spec.py). No host KV
+    cache is the option left out.
+
+    Raises:
+        PlanningError: for 0, a negative size, NaN, or one above `MAX_KV_OFFLOADING_GIB`.
+    """
+    from dsv4_operator.api.v1alpha1.engine import MAX_KV_OFFLOADING_GIB  # noqa: PLC0415
+
+    if not 0 < gib <= MAX_KV_OFFLOADING_GIB:  # False for NaN too
+        raise PlanningError(
+            "kv_offloading_gib",
+            f"{gib} GiB must be above 0 and at most {MAX_KV_OFFLOADING_GIB} GiB of host KV cache "
+            "per engine, as the resource's extraArgs take it (vLLM 0.33.0 refuses 0 with the "
+            "native backend: its OffloadingConnector gets cpu_bytes_to_use 0 and stops with "
+            "'cpu_bytes_to_use must be specified'); leave --kv-offloading-size out to plan "
+            "without a host KV cache",
+        )
+    return gib
+
+
 def _offload_bytes(gib: float | None) -> int | None:
     """`--cpu-offload-gb` (GiB, as vLLM's flag) in bytes; None when not given.
 
@@ -378,8 +405,9 @@ def plan_command(
     kv_offloading_size: Annotated[
         float | None,
         typer.Option(
-            help="Host KV cache per engine (DP rank), GiB (vLLM's --kv-offloading-size, native "
-            "backend): added, times the engines per pod, to /dev/shm and the memory request."
+            help="Host KV cache per engine (DP rank), GiB, above 0 (vLLM's --kv-offloading-size, "
+            "native backend, which refuses 0; leave it out for none): added, times the engines "
+            "per pod, to /dev/shm and the memory request."
         ),
     ] = None,
     max_cudagraph_capture_size: Annotated[
@@ -435,6 +463,7 @@ def plan_command(
             "weights_format": lambda name: name.lower() or None,
             "kv_cache_dtype": lambda name: name.lower() or None,
             "cpu_offload_bytes": _offload_bytes,
+            "kv_offloading_gib": _kv_offloading_gib,
             "gpu_types": lambda types: tuple(g.lower() for g in types) or None,
         }
         # The options as request fields (`max_model_len` and `weights_download` below).

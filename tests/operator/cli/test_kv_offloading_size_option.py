@@ -1,0 +1,66 @@
+"""`dsv4 plan --kv-offloading-size` takes what the resource's extraArgs flag takes.
+
+h37: `--kv-offloading-size 0` planned as "no host KV cache", while the resource refuses
+`--kv-offloading-size=0` in `spec.engine.extraArgs`, because vLLM 0.33.0 does not read 0 as off:
+`VllmConfig._post_init_kv_transfer_config` (vllm/config/vllm.py at 000fc94b) turns offloading on
+for any size that is not None and gives the native backend's `OffloadingConnector`
+`cpu_bytes_to_use` 0, which `CPUOffloadingSpec` refuses ("cpu_bytes_to_use must be specified in
+kv_connector_extra_config", vllm/v1/kv_offload/cpu/spec.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from dsv4_operator.api.v1alpha1.engine import EngineSpec
+from dsv4_operator.cli import app
+
+runner = CliRunner()
+ARGS = ["plan", "--model", "flash", "--gpu", "h200-141gb", "--gpus-per-node", "8"]
+
+
+def test_zero_is_refused_as_vllm_refuses_it() -> None:
+    result = runner.invoke(app, [*ARGS, "--kv-offloading-size", "0"])
+    assert result.exit_code == 2, result.output
+    assert "--kv-offloading-size (kv_offloading_gib)" in result.output
+    assert "above 0 and at most 4096" in result.output
+    assert "vLLM 0.33.0 refuses" in result.output
+    assert "leave --kv-offloading-size out" in result.output
+
+
+def test_zero_is_an_error_document_in_json() -> None:
+    result = runner.invoke(app, [*ARGS, "--kv-offloading-size", "0", "--output", "json"])
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)["error"]
+    assert error["field"] == "kv_offloading_gib"
+    assert error["code"] == "INVALID_REQUEST"
+    assert "above 0" in error["message"]
+
+
+def test_zero_over_a_file_is_refused_too() -> None:
+    result = runner.invoke(
+        app, ["plan", "examples/flash-4x-h100.yaml", "--kv-offloading-size", "0"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--kv-offloading-size" in result.output
+
+
+@pytest.mark.parametrize(
+    "gib", [0.0, -0.0, -1.0, 0.5, 1.0, 64.0, 4096.0, 4096.5, math.inf, math.nan]
+)
+def test_the_option_and_the_spec_accept_the_same_sizes(gib: float) -> None:
+    cli = runner.invoke(app, [*ARGS, "--kv-offloading-size", str(gib), "--output", "json"])
+    assert cli.exit_code in (0, 1, 2), cli.output
+    try:
+        EngineSpec(extra_args=(f"--kv-offloading-size={gib}",))
+    except ValidationError:
+        spec_accepts = False
+    else:
+        spec_accepts = True
+    assert (cli.exit_code != 2) is spec_accepts
+    assert spec_accepts is (0 < gib <= 4096)
