@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Final
 
+from dsv4_operator.api.v1alpha1.scaling import MAX_REPLICAS
 from dsv4_operator.planning.engine import EngineProfile, SchedulingDefaults
 from dsv4_operator.planning.findings import Code, Finding, Setting, Term
 from dsv4_operator.planning.hardware import GpuType
@@ -785,14 +786,20 @@ def _problems(
 
 
 def _replica_problems(req: PlanRequest, layout: Layout, replicas: int, tps: int) -> list[Finding]:
-    """A tokens/s target that needs more replicas or GPUs than allowed."""
+    """A tokens/s target that needs more replicas or GPUs than allowed.
+
+    The replicas are held to `req.max_replicas`, else to the resource's most (`MAX_REPLICAS`,
+    1,000); the GPUs over all replicas to `req.total_gpu_budget`.
+    """
     out = []
-    if req.max_replicas is not None and replicas > req.max_replicas:
+    cap = req.max_replicas if req.max_replicas is not None else MAX_REPLICAS
+    if replicas > cap:
+        why = "" if req.max_replicas is not None else " (the most a resource takes)"
         out.append(
             Finding(
                 Code.TOKENS_TARGET_EXCEEDS_REPLICAS,
                 f"{req.tokens_per_second:,} tokens/s at ~{tps:,} tokens/s per replica needs "
-                f"{replicas} replicas; at most {req.max_replicas} are allowed",
+                f"{replicas} replicas; at most {cap:,} are allowed{why}",
             )
         )
     total = replicas * layout.gpus

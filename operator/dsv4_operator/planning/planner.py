@@ -29,6 +29,8 @@ from dsv4_operator.api.v1alpha1.engine import (
     MAX_KV_OFFLOADING_GIB,
     MAX_REDUNDANT_EXPERTS,
 )
+from dsv4_operator.api.v1alpha1.gpu import MAX_GPU_BUDGET
+from dsv4_operator.api.v1alpha1.scaling import MAX_REPLICAS
 from dsv4_operator.planning.engine import PERFORMANCE_MODES, parse_version
 from dsv4_operator.planning.evaluate import (
     HOST_LINK_BYTES_PER_S,
@@ -249,6 +251,10 @@ def _validate_numbers(req: PlanRequest, limit: int) -> None:
         "tokens_per_second": (req.tokens_per_second, 1_000_000_000),
         "max_num_batched_tokens": (req.max_num_batched_tokens, limit),
         "max_cudagraph_capture_size": (req.max_cudagraph_capture_size, limit),
+        # the resource's own limits (spec.replicas / autoscaling.maxReplicas, spec.gpu.budget)
+        "max_replicas": (req.max_replicas, MAX_REPLICAS),
+        "total_gpu_budget": (req.total_gpu_budget, MAX_GPU_BUDGET),
+        "gpu_budget": (req.gpu_budget, MAX_GPU_BUDGET),
     }
     for name, (value, most) in bounded.items():
         if value is not None and value > most:
@@ -265,9 +271,11 @@ def _validate_numbers(req: PlanRequest, limit: int) -> None:
         "max_cudagraph_capture_size": req.max_cudagraph_capture_size,
         "concurrency": req.concurrency,
         "tokens_per_second": req.tokens_per_second,
+        "max_replicas": req.max_replicas,
+        "total_gpu_budget": req.total_gpu_budget,
     }
     for name, value in positive.items():
-        if value is not None and value < 1:
+        if value is not None and not value >= 1:  # True for NaN, which passed the limits
             raise PlanningError(name, f"{value} must be at least 1")
     if req.speculative_tokens < 0:
         raise PlanningError("speculative_tokens", f"{req.speculative_tokens} must not be negative")

@@ -46,8 +46,9 @@ class PlanRequest:
         speculative_tokens: MTP draft tokens (0 = off).
         concurrency: target concurrent requests at max-model-len per replica.
         tokens_per_second: target generation throughput, tokens/s (over all replicas).
-        max_replicas: most replicas the tokens/s target may use (None: unbounded).
-        total_gpu_budget: most GPUs all replicas may hold (None: unbounded).
+        max_replicas: most replicas the tokens/s target may use, 1 to 1,000 (None: the
+            resource's most, `api.v1alpha1.scaling.MAX_REPLICAS`, 1,000).
+        total_gpu_budget: most GPUs all replicas may hold, 1 to 100,000 (None: unbounded).
         cpu_offload_bytes: weights offloaded to host memory per GPU (`--cpu-offload-gb`), bytes.
         prefetch_offload: vLLM's prefetch weight offloader as (`--offload-group-size`,
             `--offload-num-in-group`, `--offload-prefetch-step`), layers, or None when it is

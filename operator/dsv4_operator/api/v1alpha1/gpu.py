@@ -19,7 +19,17 @@ from dsv4_operator.api.v1alpha1.enums import (
 )
 from dsv4_operator.api.v1alpha1.quantities import Quantity, quantity_bytes
 
-__all__ = ["GPU_NAME_PATTERN", "CustomGpuType", "GpuSpec", "Toleration", "label_key_error"]
+__all__ = [
+    "GPU_NAME_PATTERN",
+    "MAX_GPU_BUDGET",
+    "CustomGpuType",
+    "GpuSpec",
+    "Toleration",
+    "label_key_error",
+]
+
+MAX_GPU_BUDGET: Final = 100_000
+"""Most `spec.gpu.budget`, GPUs over all replicas (our bound; the planner's budgets take it too)."""
 
 GPU_NAME_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
 """A GPU type name: letters, digits and dashes, 1 to 63 characters (matched case-insensitively)."""
@@ -209,7 +219,7 @@ class GpuSpec(ApiModel):
     max_nodes: int = Field(default=1, ge=1, le=64)
     """Most nodes (worker pods) one replica may span, 1 to 64; more than 1 makes a multi-node
     LeaderWorkerSet group."""
-    budget: int | None = Field(default=None, ge=1, le=100_000)
+    budget: int | None = Field(default=None, ge=1, le=MAX_GPU_BUDGET)
     """Most GPUs all replicas together may hold, surge included (a count, 1 to 100000); unset
     means no limit. One replica is planned within budget / replicas (with autoscaling on,
     budget / max(minReplicas, 1); the autoscaler keeps replicas x GPUs within the budget)."""

@@ -1,6 +1,7 @@
 """`spec.autoscaling` and `spec.rollout`: how replicas (whole LeaderWorkerSet groups) change."""
 
 import math
+from typing import Final
 
 from pydantic import Field, model_validator
 
@@ -8,7 +9,17 @@ from dsv4_operator.api.meta import ApiModel, with_cel_rules
 from dsv4_operator.api.v1alpha1.enums import AutoscalingMode
 from dsv4_operator.api.v1alpha1.quantities import IntOrPercent
 
-__all__ = ["HPA_MAX_STABILIZATION_SECONDS", "Autoscaling", "Rollout", "surge_groups"]
+__all__ = [
+    "HPA_MAX_STABILIZATION_SECONDS",
+    "MAX_REPLICAS",
+    "Autoscaling",
+    "Rollout",
+    "surge_groups",
+]
+
+MAX_REPLICAS: Final = 1000
+"""Most replicas a resource takes (`spec.replicas`, `spec.autoscaling.minReplicas` and
+`maxReplicas`; our bound): the planner holds a tokens/s target to it too."""
 
 HPA_MAX_STABILIZATION_SECONDS = 3600
 """The HPA's limit on `behavior.*.stabilizationWindowSeconds` (Kubernetes API validation,
@@ -77,9 +88,9 @@ class Autoscaling(ApiModel):
     """Whether the autoscaler drives spec.replicas (default false: replicas are fixed)."""
     mode: AutoscalingMode = "native"
     """Who scales: native (the operator's loop), keda (a KEDA ScaledObject) or hpa."""
-    min_replicas: int = Field(default=1, ge=0, le=1000)
+    min_replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
     """Fewest replicas, 0 to 1000; 0 allows scale to zero (needs scaleToZeroIdleSeconds)."""
-    max_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     """Most replicas, 1 to 1000; also bounded by spec.gpu.budget."""
     target_tokens_per_second_per_replica: int | None = Field(default=None, ge=1, le=10_000_000)
     """Generated tokens per second one replica should carry (1 to 10^7 tokens/s); unset uses the

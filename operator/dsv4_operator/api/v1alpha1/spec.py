@@ -22,7 +22,7 @@ from dsv4_operator.api.v1alpha1.gpu import GPU_NAME_PATTERN, GpuSpec
 from dsv4_operator.api.v1alpha1.placement import KUEUE_ANNOTATION_PREFIX, Placement
 from dsv4_operator.api.v1alpha1.pod import PodSettings
 from dsv4_operator.api.v1alpha1.quantities import Quantity, UsdAmount, quantity_bytes, usd_micros
-from dsv4_operator.api.v1alpha1.scaling import Autoscaling, Rollout
+from dsv4_operator.api.v1alpha1.scaling import MAX_REPLICAS, Autoscaling, Rollout
 from dsv4_operator.api.v1alpha1.source import (
     DEFAULT_HUGGING_FACE_REPOS,
     HuggingFaceSource,
@@ -414,7 +414,7 @@ class DeepSeekV4DeploymentSpec(ApiModel):
     """GPU types (ordered fallback), counts per node and replica, and placement."""
     parallelism: Parallelism | None = None
     """Pinned tensor/data/pipeline/expert parallel sizes; unset sizes are planned."""
-    replicas: int = Field(default=1, ge=0, le=1000)
+    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
     """Replicas (each a LeaderWorkerSet group of 1 to maxNodes pods), 0 to 1000; the scale
     subresource writes it. With autoscaling enabled the autoscaler owns it: leave it out of
     manifests (a GitOps sync would put the scaled count back); at most maxReplicas, 0 only
