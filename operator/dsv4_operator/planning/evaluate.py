@@ -789,26 +789,31 @@ def _replica_problems(req: PlanRequest, layout: Layout, replicas: int, tps: int)
     """A tokens/s target that needs more replicas or GPUs than allowed.
 
     The replicas are held to `req.max_replicas`, else to the resource's most (`MAX_REPLICAS`,
-    1,000); the GPUs over all replicas to `req.total_gpu_budget`.
+    1,000); the GPUs over all replicas to `req.total_gpu_budget`. The target is a term
+    (`Setting.TOKENS_PER_SECOND`, bound `exact`), so a script reads it, and its flag and spec
+    field, without parsing the sentence; the sentence is as before (`--output json` contract).
     """
     out = []
+    target = Term(Setting.TOKENS_PER_SECOND, req.tokens_per_second)
     cap = req.max_replicas if req.max_replicas is not None else MAX_REPLICAS
     if replicas > cap:
         why = "" if req.max_replicas is not None else " (the most a resource takes)"
         out.append(
-            Finding(
+            Finding.said(
                 Code.TOKENS_TARGET_EXCEEDS_REPLICAS,
-                f"{req.tokens_per_second:,} tokens/s at ~{tps:,} tokens/s per replica needs "
-                f"{replicas} replicas; at most {cap:,} are allowed{why}",
+                target,
+                f" tokens/s at ~{tps:,} tokens/s per replica needs {replicas} replicas; at most "
+                f"{cap:,} are allowed{why}",
             )
         )
     total = replicas * layout.gpus
     if req.total_gpu_budget is not None and total > req.total_gpu_budget:
         out.append(
-            Finding(
+            Finding.said(
                 Code.TOKENS_TARGET_EXCEEDS_REPLICAS,
-                f"{req.tokens_per_second:,} tokens/s needs {replicas} replicas x {layout.gpus} "
-                f"GPUs = {total} GPUs, over the GPU budget of {req.total_gpu_budget}",
+                target,
+                f" tokens/s needs {replicas} replicas x {layout.gpus} GPUs = {total} GPUs, over "
+                f"the GPU budget of {req.total_gpu_budget}",
             )
         )
     return out

@@ -84,6 +84,7 @@ class Setting(StrEnum):
     SPECULATIVE_TOKENS = "speculative_tokens"
     GPUS_PER_NODE = "gpus_per_node"
     KV_OFFLOADING_GIB = "kv_offloading_gib"
+    TOKENS_PER_SECOND = "tokens_per_second"
 
 
 Bound = Literal["exact", "most", "least"]
@@ -119,6 +120,7 @@ _CLI_NAMES: dict[Setting, str] = {
     Setting.SPECULATIVE_TOKENS: "speculation",
     Setting.GPUS_PER_NODE: "spec.gpu.gpusPerNode / --gpus-per-node",
     Setting.KV_OFFLOADING_GIB: "kv-offloading-size",
+    Setting.TOKENS_PER_SECOND: "tokens-per-second",
 }
 """vLLM's names (`vllm serve --gpu-memory-utilization`...), as `dsv4 plan` prints them; the node
 size, which vLLM does not take, as the two places `dsv4 plan` reads it from (FILE, option)."""
@@ -133,6 +135,7 @@ CLI_FLAGS: dict[Setting, str] = {
     Setting.SPECULATIVE_TOKENS: "--speculative-tokens",
     Setting.GPUS_PER_NODE: "--gpus-per-node",
     Setting.KV_OFFLOADING_GIB: "--kv-offloading-size",
+    Setting.TOKENS_PER_SECOND: "--tokens-per-second",
 }
 """The `dsv4 plan` option that sets each setting (a term's `flag` in `--output json`); it takes
 the term's `value` as it is."""
