@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,12 @@ from dsv4_operator.planning.from_spec import request_from_spec, spec_words
 BASE = PlanRequest(model="flash", gpu_types=("h200-141gb",), gpus_per_node=8)
 
 
+def _with(field: str, value: float) -> PlanRequest:
+    """`BASE` at 5,000 tokens/s with request field `field` set to `value`."""
+    changes: dict[str, Any] = {"tokens_per_second": 5000, field: value}
+    return dataclasses.replace(BASE, **changes)
+
+
 @pytest.mark.parametrize("field", ["max_replicas", "total_gpu_budget", "gpu_budget"])
 @pytest.mark.parametrize(
     ("value", "words"),
@@ -32,19 +39,19 @@ def test_a_bad_replica_cap_or_budget_is_refused_naming_the_field(
     field: str, value: float, words: str
 ) -> None:
     with pytest.raises(PlanningError) as caught:
-        plan(dataclasses.replace(BASE, tokens_per_second=5000, **{field: value}))
+        plan(_with(field, value))
     assert caught.value.field == field
     assert words in caught.value.detail
 
 
 @pytest.mark.parametrize(("field", "most"), [("max_replicas", 1000), ("total_gpu_budget", 100_000)])
 def test_the_limits_are_the_resources(field: str, most: int) -> None:
-    assert plan(dataclasses.replace(BASE, tokens_per_second=5000, **{field: most})).fits
+    assert plan(_with(field, most)).fits
     with pytest.raises(PlanningError, match=f"limit of {most:,}"):
-        plan(dataclasses.replace(BASE, tokens_per_second=5000, **{field: most + 1}))
+        plan(_with(field, most + 1))
 
 
-def _replica_findings(p: Plan) -> list[dict[str, object]]:
+def _replica_findings(p: Plan) -> list[dict[str, Any]]:
     doc = plan_to_dict(p)
     found = [w for w in doc["warnings"] if w["code"] == "TOKENS_TARGET_EXCEEDS_REPLICAS"]
     for r in doc["rejected"]:
@@ -95,7 +102,7 @@ def test_the_budget_warning_has_terms_too() -> None:
     found = _replica_findings(p)
     assert found
     for f in found:
-        settings = [t["setting"] for t in f["terms"]]  # type: ignore[index]
+        settings = [t["setting"] for t in f["terms"]]
         assert settings
         assert set(settings) == {"tokens_per_second"}
 
