@@ -168,6 +168,33 @@ def _kv_offloading_gib(gib: float) -> float:
     return gib
 
 
+def _host_kv_with_option(spec: DeepSeekV4DeploymentSpec, gib: float) -> dict[str, Any]:
+    """The host KV cache request fields of FILE's extraArgs with `--kv-offloading-size=GIB` last.
+
+    vLLM 0.33.0's `--kv-offloading-size` decides the connector whatever `--kv-transfer-config`
+    names (`VllmConfig._post_init_kv_transfer_config`, vllm/config/vllm.py at 000fc94b): the
+    native backend configures `OffloadingConnector` with the size, `--kv-offloading-backend=
+    lmcache` runs `LMCacheMPConnector` without it. So the option over a FILE is planned as that
+    flag appended to `spec.engine.extraArgs` (`EngineSpec`'s reading, the last entry counts),
+    not added to the host KV cache FILE configures.
+
+    Args:
+        spec: FILE's spec.
+        gib: the option's GiB per engine (`_kv_offloading_gib` checked it).
+
+    Returns:
+        `kv_offloading_gib` (GiB per engine), `kv_offload_rank_bytes` (bytes per TP rank) and
+        `host_kv_not_counted` (descriptions) for `PlanRequest`.
+    """
+    extra = (*spec.engine.extra_args, f"--kv-offloading-size={gib!r}")
+    engine = spec.engine.model_copy(update={"extra_args": extra})
+    return {
+        "kv_offloading_gib": engine.kv_offloading_gib,
+        "kv_offload_rank_bytes": engine.kv_offload_rank_bytes,
+        "host_kv_not_counted": engine.kv_offload_not_counted,
+    }
+
+
 def _offload_bytes(gib: float | None) -> int | None:
     """`--cpu-offload-gb` (GiB, as vLLM's flag) in bytes; None when not given.
 
@@ -407,7 +434,8 @@ def plan_command(
         typer.Option(
             help="Host KV cache per engine (DP rank), GiB, above 0 (vLLM's --kv-offloading-size, "
             "native backend, which refuses 0; leave it out for none): added, times the engines "
-            "per pod, to /dev/shm and the memory request."
+            "per pod, to /dev/shm and the memory request. With FILE: as that flag appended to "
+            "its spec.engine.extraArgs (it replaces their KV connector)."
         ),
     ] = None,
     max_cudagraph_capture_size: Annotated[
@@ -473,6 +501,8 @@ def plan_command(
             if v is not None and k not in ("max_model_len", "weights_download")
         }
         changes: dict[str, Any] = {k: v for k, v in converted.items() if v is not None}
+        if spec is not None and "kv_offloading_gib" in changes:
+            changes |= _host_kv_with_option(spec, changes["kv_offloading_gib"])
         if download is not None or file is None:
             changes["weights_download"] = True if download is None else download
         if mml != "keep":

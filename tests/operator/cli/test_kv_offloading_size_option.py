@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -64,3 +67,58 @@ def test_the_option_and_the_spec_accept_the_same_sizes(gib: float) -> None:
         spec_accepts = True
     assert (cli.exit_code != 2) is spec_accepts
     assert spec_accepts is (0 < gib <= 4096)
+
+
+_LMCACHE = '--kv-transfer-config={"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}'
+_SIMPLE = (
+    '--kv-transfer-config={"kv_connector": "SimpleCPUOffloadConnector", "kv_role": "kv_both", '
+    '"kv_connector_extra_config": {"cpu_bytes_to_use_per_rank": 1073741824}}'
+)
+
+
+def _file(tmp_path: Path, name: str, extra_args: list[str]) -> Path:
+    body = {
+        "apiVersion": "dsv4.io/v1alpha1",
+        "kind": "DeepSeekV4Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": "flash",
+            "gpu": {"types": ["h200-141gb"], "gpusPerNode": 8},
+            "engine": {"extraArgs": extra_args},
+        },
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def _host_kv(doc: dict[str, Any]) -> tuple[list[str], int, int]:
+    return [w["code"] for w in doc["warnings"]], doc["kv_offload_bytes"], doc["shm_size_bytes"]
+
+
+@pytest.mark.parametrize(
+    "extra_args",
+    [
+        [_LMCACHE],  # native --kv-offloading-size replaces the connector: nothing uncounted
+        [_SIMPLE],  # ... and its per-rank size
+        [_LMCACHE, "--kv-offloading-backend=lmcache"],  # lmcache drops the size: uncounted
+        [],
+    ],
+)
+def test_the_option_over_a_file_plans_as_the_flag_in_its_extra_args(
+    tmp_path: Path, extra_args: list[str]
+) -> None:
+    """h37: over a FILE whose extraArgs configure a host KV cache, the option added its GiB to
+    what the file set (LMCache still warned HOST_KV_NOT_COUNTED, a SimpleCPUOffloadConnector's
+    per-rank size was counted too), though vLLM 0.33.0's `--kv-offloading-size` replaces the
+    connector (`VllmConfig._post_init_kv_transfer_config`); the option now plans what
+    `--kv-offloading-size=4` appended to the file's extraArgs plans."""
+    optioned = _file(tmp_path, "optioned", extra_args)
+    flagged = _file(tmp_path, "flagged", [*extra_args, "--kv-offloading-size=4"])
+    by_option = runner.invoke(
+        app, ["plan", str(optioned), "--kv-offloading-size", "4", "--output", "json"]
+    )
+    by_flag = runner.invoke(app, ["plan", str(flagged), "--output", "json"])
+    assert by_option.exit_code == 0, by_option.output
+    assert by_flag.exit_code == 0, by_flag.output
+    assert _host_kv(json.loads(by_option.stdout)) == _host_kv(json.loads(by_flag.stdout))
