@@ -6,7 +6,8 @@ supervises the engine until it drains. Exit statuses: 0 after a clean drain (or 
 before the engine started); 2 for bad arguments,
 LWS environment or extra engine arguments; 3 for a failed preflight check; 127 when the engine
 or a prelaunch command is not found, 126 when it is not executable; 1 when the runtime cannot
-serve (e.g. its port is taken); otherwise the engine's own status (see `supervisor`).
+serve (e.g. its port is taken) or when a worker's leader name does not resolve in time (the
+leader pod is still Pending); otherwise the engine's own status (see `supervisor`).
 Failures before launch are also written to the Kubernetes termination log, so `kubectl describe
 pod` and the operator see the reason.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from dsv4_runtime.config import ConfigError, RuntimeConfig
 from dsv4_runtime.distributed import (
+    LeaderUnresolvedError,
     Resolver,
     RoleError,
     bind_host,
@@ -39,12 +41,24 @@ from dsv4_runtime.server import ADMIN_TOKEN_ENV, RuntimeState
 from dsv4_runtime.supervisor import Supervisor
 from dsv4_runtime.vllm_args import ExtraArgsError
 
-__all__ = ["EXIT_LAUNCH", "EXIT_NOT_EXECUTABLE", "EXIT_PREFLIGHT", "EXIT_USAGE", "main", "run"]
+__all__ = [
+    "EXIT_LAUNCH",
+    "EXIT_LEADER_UNRESOLVED",
+    "EXIT_NOT_EXECUTABLE",
+    "EXIT_PREFLIGHT",
+    "EXIT_USAGE",
+    "main",
+    "run",
+]
 
 EXIT_USAGE = 2
 """Bad arguments, LWS environment or extra engine arguments."""
 EXIT_PREFLIGHT = 3
 """A preflight check failed (shm, GPUs, versions)."""
+EXIT_LEADER_UNRESOLVED = 1
+"""A worker's leader name did not resolve within `RESOLVE_TIMEOUT_SECONDS` (the leader pod is
+still Pending, e.g. on a GPU node being provisioned): a wait that ran out, like the leader
+runtime's wait (`vllm_args.LEADER_WAIT_TIMEOUT_SECONDS`, also 1), not bad arguments (2)."""
 EXIT_LAUNCH = 127
 """The engine or a prelaunch command could not be started (a shell's "command not found")."""
 EXIT_NOT_EXECUTABLE = 126
@@ -97,6 +111,8 @@ def run(
             resolve_leader_ip(role.leader_address, resolver) if config.nodes > 1 else "127.0.0.1"
         )
         launch = build_launch(config, role, leader_ip)
+    except LeaderUnresolvedError as error:
+        return _fail(str(error), EXIT_LEADER_UNRESOLVED, config.termination_log)
     except (RoleError, ExtraArgsError, ConfigError) as error:
         return _fail(str(error), EXIT_USAGE, config.termination_log)
     for warning in report.warnings:

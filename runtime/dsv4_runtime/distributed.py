@@ -30,6 +30,7 @@ __all__ = [
     "POD_IP",
     "RESOLVE_RETRY_SECONDS",
     "RESOLVE_TIMEOUT_SECONDS",
+    "LeaderUnresolvedError",
     "Resolver",
     "Role",
     "RoleError",
@@ -89,6 +90,15 @@ Resolver = Callable[[str], str]
 
 class RoleError(RuntimeError):
     """The LWS environment is missing, malformed or disagrees with the plan."""
+
+
+class LeaderUnresolvedError(RoleError):
+    """The leader's name did not resolve in time: a wait that ran out, not a bad argument.
+
+    The leader pod has no DNS record until it has an IP, so a leader still Pending (a GPU node
+    being provisioned, an image pull) outlasts `RESOLVE_TIMEOUT_SECONDS`; the runtime exits 1
+    (restart and wait again), not 2, which names bad arguments.
+    """
 
 
 @dataclass(frozen=True)
@@ -211,7 +221,8 @@ def resolve_leader_ip(
         The IP address as a string.
 
     Raises:
-        RoleError: the name did not resolve within `timeout_seconds` (names the last error).
+        LeaderUnresolvedError: the name did not resolve within `timeout_seconds` (names the
+            last error).
     """
     try:
         return str(ipaddress.ip_address(address))
@@ -224,9 +235,11 @@ def resolve_leader_ip(
             ip = str(ipaddress.ip_address(resolver(address)))
         except (OSError, ValueError) as error:
             if clock() >= deadline:
-                raise RoleError(
+                raise LeaderUnresolvedError(
                     f"{LWS_LEADER_ADDRESS}={address} did not resolve to an IP within "
-                    f"{timeout_seconds:g} s ({error}); vLLM's DP coordination (ZMQ) needs an IP"
+                    f"{timeout_seconds:g} s ({error}); vLLM's DP coordination (ZMQ) needs an IP. "
+                    "The leader pod gets a DNS record once it has an IP: is it still Pending "
+                    "(kubectl get pods)? Exiting to restart and wait again"
                 ) from error
             if not failed:  # once: the pod log says what the pod waits for
                 log.info(

@@ -203,3 +203,35 @@ def test_a_worker_whose_leader_never_answers_names_what_it_waited_for(
     assert (tmp_path / "termination-log").read_text() == (
         f"prelaunch step failed with status 1: {what}\n"
     )
+
+
+def test_a_leader_name_that_never_resolves_exits_1_not_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """h39 B: a leader still Pending (a GPU node being provisioned) has no DNS record; after
+    the resolution wait the worker exited 2, the status of bad arguments, so its restarts
+    blamed its configuration. It is a wait that ran out: 1, as the leader-runtime wait."""
+    import functools
+
+    from dsv4_runtime import cli, distributed
+
+    monkeypatch.setattr(
+        cli,
+        "resolve_leader_ip",
+        functools.partial(distributed.resolve_leader_ip, timeout_seconds=0.0),
+    )
+
+    def pending(host: str) -> str:
+        raise OSError(f"[Errno -2] Name or service not known: {host}")
+
+    gpus = GpuProbeResult(tuple(GpuInfo(i, "NVIDIA H200", 143_771 << 20) for i in range(4)), "t")
+    probes = Probes(
+        package_version={"vllm": "0.33.0", "transformers": "4.57.1"}.get, gpus=lambda: gpus
+    )
+    env = dict(LWS_WORKER, LWS_LEADER_ADDRESS="d-0.d.ns")
+    status = run(_config(tmp_path).to_args(), env, probes=probes, resolver=pending)
+    assert status == 1
+    assert status != EXIT_USAGE
+    message = (tmp_path / "termination-log").read_text()
+    assert "LWS_LEADER_ADDRESS=d-0.d.ns did not resolve to an IP within 0 s" in message
+    assert "still Pending" in message
