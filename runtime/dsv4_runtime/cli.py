@@ -157,7 +157,7 @@ def run(
         drain_timeout_seconds=config.drain_timeout_seconds,
         stop_grace_seconds=config.engine_stop_grace_seconds,
         engine_term_delay_seconds=(
-            config.drain_timeout_seconds
+            config.drain_timeout_seconds + config.route_settle_seconds
             if not role.is_leader and (config.engine == "vllm" or config.reference_world_size > 1)
             else 0
         ),
@@ -166,6 +166,7 @@ def run(
             if not role.is_leader and config.nodes > 1
             else None
         ),
+        route_settle_seconds=config.route_settle_seconds,
     )
     return _supervise(supervisor, config.termination_log)
 

@@ -123,12 +123,18 @@ class Supervisor:
         drain_timeout_seconds: in-flight time after SIGTERM.
         stop_grace_seconds: extra time for the engine to exit before SIGKILL.
         engine_term_delay_seconds: how long to wait for the engine to stop on its own before
-            passing SIGTERM on (0 on the leader; the drain timeout on vLLM workers, whose DP
-            ranks or pipeline stages still serve the leader's in-flight requests).
+            passing SIGTERM on (0 on the leader; route settle + drain timeout on vLLM workers,
+            whose DP ranks or pipeline stages still serve the leader's in-flight requests).
         leader_admin_url: on a worker of a multi-node group, the leader runtime's admin server:
             on SIGTERM the worker tells it (`POST /worker-stopping`, with the admin token) to
             take no new requests while this worker's ranks finish theirs, since an evicted
             worker (a node drain) stops the group's in-flight requests when its ranks exit.
+        route_settle_seconds: with `leader_admin_url`, s: the leader is not terminating, so
+            the Service keeps routing new requests to it until its readinessProbe fails
+            (failureThreshold x period after the notice, plus the endpoint update); the worker
+            holds its ranks that long before its drain timeout starts, so requests admitted
+            meanwhile still get the whole drain. The stop then takes up to settle + drain +
+            grace (the pod's terminationGracePeriodSeconds must cover it).
     """
 
     def __init__(
@@ -143,6 +149,7 @@ class Supervisor:
         stop_grace_seconds: int,
         engine_term_delay_seconds: int = 0,
         leader_admin_url: str | None = None,
+        route_settle_seconds: int = 0,
     ) -> None:
         self._launch = launch
         self._state = state
@@ -151,7 +158,10 @@ class Supervisor:
         self._admin_port = admin_port
         self._drain_s = drain_timeout_seconds
         self._grace_s = stop_grace_seconds
-        self._term_delay_s = min(engine_term_delay_seconds, drain_timeout_seconds)
+        # A worker's leader keeps getting requests until the Service drops it (its readiness
+        # probe must fail first): the worker's ranks serve that long, then the drain starts.
+        self._settle_s = route_settle_seconds if leader_admin_url is not None else 0
+        self._term_delay_s = min(engine_term_delay_seconds, self._settle_s + drain_timeout_seconds)
         self._stop = asyncio.Event()
         self._hung = asyncio.Event()
         self._process: asyncio.subprocess.Process | None = None
@@ -165,7 +175,9 @@ class Supervisor:
     def request_drain(self) -> None:
         """Start the drain (signal handler): `/ready` fails from this call on."""
         if not self._state.draining:
-            log.info("SIGTERM: readiness off, draining for up to %d s", self._drain_s)
+            log.info(
+                "SIGTERM: readiness off, draining for up to %d s", self._settle_s + self._drain_s
+            )
             self._state.start_draining()
             if self._leader_admin_url is not None:
                 self._notice = asyncio.get_running_loop().create_task(self._tell_leader())
@@ -220,7 +232,7 @@ class Supervisor:
             return
         # The leader refuses (400) a notice above its cap, and would then keep taking requests.
         seconds = min(
-            self._drain_s + self._grace_s + LEADER_NOTICE_MARGIN_SECONDS,
+            self._settle_s + self._drain_s + self._grace_s + LEADER_NOTICE_MARGIN_SECONDS,
             int(WORKER_STOPPING_MAX_SECONDS),
         )
         try:
@@ -317,7 +329,8 @@ class Supervisor:
 
     async def _drain(self, exited: asyncio.Task[int]) -> int:
         assert self._process is not None
-        deadline = time.monotonic() + self._drain_s + self._grace_s
+        whole = self._settle_s + self._drain_s + self._grace_s
+        deadline = time.monotonic() + whole
         try:
             if self._term_delay_s > 0:
                 with contextlib.suppress(TimeoutError):
@@ -335,7 +348,7 @@ class Supervisor:
             except TimeoutError:
                 log.error(
                     "engine still running %d s after SIGTERM: killing its process group",
-                    self._drain_s + self._grace_s,
+                    whole,
                 )
                 await self._kill_group()
                 return EXIT_ENGINE_KILLED

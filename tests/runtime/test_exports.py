@@ -43,6 +43,7 @@ def test_cli_exports() -> None:
 
     assert cli.__all__ == [
         "EXIT_LAUNCH",
+        "EXIT_LEADER_UNRESOLVED",
         "EXIT_NOT_EXECUTABLE",
         "EXIT_PREFLIGHT",
         "EXIT_USAGE",

@@ -105,3 +105,37 @@ async def test_a_long_drain_stop_notice_is_still_taken_by_the_leader() -> None:
         await leader.close()
     assert leader_state.worker_stopping
     assert not leader_state.ready
+
+
+async def test_the_stop_notice_covers_the_route_settle_time() -> None:
+    """h39 A: the leader is not terminating, so the Service routes to it until its readiness
+    probe fails; the worker's ranks serve that long (route settle) before the drain, and the
+    leader must refuse new requests for all of it: settle + drain + grace + margin."""
+    import time
+
+    port = _free_port()
+    leader_state = RuntimeState(RuntimeMetrics(), None, admin_token="t0k")
+    leader_state.engine_ready = True
+    leader = TestServer(build_app(leader_state), port=port)
+    await leader.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            worker_state = RuntimeState(RuntimeMetrics(), None, admin_token="t0k")
+            worker_state.session = session
+            worker = Supervisor(
+                Launch(prelaunch=(), argv=("true",), serves_api=False),
+                worker_state,
+                engine_url="http://127.0.0.1:1",
+                host="127.0.0.1",
+                admin_port=0,
+                drain_timeout_seconds=30,
+                stop_grace_seconds=15,
+                leader_admin_url=f"http://127.0.0.1:{port}",
+                route_settle_seconds=40,
+            )
+            await worker._tell_leader()
+    finally:
+        await leader.close()
+    left = leader_state.worker_stopping_until - time.monotonic()
+    margin = supervisor_module.LEADER_NOTICE_MARGIN_SECONDS
+    assert 40 + 30 + 15 + margin - 2 < left <= 40 + 30 + 15 + margin

@@ -73,6 +73,40 @@ async def test_worker_passes_sigterm_on_only_after_the_drain_timeout(
     assert 1.0 <= held_back < 3.0, f"SIGTERM reached the worker engine after {held_back:.2f} s"
 
 
+@pytest.mark.parametrize("leader", [True, False])
+async def test_a_worker_of_a_group_holds_its_ranks_for_the_route_settle_time_too(
+    tmp_path: Path, ports: list[int], leader: bool
+) -> None:
+    """h39 A: a worker evicted alone told its leader to take no new requests, but the Service
+    routed to the leader until its readiness probe failed (up to 30-40 s), and the worker's
+    ranks exited after the drain (30 s): requests admitted meanwhile were cut. A worker with a
+    leader now holds them for the route settle time first; without one, settle is ignored."""
+    marker = tmp_path / "term"
+    launch = Launch(prelaunch=(), argv=_engine(marker), serves_api=False)
+    state = RuntimeState(metrics=RuntimeMetrics(), engine_metrics_url=None)
+    supervisor = Supervisor(
+        launch,
+        state,
+        engine_url="http://127.0.0.1:9",
+        host="127.0.0.1",
+        admin_port=ports[1],
+        drain_timeout_seconds=1,
+        stop_grace_seconds=2,
+        engine_term_delay_seconds=2,  # drain + settle, as cli passes it to workers
+        leader_admin_url="http://127.0.0.1:9" if leader else None,
+        route_settle_seconds=1,
+    )
+    running = asyncio.create_task(supervisor.run())
+    await _until(lambda: state.engine_ready, 5)
+    await asyncio.sleep(0.3)  # let the engine install its SIGTERM handler
+    asked = time.monotonic()
+    supervisor.request_drain()
+    assert await running == 0
+    held_back = float(marker.read_text()) - asked
+    low, high = (2.0, 3.5) if leader else (1.0, 2.0)
+    assert low <= held_back < high, f"SIGTERM reached the engine after {held_back:.2f} s"
+
+
 async def test_worker_engine_that_stops_with_the_group_gets_no_sigterm(
     tmp_path: Path, ports: list[int]
 ) -> None:

@@ -59,7 +59,9 @@ from dsv4_operator.render.runtime_args import (
     HEALTH_PATH,
     MODEL_MOUNT_PATH,
     PRESTOP_SLEEP_SECONDS,
+    READY_FAILURE_THRESHOLD,
     READY_PATH,
+    READY_PERIOD_SECONDS,
     SHM_PATH,
     runtime_args,
     shm_size_bytes,
@@ -95,11 +97,6 @@ STARTUP_POLICY: Final = "LeaderCreated"
 """Workers are created together with the leader (module docstring explains why not LeaderReady)."""
 STARTUP_PERIOD_SECONDS: Final = 10
 """startupProbe period; failureThreshold = ceil(budget / period)."""
-READY_PERIOD_SECONDS: Final = 10
-"""The engine container's readinessProbe (`/ready`) period, s (our choice)."""
-READY_FAILURE_THRESHOLD: Final = 3
-"""Failed `/ready` probes before the kubelet marks a pod unready and the Service stops routing to
-it: a group the autoscaler drained keeps receiving requests for up to this times the period."""
 CONTAINER: Final = "engine"
 """Name of the runtime container."""
 HF_CACHE_PATH: Final = "/var/cache/huggingface"
@@ -276,7 +273,7 @@ def _pod_spec(
         # The runtime and vLLM never call the Kubernetes API: no token in a pod that serves
         # user traffic.
         "automountServiceAccountToken": False,
-        "terminationGracePeriodSeconds": termination_grace(spec),
+        "terminationGracePeriodSeconds": termination_grace(spec, plan.chosen.layout.nodes),
         "nodeSelector": {gpu.label_key: gpu.label, **spec.gpu.node_selector},
         "volumes": volumes,
     }

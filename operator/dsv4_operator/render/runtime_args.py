@@ -28,7 +28,10 @@ __all__ = [
     "HEALTH_PATH",
     "MODEL_MOUNT_PATH",
     "PRESTOP_SLEEP_SECONDS",
+    "READY_FAILURE_THRESHOLD",
     "READY_PATH",
+    "READY_PERIOD_SECONDS",
+    "ROUTE_SETTLE_SECONDS",
     "SHM_PATH",
     "TERMINATION_GRACE_MARGIN_SECONDS",
     "TERMINATION_GRACE_SECONDS",
@@ -61,6 +64,18 @@ ENGINE_STOP_GRACE_SECONDS: Final = 15
 PRESTOP_SLEEP_SECONDS: Final = 5
 """preStop sleep before SIGTERM reaches the runtime, so endpoint removal reaches every router
 first (KServe's drain pattern, design-lessons lesson 6)."""
+READY_PERIOD_SECONDS: Final = 10
+"""The engine container's readinessProbe (`/ready`) period, s (our choice)."""
+READY_FAILURE_THRESHOLD: Final = 3
+"""Failed `/ready` probes before the kubelet marks a pod unready and the Service stops routing to
+it: a group the autoscaler drained keeps receiving requests for up to this times the period."""
+ROUTE_SETTLE_SECONDS: Final = READY_PERIOD_SECONDS * (READY_FAILURE_THRESHOLD + 1)
+"""Time from a leader's `/ready` turning 503 (it is not terminating) until the Service stops
+routing to it: failureThreshold probes a period apart, plus one period for the endpoint update
+(the native autoscaler's drain settle uses the same sum). A worker of a multi-node group that is
+evicted alone (a node drain) tells its leader to take no new requests and holds its ranks this
+long before its drain (`--route-settle-seconds`): requests admitted meanwhile would otherwise
+be cut when its ranks exit after the drain."""
 TERMINATION_GRACE_MARGIN_SECONDS: Final = 5
 """Margin of terminationGracePeriodSeconds over the runtime's whole stop (`termination_grace`)."""
 TERMINATION_GRACE_SECONDS: Final = (
@@ -197,14 +212,18 @@ def runtime_launch(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> RuntimeLaunch:
     )
 
 
-def termination_grace(spec: DeepSeekV4DeploymentSpec) -> int:
+def termination_grace(spec: DeepSeekV4DeploymentSpec, nodes: int = 1) -> int:
     """The pods' terminationGracePeriodSeconds, s.
 
     preStop + `spec.rollout.drainSeconds` + engine stop grace + 5 s margin, so the kubelet never
-    SIGKILLs a runtime that is still inside its drain (runtime supervisor.py).
+    SIGKILLs a runtime that is still inside its drain (runtime supervisor.py); with `nodes` > 1
+    (pods per group) also `ROUTE_SETTLE_SECONDS`, which a worker holds its ranks before its
+    drain. Leader and worker templates share the value: it is an upper bound, and a leader
+    exits when its own drain ends.
     """
     return (
         PRESTOP_SLEEP_SECONDS
+        + (ROUTE_SETTLE_SECONDS if nodes > 1 else 0)
         + spec.rollout.drain_seconds
         + ENGINE_STOP_GRACE_SECONDS
         + TERMINATION_GRACE_MARGIN_SECONDS
@@ -240,6 +259,7 @@ def runtime_args(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> list[str]:
         "--num-speculative-tokens", str(r.num_speculative_tokens),
         "--drain-timeout-seconds", str(spec.rollout.drain_seconds),
         "--engine-stop-grace-seconds", str(ENGINE_STOP_GRACE_SECONDS),
+        *(["--route-settle-seconds", str(ROUTE_SETTLE_SECONDS)] if r.nodes > 1 else []),
         "--expected-shm-bytes", str(r.expected_shm_bytes),
         "--expected-gpus", str(r.expected_gpus),
         "--expected-gpu-memory-bytes", str(r.expected_gpu_memory_bytes),

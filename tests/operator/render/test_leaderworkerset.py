@@ -65,7 +65,20 @@ def test_resources_shm_and_probes(case: Case) -> None:
     assert startup["httpGet"]["path"] == ra.READY_PATH
     assert container["readinessProbe"]["httpGet"]["path"] == ra.READY_PATH
     assert container["livenessProbe"]["httpGet"]["path"] == ra.HEALTH_PATH
-    assert pod["terminationGracePeriodSeconds"] == ra.TERMINATION_GRACE_SECONDS
+    # Multi-node groups: a worker evicted alone holds its ranks while its leader leaves the
+    # Service (readiness period x (failureThreshold + 1)), then drains.
+    settle = ra.ROUTE_SETTLE_SECONDS if want["layout"]["nodes"] > 1 else 0
+    assert pod["terminationGracePeriodSeconds"] == ra.TERMINATION_GRACE_SECONDS + settle
+    assert (
+        container["readinessProbe"]["periodSeconds"]
+        * (container["readinessProbe"]["failureThreshold"] + 1)
+        == ra.ROUTE_SETTLE_SECONDS
+    )
+    args = container["args"]
+    if settle:
+        assert args[args.index("--route-settle-seconds") + 1] == str(settle)
+    else:
+        assert "--route-settle-seconds" not in args
     assert container["lifecycle"]["preStop"]["exec"]["command"] == [
         "sleep",
         str(ra.PRESTOP_SLEEP_SECONDS),
