@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -283,11 +284,71 @@ def _install_crds_main() -> int:
     return done.returncode
 
 
+LOCAL_CHART_KUBE_VERSION = ">=1.20.0-0"
+"""Chart.yaml `kubeVersion` of the local-plane chart copy: the plane runs kube-apiserver 1.20.2
+(hack/cluster.sh), which the chart's own `>=1.25.0-0` (for its CEL rules) refuses."""
+
+
+def local_chart(dest: Path) -> Path:
+    """Write `dest/dsv4-operator`: the chart, installable on the local 1.20 control plane.
+
+    The same chart with its CRD's CEL rules dropped (as `crds_for_local_plane` does) and
+    Chart.yaml `kubeVersion` set to `LOCAL_CHART_KUBE_VERSION`; templates and values unchanged.
+    As the e2e tests install it (tests/e2e/test_chart.py). For the local plane only, never for
+    a cluster: the CEL rules are the CRD's admission checks.
+
+    Args:
+        dest: a folder (created if missing) that must not hold a `dsv4-operator` already.
+
+    Returns:
+        The copy's folder, `dest/dsv4-operator`.
+
+    Raises:
+        FileExistsError: `dest/dsv4-operator` exists.
+    """
+    from tests.support.cluster import transform_crd_for_1_20
+
+    chart = REPO_ROOT / "charts" / "dsv4-operator"
+    target = dest / chart.name
+    if target.exists():
+        raise FileExistsError(f"{target} exists: remove it or pass another folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(chart, target)
+    chart_yaml = target / "Chart.yaml"
+    meta = yaml.safe_load(chart_yaml.read_text(encoding="utf-8"))
+    meta["kubeVersion"] = LOCAL_CHART_KUBE_VERSION
+    chart_yaml.write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
+    for crd_file in (target / "crds").glob("*.yaml"):
+        crd, _ = transform_crd_for_1_20(
+            yaml.safe_load(crd_file.read_text(encoding="utf-8")),
+            drop_empty_defaults=False,
+            atomic_list_maps=False,
+        )
+        crd_file.write_text(yaml.safe_dump(crd, sort_keys=False), encoding="utf-8")
+    return target
+
+
+_USAGE = (
+    "usage: python -m tests.support.operator_e2e install-crds\n"
+    "       python -m tests.support.operator_e2e local-chart DIR"
+    "   (writes DIR/dsv4-operator, the chart for the local 1.20 control plane)"
+)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] != ["install-crds"]:
-        print("usage: python -m tests.support.operator_e2e install-crds", file=sys.stderr)
-        raise SystemExit(2)
-    raise SystemExit(_install_crds_main())
+    match sys.argv[1:]:
+        case ["install-crds"]:
+            raise SystemExit(_install_crds_main())
+        case ["local-chart", folder]:
+            try:
+                print(local_chart(Path(folder)))
+            except FileExistsError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                raise SystemExit(1) from exc
+            raise SystemExit(0)
+        case _:
+            print(_USAGE, file=sys.stderr)
+            raise SystemExit(2)
 
 
 def collect_leaked_transports() -> None:
