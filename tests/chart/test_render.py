@@ -465,3 +465,18 @@ def test_standbys_spread_over_nodes_and_a_drain_keeps_one() -> None:
     assert by_kind(mine, "PodDisruptionBudget") == []
     affinity = one(mine, "Deployment")["spec"]["template"]["spec"]["affinity"]
     assert list(affinity) == ["nodeAffinity"]
+
+
+def test_notes_deploy_into_a_watched_namespace_and_say_what_an_unwatched_one_shows() -> None:
+    """h38 (README walk-through): NOTES said `kubectl apply -n <namespace>` also for a namespaced
+    install; a resource applied to a namespace the operator does not watch gets no status, no
+    conditions and no Events at all (an empty STATUS column), with nothing saying why."""
+    scoped = _notes("watchNamespaces={team-a,team-b}")
+    assert "kubectl apply -n team-a -f examples/flash-4x-h100.yaml" in scoped
+    assert "kubectl get dsv4 -n team-a -w" in scoped
+    assert "<namespace>" not in scoped
+    assert "only team-a, team-b" in scoped
+    for notes in (scoped, _notes()):
+        assert "empty STATUS" in notes
+    cluster_wide = _notes()
+    assert "kubectl apply -n <namespace> -f examples/flash-4x-h100.yaml" in cluster_wide
