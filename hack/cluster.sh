@@ -321,6 +321,18 @@ cmd_stop() {
     for n in "$CEL_BIN" kube-controller-manager kube-apiserver etcd; do stop_one "$n"; done
 }
 
+port_free() {  # port_free PORT ROLE: die, naming the port, its role and DSV4_CLUSTER_PORT, if taken
+    # Something accepts connections there (bash's /dev/tcp connects): another plane on the same
+    # DSV4_CLUSTER_PORT block, or another program. Without this check the server started on it
+    # exits with a bind error inside its log tail ("etcd exited").
+    local port=$1 role=$2
+    if (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        die "127.0.0.1:$port ($role) is in use: another control plane or program listens there;" \
+            "pick another block of 4 free ports with DSV4_CLUSTER_PORT (now $PORT: apiserver P," \
+            "etcd P+1 and P+2, CEL server P+3), or stop the plane that holds it"
+    fi
+}
+
 spawn() {  # spawn NAME ARGS...: start $BIN/NAME detached, log to $STATE/NAME.log, record the PID
     local name=$1
     shift
@@ -346,6 +358,9 @@ cmd_start() {
         pid_alive "$n" && die "$n already running from $STATE (hack/cluster.sh stop first)"
     done
     local t0 etcd_c=$((PORT + 1)) etcd_p=$((PORT + 2))
+    port_free "$PORT" kube-apiserver
+    port_free "$etcd_c" etcd
+    port_free "$etcd_p" "etcd peers"
     t0=$(date +%s%3N)
     mkdir -p "$STATE"
     rm -rf "$STATE/etcd-data" "$STATE/certs" "$STATE"/*.log "$STATE/kubeconfig"
@@ -435,6 +450,7 @@ cmd_start_cel() {  # the CEL CRD server beside the running plane (test-cluster.m
     pid_alive kube-apiserver || die "no running plane in $STATE (hack/cluster.sh start first)"
     pid_alive "$CEL_BIN" && die "$CEL_BIN already running from $STATE"
     local port=$((PORT + 3)) etcd_c=$((PORT + 1)) t0 i
+    port_free "$port" "$CEL_BIN"
     t0=$(date +%s%3N)
     rm -rf "$STATE/cel-certs" && mkdir -p "$STATE/cel-certs"
     # Admission webhooks and policies, and priority-and-fairness, would watch kinds 1.20 does not

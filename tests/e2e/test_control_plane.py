@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.support.cluster import (
     ControlPlane,
     KubectlError,
     KubeletStandIn,
+    bin_dir,
     free_port_block,
     load_upstream_crd,
     namespaced_crd,
@@ -520,3 +522,37 @@ def test_cluster_script_stops_exactly_its_processes(
     finally:
         watched.kill()
         script("stop")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("offset", "role"), [(0, "kube-apiserver"), (1, "etcd")])
+def test_cluster_script_start_names_a_taken_port_and_the_setting_to_change(
+    tmp_path: Path, offset: int, role: str
+) -> None:
+    """h38 (README walk-through): `start` with DSV4_CLUSTER_PORT's block in use (another plane
+    on the default 16443, a second user on a shared machine) stopped with "etcd exited" or
+    "kube-apiserver exited" and a bind error inside a log tail; it now says which port is
+    taken, by which of its servers, and which setting picks another block, and starts nothing."""
+    if not (bin_dir() / "kube-apiserver").is_file():
+        pytest.skip(f"control plane binaries missing in {bin_dir()} (run: make cluster)")
+    port = free_port_block()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port + offset))
+        taken.listen()
+        env = {
+            **os.environ,
+            "DSV4_CLUSTER_DIR": str(tmp_path / "plane"),
+            "DSV4_CLUSTER_PORT": str(port),
+        }
+        done = subprocess.run(
+            ["bash", str(CLUSTER_SCRIPT), "start"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert f"127.0.0.1:{port + offset} ({role}) is in use" in done.stderr
+    assert "DSV4_CLUSTER_PORT" in done.stderr
+    assert not list((tmp_path / "plane").glob("*.pid"))  # nothing was started
