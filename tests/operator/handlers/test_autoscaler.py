@@ -861,8 +861,13 @@ def test_a_wake_up_from_zero_is_recorded_as_waiting_requests_not_a_high_token_ra
     assert (decision.action, decision.replicas_to) == ("scale", 1)
     record = fake.objects[CR_PATH]["status"]["recentScalingDecisions"][-1]
     assert record["reason"] == "RequestsWaiting"
-    assert "3 requests wait with no replica" in record["message"]
-    assert "token load" not in events[-1][2]
+    assert record["message"] == "3 requests wait with no replica: 0 tokens/s, 1 replicas wanted"
+    assert events[-1] == (
+        "Normal",
+        "ScaledUp",
+        "0 -> 1 replicas at 0 tokens/s: 3 requests wait with no replica: 0 tokens/s, "
+        "1 replicas wanted",
+    )
 
 
 def test_a_spec_changed_during_the_scrape_is_not_overwritten_by_the_stale_decision() -> None:
@@ -1105,3 +1110,68 @@ def test_leader_unreachable_is_warned_again_after_the_leader_answered_in_between
         tick(scaler, clock, events)
     assert len([e for e in events if e[1] == "LeaderUnreachable"]) == 2
     assert fake.objects[CR_PATH]["spec"]["replicas"] == 2
+
+
+def test_each_scaling_cause_keeps_its_recorded_reason_message_and_event() -> None:
+    """h36: the recorded reason came from words of the policy's free text ("guard rail"); it
+    comes from `Decision.cause` now. What a user reads stays as it was: each cause's
+    `recentScalingDecisions` entry and ScaledUp/ScaledDown Event, word for word (the wake-up
+    from zero, `RequestsWaiting`, is the test above)."""
+    spec = copy.deepcopy(SPEC)
+    spec["autoscaling"] = {**spec["autoscaling"], "minReplicas": 0, "scaleToZeroIdleSeconds": 60}
+    fake, rt, scaler, clock = setup(spec)
+    events = Events()
+    tick(scaler, clock, events)  # first counter sample
+    rt.tokens[0] += 2500 * 15  # 2,500 tokens/s over a target of 1,000: TokenRateHigh
+    tick(scaler, clock, events)
+    rt.tokens[1] = 0.0  # group 1 serves
+    rt.tokens[0] += 1200 * 15
+    tick(scaler, clock, events)
+    rt.kv[0] = 0.95  # over the 80 % guard rail, no group starting: GuardRail
+    rt.tokens[0] += 1200 * 15
+    rt.tokens[1] += 1200 * 15
+    tick(scaler, clock, events)
+    rt.kv[0] = 0.1
+    rt.tokens[2] = 0.0  # no load from now on: drained down one by one, then Idle to zero
+    for _ in range(40):
+        tick(scaler, clock, events)
+    records = [
+        (r["fromReplicas"], r["toReplicas"], r["reason"], r["message"])
+        for r in fake.objects[CR_PATH]["status"]["recentScalingDecisions"]
+    ]
+    assert records == [
+        (1, 2, "TokenRateHigh", "token load: 2500 tokens/s, 3 replicas wanted"),
+        (2, 3, "GuardRail", "guard rail on groups [0]: 2400 tokens/s, 3 replicas wanted"),
+        (3, 2, "TokenRateLow", "0 tokens/s fits 2 replicas; drained groups [2]"),
+        (2, 1, "TokenRateLow", "0 tokens/s fits 1 replicas; drained groups [1]"),
+        (1, 0, "Idle", "0 tokens/s fits 0 replicas; drained groups [0]"),
+    ]
+    scaled = [e for e in events if e[1] in {"ScaledUp", "ScaledDown"}]
+    assert scaled == [
+        (
+            "Normal",
+            "ScaledUp",
+            "1 -> 2 replicas at 2,500 tokens/s: token load: 2500 tokens/s, 3 replicas wanted",
+        ),
+        (
+            "Normal",
+            "ScaledUp",
+            "2 -> 3 replicas at 2,400 tokens/s: guard rail on groups [0]: 2400 tokens/s, "
+            "3 replicas wanted",
+        ),
+        (
+            "Normal",
+            "ScaledDown",
+            "3 -> 2 replicas at 0 tokens/s: 0 tokens/s fits 2 replicas; drained groups [2]",
+        ),
+        (
+            "Normal",
+            "ScaledDown",
+            "2 -> 1 replicas at 0 tokens/s: 0 tokens/s fits 1 replicas; drained groups [1]",
+        ),
+        (
+            "Normal",
+            "ScaledDown",
+            "1 -> 0 replicas at 0 tokens/s: 0 tokens/s fits 0 replicas; drained groups [0]",
+        ),
+    ]
