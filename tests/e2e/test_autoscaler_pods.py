@@ -179,4 +179,4 @@ def test_an_autoscaled_resource_without_replicas_is_raised_to_min_replicas(
     assert [e[1] for e in events if e[1].startswith("Scaled")] == ["ScaledUp"], events
     recorded = cr["status"]["recentScalingDecisions"][-1]
     assert (recorded["fromReplicas"], recorded["toReplicas"]) == (1, 3)
-    assert recorded["reason"] == "BelowMinReplicas"
+    assert recorded["reason"] == "MinReplicas"

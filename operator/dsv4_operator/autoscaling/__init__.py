@@ -7,6 +7,7 @@ turns the scrapes into an `Observation`, calls `decide`, and applies the `Decisi
 from dsv4_operator.autoscaling.policy import (
     AutoscalerConfig,
     AutoscalerState,
+    Cause,
     Decision,
     GroupSample,
     Observation,
@@ -25,6 +26,7 @@ from dsv4_operator.autoscaling.simulation import SimStep, Simulation, run_simula
 __all__ = [
     "AutoscalerConfig",
     "AutoscalerState",
+    "Cause",
     "CounterSample",
     "Decision",
     "EngineSnapshot",

@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Literal
 
 __all__ = [
     "AutoscalerConfig",
     "AutoscalerState",
+    "Cause",
     "Decision",
     "GroupSample",
     "Observation",
@@ -47,6 +49,30 @@ __all__ = [
 ]
 
 Action = Literal["scale", "drain", "undrain", "hold"]
+
+
+class Cause(StrEnum):
+    """Why a `scale` decision changes the replicas.
+
+    The values are the reasons `status.recentScalingDecisions[].reason` records
+    (`api.v1alpha1.status.ScalingDecision`), so the operator writes the code, not words
+    read back from `Decision.reason`.
+    """
+
+    LOAD_HIGH = "TokenRateHigh"
+    """Up: the token load (rule 1) wants more replicas, stable over the scale-up window."""
+    GUARD_RAIL = "GuardRail"
+    """Up: a serving group at or over the KV-usage or queue threshold, no group starting
+    (rule 2): the scale-up window is skipped."""
+    REQUESTS_WAITING = "RequestsWaiting"
+    """Up from zero replicas: requests wait (in a group, or at the gateway: the wake-up query)."""
+    LOAD_LOW = "TokenRateLow"
+    """Down: the remaining replicas carry the load within the guard rails (rules 4-6)."""
+    IDLE = "Idle"
+    """Down to zero: idle for the scale-to-zero window (rule 3)."""
+    MIN_REPLICAS = "MinReplicas"
+    """Up: replicas below `min_replicas` (a manifest without `spec.replicas` has 1), raised to it
+    at once (rule 3)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +208,7 @@ class Decision:
         groups: groups drained or undrained.
         load_tokens_per_second: the load that was measured.
         reason: one sentence with the numbers.
+        cause: why the replicas change (`Cause`); set exactly when `action` is `scale`.
     """
 
     time: float
@@ -191,6 +218,7 @@ class Decision:
     groups: tuple[int, ...]
     load_tokens_per_second: float
     reason: str
+    cause: Cause | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,15 +342,16 @@ def _scale_up(
     if target <= current:
         return _hold(obs, r.load, f"recommendation {r.desired} not yet stable"), False
     if r.urgent and r.saturated:
-        why = f"guard rail on groups {list(r.saturated)}"
+        cause, why = Cause.GUARD_RAIL, f"guard rail on groups {list(r.saturated)}"
     elif r.waking:
-        why = f"{r.waking} requests wait with no replica"
+        cause, why = Cause.REQUESTS_WAITING, f"{r.waking} requests wait with no replica"
     elif below:
+        cause = Cause.MIN_REPLICAS
         why = f"replicas below spec.autoscaling.minReplicas ({cfg.min_replicas})"
     else:
-        why = "token load"
+        cause, why = Cause.LOAD_HIGH, "token load"
     reason = f"{why}: {r.load:.0f} tokens/s, {r.desired} replicas wanted"
-    return Decision(t, "scale", current, target, (), r.load, reason), True
+    return Decision(t, "scale", current, target, (), r.load, reason, cause), True
 
 
 def _down_target(
@@ -387,7 +416,8 @@ def _scale_down(
         return _hold(obs, r.load, reason), None
     removed = f"drained groups {drained}" if drained else f"groups {list(victims)} served nothing"
     reason = f"{r.load:.0f} tokens/s fits {target} replicas; {removed}"
-    return Decision(t, "scale", current, target, victims, r.load, reason), ()
+    cause = Cause.IDLE if target == 0 else Cause.LOAD_LOW
+    return Decision(t, "scale", current, target, victims, r.load, reason, cause), ()
 
 
 def decide(

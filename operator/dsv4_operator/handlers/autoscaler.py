@@ -231,20 +231,6 @@ def _query_value(answer: dict[str, Any]) -> float:
     raise ValueError(f"result type {data['resultType']}, not vector or scalar")
 
 
-def _scaling_reason(d: Decision) -> str:
-    if d.replicas_to == 0:
-        return "Idle"
-    if d.replicas_to > d.replicas_from:
-        if d.reason.startswith("guard rail"):
-            return "GuardRail"
-        if d.replicas_from == 0 and "wait with no replica" in d.reason:
-            return "RequestsWaiting"  # the wake-up query (policy `_scale_up`)
-        if d.reason.startswith("replicas below spec.autoscaling.minReplicas"):
-            return "BelowMinReplicas"  # policy `_scale_up`: a manifest without `replicas`
-        return "TokenRateHigh"
-    return "TokenRateLow"
-
-
 @dataclass
 class Autoscaler:
     """The native autoscaler's state across timer calls, per deployment.
@@ -709,9 +695,13 @@ class Autoscaler:
         it), and the patch applies only at that `resourceVersion` (else 409: nothing set).
 
         Raises:
+            ValueError: `d` has no `cause` (every `scale` from `decide` has one).
             TransientApiError: a retryable failure other than that 409.
             ApiError: any other failure.
         """
+        if d.cause is None:
+            msg = f"a scale decision needs a cause (Decision.cause): {d}"
+            raise ValueError(msg)
         fresh = self._reread(body)
         if fresh is None:
             return False
@@ -734,7 +724,7 @@ class Autoscaler:
             "time": rfc3339(self.now()),
             "fromReplicas": d.replicas_from,
             "toReplicas": d.replicas_to,
-            "reason": _scaling_reason(d),
+            "reason": d.cause.value,
             "message": d.reason[:1024],
         }
         kept = [*list(status.get("recentScalingDecisions") or []), record][-_DECISIONS_KEPT:]

@@ -47,9 +47,8 @@ def test_the_minimum_is_not_exceeded_on_idle_groups() -> None:
     assert decision.replicas_to == 2
 
 
-def test_the_scale_event_names_the_minimum() -> None:
-    from dsv4_operator.handlers.autoscaler import _scaling_reason
-
+def test_the_recorded_cause_names_the_minimum() -> None:
     cfg = AutoscalerConfig(min_replicas=3, max_replicas=6, target_tokens_per_second=5000.0)
     decision, _ = decide(cfg, AutoscalerState(), Observation(10.0, 1, ()))
-    assert _scaling_reason(decision) == "BelowMinReplicas"
+    assert decision.cause is not None
+    assert decision.cause.value == "MinReplicas"

@@ -1,8 +1,10 @@
 """Single decisions of the autoscaling policy, for cases the simulations do not reach."""
 
+from dsv4_operator.autoscaling import run_simulation
 from dsv4_operator.autoscaling.policy import (
     AutoscalerConfig,
     AutoscalerState,
+    Cause,
     GroupSample,
     Observation,
     decide,
@@ -74,3 +76,55 @@ def test_a_drained_group_is_removed_only_once_the_service_stopped_routing_to_it(
     assert "readiness" in decision.reason
     decision, state = decide(cfg, state, Observation(90.0, 2, drained))
     assert (decision.action, decision.replicas_to) == ("scale", 1)
+
+
+def test_each_scale_decision_carries_its_cause_and_no_other_decision_does() -> None:
+    """h36: the operator recorded a scale's reason from words of `Decision.reason`; the policy
+    now says it (`Decision.cause`), and the words may change without changing the record."""
+    cfg = AutoscalerConfig(
+        min_replicas=0,
+        max_replicas=4,
+        target_tokens_per_second=1000.0,
+        scale_up_window_seconds=0.0,
+        scale_down_window_seconds=60.0,
+        scale_to_zero_idle_seconds=60.0,
+        drain_settle_seconds=0.0,
+    )
+
+    def one(replicas: int, *groups: GroupSample, pending: int = 0) -> Cause | None:
+        state = AutoscalerState(observed_since=-3600.0)
+        decision, _ = decide(cfg, state, Observation(0.0, replicas, groups, pending))
+        assert (decision.cause is None) == (decision.action != "scale")
+        return decision.cause
+
+    assert one(1, GroupSample(0, ready=True, generation_tps=2500.0)) == Cause.LOAD_HIGH
+    full = GroupSample(0, ready=True, generation_tps=500.0, kv_usage=0.9)
+    assert one(1, full) == Cause.GUARD_RAIL
+    queued = GroupSample(0, ready=True, generation_tps=500.0, waiting=5)
+    assert one(1, queued) == Cause.GUARD_RAIL
+    # A group starting is the guard rail's fix: no forced scale-up, nothing to cause.
+    assert one(2, full, GroupSample(1, ready=False, starting=True)) is None
+    assert one(0, pending=3) == Cause.REQUESTS_WAITING
+    idle = (GroupSample(0, ready=True), GroupSample(1, ready=True, draining=True))
+    assert one(2, *idle) == Cause.LOAD_LOW
+    # The last replica, idle since before the scale-to-zero window.
+    state = AutoscalerState(observed_since=-3600.0, idle_since=-3600.0)
+    last = (GroupSample(0, ready=True, draining=True),)
+    decision, _ = decide(cfg, state, Observation(0.0, 1, last))
+    assert (decision.action, decision.replicas_to, decision.cause) == ("scale", 0, Cause.IDLE)
+    # Over a day of load steps the same holds for every decision, and a cause names the
+    # direction: up causes raise replicas, down causes lower them.
+    up = {Cause.LOAD_HIGH, Cause.GUARD_RAIL, Cause.REQUESTS_WAITING}
+    sim = run_simulation(
+        cfg,
+        lambda t: [0.0, 3500.0, 800.0, 0.0][int(t // 3000) % 4],
+        duration_seconds=24 * 3600,
+        startup_seconds=300,
+    )
+    scales = [d for d in sim.decisions if d.action == "scale"]
+    assert {d.cause for d in scales} >= {Cause.LOAD_HIGH, Cause.LOAD_LOW, Cause.IDLE}
+    for d in sim.decisions:
+        assert (d.cause is None) == (d.action != "scale"), d
+        if d.cause is not None:
+            assert (d.cause in up) == (d.replicas_to > d.replicas_from), d
+            assert (d.cause == Cause.IDLE) == (d.replicas_to == 0), d

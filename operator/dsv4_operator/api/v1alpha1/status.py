@@ -120,7 +120,7 @@ class ScalingDecision(ApiModel):
     to_replicas: Count
     """Replicas after."""
     reason: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z][A-Za-z0-9]*$")]
-    """CamelCase cause: TokenRateHigh, GuardRail, RequestsWaiting, BelowMinReplicas, TokenRateLow
+    """CamelCase cause: TokenRateHigh, GuardRail, RequestsWaiting, MinReplicas, TokenRateLow
     or Idle (native)."""
     message: Text = ""
     """Metric values behind the decision."""
