@@ -128,20 +128,37 @@ class Observation:
 
 
 KEDA_SCALING: Final = "KEDA"
-"""ScalingActive reason: keda mode, and the cluster serves KEDA's ScaledObjects."""
+"""ScalingActive reason: keda mode, and KEDA reports the ScaledObject `Ready=True` (or
+`Active=True`: scaling on the triggers that answer, `PartialTriggerError`)."""
+KEDA_AWAITED: Final = "AwaitingKEDA"
+"""ScalingActive reason (status Unknown): keda mode, and KEDA has not reported the ScaledObject
+ready or failing yet (no conditions, or KEDA's initial all-Unknown ones): no KEDA operator
+runs, or it has not reconciled the object."""
 KEDA_MISSING: Final = "KEDAMissing"
 """ScalingActive reason: keda mode on a cluster without KEDA."""
 KEDA_NOT_READY: Final = "KEDANotReady"
 """ScalingActive reason: the ScaledObject reports `Ready=False` (e.g. `TriggerError`: its
 Prometheus queries fail) or `Paused=True`; KEDA keeps the replica count as it is."""
 HPA_SCALING: Final = "HPA"
-"""ScalingActive reason: hpa mode, and the HorizontalPodAutoscaler reports no failure."""
+"""ScalingActive reason: hpa mode, and the HorizontalPodAutoscaler reports `ScalingActive=True`
+(it computes replica counts) and no failure."""
+HPA_AWAITED: Final = "AwaitingHPA"
+"""ScalingActive reason (status Unknown): hpa mode, and the HorizontalPodAutoscaler has not
+reported ScalingActive yet (the HPA controller has not synced it)."""
 HPA_NOT_SCALING: Final = "HPANotScaling"
 """ScalingActive reason: the HorizontalPodAutoscaler reports `ScalingActive=False` (e.g.
 `FailedGetExternalMetric`: prometheus-adapter does not serve the metrics) or `AbleToScale=False`
 (e.g. `FailedUpdateScale`); it keeps the replica count as it is."""
 SCALER_REASONS: Final = frozenset(
-    {KEDA_SCALING, KEDA_MISSING, KEDA_NOT_READY, HPA_SCALING, HPA_NOT_SCALING}
+    {
+        KEDA_SCALING,
+        KEDA_AWAITED,
+        KEDA_MISSING,
+        KEDA_NOT_READY,
+        HPA_SCALING,
+        HPA_AWAITED,
+        HPA_NOT_SCALING,
+    }
 )
 """ScalingActive reasons the reconciler writes (keda and hpa mode); the native autoscaler
 writes its own."""
@@ -298,6 +315,12 @@ def _scaler_conditions(scaler: Mapping[str, Any] | None) -> dict[str, Mapping[st
     return {str(c.get("type")): c for c in conditions if isinstance(c, Mapping)}
 
 
+def _scaler_name(obs: Observation) -> str:
+    """The scaler's name: the live object's, else the resource's (the scaler is named so)."""
+    name = ((obs.scaler or {}).get("metadata") or {}).get("name")
+    return str(name or obs.owner.name)
+
+
 def _reported(kind: str, scaler: Mapping[str, Any] | None, c: Mapping[str, Any]) -> str:
     """`the HorizontalPodAutoscaler NAME reports ScalingActive=False (REASON): MESSAGE`."""
     name = str(((scaler or {}).get("metadata") or {}).get("name") or "")
@@ -316,50 +339,72 @@ def _scaling_condition(
     keda: False/`KEDAMissing` without KEDA; False/`KEDANotReady` when the ScaledObject reports
     `Ready=False` or `Paused=True` (KEDA's `scale_executor`: `TriggerError` when its triggers
     fail and no fallback is set, `ScaledObjectCheckFailed`, `ErrorGettingCurrentReplicas`);
-    else True/`KEDA`. hpa: False/`HPANotScaling` when the HPA reports `ScalingActive=False`
-    or `AbleToScale=False` (Kubernetes' HPA controller: `FailedGetExternalMetric`,
-    `FailedGetScale`, `FailedUpdateScale`, `ScalingDisabled` at zero replicas...); else
-    True/`HPA`. A scaler whose controller has not written conditions yet counts as scaling.
-    Not evaluated while the resource is paused: the condition is left as last read.
+    True/`KEDA` when it reports `Ready=True` (`ScaledObjectReady`) or `Active=True` (KEDA's
+    `PartialTriggerError` sets Ready=Unknown beside Active=True: the triggers that answer
+    scale); else Unknown/`AwaitingKEDA`: KEDA has written no condition yet, or only the
+    all-Unknown ones it starts with (kedacore/keda `apis/keda/v1alpha1/condition_types.go`,
+    `GetInitializedConditions`), so nothing has confirmed that it scales. hpa:
+    False/`HPANotScaling` when the HPA reports `ScalingActive=False` or `AbleToScale=False`
+    (Kubernetes' HPA controller: `FailedGetExternalMetric`, `FailedGetScale`,
+    `FailedUpdateScale`, `ScalingDisabled` at zero replicas...); True/`HPA` when it reports
+    `ScalingActive=True`; else Unknown/`AwaitingHPA` (not synced yet). Not evaluated while
+    the resource is paused: the condition is left as last read.
     """
     mode = spec.autoscaling.active_mode
-    found = _scaler_conditions(obs.scaler)
     if mode == "keda":
-        if not obs.keda_api:
-            return {
-                "ScalingActive": (
-                    "False",
-                    KEDA_MISSING,
-                    "spec.autoscaling.mode is keda but the cluster does not serve "
-                    "keda.sh/v1alpha1 ScaledObjects: install KEDA (https://keda.sh) or use mode: "
-                    "native; replicas stay at spec.replicas",
-                )
-            }
-        failing = [("Ready", "False"), ("Paused", "True")]
-        bad = next((found[t] for t, v in failing if found.get(t, {}).get("status") == v), None)
-        if bad is not None:
-            message = f"{_reported('ScaledObject', obs.scaler, bad)}; replicas stay as they are"
-            return {"ScalingActive": ("False", KEDA_NOT_READY, _text(message))}
-        return {"ScalingActive": ("True", KEDA_SCALING, "a KEDA ScaledObject scales this resource")}
+        return {"ScalingActive": _keda_scaling(obs)}
     if mode == "hpa":
-        for ctype in ("ScalingActive", "AbleToScale"):
-            c = found.get(ctype) or {}
-            if c.get("status") == "False":
-                message = _reported("HorizontalPodAutoscaler", obs.scaler, c)
-                if c.get("reason") == "FailedGetExternalMetric":
-                    message += (
-                        "; prometheus-adapter must serve dsv4_generation_tokens_per_second, "
-                        "dsv4_kv_cache_usage and dsv4_requests_waiting (README, mode: hpa)"
-                    )
-                return {"ScalingActive": ("False", HPA_NOT_SCALING, _text(message))}
-        return {
-            "ScalingActive": (
-                "True",
-                HPA_SCALING,
-                "a HorizontalPodAutoscaler scales this resource",
-            )
-        }
+        return {"ScalingActive": _hpa_scaling(obs)}
     return {}
+
+
+def _keda_scaling(obs: Observation) -> tuple[str, str, str]:
+    """ScalingActive's (status, reason, message) in keda mode (`_scaling_condition`)."""
+    if not obs.keda_api:
+        return (
+            "False",
+            KEDA_MISSING,
+            "spec.autoscaling.mode is keda but the cluster does not serve "
+            "keda.sh/v1alpha1 ScaledObjects: install KEDA (https://keda.sh) or use mode: "
+            "native; replicas stay at spec.replicas",
+        )
+    found = _scaler_conditions(obs.scaler)
+    failing = [("Ready", "False"), ("Paused", "True")]
+    bad = next((found[t] for t, v in failing if found.get(t, {}).get("status") == v), None)
+    if bad is not None:
+        message = f"{_reported('ScaledObject', obs.scaler, bad)}; replicas stay as they are"
+        return ("False", KEDA_NOT_READY, _text(message))
+    if any(found.get(t, {}).get("status") == "True" for t in ("Ready", "Active")):
+        return ("True", KEDA_SCALING, "a KEDA ScaledObject scales this resource")
+    message = (
+        f"the ScaledObject {_scaler_name(obs)} has not reported Ready yet: KEDA writes its "
+        "conditions once the KEDA operator has read the ScaledObject; until then nothing "
+        "has confirmed that it scales this resource (is the KEDA operator running?)"
+    )
+    return ("Unknown", KEDA_AWAITED, message)
+
+
+def _hpa_scaling(obs: Observation) -> tuple[str, str, str]:
+    """ScalingActive's (status, reason, message) in hpa mode (`_scaling_condition`)."""
+    found = _scaler_conditions(obs.scaler)
+    for ctype in ("ScalingActive", "AbleToScale"):
+        c = found.get(ctype) or {}
+        if c.get("status") == "False":
+            message = _reported("HorizontalPodAutoscaler", obs.scaler, c)
+            if c.get("reason") == "FailedGetExternalMetric":
+                message += (
+                    "; prometheus-adapter must serve dsv4_generation_tokens_per_second, "
+                    "dsv4_kv_cache_usage and dsv4_requests_waiting (README, mode: hpa)"
+                )
+            return ("False", HPA_NOT_SCALING, _text(message))
+    if (found.get("ScalingActive") or {}).get("status") == "True":
+        return ("True", HPA_SCALING, "a HorizontalPodAutoscaler scales this resource")
+    message = (
+        f"the HorizontalPodAutoscaler {_scaler_name(obs)} has not reported ScalingActive "
+        "yet: kube-controller-manager's HPA controller writes it when it syncs the HPA "
+        "(every 15 s by default)"
+    )
+    return ("Unknown", HPA_AWAITED, message)
 
 
 def _scaling_active_applies(reason: str, mode: str | None, paused: bool) -> bool:

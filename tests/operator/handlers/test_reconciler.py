@@ -961,8 +961,15 @@ def test_keda_mode_without_keda_warns_once_and_notices_keda_later() -> None:
     assert [e[:2] for e in events].count(("Warning", "KEDAMissing")) == 1
     fake.served["/apis/keda.sh/v1alpha1"] = ["ScaledObject"]
     reconciler.reconcile("ns", "d", events)
+    # KEDA has not reported the ScaledObject yet: unknown, not scaling, and no Warning (h36).
+    assert _conditions(fake)["ScalingActive"] == ("Unknown", "AwaitingKEDA")
+    (so_path,) = [key for key in fake.objects if "scaledobjects" in key]
+    assert not [e for e in events if e[0] == "Warning" and e[1] != "KEDAMissing"]
+    # What KEDA's controller writes once it has checked the object.
+    ready = {"type": "Ready", "status": "True", "reason": "ScaledObjectReady", "message": ""}
+    fake.objects[so_path]["status"] = {"conditions": [ready]}
+    reconciler.reconcile("ns", "d", events)
     assert _conditions(fake)["ScalingActive"] == ("True", "KEDA")
-    assert any("scaledobjects" in key for key in fake.objects)
 
 
 def test_deleted_resource_is_left_alone() -> None:
@@ -1014,7 +1021,9 @@ def test_an_hpa_that_cannot_scale_is_reported_once_with_its_message() -> None:
     fake, reconciler = _setup_hpa()
     events = Events()
     reconciler.reconcile("ns", "d", events)
-    assert _conditions(fake)["ScalingActive"] == ("True", "HPA")
+    # Not synced by the HPA controller yet (h36): unknown, and no Warning.
+    assert _conditions(fake)["ScalingActive"] == ("Unknown", "AwaitingHPA")
+    assert not [e for e in events if e[0] == "Warning"]
     hpa_path = HPA_PATH
     # What Kubernetes' HPA controller writes when no external metrics API is served.
     fake.objects[hpa_path]["status"] = {
@@ -1585,8 +1594,8 @@ def test_the_native_autoscalers_condition_goes_when_it_no_longer_scales(
     fake.objects[CR_PATH]["spec"]["paused"] = paused
     fake.objects[CR_PATH]["metadata"]["generation"] = 2
     reconciler.reconcile("ns", "d", Events())
-    if autoscaling.get("mode") == "hpa":  # the HPA's own condition replaces it
-        assert _conditions(fake)["ScalingActive"] == ("True", "HPA")
+    if autoscaling.get("mode") == "hpa":  # the HPA's own (none synced yet) replaces it
+        assert _conditions(fake)["ScalingActive"] == ("Unknown", "AwaitingHPA")
     else:
         assert "ScalingActive" not in _conditions(fake)
 

@@ -45,7 +45,8 @@ def test_rolling_out_then_ready(case: Case) -> None:
         "Progressing": ("True", "RollingOut"),
         "Available": ("False", "NoReplicaReady" if want else "ScaledToZero"),
         "Degraded": ("False", "AsExpected"),
-        **({"ScalingActive": ("True", "KEDA")} if keda else {}),
+        # No ScaledObject read yet: nothing has confirmed that KEDA scales (h36).
+        **({"ScalingActive": ("Unknown", "AwaitingKEDA")} if keda else {}),
     }
     assert first["observedGeneration"] == case.owner.generation
     assert first["plan"]["gpuType"] == case.plan.chosen.gpu.name
@@ -134,7 +135,14 @@ def test_other_owners_conditions_are_kept(case: Case) -> None:
     mode = case.spec.autoscaling.active_mode
     if mode in {"keda", "hpa"}:
         # Under mode keda/hpa the reconciler owns ScalingActive (what the scaler reports).
-        assert status["conditions"][-1]["reason"] == {"keda": "KEDA", "hpa": "HPA"}[mode]
+        # (no scaler read here: awaiting its controller's conditions)
+        assert (
+            status["conditions"][-1]["reason"]
+            == {
+                "keda": "AwaitingKEDA",
+                "hpa": "AwaitingHPA",
+            }[mode]
+        )
     elif mode == "native":
         assert status["conditions"][-1] == scaling  # the native autoscaler's own
     else:  # autoscaling disabled: nothing scales, so a ScalingActive left over is removed
@@ -178,7 +186,7 @@ def test_keda_missing_is_reported_on_scaling_active() -> None:
     assert (scaling["status"], scaling["reason"]) == ("False", "KEDAMissing")
     assert "install KEDA" in scaling["message"]
     served = desired_status(Observation(OWNER, spec=spec, plan=planned), missing, T0)
-    assert _conditions(served)["ScalingActive"] == ("True", "KEDA")
+    assert _conditions(served)["ScalingActive"] == ("Unknown", "AwaitingKEDA")
     # Leaving mode keda drops our condition (the native autoscaler would write its own).
     off = parse_spec({"model": "flash", "gpu": {"types": ["h200-141gb"]}})
     left = desired_status(Observation(OWNER, spec=off, plan=planned, keda_api=False), missing, T0)
@@ -386,7 +394,7 @@ def test_hpa_failure_is_repeated_on_scaling_active() -> None:
     """The HPA controller's ScalingActive=False (no external metrics API) reaches our status."""
     spec, planned = _scaling_spec("hpa")
     fresh = desired_status(Observation(OWNER, spec=spec, plan=planned, scaler=None), None, T0)
-    assert _conditions(fresh)["ScalingActive"] == ("True", "HPA")
+    assert _conditions(fresh)["ScalingActive"] == ("Unknown", "AwaitingHPA")
     failing = _scaler(
         "HorizontalPodAutoscaler",
         ("AbleToScale", "True", "SucceededGetScale", "the HPA controller was able to get..."),
@@ -447,8 +455,13 @@ def test_keda_not_ready_is_repeated_on_scaling_active() -> None:
     )
     assert (got["status"], got["reason"]) == ("False", "KEDANotReady")
     assert "Paused=True" in got["message"]
-    # Ready=Unknown (PartialTriggerError: some triggers still answer) still scales.
-    partial = _scaler("ScaledObject", ("Ready", "Unknown", "PartialTriggerError", ""))
+    # Ready=Unknown (PartialTriggerError: some triggers still answer, so KEDA sets Active=True
+    # beside it, kedacore/keda `pkg/scaling/executor/scale_scaledobjects.go`) still scales.
+    partial = _scaler(
+        "ScaledObject",
+        ("Ready", "Unknown", "PartialTriggerError", ""),
+        ("Active", "True", "ScalerActive", ""),
+    )
     ok = desired_status(Observation(OWNER, spec=spec, plan=planned, scaler=partial), None, T0)
     assert _conditions(ok)["ScalingActive"] == ("True", "KEDA")
 
@@ -501,3 +514,85 @@ def test_the_missing_reference_message_agrees_with_the_count(
     ready = next(c for c in desired_status(obs, None, T0)["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "ReferenceMissing"
     assert ready["message"].endswith(f": pods cannot start until {verb}")
+
+
+def test_keda_scaling_is_unknown_until_keda_reports_the_scaled_object_ready() -> None:
+    """h29 N6: in keda mode ScalingActive said True before KEDA had written any condition on
+    the ScaledObject (no KEDA operator running, or not yet reconciled): nothing had confirmed
+    that anything scales. KEDA first writes Ready, Active, Fallback and Paused as Unknown
+    (kedacore/keda `apis/keda/v1alpha1/condition_types.go`, GetInitializedConditions), then
+    Ready=True (ScaledObjectReady) or False once its controller has checked the object."""
+    spec, planned = _scaling_spec("keda")
+
+    def scaling(scaler: dict[str, Any] | None) -> dict[str, Any]:
+        return _scaling(
+            desired_status(Observation(OWNER, spec=spec, plan=planned, scaler=scaler), None, T0)
+        )
+
+    no_status = {"kind": "ScaledObject", "metadata": {"name": "flash-x"}}
+    initialized = _scaler(
+        "ScaledObject",
+        ("Ready", "Unknown", "", ""),
+        ("Active", "Unknown", "", ""),
+        ("Fallback", "Unknown", "", ""),
+        ("Paused", "Unknown", "", ""),
+    )
+    for awaiting in (None, no_status, initialized):
+        got = scaling(awaiting)
+        assert (got["status"], got["reason"]) == ("Unknown", "AwaitingKEDA"), awaiting
+        assert "has not reported Ready" in got["message"]
+        assert "KEDA operator" in got["message"]
+    assert "ScaledObject flash-x " in scaling(initialized)["message"]
+    assert f"ScaledObject {OWNER.name} " in scaling(None)["message"]
+    ready = _scaler(
+        "ScaledObject",
+        ("Ready", "True", "ScaledObjectReady", "ScaledObject is defined correctly"),
+        ("Active", "False", "ScalerNotActive", "Scaling is not performed"),
+        ("Fallback", "False", "NoFallbackFound", ""),
+        ("Paused", "Unknown", "", ""),
+    )
+    assert (scaling(ready)["status"], scaling(ready)["reason"]) == ("True", "KEDA")
+    # KEDA's PartialTriggerError: Ready=Unknown while some triggers answer (Active=True).
+    partial = _scaler(
+        "ScaledObject",
+        ("Ready", "Unknown", "PartialTriggerError", "Some triggers are not working"),
+        ("Active", "True", "ScalerActive", "Scaling is performed"),
+    )
+    assert (scaling(partial)["status"], scaling(partial)["reason"]) == ("True", "KEDA")
+
+
+def test_hpa_scaling_is_unknown_until_the_hpa_controller_reports_scaling_active() -> None:
+    """The same for mode hpa: a HorizontalPodAutoscaler without conditions has not been
+    synced by kube-controller-manager (every 15 s by default) and has computed nothing; its
+    ScalingActive=True (ValidMetricFound) is what says it computes replica counts."""
+    spec, planned = _scaling_spec("hpa")
+
+    def scaling(scaler: dict[str, Any] | None) -> dict[str, Any]:
+        return _scaling(
+            desired_status(Observation(OWNER, spec=spec, plan=planned, scaler=scaler), None, T0)
+        )
+
+    fresh = {"kind": "HorizontalPodAutoscaler", "metadata": {"name": "flash-x"}, "status": {}}
+    able_only = _scaler("HorizontalPodAutoscaler", ("AbleToScale", "True", "SucceededGetScale", ""))
+    for awaiting in (None, fresh, able_only):
+        got = scaling(awaiting)
+        assert (got["status"], got["reason"]) == ("Unknown", "AwaitingHPA"), awaiting
+        assert "has not reported ScalingActive" in got["message"]
+    healthy = _scaler(
+        "HorizontalPodAutoscaler",
+        ("AbleToScale", "True", "ReadyForNewScale", ""),
+        ("ScalingActive", "True", "ValidMetricFound", ""),
+    )
+    assert (scaling(healthy)["status"], scaling(healthy)["reason"]) == ("True", "HPA")
+
+
+def test_awaiting_the_scaler_is_kept_in_its_mode() -> None:
+    """Unknown is ours too in keda/hpa mode: kept, and written once (the reconciler posts no
+    Warning for it: tests/operator/handlers/test_reconciler.py)."""
+    for mode, reason in (("keda", "AwaitingKEDA"), ("hpa", "AwaitingHPA")):
+        spec, planned = _scaling_spec(mode)
+        first = desired_status(Observation(OWNER, spec=spec, plan=planned), None, T0)
+        assert _conditions(first)["ScalingActive"] == ("Unknown", reason)
+        later = T0 + timedelta(seconds=60)
+        again = desired_status(Observation(OWNER, spec=spec, plan=planned), first, later)
+        assert status_patch(again, first) == {}
