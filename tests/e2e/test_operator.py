@@ -386,6 +386,63 @@ def test_an_hpa_without_metrics_is_reported_on_scaling_active(
     assert cluster.get(hpa_version, "horizontalpodautoscalers", namespace, name) is None
 
 
+def test_keda_mode_reports_scaling_only_once_keda_has_reported_the_scaled_object(
+    operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
+) -> None:
+    """h29 N6: in keda mode ScalingActive said True as soon as the ScaledObject existed, before
+    KEDA had written any condition on it (here: KEDA's CRD and no KEDA operator, as on a
+    cluster where KEDA's operator is not running). No KEDA controller runs here: the test
+    writes the ScaledObject's status through its status subresource (KEDA's real CRD) as
+    KEDA's controller does: first Ready/Active/Fallback/Paused all Unknown
+    (GetInitializedConditions), then Ready=True, and Ready=False (TriggerError) when the
+    triggers fail (kedacore/keda pkg/scaling/executor/scale_scaledobjects.go)."""
+    body, name = _fitting_example()
+    body["spec"]["replicas"] = 1
+    body["spec"]["autoscaling"] = {
+        "enabled": True,
+        "mode": "keda",
+        "minReplicas": 1,
+        "maxReplicas": 2,
+    }
+    _apply(control_plane, namespace, body)
+    keda = ("keda.sh", "v1alpha1", namespace, "scaledobjects", name)
+    wait_until(lambda: cluster.get("keda.sh/v1alpha1", "scaledobjects", namespace, name), "SO")
+    awaiting = cluster.wait_condition(namespace, name, "ScalingActive", "Unknown", "AwaitingKEDA")
+    assert f"the ScaledObject {name} has not reported Ready yet" in awaiting["message"]
+
+    def keda_writes(*conditions: tuple[str, str, str, str]) -> None:
+        # KEDA's Condition leaves out an empty reason and message (`omitempty`).
+        written = [{"type": t, "status": v, "reason": r, "message": m} for t, v, r, m in conditions]
+        status = {"conditions": [{k: v for k, v in c.items() if v} for c in written]}
+        cluster.custom.patch_namespaced_custom_object_status(*keda, {"status": status})
+
+    keda_writes(
+        ("Ready", "Unknown", "", ""),
+        ("Active", "Unknown", "", ""),
+        ("Fallback", "Unknown", "", ""),
+        ("Paused", "Unknown", "", ""),
+    )
+    time.sleep(4 * RESYNC_SECONDS)  # a few resyncs read it back: still nothing confirmed
+    assert cluster.condition(namespace, name, "ScalingActive")["reason"] == "AwaitingKEDA"
+    keda_writes(
+        ("Ready", "True", "ScaledObjectReady", "ScaledObject is defined correctly and is ready"),
+        ("Active", "False", "ScalerNotActive", "Scaling is not performed"),
+        ("Fallback", "False", "NoFallbackFound", "No fallbacks are active on this scaled object"),
+        ("Paused", "Unknown", "", ""),
+    )
+    active = cluster.wait_condition(namespace, name, "ScalingActive", "True", "KEDA")
+    assert active["message"] == "a KEDA ScaledObject scales this resource"
+    keda_writes(
+        ("Ready", "False", "TriggerError", "Triggers defined in ScaledObject are not working"),
+        ("Active", "False", "ScalerNotActive", "Scaling is not performed"),
+    )
+    failing = cluster.wait_condition(namespace, name, "ScalingActive", "False", "KEDANotReady")
+    assert f"the ScaledObject {name} reports Ready=False (TriggerError)" in failing["message"]
+    assert wait_event(cluster, namespace, name, "KEDANotReady")["type"] == "Warning"
+    # Waiting on KEDA is no failure: no Event said so.
+    assert not [e for e in cluster.events(namespace, name) if e["reason"] == "AwaitingKEDA"]
+
+
 def test_reapplying_the_autoscaled_example_keeps_the_scaled_replicas(
     operator: KopfRunner, control_plane: ControlPlane, cluster: Cluster, namespace: str
 ) -> None:
