@@ -13,6 +13,7 @@ from kubernetes_validate.utils import latest_version
 from dsv4_operator.api.v1alpha1.enums import AutoscalingMode
 from dsv4_operator.api.v1alpha1.scaling import Autoscaling
 from dsv4_operator.autoscaling.manifests import hpa, scaled_object
+from dsv4_operator.autoscaling.policy import AutoscalerConfig, GroupSample, _safe_after
 
 AUTO = Autoscaling(
     enabled=True,
@@ -253,3 +254,41 @@ def test_the_hpa_kv_target_puts_every_threshold_beyond_the_tolerance() -> None:
         assert ratio > 1.0 + 0.1, (threshold, target, ratio)
         # One milli-unit more on the target would be within the tolerance: the largest such.
         assert (threshold * 10) / (target + 1) <= 1.0 + 0.1, (threshold, target)
+
+
+def test_the_hpa_kv_guard_rail_holds_scale_downs_as_the_native_one_does_a_tenth_earlier() -> None:
+    """h33 #10: in mode hpa two replicas at 37 % KV usage do not scale down to one. Not a
+    defect (h36): the HPA's rule for a Value metric, ceil(ready leaders x usage / target),
+    holds R replicas while the fullest cache would pass the target on R - 1 of them, which
+    is the native autoscaler's scale-down safety (`_safe_after`: the mean usage on the
+    remaining groups under the threshold), with the target (threshold / 1.1, so that the
+    HPA's 10 % tolerance lets the scale-up fire at the threshold) in place of the threshold
+    and the fullest cache (prometheus-adapter's max, README) in place of the mean. README
+    (Autoscaling, mode hpa) gives these numbers."""
+    manifest = hpa(
+        name="flash",
+        namespace="llm",
+        autoscaling=Autoscaling(enabled=True, mode="hpa", min_replicas=1, max_replicas=8),
+        target_tokens_per_second=2500,
+        max_replicas=8,
+        labels=LABELS,
+    )
+    target = int(manifest["spec"]["metrics"][1]["external"]["target"]["value"][:-1]) / 1000
+    assert target == 0.727  # the default 80 % threshold / 1.1, rounded down
+    # Two ready leaders (the HPA counts the pods of status.selector: leaders only).
+    assert _hpa_desired(2, 0.363, target) == 1
+    assert _hpa_desired(2, 0.364, target) == 2  # "about 36 %": 0.727 / 2 = 0.3635
+    # R replicas: held from target x (R - 1) / R on (54.5 % at 4, 63.6 % at 8).
+    for replicas in range(2, 9):
+        edge = target * (replicas - 1) / replicas
+        assert _hpa_desired(replicas, edge - 0.002, target) <= replicas - 1, replicas
+        assert _hpa_desired(replicas, edge + 0.002, target) >= replicas, replicas
+    # The native autoscaler refuses the same 2 -> 1 from a mean usage of 80 % / 2 = 40 %.
+    cfg = AutoscalerConfig(min_replicas=1, max_replicas=8, target_tokens_per_second=2500.0)
+
+    def native_refuses(usage: float) -> str:
+        groups = [GroupSample(i, ready=True, kv_usage=usage) for i in range(2)]
+        return _safe_after(cfg, groups, 0.0, 1)
+
+    assert native_refuses(0.39) == ""
+    assert native_refuses(0.40) == "KV usage would reach 80% on 1 replicas"
