@@ -20,6 +20,8 @@ One call of `decide` per scrape. Rules, in order:
    per window).
 5. Scale-down safety: after removing the groups, the remaining ones must stay under the guard rails
    (load per group within target, KV usage and queue under their thresholds); otherwise hold.
+   Not for groups over the ceiling (`max_replicas`, the GPU budget lowered below the running
+   replicas): those go all the same, drained first.
 6. Drain first: LeaderWorkerSet removes the highest-index groups. Those are drained (their
    runtime stops admitting, in-flight requests finish) and the replica count drops only when no
    request runs or waits on them. The drain is cancelled if load returns meanwhile, if some
@@ -68,6 +70,9 @@ class Cause(StrEnum):
     """Up from zero replicas: requests wait (in a group, or at the gateway: the wake-up query)."""
     LOAD_LOW = "TokenRateLow"
     """Down: the remaining replicas carry the load within the guard rails (rules 4-6)."""
+    REPLICA_LIMIT = "ReplicaLimit"
+    """Down: more replicas run than `max_replicas` or the GPU budget allow (`ceiling`), and
+    the load wants them: the bound wins over the guard rails (rule 5), as for the HPA."""
     IDLE = "Idle"
     """Down to zero: idle for the scale-to-zero window (rule 3)."""
     MIN_REPLICAS = "MinReplicas"
@@ -382,7 +387,8 @@ def _down_target(
         return f"recommendation {r.desired} not yet stable"
     if last and last[1] > 0 and t - last[0] < cfg.scale_down_window_seconds:
         return "scale-down waits for the scale-down window after a scale-up"
-    unsafe = _safe_after(cfg, list(r.serving), r.load, target)
+    # Groups over the ceiling go even when the rest would pass a guard rail: the user's bound.
+    unsafe = "" if target >= cfg.ceiling else _safe_after(cfg, list(r.serving), r.load, target)
     return f"not removing groups: {unsafe}" if unsafe else target
 
 
@@ -415,8 +421,16 @@ def _scale_down(
         )
         return _hold(obs, r.load, reason), None
     removed = f"drained groups {drained}" if drained else f"groups {list(victims)} served nothing"
-    reason = f"{r.load:.0f} tokens/s fits {target} replicas; {removed}"
-    cause = Cause.IDLE if target == 0 else Cause.LOAD_LOW
+    wanted = wanted_replicas(cfg, r.load)
+    if target > 0 and wanted > target:  # over the ceiling (`_down_target`)
+        cause = Cause.REPLICA_LIMIT
+        reason = (
+            f"at most {cfg.ceiling} replicas may run ({ceiling_words(cfg)}): "
+            f"{r.load:.0f} tokens/s wants {wanted}; {removed}"
+        )
+    else:
+        cause = Cause.IDLE if target == 0 else Cause.LOAD_LOW
+        reason = f"{r.load:.0f} tokens/s fits {target} replicas; {removed}"
     return Decision(t, "scale", current, target, victims, r.load, reason, cause), ()
 
 

@@ -128,3 +128,46 @@ def test_each_scale_decision_carries_its_cause_and_no_other_decision_does() -> N
         if d.cause is not None:
             assert (d.cause in up) == (d.replicas_to > d.replicas_from), d
             assert (d.cause == Cause.IDLE) == (d.replicas_to == 0), d
+
+
+def test_replicas_over_a_lowered_gpu_budget_are_removed_under_load() -> None:
+    """h36: `spec.gpu.budget` lowered below the running replicas (no CEL rule ties it to
+    spec.replicas) under a load that wants them all: the scale-down's safety check ("3500
+    tokens/s over 3 replicas exceeds the target") held the replicas over the budget for good,
+    while the ScalingLimited Warning said at most 2 may run. The budget (and maxReplicas) is
+    a bound, as for the HPA: the groups over it go, drained first; the record says why."""
+    cfg = AutoscalerConfig(
+        min_replicas=1,
+        max_replicas=8,
+        target_tokens_per_second=1000.0,
+        scale_up_window_seconds=0.0,
+        scale_down_window_seconds=60.0,
+        gpus_per_replica=8,
+        gpu_budget=16,
+        drain_settle_seconds=0.0,
+    )
+    state = AutoscalerState()
+    replicas, scales = 4, []
+    for t in range(0, 900, 15):
+        # 3,500 tokens/s over the groups that serve (a drained one's share moves to the rest).
+        serving = [i for i in range(replicas) if i not in state.draining]
+        groups = tuple(
+            GroupSample(
+                i,
+                ready=True,
+                draining=i not in serving,
+                generation_tps=3500.0 / len(serving) if i in serving else 0.0,
+            )
+            for i in range(replicas)
+        )
+        decision, state = decide(cfg, state, Observation(float(t), replicas, groups))
+        if decision.action == "scale":
+            scales.append(decision)
+            replicas = decision.replicas_to
+    assert replicas == 2
+    assert [(d.replicas_from, d.replicas_to) for d in scales] == [(4, 3), (3, 2)]
+    assert {d.cause for d in scales} == {Cause.REPLICA_LIMIT}
+    assert scales[0].reason == (
+        "at most 2 replicas may run (spec.gpu.budget of 16 GPUs allows 2 replicas of 8 GPUs "
+        "(spec.autoscaling.maxReplicas is 8)): 3500 tokens/s wants 4; drained groups [3]"
+    )
