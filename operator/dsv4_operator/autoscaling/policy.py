@@ -68,6 +68,9 @@ class Cause(StrEnum):
     (rule 2): the scale-up window is skipped."""
     REQUESTS_WAITING = "RequestsWaiting"
     """Up from zero replicas: requests wait (in a group, or at the gateway: the wake-up query)."""
+    MIN_REPLICAS = "MinReplicas"
+    """Up: fewer replicas run than `min_replicas`, more than the load wants (rule 3; a manifest
+    without `spec.replicas` has 1: raised to the minimum at once)."""
     LOAD_LOW = "TokenRateLow"
     """Down: the remaining replicas carry the load within the guard rails (rules 4-6)."""
     REPLICA_LIMIT = "ReplicaLimit"
@@ -75,9 +78,6 @@ class Cause(StrEnum):
     the load wants them: the bound wins over the guard rails (rule 5), as for the HPA."""
     IDLE = "Idle"
     """Down to zero: idle for the scale-to-zero window (rule 3)."""
-    MIN_REPLICAS = "MinReplicas"
-    """Up: replicas below `min_replicas` (a manifest without `spec.replicas` has 1), raised to it
-    at once (rule 3)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,9 +350,8 @@ def _scale_up(
         cause, why = Cause.GUARD_RAIL, f"guard rail on groups {list(r.saturated)}"
     elif r.waking:
         cause, why = Cause.REQUESTS_WAITING, f"{r.waking} requests wait with no replica"
-    elif below:
-        cause = Cause.MIN_REPLICAS
-        why = f"replicas below spec.autoscaling.minReplicas ({cfg.min_replicas})"
+    elif wanted_replicas(cfg, r.load) < target:  # not the load: the floor (rule 3)
+        cause, why = Cause.MIN_REPLICAS, f"spec.autoscaling.minReplicas is {cfg.min_replicas}"
     else:
         cause, why = Cause.LOAD_HIGH, "token load"
     reason = f"{why}: {r.load:.0f} tokens/s, {r.desired} replicas wanted"

@@ -114,7 +114,7 @@ def test_each_scale_decision_carries_its_cause_and_no_other_decision_does() -> N
     assert (decision.action, decision.replicas_to, decision.cause) == ("scale", 0, Cause.IDLE)
     # Over a day of load steps the same holds for every decision, and a cause names the
     # direction: up causes raise replicas, down causes lower them.
-    up = {Cause.LOAD_HIGH, Cause.GUARD_RAIL, Cause.REQUESTS_WAITING}
+    up = {Cause.LOAD_HIGH, Cause.GUARD_RAIL, Cause.REQUESTS_WAITING, Cause.MIN_REPLICAS}
     sim = run_simulation(
         cfg,
         lambda t: [0.0, 3500.0, 800.0, 0.0][int(t // 3000) % 4],
@@ -170,4 +170,25 @@ def test_replicas_over_a_lowered_gpu_budget_are_removed_under_load() -> None:
     assert scales[0].reason == (
         "at most 2 replicas may run (spec.gpu.budget of 16 GPUs allows 2 replicas of 8 GPUs "
         "(spec.autoscaling.maxReplicas is 8)): 3500 tokens/s wants 4; drained groups [3]"
+    )
+
+
+def test_a_scale_up_to_min_replicas_is_not_recorded_as_a_high_token_rate() -> None:
+    """h36: with minReplicas above the running replicas (a cluster without CEL validation,
+    where the schema's replicas-within-min/max rule is not enforced) the scale-up at 0
+    tokens/s was `TokenRateHigh`, "token load: 0 tokens/s, 3 replicas wanted"."""
+    cfg = AutoscalerConfig(
+        min_replicas=3, max_replicas=5, target_tokens_per_second=1000.0, scale_up_window_seconds=0
+    )
+    groups = (GroupSample(0, ready=True, generation_tps=200.0),)
+    decision, _ = decide(cfg, AutoscalerState(), Observation(0.0, 1, groups))
+    assert (decision.action, decision.replicas_to) == ("scale", 2)
+    assert decision.cause == Cause.MIN_REPLICAS
+    assert decision.reason == "spec.autoscaling.minReplicas is 3: 200 tokens/s, 3 replicas wanted"
+    # A load that wants the replicas is the token rate, whatever minReplicas says.
+    busy = (GroupSample(0, ready=True, generation_tps=2500.0),)
+    decision, _ = decide(cfg, AutoscalerState(), Observation(0.0, 1, busy))
+    assert (decision.cause, decision.reason) == (
+        Cause.LOAD_HIGH,
+        "token load: 2500 tokens/s, 3 replicas wanted",
     )

@@ -120,8 +120,8 @@ class ScalingDecision(ApiModel):
     to_replicas: Count
     """Replicas after."""
     reason: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z][A-Za-z0-9]*$")]
-    """CamelCase cause: TokenRateHigh, GuardRail, RequestsWaiting, MinReplicas, TokenRateLow
-    or Idle (native)."""
+    """CamelCase cause (native, `autoscaling.policy.Cause`): TokenRateHigh, GuardRail,
+    RequestsWaiting, MinReplicas, TokenRateLow, ReplicaLimit or Idle."""
     message: Text = ""
     """Metric values behind the decision."""
 
