@@ -101,7 +101,9 @@ ConditionType = Literal["Ready", "Planned", "Progressing", "Available", "Degrade
 - `Available`: at least one replica serves requests.
 - `Degraded`: fewer ready replicas than wanted, or a replica group keeps failing.
 - `ScalingActive`: the autoscaler (native, or the KEDA ScaledObject or HPA it repeats) is able
-  to compute and apply replica counts; absent while autoscaling is disabled.
+  to compute and apply replica counts; Unknown in keda or hpa mode until KEDA or the HPA
+  controller has reported on its object (`AwaitingKEDA`, `AwaitingHPA`); absent while
+  autoscaling is disabled.
 """
 
 ConditionStatus = Literal["True", "False", "Unknown"]
