@@ -63,7 +63,14 @@ from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
 from dsv4_operator.render.labels import Owner, child_names
 from dsv4_operator.render.leaderworkerset import READY_FAILURE_THRESHOLD, READY_PERIOD_SECONDS
 from dsv4_operator.render.runtime_args import ADMIN_PORT
-from dsv4_operator.render.status import NATIVE_NO_METRICS, NATIVE_SCALING, rfc3339
+from dsv4_operator.render.status import (
+    NATIVE_NO_METRICS,
+    NATIVE_SCALED_TO_ZERO,
+    NATIVE_SCALING,
+    NATIVE_WAKE_UP,
+    NATIVE_WAKE_UP_FAILED,
+    rfc3339,
+)
 
 __all__ = ["Autoscaler", "AutoscalerMetrics", "HttpCall", "config_from", "http_call"]
 
@@ -477,10 +484,13 @@ class Autoscaler:
             groups = self._unreachable(key, groups)
         kept = {i: why for i, why in unreached.items() if why is not None}
         self._report_unreached(key, owner, kept, emit)
-        pending = 0 if a.wake_up_query is None else self._pending(key, a.wake_up_query, emit)
+        wake: str | None = None  # no wake-up query; else "" when it answered, or its failure
+        pending = 0
+        if a.wake_up_query is not None:
+            pending, wake = self._pending(key, a.wake_up_query, emit)
         obs = Observation(t, spec.replicas, groups, pending_outside=pending)
         read = sum(1 for i in range(spec.replicas) if self._read_at(key, i) == t)
-        self._report_active(body, read, len(groups))
+        self._report_active(body, read, len(groups), wake)
         before = self._states.get(key, AutoscalerState())
         cfg = config_from(spec, planned)
         decision, state = decide(cfg, before, obs)
@@ -521,11 +531,12 @@ class Autoscaler:
             f"run: {ceiling_words(cfg)}",
         )
 
-    def _pending(self, key: str, query: str, emit: EmitFn) -> int:
-        """`wakeUpQuery` on Prometheus: requests waiting outside the pods.
+    def _pending(self, key: str, query: str, emit: EmitFn) -> tuple[int, str]:
+        """`wakeUpQuery` on Prometheus: requests waiting outside the pods, and the failure.
 
-        The result summed and rounded up; 0 when the query fails, with a `WakeUpQueryFailed`
-        Warning posted again only when the failure changes.
+        The result summed and rounded up, with "" as the failure; 0 and what failed when the
+        query fails, with a `WakeUpQueryFailed` Warning posted again only when the failure
+        changes.
         """
         url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
         answer = self.http("GET", url, {})
@@ -549,9 +560,9 @@ class Autoscaler:
                     "DSV4_OPERATOR_PROMETHEUS_URL, or the chart's operator.prometheusUrl); at "
                     "zero replicas nothing else scales the deployment up",
                 )
-            return 0
+            return 0, failure
         self._due(key, "WakeUpQueryFailed", None)
-        return math.ceil(value) if math.isfinite(value) and value > 0 else 0
+        return (math.ceil(value) if math.isfinite(value) and value > 0 else 0), ""
 
     def _read_at(self, key: str, index: int) -> float | None:
         """When group `index`'s engine metrics were last read (None: never)."""
@@ -574,11 +585,17 @@ class Autoscaler:
             return None
         return fresh
 
-    def _report_active(self, body: dict[str, Any], reporting: int, groups: int) -> None:
+    def _report_active(
+        self, body: dict[str, Any], reporting: int, groups: int, wake: str | None
+    ) -> None:
         """Set the ScalingActive condition when its status or reason changes (no write otherwise).
 
         True/`TokenThroughput` while at least one group's engine metrics were read this step;
         False/`NoMetrics` when none were (all starting, unreachable, or their metrics unreadable).
+        With no group (scaled to zero) it says what would scale up from zero, from `wake`
+        (`_pending`: None without `wakeUpQuery`, "" when it answered, else its failure):
+        True/`WakeUpQuery`, False/`WakeUpQueryFailed` (the Warning of that name gives the
+        failure), or False/`ScaledToZero` (no query: only a change of spec.replicas).
 
         The condition list is a merge patch's whole value, so a write builds it from the
         resource read again then (the step's `body` is seconds old: the reconciler may have changed
@@ -593,6 +610,24 @@ class Autoscaler:
         """
         status, reason = ("True", NATIVE_SCALING) if reporting else ("False", NATIVE_NO_METRICS)
         message = f"{reporting} of {groups} replica groups report metrics"
+        if groups == 0 and wake is None:
+            status, reason = "False", NATIVE_SCALED_TO_ZERO
+            message = (
+                "no replica runs and spec.autoscaling.wakeUpQuery is not set: only a change of "
+                "spec.replicas (kubectl scale) scales the deployment up from zero"
+            )
+        elif groups == 0 and wake:
+            status, reason = "False", NATIVE_WAKE_UP_FAILED
+            message = (
+                "no replica runs and spec.autoscaling.wakeUpQuery fails (the WakeUpQueryFailed "
+                "Warning says why): nothing scales the deployment up from zero"
+            )
+        elif groups == 0:
+            status, reason = "True", NATIVE_WAKE_UP
+            message = (
+                "no replica runs; spec.autoscaling.wakeUpQuery answers and scales the "
+                "deployment up from zero"
+            )
 
         def unchanged(obj: Mapping[str, Any]) -> bool:
             found = [

@@ -32,7 +32,10 @@ __all__ = [
     "APPLY_FAILED",
     "LWS_NOT_FOUND",
     "NATIVE_NO_METRICS",
+    "NATIVE_SCALED_TO_ZERO",
     "NATIVE_SCALING",
+    "NATIVE_WAKE_UP",
+    "NATIVE_WAKE_UP_FAILED",
     "OWNED_CONDITIONS",
     "OWNED_KEYS",
     "RECONCILE_ERROR",
@@ -167,7 +170,21 @@ NATIVE_SCALING: Final = "TokenThroughput"
 (`handlers.autoscaler`)."""
 NATIVE_NO_METRICS: Final = "NoMetrics"
 """ScalingActive reason: the native autoscaler read no group's engine metrics."""
-NATIVE_REASONS: Final = frozenset({NATIVE_SCALING, NATIVE_NO_METRICS})
+NATIVE_WAKE_UP: Final = "WakeUpQuery"
+"""ScalingActive reason: no replica runs (native), and `wakeUpQuery` answers."""
+NATIVE_WAKE_UP_FAILED: Final = "WakeUpQueryFailed"
+"""ScalingActive reason: no replica runs (native), and `wakeUpQuery` fails."""
+NATIVE_SCALED_TO_ZERO: Final = "ScaledToZero"
+"""ScalingActive reason: no replica runs (native), and no `wakeUpQuery` is set."""
+NATIVE_REASONS: Final = frozenset(
+    {
+        NATIVE_SCALING,
+        NATIVE_NO_METRICS,
+        NATIVE_WAKE_UP,
+        NATIVE_WAKE_UP_FAILED,
+        NATIVE_SCALED_TO_ZERO,
+    }
+)
 """ScalingActive reasons the native autoscaler writes."""
 REFERENCE_MISSING: Final = "ReferenceMissing"
 """Ready/Degraded reason: a Secret or ConfigMap (or key) the pods read does not exist."""

@@ -1175,3 +1175,57 @@ def test_each_scaling_cause_keeps_its_recorded_reason_message_and_event() -> Non
             "1 -> 0 replicas at 0 tokens/s: 0 tokens/s fits 0 replicas; drained groups [0]",
         ),
     ]
+
+
+def test_scaling_active_at_zero_replicas_says_whether_anything_wakes_the_deployment() -> None:
+    """h36: scaled to zero, ScalingActive was False/NoMetrics "0 of 0 replica groups report
+    metrics" whether or not `wakeUpQuery` brings it back: a working scale-to-zero read as
+    broken autoscaling, and a broken wake-up signal (or none) gave no more than that."""
+    spec = copy.deepcopy(SPEC)
+    spec["replicas"] = 0
+    spec["autoscaling"] = {
+        **spec["autoscaling"],
+        "minReplicas": 0,
+        "scaleToZeroIdleSeconds": 60,
+        "wakeUpQuery": 'gateway_pending{route="d"}',
+    }
+    fake, rt, scaler, clock = setup(spec)
+    scaler.prometheus_url = "http://prom:9090"
+    answer: list[tuple[int, str] | None] = [None]
+
+    def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        if url.startswith("http://prom:9090/api/v1/query?"):
+            return answer[0]
+        return rt(method, url, headers)
+
+    def active() -> tuple[str, str, str]:
+        conds = {c["type"]: c for c in fake.objects[CR_PATH]["status"]["conditions"]}
+        c = conds["ScalingActive"]
+        return c["status"], c["reason"], c["message"]
+
+    scaler.http = http
+    tick(scaler, clock, Events())  # Prometheus does not answer
+    assert active() == (
+        "False",
+        "WakeUpQueryFailed",
+        "no replica runs and spec.autoscaling.wakeUpQuery fails (the WakeUpQueryFailed "
+        "Warning says why): nothing scales the deployment up from zero",
+    )
+    empty = {"status": "success", "data": {"resultType": "vector", "result": []}}
+    answer[0] = (200, json.dumps(empty))
+    tick(scaler, clock, Events())
+    assert active() == (
+        "True",
+        "WakeUpQuery",
+        "no replica runs; spec.autoscaling.wakeUpQuery answers and scales the deployment "
+        "up from zero",
+    )
+    # Without a wake-up query nothing but `kubectl scale` brings it back.
+    del fake.objects[CR_PATH]["spec"]["autoscaling"]["wakeUpQuery"]
+    tick(scaler, clock, Events())
+    assert active() == (
+        "False",
+        "ScaledToZero",
+        "no replica runs and spec.autoscaling.wakeUpQuery is not set: only a change of "
+        "spec.replicas (kubectl scale) scales the deployment up from zero",
+    )
