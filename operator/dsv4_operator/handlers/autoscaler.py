@@ -19,7 +19,8 @@ One `step` per DeepSeekV4Deployment per scrape interval (a kopf timer):
    a partial drain is rolled back), record the last 10
    replica changes in `status.recentScalingDecisions`, post an Event, and export
    `dsv4_autoscaler_*` metrics; the ScalingActive condition says whether any group reports
-   metrics (written only when it changes).
+   metrics, and at zero replicas whether the wake-up query answers (written only when it
+   changes).
 """
 
 from __future__ import annotations
