@@ -174,15 +174,15 @@ def test_replicas_over_a_lowered_gpu_budget_are_removed_under_load() -> None:
 
 
 def test_a_scale_up_to_min_replicas_is_not_recorded_as_a_high_token_rate() -> None:
-    """h36: with minReplicas above the running replicas (a cluster without CEL validation,
-    where the schema's replicas-within-min/max rule is not enforced) the scale-up at 0
-    tokens/s was `TokenRateHigh`, "token load: 0 tokens/s, 3 replicas wanted"."""
+    """h36: with minReplicas above the running replicas (a manifest without `replicas`, which
+    defaults to 1) the scale-up at 200 tokens/s was `TokenRateHigh`, "token load: ..."."""
     cfg = AutoscalerConfig(
         min_replicas=3, max_replicas=5, target_tokens_per_second=1000.0, scale_up_window_seconds=0
     )
     groups = (GroupSample(0, ready=True, generation_tps=200.0),)
     decision, _ = decide(cfg, AutoscalerState(), Observation(0.0, 1, groups))
-    assert (decision.action, decision.replicas_to) == ("scale", 2)
+    # Straight to the minimum, past the step limit of 1, as the HPA does (test_below_minimum).
+    assert (decision.action, decision.replicas_to) == ("scale", 3)
     assert decision.cause == Cause.MIN_REPLICAS
     assert decision.reason == "spec.autoscaling.minReplicas is 3: 200 tokens/s, 3 replicas wanted"
     # A load that wants the replicas is the token rate, whatever minReplicas says.
