@@ -241,7 +241,8 @@ def _validate_numbers(req: PlanRequest, limit: int) -> None:
         raise PlanningError("max_model_len", f"{req.max_model_len} is outside 1..{limit:,} tokens")
     util = req.gpu_memory_utilization
     if util is not None and not 0 < util <= 1:
-        raise PlanningError("gpu_memory_utilization", f"{util} is outside (0, 1]")
+        hint = f" (a fraction: {util / 100:g} for {util:g} %)" if 10 <= util <= 100 else ""
+        raise PlanningError("gpu_memory_utilization", f"{util} is outside (0, 1]{hint}")
     bounded = {
         "max_nodes": (req.max_nodes, _MAX_NODES_LIMIT),
         "gpus_per_node": (req.gpus_per_node, 64),

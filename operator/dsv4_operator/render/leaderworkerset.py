@@ -16,9 +16,12 @@ Choices, with their sources:
   (its default), `RecreateGroupAfterStart`, `None` and the deprecated `Default`. With the default,
   a pod that fails while its peers are still pulling a 20 GB image or downloading 160-865 GB of
   weights recreates the whole group, which restarts the pulls and loops forever (lws #726, #167).
-  `RecreateGroupAfterStart` recreates a group only once all of its pods have started (been Ready),
-  so a slow first start is never restarted as a group, while a failure in a running group still
-  restarts it as a unit, which vLLM's multi-node DP needs (a lone restarted rank cannot rejoin).
+  `RecreateGroupAfterStart` skips the recreation while a pod of the group is still Pending (or
+  the group is not fully created: lws docs, failure handling, "recreated if and only if there
+  are no pods currently pending"; the controller's `pendingPodsInGroup` checks phase Pending),
+  so a group whose peers still pull the image is not restarted as a group, while a failure in a
+  group whose pods all run (loading the model counts) restarts it as a unit, which vLLM's
+  multi-node DP needs (a lone restarted rank cannot rejoin).
   `None` would leave a running group half-dead after a pod failure.
 - /dev/shm: a memory-backed emptyDir with `sizeLimit` = the plan's size (or `spec.shmSize`); tmpfs
   pages count against the pod's memory, so the size is added to the memory request (and limit).

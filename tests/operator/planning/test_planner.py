@@ -339,8 +339,15 @@ def test_invalid_requests_name_the_field() -> None:
         plan(PlanRequest(max_model_len=2_000_000))
     with pytest.raises(PlanningError, match="weights_format"):
         plan(PlanRequest(weights_format="fp6"))
-    with pytest.raises(PlanningError, match="gpu_memory_utilization"):
+    with pytest.raises(PlanningError, match="gpu_memory_utilization") as e:
         plan(PlanRequest(gpu_memory_utilization=1.5))
+    assert "a fraction" not in str(e.value)  # not clearly a percentage
+    # h38: a percentage (the spec's gpuMemoryUtilizationPercent is one) gets the fraction.
+    with pytest.raises(PlanningError, match=r"92.0 is outside \(0, 1\] \(a fraction: 0.92"):
+        plan(PlanRequest(gpu_memory_utilization=92.0))
+    with pytest.raises(PlanningError) as e:
+        plan(PlanRequest(gpu_memory_utilization=250.0))
+    assert "a fraction" not in str(e.value)
 
 
 def test_cpu_offload_lowers_the_estimate_and_warns() -> None:
