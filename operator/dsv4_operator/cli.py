@@ -97,15 +97,17 @@ def error_document(error: PlanningError, where: str, message: str) -> dict[str, 
     }
 
 
-def _load_request(path: Path | None) -> tuple[PlanRequest, DeepSeekV4DeploymentSpec | None]:
-    """The request FILE (or nothing) sets, and FILE's spec (None without FILE).
+def _load_request(
+    path: Path | None,
+) -> tuple[PlanRequest, DeepSeekV4DeploymentSpec | None, str]:
+    """The request FILE (or nothing) sets, FILE's spec (None without FILE) and its name.
 
     The spec says what the planner's messages cannot name: how replicas share
     `spec.gpu.budget` (its budget is one replica's share, "the GPU budget of N") and which
     field caps the replicas of a tokens/s target (h22).
     """
     if path is None:
-        return PlanRequest(), None
+        return PlanRequest(), None, ""
     try:
         body = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:  # unreadable, not text, not YAML
@@ -120,8 +122,9 @@ def _load_request(path: Path | None) -> tuple[PlanRequest, DeepSeekV4DeploymentS
     from dsv4_operator.planning.from_spec import request_from_spec  # noqa: PLC0415
 
     try:
-        spec = parse_deployment(body).spec
-        return request_from_spec(spec), spec
+        resource = parse_deployment(body)
+        name = str(resource.metadata.get("name") or "")
+        return request_from_spec(resource.spec), resource.spec, name
     except InvalidSpecError as e:
         raise SpecFileError(
             f"{path}: {e}", tuple((err.path, err.message) for err in e.errors)
@@ -484,7 +487,7 @@ def plan_command(
     }
     given = {k for k, v in options.items() if v is not None}
     try:
-        req, spec = _load_request(file)
+        req, spec, name = _load_request(file)
         mml = _max_model_len(max_model_len)
         # Empty names and lists count as not given.
         convert: dict[str, Callable[[Any], Any]] = {
@@ -508,6 +511,12 @@ def plan_command(
         if mml != "keep":
             changes["max_model_len"] = mml
         result = plan(dataclasses.replace(req, **changes))
+        if spec is not None and result.fits:
+            # What the operator refuses (InvalidSpec) only once it has the plan (h38).
+            from dsv4_operator.render.refusal import rollout_refusal  # noqa: PLC0415
+
+            if (problem := rollout_refusal(name, spec, result)) is not None:
+                raise PlanningError("file", f"{file}: {problem}")
     except PlanningError as e:
         detail = str(e).removeprefix(f"{e.field}: ")
         if e.field == "gpu_budget":  # the planner's budget is one replica's share
