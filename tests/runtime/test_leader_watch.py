@@ -78,9 +78,8 @@ async def test_a_restarted_leader_is_a_new_instance() -> None:
     assert worker._leader_lost.is_set()
 
 
-async def test_a_long_drain_stop_notice_is_still_taken_by_the_leader() -> None:
-    """drain + grace + margin above the leader's cap was refused (HTTP 400): the leader kept
-    taking requests while the worker's ranks were leaving. The notice is capped instead."""
+async def _notice(drain: int, settle: int = 0) -> RuntimeState:
+    """A leader runtime's state after a worker (grace 15 s) sent it its stop notice."""
     port = _free_port()
     leader_state = RuntimeState(RuntimeMetrics(), None, admin_token="t0k")
     leader_state.engine_ready = True
@@ -96,13 +95,21 @@ async def test_a_long_drain_stop_notice_is_still_taken_by_the_leader() -> None:
                 engine_url="http://127.0.0.1:1",
                 host="127.0.0.1",
                 admin_port=0,
-                drain_timeout_seconds=int(WORKER_STOPPING_MAX_SECONDS),
+                drain_timeout_seconds=drain,
                 stop_grace_seconds=15,
                 leader_admin_url=f"http://127.0.0.1:{port}",
+                route_settle_seconds=settle,
             )
             await worker._tell_leader()
     finally:
         await leader.close()
+    return leader_state
+
+
+async def test_a_long_drain_stop_notice_is_still_taken_by_the_leader() -> None:
+    """drain + grace + margin above the leader's cap was refused (HTTP 400): the leader kept
+    taking requests while the worker's ranks were leaving. The notice is capped instead."""
+    leader_state = await _notice(int(WORKER_STOPPING_MAX_SECONDS))
     assert leader_state.worker_stopping
     assert not leader_state.ready
 
@@ -113,29 +120,7 @@ async def test_the_stop_notice_covers_the_route_settle_time() -> None:
     leader must refuse new requests for all of it: settle + drain + grace + margin."""
     import time
 
-    port = _free_port()
-    leader_state = RuntimeState(RuntimeMetrics(), None, admin_token="t0k")
-    leader_state.engine_ready = True
-    leader = TestServer(build_app(leader_state), port=port)
-    await leader.start_server()
-    try:
-        async with aiohttp.ClientSession() as session:
-            worker_state = RuntimeState(RuntimeMetrics(), None, admin_token="t0k")
-            worker_state.session = session
-            worker = Supervisor(
-                Launch(prelaunch=(), argv=("true",), serves_api=False),
-                worker_state,
-                engine_url="http://127.0.0.1:1",
-                host="127.0.0.1",
-                admin_port=0,
-                drain_timeout_seconds=30,
-                stop_grace_seconds=15,
-                leader_admin_url=f"http://127.0.0.1:{port}",
-                route_settle_seconds=40,
-            )
-            await worker._tell_leader()
-    finally:
-        await leader.close()
+    leader_state = await _notice(30, settle=40)
     left = leader_state.worker_stopping_until - time.monotonic()
     margin = supervisor_module.LEADER_NOTICE_MARGIN_SECONDS
     assert 40 + 30 + 15 + margin - 2 < left <= 40 + 30 + 15 + margin
