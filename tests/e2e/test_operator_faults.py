@@ -378,3 +378,55 @@ def test_a_peered_operator_rides_out_an_api_outage_of_its_keep_alive(
         )
         assert operator.poll() is None
     assert "multitasker has failed" not in log.read_text()  # kopf was not stopping it either
+
+
+def _plan_args(cluster: Cluster, namespace: str, name: str) -> str:
+    lws = cluster.get(LWS_V, "leaderworkersets", namespace, name) or {}
+    pod = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]
+    return " ".join(str(a) for c in pod["spec"]["containers"] for a in c.get("args") or [])
+
+
+def test_a_refused_apply_reports_the_new_plan_as_not_applied(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    proxy: FaultingProxy,
+    proxied_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Day-2 finding: the API server refusing the LeaderWorkerSet's update (a webhook, a 422)
+    left the previous plan in status beside an observedGeneration of the new spec, so status
+    described neither what the spec asks nor said that it was not rolled out."""
+    body = _fitting_example()
+    name = body["metadata"]["name"]
+    lws_path = rf"/namespaces/{namespace}/leaderworkersets/{name}$"
+    with operator_process(proxied_env, "--namespace", namespace, log=tmp_path / "operator.log"):
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 60)
+        LwsStatusStandIn(cluster).report(namespace, name)
+        cluster.wait_condition(namespace, name, "Ready", "True", timeout=30)
+        before = (cluster.dsv4(namespace, name) or {})["status"]["plan"]
+        args_before = _plan_args(cluster, namespace, name)
+        refused = proxy.add(Fault("PATCH", lws_path, 422, times=10**6))
+        body["spec"]["maxModelLen"] = before["maxModelLen"] // 2
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        ready = cluster.wait_condition(namespace, name, "Ready", "False", "ApplyFailed", timeout=60)
+        cr = cluster.dsv4(namespace, name) or {}
+        status = cr["status"]
+        assert f"/leaderworkersets/{name}: HTTP 422" in ready["message"]  # the child, the error
+        assert status["observedGeneration"] == cr["metadata"]["generation"]
+        # status.plan is the spec's plan, and says it is not applied: the groups keep the old.
+        assert status["plan"]["maxModelLen"] == body["spec"]["maxModelLen"]
+        assert status["plan"]["applied"] is False
+        progressing = cluster.condition(namespace, name, "Progressing")
+        assert (progressing["status"], progressing["reason"]) == ("False", "ApplyFailed")
+        assert "not applied" in progressing["message"]
+        assert _plan_args(cluster, namespace, name) == args_before
+        refused.times = refused.hits  # the webhook lets it through again
+        wait_until(
+            lambda: (cluster.dsv4(namespace, name) or {})["status"]["plan"].get("applied"),
+            "the plan applied",
+            60,
+        )
+        assert _plan_args(cluster, namespace, name) != args_before
+        assert cluster.condition(namespace, name, "Progressing")["reason"] != "ApplyFailed"

@@ -749,8 +749,7 @@ class Reconciler:
                 raise TransientApiError(
                     404, error.reason, "apply", self.retry_delay_seconds
                 ) from None
-            obs = Observation(owner, spec=spec, error_reason=APPLY_FAILED, error_message=str(error))
-            return self._report(obs, status, emit, "error", str(error))
+            return self._report_refused(owner, spec, planned, status, emit, error)
         lws_applied = next((a for a in applied if a.kind == "LeaderWorkerSet"), None)
         lws = lws_applied.live if lws_applied else live
         stale = _lws_stale(lws_applied) if lws_applied else live is not None and status_stale(live)
@@ -814,8 +813,26 @@ class Reconciler:
     ) -> None:
         """Post a rollout's Events once its status is written.
 
-        `PlanChanged` (against `status`, the one before the write), the children's changes,
-        and `PlanWarning` for hazards `status` did not list yet.
+        `PlanChanged` and `PlanWarning` (`_announce_plan`), and the children's changes.
+        """
+        self._announce_plan(spec, planned, status, emit, after=(owner, applied, children))
+
+    def _announce_plan(
+        self,
+        spec: DeepSeekV4DeploymentSpec,
+        planned: Plan,
+        status: Mapping[str, Any],
+        emit: EmitFn,
+        after: tuple[Owner, list[AppliedChild], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """Post `PlanChanged`, the children's Events, then `PlanWarning`.
+
+        `PlanChanged` against `status` (the one before the write); the children's Events of
+        `after` (owner, applied, rendered) when given; `PlanWarning` for hazards `status` did
+        not list yet.
+
+        Also posted when a child was refused (`ApplyFailed`): status.plan shows the new plan
+        then (not applied), so the reconcile that later applies it finds no change to post.
         """
         gpus = planned.chosen.layout.gpus
         old = _plan_summary(status)
@@ -829,8 +846,10 @@ class Reconciler:
                 f"({planned.chosen.layout.describe()}); {spec.replicas} replica(s), "
                 f"{gpus * spec.replicas} GPUs in total",
             )
-        _announce_lws(owner, spec, applied, children, emit)
-        self._announce_recreated(owner, applied, emit)
+        if after is not None:
+            owner, applied, children = after
+            _announce_lws(owner, spec, applied, children, emit)
+            self._announce_recreated(owner, applied, emit)
         known = hazards((status.get("plan") or {}).get("warnings") or [])
         for w in planned.warnings:
             if str(w.code) in HAZARDS - known:
@@ -868,6 +887,28 @@ class Reconciler:
                     "another manager or by a new rendering)",
                 )
         self._children_seen[key] = (owner.uid, frozenset((a.kind, a.name) for a in applied))
+
+    def _report_refused(
+        self,
+        owner: Owner,
+        spec: DeepSeekV4DeploymentSpec,
+        planned: Plan,
+        status: Mapping[str, Any],
+        emit: EmitFn,
+        error: ApiError,
+    ) -> Outcome:
+        """Report a child the API server refused (`ApplyFailed`), and the plan it belongs to.
+
+        status.plan becomes this generation's plan with `applied: false` (it had kept the
+        previous plan beside this generation's observedGeneration: day-2 finding), Progressing
+        False says it is not applied; PlanChanged and PlanWarning are posted as for a rollout.
+        """
+        obs = Observation(
+            owner, spec=spec, plan=planned, error_reason=APPLY_FAILED, error_message=str(error)
+        )
+        desired, result = self._write_status(obs, status, "error")
+        self._announce_plan(spec, planned, status, emit)
+        return self._post_status_events(status, desired, emit, result, str(error))
 
     def _report(
         self,

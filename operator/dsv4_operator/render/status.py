@@ -76,7 +76,8 @@ class Observation:
     Attributes:
         owner: the resource (its generation becomes observedGeneration).
         spec: the parsed spec, or None when it failed to parse.
-        plan: the plan (fitting), or None when planning failed or was skipped.
+        plan: the plan (fitting), or None when planning failed or was skipped; with
+            `ApplyFailed`, the plan whose children were refused (written with `applied: false`).
         error_reason: `InvalidSpec`, `PlanFailed` or `InsufficientCapacity` when the spec cannot
             be rolled out, `ApplyFailed` when the API server refused a child; None otherwise.
         error_message: the error, naming the field and the limit.
@@ -224,8 +225,14 @@ def _nearness(rejection: Rejection) -> tuple[int, int]:
     return rejection.layout.gpus, -severity
 
 
-def plan_status(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
-    """`status.plan`: GPU type and why, rejected earlier types, layout, per-GPU memory, shm."""
+def plan_status(
+    spec: DeepSeekV4DeploymentSpec, plan: Plan, *, applied: bool = True
+) -> dict[str, Any]:
+    """`status.plan`: GPU type and why, rejected earlier types, layout, per-GPU memory, shm.
+
+    `applied` is False while the groups do not run this plan (a child refused, or the
+    LeaderWorkerSet's template held while a reference is missing).
+    """
     c = plan.chosen
     lay, mem = c.layout, c.memory
     # Types with no feasible layout at all, each with the reason of the closest it came (its
@@ -265,6 +272,7 @@ def plan_status(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
         "maxConcurrency": c.max_concurrency,
         "shmBytes": shm_size_bytes(spec, plan),
         "warnings": [_text(f"{w.code}: {w.worded(spec_words)}") for w in plan.warnings][:32],
+        "applied": applied,
     }
 
 
@@ -527,14 +535,34 @@ def _rollout(
     return out
 
 
+def _planned_text(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> str:
+    """Planned's message: `8 x h200-141gb per replica (TP8 ...), 2 replica(s)`."""
+    lay = plan.chosen.layout
+    return (
+        f"{lay.gpus} x {plan.chosen.gpu.name} per replica ({lay.describe()}), "
+        f"{spec.replicas} replica(s)"
+    )
+
+
 def _conditions(obs: Observation, now: datetime) -> dict[str, tuple[str, str, str]]:
     """Owned conditions as type -> (status, reason, message); absent types are left alone."""
     if obs.error_reason in {APPLY_FAILED, RECONCILE_ERROR}:  # children left as they are
         message = _text(obs.error_message)
-        return {
+        out = {
             "Ready": ("False", obs.error_reason, message),
             "Degraded": ("True", obs.error_reason, message),
         }
+        if obs.error_reason == APPLY_FAILED and obs.spec is not None and obs.plan is not None:
+            # status.plan is this spec's plan, marked not applied (`desired_status`).
+            refused = (
+                f"{obs.error_message}; the plan in status (generation "
+                f"{obs.owner.generation}) is not applied: the groups keep the last applied one"
+            )
+            out |= {
+                "Planned": ("True", "PlanReady", _planned_text(obs.spec, obs.plan)),
+                "Progressing": ("False", APPLY_FAILED, _text(refused)),
+            }
+        return out
     if obs.error_reason is not None:  # nothing new rolls out until the spec is fixed
         message = _text(obs.error_message)
         out = {
@@ -556,12 +584,7 @@ def _conditions(obs: Observation, now: datetime) -> dict[str, tuple[str, str, st
     if obs.paused:
         return _paused(obs)
     spec, plan = _planned(obs)
-    lay = plan.chosen.layout
-    planned = (
-        f"{lay.gpus} x {plan.chosen.gpu.name} per replica ({lay.describe()}), "
-        f"{spec.replicas} replica(s)"
-    )
-    out = {"Planned": ("True", "PlanReady", planned)}
+    out = {"Planned": ("True", "PlanReady", _planned_text(spec, plan))}
     if not obs.lws_api:
         missing = (
             "the LeaderWorkerSet API (leaderworkerset.x-k8s.io/v1) is not served: "
@@ -653,12 +676,16 @@ def desired_status(
     elif live and obs.lws_status is not None and obs.lws_target is not None:
         # Paused, or a spec that cannot be rolled out: the live LeaderWorkerSet's counts.
         out |= _replica_counts(obs.lws_status, obs.lws_target[0])
+    if obs.error_reason == APPLY_FAILED and obs.spec is not None and obs.plan is not None:
+        # This generation's plan, said not applied: observedGeneration names it, and the
+        # previous plan is no longer what the spec asks (day-2 finding).
+        out["plan"] = plan_status(obs.spec, obs.plan, applied=False)
     if obs.error_reason is not None or obs.paused:
         return out
     spec, plan = _planned(obs)
     st = obs.lws_status or {}
     out |= {
-        "plan": plan_status(spec, plan),
+        "plan": plan_status(spec, plan, applied=not obs.lws_held),
         **_replica_counts(st, spec.replicas),
         # The LWS controller's leader selector when it reports one (what HPA/KEDA count), else
         # the same selection by our labels.

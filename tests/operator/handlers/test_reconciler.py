@@ -2129,3 +2129,34 @@ def test_an_admin_secret_created_again_under_running_groups_is_a_warning() -> No
     again = Events()
     reconciler.reconcile("ns", "d", again)
     assert "AdminTokenRotated" not in again.reasons()
+
+
+def test_a_refused_apply_shows_the_new_plan_not_applied_and_announces_it_once() -> None:
+    """Day-2 finding: an `ApplyFailed` reconcile left the previous plan in status.plan beside
+    the new generation. Now status.plan is the spec's plan with `applied: false` until a
+    reconcile applies it; PlanChanged is posted with it, not again when it is applied."""
+    fake, reconciler = _setup()
+    events = Events()
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    old = fake.objects[CR_PATH]["status"]["plan"]
+    assert old["applied"] is True
+    lws_before = copy.deepcopy(fake.objects[LWS_PATH]["spec"])
+    fake.objects[CR_PATH]["spec"]["gpu"] = {"types": ["h100-80gb"], "gpusPerNode": 8}
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    fake.fail = [("PATCH", "/leaderworkersets/", 422)]
+    outcome = reconciler.reconcile("ns", "d", events)
+    assert outcome.result == "error"
+    status = fake.objects[CR_PATH]["status"]
+    assert status["observedGeneration"] == 2
+    assert status["plan"]["gpuType"] == "h100-80gb"
+    assert status["plan"]["applied"] is False
+    assert _conditions(fake)["Progressing"] == ("False", "ApplyFailed")
+    assert _conditions(fake)["Planned"] == ("True", "PlanReady")
+    assert fake.objects[LWS_PATH]["spec"] == lws_before  # the groups keep the old plan
+    assert events.reasons()[-2:] == ["PlanChanged", "ApplyFailed"]
+    assert "x h200-141gb -> " in events[-2][2]
+    assert "leaderworkersets/d: HTTP 422" in events[-1][2]
+    assert reconciler.reconcile("ns", "d", events).result == "applied"  # the refusal is gone
+    assert fake.objects[CR_PATH]["status"]["plan"]["applied"] is True
+    assert _conditions(fake)["Progressing"] == ("True", "RollingOut")
+    assert [r for r in events.reasons() if r == "PlanChanged"] == ["PlanChanged"] * 2

@@ -596,3 +596,43 @@ def test_awaiting_the_scaler_is_kept_in_its_mode() -> None:
         later = T0 + timedelta(seconds=60)
         again = desired_status(Observation(OWNER, spec=spec, plan=planned), first, later)
         assert status_patch(again, first) == {}
+
+
+def test_a_refused_apply_writes_this_generations_plan_marked_not_applied(case: Case) -> None:
+    """Day-2 finding: an `ApplyFailed` reconcile kept the previous plan in status beside the new
+    generation, so status.plan described neither the spec nor said it was not rolled out."""
+    before = desired_status(_obs(case), None, T0)
+    assert before["plan"]["applied"] is True
+    newer = replace(case.owner, generation=case.owner.generation + 1)
+    spec = case.spec.model_copy(update={"max_model_len": case.plan.chosen.max_model_len // 2})
+    planned = plan(request_from_spec(spec))
+    error = "PATCH /apis/leaderworkerset.x-k8s.io/v1/.../leaderworkersets/x: HTTP 422: denied"
+    obs = Observation(
+        newer, spec=spec, plan=planned, error_reason="ApplyFailed", error_message=error
+    )
+    refused = desired_status(obs, before, T0 + timedelta(seconds=5))
+    DeepSeekV4DeploymentStatus.model_validate(refused)
+    assert refused["observedGeneration"] == newer.generation
+    assert refused["plan"] == {**plan_status(spec, planned), "applied": False}
+    assert refused["plan"]["maxModelLen"] == planned.chosen.max_model_len
+    assert refused["plan"]["maxModelLen"] != before["plan"]["maxModelLen"]
+    conditions = {c["type"]: c for c in refused["conditions"]}
+    assert _conditions(refused)["Ready"] == ("False", "ApplyFailed")
+    assert _conditions(refused)["Degraded"] == ("True", "ApplyFailed")
+    assert _conditions(refused)["Planned"] == ("True", "PlanReady")
+    assert _conditions(refused)["Progressing"] == ("False", "ApplyFailed")
+    assert error in conditions["Progressing"]["message"]
+    assert "not applied" in conditions["Progressing"]["message"]
+    # What runs is not this plan: the live counts and cost are left as the last rollout wrote.
+    assert {"replicas", "readyReplicas", "cost"}.isdisjoint(refused)
+    patch = status_patch(refused, before)
+    assert patch["plan"]["applied"] is False
+    # Without a plan (a reconcile error), status.plan is left alone, as before.
+    bug = Observation(newer, error_reason="ReconcileError", error_message="boom")
+    assert "plan" not in desired_status(bug, before, T0)
+
+
+def test_a_held_template_says_its_plan_is_not_applied(case: Case) -> None:
+    held = desired_status(_obs(case, missing=("Secret ns/hf",), lws_held=True), None, T0)
+    assert held["plan"]["applied"] is False
+    assert desired_status(_obs(case, missing=("Secret ns/hf",)), None, T0)["plan"]["applied"]

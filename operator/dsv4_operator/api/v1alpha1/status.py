@@ -73,7 +73,10 @@ class GpuTypeRejection(ApiModel):
 
 
 class PlanStatus(ApiModel):
-    """The plan the operator runs: GPU type, layout and memory, with the reasons."""
+    """The plan of the spec at `status.observedGeneration`, and whether the groups run it yet.
+
+    GPU type, layout and memory, with the reasons.
+    """
 
     gpu_type: Annotated[str, Field(max_length=63)]
     """Chosen GPU type (lowercase name)."""
@@ -95,6 +98,11 @@ class PlanStatus(ApiModel):
     """Size of /dev/shm per worker pod, in bytes."""
     warnings: Annotated[tuple[Text, ...], Field(max_length=32)] = ()
     """Planner warnings (tight memory, low concurrency, ...)."""
+    applied: bool = True
+    """False while this plan is not what the groups run: the API server refused one of its
+    children (Progressing=False, reason ApplyFailed, names it and the error) or a Secret,
+    ConfigMap or claim its pods read is missing (ReferenceMissing: the LeaderWorkerSet keeps its
+    pod template); the groups keep the last applied plan meanwhile."""
 
 
 class CostStatus(ApiModel):
@@ -143,7 +151,8 @@ class DeepSeekV4DeploymentStatus(ApiModel):
     ] = ()
     """Ready, Planned, Progressing, Available, Degraded, ScalingActive (one per type)."""
     plan: PlanStatus | None = None
-    """The current plan; unset until Planned is True."""
+    """The plan of the spec at observedGeneration (`applied`: whether the groups run it yet);
+    unset until Planned is True."""
     replicas: Count = 0
     """Replica groups that exist (the scale subresource's status replicas)."""
     ready_replicas: Count = 0
