@@ -430,3 +430,59 @@ def test_a_refused_apply_reports_the_new_plan_as_not_applied(
         )
         assert _plan_args(cluster, namespace, name) != args_before
         assert cluster.condition(namespace, name, "Progressing")["reason"] != "ApplyFailed"
+
+
+def test_a_lasting_wait_is_reported_once_without_a_kopf_patch_per_retry(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    proxy: FaultingProxy,
+    proxied_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Day-2 finding: a predecessor's admin Secret still being finalized made every reconcile
+    a transient failure: no status was written at all (a new resource showed none), and kopf
+    patched its retry annotation on the resource at every retry."""
+    body = _fitting_example()
+    name = body["metadata"]["name"]
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": f"{name}-admin",
+            "finalizers": ["e2e.dsv4.io/hold"],
+            "ownerReferences": [
+                {
+                    "apiVersion": "dsv4.io/v1alpha1",
+                    "kind": "DeepSeekV4Deployment",
+                    "name": name,
+                    "uid": "00000000-0000-4000-8000-000000000001",
+                }
+            ],
+        },
+        "stringData": {"token": "ab" * 32},
+    }
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(secret))
+    cr_path = rf"/namespaces/{namespace}/deepseekv4deployments/{name}$"
+    with operator_process(proxied_env, "--namespace", namespace, log=tmp_path / "operator.log"):
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        waiting = cluster.wait_condition(
+            namespace, name, "Progressing", "True", "Waiting", timeout=60
+        )
+        assert f"Secret {namespace}/{name}-admin" in waiting["message"]
+        assert cluster.condition(namespace, name, "Ready")["reason"] == "Waiting"
+        time.sleep(3)  # the handler's first retry, and the status write, settle
+        start = len(proxy.log)
+        time.sleep(6)  # resyncs every 1 s, kopf's retry delay 1 s
+        window = proxy.log[start:]
+        assert [r for r in window if r.method == "GET" and r.path.endswith(f"/{name}-admin")]
+        writes = [(r.method, r.path) for r in window if r.method in {"PATCH", "POST", "PUT"}]
+        assert [w for w in writes if w[0] == "PATCH" and "deepseekv4deployments" in w[1]] == []
+        assert [w for w in writes if "/events" in w[1]] == []
+        retries = [e for e in cluster.events(namespace, name) if e["reason"] == "ApiRetry"]
+        assert len(retries) <= 1
+        patch = json.dumps({"metadata": {"finalizers": None}})
+        control_plane.kubectl("patch", "-n", namespace, "secret", f"{name}-admin", "-p", patch)
+        wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 60)
+        cluster.wait_condition(namespace, name, "Progressing", "True", "RollingOut", timeout=30)
+    assert proxy.records("PATCH", cr_path)  # kopf's own bookkeeping still ran

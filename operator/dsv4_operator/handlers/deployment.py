@@ -1,13 +1,16 @@
 """kopf handlers of DeepSeekV4Deployment: thin adapters around `Reconciler.reconcile`.
 
 - create / update (spec) / resume: reconcile; a transient API failure becomes
-  `kopf.TemporaryError(delay=...)` (kopf retries with that delay), a spec that cannot be rolled
+  `kopf.TemporaryError(delay=...)` (kopf retries with that delay) unless status already reports
+  it as a lasting wait (`Progressing=True`, `Waiting`): the timers retry that one, since each
+  kopf retry patches its progress annotation on the resource; a spec that cannot be rolled
   out (invalid, unplannable, refused) becomes `kopf.PermanentError` after `Ready=False` and an
   Event were written: kopf stops retrying until the spec changes, and the operator keeps running.
 - a timer every `resync_seconds`: the same reconcile, which writes nothing when nothing changed;
   it refreshes replicas from the LeaderWorkerSet status and repairs drifted children.
 - a faster timer every `progress_seconds`, running only while a rollout is in progress
-  (`Ready=False`, reason `ReplicasNotReady`; kopf starts and stops it as that filter changes),
+  (`Ready=False`, reason `ReplicasNotReady`, or `Progressing` reason `Waiting`; kopf starts and
+  stops it as that filter changes),
   so groups turning ready show up in status soon. (Watching LeaderWorkerSets instead would need
   list/watch rights on them, which the operator otherwise does not need.)
 - delete: nothing to do (children carry ownerReferences; the garbage collector removes them);
@@ -29,7 +32,7 @@ from dsv4_operator.api import GROUP, PLURAL, VERSION
 from dsv4_operator.handlers.autoscaler import Autoscaler
 from dsv4_operator.handlers.reconciler import EmitFn, Outcome, Reconciler
 from dsv4_operator.kube import ApiError
-from dsv4_operator.render.status import REFERENCE_MISSING
+from dsv4_operator.render.status import REFERENCE_MISSING, WAITING
 from dsv4_operator.settings import OperatorSettings
 
 __all__ = ["register_deployment_handlers", "rolling_out"]
@@ -53,14 +56,16 @@ def rolling_out(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) ->
     """Kopf filter: the resource is rolling out.
 
     Not paused, and Ready=False with reason ReplicasNotReady, or ReferenceMissing (a Secret or
-    ConfigMap the pods wait for).
+    ConfigMap the pods wait for), or Progressing with reason Waiting (applying the spec waits
+    for a cause that clears by itself; these timers are its retries).
     """
     if spec.get("paused"):
         return False
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "Ready":
-            return condition.get("reason") in {"ReplicasNotReady", REFERENCE_MISSING}
-    return False
+    reasons = {str(c.get("type")): c.get("reason") for c in status.get("conditions") or []}
+    return (
+        reasons.get("Ready") in {"ReplicasNotReady", REFERENCE_MISSING}
+        or reasons.get("Progressing") == WAITING
+    )
 
 
 def _scaling_natively(spec: Mapping[str, Any]) -> bool:
@@ -114,6 +119,9 @@ def register_deployment_handlers(registry: kopf.OperatorRegistry, config: Operat
     ) -> None:
         _release(memo, body, logger, probe=probe_for_drained(reason, old, body.spec))
         outcome = _run(memo, body)
+        if outcome.reported:  # status says the wait; the resync and progress timers retry
+            logger.info("%s (status reports the wait; the timers retry)", outcome.message)
+            return
         if outcome.retry_after is not None:
             raise kopf.TemporaryError(outcome.message, delay=outcome.retry_after)
         if outcome.failed:

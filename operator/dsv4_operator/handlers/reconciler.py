@@ -126,12 +126,16 @@ class Outcome:
         retry_after: seconds before a retry when the failure was transient, else None.
         writes: write requests sent through the operator's client (Events included) while this
             reconcile ran; exact when reconciles do not overlap (the client is shared).
+        reported: a transient failure that status reports as a wait (Progressing=True,
+            `Waiting`): the timers retry it, kopf need not (its retries patch an annotation on
+            the resource each time).
     """
 
     result: Result
     message: str = ""
     retry_after: float | None = None
     writes: int = 0
+    reported: bool = False
 
     @property
     def failed(self) -> bool:
@@ -298,6 +302,12 @@ class Reconciler:
     _unreported: dict[str, str] = field(default_factory=dict)
     """Per resource whose failed reconcile could not be written to its status either, the
     message last posted as a `ReconcileError` Event (posted again only when it changes)."""
+    _failed_apply: dict[str, str] = field(default_factory=dict)
+    """Per resource whose last roll-out failed transiently, that error: the same error again is
+    a lasting wait, reported in status (`_report_wait`); a one-off conflict is not."""
+    _waits: dict[str, str] = field(default_factory=dict)
+    """Per resource whose status reports a lasting wait (`WAITING`), its message: its ApiRetry
+    Event is not posted again each minute (the status write shows the API server answers)."""
     _retrying: dict[str, dict[int, datetime]] = field(default_factory=dict)
     """Per resource whose last reconcile failed transiently, the HTTP statuses (0: no answer)
     an ApiRetry Event was posted for in this streak, and when: a status seen again within
@@ -317,6 +327,8 @@ class Reconciler:
         self._retrying.pop(key, None)
         self._settled.pop(key, None)
         self._unreported.pop(key, None)
+        self._failed_apply.pop(key, None)
+        self._waits.pop(key, None)
 
     def _lock(self, key: str) -> threading.Lock:
         """The lock of resource `key` (`namespace/name`), shared while anyone references it."""
@@ -347,7 +359,9 @@ class Reconciler:
         serializes reconciles of one resource.
 
         A transient API failure posts a Warning Event `ApiRetry` once per HTTP status per streak
-        of them (until a reconcile of the resource ends otherwise); repeats are only logged.
+        of them (until a reconcile of the resource ends otherwise); repeats are only logged. A
+        roll-out that fails twice in a row with the same error is a lasting wait: status says it
+        once (`_report_wait`) and the outcome is `reported`.
 
         Returns:
             The outcome; transient API failures are returned (with `retry_after`), not raised.
@@ -368,21 +382,31 @@ class Reconciler:
                 announced = self._retrying.setdefault(key, {})
                 now = self.clock()
                 last = announced.get(error.status)
-                if last is not None and (now - last).total_seconds() < API_RETRY_REPEAT_SECONDS:
+                reported = self._waits.get(key) == str(error)  # this very failure
+                # Repeated each minute in an outage (kopf drops what it cannot post), not while
+                # status reports the wait: that write got through, and so did the Event.
+                if last is not None and (
+                    reported or (now - last).total_seconds() < API_RETRY_REPEAT_SECONDS
+                ):
                     log.warning("%s: %s; retrying in %g s", key, error, delay)  # said already
                 else:
                     counted("Warning", "ApiRetry", f"{error}; retrying in {delay:g} s")
                     announced[error.status] = now
-                outcome = Outcome("transient_error", str(error), retry_after=delay)
+                outcome = Outcome("transient_error", str(error), delay, reported=reported)
             except Exception as error:  # a bug: reported on the resource, retried
                 outcome = self._internal_error(namespace, name, error, counted)
             if outcome.result != "transient_error":
                 self._retrying.pop(key, None)
+                self._failed_apply.pop(key, None)
+            if not outcome.reported:
+                self._waits.pop(key, None)
             if outcome.result != "internal_error":
                 self._unreported.pop(key, None)
         writes = self.kube.writes.total - writes_before
         self.metrics.observe(key, outcome.result, time.monotonic() - started)
-        return Outcome(outcome.result, outcome.message, outcome.retry_after, writes)
+        return Outcome(
+            outcome.result, outcome.message, outcome.retry_after, writes, outcome.reported
+        )
 
     def _internal_error(self, namespace: str, name: str, error: Exception, emit: EmitFn) -> Outcome:
         """Report an unexpected exception on the resource, and retry later.
@@ -736,7 +760,8 @@ class Reconciler:
             )
             if held and (scaled := self._scale_down_held(owner, spec, live)) is not None:
                 applied.append(scaled)
-        except TransientApiError:
+        except TransientApiError as error:
+            self._report_wait(owner, status, error)
             raise
         except ApiError as error:
             if error.status == 403 and NAMESPACE_TERMINATING in error.reason:
@@ -909,6 +934,29 @@ class Reconciler:
         desired, result = self._write_status(obs, status, "error")
         self._announce_plan(spec, planned, status, emit)
         return self._post_status_events(status, desired, emit, result, str(error))
+
+    def _report_wait(self, owner: Owner, status: Mapping[str, Any], error: ApiError) -> None:
+        """Say a lasting wait in status: Progressing=True, reason `Waiting`, naming the error.
+
+        Only when this roll-out failed with the same error last time (one conflict is retried
+        at once and is not news); written once per message (`status_patch` writes nothing when
+        status already says it), without an Event beyond the streak's ApiRetry. Best effort: a
+        status write that fails too (an outage) leaves the retry to kopf, as before.
+        """
+        key = f"{owner.namespace}/{owner.name}"
+        message = str(error)
+        lasting = self._failed_apply.get(key) == message
+        self._failed_apply[key] = message
+        if not lasting:
+            self._waits.pop(key, None)
+            return
+        try:
+            self._write_status(Observation(owner, waiting=message), status, "transient_error")
+        except ApiError as failed:
+            log.warning("%s: the wait (%s) not written to status: %s", key, message, failed)
+            self._waits.pop(key, None)
+            return
+        self._waits[key] = message
 
     def _report(
         self,

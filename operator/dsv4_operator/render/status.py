@@ -40,6 +40,7 @@ __all__ = [
     "OWNED_KEYS",
     "RECONCILE_ERROR",
     "REFERENCE_MISSING",
+    "WAITING",
     "Observation",
     "desired_status",
     "plan_status",
@@ -49,6 +50,10 @@ __all__ = [
 
 APPLY_FAILED: Final = "ApplyFailed"
 """Reason when the API server refused a rendered child for a non-transient cause (e.g. 422)."""
+WAITING: Final = "Waiting"
+"""Progressing reason (and Ready's, on a resource that has none yet) while applying the spec
+keeps failing for a cause that clears by itself: a Secret or child a deleted predecessor of the
+same name left still being garbage-collected, a webhook timing out (HTTP 409/429/5xx)."""
 RECONCILE_ERROR: Final = "ReconcileError"
 """Reason when a reconcile raised an unexpected exception (an operator bug); retried."""
 OWNED_CONDITIONS: Final = ("Ready", "Planned", "Progressing", "Available", "Degraded")
@@ -110,6 +115,10 @@ class Observation:
         scaler: the live ScaledObject (keda mode) or HorizontalPodAutoscaler (hpa mode) as the
             API server returned it, whose `.status.conditions` ScalingActive repeats; None
             when it was not applied (no KEDA) or in other modes.
+        waiting: applying the spec failed again for a cause that clears by itself (`WAITING`):
+            the error, naming the object; only Progressing (and Ready, when absent) are
+            written then, not `observedGeneration` nor the plan, which still describe the
+            last generation reported in full.
     """
 
     owner: Owner
@@ -129,6 +138,7 @@ class Observation:
     lws_held: bool = False
     scaler: Mapping[str, Any] | None = None
     lws_absent: bool = False
+    waiting: str = ""
 
 
 KEDA_SCALING: Final = "KEDA"
@@ -656,6 +666,12 @@ def desired_status(
     prev = dict(previous or {})
     stamp = rfc3339(now)
     before = list(prev.get("conditions") or [])
+    if obs.waiting:
+        message = _text(f"{obs.waiting}; retried until it succeeds")
+        waits = {"Progressing": ("True", WAITING, message)}
+        if not any(c.get("type") == "Ready" for c in before):  # a new resource: nothing runs
+            waits["Ready"] = ("False", WAITING, message)
+        return {"conditions": _merge_conditions(before, waits, obs, stamp)}
     wanted = _conditions(obs, now)
     if obs.lws_absent and any(c.get("type") == "Degraded" for c in before):
         # Rolled out once, and its LeaderWorkerSet is gone: Degraded no longer holds the last

@@ -2160,3 +2160,50 @@ def test_a_refused_apply_shows_the_new_plan_not_applied_and_announces_it_once() 
     assert fake.objects[CR_PATH]["status"]["plan"]["applied"] is True
     assert _conditions(fake)["Progressing"] == ("True", "RollingOut")
     assert [r for r in events.reasons() if r == "PlanChanged"] == ["PlanChanged"] * 2
+
+
+def test_a_lasting_wait_is_reported_once_and_left_to_the_timers() -> None:
+    """Day-2 finding: a predecessor's admin Secret still being finalized failed every reconcile
+    transiently and no status said so. The same failure twice is a lasting wait: status says
+    it once (Progressing=True, Waiting), the outcome is `reported` (the handler leaves the
+    retries to the timers rather than to kopf, which patches an annotation at each), and its
+    ApiRetry Event is not repeated each minute."""
+    from dsv4_operator.handlers.reconciler import API_RETRY_REPEAT_SECONDS
+
+    now = [datetime(2026, 11, 29, tzinfo=UTC)]
+    fake, reconciler = _setup()
+    reconciler.clock = lambda: now[0]
+    fake.objects[SECRET_PATH] = _secret("u-OLD")
+    events = Events()
+    first = reconciler.reconcile("ns", "d", events)
+    assert (first.result, first.reported) == ("transient_error", False)  # maybe a one-off
+    assert "status" not in fake.objects[CR_PATH]
+    outcomes = []
+    for step in range(4):
+        now[0] += timedelta(seconds=API_RETRY_REPEAT_SECONDS * step)
+        outcomes.append(reconciler.reconcile("ns", "d", events))
+    assert [(o.result, o.reported) for o in outcomes] == [("transient_error", True)] * 4
+    assert [o.writes for o in outcomes] == [1, 0, 0, 0]  # the status, once
+    status = fake.objects[CR_PATH]["status"]
+    assert set(status) == {"conditions"}
+    assert _conditions(fake) == {"Ready": ("False", "Waiting"), "Progressing": ("True", "Waiting")}
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert "Secret ns/d-admin" in progressing["message"]
+    assert "left by a deleted DeepSeekV4Deployment" in progressing["message"]
+    assert events.reasons() == ["ApiRetry"]
+    del fake.objects[SECRET_PATH]  # garbage-collected at last
+    done = reconciler.reconcile("ns", "d", events)
+    assert (done.result, done.reported) == ("applied", False)
+    assert _conditions(fake)["Progressing"] == ("True", "RollingOut")
+    assert LWS_PATH in fake.objects
+
+
+def test_a_wait_status_cannot_be_written_is_left_to_kopfs_retry() -> None:
+    fake, reconciler = _setup()
+    fake.objects[SECRET_PATH] = _secret("u-OLD")
+    reconciler.reconcile("ns", "d", Events())
+    fake.fail = [("PATCH", "/status", 503)]
+    outcome = reconciler.reconcile("ns", "d", Events())
+    assert (outcome.result, outcome.reported) == ("transient_error", False)
+    assert "left by a deleted" in outcome.message  # the wait, not the failed status write
+    assert reconciler.reconcile("ns", "d", Events()).reported  # written now

@@ -200,6 +200,10 @@ def test_progress_timer_filter() -> None:
     assert not rolling_out(spec={}, status={})
     ready = {"conditions": [{"type": "Ready", "status": "True", "reason": "AllReplicasReady"}]}
     assert not rolling_out(spec={}, status=ready)
+    # A lasting wait (reported in status instead of kopf's retries): the timers retry it.
+    waiting = {"type": "Progressing", "status": "True", "reason": "Waiting"}
+    assert rolling_out(spec={}, status={"conditions": [*ready["conditions"], waiting]})
+    assert not rolling_out(spec={"paused": True}, status={"conditions": [waiting]})
 
 
 def test_peering_handler_keeps_watching_a_missing_namespace_until_cleanup(

@@ -636,3 +636,25 @@ def test_a_held_template_says_its_plan_is_not_applied(case: Case) -> None:
     held = desired_status(_obs(case, missing=("Secret ns/hf",), lws_held=True), None, T0)
     assert held["plan"]["applied"] is False
     assert desired_status(_obs(case, missing=("Secret ns/hf",)), None, T0)["plan"]["applied"]
+
+
+def test_a_lasting_wait_is_said_in_progressing_only_and_once(case: Case) -> None:
+    """Day-2 finding: a transient wait that lasted (a predecessor's Secret still being
+    finalized) wrote no status at all."""
+    wait = "Secret ns/x-admin: HTTP 409: left by a deleted DeepSeekV4Deployment: waiting"
+    fresh = desired_status(Observation(case.owner, waiting=wait), None, T0)
+    assert set(fresh) == {"conditions"}  # no observedGeneration: nothing of it is reported yet
+    assert _conditions(fresh) == {"Ready": ("False", "Waiting"), "Progressing": ("True", "Waiting")}
+    assert all(wait in c["message"] for c in fresh["conditions"])
+    DeepSeekV4DeploymentStatus.model_validate(fresh)
+    later = desired_status(Observation(case.owner, waiting=wait), fresh, T0 + timedelta(60))
+    assert status_patch(later, fresh) == {}  # written once, not at every retry
+    # A resource that runs keeps its Ready (its groups serve) and its reported generation.
+    running = desired_status(_obs(case), None, T0)
+    newer = replace(case.owner, generation=case.owner.generation + 1)
+    waiting = desired_status(Observation(newer, waiting=wait), running, T0)
+    assert set(status_patch(waiting, running)) == {"conditions"}
+    assert _conditions(waiting)["Ready"] == _conditions(running)["Ready"]
+    assert _conditions(waiting)["Progressing"] == ("True", "Waiting")
+    done = desired_status(_obs(case), waiting, T0)
+    assert _conditions(done)["Progressing"][1] != "Waiting"
