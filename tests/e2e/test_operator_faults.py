@@ -486,3 +486,48 @@ def test_a_lasting_wait_is_reported_once_without_a_kopf_patch_per_retry(
         wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 60)
         cluster.wait_condition(namespace, name, "Progressing", "True", "RollingOut", timeout=30)
     assert proxy.records("PATCH", cr_path)  # kopf's own bookkeeping still ran
+
+
+def test_a_quota_refusing_the_lws_shows_the_plan_not_applied_until_raised(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    proxied_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """A real refusal: the namespace's ResourceQuota allows no LeaderWorkerSet, so the API
+    server's quota admission refuses its creation (403). Status says so and shows the plan,
+    marked not applied; raising the quota lets the next resync create it."""
+    body = _fitting_example()
+    name = body["metadata"]["name"]
+    counted = "count/leaderworkersets.leaderworkerset.x-k8s.io"
+
+    def quota(lws: int) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "no-lws"},
+            "spec": {"hard": {counted: str(lws)}},
+        }
+
+    control_plane.apply(quota(0), namespace=namespace)
+    with operator_process(proxied_env, "--namespace", namespace, log=tmp_path / "operator.log"):
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        ready = cluster.wait_condition(namespace, name, "Ready", "False", "ApplyFailed", timeout=60)
+        assert "exceeded quota: no-lws" in ready["message"]
+        assert f"/leaderworkersets/{name}: HTTP 403" in ready["message"]
+        cr = cluster.dsv4(namespace, name) or {}
+        assert cr["status"]["observedGeneration"] == cr["metadata"]["generation"]
+        assert cr["status"]["plan"]["applied"] is False
+        assert cr["status"]["plan"]["gpuType"] in body["spec"]["gpu"]["types"]
+        progressing = cluster.condition(namespace, name, "Progressing")
+        assert (progressing["status"], progressing["reason"]) == ("False", "ApplyFailed")
+        assert cluster.get(LWS_V, "leaderworkersets", namespace, name) is None
+        control_plane.apply(quota(1), namespace=namespace)
+        wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 60)
+        wait_until(
+            lambda: (cluster.dsv4(namespace, name) or {})["status"]["plan"]["applied"],
+            "the plan applied",
+            30,
+        )
+        assert cluster.condition(namespace, name, "Progressing")["reason"] == "RollingOut"
