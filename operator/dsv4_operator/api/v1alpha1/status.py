@@ -151,8 +151,8 @@ class DeepSeekV4DeploymentStatus(ApiModel):
     ] = ()
     """Ready, Planned, Progressing, Available, Degraded, ScalingActive (one per type)."""
     plan: PlanStatus | None = None
-    """The plan of the spec at observedGeneration (`applied`: whether the groups run it yet);
-    unset until Planned is True."""
+    """The plan of the spec at observedGeneration (while Planned is False, the last plan), and
+    `applied`, whether the groups run it yet; unset until Planned is True."""
     replicas: Count = 0
     """Replica groups that exist (the scale subresource's status replicas)."""
     ready_replicas: Count = 0
