@@ -927,9 +927,16 @@ class Reconciler:
         status.plan becomes this generation's plan with `applied: false` (it had kept the
         previous plan beside this generation's observedGeneration: day-2 finding), Progressing
         False says it is not applied; PlanChanged and PlanWarning are posted as for a rollout.
+        The live LeaderWorkerSet's counts keep status.replicas, readyReplicas and Available
+        current while the refusal lasts (they had stayed as the last rollout left them).
         """
         obs = Observation(
-            owner, spec=spec, plan=planned, error_reason=APPLY_FAILED, error_message=str(error)
+            owner,
+            spec=spec,
+            plan=planned,
+            error_reason=APPLY_FAILED,
+            error_message=str(error),
+            **self._live(owner, best_effort=True),
         )
         desired, result = self._write_status(obs, status, "error")
         self._announce_plan(spec, planned, status, emit)

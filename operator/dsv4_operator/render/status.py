@@ -554,6 +554,21 @@ def _planned_text(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> str:
     )
 
 
+def _live_availability(obs: Observation) -> dict[str, tuple[str, str, str]]:
+    """Available from the live LeaderWorkerSet, for a spec not applied (`lws_target` set).
+
+    The groups of the last rollout keep serving: whether any is ready stays live. Empty when
+    the LeaderWorkerSet was not read.
+    """
+    until = "the child is accepted" if obs.error_reason == APPLY_FAILED else "the spec is fixed"
+    if obs.lws_absent:
+        return {"Available": ("False", LWS_NOT_FOUND, _lws_not_found(obs.owner, until))}
+    if obs.lws_status is not None and obs.lws_target is not None:
+        counts = rollout_counts(*obs.lws_target, obs.lws_status, obs.lws_changed)
+        return {"Available": _availability(counts)}
+    return {}
+
+
 def _conditions(obs: Observation, now: datetime) -> dict[str, tuple[str, str, str]]:
     """Owned conditions as type -> (status, reason, message); absent types are left alone."""
     if obs.error_reason in {APPLY_FAILED, RECONCILE_ERROR}:  # children left as they are
@@ -562,6 +577,7 @@ def _conditions(obs: Observation, now: datetime) -> dict[str, tuple[str, str, st
             "Ready": ("False", obs.error_reason, message),
             "Degraded": ("True", obs.error_reason, message),
         }
+        out |= _live_availability(obs)
         if obs.error_reason == APPLY_FAILED and obs.spec is not None and obs.plan is not None:
             # status.plan is this spec's plan, marked not applied (`desired_status`).
             refused = (
@@ -580,17 +596,7 @@ def _conditions(obs: Observation, now: datetime) -> dict[str, tuple[str, str, st
             "Planned": ("False", obs.error_reason, message),
             "Progressing": ("False", obs.error_reason, message),
         }
-        if obs.lws_absent:
-            out["Available"] = (
-                "False",
-                LWS_NOT_FOUND,
-                _lws_not_found(obs.owner, "the spec is fixed"),
-            )
-        elif obs.lws_status is not None and obs.lws_target is not None:
-            # The groups of the last rollout keep serving: whether any is ready stays live.
-            counts = rollout_counts(*obs.lws_target, obs.lws_status, obs.lws_changed)
-            out["Available"] = _availability(counts)
-        return out
+        return out | _live_availability(obs)
     if obs.paused:
         return _paused(obs)
     spec, plan = _planned(obs)
@@ -673,7 +679,8 @@ def desired_status(
             waits["Ready"] = ("False", WAITING, message)
         return {"conditions": _merge_conditions(before, waits, obs, stamp)}
     wanted = _conditions(obs, now)
-    if obs.lws_absent and any(c.get("type") == "Degraded" for c in before):
+    gone = obs.lws_absent and obs.error_reason != APPLY_FAILED  # Degraded names the refusal
+    if gone and any(c.get("type") == "Degraded" for c in before):
         # Rolled out once, and its LeaderWorkerSet is gone: Degraded no longer holds the last
         # counts (a new resource that never had one gets no Degraded for it).
         wanted["Degraded"] = ("True", LWS_NOT_FOUND, wanted["Available"][2])
@@ -686,7 +693,7 @@ def desired_status(
             if c["type"] != "ScalingActive" or _scaling_active_applies(c["reason"], mode, paused)
         ]
     out: dict[str, Any] = {"observedGeneration": obs.owner.generation, "conditions": conditions}
-    live = obs.paused or obs.error_reason not in {None, APPLY_FAILED, RECONCILE_ERROR}
+    live = obs.paused or obs.error_reason not in {None, RECONCILE_ERROR}
     if live and obs.lws_absent:
         out |= {"replicas": 0, "readyReplicas": 0}
     elif live and obs.lws_status is not None and obs.lws_target is not None:

@@ -2207,3 +2207,27 @@ def test_a_wait_status_cannot_be_written_is_left_to_kopfs_retry() -> None:
     assert (outcome.result, outcome.reported) == ("transient_error", False)
     assert "left by a deleted" in outcome.message  # the wait, not the failed status write
     assert reconciler.reconcile("ns", "d", Events()).reported  # written now
+
+
+def test_a_lasting_refusal_keeps_the_replica_counts_and_available_live() -> None:
+    """Day-2 finding: while a child stayed refused (e.g. Kueue's webhook refusing a template
+    change of a queued LeaderWorkerSet, which the README says lasts), status kept the counts
+    and Available of the last successful reconcile: groups that stopped being ready still
+    showed as ready. They follow the live LeaderWorkerSet, as for a spec that cannot be
+    rolled out."""
+    fake, reconciler = _setup()
+    reconciler.reconcile("ns", "d", Events())
+    fake.objects[LWS_PATH]["status"] = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}
+    reconciler.reconcile("ns", "d", Events())
+    assert _conditions(fake)["Available"] == ("True", "MinimumReplicasAvailable")
+    fake.objects[CR_PATH]["spec"]["engine"] = {"env": [{"name": "FOO", "value": "1"}]}
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    fake.fail = [("PATCH", "/leaderworkersets/", 422)] * 2
+    assert reconciler.reconcile("ns", "d", Events()).result == "error"
+    assert fake.objects[CR_PATH]["status"]["readyReplicas"] == 1
+    fake.objects[LWS_PATH]["status"] = {"replicas": 1, "readyReplicas": 0, "updatedReplicas": 1}
+    assert reconciler.reconcile("ns", "d", Events()).result == "error"
+    status = fake.objects[CR_PATH]["status"]
+    assert (status["replicas"], status["readyReplicas"]) == (1, 0)
+    assert _conditions(fake)["Available"] == ("False", "NoReplicaReady")
+    assert _conditions(fake)["Ready"] == ("False", "ApplyFailed")

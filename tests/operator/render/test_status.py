@@ -658,3 +658,30 @@ def test_a_lasting_wait_is_said_in_progressing_only_and_once(case: Case) -> None
     assert _conditions(waiting)["Progressing"] == ("True", "Waiting")
     done = desired_status(_obs(case), waiting, T0)
     assert _conditions(done)["Progressing"][1] != "Waiting"
+
+
+def test_a_refusal_keeps_the_live_counts_and_says_a_missing_lws(case: Case) -> None:
+    """While a child stays refused the live LeaderWorkerSet's counts and Available are
+    reported (they had stayed as the last rollout left them); a LeaderWorkerSet that does not
+    exist (its creation refused) is said, and Degraded keeps naming the refusal."""
+    running = desired_status(_obs(case, {"replicas": 2, "readyReplicas": 2}), None, T0)
+    error = "PATCH .../leaderworkersets/x: HTTP 403: exceeded quota"
+    refused = Observation(
+        case.owner,
+        spec=case.spec,
+        plan=case.plan,
+        error_reason="ApplyFailed",
+        error_message=error,
+        lws_status={"replicas": 2, "readyReplicas": 0},
+        lws_target=(2, 0),
+    )
+    now = desired_status(refused, running, T0)
+    assert (now["replicas"], now["readyReplicas"]) == (2, 0)
+    assert _conditions(now)["Available"] == ("False", "NoReplicaReady")
+    absent = replace(refused, lws_status=None, lws_target=None, lws_absent=True)
+    gone = desired_status(absent, now, T0)
+    assert (gone["replicas"], gone["readyReplicas"]) == (0, 0)
+    assert _conditions(gone)["Available"] == ("False", "LeaderWorkerSetNotFound")
+    assert _conditions(gone)["Degraded"] == ("True", "ApplyFailed")
+    unread = replace(refused, lws_status=None, lws_target=None)  # not read: left as they were
+    assert {"replicas", "readyReplicas"}.isdisjoint(desired_status(unread, now, T0))
