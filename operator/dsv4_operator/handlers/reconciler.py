@@ -21,7 +21,6 @@ from dsv4_operator.api import (
     KIND,
     InvalidSpecError,
     check_name,
-    check_name_for_groups,
     parse_spec,
 )
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
@@ -70,11 +69,9 @@ from dsv4_operator.render.admin import ADMIN_TOKEN_KEY, admin_secret, token_from
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
 from dsv4_operator.render.leaderworkerset import (
     LWS_API_VERSION,
-    hf_cache_error,
     running_gpus_per_replica,
-    surge_groups,
 )
-from dsv4_operator.render.placement import placement_error
+from dsv4_operator.render.refusal import rollout_refusal
 from dsv4_operator.render.rollout import live_rollout, rollout_counts, status_stale
 from dsv4_operator.render.status import (
     APPLY_FAILED,
@@ -224,16 +221,6 @@ def _apply_announced(
         if not (error.status == 403 and NAMESPACE_TERMINATING in error.reason):
             _announce_lws(owner, spec, done, children, emit)
         raise
-
-
-def _most_groups(spec: DeepSeekV4DeploymentSpec) -> int:
-    """The most replica groups `spec` can have at once.
-
-    Replicas or autoscaling maxReplicas, plus the rollout's surge groups.
-    """
-    a = spec.autoscaling
-    most = max(spec.replicas, a.max_replicas if a.active_mode else 0, 1)
-    return most + surge_groups(spec.rollout.max_surge, most)
 
 
 def _stored_since(status: Mapping[str, Any], generation: int, now: datetime) -> datetime:
@@ -1047,14 +1034,6 @@ def _plan_refusal(
         if (capped := replica_cap_words(spec, planned)) is not None:
             message = f"{capped}; {message}"
         return INSUFFICIENT_CAPACITY, "plan_failed", message
-    if planned.chosen.layout.nodes > 1:
-        try:
-            check_name_for_groups(name, _most_groups(spec))
-        except InvalidSpecError as error:
-            return INVALID_SPEC, "invalid_spec", str(error)
-    problem = placement_error(spec.placement, planned.chosen.layout.nodes) or hf_cache_error(
-        spec, planned
-    )
-    if problem is not None:
+    if (problem := rollout_refusal(name, spec, planned)) is not None:
         return INVALID_SPEC, "invalid_spec", problem
     return None
