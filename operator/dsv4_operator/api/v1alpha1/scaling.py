@@ -184,10 +184,12 @@ class Rollout(ApiModel):
     drain_seconds: int = Field(default=30, ge=0, le=3600)
     """Seconds in-flight requests get to finish when a pod stops (updates, scale-down, node
     drains, evictions), 0 to 3600: the runtime's `--drain-timeout-seconds` (vLLM
-    `--shutdown-timeout`); the pods' terminationGracePeriodSeconds is this plus 25 s. A request
-    still running after it is cut: long prefills and generations (1M-token contexts) need more
-    than the default 30. It is part of the pod template: changing it replaces every group (as
-    an image change does), and a stopping group holds its GPUs up to this long."""
+    `--shutdown-timeout`); the pods' terminationGracePeriodSeconds is this plus 25 s, and for
+    groups of several pods this plus 65 s (a stopping worker first serves its leader's requests
+    for the 40 s route settle time, `render.runtime_args.termination_grace`). A request still
+    running after it is cut: long prefills and generations (1M-token contexts) need more than
+    the default 30. It is part of the pod template: changing it replaces every group (as an
+    image change does), and a stopping group holds its GPUs up to that grace period."""
 
     @model_validator(mode="after")
     def _progress(self) -> "Rollout":
