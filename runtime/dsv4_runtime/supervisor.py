@@ -17,12 +17,13 @@ Timeline of one pod:
 4. SIGTERM (or SIGINT): `/ready` turns 503 at once; SIGTERM goes to the engine's main process
    only (vLLM's parent coordinates its children, RFC vllm #24885); the engine rejects new
    requests and lets in-flight ones finish for `--drain-timeout-seconds` (vLLM
-   `--shutdown-timeout`, PR #36666). On vLLM workers SIGTERM is held back for the drain timeout
-   (or until the engine stops on its own): their DP ranks or pipeline stages still carry the
-   leader's in-flight requests while the whole group drains. The runtime waits
-   `drain + --engine-stop-grace-seconds` after SIGTERM arrives before it kills the engine's
-   process group, so no running request is cut inside the grace period. The pod's
-   `terminationGracePeriodSeconds` must cover preStop + drain + grace.
+   `--shutdown-timeout`, PR #36666). On vLLM workers SIGTERM is held back for the route settle
+   time (`--route-settle-seconds`, workers of multi-node groups) plus the drain timeout (or until
+   the engine stops on its own): their DP ranks or pipeline stages still carry the leader's
+   in-flight requests while the whole group drains. The runtime waits
+   `settle + drain + --engine-stop-grace-seconds` after SIGTERM arrives before it kills the
+   engine's process group, so no running request is cut inside the grace period. The pod's
+   `terminationGracePeriodSeconds` must cover preStop + settle + drain + grace.
 5. The runtime exits 0 after a clean drain, with the engine's status when the engine stops by
    itself (1 if that status was 0: an engine must not stop on its own; 128 + N when signal N
    killed it), and 1 after a kill.
