@@ -26,6 +26,7 @@ from fractions import Fraction
 from typing import Final
 
 from dsv4_operator.api.v1alpha1.gpu import CustomGpuType
+from dsv4_operator.api.v1alpha1.scaling import MAX_REPLICAS
 from dsv4_operator.api.v1alpha1.spec import DeepSeekV4DeploymentSpec
 from dsv4_operator.planning.findings import PlanningError, Setting, Term
 from dsv4_operator.planning.hardware import GpuType
@@ -139,7 +140,9 @@ def replica_cap_words(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> str | No
     `spec.autoscaling.maxReplicas` with autoscaling (`request_from_spec`'s `max_replicas`). The
     words name it and the smallest count, from the closest layout's
     (`Evaluation.replicas_for_target`) up, at which the spec plans (`_MAX_REPLICA_TRIES`), or
-    no count when none of those does (e.g. a `spec.gpu.budget` the replicas share) (h22).
+    no count when none of those does (e.g. a `spec.gpu.budget` the replicas share) (h22). A
+    count above `MAX_REPLICAS` (1,000, the CRD's most for either field) is named with that
+    limit instead of "raise it", which the API server would refuse.
     None when `planned` fits, without a target or cap, or when the closest layout's count is
     within the cap.
     """
@@ -150,6 +153,13 @@ def replica_cap_words(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> str | No
     cap = a.max_replicas if a.enabled else spec.replicas
     if not cap or needed <= cap:
         return None
+    field = "spec.autoscaling.maxReplicas" if a.enabled else "spec.replicas"
+    if needed > MAX_REPLICAS:  # no cap the API server takes holds the target
+        return (
+            f"{field} {cap} caps the replicas spec.load.tokensPerSecond may use ({needed} "
+            f"replicas needed, more than the {MAX_REPLICAS:,} a resource takes: lower "
+            "spec.load.tokensPerSecond, or split it over several resources)"
+        )
     count: int | None = None
     n = needed
     for _ in range(_MAX_REPLICA_TRIES):
@@ -166,9 +176,8 @@ def replica_cap_words(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> str | No
         n = more
     to = f" to {count}" if count is not None else ""
     if a.enabled:
-        field, fix = "spec.autoscaling.maxReplicas", f"raise it{to}"
+        fix = f"raise it{to}"
     else:
-        field = "spec.replicas"
         most = f"maxReplicas {count}" if count is not None else "a larger maxReplicas"
         fix = f"raise spec.replicas{to}, or enable spec.autoscaling with {most}"
     if count is None and spec.gpu.budget is not None:

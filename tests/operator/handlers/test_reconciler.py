@@ -1880,7 +1880,7 @@ def test_no_replica_count_is_named_when_none_plans() -> None:
     named with no count (a count that does not plan would be false advice)."""
     spec = {
         "model": "pro",
-        "load": {"tokensPerSecond": 1000000},
+        "load": {"tokensPerSecond": 100000},  # ~380 replicas: within the most (1,000)
         "gpu": {"types": ["h200-141gb"], "budget": 32},
     }
     fake, reconciler = _setup(spec)
