@@ -38,7 +38,11 @@ from dsv4_runtime.engine import build_launch, engine_base_url, http_url
 from dsv4_runtime.metrics import RuntimeMetrics
 from dsv4_runtime.preflight import PreflightError, Probes, run_preflight
 from dsv4_runtime.server import ADMIN_TOKEN_ENV, RuntimeState
-from dsv4_runtime.supervisor import Supervisor
+from dsv4_runtime.supervisor import (
+    ROUTE_SETTLE_ENV,
+    ROUTE_SETTLE_MAX_SECONDS,
+    Supervisor,
+)
 from dsv4_runtime.vllm_args import ExtraArgsError
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "EXIT_PREFLIGHT",
     "EXIT_USAGE",
     "main",
+    "route_settle_seconds",
     "run",
 ]
 
@@ -75,6 +80,27 @@ def _fail(message: str, status: int, termination_log: Path | None) -> int:
     return status
 
 
+def route_settle_seconds(env: Mapping[str, str]) -> int:
+    """`DSV4_ROUTE_SETTLE_SECONDS` (`supervisor.ROUTE_SETTLE_ENV`): 0 when unset or empty.
+
+    Raises:
+        ConfigError: not a whole number from 0 to `ROUTE_SETTLE_MAX_SECONDS`, naming it.
+    """
+    raw = env.get(ROUTE_SETTLE_ENV, "").strip()
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= ROUTE_SETTLE_MAX_SECONDS:
+        raise ConfigError(
+            f"{ROUTE_SETTLE_ENV}={raw!r} must be a whole number of seconds from 0 to "
+            f"{ROUTE_SETTLE_MAX_SECONDS}"
+        )
+    return value
+
+
 def run(
     argv: Sequence[str],
     env: Mapping[str, str],
@@ -100,7 +126,8 @@ def run(
     config = dataclasses.replace(config, host=bind_host(config.host, env))
     try:
         role = role_from_env(env, config)
-    except RoleError as error:
+        settle = route_settle_seconds(env)
+    except (RoleError, ConfigError) as error:
         return _fail(str(error), EXIT_USAGE, config.termination_log)
     try:
         report = run_preflight(config, probes)
@@ -157,7 +184,7 @@ def run(
         drain_timeout_seconds=config.drain_timeout_seconds,
         stop_grace_seconds=config.engine_stop_grace_seconds,
         engine_term_delay_seconds=(
-            config.drain_timeout_seconds + config.route_settle_seconds
+            config.drain_timeout_seconds + settle
             if not role.is_leader and (config.engine == "vllm" or config.reference_world_size > 1)
             else 0
         ),
@@ -166,7 +193,7 @@ def run(
             if not role.is_leader and config.nodes > 1
             else None
         ),
-        route_settle_seconds=config.route_settle_seconds,
+        route_settle_seconds=settle,
     )
     return _supervise(supervisor, config.termination_log)
 

@@ -124,11 +124,6 @@ class RuntimeConfig:
     """How long in-flight requests may run after SIGTERM (vLLM `--shutdown-timeout`)."""
     engine_stop_grace_seconds: int = 15
     """Extra time after the drain for the engine to exit before the runtime kills it."""
-    route_settle_seconds: int = 0
-    """On a worker of a multi-node group: how long after its stop notice the leader may still
-    be routed new requests (the leader pod is not terminating, so the Service drops it only
-    when its readinessProbe fails: the operator passes period x (failureThreshold + 1)). The
-    worker's ranks serve that long before the drain timeout starts; ignored on leaders."""
     expected_shm_bytes: int = 0
     """Minimum size of `shm_path` the plan sized (0: not checked)."""
     expected_gpus: int = 0
@@ -226,7 +221,6 @@ class RuntimeConfig:
             ("--num-speculative-tokens", self.num_speculative_tokens, 0),
             ("--drain-timeout-seconds", self.drain_timeout_seconds, 0),
             ("--engine-stop-grace-seconds", self.engine_stop_grace_seconds, 0),
-            ("--route-settle-seconds", self.route_settle_seconds, 0),
             ("--expected-shm-bytes", self.expected_shm_bytes, 0),
             ("--expected-gpus", self.expected_gpus, 0),
             ("--expected-gpu-memory-bytes", self.expected_gpu_memory_bytes, 0),
@@ -361,11 +355,6 @@ class RuntimeConfig:
             "--num-speculative-tokens", str(self.num_speculative_tokens),
             "--drain-timeout-seconds", str(self.drain_timeout_seconds),
             "--engine-stop-grace-seconds", str(self.engine_stop_grace_seconds),
-            *(
-                ("--route-settle-seconds", str(self.route_settle_seconds))
-                if self.route_settle_seconds
-                else ()
-            ),
             "--expected-shm-bytes", str(self.expected_shm_bytes),
             "--expected-gpus", str(self.expected_gpus),
             "--expected-gpu-memory-bytes", str(self.expected_gpu_memory_bytes),
@@ -461,7 +450,6 @@ def _parser() -> _RaisingParser:
         ("--num-speculative-tokens", "MTP draft tokens (0: off)"),
         ("--drain-timeout-seconds", "in-flight time after SIGTERM"),
         ("--engine-stop-grace-seconds", "engine exit time after the drain"),
-        ("--route-settle-seconds", "worker: time the leader may still get requests"),
         ("--expected-shm-bytes", "minimum /dev/shm size"),
         ("--expected-gpus", "GPUs this pod must see"),
         ("--expected-gpu-memory-bytes", "minimum total memory per GPU"),

@@ -18,7 +18,8 @@ Timeline of one pod:
    only (vLLM's parent coordinates its children, RFC vllm #24885); the engine rejects new
    requests and lets in-flight ones finish for `--drain-timeout-seconds` (vLLM
    `--shutdown-timeout`, PR #36666). On vLLM workers SIGTERM is held back for the route settle
-   time (`--route-settle-seconds`, workers of multi-node groups) plus the drain timeout (or until
+   time (`DSV4_ROUTE_SETTLE_SECONDS`, workers of multi-node groups; cut short once the leader
+   drains too) plus the drain timeout (or until
    the engine stops on its own): their DP ranks or pipeline stages still carry the leader's
    in-flight requests while the whole group drains. The runtime waits
    `settle + drain + --engine-stop-grace-seconds` after SIGTERM arrives before it kills the
@@ -44,6 +45,7 @@ import shutil
 import signal
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -102,6 +104,14 @@ group still pulls its image would otherwise wait for these ranks for good. The c
 restarts and its ranks join the new leader."""
 LEADER_NOTICE_TIMEOUT_SECONDS = 2.0
 """Time a worker gives the leader to take its stop notice (the drain goes on regardless)."""
+ROUTE_SETTLE_ENV = "DSV4_ROUTE_SETTLE_SECONDS"
+"""Route settle time of a worker of a multi-node group, s (`Supervisor` `route_settle_seconds`;
+the operator sets it on multi-node pods, `render.runtime_args.ROUTE_SETTLE_SECONDS`). A variable,
+not a flag: a runtime image that predates it ignores it instead of refusing an unknown flag."""
+ROUTE_SETTLE_MAX_SECONDS = 3600
+"""Largest accepted route settle time, s."""
+SETTLE_POLL_SECONDS = 1.0
+"""How often a worker in its route settle time asks whether its leader drains too, s."""
 LEADER_NOTICE_MARGIN_SECONDS = 30
 """How much longer than the worker's own stop (drain + grace) the leader stays out of service:
 the group's pods are recreated by then (LeaderWorkerSet `RecreateGroupAfterStart`). The notice
@@ -328,16 +338,62 @@ class Supervisor:
                 task.cancel()
             await asyncio.gather(*background, stopping, exited, hung, lost, return_exceptions=True)
 
+    async def _settle(self, exited: asyncio.Task[int]) -> bool:
+        """Hold the ranks for the route settle time; whether the engine exited meanwhile.
+
+        Ends early, skipping the rest of the settle time, once the leader's runtime reports
+        that it drains too (`/health` `draining`) or does not answer `SETTLE_POLL_SECONDS`
+        apart twice in a row: the whole group is stopping (a rolling update, a scale-down),
+        so no request reaches the leader any more.
+        """
+        stopping: asyncio.Future[None] = asyncio.ensure_future(self._leader_stops())
+        engine: asyncio.Future[int] = asyncio.shield(exited)
+        waited: set[asyncio.Future[Any]] = {engine, stopping}
+        try:
+            done, _ = await asyncio.wait(
+                waited, timeout=self._settle_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopping.cancel()
+        if stopping in done:
+            log.info("the leader's runtime drains or is gone: skipping the route settle time")
+        return exited.done()
+
+    async def _leader_stops(self) -> None:
+        """Return once the leader's runtime drains or misses two polls in a row."""
+        session = self._state.session
+        if session is None or self._leader_admin_url is None:
+            await asyncio.Event().wait()  # nothing to ask: the settle time runs out
+            return
+        timeout = aiohttp.ClientTimeout(total=LEADER_NOTICE_TIMEOUT_SECONDS)
+        missed = 0
+        while missed < 2:
+            try:
+                async with session.get(self._leader_admin_url + "/health", timeout=timeout) as r:
+                    body = await r.json() if r.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                body = None
+            if isinstance(body, dict) and body.get("draining") is True:
+                return
+            missed = missed + 1 if body is None else 0
+            await asyncio.sleep(SETTLE_POLL_SECONDS)
+
     async def _drain(self, exited: asyncio.Task[int]) -> int:
         assert self._process is not None
         whole = self._settle_s + self._drain_s + self._grace_s
         deadline = time.monotonic() + whole
         try:
-            if self._term_delay_s > 0:
+            hold = float(self._term_delay_s)
+            if hold > 0 and self._settle_s > 0:
+                # The route settle time matters only while the leader still serves (this worker
+                # evicted alone): when the whole group stops, the leader drains too.
+                if await self._settle(exited):
+                    log.info("engine exited before it needed SIGTERM")
+                    return 0
+                hold = max(0.0, hold - self._settle_s)  # the drain part, whether skipped or not
+            if hold > 0:
                 with contextlib.suppress(TimeoutError):
-                    status = await asyncio.wait_for(
-                        asyncio.shield(exited), timeout=self._term_delay_s
-                    )
+                    status = await asyncio.wait_for(asyncio.shield(exited), timeout=hold)
                     log.info("engine exited with status %d before it needed SIGTERM", status)
                     return 0
             with contextlib.suppress(ProcessLookupError):

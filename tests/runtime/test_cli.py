@@ -235,3 +235,21 @@ def test_a_leader_name_that_never_resolves_exits_1_not_2(
     message = (tmp_path / "termination-log").read_text()
     assert "LWS_LEADER_ADDRESS=d-0.d.ns did not resolve to an IP within 0 s" in message
     assert "still Pending" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [(None, 0), ("", 0), ("0", 0), ("40", 40), (" 40 ", 40), ("3600", 3600)]
+)
+def test_the_route_settle_variable_is_read(value: str | None, seconds: int) -> None:
+    from dsv4_runtime.cli import route_settle_seconds
+
+    env = {} if value is None else {"DSV4_ROUTE_SETTLE_SECONDS": value}
+    assert route_settle_seconds(env) == seconds
+
+
+@pytest.mark.parametrize("value", ["-1", "3601", "40s", "4.5", "nan"])
+def test_a_garbled_route_settle_variable_exits_2_naming_it(tmp_path: Path, value: str) -> None:
+    env = dict(LWS_WORKER, DSV4_ROUTE_SETTLE_SECONDS=value)
+    assert run(_config(tmp_path).to_args(), env) == EXIT_USAGE
+    message = (tmp_path / "termination-log").read_text()
+    assert f"DSV4_ROUTE_SETTLE_SECONDS={value!r} must be a whole number of seconds" in message

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from dsv4_runtime import distributed, preflight, server
+from dsv4_runtime import distributed, preflight, server, supervisor
 
 RUNTIME = Path(distributed.__file__).resolve().parent
 README = RUNTIME / "README.md"
@@ -17,6 +17,7 @@ NAMED = {
     "POD_IP": distributed.POD_IP,
     "ADMIN_TOKEN_ENV": server.ADMIN_TOKEN_ENV,
     "IN_POD_VARIABLE": preflight.IN_POD_VARIABLE,
+    "ROUTE_SETTLE_ENV": supervisor.ROUTE_SETTLE_ENV,
 }
 """Module constants that name an environment variable, by the name the sources use."""
 
@@ -73,7 +74,13 @@ def _variables_read() -> set[str]:
 def test_the_scan_sees_the_variables_the_runtime_reads() -> None:
     read = _variables_read()
     # the LWS trio is read through loops; the rest directly
-    assert {"POD_IP", "DSV4_RUNTIME_ADMIN_TOKEN", "KUBERNETES_SERVICE_HOST", "PATH"} <= read
+    assert {
+        "POD_IP",
+        "DSV4_RUNTIME_ADMIN_TOKEN",
+        "KUBERNETES_SERVICE_HOST",
+        "PATH",
+        "DSV4_ROUTE_SETTLE_SECONDS",
+    } <= read
 
 
 def test_the_readme_documents_every_environment_variable_the_runtime_reads() -> None:

@@ -48,5 +48,6 @@ def test_cli_exports() -> None:
         "EXIT_PREFLIGHT",
         "EXIT_USAGE",
         "main",
+        "route_settle_seconds",
         "run",
     ]

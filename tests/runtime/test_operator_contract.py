@@ -98,3 +98,32 @@ async def test_the_admin_secret_token_opens_the_runtime_drain() -> None:
             assert (await client.post("/drain", headers=bearer_header("guess"))).status == 401
             assert (await client.post("/drain", headers=bearer_header(token))).status == 200
             assert state.held
+
+
+def test_multi_node_pods_get_the_route_settle_time_the_runtime_reads() -> None:
+    """h40: the route settle time first reached the runtime as a flag, which a runtime image
+    built before it refuses (exit 2), crash-looping multi-node groups after an operator
+    upgrade. It is a variable now: the runtime reads what the operator renders, and an older
+    runtime's parser never sees it."""
+    from dsv4_operator.render import Owner, leaderworkerset
+    from dsv4_operator.render import runtime_args as ra
+    from dsv4_runtime import cli, supervisor
+
+    assert supervisor.ROUTE_SETTLE_ENV == ra.ROUTE_SETTLE_ENV
+    owner = Owner("d", "ns", "6c1f0a4e-2d6b-4c55-9d0e-3b1f7a2c8e90")
+    seen = set()
+    for path in EXAMPLES:
+        for body in _deployments(path):
+            spec = parse_deployment(body).spec
+            planned = plan(request_from_spec(spec))
+            lws = leaderworkerset(owner, spec, planned, image="x:1")
+            (container,) = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"][
+                "containers"
+            ]
+            env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+            settle = cli.route_settle_seconds(env)
+            nodes = planned.chosen.layout.nodes
+            assert settle == (ra.ROUTE_SETTLE_SECONDS if nodes > 1 else 0), path
+            assert RuntimeConfig.from_args(container["args"]).nodes == nodes
+            seen.add(nodes > 1)
+    assert seen == {True, False}

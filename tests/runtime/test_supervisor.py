@@ -107,6 +107,56 @@ async def test_a_worker_of_a_group_holds_its_ranks_for_the_route_settle_time_too
     assert low <= held_back < high, f"SIGTERM reached the engine after {held_back:.2f} s"
 
 
+@pytest.mark.parametrize("leader", ["draining", "gone"])
+async def test_a_worker_skips_the_settle_time_when_its_whole_group_stops(
+    tmp_path: Path, ports: list[int], monkeypatch: pytest.MonkeyPatch, leader: str
+) -> None:
+    """h40: the route settle time helps only a worker evicted alone; when the whole group
+    stops (a rolling update, a scale-down) the leader drains too, and holding the ranks
+    another 40 s only kept the pod and its GPUs. The worker now asks the leader's runtime
+    and skips the rest of the settle time once it drains or stops answering."""
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from dsv4_runtime.server import build_app
+
+    monkeypatch.setattr(supervisor_module, "SETTLE_POLL_SECONDS", 0.1)
+    leader_state = RuntimeState(metrics=RuntimeMetrics(), engine_metrics_url=None)
+    leader_state.draining = leader == "draining"
+    server = TestServer(build_app(leader_state), port=ports[2])
+    if leader == "draining":
+        await server.start_server()
+    marker = tmp_path / "term"
+    launch = Launch(prelaunch=(), argv=_engine(marker), serves_api=False)
+    state = RuntimeState(metrics=RuntimeMetrics(), engine_metrics_url=None)
+    try:
+        async with aiohttp.ClientSession() as session:
+            state.session = session
+            supervisor = Supervisor(
+                launch,
+                state,
+                engine_url="http://127.0.0.1:9",
+                host="127.0.0.1",
+                admin_port=ports[1],
+                drain_timeout_seconds=1,
+                stop_grace_seconds=2,
+                engine_term_delay_seconds=31,
+                leader_admin_url=f"http://127.0.0.1:{ports[2]}",
+                route_settle_seconds=30,
+            )
+            running = asyncio.create_task(supervisor.run())
+            await _until(lambda: state.engine_ready, 5)
+            await asyncio.sleep(0.3)  # let the engine install its SIGTERM handler
+            asked = time.monotonic()
+            supervisor.request_drain()
+            assert await asyncio.wait_for(running, 10) == 0
+    finally:
+        await server.close()
+    held_back = float(marker.read_text()) - asked
+    # The drain (1 s) after at most a few polls, not the 30 s settle time first.
+    assert 1.0 <= held_back < 4.0, f"SIGTERM reached the engine after {held_back:.2f} s"
+
+
 async def test_worker_engine_that_stops_with_the_group_gets_no_sigterm(
     tmp_path: Path, ports: list[int]
 ) -> None:

@@ -65,6 +65,8 @@ from dsv4_operator.render.runtime_args import (
     READY_FAILURE_THRESHOLD,
     READY_PATH,
     READY_PERIOD_SECONDS,
+    ROUTE_SETTLE_ENV,
+    ROUTE_SETTLE_SECONDS,
     SHM_PATH,
     runtime_args,
     shm_size_bytes,
@@ -145,9 +147,12 @@ def _resources(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def _env(owner: Owner, spec: DeepSeekV4DeploymentSpec) -> list[dict[str, Any]]:
+def _env(owner: Owner, spec: DeepSeekV4DeploymentSpec, nodes: int) -> list[dict[str, Any]]:
     # The drain token first, from its Secret (render.admin); the spec cannot set that name.
     env: list[dict[str, Any]] = [admin_token_env(owner)]
+    if nodes > 1 and spec.engine.env_var(ROUTE_SETTLE_ENV) is None:
+        # A worker evicted alone holds its ranks while its leader leaves the Service.
+        env.append({"name": ROUTE_SETTLE_ENV, "value": str(ROUTE_SETTLE_SECONDS)})
     # The pod's primary IP: on an IPv6 cluster the runtime listens on `::`, where kubelet
     # probes it (dsv4_runtime.distributed.bind_host).
     if spec.engine.env_var(POD_IP_ENV) is None:
@@ -254,7 +259,7 @@ def _pod_spec(
             {"name": "http", "containerPort": API_PORT, "protocol": "TCP"},
             {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
         ],
-        "env": _env(owner, spec),
+        "env": _env(owner, spec, plan.chosen.layout.nodes),
         "resources": _resources(spec, plan),
         "volumeMounts": mounts,
         "startupProbe": _probe(READY_PATH, STARTUP_PERIOD_SECONDS, startup_failures, 5),

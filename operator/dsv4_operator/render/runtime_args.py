@@ -31,6 +31,7 @@ __all__ = [
     "READY_FAILURE_THRESHOLD",
     "READY_PATH",
     "READY_PERIOD_SECONDS",
+    "ROUTE_SETTLE_ENV",
     "ROUTE_SETTLE_SECONDS",
     "SHM_PATH",
     "TERMINATION_GRACE_MARGIN_SECONDS",
@@ -74,8 +75,12 @@ ROUTE_SETTLE_SECONDS: Final = READY_PERIOD_SECONDS * (READY_FAILURE_THRESHOLD + 
 routing to it: failureThreshold probes a period apart, plus one period for the endpoint update
 (the native autoscaler's drain settle uses the same sum). A worker of a multi-node group that is
 evicted alone (a node drain) tells its leader to take no new requests and holds its ranks this
-long before its drain (`--route-settle-seconds`): requests admitted meanwhile would otherwise
-be cut when its ranks exit after the drain."""
+long before its drain (`ROUTE_SETTLE_ENV`): requests admitted meanwhile would otherwise be cut
+when its ranks exit after the drain."""
+ROUTE_SETTLE_ENV: Final = "DSV4_ROUTE_SETTLE_SECONDS"
+"""The runtime's route settle variable (`dsv4_runtime.supervisor.ROUTE_SETTLE_ENV`), set on
+multi-node pods: a variable, not a flag, so a runtime image that predates it ignores it instead
+of exiting 2 on an unknown flag."""
 TERMINATION_GRACE_MARGIN_SECONDS: Final = 5
 """Margin of terminationGracePeriodSeconds over the runtime's whole stop (`termination_grace`)."""
 TERMINATION_GRACE_SECONDS: Final = (
@@ -259,7 +264,6 @@ def runtime_args(spec: DeepSeekV4DeploymentSpec, plan: Plan) -> list[str]:
         "--num-speculative-tokens", str(r.num_speculative_tokens),
         "--drain-timeout-seconds", str(spec.rollout.drain_seconds),
         "--engine-stop-grace-seconds", str(ENGINE_STOP_GRACE_SECONDS),
-        *(["--route-settle-seconds", str(ROUTE_SETTLE_SECONDS)] if r.nodes > 1 else []),
         "--expected-shm-bytes", str(r.expected_shm_bytes),
         "--expected-gpus", str(r.expected_gpus),
         "--expected-gpu-memory-bytes", str(r.expected_gpu_memory_bytes),
