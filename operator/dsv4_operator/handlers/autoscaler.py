@@ -62,8 +62,7 @@ from dsv4_operator.planning.planner import Plan
 from dsv4_operator.render.admin import bearer_header, token_from_secret
 from dsv4_operator.render.autoscaler import DEFAULT_PROMETHEUS_URL
 from dsv4_operator.render.labels import Owner, child_names
-from dsv4_operator.render.leaderworkerset import READY_FAILURE_THRESHOLD, READY_PERIOD_SECONDS
-from dsv4_operator.render.runtime_args import ADMIN_PORT
+from dsv4_operator.render.runtime_args import ADMIN_PORT, ROUTE_SETTLE_SECONDS
 from dsv4_operator.render.status import (
     NATIVE_NO_METRICS,
     NATIVE_SCALED_TO_ZERO,
@@ -88,7 +87,8 @@ scrapes at the default 15 s interval. Not while no leader answers at all (`_unre
 while the group's leader pod is Ready (`leader_pod_serves`): the kubelet's readiness probe on
 the node still passes, so the Service routes requests to it, and only the operator's path to it
 fails (a NetworkPolicy, a CNI fault, the operator's node). A crashed leader fails that probe
-within 30 s (`READY_PERIOD_SECONDS` x `READY_FAILURE_THRESHOLD`), well inside this grace."""
+within 30 s (`render.runtime_args.READY_PERIOD_SECONDS` x `READY_FAILURE_THRESHOLD`), well
+inside this grace."""
 _TIMEOUT_SECONDS = 2.0
 _DECISIONS_KEPT = 10
 
@@ -187,7 +187,8 @@ def config_from(spec: DeepSeekV4DeploymentSpec, planned: Plan) -> AutoscalerConf
         gpu_budget=spec.gpu.budget,
         # The last failing probe comes at most failureThreshold periods after the drain; one
         # period more covers the EndpointSlice and kube-proxy update after it (h33).
-        drain_settle_seconds=READY_PERIOD_SECONDS * (READY_FAILURE_THRESHOLD + 1),
+        # The readiness probe's failures plus the endpoint update, as a worker's route settle.
+        drain_settle_seconds=ROUTE_SETTLE_SECONDS,
     )
 
 
