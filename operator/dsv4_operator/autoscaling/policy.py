@@ -363,6 +363,12 @@ def _down_target(
 ) -> int | str:
     """Rule 4 downwards: the replicas to go down to, or why not to scale down now."""
     t, current = obs.time, obs.replicas
+    if current > cfg.ceiling:
+        # Over maxReplicas or the GPU budget (lowered under running groups): to the bound at
+        # once, past the windows, the step limit and unknown metrics, as the HPA goes to its
+        # maximum ("Current number of replicas above Spec.MaxReplicas", kubernetes
+        # pkg/controller/podautoscaler/horizontal.go); the groups are still drained first.
+        return cfg.ceiling
     unknown = [g.index for g in obs.groups if not g.known]
     if unknown:
         return f"not removing groups: the metrics of groups {unknown} could not be read"
@@ -421,12 +427,12 @@ def _scale_down(
         return _hold(obs, r.load, reason), None
     removed = f"drained groups {drained}" if drained else f"groups {list(victims)} served nothing"
     wanted = wanted_replicas(cfg, r.load)
-    if target > 0 and wanted > target:  # over the ceiling (`_down_target`)
+    if target > 0 and (wanted > target or current > cfg.ceiling):  # the bound (`_down_target`)
         cause = Cause.REPLICA_LIMIT
-        reason = (
-            f"at most {cfg.ceiling} replicas may run ({ceiling_words(cfg)}): "
-            f"{r.load:.0f} tokens/s wants {wanted}; {removed}"
+        load = (
+            f"{r.load:.0f} tokens/s wants {wanted}" if wanted > target else f"{r.load:.0f} tokens/s"
         )
+        reason = f"at most {cfg.ceiling} replicas may run ({ceiling_words(cfg)}): {load}; {removed}"
     else:
         cause = Cause.IDLE if target == 0 else Cause.LOAD_LOW
         reason = f"{r.load:.0f} tokens/s fits {target} replicas; {removed}"
@@ -473,7 +479,8 @@ def decide(
         state = replace(state, drained_since=t)
     warm = t - since >= cfg.scale_down_window_seconds
     unknown = [g.index for g in obs.groups if not g.known]
-    if held and (r.desired >= current or unknown or not (warm or r.desired == 0)):
+    over = current > cfg.ceiling  # the bound, not the load: no window or metric holds it back
+    if held and (r.desired >= current or (not over and (unknown or not (warm or r.desired == 0)))):
         if r.desired >= current:
             reason = f"load {r.load:.0f} tokens/s needs {r.desired} replicas: drain cancelled"
         elif unknown:  # no scale-down can rest on it for a window: give the group back now

@@ -165,12 +165,40 @@ def test_replicas_over_a_lowered_gpu_budget_are_removed_under_load() -> None:
             scales.append(decision)
             replicas = decision.replicas_to
     assert replicas == 2
-    assert [(d.replicas_from, d.replicas_to) for d in scales] == [(4, 3), (3, 2)]
+    # To the bound in one step, as the HPA goes to its maximum (h40 6).
+    assert [(d.replicas_from, d.replicas_to) for d in scales] == [(4, 2)]
     assert {d.cause for d in scales} == {Cause.REPLICA_LIMIT}
     assert scales[0].reason == (
         "at most 2 replicas may run (spec.gpu.budget of 16 GPUs allows 2 replicas of 8 GPUs "
-        "(spec.autoscaling.maxReplicas is 8)): 3500 tokens/s wants 4; drained groups [3]"
+        "(spec.autoscaling.maxReplicas is 8)): 3500 tokens/s wants 4; drained groups [2, 3]"
     )
+    # Drained at the first scrape, removed once the drain has settled: no scale-down window
+    # (60 s here, 1,800 s by default) of observations first.
+    assert scales[0].time < cfg.scale_down_window_seconds
+
+
+def test_replicas_over_max_go_right_after_an_operator_restart_with_unknown_metrics() -> None:
+    """h40 6: the removal of groups over the bound waited for a whole scale-down window of
+    observations (30 minutes by default after an operator restart) and for every group's
+    metrics, holding GPUs over the user's budget or maxReplicas; the HPA goes to its maximum
+    at once. They are still drained first, and the drain still settles."""
+    cfg = AutoscalerConfig(min_replicas=1, max_replicas=2, target_tokens_per_second=1000.0)
+    state = AutoscalerState()
+    replicas, t = 4, 0.0
+    for _ in range(20):
+        groups = tuple(
+            GroupSample(i, ready=True, draining=i in state.draining, known=i != 0)
+            for i in range(replicas)
+        )
+        decision, state = decide(cfg, state, Observation(t, replicas, groups))
+        if decision.action == "scale":
+            replicas = decision.replicas_to
+            break
+        t += 15.0
+    assert replicas == 2, decision
+    assert decision.cause == Cause.REPLICA_LIMIT
+    # drain at 0 s, then the drain settle (30 s by default) before the removal
+    assert cfg.drain_settle_seconds <= t <= cfg.drain_settle_seconds + 15.0
 
 
 def test_a_scale_up_to_min_replicas_is_not_recorded_as_a_high_token_rate() -> None:
