@@ -228,7 +228,8 @@ class Supervisor:
                 seen, answered = instance, now
             elif seen is not None and now - answered >= LEADER_LOST_SECONDS:
                 log.error(
-                    "the leader's runtime has not answered for %d s: exiting to restart",
+                    "the leader's runtime at %s has not answered for %d s: exiting to restart",
+                    self._leader_admin_url,
                     LEADER_LOST_SECONDS,
                 )
                 self._leader_lost.set()
@@ -239,7 +240,14 @@ class Supervisor:
     async def _tell_leader(self) -> None:
         """Ask the leader to take no new requests while this worker stops (best effort)."""
         session, token = self._state.session, self._state.admin_token
-        if session is None or token is None or self._leader_admin_url is None:
+        if session is None or self._leader_admin_url is None:
+            return
+        if token is None:
+            log.warning(
+                "%s is not set: the leader cannot be told that this worker stops, and keeps "
+                "taking requests that end when these ranks exit",
+                ADMIN_TOKEN_ENV,
+            )
             return
         # The leader refuses (400) a notice above its cap, and would then keep taking requests.
         seconds = min(

@@ -124,3 +124,29 @@ async def test_the_stop_notice_covers_the_route_settle_time() -> None:
     left = leader_state.worker_stopping_until - time.monotonic()
     margin = supervisor_module.LEADER_NOTICE_MARGIN_SECONDS
     assert 40 + 30 + 15 + margin - 2 < left <= 40 + 30 + 15 + margin
+
+
+async def test_a_worker_without_the_admin_token_says_it_cannot_tell_its_leader(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """h39 E: without the token the stop notice was skipped without a word, so nothing in
+    the worker's log said why its leader kept taking requests while the ranks left."""
+    async with aiohttp.ClientSession() as session:
+        worker = _worker(_free_port(), session)
+        with caplog.at_level("WARNING", logger="dsv4_runtime"):
+            await worker._tell_leader()
+    assert "DSV4_RUNTIME_ADMIN_TOKEN is not set" in caplog.text
+
+
+async def test_the_lost_leader_line_names_its_address(caplog: pytest.LogCaptureFixture) -> None:
+    port = _free_port()
+    leader = TestServer(build_app(RuntimeState(RuntimeMetrics(), None)), port=port)
+    await leader.start_server()
+    async with aiohttp.ClientSession() as session:
+        worker = _worker(port, session)
+        watch = asyncio.ensure_future(worker._watch_leader())
+        await asyncio.sleep(0.3)
+        await leader.close()
+        with caplog.at_level("ERROR", logger="dsv4_runtime"):
+            await asyncio.wait_for(watch, timeout=3)
+    assert f"the leader's runtime at http://127.0.0.1:{port} has not answered" in caplog.text
