@@ -292,6 +292,44 @@ def test_a_spec_near_the_annotation_limit_is_handled_and_deleted(
     assert "Too long" not in log.read_text()
 
 
+def test_a_resource_deleted_while_a_timer_runs_is_released_soon_after_the_timer_ends(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    proxy: FaultingProxy,
+    proxied_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """A deletion noticed while a resync (a sync kopf timer, in a thread) is mid-run.
+
+    kopf asks the timer to stop, waits ten zero-time loop cycles, then (1.45 defaults) plans
+    its next look at `settings.background.cancellation_polling` = 60 s later; when the timer
+    ends nothing else wakes it, so the finalizer stayed 60 s after the timer had finished
+    (the flaky 30 s deletion wait of the annotation-limit test). Here the timer is made to
+    run during the deletion by holding its LeaderWorkerSet read for `hold` seconds.
+    """
+    hold = 3.0
+    body = _fitting_example()
+    name = body["metadata"]["name"]
+    log = tmp_path / "operator.log"
+    with operator_process(proxied_env, "--namespace", namespace, log=log):
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 60)
+        held = proxy.add(Fault("GET", rf"/leaderworkersets/{name}$", 0, delay=hold))
+        wait_until(lambda: held.hits == 1, "a timer's LWS read held", 30)
+        control_plane.kubectl("delete", "dsv4", name, "-n", namespace, "--wait=false")
+        start = time.monotonic()
+        try:
+            wait_until(lambda: cluster.dsv4(namespace, name) is None, "the resource deleted", 30)
+        except TimeoutError:
+            print(log.read_text()[-6000:])
+            raise
+        took = time.monotonic() - start
+    # The held read ends `hold` s after it began (so at most that after the delete); the
+    # finalizer goes within about one polling period after that.
+    assert took < hold + 8, f"deletion took {took:.1f} s"
+
+
 def test_progress_timer_reports_readiness_then_stops(
     control_plane: ControlPlane,
     cluster: Cluster,

@@ -38,6 +38,7 @@ __all__ = [
     "PEERING_RECHECK_SECONDS",
     "PEERING_RETRIES",
     "STOP_ON_CRD_GAPS_KEY",
+    "TIMER_EXIT_POLL_SECONDS",
     "BoundedAnnotationsDiffBaseStorage",
     "configure_kopf",
     "crd_gaps_message",
@@ -51,6 +52,18 @@ PEERING_RETRIES = 24
 """Attempts at creating the peering objects before the operator exits (kopf startup retries)."""
 PEERING_BACKOFF_SECONDS = 5.0
 """Seconds between them: 2 minutes in all, for CRDs created just before the operator starts."""
+TIMER_EXIT_POLL_SECONDS = 1.0
+"""How soon kopf looks again at a resource whose timer (resync, progress, autoscale) was still
+running when kopf asked it to stop (deletion, a `when=` filter no longer matching), s.
+
+kopf stops the timers of a deleted resource and removes its finalizer only once they have
+ended; a sync timer mid-run (a reconcile in its thread) cannot end at once, and kopf then
+plans its next look `settings.background.cancellation_polling` later (1.45 default: 60 s,
+`kopf/_core/engines/daemons.py` `stop_daemons`). Nothing wakes it when the timer ends, so the
+resource stayed on the finalizer a minute after the reconcile had finished. Each look at a
+timer still running costs one PATCH of kopf's `touch-dummy` annotation (its sleep-and-touch,
+`kopf/_core/actions/application.py` `apply`), so one per second while it runs; not zero, which
+would touch in a tight loop."""
 API_RETRY_BACKOFFS_SECONDS: tuple[float, ...] = (1, 1, 2, 3, 5, 8, 13) + (15,) * 44
 """Seconds between the attempts of each API request kopf itself sends (watches, its annotation
 and finalizer patches, the peering keep-alive): kopf's default backoffs up to 13 s, then every
@@ -266,13 +279,16 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) ->
     kopf keeps its progress in annotations (our status keys stay apart; its copy of the spec
     only where it fits, `BoundedAnnotationsDiffBaseStorage`), runs at most
     `config.workers` sync handlers at once, posts Events from INFO up, and retries each of its
-    own API requests for `API_RETRY_BACKOFFS_SECONDS` (11.5 minutes) before giving up.
+    own API requests for `API_RETRY_BACKOFFS_SECONDS` (11.5 minutes) before giving up, and
+    looks again every `TIMER_EXIT_POLL_SECONDS` at a timer that must stop (a deleted resource
+    keeps kopf's finalizer until its timers have ended).
     """
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
     settings.persistence.diffbase_storage = BoundedAnnotationsDiffBaseStorage()
     settings.execution.max_workers = config.workers
     settings.posting.level = logging.INFO
     settings.networking.error_backoffs = API_RETRY_BACKOFFS_SECONDS
+    settings.background.cancellation_polling = TIMER_EXIT_POLL_SECONDS
 
 
 def register_peering_handler(

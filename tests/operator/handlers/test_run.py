@@ -469,3 +469,56 @@ def test_kopf_retries_a_forbidden_request_as_long_as_an_outage(
         )
     assert attempts[0] == len(API_RETRY_BACKOFFS_SECONDS) + 1 == 52
     assert 11 * 60 < clock[0] == sum(API_RETRY_BACKOFFS_SECONDS) < 12 * 60
+
+
+def _stop_timers_on_deletion(*, timer_ends_after: float | None) -> list[float]:
+    """kopf's own `stop_daemons` (what it runs on a deletion) on the operator's resync timer.
+
+    The timer is mid-run, as a sync handler in its thread is: it ends `timer_ends_after` s after
+    the stop request (None: it has already ended). Returns kopf's delays (s) before it looks
+    again; the finalizer stays until a look finds every timer ended.
+    """
+    import asyncio
+    import logging
+
+    from kopf._core.engines import daemons
+    from kopf._core.intents import stoppers
+
+    from dsv4_operator.handlers.lifecycle import configure_kopf
+
+    settings = kopf.OperatorSettings()
+    configure_kopf(settings, OperatorSettings())
+    registry = build_registry(OperatorSettings(resync_seconds=1))
+    (resync,) = [h for h in registry._spawning.get_all_handlers() if "resync" in h.id]
+
+    async def scenario() -> list[float]:
+        async def running_timer() -> None:
+            if timer_ends_after is not None:
+                await asyncio.sleep(timer_ends_after)
+
+        task = asyncio.create_task(running_timer())
+        if timer_ends_after is None:
+            await task
+        daemon = daemons.Daemon(
+            task=task,
+            logger=logging.getLogger("test"),
+            handler=resync,
+            stopper=stoppers.DaemonStopper(),
+        )
+        delays = await daemons.stop_daemons(settings=settings, daemons={resync.id: daemon})
+        task.cancel()
+        return list(delays)
+
+    return asyncio.run(scenario())
+
+
+def test_a_timer_running_at_deletion_is_looked_at_again_within_a_second() -> None:
+    """kopf 1.45 defaults look again 60 s later (`cancellation_polling`), and nothing wakes it
+    when the timer ends, so the finalizer stayed a minute after a resync that was mid-run."""
+    delays = _stop_timers_on_deletion(timer_ends_after=5.0)
+    assert delays, "kopf released a resource whose timer still runs"
+    assert 0 < max(delays) <= 1.0, delays
+
+
+def test_an_ended_timer_does_not_delay_the_deletion() -> None:
+    assert _stop_timers_on_deletion(timer_ends_after=None) == []
