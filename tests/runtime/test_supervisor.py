@@ -35,7 +35,10 @@ def _engine(marker: Path, exit_after: float | None = None) -> tuple[str, ...]:
     return (sys.executable, "-c", code)
 
 
-def _supervisor(launch: Launch, admin_port: int, **timing: int) -> tuple[Supervisor, RuntimeState]:
+def _supervisor(
+    launch: Launch, admin_port: int, leader: str | None = None, **timing: int
+) -> tuple[Supervisor, RuntimeState]:
+    """A worker's supervisor (`leader`: its leader runtime's admin URL) and its state."""
     state = RuntimeState(metrics=RuntimeMetrics(), engine_metrics_url=None)
     supervisor = Supervisor(
         launch,
@@ -46,6 +49,8 @@ def _supervisor(launch: Launch, admin_port: int, **timing: int) -> tuple[Supervi
         drain_timeout_seconds=timing.get("drain", 1),
         stop_grace_seconds=timing.get("grace", 2),
         engine_term_delay_seconds=timing.get("delay", 0),
+        leader_admin_url=leader,
+        route_settle_seconds=timing.get("settle", 0),
     )
     return supervisor, state
 
@@ -83,18 +88,9 @@ async def test_a_worker_of_a_group_holds_its_ranks_for_the_route_settle_time_too
     leader now holds them for the route settle time first; without one, settle is ignored."""
     marker = tmp_path / "term"
     launch = Launch(prelaunch=(), argv=_engine(marker), serves_api=False)
-    state = RuntimeState(metrics=RuntimeMetrics(), engine_metrics_url=None)
-    supervisor = Supervisor(
-        launch,
-        state,
-        engine_url="http://127.0.0.1:9",
-        host="127.0.0.1",
-        admin_port=ports[1],
-        drain_timeout_seconds=1,
-        stop_grace_seconds=2,
-        engine_term_delay_seconds=2,  # drain + settle, as cli passes it to workers
-        leader_admin_url="http://127.0.0.1:9" if leader else None,
-        route_settle_seconds=1,
+    # delay: drain + settle, as cli passes it to workers
+    supervisor, state = _supervisor(
+        launch, ports[1], "http://127.0.0.1:9" if leader else None, delay=2, settle=1
     )
     running = asyncio.create_task(supervisor.run())
     await _until(lambda: state.engine_ready, 5)
@@ -128,22 +124,12 @@ async def test_a_worker_skips_the_settle_time_when_its_whole_group_stops(
         await server.start_server()
     marker = tmp_path / "term"
     launch = Launch(prelaunch=(), argv=_engine(marker), serves_api=False)
-    state = RuntimeState(metrics=RuntimeMetrics(), engine_metrics_url=None)
+    supervisor, state = _supervisor(
+        launch, ports[1], f"http://127.0.0.1:{ports[2]}", delay=31, settle=30
+    )
     try:
         async with aiohttp.ClientSession() as session:
             state.session = session
-            supervisor = Supervisor(
-                launch,
-                state,
-                engine_url="http://127.0.0.1:9",
-                host="127.0.0.1",
-                admin_port=ports[1],
-                drain_timeout_seconds=1,
-                stop_grace_seconds=2,
-                engine_term_delay_seconds=31,
-                leader_admin_url=f"http://127.0.0.1:{ports[2]}",
-                route_settle_seconds=30,
-            )
             running = asyncio.create_task(supervisor.run())
             await _until(lambda: state.engine_ready, 5)
             await asyncio.sleep(0.3)  # let the engine install its SIGTERM handler
