@@ -35,6 +35,7 @@ __all__ = [
     "Role",
     "RoleError",
     "bind_host",
+    "host_port",
     "resolve_leader_ip",
     "role_from_env",
     "system_resolver",
@@ -48,6 +49,11 @@ POD_IP = "POD_IP"
 address kubelet probes and Services send traffic to."""
 log = logging.getLogger("dsv4_runtime")
 _WILDCARDS = {"0.0.0.0": "::"}  # noqa: S104  (a wildcard bind: pods listen on all interfaces)
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets (RFC 3986 authority)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def bind_host(host: str, env: Mapping[str, str]) -> str:

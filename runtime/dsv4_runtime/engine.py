@@ -27,7 +27,7 @@ from __future__ import annotations
 import sys
 
 from dsv4_runtime.config import RuntimeConfig
-from dsv4_runtime.distributed import Role
+from dsv4_runtime.distributed import Role, host_port
 from dsv4_runtime.launch import Launch
 from dsv4_runtime.vllm_args import ExtraArgsError, vllm_launch
 
@@ -132,7 +132,7 @@ def build_launch(config: RuntimeConfig, role: Role, leader_ip: str) -> Launch:
 
 def http_url(host: str, port: int) -> str:
     """`http://host:port`, an IPv6 address in brackets."""
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"http://{host_port(host, port)}"
 
 
 def engine_base_url(config: RuntimeConfig) -> str:

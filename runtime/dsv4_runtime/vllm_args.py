@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dsv4_runtime.config import RuntimeConfig
-from dsv4_runtime.distributed import Role
+from dsv4_runtime.distributed import Role, host_port
 from dsv4_runtime.launch import Launch
 
 __all__ = [
@@ -249,7 +249,7 @@ def vllm_launch(config: RuntimeConfig, role: Role, leader_ip: str) -> Launch:
             sys.executable, "-c", WAIT_FOR_PORT,
             leader_ip, str(config.admin_port), str(LEADER_WAIT_TIMEOUT_SECONDS),
         )  # fmt: skip
-        leader_at = _host_port(leader_ip, config.admin_port)
+        leader_at = host_port(leader_ip, config.admin_port)
         return Launch(
             prelaunch=(wait_leader,),
             argv=tuple(argv),
@@ -282,14 +282,9 @@ def vllm_launch(config: RuntimeConfig, role: Role, leader_ip: str) -> Launch:
         serves_api=False,
         prelaunch_purposes=(
             f"wait up to {timeout} s for the leader's Ray head at "
-            f"{_host_port(leader_ip, config.ray_port)} to accept connections",
+            f"{host_port(leader_ip, config.ray_port)} to accept connections",
         ),
     )
-
-
-def _host_port(host: str, port: int) -> str:
-    """`host:port`, an IPv6 address in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def merge_extra_args(planned: Sequence[str], extra: Sequence[str]) -> list[str]:
