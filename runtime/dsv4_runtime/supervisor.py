@@ -206,12 +206,11 @@ class Supervisor:
             return
         seen: str | None = None
         answered = time.monotonic()
-        timeout = aiohttp.ClientTimeout(total=LEADER_NOTICE_TIMEOUT_SECONDS)
         while not self._state.draining:
-            instance = None
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, KeyError):
-                async with session.get(self._leader_admin_url + "/health", timeout=timeout) as r:
-                    instance = str((await r.json())["instance"]) if r.status == 200 else None
+            health = await self._leader_health(session, self._leader_admin_url)
+            instance = (
+                None if health is None or "instance" not in health else str(health["instance"])
+            )
             now = time.monotonic()
             if instance is not None:
                 if seen is not None and instance != seen:
@@ -236,6 +235,23 @@ class Supervisor:
                 return
             # Often until the first answer: ranks join the first leader engine within seconds.
             await asyncio.sleep(LEADER_POLL_SECONDS if seen else READY_POLL_SECONDS)
+
+    @staticmethod
+    async def _leader_health(
+        session: aiohttp.ClientSession, leader_admin_url: str
+    ) -> dict[str, Any] | None:
+        """The leader runtime's `/health` answer (`instance`, `draining`), or None.
+
+        None when it does not answer within `LEADER_NOTICE_TIMEOUT_SECONDS`, answers another
+        status than 200, or not with a JSON object.
+        """
+        timeout = aiohttp.ClientTimeout(total=LEADER_NOTICE_TIMEOUT_SECONDS)
+        try:
+            async with session.get(leader_admin_url + "/health", timeout=timeout) as r:
+                body = await r.json() if r.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        return body if isinstance(body, dict) else None
 
     async def _tell_leader(self) -> None:
         """Ask the leader to take no new requests while this worker stops (best effort)."""
@@ -373,15 +389,10 @@ class Supervisor:
         if session is None or self._leader_admin_url is None:
             await asyncio.Event().wait()  # nothing to ask: the settle time runs out
             return
-        timeout = aiohttp.ClientTimeout(total=LEADER_NOTICE_TIMEOUT_SECONDS)
         missed = 0
         while missed < 2:
-            try:
-                async with session.get(self._leader_admin_url + "/health", timeout=timeout) as r:
-                    body = await r.json() if r.status == 200 else None
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                body = None
-            if isinstance(body, dict) and body.get("draining") is True:
+            body = await self._leader_health(session, self._leader_admin_url)
+            if body is not None and body.get("draining") is True:
                 return
             missed = missed + 1 if body is None else 0
             await asyncio.sleep(SETTLE_POLL_SECONDS)
