@@ -74,8 +74,9 @@ class Cause(StrEnum):
     LOAD_LOW = "TokenRateLow"
     """Down: the remaining replicas carry the load within the guard rails (rules 4-6)."""
     REPLICA_LIMIT = "ReplicaLimit"
-    """Down: more replicas run than `max_replicas` or the GPU budget allow (`ceiling`), and
-    the load wants them: the bound wins over the guard rails (rule 5), as for the HPA."""
+    """Down: more replicas run than `max_replicas` or the GPU budget allow (`ceiling`), or the
+    load wants more than they allow: the bound wins over the windows, the step limit and the
+    guard rails (rules 4-5), as for the HPA."""
     IDLE = "Idle"
     """Down to zero: idle for the scale-to-zero window (rule 3)."""
 

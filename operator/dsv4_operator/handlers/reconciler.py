@@ -810,24 +810,8 @@ class Reconciler:
             _announce_lws(owner, spec, applied, children, emit)
             self._announce_recreated(owner, applied, emit)
             raise
-        self._announce(owner, spec, planned, status, applied, children, emit)
-        return self._post_status_events(status, desired, emit, result)
-
-    def _announce(
-        self,
-        owner: Owner,
-        spec: DeepSeekV4DeploymentSpec,
-        planned: Plan,
-        status: Mapping[str, Any],
-        applied: list[AppliedChild],
-        children: list[dict[str, Any]],
-        emit: EmitFn,
-    ) -> None:
-        """Post a rollout's Events once its status is written.
-
-        `PlanChanged` and `PlanWarning` (`_announce_plan`), and the children's changes.
-        """
         self._announce_plan(spec, planned, status, emit, after=(owner, applied, children))
+        return self._post_status_events(status, desired, emit, result)
 
     def _announce_plan(
         self,
