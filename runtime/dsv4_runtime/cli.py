@@ -37,10 +37,14 @@ from dsv4_runtime.distributed import (
 from dsv4_runtime.engine import build_launch, engine_base_url, http_url
 from dsv4_runtime.metrics import RuntimeMetrics
 from dsv4_runtime.preflight import PreflightError, Probes, run_preflight
+from dsv4_runtime.progress import default_stall_seconds
 from dsv4_runtime.server import ADMIN_TOKEN_ENV, RuntimeState
 from dsv4_runtime.supervisor import (
     ROUTE_SETTLE_ENV,
     ROUTE_SETTLE_MAX_SECONDS,
+    STALL_ENV,
+    STALL_MAX_SECONDS,
+    STALL_MIN_SECONDS,
     Supervisor,
 )
 from dsv4_runtime.vllm_args import ExtraArgsError
@@ -54,6 +58,7 @@ __all__ = [
     "main",
     "route_settle_seconds",
     "run",
+    "stall_seconds",
 ]
 
 EXIT_USAGE = 2
@@ -101,6 +106,31 @@ def route_settle_seconds(env: Mapping[str, str]) -> int:
     return value
 
 
+def stall_seconds(env: Mapping[str, str]) -> int:
+    """`DSV4_ENGINE_STALL_SECONDS` (`supervisor.STALL_ENV`), s; 0 turns the watchdog off.
+
+    Unset or empty: `progress.default_stall_seconds(env)` (twice vLLM's
+    `VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS`, 600 s by default).
+
+    Raises:
+        ConfigError: not 0 or a whole number from `STALL_MIN_SECONDS` to `STALL_MAX_SECONDS`,
+            naming the variable.
+    """
+    raw = env.get(STALL_ENV, "").strip()
+    if not raw:
+        return default_stall_seconds(env)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value != 0 and not STALL_MIN_SECONDS <= value <= STALL_MAX_SECONDS:
+        raise ConfigError(
+            f"{STALL_ENV}={raw!r} must be 0 (no stall watchdog) or a whole number of seconds "
+            f"from {STALL_MIN_SECONDS} to {STALL_MAX_SECONDS}"
+        )
+    return value
+
+
 def run(
     argv: Sequence[str],
     env: Mapping[str, str],
@@ -127,6 +157,7 @@ def run(
     try:
         role = role_from_env(env, config)
         settle = route_settle_seconds(env)
+        stall = stall_seconds(env)
     except (RoleError, ConfigError) as error:
         return _fail(str(error), EXIT_USAGE, config.termination_log)
     try:
@@ -194,6 +225,7 @@ def run(
             else None
         ),
         route_settle_seconds=settle,
+        stall_seconds=stall,
     )
     return _supervise(supervisor, config.termination_log)
 

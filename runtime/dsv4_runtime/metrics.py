@@ -138,6 +138,18 @@ class RuntimeMetrics:
             "Seconds from engine launch to ready (0 until ready)",
             registry=self.registry,
         )
+        self.engine_stalled_seconds = Gauge(
+            "dsv4_runtime_engine_stalled_seconds",
+            "Seconds the most stalled engine has had running requests and no progress "
+            "(vllm:prompt_tokens, vllm:generation_tokens, vllm:kv_cache_usage_perc unchanged)",
+            registry=self.registry,
+        )
+        self.engine_stall_limit_seconds = Gauge(
+            "dsv4_runtime_engine_stall_limit_seconds",
+            "Stall after which the runtime kills the engine and exits 1 "
+            "(DSV4_ENGINE_STALL_SECONDS; 0: never)",
+            registry=self.registry,
+        )
         self.shm_stale_entries_removed = Gauge(
             "dsv4_runtime_shm_stale_entries_removed",
             "Entries deleted from the shm mount before start",

@@ -13,7 +13,10 @@ Timeline of one pod:
    is ready while its process runs. A ready engine is checked every 5 s; three failed checks in
    a row (10 s timeout each) make it not ready again, and `HUNG_ENGINE_SECONDS` of failed
    checks make the runtime kill it and exit 1, so the group is recreated instead of holding
-   its GPUs unready.
+   its GPUs unready. An engine that answers its checks while its running requests make no
+   progress (a stuck collective) is killed the same way after `stall_seconds`
+   (`DSV4_ENGINE_STALL_SECONDS`; `dsv4_runtime.progress`), judged on its `/metrics`, read every
+   `METRICS_POLL_SECONDS`. The reason goes to the log and the termination log.
 4. SIGTERM (or SIGINT): `/ready` turns 503 at once; SIGTERM goes to the engine's main process
    only (vLLM's parent coordinates its children, RFC vllm #24885); the engine rejects new
    requests and lets in-flight ones finish for `--drain-timeout-seconds` (vLLM
@@ -51,6 +54,7 @@ import aiohttp
 from aiohttp import web
 
 from dsv4_runtime.launch import Launch
+from dsv4_runtime.progress import ProgressWatchdog
 from dsv4_runtime.server import (
     ADMIN_TOKEN_ENV,
     ENGINE_POLL_TIMEOUT_SECONDS,
@@ -71,6 +75,9 @@ __all__ = [
     "LEADER_POLL_SECONDS",
     "METRICS_POLL_SECONDS",
     "READY_POLL_SECONDS",
+    "STALL_ENV",
+    "STALL_MAX_SECONDS",
+    "STALL_MIN_SECONDS",
     "Supervisor",
 ]
 
@@ -116,6 +123,17 @@ LEADER_NOTICE_MARGIN_SECONDS = 30
 """How much longer than the worker's own stop (drain + grace) the leader stays out of service:
 the group's pods are recreated by then (LeaderWorkerSet `RecreateGroupAfterStart`). The notice
 is capped at the leader's `WORKER_STOPPING_MAX_SECONDS`, which it refuses to exceed."""
+STALL_ENV = "DSV4_ENGINE_STALL_SECONDS"
+"""How long (whole s) an engine may have running requests and make no progress before the
+runtime kills it and exits 1 (`Supervisor` `stall_seconds`; `dsv4_runtime.progress`). Unset:
+`progress.default_stall_seconds` (twice vLLM's step timeout, 600 s); 0: never. A variable, not
+a flag, as `ROUTE_SETTLE_ENV`: an operator that predates it sets nothing, and a runtime image
+that predates it ignores it; `spec.engine.env` sets it."""
+STALL_MIN_SECONDS = 30
+"""Smallest accepted stall limit other than 0, s: six `METRICS_POLL_SECONDS` readings, so a
+stall is judged on several of them."""
+STALL_MAX_SECONDS = 86400
+"""Largest accepted stall limit, s (a day)."""
 HUNG_ENGINE_SECONDS = 300.0
 """How long a once-ready engine may fail its health checks before the runtime kills it and exits
 1. vLLM answers `/health` and `/v1/models` from its API process, apart from the engine core's
@@ -140,6 +158,10 @@ class Supervisor:
             on SIGTERM the worker tells it (`POST /worker-stopping`, with the admin token) to
             take no new requests while this worker's ranks finish theirs, since an evicted
             worker (a node drain) stops the group's in-flight requests when its ranks exit.
+        stall_seconds: on an engine with an API, s: kill the engine (exit 1) once one of its
+            engines has had running requests and no progress for this long (`ProgressWatchdog`,
+            read from its `/metrics`); 0 never. `/metrics` readings that fail neither reset nor
+            extend a stall: the watchdog decides on successful readings only.
         route_settle_seconds: with `leader_admin_url`, s: the leader is not terminating, so
             the Service keeps routing new requests to it until its readinessProbe fails
             (failureThreshold x period after the notice, plus the endpoint update); the worker
@@ -161,6 +183,7 @@ class Supervisor:
         engine_term_delay_seconds: int = 0,
         leader_admin_url: str | None = None,
         route_settle_seconds: int = 0,
+        stall_seconds: float = 0,
     ) -> None:
         self._launch = launch
         self._state = state
@@ -175,6 +198,9 @@ class Supervisor:
         self._term_delay_s = min(engine_term_delay_seconds, self._settle_s + drain_timeout_seconds)
         self._stop = asyncio.Event()
         self._hung = asyncio.Event()
+        self._watchdog = ProgressWatchdog(stall_seconds)
+        self._stall_warned = False
+        state.metrics.engine_stall_limit_seconds.set(stall_seconds)
         self._process: asyncio.subprocess.Process | None = None
         self._leader_admin_url = leader_admin_url
         self._notice: asyncio.Task[None] | None = None
@@ -341,10 +367,7 @@ class Supervisor:
             await asyncio.wait({exited, stopping, hung, lost}, return_when=asyncio.FIRST_COMPLETED)
             if (hung.done() or lost.done()) and not exited.done() and not stopping.done():
                 if hung.done():
-                    log.error(
-                        "engine has not answered its health checks for %d s: killing it",
-                        HUNG_ENGINE_SECONDS,
-                    )
+                    log.error("%s: killing it", self.failure)
                 await self._kill_group()
                 self._state.set_engine_ready(False)
                 return EXIT_ENGINE_KILLED if hung.done() else EXIT_LEADER_LOST
@@ -482,8 +505,16 @@ class Supervisor:
                 log.warning("engine %s", "healthy again" if healthy else "unhealthy: not ready")
                 self._state.set_engine_ready(healthy)
             if failing_since is not None and now - failing_since >= HUNG_ENGINE_SECONDS:
-                self._hung.set()
+                self._mark_hung(
+                    f"engine has not answered its health checks for {HUNG_ENGINE_SECONDS:g} s"
+                )
                 return
+
+    def _mark_hung(self, reason: str) -> None:
+        """Have `_supervise` kill the engine and exit 1, with `reason` in the termination log."""
+        if not self._hung.is_set():
+            self.failure = reason
+            self._hung.set()
 
     async def _engine_answers(self, timeout_seconds: float) -> bool:
         session = self._state.session
@@ -506,7 +537,39 @@ class Supervisor:
         while True:
             await asyncio.sleep(METRICS_POLL_SECONDS)
             if self._state.engine_ready:
-                await fetch_engine_metrics(self._state, ENGINE_POLL_TIMEOUT_SECONDS)
+                text = await fetch_engine_metrics(self._state, ENGINE_POLL_TIMEOUT_SECONDS)
+                if text is not None:  # a failed reading proves neither progress nor a stall
+                    self._check_progress(text)
+
+    def _check_progress(self, exposition: str) -> None:
+        """Feed one engine reading to the watchdog; mark the engine hung past the limit."""
+        try:
+            stall = self._watchdog.observe(time.monotonic(), exposition)
+        except ValueError:
+            return  # fetch_engine_metrics already counted an unparsable exposition
+        self._state.metrics.engine_stalled_seconds.set(0 if stall is None else stall.seconds)
+        limit = self._watchdog.limit_seconds
+        halfway = limit > 0 and stall is not None and stall.seconds >= limit / 2
+        if halfway and not self._stall_warned:
+            assert stall is not None
+            log.warning(
+                "engine {%s} has had %g running request(s) and no progress for %.0f s; it is "
+                "killed at %g s (%s)",
+                stall.engine,
+                stall.running,
+                stall.seconds,
+                limit,
+                STALL_ENV,
+            )
+        self._stall_warned = halfway
+        if self._watchdog.hung(stall):
+            assert stall is not None
+            self._mark_hung(
+                f"engine {{{stall.engine}}} has had {stall.running:g} running request(s) and no "
+                f"progress (vllm:prompt_tokens, vllm:generation_tokens, vllm:kv_cache_usage_perc "
+                f"unchanged) for {stall.seconds:.0f} s ({STALL_ENV} "
+                f"{self._watchdog.limit_seconds:g}): a stuck step or collective"
+            )
 
 
 def _require_executable(program: str) -> None:

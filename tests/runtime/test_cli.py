@@ -253,3 +253,31 @@ def test_a_garbled_route_settle_variable_exits_2_naming_it(tmp_path: Path, value
     assert run(_config(tmp_path).to_args(), env) == EXIT_USAGE
     message = (tmp_path / "termination-log").read_text()
     assert f"DSV4_ROUTE_SETTLE_SECONDS={value!r} must be a whole number of seconds" in message
+
+
+@pytest.mark.parametrize(
+    ("env", "seconds"),
+    [
+        ({}, 600),  # twice vLLM's VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS default (300)
+        ({"DSV4_ENGINE_STALL_SECONDS": ""}, 600),
+        ({"VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS": "1800"}, 3600),
+        ({"DSV4_ENGINE_STALL_SECONDS": "0"}, 0),
+        ({"DSV4_ENGINE_STALL_SECONDS": " 120 "}, 120),
+        ({"DSV4_ENGINE_STALL_SECONDS": "30", "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS": "900"}, 30),
+        ({"DSV4_ENGINE_STALL_SECONDS": "86400"}, 86400),
+    ],
+)
+def test_the_stall_variable_is_read(env: dict[str, str], seconds: int) -> None:
+    from dsv4_runtime.cli import stall_seconds
+
+    assert stall_seconds(env) == seconds
+
+
+@pytest.mark.parametrize("value", ["-1", "29", "86401", "600s", "4.5"])
+def test_a_garbled_stall_variable_exits_2_naming_it(tmp_path: Path, value: str) -> None:
+    env = dict(LWS_WORKER, DSV4_ENGINE_STALL_SECONDS=value)
+    assert run(_config(tmp_path).to_args(), env) == EXIT_USAGE
+    message = (tmp_path / "termination-log").read_text()
+    assert f"DSV4_ENGINE_STALL_SECONDS={value!r} must be 0 (no stall watchdog) or a whole" in (
+        message
+    )

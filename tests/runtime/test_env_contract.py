@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from dsv4_runtime import distributed, preflight, server, supervisor
+from dsv4_runtime import distributed, preflight, progress, server, supervisor
 
 RUNTIME = Path(distributed.__file__).resolve().parent
 README = RUNTIME / "README.md"
@@ -18,6 +18,8 @@ NAMED = {
     "ADMIN_TOKEN_ENV": server.ADMIN_TOKEN_ENV,
     "IN_POD_VARIABLE": preflight.IN_POD_VARIABLE,
     "ROUTE_SETTLE_ENV": supervisor.ROUTE_SETTLE_ENV,
+    "STALL_ENV": supervisor.STALL_ENV,
+    "EXECUTE_MODEL_TIMEOUT_ENV": progress.EXECUTE_MODEL_TIMEOUT_ENV,
 }
 """Module constants that name an environment variable, by the name the sources use."""
 
@@ -80,6 +82,8 @@ def test_the_scan_sees_the_variables_the_runtime_reads() -> None:
         "KUBERNETES_SERVICE_HOST",
         "PATH",
         "DSV4_ROUTE_SETTLE_SECONDS",
+        "DSV4_ENGINE_STALL_SECONDS",
+        "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS",
     } <= read
 
 

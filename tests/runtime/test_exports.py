@@ -15,6 +15,7 @@ MODULES = [
     "launch",
     "metrics",
     "preflight",
+    "progress",
     "server",
     "supervisor",
     "vllm_args",
@@ -50,4 +51,5 @@ def test_cli_exports() -> None:
         "main",
         "route_settle_seconds",
         "run",
+        "stall_seconds",
     ]

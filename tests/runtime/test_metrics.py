@@ -93,6 +93,8 @@ def test_merged_exposition_parses_and_carries_the_gauge(
         "dsv4_runtime_engine_scrape_errors",
         "dsv4_runtime_engine_scrape_errors_created",
         "dsv4_runtime_engine_startup_seconds",
+        "dsv4_runtime_engine_stalled_seconds",
+        "dsv4_runtime_engine_stall_limit_seconds",
         "dsv4_runtime_shm_stale_entries_removed",
         "dsv4_runtime_shm_stale_bytes_removed",
     }

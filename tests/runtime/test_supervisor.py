@@ -257,6 +257,8 @@ async def test_an_engine_that_stays_unhealthy_is_killed_and_the_runtime_exits_1(
         assert await asyncio.wait_for(running, 5) == supervisor_module.EXIT_ENGINE_KILLED
         assert 0.5 <= time.monotonic() - started < 3
         assert not state.engine_ready
+        # the reason also goes to the termination log (cli writes `failure` there)
+        assert supervisor.failure == "engine has not answered its health checks for 0.5 s"
         assert not (tmp_path / "term").exists()  # killed (SIGKILL), not drained
     finally:
         await runner.cleanup()
