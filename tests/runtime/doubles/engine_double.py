@@ -153,8 +153,9 @@ class Double:
                 self._hold(blocks)
                 held += blocks
             for generated in range(1, max_tokens + 1):
-                # the first token completes the prefill, as in vLLM
-                await self._step(self.chunk_s if generated == 1 else self.token_s)
+                # the first token completes the prefill (its last chunk), as in vLLM
+                last_chunk = generated == 1 and self.chunk_tokens > 0
+                await self._step(self.chunk_s if last_chunk else self.token_s)
                 if generated == 1:
                     self.prompt_tokens.labels(self.name, "0").inc(prompt_tokens)
                 blocks = -(-(prompt_tokens + generated) // BLOCK_TOKENS) - held
