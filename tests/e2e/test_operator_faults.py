@@ -451,7 +451,8 @@ def test_a_refused_apply_reports_the_new_plan_as_not_applied(
         ready = cluster.wait_condition(namespace, name, "Ready", "False", "ApplyFailed", timeout=60)
         cr = cluster.dsv4(namespace, name) or {}
         status = cr["status"]
-        assert f"/leaderworkersets/{name}: HTTP 422" in ready["message"]  # the child, the error
+        # the child as `kubectl get` names it, and the error
+        assert f"LeaderWorkerSet {namespace}/{name}: HTTP 422" in ready["message"]
         assert status["observedGeneration"] == cr["metadata"]["generation"]
         # status.plan is the spec's plan, and says it is not applied: the groups keep the old.
         assert status["plan"]["maxModelLen"] == body["spec"]["maxModelLen"]
@@ -553,7 +554,9 @@ def test_a_quota_refusing_the_lws_shows_the_plan_not_applied_until_raised(
         control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
         ready = cluster.wait_condition(namespace, name, "Ready", "False", "ApplyFailed", timeout=60)
         assert "exceeded quota: no-lws" in ready["message"]
-        assert f"/leaderworkersets/{name}: HTTP 403" in ready["message"]
+        # h42: the child as `kubectl get` names it, not the HTTP request, and the server's text
+        assert ready["message"].startswith(f"LeaderWorkerSet {namespace}/{name}: HTTP 403: ")
+        assert "PATCH /apis/" not in ready["message"]
         cr = cluster.dsv4(namespace, name) or {}
         assert cr["status"]["observedGeneration"] == cr["metadata"]["generation"]
         assert cr["status"]["plan"]["applied"] is False

@@ -26,6 +26,7 @@ __all__ = [
     "TransientApiError",
     "WriteCounter",
     "build_api_client",
+    "object_name",
     "resource_path",
 ]
 
@@ -92,6 +93,15 @@ def resource_path(api_version: str, kind: str, namespace: str, name: str | None 
     scope = f"/namespaces/{namespace}" if namespace else ""
     path = f"{base}{scope}/{PLURALS[kind]}"
     return path if name is None else f"{path}/{name}"
+
+
+def object_name(kind: str, namespace: str, name: str) -> str:
+    """How an error names an object: `LeaderWorkerSet ns/name` (`name` alone when cluster-scoped).
+
+    What a user passes to `kubectl get KIND NAME -n NS`, rather than the REST request
+    (`PATCH /apis/leaderworkerset.x-k8s.io/v1/namespaces/ns/leaderworkersets/name`).
+    """
+    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
 
 
 class CredentialsError(k8s_config.ConfigException):
@@ -178,11 +188,21 @@ class KubeClient:
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str | None = None,
+        what: str | None = None,
     ) -> Any:
+        """Send one request; its decoded JSON answer (None when empty).
+
+        `what` names the request in errors (`object_name` for requests about one object);
+        `METHOD PATH` when None (discovery, lists).
+
+        Raises:
+            TransientApiError: 409, 429, 5xx or no answer.
+            ApiError: any other status outside 2xx.
+        """
         headers = {"Accept": "application/json"}
         if content_type is not None:
             headers["Content-Type"] = content_type
-        what = f"{method} {path}"
+        what = what or f"{method} {path}"
         try:
             serialized = self._api.param_serialize(
                 method=method,
@@ -214,7 +234,9 @@ class KubeClient:
         """
         try:
             found: dict[str, Any] = self._request(
-                "GET", resource_path(api_version, kind, namespace, name)
+                "GET",
+                resource_path(api_version, kind, namespace, name),
+                what=object_name(kind, namespace, name),
             )
         except ApiError as error:
             if error.status == 404 and not isinstance(error, TransientApiError):
@@ -247,6 +269,11 @@ class KubeClient:
                 query=query,
                 body=dict(obj),
                 content_type="application/json",
+                what=object_name(
+                    str(obj["kind"]),
+                    str(meta.get("namespace", "")),
+                    str(meta.get("name") or f"{meta.get('generateName', '')}*"),
+                ),
             )
         except TransientApiError as error:
             if error.status == 409:
@@ -283,6 +310,7 @@ class KubeClient:
             query=query,
             body=json.dumps(obj),
             content_type="application/apply-patch+yaml",
+            what=object_name(str(obj["kind"]), str(meta["namespace"]), str(meta["name"])),
         )
         return applied
 
@@ -307,7 +335,13 @@ class KubeClient:
             "propagationPolicy": "Background",
         }
         try:
-            self._request("DELETE", path, body=options, content_type="application/json")
+            self._request(
+                "DELETE",
+                path,
+                body=options,
+                content_type="application/json",
+                what=object_name(kind, namespace, name),
+            )
         except TransientApiError as error:
             if error.status == 409:  # uid precondition failed: another object took the name
                 return False
@@ -350,7 +384,11 @@ class KubeClient:
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
         patched: dict[str, Any] = self._request(
-            "PATCH", path, body=body, content_type="application/merge-patch+json"
+            "PATCH",
+            path,
+            body=body,
+            content_type="application/merge-patch+json",
+            what=f"{object_name(kind, namespace, name)} (status)",
         )
         return patched
 
@@ -385,7 +423,11 @@ class KubeClient:
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
         patched: dict[str, Any] = self._request(
-            "PATCH", path, body=body, content_type="application/merge-patch+json"
+            "PATCH",
+            path,
+            body=body,
+            content_type="application/merge-patch+json",
+            what=object_name(kind, namespace, name),
         )
         return patched
 

@@ -187,8 +187,25 @@ def test_a_forbidden_admin_secret_is_reported_not_raised() -> None:
     outcome = reconciler.reconcile("ns", "d", events)
     assert outcome.result == "error"
     assert _conditions(fake)["Ready"] == ("False", "ApplyFailed")
-    assert "secrets" in outcome.message
+    assert outcome.message.startswith("Secret ns/d-admin: HTTP 403")  # the object, by kind
     assert LWS_PATH not in fake.objects  # no pods that would wait for a missing Secret
+
+
+def test_apply_failed_names_the_refused_child_as_kubectl_does_with_the_servers_message() -> None:
+    """h42: ApplyFailed named the HTTP request (`PATCH /apis/leaderworkerset.x-k8s.io/v1/
+    namespaces/ns/leaderworkersets/d`), not the object a user would `kubectl get`."""
+    quota = (
+        'leaderworkersets.leaderworkerset.x-k8s.io "d" is forbidden: exceeded quota: no-lws, '
+        "requested: count/leaderworkersets.leaderworkerset.x-k8s.io=1, used: "
+        "count/leaderworkersets.leaderworkerset.x-k8s.io=0, limited: "
+        "count/leaderworkersets.leaderworkerset.x-k8s.io=0"
+    )
+    fake, reconciler = _setup(fail=[("PATCH", "/leaderworkersets/", 403)], fail_message=quota)
+    events = Events()
+    assert reconciler.reconcile("ns", "d", events).result == "error"
+    ready = next(c for c in fake.objects[CR_PATH]["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["message"] == f"LeaderWorkerSet ns/d: HTTP 403: {quota}"
+    assert events[-1] == ("Warning", "ApplyFailed", ready["message"])
 
 
 def test_a_template_change_is_not_reported_ready_on_the_old_counts() -> None:
@@ -2155,7 +2172,7 @@ def test_a_refused_apply_shows_the_new_plan_not_applied_and_announces_it_once() 
     assert fake.objects[LWS_PATH]["spec"] == lws_before  # the groups keep the old plan
     assert events.reasons()[-2:] == ["PlanChanged", "ApplyFailed"]
     assert "x h200-141gb -> " in events[-2][2]
-    assert "leaderworkersets/d: HTTP 422" in events[-1][2]
+    assert "LeaderWorkerSet ns/d: HTTP 422" in events[-1][2]
     assert reconciler.reconcile("ns", "d", events).result == "applied"  # the refusal is gone
     assert fake.objects[CR_PATH]["status"]["plan"]["applied"] is True
     assert _conditions(fake)["Progressing"] == ("True", "RollingOut")
