@@ -572,3 +572,66 @@ def test_a_quota_refusing_the_lws_shows_the_plan_not_applied_until_raised(
             30,
         )
         assert cluster.condition(namespace, name, "Progressing")["reason"] == "RollingOut"
+
+
+def test_a_reconcile_error_reports_the_new_generation_and_the_live_counts(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    proxy: FaultingProxy,
+    proxied_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """h42: a `ReconcileError` (an API refusal no step expects: here API discovery of
+    leaderworkerset.x-k8s.io/v1 answered 403) set only Ready and Degraded. Status kept
+    Progressing `RolloutComplete`, the previous generation's plan beside the new
+    observedGeneration, and the ready count and Available of the last rollout, while a group
+    had failed meanwhile."""
+    body = _fitting_example()
+    name = body["metadata"]["name"]
+    log = tmp_path / "operator.log"
+    with operator_process(proxied_env, "--namespace", namespace, log=log):
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+        wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", namespace, name), "LWS", 60)
+        LwsStatusStandIn(cluster).report(namespace, name)
+        cluster.wait_condition(namespace, name, "Ready", "True", timeout=30)
+        before = (cluster.dsv4(namespace, name) or {})["status"]
+    args_before = _plan_args(cluster, namespace, name)
+    # The operator asks discovery once per start; from its next start on it is refused.
+    refused = proxy.add(Fault("GET", r"^/apis/leaderworkerset\.x-k8s\.io/v1$", 403, times=10**6))
+    body["spec"]["maxModelLen"] = before["plan"]["maxModelLen"] // 2
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+    lws = LwsStatusStandIn(cluster).report(namespace, name, ready=0)  # every group failed
+    with operator_process(proxied_env, "--namespace", namespace, log=log):
+        ready = cluster.wait_condition(
+            namespace, name, "Ready", "False", "ReconcileError", timeout=60
+        )
+        assert "HTTP 403" in ready["message"]
+        assert cluster.condition(namespace, name, "Degraded")["reason"] == "ReconcileError"
+        cr = cluster.dsv4(namespace, name) or {}
+        status = cr["status"]
+        assert status["observedGeneration"] == cr["metadata"]["generation"]
+        # status.plan is this generation's plan, not applied: the groups keep the old one.
+        assert status["plan"]["maxModelLen"] == body["spec"]["maxModelLen"]
+        assert status["plan"]["applied"] is False
+        assert cluster.condition(namespace, name, "Planned")["status"] == "True"
+        progressing = cluster.condition(namespace, name, "Progressing")
+        assert (progressing["status"], progressing["reason"]) == ("False", "ReconcileError")
+        assert progressing["observedGeneration"] == cr["metadata"]["generation"]
+        assert "not applied" in progressing["message"]
+        # The counts and Available are the live LeaderWorkerSet's, not the last rollout's.
+        assert status["readyReplicas"] == lws["status"]["readyReplicas"] == 0
+        assert before["readyReplicas"] > 0
+        available = cluster.condition(namespace, name, "Available")
+        assert (available["status"], available["reason"]) == ("False", "NoReplicaReady")
+        assert _plan_args(cluster, namespace, name) == args_before
+        assert wait_event(cluster, namespace, name, "ReconcileError")["type"] == "Warning"
+        refused.times = refused.hits  # discovery answers again: the next reconcile applies it
+        wait_until(
+            lambda: (cluster.dsv4(namespace, name) or {})["status"]["plan"].get("applied"),
+            "the plan applied",
+            60,
+        )
+        assert _plan_args(cluster, namespace, name) != args_before
+        assert cluster.condition(namespace, name, "Progressing")["reason"] != "ReconcileError"
+        assert cluster.condition(namespace, name, "Ready")["reason"] != "ReconcileError"

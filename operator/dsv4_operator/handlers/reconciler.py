@@ -241,6 +241,23 @@ def _stored_since(status: Mapping[str, Any], generation: int, now: datetime) -> 
     return min(since, now)
 
 
+@dataclass
+class _Attempt:
+    """How far one reconcile got, so that a `ReconcileError` can report this generation.
+
+    Attributes:
+        generation: `metadata.generation` of the resource as this reconcile read it.
+        spec: its parsed spec, once it is to be rolled out (parsed, planned, not refused).
+        plan: the plan of `spec` (None until then).
+        applied: every child of `plan` was applied, the LeaderWorkerSet's template not held.
+    """
+
+    generation: int | None = None
+    spec: DeepSeekV4DeploymentSpec | None = None
+    plan: Plan | None = None
+    applied: bool = False
+
+
 def _condition(status: Mapping[str, Any] | None, ctype: str) -> Mapping[str, Any]:
     for condition in (status or {}).get("conditions") or []:
         if condition.get("type") == ctype:
@@ -362,8 +379,9 @@ class Reconciler:
             emit(kind, reason, message)
 
         with self._lock(key):
+            attempt = _Attempt()
             try:
-                outcome = self._reconcile(namespace, name, counted)
+                outcome = self._reconcile(namespace, name, counted, attempt)
             except TransientApiError as error:
                 delay = error.retry_after or self.retry_delay_seconds
                 announced = self._retrying.setdefault(key, {})
@@ -381,7 +399,7 @@ class Reconciler:
                     announced[error.status] = now
                 outcome = Outcome("transient_error", str(error), delay, reported=reported)
             except Exception as error:  # a bug: reported on the resource, retried
-                outcome = self._internal_error(namespace, name, error, counted)
+                outcome = self._internal_error(namespace, name, error, counted, attempt)
             if outcome.result != "transient_error":
                 self._retrying.pop(key, None)
                 self._failed_apply.pop(key, None)
@@ -395,7 +413,14 @@ class Reconciler:
             outcome.result, outcome.message, outcome.retry_after, writes, outcome.reported
         )
 
-    def _internal_error(self, namespace: str, name: str, error: Exception, emit: EmitFn) -> Outcome:
+    def _internal_error(
+        self,
+        namespace: str,
+        name: str,
+        error: Exception,
+        emit: EmitFn,
+        attempt: _Attempt | None = None,
+    ) -> Outcome:
         """Report an unexpected exception on the resource, and retry later.
 
         An operator bug, or an API refusal no reconcile step expects (a 403 under RBAC
@@ -403,7 +428,13 @@ class Reconciler:
 
         Ready=False and Degraded=True with reason `ReconcileError` and a Warning Event, so the
         failure shows in `kubectl describe` rather than only as a traceback in the operator's
-        log; the children are left as they are.
+        log; the children are left as they are. As on the other error paths (InvalidSpec,
+        PlanFailed, ApplyFailed), the rest of status describes this generation
+        (`observedGeneration`): Progressing=False says nothing is applied while the error lasts;
+        when `attempt` got as far as this generation's plan, status.plan is that plan (with
+        `applied` as far as it got) and PlanChanged is posted as for a rollout, else Planned is
+        Unknown; replicas, readyReplicas and Available follow the live LeaderWorkerSet when it
+        can be read (best effort: they are left as they were otherwise).
         """
         delay = self.retry_delay_seconds
         log.error("reconcile of %s/%s failed", namespace, name, exc_info=error)
@@ -417,10 +448,22 @@ class Reconciler:
         try:
             body = self.kube.get(API_VERSION, KIND, namespace, name)
             if body is not None:
+                owner, status = Owner.from_body(body), body.get("status") or {}
+                got = attempt if attempt and attempt.generation == owner.generation else None
+                spec, planned = (got.spec, got.plan) if got else (None, None)
                 obs = Observation(
-                    Owner.from_body(body), error_reason=RECONCILE_ERROR, error_message=message
+                    owner,
+                    spec=spec,
+                    plan=planned,
+                    plan_applied=bool(got and got.applied),
+                    error_reason=RECONCILE_ERROR,
+                    error_message=message,
+                    **self._live_or_nothing(owner),
                 )
-                self._report(obs, body.get("status") or {}, emit, "internal_error", message)
+                desired, result = self._write_status(obs, status, "internal_error")
+                if spec is not None and planned is not None:
+                    self._announce_plan(spec, planned, status, emit)
+                self._post_status_events(status, desired, emit, result, message)
         except Exception:  # the report is best effort; the retry stands
             log.exception("reporting the failed reconcile of %s/%s failed", namespace, name)
             # The status cannot say it (e.g. a 403 on the status subresource itself): an Event
@@ -432,12 +475,17 @@ class Reconciler:
             self._unreported.pop(key, None)
         return Outcome("internal_error", message, retry_after=delay)
 
-    def _reconcile(self, namespace: str, name: str, emit: EmitFn) -> Outcome:
+    def _reconcile(
+        self, namespace: str, name: str, emit: EmitFn, attempt: _Attempt | None = None
+    ) -> Outcome:
+        """One reconcile; `attempt` records how far it got (for `_internal_error`)."""
+        attempt = attempt or _Attempt()
         body = self.kube.get(API_VERSION, KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self._starting_since.pop(f"{namespace}/{name}", None)
             return Outcome("unchanged")
         owner = Owner.from_body(body)
+        attempt.generation = owner.generation
         status = body.get("status") or {}
         try:
             check_name(name)  # the CRD's schema has the same rule; older objects may not
@@ -478,7 +526,8 @@ class Reconciler:
                 **self._live(owner, best_effort=True),
             )
             return self._report(obs, status, emit, result, message)
-        return self._roll_out(owner, spec, planned, status, emit)
+        attempt.spec, attempt.plan = spec, planned
+        return self._roll_out(owner, spec, planned, status, emit, attempt)
 
     def _live(self, owner: Owner, *, best_effort: bool = False) -> dict[str, Any]:
         """The live LeaderWorkerSet's counts as `Observation` fields, for a spec not applied.
@@ -510,6 +559,14 @@ class Reconciler:
             "lws_changed": status_stale(lws),
             "lws_target": _lws_target(lws),
         }
+
+    def _live_or_nothing(self, owner: Owner) -> dict[str, Any]:
+        """`_live` with `best_effort`, and empty on any failure: for reporting an error."""
+        try:
+            return self._live(owner, best_effort=True)
+        except Exception:  # the error report must not fail for the counts
+            log.exception("live counts of %s/%s not read", owner.namespace, owner.name)
+            return {}
 
     def _read_lws(self, owner: Owner) -> tuple[bool, dict[str, Any] | None]:
         """(whether it could be read, the live LeaderWorkerSet or None when absent).
@@ -697,6 +754,7 @@ class Reconciler:
         planned: Plan,
         status: Mapping[str, Any],
         emit: EmitFn,
+        attempt: _Attempt,
     ) -> Outcome:
         apis = self.cluster_apis(need_keda=spec.autoscaling.active_mode == "keda")
         read, live = self._read_lws(owner) if apis.lws else (False, None)
@@ -747,6 +805,7 @@ class Reconciler:
             )
             if held and (scaled := self._scale_down_held(owner, spec, live)) is not None:
                 applied.append(scaled)
+            attempt.applied = not template_held
         except TransientApiError as error:
             self._report_wait(owner, status, error)
             raise

@@ -55,7 +55,9 @@ WAITING: Final = "Waiting"
 keeps failing for a cause that clears by itself: a Secret or child a deleted predecessor of the
 same name left still being garbage-collected, a webhook timing out (HTTP 409/429/5xx)."""
 RECONCILE_ERROR: Final = "ReconcileError"
-"""Reason when a reconcile raised an unexpected exception (an operator bug); retried."""
+"""Reason when a reconcile raised an unexpected exception (an operator bug, or an API refusal no
+step expects); retried. Ready, Degraded and Progressing say it (Planned too when the reconcile
+did not get as far as a plan), the counts and Available stay live (`_reconcile_error`)."""
 OWNED_CONDITIONS: Final = ("Ready", "Planned", "Progressing", "Available", "Degraded")
 """Condition types this operator writes (ScalingActive belongs to the autoscaler)."""
 OWNED_KEYS: Final = (
@@ -82,9 +84,12 @@ class Observation:
         owner: the resource (its generation becomes observedGeneration).
         spec: the parsed spec, or None when it failed to parse.
         plan: the plan (fitting), or None when planning failed or was skipped; with
-            `ApplyFailed`, the plan whose children were refused (written with `applied: false`).
+            `ApplyFailed`, the plan whose children were refused (written with `applied: false`);
+            with `ReconcileError`, this generation's plan when the failed reconcile got that far
+            (written with `applied` from `plan_applied`), else None.
         error_reason: `InvalidSpec`, `PlanFailed` or `InsufficientCapacity` when the spec cannot
-            be rolled out, `ApplyFailed` when the API server refused a child; None otherwise.
+            be rolled out, `ApplyFailed` when the API server refused a child, `ReconcileError`
+            when the reconcile raised something no step expects; None otherwise.
         error_message: the error, naming the field and the limit.
         paused: spec.paused is true: nothing was changed.
         lws_api: the LeaderWorkerSet API is served by the cluster.
@@ -115,6 +120,8 @@ class Observation:
         scaler: the live ScaledObject (keda mode) or HorizontalPodAutoscaler (hpa mode) as the
             API server returned it, whose `.status.conditions` ScalingActive repeats; None
             when it was not applied (no KEDA) or in other modes.
+        plan_applied: with `ReconcileError` and `plan`, the failed reconcile had applied the
+            plan's children (the LeaderWorkerSet's template not held) before it failed.
         waiting: applying the spec failed again for a cause that clears by itself (`WAITING`):
             the error, naming the object; only Progressing (and Ready, when absent) are
             written then, not `observedGeneration` nor the plan, which still describe the
@@ -138,6 +145,7 @@ class Observation:
     lws_held: bool = False
     scaler: Mapping[str, Any] | None = None
     lws_absent: bool = False
+    plan_applied: bool = False
     waiting: str = ""
 
 
@@ -560,13 +568,63 @@ def _live_availability(obs: Observation) -> dict[str, tuple[str, str, str]]:
     The groups of the last rollout keep serving: whether any is ready stays live. Empty when
     the LeaderWorkerSet was not read.
     """
-    until = "the child is accepted" if obs.error_reason == APPLY_FAILED else "the spec is fixed"
+    until = {
+        APPLY_FAILED: "the child is accepted",
+        RECONCILE_ERROR: "a reconcile succeeds",
+    }.get(obs.error_reason or "", "the spec is fixed")
     if obs.lws_absent:
         return {"Available": ("False", LWS_NOT_FOUND, _lws_not_found(obs.owner, until))}
     if obs.lws_status is not None and obs.lws_target is not None:
         counts = rollout_counts(*obs.lws_target, obs.lws_status, obs.lws_changed)
         return {"Available": _availability(counts)}
     return {}
+
+
+def _reconcile_error(obs: Observation) -> dict[str, tuple[str, str, str]]:
+    """Progressing and Planned while reconciles fail with `ReconcileError`.
+
+    Progressing is False with the error, as the Deployment controller sets Progressing=False
+    (`ReplicaSetCreateError`) when it cannot create a new ReplicaSet (kubernetes/kubernetes
+    `pkg/controller/deployment/sync.go`, `getNewReplicaSet`): the operator applies nothing
+    while the error lasts (a rollout the LeaderWorkerSet already started goes on, as when
+    paused). Planned is True when the failed reconcile had this generation's plan (then in
+    `status.plan`, whose `applied` says whether its children were applied), else Unknown:
+    `status.plan` is then the last plan reported, of an earlier generation.
+    """
+    error, generation = obs.error_message, obs.owner.generation
+    if obs.spec is None or obs.plan is None:
+        return {
+            "Planned": (
+                "Unknown",
+                RECONCILE_ERROR,
+                _text(
+                    f"{error}; generation {generation} was not planned: status.plan is the last "
+                    "plan reported"
+                ),
+            ),
+            "Progressing": (
+                "False",
+                RECONCILE_ERROR,
+                _text(
+                    f"{error}; generation {generation} is not rolled out: the groups keep the "
+                    "last applied plan until a reconcile succeeds"
+                ),
+            ),
+        }
+    if obs.plan_applied:
+        stage = (
+            f"the plan in status (generation {generation}) is applied; its rollout is reported "
+            "once a reconcile succeeds"
+        )
+    else:
+        stage = (
+            f"the plan in status (generation {generation}) is not applied: the groups keep the "
+            "last applied one until a reconcile succeeds"
+        )
+    return {
+        "Planned": ("True", "PlanReady", _planned_text(obs.spec, obs.plan)),
+        "Progressing": ("False", RECONCILE_ERROR, _text(f"{error}; {stage}")),
+    }
 
 
 def _conditions(obs: Observation, now: datetime) -> dict[str, tuple[str, str, str]]:
@@ -588,6 +646,8 @@ def _conditions(obs: Observation, now: datetime) -> dict[str, tuple[str, str, st
                 "Planned": ("True", "PlanReady", _planned_text(obs.spec, obs.plan)),
                 "Progressing": ("False", APPLY_FAILED, _text(refused)),
             }
+        if obs.error_reason == RECONCILE_ERROR:
+            out |= _reconcile_error(obs)
         return out
     if obs.error_reason is not None:  # nothing new rolls out until the spec is fixed
         message = _text(obs.error_message)
@@ -679,7 +739,8 @@ def desired_status(
             waits["Ready"] = ("False", WAITING, message)
         return {"conditions": _merge_conditions(before, waits, obs, stamp)}
     wanted = _conditions(obs, now)
-    gone = obs.lws_absent and obs.error_reason != APPLY_FAILED  # Degraded names the refusal
+    # Degraded names the refusal or the error, not the LeaderWorkerSet it kept from being made.
+    gone = obs.lws_absent and obs.error_reason not in {APPLY_FAILED, RECONCILE_ERROR}
     if gone and any(c.get("type") == "Degraded" for c in before):
         # Rolled out once, and its LeaderWorkerSet is gone: Degraded no longer holds the last
         # counts (a new resource that never had one gets no Degraded for it).
@@ -693,16 +754,18 @@ def desired_status(
             if c["type"] != "ScalingActive" or _scaling_active_applies(c["reason"], mode, paused)
         ]
     out: dict[str, Any] = {"observedGeneration": obs.owner.generation, "conditions": conditions}
-    live = obs.paused or obs.error_reason not in {None, RECONCILE_ERROR}
+    live = obs.paused or obs.error_reason is not None
     if live and obs.lws_absent:
         out |= {"replicas": 0, "readyReplicas": 0}
     elif live and obs.lws_status is not None and obs.lws_target is not None:
-        # Paused, or a spec that cannot be rolled out: the live LeaderWorkerSet's counts.
+        # Paused, or a spec not rolled out: the live LeaderWorkerSet's counts.
         out |= _replica_counts(obs.lws_status, obs.lws_target[0])
-    if obs.error_reason == APPLY_FAILED and obs.spec is not None and obs.plan is not None:
-        # This generation's plan, said not applied: observedGeneration names it, and the
-        # previous plan is no longer what the spec asks (day-2 finding).
-        out["plan"] = plan_status(obs.spec, obs.plan, applied=False)
+    failed = obs.error_reason in {APPLY_FAILED, RECONCILE_ERROR}
+    if failed and obs.spec is not None and obs.plan is not None:
+        # This generation's plan, said whether applied: observedGeneration names it, and the
+        # previous plan is no longer what the spec asks (day-2 finding; h42 for ReconcileError).
+        applied = obs.error_reason == RECONCILE_ERROR and obs.plan_applied
+        out["plan"] = plan_status(obs.spec, obs.plan, applied=applied)
     if obs.error_reason is not None or obs.paused:
         return out
     spec, plan = _planned(obs)

@@ -2148,6 +2148,66 @@ def test_an_admin_secret_created_again_under_running_groups_is_a_warning() -> No
     assert "AdminTokenRotated" not in again.reasons()
 
 
+def test_a_reconcile_error_reports_this_generation_and_the_live_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """h42: a `ReconcileError` (here a 403 on discovery, which no step expects) set Ready and
+    Degraded only: status kept Progressing `RolloutComplete`, the previous generation's plan
+    beside the new observedGeneration, and the counts the last rollout read."""
+    from dsv4_operator.handlers import reconciler as module
+
+    fake, reconciler = _setup()
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    fake.objects[LWS_PATH]["status"] = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}
+    reconciler.reconcile("ns", "d", events)
+    assert _conditions(fake)["Progressing"] == ("False", "RolloutComplete")
+    lws_before = copy.deepcopy(fake.objects[LWS_PATH]["spec"])
+    fake.objects[CR_PATH]["spec"]["gpu"] = {"types": ["h100-80gb"], "gpusPerNode": 8}
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    reconciler.apis = None  # discovery is asked again, and refused
+    fake.fail = [("GET", "/apis/leaderworkerset.x-k8s.io/v1", 403)]
+    fake.objects[LWS_PATH]["status"]["readyReplicas"] = 0  # a group failed meanwhile
+    outcome = reconciler.reconcile("ns", "d", events)
+    assert outcome.result == "internal_error"
+    status = fake.objects[CR_PATH]["status"]
+    assert status["observedGeneration"] == 2
+    assert status["plan"]["gpuType"] == "h100-80gb"  # this generation's plan, not applied
+    assert status["plan"]["applied"] is False
+    assert _conditions(fake)["Planned"] == ("True", "PlanReady")
+    assert _conditions(fake)["Ready"] == ("False", "ReconcileError")
+    assert _conditions(fake)["Progressing"] == ("False", "ReconcileError")
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert "HTTP 403" in progressing["message"]
+    assert "not applied" in progressing["message"]
+    assert (status["replicas"], status["readyReplicas"]) == (1, 0)  # the live LeaderWorkerSet
+    assert _conditions(fake)["Available"] == ("False", "NoReplicaReady")
+    assert fake.objects[LWS_PATH]["spec"] == lws_before  # the groups keep the old plan
+    assert events.reasons()[-2:] == ["PlanChanged", "ReconcileError"]
+    # A failure before the plan (a planner bug): Planned is Unknown, status.plan is left.
+    fake.objects[CR_PATH]["metadata"]["generation"] = 3
+    fake.objects[CR_PATH]["spec"]["maxModelLen"] = 65536
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise ArithmeticError("boom")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(module, "plan", broken)
+        assert reconciler.reconcile("ns", "d", events).result == "internal_error"
+    status = fake.objects[CR_PATH]["status"]
+    assert status["observedGeneration"] == 3
+    assert status["plan"]["gpuType"] == "h100-80gb"
+    assert _conditions(fake)["Planned"] == ("Unknown", "ReconcileError")
+    assert _conditions(fake)["Progressing"] == ("False", "ReconcileError")
+    # Once a reconcile succeeds the plan is applied, and PlanChanged is not posted again.
+    assert reconciler.reconcile("ns", "d", events).result == "applied"
+    status = fake.objects[CR_PATH]["status"]
+    assert status["plan"]["applied"] is True
+    assert _conditions(fake)["Planned"] == ("True", "PlanReady")
+    assert _conditions(fake)["Progressing"] == ("True", "RollingOut")
+    assert events.reasons().count("PlanChanged") == 2  # none -> h200, h200 -> h100
+
+
 def test_a_refused_apply_shows_the_new_plan_not_applied_and_announces_it_once() -> None:
     """Day-2 finding: an `ApplyFailed` reconcile left the previous plan in status.plan beside
     the new generation. Now status.plan is the spec's plan with `applied: false` until a

@@ -632,6 +632,70 @@ def test_a_refused_apply_writes_this_generations_plan_marked_not_applied(case: C
     assert "plan" not in desired_status(bug, before, T0)
 
 
+def test_a_reconcile_error_reports_this_generation_not_the_last_rollouts(case: Case) -> None:
+    """h42: a `ReconcileError` (an API refusal no step expects, a bug) set Ready and Degraded
+    only: Progressing kept `RolloutComplete`, status.plan the previous generation's plan beside
+    the new observedGeneration, and the counts and Available what the last rollout read."""
+    want = case.spec.replicas
+    up = {"replicas": want, "readyReplicas": want, "updatedReplicas": want}
+    running = desired_status(_obs(case, up), None, T0)
+    assert _conditions(running)["Progressing"] == ("False", "RolloutComplete")
+    newer = replace(case.owner, generation=case.owner.generation + 1)
+    spec = case.spec.model_copy(update={"max_model_len": case.plan.chosen.max_model_len // 2})
+    planned = plan(request_from_spec(spec))
+    error = "the API server refused a request, retried every 10 s: ApiError: HTTP 403: denied"
+    obs = Observation(
+        newer,
+        spec=spec,
+        plan=planned,
+        error_reason="ReconcileError",
+        error_message=error,
+        lws_status={"replicas": 2, "readyReplicas": 1},
+        lws_target=(2, 0),
+    )
+    failed = desired_status(obs, running, T0 + timedelta(seconds=5))
+    DeepSeekV4DeploymentStatus.model_validate(failed)
+    conditions = {c["type"]: c for c in failed["conditions"]}
+    assert failed["observedGeneration"] == newer.generation
+    assert failed["plan"] == {**plan_status(spec, planned), "applied": False}
+    assert _conditions(failed)["Ready"] == ("False", "ReconcileError")
+    assert _conditions(failed)["Degraded"] == ("True", "ReconcileError")
+    assert _conditions(failed)["Planned"] == ("True", "PlanReady")
+    assert _conditions(failed)["Progressing"] == ("False", "ReconcileError")
+    assert conditions["Progressing"]["message"].startswith(error)
+    assert f"generation {newer.generation}) is not applied" in conditions["Progressing"]["message"]
+    owned = ("Ready", "Planned", "Progressing", "Available", "Degraded")
+    assert [conditions[t]["observedGeneration"] for t in owned] == [newer.generation] * 5
+    assert (failed["replicas"], failed["readyReplicas"]) == (2, 1)  # the live LeaderWorkerSet's
+    assert _conditions(failed)["Available"] == ("True", "MinimumReplicasAvailable")
+    # Failed after its children were applied: the plan is said applied.
+    applied = desired_status(replace(obs, plan_applied=True), running, T0)
+    assert applied["plan"]["applied"] is True
+    assert "is applied" in {c["type"]: c for c in applied["conditions"]}["Progressing"]["message"]
+    # Failed before a plan (e.g. a planner bug): Planned is Unknown, status.plan is left.
+    unplanned = replace(obs, spec=None, plan=None)
+    bug = desired_status(unplanned, running, T0)
+    assert "plan" not in bug
+    assert _conditions(bug)["Planned"] == ("Unknown", "ReconcileError")
+    assert _conditions(bug)["Progressing"] == ("False", "ReconcileError")
+    assert (
+        "status.plan is the last plan"
+        in {c["type"]: c for c in bug["conditions"]}["Planned"]["message"]
+    )
+    # Its LeaderWorkerSet gone: no replicas, Available says so, Degraded still names the error.
+    gone = desired_status(replace(obs, lws_status=None, lws_target=None, lws_absent=True), bug, T0)
+    assert (gone["replicas"], gone["readyReplicas"]) == (0, 0)
+    assert _conditions(gone)["Available"] == ("False", "LeaderWorkerSetNotFound")
+    assert (
+        "once a reconcile succeeds"
+        in {c["type"]: c for c in gone["conditions"]}["Available"]["message"]
+    )
+    assert _conditions(gone)["Degraded"] == ("True", "ReconcileError")
+    # Not read (e.g. 403 on LeaderWorkerSets): the counts are left as they were.
+    unread = replace(obs, lws_status=None, lws_target=None)
+    assert {"replicas", "readyReplicas"}.isdisjoint(desired_status(unread, running, T0))
+
+
 def test_a_held_template_says_its_plan_is_not_applied(case: Case) -> None:
     held = desired_status(_obs(case, missing=("Secret ns/hf",), lws_held=True), None, T0)
     assert held["plan"]["applied"] is False

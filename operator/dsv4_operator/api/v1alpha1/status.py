@@ -100,7 +100,8 @@ class PlanStatus(ApiModel):
     """Planner warnings (tight memory, low concurrency, ...)."""
     applied: bool = True
     """False while this plan is not what the groups run: the API server refused one of its
-    children (Progressing=False, reason ApplyFailed, names it and the error) or a Secret,
+    children (Progressing=False, reason ApplyFailed, names it and the error), a reconcile failed
+    before applying it (Progressing=False, reason ReconcileError) or a Secret,
     ConfigMap or claim its pods read is missing (ReferenceMissing: the LeaderWorkerSet keeps its
     pod template); the groups keep the last applied plan meanwhile."""
 
@@ -151,7 +152,7 @@ class DeepSeekV4DeploymentStatus(ApiModel):
     ] = ()
     """Ready, Planned, Progressing, Available, Degraded, ScalingActive (one per type)."""
     plan: PlanStatus | None = None
-    """The plan of the spec at observedGeneration (while Planned is False, the last plan), and
+    """The plan of the spec at observedGeneration (while Planned is not True, the last plan), and
     `applied`, whether the groups run it yet; unset until Planned is True."""
     replicas: Count = 0
     """Replica groups that exist (the scale subresource's status replicas)."""
