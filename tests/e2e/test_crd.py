@@ -306,6 +306,11 @@ def test_kubectl_get_shows_printer_columns(
         "InsufficientCapacity",
         "false",
     ]
+    # h42: `-o wide` adds what failed (the Ready message), after AGE.
+    wide = control_plane.kubectl("get", "dsv4", "cols", "-n", namespace, "-o", "wide").stdout
+    head, row = wide.splitlines()[:2]
+    assert head.split()[-2:] == ["AGE", "MESSAGE"]
+    assert row.rstrip().endswith("no layout fits")
     # README trial: a paused resource looked like any other in `kubectl get`.
     control_plane.kubectl(
         "patch", "dsv4", "cols", "-n", namespace, "--type=merge", "-p", '{"spec":{"paused":true}}'

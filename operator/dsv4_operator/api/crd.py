@@ -38,6 +38,9 @@ class PrinterColumn:
     """OpenAPI type of the value: string, integer, date, ..."""
     description: str
     """What the column shows (kubectl get -o wide and API docs)."""
+    priority: int = 0
+    """0: shown by `kubectl get`; above 0: only with `-o wide` (apiextensions.k8s.io/v1
+    `CustomResourceColumnDefinition.priority`)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,16 @@ DEEPSEEK_V4_DEPLOYMENT: Final = CRDInfo(
             "describe the groups as they were.",
         ),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date", "Time since creation."),
+        # As cert-manager's Certificate shows its Ready message (`Status`, priority 1): what a
+        # failure is (the refused child and the API server's text) without `kubectl describe`.
+        PrinterColumn(
+            "Message",
+            '.status.conditions[?(@.type=="Ready")].message',
+            "string",
+            "Message of the Ready condition: why it is not ready (e.g. the refused child and the "
+            "API server's message), or the replica counts.",
+            priority=1,
+        ),
     ),
     scale={
         "specReplicasPath": ".spec.replicas",
@@ -180,6 +193,7 @@ def crd_manifest(info: CRDInfo = DEEPSEEK_V4_DEPLOYMENT) -> dict[str, Any]:
                 "type": column.type,
                 "jsonPath": column.json_path,
                 "description": column.description,
+                **({"priority": column.priority} if column.priority else {}),
             }
             for column in info.printer_columns
         ]

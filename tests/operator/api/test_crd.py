@@ -75,6 +75,7 @@ def test_printer_columns_point_at_fields_of_the_schema(crd: dict[str, Any]) -> N
         "Status",
         "Paused",
         "Age",
+        "Message",
     ]
     paths = {path for path, _ in _nodes(version["schema"]["openAPIV3Schema"])}
     for name, json_path in columns.items():
@@ -82,6 +83,14 @@ def test_printer_columns_point_at_fields_of_the_schema(crd: dict[str, Any]) -> N
             # a list filter (`conditions[?(@.type=="Ready")]`) selects items of the list
             field = re.sub(r"\[\?\(.*?\)\]", "[*]", json_path.lstrip("."))
             assert field in paths, name
+
+
+def test_the_ready_message_is_a_wide_column_only(crd: dict[str, Any]) -> None:
+    """h42: during a failure `kubectl get` showed the reason (ApplyFailed, ReconcileError) but
+    not what failed; `-o wide` now shows the Ready message, the default table is unchanged."""
+    columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+    wide = [(c["name"], c["jsonPath"], c.get("priority")) for c in columns if c.get("priority")]
+    assert wide == [("Message", '.status.conditions[?(@.type=="Ready")].message', 1)]
 
 
 def test_status_and_scale_subresources(crd: dict[str, Any]) -> None:
