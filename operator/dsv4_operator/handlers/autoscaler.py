@@ -32,7 +32,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +54,7 @@ from dsv4_operator.autoscaling import (
     parse_snapshot,
     wanted_replicas,
 )
+from dsv4_operator.handlers.notices import Notices
 from dsv4_operator.handlers.reconciler import EmitFn
 from dsv4_operator.kube import ApiError, KubeClient, TransientApiError
 from dsv4_operator.planning import PlanningError, plan
@@ -262,10 +263,11 @@ class Autoscaler:
     _states: dict[str, AutoscalerState] = field(default_factory=dict)
     _counters: dict[tuple[str, int], CounterSample] = field(default_factory=dict)
     _answered: dict[tuple[str, int], float] = field(default_factory=dict)
-    _posted: dict[tuple[str, str], Hashable] = field(default_factory=dict)
-    """Per (deployment, Event reason), what the last Warning of a lasting condition said
+    _posted: Notices = field(default_factory=Notices)
+    """Per deployment and Event reason, what the last Warning of a lasting condition said
     (`DrainFailed`'s message, `WakeUpQueryFailed`'s failure, `ScalingLimited`'s ceiling,
-    `LeaderUnreachable`'s groups and causes): posted again only when that changes (`_due`)."""
+    `LeaderUnreachable`'s groups and causes): posted again only when that changes, or after the
+    condition cleared (`Notices.news`)."""
 
     def _group(
         self,
@@ -359,7 +361,7 @@ class Autoscaler:
         none is left it is forgotten, so a later fault is reported again.
         """
         causes = tuple((i, cause) for i, (cause, _) in sorted(why.items()))
-        if not self._due(key, "LeaderUnreachable", causes or None):
+        if not self._posted.news(key, "LeaderUnreachable", causes or None):
             return
         groups = "; ".join(
             f"group {i} ({_admin_url(owner, i)}/ready): {words}"
@@ -389,21 +391,6 @@ class Autoscaler:
             for g in groups
         )
 
-    def _due(self, key: str, reason: str, said: Hashable | None) -> bool:
-        """Whether the `reason` Warning about deployment `key` is due now.
-
-        `said` is what it would say (None: the condition is over, and is forgotten, so a later
-        one is posted again); due when that differs from what the last one said.
-        """
-        slot = (key, reason)
-        if said is None:
-            self._posted.pop(slot, None)
-            return False
-        if self._posted.get(slot) == said:
-            return False
-        self._posted[slot] = said
-        return True
-
     def _forget_groups(self, key: str, first: int) -> None:
         """Drop the last answers and token counters of `key`'s groups from index `first` on."""
         # list() snapshots in one C-level step: other handler threads add keys meanwhile.
@@ -415,8 +402,7 @@ class Autoscaler:
         """Drop the decision state and token counters kept for `namespace/name`."""
         key = f"{namespace}/{name}"
         self._states.pop(key, None)
-        for slot in [s for s in list(self._posted) if s[0] == key]:
-            self._posted.pop(slot, None)
+        self._posted.forget(key)
         self._forget_groups(key, 0)
         for gauge in (self.metrics.load, self.metrics.desired):
             with contextlib.suppress(KeyError):  # never scraped: no series
@@ -523,7 +509,9 @@ class Autoscaler:
         load first exceeds the ceiling and again when the ceiling changes, not at every step.
         """
         wanted = wanted_replicas(cfg, d.load_tokens_per_second)
-        if not self._due(key, "ScalingLimited", cfg.ceiling if wanted > cfg.ceiling else None):
+        if not self._posted.news(
+            key, "ScalingLimited", cfg.ceiling if wanted > cfg.ceiling else None
+        ):
             return
         emit(
             "Warning",
@@ -554,7 +542,7 @@ class Autoscaler:
                 failure = f"unexpected Prometheus answer ({error})"
         if failure:
             self.metrics.scrape_failures.inc()
-            if self._due(key, "WakeUpQueryFailed", failure):
+            if self._posted.news(key, "WakeUpQueryFailed", failure):
                 emit(
                     "Warning",
                     "WakeUpQueryFailed",
@@ -563,7 +551,7 @@ class Autoscaler:
                     "zero replicas nothing else scales the deployment up",
                 )
             return 0, failure
-        self._due(key, "WakeUpQueryFailed", None)
+        self._posted.clear(key, "WakeUpQueryFailed")
         return (math.ceil(value) if math.isfinite(value) and value > 0 else 0), ""
 
     def _read_at(self, key: str, index: int) -> float | None:
@@ -709,7 +697,7 @@ class Autoscaler:
             message = f"POST /{d.action} failed for groups " + ", ".join(
                 f"{i} ({why})" for i, why in sorted(failed.items())
             )
-            if self._due(key, "DrainFailed", message):
+            if self._posted.news(key, "DrainFailed", message):
                 outcome = (
                     "the groups keep serving"
                     if d.action == "drain"
@@ -717,7 +705,7 @@ class Autoscaler:
                 )
                 emit("Warning", "DrainFailed", f"{message}; {outcome}")
             return False
-        self._due(key, "DrainFailed", None)
+        self._posted.clear(key, "DrainFailed")
         verb = "Draining" if d.action == "drain" else "DrainCancelled"
         emit("Normal", verb, f"groups {list(d.groups)}: {d.reason}")
         return True

@@ -32,6 +32,7 @@ from dsv4_operator.handlers.announcements import (
     hazards,
     no_fit_message,
 )
+from dsv4_operator.handlers.notices import Notices
 from dsv4_operator.handlers.references import missing_references
 from dsv4_operator.kube import (
     ApiError,
@@ -111,6 +112,15 @@ _ENGINE_REFUSALS: Final = frozenset({Code.ENGINE_TOO_OLD, Code.TRANSFORMERS_TOO_
 """Planner guards that make a plan unfit whatever its layout (`planning.planner.plan`)."""
 _SCALER_FAILURES: Final = frozenset({KEDA_MISSING, KEDA_NOT_READY, HPA_NOT_SCALING})
 """ScalingActive reasons that get a Warning Event when ScalingActive turns to them."""
+_UNREPORTED: Final = RECONCILE_ERROR
+"""`Reconciler._notices` topic: the message last posted as a `ReconcileError` Event for a failed
+reconcile that status could not show either (posted again only when it changes)."""
+_FAILED_APPLY: Final = "FailedApply"
+"""`Reconciler._notices` topic: the error of a roll-out that failed transiently, so the same
+error again is a lasting wait, reported in status (`_report_wait`); a one-off conflict is not."""
+_WAIT: Final = "Waiting"
+"""`Reconciler._notices` topic: the message of a lasting wait status reports (`WAITING`): its
+ApiRetry Event is not posted again each minute (the status write shows the API server answers)."""
 
 
 @dataclass(frozen=True)
@@ -303,15 +313,9 @@ class Reconciler:
     _settled: dict[str, Settled] = field(default_factory=dict)
     """Per resource, its children that differ from their rendering only by another manager's
     list entries, as our last apply left them (`kube.apply.Settled`): not applied again."""
-    _unreported: dict[str, str] = field(default_factory=dict)
-    """Per resource whose failed reconcile could not be written to its status either, the
-    message last posted as a `ReconcileError` Event (posted again only when it changes)."""
-    _failed_apply: dict[str, str] = field(default_factory=dict)
-    """Per resource whose last roll-out failed transiently, that error: the same error again is
-    a lasting wait, reported in status (`_report_wait`); a one-off conflict is not."""
-    _waits: dict[str, str] = field(default_factory=dict)
-    """Per resource whose status reports a lasting wait (`WAITING`), its message: its ApiRetry
-    Event is not posted again each minute (the status write shows the API server answers)."""
+    _notices: Notices = field(default_factory=Notices)
+    """Per resource, what was last said of a lasting failure, by topic: `_UNREPORTED`,
+    `_FAILED_APPLY`, `_WAIT`."""
     _retrying: dict[str, dict[int, datetime]] = field(default_factory=dict)
     """Per resource whose last reconcile failed transiently, the HTTP statuses (0: no answer)
     an ApiRetry Event was posted for in this streak, and when: a status seen again within
@@ -321,18 +325,17 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept per resource for `namespace/name` (its delete handler calls this).
 
-        The children seen, the scaler check, the startup wait and the children as our last
-        apply left them (`_settled`); a resource created again
-        under this name starts afresh (each entry is also keyed by uid).
+        The children seen, the scaler check, the startup wait, the children as our last
+        apply left them (`_settled`), the ApiRetry streak and what was said of lasting
+        failures (`_notices`); a resource created again under this name starts afresh (the
+        children seen and the scaler check are also keyed by uid).
         """
         key = f"{namespace}/{name}"
         for kept in (self._children_seen, self._scalers_checked, self._starting_since):
             kept.pop(key, None)
         self._retrying.pop(key, None)
         self._settled.pop(key, None)
-        self._unreported.pop(key, None)
-        self._failed_apply.pop(key, None)
-        self._waits.pop(key, None)
+        self._notices.forget(key)
 
     def _lock(self, key: str) -> threading.Lock:
         """The lock of resource `key` (`namespace/name`), shared while anyone references it."""
@@ -387,7 +390,7 @@ class Reconciler:
                 announced = self._retrying.setdefault(key, {})
                 now = self.clock()
                 last = announced.get(error.status)
-                reported = self._waits.get(key) == str(error)  # this very failure
+                reported = self._notices.last(key, _WAIT) == str(error)  # this very failure
                 # Repeated each minute in an outage (kopf drops what it cannot post), not while
                 # status reports the wait: that write got through, and so did the Event.
                 if last is not None and (
@@ -402,11 +405,11 @@ class Reconciler:
                 outcome = self._internal_error(namespace, name, error, counted, attempt)
             if outcome.result != "transient_error":
                 self._retrying.pop(key, None)
-                self._failed_apply.pop(key, None)
+                self._notices.clear(key, _FAILED_APPLY)
             if not outcome.reported:
-                self._waits.pop(key, None)
+                self._notices.clear(key, _WAIT)
             if outcome.result != "internal_error":
-                self._unreported.pop(key, None)
+                self._notices.clear(key, _UNREPORTED)
         writes = self.kube.writes.total - writes_before
         self.metrics.observe(key, outcome.result, time.monotonic() - started)
         return Outcome(
@@ -468,11 +471,10 @@ class Reconciler:
             log.exception("reporting the failed reconcile of %s/%s failed", namespace, name)
             # The status cannot say it (e.g. a 403 on the status subresource itself): an Event
             # does, once per message while the failure lasts, not at every retry.
-            if self._unreported.get(key) != message:
+            if self._notices.news(key, _UNREPORTED, message):
                 emit("Warning", RECONCILE_ERROR, message)
-                self._unreported[key] = message
         else:
-            self._unreported.pop(key, None)
+            self._notices.clear(key, _UNREPORTED)
         return Outcome("internal_error", message, retry_after=delay)
 
     def _reconcile(
@@ -982,18 +984,16 @@ class Reconciler:
         """
         key = f"{owner.namespace}/{owner.name}"
         message = str(error)
-        lasting = self._failed_apply.get(key) == message
-        self._failed_apply[key] = message
-        if not lasting:
-            self._waits.pop(key, None)
+        if self._notices.news(key, _FAILED_APPLY, message):  # not the same error as last time
+            self._notices.clear(key, _WAIT)
             return
         try:
             self._write_status(Observation(owner, waiting=message), status, "transient_error")
         except ApiError as failed:
             log.warning("%s: the wait (%s) not written to status: %s", key, message, failed)
-            self._waits.pop(key, None)
+            self._notices.clear(key, _WAIT)
             return
-        self._waits[key] = message
+        self._notices.note(key, _WAIT, message)
 
     def _report(
         self,

@@ -71,6 +71,7 @@ def test_a_deleted_resource_is_reported_afresh_when_created_again() -> None:
         reconciler.reconcile("ns", "d", events)
     assert [r for _, r, _ in events].count("ReconcileError") == 1
     reconciler.forget("ns", "d")
+    assert reconciler._notices.resources() == frozenset()
     reconciler.reconcile("ns", "d", events)
     assert [r for _, r, _ in events].count("ReconcileError") == 2
 
@@ -247,6 +248,7 @@ def test_a_deleted_deployment_is_warned_afresh_when_created_again() -> None:
     auto.tick(scaler, clock, events)
     cr = fake.objects.pop(CR_PATH)
     assert auto.tick(scaler, clock, events) is None  # deleted: forgotten
+    assert scaler._posted.resources() == frozenset()
     fake.objects[CR_PATH] = cr
     auto.tick(scaler, clock, events)
     assert [r for _, r, _ in events].count("WakeUpQueryFailed") == 2
