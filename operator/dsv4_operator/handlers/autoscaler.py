@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -54,6 +55,7 @@ from dsv4_operator.autoscaling import (
     parse_snapshot,
     wanted_replicas,
 )
+from dsv4_operator.handlers.locks import ResourceLocks
 from dsv4_operator.handlers.notices import Notices
 from dsv4_operator.handlers.reconciler import EmitFn
 from dsv4_operator.kube import ApiError, KubeClient, TransientApiError
@@ -263,6 +265,11 @@ class Autoscaler:
     _states: dict[str, AutoscalerState] = field(default_factory=dict)
     _counters: dict[tuple[str, int], CounterSample] = field(default_factory=dict)
     _answered: dict[tuple[str, int], float] = field(default_factory=dict)
+    _locks: ResourceLocks[threading.RLock] = field(
+        default_factory=lambda: ResourceLocks(threading.RLock)
+    )
+    """Per deployment, the lock `step`, `release` and `forget` hold (reentrant: `step` calls
+    the other two)."""
     _posted: Notices = field(default_factory=Notices)
     """Per deployment and Event reason, what the last Warning of a lasting condition said
     (`DrainFailed`'s message, `WakeUpQueryFailed`'s failure, `ScalingLimited`'s ceiling,
@@ -399,8 +406,19 @@ class Autoscaler:
                 known.pop(group, None)
 
     def forget(self, namespace: str, name: str) -> None:
-        """Drop the decision state and token counters kept for `namespace/name`."""
+        """Drop the decision state, token counters, Warnings said and metrics of `namespace/name`.
+
+        Waits for a step of it in flight: kopf runs the delete handler while it stops the
+        resource's timers, not after they stopped (kopf 1.45 `_core/reactor/processing.py`,
+        `process_spawning_cause`), and what such a step wrote after this was kept for the life
+        of the process.
+        """
         key = f"{namespace}/{name}"
+        with self._locks(key):
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        """`forget` of deployment `key`, whose lock the caller holds."""
         self._states.pop(key, None)
         self._posted.forget(key)
         self._forget_groups(key, 0)
@@ -409,6 +427,12 @@ class Autoscaler:
                 gauge.remove(key)
 
     def release(self, body: dict[str, Any], emit: EmitFn, *, probe: bool = False) -> None:
+        """`_release` under the deployment's lock."""
+        meta = body.get("metadata") or {}
+        with self._locks(f"{meta.get('namespace')}/{meta.get('name')}"):
+            self._release(body, emit, probe=probe)
+
+    def _release(self, body: dict[str, Any], emit: EmitFn, *, probe: bool = False) -> None:
         """Undrain the groups the native autoscaler holds, and forget its state.
 
         Called when native autoscaling stops applying (disabled, another mode, paused): on a
@@ -441,14 +465,22 @@ class Autoscaler:
         self.forget(owner.namespace, owner.name)
 
     def step(self, namespace: str, name: str, emit: EmitFn) -> Decision | None:
+        """`_step` under the deployment's lock (a `forget` meanwhile waits for it)."""
+        with self._locks(f"{namespace}/{name}"):
+            return self._step(namespace, name, emit)
+
+    def _step(self, namespace: str, name: str, emit: EmitFn) -> Decision | None:
         """One scrape-decide-apply round for `namespace/name`; None when it does not apply.
+
+        A deployment deleted, or being deleted, is forgotten (nothing is scaled).
 
         Raises:
             TransientApiError: a retryable API failure (the next tick tries again).
             ApiError: any other API failure.
         """
         body = self.kube.get(API_VERSION, KIND, namespace, name)
-        if body is None:  # deleted: a resource re-created under this name starts afresh
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            # Deleted: a resource re-created under this name starts afresh.
             self.forget(namespace, name)
             return None
         try:

@@ -14,11 +14,11 @@
   so groups turning ready show up in status soon. (Watching LeaderWorkerSets instead would need
   list/watch rights on them, which the operator otherwise does not need.)
 - delete: nothing to do (children carry ownerReferences; the garbage collector removes them);
-  the handler only frees the per-resource state of the metrics, the reconciler and the
-  autoscaler. `optional=True` alone would add no finalizer, but kopf (1.45 `on.py`:
-  `requires_finalizer=True` on every timer) adds its `kopf.zalando.org/KopfFinalizerMarker` to
-  every resource because of the timers above, so a resource is deleted only while an operator
-  runs (README: Uninstall).
+  the handler only frees the per-resource state of the reconciler (its metrics included) and
+  of the autoscaler, each after a reconcile or step of the resource in flight. `optional=True`
+  alone would add no finalizer, but kopf (1.45 `on.py`: `requires_finalizer=True` on every
+  timer) adds its `kopf.zalando.org/KopfFinalizerMarker` to every resource because of the
+  timers above, so a resource is deleted only while an operator runs (README: Uninstall).
 """
 
 from __future__ import annotations
@@ -178,7 +178,6 @@ def register_deployment_handlers(registry: kopf.OperatorRegistry, config: Operat
     @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
     def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconciler: Reconciler = memo.reconciler
-        reconciler.metrics.forget(f"{body.metadata.namespace}/{body.metadata.name}")
         reconciler.forget(str(body.metadata.namespace), str(body.metadata.name))
         autoscaler: Autoscaler = memo.autoscaler
         autoscaler.forget(str(body.metadata.namespace), str(body.metadata.name))

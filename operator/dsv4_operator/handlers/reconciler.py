@@ -10,7 +10,6 @@ import logging
 import secrets
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from dsv4_operator.handlers.announcements import (
     hazards,
     no_fit_message,
 )
+from dsv4_operator.handlers.locks import ResourceLocks
 from dsv4_operator.handlers.notices import Notices
 from dsv4_operator.handlers.references import missing_references
 from dsv4_operator.kube import (
@@ -136,6 +136,7 @@ class Outcome:
         reported: a transient failure that status reports as a wait (Progressing=True,
             `Waiting`): the timers retry it, kopf need not (its retries patch an annotation on
             the resource each time).
+        gone: the resource is deleted or being deleted: what was kept of it is dropped.
     """
 
     result: Result
@@ -143,6 +144,7 @@ class Outcome:
     retry_after: float | None = None
     writes: int = 0
     reported: bool = False
+    gone: bool = False
 
     @property
     def failed(self) -> bool:
@@ -296,12 +298,10 @@ class Reconciler:
     prometheus_url: str = DEFAULT_PROMETHEUS_URL
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     apis: ClusterApis | None = None
-    _locks: weakref.WeakValueDictionary[str, threading.Lock] = field(
-        default_factory=weakref.WeakValueDictionary
+    _locks: ResourceLocks[threading.Lock] = field(
+        default_factory=lambda: ResourceLocks(threading.Lock)
     )
-    """Per resource name, the lock its reconciles hold; an entry lives while a caller holds or
-    waits for it, so the map does not grow with every name ever reconciled."""
-    _guard: threading.Lock = field(default_factory=threading.Lock)
+    """Per resource name, the lock its reconciles and `forget` hold."""
     _scalers_checked: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Per resource, the (uid, autoscaling mode) for which stale scalers were last removed."""
     _children_seen: dict[str, tuple[str, frozenset[tuple[str, str]]]] = field(default_factory=dict)
@@ -326,25 +326,31 @@ class Reconciler:
         """Drop what is kept per resource for `namespace/name` (its delete handler calls this).
 
         The children seen, the scaler check, the startup wait, the children as our last
-        apply left them (`_settled`), the ApiRetry streak and what was said of lasting
-        failures (`_notices`); a resource created again under this name starts afresh (the
-        children seen and the scaler check are also keyed by uid).
+        apply left them (`_settled`), the ApiRetry streak, what was said of lasting failures
+        (`_notices`) and its metrics (`OperatorMetrics.forget`); a resource created again under
+        this name starts afresh (the children seen and the scaler check are also keyed by uid).
+
+        Waits for a reconcile of it in flight: kopf runs the delete handler while it stops the
+        resource's timers, not after they stopped (kopf 1.45 `_core/reactor/processing.py`,
+        `process_spawning_cause`), and what such a reconcile wrote after this was kept for the
+        life of the process.
         """
         key = f"{namespace}/{name}"
+        with self._lock(key):
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        """`forget` of resource `key`, whose lock the caller holds."""
         for kept in (self._children_seen, self._scalers_checked, self._starting_since):
             kept.pop(key, None)
         self._retrying.pop(key, None)
         self._settled.pop(key, None)
         self._notices.forget(key)
+        self.metrics.forget(key)
 
     def _lock(self, key: str) -> threading.Lock:
         """The lock of resource `key` (`namespace/name`), shared while anyone references it."""
-        with self._guard:
-            lock = self._locks.get(key)
-            if lock is None:
-                lock = threading.Lock()
-                self._locks[key] = lock
-            return lock
+        return self._locks(key)
 
     def cluster_apis(self, *, need_keda: bool = False) -> ClusterApis:
         """Discovery result, cached; asked again while an API a resource needs is missing.
@@ -410,10 +416,17 @@ class Reconciler:
                 self._notices.clear(key, _WAIT)
             if outcome.result != "internal_error":
                 self._notices.clear(key, _UNREPORTED)
+            self.metrics.observe(key, outcome.result, time.monotonic() - started)
+            if outcome.gone:  # one waiting while the delete handler ran finds it so
+                self._drop(key)
         writes = self.kube.writes.total - writes_before
-        self.metrics.observe(key, outcome.result, time.monotonic() - started)
         return Outcome(
-            outcome.result, outcome.message, outcome.retry_after, writes, outcome.reported
+            outcome.result,
+            outcome.message,
+            outcome.retry_after,
+            writes,
+            outcome.reported,
+            outcome.gone,
         )
 
     def _internal_error(
@@ -484,8 +497,7 @@ class Reconciler:
         attempt = attempt or _Attempt()
         body = self.kube.get(API_VERSION, KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            self._starting_since.pop(f"{namespace}/{name}", None)
-            return Outcome("unchanged")
+            return Outcome("unchanged", gone=True)
         owner = Owner.from_body(body)
         attempt.generation = owner.generation
         status = body.get("status") or {}
