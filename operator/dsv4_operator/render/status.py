@@ -364,9 +364,12 @@ def _scaler_name(obs: Observation) -> str:
     return str(name or obs.owner.name)
 
 
-def _reported(kind: str, scaler: Mapping[str, Any] | None, c: Mapping[str, Any]) -> str:
-    """`the HorizontalPodAutoscaler NAME reports ScalingActive=False (REASON): MESSAGE`."""
-    name = str(((scaler or {}).get("metadata") or {}).get("name") or "")
+def _reported(kind: str, obs: Observation, c: Mapping[str, Any]) -> str:
+    """`the HorizontalPodAutoscaler NAME reports ScalingActive=False (REASON): MESSAGE`.
+
+    NAME is `_scaler_name`; `c` is one of the scaler's conditions.
+    """
+    name = _scaler_name(obs)
     detail = f" ({c['reason']})" if c.get("reason") else ""
     text = f": {c['message']}" if c.get("message") else ""
     return f"the {kind} {name} reports {c.get('type')}={c.get('status')}{detail}{text}"
@@ -415,7 +418,7 @@ def _keda_scaling(obs: Observation) -> tuple[str, str, str]:
     failing = [("Ready", "False"), ("Paused", "True")]
     bad = next((found[t] for t, v in failing if found.get(t, {}).get("status") == v), None)
     if bad is not None:
-        message = f"{_reported('ScaledObject', obs.scaler, bad)}; replicas stay as they are"
+        message = f"{_reported('ScaledObject', obs, bad)}; replicas stay as they are"
         return ("False", KEDA_NOT_READY, _text(message))
     if any(found.get(t, {}).get("status") == "True" for t in ("Ready", "Active")):
         return ("True", KEDA_SCALING, "a KEDA ScaledObject scales this resource")
@@ -433,7 +436,7 @@ def _hpa_scaling(obs: Observation) -> tuple[str, str, str]:
     for ctype in ("ScalingActive", "AbleToScale"):
         c = found.get(ctype) or {}
         if c.get("status") == "False":
-            message = _reported("HorizontalPodAutoscaler", obs.scaler, c)
+            message = _reported("HorizontalPodAutoscaler", obs, c)
             if c.get("reason") == "FailedGetExternalMetric":
                 message += (
                     "; prometheus-adapter must serve dsv4_generation_tokens_per_second, "

@@ -433,6 +433,19 @@ def test_hpa_failure_is_repeated_on_scaling_active() -> None:
     assert _conditions(back)["ScalingActive"] == ("True", "HPA")
 
 
+def test_a_scaler_failure_names_the_scaler_as_its_awaited_message_does() -> None:
+    """`_reported` read the scaler's name with no fallback ("the ScaledObject  reports"), while
+    the awaited message (`_scaler_name`) falls back on the resource's name, as the scaler is
+    named; both read it one way now."""
+    spec, planned = _scaling_spec("keda")
+    nameless = _scaler("ScaledObject", ("Ready", "False", "TriggerError", "not working"))
+    del nameless["metadata"]
+    got = _scaling(
+        desired_status(Observation(OWNER, spec=spec, plan=planned, scaler=nameless), None, T0)
+    )
+    assert f"the ScaledObject {OWNER.name} reports Ready=False (TriggerError)" in got["message"]
+
+
 def test_keda_not_ready_is_repeated_on_scaling_active() -> None:
     spec, planned = _scaling_spec("keda")
     trigger_error = _scaler(
