@@ -157,13 +157,16 @@ def _kv_offloading_gib(gib: float) -> float:
     Raises:
         PlanningError: for 0, a negative size, NaN, or one above `MAX_KV_OFFLOADING_GIB`.
     """
-    from dsv4_operator.api.v1alpha1.engine import MAX_KV_OFFLOADING_GIB  # noqa: PLC0415
+    from dsv4_operator.api.v1alpha1.engine import (  # noqa: PLC0415
+        MAX_KV_OFFLOADING_GIB,
+        kv_offloading_bound,
+    )
 
     if not 0 < gib <= MAX_KV_OFFLOADING_GIB:  # False for NaN too
         raise PlanningError(
             "kv_offloading_gib",
-            f"{gib} GiB must be above 0 and at most {MAX_KV_OFFLOADING_GIB} GiB of host KV cache "
-            "per engine, as the resource's extraArgs take it (vLLM 0.33.0 refuses 0 with the "
+            f"{gib} GiB must be {kv_offloading_bound()}, as the resource's extraArgs take it "
+            "(vLLM 0.33.0 refuses 0 with the "
             "native backend: its OffloadingConnector gets cpu_bytes_to_use 0 and stops with "
             "'cpu_bytes_to_use must be specified'); leave --kv-offloading-size out to plan "
             "without a host KV cache",

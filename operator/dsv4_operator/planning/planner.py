@@ -28,6 +28,7 @@ from dsv4_operator.api.v1alpha1.engine import (
     MAX_COUNTED_LOGPROBS,
     MAX_KV_OFFLOADING_GIB,
     MAX_REDUNDANT_EXPERTS,
+    kv_offloading_bound,
 )
 from dsv4_operator.api.v1alpha1.gpu import MAX_GPU_BUDGET
 from dsv4_operator.api.v1alpha1.scaling import MAX_REPLICAS
@@ -294,7 +295,7 @@ def _validate_numbers(req: PlanRequest, limit: int) -> None:
     if not 0 <= req.kv_offloading_gib <= MAX_KV_OFFLOADING_GIB:  # False for NaN too
         raise PlanningError(
             "kv_offloading_gib",
-            f"{req.kv_offloading_gib} GiB must be from 0 to {MAX_KV_OFFLOADING_GIB} GiB",
+            f"{req.kv_offloading_gib} GiB must be {kv_offloading_bound(none=True)}",
         )
     if not 0 <= req.kv_offload_rank_bytes <= MAX_KV_OFFLOADING_GIB * _GIB:
         raise PlanningError(

@@ -122,3 +122,22 @@ def test_the_option_over_a_file_plans_as_the_flag_in_its_extra_args(
     assert by_option.exit_code == 0, by_option.output
     assert by_flag.exit_code == 0, by_flag.output
     assert _host_kv(json.loads(by_option.stdout)) == _host_kv(json.loads(by_flag.stdout))
+
+
+def test_the_option_the_spec_and_the_planner_word_the_size_bound_alike() -> None:
+    """The three checks of the `--kv-offloading-size` bound (the option, `spec.engine.extraArgs`,
+    the planner's request) each worded it their own way: "GiB of host KV cache per engine",
+    "per engine (DP rank)", a bare "from 0 to 4096 GiB". One wording now
+    (`kv_offloading_bound`), with the planner's 0 (no host KV cache) its only difference."""
+    from dsv4_operator.planning import PlanRequest, plan
+    from dsv4_operator.planning.findings import PlanningError
+
+    unit = "GiB of host KV cache per engine (DP rank; {}4096 GiB is more than a node holds)"
+    cli = runner.invoke(app, [*ARGS, "--kv-offloading-size", "4097"])
+    assert f"above 0 and at most 4096 {unit.format('')}" in " ".join(cli.output.split())
+    with pytest.raises(ValidationError) as refused:
+        EngineSpec(extra_args=("--kv-offloading-size=4097",))
+    assert f"above 0 and at most 4096 {unit.format('')}" in str(refused.value)
+    with pytest.raises(PlanningError) as planned:
+        plan(PlanRequest(model="flash", gpu_types=("h200-141gb",), kv_offloading_gib=4097))
+    assert f"from 0 to 4096 {unit.format('0: none; ')}" in str(planned.value)

@@ -50,6 +50,7 @@ __all__ = [
     "KeyRef",
     "ResourceRequirements",
     "SpeculativeDecoding",
+    "kv_offloading_bound",
 ]
 
 
@@ -458,6 +459,26 @@ per engine, times the engines of a pod, in its /dev/shm size and memory request 
 MAX_KV_OFFLOADING_GIB: Final = 4096
 """Most `--kv-offloading-size` (and `cpu_bytes_to_use` of `--kv-transfer-config`) accepted,
 GiB per engine (our bound, as `MAX_CPU_OFFLOAD_GIB`: more than any node's memory)."""
+
+
+def kv_offloading_bound(*, none: bool = False) -> str:
+    """The `--kv-offloading-size` bound in words, as its three checks say it.
+
+    `above 0 and at most 4096 GiB of host KV cache per engine (DP rank; ...)`: the resource's
+    extraArgs entry (`_kv_offloading_gib`) and `dsv4 plan --kv-offloading-size` take no 0
+    (vLLM 0.33.0 reads any size but None as "on", and `CPUOffloadingSpec` refuses 0). With
+    `none`, the planner's request (`PlanRequest.kv_offloading_gib`), where 0 is no host KV
+    cache: `from 0 to 4096 GiB ... (DP rank; 0: none; ...)`. The bound is
+    `MAX_KV_OFFLOADING_GIB`.
+    """
+    most = MAX_KV_OFFLOADING_GIB
+    lowest, zero = ("from 0 to", "0: none; ") if none else ("above 0 and at most", "")
+    return (
+        f"{lowest} {most} GiB of host KV cache per engine (DP rank; {zero}{most} GiB is more "
+        "than a node holds)"
+    )
+
+
 KV_OFFLOADING_BACKEND_FLAG: Final = "--kv-offloading-backend"
 """vLLM 0.33.0's `CacheConfig.kv_offloading_backend` (`native`, the default, or `lmcache`)."""
 KV_OFFLOADING_BACKENDS: Final = _choices(KV_OFFLOADING_BACKEND_FLAG, "native")
@@ -1493,11 +1514,9 @@ def _kv_offloading_gib(arg: str) -> float:
         gib = math.nan
     if not 0 < gib <= MAX_KV_OFFLOADING_GIB:
         msg = (
-            f"{KV_OFFLOADING_SIZE_FLAG} needs a value in the same entry, GiB of host KV cache "
-            f"per engine (DP rank), above 0 and at most {MAX_KV_OFFLOADING_GIB} (e.g. "
-            f"{KV_OFFLOADING_SIZE_FLAG}=64), not {arg!r} (vLLM 0.33.0 refuses a missing or "
-            f"unreadable value and, with the native backend, 0; {MAX_KV_OFFLOADING_GIB} GiB is "
-            "more than a node holds)"
+            f"{KV_OFFLOADING_SIZE_FLAG} needs a value in the same entry, "
+            f"{kv_offloading_bound()} (e.g. {KV_OFFLOADING_SIZE_FLAG}=64), not {arg!r} "
+            "(vLLM 0.33.0 refuses a missing or unreadable value and, with the native backend, 0)"
         )
         raise ValueError(msg)
     return gib
