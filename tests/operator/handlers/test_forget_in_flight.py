@@ -22,6 +22,7 @@ import pytest
 import tests.operator.handlers.test_autoscaler as auto
 from prometheus_client import CollectorRegistry, generate_latest
 from tests.operator.handlers.test_reconciler import CR_PATH, Events, _setup
+from tests.operator.handlers.test_said_once import PROMETHEUS, at_zero_with_a_wake_up_query
 from tests.operator.kube.fake_api import FakeApi
 
 from dsv4_operator.handlers import build_registry
@@ -112,30 +113,21 @@ def test_a_reconcile_in_flight_when_the_resource_is_deleted_leaves_nothing(fails
 
 
 def test_an_autoscaler_step_in_flight_when_the_resource_is_deleted_leaves_nothing() -> None:
-    spec = copy.deepcopy(auto.SPEC)
-    spec["replicas"] = 0
-    spec["autoscaling"] = {
-        **spec["autoscaling"],
-        "minReplicas": 0,
-        "scaleToZeroIdleSeconds": 60,
-        "wakeUpQuery": "gateway_pending",
-    }
-    fake, rt, autoscaler, clock = auto.setup(spec)
-    autoscaler.prometheus_url = "http://prom:9090"
+    fake, rt, autoscaler, clock = at_zero_with_a_wake_up_query()
     _, reconciler = _setup()
     reconciler.kube = autoscaler.kube
     empty = '{"status":"success","data":{"resultType":"vector","result":[]}}'
     events = auto.Events()
 
     def answered(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
-        return (200, empty) if url.startswith("http://prom:9090/") else rt(method, url, headers)
+        return (200, empty) if url.startswith(PROMETHEUS) else rt(method, url, headers)
 
     autoscaler.http = answered
     auto.tick(autoscaler, clock, events)
 
     def hold(reached: threading.Event, go: threading.Event) -> None:
         def down(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
-            if url.startswith("http://prom:9090/"):  # Prometheus does not answer, slowly
+            if url.startswith(PROMETHEUS):  # Prometheus does not answer, slowly
                 reached.set()
                 go.wait(10)
                 return None

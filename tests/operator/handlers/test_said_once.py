@@ -24,7 +24,9 @@ from tests.operator.handlers.test_reconciler import (
     _secret,
     _setup,
 )
+from tests.operator.kube.fake_api import FakeApi
 
+from dsv4_operator.handlers.autoscaler import Autoscaler
 from dsv4_operator.kube import ApiError
 
 STATUS_403 = ("PATCH", "/status", 403)
@@ -142,9 +144,12 @@ def test_drain_failed_is_posted_again_when_the_refusal_changes_or_recurs() -> No
     ]
 
 
-def _wake_up_failures(answers: list[tuple[int, str] | None]) -> list[str]:
-    """A deployment at zero replicas with a wake-up query answered by `answers`, one per step;
-    the WakeUpQueryFailed messages posted."""
+PROMETHEUS = "http://prom:9090"
+
+
+def at_zero_with_a_wake_up_query() -> tuple[FakeApi, auto.Runtimes, Autoscaler, list[float]]:
+    """`auto.setup` of a native deployment at zero replicas with `wakeUpQuery` set, run on
+    Prometheus at `PROMETHEUS`."""
     spec = copy.deepcopy(auto.SPEC)
     spec["replicas"] = 0
     spec["autoscaling"] = {
@@ -153,12 +158,19 @@ def _wake_up_failures(answers: list[tuple[int, str] | None]) -> list[str]:
         "scaleToZeroIdleSeconds": 60,
         "wakeUpQuery": "gateway_pending",
     }
-    _, rt, scaler, clock = auto.setup(spec)
-    scaler.prometheus_url = "http://prom:9090"
+    fake, rt, scaler, clock = auto.setup(spec)
+    scaler.prometheus_url = PROMETHEUS
+    return fake, rt, scaler, clock
+
+
+def _wake_up_failures(answers: list[tuple[int, str] | None]) -> list[str]:
+    """A deployment at zero replicas with a wake-up query answered by `answers`, one per step;
+    the WakeUpQueryFailed messages posted."""
+    _, rt, scaler, clock = at_zero_with_a_wake_up_query()
     at = [0]
 
     def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
-        if url.startswith("http://prom:9090/"):
+        if url.startswith(PROMETHEUS):
             return answers[at[0]]
         return rt(method, url, headers)
 
@@ -228,19 +240,10 @@ def test_leader_unreachable_is_posted_again_when_what_keeps_the_group_changes() 
 def test_a_deleted_deployment_is_warned_afresh_when_created_again() -> None:
     """The autoscaler forgets a deleted deployment's Warnings: one created again under the name
     with the same fault is warned again."""
-    spec = copy.deepcopy(auto.SPEC)
-    spec["replicas"] = 0
-    spec["autoscaling"] = {
-        **spec["autoscaling"],
-        "minReplicas": 0,
-        "scaleToZeroIdleSeconds": 60,
-        "wakeUpQuery": "gateway_pending",
-    }
-    fake, rt, scaler, clock = auto.setup(spec)
-    scaler.prometheus_url = "http://prom:9090"
+    fake, rt, scaler, clock = at_zero_with_a_wake_up_query()
 
     def http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
-        return None if url.startswith("http://prom:9090/") else rt(method, url, headers)
+        return None if url.startswith(PROMETHEUS) else rt(method, url, headers)
 
     scaler.http = http
     events = auto.Events()
