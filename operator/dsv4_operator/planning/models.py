@@ -232,6 +232,11 @@ class ModelSpec:
             extra = [
                 g("e_proj_h_proj", n * 2 * h * h, Storage.LINEAR, rep),
                 g("mtp_norms", n * 3 * h, Storage.BF16, rep),
+                # Each MTP layer has its own hc_head_fn [hc_mult, hc_mult x H], hc_head_base
+                # [hc_mult] and hc_head_scale [1], fp32 (vLLM deepseek_v4_mtp.py
+                # `DeepSeekV4MultiTokenPredictorLayer.__init__` @023da1fc; checkpoint name
+                # `mtp.0.hc_head_fn`).
+                g("hc_head", n * (self.hc_mult * hc_width + self.hc_mult + 1), Storage.FP32, rep),
             ]
         else:
             extra = [
@@ -278,6 +283,11 @@ class ModelSpec:
                 Storage.BF16,
                 rep,
             ),
+            # RMSNorm of each main compressor's pooled entry, [head_dim] (S4 @0de10a27:
+            # `DeepseekCompressor.__init__` builds `self.norm = RMSNorm(self.head_dim)`; checkpoint
+            # name `layers.N.attn.compressor.norm.weight`). The indexer compressor's [128] norm is
+            # in `norms` below.
+            g("attn.compressor.norm", (n_csa + n_hca) * self.head_dim, Storage.BF16, rep),
             # Positional bias (ape) of the compressors: [ratio, coff x dim] fp32 (S4).
             g(
                 "attn.compressor.ape",
@@ -296,7 +306,8 @@ class ModelSpec:
             ),
             # mHC: hc_fn [24, 4H] + base [24] + scale [3] per sublayer (attn, ffn) (S1).
             g("hc", n * 2 * (hc_rows * hc_width + hc_rows + 3), Storage.FP32, rep),
-            # RMSNorm weights: attn_norm, ffn_norm (H), q_norm (q_lora), kv_norm (512).
+            # RMSNorm weights: attn_norm, ffn_norm (H), q_norm (q_lora), kv_norm (512), and in CSA
+            # layers the indexer compressor's norm (index_head_dim, S4).
             g(
                 "norms",
                 n * (2 * h + self.q_lora_rank + self.head_dim) + n_csa * self.index_head_dim,

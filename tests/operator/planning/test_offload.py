@@ -41,6 +41,7 @@ _LAYER2 = (
     + 2 * 4096 * 2 * 512 * 2  # compressor wkv + wgate, ratio 4 (2 x 512 out), bf16
     + 2 * 4096 * 2 * 128 * 2  # indexer compressor, bf16
     + 4 * 2 * (512 + 128) * 4  # compressor positional bias, fp32
+    + 512 * 2  # compressor norm, bf16
     + _SINK
     + _GATE
     + 129280 * 6 * 8  # tid2eid, int64
@@ -53,6 +54,7 @@ _LAYER3 = (
     + _FLASH_INT4_DP8_SHARED_ATTN
     + 2 * 4096 * 512 * 2
     + 128 * 512 * 4
+    + 512 * 2  # compressor norm, bf16
     + _SINK
     + _GATE
     + 256 * 4  # gate bias, fp32
@@ -91,7 +93,7 @@ def test_one_layer_per_rank_by_hand() -> None:
     }
     assert _FLASH_INT4_DP8_EXPERTS == 415_236_096
     assert per_rank == {2: _LAYER2, 3: _LAYER3}
-    assert _LAYER2 == 520_670_936
+    assert _LAYER2 == 520_671_960
 
 
 @pytest.mark.parametrize(
@@ -131,13 +133,14 @@ def test_prefetch_pool_of_unlike_layers_is_counted_per_distinct_tensor() -> None
     (tid2eid, no gate bias), the other 20 HCA with a gate bias. The pool holds `step` copies of
     each distinct family: with step 1 the 21 offloaded layers cover it; with step 21 the
     families in fewer than 21 of them are short: tid2eid (1 layer) by 20 copies, the gate bias
-    and the HCA compressor and positional bias (20 layers) by one each."""
+    and the HCA compressor, its norm and positional bias (20 layers) by one each."""
     pre = prefetch_offload(FLASH, "int4", (2, 1, 1), tensor_parallel=1, data_parallel=8)
     assert pre.layers == tuple(range(1, 43, 2))
     assert pre.gpu_excess_bytes == 0
     pre21 = prefetch_offload(FLASH, "int4", (2, 1, 21), tensor_parallel=1, data_parallel=8)
     tid2eid = 129280 * 6 * 8
-    per_hca_layer = 256 * 4 + 2 * 4096 * 512 * 2 + 128 * 512 * 4  # gate bias, compressor, ape
+    # gate bias, compressor, compressor norm, ape
+    per_hca_layer = 256 * 4 + 2 * 4096 * 512 * 2 + 512 * 2 + 128 * 512 * 4
     assert pre21.gpu_excess_bytes == 20 * tid2eid + per_hca_layer
 
 
