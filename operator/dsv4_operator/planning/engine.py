@@ -162,6 +162,12 @@ class EngineProfile:
             (the larger of two alternating steps). More ranks per group may hold more (not
             measured: 2 GPUs were available). Not measured for PCIe-only GPUs, whose NCCL
             transport buffers sit in host memory (SHM), and not applied to them.
+        max_concurrent_batches: batches of max-num-batched-tokens in flight at once, which the
+            window and compressor-state KV groups reserve blocks for at admission
+            (`VllmConfig.max_in_flight_tokens` = this x mnbt, read by
+            `SlidingWindowSpec.max_admission_blocks_per_request`): 2 in vLLM 0.33.0, whose async
+            scheduling is on by default (`VllmConfig.max_concurrent_batches`: PP size + 1 on Model
+            Runner V2, 2 on V1 without PP; vllm/config/vllm.py in the 0.33.0 wheel).
         pipeline_parallel: whether the engine supports PP for DeepseekV4ForCausalLM (vLLM 0.33: no).
         min_version: first engine release with DeepseekV4ForCausalLM (vLLM 0.20.0, PR #40760).
         min_transformers_exclusive: transformers must be newer than this (4.51.1), else
@@ -202,6 +208,7 @@ class EngineProfile:
     startup_context_bytes: int
     startup_nccl_first_bytes: int
     startup_nccl_group_bytes: int
+    max_concurrent_batches: int
     pipeline_parallel: bool
     min_version: str
     min_transformers_exclusive: str
@@ -370,6 +377,7 @@ VLLM_0_33 = EngineProfile(
     startup_context_bytes=651_034_624,
     startup_nccl_first_bytes=880_803_840,
     startup_nccl_group_bytes=509_607_936,
+    max_concurrent_batches=2,
     pipeline_parallel=False,
     min_version="0.20.0",
     min_transformers_exclusive="4.51.1",

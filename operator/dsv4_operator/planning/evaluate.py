@@ -545,7 +545,7 @@ def evaluate(
         max_num_batched_tokens=ctx.mnbt,
         request_bytes=request_bytes,
         kv_tokens_per_replica=dp
-        * (max(0, mem.kv_cache_bytes) // geometry.block_bytes)
+        * (max(0, mem.kv_cache_bytes) // geometry.pool_block)
         * BLOCK_TOKENS,
         max_concurrency=dp * per_rank,
         tokens_per_second=tps,
@@ -636,7 +636,10 @@ class _Context:
     def state(self, length: int) -> int:
         """Admission state bytes of one request at this max-model-len."""
         return self.geometry.admission_state_bytes(
-            self.mnbt, self.model.sliding_window, max(length, 1)
+            self.mnbt,
+            self.model.sliding_window,
+            max(length, 1),
+            concurrent_batches=self.req.engine.max_concurrent_batches,
         )
 
     def request_bytes(self, length: int) -> int:

@@ -36,8 +36,8 @@ def test_auto_with_no_room_counts_the_shortfall_of_the_request_it_names() -> Non
     assert shortfall_bytes(auto.chosen) == shortfall_bytes(named.chosen) > 0
     assert auto.chosen.memory.activation_bytes == named.chosen.memory.activation_bytes
     text = " ".join(w.message for w in auto.warnings)
-    assert "minimum gpu-memory-utilization for one 4,096-token request: 0.9401" in text
-    assert plan(_pinned(auto, max_model_len=4096, gpu_memory_utilization=0.9401)).fits
+    assert "minimum gpu-memory-utilization for one 4,096-token request: 0.9517" in text
+    assert plan(_pinned(auto, max_model_len=4096, gpu_memory_utilization=0.9517)).fits
 
 
 def test_auto_offload_advice_with_no_room_fits_when_followed() -> None:
@@ -76,20 +76,21 @@ def test_a_smaller_batch_that_fits_is_advised_before_more_gpus() -> None:
     """Pro at 1M on 2 nodes of H100: at vLLM's default 8,192 batched tokens it does not fit and
     the advice was 24 GPUs, though the same 16 fit at 4,096 (the plan passes
     --max-num-batched-tokens itself; a 70 GiB GPU fits where a 71 GiB one did not, for the tier's
-    larger default)."""
+    larger default). Now 2,048: each request's window and state blocks, for 2 batches in flight,
+    come from vLLM 0.33.0's shared pool."""
     request = PlanRequest(model="pro", gpu_types=("h100-80gb",), max_nodes=2, max_model_len=1 << 20)
     p = plan(request)
     assert not p.fits
     assert p.chosen.max_num_batched_tokens == 8192
     assert p.advice is not None
-    assert p.advice.max_num_batched_tokens == 4096
+    assert p.advice.max_num_batched_tokens == 2048
     text = next(w.message for w in p.warnings if w.code is Code.NO_FEASIBLE_LAYOUT)
-    assert "--max-num-batched-tokens 4096" in text
-    followed = plan(_pinned(p, max_num_batched_tokens=4096))
+    assert "--max-num-batched-tokens 2048" in text
+    followed = plan(_pinned(p, max_num_batched_tokens=2048))
     assert followed.fits, [w.message for w in followed.warnings]
     assert followed.chosen.layout.gpus == 16
     # Unpinned too: the smaller batch fits on these 2 nodes.
-    assert plan(dataclasses.replace(request, max_num_batched_tokens=4096)).fits
+    assert plan(dataclasses.replace(request, max_num_batched_tokens=2048)).fits
 
 
 def test_no_batch_advice_when_the_batch_is_pinned() -> None:
@@ -108,7 +109,7 @@ def test_no_batch_advice_when_the_batch_is_pinned() -> None:
 
 def test_the_operator_names_the_batch_advice_as_a_spec_field() -> None:
     p = plan(PlanRequest(model="pro", gpu_types=("h100-80gb",), max_nodes=2, max_model_len=1 << 20))
-    assert "spec.maxNumBatchedTokens: 4096 on this layout" in no_fit_message(p)
+    assert "spec.maxNumBatchedTokens: 2048 on this layout" in no_fit_message(p)
 
 
 def test_a_pinned_layout_no_node_shape_holds_is_shown_with_its_gpus() -> None:
@@ -130,9 +131,11 @@ def test_offload_advice_says_it_is_sized_for_the_concurrency_target_and_fits_whe
 ):
     """h12 (README walk-through): Pro at 1M on 2x8 H100 for 8 concurrent requests was "short by
     1,436,908,947 B per GPU ... for one 1,048,576-token request" yet advised 29 GiB of CPU
-    offload per GPU, with nothing saying the offload covers the 8 requests, not the one."""
+    offload per GPU, with nothing saying the offload covers the 8 requests, not the one. (6
+    requests: 8 no longer fit 2 nodes at any offload, each reserving its window and state
+    blocks from vLLM 0.33.0's shared pool.)"""
     request = PlanRequest(
-        model="pro", gpu_types=("h100-80gb",), max_nodes=2, max_model_len=1 << 20, concurrency=8
+        model="pro", gpu_types=("h100-80gb",), max_nodes=2, max_model_len=1 << 20, concurrency=6
     )
     p = plan(request)
     assert not p.fits
@@ -140,8 +143,8 @@ def test_offload_advice_says_it_is_sized_for_the_concurrency_target_and_fits_whe
     assert p.advice.offload_gib is not None
     gib = p.advice.offload_gib
     text = next(w.message for w in p.warnings if w.code is Code.NO_FEASIBLE_LAYOUT)
-    assert f"(--cpu-offload-gb {gib}; slow; sized for 8 concurrent requests)" in text
-    assert f"--cpu-offload-gb={gib}; slow; sized for 8 concurrent requests)" in no_fit_message(p)
+    assert f"(--cpu-offload-gb {gib}; slow; sized for 6 concurrent requests)" in text
+    assert f"--cpu-offload-gb={gib}; slow; sized for 6 concurrent requests)" in no_fit_message(p)
     assert plan(dataclasses.replace(request, cpu_offload_bytes=gib * 2**30)).fits
     # One request (no target): nothing to add.
     one = plan(dataclasses.replace(request, concurrency=None, max_nodes=1))
@@ -183,9 +186,9 @@ def test_a_max_num_seqs_above_the_batch_is_advised_as_a_setting_not_more_gpus() 
 
 
 def test_setting_advice_is_given_only_where_it_fits_when_followed() -> None:
-    """4,096 sequences on one node of 4 H100s with a 1,024-token batch (examples/flash-4x-h100
+    """4,096 sequences on one node of 4 H100s with a 512-token batch (examples/flash-4x-h100
     with --max-num-seqs 4096): up to 128 sequences the activations still leave no room for two
-    64K requests, so max-num-seqs is advised at 64 (it fits then), not at the batch's 1,024,
+    64K requests, so max-num-seqs is advised at 64 (it fits then), not at the batch's 512,
     and raising the batch to 4,096 is not advised (it does not fit)."""
     request = PlanRequest(
         model="flash",
@@ -194,7 +197,7 @@ def test_setting_advice_is_given_only_where_it_fits_when_followed() -> None:
         gpus_per_node=4,
         max_nodes=1,
         max_model_len=65536,
-        max_num_batched_tokens=1024,
+        max_num_batched_tokens=512,
         gpu_memory_utilization=0.95,
         concurrency=2,
         max_num_seqs=4096,
@@ -213,8 +216,9 @@ def test_setting_advice_is_given_only_where_it_fits_when_followed() -> None:
 def test_a_pinned_batch_too_large_for_any_layout_is_advised_as_the_batch() -> None:
     """h18: Pro at 1M on 2 nodes of H100 with --max-num-batched-tokens 65536: the activations
     of that batch fit no layout of up to 16 nodes, and the advice was "more than 16 nodes of
-    8 GPUs of this type, or a larger GPU", though a batch of 4,096 fits on the 2 nodes given.
-    The batch is named with a value that plans when pasted back."""
+    8 GPUs of this type, or a larger GPU", though a batch of 4,096 fits on the 2 nodes given
+    (2,048 now that each request's window and state blocks are counted as vLLM 0.33.0 reserves
+    them). The batch is named with a value that plans when pasted back."""
     request = PlanRequest(
         model="pro",
         gpu_types=("h100-80gb",),
@@ -225,11 +229,11 @@ def test_a_pinned_batch_too_large_for_any_layout_is_advised_as_the_batch() -> No
     p = plan(request)
     assert not p.fits
     text = _no_fit_text(p)
-    assert text.endswith("what would fit: lower max-num-batched-tokens to 4,096"), text
+    assert text.endswith("what would fit: lower max-num-batched-tokens to 2,048"), text
     assert "larger GPU" not in text
-    assert plan(dataclasses.replace(request, max_num_batched_tokens=4096)).fits
-    assert not plan(dataclasses.replace(request, max_num_batched_tokens=8192)).fits
-    assert "what would fit: lower spec.maxNumBatchedTokens to 4096" in no_fit_message(p)
+    assert plan(dataclasses.replace(request, max_num_batched_tokens=2048)).fits
+    assert not plan(dataclasses.replace(request, max_num_batched_tokens=4096)).fits
+    assert "what would fit: lower spec.maxNumBatchedTokens to 2048" in no_fit_message(p)
 
 
 def _setting_with_layout(request: PlanRequest, setting: Setting) -> tuple[Plan, int, int]:

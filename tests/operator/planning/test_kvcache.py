@@ -33,11 +33,48 @@ def test_page_rounding_to_576_bytes() -> None:
     assert page_bytes(64, 68) == 4_608
 
 
-def test_admission_state_matches_the_facts_table() -> None:
+# One max-model-len request as vLLM 0.33.0 sizes it at start-up (bytes_per_block x the blocks of
+# every KV-cache group, `_max_memory_usage_bytes_from_groups`), with async scheduling's 2 x mnbt
+# in flight: computed by running the 0.33.0 wheel's vllm/v1/core/kv_cache_planning.py
+# (`_get_packed_kv_cache_groups`, `_pool_bytes_per_block`) on the layer specs that its
+# deepseek_v4 modules build (FP8 ds_mla main cache, FP8 indexer). (model, max-model-len, mnbt,
+# MTP) -> bytes.
+VLLM_0_33_REQUEST_BYTES = {
+    (FLASH, ONE_M, 8192, False): 10_802_142_720,  # 10,778 blocks x 1,002,240 B
+    (FLASH, 131_072, 8192, False): 7_210_114_560,
+    (FLASH, 131_072, 4096, True): 3_874_659_840,
+    (FLASH, 4096, 2048, True): 1_687_772_160,
+    (PRO, ONE_M, 8192, False): 15_476_863_104,  # 10,778 blocks x 1,435,968 B
+    (PRO, 131_072, 8192, False): 10_330_353_792,
+    (PRO, 131_072, 4096, True): 5_551_452_288,
+    (PRO, 4096, 2048, True): 2_418_170_112,
+}
+
+
+@pytest.mark.parametrize(("key", "want"), VLLM_0_33_REQUEST_BYTES.items())
+def test_one_request_is_what_vllm_0_33_reserves_at_start_up(
+    key: tuple[object, int, int, bool], want: int
+) -> None:
+    """Window and compressor-state blocks come from the one shared pool, each as large as a
+    256-token compressed block, for 2 x mnbt tokens in flight (vLLM 0.33.0's async default)."""
+    model, length, mnbt, mtp = key
+    assert model is FLASH or model is PRO
+    geo = kv_geometry(model, "fp8", mtp=mtp)
+    state = geo.admission_state_bytes(mnbt, 128, length)
+    assert geo.request_bytes(length, state) == want
+
+
+def test_the_shared_pool_block_and_the_groups_vllm_0_33_packs() -> None:
+    """Flash: 43 window layers in 2 groups (22 + 21), CSA states (21 main + 21 indexer) in 1, HCA
+    states (20) in 1, the compressed MLA + indexer pages in 1: every block holds 1,002,240 B."""
     flash, pro = kv_geometry(FLASH, "fp8"), kv_geometry(PRO, "fp8")
-    for m, f_gib, p_gib in ((2048, 0.64, 0.93), (8192, 2.50, 3.64), (16384, 4.98, 7.26)):
-        assert flash.admission_state_bytes(m, 128) / GIB == pytest.approx(f_gib, abs=0.01)
-        assert pro.admission_state_bytes(m, 128) / GIB == pytest.approx(p_gib, abs=0.01)
+    assert (flash.window_groups, flash.csa_state_groups, flash.hca_state_groups) == (2, 1, 1)
+    assert (pro.window_groups, pro.csa_state_groups, pro.hca_state_groups) == (2, 1, 1)
+    assert flash.pool_block == flash.block_bytes == 1_002_240
+    assert pro.pool_block == pro.block_bytes == 1_435_968
+    # Without async scheduling (--no-async-scheduling) one batch is in flight.
+    one = flash.admission_state_blocks(8192, 128, ONE_M, concurrent_batches=1)
+    assert one == 2 * 131 + 2051 + 1041
 
 
 def test_steady_state_is_tens_of_megabytes() -> None:
