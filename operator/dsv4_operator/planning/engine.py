@@ -165,9 +165,11 @@ class EngineProfile:
         max_concurrent_batches: batches of max-num-batched-tokens in flight at once, which the
             window and compressor-state KV groups reserve blocks for at admission
             (`VllmConfig.max_in_flight_tokens` = this x mnbt, read by
-            `SlidingWindowSpec.max_admission_blocks_per_request`): 2 in vLLM 0.33.0, whose async
-            scheduling is on by default (`VllmConfig.max_concurrent_batches`: PP size + 1 on Model
-            Runner V2, 2 on V1 without PP; vllm/config/vllm.py in the 0.33.0 wheel).
+            `SlidingWindowSpec.max_admission_blocks_per_request`) with async scheduling and no
+            PP: 2 in vLLM 0.33.0 (`VllmConfig.max_concurrent_batches`: PP size + 1 on Model
+            Runner V2, 2 on V1 without PP, the PP size without async scheduling; vllm/config/
+            vllm.py in the 0.33.0 wheel). When async scheduling is on: `evaluate.
+            concurrent_batches`.
         pipeline_parallel: whether the engine supports PP for DeepseekV4ForCausalLM (vLLM 0.33: no).
         min_version: first engine release with DeepseekV4ForCausalLM (vLLM 0.20.0, PR #40760).
         min_transformers_exclusive: transformers must be newer than this (4.51.1), else

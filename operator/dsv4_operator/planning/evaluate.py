@@ -50,7 +50,14 @@ from dsv4_operator.planning.offload import prefetch_offload
 from dsv4_operator.planning.request import PlanRequest
 from dsv4_operator.planning.weights import WeightBreakdown, per_gpu_weight_bytes
 
-__all__ = ["Evaluation", "evaluate", "structural_problems"]
+__all__ = [
+    "ROCM_ASYNC_OFF_BACKEND",
+    "Evaluation",
+    "async_scheduling",
+    "concurrent_batches",
+    "evaluate",
+    "structural_problems",
+]
 
 _GB = 10**9
 
@@ -565,6 +572,52 @@ def evaluate(
     )
 
 
+ROCM_ASYNC_OFF_BACKEND: Final = "deepep_high_throughput"
+"""The all-to-all backend with which, on ROCm and with dual batch overlap, vLLM 0.33.0 turns async
+scheduling off (`VllmConfig.__post_init__`, vllm/config/vllm.py: `uses_rocm_deepep_ht_dbo`)."""
+
+
+def async_scheduling(req: PlanRequest, gpu: GpuType) -> bool:
+    """Whether vLLM 0.33.0 runs async scheduling for this request on this GPU type.
+
+    `VllmConfig.__post_init__` (vllm/config/vllm.py in the 0.33.0 wheel) keeps an explicit
+    `--async-scheduling` / `--no-async-scheduling` (`req.async_scheduling`) and resolves None to
+    on unless: the model is a pooling model (not a DeepSeek-V4 launch); the executor does not
+    support it (`Executor.supports_async_scheduling`: True for `mp`, `uni`, `ray` (a
+    `MultiprocExecutor`) and `external_launcher`, the backends the runtime uses); ROCm with
+    `--enable-dbo` and `--all2all-backend=deepep_high_throughput` (`uses_rocm_deepep_ht_dbo`,
+    `gpu.vendor` amd here); or the V1 model runner with a speculative method other than the
+    EAGLE/MTP, ngram-GPU and draft-model ones, a padded drafter batch turned off, or PP. The
+    runtime's speculation is always method `mtp` (an EAGLE type, `EagleModelTypes` in
+    vllm/config/speculative.py) from the operator's speculative config, which extraArgs may not
+    set, and DeepSeek-V4 has no PP on this engine, so none of the V1 cases arise.
+    """
+    if req.async_scheduling is not None:
+        return req.async_scheduling
+    rocm_dbo = (
+        gpu.vendor == "amd"
+        and req.dual_batch_overlap
+        and req.all2all_backend == ROCM_ASYNC_OFF_BACKEND
+    )
+    return not rocm_dbo
+
+
+def concurrent_batches(req: PlanRequest, gpu: GpuType, layout: Layout) -> int:
+    """Batches of max-num-batched-tokens vLLM 0.33.0 keeps in flight for this candidate.
+
+    `VllmConfig.max_concurrent_batches` (vllm/config/vllm.py in the 0.33.0 wheel): with async
+    scheduling (`async_scheduling`) PP size + 1 on Model Runner V2, 2 on the V1 runner without
+    PP (`EngineProfile.max_concurrent_batches` + PP - 1: 2 for every layout this engine runs);
+    without it the PP size (1). Each request reserves its window and compressor-state KV blocks
+    for this many batches (`VllmConfig.max_in_flight_tokens`, read by
+    `SlidingWindowSpec.max_admission_blocks_per_request`, vllm/v1/kv_cache_interface.py).
+    """
+    pp = layout.pipeline_parallel
+    if async_scheduling(req, gpu):
+        return req.engine.max_concurrent_batches + pp - 1
+    return pp
+
+
 @dataclass(frozen=True, slots=True)
 class _Context:
     """One candidate's fixed inputs, with the memory arithmetic that varies by length and seqs."""
@@ -639,7 +692,7 @@ class _Context:
             self.mnbt,
             self.model.sliding_window,
             max(length, 1),
-            concurrent_batches=self.req.engine.max_concurrent_batches,
+            concurrent_batches=concurrent_batches(self.req, self.gpu, self.layout),
         )
 
     def request_bytes(self, length: int) -> int:

@@ -93,6 +93,9 @@ class PlanRequest:
         nvls: True when the engine's environment lets NCCL use NVLink SHARP (`NCCL_NVLS_ENABLE`
             other than 0), whose multicast buffers the plan does not count (warning
             `NVLS_NOT_COUNTED`); the operator turns it off otherwise.
+        async_scheduling: vLLM's `--async-scheduling` (True) or `--no-async-scheduling`
+            (False) from extraArgs; None leaves it to vLLM (`evaluate.concurrent_batches`).
+        dual_batch_overlap: vLLM's `--enable-dbo` from extraArgs (read for async scheduling).
         max_logprobs: vLLM's `--max-logprobs`, the most logprobs a request may ask per token
             (default 20), 0 to 1,024: counted in the sampler's unprofiled peak. vLLM's -1 (no
             cap, up to the whole vocabulary) is refused.
@@ -139,6 +142,8 @@ class PlanRequest:
     all2all_backend: str = ALL2ALL_BACKENDS[0]
     deepep_buffer_bytes: int = DEEPEP_BUFFER_DEFAULT_MIB << 20
     moe_dp_chunk_tokens: int = MOE_DP_CHUNK_DEFAULT_TOKENS
+    async_scheduling: bool | None = None
+    dual_batch_overlap: bool = False
     max_logprobs: int = DEFAULT_MAX_LOGPROBS
     nccl_buffer_bytes: int = NCCL_DEFAULT_BUFFER_BYTES
     nvls: bool = False

@@ -20,9 +20,11 @@ __all__ = [
     "ALL2ALL_BACKENDS",
     "ALL2ALL_COUNTED",
     "ALL2ALL_NOT_COUNTED",
+    "ASYNC_SCHEDULING_FLAGS",
     "CUDAGRAPH_CAP_FLAG",
     "CUDAGRAPH_ESTIMATE_ENV",
     "CUDAGRAPH_LIST_FLAG",
+    "DBO_FLAGS",
     "DEEPEP_BUFFER_ENV",
     "EPLB_CONFIG_FLAG",
     "EPLB_FLAGS",
@@ -583,6 +585,17 @@ EPLB_FLAGS: Final = ("--enable-eplb", "--disable-eplb")
 wins), read by the planner: expert-parallel load balancing keeps a transfer buffer of one MoE
 layer's local experts per GPU (`EplbState.add_model`, vllm/distributed/eplb/eplb_state.py), and
 vLLM refuses it without expert parallelism, so the plan then takes EP layouts only."""
+ASYNC_SCHEDULING_FLAGS: Final = ("--async-scheduling", "--no-async-scheduling")
+"""vLLM 0.33.0's `--async-scheduling` and its negation (one `EnableDisableAction`, no value; the
+last wins; neither leaves `SchedulerConfig.async_scheduling` None, which `VllmConfig.__post_init__`
+resolves, vllm/config/vllm.py), read by the planner: with async scheduling vLLM keeps 2 batches
+in flight (`VllmConfig.max_concurrent_batches`), and each request reserves window and
+compressor-state KV blocks for all of them (`VllmConfig.max_in_flight_tokens`)."""
+DBO_FLAGS: Final = ("--enable-dbo", "--disable-dbo")
+"""vLLM 0.33.0's dual batch overlap switch (`ParallelConfig.enable_dbo`, one
+`EnableDisableAction`, no value; the last wins, default off), read by the planner: on ROCm with
+`--all2all-backend=deepep_high_throughput` it turns async scheduling off unless extraArgs set it
+(`VllmConfig.__post_init__`, vllm/config/vllm.py: "can corrupt DP+EP generation accuracy")."""
 EPLB_CONFIG_FLAG: Final = "--eplb-config"
 """vLLM 0.33.0's `EPLBConfig` as a JSON object (vllm/config/parallel.py), read by the planner
 for `num_redundant_experts` (R, default 0): each MoE layer then holds E + R physical experts,
@@ -949,7 +962,11 @@ class EngineSpec(ApiModel):
     the same entry, R from 0 to 1,024; EP layouts only), and the DeepEP buffers of
     `--all2all-backend=deepep_high_throughput` and `deepep_low_latency` (the other all-to-all
     backends but `naive` and `pplx`, whose buffers the plan does not size, are refused), and
-    `--max-logprobs=N` (0 to 1,024; -1 is refused); capture-size lists are refused. While
+    `--max-logprobs=N` (0 to 1,024; -1 is refused), and the batches each request's window and
+    compressor-state KV blocks are reserved for (2 in flight with vLLM's async scheduling, its
+    default; 1 with `--no-async-scheduling`, or on AMD GPUs with `--enable-dbo` and
+    `--all2all-backend=deepep_high_throughput`, where vLLM turns it off); capture-size lists are
+    refused. While
     `version` is unset or vLLM 0.33.0's, each entry must also pass 0.33.0's `vllm serve`
     parser (a known option or a unique prefix of one, a value exactly when the option takes
     one, of its type and among its choices), which vLLM would otherwise refuse by exiting at
@@ -1011,6 +1028,8 @@ class EngineSpec(ApiModel):
             OPTIMIZATION_LEVEL_FLAG,
             *ENFORCE_EAGER_FLAGS,
             *EPLB_FLAGS,
+            *ASYNC_SCHEDULING_FLAGS,
+            *DBO_FLAGS,
         )
         # A version that failed its own pattern is reported on its own: nothing to check by.
         known = "version" in info.data and checked_release(info.data["version"])
@@ -1104,6 +1123,24 @@ class EngineSpec(ApiModel):
         The planner then counts EPLB's one-layer transfer buffer and takes EP layouts only.
         """
         return _switched_on(self.extra_args, EPLB_FLAGS)
+
+    @property
+    def async_scheduling(self) -> bool | None:
+        """Async scheduling as extraArgs set it: the last of `ASYNC_SCHEDULING_FLAGS`.
+
+        True for `--async-scheduling`, False for `--no-async-scheduling`, None without either
+        (vLLM then decides: `VllmConfig.__post_init__`, vllm/config/vllm.py). The planner sizes
+        each request's window and compressor-state KV blocks for the batches it keeps in flight.
+        """
+        return _switch(self.extra_args, ASYNC_SCHEDULING_FLAGS)
+
+    @property
+    def dual_batch_overlap(self) -> bool:
+        """Whether extraArgs turn on vLLM's dual batch overlap (the last of `DBO_FLAGS` is on).
+
+        The planner reads it for the one case where it turns async scheduling off (`DBO_FLAGS`).
+        """
+        return _switched_on(self.extra_args, DBO_FLAGS)
 
     @property
     def redundant_experts(self) -> int:
@@ -1308,6 +1345,16 @@ def _switched_on(args: tuple[str, ...], flags: tuple[str, str]) -> bool:
     `--no-enforce-eager`): the last one given wins; neither leaves it off.
     """
     return next((a for a in reversed(args) if a in flags), None) == flags[0]
+
+
+def _switch(args: tuple[str, ...], flags: tuple[str, str]) -> bool | None:
+    """The last of an on/off flag pair (`flags`: on, off; no value) in `args`, as a bool.
+
+    True for on, False for off, None when neither is given (vLLM's `EnableDisableAction` with
+    default None: vLLM decides).
+    """
+    last = next((a for a in reversed(args) if a in flags), None)
+    return None if last is None else last == flags[0]
 
 
 def _check_eplb(args: tuple[str, ...]) -> None:
@@ -1783,7 +1830,7 @@ def _check_entry(arg: str, owned: tuple[str, ...]) -> None:
     flag, eq, given = arg.partition("=")
     if (read := _VALUE_READERS.get(flag)) is not None:
         read(arg)
-    if flag in (*ENFORCE_EAGER_FLAGS, *EPLB_FLAGS) and eq:
+    if flag in (*ENFORCE_EAGER_FLAGS, *EPLB_FLAGS, *ASYNC_SCHEDULING_FLAGS, *DBO_FLAGS) and eq:
         msg = f"{arg!r}: {flag} takes no value (vLLM refuses one); write {flag} alone"
         raise ValueError(msg)
     if flag == CUDAGRAPH_LIST_FLAG or (
