@@ -87,6 +87,7 @@ REMARKS: frozenset[str] = frozenset(
         Code.KV_OFFLOAD,  # counted in /dev/shm and the memory request
         Code.FIRST_BOOT_WARMUP,  # the startup probe allows it
         Code.SHM_LONG_CONTEXT,  # the operator sizes /dev/shm to it
+        Code.BATCH_LOWERED_FOR_CONTEXT,  # the plan's choice, with its trade-off: pin to change
     )
 )
 """Plan warnings that say what the plan counted or how the engine will run, with nothing left

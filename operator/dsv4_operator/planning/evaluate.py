@@ -51,6 +51,7 @@ from dsv4_operator.planning.request import PlanRequest
 from dsv4_operator.planning.weights import WeightBreakdown, per_gpu_weight_bytes
 
 __all__ = [
+    "MIN_ADVISED_BATCHED_TOKENS",
     "ROCM_ASYNC_OFF_BACKEND",
     "Evaluation",
     "async_scheduling",
@@ -245,6 +246,9 @@ class Evaluation:
             capture sizes (`EngineProfile.speculative_capture_list`, ending at
             `max_cudagraph_capture_size`), which the renderer passes instead of the cap;
             empty otherwise.
+        batch_lowered_from: (vLLM's default max-num-batched-tokens for this GPU, the
+            `max-model-len auto` it gives) when the planner chose a smaller batch for a longer
+            context (`_batch_for_context`); None otherwise.
     """
 
     gpu: GpuType
@@ -261,6 +265,7 @@ class Evaluation:
     problems: tuple[Finding, ...]
     max_cudagraph_capture_size: int
     cudagraph_capture_sizes: tuple[int, ...] = ()
+    batch_lowered_from: tuple[int, int] | None = None
 
     @property
     def fits(self) -> bool:
@@ -510,6 +515,11 @@ def evaluate(
     ctx = _Context(model, gpu, layout, req, weights, tier, geometry)
     target_per_rank = -(-req.concurrency // dp) if req.concurrency else None
     length = req.max_model_len or ctx.auto_length(target_per_rank or 1)
+    lowered_from = None
+    if req.max_model_len is None and req.max_num_batched_tokens is None:
+        default = (ctx.mnbt, length)
+        ctx, length = _batch_for_context(ctx, length, target_per_rank)
+        lowered_from = default if ctx.mnbt != default[0] else None
     # With `auto` and no room at all, size everything for the shortest useful request, the one
     # the shortfall and the advice name: its prefill gather workspace grows with the length.
     sized = length or eng.min_auto_max_model_len
@@ -569,8 +579,53 @@ def evaluate(
             interactivity=req.interactivity,
         ),
         cudagraph_capture_sizes=listed,
+        batch_lowered_from=lowered_from,
     )
 
+
+def _batch_for_context(
+    ctx: _Context, length: int, target_per_rank: int | None
+) -> tuple[_Context, int]:
+    """The batch (`--max-num-batched-tokens`) for `max-model-len auto`, and the length it gives.
+
+    Every request reserves window and compressor-state blocks for the tokens in flight,
+    `concurrent_batches` x mnbt (`KvGeometry.admission_state_bytes`): at vLLM's default batch
+    that reservation can be most of a request, so the context left is short (Pro on 8 L40S per
+    node: 5,632 tokens at 4,096, 300,544 at 2,048). While it is larger than the context's own
+    compressed blocks, the context is below the cap (`auto_cap`) and half the batch is at least
+    `MIN_ADVISED_BATCHED_TOKENS` and one decode step of the sequences a request pins or its
+    concurrency target needs (max-num-seqs x (1 + k), `planner.speculative_step_problem`), the
+    batch is halved and the length searched again; a halving that gives no longer context is
+    not taken. The trade-off is fewer prompt tokens per engine step (slower prefill of long
+    prompts), which the plan states (`BATCH_LOWERED_FOR_CONTEXT`). Only for a request that
+    leaves both the batch and max-model-len to the planner.
+
+    Args:
+        ctx: the candidate at vLLM's default batch.
+        length: `max-model-len auto` at that batch, tokens (0 when none fits).
+        target_per_rank: the concurrency target per DP rank, or None.
+
+    Returns:
+        (the candidate at the chosen batch, its `max-model-len auto`).
+    """
+    seqs = ctx.req.max_num_seqs or target_per_rank or 1
+    floor = max(MIN_ADVISED_BATCHED_TOKENS, seqs * (1 + ctx.req.speculative_tokens))
+    while ctx.mnbt // 2 >= floor and length < ctx.auto_cap:
+        tokens = max(length, 1)
+        if ctx.state(tokens) <= ctx.geometry.growth_bytes(tokens):
+            break
+        smaller = replace(ctx, batch=ctx.mnbt // 2)
+        longer = smaller.auto_length(target_per_rank or 1)
+        if longer <= length:
+            break
+        ctx, length = smaller, longer
+    return ctx, length
+
+
+MIN_ADVISED_BATCHED_TOKENS: Final = 512
+"""Smallest `--max-num-batched-tokens` the planner picks or the "what would fit" advice proposes,
+tokens: the decode-side value of the Flash H200 prefill/decode recipe (facts §5.1, R2); smaller
+steps make long prompts take many more prefill chunks."""
 
 ROCM_ASYNC_OFF_BACKEND: Final = "deepep_high_throughput"
 """The all-to-all backend with which, on ROCm and with dual batch overlap, vLLM 0.33.0 turns async
@@ -629,11 +684,20 @@ class _Context:
     weights: WeightBreakdown
     tier: SchedulingDefaults
     geometry: KvGeometry
+    batch: int | None = None
 
     @property
     def mnbt(self) -> int:
-        """`--max-num-batched-tokens`: as given, or the engine's default for this GPU tier."""
-        return self.req.max_num_batched_tokens or self.tier.max_num_batched_tokens
+        """`--max-num-batched-tokens`: as given, the planner's (`batch`), or the tier default."""
+        return self.req.max_num_batched_tokens or self.batch or self.tier.max_num_batched_tokens
+
+    @property
+    def auto_cap(self) -> int:
+        """Longest `max-model-len auto`: the model's limit, the engine's safe length with MTP."""
+        cap = self.model.max_position_embeddings
+        if self.req.speculative_tokens > 0:
+            cap = min(cap, self.req.engine.mtp_safe_max_model_len)
+        return cap
 
     def memory(self, length: int, seqs: int) -> MemoryBreakdown:
         """Per-GPU breakdown at a max-model-len and max-num-seqs."""
@@ -706,9 +770,7 @@ class _Context:
         The prefill gather workspace grows with the length, so the search is over block counts
         with the pool recomputed at each (both sides are monotone).
         """
-        cap = self.model.max_position_embeddings
-        if self.req.speculative_tokens > 0:
-            cap = min(cap, self.req.engine.mtp_safe_max_model_len)
+        cap = self.auto_cap
         seqs = self.req.max_num_seqs or requests
         base = self.memory(1, seqs).kv_cache_bytes + gather_workspace_bytes(
             self.model, 1, self.mnbt

@@ -35,7 +35,9 @@ from dsv4_operator.api.v1alpha1.scaling import MAX_REPLICAS
 from dsv4_operator.planning.engine import PERFORMANCE_MODES, parse_version
 from dsv4_operator.planning.evaluate import (
     HOST_LINK_BYTES_PER_S,
+    MIN_ADVISED_BATCHED_TOKENS,
     Evaluation,
+    concurrent_batches,
     evaluate,
     max_num_seqs_name,
     structural_problems,
@@ -622,12 +624,6 @@ def _offload_that_fits(req: PlanRequest, model: ModelSpec, closest: Evaluation) 
     return None
 
 
-MIN_ADVISED_BATCHED_TOKENS = 512
-"""Smallest `--max-num-batched-tokens` the "what would fit" advice proposes, tokens: the
-decode-side value of the Flash H200 prefill/decode recipe (facts §5.1, R2); smaller steps make
-long prompts take many more prefill chunks."""
-
-
 def _batch_that_fits(req: PlanRequest, model: ModelSpec, closest: Evaluation) -> int | None:
     """The largest `--max-num-batched-tokens` at which `closest`'s layout fits, or None.
 
@@ -941,6 +937,8 @@ def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) ->
         )
     if (step := speculative_step_problem(req, chosen)) is not None:
         out.append(step)
+    if (lowered := _batch_lowered_finding(req, chosen)) is not None:
+        out.append(lowered)
     if req.speculative_tokens > 0 and req.max_cudagraph_capture_size is not None:
         # vLLM appends the uniform-decode sizes only to the list it infers without a cap
         # (`VllmConfig._set_cudagraph_sizes`, vllm/config/vllm.py; vLLM issue #54933).
@@ -1010,6 +1008,43 @@ def _guards(req: PlanRequest, model: ModelSpec, chosen: Evaluation, fmt: str) ->
             )
         )
     return out
+
+
+def _batch_lowered_finding(req: PlanRequest, e: Evaluation) -> Finding | None:
+    """`BATCH_LOWERED_FOR_CONTEXT`: the smaller batch the plan chose for `max-model-len auto`.
+
+    Says vLLM's default batch for the GPU and the context it would leave, the chosen batch and
+    its context, why (each request's window and compressor-state blocks for the batches in
+    flight, `evaluate._batch_for_context`) and the trade-off (fewer prompt tokens per step).
+    The batch and the lengths are terms, so a script reads them and the front ends name the
+    flag or spec field to pin. None when the plan kept vLLM's default.
+    """
+    if e.batch_lowered_from is None:
+        return None
+    default, short = e.batch_lowered_from
+    batch, length = Setting.MAX_NUM_BATCHED_TOKENS, Setting.MAX_MODEL_LEN
+    batches = concurrent_batches(req, e.gpu, e.layout)
+    return Finding.said(
+        Code.BATCH_LOWERED_FOR_CONTEXT,
+        Term(batch),
+        " ",
+        Term(batch, e.max_num_batched_tokens),
+        f" instead of vLLM's default {default:,} for {e.gpu.name}: each request reserves "
+        f"window and compressor-state KV blocks for the {batches} batch"
+        f"{'es' if batches != 1 else ''} of ",
+        Term(batch),
+        " in flight, which at ",
+        Term(batch, default),
+        " left ",
+        Term(length),
+        f" auto {short:,} tokens; at ",
+        Term(batch, e.max_num_batched_tokens),
+        " it is ",
+        Term(length, e.max_model_len),
+        " (fewer prompt tokens per engine step: slower prefill of long prompts; set ",
+        Term(batch),
+        " to choose)",
+    )
 
 
 def speculative_step_problem(req: PlanRequest, e: Evaluation) -> Finding | None:

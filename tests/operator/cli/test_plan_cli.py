@@ -82,14 +82,16 @@ def test_kv_line_separates_kv_room_from_sequences_at_once() -> None:
 
 def test_kv_line_says_one_request_and_one_sequence_in_the_singular() -> None:
     """h12 (README walk-through): following the RTX 5090 advice (then --cpu-offload-gb 52, now 53)
-    printed "room for 1 111,104-token requests; ... = 1 sequences at once"."""
+    printed "room for 1 111,104-token requests; ... = 1 sequences at once". (359,680 tokens at
+    the 1,024 batched tokens the plan takes for max-model-len auto, BATCH_LOWERED_FOR_CONTEXT;
+    123,904 at vLLM's default 2,048.)"""
     result = runner.invoke(
         app,
         "plan --model flash --gpu rtx-5090-32gb --gpus-per-node 2 --nodes 1 --cpu-offload-gb 53",
     )
     assert result.exit_code == 0, result.output
     kv_line = " ".join(result.stdout.split("KV:")[1].split("/dev/shm")[0].split())
-    assert "room for 1 123,904-token request;" in kv_line
+    assert "room for 1 359,680-token request;" in kv_line
     assert "max-num-seqs 1 x DP 1 = 1 sequence at once" in kv_line
 
 

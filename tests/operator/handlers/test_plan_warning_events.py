@@ -50,6 +50,12 @@ REMARKED: dict[str, dict[str, Any]] = {
     "KV_OFFLOAD": {**SPEC, "engine": {"extraArgs": ["--kv-offloading-size=1"]}},
     "CPU_OFFLOAD": {**SPEC, "engine": {"extraArgs": ["--cpu-offload-gb=8"]}},
     "CUDA_GRAPHS_OFF": {**SPEC, "engine": {"extraArgs": ["--enforce-eager"]}},
+    # Pro with maxModelLen auto on L40S: 1,024 batched tokens instead of vLLM's 4,096.
+    "BATCH_LOWERED_FOR_CONTEXT": {
+        **SPEC,
+        "model": "pro",
+        "gpu": {"types": ["l40s-48gb"], "gpusPerNode": 8, "maxNodes": 4},
+    },
 }
 """A spec that plans with a warning that only says what the plan counted or did."""
 
