@@ -88,6 +88,7 @@ REMARKS: frozenset[str] = frozenset(
         Code.FIRST_BOOT_WARMUP,  # the startup probe allows it
         Code.SHM_LONG_CONTEXT,  # the operator sizes /dev/shm to it
         Code.BATCH_LOWERED_FOR_CONTEXT,  # the plan's choice, with its trade-off: pin to change
+        Code.BATCH_FITS_FEWER_GPUS,  # an option with its trade-off; the plan rolls out as is
     )
 )
 """Plan warnings that say what the plan counted or how the engine will run, with nothing left

@@ -1047,6 +1047,79 @@ def _batch_lowered_finding(req: PlanRequest, e: Evaluation) -> Finding | None:
     )
 
 
+def _batch_fits_fewer_gpus(
+    req: PlanRequest, model: ModelSpec, chosen: Evaluation
+) -> Finding | None:
+    """`BATCH_FITS_FEWER_GPUS`: a smaller batch at which a fixed max-model-len fits on fewer GPUs.
+
+    For a fitting plan whose request fixes max-model-len and leaves the batch to vLLM's default,
+    when each request's window and compressor-state blocks for the batches in flight
+    (`KvGeometry.admission_state_bytes`) outweigh its compressed blocks: the default batch is
+    halved down to `MIN_ADVISED_BATCHED_TOKENS` (and not below one decode step of the chosen
+    sequences, max-num-seqs x (1 + k)) and the request planned again at each, all its GPU types
+    and limits; the first (largest) batch whose best layout the planner ranks ahead of the
+    chosen one by GPU type or price, nodes or GPUs (`_rank_key`) is named, with that layout and
+    the trade-off (fewer prompt tokens per engine step). Advice, not a choice: the plan keeps
+    vLLM's default batch, as the request leaves it. None otherwise.
+    """
+    if req.max_num_batched_tokens is not None or req.max_model_len is None:
+        return None
+    length = chosen.max_model_len
+    geometry = kv_geometry(
+        model, req.kv_cache_dtype, req.indexer_cache_dtype, mtp=req.speculative_tokens > 0
+    )
+    batches = concurrent_batches(req, chosen.gpu, chosen.layout)
+    default = chosen.max_num_batched_tokens
+    state = geometry.admission_state_bytes(
+        default, model.sliding_window, length, concurrent_batches=batches
+    )
+    if state <= geometry.growth_bytes(length):
+        return None
+    order = {g: i for i, g in enumerate(dict.fromkeys(t.lower() for t in req.gpu_types))}
+    now = _rank_key(req, chosen, order)[:4]
+    floor = max(MIN_ADVISED_BATCHED_TOKENS, chosen.max_num_seqs * (1 + req.speculative_tokens))
+    batch = default // 2
+    while batch >= floor:
+        smaller = replace(req, max_num_batched_tokens=batch)
+        fitting, _, _, _ = _search(smaller, model)
+        fitting = [e for e in fitting if speculative_step_problem(smaller, e) is None]
+        if fitting:
+            best = min(fitting, key=lambda e: _rank_key(smaller, e, order))
+            if _rank_key(smaller, best, order)[:4] < now:
+                return _fewer_gpus_finding(chosen, best, batch, batches)
+        batch //= 2
+    return None
+
+
+def _replicas_of(e: Evaluation) -> str:
+    """`e`'s layout, with the replicas a tokens/s target needs when more than one."""
+    replicas = e.replicas_for_target or 1
+    return e.layout.describe() if replicas == 1 else f"{replicas} x {e.layout.describe()}"
+
+
+def _fewer_gpus_finding(chosen: Evaluation, best: Evaluation, batch: int, batches: int) -> Finding:
+    """`BATCH_FITS_FEWER_GPUS` in words: the batch, the layout it fits, the trade-off."""
+    mnbt = Setting.MAX_NUM_BATCHED_TOKENS
+    default = chosen.max_num_batched_tokens
+    return Finding.said(
+        Code.BATCH_FITS_FEWER_GPUS,
+        "each ",
+        Term(Setting.MAX_MODEL_LEN),
+        f" request reserves window and compressor-state KV blocks for the {batches} batch"
+        f"{'es' if batches != 1 else ''} of ",
+        Term(mnbt),
+        " in flight, more than its own context's blocks at vLLM's default ",
+        Term(mnbt, default),
+        f" for {chosen.gpu.name}; at ",
+        Term(mnbt, batch, "most"),
+        f" it fits on {best.total_gpus} {best.gpu.name} GPUs ({_replicas_of(best)}) "
+        f"instead of {chosen.total_gpus} ({_replicas_of(chosen)}): fewer prompt tokens per "
+        "engine step (slower prefill of long prompts); set ",
+        Term(mnbt),
+        " to take it",
+    )
+
+
 def speculative_step_problem(req: PlanRequest, e: Evaluation) -> Finding | None:
     """Why a decode step of `e` does not fit its `--max-num-batched-tokens`, or None.
 
@@ -1404,6 +1477,8 @@ def plan(req: PlanRequest) -> Plan:
     if any(g.code in {Code.ENGINE_TOO_OLD, Code.TRANSFORMERS_TOO_OLD} for g in guards):
         fits = False
     warnings.extend(guards)
+    if fits and (fewer := _batch_fits_fewer_gpus(req, model, chosen)) is not None:
+        warnings.append(fewer)
     offload_host = _weight_offload(req, model, fmt, chosen, warnings)
     checkpoint = checkpoint_bytes(model, req.weights_format)
     startup = _startup_seconds(req, chosen, checkpoint)

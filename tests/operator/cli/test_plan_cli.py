@@ -694,3 +694,19 @@ def test_a_file_nested_too_deep_for_the_yaml_loader_is_invalid_input(tmp_path: P
     error = json.loads(result.stdout)["error"]
     assert error["field"] == "file"
     assert error["message"].startswith(f"{path}: ")
+
+
+def test_an_example_a_smaller_batch_fits_on_fewer_gpus_says_so_and_plans_it() -> None:
+    """examples/pro-1m-h200-kueue.yaml (8 concurrent 1M-token requests) takes 16 H200 at vLLM's
+    8,192 batched tokens; at 2,048 the window and state blocks each request reserves for the
+    batches in flight shrink enough for 8 GPUs, which the plan now says, and which plans."""
+    example = str(ROOT / "examples" / "pro-1m-h200-kueue.yaml")
+    data = _plan_data(example)
+    assert (data["layout"]["gpus"], data["max_num_batched_tokens"]) == (16, 8192)
+    (said,) = [w for w in data["warnings"] if w["code"] == "BATCH_FITS_FEWER_GPUS"]
+    assert "at 2,048 it fits on 8 h200-141gb GPUs (1x8 TP2 DP4) instead of 16" in said["message"]
+    (term,) = [t for t in said["terms"] if t["bound"] == "most"]
+    assert (term["flag"], term["value"]) == ("--max-num-batched-tokens", 2048)
+    followed = _plan_data(example, term["flag"], str(term["value"]))
+    assert followed["fits"] is True
+    assert followed["layout"]["gpus"] == 8

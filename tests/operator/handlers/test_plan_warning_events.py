@@ -56,6 +56,13 @@ REMARKED: dict[str, dict[str, Any]] = {
         "model": "pro",
         "gpu": {"types": ["l40s-48gb"], "gpusPerNode": 8, "maxNodes": 4},
     },
+    # Pro at 300,000 tokens on 6 nodes of L40S: 48 GPUs at 4,096 batched tokens, 32 at 2,048.
+    "BATCH_FITS_FEWER_GPUS": {
+        **SPEC,
+        "model": "pro",
+        "maxModelLen": 300000,
+        "gpu": {"types": ["l40s-48gb"], "gpusPerNode": 8, "maxNodes": 6},
+    },
 }
 """A spec that plans with a warning that only says what the plan counted or did."""
 

@@ -122,3 +122,43 @@ def test_the_batch_is_not_lowered_below_the_sequences_a_step_needs(seqs: int) ->
     p = plan(dataclasses.replace(PRO_L40S, max_num_seqs=seqs))
     assert p.chosen.max_num_batched_tokens >= max(seqs, MIN_ADVISED_BATCHED_TOKENS)
     assert Code.MAX_NUM_SEQS_EXCEEDS_BATCHED_TOKENS not in {f.code for f in p.chosen.problems}
+
+
+def _fewer(p: Plan) -> list[str]:
+    return [w.message for w in p.warnings if w.code is Code.BATCH_FITS_FEWER_GPUS]
+
+
+def test_a_fixed_length_that_a_smaller_batch_fits_on_fewer_gpus_is_advised() -> None:
+    """Pro at 300,000 tokens on L40S within 6 nodes: 48 GPUs at vLLM's 4,096 batched tokens,
+    32 at 2,048 (the window and state blocks of 2 x 4,096 in flight outweigh the context's)."""
+    request = dataclasses.replace(PRO_L40S, max_model_len=300_000, max_nodes=6)
+    p = plan(request)
+    assert p.fits
+    assert (p.chosen.layout.gpus, p.chosen.max_num_batched_tokens) == (48, 4096)
+    state, blocks = _state_and_blocks(p, 4096, 300_000)
+    assert state > blocks
+    (said,) = [w for w in p.warnings if w.code is Code.BATCH_FITS_FEWER_GPUS]
+    assert Term(Setting.MAX_NUM_BATCHED_TOKENS, 2048, "most") in said.terms
+    assert said.message == (
+        "each max-model-len request reserves window and compressor-state KV blocks for the 2 "
+        "batches of max-num-batched-tokens in flight, more than its own context's blocks at "
+        "vLLM's default 4,096 for l40s-48gb; at 2,048 it fits on 32 l40s-48gb GPUs (4x8 TP8 "
+        "DP4 EP32) instead of 48 (6x8 TP4 DP12 EP48): fewer prompt tokens per engine step "
+        "(slower prefill of long prompts); set max-num-batched-tokens to take it"
+    )
+    # Followed, it plans that layout; the plan itself keeps vLLM's default (advice only).
+    followed = plan(dataclasses.replace(request, max_num_batched_tokens=2048))
+    assert followed.fits
+    assert followed.chosen.layout.describe() == "4x8 TP8 DP4 EP32"
+    assert _fewer(followed) == []
+
+
+def test_no_fewer_gpus_advice_for_a_pinned_batch_or_when_the_context_outweighs_the_state() -> None:
+    pinned = dataclasses.replace(
+        PRO_L40S, max_model_len=300_000, max_nodes=6, max_num_batched_tokens=4096
+    )
+    assert _fewer(plan(pinned)) == []
+    # Pro at 200,000 tokens on 8 H200 with mnbt 8,192: one node, nothing fewer to advise.
+    one_node = PlanRequest(model="pro", gpu_types=("h200-141gb",), max_model_len=200_000)
+    assert plan(one_node).chosen.layout.gpus == 8
+    assert _fewer(plan(one_node)) == []
