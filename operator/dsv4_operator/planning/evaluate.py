@@ -12,6 +12,8 @@ Structural rules (a candidate that breaks one is rejected before any memory arit
   On Blackwell and ROCm an MXFP4 expert slice without EP must be a multiple of 256
   (`MXFP4_PADDED_SLICE`).
 - EP = TP x DP divides the routed experts.
+- No explicit `--async-scheduling` on ROCm with `--enable-dbo` and DeepEP high-throughput, which
+  vLLM 0.33.0 refuses at start (`ASYNC_SCHEDULING_REFUSED`; `async_scheduling`).
 
 Memory: `memory.py`. KV capacity: `kvcache.py`. A request at `max-model-len` must fit the KV pool as
 vLLM's startup check sizes it (compressed blocks + admission state); the concurrency target is
@@ -184,6 +186,18 @@ def structural_problems(
             )
         )
     problems += _expert_problems(model, layout, req)
+    if req.async_scheduling and gpu is not None and _rocm_dbo_deepep_ht(req, gpu):
+        # VllmConfig.__post_init__ (vllm/config/vllm.py, 0.33.0): an explicit True hard-fails.
+        problems.append(
+            Finding(
+                Code.ASYNC_SCHEDULING_REFUSED,
+                f"--async-scheduling with --enable-dbo and --all2all-backend="
+                f"{ROCM_ASYNC_OFF_BACKEND} on {gpu.name} (ROCm): vLLM refuses to start ('Async "
+                "scheduling is not compatible with ROCm DeepEP high-throughput DBO'); drop "
+                "--async-scheduling (vLLM then turns it off), --enable-dbo, or choose another "
+                "all-to-all backend",
+            )
+        )
     if req.gpu_budget is not None and layout.gpus > req.gpu_budget:
         problems.append(
             Finding(
@@ -649,12 +663,16 @@ def async_scheduling(req: PlanRequest, gpu: GpuType) -> bool:
     """
     if req.async_scheduling is not None:
         return req.async_scheduling
-    rocm_dbo = (
+    return not _rocm_dbo_deepep_ht(req, gpu)
+
+
+def _rocm_dbo_deepep_ht(req: PlanRequest, gpu: GpuType) -> bool:
+    """Whether vLLM's `uses_rocm_deepep_ht_dbo` holds: ROCm, `--enable-dbo`, DeepEP HT."""
+    return (
         gpu.vendor == "amd"
         and req.dual_batch_overlap
         and req.all2all_backend == ROCM_ASYNC_OFF_BACKEND
     )
-    return not rocm_dbo
 
 
 def concurrent_batches(req: PlanRequest, gpu: GpuType, layout: Layout) -> int:

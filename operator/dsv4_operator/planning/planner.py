@@ -539,6 +539,7 @@ _FIELD_OF_CODE = {
     Code.EXPERT_SPLIT_UNEVEN: "tensor_parallel",  # the TP x DP split, as the block rule
     Code.GPU_BUDGET_EXCEEDED: "gpu_budget",
     Code.PINNED_LAYOUT_MISMATCH: "data_parallel",
+    Code.ASYNC_SCHEDULING_REFUSED: "async_scheduling",
 }
 
 

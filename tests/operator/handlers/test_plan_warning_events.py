@@ -89,6 +89,7 @@ NOT_ON_A_PLAN_ROLLED_OUT: frozenset[Code] = frozenset(
         Code.EXPERT_SPLIT_PADDED,
         Code.GPU_BUDGET_EXCEEDED,
         Code.PINNED_LAYOUT_MISMATCH,
+        Code.ASYNC_SCHEDULING_REFUSED,
         Code.STARTUP_MEMORY_RESERVE,
         Code.SAMPLER_PEAK_OUTSIDE_BUDGET,
         # Guards that make the plan unfit whatever the layout (InvalidSpec).
