@@ -45,8 +45,9 @@ from dsv4_operator.kube import (
     discover,
     owner_relation,
 )
-from dsv4_operator.kube.apply import Settled, carries_identity
+from dsv4_operator.kube.apply import RENDERED_HASH, Settled, carries_identity
 from dsv4_operator.kube.discovery import KEDA_API_VERSION
+from dsv4_operator.kube.drift import changed_by, differences, drift_words
 from dsv4_operator.kube.peering import NAMESPACE_TERMINATING
 from dsv4_operator.metrics import OperatorMetrics, Result
 from dsv4_operator.planning import Code, Plan, PlanningError, plan
@@ -58,6 +59,7 @@ from dsv4_operator.planning.from_spec import (
     spec_words,
 )
 from dsv4_operator.render import (
+    FIELD_MANAGER,
     Observation,
     Owner,
     child_names,
@@ -83,13 +85,19 @@ from dsv4_operator.render.status import (
     REFERENCE_MISSING,
 )
 
-__all__ = ["API_RETRY_REPEAT_SECONDS", "EmitFn", "Outcome", "Reconciler"]
+__all__ = ["API_RETRY_REPEAT_SECONDS", "DRIFT_REPEAT_SECONDS", "EmitFn", "Outcome", "Reconciler"]
 
 API_RETRY_REPEAT_SECONDS: Final = 60.0
 """A streak of transient failures with one HTTP status posts its ApiRetry Event again after this
 long, s: kopf gives up posting an Event after its posting backoffs (54 s by default,
 `settings.posting`), so in an outage longer than that the first one is dropped, and a repeat
 each minute gets one through within a minute of the server's return."""
+
+DRIFT_REPEAT_SECONDS: Final = 600.0
+"""The same `DriftReverted` (one child, the same fields and field managers) is posted again only
+this long after the last one, s; the reverts between are counted in it. Another writer that
+puts its value back each time (a GitOps tool's self-heal, a controller of its own) and the
+operator's resync then alternate: one Event per resync would flood `kubectl describe`."""
 
 log = logging.getLogger("dsv4_operator")
 
@@ -313,6 +321,11 @@ class Reconciler:
     _settled: dict[str, Settled] = field(default_factory=dict)
     """Per resource, its children that differ from their rendering only by another manager's
     list entries, as our last apply left them (`kube.apply.Settled`): not applied again."""
+    _drift: dict[str, dict[tuple[str, str], tuple[str, datetime, int]]] = field(
+        default_factory=dict
+    )
+    """Per resource, per child (kind, name): the last `DriftReverted` said (fields and field
+    managers), when, and the reverts of the same drift since, not posted (`_announce_drift`)."""
     _notices: Notices = field(default_factory=Notices)
     """Per resource, what was last said of a lasting failure, by topic: `_UNREPORTED`,
     `_FAILED_APPLY`, `_WAIT`."""
@@ -345,6 +358,7 @@ class Reconciler:
             kept.pop(key, None)
         self._retrying.pop(key, None)
         self._settled.pop(key, None)
+        self._drift.pop(key, None)
         self._notices.forget(key)
         self.metrics.forget(key)
 
@@ -880,8 +894,7 @@ class Reconciler:
                 obs, status, "applied" if secret_created or _any_change(applied) else "unchanged"
             )
         except Exception:
-            _announce_lws(owner, spec, applied, children, emit)
-            self._announce_recreated(owner, applied, emit)
+            self._announce_children(owner, spec, applied, children, emit)
             raise
         self._announce_plan(spec, planned, status, emit, after=(owner, applied, children))
         return self._post_status_events(status, desired, emit, result)
@@ -917,12 +930,28 @@ class Reconciler:
             )
         if after is not None:
             owner, applied, children = after
-            _announce_lws(owner, spec, applied, children, emit)
-            self._announce_recreated(owner, applied, emit)
+            self._announce_children(owner, spec, applied, children, emit)
         known = hazards((status.get("plan") or {}).get("warnings") or [])
         for w in planned.warnings:
             if str(w.code) in HAZARDS - known:
                 emit("Warning", "PlanWarning", f"{w.code}: {w.worded(spec_words)}")
+
+    def _announce_children(
+        self,
+        owner: Owner,
+        spec: DeepSeekV4DeploymentSpec,
+        applied: list[AppliedChild],
+        children: list[dict[str, Any]],
+        emit: EmitFn,
+    ) -> None:
+        """The Events of what this reconcile did to the children it `applied`.
+
+        The LeaderWorkerSet's rollout and scaling, children created again, and drift set back
+        (against `children`, as rendered).
+        """
+        _announce_lws(owner, spec, applied, children, emit)
+        self._announce_recreated(owner, applied, emit)
+        self._announce_drift(owner, applied, children, emit)
 
     def _announce_recreated(self, owner: Owner, applied: list[AppliedChild], emit: EmitFn) -> None:
         """Post an Event for each child that had to be created again.
@@ -956,6 +985,60 @@ class Reconciler:
                     "another manager or by a new rendering)",
                 )
         self._children_seen[key] = (owner.uid, frozenset((a.kind, a.name) for a in applied))
+
+    def _announce_drift(
+        self,
+        owner: Owner,
+        applied: list[AppliedChild],
+        children: list[dict[str, Any]],
+        emit: EmitFn,
+    ) -> None:
+        """Post `DriftReverted` (Warning) for each child set back over another writer's change.
+
+        A child updated while its rendering did not change (the `RENDERED_HASH` it carried is
+        the one applied) differed from the spec because someone else wrote it: `kubectl scale`
+        or `kubectl edit` of the LeaderWorkerSet, a GitOps tool or controller forcing its own
+        value (server-side apply `--force-conflicts` moves the field to its manager). The
+        forced apply of the operator's field manager took the fields back; the Event names
+        them and the field managers that held them (`kube.drift`), so a fight with another
+        writer is visible instead of a silent revert at every resync. The same drift again is
+        posted after `DRIFT_REPEAT_SECONDS` at the earliest, with the count of the reverts
+        between; each revert is logged.
+        """
+        key = f"{owner.namespace}/{owner.name}"
+        rendered = {(str(c["kind"]), str(c["metadata"]["name"])): c for c in children}
+        now = self.clock()
+        for child in applied:
+            desired = rendered.get((child.kind, child.name))
+            if child.action != "updated" or child.previous is None or desired is None:
+                continue
+            hashes = {
+                ((obj.get("metadata") or {}).get("annotations") or {}).get(RENDERED_HASH)
+                for obj in (child.previous, child.live)
+            }
+            if len(hashes) != 1 or None in hashes:
+                continue  # a new rendering (the spec or the operator changed), not drift
+            paths = differences(child.previous, desired)
+            if not paths:
+                continue
+            words = drift_words(paths, changed_by(child.previous, paths, FIELD_MANAGER))
+            log.warning("%s: %s %s: %s; set back to the spec", key, child.kind, child.name, words)
+            said = self._drift.setdefault(key, {})
+            last = said.get((child.kind, child.name))
+            same = last is not None and last[0] == words
+            if last is not None and same and (now - last[1]).total_seconds() < DRIFT_REPEAT_SECONDS:
+                said[(child.kind, child.name)] = (words, last[1], last[2] + 1)
+                continue
+            since = f" ({last[2]} more time(s) since the last such Event)" if last and same else ""
+            said[(child.kind, child.name)] = (words, now, 0)
+            emit(
+                "Warning",
+                "DriftReverted",
+                f"{child.kind} {child.name}: {words}; set back to the spec{since} (the "
+                f"operator applies its fields with force as field manager {FIELD_MANAGER} "
+                "at every resync: change the DeepSeekV4Deployment instead, or stop the other "
+                "writer)",
+            )
 
     def _report_refused(
         self,

@@ -1528,7 +1528,11 @@ def test_an_operator_upgrade_posts_no_rollout_warnings_for_unchanged_resources()
         per = fake.objects[LWS_PATH]["metadata"]["annotations"]["dsv4.io/gpus-per-replica"]
         fake.objects[CR_PATH]["spec"]["gpu"]["budget"] = int(per)
         reconciler.reconcile("ns", "d", Events())
-        del fake.objects[LWS_PATH]["metadata"]["annotations"]["dsv4.io/requested-rollout"]
+        annotations = fake.objects[LWS_PATH]["metadata"]["annotations"]
+        del annotations["dsv4.io/requested-rollout"]
+        # As the older operator left it: its rendering (without the annotation) had another
+        # hash. (The same hash would be someone removing our annotation: DriftReverted.)
+        annotations["dsv4.io/rendered-hash"] = "0123456789abcdef"
         events = Events()
         assert reconciler.reconcile("ns", "d", events).result == "applied"  # annotation back
         assert events.reasons() == []
@@ -2312,3 +2316,49 @@ def test_a_lasting_refusal_keeps_the_replica_counts_and_available_live() -> None
     assert (status["replicas"], status["readyReplicas"]) == (1, 0)
     assert _conditions(fake)["Available"] == ("False", "NoReplicaReady")
     assert _conditions(fake)["Ready"] == ("False", "ApplyFailed")
+
+
+def test_drift_set_back_is_a_warning_once_per_drift_not_at_every_resync() -> None:
+    """Day-2 finding (h46, local control plane): `kubectl scale` or an edit of the
+    LeaderWorkerSet, or another manager's forced apply, was set back at the next resync without
+    a word; a writer that put its value back each time fought the resync silently. Now a
+    `DriftReverted` Warning names the fields (and the field managers holding them), once per
+    drift for `DRIFT_REPEAT_SECONDS`, then again with the count of the reverts between; a new
+    rendering (a spec change) is not drift."""
+    from dsv4_operator.handlers.reconciler import DRIFT_REPEAT_SECONDS
+
+    now = [datetime(2026, 11, 29, tzinfo=UTC)]
+    fake, reconciler = _setup({**SPEC, "replicas": 2})
+    reconciler.clock = lambda: now[0]
+    reconciler.reconcile("ns", "d", Events())
+    theirs = [
+        {
+            "manager": "argocd-controller",
+            "operation": "Apply",
+            "fieldsV1": {"f:spec": {"f:replicas": {}}},
+        }
+    ]
+    events = Events()
+    for _ in range(3):  # three reverts within the window
+        fake.objects[LWS_PATH]["spec"]["replicas"] = 5
+        fake.objects[LWS_PATH]["metadata"]["managedFields"] = copy.deepcopy(theirs)
+        reconciler.reconcile("ns", "d", events)
+        assert fake.objects[LWS_PATH]["spec"]["replicas"] == 2
+        now[0] += timedelta(seconds=60)
+    (drift,) = [e for e in events if e[1] == "DriftReverted"]
+    assert drift[0] == "Warning"
+    assert "LeaderWorkerSet d: spec.replicas changed by argocd-controller (Apply)" in drift[2]
+    now[0] += timedelta(seconds=DRIFT_REPEAT_SECONDS)
+    fake.objects[LWS_PATH]["spec"]["replicas"] = 5
+    fake.objects[LWS_PATH]["metadata"]["managedFields"] = copy.deepcopy(theirs)
+    later = Events()
+    reconciler.reconcile("ns", "d", later)
+    (again,) = [e for e in later if e[1] == "DriftReverted"]
+    assert "(2 more time(s) since the last such Event)" in again[2]
+    # A spec change renders the LeaderWorkerSet anew: not drift.
+    fake.objects[CR_PATH]["spec"]["replicas"] = 3
+    fake.objects[CR_PATH]["metadata"]["generation"] = 2
+    changed = Events()
+    reconciler.reconcile("ns", "d", changed)
+    assert fake.objects[LWS_PATH]["spec"]["replicas"] == 3
+    assert "DriftReverted" not in changed.reasons()
