@@ -10,10 +10,11 @@ Two sources, both read from code rather than restated by hand where possible:
    exist yet: the API server authorizes an apply that creates as `create`).
 2. kopf itself (kopf docs, "Deployment" RBAC example; kopf 1.45 `_core/reactor/observation.py`,
    `_core/engines/peering.py`): it lists/watches the CRDs and namespaces to find resources,
-   lists/watches and patches the resource it serves (its progress annotations), posts Events,
-   and watches and patches its peering object (the docs' example also grants `get` on it; kopf's
-   code never reads it singly, so the chart does not). kopf never creates that object: our
-   startup handler does (`dsv4_operator.kube.peering`, `create` only).
+   lists/watches and patches the resource it serves (its progress annotations), lists/watches
+   the children whose deletion it reports (`handlers.deployment.WATCHED_CHILDREN`), posts
+   Events, and watches and patches its peering object (the docs' example also grants `get` on
+   it; kopf's code never reads it singly, so the chart does not). kopf never creates that
+   object: our startup handler does (`dsv4_operator.kube.peering`, `create` only).
 
 The e2e test (tests/e2e/test_chart.py) checks each permission with `kubectl auth can-i --as` the
 chart's ServiceAccount, and records every request the operator sends while it runs as that
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from dsv4_operator.api import GROUP, PLURAL
+from dsv4_operator.handlers.deployment import WATCHED_CHILDREN
 from dsv4_operator.kube import KubeClient
 from dsv4_operator.kube.client import PLURALS
 
@@ -178,6 +180,12 @@ def kopf_permissions(*, clusterwide: bool) -> set[Permission]:
         for v in ("list", "watch", "patch")
     }
     needs.add(Permission("", "events", "create", "namespace", "kopf.event"))
+    for group, plural in WATCHED_CHILDREN:  # kopf watches the children's deletions
+        api_group = "" if group == "v1" else group
+        needs |= {
+            Permission(api_group, plural, v, "namespace", "kopf watch of deleted children")
+            for v in ("list", "watch")
+        }
     peering = (
         Permission("kopf.dev", "clusterkopfpeerings", "", "cluster")
         if clusterwide

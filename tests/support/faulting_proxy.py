@@ -29,7 +29,9 @@ _HOP_HEADERS = frozenset(
 class Fault:
     """Answer the first `times` requests matching `method` and `path` (a regex) with `status`.
 
-    With `status` 0 the request is forwarded after `delay` seconds instead of failing.
+    With `status` 0 the request is forwarded after `delay` seconds instead of failing. With
+    `agent` (a regex) only requests whose User-Agent matches it: e.g. `^(?!kopf/)` for the
+    operator's own client, not kopf's requests (kopf sends `kopf/<version>`).
     """
 
     method: str
@@ -39,12 +41,14 @@ class Fault:
     delay: float = 0.0
     retry_after: int | None = None
     hits: int = 0
+    agent: str | None = None
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, agent: str = "") -> bool:
         return (
             self.hits < self.times
             and method == self.method
             and re.search(self.path, path) is not None
+            and (self.agent is None or re.search(self.agent, agent) is not None)
         )
 
 
@@ -86,10 +90,10 @@ class FaultingProxy:
         with self._lock:
             return [r for r in self.log if r.method == method and re.search(path_regex, r.path)]
 
-    def _match(self, method: str, path: str) -> Fault | None:
+    def _match(self, method: str, path: str, agent: str = "") -> Fault | None:
         with self._lock:
             for fault in self.faults:
-                if fault.matches(method, path):
+                if fault.matches(method, path, agent):
                     fault.hits += 1
                     return fault
         return None
@@ -99,7 +103,7 @@ class FaultingProxy:
             self.log.append(Record(method, path, status, injected))
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        fault = self._match(request.method, request.path)
+        fault = self._match(request.method, request.path, request.headers.get("User-Agent", ""))
         if fault is not None and fault.status:
             self._record(request.method, request.path, fault.status, True)
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}

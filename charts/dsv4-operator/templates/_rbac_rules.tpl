@@ -28,14 +28,17 @@ again its own Service, ConfigMap or PodDisruptionBudget when an update is refuse
 (kube/apply.py, uid precondition; never the LeaderWorkerSet); it creates each
 resource's admin Secret (the runtimes' drain token, render/admin.py) once and reads it, and
 reads the Secrets, ConfigMaps and PersistentVolumeClaims the spec names for the pods to tell
-whether they (and their keys) exist (no list, watch or patch: it reads only the objects it names);
+whether they (and their keys) exist (no list, watch or patch on Secrets and claims: it reads only
+the objects it names);
 the native autoscaler reads a replica group's leader pod by name (`get` on pods, no list or watch)
 when that leader's runtime does not answer it, to tell a group that still serves (pod Ready)
 from one that is restarting or gone (handlers/autoscaler.py); the children's
 ownerReferences set
 blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement admission plugin (on in
 OpenShift) allows only with update on the owner's finalizers subresource;
-kopf watches the resource, patches its progress annotations and posts Events; in namespaced
+kopf watches the resource, patches its progress annotations and posts Events, and lists and
+watches the children (not the admin Secret: that would read every Secret) to reconcile an owner
+at once when one is deleted (handlers/deployment.py WATCHED_CHILDREN); in namespaced
 mode the operator creates its KopfPeering in each watched namespace at startup when missing.
 */}}
 {{- define "dsv4-operator.namespacedRules" -}}
@@ -50,10 +53,10 @@ mode the operator creates its KopfPeering in each watched namespace at startup w
   verbs: [update]
 - apiGroups: [leaderworkerset.x-k8s.io]
   resources: [leaderworkersets]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [configmaps, services]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, create]
@@ -62,13 +65,13 @@ mode the operator creates its KopfPeering in each watched namespace at startup w
   verbs: [get]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]

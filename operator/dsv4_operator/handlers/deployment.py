@@ -11,8 +11,19 @@
 - a faster timer every `progress_seconds`, running only while a rollout is in progress
   (`Ready=False`, reason `ReplicasNotReady`, or `Progressing` reason `Waiting`; kopf starts and
   stops it as that filter changes),
-  so groups turning ready show up in status soon. (Watching LeaderWorkerSets instead would need
-  list/watch rights on them, which the operator otherwise does not need.)
+  so groups turning ready show up in status soon. (The LeaderWorkerSet watch below reacts to
+  deletions only: the LWS controller's status writes would reconcile at each of them.)
+- a watch of the children's deletions (LeaderWorkerSet, Service, ConfigMap, PodDisruptionBudget,
+  HorizontalPodAutoscaler, ScaledObject carrying `app.kubernetes.io/managed-by: dsv4-operator`):
+  the owner named by a child's controller ownerReference is reconciled at once, so a child
+  deleted by hand is created again within seconds, not at the next resync (up to
+  `resync_seconds`, 60 s by default, meanwhile a deleted LeaderWorkerSet's groups were gone and
+  status still said Ready), as the Deployment controller watches its ReplicaSets
+  (kubernetes/kubernetes `pkg/controller/deployment/deployment_controller.go`, `deleteReplicaSet`
+  enqueues the owner). Deletions only: an edit is set back by the resync (`DriftReverted`), so a
+  writer that puts its value back each time meets one apply per resync, not a loop. The admin
+  Secret is not watched (that needs `list`/`watch` on every Secret of the namespace); the resync
+  creates it again (`AdminTokenRotated`).
 - delete: nothing to do (children carry ownerReferences; the garbage collector removes them);
   the handler only frees the per-resource state of the reconciler (its metrics included) and
   of the autoscaler, each after a reconcile or step of the resource in flight. `optional=True`
@@ -28,14 +39,27 @@ from typing import Any
 
 import kopf
 
-from dsv4_operator.api import GROUP, PLURAL, VERSION
+from dsv4_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from dsv4_operator.handlers.autoscaler import Autoscaler
 from dsv4_operator.handlers.reconciler import EmitFn, Outcome, Reconciler
 from dsv4_operator.kube import ApiError
+from dsv4_operator.render.labels import MANAGED_BY
 from dsv4_operator.render.status import REFERENCE_MISSING, WAITING
 from dsv4_operator.settings import OperatorSettings
 
-__all__ = ["register_deployment_handlers", "rolling_out"]
+__all__ = ["WATCHED_CHILDREN", "owner_of", "register_deployment_handlers", "rolling_out"]
+
+WATCHED_CHILDREN: tuple[tuple[str, str], ...] = (
+    ("leaderworkerset.x-k8s.io", "leaderworkersets"),
+    ("v1", "services"),
+    ("v1", "configmaps"),
+    ("policy", "poddisruptionbudgets"),
+    ("autoscaling", "horizontalpodautoscalers"),
+    ("keda.sh", "scaledobjects"),
+)
+"""(group or `v1` for the core group, plural) of the children whose deletion is watched; kopf
+serves each kind the cluster has, in its preferred version, and skips the others (no LWS or
+KEDA installed)."""
 
 
 def _emitter(body: kopf.Body) -> EmitFn:
@@ -50,6 +74,22 @@ def _run(memo: kopf.Memo, body: kopf.Body) -> Outcome:
     return reconciler.reconcile(
         str(body.metadata.namespace), str(body.metadata.name), _emitter(body)
     )
+
+
+def owner_of(body: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """(namespace, name, uid) of the DeepSeekV4Deployment that controls child `body`, or None.
+
+    Its ownerReference with `controller: true` of our apiVersion and kind (`Owner.reference`).
+    """
+    meta = body.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if (
+            ref.get("controller")
+            and ref.get("apiVersion") == API_VERSION
+            and ref.get("kind") == KIND
+        ):
+            return str(meta.get("namespace") or ""), str(ref.get("name")), str(ref.get("uid"))
+    return None
 
 
 def rolling_out(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> bool:
@@ -174,6 +214,36 @@ def register_deployment_handlers(registry: kopf.OperatorRegistry, config: Operat
             autoscaler.step(str(body.metadata.namespace), str(body.metadata.name), _emitter(body))
         except ApiError as error:
             logger.warning("autoscaler: %s (the next tick tries again)", error)
+
+    for group, plural in WATCHED_CHILDREN:
+
+        @kopf.on.event(
+            group,
+            plural,
+            id=f"child-{plural}",
+            labels={"app.kubernetes.io/managed-by": MANAGED_BY},
+            registry=registry,
+        )
+        def child_deleted(
+            event: Mapping[str, Any],
+            body: kopf.Body,
+            memo: kopf.Memo,
+            logger: kopf.Logger,
+            **_: Any,
+        ) -> None:
+            owner = owner_of(body) if event.get("type") == "DELETED" else None
+            if owner is None:
+                return
+            namespace, name, uid = owner
+            ref: kopf.RawBody = {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "metadata": {"namespace": namespace, "name": name, "uid": uid},
+            }
+            reconciler: Reconciler = memo.reconciler
+            outcome = reconciler.reconcile(namespace, name, _emitter(kopf.Body(ref)))
+            if outcome.retry_after is not None:
+                logger.warning("after a child's deletion: %s (the resync retries)", outcome.message)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
     def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

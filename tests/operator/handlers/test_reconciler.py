@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -2362,3 +2363,40 @@ def test_drift_set_back_is_a_warning_once_per_drift_not_at_every_resync() -> Non
     reconciler.reconcile("ns", "d", changed)
     assert fake.objects[LWS_PATH]["spec"]["replicas"] == 3
     assert "DriftReverted" not in changed.reasons()
+
+
+def test_a_deleted_child_reconciles_its_owner_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Day-2 finding (h46): a child deleted by hand was created again only at the next resync
+    (60 s by default). The operator registers a kopf watch of each child kind
+    (`WATCHED_CHILDREN`), and a DELETED event of a child reconciles the resource its controller
+    ownerReference names; other events, and objects of other owners, do nothing."""
+    import kopf
+
+    from dsv4_operator.handlers import build_registry
+    from dsv4_operator.handlers.deployment import WATCHED_CHILDREN, owner_of
+    from dsv4_operator.settings import OperatorSettings
+
+    registry = build_registry(OperatorSettings())
+    watching = {str(h.id): h for h in registry._watching.get_all_handlers()}
+    assert {f"child-{plural}" for _, plural in WATCHED_CHILDREN} <= set(watching)
+    assert ("v1", "services") in WATCHED_CHILDREN
+    assert all(plural != "secrets" for _, plural in WATCHED_CHILDREN)  # no list on Secrets
+    fake, reconciler = _setup()
+    reconciler.reconcile("ns", "d", Events())
+    child: Any = copy.deepcopy(fake.objects[SERVICE_PATH])
+    assert owner_of(child) == ("ns", "d", "u-1")
+    assert owner_of({"metadata": {"ownerReferences": [{"kind": "Deployment"}]}}) is None
+    del fake.objects[SERVICE_PATH]
+    fn: Any = watching["child-services"].fn
+    memo = kopf.Memo(reconciler=reconciler)
+    logger: Any = logging.getLogger("test")
+    fn(event={"type": "MODIFIED"}, body=kopf.Body(child), memo=memo, logger=logger)
+    assert SERVICE_PATH not in fake.objects  # only deletions
+    posted: list[Any] = []
+    monkeypatch.setattr(kopf, "event", lambda body, **kw: posted.append((dict(body), kw)))
+    fn(event={"type": "DELETED"}, body=kopf.Body(child), memo=memo, logger=logger)
+    assert SERVICE_PATH in fake.objects
+    ((owner, event),) = [p for p in posted if p[1]["reason"] == "ChildRecreated"]
+    assert owner["kind"] == "DeepSeekV4Deployment"
+    assert owner["metadata"] == {"namespace": "ns", "name": "d", "uid": "u-1"}
+    assert "Service d-api" in event["message"]
