@@ -102,9 +102,11 @@ _KUBECTL_NAMES = {
 """kubectl resource and name suffix of each child."""
 
 
-def _ready(plane: ControlPlane, cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
-    """Apply the example, report its groups ready, wait for Ready=True; its children."""
-    plane.kubectl("apply", "-n", ns, "-f", "-", stdin=yaml.safe_dump(_body()))
+def _ready(
+    plane: ControlPlane, cluster: Cluster, ns: str, name: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Apply `body` (the example), report its groups ready, wait for Ready=True; its children."""
+    plane.kubectl("apply", "-n", ns, "-f", "-", stdin=yaml.safe_dump(body or _body()))
     wait_until(lambda: cluster.get(LWS_V, "leaderworkersets", ns, name), "LWS", 60)
     LwsStatusStandIn(cluster).report(ns, name)
     cluster.wait_condition(ns, name, "Ready", "True", timeout=30)
@@ -168,6 +170,45 @@ def test_a_deleted_child_is_created_again_at_once_not_at_the_next_resync(
         again["LeaderWorkerSet"]["spec"]["replicas"]
         == before["LeaderWorkerSet"]["spec"]["replicas"]
     )
+
+
+def test_a_deleted_hpa_is_created_again_at_once(
+    control_plane: ControlPlane,
+    cluster: Cluster,
+    namespace: str,
+    kubeconfig: Path,
+    tmp_path: Path,
+) -> None:
+    """Scenario 1 for the scaler (autoscaling mode hpa, default resync): a deleted
+    HorizontalPodAutoscaler left `spec.replicas` unscaled until the next resync; now it is
+    created again within seconds, with a ChildRecreated Warning."""
+    body = _body()
+    name = body["metadata"]["name"]
+    body["spec"]["autoscaling"] = {"enabled": True, "mode": "hpa", "minReplicas": 1}
+    body["spec"]["autoscaling"]["maxReplicas"] = 2
+    env = operator_env(
+        kubeconfig,
+        resync_seconds=60,
+        progress_seconds=1,
+        retry_delay_seconds=1,
+        metrics_port=0,
+        runtime_image="e2e",
+    )
+    hpa_version = "autoscaling/v2beta2"  # what the 1.20 plane serves (the operator's discovery)
+
+    def hpa() -> dict[str, Any] | None:
+        return cluster.get(hpa_version, "horizontalpodautoscalers", namespace, name)
+
+    with operator_process(env, "--namespace", namespace, log=tmp_path / "operator.log"):
+        _ready(control_plane, cluster, namespace, name, body)
+        before = wait_until(hpa, "the HPA", 30)
+        control_plane.kubectl("delete", "-n", namespace, "horizontalpodautoscaler", name)
+        wait_until(
+            lambda: (h := hpa()) and h["metadata"]["uid"] != before["metadata"]["uid"],
+            "the HPA created again",
+            timeout=15,
+        )
+        wait_event(cluster, namespace, name, "ChildRecreated", f"HorizontalPodAutoscaler {name}")
 
 
 def test_scaling_or_editing_the_leaderworkerset_is_set_back_and_said_keeping_foreign_fields(
