@@ -1000,10 +1000,11 @@ class Reconciler:
         or `kubectl edit` of the LeaderWorkerSet, a GitOps tool or controller forcing its own
         value (server-side apply `--force-conflicts` moves the field to its manager). The
         forced apply of the operator's field manager took the fields back; the Event names
-        them and the field managers that held them (`kube.drift`), so a fight with another
-        writer is visible instead of a silent revert at every resync. The same drift again is
-        posted after `DRIFT_REPEAT_SECONDS` at the earliest, with the count of the reverts
-        between; each revert is logged.
+        them (only those set back: another manager's entry in a list keyed by name or port
+        stays, `kube.apply.Settled`) and the field managers that held them (`kube.drift`),
+        so a fight with another writer is visible instead of a silent revert at every resync.
+        The same drift again is posted after `DRIFT_REPEAT_SECONDS` at the earliest, with the
+        count of the reverts between; each revert is logged.
         """
         key = f"{owner.namespace}/{owner.name}"
         rendered = {(str(c["kind"]), str(c["metadata"]["name"])): c for c in children}
@@ -1018,7 +1019,8 @@ class Reconciler:
             }
             if len(hashes) != 1 or None in hashes:
                 continue  # a new rendering (the spec or the operator changed), not drift
-            paths = differences(child.previous, desired)
+            left = set(differences(child.live, desired))  # not ours to remove: logged by apply
+            paths = [p for p in differences(child.previous, desired) if p not in left]
             if not paths:
                 continue
             words = drift_words(paths, changed_by(child.previous, paths, FIELD_MANAGER))

@@ -2400,3 +2400,25 @@ def test_a_deleted_child_reconciles_its_owner_at_once(monkeypatch: pytest.Monkey
     assert owner["kind"] == "DeepSeekV4Deployment"
     assert owner["metadata"] == {"namespace": "ns", "name": "d", "uid": "u-1"}
     assert "Service d-api" in event["message"]
+
+
+def test_a_list_entry_the_apply_cannot_remove_is_not_said_to_be_set_back() -> None:
+    """DriftReverted names only what the forced apply set back: a Service port another manager
+    added stays (server-side apply removes only the applier's own list entries), so it is not
+    reported as set back (the operator logs it once instead)."""
+    fake = CoOwnedPorts()
+    fake.objects[CR_PATH] = {
+        "apiVersion": "dsv4.io/v1alpha1",
+        "kind": "DeepSeekV4Deployment",
+        "metadata": {"name": "d", "namespace": "ns", "uid": "u-1", "generation": 1},
+        "spec": copy.deepcopy(SPEC),
+    }
+    reconciler = Reconciler(KubeClient(fake, "dsv4-operator"), OperatorMetrics(), "img")
+    reconciler.reconcile("ns", "d", Events())
+    fake.foreign = {"name": "debug", "port": 9090, "protocol": "TCP", "targetPort": 9090}
+    fake.objects[SERVICE_PATH]["spec"]["ports"].append(dict(fake.foreign))  # kubectl patch
+    fake.objects[SERVICE_PATH]["metadata"]["resourceVersion"] = "50"
+    events = Events()
+    reconciler.reconcile("ns", "d", events)
+    assert fake.foreign in fake.objects[SERVICE_PATH]["spec"]["ports"]
+    assert "DriftReverted" not in events.reasons()
