@@ -25,10 +25,12 @@ absent LWS controller would.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 import yaml
@@ -45,6 +47,8 @@ from tests.support.operator_e2e import (
     wait_until,
     write_kubeconfig,
 )
+
+from dsv4_operator.handlers.deployment import CHILD_SELECTOR
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -128,6 +132,7 @@ def test_a_deleted_child_is_created_again_at_once_not_at_the_next_resync(
     control_plane: ControlPlane,
     cluster: Cluster,
     namespace: str,
+    proxy: FaultingProxy,
     kubeconfig: Path,
     tmp_path: Path,
 ) -> None:
@@ -170,6 +175,24 @@ def test_a_deleted_child_is_created_again_at_once_not_at_the_next_resync(
         again["LeaderWorkerSet"]["spec"]["replicas"]
         == before["LeaderWorkerSet"]["spec"]["replicas"]
     )
+    # The watches (and their initial lists) asked the API server for the operator's children
+    # only: kopf's handler `labels` filter alone is client-side, and would stream every
+    # Service and ConfigMap of the watched namespaces to the operator.
+    collections = re.compile(
+        rf"/namespaces/{namespace}/(leaderworkersets|services|configmaps|poddisruptionbudgets)$"
+    )
+    listed = [
+        (match[1], parse_qs(r.query).get("labelSelector"))
+        for r in proxy.log
+        if r.method == "GET" and (match := collections.search(r.path))
+    ]
+    assert {kind for kind, _ in listed} == {
+        "leaderworkersets",
+        "services",
+        "configmaps",
+        "poddisruptionbudgets",
+    }, listed
+    assert all(selector == [CHILD_SELECTOR] for _, selector in listed), listed
 
 
 def test_a_deleted_hpa_is_created_again_at_once(

@@ -54,12 +54,13 @@ class Fault:
 
 @dataclass
 class Record:
-    """One request through the proxy: method, path (no query), and the status returned."""
+    """One request through the proxy: method, path, the status returned, and the query string."""
 
     method: str
     path: str
     status: int
     injected: bool
+    query: str = ""
 
 
 @dataclass
@@ -98,9 +99,9 @@ class FaultingProxy:
                     return fault
         return None
 
-    def _record(self, method: str, path: str, status: int, injected: bool) -> None:
+    def _record(self, method: str, path: str, status: int, injected: bool, query: str = "") -> None:
         with self._lock:
-            self.log.append(Record(method, path, status, injected))
+            self.log.append(Record(method, path, status, injected, query))
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         fault = self._match(request.method, request.path, request.headers.get("User-Agent", ""))
@@ -132,7 +133,7 @@ class FaultingProxy:
             data=data or None,
             timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         ) as upstream:
-            self._record(request.method, request.path, upstream.status, False)
+            self._record(request.method, request.path, upstream.status, False, request.query_string)
             response = web.StreamResponse(status=upstream.status)
             for key, value in upstream.headers.items():
                 if key.lower() not in _HOP_HEADERS:

@@ -35,7 +35,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import kopf
 
@@ -47,7 +47,13 @@ from dsv4_operator.render.labels import MANAGED_BY
 from dsv4_operator.render.status import REFERENCE_MISSING, WAITING
 from dsv4_operator.settings import OperatorSettings
 
-__all__ = ["WATCHED_CHILDREN", "owner_of", "register_deployment_handlers", "rolling_out"]
+__all__ = [
+    "CHILD_SELECTOR",
+    "WATCHED_CHILDREN",
+    "owner_of",
+    "register_deployment_handlers",
+    "rolling_out",
+]
 
 WATCHED_CHILDREN: tuple[tuple[str, str], ...] = (
     ("leaderworkerset.x-k8s.io", "leaderworkersets"),
@@ -60,6 +66,9 @@ WATCHED_CHILDREN: tuple[tuple[str, str], ...] = (
 """(group or `v1` for the core group, plural) of the children whose deletion is watched; kopf
 serves each kind the cluster has, in its preferred version, and skips the others (no LWS or
 KEDA installed)."""
+CHILD_SELECTOR: Final = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+"""Label selector of the children's watches, sent to the API server (`lifecycle.configure_kopf`):
+every child carries it (`render.labels`)."""
 
 
 def _emitter(body: kopf.Body) -> EmitFn:

@@ -15,6 +15,7 @@ from typing_extensions import override
 
 from dsv4_operator.api.crd import DEEPSEEK_V4_DEPLOYMENT, crd_manifest, schema_gaps
 from dsv4_operator.handlers.autoscaler import Autoscaler, AutoscalerMetrics
+from dsv4_operator.handlers.deployment import CHILD_SELECTOR, WATCHED_CHILDREN
 from dsv4_operator.handlers.reconciler import Reconciler
 from dsv4_operator.kube import (
     ApiError,
@@ -281,7 +282,12 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) ->
     `config.workers` sync handlers at once, posts Events from INFO up, and retries each of its
     own API requests for `API_RETRY_BACKOFFS_SECONDS` (11.5 minutes) before giving up, and
     looks again every `TIMER_EXIT_POLL_SECONDS` at a timer that must stop (a deleted resource
-    keeps kopf's finalizer until its timers have ended).
+    keeps kopf's finalizer until its timers have ended). The watches of the children's kinds
+    (`deployment.WATCHED_CHILDREN`) ask the API server for this operator's children only
+    (`CHILD_SELECTOR`, kopf's `settings.watching.label_selectors`: a `labelSelector` on the
+    list and watch requests, kopf `_cogs/clients/watching.py`), so a cluster's other Services
+    and ConfigMaps are neither listed nor streamed to the operator; the handler's own `labels`
+    filter is client-side only.
     """
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
     settings.persistence.diffbase_storage = BoundedAnnotationsDiffBaseStorage()
@@ -289,6 +295,8 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) ->
     settings.posting.level = logging.INFO
     settings.networking.error_backoffs = API_RETRY_BACKOFFS_SECONDS
     settings.background.cancellation_polling = TIMER_EXIT_POLL_SECONDS
+    for group, plural in WATCHED_CHILDREN:
+        settings.watching.label_selectors[group, plural] = CHILD_SELECTOR
 
 
 def register_peering_handler(

@@ -522,3 +522,37 @@ def test_a_timer_running_at_deletion_is_looked_at_again_within_a_second() -> Non
 
 def test_an_ended_timer_does_not_delay_the_deletion() -> None:
     assert _stop_timers_on_deletion(timer_ends_after=None) == []
+
+
+@pytest.mark.parametrize(
+    ("group", "version", "plural", "kind"),
+    [
+        ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", "LeaderWorkerSet"),
+        ("", "v1", "services", "Service"),
+        ("", "v1", "configmaps", "ConfigMap"),
+        ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+        ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+        ("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject"),
+    ],
+)
+def test_the_childrens_watches_ask_the_api_server_for_this_operators_children_only(
+    group: str, version: str, plural: str, kind: str
+) -> None:
+    """kopf's `labels` filter on a handler is client-side: without a selector in the request,
+    the watch of Services and ConfigMaps would list and stream every one of the watched
+    namespaces (the whole cluster in cluster-wide mode) to the operator. kopf sends
+    `settings.watching.label_selectors` as `labelSelector` on its list and watch requests
+    (kopf `_cogs/clients/watching.py`, `fetching.py`), collected per resource as here."""
+    from kopf._cogs.structs.references import Resource
+
+    from dsv4_operator.handlers.deployment import CHILD_SELECTOR, WATCHED_CHILDREN
+    from dsv4_operator.handlers.lifecycle import configure_kopf
+
+    settings = kopf.OperatorSettings()
+    configure_kopf(settings, OperatorSettings())
+    resource = Resource(group, version, plural, kind=kind, namespaced=True)
+    assert settings.watching.label_selectors.collect(resource) == [CHILD_SELECTOR]
+    assert CHILD_SELECTOR == "app.kubernetes.io/managed-by=dsv4-operator"
+    assert len(WATCHED_CHILDREN) == 6
+    ours = Resource("dsv4.io", "v1alpha1", "deepseekv4deployments", kind="DeepSeekV4Deployment")
+    assert settings.watching.label_selectors.collect(ours) == []  # the resources themselves
