@@ -243,13 +243,23 @@ def register_deployment_handlers(registry: kopf.OperatorRegistry, config: Operat
             owner = owner_of(body) if event.get("type") == "DELETED" else None
             if owner is None:
                 return
-            namespace, name, uid = owner
+            namespace, name = owner[0], owner[1]
+            reconciler: Reconciler = memo.reconciler
+            # The ownerReference's uid is a predecessor's when the resource was created again
+            # under its name (the collector removes the old children, and the successor may be
+            # waiting for that): reconcile the live object, with Events under its own uid.
+            try:
+                uid = reconciler.live_uid(namespace, name)
+            except ApiError as error:
+                logger.warning("after a child's deletion: %s (the resync retries)", error)
+                return
+            if uid is None:
+                return  # deleted: the collector removes its children
             ref: kopf.RawBody = {
                 "apiVersion": API_VERSION,
                 "kind": KIND,
                 "metadata": {"namespace": namespace, "name": name, "uid": uid},
             }
-            reconciler: Reconciler = memo.reconciler
             outcome = reconciler.reconcile(namespace, name, _emitter(kopf.Body(ref)))
             if outcome.retry_after is not None:
                 logger.warning("after a child's deletion: %s (the resync retries)", outcome.message)

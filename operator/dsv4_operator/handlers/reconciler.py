@@ -335,6 +335,21 @@ class Reconciler:
     `API_RETRY_REPEAT_SECONDS` only logs (an API server outage fails every resync and
     progress tick alike, and kopf posts the queued Events when it returns)."""
 
+    def live_uid(self, namespace: str, name: str) -> str | None:
+        """The uid of DeepSeekV4Deployment `namespace/name`; None when it is gone or being deleted.
+
+        A child's deletion names its owner by the uid in its ownerReference, which is a
+        predecessor's when the resource was deleted and created again under its name (the
+        garbage collector then removes the old children): Events go to the live object's uid.
+
+        Raises:
+            ApiError: the read failed (TransientApiError when retryable).
+        """
+        body = self.kube.get(API_VERSION, KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        return str(body["metadata"].get("uid") or "")
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept per resource for `namespace/name` (its delete handler calls this).
 

@@ -2402,6 +2402,45 @@ def test_a_deleted_child_reconciles_its_owner_at_once(monkeypatch: pytest.Monkey
     assert "Service d-api" in event["message"]
 
 
+def test_a_predecessors_deleted_child_reconciles_its_successor_under_its_own_uid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review finding (h48): a resource deleted and created again under its name gets a new uid,
+    and waits for the garbage collector to remove its predecessor's children, whose
+    ownerReference names the old uid. Their DELETED events reconciled the successor at once (as
+    they should) but posted its Events under the old uid, where `kubectl describe` of the new
+    object never shows them. Now they go to the live object's uid; a deletion after the resource
+    itself is gone reconciles nothing."""
+    import kopf
+
+    from dsv4_operator.handlers import build_registry
+    from dsv4_operator.settings import OperatorSettings
+
+    registry = build_registry(OperatorSettings())
+    watching = {str(h.id): h for h in registry._watching.get_all_handlers()}
+    fn: Any = watching["child-services"].fn
+    fake, reconciler = _setup()
+    reconciler.reconcile("ns", "d", Events())
+    old_child: Any = copy.deepcopy(fake.objects[SERVICE_PATH])
+    fake.objects[CR_PATH]["metadata"]["uid"] = "u-2"  # deleted and created again
+    waiting = reconciler.reconcile("ns", "d", Events())  # the predecessor's children remain
+    assert waiting.retry_after is not None
+    for path in [p for p in fake.objects if p != CR_PATH]:  # the collector removes them
+        del fake.objects[path]
+    posted: list[Any] = []
+    monkeypatch.setattr(kopf, "event", lambda body, **kw: posted.append((dict(body), kw)))
+    memo = kopf.Memo(reconciler=reconciler)
+    logger: Any = logging.getLogger("test")
+    fn(event={"type": "DELETED"}, body=kopf.Body(old_child), memo=memo, logger=logger)
+    assert SERVICE_PATH in fake.objects
+    assert posted
+    assert {p[0]["metadata"]["uid"] for p in posted} == {"u-2"}
+    del fake.objects[CR_PATH]
+    posted.clear()
+    fn(event={"type": "DELETED"}, body=kopf.Body(old_child), memo=memo, logger=logger)
+    assert posted == []
+
+
 def test_a_list_entry_the_apply_cannot_remove_is_not_said_to_be_set_back() -> None:
     """DriftReverted names only what the forced apply set back: a Service port another manager
     added stays (server-side apply removes only the applier's own list entries), so it is not
