@@ -6,7 +6,16 @@ missing.
 """
 
 import os
+import platform
 from pathlib import Path
+
+# Triton's CPU interpreter runs `tl.dot` as numpy's matmul, and numpy's OpenBLAS picks its
+# kernel by CPU at load (Haswell and Zen kernels use FMA, Sandybridge's does not), so the last
+# bits of a kernel's logits differed from host to host: on an AMD EPYC (Zen kernels) the
+# sampled indexer's tied-logit tests fell back where they were exact elsewhere. One kernel on
+# every x86-64 host; set before anything imports numpy (OpenBLAS reads it once).
+if platform.machine() in {"x86_64", "AMD64"}:
+    os.environ.setdefault("OPENBLAS_CORETYPE", "Sandybridge")
 
 import pytest
 
